@@ -1,0 +1,17 @@
+//! Hypergolix: "programmable Dropbox". A local daemon (`hgxd`) keeps end-to-end encrypted,
+//! hash-addressed Golix objects in sync through persistence servers (`hgx-persister`) and
+//! pushes every update to every holder.
+//!
+//! # Layout
+//!
+//! - [`golix`]: the Golix protocol, pure and sans-IO (addresses, containers, crypto,
+//!   identities). Calls nothing of ours.
+//! - `persist`: what every holder of Golix objects shares — the Store and its ingest and
+//!   collection rules, the persister protocol, server and client. Calls `golix`.
+//! - `actors`: the daemon runtime (objects, remotes, sharing, account). Calls `persist`, `golix`.
+//! - `ipc`: the app <-> daemon websocket protocol and the Rust client. Calls `actors`,
+//!   `persist`, `golix`.
+//!
+//! Dependencies point down only: `golix` <- `persist` <- `actors`/`ipc` <- binaries.
+
+pub mod golix;

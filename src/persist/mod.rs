@@ -1,0 +1,17 @@
+//! # Persistence
+//!
+//! What every holder of Golix objects shares: the [`store::Store`] trait and its sled
+//! implementation, the ingest rules and collection cascade over it ([`rules`]), the
+//! [`archive::Archive`] facade (publish / get / queries, durable group commit), the persister
+//! wire protocol ([`wire`]), the fanout hub ([`hub`]), the actix-web server ([`server`]) and
+//! the client side of the protocol ([`client`]) that `hgxd` uses.
+//!
+//! Calls: `golix` only (plus sled, actix). Used by `actors`, `ipc` and the binaries.
+
+pub mod archive;
+pub mod error;
+pub mod rules;
+pub mod store;
+
+pub use archive::{Archive, Notification, Published, Status};
+pub use error::PersistError;
