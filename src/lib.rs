@@ -15,3 +15,6 @@
 //! Dependencies point down only: `golix` <- `persist` <- `actors`/`ipc` <- binaries.
 
 pub mod golix;
+pub mod persist;
+pub mod actors;
+pub mod inspect;

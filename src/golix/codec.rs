@@ -46,8 +46,6 @@ pub const MAC_LEN: usize = 64;
 pub const ASYM_LEN: usize = 512;
 pub const PUBKEY_LEN: usize = 512;
 pub const EXCHANGE_LEN: usize = 32;
-/// magic (4) + version (4) + suite (1).
-pub const HEADER_LEN: usize = 9;
 
 /// A cursor over untrusted bytes. Every read is bounds-checked and names its field.
 pub struct Reader<'a> {
@@ -125,7 +123,7 @@ impl<'a> Reader<'a> {
         policy: Policy,
     ) -> Result<Suite, DecodeError> {
         let m: [u8; 4] = self.array("magic")?;
-        if &m != magic.as_bytes() {
+        if m != magic.as_bytes() {
             return Err(DecodeError::UnknownMagic(m));
         }
         let v = self.u32("version")?;

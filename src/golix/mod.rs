@@ -32,4 +32,4 @@ pub use gidc::{Gidc, GIDC_LEN};
 pub use gobd::{Gobd, GobdV15, GOBD_OVERHEAD, MAX_TARGETS};
 pub use identity::{FirstParty, KeyBundle, SecondParty, DEFAULT_LEGROOM, MIN_LEGROOM};
 pub use object::{Kind, Object};
-pub use secret::{Secret, SECRET_LEN};
+pub use secret::{Secret, SECRET_LEN, SECRET_LEN_DUMMY};

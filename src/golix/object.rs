@@ -31,6 +31,9 @@ impl Kind {
 }
 
 /// Any decoded Golix container.
+// Variants differ in size (a GIDC holds two 512-byte moduli); objects are decoded once and
+// moved rarely, so boxing would cost an allocation per decode for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum Object {
     Gidc(Gidc),

@@ -28,3 +28,32 @@ pub fn fixture(n: usize) -> FirstParty {
     assert_eq!(fp.ghid().as_str(), id["ghid_b64"].as_str().unwrap());
     fp
 }
+
+/// Every `<ghid>.ghid` file under `vectors_dir()/rel`, as (file stem, bytes), sorted by name.
+pub fn ghid_files(rel: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = vectors_dir().join(rel);
+    let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "ghid"))
+        .map(|p| {
+            let stem = p.file_stem().unwrap().to_str().unwrap().to_owned();
+            (stem, std::fs::read(&p).unwrap())
+        })
+        .collect();
+    out.sort();
+    assert!(!out.is_empty(), "no vectors in {}", dir.display());
+    out
+}
+
+/// A JSON file under `vectors_dir()`.
+pub fn vectors_json(rel: &str) -> serde_json::Value {
+    let path = vectors_dir().join(rel);
+    serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|e| panic!("{rel}: {e}"))).unwrap()
+}
+
+/// Hex of a JSON string field (panics with the field name if absent).
+pub fn hex_of(v: &serde_json::Value, key: &str) -> Vec<u8> {
+    let s = v[key].as_str().unwrap_or_else(|| panic!("missing {key}"));
+    hex::decode(s).unwrap_or_else(|e| panic!("{key}: {e}"))
+}

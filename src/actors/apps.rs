@@ -1,0 +1,213 @@
+//! The app registry: which app sessions are connected, which objects each one tracks, and
+//! one event mailbox per app.
+//!
+//! Owns: the `AppId` counter, per-app tracked-object sets, and a forwarder task per app that
+//! moves events into the app's bounded `mpsc::Sender<AppEvent>`. When that channel is full the
+//! forwarder keeps at most one pending `Update` per ghid (latest wins, in first-arrival order),
+//! so a slow app never grows memory without bound and never loses an object's final state.
+//! Calls: nothing of ours; `ObjectActor`s and the daemon handle call it. A read-mostly
+//! registry behind a std `Mutex` (held only for map operations, never across an await).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use tokio::sync::mpsc;
+
+use super::api::{AppEvent, AppId};
+use crate::golix::Ghid;
+
+/// Connected apps and what they track.
+#[derive(Default)]
+pub struct AppRegistry {
+    next_id: AtomicU64,
+    apps: Mutex<HashMap<AppId, AppEntry>>,
+}
+
+struct AppEntry {
+    mailbox: mpsc::UnboundedSender<AppEvent>,
+    tracked: HashSet<Ghid>,
+}
+
+impl AppRegistry {
+    /// Registers an app whose events go to `events`; starts its forwarder task.
+    pub fn connect(&self, events: mpsc::Sender<AppEvent>) -> AppId {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(forward(rx, events));
+        let entry = AppEntry {
+            mailbox: tx,
+            tracked: HashSet::new(),
+        };
+        self.lock().insert(id, entry);
+        id
+    }
+
+    /// Forgets an app; returns the ghids it tracked (the caller untracks them).
+    pub fn disconnect(&self, app: AppId) -> Vec<Ghid> {
+        self.lock()
+            .remove(&app)
+            .map(|e| e.tracked.into_iter().collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether `app` is connected.
+    pub fn is_connected(&self, app: AppId) -> bool {
+        self.lock().contains_key(&app)
+    }
+
+    /// Records that `app` tracks `ghid`. False if the app is not connected.
+    pub fn track(&self, app: AppId, ghid: Ghid) -> bool {
+        match self.lock().get_mut(&app) {
+            Some(e) => {
+                e.tracked.insert(ghid);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Records that `app` no longer tracks `ghid`.
+    pub fn untrack(&self, app: AppId, ghid: &Ghid) {
+        if let Some(e) = self.lock().get_mut(&app) {
+            e.tracked.remove(ghid);
+        }
+    }
+
+    /// Queues `event` for `app` (dropped if the app is gone).
+    pub fn send(&self, app: AppId, event: AppEvent) {
+        if let Some(e) = self.lock().get(&app) {
+            let _ = e.mailbox.send(event);
+        }
+    }
+
+    /// Every connected app id.
+    pub fn all(&self) -> Vec<AppId> {
+        self.lock().keys().copied().collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<AppId, AppEntry>> {
+        // A poisoned map is still a consistent map: every critical section is a single
+        // insert/remove/lookup.
+        self.apps.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Events waiting for room in the app's channel. Updates coalesce per ghid.
+#[derive(Default)]
+struct Pending {
+    order: VecDeque<Slot>,
+    updates: HashMap<Ghid, AppEvent>,
+}
+
+enum Slot {
+    /// The latest update of this ghid lives in `updates`.
+    Update(Ghid),
+    Other(AppEvent),
+}
+
+impl Pending {
+    fn push(&mut self, event: AppEvent) {
+        match event {
+            AppEvent::Update(view) => {
+                let ghid = view.ghid;
+                if self.updates.insert(ghid, AppEvent::Update(view)).is_none() {
+                    self.order.push_back(Slot::Update(ghid));
+                }
+            }
+            other => self.order.push_back(Slot::Other(other)),
+        }
+    }
+
+    fn pop(&mut self) -> Option<AppEvent> {
+        loop {
+            match self.order.pop_front()? {
+                Slot::Other(e) => return Some(e),
+                Slot::Update(g) => {
+                    if let Some(e) = self.updates.remove(&g) {
+                        return Some(e);
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+}
+
+/// Moves events from `rx` to `out`, coalescing while `out` is full. Ends when either side
+/// closes (after delivering what it can).
+async fn forward(mut rx: mpsc::UnboundedReceiver<AppEvent>, out: mpsc::Sender<AppEvent>) {
+    let mut pending = Pending::default();
+    let mut input_open = true;
+    loop {
+        if pending.is_empty() {
+            if !input_open {
+                return;
+            }
+            match rx.recv().await {
+                Some(e) => pending.push(e),
+                None => return,
+            }
+            continue;
+        }
+        tokio::select! {
+            permit = out.reserve() => {
+                let Ok(permit) = permit else { return };
+                if let Some(e) = pending.pop() {
+                    permit.send(e);
+                }
+            }
+            got = rx.recv(), if input_open => match got {
+                Some(e) => pending.push(e),
+                None => input_open = false,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actors::api::ObjectView;
+    use crate::golix::Algo;
+
+    fn view(ghid: Ghid, state: u8) -> AppEvent {
+        AppEvent::Update(ObjectView {
+            ghid,
+            author: ghid,
+            api_id: None,
+            dynamic: true,
+            private: false,
+            state: vec![state],
+        })
+    }
+
+    #[tokio::test]
+    async fn full_channel_coalesces_updates_and_keeps_the_latest() {
+        let reg = AppRegistry::default();
+        let (tx, mut rx) = mpsc::channel(1);
+        let app = reg.connect(tx);
+        let (a, b) = (Ghid::pseudorandom(Algo::SHA512), Ghid::pseudorandom(Algo::SHA512));
+        for i in 0..100u8 {
+            reg.send(app, view(a, i));
+            reg.send(app, view(b, i));
+        }
+        reg.send(app, AppEvent::Delete(b));
+        // Give the forwarder time to drain the unbounded side while the channel is full.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let mut got = Vec::new();
+        while let Ok(Some(e)) = tokio::time::timeout(std::time::Duration::from_millis(100), rx.recv()).await {
+            got.push(e);
+        }
+        assert!(got.len() <= 6, "coalesced: {}", got.len());
+        let last_a = got.iter().rev().find_map(|e| match e {
+            AppEvent::Update(v) if v.ghid == a => Some(v.state[0]),
+            _ => None,
+        });
+        assert_eq!(last_a, Some(99));
+        assert_eq!(got.last(), Some(&AppEvent::Delete(b)));
+    }
+}

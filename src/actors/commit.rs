@@ -1,0 +1,380 @@
+//! The Golix side of app objects: making, loading and opening them, and committing our own
+//! changes (new, push frames, freeze, hold, delete) locally and durably.
+//!
+//! Owns: [`Loaded`] (an object as its `ObjectActor` keeps it) and the steps each operation
+//! takes. Signing runs off the event loop; a commit ingests in order (a binding before its
+//! container), syncs the archive, queues the objects for every remote and records the new
+//! secret in the vault, all before returning, so whatever an app is told succeeded survives a
+//! restart and reaches the remotes.
+//!
+//! Calls: `golix` (FirstParty), `DaemonCore` (archive, vault, outbox, ledger), [`content`].
+//! Used by `ObjectActor` and `DaemonHandle`.
+
+use std::sync::Arc;
+
+use super::account::StoredSecret;
+use super::api::ObjectView;
+use super::content;
+use super::daemon_core::{DaemonCore, ObjectMeta, SecretRecord};
+use super::error::DaemonError;
+use crate::golix::{FirstParty, Geoc, Ghid, Gobd, Object, Policy, Secret, DEFAULT_LEGROOM};
+use crate::persist::PersistError;
+
+/// An object as its actor keeps it.
+pub struct Loaded {
+    /// Dynamic ghid, or container ghid for static objects.
+    pub ghid: Ghid,
+    pub author: Ghid,
+    pub api_id: Option<Ghid>,
+    pub private: bool,
+    pub state: Vec<u8>,
+    /// The secret of `container`.
+    pub secret: Secret,
+    /// The current container.
+    pub container: Ghid,
+    /// The current frame; `None` for static objects.
+    pub frame: Option<Gobd>,
+}
+
+/// A frame of ours that is durable locally and queued upstream.
+pub struct Committed {
+    pub frame: Gobd,
+    pub container: Ghid,
+    pub secret: Secret,
+}
+
+impl Loaded {
+    pub fn view(&self) -> ObjectView {
+        ObjectView {
+            ghid: self.ghid,
+            author: self.author,
+            api_id: self.api_id,
+            dynamic: self.frame.is_some(),
+            private: self.private,
+            state: self.state.clone(),
+        }
+    }
+
+    pub fn counter(&self) -> u64 {
+        self.frame.as_ref().map_or(0, |f| f.counter)
+    }
+
+    pub fn stored_secret(&self) -> StoredSecret {
+        StoredSecret {
+            secret: self.secret.clone(),
+            container: self.container,
+        }
+    }
+
+    pub fn apply(&mut self, c: Committed, state: Vec<u8>) {
+        self.frame = Some(c.frame);
+        self.container = c.container;
+        self.secret = c.secret;
+        self.state = state;
+    }
+
+    pub fn pulled(&mut self, frame: Gobd, container: Ghid, secret: Secret, api_id: Option<Ghid>, state: Vec<u8>) {
+        self.frame = Some(frame);
+        self.container = container;
+        self.secret = secret;
+        self.api_id = api_id;
+        self.state = state;
+    }
+}
+
+fn decode(bytes: &[u8]) -> Result<Object, DaemonError> {
+    Ok(Object::decode(bytes, Policy::STRICT).map_err(PersistError::from)?)
+}
+
+/// Runs `f` with our identity on the blocking pool (RSA signing).
+async fn sign<T: Send + 'static>(
+    core: &DaemonCore,
+    f: impl FnOnce(&FirstParty) -> Result<T, crate::golix::Error> + Send + 'static,
+) -> Result<T, DaemonError> {
+    let identity = core.identity.clone();
+    tokio::task::spawn_blocking(move || f(&identity))
+        .await
+        .map_err(|e| DaemonError::Storage(format!("signing task failed: {e}")))?
+        .map_err(DaemonError::from)
+}
+
+/// Ingests `objects` in order, syncs the archive, queues them upstream, records `secret`,
+/// and flushes the vault.
+pub async fn commit(
+    core: &DaemonCore,
+    objects: Vec<Vec<u8>>,
+    secret: Option<(Ghid, SecretRecord)>,
+) -> Result<(), DaemonError> {
+    for o in &objects {
+        core.ingest(o.clone()).await?;
+    }
+    core.archive.sync().await?;
+    core.outbox.enqueue(&objects)?;
+    if let Some((ghid, record)) = secret {
+        core.put_secret(&ghid, &record)?;
+    }
+    core.vault.flush().await
+}
+
+/// A new object of ours: a container under a fresh secret and its binding (frame 0 for a
+/// dynamic object, a GOBS for a static one), committed.
+pub async fn create(
+    core: &DaemonCore,
+    state: Vec<u8>,
+    api_id: Option<Ghid>,
+    dynamic: bool,
+    private: bool,
+) -> Result<Loaded, DaemonError> {
+    let secret = Secret::random();
+    let plain = content::pack(api_id.as_ref(), &state);
+    let s = secret.clone();
+    let (geoc, binding, frame) = sign(core, move |id| {
+        let geoc = id.make_container(&plain, &s)?;
+        if dynamic {
+            let f = id.make_bind_dynamic(geoc.ghid)?;
+            Ok((geoc, f.encode(), Some(f)))
+        } else {
+            let b = id.make_bind_static(geoc.ghid)?;
+            Ok((geoc, b.encode(), None))
+        }
+    })
+    .await?;
+    let ghid = frame.as_ref().map_or(geoc.ghid, |f| f.dynamic);
+    let stored = StoredSecret {
+        secret: secret.clone(),
+        container: geoc.ghid,
+    };
+    if private {
+        core.put_meta(&ghid, &ObjectMeta { private })?;
+    }
+    let record = SecretRecord {
+        stored: stored.clone(),
+        counter: 0,
+    };
+    commit(core, vec![binding, geoc.encode()], Some((ghid, record))).await?;
+    core.ledger.record_secret(ghid, stored, 0, api_id);
+    Ok(Loaded {
+        ghid,
+        author: core.fingerprint(),
+        api_id,
+        private,
+        state,
+        secret,
+        container: geoc.ghid,
+        frame,
+    })
+}
+
+/// One push: the next secret, a container with `state`, the next frame; committed.
+pub struct PushJob {
+    pub ghid: Ghid,
+    pub previous: Gobd,
+    pub secret: Secret,
+    pub container: Ghid,
+    pub api_id: Option<Ghid>,
+    pub state: Vec<u8>,
+}
+
+impl PushJob {
+    pub async fn run(self, core: &DaemonCore) -> Result<Committed, DaemonError> {
+        let secret = self.secret.ratchet(&self.container, &self.ghid);
+        let plain = content::pack(self.api_id.as_ref(), &self.state);
+        let (s, previous) = (secret.clone(), self.previous);
+        let (geoc, frame) = sign(core, move |id| {
+            let geoc = id.make_container(&plain, &s)?;
+            let frame = id.make_next_frame(&previous, geoc.ghid, DEFAULT_LEGROOM)?;
+            Ok((geoc, frame))
+        })
+        .await?;
+        let record = SecretRecord {
+            stored: StoredSecret {
+                secret: secret.clone(),
+                container: geoc.ghid,
+            },
+            counter: frame.counter,
+        };
+        commit(core, vec![frame.encode(), geoc.encode()], Some((self.ghid, record))).await?;
+        Ok(Committed {
+            container: geoc.ghid,
+            frame,
+            secret,
+        })
+    }
+}
+
+/// A secret that opens `frame`'s current target, from this machine's records or the
+/// account's, ratcheted forward along the target vector.
+pub async fn find_secret(core: &DaemonCore, ghid: &Ghid, frame: &Gobd) -> Option<Secret> {
+    if let Ok(Some(r)) = core.secret(ghid) {
+        if let Some(s) = content::ratchet_to_current(frame, &r.stored.secret, &r.stored.container) {
+            return Some(s);
+        }
+    }
+    let stored = core.ledger.lookup(*ghid).await?;
+    content::ratchet_to_current(frame, &stored.secret, &stored.container)
+}
+
+/// Decrypts and unframes a container.
+fn open(container: &Geoc, secret: &Secret) -> Result<(Option<Ghid>, Vec<u8>), DaemonError> {
+    content::unpack(&FirstParty::decrypt(container, secret)).ok_or_else(|| {
+        DaemonError::UnknownSecret(format!("{} does not open as an app object", container.ghid))
+    })
+}
+
+/// Loads an object from the local archive, else from the remotes (ingesting what is
+/// fetched), and opens it with a known secret. A GOBS ghid loads its target.
+pub async fn load(core: &DaemonCore, ghid: Ghid) -> Result<Loaded, DaemonError> {
+    let not_found = || DaemonError::NotFound(ghid.to_string());
+    let bytes = core.local_or_fetch(&ghid).await?.ok_or_else(not_found)?;
+    match decode(&bytes)? {
+        Object::Gobd(frame) => {
+            if frame.dynamic != ghid {
+                return Err(not_found());
+            }
+            let target = frame.target();
+            let cbytes = core.local_or_fetch(&target).await?.ok_or_else(not_found)?;
+            let Object::Geoc(geoc) = decode(&cbytes)? else {
+                return Err(DaemonError::NotFound(format!("container {target}")));
+            };
+            let secret = find_secret(core, &ghid, &frame)
+                .await
+                .ok_or_else(|| DaemonError::UnknownSecret(ghid.to_string()))?;
+            let (api_id, state) = open(&geoc, &secret)?;
+            let loaded = Loaded {
+                ghid,
+                author: frame.binder,
+                api_id,
+                private: core.meta(&ghid)?.private,
+                state,
+                secret,
+                container: geoc.ghid,
+                frame: Some(frame),
+            };
+            remember_secret(core, &loaded);
+            Ok(loaded)
+        }
+        Object::Geoc(geoc) => {
+            let stored = match core.secret(&ghid)? {
+                Some(r) => Some(r.stored),
+                None => core.ledger.lookup(ghid).await,
+            };
+            let stored = stored
+                .filter(|s| s.container == ghid)
+                .ok_or_else(|| DaemonError::UnknownSecret(ghid.to_string()))?;
+            let (api_id, state) = open(&geoc, &stored.secret)?;
+            Ok(Loaded {
+                ghid,
+                author: geoc.author,
+                api_id,
+                private: core.meta(&ghid)?.private,
+                state,
+                secret: stored.secret,
+                container: ghid,
+                frame: None,
+            })
+        }
+        Object::Gobs(b) if b.target != ghid => Box::pin(load(core, b.target)).await,
+        _ => Err(not_found()),
+    }
+}
+
+/// Opens a pulled frame's container: the secret ratchets from the actor's, else from a
+/// record. `None` if no known secret reaches it.
+pub async fn open_pulled(
+    core: &DaemonCore,
+    obj: &Loaded,
+    frame: &Gobd,
+    container: &Geoc,
+) -> Result<Option<(Secret, Option<Ghid>, Vec<u8>)>, DaemonError> {
+    if frame.target() != container.ghid {
+        return Err(DaemonError::BadArgs("container is not the frame's target".into()));
+    }
+    let secret = match content::ratchet_to_current(frame, &obj.secret, &obj.container) {
+        Some(s) => Some(s),
+        None => find_secret(core, &obj.ghid, frame).await,
+    };
+    let Some(secret) = secret else { return Ok(None) };
+    let (api_id, state) = open(container, &secret)?;
+    Ok(Some((secret, api_id, state)))
+}
+
+/// Records the object's current secret in the vault (durable with the next vault flush).
+pub fn remember_secret(core: &DaemonCore, obj: &Loaded) {
+    let record = SecretRecord {
+        stored: obj.stored_secret(),
+        counter: obj.counter(),
+    };
+    if let Err(e) = core.put_secret(&obj.ghid, &record) {
+        slog::warn!(core.log, "cannot record a secret"; "ghid" => %obj.ghid, "error" => %e);
+    }
+}
+
+/// Freezes a dynamic object: our GOBS on its current container, whose secret is recorded
+/// under the container ghid. Returns the container ghid (a static object).
+pub async fn freeze(core: &DaemonCore, obj: &Loaded) -> Result<Ghid, DaemonError> {
+    let container = obj.container;
+    let gobs = sign(core, move |id| id.make_bind_static(container)).await?;
+    let stored = obj.stored_secret();
+    let record = SecretRecord {
+        stored: stored.clone(),
+        counter: 0,
+    };
+    if obj.private {
+        core.put_meta(&container, &ObjectMeta { private: true })?;
+    }
+    commit(core, vec![gobs.encode()], Some((container, record))).await?;
+    core.ledger.record_secret(container, stored, 0, obj.api_id);
+    Ok(container)
+}
+
+/// Our GOBS ghids binding `target`.
+fn our_bindings(core: &DaemonCore, target: &Ghid) -> Result<Vec<Ghid>, DaemonError> {
+    let bindings = match core.archive.list_bindings(target) {
+        Ok(b) => b,
+        Err(PersistError::NotFound(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let me = core.fingerprint();
+    let mut ours = Vec::new();
+    for b in bindings {
+        let Some(bytes) = core.local(&b)? else { continue };
+        if let Ok(Object::Gobs(gobs)) = Object::decode(&bytes, Policy::STRICT) {
+            if gobs.binder == me && gobs.target == *target {
+                ours.push(gobs.ghid);
+            }
+        }
+    }
+    Ok(ours)
+}
+
+/// Whether we hold `ghid` (our own GOBS binds it).
+pub fn holds(core: &DaemonCore, ghid: &Ghid) -> Result<bool, DaemonError> {
+    Ok(!our_bindings(core, ghid)?.is_empty())
+}
+
+/// Holds `ghid`: our own GOBS on it keeps it alive whatever its owner does.
+pub async fn hold(core: &DaemonCore, ghid: &Ghid) -> Result<(), DaemonError> {
+    let target = *ghid;
+    let gobs = sign(core, move |id| id.make_bind_static(target)).await?;
+    commit(core, vec![gobs.encode()], None).await?;
+    core.ledger.record_hold(target);
+    Ok(())
+}
+
+/// Deletes an object of ours: a GDXX on the dynamic ghid, or on each of our GOBS of a
+/// static container.
+pub async fn delete(core: &DaemonCore, obj: &Loaded) -> Result<(), DaemonError> {
+    let targets = if obj.frame.is_some() {
+        vec![obj.ghid]
+    } else {
+        our_bindings(core, &obj.ghid)?
+    };
+    let debinds = sign(core, move |id| {
+        targets
+            .iter()
+            .map(|t| id.make_debind(*t).map(|d| d.encode()))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await?;
+    commit(core, debinds, None).await
+}

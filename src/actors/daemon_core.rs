@@ -1,0 +1,234 @@
+//! `DaemonCore`: what every daemon actor shares, and the local-publish and fetch paths they
+//! all use.
+//!
+//! Owns: handles only — the identity, the local [`Archive`], the [`Vault`] and [`Outbox`], the
+//! ledger (account), remote, GC and app registries, the live-object registry, and the gate
+//! that refuses new work at shutdown and counts work in flight. No actor's state lives here;
+//! the registries are read-mostly maps behind std mutexes held only for a map operation.
+//!
+//! Calls: `persist` (archive publish/sync, off the event loop), the vault, the outbox, and the
+//! `RemoteActor` handles (fetches). Used by every actor and by `DaemonHandle`.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use super::account::StoredSecret;
+use super::apps::AppRegistry;
+use super::error::DaemonError;
+use super::gc::GcHandle;
+use super::ledger::LedgerHandle;
+use super::object::ObjectRegistry;
+use super::outbox::Outbox;
+use super::remote::RemoteHandle;
+use super::vault::Vault;
+use crate::golix::{FirstParty, Ghid, Object, Policy};
+use crate::persist::{Archive, PersistError, Published};
+
+/// Vault key prefix of object secrets: `secret\0 | ghid`.
+const SECRET_PREFIX: &[u8] = b"secret\0";
+/// Vault key prefix of object metadata known only locally: `meta\0 | ghid`.
+const META_PREFIX: &[u8] = b"meta\0";
+
+/// The newest secret this machine knows for an object (dynamic ghid, or static container
+/// ghid), the container it opens, and that container's frame counter (0 for static).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SecretRecord {
+    pub stored: StoredSecret,
+    pub counter: u64,
+}
+
+/// What the account does not keep about an object: whether an app created it private.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ObjectMeta {
+    pub private: bool,
+}
+
+fn key(prefix: &[u8], ghid: &Ghid) -> Vec<u8> {
+    let mut k = prefix.to_vec();
+    k.extend_from_slice(ghid.as_bytes());
+    k
+}
+
+/// Refuses work after shutdown starts, and counts work in flight so shutdown can wait for it.
+#[derive(Default)]
+pub struct Gate {
+    closed: AtomicBool,
+    busy: AtomicUsize,
+    idle: Notify,
+}
+
+/// Held while one daemon operation runs.
+pub struct Pass<'a>(&'a Gate);
+
+impl Drop for Pass<'_> {
+    fn drop(&mut self) {
+        if self.0.busy.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl Gate {
+    /// A pass for one operation, unless shutdown has started.
+    pub fn enter(&self) -> Result<Pass<'_>, DaemonError> {
+        self.busy.fetch_add(1, Ordering::SeqCst);
+        let pass = Pass(self);
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(DaemonError::ShuttingDown);
+        }
+        Ok(pass)
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Refuses new passes and waits until every pass is dropped.
+    pub async fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        loop {
+            let idle = self.idle.notified();
+            if self.busy.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+}
+
+/// The shared context of one running daemon.
+pub struct DaemonCore {
+    pub identity: Arc<FirstParty>,
+    pub user_id: Ghid,
+    pub archive: Archive,
+    pub vault: Vault,
+    pub outbox: Outbox,
+    pub ledger: LedgerHandle,
+    pub remotes: Vec<RemoteHandle>,
+    pub apps: AppRegistry,
+    pub objects: ObjectRegistry,
+    pub gc: GcHandle,
+    pub gate: Gate,
+    pub log: slog::Logger,
+}
+
+impl DaemonCore {
+    pub fn fingerprint(&self) -> Ghid {
+        self.identity.ghid()
+    }
+
+    /// Publishes `bytes` into the local archive (decode, verify, rules) off the event loop.
+    /// Not durable until [`Archive::sync`].
+    pub async fn ingest(&self, bytes: Vec<u8>) -> Result<Published, PersistError> {
+        let archive = self.archive.clone();
+        tokio::task::spawn_blocking(move || archive.publish(&bytes))
+            .await
+            .map_err(|e| PersistError::Storage(format!("ingest task failed: {e}")))?
+    }
+
+    /// Our own new objects: ingest each locally in order (a binding before its container),
+    /// make them durable, and queue them for every remote (durably) in the same order.
+    pub async fn commit_local(&self, objects: Vec<Vec<u8>>) -> Result<(), DaemonError> {
+        super::commit::commit(self, objects, None).await
+    }
+
+    /// Like [`DaemonCore::ingest`] for bytes from a remote: an unknown signer's GIDC is fetched
+    /// from the remotes and ingested first. "Already present" is success.
+    pub async fn ingest_fetched(&self, bytes: Vec<u8>) -> Result<Published, DaemonError> {
+        match self.ingest(bytes.clone()).await {
+            Err(PersistError::UnknownAuthor(_)) => {
+                let obj = Object::decode(&bytes, Policy::STRICT).map_err(PersistError::from)?;
+                let signer = obj.signer().ok_or_else(|| {
+                    DaemonError::NotFound("the identity of an unsigned object".into())
+                })?;
+                let gidc = self
+                    .fetch(&signer)
+                    .await
+                    .ok_or_else(|| DaemonError::NotFound(format!("identity {signer}")))?;
+                self.ingest(gidc).await?;
+                Ok(self.ingest(bytes).await?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// Raw bytes of `ghid` from the local archive.
+    pub fn local(&self, ghid: &Ghid) -> Result<Option<Vec<u8>>, DaemonError> {
+        Ok(self.archive.get(ghid)?.map(|b| b.to_vec()))
+    }
+
+    /// Raw bytes of `ghid` (a dynamic ghid: its current frame) from the first connected remote
+    /// that has it.
+    pub async fn fetch(&self, ghid: &Ghid) -> Option<Vec<u8>> {
+        for r in &self.remotes {
+            if let Some(b) = r.get(ghid).await {
+                return Some(b);
+            }
+        }
+        None
+    }
+
+    /// Local first, then the remotes (the fetched bytes are ingested locally).
+    pub async fn local_or_fetch(&self, ghid: &Ghid) -> Result<Option<Vec<u8>>, DaemonError> {
+        if let Some(b) = self.local(ghid)? {
+            return Ok(Some(b));
+        }
+        match self.fetch(ghid).await {
+            Some(b) => {
+                self.ingest_fetched(b.clone()).await?;
+                Ok(Some(b))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The secret this machine recorded for `ghid`.
+    pub fn secret(&self, ghid: &Ghid) -> Result<Option<SecretRecord>, DaemonError> {
+        self.vault.get(&key(SECRET_PREFIX, ghid))
+    }
+
+    /// Records `secret` for `ghid` (not durable until the vault flushes).
+    pub fn put_secret(&self, ghid: &Ghid, record: &SecretRecord) -> Result<(), DaemonError> {
+        self.vault.put(&key(SECRET_PREFIX, ghid), record)
+    }
+
+    pub fn forget_secret(&self, ghid: &Ghid) -> Result<(), DaemonError> {
+        self.vault.remove(&key(SECRET_PREFIX, ghid))?;
+        self.vault.remove(&key(META_PREFIX, ghid))
+    }
+
+    /// Every object with a recorded secret.
+    pub fn secret_ghids(&self) -> Result<Vec<Ghid>, DaemonError> {
+        Ok(self
+            .vault
+            .scan_prefix::<SecretRecord>(SECRET_PREFIX)?
+            .into_iter()
+            .filter_map(|(k, _)| Ghid::from_bytes(&k[SECRET_PREFIX.len()..]).ok())
+            .collect())
+    }
+
+    pub fn meta(&self, ghid: &Ghid) -> Result<ObjectMeta, DaemonError> {
+        Ok(self.vault.get(&key(META_PREFIX, ghid))?.unwrap_or_default())
+    }
+
+    pub fn put_meta(&self, ghid: &Ghid, meta: &ObjectMeta) -> Result<(), DaemonError> {
+        self.vault.put(&key(META_PREFIX, ghid), meta)
+    }
+
+    /// Subscribes `dynamic` upstream on every remote (and catches up on it).
+    pub fn subscribe(&self, dynamic: Ghid) {
+        for r in &self.remotes {
+            r.subscribe(dynamic);
+        }
+    }
+
+    pub fn unsubscribe(&self, dynamic: Ghid) {
+        for r in &self.remotes {
+            r.unsubscribe(dynamic);
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! `DaemonError`: what the daemon tells an app (or the CLI) when something fails. Each
+//! variant has a stable wire `code()`; never rename a code, only add.
+
+use thiserror::Error;
+
+use crate::persist::PersistError;
+
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum DaemonError {
+    /// A persistence rule refused the object (carries the persist code, e.g. `illegal_frame`).
+    #[error(transparent)]
+    Persist(#[from] PersistError),
+    #[error("golix: {0}")]
+    Golix(#[from] crate::golix::Error),
+    #[error("{0} does not exist")]
+    NotFound(String),
+    #[error("object is locally immutable: {0}")]
+    LocallyImmutable(String),
+    #[error("object is dead (discarded or deleted): {0}")]
+    DeadObject(String),
+    #[error("wrong password")]
+    WrongPassword,
+    #[error("unknown token")]
+    UnknownToken,
+    #[error("token already in use by another connection")]
+    TokenInUse,
+    #[error("access denied: {0}")]
+    AccessDenied(String),
+    #[error("private objects cannot be shared: {0}")]
+    Unsharable(String),
+    #[error("public objects cannot become private")]
+    CatOuttaBag,
+    #[error("no secret known for {0}")]
+    UnknownSecret(String),
+    #[error("no remote could provide {0}")]
+    UnavailableUpstream(String),
+    #[error("bad arguments: {0}")]
+    BadArgs(String),
+    #[error("account: {0}")]
+    Account(String),
+    #[error("storage: {0}")]
+    Storage(String),
+    #[error("daemon is shutting down")]
+    ShuttingDown,
+}
+
+impl DaemonError {
+    /// The stable wire code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DaemonError::Persist(e) => e.code(),
+            DaemonError::Golix(_) => "verification_failed",
+            DaemonError::NotFound(_) => "not_found",
+            DaemonError::LocallyImmutable(_) => "locally_immutable",
+            DaemonError::DeadObject(_) => "dead_object",
+            DaemonError::WrongPassword => "wrong_password",
+            DaemonError::UnknownToken => "unknown_token",
+            DaemonError::TokenInUse => "token_in_use",
+            DaemonError::AccessDenied(_) => "access_denied",
+            DaemonError::Unsharable(_) => "unsharable",
+            DaemonError::CatOuttaBag => "cat_outta_bag",
+            DaemonError::UnknownSecret(_) => "unknown_secret",
+            DaemonError::UnavailableUpstream(_) => "unavailable_upstream",
+            DaemonError::BadArgs(_) => "bad_args",
+            DaemonError::Account(_) => "account",
+            DaemonError::Storage(_) => "storage",
+            DaemonError::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+impl From<sled::Error> for DaemonError {
+    fn from(e: sled::Error) -> Self {
+        DaemonError::Storage(e.to_string())
+    }
+}

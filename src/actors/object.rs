@@ -1,0 +1,527 @@
+//! `ObjectActor`: one tokio task per live object (alive while any app tracks it), and the
+//! registry that finds it by ghid.
+//!
+//! Owns: the decrypted state, the current frame, the current secret and the container it
+//! opens, and the set of tracking apps. Handles push (with coalescing: while a frame is being
+//! signed further pushes wait; the next frame carries the latest waiting state and every
+//! waiting push completes once a frame with its state or a newer one is durable), pulled
+//! frames, removal, freeze, hold and delete. Operations that depend on the current container
+//! (freeze, hold, delete, pulls) wait while a push is in flight, so they never race the frame
+//! that replaces it.
+//!
+//! Calls: [`super::commit`] (signing, local commit), `DaemonCore` (archive, vault, outbox,
+//! ledger, apps, GC). Messages arrive over a bounded mpsc; every request carries a oneshot
+//! reply. The registry is a read-mostly map behind a std mutex.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::api::{AppEvent, AppId, ObjectView};
+use super::commit::{self, Committed, Loaded};
+use super::daemon_core::DaemonCore;
+use super::error::DaemonError;
+use crate::golix::{Geoc, Ghid, Gobd};
+use crate::persist::PersistError;
+
+/// Queue length of one object's mailbox.
+const MAILBOX: usize = 256;
+/// Times a push is rebuilt on a newer frame after losing a race with another machine.
+const PUSH_RETRIES: u32 = 3;
+
+pub enum ObjectMsg {
+    /// Adds a tracker; `None` if the actor is retiring (load it again).
+    Track {
+        app: AppId,
+        reply: oneshot::Sender<Option<ObjectView>>,
+    },
+    /// Local discard: removes one tracker.
+    Untrack { app: AppId },
+    View {
+        reply: oneshot::Sender<ObjectView>,
+    },
+    Push {
+        app: AppId,
+        state: Vec<u8>,
+        private: Option<bool>,
+        reply: oneshot::Sender<Result<(), DaemonError>>,
+    },
+    /// A newer frame and its container, already ingested locally.
+    Pulled { frame: Gobd, container: Geoc },
+    /// A debinding of this object was ingested locally.
+    Removed,
+    Freeze {
+        reply: oneshot::Sender<Result<Ghid, DaemonError>>,
+    },
+    Hold {
+        reply: oneshot::Sender<Result<(), DaemonError>>,
+    },
+    Delete {
+        app: AppId,
+        reply: oneshot::Sender<Result<(), DaemonError>>,
+    },
+    /// Stop now (shutdown; no push is in flight by then).
+    Stop { reply: oneshot::Sender<()> },
+}
+
+/// Sends to one `ObjectActor`. Cheap to clone.
+#[derive(Clone)]
+pub struct ObjectHandle {
+    tx: mpsc::Sender<ObjectMsg>,
+    /// Distinguishes successive actors of the same ghid in the registry.
+    id: u64,
+}
+
+impl ObjectHandle {
+    pub async fn send(&self, msg: ObjectMsg) -> bool {
+        self.tx.send(msg).await.is_ok()
+    }
+
+    /// Asks and awaits a reply; `None` if the actor is gone.
+    pub async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> ObjectMsg) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).await.ok()?;
+        rx.await.ok()
+    }
+}
+
+/// Live objects by ghid, plus per-ghid load locks so one ghid is loaded once.
+#[derive(Default)]
+pub struct ObjectRegistry {
+    live: Mutex<HashMap<Ghid, ObjectHandle>>,
+    loading: Mutex<HashMap<Ghid, Arc<tokio::sync::Mutex<()>>>>,
+    next_id: AtomicU64,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl ObjectRegistry {
+    pub fn get(&self, ghid: &Ghid) -> Option<ObjectHandle> {
+        lock(&self.live).get(ghid).cloned()
+    }
+
+    pub fn all(&self) -> Vec<(Ghid, ObjectHandle)> {
+        lock(&self.live).iter().map(|(g, h)| (*g, h.clone())).collect()
+    }
+
+    /// Dynamic ghids of live objects (what remotes subscribe to).
+    pub fn ghids(&self) -> Vec<Ghid> {
+        lock(&self.live).keys().copied().collect()
+    }
+
+    /// The load lock of `ghid`.
+    pub fn load_lock(&self, ghid: &Ghid) -> Arc<tokio::sync::Mutex<()>> {
+        let mut l = lock(&self.loading);
+        l.retain(|_, m| Arc::strong_count(m) > 1);
+        l.entry(*ghid).or_default().clone()
+    }
+
+    fn remove_if(&self, ghid: &Ghid, id: u64) {
+        let mut live = lock(&self.live);
+        if live.get(ghid).is_some_and(|h| h.id == id) {
+            live.remove(ghid);
+        }
+    }
+
+    /// Task handles of every actor started so far (awaited at shutdown).
+    pub fn take_tasks(&self) -> Vec<JoinHandle<()>> {
+        std::mem::take(&mut *lock(&self.tasks))
+    }
+}
+
+/// Starts the actor of a loaded object, tracked by `app`, and registers it. Returns the
+/// app's view.
+pub fn spawn(core: &Arc<DaemonCore>, loaded: Loaded, app: AppId) -> ObjectView {
+    let (tx, rx) = mpsc::channel(MAILBOX);
+    let id = core.objects.next_id.fetch_add(1, Ordering::Relaxed);
+    let ghid = loaded.ghid;
+    let mut actor = ObjectActor {
+        core: core.clone(),
+        obj: loaded,
+        id,
+        trackers: HashSet::from([app]),
+        held: None,
+        deferred: VecDeque::new(),
+        waiting: Vec::new(),
+        latest: None,
+        retries: 0,
+    };
+    core.apps.track(app, ghid);
+    let view = actor.view();
+    lock(&core.objects.live).insert(ghid, ObjectHandle { tx, id });
+    let task = tokio::spawn(async move { actor.run(rx).await });
+    let mut tasks = lock(&core.objects.tasks);
+    tasks.retain(|t| !t.is_finished());
+    tasks.push(task);
+    view
+}
+
+/// A push waiting for a durable frame.
+struct Waiter {
+    reply: oneshot::Sender<Result<(), DaemonError>>,
+}
+
+/// The newest state waiting to be pushed.
+struct Latest {
+    state: Vec<u8>,
+    private: bool,
+    app: AppId,
+}
+
+struct InFlight {
+    task: JoinHandle<Result<Committed, DaemonError>>,
+    waiters: Vec<Waiter>,
+    latest: Latest,
+}
+
+struct ObjectActor {
+    core: Arc<DaemonCore>,
+    obj: Loaded,
+    id: u64,
+    trackers: HashSet<AppId>,
+    /// Whether we hold (our own GOBS on the ghid); looked up on first need.
+    held: Option<bool>,
+    /// Messages that wait for the in-flight push.
+    deferred: VecDeque<ObjectMsg>,
+    waiting: Vec<Waiter>,
+    latest: Option<Latest>,
+    retries: u32,
+}
+
+async fn join(in_flight: &mut Option<InFlight>) -> Result<Committed, DaemonError> {
+    match in_flight {
+        Some(f) => match (&mut f.task).await {
+            Ok(r) => r,
+            Err(e) => Err(DaemonError::Storage(format!("push task failed: {e}"))),
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// One error for each of several waiters (`DaemonError` is not `Clone`).
+fn replicate(e: &DaemonError) -> DaemonError {
+    match e {
+        DaemonError::Persist(PersistError::IllegalFrame(m)) => {
+            DaemonError::Persist(PersistError::IllegalFrame(m.clone()))
+        }
+        DaemonError::LocallyImmutable(m) => DaemonError::LocallyImmutable(m.clone()),
+        DaemonError::DeadObject(m) => DaemonError::DeadObject(m.clone()),
+        DaemonError::CatOuttaBag => DaemonError::CatOuttaBag,
+        DaemonError::ShuttingDown => DaemonError::ShuttingDown,
+        other => DaemonError::Storage(other.to_string()),
+    }
+}
+
+impl ObjectActor {
+    fn view(&self) -> ObjectView {
+        self.obj.view()
+    }
+
+    async fn run(&mut self, mut rx: mpsc::Receiver<ObjectMsg>) {
+        let mut in_flight: Option<InFlight> = None;
+        loop {
+            tokio::select! {
+                msg = rx.recv() => {
+                    let Some(msg) = msg else { return };
+                    if let Some(stop) = self.handle(msg, in_flight.is_some()).await {
+                        let _ = stop.send(());
+                        return;
+                    }
+                }
+                done = join(&mut in_flight) => {
+                    let f = in_flight.take().expect("joined an in-flight push");
+                    self.finish_push(done, f.waiters, f.latest).await;
+                    while in_flight.is_none() {
+                        let Some(msg) = self.deferred.pop_front() else { break };
+                        if let Some(stop) = self.handle(msg, false).await {
+                            let _ = stop.send(());
+                            return;
+                        }
+                    }
+                }
+            }
+            if in_flight.is_none() {
+                in_flight = self.start_push();
+            }
+            if in_flight.is_none() && self.trackers.is_empty() && self.deferred.is_empty() {
+                self.retire(rx).await;
+                return;
+            }
+        }
+    }
+
+    /// Handles one message; returns the reply of a `Stop`.
+    async fn handle(&mut self, msg: ObjectMsg, busy: bool) -> Option<oneshot::Sender<()>> {
+        match msg {
+            ObjectMsg::Track { app, reply } => {
+                self.trackers.insert(app);
+                self.core.apps.track(app, self.obj.ghid);
+                let _ = reply.send(Some(self.view()));
+            }
+            ObjectMsg::Untrack { app } => {
+                self.trackers.remove(&app);
+                self.core.apps.untrack(app, &self.obj.ghid);
+            }
+            ObjectMsg::View { reply } => {
+                let _ = reply.send(self.view());
+            }
+            ObjectMsg::Push {
+                app,
+                state,
+                private,
+                reply,
+            } => self.queue_push(app, state, private, reply),
+            ObjectMsg::Stop { reply } => return Some(reply),
+            other if busy => self.deferred.push_back(other),
+            ObjectMsg::Pulled { frame, container } => self.pulled(frame, container).await,
+            ObjectMsg::Removed => self.removed(None).await,
+            ObjectMsg::Freeze { reply } => {
+                let _ = reply.send(self.freeze().await);
+            }
+            ObjectMsg::Hold { reply } => {
+                let _ = reply.send(self.hold().await);
+            }
+            ObjectMsg::Delete { app, reply } => {
+                let _ = reply.send(self.delete(app).await);
+            }
+        }
+        None
+    }
+
+    fn queue_push(
+        &mut self,
+        app: AppId,
+        state: Vec<u8>,
+        private: Option<bool>,
+        reply: oneshot::Sender<Result<(), DaemonError>>,
+    ) {
+        if self.obj.frame.is_none() {
+            let _ = reply.send(Err(DaemonError::LocallyImmutable(format!(
+                "{} is static",
+                self.obj.ghid
+            ))));
+            return;
+        }
+        if self.obj.author != self.core.fingerprint() {
+            let _ = reply.send(Err(DaemonError::LocallyImmutable(format!(
+                "{} belongs to {}",
+                self.obj.ghid, self.obj.author
+            ))));
+            return;
+        }
+        let current = self.latest.as_ref().map_or(self.obj.private, |l| l.private);
+        let private = private.unwrap_or(current);
+        if private && !current {
+            let _ = reply.send(Err(DaemonError::CatOuttaBag));
+            return;
+        }
+        self.latest = Some(Latest {
+            state,
+            private,
+            app,
+        });
+        self.waiting.push(Waiter { reply });
+    }
+
+    /// Starts signing a frame with the latest waiting state, if any.
+    fn start_push(&mut self) -> Option<InFlight> {
+        let latest = self.latest.take()?;
+        let frame = self.obj.frame.clone()?;
+        let job = commit::PushJob {
+            ghid: self.obj.ghid,
+            previous: frame,
+            secret: self.obj.secret.clone(),
+            container: self.obj.container,
+            api_id: self.obj.api_id,
+            state: latest.state.clone(),
+        };
+        let core = self.core.clone();
+        Some(InFlight {
+            task: tokio::spawn(async move { job.run(&core).await }),
+            waiters: std::mem::take(&mut self.waiting),
+            latest,
+        })
+    }
+
+    async fn finish_push(
+        &mut self,
+        done: Result<Committed, DaemonError>,
+        waiters: Vec<Waiter>,
+        latest: Latest,
+    ) {
+        match done {
+            Ok(c) => {
+                self.retries = 0;
+                let private_changed = self.obj.private != latest.private;
+                self.obj.apply(c, latest.state);
+                self.obj.private = latest.private;
+                if private_changed {
+                    self.save_meta();
+                }
+                self.core.ledger.record_secret(
+                    self.obj.ghid,
+                    self.obj.stored_secret(),
+                    self.obj.counter(),
+                    None,
+                );
+                self.broadcast(Some(latest.app));
+                for w in waiters {
+                    let _ = w.reply.send(Ok(()));
+                }
+            }
+            Err(DaemonError::Persist(PersistError::IllegalFrame(m))) if self.retries < PUSH_RETRIES => {
+                // Another machine of ours published a newer frame: rebuild on top of it once
+                // its pull is applied (it is among the deferred messages, or on its way).
+                slog::info!(self.core.log, "push lost a frame race; retrying";
+                    "ghid" => %self.obj.ghid, "why" => m);
+                self.retries += 1;
+                let mut all = waiters;
+                all.append(&mut self.waiting);
+                self.waiting = all;
+                if self.latest.is_none() {
+                    self.latest = Some(latest);
+                }
+            }
+            Err(e) => {
+                self.retries = 0;
+                slog::warn!(self.core.log, "push failed"; "ghid" => %self.obj.ghid, "error" => %e);
+                for w in waiters {
+                    let _ = w.reply.send(Err(replicate(&e)));
+                }
+            }
+        }
+    }
+
+    fn save_meta(&self) {
+        let meta = super::daemon_core::ObjectMeta {
+            private: self.obj.private,
+        };
+        if let Err(e) = self.core.put_meta(&self.obj.ghid, &meta) {
+            slog::warn!(self.core.log, "cannot record object metadata"; "error" => %e);
+        }
+    }
+
+    /// Sends the current view to every tracker except `skip`.
+    fn broadcast(&self, skip: Option<AppId>) {
+        let view = self.view();
+        for app in &self.trackers {
+            if Some(*app) != skip {
+                self.core.apps.send(*app, AppEvent::Update(view.clone()));
+            }
+        }
+    }
+
+    async fn pulled(&mut self, frame: Gobd, container: Geoc) {
+        let Some(current) = &self.obj.frame else { return };
+        if frame.dynamic != self.obj.ghid || frame.counter <= current.counter {
+            return;
+        }
+        match commit::open_pulled(&self.core, &self.obj, &frame, &container).await {
+            Ok(Some((secret, api_id, state))) => {
+                self.obj.pulled(frame, container.ghid, secret, api_id, state);
+                commit::remember_secret(&self.core, &self.obj);
+                self.broadcast(None);
+            }
+            Ok(None) => slog::warn!(self.core.log, "cannot decrypt an update: no secret ratchets to it";
+                "ghid" => %self.obj.ghid, "counter" => frame.counter,
+                "error" => DaemonError::UnknownSecret(self.obj.ghid.to_string()).code()),
+            Err(e) => slog::warn!(self.core.log, "cannot open an update";
+                "ghid" => %self.obj.ghid, "error" => %e),
+        }
+    }
+
+    /// The object may be gone: if it no longer exists locally (nobody of ours holds it),
+    /// every tracker but `skip` gets `Delete` and the actor retires.
+    async fn removed(&mut self, skip: Option<AppId>) {
+        match self.core.archive.exists(&self.obj.ghid) {
+            Ok(true) => {
+                if let Some(app) = skip {
+                    self.trackers.remove(&app);
+                    self.core.apps.untrack(app, &self.obj.ghid);
+                }
+                return;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                slog::warn!(self.core.log, "cannot check a removal"; "error" => %e);
+                return;
+            }
+        }
+        for app in self.trackers.drain() {
+            self.core.apps.untrack(app, &self.obj.ghid);
+            if Some(app) != skip {
+                self.core.apps.send(app, AppEvent::Delete(self.obj.ghid));
+            }
+        }
+        self.core.gc.deleted(self.obj.ghid);
+    }
+
+    async fn freeze(&mut self) -> Result<Ghid, DaemonError> {
+        if self.obj.frame.is_none() {
+            return Ok(self.obj.ghid);
+        }
+        commit::freeze(&self.core, &self.obj).await
+    }
+
+    async fn hold(&mut self) -> Result<(), DaemonError> {
+        if self.held.is_none() {
+            self.held = Some(commit::holds(&self.core, &self.obj.ghid)?);
+        }
+        if self.held == Some(true) {
+            return Ok(());
+        }
+        commit::hold(&self.core, &self.obj.ghid).await?;
+        self.held = Some(true);
+        Ok(())
+    }
+
+    async fn delete(&mut self, app: AppId) -> Result<(), DaemonError> {
+        if self.obj.author != self.core.fingerprint() {
+            return Err(DaemonError::LocallyImmutable(format!(
+                "{} belongs to {}",
+                self.obj.ghid, self.obj.author
+            )));
+        }
+        commit::delete(&self.core, &self.obj).await?;
+        self.removed(Some(app)).await;
+        Ok(())
+    }
+
+    /// Leaves the registry, then answers whatever is still queued.
+    async fn retire(&mut self, mut rx: mpsc::Receiver<ObjectMsg>) {
+        self.core.objects.remove_if(&self.obj.ghid, self.id);
+        if self.obj.frame.is_some() {
+            self.core.unsubscribe(self.obj.ghid);
+        }
+        rx.close();
+        while let Some(msg) = rx.recv().await {
+            let dead = || DaemonError::DeadObject(self.obj.ghid.to_string());
+            match msg {
+                ObjectMsg::Track { reply, .. } => {
+                    let _ = reply.send(None);
+                }
+                ObjectMsg::Push { reply, .. }
+                | ObjectMsg::Hold { reply }
+                | ObjectMsg::Delete { reply, .. } => {
+                    let _ = reply.send(Err(dead()));
+                }
+                ObjectMsg::Freeze { reply } => {
+                    let _ = reply.send(Err(dead()));
+                }
+                ObjectMsg::View { reply } => {
+                    let _ = reply.send(self.view());
+                }
+                ObjectMsg::Stop { reply } => {
+                    let _ = reply.send(());
+                }
+                ObjectMsg::Untrack { .. } | ObjectMsg::Pulled { .. } | ObjectMsg::Removed => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! The durable outbox: Golix objects published locally but not yet acknowledged by a remote.
+//!
+//! Owns: one queue per remote in the [`Vault`], keyed
+//! `b"outbox\0" | 8-byte tag of the remote URL | u64 big-endian sequence number`, so a prefix
+//! scan returns a remote's entries in publish order and the queues survive restarts. Values
+//! are the raw object bytes (sealed by the vault like everything else). An entry is removed
+//! only when its remote acknowledged it (or refused it by rule: see `RemoteActor`).
+//!
+//! Calls: the vault. Enqueued by whoever publishes locally (objects, account, holds);
+//! drained by each `RemoteActor`. Durability: `enqueue` writes to sled; callers that
+//! acknowledge something to an app flush the vault first.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use sha2::{Digest, Sha512};
+use tokio::sync::Notify;
+
+use super::error::DaemonError;
+use super::vault::Vault;
+
+const PREFIX: &[u8] = b"outbox\0";
+const TAG_LEN: usize = 8;
+
+/// One remote's queue.
+struct Queue {
+    url: String,
+    /// `PREFIX | tag`.
+    prefix: Vec<u8>,
+    /// Sequence numbers present in the vault (loaded once at open; the vault stays the
+    /// source of truth across restarts).
+    seqs: Mutex<BTreeSet<u64>>,
+    /// Woken after every enqueue.
+    kick: Notify,
+}
+
+impl Queue {
+    fn seqs(&self) -> MutexGuard<'_, BTreeSet<u64>> {
+        self.seqs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Every remote's queue over one vault. Cheap to clone.
+#[derive(Clone)]
+pub struct Outbox {
+    vault: Vault,
+    queues: Arc<Vec<Queue>>,
+    /// Next sequence number (shared by all queues: numbers only need to grow).
+    next: Arc<AtomicU64>,
+    /// Serializes number allocation with the writes so entries appear in number order.
+    write: Arc<Mutex<()>>,
+}
+
+/// A queued object.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub seq: u64,
+    pub object: Vec<u8>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Stored(#[serde(with = "serde_bytes")] Vec<u8>);
+
+fn tag(url: &str) -> [u8; TAG_LEN] {
+    let d = Sha512::digest(url.as_bytes());
+    let mut t = [0u8; TAG_LEN];
+    t.copy_from_slice(&d[..TAG_LEN]);
+    t
+}
+
+impl Outbox {
+    /// Opens the queues of `urls` (in that order: a queue is named by its index).
+    pub fn open(vault: Vault, urls: &[String]) -> Result<Outbox, DaemonError> {
+        let mut queues = Vec::with_capacity(urls.len());
+        let mut next = 0u64;
+        for url in urls {
+            let mut prefix = PREFIX.to_vec();
+            prefix.extend_from_slice(&tag(url));
+            let seqs: BTreeSet<u64> = vault
+                .scan_prefix::<Stored>(&prefix)?
+                .iter()
+                .filter_map(|(k, _)| seq_of(k))
+                .collect();
+            if let Some(last) = seqs.last() {
+                next = next.max(last + 1);
+            }
+            queues.push(Queue {
+                url: url.clone(),
+                prefix,
+                seqs: Mutex::new(seqs),
+                kick: Notify::new(),
+            });
+        }
+        Ok(Outbox {
+            vault,
+            queues: Arc::new(queues),
+            next: Arc::new(AtomicU64::new(next)),
+            write: Arc::new(Mutex::new(())),
+        })
+    }
+
+    /// Number of queues (= remotes).
+    pub fn len(&self) -> usize {
+        self.queues.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queues.is_empty()
+    }
+
+    /// The URL of queue `q`.
+    pub fn url(&self, q: usize) -> &str {
+        &self.queues[q].url
+    }
+
+    /// Appends `objects`, in order, to every remote's queue, then wakes the drainers. Not
+    /// durable until the vault is flushed.
+    pub fn enqueue(&self, objects: &[Vec<u8>]) -> Result<(), DaemonError> {
+        if self.queues.is_empty() || objects.is_empty() {
+            return Ok(());
+        }
+        {
+            let _order = self.write.lock().unwrap_or_else(|p| p.into_inner());
+            for object in objects {
+                let seq = self.next.fetch_add(1, Ordering::Relaxed);
+                for q in self.queues.iter() {
+                    self.vault.put(&key(&q.prefix, seq), &Stored(object.clone()))?;
+                    q.seqs().insert(seq);
+                }
+            }
+        }
+        for q in self.queues.iter() {
+            q.kick.notify_one();
+        }
+        Ok(())
+    }
+
+    /// The oldest entry of queue `q`. A record that no longer opens is dropped (logged by
+    /// the caller through the error) so the queue never wedges.
+    pub fn first(&self, q: usize) -> Result<Option<Entry>, DaemonError> {
+        let queue = &self.queues[q];
+        loop {
+            let Some(seq) = queue.seqs().first().copied() else {
+                return Ok(None);
+            };
+            match self.vault.get::<Stored>(&key(&queue.prefix, seq)) {
+                Ok(Some(Stored(object))) => return Ok(Some(Entry { seq, object })),
+                Ok(None) => {
+                    queue.seqs().remove(&seq);
+                }
+                Err(e) => {
+                    self.remove(q, seq)?;
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Removes entry `seq` of queue `q` (acknowledged or refused by the remote).
+    pub fn remove(&self, q: usize, seq: u64) -> Result<(), DaemonError> {
+        let queue = &self.queues[q];
+        self.vault.remove(&key(&queue.prefix, seq))?;
+        queue.seqs().remove(&seq);
+        Ok(())
+    }
+
+    /// Number of entries waiting in queue `q`.
+    pub fn pending(&self, q: usize) -> usize {
+        self.queues[q].seqs().len()
+    }
+
+    /// Resolves after the next enqueue (or immediately if one happened since the last wait).
+    pub async fn wait(&self, q: usize) {
+        self.queues[q].kick.notified().await
+    }
+
+    /// Makes the queues durable.
+    pub async fn flush(&self) -> Result<(), DaemonError> {
+        self.vault.flush().await
+    }
+}
+
+fn key(prefix: &[u8], seq: u64) -> Vec<u8> {
+    let mut k = prefix.to_vec();
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn seq_of(key: &[u8]) -> Option<u64> {
+    let raw: [u8; 8] = key.get(PREFIX.len() + TAG_LEN..)?.try_into().ok()?;
+    Some(u64::from_be_bytes(raw))
+}

@@ -1,0 +1,197 @@
+//! # Vault
+//!
+//! Owns: the daemon's private local state at rest (secrets, tokens, app registrations, outbox
+//! metadata: everything that is not already a Golix object), encrypted before it touches sled
+//! (DESIGN.md §4, "Local cache at rest").
+//!
+//! A [`Vault`] is one sled `Tree`. Every value is msgpack (named fields), sealed with
+//! AES-256-GCM under the vault key ([`crate::actors::account::Account::vault_key`]) with a
+//! fresh random 96-bit nonce. The associated data binds the tree name and the record key, so
+//! a record copied or moved to another key or tree fails to open, as does any flipped byte.
+//! Record keys are stored in clear (they are addresses and ids, used for prefix scans): never
+//! put secret material in a key.
+//!
+//! Record layout: `version (1) | nonce (12) | ciphertext | tag (16)`.
+//!
+//! Calls: sled and aes-gcm only. Used by the daemon actors (object, remote, share, dispatch
+//! state).
+
+use std::fmt;
+use std::sync::Arc;
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Key, Nonce};
+use sha2::{Digest, Sha512};
+use zeroize::Zeroizing;
+
+use super::account::msgpack_exact;
+use super::error::DaemonError;
+
+/// Version byte of a sealed record.
+const RECORD_VERSION: u8 = 1;
+const NONCE_LEN: usize = 12;
+const TAG_LEN: usize = 16;
+/// Domain separation of the associated data.
+const AAD_DOMAIN: &[u8] = b"hgx vault record";
+
+/// An encrypted sled tree. Cheap to clone; clones share the tree and the cipher.
+#[derive(Clone)]
+pub struct Vault {
+    tree: sled::Tree,
+    /// The tree name, bound into every record's associated data.
+    name: Arc<str>,
+    cipher: Arc<Aes256Gcm>,
+}
+
+impl fmt::Debug for Vault {
+    /// The tree name only.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Vault({:?})", self.name)
+    }
+}
+
+impl Vault {
+    /// The sled tree `name` in `db`; every value sealed with AES-256-GCM under `key`.
+    pub fn open(db: &sled::Db, name: &str, key: &[u8; 32]) -> Result<Vault, DaemonError> {
+        if name.is_empty() {
+            return Err(DaemonError::Storage("vault tree name is empty".into()));
+        }
+        let tree = db.open_tree(name)?;
+        let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key));
+        Ok(Vault {
+            tree,
+            name: Arc::from(name),
+            cipher: Arc::new(cipher),
+        })
+    }
+
+    /// The tree name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Seals and stores `value` under `key`, replacing any previous record.
+    pub fn put<T: serde::Serialize>(&self, key: &[u8], value: &T) -> Result<(), DaemonError> {
+        let (plain, _) = msgpack_exact(value, 0, 0)
+            .map_err(|e| self.error(key, &format!("cannot encode the value: {e}")))?;
+        let sealed = self.seal(key, &plain)?;
+        self.tree.insert(key, sealed)?;
+        Ok(())
+    }
+
+    /// The value under `key`, if any. A record that fails authentication (tampered, moved from
+    /// another key or tree, wrong vault key) or does not decode as `T` is
+    /// [`DaemonError::Storage`].
+    pub fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &[u8],
+    ) -> Result<Option<T>, DaemonError> {
+        match self.tree.get(key)? {
+            None => Ok(None),
+            Some(raw) => self.decode(key, &raw).map(Some),
+        }
+    }
+
+    /// Whether a record exists under `key` (without opening it).
+    pub fn contains_key(&self, key: &[u8]) -> Result<bool, DaemonError> {
+        Ok(self.tree.contains_key(key)?)
+    }
+
+    /// Removes the record under `key`, if any.
+    pub fn remove(&self, key: &[u8]) -> Result<(), DaemonError> {
+        self.tree.remove(key)?;
+        Ok(())
+    }
+
+    /// Every record whose key starts with `prefix`, in key order. Fails on the first record
+    /// that does not open.
+    pub fn scan_prefix<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: &[u8],
+    ) -> Result<Vec<(Vec<u8>, T)>, DaemonError> {
+        self.tree
+            .scan_prefix(prefix)
+            .map(|item| {
+                let (k, v) = item?;
+                let value = self.decode(&k, &v)?;
+                Ok((k.to_vec(), value))
+            })
+            .collect()
+    }
+
+    /// Makes every write so far durable.
+    pub async fn flush(&self) -> Result<(), DaemonError> {
+        self.tree.flush_async().await?;
+        Ok(())
+    }
+
+    /// Associated data: domain | version | u32 name length | name | record key.
+    fn aad(&self, key: &[u8]) -> Vec<u8> {
+        let mut aad = Vec::with_capacity(AAD_DOMAIN.len() + 5 + self.name.len() + key.len());
+        aad.extend_from_slice(AAD_DOMAIN);
+        aad.push(RECORD_VERSION);
+        aad.extend_from_slice(&(self.name.len() as u32).to_be_bytes());
+        aad.extend_from_slice(self.name.as_bytes());
+        aad.extend_from_slice(key);
+        aad
+    }
+
+    fn seal(&self, key: &[u8], plain: &[u8]) -> Result<Vec<u8>, DaemonError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        aws_lc_rs::rand::fill(&mut nonce)
+            .map_err(|_| self.error(key, "no randomness for a nonce"))?;
+        let aad = self.aad(key);
+        let ct = self
+            .cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plain,
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| self.error(key, "encryption failed"))?;
+        let mut out = Vec::with_capacity(1 + NONCE_LEN + ct.len());
+        out.push(RECORD_VERSION);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ct);
+        Ok(out)
+    }
+
+    fn open_record(&self, key: &[u8], raw: &[u8]) -> Result<Zeroizing<Vec<u8>>, DaemonError> {
+        if raw.len() < 1 + NONCE_LEN + TAG_LEN {
+            return Err(self.error(key, "record too short"));
+        }
+        if raw[0] != RECORD_VERSION {
+            return Err(self.error(key, &format!("unknown record version {}", raw[0])));
+        }
+        let (nonce, ct) = raw[1..].split_at(NONCE_LEN);
+        let aad = self.aad(key);
+        self.cipher
+            .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: &aad })
+            .map(Zeroizing::new)
+            .map_err(|_| {
+                self.error(
+                    key,
+                    "record fails authentication (tampered, moved or wrong key)",
+                )
+            })
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &[u8],
+        raw: &[u8],
+    ) -> Result<T, DaemonError> {
+        let plain = self.open_record(key, raw)?;
+        // No serde detail in the message: it could quote decrypted bytes.
+        rmp_serde::from_slice(&plain)
+            .map_err(|_| self.error(key, "record does not decode as the expected type"))
+    }
+
+    /// A storage error naming the tree and a short digest of the key (keys may be tokens).
+    fn error(&self, key: &[u8], what: &str) -> DaemonError {
+        let tag = hex::encode(&Sha512::digest(key)[..4]);
+        DaemonError::Storage(format!("vault {:?}, record #{tag}: {what}", self.name))
+    }
+}

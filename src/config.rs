@@ -1,0 +1,445 @@
+//! # Configuration
+//!
+//! `hypergolix.yml` (DESIGN.md §5), read with the `config` crate. The file is looked for in
+//! `$HYPERGOLIX_HOME`, the current directory, `~/.hypergolix`, then `/etc/hypergolix`; the
+//! first one found wins. `HGX_*` environment variables override it (`HGX_SERVER__PORT=7771`:
+//! sections are separated by a double underscore), and command-line flags
+//! ([`ServerOverrides`]) override both.
+//!
+//! Relative paths in the file are resolved against the directory of the file in use (or, with
+//! no file, against [`home_dir`]); relative paths given as flags against the current directory.
+//!
+//! Owns: the serde structs of every section with their defaults, the search order, path
+//! resolution and overrides. Calls: nothing of ours but [`crate::logging::Verbosity`].
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::logging::Verbosity;
+
+/// The file name looked for in each search directory.
+pub const FILE_NAME: &str = "hypergolix.yml";
+
+/// Default persister port.
+pub const DEFAULT_SERVER_PORT: u16 = 7770;
+
+/// Default daemon IPC port.
+pub const DEFAULT_IPC_PORT: u16 = 7772;
+
+/// Default largest websocket message the persister accepts (16 MiB).
+pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
+
+/// Errors while finding, reading or writing the configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("config file {0} does not exist")]
+    Missing(PathBuf),
+    #[error("config file {path}: {source}")]
+    Parse { path: String, source: config::ConfigError },
+    #[error("writing config file {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The whole file. Unknown keys are ignored, missing ones take their defaults.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Config {
+    pub process: ProcessSection,
+    pub instrumentation: Instrumentation,
+    pub user: UserSection,
+    /// Persisters the daemon syncs through; empty = local only.
+    pub remotes: Vec<Remote>,
+    pub server: ServerSection,
+    /// The file this was read from (`None` = defaults only).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+    /// The directory relative paths were resolved against.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// `process`: the daemon (`hgxd`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ProcessSection {
+    pub ghidcache: PathBuf,
+    pub logdir: PathBuf,
+    pub pid_file: PathBuf,
+    pub ipc_port: u16,
+}
+
+impl Default for ProcessSection {
+    fn default() -> Self {
+        ProcessSection {
+            ghidcache: "./ghidcache".into(),
+            logdir: "./logs".into(),
+            pid_file: "./hypergolix.pid".into(),
+            ipc_port: DEFAULT_IPC_PORT,
+        }
+    }
+}
+
+/// `instrumentation`: the daemon's logging.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Instrumentation {
+    pub verbosity: Verbosity,
+    pub debug: bool,
+}
+
+/// `user`: the account (base64 strings, as the reference wrote them).
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct UserSection {
+    pub fingerprint: Option<String>,
+    pub user_id: Option<String>,
+    /// Password-less start; discouraged.
+    pub root_secret: Option<String>,
+}
+
+impl fmt::Debug for UserSection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserSection")
+            .field("fingerprint", &self.fingerprint)
+            .field("user_id", &self.user_id)
+            .field("root_secret", &self.root_secret.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// One entry of `remotes`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Remote {
+    pub host: String,
+    #[serde(default = "default_server_port")]
+    pub port: u16,
+    #[serde(default)]
+    pub tls: bool,
+}
+
+fn default_server_port() -> u16 {
+    DEFAULT_SERVER_PORT
+}
+
+/// Where the persister listens (`server.host`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostSpec {
+    /// `null`: 127.0.0.1.
+    Loopback,
+    /// `AUTO`: this machine's first non-loopback IPv4 address.
+    Auto,
+    /// `ANY`: every interface (0.0.0.0).
+    Any,
+    /// An address or host name.
+    Addr(String),
+}
+
+impl HostSpec {
+    /// Reads the `server.host` value.
+    pub fn parse(v: Option<&str>) -> HostSpec {
+        match v.map(str::trim) {
+            None | Some("") | Some("null") | Some("~") => HostSpec::Loopback,
+            Some(s) if s.eq_ignore_ascii_case("auto") => HostSpec::Auto,
+            Some(s) if s.eq_ignore_ascii_case("any") => HostSpec::Any,
+            Some(s) => HostSpec::Addr(s.to_owned()),
+        }
+    }
+}
+
+/// `server`: the persister (`hgx-persister`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ServerSection {
+    pub ghidcache: PathBuf,
+    pub logdir: PathBuf,
+    pub pid_file: PathBuf,
+    /// `null` = 127.0.0.1, `AUTO`, `ANY` or an address; see [`HostSpec`].
+    pub host: Option<String>,
+    pub port: u16,
+    pub verbosity: Verbosity,
+    pub debug: bool,
+    /// PEM certificate chain; TLS is on when both this and `tls_key` are set.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key.
+    pub tls_key: Option<PathBuf>,
+    /// Largest websocket message accepted, in bytes.
+    pub max_frame: usize,
+    /// Most subscriptions per connection.
+    pub max_subscriptions: usize,
+    /// Outbound messages queued per connection before it is dropped as too slow.
+    pub outbound_queue: usize,
+    /// Publishes per connection awaiting durability at once.
+    pub max_in_flight: usize,
+    /// HTTP worker threads; `null` = one per core.
+    pub workers: Option<usize>,
+    /// Log files kept in `logdir` (one per start).
+    pub keep_logs: usize,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            ghidcache: "./ghidcache-server".into(),
+            logdir: "./logs".into(),
+            pid_file: "./hgx-server.pid".into(),
+            host: None,
+            port: DEFAULT_SERVER_PORT,
+            verbosity: Verbosity::Info,
+            debug: false,
+            tls_cert: None,
+            tls_key: None,
+            max_frame: DEFAULT_MAX_FRAME,
+            max_subscriptions: 4096,
+            outbound_queue: 4096,
+            max_in_flight: 256,
+            workers: None,
+            keep_logs: 10,
+        }
+    }
+}
+
+impl ServerSection {
+    pub fn host_spec(&self) -> HostSpec {
+        HostSpec::parse(self.host.as_deref())
+    }
+}
+
+/// Command-line overrides of the `server` section (`None` = keep the file's value).
+#[derive(Clone, Debug, Default)]
+pub struct ServerOverrides {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub ghidcache: Option<PathBuf>,
+    pub logdir: Option<PathBuf>,
+    pub pid_file: Option<PathBuf>,
+    pub verbosity: Option<Verbosity>,
+    pub debug: Option<bool>,
+}
+
+/// `$HYPERGOLIX_HOME`, else `~/.hypergolix`: where a first run writes its file.
+pub fn home_dir() -> PathBuf {
+    if let Some(h) = std::env::var_os("HYPERGOLIX_HOME").filter(|h| !h.is_empty()) {
+        return PathBuf::from(h);
+    }
+    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        Some(h) => PathBuf::from(h).join(".hypergolix"),
+        None => PathBuf::from(".hypergolix"),
+    }
+}
+
+/// The directories searched, in order.
+pub fn search_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(h) = std::env::var_os("HYPERGOLIX_HOME").filter(|h| !h.is_empty()) {
+        dirs.push(PathBuf::from(h));
+    }
+    if let Ok(cwd) = std::env::current_dir() {
+        dirs.push(cwd);
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        dirs.push(PathBuf::from(h).join(".hypergolix"));
+    }
+    dirs.push(PathBuf::from("/etc/hypergolix"));
+    dirs
+}
+
+/// The first `hypergolix.yml` in the search order.
+pub fn find() -> Option<PathBuf> {
+    search_dirs().into_iter().map(|d| d.join(FILE_NAME)).find(|p| p.is_file())
+}
+
+fn resolve(base: &Path, p: &mut PathBuf) {
+    if p.is_relative() {
+        *p = base.join(&*p);
+    }
+}
+
+impl Config {
+    /// Loads `explicit` (which must exist) or the first file in the search order, or the
+    /// defaults if there is none; applies `HGX_*` variables; resolves relative paths.
+    pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        let path = match explicit {
+            Some(p) if p.is_file() => Some(p.to_path_buf()),
+            Some(p) => return Err(ConfigError::Missing(p.to_path_buf())),
+            None => find(),
+        };
+        Config::load_from(path.as_deref(), true)
+    }
+
+    /// Loads exactly `path` (or only defaults with `None`), optionally with `HGX_*` variables.
+    pub fn load_from(path: Option<&Path>, env: bool) -> Result<Config, ConfigError> {
+        let mut b = config::Config::builder();
+        if let Some(p) = path {
+            b = b.add_source(config::File::from(p).format(config::FileFormat::Yaml));
+        }
+        if env {
+            b = b.add_source(
+                config::Environment::with_prefix("HGX")
+                    .prefix_separator("_")
+                    .separator("__")
+                    .try_parsing(true),
+            );
+        }
+        let name = path.map_or_else(|| "<defaults>".to_owned(), |p| p.display().to_string());
+        let parse = |source| ConfigError::Parse { path: name.clone(), source };
+        let mut cfg: Config = b.build().map_err(parse)?.try_deserialize().map_err(parse)?;
+        let base = match path {
+            Some(p) => {
+                let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+                abs.parent().map(Path::to_path_buf).unwrap_or_default()
+            }
+            None => home_dir(),
+        };
+        cfg.source = path.map(Path::to_path_buf);
+        cfg.base_dir = base.clone();
+        cfg.resolve_paths(&base);
+        Ok(cfg)
+    }
+
+    /// Parses YAML text (tests, tools); relative paths resolve against `base`.
+    pub fn from_yaml(text: &str, base: &Path) -> Result<Config, ConfigError> {
+        let b = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Yaml));
+        let parse = |source| ConfigError::Parse { path: "<yaml>".into(), source };
+        let mut cfg: Config = b.build().map_err(parse)?.try_deserialize().map_err(parse)?;
+        cfg.base_dir = base.to_path_buf();
+        cfg.resolve_paths(base);
+        Ok(cfg)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        for p in [
+            &mut self.process.ghidcache,
+            &mut self.process.logdir,
+            &mut self.process.pid_file,
+            &mut self.server.ghidcache,
+            &mut self.server.logdir,
+            &mut self.server.pid_file,
+        ] {
+            resolve(base, p);
+        }
+        for p in [&mut self.server.tls_cert, &mut self.server.tls_key].into_iter().flatten() {
+            resolve(base, p);
+        }
+    }
+
+    /// Applies command-line flags to the `server` section (relative paths against the
+    /// current directory).
+    pub fn apply_server_overrides(&mut self, o: &ServerOverrides) {
+        let cwd = std::env::current_dir().unwrap_or_default();
+        let s = &mut self.server;
+        if let Some(h) = &o.host {
+            s.host = Some(h.clone());
+        }
+        if let Some(p) = o.port {
+            s.port = p;
+        }
+        for (flag, field) in [
+            (&o.ghidcache, &mut s.ghidcache),
+            (&o.logdir, &mut s.logdir),
+            (&o.pid_file, &mut s.pid_file),
+        ] {
+            if let Some(v) = flag {
+                *field = v.clone();
+                resolve(&cwd, field);
+            }
+        }
+        if let Some(v) = o.verbosity {
+            s.verbosity = v;
+        }
+        if let Some(d) = o.debug {
+            s.debug = d;
+        }
+    }
+
+    /// Writes the defaults to `path` if no file is there (first run). Returns whether it wrote.
+    pub fn write_default(path: &Path) -> Result<bool, ConfigError> {
+        if path.exists() {
+            return Ok(false);
+        }
+        let err = |source| ConfigError::Write { path: path.to_path_buf(), source };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(err)?;
+        }
+        let text = serde_yaml::to_string(&Config::default())
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let header = "# Hypergolix configuration (DESIGN.md §5). Relative paths are relative to \
+                      this file.\n";
+        std::fs::write(path, format!("{header}{text}")).map_err(err)?;
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_design() {
+        let c = Config::default();
+        assert_eq!(c.server.port, 7770);
+        assert_eq!(c.process.ipc_port, 7772);
+        assert_eq!(c.server.host_spec(), HostSpec::Loopback);
+        assert_eq!(c.server.max_frame, 16 * 1024 * 1024);
+        assert!(c.remotes.is_empty());
+    }
+
+    #[test]
+    fn yaml_sections_paths_and_overrides() {
+        let base = Path::new("/srv/hgx");
+        let cfg = Config::from_yaml(
+            "server:\n  host: ANY\n  port: 9000\n  ghidcache: cache\n  verbosity: shouty\n  \
+             tls_cert: /abs/cert.pem\n  unknown_key: 1\nremotes:\n  - host: example.org\n    \
+             tls: true\nuser:\n  root_secret: abc\n",
+            base,
+        )
+        .unwrap();
+        assert_eq!(cfg.server.host_spec(), HostSpec::Any);
+        assert_eq!(cfg.server.port, 9000);
+        assert_eq!(cfg.server.ghidcache, base.join("cache"));
+        assert_eq!(cfg.server.pid_file, base.join("hgx-server.pid"));
+        assert_eq!(cfg.server.tls_cert.as_deref(), Some(Path::new("/abs/cert.pem")));
+        assert_eq!(cfg.server.verbosity, Verbosity::Shouty);
+        assert_eq!(cfg.remotes, vec![Remote { host: "example.org".into(), port: 7770, tls: true }]);
+        assert!(!format!("{:?}", cfg.user).contains("abc"), "secrets are not logged");
+
+        let mut cfg = cfg;
+        cfg.apply_server_overrides(&ServerOverrides {
+            port: Some(1),
+            ghidcache: Some("/tmp/x".into()),
+            verbosity: Some(Verbosity::Error),
+            ..Default::default()
+        });
+        assert_eq!(cfg.server.port, 1);
+        assert_eq!(cfg.server.ghidcache, Path::new("/tmp/x"));
+        assert_eq!(cfg.server.verbosity, Verbosity::Error);
+        assert_eq!(cfg.server.host_spec(), HostSpec::Any);
+    }
+
+    #[test]
+    fn host_spec_forms() {
+        assert_eq!(HostSpec::parse(None), HostSpec::Loopback);
+        assert_eq!(HostSpec::parse(Some("auto")), HostSpec::Auto);
+        assert_eq!(HostSpec::parse(Some("10.0.0.1")), HostSpec::Addr("10.0.0.1".into()));
+    }
+
+    #[test]
+    fn write_default_then_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        assert!(Config::write_default(&path).unwrap());
+        assert!(!Config::write_default(&path).unwrap());
+        let cfg = Config::load_from(Some(&path), false).unwrap();
+        assert_eq!(cfg.server.port, 7770);
+        assert_eq!(cfg.server.ghidcache, dir.path().join("ghidcache-server"));
+        assert!(matches!(
+            Config::load(Some(&dir.path().join("nope.yml"))),
+            Err(ConfigError::Missing(_))
+        ));
+    }
+}

@@ -1,0 +1,117 @@
+//! # IPC: the app <-> daemon protocol
+//!
+//! Apps talk to `hgxd` over a websocket on `127.0.0.1:<ipc_port>` (DESIGN.md §4). Every
+//! frame is one binary websocket message holding one msgpack map with named fields
+//! (HYPERGLYPH.md §B8). This module owns that protocol end to end:
+//!
+//! - [`wire`]: the envelope (`{id, op, args}` / `{id, ok}` / `{id, err}` / `{event, data}`),
+//!   the tolerant two-step decoder and the encoders. Pure, no I/O.
+//! - [`ops`]: the op table (names, argument names, defaults, results) and the event list,
+//!   kept in one place so `hello`, dispatch and `PROTOCOL.md` cannot drift; typed arguments.
+//! - [`token`]: the capability token an app must present in `hello`, and the `ipc.token`
+//!   file (mode 0600) through which local apps learn it.
+//! - [`server`]: the actix-web endpoint (`/` and `/ws`), origin check, [`serve`].
+//! - `session`: one task per connection (actorless, STYLE.md principle 9) that translates
+//!   frames into [`DaemonApi`] calls and forwards the daemon's [`AppEvent`]s.
+//! - [`client`]: the async Rust client, [`HgxLink`]; `obj`: its [`Obj`] handle.
+//!
+//! The protocol for client authors (any language) is `src/ipc/PROTOCOL.md`.
+//!
+//! Calls: the daemon core only through the [`DaemonApi`] trait (implemented by the actors'
+//! `DaemonHandle`), plus the shared types of `actors::api` / `actors::error` and `golix::Ghid`.
+//! Nothing below `ipc` calls into it.
+
+pub mod client;
+mod obj;
+pub mod ops;
+pub mod server;
+mod session;
+pub mod token;
+pub mod wire;
+
+use std::future::Future;
+
+use thiserror::Error;
+use tokio::sync::mpsc;
+
+use crate::actors::api::{AppEvent, AppId, ObjectView};
+use crate::actors::error::DaemonError;
+use crate::golix::Ghid;
+
+pub use client::{ClientError, ErrorKind, HgxLink, Obj, RemoteError, Whoami};
+pub use server::{serve, IpcConfig, IpcServer, DEFAULT_IPC_PORT, DEFAULT_MAX_MESSAGE};
+pub use token::{CapabilityToken, TOKEN_FILE_NAME};
+
+/// What the IPC server needs from the daemon core: exactly the methods of the actors'
+/// `DaemonHandle`, so that handle implements this trait by delegation and tests substitute
+/// an in-memory double.
+///
+/// The handle is cloned into every connection's session task (on actix worker threads),
+/// hence `Clone + Send + Sync + 'static`. The returned futures are awaited on the session's
+/// own thread and need not be `Send`. Implementations may write `async fn` for the futures.
+pub trait DaemonApi: Clone + Send + Sync + 'static {
+    /// The user's identity (the first party's Ghid).
+    fn fingerprint(&self) -> Ghid;
+    /// The account's root object Ghid.
+    fn user_id(&self) -> Ghid;
+    /// Registers an app session; the daemon sends that session's events into `events`.
+    fn connect_app(&self, events: mpsc::Sender<AppEvent>) -> AppId;
+    /// Ends an app session and releases its trackers. Called once per connected session,
+    /// after its last in-flight request finished.
+    fn disconnect_app(&self, app: AppId);
+    /// Creates an object owned by the user and tracked by `app`.
+    fn new_object(
+        &self,
+        app: AppId,
+        state: Vec<u8>,
+        api_id: Option<Ghid>,
+        dynamic: bool,
+        private: bool,
+    ) -> impl Future<Output = Result<ObjectView, DaemonError>>;
+    /// Loads an object and tracks it for `app`.
+    fn get_object(
+        &self,
+        app: AppId,
+        ghid: Ghid,
+    ) -> impl Future<Output = Result<ObjectView, DaemonError>>;
+    /// Pushes new state (and optionally a privacy change) to a dynamic object.
+    fn push(
+        &self,
+        app: AppId,
+        ghid: Ghid,
+        state: Vec<u8>,
+        private: Option<bool>,
+    ) -> impl Future<Output = Result<(), DaemonError>>;
+    /// Pulls the newest state from upstream.
+    fn sync(
+        &self,
+        app: AppId,
+        ghid: Ghid,
+    ) -> impl Future<Output = Result<ObjectView, DaemonError>>;
+    /// Binds the current state statically; returns the static Ghid.
+    fn freeze(&self, app: AppId, ghid: Ghid) -> impl Future<Output = Result<Ghid, DaemonError>>;
+    /// Adds the user's own binding so the object survives its author's delete.
+    fn hold(&self, app: AppId, ghid: Ghid) -> impl Future<Output = Result<(), DaemonError>>;
+    /// Stops tracking the object for `app` (local only).
+    fn discard(&self, app: AppId, ghid: Ghid) -> impl Future<Output = Result<(), DaemonError>>;
+    /// Debinds the user's bindings of the object.
+    fn delete(&self, app: AppId, ghid: Ghid) -> impl Future<Output = Result<(), DaemonError>>;
+}
+
+/// Failures of the IPC server outside any one request (binding, token file).
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum IpcError {
+    #[error("cannot bind the IPC endpoint {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("capability token file {path}: {source}")]
+    TokenFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}

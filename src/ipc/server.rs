@@ -1,0 +1,174 @@
+//! The IPC endpoint: an actix-web server on `127.0.0.1:<ipc_port>` whose only routes, `/`
+//! and `/ws`, upgrade to a websocket (actix-ws) and hand it to a `session` task. It refuses
+//! handshakes from browsers (an `Origin` header) unless the origin is allowed, so a web page
+//! cannot drive the daemon even before the token check.
+//!
+//! Calls: `session` (one task per connection), which calls the [`DaemonApi`].
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use actix_web::http::header;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use slog::{info, o, Logger};
+
+use super::session;
+use super::token::CapabilityToken;
+use super::{DaemonApi, IpcError};
+
+/// The default IPC port (DESIGN.md §5, `process.ipc_port`).
+pub const DEFAULT_IPC_PORT: u16 = 7772;
+/// The default largest message, in either direction's request (16 MiB).
+pub const DEFAULT_MAX_MESSAGE: usize = 16 * 1024 * 1024;
+/// How long a connection may stay without a successful `hello` by default.
+pub const DEFAULT_HELLO_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How to run the endpoint.
+#[derive(Debug, Clone)]
+pub struct IpcConfig {
+    /// Where to listen; port 0 picks a free port (see [`IpcServer::local_addr`]).
+    pub addr: SocketAddr,
+    /// The token `hello` must present (the daemon also writes it to `ipc.token`).
+    pub token: CapabilityToken,
+    /// Browser origins allowed to connect, e.g. `http://localhost:8080` (compared without
+    /// case and without a trailing `/`). Handshakes without an `Origin` header (native
+    /// apps) are always admitted to the token check.
+    pub allowed_origins: Vec<String>,
+    /// Largest message accepted from an app; a larger one gets `too_large` and the
+    /// connection closes.
+    pub max_message: usize,
+    /// A connection without a successful `hello` after this long is closed.
+    pub hello_timeout: Duration,
+    /// actix worker threads; each connection lives on one.
+    pub workers: usize,
+    pub log: Logger,
+}
+
+impl IpcConfig {
+    /// Defaults: `127.0.0.1:7772`, no browser origins, 16 MiB, 30 s hello timeout,
+    /// 2 workers, logs discarded.
+    pub fn new(token: CapabilityToken) -> IpcConfig {
+        IpcConfig {
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_IPC_PORT)),
+            token,
+            allowed_origins: Vec::new(),
+            max_message: DEFAULT_MAX_MESSAGE,
+            hello_timeout: DEFAULT_HELLO_TIMEOUT,
+            workers: 2,
+            log: Logger::root(slog::Discard, o!()),
+        }
+    }
+}
+
+/// What every session of one server shares (read-only).
+pub(super) struct Shared<A> {
+    pub api: A,
+    pub token: CapabilityToken,
+    /// Lower-case, without trailing `/`.
+    pub allowed_origins: Vec<String>,
+    pub max_message: usize,
+    pub hello_timeout: Duration,
+    pub log: Logger,
+}
+
+fn normalize_origin(o: &str) -> String {
+    o.trim().trim_end_matches('/').to_ascii_lowercase()
+}
+
+impl<A> Shared<A> {
+    fn origin_allowed(&self, origin: &str) -> bool {
+        let o = normalize_origin(origin);
+        self.allowed_origins.iter().any(|a| *a == o)
+    }
+}
+
+/// A running endpoint. Dropping it leaves the server running; call [`IpcServer::stop`].
+pub struct IpcServer {
+    local_addr: SocketAddr,
+    handle: ServerHandle,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl IpcServer {
+    /// The bound address (the real port when the config asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// `ws://<local_addr>/`, what [`super::HgxLink::connect`] takes.
+    pub fn url(&self) -> String {
+        format!("ws://{}/", self.local_addr)
+    }
+
+    /// A handle that can stop the server from elsewhere.
+    pub fn handle(&self) -> ServerHandle {
+        self.handle.clone()
+    }
+
+    /// Stops accepting, closes connections (each session then calls `disconnect_app`), and
+    /// waits for the server to finish.
+    pub async fn stop(self, graceful: bool) {
+        self.handle.stop(graceful).await;
+        let _ = self.task.await;
+    }
+}
+
+/// Binds the endpoint and starts serving. Must be called inside a tokio runtime (actix's
+/// included); the server runs on its own worker threads.
+pub async fn serve<A: DaemonApi>(api: A, cfg: IpcConfig) -> Result<IpcServer, IpcError> {
+    let log = cfg.log.new(o!("module" => "ipc"));
+    let shared = web::Data::from(Arc::new(Shared {
+        api,
+        token: cfg.token,
+        allowed_origins: cfg.allowed_origins.iter().map(|o| normalize_origin(o)).collect(),
+        max_message: cfg.max_message,
+        hello_timeout: cfg.hello_timeout,
+        log: log.clone(),
+    }));
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(shared.clone())
+            .route("/", web::get().to(endpoint::<A>))
+            .route("/ws", web::get().to(endpoint::<A>))
+    })
+    .workers(cfg.workers.max(1))
+    .disable_signals()
+    .shutdown_timeout(5)
+    .bind(cfg.addr)
+    .map_err(|source| IpcError::Bind {
+        addr: cfg.addr,
+        source,
+    })?;
+    let local_addr = server.addrs().first().copied().unwrap_or(cfg.addr);
+    let server = server.run();
+    let handle = server.handle();
+    let task = tokio::spawn(server);
+    info!(log, "ipc listening"; "addr" => %local_addr);
+    Ok(IpcServer {
+        local_addr,
+        handle,
+        task,
+    })
+}
+
+/// The websocket handshake: origin check, then a session task.
+async fn endpoint<A: DaemonApi>(
+    req: HttpRequest,
+    body: web::Payload,
+    shared: web::Data<Shared<A>>,
+) -> Result<HttpResponse, actix_web::Error> {
+    if let Some(origin) = req.headers().get(header::ORIGIN) {
+        let origin = String::from_utf8_lossy(origin.as_bytes());
+        if !shared.origin_allowed(&origin) {
+            info!(shared.log, "refused websocket handshake from a browser origin";
+                "origin" => %origin, "peer" => ?req.peer_addr());
+            return Ok(HttpResponse::Forbidden().body("origin not allowed\n"));
+        }
+    }
+    let (response, ws, stream) = actix_ws::handle(&req, body)?;
+    let stream = stream.max_frame_size(shared.max_message);
+    actix_web::rt::spawn(session::run(shared.into_inner(), ws, stream));
+    Ok(response)
+}

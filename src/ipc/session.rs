@@ -1,0 +1,374 @@
+//! One app session: the task that owns one IPC websocket (actorless, STYLE.md principle 9).
+//! It owns the connection's [`AppId`] (after `hello`), the receiver of the daemon's
+//! [`AppEvent`]s for that app (forwarded as event frames), and the connection's in-flight
+//! requests: each request runs as its own local task, so a slow `push` does not hold up a
+//! `get`; replies carry the request's `id` and go out in completion order.
+//!
+//! Nothing an app sends ends the session except a wrong or missing token in `hello`, a
+//! message over the size limit, or closing. Every other fault gets an error reply:
+//! `malformed`, `unknown_op`, `bad_args`, `access_denied` (any op before `hello`), or the
+//! daemon's own code. Each error carries a `logref` also written to the log line.
+//!
+//! Calls: the [`DaemonApi`] (`connect_app` at `hello`, the ops, `disconnect_app` once the
+//! connection is gone and its last in-flight request has finished).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix_ws::{CloseCode, CloseReason, Item, Message, MessageStream, ProtocolError};
+use bytes::{Bytes, BytesMut};
+use rmpv::Value;
+use slog::{debug, info, warn, Logger};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use super::ops::{self, ArgsError, Request, Whoami};
+use super::server::Shared;
+use super::wire::{self, codes, WireError};
+use super::DaemonApi;
+use crate::actors::api::{AppEvent, AppId};
+use crate::actors::error::DaemonError;
+
+/// Events queued for one app before the daemon's sender waits (or drops, its choice).
+const EVENT_QUEUE: usize = 256;
+/// Requests one connection may have in flight; past this it is not read until one ends.
+const MAX_IN_FLIGHT: usize = 64;
+
+/// A short random id tying an error reply to its log line.
+fn logref() -> String {
+    format!("{:08x}", rand::random::<u32>())
+}
+
+/// What to do after one message.
+enum Step {
+    /// Send these bytes.
+    Reply(Vec<u8>),
+    /// Send these bytes, then close.
+    ReplyAndClose(Vec<u8>, CloseReason),
+    /// Nothing to send now (a request was spawned, or a control frame needs no answer).
+    Nothing,
+}
+
+/// Per-connection state, owned by the session task alone.
+struct Conn<A: DaemonApi> {
+    shared: Arc<Shared<A>>,
+    /// Set by a successful `hello`.
+    app: Option<AppId>,
+    /// The daemon's events for `app`; `None` before `hello` or once the daemon dropped it.
+    events: Option<mpsc::Receiver<AppEvent>>,
+    /// In-flight requests; each yields its encoded reply.
+    in_flight: JoinSet<Vec<u8>>,
+    /// Request id and op of each in-flight task, to answer even if a task panics.
+    in_flight_ids: HashMap<tokio::task::Id, (Value, &'static str)>,
+    /// A fragmented message being reassembled.
+    partial: Option<BytesMut>,
+    log: Logger,
+}
+
+impl<A: DaemonApi> Conn<A> {
+    fn err(&self, id: &Value, code: &str, message: String, op: &str) -> Vec<u8> {
+        let logref = logref();
+        info!(self.log, "ipc request failed";
+            "logref" => &logref, "code" => code, "op" => op, "app" => ?self.app, "message" => &message);
+        wire::encode_err(
+            id,
+            &WireError {
+                code: code.to_owned(),
+                message,
+                logref,
+            },
+        )
+    }
+
+    fn denied(&self, id: &Value, message: &str, op: &str) -> Step {
+        Step::ReplyAndClose(
+            self.err(id, codes::ACCESS_DENIED, message.to_owned(), op),
+            CloseReason {
+                code: CloseCode::Policy,
+                description: Some("access denied".into()),
+            },
+        )
+    }
+
+    /// One complete binary message.
+    fn handle(&mut self, bytes: &[u8]) -> Step {
+        let raw = match wire::decode_request(bytes) {
+            Ok(raw) => raw,
+            Err(m) => return Step::Reply(self.err(&m.id, codes::MALFORMED, m.message, "?")),
+        };
+        let is_hello = raw.op == "hello";
+        if self.app.is_none() && !is_hello {
+            let msg = format!("`{}` before a successful `hello`", raw.op);
+            return Step::Reply(self.err(&raw.id, codes::ACCESS_DENIED, msg, &raw.op));
+        }
+        let req = match Request::decode(&raw.op, raw.args) {
+            Ok(req) => req,
+            Err(_) if is_hello => return self.denied(&raw.id, "`hello` without a token", "hello"),
+            Err(ArgsError::UnknownOp(op)) => {
+                let msg = format!("unknown op `{op}`");
+                return Step::Reply(self.err(&raw.id, codes::UNKNOWN_OP, msg, &raw.op));
+            }
+            Err(ArgsError::BadArgs(msg)) => {
+                return Step::Reply(self.err(&raw.id, codes::BAD_ARGS, msg, &raw.op))
+            }
+        };
+        if let Request::Hello(args) = &req {
+            return self.hello(&raw.id, args);
+        }
+        let Some(app) = self.app else {
+            return self.denied(&raw.id, "not authenticated", req.op()); // checked above
+        };
+        let op = req.op();
+        let shared = self.shared.clone();
+        let id = raw.id.clone();
+        let task = self.in_flight.spawn_local(async move { execute(shared, app, req, id).await });
+        self.in_flight_ids.insert(task.id(), (raw.id, op));
+        Step::Nothing
+    }
+
+    fn hello(&mut self, id: &Value, args: &ops::HelloArgs) -> Step {
+        if !self.shared.token.verify(&args.token) {
+            return self.denied(id, "wrong capability token", "hello");
+        }
+        if self.app.is_none() {
+            let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+            let app = self.shared.api.connect_app(tx);
+            self.app = Some(app);
+            self.events = Some(rx);
+            self.log = self.log.new(slog::o!("app" => app));
+            info!(self.log, "app connected"; "client" => &args.client);
+        }
+        let who = Whoami {
+            fingerprint: self.shared.api.fingerprint(),
+            user_id: self.shared.api.user_id(),
+        };
+        let reply = ops::hello_reply(&who, self.shared.max_message);
+        match wire::encode_ok(id, &reply) {
+            Ok(b) => Step::Reply(b),
+            Err(e) => Step::Reply(self.err(id, codes::INTERNAL, e, "hello")),
+        }
+    }
+
+    /// A finished in-flight task: its reply, or an `internal` error if it panicked.
+    fn finished(&mut self, joined: Result<(tokio::task::Id, Vec<u8>), tokio::task::JoinError>) -> Vec<u8> {
+        match joined {
+            Ok((task, reply)) => {
+                self.in_flight_ids.remove(&task);
+                reply
+            }
+            Err(e) => {
+                let (id, op) = self.in_flight_ids.remove(&e.id()).unwrap_or((Value::Nil, "?"));
+                warn!(self.log, "ipc request task failed"; "op" => op, "error" => %e);
+                self.err(&id, codes::INTERNAL, "the daemon failed this request".into(), op)
+            }
+        }
+    }
+
+    /// Adds a fragment; returns the whole message once the last one arrived, or `Err` when
+    /// the message grows past the limit.
+    fn fragment(&mut self, item: Item) -> Result<Option<Bytes>, ()> {
+        let (first, last, data) = match item {
+            Item::FirstText(b) | Item::FirstBinary(b) => (true, false, b),
+            Item::Continue(b) => (false, false, b),
+            Item::Last(b) => (false, true, b),
+        };
+        if first {
+            self.partial = Some(BytesMut::new());
+        }
+        let Some(buf) = self.partial.as_mut() else {
+            return Ok(None); // a continuation without a start: ignore
+        };
+        if buf.len() + data.len() > self.shared.max_message {
+            self.partial = None;
+            return Err(());
+        }
+        buf.extend_from_slice(&data);
+        Ok(if last { self.partial.take().map(BytesMut::freeze) } else { None })
+    }
+
+    fn too_large(&self) -> Step {
+        let msg = format!("message larger than {} bytes", self.shared.max_message);
+        Step::ReplyAndClose(
+            self.err(&Value::Nil, codes::TOO_LARGE, msg, "?"),
+            CloseReason {
+                code: CloseCode::Size,
+                description: Some("message too large".into()),
+            },
+        )
+    }
+
+    /// One websocket message (or stream end / error); `None` ends the session quietly.
+    fn on_message(&mut self, msg: Option<Result<Message, ProtocolError>>) -> Option<Step> {
+        let msg = match msg? {
+            Ok(m) => m,
+            Err(ProtocolError::Overflow) => return Some(self.too_large()),
+            Err(e) => {
+                debug!(self.log, "websocket protocol error"; "error" => %e);
+                return None;
+            }
+        };
+        Some(match msg {
+            Message::Binary(b) => self.handle(&b),
+            Message::Continuation(item) => match self.fragment(item) {
+                Ok(Some(b)) => self.handle(&b),
+                Ok(None) => Step::Nothing,
+                Err(()) => self.too_large(),
+            },
+            Message::Text(_) => {
+                let msg = "text frames are not part of the protocol; send binary msgpack".into();
+                Step::Reply(self.err(&Value::Nil, codes::MALFORMED, msg, "?"))
+            }
+            Message::Close(_) => return None,
+            // Pings are answered in `run`; pongs and nops need nothing.
+            Message::Ping(_) | Message::Pong(_) | Message::Nop => Step::Nothing,
+        })
+    }
+}
+
+/// Runs one request against the daemon and encodes its reply.
+async fn execute<A: DaemonApi>(shared: Arc<Shared<A>>, app: AppId, req: Request, id: Value) -> Vec<u8> {
+    let api = &shared.api;
+    let op = req.op();
+    let result: Result<Result<Vec<u8>, String>, DaemonError> = match req {
+        Request::Hello(_) => Ok(Err("hello is handled by the session".into())),
+        Request::Whoami => Ok(wire::encode_ok(
+            &id,
+            &Whoami {
+                fingerprint: api.fingerprint(),
+                user_id: api.user_id(),
+            },
+        )),
+        Request::New(a) => api
+            .new_object(app, a.state.into_vec(), a.api_id, a.dynamic, a.private)
+            .await
+            .map(|o| wire::encode_ok_object(&id, &o)),
+        Request::Get(a) => api
+            .get_object(app, a.ghid)
+            .await
+            .map(|o| wire::encode_ok_object(&id, &o)),
+        Request::Push(a) => api
+            .push(app, a.ghid, a.state.into_vec(), a.private)
+            .await
+            .map(|()| wire::encode_ok(&id, &())),
+        Request::Sync(a) => api
+            .sync(app, a.ghid)
+            .await
+            .map(|o| wire::encode_ok_object(&id, &o)),
+        Request::Freeze(a) => api
+            .freeze(app, a.ghid)
+            .await
+            .map(|g| wire::encode_ok(&id, &g)),
+        Request::Hold(a) => api.hold(app, a.ghid).await.map(|()| wire::encode_ok(&id, &())),
+        Request::Discard(a) => api.discard(app, a.ghid).await.map(|()| wire::encode_ok(&id, &())),
+        Request::Delete(a) => api.delete(app, a.ghid).await.map(|()| wire::encode_ok(&id, &())),
+    };
+    let (code, message) = match result {
+        Ok(Ok(bytes)) => return bytes,
+        Ok(Err(encode)) => (codes::INTERNAL, encode),
+        Err(e) => (e.code(), e.to_string()),
+    };
+    let logref = logref();
+    info!(shared.log, "ipc request failed";
+        "logref" => &logref, "code" => code, "op" => op, "app" => app, "message" => &message);
+    wire::encode_err(
+        &id,
+        &WireError {
+            code: code.to_owned(),
+            message,
+            logref,
+        },
+    )
+}
+
+/// Receives the next event, or never when there is no (longer a) receiver.
+async fn next_event(events: &mut Option<mpsc::Receiver<AppEvent>>) -> Option<AppEvent> {
+    match events {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The session task. Returns when the connection is gone and every in-flight request has
+/// finished; then the app is disconnected from the daemon.
+pub(super) async fn run<A: DaemonApi>(
+    shared: Arc<Shared<A>>,
+    mut ws: actix_ws::Session,
+    mut stream: MessageStream,
+) {
+    let log = shared.log.clone();
+    let hello_deadline = tokio::time::sleep(shared.hello_timeout);
+    tokio::pin!(hello_deadline);
+    let mut conn = Conn {
+        shared,
+        app: None,
+        events: None,
+        in_flight: JoinSet::new(),
+        in_flight_ids: HashMap::new(),
+        partial: None,
+        log,
+    };
+    let mut close: Option<CloseReason> = None;
+    loop {
+        let step = tokio::select! {
+            biased;
+            Some(joined) = conn.in_flight.join_next_with_id(), if !conn.in_flight.is_empty() => {
+                Step::Reply(conn.finished(joined))
+            }
+            ev = next_event(&mut conn.events) => match ev {
+                Some(ev) => match wire::encode_event(&ev) {
+                    Ok(b) => Step::Reply(b),
+                    Err(e) => {
+                        warn!(conn.log, "cannot encode event"; "error" => e);
+                        continue;
+                    }
+                },
+                None => {
+                    conn.events = None;
+                    continue;
+                }
+            },
+            msg = stream.recv(), if conn.in_flight.len() < MAX_IN_FLIGHT => {
+                if let Some(Ok(Message::Ping(p))) = &msg {
+                    if ws.pong(p).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+                match conn.on_message(msg) {
+                    Some(step) => step,
+                    None => break,
+                }
+            }
+            () = &mut hello_deadline, if conn.app.is_none() => {
+                info!(conn.log, "no hello in time; closing");
+                close = Some(CloseReason {
+                    code: CloseCode::Policy,
+                    description: Some("no hello".into()),
+                });
+                break;
+            }
+        };
+        match step {
+            Step::Nothing => {}
+            Step::Reply(bytes) => {
+                if ws.binary(bytes).await.is_err() {
+                    break;
+                }
+            }
+            Step::ReplyAndClose(bytes, reason) => {
+                let _ = ws.binary(bytes).await;
+                close = Some(reason);
+                break;
+            }
+        }
+    }
+    let _ = ws.close(close).await;
+    drop(stream);
+    // Let in-flight requests finish (their replies go nowhere) so that the daemon sees no
+    // request from this app after `disconnect_app`.
+    while conn.in_flight.join_next().await.is_some() {}
+    if let Some(app) = conn.app {
+        conn.shared.api.disconnect_app(app);
+        info!(conn.log, "app disconnected");
+    }
+}

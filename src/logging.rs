@@ -1,0 +1,206 @@
+//! # Logging
+//!
+//! slog set-up shared by both binaries (DESIGN.md §5): the verbosity levels of the reference
+//! (`error`, `warning`, `info`, `debug`, `shouty`, `extreme`), a terminal drain on stderr, and
+//! a new log file per start in `logdir` (`<program>-<unix seconds>-<pid>.log`), keeping only
+//! the newest few. Both drains are asynchronous; keep the returned [`LogGuard`] alive until
+//! exit so the last lines are flushed.
+//!
+//! Owns: level mapping, drains, file naming and pruning. Calls: nothing of ours.
+
+use std::fmt;
+use std::fs::{self, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use slog::{o, Drain, Level, Logger};
+
+/// How much to log. `shouty` and `extreme` both map to slog's `Trace` (the most detailed
+/// level slog has); `extreme` additionally asks callers for per-message dumps, see
+/// [`Verbosity::is_extreme`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verbosity {
+    Error,
+    #[serde(alias = "warn")]
+    Warning,
+    #[default]
+    Info,
+    Debug,
+    Shouty,
+    Extreme,
+}
+
+impl Verbosity {
+    /// The slog level at and above which records are kept.
+    pub fn level(self) -> Level {
+        match self {
+            Verbosity::Error => Level::Error,
+            Verbosity::Warning => Level::Warning,
+            Verbosity::Info => Level::Info,
+            Verbosity::Debug => Level::Debug,
+            Verbosity::Shouty | Verbosity::Extreme => Level::Trace,
+        }
+    }
+
+    /// Whether callers should also log whole messages (wire dumps).
+    pub fn is_extreme(self) -> bool {
+        self == Verbosity::Extreme
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verbosity::Error => "error",
+            Verbosity::Warning => "warning",
+            Verbosity::Info => "info",
+            Verbosity::Debug => "debug",
+            Verbosity::Shouty => "shouty",
+            Verbosity::Extreme => "extreme",
+        }
+    }
+}
+
+impl fmt::Display for Verbosity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Verbosity {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Verbosity, String> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "error" => Verbosity::Error,
+            "warning" | "warn" => Verbosity::Warning,
+            "info" => Verbosity::Info,
+            "debug" => Verbosity::Debug,
+            "shouty" => Verbosity::Shouty,
+            "extreme" => Verbosity::Extreme,
+            other => {
+                return Err(format!(
+                    "unknown verbosity {other:?} (error|warning|info|debug|shouty|extreme)"
+                ))
+            }
+        })
+    }
+}
+
+/// Keeps the asynchronous drains running; dropping it flushes them.
+pub struct LogGuard {
+    _guards: Vec<slog_async::AsyncGuard>,
+    /// The file this run logs to, if any.
+    pub file: Option<PathBuf>,
+}
+
+/// A logger that drops everything (tests, libraries used without logging).
+pub fn discard() -> Logger {
+    Logger::root(slog::Discard, o!())
+}
+
+/// Terminal (stderr) plus, with `logdir`, a new file per start; files of earlier starts
+/// beyond the newest `keep` are deleted.
+pub fn init(
+    program: &str,
+    verbosity: Verbosity,
+    logdir: Option<&Path>,
+    keep: usize,
+) -> io::Result<(Logger, LogGuard)> {
+    let level = verbosity.level();
+    let term = slog_term::TermDecorator::new().stderr().build();
+    let term = slog_term::FullFormat::new(term).build().fuse();
+    let (term, g1) = slog_async::Async::new(term.filter_level(level).fuse())
+        .chan_size(4096)
+        .overflow_strategy(slog_async::OverflowStrategy::DropAndReport)
+        .build_with_guard();
+    let mut guards = vec![g1];
+    let (logger, file) = match logdir {
+        Some(dir) => {
+            fs::create_dir_all(dir)?;
+            let path = dir.join(log_file_name(program));
+            let f = OpenOptions::new().create(true).append(true).open(&path)?;
+            let dec = slog_term::PlainSyncDecorator::new(f);
+            let drain = slog_term::FullFormat::new(dec).build().fuse();
+            let (drain, g2) = slog_async::Async::new(drain.filter_level(level).fuse())
+                .chan_size(4096)
+                .build_with_guard();
+            guards.push(g2);
+            prune(dir, program, keep.max(1))?;
+            let both = slog::Duplicate::new(term, drain).fuse();
+            (Logger::root(both, o!("program" => program.to_owned())), Some(path))
+        }
+        None => (Logger::root(term.fuse(), o!("program" => program.to_owned())), None),
+    };
+    Ok((logger, LogGuard { _guards: guards, file }))
+}
+
+fn log_file_name(program: &str) -> String {
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    // Zero-padded so that names sort by start time.
+    format!("{program}-{secs:012}-{:07}.log", std::process::id())
+}
+
+/// Deletes all but the newest `keep` log files of `program` in `dir`.
+pub fn prune(dir: &Path, program: &str, keep: usize) -> io::Result<()> {
+    let prefix = format!("{program}-");
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.starts_with(&prefix)
+                    && n.ends_with(".log")
+                    && n[prefix.len()..].starts_with(|c: char| c.is_ascii_digit())
+            })
+        })
+        .collect();
+    files.sort();
+    let excess = files.len().saturating_sub(keep);
+    for old in &files[..excess] {
+        let _ = fs::remove_file(old);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_and_names() {
+        assert_eq!(Verbosity::Shouty.level(), Level::Trace);
+        assert_eq!(Verbosity::Warning.level(), Level::Warning);
+        assert_eq!("WARN".parse::<Verbosity>(), Ok(Verbosity::Warning));
+        assert!("loud".parse::<Verbosity>().is_err());
+        assert_eq!(serde_yaml::from_str::<Verbosity>("extreme").unwrap(), Verbosity::Extreme);
+    }
+
+    #[test]
+    fn a_file_per_start_and_pruning() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..5 {
+            fs::write(dir.path().join(format!("prog-{i:012}-0000001.log")), b"x").unwrap();
+        }
+        fs::write(dir.path().join("prog-notes.txt"), b"x").unwrap();
+        fs::write(dir.path().join("other-000000000001-0000001.log"), b"x").unwrap();
+        let (log, guard) = init("prog", Verbosity::Debug, Some(dir.path()), 3).unwrap();
+        slog::info!(log, "hello"; "k" => 1);
+        let file = guard.file.clone().unwrap();
+        drop(log);
+        drop(guard);
+        let text = fs::read_to_string(&file).unwrap();
+        assert!(text.contains("hello"), "{text}");
+        let mut names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        let ours: Vec<&String> = names.iter().filter(|n| n.starts_with("prog-0")).collect();
+        assert_eq!(ours.len(), 3, "{names:?}");
+        assert!(names.contains(&"prog-notes.txt".to_owned()));
+        assert!(names.contains(&"other-000000000001-0000001.log".to_owned()));
+    }
+}

@@ -1,0 +1,326 @@
+//! # Archive
+//!
+//! The facade every holder of Golix objects uses (the persister server, the daemon's cache):
+//! publish raw bytes, read objects back, answer the protocol's queries, and make writes durable
+//! with group commit.
+//!
+//! Owns: the store handle, the write lock that serialises rule evaluation + apply (so one
+//! publish never decides on state another is about to change), a cache of parsed identities
+//! (GIDCs are permanent, so a cached key never goes stale), and the flusher thread. Calls:
+//! [`super::rules`] (every decision) and [`super::store`] (reads, apply, flush). Used by the
+//! persister server and client, and by the daemon.
+//!
+//! Durability: [`Archive::publish`] applies its writes atomically but does not flush;
+//! [`Archive::sync`] resolves once everything applied before it is on disk. One flusher thread
+//! serves all callers: each flush covers every `sync` registered before it started, so N
+//! concurrent callers cost one or two fsyncs, not N.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use crate::golix::{Ghid, Kind, Object, Policy, SecondParty};
+
+use super::rules::{self, checks, View};
+use super::store::{Record, SledStore, Store};
+use super::PersistError;
+
+/// Parsed identities kept at most (then the cache starts over).
+const IDENTITY_CACHE: usize = 4096;
+
+/// Whether the archive has a ghid.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Status {
+    /// Never stored here (or forgotten).
+    Unknown,
+    /// Stored; a dynamic ghid is present while it has a current frame.
+    Present,
+    /// Was stored, then removed (debound, collected, or a frame replaced by a newer one).
+    Collected,
+}
+
+/// Something to push to the subscribers of `subscription`.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Notification {
+    /// A dynamic ghid (new frame, or removal) or a GARQ recipient (request stored or removed).
+    pub subscription: Ghid,
+    /// Raw Golix bytes: the new frame, the GARQ, or the GDXX that removed the object.
+    pub object: Bytes,
+}
+
+/// The result of a successful publish.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Published {
+    /// The object's address (the frame ghid for a GOBD).
+    pub ghid: Ghid,
+    pub kind: Kind,
+    /// `false` if it was already stored (rule 1): nothing changed, nothing to notify.
+    pub new: bool,
+    /// What the publish causes subscribers to receive, in order.
+    pub notifications: Vec<Notification>,
+}
+
+/// The Golix object archive. Cheap to clone; all clones share one store.
+#[derive(Clone)]
+pub struct Archive {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Archive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Archive").finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    /// Held from the first rule read of an ingest to the end of its apply.
+    write_lock: Mutex<()>,
+    /// Parsed signer identities by GIDC ghid.
+    identities: Mutex<HashMap<Ghid, SecondParty>>,
+    flush: Arc<FlushShared>,
+    /// The flusher thread; joined on drop.
+    flusher: Option<JoinHandle<()>>,
+}
+
+/// State shared with the flusher thread.
+struct FlushShared {
+    state: Mutex<FlushState>,
+    wake: Condvar,
+    /// Flushes completed, for metrics and tests.
+    count: AtomicU64,
+}
+
+#[derive(Default)]
+struct FlushState {
+    /// Callers registered since the running flush (if any) started.
+    waiters: Vec<oneshot::Sender<Result<(), String>>>,
+    shutdown: bool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic under these locks leaves nothing half-done (apply is atomic), so carry on.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The flusher: wait for callers, take every one registered so far, flush once, answer them.
+fn run_flusher(shared: Arc<FlushShared>, store: Arc<dyn Store>) {
+    loop {
+        let batch = {
+            let mut st = lock(&shared.state);
+            while st.waiters.is_empty() && !st.shutdown {
+                st = shared
+                    .wake
+                    .wait(st)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+            }
+            if st.waiters.is_empty() {
+                return;
+            }
+            std::mem::take(&mut st.waiters)
+        };
+        let result = store.flush().map_err(|e| e.to_string());
+        shared.count.fetch_add(1, Ordering::SeqCst);
+        for waiter in batch {
+            let _ = waiter.send(result.clone());
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        lock(&self.flush.state).shutdown = true;
+        self.flush.wake.notify_all();
+        if let Some(t) = self.flusher.take() {
+            let _ = t.join();
+        }
+        // Clean shutdown: whatever was applied reaches the disk.
+        let _ = self.store.flush();
+    }
+}
+
+impl Archive {
+    /// Opens (or creates) the sled ghidcache at `path`.
+    pub fn open(path: &Path) -> Result<Archive, PersistError> {
+        Archive::with_store(Arc::new(SledStore::open(path)?))
+    }
+
+    /// An archive on a temporary sled database, deleted when the last clone drops (tests).
+    pub fn temporary() -> Result<Archive, PersistError> {
+        Archive::with_store(Arc::new(SledStore::temporary()?))
+    }
+
+    /// An archive over any [`Store`].
+    pub fn with_store(store: Arc<dyn Store>) -> Result<Archive, PersistError> {
+        let flush = Arc::new(FlushShared {
+            state: Mutex::new(FlushState::default()),
+            wake: Condvar::new(),
+            count: AtomicU64::new(0),
+        });
+        let flusher = {
+            let (flush, store) = (flush.clone(), store.clone());
+            std::thread::Builder::new()
+                .name("hgx-flush".into())
+                .spawn(move || run_flusher(flush, store))
+                .map_err(|e| PersistError::Storage(format!("cannot start the flusher: {e}")))?
+        };
+        Ok(Archive {
+            inner: Arc::new(Inner {
+                store,
+                write_lock: Mutex::new(()),
+                identities: Mutex::new(HashMap::new()),
+                flush,
+                flusher: Some(flusher),
+            }),
+        })
+    }
+
+    /// The underlying store (read-only use; writes must go through [`Archive::publish`]).
+    pub fn store(&self) -> &dyn Store {
+        &*self.inner.store
+    }
+
+    fn view(&self) -> View<'_> {
+        View::new(&*self.inner.store)
+    }
+
+    /// The parsed identity that signed `obj` (rule 2: its GIDC must be stored).
+    fn signer(&self, obj: &Object) -> Result<Option<SecondParty>, PersistError> {
+        let Some(ghid) = obj.signer() else {
+            return Ok(None);
+        };
+        if let Some(p) = lock(&self.inner.identities).get(&ghid) {
+            return Ok(Some(p.clone()));
+        }
+        let Some(gidc) = checks::check_signer_known(&self.view(), obj)? else {
+            return Ok(None);
+        };
+        let party = SecondParty::from_gidc(gidc)
+            .map_err(|e| PersistError::Storage(format!("stored identity {ghid:?}: {e}")))?;
+        self.remember(party.clone());
+        Ok(Some(party))
+    }
+
+    fn remember(&self, party: SecondParty) {
+        let mut cache = lock(&self.inner.identities);
+        if cache.len() >= IDENTITY_CACHE {
+            cache.clear();
+        }
+        cache.insert(party.ghid(), party);
+    }
+
+    /// Decode (Policy::STRICT), verify, apply every rule, store, run the collection cascade.
+    /// CPU-heavy (RSA verify); callers run it off the event loop. NOT yet durable on return:
+    /// call [`Archive::sync`] before acknowledging.
+    pub fn publish(&self, bytes: &[u8]) -> Result<Published, PersistError> {
+        let obj = Object::decode(bytes, Policy::STRICT)?;
+        rules::precheck(&obj)?;
+        let (ghid, kind) = (obj.ghid(), obj.kind());
+        let unchanged = Published {
+            ghid,
+            kind,
+            new: false,
+            notifications: Vec::new(),
+        };
+        // Rule 1 before the expensive part; re-checked under the lock.
+        if checks::check_idempotent(&self.view(), &obj)? {
+            return Ok(unchanged);
+        }
+        let signer = self.signer(&obj)?;
+        let identity = rules::verify(&obj, signer.as_ref())?;
+        let outcome = {
+            let _guard = lock(&self.inner.write_lock);
+            let outcome = rules::ingest(&*self.inner.store, &obj, Bytes::copy_from_slice(bytes))?;
+            self.inner.store.apply(&outcome.writes)?;
+            outcome
+        };
+        if let Some(party) = identity {
+            self.remember(party);
+        }
+        if !outcome.new {
+            return Ok(unchanged);
+        }
+        Ok(Published {
+            ghid,
+            kind,
+            new: true,
+            notifications: outcome.notifications,
+        })
+    }
+
+    /// Resolves once everything written before the call is flushed to disk. Concurrent callers
+    /// share one flush (group commit).
+    pub async fn sync(&self) -> Result<(), PersistError> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut st = lock(&self.inner.flush.state);
+            st.waiters.push(tx);
+        }
+        self.inner.flush.wake.notify_one();
+        match rx.await {
+            Ok(result) => result.map_err(PersistError::Storage),
+            Err(_) => Err(PersistError::Unavailable("the flusher stopped".into())),
+        }
+    }
+
+    /// Flushes completed so far by the group-commit thread.
+    pub fn flush_count(&self) -> u64 {
+        self.inner.flush.count.load(Ordering::SeqCst)
+    }
+
+    /// Raw bytes of `ghid`; a dynamic ghid resolves to its current frame.
+    pub fn get(&self, ghid: &Ghid) -> Result<Option<Bytes>, PersistError> {
+        self.view().resolve(ghid)
+    }
+
+    /// The current frame ghid of a dynamic ghid (`None` for anything else).
+    pub fn current_frame(&self, dynamic: &Ghid) -> Result<Option<Ghid>, PersistError> {
+        match self.inner.store.record(dynamic)? {
+            Some(Record::Dynamic { frame, .. }) => Ok(Some(frame)),
+            _ => Ok(None),
+        }
+    }
+
+    pub fn status(&self, ghid: &Ghid) -> Result<Status, PersistError> {
+        let store = &self.inner.store;
+        Ok(if store.record(ghid)?.is_some() {
+            Status::Present
+        } else if store.is_collected(ghid)? {
+            Status::Collected
+        } else {
+            Status::Unknown
+        })
+    }
+
+    pub fn exists(&self, ghid: &Ghid) -> Result<bool, PersistError> {
+        Ok(self.inner.store.record(ghid)?.is_some())
+    }
+
+    /// GOLIX.md rule 12 order: GOBS ghids, then dynamic ghids of GOBDs, the target author's
+    /// own first in each group. An existing ghid gets a possibly empty list; an unknown one
+    /// `NotFound`.
+    pub fn list_bindings(&self, ghid: &Ghid) -> Result<Vec<Ghid>, PersistError> {
+        rules::list_bindings(&self.view(), ghid)
+    }
+
+    /// The GDXX ghid debinding `ghid`, if any.
+    pub fn query_debinding(&self, ghid: &Ghid) -> Result<Option<Ghid>, PersistError> {
+        rules::query_debinding(&self.view(), ghid)
+    }
+
+    /// Stored GARQs addressed to `recipient` (offline mail), in ghid order.
+    pub fn requests_for(&self, recipient: &Ghid) -> Result<Vec<Bytes>, PersistError> {
+        let mut out = Vec::new();
+        for g in self.inner.store.requests(recipient)? {
+            if let Some(b) = self.inner.store.object(&g)? {
+                out.push(b);
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,131 @@
+//! # Rules
+//!
+//! Ingest validation and the collection cascade of GOLIX.md §5, as pure functions over a
+//! [`Store`]: they read through a [`View`] (committed state plus this publish's pending writes)
+//! and return a [`WriteSet`] and the notifications it causes; they never apply anything. One
+//! function per decision lives in [`checks`]; per-kind admission in `admit`; rule 11 in
+//! [`collect()`]; rule 12 in [`list_bindings`].
+//!
+//! Owns: every decision about what a holder of Golix objects accepts, keeps and drops. Calls:
+//! `golix` (decoding, verification) and the [`Store`] read API. Used by
+//! [`super::archive::Archive`], which runs [`precheck`] and [`verify`] off-lock, then [`ingest`] and
+//! [`Store::apply`] under its write lock.
+//!
+//! Rule-by-rule map (GOLIX.md §5): 1 [`checks::check_idempotent`]; 2
+//! [`checks::check_address`], [`checks::check_signer_known`], [`checks::check_signature`],
+//! [`checks::check_writable_version`]; 3 [`checks::check_identity`]; 4
+//! [`checks::check_container_bound`]; 5 [`checks::check_static_target`],
+//! [`checks::check_not_debound`]; 6 [`checks::check_dynamic_slot`],
+//! [`checks::check_dynamic_not_debound`], [`checks::check_frame_successor`]; 7
+//! [`checks::check_dynamic_target`], [`checks::check_not_circular`] and frame replacement in
+//! `admit::frame`; 8 [`checks::check_debinding_target`], [`checks::prune_debindings`]; 9
+//! `admit::debinding` + [`collect()`]; 10 [`checks::check_recipient_known`]; 11 [`collect()`];
+//! 12 [`list_bindings`]; 13 [`checks::MAX_CHAIN_DEPTH`].
+
+mod admit;
+pub mod checks;
+mod collect;
+mod view;
+
+use bytes::Bytes;
+
+use crate::golix::{Ghid, Object, SecondParty};
+
+use super::archive::Notification;
+use super::store::{Record, Store, WriteSet};
+use super::PersistError;
+
+pub use collect::collect;
+pub use view::View;
+
+/// What [`ingest`] decided: the writes to apply atomically and the notifications to send once
+/// they are applied.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// `false` when the object was already stored (rule 1): no writes, no notifications.
+    pub new: bool,
+    pub writes: WriteSet,
+    pub notifications: Vec<Notification>,
+}
+
+/// The cheap stateless part of rule 2: the object must be writable (GOBD v16, not v15) and
+/// its address (and a first frame's dynamic address, rule 6a) must match its content.
+pub fn precheck(obj: &Object) -> Result<(), PersistError> {
+    checks::check_writable_version(obj)?;
+    checks::check_address(obj)
+}
+
+/// The CPU-heavy part of rule 2, safe to run without any lock (after [`precheck`]): a GIDC's
+/// keys must parse, and a signed object's signature must verify with `signer` — the GIDC of
+/// [`Object::signer`], found with [`checks::check_signer_known`]. Returns the parsed
+/// identity of a GIDC.
+pub fn verify(
+    obj: &Object,
+    signer: Option<&SecondParty>,
+) -> Result<Option<SecondParty>, PersistError> {
+    match obj {
+        Object::Gidc(g) => checks::check_identity(g).map(Some),
+        _ => checks::check_signature(obj, signer).map(|()| None),
+    }
+}
+
+/// Decides everything about publishing `obj` (whose raw bytes are `bytes`) against `store`.
+/// Precondition: [`precheck`] and [`verify`] passed for `obj`. The caller applies [`Outcome::writes`] with
+/// [`Store::apply`], and must not let another ingest read the store in between.
+pub fn ingest(store: &dyn Store, obj: &Object, bytes: Bytes) -> Result<Outcome, PersistError> {
+    let mut view = View::new(store);
+    if checks::check_idempotent(&view, obj)? {
+        return Ok(Outcome::default());
+    }
+    checks::check_signer_known(&view, obj)?;
+    let mut fx = admit::Effects::default();
+    match obj {
+        Object::Gidc(g) => admit::identity(&mut view, g, bytes)?,
+        Object::Geoc(g) => admit::container(&mut view, g, bytes, &mut fx)?,
+        Object::Gobs(b) => admit::static_binding(&mut view, b, bytes)?,
+        Object::Gobd(f) => admit::frame(&mut view, f, bytes, &mut fx)?,
+        Object::Gdxx(d) => admit::debinding(&mut view, d, bytes, &mut fx)?,
+        Object::Garq(r) => admit::request(&mut view, r, bytes, &mut fx)?,
+        Object::GobdV15(_) => checks::check_writable_version(obj)?,
+    }
+    collect(&mut view, fx.queue, &mut fx.notifications)?;
+    Ok(Outcome {
+        new: true,
+        writes: view.into_writes(),
+        notifications: fx.notifications,
+    })
+}
+
+/// Rule 12: the bindings of an existing ghid — GOBS ghids, then dynamic ghids; within each
+/// group the target's own author's (binder's) first; then by ghid. Unknown ghid: `NotFound`.
+pub fn list_bindings(view: &View<'_>, ghid: &Ghid) -> Result<Vec<Ghid>, PersistError> {
+    let Some(record) = view.record(ghid)? else {
+        return Err(PersistError::NotFound(ghid.as_str()));
+    };
+    let owner = match record {
+        Record::Identity => Some(*ghid),
+        Record::Container { author } => Some(author),
+        Record::Frame { dynamic } => match view.record(&dynamic)? {
+            Some(Record::Dynamic { binder, .. }) => Some(binder),
+            _ => None,
+        },
+        other => other.debinder(),
+    };
+    let mut all = view.bindings(ghid)?;
+    all.sort_by_key(|b| (b.kind != crate::golix::Kind::Gobs, Some(b.binder) != owner, b.ghid));
+    Ok(all.into_iter().map(|b| b.ghid).collect())
+}
+
+/// The debinding of `ghid`: for a known target only one by its rightful debinder counts; for an
+/// unknown target the first stored one (it is re-validated when the target arrives).
+pub fn query_debinding(view: &View<'_>, ghid: &Ghid) -> Result<Option<Ghid>, PersistError> {
+    let all = view.debindings(ghid)?;
+    let found = match view.record(ghid)? {
+        None => all.first().copied(),
+        Some(record) => match record.debinder() {
+            Some(rightful) => all.into_iter().find(|d| d.debinder == rightful),
+            None => None,
+        },
+    };
+    Ok(found.map(|d| d.ghid))
+}

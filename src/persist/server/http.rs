@@ -1,0 +1,138 @@
+//! # HTTP read path
+//!
+//! HYPERGLYPH.md §B9: `GET /` is a small root document naming the websocket endpoint and the
+//! URL templates (msgpack by default, JSON for `Accept: application/json`, `Vary: Accept`).
+//! `GET`/`HEAD /o/{ghid}` returns raw Golix bytes. The ghid is the hash of the content, so
+//! each object is immutable: `ETag: "<ghid>"`,
+//! `Cache-Control: public, max-age=31536000, immutable`, and `If-None-Match` answers 304. A
+//! dynamic ghid answers `307` to its current frame, with `Cache-Control: no-cache`. Unknown:
+//! 404; removed: 410; not a ghid: 400. Error bodies are `{code, message}`.
+//!
+//! Owns: the HTTP handlers. Calls: [`crate::persist::Archive`] (reads only), [`wire`] names.
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Serialize;
+
+use super::Shared;
+use crate::golix::Ghid;
+use crate::persist::wire::{self, codes};
+use crate::persist::Status;
+
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+const MSGPACK: &str = "application/msgpack";
+
+#[derive(Serialize)]
+struct Links {
+    object: &'static str,
+    ws: &'static str,
+}
+
+#[derive(Serialize)]
+struct Root {
+    protocol: &'static str,
+    links: Links,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: &'a str,
+    message: String,
+}
+
+fn wants_json(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"))
+}
+
+/// Serializes `body` as JSON or msgpack, as the request asks.
+fn negotiated<T: Serialize>(req: &HttpRequest, status: StatusCode, body: &T) -> HttpResponse {
+    let mut resp = HttpResponse::build(status);
+    resp.insert_header((header::VARY, "Accept"));
+    if wants_json(req) {
+        resp.content_type("application/json").body(serde_json::to_vec(body).unwrap_or_default())
+    } else {
+        resp.content_type(MSGPACK).body(rmp_serde::to_vec_named(body).unwrap_or_default())
+    }
+}
+
+fn error(req: &HttpRequest, status: StatusCode, code: &str, message: String) -> HttpResponse {
+    negotiated(req, status, &ErrorBody { code, message })
+}
+
+/// `GET /`.
+pub(super) async fn root(req: HttpRequest) -> HttpResponse {
+    let doc = Root {
+        protocol: wire::PROTOCOL_NAME,
+        links: Links { object: "/o/{ghid}", ws: "/ws" },
+    };
+    let mut resp = negotiated(&req, StatusCode::OK, &doc);
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    resp
+}
+
+/// Whether `If-None-Match` lists `etag` (or `*`).
+fn not_modified(req: &HttpRequest, etag: &str) -> bool {
+    req.headers().get_all(header::IF_NONE_MATCH).any(|v| {
+        v.to_str().is_ok_and(|s| {
+            s.split(',').map(str::trim).any(|t| t == "*" || t == etag || t.strip_prefix("W/") == Some(etag))
+        })
+    })
+}
+
+/// `GET`/`HEAD /o/{ghid}`.
+pub(super) async fn object(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<Shared>,
+) -> HttpResponse {
+    let text = path.into_inner();
+    let ghid: Ghid = match text.parse() {
+        Ok(g) => g,
+        Err(e) => return error(&req, StatusCode::BAD_REQUEST, codes::BAD_ARGS, format!("not a ghid: {e}")),
+    };
+    let archive = &state.archive;
+    let storage = |e: crate::persist::PersistError| {
+        error(&req, StatusCode::INTERNAL_SERVER_ERROR, e.code(), e.to_string())
+    };
+    match archive.current_frame(&ghid) {
+        Ok(Some(frame)) => {
+            return HttpResponse::TemporaryRedirect()
+                .insert_header((header::LOCATION, format!("/o/{}", frame.as_str())))
+                .insert_header((header::CACHE_CONTROL, "no-cache"))
+                .finish();
+        }
+        Ok(None) => {}
+        Err(e) => return storage(e),
+    }
+    let bytes = match archive.get(&ghid) {
+        Ok(Some(b)) => b,
+        Ok(None) => {
+            return match archive.status(&ghid) {
+                Ok(Status::Collected) => {
+                    error(&req, StatusCode::GONE, codes::NOT_FOUND, format!("{text} was removed"))
+                }
+                Ok(_) => error(&req, StatusCode::NOT_FOUND, codes::NOT_FOUND, format!("{text} not found")),
+                Err(e) => storage(e),
+            }
+        }
+        Err(e) => return storage(e),
+    };
+    let etag = format!("\"{text}\"");
+    if not_modified(&req, &etag) {
+        return HttpResponse::NotModified()
+            .insert_header((header::ETAG, etag))
+            .insert_header((header::CACHE_CONTROL, IMMUTABLE))
+            .finish();
+    }
+    let mut resp = HttpResponse::Ok();
+    resp.insert_header((header::ETAG, etag))
+        .insert_header((header::CACHE_CONTROL, IMMUTABLE))
+        .content_type("application/octet-stream");
+    // For HEAD, actix-http sends the headers (with this body's Content-Length) and no body.
+    resp.body(bytes)
+}

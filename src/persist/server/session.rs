@@ -1,0 +1,449 @@
+//! # Websocket session
+//!
+//! One persister connection on `/ws`: a reader task that decodes envelopes
+//! ([`wire::RawRequest`]) and executes ops against the [`Archive`] and the [`Hub`], and a
+//! writer task that drains the connection's [`Outbox`] into the socket in batches.
+//!
+//! - Requests run in arrival order. `publish` verifies on the [`VerifyPool`] (in order, so a
+//!   binding published before its container is applied first) and is acknowledged only after
+//!   [`Archive::sync`] resolves; its fanout happens then too, never to the uploader. Up to
+//!   `max_in_flight` publishes per connection wait for durability at once.
+//! - Unknown ops, bad args and malformed envelopes get an error reply; the session goes on.
+//! - An oversize message (caught at its header by [`super::guard`]) gets `too_large` and a
+//!   clean close; nothing of it is stored.
+//! - Heartbeat: the writer pings every [`PING_INTERVAL`]; a peer silent for
+//!   [`CLIENT_TIMEOUT`] is closed.
+//!
+//! Owns: per-connection state (subscriptions via [`hub::Subscriber`], in-flight bound).
+//! Calls: [`Archive`], [`Hub`], [`wire`], [`VerifyPool`], actix-ws.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::{dev, web, FromRequest, HttpRequest, HttpResponse};
+use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
+use bytes::Bytes;
+use rmpv::Value;
+use slog::{debug, info, trace, warn};
+use tokio::sync::{mpsc, Semaphore};
+
+use super::guard::{FrameGuard, Oversize};
+use super::Shared;
+use crate::golix::Ghid;
+use crate::persist::hub::{self, CloseKind, Next, Outbox};
+use crate::persist::wire::{self, args, codes, PublishAck};
+use crate::persist::PersistError;
+
+/// How often the writer pings the peer.
+pub const PING_INTERVAL: Duration = Duration::from_secs(20);
+/// A peer silent (no message, no pong) this long is closed.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a closing session waits for the peer's close before dropping it.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(3);
+/// Most messages the writer takes from the outbox per wakeup.
+const WRITE_BATCH: usize = 64;
+
+/// `GET /ws`: upgrade and spawn the session.
+pub(super) async fn route(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<Shared>,
+) -> actix_web::Result<HttpResponse> {
+    let max = state.limits.max_frame;
+    let (guarded, oversize) = FrameGuard::new(body.into_inner(), max);
+    let boxed: actix_web::dev::BoxedPayloadStream = Box::pin(guarded);
+    let mut raw = dev::Payload::from(boxed);
+    let payload = web::Payload::from_request(&req, &mut raw).await?;
+    let (response, session, stream) = actix_ws::handle(&req, payload)?;
+    // The guard enforces the real limit at frame headers; these only must not trip first.
+    let slack = max.saturating_add(1024);
+    let stream = stream
+        .max_frame_size(slack)
+        .aggregate_continuations()
+        .max_continuation_size(slack);
+    let peer = req.peer_addr().map_or_else(|| "?".to_owned(), |a| a.to_string());
+    let shared = state.into_inner();
+    actix_web::rt::spawn(run(shared, session, stream, oversize, peer));
+    Ok(response)
+}
+
+/// Control frames the reader asks the writer to send (pongs), so that the reader never
+/// blocks on a full socket.
+enum Control {
+    Pong(Bytes),
+}
+
+/// Who ended the read loop.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The peer closed, vanished, or broke the protocol: nothing more to read.
+    PeerGone,
+    /// We are closing (disconnect, too_large, shutdown, timeout, too slow): wait for the
+    /// peer's close.
+    WeClose,
+}
+
+struct Conn {
+    shared: Arc<Shared>,
+    sub: hub::Subscriber,
+    outbox: Arc<Outbox>,
+    /// Publishes awaiting durability on this connection.
+    in_flight: Arc<Semaphore>,
+    log: slog::Logger,
+    /// Set once the session is closing (disconnect, too_large, shutdown).
+    closing: bool,
+}
+
+async fn run(
+    shared: Arc<Shared>,
+    session: Session,
+    mut stream: AggregatedMessageStream,
+    oversize: Oversize,
+    peer: String,
+) {
+    let sub = shared.hub.connect();
+    let log = shared.log.new(slog::o!("conn" => sub.id(), "peer" => peer));
+    debug!(log, "websocket open");
+    let outbox = sub.outbox().clone();
+    let (control_tx, control_rx) = mpsc::channel(8);
+    let writer = actix_web::rt::spawn(write_loop(session, outbox.clone(), control_rx));
+    let mut conn = Conn {
+        in_flight: Arc::new(Semaphore::new(shared.limits.max_in_flight.max(1))),
+        shared,
+        sub,
+        outbox,
+        log,
+        closing: false,
+    };
+    let end = conn.read_loop(&mut stream, &oversize, &control_tx).await;
+    conn.sub.unsubscribe_all();
+    conn.outbox.close(CloseKind::Normal);
+    let mut writer = writer;
+    if end == End::WeClose && !conn.outbox.is_aborted() {
+        // Read (and drop) until the peer answers our close, so that the error reply and the
+        // close frame reach it instead of being lost to a reset.
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            loop {
+                match stream.recv().await {
+                    None | Some(Err(_)) | Some(Ok(AggregatedMessage::Close(_))) => break,
+                    Some(Ok(_)) => {}
+                }
+            }
+        })
+        .await;
+    }
+    // Let the writer flush and send its close frame, for a bounded time.
+    if tokio::time::timeout(CLOSE_GRACE, &mut writer).await.is_err() {
+        conn.outbox.abort();
+        let _ = writer.await;
+    }
+    debug!(conn.log, "websocket closed");
+}
+
+impl Conn {
+    async fn read_loop(
+        &mut self,
+        stream: &mut AggregatedMessageStream,
+        oversize: &Oversize,
+        control: &mpsc::Sender<Control>,
+    ) -> End {
+        let mut shutdown = self.shared.shutdown.clone();
+        let mut last_seen = Instant::now();
+        let mut tick = tokio::time::interval(PING_INTERVAL);
+        let outbox = self.outbox.clone();
+        loop {
+            if *shutdown.borrow() {
+                self.outbox.close(CloseKind::Away);
+                return End::WeClose;
+            }
+            tokio::select! {
+                biased;
+                _ = outbox.aborted() => {
+                    warn!(self.log, "dropping a connection that does not keep up");
+                    return End::PeerGone;
+                }
+                _ = shutdown.changed() => {
+                    self.outbox.close(CloseKind::Away);
+                    return End::WeClose;
+                }
+                _ = tick.tick() => {
+                    if last_seen.elapsed() > CLIENT_TIMEOUT {
+                        info!(self.log, "peer silent too long, closing");
+                        self.outbox.close(CloseKind::Protocol);
+                        return End::WeClose;
+                    }
+                }
+                msg = stream.recv() => {
+                    last_seen = Instant::now();
+                    match msg {
+                        None => return End::PeerGone,
+                        Some(Ok(AggregatedMessage::Binary(b))) => {
+                            self.handle(b).await;
+                            if self.closing {
+                                return End::WeClose;
+                            }
+                        }
+                        Some(Ok(AggregatedMessage::Text(_))) => {
+                            self.reply_err(&Value::Nil, codes::MALFORMED,
+                                "text frames are not used: send binary msgpack").await;
+                        }
+                        Some(Ok(AggregatedMessage::Ping(p))) => {
+                            let _ = control.try_send(Control::Pong(p));
+                        }
+                        Some(Ok(AggregatedMessage::Pong(_))) => {}
+                        Some(Ok(AggregatedMessage::Close(_))) => return End::PeerGone,
+                        Some(Err(e)) => {
+                            match oversize.tripped() {
+                                Some(size) => {
+                                    info!(self.log, "message too large, closing";
+                                        "size" => size, "max" => self.shared.limits.max_frame);
+                                    self.outbox.push_reply(wire::encode_err(
+                                        &Value::Nil,
+                                        codes::TOO_LARGE,
+                                        format!("message of {size} bytes; the limit is {}",
+                                            self.shared.limits.max_frame),
+                                    ));
+                                    self.outbox.close(CloseKind::TooLarge);
+                                    return End::WeClose;
+                                }
+                                None => {
+                                    debug!(self.log, "websocket protocol error"; "error" => %e);
+                                    self.outbox.close(CloseKind::Protocol);
+                                    return End::PeerGone;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn reply(&self, msg: Bytes) {
+        self.outbox.reserve().await;
+        self.outbox.push_reply(msg);
+    }
+
+    async fn reply_ok<T: serde::Serialize>(&self, id: &Value, ok: T) {
+        self.reply(wire::encode_ok(id, ok)).await;
+    }
+
+    async fn reply_err(&self, id: &Value, code: &str, message: impl Into<String>) {
+        self.reply(wire::encode_err(id, code, message)).await;
+    }
+
+    async fn reply_persist_err(&self, id: &Value, e: &PersistError) {
+        self.reply_err(id, e.code(), e.to_string()).await;
+    }
+
+    /// Typed args of a one-ghid op, or a `bad_args` reply.
+    async fn ghid_arg(&self, raw: &wire::RawRequest) -> Option<Ghid> {
+        match raw.args::<args::ByGhid>() {
+            Ok(a) => Some(a.ghid),
+            Err(e) => {
+                self.reply_err(&raw.id, codes::BAD_ARGS, format!("{}: {e}", raw.op)).await;
+                None
+            }
+        }
+    }
+
+    async fn handle(&mut self, frame: Bytes) {
+        let raw = match wire::RawRequest::decode(&frame) {
+            Ok(r) => r,
+            Err(m) => {
+                debug!(self.log, "malformed envelope"; "reason" => &m.reason);
+                return self.reply_err(&m.id, codes::MALFORMED, m.reason).await;
+            }
+        };
+        trace!(self.log, "request"; "op" => &raw.op, "id" => %raw.id);
+        let archive = &self.shared.archive;
+        match raw.op.as_str() {
+            "hello" => self.reply_ok(&raw.id, &self.shared.hello).await,
+            "ping" => self.reply_ok(&raw.id, true).await,
+            "publish" => self.publish(raw).await,
+            "get" => {
+                let Some(g) = self.ghid_arg(&raw).await else { return };
+                match archive.get(&g) {
+                    Ok(Some(b)) => self.reply_ok(&raw.id, serde_bytes::Bytes::new(&b)).await,
+                    Ok(None) => {
+                        self.reply_err(&raw.id, codes::NOT_FOUND, format!("{} not found", g.as_str()))
+                            .await
+                    }
+                    Err(e) => self.reply_persist_err(&raw.id, &e).await,
+                }
+            }
+            "subscribe" => {
+                let Some(g) = self.ghid_arg(&raw).await else { return };
+                self.subscribe(&raw.id, g).await;
+            }
+            "unsubscribe" => {
+                let Some(g) = self.ghid_arg(&raw).await else { return };
+                self.reply_ok(&raw.id, self.sub.unsubscribe(&g)).await;
+            }
+            "list_subscriptions" => self.reply_ok(&raw.id, self.sub.subscriptions()).await,
+            "list_bindings" => {
+                let Some(g) = self.ghid_arg(&raw).await else { return };
+                match archive.list_bindings(&g) {
+                    Ok(v) => self.reply_ok(&raw.id, v).await,
+                    Err(e) => self.reply_persist_err(&raw.id, &e).await,
+                }
+            }
+            "query_debinding" => {
+                let Some(g) = self.ghid_arg(&raw).await else { return };
+                match archive.query_debinding(&g) {
+                    Ok(v) => self.reply_ok(&raw.id, v).await,
+                    Err(e) => self.reply_persist_err(&raw.id, &e).await,
+                }
+            }
+            "exists" => {
+                let Some(g) = self.ghid_arg(&raw).await else { return };
+                match archive.exists(&g) {
+                    Ok(v) => self.reply_ok(&raw.id, v).await,
+                    Err(e) => self.reply_persist_err(&raw.id, &e).await,
+                }
+            }
+            "disconnect" => {
+                self.sub.unsubscribe_all();
+                self.reply_ok(&raw.id, true).await;
+                self.outbox.close(CloseKind::Normal);
+                self.closing = true;
+            }
+            other => {
+                let msg = format!("unknown op {other:?}");
+                self.reply_err(&raw.id, codes::UNKNOWN_OP, msg).await;
+            }
+        }
+    }
+
+    /// Subscribes, answers, then delivers every stored GARQ for the ghid (offline mail).
+    async fn subscribe(&mut self, id: &Value, g: Ghid) {
+        if let Err(hub::LimitReached(n)) = self.sub.subscribe(g) {
+            return self.reply_err(id, codes::LIMIT, format!("at most {n} subscriptions")).await;
+        }
+        self.reply_ok(id, true).await;
+        match self.shared.archive.requests_for(&g) {
+            Ok(mail) => {
+                for garq in mail {
+                    self.outbox.reserve().await;
+                    self.outbox.push_notify(None, wire::encode_notify(&g, &garq));
+                }
+            }
+            Err(e) => warn!(self.log, "cannot read stored requests"; "error" => %e),
+        }
+    }
+
+    async fn publish(&mut self, raw: wire::RawRequest) {
+        let object = match raw.args::<args::Publish>() {
+            Ok(a) => a.object,
+            Err(e) => return self.reply_err(&raw.id, codes::BAD_ARGS, format!("publish: {e}")).await,
+        };
+        let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let archive = self.shared.archive.clone();
+        let result = self.shared.pool.run(move || archive.publish(&object)).await;
+        let published = match result {
+            Err(_) => {
+                return self.reply_err(&raw.id, codes::UNAVAILABLE, "shutting down").await;
+            }
+            Ok(Err(e)) => {
+                debug!(self.log, "publish refused"; "code" => e.code(), "error" => %e);
+                return self.reply_persist_err(&raw.id, &e).await;
+            }
+            Ok(Ok(p)) => p,
+        };
+        trace!(self.log, "published"; "ghid" => %published.ghid, "kind" => published.kind.as_str(),
+            "new" => published.new);
+        // Durability, then fanout, then the ack, off the reader so publishes pipeline.
+        let shared = self.shared.clone();
+        let outbox = self.outbox.clone();
+        let me = self.sub.id();
+        let id = raw.id;
+        let log = self.log.clone();
+        actix_web::rt::spawn(async move {
+            let _permit = permit;
+            match shared.archive.sync().await {
+                Ok(()) => {
+                    shared.hub.fanout(&published.notifications, Some(me));
+                    let ack = PublishAck {
+                        ghid: published.ghid,
+                        kind: published.kind.as_str().to_owned(),
+                        new: published.new,
+                    };
+                    outbox.push_reply(wire::encode_ok(&id, ack));
+                }
+                Err(e) => {
+                    warn!(log, "flush failed"; "error" => %e);
+                    outbox.push_reply(wire::encode_err(&id, e.code(), e.to_string()));
+                }
+            }
+        });
+    }
+}
+
+fn close_reason(kind: CloseKind) -> CloseReason {
+    let (code, text) = match kind {
+        CloseKind::Normal => (CloseCode::Normal, "bye"),
+        CloseKind::TooLarge => (CloseCode::Size, "message too large"),
+        CloseKind::Away => (CloseCode::Away, "server shutting down"),
+        CloseKind::Slow => (CloseCode::Policy, "too slow"),
+        CloseKind::Protocol => (CloseCode::Protocol, "protocol error"),
+    };
+    CloseReason { code, description: Some(text.to_owned()) }
+}
+
+/// Drains the outbox into the socket. Every send races the outbox's abort, so a peer that
+/// stopped reading cannot pin this task.
+async fn write_loop(mut session: Session, outbox: Arc<Outbox>, mut control: mpsc::Receiver<Control>) {
+    let mut ping = tokio::time::interval(PING_INTERVAL);
+    ping.tick().await;
+    let outbox_ref = &*outbox;
+    loop {
+        let next = tokio::select! {
+            c = control.recv() => {
+                if let Some(Control::Pong(p)) = c {
+                    if !send(&outbox_ref, session.pong(&p)).await {
+                        return;
+                    }
+                }
+                continue;
+            }
+            _ = ping.tick() => {
+                if !send(&outbox_ref, session.ping(b"")).await {
+                    return;
+                }
+                continue;
+            }
+            n = outbox_ref.next(WRITE_BATCH) => n,
+        };
+        match next {
+            Next::Batch(msgs) => {
+                for m in msgs {
+                    if !send(&outbox_ref, session.binary(m)).await {
+                        outbox_ref.abort();
+                        return;
+                    }
+                }
+            }
+            Next::Close(kind) => {
+                let _ = tokio::select! {
+                    r = session.close(Some(close_reason(kind))) => r.is_ok(),
+                    _ = outbox_ref.aborted() => false,
+                };
+                return;
+            }
+            Next::Abort => return,
+        }
+    }
+}
+
+/// Awaits a session send unless the outbox is aborted first; false if either failed.
+async fn send<F>(outbox: &Outbox, fut: F) -> bool
+where
+    F: std::future::Future<Output = Result<(), actix_ws::Closed>>,
+{
+    tokio::select! {
+        r = fut => r.is_ok(),
+        _ = outbox.aborted() => false,
+    }
+}
