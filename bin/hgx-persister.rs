@@ -1,1 +1,123 @@
-fn main() {}
+//! `hgx-persister`: the Hypergolix persistence server. Thin: parse flags, load the config,
+//! set up logging and the pid file, then call [`hypergolix::persist::server::run`] until
+//! SIGINT/SIGTERM. `hgx-persister stop` signals the running instance through its pid file.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use hypergolix::config::{self, Config, ServerOverrides};
+use hypergolix::logging::{self, Verbosity};
+use hypergolix::persist::server::{self, Settings};
+use hypergolix::process::{self, PidFile, Stopped};
+
+/// How long `stop` waits for the server to exit.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Parser)]
+#[command(name = "hgx-persister", version, about = "Hypergolix persistence server")]
+struct Cli {
+    /// Config file (default: hypergolix.yml in $HYPERGOLIX_HOME, ., ~/.hypergolix, /etc/hypergolix).
+    #[arg(long, env = "HGX_CONFIG")]
+    config: Option<PathBuf>,
+    /// Listen address: an IP or host name, AUTO (this machine's address) or ANY (all).
+    #[arg(long)]
+    host: Option<String>,
+    /// Listen port (0 = any free port; the chosen one is printed).
+    #[arg(long)]
+    port: Option<u16>,
+    /// The sled object store directory.
+    #[arg(long)]
+    ghidcache: Option<PathBuf>,
+    /// Log directory.
+    #[arg(long)]
+    logdir: Option<PathBuf>,
+    /// Pid file.
+    #[arg(long)]
+    pid_file: Option<PathBuf>,
+    /// error | warning | info | debug | shouty | extreme
+    #[arg(long)]
+    verbosity: Option<Verbosity>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Stop the running server (SIGTERM to the pid in the pid file) and wait for it to exit.
+    Stop,
+}
+
+fn load(cli: &Cli) -> Result<Config, String> {
+    let mut cfg = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return Err(e.to_string()),
+    };
+    if cfg.source.is_none() && cli.config.is_none() {
+        // First run: write the defaults where the next run will find them.
+        let path = config::home_dir().join(config::FILE_NAME);
+        if let Ok(true) = Config::write_default(&path) {
+            eprintln!("hgx-persister: wrote default configuration to {}", path.display());
+            cfg = Config::load(Some(&path)).map_err(|e| e.to_string())?;
+        }
+    }
+    cfg.apply_server_overrides(&ServerOverrides {
+        host: cli.host.clone(),
+        port: cli.port,
+        ghidcache: cli.ghidcache.clone(),
+        logdir: cli.logdir.clone(),
+        pid_file: cli.pid_file.clone(),
+        verbosity: cli.verbosity,
+        debug: None,
+    });
+    Ok(cfg)
+}
+
+fn serve(cfg: &Config) -> Result<(), String> {
+    let s = &cfg.server;
+    let (log, _log_guard) = logging::init("hgx-persister", s.verbosity, Some(&s.logdir), s.keep_logs)
+        .map_err(|e| format!("logging to {}: {e}", s.logdir.display()))?;
+    let _pid = PidFile::acquire(&s.pid_file).map_err(|e| e.to_string())?;
+    slog::info!(log, "starting"; "config" => ?cfg.source, "ghidcache" => %s.ghidcache.display(),
+        "pid_file" => %s.pid_file.display());
+    let settings = Settings::from_config(cfg, log.clone()).map_err(|e| e.to_string())?;
+    let system = actix_rt::System::new();
+    let result = system.block_on(server::run(settings, async {
+        let sig = process::shutdown_signal().await;
+        slog::info!(log, "signal received, stopping"; "signal" => sig);
+    }));
+    result.map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cfg = match load(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("hgx-persister: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command {
+        Some(Command::Stop) => match process::stop(&cfg.server.pid_file, STOP_TIMEOUT) {
+            Ok(Stopped::Exited(pid)) => {
+                println!("stopped pid {pid}");
+                Ok(())
+            }
+            Ok(Stopped::WasNotRunning(pid)) => {
+                println!("pid {pid} was not running; removed the stale pid file");
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        },
+        None => serve(&cfg),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hgx-persister: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

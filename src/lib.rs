@@ -18,3 +18,6 @@ pub mod golix;
 pub mod persist;
 pub mod actors;
 pub mod inspect;
+pub mod config;
+pub mod logging;
+pub mod process;

@@ -31,26 +31,19 @@ fn secret() -> impl Strategy<Value = Secret> {
 fn object() -> impl Strategy<Value = Object> {
     let s = Just(Suite::ONE);
     prop_oneof![
+        (s, bytes::<512>(), bytes::<512>(), bytes::<32>(), ghid()).prop_map(
+            |(suite, signature_key, encryption_key, exchange_key, ghid)| {
+                Object::Gidc(Gidc {
+                    suite,
+                    signature_key,
+                    encryption_key,
+                    exchange_key,
+                    ghid,
+                })
+            }
+        ),
         (
-            s.clone(),
-            bytes::<512>(),
-            bytes::<512>(),
-            bytes::<32>(),
-            ghid()
-        )
-            .prop_map(
-                |(suite, signature_key, encryption_key, exchange_key, ghid)| {
-                    Object::Gidc(Gidc {
-                        suite,
-                        signature_key,
-                        encryption_key,
-                        exchange_key,
-                        ghid,
-                    })
-                }
-            ),
-        (
-            s.clone(),
+            s,
             ghid(),
             prop::collection::vec(any::<u8>(), 0..4096),
             ghid(),
@@ -65,7 +58,7 @@ fn object() -> impl Strategy<Value = Object> {
                     signature,
                 })
             }),
-        (s.clone(), ghid(), ghid(), ghid(), bytes::<512>()).prop_map(
+        (s, ghid(), ghid(), ghid(), bytes::<512>()).prop_map(
             |(suite, binder, target, ghid, signature)| {
                 Object::Gobs(Gobs {
                     suite,
@@ -76,7 +69,7 @@ fn object() -> impl Strategy<Value = Object> {
                 })
             }
         ),
-        (s.clone(), ghid(), ghid(), ghid(), bytes::<512>()).prop_map(
+        (s, ghid(), ghid(), ghid(), bytes::<512>()).prop_map(
             |(suite, debinder, target, ghid, signature)| {
                 Object::Gdxx(Gdxx {
                     suite,
@@ -88,7 +81,7 @@ fn object() -> impl Strategy<Value = Object> {
             }
         ),
         (
-            s.clone(),
+            s,
             ghid(),
             any::<u64>(),
             targets(1..=10),
@@ -110,7 +103,7 @@ fn object() -> impl Strategy<Value = Object> {
                 }
             ),
         (
-            s.clone(),
+            s,
             ghid(),
             targets(0..=10),
             ghid(),

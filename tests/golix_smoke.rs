@@ -23,3 +23,20 @@ fn fixtures_rebuild_their_ghids_and_roundtrip_a_dynamic_object() {
     let opened = b.open_request(&hs, |g| (*g == a.ghid()).then(|| a.second_party().clone())).unwrap();
     assert_eq!(opened.body, RequestBody::Handshake { target: f0.dynamic, secret: s1 });
 }
+
+#[test]
+fn strict_policy_refuses_algo0_ghids_embedded_in_objects() {
+    let a = common::fixture(1);
+    let api_like = Ghid::pseudorandom(Algo::DUMMY);
+    let gobs = a.make_bind_static(api_like).unwrap();
+    assert_eq!(
+        Object::decode(&gobs.encode(), Policy::STRICT),
+        Err(DecodeError::DummyRefused)
+    );
+    let frame = a.make_bind_dynamic(Ghid::pseudorandom(Algo::SHA512)).unwrap();
+    let next = a.make_next_frame(&frame, api_like, DEFAULT_LEGROOM).unwrap();
+    assert_eq!(
+        Object::decode(&next.encode(), Policy::STRICT),
+        Err(DecodeError::DummyRefused)
+    );
+}

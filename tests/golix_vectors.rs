@@ -375,7 +375,7 @@ fn cs1_objects_match_the_manifest() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|t| gv(t))
+            .map(gv)
             .collect();
         assert_eq!(f.targets, tv);
         assert_eq!(f.target(), tv[0]);

@@ -48,8 +48,16 @@ fn universe() -> &'static Universe {
     static U: OnceLock<Universe> = OnceLock::new();
     U.get_or_init(|| {
         let (a, b, c) = (common::fixture(1), common::fixture(2), common::fixture(3));
-        let geoc = |who: &FirstParty, i: u8| who.make_container(&[i; 8], &Secret::random()).unwrap();
-        let cs = [geoc(&a, 0), geoc(&a, 1), geoc(&a, 2), geoc(&b, 3), geoc(&b, 4), geoc(&c, 5)];
+        let geoc =
+            |who: &FirstParty, i: u8| who.make_container(&[i; 8], &Secret::random()).unwrap();
+        let cs = [
+            geoc(&a, 0),
+            geoc(&a, 1),
+            geoc(&a, 2),
+            geoc(&b, 3),
+            geoc(&b, 4),
+            geoc(&c, 5),
+        ];
         let cg = |i: usize| cs[i].ghid;
         let next = |who: &FirstParty, f: &Gobd, t: Ghid| who.make_next_frame(f, t, 3).unwrap();
 
@@ -64,6 +72,7 @@ fn universe() -> &'static Universe {
         let z0 = a.make_bind_dynamic(y0.dynamic).unwrap();
         let z1 = next(&a, &z0, cg(5));
         let x4_loop = next(&a, &x3, z0.dynamic);
+        let y1_loop = next(&b, &y0, z0.dynamic);
         let mut forged = x0.clone();
         forged.binder = b.ghid();
         let x1_by_b = next(&b, &forged, cg(4));
@@ -83,7 +92,9 @@ fn universe() -> &'static Universe {
             sa_c0.clone(),
             sb_c0.clone(),
         ];
-        let garq1 = a.make_handshake(b.second_party(), x0.dynamic, &Secret::random()).unwrap();
+        let garq1 = a
+            .make_handshake(b.second_party(), x0.dynamic, &Secret::random())
+            .unwrap();
         let garq2 = b.make_nak(c.second_party(), garq1.ghid, 1).unwrap();
         let garq3 = c.make_ack(a.second_party(), garq2.ghid, 0).unwrap();
 
@@ -114,7 +125,9 @@ fn universe() -> &'static Universe {
         ];
 
         let mut others: Vec<Object> = cs.iter().cloned().map(Object::Geoc).collect();
-        for f in [x0, x1, x2, x3, x2_fork, y0, y1, y2, z0, z1, x4_loop, x1_by_b, w0] {
+        for f in [
+            x0, x1, x2, x3, x2_fork, y0, y1, y2, z0, z1, x4_loop, y1_loop, x1_by_b, w0,
+        ] {
             others.push(Object::Gobd(f));
         }
         others.extend(statics.into_iter().map(Object::Gobs));
@@ -145,11 +158,24 @@ fn universe() -> &'static Universe {
 enum M {
     Gidc,
     Geoc,
-    Gobs { binder: Ghid, target: Ghid },
+    Gobs {
+        binder: Ghid,
+        target: Ghid,
+    },
     Frame,
-    Dyn { binder: Ghid, counter: u64, frame: Ghid, target: Ghid },
-    Gdxx { debinder: Ghid, target: Ghid },
-    Garq { recipient: Ghid },
+    Dyn {
+        binder: Ghid,
+        counter: u64,
+        frame: Ghid,
+        target: Ghid,
+    },
+    Gdxx {
+        debinder: Ghid,
+        target: Ghid,
+    },
+    Garq {
+        recipient: Ghid,
+    },
 }
 
 #[derive(Clone, Default)]
@@ -246,7 +272,11 @@ impl Model {
                 M::Frame => false, // a live frame's dynamic object is alive: not blocked
                 _ => self.rightful(&g).is_some_and(|r| self.debound_by(&g, r)),
             };
-            return if blocked { Err("already_debound") } else { Ok(false) };
+            return if blocked {
+                Err("already_debound")
+            } else {
+                Ok(false)
+            };
         }
         if let Some(s) = obj.signer() {
             if !matches!(self.live.get(&s), Some(M::Gidc)) {
@@ -270,7 +300,13 @@ impl Model {
                     return Err("already_debound");
                 }
                 self.target_ok(&s.target)?;
-                self.insert(g, M::Gobs { binder: s.binder, target: s.target });
+                self.insert(
+                    g,
+                    M::Gobs {
+                        binder: s.binder,
+                        target: s.target,
+                    },
+                );
             }
             Object::Gobd(f) => self.frame(f)?,
             Object::Gdxx(d) => {
@@ -284,7 +320,13 @@ impl Model {
                         Some(_) => {}
                     }
                 }
-                self.insert(g, M::Gdxx { debinder: d.debinder, target: d.target });
+                self.insert(
+                    g,
+                    M::Gdxx {
+                        debinder: d.debinder,
+                        target: d.target,
+                    },
+                );
             }
             Object::Garq(r) => {
                 if !matches!(self.live.get(&r.recipient), Some(M::Gidc)) {
@@ -293,7 +335,12 @@ impl Model {
                 if self.prune(&g, Some(r.recipient)) {
                     return Err("already_debound");
                 }
-                self.insert(g, M::Garq { recipient: r.recipient });
+                self.insert(
+                    g,
+                    M::Garq {
+                        recipient: r.recipient,
+                    },
+                );
             }
             Object::GobdV15(_) => return Err("malformed"),
         }
@@ -303,7 +350,12 @@ impl Model {
     fn frame(&mut self, f: &Gobd) -> Result<(), &'static str> {
         let current = match self.live.get(&f.dynamic) {
             None => None,
-            Some(M::Dyn { binder, counter, frame, .. }) => Some((*binder, *counter, *frame)),
+            Some(M::Dyn {
+                binder,
+                counter,
+                frame,
+                ..
+            }) => Some((*binder, *counter, *frame)),
             Some(_) => return Err("illegal_frame"),
         };
         let debound = match current {
@@ -344,7 +396,12 @@ impl Model {
             self.drop_ghid(&old);
         }
         self.insert(f.frame, M::Frame);
-        let m = M::Dyn { binder: f.binder, counter: f.counter, frame: f.frame, target };
+        let m = M::Dyn {
+            binder: f.binder,
+            counter: f.counter,
+            frame: f.frame,
+            target,
+        };
         self.insert(f.dynamic, m);
         Ok(())
     }
@@ -398,7 +455,11 @@ fn agree(ar: &Archive, model: &Model, ghids: &[Ghid], context: &str) {
             Some(M::Dyn { frame, .. }) => Some(*frame),
             _ => None,
         };
-        assert_eq!(ar.current_frame(g).unwrap(), frame, "frame of {g:?} {context}");
+        assert_eq!(
+            ar.current_frame(g).unwrap(),
+            frame,
+            "frame of {g:?} {context}"
+        );
         if want == Status::Present {
             let listed: BTreeSet<Ghid> = ar.list_bindings(g).unwrap().into_iter().collect();
             assert_eq!(listed, model.bindings(g), "bindings of {g:?} {context}");
@@ -406,46 +467,68 @@ fn agree(ar: &Archive, model: &Model, ghids: &[Ghid], context: &str) {
     }
 }
 
+/// One seeded run: random publishes (identities a little more often) and restarts.
+fn run_seed(seed: u64) {
+    let u = universe();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ghidcache");
+    let mut ar = Archive::open(&path).unwrap();
+    let mut model = Model::default();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let (mut accepted, mut refused, mut restarts) = (0, 0, 0);
+    for op in 0..OPS {
+        let roll = rng.gen_range(0..100);
+        if roll < 4 {
+            drop(ar);
+            ar = Archive::open(&path).unwrap();
+            restarts += 1;
+            agree(
+                &ar,
+                &model,
+                &u.ghids,
+                &format!("after restart (seed {seed}, op {op})"),
+            );
+            continue;
+        }
+        let it = if roll < 12 {
+            &u.gidcs[rng.gen_range(0..u.gidcs.len())]
+        } else {
+            &u.others[rng.gen_range(0..u.others.len())]
+        };
+        let want = model.publish(&it.obj);
+        let got = verdict(ar.publish(&it.bytes));
+        let ctx = format!(
+            "seed {seed}, op {op}, {:?} {:?}",
+            it.obj.kind(),
+            it.obj.ghid()
+        );
+        assert_eq!(got, want, "publish verdict, {ctx}");
+        match want {
+            Ok(true) => accepted += 1,
+            Err(_) => refused += 1,
+            Ok(false) => {}
+        }
+        agree(&ar, &model, &u.ghids, &ctx);
+    }
+    drop(ar);
+    let ar = Archive::open(&path).unwrap();
+    agree(&ar, &model, &u.ghids, &format!("at the end (seed {seed})"));
+    assert!(
+        accepted > 10 && refused > 5 && restarts > 0,
+        "seed {seed} exercised little"
+    );
+}
+
 #[test]
 fn store_and_rules_match_the_model() {
-    let u = universe();
-    for seed in 0..SEEDS {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ghidcache");
-        let mut ar = Archive::open(&path).unwrap();
-        let mut model = Model::default();
-        let mut rng = StdRng::seed_from_u64(seed);
-        let (mut accepted, mut refused, mut restarts) = (0, 0, 0);
-        for op in 0..OPS {
-            let roll = rng.gen_range(0..100);
-            if roll < 4 {
-                drop(ar);
-                ar = Archive::open(&path).unwrap();
-                restarts += 1;
-                agree(&ar, &model, &u.ghids, &format!("after restart (seed {seed}, op {op})"));
-                continue;
-            }
-            let it = if roll < 12 {
-                &u.gidcs[rng.gen_range(0..u.gidcs.len())]
-            } else {
-                &u.others[rng.gen_range(0..u.others.len())]
-            };
-            let want = model.publish(&it.obj);
-            let got = verdict(ar.publish(&it.bytes));
-            let ctx = format!("seed {seed}, op {op}, {:?} {:?}", it.obj.kind(), it.obj.ghid());
-            assert_eq!(got, want, "publish verdict, {ctx}");
-            match want {
-                Ok(true) => accepted += 1,
-                Err(_) => refused += 1,
-                Ok(false) => {}
-            }
-            agree(&ar, &model, &u.ghids, &ctx);
+    universe();
+    // Seeds are independent (one sled directory each): run them on a few threads.
+    const WORKERS: u64 = 4;
+    std::thread::scope(|s| {
+        for w in 0..WORKERS {
+            s.spawn(move || (w..SEEDS).step_by(WORKERS as usize).for_each(run_seed));
         }
-        drop(ar);
-        let ar = Archive::open(&path).unwrap();
-        agree(&ar, &model, &u.ghids, &format!("at the end (seed {seed})"));
-        assert!(accepted > 10 && refused > 5 && restarts > 0, "seed {seed} exercised little");
-    }
+    });
 }
 
 #[test]
@@ -454,7 +537,9 @@ fn synced_writes_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ghidcache");
     let ar = Archive::open(&path).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     for it in &u.gidcs {
         ar.publish(&it.bytes).unwrap();
     }
@@ -463,7 +548,10 @@ fn synced_writes_survive_reopen() {
     drop(ar);
     let ar = Archive::open(&path).unwrap();
     for it in &u.gidcs {
-        assert_eq!(ar.get(&it.obj.ghid()).unwrap().as_deref(), Some(&it.bytes[..]));
+        assert_eq!(
+            ar.get(&it.obj.ghid()).unwrap().as_deref(),
+            Some(&it.bytes[..])
+        );
     }
 }
 
@@ -506,6 +594,8 @@ impl Store for GatedStore {
 
 #[test]
 fn concurrent_syncs_share_one_flush() {
+    fn shareable<T: Clone + Send + Sync + 'static>() {}
+    shareable::<Archive>();
     let (open, gate) = mpsc::channel();
     let store = Arc::new(GatedStore {
         inner: SledStore::temporary().unwrap(),
@@ -513,7 +603,10 @@ fn concurrent_syncs_share_one_flush() {
         gate: Mutex::new(gate),
     });
     let ar = Archive::with_store(store.clone()).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let first = tokio::spawn({
             let ar = ar.clone();

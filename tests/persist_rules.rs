@@ -71,7 +71,8 @@ fn refused(ar: &Archive, bytes: &[u8]) -> &'static str {
 }
 
 fn container(who: &FirstParty, text: &str) -> Geoc {
-    who.make_container(text.as_bytes(), &Secret::random()).unwrap()
+    who.make_container(text.as_bytes(), &Secret::random())
+        .unwrap()
 }
 
 fn unknown() -> Ghid {
@@ -112,7 +113,11 @@ fn rule02_malformed_uploads_are_refused() {
     assert_eq!(refused(&ar, &s[..s.len() - 1]), "malformed");
     let mut long = s.clone();
     long.push(0);
-    assert_eq!(refused(&ar, &long), "malformed", "trailing bytes (EOF check)");
+    assert_eq!(
+        refused(&ar, &long),
+        "malformed",
+        "trailing bytes (EOF check)"
+    );
     let mut magic = s.clone();
     magic[..4].copy_from_slice(b"GOBX");
     assert_eq!(refused(&ar, &magic), "malformed");
@@ -140,7 +145,11 @@ fn rule02_legacy_and_dummy_vectors_are_refused() {
     assert!(v15 > 0);
     for entry in std::fs::read_dir(dir.join("generated_ref_v16/cs0")).unwrap() {
         let b = std::fs::read(entry.unwrap().path()).unwrap();
-        assert_eq!(refused(&ar, &b), "malformed", "suite 0 / algo 0 are test-only");
+        assert_eq!(
+            refused(&ar, &b),
+            "malformed",
+            "suite 0 / algo 0 are test-only"
+        );
     }
 }
 
@@ -174,9 +183,18 @@ fn rule03_identities_are_permanent_and_never_targets() {
     let ids = ids();
     let ar = archive();
     let gidc = ids.b.gidc().ghid;
-    assert_eq!(refused(&ar, &ids.b.make_debind(gidc).unwrap().bytes()), "invalid_target");
-    assert_eq!(refused(&ar, &ids.a.make_bind_static(gidc).unwrap().bytes()), "invalid_target");
-    assert_eq!(refused(&ar, &ids.a.make_bind_dynamic(gidc).unwrap().bytes()), "invalid_target");
+    assert_eq!(
+        refused(&ar, &ids.b.make_debind(gidc).unwrap().bytes()),
+        "invalid_target"
+    );
+    assert_eq!(
+        refused(&ar, &ids.a.make_bind_static(gidc).unwrap().bytes()),
+        "invalid_target"
+    );
+    assert_eq!(
+        refused(&ar, &ids.a.make_bind_dynamic(gidc).unwrap().bytes()),
+        "invalid_target"
+    );
     assert_eq!(status(&ar, &gidc), Status::Present);
     assert_eq!(ar.list_bindings(&gidc).unwrap(), Vec::<Ghid>::new());
 }
@@ -194,7 +212,11 @@ fn rule04_containers_must_already_be_bound() {
     new(&ar, &ids.a.make_bind_dynamic(c2.ghid).unwrap().bytes());
     new(&ar, &c2.bytes());
     let d = ids.a.make_debind(c1.ghid).unwrap();
-    assert_eq!(refused(&ar, &d.bytes()), "invalid_target", "a GEOC cannot be debound");
+    assert_eq!(
+        refused(&ar, &d.bytes()),
+        "invalid_target",
+        "a GEOC cannot be debound"
+    );
 }
 
 #[test]
@@ -214,7 +236,11 @@ fn rule05_static_bindings_live_until_debound() {
     assert_eq!(ar.query_debinding(&sa.ghid).unwrap(), Some(da.ghid));
     assert_eq!(refused(&ar, &sa.bytes()), "already_debound");
     new(&ar, &ids.b.make_debind(sb.ghid).unwrap().bytes());
-    assert_eq!(status(&ar, &c.ghid), Status::Collected, "unbound container collected");
+    assert_eq!(
+        status(&ar, &c.ghid),
+        Status::Collected,
+        "unbound container collected"
+    );
     assert_eq!(ar.get(&c.ghid).unwrap(), None);
 }
 
@@ -227,7 +253,11 @@ fn rule05_static_binding_targets() {
     let su = ids.a.make_bind_static(u).unwrap();
     new(&ar, &s.bytes());
     new(&ar, &su.bytes());
-    assert_eq!(status(&ar, &u), Status::Unknown, "unknown targets are accepted");
+    assert_eq!(
+        status(&ar, &u),
+        Status::Unknown,
+        "unknown targets are accepted"
+    );
     let d = ids.a.make_debind(su.ghid).unwrap();
     new(&ar, &d.bytes());
     let f = ids.a.make_bind_dynamic(c.ghid).unwrap();
@@ -247,15 +277,31 @@ fn rule06_frames_must_advance() {
     let ar = archive();
     let c: Vec<Geoc> = (0..3).map(|i| container(&ids.a, &format!("{i}"))).collect();
     let f0 = ids.a.make_bind_dynamic(c[0].ghid).unwrap();
-    let f1 = ids.a.make_next_frame(&f0, c[1].ghid, DEFAULT_LEGROOM).unwrap();
-    let f2 = ids.a.make_next_frame(&f1, c[2].ghid, DEFAULT_LEGROOM).unwrap();
-    let fork = ids.a.make_next_frame(&f1, c[0].ghid, DEFAULT_LEGROOM).unwrap();
+    let f1 = ids
+        .a
+        .make_next_frame(&f0, c[1].ghid, DEFAULT_LEGROOM)
+        .unwrap();
+    let f2 = ids
+        .a
+        .make_next_frame(&f1, c[2].ghid, DEFAULT_LEGROOM)
+        .unwrap();
+    let fork = ids
+        .a
+        .make_next_frame(&f1, c[0].ghid, DEFAULT_LEGROOM)
+        .unwrap();
     new(&ar, &f0.bytes());
     new(&ar, &f2.bytes());
     assert_eq!(refused(&ar, &f1.bytes()), "illegal_frame", "regressed");
     assert_eq!(refused(&ar, &f0.bytes()), "illegal_frame", "replayed");
-    assert_eq!(refused(&ar, &fork.bytes()), "illegal_frame", "equal counter");
-    assert!(!ok(&ar, &f2.bytes()).new, "the current frame itself is idempotent");
+    assert_eq!(
+        refused(&ar, &fork.bytes()),
+        "illegal_frame",
+        "equal counter"
+    );
+    assert!(
+        !ok(&ar, &f2.bytes()).new,
+        "the current frame itself is idempotent"
+    );
     assert_eq!(status(&ar, &f0.frame), Status::Collected);
     assert_eq!(ar.current_frame(&f0.dynamic).unwrap(), Some(f2.frame));
 }
@@ -292,7 +338,11 @@ fn rule06c_binder_must_match_and_be_known() {
     new(&ar, &s.bytes());
     slot.dynamic = s.ghid;
     let squat = ids.a.make_next_frame(&slot, unknown(), 2).unwrap();
-    assert_eq!(refused(&ar, &squat.bytes()), "illegal_frame", "dynamic ghid names a GOBS");
+    assert_eq!(
+        refused(&ar, &squat.bytes()),
+        "illegal_frame",
+        "dynamic ghid names a GOBS"
+    );
 }
 
 #[test]
@@ -322,21 +372,35 @@ fn rule06_debound_dynamic_takes_frames_only_while_held() {
 fn rule07_full_life_of_a_dynamic_object() {
     let ids = ids();
     let ar = archive();
-    let c: Vec<Geoc> = (0..3).map(|i| container(&ids.a, &format!("state {i}"))).collect();
+    let c: Vec<Geoc> = (0..3)
+        .map(|i| container(&ids.a, &format!("state {i}")))
+        .collect();
     let f0 = ids.a.make_bind_dynamic(c[0].ghid).unwrap();
-    let f1 = ids.a.make_next_frame(&f0, c[1].ghid, DEFAULT_LEGROOM).unwrap();
-    let f2 = ids.a.make_next_frame(&f1, c[2].ghid, DEFAULT_LEGROOM).unwrap();
+    let f1 = ids
+        .a
+        .make_next_frame(&f0, c[1].ghid, DEFAULT_LEGROOM)
+        .unwrap();
+    let f2 = ids
+        .a
+        .make_next_frame(&f1, c[2].ghid, DEFAULT_LEGROOM)
+        .unwrap();
     let dynamic = f0.dynamic;
 
     // The binding arrives before its container: the frame is announced with the container.
     assert!(new(&ar, &f0.bytes()).notifications.is_empty());
-    assert_eq!(new(&ar, &c[0].bytes()).notifications, vec![note(dynamic, &f0.bytes())]);
+    assert_eq!(
+        new(&ar, &c[0].bytes()).notifications,
+        vec![note(dynamic, &f0.bytes())]
+    );
     assert_eq!(ar.get(&dynamic).unwrap().as_deref(), Some(&f0.bytes()[..]));
 
     // Each later frame replaces the one before and collects the old container.
     for (prev, (f, geoc)) in [(&f0, (&f1, &c[1])), (&f1, (&f2, &c[2]))] {
         assert!(new(&ar, &f.bytes()).notifications.is_empty());
-        assert_eq!(new(&ar, &geoc.bytes()).notifications, vec![note(dynamic, &f.bytes())]);
+        assert_eq!(
+            new(&ar, &geoc.bytes()).notifications,
+            vec![note(dynamic, &f.bytes())]
+        );
         assert_eq!(status(&ar, &prev.frame), Status::Collected);
         assert_eq!(ar.get(&prev.frame).unwrap(), None);
         assert_eq!(status(&ar, &prev.target()), Status::Collected);
@@ -346,14 +410,27 @@ fn rule07_full_life_of_a_dynamic_object() {
     // A frame whose container is already present is announced at once.
     let s = ids.a.make_bind_static(c[2].ghid).unwrap();
     new(&ar, &s.bytes());
-    let f3 = ids.a.make_next_frame(&f2, c[2].ghid, DEFAULT_LEGROOM).unwrap();
-    assert_eq!(new(&ar, &f3.bytes()).notifications, vec![note(dynamic, &f3.bytes())]);
+    let f3 = ids
+        .a
+        .make_next_frame(&f2, c[2].ghid, DEFAULT_LEGROOM)
+        .unwrap();
+    assert_eq!(
+        new(&ar, &f3.bytes()).notifications,
+        vec![note(dynamic, &f3.bytes())]
+    );
     new(&ar, &ids.a.make_debind(s.ghid).unwrap().bytes());
-    assert_eq!(status(&ar, &c[2].ghid), Status::Present, "still the current target");
+    assert_eq!(
+        status(&ar, &c[2].ghid),
+        Status::Present,
+        "still the current target"
+    );
 
     // Debinding removes the dynamic object and its container; subscribers get the GDXX.
     let d = ids.a.make_debind(dynamic).unwrap();
-    assert_eq!(new(&ar, &d.bytes()).notifications, vec![note(dynamic, &d.bytes())]);
+    assert_eq!(
+        new(&ar, &d.bytes()).notifications,
+        vec![note(dynamic, &d.bytes())]
+    );
     for g in [dynamic, f3.frame, c[2].ghid] {
         assert_eq!(ar.get(&g).unwrap(), None);
         assert_eq!(status(&ar, &g), Status::Collected);
@@ -370,7 +447,11 @@ fn rule07_frame_replacement_keeps_otherwise_bound_targets() {
     let (c0, c1) = (container(&ids.a, "0"), container(&ids.a, "1"));
     let f0 = ids.a.make_bind_dynamic(c0.ghid).unwrap();
     let f1 = ids.a.make_next_frame(&f0, c1.ghid, 2).unwrap();
-    for b in [f0.bytes(), c0.bytes(), ids.b.make_bind_static(c0.ghid).unwrap().bytes()] {
+    for b in [
+        f0.bytes(),
+        c0.bytes(),
+        ids.b.make_bind_static(c0.ghid).unwrap().bytes(),
+    ] {
         new(&ar, &b);
     }
     new(&ar, &f1.bytes());
@@ -393,7 +474,10 @@ fn rule07_dynamic_binding_targets() {
     }
     let outer = ids.b.make_bind_dynamic(inner.dynamic).unwrap();
     new(&ar, &outer.bytes());
-    assert_eq!(ar.list_bindings(&inner.dynamic).unwrap(), vec![outer.dynamic]);
+    assert_eq!(
+        ar.list_bindings(&inner.dynamic).unwrap(),
+        vec![outer.dynamic]
+    );
 }
 
 #[test]
@@ -442,13 +526,19 @@ fn rule08_debinding_targets_and_authors() {
     let c = container(&ids.a, "c");
     let s = ids.a.make_bind_static(c.ghid).unwrap();
     let f = ids.a.make_bind_dynamic(c.ghid).unwrap();
-    let r = ids.a.make_handshake(ids.b.second_party(), f.dynamic, &Secret::random()).unwrap();
+    let r = ids
+        .a
+        .make_handshake(ids.b.second_party(), f.dynamic, &Secret::random())
+        .unwrap();
     let d = ids.a.make_debind(unknown()).unwrap();
     for b in [s.bytes(), f.bytes(), c.bytes(), r.bytes(), d.bytes()] {
         new(&ar, &b);
     }
     for target in [ids.a.ghid(), c.ghid, f.frame] {
-        assert_eq!(refused(&ar, &ids.a.make_debind(target).unwrap().bytes()), "invalid_target");
+        assert_eq!(
+            refused(&ar, &ids.a.make_debind(target).unwrap().bytes()),
+            "invalid_target"
+        );
     }
     for target in [s.ghid, f.dynamic, d.ghid] {
         let wrong = ids.b.make_debind(target).unwrap();
@@ -471,12 +561,24 @@ fn rule08_early_debindings_are_revalidated_on_arrival() {
     let on_geoc = ids.a.make_debind(c.ghid).unwrap();
     new(&ar, &wrong.bytes());
     new(&ar, &on_geoc.bytes());
-    assert_eq!(ar.query_debinding(&s.ghid).unwrap(), Some(wrong.ghid), "target unknown");
+    assert_eq!(
+        ar.query_debinding(&s.ghid).unwrap(),
+        Some(wrong.ghid),
+        "target unknown"
+    );
     new(&ar, &s.bytes());
-    assert_eq!(status(&ar, &wrong.ghid), Status::Collected, "illegal debinding deleted");
+    assert_eq!(
+        status(&ar, &wrong.ghid),
+        Status::Collected,
+        "illegal debinding deleted"
+    );
     assert_eq!(ar.query_debinding(&s.ghid).unwrap(), None);
     new(&ar, &c.bytes());
-    assert_eq!(status(&ar, &on_geoc.ghid), Status::Collected, "a GEOC cannot be debound");
+    assert_eq!(
+        status(&ar, &on_geoc.ghid),
+        Status::Collected,
+        "a GEOC cannot be debound"
+    );
 
     let s2 = ids.b.make_bind_static(c.ghid).unwrap();
     let early = ids.b.make_debind(s2.ghid).unwrap();
@@ -525,20 +627,37 @@ fn rule10_requests_are_offline_mail_until_the_recipient_debinds() {
     let ar = archive();
     let to_c = ids.a.make_ack(ids.c.second_party(), unknown(), 0).unwrap();
     assert_eq!(refused(&ar, &to_c.bytes()), "unknown_author");
-    let r = ids.a.make_handshake(ids.b.second_party(), unknown(), &Secret::random()).unwrap();
+    let r = ids
+        .a
+        .make_handshake(ids.b.second_party(), unknown(), &Secret::random())
+        .unwrap();
     let r2 = ids.a.make_nak(ids.b.second_party(), r.ghid, 3).unwrap();
     let b = ids.b.ghid();
-    assert_eq!(new(&ar, &r.bytes()).notifications, vec![note(b, &r.bytes())]);
+    assert_eq!(
+        new(&ar, &r.bytes()).notifications,
+        vec![note(b, &r.bytes())]
+    );
     new(&ar, &r2.bytes());
-    let mut mail: Vec<Vec<u8>> = ar.requests_for(&b).unwrap().iter().map(|m| m.to_vec()).collect();
+    let mut mail: Vec<Vec<u8>> = ar
+        .requests_for(&b)
+        .unwrap()
+        .iter()
+        .map(|m| m.to_vec())
+        .collect();
     mail.sort();
     let mut want = vec![r.bytes(), r2.bytes()];
     want.sort();
     assert_eq!(mail, want);
     assert!(ar.requests_for(&ids.a.ghid()).unwrap().is_empty());
-    assert_eq!(refused(&ar, &ids.a.make_debind(r.ghid).unwrap().bytes()), "inconsistent_author");
+    assert_eq!(
+        refused(&ar, &ids.a.make_debind(r.ghid).unwrap().bytes()),
+        "inconsistent_author"
+    );
     let d = ids.b.make_debind(r.ghid).unwrap();
-    assert_eq!(new(&ar, &d.bytes()).notifications, vec![note(b, &d.bytes())]);
+    assert_eq!(
+        new(&ar, &d.bytes()).notifications,
+        vec![note(b, &d.bytes())]
+    );
     assert_eq!(ar.requests_for(&b).unwrap(), vec![Bytes::from(r2.bytes())]);
     assert_eq!(status(&ar, &r.ghid), Status::Collected);
     assert_eq!(refused(&ar, &r.bytes()), "already_debound");
@@ -558,12 +677,19 @@ fn rule11_collection_cascades_through_holds() {
     let d = ids.a.make_debind(f0.dynamic).unwrap();
     assert!(new(&ar, &d.bytes()).notifications.is_empty());
     new(&ar, &ids.b.make_debind(hold.ghid).unwrap().bytes());
-    assert_eq!(status(&ar, &f0.dynamic), Status::Present, "still bound by B's dynamic");
+    assert_eq!(
+        status(&ar, &f0.dynamic),
+        Status::Present,
+        "still bound by B's dynamic"
+    );
     let d_outer = ids.b.make_debind(outer.dynamic).unwrap();
     let p = new(&ar, &d_outer.bytes());
     assert_eq!(
         p.notifications,
-        vec![note(outer.dynamic, &d_outer.bytes()), note(f0.dynamic, &d.bytes())]
+        vec![
+            note(outer.dynamic, &d_outer.bytes()),
+            note(f0.dynamic, &d.bytes())
+        ]
     );
     for g in [outer.dynamic, f0.dynamic, f0.frame, c.ghid, hold.ghid] {
         assert_eq!(status(&ar, &g), Status::Collected, "{g:?}");
@@ -578,8 +704,14 @@ fn rule11_waiting_frames_are_announced_when_their_target_arrives() {
     let inner = ids.a.make_bind_dynamic(c.ghid).unwrap();
     let outer = ids.b.make_bind_dynamic(inner.dynamic).unwrap();
     assert!(new(&ar, &outer.bytes()).notifications.is_empty());
-    assert_eq!(new(&ar, &inner.bytes()).notifications, vec![note(outer.dynamic, &outer.bytes())]);
-    assert_eq!(new(&ar, &c.bytes()).notifications, vec![note(inner.dynamic, &inner.bytes())]);
+    assert_eq!(
+        new(&ar, &inner.bytes()).notifications,
+        vec![note(outer.dynamic, &outer.bytes())]
+    );
+    assert_eq!(
+        new(&ar, &c.bytes()).notifications,
+        vec![note(inner.dynamic, &inner.bytes())]
+    );
 }
 
 #[test]

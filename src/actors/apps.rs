@@ -67,6 +67,11 @@ impl AppRegistry {
         }
     }
 
+    /// Whether `app` tracks `ghid`.
+    pub fn tracks(&self, app: AppId, ghid: &Ghid) -> bool {
+        self.lock().get(&app).is_some_and(|e| e.tracked.contains(ghid))
+    }
+
     /// Records that `app` no longer tracks `ghid`.
     pub fn untrack(&self, app: AppId, ghid: &Ghid) {
         if let Some(e) = self.lock().get_mut(&app) {

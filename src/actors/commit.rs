@@ -10,8 +10,6 @@
 //! Calls: `golix` (FirstParty), `DaemonCore` (archive, vault, outbox, ledger), [`content`].
 //! Used by `ObjectActor` and `DaemonHandle`.
 
-use std::sync::Arc;
-
 use super::account::StoredSecret;
 use super::api::ObjectView;
 use super::content;
@@ -276,6 +274,20 @@ pub async fn load(core: &DaemonCore, ghid: Ghid) -> Result<Loaded, DaemonError> 
         Object::Gobs(b) if b.target != ghid => Box::pin(load(core, b.target)).await,
         _ => Err(not_found()),
     }
+}
+
+/// Who binds `ghid` and whether it is dynamic, without opening it (local, else remotes).
+/// `None` if it is not found or is not an object.
+pub async fn owner(core: &DaemonCore, ghid: Ghid) -> Result<Option<(Ghid, bool)>, DaemonError> {
+    let Some(bytes) = core.local_or_fetch(&ghid).await? else {
+        return Ok(None);
+    };
+    Ok(match decode(&bytes)? {
+        Object::Gobd(f) => Some((f.binder, true)),
+        Object::Geoc(c) => Some((c.author, false)),
+        Object::Gobs(b) => Some((b.binder, false)),
+        _ => None,
+    })
 }
 
 /// Opens a pulled frame's container: the secret ratchets from the actor's, else from a

@@ -27,8 +27,8 @@ macro_rules! link_type {
                 let suite = r.header($magic, $version, policy)?;
                 Ok($name {
                     suite,
-                    $signer: r.ghid("signer")?,
-                    target: r.ghid("target")?,
+                    $signer: r.ghid("signer", policy)?,
+                    target: r.ghid("target", policy)?,
                     ghid: r.address(policy)?,
                     signature: r.array("signature")?,
                 })

@@ -22,6 +22,15 @@ impl Policy {
     }
 }
 
+/// Parses a ghid, refusing algo 0 unless the policy allows dummies.
+pub fn checked_ghid(b: &[u8], policy: Policy) -> Result<Ghid, DecodeError> {
+    let g = Ghid::from_bytes(b)?;
+    if g.algo() == Algo::DUMMY && !policy.allows_dummy() {
+        return Err(DecodeError::DummyRefused);
+    }
+    Ok(g)
+}
+
 /// Cipher suite byte. 0 = dummy (tests), 1 = the real suite; 2 is specified but unimplemented.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct Suite(pub u8);
@@ -95,8 +104,9 @@ impl<'a> Reader<'a> {
         Ok(u64::from_be_bytes(self.array(field)?))
     }
 
-    pub fn ghid(&mut self, field: &'static str) -> Result<Ghid, DecodeError> {
-        Ghid::from_bytes(self.take(GHID_LEN, field)?)
+    /// A ghid embedded in an object (author, target, ...). Algo 0 only under the test policy.
+    pub fn ghid(&mut self, field: &'static str, policy: Policy) -> Result<Ghid, DecodeError> {
+        checked_ghid(self.take(GHID_LEN, field)?, policy)
     }
 
     /// An address algo byte, checked against the policy.

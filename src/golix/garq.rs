@@ -24,7 +24,7 @@ impl Garq {
         let suite = r.header(GARQ_MAGIC, GARQ_VERSION, policy)?;
         Ok(Garq {
             suite,
-            recipient: r.ghid("recipient")?,
+            recipient: r.ghid("recipient", policy)?,
             payload: r.array("payload")?,
             ghid: r.address(policy)?,
             mac: r.array("mac")?,
@@ -100,12 +100,12 @@ impl Request {
 
     pub fn decode(b: &[u8], policy: Policy) -> Result<Request, DecodeError> {
         let mut r = Reader::new(b);
-        let author = r.ghid("request author")?;
+        let author = r.ghid("request author", policy)?;
         let kind: [u8; 2] = r.array("request kind")?;
         let len = usize::from(r.u16("request length")?);
         let mut body = Reader::new(r.take(len, "request body")?);
         r.finish()?;
-        let target = body.ghid("request target")?;
+        let target = body.ghid("request target", policy)?;
         let parsed = match &kind {
             b"HS" => {
                 let n = usize::from(body.u8("secret length")?);

@@ -21,7 +21,7 @@ pub struct Geoc {
 impl Geoc {
     pub fn read(r: &mut Reader<'_>, policy: Policy) -> Result<Geoc, DecodeError> {
         let suite = r.header(GEOC_MAGIC, GEOC_VERSION, policy)?;
-        let author = r.ghid("author")?;
+        let author = r.ghid("author", policy)?;
         let n = r.u64("payload length")?;
         let n = usize::try_from(n).map_err(|_| DecodeError::BadLength {
             field: "payload",

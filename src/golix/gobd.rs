@@ -1,7 +1,7 @@
 //! GOBD v16 (dynamic binding frame; read and write) and GOBD v15 (legacy; read and verify
 //! only, for old caches and the Hypergolix vectors).
 
-use super::codec::{address_of, put_header, Sink};
+use super::codec::{address_of, checked_ghid, put_header, Sink};
 use super::{Algo, DecodeError, Ghid, Policy, Reader, Suite, GHID_LEN, SIG_LEN};
 
 pub const GOBD_MAGIC: &str = "GOBD";
@@ -29,16 +29,27 @@ pub struct Gobd {
     pub signature: [u8; SIG_LEN],
 }
 
-fn read_targets(r: &mut Reader<'_>, field: &'static str) -> Result<Vec<Ghid>, DecodeError> {
+fn read_targets(
+    r: &mut Reader<'_>,
+    field: &'static str,
+    policy: Policy,
+) -> Result<Vec<Ghid>, DecodeError> {
     let len = usize::from(r.u16(field)?);
     if len % GHID_LEN != 0 {
         return Err(DecodeError::BadLength { field, len });
     }
     let raw = r.take(len, field)?;
-    raw.chunks_exact(GHID_LEN).map(Ghid::from_bytes).collect()
+    raw.chunks_exact(GHID_LEN)
+        .map(|c| checked_ghid(c, policy))
+        .collect()
 }
 
 fn put_targets(s: &mut impl Sink, targets: &[Ghid]) {
+    // Decoding can never produce more (u16 byte length); only a hand-built struct can.
+    assert!(
+        targets.len() <= MAX_TARGETS,
+        "a target vector holds at most {MAX_TARGETS} ghids"
+    );
     s.put(&((targets.len() * GHID_LEN) as u16).to_be_bytes());
     for t in targets {
         s.put(t.as_bytes());
@@ -48,9 +59,9 @@ fn put_targets(s: &mut impl Sink, targets: &[Ghid]) {
 impl Gobd {
     pub fn read(r: &mut Reader<'_>, policy: Policy) -> Result<Gobd, DecodeError> {
         let suite = r.header(GOBD_MAGIC, GOBD_VERSION, policy)?;
-        let binder = r.ghid("binder")?;
+        let binder = r.ghid("binder", policy)?;
         let counter = r.u64("counter")?;
-        let targets = read_targets(r, "target vector")?;
+        let targets = read_targets(r, "target vector", policy)?;
         if targets.is_empty() {
             return Err(DecodeError::BadLength {
                 field: "target vector",
@@ -124,9 +135,9 @@ impl GobdV15 {
         let suite = r.header(GOBD_MAGIC, GOBD_V15_VERSION, policy)?;
         Ok(GobdV15 {
             suite,
-            binder: r.ghid("binder")?,
-            history: read_targets(r, "history")?,
-            target: r.ghid("target")?,
+            binder: r.ghid("binder", policy)?,
+            history: read_targets(r, "history", policy)?,
+            target: r.ghid("target", policy)?,
             dynamic: r.address(policy)?,
             frame: r.address(policy)?,
             signature: r.array("signature")?,

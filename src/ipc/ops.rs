@@ -45,7 +45,7 @@ impl ArgDefault {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ArgSpec {
     pub name: &'static str,
-    /// Wire type, for people: `bin`, `str`, `bool`, `ghid` (65-byte bin), `x|nil`.
+    /// Wire type, for people: `bin`, `str`, `bool`, `ghid` (65-byte bin), `x or nil`.
     pub kind: &'static str,
     /// `None`: required.
     pub default: Option<ArgDefault>,
@@ -105,7 +105,7 @@ pub const OPS: &[OpSpec] = &[
         name: "new",
         args: &[
             req("state", "bin"),
-            opt("api_id", "ghid|nil", ArgDefault::Nil),
+            opt("api_id", "ghid or nil", ArgDefault::Nil),
             opt("dynamic", "bool", ArgDefault::Bool(true)),
             opt("private", "bool", ArgDefault::Bool(false)),
         ],
@@ -123,7 +123,7 @@ pub const OPS: &[OpSpec] = &[
         args: &[
             req("ghid", "ghid"),
             req("state", "bin"),
-            opt("private", "bool|nil", ArgDefault::Nil),
+            opt("private", "bool or nil", ArgDefault::Nil),
         ],
         result: "nil",
         doc: "New state for a dynamic object the user owns; `private` nil keeps the current privacy.",
@@ -427,7 +427,7 @@ mod tests {
     use crate::golix::Algo;
 
     fn sample(kind: &str) -> Value {
-        match kind.trim_end_matches("|nil") {
+        match kind.trim_end_matches(" or nil") {
             "bin" => Value::Binary(vec![1; 32]),
             "str" => Value::from("s"),
             "bool" => Value::Boolean(true),

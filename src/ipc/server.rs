@@ -13,6 +13,7 @@ use actix_web::dev::ServerHandle;
 use actix_web::http::header;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use slog::{info, o, Logger};
+use tokio::sync::watch;
 
 use super::session;
 use super::token::CapabilityToken;
@@ -24,6 +25,8 @@ pub const DEFAULT_IPC_PORT: u16 = 7772;
 pub const DEFAULT_MAX_MESSAGE: usize = 16 * 1024 * 1024;
 /// How long a connection may stay without a successful `hello` by default.
 pub const DEFAULT_HELLO_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a graceful stop waits for sessions to finish their in-flight requests.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// How to run the endpoint.
 #[derive(Debug, Clone)]
@@ -71,6 +74,43 @@ pub(super) struct Shared<A> {
     pub max_message: usize,
     pub hello_timeout: Duration,
     pub log: Logger,
+    /// Becomes `true` when the server stops: every session closes.
+    pub shutdown: watch::Receiver<bool>,
+    /// Live sessions, for the stop's completion wait.
+    pub sessions: Counter,
+}
+
+/// A count of live things (sessions, TCP connections) that a stop can wait to reach zero.
+#[derive(Clone)]
+pub(super) struct Counter(Arc<watch::Sender<usize>>);
+
+impl Counter {
+    fn new() -> Counter {
+        Counter(Arc::new(watch::Sender::new(0)))
+    }
+
+    /// Counts one; dropping the guard (however its owner ends, even cancelled) uncounts it.
+    pub(super) fn enter(&self) -> CountGuard {
+        self.0.send_modify(|n| *n += 1);
+        CountGuard(self.clone())
+    }
+
+    fn get(&self) -> usize {
+        *self.0.borrow()
+    }
+
+    async fn zero(&self) {
+        let _ = self.0.subscribe().wait_for(|n| *n == 0).await;
+    }
+}
+
+/// One counted thing; see [`Counter::enter`].
+pub(super) struct CountGuard(Counter);
+
+impl Drop for CountGuard {
+    fn drop(&mut self) {
+        self.0 .0.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 fn normalize_origin(o: &str) -> String {
@@ -89,6 +129,13 @@ pub struct IpcServer {
     local_addr: SocketAddr,
     handle: ServerHandle,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// Tells every session to close (broadcast signal, STYLE.md principle 15).
+    shutdown: watch::Sender<bool>,
+    /// Live sessions and TCP connections; a stop waits for both to reach zero (completion
+    /// wait) before it stops the HTTP server, which would otherwise poll its connections
+    /// only once a second.
+    sessions: Counter,
+    connections: Counter,
 }
 
 impl IpcServer {
@@ -102,14 +149,23 @@ impl IpcServer {
         format!("ws://{}/", self.local_addr)
     }
 
-    /// A handle that can stop the server from elsewhere.
-    pub fn handle(&self) -> ServerHandle {
-        self.handle.clone()
+    /// Number of open connections (sessions).
+    pub fn sessions(&self) -> usize {
+        self.sessions.get()
     }
 
-    /// Stops accepting, closes connections (each session then calls `disconnect_app`), and
-    /// waits for the server to finish.
+    /// Closes every connection and stops the server. Each session lets its in-flight
+    /// requests finish and calls `disconnect_app`; a graceful stop waits for that (at most
+    /// a few seconds), a forced one does not.
     pub async fn stop(self, graceful: bool) {
+        let _ = self.shutdown.send(true);
+        if graceful {
+            let drained = async {
+                self.sessions.zero().await;
+                self.connections.zero().await;
+            };
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, drained).await;
+        }
         self.handle.stop(graceful).await;
         let _ = self.task.await;
     }
@@ -119,6 +175,15 @@ impl IpcServer {
 /// included); the server runs on its own worker threads.
 pub async fn serve<A: DaemonApi>(api: A, cfg: IpcConfig) -> Result<IpcServer, IpcError> {
     let log = cfg.log.new(o!("module" => "ipc"));
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let sessions = Counter::new();
+    let connections = Counter::new();
+    let on_connect = {
+        let connections = connections.clone();
+        move |_: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions| {
+            ext.insert(connections.enter());
+        }
+    };
     let shared = web::Data::from(Arc::new(Shared {
         api,
         token: cfg.token,
@@ -126,6 +191,8 @@ pub async fn serve<A: DaemonApi>(api: A, cfg: IpcConfig) -> Result<IpcServer, Ip
         max_message: cfg.max_message,
         hello_timeout: cfg.hello_timeout,
         log: log.clone(),
+        shutdown: shutdown_rx,
+        sessions: sessions.clone(),
     }));
     let server = HttpServer::new(move || {
         App::new()
@@ -133,7 +200,10 @@ pub async fn serve<A: DaemonApi>(api: A, cfg: IpcConfig) -> Result<IpcServer, Ip
             .route("/", web::get().to(endpoint::<A>))
             .route("/ws", web::get().to(endpoint::<A>))
     })
+    .on_connect(on_connect)
     .workers(cfg.workers.max(1))
+    // After a session closes, do not linger for the app to close its end.
+    .client_disconnect_timeout(Duration::from_millis(100))
     .disable_signals()
     .shutdown_timeout(5)
     .bind(cfg.addr)
@@ -150,6 +220,9 @@ pub async fn serve<A: DaemonApi>(api: A, cfg: IpcConfig) -> Result<IpcServer, Ip
         local_addr,
         handle,
         task,
+        shutdown,
+        sessions,
+        connections,
     })
 }
 
@@ -169,6 +242,7 @@ async fn endpoint<A: DaemonApi>(
     }
     let (response, ws, stream) = actix_ws::handle(&req, body)?;
     let stream = stream.max_frame_size(shared.max_message);
-    actix_web::rt::spawn(session::run(shared.into_inner(), ws, stream));
+    let guard = shared.sessions.enter();
+    actix_web::rt::spawn(session::run(shared.into_inner(), ws, stream, guard));
     Ok(response)
 }

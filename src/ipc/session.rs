@@ -19,11 +19,11 @@ use actix_ws::{CloseCode, CloseReason, Item, Message, MessageStream, ProtocolErr
 use bytes::{Bytes, BytesMut};
 use rmpv::Value;
 use slog::{debug, info, warn, Logger};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::ops::{self, ArgsError, Request, Whoami};
-use super::server::Shared;
+use super::server::{CountGuard, Shared};
 use super::wire::{self, codes, WireError};
 use super::DaemonApi;
 use crate::actors::api::{AppEvent, AppId};
@@ -288,14 +288,23 @@ async fn next_event(events: &mut Option<mpsc::Receiver<AppEvent>>) -> Option<App
     }
 }
 
+/// Resolves once the server stops (never, if the server was dropped without stopping).
+async fn shutdown_signal(rx: &mut watch::Receiver<bool>) {
+    if rx.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// The session task. Returns when the connection is gone and every in-flight request has
-/// finished; then the app is disconnected from the daemon.
+/// finished; then the app is disconnected from the daemon, and `_guard` uncounts it.
 pub(super) async fn run<A: DaemonApi>(
     shared: Arc<Shared<A>>,
     mut ws: actix_ws::Session,
     mut stream: MessageStream,
+    _guard: CountGuard,
 ) {
     let log = shared.log.clone();
+    let mut shutdown = shared.shutdown.clone();
     let hello_deadline = tokio::time::sleep(shared.hello_timeout);
     tokio::pin!(hello_deadline);
     let mut conn = Conn {
@@ -338,6 +347,13 @@ pub(super) async fn run<A: DaemonApi>(
                     Some(step) => step,
                     None => break,
                 }
+            }
+            () = shutdown_signal(&mut shutdown) => {
+                close = Some(CloseReason {
+                    code: CloseCode::Away,
+                    description: Some("daemon shutting down".into()),
+                });
+                break;
             }
             () = &mut hello_deadline, if conn.app.is_none() => {
                 info!(conn.log, "no hello in time; closing");

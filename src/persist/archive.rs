@@ -124,7 +124,10 @@ fn run_flusher(shared: Arc<FlushShared>, store: Arc<dyn Store>) {
             }
             std::mem::take(&mut st.waiters)
         };
-        let result = store.flush().map_err(|e| e.to_string());
+        // A panicking store must not kill the flusher: later callers would wait forever.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.flush()))
+            .unwrap_or_else(|_| Err(PersistError::Storage("flush panicked".into())))
+            .map_err(|e| e.to_string());
         shared.count.fetch_add(1, Ordering::SeqCst);
         for waiter in batch {
             let _ = waiter.send(result.clone());

@@ -319,7 +319,7 @@ impl Outbox {
 pub fn slot_key(subscription: &Ghid, object: &[u8]) -> Option<SlotKey> {
     match object.get(..4) {
         Some(b"GOBD") => Some((*subscription, *subscription)),
-        Some(b"GDXX") => match Object::decode(object, Policy::TESTING) {
+        Some(b"GDXX") => match Object::decode(object, Policy::STRICT) {
             Ok(Object::Gdxx(d)) => Some((*subscription, d.target)),
             _ => None,
         },

@@ -9,9 +9,13 @@
 //! Calls: `golix` only (plus sled, actix). Used by `actors`, `ipc` and the binaries.
 
 pub mod archive;
+pub mod client;
 pub mod error;
+pub mod hub;
 pub mod rules;
+pub mod server;
 pub mod store;
+pub mod wire;
 
 pub use archive::{Archive, Notification, Published, Status};
 pub use error::PersistError;

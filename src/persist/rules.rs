@@ -112,7 +112,13 @@ pub fn list_bindings(view: &View<'_>, ghid: &Ghid) -> Result<Vec<Ghid>, PersistE
         other => other.debinder(),
     };
     let mut all = view.bindings(ghid)?;
-    all.sort_by_key(|b| (b.kind != crate::golix::Kind::Gobs, Some(b.binder) != owner, b.ghid));
+    all.sort_by_key(|b| {
+        (
+            b.kind != crate::golix::Kind::Gobs,
+            Some(b.binder) != owner,
+            b.ghid,
+        )
+    });
     Ok(all.into_iter().map(|b| b.ghid).collect())
 }
 

@@ -33,7 +33,8 @@ pub fn check_writable_version(obj: &Object) -> Result<(), PersistError> {
 /// Rule 2 (address): the stored address, and for a first frame the dynamic address (rule 6a),
 /// must match the content.
 pub fn check_address(obj: &Object) -> Result<(), PersistError> {
-    obj.verify_address().map_err(PersistError::VerificationFailed)
+    obj.verify_address()
+        .map_err(PersistError::VerificationFailed)
 }
 
 /// Rule 1: is the object already stored? A present object that is debound (replay of
@@ -69,7 +70,10 @@ pub fn identity(view: &View<'_>, ghid: &Ghid) -> Result<Option<Gidc>, PersistErr
         .ok_or_else(|| PersistError::Storage(format!("identity {} has no bytes", s(ghid))))?;
     match Object::decode(&bytes, Policy::STRICT) {
         Ok(Object::Gidc(g)) if g.ghid == *ghid => Ok(Some(g)),
-        _ => Err(PersistError::Storage(format!("corrupt identity {}", s(ghid)))),
+        _ => Err(PersistError::Storage(format!(
+            "corrupt identity {}",
+            s(ghid)
+        ))),
     }
 }
 
@@ -166,10 +170,7 @@ pub fn check_dynamic_not_debound(
 
 /// Rule 6: the dynamic ghid must be unknown or name a dynamic object (a counter > 0 frame can
 /// claim any dynamic ghid, rule 6b — not one that is already something else).
-pub fn check_dynamic_slot(
-    view: &View<'_>,
-    dynamic: &Ghid,
-) -> Result<Option<Record>, PersistError> {
+pub fn check_dynamic_slot(view: &View<'_>, dynamic: &Ghid) -> Result<Option<Record>, PersistError> {
     match view.record(dynamic)? {
         None => Ok(None),
         Some(r @ Record::Dynamic { .. }) => Ok(Some(r)),
@@ -225,7 +226,9 @@ fn bad_target(target: &Ghid, what: &str, record: &Record) -> PersistError {
 pub fn check_static_target(view: &View<'_>, target: &Ghid) -> Result<(), PersistError> {
     match view.record(target)? {
         None | Some(Record::Container { .. }) | Some(Record::Dynamic { .. }) => Ok(()),
-        Some(r @ Record::Frame { .. }) => Err(bad_target(target, " frame; bind its dynamic ghid", &r)),
+        Some(r @ Record::Frame { .. }) => {
+            Err(bad_target(target, " frame; bind its dynamic ghid", &r))
+        }
         Some(r) => Err(bad_target(target, "", &r)),
     }
 }

@@ -101,10 +101,7 @@ pub fn collect(
             }
             Record::Debinding { debinder, target } => {
                 if debound_by(view, &g, debinder)?.is_some() {
-                    let d = Debinding {
-                        ghid: g,
-                        debinder,
-                    };
+                    let d = Debinding { ghid: g, debinder };
                     view.set_debinding(target, d, false);
                     view.remove(g);
                 }

@@ -88,6 +88,6 @@ mod tests {
         let there = pool.run(|| std::thread::current().id()).await.unwrap();
         assert_ne!(here, there);
         let results = futures_util::future::join_all((0..50).map(|i| pool.run(move || i * 2))).await;
-        assert_eq!(results.iter().map(|r| r.unwrap()).sum::<i32>(), (0..50).map(|i| i * 2).sum());
+        assert_eq!(results.iter().map(|r| r.unwrap()).sum::<i32>(), (0..50).map(|i| i * 2).sum::<i32>());
     }
 }

@@ -51,7 +51,9 @@ pub(super) async fn route(
 ) -> actix_web::Result<HttpResponse> {
     let max = state.limits.max_frame;
     let (guarded, oversize) = FrameGuard::new(body.into_inner(), max);
-    let boxed: actix_web::dev::BoxedPayloadStream = Box::pin(guarded);
+    let boxed: std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = Result<Bytes, actix_web::error::PayloadError>>>,
+    > = Box::pin(guarded);
     let mut raw = dev::Payload::from(boxed);
     let payload = web::Payload::from_request(&req, &mut raw).await?;
     let (response, session, stream) = actix_ws::handle(&req, payload)?;

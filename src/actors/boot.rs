@@ -1,0 +1,253 @@
+//! Daemon start-up: the ghidcache directory (mode 0700), the local archive
+//! (`<ghidcache>/objects`), login (create the account, or open it from the local cache or
+//! else a remote), the vault (`<ghidcache>/state`, keyed by the account), and the actors.
+//!
+//! A wrong password is detected before anything is written: the root object is fetched and
+//! verified in memory, the account opened, and only then are fetched objects ingested and
+//! the vault opened.
+//!
+//! Owns: nothing after start. Calls: `Archive`, `Account`, `Vault`, `Outbox`, the persist
+//! client (through the remote `Connector`), and spawns the ledger, GC and remote actors.
+
+use std::path::Path;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::sync::OnceCell;
+use tokio::task::JoinHandle;
+
+use super::account::Account;
+use super::apps::AppRegistry;
+use super::daemon::{DaemonOptions, Login};
+use super::daemon_core::{DaemonCore, Gate};
+use super::error::DaemonError;
+use super::gc::{self, GcHandle};
+use super::ledger::{self, LedgerHandle};
+use super::object::ObjectRegistry;
+use super::outbox::Outbox;
+use super::remote::{self, Connector, RemoteHandle};
+use super::vault::Vault;
+use crate::golix::{Geoc, Ghid, Gobd, Object, Policy, SecondParty};
+use crate::persist::{Archive, PersistError};
+
+/// The vault's tree name.
+const VAULT_TREE: &str = "daemon";
+/// How long to keep retrying a database still locked by a daemon that is shutting down.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+/// Per-remote limit when fetching the account's root object at login.
+const LOGIN_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Opens the storage, logs in, starts the actors.
+pub async fn boot(
+    opts: DaemonOptions,
+    log: slog::Logger,
+) -> Result<(Arc<DaemonCore>, Vec<JoinHandle<()>>), DaemonError> {
+    make_private_dir(&opts.ghidcache)?;
+    let objects = opts.ghidcache.join("objects");
+    let archive = retry_locked(|| Archive::open(&objects).map_err(DaemonError::from)).await?;
+    let connector = Connector::start().map_err(|e| DaemonError::Storage(format!("cannot start the remote thread: {e}")))?;
+    let (account, created) = match opts.login {
+        Login::Create {
+            identity,
+            root_secret,
+        } => {
+            let (account, objects) =
+                tokio::task::spawn_blocking(move || Account::create(identity, root_secret))
+                    .await
+                    .map_err(|e| DaemonError::Account(format!("account creation failed: {e}")))??;
+            for o in &objects {
+                ingest(&archive, o.clone()).await?;
+            }
+            archive.sync().await?;
+            (account, objects)
+        }
+        Login::Open {
+            user_id,
+            fingerprint,
+            root_secret,
+        } => {
+            let root = find_root(&archive, &connector, &opts.remotes, &user_id, &fingerprint).await?;
+            let account = Account::open(root_secret, &root.frame, &root.container)?;
+            if account.fingerprint() != fingerprint {
+                return Err(DaemonError::Account(format!(
+                    "the account's identity is {}, not {fingerprint}",
+                    account.fingerprint()
+                )));
+            }
+            for o in root.fetched {
+                ingest(&archive, o).await?;
+            }
+            archive.sync().await?;
+            (account, Vec::new())
+        }
+    };
+    let state = opts.ghidcache.join("state");
+    let db = retry_locked(|| sled::open(&state).map_err(DaemonError::from)).await?;
+    let vault = Vault::open(&db, VAULT_TREE, &account.vault_key())?;
+    let outbox = Outbox::open(vault.clone(), &opts.remotes)?;
+
+    let (ledger, ledger_inbox) = LedgerHandle::channel();
+    let (gc, gc_inbox) = GcHandle::channel();
+    let (remotes, inboxes): (Vec<_>, Vec<_>) = opts
+        .remotes
+        .iter()
+        .enumerate()
+        .map(|(i, url)| RemoteHandle::channel(url, i))
+        .unzip();
+    let core = Arc::new(DaemonCore {
+        identity: account.identity().clone(),
+        user_id: account.user_id(),
+        archive,
+        vault,
+        outbox,
+        ledger,
+        remotes: remotes.clone(),
+        apps: AppRegistry::default(),
+        objects: ObjectRegistry::default(),
+        gc,
+        gate: Gate::default(),
+        log: log.clone(),
+    });
+    let cell: Arc<OnceCell<Weak<DaemonCore>>> = Arc::new(OnceCell::new());
+    let _ = cell.set(Arc::downgrade(&core));
+    let mut tasks = vec![
+        ledger::spawn(account, ledger_inbox, cell.clone(), log.clone()),
+        gc::spawn(gc_inbox, cell),
+    ];
+    for (handle, inbox) in remotes.into_iter().zip(inboxes) {
+        tasks.push(remote::spawn(core.clone(), connector.clone(), handle, inbox));
+    }
+    if !created.is_empty() {
+        core.outbox.enqueue(&created)?;
+        core.vault.flush().await?;
+    }
+    slog::info!(log, "daemon started"; "fingerprint" => %core.fingerprint(), "user_id" => %core.user_id,
+        "remotes" => core.remotes.len());
+    Ok((core, tasks))
+}
+
+/// Creates `dir` (and parents) and restricts it to its owner.
+fn make_private_dir(dir: &Path) -> Result<(), DaemonError> {
+    let err = |e: std::io::Error| DaemonError::Storage(format!("{}: {e}", dir.display()));
+    std::fs::create_dir_all(dir).map_err(err)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Runs `open` until it succeeds, retrying for a while when the database is locked by a
+/// daemon of this process still shutting down.
+async fn retry_locked<T>(open: impl Fn() -> Result<T, DaemonError>) -> Result<T, DaemonError> {
+    let deadline = tokio::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match open() {
+            Err(DaemonError::Storage(m)) | Err(DaemonError::Persist(PersistError::Storage(m)))
+                if is_lock_error(&m) && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn is_lock_error(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("lock") || m.contains("resource temporarily unavailable") || m.contains("wouldblock")
+}
+
+async fn ingest(archive: &Archive, bytes: Vec<u8>) -> Result<(), DaemonError> {
+    let archive = archive.clone();
+    tokio::task::spawn_blocking(move || archive.publish(&bytes))
+        .await
+        .map_err(|e| DaemonError::Storage(format!("ingest task failed: {e}")))??;
+    Ok(())
+}
+
+/// The account's current root frame and container, verified; `fetched` holds what came from
+/// a remote (GIDC, frame, container), to ingest once the password is known to be right.
+struct Root {
+    frame: Gobd,
+    container: Geoc,
+    fetched: Vec<Vec<u8>>,
+}
+
+fn decode(bytes: &[u8]) -> Result<Object, DaemonError> {
+    Ok(Object::decode(bytes, Policy::STRICT).map_err(PersistError::from)?)
+}
+
+fn as_root(frame: &[u8], container: &[u8], user_id: &Ghid) -> Result<(Gobd, Geoc), DaemonError> {
+    let (Object::Gobd(f), Object::Geoc(c)) = (decode(frame)?, decode(container)?) else {
+        return Err(DaemonError::Account("the user id does not name a dynamic object".into()));
+    };
+    if f.dynamic != *user_id || f.target() != c.ghid {
+        return Err(DaemonError::Account("root frame and container do not match the user id".into()));
+    }
+    Ok((f, c))
+}
+
+async fn find_root(
+    archive: &Archive,
+    connector: &Connector,
+    remotes: &[String],
+    user_id: &Ghid,
+    fingerprint: &Ghid,
+) -> Result<Root, DaemonError> {
+    if let Some(frame) = archive.get(user_id)? {
+        if let Ok(Some(Object::Gobd(f))) = decode(&frame).map(Some) {
+            if let Some(container) = archive.get(&f.target())? {
+                let (frame, container) = as_root(&frame, &container, user_id)?;
+                return Ok(Root {
+                    frame,
+                    container,
+                    fetched: Vec::new(),
+                });
+            }
+        }
+    }
+    let mut last = DaemonError::NotFound(format!("account {user_id} (no remote has it)"));
+    for url in remotes {
+        match tokio::time::timeout(LOGIN_FETCH_TIMEOUT, fetch_root(connector, url, user_id, fingerprint)).await {
+            Ok(Ok(root)) => return Ok(root),
+            Ok(Err(e)) => last = e,
+            Err(_) => last = DaemonError::UnavailableUpstream(format!("{url}: timed out fetching the account")),
+        }
+    }
+    Err(last)
+}
+
+/// Fetches and verifies the identity, root frame and container from one remote.
+async fn fetch_root(connector: &Connector, url: &str, user_id: &Ghid, fingerprint: &Ghid) -> Result<Root, DaemonError> {
+    let unavailable = |e: crate::persist::client::ClientError| DaemonError::UnavailableUpstream(format!("{url}: {e}"));
+    let (client, _notes) = connector.connect(url).await.map_err(unavailable)?;
+    let result = async {
+        let gidc = client.get(fingerprint).await.map_err(unavailable)?;
+        let frame = client.get(user_id).await.map_err(unavailable)?;
+        let Object::Gidc(id) = decode(&gidc)? else {
+            return Err(DaemonError::Account(format!("{fingerprint} is not an identity")));
+        };
+        let party = SecondParty::from_gidc(id)?;
+        if party.ghid() != *fingerprint {
+            return Err(DaemonError::Account("fetched identity does not match the fingerprint".into()));
+        }
+        let target = match decode(&frame)? {
+            Object::Gobd(f) => f.target(),
+            _ => return Err(DaemonError::Account("the user id does not name a dynamic object".into())),
+        };
+        let container = client.get(&target).await.map_err(unavailable)?;
+        let (f, c) = as_root(&frame, &container, user_id)?;
+        Object::Gobd(f.clone()).verify(Some(&party))?;
+        Object::Geoc(c.clone()).verify(Some(&party))?;
+        Ok(Root {
+            frame: f,
+            container: c,
+            fetched: vec![gidc.to_vec(), frame.to_vec(), container.to_vec()],
+        })
+    }
+    .await;
+    client.close();
+    result
+}

@@ -1,0 +1,325 @@
+//! `DaemonHandle`: the daemon core as the IPC layer (and tests) see it, and [`start`].
+//!
+//! Owns: the public API of the running daemon — app connections and every object operation
+//! — and its lifecycle (start, shutdown). Each operation passes the shutdown gate, finds or
+//! loads the object's `ObjectActor` (one load per ghid at a time) and talks to it by message.
+//!
+//! Calls: [`super::boot`] (storage and login), `ObjectActor`s, `RemoteActor`s (fetch for
+//! `sync`), the ledger and GC actors (at shutdown), `commit` (new objects).
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::api::{AppEvent, AppId, ObjectView};
+use super::commit;
+use super::daemon_core::DaemonCore;
+use super::error::DaemonError;
+use super::object::{self, ObjectHandle, ObjectMsg};
+use super::pull;
+use crate::golix::{FirstParty, Ghid, Secret};
+
+/// How often an operation retries finding a live actor that is retiring under it.
+const TRACK_ATTEMPTS: usize = 8;
+
+/// What [`start`] needs.
+pub struct DaemonOptions {
+    /// The daemon's directory: `objects` (the local archive) and `state` (the vault).
+    pub ghidcache: PathBuf,
+    /// `ws://` or `wss://` URLs of persisters' `/ws`.
+    pub remotes: Vec<String>,
+    pub login: Login,
+}
+
+/// How to log in.
+pub enum Login {
+    /// A new account for `identity` (its objects are created, stored and published).
+    Create { identity: FirstParty, root_secret: Secret },
+    /// An existing account: its root object comes from the local cache, else a remote.
+    Open {
+        user_id: Ghid,
+        fingerprint: Ghid,
+        root_secret: Secret,
+    },
+}
+
+/// The running daemon. Cheap to clone. After [`DaemonHandle::shutdown`], drop every clone to
+/// release the ghidcache (its databases are locked while open).
+#[derive(Clone)]
+pub struct DaemonHandle {
+    core: Arc<DaemonCore>,
+    /// Ledger, GC and remote actor tasks, awaited at shutdown.
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+/// Starts a daemon with logging discarded.
+pub async fn start(opts: DaemonOptions) -> Result<DaemonHandle, DaemonError> {
+    start_with_log(opts, crate::logging::discard()).await
+}
+
+/// Starts a daemon that logs to `log`.
+pub async fn start_with_log(opts: DaemonOptions, log: slog::Logger) -> Result<DaemonHandle, DaemonError> {
+    let (core, tasks) = super::boot::boot(opts, log).await?;
+    Ok(DaemonHandle {
+        core,
+        tasks: Arc::new(Mutex::new(tasks)),
+    })
+}
+
+impl DaemonHandle {
+    pub fn fingerprint(&self) -> Ghid {
+        self.core.fingerprint()
+    }
+
+    pub fn user_id(&self) -> Ghid {
+        self.core.user_id
+    }
+
+    /// A new app session whose events go to `events`.
+    pub fn connect_app(&self, events: mpsc::Sender<AppEvent>) -> AppId {
+        self.core.apps.connect(events)
+    }
+
+    /// Ends an app session: its trackers are released; other apps are unaffected.
+    pub fn disconnect_app(&self, app: AppId) {
+        let tracked = self.core.apps.disconnect(app);
+        let core = self.core.clone();
+        let untrack = async move {
+            for ghid in tracked {
+                if let Some(h) = core.objects.get(&ghid) {
+                    h.send(ObjectMsg::Untrack { app }).await;
+                }
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(untrack);
+            }
+            Err(_) => slog::warn!(self.core.log, "disconnect_app outside a runtime"; "app" => app),
+        }
+    }
+
+    fn check_app(&self, app: AppId) -> Result<(), DaemonError> {
+        if self.core.apps.is_connected(app) {
+            Ok(())
+        } else {
+            Err(DaemonError::BadArgs(format!("app {app} is not connected")))
+        }
+    }
+
+    pub async fn new_object(
+        &self,
+        app: AppId,
+        state: Vec<u8>,
+        api_id: Option<Ghid>,
+        dynamic: bool,
+        private: bool,
+    ) -> Result<ObjectView, DaemonError> {
+        let _pass = self.core.gate.enter()?;
+        self.check_app(app)?;
+        let loaded = commit::create(&self.core, state, api_id, dynamic, private).await?;
+        let ghid = loaded.ghid;
+        let view = object::spawn(&self.core, loaded, app);
+        if dynamic {
+            self.core.subscribe(ghid);
+        }
+        Ok(view)
+    }
+
+    pub async fn get_object(&self, app: AppId, ghid: Ghid) -> Result<ObjectView, DaemonError> {
+        let _pass = self.core.gate.enter()?;
+        self.check_app(app)?;
+        Ok(self.track(app, ghid).await?.1)
+    }
+
+    /// The object's actor, loading it if needed, with `app` tracking it.
+    async fn track(&self, app: AppId, ghid: Ghid) -> Result<(ObjectHandle, ObjectView), DaemonError> {
+        let core = &self.core;
+        for _ in 0..TRACK_ATTEMPTS {
+            if let Some(h) = core.objects.get(&ghid) {
+                if let Some(Some(view)) = h.ask(|reply| ObjectMsg::Track { app, reply }).await {
+                    return Ok((h, view));
+                }
+                tokio::task::yield_now().await;
+                continue;
+            }
+            let lock = core.objects.load_lock(&ghid);
+            let _loading = lock.lock().await;
+            if core.objects.get(&ghid).is_some() {
+                continue;
+            }
+            let loaded = commit::load(core, ghid).await?;
+            if loaded.ghid != ghid {
+                // A binding's ghid: track its target instead.
+                return Box::pin(self.track(app, loaded.ghid)).await;
+            }
+            let dynamic = loaded.frame.is_some();
+            let view = object::spawn(core, loaded, app);
+            if dynamic {
+                core.subscribe(ghid);
+            }
+            if let Some(h) = core.objects.get(&ghid) {
+                return Ok((h, view));
+            }
+        }
+        Err(DaemonError::DeadObject(ghid.to_string()))
+    }
+
+    /// Sends a request to the object's actor (loading it and tracking it for `app` first if
+    /// needed). When the app already tracks the object the message is sent without any other
+    /// await, so concurrent requests of one app reach the actor in call order.
+    async fn ask<T>(
+        &self,
+        app: AppId,
+        ghid: Ghid,
+        make: impl FnOnce(oneshot::Sender<T>) -> ObjectMsg,
+    ) -> Result<T, DaemonError> {
+        self.check_app(app)?;
+        let live = self
+            .core
+            .objects
+            .get(&ghid)
+            .filter(|_| self.core.apps.tracks(app, &ghid));
+        let h = match live {
+            Some(h) => h,
+            None => self.track(app, ghid).await?.0,
+        };
+        h.ask(make)
+            .await
+            .ok_or_else(|| DaemonError::DeadObject(ghid.to_string()))
+    }
+
+    /// Refuses changes to an object that is not loaded and is not ours (or, with
+    /// `need_dynamic`, is static) before trying to load it: we may not even be able to read it.
+    async fn check_mutable(&self, ghid: Ghid, need_dynamic: bool) -> Result<(), DaemonError> {
+        if self.core.objects.get(&ghid).is_some() {
+            return Ok(());
+        }
+        if let Some((author, dynamic)) = commit::owner(&self.core, ghid).await? {
+            if author != self.core.fingerprint() {
+                return Err(DaemonError::LocallyImmutable(format!("{ghid} belongs to {author}")));
+            }
+            if need_dynamic && !dynamic {
+                return Err(DaemonError::LocallyImmutable(format!("{ghid} is static")));
+            }
+        }
+        Ok(())
+    }
+
+    /// New state for a dynamic object of ours. Resolves once a frame with this state (or a
+    /// newer one) is durable locally and queued for every remote.
+    pub async fn push(
+        &self,
+        app: AppId,
+        ghid: Ghid,
+        state: Vec<u8>,
+        private: Option<bool>,
+    ) -> Result<(), DaemonError> {
+        let _pass = self.core.gate.enter()?;
+        self.check_mutable(ghid, true).await?;
+        self.ask(app, ghid, |reply| ObjectMsg::Push {
+            app,
+            state,
+            private,
+            reply,
+        })
+        .await?
+    }
+
+    /// Fetches the current frame from the remotes and pulls it. With no remotes configured,
+    /// the local state; with remotes but none reachable, `UnavailableUpstream`.
+    pub async fn sync(&self, app: AppId, ghid: Ghid) -> Result<ObjectView, DaemonError> {
+        let _pass = self.core.gate.enter()?;
+        self.check_app(app)?;
+        let (h, view) = self.track(app, ghid).await?;
+        if !view.dynamic || self.core.remotes.is_empty() {
+            return Ok(view);
+        }
+        let mut reached = false;
+        for r in &self.core.remotes {
+            if let Some(bytes) = r.get(&ghid).await {
+                reached = true;
+                if let Err(e) = pull::frame(&self.core, r, bytes).await {
+                    slog::info!(self.core.log, "sync: frame not applied"; "ghid" => %ghid, "error" => %e);
+                }
+            }
+        }
+        if !reached {
+            return Err(DaemonError::UnavailableUpstream(ghid.to_string()));
+        }
+        h.ask(|reply| ObjectMsg::View { reply })
+            .await
+            .ok_or_else(|| DaemonError::DeadObject(ghid.to_string()))
+    }
+
+    /// Binds the current container statically; returns its ghid (a static object).
+    pub async fn freeze(&self, app: AppId, ghid: Ghid) -> Result<Ghid, DaemonError> {
+        let _pass = self.core.gate.enter()?;
+        self.ask(app, ghid, |reply| ObjectMsg::Freeze { reply }).await?
+    }
+
+    /// Our own binding on the object: it survives its owner's delete.
+    pub async fn hold(&self, app: AppId, ghid: Ghid) -> Result<(), DaemonError> {
+        let _pass = self.core.gate.enter()?;
+        self.ask(app, ghid, |reply| ObjectMsg::Hold { reply }).await?
+    }
+
+    /// Stops tracking for this app only (nothing changes anywhere else).
+    pub async fn discard(&self, app: AppId, ghid: Ghid) -> Result<(), DaemonError> {
+        let _pass = self.core.gate.enter()?;
+        self.core.apps.untrack(app, &ghid);
+        if let Some(h) = self.core.objects.get(&ghid) {
+            h.send(ObjectMsg::Untrack { app }).await;
+        }
+        Ok(())
+    }
+
+    /// Deletes an object of ours everywhere; every other tracker gets `Delete`.
+    pub async fn delete(&self, app: AppId, ghid: Ghid) -> Result<(), DaemonError> {
+        let _pass = self.core.gate.enter()?;
+        self.check_mutable(ghid, false).await?;
+        self.ask(app, ghid, |reply| ObjectMsg::Delete { app, reply })
+            .await?
+    }
+
+    /// Stops accepting work, waits for operations in flight, stops every actor, flushes the
+    /// account, the vault and the archive, and disconnects the remotes.
+    pub async fn shutdown(&self) -> Result<(), DaemonError> {
+        let core = &self.core;
+        if core.gate.is_closed() {
+            return Ok(());
+        }
+        core.gate.close().await;
+        for (_, h) in core.objects.all() {
+            h.ask(|reply| ObjectMsg::Stop { reply }).await;
+        }
+        for t in core.objects.take_tasks() {
+            let _ = t.await;
+        }
+        let flushed = core.ledger.stop().await;
+        core.gc.stop();
+        for r in &core.remotes {
+            r.stop().await;
+        }
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in tasks {
+            let _ = t.await;
+        }
+        core.vault.flush().await?;
+        core.archive.sync().await?;
+        flushed
+    }
+
+    /// Sweeps secrets of removed objects now (normally periodic). Returns how many.
+    pub async fn collect_garbage(&self) -> Result<usize, DaemonError> {
+        self.core.gc.sweep().await
+    }
+
+    /// Outbox entries not yet acknowledged, per remote URL (for status displays and tests).
+    pub fn outbox_pending(&self) -> Vec<(String, usize)> {
+        let o = &self.core.outbox;
+        (0..o.len()).map(|q| (o.url(q).to_owned(), o.pending(q))).collect()
+    }
+}

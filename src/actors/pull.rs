@@ -1,0 +1,124 @@
+//! Pulling upstream changes into the daemon: a frame or debinding that a remote pushed
+//! (`notify`), returned by catch-up, or fetched by `sync`.
+//!
+//! A frame is ingested locally first (already present is fine; a stale frame the rules
+//! refuse is dropped), its container is fetched from the same remote when missing, and then
+//! the object's live `ObjectActor` decrypts and delivers it. With no live actor, the frame
+//! still lands in the local cache and the recorded secret is ratcheted forward, so a later
+//! `get` opens it. A debinding is ingested, then the live actor checks whether the object
+//! is gone (it is not if we hold it). GARQs are for the share layer (a later issue).
+//!
+//! Owns: nothing. Calls: `DaemonCore`, the remote's fetch, the object registry.
+
+use std::sync::Arc;
+
+use super::commit::find_secret;
+use super::daemon_core::{DaemonCore, SecretRecord};
+use super::error::DaemonError;
+use super::object::ObjectMsg;
+use super::remote::RemoteHandle;
+use crate::golix::{Ghid, Gobd, Object, Policy};
+use crate::persist::PersistError;
+
+/// Handles one `notify {subscription, object}` from `from`.
+pub async fn notification(core: &Arc<DaemonCore>, from: &RemoteHandle, subscription: Ghid, object: Vec<u8>) {
+    let kind = match Object::decode(&object, Policy::STRICT) {
+        Ok(o) => o,
+        Err(e) => {
+            slog::warn!(core.log, "malformed notification"; "remote" => from.url(), "error" => %e);
+            return;
+        }
+    };
+    let result = match kind {
+        Object::Gobd(frame) if frame.dynamic == subscription => frame_bytes(core, from, frame, object).await,
+        Object::Gdxx(_) => removal(core, subscription, object).await,
+        Object::Garq(_) => {
+            slog::debug!(core.log, "request for us (left for the share layer)"; "remote" => from.url());
+            Ok(())
+        }
+        other => {
+            slog::debug!(core.log, "unexpected notification"; "kind" => other.kind().as_str());
+            Ok(())
+        }
+    };
+    if let Err(e) = result {
+        slog::info!(core.log, "notification not applied"; "subscription" => %subscription, "error" => %e);
+    }
+}
+
+/// Pulls raw frame bytes (from a catch-up `get` or `sync`).
+pub async fn frame(core: &Arc<DaemonCore>, from: &RemoteHandle, bytes: Vec<u8>) -> Result<(), DaemonError> {
+    match Object::decode(&bytes, Policy::STRICT).map_err(PersistError::from)? {
+        Object::Gobd(frame) => frame_bytes(core, from, frame, bytes).await,
+        other => Err(DaemonError::BadArgs(format!("expected a frame, got a {}", other.kind().as_str()))),
+    }
+}
+
+async fn frame_bytes(core: &Arc<DaemonCore>, from: &RemoteHandle, frame: Gobd, bytes: Vec<u8>) -> Result<(), DaemonError> {
+    match core.ingest_fetched(bytes).await {
+        Ok(_) => {}
+        Err(DaemonError::Persist(PersistError::IllegalFrame(_))) => return Ok(()), // stale
+        Err(e) => return Err(e),
+    }
+    let target = frame.target();
+    let container = match core.local(&target)? {
+        Some(b) => b,
+        None => {
+            let Some(b) = from.get(&target).await else {
+                // Replaced upstream already; the newer frame is on its way.
+                slog::debug!(core.log, "container of a pulled frame is gone"; "ghid" => %frame.dynamic);
+                return Ok(());
+            };
+            core.ingest_fetched(b.clone()).await?;
+            b
+        }
+    };
+    let Object::Geoc(container) = Object::decode(&container, Policy::STRICT).map_err(PersistError::from)? else {
+        return Err(DaemonError::BadArgs(format!("{target} is not a container")));
+    };
+    let dynamic = frame.dynamic;
+    if let Some(actor) = core.objects.get(&dynamic) {
+        let msg = ObjectMsg::Pulled {
+            frame: frame.clone(),
+            container,
+        };
+        if actor.send(msg).await {
+            return Ok(());
+        }
+    }
+    advance_secret(core, &dynamic, &frame).await
+}
+
+/// No live actor: ratchet the recorded secret forward so it keeps up with the frames.
+async fn advance_secret(core: &DaemonCore, dynamic: &Ghid, frame: &Gobd) -> Result<(), DaemonError> {
+    let Some(old) = core.secret(dynamic)? else { return Ok(()) };
+    if old.counter >= frame.counter {
+        return Ok(());
+    }
+    if let Some(secret) = find_secret(core, dynamic, frame).await {
+        let record = SecretRecord {
+            stored: super::account::StoredSecret {
+                secret,
+                container: frame.target(),
+            },
+            counter: frame.counter,
+        };
+        core.put_secret(dynamic, &record)?;
+    }
+    Ok(())
+}
+
+async fn removal(core: &Arc<DaemonCore>, subscription: Ghid, object: Vec<u8>) -> Result<(), DaemonError> {
+    match core.ingest_fetched(object).await {
+        Ok(_) | Err(DaemonError::Persist(PersistError::AlreadyDebound(_))) => {}
+        Err(e) => return Err(e),
+    }
+    core.archive.sync().await?;
+    match core.objects.get(&subscription) {
+        Some(actor) => {
+            actor.send(ObjectMsg::Removed).await;
+        }
+        None => core.gc.deleted(subscription),
+    }
+    Ok(())
+}

@@ -1,0 +1,416 @@
+//! # Persister client
+//!
+//! The client side of the persister protocol ([`super::wire`]) over an awc websocket: one
+//! method per op, request ids, any number of requests in flight on one connection (replies
+//! are matched by id), typed errors carrying the server's wire code, and pushed
+//! notifications on a bounded channel. Used by the integration tests now and by `hgxd`'s
+//! remote actor later.
+//!
+//! [`PersisterClient`] is a cheap `Clone + Send + Sync` handle; the socket itself lives in an
+//! I/O task spawned on the current actix system (awc is `!Send`), so
+//! [`PersisterClient::connect`] must be called inside one (`#[actix_rt::test]`,
+//! `actix_rt::System`, an actix-web worker). The notification channel is bounded: a consumer
+//! that stops reading it stops the I/O task reading the socket (and the server then merges
+//! or drops what it cannot send), so keep draining it.
+//!
+//! Owns: the connection, pending-request table, reply matching. Calls: [`super::wire`], awc.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use awc::ws::{CloseCode, CloseReason, Frame, Message};
+use bytes::Bytes;
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use rmpv::Value;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use super::wire::{self, args, ErrBody, Hello, Incoming, PublishAck};
+use crate::golix::Ghid;
+
+/// Errors of client calls.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The websocket could not be opened.
+    #[error("cannot connect to {url}: {reason}")]
+    Connect { url: String, reason: String },
+    /// The server answered with an error; `code` is the stable wire code (`not_found`,
+    /// `unbound_container`, `too_large`, ...).
+    #[error("{code}: {message}")]
+    Server { code: String, message: String },
+    /// The connection is closed (or closed before the reply arrived).
+    #[error("connection closed")]
+    Closed,
+    /// No reply within the request timeout.
+    #[error("request timed out")]
+    Timeout,
+    /// The server sent something this client cannot read.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    /// The server's wire code, for [`ClientError::Server`].
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Server { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+impl From<ErrBody> for ClientError {
+    fn from(e: ErrBody) -> Self {
+        ClientError::Server { code: e.code, message: e.message }
+    }
+}
+
+/// A pushed notification: `object` (raw Golix bytes) concerns `subscription`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notification {
+    pub subscription: Ghid,
+    pub object: Bytes,
+}
+
+/// The receiving end of a connection's notifications; ends when the connection closes.
+pub type Notifications = mpsc::Receiver<Notification>;
+
+/// Connection options.
+#[derive(Clone)]
+pub struct ClientOptions {
+    /// Largest message accepted from the server (default 64 MiB).
+    pub max_frame: usize,
+    /// Per-request reply timeout (default 30 s).
+    pub request_timeout: Duration,
+    /// Websocket handshake timeout (default 10 s).
+    pub connect_timeout: Duration,
+    /// Notifications buffered before the socket stops being read (default 1024).
+    pub notify_buffer: usize,
+    /// TLS configuration for `wss://` (leave `alpn_protocols` empty or `http/1.1`).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            max_frame: 64 * 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            notify_buffer: 1024,
+            tls: None,
+        }
+    }
+}
+
+type Reply = Result<Value, ClientError>;
+
+/// State shared by the handles and the I/O task.
+#[derive(Default)]
+struct Pending {
+    /// Requests awaiting their reply, by id.
+    waiting: HashMap<u64, oneshot::Sender<Reply>>,
+    /// The last error reply whose id the server could not recover (`malformed`,
+    /// `too_large`); pending requests fail with it if the connection then closes.
+    orphan: Option<ErrBody>,
+    closed: bool,
+}
+
+fn lock(p: &Mutex<Pending>) -> MutexGuard<'_, Pending> {
+    p.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+enum Cmd {
+    Send(Bytes),
+    Close,
+}
+
+/// A connection to one persister. Clones share the connection; it closes when the last
+/// clone is dropped, on [`PersisterClient::disconnect`] or [`PersisterClient::close`].
+#[derive(Clone)]
+pub struct PersisterClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    url: String,
+    tx: mpsc::Sender<Cmd>,
+    pending: Arc<Mutex<Pending>>,
+    next_id: AtomicU64,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for PersisterClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PersisterClient").field("url", &self.inner.url).finish_non_exhaustive()
+    }
+}
+
+impl PersisterClient {
+    /// Connects to `url` (`ws://host:port/ws`) with default options.
+    pub async fn connect(url: &str) -> Result<(PersisterClient, Notifications), ClientError> {
+        PersisterClient::connect_with(url, ClientOptions::default()).await
+    }
+
+    /// Connects with explicit options.
+    pub async fn connect_with(
+        url: &str,
+        opts: ClientOptions,
+    ) -> Result<(PersisterClient, Notifications), ClientError> {
+        let err = |reason: String| ClientError::Connect { url: url.to_owned(), reason };
+        let builder = awc::Client::builder().timeout(opts.connect_timeout);
+        let client = match &opts.tls {
+            Some(tls) => builder.connector(awc::Connector::new().rustls_0_23(tls.clone())).finish(),
+            None => builder.finish(),
+        };
+        let (_resp, framed) = client
+            .ws(url)
+            .max_frame_size(opts.max_frame)
+            .connect()
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        let (tx, rx) = mpsc::channel(1024);
+        let (ntx, nrx) = mpsc::channel(opts.notify_buffer.max(1));
+        let pending = Arc::new(Mutex::new(Pending::default()));
+        actix_rt::spawn(io_task(framed, rx, pending.clone(), ntx));
+        let inner = Inner {
+            url: url.to_owned(),
+            tx,
+            pending,
+            next_id: AtomicU64::new(1),
+            timeout: opts.request_timeout,
+        };
+        Ok((PersisterClient { inner: Arc::new(inner) }, nrx))
+    }
+
+    /// The url this client connected to.
+    pub fn url(&self) -> &str {
+        &self.inner.url
+    }
+
+    /// Whether the connection has closed.
+    pub fn is_closed(&self) -> bool {
+        lock(&self.inner.pending).closed
+    }
+
+    /// The last error reply that carried no request id (e.g. `malformed` for undecodable
+    /// bytes sent with [`PersisterClient::send_raw`]), taken.
+    pub fn take_orphan_error(&self) -> Option<ClientError> {
+        lock(&self.inner.pending).orphan.take().map(ClientError::from)
+    }
+
+    /// Sends a request with any op and args and returns the raw `ok` value (ops this client
+    /// does not know yet, and tests).
+    pub async fn request_raw<A: Serialize>(&self, op: &str, args: A) -> Result<Value, ClientError> {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut p = lock(&self.inner.pending);
+            if p.closed {
+                return Err(ClientError::Closed);
+            }
+            p.waiting.insert(id, tx);
+        }
+        let frame = wire::encode_request(id, op, args);
+        if self.inner.tx.send(Cmd::Send(frame)).await.is_err() {
+            lock(&self.inner.pending).waiting.remove(&id);
+            return Err(ClientError::Closed);
+        }
+        match tokio::time::timeout(self.inner.timeout, rx).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(_)) => Err(ClientError::Closed),
+            Err(_) => {
+                lock(&self.inner.pending).waiting.remove(&id);
+                Err(ClientError::Timeout)
+            }
+        }
+    }
+
+    /// Sends raw bytes as one binary message (tests of the server's tolerance).
+    pub async fn send_raw(&self, frame: Bytes) -> Result<(), ClientError> {
+        self.inner.tx.send(Cmd::Send(frame)).await.map_err(|_| ClientError::Closed)
+    }
+
+    async fn call<A: Serialize, T: DeserializeOwned>(&self, op: &str, args: A) -> Result<T, ClientError> {
+        let v = self.request_raw(op, args).await?;
+        rmpv::ext::from_value(v).map_err(|e| ClientError::Protocol(format!("{op} reply: {e}")))
+    }
+
+    async fn by_ghid<T: DeserializeOwned>(&self, op: &str, ghid: &Ghid) -> Result<T, ClientError> {
+        self.call(op, args::ByGhid { ghid: *ghid }).await
+    }
+
+    /// Protocol version, limits, op table and events.
+    pub async fn hello(&self) -> Result<Hello, ClientError> {
+        self.call("hello", Empty {}).await
+    }
+
+    pub async fn ping(&self) -> Result<(), ClientError> {
+        self.request_raw("ping", Empty {}).await.map(|_| ())
+    }
+
+    /// Publishes raw Golix bytes; resolves once the server has made them durable.
+    pub async fn publish(&self, object: &[u8]) -> Result<PublishAck, ClientError> {
+        self.call("publish", PublishRef { object }).await
+    }
+
+    /// The object's bytes (a dynamic ghid gives its current frame); `not_found` if absent.
+    pub async fn get(&self, ghid: &Ghid) -> Result<Bytes, ClientError> {
+        match self.request_raw("get", args::ByGhid { ghid: *ghid }).await? {
+            Value::Binary(b) => Ok(Bytes::from(b)),
+            other => Err(ClientError::Protocol(format!("get reply is not bin: {other}"))),
+        }
+    }
+
+    /// Subscribes; notifications for `ghid` then arrive on the [`Notifications`] channel,
+    /// starting with every stored request (GARQ) addressed to it.
+    pub async fn subscribe(&self, ghid: &Ghid) -> Result<(), ClientError> {
+        self.request_raw("subscribe", args::ByGhid { ghid: *ghid }).await.map(|_| ())
+    }
+
+    /// False if it was not subscribed.
+    pub async fn unsubscribe(&self, ghid: &Ghid) -> Result<bool, ClientError> {
+        self.by_ghid("unsubscribe", ghid).await
+    }
+
+    pub async fn list_subscriptions(&self) -> Result<Vec<Ghid>, ClientError> {
+        self.call("list_subscriptions", Empty {}).await
+    }
+
+    pub async fn list_bindings(&self, ghid: &Ghid) -> Result<Vec<Ghid>, ClientError> {
+        self.by_ghid("list_bindings", ghid).await
+    }
+
+    /// The GDXX that debinds `ghid`, if any.
+    pub async fn query_debinding(&self, ghid: &Ghid) -> Result<Option<Ghid>, ClientError> {
+        self.by_ghid("query_debinding", ghid).await
+    }
+
+    pub async fn exists(&self, ghid: &Ghid) -> Result<bool, ClientError> {
+        self.by_ghid("exists", ghid).await
+    }
+
+    /// Clears this connection's subscriptions; the server then closes the connection.
+    pub async fn disconnect(&self) -> Result<(), ClientError> {
+        self.request_raw("disconnect", Empty {}).await.map(|_| ())
+    }
+
+    /// Closes the connection without a `disconnect` round trip.
+    pub fn close(&self) {
+        let _ = self.inner.tx.try_send(Cmd::Close);
+    }
+}
+
+#[derive(Serialize)]
+struct Empty {}
+
+#[derive(Serialize)]
+struct PublishRef<'a> {
+    #[serde(with = "serde_bytes")]
+    object: &'a [u8],
+}
+
+/// Routes one server message.
+async fn dispatch(frame: &[u8], pending: &Mutex<Pending>, notify: &mpsc::Sender<Notification>) {
+    let Ok(msg) = Incoming::decode(frame) else {
+        return; // unreadable: ignored (forward compatibility)
+    };
+    let (id, reply) = match msg {
+        Incoming::Ok { id, ok } => (id, Ok(ok)),
+        Incoming::Err { id, err } => {
+            if id.as_u64().is_none() {
+                lock(pending).orphan = Some(err);
+                return;
+            }
+            (id, Err(ClientError::from(err)))
+        }
+        Incoming::Notify { subscription, object } => {
+            let _ = notify.send(Notification { subscription, object }).await;
+            return;
+        }
+        Incoming::OtherEvent(_) => return,
+    };
+    let waiter = id.as_u64().and_then(|id| lock(pending).waiting.remove(&id));
+    if let Some(w) = waiter {
+        let _ = w.send(reply);
+    }
+}
+
+/// How long to wait for the server's close frame after sending ours.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// Owns the socket: writes queued commands (batched into one flush), reads and routes
+/// server messages, answers pings, and fails every pending request when the socket closes.
+async fn io_task<F, E1, E2>(
+    framed: F,
+    mut cmds: mpsc::Receiver<Cmd>,
+    pending: Arc<Mutex<Pending>>,
+    notify: mpsc::Sender<Notification>,
+) where
+    F: Stream<Item = Result<Frame, E1>> + Sink<Message, Error = E2> + Unpin,
+{
+    let (mut sink, mut stream) = framed.split();
+    let close_msg = || Message::Close(Some(CloseReason { code: CloseCode::Normal, description: None }));
+    let mut closing: Option<tokio::time::Instant> = None;
+    loop {
+        let deadline =
+            closing.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            cmd = cmds.recv(), if closing.is_none() => {
+                let mut close = false;
+                match cmd {
+                    Some(Cmd::Send(b)) => {
+                        let mut ok = sink.feed(Message::Binary(b)).await.is_ok();
+                        while ok {
+                            match cmds.try_recv() {
+                                Ok(Cmd::Send(b)) => ok = sink.feed(Message::Binary(b)).await.is_ok(),
+                                Ok(Cmd::Close) => {
+                                    close = true;
+                                    break;
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                        if !ok || sink.flush().await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(Cmd::Close) | None => close = true,
+                }
+                if close {
+                    if sink.send(close_msg()).await.is_err() {
+                        break;
+                    }
+                    closing = Some(tokio::time::Instant::now() + CLOSE_WAIT);
+                }
+            }
+            _ = tokio::time::sleep_until(deadline), if closing.is_some() => break,
+            frame = stream.next() => match frame {
+                Some(Ok(Frame::Binary(b))) => dispatch(&b, &pending, &notify).await,
+                Some(Ok(Frame::Ping(p))) => {
+                    if sink.send(Message::Pong(p)).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Ok(Frame::Close(reason))) => {
+                    if closing.is_none() {
+                        let _ = sink.send(Message::Close(reason)).await;
+                    }
+                    break;
+                }
+                Some(Ok(_)) => {} // text, pong, continuation: not used by the server
+                Some(Err(_)) | None => break,
+            },
+        }
+    }
+    let _ = sink.close().await;
+    let mut p = lock(&pending);
+    p.closed = true;
+    let failure = p.orphan.clone().map_or(ClientError::Closed, ClientError::from);
+    for (_, w) in p.waiting.drain() {
+        let _ = w.send(Err(failure.clone()));
+    }
+}

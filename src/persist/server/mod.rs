@@ -1,0 +1,392 @@
+//! # Persister server
+//!
+//! `hgx-persister` as a library: an actix-web server with the websocket protocol on `/ws`
+//! ([`session`], envelope in [`super::wire`], fanout through [`super::hub`]) and the
+//! cache-friendly HTTP read path (`GET /`, `GET`/`HEAD /o/{ghid}`, in `http`), optionally
+//! over TLS (rustls). Signature verification runs on a [`pool::VerifyPool`] sized to the
+//! cores, never on the event loops.
+//!
+//! [`start`] binds and returns a [`Running`] server (tests start it on `127.0.0.1:0` and read
+//! the port from [`Running::local_addr`]); [`run`] is what the binary calls: start, announce,
+//! wait for the shutdown future, stop gracefully (sessions get a close frame) and flush the
+//! ghidcache.
+//!
+//! Owns: settings resolution (host forms, TLS files), the app wiring, the lifecycle.
+//! Calls: [`super::Archive`], [`super::hub`], [`super::wire`], [`crate::config`].
+
+pub mod guard;
+mod http;
+pub mod pool;
+mod session;
+
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use actix_web::{web, App, HttpServer};
+use slog::{info, warn, Logger};
+use tokio::sync::watch;
+
+use super::hub::{Hub, HubStats};
+use super::wire;
+use super::{Archive, PersistError};
+use crate::config::{Config, HostSpec, DEFAULT_MAX_FRAME};
+
+pub use session::{CLIENT_TIMEOUT, PING_INTERVAL};
+
+/// Seconds a graceful stop waits for open connections before closing them.
+const SHUTDOWN_TIMEOUT_SECS: u64 = 5;
+
+/// Errors starting or running the server.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: io::Error },
+    #[error("cannot resolve host {host:?}: {reason}")]
+    Host { host: String, reason: String },
+    #[error("TLS set-up: {0}")]
+    Tls(String),
+    #[error("ghidcache: {0}")]
+    Persist(#[from] PersistError),
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// Per-connection limits (`server.*` in the config).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub max_frame: usize,
+    pub max_subscriptions: usize,
+    pub outbound_queue: usize,
+    pub max_in_flight: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame: DEFAULT_MAX_FRAME,
+            max_subscriptions: 4096,
+            outbound_queue: 4096,
+            max_in_flight: 256,
+        }
+    }
+}
+
+impl Limits {
+    fn to_wire(self) -> wire::Limits {
+        wire::Limits {
+            max_frame: self.max_frame as u64,
+            max_subscriptions: self.max_subscriptions as u64,
+            outbound_queue: self.outbound_queue as u64,
+            max_in_flight: self.max_in_flight as u64,
+        }
+    }
+}
+
+/// PEM files for TLS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Everything [`start`] needs, resolved.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The sled ghidcache; `None` = a temporary one, deleted at exit (tests).
+    pub ghidcache: Option<PathBuf>,
+    /// Addresses to listen on (port 0 = any free port).
+    pub addrs: Vec<SocketAddr>,
+    pub tls: Option<TlsFiles>,
+    pub limits: Limits,
+    /// HTTP worker threads; 0 = one per core.
+    pub workers: usize,
+    /// Signature-verification threads; 0 = one per core.
+    pub verify_threads: usize,
+    pub log: Logger,
+}
+
+impl Settings {
+    /// `127.0.0.1:0`, default limits, no logging; `ghidcache` as given (`None` = temporary).
+    pub fn local(ghidcache: Option<PathBuf>) -> Settings {
+        Settings {
+            ghidcache,
+            addrs: vec![SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 0)],
+            tls: None,
+            limits: Limits::default(),
+            workers: 0,
+            verify_threads: 0,
+            log: crate::logging::discard(),
+        }
+    }
+
+    /// From the `server` section of a loaded [`Config`].
+    pub fn from_config(cfg: &Config, log: Logger) -> Result<Settings, ServerError> {
+        let s = &cfg.server;
+        let tls = match (&s.tls_cert, &s.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert: cert.clone(), key: key.clone() }),
+            (None, None) => None,
+            _ => return Err(ServerError::Tls("set both server.tls_cert and server.tls_key".into())),
+        };
+        Ok(Settings {
+            ghidcache: Some(s.ghidcache.clone()),
+            addrs: resolve_host(&s.host_spec(), s.port)?,
+            tls,
+            limits: Limits {
+                max_frame: s.max_frame.max(1024),
+                max_subscriptions: s.max_subscriptions.max(1),
+                outbound_queue: s.outbound_queue.max(16),
+                max_in_flight: s.max_in_flight.max(1),
+            },
+            workers: s.workers.unwrap_or(0),
+            verify_threads: 0,
+            log,
+        })
+    }
+}
+
+/// The addresses a `server.host` value means.
+pub fn resolve_host(spec: &HostSpec, port: u16) -> Result<Vec<SocketAddr>, ServerError> {
+    let one = |ip: IpAddr| Ok(vec![SocketAddr::new(ip, port)]);
+    match spec {
+        HostSpec::Loopback => one(Ipv4Addr::LOCALHOST.into()),
+        HostSpec::Any => one(Ipv4Addr::UNSPECIFIED.into()),
+        HostSpec::Auto => one(local_ipv4().map_or(Ipv4Addr::LOCALHOST.into(), IpAddr::V4)),
+        HostSpec::Addr(h) => {
+            if let Ok(ip) = h.parse::<IpAddr>() {
+                return one(ip);
+            }
+            let addrs: Vec<SocketAddr> = (h.as_str(), port)
+                .to_socket_addrs()
+                .map_err(|e| ServerError::Host { host: h.clone(), reason: e.to_string() })?
+                .collect();
+            if addrs.is_empty() {
+                return Err(ServerError::Host { host: h.clone(), reason: "no address".into() });
+            }
+            Ok(addrs)
+        }
+    }
+}
+
+/// The first up, non-loopback IPv4 address of this machine (`AUTO`).
+fn local_ipv4() -> Option<Ipv4Addr> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills a linked list we walk read-only and free exactly once.
+    unsafe {
+        if libc::getifaddrs(&mut head) != 0 {
+            return None;
+        }
+        let mut found = None;
+        let mut cur = head;
+        while !cur.is_null() {
+            let ifa = &*cur;
+            let up = ifa.ifa_flags & (libc::IFF_UP as libc::c_uint) != 0;
+            let lo = ifa.ifa_flags & (libc::IFF_LOOPBACK as libc::c_uint) != 0;
+            if up && !lo && !ifa.ifa_addr.is_null()
+                && i32::from((*ifa.ifa_addr).sa_family) == libc::AF_INET
+            {
+                let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                found = Some(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
+                break;
+            }
+            cur = ifa.ifa_next;
+        }
+        libc::freeifaddrs(head);
+        found
+    }
+}
+
+fn tls_config(files: &TlsFiles) -> Result<rustls::ServerConfig, ServerError> {
+    let open = |p: &Path| {
+        std::fs::File::open(p)
+            .map(io::BufReader::new)
+            .map_err(|e| ServerError::Tls(format!("{}: {e}", p.display())))
+    };
+    let certs = rustls_pemfile::certs(&mut open(&files.cert)?)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ServerError::Tls(format!("{}: {e}", files.cert.display())))?;
+    if certs.is_empty() {
+        return Err(ServerError::Tls(format!("no certificate in {}", files.cert.display())));
+    }
+    let key = rustls_pemfile::private_key(&mut open(&files.key)?)
+        .map_err(|e| ServerError::Tls(format!("{}: {e}", files.key.display())))?
+        .ok_or_else(|| ServerError::Tls(format!("no private key in {}", files.key.display())))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ServerError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| ServerError::Tls(e.to_string()))
+}
+
+/// State shared by every worker and session (behind `web::Data`, an `Arc`).
+pub(crate) struct Shared {
+    archive: Archive,
+    hub: Arc<Hub>,
+    pool: pool::VerifyPool,
+    limits: Limits,
+    /// The `hello` answer (fixed for the server's life).
+    hello: wire::Hello,
+    log: Logger,
+    /// Flips to `true` when the server stops; sessions then close with "going away".
+    shutdown: watch::Receiver<bool>,
+}
+
+/// A started server.
+pub struct Running {
+    addrs: Vec<SocketAddr>,
+    tls: bool,
+    handle: actix_web::dev::ServerHandle,
+    join: tokio::task::JoinHandle<io::Result<()>>,
+    archive: Archive,
+    hub: Arc<Hub>,
+    shutdown: watch::Sender<bool>,
+    log: Logger,
+}
+
+/// Opens the ghidcache, binds, and starts serving. Must run inside an actix system
+/// (`#[actix_web::main]`, `#[actix_rt::test]`, `actix_rt::System::new().block_on`).
+pub async fn start(settings: Settings) -> Result<Running, ServerError> {
+    let archive = match &settings.ghidcache {
+        Some(p) => Archive::open(p)?,
+        None => Archive::temporary()?,
+    };
+    let limits = settings.limits;
+    let hub = Hub::new(limits.outbound_queue, limits.max_subscriptions);
+    let pool = pool::VerifyPool::new(settings.verify_threads)?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let shared = web::Data::new(Shared {
+        archive: archive.clone(),
+        hub: hub.clone(),
+        pool,
+        limits,
+        hello: wire::Hello::new(limits.to_wire()),
+        log: settings.log.clone(),
+        shutdown: shutdown_rx,
+    });
+    let workers = if settings.workers == 0 {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    } else {
+        settings.workers
+    };
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(shared.clone())
+            .route("/", web::get().to(http::root))
+            .route("/ws", web::get().to(session::route))
+            .service(
+                web::resource("/o/{ghid}")
+                    .route(web::get().to(http::object))
+                    .route(web::head().to(http::object)),
+            )
+    })
+    .workers(workers)
+    .backlog(4096)
+    .disable_signals()
+    .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS);
+    let addrs = settings.addrs.clone();
+    let bind_err = |source| ServerError::Bind {
+        addr: addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+        source,
+    };
+    let server = match &settings.tls {
+        Some(files) => server.bind_rustls_0_23(&addrs[..], tls_config(files)?).map_err(bind_err)?,
+        None => server.bind(&addrs[..]).map_err(bind_err)?,
+    };
+    let bound = server.addrs();
+    let server = server.run();
+    let handle = server.handle();
+    let join = actix_web::rt::spawn(server);
+    info!(settings.log, "listening"; "addrs" => ?bound, "tls" => settings.tls.is_some());
+    Ok(Running {
+        addrs: bound,
+        tls: settings.tls.is_some(),
+        handle,
+        join,
+        archive,
+        hub,
+        shutdown: shutdown_tx,
+        log: settings.log,
+    })
+}
+
+impl Running {
+    /// The first bound address (the real port when asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addrs[0]
+    }
+
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// `ws://addr/ws` (or `wss://`).
+    pub fn ws_url(&self) -> String {
+        let scheme = if self.tls { "wss" } else { "ws" };
+        format!("{scheme}://{}/ws", self.local_addr())
+    }
+
+    /// `http://addr` (or `https://`), without a trailing slash.
+    pub fn http_url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.local_addr())
+    }
+
+    /// The archive the server publishes into (tests, tools).
+    pub fn archive(&self) -> &Archive {
+        &self.archive
+    }
+
+    pub fn stats(&self) -> HubStats {
+        self.hub.stats()
+    }
+
+    /// Graceful stop: sessions get a close frame, connections get up to
+    /// `SHUTDOWN_TIMEOUT_SECS` to finish, then the ghidcache is flushed.
+    pub async fn stop(self) -> Result<(), ServerError> {
+        info!(self.log, "stopping");
+        let _ = self.shutdown.send(true);
+        self.handle.stop(true).await;
+        match self.join.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(self.log, "server ended with an error"; "error" => %e),
+            Err(e) => warn!(self.log, "server task failed"; "error" => %e),
+        }
+        self.archive.sync().await?;
+        info!(self.log, "stopped; ghidcache flushed");
+        Ok(())
+    }
+
+    /// Serves until `shutdown` resolves, then [`Running::stop`]s.
+    pub async fn run_until(mut self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+        tokio::select! {
+            _ = shutdown => self.stop().await,
+            r = &mut self.join => {
+                let _ = self.archive.sync().await;
+                match r {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(e.into()),
+                    Err(e) => Err(io::Error::other(e.to_string()).into()),
+                }
+            }
+        }
+    }
+}
+
+/// The persister: starts, prints `listening on <url>` to stdout (so a supervisor or a test
+/// can learn a port chosen by the OS), serves until `shutdown` resolves, stops gracefully
+/// and flushes.
+pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+    let running = start(settings).await?;
+    for a in running.addrs() {
+        let scheme = if running.tls { "https" } else { "http" };
+        println!("listening on {scheme}://{a}");
+    }
+    use std::io::Write as _;
+    let _ = io::stdout().flush();
+    running.run_until(shutdown).await
+}

@@ -1,0 +1,476 @@
+//! Test support for the IPC tests: `MemDaemon`, an in-memory `DaemonApi` that really stores
+//! objects, tracks them per app and emits events (update / delete to the other trackers,
+//! never the pusher); a raw websocket `RawConn` for frame-level tests; server start-up; and
+//! a slog drain that captures log lines. Not a test target itself (a directory module).
+#![allow(dead_code)]
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use hypergolix::actors::api::{AppEvent, AppId, ObjectView};
+use hypergolix::actors::error::DaemonError;
+use hypergolix::golix::{Algo, Ghid};
+use hypergolix::ipc::{serve, CapabilityToken, DaemonApi, IpcConfig, IpcServer};
+use rmpv::Value;
+use tokio::sync::mpsc;
+
+/// A `get` of this ghid panics inside the daemon (to test the session's recovery).
+pub fn panic_ghid() -> Ghid {
+    Ghid::new(Algo::SHA512, [0xee; 64])
+}
+
+/// Pushing this state takes `SLOW` (to test that requests run concurrently).
+pub const SLOW_STATE: &[u8] = b"slow";
+pub const SLOW: Duration = Duration::from_millis(400);
+
+struct MemObj {
+    view: ObjectView,
+    /// The app that created it (private objects are visible to it alone).
+    creator: AppId,
+}
+
+#[derive(Default)]
+struct State {
+    next_app: AppId,
+    apps: HashMap<AppId, mpsc::Sender<AppEvent>>,
+    objects: HashMap<Ghid, MemObj>,
+    trackers: HashMap<Ghid, BTreeSet<AppId>>,
+    held: BTreeSet<Ghid>,
+    disconnected: Vec<AppId>,
+    calls: Vec<(AppId, &'static str)>,
+}
+
+/// The in-memory daemon.
+#[derive(Clone)]
+pub struct MemDaemon {
+    state: Arc<Mutex<State>>,
+    fingerprint: Ghid,
+    user_id: Ghid,
+}
+
+impl Default for MemDaemon {
+    fn default() -> Self {
+        MemDaemon {
+            state: Arc::default(),
+            fingerprint: Ghid::new(Algo::SHA512, [0xf1; 64]),
+            user_id: Ghid::new(Algo::SHA512, [0x0d; 64]),
+        }
+    }
+}
+
+fn fresh_ghid() -> Ghid {
+    Ghid::hash(Algo::SHA512, &rand::random::<[u8; 32]>())
+}
+
+impl MemDaemon {
+    fn st(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap()
+    }
+
+    /// Sends `ev` to `app` as the daemon would.
+    pub fn inject(&self, app: AppId, ev: AppEvent) -> bool {
+        let tx = self.st().apps.get(&app).cloned();
+        tx.is_some_and(|tx| tx.try_send(ev).is_ok())
+    }
+
+    pub fn connected(&self) -> Vec<AppId> {
+        let mut v: Vec<AppId> = self.st().apps.keys().copied().collect();
+        v.sort();
+        v
+    }
+
+    pub fn disconnected(&self) -> Vec<AppId> {
+        self.st().disconnected.clone()
+    }
+
+    pub fn trackers(&self, ghid: Ghid) -> Vec<AppId> {
+        self.st().trackers.get(&ghid).map(|s| s.iter().copied().collect()).unwrap_or_default()
+    }
+
+    pub fn is_held(&self, ghid: Ghid) -> bool {
+        self.st().held.contains(&ghid)
+    }
+
+    pub fn exists(&self, ghid: Ghid) -> bool {
+        self.st().objects.contains_key(&ghid)
+    }
+
+    /// Every op call, in order.
+    pub fn calls(&self) -> Vec<(AppId, &'static str)> {
+        self.st().calls.clone()
+    }
+
+    /// Waits until `app` was disconnected.
+    pub async fn wait_disconnected(&self, app: AppId) {
+        for _ in 0..200 {
+            if self.disconnected().contains(&app) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("app {app} was never disconnected");
+    }
+
+    /// Sends `ev` to every tracker of `ghid` but `except`.
+    fn fan_out(st: &State, ghid: Ghid, except: AppId, ev: AppEvent) {
+        for app in st.trackers.get(&ghid).into_iter().flatten() {
+            if *app != except {
+                if let Some(tx) = st.apps.get(app) {
+                    let _ = tx.try_send(ev.clone());
+                }
+            }
+        }
+    }
+
+    fn visible(&self, st: &State, app: AppId, ghid: Ghid) -> Result<ObjectView, DaemonError> {
+        let obj = st
+            .objects
+            .get(&ghid)
+            .ok_or_else(|| DaemonError::NotFound(ghid.to_string()))?;
+        if obj.view.private && obj.creator != app {
+            return Err(DaemonError::AccessDenied("private object".into()));
+        }
+        Ok(obj.view.clone())
+    }
+
+    fn record(&self, app: AppId, op: &'static str) {
+        self.st().calls.push((app, op));
+    }
+}
+
+impl DaemonApi for MemDaemon {
+    fn fingerprint(&self) -> Ghid {
+        self.fingerprint
+    }
+
+    fn user_id(&self) -> Ghid {
+        self.user_id
+    }
+
+    fn connect_app(&self, events: mpsc::Sender<AppEvent>) -> AppId {
+        let mut st = self.st();
+        st.next_app += 1;
+        let app = st.next_app;
+        st.apps.insert(app, events);
+        app
+    }
+
+    fn disconnect_app(&self, app: AppId) {
+        let mut st = self.st();
+        st.apps.remove(&app);
+        for set in st.trackers.values_mut() {
+            set.remove(&app);
+        }
+        st.disconnected.push(app);
+    }
+
+    async fn new_object(
+        &self,
+        app: AppId,
+        state: Vec<u8>,
+        api_id: Option<Ghid>,
+        dynamic: bool,
+        private: bool,
+    ) -> Result<ObjectView, DaemonError> {
+        self.record(app, "new");
+        let view = ObjectView {
+            ghid: fresh_ghid(),
+            author: self.fingerprint,
+            api_id,
+            dynamic,
+            private,
+            state,
+        };
+        let mut st = self.st();
+        st.objects.insert(view.ghid, MemObj { view: view.clone(), creator: app });
+        st.trackers.entry(view.ghid).or_default().insert(app);
+        Ok(view)
+    }
+
+    async fn get_object(&self, app: AppId, ghid: Ghid) -> Result<ObjectView, DaemonError> {
+        self.record(app, "get");
+        if ghid == panic_ghid() {
+            panic!("MemDaemon: asked to fail");
+        }
+        let mut st = self.st();
+        let view = self.visible(&st, app, ghid)?;
+        st.trackers.entry(ghid).or_default().insert(app);
+        Ok(view)
+    }
+
+    async fn push(
+        &self,
+        app: AppId,
+        ghid: Ghid,
+        state: Vec<u8>,
+        private: Option<bool>,
+    ) -> Result<(), DaemonError> {
+        self.record(app, "push");
+        if state == SLOW_STATE {
+            tokio::time::sleep(SLOW).await;
+        }
+        let mut st = self.st();
+        let current = self.visible(&st, app, ghid)?;
+        if !current.dynamic {
+            return Err(DaemonError::LocallyImmutable(ghid.to_string()));
+        }
+        if private == Some(true) && !current.private {
+            return Err(DaemonError::CatOuttaBag);
+        }
+        let obj = st.objects.get_mut(&ghid).expect("visible");
+        obj.view.state = state;
+        if let Some(p) = private {
+            obj.view.private = p;
+        }
+        let view = obj.view.clone();
+        Self::fan_out(&st, ghid, app, AppEvent::Update(view));
+        Ok(())
+    }
+
+    async fn sync(&self, app: AppId, ghid: Ghid) -> Result<ObjectView, DaemonError> {
+        self.record(app, "sync");
+        let st = self.st();
+        self.visible(&st, app, ghid)
+    }
+
+    async fn freeze(&self, app: AppId, ghid: Ghid) -> Result<Ghid, DaemonError> {
+        self.record(app, "freeze");
+        let mut st = self.st();
+        let mut view = self.visible(&st, app, ghid)?;
+        if !view.dynamic {
+            return Err(DaemonError::LocallyImmutable(ghid.to_string()));
+        }
+        view.ghid = fresh_ghid();
+        view.dynamic = false;
+        let frozen = view.ghid;
+        st.objects.insert(frozen, MemObj { view, creator: app });
+        Ok(frozen)
+    }
+
+    async fn hold(&self, app: AppId, ghid: Ghid) -> Result<(), DaemonError> {
+        self.record(app, "hold");
+        let mut st = self.st();
+        self.visible(&st, app, ghid)?;
+        st.held.insert(ghid);
+        Ok(())
+    }
+
+    async fn discard(&self, app: AppId, ghid: Ghid) -> Result<(), DaemonError> {
+        self.record(app, "discard");
+        let mut st = self.st();
+        self.visible(&st, app, ghid)?;
+        if let Some(set) = st.trackers.get_mut(&ghid) {
+            set.remove(&app);
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, app: AppId, ghid: Ghid) -> Result<(), DaemonError> {
+        self.record(app, "delete");
+        let mut st = self.st();
+        self.visible(&st, app, ghid)?;
+        Self::fan_out(&st, ghid, app, AppEvent::Delete(ghid));
+        st.objects.remove(&ghid);
+        st.trackers.remove(&ghid);
+        Ok(())
+    }
+}
+
+/// Captured log lines: the message then ` key=value` pairs.
+#[derive(Clone, Default)]
+pub struct LogCapture(Arc<Mutex<Vec<String>>>);
+
+struct LineSer(String);
+
+impl slog::Serializer for LineSer {
+    fn emit_arguments(&mut self, key: slog::Key, val: &fmt::Arguments) -> slog::Result {
+        self.0 += &format!(" {key}={val}");
+        Ok(())
+    }
+}
+
+impl slog::Drain for LogCapture {
+    type Ok = ();
+    type Err = slog::Never;
+    fn log(&self, record: &slog::Record, values: &slog::OwnedKVList) -> Result<(), slog::Never> {
+        use slog::KV;
+        let mut ser = LineSer(format!("{}", record.msg()));
+        let _ = record.kv().serialize(record, &mut ser);
+        let _ = values.serialize(record, &mut ser);
+        self.0.lock().unwrap().push(ser.0);
+        Ok(())
+    }
+}
+
+impl LogCapture {
+    pub fn lines(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// A server on 127.0.0.1:0 over `daemon`, with a fresh token; `tweak` adjusts the config.
+pub async fn start_with(
+    daemon: MemDaemon,
+    tweak: impl FnOnce(&mut IpcConfig),
+) -> (IpcServer, CapabilityToken) {
+    let token = CapabilityToken::generate();
+    let mut cfg = IpcConfig::new(token.clone());
+    cfg.addr = "127.0.0.1:0".parse().unwrap();
+    cfg.workers = 1;
+    cfg.allowed_origins = vec!["http://localhost:3000".into()];
+    tweak(&mut cfg);
+    let server = serve(daemon, cfg).await.expect("serve");
+    (server, token)
+}
+
+pub async fn start(daemon: MemDaemon) -> (IpcServer, CapabilityToken) {
+    start_with(daemon, |_| {}).await
+}
+
+/// Builds a msgpack map from string keys.
+pub fn map(entries: Vec<(&str, Value)>) -> Value {
+    Value::Map(entries.into_iter().map(|(k, v)| (Value::from(k), v)).collect())
+}
+
+pub fn bin(b: &[u8]) -> Value {
+    Value::Binary(b.to_vec())
+}
+
+pub fn ghid_value(g: &Ghid) -> Value {
+    Value::Binary(g.as_bytes().to_vec())
+}
+
+pub fn encode(v: &Value) -> Vec<u8> {
+    let mut buf = Vec::new();
+    rmpv::encode::write_value(&mut buf, v).unwrap();
+    buf
+}
+
+/// `{id, op, args}`.
+pub fn request(id: u64, op: &str, args: Value) -> Vec<u8> {
+    encode(&map(vec![("id", Value::from(id)), ("op", Value::from(op)), ("args", args)]))
+}
+
+/// Looks up `key` in a msgpack map.
+pub fn get<'a>(v: &'a Value, key: &str) -> &'a Value {
+    static NIL: Value = Value::Nil;
+    v.as_map()
+        .and_then(|m| m.iter().find(|(k, _)| k.as_str() == Some(key)))
+        .map(|(_, v)| v)
+        .unwrap_or(&NIL)
+}
+
+/// The `err.code` of a reply, if any.
+pub fn err_code(v: &Value) -> Option<&str> {
+    get(get(v, "err"), "code").as_str()
+}
+
+/// The awc websocket, boxed (its concrete type is not nameable from here).
+type Framed = std::pin::Pin<Box<dyn WsDuplex>>;
+
+/// What a raw websocket needs to be: frames in, messages out.
+pub trait WsDuplex:
+    futures_util::Stream<Item = Result<awc::ws::Frame, awc::error::WsProtocolError>>
+    + futures_util::Sink<awc::ws::Message, Error = awc::error::WsProtocolError>
+{
+}
+
+impl<T> WsDuplex for T where
+    T: futures_util::Stream<Item = Result<awc::ws::Frame, awc::error::WsProtocolError>>
+        + futures_util::Sink<awc::ws::Message, Error = awc::error::WsProtocolError>
+{
+}
+
+/// A raw websocket to the server, for frame-level tests.
+pub struct RawConn {
+    ws: Framed,
+}
+
+/// What `RawConn::recv` saw.
+#[derive(Debug)]
+pub enum Got {
+    Msg(Value),
+    Closed,
+}
+
+impl RawConn {
+    pub async fn open(url: &str) -> RawConn {
+        Self::try_open(url, None).await.expect("websocket handshake")
+    }
+
+    /// Opens with an optional `Origin` header; `Err(status)` when the handshake is refused.
+    pub async fn try_open(url: &str, origin: Option<&str>) -> Result<RawConn, String> {
+        let mut req = awc::Client::default().ws(url).max_frame_size(64 << 20);
+        if let Some(o) = origin {
+            req = req.origin(o);
+        }
+        match req.connect().await {
+            Ok((_, framed)) => Ok(RawConn { ws: Box::pin(framed) }),
+            Err(awc::error::WsClientError::InvalidResponseStatus(s)) => Err(s.as_u16().to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Opens and says hello with `token`; returns the hello reply.
+    pub async fn hello(url: &str, token: &CapabilityToken) -> (RawConn, Value) {
+        let mut c = Self::open(url).await;
+        c.send(request(0, "hello", map(vec![("token", bin(token.as_bytes()))]))).await;
+        let reply = c.recv_msg().await;
+        assert!(get(&reply, "ok").is_map(), "hello failed: {reply}");
+        (c, reply)
+    }
+
+    pub async fn send(&mut self, bytes: Vec<u8>) {
+        self.ws.send(awc::ws::Message::Binary(bytes.into())).await.expect("send");
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(awc::ws::Message::Text(text.to_owned().into())).await.expect("send");
+    }
+
+    /// The next message or close, within 5 s.
+    pub async fn recv(&mut self) -> Got {
+        self.recv_within(Duration::from_secs(5)).await.expect("nothing received within 5 s")
+    }
+
+    /// The next message or close within `d`, or `None`.
+    pub async fn recv_within(&mut self, d: Duration) -> Option<Got> {
+        let deadline = tokio::time::Instant::now() + d;
+        loop {
+            let frame = tokio::time::timeout_at(deadline, self.ws.next()).await.ok()?;
+            return Some(match frame {
+                Some(Ok(awc::ws::Frame::Binary(b))) => {
+                    Got::Msg(rmpv::decode::read_value(&mut &b[..]).expect("server sent msgpack"))
+                }
+                Some(Ok(awc::ws::Frame::Ping(_) | awc::ws::Frame::Pong(_))) => continue,
+                Some(Ok(awc::ws::Frame::Close(_))) | Some(Err(_)) | None => Got::Closed,
+                Some(Ok(other)) => panic!("unexpected frame {other:?}"),
+            });
+        }
+    }
+
+    pub async fn recv_msg(&mut self) -> Value {
+        match self.recv().await {
+            Got::Msg(v) => v,
+            Got::Closed => panic!("connection closed, expected a message"),
+        }
+    }
+
+    /// Asserts the server closes the connection (after any messages, which are returned).
+    pub async fn expect_closed(&mut self) -> Vec<Value> {
+        let mut seen = Vec::new();
+        loop {
+            match self.recv().await {
+                Got::Msg(v) => seen.push(v),
+                Got::Closed => return seen,
+            }
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.send(awc::ws::Message::Close(None)).await;
+    }
+}

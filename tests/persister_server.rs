@@ -1,0 +1,528 @@
+//! The persister end to end: the real server (in-process on 127.0.0.1:0, and the real
+//! binary) exercised through the Rust client and plain HTTP. Every loop is bounded and every
+//! wait has a timeout.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hypergolix::golix::{FirstParty, Gdxx, Geoc, Ghid, Gobd, Object, Policy, Secret, DEFAULT_LEGROOM};
+use hypergolix::persist::client::{ClientError, Notification, Notifications, PersisterClient};
+use hypergolix::persist::server::{self, Running, Settings};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn start_with(tweak: impl FnOnce(&mut Settings)) -> Running {
+    let mut s = Settings::local(None);
+    s.workers = 2;
+    tweak(&mut s);
+    server::start(s).await.expect("server starts")
+}
+
+async fn start() -> Running {
+    start_with(|_| {}).await
+}
+
+async fn connect(r: &Running) -> (PersisterClient, Notifications) {
+    PersisterClient::connect(&r.ws_url()).await.expect("client connects")
+}
+
+async fn next(rx: &mut Notifications) -> Notification {
+    tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .expect("a notification in time")
+        .expect("connection open")
+}
+
+/// Asserts nothing arrives for a short while (after a round trip has flushed the server).
+async fn nothing(rx: &mut Notifications) {
+    if let Ok(Some(n)) = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await {
+        panic!("unexpected notification {n:?}");
+    }
+}
+
+fn code(r: Result<impl std::fmt::Debug, ClientError>) -> String {
+    match r {
+        Err(e) => e.code().unwrap_or("<not a server error>").to_owned() + &format!(" ({e})"),
+        Ok(v) => panic!("expected an error, got {v:?}"),
+    }
+}
+
+fn assert_code(r: Result<impl std::fmt::Debug, ClientError>, want: &str) {
+    let got = code(r);
+    assert!(got.starts_with(&format!("{want} ")), "wanted {want}, got {got}");
+}
+
+/// A dynamic object of `n` frames by `a`: (frames, containers), pre-signed.
+fn dynamic(a: &FirstParty, n: usize) -> (Vec<Gobd>, Vec<Geoc>) {
+    let secret = Secret::random();
+    let c0 = a.make_container(b"state 0", &secret).unwrap();
+    let mut frames = vec![a.make_bind_dynamic(c0.ghid).unwrap()];
+    let mut containers = vec![c0];
+    for i in 1..n {
+        let c = a.make_container(format!("state {i}").as_bytes(), &secret).unwrap();
+        let f = a.make_next_frame(&frames[i - 1], c.ghid, DEFAULT_LEGROOM).unwrap();
+        frames.push(f);
+        containers.push(c);
+    }
+    (frames, containers)
+}
+
+fn gidc(a: &FirstParty) -> Vec<u8> {
+    a.gidc().encode()
+}
+
+fn decode(b: &[u8]) -> Object {
+    Object::decode(b, Policy::STRICT).expect("valid golix")
+}
+
+#[actix_rt::test]
+async fn every_op_round_trips() {
+    let r = start().await;
+    let (c, mut rx) = connect(&r).await;
+    let a = common::fixture(1);
+
+    let hello = c.hello().await.unwrap();
+    assert_eq!(hello.protocol, 1);
+    assert_eq!(hello.events, vec!["notify".to_owned()]);
+    for op in [
+        "hello", "ping", "publish", "get", "subscribe", "unsubscribe", "list_subscriptions",
+        "list_bindings", "query_debinding", "exists", "disconnect",
+    ] {
+        assert!(hello.ops.contains_key(op), "op table lists {op}");
+    }
+    assert_eq!(hello.ops["publish"].args, vec!["object".to_owned()]);
+    assert_eq!(hello.limits.max_frame, 16 * 1024 * 1024);
+    c.ping().await.unwrap();
+
+    let id = gidc(&a);
+    let ack = c.publish(&id).await.unwrap();
+    assert_eq!((ack.ghid, ack.kind.as_str(), ack.new), (a.ghid(), "gidc", true));
+    assert!(!c.publish(&id).await.unwrap().new, "publishing is idempotent");
+    assert!(c.exists(&a.ghid()).await.unwrap());
+    assert_eq!(c.get(&a.ghid()).await.unwrap(), Bytes::from(id));
+
+    // A static object: binding, then container.
+    let secret = Secret::random();
+    let geoc = a.make_container(b"hello", &secret).unwrap();
+    let gobs = a.make_bind_static(geoc.ghid).unwrap();
+    c.publish(&gobs.encode()).await.unwrap();
+    c.publish(&geoc.encode()).await.unwrap();
+    assert_eq!(c.get(&geoc.ghid).await.unwrap(), Bytes::from(geoc.encode()));
+    assert_eq!(c.list_bindings(&geoc.ghid).await.unwrap(), vec![gobs.ghid]);
+    assert_eq!(c.query_debinding(&gobs.ghid).await.unwrap(), None);
+    let unknown = Ghid::pseudorandom(hypergolix::golix::Algo::SHA512);
+    assert!(!c.exists(&unknown).await.unwrap());
+    assert_code(c.get(&unknown).await, "not_found");
+
+    // Subscriptions.
+    let (g1, g2) = (geoc.ghid, gobs.ghid);
+    c.subscribe(&g1).await.unwrap();
+    c.subscribe(&g2).await.unwrap();
+    c.subscribe(&g2).await.unwrap();
+    let mut want = vec![g1, g2];
+    want.sort();
+    assert_eq!(c.list_subscriptions().await.unwrap(), want);
+    assert!(c.unsubscribe(&g1).await.unwrap());
+    assert!(!c.unsubscribe(&g1).await.unwrap());
+    assert_eq!(c.list_subscriptions().await.unwrap(), vec![g2]);
+
+    // Many requests in flight at once on one connection, matched by id.
+    let ag = a.ghid();
+    let many = futures_util::future::join_all((0..50).map(|_| c.exists(&ag))).await;
+    assert!(many.into_iter().all(|r| r == Ok(true)));
+
+    // Disconnect: replies, then the server closes the connection.
+    c.disconnect().await.unwrap();
+    assert!(tokio::time::timeout(WAIT, rx.recv()).await.unwrap().is_none(), "closed");
+    assert_eq!(c.ping().await, Err(ClientError::Closed));
+    assert_eq!(r.stats().subscriptions, 0, "disconnect cleared the subscriptions");
+    r.stop().await.unwrap();
+}
+
+#[actix_rt::test]
+async fn dynamic_object_life_reaches_subscribers_but_not_the_uploader() {
+    let r = start().await;
+    let a = common::fixture(1);
+    let (frames, containers) = dynamic(&a, 4);
+    let dynamic = frames[0].dynamic;
+    let (up, mut up_rx) = connect(&r).await;
+    let (sub, mut sub_rx) = connect(&r).await;
+    up.publish(&gidc(&a)).await.unwrap();
+    up.subscribe(&dynamic).await.unwrap();
+    sub.subscribe(&dynamic).await.unwrap();
+
+    for (i, (f, c)) in frames.iter().zip(&containers).enumerate() {
+        up.publish(&f.encode()).await.unwrap();
+        up.publish(&c.encode()).await.unwrap();
+        let n = next(&mut sub_rx).await;
+        assert_eq!(n.subscription, dynamic);
+        match decode(&n.object) {
+            Object::Gobd(g) => {
+                assert_eq!((g.counter, g.frame), (i as u64, f.frame));
+                assert_eq!(g.targets[0], c.ghid);
+            }
+            other => panic!("expected a frame, got {other:?}"),
+        }
+        assert_eq!(sub.get(&dynamic).await.unwrap(), Bytes::from(f.encode()));
+    }
+    nothing(&mut up_rx).await;
+    assert_eq!(sub.list_bindings(&containers[3].ghid).await.unwrap(), vec![dynamic]);
+
+    // Debind: the subscriber gets the GDXX, the object is gone.
+    let gdxx: Gdxx = a.make_debind(dynamic).unwrap();
+    up.publish(&gdxx.encode()).await.unwrap();
+    let n = next(&mut sub_rx).await;
+    assert_eq!(n.subscription, dynamic);
+    assert_eq!(n.object, Bytes::from(gdxx.encode()));
+    assert_code(sub.get(&dynamic).await, "not_found");
+    assert_code(sub.get(&containers[3].ghid).await, "not_found");
+    assert_eq!(sub.query_debinding(&dynamic).await.unwrap(), Some(gdxx.ghid));
+    nothing(&mut up_rx).await;
+    r.stop().await.unwrap();
+}
+
+#[actix_rt::test]
+async fn offline_mail_is_delivered_at_each_subscribe() {
+    let r = start().await;
+    let (a, b) = (common::fixture(1), common::fixture(2));
+    let (c, _rx) = connect(&r).await;
+    c.publish(&gidc(&a)).await.unwrap();
+    c.publish(&gidc(&b)).await.unwrap();
+    let garq = a
+        .make_handshake(b.second_party(), Ghid::pseudorandom(hypergolix::golix::Algo::SHA512), &Secret::random())
+        .unwrap();
+    c.publish(&garq.encode()).await.unwrap();
+
+    // B was offline; it subscribes to its own ghid and receives the stored request, on every
+    // connection that subscribes.
+    for _ in 0..2 {
+        let (bc, mut brx) = connect(&r).await;
+        bc.subscribe(&b.ghid()).await.unwrap();
+        let n = next(&mut brx).await;
+        assert_eq!((n.subscription, n.object.clone()), (b.ghid(), Bytes::from(garq.encode())));
+        nothing(&mut brx).await;
+    }
+
+    // Online now: a new request arrives live; B's debinding removes it and other sessions
+    // of B hear of it.
+    let (bc, mut brx) = connect(&r).await;
+    bc.subscribe(&b.ghid()).await.unwrap();
+    assert_eq!(next(&mut brx).await.object, Bytes::from(garq.encode()));
+    let gdxx = b.make_debind(garq.ghid).unwrap();
+    c.publish(&gdxx.encode()).await.unwrap();
+    assert_eq!(next(&mut brx).await.object, Bytes::from(gdxx.encode()));
+    let (bc2, mut brx2) = connect(&r).await;
+    bc2.subscribe(&b.ghid()).await.unwrap();
+    nothing(&mut brx2).await;
+    r.stop().await.unwrap();
+}
+
+#[actix_rt::test]
+async fn rejections_surface_their_codes() {
+    let r = start_with(|s| s.limits.max_subscriptions = 2).await;
+    let (a, b) = (common::fixture(1), common::fixture(2));
+    let (c, _rx) = connect(&r).await;
+    let secret = Secret::random();
+    let geoc = a.make_container(b"x", &secret).unwrap();
+
+    assert_code(c.publish(&geoc.encode()).await, "unknown_author");
+    c.publish(&gidc(&a)).await.unwrap();
+    assert_code(c.publish(&geoc.encode()).await, "unbound_container");
+    assert_code(c.publish(b"GEOC garbage").await, "malformed");
+    let mut tampered = a.make_bind_static(geoc.ghid).unwrap().encode();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    assert_code(c.publish(&tampered).await, "verification_failed");
+
+    // Frames: a replayed counter is illegal; another binder is inconsistent.
+    c.publish(&gidc(&b)).await.unwrap();
+    let (frames, _) = dynamic(&a, 3);
+    c.publish(&frames[2].encode()).await.unwrap();
+    assert_code(c.publish(&frames[1].encode()).await, "illegal_frame");
+    let gdxx_by_b = b.make_debind(frames[0].dynamic).unwrap();
+    assert_code(c.publish(&gdxx_by_b.encode()).await, "inconsistent_author");
+    let gdxx_of_identity = a.make_debind(a.ghid()).unwrap();
+    assert_code(c.publish(&gdxx_of_identity.encode()).await, "invalid_target");
+
+    // Debound bindings cannot come back.
+    let gobs = a.make_bind_static(geoc.ghid).unwrap();
+    c.publish(&gobs.encode()).await.unwrap();
+    c.publish(&a.make_debind(gobs.ghid).unwrap().encode()).await.unwrap();
+    assert_code(c.publish(&gobs.encode()).await, "already_debound");
+
+    // Session-level codes.
+    assert_code(c.request_raw("publish", serde_json::json!({"obj": 1})).await, "bad_args");
+    assert_code(c.request_raw("get", serde_json::json!({"ghid": "short"})).await, "bad_args");
+    for _ in 0..2 {
+        c.subscribe(&Ghid::pseudorandom(hypergolix::golix::Algo::SHA512)).await.unwrap();
+    }
+    assert_code(c.subscribe(&Ghid::pseudorandom(hypergolix::golix::Algo::SHA512)).await, "limit");
+    c.ping().await.unwrap();
+    r.stop().await.unwrap();
+}
+
+#[actix_rt::test]
+async fn unknown_ops_and_malformed_input_keep_the_session() {
+    let r = start().await;
+    let (c, _rx) = connect(&r).await;
+    assert_code(c.request_raw("teleport", serde_json::json!({"to": "mars"})).await, "unknown_op");
+    c.ping().await.unwrap();
+
+    // Not msgpack at all: the reply has no id.
+    c.send_raw(Bytes::from_static(b"\xc1\xc1 not msgpack")).await.unwrap();
+    c.ping().await.unwrap();
+    assert_eq!(c.take_orphan_error().and_then(|e| e.code().map(str::to_owned)), Some("malformed".into()));
+    // A map without an op: the id is recovered and the caller gets the error.
+    let no_op = rmp_serde::to_vec_named(&serde_json::json!({"id": 999_999, "args": {}})).unwrap();
+    c.send_raw(Bytes::from(no_op)).await.unwrap();
+    c.ping().await.unwrap();
+    // Unknown fields are ignored.
+    let args = rmpv::Value::Map(vec![
+        ("ghid".into(), rmpv::Value::Binary(vec![1u8; 65])),
+        ("extra".into(), rmpv::Value::Array(vec![1.into(), 2.into()])),
+    ]);
+    assert_eq!(c.request_raw("exists", args).await.unwrap(), rmpv::Value::Boolean(false));
+    let hello = c.hello().await.unwrap();
+    assert_eq!(hello.protocol, 1);
+    r.stop().await.unwrap();
+}
+
+#[actix_rt::test]
+async fn oversize_message_gets_too_large_and_a_clean_close() {
+    let r = start_with(|s| s.limits.max_frame = 64 * 1024).await;
+    let a = common::fixture(1);
+    let (c, mut rx) = connect(&r).await;
+    c.publish(&gidc(&a)).await.unwrap();
+    let geoc = a.make_container(&vec![7u8; 100 * 1024], &Secret::random()).unwrap();
+    let gobs = a.make_bind_static(geoc.ghid).unwrap();
+    c.publish(&gobs.encode()).await.unwrap();
+    let t = Instant::now();
+    assert_code(c.publish(&geoc.encode()).await, "too_large");
+    assert!(tokio::time::timeout(WAIT, rx.recv()).await.unwrap().is_none(), "closed");
+    assert!(c.is_closed());
+    assert!(t.elapsed() < Duration::from_secs(3), "closed promptly, not by a timeout");
+    let (c2, _) = connect(&r).await;
+    assert!(!c2.exists(&geoc.ghid).await.unwrap(), "nothing stored");
+    assert!(c2.exists(&gobs.ghid).await.unwrap());
+    r.stop().await.unwrap();
+}
+
+#[actix_rt::test]
+async fn http_read_path() {
+    use awc::http::{header, StatusCode};
+    let r = start().await;
+    let a = common::fixture(1);
+    let (c, _rx) = connect(&r).await;
+    c.publish(&gidc(&a)).await.unwrap();
+    let (frames, containers) = dynamic(&a, 2);
+    for (f, g) in frames.iter().zip(&containers) {
+        c.publish(&f.encode()).await.unwrap();
+        c.publish(&g.encode()).await.unwrap();
+    }
+    let http = awc::Client::builder().disable_redirects().finish();
+    let url = |p: &str| format!("{}{p}", r.http_url());
+
+    // Root document, msgpack by default, JSON on request.
+    let mut resp = http.get(url("/")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers().get(header::VARY).unwrap(), "Accept");
+    let doc: serde_json::Value = rmp_serde::from_slice(&resp.body().await.unwrap()).unwrap();
+    assert_eq!(doc["protocol"], "hgx-persist/1");
+    assert_eq!(doc["links"]["object"], "/o/{ghid}");
+    assert_eq!(doc["links"]["ws"], "/ws");
+    let mut resp = http.get(url("/")).insert_header((header::ACCEPT, "application/json")).send().await.unwrap();
+    assert_eq!(resp.headers().get(header::CONTENT_TYPE).unwrap(), "application/json");
+    let doc: serde_json::Value = serde_json::from_slice(&resp.body().await.unwrap()).unwrap();
+    assert_eq!(doc["links"]["ws"], "/ws");
+
+    // An immutable object.
+    let g = a.ghid().as_str();
+    let mut resp = http.get(url(&format!("/o/{g}"))).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let etag = format!("\"{g}\"");
+    assert_eq!(resp.headers().get(header::ETAG).unwrap().to_str().unwrap(), etag);
+    assert_eq!(
+        resp.headers().get(header::CACHE_CONTROL).unwrap(),
+        "public, max-age=31536000, immutable"
+    );
+    assert_eq!(resp.body().await.unwrap(), Bytes::from(gidc(&a)));
+    let resp = http.get(url(&format!("/o/{g}"))).insert_header((header::IF_NONE_MATCH, etag.as_str())).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_MODIFIED);
+    let mut resp = http.head(url(&format!("/o/{g}"))).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers().get(header::CONTENT_LENGTH).unwrap().to_str().unwrap(), gidc(&a).len().to_string());
+    assert!(resp.body().await.unwrap().is_empty());
+
+    // A dynamic ghid redirects to its current frame, uncached; the frame is immutable.
+    let d = frames[0].dynamic.as_str();
+    let resp = http.get(url(&format!("/o/{d}"))).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::TEMPORARY_REDIRECT);
+    assert_eq!(resp.headers().get(header::CACHE_CONTROL).unwrap(), "no-cache");
+    let location = resp.headers().get(header::LOCATION).unwrap().to_str().unwrap().to_owned();
+    assert_eq!(location, format!("/o/{}", frames[1].frame.as_str()));
+    let mut resp = http.get(url(&location)).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.body().await.unwrap(), Bytes::from(frames[1].encode()));
+
+    // Unknown, malformed, removed.
+    let unknown = Ghid::pseudorandom(hypergolix::golix::Algo::SHA512).as_str();
+    assert_eq!(http.get(url(&format!("/o/{unknown}"))).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+    assert_eq!(http.head(url(&format!("/o/{unknown}"))).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+    assert_eq!(http.get(url("/o/not-a-ghid")).send().await.unwrap().status(), StatusCode::BAD_REQUEST);
+    let old_frame = frames[0].frame.as_str();
+    assert_eq!(http.get(url(&format!("/o/{old_frame}"))).send().await.unwrap().status(), StatusCode::GONE);
+    c.publish(&a.make_debind(frames[0].dynamic).unwrap().encode()).await.unwrap();
+    assert_eq!(http.get(url(&format!("/o/{d}"))).send().await.unwrap().status(), StatusCode::GONE);
+    assert_eq!(http.head(url(&format!("/o/{d}"))).send().await.unwrap().status(), StatusCode::GONE);
+    r.stop().await.unwrap();
+}
+
+/// TLS with a throwaway self-signed certificate (needs the `openssl` tool; skipped without).
+#[actix_rt::test]
+async fn tls_serves_wss_and_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if !matches!(made, Ok(s) if s.success()) {
+        eprintln!("skipping: no openssl tool to make a test certificate");
+        return;
+    }
+    let files = server::TlsFiles { cert: cert.clone(), key };
+    let r = start_with(|s| s.tls = Some(files)).await;
+    assert!(r.ws_url().starts_with("wss://"));
+
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(&cert).unwrap();
+    for c in rustls_pemfile::certs(&mut &pem[..]) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tls = std::sync::Arc::new(tls);
+    let opts = hypergolix::persist::client::ClientOptions { tls: Some(tls.clone()), ..Default::default() };
+    let (c, _rx) = PersisterClient::connect_with(&r.ws_url(), opts).await.unwrap();
+    c.ping().await.unwrap();
+    assert_eq!(c.hello().await.unwrap().protocol, 1);
+    let http = awc::Client::builder().connector(awc::Connector::new().rustls_0_23(tls)).finish();
+    let resp = http.get(format!("{}/", r.http_url())).send().await.unwrap();
+    assert_eq!(resp.status(), awc::http::StatusCode::OK);
+    r.stop().await.unwrap();
+}
+
+// ---- the real binary -------------------------------------------------------------------
+
+fn write_config(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("hypergolix.yml");
+    std::fs::write(
+        &path,
+        "server:\n  host: null\n  port: 0\n  ghidcache: ./cache\n  logdir: ./logs\n  \
+         pid_file: ./persister.pid\n  verbosity: debug\n",
+    )
+    .unwrap();
+    path
+}
+
+/// Spawns the binary and waits for its `listening on http://ADDR` line.
+fn spawn_persister(config: &Path) -> (Child, std::net::SocketAddr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hgx-persister"))
+        .arg("--config")
+        .arg(config)
+        .env_remove("HYPERGOLIX_HOME")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn hgx-persister");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if let Some(addr) = line.strip_prefix("listening on http://") {
+                let _ = tx.send(addr.trim().to_owned());
+            }
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(30)).expect("the server announces its address");
+    (child, addr.parse().unwrap())
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the server did not exit within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[actix_rt::test]
+async fn binary_refuses_a_second_instance_stops_and_keeps_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let pid_file = dir.path().join("persister.pid");
+    let a = common::fixture(1);
+
+    let (mut first, addr) = spawn_persister(&config);
+    let url = format!("ws://{addr}/ws");
+    let (c, _rx) = PersisterClient::connect(&url).await.unwrap();
+    c.publish(&gidc(&a)).await.unwrap();
+    assert_eq!(std::fs::read_to_string(&pid_file).unwrap().trim(), first.id().to_string());
+
+    // A second instance on the same pid file refuses, and says why.
+    let out = Command::new(env!("CARGO_BIN_EXE_hgx-persister"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("already running as pid {}", first.id())), "{err}");
+
+    // `stop` signals it through the pid file and waits.
+    let out = Command::new(env!("CARGO_BIN_EXE_hgx-persister"))
+        .arg("--config")
+        .arg(&config)
+        .arg("stop")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(wait_exit(&mut first, Duration::from_secs(20)).success());
+    assert!(!pid_file.exists(), "pid file removed on exit");
+    assert!(std::fs::read_dir(dir.path().join("logs")).unwrap().count() >= 1, "a log file");
+
+    // Restart on the same ghidcache; SIGTERM stops it cleanly too.
+    let (mut second, addr) = spawn_persister(&config);
+    let (c, _rx) = PersisterClient::connect(&format!("ws://{addr}/ws")).await.unwrap();
+    assert_eq!(c.get(&a.ghid()).await.unwrap(), Bytes::from(gidc(&a)), "data survived");
+    let t = Instant::now();
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(second.id() as i32, libc::SIGTERM) }, 0);
+    let st = wait_exit(&mut second, Duration::from_secs(20));
+    assert!(st.success(), "exit status {st:?}");
+    assert!(t.elapsed() < Duration::from_secs(10));
+    assert!(!pid_file.exists());
+    assert!(c.ping().await.is_err(), "the connection was closed");
+}
