@@ -17,6 +17,7 @@
 pub mod golix;
 pub mod persist;
 pub mod actors;
+pub mod ipc;
 pub mod inspect;
 pub mod config;
 pub mod logging;

@@ -1,6 +1,8 @@
 //! The daemon core end to end: real persister on 127.0.0.1, real daemons (fixture
 //! identities, test-cost scrypt), apps as event channels. Every wait is bounded.
 
+#![allow(dead_code)]
+
 mod common;
 
 use std::net::SocketAddr;
@@ -40,8 +42,12 @@ impl Persister {
                 settings.workers = 1;
                 settings.verify_threads = 1;
                 let running = server::start(settings).await.expect("persister starts");
-                tx.send((running.ws_url(), running.local_addr(), running.archive().clone()))
-                    .unwrap();
+                tx.send((
+                    running.ws_url(),
+                    running.local_addr(),
+                    running.archive().clone(),
+                ))
+                .unwrap();
                 let _ = stop_rx.await;
                 running.stop().await.expect("persister stops");
             })
@@ -82,6 +88,19 @@ fn secret(n: usize, password: &str) -> Secret {
     derive_root_secret(password.as_bytes(), &fp, ScryptParams::TEST).unwrap()
 }
 
+/// Daemon logs: discarded, or on stderr at `HGX_TEST_LOG` verbosity (e.g. `debug`).
+fn log() -> slog::Logger {
+    use slog::Drain;
+    match std::env::var("HGX_TEST_LOG").ok().and_then(|v| v.parse::<hypergolix::logging::Verbosity>().ok()) {
+        Some(v) => {
+            let decorator = slog_term::PlainSyncDecorator::new(std::io::stderr());
+            let drain = slog_term::FullFormat::new(decorator).build().filter_level(v.level()).fuse();
+            slog::Logger::root(std::sync::Mutex::new(drain).fuse(), slog::o!())
+        }
+        None => hypergolix::logging::discard(),
+    }
+}
+
 async fn create(dir: &std::path::Path, remotes: &[&str], n: usize) -> DaemonHandle {
     let opts = DaemonOptions {
         ghidcache: dir.to_path_buf(),
@@ -91,7 +110,7 @@ async fn create(dir: &std::path::Path, remotes: &[&str], n: usize) -> DaemonHand
             root_secret: secret(n, "correct horse"),
         },
     };
-    daemon::start(opts).await.expect("daemon starts")
+    daemon::start_with_log(opts, log()).await.expect("daemon starts")
 }
 
 /// (user id, fingerprint) of a daemon's account.
@@ -99,7 +118,13 @@ fn ids(d: &DaemonHandle) -> (Ghid, Ghid) {
     (d.user_id(), d.fingerprint())
 }
 
-async fn open(dir: &std::path::Path, remotes: &[&str], ids: (Ghid, Ghid), n: usize, pw: &str) -> Result<DaemonHandle, DaemonError> {
+async fn open(
+    dir: &std::path::Path,
+    remotes: &[&str],
+    ids: (Ghid, Ghid),
+    n: usize,
+    pw: &str,
+) -> Result<DaemonHandle, DaemonError> {
     let opts = DaemonOptions {
         ghidcache: dir.to_path_buf(),
         remotes: remotes.iter().map(|s| s.to_string()).collect(),
@@ -109,7 +134,7 @@ async fn open(dir: &std::path::Path, remotes: &[&str], ids: (Ghid, Ghid), n: usi
             root_secret: secret(n, pw),
         },
     };
-    daemon::start(opts).await
+    daemon::start_with_log(opts, log()).await
 }
 
 fn app(d: &DaemonHandle) -> (AppId, mpsc::Receiver<AppEvent>) {
@@ -150,7 +175,12 @@ async fn until_state(rx: &mut mpsc::Receiver<AppEvent>, ghid: Ghid, state: &[u8]
         }
     })
     .await
-    .unwrap_or_else(|_| panic!("no update to {:?}; saw {seen:?}", String::from_utf8_lossy(state)));
+    .unwrap_or_else(|_| {
+        panic!(
+            "no update to {:?}; saw {seen:?}",
+            String::from_utf8_lossy(state)
+        )
+    });
     seen
 }
 
@@ -168,7 +198,10 @@ async fn get_until(d: &DaemonHandle, a: AppId, ghid: Ghid, state: &[u8]) -> Obje
             }
             Err(e) => panic!("get {ghid}: {e}"),
         }
-        assert!(tokio::time::Instant::now() < deadline, "state never arrived");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "state never arrived"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -181,7 +214,10 @@ async fn updates_reach_other_apps_not_the_pusher_and_delete_reaches_them() {
     let (a, mut a_rx) = app(&d);
     let (b, mut b_rx) = app(&d);
     let api = Ghid::pseudorandom(hypergolix::golix::Algo::DUMMY);
-    let v = d.new_object(a, b"v0".to_vec(), Some(api), true, false).await.unwrap();
+    let v = d
+        .new_object(a, b"v0".to_vec(), Some(api), true, false)
+        .await
+        .unwrap();
     assert!(v.dynamic && v.author == d.fingerprint() && v.api_id == Some(api));
     let got = d.get_object(b, v.ghid).await.unwrap();
     assert_eq!(got, v);
@@ -190,12 +226,21 @@ async fn updates_reach_other_apps_not_the_pusher_and_delete_reaches_them() {
         d.push(a, v.ghid, s.clone(), None).await.unwrap();
         assert_eq!(until_state(&mut b_rx, v.ghid, &s).await, vec![s]);
     }
-    assert_eq!(next_event(&mut a_rx, Duration::from_millis(200)).await, None);
+    assert_eq!(
+        next_event(&mut a_rx, Duration::from_millis(200)).await,
+        None
+    );
     d.delete(a, v.ghid).await.unwrap();
     let ev = next_event(&mut b_rx, WAIT).await;
     assert_eq!(ev, Some(AppEvent::Delete(v.ghid)));
-    assert_eq!(next_event(&mut a_rx, Duration::from_millis(200)).await, None);
-    assert!(matches!(d.get_object(b, v.ghid).await, Err(DaemonError::NotFound(_))));
+    assert_eq!(
+        next_event(&mut a_rx, Duration::from_millis(200)).await,
+        None
+    );
+    assert!(matches!(
+        d.get_object(b, v.ghid).await,
+        Err(DaemonError::NotFound(_))
+    ));
     d.shutdown().await.unwrap();
     p.stop();
 }
@@ -206,7 +251,10 @@ async fn freeze_makes_a_static_snapshot_that_outlives_later_pushes() {
     let d = create(dir.path(), &[], 1).await;
     let (a, _a_rx) = app(&d);
     let (b, _b_rx) = app(&d);
-    let v = d.new_object(a, b"one".to_vec(), None, true, false).await.unwrap();
+    let v = d
+        .new_object(a, b"one".to_vec(), None, true, false)
+        .await
+        .unwrap();
     d.push(a, v.ghid, b"two".to_vec(), None).await.unwrap();
     let frozen = d.freeze(a, v.ghid).await.unwrap();
     assert_ne!(frozen, v.ghid);
@@ -214,13 +262,25 @@ async fn freeze_makes_a_static_snapshot_that_outlives_later_pushes() {
         d.push(a, v.ghid, s.to_vec(), None).await.unwrap();
     }
     let snap = d.get_object(b, frozen).await.unwrap();
-    assert_eq!((snap.state.as_slice(), snap.dynamic, snap.ghid), (&b"two"[..], false, frozen));
+    assert_eq!(
+        (snap.state.as_slice(), snap.dynamic, snap.ghid),
+        (&b"two"[..], false, frozen)
+    );
     let err = d.push(b, frozen, b"nope".to_vec(), None).await.unwrap_err();
     assert_eq!(err.code(), "locally_immutable");
     // A static object made directly is just as immutable.
-    let s = d.new_object(a, b"static".to_vec(), None, false, false).await.unwrap();
+    let s = d
+        .new_object(a, b"static".to_vec(), None, false, false)
+        .await
+        .unwrap();
     assert!(!s.dynamic);
-    assert_eq!(d.push(a, s.ghid, b"x".to_vec(), None).await.unwrap_err().code(), "locally_immutable");
+    assert_eq!(
+        d.push(a, s.ghid, b"x".to_vec(), None)
+            .await
+            .unwrap_err()
+            .code(),
+        "locally_immutable"
+    );
     assert_eq!(d.get_object(b, s.ghid).await.unwrap().state, b"static");
     // With zero remotes, sync returns the local state.
     assert_eq!(d.sync(a, v.ghid).await.unwrap().state, b"five");
@@ -234,13 +294,19 @@ async fn discard_only_affects_the_caller() {
     let (a, _a_rx) = app(&d);
     let (b, mut b_rx) = app(&d);
     let (c, mut c_rx) = app(&d);
-    let v = d.new_object(a, b"0".to_vec(), None, true, false).await.unwrap();
+    let v = d
+        .new_object(a, b"0".to_vec(), None, true, false)
+        .await
+        .unwrap();
     d.get_object(b, v.ghid).await.unwrap();
     d.get_object(c, v.ghid).await.unwrap();
     d.discard(b, v.ghid).await.unwrap();
     d.push(a, v.ghid, b"1".to_vec(), None).await.unwrap();
     until_state(&mut c_rx, v.ghid, b"1").await;
-    assert_eq!(next_event(&mut b_rx, Duration::from_millis(200)).await, None);
+    assert_eq!(
+        next_event(&mut b_rx, Duration::from_millis(200)).await,
+        None
+    );
     // Everyone else carries on; the discarding app can come back.
     d.discard(a, v.ghid).await.unwrap();
     d.discard(c, v.ghid).await.unwrap();
@@ -259,7 +325,10 @@ async fn concurrent_pushes_coalesce_and_all_succeed() {
     let d = create(dir.path(), &[&p.url], 1).await;
     let (a, _a_rx) = app(&d);
     let (b, mut b_rx) = app(&d);
-    let v = d.new_object(a, b"start".to_vec(), None, true, false).await.unwrap();
+    let v = d
+        .new_object(a, b"start".to_vec(), None, true, false)
+        .await
+        .unwrap();
     d.get_object(b, v.ghid).await.unwrap();
     let pushes = (0..50).map(|i| d.push(a, v.ghid, format!("s{i}").into_bytes(), None));
     for r in futures_util::future::join_all(pushes).await {
@@ -282,12 +351,27 @@ async fn other_accounts_objects_are_locally_immutable() {
     let d2 = create(d2_dir.path(), &[&p.url], 2).await;
     let (a, _) = app(&d1);
     let (b, _) = app(&d2);
-    let v = d1.new_object(a, b"mine".to_vec(), None, true, false).await.unwrap();
+    let v = d1
+        .new_object(a, b"mine".to_vec(), None, true, false)
+        .await
+        .unwrap();
     drained(&d1).await;
-    assert_eq!(d2.push(b, v.ghid, b"theirs".to_vec(), None).await.unwrap_err().code(), "locally_immutable");
-    assert_eq!(d2.delete(b, v.ghid).await.unwrap_err().code(), "locally_immutable");
+    assert_eq!(
+        d2.push(b, v.ghid, b"theirs".to_vec(), None)
+            .await
+            .unwrap_err()
+            .code(),
+        "locally_immutable"
+    );
+    assert_eq!(
+        d2.delete(b, v.ghid).await.unwrap_err().code(),
+        "locally_immutable"
+    );
     // Without a share, account 2 cannot read it.
-    assert_eq!(d2.get_object(b, v.ghid).await.unwrap_err().code(), "unknown_secret");
+    assert_eq!(
+        d2.get_object(b, v.ghid).await.unwrap_err().code(),
+        "unknown_secret"
+    );
     assert_eq!(d1.get_object(a, v.ghid).await.unwrap().state, b"mine");
     d1.shutdown().await.unwrap();
     d2.shutdown().await.unwrap();
@@ -300,14 +384,24 @@ async fn second_machine_of_the_account_follows_every_push_and_its_hold_survives_
     let (d1_dir, d2_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let d1 = create(d1_dir.path(), &[&p.url], 1).await;
     let (a, _a_rx) = app(&d1);
-    let v = d1.new_object(a, b"p0".to_vec(), None, true, false).await.unwrap();
+    let v = d1
+        .new_object(a, b"p0".to_vec(), None, true, false)
+        .await
+        .unwrap();
     for i in 1..=3 {
-        d1.push(a, v.ghid, format!("p{i}").into_bytes(), None).await.unwrap();
+        d1.push(a, v.ghid, format!("p{i}").into_bytes(), None)
+            .await
+            .unwrap();
     }
     drained(&d1).await;
     // A fresh ghidcache: the account and the object come from the persister.
-    let d2 = open(d2_dir.path(), &[&p.url], ids(&d1), 1, "correct horse").await.unwrap();
-    assert_eq!((d2.user_id(), d2.fingerprint()), (d1.user_id(), d1.fingerprint()));
+    let d2 = open(d2_dir.path(), &[&p.url], ids(&d1), 1, "correct horse")
+        .await
+        .unwrap();
+    assert_eq!(
+        (d2.user_id(), d2.fingerprint()),
+        (d1.user_id(), d1.fingerprint())
+    );
     let (b, mut b_rx) = app(&d2);
     get_until(&d2, b, v.ghid, b"p3").await;
     // More pushes than a frame's target vector holds: every one arrives.
@@ -321,9 +415,15 @@ async fn second_machine_of_the_account_follows_every_push_and_its_hold_survives_
     drained(&d2).await;
     d1.delete(a, v.ghid).await.unwrap();
     drained(&d1).await;
-    assert_eq!(next_event(&mut b_rx, Duration::from_millis(500)).await, None);
+    assert_eq!(
+        next_event(&mut b_rx, Duration::from_millis(500)).await,
+        None
+    );
     assert_eq!(d2.get_object(b, v.ghid).await.unwrap().state, b"p12");
-    assert!(p.frame_counter(&v.ghid).is_some(), "held object survives on the persister");
+    assert!(
+        p.frame_counter(&v.ghid).is_some(),
+        "held object survives on the persister"
+    );
     d1.shutdown().await.unwrap();
     d2.shutdown().await.unwrap();
     p.stop();
@@ -335,7 +435,10 @@ async fn wrong_password_is_refused_and_loses_nothing() {
     let (d1_dir, d2_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let d1 = create(d1_dir.path(), &[&p.url], 1).await;
     let (a, _) = app(&d1);
-    let v = d1.new_object(a, b"keep me".to_vec(), None, true, false).await.unwrap();
+    let v = d1
+        .new_object(a, b"keep me".to_vec(), None, true, false)
+        .await
+        .unwrap();
     d1.push(a, v.ghid, b"kept".to_vec(), None).await.unwrap();
     drained(&d1).await;
     d1.shutdown().await.unwrap();
@@ -343,14 +446,41 @@ async fn wrong_password_is_refused_and_loses_nothing() {
     drop(d1);
     // From the local cache, and from the persister into an empty one.
     for dir in [d1_dir.path(), d2_dir.path()] {
-        let err = open(dir, &[&p.url], account, 1, "wrong horse").await.err().expect("refused");
+        let err = open(dir, &[&p.url], account, 1, "wrong horse")
+            .await
+            .err()
+            .expect("refused");
         assert!(matches!(err, DaemonError::WrongPassword), "{err}");
     }
     for dir in [d1_dir.path(), d2_dir.path()] {
-        let d = open(dir, &[&p.url], account, 1, "correct horse").await.unwrap();
+        let d = open(dir, &[&p.url], account, 1, "correct horse")
+            .await
+            .unwrap();
         let (a, _) = app(&d);
         assert_eq!(d.get_object(a, v.ghid).await.unwrap().state, b"kept");
         d.shutdown().await.unwrap();
     }
+    p.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn second_machine_opens_objects_made_after_its_login() {
+    let p = Persister::start(None, None);
+    let (d1_dir, d2_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let d1 = create(d1_dir.path(), &[&p.url], 1).await;
+    drained(&d1).await;
+    let d2 = open(d2_dir.path(), &[&p.url], ids(&d1), 1, "correct horse").await.unwrap();
+    let (a, _) = app(&d1);
+    let (b, _) = app(&d2);
+    // Made and pushed past a frame's 7 targets while d2 does not track it: d2 opens it from
+    // the account state d1 flushed (d2's own is from before the object existed).
+    let y = d1.new_object(a, b"y0".to_vec(), None, true, false).await.unwrap().ghid;
+    for i in 1..=9 {
+        d1.push(a, y, format!("y{i}").into_bytes(), None).await.unwrap();
+    }
+    drained(&d1).await;
+    assert_eq!(d2.get_object(b, y).await.unwrap().state, b"y9");
+    d1.shutdown().await.unwrap();
+    d2.shutdown().await.unwrap();
     p.stop();
 }

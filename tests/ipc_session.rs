@@ -28,17 +28,33 @@ async fn hello_is_required_first() {
     assert!(daemon.calls().is_empty());
     assert!(daemon.connected().is_empty());
 
-    c.send(request(3, "hello", map(vec![("token", bin(token.as_bytes()))]))).await;
+    c.send(request(
+        3,
+        "hello",
+        map(vec![("token", bin(token.as_bytes()))]),
+    ))
+    .await;
     let r = c.recv_msg().await;
     assert_eq!(get(&r, "id"), &Value::from(3));
     let ok = get(&r, "ok");
     assert_eq!(get(ok, "protocol"), &Value::from(1));
-    assert_eq!(get(ok, "fingerprint"), &ghid_value(&Ghid::new(Algo::SHA512, [0xf1; 64])));
-    assert_eq!(get(ok, "user_id"), &ghid_value(&Ghid::new(Algo::SHA512, [0x0d; 64])));
+    assert_eq!(
+        get(ok, "fingerprint"),
+        &ghid_value(&Ghid::new(Algo::SHA512, [0xf1; 64]))
+    );
+    assert_eq!(
+        get(ok, "user_id"),
+        &ghid_value(&Ghid::new(Algo::SHA512, [0x0d; 64]))
+    );
     let new = get(get(ok, "ops"), "new");
     assert_eq!(
         get(new, "args"),
-        &Value::Array(vec!["state".into(), "api_id".into(), "dynamic".into(), "private".into()])
+        &Value::Array(vec![
+            "state".into(),
+            "api_id".into(),
+            "dynamic".into(),
+            "private".into()
+        ])
     );
     assert_eq!(get(get(new, "defaults"), "dynamic"), &Value::Boolean(true));
     assert_eq!(get(ok, "events").as_array().unwrap().len(), 4);
@@ -46,7 +62,10 @@ async fn hello_is_required_first() {
 
     c.send(request(4, "whoami", Value::Nil)).await;
     let r = c.recv_msg().await;
-    assert_eq!(get(get(&r, "ok"), "user_id"), &ghid_value(&Ghid::new(Algo::SHA512, [0x0d; 64])));
+    assert_eq!(
+        get(get(&r, "ok"), "user_id"),
+        &ghid_value(&Ghid::new(Algo::SHA512, [0x0d; 64]))
+    );
     server.stop(true).await;
 }
 
@@ -70,14 +89,22 @@ async fn wrong_or_missing_token_is_denied_and_closes() {
         assert_eq!(seen.len(), 1, "{args}: {seen:?}");
         assert_eq!(get(&seen[0], "id"), &Value::from(9));
         assert_eq!(err_code(&seen[0]), Some("access_denied"), "{args}");
-        assert!(!get(get(&seen[0], "err"), "logref").as_str().unwrap().is_empty());
+        assert!(!get(get(&seen[0], "err"), "logref")
+            .as_str()
+            .unwrap()
+            .is_empty());
     }
     assert!(daemon.connected().is_empty());
     assert!(daemon.disconnected().is_empty());
 
     // The hex form of the right token is tolerated.
     let mut c = RawConn::open(&server.url()).await;
-    c.send(request(1, "hello", map(vec![("token", Value::from(token.to_hex()))]))).await;
+    c.send(request(
+        1,
+        "hello",
+        map(vec![("token", Value::from(token.to_hex()))]),
+    ))
+    .await;
     assert!(get(&c.recv_msg().await, "ok").is_map());
     server.stop(true).await;
 }
@@ -86,13 +113,22 @@ async fn wrong_or_missing_token_is_denied_and_closes() {
 async fn browser_origins_are_refused_unless_allowed() {
     let (server, token) = start(MemDaemon::default()).await;
     let url = server.url();
-    let refused = RawConn::try_open(&url, Some("http://evil.example")).await.err();
+    let refused = RawConn::try_open(&url, Some("http://evil.example"))
+        .await
+        .err();
     assert_eq!(refused.as_deref(), Some("403"));
     let refused = RawConn::try_open(&url, Some("null")).await.err();
     assert_eq!(refused.as_deref(), Some("403"));
     for origin in ["http://localhost:3000", "HTTP://LocalHost:3000/"] {
-        let mut c = RawConn::try_open(&url, Some(origin)).await.expect("allowed origin");
-        c.send(request(1, "hello", map(vec![("token", bin(token.as_bytes()))]))).await;
+        let mut c = RawConn::try_open(&url, Some(origin))
+            .await
+            .expect("allowed origin");
+        c.send(request(
+            1,
+            "hello",
+            map(vec![("token", bin(token.as_bytes()))]),
+        ))
+        .await;
         assert!(get(&c.recv_msg().await, "ok").is_map());
     }
     // `/ws` is the same endpoint.
@@ -109,7 +145,12 @@ async fn malformed_unknown_and_bad_args_keep_the_session() {
     let (mut c, _) = RawConn::hello(&server.url(), &token).await;
 
     // Not msgpack at all; truncated; trailing bytes; not a map.
-    for junk in [vec![0xc1], vec![0x82, 0xa2], [request(1, "whoami", Value::Nil), vec![0]].concat(), vec![0x93, 1, 2, 3]] {
+    for junk in [
+        vec![0xc1],
+        vec![0x82, 0xa2],
+        [request(1, "whoami", Value::Nil), vec![0]].concat(),
+        vec![0x93, 1, 2, 3],
+    ] {
         c.send(junk).await;
         let r = c.recv_msg().await;
         assert_eq!(err_code(&r), Some("malformed"), "{r}");
@@ -118,20 +159,30 @@ async fn malformed_unknown_and_bad_args_keep_the_session() {
     // A map without `op` keeps its id.
     c.send(encode(&map(vec![("id", Value::from(5))]))).await;
     let r = c.recv_msg().await;
-    assert_eq!((err_code(&r), get(&r, "id")), (Some("malformed"), &Value::from(5)));
+    assert_eq!(
+        (err_code(&r), get(&r, "id")),
+        (Some("malformed"), &Value::from(5))
+    );
     // Text frames are not the protocol.
     c.send_text("{\"id\": 1}").await;
     assert_eq!(err_code(&c.recv_msg().await), Some("malformed"));
 
-    c.send(request(6, "frobnicate", map(vec![("x", Value::from(1))]))).await;
+    c.send(request(6, "frobnicate", map(vec![("x", Value::from(1))])))
+        .await;
     let r = c.recv_msg().await;
-    assert_eq!((err_code(&r), get(&r, "id")), (Some("unknown_op"), &Value::from(6)));
+    assert_eq!(
+        (err_code(&r), get(&r, "id")),
+        (Some("unknown_op"), &Value::from(6))
+    );
 
     let bad = [
         ("get", Value::Nil),
         ("get", map(vec![("ghid", bin(&[1, 2, 3]))])),
         ("new", map(vec![("dynamic", Value::Boolean(true))])),
-        ("new", map(vec![("state", bin(b"x")), ("private", Value::from("yes"))])),
+        (
+            "new",
+            map(vec![("state", bin(b"x")), ("private", Value::from("yes"))]),
+        ),
         ("push", Value::from("not a map")),
     ];
     for (i, (op, args)) in bad.into_iter().enumerate() {
@@ -143,7 +194,11 @@ async fn malformed_unknown_and_bad_args_keep_the_session() {
     }
 
     // Still alive: unknown fields are ignored, defaults are filled server-side.
-    let args = map(vec![("state", bin(b"hi")), ("from_the_future", Value::from(1)), ("dynamic", Value::Nil)]);
+    let args = map(vec![
+        ("state", bin(b"hi")),
+        ("from_the_future", Value::from(1)),
+        ("dynamic", Value::Nil),
+    ]);
     c.send(request(20, "new", args)).await;
     let r = c.recv_msg().await;
     let obj = get(&r, "ok");
@@ -162,14 +217,17 @@ async fn daemon_errors_carry_codes_and_logrefs_in_the_log() {
     let (server, token) = start_with(MemDaemon::default(), |c| c.log = log).await;
     let (mut c, _) = RawConn::hello(&server.url(), &token).await;
     let missing = Ghid::new(Algo::SHA512, [0x42; 64]);
-    c.send(request(1, "get", map(vec![("ghid", ghid_value(&missing))]))).await;
+    c.send(request(1, "get", map(vec![("ghid", ghid_value(&missing))])))
+        .await;
     let r = c.recv_msg().await;
     assert_eq!(err_code(&r), Some("not_found"));
     let logref = get(get(&r, "err"), "logref").as_str().unwrap().to_owned();
     assert_eq!(logref.len(), 8);
     let lines = logs.lines();
     assert!(
-        lines.iter().any(|l| l.contains(&format!("logref={logref}")) && l.contains("code=not_found")),
+        lines
+            .iter()
+            .any(|l| l.contains(&format!("logref={logref}")) && l.contains("code=not_found")),
         "{lines:#?}"
     );
     server.stop(true).await;
@@ -179,9 +237,17 @@ async fn daemon_errors_carry_codes_and_logrefs_in_the_log() {
 async fn a_panicking_daemon_call_gets_internal_and_the_session_continues() {
     let (server, token) = start(MemDaemon::default()).await;
     let (mut c, _) = RawConn::hello(&server.url(), &token).await;
-    c.send(request(7, "get", map(vec![("ghid", ghid_value(&panic_ghid()))]))).await;
+    c.send(request(
+        7,
+        "get",
+        map(vec![("ghid", ghid_value(&panic_ghid()))]),
+    ))
+    .await;
     let r = c.recv_msg().await;
-    assert_eq!((err_code(&r), get(&r, "id")), (Some("internal"), &Value::from(7)));
+    assert_eq!(
+        (err_code(&r), get(&r, "id")),
+        (Some("internal"), &Value::from(7))
+    );
     c.send(request(8, "whoami", Value::Nil)).await;
     assert!(get(&c.recv_msg().await, "ok").is_map());
     server.stop(true).await;
@@ -194,9 +260,11 @@ async fn oversize_messages_get_too_large_and_close() {
     assert_eq!(get(get(&hello, "ok"), "max_message"), &Value::from(4096));
     // Just under the limit is fine.
     let state = vec![7u8; 3900];
-    c.send(request(1, "new", map(vec![("state", bin(&state))]))).await;
+    c.send(request(1, "new", map(vec![("state", bin(&state))])))
+        .await;
     assert!(get(&c.recv_msg().await, "ok").is_map());
-    c.send(request(2, "new", map(vec![("state", bin(&[7u8; 5000]))]))).await;
+    c.send(request(2, "new", map(vec![("state", bin(&[7u8; 5000]))])))
+        .await;
     let seen = c.expect_closed().await;
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!(err_code(&seen[0]), Some("too_large"));
@@ -207,15 +275,26 @@ async fn oversize_messages_get_too_large_and_close() {
 async fn requests_run_concurrently_and_replies_carry_their_ids() {
     let (server, token) = start(MemDaemon::default()).await;
     let (mut c, _) = RawConn::hello(&server.url(), &token).await;
-    c.send(request(1, "new", map(vec![("state", bin(b"v0"))]))).await;
+    c.send(request(1, "new", map(vec![("state", bin(b"v0"))])))
+        .await;
     let obj = get(&c.recv_msg().await, "ok").clone();
     let ghid = get(&obj, "ghid").clone();
 
     let t0 = Instant::now();
-    c.send(request(100, "push", map(vec![("ghid", ghid.clone()), ("state", bin(SLOW_STATE))]))).await;
-    c.send(request(101, "get", map(vec![("ghid", ghid.clone())]))).await;
+    c.send(request(
+        100,
+        "push",
+        map(vec![("ghid", ghid.clone()), ("state", bin(SLOW_STATE))]),
+    ))
+    .await;
+    c.send(request(101, "get", map(vec![("ghid", ghid.clone())])))
+        .await;
     let first = c.recv_msg().await;
-    assert_eq!(get(&first, "id"), &Value::from(101), "the get waited for the slow push");
+    assert_eq!(
+        get(&first, "id"),
+        &Value::from(101),
+        "the get waited for the slow push"
+    );
     assert!(t0.elapsed() < SLOW, "get took {:?}", t0.elapsed());
     assert_eq!(get(get(&first, "ok"), "state"), &bin(b"v0"));
     let second = c.recv_msg().await;
@@ -237,14 +316,32 @@ async fn events_go_to_their_session_only() {
 
     let g = |n: u8| Ghid::new(Algo::SHA512, [n; 64]);
     let api = Ghid::new(Algo::DUMMY, [9; 64]);
-    assert!(daemon.inject(app_a, AppEvent::Share { ghid: g(1), origin: g(2), api_id: Some(api) }));
-    assert!(daemon.inject(app_b, AppEvent::ShareResult { ghid: g(3), recipient: g(4), ok: true, status: 0 }));
+    assert!(daemon.inject(
+        app_a,
+        AppEvent::Share {
+            ghid: g(1),
+            origin: g(2),
+            api_id: Some(api)
+        }
+    ));
+    assert!(daemon.inject(
+        app_b,
+        AppEvent::ShareResult {
+            ghid: g(3),
+            recipient: g(4),
+            ok: true,
+            status: 0
+        }
+    ));
     assert!(daemon.inject(app_a, AppEvent::Delete(g(5))));
 
     let ev = a.recv_msg().await;
     assert_eq!(get(&ev, "event").as_str(), Some("share"));
     let data = get(&ev, "data");
-    assert_eq!((get(data, "ghid"), get(data, "origin")), (&ghid_value(&g(1)), &ghid_value(&g(2))));
+    assert_eq!(
+        (get(data, "ghid"), get(data, "origin")),
+        (&ghid_value(&g(1)), &ghid_value(&g(2)))
+    );
     assert_eq!(get(data, "api_id"), &ghid_value(&api));
     let ev = a.recv_msg().await;
     assert_eq!(get(&ev, "event").as_str(), Some("delete"));
@@ -253,20 +350,36 @@ async fn events_go_to_their_session_only() {
     let ev = b.recv_msg().await;
     assert_eq!(get(&ev, "event").as_str(), Some("share_result"));
     let data = get(&ev, "data");
-    assert_eq!((get(data, "recipient"), get(data, "ok")), (&ghid_value(&g(4)), &Value::Boolean(true)));
-    assert!(b.recv_within(Duration::from_millis(200)).await.is_none(), "b got a's events");
+    assert_eq!(
+        (get(data, "recipient"), get(data, "ok")),
+        (&ghid_value(&g(4)), &Value::Boolean(true))
+    );
+    assert!(
+        b.recv_within(Duration::from_millis(200)).await.is_none(),
+        "b got a's events"
+    );
 
     // A real update through the daemon: b tracks, a pushes; only b hears of it.
-    a.send(request(1, "new", map(vec![("state", bin(b"one"))]))).await;
+    a.send(request(1, "new", map(vec![("state", bin(b"one"))])))
+        .await;
     let ghid = get(get(&a.recv_msg().await, "ok"), "ghid").clone();
-    b.send(request(1, "get", map(vec![("ghid", ghid.clone())]))).await;
+    b.send(request(1, "get", map(vec![("ghid", ghid.clone())])))
+        .await;
     assert!(get(&b.recv_msg().await, "ok").is_map());
-    a.send(request(2, "push", map(vec![("ghid", ghid.clone()), ("state", bin(b"two"))]))).await;
+    a.send(request(
+        2,
+        "push",
+        map(vec![("ghid", ghid.clone()), ("state", bin(b"two"))]),
+    ))
+    .await;
     assert_eq!(get(&a.recv_msg().await, "id"), &Value::from(2));
     let ev = b.recv_msg().await;
     assert_eq!(get(&ev, "event").as_str(), Some("update"));
     assert_eq!(get(get(&ev, "data"), "state"), &bin(b"two"));
-    assert!(a.recv_within(Duration::from_millis(200)).await.is_none(), "the pusher got its update");
+    assert!(
+        a.recv_within(Duration::from_millis(200)).await.is_none(),
+        "the pusher got its update"
+    );
     server.stop(true).await;
 }
 
@@ -275,14 +388,23 @@ async fn disconnect_releases_the_app() {
     let daemon = MemDaemon::default();
     let (server, token) = start(daemon.clone()).await;
     let (mut c, _) = RawConn::hello(&server.url(), &token).await;
-    c.send(request(1, "new", map(vec![("state", bin(b"x"))]))).await;
+    c.send(request(1, "new", map(vec![("state", bin(b"x"))])))
+        .await;
     let ghid = get(get(&c.recv_msg().await, "ok"), "ghid").clone();
     let ghid = Ghid::from_bytes(ghid.as_slice().unwrap()).unwrap();
     let app = daemon.connected()[0];
     assert_eq!(daemon.trackers(ghid), [app]);
 
     // Close with a slow request in flight: the app is disconnected after it finished.
-    c.send(request(2, "push", map(vec![("ghid", ghid_value(&ghid)), ("state", bin(SLOW_STATE))]))).await;
+    c.send(request(
+        2,
+        "push",
+        map(vec![
+            ("ghid", ghid_value(&ghid)),
+            ("state", bin(SLOW_STATE)),
+        ]),
+    ))
+    .await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     c.close().await;
     daemon.wait_disconnected(app).await;
@@ -301,8 +423,10 @@ async fn disconnect_releases_the_app() {
 
 #[actix_rt::test]
 async fn silent_connections_are_closed_after_the_hello_timeout() {
-    let (server, _token) =
-        start_with(MemDaemon::default(), |c| c.hello_timeout = Duration::from_millis(200)).await;
+    let (server, _token) = start_with(MemDaemon::default(), |c| {
+        c.hello_timeout = Duration::from_millis(200)
+    })
+    .await;
     let mut c = RawConn::open(&server.url()).await;
     let t0 = Instant::now();
     assert!(c.expect_closed().await.is_empty());
@@ -320,4 +444,53 @@ async fn stopping_the_server_disconnects_apps() {
     c.expect_closed().await;
     daemon.wait_disconnected(app).await;
     let _ = CapabilityToken::generate();
+}
+
+#[actix_rt::test]
+async fn daemon_spawns_land_on_the_serving_runtime() {
+    let daemon = MemDaemon::default();
+    let (server, token) = start(daemon.clone()).await;
+    let (mut c, _) = RawConn::hello(&server.url(), &token).await;
+    c.send(request(1, "new", map(vec![("state", bin(b"x"))])))
+        .await;
+    let ghid = get(get(&c.recv_msg().await, "ok"), "ghid").clone();
+    c.send(request(2, "hold", map(vec![("ghid", ghid)]))).await;
+    assert_eq!(get(&c.recv_msg().await, "ok"), &Value::Nil);
+    let here = std::thread::current().id();
+    let [(polled, spawned)] = daemon.hold_threads()[..] else {
+        panic!("one hold")
+    };
+    assert_ne!(polled, here, "requests are served on an IPC worker thread");
+    assert_eq!(
+        spawned, here,
+        "the daemon's tokio::spawn landed on the IPC worker"
+    );
+    server.stop(true).await;
+}
+
+#[actix_rt::test]
+async fn strangers_cannot_send_big_messages_before_hello() {
+    let (server, token) = start(MemDaemon::default()).await;
+    let mut c = RawConn::open(&server.url()).await;
+    let big = map(vec![
+        ("token", bin(token.as_bytes())),
+        ("padding", bin(&[0; 70_000])),
+    ]);
+    c.send(request(1, "hello", big.clone())).await;
+    let seen = c.expect_closed().await;
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(err_code(&seen[0]), Some("too_large"));
+    // After hello, the same message is fine.
+    let (mut c, _) = RawConn::hello(&server.url(), &token).await;
+    c.send(request(2, "hello", big)).await;
+    assert!(get(&c.recv_msg().await, "ok").is_map());
+    c.send(request(3, "new", map(vec![("state", bin(&[1; 1 << 20]))])))
+        .await;
+    assert_eq!(
+        get(get(&c.recv_msg().await, "ok"), "state")
+            .as_slice()
+            .map(<[u8]>::len),
+        Some(1 << 20)
+    );
+    server.stop(true).await;
 }

@@ -69,7 +69,9 @@ impl AppRegistry {
 
     /// Whether `app` tracks `ghid`.
     pub fn tracks(&self, app: AppId, ghid: &Ghid) -> bool {
-        self.lock().get(&app).is_some_and(|e| e.tracked.contains(ghid))
+        self.lock()
+            .get(&app)
+            .is_some_and(|e| e.tracked.contains(ghid))
     }
 
     /// Records that `app` no longer tracks `ghid`.
@@ -195,7 +197,10 @@ mod tests {
         let reg = AppRegistry::default();
         let (tx, mut rx) = mpsc::channel(1);
         let app = reg.connect(tx);
-        let (a, b) = (Ghid::pseudorandom(Algo::SHA512), Ghid::pseudorandom(Algo::SHA512));
+        let (a, b) = (
+            Ghid::pseudorandom(Algo::SHA512),
+            Ghid::pseudorandom(Algo::SHA512),
+        );
         for i in 0..100u8 {
             reg.send(app, view(a, i));
             reg.send(app, view(b, i));
@@ -204,7 +209,9 @@ mod tests {
         // Give the forwarder time to drain the unbounded side while the channel is full.
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         let mut got = Vec::new();
-        while let Ok(Some(e)) = tokio::time::timeout(std::time::Duration::from_millis(100), rx.recv()).await {
+        while let Ok(Some(e)) =
+            tokio::time::timeout(std::time::Duration::from_millis(100), rx.recv()).await
+        {
             got.push(e);
         }
         assert!(got.len() <= 6, "coalesced: {}", got.len());

@@ -45,29 +45,32 @@ pub async fn boot(
     make_private_dir(&opts.ghidcache)?;
     let objects = opts.ghidcache.join("objects");
     let archive = retry_locked(|| Archive::open(&objects).map_err(DaemonError::from)).await?;
-    let connector = Connector::start().map_err(|e| DaemonError::Storage(format!("cannot start the remote thread: {e}")))?;
-    let (account, created) = match opts.login {
+    let connector = Connector::start()
+        .map_err(|e| DaemonError::Storage(format!("cannot start the remote thread: {e}")))?;
+    let (account, created, root_secret) = match opts.login {
         Login::Create {
             identity,
             root_secret,
         } => {
+            let secret = root_secret.clone();
             let (account, objects) =
-                tokio::task::spawn_blocking(move || Account::create(identity, root_secret))
+                tokio::task::spawn_blocking(move || Account::create(identity, secret))
                     .await
                     .map_err(|e| DaemonError::Account(format!("account creation failed: {e}")))??;
             for o in &objects {
                 ingest(&archive, o.clone()).await?;
             }
             archive.sync().await?;
-            (account, objects)
+            (account, objects, root_secret)
         }
         Login::Open {
             user_id,
             fingerprint,
             root_secret,
         } => {
-            let root = find_root(&archive, &connector, &opts.remotes, &user_id, &fingerprint).await?;
-            let account = Account::open(root_secret, &root.frame, &root.container)?;
+            let root =
+                find_root(&archive, &connector, &opts.remotes, &user_id, &fingerprint).await?;
+            let account = Account::open(root_secret.clone(), &root.frame, &root.container)?;
             if account.fingerprint() != fingerprint {
                 return Err(DaemonError::Account(format!(
                     "the account's identity is {}, not {fingerprint}",
@@ -78,7 +81,7 @@ pub async fn boot(
                 ingest(&archive, o).await?;
             }
             archive.sync().await?;
-            (account, Vec::new())
+            (account, Vec::new(), root_secret)
         }
     };
     let state = opts.ghidcache.join("state");
@@ -111,11 +114,16 @@ pub async fn boot(
     let cell: Arc<OnceCell<Weak<DaemonCore>>> = Arc::new(OnceCell::new());
     let _ = cell.set(Arc::downgrade(&core));
     let mut tasks = vec![
-        ledger::spawn(account, ledger_inbox, cell.clone(), log.clone()),
+        ledger::spawn(account, root_secret, ledger_inbox, cell.clone(), log.clone()),
         gc::spawn(gc_inbox, cell),
     ];
     for (handle, inbox) in remotes.into_iter().zip(inboxes) {
-        tasks.push(remote::spawn(core.clone(), connector.clone(), handle, inbox));
+        tasks.push(remote::spawn(
+            core.clone(),
+            connector.clone(),
+            handle,
+            inbox,
+        ));
     }
     if !created.is_empty() {
         core.outbox.enqueue(&created)?;
@@ -181,10 +189,14 @@ fn decode(bytes: &[u8]) -> Result<Object, DaemonError> {
 
 fn as_root(frame: &[u8], container: &[u8], user_id: &Ghid) -> Result<(Gobd, Geoc), DaemonError> {
     let (Object::Gobd(f), Object::Geoc(c)) = (decode(frame)?, decode(container)?) else {
-        return Err(DaemonError::Account("the user id does not name a dynamic object".into()));
+        return Err(DaemonError::Account(
+            "the user id does not name a dynamic object".into(),
+        ));
     };
     if f.dynamic != *user_id || f.target() != c.ghid {
-        return Err(DaemonError::Account("root frame and container do not match the user id".into()));
+        return Err(DaemonError::Account(
+            "root frame and container do not match the user id".into(),
+        ));
     }
     Ok((f, c))
 }
@@ -210,35 +222,63 @@ async fn find_root(
     }
     let mut last = DaemonError::NotFound(format!("account {user_id} (no remote has it)"));
     for url in remotes {
-        match tokio::time::timeout(LOGIN_FETCH_TIMEOUT, fetch_root(connector, url, user_id, fingerprint)).await {
+        match tokio::time::timeout(
+            LOGIN_FETCH_TIMEOUT,
+            fetch_root(connector, url, user_id, fingerprint),
+        )
+        .await
+        {
             Ok(Ok(root)) => return Ok(root),
             Ok(Err(e)) => last = e,
-            Err(_) => last = DaemonError::UnavailableUpstream(format!("{url}: timed out fetching the account")),
+            Err(_) => {
+                last = DaemonError::UnavailableUpstream(format!(
+                    "{url}: timed out fetching the account"
+                ))
+            }
         }
     }
     Err(last)
 }
 
 /// Fetches and verifies the identity, root frame and container from one remote.
-async fn fetch_root(connector: &Connector, url: &str, user_id: &Ghid, fingerprint: &Ghid) -> Result<Root, DaemonError> {
-    let unavailable = |e: crate::persist::client::ClientError| DaemonError::UnavailableUpstream(format!("{url}: {e}"));
+async fn fetch_root(
+    connector: &Connector,
+    url: &str,
+    user_id: &Ghid,
+    fingerprint: &Ghid,
+) -> Result<Root, DaemonError> {
+    let unavailable = |e: crate::persist::client::ClientError| {
+        DaemonError::UnavailableUpstream(format!("{url}: {e}"))
+    };
     let (client, _notes) = connector.connect(url).await.map_err(unavailable)?;
     let result = async {
         let gidc = client.get(fingerprint).await.map_err(unavailable)?;
         let frame = client.get(user_id).await.map_err(unavailable)?;
         let Object::Gidc(id) = decode(&gidc)? else {
-            return Err(DaemonError::Account(format!("{fingerprint} is not an identity")));
+            return Err(DaemonError::Account(format!(
+                "{fingerprint} is not an identity"
+            )));
         };
         let party = SecondParty::from_gidc(id)?;
         if party.ghid() != *fingerprint {
-            return Err(DaemonError::Account("fetched identity does not match the fingerprint".into()));
+            return Err(DaemonError::Account(
+                "fetched identity does not match the fingerprint".into(),
+            ));
         }
         let target = match decode(&frame)? {
             Object::Gobd(f) => f.target(),
-            _ => return Err(DaemonError::Account("the user id does not name a dynamic object".into())),
+            _ => {
+                return Err(DaemonError::Account(
+                    "the user id does not name a dynamic object".into(),
+                ))
+            }
         };
         let container = client.get(&target).await.map_err(unavailable)?;
         let (f, c) = as_root(&frame, &container, user_id)?;
+        if f.counter == 0 {
+            // Frame 0 only fixes the address; the rest is still on its way to this remote.
+            return Err(DaemonError::UnavailableUpstream(format!("{url}: the account is not fully published yet")));
+        }
         Object::Gobd(f.clone()).verify(Some(&party))?;
         Object::Geoc(c.clone()).verify(Some(&party))?;
         Ok(Root {

@@ -71,7 +71,14 @@ impl Loaded {
         self.state = state;
     }
 
-    pub fn pulled(&mut self, frame: Gobd, container: Ghid, secret: Secret, api_id: Option<Ghid>, state: Vec<u8>) {
+    pub fn pulled(
+        &mut self,
+        frame: Gobd,
+        container: Ghid,
+        secret: Secret,
+        api_id: Option<Ghid>,
+        state: Vec<u8>,
+    ) {
         self.frame = Some(frame);
         self.container = container;
         self.secret = secret;
@@ -191,7 +198,12 @@ impl PushJob {
             },
             counter: frame.counter,
         };
-        commit(core, vec![frame.encode(), geoc.encode()], Some((self.ghid, record))).await?;
+        commit(
+            core,
+            vec![frame.encode(), geoc.encode()],
+            Some((self.ghid, record)),
+        )
+        .await?;
         Ok(Committed {
             container: geoc.ghid,
             frame,
@@ -208,8 +220,16 @@ pub async fn find_secret(core: &DaemonCore, ghid: &Ghid, frame: &Gobd) -> Option
             return Some(s);
         }
     }
-    let stored = core.ledger.lookup(*ghid).await?;
-    content::ratchet_to_current(frame, &stored.secret, &stored.container)
+    let from_account = |all: Vec<StoredSecret>| {
+        all.iter()
+            .find_map(|s| content::ratchet_to_current(frame, &s.secret, &s.container))
+    };
+    if let Some(s) = from_account(core.ledger.lookup(*ghid).await) {
+        return Some(s);
+    }
+    // Another machine of ours may have flushed a newer account state.
+    core.ledger.refresh().await;
+    from_account(core.ledger.lookup(*ghid).await)
 }
 
 /// Decrypts and unframes a container.
@@ -252,12 +272,15 @@ pub async fn load(core: &DaemonCore, ghid: Ghid) -> Result<Loaded, DaemonError> 
             Ok(loaded)
         }
         Object::Geoc(geoc) => {
-            let stored = match core.secret(&ghid)? {
-                Some(r) => Some(r.stored),
-                None => core.ledger.lookup(ghid).await,
-            };
-            let stored = stored
-                .filter(|s| s.container == ghid)
+            let mut candidates: Vec<StoredSecret> = core.secret(&ghid)?.map(|r| r.stored).into_iter().collect();
+            candidates.extend(core.ledger.lookup(ghid).await);
+            if !candidates.iter().any(|s| s.container == ghid) {
+                core.ledger.refresh().await;
+                candidates.extend(core.ledger.lookup(ghid).await);
+            }
+            let stored = candidates
+                .into_iter()
+                .find(|s| s.container == ghid)
                 .ok_or_else(|| DaemonError::UnknownSecret(ghid.to_string()))?;
             let (api_id, state) = open(&geoc, &stored.secret)?;
             Ok(Loaded {
@@ -299,13 +322,17 @@ pub async fn open_pulled(
     container: &Geoc,
 ) -> Result<Option<(Secret, Option<Ghid>, Vec<u8>)>, DaemonError> {
     if frame.target() != container.ghid {
-        return Err(DaemonError::BadArgs("container is not the frame's target".into()));
+        return Err(DaemonError::BadArgs(
+            "container is not the frame's target".into(),
+        ));
     }
     let secret = match content::ratchet_to_current(frame, &obj.secret, &obj.container) {
         Some(s) => Some(s),
         None => find_secret(core, &obj.ghid, frame).await,
     };
-    let Some(secret) = secret else { return Ok(None) };
+    let Some(secret) = secret else {
+        return Ok(None);
+    };
     let (api_id, state) = open(container, &secret)?;
     Ok(Some((secret, api_id, state)))
 }
@@ -349,7 +376,9 @@ fn our_bindings(core: &DaemonCore, target: &Ghid) -> Result<Vec<Ghid>, DaemonErr
     let me = core.fingerprint();
     let mut ours = Vec::new();
     for b in bindings {
-        let Some(bytes) = core.local(&b)? else { continue };
+        let Some(bytes) = core.local(&b)? else {
+            continue;
+        };
         if let Ok(Object::Gobs(gobs)) = Object::decode(&bytes, Policy::STRICT) {
             if gobs.binder == me && gobs.target == *target {
                 ours.push(gobs.ghid);

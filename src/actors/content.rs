@@ -59,7 +59,10 @@ mod tests {
     #[test]
     fn plaintext_round_trip() {
         let api = Ghid::new(Algo::DUMMY, [7; 64]);
-        assert_eq!(unpack(&pack(Some(&api), b"abc")), Some((Some(api), b"abc".to_vec())));
+        assert_eq!(
+            unpack(&pack(Some(&api), b"abc")),
+            Some((Some(api), b"abc".to_vec()))
+        );
         let none = pack(None, b"");
         assert_eq!(none.len(), HEADER_LEN);
         assert_eq!(unpack(&none), Some((None, vec![])));
@@ -88,7 +91,10 @@ mod tests {
             signature: [0; SIG_LEN],
         };
         for (i, c) in containers.iter().enumerate() {
-            assert_eq!(ratchet_to_current(&frame, &secrets[i], c).as_ref(), Some(&secrets[3]));
+            assert_eq!(
+                ratchet_to_current(&frame, &secrets[i], c).as_ref(),
+                Some(&secrets[3])
+            );
         }
         let stranger = Ghid::pseudorandom(Algo::SHA512);
         assert!(ratchet_to_current(&frame, &secrets[0], &stranger).is_none());

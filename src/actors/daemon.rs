@@ -9,6 +9,7 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -23,6 +24,9 @@ use crate::golix::{FirstParty, Ghid, Secret};
 
 /// How often an operation retries finding a live actor that is retiring under it.
 const TRACK_ATTEMPTS: usize = 8;
+/// At shutdown, how long connected remotes get to take what is still in their outbox (the
+/// rest stays queued, durably, for the next start).
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(2);
 
 /// What [`start`] needs.
 pub struct DaemonOptions {
@@ -36,7 +40,10 @@ pub struct DaemonOptions {
 /// How to log in.
 pub enum Login {
     /// A new account for `identity` (its objects are created, stored and published).
-    Create { identity: FirstParty, root_secret: Secret },
+    Create {
+        identity: FirstParty,
+        root_secret: Secret,
+    },
     /// An existing account: its root object comes from the local cache, else a remote.
     Open {
         user_id: Ghid,
@@ -60,7 +67,10 @@ pub async fn start(opts: DaemonOptions) -> Result<DaemonHandle, DaemonError> {
 }
 
 /// Starts a daemon that logs to `log`.
-pub async fn start_with_log(opts: DaemonOptions, log: slog::Logger) -> Result<DaemonHandle, DaemonError> {
+pub async fn start_with_log(
+    opts: DaemonOptions,
+    log: slog::Logger,
+) -> Result<DaemonHandle, DaemonError> {
     let (core, tasks) = super::boot::boot(opts, log).await?;
     Ok(DaemonHandle {
         core,
@@ -135,7 +145,11 @@ impl DaemonHandle {
     }
 
     /// The object's actor, loading it if needed, with `app` tracking it.
-    async fn track(&self, app: AppId, ghid: Ghid) -> Result<(ObjectHandle, ObjectView), DaemonError> {
+    async fn track(
+        &self,
+        app: AppId,
+        ghid: Ghid,
+    ) -> Result<(ObjectHandle, ObjectView), DaemonError> {
         let core = &self.core;
         for _ in 0..TRACK_ATTEMPTS {
             if let Some(h) = core.objects.get(&ghid) {
@@ -160,9 +174,12 @@ impl DaemonHandle {
             if dynamic {
                 core.subscribe(ghid);
             }
-            if let Some(h) = core.objects.get(&ghid) {
-                return Ok((h, view));
-            }
+            // Gone already only if the app disconnected meanwhile.
+            return core
+                .objects
+                .get(&ghid)
+                .map(|h| (h, view))
+                .ok_or_else(|| DaemonError::DeadObject(ghid.to_string()));
         }
         Err(DaemonError::DeadObject(ghid.to_string()))
     }
@@ -199,7 +216,9 @@ impl DaemonHandle {
         }
         if let Some((author, dynamic)) = commit::owner(&self.core, ghid).await? {
             if author != self.core.fingerprint() {
-                return Err(DaemonError::LocallyImmutable(format!("{ghid} belongs to {author}")));
+                return Err(DaemonError::LocallyImmutable(format!(
+                    "{ghid} belongs to {author}"
+                )));
             }
             if need_dynamic && !dynamic {
                 return Err(DaemonError::LocallyImmutable(format!("{ghid} is static")));
@@ -257,13 +276,15 @@ impl DaemonHandle {
     /// Binds the current container statically; returns its ghid (a static object).
     pub async fn freeze(&self, app: AppId, ghid: Ghid) -> Result<Ghid, DaemonError> {
         let _pass = self.core.gate.enter()?;
-        self.ask(app, ghid, |reply| ObjectMsg::Freeze { reply }).await?
+        self.ask(app, ghid, |reply| ObjectMsg::Freeze { reply })
+            .await?
     }
 
     /// Our own binding on the object: it survives its owner's delete.
     pub async fn hold(&self, app: AppId, ghid: Ghid) -> Result<(), DaemonError> {
         let _pass = self.core.gate.enter()?;
-        self.ask(app, ghid, |reply| ObjectMsg::Hold { reply }).await?
+        self.ask(app, ghid, |reply| ObjectMsg::Hold { reply })
+            .await?
     }
 
     /// Stops tracking for this app only (nothing changes anywhere else).
@@ -300,6 +321,16 @@ impl DaemonHandle {
         }
         let flushed = core.ledger.stop().await;
         core.gc.stop();
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_DRAIN;
+        while tokio::time::Instant::now() < deadline
+            && core
+                .remotes
+                .iter()
+                .enumerate()
+                .any(|(q, r)| r.is_connected() && core.outbox.pending(q) > 0)
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         for r in &core.remotes {
             r.stop().await;
         }
@@ -320,6 +351,8 @@ impl DaemonHandle {
     /// Outbox entries not yet acknowledged, per remote URL (for status displays and tests).
     pub fn outbox_pending(&self) -> Vec<(String, usize)> {
         let o = &self.core.outbox;
-        (0..o.len()).map(|q| (o.url(q).to_owned(), o.pending(q))).collect()
+        (0..o.len())
+            .map(|q| (o.url(q).to_owned(), o.pending(q)))
+            .collect()
     }
 }

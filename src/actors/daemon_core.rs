@@ -178,10 +178,12 @@ impl DaemonCore {
             return Ok(Some(b));
         }
         match self.fetch(ghid).await {
-            Some(b) => {
-                self.ingest_fetched(b.clone()).await?;
-                Ok(Some(b))
-            }
+            Some(b) => match self.ingest_fetched(b.clone()).await {
+                Ok(_) => Ok(Some(b)),
+                // Deleted here already; the remote has not heard yet.
+                Err(DaemonError::Persist(PersistError::AlreadyDebound(_))) => Ok(None),
+                Err(e) => Err(e),
+            },
             None => Ok(None),
         }
     }

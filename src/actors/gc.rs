@@ -101,7 +101,11 @@ async fn run(mut rx: mpsc::UnboundedReceiver<GcMsg>, core: Arc<OnceCell<Weak<Dae
 
 /// Forgets `ghid`'s secret and metadata (locally and in the account) if the archive no longer
 /// has it and, when `need_debinding`, it was debound.
-fn forget_if_gone(core: &DaemonCore, ghid: &Ghid, need_debinding: bool) -> Result<bool, DaemonError> {
+fn forget_if_gone(
+    core: &DaemonCore,
+    ghid: &Ghid,
+    need_debinding: bool,
+) -> Result<bool, DaemonError> {
     if core.archive.status(ghid)? == Status::Present {
         return Ok(false);
     }

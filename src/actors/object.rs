@@ -39,7 +39,9 @@ pub enum ObjectMsg {
         reply: oneshot::Sender<Option<ObjectView>>,
     },
     /// Local discard: removes one tracker.
-    Untrack { app: AppId },
+    Untrack {
+        app: AppId,
+    },
     View {
         reply: oneshot::Sender<ObjectView>,
     },
@@ -49,8 +51,9 @@ pub enum ObjectMsg {
         private: Option<bool>,
         reply: oneshot::Sender<Result<(), DaemonError>>,
     },
-    /// A newer frame and its container, already ingested locally.
-    Pulled { frame: Gobd, container: Geoc },
+    /// A newer frame and its container, already ingested locally (boxed: signatures make
+    /// them large).
+    Pulled(Box<(Gobd, Geoc)>),
     /// A debinding of this object was ingested locally.
     Removed,
     Freeze {
@@ -64,7 +67,9 @@ pub enum ObjectMsg {
         reply: oneshot::Sender<Result<(), DaemonError>>,
     },
     /// Stop now (shutdown; no push is in flight by then).
-    Stop { reply: oneshot::Sender<()> },
+    Stop {
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// Sends to one `ObjectActor`. Cheap to clone.
@@ -107,7 +112,10 @@ impl ObjectRegistry {
     }
 
     pub fn all(&self) -> Vec<(Ghid, ObjectHandle)> {
-        lock(&self.live).iter().map(|(g, h)| (*g, h.clone())).collect()
+        lock(&self.live)
+            .iter()
+            .map(|(g, h)| (*g, h.clone()))
+            .collect()
     }
 
     /// Dynamic ghids of live objects (what remotes subscribe to).
@@ -145,14 +153,17 @@ pub fn spawn(core: &Arc<DaemonCore>, loaded: Loaded, app: AppId) -> ObjectView {
         core: core.clone(),
         obj: loaded,
         id,
-        trackers: HashSet::from([app]),
+        trackers: HashSet::new(),
         held: None,
         deferred: VecDeque::new(),
         waiting: Vec::new(),
         latest: None,
         retries: 0,
     };
-    core.apps.track(app, ghid);
+    // An app that disconnected meanwhile does not track it (the actor then retires at once).
+    if core.apps.track(app, ghid) {
+        actor.trackers.insert(app);
+    }
     let view = actor.view();
     lock(&core.objects.live).insert(ghid, ObjectHandle { tx, id });
     let task = tokio::spawn(async move { actor.run(rx).await });
@@ -225,6 +236,10 @@ impl ObjectActor {
 
     async fn run(&mut self, mut rx: mpsc::Receiver<ObjectMsg>) {
         let mut in_flight: Option<InFlight> = None;
+        if self.trackers.is_empty() {
+            self.retire(rx).await;
+            return;
+        }
         loop {
             tokio::select! {
                 msg = rx.recv() => {
@@ -237,8 +252,7 @@ impl ObjectActor {
                 done = join(&mut in_flight) => {
                     let f = in_flight.take().expect("joined an in-flight push");
                     self.finish_push(done, f.waiters, f.latest).await;
-                    while in_flight.is_none() {
-                        let Some(msg) = self.deferred.pop_front() else { break };
+                    while let Some(msg) = self.deferred.pop_front() {
                         if let Some(stop) = self.handle(msg, false).await {
                             let _ = stop.send(());
                             return;
@@ -260,8 +274,9 @@ impl ObjectActor {
     async fn handle(&mut self, msg: ObjectMsg, busy: bool) -> Option<oneshot::Sender<()>> {
         match msg {
             ObjectMsg::Track { app, reply } => {
-                self.trackers.insert(app);
-                self.core.apps.track(app, self.obj.ghid);
+                if self.core.apps.track(app, self.obj.ghid) {
+                    self.trackers.insert(app);
+                }
                 let _ = reply.send(Some(self.view()));
             }
             ObjectMsg::Untrack { app } => {
@@ -279,7 +294,10 @@ impl ObjectActor {
             } => self.queue_push(app, state, private, reply),
             ObjectMsg::Stop { reply } => return Some(reply),
             other if busy => self.deferred.push_back(other),
-            ObjectMsg::Pulled { frame, container } => self.pulled(frame, container).await,
+            ObjectMsg::Pulled(pulled) => {
+                let (frame, container) = *pulled;
+                self.pulled(frame, container).await
+            }
             ObjectMsg::Removed => self.removed(None).await,
             ObjectMsg::Freeze { reply } => {
                 let _ = reply.send(self.freeze().await);
@@ -375,7 +393,9 @@ impl ObjectActor {
                     let _ = w.reply.send(Ok(()));
                 }
             }
-            Err(DaemonError::Persist(PersistError::IllegalFrame(m))) if self.retries < PUSH_RETRIES => {
+            Err(DaemonError::Persist(PersistError::IllegalFrame(m)))
+                if self.retries < PUSH_RETRIES =>
+            {
                 // Another machine of ours published a newer frame: rebuild on top of it once
                 // its pull is applied (it is among the deferred messages, or on its way).
                 slog::info!(self.core.log, "push lost a frame race; retrying";
@@ -418,19 +438,24 @@ impl ObjectActor {
     }
 
     async fn pulled(&mut self, frame: Gobd, container: Geoc) {
-        let Some(current) = &self.obj.frame else { return };
+        let Some(current) = &self.obj.frame else {
+            return;
+        };
         if frame.dynamic != self.obj.ghid || frame.counter <= current.counter {
             return;
         }
         match commit::open_pulled(&self.core, &self.obj, &frame, &container).await {
             Ok(Some((secret, api_id, state))) => {
-                self.obj.pulled(frame, container.ghid, secret, api_id, state);
+                self.obj
+                    .pulled(frame, container.ghid, secret, api_id, state);
                 commit::remember_secret(&self.core, &self.obj);
                 self.broadcast(None);
             }
-            Ok(None) => slog::warn!(self.core.log, "cannot decrypt an update: no secret ratchets to it";
+            Ok(None) => {
+                slog::warn!(self.core.log, "cannot decrypt an update: no secret ratchets to it";
                 "ghid" => %self.obj.ghid, "counter" => frame.counter,
-                "error" => DaemonError::UnknownSecret(self.obj.ghid.to_string()).code()),
+                "error" => DaemonError::UnknownSecret(self.obj.ghid.to_string()).code())
+            }
             Err(e) => slog::warn!(self.core.log, "cannot open an update";
                 "ghid" => %self.obj.ghid, "error" => %e),
         }
@@ -520,7 +545,7 @@ impl ObjectActor {
                 ObjectMsg::Stop { reply } => {
                     let _ = reply.send(());
                 }
-                ObjectMsg::Untrack { .. } | ObjectMsg::Pulled { .. } | ObjectMsg::Removed => {}
+                ObjectMsg::Untrack { .. } | ObjectMsg::Pulled(_) | ObjectMsg::Removed => {}
             }
         }
     }

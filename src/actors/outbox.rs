@@ -125,7 +125,8 @@ impl Outbox {
             for object in objects {
                 let seq = self.next.fetch_add(1, Ordering::Relaxed);
                 for q in self.queues.iter() {
-                    self.vault.put(&key(&q.prefix, seq), &Stored(object.clone()))?;
+                    self.vault
+                        .put(&key(&q.prefix, seq), &Stored(object.clone()))?;
                     q.seqs().insert(seq);
                 }
             }
@@ -190,4 +191,54 @@ fn key(prefix: &[u8], seq: u64) -> Vec<u8> {
 fn seq_of(key: &[u8]) -> Option<u64> {
     let raw: [u8; 8] = key.get(PREFIX.len() + TAG_LEN..)?.try_into().ok()?;
     Some(u64::from_be_bytes(raw))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vault(db: &sled::Db) -> Vault {
+        Vault::open(db, "outbox-test", &[7; 32]).unwrap()
+    }
+
+    #[test]
+    fn entries_keep_order_per_remote_and_survive_a_reopen() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let urls = vec!["ws://a/ws".to_owned(), "ws://b/ws".to_owned()];
+        let o = Outbox::open(vault(&db), &urls).unwrap();
+        o.enqueue(&[b"one".to_vec(), b"two".to_vec()]).unwrap();
+        o.enqueue(&[b"three".to_vec()]).unwrap();
+        assert_eq!((o.pending(0), o.pending(1)), (3, 3));
+        let first = o.first(0).unwrap().unwrap();
+        assert_eq!(first.object, b"one");
+        o.remove(0, first.seq).unwrap();
+        assert_eq!(o.first(0).unwrap().unwrap().object, b"two");
+        assert_eq!(o.first(1).unwrap().unwrap().object, b"one");
+        // Reopened (a restart): the same queues, and new entries go after the old ones.
+        let o = Outbox::open(vault(&db), &urls).unwrap();
+        assert_eq!((o.pending(0), o.pending(1)), (2, 3));
+        o.enqueue(&[b"four".to_vec()]).unwrap();
+        let mut drained = Vec::new();
+        while let Some(e) = o.first(0).unwrap() {
+            o.remove(0, e.seq).unwrap();
+            drained.push(e.object);
+        }
+        assert_eq!(drained, vec![b"two".to_vec(), b"three".to_vec(), b"four".to_vec()]);
+        // A queue per URL: another remote list sees only its own queues.
+        let other = Outbox::open(vault(&db), &["ws://c/ws".to_owned()]).unwrap();
+        assert_eq!(other.pending(0), 0);
+    }
+
+    #[test]
+    fn a_record_that_does_not_open_is_dropped_not_wedged() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let urls = vec!["ws://a/ws".to_owned()];
+        let o = Outbox::open(vault(&db), &urls).unwrap();
+        o.enqueue(&[b"bad".to_vec(), b"good".to_vec()]).unwrap();
+        let tree = db.open_tree("outbox-test").unwrap();
+        let (k, _) = tree.iter().next().unwrap().unwrap();
+        tree.insert(k, b"garbage".to_vec()).unwrap();
+        assert!(o.first(0).is_err());
+        assert_eq!(o.first(0).unwrap().unwrap().object, b"good");
+    }
 }

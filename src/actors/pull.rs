@@ -21,7 +21,12 @@ use crate::golix::{Ghid, Gobd, Object, Policy};
 use crate::persist::PersistError;
 
 /// Handles one `notify {subscription, object}` from `from`.
-pub async fn notification(core: &Arc<DaemonCore>, from: &RemoteHandle, subscription: Ghid, object: Vec<u8>) {
+pub async fn notification(
+    core: &Arc<DaemonCore>,
+    from: &RemoteHandle,
+    subscription: Ghid,
+    object: Vec<u8>,
+) {
     let kind = match Object::decode(&object, Policy::STRICT) {
         Ok(o) => o,
         Err(e) => {
@@ -30,7 +35,9 @@ pub async fn notification(core: &Arc<DaemonCore>, from: &RemoteHandle, subscript
         }
     };
     let result = match kind {
-        Object::Gobd(frame) if frame.dynamic == subscription => frame_bytes(core, from, frame, object).await,
+        Object::Gobd(frame) if frame.dynamic == subscription => {
+            frame_bytes(core, from, frame, object).await
+        }
         Object::Gdxx(_) => removal(core, subscription, object).await,
         Object::Garq(_) => {
             slog::debug!(core.log, "request for us (left for the share layer)"; "remote" => from.url());
@@ -47,14 +54,26 @@ pub async fn notification(core: &Arc<DaemonCore>, from: &RemoteHandle, subscript
 }
 
 /// Pulls raw frame bytes (from a catch-up `get` or `sync`).
-pub async fn frame(core: &Arc<DaemonCore>, from: &RemoteHandle, bytes: Vec<u8>) -> Result<(), DaemonError> {
+pub async fn frame(
+    core: &Arc<DaemonCore>,
+    from: &RemoteHandle,
+    bytes: Vec<u8>,
+) -> Result<(), DaemonError> {
     match Object::decode(&bytes, Policy::STRICT).map_err(PersistError::from)? {
         Object::Gobd(frame) => frame_bytes(core, from, frame, bytes).await,
-        other => Err(DaemonError::BadArgs(format!("expected a frame, got a {}", other.kind().as_str()))),
+        other => Err(DaemonError::BadArgs(format!(
+            "expected a frame, got a {}",
+            other.kind().as_str()
+        ))),
     }
 }
 
-async fn frame_bytes(core: &Arc<DaemonCore>, from: &RemoteHandle, frame: Gobd, bytes: Vec<u8>) -> Result<(), DaemonError> {
+async fn frame_bytes(
+    core: &Arc<DaemonCore>,
+    from: &RemoteHandle,
+    frame: Gobd,
+    bytes: Vec<u8>,
+) -> Result<(), DaemonError> {
     match core.ingest_fetched(bytes).await {
         Ok(_) => {}
         Err(DaemonError::Persist(PersistError::IllegalFrame(_))) => return Ok(()), // stale
@@ -73,15 +92,14 @@ async fn frame_bytes(core: &Arc<DaemonCore>, from: &RemoteHandle, frame: Gobd, b
             b
         }
     };
-    let Object::Geoc(container) = Object::decode(&container, Policy::STRICT).map_err(PersistError::from)? else {
+    let Object::Geoc(container) =
+        Object::decode(&container, Policy::STRICT).map_err(PersistError::from)?
+    else {
         return Err(DaemonError::BadArgs(format!("{target} is not a container")));
     };
     let dynamic = frame.dynamic;
     if let Some(actor) = core.objects.get(&dynamic) {
-        let msg = ObjectMsg::Pulled {
-            frame: frame.clone(),
-            container,
-        };
+        let msg = ObjectMsg::Pulled(Box::new((frame.clone(), container)));
         if actor.send(msg).await {
             return Ok(());
         }
@@ -90,8 +108,14 @@ async fn frame_bytes(core: &Arc<DaemonCore>, from: &RemoteHandle, frame: Gobd, b
 }
 
 /// No live actor: ratchet the recorded secret forward so it keeps up with the frames.
-async fn advance_secret(core: &DaemonCore, dynamic: &Ghid, frame: &Gobd) -> Result<(), DaemonError> {
-    let Some(old) = core.secret(dynamic)? else { return Ok(()) };
+async fn advance_secret(
+    core: &DaemonCore,
+    dynamic: &Ghid,
+    frame: &Gobd,
+) -> Result<(), DaemonError> {
+    let Some(old) = core.secret(dynamic)? else {
+        return Ok(());
+    };
     if old.counter >= frame.counter {
         return Ok(());
     }
@@ -108,7 +132,11 @@ async fn advance_secret(core: &DaemonCore, dynamic: &Ghid, frame: &Gobd) -> Resu
     Ok(())
 }
 
-async fn removal(core: &Arc<DaemonCore>, subscription: Ghid, object: Vec<u8>) -> Result<(), DaemonError> {
+async fn removal(
+    core: &Arc<DaemonCore>,
+    subscription: Ghid,
+    object: Vec<u8>,
+) -> Result<(), DaemonError> {
     match core.ingest_fetched(object).await {
         Ok(_) | Err(DaemonError::Persist(PersistError::AlreadyDebound(_))) => {}
         Err(e) => return Err(e),

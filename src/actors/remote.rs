@@ -25,7 +25,9 @@ use tokio::task::JoinHandle;
 use super::daemon_core::DaemonCore;
 use super::pull;
 use crate::golix::Ghid;
-use crate::persist::client::{ClientError, ClientOptions, Notifications, PersisterClient as Client};
+use crate::persist::client::{
+    ClientError, ClientOptions, Notifications, PersisterClient as Client,
+};
 
 /// First reconnect delay; doubles per failed attempt.
 pub const BACKOFF_START: Duration = Duration::from_millis(100);
@@ -53,21 +55,30 @@ struct Shared {
     /// This remote's queue in the outbox.
     queue: usize,
     tx: mpsc::UnboundedSender<RemoteMsg>,
-    /// The connected client, if any.
-    client: watch::Receiver<Option<Client>>,
+    /// The connection state (with the client while connected).
+    client: watch::Receiver<Link>,
 }
 
 /// The receiving ends, consumed by [`spawn`].
 pub struct RemoteInbox {
     rx: mpsc::UnboundedReceiver<RemoteMsg>,
-    client: watch::Sender<Option<Client>>,
+    client: watch::Sender<Link>,
+}
+
+/// Where a remote's connection stands.
+#[derive(Clone)]
+enum Link {
+    /// The first connection attempt has not finished.
+    Starting,
+    Up(Client),
+    Down,
 }
 
 impl RemoteHandle {
     /// The handle of the remote at `url` (outbox queue `queue`) and its inbox.
     pub fn channel(url: &str, queue: usize) -> (RemoteHandle, RemoteInbox) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let (ctx, crx) = watch::channel(None);
+        let (ctx, crx) = watch::channel(Link::Starting);
         let shared = Arc::new(Shared {
             url: url.to_owned(),
             queue,
@@ -82,13 +93,31 @@ impl RemoteHandle {
     }
 
     pub fn is_connected(&self) -> bool {
-        self.shared.client.borrow().is_some()
+        matches!(*self.shared.client.borrow(), Link::Up(_))
+    }
+
+    /// The connected client; while the first connection attempt is still running, waits for
+    /// it (bounded), so fetches right after start do not miss a reachable remote.
+    async fn client(&self) -> Option<Client> {
+        let mut rx = self.shared.client.clone();
+        let settled = tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            rx.wait_for(|l| !matches!(l, Link::Starting)),
+        )
+        .await;
+        match settled {
+            Ok(Ok(link)) => match &*link {
+                Link::Up(c) => Some(c.clone()),
+                _ => None,
+            },
+            _ => None,
+        }
     }
 
     /// Raw bytes of `ghid` (a dynamic ghid: its current frame) from this remote, if it is
     /// connected and has it.
     pub async fn get(&self, ghid: &Ghid) -> Option<Vec<u8>> {
-        let client = self.shared.client.borrow().clone()?;
+        let client = self.client().await?;
         timed(client.get(ghid)).await.ok().map(|b| b.to_vec())
     }
 
@@ -133,7 +162,7 @@ struct RemoteActor {
     handle: RemoteHandle,
     /// Dynamic ghids to keep subscribed.
     subs: BTreeSet<Ghid>,
-    client_tx: watch::Sender<Option<Client>>,
+    client_tx: watch::Sender<Link>,
 }
 
 /// Why a session ended.
@@ -145,7 +174,9 @@ enum Ended {
 /// Delay before reconnect attempt `attempt` (0-based): 100 ms doubling, capped at 5 s, with
 /// up to 50 % random jitter subtracted so that many daemons do not reconnect in step.
 pub fn backoff(attempt: u32) -> Duration {
-    let base = BACKOFF_START.saturating_mul(1u32 << attempt.min(16)).min(BACKOFF_MAX);
+    let base = BACKOFF_START
+        .saturating_mul(1u32 << attempt.min(16))
+        .min(BACKOFF_MAX);
     let jitter = rand::thread_rng().gen_range(0.0..0.5);
     base.mul_f64(1.0 - jitter)
 }
@@ -181,6 +212,7 @@ impl RemoteActor {
                     }
                 }
                 Err(e) => {
+                    let _ = self.client_tx.send(Link::Down);
                     slog::debug!(self.log(), "remote unreachable"; "remote" => self.handle.url(), "error" => %e);
                 }
             }
@@ -220,14 +252,20 @@ impl RemoteActor {
     ) -> Ended {
         if let Err(e) = self.greet(&client).await {
             slog::info!(self.log(), "remote setup failed"; "remote" => self.handle.url(), "error" => %e);
+            let _ = self.client_tx.send(Link::Down);
             client.close();
             return Ended::Lost;
         }
-        let _ = self.client_tx.send(Some(client.clone()));
+        let _ = self.client_tx.send(Link::Up(client.clone()));
         let (work_tx, work_rx) = mpsc::unbounded_channel();
         let worker = tokio::spawn(pull_worker(self.core.clone(), self.handle.clone(), work_rx));
         let (caught_up_tx, caught_up_rx) = oneshot::channel();
-        let drainer = tokio::spawn(drain(self.core.clone(), self.handle.clone(), client.clone(), caught_up_tx));
+        let drainer = tokio::spawn(drain(
+            self.core.clone(),
+            self.handle.clone(),
+            client.clone(),
+            caught_up_tx,
+        ));
         let subs: Vec<Ghid> = self.subs.iter().copied().collect();
         let catch_up = {
             let work = work_tx.clone();
@@ -276,7 +314,7 @@ impl RemoteActor {
                 },
             }
         };
-        let _ = self.client_tx.send(None);
+        let _ = self.client_tx.send(Link::Down);
         drainer.abort();
         catch_up.abort();
         drop(work_tx);
@@ -300,7 +338,9 @@ impl RemoteActor {
     }
 }
 
-async fn timed<T>(f: impl std::future::Future<Output = Result<T, ClientError>>) -> Result<T, ClientError> {
+async fn timed<T>(
+    f: impl std::future::Future<Output = Result<T, ClientError>>,
+) -> Result<T, ClientError> {
     tokio::time::timeout(REQUEST_TIMEOUT, f)
         .await
         .unwrap_or(Err(ClientError::Timeout))
@@ -312,10 +352,16 @@ enum Work {
 }
 
 /// Pulls notifications and catch-up frames in arrival order.
-async fn pull_worker(core: Arc<DaemonCore>, remote: RemoteHandle, mut rx: mpsc::UnboundedReceiver<Work>) {
+async fn pull_worker(
+    core: Arc<DaemonCore>,
+    remote: RemoteHandle,
+    mut rx: mpsc::UnboundedReceiver<Work>,
+) {
     while let Some(w) = rx.recv().await {
         match w {
-            Work::Note(subscription, object) => pull::notification(&core, &remote, subscription, object).await,
+            Work::Note(subscription, object) => {
+                pull::notification(&core, &remote, subscription, object).await
+            }
             Work::Frame(bytes) => {
                 if let Err(e) = pull::frame(&core, &remote, bytes).await {
                     slog::info!(core.log, "catch-up frame not applied"; "remote" => remote.url(), "error" => %e);
@@ -333,7 +379,12 @@ fn is_rule_rejection(code: &str) -> bool {
 
 /// Replays this remote's outbox queue in order, forever (the session aborts it). Signals
 /// `caught_up` the first time the queue is empty.
-async fn drain(core: Arc<DaemonCore>, remote: RemoteHandle, client: Client, caught_up: oneshot::Sender<()>) {
+async fn drain(
+    core: Arc<DaemonCore>,
+    remote: RemoteHandle,
+    client: Client,
+    caught_up: oneshot::Sender<()>,
+) {
     let q = remote.shared.queue;
     let mut caught_up = Some(caught_up);
     loop {
@@ -414,7 +465,25 @@ impl Connector {
             url: url.to_owned(),
             reason: "the connector thread stopped".into(),
         };
-        self.tx.send((url.to_owned(), reply)).map_err(|_| closed())?;
+        self.tx
+            .send((url.to_owned(), reply))
+            .map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_100ms_caps_at_5s_with_jitter() {
+        for attempt in 0..40 {
+            let d = backoff(attempt);
+            let base = BACKOFF_START.saturating_mul(1 << attempt.min(16)).min(BACKOFF_MAX);
+            assert!(d <= base && d >= base / 2, "attempt {attempt}: {d:?} vs {base:?}");
+        }
+        assert!(backoff(0) <= Duration::from_millis(100));
+        assert!(backoff(30) >= Duration::from_millis(2500));
     }
 }

@@ -285,6 +285,15 @@ pub struct HgxLink {
     info: Arc<HelloInfo>,
 }
 
+impl std::fmt::Debug for HgxLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HgxLink")
+            .field("fingerprint", &self.info.fingerprint)
+            .field("closed", &self.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
 fn typed<T: DeserializeOwned>(v: Value) -> Result<T, ClientError> {
     rmpv::ext::from_value(v).map_err(|e| ClientError::Protocol(format!("unexpected result: {e}")))
 }
@@ -414,7 +423,10 @@ impl HgxLink {
     }
 
     pub async fn discard(&self, ghid: Ghid) -> Result<(), ClientError> {
-        self.core.call("discard", &GhidArgs { ghid }).await.map(drop)
+        self.core
+            .call("discard", &GhidArgs { ghid })
+            .await
+            .map(drop)
     }
 
     pub async fn delete(&self, ghid: Ghid) -> Result<(), ClientError> {
@@ -516,11 +528,104 @@ where
                         break;
                     }
                 }
-                Some(Ok(Frame::Close(_))) | Some(Err(_)) | None => break,
+                Some(Ok(Frame::Close(reason))) => {
+                    // Complete the closing handshake; dropping the socket then closes TCP.
+                    let _ = framed.send(Message::Close(reason)).await;
+                    break;
+                }
+                Some(Err(_)) | None => break,
                 Some(Ok(Frame::Text(_) | Frame::Pong(_))) => {}
             },
         }
     }
     let _ = framed.close().await;
     router.close();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::golix::Algo;
+
+    fn frame(v: Value) -> Vec<u8> {
+        let mut buf = Vec::new();
+        rmpv::encode::write_value(&mut buf, &v).unwrap();
+        buf
+    }
+
+    fn map(entries: Vec<(&str, Value)>) -> Value {
+        Value::Map(
+            entries
+                .into_iter()
+                .map(|(k, v)| (Value::from(k), v))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn unknown_events_are_ignored_and_known_ones_delivered() {
+        let router = Router::new();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        lock(&router.subscribers).push(tx);
+        let g = Ghid::new(Algo::SHA512, [5; 64]);
+        router.dispatch(&frame(map(vec![
+            ("event", "from_the_future".into()),
+            ("data", Value::from(1)),
+        ])));
+        router.dispatch(&frame(map(vec![
+            ("event", "delete".into()),
+            ("data", Value::Nil),
+        ])));
+        router.dispatch(b"\xc1 not msgpack");
+        router.dispatch(&frame(map(vec![
+            ("event", "delete".into()),
+            (
+                "data",
+                map(vec![
+                    ("ghid", Value::Binary(g.as_bytes().to_vec())),
+                    ("extra", Value::Nil),
+                ]),
+            ),
+        ])));
+        assert_eq!(rx.try_recv().unwrap(), AppEvent::Delete(g));
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn unknown_error_codes_are_generic_and_keep_their_code() {
+        let router = Router::new();
+        let (tx, mut rx) = oneshot::channel();
+        lock(&router.pending).as_mut().unwrap().insert(7, tx);
+        let err = map(vec![
+            ("code", "quantum_flux".into()),
+            ("message", "?".into()),
+        ]);
+        router.dispatch(&frame(map(vec![("id", Value::from(7)), ("err", err)])));
+        let ClientError::Remote(e) = rx.try_recv().unwrap().unwrap_err() else {
+            panic!()
+        };
+        assert_eq!(
+            (e.kind, e.code.as_str(), e.logref.as_str()),
+            (ErrorKind::Other, "quantum_flux", "")
+        );
+        assert_eq!(ErrorKind::from_code("not_found"), ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn close_fails_waiters_with_the_last_orphan_error() {
+        let router = Router::new();
+        let (tx, mut rx) = oneshot::channel();
+        lock(&router.pending).as_mut().unwrap().insert(1, tx);
+        let err = map(vec![
+            ("code", "too_large".into()),
+            ("message", "big".into()),
+        ]);
+        router.dispatch(&frame(map(vec![("id", Value::Nil), ("err", err)])));
+        router.close();
+        assert_eq!(
+            rx.try_recv().unwrap().unwrap_err().kind(),
+            Some(ErrorKind::TooLarge)
+        );
+        assert!(lock(&router.pending).is_none());
+    }
 }

@@ -46,9 +46,14 @@ pub use token::{CapabilityToken, TOKEN_FILE_NAME};
 /// `DaemonHandle`, so that handle implements this trait by delegation and tests substitute
 /// an in-memory double.
 ///
-/// The handle is cloned into every connection's session task (on actix worker threads),
-/// hence `Clone + Send + Sync + 'static`. The returned futures are awaited on the session's
-/// own thread and need not be `Send`. Implementations may write `async fn` for the futures.
+/// The handle is shared by every connection's session task (on actix worker threads),
+/// hence `Clone + Send + Sync + 'static`. The returned futures are polled on the session's
+/// own thread and need not be `Send`; implementations may write `async fn`. Every call runs
+/// with the runtime that called [`serve`] entered, so a `tokio::spawn` inside it (an object
+/// actor, a forwarding task) lands on that runtime, not on the IPC worker thread.
+///
+/// Per connection: `connect_app` once at `hello`, then any number of op calls, possibly
+/// concurrent, then `disconnect_app` once after the last of them has finished.
 pub trait DaemonApi: Clone + Send + Sync + 'static {
     /// The user's identity (the first party's Ghid).
     fn fingerprint(&self) -> Ghid;
@@ -83,11 +88,8 @@ pub trait DaemonApi: Clone + Send + Sync + 'static {
         private: Option<bool>,
     ) -> impl Future<Output = Result<(), DaemonError>>;
     /// Pulls the newest state from upstream.
-    fn sync(
-        &self,
-        app: AppId,
-        ghid: Ghid,
-    ) -> impl Future<Output = Result<ObjectView, DaemonError>>;
+    fn sync(&self, app: AppId, ghid: Ghid)
+        -> impl Future<Output = Result<ObjectView, DaemonError>>;
     /// Binds the current state statically; returns the static Ghid.
     fn freeze(&self, app: AppId, ghid: Ghid) -> impl Future<Output = Result<Ghid, DaemonError>>;
     /// Adds the user's own binding so the object survives its author's delete.

@@ -303,9 +303,9 @@ fn with_defaults(spec: &OpSpec, args: Value) -> Result<Value, ArgsError> {
     let mut given = match args {
         Value::Nil => Vec::new(),
         Value::Map(m) => m,
-        other => {
+        _ => {
             return Err(ArgsError::BadArgs(format!(
-                "{}: `args` must be a map, not {other}",
+                "{}: `args` must be a map",
                 spec.name
             )))
         }
@@ -409,7 +409,11 @@ pub fn markdown_table() -> String {
         s += &format!(
             "| `{}` | {} | {} | {} |\n",
             op.name,
-            if args.is_empty() { "-".into() } else { args.join(", ") },
+            if args.is_empty() {
+                "-".into()
+            } else {
+                args.join(", ")
+            },
             op.result,
             op.doc
         );
@@ -442,9 +446,13 @@ mod tests {
     fn every_op_in_the_table_dispatches() {
         for op in OPS {
             let full = Value::Map(
-                op.args.iter().map(|a| (Value::from(a.name), sample(a.kind))).collect(),
+                op.args
+                    .iter()
+                    .map(|a| (Value::from(a.name), sample(a.kind)))
+                    .collect(),
             );
-            let req = Request::decode(op.name, full).unwrap_or_else(|e| panic!("{}: {e:?}", op.name));
+            let req =
+                Request::decode(op.name, full).unwrap_or_else(|e| panic!("{}: {e:?}", op.name));
             assert_eq!(req.op(), op.name);
             let required = Value::Map(
                 op.args
@@ -477,11 +485,19 @@ mod tests {
                 .map(|(k, _)| k.as_str().unwrap())
                 .collect();
             let table: Vec<&str> = op.args.iter().map(|a| a.name).collect();
-            assert_eq!(names, table, "typed args of {} differ from the table", op.name);
+            assert_eq!(
+                names, table,
+                "typed args of {} differ from the table",
+                op.name
+            );
             // Defaults are the table's.
             for a in op.args {
                 if let Some(d) = a.default {
-                    let got = encoded.as_map().unwrap().iter().find(|(k, _)| k.as_str() == Some(a.name));
+                    let got = encoded
+                        .as_map()
+                        .unwrap()
+                        .iter()
+                        .find(|(k, _)| k.as_str() == Some(a.name));
                     assert_eq!(got.unwrap().1, d.to_value(), "{}.{}", op.name, a.name);
                 }
             }
@@ -497,7 +513,9 @@ mod tests {
             (Value::from("from_the_future"), Value::from(1)),
             (Value::from(3), Value::from(1)),
         ]);
-        let Request::New(n) = Request::decode("new", args).unwrap() else { panic!() };
+        let Request::New(n) = Request::decode("new", args).unwrap() else {
+            panic!()
+        };
         assert_eq!((n.api_id, n.dynamic, n.private), (None, true, false));
         assert_eq!(n.state.as_ref(), b"x");
 
@@ -505,12 +523,20 @@ mod tests {
             Request::decode("frobnicate", Value::Nil),
             Err(ArgsError::UnknownOp("frobnicate".into()))
         );
-        assert!(matches!(Request::decode("get", Value::Nil), Err(ArgsError::BadArgs(m)) if m.contains("ghid")));
+        assert!(
+            matches!(Request::decode("get", Value::Nil), Err(ArgsError::BadArgs(m)) if m.contains("ghid"))
+        );
         assert!(matches!(
-            Request::decode("get", Value::Map(vec![(Value::from("ghid"), Value::Binary(vec![1; 3]))])),
+            Request::decode(
+                "get",
+                Value::Map(vec![(Value::from("ghid"), Value::Binary(vec![1; 3]))])
+            ),
             Err(ArgsError::BadArgs(_))
         ));
-        assert!(matches!(Request::decode("get", Value::from(5)), Err(ArgsError::BadArgs(_))));
+        assert!(matches!(
+            Request::decode("get", Value::from(5)),
+            Err(ArgsError::BadArgs(_))
+        ));
         assert!(matches!(
             Request::decode(
                 "new",
@@ -546,7 +572,10 @@ mod tests {
         assert_eq!(info.fingerprint, who.fingerprint);
         assert_eq!(info.max_message, Some(99));
         assert_eq!(info.ops.len(), OPS.len());
-        assert_eq!(info.ops["new"].args, ["state", "api_id", "dynamic", "private"]);
+        assert_eq!(
+            info.ops["new"].args,
+            ["state", "api_id", "dynamic", "private"]
+        );
         assert_eq!(info.events, ["update", "delete", "share", "share_result"]);
     }
 

@@ -27,6 +27,8 @@ pub const DEFAULT_MAX_MESSAGE: usize = 16 * 1024 * 1024;
 pub const DEFAULT_HELLO_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a graceful stop waits for sessions to finish their in-flight requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long a graceful stop then waits for apps to close their connections.
+const CLOSE_LINGER: Duration = Duration::from_millis(250);
 
 /// How to run the endpoint.
 #[derive(Debug, Clone)]
@@ -78,6 +80,9 @@ pub(super) struct Shared<A> {
     pub shutdown: watch::Receiver<bool>,
     /// Live sessions, for the stop's completion wait.
     pub sessions: Counter,
+    /// The runtime that called [`serve`] (the daemon's): entered around every daemon call,
+    /// so what the daemon spawns lands there and not on an IPC worker thread.
+    pub rt: tokio::runtime::Handle,
 }
 
 /// A count of live things (sessions, TCP connections) that a stop can wait to reach zero.
@@ -120,7 +125,7 @@ fn normalize_origin(o: &str) -> String {
 impl<A> Shared<A> {
     fn origin_allowed(&self, origin: &str) -> bool {
         let o = normalize_origin(origin);
-        self.allowed_origins.iter().any(|a| *a == o)
+        self.allowed_origins.contains(&o)
     }
 }
 
@@ -154,25 +159,27 @@ impl IpcServer {
         self.sessions.get()
     }
 
-    /// Closes every connection and stops the server. Each session lets its in-flight
-    /// requests finish and calls `disconnect_app`; a graceful stop waits for that (at most
-    /// a few seconds), a forced one does not.
+    /// Closes every connection and stops the server. Graceful: each session lets its
+    /// in-flight requests finish and calls `disconnect_app` (waited for, at most a few
+    /// seconds), and apps get a moment to close their end after the close frame. Forced:
+    /// sessions are cut off where they are.
     pub async fn stop(self, graceful: bool) {
         let _ = self.shutdown.send(true);
         if graceful {
-            let drained = async {
-                self.sessions.zero().await;
-                self.connections.zero().await;
-            };
-            let _ = tokio::time::timeout(SHUTDOWN_GRACE, drained).await;
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.sessions.zero()).await;
+            // actix keeps a websocket's TCP connection until the app closes it.
+            let _ = tokio::time::timeout(CLOSE_LINGER, self.connections.zero()).await;
         }
-        self.handle.stop(graceful).await;
+        // Every session is over: whatever connection is left has nothing more to say.
+        self.handle.stop(false).await;
         let _ = self.task.await;
     }
 }
 
 /// Binds the endpoint and starts serving. Must be called inside a tokio runtime (actix's
-/// included); the server runs on its own worker threads.
+/// included), normally the daemon's: the server runs on its own worker threads, but every
+/// [`DaemonApi`] call runs with this runtime entered, so a `tokio::spawn` inside the daemon
+/// lands on it.
 pub async fn serve<A: DaemonApi>(api: A, cfg: IpcConfig) -> Result<IpcServer, IpcError> {
     let log = cfg.log.new(o!("module" => "ipc"));
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -187,12 +194,17 @@ pub async fn serve<A: DaemonApi>(api: A, cfg: IpcConfig) -> Result<IpcServer, Ip
     let shared = web::Data::from(Arc::new(Shared {
         api,
         token: cfg.token,
-        allowed_origins: cfg.allowed_origins.iter().map(|o| normalize_origin(o)).collect(),
+        allowed_origins: cfg
+            .allowed_origins
+            .iter()
+            .map(|o| normalize_origin(o))
+            .collect(),
         max_message: cfg.max_message,
         hello_timeout: cfg.hello_timeout,
         log: log.clone(),
         shutdown: shutdown_rx,
         sessions: sessions.clone(),
+        rt: tokio::runtime::Handle::current(),
     }));
     let server = HttpServer::new(move || {
         App::new()
@@ -202,7 +214,9 @@ pub async fn serve<A: DaemonApi>(api: A, cfg: IpcConfig) -> Result<IpcServer, Ip
     })
     .on_connect(on_connect)
     .workers(cfg.workers.max(1))
-    // After a session closes, do not linger for the app to close its end.
+    // A connection carries one websocket: when its session ends, close it rather than keep
+    // it alive for another request, and do not linger for the app to close its end.
+    .keep_alive(actix_web::http::KeepAlive::Disabled)
     .client_disconnect_timeout(Duration::from_millis(100))
     .disable_signals()
     .shutdown_timeout(5)
@@ -241,7 +255,6 @@ async fn endpoint<A: DaemonApi>(
         }
     }
     let (response, ws, stream) = actix_ws::handle(&req, body)?;
-    let stream = stream.max_frame_size(shared.max_message);
     let guard = shared.sessions.enter();
     actix_web::rt::spawn(session::run(shared.into_inner(), ws, stream, guard));
     Ok(response)

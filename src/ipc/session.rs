@@ -13,7 +13,10 @@
 //! connection is gone and its last in-flight request has finished).
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use actix_ws::{CloseCode, CloseReason, Item, Message, MessageStream, ProtocolError};
 use bytes::{Bytes, BytesMut};
@@ -33,6 +36,21 @@ use crate::actors::error::DaemonError;
 const EVENT_QUEUE: usize = 256;
 /// Requests one connection may have in flight; past this it is not read until one ends.
 const MAX_IN_FLIGHT: usize = 64;
+/// Largest message before a successful `hello` (a `hello` is ~100 bytes): strangers cannot
+/// make the daemon buffer `max_message` per connection.
+const PRE_HELLO_MAX_MESSAGE: usize = 64 * 1024;
+/// Longest `client` name kept for the log.
+const CLIENT_NAME_MAX: usize = 80;
+
+/// Longest op name echoed in messages and logs.
+const OP_NAME_MAX: usize = 64;
+/// Longest error message (decoder messages can quote the app's input).
+const MESSAGE_MAX: usize = 512;
+
+/// `s`, cut to `max` characters (app-chosen strings going into logs and replies).
+fn cut(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
 
 /// A short random id tying an error reply to its log line.
 fn logref() -> String {
@@ -62,11 +80,14 @@ struct Conn<A: DaemonApi> {
     in_flight_ids: HashMap<tokio::task::Id, (Value, &'static str)>,
     /// A fragmented message being reassembled.
     partial: Option<BytesMut>,
+    /// The current message size limit: small until `hello`, then `max_message`.
+    limit: usize,
     log: Logger,
 }
 
 impl<A: DaemonApi> Conn<A> {
     fn err(&self, id: &Value, code: &str, message: String, op: &str) -> Vec<u8> {
+        let message = cut(&message, MESSAGE_MAX);
         let logref = logref();
         info!(self.log, "ipc request failed";
             "logref" => &logref, "code" => code, "op" => op, "app" => ?self.app, "message" => &message);
@@ -97,19 +118,22 @@ impl<A: DaemonApi> Conn<A> {
             Err(m) => return Step::Reply(self.err(&m.id, codes::MALFORMED, m.message, "?")),
         };
         let is_hello = raw.op == "hello";
+        let op_name = cut(&raw.op, OP_NAME_MAX);
         if self.app.is_none() && !is_hello {
-            let msg = format!("`{}` before a successful `hello`", raw.op);
-            return Step::Reply(self.err(&raw.id, codes::ACCESS_DENIED, msg, &raw.op));
+            let msg = format!("`{op_name}` before a successful `hello`");
+            return Step::Reply(self.err(&raw.id, codes::ACCESS_DENIED, msg, &op_name));
         }
         let req = match Request::decode(&raw.op, raw.args) {
             Ok(req) => req,
-            Err(_) if is_hello => return self.denied(&raw.id, "`hello` without a token", "hello"),
-            Err(ArgsError::UnknownOp(op)) => {
-                let msg = format!("unknown op `{op}`");
-                return Step::Reply(self.err(&raw.id, codes::UNKNOWN_OP, msg, &raw.op));
+            Err(_) if is_hello => {
+                return self.denied(&raw.id, "`hello` without a valid `token`", "hello")
+            }
+            Err(ArgsError::UnknownOp(_)) => {
+                let msg = format!("unknown op `{op_name}`");
+                return Step::Reply(self.err(&raw.id, codes::UNKNOWN_OP, msg, &op_name));
             }
             Err(ArgsError::BadArgs(msg)) => {
-                return Step::Reply(self.err(&raw.id, codes::BAD_ARGS, msg, &raw.op))
+                return Step::Reply(self.err(&raw.id, codes::BAD_ARGS, msg, &op_name))
             }
         };
         if let Request::Hello(args) = &req {
@@ -121,7 +145,11 @@ impl<A: DaemonApi> Conn<A> {
         let op = req.op();
         let shared = self.shared.clone();
         let id = raw.id.clone();
-        let task = self.in_flight.spawn_local(async move { execute(shared, app, req, id).await });
+        let rt = shared.rt.clone();
+        let task = self.in_flight.spawn_local(InRuntime {
+            rt,
+            fut: Box::pin(execute(shared, app, req, id)),
+        });
         self.in_flight_ids.insert(task.id(), (raw.id, op));
         Step::Nothing
     }
@@ -132,11 +160,14 @@ impl<A: DaemonApi> Conn<A> {
         }
         if self.app.is_none() {
             let (tx, rx) = mpsc::channel(EVENT_QUEUE);
-            let app = self.shared.api.connect_app(tx);
+            let app = {
+                let _rt = self.shared.rt.enter();
+                self.shared.api.connect_app(tx)
+            };
             self.app = Some(app);
             self.events = Some(rx);
             self.log = self.log.new(slog::o!("app" => app));
-            info!(self.log, "app connected"; "client" => &args.client);
+            info!(self.log, "app connected"; "client" => cut(&args.client, CLIENT_NAME_MAX));
         }
         let who = Whoami {
             fingerprint: self.shared.api.fingerprint(),
@@ -150,16 +181,27 @@ impl<A: DaemonApi> Conn<A> {
     }
 
     /// A finished in-flight task: its reply, or an `internal` error if it panicked.
-    fn finished(&mut self, joined: Result<(tokio::task::Id, Vec<u8>), tokio::task::JoinError>) -> Vec<u8> {
+    fn finished(
+        &mut self,
+        joined: Result<(tokio::task::Id, Vec<u8>), tokio::task::JoinError>,
+    ) -> Vec<u8> {
         match joined {
             Ok((task, reply)) => {
                 self.in_flight_ids.remove(&task);
                 reply
             }
             Err(e) => {
-                let (id, op) = self.in_flight_ids.remove(&e.id()).unwrap_or((Value::Nil, "?"));
+                let (id, op) = self
+                    .in_flight_ids
+                    .remove(&e.id())
+                    .unwrap_or((Value::Nil, "?"));
                 warn!(self.log, "ipc request task failed"; "op" => op, "error" => %e);
-                self.err(&id, codes::INTERNAL, "the daemon failed this request".into(), op)
+                self.err(
+                    &id,
+                    codes::INTERNAL,
+                    "the daemon failed this request".into(),
+                    op,
+                )
             }
         }
     }
@@ -178,16 +220,20 @@ impl<A: DaemonApi> Conn<A> {
         let Some(buf) = self.partial.as_mut() else {
             return Ok(None); // a continuation without a start: ignore
         };
-        if buf.len() + data.len() > self.shared.max_message {
+        if buf.len() + data.len() > self.limit {
             self.partial = None;
             return Err(());
         }
         buf.extend_from_slice(&data);
-        Ok(if last { self.partial.take().map(BytesMut::freeze) } else { None })
+        Ok(if last {
+            self.partial.take().map(BytesMut::freeze)
+        } else {
+            None
+        })
     }
 
     fn too_large(&self) -> Step {
-        let msg = format!("message larger than {} bytes", self.shared.max_message);
+        let msg = format!("message larger than {} bytes", self.limit);
         Step::ReplyAndClose(
             self.err(&Value::Nil, codes::TOO_LARGE, msg, "?"),
             CloseReason {
@@ -225,8 +271,29 @@ impl<A: DaemonApi> Conn<A> {
     }
 }
 
+/// Polls `fut` with the daemon's runtime entered: whatever the daemon spawns (or arms a
+/// timer on) while serving the request belongs to its runtime, not to this IPC worker's.
+struct InRuntime<F> {
+    rt: tokio::runtime::Handle,
+    fut: Pin<Box<F>>,
+}
+
+impl<F: Future> Future for InRuntime<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let _rt = self.rt.enter();
+        self.fut.as_mut().poll(cx)
+    }
+}
+
 /// Runs one request against the daemon and encodes its reply.
-async fn execute<A: DaemonApi>(shared: Arc<Shared<A>>, app: AppId, req: Request, id: Value) -> Vec<u8> {
+async fn execute<A: DaemonApi>(
+    shared: Arc<Shared<A>>,
+    app: AppId,
+    req: Request,
+    id: Value,
+) -> Vec<u8> {
     let api = &shared.api;
     let op = req.op();
     let result: Result<Result<Vec<u8>, String>, DaemonError> = match req {
@@ -258,14 +325,23 @@ async fn execute<A: DaemonApi>(shared: Arc<Shared<A>>, app: AppId, req: Request,
             .freeze(app, a.ghid)
             .await
             .map(|g| wire::encode_ok(&id, &g)),
-        Request::Hold(a) => api.hold(app, a.ghid).await.map(|()| wire::encode_ok(&id, &())),
-        Request::Discard(a) => api.discard(app, a.ghid).await.map(|()| wire::encode_ok(&id, &())),
-        Request::Delete(a) => api.delete(app, a.ghid).await.map(|()| wire::encode_ok(&id, &())),
+        Request::Hold(a) => api
+            .hold(app, a.ghid)
+            .await
+            .map(|()| wire::encode_ok(&id, &())),
+        Request::Discard(a) => api
+            .discard(app, a.ghid)
+            .await
+            .map(|()| wire::encode_ok(&id, &())),
+        Request::Delete(a) => api
+            .delete(app, a.ghid)
+            .await
+            .map(|()| wire::encode_ok(&id, &())),
     };
     let (code, message) = match result {
         Ok(Ok(bytes)) => return bytes,
         Ok(Err(encode)) => (codes::INTERNAL, encode),
-        Err(e) => (e.code(), e.to_string()),
+        Err(e) => (e.code(), cut(&e.to_string(), MESSAGE_MAX)),
     };
     let logref = logref();
     info!(shared.log, "ipc request failed";
@@ -300,11 +376,12 @@ async fn shutdown_signal(rx: &mut watch::Receiver<bool>) {
 pub(super) async fn run<A: DaemonApi>(
     shared: Arc<Shared<A>>,
     mut ws: actix_ws::Session,
-    mut stream: MessageStream,
+    stream: MessageStream,
     _guard: CountGuard,
 ) {
     let log = shared.log.clone();
     let mut shutdown = shared.shutdown.clone();
+    let shared_max = shared.max_message;
     let hello_deadline = tokio::time::sleep(shared.hello_timeout);
     tokio::pin!(hello_deadline);
     let mut conn = Conn {
@@ -314,12 +391,30 @@ pub(super) async fn run<A: DaemonApi>(
         in_flight: JoinSet::new(),
         in_flight_ids: HashMap::new(),
         partial: None,
+        limit: PRE_HELLO_MAX_MESSAGE.min(shared_max),
         log,
     };
+    let mut stream = stream.max_frame_size(conn.limit);
     let mut close: Option<CloseReason> = None;
     loop {
         let step = tokio::select! {
             biased;
+            // Shutdown and the hello deadline first: a busy app must not starve them.
+            () = shutdown_signal(&mut shutdown) => {
+                close = Some(CloseReason {
+                    code: CloseCode::Away,
+                    description: Some("daemon shutting down".into()),
+                });
+                break;
+            }
+            () = &mut hello_deadline, if conn.app.is_none() => {
+                info!(conn.log, "no hello in time; closing");
+                close = Some(CloseReason {
+                    code: CloseCode::Policy,
+                    description: Some("no hello".into()),
+                });
+                break;
+            }
             Some(joined) = conn.in_flight.join_next_with_id(), if !conn.in_flight.is_empty() => {
                 Step::Reply(conn.finished(joined))
             }
@@ -348,22 +443,12 @@ pub(super) async fn run<A: DaemonApi>(
                     None => break,
                 }
             }
-            () = shutdown_signal(&mut shutdown) => {
-                close = Some(CloseReason {
-                    code: CloseCode::Away,
-                    description: Some("daemon shutting down".into()),
-                });
-                break;
-            }
-            () = &mut hello_deadline, if conn.app.is_none() => {
-                info!(conn.log, "no hello in time; closing");
-                close = Some(CloseReason {
-                    code: CloseCode::Policy,
-                    description: Some("no hello".into()),
-                });
-                break;
-            }
         };
+        if conn.app.is_some() && conn.limit != shared_max {
+            // `hello` succeeded: the full limit from now on.
+            conn.limit = shared_max;
+            stream = stream.max_frame_size(shared_max);
+        }
         match step {
             Step::Nothing => {}
             Step::Reply(bytes) => {
@@ -384,6 +469,7 @@ pub(super) async fn run<A: DaemonApi>(
     // request from this app after `disconnect_app`.
     while conn.in_flight.join_next().await.is_some() {}
     if let Some(app) = conn.app {
+        let _rt = conn.shared.rt.enter();
         conn.shared.api.disconnect_app(app);
         info!(conn.log, "app disconnected");
     }

@@ -113,7 +113,9 @@ impl CapabilityToken {
         let mut file = opts.open(&path)?;
         let mut text = self.to_hex();
         text.push('\n');
-        let written = file.write_all(text.as_bytes()).and_then(|()| file.sync_all());
+        let written = file
+            .write_all(text.as_bytes())
+            .and_then(|()| file.sync_all());
         text.zeroize();
         written?;
         Ok(path)
@@ -128,7 +130,10 @@ impl CapabilityToken {
         token.ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("{} does not hold a {TOKEN_LEN}-byte hex token", path.display()),
+                format!(
+                    "{} does not hold a {TOKEN_LEN}-byte hex token",
+                    path.display()
+                ),
             )
         })
     }

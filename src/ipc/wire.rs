@@ -212,7 +212,11 @@ pub fn encode_err(id: &Value, err: &WireError) -> Vec<u8> {
     match rmp_serde::to_vec_named(&ErrFrame { id, err }) {
         Ok(v) => v,
         // Only an exotic echoed id could fail to encode; answer without it.
-        Err(_) => rmp_serde::to_vec_named(&ErrFrame { id: &Value::Nil, err }).unwrap_or_default(),
+        Err(_) => rmp_serde::to_vec_named(&ErrFrame {
+            id: &Value::Nil,
+            err,
+        })
+        .unwrap_or_default(),
     }
 }
 
@@ -382,9 +386,13 @@ fn check_shape(buf: &[u8]) -> Result<(), String> {
 /// First decoding step on the server: the envelope only.
 pub fn decode_request(buf: &[u8]) -> Result<RawRequest, Malformed> {
     let malformed = |id: Value, message: String| Malformed { id, message };
-    let value = decode_value(buf).map_err(|e| malformed(Value::Nil, format!("not msgpack: {e}")))?;
+    let value =
+        decode_value(buf).map_err(|e| malformed(Value::Nil, format!("not msgpack: {e}")))?;
     let Value::Map(entries) = value else {
-        return Err(malformed(Value::Nil, "a request must be a map {id, op, args}".into()));
+        return Err(malformed(
+            Value::Nil,
+            "a request must be a map {id, op, args}".into(),
+        ));
     };
     let (mut id, mut op, mut args) = (None, None, Value::Nil);
     for (k, v) in entries {
@@ -441,11 +449,13 @@ pub fn decode_server_frame(buf: &[u8]) -> Result<ServerFrame, String> {
         return Ok(ServerFrame::Event { name, data });
     }
     let result = match (ok, err) {
-        (_, Some(e)) => Err(rmpv::ext::from_value::<WireError>(e).unwrap_or_else(|e| WireError {
-            code: codes::MALFORMED.into(),
-            message: format!("undecodable error reply: {e}"),
-            logref: String::new(),
-        })),
+        (_, Some(e)) => Err(
+            rmpv::ext::from_value::<WireError>(e).unwrap_or_else(|e| WireError {
+                code: codes::MALFORMED.into(),
+                message: format!("undecodable error reply: {e}"),
+                logref: String::new(),
+            }),
+        ),
         (Some(v), None) => Ok(v),
         (None, None) => return Err("a reply needs `ok` or `err`".into()),
     };
@@ -496,7 +506,10 @@ mod tests {
         // Trailing bytes.
         let mut buf = rmp_serde::to_vec_named(&serde_json::json!({"id": 1, "op": "x"})).unwrap();
         buf.push(0);
-        assert!(decode_request(&buf).unwrap_err().message.contains("trailing"));
+        assert!(decode_request(&buf)
+            .unwrap_err()
+            .message
+            .contains("trailing"));
         // op of the wrong type keeps the id.
         let buf = rmp_serde::to_vec_named(&serde_json::json!({"id": 3, "op": 5})).unwrap();
         assert_eq!(decode_request(&buf).unwrap_err().id, Value::from(3));

@@ -8,8 +8,8 @@
 //!
 //! Owns: every decision about what a holder of Golix objects accepts, keeps and drops. Calls:
 //! `golix` (decoding, verification) and the [`Store`] read API. Used by
-//! [`super::archive::Archive`], which runs [`precheck`] and [`verify`] off-lock, then [`ingest`] and
-//! [`Store::apply`] under its write lock.
+//! [`super::archive::Archive`], which runs [`precheck`] and [`verify`] off-lock, then
+//! [`ingest`] and [`Store::apply`] under its write lock.
 //!
 //! Rule-by-rule map (GOLIX.md §5): 1 [`checks::check_idempotent`]; 2
 //! [`checks::check_address`], [`checks::check_signer_known`], [`checks::check_signature`],
@@ -70,8 +70,9 @@ pub fn verify(
 }
 
 /// Decides everything about publishing `obj` (whose raw bytes are `bytes`) against `store`.
-/// Precondition: [`precheck`] and [`verify`] passed for `obj`. The caller applies [`Outcome::writes`] with
-/// [`Store::apply`], and must not let another ingest read the store in between.
+/// Precondition: [`precheck`] and [`verify`] passed for `obj`. The caller applies
+/// [`Outcome::writes`] with [`Store::apply`], and must not let another ingest read the store
+/// in between.
 pub fn ingest(store: &dyn Store, obj: &Object, bytes: Bytes) -> Result<Outcome, PersistError> {
     let mut view = View::new(store);
     if checks::check_idempotent(&view, obj)? {

@@ -41,6 +41,8 @@ struct State {
     held: BTreeSet<Ghid>,
     disconnected: Vec<AppId>,
     calls: Vec<(AppId, &'static str)>,
+    /// For `hold`: the thread that polled the call, and the one a `tokio::spawn` ran on.
+    hold_threads: Vec<(std::thread::ThreadId, std::thread::ThreadId)>,
 }
 
 /// The in-memory daemon.
@@ -87,7 +89,16 @@ impl MemDaemon {
     }
 
     pub fn trackers(&self, ghid: Ghid) -> Vec<AppId> {
-        self.st().trackers.get(&ghid).map(|s| s.iter().copied().collect()).unwrap_or_default()
+        self.st()
+            .trackers
+            .get(&ghid)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// (polling thread, spawned task's thread) of every `hold`.
+    pub fn hold_threads(&self) -> Vec<(std::thread::ThreadId, std::thread::ThreadId)> {
+        self.st().hold_threads.clone()
     }
 
     pub fn is_held(&self, ghid: Ghid) -> bool {
@@ -185,7 +196,13 @@ impl DaemonApi for MemDaemon {
             state,
         };
         let mut st = self.st();
-        st.objects.insert(view.ghid, MemObj { view: view.clone(), creator: app });
+        st.objects.insert(
+            view.ghid,
+            MemObj {
+                view: view.clone(),
+                creator: app,
+            },
+        );
         st.trackers.entry(view.ghid).or_default().insert(app);
         Ok(view)
     }
@@ -252,7 +269,12 @@ impl DaemonApi for MemDaemon {
 
     async fn hold(&self, app: AppId, ghid: Ghid) -> Result<(), DaemonError> {
         self.record(app, "hold");
+        let polled = std::thread::current().id();
+        let spawned = tokio::spawn(async { std::thread::current().id() })
+            .await
+            .unwrap();
         let mut st = self.st();
+        st.hold_threads.push((polled, spawned));
         self.visible(&st, app, ghid)?;
         st.held.insert(ghid);
         Ok(())
@@ -332,7 +354,12 @@ pub async fn start(daemon: MemDaemon) -> (IpcServer, CapabilityToken) {
 
 /// Builds a msgpack map from string keys.
 pub fn map(entries: Vec<(&str, Value)>) -> Value {
-    Value::Map(entries.into_iter().map(|(k, v)| (Value::from(k), v)).collect())
+    Value::Map(
+        entries
+            .into_iter()
+            .map(|(k, v)| (Value::from(k), v))
+            .collect(),
+    )
 }
 
 pub fn bin(b: &[u8]) -> Value {
@@ -351,7 +378,11 @@ pub fn encode(v: &Value) -> Vec<u8> {
 
 /// `{id, op, args}`.
 pub fn request(id: u64, op: &str, args: Value) -> Vec<u8> {
-    encode(&map(vec![("id", Value::from(id)), ("op", Value::from(op)), ("args", args)]))
+    encode(&map(vec![
+        ("id", Value::from(id)),
+        ("op", Value::from(op)),
+        ("args", args),
+    ]))
 }
 
 /// Looks up `key` in a msgpack map.
@@ -398,7 +429,9 @@ pub enum Got {
 
 impl RawConn {
     pub async fn open(url: &str) -> RawConn {
-        Self::try_open(url, None).await.expect("websocket handshake")
+        Self::try_open(url, None)
+            .await
+            .expect("websocket handshake")
     }
 
     /// Opens with an optional `Origin` header; `Err(status)` when the handshake is refused.
@@ -408,7 +441,9 @@ impl RawConn {
             req = req.origin(o);
         }
         match req.connect().await {
-            Ok((_, framed)) => Ok(RawConn { ws: Box::pin(framed) }),
+            Ok((_, framed)) => Ok(RawConn {
+                ws: Box::pin(framed),
+            }),
             Err(awc::error::WsClientError::InvalidResponseStatus(s)) => Err(s.as_u16().to_string()),
             Err(e) => Err(e.to_string()),
         }
@@ -417,36 +452,55 @@ impl RawConn {
     /// Opens and says hello with `token`; returns the hello reply.
     pub async fn hello(url: &str, token: &CapabilityToken) -> (RawConn, Value) {
         let mut c = Self::open(url).await;
-        c.send(request(0, "hello", map(vec![("token", bin(token.as_bytes()))]))).await;
+        c.send(request(
+            0,
+            "hello",
+            map(vec![("token", bin(token.as_bytes()))]),
+        ))
+        .await;
         let reply = c.recv_msg().await;
         assert!(get(&reply, "ok").is_map(), "hello failed: {reply}");
         (c, reply)
     }
 
     pub async fn send(&mut self, bytes: Vec<u8>) {
-        self.ws.send(awc::ws::Message::Binary(bytes.into())).await.expect("send");
+        self.ws
+            .send(awc::ws::Message::Binary(bytes.into()))
+            .await
+            .expect("send");
     }
 
     pub async fn send_text(&mut self, text: &str) {
-        self.ws.send(awc::ws::Message::Text(text.to_owned().into())).await.expect("send");
+        self.ws
+            .send(awc::ws::Message::Text(text.to_owned().into()))
+            .await
+            .expect("send");
     }
 
     /// The next message or close, within 5 s.
     pub async fn recv(&mut self) -> Got {
-        self.recv_within(Duration::from_secs(5)).await.expect("nothing received within 5 s")
+        self.recv_within(Duration::from_secs(5))
+            .await
+            .expect("nothing received within 5 s")
     }
 
     /// The next message or close within `d`, or `None`.
     pub async fn recv_within(&mut self, d: Duration) -> Option<Got> {
         let deadline = tokio::time::Instant::now() + d;
         loop {
-            let frame = tokio::time::timeout_at(deadline, self.ws.next()).await.ok()?;
+            let frame = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .ok()?;
             return Some(match frame {
                 Some(Ok(awc::ws::Frame::Binary(b))) => {
                     Got::Msg(rmpv::decode::read_value(&mut &b[..]).expect("server sent msgpack"))
                 }
                 Some(Ok(awc::ws::Frame::Ping(_) | awc::ws::Frame::Pong(_))) => continue,
-                Some(Ok(awc::ws::Frame::Close(_))) | Some(Err(_)) | None => Got::Closed,
+                Some(Ok(awc::ws::Frame::Close(reason))) => {
+                    let _ = self.ws.send(awc::ws::Message::Close(reason)).await;
+                    Got::Closed
+                }
+                Some(Err(_)) | None => Got::Closed,
                 Some(Ok(other)) => panic!("unexpected frame {other:?}"),
             });
         }

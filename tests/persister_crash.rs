@@ -1,0 +1,148 @@
+//! Durability under a crash: the real binary is SIGKILLed while a client streams publishes;
+//! after a restart on the same ghidcache, every publish acknowledged before the kill is there
+//! and verifies.
+
+mod common;
+
+use std::cell::RefCell;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hypergolix::golix::{Ghid, Object, Policy, Secret};
+use hypergolix::persist::client::PersisterClient;
+
+/// Static objects (binding + container pairs) pre-signed for the stream.
+const PAIRS: usize = 150;
+/// Publishes acknowledged before the kill, at least.
+const KILL_AFTER: usize = 100;
+/// Concurrent publishers on the one connection (so acks ride on shared flushes).
+const STREAMS: usize = 8;
+
+fn write_config(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("hypergolix.yml");
+    std::fs::write(
+        &path,
+        "server:\n  port: 0\n  ghidcache: ./cache\n  logdir: ./logs\n  pid_file: ./persister.pid\n",
+    )
+    .unwrap();
+    path
+}
+
+fn spawn_persister(config: &Path) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hgx-persister"))
+        .arg("--config")
+        .arg(config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn hgx-persister");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if let Some(addr) = line.strip_prefix("listening on http://") {
+                let _ = tx.send(addr.trim().to_owned());
+            }
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(30)).expect("the server announces its address");
+    (child, format!("ws://{addr}/ws"))
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the server did not exit within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[actix_rt::test]
+async fn every_acknowledged_publish_survives_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let a = common::fixture(1);
+    let secret = Secret::random();
+    let objects: Vec<(Ghid, Vec<u8>)> = (0..PAIRS)
+        .flat_map(|i| {
+            let c = a.make_container(format!("object {i}").as_bytes(), &secret).unwrap();
+            let b = a.make_bind_static(c.ghid).unwrap();
+            [(b.ghid, b.encode()), (c.ghid, c.encode())]
+        })
+        .collect();
+
+    let (mut child, url) = spawn_persister(&config);
+    let (client, _rx) = PersisterClient::connect(&url).await.unwrap();
+    client.publish(&a.gidc().encode()).await.unwrap();
+
+    // STREAMS concurrent streams, each publishing its share of pairs in order (binding first:
+    // a container is only accepted once bound).
+    let acked: Rc<RefCell<Vec<(Ghid, Vec<u8>)>>> = Rc::default();
+    let pairs: Vec<&[(Ghid, Vec<u8>)]> = objects.chunks(2).collect();
+    let streams = (0..STREAMS).map(|s| {
+        let (client, acked) = (client.clone(), acked.clone());
+        let mine: Vec<(Ghid, Vec<u8>)> =
+            pairs.iter().skip(s).step_by(STREAMS).flat_map(|p| p.iter().cloned()).collect();
+        async move {
+            for (ghid, bytes) in mine {
+                match client.publish(&bytes).await {
+                    Ok(ack) => {
+                        assert_eq!(ack.ghid, ghid);
+                        acked.borrow_mut().push((ghid, bytes));
+                    }
+                    Err(_) => return, // the server is gone
+                }
+            }
+        }
+    });
+    let pid = child.id() as i32;
+    let killer = {
+        let acked = acked.clone();
+        async move {
+            let t = Instant::now();
+            while acked.borrow().len() < KILL_AFTER {
+                assert!(t.elapsed() < Duration::from_secs(30), "publishes are acknowledged");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            // SAFETY: killing our own child.
+            assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+            acked.borrow().len()
+        }
+    };
+    let (_, at_kill) = futures_util::future::join(futures_util::future::join_all(streams), killer).await;
+    let st = wait_exit(&mut child, Duration::from_secs(10));
+    assert!(!st.success(), "killed, not exited: {st:?}");
+    let acked = acked.borrow().clone();
+    println!("{} publishes acknowledged ({at_kill} when the kill was sent) of {}", acked.len(), objects.len());
+    assert!(acked.len() >= KILL_AFTER);
+    assert!(acked.len() < objects.len(), "the kill landed mid-stream");
+
+    // Restart on the same ghidcache (the stale pid file of the killed process is replaced).
+    let (mut child, url) = spawn_persister(&config);
+    let (client, _rx) = PersisterClient::connect(&url).await.unwrap();
+    for (ghid, bytes) in &acked {
+        let got = client.get(ghid).await.unwrap_or_else(|e| panic!("{ghid:?} lost after the crash: {e}"));
+        assert_eq!(got, Bytes::from(bytes.clone()));
+        let obj = Object::decode(&got, Policy::STRICT).unwrap();
+        assert_eq!(obj.ghid(), *ghid);
+        obj.verify(Some(a.second_party())).expect("verifies");
+    }
+    // The store still takes writes: finish the stream.
+    for (_, bytes) in &objects {
+        client.publish(bytes).await.unwrap();
+    }
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    assert!(wait_exit(&mut child, Duration::from_secs(20)).success());
+}

@@ -1,0 +1,210 @@
+//! Fanout under load: 1,000 subscriber websockets on one dynamic ghid receive 100 frames
+//! while one deliberately stalled subscriber never reads. Every reader must end on the final
+//! frame, each notification must be encoded once, and the server's memory must stay bounded.
+//! (A benchmark it is not: timings are printed, never asserted, apart from the overall
+//! deadline.)
+
+mod common;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use hypergolix::golix::{Geoc, Gobd, Object, Policy, Secret, DEFAULT_LEGROOM};
+use hypergolix::persist::client::PersisterClient;
+use hypergolix::persist::server::{self, Settings};
+use hypergolix::persist::wire;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const SUBSCRIBERS: usize = 1000;
+const FRAMES: usize = 100;
+const DEADLINE: Duration = Duration::from_secs(45);
+
+/// Raises the soft open-files limit to the hard limit (each subscriber costs two fds here:
+/// the client end and the server end).
+fn raise_nofile() -> u64 {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: plain getrlimit/setrlimit on a local struct.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        if lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+    }
+    lim.rlim_cur as u64
+}
+
+/// This process's resident set, in KiB (Linux).
+fn vm_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+fn presign(n: usize) -> (hypergolix::golix::FirstParty, Vec<Gobd>, Vec<Geoc>) {
+    let a = common::fixture(1);
+    let secret = Secret::random();
+    let mut frames: Vec<Gobd> = Vec::with_capacity(n);
+    let mut containers = Vec::with_capacity(n);
+    for i in 0..n {
+        let c = a.make_container(format!("frame {i}").as_bytes(), &secret).unwrap();
+        let f = match frames.last() {
+            None => a.make_bind_dynamic(c.ghid).unwrap(),
+            Some(prev) => a.make_next_frame(prev, c.ghid, DEFAULT_LEGROOM).unwrap(),
+        };
+        frames.push(f);
+        containers.push(c);
+    }
+    (a, frames, containers)
+}
+
+/// A websocket subscriber that subscribes and then never reads: a raw TCP connection with a
+/// tiny receive buffer, a hand-made upgrade and one masked binary frame.
+async fn stalled_subscriber(addr: std::net::SocketAddr, ghid: &hypergolix::golix::Ghid) -> tokio::net::TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut s = sock.connect(addr).await.unwrap();
+    let req = format!(
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert!(head.len() < 4096, "handshake response too long");
+        s.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    let payload = wire::encode_request(1, "subscribe", wire::args::ByGhid { ghid: *ghid });
+    let mut frame = vec![0x82u8, 0x80 | 126];
+    frame.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    frame.extend_from_slice(&[0, 0, 0, 0]); // a zero mask leaves the payload as is
+    frame.extend_from_slice(&payload);
+    s.write_all(&frame).await.unwrap();
+    s
+}
+
+#[derive(Default, Clone, Copy)]
+struct Seen {
+    deliveries: u32,
+    last: Option<u64>,
+}
+
+#[actix_rt::test]
+async fn a_thousand_subscribers_and_one_stalled_reader() {
+    let started = Instant::now();
+    let nofile = raise_nofile();
+    assert!(nofile >= 2 * SUBSCRIBERS as u64 + 200, "RLIMIT_NOFILE {nofile} is too low");
+    let (a, frames, containers) = presign(FRAMES);
+    let dynamic = frames[0].dynamic;
+    println!("pre-signed {} objects in {:?}", 2 * FRAMES, started.elapsed());
+
+    let mut settings = Settings::local(None);
+    settings.workers = 2;
+    let r = server::start(settings).await.unwrap();
+    let (publisher, _prx) = PersisterClient::connect(&r.ws_url()).await.unwrap();
+    publisher.publish(&a.gidc().encode()).await.unwrap();
+
+    // 1,000 subscribers, each with a task counting what it receives.
+    let seen: Rc<RefCell<Vec<Seen>>> = Rc::new(RefCell::new(vec![Seen::default(); SUBSCRIBERS]));
+    let mut clients = Vec::with_capacity(SUBSCRIBERS);
+    let t = Instant::now();
+    for batch in 0..SUBSCRIBERS / 100 {
+        let conns = futures_util::future::join_all(
+            (0..100).map(|_| PersisterClient::connect(&r.ws_url())),
+        )
+        .await;
+        for (k, conn) in conns.into_iter().enumerate() {
+            let (c, mut rx) = conn.expect("subscriber connects");
+            let i = batch * 100 + k;
+            let seen = seen.clone();
+            actix_rt::spawn(async move {
+                while let Some(n) = rx.recv().await {
+                    let counter = match Object::decode(&n.object, Policy::STRICT) {
+                        Ok(Object::Gobd(f)) => f.counter,
+                        other => panic!("subscriber {i}: unexpected {other:?}"),
+                    };
+                    let mut s = seen.borrow_mut();
+                    s[i].deliveries += 1;
+                    assert!(s[i].last < Some(counter), "frames arrive in order");
+                    s[i].last = Some(counter);
+                }
+            });
+            clients.push(c);
+        }
+        futures_util::future::join_all(clients[batch * 100..].iter().map(|c| c.subscribe(&dynamic)))
+            .await
+            .into_iter()
+            .for_each(|r| r.expect("subscribe"));
+    }
+    println!("{SUBSCRIBERS} subscribers connected and subscribed in {:?}", t.elapsed());
+
+    let stalled = stalled_subscriber(r.local_addr(), &dynamic).await;
+    let t0 = Instant::now();
+    while r.stats().subscriptions < SUBSCRIBERS as u64 + 1 {
+        assert!(t0.elapsed() < Duration::from_secs(10), "the stalled subscriber registers");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let rss_before = vm_rss_kib();
+
+    // Publish the 100 frames (frame, then its container) and wait for every reader.
+    let t = Instant::now();
+    for (f, c) in frames.iter().zip(&containers) {
+        publisher.publish(&f.encode()).await.unwrap();
+        publisher.publish(&c.encode()).await.unwrap();
+    }
+    let published = t.elapsed();
+    let final_counter = (FRAMES - 1) as u64;
+    loop {
+        let done = seen.borrow().iter().filter(|s| s.last == Some(final_counter)).count();
+        if done == SUBSCRIBERS {
+            break;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "only {done}/{SUBSCRIBERS} subscribers reached the final frame"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let delivered_in = t.elapsed();
+    let rss_after = vm_rss_kib();
+
+    let seen = seen.borrow().clone();
+    let total: u64 = seen.iter().map(|s| u64::from(s.deliveries)).sum();
+    let complete = seen.iter().filter(|s| s.deliveries as usize == FRAMES).count();
+    let min = seen.iter().map(|s| s.deliveries).min().unwrap_or(0);
+    let stats = r.stats();
+    println!(
+        "published {FRAMES} frames in {published:?}; all readers final after {delivered_in:?}; \
+         deliveries {total} (min {min}/subscriber, {complete} saw every frame); hub {stats:?}; \
+         VmRSS {rss_before} -> {rss_after} KiB"
+    );
+
+    assert_eq!(stats.encoded, FRAMES as u64, "each notification encoded once for all");
+    let pushes = (FRAMES * (SUBSCRIBERS + 1)) as u64;
+    assert_eq!(stats.delivered + stats.coalesced, pushes, "every push queued or merged");
+    assert!(total <= stats.delivered && total + FRAMES as u64 >= stats.delivered);
+    assert_eq!(stats.slow_drops, 0, "latest-wins: the stalled reader is never over its bound");
+    assert!(
+        rss_after.saturating_sub(rss_before) < 256 * 1024,
+        "memory grew by {} KiB",
+        rss_after.saturating_sub(rss_before)
+    );
+
+    drop(stalled);
+    for c in &clients {
+        c.close();
+    }
+    r.stop().await.unwrap();
+    println!("total {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(60));
+}
