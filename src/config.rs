@@ -100,6 +100,17 @@ pub struct UserSection {
     pub user_id: Option<String>,
     /// Password-less start; discouraged.
     pub root_secret: Option<String>,
+    /// The scrypt parameters the account's password was stretched with (written at account
+    /// creation so they can be raised later).
+    pub scrypt: Option<ScryptConfig>,
+}
+
+/// `user.scrypt`: log2 of N, r, p.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ScryptConfig {
+    pub log_n: u8,
+    pub r: u32,
+    pub p: u32,
 }
 
 impl fmt::Debug for UserSection {
@@ -108,6 +119,7 @@ impl fmt::Debug for UserSection {
             .field("fingerprint", &self.fingerprint)
             .field("user_id", &self.user_id)
             .field("root_secret", &self.root_secret.as_ref().map(|_| "<redacted>"))
+            .field("scrypt", &self.scrypt)
             .finish()
     }
 }

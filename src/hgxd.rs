@@ -46,6 +46,8 @@ pub enum RunError {
     Identity { path: PathBuf, reason: String },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("identity: {0}")]
+    Golix(#[from] crate::golix::Error),
 }
 
 /// Flags of `hgxd run` (each overrides the config file).
@@ -181,6 +183,14 @@ fn record_account(path: &Path, fingerprint: &Ghid, user_id: &Ghid, params: Scryp
     Ok(())
 }
 
+fn scrypt_params(cfg: &Config) -> ScryptParams {
+    cfg.user.scrypt.map_or(ScryptParams::DEFAULT, |s| ScryptParams {
+        log_n: s.log_n,
+        r: s.r,
+        p: s.p,
+    })
+}
+
 fn remote_urls(cfg: &Config) -> Vec<String> {
     cfg.remotes
         .iter()
@@ -193,7 +203,7 @@ fn remote_urls(cfg: &Config) -> Vec<String> {
 
 /// Decides how to log in: create (first run) or open, deriving the root secret.
 fn login(cfg: &Config, args: &RunArgs, log: &Logger) -> Result<(Login, bool), RunError> {
-    let params = cfg.user.scrypt.unwrap_or(ScryptParams::DEFAULT);
+    let params = scrypt_params(cfg);
     match (cfg.user.fingerprint.as_deref(), cfg.user.user_id.as_deref()) {
         (Some(fp), Some(uid)) => {
             let fingerprint = parse_ghid("fingerprint", fp)?;
@@ -258,7 +268,7 @@ pub async fn run(mut args: RunArgs) -> Result<(), RunError> {
     if created {
         eprintln!("hgxd: creating your account...");
     }
-    let params = cfg.user.scrypt.unwrap_or(ScryptParams::DEFAULT);
+    let params = scrypt_params(&cfg);
     let opts = DaemonOptions {
         ghidcache: cfg.process.ghidcache.clone(),
         remotes: remote_urls(&cfg),

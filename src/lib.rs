@@ -22,3 +22,4 @@ pub mod inspect;
 pub mod config;
 pub mod logging;
 pub mod process;
+pub mod hgxd;

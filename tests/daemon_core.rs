@@ -91,10 +91,16 @@ fn secret(n: usize, password: &str) -> Secret {
 /// Daemon logs: discarded, or on stderr at `HGX_TEST_LOG` verbosity (e.g. `debug`).
 fn log() -> slog::Logger {
     use slog::Drain;
-    match std::env::var("HGX_TEST_LOG").ok().and_then(|v| v.parse::<hypergolix::logging::Verbosity>().ok()) {
+    match std::env::var("HGX_TEST_LOG")
+        .ok()
+        .and_then(|v| v.parse::<hypergolix::logging::Verbosity>().ok())
+    {
         Some(v) => {
             let decorator = slog_term::PlainSyncDecorator::new(std::io::stderr());
-            let drain = slog_term::FullFormat::new(decorator).build().filter_level(v.level()).fuse();
+            let drain = slog_term::FullFormat::new(decorator)
+                .build()
+                .filter_level(v.level())
+                .fuse();
             slog::Logger::root(std::sync::Mutex::new(drain).fuse(), slog::o!())
         }
         None => hypergolix::logging::discard(),
@@ -110,7 +116,9 @@ async fn create(dir: &std::path::Path, remotes: &[&str], n: usize) -> DaemonHand
             root_secret: secret(n, "correct horse"),
         },
     };
-    daemon::start_with_log(opts, log()).await.expect("daemon starts")
+    daemon::start_with_log(opts, log())
+        .await
+        .expect("daemon starts")
 }
 
 /// (user id, fingerprint) of a daemon's account.
@@ -344,7 +352,7 @@ async fn concurrent_pushes_coalesce_and_all_succeed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn other_accounts_objects_are_locally_immutable() {
+async fn other_accounts_objects_are_locally_immutable_but_holdable() {
     let p = Persister::start(None, None);
     let (d1_dir, d2_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let d1 = create(d1_dir.path(), &[&p.url], 1).await;
@@ -367,12 +375,24 @@ async fn other_accounts_objects_are_locally_immutable() {
         d2.delete(b, v.ghid).await.unwrap_err().code(),
         "locally_immutable"
     );
-    // Without a share, account 2 cannot read it.
+    // Without a share, account 2 cannot read it, but it can hold it.
     assert_eq!(
         d2.get_object(b, v.ghid).await.unwrap_err().code(),
         "unknown_secret"
     );
     assert_eq!(d1.get_object(a, v.ghid).await.unwrap().state, b"mine");
+    d2.hold(b, v.ghid).await.unwrap();
+    drained(&d2).await;
+    // The owner deletes: its other app is told, yet account 2's hold keeps it upstream.
+    let (c, mut c_rx) = app(&d1);
+    d1.get_object(c, v.ghid).await.unwrap();
+    d1.delete(a, v.ghid).await.unwrap();
+    assert_eq!(
+        next_event(&mut c_rx, WAIT).await,
+        Some(AppEvent::Delete(v.ghid))
+    );
+    drained(&d1).await;
+    assert!(p.frame_counter(&v.ghid).is_some(), "held by account 2");
     d1.shutdown().await.unwrap();
     d2.shutdown().await.unwrap();
     p.stop();
@@ -469,18 +489,41 @@ async fn second_machine_opens_objects_made_after_its_login() {
     let (d1_dir, d2_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let d1 = create(d1_dir.path(), &[&p.url], 1).await;
     drained(&d1).await;
-    let d2 = open(d2_dir.path(), &[&p.url], ids(&d1), 1, "correct horse").await.unwrap();
+    let d2 = open(d2_dir.path(), &[&p.url], ids(&d1), 1, "correct horse")
+        .await
+        .unwrap();
     let (a, _) = app(&d1);
     let (b, _) = app(&d2);
     // Made and pushed past a frame's 7 targets while d2 does not track it: d2 opens it from
     // the account state d1 flushed (d2's own is from before the object existed).
-    let y = d1.new_object(a, b"y0".to_vec(), None, true, false).await.unwrap().ghid;
+    let y = d1
+        .new_object(a, b"y0".to_vec(), None, true, false)
+        .await
+        .unwrap()
+        .ghid;
     for i in 1..=9 {
-        d1.push(a, y, format!("y{i}").into_bytes(), None).await.unwrap();
+        d1.push(a, y, format!("y{i}").into_bytes(), None)
+            .await
+            .unwrap();
     }
     drained(&d1).await;
     assert_eq!(d2.get_object(b, y).await.unwrap().state, b"y9");
     d1.shutdown().await.unwrap();
     d2.shutdown().await.unwrap();
     p.stop();
+}
+
+/// The daemon's futures can be spawned on any runtime thread.
+#[allow(unused)]
+fn futures_are_send(d: &DaemonHandle, g: Ghid) {
+    fn send<T: Send>(_: T) {}
+    send(d.new_object(0, vec![], None, true, false));
+    send(d.get_object(0, g));
+    send(d.push(0, g, vec![], None));
+    send(d.sync(0, g));
+    send(d.freeze(0, g));
+    send(d.hold(0, g));
+    send(d.discard(0, g));
+    send(d.delete(0, g));
+    send(d.shutdown());
 }

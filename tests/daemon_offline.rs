@@ -92,10 +92,16 @@ fn secret(n: usize, password: &str) -> Secret {
 /// Daemon logs: discarded, or on stderr at `HGX_TEST_LOG` verbosity (e.g. `debug`).
 fn log() -> slog::Logger {
     use slog::Drain;
-    match std::env::var("HGX_TEST_LOG").ok().and_then(|v| v.parse::<hypergolix::logging::Verbosity>().ok()) {
+    match std::env::var("HGX_TEST_LOG")
+        .ok()
+        .and_then(|v| v.parse::<hypergolix::logging::Verbosity>().ok())
+    {
         Some(v) => {
             let decorator = slog_term::PlainSyncDecorator::new(std::io::stderr());
-            let drain = slog_term::FullFormat::new(decorator).build().filter_level(v.level()).fuse();
+            let drain = slog_term::FullFormat::new(decorator)
+                .build()
+                .filter_level(v.level())
+                .fuse();
             slog::Logger::root(std::sync::Mutex::new(drain).fuse(), slog::o!())
         }
         None => hypergolix::logging::discard(),
@@ -111,7 +117,9 @@ async fn create(dir: &std::path::Path, remotes: &[&str], n: usize) -> DaemonHand
             root_secret: secret(n, "correct horse"),
         },
     };
-    daemon::start_with_log(opts, log()).await.expect("daemon starts")
+    daemon::start_with_log(opts, log())
+        .await
+        .expect("daemon starts")
 }
 
 /// (user id, fingerprint) of a daemon's account.

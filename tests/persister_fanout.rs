@@ -118,10 +118,9 @@ async fn a_thousand_subscribers_and_one_stalled_reader() {
     let seen: Rc<RefCell<Vec<Seen>>> = Rc::new(RefCell::new(vec![Seen::default(); SUBSCRIBERS]));
     let mut clients = Vec::with_capacity(SUBSCRIBERS);
     let t = Instant::now();
+    let url = r.ws_url();
     for batch in 0..SUBSCRIBERS / 100 {
-        let conns = futures_util::future::join_all(
-            (0..100).map(|_| PersisterClient::connect(&r.ws_url())),
-        )
+        let conns = futures_util::future::join_all((0..100).map(|_| PersisterClient::connect(&url)))
         .await;
         for (k, conn) in conns.into_iter().enumerate() {
             let (c, mut rx) = conn.expect("subscriber connects");

@@ -114,7 +114,13 @@ pub async fn boot(
     let cell: Arc<OnceCell<Weak<DaemonCore>>> = Arc::new(OnceCell::new());
     let _ = cell.set(Arc::downgrade(&core));
     let mut tasks = vec![
-        ledger::spawn(account, root_secret, ledger_inbox, cell.clone(), log.clone()),
+        ledger::spawn(
+            account,
+            root_secret,
+            ledger_inbox,
+            cell.clone(),
+            log.clone(),
+        ),
         gc::spawn(gc_inbox, cell),
     ];
     for (handle, inbox) in remotes.into_iter().zip(inboxes) {
@@ -277,7 +283,9 @@ async fn fetch_root(
         let (f, c) = as_root(&frame, &container, user_id)?;
         if f.counter == 0 {
             // Frame 0 only fixes the address; the rest is still on its way to this remote.
-            return Err(DaemonError::UnavailableUpstream(format!("{url}: the account is not fully published yet")));
+            return Err(DaemonError::UnavailableUpstream(format!(
+                "{url}: the account is not fully published yet"
+            )));
         }
         Object::Gobd(f.clone()).verify(Some(&party))?;
         Object::Geoc(c.clone()).verify(Some(&party))?;

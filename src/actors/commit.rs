@@ -272,7 +272,8 @@ pub async fn load(core: &DaemonCore, ghid: Ghid) -> Result<Loaded, DaemonError> 
             Ok(loaded)
         }
         Object::Geoc(geoc) => {
-            let mut candidates: Vec<StoredSecret> = core.secret(&ghid)?.map(|r| r.stored).into_iter().collect();
+            let mut candidates: Vec<StoredSecret> =
+                core.secret(&ghid)?.map(|r| r.stored).into_iter().collect();
             candidates.extend(core.ledger.lookup(ghid).await);
             if !candidates.iter().any(|s| s.container == ghid) {
                 core.ledger.refresh().await;

@@ -171,15 +171,30 @@ impl DaemonHandle {
             }
             let dynamic = loaded.frame.is_some();
             let view = object::spawn(core, loaded, app);
-            if dynamic {
-                core.subscribe(ghid);
-            }
             // Gone already only if the app disconnected meanwhile.
-            return core
+            let h = core
                 .objects
                 .get(&ghid)
-                .map(|h| (h, view))
-                .ok_or_else(|| DaemonError::DeadObject(ghid.to_string()));
+                .ok_or_else(|| DaemonError::DeadObject(ghid.to_string()))?;
+            if !dynamic {
+                return Ok((h, view));
+            }
+            core.subscribe(ghid);
+            // The local cache may be stale (nothing was subscribed): a quiet pull from a
+            // connected remote first, so the app starts from the current state.
+            let Some(r) = core.remotes.iter().find(|r| r.is_connected()) else {
+                return Ok((h, view));
+            };
+            if let Some(bytes) = r.get(&ghid).await {
+                if let Err(e) = pull::frame(core, r, bytes).await {
+                    slog::debug!(core.log, "quiet pull failed"; "ghid" => %ghid, "error" => %e);
+                }
+            }
+            let view = h
+                .ask(|reply| ObjectMsg::View { reply })
+                .await
+                .unwrap_or(view);
+            return Ok((h, view));
         }
         Err(DaemonError::DeadObject(ghid.to_string()))
     }
@@ -280,11 +295,19 @@ impl DaemonHandle {
             .await?
     }
 
-    /// Our own binding on the object: it survives its owner's delete.
+    /// Our own binding on the object: it survives its owner's delete. Holding needs no
+    /// secret: an object we cannot read (not shared with us) is held without being tracked.
     pub async fn hold(&self, app: AppId, ghid: Ghid) -> Result<(), DaemonError> {
         let _pass = self.core.gate.enter()?;
-        self.ask(app, ghid, |reply| ObjectMsg::Hold { reply })
-            .await?
+        match self.ask(app, ghid, |reply| ObjectMsg::Hold { reply }).await {
+            Err(DaemonError::UnknownSecret(_)) => {
+                if !commit::holds(&self.core, &ghid)? {
+                    commit::hold(&self.core, &ghid).await?;
+                }
+                Ok(())
+            }
+            other => other?,
+        }
     }
 
     /// Stops tracking for this app only (nothing changes anywhere else).

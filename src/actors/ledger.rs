@@ -1,12 +1,12 @@
 //! `AccountActor`: the one owner of the [`Account`] while the daemon runs.
 //!
-//! Owns: the account (identity, root frame, [`AccountState`]) and its flush schedule. Objects
-//! report new secrets, holds and forgotten objects; the actor folds them into the state and
-//! flushes the root object (new frame + container: ingested locally, durably, and queued for
-//! every remote) **at most every [`FLUSH_INTERVAL`]**, but **at once** when an object is new to
-//! the account or its account-recorded secret would fall [`MAX_LAG`] or more frames behind
-//! (so another machine of the user, which only sees the flushed state, can always ratchet
-//! forward within a frame's 7-entry target vector).
+//! Owns: the account (identity, root frame, [`super::account::AccountState`]) and its flush
+//! schedule. Objects report new secrets, holds and forgotten objects; the actor folds them
+//! into the state and flushes the root object (new frame + container: ingested locally,
+//! durably, and queued for every remote) **at most every [`FLUSH_INTERVAL`]**, but **at once**
+//! when an object is new to the account or its account-recorded secret would fall
+//! [`MAX_LAG`] or more frames behind (so another machine of the user, which only sees the
+//! flushed state, can always ratchet forward within a frame's 7-entry target vector).
 //!
 //! Another machine of the user flushes the same root object. Before a flush, and when no
 //! known secret opens an object (then at most every [`REFRESH_INTERVAL`]), the actor
@@ -55,7 +55,9 @@ enum LedgerMsg {
         reply: oneshot::Sender<Vec<StoredSecret>>,
     },
     /// Fetch the newest root object from the remotes (rate-limited).
-    Refresh { reply: oneshot::Sender<()> },
+    Refresh {
+        reply: oneshot::Sender<()>,
+    },
     /// Flush now if dirty.
     Flush {
         reply: oneshot::Sender<Result<(), DaemonError>>,
@@ -262,8 +264,16 @@ impl AccountActor {
         Next::Continue
     }
 
-    fn record_secret(&mut self, ghid: Ghid, stored: StoredSecret, counter: u64, api_id: Option<Ghid>) {
-        let Some(a) = self.account.as_mut() else { return };
+    fn record_secret(
+        &mut self,
+        ghid: Ghid,
+        stored: StoredSecret,
+        counter: u64,
+        api_id: Option<Ghid>,
+    ) {
+        let Some(a) = self.account.as_mut() else {
+            return;
+        };
         let st = a.state_mut();
         st.secrets.insert(ghid, stored);
         if let Some(api) = api_id {
@@ -282,7 +292,9 @@ impl AccountActor {
     }
 
     fn forget(&mut self, ghid: Ghid) {
-        let Some(a) = self.account.as_mut() else { return };
+        let Some(a) = self.account.as_mut() else {
+            return;
+        };
         let st = a.state();
         let known = st.secrets.contains_key(&ghid)
             || st.api_ids.contains_key(&ghid)
@@ -351,7 +363,8 @@ impl AccountActor {
         self.account = Some(account);
         self.last_flush = Some(Instant::now());
         core.commit_local(objects?).await?;
-        self.flushed.extend(self.latest.iter().map(|(g, c)| (*g, *c)));
+        self.flushed
+            .extend(self.latest.iter().map(|(g, c)| (*g, *c)));
         Ok(())
     }
 
@@ -361,7 +374,10 @@ impl AccountActor {
     /// otherwise before a flush (flushes are rate-limited already).
     async fn refresh(&mut self, limited: bool) -> Result<(), DaemonError> {
         if limited {
-            if self.last_refresh.is_some_and(|t| t.elapsed() < REFRESH_INTERVAL) {
+            if self
+                .last_refresh
+                .is_some_and(|t| t.elapsed() < REFRESH_INTERVAL)
+            {
                 return Ok(());
             }
             self.last_refresh = Some(Instant::now());
@@ -371,19 +387,24 @@ impl AccountActor {
         let Some(frame_bytes) = core.fetch(&core.user_id).await else {
             return Ok(());
         };
-        let decode = |b: &[u8]| Object::decode(b, Policy::STRICT).map_err(crate::persist::PersistError::from);
+        let decode = |b: &[u8]| {
+            Object::decode(b, Policy::STRICT).map_err(crate::persist::PersistError::from)
+        };
         let Object::Gobd(frame) = decode(&frame_bytes)? else {
-            return Err(DaemonError::Account("the user id does not name a dynamic object".into()));
+            return Err(DaemonError::Account(
+                "the user id does not name a dynamic object".into(),
+            ));
         };
         if frame.counter <= ours || frame.dynamic != core.user_id {
             return Ok(());
         }
-        let container_bytes = core
-            .fetch(&frame.target())
-            .await
-            .ok_or_else(|| DaemonError::NotFound(format!("account container {}", frame.target())))?;
+        let container_bytes = core.fetch(&frame.target()).await.ok_or_else(|| {
+            DaemonError::NotFound(format!("account container {}", frame.target()))
+        })?;
         let Object::Geoc(container) = decode(&container_bytes)? else {
-            return Err(DaemonError::Account("the root frame's target is not a container".into()));
+            return Err(DaemonError::Account(
+                "the root frame's target is not a container".into(),
+            ));
         };
         let mut newer = Account::open(self.root_secret.clone(), &frame, &container)?;
         core.ingest_fetched(frame_bytes).await?;

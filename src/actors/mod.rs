@@ -10,6 +10,20 @@
 //! - [`account`]: the identity, the password-derived root secret and the root dynamic object
 //!   that carries the account state. Pure; calls `golix`.
 //! - [`vault`]: the daemon's private local state, AES-256-GCM-sealed in sled.
+//! - [`daemon`]: [`daemon::DaemonHandle`] (the API the IPC layer calls) and
+//!   [`daemon::start`]; [`boot`]: storage, login and actor start-up.
+//! - [`object`]: `ObjectActor`, one tokio task per live object (push coalescing, pull,
+//!   freeze, hold, delete); [`commit`]: making, loading, opening and committing objects;
+//!   [`content`]: the app plaintext framing and the ratchet walk.
+//! - [`remote`]: `RemoteActor`, one per persister (reconnect, subscriptions, outbox replay,
+//!   catch-up); [`pull`]: applying what remotes push; [`outbox`]: the durable per-remote
+//!   publish queue.
+//! - [`ledger`]: `AccountActor`, the owner of the account and its flush schedule;
+//!   [`gc`]: `GcActor`, forgetting secrets of removed objects; [`apps`]: app sessions, their
+//!   trackers and coalescing event mailboxes; [`daemon_core`]: what the actors share.
+//!
+//! The daemon's actors are tokio tasks that own their state and take typed messages over
+//! mpsc with oneshot replies (the actix "chat-actorless" style).
 //!
 //! Calls: `persist` and `golix`. Used by `ipc` and the binaries.
 

@@ -223,7 +223,10 @@ mod tests {
             o.remove(0, e.seq).unwrap();
             drained.push(e.object);
         }
-        assert_eq!(drained, vec![b"two".to_vec(), b"three".to_vec(), b"four".to_vec()]);
+        assert_eq!(
+            drained,
+            vec![b"two".to_vec(), b"three".to_vec(), b"four".to_vec()]
+        );
         // A queue per URL: another remote list sees only its own queues.
         let other = Outbox::open(vault(&db), &["ws://c/ws".to_owned()]).unwrap();
         assert_eq!(other.pending(0), 0);

@@ -280,27 +280,24 @@ impl RemoteActor {
                 }
             })
         };
+        let (sub_tx, sub_rx) = mpsc::unbounded_channel();
+        let subscriber = tokio::spawn(subscriber(
+            self.core.log.clone(),
+            client.clone(),
+            sub_rx,
+            work_tx.clone(),
+        ));
         let ended = loop {
             tokio::select! {
                 msg = rx.recv() => match msg {
                     Some(RemoteMsg::Subscribe(g)) => {
                         if self.subs.insert(g) {
-                            let (client, work) = (client.clone(), work_tx.clone());
-                            tokio::spawn(async move {
-                                if timed(client.subscribe(&g)).await.is_ok() {
-                                    if let Ok(b) = timed(client.get(&g)).await {
-                                        let _ = work.send(Work::Frame(b.to_vec()));
-                                    }
-                                }
-                            });
+                            let _ = sub_tx.send(SubOp::Subscribe(g));
                         }
                     }
                     Some(RemoteMsg::Unsubscribe(g)) => {
                         if self.subs.remove(&g) {
-                            let client = client.clone();
-                            tokio::spawn(async move {
-                                let _ = timed(client.unsubscribe(&g)).await;
-                            });
+                            let _ = sub_tx.send(SubOp::Unsubscribe(g));
                         }
                     }
                     Some(RemoteMsg::Stop { reply }) => break Ended::Stop(reply),
@@ -317,6 +314,7 @@ impl RemoteActor {
         let _ = self.client_tx.send(Link::Down);
         drainer.abort();
         catch_up.abort();
+        subscriber.abort();
         drop(work_tx);
         if matches!(ended, Ended::Stop(_)) {
             let _ = timed(client.disconnect()).await;
@@ -344,6 +342,36 @@ async fn timed<T>(
     tokio::time::timeout(REQUEST_TIMEOUT, f)
         .await
         .unwrap_or(Err(ClientError::Timeout))
+}
+
+/// A subscription change, applied in order on one connection.
+enum SubOp {
+    Subscribe(Ghid),
+    Unsubscribe(Ghid),
+}
+
+/// Applies subscription changes in order; after each subscribe, catches up on that ghid.
+async fn subscriber(
+    log: slog::Logger,
+    client: Client,
+    mut ops: mpsc::UnboundedReceiver<SubOp>,
+    work: mpsc::UnboundedSender<Work>,
+) {
+    while let Some(op) = ops.recv().await {
+        match op {
+            SubOp::Subscribe(g) => match timed(client.subscribe(&g)).await {
+                Ok(()) => {
+                    if let Ok(b) = timed(client.get(&g)).await {
+                        let _ = work.send(Work::Frame(b.to_vec()));
+                    }
+                }
+                Err(e) => slog::info!(log, "subscribe failed"; "ghid" => %g, "error" => %e),
+            },
+            SubOp::Unsubscribe(g) => {
+                let _ = timed(client.unsubscribe(&g)).await;
+            }
+        }
+    }
 }
 
 enum Work {
@@ -480,8 +508,13 @@ mod tests {
     fn backoff_doubles_from_100ms_caps_at_5s_with_jitter() {
         for attempt in 0..40 {
             let d = backoff(attempt);
-            let base = BACKOFF_START.saturating_mul(1 << attempt.min(16)).min(BACKOFF_MAX);
-            assert!(d <= base && d >= base / 2, "attempt {attempt}: {d:?} vs {base:?}");
+            let base = BACKOFF_START
+                .saturating_mul(1 << attempt.min(16))
+                .min(BACKOFF_MAX);
+            assert!(
+                d <= base && d >= base / 2,
+                "attempt {attempt}: {d:?} vs {base:?}"
+            );
         }
         assert!(backoff(0) <= Duration::from_millis(100));
         assert!(backoff(30) >= Duration::from_millis(2500));

@@ -22,6 +22,7 @@
 //! Nothing below `ipc` calls into it.
 
 pub mod client;
+mod daemon;
 mod obj;
 pub mod ops;
 pub mod server;
@@ -100,19 +101,13 @@ pub trait DaemonApi: Clone + Send + Sync + 'static {
     fn delete(&self, app: AppId, ghid: Ghid) -> impl Future<Output = Result<(), DaemonError>>;
 }
 
-/// Failures of the IPC server outside any one request (binding, token file).
+/// Failures of the IPC server outside any one request.
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum IpcError {
     #[error("cannot bind the IPC endpoint {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("capability token file {path}: {source}")]
-    TokenFile {
-        path: std::path::PathBuf,
         #[source]
         source: std::io::Error,
     },
