@@ -16,7 +16,11 @@ use hypergolix::process::{self, PidFile, Stopped};
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Parser)]
-#[command(name = "hgx-persister", version, about = "Hypergolix persistence server")]
+#[command(
+    name = "hgx-persister",
+    version,
+    about = "Hypergolix persistence server"
+)]
 struct Cli {
     /// Config file (default: hypergolix.yml in $HYPERGOLIX_HOME, ., ~/.hypergolix, /etc/hypergolix).
     #[arg(long, env = "HGX_CONFIG")]
@@ -58,7 +62,10 @@ fn load(cli: &Cli) -> Result<Config, String> {
         // First run: write the defaults where the next run will find them.
         let path = config::home_dir().join(config::FILE_NAME);
         if let Ok(true) = Config::write_default(&path) {
-            eprintln!("hgx-persister: wrote default configuration to {}", path.display());
+            eprintln!(
+                "hgx-persister: wrote default configuration to {}",
+                path.display()
+            );
             cfg = Config::load(Some(&path)).map_err(|e| e.to_string())?;
         }
     }
@@ -76,9 +83,15 @@ fn load(cli: &Cli) -> Result<Config, String> {
 
 fn serve(cfg: &Config) -> Result<(), String> {
     let s = &cfg.server;
-    let (log, _log_guard) = logging::init("hgx-persister", s.verbosity, Some(&s.logdir), s.keep_logs)
-        .map_err(|e| format!("logging to {}: {e}", s.logdir.display()))?;
+    // The pid file first: a refused second start leaves no trace (no log file, no lock).
     let _pid = PidFile::acquire(&s.pid_file).map_err(|e| e.to_string())?;
+    let verbosity = if s.debug {
+        s.verbosity.max(Verbosity::Debug)
+    } else {
+        s.verbosity
+    };
+    let (log, _log_guard) = logging::init("hgx-persister", verbosity, Some(&s.logdir), s.keep_logs)
+        .map_err(|e| format!("logging to {}: {e}", s.logdir.display()))?;
     slog::info!(log, "starting"; "config" => ?cfg.source, "ghidcache" => %s.ghidcache.display(),
         "pid_file" => %s.pid_file.display());
     let settings = Settings::from_config(cfg, log.clone()).map_err(|e| e.to_string())?;
@@ -87,6 +100,9 @@ fn serve(cfg: &Config) -> Result<(), String> {
         let sig = process::shutdown_signal().await;
         slog::info!(log, "signal received, stopping"; "signal" => sig);
     }));
+    if let Err(e) = &result {
+        slog::error!(log, "server failed"; "error" => %e);
+    }
     result.map_err(|e| e.to_string())
 }
 

@@ -38,9 +38,15 @@ pub enum ConfigError {
     #[error("config file {0} does not exist")]
     Missing(PathBuf),
     #[error("config file {path}: {source}")]
-    Parse { path: String, source: config::ConfigError },
+    Parse {
+        path: String,
+        source: config::ConfigError,
+    },
     #[error("writing config file {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid configuration: {0}")]
     Invalid(String),
 }
@@ -118,7 +124,10 @@ impl fmt::Debug for UserSection {
         f.debug_struct("UserSection")
             .field("fingerprint", &self.fingerprint)
             .field("user_id", &self.user_id)
-            .field("root_secret", &self.root_secret.as_ref().map(|_| "<redacted>"))
+            .field(
+                "root_secret",
+                &self.root_secret.as_ref().map(|_| "<redacted>"),
+            )
             .field("scrypt", &self.scrypt)
             .finish()
     }
@@ -262,7 +271,10 @@ pub fn search_dirs() -> Vec<PathBuf> {
 
 /// The first `hypergolix.yml` in the search order.
 pub fn find() -> Option<PathBuf> {
-    search_dirs().into_iter().map(|d| d.join(FILE_NAME)).find(|p| p.is_file())
+    search_dirs()
+        .into_iter()
+        .map(|d| d.join(FILE_NAME))
+        .find(|p| p.is_file())
 }
 
 fn resolve(base: &Path, p: &mut PathBuf) {
@@ -298,7 +310,10 @@ impl Config {
             );
         }
         let name = path.map_or_else(|| "<defaults>".to_owned(), |p| p.display().to_string());
-        let parse = |source| ConfigError::Parse { path: name.clone(), source };
+        let parse = |source| ConfigError::Parse {
+            path: name.clone(),
+            source,
+        };
         let mut cfg: Config = b.build().map_err(parse)?.try_deserialize().map_err(parse)?;
         let base = match path {
             Some(p) => {
@@ -317,7 +332,10 @@ impl Config {
     pub fn from_yaml(text: &str, base: &Path) -> Result<Config, ConfigError> {
         let b = config::Config::builder()
             .add_source(config::File::from_str(text, config::FileFormat::Yaml));
-        let parse = |source| ConfigError::Parse { path: "<yaml>".into(), source };
+        let parse = |source| ConfigError::Parse {
+            path: "<yaml>".into(),
+            source,
+        };
         let mut cfg: Config = b.build().map_err(parse)?.try_deserialize().map_err(parse)?;
         cfg.base_dir = base.to_path_buf();
         cfg.resolve_paths(base);
@@ -335,7 +353,10 @@ impl Config {
         ] {
             resolve(base, p);
         }
-        for p in [&mut self.server.tls_cert, &mut self.server.tls_key].into_iter().flatten() {
+        for p in [&mut self.server.tls_cert, &mut self.server.tls_key]
+            .into_iter()
+            .flatten()
+        {
             resolve(base, p);
         }
     }
@@ -374,7 +395,10 @@ impl Config {
         if path.exists() {
             return Ok(false);
         }
-        let err = |source| ConfigError::Write { path: path.to_path_buf(), source };
+        let err = |source| ConfigError::Write {
+            path: path.to_path_buf(),
+            source,
+        };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(err)?;
         }
@@ -415,10 +439,23 @@ mod tests {
         assert_eq!(cfg.server.port, 9000);
         assert_eq!(cfg.server.ghidcache, base.join("cache"));
         assert_eq!(cfg.server.pid_file, base.join("hgx-server.pid"));
-        assert_eq!(cfg.server.tls_cert.as_deref(), Some(Path::new("/abs/cert.pem")));
+        assert_eq!(
+            cfg.server.tls_cert.as_deref(),
+            Some(Path::new("/abs/cert.pem"))
+        );
         assert_eq!(cfg.server.verbosity, Verbosity::Shouty);
-        assert_eq!(cfg.remotes, vec![Remote { host: "example.org".into(), port: 7770, tls: true }]);
-        assert!(!format!("{:?}", cfg.user).contains("abc"), "secrets are not logged");
+        assert_eq!(
+            cfg.remotes,
+            vec![Remote {
+                host: "example.org".into(),
+                port: 7770,
+                tls: true
+            }]
+        );
+        assert!(
+            !format!("{:?}", cfg.user).contains("abc"),
+            "secrets are not logged"
+        );
 
         let mut cfg = cfg;
         cfg.apply_server_overrides(&ServerOverrides {
@@ -437,7 +474,10 @@ mod tests {
     fn host_spec_forms() {
         assert_eq!(HostSpec::parse(None), HostSpec::Loopback);
         assert_eq!(HostSpec::parse(Some("auto")), HostSpec::Auto);
-        assert_eq!(HostSpec::parse(Some("10.0.0.1")), HostSpec::Addr("10.0.0.1".into()));
+        assert_eq!(
+            HostSpec::parse(Some("10.0.0.1")),
+            HostSpec::Addr("10.0.0.1".into())
+        );
     }
 
     #[test]

@@ -21,7 +21,9 @@ use slog::{o, Drain, Level, Logger};
 /// How much to log. `shouty` and `extreme` both map to slog's `Trace` (the most detailed
 /// level slog has); `extreme` additionally asks callers for per-message dumps, see
 /// [`Verbosity::is_extreme`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Verbosity {
     Error,
@@ -130,15 +132,29 @@ pub fn init(
             guards.push(g2);
             prune(dir, program, keep.max(1))?;
             let both = slog::Duplicate::new(term, drain).fuse();
-            (Logger::root(both, o!("program" => program.to_owned())), Some(path))
+            (
+                Logger::root(both, o!("program" => program.to_owned())),
+                Some(path),
+            )
         }
-        None => (Logger::root(term.fuse(), o!("program" => program.to_owned())), None),
+        None => (
+            Logger::root(term.fuse(), o!("program" => program.to_owned())),
+            None,
+        ),
     };
-    Ok((logger, LogGuard { _guards: guards, file }))
+    Ok((
+        logger,
+        LogGuard {
+            _guards: guards,
+            file,
+        },
+    ))
 }
 
 fn log_file_name(program: &str) -> String {
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     // Zero-padded so that names sort by start time.
     format!("{program}-{secs:012}-{:07}.log", std::process::id())
 }
@@ -175,7 +191,10 @@ mod tests {
         assert_eq!(Verbosity::Warning.level(), Level::Warning);
         assert_eq!("WARN".parse::<Verbosity>(), Ok(Verbosity::Warning));
         assert!("loud".parse::<Verbosity>().is_err());
-        assert_eq!(serde_yaml::from_str::<Verbosity>("extreme").unwrap(), Verbosity::Extreme);
+        assert_eq!(
+            serde_yaml::from_str::<Verbosity>("extreme").unwrap(),
+            Verbosity::Extreme
+        );
     }
 
     #[test]

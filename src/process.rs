@@ -57,10 +57,16 @@ fn read_pid(path: &Path) -> Result<Option<i32>, ProcessError> {
     match fs::read_to_string(path) {
         Ok(s) => match s.trim().parse::<i32>() {
             Ok(pid) if pid > 0 => Ok(Some(pid)),
-            _ => Err(ProcessError::BadPidFile { path: path.to_path_buf(), content: s }),
+            _ => Err(ProcessError::BadPidFile {
+                path: path.to_path_buf(),
+                content: s,
+            }),
         },
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(ProcessError::Io { path: path.to_path_buf(), source }),
+        Err(source) => Err(ProcessError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 
@@ -80,7 +86,10 @@ impl PidFile {
     /// Writes our pid to `path`. Refuses if the file names a live process; a stale or
     /// garbled file is replaced.
     pub fn acquire(path: &Path) -> Result<PidFile, ProcessError> {
-        let io_err = |source| ProcessError::Io { path: path.to_path_buf(), source };
+        let io_err = |source| ProcessError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             fs::create_dir_all(dir).map_err(io_err)?;
         }
@@ -90,7 +99,10 @@ impl PidFile {
                 Ok(mut f) => {
                     f.write_all(format!("{me}\n").as_bytes()).map_err(io_err)?;
                     f.sync_all().map_err(io_err)?;
-                    return Ok(PidFile { path: path.to_path_buf(), pid: me });
+                    return Ok(PidFile {
+                        path: path.to_path_buf(),
+                        pid: me,
+                    });
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                     match read_pid(path) {
@@ -156,14 +168,20 @@ pub fn stop(pid_file: &Path, timeout: Duration) -> Result<Stopped, ProcessError>
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Err(ProcessError::StopTimeout { pid, secs: timeout.as_secs() })
+    Err(ProcessError::StopTimeout {
+        pid,
+        secs: timeout.as_secs(),
+    })
 }
 
 /// Resolves on the first SIGINT or SIGTERM, with the signal's name. Needs a tokio runtime
 /// with I/O enabled (actix's has it). If the handlers cannot be installed, never resolves.
 pub async fn shutdown_signal() -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
         (Ok(mut int), Ok(mut term)) => {
             tokio::select! {
                 _ = int.recv() => "SIGINT",
@@ -205,9 +223,15 @@ mod tests {
     fn stop_without_a_pid_file_or_process() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.pid");
-        assert!(matches!(stop(&path, Duration::from_secs(1)), Err(ProcessError::NoPidFile(_))));
+        assert!(matches!(
+            stop(&path, Duration::from_secs(1)),
+            Err(ProcessError::NoPidFile(_))
+        ));
         fs::write(&path, "2147483646\n").unwrap();
-        assert_eq!(stop(&path, Duration::from_secs(1)).unwrap(), Stopped::WasNotRunning(2147483646));
+        assert_eq!(
+            stop(&path, Duration::from_secs(1)).unwrap(),
+            Stopped::WasNotRunning(2147483646)
+        );
         assert!(!is_alive(0));
         assert!(is_alive(std::process::id() as i32));
     }

@@ -493,7 +493,7 @@ async fn second_machine_opens_objects_made_after_its_login() {
         .await
         .unwrap();
     let (a, _) = app(&d1);
-    let (b, _) = app(&d2);
+    let (b, mut b_rx) = app(&d2);
     // Made and pushed past a frame's 7 targets while d2 does not track it: d2 opens it from
     // the account state d1 flushed (d2's own is from before the object existed).
     let y = d1
@@ -508,6 +508,10 @@ async fn second_machine_opens_objects_made_after_its_login() {
     }
     drained(&d1).await;
     assert_eq!(d2.get_object(b, y).await.unwrap().state, b"y9");
+    // Deleted on d1: d2's tracker is told (through the persister's removal notice).
+    d1.delete(a, y).await.unwrap();
+    assert_eq!(next_event(&mut b_rx, WAIT).await, Some(AppEvent::Delete(y)));
+    assert_eq!(d2.get_object(b, y).await.unwrap_err().code(), "not_found");
     d1.shutdown().await.unwrap();
     d2.shutdown().await.unwrap();
     p.stop();

@@ -22,6 +22,9 @@ const KILL_AFTER: usize = 100;
 /// Concurrent publishers on the one connection (so acks ride on shared flushes).
 const STREAMS: usize = 8;
 
+/// Publishes acknowledged so far: (ghid, bytes), shared by the streams on this thread.
+type Acked = Rc<RefCell<Vec<(Ghid, Vec<u8>)>>>;
+
 fn write_config(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("hypergolix.yml");
     std::fs::write(
@@ -50,7 +53,9 @@ fn spawn_persister(config: &Path) -> (Child, String) {
             }
         }
     });
-    let addr = rx.recv_timeout(Duration::from_secs(30)).expect("the server announces its address");
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the server announces its address");
     (child, format!("ws://{addr}/ws"))
 }
 
@@ -76,7 +81,9 @@ async fn every_acknowledged_publish_survives_sigkill() {
     let secret = Secret::random();
     let objects: Vec<(Ghid, Vec<u8>)> = (0..PAIRS)
         .flat_map(|i| {
-            let c = a.make_container(format!("object {i}").as_bytes(), &secret).unwrap();
+            let c = a
+                .make_container(format!("object {i}").as_bytes(), &secret)
+                .unwrap();
             let b = a.make_bind_static(c.ghid).unwrap();
             [(b.ghid, b.encode()), (c.ghid, c.encode())]
         })
@@ -88,12 +95,16 @@ async fn every_acknowledged_publish_survives_sigkill() {
 
     // STREAMS concurrent streams, each publishing its share of pairs in order (binding first:
     // a container is only accepted once bound).
-    let acked: Rc<RefCell<Vec<(Ghid, Vec<u8>)>>> = Rc::default();
+    let acked: Acked = Rc::default();
     let pairs: Vec<&[(Ghid, Vec<u8>)]> = objects.chunks(2).collect();
     let streams = (0..STREAMS).map(|s| {
         let (client, acked) = (client.clone(), acked.clone());
-        let mine: Vec<(Ghid, Vec<u8>)> =
-            pairs.iter().skip(s).step_by(STREAMS).flat_map(|p| p.iter().cloned()).collect();
+        let mine: Vec<(Ghid, Vec<u8>)> = pairs
+            .iter()
+            .skip(s)
+            .step_by(STREAMS)
+            .flat_map(|p| p.iter().cloned())
+            .collect();
         async move {
             for (ghid, bytes) in mine {
                 match client.publish(&bytes).await {
@@ -112,7 +123,10 @@ async fn every_acknowledged_publish_survives_sigkill() {
         async move {
             let t = Instant::now();
             while acked.borrow().len() < KILL_AFTER {
-                assert!(t.elapsed() < Duration::from_secs(30), "publishes are acknowledged");
+                assert!(
+                    t.elapsed() < Duration::from_secs(30),
+                    "publishes are acknowledged"
+                );
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
             // SAFETY: killing our own child.
@@ -120,11 +134,16 @@ async fn every_acknowledged_publish_survives_sigkill() {
             acked.borrow().len()
         }
     };
-    let (_, at_kill) = futures_util::future::join(futures_util::future::join_all(streams), killer).await;
+    let (_, at_kill) =
+        futures_util::future::join(futures_util::future::join_all(streams), killer).await;
     let st = wait_exit(&mut child, Duration::from_secs(10));
     assert!(!st.success(), "killed, not exited: {st:?}");
     let acked = acked.borrow().clone();
-    println!("{} publishes acknowledged ({at_kill} when the kill was sent) of {}", acked.len(), objects.len());
+    println!(
+        "{} publishes acknowledged ({at_kill} when the kill was sent) of {}",
+        acked.len(),
+        objects.len()
+    );
     assert!(acked.len() >= KILL_AFTER);
     assert!(acked.len() < objects.len(), "the kill landed mid-stream");
 
@@ -132,7 +151,10 @@ async fn every_acknowledged_publish_survives_sigkill() {
     let (mut child, url) = spawn_persister(&config);
     let (client, _rx) = PersisterClient::connect(&url).await.unwrap();
     for (ghid, bytes) in &acked {
-        let got = client.get(ghid).await.unwrap_or_else(|e| panic!("{ghid:?} lost after the crash: {e}"));
+        let got = client
+            .get(ghid)
+            .await
+            .unwrap_or_else(|e| panic!("{ghid:?} lost after the crash: {e}"));
         assert_eq!(got, Bytes::from(bytes.clone()));
         let obj = Object::decode(&got, Policy::STRICT).unwrap();
         assert_eq!(obj.ghid(), *ghid);

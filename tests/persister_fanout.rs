@@ -22,8 +22,11 @@ const DEADLINE: Duration = Duration::from_secs(45);
 
 /// Raises the soft open-files limit to the hard limit (each subscriber costs two fds here:
 /// the client end and the server end).
-fn raise_nofile() -> u64 {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+fn raise_nofile() -> libc::rlim_t {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: plain getrlimit/setrlimit on a local struct.
     unsafe {
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
@@ -33,7 +36,7 @@ fn raise_nofile() -> u64 {
         }
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
     }
-    lim.rlim_cur as u64
+    lim.rlim_cur
 }
 
 /// This process's resident set, in KiB (Linux).
@@ -54,7 +57,9 @@ fn presign(n: usize) -> (hypergolix::golix::FirstParty, Vec<Gobd>, Vec<Geoc>) {
     let mut frames: Vec<Gobd> = Vec::with_capacity(n);
     let mut containers = Vec::with_capacity(n);
     for i in 0..n {
-        let c = a.make_container(format!("frame {i}").as_bytes(), &secret).unwrap();
+        let c = a
+            .make_container(format!("frame {i}").as_bytes(), &secret)
+            .unwrap();
         let f = match frames.last() {
             None => a.make_bind_dynamic(c.ghid).unwrap(),
             Some(prev) => a.make_next_frame(prev, c.ghid, DEFAULT_LEGROOM).unwrap(),
@@ -65,9 +70,30 @@ fn presign(n: usize) -> (hypergolix::golix::FirstParty, Vec<Gobd>, Vec<Geoc>) {
     (a, frames, containers)
 }
 
-/// A websocket subscriber that subscribes and then never reads: a raw TCP connection with a
-/// tiny receive buffer, a hand-made upgrade and one masked binary frame.
-async fn stalled_subscriber(addr: std::net::SocketAddr, ghid: &hypergolix::golix::Ghid) -> tokio::net::TcpStream {
+/// One masked client websocket frame (a zero mask leaves the payload as is).
+fn ws_frame(payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x82u8];
+    if payload.len() < 126 {
+        f.push(0x80 | payload.len() as u8);
+    } else {
+        f.push(0x80 | 126);
+        f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    }
+    f.extend_from_slice(&[0, 0, 0, 0]);
+    f.extend_from_slice(payload);
+    f
+}
+
+/// A websocket subscriber that never reads: a raw TCP connection with a tiny receive
+/// buffer and a hand-made upgrade. It subscribes to `ghid`, then asks `gets` times for the
+/// large object `big`, so that the replies fill the socket and the server's write path and
+/// its outbox really backs up before any notification arrives.
+async fn stalled_subscriber(
+    addr: std::net::SocketAddr,
+    ghid: &hypergolix::golix::Ghid,
+    big: &hypergolix::golix::Ghid,
+    gets: u64,
+) -> tokio::net::TcpStream {
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.set_recv_buffer_size(4096).unwrap();
     let mut s = sock.connect(addr).await.unwrap();
@@ -83,13 +109,17 @@ async fn stalled_subscriber(addr: std::net::SocketAddr, ghid: &hypergolix::golix
         s.read_exact(&mut byte).await.unwrap();
         head.push(byte[0]);
     }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
-    let payload = wire::encode_request(1, "subscribe", wire::args::ByGhid { ghid: *ghid });
-    let mut frame = vec![0x82u8, 0x80 | 126];
-    frame.extend_from_slice(&(payload.len() as u16).to_be_bytes());
-    frame.extend_from_slice(&[0, 0, 0, 0]); // a zero mask leaves the payload as is
-    frame.extend_from_slice(&payload);
-    s.write_all(&frame).await.unwrap();
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    let by = |g: &hypergolix::golix::Ghid| wire::args::ByGhid { ghid: *g };
+    let mut out = ws_frame(&wire::encode_request(1, "subscribe", by(ghid)));
+    for id in 0..gets {
+        out.extend(ws_frame(&wire::encode_request(2 + id, "get", by(big))));
+    }
+    s.write_all(&out).await.unwrap();
     s
 }
 
@@ -103,10 +133,17 @@ struct Seen {
 async fn a_thousand_subscribers_and_one_stalled_reader() {
     let started = Instant::now();
     let nofile = raise_nofile();
-    assert!(nofile >= 2 * SUBSCRIBERS as u64 + 200, "RLIMIT_NOFILE {nofile} is too low");
+    assert!(
+        nofile >= 2 * SUBSCRIBERS as libc::rlim_t + 200,
+        "RLIMIT_NOFILE {nofile} is too low"
+    );
     let (a, frames, containers) = presign(FRAMES);
     let dynamic = frames[0].dynamic;
-    println!("pre-signed {} objects in {:?}", 2 * FRAMES, started.elapsed());
+    println!(
+        "pre-signed {} objects in {:?}",
+        2 * FRAMES,
+        started.elapsed()
+    );
 
     let mut settings = Settings::local(None);
     settings.workers = 2;
@@ -120,8 +157,8 @@ async fn a_thousand_subscribers_and_one_stalled_reader() {
     let t = Instant::now();
     let url = r.ws_url();
     for batch in 0..SUBSCRIBERS / 100 {
-        let conns = futures_util::future::join_all((0..100).map(|_| PersisterClient::connect(&url)))
-        .await;
+        let conns =
+            futures_util::future::join_all((0..100).map(|_| PersisterClient::connect(&url))).await;
         for (k, conn) in conns.into_iter().enumerate() {
             let (c, mut rx) = conn.expect("subscriber connects");
             let i = batch * 100 + k;
@@ -140,19 +177,39 @@ async fn a_thousand_subscribers_and_one_stalled_reader() {
             });
             clients.push(c);
         }
-        futures_util::future::join_all(clients[batch * 100..].iter().map(|c| c.subscribe(&dynamic)))
-            .await
-            .into_iter()
-            .for_each(|r| r.expect("subscribe"));
+        futures_util::future::join_all(
+            clients[batch * 100..].iter().map(|c| c.subscribe(&dynamic)),
+        )
+        .await
+        .into_iter()
+        .for_each(|r| r.expect("subscribe"));
     }
-    println!("{SUBSCRIBERS} subscribers connected and subscribed in {:?}", t.elapsed());
+    println!(
+        "{SUBSCRIBERS} subscribers connected and subscribed in {:?}",
+        t.elapsed()
+    );
 
-    let stalled = stalled_subscriber(r.local_addr(), &dynamic).await;
+    // The stalled reader: 128 replies of 128 KiB back up behind its socket first.
+    let big = a
+        .make_container(&vec![0u8; 128 * 1024], &Secret::random())
+        .unwrap();
+    publisher
+        .publish(&a.make_bind_static(big.ghid).unwrap().encode())
+        .await
+        .unwrap();
+    publisher.publish(&big.encode()).await.unwrap();
+    let stalled = stalled_subscriber(r.local_addr(), &dynamic, &big.ghid, 128).await;
     let t0 = Instant::now();
-    while r.stats().subscriptions < SUBSCRIBERS as u64 + 1 {
-        assert!(t0.elapsed() < Duration::from_secs(10), "the stalled subscriber registers");
+    while r.stats().subscriptions < SUBSCRIBERS as u64 + 1 || r.stats().queued < 16 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the stalled subscriber registers and backs up: {:?}",
+            r.stats()
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stuck = r.stats().queued;
     let rss_before = vm_rss_kib();
 
     // Publish the 100 frames (frame, then its container) and wait for every reader.
@@ -164,7 +221,11 @@ async fn a_thousand_subscribers_and_one_stalled_reader() {
     let published = t.elapsed();
     let final_counter = (FRAMES - 1) as u64;
     loop {
-        let done = seen.borrow().iter().filter(|s| s.last == Some(final_counter)).count();
+        let done = seen
+            .borrow()
+            .iter()
+            .filter(|s| s.last == Some(final_counter))
+            .count();
         if done == SUBSCRIBERS {
             break;
         }
@@ -179,7 +240,10 @@ async fn a_thousand_subscribers_and_one_stalled_reader() {
 
     let seen = seen.borrow().clone();
     let total: u64 = seen.iter().map(|s| u64::from(s.deliveries)).sum();
-    let complete = seen.iter().filter(|s| s.deliveries as usize == FRAMES).count();
+    let complete = seen
+        .iter()
+        .filter(|s| s.deliveries as usize == FRAMES)
+        .count();
     let min = seen.iter().map(|s| s.deliveries).min().unwrap_or(0);
     let stats = r.stats();
     println!(
@@ -188,11 +252,31 @@ async fn a_thousand_subscribers_and_one_stalled_reader() {
          VmRSS {rss_before} -> {rss_after} KiB"
     );
 
-    assert_eq!(stats.encoded, FRAMES as u64, "each notification encoded once for all");
+    assert_eq!(
+        stats.encoded, FRAMES as u64,
+        "each notification encoded once for all"
+    );
     let pushes = (FRAMES * (SUBSCRIBERS + 1)) as u64;
-    assert_eq!(stats.delivered + stats.coalesced, pushes, "every push queued or merged");
+    assert_eq!(
+        stats.delivered + stats.coalesced,
+        pushes,
+        "every push queued or merged"
+    );
     assert!(total <= stats.delivered && total + FRAMES as u64 >= stats.delivered);
-    assert_eq!(stats.slow_drops, 0, "latest-wins: the stalled reader is never over its bound");
+    assert_eq!(
+        stats.slow_drops, 0,
+        "latest-wins: the stalled reader is never over its bound"
+    );
+    assert!(
+        stats.queued <= stuck + 1,
+        "the stalled reader holds one pending frame, not {FRAMES}: {} -> {}",
+        stuck,
+        stats.queued
+    );
+    assert!(
+        stats.coalesced >= (FRAMES - 1) as u64,
+        "the stalled reader's frames were merged"
+    );
     assert!(
         rss_after.saturating_sub(rss_before) < 256 * 1024,
         "memory grew by {} KiB",

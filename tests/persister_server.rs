@@ -10,7 +10,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hypergolix::golix::{FirstParty, Gdxx, Geoc, Ghid, Gobd, Object, Policy, Secret, DEFAULT_LEGROOM};
+use hypergolix::golix::{
+    FirstParty, Gdxx, Geoc, Ghid, Gobd, Object, Policy, Secret, DEFAULT_LEGROOM,
+};
 use hypergolix::persist::client::{ClientError, Notification, Notifications, PersisterClient};
 use hypergolix::persist::server::{self, Running, Settings};
 
@@ -28,7 +30,9 @@ async fn start() -> Running {
 }
 
 async fn connect(r: &Running) -> (PersisterClient, Notifications) {
-    PersisterClient::connect(&r.ws_url()).await.expect("client connects")
+    PersisterClient::connect(&r.ws_url())
+        .await
+        .expect("client connects")
 }
 
 async fn next(rx: &mut Notifications) -> Notification {
@@ -54,7 +58,10 @@ fn code(r: Result<impl std::fmt::Debug, ClientError>) -> String {
 
 fn assert_code(r: Result<impl std::fmt::Debug, ClientError>, want: &str) {
     let got = code(r);
-    assert!(got.starts_with(&format!("{want} ")), "wanted {want}, got {got}");
+    assert!(
+        got.starts_with(&format!("{want} ")),
+        "wanted {want}, got {got}"
+    );
 }
 
 /// A dynamic object of `n` frames by `a`: (frames, containers), pre-signed.
@@ -64,8 +71,12 @@ fn dynamic(a: &FirstParty, n: usize) -> (Vec<Gobd>, Vec<Geoc>) {
     let mut frames = vec![a.make_bind_dynamic(c0.ghid).unwrap()];
     let mut containers = vec![c0];
     for i in 1..n {
-        let c = a.make_container(format!("state {i}").as_bytes(), &secret).unwrap();
-        let f = a.make_next_frame(&frames[i - 1], c.ghid, DEFAULT_LEGROOM).unwrap();
+        let c = a
+            .make_container(format!("state {i}").as_bytes(), &secret)
+            .unwrap();
+        let f = a
+            .make_next_frame(&frames[i - 1], c.ghid, DEFAULT_LEGROOM)
+            .unwrap();
         frames.push(f);
         containers.push(c);
     }
@@ -90,8 +101,17 @@ async fn every_op_round_trips() {
     assert_eq!(hello.protocol, 1);
     assert_eq!(hello.events, vec!["notify".to_owned()]);
     for op in [
-        "hello", "ping", "publish", "get", "subscribe", "unsubscribe", "list_subscriptions",
-        "list_bindings", "query_debinding", "exists", "disconnect",
+        "hello",
+        "ping",
+        "publish",
+        "get",
+        "subscribe",
+        "unsubscribe",
+        "list_subscriptions",
+        "list_bindings",
+        "query_debinding",
+        "exists",
+        "disconnect",
     ] {
         assert!(hello.ops.contains_key(op), "op table lists {op}");
     }
@@ -101,8 +121,14 @@ async fn every_op_round_trips() {
 
     let id = gidc(&a);
     let ack = c.publish(&id).await.unwrap();
-    assert_eq!((ack.ghid, ack.kind.as_str(), ack.new), (a.ghid(), "gidc", true));
-    assert!(!c.publish(&id).await.unwrap().new, "publishing is idempotent");
+    assert_eq!(
+        (ack.ghid, ack.kind.as_str(), ack.new),
+        (a.ghid(), "gidc", true)
+    );
+    assert!(
+        !c.publish(&id).await.unwrap().new,
+        "publishing is idempotent"
+    );
     assert!(c.exists(&a.ghid()).await.unwrap());
     assert_eq!(c.get(&a.ghid()).await.unwrap(), Bytes::from(id));
 
@@ -138,9 +164,19 @@ async fn every_op_round_trips() {
 
     // Disconnect: replies, then the server closes the connection.
     c.disconnect().await.unwrap();
-    assert!(tokio::time::timeout(WAIT, rx.recv()).await.unwrap().is_none(), "closed");
+    assert!(
+        tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .unwrap()
+            .is_none(),
+        "closed"
+    );
     assert_eq!(c.ping().await, Err(ClientError::Closed));
-    assert_eq!(r.stats().subscriptions, 0, "disconnect cleared the subscriptions");
+    assert_eq!(
+        r.stats().subscriptions,
+        0,
+        "disconnect cleared the subscriptions"
+    );
     r.stop().await.unwrap();
 }
 
@@ -171,7 +207,10 @@ async fn dynamic_object_life_reaches_subscribers_but_not_the_uploader() {
         assert_eq!(sub.get(&dynamic).await.unwrap(), Bytes::from(f.encode()));
     }
     nothing(&mut up_rx).await;
-    assert_eq!(sub.list_bindings(&containers[3].ghid).await.unwrap(), vec![dynamic]);
+    assert_eq!(
+        sub.list_bindings(&containers[3].ghid).await.unwrap(),
+        vec![dynamic]
+    );
 
     // Debind: the subscriber gets the GDXX, the object is gone.
     let gdxx: Gdxx = a.make_debind(dynamic).unwrap();
@@ -181,7 +220,10 @@ async fn dynamic_object_life_reaches_subscribers_but_not_the_uploader() {
     assert_eq!(n.object, Bytes::from(gdxx.encode()));
     assert_code(sub.get(&dynamic).await, "not_found");
     assert_code(sub.get(&containers[3].ghid).await, "not_found");
-    assert_eq!(sub.query_debinding(&dynamic).await.unwrap(), Some(gdxx.ghid));
+    assert_eq!(
+        sub.query_debinding(&dynamic).await.unwrap(),
+        Some(gdxx.ghid)
+    );
     nothing(&mut up_rx).await;
     r.stop().await.unwrap();
 }
@@ -194,7 +236,11 @@ async fn offline_mail_is_delivered_at_each_subscribe() {
     c.publish(&gidc(&a)).await.unwrap();
     c.publish(&gidc(&b)).await.unwrap();
     let garq = a
-        .make_handshake(b.second_party(), Ghid::pseudorandom(hypergolix::golix::Algo::SHA512), &Secret::random())
+        .make_handshake(
+            b.second_party(),
+            Ghid::pseudorandom(hypergolix::golix::Algo::SHA512),
+            &Secret::random(),
+        )
         .unwrap();
     c.publish(&garq.encode()).await.unwrap();
 
@@ -204,7 +250,10 @@ async fn offline_mail_is_delivered_at_each_subscribe() {
         let (bc, mut brx) = connect(&r).await;
         bc.subscribe(&b.ghid()).await.unwrap();
         let n = next(&mut brx).await;
-        assert_eq!((n.subscription, n.object.clone()), (b.ghid(), Bytes::from(garq.encode())));
+        assert_eq!(
+            (n.subscription, n.object.clone()),
+            (b.ghid(), Bytes::from(garq.encode()))
+        );
         nothing(&mut brx).await;
     }
 
@@ -247,21 +296,49 @@ async fn rejections_surface_their_codes() {
     let gdxx_by_b = b.make_debind(frames[0].dynamic).unwrap();
     assert_code(c.publish(&gdxx_by_b.encode()).await, "inconsistent_author");
     let gdxx_of_identity = a.make_debind(a.ghid()).unwrap();
-    assert_code(c.publish(&gdxx_of_identity.encode()).await, "invalid_target");
+    assert_code(
+        c.publish(&gdxx_of_identity.encode()).await,
+        "invalid_target",
+    );
+
+    // A frame that would close a loop of dynamic bindings.
+    let cb = a.make_container(b"b", &secret).unwrap();
+    let b0 = a.make_bind_dynamic(cb.ghid).unwrap();
+    let a0 = a.make_bind_dynamic(b0.dynamic).unwrap();
+    let b1 = a.make_next_frame(&b0, a0.dynamic, DEFAULT_LEGROOM).unwrap();
+    c.publish(&b0.encode()).await.unwrap();
+    c.publish(&a0.encode()).await.unwrap();
+    assert_code(c.publish(&b1.encode()).await, "circular_binding");
 
     // Debound bindings cannot come back.
     let gobs = a.make_bind_static(geoc.ghid).unwrap();
     c.publish(&gobs.encode()).await.unwrap();
-    c.publish(&a.make_debind(gobs.ghid).unwrap().encode()).await.unwrap();
+    c.publish(&a.make_debind(gobs.ghid).unwrap().encode())
+        .await
+        .unwrap();
     assert_code(c.publish(&gobs.encode()).await, "already_debound");
 
     // Session-level codes.
-    assert_code(c.request_raw("publish", serde_json::json!({"obj": 1})).await, "bad_args");
-    assert_code(c.request_raw("get", serde_json::json!({"ghid": "short"})).await, "bad_args");
+    assert_code(
+        c.request_raw("publish", serde_json::json!({"obj": 1}))
+            .await,
+        "bad_args",
+    );
+    assert_code(
+        c.request_raw("get", serde_json::json!({"ghid": "short"}))
+            .await,
+        "bad_args",
+    );
     for _ in 0..2 {
-        c.subscribe(&Ghid::pseudorandom(hypergolix::golix::Algo::SHA512)).await.unwrap();
+        c.subscribe(&Ghid::pseudorandom(hypergolix::golix::Algo::SHA512))
+            .await
+            .unwrap();
     }
-    assert_code(c.subscribe(&Ghid::pseudorandom(hypergolix::golix::Algo::SHA512)).await, "limit");
+    assert_code(
+        c.subscribe(&Ghid::pseudorandom(hypergolix::golix::Algo::SHA512))
+            .await,
+        "limit",
+    );
     c.ping().await.unwrap();
     r.stop().await.unwrap();
 }
@@ -270,13 +347,23 @@ async fn rejections_surface_their_codes() {
 async fn unknown_ops_and_malformed_input_keep_the_session() {
     let r = start().await;
     let (c, _rx) = connect(&r).await;
-    assert_code(c.request_raw("teleport", serde_json::json!({"to": "mars"})).await, "unknown_op");
+    assert_code(
+        c.request_raw("teleport", serde_json::json!({"to": "mars"}))
+            .await,
+        "unknown_op",
+    );
     c.ping().await.unwrap();
 
     // Not msgpack at all: the reply has no id.
-    c.send_raw(Bytes::from_static(b"\xc1\xc1 not msgpack")).await.unwrap();
+    c.send_raw(Bytes::from_static(b"\xc1\xc1 not msgpack"))
+        .await
+        .unwrap();
     c.ping().await.unwrap();
-    assert_eq!(c.take_orphan_error().and_then(|e| e.code().map(str::to_owned)), Some("malformed".into()));
+    assert_eq!(
+        c.take_orphan_error()
+            .and_then(|e| e.code().map(str::to_owned)),
+        Some("malformed".into())
+    );
     // A map without an op: the id is recovered and the caller gets the error.
     let no_op = rmp_serde::to_vec_named(&serde_json::json!({"id": 999_999, "args": {}})).unwrap();
     c.send_raw(Bytes::from(no_op)).await.unwrap();
@@ -286,7 +373,10 @@ async fn unknown_ops_and_malformed_input_keep_the_session() {
         ("ghid".into(), rmpv::Value::Binary(vec![1u8; 65])),
         ("extra".into(), rmpv::Value::Array(vec![1.into(), 2.into()])),
     ]);
-    assert_eq!(c.request_raw("exists", args).await.unwrap(), rmpv::Value::Boolean(false));
+    assert_eq!(
+        c.request_raw("exists", args).await.unwrap(),
+        rmpv::Value::Boolean(false)
+    );
     let hello = c.hello().await.unwrap();
     assert_eq!(hello.protocol, 1);
     r.stop().await.unwrap();
@@ -298,14 +388,25 @@ async fn oversize_message_gets_too_large_and_a_clean_close() {
     let a = common::fixture(1);
     let (c, mut rx) = connect(&r).await;
     c.publish(&gidc(&a)).await.unwrap();
-    let geoc = a.make_container(&vec![7u8; 100 * 1024], &Secret::random()).unwrap();
+    let geoc = a
+        .make_container(&vec![7u8; 100 * 1024], &Secret::random())
+        .unwrap();
     let gobs = a.make_bind_static(geoc.ghid).unwrap();
     c.publish(&gobs.encode()).await.unwrap();
     let t = Instant::now();
     assert_code(c.publish(&geoc.encode()).await, "too_large");
-    assert!(tokio::time::timeout(WAIT, rx.recv()).await.unwrap().is_none(), "closed");
+    assert!(
+        tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .unwrap()
+            .is_none(),
+        "closed"
+    );
     assert!(c.is_closed());
-    assert!(t.elapsed() < Duration::from_secs(3), "closed promptly, not by a timeout");
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "closed promptly, not by a timeout"
+    );
     let (c2, _) = connect(&r).await;
     assert!(!c2.exists(&geoc.ghid).await.unwrap(), "nothing stored");
     assert!(c2.exists(&gobs.ghid).await.unwrap());
@@ -335,8 +436,16 @@ async fn http_read_path() {
     assert_eq!(doc["protocol"], "hgx-persist/1");
     assert_eq!(doc["links"]["object"], "/o/{ghid}");
     assert_eq!(doc["links"]["ws"], "/ws");
-    let mut resp = http.get(url("/")).insert_header((header::ACCEPT, "application/json")).send().await.unwrap();
-    assert_eq!(resp.headers().get(header::CONTENT_TYPE).unwrap(), "application/json");
+    let mut resp = http
+        .get(url("/"))
+        .insert_header((header::ACCEPT, "application/json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.headers().get(header::CONTENT_TYPE).unwrap(),
+        "application/json"
+    );
     let doc: serde_json::Value = serde_json::from_slice(&resp.body().await.unwrap()).unwrap();
     assert_eq!(doc["links"]["ws"], "/ws");
 
@@ -345,25 +454,49 @@ async fn http_read_path() {
     let mut resp = http.get(url(&format!("/o/{g}"))).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let etag = format!("\"{g}\"");
-    assert_eq!(resp.headers().get(header::ETAG).unwrap().to_str().unwrap(), etag);
+    assert_eq!(
+        resp.headers().get(header::ETAG).unwrap().to_str().unwrap(),
+        etag
+    );
     assert_eq!(
         resp.headers().get(header::CACHE_CONTROL).unwrap(),
         "public, max-age=31536000, immutable"
     );
     assert_eq!(resp.body().await.unwrap(), Bytes::from(gidc(&a)));
-    let resp = http.get(url(&format!("/o/{g}"))).insert_header((header::IF_NONE_MATCH, etag.as_str())).send().await.unwrap();
+    let resp = http
+        .get(url(&format!("/o/{g}")))
+        .insert_header((header::IF_NONE_MATCH, etag.as_str()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::NOT_MODIFIED);
     let mut resp = http.head(url(&format!("/o/{g}"))).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    assert_eq!(resp.headers().get(header::CONTENT_LENGTH).unwrap().to_str().unwrap(), gidc(&a).len().to_string());
+    assert_eq!(
+        resp.headers()
+            .get(header::CONTENT_LENGTH)
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        gidc(&a).len().to_string()
+    );
     assert!(resp.body().await.unwrap().is_empty());
 
     // A dynamic ghid redirects to its current frame, uncached; the frame is immutable.
     let d = frames[0].dynamic.as_str();
     let resp = http.get(url(&format!("/o/{d}"))).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::TEMPORARY_REDIRECT);
-    assert_eq!(resp.headers().get(header::CACHE_CONTROL).unwrap(), "no-cache");
-    let location = resp.headers().get(header::LOCATION).unwrap().to_str().unwrap().to_owned();
+    assert_eq!(
+        resp.headers().get(header::CACHE_CONTROL).unwrap(),
+        "no-cache"
+    );
+    let location = resp
+        .headers()
+        .get(header::LOCATION)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(location, format!("/o/{}", frames[1].frame.as_str()));
     let mut resp = http.get(url(&location)).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
@@ -371,14 +504,58 @@ async fn http_read_path() {
 
     // Unknown, malformed, removed.
     let unknown = Ghid::pseudorandom(hypergolix::golix::Algo::SHA512).as_str();
-    assert_eq!(http.get(url(&format!("/o/{unknown}"))).send().await.unwrap().status(), StatusCode::NOT_FOUND);
-    assert_eq!(http.head(url(&format!("/o/{unknown}"))).send().await.unwrap().status(), StatusCode::NOT_FOUND);
-    assert_eq!(http.get(url("/o/not-a-ghid")).send().await.unwrap().status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        http.get(url(&format!("/o/{unknown}")))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        http.head(url(&format!("/o/{unknown}")))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        http.get(url("/o/not-a-ghid"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::BAD_REQUEST
+    );
     let old_frame = frames[0].frame.as_str();
-    assert_eq!(http.get(url(&format!("/o/{old_frame}"))).send().await.unwrap().status(), StatusCode::GONE);
-    c.publish(&a.make_debind(frames[0].dynamic).unwrap().encode()).await.unwrap();
-    assert_eq!(http.get(url(&format!("/o/{d}"))).send().await.unwrap().status(), StatusCode::GONE);
-    assert_eq!(http.head(url(&format!("/o/{d}"))).send().await.unwrap().status(), StatusCode::GONE);
+    assert_eq!(
+        http.get(url(&format!("/o/{old_frame}")))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::GONE
+    );
+    c.publish(&a.make_debind(frames[0].dynamic).unwrap().encode())
+        .await
+        .unwrap();
+    assert_eq!(
+        http.get(url(&format!("/o/{d}")))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::GONE
+    );
+    assert_eq!(
+        http.head(url(&format!("/o/{d}")))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::GONE
+    );
     r.stop().await.unwrap();
 }
 
@@ -388,8 +565,23 @@ async fn tls_serves_wss_and_https() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     let made = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
-        .args(["-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
         .args(["-addext", "basicConstraints=critical,CA:FALSE"])
         .arg("-keyout")
         .arg(&key)
@@ -402,7 +594,10 @@ async fn tls_serves_wss_and_https() {
         eprintln!("skipping: no openssl tool to make a test certificate");
         return;
     }
-    let files = server::TlsFiles { cert: cert.clone(), key };
+    let files = server::TlsFiles {
+        cert: cert.clone(),
+        key,
+    };
     let r = start_with(|s| s.tls = Some(files)).await;
     assert!(r.ws_url().starts_with("wss://"));
 
@@ -418,11 +613,18 @@ async fn tls_serves_wss_and_https() {
         .with_root_certificates(roots)
         .with_no_client_auth();
     let tls = std::sync::Arc::new(tls);
-    let opts = hypergolix::persist::client::ClientOptions { tls: Some(tls.clone()), ..Default::default() };
-    let (c, _rx) = PersisterClient::connect_with(&r.ws_url(), opts).await.unwrap();
+    let opts = hypergolix::persist::client::ClientOptions {
+        tls: Some(tls.clone()),
+        ..Default::default()
+    };
+    let (c, _rx) = PersisterClient::connect_with(&r.ws_url(), opts)
+        .await
+        .unwrap();
     c.ping().await.unwrap();
     assert_eq!(c.hello().await.unwrap().protocol, 1);
-    let http = awc::Client::builder().connector(awc::Connector::new().rustls_0_23(tls)).finish();
+    let http = awc::Client::builder()
+        .connector(awc::Connector::new().rustls_0_23(tls))
+        .finish();
     let resp = http.get(format!("{}/", r.http_url())).send().await.unwrap();
     assert_eq!(resp.status(), awc::http::StatusCode::OK);
     r.stop().await.unwrap();
@@ -461,7 +663,9 @@ fn spawn_persister(config: &Path) -> (Child, std::net::SocketAddr) {
             }
         }
     });
-    let addr = rx.recv_timeout(Duration::from_secs(30)).expect("the server announces its address");
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the server announces its address");
     (child, addr.parse().unwrap())
 }
 
@@ -490,7 +694,10 @@ async fn binary_refuses_a_second_instance_stops_and_keeps_data() {
     let url = format!("ws://{addr}/ws");
     let (c, _rx) = PersisterClient::connect(&url).await.unwrap();
     c.publish(&gidc(&a)).await.unwrap();
-    assert_eq!(std::fs::read_to_string(&pid_file).unwrap().trim(), first.id().to_string());
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).unwrap().trim(),
+        first.id().to_string()
+    );
 
     // A second instance on the same pid file refuses, and says why.
     let out = Command::new(env!("CARGO_BIN_EXE_hgx-persister"))
@@ -500,7 +707,10 @@ async fn binary_refuses_a_second_instance_stops_and_keeps_data() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("already running as pid {}", first.id())), "{err}");
+    assert!(
+        err.contains(&format!("already running as pid {}", first.id())),
+        "{err}"
+    );
 
     // `stop` signals it through the pid file and waits.
     let out = Command::new(env!("CARGO_BIN_EXE_hgx-persister"))
@@ -509,15 +719,28 @@ async fn binary_refuses_a_second_instance_stops_and_keeps_data() {
         .arg("stop")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(wait_exit(&mut first, Duration::from_secs(20)).success());
     assert!(!pid_file.exists(), "pid file removed on exit");
-    assert!(std::fs::read_dir(dir.path().join("logs")).unwrap().count() >= 1, "a log file");
+    assert!(
+        std::fs::read_dir(dir.path().join("logs")).unwrap().count() >= 1,
+        "a log file"
+    );
 
     // Restart on the same ghidcache; SIGTERM stops it cleanly too.
     let (mut second, addr) = spawn_persister(&config);
-    let (c, _rx) = PersisterClient::connect(&format!("ws://{addr}/ws")).await.unwrap();
-    assert_eq!(c.get(&a.ghid()).await.unwrap(), Bytes::from(gidc(&a)), "data survived");
+    let (c, _rx) = PersisterClient::connect(&format!("ws://{addr}/ws"))
+        .await
+        .unwrap();
+    assert_eq!(
+        c.get(&a.ghid()).await.unwrap(),
+        Bytes::from(gidc(&a)),
+        "data survived"
+    );
     let t = Instant::now();
     // SAFETY: signalling our own child.
     assert_eq!(unsafe { libc::kill(second.id() as i32, libc::SIGTERM) }, 0);

@@ -215,7 +215,7 @@ async fn find_root(
     fingerprint: &Ghid,
 ) -> Result<Root, DaemonError> {
     if let Some(frame) = archive.get(user_id)? {
-        if let Ok(Some(Object::Gobd(f))) = decode(&frame).map(Some) {
+        if let Ok(Object::Gobd(f)) = decode(&frame) {
             if let Some(container) = archive.get(&f.target())? {
                 let (frame, container) = as_root(&frame, &container, user_id)?;
                 return Ok(Root {

@@ -250,8 +250,9 @@ impl ObjectActor {
                     }
                 }
                 done = join(&mut in_flight) => {
-                    let f = in_flight.take().expect("joined an in-flight push");
-                    self.finish_push(done, f.waiters, f.latest).await;
+                    if let Some(f) = in_flight.take() {
+                        self.finish_push(done, f.waiters, f.latest).await;
+                    }
                     while let Some(msg) = self.deferred.pop_front() {
                         if let Some(stop) = self.handle(msg, false).await {
                             let _ = stop.send(());

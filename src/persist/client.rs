@@ -65,7 +65,10 @@ impl ClientError {
 
 impl From<ErrBody> for ClientError {
     fn from(e: ErrBody) -> Self {
-        ClientError::Server { code: e.code, message: e.message }
+        ClientError::Server {
+            code: e.code,
+            message: e.message,
+        }
     }
 }
 
@@ -145,7 +148,9 @@ struct Inner {
 
 impl std::fmt::Debug for PersisterClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PersisterClient").field("url", &self.inner.url).finish_non_exhaustive()
+        f.debug_struct("PersisterClient")
+            .field("url", &self.inner.url)
+            .finish_non_exhaustive()
     }
 }
 
@@ -160,10 +165,15 @@ impl PersisterClient {
         url: &str,
         opts: ClientOptions,
     ) -> Result<(PersisterClient, Notifications), ClientError> {
-        let err = |reason: String| ClientError::Connect { url: url.to_owned(), reason };
+        let err = |reason: String| ClientError::Connect {
+            url: url.to_owned(),
+            reason,
+        };
         let builder = awc::Client::builder().timeout(opts.connect_timeout);
         let client = match &opts.tls {
-            Some(tls) => builder.connector(awc::Connector::new().rustls_0_23(tls.clone())).finish(),
+            Some(tls) => builder
+                .connector(awc::Connector::new().rustls_0_23(tls.clone()))
+                .finish(),
             None => builder.finish(),
         };
         let (_resp, framed) = client
@@ -183,7 +193,12 @@ impl PersisterClient {
             next_id: AtomicU64::new(1),
             timeout: opts.request_timeout,
         };
-        Ok((PersisterClient { inner: Arc::new(inner) }, nrx))
+        Ok((
+            PersisterClient {
+                inner: Arc::new(inner),
+            },
+            nrx,
+        ))
     }
 
     /// The url this client connected to.
@@ -199,7 +214,10 @@ impl PersisterClient {
     /// The last error reply that carried no request id (e.g. `malformed` for undecodable
     /// bytes sent with [`PersisterClient::send_raw`]), taken.
     pub fn take_orphan_error(&self) -> Option<ClientError> {
-        lock(&self.inner.pending).orphan.take().map(ClientError::from)
+        lock(&self.inner.pending)
+            .orphan
+            .take()
+            .map(ClientError::from)
     }
 
     /// Sends a request with any op and args and returns the raw `ok` value (ops this client
@@ -231,10 +249,18 @@ impl PersisterClient {
 
     /// Sends raw bytes as one binary message (tests of the server's tolerance).
     pub async fn send_raw(&self, frame: Bytes) -> Result<(), ClientError> {
-        self.inner.tx.send(Cmd::Send(frame)).await.map_err(|_| ClientError::Closed)
+        self.inner
+            .tx
+            .send(Cmd::Send(frame))
+            .await
+            .map_err(|_| ClientError::Closed)
     }
 
-    async fn call<A: Serialize, T: DeserializeOwned>(&self, op: &str, args: A) -> Result<T, ClientError> {
+    async fn call<A: Serialize, T: DeserializeOwned>(
+        &self,
+        op: &str,
+        args: A,
+    ) -> Result<T, ClientError> {
         let v = self.request_raw(op, args).await?;
         rmpv::ext::from_value(v).map_err(|e| ClientError::Protocol(format!("{op} reply: {e}")))
     }
@@ -259,16 +285,23 @@ impl PersisterClient {
 
     /// The object's bytes (a dynamic ghid gives its current frame); `not_found` if absent.
     pub async fn get(&self, ghid: &Ghid) -> Result<Bytes, ClientError> {
-        match self.request_raw("get", args::ByGhid { ghid: *ghid }).await? {
+        match self
+            .request_raw("get", args::ByGhid { ghid: *ghid })
+            .await?
+        {
             Value::Binary(b) => Ok(Bytes::from(b)),
-            other => Err(ClientError::Protocol(format!("get reply is not bin: {other}"))),
+            other => Err(ClientError::Protocol(format!(
+                "get reply is not bin: {other}"
+            ))),
         }
     }
 
     /// Subscribes; notifications for `ghid` then arrive on the [`Notifications`] channel,
     /// starting with every stored request (GARQ) addressed to it.
     pub async fn subscribe(&self, ghid: &Ghid) -> Result<(), ClientError> {
-        self.request_raw("subscribe", args::ByGhid { ghid: *ghid }).await.map(|_| ())
+        self.request_raw("subscribe", args::ByGhid { ghid: *ghid })
+            .await
+            .map(|_| ())
     }
 
     /// False if it was not subscribed.
@@ -327,8 +360,16 @@ async fn dispatch(frame: &[u8], pending: &Mutex<Pending>, notify: &mpsc::Sender<
             }
             (id, Err(ClientError::from(err)))
         }
-        Incoming::Notify { subscription, object } => {
-            let _ = notify.send(Notification { subscription, object }).await;
+        Incoming::Notify {
+            subscription,
+            object,
+        } => {
+            let _ = notify
+                .send(Notification {
+                    subscription,
+                    object,
+                })
+                .await;
             return;
         }
         Incoming::OtherEvent(_) => return,
@@ -353,7 +394,12 @@ async fn io_task<F, E1, E2>(
     F: Stream<Item = Result<Frame, E1>> + Sink<Message, Error = E2> + Unpin,
 {
     let (mut sink, mut stream) = framed.split();
-    let close_msg = || Message::Close(Some(CloseReason { code: CloseCode::Normal, description: None }));
+    let close_msg = || {
+        Message::Close(Some(CloseReason {
+            code: CloseCode::Normal,
+            description: None,
+        }))
+    };
     let mut closing: Option<tokio::time::Instant> = None;
     loop {
         let deadline =
@@ -409,7 +455,10 @@ async fn io_task<F, E1, E2>(
     let _ = sink.close().await;
     let mut p = lock(&pending);
     p.closed = true;
-    let failure = p.orphan.clone().map_or(ClientError::Closed, ClientError::from);
+    let failure = p
+        .orphan
+        .clone()
+        .map_or(ClientError::Closed, ClientError::from);
     for (_, w) in p.waiting.drain() {
         let _ = w.send(Err(failure.clone()));
     }

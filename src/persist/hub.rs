@@ -17,7 +17,6 @@
 //! `tokio::sync::Notify` wakeups; the websocket session in [`super::server`] drives it.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::future::Future;
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -75,7 +74,8 @@ pub enum Next {
     Abort,
 }
 
-/// Fanout counters, cumulative since start except `connections` and `subscriptions`.
+/// Fanout counters, cumulative since start except the gauges `connections`,
+/// `subscriptions` and `queued`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HubStats {
     /// Open connections.
@@ -90,6 +90,8 @@ pub struct HubStats {
     pub coalesced: u64,
     /// Connections dropped because their queue overflowed.
     pub slow_drops: u64,
+    /// Messages waiting in outboxes right now (all connections).
+    pub queued: u64,
 }
 
 #[derive(Default)]
@@ -100,6 +102,7 @@ struct Counters {
     delivered: AtomicU64,
     coalesced: AtomicU64,
     slow_drops: AtomicU64,
+    queued: AtomicU64,
 }
 
 enum Entry {
@@ -192,6 +195,7 @@ impl Outbox {
         }
         st.queue.push_back(Entry::Msg(msg));
         drop(st);
+        self.counters.queued.fetch_add(1, Ordering::Relaxed);
         self.readable.notify_one();
         true
     }
@@ -211,10 +215,9 @@ impl Outbox {
             }
         }
         if st.queue.len() >= self.capacity {
-            st.aborted = true;
             drop(st);
             self.counters.slow_drops.fetch_add(1, Ordering::Relaxed);
-            self.wake_all();
+            self.abort();
             return Push::Overflow;
         }
         match key {
@@ -226,6 +229,7 @@ impl Outbox {
         }
         drop(st);
         self.counters.delivered.fetch_add(1, Ordering::Relaxed);
+        self.counters.queued.fetch_add(1, Ordering::Relaxed);
         self.readable.notify_one();
         Push::Queued
     }
@@ -245,9 +249,11 @@ impl Outbox {
     pub fn abort(&self) {
         let mut st = self.lock();
         st.aborted = true;
+        let dropped = st.queue.len() as u64;
         st.queue.clear();
         st.latest.clear();
         drop(st);
+        self.counters.queued.fetch_sub(dropped, Ordering::Relaxed);
         self.wake_all();
     }
 
@@ -262,17 +268,15 @@ impl Outbox {
     }
 
     /// Resolves once the outbox is aborted.
-    pub fn aborted(&self) -> impl Future<Output = ()> + '_ {
-        async move {
-            let mut wait = pin!(self.abort_signal.notified());
-            loop {
-                wait.as_mut().enable();
-                if self.is_aborted() {
-                    return;
-                }
-                wait.as_mut().await;
-                wait.set(self.abort_signal.notified());
+    pub async fn aborted(&self) {
+        let mut wait = pin!(self.abort_signal.notified());
+        loop {
+            wait.as_mut().enable();
+            if self.is_aborted() {
+                return;
             }
+            wait.as_mut().await;
+            wait.set(self.abort_signal.notified());
         }
     }
 
@@ -301,6 +305,7 @@ impl Outbox {
                         }
                     }
                     drop(st);
+                    self.counters.queued.fetch_sub(n as u64, Ordering::Relaxed);
                     self.room.notify_one();
                     return Next::Batch(batch);
                 }
@@ -370,7 +375,9 @@ impl Hub {
         self.subs.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Ghid, HashMap<ConnId, Arc<Outbox>>>> {
+    fn write(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, HashMap<Ghid, HashMap<ConnId, Arc<Outbox>>>> {
         self.subs.write().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -418,6 +425,7 @@ impl Hub {
             delivered: c.delivered.load(Ordering::Relaxed),
             coalesced: c.coalesced.load(Ordering::Relaxed),
             slow_drops: c.slow_drops.load(Ordering::Relaxed),
+            queued: c.queued.load(Ordering::Relaxed),
         }
     }
 }
@@ -455,8 +463,15 @@ impl Subscriber {
             return Err(LimitReached(self.hub.max_subscriptions));
         }
         set.insert(ghid);
-        self.hub.write().entry(ghid).or_default().insert(self.id, self.outbox.clone());
-        self.hub.counters.subscriptions.fetch_add(1, Ordering::Relaxed);
+        self.hub
+            .write()
+            .entry(ghid)
+            .or_default()
+            .insert(self.id, self.outbox.clone());
+        self.hub
+            .counters
+            .subscriptions
+            .fetch_add(1, Ordering::Relaxed);
         Ok(true)
     }
 
@@ -480,7 +495,10 @@ impl Subscriber {
         for g in ghids {
             if let Some(m) = map.get_mut(&g) {
                 if m.remove(&self.id).is_some() {
-                    self.hub.counters.subscriptions.fetch_sub(1, Ordering::Relaxed);
+                    self.hub
+                        .counters
+                        .subscriptions
+                        .fetch_sub(1, Ordering::Relaxed);
                 }
                 if m.is_empty() {
                     map.remove(&g);
@@ -500,7 +518,10 @@ impl Subscriber {
 impl Drop for Subscriber {
     fn drop(&mut self) {
         self.unsubscribe_all();
-        self.hub.counters.connections.fetch_sub(1, Ordering::Relaxed);
+        self.hub
+            .counters
+            .connections
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -520,7 +541,10 @@ mod tests {
     }
 
     fn note(sub: Ghid, object: Bytes) -> Notification {
-        Notification { subscription: sub, object }
+        Notification {
+            subscription: sub,
+            object,
+        }
     }
 
     async fn drain(o: &Outbox) -> Vec<Bytes> {
@@ -560,12 +584,14 @@ mod tests {
             hub.fanout(&[note(d1, frame_bytes(i)), note(d2, frame_bytes(i))], None);
         }
         assert_eq!(s.outbox().len(), 2, "one pending slot per dynamic ghid");
+        assert_eq!(hub.stats().queued, 2);
         let got = drain(s.outbox()).await;
         assert_eq!(got.len(), 2);
         for (b, d) in got.iter().zip([d1, d2]) {
             assert_eq!(b, &wire::encode_notify(&d, &frame_bytes(99)));
         }
         assert_eq!(hub.stats().coalesced, 2 * 99);
+        assert_eq!(hub.stats().queued, 0);
         assert!(!s.outbox().is_aborted());
     }
 
@@ -578,7 +604,10 @@ mod tests {
         s.subscribe(me).unwrap();
         other.subscribe(me).unwrap();
         for i in 0..4u8 {
-            hub.fanout(&[note(me, Bytes::from(vec![b'G', b'A', b'R', b'Q', i]))], None);
+            hub.fanout(
+                &[note(me, Bytes::from(vec![b'G', b'A', b'R', b'Q', i]))],
+                None,
+            );
             if i < 3 {
                 drain(other.outbox()).await;
             }
@@ -606,7 +635,14 @@ mod tests {
         assert_eq!(hub.stats().subscriptions, 1);
         drop(s);
         assert_eq!(hub.subscriber_count(&b), 0);
-        assert_eq!(hub.stats(), HubStats { subscriptions: 0, connections: 0, ..hub.stats() });
+        assert_eq!(
+            hub.stats(),
+            HubStats {
+                subscriptions: 0,
+                connections: 0,
+                ..hub.stats()
+            }
+        );
     }
 
     #[tokio::test]
@@ -629,7 +665,11 @@ mod tests {
         let sub = g();
         assert_eq!(slot_key(&sub, b"GOBD...."), Some((sub, sub)));
         assert_eq!(slot_key(&sub, b"GARQ...."), None);
-        assert_eq!(slot_key(&sub, b"GDXX junk"), None, "undecodable GDXX is not merged");
+        assert_eq!(
+            slot_key(&sub, b"GDXX junk"),
+            None,
+            "undecodable GDXX is not merged"
+        );
         assert_eq!(slot_key(&sub, b""), None);
     }
 }

@@ -68,17 +68,61 @@ pub struct OpSpec {
 /// The op table returned by `hello`. No op has defaulted arguments yet; an argument added
 /// later must come with a default so that old clients keep working.
 pub const OPS: &[OpSpec] = &[
-    OpSpec { name: "hello", args: &[], result: "map" },
-    OpSpec { name: "ping", args: &[], result: "bool" },
-    OpSpec { name: "publish", args: &["object"], result: "map {ghid, kind, new}" },
-    OpSpec { name: "get", args: &["ghid"], result: "bin" },
-    OpSpec { name: "subscribe", args: &["ghid"], result: "bool" },
-    OpSpec { name: "unsubscribe", args: &["ghid"], result: "bool" },
-    OpSpec { name: "list_subscriptions", args: &[], result: "[ghid]" },
-    OpSpec { name: "list_bindings", args: &["ghid"], result: "[ghid]" },
-    OpSpec { name: "query_debinding", args: &["ghid"], result: "ghid | nil" },
-    OpSpec { name: "exists", args: &["ghid"], result: "bool" },
-    OpSpec { name: "disconnect", args: &[], result: "bool" },
+    OpSpec {
+        name: "hello",
+        args: &[],
+        result: "map",
+    },
+    OpSpec {
+        name: "ping",
+        args: &[],
+        result: "bool",
+    },
+    OpSpec {
+        name: "publish",
+        args: &["object"],
+        result: "map {ghid, kind, new}",
+    },
+    OpSpec {
+        name: "get",
+        args: &["ghid"],
+        result: "bin",
+    },
+    OpSpec {
+        name: "subscribe",
+        args: &["ghid"],
+        result: "bool",
+    },
+    OpSpec {
+        name: "unsubscribe",
+        args: &["ghid"],
+        result: "bool",
+    },
+    OpSpec {
+        name: "list_subscriptions",
+        args: &[],
+        result: "[ghid]",
+    },
+    OpSpec {
+        name: "list_bindings",
+        args: &["ghid"],
+        result: "[ghid]",
+    },
+    OpSpec {
+        name: "query_debinding",
+        args: &["ghid"],
+        result: "ghid | nil",
+    },
+    OpSpec {
+        name: "exists",
+        args: &["ghid"],
+        result: "bool",
+    },
+    OpSpec {
+        name: "disconnect",
+        args: &[],
+        result: "bool",
+    },
 ];
 
 /// Step one of decoding: the envelope, with the args left untyped.
@@ -137,7 +181,10 @@ impl RawRequest {
 
 /// The value of a string-keyed field in a msgpack map.
 pub fn field<'a>(entries: &'a [(Value, Value)], name: &str) -> Option<&'a Value> {
-    entries.iter().find(|(k, _)| k.as_str() == Some(name)).map(|(_, v)| v)
+    entries
+        .iter()
+        .find(|(k, _)| k.as_str() == Some(name))
+        .map(|(_, v)| v)
 }
 
 /// The typed args of every op that takes some.
@@ -286,13 +333,23 @@ pub fn encode_ok<T: Serialize>(id: &Value, ok: T) -> Bytes {
 
 /// Encodes `{id, err: {code, message}}`.
 pub fn encode_err(id: &Value, code: &str, message: impl Into<String>) -> Bytes {
-    to_bytes(&ErrReply { id, err: ErrBody { code: code.to_owned(), message: message.into() } })
+    to_bytes(&ErrReply {
+        id,
+        err: ErrBody {
+            code: code.to_owned(),
+            message: message.into(),
+        },
+    })
 }
 
 /// Encodes `{event: "notify", subscription, object}`: done once per notification, the same
 /// bytes then go to every subscriber.
 pub fn encode_notify(subscription: &Ghid, object: &[u8]) -> Bytes {
-    to_bytes(&Notify { event: EVENT_NOTIFY, subscription, object })
+    to_bytes(&Notify {
+        event: EVENT_NOTIFY,
+        subscription,
+        object,
+    })
 }
 
 /// Encodes a client request `{id, op, args}`.
@@ -334,7 +391,10 @@ impl Incoming {
             let object = field(&entries, "object")
                 .and_then(|v| v.as_slice())
                 .ok_or("notify without object")?;
-            return Ok(Incoming::Notify { subscription, object: Bytes::copy_from_slice(object) });
+            return Ok(Incoming::Notify {
+                subscription,
+                object: Bytes::copy_from_slice(object),
+            });
         }
         let id = field(&entries, "id").cloned().unwrap_or(Value::Nil);
         if let Some(err) = field(&entries, "err") {
@@ -387,13 +447,19 @@ mod tests {
         assert_eq!(RawRequest::decode(b"\xc1").unwrap_err().id, Value::Nil);
         assert_eq!(RawRequest::decode(b"").unwrap_err().id, Value::Nil);
         let arr = rmp_serde::to_vec(&(1, "ping")).unwrap();
-        assert!(RawRequest::decode(&arr).is_err(), "positional arrays are not envelopes");
+        assert!(
+            RawRequest::decode(&arr).is_err(),
+            "positional arrays are not envelopes"
+        );
         let no_op = rmp_serde::to_vec_named(&Value::Map(vec![(Value::from("id"), Value::from(5))]))
             .unwrap();
         assert_eq!(RawRequest::decode(&no_op).unwrap_err().id, Value::from(5));
         let mut trailing = encode_request(9, "ping", ()).to_vec();
         trailing.push(0);
-        assert_eq!(RawRequest::decode(&trailing).unwrap_err().id, Value::from(9));
+        assert_eq!(
+            RawRequest::decode(&trailing).unwrap_err().id,
+            Value::from(9)
+        );
         // Deep nesting is refused, not recursed into.
         let mut deep = vec![0x91u8; 10_000];
         deep.push(0xc0);
@@ -404,7 +470,13 @@ mod tests {
 
     #[test]
     fn bad_args_are_reported() {
-        let b = encode_request(1, "get", args::ByGhid { ghid: Ghid::pseudorandom(Algo::SHA512) });
+        let b = encode_request(
+            1,
+            "get",
+            args::ByGhid {
+                ghid: Ghid::pseudorandom(Algo::SHA512),
+            },
+        );
         let mut raw = RawRequest::decode(&b).unwrap();
         raw.args = Value::Map(vec![(Value::from("ghid"), Value::Binary(vec![1; 3]))]);
         assert!(raw.args::<args::ByGhid>().is_err());
@@ -416,7 +488,13 @@ mod tests {
     fn server_messages_decode() {
         let g = Ghid::pseudorandom(Algo::SHA512);
         let ok = encode_ok(&Value::from(3), Value::Nil);
-        assert_eq!(Incoming::decode(&ok).unwrap(), Incoming::Ok { id: Value::from(3), ok: Value::Nil });
+        assert_eq!(
+            Incoming::decode(&ok).unwrap(),
+            Incoming::Ok {
+                id: Value::from(3),
+                ok: Value::Nil
+            }
+        );
         let err = encode_err(&Value::Nil, codes::TOO_LARGE, "big");
         match Incoming::decode(&err).unwrap() {
             Incoming::Err { id, err } => {
@@ -428,13 +506,23 @@ mod tests {
         let n = encode_notify(&g, b"obj");
         assert_eq!(
             Incoming::decode(&n).unwrap(),
-            Incoming::Notify { subscription: g, object: Bytes::from_static(b"obj") }
+            Incoming::Notify {
+                subscription: g,
+                object: Bytes::from_static(b"obj")
+            }
         );
         let hello = encode_ok(
             &Value::from(1),
-            Hello::new(Limits { max_frame: 1, max_subscriptions: 2, outbound_queue: 3, max_in_flight: 4 }),
+            Hello::new(Limits {
+                max_frame: 1,
+                max_subscriptions: 2,
+                outbound_queue: 3,
+                max_in_flight: 4,
+            }),
         );
-        let Incoming::Ok { ok, .. } = Incoming::decode(&hello).unwrap() else { panic!() };
+        let Incoming::Ok { ok, .. } = Incoming::decode(&hello).unwrap() else {
+            panic!()
+        };
         let h: Hello = rmpv::ext::from_value(ok).unwrap();
         assert_eq!(h.protocol, 1);
         assert_eq!(h.ops["get"].args, vec!["ghid".to_owned()]);

@@ -53,9 +53,11 @@ fn negotiated<T: Serialize>(req: &HttpRequest, status: StatusCode, body: &T) -> 
     let mut resp = HttpResponse::build(status);
     resp.insert_header((header::VARY, "Accept"));
     if wants_json(req) {
-        resp.content_type("application/json").body(serde_json::to_vec(body).unwrap_or_default())
+        resp.content_type("application/json")
+            .body(serde_json::to_vec(body).unwrap_or_default())
     } else {
-        resp.content_type(MSGPACK).body(rmp_serde::to_vec_named(body).unwrap_or_default())
+        resp.content_type(MSGPACK)
+            .body(rmp_serde::to_vec_named(body).unwrap_or_default())
     }
 }
 
@@ -67,11 +69,16 @@ fn error(req: &HttpRequest, status: StatusCode, code: &str, message: String) -> 
 pub(super) async fn root(req: HttpRequest) -> HttpResponse {
     let doc = Root {
         protocol: wire::PROTOCOL_NAME,
-        links: Links { object: "/o/{ghid}", ws: "/ws" },
+        links: Links {
+            object: "/o/{ghid}",
+            ws: "/ws",
+        },
     };
     let mut resp = negotiated(&req, StatusCode::OK, &doc);
-    resp.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
     resp
 }
 
@@ -79,7 +86,9 @@ pub(super) async fn root(req: HttpRequest) -> HttpResponse {
 fn not_modified(req: &HttpRequest, etag: &str) -> bool {
     req.headers().get_all(header::IF_NONE_MATCH).any(|v| {
         v.to_str().is_ok_and(|s| {
-            s.split(',').map(str::trim).any(|t| t == "*" || t == etag || t.strip_prefix("W/") == Some(etag))
+            s.split(',')
+                .map(str::trim)
+                .any(|t| t == "*" || t == etag || t.strip_prefix("W/") == Some(etag))
         })
     })
 }
@@ -93,11 +102,23 @@ pub(super) async fn object(
     let text = path.into_inner();
     let ghid: Ghid = match text.parse() {
         Ok(g) => g,
-        Err(e) => return error(&req, StatusCode::BAD_REQUEST, codes::BAD_ARGS, format!("not a ghid: {e}")),
+        Err(e) => {
+            return error(
+                &req,
+                StatusCode::BAD_REQUEST,
+                codes::BAD_ARGS,
+                format!("not a ghid: {e}"),
+            )
+        }
     };
     let archive = &state.archive;
     let storage = |e: crate::persist::PersistError| {
-        error(&req, StatusCode::INTERNAL_SERVER_ERROR, e.code(), e.to_string())
+        error(
+            &req,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            e.code(),
+            e.to_string(),
+        )
     };
     match archive.current_frame(&ghid) {
         Ok(Some(frame)) => {
@@ -113,10 +134,18 @@ pub(super) async fn object(
         Ok(Some(b)) => b,
         Ok(None) => {
             return match archive.status(&ghid) {
-                Ok(Status::Collected) => {
-                    error(&req, StatusCode::GONE, codes::NOT_FOUND, format!("{text} was removed"))
-                }
-                Ok(_) => error(&req, StatusCode::NOT_FOUND, codes::NOT_FOUND, format!("{text} not found")),
+                Ok(Status::Collected) => error(
+                    &req,
+                    StatusCode::GONE,
+                    codes::NOT_FOUND,
+                    format!("{text} was removed"),
+                ),
+                Ok(_) => error(
+                    &req,
+                    StatusCode::NOT_FOUND,
+                    codes::NOT_FOUND,
+                    format!("{text} not found"),
+                ),
                 Err(e) => storage(e),
             }
         }

@@ -1,7 +1,7 @@
 //! # Persister server
 //!
 //! `hgx-persister` as a library: an actix-web server with the websocket protocol on `/ws`
-//! ([`session`], envelope in [`super::wire`], fanout through [`super::hub`]) and the
+//! (`session`, envelope in [`super::wire`], fanout through [`super::hub`]) and the
 //! cache-friendly HTTP read path (`GET /`, `GET`/`HEAD /o/{ghid}`, in `http`), optionally
 //! over TLS (rustls). Signature verification runs on a [`pool::VerifyPool`] sized to the
 //! cores, never on the event loops.
@@ -127,9 +127,16 @@ impl Settings {
     pub fn from_config(cfg: &Config, log: Logger) -> Result<Settings, ServerError> {
         let s = &cfg.server;
         let tls = match (&s.tls_cert, &s.tls_key) {
-            (Some(cert), Some(key)) => Some(TlsFiles { cert: cert.clone(), key: key.clone() }),
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
             (None, None) => None,
-            _ => return Err(ServerError::Tls("set both server.tls_cert and server.tls_key".into())),
+            _ => {
+                return Err(ServerError::Tls(
+                    "set both server.tls_cert and server.tls_key".into(),
+                ))
+            }
         };
         Ok(Settings {
             ghidcache: Some(s.ghidcache.clone()),
@@ -161,10 +168,16 @@ pub fn resolve_host(spec: &HostSpec, port: u16) -> Result<Vec<SocketAddr>, Serve
             }
             let addrs: Vec<SocketAddr> = (h.as_str(), port)
                 .to_socket_addrs()
-                .map_err(|e| ServerError::Host { host: h.clone(), reason: e.to_string() })?
+                .map_err(|e| ServerError::Host {
+                    host: h.clone(),
+                    reason: e.to_string(),
+                })?
                 .collect();
             if addrs.is_empty() {
-                return Err(ServerError::Host { host: h.clone(), reason: "no address".into() });
+                return Err(ServerError::Host {
+                    host: h.clone(),
+                    reason: "no address".into(),
+                });
             }
             Ok(addrs)
         }
@@ -185,7 +198,9 @@ fn local_ipv4() -> Option<Ipv4Addr> {
             let ifa = &*cur;
             let up = ifa.ifa_flags & (libc::IFF_UP as libc::c_uint) != 0;
             let lo = ifa.ifa_flags & (libc::IFF_LOOPBACK as libc::c_uint) != 0;
-            if up && !lo && !ifa.ifa_addr.is_null()
+            if up
+                && !lo
+                && !ifa.ifa_addr.is_null()
                 && i32::from((*ifa.ifa_addr).sa_family) == libc::AF_INET
             {
                 let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
@@ -209,7 +224,10 @@ fn tls_config(files: &TlsFiles) -> Result<rustls::ServerConfig, ServerError> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ServerError::Tls(format!("{}: {e}", files.cert.display())))?;
     if certs.is_empty() {
-        return Err(ServerError::Tls(format!("no certificate in {}", files.cert.display())));
+        return Err(ServerError::Tls(format!(
+            "no certificate in {}",
+            files.cert.display()
+        )));
     }
     let key = rustls_pemfile::private_key(&mut open(&files.key)?)
         .map_err(|e| ServerError::Tls(format!("{}: {e}", files.key.display())))?
@@ -290,14 +308,26 @@ pub async fn start(settings: Settings) -> Result<Running, ServerError> {
     .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS);
     let addrs = settings.addrs.clone();
     let bind_err = |source| ServerError::Bind {
-        addr: addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+        addr: addrs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
         source,
     };
     let server = match &settings.tls {
-        Some(files) => server.bind_rustls_0_23(&addrs[..], tls_config(files)?).map_err(bind_err)?,
+        Some(files) => server
+            .bind_rustls_0_23(&addrs[..], tls_config(files)?)
+            .map_err(bind_err)?,
         None => server.bind(&addrs[..]).map_err(bind_err)?,
     };
     let bound = server.addrs();
+    if bound.is_empty() {
+        return Err(ServerError::Bind {
+            addr: "(no address)".into(),
+            source: io::Error::new(io::ErrorKind::InvalidInput, "nothing to listen on"),
+        });
+    }
     let server = server.run();
     let handle = server.handle();
     let join = actix_web::rt::spawn(server);
@@ -362,7 +392,10 @@ impl Running {
     }
 
     /// Serves until `shutdown` resolves, then [`Running::stop`]s.
-    pub async fn run_until(mut self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+    pub async fn run_until(
+        mut self,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), ServerError> {
         tokio::select! {
             _ = shutdown => self.stop().await,
             r = &mut self.join => {
@@ -380,7 +413,10 @@ impl Running {
 /// The persister: starts, prints `listening on <url>` to stdout (so a supervisor or a test
 /// can learn a port chosen by the OS), serves until `shutdown` resolves, stops gracefully
 /// and flushes.
-pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+pub async fn run(
+    settings: Settings,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
     let running = start(settings).await?;
     for a in running.addrs() {
         let scheme = if running.tls { "https" } else { "http" };

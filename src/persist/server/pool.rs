@@ -59,7 +59,10 @@ impl VerifyPool {
                 })?;
             handles.push(h);
         }
-        Ok(VerifyPool { tx, _threads: Arc::new(handles) })
+        Ok(VerifyPool {
+            tx,
+            _threads: Arc::new(handles),
+        })
     }
 
     /// Runs `f` on a pool thread and returns its result.
@@ -87,7 +90,11 @@ mod tests {
         let here = std::thread::current().id();
         let there = pool.run(|| std::thread::current().id()).await.unwrap();
         assert_ne!(here, there);
-        let results = futures_util::future::join_all((0..50).map(|i| pool.run(move || i * 2))).await;
-        assert_eq!(results.iter().map(|r| r.unwrap()).sum::<i32>(), (0..50).map(|i| i * 2).sum::<i32>());
+        let results =
+            futures_util::future::join_all((0..50).map(|i| pool.run(move || i * 2))).await;
+        assert_eq!(
+            results.iter().map(|r| r.unwrap()).sum::<i32>(),
+            (0..50).map(|i| i * 2).sum::<i32>()
+        );
     }
 }

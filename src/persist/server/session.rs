@@ -63,7 +63,9 @@ pub(super) async fn route(
         .max_frame_size(slack)
         .aggregate_continuations()
         .max_continuation_size(slack);
-    let peer = req.peer_addr().map_or_else(|| "?".to_owned(), |a| a.to_string());
+    let peer = req
+        .peer_addr()
+        .map_or_else(|| "?".to_owned(), |a| a.to_string());
     let shared = state.into_inner();
     actix_web::rt::spawn(run(shared, session, stream, oversize, peer));
     Ok(response)
@@ -135,7 +137,10 @@ async fn run(
         .await;
     }
     // Let the writer flush and send its close frame, for a bounded time.
-    if tokio::time::timeout(CLOSE_GRACE, &mut writer).await.is_err() {
+    if tokio::time::timeout(CLOSE_GRACE, &mut writer)
+        .await
+        .is_err()
+    {
         conn.outbox.abort();
         let _ = writer.await;
     }
@@ -243,7 +248,8 @@ impl Conn {
         match raw.args::<args::ByGhid>() {
             Ok(a) => Some(a.ghid),
             Err(e) => {
-                self.reply_err(&raw.id, codes::BAD_ARGS, format!("{}: {e}", raw.op)).await;
+                self.reply_err(&raw.id, codes::BAD_ARGS, format!("{}: {e}", raw.op))
+                    .await;
                 None
             }
         }
@@ -264,41 +270,57 @@ impl Conn {
             "ping" => self.reply_ok(&raw.id, true).await,
             "publish" => self.publish(raw).await,
             "get" => {
-                let Some(g) = self.ghid_arg(&raw).await else { return };
+                let Some(g) = self.ghid_arg(&raw).await else {
+                    return;
+                };
                 match archive.get(&g) {
                     Ok(Some(b)) => self.reply_ok(&raw.id, serde_bytes::Bytes::new(&b)).await,
                     Ok(None) => {
-                        self.reply_err(&raw.id, codes::NOT_FOUND, format!("{} not found", g.as_str()))
-                            .await
+                        self.reply_err(
+                            &raw.id,
+                            codes::NOT_FOUND,
+                            format!("{} not found", g.as_str()),
+                        )
+                        .await
                     }
                     Err(e) => self.reply_persist_err(&raw.id, &e).await,
                 }
             }
             "subscribe" => {
-                let Some(g) = self.ghid_arg(&raw).await else { return };
+                let Some(g) = self.ghid_arg(&raw).await else {
+                    return;
+                };
                 self.subscribe(&raw.id, g).await;
             }
             "unsubscribe" => {
-                let Some(g) = self.ghid_arg(&raw).await else { return };
+                let Some(g) = self.ghid_arg(&raw).await else {
+                    return;
+                };
                 self.reply_ok(&raw.id, self.sub.unsubscribe(&g)).await;
             }
             "list_subscriptions" => self.reply_ok(&raw.id, self.sub.subscriptions()).await,
             "list_bindings" => {
-                let Some(g) = self.ghid_arg(&raw).await else { return };
+                let Some(g) = self.ghid_arg(&raw).await else {
+                    return;
+                };
                 match archive.list_bindings(&g) {
                     Ok(v) => self.reply_ok(&raw.id, v).await,
                     Err(e) => self.reply_persist_err(&raw.id, &e).await,
                 }
             }
             "query_debinding" => {
-                let Some(g) = self.ghid_arg(&raw).await else { return };
+                let Some(g) = self.ghid_arg(&raw).await else {
+                    return;
+                };
                 match archive.query_debinding(&g) {
                     Ok(v) => self.reply_ok(&raw.id, v).await,
                     Err(e) => self.reply_persist_err(&raw.id, &e).await,
                 }
             }
             "exists" => {
-                let Some(g) = self.ghid_arg(&raw).await else { return };
+                let Some(g) = self.ghid_arg(&raw).await else {
+                    return;
+                };
                 match archive.exists(&g) {
                     Ok(v) => self.reply_ok(&raw.id, v).await,
                     Err(e) => self.reply_persist_err(&raw.id, &e).await,
@@ -320,14 +342,17 @@ impl Conn {
     /// Subscribes, answers, then delivers every stored GARQ for the ghid (offline mail).
     async fn subscribe(&mut self, id: &Value, g: Ghid) {
         if let Err(hub::LimitReached(n)) = self.sub.subscribe(g) {
-            return self.reply_err(id, codes::LIMIT, format!("at most {n} subscriptions")).await;
+            return self
+                .reply_err(id, codes::LIMIT, format!("at most {n} subscriptions"))
+                .await;
         }
         self.reply_ok(id, true).await;
         match self.shared.archive.requests_for(&g) {
             Ok(mail) => {
                 for garq in mail {
                     self.outbox.reserve().await;
-                    self.outbox.push_notify(None, wire::encode_notify(&g, &garq));
+                    self.outbox
+                        .push_notify(None, wire::encode_notify(&g, &garq));
                 }
             }
             Err(e) => warn!(self.log, "cannot read stored requests"; "error" => %e),
@@ -337,7 +362,11 @@ impl Conn {
     async fn publish(&mut self, raw: wire::RawRequest) {
         let object = match raw.args::<args::Publish>() {
             Ok(a) => a.object,
-            Err(e) => return self.reply_err(&raw.id, codes::BAD_ARGS, format!("publish: {e}")).await,
+            Err(e) => {
+                return self
+                    .reply_err(&raw.id, codes::BAD_ARGS, format!("publish: {e}"))
+                    .await
+            }
         };
         let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
             return;
@@ -346,7 +375,9 @@ impl Conn {
         let result = self.shared.pool.run(move || archive.publish(&object)).await;
         let published = match result {
             Err(_) => {
-                return self.reply_err(&raw.id, codes::UNAVAILABLE, "shutting down").await;
+                return self
+                    .reply_err(&raw.id, codes::UNAVAILABLE, "shutting down")
+                    .await;
             }
             Ok(Err(e)) => {
                 debug!(self.log, "publish refused"; "code" => e.code(), "error" => %e);
@@ -391,38 +422,44 @@ fn close_reason(kind: CloseKind) -> CloseReason {
         CloseKind::Slow => (CloseCode::Policy, "too slow"),
         CloseKind::Protocol => (CloseCode::Protocol, "protocol error"),
     };
-    CloseReason { code, description: Some(text.to_owned()) }
+    CloseReason {
+        code,
+        description: Some(text.to_owned()),
+    }
 }
 
 /// Drains the outbox into the socket. Every send races the outbox's abort, so a peer that
 /// stopped reading cannot pin this task.
-async fn write_loop(mut session: Session, outbox: Arc<Outbox>, mut control: mpsc::Receiver<Control>) {
+async fn write_loop(
+    mut session: Session,
+    outbox: Arc<Outbox>,
+    mut control: mpsc::Receiver<Control>,
+) {
     let mut ping = tokio::time::interval(PING_INTERVAL);
     ping.tick().await;
-    let outbox_ref = &*outbox;
     loop {
         let next = tokio::select! {
             c = control.recv() => {
                 if let Some(Control::Pong(p)) = c {
-                    if !send(&outbox_ref, session.pong(&p)).await {
+                    if !send(&outbox, session.pong(&p)).await {
                         return;
                     }
                 }
                 continue;
             }
             _ = ping.tick() => {
-                if !send(&outbox_ref, session.ping(b"")).await {
+                if !send(&outbox, session.ping(b"")).await {
                     return;
                 }
                 continue;
             }
-            n = outbox_ref.next(WRITE_BATCH) => n,
+            n = outbox.next(WRITE_BATCH) => n,
         };
         match next {
             Next::Batch(msgs) => {
                 for m in msgs {
-                    if !send(&outbox_ref, session.binary(m)).await {
-                        outbox_ref.abort();
+                    if !send(&outbox, session.binary(m)).await {
+                        outbox.abort();
                         return;
                     }
                 }
@@ -430,7 +467,7 @@ async fn write_loop(mut session: Session, outbox: Arc<Outbox>, mut control: mpsc
             Next::Close(kind) => {
                 let _ = tokio::select! {
                     r = session.close(Some(close_reason(kind))) => r.is_ok(),
-                    _ = outbox_ref.aborted() => false,
+                    _ = outbox.aborted() => false,
                 };
                 return;
             }
