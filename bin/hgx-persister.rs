@@ -58,7 +58,7 @@ fn load(cli: &Cli) -> Result<Config, String> {
         Ok(c) => c,
         Err(e) => return Err(e.to_string()),
     };
-    if cfg.source.is_none() && cli.config.is_none() {
+    if cfg.source.is_none() && cli.config.is_none() && cli.command.is_none() {
         // First run: write the defaults where the next run will find them.
         let path = config::home_dir().join(config::FILE_NAME);
         if let Ok(true) = Config::write_default(&path) {

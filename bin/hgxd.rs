@@ -3,23 +3,58 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use hypergolix::hgxd::{self, RunArgs};
+use hypergolix::logging::Verbosity;
+use hypergolix::process::{self, Stopped};
+
+/// How long `stop` waits for the daemon to flush and exit.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Parser)]
 #[command(
     name = "hgxd",
     version,
-    about = "Hypergolix daemon",
+    about = "Hypergolix daemon: run it (the default), or use its tools",
     propagate_version = true
 )]
 struct Cli {
+    /// Config file (default: hypergolix.yml in $HYPERGOLIX_HOME, ., ~/.hypergolix,
+    /// /etc/hypergolix; created in the home directory on first run).
+    #[arg(long, env = "HGX_CONFIG", global = true)]
+    config: Option<PathBuf>,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunFlags,
+}
+
+#[derive(clap::Args, Default)]
+struct RunFlags {
+    /// Read the account password from this file (first line) instead of asking.
+    #[arg(long)]
+    password_file: Option<PathBuf>,
+    /// App websocket port on 127.0.0.1 (default 7772).
+    #[arg(long)]
+    ipc_port: Option<u16>,
+    /// error | warning | info | debug | shouty | extreme
+    #[arg(long)]
+    verbosity: Option<Verbosity>,
+    /// On first run, import this identity (JSON of hex DER keys) instead of generating one.
+    #[arg(long)]
+    identity_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the daemon in the foreground until SIGINT/SIGTERM (the default).
+    Run(RunFlags),
+    /// Print this account's fingerprint and user id.
+    Whoami,
+    /// Stop the running daemon (SIGTERM to the pid in its pid file) and wait for it.
+    Stop,
     /// Decode and verify Golix objects (files, or folders of .ghid files) without keys.
     ///
     /// Exit code 0 when every object verifies, 1 when any fails, 2 on usage errors.
@@ -33,8 +68,63 @@ enum Command {
     },
 }
 
+fn run(config: Option<PathBuf>, flags: RunFlags) -> ExitCode {
+    let args = RunArgs {
+        config,
+        password_file: flags.password_file,
+        ipc_port: flags.ipc_port,
+        verbosity: flags.verbosity,
+        identity_file: flags.identity_file,
+    };
+    let system = actix_rt::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+    });
+    match system.block_on(hgxd::run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hgxd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    match Cli::parse().command {
-        Command::Inspect { json, paths } => hypergolix::inspect::main(&paths, json),
+    let cli = Cli::parse();
+    match cli.command {
+        None => run(cli.config, cli.run),
+        Some(Command::Run(flags)) => run(cli.config, flags),
+        Some(Command::Whoami) => match hgxd::whoami(cli.config.as_deref()) {
+            Ok((fingerprint, user_id)) => {
+                println!("fingerprint: {fingerprint}\nuser_id:     {user_id}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("hgxd: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Some(Command::Stop) => {
+            let stopped = hgxd::pid_file(cli.config.as_deref())
+                .map_err(|e| e.to_string())
+                .and_then(|p| process::stop(&p, STOP_TIMEOUT).map_err(|e| e.to_string()));
+            match stopped {
+                Ok(Stopped::Exited(pid)) => {
+                    eprintln!("hgxd: stopped (pid {pid})");
+                    ExitCode::SUCCESS
+                }
+                Ok(Stopped::WasNotRunning(pid)) => {
+                    eprintln!("hgxd: was not running (stale pid {pid} removed)");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("hgxd: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Some(Command::Inspect { json, paths }) => hypergolix::inspect::main(&paths, json),
     }
 }
