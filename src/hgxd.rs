@@ -32,8 +32,9 @@ use crate::process::{shutdown_signal, PidFile};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RunError {
+    /// Boxed: `ConfigError` carries the `config` crate's large error.
     #[error("configuration: {0}")]
-    Config(#[from] config::ConfigError),
+    Config(Box<config::ConfigError>),
     #[error("{0}")]
     Process(#[from] crate::process::ProcessError),
     #[error("{0}")]
@@ -48,6 +49,17 @@ pub enum RunError {
     Io(#[from] std::io::Error),
     #[error("identity: {0}")]
     Golix(#[from] crate::golix::Error),
+}
+
+impl From<config::ConfigError> for RunError {
+    fn from(e: config::ConfigError) -> Self {
+        RunError::Config(Box::new(e))
+    }
+}
+
+/// A configuration value that is present but unusable.
+fn invalid_config(what: String) -> RunError {
+    RunError::Config(Box::new(config::ConfigError::Invalid(what)))
 }
 
 /// Flags of `hgxd run` (each overrides the config file).
@@ -117,9 +129,8 @@ fn password(args: &RunArgs, new_account: bool) -> Result<Zeroizing<String>, RunE
 }
 
 fn parse_ghid(field: &str, s: &str) -> Result<Ghid, RunError> {
-    s.parse().map_err(|e| {
-        RunError::Config(config::ConfigError::Invalid(format!("user.{field}: {e}")))
-    })
+    s.parse()
+        .map_err(|e| invalid_config(format!("user.{field}: {e}")))
 }
 
 /// `user.root_secret` (base64url of the 53-byte secret): password-less start, discouraged.
@@ -127,22 +138,29 @@ fn configured_root_secret(cfg: &Config) -> Result<Option<Secret>, RunError> {
     let Some(text) = cfg.user.root_secret.as_deref() else {
         return Ok(None);
     };
-    let invalid = |why: &str| {
-        RunError::Config(config::ConfigError::Invalid(format!("user.root_secret: {why}")))
-    };
-    let raw = Zeroizing::new(URL_SAFE.decode(text.trim()).map_err(|_| invalid("not base64url"))?);
+    let invalid = |why: &str| invalid_config(format!("user.root_secret: {why}"));
+    let raw = Zeroizing::new(
+        URL_SAFE
+            .decode(text.trim())
+            .map_err(|_| invalid("not base64url"))?,
+    );
     let secret = Secret::decode(&raw, crate::golix::Policy::STRICT)
         .map_err(|_| invalid("not a serialized secret"))?;
     Ok(Some(secret))
 }
 
 fn import_identity(path: &Path) -> Result<FirstParty, RunError> {
-    let fail = |reason: String| RunError::Identity { path: path.to_path_buf(), reason };
+    let fail = |reason: String| RunError::Identity {
+        path: path.to_path_buf(),
+        reason,
+    };
     let text = Zeroizing::new(std::fs::read(path).map_err(|e| fail(e.to_string()))?);
     let v: serde_json::Value = serde_json::from_slice(&text).map_err(|e| fail(e.to_string()))?;
     let field = |k: &str| -> Result<Zeroizing<Vec<u8>>, RunError> {
         let s = v[k].as_str().ok_or_else(|| fail(format!("missing {k}")))?;
-        hex::decode(s).map(Zeroizing::new).map_err(|e| fail(format!("{k}: {e}")))
+        hex::decode(s)
+            .map(Zeroizing::new)
+            .map_err(|e| fail(format!("{k}: {e}")))
     };
     let x: [u8; 32] = field("exchange_private_hex")?
         .as_slice()
@@ -155,11 +173,14 @@ fn import_identity(path: &Path) -> Result<FirstParty, RunError> {
 
 /// Records the new account's ids (and scrypt parameters) in the config file, keeping the
 /// rest of the file as it is. Never writes the password or the root secret.
-fn record_account(path: &Path, fingerprint: &Ghid, user_id: &Ghid, params: ScryptParams)
-    -> Result<(), RunError> {
+fn record_account(
+    path: &Path,
+    fingerprint: &Ghid,
+    user_id: &Ghid,
+    params: ScryptParams,
+) -> Result<(), RunError> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    let mut doc: serde_yaml::Value =
-        serde_yaml::from_str(&text).unwrap_or(serde_yaml::Value::Null);
+    let mut doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap_or(serde_yaml::Value::Null);
     if !doc.is_mapping() {
         doc = serde_yaml::Value::Mapping(Default::default());
     }
@@ -175,7 +196,10 @@ fn record_account(path: &Path, fingerprint: &Ghid, user_id: &Ghid, params: Scryp
     let user = user.as_mapping_mut().expect("made a mapping above");
     user.insert("fingerprint".into(), fingerprint.as_str().into());
     user.insert("user_id".into(), user_id.as_str().into());
-    user.insert("scrypt".into(), serde_yaml::to_value(params).map_err(invalid)?);
+    user.insert(
+        "scrypt".into(),
+        serde_yaml::to_value(params).map_err(invalid)?,
+    );
     let out = serde_yaml::to_string(&doc).map_err(invalid)?;
     let tmp = path.with_extension("yml.tmp");
     std::fs::write(&tmp, out)?;
@@ -184,11 +208,13 @@ fn record_account(path: &Path, fingerprint: &Ghid, user_id: &Ghid, params: Scryp
 }
 
 fn scrypt_params(cfg: &Config) -> ScryptParams {
-    cfg.user.scrypt.map_or(ScryptParams::DEFAULT, |s| ScryptParams {
-        log_n: s.log_n,
-        r: s.r,
-        p: s.p,
-    })
+    cfg.user
+        .scrypt
+        .map_or(ScryptParams::DEFAULT, |s| ScryptParams {
+            log_n: s.log_n,
+            r: s.r,
+            p: s.p,
+        })
 }
 
 fn remote_urls(cfg: &Config) -> Vec<String> {
@@ -215,7 +241,14 @@ fn login(cfg: &Config, args: &RunArgs, log: &Logger) -> Result<(Login, bool), Ru
                     derive_root_secret(pw.as_bytes(), &fingerprint, params)?
                 }
             };
-            Ok((Login::Open { user_id, fingerprint, root_secret }, false))
+            Ok((
+                Login::Open {
+                    user_id,
+                    fingerprint,
+                    root_secret,
+                },
+                false,
+            ))
         }
         (None, None) => {
             let identity = match &args.identity_file {
@@ -225,9 +258,18 @@ fn login(cfg: &Config, args: &RunArgs, log: &Logger) -> Result<(Login, bool), Ru
                     eprintln!("hgxd: generating your identity (two RSA-4096 keys); this takes a few seconds...");
                     let started = std::time::Instant::now();
                     let fp = FirstParty::generate()?;
-                    eprintln!("hgxd: identity generated in {:.1} s", started.elapsed().as_secs_f64());
+                    eprintln!(
+                        "hgxd: identity generated in {:.1} s",
+                        started.elapsed().as_secs_f64()
+                    );
                     let root_secret = derive_root_secret(pw_first.as_bytes(), &fp.ghid(), params)?;
-                    return Ok((Login::Create { identity: fp, root_secret }, true));
+                    return Ok((
+                        Login::Create {
+                            identity: fp,
+                            root_secret,
+                        },
+                        true,
+                    ));
                 }
             };
             info!(log, "importing identity"; "fingerprint" => %identity.ghid());
@@ -238,11 +280,17 @@ fn login(cfg: &Config, args: &RunArgs, log: &Logger) -> Result<(Login, bool), Ru
                     derive_root_secret(pw.as_bytes(), &identity.ghid(), params)?
                 }
             };
-            Ok((Login::Create { identity, root_secret }, true))
+            Ok((
+                Login::Create {
+                    identity,
+                    root_secret,
+                },
+                true,
+            ))
         }
-        _ => Err(RunError::Config(config::ConfigError::Invalid(
+        _ => Err(invalid_config(
             "user.fingerprint and user.user_id must be both set or both empty".into(),
-        ))),
+        )),
     }
 }
 
@@ -277,7 +325,10 @@ pub async fn run(mut args: RunArgs) -> Result<(), RunError> {
     let daemon = daemon::start_with_log(opts, log.new(o!("part" => "daemon"))).await?;
     if created {
         record_account(&cfg_path, &daemon.fingerprint(), &daemon.user_id(), params)?;
-        eprintln!("hgxd: account created; fingerprint and user_id written to {}", cfg_path.display());
+        eprintln!(
+            "hgxd: account created; fingerprint and user_id written to {}",
+            cfg_path.display()
+        );
     }
 
     let token_dir = cfg_path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -289,7 +340,11 @@ pub async fn run(mut args: RunArgs) -> Result<(), RunError> {
         .await
         .map_err(|e| RunError::Ipc(e.to_string()))?;
     info!(log, "ready"; "ipc" => %server.url(), "fingerprint" => %daemon.fingerprint(), "token_file" => %token_path.display());
-    eprintln!("hgxd: ready on {} (fingerprint {})", server.url(), daemon.fingerprint().as_str());
+    eprintln!(
+        "hgxd: ready on {} (fingerprint {})",
+        server.url(),
+        daemon.fingerprint().as_str()
+    );
 
     let signal = shutdown_signal().await;
     info!(log, "stopping"; "signal" => signal);
@@ -309,9 +364,9 @@ pub fn whoami(config: Option<&Path>) -> Result<(String, String), RunError> {
     };
     match (cfg.user.fingerprint, cfg.user.user_id) {
         (Some(f), Some(u)) => Ok((f, u)),
-        _ => Err(RunError::Config(config::ConfigError::Invalid(
+        _ => Err(invalid_config(
             "no account yet: run hgxd once to create one".into(),
-        ))),
+        )),
     }
 }
 

@@ -14,12 +14,12 @@
 //!
 //! Dependencies point down only: `golix` <- `persist` <- `actors`/`ipc` <- binaries.
 
-pub mod golix;
-pub mod persist;
 pub mod actors;
-pub mod ipc;
-pub mod inspect;
 pub mod config;
-pub mod logging;
-pub mod process;
+pub mod golix;
 pub mod hgxd;
+pub mod inspect;
+pub mod ipc;
+pub mod logging;
+pub mod persist;
+pub mod process;

@@ -11,17 +11,32 @@ fn fixtures_rebuild_their_ghids_and_roundtrip_a_dynamic_object() {
     let s1 = s0.ratchet(&c0.ghid, &f0.dynamic);
     let c1 = a.make_container(b"world", &s1).unwrap();
     let f1 = a.make_next_frame(&f0, c1.ghid, DEFAULT_LEGROOM).unwrap();
-    for o in [Object::Geoc(c0.clone()), Object::Gobd(f0.clone()), Object::Gobd(f1.clone())] {
+    for o in [
+        Object::Geoc(c0.clone()),
+        Object::Gobd(f0.clone()),
+        Object::Gobd(f1.clone()),
+    ] {
         let d = Object::decode(&o.encode(), Policy::STRICT).unwrap();
         d.verify(Some(a.second_party())).unwrap();
         assert!(d.verify(Some(b.second_party())).is_err());
     }
     assert_eq!(f1.dynamic, f0.dynamic);
     assert_eq!(f1.targets, vec![c1.ghid, c0.ghid]);
-    assert_eq!(FirstParty::decrypt(&c1, &s0.ratchet(&f1.targets[1], &f1.dynamic)), b"world");
+    assert_eq!(
+        FirstParty::decrypt(&c1, &s0.ratchet(&f1.targets[1], &f1.dynamic)),
+        b"world"
+    );
     let hs = a.make_handshake(b.second_party(), f0.dynamic, &s1).unwrap();
-    let opened = b.open_request(&hs, |g| (*g == a.ghid()).then(|| a.second_party().clone())).unwrap();
-    assert_eq!(opened.body, RequestBody::Handshake { target: f0.dynamic, secret: s1 });
+    let opened = b
+        .open_request(&hs, |g| (*g == a.ghid()).then(|| a.second_party().clone()))
+        .unwrap();
+    assert_eq!(
+        opened.body,
+        RequestBody::Handshake {
+            target: f0.dynamic,
+            secret: s1
+        }
+    );
 }
 
 #[test]
@@ -33,8 +48,12 @@ fn strict_policy_refuses_algo0_ghids_embedded_in_objects() {
         Object::decode(&gobs.encode(), Policy::STRICT),
         Err(DecodeError::DummyRefused)
     );
-    let frame = a.make_bind_dynamic(Ghid::pseudorandom(Algo::SHA512)).unwrap();
-    let next = a.make_next_frame(&frame, api_like, DEFAULT_LEGROOM).unwrap();
+    let frame = a
+        .make_bind_dynamic(Ghid::pseudorandom(Algo::SHA512))
+        .unwrap();
+    let next = a
+        .make_next_frame(&frame, api_like, DEFAULT_LEGROOM)
+        .unwrap();
     assert_eq!(
         Object::decode(&next.encode(), Policy::STRICT),
         Err(DecodeError::DummyRefused)

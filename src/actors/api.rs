@@ -34,7 +34,16 @@ pub enum AppEvent {
     Delete(Ghid),
     /// An object was shared with this app's api_id (`origin` = sharer's fingerprint, or our
     /// own fingerprint for an object created by another app of the same user).
-    Share { ghid: Ghid, origin: Ghid, api_id: Option<Ghid> },
+    Share {
+        ghid: Ghid,
+        origin: Ghid,
+        api_id: Option<Ghid>,
+    },
     /// The outcome of a share this app asked for.
-    ShareResult { ghid: Ghid, recipient: Ghid, ok: bool, status: u32 },
+    ShareResult {
+        ghid: Ghid,
+        recipient: Ghid,
+        ok: bool,
+        status: u32,
+    },
 }

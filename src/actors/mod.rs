@@ -29,17 +29,17 @@
 
 pub mod account;
 pub mod api;
-pub mod error;
-pub mod vault;
 pub mod apps;
 pub mod boot;
 pub mod commit;
 pub mod content;
 pub mod daemon;
 pub mod daemon_core;
+pub mod error;
 pub mod gc;
 pub mod ledger;
 pub mod object;
 pub mod outbox;
 pub mod pull;
 pub mod remote;
+pub mod vault;

@@ -56,5 +56,17 @@ macro_rules! link_type {
     };
 }
 
-link_type!(Gobs, GOBS_MAGIC, GOBS_VERSION, binder, "GOBS v6: a static binding of `target` by `binder`.");
-link_type!(Gdxx, GDXX_MAGIC, GDXX_VERSION, debinder, "GDXX v9: a debinding of `target` by `debinder`.");
+link_type!(
+    Gobs,
+    GOBS_MAGIC,
+    GOBS_VERSION,
+    binder,
+    "GOBS v6: a static binding of `target` by `binder`."
+);
+link_type!(
+    Gdxx,
+    GDXX_MAGIC,
+    GDXX_VERSION,
+    debinder,
+    "GDXX v9: a debinding of `target` by `debinder`."
+);

@@ -5,7 +5,9 @@
 
 use aes::cipher::{KeyIvInit, StreamCipher};
 use aws_lc_rs::digest::{Digest as LcDigest, SHA512};
-use aws_lc_rs::rsa::{KeyPair, OaepPublicEncryptingKey, PublicKeyComponents, OAEP_SHA512_MGF1SHA512};
+use aws_lc_rs::rsa::{
+    KeyPair, OaepPublicEncryptingKey, PublicKeyComponents, OAEP_SHA512_MGF1SHA512,
+};
 use aws_lc_rs::signature::{ParsedPublicKey, RSA_PSS_2048_8192_SHA512, RSA_PSS_SHA512};
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
@@ -22,7 +24,8 @@ pub const OAEP_MAX: usize = ASYM_LEN - 2 * 64 - 2;
 pub const DUMMY_PUBKEY: &[u8; PUBKEY_LEN] = b"[ ----------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------- MOCK PUBLIC KEY ------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------ ]";
 pub const DUMMY_EXCHANGE: &[u8; 32] = b"[ ------ MOCK PUBLIC KEY ----- ]";
 pub const DUMMY_SIGNATURE: &[u8; SIG_LEN] = b"[[ Start signature -------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------- End signature ]]";
-pub const DUMMY_MAC: &[u8; MAC_LEN] = b"[[ Start MAC ---------------------------------------- End MAC ]]";
+pub const DUMMY_MAC: &[u8; MAC_LEN] =
+    b"[[ Start MAC ---------------------------------------- End MAC ]]";
 pub const DUMMY_ASYM: &[u8; ASYM_LEN] = b"[[ Start asymmetric payload -------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------- End asymmetric payload ]]";
 
 /// Applies the AES-256-CTR keystream of `secret` in place (encrypt and decrypt are the same).
@@ -76,16 +79,22 @@ pub fn sign_digest(key: &KeyPair, digest: &[u8; 64]) -> Result<[u8; SIG_LEN], Er
 /// Verifies a PSS-SHA512 signature whose mHash is `digest`.
 pub fn verify_digest(key: &ParsedPublicKey, digest: &[u8; 64], sig: &[u8]) -> Result<(), Error> {
     let d = LcDigest::import_less_safe(digest, &SHA512).map_err(|_| Error::BadSignature)?;
-    key.verify_digest_sig(&d, sig).map_err(|_| Error::BadSignature)
+    key.verify_digest_sig(&d, sig)
+        .map_err(|_| Error::BadSignature)
 }
 
 /// OAEP-SHA512 (MGF1-SHA512, empty label) encryption to a 4096-bit key.
-pub fn oaep_encrypt(key: &OaepPublicEncryptingKey, plaintext: &[u8]) -> Result<[u8; ASYM_LEN], Error> {
+pub fn oaep_encrypt(
+    key: &OaepPublicEncryptingKey,
+    plaintext: &[u8],
+) -> Result<[u8; ASYM_LEN], Error> {
     if plaintext.len() > OAEP_MAX {
         return Err(Error::TooLarge(plaintext.len()));
     }
     let mut out = [0u8; ASYM_LEN];
-    let n = key.encrypt(&OAEP_SHA512_MGF1SHA512, plaintext, &mut out, None)?.len();
+    let n = key
+        .encrypt(&OAEP_SHA512_MGF1SHA512, plaintext, &mut out, None)?
+        .len();
     if n != ASYM_LEN {
         return Err(Error::BadModulus);
     }
@@ -114,7 +123,8 @@ pub fn request_mac_key(
     }
     let hk = Hkdf::<Sha512>::new(Some(&salt), shared.as_bytes());
     let mut key = [0u8; 64];
-    hk.expand(&[], &mut key).expect("64 bytes is a valid length");
+    hk.expand(&[], &mut key)
+        .expect("64 bytes is a valid length");
     Ok(key)
 }
 
@@ -126,7 +136,11 @@ pub fn request_mac(key: &[u8; 64], digest: &[u8; 64]) -> [u8; MAC_LEN] {
 }
 
 /// Constant-time MAC check.
-pub fn verify_request_mac(key: &[u8; 64], digest: &[u8; 64], mac: &[u8; MAC_LEN]) -> Result<(), Error> {
+pub fn verify_request_mac(
+    key: &[u8; 64],
+    digest: &[u8; 64],
+    mac: &[u8; MAC_LEN],
+) -> Result<(), Error> {
     let mut m = <Hmac<Sha512> as Mac>::new_from_slice(key).expect("any key length");
     m.update(digest);
     m.verify_slice(mac).map_err(|_| Error::BadMac)

@@ -173,6 +173,9 @@ mod tests {
     fn algo0_digest_is_constant() {
         assert_eq!(ALGO0_DIGEST.len(), 64);
         assert_eq!(Algo::DUMMY.digest(b"x"), Algo::DUMMY.digest(b"y"));
-        assert_eq!(Ghid::hash(Algo::DUMMY, b"").as_str().chars().nth(1), Some('F'));
+        assert_eq!(
+            Ghid::hash(Algo::DUMMY, b"").as_str().chars().nth(1),
+            Some('F')
+        );
     }
 }

@@ -72,7 +72,12 @@ impl SecondParty {
     }
 
     /// Verifies a signature whose mHash is `digest`, made under `suite`.
-    pub fn verify(&self, suite: Suite, digest: &[u8; 64], sig: &[u8; SIG_LEN]) -> Result<(), Error> {
+    pub fn verify(
+        &self,
+        suite: Suite,
+        digest: &[u8; 64],
+        sig: &[u8; SIG_LEN],
+    ) -> Result<(), Error> {
         match (&self.inner.verify_key, suite) {
             (Some(k), Suite::ONE) => cipher::verify_digest(k, digest, sig),
             // Dummy signatures only verify for dummy identities (decoded under Policy::TESTING).
@@ -127,12 +132,24 @@ impl FirstParty {
 
     /// From PKCS#8 (what `export` writes) or traditional PKCS#1 (the fixtures) DER keys and
     /// the raw X25519 scalar.
-    pub fn import(signature_der: &[u8], encryption_der: &[u8], exchange: &[u8; 32]) -> Result<FirstParty, Error> {
+    pub fn import(
+        signature_der: &[u8],
+        encryption_der: &[u8],
+        exchange: &[u8; 32],
+    ) -> Result<FirstParty, Error> {
         let load = |der: &[u8]| KeyPair::from_pkcs8(der).or_else(|_| KeyPair::from_der(der));
-        FirstParty::from_keys(load(signature_der)?, load(encryption_der)?, Zeroizing::new(*exchange))
+        FirstParty::from_keys(
+            load(signature_der)?,
+            load(encryption_der)?,
+            Zeroizing::new(*exchange),
+        )
     }
 
-    fn from_keys(sign_key: KeyPair, enc: KeyPair, exchange: Zeroizing<[u8; 32]>) -> Result<FirstParty, Error> {
+    fn from_keys(
+        sign_key: KeyPair,
+        enc: KeyPair,
+        exchange: Zeroizing<[u8; 32]>,
+    ) -> Result<FirstParty, Error> {
         let signature_pkcs8 = Zeroizing::new(sign_key.as_der()?.as_ref().to_vec());
         let encryption_pkcs8 = Zeroizing::new(enc.as_der()?.as_ref().to_vec());
         let decrypt_key =
@@ -220,7 +237,12 @@ impl FirstParty {
 
     /// The frame after `previous`: counter + 1, `[target, previous targets...]` capped at
     /// `legroom` (at least 2) entries, the same dynamic ghid.
-    pub fn make_next_frame(&self, previous: &Gobd, target: Ghid, legroom: usize) -> Result<Gobd, Error> {
+    pub fn make_next_frame(
+        &self,
+        previous: &Gobd,
+        target: Ghid,
+        legroom: usize,
+    ) -> Result<Gobd, Error> {
         if previous.binder != self.ghid() {
             return Err(Error::WrongSigner(previous.binder.as_str()));
         }
@@ -286,7 +308,12 @@ impl FirstParty {
     }
 
     /// Share `target` (readable with `secret`) with `recipient`.
-    pub fn make_handshake(&self, recipient: &SecondParty, target: Ghid, secret: &Secret) -> Result<Garq, Error> {
+    pub fn make_handshake(
+        &self,
+        recipient: &SecondParty,
+        target: Ghid,
+        secret: &Secret,
+    ) -> Result<Garq, Error> {
         self.make_request(
             recipient,
             RequestBody::Handshake {
@@ -297,17 +324,44 @@ impl FirstParty {
     }
 
     /// Accept the request `request` (a GARQ ghid) from `recipient`.
-    pub fn make_ack(&self, recipient: &SecondParty, request: Ghid, status: u32) -> Result<Garq, Error> {
-        self.make_request(recipient, RequestBody::Ack { target: request, status })
+    pub fn make_ack(
+        &self,
+        recipient: &SecondParty,
+        request: Ghid,
+        status: u32,
+    ) -> Result<Garq, Error> {
+        self.make_request(
+            recipient,
+            RequestBody::Ack {
+                target: request,
+                status,
+            },
+        )
     }
 
     /// Refuse the request `request` from `recipient`.
-    pub fn make_nak(&self, recipient: &SecondParty, request: Ghid, status: u32) -> Result<Garq, Error> {
-        self.make_request(recipient, RequestBody::Nak { target: request, status })
+    pub fn make_nak(
+        &self,
+        recipient: &SecondParty,
+        request: Ghid,
+        status: u32,
+    ) -> Result<Garq, Error> {
+        self.make_request(
+            recipient,
+            RequestBody::Nak {
+                target: request,
+                status,
+            },
+        )
     }
 
     fn mac_key(&self, other: &SecondParty) -> Result<[u8; 64], Error> {
-        cipher::request_mac_key(&self.exchange, &other.gidc().exchange_key, &self.ghid(), &other.ghid())
+        cipher::request_mac_key(
+            &self.exchange,
+            &other.gidc().exchange_key,
+            &self.ghid(),
+            &other.ghid(),
+        )
     }
 
     /// Opens a request addressed to us, in the receiving order of GOLIX.md §4: address,

@@ -158,15 +158,24 @@ mod tests {
         assert!(Secret::decode(&b[..52], Policy::STRICT).is_err());
         let d = Secret::dummy().encode();
         assert_eq!(d.len(), SECRET_LEN_DUMMY);
-        assert_eq!(Secret::decode(&d, Policy::STRICT), Err(DecodeError::DummyRefused));
-        assert_eq!(Secret::decode(&d, Policy::TESTING).unwrap(), Secret::dummy());
+        assert_eq!(
+            Secret::decode(&d, Policy::STRICT),
+            Err(DecodeError::DummyRefused)
+        );
+        assert_eq!(
+            Secret::decode(&d, Policy::TESTING).unwrap(),
+            Secret::dummy()
+        );
         assert!(!format!("{s:?}").contains(&hex::encode(s.key())));
     }
 
     #[test]
     fn ratchet_is_deterministic_and_input_sensitive() {
         let s = Secret::random();
-        let (a, b) = (Ghid::pseudorandom(Algo::SHA512), Ghid::pseudorandom(Algo::SHA512));
+        let (a, b) = (
+            Ghid::pseudorandom(Algo::SHA512),
+            Ghid::pseudorandom(Algo::SHA512),
+        );
         assert_eq!(s.ratchet(&a, &b), s.ratchet(&a, &b));
         assert_ne!(s.ratchet(&a, &b), s.ratchet(&b, &a));
         assert_ne!(s.ratchet(&a, &b), s);

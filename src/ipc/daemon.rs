@@ -41,7 +41,11 @@ impl DaemonApi for DaemonHandle {
         DaemonHandle::new_object(self, app, state, api_id, dynamic, private)
     }
 
-    fn get_object(&self, app: AppId, ghid: Ghid) -> impl Future<Output = Result<ObjectView, DaemonError>> {
+    fn get_object(
+        &self,
+        app: AppId,
+        ghid: Ghid,
+    ) -> impl Future<Output = Result<ObjectView, DaemonError>> {
         DaemonHandle::get_object(self, app, ghid)
     }
 
@@ -55,7 +59,11 @@ impl DaemonApi for DaemonHandle {
         DaemonHandle::push(self, app, ghid, state, private)
     }
 
-    fn sync(&self, app: AppId, ghid: Ghid) -> impl Future<Output = Result<ObjectView, DaemonError>> {
+    fn sync(
+        &self,
+        app: AppId,
+        ghid: Ghid,
+    ) -> impl Future<Output = Result<ObjectView, DaemonError>> {
         DaemonHandle::sync(self, app, ghid)
     }
 
