@@ -12,7 +12,13 @@
 //! - `ipc`: the app <-> daemon websocket protocol and the Rust client. Calls `actors`,
 //!   `persist`, `golix`.
 //!
-//! Dependencies point down only: `golix` <- `persist` <- `actors`/`ipc` <- binaries.
+//! - `config`, `logging`, `process`: `hypergolix.yml` (search order, defaults, overrides),
+//!   slog setup, pid files and signals. Shared by both binaries; call nothing above `golix`.
+//! - `inspect`: `hgxd inspect`, decode-and-verify of `.ghid` files. Calls `golix`.
+//! - `hgxd`: the daemon process (config, password, account, daemon + app endpoint, signals).
+//!   Calls `actors`, `ipc`, `config`, `logging`, `process`.
+//!
+//! Dependencies point down only: `golix` <- `persist` <- `actors` <- `ipc` <- `hgxd` <- binaries.
 
 pub mod actors;
 pub mod config;

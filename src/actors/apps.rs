@@ -1,7 +1,10 @@
-//! The app registry: which app sessions are connected, which objects each one tracks, and
-//! one event mailbox per app.
+//! The app registry: which app sessions are connected, which objects each one tracks, the
+//! app token each one registered, the api ids it handles shares for, and one event mailbox
+//! per app. Tokens and share handlers live as long as the session (REFERENCE.md §2,
+//! "Disconnect"); what persists (known tokens, startup and private objects) is in the account.
 //!
-//! Owns: the `AppId` counter, per-app tracked-object sets, and a forwarder task per app that
+//! Owns: the `AppId` counter, per-app tracked-object sets, tokens and share handlers, and a
+//! forwarder task per app that
 //! moves events into the app's bounded `mpsc::Sender<AppEvent>`. When that channel is full the
 //! forwarder keeps at most one pending `Update` per ghid (latest wins, in first-arrival order),
 //! so a slow app never grows memory without bound and never loses an object's final state.
@@ -14,7 +17,8 @@ use std::sync::Mutex;
 
 use tokio::sync::mpsc;
 
-use super::api::{AppEvent, AppId};
+use super::api::{AppEvent, AppId, AppToken};
+use super::error::DaemonError;
 use crate::golix::Ghid;
 
 /// Connected apps and what they track.
@@ -27,6 +31,10 @@ pub struct AppRegistry {
 struct AppEntry {
     mailbox: mpsc::UnboundedSender<AppEvent>,
     tracked: HashSet<Ghid>,
+    /// Set once per session by `register_token`.
+    token: Option<AppToken>,
+    /// Api ids this session handles incoming shares for.
+    handlers: HashSet<Ghid>,
 }
 
 impl AppRegistry {
@@ -38,6 +46,8 @@ impl AppRegistry {
         let entry = AppEntry {
             mailbox: tx,
             tracked: HashSet::new(),
+            token: None,
+            handlers: HashSet::new(),
         };
         self.lock().insert(id, entry);
         id
@@ -91,6 +101,72 @@ impl AppRegistry {
     /// Every connected app id.
     pub fn all(&self) -> Vec<AppId> {
         self.lock().keys().copied().collect()
+    }
+
+    /// Binds `token` to `app`: refused if the app has a token already (`already_set`) or
+    /// another live session holds this one (`token_in_use`).
+    pub fn set_token(&self, app: AppId, token: AppToken) -> Result<(), DaemonError> {
+        let mut apps = self.lock();
+        if apps
+            .iter()
+            .any(|(id, e)| *id != app && e.token == Some(token))
+        {
+            return Err(DaemonError::TokenInUse);
+        }
+        let e = apps
+            .get_mut(&app)
+            .ok_or_else(|| DaemonError::BadArgs(format!("app {app} is not connected")))?;
+        if e.token.is_some() {
+            return Err(DaemonError::AlreadySet(
+                "this session has registered a token already".into(),
+            ));
+        }
+        e.token = Some(token);
+        Ok(())
+    }
+
+    /// The token `app` registered, if any.
+    pub fn token(&self, app: AppId) -> Option<AppToken> {
+        self.lock().get(&app).and_then(|e| e.token)
+    }
+
+    /// The live sessions of `token` (at most one).
+    pub fn with_token(&self, token: &AppToken) -> Vec<AppId> {
+        self.lock()
+            .iter()
+            .filter(|(_, e)| e.token.as_ref() == Some(token))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// `app` handles shares of `api_id` from now on. False if the app is not connected.
+    pub fn add_handler(&self, app: AppId, api_id: Ghid) -> bool {
+        match self.lock().get_mut(&app) {
+            Some(e) => {
+                e.handlers.insert(api_id);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// `app` no longer handles shares of `api_id`; false if it did not.
+    pub fn remove_handler(&self, app: AppId, api_id: &Ghid) -> bool {
+        self.lock()
+            .get_mut(&app)
+            .is_some_and(|e| e.handlers.remove(api_id))
+    }
+
+    /// The sessions that handle shares of `api_id`, in id order.
+    pub fn handlers(&self, api_id: &Ghid) -> Vec<AppId> {
+        let mut ids: Vec<AppId> = self
+            .lock()
+            .iter()
+            .filter(|(_, e)| e.handlers.contains(api_id))
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        ids
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<AppId, AppEntry>> {

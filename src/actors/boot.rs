@@ -7,7 +7,8 @@
 //! the vault opened.
 //!
 //! Owns: nothing after start. Calls: `Archive`, `Account`, `Vault`, `Outbox`, the persist
-//! client (through the remote `Connector`), and spawns the ledger, GC and remote actors.
+//! client (through the remote `Connector`), and spawns the ledger, GC, share and remote
+//! actors.
 
 use std::path::Path;
 use std::sync::{Arc, Weak};
@@ -26,6 +27,7 @@ use super::ledger::{self, LedgerHandle};
 use super::object::ObjectRegistry;
 use super::outbox::Outbox;
 use super::remote::{self, Connector, RemoteHandle};
+use super::share::{self, ShareHandle};
 use super::vault::Vault;
 use crate::golix::{Geoc, Ghid, Gobd, Object, Policy, SecondParty};
 use crate::persist::{Archive, PersistError};
@@ -91,6 +93,7 @@ pub async fn boot(
 
     let (ledger, ledger_inbox) = LedgerHandle::channel();
     let (gc, gc_inbox) = GcHandle::channel();
+    let (share, share_inbox) = ShareHandle::channel();
     let (remotes, inboxes): (Vec<_>, Vec<_>) = opts
         .remotes
         .iter()
@@ -108,6 +111,7 @@ pub async fn boot(
         apps: AppRegistry::default(),
         objects: ObjectRegistry::default(),
         gc,
+        share,
         gate: Gate::default(),
         log: log.clone(),
     });
@@ -122,6 +126,7 @@ pub async fn boot(
             log.clone(),
         ),
         gc::spawn(gc_inbox, cell),
+        share::spawn(core.clone(), share_inbox),
     ];
     for (handle, inbox) in remotes.into_iter().zip(inboxes) {
         tasks.push(remote::spawn(

@@ -361,6 +361,13 @@ pub async fn freeze(core: &DaemonCore, obj: &Loaded) -> Result<Ghid, DaemonError
     };
     if obj.private {
         core.put_meta(&container, &ObjectMeta { private: true })?;
+        // The snapshot belongs to the same app token as the object.
+        let ghid = obj.ghid;
+        core.ledger.edit(move |a| {
+            if let Some(t) = a.state().private.get(&ghid).copied() {
+                a.state_mut().private.insert(container, t);
+            }
+        });
     }
     commit(core, vec![gobs.encode()], Some((container, record))).await?;
     core.ledger.record_secret(container, stored, 0, obj.api_id);

@@ -5,7 +5,9 @@
 //! loads the object's `ObjectActor` (one load per ghid at a time) and talks to it by message.
 //!
 //! Calls: [`super::boot`] (storage and login), `ObjectActor`s, `RemoteActor`s (fetch for
-//! `sync`), the ledger and GC actors (at shutdown), `commit` (new objects).
+//! `sync`), the ledger, GC and share actors (at shutdown), `commit` (new objects),
+//! [`super::dispatch`] (tokens, startup and private objects, share handlers) and
+//! [`super::share`] (sharing with other users).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -14,12 +16,14 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::api::{AppEvent, AppId, ObjectView};
+use super::api::{AppEvent, AppId, AppToken, ObjectView};
 use super::commit;
+use super::dispatch;
 use super::daemon_core::DaemonCore;
 use super::error::DaemonError;
 use super::object::{self, ObjectHandle, ObjectMsg};
 use super::pull;
+use super::share;
 use crate::golix::{FirstParty, Ghid, Secret};
 
 /// How often an operation retries finding a live actor that is retiring under it.
@@ -129,8 +133,20 @@ impl DaemonHandle {
     ) -> Result<ObjectView, DaemonError> {
         let _pass = self.core.gate.enter()?;
         self.check_app(app)?;
+        let owner = if private {
+            Some(dispatch::private_owner(&self.core, app)?)
+        } else {
+            None
+        };
         let loaded = commit::create(&self.core, state, api_id, dynamic, private).await?;
         let ghid = loaded.ghid;
+        match owner {
+            Some(token) => dispatch::record_private(&self.core, ghid, token),
+            // The user's other apps handling this api id are offered it (no request needed).
+            None => {
+                dispatch::offer(&self.core, ghid, self.fingerprint(), api_id, Some(app));
+            }
+        }
         let view = object::spawn(&self.core, loaded, app);
         if dynamic {
             self.core.subscribe(ghid);
@@ -151,6 +167,7 @@ impl DaemonHandle {
         ghid: Ghid,
     ) -> Result<(ObjectHandle, ObjectView), DaemonError> {
         let core = &self.core;
+        dispatch::check_access(core, app, ghid).await?;
         for _ in 0..TRACK_ATTEMPTS {
             if let Some(h) = core.objects.get(&ghid) {
                 if let Some(Some(view)) = h.ask(|reply| ObjectMsg::Track { app, reply }).await {
@@ -328,6 +345,60 @@ impl DaemonHandle {
             .await?
     }
 
+    /// Binds an app token to this session: a new one for `None`, else a known one. Returns
+    /// the token and its startup object.
+    pub async fn register_token(
+        &self,
+        app: AppId,
+        token: Option<AppToken>,
+    ) -> Result<(AppToken, Option<Ghid>), DaemonError> {
+        let _pass = self.core.gate.enter()?;
+        self.check_app(app)?;
+        dispatch::register_token(&self.core, app, token).await
+    }
+
+    /// Sets the startup object of the session's token.
+    pub async fn register_startup(&self, app: AppId, ghid: Ghid) -> Result<(), DaemonError> {
+        let _pass = self.core.gate.enter()?;
+        self.check_app(app)?;
+        dispatch::register_startup(&self.core, app, ghid).await
+    }
+
+    /// Clears the startup object of the session's token.
+    pub async fn deregister_startup(&self, app: AppId) -> Result<(), DaemonError> {
+        let _pass = self.core.gate.enter()?;
+        self.check_app(app)?;
+        dispatch::deregister_startup(&self.core, app).await
+    }
+
+    /// This session handles incoming shares of `api_id` (kept ones are offered at once).
+    pub async fn register_share_handler(&self, app: AppId, api_id: Ghid) -> Result<(), DaemonError> {
+        let _pass = self.core.gate.enter()?;
+        self.check_app(app)?;
+        dispatch::register_share_handler(&self.core, app, api_id).await
+    }
+
+    /// This session no longer handles shares of `api_id`.
+    pub async fn deregister_share_handler(
+        &self,
+        app: AppId,
+        api_id: Ghid,
+    ) -> Result<(), DaemonError> {
+        let _pass = self.core.gate.enter()?;
+        self.check_app(app)?;
+        dispatch::deregister_share_handler(&self.core, app, api_id)
+    }
+
+    /// Shares an object with another user (their fingerprint). Resolves once the request is
+    /// durable locally and queued for every remote; the outcome arrives later as a
+    /// `ShareResult` event.
+    pub async fn share(&self, app: AppId, ghid: Ghid, recipient: Ghid) -> Result<(), DaemonError> {
+        let _pass = self.core.gate.enter()?;
+        self.check_app(app)?;
+        dispatch::check_access(&self.core, app, ghid).await?;
+        share::share(&self.core, app, ghid, recipient).await
+    }
+
     /// Stops accepting work, waits for operations in flight, stops every actor, flushes the
     /// account, the vault and the archive, and disconnects the remotes.
     pub async fn shutdown(&self) -> Result<(), DaemonError> {
@@ -342,6 +413,7 @@ impl DaemonHandle {
         for t in core.objects.take_tasks() {
             let _ = t.await;
         }
+        core.share.stop().await;
         let flushed = core.ledger.stop().await;
         core.gc.stop();
         let deadline = tokio::time::Instant::now() + SHUTDOWN_DRAIN;

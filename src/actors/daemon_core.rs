@@ -2,7 +2,7 @@
 //! all use.
 //!
 //! Owns: handles only — the identity, the local [`Archive`], the [`Vault`] and [`Outbox`], the
-//! ledger (account), remote, GC and app registries, the live-object registry, and the gate
+//! ledger (account), remote, GC and share actors, the app registry, the live-object registry, and the gate
 //! that refuses new work at shutdown and counts work in flight. No actor's state lives here;
 //! the registries are read-mostly maps behind std mutexes held only for a map operation.
 //!
@@ -23,6 +23,7 @@ use super::ledger::LedgerHandle;
 use super::object::ObjectRegistry;
 use super::outbox::Outbox;
 use super::remote::RemoteHandle;
+use super::share::ShareHandle;
 use super::vault::Vault;
 use crate::golix::{FirstParty, Ghid, Object, Policy};
 use crate::persist::{Archive, PersistError, Published};
@@ -112,6 +113,7 @@ pub struct DaemonCore {
     pub apps: AppRegistry,
     pub objects: ObjectRegistry,
     pub gc: GcHandle,
+    pub share: ShareHandle,
     pub gate: Gate,
     pub log: slog::Logger,
 }

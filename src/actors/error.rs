@@ -29,6 +29,12 @@ pub enum DaemonError {
     AccessDenied(String),
     #[error("private objects cannot be shared: {0}")]
     Unsharable(String),
+    /// A share's recipient fingerprint names no identity known here or on any remote.
+    #[error("unknown recipient: {0}")]
+    UnknownRecipient(String),
+    /// Something that may be set once is set already (a session's token, a startup object).
+    #[error("already set: {0}")]
+    AlreadySet(String),
     #[error("public objects cannot become private")]
     CatOuttaBag,
     #[error("no secret known for {0}")]
@@ -59,6 +65,8 @@ impl DaemonError {
             DaemonError::TokenInUse => "token_in_use",
             DaemonError::AccessDenied(_) => "access_denied",
             DaemonError::Unsharable(_) => "unsharable",
+            DaemonError::UnknownRecipient(_) => "unknown_recipient",
+            DaemonError::AlreadySet(_) => "already_set",
             DaemonError::CatOuttaBag => "cat_outta_bag",
             DaemonError::UnknownSecret(_) => "unknown_secret",
             DaemonError::UnavailableUpstream(_) => "unavailable_upstream",

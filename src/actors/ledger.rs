@@ -12,8 +12,8 @@
 //! known secret opens an object (then at most every [`REFRESH_INTERVAL`]), the actor
 //! **refreshes**: it fetches the newest root frame from the remotes and, if
 //! it is newer than ours, adopts it as the base of our next flush, carrying over our
-//! unflushed secret, api-id and hold changes (other concurrent account changes — tokens,
-//! shares — are not merged yet: a later issue).
+//! unflushed secret, api-id and hold changes, and its app registrations and shares (tokens,
+//! startup and private objects, pending and orphan shares: see [`merge_app_state`]).
 //!
 //! Calls: `Account::flush`/`open` (signing, off the event loop), `DaemonCore::commit_local`
 //! and its fetches. Messages arrive over an unbounded mpsc (senders never wait on a flush);
@@ -27,7 +27,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, OnceCell};
 use tokio::time::Instant;
 
-use super::account::{Account, StoredSecret};
+use super::account::{Account, AccountState, StoredSecret};
 use super::daemon_core::DaemonCore;
 use super::error::DaemonError;
 use crate::golix::{Ghid, Object, Policy, Secret};
@@ -54,6 +54,10 @@ enum LedgerMsg {
         ghid: Ghid,
         reply: oneshot::Sender<Vec<StoredSecret>>,
     },
+    /// Runs a closure on the account (reads, or edits through `state_mut`, which marks the
+    /// account dirty: a flush is then scheduled). Tokens, startup and private objects,
+    /// pending and orphan shares are kept this way.
+    Edit(Box<dyn FnOnce(&mut Account) + Send>),
     /// Fetch the newest root object from the remotes (rate-limited).
     Refresh {
         reply: oneshot::Sender<()>,
@@ -113,6 +117,28 @@ impl LedgerHandle {
             return Vec::new();
         }
         rx.await.unwrap_or_default()
+    }
+
+    /// Runs `f` on the account in the actor and returns its result. Edits go through
+    /// `Account::state_mut` (an ordinary flush follows); `ShuttingDown` once the actor is gone.
+    pub async fn with_account<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Account) -> R + Send + 'static,
+    ) -> Result<R, DaemonError> {
+        let (reply, rx) = oneshot::channel();
+        let edit = Box::new(move |a: &mut Account| {
+            let _ = reply.send(f(a));
+        });
+        self.tx
+            .send(LedgerMsg::Edit(edit))
+            .map_err(|_| DaemonError::ShuttingDown)?;
+        rx.await.map_err(|_| DaemonError::ShuttingDown)
+    }
+
+    /// Like [`LedgerHandle::with_account`] without waiting: queued behind every message sent
+    /// before it, ahead of every message sent after.
+    pub fn edit(&self, f: impl FnOnce(&mut Account) + Send + 'static) {
+        let _ = self.tx.send(LedgerMsg::Edit(Box::new(f)));
     }
 
     /// Picks up what another machine of the user flushed (at most every
@@ -243,6 +269,14 @@ impl AccountActor {
                 }
             }
             LedgerMsg::Forget(ghid) => self.forget(ghid),
+            LedgerMsg::Edit(f) => {
+                if let Some(a) = self.account.as_mut() {
+                    f(a);
+                    if a.is_dirty() {
+                        self.schedule();
+                    }
+                }
+            }
             LedgerMsg::Lookup { ghid, reply } => {
                 let found = self
                     .account
@@ -427,6 +461,7 @@ impl AccountActor {
                     }
                 }
                 to.holds.extend(from.holds.iter().copied());
+                merge_app_state(from, to);
                 self.urgent = true;
                 true
             }
@@ -437,6 +472,28 @@ impl AccountActor {
         self.flushed = newer.state().secrets.keys().map(|g| (*g, 0)).collect();
         self.account = Some(newer);
         Ok(())
+    }
+}
+
+/// Carries this machine's app registrations and shares over onto a newer account state:
+/// tokens, startup and private entries (ours win), pending and orphan shares (union). What this
+/// machine removed since its last flush may come back from the newer state: at worst a
+/// startup object or an orphan share is offered again.
+fn merge_app_state(from: &AccountState, to: &mut AccountState) {
+    to.tokens.extend(from.tokens.iter().copied());
+    to.startup
+        .extend(from.startup.iter().map(|(t, g)| (*t, *g)));
+    to.private
+        .extend(from.private.iter().map(|(g, t)| (*g, *t)));
+    for p in &from.pending_shares {
+        if !to.pending_shares.iter().any(|q| q.request == p.request) {
+            to.pending_shares.push(p.clone());
+        }
+    }
+    for o in &from.orphan_shares {
+        if !to.orphan_shares.contains(o) {
+            to.orphan_shares.push(o.clone());
+        }
     }
 }
 

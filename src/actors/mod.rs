@@ -20,7 +20,10 @@
 //!   publish queue.
 //! - [`ledger`]: `AccountActor`, the owner of the account and its flush schedule;
 //!   [`gc`]: `GcActor`, forgetting secrets of removed objects; [`apps`]: app sessions, their
-//!   trackers and coalescing event mailboxes; [`daemon_core`]: what the actors share.
+//!   trackers, tokens, share handlers and coalescing event mailboxes; [`dispatch`]: app
+//!   tokens, startup and private objects, offering shares to apps; [`share`]: `ShareActor`,
+//!   sharing with other users through GARQ handshakes; [`daemon_core`]: what the actors
+//!   share.
 //!
 //! The daemon's actors are tokio tasks that own their state and take typed messages over
 //! mpsc with oneshot replies (the actix "chat-actorless" style).
@@ -35,6 +38,7 @@ pub mod commit;
 pub mod content;
 pub mod daemon;
 pub mod daemon_core;
+pub mod dispatch;
 pub mod error;
 pub mod gc;
 pub mod ledger;
@@ -42,4 +46,5 @@ pub mod object;
 pub mod outbox;
 pub mod pull;
 pub mod remote;
+pub mod share;
 pub mod vault;

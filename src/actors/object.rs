@@ -24,7 +24,7 @@ use super::api::{AppEvent, AppId, ObjectView};
 use super::commit::{self, Committed, Loaded};
 use super::daemon_core::DaemonCore;
 use super::error::DaemonError;
-use crate::golix::{Geoc, Ghid, Gobd};
+use crate::golix::{Geoc, Ghid, Gobd, Secret};
 use crate::persist::PersistError;
 
 /// Queue length of one object's mailbox.
@@ -65,6 +65,11 @@ pub enum ObjectMsg {
     Delete {
         app: AppId,
         reply: oneshot::Sender<Result<(), DaemonError>>,
+    },
+    /// The object's ghid and the secret of its current container (what a share hands over).
+    /// Answered once no push is in flight.
+    Current {
+        reply: oneshot::Sender<(Ghid, Secret)>,
     },
     /// Stop now (shutdown; no push is in flight by then).
     Stop {
@@ -300,6 +305,9 @@ impl ObjectActor {
                 self.pulled(frame, container).await
             }
             ObjectMsg::Removed => self.removed(None).await,
+            ObjectMsg::Current { reply } => {
+                let _ = reply.send((self.obj.ghid, self.obj.secret.clone()));
+            }
             ObjectMsg::Freeze { reply } => {
                 let _ = reply.send(self.freeze().await);
             }
@@ -382,6 +390,15 @@ impl ObjectActor {
                 self.obj.private = latest.private;
                 if private_changed {
                     self.save_meta();
+                    if !self.obj.private {
+                        // Public now: no app token owns it any more.
+                        let ghid = self.obj.ghid;
+                        self.core.ledger.edit(move |a| {
+                            if a.state().private.contains_key(&ghid) {
+                                a.state_mut().private.remove(&ghid);
+                            }
+                        });
+                    }
                 }
                 self.core.ledger.record_secret(
                     self.obj.ghid,
@@ -546,7 +563,10 @@ impl ObjectActor {
                 ObjectMsg::Stop { reply } => {
                     let _ = reply.send(());
                 }
-                ObjectMsg::Untrack { .. } | ObjectMsg::Pulled(_) | ObjectMsg::Removed => {}
+                ObjectMsg::Untrack { .. }
+                | ObjectMsg::Pulled(_)
+                | ObjectMsg::Removed
+                | ObjectMsg::Current { .. } => {}
             }
         }
     }

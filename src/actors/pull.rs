@@ -6,7 +6,7 @@
 //! the object's live `ObjectActor` decrypts and delivers it. With no live actor, the frame
 //! still lands in the local cache and the recorded secret is ratcheted forward, so a later
 //! `get` opens it. A debinding is ingested, then the live actor checks whether the object
-//! is gone (it is not if we hold it). GARQs are for the share layer (a later issue).
+//! is gone (it is not if we hold it). GARQs go to the share actor.
 //!
 //! Owns: nothing. Calls: `DaemonCore`, the remote's fetch, the object registry.
 
@@ -38,9 +38,14 @@ pub async fn notification(
         Object::Gobd(frame) if frame.dynamic == subscription => {
             frame_bytes(core, from, frame, object).await
         }
+        Object::Gdxx(_) if subscription == core.fingerprint() => {
+            // One of our requests was debound (by another machine of ours): nothing to apply.
+            let _ = core.ingest(object).await;
+            Ok(())
+        }
         Object::Gdxx(_) => removal(core, subscription, object).await,
         Object::Garq(_) => {
-            slog::debug!(core.log, "request for us (left for the share layer)"; "remote" => from.url());
+            core.share.incoming(object);
             Ok(())
         }
         other => {

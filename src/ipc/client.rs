@@ -29,10 +29,13 @@ use tokio::sync::{mpsc, oneshot};
 pub use super::obj::Obj;
 use super::obj::ObjShared;
 pub use super::ops::Whoami;
-use super::ops::{GhidArgs, HelloArgs, HelloInfo, NewArgs, NoArgs, PushArgs};
+use super::ops::{
+    ApiArgs, GhidArgs, HelloArgs, HelloInfo, NewArgs, NoArgs, PushArgs, ShareArgs, TokenArgs,
+    TokenReply,
+};
 use super::token::CapabilityToken;
 use super::wire::{self, codes, ServerFrame, WireError};
-use crate::actors::api::{AppEvent, ObjectView};
+use crate::actors::api::{AppEvent, AppToken, ObjectView};
 use crate::golix::Ghid;
 
 /// Largest message the client accepts from the daemon (replies carry up to the daemon's
@@ -55,6 +58,8 @@ pub enum ErrorKind {
     DeadObject,
     UnknownToken,
     TokenInUse,
+    AlreadySet,
+    UnknownRecipient,
     Unsharable,
     CatOuttaBag,
     UnknownSecret,
@@ -77,6 +82,8 @@ impl ErrorKind {
             "dead_object" => ErrorKind::DeadObject,
             "unknown_token" => ErrorKind::UnknownToken,
             "token_in_use" => ErrorKind::TokenInUse,
+            "already_set" => ErrorKind::AlreadySet,
+            "unknown_recipient" => ErrorKind::UnknownRecipient,
             "unsharable" => ErrorKind::Unsharable,
             "cat_outta_bag" => ErrorKind::CatOuttaBag,
             "unknown_secret" => ErrorKind::UnknownSecret,
@@ -431,6 +438,64 @@ impl HgxLink {
 
     pub async fn delete(&self, ghid: Ghid) -> Result<(), ClientError> {
         self.core.call("delete", &GhidArgs { ghid }).await.map(drop)
+    }
+
+    /// Binds an app token to this connection: `None` asks for a new one, `Some` re-binds one
+    /// the app kept from an earlier connection. Returns the token and, when re-binding, the
+    /// token's startup object.
+    pub async fn register_token(
+        &self,
+        token: Option<AppToken>,
+    ) -> Result<(AppToken, Option<Ghid>), ClientError> {
+        let args = TokenArgs {
+            token: token.map(|t| ByteBuf::from(t.to_vec())),
+        };
+        let reply: TokenReply = typed(self.core.call("register_token", &args).await?)?;
+        let token: AppToken = reply.token.as_slice().try_into().map_err(|_| {
+            ClientError::Protocol(format!("a token of {} bytes", reply.token.len()))
+        })?;
+        Ok((token, reply.startup))
+    }
+
+    /// Sets the startup object of this connection's token.
+    pub async fn register_startup(&self, ghid: Ghid) -> Result<(), ClientError> {
+        self.core
+            .call("register_startup", &GhidArgs { ghid })
+            .await
+            .map(drop)
+    }
+
+    /// Clears the startup object of this connection's token.
+    pub async fn deregister_startup(&self) -> Result<(), ClientError> {
+        self.core
+            .call("deregister_startup", &NoArgs {})
+            .await
+            .map(drop)
+    }
+
+    /// This connection receives `share` events for objects of `api_id` (see
+    /// [`HgxLink::events`]).
+    pub async fn register_share_handler(&self, api_id: Ghid) -> Result<(), ClientError> {
+        self.core
+            .call("register_share_handler", &ApiArgs { api_id })
+            .await
+            .map(drop)
+    }
+
+    pub async fn deregister_share_handler(&self, api_id: Ghid) -> Result<(), ClientError> {
+        self.core
+            .call("deregister_share_handler", &ApiArgs { api_id })
+            .await
+            .map(drop)
+    }
+
+    /// Shares an object with the user whose fingerprint is `recipient`; the outcome arrives
+    /// later as a `share_result` event.
+    pub async fn share(&self, ghid: Ghid, recipient: Ghid) -> Result<(), ClientError> {
+        self.core
+            .call("share", &ShareArgs { ghid, recipient })
+            .await
+            .map(drop)
     }
 
     /// A new receiver of every event from now on. It ends when the connection closes.

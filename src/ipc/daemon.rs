@@ -8,7 +8,7 @@ use std::future::Future;
 use tokio::sync::mpsc;
 
 use super::DaemonApi;
-use crate::actors::api::{AppEvent, AppId, ObjectView};
+use crate::actors::api::{AppEvent, AppId, AppToken, ObjectView};
 use crate::actors::daemon::DaemonHandle;
 use crate::actors::error::DaemonError;
 use crate::golix::Ghid;
@@ -81,5 +81,46 @@ impl DaemonApi for DaemonHandle {
 
     fn delete(&self, app: AppId, ghid: Ghid) -> impl Future<Output = Result<(), DaemonError>> {
         DaemonHandle::delete(self, app, ghid)
+    }
+
+    fn register_token(
+        &self,
+        app: AppId,
+        token: Option<AppToken>,
+    ) -> impl Future<Output = Result<(AppToken, Option<Ghid>), DaemonError>> {
+        DaemonHandle::register_token(self, app, token)
+    }
+
+    fn register_startup(&self, app: AppId, ghid: Ghid) -> impl Future<Output = Result<(), DaemonError>> {
+        DaemonHandle::register_startup(self, app, ghid)
+    }
+
+    fn deregister_startup(&self, app: AppId) -> impl Future<Output = Result<(), DaemonError>> {
+        DaemonHandle::deregister_startup(self, app)
+    }
+
+    fn register_share_handler(
+        &self,
+        app: AppId,
+        api_id: Ghid,
+    ) -> impl Future<Output = Result<(), DaemonError>> {
+        DaemonHandle::register_share_handler(self, app, api_id)
+    }
+
+    fn deregister_share_handler(
+        &self,
+        app: AppId,
+        api_id: Ghid,
+    ) -> impl Future<Output = Result<(), DaemonError>> {
+        DaemonHandle::deregister_share_handler(self, app, api_id)
+    }
+
+    fn share(
+        &self,
+        app: AppId,
+        ghid: Ghid,
+        recipient: Ghid,
+    ) -> impl Future<Output = Result<(), DaemonError>> {
+        DaemonHandle::share(self, app, ghid, recipient)
     }
 }

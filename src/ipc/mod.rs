@@ -35,7 +35,7 @@ use std::future::Future;
 use thiserror::Error;
 use tokio::sync::mpsc;
 
-use crate::actors::api::{AppEvent, AppId, ObjectView};
+use crate::actors::api::{AppEvent, AppId, AppToken, ObjectView};
 use crate::actors::error::DaemonError;
 use crate::golix::Ghid;
 
@@ -99,6 +99,40 @@ pub trait DaemonApi: Clone + Send + Sync + 'static {
     fn discard(&self, app: AppId, ghid: Ghid) -> impl Future<Output = Result<(), DaemonError>>;
     /// Debinds the user's bindings of the object.
     fn delete(&self, app: AppId, ghid: Ghid) -> impl Future<Output = Result<(), DaemonError>>;
+    /// Binds an app token to `app`: `None` issues a new one, else a known one. Returns the
+    /// token and its startup object.
+    fn register_token(
+        &self,
+        app: AppId,
+        token: Option<AppToken>,
+    ) -> impl Future<Output = Result<(AppToken, Option<Ghid>), DaemonError>>;
+    /// Sets the startup object of `app`'s token.
+    fn register_startup(
+        &self,
+        app: AppId,
+        ghid: Ghid,
+    ) -> impl Future<Output = Result<(), DaemonError>>;
+    /// Clears the startup object of `app`'s token.
+    fn deregister_startup(&self, app: AppId) -> impl Future<Output = Result<(), DaemonError>>;
+    /// `app` receives `Share` events for objects of `api_id`.
+    fn register_share_handler(
+        &self,
+        app: AppId,
+        api_id: Ghid,
+    ) -> impl Future<Output = Result<(), DaemonError>>;
+    /// `app` stops receiving `Share` events for `api_id` (only its own registration).
+    fn deregister_share_handler(
+        &self,
+        app: AppId,
+        api_id: Ghid,
+    ) -> impl Future<Output = Result<(), DaemonError>>;
+    /// Shares an object with another user; the outcome arrives as a `ShareResult` event.
+    fn share(
+        &self,
+        app: AppId,
+        ghid: Ghid,
+        recipient: Ghid,
+    ) -> impl Future<Output = Result<(), DaemonError>>;
 }
 
 /// Failures of the IPC server outside any one request.

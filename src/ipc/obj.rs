@@ -131,6 +131,11 @@ impl Obj {
         self.link.hold(self.ghid()).await
     }
 
+    /// Shares the object with the user whose fingerprint is `recipient`.
+    pub async fn share(&self, recipient: Ghid) -> Result<(), ClientError> {
+        self.link.share(self.ghid(), recipient).await
+    }
+
     /// Stops tracking; the handle is dead afterwards.
     pub async fn discard(&self) -> Result<(), ClientError> {
         self.link.discard(self.ghid()).await?;

@@ -10,6 +10,7 @@ use rmpv::Value;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
+use crate::actors::api::AppToken;
 use crate::golix::Ghid;
 
 /// The protocol version `hello` announces. Within one version, changes are additive only.
@@ -158,6 +159,42 @@ pub const OPS: &[OpSpec] = &[
         result: "nil",
         doc: "Debinds the user's bindings; other holders get a `delete` event.",
     },
+    OpSpec {
+        name: "register_token",
+        args: &[opt("token", "bin or nil", ArgDefault::Nil)],
+        result: "{token, startup}",
+        doc: "Binds an app token (16 bytes) to this session: nil (or all zeros) issues a new one, else a known one (`unknown_token`; `token_in_use` while another session holds it; `already_set` if this session has one). `startup`: the token's startup ghid or nil.",
+    },
+    OpSpec {
+        name: "register_startup",
+        args: GHID_ONLY,
+        result: "nil",
+        doc: "Sets the startup object of this session's token (`unknown_token` without one; `already_set` if one is set).",
+    },
+    OpSpec {
+        name: "deregister_startup",
+        args: &[],
+        result: "nil",
+        doc: "Clears the startup object of this session's token (`not_found` if none is set).",
+    },
+    OpSpec {
+        name: "register_share_handler",
+        args: &[req("api_id", "ghid")],
+        result: "nil",
+        doc: "This session receives `share` events for objects of `api_id` (shares kept while nobody handled it arrive now).",
+    },
+    OpSpec {
+        name: "deregister_share_handler",
+        args: &[req("api_id", "ghid")],
+        result: "nil",
+        doc: "This session stops handling shares of `api_id` (`not_found` if it did not).",
+    },
+    OpSpec {
+        name: "share",
+        args: &[req("ghid", "ghid"), req("recipient", "ghid")],
+        result: "nil",
+        doc: "Shares an object with another user's fingerprint (`unknown_recipient`, `unsharable` for private objects); the outcome arrives as `share_result`.",
+    },
 ];
 
 /// Every event, in the order `hello` lists them.
@@ -175,12 +212,12 @@ pub const EVENTS: &[EventSpec] = &[
     EventSpec {
         name: "share",
         data: "{ghid, origin, api_id}",
-        doc: "An object was shared with this app's api_id (origin: the sharer's fingerprint).",
+        doc: "An object was shared with this app's api_id (origin: the sharer's fingerprint, or the user's own for an object another app of the user created).",
     },
     EventSpec {
         name: "share_result",
         data: "{ghid, recipient, ok, status}",
-        doc: "The outcome of a share this app asked for.",
+        doc: "The outcome of a share this app (or its token) asked for; `status` 0 = accepted.",
     },
 ];
 
@@ -220,6 +257,46 @@ pub struct PushArgs {
     pub private: Option<bool>,
 }
 
+/// Arguments of `register_token`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenArgs {
+    pub token: Option<ByteBuf>,
+}
+
+impl TokenArgs {
+    /// The token, `None` for a new one (nil or all zeros); an error for a wrong length.
+    pub fn token(&self) -> Result<Option<AppToken>, String> {
+        let Some(b) = &self.token else {
+            return Ok(None);
+        };
+        let t: AppToken = b
+            .as_slice()
+            .try_into()
+            .map_err(|_| format!("register_token: a token is 16 bytes, not {}", b.len()))?;
+        Ok((t != [0; 16]).then_some(t))
+    }
+}
+
+/// Result of `register_token`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenReply {
+    pub token: ByteBuf,
+    pub startup: Option<Ghid>,
+}
+
+/// Arguments of the share-handler ops.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiArgs {
+    pub api_id: Ghid,
+}
+
+/// Arguments of `share`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareArgs {
+    pub ghid: Ghid,
+    pub recipient: Ghid,
+}
+
 /// Arguments of ops without any.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NoArgs {}
@@ -244,6 +321,12 @@ pub enum Request {
     Hold(GhidArgs),
     Discard(GhidArgs),
     Delete(GhidArgs),
+    RegisterToken(TokenArgs),
+    RegisterStartup(GhidArgs),
+    DeregisterStartup,
+    RegisterShareHandler(ApiArgs),
+    DeregisterShareHandler(ApiArgs),
+    Share(ShareArgs),
 }
 
 /// Why [`Request::decode`] refused.
@@ -275,6 +358,12 @@ impl Request {
             "hold" => Request::Hold(typed(op, args)?),
             "discard" => Request::Discard(typed(op, args)?),
             "delete" => Request::Delete(typed(op, args)?),
+            "register_token" => Request::RegisterToken(typed(op, args)?),
+            "register_startup" => Request::RegisterStartup(typed(op, args)?),
+            "deregister_startup" => Request::DeregisterStartup,
+            "register_share_handler" => Request::RegisterShareHandler(typed(op, args)?),
+            "deregister_share_handler" => Request::DeregisterShareHandler(typed(op, args)?),
+            "share" => Request::Share(typed(op, args)?),
             // In the table but not dispatched: a test makes sure this cannot happen.
             other => return Err(ArgsError::UnknownOp(other.to_owned())),
         })
@@ -293,6 +382,12 @@ impl Request {
             Request::Hold(_) => "hold",
             Request::Discard(_) => "discard",
             Request::Delete(_) => "delete",
+            Request::RegisterToken(_) => "register_token",
+            Request::RegisterStartup(_) => "register_startup",
+            Request::DeregisterStartup => "deregister_startup",
+            Request::RegisterShareHandler(_) => "register_share_handler",
+            Request::DeregisterShareHandler(_) => "deregister_share_handler",
+            Request::Share(_) => "share",
         }
     }
 }
@@ -468,7 +563,7 @@ mod tests {
             }
             let encoded = match &req {
                 Request::Hello(a) => named(a),
-                Request::Whoami => named(&NoArgs {}),
+                Request::Whoami | Request::DeregisterStartup => named(&NoArgs {}),
                 Request::New(a) => named(a),
                 Request::Push(a) => named(a),
                 Request::Get(a)
@@ -476,7 +571,13 @@ mod tests {
                 | Request::Freeze(a)
                 | Request::Hold(a)
                 | Request::Discard(a)
-                | Request::Delete(a) => named(a),
+                | Request::Delete(a)
+                | Request::RegisterStartup(a) => named(a),
+                Request::RegisterToken(a) => named(a),
+                Request::RegisterShareHandler(a) | Request::DeregisterShareHandler(a) => {
+                    named(a)
+                }
+                Request::Share(a) => named(a),
             };
             let names: Vec<&str> = encoded
                 .as_map()

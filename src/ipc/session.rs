@@ -337,6 +337,36 @@ async fn execute<A: DaemonApi>(
             .delete(app, a.ghid)
             .await
             .map(|()| wire::encode_ok(&id, &())),
+        Request::RegisterToken(a) => match a.token() {
+            Ok(token) => api.register_token(app, token).await.map(|(token, startup)| {
+                let reply = ops::TokenReply {
+                    token: serde_bytes::ByteBuf::from(token.to_vec()),
+                    startup,
+                };
+                wire::encode_ok(&id, &reply)
+            }),
+            Err(m) => Err(DaemonError::BadArgs(m)),
+        },
+        Request::RegisterStartup(a) => api
+            .register_startup(app, a.ghid)
+            .await
+            .map(|()| wire::encode_ok(&id, &())),
+        Request::DeregisterStartup => api
+            .deregister_startup(app)
+            .await
+            .map(|()| wire::encode_ok(&id, &())),
+        Request::RegisterShareHandler(a) => api
+            .register_share_handler(app, a.api_id)
+            .await
+            .map(|()| wire::encode_ok(&id, &())),
+        Request::DeregisterShareHandler(a) => api
+            .deregister_share_handler(app, a.api_id)
+            .await
+            .map(|()| wire::encode_ok(&id, &())),
+        Request::Share(a) => api
+            .share(app, a.ghid, a.recipient)
+            .await
+            .map(|()| wire::encode_ok(&id, &())),
     };
     let (code, message) = match result {
         Ok(Ok(bytes)) => return bytes,

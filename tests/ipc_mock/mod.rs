@@ -1,7 +1,9 @@
 //! Test support for the IPC tests: `MemDaemon`, an in-memory `DaemonApi` that really stores
 //! objects, tracks them per app and emits events (update / delete to the other trackers,
-//! never the pusher); a raw websocket `RawConn` for frame-level tests; server start-up; and
-//! a slog drain that captures log lines. Not a test target itself (a directory module).
+//! never the pusher; `share` to the other apps handling a new object's api id; an ok
+//! `share_result` for every share), keeps app tokens, startup objects and share handlers;
+//! a raw websocket `RawConn` for frame-level tests; server start-up; and a slog drain that
+//! captures log lines. Not a test target itself (a directory module).
 #![allow(dead_code)]
 
 use std::collections::{BTreeSet, HashMap};
@@ -10,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use hypergolix::actors::api::{AppEvent, AppId, ObjectView};
+use hypergolix::actors::api::{AppEvent, AppId, AppToken, ObjectView};
 use hypergolix::actors::error::DaemonError;
 use hypergolix::golix::{Algo, Ghid};
 use hypergolix::ipc::{serve, CapabilityToken, DaemonApi, IpcConfig, IpcServer};
@@ -25,6 +27,11 @@ pub fn panic_ghid() -> Ghid {
 /// Pushing this state takes `SLOW` (to test that requests run concurrently).
 pub const SLOW_STATE: &[u8] = b"slow";
 pub const SLOW: Duration = Duration::from_millis(400);
+
+/// Sharing with this fingerprint fails with `unknown_recipient`.
+pub fn unknown_recipient() -> Ghid {
+    Ghid::new(Algo::SHA512, [0xbb; 64])
+}
 
 struct MemObj {
     view: ObjectView,
@@ -41,6 +48,12 @@ struct State {
     held: BTreeSet<Ghid>,
     disconnected: Vec<AppId>,
     calls: Vec<(AppId, &'static str)>,
+    /// Issued tokens, the token bound to each live app, each token's startup object.
+    tokens: BTreeSet<AppToken>,
+    app_tokens: HashMap<AppId, AppToken>,
+    startup: HashMap<AppToken, Ghid>,
+    /// Api ids each app handles shares of.
+    handlers: HashMap<AppId, BTreeSet<Ghid>>,
     /// For `hold`: the thread that polled the call, and the one a `tokio::spawn` ran on.
     hold_threads: Vec<(std::thread::ThreadId, std::thread::ThreadId)>,
 }
@@ -172,6 +185,8 @@ impl DaemonApi for MemDaemon {
     fn disconnect_app(&self, app: AppId) {
         let mut st = self.st();
         st.apps.remove(&app);
+        st.app_tokens.remove(&app);
+        st.handlers.remove(&app);
         for set in st.trackers.values_mut() {
             set.remove(&app);
         }
@@ -204,6 +219,20 @@ impl DaemonApi for MemDaemon {
             },
         );
         st.trackers.entry(view.ghid).or_default().insert(app);
+        if let (Some(api), false) = (api_id, private) {
+            let offer = AppEvent::Share {
+                ghid: view.ghid,
+                origin: self.fingerprint,
+                api_id,
+            };
+            for (other, apis) in &st.handlers {
+                if *other != app && apis.contains(&api) {
+                    if let Some(tx) = st.apps.get(other) {
+                        let _ = tx.try_send(offer.clone());
+                    }
+                }
+            }
+        }
         Ok(view)
     }
 
@@ -297,6 +326,98 @@ impl DaemonApi for MemDaemon {
         Self::fan_out(&st, ghid, app, AppEvent::Delete(ghid));
         st.objects.remove(&ghid);
         st.trackers.remove(&ghid);
+        Ok(())
+    }
+
+    async fn register_token(
+        &self,
+        app: AppId,
+        token: Option<AppToken>,
+    ) -> Result<(AppToken, Option<Ghid>), DaemonError> {
+        self.record(app, "register_token");
+        let mut st = self.st();
+        if st.app_tokens.contains_key(&app) {
+            return Err(DaemonError::AlreadySet("token".into()));
+        }
+        let token = match token {
+            None => {
+                let t: AppToken = rand::random();
+                st.tokens.insert(t);
+                t
+            }
+            Some(t) if !st.tokens.contains(&t) => return Err(DaemonError::UnknownToken),
+            Some(t) if st.app_tokens.values().any(|x| *x == t) => {
+                return Err(DaemonError::TokenInUse)
+            }
+            Some(t) => t,
+        };
+        st.app_tokens.insert(app, token);
+        Ok((token, st.startup.get(&token).copied()))
+    }
+
+    async fn register_startup(&self, app: AppId, ghid: Ghid) -> Result<(), DaemonError> {
+        self.record(app, "register_startup");
+        let mut st = self.st();
+        let token = *st.app_tokens.get(&app).ok_or(DaemonError::UnknownToken)?;
+        if st.startup.contains_key(&token) {
+            return Err(DaemonError::AlreadySet("startup".into()));
+        }
+        st.startup.insert(token, ghid);
+        Ok(())
+    }
+
+    async fn deregister_startup(&self, app: AppId) -> Result<(), DaemonError> {
+        self.record(app, "deregister_startup");
+        let mut st = self.st();
+        let token = *st.app_tokens.get(&app).ok_or(DaemonError::UnknownToken)?;
+        st.startup
+            .remove(&token)
+            .map(drop)
+            .ok_or_else(|| DaemonError::NotFound("startup".into()))
+    }
+
+    async fn register_share_handler(&self, app: AppId, api_id: Ghid) -> Result<(), DaemonError> {
+        self.record(app, "register_share_handler");
+        self.st().handlers.entry(app).or_default().insert(api_id);
+        Ok(())
+    }
+
+    async fn deregister_share_handler(
+        &self,
+        app: AppId,
+        api_id: Ghid,
+    ) -> Result<(), DaemonError> {
+        self.record(app, "deregister_share_handler");
+        let removed = self
+            .st()
+            .handlers
+            .get_mut(&app)
+            .is_some_and(|s| s.remove(&api_id));
+        if removed {
+            Ok(())
+        } else {
+            Err(DaemonError::NotFound("handler".into()))
+        }
+    }
+
+    async fn share(&self, app: AppId, ghid: Ghid, recipient: Ghid) -> Result<(), DaemonError> {
+        self.record(app, "share");
+        let st = self.st();
+        let view = self.visible(&st, app, ghid)?;
+        if view.private {
+            return Err(DaemonError::Unsharable(ghid.to_string()));
+        }
+        if recipient == unknown_recipient() {
+            return Err(DaemonError::UnknownRecipient(recipient.to_string()));
+        }
+        if let Some(tx) = st.apps.get(&app) {
+            let _ = tx.try_send(AppEvent::ShareResult {
+                ghid,
+                recipient,
+                ok: true,
+                status: 0,
+            });
+        }
         Ok(())
     }
 }

@@ -1,0 +1,794 @@
+//! # Object fanout benchmark harness
+//!
+//! One publisher, N subscribers of one dynamic object, at two levels, each side by side with
+//! the identical workload on Redis pub/sub (BENCHMARKS.md, "Object fanout"):
+//!
+//! - `persister`: pre-signed GOBD frames (+ their GEOC containers) published to a real
+//!   persister; N websocket subscribers ([`PersisterClient`]) decode and verify each
+//!   notification against the binder's public key like a daemon would. The Redis baseline
+//!   PUBLISHes the same signed frame bytes to N TCP subscribers that check them the same way.
+//! - `daemon`: the full path. One app pushes through `hgxd` (which signs a container and a
+//!   frame per commit and publishes them to the persister); N apps, on further daemons of the
+//!   same account, receive `update` events. The Redis baseline PUBLISHes the plain payload.
+//!
+//! Figures: deliveries/s (saturated: as fast as acknowledged), publish-to-receive latency
+//! p50/p99/max (paced: `--rate` for `--seconds`), skipped (superseded under latest-wins,
+//! final update received) vs lost (the subscriber never got the final update). The raw
+//! aws-lc-rs RSA-4096 PSS-SHA512 sign and verify rates are measured in the same run.
+//!
+//! ```text
+//! cargo bench --bench fanout -- --subscribers 1,1000 --payload 1024 --updates 200 \
+//!     --rate 20 --seconds 10 --level persister,daemon --baseline redis \
+//!     --json fanout.json --plot fanout.svg
+//! ```
+//!
+//! Fixture identities only (tests/common): never generates RSA keys.
+//!
+//! [`PersisterClient`]: hypergolix::persist::client::PersisterClient
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+mod daemon;
+mod drive;
+mod persister;
+mod plot;
+mod redis;
+mod stats;
+mod subs;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+
+use drive::{Mode, PubReport};
+use stats::{RunResult, Shared};
+use subs::{Target, VerifyMode};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Level {
+    Persister,
+    Daemon,
+}
+
+impl Level {
+    fn name(self) -> &'static str {
+        match self {
+            Level::Persister => "persister",
+            Level::Daemon => "daemon",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Baseline {
+    Redis,
+}
+
+/// Object fanout: one publisher, N subscribers, persister or daemon level, optionally side
+/// by side with Redis pub/sub.
+#[derive(Parser, Debug)]
+#[command(name = "fanout", about)]
+struct Args {
+    /// Subscriber counts, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,10,100,1000")]
+    subscribers: Vec<usize>,
+    /// Payload bytes per update (the container plaintext / the app state).
+    #[arg(long, default_value_t = 1024)]
+    payload: usize,
+    /// Saturated run: this many updates as fast as acknowledged (default 200 when no --rate).
+    #[arg(long)]
+    updates: Option<u64>,
+    /// Paced run: updates per second (for --seconds). With --updates too, both runs happen.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Length of a paced run.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Levels, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "persister")]
+    level: Vec<Level>,
+    /// Run the identical workload against a local redis-server too.
+    #[arg(long, value_enum)]
+    baseline: Option<Baseline>,
+    /// Write the results as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Draw latency percentiles and deliveries/s against N (SVG).
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// How subscribers check signed frames (persister level and its baseline).
+    #[arg(long, value_enum, default_value = "every")]
+    verify: VerifyMode,
+    /// Threads holding the subscribers.
+    #[arg(long, default_value_t = 2)]
+    client_threads: usize,
+    /// Persister HTTP workers (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
+    /// Updates in flight in a saturated run.
+    #[arg(long, default_value_t = 32)]
+    window: usize,
+    /// Daemon level: daemons of the account. Subscribers are spread over daemons 1..K-1
+    /// (further devices: every update crosses the persister); K = 1 puts them on the
+    /// publisher's own daemon.
+    #[arg(long, default_value_t = 2)]
+    daemons: usize,
+    /// Seconds to wait, after the last publish is acknowledged, for every subscriber to get
+    /// the final update.
+    #[arg(long, default_value_t = 60.0)]
+    drain_timeout: f64,
+    /// No progress bar.
+    #[arg(long)]
+    no_progress: bool,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+fn raise_nofile() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain getrlimit/setrlimit on a local struct.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        if lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+    }
+    lim.rlim_cur as u64
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Raw aws-lc-rs RSA-4096 PSS-SHA512 signs/s and verifies/s on `threads` threads at once.
+fn raw_rsa(a: &hypergolix::golix::FirstParty, threads: usize, secs: f64) -> (f64, f64) {
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::rsa::KeyPair;
+    use aws_lc_rs::signature::{
+        KeyPair as _, ParsedPublicKey, RSA_PSS_2048_8192_SHA512, RSA_PSS_SHA512,
+    };
+    let pkcs8 = a.export().signature_pkcs8.to_vec();
+    let run = |verify: bool| -> f64 {
+        let t0 = Instant::now();
+        let total: u64 = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..threads)
+                .map(|_| {
+                    let pkcs8 = &pkcs8;
+                    s.spawn(move || {
+                        let key = KeyPair::from_pkcs8(pkcs8).unwrap();
+                        let rng = SystemRandom::new();
+                        let msg = [0x42_u8; 64];
+                        let mut sig = vec![0u8; key.public_modulus_len()];
+                        key.sign(&RSA_PSS_SHA512, &rng, &msg, &mut sig).unwrap();
+                        let public = ParsedPublicKey::new(
+                            &RSA_PSS_2048_8192_SHA512,
+                            key.public_key().as_ref(),
+                        )
+                        .unwrap();
+                        let start = Instant::now();
+                        let mut n = 0u64;
+                        while start.elapsed().as_secs_f64() < secs {
+                            if verify {
+                                public.verify_sig(&msg, &sig).unwrap();
+                            } else {
+                                key.sign(&RSA_PSS_SHA512, &rng, &msg, &mut sig).unwrap();
+                            }
+                            n += 1;
+                        }
+                        n
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        total as f64 / t0.elapsed().as_secs_f64()
+    };
+    (run(false), run(true))
+}
+
+/// Everything a run needs besides its level, N and mode.
+struct Ctx {
+    args: Args,
+    identity: hypergolix::golix::FirstParty,
+    presigned: Option<Arc<persister::Presigned>>,
+    redis: Option<redis::RedisServer>,
+    runs: usize,
+    notes: Vec<String>,
+}
+
+fn progress(ctx: &Ctx, label: &str, total: u64) -> ProgressBar {
+    if ctx.args.no_progress {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr_with_hz(5));
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{prefix:<34} [{bar:30}] {pos:>8}/{len:8} deliveries {per_sec:>12} {msg}",
+        )
+        .unwrap()
+        .progress_chars("=> "),
+    );
+    pb.set_prefix(label.to_owned());
+    pb
+}
+
+/// Releases the publisher, follows the deliveries on a progress bar, and returns once the
+/// publisher has finished and every subscriber has the final update (or the drain timeout
+/// has passed).
+fn follow(
+    ctx: &Ctx,
+    label: &str,
+    n: usize,
+    shared: &Shared,
+    publisher: persister::Publisher,
+) -> PubReport {
+    let total = n as u64 * shared.final_seq;
+    let pb = progress(ctx, label, total);
+    let _ = publisher.go.send(());
+    let join = publisher.join;
+    let mut finished_at: Option<Instant> = None;
+    let drain = Duration::from_secs_f64(ctx.args.drain_timeout);
+    loop {
+        pb.set_position(shared.delivered.load(Ordering::Relaxed));
+        let done = shared.done.load(Ordering::Relaxed);
+        if join.is_finished() {
+            let at = *finished_at.get_or_insert_with(Instant::now);
+            if done >= n || at.elapsed() > drain {
+                break;
+            }
+            pb.set_message(format!("{done}/{n} final"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    pb.set_position(shared.delivered.load(Ordering::Relaxed));
+    pb.finish_and_clear();
+    join.join().unwrap_or_else(|_| PubReport {
+        first_error: Some("publisher panicked".into()),
+        ..PubReport::default()
+    })
+}
+
+fn result(
+    level: Level,
+    system: &str,
+    n: usize,
+    mode: Mode,
+    shared: &Shared,
+    report: &PubReport,
+    logs: Vec<stats::ThreadLog>,
+) -> RunResult {
+    let d = stats::aggregate(shared, logs);
+    let mut notes = Vec::new();
+    if let Some(e) = &report.first_error {
+        notes.push(format!("publisher: {e}"));
+    }
+    if let Some(e) = d.failed.first() {
+        notes.push(format!("subscriber: {e}"));
+    }
+    RunResult {
+        level: level.name().into(),
+        system: system.into(),
+        subscribers: n,
+        mode: mode.name().into(),
+        updates: mode.updates(),
+        target_rate: mode.rate(),
+        publish_rate: if report.secs > 0.0 {
+            report.sent as f64 / report.secs
+        } else {
+            0.0
+        },
+        frames: None,
+        frames_per_s: None,
+        deliveries: d.deliveries,
+        deliveries_per_s: if d.span_s > 0.0 {
+            d.deliveries as f64 / d.span_s
+        } else {
+            0.0
+        },
+        span_s: d.span_s,
+        latency_ms: d.latency,
+        skipped: d.skipped,
+        lost: d.lost,
+        missing_final: d.missing_final,
+        bad: shared.bad.load(Ordering::Relaxed),
+        publish_errors: report.errors,
+        notes,
+    }
+}
+
+fn channel(ctx: &mut Ctx) -> Vec<u8> {
+    ctx.runs += 1;
+    format!("fanout-{}-{}", std::process::id(), ctx.runs).into_bytes()
+}
+
+fn run_persister(ctx: &mut Ctx, n: usize, mode: Mode) -> Result<RunResult, String> {
+    let pre = ctx.presigned.clone().expect("presigned");
+    let shared = Arc::new(Shared::new(mode.updates()));
+    let p = persister::PersisterProc::start(ctx.args.workers)?;
+    let publisher = persister::publisher(
+        p.url.clone(),
+        pre.clone(),
+        mode,
+        ctx.args.window,
+        shared.clone(),
+    )?;
+    let target = Arc::new(Target::Persister {
+        url: p.url.clone(),
+        dynamic: pre.dynamic,
+        binder_gidc: pre.gidc.to_vec(),
+        verify: ctx.args.verify,
+    });
+    let pool = subs::start(target, n, ctx.args.client_threads, shared.clone())?;
+    let label = format!("persister N={n} {}", mode.name());
+    let report = follow(ctx, &label, n, &shared, publisher);
+    let logs = pool.stop();
+    let frames = p.frame_counter(&pre.dynamic);
+    let hub = p.stop();
+    let mut r = result(Level::Persister, "persister", n, mode, &shared, &report, logs);
+    r.frames = frames;
+    if let Some(h) = hub {
+        r.notes.push(format!(
+            "hub: encoded {} delivered {} coalesced {} slow_drops {}",
+            h.encoded, h.delivered, h.coalesced, h.slow_drops
+        ));
+    }
+    Ok(r)
+}
+
+fn run_redis(ctx: &mut Ctx, level: Level, n: usize, mode: Mode) -> Result<RunResult, String> {
+    let addr = ctx.redis.as_ref().expect("redis").addr;
+    let channel = channel(ctx);
+    let shared = Arc::new(Shared::new(mode.updates()));
+    let (target, messages): (Target, Arc<dyn Fn(u64) -> Bytes + Send + Sync>) = match level {
+        Level::Persister => {
+            let pre = ctx.presigned.clone().expect("presigned");
+            (
+                Target::RedisFrames {
+                    addr,
+                    channel: channel.clone(),
+                    binder_gidc: pre.gidc.to_vec(),
+                    verify: ctx.args.verify,
+                },
+                Arc::new(move |seq| pre.frames[seq as usize].clone()),
+            )
+        }
+        Level::Daemon => {
+            let size = ctx.args.payload;
+            (
+                Target::RedisPayload {
+                    addr,
+                    channel: channel.clone(),
+                },
+                Arc::new(move |seq| Bytes::from(subs::payload(seq, size))),
+            )
+        }
+    };
+    let publisher = persister::redis_publisher(
+        addr,
+        channel,
+        messages,
+        mode,
+        ctx.args.window,
+        shared.clone(),
+        n as i64,
+    )?;
+    let pool = subs::start(Arc::new(target), n, ctx.args.client_threads, shared.clone())?;
+    let label = format!("redis({}) N={n} {}", level.name(), mode.name());
+    let report = follow(ctx, &label, n, &shared, publisher);
+    let logs = pool.stop();
+    Ok(result(level, "redis", n, mode, &shared, &report, logs))
+}
+
+fn run_daemon(ctx: &mut Ctx, n: usize, mode: Mode) -> Result<RunResult, String> {
+    let shared = Arc::new(Shared::new(mode.updates()));
+    let p = persister::PersisterProc::start(ctx.args.workers)?;
+    let dirs = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let k = ctx.args.daemons.max(1);
+    let identity = common::fixture(1);
+    let daemons = daemon::start_account(&dirs, &p.url, identity, k)?;
+    let stop_all = |daemons: Vec<daemon::DaemonProc>, p: persister::PersisterProc| {
+        for d in daemons {
+            d.stop();
+        }
+        p.stop()
+    };
+    let started = (|| {
+        let (publisher, setup) = daemon::publisher(
+            daemons[0].url.clone(),
+            daemons[0].token.clone(),
+            daemons[0].handle.clone(),
+            ctx.args.payload,
+            mode,
+            ctx.args.window,
+            shared.clone(),
+        )?;
+        if !daemons[0].wait_drained(Duration::from_secs(30)) {
+            return Err("the new object never reached the persister".to_owned());
+        }
+        let frames0 = p.frame_counter(&setup.ghid).unwrap_or(0);
+        let subscriber_daemons: Vec<_> = if k == 1 {
+            vec![(daemons[0].url.clone(), daemons[0].token.clone())]
+        } else {
+            daemons[1..]
+                .iter()
+                .map(|d| (d.url.clone(), d.token.clone()))
+                .collect()
+        };
+        let target = Arc::new(Target::Daemon {
+            daemons: subscriber_daemons,
+            ghid: setup.ghid,
+        });
+        let pool = subs::start(target, n, ctx.args.client_threads, shared.clone())?;
+        Ok((publisher, setup, frames0, pool))
+    })();
+    let (publisher, setup, frames0, pool) = match started {
+        Ok(x) => x,
+        Err(e) => {
+            stop_all(daemons, p);
+            return Err(e);
+        }
+    };
+    let label = format!("daemon N={n} {}", mode.name());
+    let report = follow(ctx, &label, n, &shared, publisher);
+    let logs = pool.stop();
+    let frames1 = p.frame_counter(&setup.ghid).unwrap_or(0);
+    stop_all(daemons, p);
+    let mut r = result(Level::Daemon, "daemon", n, mode, &shared, &report, logs);
+    let frames = frames1.saturating_sub(frames0);
+    r.frames = Some(frames);
+    if let Some((_, up)) = report.extra.iter().find(|(k, _)| k == "upstream_s") {
+        if *up > 0.0 {
+            r.frames_per_s = Some(frames as f64 / up);
+        }
+    }
+    let msg = if setup.has_share {
+        "share op present (apps still on same-account devices)"
+    } else {
+        "no share op in hello: subscribers are apps on further devices of the same account"
+    };
+    if !ctx.notes.iter().any(|x| x == msg) {
+        ctx.notes.push(msg.to_owned());
+    }
+    r.notes.push(format!(
+        "{} daemon(s); subscribers on {}",
+        k,
+        if k == 1 {
+            "the publisher's daemon".to_owned()
+        } else {
+            format!("daemons 1..{}", k - 1)
+        }
+    ));
+    Ok(r)
+}
+
+fn fmt_ms(x: f64) -> String {
+    if x >= 100.0 {
+        format!("{x:.0}")
+    } else if x >= 10.0 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.3}")
+    }
+}
+
+fn print_table(results: &[RunResult]) {
+    println!(
+        "\n{:<9} {:>5} {:<9} {:<9} {:>6} {:>9} {:>11} {:>9} {:>9} {:>9} {:>8} {:>6} {:>4} {:>9}",
+        "level",
+        "N",
+        "system",
+        "mode",
+        "upd",
+        "pub/s",
+        "deliv/s",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "skipped",
+        "lost",
+        "bad",
+        "frames/s"
+    );
+    for r in results {
+        println!(
+            "{:<9} {:>5} {:<9} {:<9} {:>6} {:>9.1} {:>11.0} {:>9} {:>9} {:>9} {:>8} {:>6} {:>4} {:>9}",
+            r.level,
+            r.subscribers,
+            r.system,
+            r.mode,
+            r.updates,
+            r.publish_rate,
+            r.deliveries_per_s,
+            fmt_ms(r.latency_ms.p50),
+            fmt_ms(r.latency_ms.p99),
+            fmt_ms(r.latency_ms.max),
+            r.skipped,
+            r.lost,
+            r.bad,
+            r.frames_per_s.map_or("-".into(), |f| format!("{f:.1}"))
+        );
+        for note in &r.notes {
+            println!("{:>16}{note}", "");
+        }
+    }
+}
+
+/// One entry per (level, N): deliveries/s from the saturated run (else the paced one),
+/// latency from the paced run (else the saturated one), lost summed; the baseline's the same
+/// way, and the ratios.
+fn summarize(results: &[RunResult], level: &str, n: usize, system: &str) -> Option<serde_json::Value> {
+    let runs: Vec<&RunResult> = results
+        .iter()
+        .filter(|r| r.level == level && r.subscribers == n && r.system == system)
+        .collect();
+    if runs.is_empty() {
+        return None;
+    }
+    let sat = runs.iter().find(|r| r.mode == "saturated");
+    let paced = runs.iter().find(|r| r.mode == "paced");
+    let thr = sat.or(paced).unwrap();
+    let lat = paced.or(sat).unwrap();
+    Some(json!({
+        "system": system,
+        "deliveries_per_s": thr.deliveries_per_s,
+        "latency_ms": {"p50": lat.latency_ms.p50, "p99": lat.latency_ms.p99, "max": lat.latency_ms.max},
+        "lost": runs.iter().map(|r| r.lost).sum::<u64>(),
+        "skipped": runs.iter().map(|r| r.skipped).sum::<u64>(),
+        "bad": runs.iter().map(|r| r.bad).sum::<u64>(),
+        "frames_per_s": thr.frames_per_s,
+        "runs": runs,
+    }))
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if args.updates.is_none() && args.rate.is_none() {
+        // Default: a bounded saturated run.
+    }
+    redis::self_check();
+    let mut modes = Vec::new();
+    if args.updates.is_some() || args.rate.is_none() {
+        modes.push(Mode::Saturated {
+            updates: args.updates.unwrap_or(200).max(1),
+        });
+    }
+    if let Some(rate) = args.rate {
+        if rate <= 0.0 || args.seconds <= 0.0 {
+            eprintln!("fanout: --rate and --seconds must be positive");
+            return ExitCode::from(2);
+        }
+        modes.push(Mode::Paced {
+            rate,
+            updates: ((rate * args.seconds).round() as u64).max(1),
+        });
+    }
+    let redis_version = match args.baseline {
+        Some(Baseline::Redis) => match redis::version() {
+            Ok(v) => Some(v),
+            Err(e) => {
+                eprintln!("fanout: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
+    let nofile = raise_nofile();
+    let need = 2 * args.subscribers.iter().copied().max().unwrap_or(1) as u64 + 256;
+    if nofile < need {
+        eprintln!("fanout: RLIMIT_NOFILE is {nofile}, need about {need}; raise it (ulimit -n)");
+        return ExitCode::from(2);
+    }
+
+    let nproc = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let model = cpu_model();
+    eprintln!("fanout: {nproc} cores, {model}");
+    let identity = common::fixture(1);
+    let (sign1, verify1) = raw_rsa(&identity, 1, 1.5);
+    let (sign_all, verify_all) = raw_rsa(&identity, nproc, 1.5);
+    eprintln!(
+        "raw aws-lc-rs RSA-4096 PSS-SHA512: sign {sign1:.0}/s (1 thread), {sign_all:.0}/s ({nproc} threads); \
+         verify {verify1:.0}/s (1 thread), {verify_all:.0}/s ({nproc} threads)"
+    );
+
+    let mut ctx = Ctx {
+        presigned: None,
+        redis: None,
+        runs: 0,
+        notes: Vec::new(),
+        identity,
+        args,
+    };
+    if ctx.args.level.contains(&Level::Persister) {
+        let count = modes.iter().map(|m| m.updates()).max().unwrap_or(1) as usize + 1;
+        let t = Instant::now();
+        ctx.presigned = Some(Arc::new(persister::presign(
+            &ctx.identity,
+            ctx.args.payload,
+            count,
+        )));
+        eprintln!(
+            "pre-signed {count} frames + {count} containers of {} B in {:.1} s (frame {} B)",
+            ctx.args.payload,
+            t.elapsed().as_secs_f64(),
+            ctx.presigned.as_ref().unwrap().frames[1].len()
+        );
+    }
+    if redis_version.is_some() {
+        match redis::RedisServer::start() {
+            Ok(r) => {
+                eprintln!("redis-server pid {} on {}", r.pid(), r.addr);
+                ctx.redis = Some(r);
+            }
+            Err(e) => {
+                eprintln!("fanout: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+
+    let started = chrono_like_now();
+    let mut results: Vec<RunResult> = Vec::new();
+    let mut failures = Vec::new();
+    let levels = ctx.args.level.clone();
+    let ns = ctx.args.subscribers.clone();
+    for &level in &levels {
+        for &n in &ns {
+            for &mode in &modes {
+                let r = match level {
+                    Level::Persister => run_persister(&mut ctx, n, mode),
+                    Level::Daemon => run_daemon(&mut ctx, n, mode),
+                };
+                match r {
+                    Ok(r) => results.push(r),
+                    Err(e) => {
+                        eprintln!("fanout: {} N={n} {}: {e}", level.name(), mode.name());
+                        failures.push(format!("{} N={n} {}: {e}", level.name(), mode.name()));
+                    }
+                }
+                if ctx.redis.is_some() {
+                    match run_redis(&mut ctx, level, n, mode) {
+                        Ok(r) => results.push(r),
+                        Err(e) => {
+                            eprintln!("fanout: redis {} N={n} {}: {e}", level.name(), mode.name());
+                            failures.push(format!("redis {} N={n}: {e}", level.name()));
+                        }
+                    }
+                }
+                // Let sockets in TIME_WAIT and sled files settle between runs.
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        }
+    }
+    drop(ctx.redis.take());
+
+    println!(
+        "\nfanout — {nproc} cores ({model}), payload {} B, verify {:?}, {} client thread(s); \
+         raw RSA-4096 sign {sign1:.0}/s/thread ({sign_all:.0}/s all cores), verify {verify1:.0}/s/thread ({verify_all:.0}/s)",
+        ctx.args.payload, ctx.args.verify, ctx.args.client_threads
+    );
+    print_table(&results);
+    for n in &ctx.notes {
+        println!("note: {n}");
+    }
+    for f in &failures {
+        println!("FAILED: {f}");
+    }
+
+    let mut summary = Vec::new();
+    for &level in &levels {
+        for &n in &ns {
+            let Some(mut main) = summarize(&results, level.name(), n, level.name()) else {
+                continue;
+            };
+            if let Some(base) = summarize(&results, level.name(), n, "redis") {
+                let ratio = |a: f64, b: f64| if b > 0.0 { Some(a / b) } else { None };
+                let d = ratio(
+                    main["deliveries_per_s"].as_f64().unwrap_or(0.0),
+                    base["deliveries_per_s"].as_f64().unwrap_or(0.0),
+                );
+                let p = ratio(
+                    main["latency_ms"]["p99"].as_f64().unwrap_or(0.0),
+                    base["latency_ms"]["p99"].as_f64().unwrap_or(0.0),
+                );
+                main["ratio_deliveries_vs_baseline"] = json!(d);
+                main["ratio_p99_vs_baseline"] = json!(p);
+                main["baseline"] = base;
+                println!(
+                    "{:<9} N={:<5} deliveries/s vs redis: {}   p99 vs redis: {}",
+                    level.name(),
+                    n,
+                    d.map_or("-".into(), |x| format!("{x:.2}x")),
+                    p.map_or("-".into(), |x| format!("{x:.2}x"))
+                );
+            }
+            main["level"] = json!(level.name());
+            main["subscribers"] = json!(n);
+            summary.push(main);
+        }
+    }
+    let doc = json!({
+        "harness": "benches/fanout.rs",
+        "started": started,
+        "machine": {"nproc": nproc, "cpu_model": model},
+        "args": {
+            "subscribers": ctx.args.subscribers, "payload": ctx.args.payload,
+            "updates": ctx.args.updates, "rate": ctx.args.rate, "seconds": ctx.args.seconds,
+            "levels": levels.iter().map(|l| l.name()).collect::<Vec<_>>(),
+            "baseline": redis_version.as_ref().map(|_| "redis"),
+            "verify": ctx.args.verify, "client_threads": ctx.args.client_threads,
+            "workers": ctx.args.workers, "window": ctx.args.window, "daemons": ctx.args.daemons,
+        },
+        "redis_version": redis_version,
+        "raw_rsa4096_pss_sha512": {
+            "sign_per_s_1_thread": sign1, "sign_per_s_all_cores": sign_all,
+            "verify_per_s_1_thread": verify1, "verify_per_s_all_cores": verify_all,
+        },
+        "notes": ctx.notes,
+        "failures": failures,
+        "results": summary,
+    });
+    if let Some(path) = &ctx.args.json {
+        match std::fs::write(path, serde_json::to_vec_pretty(&doc).unwrap()) {
+            Ok(()) => eprintln!("wrote {}", path.display()),
+            Err(e) => eprintln!("fanout: {}: {e}", path.display()),
+        }
+    }
+    if let Some(path) = &ctx.args.plot {
+        match plot::draw(path, &results) {
+            Ok(()) => eprintln!("wrote {}", path.display()),
+            Err(e) => eprintln!("fanout: plot {}: {e}", path.display()),
+        }
+    }
+    if failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// UTC timestamp (seconds since the epoch and an ISO-8601 rendering) without a date crate.
+fn chrono_like_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil-from-days (H. Hinnant).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}

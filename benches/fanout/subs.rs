@@ -1,0 +1,359 @@
+//! Subscriber threads: `threads` OS threads, each an actix system holding its share of the N
+//! subscribers (persister websockets, Redis connections, or hgxd apps), each subscriber a
+//! task that checks what it receives like a daemon would and records it in the thread's
+//! [`ThreadLog`].
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hypergolix::actors::api::AppEvent;
+use hypergolix::golix::{Ghid, Object, Policy, SecondParty};
+use hypergolix::ipc::{CapabilityToken, HgxLink};
+use hypergolix::persist::client::PersisterClient;
+use tokio::sync::oneshot;
+
+use super::redis;
+use super::stats::{Shared, ThreadLog};
+
+/// How subscribers check a signed frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerifyMode {
+    /// Every subscriber decodes and fully verifies (address + RSA signature) every frame,
+    /// as N independent daemons would.
+    Every,
+    /// Each subscriber thread verifies a frame once; its other subscribers compare the
+    /// bytes with the verified copy (the cost of verification taken off the client side,
+    /// to measure the transport).
+    Cached,
+    /// Decode only (read the counter).
+    None,
+}
+
+/// Decodes and checks a GOBD notification; returns its counter (= the update's seq).
+pub struct Checker {
+    mode: VerifyMode,
+    binder: SecondParty,
+    verified: HashMap<Ghid, Bytes>,
+}
+
+impl Checker {
+    pub fn new(mode: VerifyMode, binder_gidc: &[u8]) -> Result<Checker, String> {
+        let binder = match Object::decode(binder_gidc, Policy::STRICT) {
+            Ok(Object::Gidc(g)) => SecondParty::from_gidc(g).map_err(|e| e.to_string())?,
+            other => return Err(format!("binder is not a GIDC: {other:?}")),
+        };
+        Ok(Checker {
+            mode,
+            binder,
+            verified: HashMap::new(),
+        })
+    }
+
+    pub fn check(&mut self, bytes: &Bytes) -> Result<u64, String> {
+        let obj = Object::decode(bytes, Policy::STRICT).map_err(|e| e.to_string())?;
+        let Object::Gobd(f) = &obj else {
+            return Err(format!("not a GOBD: {:?}", obj.kind()));
+        };
+        let counter = f.counter;
+        match self.mode {
+            VerifyMode::Every => obj.verify(Some(&self.binder)).map_err(|e| e.to_string())?,
+            VerifyMode::Cached => {
+                if self.verified.get(&f.frame) != Some(bytes) {
+                    obj.verify(Some(&self.binder)).map_err(|e| e.to_string())?;
+                    if self.verified.len() > 4096 {
+                        self.verified.clear();
+                    }
+                    self.verified.insert(f.frame, bytes.clone());
+                }
+            }
+            VerifyMode::None => {}
+        }
+        Ok(counter)
+    }
+}
+
+/// Update payload layout (daemon level and its Redis baseline): seq as 8 big-endian bytes,
+/// then filler up to the payload size.
+pub fn payload(seq: u64, size: usize) -> Vec<u8> {
+    let mut v = vec![0x5a_u8; size.max(8)];
+    v[..8].copy_from_slice(&seq.to_be_bytes());
+    v
+}
+
+pub fn seq_of(payload: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(payload.get(..8)?.try_into().ok()?))
+}
+
+/// What the subscribers connect to.
+pub enum Target {
+    Persister {
+        url: String,
+        dynamic: Ghid,
+        binder_gidc: Vec<u8>,
+        verify: VerifyMode,
+    },
+    /// Redis carrying the same signed frames (persister level).
+    RedisFrames {
+        addr: SocketAddr,
+        channel: Vec<u8>,
+        binder_gidc: Vec<u8>,
+        verify: VerifyMode,
+    },
+    /// Redis carrying the raw payload with its seq header (daemon level).
+    RedisPayload { addr: SocketAddr, channel: Vec<u8> },
+    /// hgxd apps: subscriber `i` uses `daemons[i % daemons.len()]`.
+    Daemon {
+        daemons: Vec<(String, CapabilityToken)>,
+        ghid: Ghid,
+    },
+}
+
+/// The running subscriber threads of one run.
+pub struct Pool {
+    stops: Vec<oneshot::Sender<()>>,
+    threads: Vec<JoinHandle<ThreadLog>>,
+}
+
+/// Starts `threads` threads holding `n` subscribers between them; returns once every
+/// subscriber is connected and subscribed (or fails with the first error).
+pub fn start(
+    target: Arc<Target>,
+    n: usize,
+    threads: usize,
+    shared: Arc<Shared>,
+) -> Result<Pool, String> {
+    let threads = threads.clamp(1, n.max(1));
+    let (ready_tx, ready_rx) = std_mpsc::channel::<Result<(), String>>();
+    let mut pool = Pool {
+        stops: Vec::new(),
+        threads: Vec::new(),
+    };
+    for t in 0..threads {
+        let indices: Vec<usize> = (t..n).step_by(threads).collect();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let (target, shared, ready) = (target.clone(), shared.clone(), ready_tx.clone());
+        let h = std::thread::Builder::new()
+            .name(format!("fanout-sub-{t}"))
+            .spawn(move || {
+                actix_rt::System::new().block_on(thread_main(target, indices, shared, ready, stop_rx))
+            })
+            .map_err(|e| format!("spawn: {e}"))?;
+        pool.stops.push(stop_tx);
+        pool.threads.push(h);
+    }
+    drop(ready_tx);
+    for _ in 0..threads {
+        match ready_rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                pool.stop();
+                return Err(e);
+            }
+            Err(_) => {
+                pool.stop();
+                return Err("subscribers did not all connect within 120 s".into());
+            }
+        }
+    }
+    Ok(pool)
+}
+
+impl Pool {
+    /// Closes every subscriber and returns the threads' logs.
+    pub fn stop(self) -> Vec<ThreadLog> {
+        for s in self.stops {
+            let _ = s.send(());
+        }
+        self.threads
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
+    }
+}
+
+/// Connections are opened this many at a time per thread.
+const CONNECT_BATCH: usize = 50;
+
+async fn thread_main(
+    target: Arc<Target>,
+    indices: Vec<usize>,
+    shared: Arc<Shared>,
+    ready: std_mpsc::Sender<Result<(), String>>,
+    stop: oneshot::Receiver<()>,
+) -> ThreadLog {
+    let log = Rc::new(RefCell::new(ThreadLog::with_subs(indices.len())));
+    let mut keep: Vec<Box<dyn std::any::Any>> = Vec::new();
+    let mut closers: Vec<Box<dyn Fn()>> = Vec::new();
+    let r = connect_all(&target, &indices, &shared, &log, &mut keep, &mut closers).await;
+    let failed = r.is_err();
+    let _ = ready.send(r);
+    if !failed {
+        let _ = stop.await;
+    }
+    for c in &closers {
+        c();
+    }
+    // Let the close frames out before the system goes away.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(keep);
+    let out = std::mem::take(&mut *log.borrow_mut());
+    out
+}
+
+async fn connect_all(
+    target: &Target,
+    indices: &[usize],
+    shared: &Arc<Shared>,
+    log: &Rc<RefCell<ThreadLog>>,
+    keep: &mut Vec<Box<dyn std::any::Any>>,
+    closers: &mut Vec<Box<dyn Fn()>>,
+) -> Result<(), String> {
+    match target {
+        Target::Persister {
+            url,
+            dynamic,
+            binder_gidc,
+            verify,
+        } => {
+            let checker = Rc::new(RefCell::new(Checker::new(*verify, binder_gidc)?));
+            for (b, chunk) in indices.chunks(CONNECT_BATCH).enumerate() {
+                let conns = futures_util::future::join_all(chunk.iter().map(|_| async {
+                    let (c, rx) = PersisterClient::connect(url)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    c.subscribe(dynamic).await.map_err(|e| e.to_string())?;
+                    Ok::<_, String>((c, rx))
+                }))
+                .await;
+                for (k, conn) in conns.into_iter().enumerate() {
+                    let (c, mut rx) = conn?;
+                    let li = b * CONNECT_BATCH + k;
+                    let (shared, log, checker) = (shared.clone(), log.clone(), checker.clone());
+                    actix_rt::spawn(async move {
+                        while let Some(n) = rx.recv().await {
+                            let r = checker.borrow_mut().check(&n.object);
+                            let now = shared.now_ns();
+                            match r {
+                                Ok(seq) => log.borrow_mut().record(&shared, li, seq, now),
+                                Err(_) => ThreadLog::bad(&shared),
+                            }
+                        }
+                    });
+                    let c2 = c.clone();
+                    closers.push(Box::new(move || c2.close()));
+                    keep.push(Box::new(c));
+                }
+            }
+        }
+        Target::RedisFrames {
+            addr,
+            channel,
+            binder_gidc,
+            verify,
+        } => {
+            let checker = Rc::new(RefCell::new(Checker::new(*verify, binder_gidc)?));
+            for (b, chunk) in indices.chunks(CONNECT_BATCH).enumerate() {
+                let conns = futures_util::future::join_all(
+                    chunk
+                        .iter()
+                        .map(|_| redis::Subscription::open(*addr, channel)),
+                )
+                .await;
+                for (k, conn) in conns.into_iter().enumerate() {
+                    let sub = conn?;
+                    let li = b * CONNECT_BATCH + k;
+                    let (shared, log, checker) = (shared.clone(), log.clone(), checker.clone());
+                    actix_rt::spawn(sub.run(move |msg| {
+                        let r = checker.borrow_mut().check(&msg);
+                        let now = shared.now_ns();
+                        match r {
+                            Ok(seq) => log.borrow_mut().record(&shared, li, seq, now),
+                            Err(_) => ThreadLog::bad(&shared),
+                        }
+                    }));
+                }
+            }
+        }
+        Target::RedisPayload { addr, channel } => {
+            for (b, chunk) in indices.chunks(CONNECT_BATCH).enumerate() {
+                let conns = futures_util::future::join_all(
+                    chunk
+                        .iter()
+                        .map(|_| redis::Subscription::open(*addr, channel)),
+                )
+                .await;
+                for (k, conn) in conns.into_iter().enumerate() {
+                    let sub = conn?;
+                    let li = b * CONNECT_BATCH + k;
+                    let (shared, log) = (shared.clone(), log.clone());
+                    actix_rt::spawn(sub.run(move |msg| {
+                        let now = shared.now_ns();
+                        match seq_of(&msg) {
+                            Some(seq) => log.borrow_mut().record(&shared, li, seq, now),
+                            None => ThreadLog::bad(&shared),
+                        }
+                    }));
+                }
+            }
+        }
+        Target::Daemon { daemons, ghid } => {
+            for (b, chunk) in indices.chunks(CONNECT_BATCH).enumerate() {
+                let conns = futures_util::future::join_all(chunk.iter().map(|&i| {
+                    let (url, token) = &daemons[i % daemons.len()];
+                    open_app(url, token, *ghid)
+                }))
+                .await;
+                for (k, conn) in conns.into_iter().enumerate() {
+                    let (link, mut events) = conn?;
+                    let li = b * CONNECT_BATCH + k;
+                    let (shared, log, ghid) = (shared.clone(), log.clone(), *ghid);
+                    actix_rt::spawn(async move {
+                        while let Some(ev) = events.recv().await {
+                            if let AppEvent::Update(v) = ev {
+                                let now = shared.now_ns();
+                                match seq_of(&v.state) {
+                                    Some(seq) if v.ghid == ghid => {
+                                        log.borrow_mut().record(&shared, li, seq, now)
+                                    }
+                                    _ => ThreadLog::bad(&shared),
+                                }
+                            }
+                        }
+                    });
+                    let l2 = link.clone();
+                    closers.push(Box::new(move || l2.close()));
+                    keep.push(Box::new(link));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An app on a daemon that tracks `ghid` (a second device may need a moment to find it).
+async fn open_app(
+    url: &str,
+    token: &CapabilityToken,
+    ghid: Ghid,
+) -> Result<(HgxLink, tokio::sync::mpsc::UnboundedReceiver<AppEvent>), String> {
+    let link = HgxLink::connect(url, token)
+        .await
+        .map_err(|e| format!("app connect {url}: {e}"))?;
+    let events = link.events();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match link.get(ghid).await {
+            Ok(_) => return Ok((link, events)),
+            Err(e) if Instant::now() > deadline => return Err(format!("app get {ghid}: {e}")),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! App identity and share routing (what the reference kept in `dispatch.py`): app tokens,
+//! startup objects, private objects, share handlers, and offering objects to the apps that
+//! handle their api id.
+//!
+//! - **Tokens** identify an app across restarts (REFERENCE.md §2). `register_token` with no
+//!   token issues a new random 16-byte one; with a token, re-binds it to this session and
+//!   returns its startup object. Known tokens live in the account (`AccountState::tokens`); a
+//!   token is bound to at most one live session, and a session binds at most one token.
+//! - **Startup objects**: one ghid per token (`AccountState::startup`).
+//! - **Private objects** belong to the token that created them (`AccountState::private`):
+//!   creating one needs a token, only that token's sessions may load it (`access_denied`
+//!   otherwise, which the reference forgot), and it is never shared.
+//! - **Share handlers** are per session (memory only): a session handles incoming shares of
+//!   the api ids it registered. Shares that arrive while nobody handles their api id are kept
+//!   in the account (`AccountState::orphan_shares`) and offered when a handler registers.
+//!
+//! Owns: nothing; the state is in the [`AppRegistry`](super::apps::AppRegistry) (sessions)
+//! and the account (through the ledger). Calls: the ledger, the app registry. Used by
+//! `DaemonHandle` and the share actor.
+
+use super::account::{AppTokenBytes, OrphanShare};
+use super::api::{AppEvent, AppId, AppToken};
+use super::daemon_core::DaemonCore;
+use super::error::DaemonError;
+use crate::golix::Ghid;
+
+/// All zeros: "no token" on the wire (REFERENCE.md §0), like an absent one.
+const NO_TOKEN: AppToken = [0; 16];
+
+/// Binds a token to `app`: a new one when `token` is `None` (or all zeros), else a known
+/// one. Returns the token and its startup object.
+pub async fn register_token(
+    core: &DaemonCore,
+    app: AppId,
+    token: Option<AppToken>,
+) -> Result<(AppToken, Option<Ghid>), DaemonError> {
+    if core.apps.token(app).is_some() {
+        return Err(DaemonError::AlreadySet(
+            "this session has registered a token already".into(),
+        ));
+    }
+    match token.filter(|t| *t != NO_TOKEN) {
+        None => {
+            let token = core
+                .ledger
+                .with_account(|a| loop {
+                    let t: AppToken = rand::random();
+                    let t = AppTokenBytes(t);
+                    if t.0 != NO_TOKEN && !a.state().tokens.contains(&t) {
+                        a.state_mut().tokens.insert(t);
+                        return t.0;
+                    }
+                })
+                .await?;
+            core.apps.set_token(app, token)?;
+            // The app keeps this token across restarts: make it durable before handing it out.
+            core.ledger.flush().await?;
+            Ok((token, None))
+        }
+        Some(token) => {
+            let key = AppTokenBytes(token);
+            let startup = core
+                .ledger
+                .with_account(move |a| {
+                    let st = a.state();
+                    st.tokens
+                        .contains(&key)
+                        .then(|| st.startup.get(&key).copied())
+                })
+                .await?
+                .ok_or(DaemonError::UnknownToken)?;
+            core.apps.set_token(app, token)?;
+            Ok((token, startup))
+        }
+    }
+}
+
+/// The token of `app`, or `unknown_token` if it registered none.
+fn token_of(core: &DaemonCore, app: AppId) -> Result<AppTokenBytes, DaemonError> {
+    core.apps
+        .token(app)
+        .map(AppTokenBytes)
+        .ok_or(DaemonError::UnknownToken)
+}
+
+/// Sets the startup object of `app`'s token (refused if one is set).
+pub async fn register_startup(
+    core: &DaemonCore,
+    app: AppId,
+    ghid: Ghid,
+) -> Result<(), DaemonError> {
+    let token = token_of(core, app)?;
+    core.ledger
+        .with_account(move |a| match a.state().startup.get(&token) {
+            Some(old) => Err(DaemonError::AlreadySet(format!(
+                "this token's startup object is {old}; deregister it first"
+            ))),
+            None => {
+                a.state_mut().startup.insert(token, ghid);
+                Ok(())
+            }
+        })
+        .await?
+}
+
+/// Clears the startup object of `app`'s token (refused if none is set).
+pub async fn deregister_startup(core: &DaemonCore, app: AppId) -> Result<(), DaemonError> {
+    let token = token_of(core, app)?;
+    core.ledger
+        .with_account(move |a| {
+            if !a.state().startup.contains_key(&token) {
+                return Err(DaemonError::NotFound(
+                    "a startup object for this token".into(),
+                ));
+            }
+            a.state_mut().startup.remove(&token);
+            Ok(())
+        })
+        .await?
+}
+
+/// The token that may create a private object for `app` (`unknown_token` without one).
+pub fn private_owner(core: &DaemonCore, app: AppId) -> Result<AppToken, DaemonError> {
+    token_of(core, app).map(|t| t.0)
+}
+
+/// Records that `ghid` is private to `token`.
+pub fn record_private(core: &DaemonCore, ghid: Ghid, token: AppToken) {
+    core.ledger.edit(move |a| {
+        a.state_mut().private.insert(ghid, AppTokenBytes(token));
+    });
+}
+
+/// The token `ghid` is private to, if it is private.
+pub async fn private_to(core: &DaemonCore, ghid: Ghid) -> Result<Option<AppToken>, DaemonError> {
+    core.ledger
+        .with_account(move |a| a.state().private.get(&ghid).map(|t| t.0))
+        .await
+}
+
+/// Whether `ghid` is private (to a token, or marked so on this machine).
+pub async fn is_private(core: &DaemonCore, ghid: Ghid) -> Result<bool, DaemonError> {
+    Ok(private_to(core, ghid).await?.is_some() || core.meta(&ghid)?.private)
+}
+
+/// Refuses `app` access to an object private to another token.
+pub async fn check_access(core: &DaemonCore, app: AppId, ghid: Ghid) -> Result<(), DaemonError> {
+    match private_to(core, ghid).await? {
+        Some(owner) if core.apps.token(app) != Some(owner) => Err(DaemonError::AccessDenied(
+            format!("{ghid} is private to another app"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `app` handles shares of `api_id` from now on; shares kept for that api id while nobody
+/// handled it are offered to it now (and forgotten).
+pub async fn register_share_handler(
+    core: &DaemonCore,
+    app: AppId,
+    api_id: Ghid,
+) -> Result<(), DaemonError> {
+    if !core.apps.add_handler(app, api_id) {
+        return Err(DaemonError::BadArgs(format!("app {app} is not connected")));
+    }
+    let orphans = core
+        .ledger
+        .with_account(move |a| {
+            let mine = |o: &OrphanShare| o.api_id == Some(api_id);
+            if !a.state().orphan_shares.iter().any(mine) {
+                return Vec::new();
+            }
+            let all = std::mem::take(&mut a.state_mut().orphan_shares);
+            let (mine, rest): (Vec<_>, Vec<_>) = all.into_iter().partition(mine);
+            a.state_mut().orphan_shares = rest;
+            mine
+        })
+        .await?;
+    for o in orphans {
+        core.apps.send(
+            app,
+            AppEvent::Share {
+                ghid: o.ghid,
+                origin: o.origin,
+                api_id: o.api_id,
+            },
+        );
+    }
+    Ok(())
+}
+
+/// `app` stops handling shares of `api_id` (`not_found` if it did not handle them).
+pub fn deregister_share_handler(
+    core: &DaemonCore,
+    app: AppId,
+    api_id: Ghid,
+) -> Result<(), DaemonError> {
+    if core.apps.remove_handler(app, &api_id) {
+        Ok(())
+    } else {
+        Err(DaemonError::NotFound(format!(
+            "a share handler of this session for {api_id}"
+        )))
+    }
+}
+
+/// Sends a `share` event to every session handling `api_id` except `skip`; returns how many.
+pub fn offer(
+    core: &DaemonCore,
+    ghid: Ghid,
+    origin: Ghid,
+    api_id: Option<Ghid>,
+    skip: Option<AppId>,
+) -> usize {
+    let Some(api) = api_id else { return 0 };
+    let mut n = 0;
+    for app in core.apps.handlers(&api) {
+        if Some(app) != skip {
+            core.apps
+                .send(app, AppEvent::Share { ghid, origin, api_id });
+            n += 1;
+        }
+    }
+    n
+}
+
+/// An incoming share: offered to the sessions handling its api id, else kept in the account
+/// until one registers.
+pub fn offer_or_keep(core: &DaemonCore, ghid: Ghid, origin: Ghid, api_id: Option<Ghid>) {
+    if offer(core, ghid, origin, api_id, None) > 0 {
+        return;
+    }
+    let orphan = OrphanShare {
+        ghid,
+        origin,
+        api_id,
+    };
+    core.ledger.edit(move |a| {
+        if !a.state().orphan_shares.contains(&orphan) {
+            a.state_mut().orphan_shares.push(orphan);
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_token_is_all_zeros() {
+        assert_eq!(NO_TOKEN, [0u8; 16]);
+    }
+}

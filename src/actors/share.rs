@@ -1,0 +1,524 @@
+//! `ShareActor`: sharing objects between users with GARQ requests (REFERENCE.md §6,
+//! GOLIX.md §4), one tokio task per daemon.
+//!
+//! **Outgoing** ([`share`], run by the asking app's request): the recipient's identity comes
+//! from the local archive or any remote (`unknown_recipient` if neither has it); a handshake
+//! GARQ carries the object's ghid (the dynamic ghid for a dynamic object) and the secret of
+//! its *current* container, so the recipient can ratchet forward to every later frame. The
+//! share is recorded in the account (`PendingShare`) before the GARQ is committed locally and
+//! queued for every remote. Private objects are `unsharable`.
+//!
+//! **Incoming** (GARQs pushed on our fingerprint subscription, including the offline mail a
+//! persister re-delivers at each subscribe), handled one at a time in arrival order:
+//! 1. ingested locally: a GARQ we already debound is refused there (`already_debound`), so a
+//!    request delivered twice (two remotes, a reconnect) is handled once;
+//! 2. opened (OAEP, the author's identity — fetched from a remote if missing —, the MAC);
+//!    a request that does not open is debound, and naked if its claimed author is known
+//!    (a bad MAC): nothing reaches an app;
+//! 3. a handshake: the object is fetched fresh, the secret is held in quarantine until it
+//!    opens the object (it may belong to an older target of the frame's vector: a push raced
+//!    the share), then recorded like our own; the author gets an ack (or a nak with a
+//!    `STATUS_*` code), the request is debound, and a `share` event goes to the sessions
+//!    handling the object's api id (kept as an orphan share if none does);
+//! 4. an ack / nak of one of our shares: the matching `PendingShare` (same request, and the
+//!    answer's author is the recipient we shared with) is removed, the asking session (or
+//!    the live session of its token) gets `share_result`, and the answer is debound.
+//!
+//! Owns: the in-memory route from each pending request to the session that asked. Calls:
+//! `golix` (requests, off the event loop), `DaemonCore` (archive, fetches, commits), the
+//! ledger (pending and orphan shares), [`dispatch`]. Messages: unbounded mpsc; stop replies on
+//! a oneshot.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::account::{AppTokenBytes, PendingShare, StoredSecret};
+use super::api::{AppEvent, AppId};
+use super::commit;
+use super::content;
+use super::daemon_core::{DaemonCore, SecretRecord};
+use super::dispatch;
+use super::error::DaemonError;
+use super::object::ObjectMsg;
+use crate::golix::{
+    cipher, Error as GolixError, Garq, Geoc, Ghid, Gobd, Object, Policy, Request, RequestBody,
+    SecondParty, Secret,
+};
+use crate::persist::{Archive, PersistError};
+
+/// Ack / nak status: accepted.
+pub const STATUS_OK: u32 = 0;
+/// Nak: the shared object could not be found.
+pub const STATUS_NOT_FOUND: u32 = 1;
+/// Nak: the handshake's secret does not open the shared object.
+pub const STATUS_UNKNOWN_SECRET: u32 = 2;
+/// Nak: the request's MAC does not verify.
+pub const STATUS_BAD_MAC: u32 = 3;
+/// Nak: anything else went wrong.
+pub const STATUS_FAILED: u32 = 4;
+
+enum ShareMsg {
+    /// A GARQ pushed on our fingerprint subscription.
+    Incoming(Vec<u8>),
+    /// `app` asked for the share whose handshake is `request`.
+    Requested { request: Ghid, app: AppId },
+    Stop { reply: oneshot::Sender<()> },
+}
+
+/// Talks to the `ShareActor`. Cheap to clone.
+#[derive(Clone)]
+pub struct ShareHandle {
+    tx: mpsc::UnboundedSender<ShareMsg>,
+}
+
+/// The receiving end, consumed by [`spawn`].
+pub struct ShareInbox(mpsc::UnboundedReceiver<ShareMsg>);
+
+impl ShareHandle {
+    pub fn channel() -> (ShareHandle, ShareInbox) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (ShareHandle { tx }, ShareInbox(rx))
+    }
+
+    /// A GARQ addressed to us arrived (raw bytes, from a remote).
+    pub fn incoming(&self, garq: Vec<u8>) {
+        let _ = self.tx.send(ShareMsg::Incoming(garq));
+    }
+
+    fn requested(&self, request: Ghid, app: AppId) {
+        let _ = self.tx.send(ShareMsg::Requested { request, app });
+    }
+
+    /// Finishes the request in hand and stops (requests not handled yet stay on the remotes
+    /// and come back at the next subscribe).
+    pub async fn stop(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(ShareMsg::Stop { reply }).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// Starts the `ShareActor`.
+pub fn spawn(core: Arc<DaemonCore>, inbox: ShareInbox) -> JoinHandle<()> {
+    let actor = ShareActor {
+        core,
+        requested: HashMap::new(),
+    };
+    tokio::spawn(actor.run(inbox.0))
+}
+
+struct ShareActor {
+    core: Arc<DaemonCore>,
+    /// Handshake ghid -> the session that asked, for its `share_result`.
+    requested: HashMap<Ghid, AppId>,
+}
+
+/// An ack or a nak with its status.
+enum Answer {
+    Ack(u32),
+    Nak(u32),
+}
+
+/// What opening a request gave.
+enum Opened {
+    Request { author: SecondParty, request: Request },
+    /// The MAC does not verify for the author the request names.
+    BadMac(SecondParty),
+    /// Not for us, not decryptable, malformed, or from an identity nobody knows.
+    Unreadable(String),
+}
+
+impl ShareActor {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<ShareMsg>) {
+        while let Some(msg) = rx.recv().await {
+            match msg {
+                ShareMsg::Incoming(bytes) => {
+                    let core = self.core.clone();
+                    // Shutting down: the request stays on the remotes for the next start.
+                    let Ok(_pass) = core.gate.enter() else {
+                        continue;
+                    };
+                    if let Err(e) = self.incoming(bytes).await {
+                        slog::info!(core.log, "request not handled"; "error" => %e);
+                    }
+                }
+                ShareMsg::Requested { request, app } => {
+                    self.requested.insert(request, app);
+                }
+                ShareMsg::Stop { reply } => {
+                    let _ = reply.send(());
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn incoming(&mut self, bytes: Vec<u8>) -> Result<(), DaemonError> {
+        let core = self.core.clone();
+        let garq = match Object::decode(&bytes, Policy::STRICT) {
+            Ok(Object::Garq(g)) if g.recipient == core.fingerprint() => g,
+            _ => return Ok(()),
+        };
+        match core.ingest(bytes).await {
+            Ok(_) => {}
+            Err(PersistError::AlreadyDebound(_)) => return Ok(()), // handled before
+            Err(e) => return Err(e.into()),
+        }
+        match open(&core, &garq).await {
+            Opened::Request { author, request } => match request.body {
+                RequestBody::Handshake { target, secret } => {
+                    handshake(&core, &garq, author, target, secret).await
+                }
+                RequestBody::Ack { target, status } => {
+                    self.answered(&garq, author, target, true, status).await
+                }
+                RequestBody::Nak { target, status } => {
+                    self.answered(&garq, author, target, false, status).await
+                }
+            },
+            Opened::BadMac(author) => {
+                slog::warn!(core.log, "request with a bad MAC; naked and debound";
+                    "request" => %garq.ghid, "claimed_author" => %author.ghid());
+                answer_and_debind(&core, &garq, Some((author, Answer::Nak(STATUS_BAD_MAC)))).await
+            }
+            Opened::Unreadable(why) => {
+                slog::info!(core.log, "unreadable request; debound";
+                    "request" => %garq.ghid, "why" => why);
+                answer_and_debind(&core, &garq, None).await
+            }
+        }
+    }
+
+    /// An ack or nak of the request `request` from `author`.
+    async fn answered(
+        &mut self,
+        garq: &Garq,
+        author: SecondParty,
+        request: Ghid,
+        ok: bool,
+        status: u32,
+    ) -> Result<(), DaemonError> {
+        let core = self.core.clone();
+        let from = author.ghid();
+        let pending = core
+            .ledger
+            .with_account(move |a| {
+                let i = a
+                    .state()
+                    .pending_shares
+                    .iter()
+                    .position(|p| p.request == request && p.recipient == from)?;
+                Some(a.state_mut().pending_shares.remove(i))
+            })
+            .await?;
+        answer_and_debind(&core, garq, None).await?;
+        let Some(p) = pending else {
+            slog::debug!(core.log, "answer to no pending share"; "request" => %request, "from" => %from);
+            return Ok(());
+        };
+        let asked = self
+            .requested
+            .remove(&request)
+            .filter(|app| core.apps.is_connected(*app));
+        let apps = match (asked, p.token) {
+            (Some(app), _) => vec![app],
+            (None, Some(t)) => core.apps.with_token(&t.0),
+            (None, None) => Vec::new(),
+        };
+        slog::info!(core.log, "share answered"; "ghid" => %p.target, "recipient" => %from,
+            "ok" => ok, "status" => status, "apps" => apps.len());
+        let event = AppEvent::ShareResult {
+            ghid: p.target,
+            recipient: p.recipient,
+            ok,
+            status,
+        };
+        for app in apps {
+            core.apps.send(app, event.clone());
+        }
+        Ok(())
+    }
+}
+
+/// A handshake from `author`: accept the object (ack, share event) or refuse it (nak).
+async fn handshake(
+    core: &Arc<DaemonCore>,
+    garq: &Garq,
+    author: SecondParty,
+    target: Ghid,
+    secret: Secret,
+) -> Result<(), DaemonError> {
+    let origin = author.ghid();
+    let (answer, api_id) = match accept(core, target, secret).await {
+        Ok(api_id) => (Answer::Ack(STATUS_OK), Some(api_id)),
+        Err(DaemonError::ShuttingDown) => return Err(DaemonError::ShuttingDown),
+        Err(e) => {
+            slog::info!(core.log, "share refused"; "ghid" => %target, "from" => %origin, "error" => %e);
+            let status = match e {
+                DaemonError::NotFound(_) => STATUS_NOT_FOUND,
+                DaemonError::UnknownSecret(_) => STATUS_UNKNOWN_SECRET,
+                _ => STATUS_FAILED,
+            };
+            (Answer::Nak(status), None)
+        }
+    };
+    answer_and_debind(core, garq, Some((author, answer))).await?;
+    if let Some(api_id) = api_id {
+        slog::info!(core.log, "share received"; "ghid" => %target, "from" => %origin);
+        dispatch::offer_or_keep(core, target, origin, api_id);
+    }
+    Ok(())
+}
+
+/// Fetches the shared object, finds which secret of it the handshake carries, and records
+/// that secret. Returns the object's api id.
+async fn accept(
+    core: &Arc<DaemonCore>,
+    target: Ghid,
+    secret: Secret,
+) -> Result<Option<Ghid>, DaemonError> {
+    let not_found = || DaemonError::NotFound(target.to_string());
+    let unknown_secret = || DaemonError::UnknownSecret(target.to_string());
+    let bytes = fresh(core, &target).await?.ok_or_else(not_found)?;
+    match Object::decode(&bytes, Policy::STRICT).map_err(PersistError::from)? {
+        Object::Gobd(frame) if frame.dynamic == target => {
+            let container = container(core, &frame.target()).await?;
+            let (current, api_id) = frame
+                .targets
+                .iter()
+                .find_map(|known| {
+                    let s = content::ratchet_to_current(&frame, &secret, known)?;
+                    Some((s.clone(), opens(&container, &s)?))
+                })
+                .ok_or_else(unknown_secret)?;
+            record(core, target, current, &frame, api_id).await?;
+            // Keep following it (the recorded secret ratchets along) until an app loads it.
+            core.subscribe(target);
+            Ok(api_id)
+        }
+        Object::Geoc(c) if c.ghid == target => {
+            let api_id = opens(&c, &secret).ok_or_else(unknown_secret)?;
+            let stored = StoredSecret {
+                secret,
+                container: target,
+            };
+            let keep = core.secret(&target)?.is_none();
+            if keep {
+                let record = SecretRecord {
+                    stored: stored.clone(),
+                    counter: 0,
+                };
+                core.put_secret(&target, &record)?;
+                core.vault.flush().await?;
+                core.ledger.record_secret(target, stored, 0, api_id);
+            }
+            Ok(api_id)
+        }
+        _ => Err(not_found()),
+    }
+}
+
+/// Whether `secret` opens `container` as an app object: its api id if so. Decrypts only the
+/// app header (CTR: the keystream prefix is the same).
+fn opens(container: &Geoc, secret: &Secret) -> Option<Option<Ghid>> {
+    let mut head = container.payload.get(..content::HEADER_LEN)?.to_vec();
+    cipher::apply_keystream(secret, &mut head);
+    content::unpack(&head).map(|(api_id, _)| api_id)
+}
+
+/// The newest secret of a dynamic object, unless this machine knows a newer frame already.
+async fn record(
+    core: &DaemonCore,
+    ghid: Ghid,
+    secret: Secret,
+    frame: &Gobd,
+    api_id: Option<Ghid>,
+) -> Result<(), DaemonError> {
+    if core
+        .secret(&ghid)?
+        .is_some_and(|old| old.counter > frame.counter)
+    {
+        return Ok(());
+    }
+    let stored = StoredSecret {
+        secret,
+        container: frame.target(),
+    };
+    let record = SecretRecord {
+        stored: stored.clone(),
+        counter: frame.counter,
+    };
+    core.put_secret(&ghid, &record)?;
+    core.vault.flush().await?;
+    core.ledger
+        .record_secret(ghid, stored, frame.counter, api_id);
+    Ok(())
+}
+
+/// `ghid` from a remote first (a stale local frame must not decide), else locally.
+async fn fresh(core: &DaemonCore, ghid: &Ghid) -> Result<Option<Vec<u8>>, DaemonError> {
+    let Some(bytes) = core.fetch(ghid).await else {
+        return core.local(ghid);
+    };
+    match core.ingest_fetched(bytes.clone()).await {
+        Ok(_) => Ok(Some(bytes)),
+        // Ours is newer than the remote's.
+        Err(DaemonError::Persist(PersistError::IllegalFrame(_))) => core.local(ghid),
+        Err(DaemonError::Persist(PersistError::AlreadyDebound(_))) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+async fn container(core: &DaemonCore, ghid: &Ghid) -> Result<Geoc, DaemonError> {
+    let bytes = core
+        .local_or_fetch(ghid)
+        .await?
+        .ok_or_else(|| DaemonError::NotFound(format!("container {ghid}")))?;
+    match Object::decode(&bytes, Policy::STRICT).map_err(PersistError::from)? {
+        Object::Geoc(c) => Ok(c),
+        _ => Err(DaemonError::NotFound(format!("container {ghid}"))),
+    }
+}
+
+/// Commits the answer to `garq` (if any) and our debinding of it.
+async fn answer_and_debind(
+    core: &DaemonCore,
+    garq: &Garq,
+    answer: Option<(SecondParty, Answer)>,
+) -> Result<(), DaemonError> {
+    let identity = core.identity.clone();
+    let request = garq.ghid;
+    let objects = tokio::task::spawn_blocking(move || -> Result<Vec<Vec<u8>>, GolixError> {
+        let mut out = Vec::with_capacity(2);
+        if let Some((to, answer)) = answer {
+            let g = match answer {
+                Answer::Ack(s) => identity.make_ack(&to, request, s)?,
+                Answer::Nak(s) => identity.make_nak(&to, request, s)?,
+            };
+            out.push(g.encode());
+        }
+        out.push(identity.make_debind(request)?.encode());
+        Ok(out)
+    })
+    .await
+    .map_err(|e| DaemonError::Storage(format!("signing task failed: {e}")))??;
+    core.commit_local(objects).await
+}
+
+/// An identity from the local archive.
+fn local_identity(archive: &Archive, ghid: &Ghid) -> Option<SecondParty> {
+    let bytes = archive.get(ghid).ok()??;
+    match Object::decode(&bytes, Policy::STRICT).ok()? {
+        Object::Gidc(g) if g.ghid == *ghid => SecondParty::from_gidc(g).ok(),
+        _ => None,
+    }
+}
+
+/// Fetches an identity from the remotes into the local archive; false if none has it.
+async fn fetch_identity(core: &DaemonCore, ghid: &Ghid) -> bool {
+    let Some(bytes) = core.fetch(ghid).await else {
+        return false;
+    };
+    let is_gidc = matches!(
+        Object::decode(&bytes, Policy::STRICT),
+        Ok(Object::Gidc(ref g)) if g.ghid == *ghid
+    );
+    is_gidc && core.ingest(bytes).await.is_ok()
+}
+
+/// Opens a request to us (off the event loop), fetching its author's identity if needed.
+async fn open(core: &DaemonCore, garq: &Garq) -> Opened {
+    let mut fetched = false;
+    loop {
+        let (identity, archive, g) = (core.identity.clone(), core.archive.clone(), garq.clone());
+        let opened = tokio::task::spawn_blocking(move || {
+            let (mut claimed, mut party) = (None, None);
+            let result = identity.open_request(&g, |author| {
+                claimed = Some(*author);
+                party = local_identity(&archive, author);
+                party.clone()
+            });
+            (result, claimed, party)
+        })
+        .await;
+        let Ok((result, claimed, party)) = opened else {
+            return Opened::Unreadable("the opening task failed".into());
+        };
+        match (result, party, claimed) {
+            (Ok(request), Some(author), _) => return Opened::Request { author, request },
+            (Err(GolixError::BadMac), Some(author), _) => return Opened::BadMac(author),
+            (Err(_), None, Some(claimed)) if !fetched => {
+                if !fetch_identity(core, &claimed).await {
+                    return Opened::Unreadable(format!("unknown author {claimed}"));
+                }
+                fetched = true;
+            }
+            (Err(e), _, _) => return Opened::Unreadable(e.to_string()),
+            (Ok(_), None, _) => return Opened::Unreadable("no author identity".into()),
+        }
+    }
+}
+
+/// Shares `ghid` with the identity `recipient` on behalf of `app` (see the module doc).
+pub async fn share(
+    core: &Arc<DaemonCore>,
+    app: AppId,
+    ghid: Ghid,
+    recipient: Ghid,
+) -> Result<(), DaemonError> {
+    if dispatch::is_private(core, ghid).await? {
+        return Err(DaemonError::Unsharable(ghid.to_string()));
+    }
+    let party = recipient_identity(core, &recipient).await?;
+    let (target, secret) = current(core, ghid).await?;
+    if target != ghid && dispatch::is_private(core, target).await? {
+        return Err(DaemonError::Unsharable(target.to_string()));
+    }
+    let identity = core.identity.clone();
+    let garq = tokio::task::spawn_blocking(move || identity.make_handshake(&party, target, &secret))
+        .await
+        .map_err(|e| DaemonError::Storage(format!("signing task failed: {e}")))??;
+    let pending = PendingShare {
+        request: garq.ghid,
+        target,
+        recipient,
+        token: core.apps.token(app).map(AppTokenBytes),
+    };
+    core.ledger
+        .with_account(move |a| a.state_mut().pending_shares.push(pending))
+        .await?;
+    core.share.requested(garq.ghid, app);
+    core.commit_local(vec![garq.encode()]).await?;
+    slog::info!(core.log, "share sent"; "ghid" => %target, "recipient" => %recipient, "request" => %garq.ghid);
+    Ok(())
+}
+
+/// The recipient's identity, from the local archive or a remote (then kept locally: a request
+/// is only accepted for a known recipient).
+async fn recipient_identity(core: &DaemonCore, recipient: &Ghid) -> Result<SecondParty, DaemonError> {
+    let unknown = || DaemonError::UnknownRecipient(recipient.to_string());
+    if let Some(party) = local_identity(&core.archive, recipient) {
+        return Ok(party);
+    }
+    if fetch_identity(core, recipient).await {
+        if let Some(party) = local_identity(&core.archive, recipient) {
+            return Ok(party);
+        }
+    }
+    Err(unknown())
+}
+
+/// The object's ghid (a binding's: its target's) and the secret of its current container.
+async fn current(core: &DaemonCore, ghid: Ghid) -> Result<(Ghid, Secret), DaemonError> {
+    if let Some(h) = core.objects.get(&ghid) {
+        if let Some(c) = h.ask(|reply| ObjectMsg::Current { reply }).await {
+            return Ok(c);
+        }
+    }
+    let loaded = commit::load(core, ghid).await?;
+    Ok((loaded.ghid, loaded.secret))
+}

@@ -1,0 +1,709 @@
+//! The real binaries as processes (`hgxd`, `hgx-persister`): first run and the config it
+//! writes, `whoami`, file modes, the pid file, `stop`, SIGTERM and restart, a wrong password,
+//! apps over the real IPC endpoint (objects, updates, errors, access control, origin check,
+//! malformed frames), and logging in on a second machine through the persister.
+//!
+//! Every process runs in a temporary home (`HYPERGOLIX_HOME`, `HOME` and the working
+//! directory), listens on 127.0.0.1 only, is killed when its guard drops, and every wait is
+//! bounded. Identities come from the fixtures (`--identity-file`): no RSA key generation.
+
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use hypergolix::actors::api::{AppEvent, ObjectView};
+use hypergolix::golix::Ghid;
+use hypergolix::ipc::{CapabilityToken, ClientError, ErrorKind, HgxLink};
+use rmpv::Value;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+/// How long a process may take to announce that it is ready.
+const START: Duration = Duration::from_secs(90);
+/// Any other wait (exit, event, reply).
+const WAIT: Duration = Duration::from_secs(30);
+const PASSWORD: &str = "correct horse battery staple";
+const READY: &str = "hgxd: ready on ws://127.0.0.1:";
+
+// ---- processes ---------------------------------------------------------------------------
+
+/// A child process, killed (SIGKILL) and reaped when dropped. Its stdout and stderr are
+/// collected line by line by two threads.
+struct Proc {
+    name: String,
+    child: Child,
+    /// (from stderr, line) in arrival order per stream.
+    lines: Arc<Mutex<Vec<(bool, String)>>>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+impl Proc {
+    fn spawn(name: &str, mut cmd: Command) -> Proc {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        let lines: Arc<Mutex<Vec<(bool, String)>>> = Arc::default();
+        let out: Box<dyn Read + Send> = Box::new(child.stdout.take().unwrap());
+        let err: Box<dyn Read + Send> = Box::new(child.stderr.take().unwrap());
+        let readers = [(false, out), (true, err)]
+            .into_iter()
+            .map(|(is_err, pipe)| {
+                let lines = lines.clone();
+                std::thread::spawn(move || {
+                    for line in BufReader::new(pipe).lines() {
+                        let Ok(line) = line else { return };
+                        lines.lock().unwrap().push((is_err, line));
+                    }
+                })
+            })
+            .collect();
+        Proc {
+            name: name.to_owned(),
+            child,
+            lines,
+            readers,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn text(&self, stderr: bool) -> String {
+        let lines = self.lines.lock().unwrap();
+        let mut s = String::new();
+        for (_, l) in lines.iter().filter(|(e, _)| *e == stderr) {
+            s.push_str(l);
+            s.push('\n');
+        }
+        s
+    }
+
+    fn stdout(&self) -> String {
+        self.text(false)
+    }
+
+    fn stderr(&self) -> String {
+        self.text(true)
+    }
+
+    /// The rest of the first line (either stream) that starts with `prefix`.
+    fn line_after(&self, prefix: &str) -> Option<String> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .find_map(|(_, l)| l.strip_prefix(prefix).map(str::to_owned))
+    }
+
+    /// Waits (without blocking the async runtime) for a line starting with `prefix`.
+    async fn wait_line(&mut self, prefix: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(rest) = self.line_after(prefix) {
+                return rest;
+            }
+            if let Some(st) = self.child.try_wait().unwrap() {
+                self.join_readers();
+                panic!(
+                    "{} exited ({st}) before printing {prefix:?}\nstdout:\n{}stderr:\n{}",
+                    self.name,
+                    self.stdout(),
+                    self.stderr()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} printed no {prefix:?} within {within:?}\nstderr:\n{}",
+                self.name,
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits for the process to exit; its output is then complete.
+    async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                self.join_readers();
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit within {within:?}\nstderr:\n{}",
+                self.name,
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Runs to completion: (status, stdout, stderr).
+    async fn finish(mut self, within: Duration) -> (ExitStatus, String, String) {
+        let st = self.wait_exit(within).await;
+        (st, self.stdout(), self.stderr())
+    }
+
+    fn join_readers(&mut self) {
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        // SAFETY: kill(2) on our own child, which has not been reaped yet.
+        assert_eq!(unsafe { libc::kill(self.pid() as i32, sig) }, 0);
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A port that was free a moment ago, on 127.0.0.1.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A real persister on 127.0.0.1 with a port the OS picked.
+struct Persister {
+    _dir: tempfile::TempDir,
+    _proc: Proc,
+    port: u16,
+}
+
+impl Persister {
+    async fn start() -> Persister {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("hypergolix.yml");
+        std::fs::write(
+            &config,
+            "server:\n  host: 127.0.0.1\n  port: 0\n  ghidcache: ./cache\n  logdir: ./logs\n  \
+             pid_file: ./persister.pid\n  workers: 1\n",
+        )
+        .unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hgx-persister"));
+        cmd.arg("--config")
+            .arg(&config)
+            .current_dir(dir.path())
+            .env("HOME", dir.path())
+            .env_remove("HYPERGOLIX_HOME")
+            .env_remove("HGX_CONFIG");
+        let mut proc = Proc::spawn("hgx-persister", cmd);
+        let addr = proc.wait_line("listening on http://", START).await;
+        let addr: std::net::SocketAddr = addr.trim().parse().unwrap();
+        assert!(addr.ip().is_loopback(), "{addr}");
+        Persister {
+            _dir: dir,
+            _proc: proc,
+            port: addr.port(),
+        }
+    }
+}
+
+// ---- homes -------------------------------------------------------------------------------
+
+/// Fixture identity `n` as the JSON `--identity-file` reads, and its fingerprint.
+fn identity_json(n: usize) -> (String, String) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/vectors/golix/fixture_identities.json");
+    let all: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let id = &all[format!("TEST_AGENT{n}")];
+    (
+        id.to_string(),
+        id["ghid_b64"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// One machine's `$HYPERGOLIX_HOME`.
+struct Home {
+    dir: tempfile::TempDir,
+}
+
+impl Home {
+    /// A home whose config has the process section (`ipc_port`), one remote, and, if given,
+    /// the account's `user.fingerprint` and `user.user_id` (as on a second machine).
+    fn new(ipc_port: u16, persister_port: u16, user: Option<(&str, &str)>) -> Home {
+        let dir = tempfile::tempdir().unwrap();
+        let mut yml = format!(
+            "process:\n  ghidcache: ./ghidcache\n  logdir: ./logs\n  pid_file: ./hgxd.pid\n  \
+             ipc_port: {ipc_port}\ninstrumentation:\n  verbosity: info\n\
+             remotes:\n  - host: 127.0.0.1\n    port: {persister_port}\n    tls: false\n"
+        );
+        if let Some((fp, uid)) = user {
+            yml.push_str(&format!(
+                "user:\n  fingerprint: \"{fp}\"\n  user_id: \"{uid}\"\n"
+            ));
+        }
+        std::fs::write(dir.path().join("hypergolix.yml"), yml).unwrap();
+        Home { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn config_text(&self) -> String {
+        std::fs::read_to_string(self.file("hypergolix.yml")).unwrap()
+    }
+
+    /// `user.fingerprint` and `user.user_id` from the config file.
+    fn account(&self) -> (String, String) {
+        let doc: serde_yaml::Value = serde_yaml::from_str(&self.config_text()).unwrap();
+        let field = |k: &str| {
+            doc["user"][k]
+                .as_str()
+                .unwrap_or_else(|| panic!("user.{k} in\n{}", self.config_text()))
+                .to_owned()
+        };
+        (field("fingerprint"), field("user_id"))
+    }
+
+    /// `hgxd <args>` in this home; `HGX_PASSWORD` set when `password` is.
+    fn hgxd(&self, password: Option<&str>, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hgxd"));
+        cmd.args(args)
+            .current_dir(self.path())
+            .env("HYPERGOLIX_HOME", self.path())
+            .env("HOME", self.path())
+            .env_remove("HGX_CONFIG")
+            .env_remove("HGX_PASSWORD");
+        if let Some(pw) = password {
+            cmd.env("HGX_PASSWORD", pw);
+        }
+        cmd
+    }
+
+    /// Starts `hgxd` (importing fixture identity `identity` on first run) and waits for its
+    /// ready line; returns the process and the IPC port it announced.
+    async fn start(&self, password: &str, identity: Option<usize>) -> (Proc, u16) {
+        let mut cmd = self.hgxd(Some(password), &[]);
+        if let Some(n) = identity {
+            let path = self.file("id.json");
+            std::fs::write(&path, identity_json(n).0).unwrap();
+            cmd.arg("--identity-file").arg(path);
+        }
+        let mut proc = Proc::spawn("hgxd", cmd);
+        let rest = proc.wait_line(READY, START).await;
+        let port = rest
+            .split('/')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("ready line: {rest:?}"));
+        (proc, port)
+    }
+
+    /// Runs `hgxd <args>` to completion.
+    async fn run(&self, password: Option<&str>, args: &[&str]) -> (ExitStatus, String, String) {
+        Proc::spawn("hgxd", self.hgxd(password, args))
+            .finish(WAIT * 2)
+            .await
+    }
+
+    async fn link(&self, port: u16) -> HgxLink {
+        HgxLink::connect_home(self.path(), port)
+            .await
+            .expect("app connects with ipc.token")
+    }
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+// ---- app helpers -------------------------------------------------------------------------
+
+/// Waits for an update of `ghid` carrying `state` (other updates are skipped).
+async fn update(rx: &mut UnboundedReceiver<AppEvent>, ghid: Ghid, state: &[u8]) -> ObjectView {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match rx.recv().await.expect("event stream open") {
+                AppEvent::Update(v) if v.ghid == ghid && v.state == state => return v,
+                _ => continue,
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no update to {:?}", String::from_utf8_lossy(state)))
+}
+
+/// `get` (and `sync`) until the object has `state`: another machine's writes take a moment.
+async fn get_until(link: &HgxLink, ghid: Ghid, state: &[u8]) -> ObjectView {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let last = match link.get(ghid).await {
+            Ok(v) if v.state == state => return v,
+            Ok(v) => {
+                let _ = link.sync(ghid).await;
+                format!("state {:?}", String::from_utf8_lossy(&v.state))
+            }
+            Err(e) => e.to_string(),
+        };
+        assert!(Instant::now() < deadline, "get {ghid}: {last}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn code(e: ClientError) -> String {
+    match e {
+        ClientError::Remote(r) => r.code,
+        other => panic!("expected a daemon error, got {other}"),
+    }
+}
+
+// ---- raw websocket -----------------------------------------------------------------------
+
+fn map(entries: Vec<(&str, Value)>) -> Value {
+    Value::Map(
+        entries
+            .into_iter()
+            .map(|(k, v)| (Value::from(k), v))
+            .collect(),
+    )
+}
+
+fn get<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+    v.as_map()?
+        .iter()
+        .find(|(k, _)| k.as_str() == Some(key))
+        .map(|(_, v)| v)
+}
+
+/// The error code of a failure reply.
+fn err_code(reply: &Value) -> Option<&str> {
+    get(get(reply, "err")?, "code")?.as_str()
+}
+
+fn request(id: u64, op: &str, args: Value) -> Vec<u8> {
+    let mut buf = Vec::new();
+    rmpv::encode::write_value(
+        &mut buf,
+        &map(vec![("id", id.into()), ("op", op.into()), ("args", args)]),
+    )
+    .unwrap();
+    buf
+}
+
+async fn raw_connect(
+    port: u16,
+) -> impl Stream<Item = Result<awc::ws::Frame, awc::error::WsProtocolError>>
+       + Sink<awc::ws::Message>
+       + Unpin {
+    let (_resp, framed) = awc::Client::default()
+        .ws(format!("ws://127.0.0.1:{port}/"))
+        .connect()
+        .await
+        .expect("websocket handshake");
+    framed
+}
+
+async fn raw_send<S: Sink<awc::ws::Message> + Unpin>(ws: &mut S, bytes: Vec<u8>) {
+    if ws.send(awc::ws::Message::Binary(bytes.into())).await.is_err() {
+        panic!("send failed");
+    }
+}
+
+/// The next message, or `None` once the daemon closes the connection.
+async fn raw_recv<S>(ws: &mut S) -> Option<Value>
+where
+    S: Stream<Item = Result<awc::ws::Frame, awc::error::WsProtocolError>> + Unpin,
+{
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(awc::ws::Frame::Binary(b))) => {
+                    return Some(rmpv::decode::read_value(&mut &b[..]).expect("msgpack reply"))
+                }
+                Some(Ok(awc::ws::Frame::Close(_))) | Some(Err(_)) | None => return None,
+                Some(Ok(_)) => continue,
+            }
+        }
+    })
+    .await
+    .expect("a reply or a close within WAIT")
+}
+
+// ---- tests -------------------------------------------------------------------------------
+
+/// First run, the config it writes, `whoami`, file modes, a refused second instance, `stop`,
+/// a wrong password and the restart that follows.
+#[actix_rt::test]
+async fn first_run_whoami_second_instance_stop_and_wrong_password() {
+    let persister = Persister::start().await;
+    let ipc_port = free_port();
+    let home = Home::new(ipc_port, persister.port, None);
+    let (_, fixture_fp) = identity_json(1);
+
+    let (mut d, port) = home.start(PASSWORD, Some(1)).await;
+    assert_eq!(port, ipc_port, "listens on the configured port");
+    assert!(d.stderr().contains("account created"), "{}", d.stderr());
+
+    // The account's ids are in the config; the password and the root secret are not.
+    let (fp, uid) = home.account();
+    assert_eq!(fp, fixture_fp);
+    assert_ne!(uid, fp);
+    let text = home.config_text();
+    assert!(!text.contains(PASSWORD), "{text}");
+    let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    assert!(
+        doc["user"].get("root_secret").map_or(true, |v| v.is_null()),
+        "{text}"
+    );
+    for (_, line) in d.lines.lock().unwrap().iter() {
+        assert!(!line.contains(PASSWORD), "password in the output: {line}");
+    }
+
+    let (st, out, err) = home.run(None, &["whoami"]).await;
+    assert!(st.success(), "{err}");
+    assert!(
+        out.contains(&format!("fingerprint: {fp}")) && out.contains(&uid),
+        "{out}"
+    );
+
+    assert_eq!(mode(&home.file("ipc.token")), 0o600);
+    assert_eq!(mode(&home.file("ghidcache")), 0o700);
+    let pid_file = home.file("hgxd.pid");
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).unwrap().trim(),
+        d.pid().to_string()
+    );
+
+    let link = home.link(port).await;
+    assert_eq!((link.fingerprint().as_str(), link.user_id().as_str()), (fp.clone(), uid.clone()));
+    let obj = link
+        .new_object(b"before stop".to_vec(), None, true, false)
+        .await
+        .unwrap();
+    let token = std::fs::read_to_string(home.file("ipc.token")).unwrap();
+
+    // A second daemon on the same home refuses, says why, and disturbs nothing.
+    let (st, _, err) = home.run(Some(PASSWORD), &[]).await;
+    assert!(!st.success());
+    assert!(
+        err.contains(&format!("already running as pid {}", d.pid())),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(home.file("ipc.token")).unwrap(), token);
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).unwrap().trim(),
+        d.pid().to_string()
+    );
+    assert_eq!(link.whoami().await.unwrap().user_id.as_str(), uid);
+    link.close();
+
+    // `stop` signals it through the pid file and waits; it exits 0 and tidies up.
+    let (st, _, err) = home.run(None, &["stop"]).await;
+    assert!(st.success(), "{err}");
+    assert!(err.contains(&format!("stopped (pid {})", d.pid())), "{err}");
+    let st = d.wait_exit(WAIT).await;
+    assert!(st.success(), "{st}\n{}", d.stderr());
+    assert!(!pid_file.exists(), "pid file removed");
+    assert!(!home.file("ipc.token").exists(), "ipc.token removed");
+
+    // A wrong password: refused with a clear message, nothing left behind or changed.
+    let (st, _, err) = home.run(Some("wrong horse"), &[]).await;
+    assert!(!st.success());
+    assert!(err.contains("wrong password"), "{err}");
+    assert!(!pid_file.exists());
+    assert!(!home.file("ipc.token").exists());
+    assert_eq!(home.config_text(), text);
+
+    // The right one still opens everything.
+    let (_d, port) = home.start(PASSWORD, None).await;
+    let link = home.link(port).await;
+    assert_eq!(link.fingerprint().as_str(), fp);
+    assert_eq!(link.get(obj.ghid).await.unwrap().state, b"before stop");
+    let (st, out, _) = home.run(None, &["whoami"]).await;
+    assert!(st.success() && out.contains(&uid), "{out}");
+}
+
+/// Two apps on one daemon through the real endpoint; error replies keep the session;
+/// the token and origin checks.
+#[actix_rt::test]
+async fn apps_share_objects_and_the_endpoint_guards_itself() {
+    let persister = Persister::start().await;
+    let home = Home::new(0, persister.port, None);
+    let (_d, port) = home.start(PASSWORD, Some(2)).await;
+
+    // App A makes and pushes; app B opens it and receives A's next push as an update.
+    let a = home.link(port).await;
+    let b = home.link(port).await;
+    let mut a_events = a.events();
+    let mut b_events = b.events();
+    let obj = a
+        .new_object(b"v0".to_vec(), None, true, false)
+        .await
+        .unwrap();
+    assert!(obj.dynamic && !obj.private);
+    a.push(obj.ghid, b"v1".to_vec(), None).await.unwrap();
+    let seen = b.get(obj.ghid).await.unwrap();
+    assert_eq!(
+        (seen.state.as_slice(), seen.author, seen.dynamic),
+        (&b"v1"[..], a.fingerprint(), true)
+    );
+    a.push(obj.ghid, b"v2".to_vec(), None).await.unwrap();
+    update(&mut b_events, obj.ghid, b"v2").await;
+    // ... and B's push reaches A; the pusher is not told of its own push.
+    b.push(obj.ghid, b"v3".to_vec(), None).await.unwrap();
+    update(&mut a_events, obj.ghid, b"v3").await;
+    let echo = tokio::time::timeout(Duration::from_millis(300), b_events.recv()).await;
+    assert!(echo.is_err(), "the pusher got {echo:?}");
+
+    // A static object is locally immutable.
+    let s = a
+        .new_object(b"static".to_vec(), None, false, false)
+        .await
+        .unwrap();
+    assert!(!s.dynamic);
+    let e = a.push(s.ghid, b"nope".to_vec(), None).await.unwrap_err();
+    assert_eq!(code(e), "locally_immutable");
+
+    // An unknown op is answered and the session continues.
+    let e = a.call("frobnicate", map(vec![])).await.unwrap_err();
+    assert_eq!(e.kind(), Some(ErrorKind::UnknownOp));
+    assert_eq!(a.whoami().await.unwrap().fingerprint, a.fingerprint());
+
+    // A wrong token is refused.
+    let url = format!("ws://127.0.0.1:{port}/");
+    let e = HgxLink::connect(&url, &CapabilityToken::generate())
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), "access_denied");
+
+    // A hello without a token: refused, then closed.
+    let mut ws = raw_connect(port).await;
+    raw_send(&mut ws, request(1, "hello", map(vec![]))).await;
+    let reply = raw_recv(&mut ws).await.expect("a reply");
+    assert_eq!(err_code(&reply), Some("access_denied"), "{reply}");
+    assert_eq!(raw_recv(&mut ws).await, None, "closed after a failed hello");
+
+    // Any op before hello: refused, but the connection stays open for a hello.
+    let token = CapabilityToken::read_file(home.path()).unwrap();
+    let hello = || {
+        map(vec![
+            ("token", Value::Binary(token.as_bytes().to_vec())),
+            ("client", "raw".into()),
+        ])
+    };
+    let mut ws = raw_connect(port).await;
+    raw_send(&mut ws, request(1, "whoami", map(vec![]))).await;
+    let reply = raw_recv(&mut ws).await.unwrap();
+    assert_eq!(err_code(&reply), Some("access_denied"), "{reply}");
+    raw_send(&mut ws, request(2, "hello", hello())).await;
+    let reply = raw_recv(&mut ws).await.unwrap();
+    assert_eq!(get(&reply, "id"), Some(&Value::from(2)), "{reply}");
+    assert!(get(&reply, "ok").is_some_and(Value::is_map), "{reply}");
+
+    // Malformed frames (not msgpack; msgpack but not a request) are answered `malformed`
+    // and the session continues; so does an unknown op.
+    let frames: [&[u8]; 2] = [b"\xc1\xc1 not msgpack", b"\x2a"];
+    for frame in frames {
+        raw_send(&mut ws, frame.to_vec()).await;
+        let reply = raw_recv(&mut ws).await.expect("a reply, not a close");
+        assert_eq!(err_code(&reply), Some("malformed"), "{reply}");
+        assert_eq!(get(&reply, "id"), Some(&Value::Nil), "{reply}");
+    }
+    raw_send(&mut ws, request(3, "no_such_op", map(vec![]))).await;
+    let reply = raw_recv(&mut ws).await.unwrap();
+    assert_eq!(err_code(&reply), Some("unknown_op"), "{reply}");
+    assert_eq!(get(&reply, "id"), Some(&Value::from(3)));
+    raw_send(&mut ws, request(4, "whoami", map(vec![]))).await;
+    let reply = raw_recv(&mut ws).await.unwrap();
+    assert_eq!(get(&reply, "id"), Some(&Value::from(4)), "{reply}");
+    let who = get(&reply, "ok").expect("whoami succeeds");
+    assert_eq!(
+        get(who, "fingerprint"),
+        Some(&Value::Binary(a.fingerprint().as_bytes().to_vec()))
+    );
+
+    // A browser's handshake is refused before any token check.
+    let refused = awc::Client::default()
+        .ws(url.as_str())
+        .origin("http://evil.example")
+        .connect()
+        .await;
+    match refused {
+        Err(awc::error::WsClientError::InvalidResponseStatus(s)) => assert_eq!(s.as_u16(), 403),
+        Err(e) => panic!("expected HTTP 403, got {e}"),
+        Ok(_) => panic!("a browser origin was admitted"),
+    }
+    // The apps are unaffected by all of the above.
+    a.push(obj.ghid, b"v4".to_vec(), None).await.unwrap();
+    update(&mut b_events, obj.ghid, b"v4").await;
+}
+
+/// SIGTERM and a restart keep objects; a second machine logs in with only the account ids,
+/// the remote and the password, and reads (and follows) the object through the persister.
+#[actix_rt::test]
+async fn sigterm_restart_keeps_objects_and_a_second_machine_logs_in() {
+    let persister = Persister::start().await;
+    let home1 = Home::new(0, persister.port, None);
+    let (mut d1, port1) = home1.start(PASSWORD, Some(3)).await;
+    let (fp, uid) = home1.account();
+
+    let link = home1.link(port1).await;
+    let obj = link
+        .new_object(b"r0".to_vec(), None, true, false)
+        .await
+        .unwrap();
+    link.push(obj.ghid, b"r1".to_vec(), None).await.unwrap();
+    link.close();
+
+    d1.signal(libc::SIGTERM);
+    let st = d1.wait_exit(WAIT).await;
+    assert!(st.success(), "clean exit on SIGTERM: {st}\n{}", d1.stderr());
+    assert!(!home1.file("hgxd.pid").exists());
+    assert!(!home1.file("ipc.token").exists());
+
+    let (_d1, port1) = home1.start(PASSWORD, None).await;
+    let a = home1.link(port1).await;
+    assert_eq!(a.get(obj.ghid).await.unwrap().state, b"r1");
+    a.push(obj.ghid, b"r2".to_vec(), None).await.unwrap();
+
+    // Machine 2: nothing but the ids, the remote and the password.
+    let home2 = Home::new(0, persister.port, Some((&fp, &uid)));
+    let (_d2, port2) = home2.start(PASSWORD, None).await;
+    let (st, out, err) = home2.run(None, &["whoami"]).await;
+    assert!(st.success(), "{err}");
+    assert!(
+        out.contains(&format!("fingerprint: {fp}")) && out.contains(&uid),
+        "{out}"
+    );
+    let b = home2.link(port2).await;
+    assert_eq!(
+        (b.fingerprint().as_str(), b.user_id().as_str()),
+        (fp.clone(), uid.clone())
+    );
+    let mut b_events = b.events();
+    let seen = get_until(&b, obj.ghid, b"r2").await;
+    assert_eq!(seen.author.as_str(), fp);
+    // And it follows machine 1's pushes.
+    a.push(obj.ghid, b"r3".to_vec(), None).await.unwrap();
+    update(&mut b_events, obj.ghid, b"r3").await;
+}
