@@ -152,9 +152,10 @@ async fn start_persister(dir: &Path) -> (Proc, u16) {
 /// Starts `hgxd` in `home` (config written here): first run imports TEST_AGENT1, a second
 /// device gets `user` (fingerprint, user_id) only.
 async fn start_hgxd(home: &Path, persister_port: u16, user: Option<(&str, &str)>) -> (Proc, u16) {
+    let verbosity = std::env::var("APP_LATENCY_HGXD_VERBOSITY").unwrap_or_else(|_| "warning".into());
     let mut yml = format!(
         "process:\n  ghidcache: ./ghidcache\n  logdir: ./logs\n  pid_file: ./hgxd.pid\n  \
-         ipc_port: 0\ninstrumentation:\n  verbosity: warning\n\
+         ipc_port: 0\ninstrumentation:\n  verbosity: {verbosity}\n\
          remotes:\n  - host: 127.0.0.1\n    port: {persister_port}\n    tls: false\n"
     );
     if let Some((fp, uid)) = user {
@@ -307,11 +308,11 @@ async fn bench() {
     let (_persister, pport) = start_persister(pdir.path()).await;
     let (_d1, port1) = start_hgxd(h1.path(), pport, None).await;
     let (fp, uid) = account(h1.path());
-    let (_d2, port2) = start_hgxd(h2.path(), pport, Some((&fp, &uid))).await;
+    let (d2, port2) = start_hgxd(h2.path(), pport, Some((&fp, &uid))).await;
     let a = HgxLink::connect_home(h1.path(), port1).await.unwrap();
     let c = HgxLink::connect_home(h1.path(), port1).await.unwrap();
     let b = HgxLink::connect_home(h2.path(), port2).await.unwrap();
-    let (persister, _notes) = PersisterClient::connect(&format!("ws://127.0.0.1:{pport}/ws"))
+    let (persister, mut notes) = PersisterClient::connect(&format!("ws://127.0.0.1:{pport}/ws"))
         .await
         .unwrap();
     let seen_b = record_updates(&b);
@@ -367,11 +368,40 @@ async fn bench() {
         .ghid;
     get_until(&b, sobj, &state("seq", 0)).await;
     let c0 = frame_counter(&persister, &sobj).await;
+    let probe: Rc<RefCell<Vec<u64>>> = Rc::default();
+    if std::env::var("APP_LATENCY_DEBUG").is_ok() {
+        persister.subscribe(&sobj).await.unwrap();
+        let probe = probe.clone();
+        actix_rt::spawn(async move {
+            while let Some(n) = notes.recv().await {
+                if let Ok(Object::Gobd(f)) = Object::decode(&n.object, Policy::STRICT) {
+                    probe.borrow_mut().push(f.counter);
+                }
+            }
+        });
+    }
     let seq_t0 = Instant::now();
     for i in 1..=seq {
         a.push(sobj, state("seq", i), None).await.unwrap();
     }
     let seq_elapsed = seq_t0.elapsed();
+    if std::env::var("APP_LATENCY_DEBUG").is_ok() {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let sb = seen_b.borrow().count.get(&sobj).copied();
+        let gone = d2.lines.lock().unwrap().iter().filter(|l| l.contains("container of a pulled frame is gone")).count();
+        eprintln!("DEBUG d2 'container gone' lines: {gone}");
+        eprintln!("DEBUG probe notifications: {:?}", probe.borrow());
+        eprintln!("DEBUG seq: B updates {sb:?}, persister counter {} (c0 {c0})", frame_counter(&persister, &sobj).await);
+        let v = b.get(sobj).await.unwrap();
+        eprintln!("DEBUG B get: {}", String::from_utf8_lossy(&v.state[..10]));
+        let v = b.sync(sobj).await.unwrap();
+        eprintln!("DEBUG B sync: {}", String::from_utf8_lossy(&v.state[..10]));
+        let v = a.get(sobj).await.unwrap();
+        eprintln!("DEBUG A get: {}", String::from_utf8_lossy(&v.state[..10]));
+        let mut states: Vec<_> = seen_b.borrow().at.iter().filter(|((g, _), _)| *g == sobj).map(|((_, st), t)| (*t, String::from_utf8_lossy(&st[..10]).into_owned())).collect();
+        states.sort();
+        eprintln!("DEBUG B saw: {:?}", states.iter().map(|x| &x.1).collect::<Vec<_>>());
+    }
     let seq_b_final = wait_seen(&seen_b, sobj, &state("seq", seq)).await;
     let seq_frames = frame_counter(&persister, &sobj).await - c0;
     let seq_updates_b = seen_b.borrow().count.get(&sobj).copied().unwrap_or(0);

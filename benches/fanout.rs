@@ -29,12 +29,21 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+#[path = "fanout/cpu.rs"]
+mod cpu;
+#[path = "fanout/daemon.rs"]
 mod daemon;
+#[path = "fanout/drive.rs"]
 mod drive;
+#[path = "fanout/persister.rs"]
 mod persister;
+#[path = "fanout/plot.rs"]
 mod plot;
+#[path = "fanout/redis.rs"]
 mod redis;
+#[path = "fanout/stats.rs"]
 mod stats;
+#[path = "fanout/subs.rs"]
 mod subs;
 
 use std::path::PathBuf;
@@ -70,6 +79,15 @@ impl Level {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum Baseline {
     Redis,
+}
+
+/// Where the persister's and the daemons' ghidcaches live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Ghidcache {
+    /// A temporary directory on disk ($TMPDIR): acknowledged writes cost a real fsync.
+    Disk,
+    /// RAM (/dev/shm; the persister uses sled's temporary store, as the tests do).
+    Tmpfs,
 }
 
 /// Object fanout: one publisher, N subscribers, persister or daemon level, optionally side
@@ -116,6 +134,9 @@ struct Args {
     /// Updates in flight in a saturated run.
     #[arg(long, default_value_t = 32)]
     window: usize,
+    /// Where the persister's and the daemons' sled ghidcaches live.
+    #[arg(long, value_enum, default_value = "disk")]
+    ghidcache: Ghidcache,
     /// Daemon level: daemons of the account. Subscribers are spread over daemons 1..K-1
     /// (further devices: every update crosses the persister); K = 1 puts them on the
     /// publisher's own daemon.
@@ -243,9 +264,17 @@ fn follow(
     n: usize,
     shared: &Shared,
     publisher: persister::Publisher,
-) -> PubReport {
+) -> Followed {
     let total = n as u64 * shared.final_seq;
     let pb = progress(ctx, label, total);
+    let others: Vec<(u32, &str)> = ctx
+        .redis
+        .iter()
+        .map(|r| (r.pid(), "redis-server"))
+        .collect();
+    let pids: Vec<u32> = others.iter().map(|o| o.0).collect();
+    let load0 = cpu::load1();
+    let cpu0 = cpu::snapshot(&pids);
     let _ = publisher.go.send(());
     let join = publisher.join;
     let mut finished_at: Option<Instant> = None;
@@ -262,12 +291,26 @@ fn follow(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    let cpu1 = cpu::snapshot(&pids);
     pb.set_position(shared.delivered.load(Ordering::Relaxed));
     pb.finish_and_clear();
-    join.join().unwrap_or_else(|_| PubReport {
+    let report = join.join().unwrap_or_else(|_| PubReport {
         first_error: Some("publisher panicked".into()),
         ..PubReport::default()
-    })
+    });
+    let mut cpu_s = cpu::diff(&cpu0, &cpu1, &others);
+    cpu_s.retain(|_, v| *v >= 0.01);
+    Followed {
+        report,
+        cpu_s,
+        load1: (load0, cpu::load1()),
+    }
+}
+
+struct Followed {
+    report: PubReport,
+    cpu_s: std::collections::BTreeMap<String, f64>,
+    load1: (f64, f64),
 }
 
 fn result(
@@ -276,9 +319,10 @@ fn result(
     n: usize,
     mode: Mode,
     shared: &Shared,
-    report: &PubReport,
+    followed: Followed,
     logs: Vec<stats::ThreadLog>,
 ) -> RunResult {
+    let report = &followed.report;
     let d = stats::aggregate(shared, logs);
     let mut notes = Vec::new();
     if let Some(e) = &report.first_error {
@@ -314,6 +358,9 @@ fn result(
         missing_final: d.missing_final,
         bad: shared.bad.load(Ordering::Relaxed),
         publish_errors: report.errors,
+        ack_latency_ms: stats::Latency::of(report.ack_ns.clone()),
+        cpu_s: followed.cpu_s,
+        load1: followed.load1,
         notes,
     }
 }
@@ -326,7 +373,7 @@ fn channel(ctx: &mut Ctx) -> Vec<u8> {
 fn run_persister(ctx: &mut Ctx, n: usize, mode: Mode) -> Result<RunResult, String> {
     let pre = ctx.presigned.clone().expect("presigned");
     let shared = Arc::new(Shared::new(mode.updates()));
-    let p = persister::PersisterProc::start(ctx.args.workers)?;
+    let p = persister::PersisterProc::start(ctx.args.workers, ctx.args.ghidcache == Ghidcache::Disk)?;
     let publisher = persister::publisher(
         p.url.clone(),
         pre.clone(),
@@ -342,11 +389,11 @@ fn run_persister(ctx: &mut Ctx, n: usize, mode: Mode) -> Result<RunResult, Strin
     });
     let pool = subs::start(target, n, ctx.args.client_threads, shared.clone())?;
     let label = format!("persister N={n} {}", mode.name());
-    let report = follow(ctx, &label, n, &shared, publisher);
+    let followed = follow(ctx, &label, n, &shared, publisher);
     let logs = pool.stop();
     let frames = p.frame_counter(&pre.dynamic);
     let hub = p.stop();
-    let mut r = result(Level::Persister, "persister", n, mode, &shared, &report, logs);
+    let mut r = result(Level::Persister, "persister", n, mode, &shared, followed, logs);
     r.frames = frames;
     if let Some(h) = hub {
         r.notes.push(format!(
@@ -396,15 +443,19 @@ fn run_redis(ctx: &mut Ctx, level: Level, n: usize, mode: Mode) -> Result<RunRes
     )?;
     let pool = subs::start(Arc::new(target), n, ctx.args.client_threads, shared.clone())?;
     let label = format!("redis({}) N={n} {}", level.name(), mode.name());
-    let report = follow(ctx, &label, n, &shared, publisher);
+    let followed = follow(ctx, &label, n, &shared, publisher);
     let logs = pool.stop();
-    Ok(result(level, "redis", n, mode, &shared, &report, logs))
+    Ok(result(level, "redis", n, mode, &shared, followed, logs))
 }
 
 fn run_daemon(ctx: &mut Ctx, n: usize, mode: Mode) -> Result<RunResult, String> {
     let shared = Arc::new(Shared::new(mode.updates()));
-    let p = persister::PersisterProc::start(ctx.args.workers)?;
-    let dirs = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let p = persister::PersisterProc::start(ctx.args.workers, ctx.args.ghidcache == Ghidcache::Disk)?;
+    let dirs = match ctx.args.ghidcache {
+        Ghidcache::Disk => tempfile::tempdir(),
+        Ghidcache::Tmpfs => tempfile::tempdir_in("/dev/shm"),
+    }
+    .map_err(|e| e.to_string())?;
     let k = ctx.args.daemons.max(1);
     let identity = common::fixture(1);
     let daemons = daemon::start_account(&dirs, &p.url, identity, k)?;
@@ -451,17 +502,21 @@ fn run_daemon(ctx: &mut Ctx, n: usize, mode: Mode) -> Result<RunResult, String> 
         }
     };
     let label = format!("daemon N={n} {}", mode.name());
-    let report = follow(ctx, &label, n, &shared, publisher);
+    let followed = follow(ctx, &label, n, &shared, publisher);
+    let upstream = followed
+        .report
+        .extra
+        .iter()
+        .find(|(k, _)| k == "upstream_s")
+        .map(|x| x.1);
     let logs = pool.stop();
     let frames1 = p.frame_counter(&setup.ghid).unwrap_or(0);
     stop_all(daemons, p);
-    let mut r = result(Level::Daemon, "daemon", n, mode, &shared, &report, logs);
+    let mut r = result(Level::Daemon, "daemon", n, mode, &shared, followed, logs);
     let frames = frames1.saturating_sub(frames0);
     r.frames = Some(frames);
-    if let Some((_, up)) = report.extra.iter().find(|(k, _)| k == "upstream_s") {
-        if *up > 0.0 {
-            r.frames_per_s = Some(frames as f64 / up);
-        }
+    if let Some(up) = upstream.filter(|up| *up > 0.0) {
+        r.frames_per_s = Some(frames as f64 / up);
     }
     let msg = if setup.has_share {
         "share op present (apps still on same-account devices)"
@@ -528,6 +583,20 @@ fn print_table(results: &[RunResult]) {
             r.lost,
             r.bad,
             r.frames_per_s.map_or("-".into(), |f| format!("{f:.1}"))
+        );
+        let cpu: Vec<String> = r
+            .cpu_s
+            .iter()
+            .map(|(k, v)| format!("{k} {v:.2}"))
+            .collect();
+        println!(
+            "{:>16}ack p50/p99 {}/{} ms; load {:.1}->{:.1}; cpu s: {}",
+            "",
+            fmt_ms(r.ack_latency_ms.p50),
+            fmt_ms(r.ack_latency_ms.p99),
+            r.load1.0,
+            r.load1.1,
+            cpu.join(", ")
         );
         for note in &r.notes {
             println!("{:>16}{note}", "");
@@ -684,9 +753,9 @@ fn main() -> ExitCode {
     drop(ctx.redis.take());
 
     println!(
-        "\nfanout — {nproc} cores ({model}), payload {} B, verify {:?}, {} client thread(s); \
+        "\nfanout — {nproc} cores ({model}), payload {} B, verify {:?}, ghidcache {:?}, {} client thread(s); \
          raw RSA-4096 sign {sign1:.0}/s/thread ({sign_all:.0}/s all cores), verify {verify1:.0}/s/thread ({verify_all:.0}/s)",
-        ctx.args.payload, ctx.args.verify, ctx.args.client_threads
+        ctx.args.payload, ctx.args.verify, ctx.args.ghidcache, ctx.args.client_threads
     );
     print_table(&results);
     for n in &ctx.notes {
@@ -739,6 +808,7 @@ fn main() -> ExitCode {
             "baseline": redis_version.as_ref().map(|_| "redis"),
             "verify": ctx.args.verify, "client_threads": ctx.args.client_threads,
             "workers": ctx.args.workers, "window": ctx.args.window, "daemons": ctx.args.daemons,
+            "ghidcache": format!("{:?}", ctx.args.ghidcache).to_lowercase(),
         },
         "redis_version": redis_version,
         "raw_rsa4096_pss_sha512": {

@@ -1,6 +1,7 @@
 //! `hgxd`: the Hypergolix daemon and its tools. Parses arguments and calls the library;
 //! nothing else lives here. Add a subcommand as a `Command` variant and one `match` arm.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -98,7 +99,11 @@ fn main() -> ExitCode {
         Some(Command::Run(flags)) => run(cli.config, flags),
         Some(Command::Whoami) => match hgxd::whoami(cli.config.as_deref()) {
             Ok((fingerprint, user_id)) => {
-                println!("fingerprint: {fingerprint}\nuser_id:     {user_id}");
+                // A closed pipe (`hgxd whoami | head -1`) is not an error worth a panic.
+                let _ = writeln!(
+                    std::io::stdout().lock(),
+                    "fingerprint: {fingerprint}\nuser_id:     {user_id}"
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -57,7 +57,12 @@ async fn shared_object_reaches_the_handler_and_follows_every_push() {
     );
     let seen = b.link.get(obj.ghid).await.unwrap();
     assert_eq!(
-        (seen.state.as_slice(), seen.author, seen.api_id, seen.dynamic),
+        (
+            seen.state.as_slice(),
+            seen.author,
+            seen.api_id,
+            seen.dynamic
+        ),
         (&b"s0"[..], alice.fingerprint(), Some(api), true)
     );
     assert_eq!(
@@ -77,10 +82,17 @@ async fn shared_object_reaches_the_handler_and_follows_every_push() {
         .iter()
         .map(|s| String::from_utf8_lossy(&s[1..]).parse().unwrap())
         .collect();
-    assert!(order.windows(2).all(|w| w[0] < w[1]), "out of order: {order:?}");
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "out of order: {order:?}"
+    );
     assert_eq!(b.link.get(obj.ghid).await.unwrap().state, b"s10");
     // Bob's copy is read-only.
-    let e = b.link.push(obj.ghid, b"bob".to_vec(), None).await.unwrap_err();
+    let e = b
+        .link
+        .push(obj.ghid, b"bob".to_vec(), None)
+        .await
+        .unwrap_err();
     assert_eq!(e.kind(), Some(ErrorKind::LocallyImmutable));
     a.quiet().await;
 
@@ -116,7 +128,10 @@ async fn owners_delete_reaches_the_recipient_unless_it_holds() {
     b.link.hold(kept.ghid).await.unwrap();
     bob.drained().await;
 
-    a.link.push(kept.ghid, b"kept 2".to_vec(), None).await.unwrap();
+    a.link
+        .push(kept.ghid, b"kept 2".to_vec(), None)
+        .await
+        .unwrap();
     b.until_state(kept.ghid, b"kept 2").await;
     a.link.delete(kept.ghid).await.unwrap();
     a.link.delete(gone.ghid).await.unwrap();
@@ -283,4 +298,64 @@ async fn the_users_other_apps_are_offered_its_new_public_objects() {
     maker.quiet().await;
     unrelated.quiet().await;
     alice.stop().await;
+}
+
+/// `get`s `ghid` until it opens with `state` (the last frames may still be on their way to
+/// the daemon), then discards it.
+async fn get_until(app: &App, ghid: Ghid, state: &[u8]) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let got = app.link.get(ghid).await.unwrap();
+        app.link.discard(ghid).await.unwrap();
+        if got.state == state {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "stuck at {got:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[actix_rt::test]
+async fn a_shared_object_is_followed_even_while_no_app_tracks_it() {
+    let (ad, bd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (p, alice, bob) = two_users(ad.path(), bd.path()).await;
+    let api = api_id(14);
+    let mut a = alice.app().await;
+    let obj = a
+        .link
+        .new_object(b"f0".to_vec(), Some(api), true, false)
+        .await
+        .unwrap();
+    a.link.share(obj.ghid, bob.fingerprint()).await.unwrap();
+    assert!(share_result(&mut a).await.2);
+    // More pushes than a frame's target vector holds, with nobody at Bob's tracking it.
+    for i in 1..=12 {
+        a.link
+            .push(obj.ghid, format!("f{i}").into_bytes(), None)
+            .await
+            .unwrap();
+    }
+    alice.drained().await;
+    let b = bob.app().await;
+    get_until(&b, obj.ghid, b"f12").await;
+
+    // And after a restart of Bob's daemon (followed again, though nothing tracks it).
+    let bob_id = bob.daemon.user_id();
+    bob.stop().await;
+    let bob = Node::open(bd.path(), &[&p.url], 2, bob_id).await;
+    bob.drained().await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await; // subscribed
+    for i in 13..=24 {
+        a.link
+            .push(obj.ghid, format!("f{i}").into_bytes(), None)
+            .await
+            .unwrap();
+    }
+    alice.drained().await;
+    let b = bob.app().await;
+    get_until(&b, obj.ghid, b"f24").await;
+
+    alice.stop().await;
+    bob.stop().await;
+    p.stop().await;
 }

@@ -36,11 +36,7 @@ async fn hello_announces_the_sharing_ops_with_their_arguments() {
         assert_eq!(ops[op].args, args, "{op}");
     }
     assert_eq!(ops["register_token"].defaults["token"], Value::Nil);
-    assert!(link
-        .hello_info()
-        .events
-        .iter()
-        .any(|e| e == "share_result"));
+    assert!(link.hello_info().events.iter().any(|e| e == "share_result"));
     server.stop(true).await;
 }
 
@@ -64,7 +60,12 @@ async fn every_sharing_op_round_trips_through_the_client() {
         Some(ErrorKind::TokenInUse)
     );
     let obj = a
-        .new_object(b"x".to_vec(), Some(Ghid::new(Algo::DUMMY, [4; 64])), true, false)
+        .new_object(
+            b"x".to_vec(),
+            Some(Ghid::new(Algo::DUMMY, [4; 64])),
+            true,
+            false,
+        )
         .await
         .unwrap();
     a.register_startup(obj.ghid).await.unwrap();

@@ -9,7 +9,8 @@ use hypergolix::ipc::{ClientError, ErrorKind};
 use share_support::*;
 
 fn kind(e: ClientError) -> ErrorKind {
-    e.kind().unwrap_or_else(|| panic!("not a daemon error: {e}"))
+    e.kind()
+        .unwrap_or_else(|| panic!("not a daemon error: {e}"))
 }
 
 #[actix_rt::test]
@@ -128,9 +129,16 @@ async fn private_objects_belong_to_their_token() {
         .await
         .unwrap_err();
     assert_eq!(kind(e), ErrorKind::Unsharable);
-    assert_eq!(e_code(&owner, secret.ghid, bob.fingerprint()).await, "unsharable");
+    assert_eq!(
+        e_code(&owner, secret.ghid, bob.fingerprint()).await,
+        "unsharable"
+    );
     let frozen = owner.link.freeze(secret.ghid).await.unwrap();
-    let e = owner.link.share(frozen, bob.fingerprint()).await.unwrap_err();
+    let e = owner
+        .link
+        .share(frozen, bob.fingerprint())
+        .await
+        .unwrap_err();
     assert_eq!(kind(e), ErrorKind::Unsharable);
     let e = stranger.link.get(frozen).await.unwrap_err();
     assert_eq!(kind(e), ErrorKind::AccessDenied);
@@ -153,7 +161,10 @@ async fn private_objects_belong_to_their_token() {
         .await
         .unwrap();
     assert_eq!(stranger.link.get(secret.ghid).await.unwrap().state, b"ours");
-    back.link.share(secret.ghid, bob.fingerprint()).await.unwrap();
+    back.link
+        .share(secret.ghid, bob.fingerprint())
+        .await
+        .unwrap();
 
     alice.stop().await;
     bob.stop().await;

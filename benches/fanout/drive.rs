@@ -48,6 +48,8 @@ pub struct PubReport {
     pub secs: f64,
     /// Extra figures (daemon level: frames that reached the persister and when).
     pub extra: Vec<(String, f64)>,
+    /// Send-to-acknowledgement time of each update, ns.
+    pub ack_ns: Vec<u64>,
 }
 
 /// Sends updates 1..=M through `send(seq)` on the schedule of `mode`. Must run on an actix
@@ -60,8 +62,11 @@ where
 {
     let m = mode.updates();
     let mut report = PubReport::default();
-    let mut note = |r: Result<(), String>, report: &mut PubReport| {
+    let note = |r: Result<u64, String>, report: &mut PubReport| {
         report.sent += 1;
+        if let Ok(ns) = r {
+            report.ack_ns.push(ns);
+        }
         if let Err(e) = r {
             report.errors += 1;
             report.first_error.get_or_insert(e);
@@ -76,7 +81,8 @@ where
                     let fut = send(seq);
                     async move {
                         shared.mark_sent(seq);
-                        fut.await
+                        let t = shared.now_ns();
+                        fut.await.map(|()| shared.now_ns() - t)
                     }
                 })
                 .buffered(window.max(1))
@@ -96,7 +102,8 @@ where
                 let fut = send(seq);
                 tasks.push(actix_rt::spawn(async move {
                     shared.mark_sent(seq);
-                    fut.await
+                    let t = shared.now_ns();
+                    fut.await.map(|()| shared.now_ns() - t)
                 }));
             }
             for t in tasks {

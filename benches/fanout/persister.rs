@@ -112,14 +112,24 @@ pub fn presign(a: &FirstParty, payload: usize, count: usize) -> Presigned {
 pub struct PersisterProc {
     pub url: String,
     archive: Archive,
+    /// The on-disk ghidcache (None: sled's temporary store, which lives in /dev/shm).
+    _dir: Option<tempfile::TempDir>,
     stop: Option<oneshot::Sender<()>>,
     stats: std_mpsc::Receiver<HubStats>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl PersisterProc {
-    /// `workers` HTTP workers (0 = one per core), a temporary ghidcache.
-    pub fn start(workers: usize) -> Result<PersisterProc, String> {
+    /// `workers` HTTP workers (0 = one per core); the ghidcache in a new temporary
+    /// directory on disk (`on_disk`: every acknowledged publish costs a real fsync) or in
+    /// sled's temporary store (/dev/shm, RAM).
+    pub fn start(workers: usize, on_disk: bool) -> Result<PersisterProc, String> {
+        let dir = if on_disk {
+            Some(tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?)
+        } else {
+            None
+        };
+        let ghidcache = dir.as_ref().map(|d| d.path().join("ghidcache"));
         let (tx, rx) = std_mpsc::channel();
         let (stats_tx, stats_rx) = std_mpsc::channel();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -127,7 +137,7 @@ impl PersisterProc {
             .name("fanout-persister".into())
             .spawn(move || {
                 actix_rt::System::new().block_on(async move {
-                    let mut settings = Settings::local(None);
+                    let mut settings = Settings::local(ghidcache);
                     settings.workers = workers;
                     let running = match server::start(settings).await {
                         Ok(r) => r,
@@ -149,6 +159,7 @@ impl PersisterProc {
         Ok(PersisterProc {
             url,
             archive,
+            _dir: dir,
             stop: Some(stop_tx),
             stats: stats_rx,
             thread: Some(thread),

@@ -310,6 +310,9 @@ impl Publisher {
                         Ok(Some((v, used))) => {
                             let r = match v {
                                 Val::Int(n) => Ok(n),
+                                Val::Error(r) => {
+                                    Err(format!("redis: {}", String::from_utf8_lossy(&buf[r])))
+                                }
                                 other => Err(format!("unexpected reply {other:?}")),
                             };
                             let _ = buf.split_to(used);

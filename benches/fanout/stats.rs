@@ -180,6 +180,13 @@ pub struct RunResult {
     /// Deliveries that failed decoding / verification or came out of order.
     pub bad: u64,
     pub publish_errors: u64,
+    /// Publisher's send-to-acknowledgement time per update.
+    pub ack_latency_ms: Latency,
+    /// CPU seconds by thread group (this process) and by helper process (redis-server)
+    /// from the publisher's start to the last delivery.
+    pub cpu_s: std::collections::BTreeMap<String, f64>,
+    /// 1-minute load average before and after the run (the machine may be shared).
+    pub load1: (f64, f64),
     pub notes: Vec<String>,
 }
 

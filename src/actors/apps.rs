@@ -269,6 +269,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn tokens_bind_once_per_session_and_per_live_session() {
+        let reg = AppRegistry::default();
+        let (tx, _rx) = mpsc::channel(1);
+        let (a, b) = (reg.connect(tx.clone()), reg.connect(tx));
+        reg.set_token(a, [1; 16]).unwrap();
+        assert!(matches!(
+            reg.set_token(a, [2; 16]),
+            Err(DaemonError::AlreadySet(_))
+        ));
+        assert!(matches!(
+            reg.set_token(b, [1; 16]),
+            Err(DaemonError::TokenInUse)
+        ));
+        assert_eq!(reg.with_token(&[1; 16]), vec![a]);
+        reg.disconnect(a);
+        reg.set_token(b, [1; 16]).unwrap();
+        assert_eq!(reg.token(b), Some([1; 16]));
+    }
+
+    #[tokio::test]
+    async fn share_handlers_are_per_session() {
+        let reg = AppRegistry::default();
+        let (tx, _rx) = mpsc::channel(1);
+        let (a, b) = (reg.connect(tx.clone()), reg.connect(tx));
+        let api = Ghid::new(Algo::DUMMY, [3; 64]);
+        assert!(reg.add_handler(b, api) && reg.add_handler(a, api));
+        assert_eq!(reg.handlers(&api), vec![a, b]);
+        assert!(reg.remove_handler(a, &api));
+        assert!(!reg.remove_handler(a, &api));
+        reg.disconnect(b);
+        assert!(reg.handlers(&api).is_empty());
+        assert!(!reg.add_handler(b, api));
+    }
+
+    #[tokio::test]
     async fn full_channel_coalesces_updates_and_keeps_the_latest() {
         let reg = AppRegistry::default();
         let (tx, mut rx) = mpsc::channel(1);

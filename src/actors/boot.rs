@@ -136,6 +136,9 @@ pub async fn boot(
             inbox,
         ));
     }
+    for ghid in core.followed()? {
+        core.subscribe(ghid);
+    }
     if !created.is_empty() {
         core.outbox.enqueue(&created)?;
         core.vault.flush().await?;

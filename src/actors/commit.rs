@@ -150,7 +150,13 @@ pub async fn create(
         container: geoc.ghid,
     };
     if private {
-        core.put_meta(&ghid, &ObjectMeta { private })?;
+        core.put_meta(
+            &ghid,
+            &ObjectMeta {
+                private,
+                ..ObjectMeta::default()
+            },
+        )?;
     }
     let record = SecretRecord {
         stored: stored.clone(),
@@ -249,11 +255,7 @@ pub async fn load(core: &DaemonCore, ghid: Ghid) -> Result<Loaded, DaemonError> 
             if frame.dynamic != ghid {
                 return Err(not_found());
             }
-            let target = frame.target();
-            let cbytes = core.local_or_fetch(&target).await?.ok_or_else(not_found)?;
-            let Object::Geoc(geoc) = decode(&cbytes)? else {
-                return Err(DaemonError::NotFound(format!("container {target}")));
-            };
+            let (frame, geoc) = with_container(core, frame).await?;
             let secret = find_secret(core, &ghid, &frame)
                 .await
                 .ok_or_else(|| DaemonError::UnknownSecret(ghid.to_string()))?;
@@ -298,6 +300,34 @@ pub async fn load(core: &DaemonCore, ghid: Ghid) -> Result<Loaded, DaemonError> 
         Object::Gobs(b) if b.target != ghid => Box::pin(load(core, b.target)).await,
         _ => Err(not_found()),
     }
+}
+
+/// `frame` and its container; when that container is gone (a stale local frame, replaced
+/// upstream), the current frame from the remotes and its container.
+async fn with_container(core: &DaemonCore, frame: Gobd) -> Result<(Gobd, Geoc), DaemonError> {
+    let ghid = frame.dynamic;
+    let not_found = || DaemonError::NotFound(format!("the current container of {ghid}"));
+    let as_geoc = |bytes: Vec<u8>| match decode(&bytes)? {
+        Object::Geoc(c) => Ok(c),
+        _ => Err(not_found()),
+    };
+    if let Some(c) = core.local_or_fetch(&frame.target()).await? {
+        return Ok((frame, as_geoc(c)?));
+    }
+    let bytes = core.fetch(&ghid).await.ok_or_else(not_found)?;
+    match core.ingest_fetched(bytes.clone()).await {
+        Ok(_) | Err(DaemonError::Persist(PersistError::IllegalFrame(_))) => {}
+        Err(e) => return Err(e),
+    }
+    let newer = match decode(&bytes)? {
+        Object::Gobd(f) if f.dynamic == ghid && f.counter > frame.counter => f,
+        _ => return Err(not_found()),
+    };
+    let c = core
+        .local_or_fetch(&newer.target())
+        .await?
+        .ok_or_else(not_found)?;
+    Ok((newer, as_geoc(c)?))
 }
 
 /// Who binds `ghid` and whether it is dynamic, without opening it (local, else remotes).
@@ -360,7 +390,13 @@ pub async fn freeze(core: &DaemonCore, obj: &Loaded) -> Result<Ghid, DaemonError
         counter: 0,
     };
     if obj.private {
-        core.put_meta(&container, &ObjectMeta { private: true })?;
+        core.put_meta(
+            &container,
+            &ObjectMeta {
+                private: true,
+                ..ObjectMeta::default()
+            },
+        )?;
         // The snapshot belongs to the same app token as the object.
         let ghid = obj.ghid;
         core.ledger.edit(move |a| {

@@ -18,8 +18,8 @@ use tokio::task::JoinHandle;
 
 use super::api::{AppEvent, AppId, AppToken, ObjectView};
 use super::commit;
-use super::dispatch;
 use super::daemon_core::DaemonCore;
+use super::dispatch;
 use super::error::DaemonError;
 use super::object::{self, ObjectHandle, ObjectMsg};
 use super::pull;
@@ -372,7 +372,11 @@ impl DaemonHandle {
     }
 
     /// This session handles incoming shares of `api_id` (kept ones are offered at once).
-    pub async fn register_share_handler(&self, app: AppId, api_id: Ghid) -> Result<(), DaemonError> {
+    pub async fn register_share_handler(
+        &self,
+        app: AppId,
+        api_id: Ghid,
+    ) -> Result<(), DaemonError> {
         let _pass = self.core.gate.enter()?;
         self.check_app(app)?;
         dispatch::register_share_handler(&self.core, app, api_id).await

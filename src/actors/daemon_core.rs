@@ -41,11 +41,14 @@ pub struct SecretRecord {
     pub counter: u64,
 }
 
-/// What the account does not keep about an object: whether an app created it private.
+/// What the account does not keep about an object: whether an app created it private, and
+/// whether this daemon follows it (keeps it subscribed while running, tracked or not: an
+/// object shared with us, whose secret only keeps up by ratcheting along every frame).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ObjectMeta {
     pub private: bool,
+    pub followed: bool,
 }
 
 fn key(prefix: &[u8], ghid: &Ghid) -> Vec<u8> {
@@ -174,7 +177,9 @@ impl DaemonCore {
         None
     }
 
-    /// Local first, then the remotes (the fetched bytes are ingested locally).
+    /// Local first, then the remotes (the fetched bytes are ingested locally). A container
+    /// nothing binds here yet comes with its static bindings (a container is only accepted
+    /// bound).
     pub async fn local_or_fetch(&self, ghid: &Ghid) -> Result<Option<Vec<u8>>, DaemonError> {
         if let Some(b) = self.local(ghid)? {
             return Ok(Some(b));
@@ -184,9 +189,41 @@ impl DaemonCore {
                 Ok(_) => Ok(Some(b)),
                 // Deleted here already; the remote has not heard yet.
                 Err(DaemonError::Persist(PersistError::AlreadyDebound(_))) => Ok(None),
+                Err(DaemonError::Persist(PersistError::UnboundContainer(_))) => {
+                    self.fetch_bindings(ghid).await;
+                    match self.ingest_fetched(b.clone()).await {
+                        Ok(_) => Ok(Some(b)),
+                        Err(e) => Err(e),
+                    }
+                }
                 Err(e) => Err(e),
             },
             None => Ok(None),
+        }
+    }
+
+    /// Fetches and ingests the static bindings (GOBS) the remotes list for `target`.
+    async fn fetch_bindings(&self, target: &Ghid) {
+        for r in &self.remotes {
+            let Some(bindings) = r.bindings(target).await else {
+                continue;
+            };
+            let mut any = false;
+            for b in bindings {
+                let Some(bytes) = r.get(&b).await else {
+                    continue;
+                };
+                let is_gobs = matches!(
+                    Object::decode(&bytes, Policy::STRICT),
+                    Ok(Object::Gobs(ref g)) if g.target == *target
+                );
+                if is_gobs && self.ingest_fetched(bytes).await.is_ok() {
+                    any = true;
+                }
+            }
+            if any {
+                return;
+            }
         }
     }
 
@@ -221,6 +258,29 @@ impl DaemonCore {
 
     pub fn put_meta(&self, ghid: &Ghid, meta: &ObjectMeta) -> Result<(), DaemonError> {
         self.vault.put(&key(META_PREFIX, ghid), meta)
+    }
+
+    /// Keeps the dynamic object `ghid` subscribed while the daemon runs, across restarts
+    /// (until it is deleted), whether or not an app tracks it.
+    pub fn follow(&self, ghid: Ghid) -> Result<(), DaemonError> {
+        let mut meta = self.meta(&ghid)?;
+        if !meta.followed {
+            meta.followed = true;
+            self.put_meta(&ghid, &meta)?;
+        }
+        self.subscribe(ghid);
+        Ok(())
+    }
+
+    /// Every followed object.
+    pub fn followed(&self) -> Result<Vec<Ghid>, DaemonError> {
+        Ok(self
+            .vault
+            .scan_prefix::<ObjectMeta>(META_PREFIX)?
+            .into_iter()
+            .filter(|(_, m)| m.followed)
+            .filter_map(|(k, _)| Ghid::from_bytes(&k[META_PREFIX.len()..]).ok())
+            .collect())
     }
 
     /// Subscribes `dynamic` upstream on every remote (and catches up on it).

@@ -216,8 +216,14 @@ pub fn offer(
     let mut n = 0;
     for app in core.apps.handlers(&api) {
         if Some(app) != skip {
-            core.apps
-                .send(app, AppEvent::Share { ghid, origin, api_id });
+            core.apps.send(
+                app,
+                AppEvent::Share {
+                    ghid,
+                    origin,
+                    api_id,
+                },
+            );
             n += 1;
         }
     }
@@ -240,14 +246,4 @@ pub fn offer_or_keep(core: &DaemonCore, ghid: Ghid, origin: Ghid, api_id: Option
             a.state_mut().orphan_shares.push(orphan);
         }
     });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn no_token_is_all_zeros() {
-        assert_eq!(NO_TOKEN, [0u8; 16]);
-    }
 }

@@ -115,6 +115,8 @@ fn forget_if_gone(
     }
     core.forget_secret(ghid)?;
     core.ledger.forget(*ghid);
+    // A followed object is not followed any more.
+    core.unsubscribe(*ghid);
     slog::debug!(core.log, "gc: forgot a removed object"; "ghid" => %ghid);
     Ok(true)
 }

@@ -13,7 +13,7 @@
 //! **refreshes**: it fetches the newest root frame from the remotes and, if
 //! it is newer than ours, adopts it as the base of our next flush, carrying over our
 //! unflushed secret, api-id and hold changes, and its app registrations and shares (tokens,
-//! startup and private objects, pending and orphan shares: see [`merge_app_state`]).
+//! startup and private objects, pending and orphan shares: see `merge_app_state`).
 //!
 //! Calls: `Account::flush`/`open` (signing, off the event loop), `DaemonCore::commit_local`
 //! and its fetches. Messages arrive over an unbounded mpsc (senders never wait on a flush);

@@ -437,10 +437,11 @@ impl ObjectActor {
     }
 
     fn save_meta(&self) {
-        let meta = super::daemon_core::ObjectMeta {
-            private: self.obj.private,
-        };
-        if let Err(e) = self.core.put_meta(&self.obj.ghid, &meta) {
+        let saved = self.core.meta(&self.obj.ghid).and_then(|mut meta| {
+            meta.private = self.obj.private;
+            self.core.put_meta(&self.obj.ghid, &meta)
+        });
+        if let Err(e) = saved {
             slog::warn!(self.core.log, "cannot record object metadata"; "error" => %e);
         }
     }
@@ -539,7 +540,8 @@ impl ObjectActor {
     /// Leaves the registry, then answers whatever is still queued.
     async fn retire(&mut self, mut rx: mpsc::Receiver<ObjectMsg>) {
         self.core.objects.remove_if(&self.obj.ghid, self.id);
-        if self.obj.frame.is_some() {
+        let followed = self.core.meta(&self.obj.ghid).is_ok_and(|m| m.followed);
+        if self.obj.frame.is_some() && !followed {
             self.core.unsubscribe(self.obj.ghid);
         }
         rx.close();

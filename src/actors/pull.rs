@@ -5,8 +5,11 @@
 //! refuse is dropped), its container is fetched from the same remote when missing, and then
 //! the object's live `ObjectActor` decrypts and delivers it. With no live actor, the frame
 //! still lands in the local cache and the recorded secret is ratcheted forward, so a later
-//! `get` opens it. A debinding is ingested, then the live actor checks whether the object
-//! is gone (it is not if we hold it). GARQs go to the share actor.
+//! `get` opens it; the same happens when the container is gone upstream already (a newer
+//! frame replaced it), so a slow reader keeps the ratchet. A debinding is ingested, then the
+//! live actor checks whether the object is gone (it is not if we hold it). GARQs on our
+//! fingerprint subscription go to the share actor; debindings there (of requests to us, by
+//! another machine of ours) are only ingested.
 //!
 //! Owns: nothing. Calls: `DaemonCore`, the remote's fetch, the object registry.
 
@@ -89,9 +92,11 @@ async fn frame_bytes(
         Some(b) => b,
         None => {
             let Some(b) = from.get(&target).await else {
-                // Replaced upstream already; the newer frame is on its way.
+                // Replaced upstream already; the newer frame is on its way. Its secret still
+                // ratchets along this frame's targets, so a reader that falls behind by
+                // more than a frame's target vector (7) never loses the chain.
                 slog::debug!(core.log, "container of a pulled frame is gone"; "ghid" => %frame.dynamic);
-                return Ok(());
+                return advance_secret(core, &frame.dynamic, &frame).await;
             };
             core.ingest_fetched(b.clone()).await?;
             b
@@ -112,7 +117,8 @@ async fn frame_bytes(
     advance_secret(core, &dynamic, &frame).await
 }
 
-/// No live actor: ratchet the recorded secret forward so it keeps up with the frames.
+/// Ratchets the recorded secret forward to `frame`'s target, so it keeps up with frames
+/// whose state is not applied (no live actor, or the container is gone already).
 async fn advance_secret(
     core: &DaemonCore,
     dynamic: &Ghid,

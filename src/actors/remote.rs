@@ -121,6 +121,13 @@ impl RemoteHandle {
         timed(client.get(ghid)).await.ok().map(|b| b.to_vec())
     }
 
+    /// The bindings this remote lists for `ghid` (GOBS ghids, or dynamic ghids), if it is
+    /// connected and answers.
+    pub async fn bindings(&self, ghid: &Ghid) -> Option<Vec<Ghid>> {
+        let client = self.client().await?;
+        timed(client.list_bindings(ghid)).await.ok()
+    }
+
     /// Keeps `ghid` subscribed (across reconnects) and catches up on it.
     pub fn subscribe(&self, ghid: Ghid) {
         let _ = self.shared.tx.send(RemoteMsg::Subscribe(ghid));

@@ -35,7 +35,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::account::{AppTokenBytes, PendingShare, StoredSecret};
+use super::account::{Account, AppTokenBytes, PendingShare, StoredSecret};
 use super::api::{AppEvent, AppId};
 use super::commit;
 use super::content;
@@ -64,8 +64,13 @@ enum ShareMsg {
     /// A GARQ pushed on our fingerprint subscription.
     Incoming(Vec<u8>),
     /// `app` asked for the share whose handshake is `request`.
-    Requested { request: Ghid, app: AppId },
-    Stop { reply: oneshot::Sender<()> },
+    Requested {
+        request: Ghid,
+        app: AppId,
+    },
+    Stop {
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// Talks to the `ShareActor`. Cheap to clone.
@@ -125,7 +130,10 @@ enum Answer {
 
 /// What opening a request gave.
 enum Opened {
-    Request { author: SecondParty, request: Request },
+    Request {
+        author: SecondParty,
+        request: Request,
+    },
     /// The MAC does not verify for the author the request names.
     BadMac(SecondParty),
     /// Not for us, not decryptable, malformed, or from an identity nobody knows.
@@ -204,17 +212,20 @@ impl ShareActor {
     ) -> Result<(), DaemonError> {
         let core = self.core.clone();
         let from = author.ghid();
-        let pending = core
-            .ledger
-            .with_account(move |a| {
-                let i = a
-                    .state()
-                    .pending_shares
-                    .iter()
-                    .position(|p| p.request == request && p.recipient == from)?;
-                Some(a.state_mut().pending_shares.remove(i))
-            })
-            .await?;
+        let take = move |a: &mut Account| {
+            let i = a
+                .state()
+                .pending_shares
+                .iter()
+                .position(|p| p.request == request && p.recipient == from)?;
+            Some(a.state_mut().pending_shares.remove(i))
+        };
+        let mut pending = core.ledger.with_account(take).await?;
+        if pending.is_none() {
+            // Another machine of ours may have made the share: its account state first.
+            core.ledger.refresh().await;
+            pending = core.ledger.with_account(take).await?;
+        }
         answer_and_debind(&core, garq, None).await?;
         let Some(p) = pending else {
             slog::debug!(core.log, "answer to no pending share"; "request" => %request, "from" => %from);
@@ -296,8 +307,9 @@ async fn accept(
                 })
                 .ok_or_else(unknown_secret)?;
             record(core, target, current, &frame, api_id).await?;
-            // Keep following it (the recorded secret ratchets along) until an app loads it.
-            core.subscribe(target);
+            // Follow it from now on, tracked or not: the recorded secret only keeps up by
+            // ratcheting along every frame.
+            core.follow(target)?;
             Ok(api_id)
         }
         Object::Geoc(c) if c.ghid == target => {
@@ -369,6 +381,10 @@ async fn fresh(core: &DaemonCore, ghid: &Ghid) -> Result<Option<Vec<u8>>, Daemon
         // Ours is newer than the remote's.
         Err(DaemonError::Persist(PersistError::IllegalFrame(_))) => core.local(ghid),
         Err(DaemonError::Persist(PersistError::AlreadyDebound(_))) => Ok(None),
+        // A static object: its container comes with its bindings.
+        Err(DaemonError::Persist(PersistError::UnboundContainer(_))) => {
+            core.local_or_fetch(ghid).await
+        }
         Err(e) => Err(e),
     }
 }
@@ -479,9 +495,10 @@ pub async fn share(
         return Err(DaemonError::Unsharable(target.to_string()));
     }
     let identity = core.identity.clone();
-    let garq = tokio::task::spawn_blocking(move || identity.make_handshake(&party, target, &secret))
-        .await
-        .map_err(|e| DaemonError::Storage(format!("signing task failed: {e}")))??;
+    let garq =
+        tokio::task::spawn_blocking(move || identity.make_handshake(&party, target, &secret))
+            .await
+            .map_err(|e| DaemonError::Storage(format!("signing task failed: {e}")))??;
     let pending = PendingShare {
         request: garq.ghid,
         target,
@@ -492,14 +509,25 @@ pub async fn share(
         .with_account(move |a| a.state_mut().pending_shares.push(pending))
         .await?;
     core.share.requested(garq.ghid, app);
-    core.commit_local(vec![garq.encode()]).await?;
+    if let Err(e) = core.commit_local(vec![garq.encode()]).await {
+        let request = garq.ghid;
+        core.ledger.edit(move |a| {
+            a.state_mut()
+                .pending_shares
+                .retain(|p| p.request != request)
+        });
+        return Err(e);
+    }
     slog::info!(core.log, "share sent"; "ghid" => %target, "recipient" => %recipient, "request" => %garq.ghid);
     Ok(())
 }
 
 /// The recipient's identity, from the local archive or a remote (then kept locally: a request
 /// is only accepted for a known recipient).
-async fn recipient_identity(core: &DaemonCore, recipient: &Ghid) -> Result<SecondParty, DaemonError> {
+async fn recipient_identity(
+    core: &DaemonCore,
+    recipient: &Ghid,
+) -> Result<SecondParty, DaemonError> {
     let unknown = || DaemonError::UnknownRecipient(recipient.to_string());
     if let Some(party) = local_identity(&core.archive, recipient) {
         return Ok(party);

@@ -91,7 +91,11 @@ impl DaemonApi for DaemonHandle {
         DaemonHandle::register_token(self, app, token)
     }
 
-    fn register_startup(&self, app: AppId, ghid: Ghid) -> impl Future<Output = Result<(), DaemonError>> {
+    fn register_startup(
+        &self,
+        app: AppId,
+        ghid: Ghid,
+    ) -> impl Future<Output = Result<(), DaemonError>> {
         DaemonHandle::register_startup(self, app, ghid)
     }
 

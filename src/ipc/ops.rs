@@ -574,9 +574,7 @@ mod tests {
                 | Request::Delete(a)
                 | Request::RegisterStartup(a) => named(a),
                 Request::RegisterToken(a) => named(a),
-                Request::RegisterShareHandler(a) | Request::DeregisterShareHandler(a) => {
-                    named(a)
-                }
+                Request::RegisterShareHandler(a) | Request::DeregisterShareHandler(a) => named(a),
                 Request::Share(a) => named(a),
             };
             let names: Vec<&str> = encoded
@@ -660,6 +658,19 @@ mod tests {
         };
         assert_eq!(p.private, None);
         assert_eq!(Request::decode("whoami", Value::Nil), Ok(Request::Whoami));
+    }
+
+    #[test]
+    fn token_args_accept_nil_zeros_and_16_bytes_only() {
+        let args = |t: Option<Vec<u8>>| TokenArgs {
+            token: t.map(ByteBuf::from),
+        };
+        assert_eq!(args(None).token(), Ok(None));
+        assert_eq!(args(Some(vec![0; 16])).token(), Ok(None));
+        assert_eq!(args(Some(vec![9; 16])).token(), Ok(Some([9; 16])));
+        for bad in [0, 15, 17, 65] {
+            assert!(args(Some(vec![1; bad])).token().is_err(), "{bad} bytes");
+        }
     }
 
     #[test]

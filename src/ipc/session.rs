@@ -338,13 +338,16 @@ async fn execute<A: DaemonApi>(
             .await
             .map(|()| wire::encode_ok(&id, &())),
         Request::RegisterToken(a) => match a.token() {
-            Ok(token) => api.register_token(app, token).await.map(|(token, startup)| {
-                let reply = ops::TokenReply {
-                    token: serde_bytes::ByteBuf::from(token.to_vec()),
-                    startup,
-                };
-                wire::encode_ok(&id, &reply)
-            }),
+            Ok(token) => api
+                .register_token(app, token)
+                .await
+                .map(|(token, startup)| {
+                    let reply = ops::TokenReply {
+                        token: serde_bytes::ByteBuf::from(token.to_vec()),
+                        startup,
+                    };
+                    wire::encode_ok(&id, &reply)
+                }),
             Err(m) => Err(DaemonError::BadArgs(m)),
         },
         Request::RegisterStartup(a) => api

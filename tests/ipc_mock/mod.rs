@@ -382,11 +382,7 @@ impl DaemonApi for MemDaemon {
         Ok(())
     }
 
-    async fn deregister_share_handler(
-        &self,
-        app: AppId,
-        api_id: Ghid,
-    ) -> Result<(), DaemonError> {
+    async fn deregister_share_handler(&self, app: AppId, api_id: Ghid) -> Result<(), DaemonError> {
         self.record(app, "deregister_share_handler");
         let removed = self
             .st()

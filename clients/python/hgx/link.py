@@ -112,6 +112,8 @@ class HGXLink:
         seconds; ``None`` for no limit.
     :param connect_timeout: how long :meth:`start` tries to reach the daemon.
     :param reconnect: reconnect after the daemon restarts (default).
+    :param aengel: accepted for compatibility with the original client; unused (the link's
+        thread is a daemon thread, and links still running at exit are stopped).
     """
 
     def __init__(
@@ -129,6 +131,7 @@ class HGXLink:
         reconnect=True,
         client_name="hgx-python",
         loop=None,
+        aengel=None,
     ):
         self._ipc_port = int(ipc_port)
         self._host = host
@@ -144,7 +147,7 @@ class HGXLink:
 
         self._loop = loop
         self._thread = None
-        self._executor = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="hgxlink-worker")
+        self._executor = None
         self._started = False
         self._stopping = False
 
@@ -183,6 +186,7 @@ class HGXLink:
         raises :class:`HGXLinkError` if the daemon cannot be reached."""
         if self._started:
             return
+        self._executor = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="hgxlink-worker")
         if self._threaded:
             self._loop = asyncio.new_event_loop()
             if self._debug:
@@ -219,6 +223,7 @@ class HGXLink:
             return
         if self._threaded:
             raise exc.HGXLinkError("connect() is for threaded=False links; use start()")
+        self._executor = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="hgxlink-worker")
         self._loop = asyncio.get_running_loop()
         await self._start()
 
@@ -246,7 +251,8 @@ class HGXLink:
             loop.call_soon_threadsafe(loop.stop)
         if thread is not None and thread is not threading.current_thread():
             thread.join(10)
-        self._executor.shutdown(wait=False)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
         _live_links.discard(self)
 
     async def _start(self):
@@ -296,10 +302,11 @@ class HGXLink:
     async def stop(self):
         """Disconnects and stops the link (coroutine, for the link's own loop)."""
         await self._stop()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
         if self._threaded and self._loop is not None:
             self._loop.call_soon(self._loop.stop)
             _live_links.discard(self)
-            self._executor.shutdown(wait=False)
 
     def stop_threadsafe(self, timeout=10):
         """Stops the link from another thread and waits for its thread to end."""
@@ -392,7 +399,7 @@ class HGXLink:
                     max_size=None,
                     compression=None,
                     open_timeout=10,
-                    close_timeout=2,
+                    close_timeout=0.25,
                 )
             except asyncio.CancelledError:
                 raise
@@ -601,6 +608,8 @@ class HGXLink:
             logger.debug("update for %s, which no live object here tracks", ghid)
             return
         packed = wire.get("state")
+        if packed == obj._hgx_packed_:
+            return  # nothing new (e.g. a catch-up after a reconnection we already applied)
         state = await maybe_await(type(obj).hgx_unpack(packed))
         obj._hgx_apply_wire(wire, state, packed)
         self._schedule_callback(obj)
@@ -833,6 +842,12 @@ for _name, _fn in list(vars(HGXLink).items()):
         setattr(HGXLink, _name + "_threadsafe", _ts)
         setattr(HGXLink, _name + "_loopsafe", _ls)
 del _name, _fn
+
+# The original client's names for the startup-object calls.
+for _suffix in ("", "_threadsafe", "_loopsafe"):
+    setattr(HGXLink, "register_startup_obj" + _suffix, getattr(HGXLink, "register_startup" + _suffix))
+    setattr(HGXLink, "deregister_startup_obj" + _suffix, getattr(HGXLink, "deregister_startup" + _suffix))
+del _suffix
 
 # Links still running at interpreter exit are stopped cleanly (their threads are daemons,
 # so nothing hangs if this cannot finish).

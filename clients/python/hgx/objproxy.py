@@ -15,7 +15,6 @@ state`` (static or class methods; coroutines or plain functions), and the defaul
 ``PickleProxy`` pickle. Subclass either to define your own.
 """
 
-import asyncio
 import json
 import logging
 import operator
@@ -377,7 +376,8 @@ class Proxy(_ObjCore):
             delattr(self._hgx_state_, name)
 
     def __dir__(self):
-        return sorted(set(object.__dir__(self)) | set(dir(self._hgx_state_)))
+        names = set(dir(type(self))) | set(object.__getattribute__(self, "__dict__"))
+        return sorted(names | set(dir(self._hgx_state_)))
 
     @property
     def __class__(self):

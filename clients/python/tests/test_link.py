@@ -52,6 +52,19 @@ def test_token_from_hypergolix_home(alice, monkeypatch):
         link.stop_threadsafe()
 
 
+def test_token_from_the_users_home(alice, monkeypatch, tmp_path):
+    (tmp_path / ".hypergolix").mkdir()
+    (tmp_path / ".hypergolix" / "ipc.token").write_text((alice.home / "ipc.token").read_text())
+    monkeypatch.delenv("HYPERGOLIX_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert hgx.link.find_ipc_token_file() == str(tmp_path / ".hypergolix" / "ipc.token")
+    link = hgx.HGXLink(alice.ipc_port, timeout=10)
+    try:
+        assert link.whoami.as_str() == alice.fingerprint
+    finally:
+        link.stop_threadsafe()
+
+
 def test_wrong_ipc_token_is_refused(alice):
     with pytest.raises(exceptions.AccessDenied):
         hgx.HGXLink(alice.ipc_port, ipc_token=bytes(32), connect_timeout=5)
@@ -110,6 +123,10 @@ def test_start_later_and_stop_forms(alice):
     assert not link._thread.is_alive()
     with pytest.raises(hgx.HGXLinkError):
         link.new_threadsafe(hgx.Obj, b"after stop")
+    # A stopped link can be started again.
+    link.start()
+    assert link.new_threadsafe(hgx.Obj, b"restarted").isalive
+    link.stop_threadsafe()
 
     link = make_link(alice)
     asyncio.run(link.stop_loopsafe())
