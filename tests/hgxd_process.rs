@@ -707,3 +707,48 @@ async fn sigterm_restart_keeps_objects_and_a_second_machine_logs_in() {
     a.push(obj.ghid, b"r3".to_vec(), None).await.unwrap();
     update(&mut b_events, obj.ghid, b"r3").await;
 }
+
+/// Every push made on one machine reaches a tracking app on another machine as an update
+/// event, without the app calling `sync`: at least the last one of a series.
+///
+/// Ignored: fails today. The pushing daemon queues a push's frame before its container
+/// (the persister refuses an unbound container), the persister notifies subscribers on the
+/// frame, and the receiving daemon asks for the container before it has been published;
+/// `pull::frame_bytes` then takes the missing container for "replaced upstream already",
+/// only ratchets the secret, and delivers nothing. When no later frame follows, the last
+/// state never arrives. Run with `--ignored`.
+#[actix_rt::test]
+#[ignore = "BUG: the receiving daemon drops frames whose container is not uploaded yet"]
+async fn every_push_reaches_the_other_machine() {
+    let persister = Persister::start().await;
+    let home1 = Home::new(0, persister.port, None);
+    let (_d1, port1) = home1.start(PASSWORD, Some(1)).await;
+    let (fp, uid) = home1.account();
+    let home2 = Home::new(0, persister.port, Some((&fp, &uid)));
+    let (_d2, port2) = home2.start(PASSWORD, None).await;
+    let a = home1.link(port1).await;
+    let b = home2.link(port2).await;
+    let obj = a.new_object(b"s0".to_vec(), None, true, false).await.unwrap();
+    get_until(&b, obj.ghid, b"s0").await;
+    let mut b_events = b.events();
+    let mut missing = Vec::new();
+    for i in 1..=20 {
+        let s = format!("s{i}").into_bytes();
+        a.push(obj.ghid, s.clone(), None).await.unwrap();
+        // Paced: each push is alone on the wire, so none is legitimately coalesced away.
+        let got = tokio::time::timeout(Duration::from_secs(2), async {
+            loop {
+                match b_events.recv().await {
+                    Some(AppEvent::Update(v)) if v.ghid == obj.ghid && v.state == s => return,
+                    Some(_) => continue,
+                    None => panic!("event stream ended"),
+                }
+            }
+        })
+        .await;
+        if got.is_err() {
+            missing.push(i);
+        }
+    }
+    assert!(missing.is_empty(), "updates never delivered: s{missing:?}");
+}
