@@ -390,6 +390,9 @@ async fn bench() {
         let sb = seen_b.borrow().count.get(&sobj).copied();
         let gone = d2.lines.lock().unwrap().iter().filter(|l| l.contains("container of a pulled frame is gone")).count();
         eprintln!("DEBUG d2 'container gone' lines: {gone}");
+        if let Ok(path) = std::env::var("APP_LATENCY_DUMP") {
+            std::fs::write(path, d2.lines.lock().unwrap().join("\n")).unwrap();
+        }
         eprintln!("DEBUG probe notifications: {:?}", probe.borrow());
         eprintln!("DEBUG seq: B updates {sb:?}, persister counter {} (c0 {c0})", frame_counter(&persister, &sobj).await);
         let v = b.get(sobj).await.unwrap();

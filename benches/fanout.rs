@@ -331,6 +331,9 @@ fn result(
     if let Some(e) = d.failed.first() {
         notes.push(format!("subscriber: {e}"));
     }
+    if let Some(e) = shared.first_bad.lock().unwrap().as_ref() {
+        notes.push(format!("first bad/out-of-order delivery: {e}"));
+    }
     RunResult {
         level: level.name().into(),
         system: system.into(),
@@ -357,6 +360,7 @@ fn result(
         lost: d.lost,
         missing_final: d.missing_final,
         bad: shared.bad.load(Ordering::Relaxed),
+        disorder: shared.disorder.load(Ordering::Relaxed),
         publish_errors: report.errors,
         ack_latency_ms: stats::Latency::of(report.ack_ns.clone()),
         cpu_s: followed.cpu_s,
@@ -564,11 +568,12 @@ fn print_table(results: &[RunResult]) {
         "skipped",
         "lost",
         "bad",
+        "order",
         "frames/s"
     );
     for r in results {
         println!(
-            "{:<9} {:>5} {:<9} {:<9} {:>6} {:>9.1} {:>11.0} {:>9} {:>9} {:>9} {:>8} {:>6} {:>4} {:>9}",
+            "{:<9} {:>5} {:<9} {:<9} {:>6} {:>9.1} {:>11.0} {:>9} {:>9} {:>9} {:>8} {:>6} {:>4} {:>5} {:>9}",
             r.level,
             r.subscribers,
             r.system,
@@ -582,6 +587,7 @@ fn print_table(results: &[RunResult]) {
             r.skipped,
             r.lost,
             r.bad,
+            r.disorder,
             r.frames_per_s.map_or("-".into(), |f| format!("{f:.1}"))
         );
         let cpu: Vec<String> = r
@@ -626,6 +632,7 @@ fn summarize(results: &[RunResult], level: &str, n: usize, system: &str) -> Opti
         "lost": runs.iter().map(|r| r.lost).sum::<u64>(),
         "skipped": runs.iter().map(|r| r.skipped).sum::<u64>(),
         "bad": runs.iter().map(|r| r.bad).sum::<u64>(),
+        "out_of_order": runs.iter().map(|r| r.disorder).sum::<u64>(),
         "frames_per_s": thr.frames_per_s,
         "runs": runs,
     }))

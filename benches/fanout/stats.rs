@@ -20,8 +20,12 @@ pub struct Shared {
     pub done: AtomicUsize,
     /// Latest delivery time, ns since `base`.
     pub last_recv: AtomicU64,
-    /// Deliveries that failed decoding or verification, or arrived out of order.
+    /// Deliveries that failed decoding or verification.
     pub bad: AtomicU64,
+    /// Deliveries of an update older than (or equal to) one the subscriber already had.
+    pub disorder: AtomicU64,
+    /// The first check failure, for the report.
+    pub first_bad: std::sync::Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -34,6 +38,8 @@ impl Shared {
             done: AtomicUsize::new(0),
             last_recv: AtomicU64::new(0),
             bad: AtomicU64::new(0),
+            disorder: AtomicU64::new(0),
+            first_bad: std::sync::Mutex::new(None),
         }
     }
 
@@ -95,7 +101,11 @@ impl ThreadLog {
         }
         let s = &mut self.subs[i];
         if seq <= s.last {
-            shared.bad.fetch_add(1, Ordering::Relaxed);
+            let n = shared.disorder.fetch_add(1, Ordering::Relaxed);
+            if n == 0 {
+                let mut f = shared.first_bad.lock().unwrap();
+                f.get_or_insert_with(|| format!("update {seq} after {}", s.last));
+            }
             return;
         }
         s.last = seq;
@@ -111,8 +121,11 @@ impl ThreadLog {
         }
     }
 
-    pub fn bad(shared: &Shared) {
-        shared.bad.fetch_add(1, Ordering::Relaxed);
+    pub fn bad(shared: &Shared, why: impl FnOnce() -> String) {
+        if shared.bad.fetch_add(1, Ordering::Relaxed) == 0 {
+            let mut f = shared.first_bad.lock().unwrap();
+            f.get_or_insert_with(why);
+        }
     }
 }
 
@@ -177,8 +190,10 @@ pub struct RunResult {
     pub lost: u64,
     /// Subscribers without the final update at the end of the wait.
     pub missing_final: u64,
-    /// Deliveries that failed decoding / verification or came out of order.
+    /// Deliveries that failed decoding / verification.
     pub bad: u64,
+    /// Deliveries older than what the subscriber already had (duplicates, reordering).
+    pub disorder: u64,
     pub publish_errors: u64,
     /// Publisher's send-to-acknowledgement time per update.
     pub ack_latency_ms: Latency,

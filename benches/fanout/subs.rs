@@ -243,7 +243,7 @@ async fn connect_all(
                             let now = shared.now_ns();
                             match r {
                                 Ok(seq) => log.borrow_mut().record(&shared, li, seq, now),
-                                Err(_) => ThreadLog::bad(&shared),
+                                Err(e) => ThreadLog::bad(&shared, || e),
                             }
                         }
                     });
@@ -276,7 +276,7 @@ async fn connect_all(
                         let now = shared.now_ns();
                         match r {
                             Ok(seq) => log.borrow_mut().record(&shared, li, seq, now),
-                            Err(_) => ThreadLog::bad(&shared),
+                            Err(e) => ThreadLog::bad(&shared, || e),
                         }
                     }));
                 }
@@ -298,7 +298,7 @@ async fn connect_all(
                         let now = shared.now_ns();
                         match seq_of(&msg) {
                             Some(seq) => log.borrow_mut().record(&shared, li, seq, now),
-                            None => ThreadLog::bad(&shared),
+                            None => ThreadLog::bad(&shared, || "short payload".into()),
                         }
                     }));
                 }
@@ -323,7 +323,9 @@ async fn connect_all(
                                     Some(seq) if v.ghid == ghid => {
                                         log.borrow_mut().record(&shared, li, seq, now)
                                     }
-                                    _ => ThreadLog::bad(&shared),
+                                    _ => ThreadLog::bad(&shared, || {
+                                        format!("update of {} ({} B)", v.ghid, v.state.len())
+                                    }),
                                 }
                             }
                         }
