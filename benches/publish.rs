@@ -36,7 +36,9 @@ fn main() {
         .map(|i| {
             let mut plain = vec![0u8; 1024];
             plain[..8].copy_from_slice(&(i as u64).to_be_bytes());
-            let c = author.make_container(&plain, &Secret::random()).expect("sign");
+            let c = author
+                .make_container(&plain, &Secret::random())
+                .expect("sign");
             let b = author.make_bind_static(c.ghid).expect("sign");
             (b.encode(), c.encode())
         })
