@@ -81,6 +81,15 @@ enum Baseline {
     Redis,
 }
 
+/// Daemon level: how the receiving apps get the object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum ShareMode {
+    /// Share from user A to user B if the daemon's `hello` lists `share`.
+    Auto,
+    /// Receivers are further devices of the publisher's own account.
+    Off,
+}
+
 /// Where the persister's and the daemons' ghidcaches live.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum Ghidcache {
@@ -104,6 +113,10 @@ struct Args {
     /// Saturated run: this many updates as fast as acknowledged (default 200 when no --rate).
     #[arg(long)]
     updates: Option<u64>,
+    /// Daemon level: updates of its saturated run (default: --updates). Pushes coalesce in
+    /// the daemon while a frame is being signed, so it takes many pushes to sign many frames.
+    #[arg(long)]
+    daemon_updates: Option<u64>,
     /// Paced run: updates per second (for --seconds). With --updates too, both runs happen.
     #[arg(long)]
     rate: Option<f64>,
@@ -134,12 +147,17 @@ struct Args {
     /// Updates in flight in a saturated run.
     #[arg(long, default_value_t = 32)]
     window: usize,
+    /// Daemon level: share with a second user (auto: when `share` is in the op table) or
+    /// use further devices of the publisher's account (off).
+    #[arg(long, value_enum, default_value = "auto")]
+    share: ShareMode,
     /// Where the persister's and the daemons' sled ghidcaches live.
     #[arg(long, value_enum, default_value = "disk")]
     ghidcache: Ghidcache,
-    /// Daemon level: daemons of the account. Subscribers are spread over daemons 1..K-1
-    /// (further devices: every update crosses the persister); K = 1 puts them on the
-    /// publisher's own daemon.
+    /// Daemon level: number of daemons. Daemon 0 runs the publishing app; the subscribing
+    /// apps are spread over daemons 1..K-1: user B's (with sharing), else further devices of
+    /// the publisher's account. Every update then crosses the persister. K = 1 puts the
+    /// subscribers on the publisher's own daemon.
     #[arg(long, default_value_t = 2)]
     daemons: usize,
     /// Seconds to wait, after the last publish is acknowledged, for every subscriber to get
@@ -168,7 +186,7 @@ fn raise_nofile() -> u64 {
         }
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
     }
-    lim.rlim_cur as u64
+    lim.rlim_cur
 }
 
 fn cpu_model() -> String {
@@ -332,8 +350,24 @@ fn result(
         notes.push(format!("subscriber: {e}"));
     }
     if let Some(e) = shared.first_bad.lock().unwrap().as_ref() {
-        notes.push(format!("first bad/out-of-order delivery: {e}"));
+        notes.push(format!("first bad delivery: {e}"));
     }
+    let pairs = shared.disorder_pairs.lock().unwrap();
+    if !pairs.is_empty() {
+        let mut v: Vec<_> = pairs.iter().collect();
+        v.sort_by(|a, b| b.1.cmp(a.1));
+        let shown: Vec<String> = v
+            .iter()
+            .take(6)
+            .map(|((got, had), k)| format!("{got} after {had} x{k}"))
+            .collect();
+        notes.push(format!(
+            "out-of-order deliveries ({} distinct pairs): {}",
+            v.len(),
+            shown.join(", ")
+        ));
+    }
+    drop(pairs);
     RunResult {
         level: level.name().into(),
         system: system.into(),
@@ -377,7 +411,8 @@ fn channel(ctx: &mut Ctx) -> Vec<u8> {
 fn run_persister(ctx: &mut Ctx, n: usize, mode: Mode) -> Result<RunResult, String> {
     let pre = ctx.presigned.clone().expect("presigned");
     let shared = Arc::new(Shared::new(mode.updates()));
-    let p = persister::PersisterProc::start(ctx.args.workers, ctx.args.ghidcache == Ghidcache::Disk)?;
+    let p =
+        persister::PersisterProc::start(ctx.args.workers, ctx.args.ghidcache == Ghidcache::Disk)?;
     let publisher = persister::publisher(
         p.url.clone(),
         pre.clone(),
@@ -397,7 +432,15 @@ fn run_persister(ctx: &mut Ctx, n: usize, mode: Mode) -> Result<RunResult, Strin
     let logs = pool.stop();
     let frames = p.frame_counter(&pre.dynamic);
     let hub = p.stop();
-    let mut r = result(Level::Persister, "persister", n, mode, &shared, followed, logs);
+    let mut r = result(
+        Level::Persister,
+        "persister",
+        n,
+        mode,
+        &shared,
+        followed,
+        logs,
+    );
     r.frames = frames;
     if let Some(h) = hub {
         r.notes.push(format!(
@@ -454,7 +497,8 @@ fn run_redis(ctx: &mut Ctx, level: Level, n: usize, mode: Mode) -> Result<RunRes
 
 fn run_daemon(ctx: &mut Ctx, n: usize, mode: Mode) -> Result<RunResult, String> {
     let shared = Arc::new(Shared::new(mode.updates()));
-    let p = persister::PersisterProc::start(ctx.args.workers, ctx.args.ghidcache == Ghidcache::Disk)?;
+    let p =
+        persister::PersisterProc::start(ctx.args.workers, ctx.args.ghidcache == Ghidcache::Disk)?;
     let dirs = match ctx.args.ghidcache {
         Ghidcache::Disk => tempfile::tempdir(),
         Ghidcache::Tmpfs => tempfile::tempdir_in("/dev/shm"),
@@ -462,18 +506,42 @@ fn run_daemon(ctx: &mut Ctx, n: usize, mode: Mode) -> Result<RunResult, String> 
     .map_err(|e| e.to_string())?;
     let k = ctx.args.daemons.max(1);
     let identity = common::fixture(1);
-    let daemons = daemon::start_account(&dirs, &p.url, identity, k)?;
-    let stop_all = |daemons: Vec<daemon::DaemonProc>, p: persister::PersisterProc| {
-        for d in daemons {
-            d.stop();
-        }
-        p.stop()
+    let mut daemons = daemon::start_account(dirs.path(), "a", &p.url, identity, 1)?;
+    let share = match ctx.args.share {
+        ShareMode::Off => false,
+        ShareMode::Auto => match daemon::has_share(&daemons[0].url, &daemons[0].token) {
+            Ok(h) => h,
+            Err(e) => {
+                let _ = stop_daemons(daemons, p);
+                return Err(e);
+            }
+        },
     };
+    let more = if k < 2 {
+        Ok(Vec::new())
+    } else if share {
+        daemon::start_account(dirs.path(), "b", &p.url, common::fixture(2), k - 1)
+    } else {
+        daemon::start_account_devices(dirs.path(), &p.url, &daemons[0], k - 1)
+    };
+    match more {
+        Ok(v) => daemons.extend(v),
+        Err(e) => {
+            let _ = stop_daemons(daemons, p);
+            return Err(e);
+        }
+    }
+    let share_with = (share && k >= 2).then(|| daemon::ShareWith {
+        url: daemons[1].url.clone(),
+        token: daemons[1].token.clone(),
+        recipient: daemons[1].handle.fingerprint(),
+    });
     let started = (|| {
         let (publisher, setup) = daemon::publisher(
             daemons[0].url.clone(),
             daemons[0].token.clone(),
             daemons[0].handle.clone(),
+            share_with.clone(),
             ctx.args.payload,
             mode,
             ctx.args.window,
@@ -501,7 +569,7 @@ fn run_daemon(ctx: &mut Ctx, n: usize, mode: Mode) -> Result<RunResult, String> 
     let (publisher, setup, frames0, pool) = match started {
         Ok(x) => x,
         Err(e) => {
-            stop_all(daemons, p);
+            let _ = stop_daemons(daemons, p);
             return Err(e);
         }
     };
@@ -515,31 +583,53 @@ fn run_daemon(ctx: &mut Ctx, n: usize, mode: Mode) -> Result<RunResult, String> 
         .map(|x| x.1);
     let logs = pool.stop();
     let frames1 = p.frame_counter(&setup.ghid).unwrap_or(0);
-    stop_all(daemons, p);
+    let hub = stop_daemons(daemons, p);
     let mut r = result(Level::Daemon, "daemon", n, mode, &shared, followed, logs);
+    if let Some(h) = hub {
+        r.notes.push(format!(
+            "persister hub: connections {} encoded {} delivered {} coalesced {} slow_drops {}",
+            h.connections, h.encoded, h.delivered, h.coalesced, h.slow_drops
+        ));
+    }
     let frames = frames1.saturating_sub(frames0);
     r.frames = Some(frames);
     if let Some(up) = upstream.filter(|up| *up > 0.0) {
         r.frames_per_s = Some(frames as f64 / up);
     }
-    let msg = if setup.has_share {
-        "share op present (apps still on same-account devices)"
-    } else {
-        "no share op in hello: subscribers are apps on further devices of the same account"
-    };
-    if !ctx.notes.iter().any(|x| x == msg) {
-        ctx.notes.push(msg.to_owned());
-    }
-    r.notes.push(format!(
-        "{} daemon(s); subscribers on {}",
-        k,
+    let placement =
         if k == 1 {
-            "the publisher's daemon".to_owned()
+            "subscribers are apps on the publisher's own daemon".to_owned()
+        } else if share {
+            format!(
+                "share op in hello: object shared from user A (daemon 0) with user B; subscribers \
+             are apps on B's daemon(s) 1..{}",
+                k - 1
+            )
         } else {
-            format!("daemons 1..{}", k - 1)
-        }
-    ));
+            format!(
+            "{}subscribers are apps on further devices (daemons 1..{}) of the publisher's account",
+            if setup.has_share { "" } else { "no share op in hello: " },
+            k - 1
+        )
+        };
+    r.notes.push(placement);
+    if let (Some(f), Some(up)) = (r.frames, upstream) {
+        r.notes.push(format!(
+            "{f} frames reached the persister in {up:.2} s ({} pushes coalesced)",
+            mode.updates().saturating_sub(f)
+        ));
+    }
     Ok(r)
+}
+
+fn stop_daemons(
+    daemons: Vec<daemon::DaemonProc>,
+    p: persister::PersisterProc,
+) -> Option<hypergolix::persist::hub::HubStats> {
+    for d in daemons {
+        d.stop();
+    }
+    p.stop()
 }
 
 fn fmt_ms(x: f64) -> String {
@@ -590,11 +680,7 @@ fn print_table(results: &[RunResult]) {
             r.disorder,
             r.frames_per_s.map_or("-".into(), |f| format!("{f:.1}"))
         );
-        let cpu: Vec<String> = r
-            .cpu_s
-            .iter()
-            .map(|(k, v)| format!("{k} {v:.2}"))
-            .collect();
+        let cpu: Vec<String> = r.cpu_s.iter().map(|(k, v)| format!("{k} {v:.2}")).collect();
         println!(
             "{:>16}ack p50/p99 {}/{} ms; load {:.1}->{:.1}; cpu s: {}",
             "",
@@ -613,7 +699,12 @@ fn print_table(results: &[RunResult]) {
 /// One entry per (level, N): deliveries/s from the saturated run (else the paced one),
 /// latency from the paced run (else the saturated one), lost summed; the baseline's the same
 /// way, and the ratios.
-fn summarize(results: &[RunResult], level: &str, n: usize, system: &str) -> Option<serde_json::Value> {
+fn summarize(
+    results: &[RunResult],
+    level: &str,
+    n: usize,
+    system: &str,
+) -> Option<serde_json::Value> {
     let runs: Vec<&RunResult> = results
         .iter()
         .filter(|r| r.level == level && r.subscribers == n && r.system == system)
@@ -633,16 +724,14 @@ fn summarize(results: &[RunResult], level: &str, n: usize, system: &str) -> Opti
         "skipped": runs.iter().map(|r| r.skipped).sum::<u64>(),
         "bad": runs.iter().map(|r| r.bad).sum::<u64>(),
         "out_of_order": runs.iter().map(|r| r.disorder).sum::<u64>(),
-        "frames_per_s": thr.frames_per_s,
+        // Frames/s is a throughput figure: only a saturated run measures it.
+        "frames_per_s": sat.and_then(|r| r.frames_per_s),
         "runs": runs,
     }))
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if args.updates.is_none() && args.rate.is_none() {
-        // Default: a bounded saturated run.
-    }
     redis::self_check();
     let mut modes = Vec::new();
     if args.updates.is_some() || args.rate.is_none() {
@@ -732,6 +821,12 @@ fn main() -> ExitCode {
     for &level in &levels {
         for &n in &ns {
             for &mode in &modes {
+                let mode = match (level, mode, ctx.args.daemon_updates) {
+                    (Level::Daemon, Mode::Saturated { .. }, Some(m)) => {
+                        Mode::Saturated { updates: m.max(1) }
+                    }
+                    _ => mode,
+                };
                 let r = match level {
                     Level::Persister => run_persister(&mut ctx, n, mode),
                     Level::Daemon => run_daemon(&mut ctx, n, mode),
@@ -799,6 +894,23 @@ fn main() -> ExitCode {
                     p.map_or("-".into(), |x| format!("{x:.2}x"))
                 );
             }
+            if let Some(f) = main["frames_per_s"].as_f64() {
+                // Every frame costs two RSA signatures (its container and itself).
+                main["frames_per_s_vs_raw_sign"] = json!({
+                    "sign_bound_frames_per_s_1_thread": sign1 / 2.0,
+                    "ratio_1_thread": f / (sign1 / 2.0),
+                    "sign_bound_frames_per_s_all_cores": sign_all / 2.0,
+                    "ratio_all_cores": f / (sign_all / 2.0),
+                });
+                println!(
+                    "{:<9} N={:<5} frames/s {f:.1} = {:.2}x the sign-bound rate of one core ({:.0}/s: 2 signatures a frame), {:.2}x of all cores",
+                    level.name(),
+                    n,
+                    f / (sign1 / 2.0),
+                    sign1 / 2.0,
+                    f / (sign_all / 2.0)
+                );
+            }
             main["level"] = json!(level.name());
             main["subscribers"] = json!(n);
             summary.push(main);
@@ -810,12 +922,14 @@ fn main() -> ExitCode {
         "machine": {"nproc": nproc, "cpu_model": model},
         "args": {
             "subscribers": ctx.args.subscribers, "payload": ctx.args.payload,
-            "updates": ctx.args.updates, "rate": ctx.args.rate, "seconds": ctx.args.seconds,
+            "updates": ctx.args.updates, "daemon_updates": ctx.args.daemon_updates,
+            "rate": ctx.args.rate, "seconds": ctx.args.seconds,
             "levels": levels.iter().map(|l| l.name()).collect::<Vec<_>>(),
             "baseline": redis_version.as_ref().map(|_| "redis"),
             "verify": ctx.args.verify, "client_threads": ctx.args.client_threads,
             "workers": ctx.args.workers, "window": ctx.args.window, "daemons": ctx.args.daemons,
             "ghidcache": format!("{:?}", ctx.args.ghidcache).to_lowercase(),
+            "share": format!("{:?}", ctx.args.share).to_lowercase(),
         },
         "redis_version": redis_version,
         "raw_rsa4096_pss_sha512": {

@@ -3,9 +3,12 @@
 //! `bin/hgxd.rs` runs them) syncing through one persister; one app pushes (the daemon signs
 //! a container and a frame per commit), N apps receive `update` events.
 //!
-//! The app API has no `share` op yet (checked in `hello`'s op table at run time), so the N
-//! receiving apps run on second devices of the same account (`Login::Open` on fresh
-//! ghidcaches), or on the publisher's own daemon when `--daemons 1`.
+//! Where the N receiving apps live: if `hello`'s op table has `share` (checked at run time),
+//! daemon 0 is user A (fixture 1, the publisher) and daemons 1..K-1 are user B (fixture 2 on
+//! daemon 1, further devices of B after it); A shares the object with B before the run.
+//! Without `share` (or with `--share off`) daemons 1..K-1 are further devices of A's own
+//! account (`Login::Open` on fresh ghidcaches). With `--daemons 1` the apps sit on the
+//! publisher's own daemon.
 
 use std::path::PathBuf;
 use std::sync::mpsc as std_mpsc;
@@ -59,8 +62,7 @@ impl DaemonProc {
                         remotes: vec![remote],
                         login,
                     };
-                    let d = match daemon::start_with_log(opts, hypergolix::logging::discard())
-                        .await
+                    let d = match daemon::start_with_log(opts, hypergolix::logging::discard()).await
                     {
                         Ok(d) => d,
                         Err(e) => {
@@ -121,10 +123,11 @@ impl DaemonProc {
     }
 }
 
-/// `k` daemons of one account (fixture identity) on `remote`: daemon 0 creates the account,
-/// the others log in to it as further devices.
+/// `k` daemons of one account (fixture identity) on `remote`, in `dirs/<tag>0..`: the first
+/// creates the account, the others log in to it as further devices.
 pub fn start_account(
-    dirs: &tempfile::TempDir,
+    dirs: &std::path::Path,
+    tag: &str,
     remote: &str,
     identity: FirstParty,
     k: usize,
@@ -132,7 +135,7 @@ pub fn start_account(
     let fingerprint = identity.ghid();
     let root_secret = root_secret(&fingerprint);
     let first = DaemonProc::start(
-        dirs.path().join("d0"),
+        dirs.join(format!("{tag}0")),
         remote.to_owned(),
         Login::Create {
             identity,
@@ -146,7 +149,7 @@ pub fn start_account(
     let mut all = vec![first];
     for i in 1..k {
         all.push(DaemonProc::start(
-            dirs.path().join(format!("d{i}")),
+            dirs.join(format!("{tag}{i}")),
             remote.to_owned(),
             Login::Open {
                 user_id,
@@ -156,6 +159,51 @@ pub fn start_account(
         )?);
     }
     Ok(all)
+}
+
+/// `k` further devices of `first`'s account, in `dirs/a1..`.
+pub fn start_account_devices(
+    dirs: &std::path::Path,
+    remote: &str,
+    first: &DaemonProc,
+    k: usize,
+) -> Result<Vec<DaemonProc>, String> {
+    let fingerprint = first.handle.fingerprint();
+    let user_id = first.handle.user_id();
+    (1..=k)
+        .map(|i| {
+            DaemonProc::start(
+                dirs.join(format!("a{i}")),
+                remote.to_owned(),
+                Login::Open {
+                    user_id,
+                    fingerprint,
+                    root_secret: root_secret(&fingerprint),
+                },
+            )
+        })
+        .collect()
+}
+
+/// Whether the daemon at `url` lists `share` in its `hello` op table.
+pub fn has_share(url: &str, token: &CapabilityToken) -> Result<bool, String> {
+    actix_rt::System::new().block_on(async {
+        let link = HgxLink::connect(url, token)
+            .await
+            .map_err(|e| format!("probe app: {e}"))?;
+        let has = link.hello_info().ops.contains_key("share");
+        link.close();
+        Ok(has)
+    })
+}
+
+/// Who the object is shared with before the run: an app on the recipient's daemon
+/// registers a share handler, the publisher shares, both outcomes are awaited.
+#[derive(Clone)]
+pub struct ShareWith {
+    pub url: String,
+    pub token: CapabilityToken,
+    pub recipient: Ghid,
 }
 
 /// What the publishing app set up.
@@ -169,10 +217,12 @@ pub struct Setup {
 /// after `go` pushes updates 1..=M and, once the last push is acknowledged, waits for the
 /// daemon's outbox to drain (every frame at the persister); `extra` carries
 /// `upstream_s` (first push -> drained).
+#[allow(clippy::too_many_arguments)] // a bench entry point: each argument is one flag
 pub fn publisher(
     url: String,
     token: CapabilityToken,
     d0: DaemonHandle,
+    share: Option<ShareWith>,
     payload: usize,
     mode: Mode,
     window: usize,
@@ -189,17 +239,29 @@ pub fn publisher(
                         .await
                         .map_err(|e| format!("publisher app: {e}"))?;
                     let has_share = link.hello_info().ops.contains_key("share");
+                    let api = Ghid::pseudorandom(hypergolix::golix::Algo::DUMMY);
                     let v = link
-                        .new_object(subs::payload(0, payload), None, true, false)
+                        .new_object(subs::payload(0, payload), Some(api), true, false)
                         .await
                         .map_err(|e| format!("new: {e}"))?;
-                    Ok::<_, String>((link, Setup { ghid: v.ghid, has_share }))
+                    let mut helper = None;
+                    if let Some(to) = &share {
+                        helper = Some(share_object(&link, v.ghid, api, to).await?);
+                    }
+                    Ok::<_, String>((
+                        link,
+                        helper,
+                        Setup {
+                            ghid: v.ghid,
+                            has_share,
+                        },
+                    ))
                 };
-                let (link, ghid) = match setup.await {
-                    Ok((link, s)) => {
+                let (link, _helper, ghid) = match setup.await {
+                    Ok((link, helper, s)) => {
                         let g = s.ghid;
                         let _ = ready_tx.send(Ok(s));
-                        (link, g)
+                        (link, helper, g)
                     }
                     Err(e) => {
                         let _ = ready_tx.send(Err(e.clone()));
@@ -222,15 +284,13 @@ pub fn publisher(
                 })
                 .await;
                 let deadline = Instant::now() + Duration::from_secs(120);
-                while d0.outbox_pending().iter().any(|(_, n)| *n > 0) && Instant::now() < deadline
-                {
+                while d0.outbox_pending().iter().any(|(_, n)| *n > 0) && Instant::now() < deadline {
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
                 let first = shared.first_sent().unwrap_or(0);
-                report.extra.push((
-                    "upstream_s".into(),
-                    (shared.now_ns() - first) as f64 / 1e9,
-                ));
+                report
+                    .extra
+                    .push(("upstream_s".into(), (shared.now_ns() - first) as f64 / 1e9));
                 link.close();
                 report
             })
@@ -240,4 +300,57 @@ pub fn publisher(
         .recv_timeout(Duration::from_secs(60))
         .map_err(|_| "publisher app set-up timed out".to_owned())??;
     Ok((Publisher { go: go_tx, join }, setup))
+}
+
+/// Shares `ghid` with `to.recipient`: a handler app on the recipient's daemon, then `share`,
+/// then the handler's `share` event and the publisher's `share_result` (accepted). Returns
+/// the handler's link (kept open for the run).
+async fn share_object(
+    link: &HgxLink,
+    ghid: Ghid,
+    api: Ghid,
+    to: &ShareWith,
+) -> Result<HgxLink, String> {
+    use hypergolix::actors::api::AppEvent;
+    let handler = HgxLink::connect(&to.url, &to.token)
+        .await
+        .map_err(|e| format!("share handler app: {e}"))?;
+    let mut got = handler.events();
+    handler
+        .register_share_handler(api)
+        .await
+        .map_err(|e| format!("register_share_handler: {e}"))?;
+    let mut results = link.events();
+    link.share(ghid, to.recipient)
+        .await
+        .map_err(|e| format!("share: {e}"))?;
+    let wait = async {
+        let mut shared_in = false;
+        let mut accepted = false;
+        while !(shared_in && accepted) {
+            tokio::select! {
+                Some(e) = got.recv(), if !shared_in => {
+                    if matches!(e, AppEvent::Share { ghid: g, .. } if g == ghid) {
+                        shared_in = true;
+                    }
+                }
+                Some(e) = results.recv(), if !accepted => {
+                    if let AppEvent::ShareResult { ghid: g, ok, status, .. } = e {
+                        if g == ghid {
+                            if !ok {
+                                return Err(format!("share refused, status {status}"));
+                            }
+                            accepted = true;
+                        }
+                    }
+                }
+                else => return Err("event streams ended during the share".to_owned()),
+            }
+        }
+        Ok(())
+    };
+    tokio::time::timeout(Duration::from_secs(60), wait)
+        .await
+        .map_err(|_| "share not completed within 60 s".to_owned())??;
+    Ok(handler)
 }

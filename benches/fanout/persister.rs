@@ -8,7 +8,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use bytes::Bytes;
-use hypergolix::golix::{FirstParty, Gobd, Object, Policy, Secret, Suite, DEFAULT_LEGROOM, SIG_LEN};
+use hypergolix::golix::{
+    FirstParty, Gobd, Object, Policy, Secret, Suite, DEFAULT_LEGROOM, SIG_LEN,
+};
 use hypergolix::persist::client::PersisterClient;
 use hypergolix::persist::hub::HubStats;
 use hypergolix::persist::server::{self, Settings};
@@ -34,7 +36,10 @@ pub fn presign(a: &FirstParty, payload: usize, count: usize) -> Presigned {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let chunks = |len: usize| -> Vec<std::ops::Range<usize>> {
         let per = len.div_ceil(cores).max(1);
-        (0..len).step_by(per).map(|s| s..(s + per).min(len)).collect()
+        (0..len)
+            .step_by(per)
+            .map(|s| s..(s + per).min(len))
+            .collect()
     };
     let containers: Vec<_> = std::thread::scope(|s| {
         let hs: Vec<_> = chunks(count)
@@ -212,7 +217,9 @@ pub fn publisher(
                         .await
                         .map_err(|e| e.to_string())?;
                     for b in [&pre.gidc, &pre.frames[0], &pre.containers[0]] {
-                        c.publish(b).await.map_err(|e| format!("set-up publish: {e}"))?;
+                        c.publish(b)
+                            .await
+                            .map_err(|e| format!("set-up publish: {e}"))?;
                     }
                     Ok::<_, String>((c, _rx))
                 };
@@ -237,8 +244,7 @@ pub fn publisher(
                         pre.containers[seq as usize].clone(),
                     );
                     async move {
-                        let (a, b) =
-                            futures_util::future::join(c.publish(&f), c.publish(&k)).await;
+                        let (a, b) = futures_util::future::join(c.publish(&f), c.publish(&k)).await;
                         a.map_err(|e| format!("frame {seq}: {e}"))?;
                         b.map_err(|e| format!("container {seq}: {e}"))?;
                         Ok(())

@@ -7,6 +7,9 @@ use plotters::prelude::*;
 
 use super::stats::RunResult;
 
+/// One latency line of the plot: its label, how to read it from a result, its style.
+type LatencySeries = (&'static str, fn(&RunResult) -> f64, ShapeStyle);
+
 const COLORS: [RGBColor; 6] = [
     RGBColor(31, 119, 180),
     RGBColor(214, 39, 40),
@@ -105,7 +108,7 @@ pub fn draw(path: &Path, results: &[RunResult]) -> Result<(), String> {
     for (i, (level, system)) in all.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         let pts = pick(results, level, system, true);
-        let styles: [(&str, fn(&RunResult) -> f64, ShapeStyle); 3] = [
+        let styles: [LatencySeries; 3] = [
             ("p50", |r| r.latency_ms.p50, color.stroke_width(2)),
             ("p99", |r| r.latency_ms.p99, color.mix(0.7).stroke_width(1)),
             ("max", |r| r.latency_ms.max, color.mix(0.35).stroke_width(1)),

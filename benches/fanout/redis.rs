@@ -243,8 +243,7 @@ impl Subscription {
                     Ok(Some((v, used))) => {
                         let frame = self.buf.split_to(used).freeze();
                         if let Val::Array(Some(items)) = v {
-                            if items.len() == 3
-                                && bulk(&frame, &items[0]) == Some(&b"message"[..])
+                            if items.len() == 3 && bulk(&frame, &items[0]) == Some(&b"message"[..])
                             {
                                 if let Val::Bulk(Some(r)) = &items[2] {
                                     on_message(frame.slice(r.clone()));

@@ -26,6 +26,9 @@ pub struct Shared {
     pub disorder: AtomicU64,
     /// The first check failure, for the report.
     pub first_bad: std::sync::Mutex<Option<String>>,
+    /// Out-of-order deliveries by (update received, update held before): tells a server
+    /// reordering (the same pair at many subscribers) from a client one.
+    pub disorder_pairs: std::sync::Mutex<std::collections::BTreeMap<(u64, u64), u64>>,
 }
 
 impl Shared {
@@ -40,6 +43,7 @@ impl Shared {
             bad: AtomicU64::new(0),
             disorder: AtomicU64::new(0),
             first_bad: std::sync::Mutex::new(None),
+            disorder_pairs: std::sync::Mutex::default(),
         }
     }
 
@@ -101,11 +105,13 @@ impl ThreadLog {
         }
         let s = &mut self.subs[i];
         if seq <= s.last {
-            let n = shared.disorder.fetch_add(1, Ordering::Relaxed);
-            if n == 0 {
-                let mut f = shared.first_bad.lock().unwrap();
-                f.get_or_insert_with(|| format!("update {seq} after {}", s.last));
-            }
+            shared.disorder.fetch_add(1, Ordering::Relaxed);
+            *shared
+                .disorder_pairs
+                .lock()
+                .unwrap()
+                .entry((seq, s.last))
+                .or_default() += 1;
             return;
         }
         s.last = seq;

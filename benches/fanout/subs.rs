@@ -143,7 +143,8 @@ pub fn start(
         let h = std::thread::Builder::new()
             .name(format!("fanout-sub-{t}"))
             .spawn(move || {
-                actix_rt::System::new().block_on(thread_main(target, indices, shared, ready, stop_rx))
+                actix_rt::System::new()
+                    .block_on(thread_main(target, indices, shared, ready, stop_rx))
             })
             .map_err(|e| format!("spawn: {e}"))?;
         pool.stops.push(stop_tx);

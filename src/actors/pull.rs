@@ -76,6 +76,32 @@ pub async fn frame(
     }
 }
 
+/// How often, and how far apart, a pulled frame's container is asked for again while that
+/// frame is still the remote's current one.
+const CONTAINER_RETRIES: usize = 40;
+const CONTAINER_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// The container of `frame` from `from`. The binding travels before its container, so a
+/// reader can see a frame a moment before its container is there: while the remote's current
+/// frame is still `frame`, ask again (bounded: about 2 s). `None` once it was replaced
+/// upstream (or never arrives), so the caller only ratchets past it.
+async fn fetch_container(from: &RemoteHandle, frame: &Gobd) -> Option<Vec<u8>> {
+    for _ in 0..CONTAINER_RETRIES {
+        if let Some(b) = from.get(&frame.target()).await {
+            return Some(b);
+        }
+        let current = from.get(&frame.dynamic).await?;
+        let still_current = Object::decode(&current, Policy::STRICT)
+            .ok()
+            .is_some_and(|o| o.ghid() == frame.frame);
+        if !still_current {
+            return None;
+        }
+        tokio::time::sleep(CONTAINER_RETRY_PAUSE).await;
+    }
+    None
+}
+
 async fn frame_bytes(
     core: &Arc<DaemonCore>,
     from: &RemoteHandle,
@@ -91,7 +117,7 @@ async fn frame_bytes(
     let container = match core.local(&target)? {
         Some(b) => b,
         None => {
-            let Some(b) = from.get(&target).await else {
+            let Some(b) = fetch_container(from, &frame).await else {
                 // Replaced upstream already; the newer frame is on its way. Its secret still
                 // ratchets along this frame's targets, so a reader that falls behind by
                 // more than a frame's target vector (7) never loses the chain.

@@ -213,6 +213,8 @@ pub async fn serve<A: DaemonApi>(api: A, cfg: IpcConfig) -> Result<IpcServer, Ip
             .route("/ws", web::get().to(endpoint::<A>))
     })
     .on_connect(on_connect)
+    // Replies and events are small and latency-bound: no Nagle delay.
+    .tcp_nodelay(true)
     .workers(cfg.workers.max(1))
     // A connection carries one websocket: when its session ends, close it rather than keep
     // it alive for another request, and do not linger for the app to close its end.

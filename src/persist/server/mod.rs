@@ -302,6 +302,8 @@ pub async fn start(settings: Settings) -> Result<Running, ServerError> {
                     .route(web::head().to(http::object)),
             )
     })
+    // Notifications are small and latency-bound: no Nagle delay behind delayed ACKs.
+    .tcp_nodelay(true)
     .workers(workers)
     .backlog(4096)
     .disable_signals()

@@ -6,7 +6,8 @@
 //!
 //! - Requests run in arrival order. `publish` verifies on the [`VerifyPool`] (in order, so a
 //!   binding published before its container is applied first) and is acknowledged only after
-//!   [`Archive::sync`] resolves; its fanout happens then too, never to the uploader. Up to
+//!   [`Archive::sync`] resolves; its fanout happens then too, never to the uploader, and
+//!   fanouts and acks of one connection leave in publish order. Up to
 //!   `max_in_flight` publishes per connection wait for durability at once.
 //! - Unknown ops, bad args and malformed envelopes get an error reply; the session goes on.
 //! - An oversize message (caught at its header by [`super::guard`]) gets `too_large` and a
@@ -25,7 +26,7 @@ use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReaso
 use bytes::Bytes;
 use rmpv::Value;
 use slog::{debug, info, trace, warn};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::guard::{FrameGuard, Oversize};
 use super::Shared;
@@ -96,6 +97,10 @@ struct Conn {
     log: slog::Logger,
     /// Set once the session is closing (disconnect, too_large, shutdown).
     closing: bool,
+    /// Completes when the previous publish's fanout and ack are done: each post-publish task
+    /// waits for it, so fanouts (and acks) leave in publish order even when the tasks are
+    /// polled out of order.
+    last_publish: Option<oneshot::Receiver<()>>,
 }
 
 async fn run(
@@ -118,6 +123,7 @@ async fn run(
         outbox,
         log,
         closing: false,
+        last_publish: None,
     };
     let end = conn.read_loop(&mut stream, &oversize, &control_tx).await;
     conn.sub.unsubscribe_all();
@@ -393,9 +399,17 @@ impl Conn {
         let me = self.sub.id();
         let id = raw.id;
         let log = self.log.clone();
+        let previous = self.last_publish.take();
+        let (done, next) = oneshot::channel();
+        self.last_publish = Some(next);
         actix_web::rt::spawn(async move {
             let _permit = permit;
-            match shared.archive.sync().await {
+            let synced = shared.archive.sync().await;
+            if let Some(previous) = previous {
+                let _ = previous.await;
+            }
+            let _done = done;
+            match synced {
                 Ok(()) => {
                     shared.hub.fanout(&published.notifications, Some(me));
                     let ack = PublishAck {
