@@ -467,12 +467,28 @@ fn agree(ar: &Archive, model: &Model, ghids: &[Ghid], context: &str) {
     }
 }
 
+/// Opens the archive at `path`. sled's background threads release the file lock a moment
+/// after the last handle drops, so a reopen right after a drop may find it still held:
+/// retry, bounded (as `hgxd` does at start).
+fn reopen(path: &std::path::Path) -> Archive {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match Archive::open(path) {
+            Ok(a) => return a,
+            Err(e) if std::time::Instant::now() < deadline && e.to_string().contains("lock") => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("reopen {}: {e}", path.display()),
+        }
+    }
+}
+
 /// One seeded run: random publishes (identities a little more often) and restarts.
 fn run_seed(seed: u64) {
     let u = universe();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ghidcache");
-    let mut ar = Archive::open(&path).unwrap();
+    let mut ar = reopen(&path);
     let mut model = Model::default();
     let mut rng = StdRng::seed_from_u64(seed);
     let (mut accepted, mut refused, mut restarts) = (0, 0, 0);
@@ -480,7 +496,7 @@ fn run_seed(seed: u64) {
         let roll = rng.gen_range(0..100);
         if roll < 4 {
             drop(ar);
-            ar = Archive::open(&path).unwrap();
+            ar = reopen(&path);
             restarts += 1;
             agree(
                 &ar,
@@ -511,7 +527,7 @@ fn run_seed(seed: u64) {
         agree(&ar, &model, &u.ghids, &ctx);
     }
     drop(ar);
-    let ar = Archive::open(&path).unwrap();
+    let ar = reopen(&path);
     agree(&ar, &model, &u.ghids, &format!("at the end (seed {seed})"));
     assert!(
         accepted > 10 && refused > 5 && restarts > 0,
@@ -546,7 +562,7 @@ fn synced_writes_survive_reopen() {
     rt.block_on(ar.sync()).unwrap();
     assert!(ar.flush_count() >= 1);
     drop(ar);
-    let ar = Archive::open(&path).unwrap();
+    let ar = reopen(&path);
     for it in &u.gidcs {
         assert_eq!(
             ar.get(&it.obj.ghid()).unwrap().as_deref(),
