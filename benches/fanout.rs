@@ -172,23 +172,6 @@ struct Args {
     bench: bool,
 }
 
-fn raise_nofile() -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain getrlimit/setrlimit on a local struct.
-    unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-        if lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-    }
-    lim.rlim_cur
-}
-
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -759,7 +742,7 @@ fn main() -> ExitCode {
         },
         None => None,
     };
-    let nofile = raise_nofile();
+    let nofile = common::raise_nofile();
     let need = 2 * args.subscribers.iter().copied().max().unwrap_or(1) as u64 + 256;
     if nofile < need {
         eprintln!("fanout: RLIMIT_NOFILE is {nofile}, need about {need}; raise it (ulimit -n)");

@@ -59,20 +59,6 @@ fn spawn_persister(config: &Path) -> (Child, String) {
     (child, format!("ws://{addr}/ws"))
 }
 
-fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            return st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the server did not exit within {within:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[actix_rt::test]
 async fn every_acknowledged_publish_survives_sigkill() {
     let dir = tempfile::tempdir().unwrap();
@@ -136,7 +122,7 @@ async fn every_acknowledged_publish_survives_sigkill() {
     };
     let (_, at_kill) =
         futures_util::future::join(futures_util::future::join_all(streams), killer).await;
-    let st = wait_exit(&mut child, Duration::from_secs(10));
+    let st = common::wait_exit(&mut child, Duration::from_secs(10));
     assert!(!st.success(), "killed, not exited: {st:?}");
     let acked = acked.borrow().clone();
     println!(
@@ -166,5 +152,5 @@ async fn every_acknowledged_publish_survives_sigkill() {
     }
     // SAFETY: signalling our own child.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-    assert!(wait_exit(&mut child, Duration::from_secs(20)).success());
+    assert!(common::wait_exit(&mut child, Duration::from_secs(20)).success());
 }

@@ -20,25 +20,6 @@ const SUBSCRIBERS: usize = 1000;
 const FRAMES: usize = 100;
 const DEADLINE: Duration = Duration::from_secs(45);
 
-/// Raises the soft open-files limit to the hard limit (each subscriber costs two fds here:
-/// the client end and the server end).
-fn raise_nofile() -> libc::rlim_t {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain getrlimit/setrlimit on a local struct.
-    unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-        if lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-    }
-    lim.rlim_cur
-}
-
 /// This process's resident set, in KiB (Linux).
 fn vm_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -132,7 +113,7 @@ struct Seen {
 #[actix_rt::test]
 async fn a_thousand_subscribers_and_one_stalled_reader() {
     let started = Instant::now();
-    let nofile = raise_nofile();
+    let nofile = common::raise_nofile();
     assert!(
         nofile >= 2 * SUBSCRIBERS as libc::rlim_t + 200,
         "RLIMIT_NOFILE {nofile} is too low"

@@ -669,20 +669,6 @@ fn spawn_persister(config: &Path) -> (Child, std::net::SocketAddr) {
     (child, addr.parse().unwrap())
 }
 
-fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            return st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the server did not exit within {within:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[actix_rt::test]
 async fn binary_refuses_a_second_instance_stops_and_keeps_data() {
     let dir = tempfile::tempdir().unwrap();
@@ -724,7 +710,7 @@ async fn binary_refuses_a_second_instance_stops_and_keeps_data() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(wait_exit(&mut first, Duration::from_secs(20)).success());
+    assert!(common::wait_exit(&mut first, Duration::from_secs(20)).success());
     assert!(!pid_file.exists(), "pid file removed on exit");
     assert!(
         std::fs::read_dir(dir.path().join("logs")).unwrap().count() >= 1,
@@ -744,7 +730,7 @@ async fn binary_refuses_a_second_instance_stops_and_keeps_data() {
     let t = Instant::now();
     // SAFETY: signalling our own child.
     assert_eq!(unsafe { libc::kill(second.id() as i32, libc::SIGTERM) }, 0);
-    let st = wait_exit(&mut second, Duration::from_secs(20));
+    let st = common::wait_exit(&mut second, Duration::from_secs(20));
     assert!(st.success(), "exit status {st:?}");
     assert!(t.elapsed() < Duration::from_secs(10));
     assert!(!pid_file.exists());

@@ -57,3 +57,40 @@ pub fn hex_of(v: &serde_json::Value, key: &str) -> Vec<u8> {
     let s = v[key].as_str().unwrap_or_else(|| panic!("missing {key}"));
     hex::decode(s).unwrap_or_else(|e| panic!("{key}: {e}"))
 }
+
+/// Waits for a spawned server to exit, killing it (and failing) after `within`.
+pub fn wait_exit(
+    child: &mut std::process::Child,
+    within: std::time::Duration,
+) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(st) = child.try_wait().expect("wait on child") {
+            return st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the server did not exit within {within:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Raises the soft open-files limit to the hard limit (each subscriber costs two fds here:
+/// the client end and the server end).
+pub fn raise_nofile() -> libc::rlim_t {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain getrlimit/setrlimit on a local struct.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        if lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+    }
+    lim.rlim_cur
+}
