@@ -196,6 +196,15 @@ pub struct ServerSection {
     pub outbound_queue: usize,
     /// Publishes per connection awaiting durability at once.
     pub max_in_flight: usize,
+    /// Stored requests (GARQs) kept per recipient; a further GARQ to that recipient is
+    /// refused with `mailbox_full` until the recipient debinds some. GARQs are anonymous, so
+    /// without this bound one peer could store unbounded mail for anyone, all of it
+    /// re-delivered at every subscribe. Keep it well below `outbound_queue`. Default 1024.
+    pub max_requests_per_recipient: usize,
+    /// Seconds a websocket peer may stay silent (no message, no pong) before it is closed.
+    pub idle_timeout_s: u64,
+    /// Seconds a new connection has to send its whole HTTP request head (slow-loris guard).
+    pub request_head_timeout_s: u64,
     /// HTTP worker threads; `null` = one per core.
     pub workers: Option<usize>,
     /// Log files kept in `logdir` (one per start).
@@ -218,6 +227,10 @@ impl Default for ServerSection {
             max_subscriptions: 4096,
             outbound_queue: 4096,
             max_in_flight: 256,
+            // = persist::rules::DEFAULT_MAX_REQUESTS_PER_RECIPIENT (config calls nothing of ours).
+            max_requests_per_recipient: 1024,
+            idle_timeout_s: 60,
+            request_head_timeout_s: 5,
             workers: None,
             keep_logs: 10,
         }

@@ -1,8 +1,10 @@
 //! # Fanout hub
 //!
 //! The subscription hub of the persister (DESIGN.md §3): a map Ghid -> subscribers, and one
-//! bounded [`Outbox`] per connection. A notification is encoded **once** into a shared
-//! [`Bytes`]; every subscriber's outbox gets a clone of the same reference-counted buffer.
+//! bounded [`Outbox`] per connection. A notification is encoded **once**, as a complete
+//! websocket frame ([`wsframe`]: server frames are unmasked, so the same bytes are valid on
+//! every connection), into a shared [`Bytes`]; every subscriber's outbox gets a clone of the
+//! same reference-counted buffer, and the session writes it to the socket as it is.
 //!
 //! Slow readers: an outbox holds at most `capacity` messages. Notifications about the state
 //! of a dynamic object (its frames, and the GDXX that removes it) are *latest-wins*: while one
@@ -13,27 +15,78 @@
 //! client reconnects and re-subscribes, which redelivers stored mail.
 //!
 //! Owns: the subscription map, outboxes, fanout counters. Calls: [`super::wire`] (notify
-//! encoding) and `golix` (to key GDXX notifications by their target). Sans-IO apart from
-//! `tokio::sync::Notify` wakeups; the websocket session in [`super::server`] drives it.
+//! encoding), [`super::wsframe`], and `golix` (to key GDXX notifications by their target).
+//! Sans-IO apart from task wakeups; the websocket session in [`super::server`] drives it.
 
+use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::poll_fn;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
 
-use super::wire;
 use super::Notification;
+use super::{wire, wsframe};
 use crate::golix::{Ghid, Object, Policy};
 
 /// Identifies one connection inside the hub.
 pub type ConnId = u64;
 
 /// Coalescing key of a latest-wins notification: (subscription, the object whose newest
-/// state it carries).
-pub type SlotKey = (Ghid, Ghid);
+/// state it carries), with its hash computed once per notification rather than once per
+/// subscriber's queue operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlotKey {
+    hash: u64,
+    subscription: Ghid,
+    object: Ghid,
+}
+
+impl SlotKey {
+    pub fn new(subscription: Ghid, object: Ghid) -> SlotKey {
+        let mut h = DefaultHasher::new();
+        (subscription, object).hash(&mut h);
+        SlotKey {
+            hash: h.finish(),
+            subscription,
+            object,
+        }
+    }
+}
+
+impl Hash for SlotKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// Passes [`SlotKey`]'s precomputed hash through.
+#[derive(Default)]
+struct PrehashedHasher(u64);
+
+impl Hasher for PrehashedHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type SlotMap = HashMap<SlotKey, Bytes, BuildHasherDefault<PrehashedHasher>>;
 
 /// How an outbox was asked to end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +101,20 @@ pub enum CloseKind {
     Slow,
     /// Protocol violation or timeout.
     Protocol,
+}
+
+impl CloseKind {
+    /// The websocket close frame for this ending.
+    pub fn frame(self) -> Bytes {
+        let (code, reason) = match self {
+            CloseKind::Normal => (1000, "bye"),
+            CloseKind::TooLarge => (1009, "message too large"),
+            CloseKind::Away => (1001, "server shutting down"),
+            CloseKind::Slow => (1008, "too slow"),
+            CloseKind::Protocol => (1002, "protocol error"),
+        };
+        wsframe::close(code, reason)
+    }
 }
 
 /// Outcome of queueing a notification.
@@ -115,21 +182,25 @@ struct OutboxState {
     /// Messages in send order. `Latest` entries point into `latest`.
     queue: VecDeque<Entry>,
     /// The newest pending bytes of each latest-wins key present in `queue`.
-    latest: HashMap<SlotKey, Bytes>,
+    latest: SlotMap,
     /// Set by `close`: accept nothing more, drain, then tell the writer to close.
     closing: Option<CloseKind>,
+    /// Set by `release`: the session is done reading; the writer may end the response.
+    released: bool,
     /// Set by `abort` or on overflow: the writer stops at once.
     aborted: bool,
 }
 
-/// One connection's bounded outbound queue. Shared (`Arc`) between the hub (producers on any
-/// thread), the session's reader (replies) and its writer task (the single consumer).
-/// A std `Mutex` guards the state: it is held only for queue operations, never across an
-/// await.
+/// One connection's bounded outbound queue of ready-to-write websocket frames. Shared (`Arc`)
+/// between the hub (producers on any thread), the session's reader (replies) and the
+/// connection's response body (the single consumer, polled by the HTTP dispatcher that owns
+/// the socket). A std `Mutex` guards the state: it is held only for queue operations, never
+/// across an await.
 pub struct Outbox {
     state: Mutex<OutboxState>,
-    /// Wakes the writer (single waiter; `notify_one` keeps a permit, so no lost wakeups).
-    readable: Notify,
+    /// Wakes the consumer (single waiter; registering before checking the state means no
+    /// wakeup is lost).
+    readable: AtomicWaker,
     /// Wakes the reader waiting in `reserve` (single waiter).
     room: Notify,
     /// Wakes everyone waiting in `aborted()` (`notify_waiters`).
@@ -142,7 +213,7 @@ impl Outbox {
     fn new(capacity: usize, counters: Arc<Counters>) -> Outbox {
         Outbox {
             state: Mutex::new(OutboxState::default()),
-            readable: Notify::new(),
+            readable: AtomicWaker::new(),
             room: Notify::new(),
             abort_signal: Notify::new(),
             capacity: capacity.max(1),
@@ -186,8 +257,8 @@ impl Outbox {
         }
     }
 
-    /// Queues a reply (or any message that must not be merged nor dropped). Call
-    /// [`Outbox::reserve`] first to respect the bound. Returns false if closing.
+    /// Queues a reply (or any frame that must not be merged nor dropped, such as a pong).
+    /// Call [`Outbox::reserve`] first to respect the bound. Returns false if closing.
     pub fn push_reply(&self, msg: Bytes) -> bool {
         let mut st = self.lock();
         if st.closing.is_some() || st.aborted {
@@ -196,13 +267,34 @@ impl Outbox {
         st.queue.push_back(Entry::Msg(msg));
         drop(st);
         self.counters.queued.fetch_add(1, Ordering::Relaxed);
-        self.readable.notify_one();
+        self.readable.wake();
         true
     }
 
     /// Queues a notification. With a key, a pending notification for the same key is
     /// replaced (latest-wins) and takes no new slot. A full queue aborts the connection.
     pub fn push_notify(&self, key: Option<SlotKey>, msg: Bytes) -> Push {
+        let push = self.offer(key, msg);
+        let c = &self.counters;
+        match push {
+            Push::Queued => {
+                c.delivered.fetch_add(1, Ordering::Relaxed);
+                c.queued.fetch_add(1, Ordering::Relaxed);
+            }
+            Push::Coalesced => {
+                c.coalesced.fetch_add(1, Ordering::Relaxed);
+            }
+            Push::Overflow => {
+                c.slow_drops.fetch_add(1, Ordering::Relaxed);
+            }
+            Push::Closed => {}
+        }
+        push
+    }
+
+    /// [`Outbox::push_notify`] without touching the shared counters (the hub's fanout adds
+    /// them up once per notification instead of once per subscriber).
+    fn offer(&self, key: Option<SlotKey>, msg: Bytes) -> Push {
         let mut st = self.lock();
         if st.closing.is_some() || st.aborted {
             return Push::Closed;
@@ -210,13 +302,11 @@ impl Outbox {
         if let Some(k) = key {
             if let Some(slot) = st.latest.get_mut(&k) {
                 *slot = msg;
-                self.counters.coalesced.fetch_add(1, Ordering::Relaxed);
                 return Push::Coalesced;
             }
         }
         if st.queue.len() >= self.capacity {
             drop(st);
-            self.counters.slow_drops.fetch_add(1, Ordering::Relaxed);
             self.abort();
             return Push::Overflow;
         }
@@ -228,9 +318,7 @@ impl Outbox {
             None => st.queue.push_back(Entry::Msg(msg)),
         }
         drop(st);
-        self.counters.delivered.fetch_add(1, Ordering::Relaxed);
-        self.counters.queued.fetch_add(1, Ordering::Relaxed);
-        self.readable.notify_one();
+        self.readable.wake();
         Push::Queued
     }
 
@@ -241,8 +329,15 @@ impl Outbox {
             st.closing = Some(kind);
         }
         drop(st);
-        self.readable.notify_one();
+        self.readable.wake();
         self.room.notify_one();
+    }
+
+    /// The session has finished reading (the peer answered our close, or is gone): once the
+    /// close frame is out, the writer may end the connection.
+    pub fn release(&self) {
+        self.lock().released = true;
+        self.readable.wake();
     }
 
     /// Stop at once, dropping whatever is queued.
@@ -254,17 +349,13 @@ impl Outbox {
         st.latest.clear();
         drop(st);
         self.counters.queued.fetch_sub(dropped, Ordering::Relaxed);
-        self.wake_all();
+        self.readable.wake();
+        self.room.notify_one();
+        self.abort_signal.notify_waiters();
     }
 
     pub fn is_aborted(&self) -> bool {
         self.lock().aborted
-    }
-
-    fn wake_all(&self) {
-        self.readable.notify_one();
-        self.room.notify_one();
-        self.abort_signal.notify_waiters();
     }
 
     /// Resolves once the outbox is aborted.
@@ -280,40 +371,52 @@ impl Outbox {
         }
     }
 
-    /// The writer's side: waits for work and takes up to `max` messages at once (one lock,
-    /// one wakeup, and the websocket layer then writes them in one syscall).
-    pub async fn next(&self, max: usize) -> Next {
-        loop {
-            let wait = self.readable.notified();
-            {
-                let mut st = self.lock();
-                if st.aborted {
-                    return Next::Abort;
-                }
-                if !st.queue.is_empty() {
-                    let n = st.queue.len().min(max.max(1));
-                    let mut batch = Vec::with_capacity(n);
-                    for _ in 0..n {
-                        match st.queue.pop_front() {
-                            Some(Entry::Msg(b)) => batch.push(b),
-                            Some(Entry::Latest(k)) => {
-                                if let Some(b) = st.latest.remove(&k) {
-                                    batch.push(b);
-                                }
-                            }
-                            None => break,
+    /// The writer's side: takes up to `max` messages at once (one lock per batch), or says
+    /// that the outbox is closed or aborted; `Pending` registers the consumer's waker.
+    pub fn poll_next(&self, cx: &mut Context<'_>, max: usize) -> Poll<Next> {
+        self.readable.register(cx.waker());
+        let mut st = self.lock();
+        if st.aborted {
+            return Poll::Ready(Next::Abort);
+        }
+        if !st.queue.is_empty() {
+            let n = st.queue.len().min(max.max(1));
+            let mut batch = Vec::with_capacity(n);
+            for _ in 0..n {
+                match st.queue.pop_front() {
+                    Some(Entry::Msg(b)) => batch.push(b),
+                    Some(Entry::Latest(k)) => {
+                        if let Some(b) = st.latest.remove(&k) {
+                            batch.push(b);
                         }
                     }
-                    drop(st);
-                    self.counters.queued.fetch_sub(n as u64, Ordering::Relaxed);
-                    self.room.notify_one();
-                    return Next::Batch(batch);
-                }
-                if let Some(kind) = st.closing {
-                    return Next::Close(kind);
+                    None => break,
                 }
             }
-            wait.await;
+            drop(st);
+            self.counters.queued.fetch_sub(n as u64, Ordering::Relaxed);
+            self.room.notify_one();
+            return Poll::Ready(Next::Batch(batch));
+        }
+        match st.closing {
+            Some(kind) => Poll::Ready(Next::Close(kind)),
+            None => Poll::Pending,
+        }
+    }
+
+    /// [`Outbox::poll_next`] as a future.
+    pub async fn next(&self, max: usize) -> Next {
+        poll_fn(|cx| self.poll_next(cx, max)).await
+    }
+
+    /// Ready once the session has released the outbox (or it was aborted).
+    pub fn poll_released(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.readable.register(cx.waker());
+        let st = self.lock();
+        if st.released || st.aborted {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
         }
     }
 }
@@ -323,13 +426,18 @@ impl Outbox {
 /// the removal of a dynamic object replaces its pending frame). GARQs are mail: never merged.
 pub fn slot_key(subscription: &Ghid, object: &[u8]) -> Option<SlotKey> {
     match object.get(..4) {
-        Some(b"GOBD") => Some((*subscription, *subscription)),
+        Some(b"GOBD") => Some(SlotKey::new(*subscription, *subscription)),
         Some(b"GDXX") => match Object::decode(object, Policy::STRICT) {
-            Ok(Object::Gdxx(d)) => Some((*subscription, d.target)),
+            Ok(Object::Gdxx(d)) => Some(SlotKey::new(*subscription, d.target)),
             _ => None,
         },
         _ => None,
     }
+}
+
+/// A notification as it goes on the wire: its msgpack envelope in one websocket frame.
+pub fn notify_frame(subscription: &Ghid, object: &[u8]) -> Bytes {
+    wsframe::binary(&wire::encode_notify(subscription, object))
 }
 
 /// The subscription map. Cheap to share (`Arc<Hub>`); every method takes `&self`.
@@ -387,26 +495,41 @@ impl Hub {
     pub fn fanout(&self, notifications: &[Notification], exclude: Option<ConnId>) -> usize {
         let mut sent = 0;
         for n in notifications {
-            let targets: Vec<Arc<Outbox>> = match self.read().get(&n.subscription) {
-                Some(m) => m
-                    .iter()
-                    .filter(|(id, _)| Some(**id) != exclude)
-                    .map(|(_, o)| o.clone())
-                    .collect(),
-                None => continue,
+            let subs = self.read();
+            let Some(targets) = subs.get(&n.subscription) else {
+                continue;
             };
-            if targets.is_empty() {
+            if targets.len() <= usize::from(exclude.is_some_and(|e| targets.contains_key(&e))) {
                 continue;
             }
-            let bytes = wire::encode_notify(&n.subscription, &n.object);
-            self.counters.encoded.fetch_add(1, Ordering::Relaxed);
+            let bytes = notify_frame(&n.subscription, &n.object);
             let key = slot_key(&n.subscription, &n.object);
-            for o in targets {
-                match o.push_notify(key, bytes.clone()) {
-                    Push::Queued | Push::Coalesced => sent += 1,
-                    Push::Overflow | Push::Closed => {}
+            // Straight into each outbox under the read lock: no per-subscriber allocation
+            // or reference-count traffic; the counters are added up once below.
+            let c = &self.counters;
+            // Counted as queued up front so that a writer popping meanwhile never takes the
+            // gauge below zero; the difference is returned below.
+            let upper = targets.len() as u64;
+            c.queued.fetch_add(upper, Ordering::Relaxed);
+            let (mut queued, mut coalesced, mut dropped) = (0, 0, 0);
+            for (id, o) in targets {
+                if Some(*id) == exclude {
+                    continue;
+                }
+                match o.offer(key, bytes.clone()) {
+                    Push::Queued => queued += 1,
+                    Push::Coalesced => coalesced += 1,
+                    Push::Overflow => dropped += 1,
+                    Push::Closed => {}
                 }
             }
+            drop(subs);
+            c.queued.fetch_sub(upper - queued, Ordering::Relaxed);
+            c.encoded.fetch_add(1, Ordering::Relaxed);
+            c.delivered.fetch_add(queued, Ordering::Relaxed);
+            c.coalesced.fetch_add(coalesced, Ordering::Relaxed);
+            c.slow_drops.fetch_add(dropped, Ordering::Relaxed);
+            sent += (queued + coalesced) as usize;
         }
         sent
     }
@@ -588,7 +711,7 @@ mod tests {
         let got = drain(s.outbox()).await;
         assert_eq!(got.len(), 2);
         for (b, d) in got.iter().zip([d1, d2]) {
-            assert_eq!(b, &wire::encode_notify(&d, &frame_bytes(99)));
+            assert_eq!(b, &notify_frame(&d, &frame_bytes(99)));
         }
         assert_eq!(hub.stats().coalesced, 2 * 99);
         assert_eq!(hub.stats().queued, 0);
@@ -663,7 +786,7 @@ mod tests {
     #[test]
     fn slot_keys() {
         let sub = g();
-        assert_eq!(slot_key(&sub, b"GOBD...."), Some((sub, sub)));
+        assert_eq!(slot_key(&sub, b"GOBD...."), Some(SlotKey::new(sub, sub)));
         assert_eq!(slot_key(&sub, b"GARQ...."), None);
         assert_eq!(
             slot_key(&sub, b"GDXX junk"),

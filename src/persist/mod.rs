@@ -4,7 +4,8 @@
 //! implementation, the ingest rules and collection cascade over it ([`rules`]), the
 //! [`archive::Archive`] facade (publish / get / queries, durable group commit), the persister
 //! wire protocol ([`wire`]), the fanout hub ([`hub`]), the actix-web server ([`server`]) and
-//! the client side of the protocol ([`client`]) that `hgxd` uses.
+//! the client side of the protocol ([`client`]) that `hgxd` uses, and server websocket
+//! framing ([`wsframe`]).
 //!
 //! Calls: `golix` only (plus sled, actix). Used by `actors`, `ipc` and the binaries.
 
@@ -16,6 +17,7 @@ pub mod rules;
 pub mod server;
 pub mod store;
 pub mod wire;
+pub mod wsframe;
 
 pub use archive::{Archive, Notification, Published, Status};
 pub use error::PersistError;

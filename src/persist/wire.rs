@@ -267,6 +267,9 @@ pub struct Limits {
     pub outbound_queue: u64,
     /// Publishes one connection may have in flight (awaiting durability).
     pub max_in_flight: u64,
+    /// Seconds of silence (no message, no pong) after which a connection is closed.
+    #[serde(default)]
+    pub idle_timeout_s: u64,
 }
 
 /// One op as `hello` describes it.
@@ -518,6 +521,7 @@ mod tests {
                 max_subscriptions: 2,
                 outbound_queue: 3,
                 max_in_flight: 4,
+                idle_timeout_s: 5,
             }),
         );
         let Incoming::Ok { ok, .. } = Incoming::decode(&hello).unwrap() else {

@@ -21,6 +21,7 @@ mod session;
 
 use std::future::Future;
 use std::io;
+use std::time::Duration;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -62,6 +63,11 @@ pub struct Limits {
     pub max_subscriptions: usize,
     pub outbound_queue: usize,
     pub max_in_flight: usize,
+    /// A websocket peer that sends nothing (not even a pong to our pings) for this long is
+    /// closed.
+    pub idle_timeout: Duration,
+    /// Time a new connection has to send its complete HTTP request head (slow-loris).
+    pub request_head_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -71,6 +77,8 @@ impl Default for Limits {
             max_subscriptions: 4096,
             outbound_queue: 4096,
             max_in_flight: 256,
+            idle_timeout: Duration::from_secs(60),
+            request_head_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -82,6 +90,7 @@ impl Limits {
             max_subscriptions: self.max_subscriptions as u64,
             outbound_queue: self.outbound_queue as u64,
             max_in_flight: self.max_in_flight as u64,
+            idle_timeout_s: self.idle_timeout.as_secs(),
         }
     }
 }
@@ -147,6 +156,8 @@ impl Settings {
                 max_subscriptions: s.max_subscriptions.max(1),
                 outbound_queue: s.outbound_queue.max(16),
                 max_in_flight: s.max_in_flight.max(1),
+                idle_timeout: Duration::from_secs(s.idle_timeout_s.max(1)),
+                request_head_timeout: Duration::from_secs(s.request_head_timeout_s.max(1)),
             },
             workers: s.workers.unwrap_or(0),
             verify_threads: 0,
@@ -304,6 +315,7 @@ pub async fn start(settings: Settings) -> Result<Running, ServerError> {
     })
     // Notifications are small and latency-bound: no Nagle delay behind delayed ACKs.
     .tcp_nodelay(true)
+    .client_request_timeout(limits.request_head_timeout)
     .workers(workers)
     .backlog(4096)
     .disable_signals()

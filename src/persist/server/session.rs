@@ -1,8 +1,11 @@
 //! # Websocket session
 //!
 //! One persister connection on `/ws`: a reader task that decodes envelopes
-//! ([`wire::RawRequest`]) and executes ops against the [`Archive`] and the [`Hub`], and a
-//! writer task that drains the connection's [`Outbox`] into the socket in batches.
+//! ([`wire::RawRequest`]) and executes ops against the [`Archive`] and the [`Hub`]. There is
+//! no writer task: the upgrade response's body is the connection's [`Outbox`] itself
+//! ([`OutboxBody`]), so the HTTP dispatcher that owns the socket takes ready-made websocket
+//! frames (shared with every other subscriber of a notification) straight from the queue, in
+//! batches, without a channel or a task hop per message.
 //!
 //! - Requests run in arrival order. `publish` verifies on the [`VerifyPool`] (in order, so a
 //!   binding published before its container is applied first) and is acknowledged only after
@@ -12,37 +15,47 @@
 //! - Unknown ops, bad args and malformed envelopes get an error reply; the session goes on.
 //! - An oversize message (caught at its header by [`super::guard`]) gets `too_large` and a
 //!   clean close; nothing of it is stored.
-//! - Heartbeat: the writer pings every [`PING_INTERVAL`]; a peer silent for
-//!   [`CLIENT_TIMEOUT`] is closed.
+//! - Heartbeat: the reader pings every [`PING_INTERVAL`] (more often with a short idle
+//!   timeout); a peer silent for the configured idle timeout ([`CLIENT_TIMEOUT`] by default)
+//!   is closed.
 //!
 //! Owns: per-connection state (subscriptions via [`hub::Subscriber`], in-flight bound).
-//! Calls: [`Archive`], [`Hub`], [`wire`], [`VerifyPool`], actix-ws.
+//! Calls: [`Archive`], [`Hub`], [`wire`], [`wsframe`], [`VerifyPool`], actix-ws (its frame
+//! decoder, for the read side only).
 
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
+use actix_web::body::{BodyStream, MessageBody};
 use actix_web::{dev, web, FromRequest, HttpRequest, HttpResponse};
-use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
+use actix_ws::{AggregatedMessage, AggregatedMessageStream};
 use bytes::Bytes;
+use futures_util::Stream;
 use rmpv::Value;
 use slog::{debug, info, trace, warn};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{oneshot, Semaphore};
 
 use super::guard::{FrameGuard, Oversize};
 use super::Shared;
 use crate::golix::Ghid;
 use crate::persist::hub::{self, CloseKind, Next, Outbox};
 use crate::persist::wire::{self, args, codes, PublishAck};
-use crate::persist::PersistError;
+use crate::persist::{wsframe, PersistError};
 
-/// How often the writer pings the peer.
+/// How often the session pings the peer (at most).
 pub const PING_INTERVAL: Duration = Duration::from_secs(20);
-/// A peer silent (no message, no pong) this long is closed.
+/// The default idle timeout: a peer silent (no message, no pong) this long is closed.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a closing session waits for the peer's close before dropping it.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(3);
-/// Most messages the writer takes from the outbox per wakeup.
+/// Most messages the response body takes from the outbox per lock.
 const WRITE_BATCH: usize = 64;
+/// The shortest heartbeat period, whatever the idle timeout.
+const MIN_TICK: Duration = Duration::from_millis(100);
 
 /// `GET /ws`: upgrade and spawn the session.
 pub(super) async fn route(
@@ -57,7 +70,10 @@ pub(super) async fn route(
     > = Box::pin(guarded);
     let mut raw = dev::Payload::from(boxed);
     let payload = web::Payload::from_request(&req, &mut raw).await?;
-    let (response, session, stream) = actix_ws::handle(&req, payload)?;
+    // actix-ws decodes what the peer sends; what we send is framed by us (`wsframe`), so its
+    // own response and session handle are not used.
+    let (_, _, stream) = actix_ws::handle(&req, payload)?;
+    let mut response = actix_http::ws::handshake(req.head())?;
     // The guard enforces the real limit at frame headers; these only must not trip first.
     let slack = max.saturating_add(1024);
     let stream = stream
@@ -68,14 +84,65 @@ pub(super) async fn route(
         .peer_addr()
         .map_or_else(|| "?".to_owned(), |a| a.to_string());
     let shared = state.into_inner();
-    actix_web::rt::spawn(run(shared, session, stream, oversize, peer));
-    Ok(response)
+    let sub = shared.hub.connect();
+    let body = OutboxBody::new(sub.outbox().clone());
+    actix_web::rt::spawn(run(shared, sub, stream, oversize, peer));
+    Ok(response
+        .message_body(BodyStream::new(body).boxed())?
+        .into())
 }
 
-/// Control frames the reader asks the writer to send (pongs), so that the reader never
-/// blocks on a full socket.
-enum Control {
-    Pong(Bytes),
+/// The upgrade response's body: the outbox's frames, then (after a close) the end of the
+/// connection once the session has released it.
+struct OutboxBody {
+    outbox: Arc<Outbox>,
+    pending: VecDeque<Bytes>,
+    state: BodyState,
+}
+
+enum BodyState {
+    Open,
+    /// The close frame is queued; end once the session is done reading.
+    Closing,
+    Done,
+}
+
+impl OutboxBody {
+    fn new(outbox: Arc<Outbox>) -> OutboxBody {
+        OutboxBody {
+            outbox,
+            pending: VecDeque::new(),
+            state: BodyState::Open,
+        }
+    }
+}
+
+impl Stream for OutboxBody {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(b) = this.pending.pop_front() {
+                return Poll::Ready(Some(Ok(b)));
+            }
+            match this.state {
+                BodyState::Done => return Poll::Ready(None),
+                BodyState::Closing => {
+                    ready!(this.outbox.poll_released(cx));
+                    this.state = BodyState::Done;
+                }
+                BodyState::Open => match ready!(this.outbox.poll_next(cx, WRITE_BATCH)) {
+                    Next::Batch(batch) => this.pending.extend(batch),
+                    Next::Close(kind) => {
+                        this.pending.push_back(kind.frame());
+                        this.state = BodyState::Closing;
+                    }
+                    Next::Abort => this.state = BodyState::Done,
+                },
+            }
+        }
+    }
 }
 
 /// Who ended the read loop.
@@ -105,17 +172,14 @@ struct Conn {
 
 async fn run(
     shared: Arc<Shared>,
-    session: Session,
+    sub: hub::Subscriber,
     mut stream: AggregatedMessageStream,
     oversize: Oversize,
     peer: String,
 ) {
-    let sub = shared.hub.connect();
     let log = shared.log.new(slog::o!("conn" => sub.id(), "peer" => peer));
     debug!(log, "websocket open");
     let outbox = sub.outbox().clone();
-    let (control_tx, control_rx) = mpsc::channel(8);
-    let writer = actix_web::rt::spawn(write_loop(session, outbox.clone(), control_rx));
     let mut conn = Conn {
         in_flight: Arc::new(Semaphore::new(shared.limits.max_in_flight.max(1))),
         shared,
@@ -125,10 +189,9 @@ async fn run(
         closing: false,
         last_publish: None,
     };
-    let end = conn.read_loop(&mut stream, &oversize, &control_tx).await;
+    let end = conn.read_loop(&mut stream, &oversize).await;
     conn.sub.unsubscribe_all();
     conn.outbox.close(CloseKind::Normal);
-    let mut writer = writer;
     if end == End::WeClose && !conn.outbox.is_aborted() {
         // Read (and drop) until the peer answers our close, so that the error reply and the
         // close frame reach it instead of being lost to a reset.
@@ -142,14 +205,7 @@ async fn run(
         })
         .await;
     }
-    // Let the writer flush and send its close frame, for a bounded time.
-    if tokio::time::timeout(CLOSE_GRACE, &mut writer)
-        .await
-        .is_err()
-    {
-        conn.outbox.abort();
-        let _ = writer.await;
-    }
+    conn.outbox.release();
     debug!(conn.log, "websocket closed");
 }
 
@@ -158,11 +214,12 @@ impl Conn {
         &mut self,
         stream: &mut AggregatedMessageStream,
         oversize: &Oversize,
-        control: &mpsc::Sender<Control>,
     ) -> End {
         let mut shutdown = self.shared.shutdown.clone();
         let mut last_seen = Instant::now();
-        let mut tick = tokio::time::interval(PING_INTERVAL);
+        let idle = self.shared.limits.idle_timeout;
+        let mut tick = tokio::time::interval(PING_INTERVAL.min(idle / 3).max(MIN_TICK));
+        tick.tick().await;
         let outbox = self.outbox.clone();
         loop {
             if *shutdown.borrow() {
@@ -180,11 +237,12 @@ impl Conn {
                     return End::WeClose;
                 }
                 _ = tick.tick() => {
-                    if last_seen.elapsed() > CLIENT_TIMEOUT {
+                    if last_seen.elapsed() > idle {
                         info!(self.log, "peer silent too long, closing");
                         self.outbox.close(CloseKind::Protocol);
                         return End::WeClose;
                     }
+                    self.outbox.push_reply(wsframe::ping(b""));
                 }
                 msg = stream.recv() => {
                     last_seen = Instant::now();
@@ -201,7 +259,7 @@ impl Conn {
                                 "text frames are not used: send binary msgpack").await;
                         }
                         Some(Ok(AggregatedMessage::Ping(p))) => {
-                            let _ = control.try_send(Control::Pong(p));
+                            self.reply_frame(wsframe::pong(&p)).await;
                         }
                         Some(Ok(AggregatedMessage::Pong(_))) => {}
                         Some(Ok(AggregatedMessage::Close(_))) => return End::PeerGone,
@@ -210,12 +268,12 @@ impl Conn {
                                 Some(size) => {
                                     info!(self.log, "message too large, closing";
                                         "size" => size, "max" => self.shared.limits.max_frame);
-                                    self.outbox.push_reply(wire::encode_err(
+                                    self.outbox.push_reply(wsframe::binary(&wire::encode_err(
                                         &Value::Nil,
                                         codes::TOO_LARGE,
                                         format!("message of {size} bytes; the limit is {}",
                                             self.shared.limits.max_frame),
-                                    ));
+                                    )));
                                     self.outbox.close(CloseKind::TooLarge);
                                     return End::WeClose;
                                 }
@@ -232,9 +290,15 @@ impl Conn {
         }
     }
 
-    async fn reply(&self, msg: Bytes) {
+    /// Queues one websocket frame, waiting for room first (TCP backpressure on a peer that
+    /// sends without reading).
+    async fn reply_frame(&self, frame: Bytes) {
         self.outbox.reserve().await;
-        self.outbox.push_reply(msg);
+        self.outbox.push_reply(frame);
+    }
+
+    async fn reply(&self, msg: Bytes) {
+        self.reply_frame(wsframe::binary(&msg)).await;
     }
 
     async fn reply_ok<T: serde::Serialize>(&self, id: &Value, ok: T) {
@@ -357,8 +421,7 @@ impl Conn {
             Ok(mail) => {
                 for garq in mail {
                     self.outbox.reserve().await;
-                    self.outbox
-                        .push_notify(None, wire::encode_notify(&g, &garq));
+                    self.outbox.push_notify(None, hub::notify_frame(&g, &garq));
                 }
             }
             Err(e) => warn!(self.log, "cannot read stored requests"; "error" => %e),
@@ -417,86 +480,17 @@ impl Conn {
                         kind: published.kind.as_str().to_owned(),
                         new: published.new,
                     };
-                    outbox.push_reply(wire::encode_ok(&id, ack));
+                    outbox.push_reply(wsframe::binary(&wire::encode_ok(&id, ack)));
                 }
                 Err(e) => {
                     warn!(log, "flush failed"; "error" => %e);
-                    outbox.push_reply(wire::encode_err(&id, e.code(), e.to_string()));
+                    outbox.push_reply(wsframe::binary(&wire::encode_err(
+                        &id,
+                        e.code(),
+                        e.to_string(),
+                    )));
                 }
             }
         });
-    }
-}
-
-fn close_reason(kind: CloseKind) -> CloseReason {
-    let (code, text) = match kind {
-        CloseKind::Normal => (CloseCode::Normal, "bye"),
-        CloseKind::TooLarge => (CloseCode::Size, "message too large"),
-        CloseKind::Away => (CloseCode::Away, "server shutting down"),
-        CloseKind::Slow => (CloseCode::Policy, "too slow"),
-        CloseKind::Protocol => (CloseCode::Protocol, "protocol error"),
-    };
-    CloseReason {
-        code,
-        description: Some(text.to_owned()),
-    }
-}
-
-/// Drains the outbox into the socket. Every send races the outbox's abort, so a peer that
-/// stopped reading cannot pin this task.
-async fn write_loop(
-    mut session: Session,
-    outbox: Arc<Outbox>,
-    mut control: mpsc::Receiver<Control>,
-) {
-    let mut ping = tokio::time::interval(PING_INTERVAL);
-    ping.tick().await;
-    loop {
-        let next = tokio::select! {
-            c = control.recv() => {
-                if let Some(Control::Pong(p)) = c {
-                    if !send(&outbox, session.pong(&p)).await {
-                        return;
-                    }
-                }
-                continue;
-            }
-            _ = ping.tick() => {
-                if !send(&outbox, session.ping(b"")).await {
-                    return;
-                }
-                continue;
-            }
-            n = outbox.next(WRITE_BATCH) => n,
-        };
-        match next {
-            Next::Batch(msgs) => {
-                for m in msgs {
-                    if !send(&outbox, session.binary(m)).await {
-                        outbox.abort();
-                        return;
-                    }
-                }
-            }
-            Next::Close(kind) => {
-                let _ = tokio::select! {
-                    r = session.close(Some(close_reason(kind))) => r.is_ok(),
-                    _ = outbox.aborted() => false,
-                };
-                return;
-            }
-            Next::Abort => return,
-        }
-    }
-}
-
-/// Awaits a session send unless the outbox is aborted first; false if either failed.
-async fn send<F>(outbox: &Outbox, fut: F) -> bool
-where
-    F: std::future::Future<Output = Result<(), actix_ws::Closed>>,
-{
-    tokio::select! {
-        r = fut => r.is_ok(),
-        _ = outbox.aborted() => false,
     }
 }
