@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
@@ -83,6 +83,9 @@ struct Inner {
     write_lock: Mutex<()>,
     /// Parsed signer identities by GIDC ghid.
     identities: Mutex<HashMap<Ghid, SecondParty>>,
+    /// [`rules::Limits::max_requests_per_recipient`] (atomic: set after opening, shared by
+    /// every clone).
+    max_requests_per_recipient: AtomicUsize,
     flush: Arc<FlushShared>,
     /// The flusher thread; joined on drop.
     flusher: Option<JoinHandle<()>>,
@@ -177,10 +180,31 @@ impl Archive {
                 store,
                 write_lock: Mutex::new(()),
                 identities: Mutex::new(HashMap::new()),
+                max_requests_per_recipient: AtomicUsize::new(
+                    rules::DEFAULT_MAX_REQUESTS_PER_RECIPIENT,
+                ),
                 flush,
                 flusher: Some(flusher),
             }),
         })
+    }
+
+    /// Bounds the GARQs stored per recipient (`server.max_requests_per_recipient`); a GARQ
+    /// beyond it is refused with `mailbox_full`. At least 1.
+    pub fn set_max_requests_per_recipient(&self, max: usize) {
+        self.inner
+            .max_requests_per_recipient
+            .store(max.max(1), Ordering::Relaxed);
+    }
+
+    /// The limits [`Archive::publish`] applies.
+    pub fn limits(&self) -> rules::Limits {
+        rules::Limits {
+            max_requests_per_recipient: self
+                .inner
+                .max_requests_per_recipient
+                .load(Ordering::Relaxed),
+        }
     }
 
     /// The underlying store (read-only use; writes must go through [`Archive::publish`]).
@@ -238,7 +262,12 @@ impl Archive {
         let identity = rules::verify(&obj, signer.as_ref())?;
         let outcome = {
             let _guard = lock(&self.inner.write_lock);
-            let outcome = rules::ingest(&*self.inner.store, &obj, Bytes::copy_from_slice(bytes))?;
+            let outcome = rules::ingest_with(
+                &*self.inner.store,
+                &obj,
+                Bytes::copy_from_slice(bytes),
+                &self.limits(),
+            )?;
             self.inner.store.apply(&outcome.writes)?;
             outcome
         };

@@ -39,6 +39,10 @@ pub enum PersistError {
     Limit(String),
     #[error("storage failure: {0}")]
     Storage(String),
+    /// Rule 10 with a bound: the recipient already has the most stored requests (GARQs) a
+    /// holder keeps for one recipient; it must debind some before more can be stored.
+    #[error("mailbox full: {0}")]
+    MailboxFull(String),
     #[error("unavailable: {0}")]
     Unavailable(String),
 }
@@ -62,6 +66,7 @@ impl PersistError {
             PersistError::BadArgs(_) => "bad_args",
             PersistError::Limit(_) => "limit",
             PersistError::Storage(_) => "storage",
+            PersistError::MailboxFull(_) => "mailbox_full",
             PersistError::Unavailable(_) => "unavailable",
         }
     }

@@ -245,16 +245,30 @@ impl Outbox {
     /// through here first, so a client that sends requests without reading replies is slowed
     /// down by TCP backpressure instead of growing the queue.
     pub async fn reserve(&self) {
+        self.reserve_below(self.capacity).await;
+    }
+
+    /// Waits until fewer than `limit` messages are queued (or the outbox is closing). Bulk
+    /// senders (stored mail re-delivered at subscribe) use half the capacity, so the other
+    /// half stays free for live notifications and the connection is not dropped as too slow
+    /// for reading its own mailbox.
+    pub async fn reserve_below(&self, limit: usize) {
+        let limit = limit.clamp(1, self.capacity);
         loop {
             let wait = self.room.notified();
             {
                 let st = self.lock();
-                if st.queue.len() < self.capacity || st.closing.is_some() || st.aborted {
+                if st.queue.len() < limit || st.closing.is_some() || st.aborted {
                     return;
                 }
             }
             wait.await;
         }
+    }
+
+    /// Most messages this outbox holds.
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 
     /// Queues a reply (or any frame that must not be merged nor dropped, such as a pong).

@@ -19,7 +19,8 @@
 //! [`checks::check_dynamic_not_debound`], [`checks::check_frame_successor`]; 7
 //! [`checks::check_dynamic_target`], [`checks::check_not_circular`] and frame replacement in
 //! `admit::frame`; 8 [`checks::check_debinding_target`], [`checks::prune_debindings`]; 9
-//! `admit::debinding` + [`collect()`]; 10 [`checks::check_recipient_known`]; 11 [`collect()`];
+//! `admit::debinding` + [`collect()`]; 10 [`checks::check_recipient_known`] and
+//! [`checks::check_mailbox_room`] (a bound of ours, [`Limits`]); 11 [`collect()`];
 //! 12 [`list_bindings`]; 13 [`checks::MAX_CHAIN_DEPTH`].
 
 mod admit;
@@ -69,11 +70,42 @@ pub fn verify(
     }
 }
 
+/// Default of [`Limits::max_requests_per_recipient`]: well below the persister's default
+/// outbound queue (4096), so that re-delivering a full mailbox at subscribe never fills a
+/// connection's queue.
+pub const DEFAULT_MAX_REQUESTS_PER_RECIPIENT: usize = 1024;
+
+/// Bounds a holder puts on what peers may store (beyond GOLIX.md §5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Stored GARQs per recipient; further ones are refused with `mailbox_full` until the
+    /// recipient debinds some.
+    pub max_requests_per_recipient: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_requests_per_recipient: DEFAULT_MAX_REQUESTS_PER_RECIPIENT,
+        }
+    }
+}
+
+/// [`ingest_with`] under the default [`Limits`].
+pub fn ingest(store: &dyn Store, obj: &Object, bytes: Bytes) -> Result<Outcome, PersistError> {
+    ingest_with(store, obj, bytes, &Limits::default())
+}
+
 /// Decides everything about publishing `obj` (whose raw bytes are `bytes`) against `store`.
 /// Precondition: [`precheck`] and [`verify`] passed for `obj`. The caller applies
 /// [`Outcome::writes`] with [`Store::apply`], and must not let another ingest read the store
 /// in between.
-pub fn ingest(store: &dyn Store, obj: &Object, bytes: Bytes) -> Result<Outcome, PersistError> {
+pub fn ingest_with(
+    store: &dyn Store,
+    obj: &Object,
+    bytes: Bytes,
+    limits: &Limits,
+) -> Result<Outcome, PersistError> {
     let mut view = View::new(store);
     if checks::check_idempotent(&view, obj)? {
         return Ok(Outcome::default());
@@ -86,7 +118,13 @@ pub fn ingest(store: &dyn Store, obj: &Object, bytes: Bytes) -> Result<Outcome, 
         Object::Gobs(b) => admit::static_binding(&mut view, b, bytes)?,
         Object::Gobd(f) => admit::frame(&mut view, f, bytes, &mut fx)?,
         Object::Gdxx(d) => admit::debinding(&mut view, d, bytes, &mut fx)?,
-        Object::Garq(r) => admit::request(&mut view, r, bytes, &mut fx)?,
+        Object::Garq(r) => admit::request(
+            &mut view,
+            r,
+            bytes,
+            limits.max_requests_per_recipient,
+            &mut fx,
+        )?,
         Object::GobdV15(_) => checks::check_writable_version(obj)?,
     }
     collect(&mut view, fx.queue, &mut fx.notifications)?;

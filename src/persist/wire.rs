@@ -35,6 +35,16 @@ pub const PROTOCOL_NAME: &str = "hgx-persist/1";
 /// Nesting limit when decoding a request envelope: requests are shallow maps.
 pub const MAX_DEPTH: usize = 16;
 
+/// Most msgpack values (of any kind, nested ones included) one request envelope may hold.
+/// Requests are a handful of fields; the bound exists because a decoded value is ~30 times
+/// the size of its one-byte encoding (a 16 MiB frame of `nil`s decoded into 1.2 GiB before
+/// this guard). Checked by [`check_shape`] before anything is allocated.
+pub const MAX_VALUES: usize = 65_536;
+
+/// Most values one server message may hold, for the client side ([`Incoming::decode`]):
+/// replies such as `list_bindings` can be long lists, but not unboundedly so.
+pub const MAX_INCOMING_VALUES: usize = 1 << 20;
+
 /// The only server push event.
 pub const EVENT_NOTIFY: &str = "notify";
 
@@ -142,10 +152,89 @@ pub struct Malformed {
     pub reason: String,
 }
 
+/// Walks the first msgpack value in `bytes` without allocating anything but a stack of
+/// `max_depth` counters, and refuses it if it nests deeper than `max_depth`, holds more than
+/// `max_values` values, or is truncated. Returns the encoded length of the value. Run before
+/// `rmpv` decodes, so that a small frame cannot make the decoder allocate without bound.
+pub fn check_shape(bytes: &[u8], max_depth: usize, max_values: usize) -> Result<usize, String> {
+    // Values still expected at each open level; the bottom one is the top-level value.
+    let mut pending: Vec<u64> = Vec::with_capacity(max_depth.min(64) + 1);
+    pending.push(1);
+    let mut pos = 0usize;
+    let mut values = 0usize;
+    let be = |at: usize, n: usize| -> Result<u64, String> {
+        let b = bytes
+            .get(at..at + n)
+            .ok_or_else(|| "truncated msgpack".to_owned())?;
+        Ok(b.iter().fold(0u64, |acc, &x| (acc << 8) | u64::from(x)))
+    };
+    while let Some(top) = pending.last_mut() {
+        if *top == 0 {
+            pending.pop();
+            continue;
+        }
+        *top -= 1;
+        values += 1;
+        if values > max_values {
+            return Err(format!("more than {max_values} msgpack values"));
+        }
+        let marker = *bytes.get(pos).ok_or("truncated msgpack")?;
+        pos += 1;
+        // (bytes to skip after the marker, child values)
+        let (skip, children): (u64, u64) = match marker {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, 0),
+            0x80..=0x8f => (0, 2 * u64::from(marker & 0x0f)),
+            0x90..=0x9f => (0, u64::from(marker & 0x0f)),
+            0xa0..=0xbf => (u64::from(marker & 0x1f), 0),
+            0xc1 => return Err("reserved msgpack marker 0xc1".into()),
+            0xc4 | 0xd9 => (1 + be(pos, 1)?, 0),
+            0xc5 | 0xda => (2 + be(pos, 2)?, 0),
+            0xc6 | 0xdb => (4 + be(pos, 4)?, 0),
+            0xc7 => (1 + 1 + be(pos, 1)?, 0),
+            0xc8 => (2 + 1 + be(pos, 2)?, 0),
+            0xc9 => (4 + 1 + be(pos, 4)?, 0),
+            0xca => (4, 0),
+            0xcb => (8, 0),
+            0xcc | 0xd0 => (1, 0),
+            0xcd | 0xd1 => (2, 0),
+            0xce | 0xd2 => (4, 0),
+            0xcf | 0xd3 => (8, 0),
+            0xd4 => (2, 0),
+            0xd5 => (3, 0),
+            0xd6 => (5, 0),
+            0xd7 => (9, 0),
+            0xd8 => (17, 0),
+            0xdc => (2, be(pos, 2)?),
+            0xdd => (4, be(pos, 4)?),
+            0xde => (2, 2 * be(pos, 2)?),
+            0xdf => (4, 2 * be(pos, 4)?),
+        };
+        pos = usize::try_from(skip)
+            .ok()
+            .and_then(|s| pos.checked_add(s))
+            .filter(|&p| p <= bytes.len())
+            .ok_or("truncated msgpack")?;
+        if children > 0 {
+            if pending.len() > max_depth {
+                return Err(format!("msgpack nested deeper than {max_depth}"));
+            }
+            // Every child takes at least one byte: a count the rest cannot hold is a lie.
+            if children > (bytes.len() - pos) as u64 {
+                return Err("truncated msgpack".into());
+            }
+            pending.push(children);
+        }
+    }
+    Ok(pos)
+}
+
 impl RawRequest {
-    /// Decodes one envelope. Never panics on peer input.
+    /// Decodes one envelope. Never panics on peer input; never allocates more than a small
+    /// multiple of the frame ([`check_shape`] with [`MAX_DEPTH`] and [`MAX_VALUES`] first).
     pub fn decode(frame: &[u8]) -> Result<RawRequest, Malformed> {
         let malformed = |id: Value, reason: String| Malformed { id, reason };
+        check_shape(frame, MAX_DEPTH, MAX_VALUES)
+            .map_err(|e| malformed(Value::Nil, format!("not msgpack: {e}")))?;
         let mut rd = frame;
         let value = rmpv::decode::read_value_with_max_depth(&mut rd, MAX_DEPTH)
             .map_err(|e| malformed(Value::Nil, format!("not msgpack: {e}")))?;
@@ -376,6 +465,7 @@ pub enum Incoming {
 impl Incoming {
     /// Decodes one server message, tolerantly (unknown fields ignored).
     pub fn decode(frame: &[u8]) -> Result<Incoming, String> {
+        check_shape(frame, 64, MAX_INCOMING_VALUES).map_err(|e| format!("not msgpack: {e}"))?;
         let mut rd = frame;
         let value = rmpv::decode::read_value_with_max_depth(&mut rd, 64)
             .map_err(|e| format!("not msgpack: {e}"))?;
@@ -469,6 +559,50 @@ mod tests {
         assert!(RawRequest::decode(&deep).is_err());
         // A huge declared array length must not allocate.
         assert!(RawRequest::decode(b"\xdd\xff\xff\xff\xff").is_err());
+    }
+
+    #[test]
+    fn shape_check_bounds_values_depth_and_lengths() {
+        // Agrees with rmpv on what a complete value is, for every marker family.
+        let v = Value::Map(vec![
+            (Value::from("i"), Value::from(-3)),
+            (Value::from("u"), Value::from(u64::MAX)),
+            (Value::from("f"), Value::F64(1.5)),
+            (Value::from("g"), Value::F32(0.5)),
+            (Value::from("s"), Value::from("x".repeat(300))),
+            (Value::from("b"), Value::Binary(vec![1; 70_000])),
+            (Value::from("e"), Value::Ext(3, vec![1; 16])),
+            (Value::from("a"), Value::Array(vec![Value::Nil; 20])),
+            (Value::from("t"), Value::Boolean(true)),
+        ]);
+        let mut bytes = Vec::new();
+        rmpv::encode::write_value(&mut bytes, &v).unwrap();
+        assert_eq!(check_shape(&bytes, 4, 100), Ok(bytes.len()));
+        bytes.push(0xc0);
+        assert_eq!(
+            check_shape(&bytes, 4, 100),
+            Ok(bytes.len() - 1),
+            "first value only"
+        );
+        // Too many values, too deep, truncated anywhere.
+        assert!(check_shape(&bytes, 4, 20).is_err());
+        assert!(check_shape(&bytes, 0, 100).is_err());
+        for cut in 0..bytes.len() - 1 {
+            assert!(check_shape(&bytes[..cut], 4, 100).is_err(), "cut at {cut}");
+        }
+        // Declared lengths beyond the data, and the reserved marker.
+        for lie in [
+            &b"\xc6\xff\xff\xff\xff"[..],
+            b"\xdf\xff\xff\xff\xff",
+            b"\xc1",
+        ] {
+            assert!(check_shape(lie, 16, 1000).is_err());
+        }
+        // A wide envelope is refused before rmpv decodes it.
+        let mut wide = vec![0xdd];
+        wide.extend_from_slice(&(MAX_VALUES as u32).to_be_bytes());
+        wide.extend(std::iter::repeat(0xc0).take(MAX_VALUES));
+        assert!(RawRequest::decode(&wide).is_err());
     }
 
     #[test]

@@ -168,16 +168,19 @@ pub fn debinding(
     Ok(())
 }
 
-/// Rule 10: a request is kept (and pushed to its recipient) until the recipient debinds it.
+/// Rule 10: a request is kept (and pushed to its recipient) until the recipient debinds it;
+/// at most `max_requests` per recipient.
 pub fn request(
     view: &mut View<'_>,
     r: &Garq,
     bytes: Bytes,
+    max_requests: usize,
     fx: &mut Effects,
 ) -> Result<(), PersistError> {
     check_recipient_known(view, &r.recipient)?;
     let valid = prune_debindings(view, &r.ghid, Some(r.recipient))?;
     check_not_debound(&r.ghid, &valid)?;
+    check_mailbox_room(view, &r.recipient, max_requests)?;
     view.put(
         r.ghid,
         Some(bytes.clone()),

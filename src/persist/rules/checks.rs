@@ -293,6 +293,24 @@ pub fn check_debinding_target(
     }
 }
 
+/// Rule 10, bounded: a recipient holds at most `max` stored requests. GARQs are anonymous and
+/// cannot be verified here, so without a bound one peer could store unlimited mail for anyone
+/// (and every subscribe re-delivers all of it). The recipient frees room by debinding.
+pub fn check_mailbox_room(
+    view: &View<'_>,
+    recipient: &Ghid,
+    max: usize,
+) -> Result<(), PersistError> {
+    let held = view.requests(recipient)?.len();
+    if held >= max {
+        return Err(PersistError::MailboxFull(format!(
+            "{} already has {held} stored requests (the limit is {max})",
+            s(recipient)
+        )));
+    }
+    Ok(())
+}
+
 /// Rule 10: a GARQ needs its recipient's GIDC.
 pub fn check_recipient_known(view: &View<'_>, recipient: &Ghid) -> Result<(), PersistError> {
     if view.record(recipient)? != Some(Record::Identity) {

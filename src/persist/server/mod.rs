@@ -68,6 +68,8 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Time a new connection has to send its complete HTTP request head (slow-loris).
     pub request_head_timeout: Duration,
+    /// GARQs stored per recipient before further ones are refused (`mailbox_full`).
+    pub max_requests_per_recipient: usize,
 }
 
 impl Default for Limits {
@@ -79,6 +81,7 @@ impl Default for Limits {
             max_in_flight: 256,
             idle_timeout: Duration::from_secs(60),
             request_head_timeout: Duration::from_secs(5),
+            max_requests_per_recipient: super::rules::DEFAULT_MAX_REQUESTS_PER_RECIPIENT,
         }
     }
 }
@@ -158,6 +161,7 @@ impl Settings {
                 max_in_flight: s.max_in_flight.max(1),
                 idle_timeout: Duration::from_secs(s.idle_timeout_s.max(1)),
                 request_head_timeout: Duration::from_secs(s.request_head_timeout_s.max(1)),
+                max_requests_per_recipient: s.max_requests_per_recipient.max(1),
             },
             workers: s.workers.unwrap_or(0),
             verify_threads: 0,
@@ -285,6 +289,7 @@ pub async fn start(settings: Settings) -> Result<Running, ServerError> {
         None => Archive::temporary()?,
     };
     let limits = settings.limits;
+    archive.set_max_requests_per_recipient(limits.max_requests_per_recipient);
     let hub = Hub::new(limits.outbound_queue, limits.max_subscriptions);
     let pool = pool::VerifyPool::new(settings.verify_threads)?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);

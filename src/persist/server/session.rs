@@ -419,8 +419,9 @@ impl Conn {
         self.reply_ok(id, true).await;
         match self.shared.archive.requests_for(&g) {
             Ok(mail) => {
+                let headroom = self.outbox.capacity() / 2;
                 for garq in mail {
-                    self.outbox.reserve().await;
+                    self.outbox.reserve_below(headroom).await;
                     self.outbox.push_notify(None, hub::notify_frame(&g, &garq));
                 }
             }
