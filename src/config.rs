@@ -413,7 +413,8 @@ impl Config {
             source,
         };
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(err)?;
+            // The home holds the account's files: the user's alone (0700) when we create it.
+            crate::logging::create_private_dir(dir).map_err(err)?;
         }
         let text = serde_yaml::to_string(&Config::default())
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;

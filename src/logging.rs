@@ -6,6 +6,8 @@
 //! the newest few. Both drains are asynchronous; keep the returned [`LogGuard`] alive until
 //! exit so the last lines are flushed.
 //!
+//! Log directories it creates are 0700 and log files 0600 (they name the user's objects).
+//!
 //! Owns: level mapping, drains, file naming and pruning. Calls: nothing of ours.
 
 use std::fmt;
@@ -98,6 +100,20 @@ pub struct LogGuard {
     pub file: Option<PathBuf>,
 }
 
+/// Creates `dir` and its missing parents with mode 0700 (on unix): the directories a
+/// program makes for itself (home, logs) are its user's alone. Existing directories are
+/// left as they are.
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    let mut b = fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.create(dir)
+}
+
 /// A logger that drops everything (tests, libraries used without logging).
 pub fn discard() -> Logger {
     Logger::root(slog::Discard, o!())
@@ -121,9 +137,17 @@ pub fn init(
     let mut guards = vec![g1];
     let (logger, file) = match logdir {
         Some(dir) => {
-            fs::create_dir_all(dir)?;
+            create_private_dir(dir)?;
             let path = dir.join(log_file_name(program));
-            let f = OpenOptions::new().create(true).append(true).open(&path)?;
+            // Logs name the user's objects and peers: readable by the user only.
+            let mut opts = OpenOptions::new();
+            opts.create(true).append(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                opts.mode(0o600);
+            }
+            let f = opts.open(&path)?;
             let dec = slog_term::PlainSyncDecorator::new(f);
             let drain = slog_term::FullFormat::new(dec).build().fuse();
             let (drain, g2) = slog_async::Async::new(drain.filter_level(level).fuse())

@@ -350,8 +350,9 @@ fn seal_root(
 }
 
 /// Parses a root plaintext: the trailer first (a mismatch is a wrong password), then the
-/// header and the document.
-fn unseal_root(plain: &[u8]) -> Result<(FirstParty, AccountState), DaemonError> {
+/// header and the document. Pure (public so that the fuzz target `account_state` reaches it);
+/// [`Account::open`] calls it on the decrypted root container.
+pub fn unseal_root(plain: &[u8]) -> Result<(FirstParty, AccountState), DaemonError> {
     if plain.len() < ROOT_HEADER_LEN + ROOT_TRAILER_LEN {
         return Err(account_err("root container too short"));
     }
@@ -496,6 +497,28 @@ impl Account {
         })
     }
 
+    /// Makes the next flush follow `newest`: a root frame of ours that the local archive holds
+    /// but whose container a crash lost, not older than the frame the account was opened
+    /// from. The state stays the one opened; the next frame's counter exceeds `newest`'s (the
+    /// archive refuses any other), and a flush is due. The next container's secret derives
+    /// from the root secret and `newest`'s target address alone, so the lost container is not
+    /// needed, and a reader opens the next root as usual.
+    pub fn continue_after(&mut self, newest: &Gobd) -> Result<(), DaemonError> {
+        if newest.dynamic != self.frame.dynamic || newest.binder != self.identity.ghid() {
+            return Err(account_err(
+                "the frame to continue after is not of this root",
+            ));
+        }
+        if newest.counter < self.frame.counter {
+            return Err(account_err(
+                "the frame to continue after is older than the root",
+            ));
+        }
+        self.frame = newest.clone();
+        self.dirty = true;
+        Ok(())
+    }
+
     /// The root object's dynamic ghid.
     pub fn user_id(&self) -> Ghid {
         self.frame.dynamic
@@ -549,15 +572,21 @@ impl Account {
     /// The 32-byte key of the local vault: HKDF-SHA512(IKM = root key ‖ root seed, no salt,
     /// info = `"hgx local vault v1"`).
     pub fn vault_key(&self) -> Zeroizing<[u8; 32]> {
-        let mut ikm = Zeroizing::new([0u8; 48]);
-        ikm[..32].copy_from_slice(self.root_secret.key());
-        ikm[32..].copy_from_slice(self.root_secret.seed());
-        let hk = Hkdf::<Sha512>::new(None, &ikm[..]);
-        let mut okm = Zeroizing::new([0u8; 32]);
-        hk.expand(VAULT_INFO, &mut okm[..])
-            .expect("32 bytes is a valid HKDF-SHA512 length");
-        okm
+        vault_key(&self.root_secret)
     }
+}
+
+/// [`Account::vault_key`] from the root secret alone (start-up reads the vault before the
+/// account is opened).
+pub fn vault_key(root_secret: &Secret) -> Zeroizing<[u8; 32]> {
+    let mut ikm = Zeroizing::new([0u8; 48]);
+    ikm[..32].copy_from_slice(root_secret.key());
+    ikm[32..].copy_from_slice(root_secret.seed());
+    let hk = Hkdf::<Sha512>::new(None, &ikm[..]);
+    let mut okm = Zeroizing::new([0u8; 32]);
+    hk.expand(VAULT_INFO, &mut okm[..])
+        .expect("32 bytes is a valid HKDF-SHA512 length");
+    okm
 }
 
 #[cfg(test)]

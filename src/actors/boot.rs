@@ -4,12 +4,16 @@
 //!
 //! A wrong password is detected before anything is written: the root object is fetched and
 //! verified in memory, the account opened, and only then are fetched objects ingested and
-//! the vault opened.
+//! the vault opened. (Before that, outbox entries that open with the given password — the
+//! write-ahead log of a commit a crash cut short — are ingested into the local archive.)
+//! A crash never locks the account out: a local root frame whose container is lost makes the
+//! login open a remote's root and continue after the local frame (see `find_root`).
 //!
 //! Owns: nothing after start. Calls: `Archive`, `Account`, `Vault`, `Outbox`, the persist
 //! client (through the remote `Connector`), and spawns the ledger, GC, share and remote
 //! actors.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -17,20 +21,21 @@ use std::time::Duration;
 use tokio::sync::OnceCell;
 use tokio::task::JoinHandle;
 
-use super::account::Account;
+use super::account::{vault_key, Account};
 use super::apps::AppRegistry;
 use super::daemon::{DaemonOptions, Login};
 use super::daemon_core::{DaemonCore, Gate};
 use super::error::DaemonError;
+use crate::persist::store::sled_gate;
 use super::gc::{self, GcHandle};
 use super::ledger::{self, LedgerHandle};
 use super::object::ObjectRegistry;
-use super::outbox::Outbox;
+use super::outbox::{self, Outbox};
 use super::remote::{self, Connector, RemoteHandle};
 use super::share::{self, ShareHandle};
 use super::vault::Vault;
 use crate::golix::{Geoc, Ghid, Gobd, Object, Policy, SecondParty};
-use crate::persist::{Archive, PersistError};
+use crate::persist::{Archive, PersistError, Status};
 
 /// The vault's tree name.
 const VAULT_TREE: &str = "daemon";
@@ -49,6 +54,8 @@ pub async fn boot(
     let archive = retry_locked(|| Archive::open(&objects).map_err(DaemonError::from)).await?;
     let connector = Connector::start()
         .map_err(|e| DaemonError::Storage(format!("cannot start the remote thread: {e}")))?;
+    let state = opts.ghidcache.join("state");
+    let db = retry_locked(|| sled_gate::open(&state).map_err(DaemonError::from)).await?;
     let (account, created, root_secret) = match opts.login {
         Login::Create {
             identity,
@@ -70,14 +77,22 @@ pub async fn boot(
             fingerprint,
             root_secret,
         } => {
+            finish_interrupted_commits(&archive, &db, &root_secret, &opts.remotes, &log).await;
             let root =
                 find_root(&archive, &connector, &opts.remotes, &user_id, &fingerprint).await?;
-            let account = Account::open(root_secret.clone(), &root.frame, &root.container)?;
+            let mut account = Account::open(root_secret.clone(), &root.frame, &root.container)?;
             if account.fingerprint() != fingerprint {
                 return Err(DaemonError::Account(format!(
                     "the account's identity is {}, not {fingerprint}",
                     account.fingerprint()
                 )));
+            }
+            if let Some(newest) = &root.newest {
+                // Only now: a wrong password has failed above without touching anything.
+                account.continue_after(newest)?;
+                slog::warn!(log, "the newest local account root has lost its container: \
+                    opened the remote's older root and continuing after the local frame";
+                    "local_counter" => newest.counter, "remote_counter" => root.frame.counter);
             }
             for o in root.fetched {
                 ingest(&archive, o).await?;
@@ -86,8 +101,6 @@ pub async fn boot(
             (account, Vec::new(), root_secret)
         }
     };
-    let state = opts.ghidcache.join("state");
-    let db = retry_locked(|| sled::open(&state).map_err(DaemonError::from)).await?;
     let vault = Vault::open(&db, VAULT_TREE, &account.vault_key())?;
     let outbox = Outbox::open(vault.clone(), &opts.remotes)?;
 
@@ -148,6 +161,68 @@ pub async fn boot(
     Ok((core, tasks))
 }
 
+/// Ingests, in order, what the outbox holds (see [`commit::commit`](super::commit::commit)):
+/// a commit that a crash cut short after its write-ahead log was durable is completed in the
+/// local archive, the account root's included, before anything reads it. Objects already
+/// there, or superseded since, are refused by the rules and skipped. A frame whose container
+/// is neither stored nor queued (a log torn by a crash, which a commit's atomic staging now
+/// prevents) is never stored: its entries are dropped, so no store gets a frame whose
+/// container is lost. Entries that do not open (a wrong password) skip this; the login then
+/// says why.
+async fn finish_interrupted_commits(
+    archive: &Archive,
+    db: &sled::Db,
+    root_secret: &crate::golix::Secret,
+    remotes: &[String],
+    log: &slog::Logger,
+) {
+    let Ok(vault) = Vault::open(db, VAULT_TREE, &vault_key(root_secret)) else {
+        return;
+    };
+    let Ok(entries) = outbox::pending_objects(&vault, remotes) else {
+        return;
+    };
+    let queued: HashSet<Ghid> = entries
+        .iter()
+        .filter_map(|e| match decode(&e.object) {
+            Ok(Object::Geoc(c)) => Some(c.ghid),
+            _ => None,
+        })
+        .collect();
+    let (mut completed, mut torn) = (0, Vec::new());
+    for e in entries {
+        if let Ok(Object::Gobd(f)) = decode(&e.object) {
+            let target = f.target();
+            let stored = matches!(archive.status(&target), Ok(Status::Present));
+            if !stored && !queued.contains(&target) {
+                torn.push(e.seq);
+                continue;
+            }
+        }
+        if ingest(archive, e.object).await.is_ok() {
+            completed += 1;
+        }
+    }
+    if completed > 0 {
+        if let Err(e) = archive.sync().await {
+            slog::warn!(log, "cannot sync the archive"; "error" => %e);
+        }
+        slog::info!(log, "outbox replayed into the local archive"; "objects" => completed);
+    }
+    if !torn.is_empty() {
+        slog::warn!(log, "outbox frames without their container dropped"; "frames" => torn.len());
+        let dropped = outbox::discard(&vault, remotes, &torn);
+        if let Err(e) = async {
+            dropped?;
+            vault.flush().await
+        }
+        .await
+        {
+            slog::warn!(log, "cannot drop torn outbox entries"; "error" => %e);
+        }
+    }
+}
+
 /// Creates `dir` (and parents) and restricts it to its owner.
 fn make_private_dir(dir: &Path) -> Result<(), DaemonError> {
     let err = |e: std::io::Error| DaemonError::Storage(format!("{}: {e}", dir.display()));
@@ -195,6 +270,9 @@ struct Root {
     frame: Gobd,
     container: Geoc,
     fetched: Vec<Vec<u8>>,
+    /// A newer local frame than `frame` whose container is gone (a crash): the account opens
+    /// from `frame` and its next frame follows this one (the archive refuses anything else).
+    newest: Option<Gobd>,
 }
 
 fn decode(bytes: &[u8]) -> Result<Object, DaemonError> {
@@ -215,6 +293,10 @@ fn as_root(frame: &[u8], container: &[u8], user_id: &Ghid) -> Result<(Gobd, Geoc
     Ok((f, c))
 }
 
+/// The local root if its frame and container are both stored, else a remote's. A local frame
+/// without its container (a crash) never locks the account out: the remote's root is opened
+/// instead, and if the stored frame is not older than it (the remote's frame could not be
+/// stored over it), the account continues after the stored frame ([`Root::newest`]).
 async fn find_root(
     archive: &Archive,
     connector: &Connector,
@@ -222,6 +304,7 @@ async fn find_root(
     user_id: &Ghid,
     fingerprint: &Ghid,
 ) -> Result<Root, DaemonError> {
+    let mut bare = None;
     if let Some(frame) = archive.get(user_id)? {
         if let Ok(Object::Gobd(f)) = decode(&frame) {
             if let Some(container) = archive.get(&f.target())? {
@@ -230,10 +313,31 @@ async fn find_root(
                     frame,
                     container,
                     fetched: Vec::new(),
+                    newest: None,
                 });
             }
+            bare = Some(f);
         }
     }
+    let mut root = fetch_any_root(connector, remotes, user_id, fingerprint).await?;
+    if let Some(stored) = bare {
+        if stored.frame != root.frame.frame && stored.counter >= root.frame.counter {
+            // The remote's frame and container cannot be stored over the newer local frame;
+            // its identity can.
+            root.fetched.truncate(1);
+            root.newest = Some(stored);
+        }
+    }
+    Ok(root)
+}
+
+/// The verified root of the first remote that has it.
+async fn fetch_any_root(
+    connector: &Connector,
+    remotes: &[String],
+    user_id: &Ghid,
+    fingerprint: &Ghid,
+) -> Result<Root, DaemonError> {
     let mut last = DaemonError::NotFound(format!("account {user_id} (no remote has it)"));
     for url in remotes {
         match tokio::time::timeout(
@@ -301,6 +405,7 @@ async fn fetch_root(
             frame: f,
             container: c,
             fetched: vec![gidc.to_vec(), frame.to_vec(), container.to_vec()],
+            newest: None,
         })
     }
     .await;

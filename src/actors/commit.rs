@@ -2,7 +2,8 @@
 //! changes (new, push frames, freeze, hold, delete) locally and durably.
 //!
 //! Owns: [`Loaded`] (an object as its `ObjectActor` keeps it) and the steps each operation
-//! takes. Signing runs off the event loop; a commit ingests in order (a binding before its
+//! takes (a push's are in [`super::push`]). Signing runs off the event loop, a container's
+//! and its binding's signatures at once; a commit ingests in order (a binding before its
 //! container), syncs the archive, queues the objects for every remote and records the new
 //! secret in the vault, all before returning, so whatever an app is told succeeded survives a
 //! restart and reaches the remotes.
@@ -91,8 +92,8 @@ fn decode(bytes: &[u8]) -> Result<Object, DaemonError> {
     Ok(Object::decode(bytes, Policy::STRICT).map_err(PersistError::from)?)
 }
 
-/// Runs `f` with our identity on the blocking pool (RSA signing).
-async fn sign<T: Send + 'static>(
+/// Runs `f` with our identity on the blocking pool (RSA signing, encrypting large states).
+pub(super) async fn sign<T: Send + 'static>(
     core: &DaemonCore,
     f: impl FnOnce(&FirstParty) -> Result<T, crate::golix::Error> + Send + 'static,
 ) -> Result<T, DaemonError> {
@@ -103,22 +104,56 @@ async fn sign<T: Send + 'static>(
         .map_err(DaemonError::from)
 }
 
-/// Ingests `objects` in order, syncs the archive, queues them upstream, records `secret`,
-/// and flushes the vault.
+/// Runs `a` and `b` with our identity on two blocking threads at once: two RSA-4096
+/// signatures (about 2 ms each) in the time of one when both cores are free.
+pub(super) async fn sign_both<A: Send + 'static, B: Send + 'static>(
+    core: &DaemonCore,
+    a: impl FnOnce(&FirstParty) -> Result<A, crate::golix::Error> + Send + 'static,
+    b: impl FnOnce(&FirstParty) -> Result<B, crate::golix::Error> + Send + 'static,
+) -> Result<(A, B), DaemonError> {
+    let (a, b) = tokio::join!(sign(core, a), sign(core, b));
+    Ok((a?, b?))
+}
+
+/// Makes `objects` (queued for every remote, not yet shown to them) and `secret` durable in
+/// the vault, ingests the objects in order and syncs the archive, then releases them upstream.
+/// On a local refusal the queue entries and the secret are rolled back.
 pub async fn commit(
     core: &DaemonCore,
     objects: Vec<Vec<u8>>,
     secret: Option<(Ghid, SecretRecord)>,
 ) -> Result<(), DaemonError> {
-    for o in &objects {
-        core.ingest(o.clone()).await?;
+    // The outbox is the commit's write-ahead log. The local archive takes one object at a
+    // time and any concurrent sync may flush a binding without its container; so the objects
+    // (and the new secret) are made durable in the vault first, replayed into the archive at
+    // the next start if a crash cuts the commit short, and shown to the remotes only once the
+    // archive has them.
+    let restore = match &secret {
+        Some((ghid, _)) => Some((*ghid, core.secret(ghid)?)),
+        None => None,
+    };
+    let staged = core.outbox.stage(&objects)?;
+    if let Some((ghid, record)) = &secret {
+        core.put_secret(ghid, record)?;
     }
-    core.archive.sync().await?;
-    core.outbox.enqueue(&objects)?;
-    if let Some((ghid, record)) = secret {
-        core.put_secret(&ghid, &record)?;
+    core.vault.flush().await?;
+    let local = async {
+        for o in &objects {
+            core.ingest(o.clone()).await?;
+        }
+        core.archive.sync().await?;
+        Ok::<(), DaemonError>(())
+    };
+    if let Err(e) = local.await {
+        core.outbox.unstage(&staged)?;
+        if let Some((ghid, Some(old))) = restore {
+            core.put_secret(&ghid, &old)?;
+        }
+        core.vault.flush().await?;
+        return Err(e);
     }
-    core.vault.flush().await
+    core.outbox.release(&staged);
+    Ok(())
 }
 
 /// A new object of ours: a container under a fresh secret and its binding (frame 0 for a
@@ -132,17 +167,22 @@ pub async fn create(
 ) -> Result<Loaded, DaemonError> {
     let secret = Secret::random();
     let plain = content::pack(api_id.as_ref(), &state);
+    // The binding only needs the container's address, which its signature does not cover.
     let s = secret.clone();
-    let (geoc, binding, frame) = sign(core, move |id| {
-        let geoc = id.make_container(&plain, &s)?;
-        if dynamic {
-            let f = id.make_bind_dynamic(geoc.ghid)?;
-            Ok((geoc, f.encode(), Some(f)))
-        } else {
-            let b = id.make_bind_static(geoc.ghid)?;
-            Ok((geoc, b.encode(), None))
-        }
-    })
+    let mut geoc = sign(core, move |id| Ok(id.unsigned_container(&plain, &s))).await?;
+    let target = geoc.ghid;
+    let (geoc, (binding, frame)) = sign_both(
+        core,
+        move |id| id.sign_container(&mut geoc).map(|()| geoc),
+        move |id| {
+            if dynamic {
+                let f = id.make_bind_dynamic(target)?;
+                Ok((f.encode(), Some(f)))
+            } else {
+                Ok((id.make_bind_static(target)?.encode(), None))
+            }
+        },
+    )
     .await?;
     let ghid = frame.as_ref().map_or(geoc.ghid, |f| f.dynamic);
     let stored = StoredSecret {
@@ -176,45 +216,22 @@ pub async fn create(
     })
 }
 
-/// One push: the next secret, a container with `state`, the next frame; committed.
-pub struct PushJob {
-    pub ghid: Ghid,
-    pub previous: Gobd,
-    pub secret: Secret,
-    pub container: Ghid,
-    pub api_id: Option<Ghid>,
-    pub state: Vec<u8>,
-}
-
-impl PushJob {
-    pub async fn run(self, core: &DaemonCore) -> Result<Committed, DaemonError> {
-        let secret = self.secret.ratchet(&self.container, &self.ghid);
-        let plain = content::pack(self.api_id.as_ref(), &self.state);
-        let (s, previous) = (secret.clone(), self.previous);
-        let (geoc, frame) = sign(core, move |id| {
-            let geoc = id.make_container(&plain, &s)?;
-            let frame = id.make_next_frame(&previous, geoc.ghid, DEFAULT_LEGROOM)?;
-            Ok((geoc, frame))
-        })
-        .await?;
-        let record = SecretRecord {
-            stored: StoredSecret {
-                secret: secret.clone(),
-                container: geoc.ghid,
-            },
-            counter: frame.counter,
-        };
-        commit(
-            core,
-            vec![frame.encode(), geoc.encode()],
-            Some((self.ghid, record)),
-        )
-        .await?;
-        Ok(Committed {
-            container: geoc.ghid,
-            frame,
-            secret,
-        })
+/// How many targets our frame after `previous` keeps. A reader with an older secret ratchets
+/// forward only along a frame's target vector, and a remote keeps only the current frame. So
+/// while a remote lags behind us (disconnected, or more than a vector's worth of publishes
+/// waiting in its outbox queue) the vector keeps all of `previous`'s history and grows by one
+/// per frame (up to `MAX_TARGETS`): a reader that saw the remote's last frame can open the
+/// frame the remote gets next, however many we made meanwhile. Once the remote keeps up, the
+/// vector shrinks by one per frame back to `DEFAULT_LEGROOM`, so a reader that resubscribes a
+/// little after us still catches up.
+pub(super) fn legroom(core: &DaemonCore, previous: &Gobd) -> usize {
+    let lagging = core.remotes.iter().any(|r| !r.is_connected())
+        || (0..core.outbox.len()).any(|q| core.outbox.pending(q) > DEFAULT_LEGROOM);
+    let kept = previous.targets.len();
+    if lagging {
+        kept + 1
+    } else {
+        kept.saturating_sub(1).max(DEFAULT_LEGROOM)
     }
 }
 

@@ -199,6 +199,9 @@ pub fn spawn(
     core: Arc<OnceCell<std::sync::Weak<DaemonCore>>>,
     log: slog::Logger,
 ) -> tokio::task::JoinHandle<()> {
+    // An account opened dirty (it continues after a root frame whose container a crash lost)
+    // flushes at once, so the stores get a whole root above that frame.
+    let due = account.is_dirty().then(Instant::now);
     let mut actor = AccountActor {
         flushed: account.state().secrets.keys().map(|g| (*g, 0)).collect(),
         latest: HashMap::new(),
@@ -208,7 +211,7 @@ pub fn spawn(
         last_flush: None,
         last_refresh: None,
         urgent: false,
-        due: None,
+        due,
         log,
     };
     tokio::spawn(async move { actor.run(inbox.0).await })
@@ -441,6 +444,9 @@ impl AccountActor {
             ));
         };
         let mut newer = Account::open(self.root_secret.clone(), &frame, &container)?;
+        // Two ingests (a container is only accepted bound), and a crash between them may
+        // leave the frame without its container here. That is safe: the remote has both, and
+        // the next login stores the container again (or continues after the frame).
         core.ingest_fetched(frame_bytes).await?;
         core.ingest_fetched(container_bytes).await?;
         let merged = match self.account.take() {

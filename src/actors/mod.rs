@@ -13,7 +13,8 @@
 //! - [`daemon`]: [`daemon::DaemonHandle`] (the API the IPC layer calls) and
 //!   [`daemon::start`]; [`boot`]: storage, login and actor start-up.
 //! - [`object`]: `ObjectActor`, one tokio task per live object (push coalescing, pull,
-//!   freeze, hold, delete); [`commit`]: making, loading, opening and committing objects;
+//!   freeze, hold, delete); [`push`]: its frame pipeline (build, sign both signatures at
+//!   once, commit in order); [`commit`]: making, loading, opening and committing objects;
 //!   [`content`]: the app plaintext framing and the ratchet walk.
 //! - [`remote`]: `RemoteActor`, one per persister (reconnect, subscriptions, outbox replay,
 //!   catch-up); [`pull`]: applying what remotes push; [`outbox`]: the durable per-remote
@@ -45,6 +46,7 @@ pub mod ledger;
 pub mod object;
 pub mod outbox;
 pub mod pull;
+pub mod push;
 pub mod remote;
 pub mod share;
 pub mod vault;

@@ -2,15 +2,16 @@
 //! registry that finds it by ghid.
 //!
 //! Owns: the decrypted state, the current frame, the current secret and the container it
-//! opens, and the set of tracking apps. Handles push (with coalescing: while a frame is being
-//! signed further pushes wait; the next frame carries the latest waiting state and every
-//! waiting push completes once a frame with its state or a newer one is durable), pulled
-//! frames, removal, freeze, hold and delete. Operations that depend on the current container
-//! (freeze, hold, delete, pulls) wait while a push is in flight, so they never race the frame
-//! that replaces it.
+//! opens, and the set of tracking apps. Handles push (pipelined and coalescing: up to
+//! [`PIPELINE`] frames are in flight, the next one signed while the one before is signed or
+//! committed, commits in frame order; further pushes wait, the next frame carries the latest
+//! waiting state, and every waiting push completes once a frame with its state or a newer one
+//! is durable), pulled frames, removal, freeze, hold and delete. Operations that depend on the
+//! current container (freeze, hold, delete, pulls) wait until no push is in flight (no new
+//! frame starts meanwhile), so they never race the frame that replaces it.
 //!
-//! Calls: [`super::commit`] (signing, local commit), `DaemonCore` (archive, vault, outbox,
-//! ledger, apps, GC). Messages arrive over a bounded mpsc; every request carries a oneshot
+//! Calls: [`super::push`] (building, signing and committing frames), [`super::commit`]
+//! (loading, freeze, hold, delete), `DaemonCore` (archive, vault, outbox, ledger, apps, GC). Messages arrive over a bounded mpsc; every request carries a oneshot
 //! reply. The registry is a read-mostly map behind a std mutex.
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -21,9 +22,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::api::{AppEvent, AppId, ObjectView};
-use super::commit::{self, Committed, Loaded};
+use super::commit::{self, Loaded};
 use super::daemon_core::DaemonCore;
 use super::error::DaemonError;
+use super::push::{After, PushJob, Pushed, Tip};
 use crate::golix::{Geoc, Ghid, Gobd, Secret};
 use crate::persist::PersistError;
 
@@ -31,6 +33,9 @@ use crate::persist::PersistError;
 const MAILBOX: usize = 256;
 /// Times a push is rebuilt on a newer frame after losing a race with another machine.
 const PUSH_RETRIES: u32 = 3;
+/// Frames of one object in flight at once: one committing while the next is signed (each
+/// frame's two signatures already run on two threads; more would only queue for the cores).
+pub const PIPELINE: usize = 2;
 
 pub enum ObjectMsg {
     /// Adds a tracker; `None` if the actor is retiring (load it again).
@@ -163,6 +168,9 @@ pub fn spawn(core: &Arc<DaemonCore>, loaded: Loaded, app: AppId) -> ObjectView {
         deferred: VecDeque::new(),
         waiting: Vec::new(),
         latest: None,
+        pushes: 0,
+        newest_private: None,
+        draining: false,
         retries: 0,
     };
     // An app that disconnected meanwhile does not track it (the actor then retires at once).
@@ -188,12 +196,17 @@ struct Latest {
     state: Vec<u8>,
     private: bool,
     app: AppId,
+    /// Arrival order of the push (the newer of two states wins when jobs are requeued).
+    seq: u64,
 }
 
+/// One frame in flight.
 struct InFlight {
-    task: JoinHandle<Result<Committed, DaemonError>>,
+    task: JoinHandle<Pushed>,
     waiters: Vec<Waiter>,
     latest: Latest,
+    /// What the job after this one follows; taken when it starts.
+    next: Option<After>,
 }
 
 struct ObjectActor {
@@ -207,14 +220,22 @@ struct ObjectActor {
     deferred: VecDeque<ObjectMsg>,
     waiting: Vec<Waiter>,
     latest: Option<Latest>,
+    /// Pushes queued so far (numbers `Latest::seq`).
+    pushes: u64,
+    /// Whether the newest frame in flight makes the object private.
+    newest_private: Option<bool>,
+    /// A frame in flight failed: no new frame starts until the pipeline is empty (the jobs
+    /// after it end `Dropped` and their pushes are queued again).
+    draining: bool,
     retries: u32,
 }
 
-async fn join(in_flight: &mut Option<InFlight>) -> Result<Committed, DaemonError> {
-    match in_flight {
+/// How the oldest frame in flight ends (frames end in order).
+async fn join(in_flight: &mut VecDeque<InFlight>) -> Pushed {
+    match in_flight.front_mut() {
         Some(f) => match (&mut f.task).await {
             Ok(r) => r,
-            Err(e) => Err(DaemonError::Storage(format!("push task failed: {e}"))),
+            Err(e) => Pushed::Failed(DaemonError::Storage(format!("push task failed: {e}"))),
         },
         None => std::future::pending().await,
     }
@@ -240,7 +261,7 @@ impl ObjectActor {
     }
 
     async fn run(&mut self, mut rx: mpsc::Receiver<ObjectMsg>) {
-        let mut in_flight: Option<InFlight> = None;
+        let mut in_flight: VecDeque<InFlight> = VecDeque::with_capacity(PIPELINE);
         if self.trackers.is_empty() {
             self.retire(rx).await;
             return;
@@ -249,27 +270,29 @@ impl ObjectActor {
             tokio::select! {
                 msg = rx.recv() => {
                     let Some(msg) = msg else { return };
-                    if let Some(stop) = self.handle(msg, in_flight.is_some()).await {
+                    if let Some(stop) = self.handle(msg, !in_flight.is_empty()).await {
                         let _ = stop.send(());
                         return;
                     }
                 }
                 done = join(&mut in_flight) => {
-                    if let Some(f) = in_flight.take() {
+                    if let Some(f) = in_flight.pop_front() {
                         self.finish_push(done, f.waiters, f.latest).await;
                     }
-                    while let Some(msg) = self.deferred.pop_front() {
-                        if let Some(stop) = self.handle(msg, false).await {
-                            let _ = stop.send(());
-                            return;
+                    if in_flight.is_empty() {
+                        self.draining = false;
+                        self.newest_private = None;
+                        while let Some(msg) = self.deferred.pop_front() {
+                            if let Some(stop) = self.handle(msg, false).await {
+                                let _ = stop.send(());
+                                return;
+                            }
                         }
                     }
                 }
             }
-            if in_flight.is_none() {
-                in_flight = self.start_push();
-            }
-            if in_flight.is_none() && self.trackers.is_empty() && self.deferred.is_empty() {
+            while self.start_push(&mut in_flight) {}
+            if in_flight.is_empty() && self.trackers.is_empty() && self.deferred.is_empty() {
                 self.retire(rx).await;
                 return;
             }
@@ -342,51 +365,72 @@ impl ObjectActor {
             ))));
             return;
         }
-        let current = self.latest.as_ref().map_or(self.obj.private, |l| l.private);
+        let current = self
+            .latest
+            .as_ref()
+            .map(|l| l.private)
+            .or(self.newest_private)
+            .unwrap_or(self.obj.private);
         let private = private.unwrap_or(current);
         if private && !current {
             let _ = reply.send(Err(DaemonError::CatOuttaBag));
             return;
         }
+        self.pushes += 1;
         self.latest = Some(Latest {
             state,
             private,
             app,
+            seq: self.pushes,
         });
         self.waiting.push(Waiter { reply });
     }
 
-    /// Starts signing a frame with the latest waiting state, if any.
-    fn start_push(&mut self) -> Option<InFlight> {
-        let latest = self.latest.take()?;
-        let frame = self.obj.frame.clone()?;
-        let job = commit::PushJob {
-            ghid: self.obj.ghid,
-            previous: frame,
-            secret: self.obj.secret.clone(),
-            container: self.obj.container,
-            api_id: self.obj.api_id,
-            state: latest.state.clone(),
+    /// Puts the pushes of a frame that did not commit back in the queue.
+    fn requeue(&mut self, waiters: Vec<Waiter>, latest: Latest) {
+        self.waiting.extend(waiters);
+        if self.latest.as_ref().map_or(true, |l| l.seq < latest.seq) {
+            self.latest = Some(latest);
+        }
+    }
+
+    /// Starts a frame with the latest waiting state, if there is one and the pipeline has
+    /// room: after the durable frame when nothing is in flight, else after the newest frame
+    /// in flight unless a message waits for the pipeline to empty. Returns whether it did.
+    fn start_push(&mut self, in_flight: &mut VecDeque<InFlight>) -> bool {
+        let busy = !in_flight.is_empty();
+        if self.latest.is_none()
+            || in_flight.len() >= PIPELINE
+            || (busy && (self.draining || !self.deferred.is_empty()))
+        {
+            return false;
+        }
+        let after = match in_flight.back_mut() {
+            Some(newest) => newest.next.take(),
+            None => Tip::current(&self.obj).map(|t| After::Durable(Box::new(t))),
         };
+        let Some(after) = after else {
+            return false;
+        };
+        let latest = self.latest.take().expect("checked above");
+        let (job, next) = PushJob::new(self.obj.ghid, self.obj.api_id, latest.state.clone(), after);
+        self.newest_private = Some(latest.private);
         let core = self.core.clone();
-        Some(InFlight {
+        in_flight.push_back(InFlight {
             task: tokio::spawn(async move { job.run(&core).await }),
             waiters: std::mem::take(&mut self.waiting),
             latest,
-        })
+            next: Some(next),
+        });
+        true
     }
 
-    async fn finish_push(
-        &mut self,
-        done: Result<Committed, DaemonError>,
-        waiters: Vec<Waiter>,
-        latest: Latest,
-    ) {
+    async fn finish_push(&mut self, done: Pushed, waiters: Vec<Waiter>, latest: Latest) {
         match done {
-            Ok(c) => {
+            Pushed::Committed(c) => {
                 self.retries = 0;
                 let private_changed = self.obj.private != latest.private;
-                self.obj.apply(c, latest.state);
+                self.obj.apply(*c, latest.state);
                 self.obj.private = latest.private;
                 if private_changed {
                     self.save_meta();
@@ -411,22 +455,24 @@ impl ObjectActor {
                     let _ = w.reply.send(Ok(()));
                 }
             }
-            Err(DaemonError::Persist(PersistError::IllegalFrame(m)))
+            Pushed::Dropped => {
+                // The frame before failed; this one was built on it.
+                self.draining = true;
+                self.requeue(waiters, latest);
+            }
+            Pushed::Failed(DaemonError::Persist(PersistError::IllegalFrame(m)))
                 if self.retries < PUSH_RETRIES =>
             {
                 // Another machine of ours published a newer frame: rebuild on top of it once
                 // its pull is applied (it is among the deferred messages, or on its way).
                 slog::info!(self.core.log, "push lost a frame race; retrying";
                     "ghid" => %self.obj.ghid, "why" => m);
+                self.draining = true;
                 self.retries += 1;
-                let mut all = waiters;
-                all.append(&mut self.waiting);
-                self.waiting = all;
-                if self.latest.is_none() {
-                    self.latest = Some(latest);
-                }
+                self.requeue(waiters, latest);
             }
-            Err(e) => {
+            Pushed::Failed(e) => {
+                self.draining = true;
                 self.retries = 0;
                 slog::warn!(self.core.log, "push failed"; "ghid" => %self.obj.ghid, "error" => %e);
                 for w in waiters {

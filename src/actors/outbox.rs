@@ -117,22 +117,53 @@ impl Outbox {
     /// Appends `objects`, in order, to every remote's queue, then wakes the drainers. Not
     /// durable until the vault is flushed.
     pub fn enqueue(&self, objects: &[Vec<u8>]) -> Result<(), DaemonError> {
+        let staged = self.stage(objects)?;
+        self.release(&staged);
+        Ok(())
+    }
+
+    /// Writes `objects`, in order, to every remote's queue without showing them to the
+    /// drainers yet: a commit makes them durable first (its write-ahead log, replayed into the
+    /// local archive at the next start, see [`pending_objects`]), then ingests them locally,
+    /// then [`Outbox::release`]s them, so a remote never has what the local archive lacks.
+    /// All the entries are written in one atomic batch: a concurrent flush (another commit's,
+    /// or sled's own) must never make a frame's entry durable without its container's, or the
+    /// replay would store a frame whose container is lost. Returns their sequence numbers.
+    pub fn stage(&self, objects: &[Vec<u8>]) -> Result<Vec<u64>, DaemonError> {
         if self.queues.is_empty() || objects.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
-        {
-            let _order = self.write.lock().unwrap_or_else(|p| p.into_inner());
-            for object in objects {
-                let seq = self.next.fetch_add(1, Ordering::Relaxed);
-                for q in self.queues.iter() {
-                    self.vault
-                        .put(&key(&q.prefix, seq), &Stored(object.clone()))?;
-                    q.seqs().insert(seq);
-                }
+        let _order = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let mut staged = Vec::with_capacity(objects.len());
+        let mut records = Vec::with_capacity(objects.len() * self.queues.len());
+        for object in objects {
+            let seq = self.next.fetch_add(1, Ordering::Relaxed);
+            for q in self.queues.iter() {
+                records.push((key(&q.prefix, seq), Stored(object.clone())));
             }
+            staged.push(seq);
+        }
+        self.vault.put_all(records)?;
+        Ok(staged)
+    }
+
+    /// Shows staged entries to the drainers and wakes them.
+    pub fn release(&self, staged: &[u64]) {
+        if staged.is_empty() {
+            return;
         }
         for q in self.queues.iter() {
+            q.seqs().extend(staged.iter().copied());
             q.kick.notify_one();
+        }
+    }
+
+    /// Removes staged entries (their commit failed). Not durable until the vault is flushed.
+    pub fn unstage(&self, staged: &[u64]) -> Result<(), DaemonError> {
+        for seq in staged {
+            for q in self.queues.iter() {
+                self.vault.remove(&key(&q.prefix, *seq))?;
+            }
         }
         Ok(())
     }
@@ -182,6 +213,41 @@ impl Outbox {
     }
 }
 
+/// Every entry waiting in any of `urls`' queues, once each, in publish order: what a commit
+/// interrupted by a crash may have written here but not yet into the local archive. Read
+/// before the account is opened (so a half-written commit of the account root itself is
+/// completed); an entry that does not open (a wrong password) fails the whole read.
+pub fn pending_objects(vault: &Vault, urls: &[String]) -> Result<Vec<Entry>, DaemonError> {
+    let mut all = std::collections::BTreeMap::new();
+    for url in urls {
+        let mut prefix = PREFIX.to_vec();
+        prefix.extend_from_slice(&tag(url));
+        for (k, Stored(object)) in vault.scan_prefix::<Stored>(&prefix)? {
+            if let Some(seq) = seq_of(&k) {
+                all.entry(seq).or_insert(object);
+            }
+        }
+    }
+    Ok(all
+        .into_iter()
+        .map(|(seq, object)| Entry { seq, object })
+        .collect())
+}
+
+/// Removes entries `seqs` from every one of `urls`' queues before the outbox is opened (start-up
+/// drops what can never be completed, so that no remote receives it). Not durable until the
+/// vault is flushed.
+pub fn discard(vault: &Vault, urls: &[String], seqs: &[u64]) -> Result<(), DaemonError> {
+    for url in urls {
+        let mut prefix = PREFIX.to_vec();
+        prefix.extend_from_slice(&tag(url));
+        for seq in seqs {
+            vault.remove(&key(&prefix, *seq))?;
+        }
+    }
+    Ok(())
+}
+
 fn key(prefix: &[u8], seq: u64) -> Vec<u8> {
     let mut k = prefix.to_vec();
     k.extend_from_slice(&seq.to_be_bytes());
@@ -203,7 +269,7 @@ mod tests {
 
     #[test]
     fn entries_keep_order_per_remote_and_survive_a_reopen() {
-        let db = sled::Config::new().temporary(true).open().unwrap();
+        let db = crate::persist::store::sled_gate::temporary().unwrap();
         let urls = vec!["ws://a/ws".to_owned(), "ws://b/ws".to_owned()];
         let o = Outbox::open(vault(&db), &urls).unwrap();
         o.enqueue(&[b"one".to_vec(), b"two".to_vec()]).unwrap();
@@ -234,7 +300,7 @@ mod tests {
 
     #[test]
     fn a_record_that_does_not_open_is_dropped_not_wedged() {
-        let db = sled::Config::new().temporary(true).open().unwrap();
+        let db = crate::persist::store::sled_gate::temporary().unwrap();
         let urls = vec!["ws://a/ws".to_owned()];
         let o = Outbox::open(vault(&db), &urls).unwrap();
         o.enqueue(&[b"bad".to_vec(), b"good".to_vec()]).unwrap();

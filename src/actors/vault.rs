@@ -26,6 +26,7 @@ use zeroize::Zeroizing;
 
 use super::account::msgpack_exact;
 use super::error::DaemonError;
+use crate::persist::store::sled_gate;
 
 /// Version byte of a sealed record.
 const RECORD_VERSION: u8 = 1;
@@ -79,6 +80,25 @@ impl Vault {
         Ok(())
     }
 
+    /// Seals and stores every `(key, value)` of `records` in one sled batch: after a crash
+    /// either all of them are there or none is, whatever a concurrent flush wrote meanwhile
+    /// (the outbox stages a commit's entries this way: its write-ahead log must not be torn).
+    pub fn put_all<T: serde::Serialize>(
+        &self,
+        records: impl IntoIterator<Item = (Vec<u8>, T)>,
+    ) -> Result<(), DaemonError> {
+        let mut batch = sled::Batch::default();
+        for (key, value) in records {
+            let (plain, _) = msgpack_exact(&value, 0, 0)
+                .map_err(|e| self.error(&key, &format!("cannot encode the value: {e}")))?;
+            let sealed = self.seal(&key, &plain)?;
+            batch.insert(key, sealed);
+        }
+        let _gate = sled_gate::exclusive();
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
     /// The value under `key`, if any. A record that fails authentication (tampered, moved from
     /// another key or tree, wrong vault key) or does not decode as `T` is
     /// [`DaemonError::Storage`].
@@ -121,7 +141,10 @@ impl Vault {
 
     /// Makes every write so far durable.
     pub async fn flush(&self) -> Result<(), DaemonError> {
-        self.tree.flush_async().await?;
+        let tree = self.tree.clone();
+        tokio::task::spawn_blocking(move || sled_gate::flush(&tree))
+            .await
+            .map_err(|e| DaemonError::Storage(format!("flush task failed: {e}")))??;
         Ok(())
     }
 

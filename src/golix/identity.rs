@@ -200,6 +200,15 @@ impl FirstParty {
 
     /// Encrypts `plaintext` with `secret` into a signed GEOC.
     pub fn make_container(&self, plaintext: &[u8], secret: &Secret) -> Result<Geoc, Error> {
+        let mut g = self.unsigned_container(plaintext, secret);
+        self.sign_container(&mut g)?;
+        Ok(g)
+    }
+
+    /// [`FirstParty::make_container`] without the signature (all zero): its address is
+    /// final, since the signature lies outside it, so a frame can point at it while it is
+    /// being signed ([`FirstParty::sign_container`]).
+    pub fn unsigned_container(&self, plaintext: &[u8], secret: &Secret) -> Geoc {
         let mut payload = plaintext.to_vec();
         cipher::apply_keystream(secret, &mut payload);
         let mut g = Geoc {
@@ -210,8 +219,16 @@ impl FirstParty {
             signature: [0; SIG_LEN],
         };
         g.ghid = g.computed_address();
+        g
+    }
+
+    /// Signs a container of ours built by [`FirstParty::unsigned_container`].
+    pub fn sign_container(&self, g: &mut Geoc) -> Result<(), Error> {
+        if g.author != self.ghid() {
+            return Err(Error::WrongSigner(g.author.as_str()));
+        }
         g.signature = self.sign(g.ghid.digest())?;
-        Ok(g)
+        Ok(())
     }
 
     /// A static binding of `target`.
@@ -243,6 +260,20 @@ impl FirstParty {
         target: Ghid,
         legroom: usize,
     ) -> Result<Gobd, Error> {
+        let mut f = self.unsigned_next_frame(previous, target, legroom)?;
+        self.sign_frame(&mut f)?;
+        Ok(f)
+    }
+
+    /// [`FirstParty::make_next_frame`] without the signature (all zero); its address is
+    /// final. `previous` may be unsigned too (only its counter, targets and ghids count), so
+    /// frames can be built ahead of their predecessors' signatures.
+    pub fn unsigned_next_frame(
+        &self,
+        previous: &Gobd,
+        target: Ghid,
+        legroom: usize,
+    ) -> Result<Gobd, Error> {
         if previous.binder != self.ghid() {
             return Err(Error::WrongSigner(previous.binder.as_str()));
         }
@@ -254,16 +285,23 @@ impl FirstParty {
         let mut targets = Vec::with_capacity(legroom);
         targets.push(target);
         targets.extend(previous.targets.iter().take(legroom - 1).copied());
-        let mut f = unsigned_frame(
+        Ok(unsigned_frame(
             Suite::ONE,
             self.ghid(),
             counter,
             targets,
             Some(previous.dynamic),
             Algo::SHA512,
-        );
+        ))
+    }
+
+    /// Signs a frame of ours built by [`FirstParty::unsigned_next_frame`].
+    pub fn sign_frame(&self, f: &mut Gobd) -> Result<(), Error> {
+        if f.binder != self.ghid() {
+            return Err(Error::WrongSigner(f.binder.as_str()));
+        }
         f.signature = self.sign(f.frame.digest())?;
-        Ok(f)
+        Ok(())
     }
 
     /// A debinding of `target` (a GOBS ghid, a dynamic ghid, a GDXX or a GARQ to us).

@@ -5,7 +5,8 @@
 //! `get`; replies carry the request's `id` and go out in completion order.
 //!
 //! Nothing an app sends ends the session except a wrong or missing token in `hello`, a
-//! message over the size limit, or closing. Every other fault gets an error reply:
+//! message over the size limit, a violation of the websocket protocol itself (closed with
+//! 1002), or closing. Every other fault gets an error reply:
 //! `malformed`, `unknown_op`, `bad_args`, `access_denied` (any op before `hello`), or the
 //! daemon's own code. Each error carries a `logref` also written to the log line.
 //!
@@ -63,6 +64,8 @@ enum Step {
     Reply(Vec<u8>),
     /// Send these bytes, then close.
     ReplyAndClose(Vec<u8>, CloseReason),
+    /// Close without a reply: the websocket itself was violated (RFC 6455 §7.1.7).
+    Close(CloseReason),
     /// Nothing to send now (a request was spawned, or a control frame needs no answer).
     Nothing,
 }
@@ -249,8 +252,12 @@ impl<A: DaemonApi> Conn<A> {
             Ok(m) => m,
             Err(ProtocolError::Overflow) => return Some(self.too_large()),
             Err(e) => {
+                // E.g. a continuation without a start: the app is told why it is cut off.
                 debug!(self.log, "websocket protocol error"; "error" => %e);
-                return None;
+                return Some(Step::Close(CloseReason {
+                    code: CloseCode::Protocol,
+                    description: Some(cut(&format!("websocket protocol error: {e}"), 120)),
+                }));
             }
         };
         Some(match msg {
@@ -491,6 +498,10 @@ pub(super) async fn run<A: DaemonApi>(
             }
             Step::ReplyAndClose(bytes, reason) => {
                 let _ = ws.binary(bytes).await;
+                close = Some(reason);
+                break;
+            }
+            Step::Close(reason) => {
                 close = Some(reason);
                 break;
             }

@@ -17,6 +17,7 @@
 //! holds a lock around read-decide-apply; a multi-node store must make `apply` conditional on
 //! what the rules read, e.g. by running the rule pass inside the backing store's transaction).
 
+pub mod sled_gate;
 mod sled_store;
 
 use std::collections::BTreeMap;

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{Batch, Transactional, Tree};
 
-use super::{Binding, Debinding, Record, Store, WriteSet};
+use super::{sled_gate, Binding, Debinding, Record, Store, WriteSet};
 use crate::golix::{Ghid, Kind, GHID_LEN};
 use crate::persist::PersistError;
 
@@ -214,12 +214,12 @@ fn decode_debinding(key: &[u8], val: &[u8]) -> Result<Debinding, PersistError> {
 impl SledStore {
     /// Opens (or creates) the ghidcache at `path`.
     pub fn open(path: &Path) -> Result<SledStore, PersistError> {
-        SledStore::from_db(sled::open(path)?)
+        SledStore::from_db(sled_gate::open(path)?)
     }
 
     /// A store in a temporary directory, deleted when dropped (tests).
     pub fn temporary() -> Result<SledStore, PersistError> {
-        SledStore::from_db(sled::Config::new().temporary(true).open()?)
+        SledStore::from_db(sled_gate::temporary()?)
     }
 
     /// Wraps an open sled database (its trees are created if missing).
@@ -350,6 +350,7 @@ impl Store for SledStore {
             &self.requests,
             &self.collected,
         );
+        let _gate = sled_gate::exclusive();
         trees
             .transaction(|(o, r, b, d, q, c)| {
                 o.apply_batch(&batches[0])?;
@@ -367,7 +368,7 @@ impl Store for SledStore {
     }
 
     fn flush(&self) -> Result<(), PersistError> {
-        self.db.flush()?;
+        sled_gate::flush(&self.db)?;
         Ok(())
     }
 }

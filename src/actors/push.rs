@@ -1,0 +1,215 @@
+//! The push pipeline of one object: each push becomes a [`PushJob`] that builds the next
+//! secret, container and frame, signs the container and the frame at once (two RSA
+//! signatures on two blocking threads), and commits them.
+//!
+//! Owns: [`PushJob`], [`Tip`] and the links between successive jobs ([`After`]). Neither a
+//! container's address nor a frame's covers its signature (GOLIX.md §1), so a frame can point
+//! at a container that is still being signed, and frame k+1 can be built on frame k while
+//! frame k is still being signed or committed: `ObjectActor` starts the next job without
+//! waiting for the one before. Commits stay in frame order: a job commits only once its
+//! predecessor is durable; when the predecessor fails, the job is [`Pushed::Dropped`] before
+//! it writes anything, and the actor queues its pushes again.
+//!
+//! Calls: [`super::commit`] (signing helpers, the local commit, the target vector length),
+//! `golix`, [`super::content`]. Used by `ObjectActor`.
+
+use tokio::sync::oneshot;
+
+use super::account::StoredSecret;
+use super::commit::{self, Committed, Loaded};
+use super::content;
+use super::daemon_core::{DaemonCore, SecretRecord};
+use super::error::DaemonError;
+use crate::golix::{FirstParty, Geoc, Ghid, Gobd, Secret};
+
+/// States up to this size are encrypted and hashed on the actor's task; larger ones on the
+/// blocking pool (a thread hop costs more than a few microseconds of AES and SHA-512).
+const BUILD_INLINE_MAX: usize = 64 * 1024;
+
+/// What the next frame is built on: the newest frame (its signature may still be missing),
+/// its current container and the secret of that container.
+#[derive(Clone)]
+pub struct Tip {
+    pub frame: Gobd,
+    pub container: Ghid,
+    pub secret: Secret,
+}
+
+impl Tip {
+    /// The durable current frame of a dynamic object; `None` for a static one.
+    pub fn current(obj: &Loaded) -> Option<Tip> {
+        Some(Tip {
+            frame: obj.frame.clone()?,
+            container: obj.container,
+            secret: obj.secret.clone(),
+        })
+    }
+}
+
+/// What a job's frame follows.
+pub enum After {
+    /// The object's durable current frame: no other job is in flight.
+    Durable(Box<Tip>),
+    /// The job before, still in flight: its tip once built, and a signal once its frame is
+    /// durable (dropped unsent if it is not).
+    Job {
+        tip: oneshot::Receiver<Tip>,
+        durable: oneshot::Receiver<()>,
+    },
+}
+
+/// How a job ended.
+pub enum Pushed {
+    /// The frame is durable locally and queued upstream.
+    Committed(Box<Committed>),
+    Failed(DaemonError),
+    /// The job before did not commit, so this one committed nothing either.
+    Dropped,
+}
+
+/// One frame of one object: built on [`After`], signed, committed in order.
+pub struct PushJob {
+    ghid: Ghid,
+    api_id: Option<Ghid>,
+    state: Vec<u8>,
+    after: After,
+    tip: oneshot::Sender<Tip>,
+    durable: oneshot::Sender<()>,
+}
+
+/// The objects of one frame, built but not signed.
+struct Built {
+    geoc: Geoc,
+    frame: Gobd,
+    secret: Secret,
+}
+
+impl PushJob {
+    /// A job that pushes `state` as the frame after `after`, and what the job after it
+    /// follows.
+    pub fn new(ghid: Ghid, api_id: Option<Ghid>, state: Vec<u8>, after: After) -> (Self, After) {
+        let (tip, tip_rx) = oneshot::channel();
+        let (durable, durable_rx) = oneshot::channel();
+        let job = PushJob {
+            ghid,
+            api_id,
+            state,
+            after,
+            tip,
+            durable,
+        };
+        let next = After::Job {
+            tip: tip_rx,
+            durable: durable_rx,
+        };
+        (job, next)
+    }
+
+    /// Builds, signs and commits the frame. Returning early drops the links to the next
+    /// job, which then ends [`Pushed::Dropped`].
+    pub async fn run(self, core: &DaemonCore) -> Pushed {
+        let (tip, predecessor) = match self.after {
+            After::Durable(tip) => (*tip, None),
+            After::Job { tip, durable } => match tip.await {
+                Ok(tip) => (tip, Some(durable)),
+                Err(_) => return Pushed::Dropped,
+            },
+        };
+        let built = match build(core, self.ghid, self.api_id, self.state, tip).await {
+            Ok(b) => b,
+            Err(e) => return Pushed::Failed(e),
+        };
+        let _ = self.tip.send(Tip {
+            frame: built.frame.clone(),
+            container: built.geoc.ghid,
+            secret: built.secret.clone(),
+        });
+        let signed = sign(core, built).await;
+        if let Some(durable) = predecessor {
+            if durable.await.is_err() {
+                return Pushed::Dropped;
+            }
+        }
+        let result = match signed {
+            Ok(b) => commit_built(core, self.ghid, b).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(c) => {
+                let _ = self.durable.send(());
+                Pushed::Committed(Box::new(c))
+            }
+            Err(e) => Pushed::Failed(e),
+        }
+    }
+}
+
+/// The next secret, a container with `state` under it, and the frame after `tip` pointing
+/// at that container; nothing signed yet.
+async fn build(
+    core: &DaemonCore,
+    ghid: Ghid,
+    api_id: Option<Ghid>,
+    state: Vec<u8>,
+    tip: Tip,
+) -> Result<Built, DaemonError> {
+    let legroom = commit::legroom(core, &tip.frame);
+    let inline = state.len() <= BUILD_INLINE_MAX;
+    let make = move |id: &FirstParty| {
+        let secret = tip.secret.ratchet(&tip.container, &ghid);
+        let plain = content::pack(api_id.as_ref(), &state);
+        let geoc = id.unsigned_container(&plain, &secret);
+        let frame = id.unsigned_next_frame(&tip.frame, geoc.ghid, legroom)?;
+        Ok(Built {
+            geoc,
+            frame,
+            secret,
+        })
+    };
+    if inline {
+        return make(core.identity.as_ref()).map_err(DaemonError::from);
+    }
+    commit::sign(core, make).await
+}
+
+/// Signs the container and the frame at once.
+async fn sign(core: &DaemonCore, built: Built) -> Result<Built, DaemonError> {
+    let Built {
+        mut geoc,
+        mut frame,
+        secret,
+    } = built;
+    let (geoc, frame) = commit::sign_both(
+        core,
+        move |id| id.sign_container(&mut geoc).map(|()| geoc),
+        move |id| id.sign_frame(&mut frame).map(|()| frame),
+    )
+    .await?;
+    Ok(Built {
+        geoc,
+        frame,
+        secret,
+    })
+}
+
+/// Commits a signed frame and its container, and records the new secret.
+async fn commit_built(core: &DaemonCore, ghid: Ghid, b: Built) -> Result<Committed, DaemonError> {
+    let record = SecretRecord {
+        stored: StoredSecret {
+            secret: b.secret.clone(),
+            container: b.geoc.ghid,
+        },
+        counter: b.frame.counter,
+    };
+    commit::commit(
+        core,
+        vec![b.frame.encode(), b.geoc.encode()],
+        Some((ghid, record)),
+    )
+    .await?;
+    Ok(Committed {
+        container: b.geoc.ghid,
+        frame: b.frame,
+        secret: b.secret,
+    })
+}

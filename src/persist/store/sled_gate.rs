@@ -1,0 +1,53 @@
+//! # The sled gate: no atomic batch starts while a flush is running
+//!
+//! sled 0.34 guards every database in the process with one global reader/writer lock
+//! ("concurrency control"): plain reads and writes take it shared, transactions and
+//! `apply_batch` take it exclusive, and a flush holds it *shared while it waits for the log
+//! to become stable* — which needs sled's IO threads, which take it shared too. Once a
+//! transaction is queued for the exclusive lock (the lock prefers writers), those IO threads
+//! queue behind it, the flush never finishes, and the process stops (seen under a flood of
+//! `new` requests to one daemon: `tests/hostile_ipc.rs`).
+//!
+//! The way out is to never let an exclusive request meet a flush in progress: every flush
+//! and every transaction / batch of ours goes through this gate (flushes shared, batches
+//! exclusive), and sled's own background flusher — which would flush behind the gate's back
+//! — is off for every database we open ([`open`]). Durability is unchanged: every write we
+//! acknowledge is flushed explicitly (group commit) before its acknowledgement, and a clean
+//! shutdown flushes.
+//!
+//! Owns: the process-wide gate. Calls: sled. Used by the sled store and the daemon's vault.
+
+use std::path::Path;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+static GATE: RwLock<()> = RwLock::new(());
+
+/// Opens (or creates) a sled database at `path` without sled's background flusher.
+pub fn open(path: &Path) -> sled::Result<sled::Db> {
+    sled::Config::new().path(path).flush_every_ms(None).open()
+}
+
+/// A temporary database (tests), likewise without the background flusher.
+pub fn temporary() -> sled::Result<sled::Db> {
+    sled::Config::new()
+        .temporary(true)
+        .flush_every_ms(None)
+        .open()
+}
+
+/// Held around every sled transaction and `apply_batch`.
+pub fn exclusive() -> RwLockWriteGuard<'static, ()> {
+    // The gate guards no data: a panic while held leaves nothing inconsistent.
+    GATE.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Held around every flush.
+pub fn shared() -> RwLockReadGuard<'static, ()> {
+    GATE.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Flushes `db` (blocking) under the gate.
+pub fn flush(db: &sled::Tree) -> sled::Result<usize> {
+    let _gate = shared();
+    db.flush()
+}

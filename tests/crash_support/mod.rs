@@ -1,0 +1,477 @@
+//! Support for `tests/crash_kill.rs`: the real `hgx-persister` and `hgxd` as child processes
+//! that can be SIGKILLed and restarted on the same directories (and, for the persister, the
+//! same port, so daemons find it again), homes with test-cost scrypt and fixture identities,
+//! and the seeded randomness that picks the kill points.
+//!
+//! Every process listens on 127.0.0.1, is killed (SIGKILL) and reaped when its guard drops,
+//! and every wait is bounded.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use hypergolix::actors::api::{AppEvent, ObjectView};
+use hypergolix::golix::Ghid;
+use hypergolix::ipc::HgxLink;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+/// How long a process may take to announce that it is ready.
+pub const START: Duration = Duration::from_secs(90);
+/// Any other wait (exit, event, reply, convergence).
+pub const WAIT: Duration = Duration::from_secs(30);
+pub const PASSWORD: &str = "crash test password";
+const READY: &str = "hgxd: ready on ws://127.0.0.1:";
+const LISTENING: &str = "listening on http://";
+
+// ---- seeded kill points --------------------------------------------------------------------
+
+/// The seed of this run: `HGX_CRASH_SEED` if set, else from the clock. Printed so a failing
+/// run can be replayed exactly (as far as the scheduler allows).
+pub fn seeded_rng(test: &str) -> StdRng {
+    let seed = match std::env::var("HGX_CRASH_SEED") {
+        Ok(s) => s
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("HGX_CRASH_SEED={s:?}: not a u64")),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64,
+    };
+    println!("{test}: HGX_CRASH_SEED={seed}");
+    StdRng::seed_from_u64(seed)
+}
+
+/// The first round that runs: `HGX_CRASH_FIRST_ROUND` if set, else 0. Earlier rounds only
+/// draw their kill points (so the RNG sequence, and the kill points of the rounds that run,
+/// are those of the full run); the object's history is shorter, so it is a faster way to
+/// retry a kill point, not an exact replay.
+pub fn first_round() -> usize {
+    match std::env::var("HGX_CRASH_FIRST_ROUND") {
+        Ok(s) => s
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("HGX_CRASH_FIRST_ROUND={s:?}: not a number")),
+        Err(_) => 0,
+    }
+}
+
+/// Kill rounds per workload: `HGX_CRASH_ROUNDS` if set, else `default` (sized for CI).
+pub fn rounds(default: usize) -> usize {
+    match std::env::var("HGX_CRASH_ROUNDS") {
+        Ok(s) => s
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("HGX_CRASH_ROUNDS={s:?}: not a number")),
+        Err(_) => default,
+    }
+}
+
+// ---- processes -----------------------------------------------------------------------------
+
+/// A child process, killed (SIGKILL) and reaped when dropped. Its stdout and stderr are
+/// collected line by line by two threads.
+pub struct Proc {
+    name: String,
+    /// Shown with this process's output when it fails to start (e.g. the killed run's end).
+    pub context: String,
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, mut cmd: Command) -> Proc {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let out: Box<dyn Read + Send> = Box::new(child.stdout.take().unwrap());
+        let err: Box<dyn Read + Send> = Box::new(child.stderr.take().unwrap());
+        let readers = [out, err]
+            .into_iter()
+            .map(|pipe| {
+                let lines = lines.clone();
+                std::thread::spawn(move || {
+                    for line in BufReader::new(pipe).lines() {
+                        let Ok(line) = line else { return };
+                        lines.lock().unwrap().push(line);
+                    }
+                })
+            })
+            .collect();
+        Proc {
+            name: name.to_owned(),
+            context: String::new(),
+            child,
+            lines,
+            readers,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything printed so far (both streams, interleaved by arrival).
+    pub fn output(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// What follows `marker` in the first line that contains it (anywhere in the line: a log
+    /// record and a ready line may share one).
+    fn line_after(&self, marker: &str) -> Option<String> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .find_map(|l| l.find(marker).map(|at| l[at + marker.len()..].to_owned()))
+    }
+
+    /// Waits (without blocking the runtime) for a line containing `marker`.
+    pub async fn wait_line(&mut self, marker: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(rest) = self.line_after(marker) {
+                return rest;
+            }
+            if let Some(st) = self.child.try_wait().unwrap() {
+                self.join_readers();
+                panic!(
+                    "{} exited ({st}) before printing {marker:?}\n{}\n{}",
+                    self.name,
+                    self.output(),
+                    self.context
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} printed no {marker:?} within {within:?}\n{}",
+                self.name,
+                self.output()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits for the process to exit (and be reaped, so its pid is free).
+    pub async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                self.join_readers();
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit within {within:?}\n{}",
+                self.name,
+                self.output()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// SIGKILL, then reaps: the process is gone when this returns.
+    pub async fn kill9(&mut self) {
+        self.signal(libc::SIGKILL);
+        let st = self.wait_exit(WAIT).await;
+        assert!(!st.success(), "{} was killed, not exited: {st}", self.name);
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub async fn terminate(&mut self) {
+        self.signal(libc::SIGTERM);
+        let st = self.wait_exit(WAIT).await;
+        assert!(
+            st.success(),
+            "{}: clean exit on SIGTERM: {st}\n{}",
+            self.name,
+            self.output()
+        );
+    }
+
+    pub fn signal(&self, sig: libc::c_int) {
+        // SAFETY: kill(2) on our own child, which has not been reaped yet.
+        assert_eq!(unsafe { libc::kill(self.pid() as i32, sig) }, 0);
+    }
+
+    fn join_readers(&mut self) {
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A port that was free a moment ago, on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+// ---- the persister ---------------------------------------------------------------------------
+
+/// A real persister on a fixed port of 127.0.0.1 with its ghidcache in a temporary directory;
+/// it can be killed and restarted on the same directory and port.
+pub struct PersisterProc {
+    dir: tempfile::TempDir,
+    pub port: u16,
+    proc: Option<Proc>,
+    /// Starts so far (1 after `start`).
+    pub starts: usize,
+}
+
+impl PersisterProc {
+    pub async fn start() -> PersisterProc {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        std::fs::write(
+            dir.path().join("hypergolix.yml"),
+            format!(
+                "server:\n  host: 127.0.0.1\n  port: {port}\n  ghidcache: ./cache\n  \
+                 logdir: ./logs\n  pid_file: ./persister.pid\n  workers: 1\n"
+            ),
+        )
+        .unwrap();
+        let mut p = PersisterProc {
+            dir,
+            port,
+            proc: None,
+            starts: 0,
+        };
+        p.restart().await;
+        p
+    }
+
+    /// `ws://127.0.0.1:<port>/ws`.
+    pub fn url(&self) -> String {
+        format!("ws://127.0.0.1:{}/ws", self.port)
+    }
+
+    /// Starts the process (again) on the same directory and port. The port of a killed
+    /// process may linger a moment; the start is retried within `START`.
+    pub async fn restart(&mut self) {
+        assert!(self.proc.is_none(), "the persister is still running");
+        let deadline = Instant::now() + START;
+        loop {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_hgx-persister"));
+            cmd.arg("--config")
+                .arg(self.dir.path().join("hypergolix.yml"))
+                .current_dir(self.dir.path())
+                .env("HOME", self.dir.path())
+                .env_remove("HYPERGOLIX_HOME")
+                .env_remove("HGX_CONFIG");
+            let mut proc = Proc::spawn("hgx-persister", cmd);
+            let ready = tokio::time::timeout(START, async {
+                loop {
+                    if proc.line_after(LISTENING).is_some() {
+                        return true;
+                    }
+                    if proc.child.try_wait().unwrap().is_some() {
+                        return false;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+            .await
+            .unwrap_or(false);
+            if ready {
+                self.starts += 1;
+                self.proc = Some(proc);
+                return;
+            }
+            let _ = proc.wait_exit(WAIT).await;
+            assert!(
+                Instant::now() < deadline,
+                "the persister does not start again\n{}",
+                proc.output()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// SIGKILL and reap.
+    pub async fn kill9(&mut self) {
+        let mut p = self.proc.take().expect("the persister is running");
+        p.kill9().await;
+    }
+
+    pub async fn terminate(&mut self) {
+        let mut p = self.proc.take().expect("the persister is running");
+        p.terminate().await;
+    }
+}
+
+// ---- hgxd homes ------------------------------------------------------------------------------
+
+/// Fixture identity `n` as the JSON `--identity-file` reads.
+fn identity_json(n: usize) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/vectors/golix/fixture_identities.json");
+    let all: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    all[format!("TEST_AGENT{n}")].to_string()
+}
+
+/// One machine's `$HYPERGOLIX_HOME` running `hgxd` for the account of fixture identity `n`
+/// (test-cost scrypt, password from a file), restartable on the same directory.
+pub struct Daemon {
+    dir: tempfile::TempDir,
+    identity: usize,
+    proc: Option<Proc>,
+    /// The IPC port of the running process (a new one per start: `ipc_port: 0`).
+    pub port: u16,
+    pub starts: usize,
+    /// The end of the output of the last killed run (shown if the restart fails).
+    killed_output: String,
+}
+
+/// Lines of a killed run's output kept for a failing restart's message.
+const KILLED_TAIL: usize = 60;
+
+impl Daemon {
+    /// Creates the home and starts `hgxd` (which creates the account).
+    pub async fn start(identity: usize, persister_port: u16) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("hypergolix.yml"),
+            format!(
+                "process:\n  ghidcache: ./ghidcache\n  logdir: ./logs\n  pid_file: ./hgxd.pid\n  \
+                 ipc_port: 0\ninstrumentation:\n  verbosity: info\n\
+                 remotes:\n  - host: 127.0.0.1\n    port: {persister_port}\n    tls: false\n\
+                 user:\n  scrypt:\n    log_n: 10\n    r: 8\n    p: 1\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("password"), format!("{PASSWORD}\n")).unwrap();
+        std::fs::write(dir.path().join("id.json"), identity_json(identity)).unwrap();
+        let mut d = Daemon {
+            dir,
+            identity,
+            proc: None,
+            port: 0,
+            starts: 0,
+            killed_output: String::new(),
+        };
+        d.restart().await;
+        d
+    }
+
+    pub fn home(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Starts `hgxd` (again) on the same home: the account logs in with the same password
+    /// from the same ghidcache and vault.
+    pub async fn restart(&mut self) {
+        assert!(self.proc.is_none(), "hgxd is still running");
+        let home = self.dir.path();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hgxd"));
+        cmd.arg("--password-file")
+            .arg(home.join("password"))
+            .current_dir(home)
+            .env("HYPERGOLIX_HOME", home)
+            .env("HOME", home)
+            .env_remove("HGX_CONFIG")
+            .env_remove("HGX_PASSWORD");
+        if self.starts == 0 {
+            cmd.arg("--identity-file").arg(home.join("id.json"));
+        }
+        let mut proc = Proc::spawn(&format!("hgxd#{}", self.identity), cmd);
+        if !self.killed_output.is_empty() {
+            proc.context = format!("the killed run ended with:\n{}", self.killed_output);
+        }
+        let rest = proc.wait_line(READY, START).await;
+        self.port = rest
+            .split('/')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("ready line: {rest:?}"));
+        self.starts += 1;
+        self.proc = Some(proc);
+    }
+
+    /// An app connected through the IPC websocket with the token of the running process.
+    pub async fn link(&self) -> HgxLink {
+        HgxLink::connect_home(self.home(), self.port)
+            .await
+            .expect("app connects with ipc.token")
+    }
+
+    pub async fn kill9(&mut self) {
+        let mut p = self.proc.take().expect("hgxd is running");
+        p.kill9().await;
+        let out = p.output();
+        let lines: Vec<&str> = out.lines().collect();
+        self.killed_output = lines[lines.len().saturating_sub(KILLED_TAIL)..].join("\n");
+    }
+
+    pub async fn terminate(&mut self) {
+        let mut p = self.proc.take().expect("hgxd is running");
+        p.terminate().await;
+    }
+
+    /// The running process's output so far (for failure messages).
+    pub fn output(&self) -> String {
+        self.proc.as_ref().map(Proc::output).unwrap_or_default()
+    }
+}
+
+// ---- app helpers -----------------------------------------------------------------------------
+
+/// A test api id (algo 0, like the reference's).
+pub fn api_id(tag: u8) -> Ghid {
+    Ghid::new(hypergolix::golix::Algo::DUMMY, [tag; 64])
+}
+
+/// Waits for an update of `ghid` carrying `state` (other events are skipped).
+pub async fn update(rx: &mut UnboundedReceiver<AppEvent>, ghid: Ghid, state: &[u8]) -> bool {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match rx.recv().await {
+                Some(AppEvent::Update(v)) if v.ghid == ghid && v.state == state => return true,
+                Some(_) => continue,
+                None => return false,
+            }
+        }
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// `get` until the object has `state` (with a `sync` between tries); the last view or error.
+pub async fn get_until(link: &HgxLink, ghid: Ghid, state: &[u8]) -> Result<ObjectView, String> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let last = match link.get(ghid).await {
+            Ok(v) if v.state == state => return Ok(v),
+            Ok(v) => {
+                let _ = link.sync(ghid).await;
+                format!("state {:?}", String::from_utf8_lossy(&v.state))
+            }
+            Err(e) => e.to_string(),
+        };
+        if Instant::now() > deadline {
+            return Err(last);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
