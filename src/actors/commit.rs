@@ -361,11 +361,13 @@ pub async fn owner(core: &DaemonCore, ghid: Ghid) -> Result<Option<(Ghid, bool)>
     })
 }
 
-/// Opens a pulled frame's container: the secret ratchets from the actor's, else from a
-/// record. `None` if no known secret reaches it.
+/// Opens a pulled frame's container: the secret ratchets from the actor's, else from one of
+/// the `known` (container, secret) pairs of recent frames (another machine's frame may
+/// follow a frame older than ours), else from a record. `None` if no known secret reaches it.
 pub async fn open_pulled(
     core: &DaemonCore,
     obj: &Loaded,
+    known: &[(Ghid, Secret)],
     frame: &Gobd,
     container: &Geoc,
 ) -> Result<Option<(Secret, Option<Ghid>, Vec<u8>)>, DaemonError> {
@@ -374,7 +376,10 @@ pub async fn open_pulled(
             "container is not the frame's target".into(),
         ));
     }
-    let secret = match content::ratchet_to_current(frame, &obj.secret, &obj.container) {
+    let ratcheted = std::iter::once((&obj.container, &obj.secret))
+        .chain(known.iter().rev().map(|(c, s)| (c, s)))
+        .find_map(|(c, s)| content::ratchet_to_current(frame, s, c));
+    let secret = match ratcheted {
         Some(s) => Some(s),
         None => find_secret(core, &obj.ghid, frame).await,
     };

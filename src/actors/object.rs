@@ -8,12 +8,18 @@
 //! waiting state, and every waiting push completes once a frame with its state or a newer one
 //! is durable), pulled frames, removal, freeze, hold and delete. Operations that depend on the
 //! current container (freeze, hold, delete, pulls) wait until no push is in flight (no new
-//! frame starts meanwhile), so they never race the frame that replaces it.
+//! frame starts meanwhile), so they never race the frame that replaces it. Another machine of
+//! the account may push the same object at once: a frame of ours refused locally (theirs came
+//! first) is rebuilt on theirs, read back from the local archive if no pull brings it; a frame
+//! of ours the remote refused (theirs, same counter, came first) is replaced in memory by
+//! theirs (`Pulled` at an equal counter); the secrets of recent frames are kept so a frame
+//! that follows an older one than ours still opens. Latest frame upstream wins.
 //!
 //! Calls: [`super::push`] (building, signing and committing frames), [`super::commit`]
 //! (loading, freeze, hold, delete), `DaemonCore` (archive, vault, outbox, ledger, apps, GC). Messages arrive over a bounded mpsc; every request carries a oneshot
 //! reply. The registry is a read-mostly map behind a std mutex.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -26,13 +32,16 @@ use super::commit::{self, Loaded};
 use super::daemon_core::DaemonCore;
 use super::error::DaemonError;
 use super::push::{After, PushJob, Pushed, Tip};
-use crate::golix::{Geoc, Ghid, Gobd, Secret};
+use crate::golix::{Geoc, Ghid, Gobd, Object, Policy, Secret};
 use crate::persist::PersistError;
 
 /// Queue length of one object's mailbox.
 const MAILBOX: usize = 256;
 /// Times a push is rebuilt on a newer frame after losing a race with another machine.
 const PUSH_RETRIES: u32 = 3;
+/// (container, secret) pairs of the object's recent frames kept to open another machine's
+/// frame that follows an older frame than ours (its target vector holds the common one).
+const KNOWN_SECRETS: usize = 32;
 /// Frames of one object in flight at once: one committing while the next is signed (each
 /// frame's two signatures already run on two threads; more would only queue for the cores).
 pub const PIPELINE: usize = 2;
@@ -172,7 +181,10 @@ pub fn spawn(core: &Arc<DaemonCore>, loaded: Loaded, app: AppId) -> ObjectView {
         newest_private: None,
         draining: false,
         retries: 0,
+        resync: false,
+        known: Vec::new(),
     };
+    actor.remember_known();
     // An app that disconnected meanwhile does not track it (the actor then retires at once).
     if core.apps.track(app, ghid) {
         actor.trackers.insert(app);
@@ -228,6 +240,11 @@ struct ObjectActor {
     /// after it end `Dropped` and their pushes are queued again).
     draining: bool,
     retries: u32,
+    /// A frame of ours was refused locally (the local archive holds a newer frame): once the
+    /// pipeline is empty, catch up with the local archive before rebuilding.
+    resync: bool,
+    /// Secrets of recent frames, oldest first (see [`KNOWN_SECRETS`]).
+    known: Vec<(Ghid, Secret)>,
 }
 
 /// How the oldest frame in flight ends (frames end in order).
@@ -238,6 +255,14 @@ async fn join(in_flight: &mut VecDeque<InFlight>) -> Pushed {
             Err(e) => Pushed::Failed(DaemonError::Storage(format!("push task failed: {e}"))),
         },
         None => std::future::pending().await,
+    }
+}
+
+/// `bytes` as a frame.
+fn as_frame(bytes: Vec<u8>) -> Option<Gobd> {
+    match Object::decode(&bytes, Policy::STRICT) {
+        Ok(Object::Gobd(f)) => Some(f),
+        _ => None,
     }
 }
 
@@ -287,6 +312,9 @@ impl ObjectActor {
                                 let _ = stop.send(());
                                 return;
                             }
+                        }
+                        if std::mem::take(&mut self.resync) {
+                            self.catch_up_local().await;
                         }
                     }
                 }
@@ -431,6 +459,7 @@ impl ObjectActor {
                 self.retries = 0;
                 let private_changed = self.obj.private != latest.private;
                 self.obj.apply(*c, latest.state);
+                self.remember_known();
                 self.obj.private = latest.private;
                 if private_changed {
                     self.save_meta();
@@ -463,11 +492,13 @@ impl ObjectActor {
             Pushed::Failed(DaemonError::Persist(PersistError::IllegalFrame(m)))
                 if self.retries < PUSH_RETRIES =>
             {
-                // Another machine of ours published a newer frame: rebuild on top of it once
-                // its pull is applied (it is among the deferred messages, or on its way).
+                // Another machine of ours published a newer frame and the local archive took
+                // it: rebuild on top of it once the pipeline is empty (its pull is among the
+                // deferred messages; else the frame is read back from the local archive).
                 slog::info!(self.core.log, "push lost a frame race; retrying";
                     "ghid" => %self.obj.ghid, "why" => m);
                 self.draining = true;
+                self.resync = true;
                 self.retries += 1;
                 self.requeue(waiters, latest);
             }
@@ -502,18 +533,49 @@ impl ObjectActor {
         }
     }
 
+    /// Records the current container's secret among the known ones.
+    fn remember_known(&mut self) {
+        if self.obj.frame.is_none() || self.known.iter().any(|(c, _)| *c == self.obj.container) {
+            return;
+        }
+        if self.known.len() >= KNOWN_SECRETS {
+            self.known.remove(0);
+        }
+        self.known
+            .push((self.obj.container, self.obj.secret.clone()));
+    }
+
+    /// Applies another machine's frame: a newer one, or one with our counter that won the
+    /// race upstream against ours (pull only sends those; ours can never reach the remote, so
+    /// both machines show the remote's and our next frame follows it).
     async fn pulled(&mut self, frame: Gobd, container: Geoc) {
         let Some(current) = &self.obj.frame else {
             return;
         };
-        if frame.dynamic != self.obj.ghid || frame.counter <= current.counter {
+        let newer = frame.counter > current.counter;
+        let won_race = frame.counter == current.counter && frame.frame != current.frame;
+        if frame.dynamic != self.obj.ghid || !(newer || won_race) {
             return;
         }
-        match commit::open_pulled(&self.core, &self.obj, &frame, &container).await {
+        let mut known = Cow::Borrowed(&self.known[..]);
+        if won_race && frame.targets.get(1) == current.targets.get(1) {
+            // Two frames on the same predecessor share its ratcheted secret: this one opens
+            // even when ours is all we know (after a restart). Tried last.
+            known
+                .to_mut()
+                .insert(0, (frame.target(), self.obj.secret.clone()));
+        }
+        let opened = commit::open_pulled(&self.core, &self.obj, &known, &frame, &container).await;
+        match opened {
             Ok(Some((secret, api_id, state))) => {
                 self.obj
                     .pulled(frame, container.ghid, secret, api_id, state);
-                commit::remember_secret(&self.core, &self.obj);
+                self.remember_known();
+                if newer {
+                    // At an equal counter the local archive keeps our frame (and the recorded
+                    // secret opens it) until the next frame replaces it.
+                    commit::remember_secret(&self.core, &self.obj);
+                }
                 self.broadcast(None);
             }
             Ok(None) => {
@@ -524,6 +586,44 @@ impl ObjectActor {
             Err(e) => slog::warn!(self.core.log, "cannot open an update";
                 "ghid" => %self.obj.ghid, "error" => %e),
         }
+    }
+
+    /// Applies the local archive's current frame if it is newer than ours (a frame of ours was
+    /// refused locally because of it). Its container comes from the local archive, else the
+    /// remotes; if it is gone upstream already, the remotes' current frame is taken instead.
+    async fn catch_up_local(&mut self) {
+        let ghid = self.obj.ghid;
+        let Some(frame) = self.core.local(&ghid).ok().flatten().and_then(as_frame) else {
+            return;
+        };
+        if frame.counter <= self.obj.counter() {
+            return;
+        }
+        let container = match self.core.local_or_fetch(&frame.target()).await {
+            Ok(Some(b)) => Some((frame, b)),
+            _ => self.newer_upstream(frame).await,
+        };
+        let Some((frame, container)) = container else {
+            slog::info!(self.core.log, "cannot catch up with the local archive"; "ghid" => %ghid);
+            return;
+        };
+        match Object::decode(&container, Policy::STRICT) {
+            Ok(Object::Geoc(c)) => self.pulled(frame, c).await,
+            _ => slog::warn!(self.core.log, "a frame's target is not a container"; "ghid" => %ghid),
+        }
+    }
+
+    /// The remotes' current frame, if newer than `than` (ingested), and its container.
+    async fn newer_upstream(&self, than: Gobd) -> Option<(Gobd, Vec<u8>)> {
+        let bytes = self.core.fetch(&self.obj.ghid).await?;
+        let frame = as_frame(bytes.clone())
+            .filter(|f| f.dynamic == self.obj.ghid && f.counter > than.counter)?;
+        match self.core.ingest_fetched(bytes).await {
+            Ok(_) | Err(DaemonError::Persist(PersistError::IllegalFrame(_))) => {}
+            Err(_) => return None,
+        }
+        let container = self.core.local_or_fetch(&frame.target()).await.ok()??;
+        Some((frame, container))
     }
 
     /// The object may be gone: if it no longer exists locally (nobody of ours holds it),

@@ -1,12 +1,15 @@
 //! Pulling upstream changes into the daemon: a frame or debinding that a remote pushed
 //! (`notify`), returned by catch-up, or fetched by `sync`.
 //!
-//! A frame is ingested locally first (already present is fine; a stale frame the rules
-//! refuse is dropped), its container is fetched from the same remote when missing, and then
-//! the object's live `ObjectActor` decrypts and delivers it. With no live actor, the frame
-//! still lands in the local cache and the recorded secret is ratcheted forward, so a later
-//! `get` opens it; the same happens when the container is gone upstream already (a newer
-//! frame replaced it), so a slow reader keeps the ratchet. A debinding is ingested, then the
+//! A frame is ingested locally first (already present is fine), its container is fetched
+//! from the same remote when missing, and then the object's live `ObjectActor` decrypts and
+//! delivers it. With no live actor, the frame still lands in the local cache and the recorded
+//! secret is ratcheted forward, so a later `get` opens it. When the container is gone
+//! upstream already (a newer frame replaced it), the remote's current frame is pulled
+//! instead, so the live actor never stays behind a frame the local archive took (our next
+//! push would be refused locally). A stale frame the rules refuse is dropped, unless it has
+//! the counter of our own current frame: then ours lost a race upstream with another machine
+//! of ours, and the live actor takes the remote's frame (see [`lost_race`]). A debinding is ingested, then the
 //! live actor checks whether the object is gone (it is not if we hold it). GARQs on our
 //! fingerprint subscription go to the share actor; debindings there (of requests to us, by
 //! another machine of ours) are only ingested.
@@ -102,27 +105,74 @@ async fn fetch_container(from: &RemoteHandle, frame: &Gobd) -> Option<Vec<u8>> {
     None
 }
 
+/// How many newer frames a pull follows when the container of the one before is gone
+/// upstream already (each hop is one more frame that replaced it meanwhile).
+const NEWER_FRAME_HOPS: usize = 3;
+
+/// How one pulled frame went.
+enum Pull {
+    /// Delivered to the live actor, or recorded for a later `get`.
+    Done,
+    /// Its container is gone upstream: a newer frame replaced it.
+    ContainerGone,
+}
+
+/// Pulls one frame. When its container was replaced upstream before we fetched it, the
+/// remote's current frame is pulled instead (bounded), so the live `ObjectActor` always ends
+/// on the newest frame we know: the local archive took this frame, so a push of ours built
+/// on the frame before would be refused locally until the actor moves past it.
 async fn frame_bytes(
     core: &Arc<DaemonCore>,
     from: &RemoteHandle,
-    frame: Gobd,
-    bytes: Vec<u8>,
+    mut frame: Gobd,
+    mut bytes: Vec<u8>,
 ) -> Result<(), DaemonError> {
+    for _ in 0..NEWER_FRAME_HOPS {
+        match pull_one(core, from, &frame, bytes).await? {
+            Pull::Done => return Ok(()),
+            Pull::ContainerGone => {}
+        }
+        slog::debug!(core.log, "container of a pulled frame is gone; fetching the current frame";
+            "ghid" => %frame.dynamic, "counter" => frame.counter);
+        let newer =
+            from.get(&frame.dynamic)
+                .await
+                .and_then(|b| match Object::decode(&b, Policy::STRICT) {
+                    Ok(Object::Gobd(f))
+                        if f.dynamic == frame.dynamic && f.counter > frame.counter =>
+                    {
+                        Some((f, b))
+                    }
+                    _ => None,
+                });
+        let Some((f, b)) = newer else { break };
+        (frame, bytes) = (f, b);
+    }
+    // Nothing newer to be had now; the newer frame is on its way. Its secret still ratchets
+    // along this frame's targets, so a reader that falls behind by more than a frame's target
+    // vector (7) never loses the chain.
+    advance_secret(core, &frame.dynamic, &frame).await
+}
+
+async fn pull_one(
+    core: &Arc<DaemonCore>,
+    from: &RemoteHandle,
+    frame: &Gobd,
+    bytes: Vec<u8>,
+) -> Result<Pull, DaemonError> {
     match core.ingest_fetched(bytes).await {
         Ok(_) => {}
-        Err(DaemonError::Persist(PersistError::IllegalFrame(_))) => return Ok(()), // stale
+        Err(DaemonError::Persist(PersistError::IllegalFrame(_))) => {
+            return lost_race(core, from, frame).await.map(|()| Pull::Done)
+        }
         Err(e) => return Err(e),
     }
     let target = frame.target();
     let container = match core.local(&target)? {
         Some(b) => b,
         None => {
-            let Some(b) = fetch_container(from, &frame).await else {
-                // Replaced upstream already; the newer frame is on its way. Its secret still
-                // ratchets along this frame's targets, so a reader that falls behind by
-                // more than a frame's target vector (7) never loses the chain.
-                slog::debug!(core.log, "container of a pulled frame is gone"; "ghid" => %frame.dynamic);
-                return advance_secret(core, &frame.dynamic, &frame).await;
+            let Some(b) = fetch_container(from, frame).await else {
+                return Ok(Pull::ContainerGone);
             };
             core.ingest_fetched(b.clone()).await?;
             b
@@ -137,10 +187,64 @@ async fn frame_bytes(
     if let Some(actor) = core.objects.get(&dynamic) {
         let msg = ObjectMsg::Pulled(Box::new((frame.clone(), container)));
         if actor.send(msg).await {
-            return Ok(());
+            return Ok(Pull::Done);
         }
     }
-    advance_secret(core, &dynamic, &frame).await
+    advance_secret(core, &dynamic, frame).await?;
+    Ok(Pull::Done)
+}
+
+/// A frame the local archive refuses as stale. An older one is superseded and dropped. One
+/// with the counter of our own current frame is a fork: another machine of ours made a frame
+/// on the same predecessor, and the remote took theirs, so ours can never reach it (the
+/// remote refuses it as stale). The live actor then takes the remote's frame in memory
+/// (`ObjectMsg::Pulled` at an equal counter), so both machines show the same state and our
+/// next frame follows the remote's chain, which the other machine can open. The local
+/// archive keeps our frame until the next one replaces it, so the frame and its container
+/// (unbound here) are verified before they are used.
+async fn lost_race(
+    core: &Arc<DaemonCore>,
+    from: &RemoteHandle,
+    frame: &Gobd,
+) -> Result<(), DaemonError> {
+    let Some(actor) = core.objects.get(&frame.dynamic) else {
+        return Ok(());
+    };
+    let ours = match core.local(&frame.dynamic)? {
+        Some(b) => match Object::decode(&b, Policy::STRICT) {
+            Ok(Object::Gobd(f)) => f,
+            _ => return Ok(()),
+        },
+        None => return Ok(()),
+    };
+    if ours.counter != frame.counter || ours.frame == frame.frame {
+        return Ok(());
+    }
+    let signer = core.identity.second_party();
+    Object::Gobd(frame.clone())
+        .verify(Some(signer))
+        .map_err(PersistError::VerificationFailed)?;
+    let Some(bytes) = fetch_container(from, frame).await else {
+        return Ok(()); // replaced upstream already: the newer frame is on its way
+    };
+    let container = match Object::decode(&bytes, Policy::STRICT).map_err(PersistError::from)? {
+        Object::Geoc(c) if c.ghid == frame.target() => c,
+        _ => {
+            return Err(DaemonError::BadArgs(format!(
+                "{} is not a container",
+                frame.target()
+            )))
+        }
+    };
+    Object::Geoc(container.clone())
+        .verify(Some(signer))
+        .map_err(PersistError::VerificationFailed)?;
+    slog::info!(core.log, "a frame of ours lost a race upstream; taking the remote's";
+        "ghid" => %frame.dynamic, "counter" => frame.counter);
+    actor
+        .send(ObjectMsg::Pulled(Box::new((frame.clone(), container))))
+        .await;
+    Ok(())
 }
 
 /// Ratchets the recorded secret forward to `frame`'s target, so it keeps up with frames

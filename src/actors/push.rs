@@ -21,6 +21,7 @@ use super::content;
 use super::daemon_core::{DaemonCore, SecretRecord};
 use super::error::DaemonError;
 use crate::golix::{FirstParty, Geoc, Ghid, Gobd, Secret};
+use crate::persist::PersistError;
 
 /// States up to this size are encrypted and hashed on the actor's task; larger ones on the
 /// blocking pool (a thread hop costs more than a few microseconds of AES and SHA-512).
@@ -201,12 +202,25 @@ async fn commit_built(core: &DaemonCore, ghid: Ghid, b: Built) -> Result<Committ
         },
         counter: b.frame.counter,
     };
-    commit::commit(
+    let committed = commit::commit(
         core,
         vec![b.frame.encode(), b.geoc.encode()],
         Some((ghid, record)),
     )
-    .await?;
+    .await;
+    match committed {
+        Ok(()) => {}
+        // Our frame was stored, then a newer frame of another machine of ours (pulled
+        // meanwhile) replaced it before its container was stored: the same lost race as a
+        // frame refused outright, so the actor rebuilds on the newer frame.
+        Err(DaemonError::Persist(PersistError::UnboundContainer(_))) => {
+            return Err(DaemonError::Persist(PersistError::IllegalFrame(format!(
+                "frame {} replaced by a newer frame before its container was stored",
+                b.frame.counter
+            ))));
+        }
+        Err(e) => return Err(e),
+    }
     Ok(Committed {
         container: b.geoc.ghid,
         frame: b.frame,
