@@ -94,6 +94,13 @@ fn serve(cfg: &Config) -> Result<(), String> {
         .map_err(|e| format!("logging to {}: {e}", s.logdir.display()))?;
     slog::info!(log, "starting"; "config" => ?cfg.source, "ghidcache" => %s.ghidcache.display(),
         "pid_file" => %s.pid_file.display());
+    // One file descriptor per websocket: a soft limit of 1024 would cap the server.
+    match process::raise_nofile_limit() {
+        Ok((before, after)) => {
+            slog::info!(log, "open-files limit"; "soft" => after, "was" => before)
+        }
+        Err(e) => slog::warn!(log, "cannot raise the open-files limit"; "error" => %e),
+    }
     let settings = Settings::from_config(cfg, log.clone()).map_err(|e| e.to_string())?;
     let system = actix_rt::System::new();
     let result = system.block_on(server::run(settings, async {

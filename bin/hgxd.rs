@@ -70,6 +70,10 @@ enum Command {
 }
 
 fn run(config: Option<PathBuf>, flags: RunFlags) -> ExitCode {
+    // One file descriptor per app connection: a soft limit of 1024 would cap the endpoint.
+    if let Err(e) = process::raise_nofile_limit() {
+        eprintln!("hgxd: cannot raise the open-files limit: {e}");
+    }
     let args = RunArgs {
         config,
         password_file: flags.password_file,

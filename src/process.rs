@@ -4,7 +4,8 @@
 //! (DESIGN.md §5): a pid file that refuses a second instance while the first is alive
 //! ([`PidFile`], removed again on drop), a future that resolves on SIGINT or SIGTERM
 //! ([`shutdown_signal`]), and the `stop` subcommand ([`stop`]): SIGTERM to the pid in the pid
-//! file, then wait for it to exit.
+//! file, then wait for it to exit; and [`raise_nofile_limit`], so a server can hold more
+//! than a thousand connections.
 //!
 //! Owns: pid-file format (the decimal pid and a newline), liveness checks, signals.
 //! Calls: libc, tokio signals. Unix only.
@@ -192,9 +193,54 @@ pub async fn shutdown_signal() -> &'static str {
     }
 }
 
+/// Most open files a server asks for (Linux's default `fs.nr_open`): a larger soft limit
+/// would be refused when the hard limit is unlimited.
+const NOFILE_CEILING: libc::rlim_t = 1 << 20;
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit (at most 2^20) and returns (before,
+/// after). Every websocket costs a file descriptor, and the soft limit a login shell or
+/// systemd gives (1024) would cap a server at about a thousand connections: the accept
+/// after that fails with EMFILE and clients time out (found by `benches/load.rs`). The
+/// hard limit is the administrator's cap and stays as it is.
+pub fn raise_nofile_limit() -> io::Result<(libc::rlim_t, libc::rlim_t)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let before = lim.rlim_cur;
+        let target = lim.rlim_max.min(NOFILE_CEILING);
+        if before < target {
+            lim.rlim_cur = target;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok((before, before.max(target)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nofile_soft_limit_reaches_the_hard_limit() {
+        let (before, after) = raise_nofile_limit().unwrap();
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit on a local struct.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+        assert_eq!(lim.rlim_cur, after);
+        assert!(after >= before);
+        assert_eq!(after, before.max(lim.rlim_max.min(NOFILE_CEILING)));
+    }
 
     #[test]
     fn pid_file_refuses_a_live_owner_and_replaces_a_stale_one() {
