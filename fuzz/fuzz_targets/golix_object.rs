@@ -11,12 +11,25 @@ fuzz_target!(|data: &[u8]| {
         assert!(strict.is_err(), "STRICT accepted what TESTING refused");
         return;
     };
-    assert_eq!(obj.encode(), data, "decode -> encode must give the input back");
+    assert_eq!(
+        obj.encode(),
+        data,
+        "decode -> encode must give the input back"
+    );
     if let Ok(s) = strict {
-        assert_eq!(s, obj, "STRICT and TESTING decode the same bytes differently");
+        assert_eq!(
+            s, obj,
+            "STRICT and TESTING decode the same bytes differently"
+        );
     }
     // The keyless checks and accessors must not panic on anything that decodes.
-    let _ = (obj.kind(), obj.version(), obj.suite(), obj.ghid(), obj.signer());
+    let _ = (
+        obj.kind(),
+        obj.version(),
+        obj.suite(),
+        obj.ghid(),
+        obj.signer(),
+    );
     let _ = obj.verify_address();
     assert!(obj.signer().is_none() || obj.verify_signature(None).is_err());
     if let Object::Gidc(g) = &obj {

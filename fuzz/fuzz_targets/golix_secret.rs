@@ -11,7 +11,11 @@ fuzz_target!(|data: &[u8]| {
         assert!(strict.is_err(), "STRICT accepted what TESTING refused");
         return;
     };
-    assert_eq!(s.encode(), data, "decode -> encode must give the input back");
+    assert_eq!(
+        s.encode(),
+        data,
+        "decode -> encode must give the input back"
+    );
     if let Ok(strict) = strict {
         assert_eq!(strict, s);
     }
