@@ -29,6 +29,8 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+#[path = "common/mod.rs"]
+mod bench_common;
 #[path = "fanout/cpu.rs"]
 mod cpu;
 #[path = "fanout/daemon.rs"]
@@ -796,7 +798,7 @@ fn main() -> ExitCode {
         }
     }
 
-    let started = chrono_like_now();
+    let started = bench_common::utc_now();
     let mut results: Vec<RunResult> = Vec::new();
     let mut failures = Vec::new();
     let levels = ctx.args.level.clone();
@@ -940,29 +942,4 @@ fn main() -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
-}
-
-/// UTC timestamp (seconds since the epoch and an ISO-8601 rendering) without a date crate.
-fn chrono_like_now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil-from-days (H. Hinnant).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }

@@ -30,6 +30,8 @@ mod common;
 
 #[path = "load/apps.rs"]
 mod apps;
+#[path = "common/mod.rs"]
+mod bench_common;
 #[path = "load/pool.rs"]
 mod pool;
 #[path = "load/procs.rs"]
@@ -271,7 +273,7 @@ fn main() -> ExitCode {
     }
     let final_seq = ((args.rate * args.minutes * 60.0).round() as u64).max(1);
     let track = Arc::new(Track::new(final_seq));
-    let started = report::utc_now();
+    let started = bench_common::utc_now();
     let load_start = procs::loadavg();
     eprintln!("load: {} | load average {load_start}", report::machine());
     let run = if args.apps.is_some() {

@@ -18,6 +18,7 @@
 
 mod common;
 mod crash_support;
+mod proc_support;
 
 use std::cell::{Cell, RefCell};
 use std::time::{Duration, Instant};

@@ -8,230 +8,23 @@
 //! directory), listens on 127.0.0.1 only, is killed when its guard drops, and every wait is
 //! bounded. Identities come from the fixtures (`--identity-file`): no RSA key generation.
 
-use std::io::{BufRead, BufReader, Read};
-use std::os::unix::fs::PermissionsExt;
+mod proc_support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use hypergolix::actors::api::{AppEvent, ObjectView};
 use hypergolix::golix::Ghid;
 use hypergolix::ipc::{CapabilityToken, ClientError, ErrorKind, HgxLink};
+use proc_support::{free_port, identity_json, mode, ready_port, Persister, Proc, WAIT};
 use rmpv::Value;
 use tokio::sync::mpsc::UnboundedReceiver;
 
-/// How long a process may take to announce that it is ready.
-const START: Duration = Duration::from_secs(90);
-/// Any other wait (exit, event, reply).
-const WAIT: Duration = Duration::from_secs(30);
 const PASSWORD: &str = "correct horse battery staple";
-const READY: &str = "hgxd: ready on ws://127.0.0.1:";
-
-// ---- processes ---------------------------------------------------------------------------
-
-/// A child process, killed (SIGKILL) and reaped when dropped. Its stdout and stderr are
-/// collected line by line by two threads.
-struct Proc {
-    name: String,
-    child: Child,
-    /// (from stderr, line) in arrival order per stream.
-    lines: Arc<Mutex<Vec<(bool, String)>>>,
-    readers: Vec<JoinHandle<()>>,
-}
-
-impl Proc {
-    fn spawn(name: &str, mut cmd: Command) -> Proc {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-        let lines: Arc<Mutex<Vec<(bool, String)>>> = Arc::default();
-        let out: Box<dyn Read + Send> = Box::new(child.stdout.take().unwrap());
-        let err: Box<dyn Read + Send> = Box::new(child.stderr.take().unwrap());
-        let readers = [(false, out), (true, err)]
-            .into_iter()
-            .map(|(is_err, pipe)| {
-                let lines = lines.clone();
-                std::thread::spawn(move || {
-                    for line in BufReader::new(pipe).lines() {
-                        let Ok(line) = line else { return };
-                        lines.lock().unwrap().push((is_err, line));
-                    }
-                })
-            })
-            .collect();
-        Proc {
-            name: name.to_owned(),
-            child,
-            lines,
-            readers,
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn text(&self, stderr: bool) -> String {
-        let lines = self.lines.lock().unwrap();
-        let mut s = String::new();
-        for (_, l) in lines.iter().filter(|(e, _)| *e == stderr) {
-            s.push_str(l);
-            s.push('\n');
-        }
-        s
-    }
-
-    fn stdout(&self) -> String {
-        self.text(false)
-    }
-
-    fn stderr(&self) -> String {
-        self.text(true)
-    }
-
-    /// What follows `marker` in the first line (either stream) that contains it.
-    ///
-    /// Anywhere in the line, not only at its start: `hgxd`'s terminal log drain writes a
-    /// record in several pieces, so its `ready` line (an `eprintln!`) sometimes lands right
-    /// after a log record's timestamp ("Nov 22 05:34:04.919hgxd: ready on ws://...").
-    fn line_after(&self, marker: &str) -> Option<String> {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .find_map(|(_, l)| l.find(marker).map(|at| l[at + marker.len()..].to_owned()))
-    }
-
-    /// Waits (without blocking the async runtime) for a line containing `marker`.
-    async fn wait_line(&mut self, marker: &str, within: Duration) -> String {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(rest) = self.line_after(marker) {
-                return rest;
-            }
-            if let Some(st) = self.child.try_wait().unwrap() {
-                self.join_readers();
-                panic!(
-                    "{} exited ({st}) before printing {marker:?}\nstdout:\n{}stderr:\n{}",
-                    self.name,
-                    self.stdout(),
-                    self.stderr()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} printed no {marker:?} within {within:?}\nstderr:\n{}",
-                self.name,
-                self.stderr()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Waits for the process to exit; its output is then complete.
-    async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                self.join_readers();
-                return st;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not exit within {within:?}\nstderr:\n{}",
-                self.name,
-                self.stderr()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Runs to completion: (status, stdout, stderr).
-    async fn finish(mut self, within: Duration) -> (ExitStatus, String, String) {
-        let st = self.wait_exit(within).await;
-        (st, self.stdout(), self.stderr())
-    }
-
-    fn join_readers(&mut self) {
-        for r in self.readers.drain(..) {
-            let _ = r.join();
-        }
-    }
-
-    fn signal(&self, sig: libc::c_int) {
-        // SAFETY: kill(2) on our own child, which has not been reaped yet.
-        assert_eq!(unsafe { libc::kill(self.pid() as i32, sig) }, 0);
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// A port that was free a moment ago, on 127.0.0.1.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A real persister on 127.0.0.1 with a port the OS picked.
-struct Persister {
-    _dir: tempfile::TempDir,
-    _proc: Proc,
-    port: u16,
-}
-
-impl Persister {
-    async fn start() -> Persister {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("hypergolix.yml");
-        std::fs::write(
-            &config,
-            "server:\n  host: 127.0.0.1\n  port: 0\n  ghidcache: ./cache\n  logdir: ./logs\n  \
-             pid_file: ./persister.pid\n  workers: 1\n",
-        )
-        .unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hgx-persister"));
-        cmd.arg("--config")
-            .arg(&config)
-            .current_dir(dir.path())
-            .env("HOME", dir.path())
-            .env_remove("HYPERGOLIX_HOME")
-            .env_remove("HGX_CONFIG");
-        let mut proc = Proc::spawn("hgx-persister", cmd);
-        let addr = proc.wait_line("listening on http://", START).await;
-        let addr: std::net::SocketAddr = addr.trim().parse().unwrap();
-        assert!(addr.ip().is_loopback(), "{addr}");
-        Persister {
-            _dir: dir,
-            _proc: proc,
-            port: addr.port(),
-        }
-    }
-}
 
 // ---- homes -------------------------------------------------------------------------------
-
-/// Fixture identity `n` as the JSON `--identity-file` reads, and its fingerprint.
-fn identity_json(n: usize) -> (String, String) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/vectors/golix/fixture_identities.json");
-    let all: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-    let id = &all[format!("TEST_AGENT{n}")];
-    (id.to_string(), id["ghid_b64"].as_str().unwrap().to_owned())
-}
 
 /// One machine's `$HYPERGOLIX_HOME`.
 struct Home {
@@ -302,16 +95,11 @@ impl Home {
         let mut cmd = self.hgxd(Some(password), &[]);
         if let Some(n) = identity {
             let path = self.file("id.json");
-            std::fs::write(&path, identity_json(n).0).unwrap();
+            std::fs::write(&path, identity_json(n).to_string()).unwrap();
             cmd.arg("--identity-file").arg(path);
         }
         let mut proc = Proc::spawn("hgxd", cmd);
-        let rest = proc.wait_line(READY, START).await;
-        let port = rest
-            .split('/')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("ready line: {rest:?}"));
+        let port = ready_port(&mut proc).await;
         (proc, port)
     }
 
@@ -327,14 +115,6 @@ impl Home {
             .await
             .expect("app connects with ipc.token")
     }
-}
-
-fn mode(path: &Path) -> u32 {
-    std::fs::metadata(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .permissions()
-        .mode()
-        & 0o777
 }
 
 // ---- app helpers -------------------------------------------------------------------------
@@ -459,10 +239,10 @@ where
 /// a wrong password and the restart that follows.
 #[actix_rt::test]
 async fn first_run_whoami_second_instance_stop_and_wrong_password() {
-    let persister = Persister::start().await;
+    let persister = Persister::with_server_lines("").await;
     let ipc_port = free_port();
     let home = Home::new(ipc_port, persister.port, None);
-    let (_, fixture_fp) = identity_json(1);
+    let fixture_fp = identity_json(1)["ghid_b64"].as_str().unwrap().to_owned();
 
     let (mut d, port) = home.start(PASSWORD, Some(1)).await;
     assert_eq!(port, ipc_port, "listens on the configured port");
@@ -479,7 +259,7 @@ async fn first_run_whoami_second_instance_stop_and_wrong_password() {
         doc["user"].get("root_secret").map_or(true, |v| v.is_null()),
         "{text}"
     );
-    for (_, line) in d.lines.lock().unwrap().iter() {
+    for line in d.output().lines() {
         assert!(!line.contains(PASSWORD), "password in the output: {line}");
     }
 
@@ -566,7 +346,7 @@ async fn first_run_whoami_second_instance_stop_and_wrong_password() {
 /// the token and origin checks.
 #[actix_rt::test]
 async fn apps_share_objects_and_the_endpoint_guards_itself() {
-    let persister = Persister::start().await;
+    let persister = Persister::with_server_lines("").await;
     let home = Home::new(0, persister.port, None);
     let (_d, port) = home.start(PASSWORD, Some(2)).await;
 
@@ -681,7 +461,7 @@ async fn apps_share_objects_and_the_endpoint_guards_itself() {
 /// the remote and the password, and reads (and follows) the object through the persister.
 #[actix_rt::test]
 async fn sigterm_restart_keeps_objects_and_a_second_machine_logs_in() {
-    let persister = Persister::start().await;
+    let persister = Persister::with_server_lines("").await;
     let home1 = Home::new(0, persister.port, None);
     let (mut d1, port1) = home1.start(PASSWORD, Some(3)).await;
     let (fp, uid) = home1.account();
@@ -744,7 +524,7 @@ async fn sigterm_restart_keeps_objects_and_a_second_machine_logs_in() {
 /// coalesced away).
 #[actix_rt::test]
 async fn the_last_of_a_series_of_pushes_reaches_the_other_machine() {
-    let persister = Persister::start().await;
+    let persister = Persister::with_server_lines("").await;
     let home1 = Home::new(0, persister.port, None);
     let (_d1, port1) = home1.start(PASSWORD, Some(1)).await;
     let (fp, uid) = home1.account();

@@ -5,9 +5,8 @@
 mod common;
 
 use std::cell::RefCell;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -35,27 +34,9 @@ fn write_config(dir: &Path) -> std::path::PathBuf {
     path
 }
 
+/// The persister on `config` and its websocket URL.
 fn spawn_persister(config: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hgx-persister"))
-        .arg("--config")
-        .arg(config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn hgx-persister");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { return };
-            if let Some(addr) = line.strip_prefix("listening on http://") {
-                let _ = tx.send(addr.trim().to_owned());
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the server announces its address");
+    let (child, addr) = common::spawn_persister(config);
     (child, format!("ws://{addr}/ws"))
 }
 

@@ -22,14 +22,7 @@ const DEADLINE: Duration = Duration::from_secs(45);
 
 /// This process's resident set, in KiB (Linux).
 fn vm_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
-        })
-        .unwrap_or(0)
+    common::status_kib("self", "VmRSS:").unwrap_or(0)
 }
 
 fn presign(n: usize) -> (hypergolix::golix::FirstParty, Vec<Gobd>, Vec<Geoc>) {

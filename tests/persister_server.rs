@@ -4,9 +4,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -643,32 +642,6 @@ fn write_config(dir: &Path) -> std::path::PathBuf {
     path
 }
 
-/// Spawns the binary and waits for its `listening on http://ADDR` line.
-fn spawn_persister(config: &Path) -> (Child, std::net::SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hgx-persister"))
-        .arg("--config")
-        .arg(config)
-        .env_remove("HYPERGOLIX_HOME")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn hgx-persister");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { return };
-            if let Some(addr) = line.strip_prefix("listening on http://") {
-                let _ = tx.send(addr.trim().to_owned());
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the server announces its address");
-    (child, addr.parse().unwrap())
-}
-
 #[actix_rt::test]
 async fn binary_refuses_a_second_instance_stops_and_keeps_data() {
     let dir = tempfile::tempdir().unwrap();
@@ -676,7 +649,7 @@ async fn binary_refuses_a_second_instance_stops_and_keeps_data() {
     let pid_file = dir.path().join("persister.pid");
     let a = common::fixture(1);
 
-    let (mut first, addr) = spawn_persister(&config);
+    let (mut first, addr) = common::spawn_persister(&config);
     let url = format!("ws://{addr}/ws");
     let (c, _rx) = PersisterClient::connect(&url).await.unwrap();
     c.publish(&gidc(&a)).await.unwrap();
@@ -718,7 +691,7 @@ async fn binary_refuses_a_second_instance_stops_and_keeps_data() {
     );
 
     // Restart on the same ghidcache; SIGTERM stops it cleanly too.
-    let (mut second, addr) = spawn_persister(&config);
+    let (mut second, addr) = common::spawn_persister(&config);
     let (c, _rx) = PersisterClient::connect(&format!("ws://{addr}/ws"))
         .await
         .unwrap();

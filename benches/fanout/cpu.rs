@@ -4,28 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-/// Clock ticks per second (`_SC_CLK_TCK`).
-fn hz() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 {
-        t as f64
-    } else {
-        100.0
-    }
-}
-
-/// (comm, utime + stime ticks) of a `/proc/.../stat` line.
-fn parse_stat(s: &str) -> Option<(String, u64)> {
-    let open = s.find('(')?;
-    let close = s.rfind(')')?;
-    let comm = s[open + 1..close].to_owned();
-    let rest: Vec<&str> = s[close + 2..].split_whitespace().collect();
-    // Fields after comm start at field 3 (state); utime is field 14, stime 15.
-    let ut: u64 = rest.get(11)?.parse().ok()?;
-    let st: u64 = rest.get(12)?.parse().ok()?;
-    Some((comm, ut + st))
-}
+use crate::bench_common::{clk_tck as hz, parse_stat};
 
 /// A snapshot of this process's threads (tid -> (name, ticks)) and of `others` (pid ->
 /// ticks of the whole process).

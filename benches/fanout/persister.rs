@@ -8,9 +8,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use bytes::Bytes;
-use hypergolix::golix::{
-    FirstParty, Gobd, Object, Policy, Secret, Suite, DEFAULT_LEGROOM, SIG_LEN,
-};
+use hypergolix::golix::{Object, Policy};
 use hypergolix::persist::client::PersisterClient;
 use hypergolix::persist::hub::HubStats;
 use hypergolix::persist::server::{self, Settings};
@@ -20,98 +18,7 @@ use tokio::sync::oneshot;
 use super::drive::{self, Mode, PubReport};
 use super::stats::Shared;
 
-/// Frames and containers signed before any run; index = seq (0 = the warm-up update).
-pub struct Presigned {
-    pub gidc: Bytes,
-    pub dynamic: hypergolix::golix::Ghid,
-    pub frames: Vec<Bytes>,
-    pub containers: Vec<Bytes>,
-}
-
-/// Signs `count` containers of `payload` bytes (seq in the first 8) and the `count` frames
-/// of one dynamic object pointing at them, on every core. Frames after the first only need
-/// their predecessor's counter and targets, so they are signed in parallel too.
-pub fn presign(a: &FirstParty, payload: usize, count: usize) -> Presigned {
-    let secret = Secret::random();
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let chunks = |len: usize| -> Vec<std::ops::Range<usize>> {
-        let per = len.div_ceil(cores).max(1);
-        (0..len)
-            .step_by(per)
-            .map(|s| s..(s + per).min(len))
-            .collect()
-    };
-    let containers: Vec<_> = std::thread::scope(|s| {
-        let hs: Vec<_> = chunks(count)
-            .into_iter()
-            .map(|r| {
-                let secret = &secret;
-                s.spawn(move || {
-                    r.map(|i| {
-                        a.make_container(&super::subs::payload(i as u64, payload), secret)
-                            .expect("container")
-                    })
-                    .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
-    });
-    let f0 = a.make_bind_dynamic(containers[0].ghid).expect("frame 0");
-    let dynamic = f0.dynamic;
-    let prev_of = |i: usize| Gobd {
-        suite: Suite::ONE,
-        binder: a.ghid(),
-        counter: (i - 1) as u64,
-        targets: (0..i)
-            .rev()
-            .take(DEFAULT_LEGROOM)
-            .map(|k| containers[k].ghid)
-            .collect(),
-        dynamic,
-        frame: f0.frame,
-        signature: [0; SIG_LEN],
-    };
-    let mut frames: Vec<Gobd> = vec![f0.clone()];
-    let rest: Vec<Gobd> = std::thread::scope(|s| {
-        let hs: Vec<_> = chunks(count - 1)
-            .into_iter()
-            .map(|r| {
-                let (prev_of, containers) = (&prev_of, &containers);
-                s.spawn(move || {
-                    r.map(|j| {
-                        let i = j + 1;
-                        a.make_next_frame(&prev_of(i), containers[i].ghid, DEFAULT_LEGROOM)
-                            .expect("frame")
-                    })
-                    .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
-    });
-    frames.extend(rest);
-    // The shortcut must build exactly the chain make_next_frame would.
-    let mut prev = f0;
-    for i in 1..count.min(10) {
-        let f = a
-            .make_next_frame(&prev, containers[i].ghid, DEFAULT_LEGROOM)
-            .unwrap();
-        assert_eq!(f.frame, frames[i].frame, "pre-signed frame {i} differs");
-        prev = f;
-    }
-    for f in frames.iter().take(3) {
-        Object::Gobd(f.clone())
-            .verify(Some(a.second_party()))
-            .expect("pre-signed frame verifies");
-    }
-    Presigned {
-        gidc: Bytes::from(a.gidc().encode()),
-        dynamic,
-        frames: frames.iter().map(|f| Bytes::from(f.encode())).collect(),
-        containers: containers.iter().map(|c| Bytes::from(c.encode())).collect(),
-    }
-}
+pub use crate::bench_common::{presign, Presigned};
 
 /// A persister on its own thread and actix system.
 pub struct PersisterProc {

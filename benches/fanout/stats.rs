@@ -3,15 +3,15 @@
 //! figures a run boils down to.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::bench_common::{percentile, SendClock};
+
 /// Shared by the publisher, every subscriber thread and the progress bar of one run.
 pub struct Shared {
-    pub base: Instant,
-    /// Send time of each update, in ns since `base` plus one (0 = not sent yet); index = seq.
-    sent: Vec<AtomicU64>,
+    /// Send time of each update (`now_ns`, `mark_sent`, `sent_at` through `Deref`).
+    pub clock: SendClock,
     /// The last update's sequence number: every subscriber must end on it.
     pub final_seq: u64,
     /// Deliveries recorded (distinct, in-order updates received and checked).
@@ -34,8 +34,7 @@ pub struct Shared {
 impl Shared {
     pub fn new(final_seq: u64) -> Shared {
         Shared {
-            base: Instant::now(),
-            sent: (0..=final_seq).map(|_| AtomicU64::new(0)).collect(),
+            clock: SendClock::new(final_seq),
             final_seq,
             delivered: AtomicU64::new(0),
             done: AtomicUsize::new(0),
@@ -47,27 +46,16 @@ impl Shared {
         }
     }
 
-    pub fn now_ns(&self) -> u64 {
-        self.base.elapsed().as_nanos() as u64
-    }
-
-    /// Records that update `seq` is being sent now.
-    pub fn mark_sent(&self, seq: u64) {
-        if let Some(s) = self.sent.get(seq as usize) {
-            s.store(self.now_ns() + 1, Ordering::Release);
-        }
-    }
-
-    pub fn sent_at(&self, seq: u64) -> Option<u64> {
-        match self.sent.get(seq as usize)?.load(Ordering::Acquire) {
-            0 => None,
-            t => Some(t - 1),
-        }
-    }
-
     /// First send time (update 1).
     pub fn first_sent(&self) -> Option<u64> {
         self.sent_at(1)
+    }
+}
+
+impl std::ops::Deref for Shared {
+    type Target = SendClock;
+    fn deref(&self) -> &SendClock {
+        &self.clock
     }
 }
 
@@ -151,10 +139,7 @@ impl Latency {
             return Latency::default();
         }
         ns.sort_unstable();
-        let pick = |q: f64| {
-            let i = ((ns.len() as f64 * q).ceil() as usize).clamp(1, ns.len()) - 1;
-            ns[i] as f64 / 1e6
-        };
+        let pick = |q: f64| percentile(&ns, q) as f64 / 1e6;
         let sum: u128 = ns.iter().map(|&x| u128::from(x)).sum();
         Latency {
             p50: pick(0.50),

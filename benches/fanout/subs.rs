@@ -82,15 +82,7 @@ impl Checker {
 
 /// Update payload layout (daemon level and its Redis baseline): seq as 8 big-endian bytes,
 /// then filler up to the payload size.
-pub fn payload(seq: u64, size: usize) -> Vec<u8> {
-    let mut v = vec![0x5a_u8; size.max(8)];
-    v[..8].copy_from_slice(&seq.to_be_bytes());
-    v
-}
-
-pub fn seq_of(payload: &[u8]) -> Option<u64> {
-    Some(u64::from_be_bytes(payload.get(..8)?.try_into().ok()?))
-}
+pub use crate::bench_common::{payload, seq_of};
 
 /// What the subscribers connect to.
 pub enum Target {

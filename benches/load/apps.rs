@@ -17,15 +17,7 @@ use super::track::Track;
 use super::writer::{self, Writer, WriterReport};
 
 /// Update payload: seq as 8 big-endian bytes, then filler up to `size`.
-pub fn payload(seq: u64, size: usize) -> Vec<u8> {
-    let mut v = vec![0x5a_u8; size.max(8)];
-    v[..8].copy_from_slice(&seq.to_be_bytes());
-    v
-}
-
-fn seq_of(state: &[u8]) -> Option<u64> {
-    Some(u64::from_be_bytes(state.get(..8)?.try_into().ok()?))
-}
+pub use crate::bench_common::{payload, seq_of};
 
 /// The writer app: connects, creates the object with update 0, then after `go` pushes
 /// updates 1..=final at `rate`. Returns once the object exists.

@@ -15,6 +15,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::bench_common::{clk_tck, parse_stat};
+
 /// Output lines kept per server (the newest).
 const KEEP_LINES: usize = 400;
 
@@ -287,14 +289,8 @@ pub fn proc_stat(pid: u32) -> Option<ProcStat> {
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count() as u64);
     let cpu_s = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| {
-            let rest: Vec<&str> = s[s.rfind(')')? + 2..].split_whitespace().collect();
-            let ticks: u64 =
-                rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?;
-            // SAFETY: sysconf has no preconditions.
-            let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-            Some(ticks as f64 / hz)
-        })
+        .and_then(|s| parse_stat(&s))
+        .map(|(_, ticks)| ticks as f64 / clk_tck())
         .unwrap_or(0.0);
     Some(ProcStat {
         rss_mib: field("VmRSS:")? as f64 / 1024.0,

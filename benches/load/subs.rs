@@ -10,14 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use hypergolix::golix::{FirstParty, Ghid, Object, Secret, DEFAULT_LEGROOM};
+use hypergolix::golix::{FirstParty, Ghid};
 use hypergolix::persist::client::PersisterClient;
 use tokio::sync::oneshot;
 
-use super::apps::payload;
 use super::pool::{Conn, Connector, Got};
 use super::track::Track;
 use super::writer::{self, Writer, WriterReport};
+use crate::bench_common;
 
 /// The signed objects of a run; index = seq (0 = the state before the run).
 pub struct Presigned {
@@ -29,63 +29,22 @@ pub struct Presigned {
     pub seq_of: HashMap<Bytes, u64>,
 }
 
-/// Signs `count` containers (in parallel on every core) and the chain of `count` frames of
-/// one dynamic object pointing at them.
+/// Signs the frames and containers of the run ([`bench_common::presign`]) and indexes the
+/// frames by their bytes.
 pub fn presign(a: &FirstParty, size: usize, count: usize) -> Result<Presigned, String> {
-    let secret = Secret::random();
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let per = count.div_ceil(cores).max(1);
-    let containers: Vec<_> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..count)
-            .step_by(per)
-            .map(|start| {
-                let secret = &secret;
-                s.spawn(move || {
-                    (start..(start + per).min(count))
-                        .map(|i| a.make_container(&payload(i as u64, size), secret))
-                        .collect::<Result<Vec<_>, _>>()
-                })
-            })
-            .collect();
-        hs.into_iter()
-            .map(|h| h.join().expect("signing thread"))
-            .collect::<Result<Vec<Vec<_>>, _>>()
-    })
-    .map_err(|e| format!("container: {e}"))?
-    .into_iter()
-    .flatten()
-    .collect();
-    let mut frames = vec![a
-        .make_bind_dynamic(containers[0].ghid)
-        .map_err(|e| format!("frame 0: {e}"))?];
-    for c in &containers[1..] {
-        let next = a
-            .make_next_frame(frames.last().expect("frame 0"), c.ghid, DEFAULT_LEGROOM)
-            .map_err(|e| format!("frame: {e}"))?;
-        frames.push(next);
-    }
-    Object::Gobd(frames[1.min(count - 1)].clone())
-        .verify(Some(a.second_party()))
-        .map_err(|e| format!("pre-signed frame does not verify: {e}"))?;
-    let frames: Vec<Bytes> = frames.iter().map(|f| Bytes::from(f.encode())).collect();
+    let signed = bench_common::presign(a, size, count);
     Ok(Presigned {
-        gidc: Bytes::from(a.gidc().encode()),
-        dynamic: frames_dynamic(&frames[0])?,
-        seq_of: frames
+        seq_of: signed
+            .frames
             .iter()
             .enumerate()
             .map(|(i, f)| (f.clone(), i as u64))
             .collect(),
-        frames,
-        containers: containers.iter().map(|c| Bytes::from(c.encode())).collect(),
+        gidc: signed.gidc,
+        dynamic: signed.dynamic,
+        frames: signed.frames,
+        containers: signed.containers,
     })
-}
-
-fn frames_dynamic(frame: &[u8]) -> Result<Ghid, String> {
-    match Object::decode(frame, hypergolix::golix::Policy::STRICT) {
-        Ok(Object::Gobd(f)) => Ok(f.dynamic),
-        other => Err(format!("frame 0 is not a GOBD: {other:?}")),
-    }
 }
 
 /// The publisher: connects, publishes the identity and update 0, then after `go` publishes

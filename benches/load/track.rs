@@ -5,18 +5,18 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Instant;
 
 use serde::Serialize;
+
+use crate::bench_common::{percentile, SendClock};
 
 /// Error messages kept per category (the counts are exact).
 const KEEP_ERRORS: usize = 5;
 
 /// Shared by the writer, the client threads and the sampler of one run.
 pub struct Track {
-    pub base: Instant,
-    /// Send time of update seq (index), ns since `base` plus one; 0 = not sent.
-    sent: Vec<AtomicU64>,
+    /// Send time of every update (`now_ns`, `mark_sent`, `sent_at` through `Deref`).
+    pub clock: SendClock,
     /// The last update: every client must end on it.
     pub final_seq: u64,
     pub connected: AtomicU64,
@@ -37,8 +37,7 @@ pub struct Track {
 impl Track {
     pub fn new(final_seq: u64) -> Track {
         Track {
-            base: Instant::now(),
-            sent: (0..=final_seq).map(|_| AtomicU64::new(0)).collect(),
+            clock: SendClock::new(final_seq),
             final_seq,
             connected: AtomicU64::new(0),
             connect_failures: AtomicU64::new(0),
@@ -48,23 +47,6 @@ impl Track {
             delivered: AtomicU64::new(0),
             done: AtomicU64::new(0),
             errors: Mutex::new(Vec::new()),
-        }
-    }
-
-    pub fn now_ns(&self) -> u64 {
-        self.base.elapsed().as_nanos() as u64
-    }
-
-    pub fn mark_sent(&self, seq: u64) {
-        if let Some(s) = self.sent.get(seq as usize) {
-            s.store(self.now_ns() + 1, Ordering::Release);
-        }
-    }
-
-    pub fn sent_at(&self, seq: u64) -> Option<u64> {
-        match self.sent.get(seq as usize)?.load(Ordering::Acquire) {
-            0 => None,
-            t => Some(t - 1),
         }
     }
 
@@ -80,6 +62,13 @@ impl Track {
         if e.iter().filter(|(k, _)| k == kind).count() < KEEP_ERRORS {
             e.push((kind.to_owned(), msg()));
         }
+    }
+}
+
+impl std::ops::Deref for Track {
+    type Target = SendClock;
+    fn deref(&self) -> &SendClock {
+        &self.clock
     }
 }
 
@@ -148,10 +137,7 @@ impl Latency {
             return Latency::default();
         }
         us.sort_unstable();
-        let pick = |q: f64| {
-            let i = ((us.len() as f64 * q).ceil() as usize).clamp(1, us.len()) - 1;
-            us[i] as f64 / 1e3
-        };
+        let pick = |q: f64| percentile(&us, q) as f64 / 1e3;
         Latency {
             p50: pick(0.50),
             p99: pick(0.99),

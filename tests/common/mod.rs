@@ -94,3 +94,47 @@ pub fn raise_nofile() -> libc::rlim_t {
     }
     lim.rlim_cur
 }
+
+/// A `kB` field (`VmRSS:`, `VmHWM:`) of `/proc/<pid>/status` (`pid` may be `"self"`), KiB;
+/// `None` if the process or the field is not there.
+pub fn status_kib(pid: &str, field: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+}
+
+/// Spawns `hgx-persister --config <config>` (stderr discarded) and waits up to 30 s for its
+/// `listening on http://ADDR` line; kills it and fails if none comes.
+pub fn spawn_persister(config: &std::path::Path) -> (std::process::Child, std::net::SocketAddr) {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hgx-persister"))
+        .arg("--config")
+        .arg(config)
+        .env_remove("HYPERGOLIX_HOME")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn hgx-persister");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if let Some(addr) = line.strip_prefix("listening on http://") {
+                let _ = tx.send(addr.trim().to_owned());
+            }
+        }
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(30)) {
+        Ok(addr) => (child, addr.parse().expect("the announced address")),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the persister did not announce its address");
+        }
+    }
+}

@@ -3,15 +3,12 @@
 //! same port, so daemons find it again), homes with test-cost scrypt and fixture identities,
 //! and the seeded randomness that picks the kill points.
 //!
-//! Every process listens on 127.0.0.1, is killed (SIGKILL) and reaped when its guard drops,
-//! and every wait is bounded.
+//! Every process listens on 127.0.0.1, is killed (SIGKILL) and reaped when its guard drops
+//! (`proc_support::Proc`), and every wait is bounded.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use hypergolix::actors::api::{AppEvent, ObjectView};
@@ -21,13 +18,10 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tokio::sync::mpsc::UnboundedReceiver;
 
-/// How long a process may take to announce that it is ready.
-pub const START: Duration = Duration::from_secs(90);
-/// Any other wait (exit, event, reply, convergence).
-pub const WAIT: Duration = Duration::from_secs(30);
+pub use crate::proc_support::{free_port, Proc, START, WAIT};
+use crate::proc_support::{identity_json, persister_command, ready_port, LISTENING};
+
 pub const PASSWORD: &str = "crash test password";
-const READY: &str = "hgxd: ready on ws://127.0.0.1:";
-const LISTENING: &str = "listening on http://";
 
 // ---- seeded kill points --------------------------------------------------------------------
 
@@ -71,161 +65,6 @@ pub fn rounds(default: usize) -> usize {
             .unwrap_or_else(|_| panic!("HGX_CRASH_ROUNDS={s:?}: not a number")),
         Err(_) => default,
     }
-}
-
-// ---- processes -----------------------------------------------------------------------------
-
-/// A child process, killed (SIGKILL) and reaped when dropped. Its stdout and stderr are
-/// collected line by line by two threads.
-pub struct Proc {
-    name: String,
-    /// Shown with this process's output when it fails to start (e.g. the killed run's end).
-    pub context: String,
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-    readers: Vec<JoinHandle<()>>,
-}
-
-impl Proc {
-    pub fn spawn(name: &str, mut cmd: Command) -> Proc {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
-        let out: Box<dyn Read + Send> = Box::new(child.stdout.take().unwrap());
-        let err: Box<dyn Read + Send> = Box::new(child.stderr.take().unwrap());
-        let readers = [out, err]
-            .into_iter()
-            .map(|pipe| {
-                let lines = lines.clone();
-                std::thread::spawn(move || {
-                    for line in BufReader::new(pipe).lines() {
-                        let Ok(line) = line else { return };
-                        lines.lock().unwrap().push(line);
-                    }
-                })
-            })
-            .collect();
-        Proc {
-            name: name.to_owned(),
-            context: String::new(),
-            child,
-            lines,
-            readers,
-        }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Everything printed so far (both streams, interleaved by arrival).
-    pub fn output(&self) -> String {
-        self.lines.lock().unwrap().join("\n")
-    }
-
-    /// What follows `marker` in the first line that contains it (anywhere in the line: a log
-    /// record and a ready line may share one).
-    fn line_after(&self, marker: &str) -> Option<String> {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .find_map(|l| l.find(marker).map(|at| l[at + marker.len()..].to_owned()))
-    }
-
-    /// Waits (without blocking the runtime) for a line containing `marker`.
-    pub async fn wait_line(&mut self, marker: &str, within: Duration) -> String {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(rest) = self.line_after(marker) {
-                return rest;
-            }
-            if let Some(st) = self.child.try_wait().unwrap() {
-                self.join_readers();
-                panic!(
-                    "{} exited ({st}) before printing {marker:?}\n{}\n{}",
-                    self.name,
-                    self.output(),
-                    self.context
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} printed no {marker:?} within {within:?}\n{}",
-                self.name,
-                self.output()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Waits for the process to exit (and be reaped, so its pid is free).
-    pub async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                self.join_readers();
-                return st;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not exit within {within:?}\n{}",
-                self.name,
-                self.output()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    /// SIGKILL, then reaps: the process is gone when this returns.
-    pub async fn kill9(&mut self) {
-        self.signal(libc::SIGKILL);
-        let st = self.wait_exit(WAIT).await;
-        assert!(!st.success(), "{} was killed, not exited: {st}", self.name);
-    }
-
-    /// SIGTERM, then waits for a clean exit.
-    pub async fn terminate(&mut self) {
-        self.signal(libc::SIGTERM);
-        let st = self.wait_exit(WAIT).await;
-        assert!(
-            st.success(),
-            "{}: clean exit on SIGTERM: {st}\n{}",
-            self.name,
-            self.output()
-        );
-    }
-
-    pub fn signal(&self, sig: libc::c_int) {
-        // SAFETY: kill(2) on our own child, which has not been reaped yet.
-        assert_eq!(unsafe { libc::kill(self.pid() as i32, sig) }, 0);
-    }
-
-    fn join_readers(&mut self) {
-        for r in self.readers.drain(..) {
-            let _ = r.join();
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// A port that was free a moment ago, on 127.0.0.1.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 // ---- the persister ---------------------------------------------------------------------------
@@ -273,14 +112,7 @@ impl PersisterProc {
         assert!(self.proc.is_none(), "the persister is still running");
         let deadline = Instant::now() + START;
         loop {
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_hgx-persister"));
-            cmd.arg("--config")
-                .arg(self.dir.path().join("hypergolix.yml"))
-                .current_dir(self.dir.path())
-                .env("HOME", self.dir.path())
-                .env_remove("HYPERGOLIX_HOME")
-                .env_remove("HGX_CONFIG");
-            let mut proc = Proc::spawn("hgx-persister", cmd);
+            let mut proc = Proc::spawn("hgx-persister", persister_command(self.dir.path()));
             let ready = tokio::time::timeout(START, async {
                 loop {
                     if proc.line_after(LISTENING).is_some() {
@@ -317,19 +149,11 @@ impl PersisterProc {
 
     pub async fn terminate(&mut self) {
         let mut p = self.proc.take().expect("the persister is running");
-        p.terminate().await;
+        p.stop_clean().await;
     }
 }
 
 // ---- hgxd homes ------------------------------------------------------------------------------
-
-/// Fixture identity `n` as the JSON `--identity-file` reads.
-fn identity_json(n: usize) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/vectors/golix/fixture_identities.json");
-    let all: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-    all[format!("TEST_AGENT{n}")].to_string()
-}
 
 /// One machine's `$HYPERGOLIX_HOME` running `hgxd` for the account of fixture identity `n`
 /// (test-cost scrypt, password from a file), restartable on the same directory.
@@ -362,7 +186,11 @@ impl Daemon {
         )
         .unwrap();
         std::fs::write(dir.path().join("password"), format!("{PASSWORD}\n")).unwrap();
-        std::fs::write(dir.path().join("id.json"), identity_json(identity)).unwrap();
+        std::fs::write(
+            dir.path().join("id.json"),
+            identity_json(identity).to_string(),
+        )
+        .unwrap();
         let mut d = Daemon {
             dir,
             identity,
@@ -399,12 +227,7 @@ impl Daemon {
         if !self.killed_output.is_empty() {
             proc.context = format!("the killed run ended with:\n{}", self.killed_output);
         }
-        let rest = proc.wait_line(READY, START).await;
-        self.port = rest
-            .split('/')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("ready line: {rest:?}"));
+        self.port = ready_port(&mut proc).await;
         self.starts += 1;
         self.proc = Some(proc);
     }
@@ -426,7 +249,7 @@ impl Daemon {
 
     pub async fn terminate(&mut self) {
         let mut p = self.proc.take().expect("hgxd is running");
-        p.terminate().await;
+        p.stop_clean().await;
     }
 
     /// The running process's output so far (for failure messages).

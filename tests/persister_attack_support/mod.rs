@@ -6,9 +6,8 @@
 //! second honest client served (publish + subscribe + get round trip).
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -47,31 +46,7 @@ impl Persister {
             ),
         )
         .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hgx-persister"))
-            .arg("--config")
-            .arg(&config)
-            .env_remove("HYPERGOLIX_HOME")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn hgx-persister");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                if let Some(addr) = line.strip_prefix("listening on http://") {
-                    let _ = tx.send(addr.trim().to_owned());
-                }
-            }
-        });
-        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(a) => a.parse().unwrap(),
-            Err(_) => {
-                let _ = child.kill();
-                panic!("the persister did not announce its address");
-            }
-        };
+        let (child, addr) = crate::common::spawn_persister(&config);
         Persister { child, addr, dir }
     }
 
@@ -103,14 +78,8 @@ impl Persister {
     }
 
     fn status_kib(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .expect("the persister's /proc status");
-        status
-            .lines()
-            .find(|l| l.starts_with(field))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("{field} in /proc status"))
+        crate::common::status_kib(&self.pid().to_string(), field)
+            .unwrap_or_else(|| panic!("{field} in the persister's /proc status"))
     }
 
     /// Open file descriptors of the server process (sockets included).

@@ -2,7 +2,8 @@
 //! temporary homes: a child process whose stdout and stderr are collected (and which is
 //! killed when dropped), a persister on a port the OS picked, and an `hgxd` home. Every
 //! process listens on 127.0.0.1 only; identities come from the fixtures; every wait is
-//! bounded. (The same shapes as `hgxd_process.rs`, kept small and shared here.)
+//! bounded. Shared by `hgxd_process.rs`, `crash_support` (kill and restart), `access_control.rs`
+//! and `log_secrets.rs`.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read};
@@ -17,12 +18,18 @@ pub const START: Duration = Duration::from_secs(90);
 /// Any other wait.
 pub const WAIT: Duration = Duration::from_secs(30);
 pub const READY: &str = "hgxd: ready on ws://127.0.0.1:";
+/// What `hgx-persister` prints before its address.
+pub const LISTENING: &str = "listening on http://";
 
-/// A child process, killed (SIGKILL) and reaped when dropped; its output lines collected.
+/// A child process, killed (SIGKILL) and reaped when dropped. Its stdout and stderr are
+/// collected line by line by two threads.
 pub struct Proc {
     name: String,
+    /// Shown with this process's output when it fails to start (e.g. a killed run's end).
+    pub context: String,
     pub child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
+    /// (from stderr, line) in arrival order per stream.
+    lines: Arc<Mutex<Vec<(bool, String)>>>,
     readers: Vec<JoinHandle<()>>,
 }
 
@@ -32,66 +39,103 @@ impl Proc {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let lines: Arc<Mutex<Vec<(bool, String)>>> = Arc::default();
         let out: Box<dyn Read + Send> = Box::new(child.stdout.take().unwrap());
         let err: Box<dyn Read + Send> = Box::new(child.stderr.take().unwrap());
-        let readers = [out, err]
+        let readers = [(false, out), (true, err)]
             .into_iter()
-            .map(|pipe| {
+            .map(|(is_err, pipe)| {
                 let lines = lines.clone();
                 std::thread::spawn(move || {
                     for line in BufReader::new(pipe).lines() {
                         let Ok(line) = line else { return };
-                        lines.lock().unwrap().push(line);
+                        lines.lock().unwrap().push((is_err, line));
                     }
                 })
             })
             .collect();
         Proc {
             name: name.to_owned(),
+            context: String::new(),
             child,
             lines,
             readers,
         }
     }
 
-    /// Everything printed so far (both streams).
-    pub fn output(&self) -> String {
-        self.lines.lock().unwrap().join("\n")
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
-    /// Waits for a line containing `marker`; returns what follows it.
+    /// Everything printed so far (both streams, interleaved by arrival).
+    pub fn output(&self) -> String {
+        let lines = self.lines.lock().unwrap();
+        let all: Vec<&str> = lines.iter().map(|(_, l)| l.as_str()).collect();
+        all.join("\n")
+    }
+
+    fn text(&self, stderr: bool) -> String {
+        let lines = self.lines.lock().unwrap();
+        let mut s = String::new();
+        for (_, l) in lines.iter().filter(|(e, _)| *e == stderr) {
+            s.push_str(l);
+            s.push('\n');
+        }
+        s
+    }
+
+    /// Everything printed on stdout so far, a line each.
+    pub fn stdout(&self) -> String {
+        self.text(false)
+    }
+
+    /// Everything printed on stderr so far, a line each.
+    pub fn stderr(&self) -> String {
+        self.text(true)
+    }
+
+    /// What follows `marker` in the first line (either stream) that contains it.
+    ///
+    /// Anywhere in the line, not only at its start: `hgxd`'s terminal log drain writes a
+    /// record in several pieces, so its `ready` line (an `eprintln!`) sometimes lands right
+    /// after a log record's timestamp ("Nov 22 05:34:04.919hgxd: ready on ws://...").
+    pub fn line_after(&self, marker: &str) -> Option<String> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .find_map(|(_, l)| l.find(marker).map(|at| l[at + marker.len()..].to_owned()))
+    }
+
+    /// Waits (without blocking the async runtime) for a line containing `marker`; returns
+    /// what follows it.
     pub async fn wait_line(&mut self, marker: &str, within: Duration) -> String {
         let deadline = Instant::now() + within;
         loop {
-            let found = self
-                .lines
-                .lock()
-                .unwrap()
-                .iter()
-                .find_map(|l| l.find(marker).map(|at| l[at + marker.len()..].to_owned()));
-            if let Some(rest) = found {
+            if let Some(rest) = self.line_after(marker) {
                 return rest;
             }
             if let Some(st) = self.child.try_wait().unwrap() {
                 self.join_readers();
                 panic!(
-                    "{} exited ({st}) before {marker:?}:\n{}",
+                    "{} exited ({st}) before printing {marker:?}\n{}\n{}",
                     self.name,
-                    self.output()
+                    self.output(),
+                    self.context
                 );
             }
             assert!(
                 Instant::now() < deadline,
-                "{} printed no {marker:?} within {within:?}:\n{}",
+                "{} printed no {marker:?} within {within:?}\n{}",
                 self.name,
                 self.output()
             );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
-    /// Waits for the exit (killing it after `within`), then for the last output lines.
+    /// Waits for the process to exit (and be reaped, so its pid is free); its output is
+    /// then complete. Fails after `within` (the drop then kills it).
     pub async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
         let deadline = Instant::now() + within;
         loop {
@@ -99,20 +143,52 @@ impl Proc {
                 self.join_readers();
                 return st;
             }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("{} did not exit within {within:?}", self.name);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit within {within:?}\n{}",
+                self.name,
+                self.output()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
-    /// SIGTERM.
+    /// Runs to completion: (status, stdout, stderr).
+    pub async fn finish(mut self, within: Duration) -> (ExitStatus, String, String) {
+        let st = self.wait_exit(within).await;
+        (st, self.stdout(), self.stderr())
+    }
+
+    /// SIGTERM (without waiting; a process that is already gone is no error).
     pub fn terminate(&self) {
         // SAFETY: kill(2) on our own child's pid.
         unsafe {
             libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
         }
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub async fn stop_clean(&mut self) {
+        self.signal(libc::SIGTERM);
+        let st = self.wait_exit(WAIT).await;
+        assert!(
+            st.success(),
+            "{}: clean exit on SIGTERM: {st}\n{}",
+            self.name,
+            self.output()
+        );
+    }
+
+    /// SIGKILL, then reaps: the process is gone when this returns.
+    pub async fn kill9(&mut self) {
+        self.signal(libc::SIGKILL);
+        let st = self.wait_exit(WAIT).await;
+        assert!(!st.success(), "{} was killed, not exited: {st}", self.name);
+    }
+
+    pub fn signal(&self, sig: libc::c_int) {
+        // SAFETY: kill(2) on our own child, which has not been reaped yet.
+        assert_eq!(unsafe { libc::kill(self.pid() as i32, sig) }, 0);
     }
 
     fn join_readers(&mut self) {
@@ -124,8 +200,10 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
@@ -147,26 +225,26 @@ pub struct Persister {
 
 impl Persister {
     pub async fn start(verbosity: &str) -> Persister {
+        Persister::with_server_lines(&format!("  verbosity: {verbosity}\n")).await
+    }
+
+    /// Starts one with `extra` appended to its `server:` section (YAML lines indented by two
+    /// spaces; `""` for the defaults).
+    pub async fn with_server_lines(extra: &str) -> Persister {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("hypergolix.yml");
         std::fs::write(
             &config,
             format!(
                 "server:\n  host: 127.0.0.1\n  port: 0\n  ghidcache: ./cache\n  logdir: ./logs\n  \
-                 pid_file: ./persister.pid\n  workers: 1\n  verbosity: {verbosity}\n"
+                 pid_file: ./persister.pid\n  workers: 1\n{extra}"
             ),
         )
         .unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hgx-persister"));
-        cmd.arg("--config")
-            .arg(&config)
-            .current_dir(dir.path())
-            .env("HOME", dir.path())
-            .env_remove("HYPERGOLIX_HOME")
-            .env_remove("HGX_CONFIG");
-        let mut proc = Proc::spawn("hgx-persister", cmd);
-        let addr = proc.wait_line("listening on http://", START).await;
+        let mut proc = Proc::spawn("hgx-persister", persister_command(dir.path()));
+        let addr = proc.wait_line(LISTENING, START).await;
         let addr: std::net::SocketAddr = addr.trim().parse().unwrap();
+        assert!(addr.ip().is_loopback(), "{addr}");
         Persister {
             dir,
             proc,
@@ -177,6 +255,18 @@ impl Persister {
     pub fn ws_url(&self) -> String {
         format!("ws://127.0.0.1:{}/ws", self.port)
     }
+}
+
+/// `hgx-persister --config hypergolix.yml` in `dir` (its working directory and `HOME`).
+pub fn persister_command(dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hgx-persister"));
+    cmd.arg("--config")
+        .arg(dir.join("hypergolix.yml"))
+        .current_dir(dir)
+        .env("HOME", dir)
+        .env_remove("HYPERGOLIX_HOME")
+        .env_remove("HGX_CONFIG");
+    cmd
 }
 
 /// Fixture identity `n` as the JSON `--identity-file` reads.
@@ -271,7 +361,8 @@ impl Home {
     }
 }
 
-async fn ready_port(proc: &mut Proc) -> u16 {
+/// Waits for `hgxd`'s ready line; returns its IPC port.
+pub async fn ready_port(proc: &mut Proc) -> u16 {
     let rest = proc.wait_line(READY, START).await;
     rest.split('/')
         .next()
