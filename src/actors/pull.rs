@@ -4,13 +4,11 @@
 //! A frame is ingested locally first (already present is fine), its container is fetched
 //! from the same remote when missing, and then the object's live `ObjectActor` decrypts and
 //! delivers it. With no live actor, the frame still lands in the local cache and the recorded
-//! secret is ratcheted forward, so a later `get` opens it. When the container is gone
-//! upstream already (a newer frame replaced it), the remote's current frame is pulled
-//! instead, so the live actor never stays behind a frame the local archive took (our next
-//! push would be refused locally). A stale frame the rules refuse is dropped, unless it has
-//! the counter of our own current frame: then ours lost a race upstream with another machine
-//! of ours, and the live actor takes the remote's frame (see [`lost_race`]). A debinding is ingested, then the
-//! live actor checks whether the object is gone (it is not if we hold it). GARQs on our
+//! secret is ratcheted forward, so a later `get` opens it; the same happens when the
+//! container is gone upstream already (a newer frame replaced it and is on its way). A stale
+//! frame the rules refuse is dropped, unless it has the counter of our own current frame:
+//! then ours lost a race upstream with another machine of ours, and the live actor takes the
+//! remote's frame (see [`lost_race`]). A debinding is ingested, then the live actor checks whether the object is gone (it is not if we hold it). GARQs on our
 //! fingerprint subscription go to the share actor; debindings there (of requests to us, by
 //! another machine of ours) are only ingested.
 //!
@@ -105,10 +103,6 @@ async fn fetch_container(from: &RemoteHandle, frame: &Gobd) -> Option<Vec<u8>> {
     None
 }
 
-/// How many newer frames a pull follows when the container of the one before is gone
-/// upstream already (each hop is one more frame that replaced it meanwhile).
-const NEWER_FRAME_HOPS: usize = 3;
-
 /// How one pulled frame went.
 enum Pull {
     /// Delivered to the live actor, or recorded for a later `get`.
@@ -117,41 +111,25 @@ enum Pull {
     ContainerGone,
 }
 
-/// Pulls one frame. When its container was replaced upstream before we fetched it, the
-/// remote's current frame is pulled instead (bounded), so the live `ObjectActor` always ends
-/// on the newest frame we know: the local archive took this frame, so a push of ours built
-/// on the frame before would be refused locally until the actor moves past it.
+/// Pulls one frame. When its container was replaced upstream before we fetched it, the newer
+/// frame is on its way (its notification follows); only the recorded secret moves forward
+/// along this frame's targets, one frame at a time, so a reader that falls behind never loses
+/// the chain. (Jumping to the remote's current frame instead can put it more than a target
+/// vector (7) ahead of the secret a recipient holds: `tests/crash_kill.rs` caught that.)
 async fn frame_bytes(
     core: &Arc<DaemonCore>,
     from: &RemoteHandle,
-    mut frame: Gobd,
-    mut bytes: Vec<u8>,
+    frame: Gobd,
+    bytes: Vec<u8>,
 ) -> Result<(), DaemonError> {
-    for _ in 0..NEWER_FRAME_HOPS {
-        match pull_one(core, from, &frame, bytes).await? {
-            Pull::Done => return Ok(()),
-            Pull::ContainerGone => {}
+    match pull_one(core, from, &frame, bytes).await? {
+        Pull::Done => Ok(()),
+        Pull::ContainerGone => {
+            slog::debug!(core.log, "container of a pulled frame is gone";
+                "ghid" => %frame.dynamic, "counter" => frame.counter);
+            advance_secret(core, &frame.dynamic, &frame).await
         }
-        slog::debug!(core.log, "container of a pulled frame is gone; fetching the current frame";
-            "ghid" => %frame.dynamic, "counter" => frame.counter);
-        let newer =
-            from.get(&frame.dynamic)
-                .await
-                .and_then(|b| match Object::decode(&b, Policy::STRICT) {
-                    Ok(Object::Gobd(f))
-                        if f.dynamic == frame.dynamic && f.counter > frame.counter =>
-                    {
-                        Some((f, b))
-                    }
-                    _ => None,
-                });
-        let Some((f, b)) = newer else { break };
-        (frame, bytes) = (f, b);
     }
-    // Nothing newer to be had now; the newer frame is on its way. Its secret still ratchets
-    // along this frame's targets, so a reader that falls behind by more than a frame's target
-    // vector (7) never loses the chain.
-    advance_secret(core, &frame.dynamic, &frame).await
 }
 
 async fn pull_one(
