@@ -26,7 +26,6 @@ use super::apps::AppRegistry;
 use super::daemon::{DaemonOptions, Login};
 use super::daemon_core::{DaemonCore, Gate};
 use super::error::DaemonError;
-use crate::persist::store::sled_gate;
 use super::gc::{self, GcHandle};
 use super::ledger::{self, LedgerHandle};
 use super::object::ObjectRegistry;
@@ -35,6 +34,7 @@ use super::remote::{self, Connector, RemoteHandle};
 use super::share::{self, ShareHandle};
 use super::vault::Vault;
 use crate::golix::{Geoc, Ghid, Gobd, Object, Policy, SecondParty};
+use crate::persist::store::sled_gate;
 use crate::persist::{Archive, PersistError, Status};
 
 /// The vault's tree name.

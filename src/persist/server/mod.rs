@@ -21,10 +21,10 @@ mod session;
 
 use std::future::Future;
 use std::io;
-use std::time::Duration;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::{web, App, HttpServer};
 use slog::{info, warn, Logger};

@@ -87,9 +87,7 @@ pub(super) async fn route(
     let sub = shared.hub.connect();
     let body = OutboxBody::new(sub.outbox().clone());
     actix_web::rt::spawn(run(shared, sub, stream, oversize, peer));
-    Ok(response
-        .message_body(BodyStream::new(body).boxed())?
-        .into())
+    Ok(response.message_body(BodyStream::new(body).boxed())?.into())
 }
 
 /// The upgrade response's body: the outbox's frames, then (after a close) the end of the
