@@ -47,6 +47,8 @@ mod redis;
 mod stats;
 #[path = "fanout/subs.rs"]
 mod subs;
+#[path = "fanout/wsraw.rs"]
+mod wsraw;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -140,6 +142,10 @@ struct Args {
     /// How subscribers check signed frames (persister level and its baseline).
     #[arg(long, value_enum, default_value = "every")]
     verify: VerifyMode,
+    /// Persister-level subscribers: a minimal websocket reader (like the Redis baseline's
+    /// RESP reader) or the daemon's full `PersisterClient` (awc).
+    #[arg(long, value_enum, default_value = "raw")]
+    persister_client: subs::ClientKind,
     /// Threads holding the subscribers.
     #[arg(long, default_value_t = 2)]
     client_threads: usize,
@@ -410,6 +416,7 @@ fn run_persister(ctx: &mut Ctx, n: usize, mode: Mode) -> Result<RunResult, Strin
         dynamic: pre.dynamic,
         binder_gidc: pre.gidc.to_vec(),
         verify: ctx.args.verify,
+        client: ctx.args.persister_client,
     });
     let pool = subs::start(target, n, ctx.args.client_threads, shared.clone())?;
     let label = format!("persister N={n} {}", mode.name());

@@ -19,7 +19,7 @@ use hypergolix::ipc::{CapabilityToken, HgxLink};
 use hypergolix::persist::client::PersisterClient;
 use tokio::sync::oneshot;
 
-use super::redis;
+use super::{redis, wsraw};
 use super::stats::{Shared, ThreadLog};
 
 /// How subscribers check a signed frame.
@@ -35,6 +35,16 @@ pub enum VerifyMode {
     Cached,
     /// Decode only (read the counter).
     None,
+}
+
+/// Which client the persister-level subscribers use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientKind {
+    /// [`super::wsraw`]: a hand-written websocket reader.
+    Raw,
+    /// `PersisterClient` (awc), what `hgxd` uses.
+    Awc,
 }
 
 /// Decodes and checks a GOBD notification; returns its counter (= the update's seq).
@@ -91,6 +101,7 @@ pub enum Target {
         dynamic: Ghid,
         binder_gidc: Vec<u8>,
         verify: VerifyMode,
+        client: ClientKind,
     },
     /// Redis carrying the same signed frames (persister level).
     RedisFrames {
@@ -201,6 +212,24 @@ async fn thread_main(
     out
 }
 
+/// What a subscriber does with each signed frame it receives: check it, record it.
+fn checked(
+    shared: &Arc<Shared>,
+    log: &Rc<RefCell<ThreadLog>>,
+    checker: &Rc<RefCell<Checker>>,
+    li: usize,
+) -> impl FnMut(Bytes) {
+    let (shared, log, checker) = (shared.clone(), log.clone(), checker.clone());
+    move |frame| {
+        let r = checker.borrow_mut().check(&frame);
+        let now = shared.now_ns();
+        match r {
+            Ok(seq) => log.borrow_mut().record(&shared, li, seq, now),
+            Err(e) => ThreadLog::bad(&shared, || e),
+        }
+    }
+}
+
 async fn connect_all(
     target: &Target,
     indices: &[usize],
@@ -215,8 +244,30 @@ async fn connect_all(
             dynamic,
             binder_gidc,
             verify,
+            client,
         } => {
             let checker = Rc::new(RefCell::new(Checker::new(*verify, binder_gidc)?));
+            if *client == ClientKind::Raw {
+                let addr: SocketAddr = url
+                    .trim_start_matches("ws://")
+                    .trim_end_matches("/ws")
+                    .parse()
+                    .map_err(|e| format!("persister address in {url}: {e}"))?;
+                for (b, chunk) in indices.chunks(CONNECT_BATCH).enumerate() {
+                    let conns = futures_util::future::join_all(
+                        chunk
+                            .iter()
+                            .map(|_| wsraw::Subscription::open(addr, dynamic)),
+                    )
+                    .await;
+                    for (k, conn) in conns.into_iter().enumerate() {
+                        let sub = conn?;
+                        let li = b * CONNECT_BATCH + k;
+                        actix_rt::spawn(sub.run(checked(shared, log, &checker, li)));
+                    }
+                }
+                return Ok(());
+            }
             for (b, chunk) in indices.chunks(CONNECT_BATCH).enumerate() {
                 let conns = futures_util::future::join_all(chunk.iter().map(|_| async {
                     let (c, rx) = PersisterClient::connect(url)
@@ -263,15 +314,7 @@ async fn connect_all(
                 for (k, conn) in conns.into_iter().enumerate() {
                     let sub = conn?;
                     let li = b * CONNECT_BATCH + k;
-                    let (shared, log, checker) = (shared.clone(), log.clone(), checker.clone());
-                    actix_rt::spawn(sub.run(move |msg| {
-                        let r = checker.borrow_mut().check(&msg);
-                        let now = shared.now_ns();
-                        match r {
-                            Ok(seq) => log.borrow_mut().record(&shared, li, seq, now),
-                            Err(e) => ThreadLog::bad(&shared, || e),
-                        }
-                    }));
+                    actix_rt::spawn(sub.run(checked(shared, log, &checker, li)));
                 }
             }
         }
