@@ -19,8 +19,8 @@ use hypergolix::ipc::{CapabilityToken, HgxLink};
 use hypergolix::persist::client::PersisterClient;
 use tokio::sync::oneshot;
 
-use super::{redis, wsraw};
 use super::stats::{Shared, ThreadLog};
+use super::{redis, wsraw};
 
 /// How subscribers check a signed frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]

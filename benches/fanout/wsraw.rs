@@ -54,7 +54,10 @@ impl Subscription {
         };
         let head = sub.buf.split_to(head_end);
         if !head.starts_with(b"HTTP/1.1 101") {
-            return Err(format!("upgrade refused: {}", String::from_utf8_lossy(&head)));
+            return Err(format!(
+                "upgrade refused: {}",
+                String::from_utf8_lossy(&head)
+            ));
         }
         let request = wire::encode_request(1, "subscribe", args::ByGhid { ghid: *dynamic });
         sub.send(OP_BINARY, &request).await?;
@@ -145,7 +148,10 @@ impl Subscription {
 fn frame_header(b: &[u8]) -> Option<(usize, usize)> {
     let short = usize::from(*b.get(1)? & 0x7f);
     match short {
-        126 => Some((4, usize::from(u16::from_be_bytes(b.get(2..4)?.try_into().ok()?)))),
+        126 => Some((
+            4,
+            usize::from(u16::from_be_bytes(b.get(2..4)?.try_into().ok()?)),
+        )),
         127 => {
             let long = u64::from_be_bytes(b.get(2..10)?.try_into().ok()?);
             Some((10, usize::try_from(long).ok()?))
