@@ -86,11 +86,7 @@ impl Subscription {
                         on_object(object);
                     }
                 }
-                OP_PING => {
-                    if self.send(OP_PONG, &payload).await.is_err() {
-                        return;
-                    }
-                }
+                OP_PING if self.send(OP_PONG, &payload).await.is_err() => return,
                 OP_CLOSE => return,
                 _ => {}
             }
