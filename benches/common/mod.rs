@@ -1,14 +1,18 @@
 //! What the fanout (`benches/fanout.rs`) and load (`benches/load.rs`) harnesses share:
 //! update payloads that carry their seq, frames and containers of one dynamic object
 //! pre-signed from a fixture identity, the send clock that latencies are measured against,
-//! nearest-rank percentiles, CPU ticks from `/proc/.../stat`, and a UTC timestamp.
+//! nearest-rank percentiles, CPU ticks from `/proc/.../stat`, a UTC timestamp, and the
+//! driver threads (publishers, writers) that set up first and start on `go`.
 //!
 //! Included by each harness root as `#[path = "common/mod.rs"] mod bench_common;` (the
 //! name `common` is taken by `tests/common`, the fixture identities).
 #![allow(dead_code)]
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::sync::mpsc as std_mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hypergolix::golix::{FirstParty, Ghid, Gobd, Object, Secret, Suite, DEFAULT_LEGROOM, SIG_LEN};
@@ -211,4 +215,99 @@ pub fn utc_now() -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+// ---- driver threads -------------------------------------------------------------------------
+
+/// A thread with its own actix system that has finished its set-up and runs the measured
+/// part once `go` is sent (dropping `go` ends it with a default report).
+pub struct Driver<R> {
+    pub go: tokio::sync::oneshot::Sender<()>,
+    pub join: JoinHandle<R>,
+}
+
+/// Starts a driver named `name`: `setup` connects and warms up, yielding the state `run`
+/// needs and a value for the caller; this waits for it (at most `timeout`). A set-up error
+/// is returned here and, through `failed`, as the thread's report.
+pub fn spawn_driver<S, V, R, SF, RF>(
+    name: &str,
+    timeout: Duration,
+    setup: impl FnOnce() -> SF + Send + 'static,
+    run: impl FnOnce(S) -> RF + Send + 'static,
+    failed: fn(String) -> R,
+) -> Result<(Driver<R>, V), String>
+where
+    SF: Future<Output = Result<(S, V), String>>,
+    RF: Future<Output = R>,
+    V: Send + 'static,
+    R: Default + Send + 'static,
+{
+    let (ready_tx, ready_rx) = std_mpsc::channel::<Result<V, String>>();
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let join = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            actix_rt::System::new().block_on(async move {
+                let state = match setup().await {
+                    Ok((state, value)) => {
+                        let _ = ready_tx.send(Ok(value));
+                        state
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.clone()));
+                        return failed(e);
+                    }
+                };
+                if go_rx.await.is_err() {
+                    return R::default();
+                }
+                run(state).await
+            })
+        })
+        .map_err(|e| e.to_string())?;
+    let value = ready_rx
+        .recv_timeout(timeout)
+        .map_err(|_| format!("{name}: set-up timed out"))??;
+    Ok((Driver { go: go_tx, join }, value))
+}
+
+/// Publishes update `seq` to a persister: its frame and its container at once, the frame's
+/// request first (the persister refuses a container nothing binds), so the latency is not
+/// the sum of two acknowledgements.
+pub async fn publish_update(
+    c: &hypergolix::persist::client::PersisterClient,
+    frames: &[Bytes],
+    containers: &[Bytes],
+    seq: u64,
+) -> Result<(), String> {
+    let i = seq as usize;
+    let (a, b) = futures_util::future::join(c.publish(&frames[i]), c.publish(&containers[i])).await;
+    a.map_err(|e| format!("frame {seq}: {e}"))?;
+    b.map_err(|e| format!("container {seq}: {e}"))?;
+    Ok(())
+}
+
+/// A publisher's connection to a persister, warmed up: the binder's GIDC, frame 0 and its
+/// container published (update 0, the state before the run).
+pub async fn publisher_connection(
+    url: &str,
+    gidc: &Bytes,
+    frames: &[Bytes],
+    containers: &[Bytes],
+) -> Result<
+    (
+        hypergolix::persist::client::PersisterClient,
+        hypergolix::persist::client::Notifications,
+    ),
+    String,
+> {
+    let (c, rx) = hypergolix::persist::client::PersisterClient::connect(url)
+        .await
+        .map_err(|e| format!("publisher: {e}"))?;
+    for b in [gidc, &frames[0], &containers[0]] {
+        c.publish(b)
+            .await
+            .map_err(|e| format!("set-up publish: {e}"))?;
+    }
+    Ok((c, rx))
 }

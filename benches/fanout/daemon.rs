@@ -22,10 +22,11 @@ use hypergolix::golix::{FirstParty, Ghid, Secret};
 use hypergolix::ipc::{serve, CapabilityToken, HgxLink, IpcConfig};
 use tokio::sync::oneshot;
 
-use super::drive::{self, Mode, PubReport};
+use super::drive::{self, Mode};
 use super::persister::Publisher;
 use super::stats::Shared;
 use super::subs;
+use crate::bench_common::spawn_driver;
 
 const PASSWORD: &[u8] = b"fanout bench";
 
@@ -228,78 +229,55 @@ pub fn publisher(
     window: usize,
     shared: Arc<Shared>,
 ) -> Result<(Publisher, Setup), String> {
-    let (ready_tx, ready_rx) = std_mpsc::channel::<Result<Setup, String>>();
-    let (go_tx, go_rx) = oneshot::channel::<()>();
-    let join = std::thread::Builder::new()
-        .name("fanout-publisher".into())
-        .spawn(move || {
-            actix_rt::System::new().block_on(async move {
-                let setup = async {
-                    let link = HgxLink::connect(&url, &token)
-                        .await
-                        .map_err(|e| format!("publisher app: {e}"))?;
-                    let has_share = link.hello_info().ops.contains_key("share");
-                    let api = Ghid::pseudorandom(hypergolix::golix::Algo::DUMMY);
-                    let v = link
-                        .new_object(subs::payload(0, payload), Some(api), true, false)
-                        .await
-                        .map_err(|e| format!("new: {e}"))?;
-                    let mut helper = None;
-                    if let Some(to) = &share {
-                        helper = Some(share_object(&link, v.ghid, api, to).await?);
-                    }
-                    Ok::<_, String>((
-                        link,
-                        helper,
-                        Setup {
-                            ghid: v.ghid,
-                            has_share,
-                        },
-                    ))
-                };
-                let (link, _helper, ghid) = match setup.await {
-                    Ok((link, helper, s)) => {
-                        let g = s.ghid;
-                        let _ = ready_tx.send(Ok(s));
-                        (link, helper, g)
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e.clone()));
-                        return PubReport {
-                            first_error: Some(e),
-                            ..PubReport::default()
-                        };
-                    }
-                };
-                if go_rx.await.is_err() {
-                    return PubReport::default();
-                }
-                let mut report = drive::drive(mode, window, shared.clone(), |seq| {
-                    let link = link.clone();
-                    async move {
-                        link.push(ghid, subs::payload(seq, payload), None)
-                            .await
-                            .map_err(|e| format!("push {seq}: {e}"))
-                    }
-                })
-                .await;
-                let deadline = Instant::now() + Duration::from_secs(120);
-                while d0.outbox_pending().iter().any(|(_, n)| *n > 0) && Instant::now() < deadline {
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-                let first = shared.first_sent().unwrap_or(0);
-                report
-                    .extra
-                    .push(("upstream_s".into(), (shared.now_ns() - first) as f64 / 1e9));
-                link.close();
-                report
-            })
+    let setup = move || async move {
+        let link = HgxLink::connect(&url, &token)
+            .await
+            .map_err(|e| format!("publisher app: {e}"))?;
+        let has_share = link.hello_info().ops.contains_key("share");
+        let api = Ghid::pseudorandom(hypergolix::golix::Algo::DUMMY);
+        let v = link
+            .new_object(subs::payload(0, payload), Some(api), true, false)
+            .await
+            .map_err(|e| format!("new: {e}"))?;
+        let mut helper = None;
+        if let Some(to) = &share {
+            helper = Some(share_object(&link, v.ghid, api, to).await?);
+        }
+        let ready = Setup {
+            ghid: v.ghid,
+            has_share,
+        };
+        Ok(((link, helper, v.ghid), ready))
+    };
+    // The share handler's link (`_helper`) stays open for the run.
+    let run = move |(link, _helper, ghid): (HgxLink, Option<HgxLink>, Ghid)| async move {
+        let mut report = drive::drive(mode, window, shared.clone(), |seq| {
+            let link = link.clone();
+            async move {
+                link.push(ghid, subs::payload(seq, payload), None)
+                    .await
+                    .map_err(|e| format!("push {seq}: {e}"))
+            }
         })
-        .map_err(|e| e.to_string())?;
-    let setup = ready_rx
-        .recv_timeout(Duration::from_secs(60))
-        .map_err(|_| "publisher app set-up timed out".to_owned())??;
-    Ok((Publisher { go: go_tx, join }, setup))
+        .await;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while d0.outbox_pending().iter().any(|(_, n)| *n > 0) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let first = shared.first_sent().unwrap_or(0);
+        report
+            .extra
+            .push(("upstream_s".into(), (shared.now_ns() - first) as f64 / 1e9));
+        link.close();
+        report
+    };
+    spawn_driver(
+        "fanout-publisher-app",
+        Duration::from_secs(60),
+        setup,
+        run,
+        super::persister::setup_failed,
+    )
 }
 
 /// Shares `ghid` with `to.recipient`: a handler app on the recipient's daemon, then `share`,

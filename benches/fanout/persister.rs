@@ -19,6 +19,7 @@ use super::drive::{self, Mode, PubReport};
 use super::stats::Shared;
 
 pub use crate::bench_common::{presign, Presigned};
+use crate::bench_common::{publish_update, publisher_connection, spawn_driver, Driver};
 
 /// A persister on its own thread and actix system.
 pub struct PersisterProc {
@@ -99,13 +100,18 @@ impl PersisterProc {
 }
 
 /// A publisher thread: set-up now, the updates after `go`.
-pub struct Publisher {
-    pub go: oneshot::Sender<()>,
-    pub join: JoinHandle<PubReport>,
+pub type Publisher = Driver<PubReport>;
+
+/// The report of a publisher whose set-up failed.
+pub fn setup_failed(e: String) -> PubReport {
+    PubReport {
+        first_error: Some(e),
+        ..PubReport::default()
+    }
 }
 
 /// Connects, publishes the identity and the warm-up frame 0 (+ container), then waits for
-/// `go` and publishes frames 1..=M (each frame, then its container) on `mode`'s schedule.
+/// `go` and publishes frames 1..=M on `mode`'s schedule.
 pub fn publisher(
     url: String,
     pre: Arc<Presigned>,
@@ -113,60 +119,29 @@ pub fn publisher(
     window: usize,
     shared: Arc<Shared>,
 ) -> Result<Publisher, String> {
-    let (ready_tx, ready_rx) = std_mpsc::channel::<Result<(), String>>();
-    let (go_tx, go_rx) = oneshot::channel::<()>();
-    let join = std::thread::Builder::new()
-        .name("fanout-publisher".into())
-        .spawn(move || {
-            actix_rt::System::new().block_on(async move {
-                let setup = async {
-                    let (c, _rx) = PersisterClient::connect(&url)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    for b in [&pre.gidc, &pre.frames[0], &pre.containers[0]] {
-                        c.publish(b)
-                            .await
-                            .map_err(|e| format!("set-up publish: {e}"))?;
-                    }
-                    Ok::<_, String>((c, _rx))
-                };
-                let (c, _rx) = match setup.await {
-                    Ok(x) => x,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e.clone()));
-                        return PubReport {
-                            first_error: Some(e),
-                            ..PubReport::default()
-                        };
-                    }
-                };
-                let _ = ready_tx.send(Ok(()));
-                if go_rx.await.is_err() {
-                    return PubReport::default();
-                }
-                let report = drive::drive(mode, window, shared, |seq| {
-                    let c = c.clone();
-                    let (f, k) = (
-                        pre.frames[seq as usize].clone(),
-                        pre.containers[seq as usize].clone(),
-                    );
-                    async move {
-                        let (a, b) = futures_util::future::join(c.publish(&f), c.publish(&k)).await;
-                        a.map_err(|e| format!("frame {seq}: {e}"))?;
-                        b.map_err(|e| format!("container {seq}: {e}"))?;
-                        Ok(())
-                    }
-                })
-                .await;
-                c.close();
-                report
-            })
+    let setup_pre = pre.clone();
+    let setup = move || async move {
+        let p = &setup_pre;
+        let conn = publisher_connection(&url, &p.gidc, &p.frames, &p.containers).await?;
+        Ok((conn, ()))
+    };
+    let run = move |(c, _rx): (PersisterClient, _)| async move {
+        let report = drive::drive(mode, window, shared, |seq| {
+            let (c, pre) = (c.clone(), pre.clone());
+            async move { publish_update(&c, &pre.frames, &pre.containers, seq).await }
         })
-        .map_err(|e| e.to_string())?;
-    ready_rx
-        .recv_timeout(Duration::from_secs(60))
-        .map_err(|_| "publisher set-up timed out".to_owned())??;
-    Ok(Publisher { go: go_tx, join })
+        .await;
+        c.close();
+        report
+    };
+    let (publisher, ()) = spawn_driver(
+        "fanout-publisher",
+        Duration::from_secs(60),
+        setup,
+        run,
+        setup_failed,
+    )?;
+    Ok(publisher)
 }
 
 /// The Redis publisher for the persister level: the same signed frame bytes, one PUBLISH
@@ -180,45 +155,29 @@ pub fn redis_publisher(
     shared: Arc<Shared>,
     expect_receivers: i64,
 ) -> Result<Publisher, String> {
-    let (ready_tx, ready_rx) = std_mpsc::channel::<Result<(), String>>();
-    let (go_tx, go_rx) = oneshot::channel::<()>();
-    let join = std::thread::Builder::new()
-        .name("fanout-publisher".into())
-        .spawn(move || {
-            actix_rt::System::new().block_on(async move {
-                let p = match super::redis::Publisher::connect(addr).await {
-                    Ok(p) => p,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e.clone()));
-                        return PubReport {
-                            first_error: Some(e),
-                            ..PubReport::default()
-                        };
-                    }
-                };
-                let _ = ready_tx.send(Ok(()));
-                if go_rx.await.is_err() {
-                    return PubReport::default();
+    let setup = move || async move { Ok((super::redis::Publisher::connect(addr).await?, ())) };
+    let run = move |p: super::redis::Publisher| async move {
+        let channel = Bytes::from(channel);
+        drive::drive(mode, window, shared, |seq| {
+            let (p, channel, msg) = (p.clone(), channel.clone(), messages(seq));
+            async move {
+                let got = p.publish(&channel, &msg).await?;
+                if got < expect_receivers {
+                    return Err(format!(
+                        "update {seq} reached {got} of {expect_receivers} subscribers"
+                    ));
                 }
-                let channel = Bytes::from(channel);
-                drive::drive(mode, window, shared, |seq| {
-                    let (p, channel, msg) = (p.clone(), channel.clone(), messages(seq));
-                    async move {
-                        let got = p.publish(&channel, &msg).await?;
-                        if got < expect_receivers {
-                            return Err(format!(
-                                "update {seq} reached {got} of {expect_receivers} subscribers"
-                            ));
-                        }
-                        Ok(())
-                    }
-                })
-                .await
-            })
+                Ok(())
+            }
         })
-        .map_err(|e| e.to_string())?;
-    ready_rx
-        .recv_timeout(Duration::from_secs(60))
-        .map_err(|_| "publisher set-up timed out".to_owned())??;
-    Ok(Publisher { go: go_tx, join })
+        .await
+    };
+    let (publisher, ()) = spawn_driver(
+        "fanout-publisher",
+        Duration::from_secs(60),
+        setup,
+        run,
+        setup_failed,
+    )?;
+    Ok(publisher)
 }

@@ -3,18 +3,17 @@
 //! the same daemon `push`es to at a steady rate; every `update` event is a delivery
 //! (latency = push call to event). The daemon syncs through a real `hgx-persister`.
 
-use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hypergolix::actors::api::AppEvent;
 use hypergolix::golix::Ghid;
 use hypergolix::ipc::{CapabilityToken, HgxLink};
-use tokio::sync::oneshot;
 
 use super::pool::{Conn, Connector, Got};
 use super::track::Track;
-use super::writer::{self, Writer, WriterReport};
+use super::writer::{self, Writer};
+use crate::bench_common::spawn_driver;
 
 /// Update payload: seq as 8 big-endian bytes, then filler up to `size`.
 pub use crate::bench_common::{payload, seq_of};
@@ -28,54 +27,36 @@ pub fn writer(
     rate: f64,
     track: Arc<Track>,
 ) -> Result<(Writer, Ghid), String> {
-    let (ready_tx, ready_rx) = std_mpsc::channel::<Result<Ghid, String>>();
-    let (go_tx, go_rx) = oneshot::channel::<()>();
-    let join = std::thread::Builder::new()
-        .name("load-writer".into())
-        .spawn(move || {
-            actix_rt::System::new().block_on(async move {
-                let setup = async {
-                    let link = HgxLink::connect(&url, &token)
-                        .await
-                        .map_err(|e| format!("writer app: {e}"))?;
-                    let v = link
-                        .new_object(payload(0, size), None, true, false)
-                        .await
-                        .map_err(|e| format!("new: {e}"))?;
-                    Ok::<_, String>((link, v.ghid))
-                };
-                let (link, ghid) = match setup.await {
-                    Ok(x) => x,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e.clone()));
-                        return WriterReport {
-                            first_error: Some(e),
-                            ..WriterReport::default()
-                        };
-                    }
-                };
-                let _ = ready_tx.send(Ok(ghid));
-                if go_rx.await.is_err() {
-                    return WriterReport::default();
-                }
-                let report = writer::pace(rate, track, |seq| {
-                    let link = link.clone();
-                    async move {
-                        link.push(ghid, payload(seq, size), None)
-                            .await
-                            .map_err(|e| e.to_string())
-                    }
-                })
-                .await;
-                link.close();
-                report
-            })
+    let setup = move || async move {
+        let link = HgxLink::connect(&url, &token)
+            .await
+            .map_err(|e| format!("writer app: {e}"))?;
+        let v = link
+            .new_object(payload(0, size), None, true, false)
+            .await
+            .map_err(|e| format!("new: {e}"))?;
+        Ok(((link, v.ghid), v.ghid))
+    };
+    let run = move |(link, ghid): (HgxLink, Ghid)| async move {
+        let report = writer::pace(rate, track, |seq| {
+            let link = link.clone();
+            async move {
+                link.push(ghid, payload(seq, size), None)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
         })
-        .map_err(|e| e.to_string())?;
-    let ghid = ready_rx
-        .recv_timeout(Duration::from_secs(120))
-        .map_err(|_| "writer app set-up timed out".to_owned())??;
-    Ok((Writer { go: go_tx, join }, ghid))
+        .await;
+        link.close();
+        report
+    };
+    spawn_driver(
+        "load-writer",
+        Duration::from_secs(120),
+        setup,
+        run,
+        writer::setup_failed,
+    )
 }
 
 /// Opens an app that holds `ghid` and turns its `update` events into deliveries.

@@ -5,19 +5,17 @@
 //! notification at this scale); its counter is the update's seq.
 
 use std::collections::HashMap;
-use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use hypergolix::golix::{FirstParty, Ghid};
 use hypergolix::persist::client::PersisterClient;
-use tokio::sync::oneshot;
 
 use super::pool::{Conn, Connector, Got};
 use super::track::Track;
-use super::writer::{self, Writer, WriterReport};
-use crate::bench_common;
+use super::writer::{self, Writer};
+use crate::bench_common::{self, publish_update, publisher_connection, spawn_driver};
 
 /// The signed objects of a run; index = seq (0 = the state before the run).
 pub struct Presigned {
@@ -55,63 +53,29 @@ pub fn publisher(
     rate: f64,
     track: Arc<Track>,
 ) -> Result<Writer, String> {
-    let (ready_tx, ready_rx) = std_mpsc::channel::<Result<(), String>>();
-    let (go_tx, go_rx) = oneshot::channel::<()>();
-    let join = std::thread::Builder::new()
-        .name("load-publisher".into())
-        .spawn(move || {
-            actix_rt::System::new().block_on(async move {
-                let setup = async {
-                    let (c, rx) = PersisterClient::connect(&url)
-                        .await
-                        .map_err(|e| format!("publisher: {e}"))?;
-                    for b in [&pre.gidc, &pre.frames[0], &pre.containers[0]] {
-                        c.publish(b)
-                            .await
-                            .map_err(|e| format!("set-up publish: {e}"))?;
-                    }
-                    Ok::<_, String>((c, rx))
-                };
-                let (c, _rx) = match setup.await {
-                    Ok(x) => x,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e.clone()));
-                        return WriterReport {
-                            first_error: Some(e),
-                            ..WriterReport::default()
-                        };
-                    }
-                };
-                let _ = ready_tx.send(Ok(()));
-                if go_rx.await.is_err() {
-                    return WriterReport::default();
-                }
-                let report = writer::pace(rate, track, |seq| {
-                    let c = c.clone();
-                    let (f, k) = (
-                        pre.frames[seq as usize].clone(),
-                        pre.containers[seq as usize].clone(),
-                    );
-                    async move {
-                        // Both at once, the frame's request first (the persister refuses a
-                        // container nothing binds): the latency is not the sum of two
-                        // acknowledgements.
-                        let (a, b) = futures_util::future::join(c.publish(&f), c.publish(&k)).await;
-                        a.map_err(|e| format!("frame: {e}"))?;
-                        b.map_err(|e| format!("container: {e}"))?;
-                        Ok(())
-                    }
-                })
-                .await;
-                c.close();
-                report
-            })
+    let setup_pre = pre.clone();
+    let setup = move || async move {
+        let p = &setup_pre;
+        let conn = publisher_connection(&url, &p.gidc, &p.frames, &p.containers).await?;
+        Ok((conn, ()))
+    };
+    let run = move |(c, _rx): (PersisterClient, _)| async move {
+        let report = writer::pace(rate, track, |seq| {
+            let (c, pre) = (c.clone(), pre.clone());
+            async move { publish_update(&c, &pre.frames, &pre.containers, seq).await }
         })
-        .map_err(|e| e.to_string())?;
-    ready_rx
-        .recv_timeout(Duration::from_secs(120))
-        .map_err(|_| "publisher set-up timed out".to_owned())??;
-    Ok(Writer { go: go_tx, join })
+        .await;
+        c.close();
+        report
+    };
+    let (publisher, ()) = spawn_driver(
+        "load-publisher",
+        Duration::from_secs(120),
+        setup,
+        run,
+        writer::setup_failed,
+    )?;
+    Ok(publisher)
 }
 
 /// Opens a subscriber of the dynamic ghid and turns its notifications into deliveries.

@@ -4,11 +4,9 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::oneshot;
 
 use super::track::{Latency, Track};
 
@@ -29,9 +27,14 @@ pub struct WriterReport {
 }
 
 /// A writer thread, set up and waiting for `go`.
-pub struct Writer {
-    pub go: oneshot::Sender<()>,
-    pub join: JoinHandle<WriterReport>,
+pub type Writer = crate::bench_common::Driver<WriterReport>;
+
+/// The report of a writer whose set-up failed.
+pub fn setup_failed(e: String) -> WriterReport {
+    WriterReport {
+        first_error: Some(e),
+        ..WriterReport::default()
+    }
 }
 
 /// Sends updates 1..=final_seq through `send` at `rate` per second. Runs on an actix system.
