@@ -172,16 +172,9 @@ async fn start_hgxd(home: &Path, persister_port: u16, user: Option<(&str, &str)>
         .env("HGX_PASSWORD", PASSWORD)
         .env_remove("HGX_CONFIG");
     if user.is_none() {
-        let all: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(
-                PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                    .join("../shared/vectors/golix/fixture_identities.json"),
-            )
-            .unwrap(),
-        )
-        .unwrap();
         let id = home.join("id.json");
-        std::fs::write(&id, all["TEST_AGENT1"].to_string()).unwrap();
+        let fixture = hypergolix::testdata::fixture_identity_json(1);
+        std::fs::write(&id, fixture.to_string()).unwrap();
         cmd.arg("--identity-file").arg(id);
     }
     let mut p = Proc::spawn("hgxd", cmd);

@@ -22,7 +22,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
     about = "Hypergolix persistence server"
 )]
 struct Cli {
-    /// Config file (default: hypergolix.yml in $HYPERGOLIX_HOME, ., ~/.hypergolix, /etc/hypergolix).
+    /// Config file (default: hypergolix.yml in $HYPERGOLIX_HOME if set, else ., ~/.hypergolix, /etc/hypergolix).
     #[arg(long, env = "HGX_CONFIG")]
     config: Option<PathBuf>,
     /// Listen address: an IP or host name, AUTO (this machine's address) or ANY (all).

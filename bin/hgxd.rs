@@ -22,7 +22,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
     propagate_version = true
 )]
 struct Cli {
-    /// Config file (default: hypergolix.yml in $HYPERGOLIX_HOME, ., ~/.hypergolix,
+    /// Config file (default: hypergolix.yml in $HYPERGOLIX_HOME if set, else ., ~/.hypergolix,
     /// /etc/hypergolix; created in the home directory on first run).
     #[arg(long, env = "HGX_CONFIG", global = true)]
     config: Option<PathBuf>,

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""(Re)writes the seed inputs of every fuzz target from ../../shared/vectors/golix and
+"""(Re)writes the seed inputs of every fuzz target from ../tests/vectors/golix and
 ../tests/vectors/ipc.
 
 Seeds are named seed-*. The msgpack seeds (persist_envelope, ipc_envelope, account_state)
@@ -16,7 +16,7 @@ import pathlib
 import struct
 
 HERE = pathlib.Path(__file__).resolve().parent
-VECTORS = HERE.parent.parent / "shared" / "vectors" / "golix"
+VECTORS = HERE.parent / "tests" / "vectors" / "golix"
 IPC_VECTORS = HERE.parent / "tests" / "vectors" / "ipc"
 CORPUS = HERE / "corpus"
 

@@ -1,8 +1,8 @@
 //! # Configuration
 //!
-//! `hypergolix.yml` (DESIGN.md §5), read with the `config` crate. The file is looked for in
-//! `$HYPERGOLIX_HOME`, the current directory, `~/.hypergolix`, then `/etc/hypergolix`; the
-//! first one found wins. `HGX_*` environment variables override it (`HGX_SERVER__PORT=7771`:
+//! `hypergolix.yml`, read with the `config` crate. With `$HYPERGOLIX_HOME` set the file is
+//! looked for there only; otherwise in the current directory, `~/.hypergolix`, then
+//! `/etc/hypergolix`, and the first one found wins. `HGX_*` environment variables override it (`HGX_SERVER__PORT=7771`:
 //! sections are separated by a double underscore), and command-line flags
 //! ([`ServerOverrides`]) override both.
 //!
@@ -266,12 +266,13 @@ pub fn home_dir() -> PathBuf {
     }
 }
 
-/// The directories searched, in order.
+/// The directories searched, in order. `$HYPERGOLIX_HOME`, when set, is the only one: a
+/// home set for isolation (a test, a second account) never picks up another's file.
 pub fn search_dirs() -> Vec<PathBuf> {
-    let mut dirs = Vec::new();
     if let Some(h) = std::env::var_os("HYPERGOLIX_HOME").filter(|h| !h.is_empty()) {
-        dirs.push(PathBuf::from(h));
+        return vec![PathBuf::from(h)];
     }
+    let mut dirs = Vec::new();
     if let Ok(cwd) = std::env::current_dir() {
         dirs.push(cwd);
     }

@@ -618,7 +618,7 @@ mod tests {
     use super::*;
 
     fn vectors() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors/golix/hgx_save_a")
+        crate::testdata::vectors_dir().join("hgx_save_a")
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //!
 //! - `config`, `logging`, `process`: `hypergolix.yml` (search order, defaults, overrides),
 //!   slog setup, pid files and signals. Shared by both binaries; call nothing above `golix`.
+//! - `testdata`: where the test vectors live (`tests/vectors/golix/`), for tests and benches.
 //! - `inspect`: `hgxd inspect`, decode-and-verify of `.ghid` files. Calls `golix`.
 //! - `hgxd`: the daemon process (config, password, account, daemon + app endpoint, signals).
 //!   Calls `actors`, `ipc`, `config`, `logging`, `process`.
@@ -29,3 +30,5 @@ pub mod ipc;
 pub mod logging;
 pub mod persist;
 pub mod process;
+#[doc(hidden)]
+pub mod testdata;

@@ -547,3 +547,79 @@ async fn the_last_of_a_series_of_pushes_reaches_the_other_machine() {
 }
 
 const SERIES: usize = 60;
+
+/// With `$HYPERGOLIX_HOME` set, neither binary reads or writes `~/.hypergolix`, even when a
+/// config file sits there (and in the working directory).
+#[tokio::test]
+async fn hypergolix_home_isolates_from_the_user_home() {
+    let user_home = tempfile::tempdir().unwrap();
+    let stray_dir = user_home.path().join(".hypergolix");
+    std::fs::create_dir(&stray_dir).unwrap();
+    let stray = "user:\n  fingerprint: \"STRAY\"\n  user_id: \"STRAY\"\n\
+                 process:\n  pid_file: ./stray.pid\n  ipc_port: 1\n";
+    std::fs::write(stray_dir.join("hypergolix.yml"), stray).unwrap();
+    let cwd = tempfile::tempdir().unwrap();
+    std::fs::write(cwd.path().join("hypergolix.yml"), stray).unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let in_homes = |bin: &str, args: &[&str]| {
+        let mut cmd = Command::new(bin);
+        cmd.args(args)
+            .current_dir(cwd.path())
+            .env("HYPERGOLIX_HOME", home.path())
+            .env("HOME", user_home.path())
+            .env("HGX_PASSWORD", PASSWORD)
+            .env_remove("HGX_CONFIG");
+        cmd
+    };
+
+    let (st, out, err) = Proc::spawn("hgxd", in_homes(env!("CARGO_BIN_EXE_hgxd"), &["whoami"]))
+        .finish(WAIT)
+        .await;
+    assert!(!st.success(), "whoami found an account: {out}");
+    assert!(
+        !out.contains("STRAY") && err.contains("no account yet"),
+        "{out}\n{err}"
+    );
+    let (st, _, err) = Proc::spawn("hgxd", in_homes(env!("CARGO_BIN_EXE_hgxd"), &["stop"]))
+        .finish(WAIT)
+        .await;
+    assert!(!st.success());
+    assert!(
+        !err.contains("stray.pid"),
+        "stop used the stray config: {err}"
+    );
+
+    // First run: the account and its config land in $HYPERGOLIX_HOME.
+    let id = home.path().join("id.json");
+    std::fs::write(&id, identity_json(1).to_string()).unwrap();
+    let mut cmd = in_homes(
+        env!("CARGO_BIN_EXE_hgxd"),
+        &["--ipc-port", "0", "--identity-file"],
+    );
+    cmd.arg(&id);
+    let mut d = Proc::spawn("hgxd", cmd);
+    ready_port(&mut d).await;
+    let written = std::fs::read_to_string(home.path().join("hypergolix.yml")).unwrap();
+    assert!(written.contains(identity_json(1)["ghid_b64"].as_str().unwrap()));
+    drop(d);
+
+    let mut cmd = in_homes(env!("CARGO_BIN_EXE_hgx-persister"), &["--port", "0"]);
+    cmd.arg("--ghidcache").arg(home.path().join("pcache"));
+    let mut p = Proc::spawn("hgx-persister", cmd);
+    let deadline = Instant::now() + WAIT;
+    while !p.output().contains("listening on") {
+        assert!(Instant::now() < deadline, "persister: {}", p.output());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(p);
+
+    let names: Vec<_> = std::fs::read_dir(&stray_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, ["hypergolix.yml"], "~/.hypergolix was written");
+    assert_eq!(
+        std::fs::read_to_string(stray_dir.join("hypergolix.yml")).unwrap(),
+        stray
+    );
+}

@@ -19,7 +19,7 @@ fn save_a() -> PathBuf {
 }
 
 fn vector(name: &str) -> Vec<u8> {
-    std::fs::read(save_a().join(format!("{name}.ghid"))).expect("vector file")
+    hypergolix::testdata::vector_bytes(&format!("hgx_save_a/{name}.ghid"))
 }
 
 fn hgxd(args: &[&Path]) -> Output {

@@ -132,19 +132,16 @@ fn rule02_malformed_uploads_are_refused() {
 
 #[test]
 fn rule02_legacy_and_dummy_vectors_are_refused() {
-    let dir = common::vectors_dir();
     let ar = archive();
     let mut v15 = 0;
-    for entry in std::fs::read_dir(dir.join("hgx_save_a")).unwrap() {
-        let b = std::fs::read(entry.unwrap().path()).unwrap();
+    for (_, b) in common::ghid_files("hgx_save_a") {
         if b.starts_with(b"GOBD") {
             assert_eq!(refused(&ar, &b), "malformed", "GOBD v15 is read-only");
             v15 += 1;
         }
     }
     assert!(v15 > 0);
-    for entry in std::fs::read_dir(dir.join("generated_ref_v16/cs0")).unwrap() {
-        let b = std::fs::read(entry.unwrap().path()).unwrap();
+    for (_, b) in common::ghid_files("generated_ref_v16/cs0") {
         assert_eq!(
             refused(&ar, &b),
             "malformed",
@@ -738,12 +735,10 @@ fn rule12_list_bindings_order() {
 
 #[test]
 fn reference_vectors_live_and_die_by_the_rules() {
-    let dir = common::vectors_dir().join("generated_ref_v16");
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    let manifest = common::vectors_json("generated_ref_v16/manifest.json");
     let load = |name: &str| {
         let file = manifest["cs1"][name]["file"].as_str().unwrap();
-        std::fs::read(dir.join("cs1").join(file)).unwrap()
+        hypergolix::testdata::vector_bytes(&format!("generated_ref_v16/cs1/{file}"))
     };
     let ghid = |name: &str| {
         let file = manifest["cs1"][name]["file"].as_str().unwrap();

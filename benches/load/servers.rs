@@ -50,15 +50,7 @@ pub struct Hgxd {
 
 /// Fixture identity `n` as the JSON `--identity-file` reads.
 fn identity_json(n: usize) -> Result<String, String> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/vectors/golix/fixture_identities.json");
-    let text = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let all: serde_json::Value = serde_json::from_slice(&text).map_err(|e| e.to_string())?;
-    let id = &all[format!("TEST_AGENT{n}")];
-    if id.is_null() {
-        return Err(format!("no TEST_AGENT{n} in {}", path.display()));
-    }
-    Ok(id.to_string())
+    Ok(hypergolix::testdata::fixture_identity_json(n).to_string())
 }
 
 /// Starts `hgxd` (new account of fixture identity 1) syncing through `persister`.

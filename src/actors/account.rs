@@ -595,12 +595,7 @@ mod tests {
     use crate::golix::Algo;
 
     fn fixture1() -> FirstParty {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../shared/vectors/golix/fixture_identities.json"
-        );
-        let all: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-        let id = &all["TEST_AGENT1"];
+        let id = &crate::testdata::fixture_identity_json(1);
         let field = |k: &str| hex::decode(id[k].as_str().unwrap()).unwrap();
         let x: [u8; 32] = field("exchange_private_hex").try_into().unwrap();
         FirstParty::import(

@@ -1,22 +1,16 @@
-//! Shared test helpers: the fixture identities and the shared vectors folder.
-//! Tests never generate RSA-4096 keys; they load these (DESIGN.md §2).
+//! Shared test helpers: the fixture identities and the vectors folder (`tests/vectors/golix`).
+//! Tests never generate RSA-4096 keys (too slow in debug builds); they load these.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
 
 use hypergolix::golix::FirstParty;
 
-/// `../shared/vectors/golix` beside the project root.
-pub fn vectors_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors/golix")
-}
+pub use hypergolix::testdata::vectors_dir;
 
 /// Fixture identity `n` (1, 2 or 3) from `fixture_identities.json`.
 pub fn fixture(n: usize) -> FirstParty {
-    let path = vectors_dir().join("fixture_identities.json");
-    let all: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&path).expect("fixture_identities.json")).unwrap();
-    let id = &all[format!("TEST_AGENT{n}")];
+    let id = &hypergolix::testdata::fixture_identity_json(n);
     let hex_field = |k: &str| hex::decode(id[k].as_str().unwrap()).unwrap();
     let x: [u8; 32] = hex_field("exchange_private_hex").try_into().unwrap();
     let fp = FirstParty::import(
@@ -38,7 +32,8 @@ pub fn ghid_files(rel: &str) -> Vec<(String, Vec<u8>)> {
         .filter(|p| p.extension().is_some_and(|x| x == "ghid"))
         .map(|p| {
             let stem = p.file_stem().unwrap().to_str().unwrap().to_owned();
-            (stem, std::fs::read(&p).unwrap())
+            let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            (stem, bytes)
         })
         .collect();
     out.sort();
@@ -47,10 +42,7 @@ pub fn ghid_files(rel: &str) -> Vec<(String, Vec<u8>)> {
 }
 
 /// A JSON file under `vectors_dir()`.
-pub fn vectors_json(rel: &str) -> serde_json::Value {
-    let path = vectors_dir().join(rel);
-    serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|e| panic!("{rel}: {e}"))).unwrap()
-}
+pub use hypergolix::testdata::vector_json as vectors_json;
 
 /// Hex of a JSON string field (panics with the field name if absent).
 pub fn hex_of(v: &serde_json::Value, key: &str) -> Vec<u8> {

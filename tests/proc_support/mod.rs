@@ -271,10 +271,7 @@ pub fn persister_command(dir: &Path) -> Command {
 
 /// Fixture identity `n` as the JSON `--identity-file` reads.
 pub fn identity_json(n: usize) -> serde_json::Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/vectors/golix/fixture_identities.json");
-    let all: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-    all[format!("TEST_AGENT{n}")].clone()
+    hypergolix::testdata::fixture_identity_json(n)
 }
 
 /// One machine's `$HYPERGOLIX_HOME` (`path`, which the test may leave uncreated for

@@ -1,7 +1,10 @@
 """Real servers for the tests: one ``hgx-persister`` and ``hgxd`` daemons (Alice, Bob) on
-127.0.0.1, each in a temporary home. Built binaries are expected in ``target/debug`` of
-the repository (``cargo build --bins``; ``HGX_BIN_DIR`` overrides). Identities come from
-the shared fixture file, so no RSA key is ever generated here. Every wait is bounded.
+127.0.0.1, each in a temporary home. Every wait is bounded.
+
+Binaries (``cargo build --bins`` first) are looked for in ``$HGX_BIN_DIR`` if set, else in
+``$CARGO_TARGET_DIR/debug``, else in ``target/debug`` of the repository. Identities come from
+the repository's fixture file ``tests/vectors/golix/fixture_identities.json``, so no RSA key
+is ever generated here.
 """
 
 import json
@@ -15,9 +18,19 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
-BIN_DIR = Path(os.environ.get("HGX_BIN_DIR") or REPO / "target" / "debug")
-SHARED = Path(os.environ.get("HGX_SHARED_DIR") or REPO.parent / "shared")
-IDENTITIES = SHARED / "vectors" / "golix" / "fixture_identities.json"
+
+
+def _bin_dir():
+    if os.environ.get("HGX_BIN_DIR"):
+        return Path(os.environ["HGX_BIN_DIR"])
+    target = Path(os.environ.get("CARGO_TARGET_DIR") or REPO / "target")
+    if not target.is_absolute():
+        target = REPO / target
+    return target / "debug"
+
+
+BIN_DIR = _bin_dir()
+IDENTITIES = REPO / "tests" / "vectors" / "golix" / "fixture_identities.json"
 VECTORS = REPO / "tests" / "vectors" / "ipc"
 
 READY = re.compile(r"hgxd: ready on ws://127\.0\.0\.1:(\d+)/")
@@ -38,8 +51,11 @@ def free_port():
 
 
 def identity(name):
-    with open(IDENTITIES) as f:
-        return json.load(f)[name]
+    try:
+        with open(IDENTITIES) as f:
+            return json.load(f)[name]
+    except FileNotFoundError:
+        raise RuntimeError("fixture identities missing: %s" % IDENTITIES) from None
 
 
 def _wait_for(path, pattern, proc, timeout, start_at=0, what="server"):
