@@ -1,10 +1,10 @@
 //! # Configuration
 //!
-//! `hypergolix.yml`, read with the `config` crate. With `$HYPERGOLIX_HOME` set the file is
-//! looked for there only; otherwise in the current directory, `~/.hypergolix`, then
-//! `/etc/hypergolix`, and the first one found wins. `HGX_*` environment variables override it (`HGX_SERVER__PORT=7771`:
-//! sections are separated by a double underscore), and command-line flags
-//! ([`ServerOverrides`]) override both.
+//! `hypergolix.yml`, read with the `config` crate. With `$HYPERGOLIX_HOME` set the file is looked
+//! for there only; otherwise in the current directory, `~/.hypergolix`, then `/etc/hypergolix`, and
+//! the first one found wins. `HGX_*` environment variables override it (`HGX_SERVER__PORT=7771`:
+//! sections are separated by a double underscore), and command-line flags ([`ServerOverrides`])
+//! override both.
 //!
 //! Relative paths in the file are resolved against the directory of the file in use (or, with
 //! no file, against [`home_dir`]); relative paths given as flags against the current directory.
@@ -419,7 +419,7 @@ impl Config {
         }
         let text = serde_yaml::to_string(&Config::default())
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
-        let header = "# Hypergolix configuration (DESIGN.md §5). Relative paths are relative to \
+        let header = "# Hypergolix configuration. Relative paths are relative to \
                       this file.\n";
         std::fs::write(path, format!("{header}{text}")).map_err(err)?;
         Ok(true)

@@ -1,11 +1,11 @@
 //! # The `hgxd` process
 //!
-//! What `hgxd` (no subcommand, or `run`) does, as a library function the thin binary calls:
-//! find or create `hypergolix.yml` (DESIGN.md §5), take the lock of the pid file, start logs,
-//! obtain the password (terminal, `--password-file`, `HGX_PASSWORD`, or `user.root_secret`),
-//! create the account on first run or log in, start the daemon ([`crate::actors`]) and the
-//! app endpoint ([`crate::ipc`]) with its capability token, then run until SIGINT/SIGTERM and
-//! shut down cleanly. Also `whoami`.
+//! What `hgxd` (no subcommand, or `run`) does, as a library function the thin binary calls: find or
+//! create `hypergolix.yml` (see [`crate::config`]), take the lock of the pid file, start logs,
+//! obtain the password (terminal, `--password-file`, `HGX_PASSWORD`, or `user.root_secret`), create
+//! the account on first run or log in, start the daemon ([`crate::actors`]) and the app endpoint
+//! ([`crate::ipc`]) with its capability token, then run until SIGINT/SIGTERM and shut down cleanly.
+//! Also `whoami`.
 //!
 //! Owns: process orchestration and user interaction. Calls: `config`, `logging`, `process`,
 //! `actors` (account, daemon), `ipc` (server, token).
@@ -65,7 +65,7 @@ fn invalid_config(what: String) -> RunError {
 /// Flags of `hgxd run` (each overrides the config file).
 #[derive(Debug, Default, Clone)]
 pub struct RunArgs {
-    /// An explicit config file (else the search order of DESIGN.md §5).
+    /// An explicit config file (else the search order of `config::search_dirs`).
     pub config: Option<PathBuf>,
     /// Read the password from this file (first line) instead of asking.
     pub password_file: Option<PathBuf>,

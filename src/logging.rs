@@ -1,6 +1,6 @@
 //! # Logging
 //!
-//! slog set-up shared by both binaries (DESIGN.md §5): the verbosity levels of the reference
+//! slog set-up shared by both binaries: the verbosity levels of the reference
 //! (`error`, `warning`, `info`, `debug`, `shouty`, `extreme`), a terminal drain on stderr, and
 //! a new log file per start in `logdir` (`<program>-<unix seconds>-<pid>.log`), keeping only
 //! the newest few. Both drains are asynchronous; keep the returned [`LogGuard`] alive until

@@ -1,11 +1,10 @@
 //! # Processes
 //!
-//! What both binaries need to behave as foreground, systemd-friendly services
-//! (DESIGN.md §5): a pid file that refuses a second instance while the first is alive
-//! ([`PidFile`], removed again on drop), a future that resolves on SIGINT or SIGTERM
-//! ([`shutdown_signal`]), and the `stop` subcommand ([`stop`]): SIGTERM to the pid in the pid
-//! file, then wait for it to exit; and [`raise_nofile_limit`], so a server can hold more
-//! than a thousand connections.
+//! What both binaries need to behave as foreground, systemd-friendly services: a pid file that
+//! refuses a second instance while the first is alive ([`PidFile`], removed again on drop), a
+//! future that resolves on SIGINT or SIGTERM ([`shutdown_signal`]), and the `stop` subcommand
+//! ([`stop`]): SIGTERM to the pid in the pid file, then wait for it to exit; and
+//! [`raise_nofile_limit`], so a server can hold more than a thousand connections.
 //!
 //! Owns: pid-file format (the decimal pid and a newline), liveness checks, signals.
 //! Calls: libc, tokio signals. Unix only.

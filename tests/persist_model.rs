@@ -1,9 +1,9 @@
-//! Model test of the Store + rules (DESIGN.md §7): seeded random sequences of publishes and
-//! restarts against a small in-memory model of GOLIX.md §5 that keeps no indexes (bindings and
-//! debindings are derived by scanning the live set) and collects by a global sweep to a fixed
-//! point rather than the archive's queued cascade. After every step the two must agree on
-//! every publish result and on exists / status / current frame / bindings of every ghid used.
-//! Also here: group commit (concurrent syncs share flushes) and durability across reopen.
+//! Model test of the Store + rules (docs/architecture.md, "Testing"): seeded random sequences of
+//! publishes and restarts against a small in-memory model of docs/golix.md that keeps no indexes
+//! (bindings and debindings are derived by scanning the live set) and collects by a global sweep to
+//! a fixed point rather than the archive's queued cascade. After every step the two must agree on
+//! every publish result and on exists / status / current frame / bindings of every ghid used. Also
+//! here: group commit (concurrent syncs share flushes) and durability across reopen.
 
 mod common;
 

@@ -7,7 +7,7 @@ use crate::golix::Ghid;
 /// One IPC connection (app session), unique for the daemon's lifetime.
 pub type AppId = u64;
 
-/// A 16-byte app token: identifies an app across restarts (REFERENCE.md §2).
+/// A 16-byte app token: identifies an app across restarts (docs/architecture.md).
 pub type AppToken = [u8; 16];
 
 /// An object as an app sees it.

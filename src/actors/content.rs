@@ -1,5 +1,5 @@
 //! What is inside an app object's container and how to reach it: the app plaintext framing
-//! (`b"hgxd" | 0x00 | api_id(65) | state`, REFERENCE.md §0) and the walk of the secret
+//! (`b"hgxd" | 0x00 | api_id(65) | state`, docs/architecture.md) and the walk of the secret
 //! ratchet along a frame's target vector.
 //!
 //! Owns: pure functions only. Calls: `golix`. Used by the object and pull paths.

@@ -2,7 +2,7 @@
 //! startup objects, private objects, share handlers, and offering objects to the apps that
 //! handle their api id.
 //!
-//! - **Tokens** identify an app across restarts (REFERENCE.md §2). `register_token` with no
+//! - **Tokens** identify an app across restarts (docs/architecture.md). `register_token` with no
 //!   token issues a new random 16-byte one; with a token, re-binds it to this session and
 //!   returns its startup object. Known tokens live in the account (`AccountState::tokens`); a
 //!   token is bound to at most one live session, and a session binds at most one token.
@@ -24,7 +24,7 @@ use super::daemon_core::DaemonCore;
 use super::error::DaemonError;
 use crate::golix::Ghid;
 
-/// All zeros: "no token" on the wire (REFERENCE.md §0), like an absent one.
+/// All zeros: "no token" on the wire (docs/architecture.md), like an absent one.
 const NO_TOKEN: AppToken = [0; 16];
 
 /// Binds a token to `app`: a new one when `token` is `None` (or all zeros), else a known

@@ -1,8 +1,8 @@
 //! # Actors
 //!
-//! The daemon runtime (DESIGN.md §4): one actix actor per live object, per remote connection,
-//! for share handling and for the GC sweeper, plus the account and the encrypted local state
-//! they share.
+//! The daemon runtime (docs/architecture.md): one actor (a tokio task with a typed mailbox)
+//! per live object and per remote connection, one each for the account, share handling and
+//! the GC sweeper, plus the encrypted local state they share.
 //!
 //! - [`api`]: the types the daemon core and the IPC layer share (app ids, tokens, object
 //!   views, app events). No behaviour.

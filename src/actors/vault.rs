@@ -2,7 +2,7 @@
 //!
 //! Owns: the daemon's private local state at rest (secrets, tokens, app registrations, outbox
 //! metadata: everything that is not already a Golix object), encrypted before it touches sled
-//! (DESIGN.md §4, "Local cache at rest").
+//! (docs/architecture.md, "Storage").
 //!
 //! A [`Vault`] is one sled `Tree`. Every value is msgpack (named fields), sealed with
 //! AES-256-GCM under the vault key ([`crate::actors::account::Account::vault_key`]) with a

@@ -402,7 +402,7 @@ impl FirstParty {
         )
     }
 
-    /// Opens a request addressed to us, in the receiving order of GOLIX.md §4: address,
+    /// Opens a request addressed to us, in the receiving order of docs/golix.md: address,
     /// OAEP decrypt, find the author's identity with `lookup`, derive the MAC key, check the
     /// MAC. Nothing is returned unless every step passes.
     pub fn open_request(

@@ -1,8 +1,8 @@
 //! # IPC: the app <-> daemon protocol
 //!
-//! Apps talk to `hgxd` over a websocket on `127.0.0.1:<ipc_port>` (DESIGN.md §4). Every
+//! Apps talk to `hgxd` over a websocket on `127.0.0.1:<ipc_port>` (docs/architecture.md). Every
 //! frame is one binary websocket message holding one msgpack map with named fields
-//! (HYPERGLYPH.md §B8). This module owns that protocol end to end:
+//! (src/ipc/PROTOCOL.md). This module owns that protocol end to end:
 //!
 //! - [`wire`]: the envelope (`{id, op, args}` / `{id, ok}` / `{id, err}` / `{event, data}`),
 //!   the tolerant two-step decoder and the encoders. Pure, no I/O.
@@ -11,7 +11,7 @@
 //! - [`token`]: the capability token an app must present in `hello`, and the `ipc.token`
 //!   file (mode 0600) through which local apps learn it.
 //! - [`server`]: the actix-web endpoint (`/` and `/ws`), origin check, [`serve`].
-//! - `session`: one task per connection (actorless, STYLE.md principle 9) that translates
+//! - `session`: one task per connection (actorless) that translates
 //!   frames into [`DaemonApi`] calls and forwards the daemon's [`AppEvent`]s.
 //! - [`client`]: the async Rust client, [`HgxLink`]; `obj`: its [`Obj`] handle.
 //!

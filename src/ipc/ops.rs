@@ -2,7 +2,7 @@
 //! its result, and every event. `hello` sends it ([`hello_reply`]), dispatch fills missing
 //! arguments from it ([`Request::decode`]), and `src/ipc/PROTOCOL.md` carries it as
 //! [`markdown_table`] renders it (a test keeps the file in step). Adding an op or an
-//! argument with a default is additive within protocol 1 (HYPERGLYPH.md §B8).
+//! argument with a default is additive within protocol 1 (src/ipc/PROTOCOL.md).
 //!
 //! Calls nothing; used by `session` (dispatch) and `client` (typed args and results).
 

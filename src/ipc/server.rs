@@ -19,7 +19,7 @@ use super::session;
 use super::token::CapabilityToken;
 use super::{DaemonApi, IpcError};
 
-/// The default IPC port (DESIGN.md §5, `process.ipc_port`).
+/// The default IPC port (`process.ipc_port`).
 pub const DEFAULT_IPC_PORT: u16 = 7772;
 /// The default largest message, in either direction's request (16 MiB).
 pub const DEFAULT_MAX_MESSAGE: usize = 16 * 1024 * 1024;
@@ -134,7 +134,7 @@ pub struct IpcServer {
     local_addr: SocketAddr,
     handle: ServerHandle,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
-    /// Tells every session to close (broadcast signal, STYLE.md principle 15).
+    /// Tells every session to close (broadcast signal).
     shutdown: watch::Sender<bool>,
     /// Live sessions and TCP connections; a stop waits for both to reach zero (completion
     /// wait) before it stops the HTTP server, which would otherwise poll its connections

@@ -1,4 +1,4 @@
-//! One app session: the task that owns one IPC websocket (actorless, STYLE.md principle 9).
+//! One app session: the task that owns one IPC websocket (actorless).
 //! It owns the connection's [`AppId`] (after `hello`), the receiver of the daemon's
 //! [`AppEvent`]s for that app (forwarded as event frames), and the connection's in-flight
 //! requests: each request runs as its own local task, so a slow `push` does not hold up a

@@ -12,7 +12,7 @@
 //! | error reply | `{id, err: {code, message, logref}}` |
 //! | event (daemon -> app) | `{event, data}` |
 //!
-//! Decoding is tolerant and two-step (HYPERGLYPH.md §B8): first only the envelope
+//! Decoding is tolerant and two-step (src/ipc/PROTOCOL.md): first only the envelope
 //! ([`RawRequest`]: `id` echoed back verbatim, `op` a string, `args` any value), then the
 //! typed arguments per op ([`super::ops::Request::decode`]). Unknown fields are ignored
 //! everywhere. Before anything is decoded, [`decode_value`] checks the message's shape

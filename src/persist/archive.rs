@@ -333,7 +333,7 @@ impl Archive {
         Ok(self.inner.store.record(ghid)?.is_some())
     }
 
-    /// GOLIX.md rule 12 order: GOBS ghids, then dynamic ghids of GOBDs, the target author's
+    /// docs/golix.md rule 12 order: GOBS ghids, then dynamic ghids of GOBDs, the target author's
     /// own first in each group. An existing ghid gets a possibly empty list; an unknown one
     /// `NotFound`.
     pub fn list_bindings(&self, ghid: &Ghid) -> Result<Vec<Ghid>, PersistError> {

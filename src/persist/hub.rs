@@ -1,10 +1,10 @@
 //! # Fanout hub
 //!
-//! The subscription hub of the persister (DESIGN.md §3): a map Ghid -> subscribers, and one
-//! bounded [`Outbox`] per connection. A notification is encoded **once**, as a complete
-//! websocket frame ([`wsframe`]: server frames are unmasked, so the same bytes are valid on
-//! every connection), into a shared [`Bytes`]; every subscriber's outbox gets a clone of the
-//! same reference-counted buffer, and the session writes it to the socket as it is.
+//! The subscription hub of the persister (docs/persister-protocol.md): a map Ghid -> subscribers,
+//! and one bounded [`Outbox`] per connection. A notification is encoded **once**, as a complete
+//! websocket frame ([`wsframe`]: server frames are unmasked, so the same bytes are valid on every
+//! connection), into a shared [`Bytes`]; every subscriber's outbox gets a clone of the same
+//! reference-counted buffer, and the session writes it to the socket as it is.
 //!
 //! Slow readers: an outbox holds at most `capacity` messages. Notifications about the state
 //! of a dynamic object (its frames, and the GDXX that removes it) are *latest-wins*: while one

@@ -1,6 +1,6 @@
 //! # Rules
 //!
-//! Ingest validation and the collection cascade of GOLIX.md §5, as pure functions over a
+//! Ingest validation and the collection cascade of docs/golix.md, as pure functions over a
 //! [`Store`]: they read through a [`View`] (committed state plus this publish's pending writes)
 //! and return a [`WriteSet`] and the notifications it causes; they never apply anything. One
 //! function per decision lives in [`checks`]; per-kind admission in `admit`; rule 11 in
@@ -11,7 +11,7 @@
 //! [`super::archive::Archive`], which runs [`precheck`] and [`verify`] off-lock, then
 //! [`ingest`] and [`Store::apply`] under its write lock.
 //!
-//! Rule-by-rule map (GOLIX.md §5): 1 [`checks::check_idempotent`]; 2
+//! Rule-by-rule map (docs/golix.md): 1 [`checks::check_idempotent`]; 2
 //! [`checks::check_address`], [`checks::check_signer_known`], [`checks::check_signature`],
 //! [`checks::check_writable_version`]; 3 [`checks::check_identity`]; 4
 //! [`checks::check_container_bound`]; 5 [`checks::check_static_target`],
@@ -75,7 +75,7 @@ pub fn verify(
 /// connection's queue.
 pub const DEFAULT_MAX_REQUESTS_PER_RECIPIENT: usize = 1024;
 
-/// Bounds a holder puts on what peers may store (beyond GOLIX.md §5).
+/// Bounds a holder puts on what peers may store (beyond docs/golix.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Stored GARQs per recipient; further ones are refused with `mailbox_full` until the

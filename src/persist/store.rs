@@ -12,10 +12,11 @@
 //!
 //! The trait is a plain key-value contract: reads are point lookups or "every member of the set
 //! keyed by this ghid", and every write goes through [`Store::apply`], one [`WriteSet`] per
-//! publish, applied atomically. Nothing here assumes one process owns the data (DESIGN.md §6);
-//! what serialises rule evaluation is the caller's business (the [`super::archive::Archive`]
-//! holds a lock around read-decide-apply; a multi-node store must make `apply` conditional on
-//! what the rules read, e.g. by running the rule pass inside the backing store's transaction).
+//! publish, applied atomically. Nothing here assumes one process owns the data
+//! (docs/architecture.md); what serialises rule evaluation is the caller's business (the
+//! [`super::archive::Archive`] holds a lock around read-decide-apply; a multi-node store must make
+//! `apply` conditional on what the rules read, e.g. by running the rule pass inside the backing
+//! store's transaction).
 
 pub mod sled_gate;
 mod sled_store;
@@ -68,7 +69,7 @@ impl Record {
         }
     }
 
-    /// Who may debind this ghid (GOLIX.md rule 8), or `None` if it cannot be debound at all
+    /// Who may debind this ghid (docs/golix.md rule 8), or `None` if it cannot be debound at all
     /// (GIDC, GEOC, a frame ghid).
     pub fn debinder(&self) -> Option<Ghid> {
         match *self {

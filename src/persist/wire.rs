@@ -9,11 +9,11 @@
 //! - reply `{id, ok}` or `{id, err: {code, message}}`;
 //! - server push `{event: "notify", subscription, object}`.
 //!
-//! Decoding is tolerant and two-step (HYPERGLYPH.md §B8): first [`RawRequest`] (`id` kept as
-//! an opaque value and echoed back, `op` a string, `args` any value), then the typed args of
-//! the op ([`args`]). Unknown fields are ignored; an unknown op or a malformed envelope is an
-//! error *reply*, never the end of a session. The op table ([`OPS`]) is what `hello` returns so
-//! that clients bind arguments by name.
+//! Decoding is tolerant and two-step (docs/persister-protocol.md): first [`RawRequest`] (`id` kept
+//! as an opaque value and echoed back, `op` a string, `args` any value), then the typed args of the
+//! op ([`args`]). Unknown fields are ignored; an unknown op or a malformed envelope is an error
+//! *reply*, never the end of a session. The op table ([`OPS`]) is what `hello` returns so that
+//! clients bind arguments by name.
 //!
 //! Owns: envelope types, encoders, the op table and protocol constants. Calls: `golix::Ghid`
 //! (serde as bin), rmp-serde, rmpv. Sans-IO.

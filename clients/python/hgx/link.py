@@ -4,7 +4,7 @@ The link runs its own asyncio event loop in a daemon thread (``threaded=True``, 
 default), connects to ``ws://127.0.0.1:<ipc_port>/``, presents the capability token
 from ``ipc.token`` in ``hello`` and builds every call from the op table that ``hello``
 returns: arguments are bound by name, defaults filled in, and ``TypeError`` raised
-locally for unknown or missing ones (HYPERGLYPH.md §B8).
+locally for unknown or missing ones (src/ipc/PROTOCOL.md).
 
 Every operation exists in three forms: a coroutine for the link's own loop (``new``), a
 blocking call for other threads (``new_threadsafe``) and a coroutine for other event

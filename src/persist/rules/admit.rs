@@ -1,4 +1,4 @@
-//! Admission: for each container kind, run its checks (in the order GOLIX.md §5 gives them)
+//! Admission: for each container kind, run its checks (in the order docs/golix.md gives them)
 //! and record the writes and notifications of storing it. Anything the new object makes
 //! collectable is pushed on the collection queue for [`super::collect`].
 

@@ -1,4 +1,4 @@
-//! One function per decision of GOLIX.md §5: each reads the [`View`] and either passes or
+//! One function per decision of docs/golix.md: each reads the [`View`] and either passes or
 //! returns the [`PersistError`] whose `code()` the rule names. Only
 //! [`prune_debindings`] writes (it deletes debindings that turned out illegal, rule 8).
 
@@ -234,7 +234,7 @@ pub fn check_static_target(view: &View<'_>, target: &Ghid) -> Result<(), Persist
 }
 
 /// Rule 7: a frame's current target is a GEOC or another dynamic ghid (or unknown) — never a
-/// GIDC (GOLIX.md keeps the reference's refusal), GOBS, GDXX, GARQ or frame ghid.
+/// GIDC (docs/golix.md keeps the reference's refusal), GOBS, GDXX, GARQ or frame ghid.
 pub fn check_dynamic_target(view: &View<'_>, target: &Ghid) -> Result<(), PersistError> {
     check_static_target(view, target)
 }

@@ -1,12 +1,12 @@
 //! # HTTP read path
 //!
-//! HYPERGLYPH.md §B9: `GET /` is a small root document naming the websocket endpoint and the
-//! URL templates (msgpack by default, JSON for `Accept: application/json`, `Vary: Accept`).
-//! `GET`/`HEAD /o/{ghid}` returns raw Golix bytes. The ghid is the hash of the content, so
-//! each object is immutable: `ETag: "<ghid>"`,
-//! `Cache-Control: public, max-age=31536000, immutable`, and `If-None-Match` answers 304. A
-//! dynamic ghid answers `307` to its current frame, with `Cache-Control: no-cache`. Unknown:
-//! 404; removed: 410; not a ghid: 400. Error bodies are `{code, message}`.
+//! docs/persister-protocol.md: `GET /` is a small root document naming the websocket endpoint and
+//! the URL templates (msgpack by default, JSON for `Accept: application/json`, `Vary: Accept`).
+//! `GET`/`HEAD /o/{ghid}` returns raw Golix bytes. The ghid is the hash of the content, so each
+//! object is immutable: `ETag: "<ghid>"`, `Cache-Control: public, max-age=31536000, immutable`, and
+//! `If-None-Match` answers 304. A dynamic ghid answers `307` to its current frame, with
+//! `Cache-Control: no-cache`. Unknown: 404; removed: 410; not a ghid: 400. Error bodies are `{code,
+//! message}`.
 //!
 //! Owns: the HTTP handlers. Calls: [`crate::persist::Archive`] (reads only), [`wire`] names.
 
