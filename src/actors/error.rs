@@ -5,7 +5,8 @@ use thiserror::Error;
 
 use crate::persist::PersistError;
 
-#[derive(Debug, Error)]
+/// `Clone` so that every push coalesced into one frame gets the frame's error, code intact.
+#[derive(Debug, Clone, Error)]
 #[non_exhaustive]
 pub enum DaemonError {
     /// A persistence rule refused the object (carries the persist code, e.g. `illegal_frame`).

@@ -266,20 +266,6 @@ fn as_frame(bytes: Vec<u8>) -> Option<Gobd> {
     }
 }
 
-/// One error for each of several waiters (`DaemonError` is not `Clone`).
-fn replicate(e: &DaemonError) -> DaemonError {
-    match e {
-        DaemonError::Persist(PersistError::IllegalFrame(m)) => {
-            DaemonError::Persist(PersistError::IllegalFrame(m.clone()))
-        }
-        DaemonError::LocallyImmutable(m) => DaemonError::LocallyImmutable(m.clone()),
-        DaemonError::DeadObject(m) => DaemonError::DeadObject(m.clone()),
-        DaemonError::CatOuttaBag => DaemonError::CatOuttaBag,
-        DaemonError::ShuttingDown => DaemonError::ShuttingDown,
-        other => DaemonError::Storage(other.to_string()),
-    }
-}
-
 impl ObjectActor {
     fn view(&self) -> ObjectView {
         self.obj.view()
@@ -507,7 +493,7 @@ impl ObjectActor {
                 self.retries = 0;
                 slog::warn!(self.core.log, "push failed"; "ghid" => %self.obj.ghid, "error" => %e);
                 for w in waiters {
-                    let _ = w.reply.send(Err(replicate(&e)));
+                    let _ = w.reply.send(Err(e.clone()));
                 }
             }
         }

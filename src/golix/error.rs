@@ -31,7 +31,7 @@ pub enum DecodeError {
 }
 
 /// Errors of Golix operations beyond decoding.
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 #[non_exhaustive]
 pub enum Error {
     #[error("malformed object: {0}")]
