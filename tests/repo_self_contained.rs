@@ -39,9 +39,11 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
 fn files_with(ext: &[&str]) -> Vec<PathBuf> {
     let mut all = Vec::new();
     walk(&root(), &mut all);
+    // `.ci/run` and `scripts/*` have no extension.
     let is_script = |p: &Path| {
         p.parent()
-            .is_some_and(|d| d.ends_with(".ci") || d.ends_with("scripts"))
+            .and_then(|d| d.file_name())
+            .is_some_and(|d| d == ".ci" || d == "scripts")
     };
     all.retain(|p| {
         p.extension()
