@@ -15,9 +15,10 @@ use crate::persist::client::ClientError;
 /// Longest failure reason kept (bytes): the text can come from the peer.
 pub const MAX_REASON: usize = 512;
 
-/// Where a remote's connection stands.
+/// Where a remote's connection stands. On the wire: its name as a string (msgpack readers
+/// such as rmpv's do not take a string for an enum).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(into = "&'static str", try_from = "String")]
 pub enum LinkState {
     /// The first attempt has not finished.
     Connecting,
@@ -33,6 +34,23 @@ impl LinkState {
             LinkState::Connected => "connected",
             LinkState::Retrying => "retrying",
         }
+    }
+}
+
+impl From<LinkState> for &'static str {
+    fn from(s: LinkState) -> &'static str {
+        s.as_str()
+    }
+}
+
+impl TryFrom<String> for LinkState {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<LinkState, String> {
+        [LinkState::Connecting, LinkState::Connected, LinkState::Retrying]
+            .into_iter()
+            .find(|l| l.as_str() == s)
+            .ok_or_else(|| format!("unknown link state {s:?}"))
     }
 }
 
@@ -224,6 +242,17 @@ mod tests {
         assert_eq!(t.connected(at(7)), Report::Connected);
         let s = RemoteStatus::new("wss://h:1/ws", &t, 3);
         assert_eq!((s.state, s.since, s.outbox), (LinkState::Connected, 7, 3));
+    }
+
+    #[test]
+    fn status_reads_back_from_msgpack() {
+        let mut t = LinkTracker::new(at(5));
+        t.failed(Failure::new("refused", "nobody"), at(6));
+        let s = RemoteStatus::new("ws://h:1/ws", &t, 0);
+        let bytes = rmp_serde::to_vec_named(&s).unwrap();
+        let v = rmpv::decode::read_value(&mut &bytes[..]).unwrap();
+        assert_eq!(rmpv::ext::from_value::<RemoteStatus>(v).unwrap(), s);
+        assert!(LinkState::try_from("sleeping".to_owned()).is_err());
     }
 
     #[test]
