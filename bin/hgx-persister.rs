@@ -94,6 +94,12 @@ fn serve(cfg: &Config) -> Result<(), String> {
         .map_err(|e| format!("logging to {}: {e}", s.logdir.display()))?;
     slog::info!(log, "starting"; "config" => ?cfg.source, "ghidcache" => %s.ghidcache.display(),
         "pid_file" => %s.pid_file.display());
+    if let Some(file) = &cfg.source {
+        for key in &cfg.unknown_keys {
+            slog::warn!(log, "unknown configuration key ignored (a typo?)"; "key" => key,
+                "file" => %file.display());
+        }
+    }
     // One file descriptor per websocket: a soft limit of 1024 would cap the server.
     match process::raise_nofile_limit() {
         Ok((before, after)) => {

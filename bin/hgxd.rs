@@ -54,6 +54,13 @@ enum Command {
     Run(RunFlags),
     /// Print this account's fingerprint and user id.
     Whoami,
+    /// Ask the running daemon how each remote stands: connected, or retrying (since when,
+    /// the last error), and how many objects wait in its outbox.
+    Status {
+        /// The daemon's app port (default: `process.ipc_port` of the config).
+        #[arg(long)]
+        ipc_port: Option<u16>,
+    },
     /// Stop the running daemon (SIGTERM to the pid in its pid file) and wait for it.
     Stop,
     /// Decode and verify Golix objects (files, or folders of .ghid files) without keys.
@@ -115,6 +122,20 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some(Command::Status { ipc_port }) => {
+            let asked = actix_rt::System::new()
+                .block_on(hgxd::status(cli.config.as_deref(), ipc_port));
+            match asked {
+                Ok(text) => {
+                    let _ = write!(std::io::stdout().lock(), "{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("hgxd: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Some(Command::Stop) => {
             let stopped = hgxd::pid_file(cli.config.as_deref())
                 .map_err(|e| e.to_string())

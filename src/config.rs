@@ -51,7 +51,8 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-/// The whole file. Unknown keys are ignored, missing ones take their defaults.
+/// The whole file. Unknown keys are ignored (and listed in [`Config::unknown_keys`], for
+/// the binaries to warn about), missing ones take their defaults.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct Config {
@@ -67,6 +68,10 @@ pub struct Config {
     /// The directory relative paths were resolved against.
     #[serde(skip)]
     pub base_dir: PathBuf,
+    /// Keys of the file that no setting reads (typos such as `cafile`), as dotted paths
+    /// (`remotes.0.cafile`).
+    #[serde(skip)]
+    pub unknown_keys: Vec<String>,
 }
 
 /// `process`: the daemon (`hgxd`).
@@ -141,6 +146,21 @@ pub struct Remote {
     pub port: u16,
     #[serde(default)]
     pub tls: bool,
+    /// PEM certificates trusted for this remote besides the public roots (a private CA);
+    /// needs `tls: true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Remote {
+    /// The `ws://` or `wss://` URL of its websocket (an IPv6 literal in brackets).
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "wss" } else { "ws" };
+        match self.host.parse::<std::net::Ipv6Addr>() {
+            Ok(v6) => format!("{scheme}://[{v6}]:{}/ws", self.port),
+            Err(_) => format!("{scheme}://{}:{}/ws", self.host, self.port),
+        }
+    }
 }
 
 fn default_server_port() -> u16 {
@@ -291,6 +311,18 @@ pub fn find() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// The keys of one source (the file alone, without `HGX_*` variables) that deserializing a
+/// [`Config`] ignores. A source that does not parse has none here: loading it reports that.
+fn unknown_keys(source: config::builder::ConfigBuilder<config::builder::DefaultState>) -> Vec<String> {
+    let mut unknown = Vec::new();
+    if let Ok(built) = source.build() {
+        let _: Result<Config, _> =
+            serde_ignored::deserialize(built, |path| unknown.push(path.to_string()));
+    }
+    unknown.sort();
+    unknown
+}
+
 fn resolve(base: &Path, p: &mut PathBuf) {
     if p.is_relative() {
         *p = base.join(&*p);
@@ -329,6 +361,12 @@ impl Config {
             source,
         };
         let mut cfg: Config = b.build().map_err(parse)?.try_deserialize().map_err(parse)?;
+        if let Some(p) = path {
+            cfg.unknown_keys = unknown_keys(
+                config::Config::builder()
+                    .add_source(config::File::from(p).format(config::FileFormat::Yaml)),
+            );
+        }
         let base = match path {
             Some(p) => {
                 let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
@@ -350,7 +388,13 @@ impl Config {
             path: "<yaml>".into(),
             source,
         };
-        let mut cfg: Config = b.build().map_err(parse)?.try_deserialize().map_err(parse)?;
+        let mut cfg: Config = b
+            .clone()
+            .build()
+            .map_err(parse)?
+            .try_deserialize()
+            .map_err(parse)?;
+        cfg.unknown_keys = unknown_keys(b);
         cfg.base_dir = base.to_path_buf();
         cfg.resolve_paths(base);
         Ok(cfg)
@@ -367,9 +411,11 @@ impl Config {
         ] {
             resolve(base, p);
         }
+        let ca_files = self.remotes.iter_mut().filter_map(|r| r.ca_file.as_mut());
         for p in [&mut self.server.tls_cert, &mut self.server.tls_key]
             .into_iter()
             .flatten()
+            .chain(ca_files)
         {
             resolve(base, p);
         }
@@ -464,9 +510,11 @@ mod tests {
             vec![Remote {
                 host: "example.org".into(),
                 port: 7770,
-                tls: true
+                tls: true,
+                ca_file: None,
             }]
         );
+        assert_eq!(cfg.unknown_keys, ["server.unknown_key"]);
         assert!(
             !format!("{:?}", cfg.user).contains("abc"),
             "secrets are not logged"
@@ -483,6 +531,27 @@ mod tests {
         assert_eq!(cfg.server.ghidcache, Path::new("/tmp/x"));
         assert_eq!(cfg.server.verbosity, Verbosity::Error);
         assert_eq!(cfg.server.host_spec(), HostSpec::Any);
+    }
+
+    #[test]
+    fn remotes_ca_file_url_and_unknown_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        std::fs::write(
+            &path,
+            "remotes:\n  - host: hgx.example.org\n    port: 443\n    tls: true\n    \
+             ca_file: ca.pem\n  - host: \"::1\"\n    cafile: /x.pem\nremote: []\n\
+             server:\n  port: 1\n",
+        )
+        .unwrap();
+        let cfg = Config::load_from(Some(&path), false).unwrap();
+        assert_eq!(cfg.remotes[0].ca_file, Some(dir.path().join("ca.pem")));
+        assert_eq!(cfg.remotes[0].url(), "wss://hgx.example.org:443/ws");
+        assert_eq!(cfg.remotes[1].ca_file, None);
+        assert_eq!(cfg.remotes[1].url(), "ws://[::1]:7770/ws");
+        assert_eq!(cfg.unknown_keys, ["remote", "remotes.1.cafile"]);
+        let clean = Config::from_yaml("server:\n  port: 2\n", dir.path()).unwrap();
+        assert!(clean.unknown_keys.is_empty());
     }
 
     #[test]

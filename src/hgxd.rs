@@ -1,14 +1,16 @@
 //! # The `hgxd` process
 //!
-//! What `hgxd` (no subcommand, or `run`) does, as a library function the thin binary calls: find or
-//! create `hypergolix.yml` (see [`crate::config`]), take the lock of the pid file, start logs,
-//! obtain the password (terminal, `--password-file`, `HGX_PASSWORD`, or `user.root_secret`), create
-//! the account on first run or log in, start the daemon ([`crate::actors`]) and the app endpoint
-//! ([`crate::ipc`]) with its capability token, then run until SIGINT/SIGTERM and shut down cleanly.
-//! Also `whoami`.
+//! What `hgxd` (no subcommand, or `run`) does, as a library function the thin binary calls:
+//! find or create `hypergolix.yml` (see [`crate::config`]), take the lock of the pid file, start
+//! logs, obtain the password (terminal, `--password-file`, `HGX_PASSWORD`, or
+//! `user.root_secret`), create the account on first run or log in, start the daemon
+//! ([`crate::actors`]) and the app endpoint ([`crate::ipc`]) with its capability token, then run
+//! until SIGINT/SIGTERM and shut down cleanly. Also `whoami`, and `status`, which asks the
+//! running daemon over its app endpoint (the `status` op, with the capability token beside the
+//! config) how each remote stands: a live answer, never a file that could be stale.
 //!
 //! Owns: process orchestration and user interaction. Calls: `config`, `logging`, `process`,
-//! `actors` (account, daemon), `ipc` (server, token).
+//! `actors` (account, daemon), `ipc` (server, token, client), `persist::tls` (remotes' trust).
 
 use std::io::{IsTerminal, Write};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -21,10 +23,14 @@ use zeroize::Zeroizing;
 
 use crate::actors::account::{derive_root_secret, ScryptParams};
 use crate::actors::daemon::{self, DaemonOptions, Login};
+use crate::actors::link_state::LinkState;
+use crate::actors::remote::RemoteTarget;
 use crate::config::{self, Config, FILE_NAME};
 use crate::golix::{FirstParty, Ghid, Secret};
+use crate::ipc::ops::StatusReply;
 use crate::ipc::server::{serve, IpcConfig};
 use crate::ipc::token::CapabilityToken;
+use crate::ipc::HgxLink;
 use crate::logging::Verbosity;
 use crate::process::{shutdown_signal, PidFile};
 
@@ -217,14 +223,37 @@ fn scrypt_params(cfg: &Config) -> ScryptParams {
         })
 }
 
-fn remote_urls(cfg: &Config) -> Vec<String> {
-    cfg.remotes
-        .iter()
-        .map(|r| {
-            let scheme = if r.tls { "wss" } else { "ws" };
-            format!("{scheme}://{}:{}/ws", r.host, r.port)
-        })
-        .collect()
+/// The configured remotes with their TLS trust; a `ca_file` that cannot be used, or a TLS
+/// remote whose `host` can be no certificate name, stops the start with a clear error.
+fn remote_targets(cfg: &Config) -> Result<Vec<RemoteTarget>, RunError> {
+    let mut targets = Vec::with_capacity(cfg.remotes.len());
+    for (i, r) in cfg.remotes.iter().enumerate() {
+        let tls = match (r.tls, &r.ca_file) {
+            (false, Some(_)) => {
+                return Err(invalid_config(format!(
+                    "remotes.{i}.ca_file is set but tls is false: set `tls: true` to use it"
+                )))
+            }
+            (false, None) => None,
+            (true, ca_file) => {
+                if rustls_pki_types::ServerName::try_from(r.host.as_str()).is_err() {
+                    return Err(invalid_config(format!(
+                        "remotes.{i}.host {:?} is neither a DNS name nor an IP address, so \
+                         no certificate can name it",
+                        r.host
+                    )));
+                }
+                let tls = crate::persist::tls::client_config(ca_file.as_deref())
+                    .map_err(|e| invalid_config(format!("remotes.{i}.ca_file: {e}")))?;
+                Some(tls)
+            }
+        };
+        targets.push(RemoteTarget {
+            url: r.url(),
+            tls,
+        });
+    }
+    Ok(targets)
 }
 
 /// Decides how to log in: create (first run) or open, deriving the root secret.
@@ -303,6 +332,8 @@ pub async fn run(mut args: RunArgs) -> Result<(), RunError> {
     if let Some(v) = args.verbosity.take() {
         cfg.instrumentation.verbosity = v;
     }
+    // Before anything else: a bad `ca_file` is a configuration error, not a silent retry.
+    let remotes = remote_targets(&cfg)?;
     let _pid = PidFile::acquire(&cfg.process.pid_file)?;
     let (log, _guard) = crate::logging::init(
         "hgxd",
@@ -311,6 +342,10 @@ pub async fn run(mut args: RunArgs) -> Result<(), RunError> {
         10,
     )?;
     info!(log, "starting"; "config" => %cfg_path.display(), "ghidcache" => %cfg.process.ghidcache.display());
+    for key in &cfg.unknown_keys {
+        slog::warn!(log, "unknown configuration key ignored (a typo?)"; "key" => key,
+            "file" => %cfg_path.display());
+    }
 
     let (login, created) = login(&cfg, &args, &log)?;
     if created {
@@ -319,7 +354,7 @@ pub async fn run(mut args: RunArgs) -> Result<(), RunError> {
     let params = scrypt_params(&cfg);
     let opts = DaemonOptions {
         ghidcache: cfg.process.ghidcache.clone(),
-        remotes: remote_urls(&cfg),
+        remotes,
         login,
     };
     let daemon = daemon::start_with_log(opts, log.new(o!("part" => "daemon"))).await?;
@@ -370,7 +405,157 @@ pub fn whoami(config: Option<&Path>) -> Result<(String, String), RunError> {
     }
 }
 
+/// How long `hgxd status` waits for the daemon's answer.
+const STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `hgxd status`: each remote's state as the running daemon reports it, as text. The daemon
+/// is found through the config in use: its `process.ipc_port` (or `ipc_port` when given)
+/// and the `ipc.token` beside the file.
+pub async fn status(config: Option<&Path>, ipc_port: Option<u16>) -> Result<String, RunError> {
+    let path = match config {
+        Some(p) => p.to_path_buf(),
+        None => config::find().ok_or_else(|| {
+            invalid_config(format!(
+                "no {FILE_NAME} found (searched {}): has hgxd run here?",
+                config::search_dirs()
+                    .iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?,
+    };
+    let cfg = Config::load(Some(&path))?;
+    let port = match ipc_port.unwrap_or(cfg.process.ipc_port) {
+        0 => {
+            return Err(invalid_config(
+                "process.ipc_port is 0 (any free port): give --ipc-port, the port hgxd printed \
+                 when ready"
+                    .into(),
+            ))
+        }
+        p => p,
+    };
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let token = CapabilityToken::read_file(&dir).map_err(|e| {
+        RunError::Ipc(format!(
+            "no capability token in {} ({e}): is hgxd running with this config?",
+            dir.display()
+        ))
+    })?;
+    let url = format!("ws://127.0.0.1:{port}/");
+    let unreachable = |e: String| RunError::Ipc(format!("cannot ask hgxd at {url}: {e}"));
+    let reply = tokio::time::timeout(STATUS_TIMEOUT, async {
+        let link = HgxLink::connect(&url, &token).await?;
+        let reply = link.status().await;
+        link.close();
+        reply
+    })
+    .await
+    .map_err(|_| unreachable("no answer in time".into()))?
+    .map_err(|e| unreachable(e.to_string()))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    Ok(format_status(&reply, now))
+}
+
+/// One line per remote: URL, state and for how long, outbox depth, and the last error while
+/// retrying.
+pub fn format_status(reply: &StatusReply, now: u64) -> String {
+    if reply.remotes.is_empty() {
+        return "no remotes configured: objects stay on this machine\n".into();
+    }
+    let mut out = String::new();
+    for r in &reply.remotes {
+        let age = human_duration(now.saturating_sub(r.since));
+        out.push_str(&format!(
+            "{}  {} for {age}  outbox {}",
+            r.url,
+            r.state.as_str(),
+            r.outbox
+        ));
+        if r.state == LinkState::Retrying {
+            out.push_str(&format!("  failed attempts {}", r.failures));
+        }
+        if let Some(e) = &r.last_error {
+            out.push_str(&format!("  last error: {}: {}", e.kind, e.reason));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// `12s`, `3m05s`, `2h07m`, `3d04h`.
+fn human_duration(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
+        s if s < 86_400 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        s => format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
 /// The pid file `hgxd stop` signals.
 pub fn pid_file(config: Option<&Path>) -> Result<PathBuf, RunError> {
     Ok(Config::load(config)?.process.pid_file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actors::link_state::{Failure, RemoteStatus};
+
+    #[test]
+    fn status_lines() {
+        let remote = |state, since, last_error: Option<Failure>| RemoteStatus {
+            url: "wss://hgx.example.org:443/ws".into(),
+            state,
+            since,
+            last_error,
+            failures: 4,
+            outbox: 2,
+        };
+        let reply = StatusReply {
+            remotes: vec![
+                remote(LinkState::Connected, 988, None),
+                remote(
+                    LinkState::Retrying,
+                    815,
+                    Some(Failure::new("certificate", "not trusted")),
+                ),
+            ],
+        };
+        assert_eq!(
+            format_status(&reply, 1000),
+            "wss://hgx.example.org:443/ws  connected for 12s  outbox 2\n\
+             wss://hgx.example.org:443/ws  retrying for 3m05s  outbox 2  failed attempts 4  \
+             last error: certificate: not trusted\n"
+        );
+        let none = StatusReply { remotes: vec![] };
+        assert!(format_status(&none, 0).starts_with("no remotes configured"));
+        assert_eq!(human_duration(7_620), "2h07m");
+        assert_eq!(human_duration(3 * 86_400 + 4 * 3600 + 5), "3d04h");
+    }
+
+    #[test]
+    fn remote_targets_check_ca_file_tls_and_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let load = |yml: &str| Config::from_yaml(yml, dir.path()).unwrap();
+        let err = |yml: &str| remote_targets(&load(yml)).err().unwrap().to_string();
+        let plain = remote_targets(&load("remotes:\n  - host: 127.0.0.1\n    port: 1\n")).unwrap();
+        assert_eq!(plain[0].url, "ws://127.0.0.1:1/ws");
+        assert!(plain[0].tls.is_none());
+        let e = err("remotes:\n  - host: a.example\n    ca_file: ca.pem\n");
+        assert!(e.contains("remotes.0.ca_file is set but tls is false"), "{e}");
+        let e = err("remotes:\n  - host: a.example\n    tls: true\n    ca_file: ca.pem\n");
+        assert!(e.contains("remotes.0.ca_file") && e.contains("ca.pem"), "{e}");
+        let e = err("remotes:\n  - host: \"bad host!\"\n    tls: true\n");
+        assert!(e.contains("neither a DNS name nor an IP address"), "{e}");
+        let tls = remote_targets(&load("remotes:\n  - host: 10.1.2.3\n    port: 443\n    tls: true\n"))
+            .unwrap();
+        assert_eq!(tls[0].url, "wss://10.1.2.3:443/ws");
+        assert!(tls[0].tls.is_some());
+    }
 }

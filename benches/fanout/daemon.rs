@@ -60,7 +60,7 @@ impl DaemonProc {
                 system.block_on(async move {
                     let opts = DaemonOptions {
                         ghidcache: dir,
-                        remotes: vec![remote],
+                        remotes: vec![remote.into()],
                         login,
                     };
                     let d = match daemon::start_with_log(opts, hypergolix::logging::discard()).await

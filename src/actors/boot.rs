@@ -30,7 +30,7 @@ use super::gc::{self, GcHandle};
 use super::ledger::{self, LedgerHandle};
 use super::object::ObjectRegistry;
 use super::outbox::{self, Outbox};
-use super::remote::{self, Connector, RemoteHandle};
+use super::remote::{self, Connector, RemoteHandle, RemoteTarget};
 use super::share::{self, ShareHandle};
 use super::vault::Vault;
 use crate::golix::{Geoc, Ghid, Gobd, Object, Policy, SecondParty};
@@ -50,6 +50,7 @@ pub async fn boot(
     log: slog::Logger,
 ) -> Result<(Arc<DaemonCore>, Vec<JoinHandle<()>>), DaemonError> {
     make_private_dir(&opts.ghidcache)?;
+    let urls: Vec<String> = opts.remotes.iter().map(|r| r.url.clone()).collect();
     let objects = opts.ghidcache.join("objects");
     let archive = retry_locked(|| Archive::open(&objects).map_err(DaemonError::from)).await?;
     let connector = Connector::start()
@@ -77,7 +78,7 @@ pub async fn boot(
             fingerprint,
             root_secret,
         } => {
-            finish_interrupted_commits(&archive, &db, &root_secret, &opts.remotes, &log).await;
+            finish_interrupted_commits(&archive, &db, &root_secret, &urls, &log).await;
             let root =
                 find_root(&archive, &connector, &opts.remotes, &user_id, &fingerprint).await?;
             let mut account = Account::open(root_secret.clone(), &root.frame, &root.container)?;
@@ -102,16 +103,16 @@ pub async fn boot(
         }
     };
     let vault = Vault::open(&db, VAULT_TREE, &account.vault_key())?;
-    let outbox = Outbox::open(vault.clone(), &opts.remotes)?;
+    let outbox = Outbox::open(vault.clone(), &urls)?;
 
     let (ledger, ledger_inbox) = LedgerHandle::channel();
     let (gc, gc_inbox) = GcHandle::channel();
     let (share, share_inbox) = ShareHandle::channel();
     let (remotes, inboxes): (Vec<_>, Vec<_>) = opts
         .remotes
-        .iter()
+        .into_iter()
         .enumerate()
-        .map(|(i, url)| RemoteHandle::channel(url, i))
+        .map(|(i, target)| RemoteHandle::channel(target, i))
         .unzip();
     let core = Arc::new(DaemonCore {
         identity: account.identity().clone(),
@@ -300,7 +301,7 @@ fn as_root(frame: &[u8], container: &[u8], user_id: &Ghid) -> Result<(Gobd, Geoc
 async fn find_root(
     archive: &Archive,
     connector: &Connector,
-    remotes: &[String],
+    remotes: &[RemoteTarget],
     user_id: &Ghid,
     fingerprint: &Ghid,
 ) -> Result<Root, DaemonError> {
@@ -334,15 +335,16 @@ async fn find_root(
 /// The verified root of the first remote that has it.
 async fn fetch_any_root(
     connector: &Connector,
-    remotes: &[String],
+    remotes: &[RemoteTarget],
     user_id: &Ghid,
     fingerprint: &Ghid,
 ) -> Result<Root, DaemonError> {
     let mut last = DaemonError::NotFound(format!("account {user_id} (no remote has it)"));
-    for url in remotes {
+    for target in remotes {
+        let url = &target.url;
         match tokio::time::timeout(
             LOGIN_FETCH_TIMEOUT,
-            fetch_root(connector, url, user_id, fingerprint),
+            fetch_root(connector, target, user_id, fingerprint),
         )
         .await
         {
@@ -361,14 +363,15 @@ async fn fetch_any_root(
 /// Fetches and verifies the identity, root frame and container from one remote.
 async fn fetch_root(
     connector: &Connector,
-    url: &str,
+    target: &RemoteTarget,
     user_id: &Ghid,
     fingerprint: &Ghid,
 ) -> Result<Root, DaemonError> {
+    let url = &target.url;
     let unavailable = |e: crate::persist::client::ClientError| {
         DaemonError::UnavailableUpstream(format!("{url}: {e}"))
     };
-    let (client, _notes) = connector.connect(url).await.map_err(unavailable)?;
+    let (client, _notes) = connector.connect(target).await.map_err(unavailable)?;
     let result = async {
         let gidc = client.get(fingerprint).await.map_err(unavailable)?;
         let frame = client.get(user_id).await.map_err(unavailable)?;

@@ -17,7 +17,8 @@
 //!   once, commit in order); [`commit`]: making, loading, opening and committing objects;
 //!   [`content`]: the app plaintext framing and the ratchet walk.
 //! - [`remote`]: `RemoteActor`, one per persister (reconnect, subscriptions, outbox replay,
-//!   catch-up); [`pull`]: applying what remotes push; [`outbox`]: the durable per-remote
+//!   catch-up); [`link_state`]: each remote's connection state for `hgxd status` and when a
+//!   failure is worth a warning; [`pull`]: applying what remotes push; [`outbox`]: the durable per-remote
 //!   publish queue.
 //! - [`ledger`]: `AccountActor`, the owner of the account and its flush schedule;
 //!   [`gc`]: `GcActor`, forgetting secrets of removed objects; [`apps`]: app sessions, their
@@ -43,6 +44,7 @@ pub mod dispatch;
 pub mod error;
 pub mod gc;
 pub mod ledger;
+pub mod link_state;
 pub mod object;
 pub mod outbox;
 pub mod pull;

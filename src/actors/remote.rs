@@ -10,24 +10,55 @@
 //! subscribed ghid and pulls it, so updates made while we were offline arrive unasked.
 //! Notifications are pulled in arrival order by a per-connection worker.
 //!
-//! Calls: the persist client, `pull`, the outbox, `DaemonCore`. Messages: subscribe,
+//! A connection counts as up once the persister's `hello` names our protocol version and the
+//! greeting (GIDC, subscriptions) went through. Each failure (refused, TLS, untrusted
+//! certificate, handshake, version, lost) updates the remote's [`LinkTracker`], which decides
+//! whether it is worth a warning (a change of state or of kind, never each retry); the
+//! tracker is what `hgxd status` shows.
+//!
+//! Calls: the persist client, `pull`, the outbox, `DaemonCore`, `link_state`. Messages: subscribe,
 //! unsubscribe, stop (unbounded mpsc); the connected client is published through a `watch`
 //! so fetches (`get`) go straight to it without queueing behind the actor.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
 
 use rand::Rng;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::daemon_core::DaemonCore;
+use super::link_state::{Failure, LinkTracker, RemoteStatus, Report};
 use super::pull;
 use crate::golix::Ghid;
 use crate::persist::client::{
-    ClientError, ClientOptions, Notifications, PersisterClient as Client,
+    ClientError, ClientOptions, ConnectFailure, Notifications, PersisterClient as Client,
 };
+use crate::persist::wire::PROTOCOL_VERSION;
+
+/// A persister to sync through: its websocket URL (`ws://` or `wss://`) and, for `wss://`,
+/// the TLS configuration to trust it with (`None`: the public roots, see `persist::tls`).
+#[derive(Clone)]
+pub struct RemoteTarget {
+    pub url: String,
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl From<&str> for RemoteTarget {
+    fn from(url: &str) -> RemoteTarget {
+        RemoteTarget {
+            url: url.to_owned(),
+            tls: None,
+        }
+    }
+}
+
+impl From<String> for RemoteTarget {
+    fn from(url: String) -> RemoteTarget {
+        RemoteTarget { url, tls: None }
+    }
+}
 
 /// First reconnect delay; doubles per failed attempt.
 pub const BACKOFF_START: Duration = Duration::from_millis(100);
@@ -51,9 +82,11 @@ pub struct RemoteHandle {
 }
 
 struct Shared {
-    url: String,
+    target: RemoteTarget,
     /// This remote's queue in the outbox.
     queue: usize,
+    /// The connection's state for `hgxd status`; written by the actor only.
+    tracker: Mutex<LinkTracker>,
     tx: mpsc::UnboundedSender<RemoteMsg>,
     /// The connection state (with the client while connected).
     client: watch::Receiver<Link>,
@@ -75,13 +108,14 @@ enum Link {
 }
 
 impl RemoteHandle {
-    /// The handle of the remote at `url` (outbox queue `queue`) and its inbox.
-    pub fn channel(url: &str, queue: usize) -> (RemoteHandle, RemoteInbox) {
+    /// The handle of the remote `target` (outbox queue `queue`) and its inbox.
+    pub fn channel(target: RemoteTarget, queue: usize) -> (RemoteHandle, RemoteInbox) {
         let (tx, rx) = mpsc::unbounded_channel();
         let (ctx, crx) = watch::channel(Link::Starting);
         let shared = Arc::new(Shared {
-            url: url.to_owned(),
+            target,
             queue,
+            tracker: Mutex::new(LinkTracker::new(SystemTime::now())),
             tx,
             client: crx,
         });
@@ -89,7 +123,24 @@ impl RemoteHandle {
     }
 
     pub fn url(&self) -> &str {
-        &self.shared.url
+        &self.shared.target.url
+    }
+
+    /// This remote's queue in the outbox.
+    pub fn queue(&self) -> usize {
+        self.shared.queue
+    }
+
+    fn tracker(&self) -> MutexGuard<'_, LinkTracker> {
+        self.shared
+            .tracker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Its state for `hgxd status`, with `outbox` objects still queued for it.
+    pub fn status(&self, outbox: usize) -> RemoteStatus {
+        RemoteStatus::new(self.url(), &self.tracker(), outbox)
     }
 
     pub fn is_connected(&self) -> bool {
@@ -175,7 +226,8 @@ struct RemoteActor {
 /// Why a session ended.
 enum Ended {
     Stop(oneshot::Sender<()>),
-    Lost,
+    /// The connection failed, during the greeting (`was_up` false) or later.
+    Lost { was_up: bool, failure: Failure },
 }
 
 /// Delay before reconnect attempt `attempt` (0-based): 100 ms doubling, capped at 5 s, with
@@ -193,34 +245,57 @@ impl RemoteActor {
         &self.core.log
     }
 
+    /// Records a failure; warns when it is news (see [`LinkTracker::failed`]).
+    fn failed(&self, failure: Failure) {
+        let report = self.handle.tracker().failed(failure, SystemTime::now());
+        let url = self.handle.url();
+        match report {
+            Report::Failing(f) => slog::warn!(self.log(), "remote unreachable; retrying";
+                "remote" => url, "kind" => &f.kind, "error" => &f.reason),
+            Report::StillFailing(f) => slog::debug!(self.log(), "remote still unreachable";
+                "remote" => url, "kind" => &f.kind, "error" => &f.reason),
+            Report::Connected | Report::Recovered { .. } => {}
+        }
+    }
+
+    /// Records a connection; says so at info.
+    fn connected(&self) {
+        let report = self.handle.tracker().connected(SystemTime::now());
+        let url = self.handle.url();
+        match report {
+            Report::Recovered { down_for, last } => slog::info!(self.log(), "remote reconnected";
+                "remote" => url, "down_s" => down_for.as_secs(), "last_error" => &last.reason),
+            _ => slog::info!(self.log(), "remote connected"; "remote" => url),
+        }
+    }
+
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<RemoteMsg>) {
         let mut attempt = 0u32;
         loop {
-            let (connector, url) = (self.connector.clone(), self.handle.url().to_owned());
+            let (connector, target) = (self.connector.clone(), self.handle.shared.target.clone());
             let connected = tokio::select! {
-                c = connector.connect(&url) => c,
+                c = connector.connect(&target) => c,
                 stop = self.idle(&mut rx) => {
                     let _ = stop.send(());
                     return;
                 }
             };
             match connected {
-                Ok((client, notes)) => {
-                    attempt = 0;
-                    slog::info!(self.log(), "remote connected"; "remote" => self.handle.url());
-                    match self.session(&mut rx, client, notes).await {
-                        Ended::Stop(reply) => {
-                            let _ = reply.send(());
-                            return;
-                        }
-                        Ended::Lost => {
-                            slog::info!(self.log(), "remote connection lost"; "remote" => self.handle.url());
-                        }
+                Ok((client, notes)) => match self.session(&mut rx, client, notes).await {
+                    Ended::Stop(reply) => {
+                        let _ = reply.send(());
+                        return;
                     }
-                }
+                    Ended::Lost { was_up, failure } => {
+                        if was_up {
+                            attempt = 0;
+                        }
+                        self.failed(failure);
+                    }
+                },
                 Err(e) => {
                     let _ = self.client_tx.send(Link::Down);
-                    slog::debug!(self.log(), "remote unreachable"; "remote" => self.handle.url(), "error" => %e);
+                    self.failed(Failure::from_client(&e));
                 }
             }
             let delay = backoff(attempt);
@@ -257,12 +332,15 @@ impl RemoteActor {
         client: Client,
         mut notes: Notifications,
     ) -> Ended {
-        if let Err(e) = self.greet(&client).await {
-            slog::info!(self.log(), "remote setup failed"; "remote" => self.handle.url(), "error" => %e);
+        if let Err(failure) = self.greet(&client).await {
             let _ = self.client_tx.send(Link::Down);
             client.close();
-            return Ended::Lost;
+            return Ended::Lost {
+                was_up: false,
+                failure,
+            };
         }
+        self.connected();
         let _ = self.client_tx.send(Link::Up(client.clone()));
         let (work_tx, work_rx) = mpsc::unbounded_channel();
         let worker = tokio::spawn(pull_worker(self.core.clone(), self.handle.clone(), work_rx));
@@ -314,7 +392,10 @@ impl RemoteActor {
                     Some(n) => {
                         let _ = work_tx.send(Work::Note(n.subscription, n.object.to_vec()));
                     }
-                    None => break Ended::Lost,
+                    None => break Ended::Lost {
+                        was_up: true,
+                        failure: Failure::new("lost", "the connection closed"),
+                    },
                 },
             }
         };
@@ -331,16 +412,35 @@ impl RemoteActor {
         ended
     }
 
-    /// Our GIDC, then the subscriptions.
-    async fn greet(&self, client: &Client) -> Result<(), ClientError> {
+    /// Checks the protocol version, then sends our GIDC and the subscriptions.
+    async fn greet(&self, client: &Client) -> Result<(), Failure> {
+        let failure = |e: ClientError| Failure::from_client(&e);
+        let hello = timed(client.hello()).await.map_err(failure)?;
+        check_version(hello.protocol)?;
         let gidc = self.core.identity.gidc().encode();
-        timed(client.publish(&gidc)).await?;
-        timed(client.subscribe(&self.core.fingerprint())).await?;
+        timed(client.publish(&gidc)).await.map_err(failure)?;
+        timed(client.subscribe(&self.core.fingerprint()))
+            .await
+            .map_err(failure)?;
         for g in &self.subs {
-            timed(client.subscribe(g)).await?;
+            timed(client.subscribe(g)).await.map_err(failure)?;
         }
         Ok(())
     }
+}
+
+/// Refuses a persister that speaks another protocol version than ours.
+fn check_version(theirs: u32) -> Result<(), Failure> {
+    if theirs == PROTOCOL_VERSION {
+        return Ok(());
+    }
+    Err(Failure::new(
+        "version",
+        format!(
+            "the persister speaks protocol version {theirs}, this daemon {PROTOCOL_VERSION}: \
+             upgrade the older of the two"
+        ),
+    ))
 }
 
 async fn timed<T>(
@@ -461,6 +561,7 @@ async fn drain(
 }
 
 type Connected = Result<(Client, Notifications), ClientError>;
+type ConnectRequest = (RemoteTarget, oneshot::Sender<Connected>);
 
 /// Opens persister connections on a dedicated thread running an actix system: the awc
 /// websocket is `!Send`, so its I/O task must live on one; the returned client handle and
@@ -468,24 +569,25 @@ type Connected = Result<(Client, Notifications), ClientError>;
 /// last `Connector` clone is dropped, closing every connection it opened.
 #[derive(Clone)]
 pub struct Connector {
-    tx: mpsc::UnboundedSender<(String, oneshot::Sender<Connected>)>,
+    tx: mpsc::UnboundedSender<ConnectRequest>,
 }
 
 impl Connector {
     pub fn start() -> Result<Connector, std::io::Error> {
-        let (tx, mut rx) = mpsc::unbounded_channel::<(String, oneshot::Sender<Connected>)>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<ConnectRequest>();
         std::thread::Builder::new()
             .name("hgx-remotes".into())
             .spawn(move || {
                 actix_rt::System::new().block_on(async move {
-                    while let Some((url, reply)) = rx.recv().await {
+                    while let Some((target, reply)) = rx.recv().await {
                         actix_rt::spawn(async move {
                             let opts = ClientOptions {
                                 request_timeout: REQUEST_TIMEOUT,
                                 connect_timeout: REQUEST_TIMEOUT,
+                                tls: target.tls,
                                 ..ClientOptions::default()
                             };
-                            let _ = reply.send(Client::connect_with(&url, opts).await);
+                            let _ = reply.send(Client::connect_with(&target.url, opts).await);
                         });
                     }
                 })
@@ -493,15 +595,16 @@ impl Connector {
         Ok(Connector { tx })
     }
 
-    /// Connects to `url`.
-    pub async fn connect(&self, url: &str) -> Connected {
+    /// Connects to `target`.
+    pub async fn connect(&self, target: &RemoteTarget) -> Connected {
         let (reply, rx) = oneshot::channel();
         let closed = || ClientError::Connect {
-            url: url.to_owned(),
+            url: target.url.clone(),
+            kind: ConnectFailure::Network,
             reason: "the connector thread stopped".into(),
         };
         self.tx
-            .send((url.to_owned(), reply))
+            .send((target.clone(), reply))
             .map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?
     }
@@ -525,5 +628,13 @@ mod tests {
         }
         assert!(backoff(0) <= Duration::from_millis(100));
         assert!(backoff(30) >= Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn another_protocol_version_is_refused_with_both_versions_named() {
+        assert_eq!(check_version(PROTOCOL_VERSION), Ok(()));
+        let f = check_version(PROTOCOL_VERSION + 1).unwrap_err();
+        assert_eq!(f.kind, "version");
+        assert!(f.reason.contains(&format!("version {}", PROTOCOL_VERSION + 1)), "{}", f.reason);
     }
 }

@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use super::obj::Obj;
 use super::obj::ObjShared;
-pub use super::ops::Whoami;
+pub use super::ops::{StatusReply, Whoami};
 use super::ops::{
     ApiArgs, GhidArgs, HelloArgs, HelloInfo, NewArgs, NoArgs, PushArgs, ShareArgs, TokenArgs,
     TokenReply,
@@ -377,6 +377,11 @@ impl HgxLink {
 
     pub async fn whoami(&self) -> Result<Whoami, ClientError> {
         typed(self.core.call("whoami", &NoArgs {}).await?)
+    }
+
+    /// Each remote's connection state and outbox depth.
+    pub async fn status(&self) -> Result<StatusReply, ClientError> {
+        typed(self.core.call("status", &NoArgs {}).await?)
     }
 
     /// Creates an object (the daemon's defaults: `api_id` none, dynamic, public).

@@ -37,6 +37,7 @@ use tokio::sync::mpsc;
 
 use crate::actors::api::{AppEvent, AppId, AppToken, ObjectView};
 use crate::actors::error::DaemonError;
+use crate::actors::link_state::RemoteStatus;
 use crate::golix::Ghid;
 
 pub use client::{ClientError, ErrorKind, HgxLink, Obj, RemoteError, Whoami};
@@ -60,6 +61,8 @@ pub trait DaemonApi: Clone + Send + Sync + 'static {
     fn fingerprint(&self) -> Ghid;
     /// The account's root object Ghid.
     fn user_id(&self) -> Ghid;
+    /// Each remote's connection state and outbox depth (`status`).
+    fn remotes(&self) -> Vec<RemoteStatus>;
     /// Registers an app session; the daemon sends that session's events into `events`.
     fn connect_app(&self, events: mpsc::Sender<AppEvent>) -> AppId;
     /// Ends an app session and releases its trackers. Called once per connected session,

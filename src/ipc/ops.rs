@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
 use crate::actors::api::AppToken;
+use crate::actors::link_state::RemoteStatus;
 use crate::golix::Ghid;
 
 /// The protocol version `hello` announces. Within one version, changes are additive only.
@@ -101,6 +102,12 @@ pub const OPS: &[OpSpec] = &[
         args: &[],
         result: "{fingerprint, user_id}",
         doc: "The user's identity and account root.",
+    },
+    OpSpec {
+        name: "status",
+        args: &[],
+        result: "{remotes: [{url, state, since, last_error, failures, outbox}]}",
+        doc: "Each remote in configuration order: `state` `connecting`, `connected` or `retrying` since `since` (unix seconds), `last_error` `{kind, reason}` or nil, failed attempts since the last connection, and objects still queued for it (what `hgxd status` prints).",
     },
     OpSpec {
         name: "new",
@@ -308,11 +315,18 @@ pub struct Whoami {
     pub user_id: Ghid,
 }
 
+/// Result of `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReply {
+    pub remotes: Vec<RemoteStatus>,
+}
+
 /// A request with typed arguments, after the second decoding step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     Hello(HelloArgs),
     Whoami,
+    Status,
     New(NewArgs),
     Get(GhidArgs),
     Push(PushArgs),
@@ -350,6 +364,7 @@ impl Request {
         Ok(match spec.name {
             "hello" => Request::Hello(typed(op, args)?),
             "whoami" => Request::Whoami,
+            "status" => Request::Status,
             "new" => Request::New(typed(op, args)?),
             "get" => Request::Get(typed(op, args)?),
             "push" => Request::Push(typed(op, args)?),
@@ -374,6 +389,7 @@ impl Request {
         match self {
             Request::Hello(_) => "hello",
             Request::Whoami => "whoami",
+            Request::Status => "status",
             Request::New(_) => "new",
             Request::Get(_) => "get",
             Request::Push(_) => "push",
@@ -563,7 +579,9 @@ mod tests {
             }
             let encoded = match &req {
                 Request::Hello(a) => named(a),
-                Request::Whoami | Request::DeregisterStartup => named(&NoArgs {}),
+                Request::Whoami | Request::Status | Request::DeregisterStartup => {
+                    named(&NoArgs {})
+                }
                 Request::New(a) => named(a),
                 Request::Push(a) => named(a),
                 Request::Get(a)

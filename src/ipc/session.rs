@@ -312,6 +312,12 @@ async fn execute<A: DaemonApi>(
                 user_id: api.user_id(),
             },
         )),
+        Request::Status => Ok(wire::encode_ok(
+            &id,
+            &ops::StatusReply {
+                remotes: api.remotes(),
+            },
+        )),
         Request::New(a) => api
             .new_object(app, a.state.into_vec(), a.api_id, a.dynamic, a.private)
             .await

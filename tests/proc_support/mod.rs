@@ -18,8 +18,8 @@ pub const START: Duration = Duration::from_secs(90);
 /// Any other wait.
 pub const WAIT: Duration = Duration::from_secs(30);
 pub const READY: &str = "hgxd: ready on ws://127.0.0.1:";
-/// What `hgx-persister` prints before its address.
-pub const LISTENING: &str = "listening on http://";
+/// What `hgx-persister` prints before its address (`http://` or, with TLS, `https://`).
+pub const LISTENING: &str = "listening on ";
 
 /// A child process, killed (SIGKILL) and reaped when dropped. Its stdout and stderr are
 /// collected line by line by two threads.
@@ -231,18 +231,24 @@ impl Persister {
     /// Starts one with `extra` appended to its `server:` section (YAML lines indented by two
     /// spaces; `""` for the defaults).
     pub async fn with_server_lines(extra: &str) -> Persister {
+        Persister::on_port(0, extra).await
+    }
+
+    /// Starts one on `port` (0 = any free one) with `extra` in its `server:` section.
+    pub async fn on_port(port: u16, extra: &str) -> Persister {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("hypergolix.yml");
         std::fs::write(
             &config,
             format!(
-                "server:\n  host: 127.0.0.1\n  port: 0\n  ghidcache: ./cache\n  logdir: ./logs\n  \
-                 pid_file: ./persister.pid\n  workers: 1\n{extra}"
+                "server:\n  host: 127.0.0.1\n  port: {port}\n  ghidcache: ./cache\n  \
+                 logdir: ./logs\n  pid_file: ./persister.pid\n  workers: 1\n{extra}"
             ),
         )
         .unwrap();
         let mut proc = Proc::spawn("hgx-persister", persister_command(dir.path()));
-        let addr = proc.wait_line(LISTENING, START).await;
+        let url = proc.wait_line(LISTENING, START).await;
+        let addr = url.split_once("://").map_or(url.as_str(), |(_, a)| a);
         let addr: std::net::SocketAddr = addr.trim().parse().unwrap();
         assert!(addr.ip().is_loopback(), "{addr}");
         Persister {
@@ -254,6 +260,11 @@ impl Persister {
 
     pub fn ws_url(&self) -> String {
         format!("ws://127.0.0.1:{}/ws", self.port)
+    }
+
+    /// Text of every file under its `logs/`.
+    pub fn log_files(&self) -> String {
+        files_text(&self.dir.path().join("logs"))
     }
 }
 
@@ -284,17 +295,21 @@ impl Home {
     /// Writes a config: the process section (`ipc_port` 0 = any), `verbosity`, and a remote
     /// on `persister_port` if given.
     pub fn new(path: PathBuf, verbosity: &str, persister_port: Option<u16>) -> Home {
+        let remotes = match persister_port {
+            Some(p) => format!("remotes:\n  - host: 127.0.0.1\n    port: {p}\n    tls: false\n"),
+            None => "remotes: []\n".to_owned(),
+        };
+        Home::with_lines(path, verbosity, &remotes)
+    }
+
+    /// Like [`Home::new`], with `lines` (top-level YAML: `remotes:` with its entries, `user:`,
+    /// ...) after the process and instrumentation sections.
+    pub fn with_lines(path: PathBuf, verbosity: &str, lines: &str) -> Home {
         std::fs::create_dir_all(&path).unwrap();
-        let mut yml = format!(
+        let yml = format!(
             "process:\n  ghidcache: ./ghidcache\n  logdir: ./logs\n  pid_file: ./hgxd.pid\n  \
-             ipc_port: 0\ninstrumentation:\n  verbosity: {verbosity}\n"
+             ipc_port: 0\ninstrumentation:\n  verbosity: {verbosity}\n{lines}"
         );
-        match persister_port {
-            Some(p) => yml.push_str(&format!(
-                "remotes:\n  - host: 127.0.0.1\n    port: {p}\n    tls: false\n"
-            )),
-            None => yml.push_str("remotes: []\n"),
-        }
         std::fs::write(path.join("hypergolix.yml"), yml).unwrap();
         Home { path }
     }

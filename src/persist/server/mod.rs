@@ -22,7 +22,7 @@ mod session;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -230,30 +230,7 @@ fn local_ipv4() -> Option<Ipv4Addr> {
 }
 
 fn tls_config(files: &TlsFiles) -> Result<rustls::ServerConfig, ServerError> {
-    let open = |p: &Path| {
-        std::fs::File::open(p)
-            .map(io::BufReader::new)
-            .map_err(|e| ServerError::Tls(format!("{}: {e}", p.display())))
-    };
-    let certs = rustls_pemfile::certs(&mut open(&files.cert)?)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ServerError::Tls(format!("{}: {e}", files.cert.display())))?;
-    if certs.is_empty() {
-        return Err(ServerError::Tls(format!(
-            "no certificate in {}",
-            files.cert.display()
-        )));
-    }
-    let key = rustls_pemfile::private_key(&mut open(&files.key)?)
-        .map_err(|e| ServerError::Tls(format!("{}: {e}", files.key.display())))?
-        .ok_or_else(|| ServerError::Tls(format!("no private key in {}", files.key.display())))?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ServerError::Tls(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| ServerError::Tls(e.to_string()))
+    super::tls::server_config(&files.cert, &files.key).map_err(|e| ServerError::Tls(e.to_string()))
 }
 
 /// State shared by every worker and session (behind `web::Data`, an `Arc`).
