@@ -38,6 +38,9 @@ pub struct DaemonOptions {
     pub ghidcache: PathBuf,
     /// `ws://` or `wss://` URLs of persisters' `/ws`.
     pub remotes: Vec<String>,
+    /// Bytes of sled page cache for each of the two databases (`config::DEFAULT_DAEMON_CACHE`
+    /// for the daemon; sled's own default is 1 GiB each).
+    pub cache_capacity: u64,
     pub login: Login,
 }
 
