@@ -356,7 +356,10 @@ mod tests {
             // Each file stops shortly after max_bytes (the record that crossed it).
             assert!(text.len() < 2000 + 600, "{} is {} bytes", f.display(), text.len());
             for l in text.lines() {
-                assert!(l.ends_with(" end"), "a record split across files: {l:?}");
+                assert!(
+                    l.ends_with(" end, program: big"),
+                    "a record split across files: {l:?}"
+                );
                 let n: u32 = l.split("record ").nth(1).unwrap()[..4].parse().unwrap();
                 if let Some(prev) = last_record {
                     assert_eq!(n, prev + 1, "records in order across files");
