@@ -122,6 +122,7 @@ async fn hgxd_config_edits_keep_the_rest_of_the_file() {
         &["--tls"],
         &["--whoami"],
         &["--verbosity", "loud"],
+        &["--config", "/nonexistent/hypergolix.yml", "--add-remote", "x.example"],
     ] {
         let (c, out) = hgxd_config(&home, args).await;
         assert_eq!(c, 2, "{args:?}: {out}");

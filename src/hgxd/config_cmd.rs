@@ -90,6 +90,9 @@ fn describe(r: &Remote) -> String {
 /// file first if there is none and something is to change), then prints what was asked.
 pub fn run(config: Option<&Path>, args: &ConfigArgs, out: &mut dyn Write) -> Result<(), RunError> {
     let path = match config {
+        Some(p) if !p.is_file() => {
+            return Err(config::ConfigError::Missing(p.to_path_buf()).into())
+        }
         Some(p) => Some(p.to_path_buf()),
         None if args.changes() => Some(load_or_create(None)?.1),
         None => config::find(),
