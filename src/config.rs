@@ -9,8 +9,18 @@
 //! Relative paths in the file are resolved against the directory of the file in use (or, with
 //! no file, against [`home_dir`]); relative paths given as flags against the current directory.
 //!
-//! Owns: the serde structs of every section with their defaults, the search order, path
-//! resolution and overrides. Calls: nothing of ours but [`crate::logging::Verbosity`].
+//! The file is written only through [`write_private`] (mode 0600, temporary file, fsync,
+//! rename, fsync of the directory: it can hold `user.root_secret`), and changed only through
+//! [`edit::ConfigText`], which keeps the rest of the text as it is.
+//!
+//! Owns: the serde structs of every section with their defaults, the default file's text,
+//! the search order, path resolution, overrides, and writing and editing the file. Calls:
+//! nothing of ours but [`crate::logging::Verbosity`].
+
+pub mod edit;
+mod file;
+
+pub use file::write_private;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -30,6 +40,19 @@ pub const DEFAULT_IPC_PORT: u16 = 7772;
 
 /// Default largest websocket message the persister accepts (16 MiB).
 pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
+
+/// Default sled page cache of each of the daemon's two databases (16 MiB; sled's own
+/// default, 1 GiB each, made an idle daemon sit at hundreds of MB).
+pub const DEFAULT_DAEMON_CACHE: u64 = 16 * 1024 * 1024;
+
+/// Default sled page cache of the persister's database (sled's own default, 1 GiB).
+pub const DEFAULT_SERVER_CACHE: u64 = 1024 * 1024 * 1024;
+
+/// Default size at which a log file is closed and the next one begun (10 MiB).
+pub const DEFAULT_LOG_MAX_BYTES: u64 = 10 * 1024 * 1024;
+
+/// Default number of log files kept per program.
+pub const DEFAULT_KEEP_LOGS: usize = 5;
 
 /// Errors while finding, reading or writing the configuration.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +105,8 @@ pub struct ProcessSection {
     pub logdir: PathBuf,
     pub pid_file: PathBuf,
     pub ipc_port: u16,
+    /// Bytes of sled page cache for each of the two databases under `ghidcache`.
+    pub cache_capacity: u64,
 }
 
 impl Default for ProcessSection {
@@ -91,16 +116,32 @@ impl Default for ProcessSection {
             logdir: "./logs".into(),
             pid_file: "./hypergolix.pid".into(),
             ipc_port: DEFAULT_IPC_PORT,
+            cache_capacity: DEFAULT_DAEMON_CACHE,
         }
     }
 }
 
 /// `instrumentation`: the daemon's logging.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct Instrumentation {
     pub verbosity: Verbosity,
     pub debug: bool,
+    /// Log files kept in `process.logdir` (a new one per start and per `log_max_bytes`).
+    pub keep_logs: usize,
+    /// Size at which a log file is closed and the next one begun.
+    pub log_max_bytes: u64,
+}
+
+impl Default for Instrumentation {
+    fn default() -> Self {
+        Instrumentation {
+            verbosity: Verbosity::default(),
+            debug: false,
+            keep_logs: DEFAULT_KEEP_LOGS,
+            log_max_bytes: DEFAULT_LOG_MAX_BYTES,
+        }
+    }
 }
 
 /// `user`: the account (base64 strings, as the reference wrote them).
@@ -227,8 +268,12 @@ pub struct ServerSection {
     pub request_head_timeout_s: u64,
     /// HTTP worker threads; `null` = one per core.
     pub workers: Option<usize>,
-    /// Log files kept in `logdir` (one per start).
+    /// Log files kept in `logdir` (a new one per start and per `log_max_bytes`).
     pub keep_logs: usize,
+    /// Size at which a log file is closed and the next one begun.
+    pub log_max_bytes: u64,
+    /// Bytes of sled page cache for the object store.
+    pub cache_capacity: u64,
 }
 
 impl Default for ServerSection {
@@ -252,7 +297,9 @@ impl Default for ServerSection {
             idle_timeout_s: 60,
             request_head_timeout_s: 5,
             workers: None,
-            keep_logs: 10,
+            keep_logs: DEFAULT_KEEP_LOGS,
+            log_max_bytes: DEFAULT_LOG_MAX_BYTES,
+            cache_capacity: DEFAULT_SERVER_CACHE,
         }
     }
 }
@@ -313,7 +360,9 @@ pub fn find() -> Option<PathBuf> {
 
 /// The keys of one source (the file alone, without `HGX_*` variables) that deserializing a
 /// [`Config`] ignores. A source that does not parse has none here: loading it reports that.
-fn unknown_keys(source: config::builder::ConfigBuilder<config::builder::DefaultState>) -> Vec<String> {
+fn unknown_keys(
+    source: config::builder::ConfigBuilder<config::builder::DefaultState>,
+) -> Vec<String> {
     let mut unknown = Vec::new();
     if let Ok(built) = source.build() {
         let _: Result<Config, _> =
@@ -450,7 +499,8 @@ impl Config {
         }
     }
 
-    /// Writes the defaults to `path` if no file is there (first run). Returns whether it wrote.
+    /// Writes the default file ([`DEFAULT_FILE`]) to `path` if no file is there (first run).
+    /// Returns whether it wrote.
     pub fn write_default(path: &Path) -> Result<bool, ConfigError> {
         if path.exists() {
             return Ok(false);
@@ -459,18 +509,92 @@ impl Config {
             path: path.to_path_buf(),
             source,
         };
-        if let Some(dir) = path.parent() {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             // The home holds the account's files: the user's alone (0700) when we create it.
             crate::logging::create_private_dir(dir).map_err(err)?;
         }
-        let text = serde_yaml::to_string(&Config::default())
-            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
-        let header = "# Hypergolix configuration. Relative paths are relative to \
-                      this file.\n";
-        std::fs::write(path, format!("{header}{text}")).map_err(err)?;
+        write_private(path, DEFAULT_FILE.as_bytes()).map_err(err)?;
         Ok(true)
     }
+
+    /// Applies `edit` to the text of the file at `path` and writes the result (see
+    /// [`edit`]): `expected` is what the file must read as afterwards, or the edit is refused
+    /// and nothing is written.
+    pub fn edit_file(
+        path: &Path,
+        expected: &Config,
+        edit: impl FnOnce(&mut edit::ConfigText) -> Result<(), ConfigError>,
+    ) -> Result<(), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Write {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut doc = edit::ConfigText::new(&text);
+        edit(&mut doc)?;
+        let base = Config::load_from(Some(path), false)?.base_dir;
+        let out = doc
+            .verified(expected, &base)
+            .map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?;
+        write_private(path, out.as_bytes()).map_err(|source| ConfigError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
 }
+
+/// What a first run writes: every key with its default, commented. Parses to
+/// [`Config::default`] (checked by a test).
+pub const DEFAULT_FILE: &str = "\
+# Hypergolix configuration. Relative paths are relative to this file's directory.
+# hgxd reads process, instrumentation, user and remotes; hgx-persister reads server.
+# `hgxd config` changes it from the command line; a running hgxd must be restarted to see
+# a change. HGX_SECTION__KEY environment variables override it (HGX_PROCESS__IPC_PORT=7773).
+
+process:
+  ghidcache: ./ghidcache          # the daemon's encrypted object cache
+  logdir: ./logs
+  pid_file: ./hypergolix.pid
+  ipc_port: 7772                  # apps connect to ws://127.0.0.1:<ipc_port>/
+  cache_capacity: 16777216        # bytes of page cache for each of its two databases
+
+instrumentation:
+  verbosity: info                 # error | warning | info | debug | shouty | extreme
+  debug: false
+  keep_logs: 5                    # log files kept (a new one per start and per log_max_bytes)
+  log_max_bytes: 10485760
+
+# Persisters to sync through; [] = this machine only. `hgxd config --add-remote HOST:PORT`
+# adds one, for example:
+#   - host: hgx.example.org
+#     port: 443
+#     tls: true
+#     ca_file: ./private-ca.pem   # only for a persister whose certificate a private CA signed
+remotes: []
+
+# hgxd writes user.fingerprint, user.user_id and user.scrypt here when it creates the account.
+
+server:
+  host: null                      # null = 127.0.0.1, AUTO = this machine's address, ANY = all
+  port: 7770
+  ghidcache: ./ghidcache-server
+  logdir: ./logs
+  pid_file: ./hgx-server.pid
+  verbosity: info
+  debug: false
+  tls_cert: null                  # PEM certificate chain; TLS is on when tls_key is set too
+  tls_key: null
+  max_frame: 16777216
+  max_subscriptions: 4096
+  outbound_queue: 4096
+  max_in_flight: 256
+  max_requests_per_recipient: 1024
+  idle_timeout_s: 60
+  request_head_timeout_s: 5
+  workers: null                   # null = one per core
+  keep_logs: 5
+  log_max_bytes: 10485760
+  cache_capacity: 1073741824      # bytes of page cache for the object store
+";
 
 #[cfg(test)]
 mod tests {
@@ -571,8 +695,18 @@ mod tests {
         assert!(Config::write_default(&path).unwrap());
         assert!(!Config::write_default(&path).unwrap());
         let cfg = Config::load_from(Some(&path), false).unwrap();
-        assert_eq!(cfg.server.port, 7770);
+        let mut want = Config::default();
+        want.resolve_paths(dir.path());
+        want.source = Some(path.clone());
+        want.base_dir = dir.path().to_path_buf();
+        assert_eq!(
+            cfg, want,
+            "the default file says what Config::default() says"
+        );
         assert_eq!(cfg.server.ghidcache, dir.path().join("ghidcache-server"));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "it can hold user.root_secret");
         assert!(matches!(
             Config::load(Some(&dir.path().join("nope.yml"))),
             Err(ConfigError::Missing(_))

@@ -5,12 +5,19 @@
 //! logs, obtain the password (terminal, `--password-file`, `HGX_PASSWORD`, or
 //! `user.root_secret`), create the account on first run or log in, start the daemon
 //! ([`crate::actors`]) and the app endpoint ([`crate::ipc`]) with its capability token, then run
-//! until SIGINT/SIGTERM and shut down cleanly. Also `whoami`, and `status`, which asks the
-//! running daemon over its app endpoint (the `status` op, with the capability token beside the
-//! config) how each remote stands: a live answer, never a file that could be stale.
+//! until SIGINT/SIGTERM and shut down cleanly. Also `whoami`, `config` ([`config_cmd`]), and
+//! `status`, which asks the running daemon over its app endpoint (the `status` op, with the
+//! capability token beside the config) how each remote stands: a live answer, never a file
+//! that could be stale.
 //!
-//! Owns: process orchestration and user interaction. Calls: `config`, `logging`, `process`,
-//! `actors` (account, daemon), `ipc` (server, token, client), `persist::tls` (remotes' trust).
+//! The account's `user.fingerprint` / `user.user_id` are written to the config file (fsynced,
+//! see [`config::write_private`]) before the daemon says it is ready.
+//!
+//! Owns: process orchestration and user interaction, and the exit status of each failure
+//! ([`RunError::exit_code`]). Calls: `config`, `logging`, `process`, `actors` (account,
+//! daemon), `ipc` (server, token, client), `persist::tls` (remotes' trust).
+
+pub mod config_cmd;
 
 use std::io::{IsTerminal, Write};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -49,12 +56,31 @@ pub enum RunError {
     Ipc(String),
     #[error("password: {0}")]
     Password(String),
+    /// The command line or the environment asks for something impossible.
+    #[error("{0}")]
+    Usage(String),
     #[error("identity file {path}: {reason}")]
     Identity { path: PathBuf, reason: String },
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("identity: {0}")]
     Golix(#[from] crate::golix::Error),
+}
+
+/// Exit status of a run that failed at runtime (both binaries).
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit status of a usage or configuration error (both binaries; clap's too).
+pub const EXIT_USAGE: u8 = 2;
+
+impl RunError {
+    /// [`EXIT_USAGE`] for what the user must fix in the command line, the environment or
+    /// the config file; [`EXIT_FAILURE`] for everything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunError::Config(_) | RunError::Usage(_) | RunError::Identity { .. } => EXIT_USAGE,
+            _ => EXIT_FAILURE,
+        }
+    }
 }
 
 impl From<config::ConfigError> for RunError {
@@ -102,7 +128,7 @@ fn password(args: &RunArgs, new_account: bool) -> Result<Zeroizing<String>, RunE
     if let Some(p) = &args.password_file {
         let text = Zeroizing::new(
             std::fs::read_to_string(p)
-                .map_err(|e| RunError::Password(format!("{}: {e}", p.display())))?,
+                .map_err(|e| RunError::Usage(format!("--password-file {}: {e}", p.display())))?,
         );
         return Ok(Zeroizing::new(
             text.lines().next().unwrap_or_default().to_owned(),
@@ -112,8 +138,8 @@ fn password(args: &RunArgs, new_account: bool) -> Result<Zeroizing<String>, RunE
         return Ok(Zeroizing::new(pw));
     }
     if !std::io::stdin().is_terminal() {
-        return Err(RunError::Password(
-            "no terminal: give --password-file or HGX_PASSWORD".into(),
+        return Err(RunError::Usage(
+            "password: no terminal to ask on: give --password-file or HGX_PASSWORD".into(),
         ));
     }
     let ask = |prompt: &str| {
@@ -178,38 +204,46 @@ fn import_identity(path: &Path) -> Result<FirstParty, RunError> {
 }
 
 /// Records the new account's ids (and scrypt parameters) in the config file, keeping the
-/// rest of the file as it is. Never writes the password or the root secret.
+/// rest of the file as it is ([`config::edit`]), durably. Never writes the password or the
+/// root secret.
 fn record_account(
     path: &Path,
     fingerprint: &Ghid,
     user_id: &Ghid,
     params: ScryptParams,
 ) -> Result<(), RunError> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let mut doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap_or(serde_yaml::Value::Null);
-    if !doc.is_mapping() {
-        doc = serde_yaml::Value::Mapping(Default::default());
-    }
-    let invalid = |e: serde_yaml::Error| config::ConfigError::Invalid(e.to_string());
-    let user = doc
-        .as_mapping_mut()
-        .expect("made a mapping above")
-        .entry("user".into())
-        .or_insert_with(|| serde_yaml::Value::Mapping(Default::default()));
-    if !user.is_mapping() {
-        *user = serde_yaml::Value::Mapping(Default::default());
-    }
-    let user = user.as_mapping_mut().expect("made a mapping above");
-    user.insert("fingerprint".into(), fingerprint.as_str().into());
-    user.insert("user_id".into(), user_id.as_str().into());
-    user.insert(
-        "scrypt".into(),
-        serde_yaml::to_value(params).map_err(invalid)?,
-    );
-    let out = serde_yaml::to_string(&doc).map_err(invalid)?;
-    let tmp = path.with_extension("yml.tmp");
-    std::fs::write(&tmp, out)?;
-    std::fs::rename(&tmp, path)?;
+    use config::edit::{quoted, Value};
+    let mut expected = Config::load_from(Some(path), false)?;
+    let scrypt = Some(config::ScryptConfig {
+        log_n: params.log_n,
+        r: params.r,
+        p: params.p,
+    });
+    // Written only if the file does not say it already (the fewer lines touched, the better).
+    let write_scrypt = expected.user.scrypt != scrypt;
+    expected.user.fingerprint = Some(fingerprint.as_str().to_owned());
+    expected.user.user_id = Some(user_id.as_str().to_owned());
+    expected.user.scrypt = scrypt;
+    Config::edit_file(path, &expected, |t| {
+        t.set(
+            "user",
+            "fingerprint",
+            &Value::Scalar(quoted(&fingerprint.as_str())),
+        )?;
+        t.set("user", "user_id", &Value::Scalar(quoted(&user_id.as_str())))?;
+        if !write_scrypt {
+            return Ok(());
+        }
+        t.set(
+            "user",
+            "scrypt",
+            &Value::Map(vec![
+                ("log_n".into(), params.log_n.to_string()),
+                ("r".into(), params.r.to_string()),
+                ("p".into(), params.p.to_string()),
+            ]),
+        )
+    })?;
     Ok(())
 }
 
@@ -248,10 +282,7 @@ fn remote_targets(cfg: &Config) -> Result<Vec<RemoteTarget>, RunError> {
                 Some(tls)
             }
         };
-        targets.push(RemoteTarget {
-            url: r.url(),
-            tls,
-        });
+        targets.push(RemoteTarget { url: r.url(), tls });
     }
     Ok(targets)
 }
@@ -335,12 +366,17 @@ pub async fn run(mut args: RunArgs) -> Result<(), RunError> {
     // Before anything else: a bad `ca_file` is a configuration error, not a silent retry.
     let remotes = remote_targets(&cfg)?;
     let _pid = PidFile::acquire(&cfg.process.pid_file)?;
-    let (log, _guard) = crate::logging::init(
-        "hgxd",
-        cfg.instrumentation.verbosity,
-        Some(&cfg.process.logdir),
-        10,
-    )?;
+    let ins = &cfg.instrumentation;
+    let verbosity = if ins.debug {
+        ins.verbosity.max(Verbosity::Debug)
+    } else {
+        ins.verbosity
+    };
+    let limits = crate::logging::FileLimits {
+        keep: ins.keep_logs,
+        max_bytes: ins.log_max_bytes,
+    };
+    let (log, _guard) = crate::logging::init("hgxd", verbosity, Some(&cfg.process.logdir), limits)?;
     info!(log, "starting"; "config" => %cfg_path.display(), "ghidcache" => %cfg.process.ghidcache.display());
     for key in &cfg.unknown_keys {
         slog::warn!(log, "unknown configuration key ignored (a typo?)"; "key" => key,
@@ -355,6 +391,7 @@ pub async fn run(mut args: RunArgs) -> Result<(), RunError> {
     let opts = DaemonOptions {
         ghidcache: cfg.process.ghidcache.clone(),
         remotes,
+        cache_capacity: cfg.process.cache_capacity,
         login,
     };
     let daemon = daemon::start_with_log(opts, log.new(o!("part" => "daemon"))).await?;
@@ -426,16 +463,15 @@ pub async fn status(config: Option<&Path>, ipc_port: Option<u16>) -> Result<Stri
         })?,
     };
     let cfg = Config::load(Some(&path))?;
-    let port = match ipc_port.unwrap_or(cfg.process.ipc_port) {
-        0 => {
-            return Err(invalid_config(
+    let port =
+        match ipc_port.unwrap_or(cfg.process.ipc_port) {
+            0 => return Err(invalid_config(
                 "process.ipc_port is 0 (any free port): give --ipc-port, the port hgxd printed \
                  when ready"
                     .into(),
-            ))
-        }
-        p => p,
-    };
+            )),
+            p => p,
+        };
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let token = CapabilityToken::read_file(&dir).map_err(|e| {
         RunError::Ipc(format!(
@@ -548,13 +584,21 @@ mod tests {
         assert_eq!(plain[0].url, "ws://127.0.0.1:1/ws");
         assert!(plain[0].tls.is_none());
         let e = err("remotes:\n  - host: a.example\n    ca_file: ca.pem\n");
-        assert!(e.contains("remotes.0.ca_file is set but tls is false"), "{e}");
+        assert!(
+            e.contains("remotes.0.ca_file is set but tls is false"),
+            "{e}"
+        );
         let e = err("remotes:\n  - host: a.example\n    tls: true\n    ca_file: ca.pem\n");
-        assert!(e.contains("remotes.0.ca_file") && e.contains("ca.pem"), "{e}");
+        assert!(
+            e.contains("remotes.0.ca_file") && e.contains("ca.pem"),
+            "{e}"
+        );
         let e = err("remotes:\n  - host: \"bad host!\"\n    tls: true\n");
         assert!(e.contains("neither a DNS name nor an IP address"), "{e}");
-        let tls = remote_targets(&load("remotes:\n  - host: 10.1.2.3\n    port: 443\n    tls: true\n"))
-            .unwrap();
+        let tls = remote_targets(&load(
+            "remotes:\n  - host: 10.1.2.3\n    port: 443\n    tls: true\n",
+        ))
+        .unwrap();
         assert_eq!(tls[0].url, "wss://10.1.2.3:443/ws");
         assert!(tls[0].tls.is_some());
     }

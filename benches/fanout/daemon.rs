@@ -61,6 +61,7 @@ impl DaemonProc {
                     let opts = DaemonOptions {
                         ghidcache: dir,
                         remotes: vec![remote.into()],
+                        cache_capacity: hypergolix::config::DEFAULT_DAEMON_CACHE,
                         login,
                     };
                     let d = match daemon::start_with_log(opts, hypergolix::logging::discard()).await

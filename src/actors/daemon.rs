@@ -21,8 +21,8 @@ use super::commit;
 use super::daemon_core::DaemonCore;
 use super::dispatch;
 use super::error::DaemonError;
-use super::object::{self, ObjectHandle, ObjectMsg};
 use super::link_state::RemoteStatus;
+use super::object::{self, ObjectHandle, ObjectMsg};
 use super::pull;
 use super::remote::RemoteTarget;
 use super::share;
@@ -40,6 +40,9 @@ pub struct DaemonOptions {
     pub ghidcache: PathBuf,
     /// The persisters (`ws://` or `wss://` URLs of their `/ws`, with TLS trust).
     pub remotes: Vec<RemoteTarget>,
+    /// Bytes of sled page cache for each of the two databases (`config::DEFAULT_DAEMON_CACHE`
+    /// for the daemon; sled's own default is 1 GiB each).
+    pub cache_capacity: u64,
     pub login: Login,
 }
 

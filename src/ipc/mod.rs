@@ -18,8 +18,8 @@
 //! The protocol for client authors (any language) is `src/ipc/PROTOCOL.md`.
 //!
 //! Calls: the daemon core only through the [`DaemonApi`] trait (implemented by the actors'
-//! `DaemonHandle`), plus the shared types of `actors::api` / `actors::error` and `golix::Ghid`.
-//! Nothing below `ipc` calls into it.
+//! `DaemonHandle`), plus the shared types of `actors::api` / `actors::error` and `golix::Ghid`;
+//! `token` asks `config` for its search order. Nothing below `ipc` calls into it.
 
 pub mod client;
 mod daemon;

@@ -156,6 +156,11 @@ impl Archive {
         Archive::with_store(Arc::new(SledStore::open(path)?))
     }
 
+    /// [`Archive::open`] with a sled page cache of `cache_capacity` bytes.
+    pub fn open_with_cache(path: &Path, cache_capacity: u64) -> Result<Archive, PersistError> {
+        Archive::with_store(Arc::new(SledStore::open_with_cache(path, cache_capacity)?))
+    }
+
     /// An archive on a temporary sled database, deleted when the last clone drops (tests).
     pub fn temporary() -> Result<Archive, PersistError> {
         Archive::with_store(Arc::new(SledStore::temporary()?))

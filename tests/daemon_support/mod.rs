@@ -112,6 +112,7 @@ pub async fn create(dir: &std::path::Path, remotes: &[&str], n: usize) -> Daemon
     let opts = DaemonOptions {
         ghidcache: dir.to_path_buf(),
         remotes: remotes.iter().map(|s| (*s).into()).collect(),
+        cache_capacity: hypergolix::config::DEFAULT_DAEMON_CACHE,
         login: Login::Create {
             identity: common::fixture(n),
             root_secret: secret(n, "correct horse"),
@@ -137,6 +138,7 @@ pub async fn open(
     let opts = DaemonOptions {
         ghidcache: dir.to_path_buf(),
         remotes: remotes.iter().map(|s| (*s).into()).collect(),
+        cache_capacity: hypergolix::config::DEFAULT_DAEMON_CACHE,
         login: Login::Open {
             user_id: ids.0,
             fingerprint: ids.1,

@@ -139,6 +139,7 @@ impl Node {
         let opts = DaemonOptions {
             ghidcache: dir.to_path_buf(),
             remotes: remotes.iter().map(|s| (*s).into()).collect(),
+            cache_capacity: hypergolix::config::DEFAULT_DAEMON_CACHE,
             login,
         };
         let daemon = daemon::start_with_log(opts, log(&format!("fixture{n}")))

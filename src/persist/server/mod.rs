@@ -118,6 +118,8 @@ pub struct Settings {
     pub workers: usize,
     /// Signature-verification threads; 0 = one per core.
     pub verify_threads: usize,
+    /// Bytes of sled page cache for the ghidcache.
+    pub cache_capacity: u64,
     pub log: Logger,
 }
 
@@ -131,6 +133,7 @@ impl Settings {
             limits: Limits::default(),
             workers: 0,
             verify_threads: 0,
+            cache_capacity: crate::config::DEFAULT_SERVER_CACHE,
             log: crate::logging::discard(),
         }
     }
@@ -165,6 +168,7 @@ impl Settings {
             },
             workers: s.workers.unwrap_or(0),
             verify_threads: 0,
+            cache_capacity: s.cache_capacity,
             log,
         })
     }
@@ -262,7 +266,7 @@ pub struct Running {
 /// (`#[actix_web::main]`, `#[actix_rt::test]`, `actix_rt::System::new().block_on`).
 pub async fn start(settings: Settings) -> Result<Running, ServerError> {
     let archive = match &settings.ghidcache {
-        Some(p) => Archive::open(p)?,
+        Some(p) => Archive::open_with_cache(p, settings.cache_capacity)?,
         None => Archive::temporary()?,
     };
     let limits = settings.limits;

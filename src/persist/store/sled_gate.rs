@@ -22,9 +22,19 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 static GATE: RwLock<()> = RwLock::new(());
 
-/// Opens (or creates) a sled database at `path` without sled's background flusher.
+/// Opens (or creates) a sled database at `path` without sled's background flusher, with
+/// sled's default page cache (1 GiB).
 pub fn open(path: &Path) -> sled::Result<sled::Db> {
     sled::Config::new().path(path).flush_every_ms(None).open()
+}
+
+/// [`open`] with a page cache of `cache_capacity` bytes.
+pub fn open_with_cache(path: &Path, cache_capacity: u64) -> sled::Result<sled::Db> {
+    sled::Config::new()
+        .path(path)
+        .cache_capacity(cache_capacity)
+        .flush_every_ms(None)
+        .open()
 }
 
 /// A temporary database (tests), likewise without the background flusher.

@@ -217,6 +217,11 @@ impl SledStore {
         SledStore::from_db(sled_gate::open(path)?)
     }
 
+    /// [`SledStore::open`] with a page cache of `cache_capacity` bytes.
+    pub fn open_with_cache(path: &Path, cache_capacity: u64) -> Result<SledStore, PersistError> {
+        SledStore::from_db(sled_gate::open_with_cache(path, cache_capacity)?)
+    }
+
     /// A store in a temporary directory, deleted when dropped (tests).
     pub fn temporary() -> Result<SledStore, PersistError> {
         SledStore::from_db(sled_gate::temporary()?)
