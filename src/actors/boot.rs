@@ -28,6 +28,7 @@ use super::daemon_core::{DaemonCore, Gate};
 use super::error::DaemonError;
 use super::gc::{self, GcHandle};
 use super::ledger::{self, LedgerHandle};
+use super::limits;
 use super::object::ObjectRegistry;
 use super::outbox::{self, Outbox};
 use super::remote::{self, Connector, RemoteHandle};
@@ -77,7 +78,8 @@ pub async fn boot(
             fingerprint,
             root_secret,
         } => {
-            finish_interrupted_commits(&archive, &db, &root_secret, &opts.remotes, &log).await;
+            finish_interrupted_commits(&archive, &db, &state, &root_secret, &opts.remotes, &log)
+                .await;
             let root =
                 find_root(&archive, &connector, &opts.remotes, &user_id, &fingerprint).await?;
             let mut account = Account::open(root_secret.clone(), &root.frame, &root.container)?;
@@ -101,18 +103,19 @@ pub async fn boot(
             (account, Vec::new(), root_secret)
         }
     };
-    let vault = Vault::open(&db, VAULT_TREE, &account.vault_key())?;
+    let vault = Vault::open_with_spill(&db, VAULT_TREE, &account.vault_key(), &large(&state))?;
     let outbox = Outbox::open(vault.clone(), &opts.remotes)?;
 
     let (ledger, ledger_inbox) = LedgerHandle::channel();
     let (gc, gc_inbox) = GcHandle::channel();
     let (share, share_inbox) = ShareHandle::channel();
-    let (remotes, inboxes): (Vec<_>, Vec<_>) = opts
-        .remotes
-        .iter()
-        .enumerate()
-        .map(|(i, url)| RemoteHandle::channel(url, i))
-        .unzip();
+    let mut remotes = Vec::with_capacity(opts.remotes.len());
+    let mut inboxes = Vec::with_capacity(opts.remotes.len());
+    for (i, url) in opts.remotes.iter().enumerate() {
+        let (handle, inbox) = RemoteHandle::channel(url, i, limits::known(&vault, url)?);
+        remotes.push(handle);
+        inboxes.push(inbox);
+    }
     let core = Arc::new(DaemonCore {
         identity: account.identity().clone(),
         user_id: account.user_id(),
@@ -172,11 +175,13 @@ pub async fn boot(
 async fn finish_interrupted_commits(
     archive: &Archive,
     db: &sled::Db,
+    state: &Path,
     root_secret: &crate::golix::Secret,
     remotes: &[String],
     log: &slog::Logger,
 ) {
-    let Ok(vault) = Vault::open(db, VAULT_TREE, &vault_key(root_secret)) else {
+    let key = vault_key(root_secret);
+    let Ok(vault) = Vault::open_with_spill(db, VAULT_TREE, &key, &large(state)) else {
         return;
     };
     let Ok(entries) = outbox::pending_objects(&vault, remotes) else {
@@ -221,6 +226,11 @@ async fn finish_interrupted_commits(
             slog::warn!(log, "cannot drop torn outbox entries"; "error" => %e);
         }
     }
+}
+
+/// Where the vault keeps its large records: beside sled's files in the state directory.
+fn large(state: &Path) -> std::path::PathBuf {
+    state.join("large")
 }
 
 /// Creates `dir` (and parents) and restricts it to its owner.

@@ -18,7 +18,8 @@
 //!   [`content`]: the app plaintext framing and the ratchet walk.
 //! - [`remote`]: `RemoteActor`, one per persister (reconnect, subscriptions, outbox replay,
 //!   catch-up); [`pull`]: applying what remotes push; [`outbox`]: the durable per-remote
-//!   publish queue.
+//!   publish queue; [`drain`]: sending it to one remote (publish order, refusals);
+//!   [`limits`]: each remote's size limit and the check every commit runs.
 //! - [`ledger`]: `AccountActor`, the owner of the account and its flush schedule;
 //!   [`gc`]: `GcActor`, forgetting secrets of removed objects; [`apps`]: app sessions, their
 //!   trackers, tokens, share handlers and coalescing event mailboxes; [`dispatch`]: app
@@ -40,9 +41,11 @@ pub mod content;
 pub mod daemon;
 pub mod daemon_core;
 pub mod dispatch;
+pub mod drain;
 pub mod error;
 pub mod gc;
 pub mod ledger;
+pub mod limits;
 pub mod object;
 pub mod outbox;
 pub mod pull;

@@ -255,6 +255,24 @@ impl Persister {
     pub fn ws_url(&self) -> String {
         format!("ws://127.0.0.1:{}/ws", self.port)
     }
+
+    /// Stops this persister (SIGKILL) and starts it again on the same port, over the same
+    /// ghidcache, with `extra` as its `server:` lines (as for [`Persister::with_server_lines`]).
+    pub async fn restart_with(&mut self, extra: &str) {
+        self.proc.kill9().await;
+        std::fs::write(
+            self.dir.path().join("hypergolix.yml"),
+            format!(
+                "server:\n  host: 127.0.0.1\n  port: {}\n  ghidcache: ./cache\n  \
+                 logdir: ./logs\n  pid_file: ./persister.pid\n  workers: 1\n{extra}",
+                self.port
+            ),
+        )
+        .unwrap();
+        let _ = std::fs::remove_file(self.dir.path().join("persister.pid"));
+        self.proc = Proc::spawn("hgx-persister", persister_command(self.dir.path()));
+        self.proc.wait_line(LISTENING, START).await;
+    }
 }
 
 /// `hgx-persister --config hypergolix.yml` in `dir` (its working directory and `HOME`).
@@ -297,6 +315,28 @@ impl Home {
         }
         std::fs::write(path.join("hypergolix.yml"), yml).unwrap();
         Home { path }
+    }
+
+    /// Another machine of `first`'s account (its `user.fingerprint` and `user.user_id`,
+    /// nothing else), with a remote on `persister_port`.
+    pub fn second_machine(path: PathBuf, verbosity: &str, persister_port: u16, first: &Home) -> Home {
+        let home = Home::new(path, verbosity, Some(persister_port));
+        let config = std::fs::read_to_string(first.file("hypergolix.yml")).unwrap();
+        let doc: serde_yaml::Value = serde_yaml::from_str(&config).unwrap();
+        let field = |k: &str| {
+            doc["user"][k]
+                .as_str()
+                .unwrap_or_else(|| panic!("user.{k} in\n{config}"))
+                .to_owned()
+        };
+        let mut yml = std::fs::read_to_string(home.file("hypergolix.yml")).unwrap();
+        yml.push_str(&format!(
+            "user:\n  fingerprint: \"{}\"\n  user_id: \"{}\"\n",
+            field("fingerprint"),
+            field("user_id")
+        ));
+        std::fs::write(home.file("hypergolix.yml"), yml).unwrap();
+        home
     }
 
     /// A home `hgxd` creates itself on first run (no config written).
