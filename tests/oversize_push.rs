@@ -177,7 +177,8 @@ async fn an_oversize_push_is_refused_before_anything_is_committed() {
 /// The persister's limit shrinks while the daemon, which knew the larger one, has a push of
 /// a big state queued for it: the frame and its container are kept from the persister as a
 /// unit, the app hears `remote_refused`, the log has a warning, and the other machine keeps
-/// reading the last state the persister has, then the next push that fits.
+/// the last state the persister has, then gets the next push that fits (whose frame ratchets
+/// over the one the persister never got).
 #[actix_rt::test]
 async fn a_push_a_remote_can_no_longer_store_is_kept_from_it_whole() {
     let dir = tempfile::tempdir().unwrap();
@@ -190,6 +191,8 @@ async fn a_push_a_remote_can_no_longer_store_is_kept_from_it_whole() {
         .await
         .unwrap();
     assert!(wait_upstream(&persister, &obj.ghid, 0).await);
+    let b = Machine::second(&dir, &persister, &a).await;
+    read_until(&b.link, obj.ghid, b"v1").await;
 
     persister.proc.kill9().await;
     // Known limit 16 MiB: committed locally and queued.
@@ -204,10 +207,8 @@ async fn a_push_a_remote_can_no_longer_store_is_kept_from_it_whole() {
         log.contains("remote refused an object for good"),
         "no warning in\n{log}"
     );
-    let b = Machine::second(&dir, &persister, &a).await;
-    read_until(&b.link, obj.ghid, b"v1").await;
+    assert_eq!(b.link.get(obj.ghid).await.unwrap().state, b"v1");
 
-    // The next frame ratchets over the one the persister never got.
     a.link.push(obj.ghid, b"v3".to_vec(), None).await.unwrap();
     assert!(wait_upstream(&persister, &obj.ghid, 2).await);
     read_until(&b.link, obj.ghid, b"v3").await;

@@ -256,10 +256,13 @@ impl Persister {
         format!("ws://127.0.0.1:{}/ws", self.port)
     }
 
-    /// Stops this persister (SIGKILL) and starts it again on the same port, over the same
-    /// ghidcache, with `extra` as its `server:` lines (as for [`Persister::with_server_lines`]).
+    /// Stops this persister (SIGKILL, unless it is gone already) and starts it again on the
+    /// same port, over the same ghidcache, with `extra` as its `server:` lines (as for
+    /// [`Persister::with_server_lines`]).
     pub async fn restart_with(&mut self, extra: &str) {
-        self.proc.kill9().await;
+        if self.proc.child.try_wait().unwrap().is_none() {
+            self.proc.kill9().await;
+        }
         std::fs::write(
             self.dir.path().join("hypergolix.yml"),
             format!(
