@@ -287,6 +287,15 @@ impl RawRequest {
         Ok(RawRequest { id, op, args })
     }
 
+    /// `bad_args` unless `args` is a map or absent (the one rule of both protocols, checked
+    /// for every op, also those that take no arguments).
+    pub fn check_args(&self) -> Result<(), &'static str> {
+        match self.args {
+            Value::Nil | Value::Map(_) => Ok(()),
+            _ => Err(ARGS_NOT_A_MAP),
+        }
+    }
+
     /// Step two: the typed args of the op. `args` must be a map (named arguments, the
     /// same rule as the app protocol's); `nil` reads as an empty map; unknown fields are
     /// ignored.

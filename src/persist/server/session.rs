@@ -332,6 +332,10 @@ impl Conn {
             }
         };
         trace!(self.log, "request"; "op" => &raw.op, "id" => %raw.id);
+        if let Err(e) = raw.check_args() {
+            let msg = format!("{}: {e}", raw.op);
+            return self.reply_err(&raw.id, codes::BAD_ARGS, msg).await;
+        }
         let archive = &self.shared.archive;
         match raw.op.as_str() {
             "hello" => self.reply_ok(&raw.id, &self.shared.hello).await,
