@@ -46,4 +46,12 @@ pub enum AppEvent {
         ok: bool,
         status: u32,
     },
+    /// A remote refused an object of ours for good (`code`: its wire code, e.g. `too_large`):
+    /// that remote keeps the tracked object's previous state until a later push fits.
+    RemoteRefused {
+        ghid: Ghid,
+        remote: String,
+        code: String,
+        message: String,
+    },
 }

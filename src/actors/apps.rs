@@ -84,6 +84,15 @@ impl AppRegistry {
             .is_some_and(|e| e.tracked.contains(ghid))
     }
 
+    /// Every app tracking `ghid`.
+    pub fn trackers(&self, ghid: &Ghid) -> Vec<AppId> {
+        self.lock()
+            .iter()
+            .filter(|(_, e)| e.tracked.contains(ghid))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     /// Records that `app` no longer tracks `ghid`.
     pub fn untrack(&self, app: AppId, ghid: &Ghid) {
         if let Some(e) = self.lock().get_mut(&app) {

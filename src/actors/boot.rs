@@ -28,6 +28,7 @@ use super::daemon_core::{DaemonCore, Gate};
 use super::error::DaemonError;
 use super::gc::{self, GcHandle};
 use super::ledger::{self, LedgerHandle};
+use super::limits;
 use super::object::ObjectRegistry;
 use super::outbox::{self, Outbox};
 use super::remote::{self, Connector, RemoteHandle, RemoteTarget};
@@ -82,7 +83,7 @@ pub async fn boot(
             fingerprint,
             root_secret,
         } => {
-            finish_interrupted_commits(&archive, &db, &root_secret, &urls, &log).await;
+            finish_interrupted_commits(&archive, &db, &state, &root_secret, &urls, &log).await;
             let root =
                 find_root(&archive, &connector, &opts.remotes, &user_id, &fingerprint).await?;
             let mut account = Account::open(root_secret.clone(), &root.frame, &root.container)?;
@@ -106,18 +107,20 @@ pub async fn boot(
             (account, Vec::new(), root_secret)
         }
     };
-    let vault = Vault::open(&db, VAULT_TREE, &account.vault_key())?;
+    let vault = Vault::open_with_spill(&db, VAULT_TREE, &account.vault_key(), &large(&state))?;
     let outbox = Outbox::open(vault.clone(), &urls)?;
 
     let (ledger, ledger_inbox) = LedgerHandle::channel();
     let (gc, gc_inbox) = GcHandle::channel();
     let (share, share_inbox) = ShareHandle::channel();
-    let (remotes, inboxes): (Vec<_>, Vec<_>) = opts
-        .remotes
-        .into_iter()
-        .enumerate()
-        .map(|(i, target)| RemoteHandle::channel(target, i))
-        .unzip();
+    let mut remotes = Vec::with_capacity(opts.remotes.len());
+    let mut inboxes = Vec::with_capacity(opts.remotes.len());
+    for (i, target) in opts.remotes.into_iter().enumerate() {
+        let max_object = limits::known(&vault, &target.url)?;
+        let (handle, inbox) = RemoteHandle::channel(target, i, max_object);
+        remotes.push(handle);
+        inboxes.push(inbox);
+    }
     let core = Arc::new(DaemonCore {
         identity: account.identity().clone(),
         user_id: account.user_id(),
@@ -177,11 +180,13 @@ pub async fn boot(
 async fn finish_interrupted_commits(
     archive: &Archive,
     db: &sled::Db,
+    state: &Path,
     root_secret: &crate::golix::Secret,
     remotes: &[String],
     log: &slog::Logger,
 ) {
-    let Ok(vault) = Vault::open(db, VAULT_TREE, &vault_key(root_secret)) else {
+    let key = vault_key(root_secret);
+    let Ok(vault) = Vault::open_with_spill(db, VAULT_TREE, &key, &large(state)) else {
         return;
     };
     let Ok(entries) = outbox::pending_objects(&vault, remotes) else {
@@ -226,6 +231,11 @@ async fn finish_interrupted_commits(
             slog::warn!(log, "cannot drop torn outbox entries"; "error" => %e);
         }
     }
+}
+
+/// Where the vault keeps its large records: beside sled's files in the state directory.
+fn large(state: &Path) -> std::path::PathBuf {
+    state.join("large")
 }
 
 /// Creates `dir` (and parents) and restricts it to its owner.

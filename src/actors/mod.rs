@@ -18,8 +18,9 @@
 //!   [`content`]: the app plaintext framing and the ratchet walk.
 //! - [`remote`]: `RemoteActor`, one per persister (reconnect, subscriptions, outbox replay,
 //!   catch-up); [`link_state`]: each remote's connection state for `hgxd status` and when a
-//!   failure is worth a warning; [`pull`]: applying what remotes push; [`outbox`]: the durable per-remote
-//!   publish queue.
+//!   failure is worth a warning; [`pull`]: applying what remotes push; [`outbox`]: the durable
+//!   per-remote publish queue; [`drain`]: sending it to one remote (publish order, refusals);
+//!   [`limits`]: each remote's size limit and the check every commit runs.
 //! - [`ledger`]: `AccountActor`, the owner of the account and its flush schedule;
 //!   [`gc`]: `GcActor`, forgetting secrets of removed objects; [`apps`]: app sessions, their
 //!   trackers, tokens, share handlers and coalescing event mailboxes; [`dispatch`]: app
@@ -41,9 +42,11 @@ pub mod content;
 pub mod daemon;
 pub mod daemon_core;
 pub mod dispatch;
+pub mod drain;
 pub mod error;
 pub mod gc;
 pub mod ledger;
+pub mod limits;
 pub mod link_state;
 pub mod object;
 pub mod outbox;

@@ -29,6 +29,7 @@ use tokio::task::JoinHandle;
 
 use super::api::{AppEvent, AppId, ObjectView};
 use super::commit::{self, Loaded};
+use super::content;
 use super::daemon_core::DaemonCore;
 use super::error::DaemonError;
 use super::push::{After, PushJob, Pushed, Tip};
@@ -388,6 +389,12 @@ impl ObjectActor {
         let private = private.unwrap_or(current);
         if private && !current {
             let _ = reply.send(Err(DaemonError::CatOuttaBag));
+            return;
+        }
+        // Refused before it can coalesce with other pushes: see `limits`.
+        let len = content::container_len(state.len());
+        if let Err(e) = self.core.check_fits(len, "the new state's container") {
+            let _ = reply.send(Err(e));
             return;
         }
         self.pushes += 1;

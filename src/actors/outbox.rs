@@ -4,7 +4,8 @@
 //! `b"outbox\0" | 8-byte tag of the remote URL | u64 big-endian sequence number`, so a prefix
 //! scan returns a remote's entries in publish order and the queues survive restarts. Values
 //! are the raw object bytes (sealed by the vault like everything else). An entry is removed
-//! only when its remote acknowledged it (or refused it by rule: see `RemoteActor`).
+//! only when its remote acknowledged it, or refused it for good (a rule, or too large for
+//! it): `RemoteActor` logs that as a warning and tells the apps tracking the object.
 //!
 //! Calls: the vault. Enqueued by whoever publishes locally (objects, account, holds);
 //! drained by each `RemoteActor`. Durability: `enqueue` writes to sled; callers that
@@ -62,7 +63,8 @@ pub struct Entry {
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Stored(#[serde(with = "serde_bytes")] Vec<u8>);
 
-fn tag(url: &str) -> [u8; TAG_LEN] {
+/// A short stable name of a remote URL, for vault keys.
+pub(super) fn tag(url: &str) -> [u8; TAG_LEN] {
     let d = Sha512::digest(url.as_bytes());
     let mut t = [0u8; TAG_LEN];
     t.copy_from_slice(&d[..TAG_LEN]);
@@ -187,6 +189,20 @@ impl Outbox {
                 }
             }
         }
+    }
+
+    /// The entry after `seq` in queue `q`, if any (a binding's container: a commit stages a
+    /// binding and its container one after the other).
+    pub fn next_after(&self, q: usize, seq: u64) -> Result<Option<Entry>, DaemonError> {
+        let queue = &self.queues[q];
+        let next = queue.seqs().range(seq + 1..).next().copied();
+        let Some(next) = next else {
+            return Ok(None);
+        };
+        Ok(self
+            .vault
+            .get::<Stored>(&key(&queue.prefix, next))?
+            .map(|Stored(object)| Entry { seq: next, object }))
     }
 
     /// Removes entry `seq` of queue `q` (acknowledged or refused by the remote).

@@ -2,12 +2,11 @@
 //! `/ws`).
 //!
 //! Owns: the connection (the persist client), reconnection with capped exponential backoff
-//! and jitter, the set of subscribed dynamic ghids, the draining of this remote's durable
-//! outbox queue, and catch-up. On every (re)connect it publishes our GIDC, subscribes our
-//! fingerprint and every subscribed ghid, replays the outbox in order (an entry is removed
-//! only once the remote acknowledged it; "already present" is success; a rule rejection is
-//! logged and dropped so the queue never wedges), then fetches the current frame of every
-//! subscribed ghid and pulls it, so updates made while we were offline arrive unasked.
+//! and jitter, the set of subscribed dynamic ghids, the remote's size limit, and catch-up. On
+//! every (re)connect it asks the remote's `hello` for its `max_frame` (remembered through
+//! [`super::limits`]), publishes our GIDC, subscribes our fingerprint and every subscribed
+//! ghid, replays the outbox in order ([`super::drain`]), then fetches the current frame of
+//! every subscribed ghid and pulls it, so updates made while we were offline arrive unasked.
 //! Notifications are pulled in arrival order by a per-connection worker.
 //!
 //! A connection counts as up once the persister's `hello` names our protocol version and the
@@ -16,11 +15,13 @@
 //! whether it is worth a warning (a change of state or of kind, never each retry); the
 //! tracker is what `hgxd status` shows.
 //!
-//! Calls: the persist client, `pull`, the outbox, `DaemonCore`, `link_state`. Messages: subscribe,
+//! Calls: the persist client, `pull`, `drain`, `limits`, `DaemonCore`, `link_state`. Messages:
+//! subscribe,
 //! unsubscribe, stop (unbounded mpsc); the connected client is published through a `watch`
 //! so fetches (`get`) go straight to it without queueing behind the actor.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -30,12 +31,12 @@ use tokio::task::JoinHandle;
 
 use super::daemon_core::DaemonCore;
 use super::link_state::{Failure, LinkTracker, RemoteStatus, Report};
-use super::pull;
+use super::{drain, limits, pull};
 use crate::golix::Ghid;
 use crate::persist::client::{
     ClientError, ClientOptions, ConnectFailure, Notifications, PersisterClient as Client,
 };
-use crate::persist::wire::PROTOCOL_VERSION;
+use crate::persist::wire::{self, PROTOCOL_VERSION};
 
 /// A persister to sync through: its websocket URL (`ws://` or `wss://`) and, for `wss://`,
 /// the TLS configuration to trust it with (`None`: the public roots, see `persist::tls`).
@@ -66,8 +67,6 @@ pub const BACKOFF_START: Duration = Duration::from_millis(100);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Longest wait for one request's reply before the connection is considered broken.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Wait before retrying an outbox entry the remote could not take right now.
-const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
 enum RemoteMsg {
     Subscribe(Ghid),
@@ -78,18 +77,20 @@ enum RemoteMsg {
 /// Talks to one `RemoteActor`. Cheap to clone.
 #[derive(Clone)]
 pub struct RemoteHandle {
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
 }
 
-struct Shared {
+pub(super) struct Shared {
     target: RemoteTarget,
     /// This remote's queue in the outbox.
-    queue: usize,
+    pub(super) queue: usize,
     /// The connection's state for `hgxd status`; written by the actor only.
     tracker: Mutex<LinkTracker>,
     tx: mpsc::UnboundedSender<RemoteMsg>,
     /// The connection state (with the client while connected).
     client: watch::Receiver<Link>,
+    /// The largest object this remote takes: from its last `hello` (see [`super::limits`]).
+    max_object: AtomicU64,
 }
 
 /// The receiving ends, consumed by [`spawn`].
@@ -108,8 +109,13 @@ enum Link {
 }
 
 impl RemoteHandle {
-    /// The handle of the remote `target` (outbox queue `queue`) and its inbox.
-    pub fn channel(target: RemoteTarget, queue: usize) -> (RemoteHandle, RemoteInbox) {
+    /// The handle of the remote `target` (outbox queue `queue`, last known to take objects
+    /// of up to `max_object` bytes) and its inbox.
+    pub fn channel(
+        target: RemoteTarget,
+        queue: usize,
+        max_object: u64,
+    ) -> (RemoteHandle, RemoteInbox) {
         let (tx, rx) = mpsc::unbounded_channel();
         let (ctx, crx) = watch::channel(Link::Starting);
         let shared = Arc::new(Shared {
@@ -118,6 +124,7 @@ impl RemoteHandle {
             tracker: Mutex::new(LinkTracker::new(SystemTime::now())),
             tx,
             client: crx,
+            max_object: AtomicU64::new(max_object),
         });
         (RemoteHandle { shared }, RemoteInbox { rx, client: ctx })
     }
@@ -145,6 +152,12 @@ impl RemoteHandle {
 
     pub fn is_connected(&self) -> bool {
         matches!(*self.shared.client.borrow(), Link::Up(_))
+    }
+
+    /// The largest object this remote takes, as last announced (or assumed, see
+    /// [`super::limits`]).
+    pub fn max_object(&self) -> u64 {
+        self.shared.max_object.load(Ordering::Relaxed)
     }
 
     /// The connected client; while the first connection attempt is still running, waits for
@@ -335,23 +348,27 @@ impl RemoteActor {
         client: Client,
         mut notes: Notifications,
     ) -> Ended {
-        if let Err(failure) = self.greet(&client).await {
-            let _ = self.client_tx.send(Link::Down);
-            client.close();
-            return Ended::Lost {
-                was_up: false,
-                failure,
-            };
-        }
+        let max_object = match self.greet(&client).await {
+            Ok(max) => max,
+            Err(failure) => {
+                let _ = self.client_tx.send(Link::Down);
+                client.close();
+                return Ended::Lost {
+                    was_up: false,
+                    failure,
+                };
+            }
+        };
         self.connected();
         let _ = self.client_tx.send(Link::Up(client.clone()));
         let (work_tx, work_rx) = mpsc::unbounded_channel();
         let worker = tokio::spawn(pull_worker(self.core.clone(), self.handle.clone(), work_rx));
         let (caught_up_tx, caught_up_rx) = oneshot::channel();
-        let drainer = tokio::spawn(drain(
+        let drainer = tokio::spawn(drain::drain(
             self.core.clone(),
             self.handle.clone(),
             client.clone(),
+            max_object,
             caught_up_tx,
         ));
         let subs: Vec<Ghid> = self.subs.iter().copied().collect();
@@ -415,11 +432,32 @@ impl RemoteActor {
         ended
     }
 
-    /// Checks the protocol version, then sends our GIDC and the subscriptions.
-    async fn greet(&self, client: &Client) -> Result<(), Failure> {
+    /// Checks the protocol version, learns the remote's limits (remembered, see
+    /// [`super::limits`]), then sends our GIDC and the subscriptions. Returns the largest
+    /// object the remote takes.
+    async fn greet(&self, client: &Client) -> Result<u64, Failure> {
         let failure = |e: ClientError| Failure::from_client(&e);
         let hello = timed(client.hello()).await.map_err(failure)?;
         check_version(hello.protocol)?;
+        let max_object = wire::max_publish_object(hello.limits.max_frame);
+        let previous = self
+            .handle
+            .shared
+            .max_object
+            .swap(max_object, Ordering::Relaxed);
+        if previous != max_object {
+            let remembered = limits::remember(&self.core.vault, self.handle.url(), max_object);
+            if let Err(e) = async {
+                remembered?;
+                self.core.vault.flush().await
+            }
+            .await
+            {
+                slog::warn!(self.log(), "cannot remember a remote's limit"; "error" => %e);
+            }
+            slog::info!(self.log(), "remote size limit"; "remote" => self.handle.url(),
+                "max_object" => max_object, "was" => previous);
+        }
         let gidc = self.core.identity.gidc().encode();
         timed(client.publish(&gidc)).await.map_err(failure)?;
         timed(client.subscribe(&self.core.fingerprint()))
@@ -428,7 +466,7 @@ impl RemoteActor {
         for g in &self.subs {
             timed(client.subscribe(g)).await.map_err(failure)?;
         }
-        Ok(())
+        Ok(max_object)
     }
 }
 
@@ -446,7 +484,7 @@ fn check_version(theirs: u32) -> Result<(), Failure> {
     ))
 }
 
-async fn timed<T>(
+pub(super) async fn timed<T>(
     f: impl std::future::Future<Output = Result<T, ClientError>>,
 ) -> Result<T, ClientError> {
     tokio::time::timeout(REQUEST_TIMEOUT, f)
@@ -505,60 +543,6 @@ async fn pull_worker(
                     slog::info!(core.log, "catch-up frame not applied"; "remote" => remote.url(), "error" => %e);
                 }
             }
-        }
-    }
-}
-
-/// Whether a remote's refusal (its wire code) is final for this object (drop it) rather
-/// than transient (retry).
-fn is_rule_rejection(code: &str) -> bool {
-    !matches!(code, "storage" | "unavailable" | "limit")
-}
-
-/// Replays this remote's outbox queue in order, forever (the session aborts it). Signals
-/// `caught_up` the first time the queue is empty.
-async fn drain(
-    core: Arc<DaemonCore>,
-    remote: RemoteHandle,
-    client: Client,
-    caught_up: oneshot::Sender<()>,
-) {
-    let q = remote.shared.queue;
-    let mut caught_up = Some(caught_up);
-    loop {
-        let entry = match core.outbox.first(q) {
-            Ok(Some(e)) => e,
-            Ok(None) => {
-                if let Some(c) = caught_up.take() {
-                    let _ = c.send(());
-                }
-                core.outbox.wait(q).await;
-                continue;
-            }
-            Err(e) => {
-                slog::warn!(core.log, "outbox entry unreadable; dropped"; "remote" => remote.url(), "error" => %e);
-                continue;
-            }
-        };
-        match timed(client.publish(&entry.object)).await {
-            Ok(_) => {}
-            Err(e @ ClientError::Server { .. }) if e.code().is_some_and(is_rule_rejection) => {
-                slog::warn!(core.log, "remote refused an object; dropped from the outbox";
-                    "remote" => remote.url(), "error" => %e);
-            }
-            Err(e @ ClientError::Server { .. }) => {
-                slog::debug!(core.log, "remote busy; will retry"; "remote" => remote.url(), "error" => %e);
-                tokio::time::sleep(RETRY_PAUSE).await;
-                continue;
-            }
-            Err(e) => {
-                slog::debug!(core.log, "publish failed; connection presumed lost"; "remote" => remote.url(), "error" => %e);
-                client.close();
-                return;
-            }
-        }
-        if let Err(e) = core.outbox.remove(q, entry.seq) {
-            slog::warn!(core.log, "cannot remove an acknowledged outbox entry"; "error" => %e);
         }
     }
 }

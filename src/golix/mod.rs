@@ -19,6 +19,7 @@ mod ghid;
 mod gidc;
 mod gobd;
 mod identity;
+mod keycheck;
 mod object;
 mod secret;
 

@@ -176,7 +176,7 @@ pub const OPS: &[OpSpec] = &[
         name: "register_startup",
         args: GHID_ONLY,
         result: "nil",
-        doc: "Sets the startup object of this session's token (`unknown_token` without one; `already_set` if one is set).",
+        doc: "Sets the startup object of this session's token (`unknown_token` without one; `already_set` if one is set; `not_found` for an object that does not exist; `access_denied` for another app's private object).",
     },
     OpSpec {
         name: "deregister_startup",
@@ -225,6 +225,11 @@ pub const EVENTS: &[EventSpec] = &[
         name: "share_result",
         data: "{ghid, recipient, ok, status}",
         doc: "The outcome of a share this app (or its token) asked for; `status` 0 = accepted.",
+    },
+    EventSpec {
+        name: "remote_refused",
+        data: "{ghid, remote, code, message}",
+        doc: "A remote refused an object of the user's for good (`code`, e.g. `too_large`): it keeps the tracked object's previous state until a later push fits. Also in the daemon's log as a warning.",
     },
 ];
 
@@ -416,8 +421,9 @@ fn with_defaults(spec: &OpSpec, args: Value) -> Result<Value, ArgsError> {
         Value::Map(m) => m,
         _ => {
             return Err(ArgsError::BadArgs(format!(
-                "{}: `args` must be a map",
-                spec.name
+                "{}: {}",
+                spec.name,
+                crate::persist::wire::ARGS_NOT_A_MAP
             )))
         }
     };
@@ -704,7 +710,16 @@ mod tests {
             info.ops["new"].args,
             ["state", "api_id", "dynamic", "private"]
         );
-        assert_eq!(info.events, ["update", "delete", "share", "share_result"]);
+        assert_eq!(
+            info.events,
+            [
+                "update",
+                "delete",
+                "share",
+                "share_result",
+                "remote_refused"
+            ]
+        );
     }
 
     /// `PROTOCOL.md` shows the table exactly as [`markdown_table`] renders it.

@@ -20,6 +20,7 @@
 
 pub mod sled_gate;
 mod sled_store;
+pub mod spill;
 
 use std::collections::BTreeMap;
 

@@ -266,6 +266,27 @@ impl Persister {
     pub fn log_files(&self) -> String {
         files_text(&self.dir.path().join("logs"))
     }
+
+    /// Stops this persister (SIGKILL, unless it is gone already) and starts it again on the
+    /// same port, over the same ghidcache, with `extra` as its `server:` lines (as for
+    /// [`Persister::with_server_lines`]).
+    pub async fn restart_with(&mut self, extra: &str) {
+        if self.proc.child.try_wait().unwrap().is_none() {
+            self.proc.kill9().await;
+        }
+        std::fs::write(
+            self.dir.path().join("hypergolix.yml"),
+            format!(
+                "server:\n  host: 127.0.0.1\n  port: {}\n  ghidcache: ./cache\n  \
+                 logdir: ./logs\n  pid_file: ./persister.pid\n  workers: 1\n{extra}",
+                self.port
+            ),
+        )
+        .unwrap();
+        let _ = std::fs::remove_file(self.dir.path().join("persister.pid"));
+        self.proc = Proc::spawn("hgx-persister", persister_command(self.dir.path()));
+        self.proc.wait_line(LISTENING, START).await;
+    }
 }
 
 /// `hgx-persister --config hypergolix.yml` in `dir` (its working directory and `HOME`).
@@ -312,6 +333,30 @@ impl Home {
         );
         std::fs::write(path.join("hypergolix.yml"), yml).unwrap();
         Home { path }
+    }
+
+    /// Another machine of `first`'s account (its `user.fingerprint` and `user.user_id`,
+    /// nothing else), with a remote on `persister_port`.
+    pub fn second_machine(
+        path: PathBuf,
+        verbosity: &str,
+        persister_port: u16,
+        first: &Home,
+    ) -> Home {
+        let home = Home::new(path, verbosity, Some(persister_port));
+        let config = std::fs::read_to_string(first.file("hypergolix.yml")).unwrap();
+        let cfg = hypergolix::config::Config::load_from(Some(&first.file("hypergolix.yml")), false)
+            .unwrap();
+        let field =
+            |v: Option<String>, k: &str| v.unwrap_or_else(|| panic!("user.{k} in\n{config}"));
+        let mut yml = std::fs::read_to_string(home.file("hypergolix.yml")).unwrap();
+        yml.push_str(&format!(
+            "user:\n  fingerprint: \"{}\"\n  user_id: \"{}\"\n",
+            field(cfg.user.fingerprint, "fingerprint"),
+            field(cfg.user.user_id, "user_id")
+        ));
+        std::fs::write(home.file("hypergolix.yml"), yml).unwrap();
+        home
     }
 
     /// A home `hgxd` creates itself on first run (no config written).

@@ -652,6 +652,14 @@ class HGXLink:
                     self._on_share(ev.data)
                 elif ev.name == "share_result":
                     logger.info("share result: %r", ev.data)
+                elif ev.name == "remote_refused":
+                    logger.warning(
+                        "remote %s refused %s for good (%s): %s",
+                        ev.data.get("remote"),
+                        Ghid.from_bytes(ev.data["ghid"]),
+                        ev.data.get("code"),
+                        ev.data.get("message"),
+                    )
                 else:
                     logger.debug("ignoring unknown event %r", ev.name)
             except asyncio.CancelledError:

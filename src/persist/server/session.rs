@@ -313,8 +313,8 @@ impl Conn {
 
     /// Typed args of a one-ghid op, or a `bad_args` reply.
     async fn ghid_arg(&self, raw: &wire::RawRequest) -> Option<Ghid> {
-        match raw.args::<args::ByGhid>() {
-            Ok(a) => Some(a.ghid),
+        match raw.args::<args::ByGhid>().and_then(args::ByGhid::stored) {
+            Ok(a) => Some(a),
             Err(e) => {
                 self.reply_err(&raw.id, codes::BAD_ARGS, format!("{}: {e}", raw.op))
                     .await;
@@ -332,6 +332,10 @@ impl Conn {
             }
         };
         trace!(self.log, "request"; "op" => &raw.op, "id" => %raw.id);
+        if let Err(e) = raw.check_args() {
+            let msg = format!("{}: {e}", raw.op);
+            return self.reply_err(&raw.id, codes::BAD_ARGS, msg).await;
+        }
         let archive = &self.shared.archive;
         match raw.op.as_str() {
             "hello" => self.reply_ok(&raw.id, &self.shared.hello).await,

@@ -9,6 +9,10 @@
 //! | `requests` | recipient (65) ‖ GARQ ghid (65) | empty |
 //! | `collected` | ghid (65) | empty |
 //!
+//! Object bytes of [`spill::THRESHOLD`] bytes or more are files in `<db>/large/` named by the
+//! hex of their ghid, with a pointer in `objects` (see [`spill`]): sled keeps large values
+//! in blobs it reclaims late, so a store overwritten with large states grew without bound.
+//!
 //! Sets are read with `scan_prefix(target)`. A [`WriteSet`] becomes one `Batch` per tree,
 //! applied inside one multi-tree sled transaction: sled seals the transaction's log entries as
 //! one batch, so recovery after a crash sees all of a publish or none of it. Nothing is
@@ -18,11 +22,13 @@
 //! [`PersistError::Storage`], never a panic.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{Batch, Transactional, Tree};
 
+use super::spill::{self, Spill};
 use super::{sled_gate, Binding, Debinding, Record, Store, WriteSet};
 use crate::golix::{Ghid, Kind, GHID_LEN};
 use crate::persist::PersistError;
@@ -52,6 +58,9 @@ const BIND_DYNAMIC: u8 = b'D';
 #[derive(Clone)]
 pub struct SledStore {
     db: sled::Db,
+    /// Object bytes of [`spill::THRESHOLD`] or more, as files (`<db>/large/<hex ghid>`);
+    /// `None` for a temporary store, which keeps everything in sled.
+    spill: Option<Arc<Spill>>,
     objects: Tree,
     records: Tree,
     bindings: Tree,
@@ -64,6 +73,10 @@ impl std::fmt::Debug for SledStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SledStore").finish_non_exhaustive()
     }
+}
+
+fn io_error(e: std::io::Error) -> PersistError {
+    PersistError::Storage(format!("large object file: {e}"))
 }
 
 fn corrupt(what: &str) -> PersistError {
@@ -212,9 +225,25 @@ fn decode_debinding(key: &[u8], val: &[u8]) -> Result<Debinding, PersistError> {
 }
 
 impl SledStore {
-    /// Opens (or creates) the ghidcache at `path`.
+    /// Opens (or creates) the ghidcache at `path`, with large objects in `path/large`
+    /// (files a crash left there without a pointer are deleted).
     pub fn open(path: &Path) -> Result<SledStore, PersistError> {
-        SledStore::from_db(sled_gate::open(path)?)
+        let mut store = SledStore::from_db(sled_gate::open(path)?)?;
+        let spill = Spill::open(&path.join("large")).map_err(io_error)?;
+        spill
+            .sweep(|name| store.points_at(name))
+            .map_err(io_error)?;
+        store.spill = Some(Arc::new(spill));
+        Ok(store)
+    }
+
+    /// Whether `objects` holds a spill pointer under the ghid whose hex is `name`.
+    fn points_at(&self, name: &str) -> std::io::Result<bool> {
+        let Ok(key) = hex::decode(name) else {
+            return Ok(false);
+        };
+        let value = self.objects.get(key).map_err(std::io::Error::other)?;
+        Ok(value.is_some_and(|v| spill::is_pointer(&v)))
     }
 
     /// [`SledStore::open`] with a page cache of `cache_capacity` bytes.
@@ -232,6 +261,7 @@ impl SledStore {
         let [objects, records, bindings, debindings, requests, collected] =
             TREES.map(|name| db.open_tree(name));
         Ok(SledStore {
+            spill: None,
             objects: objects?,
             records: records?,
             bindings: bindings?,
@@ -250,10 +280,16 @@ impl SledStore {
 
 impl Store for SledStore {
     fn object(&self, ghid: &Ghid) -> Result<Option<Bytes>, PersistError> {
-        Ok(self
-            .objects
-            .get(ghid.as_bytes())?
-            .map(|v| Bytes::copy_from_slice(&v)))
+        let Some(v) = self.objects.get(ghid.as_bytes())? else {
+            return Ok(None);
+        };
+        match &self.spill {
+            Some(spill) if spill::is_pointer(&v) => spill
+                .read(&hex::encode(ghid.as_bytes()), &v)
+                .map(|b| Some(Bytes::from(b)))
+                .map_err(io_error),
+            _ => Ok(Some(Bytes::copy_from_slice(&v))),
+        }
     }
 
     fn record(&self, ghid: &Ghid) -> Result<Option<Record>, PersistError> {
@@ -306,10 +342,21 @@ impl Store for SledStore {
         }
         let mut batches: [Batch; 6] = Default::default();
         let [objects, records, bindings, debindings, requests, collected] = &mut batches;
+        let _writing = self.spill.as_ref().map(|s| s.writing());
         for (g, v) in &w.objects {
-            match v {
-                Some(b) => objects.insert(&g.as_bytes()[..], &b[..]),
-                None => objects.remove(&g.as_bytes()[..]),
+            let name = || hex::encode(g.as_bytes());
+            match (v, &self.spill) {
+                (Some(b), Some(spill)) if b.len() >= spill::THRESHOLD => {
+                    let pointer = spill.write(&name(), b).map_err(io_error)?;
+                    objects.insert(&g.as_bytes()[..], pointer)
+                }
+                (Some(b), _) => objects.insert(&g.as_bytes()[..], &b[..]),
+                (None, spill) => {
+                    if let Some(spill) = spill {
+                        spill.remove_later(&name());
+                    }
+                    objects.remove(&g.as_bytes()[..])
+                }
             }
         }
         for (g, r) in &w.records {
@@ -374,6 +421,12 @@ impl Store for SledStore {
 
     fn flush(&self) -> Result<(), PersistError> {
         sled_gate::flush(&self.db)?;
+        // Removals are durable now: their files can go.
+        if let Some(spill) = &self.spill {
+            spill
+                .collect(|name| self.points_at(name))
+                .map_err(io_error)?;
+        }
         Ok(())
     }
 }
