@@ -225,6 +225,7 @@ async fn apps_cannot_undo_or_read_each_others_things() {
                 AppEvent::Delete(g) => *g == private.ghid,
                 AppEvent::Share { ghid, .. } => *ghid == private.ghid,
                 AppEvent::ShareResult { ghid, .. } => *ghid == private.ghid,
+                AppEvent::RemoteRefused { ghid, .. } => *ghid == private.ghid,
             };
             assert!(!leaked, "another app heard of the private object: {ev:?}");
         }
