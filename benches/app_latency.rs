@@ -184,8 +184,8 @@ async fn start_hgxd(home: &Path, persister_port: u16, user: Option<(&str, &str)>
 }
 
 fn account(home: &Path) -> (String, String) {
-    let cfg = hypergolix::config::Config::load_from(Some(&home.join("hypergolix.yml")), false)
-        .unwrap();
+    let cfg =
+        hypergolix::config::Config::load_from(Some(&home.join("hypergolix.yml")), false).unwrap();
     (cfg.user.fingerprint.unwrap(), cfg.user.user_id.unwrap())
 }
 

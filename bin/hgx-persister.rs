@@ -134,7 +134,8 @@ fn serve(cfg: &Config) -> Result<(), Failure> {
         Err(e) => slog::warn!(log, "cannot raise the open-files limit"; "error" => %e),
     }
     // What the config says cannot be served (addresses, TLS files): a configuration error.
-    let settings = Settings::from_config(cfg, log.clone()).map_err(|e| (e.to_string(), EXIT_USAGE))?;
+    let settings =
+        Settings::from_config(cfg, log.clone()).map_err(|e| (e.to_string(), EXIT_USAGE))?;
     let system = actix_rt::System::new();
     let result = system.block_on(server::run(settings, async {
         let sig = process::shutdown_signal().await;

@@ -632,7 +632,10 @@ mod tests {
         want.resolve_paths(dir.path());
         want.source = Some(path.clone());
         want.base_dir = dir.path().to_path_buf();
-        assert_eq!(cfg, want, "the default file says what Config::default() says");
+        assert_eq!(
+            cfg, want,
+            "the default file says what Config::default() says"
+        );
         assert_eq!(cfg.server.ghidcache, dir.path().join("ghidcache-server"));
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();

@@ -218,7 +218,11 @@ fn record_account(
     expected.user.user_id = Some(user_id.as_str().to_owned());
     expected.user.scrypt = scrypt;
     Config::edit_file(path, &expected, |t| {
-        t.set("user", "fingerprint", &Value::Scalar(quoted(&fingerprint.as_str())))?;
+        t.set(
+            "user",
+            "fingerprint",
+            &Value::Scalar(quoted(&fingerprint.as_str())),
+        )?;
         t.set("user", "user_id", &Value::Scalar(quoted(&user_id.as_str())))?;
         if !write_scrypt {
             return Ok(());
@@ -343,8 +347,7 @@ pub async fn run(mut args: RunArgs) -> Result<(), RunError> {
         keep: ins.keep_logs,
         max_bytes: ins.log_max_bytes,
     };
-    let (log, _guard) =
-        crate::logging::init("hgxd", verbosity, Some(&cfg.process.logdir), limits)?;
+    let (log, _guard) = crate::logging::init("hgxd", verbosity, Some(&cfg.process.logdir), limits)?;
     info!(log, "starting"; "config" => %cfg_path.display(), "ghidcache" => %cfg.process.ghidcache.display());
 
     let (login, created) = login(&cfg, &args, &log)?;

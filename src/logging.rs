@@ -354,7 +354,12 @@ mod tests {
             assert_eq!(fs::metadata(f).unwrap().permissions().mode() & 0o777, 0o600);
             let text = fs::read_to_string(f).unwrap();
             // Each file stops shortly after max_bytes (the record that crossed it).
-            assert!(text.len() < 2000 + 600, "{} is {} bytes", f.display(), text.len());
+            assert!(
+                text.len() < 2000 + 600,
+                "{} is {} bytes",
+                f.display(),
+                text.len()
+            );
             for l in text.lines() {
                 assert!(
                     l.ends_with(" end, program: big"),
@@ -367,6 +372,10 @@ mod tests {
                 last_record = Some(n);
             }
         }
-        assert_eq!(last_record, Some(199), "the newest file holds the last record");
+        assert_eq!(
+            last_record,
+            Some(199),
+            "the newest file holds the last record"
+        );
     }
 }

@@ -384,7 +384,10 @@ mod tests {
         ));
         // A stale pid file naming a live, unrelated process (as after a crash and pid
         // reuse): not signalled; the stale file is removed.
-        let mut bystander = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let mut bystander = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
         fs::write(&path, format!("{}\n", bystander.id())).unwrap();
         assert_eq!(
             stop(&path, Duration::from_secs(1)).unwrap(),

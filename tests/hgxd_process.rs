@@ -257,7 +257,11 @@ async fn first_run_whoami_second_instance_stop_and_wrong_password() {
     assert!(!text.contains(PASSWORD), "{text}");
     let cfg = Config::load_from(Some(&home.file("hypergolix.yml")), false).unwrap();
     assert!(cfg.user.root_secret.is_none(), "{text}");
-    assert_eq!(mode(&home.file("hypergolix.yml")), 0o600, "it can hold secrets");
+    assert_eq!(
+        mode(&home.file("hypergolix.yml")),
+        0o600,
+        "it can hold secrets"
+    );
     for line in d.output().lines() {
         assert!(!line.contains(PASSWORD), "password in the output: {line}");
     }

@@ -92,8 +92,8 @@ impl Secrets {
 }
 
 fn config_scrypt(home: &Home) -> ScryptParams {
-    let cfg = hypergolix::config::Config::load_from(Some(&home.file("hypergolix.yml")), false)
-        .unwrap();
+    let cfg =
+        hypergolix::config::Config::load_from(Some(&home.file("hypergolix.yml")), false).unwrap();
     let s = cfg.user.scrypt.expect("user.scrypt");
     ScryptParams {
         log_n: s.log_n,

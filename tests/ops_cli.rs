@@ -67,8 +67,14 @@ async fn hgxd_config_edits_keep_the_rest_of_the_file() {
 
     let (c, out) = hgxd_config(&home, &["--add-remote", "hgx.example.org:443", "--tls"]).await;
     assert_eq!(c, 0, "{out}");
-    assert!(out.contains("added remote wss://hgx.example.org:443"), "{out}");
-    assert!(out.contains("restart"), "says a running daemon must restart: {out}");
+    assert!(
+        out.contains("added remote wss://hgx.example.org:443"),
+        "{out}"
+    );
+    assert!(
+        out.contains("restart"),
+        "says a running daemon must restart: {out}"
+    );
     let text = std::fs::read_to_string(&file).unwrap();
     assert_eq!(
         text,
@@ -118,11 +124,21 @@ async fn hgxd_config_edits_keep_the_rest_of_the_file() {
     for args in [
         &["--add-remote", "host:notaport"][..],
         &["--remove-remote", "nobody.example:1"],
-        &["--add-remote", "x.example", "--ca-file", "/nonexistent/ca.pem"],
+        &[
+            "--add-remote",
+            "x.example",
+            "--ca-file",
+            "/nonexistent/ca.pem",
+        ],
         &["--tls"],
         &["--whoami"],
         &["--verbosity", "loud"],
-        &["--config", "/nonexistent/hypergolix.yml", "--add-remote", "x.example"],
+        &[
+            "--config",
+            "/nonexistent/hypergolix.yml",
+            "--add-remote",
+            "x.example",
+        ],
     ] {
         let (c, out) = hgxd_config(&home, args).await;
         assert_eq!(c, 2, "{args:?}: {out}");
@@ -139,7 +155,10 @@ async fn hgxd_config_edits_keep_the_rest_of_the_file() {
     assert!(text.starts_with("# Hypergolix configuration."), "{text}");
     assert!(text.contains("#   - host: hgx.example.org\n"), "{text}");
     let remotes = config_of(&file).remotes;
-    assert_eq!((remotes[0].host.as_str(), remotes[0].port), ("127.0.0.1", 7770));
+    assert_eq!(
+        (remotes[0].host.as_str(), remotes[0].port),
+        ("127.0.0.1", 7770)
+    );
 }
 
 /// The first run records the account in a commented file without losing a comment, makes
@@ -157,8 +176,7 @@ async fn first_run_keeps_comments_and_config_sees_the_running_daemon() {
     );
     assert!(text.contains("remotes: []  # none\n"));
     std::fs::write(&file, &text).unwrap();
-    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o644))
-        .unwrap();
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     let (d, _port) = home.start(PASSWORD, Some(1)).await;
 
     let after = std::fs::read_to_string(&file).unwrap();
@@ -171,7 +189,10 @@ async fn first_run_keeps_comments_and_config_sees_the_running_daemon() {
 
     let (c, out) = hgxd_config(&home, &["--whoami"]).await;
     assert_eq!(c, 0, "{out}");
-    assert!(out.contains(&format!("fingerprint: {fp}")) && out.contains(&uid), "{out}");
+    assert!(
+        out.contains(&format!("fingerprint: {fp}")) && out.contains(&uid),
+        "{out}"
+    );
     let (c, out) = hgxd_config(&home, &["--verbosity", "warning"]).await;
     assert_eq!(c, 0, "{out}");
     assert!(
@@ -252,7 +273,12 @@ fn help_documents_every_environment_variable() {
     let hgxd = help(env!("CARGO_BIN_EXE_hgxd"));
     let persister = help(env!("CARGO_BIN_EXE_hgx-persister"));
     for h in [&hgxd, &persister] {
-        for needed in ["HYPERGOLIX_HOME", "HGX_CONFIG", "HGX_<SECTION>__<KEY>", "Exit status: 0"] {
+        for needed in [
+            "HYPERGOLIX_HOME",
+            "HGX_CONFIG",
+            "HGX_<SECTION>__<KEY>",
+            "Exit status: 0",
+        ] {
             assert!(h.contains(needed), "{needed} missing from\n{h}");
         }
     }
@@ -261,7 +287,10 @@ fn help_documents_every_environment_variable() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let not_for_binaries = [
         ("HGX_REGEN", "unit tests regenerate PROTOCOL.md"),
-        ("HGX_IPC_TOKEN_FILE", "read by apps (ipc::token), not by the binaries"),
+        (
+            "HGX_IPC_TOKEN_FILE",
+            "read by apps (ipc::token), not by the binaries",
+        ),
     ];
     let mut found = std::collections::BTreeSet::new();
     let mut dirs = vec![root.join("src"), root.join("bin")];
@@ -282,7 +311,10 @@ fn help_documents_every_environment_variable() {
             }
         }
     }
-    assert!(found.contains("HGX_PASSWORD") && found.contains("HGX_CONFIG"), "{found:?}");
+    assert!(
+        found.contains("HGX_PASSWORD") && found.contains("HGX_CONFIG"),
+        "{found:?}"
+    );
     for name in &found {
         if not_for_binaries.iter().any(|(n, _)| n == name) {
             continue;
@@ -308,7 +340,10 @@ async fn pid_file_lock_options_after_the_subcommand_and_log_rotation() {
     // and pid reuse): the start is not refused...
     let mut bystander = Command::new("sleep").arg("60").spawn().unwrap();
     std::fs::write(&pid_file, format!("{}\n", bystander.id())).unwrap();
-    let mut server = Proc::spawn("hgx-persister", persister(dir, yml, &["--pid-file", pid_arg]));
+    let mut server = Proc::spawn(
+        "hgx-persister",
+        persister(dir, yml, &["--pid-file", pid_arg]),
+    );
     server.wait_line(LISTENING, START).await;
     assert_eq!(
         std::fs::read_to_string(&pid_file).unwrap().trim(),
@@ -321,16 +356,26 @@ async fn pid_file_lock_options_after_the_subcommand_and_log_rotation() {
     )
     .await;
     assert_eq!(c, 1, "{out}");
-    assert!(out.contains(&format!("already running as pid {}", server.pid())), "{out}");
+    assert!(
+        out.contains(&format!("already running as pid {}", server.pid())),
+        "{out}"
+    );
 
     // ... and `stop`, with its options after the subcommand, stops the right process.
     let mut cmd = persister_command(dir);
     cmd.args(["stop", "--pid-file", pid_arg]);
     let (c, out) = finish("hgx-persister stop", cmd).await;
     assert_eq!(c, 0, "{out}");
-    assert!(server.wait_exit(WAIT).await.success(), "{}", server.output());
+    assert!(
+        server.wait_exit(WAIT).await.success(),
+        "{}",
+        server.output()
+    );
     assert!(!pid_file.exists());
-    assert!(bystander.try_wait().unwrap().is_none(), "the bystander lives");
+    assert!(
+        bystander.try_wait().unwrap().is_none(),
+        "the bystander lives"
+    );
 
     // A stale file naming the bystander again: `stop` removes it and signals nobody.
     std::fs::write(&pid_file, format!("{}\n", bystander.id())).unwrap();
@@ -340,7 +385,10 @@ async fn pid_file_lock_options_after_the_subcommand_and_log_rotation() {
     assert_eq!(c, 0, "{out}");
     assert!(out.contains("was not running"), "{out}");
     std::thread::sleep(std::time::Duration::from_millis(200));
-    assert!(bystander.try_wait().unwrap().is_none(), "the bystander was signalled");
+    assert!(
+        bystander.try_wait().unwrap().is_none(),
+        "the bystander was signalled"
+    );
     assert!(!pid_file.exists());
     bystander.kill().unwrap();
     bystander.wait().unwrap();

@@ -52,17 +52,14 @@ pub async fn boot(
     make_private_dir(&opts.ghidcache)?;
     let objects = opts.ghidcache.join("objects");
     let cache = opts.cache_capacity;
-    let archive = retry_locked(|| {
-        Archive::open_with_cache(&objects, cache).map_err(DaemonError::from)
-    })
-    .await?;
+    let archive =
+        retry_locked(|| Archive::open_with_cache(&objects, cache).map_err(DaemonError::from))
+            .await?;
     let connector = Connector::start()
         .map_err(|e| DaemonError::Storage(format!("cannot start the remote thread: {e}")))?;
     let state = opts.ghidcache.join("state");
-    let db = retry_locked(|| {
-        sled_gate::open_with_cache(&state, cache).map_err(DaemonError::from)
-    })
-    .await?;
+    let db = retry_locked(|| sled_gate::open_with_cache(&state, cache).map_err(DaemonError::from))
+        .await?;
     let (account, created, root_secret) = match opts.login {
         Login::Create {
             identity,

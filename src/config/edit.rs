@@ -197,9 +197,9 @@ impl ConfigText {
         if child_indent == 0 {
             return Err(layout(format!("{section} is not a mapping")));
         }
-        let found = body
-            .clone()
-            .find(|&i| indent(&self.lines[i]) == child_indent && key_of(&self.lines[i]) == Some(key));
+        let found = body.clone().find(|&i| {
+            indent(&self.lines[i]) == child_indent && key_of(&self.lines[i]) == Some(key)
+        });
         let Some(at) = found else {
             self.lines
                 .splice(sec.end..sec.end, render_key(child_indent, key, value));
@@ -229,7 +229,11 @@ impl ConfigText {
 
     /// Adds `remote` after the last remote, or replaces the entry `index` (counted in the
     /// file's `remotes` list) with it.
-    pub fn put_remote(&mut self, remote: &Remote, replace: Option<usize>) -> Result<(), ConfigError> {
+    pub fn put_remote(
+        &mut self,
+        remote: &Remote,
+        replace: Option<usize>,
+    ) -> Result<(), ConfigError> {
         let Some(sec) = self.section("remotes") else {
             let mut new = vec!["remotes:".to_owned()];
             new.extend(render_remote(2, remote));
@@ -248,11 +252,15 @@ impl ConfigText {
             });
         }
         let items = self.items(sec)?;
-        let dash = items.first().map_or(2, |&(start, _)| indent(&self.lines[start]));
+        let dash = items
+            .first()
+            .map_or(2, |&(start, _)| indent(&self.lines[start]));
         let new = render_remote(dash, remote);
         match replace {
             Some(i) => {
-                let &(start, end) = items.get(i).ok_or_else(|| layout("no such remote".into()))?;
+                let &(start, end) = items
+                    .get(i)
+                    .ok_or_else(|| layout("no such remote".into()))?;
                 self.lines.splice(start..end, new);
             }
             None => {
@@ -406,11 +414,7 @@ fn render_key(indent: usize, key: &str, value: &Value) -> Vec<String> {
         Value::Scalar(s) => vec![format!("{pad}{key}: {s}")],
         Value::Map(entries) => {
             let mut out = vec![format!("{pad}{key}:")];
-            out.extend(
-                entries
-                    .iter()
-                    .map(|(k, v)| format!("{pad}  {k}: {v}")),
-            );
+            out.extend(entries.iter().map(|(k, v)| format!("{pad}  {k}: {v}")));
             out
         }
     }

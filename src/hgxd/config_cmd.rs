@@ -90,9 +90,7 @@ fn describe(r: &Remote) -> String {
 /// file first if there is none and something is to change), then prints what was asked.
 pub fn run(config: Option<&Path>, args: &ConfigArgs, out: &mut dyn Write) -> Result<(), RunError> {
     let path = match config {
-        Some(p) if !p.is_file() => {
-            return Err(config::ConfigError::Missing(p.to_path_buf()).into())
-        }
+        Some(p) if !p.is_file() => return Err(config::ConfigError::Missing(p.to_path_buf()).into()),
         Some(p) => Some(p.to_path_buf()),
         None if args.changes() => Some(load_or_create(None)?.1),
         None => config::find(),
@@ -209,7 +207,11 @@ fn apply(path: &Path, args: &ConfigArgs) -> Result<Vec<String>, RunError> {
         let mut want = current()?;
         want.instrumentation.verbosity = v;
         Config::edit_file(path, &want, |t| {
-            t.set("instrumentation", "verbosity", &Value::Scalar(v.to_string()))
+            t.set(
+                "instrumentation",
+                "verbosity",
+                &Value::Scalar(v.to_string()),
+            )
         })?;
         said.push(format!("instrumentation.verbosity: {v}"));
     }
@@ -237,7 +239,10 @@ fn readable_file(path: &Path) -> Result<PathBuf, RunError> {
             "--ca-file {}: not a file",
             path.display()
         ))),
-        Err(e) => Err(RunError::Usage(format!("--ca-file {}: {e}", path.display()))),
+        Err(e) => Err(RunError::Usage(format!(
+            "--ca-file {}: {e}",
+            path.display()
+        ))),
     }
 }
 
@@ -254,7 +259,17 @@ mod tests {
         assert_eq!(ok("::1"), ("::1".into(), 7770));
         assert_eq!(ok("[::1]:8443"), ("::1".into(), 8443));
         assert_eq!(ok("[fe80::1]"), ("fe80::1".into(), 7770));
-        for bad in ["", ":80", "host:", "host:x", "host:70000", "[::1", "[::1]x", "a b:1", "h:0"] {
+        for bad in [
+            "",
+            ":80",
+            "host:",
+            "host:x",
+            "host:70000",
+            "[::1",
+            "[::1]x",
+            "a b:1",
+            "h:0",
+        ] {
             let e = parse_host_port(bad).unwrap_err();
             assert_eq!(e.exit_code(), 2, "{bad:?}: {e}");
         }

@@ -29,7 +29,10 @@ pub const TOKEN_FILE_ENV: &str = "HGX_IPC_TOKEN_FILE";
 
 /// The token files an app tries, in order (see the module documentation).
 pub fn search_paths() -> Vec<PathBuf> {
-    paths_from(std::env::var_os(TOKEN_FILE_ENV), crate::config::search_dirs())
+    paths_from(
+        std::env::var_os(TOKEN_FILE_ENV),
+        crate::config::search_dirs(),
+    )
 }
 
 fn paths_from(explicit: Option<std::ffi::OsString>, config_dirs: Vec<PathBuf>) -> Vec<PathBuf> {
@@ -257,7 +260,10 @@ mod tests {
 
         let a = tempfile::tempdir().unwrap();
         let b = tempfile::tempdir().unwrap();
-        let tried = vec![a.path().join(TOKEN_FILE_NAME), b.path().join(TOKEN_FILE_NAME)];
+        let tried = vec![
+            a.path().join(TOKEN_FILE_NAME),
+            b.path().join(TOKEN_FILE_NAME),
+        ];
         assert_eq!(first_existing(tried.clone()), Err(tried.clone()));
         let (t, path) = CapabilityToken::create_file(b.path()).unwrap();
         assert_eq!(first_existing(tried.clone()), Ok(path.clone()));
