@@ -150,7 +150,13 @@ fn serve(cfg: &Config) -> Result<(), Failure> {
     if let Err(e) = &result {
         slog::error!(log, "server failed"; "error" => %e);
     }
-    result.map_err(runtime)
+    result.map_err(|e| match e {
+        // Unreadable or unusable TLS files, an unknown host: the configuration's fault.
+        server::ServerError::Tls(_) | server::ServerError::Host { .. } => {
+            (e.to_string(), EXIT_USAGE)
+        }
+        e => runtime(e),
+    })
 }
 
 fn main() -> ExitCode {

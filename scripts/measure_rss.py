@@ -39,6 +39,8 @@ def main():
     ap.add_argument("--pushes", type=int, default=2)
     ap.add_argument("--size", type=int, default=4096)
     ap.add_argument("--settle", type=float, default=10.0)
+    ap.add_argument("--discard", action="store_true",
+                    help="discard each object after its pushes (the daemon stops tracking it)")
     args = ap.parse_args()
 
     os.environ["HGX_BIN_DIR"] = str(Path(args.bin_dir).resolve())
@@ -68,6 +70,8 @@ def main():
                     for _ in range(args.pushes):
                         obj.state = os.urandom(args.size)
                         obj.push_threadsafe()
+                    if args.discard:
+                        obj.discard_threadsafe()
                     if i % 50 == 0:
                         peak = max(peak, rss_kib(pid))
             finally:
@@ -80,8 +84,8 @@ def main():
         finally:
             daemon.stop()
             persister.stop()
-    print("cache_capacity=%d objects=%d pushes=%d size=%d load=%.1fs" % (
-        args.cache, args.objects, args.pushes, args.size, took))
+    print("cache_capacity=%d objects=%d pushes=%d size=%d discard=%s load=%.1fs" % (
+        args.cache, args.objects, args.pushes, args.size, args.discard, took))
     print("hgxd VmRSS: idle %.1f MiB, peak during load %.1f MiB, after load %.1f MiB, "
           "after %gs quiet %.1f MiB" % (idle / 1024, peak / 1024, loaded / 1024, args.settle,
                                          settled / 1024))

@@ -244,6 +244,17 @@ async fn both_binaries_use_the_same_exit_statuses() {
     )
     .await;
     assert_eq!(c, 2, "half a TLS configuration: {out}");
+    let (c, out) = finish(
+        "hgx-persister",
+        persister(
+            &pdir,
+            "server:\n  port: 0\n  tls_cert: ./no-cert.pem\n  tls_key: ./no-key.pem\n",
+            &[],
+        ),
+    )
+    .await;
+    assert_eq!(c, 2, "TLS files that are not there: {out}");
+    assert!(out.contains("no-cert.pem"), "{out}");
     // hgxd without a password source and no terminal: a usage error.
     std::fs::write(home.file("hypergolix.yml"), "process:\n  ipc_port: 0\n").unwrap();
     let (st, out) = home.run(None, &[]).await;

@@ -2,6 +2,8 @@
 //! Tests never generate RSA-4096 keys (too slow in debug builds); they load these.
 #![allow(dead_code)]
 
+use std::path::PathBuf;
+
 use hypergolix::golix::FirstParty;
 
 /// `tests/vectors/golix` of this checkout.
