@@ -18,7 +18,9 @@ mod persister_attack_support;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tokio::io::AsyncWriteExt;
 use hypergolix::golix::{Ghid, Gidc, Object, Policy, DEFAULT_LEGROOM};
+use hypergolix::persist::client::PersisterClient;
 use hypergolix::persist::wire::{self, args, Incoming};
 use persister_attack_support::*;
 
@@ -406,58 +408,93 @@ async fn collect_mail(url: &str, b: Ghid, want: usize, honest: &Bytes) -> usize 
     got.len()
 }
 
-/// Thousands of GARQs to one recipient: the mailbox is capped (`mailbox_full`); the
-/// recipient still subscribes and gets all of its stored mail, also while the spam goes on;
-/// another recipient is unaffected; debinding frees room.
+/// A connection authenticated as `who` (its GIDC published first).
+async fn authenticated(url: &str, who: &hypergolix::golix::FirstParty) -> PersisterClient {
+    let (c, _rx) = connect(url).await;
+    c.publish(&who.gidc().encode()).await.unwrap();
+    c.authenticate(who).await.expect("auth");
+    c
+}
+
+/// Thousands of junk GARQs to one recipient from anonymous connections: they take only the
+/// anonymous sender's share (`max_requests_per_sender`), so a genuine request from an
+/// authenticated sender still gets in at once; an authenticated flooder is capped at its own
+/// share; the recipient gets all of its stored mail at a new subscription (also while the
+/// spam goes on) and nothing more when it repeats `subscribe`; debinding frees room.
+/// Before the fix the anonymous spam filled the whole mailbox (1,024) and the genuine request
+/// was refused with `mailbox_full`.
 #[actix_rt::test]
-async fn request_spam_to_one_recipient_is_capped() {
+async fn request_spam_takes_only_the_spammers_share() {
     let mut p = Persister::spawn("");
     let (a, b, base, rss) = prepared(&p).await;
     let honest_mail = base.items[6].2.clone();
-    let cap = hypergolix::persist::rules::DEFAULT_MAX_REQUESTS_PER_RECIPIENT;
-    let total = ((cap + 500) * scale()) as u64;
+    let share = hypergolix::persist::rules::DEFAULT_MAX_REQUESTS_PER_SENDER;
+    let total = ((hypergolix::persist::rules::DEFAULT_MAX_REQUESTS_PER_RECIPIENT + 500)
+        * scale()) as u64;
     let (spammer, _srx) = connect(&p.ws_url()).await;
-    // Half the mailbox at once (pipelined), then the rest one by one while the recipient
-    // subscribes three times: re-delivery and live pushes interleave.
     let t = Instant::now();
-    let half = (cap / 2) as u64;
-    let burst = futures_util::future::join_all((0..half).map(|i| {
+    // A pipelined burst, then one by one while the recipient subscribes three times.
+    let burst = futures_util::future::join_all((0..32u64).map(|i| {
         let g = junk_garq(b.ghid(), i).encode();
         let s = spammer.clone();
         async move { s.publish(&g).await }
     }))
     .await;
     assert!(burst.iter().all(|r| matches!(r, Ok(a) if a.new)));
-    let live = actix_rt::spawn(spam(spammer.clone(), b.ghid(), half, total));
+    let live = actix_rt::spawn(spam(spammer.clone(), b.ghid(), 32, total));
     for _ in 0..3 {
-        collect_mail(&p.ws_url(), b.ghid(), half as usize + 1, &honest_mail).await;
+        collect_mail(&p.ws_url(), b.ghid(), 33, &honest_mail).await;
     }
     let (stored, full) = live.await.unwrap();
     eprintln!(
-        "[spam] {total} GARQs in {:?}: {} stored, {full} mailbox_full",
+        "[spam] {total} anonymous GARQs in {:?}: {} stored, {full} mailbox_full",
         t.elapsed(),
-        half as usize + stored
+        32 + stored
     );
-    // One slot was taken by the baseline's honest handshake.
-    assert_eq!(half as usize + stored, cap - 1);
-    assert_eq!(full as u64, total - half - stored as u64);
-    assert_eq!(
-        collect_mail(&p.ws_url(), b.ghid(), cap, &honest_mail).await,
-        cap,
-        "the whole mailbox is re-delivered"
-    );
+    // The baseline's honest handshake was uploaded anonymously too: one of the share.
+    assert_eq!(32 + stored, share - 1);
+    assert_eq!(full as u64, total - 32 - stored as u64);
 
-    // Another recipient is unaffected.
+    // A genuine request from an authenticated sender is stored, and so is one to another
+    // recipient.
+    let alice = authenticated(&p.ws_url(), &a).await;
+    let secret = hypergolix::golix::Secret::random();
+    let genuine = a
+        .make_handshake(b.second_party(), base.items[5].1, &secret)
+        .unwrap();
+    assert!(alice.publish(&genuine.encode()).await.unwrap().new);
     let c3 = common::fixture(3);
     spammer.publish(&c3.gidc().encode()).await.unwrap();
-    let secret = hypergolix::golix::Secret::random();
     let to_c3 = a
         .make_handshake(c3.second_party(), base.items[5].1, &secret)
         .unwrap();
     assert!(spammer.publish(&to_c3.encode()).await.unwrap().new);
 
-    // The recipient frees room by debinding spam; then mail is accepted again, up to the cap.
-    let (bc, _b_rx) = connect(&p.ws_url()).await;
+    // An authenticated flooder gets its own share and no more.
+    let mallory = authenticated(&p.ws_url(), &c3).await;
+    let (stored, full) = spam(mallory.clone(), b.ghid(), 100_000, 100_000 + 2 * share as u64).await;
+    assert_eq!((stored, full), (share, share));
+
+    // All of it at a new subscription; nothing more at a repeated one.
+    let want = 2 * share + 1;
+    let genuine_bytes = Bytes::from(genuine.encode());
+    assert_eq!(
+        collect_mail(&p.ws_url(), b.ghid(), want, &genuine_bytes).await,
+        want
+    );
+    let (bc, mut b_rx) = connect(&p.ws_url()).await;
+    bc.subscribe(&b.ghid()).await.unwrap();
+    for _ in 0..want {
+        next(&mut b_rx).await;
+    }
+    for _ in 0..3 {
+        bc.subscribe(&b.ghid()).await.unwrap();
+    }
+    bc.ping().await.unwrap();
+    let again = tokio::time::timeout(Duration::from_millis(500), b_rx.recv()).await;
+    assert!(again.is_err(), "a repeated subscribe re-sent mail: {again:?}");
+
+    // The recipient frees room in the anonymous share by debinding spam.
     bc.publish(&b.make_debind(junk_garq(b.ghid(), 0).ghid).unwrap().encode())
         .await
         .unwrap();
@@ -472,6 +509,130 @@ async fn request_spam_to_one_recipient_is_capped() {
     survived(&mut p, "GARQ spam", &a, &base, rss, 128).await;
 }
 
+/// A full mailbox still takes a request from a sender holding fewer than the heaviest one:
+/// one request of the heaviest sender makes room. Small bounds (10 per recipient, 4 per
+/// sender) and three senders: anonymous, fixture 3, fixture 2.
+#[actix_rt::test]
+async fn a_full_mailbox_makes_room_for_a_lighter_sender() {
+    let mut p = Persister::spawn(
+        "  max_requests_per_recipient: 10\n  max_requests_per_sender: 4\n",
+    );
+    let (a, b, base, rss) = prepared(&p).await;
+    let url = p.ws_url();
+    let (anon, _rx) = connect(&url).await;
+    // The baseline's handshake is anonymous: 3 more fill the anonymous share.
+    assert_eq!(spam(anon.clone(), b.ghid(), 0, 10).await, (3, 7));
+    let c3 = authenticated(&url, &common::fixture(3)).await;
+    assert_eq!(spam(c3.clone(), b.ghid(), 100, 110).await, (4, 6));
+    let self_sent = authenticated(&url, &b).await;
+    assert_eq!(spam(self_sent.clone(), b.ghid(), 200, 202).await, (2, 0));
+    let stored = |p: &str| {
+        let url = p.to_owned();
+        async move {
+            let (c, mut rx) = connect(&url).await;
+            c.subscribe(&common::fixture(2).ghid()).await.unwrap();
+            let mut n = 0;
+            while tokio::time::timeout(Duration::from_millis(400), rx.recv())
+                .await
+                .is_ok_and(|m| m.is_some())
+            {
+                n += 1;
+            }
+            n
+        }
+    };
+    assert_eq!(stored(&url).await, 10, "the mailbox is full");
+    // A newcomer (0 held) gets in: the heaviest (anonymous and fixture 3 hold 4 each; the
+    // anonymous one goes first) gives up its lowest-ghid request.
+    let anonymous_lowest = [base.items[6].1]
+        .into_iter()
+        .chain((0..3).map(|i| junk_garq(b.ghid(), i).ghid))
+        .min()
+        .unwrap();
+    let alice = authenticated(&url, &a).await;
+    let secret = hypergolix::golix::Secret::random();
+    let handshake = || {
+        a.make_handshake(b.second_party(), base.items[5].1, &secret)
+            .unwrap()
+    };
+    let genuine = handshake();
+    assert!(alice.publish(&genuine.encode()).await.unwrap().new);
+    assert!(alice.exists(&genuine.ghid).await.unwrap());
+    assert!(!alice.exists(&anonymous_lowest).await.unwrap(), "evicted");
+    assert_eq!(stored(&url).await, 10, "still at the bound");
+    // A second one: now fixture 3 (4) is the heaviest and gives one up.
+    assert!(alice.publish(&handshake().encode()).await.unwrap().new);
+    assert_eq!(stored(&url).await, 10);
+    // Now nobody holds two more than alice (3, 3, 2, 2): full for her.
+    refused(&alice, &handshake().encode(), "mailbox_full").await;
+    assert!(alice.exists(&genuine.ghid).await.unwrap());
+    survived(&mut p, "mailbox fairness", &a, &base, rss, 64).await;
+}
+
+/// `auth` checks its answer: without a challenge, with a used one, a wrong signature or an
+/// unknown identity it is refused with a stable code and the connection stays anonymous.
+#[actix_rt::test]
+async fn auth_is_refused_unless_it_answers_this_connections_challenge() {
+    let mut p = Persister::spawn("");
+    let (a, b, base, rss) = prepared(&p).await;
+    let (c, _rx) = connect(&p.ws_url()).await;
+    let ask = |c: PersisterClient| async move {
+        match c.request_raw("auth_challenge", ()).await.unwrap() {
+            rmpv::Value::Binary(v) => v,
+            other => panic!("{other:?}"),
+        }
+    };
+    let answer = |c: PersisterClient, identity: Ghid, sig: Vec<u8>| async move {
+        c.request_raw(
+            "auth",
+            args::Auth {
+                identity,
+                signature: sig,
+            },
+        )
+        .await
+    };
+    let sign = |who: &hypergolix::golix::FirstParty, ch: &[u8]| {
+        hypergolix::golix::auth::sign(who, ch).unwrap().to_vec()
+    };
+    // No challenge yet.
+    let r = answer(c.clone(), a.ghid(), sign(&a, b"made up")).await;
+    assert_eq!(code_of(r), "bad_args");
+    // Signed by someone else.
+    let ch = ask(c.clone()).await;
+    assert_eq!(
+        code_of(answer(c.clone(), a.ghid(), sign(&b, &ch)).await),
+        "verification_failed"
+    );
+    // The challenge answers once.
+    assert_eq!(
+        code_of(answer(c.clone(), a.ghid(), sign(&a, &ch)).await),
+        "bad_args"
+    );
+    // An identity this server does not hold.
+    let c3 = common::fixture(3);
+    let ch = ask(c.clone()).await;
+    assert_eq!(
+        code_of(answer(c.clone(), c3.ghid(), sign(&c3, &ch)).await),
+        "unknown_author"
+    );
+    // Another connection's challenge does not work here.
+    let (other, _orx) = connect(&p.ws_url()).await;
+    let theirs = ask(other.clone()).await;
+    let _mine = ask(c.clone()).await;
+    assert_eq!(
+        code_of(answer(c.clone(), a.ghid(), sign(&a, &theirs)).await),
+        "verification_failed"
+    );
+    // The right answer.
+    let ch = ask(c.clone()).await;
+    assert_eq!(
+        answer(c.clone(), a.ghid(), sign(&a, &ch)).await.unwrap(),
+        rmpv::Value::Boolean(true)
+    );
+    survived(&mut p, "auth", &a, &base, rss, 64).await;
+}
+
 /// Mail re-delivered at subscribe must not get its recipient dropped as slow when live
 /// requests arrive meanwhile. Shown with a small outbound queue (16) and 200 stored
 /// requests: re-delivery fills the queue (it waits for room), so one live request overflows
@@ -479,10 +640,8 @@ async fn request_spam_to_one_recipient_is_capped() {
 /// at most 1024 stored requests per recipient) re-delivery alone cannot fill the queue.
 #[actix_rt::test]
 async fn redelivered_mail_does_not_get_the_recipient_dropped() {
-    let mut p = Persister::spawn(
-        "  outbound_queue: 16
-",
-    );
+    // One anonymous sender may fill the mailbox here: this is about the queue.
+    let mut p = Persister::spawn("  outbound_queue: 16\n  max_requests_per_sender: 1024\n");
     let (a, b, base, rss) = prepared(&p).await;
     let honest_mail = base.items[6].2.clone();
     let (spammer, _srx) = connect(&p.ws_url()).await;
@@ -712,7 +871,6 @@ async fn slow_loris_request_head_is_cut_off() {
     let mut cut = None;
     let mut honest_done = false;
     for &byte in head.iter() {
-        use tokio::io::AsyncWriteExt;
         if s.write_all(&[byte]).await.is_err() {
             cut = Some(t.elapsed());
             break;
@@ -778,7 +936,7 @@ async fn silent_websocket_is_closed_after_the_idle_timeout() {
 /// other subscribers of the same ghid get everything.
 #[actix_rt::test]
 async fn never_reading_subscriber_is_dropped_as_slow() {
-    let mut p = Persister::spawn("  outbound_queue: 16\n");
+    let mut p = Persister::spawn("  outbound_queue: 16\n  max_requests_per_sender: 4096\n");
     let (a, b, base, rss) = prepared(&p).await;
     let (c, _rx) = connect(&p.ws_url()).await;
     // A 1 MiB object for the stalled peer to ask for, so that its socket backs up.
@@ -820,4 +978,61 @@ async fn never_reading_subscriber_is_dropped_as_slow() {
         t.elapsed()
     );
     survived(&mut p, "never-reading subscriber", &a, &base, rss, 128).await;
+}
+
+/// A client that never reads and pipelines `get`s of a 15 MiB object (issue 15: ~150 of them
+/// pinned 1.4 GiB): the server stops reading its requests once half the byte budget
+/// (`outbound_bytes`, 64 MiB) is queued, drops it after `send_timeout_s`, and its peak RSS
+/// stays within the budget plus the largest messages in flight; others are served meanwhile.
+#[actix_rt::test]
+async fn never_reading_getter_is_bounded_in_bytes_and_dropped() {
+    let mut p = Persister::spawn("  send_timeout_s: 3\n");
+    let (a, _b, base, rss) = prepared(&p).await;
+    let (c, _rx) = connect(&p.ws_url()).await;
+    let big = a
+        .make_container(
+            &vec![7u8; 15 << 20],
+            &hypergolix::golix::Secret::random(),
+        )
+        .unwrap();
+    c.publish(&a.make_bind_static(big.ghid).unwrap().encode())
+        .await
+        .unwrap();
+    c.publish(&big.encode()).await.unwrap();
+    c.disconnect().await.unwrap();
+    let peak_before = p.peak_rss_kib();
+    let rss_before = p.rss_kib();
+    let gets = 40 * scale();
+    let mut stalled = RawWs::connect_with(p.addr, Some(4096)).await;
+    let t = Instant::now();
+    for id in 0..gets as u64 {
+        // The server stops reading: the later requests stay in our send buffer.
+        let req = wire::encode_request(id, "get", args::ByGhid { ghid: big.ghid });
+        let frame = ws_frame(2, true, &req);
+        if tokio::time::timeout(Duration::from_millis(500), stalled.s.write_all(&frame))
+            .await
+            .is_err()
+        {
+            eprintln!("[getter] the server stopped reading after {id} requests");
+            break;
+        }
+    }
+    // Others are served while the getter stalls.
+    honest_round_trip(&p.ws_url(), &a).await;
+    // Dropped after the send timeout: the connection ends (after what is in flight).
+    let end = loop {
+        match stalled.recv(WAIT).await {
+            WsIn::Eof => break t.elapsed(),
+            WsIn::Silent => panic!("the non-reading getter was not dropped"),
+            _ => {}
+        }
+    };
+    let peak = p.peak_rss_kib();
+    eprintln!(
+        "[getter] {gets} gets of 15 MiB: dropped after {end:?}; RSS {rss_before} KiB -> peak \
+         {peak} KiB (peak before {peak_before} KiB)"
+    );
+    // 64 MiB budget, a 15 MiB reply or two being encoded or written, and the rest.
+    assert_rss_bounded("never-reading getter (peak)", rss_before, peak, 160);
+    survived(&mut p, "never-reading getter", &a, &base, rss, 96).await;
 }

@@ -3,7 +3,9 @@
 //!
 //! Owns: the connection (the persist client), reconnection with capped exponential backoff
 //! and jitter, the set of subscribed dynamic ghids, the draining of this remote's durable
-//! outbox queue, and catch-up. On every (re)connect it publishes our GIDC, subscribes our
+//! outbox queue, and catch-up. On every (re)connect it publishes our GIDC, authenticates the
+//! connection as us (so the share requests we send count against our own key in the
+//! persister's mailboxes; skipped for a persister without `auth`), subscribes our
 //! fingerprint and every subscribed ghid, replays the outbox in order (an entry is removed
 //! only once the remote acknowledged it; "already present" is success; a rule rejection is
 //! logged and dropped so the queue never wedges), then fetches the current frame of every
@@ -335,6 +337,15 @@ impl RemoteActor {
     async fn greet(&self, client: &Client) -> Result<(), ClientError> {
         let gidc = self.core.identity.gidc().encode();
         timed(client.publish(&gidc)).await?;
+        // Our share requests then count against our own key, not against the anonymous
+        // sender that anyone can fill (an older persister does not know the op).
+        match timed(client.authenticate(&self.core.identity)).await {
+            Err(e) if e.code() == Some("unknown_op") => {
+                slog::info!(self.log(), "remote does not authenticate connections";
+                    "remote" => self.handle.url());
+            }
+            other => other?,
+        }
         timed(client.subscribe(&self.core.fingerprint())).await?;
         for g in &self.subs {
             timed(client.subscribe(g)).await?;

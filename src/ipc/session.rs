@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::ops::{self, ArgsError, Request, Whoami};
-use super::server::{CountGuard, Shared};
+use super::server::{CountGuard, Shared, WaitingGuard};
 use super::wire::{self, codes, WireError};
 use super::DaemonApi;
 use crate::actors::api::{AppEvent, AppId};
@@ -271,7 +271,10 @@ impl<A: DaemonApi> Conn<A> {
                 let msg = "text frames are not part of the protocol; send binary msgpack".into();
                 Step::Reply(self.err(&Value::Nil, codes::MALFORMED, msg, "?"))
             }
-            Message::Close(_) => return None,
+            // Echo the app's close (RFC 6455 §5.5.1); the connection then ends at once.
+            Message::Close(reason) => {
+                Step::Close(reason.unwrap_or_else(|| CloseCode::Normal.into()))
+            }
             // Pings are answered in `run`; pongs and nops need nothing.
             Message::Ping(_) | Message::Pong(_) | Message::Nop => Step::Nothing,
         })
@@ -404,6 +407,15 @@ async fn next_event(events: &mut Option<mpsc::Receiver<AppEvent>>) -> Option<App
     }
 }
 
+/// Resolves once a newer stranger pushed this session out of the waiting set (never once it
+/// has authenticated).
+async fn evicted(waiting: &Option<WaitingGuard>) {
+    match waiting {
+        Some(w) => w.evicted().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Resolves once the server stops (never, if the server was dropped without stopping).
 async fn shutdown_signal(rx: &mut watch::Receiver<bool>) {
     if rx.wait_for(|stop| *stop).await.is_err() {
@@ -413,12 +425,15 @@ async fn shutdown_signal(rx: &mut watch::Receiver<bool>) {
 
 /// The session task. Returns when the connection is gone and every in-flight request has
 /// finished; then the app is disconnected from the daemon, and `_guard` uncounts it.
+/// `waiting` holds its place among the sessions waiting for `hello` until it authenticates.
 pub(super) async fn run<A: DaemonApi>(
     shared: Arc<Shared<A>>,
     mut ws: actix_ws::Session,
     stream: MessageStream,
     _guard: CountGuard,
+    waiting: WaitingGuard,
 ) {
+    let mut waiting = Some(waiting);
     let log = shared.log.clone();
     let mut shutdown = shared.shutdown.clone();
     let shared_max = shared.max_message;
@@ -455,6 +470,14 @@ pub(super) async fn run<A: DaemonApi>(
                 });
                 break;
             }
+            () = evicted(&waiting), if conn.app.is_none() => {
+                info!(conn.log, "too many connections waiting for hello; closing the oldest");
+                close = Some(CloseReason {
+                    code: CloseCode::Policy,
+                    description: Some("too many connections waiting for hello".into()),
+                });
+                break;
+            }
             Some(joined) = conn.in_flight.join_next_with_id(), if !conn.in_flight.is_empty() => {
                 Step::Reply(conn.finished(joined))
             }
@@ -485,9 +508,10 @@ pub(super) async fn run<A: DaemonApi>(
             }
         };
         if conn.app.is_some() && conn.limit != shared_max {
-            // `hello` succeeded: the full limit from now on.
+            // `hello` succeeded: the full limit from now on, and no longer a stranger.
             conn.limit = shared_max;
             stream = stream.max_frame_size(shared_max);
+            waiting = None;
         }
         match step {
             Step::Nothing => {}

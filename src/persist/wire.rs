@@ -15,6 +15,12 @@
 //! error *reply*, never the end of a session. The op table ([`OPS`]) is what `hello` returns so
 //! that clients bind arguments by name.
 //!
+//! A connection may authenticate as an identity whose GIDC the server holds:
+//! `auth_challenge` returns fresh random bytes, `auth {identity, signature}` answers them
+//! ([`crate::golix::auth`]). Nothing requires it; the server counts the GARQs an
+//! authenticated connection stores against that identity's signing key instead of against
+//! the one shared anonymous sender (see `rules::checks::mailbox_room`).
+//!
 //! Owns: envelope types, encoders, the op table and protocol constants. Calls: `golix::Ghid`
 //! (serde as bin), rmp-serde, rmpv. Sans-IO.
 
@@ -131,6 +137,16 @@ pub const OPS: &[OpSpec] = &[
     OpSpec {
         name: "disconnect",
         args: &[],
+        result: "bool",
+    },
+    OpSpec {
+        name: "auth_challenge",
+        args: &[],
+        result: "bin",
+    },
+    OpSpec {
+        name: "auth",
+        args: &["identity", "signature"],
         result: "bool",
     },
 ];
@@ -287,6 +303,14 @@ pub mod args {
         pub object: Vec<u8>,
     }
 
+    /// `auth {identity, signature}`: the answer to this connection's last `auth_challenge`.
+    #[derive(Debug, Deserialize, Serialize)]
+    pub struct Auth {
+        pub identity: Ghid,
+        #[serde(with = "serde_bytes")]
+        pub signature: Vec<u8>,
+    }
+
     /// Every op that takes one Ghid: get, subscribe, unsubscribe, list_bindings,
     /// query_debinding, exists.
     #[derive(Debug, Deserialize, Serialize)]
@@ -354,6 +378,10 @@ pub struct Limits {
     /// Messages one connection may have queued outbound before it is dropped as too slow
     /// (dynamic-object notifications coalesce and do not grow the queue).
     pub outbound_queue: u64,
+    /// Bytes one connection may have queued outbound: requests are not read while half of it
+    /// is used; a connection that stays there too long is dropped. 0 from older servers.
+    #[serde(default)]
+    pub outbound_bytes: u64,
     /// Publishes one connection may have in flight (awaiting durability).
     pub max_in_flight: u64,
     /// Seconds of silence (no message, no pong) after which a connection is closed.
@@ -421,6 +449,15 @@ fn to_bytes<T: Serialize>(v: &T) -> Bytes {
 /// Encodes `{id, ok}`.
 pub fn encode_ok<T: Serialize>(id: &Value, ok: T) -> Bytes {
     to_bytes(&OkReply { id, ok })
+}
+
+/// Appends `{id, ok}` to `out` (see [`super::wsframe::binary_with`]).
+pub fn write_ok<T: Serialize>(out: &mut Vec<u8>, id: &Value, ok: T) {
+    let start = out.len();
+    if rmp_serde::encode::write_named(out, &OkReply { id, ok }).is_err() {
+        // As in `to_bytes`: cannot happen for our own structs; never leave half a message.
+        out.truncate(start);
+    }
 }
 
 /// Encodes `{id, err: {code, message}}`.
@@ -654,6 +691,7 @@ mod tests {
                 max_frame: 1,
                 max_subscriptions: 2,
                 outbound_queue: 3,
+                outbound_bytes: 6,
                 max_in_flight: 4,
                 idle_timeout_s: 5,
             }),

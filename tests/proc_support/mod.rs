@@ -284,10 +284,21 @@ impl Home {
     /// Writes a config: the process section (`ipc_port` 0 = any), `verbosity`, and a remote
     /// on `persister_port` if given.
     pub fn new(path: PathBuf, verbosity: &str, persister_port: Option<u16>) -> Home {
+        Home::with_process_lines(path, verbosity, persister_port, "")
+    }
+
+    /// [`Home::new`] with `extra` appended to the `process:` section (YAML lines indented by
+    /// two spaces, e.g. `"  ipc_hello_timeout_s: 1\n"`).
+    pub fn with_process_lines(
+        path: PathBuf,
+        verbosity: &str,
+        persister_port: Option<u16>,
+        extra: &str,
+    ) -> Home {
         std::fs::create_dir_all(&path).unwrap();
         let mut yml = format!(
             "process:\n  ghidcache: ./ghidcache\n  logdir: ./logs\n  pid_file: ./hgxd.pid\n  \
-             ipc_port: 0\ninstrumentation:\n  verbosity: {verbosity}\n"
+             ipc_port: 0\n{extra}instrumentation:\n  verbosity: {verbosity}\n"
         );
         match persister_port {
             Some(p) => yml.push_str(&format!(
