@@ -18,11 +18,11 @@ mod persister_attack_support;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::io::AsyncWriteExt;
 use hypergolix::golix::{Ghid, Gidc, Object, Policy, DEFAULT_LEGROOM};
 use hypergolix::persist::client::PersisterClient;
 use hypergolix::persist::wire::{self, args, Incoming};
 use persister_attack_support::*;
+use tokio::io::AsyncWriteExt;
 
 /// Repetition multiplier (`HGX_HOSTILE_SCALE`, default 1).
 fn scale() -> usize {
@@ -429,8 +429,8 @@ async fn request_spam_takes_only_the_spammers_share() {
     let (a, b, base, rss) = prepared(&p).await;
     let honest_mail = base.items[6].2.clone();
     let share = hypergolix::persist::rules::DEFAULT_MAX_REQUESTS_PER_SENDER;
-    let total = ((hypergolix::persist::rules::DEFAULT_MAX_REQUESTS_PER_RECIPIENT + 500)
-        * scale()) as u64;
+    let total =
+        ((hypergolix::persist::rules::DEFAULT_MAX_REQUESTS_PER_RECIPIENT + 500) * scale()) as u64;
     let (spammer, _srx) = connect(&p.ws_url()).await;
     let t = Instant::now();
     // A pipelined burst, then one by one while the recipient subscribes three times.
@@ -472,7 +472,13 @@ async fn request_spam_takes_only_the_spammers_share() {
 
     // An authenticated flooder gets its own share and no more.
     let mallory = authenticated(&p.ws_url(), &c3).await;
-    let (stored, full) = spam(mallory.clone(), b.ghid(), 100_000, 100_000 + 2 * share as u64).await;
+    let (stored, full) = spam(
+        mallory.clone(),
+        b.ghid(),
+        100_000,
+        100_000 + 2 * share as u64,
+    )
+    .await;
     assert_eq!((stored, full), (share, share));
 
     // All of it at a new subscription; nothing more at a repeated one.
@@ -492,7 +498,10 @@ async fn request_spam_takes_only_the_spammers_share() {
     }
     bc.ping().await.unwrap();
     let again = tokio::time::timeout(Duration::from_millis(500), b_rx.recv()).await;
-    assert!(again.is_err(), "a repeated subscribe re-sent mail: {again:?}");
+    assert!(
+        again.is_err(),
+        "a repeated subscribe re-sent mail: {again:?}"
+    );
 
     // The recipient frees room in the anonymous share by debinding spam.
     bc.publish(&b.make_debind(junk_garq(b.ghid(), 0).ghid).unwrap().encode())
@@ -514,9 +523,8 @@ async fn request_spam_takes_only_the_spammers_share() {
 /// sender) and three senders: anonymous, fixture 3, fixture 2.
 #[actix_rt::test]
 async fn a_full_mailbox_makes_room_for_a_lighter_sender() {
-    let mut p = Persister::spawn(
-        "  max_requests_per_recipient: 10\n  max_requests_per_sender: 4\n",
-    );
+    let mut p =
+        Persister::spawn("  max_requests_per_recipient: 10\n  max_requests_per_sender: 4\n");
     let (a, b, base, rss) = prepared(&p).await;
     let url = p.ws_url();
     let (anon, _rx) = connect(&url).await;
@@ -990,10 +998,7 @@ async fn never_reading_getter_is_bounded_in_bytes_and_dropped() {
     let (a, _b, base, _) = prepared(&p).await;
     let (c, _rx) = connect(&p.ws_url()).await;
     let big = a
-        .make_container(
-            &vec![7u8; 15 << 20],
-            &hypergolix::golix::Secret::random(),
-        )
+        .make_container(&vec![7u8; 15 << 20], &hypergolix::golix::Secret::random())
         .unwrap();
     c.publish(&a.make_bind_static(big.ghid).unwrap().encode())
         .await

@@ -15,9 +15,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use bytes::Bytes;
 use hypergolix::golix::*;
 use hypergolix::persist::rules::checks::MAX_CHAIN_DEPTH;
-use hypergolix::persist::store::{
-    Binding, Debinding, Record, Sender, SledStore, Store, WriteSet,
-};
+use hypergolix::persist::store::{Binding, Debinding, Record, Sender, SledStore, Store, WriteSet};
 use hypergolix::persist::{Archive, PersistError, Status};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

@@ -64,7 +64,10 @@ async fn persister_ends_the_connection_promptly_after_a_close() {
         assert_eq!(code, Some(1000));
         let end = tcp_end(&mut ws.s, WAIT).await;
         assert_fin_within(
-            &format!("persister, client close {round} (close frame after {:?})", t.elapsed()),
+            &format!(
+                "persister, client close {round} (close frame after {:?})",
+                t.elapsed()
+            ),
             end,
             BOUND,
         );
@@ -112,7 +115,10 @@ async fn persister_ends_the_connection_promptly_after_a_close() {
         };
         let end = tcp_end(&mut ws.s, WAIT).await;
         assert_fin_within(
-            &format!("persister, idle timeout, answered: {answer} (open {:?})", opened.elapsed()),
+            &format!(
+                "persister, idle timeout, answered: {answer} (open {:?})",
+                opened.elapsed()
+            ),
             end,
             bound,
         );
@@ -126,9 +132,13 @@ async fn persister_serves(p: &Persister) {
     let mut ws = RawWs::connect(p.addr).await;
     ws.assert_alive(7).await;
     assert!(
-        ws.request(8, "exists", args::ByGhid {
-            ghid: common::fixture(1).ghid()
-        })
+        ws.request(
+            8,
+            "exists",
+            args::ByGhid {
+                ghid: common::fixture(1).ghid()
+            }
+        )
         .await
     );
     match ws.reply().await {
@@ -194,7 +204,9 @@ async fn hgxd_ends_the_connection_promptly_after_a_close() {
 
     // The daemon closes: a wrong token (the peer answers the close, or not).
     for answer in [true, false] {
-        let mut ws = hostile_support::RawWs::open(addr, None, None).await.unwrap();
+        let mut ws = hostile_support::RawWs::open(addr, None, None)
+            .await
+            .unwrap();
         ws.send(&request(
             1,
             "hello",
@@ -214,7 +226,9 @@ async fn hgxd_ends_the_connection_promptly_after_a_close() {
     }
 
     // The daemon closes: no hello within 1 s; a silent peer that never answers.
-    let mut ws = hostile_support::RawWs::open(addr, None, None).await.unwrap();
+    let mut ws = hostile_support::RawWs::open(addr, None, None)
+        .await
+        .unwrap();
     let opened = Instant::now();
     assert_eq!(daemon_close(&mut ws).await, Some(1008));
     assert!(opened.elapsed() < Duration::from_secs(1) + BOUND);

@@ -356,7 +356,13 @@ async fn endpoint<A: DaemonApi>(
     let (response, ws, stream) = actix_ws::handle(&req, body)?;
     let guard = shared.sessions.enter();
     let waiting = shared.waiting.admit();
-    actix_web::rt::spawn(session::run(shared.into_inner(), ws, stream, guard, waiting));
+    actix_web::rt::spawn(session::run(
+        shared.into_inner(),
+        ws,
+        stream,
+        guard,
+        waiting,
+    ));
     // Once the session's close frame is out, the connection closes at once (`crate::net`).
     let socket = req.conn_data::<crate::net::ConnSocket>().cloned();
     Ok(response

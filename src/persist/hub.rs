@@ -368,8 +368,7 @@ impl Outbox {
                 // Over the byte share: wait for room, at most until the stall deadline.
                 Some(since) => {
                     let deadline = tokio::time::Instant::from_std(since + self.budget.stall);
-                    if tokio::time::timeout_at(deadline, wait).await.is_err() && self.stalled()
-                    {
+                    if tokio::time::timeout_at(deadline, wait).await.is_err() && self.stalled() {
                         self.drop_slow();
                         return Err(NoRoom::Stalled);
                     }
@@ -1006,7 +1005,10 @@ mod tests {
         assert_eq!(batch.len(), 3, "small messages come in one batch");
         assert_eq!(o.bytes(), 0);
         reserve.await.unwrap();
-        assert_eq!(o.push_notify(None, Bytes::from(vec![4; 1001])), Push::Overflow);
+        assert_eq!(
+            o.push_notify(None, Bytes::from(vec![4; 1001])),
+            Push::Overflow
+        );
         assert!(o.is_aborted());
 
         let big = Outbox::standalone(Budget {
@@ -1016,7 +1018,11 @@ mod tests {
         for _ in 0..4 {
             big.push_reply(Bytes::from(vec![0; WRITE_BATCH_BYTES / 2 + 1]));
         }
-        assert_eq!(drain(&big).await.len(), 2, "a batch stops at WRITE_BATCH_BYTES");
+        assert_eq!(
+            drain(&big).await.len(),
+            2,
+            "a batch stops at WRITE_BATCH_BYTES"
+        );
     }
 
     #[tokio::test]
@@ -1030,7 +1036,11 @@ mod tests {
         assert!(!o.stalled());
         let t = Instant::now();
         assert_eq!(o.reserve().await, Err(NoRoom::Stalled));
-        assert!(t.elapsed() >= Duration::from_millis(190), "{:?}", t.elapsed());
+        assert!(
+            t.elapsed() >= Duration::from_millis(190),
+            "{:?}",
+            t.elapsed()
+        );
         assert!(o.is_aborted());
         assert_eq!(o.bytes(), 0, "the queue is freed");
 
@@ -1045,7 +1055,10 @@ mod tests {
         drain(&o).await;
         o.push_reply(Bytes::from(vec![0; 60]));
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(!o.stalled(), "the clock restarted when the queue went below its share");
+        assert!(
+            !o.stalled(),
+            "the clock restarted when the queue went below its share"
+        );
     }
 
     #[tokio::test]
@@ -1061,7 +1074,11 @@ mod tests {
         bigger.extend_from_slice(&[7; 100]);
         let want = notify_frame(&d, &bigger).len();
         hub.fanout(&[note(d, Bytes::from(bigger))], None);
-        assert_eq!(s.outbox().bytes(), want, "the replaced frame no longer counts");
+        assert_eq!(
+            s.outbox().bytes(),
+            want,
+            "the replaced frame no longer counts"
+        );
         assert_eq!(hub.stats().queued_bytes, want as u64);
         drain(s.outbox()).await;
         assert_eq!(hub.stats().queued_bytes, 0);

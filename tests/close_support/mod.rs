@@ -46,6 +46,15 @@ pub fn close_frame(code: u16) -> Vec<u8> {
 /// Asserts an orderly close within `bound` and prints the time (for RELIABILITY).
 pub fn assert_fin_within(what: &str, end: (TcpEnd, Duration), bound: Duration) {
     eprintln!("[fin] {what}: {:?} after {:?}", end.0, end.1);
-    assert_eq!(end.0, TcpEnd::Fin, "{what}: expected a FIN, got {:?}", end.0);
-    assert!(end.1 <= bound, "{what}: FIN after {:?} (bound {bound:?})", end.1);
+    assert_eq!(
+        end.0,
+        TcpEnd::Fin,
+        "{what}: expected a FIN, got {:?}",
+        end.0
+    );
+    assert!(
+        end.1 <= bound,
+        "{what}: FIN after {:?} (bound {bound:?})",
+        end.1
+    );
 }

@@ -47,8 +47,8 @@ use super::guard::{FrameGuard, Oversize};
 use super::Shared;
 use crate::golix::{auth, Ghid, Object, Policy, SecondParty};
 use crate::persist::hub::{self, CloseKind, Next, Outbox};
-use crate::persist::wire::{self, args, codes, PublishAck};
 use crate::persist::store::Sender;
+use crate::persist::wire::{self, args, codes, PublishAck};
 use crate::persist::{wsframe, PersistError};
 
 /// How often the session pings the peer (at most).
@@ -390,13 +390,11 @@ impl Conn {
                 };
                 match archive.get(&g) {
                     Ok(Some(b)) => self.reply_ok(&raw.id, serde_bytes::Bytes::new(&b)),
-                    Ok(None) => {
-                        self.reply_err(
-                            &raw.id,
-                            codes::NOT_FOUND,
-                            format!("{} not found", g.as_str()),
-                        )
-                    }
+                    Ok(None) => self.reply_err(
+                        &raw.id,
+                        codes::NOT_FOUND,
+                        format!("{} not found", g.as_str()),
+                    ),
                     Err(e) => self.reply_persist_err(&raw.id, &e),
                 }
             }
@@ -511,7 +509,8 @@ impl Conn {
                 },
                 None => return Err(PersistError::UnknownAuthor(a.identity.as_str())),
             };
-            auth::verify(&who, &challenge, &a.signature).map_err(PersistError::VerificationFailed)?;
+            auth::verify(&who, &challenge, &a.signature)
+                .map_err(PersistError::VerificationFailed)?;
             Ok(Sender::Key(auth::sender_key(who.gidc())))
         };
         match self.shared.pool.run(check).await {
