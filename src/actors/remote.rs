@@ -340,11 +340,17 @@ impl RemoteActor {
         // Our share requests then count against our own key, not against the anonymous
         // sender that anyone can fill (an older persister does not know the op).
         match timed(client.authenticate(&self.core.identity)).await {
+            Ok(()) => {}
             Err(e) if e.code() == Some("unknown_op") => {
                 slog::info!(self.log(), "remote does not authenticate connections";
                     "remote" => self.handle.url());
             }
-            other => other?,
+            // Refused: carry on anonymously (our requests then share the anonymous quota).
+            Err(e @ ClientError::Server { .. }) => {
+                slog::warn!(self.log(), "remote refused our authentication";
+                    "remote" => self.handle.url(), "error" => %e);
+            }
+            Err(e) => return Err(e),
         }
         timed(client.subscribe(&self.core.fingerprint())).await?;
         for g in &self.subs {
