@@ -206,6 +206,10 @@ pub struct ServerSection {
     /// stays over half for `send_timeout_s`, drops the connection. Default 64 MiB (at least
     /// 1 MiB).
     pub outbound_bytes: usize,
+    /// Outbound bytes queued to all connections together; past it the connection that has
+    /// been over half its `outbound_bytes` the longest is dropped. 0 = no such bound.
+    /// Default 1 GiB.
+    pub outbound_bytes_total: usize,
     /// Seconds a connection may keep over half of `outbound_bytes` queued, and (as the
     /// socket's `TCP_USER_TIMEOUT`) seconds sent data may stay unread by the peer, before
     /// the connection is dropped. Default 30.
@@ -248,6 +252,7 @@ impl Default for ServerSection {
             max_subscriptions: 4096,
             outbound_queue: 4096,
             outbound_bytes: 64 * 1024 * 1024,
+            outbound_bytes_total: 1024 * 1024 * 1024,
             send_timeout_s: 30,
             max_in_flight: 256,
             // = persist::rules::DEFAULT_MAX_REQUESTS_PER_RECIPIENT (config calls nothing of ours).

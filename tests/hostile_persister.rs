@@ -1054,3 +1054,83 @@ async fn never_reading_getter_is_bounded_in_bytes_and_dropped() {
     // (Counted from after the 15 MiB publish: the allocator keeps what that took.)
     survived(&mut p, "never-reading getter", &a, &base, rss_before, 96).await;
 }
+
+/// A connection that pipelines `gets` requests for `ghid` and never reads (4 KiB window).
+async fn stalled_getter(addr: std::net::SocketAddr, ghid: Ghid, gets: u64) -> RawWs {
+    let mut ws = RawWs::connect_with(addr, Some(4096)).await;
+    for id in 0..gets {
+        let req = wire::encode_request(id, "get", args::ByGhid { ghid });
+        let frame = ws_frame(2, true, &req);
+        let sent = tokio::time::timeout(Duration::from_millis(500), ws.s.write_all(&frame)).await;
+        if !matches!(sent, Ok(Ok(()))) {
+            break;
+        }
+    }
+    ws
+}
+
+/// Many never-reading getters together, each within its own budget: past
+/// `outbound_bytes_total` the longest-stalled ones are dropped at once (not after the send
+/// timeout), so the server's memory stays bounded whatever the number of connections.
+#[actix_rt::test]
+async fn many_never_reading_getters_are_bounded_together() {
+    let mut p = Persister::spawn(
+        "  outbound_bytes: 8388608\n  outbound_bytes_total: 25165824\n  send_timeout_s: 60\n",
+    );
+    let (a, _b, base, _) = prepared(&p).await;
+    let (c, _rx) = connect(&p.ws_url()).await;
+    let big = a
+        .make_container(&vec![5u8; 3 << 20], &hypergolix::golix::Secret::random())
+        .unwrap();
+    c.publish(&a.make_bind_static(big.ghid).unwrap().encode())
+        .await
+        .unwrap();
+    c.publish(&big.encode()).await.unwrap();
+    c.disconnect().await.unwrap();
+    let rss_before = p.rss_kib();
+    let t = Instant::now();
+    let mut getters = Vec::new();
+    for _ in 0..8 * scale() {
+        getters.push(stalled_getter(p.addr, big.ghid, 10).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    honest_round_trip(&p.ws_url(), &a).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let peak = p.peak_rss_kib();
+    // Each holds up to ~7 MiB (its 4 MiB reply share plus one 3 MiB reply): 8 of them would
+    // be ~56 MiB, over the 24 MiB total, so the oldest ones were dropped long before the
+    // 60 s send timeout. A dropped one's connection ends once the kernel's buffers are read.
+    let mut dropped = 0;
+    for g in &mut getters {
+        let end = tokio::time::timeout(Duration::from_secs(3), async {
+            loop {
+                match g.recv(Duration::from_secs(3)).await {
+                    WsIn::Eof => return true,
+                    WsIn::Silent => return false,
+                    _ => {}
+                }
+            }
+        })
+        .await;
+        dropped += usize::from(matches!(end, Ok(true)));
+    }
+    eprintln!(
+        "[getters] {} never-reading getters of a 3 MiB object: {dropped} dropped within {:?}; \
+         RSS {rss_before} KiB -> peak {peak} KiB",
+        getters.len(),
+        t.elapsed()
+    );
+    assert!(dropped >= getters.len() / 2, "only {dropped} dropped");
+    assert!(t.elapsed() < Duration::from_secs(30));
+    assert_rss_bounded("many never-reading getters (peak)", rss_before, peak, 96);
+    drop(getters);
+    survived(
+        &mut p,
+        "many never-reading getters",
+        &a,
+        &base,
+        rss_before,
+        96,
+    )
+    .await;
+}

@@ -17,7 +17,10 @@
 //! (GARQs: mail) take a queue slot each; one that does not fit the budget drops the
 //! connection as too slow ([`Push::Overflow`]) — its client reconnects and re-subscribes,
 //! which redelivers stored mail. A queue that stays over half its byte budget for
-//! `Budget::stall` is dropped too ([`Outbox::stalled`]).
+//! `Budget::stall` is dropped too ([`Outbox::stalled`]). Across connections, the bytes queued
+//! in all outboxes are bounded by `Budget::total`: past it, the connection that has been
+//! over half its own budget the longest (else the one holding the most) is dropped, until
+//! the total fits again — many stalled connections cannot add up to more than that.
 //!
 //! Owns: the subscription map, outboxes, fanout counters. Calls: [`super::wire`] (notify
 //! encoding), [`super::wsframe`], and `golix` (to key GDXX notifications by their target).
@@ -105,6 +108,9 @@ pub struct Budget {
     pub bytes: usize,
     /// A queue holding half of `bytes` or more for this long is dropped as too slow.
     pub stall: Duration,
+    /// Bytes queued in all outboxes of a hub together (`server.outbound_bytes_total`); 0 =
+    /// no bound beyond each connection's.
+    pub total: usize,
 }
 
 impl Budget {
@@ -120,12 +126,16 @@ impl Default for Budget {
             messages: 4096,
             bytes: DEFAULT_OUTBOUND_BYTES,
             stall: DEFAULT_SEND_TIMEOUT,
+            total: DEFAULT_OUTBOUND_BYTES_TOTAL,
         }
     }
 }
 
 /// Default [`Budget::bytes`]: 64 MiB, four of the largest messages (16 MiB `max_frame`).
 pub const DEFAULT_OUTBOUND_BYTES: usize = 64 * 1024 * 1024;
+/// Default [`Budget::total`]: 1 GiB, about twenty connections stalled at their reply share
+/// (32 MiB of replies plus one 16 MiB message each).
+pub const DEFAULT_OUTBOUND_BYTES_TOTAL: usize = 1 << 30;
 /// Default [`Budget::stall`].
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most bytes the writer takes from an outbox at once (at least one message): what sits
@@ -227,6 +237,49 @@ struct Counters {
     slow_drops: AtomicU64,
     queued: AtomicU64,
     queued_bytes: AtomicU64,
+    /// [`Budget::total`] (0 = none), and every live outbox, for shedding past it.
+    total: usize,
+    outboxes: Mutex<HashMap<ConnId, std::sync::Weak<Outbox>>>,
+}
+
+impl Counters {
+    fn new(total: usize) -> Counters {
+        Counters {
+            total,
+            ..Counters::default()
+        }
+    }
+
+    /// While the bytes queued in all outboxes exceed the total, drops the connection that
+    /// has been over its reply share the longest (else the one holding the most bytes).
+    fn shed(&self) {
+        if self.total == 0 {
+            return;
+        }
+        while self.queued_bytes.load(Ordering::Relaxed) > self.total as u64 {
+            let victim = {
+                let all = self.outboxes.lock().unwrap_or_else(|e| e.into_inner());
+                all.values()
+                    .filter_map(std::sync::Weak::upgrade)
+                    .filter_map(|o| {
+                        let (bytes, since) = o.weight();
+                        (bytes > 0).then_some((since, bytes, o))
+                    })
+                    // Oldest `heavy_since` first (`Some` before `None`), then most bytes.
+                    .min_by(|a, b| match (a.0, b.0) {
+                        (Some(x), Some(y)) => x.cmp(&y),
+                        (Some(_), None) => std::cmp::Ordering::Less,
+                        (None, Some(_)) => std::cmp::Ordering::Greater,
+                        (None, None) => b.1.cmp(&a.1),
+                    })
+                    .map(|(_, _, o)| o)
+            };
+            match victim {
+                Some(o) => o.drop_slow(),
+                None => return,
+            }
+        }
+    }
 }
 
 enum Entry {
@@ -302,7 +355,7 @@ impl Outbox {
             budget: Budget {
                 messages: budget.messages.max(1),
                 bytes: budget.bytes.max(1),
-                stall: budget.stall,
+                ..budget
             },
             counters,
         }
@@ -379,6 +432,12 @@ impl Outbox {
         }
     }
 
+    /// Bytes queued, and since when they have been over the reply share.
+    fn weight(&self) -> (usize, Option<Instant>) {
+        let st = self.lock();
+        (st.bytes, st.heavy_since)
+    }
+
     /// Whether [`Outbox::reserve`] would return at once with room (false once closing).
     pub fn has_room(&self) -> bool {
         let st = self.lock();
@@ -416,6 +475,7 @@ impl Outbox {
             .queued_bytes
             .fetch_add(n as u64, Ordering::Relaxed);
         self.readable.wake();
+        self.counters.shed();
         true
     }
 
@@ -459,6 +519,9 @@ impl Outbox {
                 let c = &self.counters.queued_bytes;
                 c.fetch_add(n as u64, Ordering::Relaxed);
                 c.fetch_sub(old as u64, Ordering::Relaxed);
+                if n > old {
+                    self.counters.shed();
+                }
                 return Push::Coalesced;
             }
         }
@@ -480,6 +543,7 @@ impl Outbox {
             .queued_bytes
             .fetch_add(n as u64, Ordering::Relaxed);
         self.readable.wake();
+        self.counters.shed();
         Push::Queued
     }
 
@@ -635,7 +699,7 @@ impl Hub {
         Arc::new(Hub {
             subs: RwLock::new(HashMap::new()),
             next_id: AtomicU64::new(1),
-            counters: Arc::default(),
+            counters: Arc::new(Counters::new(budget.total)),
             budget,
             max_subscriptions,
         })
@@ -646,9 +710,15 @@ impl Hub {
     pub fn connect(self: &Arc<Hub>) -> Subscriber {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.counters.connections.fetch_add(1, Ordering::Relaxed);
+        let outbox = Arc::new(Outbox::new(self.budget, self.counters.clone()));
+        self.counters
+            .outboxes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, Arc::downgrade(&outbox));
         Subscriber {
             id,
-            outbox: Arc::new(Outbox::new(self.budget, self.counters.clone())),
+            outbox,
             subscriptions: Mutex::new(HashSet::new()),
             hub: self.clone(),
         }
@@ -819,6 +889,12 @@ impl Drop for Subscriber {
         self.unsubscribe_all();
         self.hub
             .counters
+            .outboxes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+        self.hub
+            .counters
             .connections
             .fetch_sub(1, Ordering::Relaxed);
     }
@@ -987,6 +1063,7 @@ mod tests {
             messages: 1000,
             bytes: 1000,
             stall: Duration::from_secs(60),
+            total: 0,
         };
         let o = Outbox::standalone(budget);
         // One reply of any size is admitted while under half the budget...
@@ -1031,6 +1108,7 @@ mod tests {
             messages: 1000,
             bytes: 100,
             stall: Duration::from_millis(200),
+            total: 0,
         });
         o.push_reply(Bytes::from(vec![0; 60]));
         assert!(!o.stalled());
@@ -1049,6 +1127,7 @@ mod tests {
             messages: 1000,
             bytes: 100,
             stall: Duration::from_millis(200),
+            total: 0,
         });
         o.push_reply(Bytes::from(vec![0; 60]));
         tokio::time::sleep(Duration::from_millis(150)).await;
@@ -1082,5 +1161,31 @@ mod tests {
         assert_eq!(hub.stats().queued_bytes, want as u64);
         drain(s.outbox()).await;
         assert_eq!(hub.stats().queued_bytes, 0);
+    }
+
+    #[tokio::test]
+    async fn past_the_total_the_longest_stalled_connection_is_dropped() {
+        let hub = Hub::new(
+            Budget {
+                messages: 1000,
+                bytes: 100,
+                stall: Duration::from_secs(60),
+                total: 250,
+            },
+            8,
+        );
+        let (old, light, new) = (hub.connect(), hub.connect(), hub.connect());
+        old.outbox().push_reply(Bytes::from(vec![0; 90])); // over its share first
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        light.outbox().push_reply(Bytes::from(vec![0; 20]));
+        new.outbox().push_reply(Bytes::from(vec![0; 90]));
+        assert_eq!(hub.stats().queued_bytes, 200);
+        assert!(!old.outbox().is_aborted());
+        // 60 more bytes take the total to 260: the oldest heavy one goes.
+        new.outbox().push_reply(Bytes::from(vec![0; 60]));
+        assert!(old.outbox().is_aborted());
+        assert!(!new.outbox().is_aborted() && !light.outbox().is_aborted());
+        assert_eq!(hub.stats().queued_bytes, 170);
+        assert_eq!(hub.stats().slow_drops, 1);
     }
 }

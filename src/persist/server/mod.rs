@@ -70,6 +70,8 @@ pub struct Limits {
     pub outbound_queue: usize,
     /// Bytes queued to one connection (see [`hub::Budget`]).
     pub outbound_bytes: usize,
+    /// Bytes queued to all connections together (0 = no such bound).
+    pub outbound_bytes_total: usize,
     /// A connection whose queue stays over half of `outbound_bytes` this long is dropped;
     /// also the kernel's limit (`TCP_USER_TIMEOUT`) on data a peer does not read.
     pub send_timeout: Duration,
@@ -92,6 +94,7 @@ impl Default for Limits {
             max_subscriptions: 4096,
             outbound_queue: 4096,
             outbound_bytes: hub::DEFAULT_OUTBOUND_BYTES,
+            outbound_bytes_total: hub::DEFAULT_OUTBOUND_BYTES_TOTAL,
             send_timeout: hub::DEFAULT_SEND_TIMEOUT,
             max_in_flight: 256,
             idle_timeout: Duration::from_secs(60),
@@ -178,6 +181,7 @@ impl Settings {
                 // At least 1 MiB: a notification (a frame with a long target vector is
                 // ~66 KB) must always fit an empty queue.
                 outbound_bytes: s.outbound_bytes.max(1 << 20),
+                outbound_bytes_total: s.outbound_bytes_total,
                 send_timeout: Duration::from_secs(s.send_timeout_s.max(1)),
                 max_in_flight: s.max_in_flight.max(1),
                 idle_timeout: Duration::from_secs(s.idle_timeout_s.max(1)),
@@ -317,6 +321,7 @@ pub async fn start(settings: Settings) -> Result<Running, ServerError> {
         messages: limits.outbound_queue,
         bytes: limits.outbound_bytes,
         stall: limits.send_timeout,
+        total: limits.outbound_bytes_total,
     };
     let hub = Hub::new(budget, limits.max_subscriptions);
     let pool = pool::VerifyPool::new(settings.verify_threads)?;
