@@ -303,6 +303,8 @@ struct OutboxState {
     released: bool,
     /// Set by `abort` or on overflow: the writer stops at once.
     aborted: bool,
+    /// Set by `writer_gone`: aborted because the connection itself ended.
+    writer_gone: bool,
 }
 
 /// One connection's bounded outbound queue of ready-to-write websocket frames. Shared (`Arc`)
@@ -587,6 +589,18 @@ impl Outbox {
 
     pub fn is_aborted(&self) -> bool {
         self.lock().aborted
+    }
+
+    /// The writer is gone (the connection closed or was reset): abort, remembering that the
+    /// peer left rather than fell behind.
+    pub fn writer_gone(&self) {
+        self.lock().writer_gone = true;
+        self.abort();
+    }
+
+    /// Whether the outbox was aborted by [`Outbox::writer_gone`].
+    pub fn is_writer_gone(&self) -> bool {
+        self.lock().writer_gone
     }
 
     /// Resolves once the outbox is aborted.

@@ -133,7 +133,7 @@ impl Drop for OutboxBody {
     fn drop(&mut self) {
         // The dispatcher is gone (connection closed or reset): nothing will be written any
         // more, so the session must not wait for room.
-        self.outbox.abort();
+        self.outbox.writer_gone();
     }
 }
 
@@ -265,8 +265,11 @@ impl Conn {
             tokio::select! {
                 biased;
                 _ = outbox.aborted() => {
-                    warn!(self.log, "dropping a connection that does not keep up";
-                        "queued_bytes" => outbox.bytes());
+                    if outbox.is_writer_gone() {
+                        debug!(self.log, "connection gone");
+                    } else {
+                        warn!(self.log, "dropping a connection that does not keep up");
+                    }
                     return End::PeerGone;
                 }
                 _ = shutdown.changed() => {
