@@ -1134,3 +1134,69 @@ async fn many_never_reading_getters_are_bounded_together() {
     )
     .await;
 }
+
+/// HTTP readers that pipeline `GET /o/{ghid}` of a 5 MiB object and never read: the bodies
+/// of all responses in flight hold at most `outbound_bytes_total` (24 MiB here), further
+/// `GET`s answer `503 unavailable` meanwhile, and everything is served again once they go.
+#[actix_rt::test]
+async fn never_reading_http_readers_are_bounded_together() {
+    let mut p = Persister::spawn("  outbound_bytes_total: 25165824\n");
+    let (a, _b, base, _) = prepared(&p).await;
+    let (c, _rx) = connect(&p.ws_url()).await;
+    let big = a
+        .make_container(&vec![3u8; 5 << 20], &hypergolix::golix::Secret::random())
+        .unwrap();
+    c.publish(&a.make_bind_static(big.ghid).unwrap().encode())
+        .await
+        .unwrap();
+    c.publish(&big.encode()).await.unwrap();
+    c.disconnect().await.unwrap();
+    let url = format!("http://{}/o/{}", p.addr, big.ghid.as_str());
+    let http = awc::Client::default();
+    let mut resp = http.get(url.as_str()).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.body().limit(8 << 20).await.unwrap(), big.encode());
+    let rss_before = p.rss_kib();
+    let mut readers = Vec::new();
+    for _ in 0..12 * scale() {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        let mut s = sock.connect(p.addr).await.unwrap();
+        let get = format!("GET /o/{} HTTP/1.1\r\nHost: x\r\n\r\n", big.ghid.as_str());
+        s.write_all(get.repeat(4).as_bytes()).await.unwrap();
+        readers.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let busy = http.get(url.as_str()).send().await.unwrap();
+    let peak = p.peak_rss_kib();
+    eprintln!(
+        "[http] {} never-reading readers of a 5 MiB object: a further GET got {}; RSS \
+         {rss_before} KiB -> peak {peak} KiB",
+        readers.len(),
+        busy.status()
+    );
+    assert_eq!(busy.status(), 503);
+    assert!(busy.headers().contains_key("retry-after"));
+    // 24 MiB of bodies, their chunks in the HTTP layer, and the rest.
+    assert_rss_bounded("never-reading HTTP readers (peak)", rss_before, peak, 48);
+    drop(readers);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut resp = http.get(url.as_str()).send().await.unwrap();
+        if resp.status() == 200 {
+            assert_eq!(resp.body().limit(8 << 20).await.unwrap(), big.encode());
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {}", resp.status());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    survived(
+        &mut p,
+        "never-reading HTTP readers",
+        &a,
+        &base,
+        rss_before,
+        64,
+    )
+    .await;
+}

@@ -290,6 +290,8 @@ pub(crate) struct Shared {
     limits: Limits,
     /// The `hello` answer (fixed for the server's life).
     hello: wire::Hello,
+    /// Bytes of HTTP response bodies in flight, in KiB (`outbound_bytes_total`).
+    http_bodies: Arc<tokio::sync::Semaphore>,
     log: Logger,
     /// Flips to `true` when the server stops; sessions then close with "going away".
     shutdown: watch::Receiver<bool>,
@@ -332,6 +334,9 @@ pub async fn start(settings: Settings) -> Result<Running, ServerError> {
         pool,
         limits,
         hello: wire::Hello::new(limits.to_wire()),
+        http_bodies: Arc::new(tokio::sync::Semaphore::new(http::body_permits(
+            limits.outbound_bytes_total,
+        ))),
         log: settings.log.clone(),
         shutdown: shutdown_rx,
     });
