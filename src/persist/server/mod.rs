@@ -11,8 +11,13 @@
 //! wait for the shutdown future, stop gracefully (sessions get a close frame) and flush the
 //! ghidcache.
 //!
+//! The listeners are bound by [`crate::net`] (every connection gets the send timeout as its
+//! `TCP_USER_TIMEOUT`), and each connection's socket is kept in its connection data so that a
+//! finished websocket session closes it at once.
+//!
 //! Owns: settings resolution (host forms, TLS files), the app wiring, the lifecycle.
-//! Calls: [`super::Archive`], [`super::hub`], [`super::wire`], [`crate::config`].
+//! Calls: [`super::Archive`], [`super::hub`], [`super::wire`], [`crate::config`],
+//! [`crate::net`].
 
 pub mod guard;
 mod http;
@@ -70,7 +75,8 @@ pub struct Limits {
     pub outbound_queue: usize,
     /// Bytes queued to one connection (see [`hub::Budget`]).
     pub outbound_bytes: usize,
-    /// Bytes queued to all connections together (0 = no such bound).
+    /// Bytes queued to all connections together, and held by HTTP response bodies in
+    /// flight together (0 = no such bound).
     pub outbound_bytes_total: usize,
     /// A connection whose queue stays over half of `outbound_bytes` this long is dropped;
     /// also the kernel's limit (`TCP_USER_TIMEOUT`) on data a peer does not read.
