@@ -12,8 +12,15 @@
 //! Calls: `session` (one task per connection), which calls the [`DaemonApi`].
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use actix_web::body::{BodySize, MessageBody};
+use bytes::Bytes;
+use tokio::sync::Notify;
 
 use actix_web::dev::ServerHandle;
 use actix_web::http::header;
@@ -199,6 +206,84 @@ impl Drop for WaitingGuard {
     }
 }
 
+/// Bytes a session handed to its websocket writer that the HTTP layer has not taken yet
+/// (counted in by the session, out by [`CountingBody`]). Above a bound the session stops
+/// reading requests and taking replies or events, so an app that does not read cannot make
+/// the daemon queue more.
+pub(super) struct Unwritten {
+    bytes: AtomicUsize,
+    /// The connection is gone: nothing will be taken any more, stop waiting.
+    gone: AtomicBool,
+    /// Signalled whenever bytes are taken (single waiter: the session).
+    drained: Notify,
+}
+
+impl Unwritten {
+    fn new() -> Arc<Unwritten> {
+        Arc::new(Unwritten {
+            bytes: AtomicUsize::new(0),
+            gone: AtomicBool::new(false),
+            drained: Notify::new(),
+        })
+    }
+
+    pub(super) fn add(&self, n: usize) {
+        self.bytes.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn take(&self, n: usize) {
+        let _ = self
+            .bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                Some(b.saturating_sub(n))
+            });
+        self.drained.notify_one();
+    }
+
+    /// At or above `limit` bytes, and the connection still there.
+    pub(super) fn over(&self, limit: usize) -> bool {
+        !self.gone.load(Ordering::Relaxed) && self.bytes.load(Ordering::Relaxed) >= limit
+    }
+
+    /// Resolves after the next take (or at once if one happened since the last wait).
+    pub(super) async fn drained(&self) {
+        self.drained.notified().await;
+    }
+}
+
+/// The websocket response body, counting what the HTTP layer takes out of [`Unwritten`].
+struct CountingBody<B> {
+    inner: B,
+    unwritten: Arc<Unwritten>,
+}
+
+impl<B: MessageBody + Unpin> MessageBody for CountingBody<B> {
+    type Error = B::Error;
+
+    fn size(&self) -> BodySize {
+        self.inner.size()
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        let this = self.get_mut();
+        let next = Pin::new(&mut this.inner).poll_next(cx);
+        if let Poll::Ready(Some(Ok(chunk))) = &next {
+            this.unwritten.take(chunk.len());
+        }
+        next
+    }
+}
+
+impl<B> Drop for CountingBody<B> {
+    fn drop(&mut self) {
+        self.unwritten.gone.store(true, Ordering::Relaxed);
+        self.unwritten.drained.notify_one();
+    }
+}
+
 /// One counted thing; see [`Counter::enter`].
 pub(super) struct CountGuard(Counter);
 
@@ -356,16 +441,25 @@ async fn endpoint<A: DaemonApi>(
     let (response, ws, stream) = actix_ws::handle(&req, body)?;
     let guard = shared.sessions.enter();
     let waiting = shared.waiting.admit();
+    let unwritten = Unwritten::new();
+    let counted = unwritten.clone();
     actix_web::rt::spawn(session::run(
         shared.into_inner(),
         ws,
         stream,
         guard,
         waiting,
+        unwritten,
     ));
     // Once the session's close frame is out, the connection closes at once (`crate::net`).
     let socket = req.conn_data::<crate::net::ConnSocket>().cloned();
     Ok(response
-        .map_body(|_, body| crate::net::EndingBody::new(body, socket))
+        .map_body(|_, body| {
+            let counted = CountingBody {
+                inner: body,
+                unwritten: counted,
+            };
+            crate::net::EndingBody::new(counted, socket)
+        })
         .map_into_boxed_body())
 }
