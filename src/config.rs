@@ -107,6 +107,11 @@ pub struct ProcessSection {
     pub ipc_port: u16,
     /// Bytes of sled page cache for each of the two databases under `ghidcache`.
     pub cache_capacity: u64,
+    /// Seconds an app connection has to authenticate (`hello` with the token). Default 10.
+    pub ipc_hello_timeout_s: u64,
+    /// App connections waiting for their `hello` at once; one more closes the oldest of
+    /// them, so idle sockets of any local process cannot lock out an app. Default 64.
+    pub ipc_max_unauthenticated: usize,
 }
 
 impl Default for ProcessSection {
@@ -117,6 +122,8 @@ impl Default for ProcessSection {
             pid_file: "./hypergolix.pid".into(),
             ipc_port: DEFAULT_IPC_PORT,
             cache_capacity: DEFAULT_DAEMON_CACHE,
+            ipc_hello_timeout_s: 10,
+            ipc_max_unauthenticated: 64,
         }
     }
 }
@@ -255,13 +262,31 @@ pub struct ServerSection {
     pub max_subscriptions: usize,
     /// Outbound messages queued per connection before it is dropped as too slow.
     pub outbound_queue: usize,
+    /// Outbound bytes queued per connection (replies to `get` included). Requests are not
+    /// read while half of it is used; a notification that does not fit, or a queue that
+    /// stays over half for `send_timeout_s`, drops the connection. Default 64 MiB (at least
+    /// 1 MiB).
+    pub outbound_bytes: usize,
+    /// Outbound bytes queued to all connections together; past it the connection that has
+    /// been over half its `outbound_bytes` the longest is dropped. 0 = no such bound.
+    /// Default 1 GiB.
+    pub outbound_bytes_total: usize,
+    /// Seconds a connection may keep over half of `outbound_bytes` queued, and (as the
+    /// socket's `TCP_USER_TIMEOUT`) seconds sent data may stay unread by the peer, before
+    /// the connection is dropped. Default 30.
+    pub send_timeout_s: u64,
     /// Publishes per connection awaiting durability at once.
     pub max_in_flight: usize,
-    /// Stored requests (GARQs) kept per recipient; a further GARQ to that recipient is
-    /// refused with `mailbox_full` until the recipient debinds some. GARQs are anonymous, so
-    /// without this bound one peer could store unbounded mail for anyone, all of it
-    /// re-delivered at every subscribe. Keep it well below `outbound_queue`. Default 1024.
+    /// Stored requests (GARQs) kept per recipient. When full, a sender holding fewer than
+    /// the recipient's heaviest sender still gets in (one of the heaviest sender's requests
+    /// is dropped); otherwise `mailbox_full` until the recipient debinds some. Keep it well
+    /// below `outbound_queue`: all of it is delivered at a new subscription. Default 1024.
     pub max_requests_per_recipient: usize,
+    /// Stored requests kept per (sender, recipient); further ones from that sender are
+    /// refused with `mailbox_full`. A sender is the identity a connection authenticated as
+    /// (`auth`), counted by its signing key; every unauthenticated connection together is
+    /// one sender. Default 64.
+    pub max_requests_per_sender: usize,
     /// Seconds a websocket peer may stay silent (no message, no pong) before it is closed.
     pub idle_timeout_s: u64,
     /// Seconds a new connection has to send its whole HTTP request head (slow-loris guard).
@@ -291,9 +316,13 @@ impl Default for ServerSection {
             max_frame: DEFAULT_MAX_FRAME,
             max_subscriptions: 4096,
             outbound_queue: 4096,
+            outbound_bytes: 64 * 1024 * 1024,
+            outbound_bytes_total: 1024 * 1024 * 1024,
+            send_timeout_s: 30,
             max_in_flight: 256,
             // = persist::rules::DEFAULT_MAX_REQUESTS_PER_RECIPIENT (config calls nothing of ours).
             max_requests_per_recipient: 1024,
+            max_requests_per_sender: 64,
             idle_timeout_s: 60,
             request_head_timeout_s: 5,
             workers: None,

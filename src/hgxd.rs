@@ -407,6 +407,8 @@ pub async fn run(mut args: RunArgs) -> Result<(), RunError> {
     let (token, token_path) = CapabilityToken::create_file(&token_dir)?;
     let mut ipc_cfg = IpcConfig::new(token);
     ipc_cfg.addr = SocketAddr::from((Ipv4Addr::LOCALHOST, cfg.process.ipc_port));
+    ipc_cfg.hello_timeout = std::time::Duration::from_secs(cfg.process.ipc_hello_timeout_s.max(1));
+    ipc_cfg.max_unauthenticated = cfg.process.ipc_max_unauthenticated.max(1);
     ipc_cfg.log = log.new(o!("part" => "ipc"));
     let server = serve(daemon.clone(), ipc_cfg)
         .await

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use bytes::Bytes;
 use hypergolix::golix::*;
 use hypergolix::persist::rules::checks::MAX_CHAIN_DEPTH;
-use hypergolix::persist::store::{Binding, Debinding, Record, SledStore, Store, WriteSet};
+use hypergolix::persist::store::{Binding, Debinding, Record, Sender, SledStore, Store, WriteSet};
 use hypergolix::persist::{Archive, PersistError, Status};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -591,7 +591,7 @@ impl Store for GatedStore {
     fn debindings(&self, t: &Ghid) -> Result<Vec<Debinding>, PersistError> {
         self.inner.debindings(t)
     }
-    fn requests(&self, r: &Ghid) -> Result<Vec<Ghid>, PersistError> {
+    fn requests(&self, r: &Ghid) -> Result<Vec<(Ghid, Sender)>, PersistError> {
         self.inner.requests(r)
     }
     fn is_collected(&self, g: &Ghid) -> Result<bool, PersistError> {

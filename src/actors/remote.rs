@@ -4,9 +4,11 @@
 //! Owns: the connection (the persist client), reconnection with capped exponential backoff
 //! and jitter, the set of subscribed dynamic ghids, the remote's size limit, and catch-up. On
 //! every (re)connect it asks the remote's `hello` for its `max_frame` (remembered through
-//! [`super::limits`]), publishes our GIDC, subscribes our fingerprint and every subscribed
-//! ghid, replays the outbox in order ([`super::drain`]), then fetches the current frame of
-//! every subscribed ghid and pulls it, so updates made while we were offline arrive unasked.
+//! [`super::limits`]), publishes our GIDC, authenticates the connection as us (so the share
+//! requests we send count against our own key in the persister's mailboxes; skipped for a
+//! persister without `auth`), subscribes our fingerprint and every subscribed ghid, replays
+//! the outbox in order ([`super::drain`]), then fetches the current frame of every subscribed
+//! ghid and pulls it, so updates made while we were offline arrive unasked.
 //! Notifications are pulled in arrival order by a per-connection worker.
 //!
 //! A connection counts as up once the persister's `hello` names our protocol version and the
@@ -433,7 +435,7 @@ impl RemoteActor {
     }
 
     /// Checks the protocol version, learns the remote's limits (remembered, see
-    /// [`super::limits`]), then sends our GIDC and the subscriptions. Returns the largest
+    /// [`super::limits`]), then sends our GIDC, authenticates, and sends the subscriptions. Returns the largest
     /// object the remote takes.
     async fn greet(&self, client: &Client) -> Result<u64, Failure> {
         let failure = |e: ClientError| Failure::from_client(&e);
@@ -460,6 +462,21 @@ impl RemoteActor {
         }
         let gidc = self.core.identity.gidc().encode();
         timed(client.publish(&gidc)).await.map_err(failure)?;
+        // Our share requests then count against our own key, not against the anonymous
+        // sender that anyone can fill (an older persister does not know the op).
+        match timed(client.authenticate(&self.core.identity)).await {
+            Ok(()) => {}
+            Err(e) if e.code() == Some("unknown_op") => {
+                slog::info!(self.log(), "remote does not authenticate connections";
+                    "remote" => self.handle.url());
+            }
+            // Refused: carry on anonymously (our requests then share the anonymous quota).
+            Err(e @ ClientError::Server { .. }) => {
+                slog::warn!(self.log(), "remote refused our authentication";
+                    "remote" => self.handle.url(), "error" => %e);
+            }
+            Err(e) => return Err(failure(e)),
+        }
         timed(client.subscribe(&self.core.fingerprint()))
             .await
             .map_err(failure)?;

@@ -199,7 +199,7 @@ impl FirstParty {
         &self.public
     }
 
-    fn sign(&self, digest: &[u8; 64]) -> Result<[u8; SIG_LEN], Error> {
+    pub(super) fn sign(&self, digest: &[u8; 64]) -> Result<[u8; SIG_LEN], Error> {
         cipher::sign_digest(&self.sign_key, digest)
     }
 

@@ -27,7 +27,7 @@ use tokio::sync::oneshot;
 use crate::golix::{Ghid, Kind, Object, Policy, SecondParty};
 
 use super::rules::{self, checks, View};
-use super::store::{Record, SledStore, Store};
+use super::store::{Record, Sender, SledStore, Store};
 use super::PersistError;
 
 /// Parsed identities kept at most (then the cache starts over).
@@ -86,6 +86,8 @@ struct Inner {
     /// [`rules::Limits::max_requests_per_recipient`] (atomic: set after opening, shared by
     /// every clone).
     max_requests_per_recipient: AtomicUsize,
+    /// [`rules::Limits::max_requests_per_sender`]; 0 = the recipient's bound.
+    max_requests_per_sender: AtomicUsize,
     flush: Arc<FlushShared>,
     /// The flusher thread; joined on drop.
     flusher: Option<JoinHandle<()>>,
@@ -188,6 +190,7 @@ impl Archive {
                 max_requests_per_recipient: AtomicUsize::new(
                     rules::DEFAULT_MAX_REQUESTS_PER_RECIPIENT,
                 ),
+                max_requests_per_sender: AtomicUsize::new(0),
                 flush,
                 flusher: Some(flusher),
             }),
@@ -202,13 +205,27 @@ impl Archive {
             .store(max.max(1), Ordering::Relaxed);
     }
 
+    /// Bounds the GARQs stored per (sender, recipient) (`server.max_requests_per_sender`);
+    /// see [`rules::checks::mailbox_room`]. At least 1. Unset, it is the recipient's bound.
+    pub fn set_max_requests_per_sender(&self, max: usize) {
+        self.inner
+            .max_requests_per_sender
+            .store(max.max(1), Ordering::Relaxed);
+    }
+
     /// The limits [`Archive::publish`] applies.
     pub fn limits(&self) -> rules::Limits {
+        let per_recipient = self
+            .inner
+            .max_requests_per_recipient
+            .load(Ordering::Relaxed);
+        let per_sender = match self.inner.max_requests_per_sender.load(Ordering::Relaxed) {
+            0 => per_recipient,
+            n => n,
+        };
         rules::Limits {
-            max_requests_per_recipient: self
-                .inner
-                .max_requests_per_recipient
-                .load(Ordering::Relaxed),
+            max_requests_per_recipient: per_recipient,
+            max_requests_per_sender: per_sender,
         }
     }
 
@@ -248,8 +265,14 @@ impl Archive {
 
     /// Decode (Policy::STRICT), verify, apply every rule, store, run the collection cascade.
     /// CPU-heavy (RSA verify); callers run it off the event loop. NOT yet durable on return:
-    /// call [`Archive::sync`] before acknowledging.
+    /// call [`Archive::sync`] before acknowledging. The uploader is anonymous.
     pub fn publish(&self, bytes: &[u8]) -> Result<Published, PersistError> {
+        self.publish_from(bytes, Sender::Anonymous)
+    }
+
+    /// [`Archive::publish`] of an object uploaded by `sender` (what a stored GARQ is counted
+    /// against).
+    pub fn publish_from(&self, bytes: &[u8], sender: Sender) -> Result<Published, PersistError> {
         let obj = Object::decode(bytes, Policy::STRICT)?;
         rules::precheck(&obj)?;
         let (ghid, kind) = (obj.ghid(), obj.kind());
@@ -272,6 +295,7 @@ impl Archive {
                 &obj,
                 Bytes::copy_from_slice(bytes),
                 &self.limits(),
+                sender,
             )?;
             self.inner.store.apply(&outcome.writes)?;
             outcome
@@ -353,7 +377,7 @@ impl Archive {
     /// Stored GARQs addressed to `recipient` (offline mail), in ghid order.
     pub fn requests_for(&self, recipient: &Ghid) -> Result<Vec<Bytes>, PersistError> {
         let mut out = Vec::new();
-        for g in self.inner.store.requests(recipient)? {
+        for (g, _) in self.inner.store.requests(recipient)? {
             if let Some(b) = self.inner.store.object(&g)? {
                 out.push(b);
             }

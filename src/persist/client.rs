@@ -29,7 +29,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 use super::wire::{self, args, ErrBody, Hello, Incoming, PublishAck};
-use crate::golix::Ghid;
+use crate::golix::{FirstParty, Ghid};
 
 /// Errors of client calls.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -414,6 +414,21 @@ impl PersisterClient {
     /// Protocol version, limits, op table and events.
     pub async fn hello(&self) -> Result<Hello, ClientError> {
         self.call("hello", Empty {}).await
+    }
+
+    /// Authenticates this connection as `who` (`auth_challenge`, then `auth` with the signed
+    /// challenge): the server must hold `who`'s GIDC. Requests (GARQs) published on this
+    /// connection then count against `who` rather than the anonymous sender.
+    pub async fn authenticate(&self, who: &FirstParty) -> Result<(), ClientError> {
+        let challenge: serde_bytes::ByteBuf = self.call("auth_challenge", Empty {}).await?;
+        let signature = crate::golix::auth::sign(who, &challenge)
+            .map_err(|e| ClientError::Protocol(format!("cannot sign the challenge: {e}")))?;
+        let auth = args::Auth {
+            identity: who.ghid(),
+            signature: signature.to_vec(),
+        };
+        let _: bool = self.call("auth", auth).await?;
+        Ok(())
     }
 
     pub async fn ping(&self) -> Result<(), ClientError> {

@@ -101,6 +101,17 @@ pub struct Debinding {
     pub debinder: Ghid,
 }
 
+/// Who stored a GARQ, as far as the holder can tell (GARQs hide their author): the signing
+/// key that authenticated the uploading connection, or nobody.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub enum Sender {
+    /// Uploaded by a connection that did not authenticate (and mail stored before senders
+    /// were recorded).
+    Anonymous,
+    /// SHA-512 of the RSA signature modulus that authenticated the uploading connection.
+    Key([u8; 64]),
+}
+
 /// Every change one publish makes, applied atomically by [`Store::apply`]. `Some`/`true`
 /// inserts, `None`/`false` removes. Later writes to the same key replace earlier ones, so a
 /// `WriteSet` doubles as the rules' read-your-writes overlay.
@@ -113,8 +124,8 @@ pub struct WriteSet {
     pub bindings: BTreeMap<(Ghid, Ghid), Option<Binding>>,
     /// `(target, GDXX ghid)`.
     pub debindings: BTreeMap<(Ghid, Ghid), Option<Debinding>>,
-    /// `(recipient, GARQ ghid)`.
-    pub requests: BTreeMap<(Ghid, Ghid), bool>,
+    /// `(recipient, GARQ ghid)` -> who stored it (`None` removes).
+    pub requests: BTreeMap<(Ghid, Ghid), Option<Sender>>,
     /// Ghids that were stored and then removed.
     pub collected: BTreeMap<Ghid, bool>,
 }
@@ -141,8 +152,8 @@ pub trait Store: Send + Sync {
     fn bindings(&self, target: &Ghid) -> Result<Vec<Binding>, PersistError>;
     /// Stored debindings whose target is `target`, in ghid order.
     fn debindings(&self, target: &Ghid) -> Result<Vec<Debinding>, PersistError>;
-    /// Stored GARQ ghids addressed to `recipient`, in ghid order.
-    fn requests(&self, recipient: &Ghid) -> Result<Vec<Ghid>, PersistError>;
+    /// Stored GARQ ghids addressed to `recipient` and who stored each, in ghid order.
+    fn requests(&self, recipient: &Ghid) -> Result<Vec<(Ghid, Sender)>, PersistError>;
     /// Whether `ghid` was stored and then removed (and not stored again since).
     fn is_collected(&self, ghid: &Ghid) -> Result<bool, PersistError>;
     /// Applies every change in `writes` atomically.

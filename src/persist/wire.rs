@@ -21,6 +21,12 @@
 //! by [`check_shape`] (one limit, one message: "msgpack nested deeper than 16"). Ghid
 //! arguments with address algo 0 (test-only) are `bad_args`: nothing stored can have one.
 //!
+//! A connection may authenticate as an identity whose GIDC the server holds:
+//! `auth_challenge` returns fresh random bytes, `auth {identity, signature}` answers them
+//! ([`crate::golix::auth`]). Nothing requires it; the server counts the GARQs an
+//! authenticated connection stores against that identity's signing key instead of against
+//! the one shared anonymous sender (see `rules::checks::mailbox_room`).
+//!
 //! Owns: envelope types, encoders, the op table and protocol constants. Calls: `golix::Ghid`
 //! (serde as bin), rmp-serde, rmpv. Sans-IO.
 
@@ -156,6 +162,16 @@ pub const OPS: &[OpSpec] = &[
     OpSpec {
         name: "disconnect",
         args: &[],
+        result: "bool",
+    },
+    OpSpec {
+        name: "auth_challenge",
+        args: &[],
+        result: "bin",
+    },
+    OpSpec {
+        name: "auth",
+        args: &["identity", "signature"],
         result: "bool",
     },
 ];
@@ -328,6 +344,14 @@ pub mod args {
         pub object: Vec<u8>,
     }
 
+    /// `auth {identity, signature}`: the answer to this connection's last `auth_challenge`.
+    #[derive(Debug, Deserialize, Serialize)]
+    pub struct Auth {
+        pub identity: Ghid,
+        #[serde(with = "serde_bytes")]
+        pub signature: Vec<u8>,
+    }
+
     /// Every op that takes one Ghid: get, subscribe, unsubscribe, list_bindings,
     /// query_debinding, exists.
     #[derive(Debug, Deserialize, Serialize)]
@@ -409,6 +433,10 @@ pub struct Limits {
     /// Messages one connection may have queued outbound before it is dropped as too slow
     /// (dynamic-object notifications coalesce and do not grow the queue).
     pub outbound_queue: u64,
+    /// Bytes one connection may have queued outbound: requests are not read while half of it
+    /// is used; a connection that stays there too long is dropped. 0 from older servers.
+    #[serde(default)]
+    pub outbound_bytes: u64,
     /// Publishes one connection may have in flight (awaiting durability).
     pub max_in_flight: u64,
     /// Seconds of silence (no message, no pong) after which a connection is closed.
@@ -476,6 +504,15 @@ fn to_bytes<T: Serialize>(v: &T) -> Bytes {
 /// Encodes `{id, ok}`.
 pub fn encode_ok<T: Serialize>(id: &Value, ok: T) -> Bytes {
     to_bytes(&OkReply { id, ok })
+}
+
+/// Appends `{id, ok}` to `out` (see [`super::wsframe::binary_with`]).
+pub fn write_ok<T: Serialize>(out: &mut Vec<u8>, id: &Value, ok: T) {
+    let start = out.len();
+    if rmp_serde::encode::write_named(out, &OkReply { id, ok }).is_err() {
+        // As in `to_bytes`: cannot happen for our own structs; never leave half a message.
+        out.truncate(start);
+    }
 }
 
 /// Encodes `{id, err: {code, message}}`.
@@ -786,6 +823,7 @@ mod tests {
                 max_frame: 1,
                 max_subscriptions: 2,
                 outbound_queue: 3,
+                outbound_bytes: 6,
                 max_in_flight: 4,
                 idle_timeout_s: 5,
             }),

@@ -326,10 +326,16 @@ impl Home {
     /// Like [`Home::new`], with `lines` (top-level YAML: `remotes:` with its entries, `user:`,
     /// ...) after the process and instrumentation sections.
     pub fn with_lines(path: PathBuf, verbosity: &str, lines: &str) -> Home {
+        Home::with_process_lines(path, verbosity, lines, "")
+    }
+
+    /// [`Home::with_lines`] with `extra` appended to the `process:` section (YAML lines
+    /// indented by two spaces, e.g. `"  ipc_hello_timeout_s: 1\n"`).
+    pub fn with_process_lines(path: PathBuf, verbosity: &str, lines: &str, extra: &str) -> Home {
         std::fs::create_dir_all(&path).unwrap();
         let yml = format!(
             "process:\n  ghidcache: ./ghidcache\n  logdir: ./logs\n  pid_file: ./hgxd.pid\n  \
-             ipc_port: 0\ninstrumentation:\n  verbosity: {verbosity}\n{lines}"
+             ipc_port: 0\n{extra}instrumentation:\n  verbosity: {verbosity}\n{lines}"
         );
         std::fs::write(path.join("hypergolix.yml"), yml).unwrap();
         Home { path }

@@ -6,7 +6,7 @@
 //! | `records` | ghid (65) | tag byte + fields of the [`Record`] |
 //! | `bindings` | target (65) ‖ binding ghid (65) | kind byte (`S`/`D`) ‖ binder (65) |
 //! | `debindings` | target (65) ‖ GDXX ghid (65) | debinder (65) |
-//! | `requests` | recipient (65) ‖ GARQ ghid (65) | empty |
+//! | `requests` | recipient (65) ‖ GARQ ghid (65) | empty (anonymous) or sender key (64) |
 //! | `collected` | ghid (65) | empty |
 //!
 //! Object bytes of [`spill::THRESHOLD`] bytes or more are files in `<db>/large/` named by the
@@ -29,7 +29,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{Batch, Transactional, Tree};
 
 use super::spill::{self, Spill};
-use super::{sled_gate, Binding, Debinding, Record, Store, WriteSet};
+use super::{sled_gate, Binding, Debinding, Record, Sender, Store, WriteSet};
 use crate::golix::{Ghid, Kind, GHID_LEN};
 use crate::persist::PersistError;
 
@@ -319,15 +319,20 @@ impl Store for SledStore {
             .collect()
     }
 
-    fn requests(&self, recipient: &Ghid) -> Result<Vec<Ghid>, PersistError> {
+    fn requests(&self, recipient: &Ghid) -> Result<Vec<(Ghid, Sender)>, PersistError> {
         self.requests
             .scan_prefix(recipient.as_bytes())
             .map(|kv| {
-                let (k, _) = kv?;
+                let (k, v) = kv?;
                 if k.len() != 2 * GHID_LEN {
                     return Err(corrupt("request index"));
                 }
-                ghid_at(&k, GHID_LEN, "request index")
+                let sender = match <[u8; 64]>::try_from(&v[..]) {
+                    Ok(key) => Sender::Key(key),
+                    Err(_) if v.is_empty() => Sender::Anonymous,
+                    Err(_) => return Err(corrupt("request sender")),
+                };
+                Ok((ghid_at(&k, GHID_LEN, "request index")?, sender))
             })
             .collect()
     }
@@ -379,12 +384,12 @@ impl Store for SledStore {
                 None => debindings.remove(&k[..]),
             }
         }
-        for ((r, g), add) in &w.requests {
+        for ((r, g), sender) in &w.requests {
             let k = pair_key(r, g);
-            if *add {
-                requests.insert(&k[..], &[][..]);
-            } else {
-                requests.remove(&k[..]);
+            match sender {
+                Some(Sender::Anonymous) => requests.insert(&k[..], &[][..]),
+                Some(Sender::Key(key)) => requests.insert(&k[..], &key[..]),
+                None => requests.remove(&k[..]),
             }
         }
         for (g, mark) in &w.collected {
@@ -490,12 +495,14 @@ mod tests {
             };
             w.bindings.insert((t, m), Some(b));
         }
-        w.requests.insert((t1, m1), true);
+        w.requests.insert((t1, m1), Some(Sender::Anonymous));
+        w.requests.insert((t2, m2), Some(Sender::Key([7; 64])));
         w.collected.insert(m2, true);
         s.apply(&w).unwrap();
         assert_eq!(s.bindings(&t1).unwrap().len(), 2);
         assert_eq!(s.bindings(&t2).unwrap().len(), 1);
-        assert_eq!(s.requests(&t1).unwrap(), vec![m1]);
+        assert_eq!(s.requests(&t1).unwrap(), vec![(m1, Sender::Anonymous)]);
+        assert_eq!(s.requests(&t2).unwrap(), vec![(m2, Sender::Key([7; 64]))]);
         assert!(s.is_collected(&m2).unwrap());
         let mut w = WriteSet::default();
         w.bindings.insert((t1, m1), None);
