@@ -36,10 +36,10 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-#[path = "common/mod.rs"]
-mod bench_common;
 #[path = "fanout/baseline.rs"]
 mod baseline;
+#[path = "common/mod.rs"]
+mod bench_common;
 #[path = "fanout/cpu.rs"]
 mod cpu;
 #[path = "fanout/daemon.rs"]
@@ -48,6 +48,8 @@ mod daemon;
 mod drive;
 #[path = "fanout/nats.rs"]
 mod nats;
+#[path = "fanout/nats_server.rs"]
+mod nats_server;
 #[path = "fanout/persister.rs"]
 mod persister;
 #[path = "fanout/plot.rs"]
@@ -443,7 +445,11 @@ fn run_persister(ctx: &mut Ctx, n: usize, mode: Mode) -> Result<RunResult, Strin
     });
     let pool = subs::start(target, n, ctx.args.client_threads, shared.clone())?;
     let label = format!("persister N={n} {}", mode.name());
-    let child: Vec<(u32, &str)> = p.pid().map(|pid| (pid, "hgx-persister")).into_iter().collect();
+    let child: Vec<(u32, &str)> = p
+        .pid()
+        .map(|pid| (pid, "hgx-persister"))
+        .into_iter()
+        .collect();
     let followed = follow(ctx, &label, n, &shared, publisher, &child);
     let logs = pool.stop();
     let frames = p.frame_counter(&pre.dynamic);
@@ -459,7 +465,8 @@ fn run_persister(ctx: &mut Ctx, n: usize, mode: Mode) -> Result<RunResult, Strin
     );
     r.frames = frames;
     if ctx.persister_child {
-        r.notes.push("persister: hgx-persister child process (no hub counters)".into());
+        r.notes
+            .push("persister: hgx-persister child process (no hub counters)".into());
     }
     if let Some(h) = hub {
         r.notes.push(format!(
@@ -778,7 +785,11 @@ fn main() -> ExitCode {
     if nofile < need {
         eprintln!(
             "fanout: RLIMIT_NOFILE is {nofile}, need about {need}; raise it (ulimit -n{})",
-            if in_process { ", or run the persister level alone: it then uses a child process" } else { "" }
+            if in_process {
+                ", or run the persister level alone: it then uses a child process"
+            } else {
+                ""
+            }
         );
         return ExitCode::from(2);
     }
@@ -861,7 +872,8 @@ fn main() -> ExitCode {
                     match baseline::run(&mut ctx, b, level, n, mode) {
                         Ok(r) => results.push(r),
                         Err(e) => {
-                            let what = format!("{} {} N={n} {}", b.name(), level.name(), mode.name());
+                            let what =
+                                format!("{} {} N={n} {}", b.name(), level.name(), mode.name());
                             eprintln!("fanout: {what}: {e}");
                             failures.push(format!("{what}: {e}"));
                         }
@@ -873,7 +885,8 @@ fn main() -> ExitCode {
         }
     }
     let servers = std::mem::take(&mut ctx.servers);
-    let (redis_version, nats_version) = (servers.redis_version.clone(), servers.nats_version.clone());
+    let (redis_version, nats_version) =
+        (servers.redis_version.clone(), servers.nats_version.clone());
     drop(servers);
 
     println!(

@@ -12,7 +12,8 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::drive::{self, Mode};
-use super::nats::{self, NatsServer};
+use super::nats;
+use super::nats_server::{self, NatsServer};
 use super::persister::{setup_failed, Publisher};
 use super::redis::{self, RedisServer};
 use super::stats::{RunResult, Shared};
@@ -78,7 +79,7 @@ pub fn start(wanted: &[Baseline], store_parent: &std::path::Path) -> Result<Serv
         s.redis_version = Some(redis::version()?);
     }
     if wanted.contains(&Baseline::Nats) || wanted.contains(&Baseline::Jetstream) {
-        s.nats_version = Some(nats::version()?);
+        s.nats_version = Some(nats_server::version()?);
     }
     if wanted.contains(&Baseline::Redis) {
         let r = RedisServer::start()?;
@@ -159,7 +160,15 @@ pub fn run(
         }
         Baseline::Nats => {
             let s = servers.nats.as_ref().ok_or_else(|| missing("nats"))?;
-            let p = nats_publisher(s.addr, subject.clone(), None, messages, mode, window, &shared)?;
+            let p = nats_publisher(
+                s.addr,
+                subject.clone(),
+                None,
+                messages,
+                mode,
+                window,
+                &shared,
+            )?;
             let broker = Broker::Nats {
                 addr: s.addr,
                 subject,
@@ -197,7 +206,12 @@ pub fn run(
     };
     let target = Arc::new(Target::Broker { broker, content });
     let pool = subs::start(target, n, ctx.args.client_threads, shared.clone())?;
-    let label = format!("{}({}) N={n} {}", baseline.name(), level.name(), mode.name());
+    let label = format!(
+        "{}({}) N={n} {}",
+        baseline.name(),
+        level.name(),
+        mode.name()
+    );
     let followed = super::follow(ctx, &label, n, &shared, publisher, &[(pid, process)]);
     let logs = pool.stop();
     let mut r = super::result(level, baseline.name(), n, mode, &shared, followed, logs);

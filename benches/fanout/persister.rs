@@ -200,7 +200,8 @@ fn current_frame_http(
         .lines()
         .find_map(|l| {
             let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("location").then(|| v.trim().to_owned())
+            k.eq_ignore_ascii_case("location")
+                .then(|| v.trim().to_owned())
         })
         .ok_or("redirect without a location")?;
     let (status, _, body) = http_get(addr, &location)?;

@@ -90,7 +90,7 @@ impl Checker {
     }
 }
 
-/// Update payload layout (daemon level and its Redis baseline): seq as 8 big-endian bytes,
+/// Update payload layout (daemon level and its baselines): seq as 8 big-endian bytes,
 /// then filler up to the payload size.
 pub use crate::bench_common::{payload, seq_of};
 
