@@ -25,6 +25,7 @@ process:
   ghidcache: ./ghidcache   # the cache
   logdir: ./logs
   pid_file: ./hgxd.pid
+  cache_capacity: 0        # raised to the 1 MiB sled needs
   ipc_port: 0              # any free port
 instrumentation: {verbosity: info}
 
