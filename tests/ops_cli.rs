@@ -86,6 +86,14 @@ async fn hgxd_config_edits_keep_the_rest_of_the_file() {
         "only the new remote's lines are new"
     );
     assert_eq!(mode(&file), 0o600);
+    // The same remote again: nothing to write, nothing to restart for.
+    let (c, out) = hgxd_config(&home, &["--add-remote", "hgx.example.org:443", "--tls"]).await;
+    assert_eq!(c, 0, "{out}");
+    assert!(
+        out.contains("already there") && !out.contains("wrote"),
+        "{out}"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
 
     let ca_arg = ca.to_str().unwrap();
     let (c, out) = hgxd_config(&home, &["--add-remote", "[::1]:7771", "--ca-file", ca_arg]).await;
