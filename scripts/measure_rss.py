@@ -4,7 +4,9 @@
 Starts one hgx-persister and one hgxd (fixture identity, test-cost scrypt) in a temporary
 directory with the Python client's test harness, reads hgxd's VmRSS once it is ready and idle,
 then has an app create OBJECTS objects of SIZE random bytes and push each PUSHES more times,
-and reads VmRSS again (right after the load, and after SETTLE seconds of quiet).
+and reads VmRSS again (right after the load, and after SETTLE seconds of quiet). With
+--reread it then restarts hgxd on the same cache and has an app read (get, then discard)
+every object: sled's page cache fills on reads.
 
     cargo build --release --bins
     .venv/bin/python scripts/measure_rss.py --bin-dir target/release --cache 16777216
@@ -39,6 +41,8 @@ def main():
     ap.add_argument("--pushes", type=int, default=2)
     ap.add_argument("--size", type=int, default=4096)
     ap.add_argument("--settle", type=float, default=10.0)
+    ap.add_argument("--reread", action="store_true",
+                    help="restart hgxd, then read every object back (get + discard)")
     ap.add_argument("--discard", action="store_true",
                     help="discard each object after its pushes (the daemon stops tracking it)")
     args = ap.parse_args()
@@ -64,9 +68,11 @@ def main():
             link = hgx.HGXLink(daemon.ipc_port, home=daemon.home, timeout=60, connect_timeout=10)
             started = time.monotonic()
             peak = idle
+            ghids = []
             try:
                 for i in range(args.objects):
                     obj = link.new_threadsafe(hgx.Obj, os.urandom(args.size))
+                    ghids.append(obj.ghid)
                     for _ in range(args.pushes):
                         obj.state = os.urandom(args.size)
                         obj.push_threadsafe()
@@ -81,6 +87,20 @@ def main():
             peak = max(peak, loaded)
             time.sleep(args.settle)
             settled = rss_kib(pid)
+            reread = None
+            if args.reread:
+                daemon.restart()
+                pid = daemon.proc.pid
+                time.sleep(args.settle)
+                reidle = rss_kib(pid)
+                link = hgx.HGXLink(daemon.ipc_port, home=daemon.home, timeout=60, connect_timeout=10)
+                started = time.monotonic()
+                try:
+                    for ghid in ghids:
+                        link.get_threadsafe(hgx.Obj, ghid).discard_threadsafe()
+                finally:
+                    link.stop_threadsafe()
+                reread = (reidle, rss_kib(pid), time.monotonic() - started)
         finally:
             daemon.stop()
             persister.stop()
@@ -89,6 +109,9 @@ def main():
     print("hgxd VmRSS: idle %.1f MiB, peak during load %.1f MiB, after load %.1f MiB, "
           "after %gs quiet %.1f MiB" % (idle / 1024, peak / 1024, loaded / 1024, args.settle,
                                          settled / 1024))
+    if reread is not None:
+        print("after a restart: idle %.1f MiB; after reading every object back (%.1fs) %.1f MiB"
+              % (reread[0] / 1024, reread[2], reread[1] / 1024))
 
 
 if __name__ == "__main__":

@@ -41,8 +41,9 @@ pub const DEFAULT_IPC_PORT: u16 = 7772;
 /// Default largest websocket message the persister accepts (16 MiB).
 pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
 
-/// Default sled page cache of each of the daemon's two databases (16 MiB; sled's own
-/// default, 1 GiB each, made an idle daemon sit at hundreds of MB).
+/// Default sled page cache of each of the daemon's two databases (16 MiB; sled's own default
+/// is 1 GiB each). sled evicts lazily (only once a shard has seen 64 accesses), so a small
+/// workload never reaches either cap; `scripts/measure_rss.py` measures the difference.
 pub const DEFAULT_DAEMON_CACHE: u64 = 16 * 1024 * 1024;
 
 /// Default sled page cache of the persister's database (sled's own default, 1 GiB).

@@ -25,6 +25,7 @@ process:
   ghidcache: ./ghidcache   # the cache
   logdir: ./logs
   pid_file: ./hgxd.pid
+  cache_capacity: 0        # raised to the 1 MiB sled needs
   ipc_port: 0              # any free port
 instrumentation: {verbosity: info}
 
@@ -85,6 +86,14 @@ async fn hgxd_config_edits_keep_the_rest_of_the_file() {
         "only the new remote's lines are new"
     );
     assert_eq!(mode(&file), 0o600);
+    // The same remote again: nothing to write, nothing to restart for.
+    let (c, out) = hgxd_config(&home, &["--add-remote", "hgx.example.org:443", "--tls"]).await;
+    assert_eq!(c, 0, "{out}");
+    assert!(
+        out.contains("already there") && !out.contains("wrote"),
+        "{out}"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
 
     let ca_arg = ca.to_str().unwrap();
     let (c, out) = hgxd_config(&home, &["--add-remote", "[::1]:7771", "--ca-file", ca_arg]).await;

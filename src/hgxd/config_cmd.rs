@@ -143,6 +143,8 @@ pub fn run(config: Option<&Path>, args: &ConfigArgs, out: &mut dyn Write) -> Res
 /// Applies the changes of `args` to the file at `path`; returns what to tell the user.
 fn apply(path: &Path, args: &ConfigArgs) -> Result<Vec<String>, RunError> {
     let mut said = Vec::new();
+    // Whether anything was written (adding a remote that is already there writes nothing).
+    let mut wrote = false;
     let current = || Config::load_from(Some(path), false);
     if let Some(spec) = &args.remove_remote {
         let (host, port) = parse_host_port(spec)?;
@@ -159,6 +161,7 @@ fn apply(path: &Path, args: &ConfigArgs) -> Result<Vec<String>, RunError> {
             })?;
         let gone = want.remotes.remove(index);
         Config::edit_file(path, &want, |t| t.remove_remote(index))?;
+        wrote = true;
         said.push(format!("removed remote {}", describe(&gone)));
     }
     if let Some(spec) = &args.add_remote {
@@ -186,11 +189,13 @@ fn apply(path: &Path, args: &ConfigArgs) -> Result<Vec<String>, RunError> {
             Some(i) => {
                 want.remotes[i] = remote.clone();
                 Config::edit_file(path, &want, |t| t.put_remote(&remote, Some(i)))?;
+                wrote = true;
                 said.push(format!("updated remote {}", describe(&remote)));
             }
             None => {
                 want.remotes.push(remote.clone());
                 Config::edit_file(path, &want, |t| t.put_remote(&remote, None))?;
+                wrote = true;
                 said.push(format!("added remote {}", describe(&remote)));
             }
         }
@@ -201,6 +206,7 @@ fn apply(path: &Path, args: &ConfigArgs) -> Result<Vec<String>, RunError> {
         Config::edit_file(path, &want, |t| {
             t.set("process", "ipc_port", &Value::Scalar(port.to_string()))
         })?;
+        wrote = true;
         said.push(format!("process.ipc_port: {port}"));
     }
     if let Some(v) = args.verbosity {
@@ -213,7 +219,11 @@ fn apply(path: &Path, args: &ConfigArgs) -> Result<Vec<String>, RunError> {
                 &Value::Scalar(v.to_string()),
             )
         })?;
+        wrote = true;
         said.push(format!("instrumentation.verbosity: {v}"));
+    }
+    if !wrote {
+        return Ok(said);
     }
     said.push(format!("wrote {}", path.display()));
     let pid_file = current()?.process.pid_file;

@@ -28,11 +28,14 @@ pub fn open(path: &Path) -> sled::Result<sled::Db> {
     sled::Config::new().path(path).flush_every_ms(None).open()
 }
 
-/// [`open`] with a page cache of `cache_capacity` bytes.
+/// The smallest page cache [`open_with_cache`] gives a database (sled refuses tiny ones).
+pub const MIN_CACHE_CAPACITY: u64 = 1024 * 1024;
+
+/// [`open`] with a page cache of `cache_capacity` bytes (at least [`MIN_CACHE_CAPACITY`]).
 pub fn open_with_cache(path: &Path, cache_capacity: u64) -> sled::Result<sled::Db> {
     sled::Config::new()
         .path(path)
-        .cache_capacity(cache_capacity)
+        .cache_capacity(cache_capacity.max(MIN_CACHE_CAPACITY))
         .flush_every_ms(None)
         .open()
 }
