@@ -187,7 +187,11 @@ async fn apps_cannot_undo_or_read_each_others_things() {
         .register_startup(private.ghid)
         .await
         .unwrap_err();
-    assert_eq!(kind(e), ErrorKind::AccessDenied, "another app's private ghid");
+    assert_eq!(
+        kind(e),
+        ErrorKind::AccessDenied,
+        "another app's private ghid"
+    );
     let nowhere = Ghid::new(Algo::SHA512, [9; 64]);
     let e = with_token.link.register_startup(nowhere).await.unwrap_err();
     assert_eq!(kind(e), ErrorKind::NotFound, "a ghid that does not exist");

@@ -56,13 +56,19 @@ async fn the_persister_names_what_is_wrong() {
         ws.send_binary(&nested_ping(n as u64, n)).await;
         let (code, message) = answer(&mut ws).await.unwrap_err();
         assert_eq!(code, "malformed", "nesting {n}");
-        assert!(message.contains("nested deeper than 16"), "nesting {n}: {message}");
+        assert!(
+            message.contains("nested deeper than 16"),
+            "nesting {n}: {message}"
+        );
     }
 
     // `args` must be a map, for every op.
     let g = Ghid::pseudorandom(Algo::SHA512);
     for (op, positional) in [
-        ("get", Value::Array(vec![Value::Binary(g.as_bytes().to_vec())])),
+        (
+            "get",
+            Value::Array(vec![Value::Binary(g.as_bytes().to_vec())]),
+        ),
         ("ping", Value::Array(vec![])),
         ("hello", Value::from(3)),
     ] {
@@ -88,7 +94,8 @@ async fn the_persister_names_what_is_wrong() {
     let at = 4 + 4 + 1 + 65; // magic, version, suite, author
     let n = u64::from_be_bytes(lying[at..at + 8].try_into().unwrap());
     lying[at..at + 8].copy_from_slice(&(n - 1).to_be_bytes());
-    ws.request(3, "publish", args::Publish { object: lying }).await;
+    ws.request(3, "publish", args::Publish { object: lying })
+        .await;
     let (code, message) = answer(&mut ws).await.unwrap_err();
     assert_eq!(code, "malformed");
     assert!(

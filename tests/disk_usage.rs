@@ -69,7 +69,11 @@ async fn overwriting_one_object_keeps_disk_use_near_the_live_data() {
     let deadline = Instant::now() + WAIT * 4;
     loop {
         let (client, _notes) = PersisterClient::connect(&persister.ws_url()).await.unwrap();
-        let counter = match client.get(&obj.ghid).await.map(|b| Object::decode(&b, Policy::STRICT)) {
+        let counter = match client
+            .get(&obj.ghid)
+            .await
+            .map(|b| Object::decode(&b, Policy::STRICT))
+        {
             Ok(Ok(Object::Gobd(f))) => f.counter,
             _ => 0,
         };

@@ -349,10 +349,19 @@ impl RemoteActor {
     async fn greet(&self, client: &Client) -> Result<u64, ClientError> {
         let hello = timed(client.hello()).await?;
         let max_object = wire::max_publish_object(hello.limits.max_frame);
-        let previous = self.handle.shared.max_object.swap(max_object, Ordering::Relaxed);
+        let previous = self
+            .handle
+            .shared
+            .max_object
+            .swap(max_object, Ordering::Relaxed);
         if previous != max_object {
             let remembered = limits::remember(&self.core.vault, self.handle.url(), max_object);
-            if let Err(e) = async { remembered?; self.core.vault.flush().await }.await {
+            if let Err(e) = async {
+                remembered?;
+                self.core.vault.flush().await
+            }
+            .await
+            {
                 slog::warn!(self.log(), "cannot remember a remote's limit"; "error" => %e);
             }
             slog::info!(self.log(), "remote size limit"; "remote" => self.handle.url(),

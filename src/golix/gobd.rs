@@ -72,7 +72,11 @@ impl Gobd {
             });
         }
         let tail = |r: &mut Reader<'_>| -> Result<(Ghid, Ghid, [u8; SIG_LEN]), DecodeError> {
-            Ok((r.address(policy)?, r.address(policy)?, r.array("signature")?))
+            Ok((
+                r.address(policy)?,
+                r.address(policy)?,
+                r.array("signature")?,
+            ))
         };
         let (dynamic, frame, signature) =
             tail(r).map_err(|e| after_length(e, "target vector", len as u64, available))?;

@@ -262,7 +262,8 @@ mod tests {
 
         let m = refusal(|g| g.exchange_key = [0; 32]);
         assert!(m.contains("all zero"), "{m}");
-        let order8 = hex::decode("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800");
+        let order8 =
+            hex::decode("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800");
         let m = refusal(|g| g.exchange_key = order8.unwrap().try_into().unwrap());
         assert!(m.contains("small order"), "{m}");
     }

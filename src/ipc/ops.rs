@@ -696,7 +696,13 @@ mod tests {
         );
         assert_eq!(
             info.events,
-            ["update", "delete", "share", "share_result", "remote_refused"]
+            [
+                "update",
+                "delete",
+                "share",
+                "share_result",
+                "remote_refused"
+            ]
         );
     }
 

@@ -322,7 +322,12 @@ impl Home {
 
     /// Another machine of `first`'s account (its `user.fingerprint` and `user.user_id`,
     /// nothing else), with a remote on `persister_port`.
-    pub fn second_machine(path: PathBuf, verbosity: &str, persister_port: u16, first: &Home) -> Home {
+    pub fn second_machine(
+        path: PathBuf,
+        verbosity: &str,
+        persister_port: u16,
+        first: &Home,
+    ) -> Home {
         let home = Home::new(path, verbosity, Some(persister_port));
         let config = std::fs::read_to_string(first.file("hypergolix.yml")).unwrap();
         let doc: serde_yaml::Value = serde_yaml::from_str(&config).unwrap();

@@ -183,6 +183,9 @@ mod tests {
         std::fs::write(dir.path().join("large/cc.tmp"), b"t").unwrap();
         assert_eq!(s.sweep(|n| Ok(n == "aa")).unwrap(), 1);
         assert_eq!(s.sweep(|_| Ok(false)).unwrap(), 1);
-        assert_eq!(std::fs::read_dir(dir.path().join("large")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("large")).unwrap().count(),
+            0
+        );
     }
 }
