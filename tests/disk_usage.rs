@@ -60,30 +60,34 @@ async fn overwriting_one_object_keeps_disk_use_near_the_live_data() {
         .await
         .unwrap();
     let started = Instant::now();
+    let mut last = Vec::new();
     for i in 1..=pushes {
-        let state: Vec<u8> = (0..state_len).map(|j| (i * 31 + j) as u8).collect();
-        link.push(obj.ghid, state, None).await.unwrap();
+        last = (0..state_len).map(|j| (i * 31 + j) as u8).collect();
+        link.push(obj.ghid, last.clone(), None).await.unwrap();
     }
     let pushed = started.elapsed();
-    // Everything reached the persister.
+    // Everything reached the persister: the last frame and its container.
     let deadline = Instant::now() + WAIT * 4;
     loop {
         let (client, _notes) = PersisterClient::connect(&persister.ws_url()).await.unwrap();
-        let counter = match client
+        let frame = client
             .get(&obj.ghid)
             .await
-            .map(|b| Object::decode(&b, Policy::STRICT))
-        {
-            Ok(Ok(Object::Gobd(f))) => f.counter,
-            _ => 0,
+            .map(|b| Object::decode(&b, Policy::STRICT));
+        let (counter, container) = match frame {
+            Ok(Ok(Object::Gobd(f))) => (f.counter, client.get(&f.target()).await.ok()),
+            _ => (0, None),
         };
         client.close();
-        if counter == pushes as u64 {
+        // (The container follows its frame: wait for both.)
+        if counter == pushes as u64 && container.is_some_and(|c| c.len() > state_len) {
             break;
         }
         assert!(Instant::now() < deadline, "persister at frame {counter}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The live state reads back.
+    assert!(link.get(obj.ghid).await.unwrap().state == last);
     link.close();
     daemon.stop_clean().await;
     let mut persister = persister;

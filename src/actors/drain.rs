@@ -11,7 +11,11 @@
 //! does not fit is refused whole — nothing of it reaches the remote, which keeps its previous
 //! frame and container; the object's next frame (which ratchets over the missing one by
 //! address only) replaces it there as usual. A binding the remote refuses for any other
-//! reason (a lost frame race: `illegal_frame`) takes its container with it.
+//! reason (a lost frame race: `illegal_frame`) takes its container with it. One case is left:
+//! a connection lost between a frame and its container, and the remote's limit lowered
+//! before the next one — the container is then refused alone, and that remote's frame has
+//! no container until the object's next push that fits (logged and reported like any
+//! refusal).
 //!
 //! **Permanent refusals** (every code but `storage`, `unavailable` and `limit`, which are
 //! retried) never drop an entry silently: each is a `warning` log and a `remote_refused`

@@ -307,3 +307,41 @@ impl Vault {
         DaemonError::Storage(format!("vault {:?}, record #{tag}: {what}", self.name))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_bytes::ByteBuf;
+
+    #[tokio::test]
+    async fn large_records_are_sealed_files_removed_after_a_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled_gate::open(&dir.path().join("db")).unwrap();
+        let large = dir.path().join("large");
+        let files = || std::fs::read_dir(&large).unwrap().count();
+        let v = Vault::open_with_spill(&db, "t", &[1; 32], &large).unwrap();
+        let big = ByteBuf::from(vec![3u8; 40_000]);
+        v.put(b"k", &big).unwrap();
+        v.put_all(vec![(b"m".to_vec(), big.clone())]).unwrap();
+        assert_eq!(files(), 2);
+        assert_eq!(v.get::<ByteBuf>(b"k").unwrap(), Some(big.clone()));
+        assert_eq!(v.scan_prefix::<ByteBuf>(b"m").unwrap().len(), 1);
+        // Files are bound to their key like records: swapped, they do not open.
+        let (fk, fm) = (large.join(hex::encode(b"k")), large.join(hex::encode(b"m")));
+        let (bk, bm) = (std::fs::read(&fk).unwrap(), std::fs::read(&fm).unwrap());
+        std::fs::write(&fk, &bm).unwrap();
+        assert!(v.get::<ByteBuf>(b"k").is_err());
+        std::fs::write(&fk, &bk).unwrap();
+        // A small record over a large one, and a removal: both files go at the next flush.
+        v.put(b"k", &ByteBuf::from(vec![1])).unwrap();
+        v.remove(b"m").unwrap();
+        assert_eq!(files(), 2);
+        v.flush().await.unwrap();
+        assert_eq!(files(), 0);
+        assert_eq!(
+            v.get::<ByteBuf>(b"k").unwrap(),
+            Some(ByteBuf::from(vec![1]))
+        );
+        assert_eq!(v.get::<ByteBuf>(b"m").unwrap(), None);
+    }
+}

@@ -477,6 +477,37 @@ mod tests {
     }
 
     #[test]
+    fn large_objects_are_files_that_go_once_their_removal_is_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let g = Ghid::pseudorandom(Algo::SHA512);
+        let big = Bytes::from(vec![5u8; spill::THRESHOLD]);
+        let small = Ghid::pseudorandom(Algo::SHA512);
+        let file = path.join("large").join(hex::encode(g.as_bytes()));
+        {
+            let s = SledStore::open(&path).unwrap();
+            s.put_object(&g, big.clone()).unwrap();
+            s.put_object(&small, Bytes::from_static(b"GEOC small"))
+                .unwrap();
+            assert!(file.exists());
+            assert_eq!(std::fs::read_dir(path.join("large")).unwrap().count(), 1);
+            assert_eq!(s.object(&g).unwrap(), Some(big.clone()));
+            s.flush().unwrap();
+        }
+        // Reopened: the pointed file is kept, a stray one swept.
+        std::fs::write(path.join("large").join("ab"), b"stray").unwrap();
+        let s = SledStore::open(&path).unwrap();
+        assert_eq!(s.object(&g).unwrap(), Some(big));
+        assert!(!path.join("large/ab").exists());
+        s.delete_object(&g).unwrap();
+        assert!(file.exists(), "kept until the removal is durable");
+        s.flush().unwrap();
+        assert!(!file.exists());
+        assert_eq!(s.object(&g).unwrap(), None);
+        assert!(s.object(&small).unwrap().is_some());
+    }
+
+    #[test]
     fn sets_are_prefix_scoped_and_apply_is_whole() {
         let s = SledStore::temporary().unwrap();
         let (t1, t2, m1, m2, who) = (
