@@ -123,8 +123,8 @@ fn main() -> ExitCode {
             }
         },
         Some(Command::Status { ipc_port }) => {
-            let asked = actix_rt::System::new()
-                .block_on(hgxd::status(cli.config.as_deref(), ipc_port));
+            let asked =
+                actix_rt::System::new().block_on(hgxd::status(cli.config.as_deref(), ipc_port));
             match asked {
                 Ok(text) => {
                     let _ = write!(std::io::stdout().lock(), "{text}");

@@ -313,7 +313,9 @@ pub fn find() -> Option<PathBuf> {
 
 /// The keys of one source (the file alone, without `HGX_*` variables) that deserializing a
 /// [`Config`] ignores. A source that does not parse has none here: loading it reports that.
-fn unknown_keys(source: config::builder::ConfigBuilder<config::builder::DefaultState>) -> Vec<String> {
+fn unknown_keys(
+    source: config::builder::ConfigBuilder<config::builder::DefaultState>,
+) -> Vec<String> {
     let mut unknown = Vec::new();
     if let Ok(built) = source.build() {
         let _: Result<Config, _> =

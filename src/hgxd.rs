@@ -248,10 +248,7 @@ fn remote_targets(cfg: &Config) -> Result<Vec<RemoteTarget>, RunError> {
                 Some(tls)
             }
         };
-        targets.push(RemoteTarget {
-            url: r.url(),
-            tls,
-        });
+        targets.push(RemoteTarget { url: r.url(), tls });
     }
     Ok(targets)
 }
@@ -426,16 +423,15 @@ pub async fn status(config: Option<&Path>, ipc_port: Option<u16>) -> Result<Stri
         })?,
     };
     let cfg = Config::load(Some(&path))?;
-    let port = match ipc_port.unwrap_or(cfg.process.ipc_port) {
-        0 => {
-            return Err(invalid_config(
+    let port =
+        match ipc_port.unwrap_or(cfg.process.ipc_port) {
+            0 => return Err(invalid_config(
                 "process.ipc_port is 0 (any free port): give --ipc-port, the port hgxd printed \
                  when ready"
                     .into(),
-            ))
-        }
-        p => p,
-    };
+            )),
+            p => p,
+        };
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let token = CapabilityToken::read_file(&dir).map_err(|e| {
         RunError::Ipc(format!(
@@ -548,13 +544,21 @@ mod tests {
         assert_eq!(plain[0].url, "ws://127.0.0.1:1/ws");
         assert!(plain[0].tls.is_none());
         let e = err("remotes:\n  - host: a.example\n    ca_file: ca.pem\n");
-        assert!(e.contains("remotes.0.ca_file is set but tls is false"), "{e}");
+        assert!(
+            e.contains("remotes.0.ca_file is set but tls is false"),
+            "{e}"
+        );
         let e = err("remotes:\n  - host: a.example\n    tls: true\n    ca_file: ca.pem\n");
-        assert!(e.contains("remotes.0.ca_file") && e.contains("ca.pem"), "{e}");
+        assert!(
+            e.contains("remotes.0.ca_file") && e.contains("ca.pem"),
+            "{e}"
+        );
         let e = err("remotes:\n  - host: \"bad host!\"\n    tls: true\n");
         assert!(e.contains("neither a DNS name nor an IP address"), "{e}");
-        let tls = remote_targets(&load("remotes:\n  - host: 10.1.2.3\n    port: 443\n    tls: true\n"))
-            .unwrap();
+        let tls = remote_targets(&load(
+            "remotes:\n  - host: 10.1.2.3\n    port: 443\n    tls: true\n",
+        ))
+        .unwrap();
         assert_eq!(tls[0].url, "wss://10.1.2.3:443/ws");
         assert!(tls[0].tls.is_some());
     }

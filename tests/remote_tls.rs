@@ -120,7 +120,10 @@ async fn a_tls_remote_with_its_ca_file_syncs_and_one_without_it_is_refused() {
     let pki = TestPki::new(dir.path());
     let persister = Persister::with_server_lines(&pki.server_lines()).await;
     let url = format!("wss://127.0.0.1:{}/ws", persister.port);
-    let trusted = format!("remotes:\n{}", remote("127.0.0.1", persister.port, true, Some(&pki.ca)));
+    let trusted = format!(
+        "remotes:\n{}",
+        remote("127.0.0.1", persister.port, true, Some(&pki.ca))
+    );
 
     // Machine 1 (fixture 1) creates an object; it goes out over TLS.
     let one = Home::with_lines(dir.path().join("one"), "info", &trusted);
@@ -149,7 +152,10 @@ async fn a_tls_remote_with_its_ca_file_syncs_and_one_without_it_is_refused() {
     assert_eq!(lines_with(&one.log_files(), &[WARNING]), 0);
 
     // Machine 3 (fixture 2) trusts only the public roots: refused, and it says so.
-    let untrusting = format!("remotes:\n{}", remote("127.0.0.1", persister.port, true, None));
+    let untrusting = format!(
+        "remotes:\n{}",
+        remote("127.0.0.1", persister.port, true, None)
+    );
     let three = Home::with_lines(dir.path().join("three"), "info", &untrusting);
     let (_d3, port3) = three.start(PASSWORD, Some(2)).await;
     let c = HgxLink::connect_home(&three.path, port3).await.unwrap();
@@ -236,7 +242,10 @@ async fn remote_failures_are_warned_once_per_change_and_shown_by_status() {
     );
     let persister_log = tls.log_files();
     assert_eq!(
-        lines_with(&persister_log, &["unknown configuration key", "server.max_fram"]),
+        lines_with(
+            &persister_log,
+            &["unknown configuration key", "server.max_fram"]
+        ),
         1,
         "{persister_log}"
     );
@@ -259,7 +268,11 @@ async fn remote_failures_are_warned_once_per_change_and_shown_by_status() {
     for (url, _) in &expect {
         assert_eq!(lines_with(&log, &[WARNING, url]), 1, "{url}:\n{log}");
     }
-    assert_eq!(lines_with(&log, &["remote connected", &urls[3]]), 1, "{log}");
+    assert_eq!(
+        lines_with(&log, &["remote connected", &urls[3]]),
+        1,
+        "{log}"
+    );
 
     let st = status(&home, port).await;
     assert_eq!(st.lines().count(), 4, "{st}");
@@ -268,7 +281,10 @@ async fn remote_failures_are_warned_once_per_change_and_shown_by_status() {
         assert!(line.contains(" retrying for "), "{line}");
         assert!(line.contains(&format!("last error: {kind}: ")), "{line}");
     }
-    assert!(status_line(&st, &urls[3]).contains(" connected for "), "{st}");
+    assert!(
+        status_line(&st, &urls[3]).contains(" connected for "),
+        "{st}"
+    );
     assert!(status_line(&st, &urls[3]).contains(" outbox 0"), "{st}");
 
     // A persister appears on the refused port: recovery is logged at info, the outbox drains.

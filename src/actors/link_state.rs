@@ -47,10 +47,14 @@ impl TryFrom<String> for LinkState {
     type Error = String;
 
     fn try_from(s: String) -> Result<LinkState, String> {
-        [LinkState::Connecting, LinkState::Connected, LinkState::Retrying]
-            .into_iter()
-            .find(|l| l.as_str() == s)
-            .ok_or_else(|| format!("unknown link state {s:?}"))
+        [
+            LinkState::Connecting,
+            LinkState::Connected,
+            LinkState::Retrying,
+        ]
+        .into_iter()
+        .find(|l| l.as_str() == s)
+        .ok_or_else(|| format!("unknown link state {s:?}"))
     }
 }
 
@@ -211,14 +215,20 @@ mod tests {
     fn warns_once_per_state_or_kind_change_and_reports_recovery() {
         let mut t = LinkTracker::new(at(0));
         let refused = Failure::new("refused", "connection refused");
-        assert_eq!(t.failed(refused.clone(), at(1)), Report::Failing(refused.clone()));
+        assert_eq!(
+            t.failed(refused.clone(), at(1)),
+            Report::Failing(refused.clone())
+        );
         for s in 2..20 {
             assert_eq!(
                 t.failed(refused.clone(), at(s)),
                 Report::StillFailing(refused.clone())
             );
         }
-        assert_eq!((t.state, t.since, t.failures), (LinkState::Retrying, at(1), 19));
+        assert_eq!(
+            (t.state, t.since, t.failures),
+            (LinkState::Retrying, at(1), 19)
+        );
         let tls = Failure::new("tls", "handshake failed");
         assert_eq!(t.failed(tls.clone(), at(21)), Report::Failing(tls.clone()));
         assert_eq!(t.since, at(1), "still retrying since the first failure");
@@ -229,7 +239,10 @@ mod tests {
                 last: tls
             }
         );
-        assert_eq!((t.state, t.failures, t.last_error.clone()), (LinkState::Connected, 0, None));
+        assert_eq!(
+            (t.state, t.failures, t.last_error.clone()),
+            (LinkState::Connected, 0, None)
+        );
         // Losing the connection is a state change: warned again, even with an old kind.
         let lost = Failure::new("lost", "closed");
         assert_eq!(t.failed(lost.clone(), at(40)), Report::Failing(lost));

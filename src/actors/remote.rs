@@ -227,7 +227,10 @@ struct RemoteActor {
 enum Ended {
     Stop(oneshot::Sender<()>),
     /// The connection failed, during the greeting (`was_up` false) or later.
-    Lost { was_up: bool, failure: Failure },
+    Lost {
+        was_up: bool,
+        failure: Failure,
+    },
 }
 
 /// Delay before reconnect attempt `attempt` (0-based): 100 ms doubling, capped at 5 s, with
@@ -635,6 +638,11 @@ mod tests {
         assert_eq!(check_version(PROTOCOL_VERSION), Ok(()));
         let f = check_version(PROTOCOL_VERSION + 1).unwrap_err();
         assert_eq!(f.kind, "version");
-        assert!(f.reason.contains(&format!("version {}", PROTOCOL_VERSION + 1)), "{}", f.reason);
+        assert!(
+            f.reason
+                .contains(&format!("version {}", PROTOCOL_VERSION + 1)),
+            "{}",
+            f.reason
+        );
     }
 }

@@ -28,11 +28,11 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use super::obj::Obj;
 use super::obj::ObjShared;
-pub use super::ops::{StatusReply, Whoami};
 use super::ops::{
     ApiArgs, GhidArgs, HelloArgs, HelloInfo, NewArgs, NoArgs, PushArgs, ShareArgs, TokenArgs,
     TokenReply,
 };
+pub use super::ops::{StatusReply, Whoami};
 use super::token::CapabilityToken;
 use super::wire::{self, codes, ServerFrame, WireError};
 use crate::actors::api::{AppEvent, AppToken, ObjectView};

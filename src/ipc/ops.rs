@@ -579,9 +579,7 @@ mod tests {
             }
             let encoded = match &req {
                 Request::Hello(a) => named(a),
-                Request::Whoami | Request::Status | Request::DeregisterStartup => {
-                    named(&NoArgs {})
-                }
+                Request::Whoami | Request::Status | Request::DeregisterStartup => named(&NoArgs {}),
                 Request::New(a) => named(a),
                 Request::Push(a) => named(a),
                 Request::Get(a)

@@ -126,12 +126,14 @@ fn describe_ws_error(e: &awc::error::WsClientError) -> (ConnectFailure, String) 
                 ConnectFailure::Timeout,
                 "timed out opening the connection".into(),
             ),
-            ConnectError::Resolver(_) | ConnectError::NoRecords | ConnectError::Unresolved => {
-                (ConnectFailure::Resolve, format!("cannot resolve the host: {c}"))
-            }
-            ConnectError::SslIsNotSupported => {
-                (ConnectFailure::Tls, "no TLS configuration for wss://".into())
-            }
+            ConnectError::Resolver(_) | ConnectError::NoRecords | ConnectError::Unresolved => (
+                ConnectFailure::Resolve,
+                format!("cannot resolve the host: {c}"),
+            ),
+            ConnectError::SslIsNotSupported => (
+                ConnectFailure::Tls,
+                "no TLS configuration for wss://".into(),
+            ),
             other => (ConnectFailure::Network, other.to_string()),
         },
         WsClientError::SendRequest(SendRequestError::Timeout) => (
@@ -178,7 +180,9 @@ fn describe_io_error(io: &std::io::Error) -> (ConnectFailure, String) {
         // tokio-rustls: the peer closed the socket mid-handshake (e.g. a server without TLS).
         ErrorKind::UnexpectedEof => (
             ConnectFailure::Tls,
-            format!("TLS handshake failed: the server closed the connection ({io}); does it serve TLS?"),
+            format!(
+                "TLS handshake failed: the server closed the connection ({io}); does it serve TLS?"
+            ),
         ),
         // actix-tls: the host is not a valid TLS server name.
         ErrorKind::InvalidInput => (ConnectFailure::Tls, format!("TLS: {io}")),

@@ -64,9 +64,7 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     match PrivateKeyDer::from_pem_file(path) {
         Ok(k) => Ok(k),
-        Err(rustls_pki_types::pem::Error::NoItemsFound) => {
-            Err(TlsError::NoKey(path.to_path_buf()))
-        }
+        Err(rustls_pki_types::pem::Error::NoItemsFound) => Err(TlsError::NoKey(path.to_path_buf())),
         Err(e) => Err(file_error(path, e)),
     }
 }
@@ -121,7 +119,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("missing.pem");
         let e = client_config(Some(&missing)).unwrap_err();
-        assert!(matches!(&e, TlsError::File { path, .. } if *path == missing), "{e}");
+        assert!(
+            matches!(&e, TlsError::File { path, .. } if *path == missing),
+            "{e}"
+        );
         assert!(e.to_string().contains("missing.pem"), "{e}");
 
         let empty = dir.path().join("empty.pem");
@@ -130,7 +131,10 @@ mod tests {
             client_config(Some(&empty)).unwrap_err(),
             TlsError::NoCertificate(empty.clone())
         );
-        assert_eq!(read_key(&empty).unwrap_err(), TlsError::NoKey(empty.clone()));
+        assert_eq!(
+            read_key(&empty).unwrap_err(),
+            TlsError::NoKey(empty.clone())
+        );
 
         let broken = dir.path().join("broken.pem");
         std::fs::write(
@@ -138,10 +142,7 @@ mod tests {
             "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
         )
         .unwrap();
-        assert!(matches!(
-            read_certs(&broken),
-            Err(TlsError::File { .. })
-        ));
+        assert!(matches!(read_certs(&broken), Err(TlsError::File { .. })));
     }
 
     #[test]
