@@ -165,6 +165,14 @@ fn describe_io_error(io: &std::io::Error) -> (ConnectFailure, String) {
                      the remote's ca_file)"
                 ),
             ),
+            // What a plain HTTP server answers a TLS hello with.
+            rustls::Error::InvalidMessage(_) => (
+                ConnectFailure::Tls,
+                format!(
+                    "TLS handshake failed: {tls}; if the server does not serve TLS, set \
+                     `tls: false`"
+                ),
+            ),
             other => (
                 ConnectFailure::Tls,
                 format!("TLS handshake failed: {other}"),
