@@ -87,12 +87,19 @@ async fn the_persister_names_what_is_wrong() {
         assert!(message.contains("algo 0"), "{op}: {message}");
     }
 
-    // A GEOC whose payload length field is one short: the length is named.
+    // A GEOC whose payload length field is one short: the length is named. The address is
+    // then read one byte early, from the last ciphertext byte; when that byte happens to be
+    // 1 (a valid algo) the object parses to the end and only the trailing byte shows, which
+    // no decoder can tell from junk appended to a good object. Such draws are skipped.
     let who = common::fixture(1);
-    let c = container(&who, "some state").encode();
-    let mut lying = c.clone();
     let at = 4 + 4 + 1 + 65; // magic, version, suite, author
-    let n = u64::from_be_bytes(lying[at..at + 8].try_into().unwrap());
+    let payload_len = |c: &[u8]| u64::from_be_bytes(c[at..at + 8].try_into().unwrap());
+    let c = (0..16)
+        .map(|_| container(&who, "some state").encode())
+        .find(|c| c[at + 8 + payload_len(c) as usize - 1] != 1)
+        .expect("16 draws with the last ciphertext byte 1");
+    let mut lying = c.clone();
+    let n = payload_len(&lying);
     lying[at..at + 8].copy_from_slice(&(n - 1).to_be_bytes());
     ws.request(3, "publish", args::Publish { object: lying })
         .await;
