@@ -36,20 +36,18 @@ async fn upstream(persister: &Persister, dynamic: &Ghid) -> Option<(u64, bool)> 
     Some((f.counter, container))
 }
 
-/// Waits until the persister's frame of `dynamic` has `counter`; returns whether its
-/// container is there.
-async fn wait_upstream(persister: &Persister, dynamic: &Ghid, counter: u64) -> bool {
+/// Waits until the persister's frame of `dynamic` has `counter` and its container (which
+/// follows the frame).
+async fn wait_upstream(persister: &Persister, dynamic: &Ghid, counter: u64) {
     let deadline = Instant::now() + WAIT;
     loop {
         let now = upstream(persister, dynamic).await;
-        if let Some((c, container)) = now {
-            if c == counter {
-                return container;
-            }
+        if now == Some((counter, true)) {
+            return;
         }
         assert!(
             Instant::now() < deadline,
-            "the persister never had frame {counter} (has {now:?})"
+            "the persister never had frame {counter} and its container (has {now:?})"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -141,7 +139,7 @@ async fn an_oversize_push_is_refused_before_anything_is_committed() {
         .new_object(b"v1".to_vec(), None, true, false)
         .await
         .unwrap();
-    assert!(wait_upstream(&persister, &obj.ghid, 0).await);
+    wait_upstream(&persister, &obj.ghid, 0).await;
 
     let e = a.link.push(obj.ghid, vec![7; BIG], None).await.unwrap_err();
     assert_eq!(e.code(), Some("too_large"), "{e}");
@@ -161,7 +159,7 @@ async fn an_oversize_push_is_refused_before_anything_is_committed() {
     // A state that fits still goes through, to both machines.
     let fits = vec![8; 60_000];
     a.link.push(obj.ghid, fits.clone(), None).await.unwrap();
-    assert!(wait_upstream(&persister, &obj.ghid, 1).await);
+    wait_upstream(&persister, &obj.ghid, 1).await;
     read_until(&b.link, obj.ghid, &fits).await;
 
     // The limit is remembered: with the persister gone and the daemon restarted, the same
@@ -190,7 +188,7 @@ async fn a_push_a_remote_can_no_longer_store_is_kept_from_it_whole() {
         .new_object(b"v1".to_vec(), None, true, false)
         .await
         .unwrap();
-    assert!(wait_upstream(&persister, &obj.ghid, 0).await);
+    wait_upstream(&persister, &obj.ghid, 0).await;
     let b = Machine::second(&dir, &persister, &a).await;
     read_until(&b.link, obj.ghid, b"v1").await;
 
@@ -210,6 +208,6 @@ async fn a_push_a_remote_can_no_longer_store_is_kept_from_it_whole() {
     assert_eq!(b.link.get(obj.ghid).await.unwrap().state, b"v1");
 
     a.link.push(obj.ghid, b"v3".to_vec(), None).await.unwrap();
-    assert!(wait_upstream(&persister, &obj.ghid, 2).await);
+    wait_upstream(&persister, &obj.ghid, 2).await;
     read_until(&b.link, obj.ghid, b"v3").await;
 }

@@ -111,16 +111,24 @@ pub(super) async fn drain(
                 continue;
             }
         };
-        // The container this entry binds, when it comes next and would not fit.
+        // The container this entry binds, when it comes next and would not fit (read only
+        // when the next entry may be too large).
+        let next_may_not_fit = || {
+            core.outbox
+                .size_after(q, entry.seq)
+                .ok()
+                .flatten()
+                .is_some_and(|n| n > max_object)
+        };
         let oversize_container = match binding_target(&entry.object) {
-            Some(_) => core
+            Some(_) if next_may_not_fit() => core
                 .outbox
                 .next_after(q, entry.seq)
                 .ok()
                 .flatten()
                 .filter(|n| n.object.len() as u64 > max_object)
                 .filter(|n| completes(&entry.object, &n.object)),
-            None => None,
+            _ => None,
         };
         let too_large = entry.object.len() as u64 > max_object;
         if too_large || oversize_container.is_some() {
