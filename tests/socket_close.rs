@@ -294,8 +294,15 @@ async fn idle_strangers_do_not_lock_out_an_app() {
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     drop(idle);
     let deadline = Instant::now() + WAIT;
-    while fds() > before + 2 && Instant::now() < deadline {
+    // The daemon's own work opens a few descriptors meanwhile (log and sled files come and
+    // go); what must not stay is any of the 220 strangers' sockets.
+    let slack = 10;
+    while fds() > before + slack && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(fds() <= before + 2, "fds {before} before, {} after", fds());
+    assert!(
+        fds() <= before + slack,
+        "fds {before} before, {} after",
+        fds()
+    );
 }
