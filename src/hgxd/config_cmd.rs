@@ -54,13 +54,9 @@ pub fn parse_host_port(s: &str) -> Result<(String, u16), RunError> {
             ),
         }
     } else {
-        match s.matches(':').count() {
-            0 => (s, DEFAULT_SERVER_PORT),
-            1 => {
-                let (h, p) = s.split_once(':').expect("one colon");
-                (h, port_of(p)?)
-            }
+        match s.split_once(':') {
             // More than one colon: an IPv6 address without a port.
+            Some((h, p)) if !p.contains(':') => (h, port_of(p)?),
             _ => (s, DEFAULT_SERVER_PORT),
         }
     };
