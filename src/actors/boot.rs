@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 
 use super::account::{vault_key, Account};
 use super::apps::AppRegistry;
+use super::arbiters::{self, ActorThreads};
 use super::daemon::{DaemonOptions, Login};
 use super::daemon_core::{DaemonCore, Gate};
 use super::error::DaemonError;
@@ -121,7 +122,11 @@ pub async fn boot(
         remotes.push(handle);
         inboxes.push(inbox);
     }
+    let threads = ActorThreads::start(arbiters::default_count())
+        .map_err(|e| DaemonError::Storage(format!("cannot start the actor threads: {e}")))?;
     let core = Arc::new(DaemonCore {
+        runtime: tokio::runtime::Handle::current(),
+        threads,
         identity: account.identity().clone(),
         user_id: account.user_id(),
         archive,

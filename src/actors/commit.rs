@@ -21,6 +21,7 @@ use crate::golix::{FirstParty, Geoc, Ghid, Gobd, Object, Policy, Secret, DEFAULT
 use crate::persist::PersistError;
 
 /// An object as its actor keeps it.
+#[derive(Clone)]
 pub struct Loaded {
     /// Dynamic ghid, or container ghid for static objects.
     pub ghid: Ghid,
@@ -52,6 +53,20 @@ impl Loaded {
             dynamic: self.frame.is_some(),
             private: self.private,
             state: self.state.clone(),
+        }
+    }
+
+    /// Everything but the state (what the operations on the current container need).
+    pub fn without_state(&self) -> Loaded {
+        Loaded {
+            ghid: self.ghid,
+            author: self.author,
+            api_id: self.api_id,
+            private: self.private,
+            state: Vec::new(),
+            secret: self.secret.clone(),
+            container: self.container,
+            frame: self.frame.clone(),
         }
     }
 

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::api::{AppEvent, AppId, AppToken, ObjectView};
@@ -22,7 +22,7 @@ use super::daemon_core::DaemonCore;
 use super::dispatch;
 use super::error::DaemonError;
 use super::link_state::RemoteStatus;
-use super::object::{self, ObjectHandle, ObjectMsg};
+use super::object::{self, ObjectActor, ObjectHandle};
 use super::pull;
 use super::remote::RemoteTarget;
 use super::share;
@@ -112,20 +112,22 @@ impl DaemonHandle {
 
     /// Ends an app session: its trackers are released; other apps are unaffected.
     pub fn disconnect_app(&self, app: AppId) {
-        let tracked = self.core.apps.disconnect(app);
-        let core = self.core.clone();
-        let untrack = async move {
-            for ghid in tracked {
-                if let Some(h) = core.objects.get(&ghid) {
-                    h.send(ObjectMsg::Untrack { app }).await;
-                }
+        for ghid in self.core.apps.disconnect(app) {
+            if let Some(h) = self.core.objects.get(&ghid) {
+                h.tell(object::Untrack { app });
             }
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                rt.spawn(untrack);
-            }
-            Err(_) => slog::warn!(self.core.log, "disconnect_app outside a runtime"; "app" => app),
+        }
+    }
+
+    /// An object's actor that is gone: the object retired (`dead_object`), or the daemon is
+    /// shutting down (`shutting_down`).
+    fn mailbox_error(&self, e: actix::MailboxError, ghid: Ghid) -> DaemonError {
+        if self.core.gate.is_closed() {
+            return DaemonError::ShuttingDown;
+        }
+        match e {
+            actix::MailboxError::Closed => DaemonError::DeadObject(ghid.to_string()),
+            actix::MailboxError::Timeout => DaemonError::from(e),
         }
     }
 
@@ -184,7 +186,7 @@ impl DaemonHandle {
         dispatch::check_access(core, app, ghid).await?;
         for _ in 0..TRACK_ATTEMPTS {
             if let Some(h) = core.objects.get(&ghid) {
-                if let Some(Some(view)) = h.ask(|reply| ObjectMsg::Track { app, reply }).await {
+                if let Ok(Some(view)) = h.ask(object::Track { app }).await {
                     return Ok((h, view));
                 }
                 tokio::task::yield_now().await;
@@ -221,10 +223,7 @@ impl DaemonHandle {
                     slog::debug!(core.log, "quiet pull failed"; "ghid" => %ghid, "error" => %e);
                 }
             }
-            let view = h
-                .ask(|reply| ObjectMsg::View { reply })
-                .await
-                .unwrap_or(view);
+            let view = h.ask(object::View).await.unwrap_or(view);
             return Ok((h, view));
         }
         Err(DaemonError::DeadObject(ghid.to_string()))
@@ -233,12 +232,12 @@ impl DaemonHandle {
     /// Sends a request to the object's actor (loading it and tracking it for `app` first if
     /// needed). When the app already tracks the object the message is sent without any other
     /// await, so concurrent requests of one app reach the actor in call order.
-    async fn ask<T>(
-        &self,
-        app: AppId,
-        ghid: Ghid,
-        make: impl FnOnce(oneshot::Sender<T>) -> ObjectMsg,
-    ) -> Result<T, DaemonError> {
+    async fn ask<M>(&self, app: AppId, ghid: Ghid, msg: M) -> Result<M::Result, DaemonError>
+    where
+        M: actix::Message + Send + 'static,
+        M::Result: Send,
+        ObjectActor: actix::Handler<M>,
+    {
         self.check_app(app)?;
         let live = self
             .core
@@ -249,9 +248,9 @@ impl DaemonHandle {
             Some(h) => h,
             None => self.track(app, ghid).await?.0,
         };
-        h.ask(make)
+        h.ask(msg)
             .await
-            .ok_or_else(|| DaemonError::DeadObject(ghid.to_string()))
+            .map_err(|e| self.mailbox_error(e, ghid))
     }
 
     /// Refuses changes to an object that is not loaded and is not ours (or, with
@@ -284,12 +283,15 @@ impl DaemonHandle {
     ) -> Result<(), DaemonError> {
         let _pass = self.core.gate.enter()?;
         self.check_mutable(ghid, true).await?;
-        self.ask(app, ghid, |reply| ObjectMsg::Push {
+        self.ask(
             app,
-            state,
-            private,
-            reply,
-        })
+            ghid,
+            object::Push {
+                app,
+                state,
+                private,
+            },
+        )
         .await?
     }
 
@@ -314,23 +316,22 @@ impl DaemonHandle {
         if !reached {
             return Err(DaemonError::UnavailableUpstream(ghid.to_string()));
         }
-        h.ask(|reply| ObjectMsg::View { reply })
+        h.ask(object::View)
             .await
-            .ok_or_else(|| DaemonError::DeadObject(ghid.to_string()))
+            .map_err(|e| self.mailbox_error(e, ghid))
     }
 
     /// Binds the current container statically; returns its ghid (a static object).
     pub async fn freeze(&self, app: AppId, ghid: Ghid) -> Result<Ghid, DaemonError> {
         let _pass = self.core.gate.enter()?;
-        self.ask(app, ghid, |reply| ObjectMsg::Freeze { reply })
-            .await?
+        self.ask(app, ghid, object::Freeze).await?
     }
 
     /// Our own binding on the object: it survives its owner's delete. Holding needs no
     /// secret: an object we cannot read (not shared with us) is held without being tracked.
     pub async fn hold(&self, app: AppId, ghid: Ghid) -> Result<(), DaemonError> {
         let _pass = self.core.gate.enter()?;
-        match self.ask(app, ghid, |reply| ObjectMsg::Hold { reply }).await {
+        match self.ask(app, ghid, object::Hold).await {
             Err(DaemonError::UnknownSecret(_)) => {
                 if !commit::holds(&self.core, &ghid)? {
                     commit::hold(&self.core, &ghid).await?;
@@ -346,7 +347,7 @@ impl DaemonHandle {
         let _pass = self.core.gate.enter()?;
         self.core.apps.untrack(app, &ghid);
         if let Some(h) = self.core.objects.get(&ghid) {
-            h.send(ObjectMsg::Untrack { app }).await;
+            h.tell(object::Untrack { app });
         }
         Ok(())
     }
@@ -355,8 +356,7 @@ impl DaemonHandle {
     pub async fn delete(&self, app: AppId, ghid: Ghid) -> Result<(), DaemonError> {
         let _pass = self.core.gate.enter()?;
         self.check_mutable(ghid, false).await?;
-        self.ask(app, ghid, |reply| ObjectMsg::Delete { app, reply })
-            .await?
+        self.ask(app, ghid, object::Delete { app }).await?
     }
 
     /// Binds an app token to this session: a new one for `None`, else a known one. Returns
@@ -426,11 +426,10 @@ impl DaemonHandle {
         }
         core.gate.close().await;
         for (_, h) in core.objects.all() {
-            h.ask(|reply| ObjectMsg::Stop { reply }).await;
+            let _ = h.ask(object::Stop).await;
         }
-        for t in core.objects.take_tasks() {
-            let _ = t.await;
-        }
+        // Every actor is dropped with its arbiter (their `Arc<DaemonCore>`s with them).
+        core.threads.stop().await;
         core.share.stop().await;
         let flushed = core.ledger.stop().await;
         core.gc.stop();

@@ -1,7 +1,7 @@
 //! `DaemonCore`: what every daemon actor shares, and the local-publish and fetch paths they
 //! all use.
 //!
-//! Owns: handles only — the identity, the local [`Archive`], the [`Vault`] and [`Outbox`], the
+//! Owns: handles only — the daemon's runtime and actor threads, the identity, the local [`Archive`], the [`Vault`] and [`Outbox`], the
 //! ledger (account), remote, GC and share actors, the app registry, the live-object registry, and the gate
 //! that refuses new work at shutdown and counts work in flight. No actor's state lives here;
 //! the registries are read-mostly maps behind std mutexes held only for a map operation.
@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use super::account::StoredSecret;
+use super::arbiters::ActorThreads;
 use super::apps::AppRegistry;
 use super::error::DaemonError;
 use super::gc::GcHandle;
@@ -106,6 +107,10 @@ impl Gate {
 
 /// The shared context of one running daemon.
 pub struct DaemonCore {
+    /// The daemon's tokio runtime: where actors run their work (off the actor threads).
+    pub runtime: tokio::runtime::Handle,
+    /// The arbiters the actors run on.
+    pub threads: ActorThreads,
     pub identity: Arc<FirstParty>,
     pub user_id: Ghid,
     pub archive: Archive,

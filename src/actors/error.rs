@@ -54,6 +54,10 @@ pub enum DaemonError {
     Storage(String),
     #[error("daemon is shutting down")]
     ShuttingDown,
+    /// The actor that does this stopped, or did not answer in time (the same code as the
+    /// persistence layer's `unavailable`).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl DaemonError {
@@ -80,6 +84,20 @@ impl DaemonError {
             DaemonError::Account(_) => "account",
             DaemonError::Storage(_) => "storage",
             DaemonError::ShuttingDown => "shutting_down",
+            DaemonError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+/// An actor's mailbox that is gone or did not answer. Where the gate is closed, callers say
+/// `shutting_down` instead (see `DaemonHandle`).
+impl From<actix::MailboxError> for DaemonError {
+    fn from(e: actix::MailboxError) -> Self {
+        match e {
+            actix::MailboxError::Closed => DaemonError::Unavailable("the actor stopped".into()),
+            actix::MailboxError::Timeout => {
+                DaemonError::Unavailable("the actor did not answer in time".into())
+            }
         }
     }
 }

@@ -36,6 +36,7 @@
 pub mod account;
 pub mod api;
 pub mod apps;
+pub mod arbiters;
 pub mod boot;
 pub mod commit;
 pub mod content;

@@ -1,5 +1,5 @@
-//! `ObjectActor`: one tokio task per live object (alive while any app tracks it), and the
-//! registry that finds it by ghid.
+//! `ObjectActor`: one actix actor per live object (alive while any app tracks it), its
+//! messages, and the registry that finds it by ghid.
 //!
 //! Owns: the decrypted state, the current frame, the current secret and the container it
 //! opens, and the set of tracking apps. Handles push (pipelined and coalescing: up to
@@ -12,20 +12,30 @@
 //! the account may push the same object at once: a frame of ours refused locally (theirs came
 //! first) is rebuilt on theirs, read back from the local archive if no pull brings it; a frame
 //! of ours the remote refused (theirs, same counter, came first) is replaced in memory by
-//! theirs (`Pulled` at an equal counter); the secrets of recent frames are kept so a frame
+//! theirs ([`Pulled`] at an equal counter); the secrets of recent frames are kept so a frame
 //! that follows an older one than ours still opens. Latest frame upstream wins.
 //!
+//! Messages (each a type with one `Handler`): [`Track`], [`Untrack`], [`View`], [`Push`],
+//! [`Freeze`], [`Hold`], [`Delete`] and [`Stop`] from `DaemonHandle`; [`Pulled`] and
+//! [`Removed`] from [`super::pull`]; [`Current`] from [`super::share`].
+//!
+//! How it runs: the actor lives on one of the daemon's arbiters ([`super::arbiters`]) and only
+//! decides; the work runs on the daemon's tokio runtime. Each frame is a [`PushJob`] spawned
+//! there and awaited as an actor future (`ctx.spawn`); frames end in order. An operation on
+//! the current container runs alone: `ctx.wait` holds the mailbox until it is done; asked
+//! while frames are in flight, it is queued (with its reply) until the pipeline is empty.
+//!
 //! Calls: [`super::push`] (building, signing and committing frames), [`super::commit`]
-//! (loading, freeze, hold, delete), `DaemonCore` (archive, vault, outbox, ledger, apps, GC). Messages arrive over a bounded mpsc; every request carries a oneshot
-//! reply. The registry is a read-mostly map behind a std mutex.
+//! (loading, freeze, hold, delete), `DaemonCore` (archive, vault, outbox, ledger, apps, GC).
+//! The registry is a read-mostly map behind a std mutex.
 
-use std::borrow::Cow;
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use actix::prelude::*;
+use tokio::sync::oneshot;
 
 use super::api::{AppEvent, AppId, ObjectView};
 use super::commit::{self, Loaded};
@@ -47,69 +57,104 @@ const KNOWN_SECRETS: usize = 32;
 /// frame's two signatures already run on two threads; more would only queue for the cores).
 pub const PIPELINE: usize = 2;
 
-pub enum ObjectMsg {
-    /// Adds a tracker; `None` if the actor is retiring (load it again).
-    Track {
-        app: AppId,
-        reply: oneshot::Sender<Option<ObjectView>>,
-    },
-    /// Local discard: removes one tracker.
-    Untrack {
-        app: AppId,
-    },
-    View {
-        reply: oneshot::Sender<ObjectView>,
-    },
-    Push {
-        app: AppId,
-        state: Vec<u8>,
-        private: Option<bool>,
-        reply: oneshot::Sender<Result<(), DaemonError>>,
-    },
-    /// A newer frame and its container, already ingested locally (boxed: signatures make
-    /// them large).
-    Pulled(Box<(Gobd, Geoc)>),
-    /// A debinding of this object was ingested locally.
-    Removed,
-    Freeze {
-        reply: oneshot::Sender<Result<Ghid, DaemonError>>,
-    },
-    Hold {
-        reply: oneshot::Sender<Result<(), DaemonError>>,
-    },
-    Delete {
-        app: AppId,
-        reply: oneshot::Sender<Result<(), DaemonError>>,
-    },
-    /// The object's ghid and the secret of its current container (what a share hands over).
-    /// Answered once no push is in flight.
-    Current {
-        reply: oneshot::Sender<(Ghid, Secret)>,
-    },
-    /// Stop now (shutdown; no push is in flight by then).
-    Stop {
-        reply: oneshot::Sender<()>,
-    },
+/// Adds a tracker; `None` if the actor is retiring (load it again).
+#[derive(Message)]
+#[rtype(result = "Option<ObjectView>")]
+pub struct Track {
+    pub app: AppId,
 }
+
+/// Local discard: removes one tracker.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Untrack {
+    pub app: AppId,
+}
+
+/// The current view.
+#[derive(Message)]
+#[rtype(result = "ObjectView")]
+pub struct View;
+
+/// New state from `app`; answered once a frame holding it (or a newer one) is durable.
+#[derive(Message)]
+#[rtype(result = "Result<(), DaemonError>")]
+pub struct Push {
+    pub app: AppId,
+    pub state: Vec<u8>,
+    pub private: Option<bool>,
+}
+
+/// A newer frame and its container, already ingested locally (boxed: signatures make them
+/// large).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Pulled(pub Box<(Gobd, Geoc)>);
+
+/// A debinding of this object was ingested locally.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Removed;
+
+/// Our static binding on the current container; answers the container's ghid.
+#[derive(Message)]
+#[rtype(result = "Result<Ghid, DaemonError>")]
+pub struct Freeze;
+
+/// Our own binding on the object.
+#[derive(Message)]
+#[rtype(result = "Result<(), DaemonError>")]
+pub struct Hold;
+
+/// Deletes the object everywhere (asked by `app`, whose tracker is dropped quietly).
+#[derive(Message)]
+#[rtype(result = "Result<(), DaemonError>")]
+pub struct Delete {
+    pub app: AppId,
+}
+
+/// The object's ghid and the secret of its current container (what a share hands over).
+/// Answered once no push is in flight; `None` if the actor stopped first.
+#[derive(Message)]
+#[rtype(result = "Option<(Ghid, Secret)>")]
+pub struct Current;
+
+/// Stop now (shutdown; no push is in flight by then).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Stop;
 
 /// Sends to one `ObjectActor`. Cheap to clone.
 #[derive(Clone)]
 pub struct ObjectHandle {
-    tx: mpsc::Sender<ObjectMsg>,
+    addr: Addr<ObjectActor>,
     /// Distinguishes successive actors of the same ghid in the registry.
     id: u64,
 }
 
 impl ObjectHandle {
-    pub async fn send(&self, msg: ObjectMsg) -> bool {
-        self.tx.send(msg).await.is_ok()
+    /// Asks and awaits the reply; `Err` if the actor is gone.
+    pub async fn ask<M>(&self, msg: M) -> Result<M::Result, MailboxError>
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        ObjectActor: Handler<M>,
+    {
+        self.addr.send(msg).await
     }
 
-    /// Asks and awaits a reply; `None` if the actor is gone.
-    pub async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> ObjectMsg) -> Option<T> {
-        let (tx, rx) = oneshot::channel();
-        self.tx.send(make(tx)).await.ok()?;
-        rx.await.ok()
+    /// Queues a message without waiting; `false` if the actor is gone.
+    pub fn tell<M>(&self, msg: M) -> bool
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        ObjectActor: Handler<M>,
+    {
+        if !self.addr.connected() {
+            return false;
+        }
+        self.addr.do_send(msg);
+        true
     }
 }
 
@@ -119,7 +164,6 @@ pub struct ObjectRegistry {
     live: Mutex<HashMap<Ghid, ObjectHandle>>,
     loading: Mutex<HashMap<Ghid, Arc<tokio::sync::Mutex<()>>>>,
     next_id: AtomicU64,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -156,29 +200,31 @@ impl ObjectRegistry {
             live.remove(ghid);
         }
     }
-
-    /// Task handles of every actor started so far (awaited at shutdown).
-    pub fn take_tasks(&self) -> Vec<JoinHandle<()>> {
-        std::mem::take(&mut *lock(&self.tasks))
-    }
 }
 
-/// Starts the actor of a loaded object, tracked by `app`, and registers it. Returns the
-/// app's view.
+/// Starts the actor of a loaded object, tracked by `app`, on the next arbiter and registers
+/// it. Returns the app's view. An app that disconnected meanwhile does not track it, and no
+/// actor starts.
 pub fn spawn(core: &Arc<DaemonCore>, loaded: Loaded, app: AppId) -> ObjectView {
-    let (tx, rx) = mpsc::channel(MAILBOX);
-    let id = core.objects.next_id.fetch_add(1, Ordering::Relaxed);
     let ghid = loaded.ghid;
+    let view = loaded.view();
+    if !core.apps.track(app, ghid) {
+        return view;
+    }
+    let id = core.objects.next_id.fetch_add(1, Ordering::Relaxed);
     let mut actor = ObjectActor {
         core: core.clone(),
         obj: loaded,
         id,
-        trackers: HashSet::new(),
+        trackers: HashSet::from([app]),
         held: None,
         deferred: VecDeque::new(),
+        exclusive: false,
         waiting: Vec::new(),
         latest: None,
         pushes: 0,
+        frames: 0,
+        in_flight: VecDeque::with_capacity(PIPELINE),
         newest_private: None,
         draining: false,
         retries: 0,
@@ -186,23 +232,16 @@ pub fn spawn(core: &Arc<DaemonCore>, loaded: Loaded, app: AppId) -> ObjectView {
         known: Vec::new(),
     };
     actor.remember_known();
-    // An app that disconnected meanwhile does not track it (the actor then retires at once).
-    if core.apps.track(app, ghid) {
-        actor.trackers.insert(app);
-    }
-    let view = actor.view();
-    lock(&core.objects.live).insert(ghid, ObjectHandle { tx, id });
-    let task = tokio::spawn(async move { actor.run(rx).await });
-    let mut tasks = lock(&core.objects.tasks);
-    tasks.retain(|t| !t.is_finished());
-    tasks.push(task);
+    let addr = ObjectActor::start_in_arbiter(&core.threads.next(), move |ctx| {
+        ctx.set_mailbox_capacity(MAILBOX);
+        actor
+    });
+    lock(&core.objects.live).insert(ghid, ObjectHandle { addr, id });
     view
 }
 
 /// A push waiting for a durable frame.
-struct Waiter {
-    reply: oneshot::Sender<Result<(), DaemonError>>,
-}
+type Waiter = oneshot::Sender<Result<(), DaemonError>>;
 
 /// The newest state waiting to be pushed.
 struct Latest {
@@ -215,26 +254,47 @@ struct Latest {
 
 /// One frame in flight.
 struct InFlight {
-    task: JoinHandle<Pushed>,
+    /// Start order of the frame (frames end in this order).
+    no: u64,
+    /// How its job ended, once it has.
+    done: Option<Pushed>,
     waiters: Vec<Waiter>,
     latest: Latest,
     /// What the job after this one follows; taken when it starts.
     next: Option<After>,
 }
 
-struct ObjectActor {
+/// An operation on the current container: it runs alone (`ctx.wait`), once no frame is in
+/// flight. Queued with its reply while frames are.
+enum Exclusive {
+    Pulled(Box<(Gobd, Geoc)>),
+    Removed,
+    Current(oneshot::Sender<Option<(Ghid, Secret)>>),
+    Freeze(oneshot::Sender<Result<Ghid, DaemonError>>),
+    Hold(oneshot::Sender<Result<(), DaemonError>>),
+    Delete(AppId, oneshot::Sender<Result<(), DaemonError>>),
+    /// Catch up with the local archive after a frame of ours was refused locally.
+    CatchUp,
+}
+
+pub struct ObjectActor {
     core: Arc<DaemonCore>,
     obj: Loaded,
     id: u64,
     trackers: HashSet<AppId>,
     /// Whether we hold (our own GOBS on the ghid); looked up on first need.
     held: Option<bool>,
-    /// Messages that wait for the in-flight push.
-    deferred: VecDeque<ObjectMsg>,
+    /// Operations that wait for the in-flight frames.
+    deferred: VecDeque<Exclusive>,
+    /// An exclusive operation is running (the mailbox waits for it).
+    exclusive: bool,
     waiting: Vec<Waiter>,
     latest: Option<Latest>,
     /// Pushes queued so far (numbers `Latest::seq`).
     pushes: u64,
+    /// Frames started so far (numbers `InFlight::no`).
+    frames: u64,
+    in_flight: VecDeque<InFlight>,
     /// Whether the newest frame in flight makes the object private.
     newest_private: Option<bool>,
     /// A frame in flight failed: no new frame starts until the pipeline is empty (the jobs
@@ -248,17 +308,6 @@ struct ObjectActor {
     known: Vec<(Ghid, Secret)>,
 }
 
-/// How the oldest frame in flight ends (frames end in order).
-async fn join(in_flight: &mut VecDeque<InFlight>) -> Pushed {
-    match in_flight.front_mut() {
-        Some(f) => match (&mut f.task).await {
-            Ok(r) => r,
-            Err(e) => Pushed::Failed(DaemonError::Storage(format!("push task failed: {e}"))),
-        },
-        None => std::future::pending().await,
-    }
-}
-
 /// `bytes` as a frame.
 fn as_frame(bytes: Vec<u8>) -> Option<Gobd> {
     match Object::decode(&bytes, Policy::STRICT) {
@@ -267,105 +316,274 @@ fn as_frame(bytes: Vec<u8>) -> Option<Gobd> {
     }
 }
 
+/// What a reply channel dropped unanswered (the actor stopped) means to the asker.
+fn dead(ghid: Ghid) -> DaemonError {
+    DaemonError::DeadObject(ghid.to_string())
+}
+
+impl Actor for ObjectActor {
+    type Context = Context<Self>;
+}
+
+impl Handler<Track> for ObjectActor {
+    type Result = MessageResult<Track>;
+
+    fn handle(&mut self, msg: Track, ctx: &mut Context<Self>) -> Self::Result {
+        if self.core.apps.track(msg.app, self.obj.ghid) {
+            self.trackers.insert(msg.app);
+        }
+        let view = self.view();
+        self.pump(ctx);
+        MessageResult(Some(view))
+    }
+}
+
+impl Handler<Untrack> for ObjectActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Untrack, ctx: &mut Context<Self>) {
+        self.trackers.remove(&msg.app);
+        self.core.apps.untrack(msg.app, &self.obj.ghid);
+        self.pump(ctx);
+    }
+}
+
+impl Handler<View> for ObjectActor {
+    type Result = MessageResult<View>;
+
+    fn handle(&mut self, _: View, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.view())
+    }
+}
+
+impl Handler<Push> for ObjectActor {
+    type Result = ResponseFuture<Result<(), DaemonError>>;
+
+    fn handle(&mut self, msg: Push, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.queue_push(msg, tx);
+        self.pump(ctx);
+        let ghid = self.obj.ghid;
+        Box::pin(async move { rx.await.unwrap_or_else(|_| Err(dead(ghid))) })
+    }
+}
+
+impl Handler<Pulled> for ObjectActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Pulled, ctx: &mut Context<Self>) {
+        self.defer(Exclusive::Pulled(msg.0), ctx);
+    }
+}
+
+impl Handler<Removed> for ObjectActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Removed, ctx: &mut Context<Self>) {
+        self.defer(Exclusive::Removed, ctx);
+    }
+}
+
+impl Handler<Current> for ObjectActor {
+    type Result = ResponseFuture<Option<(Ghid, Secret)>>;
+
+    fn handle(&mut self, _: Current, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.defer(Exclusive::Current(tx), ctx);
+        Box::pin(async move { rx.await.ok().flatten() })
+    }
+}
+
+impl Handler<Freeze> for ObjectActor {
+    type Result = ResponseFuture<Result<Ghid, DaemonError>>;
+
+    fn handle(&mut self, _: Freeze, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.defer(Exclusive::Freeze(tx), ctx);
+        let ghid = self.obj.ghid;
+        Box::pin(async move { rx.await.unwrap_or_else(|_| Err(dead(ghid))) })
+    }
+}
+
+impl Handler<Hold> for ObjectActor {
+    type Result = ResponseFuture<Result<(), DaemonError>>;
+
+    fn handle(&mut self, _: Hold, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.defer(Exclusive::Hold(tx), ctx);
+        let ghid = self.obj.ghid;
+        Box::pin(async move { rx.await.unwrap_or_else(|_| Err(dead(ghid))) })
+    }
+}
+
+impl Handler<Delete> for ObjectActor {
+    type Result = ResponseFuture<Result<(), DaemonError>>;
+
+    fn handle(&mut self, msg: Delete, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.defer(Exclusive::Delete(msg.app, tx), ctx);
+        let ghid = self.obj.ghid;
+        Box::pin(async move { rx.await.unwrap_or_else(|_| Err(dead(ghid))) })
+    }
+}
+
+impl Handler<Stop> for ObjectActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
 impl ObjectActor {
     fn view(&self) -> ObjectView {
         self.obj.view()
     }
 
-    async fn run(&mut self, mut rx: mpsc::Receiver<ObjectMsg>) {
-        let mut in_flight: VecDeque<InFlight> = VecDeque::with_capacity(PIPELINE);
-        if self.trackers.is_empty() {
-            self.retire(rx).await;
-            return;
+    /// Queues an operation on the current container and runs what can run.
+    fn defer(&mut self, op: Exclusive, ctx: &mut Context<Self>) {
+        self.deferred.push_back(op);
+        self.pump(ctx);
+    }
+
+    /// Moves the actor on after every event: runs the queued operations once no frame is in
+    /// flight (one at a time), then the catch-up a lost race asked for, starts what frames
+    /// the pipeline has room for, and retires once nothing tracks the object and nothing is
+    /// left to do.
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        while !self.exclusive && self.in_flight.is_empty() {
+            if let Some(op) = self.deferred.pop_front() {
+                self.exclusive(op, ctx);
+            } else if std::mem::take(&mut self.resync) {
+                self.exclusive(Exclusive::CatchUp, ctx);
+            } else {
+                break;
+            }
         }
-        loop {
-            tokio::select! {
-                msg = rx.recv() => {
-                    let Some(msg) = msg else { return };
-                    if let Some(stop) = self.handle(msg, !in_flight.is_empty()).await {
-                        let _ = stop.send(());
-                        return;
-                    }
-                }
-                done = join(&mut in_flight) => {
-                    if let Some(f) = in_flight.pop_front() {
-                        self.finish_push(done, f.waiters, f.latest).await;
-                    }
-                    if in_flight.is_empty() {
-                        self.draining = false;
-                        self.newest_private = None;
-                        while let Some(msg) = self.deferred.pop_front() {
-                            if let Some(stop) = self.handle(msg, false).await {
-                                let _ = stop.send(());
-                                return;
-                            }
-                        }
-                        if std::mem::take(&mut self.resync) {
-                            self.catch_up_local().await;
-                        }
-                    }
-                }
-            }
-            while self.start_push(&mut in_flight) {}
-            if in_flight.is_empty() && self.trackers.is_empty() && self.deferred.is_empty() {
-                self.retire(rx).await;
-                return;
-            }
+        while self.start_push(ctx) {}
+        if self.in_flight.is_empty()
+            && self.trackers.is_empty()
+            && self.deferred.is_empty()
+            && !self.exclusive
+        {
+            self.retire(ctx);
         }
     }
 
-    /// Handles one message; returns the reply of a `Stop`.
-    async fn handle(&mut self, msg: ObjectMsg, busy: bool) -> Option<oneshot::Sender<()>> {
-        match msg {
-            ObjectMsg::Track { app, reply } => {
-                if self.core.apps.track(app, self.obj.ghid) {
-                    self.trackers.insert(app);
-                }
-                let _ = reply.send(Some(self.view()));
-            }
-            ObjectMsg::Untrack { app } => {
-                self.trackers.remove(&app);
-                self.core.apps.untrack(app, &self.obj.ghid);
-            }
-            ObjectMsg::View { reply } => {
-                let _ = reply.send(self.view());
-            }
-            ObjectMsg::Push {
-                app,
-                state,
-                private,
-                reply,
-            } => self.queue_push(app, state, private, reply),
-            ObjectMsg::Stop { reply } => return Some(reply),
-            other if busy => self.deferred.push_back(other),
-            ObjectMsg::Pulled(pulled) => {
-                let (frame, container) = *pulled;
-                self.pulled(frame, container).await
-            }
-            ObjectMsg::Removed => self.removed(None).await,
-            ObjectMsg::Current { reply } => {
-                let _ = reply.send((self.obj.ghid, self.obj.secret.clone()));
-            }
-            ObjectMsg::Freeze { reply } => {
-                let _ = reply.send(self.freeze().await);
-            }
-            ObjectMsg::Hold { reply } => {
-                let _ = reply.send(self.hold().await);
-            }
-            ObjectMsg::Delete { app, reply } => {
-                let _ = reply.send(self.delete(app).await);
-            }
-        }
-        None
-    }
-
-    fn queue_push(
+    /// Runs `work` on the daemon's runtime with the mailbox held until it ends, then `then`
+    /// on the actor (the operations on the current container: nothing else runs meanwhile).
+    fn run_alone<T: Send + 'static>(
         &mut self,
-        app: AppId,
-        state: Vec<u8>,
-        private: Option<bool>,
-        reply: oneshot::Sender<Result<(), DaemonError>>,
+        ctx: &mut Context<Self>,
+        work: impl Future<Output = T> + Send + 'static,
+        then: impl FnOnce(T, &mut Self, &mut Context<Self>) + 'static,
     ) {
+        self.exclusive = true;
+        let task = self.core.runtime.spawn(work);
+        ctx.wait(async move { task.await }.into_actor(self).map(
+            move |res, act, ctx| {
+                act.exclusive = false;
+                match res {
+                    Ok(v) => then(v, act, ctx),
+                    // Its reply is dropped: the asker gets `dead_object`.
+                    Err(e) => slog::warn!(act.core.log, "an object operation failed";
+                        "ghid" => %act.obj.ghid, "error" => %e),
+                }
+                act.pump(ctx);
+            },
+        ));
+    }
+
+    /// Starts one operation on the current container (no frame is in flight).
+    fn exclusive(&mut self, op: Exclusive, ctx: &mut Context<Self>) {
+        let core = self.core.clone();
+        match op {
+            Exclusive::Current(reply) => {
+                let _ = reply.send(Some((self.obj.ghid, self.obj.secret.clone())));
+            }
+            Exclusive::Removed => self.removed(None),
+            Exclusive::Pulled(pulled) => {
+                let (frame, container) = *pulled;
+                self.pulled(frame, container, ctx);
+            }
+            Exclusive::Freeze(reply) => {
+                if self.obj.frame.is_none() {
+                    let _ = reply.send(Ok(self.obj.ghid));
+                    return;
+                }
+                let obj = self.obj.without_state();
+                self.run_alone(
+                    ctx,
+                    async move { commit::freeze(&core, &obj).await },
+                    move |res, _, _| {
+                        let _ = reply.send(res);
+                    },
+                );
+            }
+            Exclusive::Hold(reply) => {
+                if self.held == Some(true) {
+                    let _ = reply.send(Ok(()));
+                    return;
+                }
+                let (held, ghid) = (self.held, self.obj.ghid);
+                let work = async move {
+                    let held = match held {
+                        Some(h) => h,
+                        None => commit::holds(&core, &ghid)?,
+                    };
+                    if !held {
+                        commit::hold(&core, &ghid).await?;
+                    }
+                    Ok(())
+                };
+                self.run_alone(ctx, work, move |res, act, _| {
+                    if res.is_ok() {
+                        act.held = Some(true);
+                    }
+                    let _ = reply.send(res);
+                });
+            }
+            Exclusive::Delete(app, reply) => {
+                if self.obj.author != self.core.fingerprint() {
+                    let _ = reply.send(Err(DaemonError::LocallyImmutable(format!(
+                        "{} belongs to {}",
+                        self.obj.ghid, self.obj.author
+                    ))));
+                    return;
+                }
+                let obj = self.obj.without_state();
+                self.run_alone(
+                    ctx,
+                    async move { commit::delete(&core, &obj).await },
+                    move |res, act, _| {
+                        if res.is_ok() {
+                            act.removed(Some(app));
+                        }
+                        let _ = reply.send(res);
+                    },
+                );
+            }
+            Exclusive::CatchUp => {
+                let (ghid, counter) = (self.obj.ghid, self.obj.counter());
+                self.run_alone(
+                    ctx,
+                    catch_up_local(core, ghid, counter),
+                    |found, act, ctx| {
+                        if let Some((frame, container)) = found {
+                            act.pulled(frame, container, ctx);
+                        }
+                    },
+                );
+            }
+        }
+    }
+
+    fn queue_push(&mut self, msg: Push, reply: Waiter) {
+        let Push {
+            app,
+            state,
+            private,
+        } = msg;
         if self.obj.frame.is_none() {
             let _ = reply.send(Err(DaemonError::LocallyImmutable(format!(
                 "{} is static",
@@ -404,7 +622,7 @@ impl ObjectActor {
             app,
             seq: self.pushes,
         });
-        self.waiting.push(Waiter { reply });
+        self.waiting.push(reply);
     }
 
     /// Puts the pushes of a frame that did not commit back in the queue.
@@ -417,16 +635,18 @@ impl ObjectActor {
 
     /// Starts a frame with the latest waiting state, if there is one and the pipeline has
     /// room: after the durable frame when nothing is in flight, else after the newest frame
-    /// in flight unless a message waits for the pipeline to empty. Returns whether it did.
-    fn start_push(&mut self, in_flight: &mut VecDeque<InFlight>) -> bool {
-        let busy = !in_flight.is_empty();
+    /// in flight unless an operation waits for the pipeline to empty. The job runs on the
+    /// daemon's runtime; its end comes back as an actor future. Returns whether it started.
+    fn start_push(&mut self, ctx: &mut Context<Self>) -> bool {
+        let busy = !self.in_flight.is_empty();
         if self.latest.is_none()
-            || in_flight.len() >= PIPELINE
+            || self.exclusive
+            || self.in_flight.len() >= PIPELINE
             || (busy && (self.draining || !self.deferred.is_empty()))
         {
             return false;
         }
-        let after = match in_flight.back_mut() {
+        let after = match self.in_flight.back_mut() {
             Some(newest) => newest.next.take(),
             None => Tip::current(&self.obj).map(|t| After::Durable(Box::new(t))),
         };
@@ -436,9 +656,25 @@ impl ObjectActor {
         let latest = self.latest.take().expect("checked above");
         let (job, next) = PushJob::new(self.obj.ghid, self.obj.api_id, latest.state.clone(), after);
         self.newest_private = Some(latest.private);
+        self.frames += 1;
+        let no = self.frames;
         let core = self.core.clone();
-        in_flight.push_back(InFlight {
-            task: tokio::spawn(async move { job.run(&core).await }),
+        let task = self
+            .core
+            .runtime
+            .spawn(async move { job.run(&core).await });
+        ctx.spawn(
+            async move {
+                task.await.unwrap_or_else(|e| {
+                    Pushed::Failed(DaemonError::Storage(format!("push task failed: {e}")))
+                })
+            }
+            .into_actor(self)
+            .map(move |pushed, act, ctx| act.frame_ended(no, pushed, ctx)),
+        );
+        self.in_flight.push_back(InFlight {
+            no,
+            done: None,
             waiters: std::mem::take(&mut self.waiting),
             latest,
             next: Some(next),
@@ -446,7 +682,24 @@ impl ObjectActor {
         true
     }
 
-    async fn finish_push(&mut self, done: Pushed, waiters: Vec<Waiter>, latest: Latest) {
+    /// Records how frame `no` ended and finishes the frames that have ended, in order.
+    fn frame_ended(&mut self, no: u64, pushed: Pushed, ctx: &mut Context<Self>) {
+        if let Some(f) = self.in_flight.iter_mut().find(|f| f.no == no) {
+            f.done = Some(pushed);
+        }
+        while self.in_flight.front().is_some_and(|f| f.done.is_some()) {
+            let f = self.in_flight.pop_front().expect("checked above");
+            let done = f.done.expect("checked above");
+            self.finish_push(done, f.waiters, f.latest);
+            if self.in_flight.is_empty() {
+                self.draining = false;
+                self.newest_private = None;
+            }
+        }
+        self.pump(ctx);
+    }
+
+    fn finish_push(&mut self, done: Pushed, waiters: Vec<Waiter>, latest: Latest) {
         match done {
             Pushed::Committed(c) => {
                 self.retries = 0;
@@ -474,7 +727,7 @@ impl ObjectActor {
                 );
                 self.broadcast(Some(latest.app));
                 for w in waiters {
-                    let _ = w.reply.send(Ok(()));
+                    let _ = w.send(Ok(()));
                 }
             }
             Pushed::Dropped => {
@@ -487,7 +740,7 @@ impl ObjectActor {
             {
                 // Another machine of ours published a newer frame and the local archive took
                 // it: rebuild on top of it once the pipeline is empty (its pull is among the
-                // deferred messages; else the frame is read back from the local archive).
+                // deferred operations; else the frame is read back from the local archive).
                 slog::info!(self.core.log, "push lost a frame race; retrying";
                     "ghid" => %self.obj.ghid, "why" => m);
                 self.draining = true;
@@ -500,7 +753,7 @@ impl ObjectActor {
                 self.retries = 0;
                 slog::warn!(self.core.log, "push failed"; "ghid" => %self.obj.ghid, "error" => %e);
                 for w in waiters {
-                    let _ = w.reply.send(Err(e.clone()));
+                    let _ = w.send(Err(e.clone()));
                 }
             }
         }
@@ -541,7 +794,7 @@ impl ObjectActor {
     /// Applies another machine's frame: a newer one, or one with our counter that won the
     /// race upstream against ours (pull only sends those; ours can never reach the remote, so
     /// both machines show the remote's and our next frame follows it).
-    async fn pulled(&mut self, frame: Gobd, container: Geoc) {
+    fn pulled(&mut self, frame: Gobd, container: Geoc, ctx: &mut Context<Self>) {
         let Some(current) = &self.obj.frame else {
             return;
         };
@@ -550,19 +803,33 @@ impl ObjectActor {
         if frame.dynamic != self.obj.ghid || !(newer || won_race) {
             return;
         }
-        let mut known = Cow::Borrowed(&self.known[..]);
+        let mut known = self.known.clone();
         if won_race && frame.targets.get(1) == current.targets.get(1) {
             // Two frames on the same predecessor share its ratcheted secret: this one opens
             // even when ours is all we know (after a restart). Tried last.
-            known
-                .to_mut()
-                .insert(0, (frame.target(), self.obj.secret.clone()));
+            known.insert(0, (frame.target(), self.obj.secret.clone()));
         }
-        let opened = commit::open_pulled(&self.core, &self.obj, &known, &frame, &container).await;
+        let core = self.core.clone();
+        let obj = self.obj.without_state();
+        let work = async move {
+            let opened = commit::open_pulled(&core, &obj, &known, &frame, &container).await;
+            (opened, frame, container)
+        };
+        self.run_alone(ctx, work, move |(opened, frame, container), act, _| {
+            act.apply_pulled(opened, frame, container.ghid, newer)
+        });
+    }
+
+    fn apply_pulled(
+        &mut self,
+        opened: Result<Option<(Secret, Option<Ghid>, Vec<u8>)>, DaemonError>,
+        frame: Gobd,
+        container: Ghid,
+        newer: bool,
+    ) {
         match opened {
             Ok(Some((secret, api_id, state))) => {
-                self.obj
-                    .pulled(frame, container.ghid, secret, api_id, state);
+                self.obj.pulled(frame, container, secret, api_id, state);
                 self.remember_known();
                 if newer {
                     // At an equal counter the local archive keeps our frame (and the recorded
@@ -581,47 +848,9 @@ impl ObjectActor {
         }
     }
 
-    /// Applies the local archive's current frame if it is newer than ours (a frame of ours was
-    /// refused locally because of it). Its container comes from the local archive, else the
-    /// remotes; if it is gone upstream already, the remotes' current frame is taken instead.
-    async fn catch_up_local(&mut self) {
-        let ghid = self.obj.ghid;
-        let Some(frame) = self.core.local(&ghid).ok().flatten().and_then(as_frame) else {
-            return;
-        };
-        if frame.counter <= self.obj.counter() {
-            return;
-        }
-        let container = match self.core.local_or_fetch(&frame.target()).await {
-            Ok(Some(b)) => Some((frame, b)),
-            _ => self.newer_upstream(frame).await,
-        };
-        let Some((frame, container)) = container else {
-            slog::info!(self.core.log, "cannot catch up with the local archive"; "ghid" => %ghid);
-            return;
-        };
-        match Object::decode(&container, Policy::STRICT) {
-            Ok(Object::Geoc(c)) => self.pulled(frame, c).await,
-            _ => slog::warn!(self.core.log, "a frame's target is not a container"; "ghid" => %ghid),
-        }
-    }
-
-    /// The remotes' current frame, if newer than `than` (ingested), and its container.
-    async fn newer_upstream(&self, than: Gobd) -> Option<(Gobd, Vec<u8>)> {
-        let bytes = self.core.fetch(&self.obj.ghid).await?;
-        let frame = as_frame(bytes.clone())
-            .filter(|f| f.dynamic == self.obj.ghid && f.counter > than.counter)?;
-        match self.core.ingest_fetched(bytes).await {
-            Ok(_) | Err(DaemonError::Persist(PersistError::IllegalFrame(_))) => {}
-            Err(_) => return None,
-        }
-        let container = self.core.local_or_fetch(&frame.target()).await.ok()??;
-        Some((frame, container))
-    }
-
     /// The object may be gone: if it no longer exists locally (nobody of ours holds it),
     /// every tracker but `skip` gets `Delete` and the actor retires.
-    async fn removed(&mut self, skip: Option<AppId>) {
+    fn removed(&mut self, skip: Option<AppId>) {
         match self.core.archive.exists(&self.obj.ghid) {
             Ok(true) => {
                 if let Some(app) = skip {
@@ -645,70 +874,51 @@ impl ObjectActor {
         self.core.gc.deleted(self.obj.ghid);
     }
 
-    async fn freeze(&mut self) -> Result<Ghid, DaemonError> {
-        if self.obj.frame.is_none() {
-            return Ok(self.obj.ghid);
-        }
-        commit::freeze(&self.core, &self.obj).await
-    }
-
-    async fn hold(&mut self) -> Result<(), DaemonError> {
-        if self.held.is_none() {
-            self.held = Some(commit::holds(&self.core, &self.obj.ghid)?);
-        }
-        if self.held == Some(true) {
-            return Ok(());
-        }
-        commit::hold(&self.core, &self.obj.ghid).await?;
-        self.held = Some(true);
-        Ok(())
-    }
-
-    async fn delete(&mut self, app: AppId) -> Result<(), DaemonError> {
-        if self.obj.author != self.core.fingerprint() {
-            return Err(DaemonError::LocallyImmutable(format!(
-                "{} belongs to {}",
-                self.obj.ghid, self.obj.author
-            )));
-        }
-        commit::delete(&self.core, &self.obj).await?;
-        self.removed(Some(app)).await;
-        Ok(())
-    }
-
-    /// Leaves the registry, then answers whatever is still queued.
-    async fn retire(&mut self, mut rx: mpsc::Receiver<ObjectMsg>) {
+    /// Leaves the registry and stops; what is still queued is answered `dead_object` (its
+    /// reply dropped) or, for `Track`, retried on a new actor.
+    fn retire(&mut self, ctx: &mut Context<Self>) {
         self.core.objects.remove_if(&self.obj.ghid, self.id);
         let followed = self.core.meta(&self.obj.ghid).is_ok_and(|m| m.followed);
         if self.obj.frame.is_some() && !followed {
             self.core.unsubscribe(self.obj.ghid);
         }
-        rx.close();
-        while let Some(msg) = rx.recv().await {
-            let dead = || DaemonError::DeadObject(self.obj.ghid.to_string());
-            match msg {
-                ObjectMsg::Track { reply, .. } => {
-                    let _ = reply.send(None);
-                }
-                ObjectMsg::Push { reply, .. }
-                | ObjectMsg::Hold { reply }
-                | ObjectMsg::Delete { reply, .. } => {
-                    let _ = reply.send(Err(dead()));
-                }
-                ObjectMsg::Freeze { reply } => {
-                    let _ = reply.send(Err(dead()));
-                }
-                ObjectMsg::View { reply } => {
-                    let _ = reply.send(self.view());
-                }
-                ObjectMsg::Stop { reply } => {
-                    let _ = reply.send(());
-                }
-                ObjectMsg::Untrack { .. }
-                | ObjectMsg::Pulled(_)
-                | ObjectMsg::Removed
-                | ObjectMsg::Current { .. } => {}
-            }
+        ctx.stop();
+    }
+}
+
+/// The local archive's current frame of `ghid` if it is newer than `counter` (a frame of ours
+/// was refused locally because of it), and its container: from the local archive, else the
+/// remotes; if it is gone upstream already, the remotes' current frame instead.
+async fn catch_up_local(core: Arc<DaemonCore>, ghid: Ghid, counter: u64) -> Option<(Gobd, Geoc)> {
+    let frame = core.local(&ghid).ok().flatten().and_then(as_frame)?;
+    if frame.counter <= counter {
+        return None;
+    }
+    let container = match core.local_or_fetch(&frame.target()).await {
+        Ok(Some(b)) => Some((frame, b)),
+        _ => newer_upstream(&core, ghid, frame).await,
+    };
+    let Some((frame, container)) = container else {
+        slog::info!(core.log, "cannot catch up with the local archive"; "ghid" => %ghid);
+        return None;
+    };
+    match Object::decode(&container, Policy::STRICT) {
+        Ok(Object::Geoc(c)) => Some((frame, c)),
+        _ => {
+            slog::warn!(core.log, "a frame's target is not a container"; "ghid" => %ghid);
+            None
         }
     }
+}
+
+/// The remotes' current frame of `ghid`, if newer than `than` (ingested), and its container.
+async fn newer_upstream(core: &DaemonCore, ghid: Ghid, than: Gobd) -> Option<(Gobd, Vec<u8>)> {
+    let bytes = core.fetch(&ghid).await?;
+    let frame = as_frame(bytes.clone()).filter(|f| f.dynamic == ghid && f.counter > than.counter)?;
+    match core.ingest_fetched(bytes).await {
+        Ok(_) | Err(DaemonError::Persist(PersistError::IllegalFrame(_))) => {}
+        Err(_) => return None,
+    }
+    let container = core.local_or_fetch(&frame.target()).await.ok()??;
+    Some((frame, container))
 }

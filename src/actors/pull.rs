@@ -19,7 +19,7 @@ use std::sync::Arc;
 use super::commit::find_secret;
 use super::daemon_core::{DaemonCore, SecretRecord};
 use super::error::DaemonError;
-use super::object::ObjectMsg;
+use super::object::{Pulled, Removed};
 use super::remote::RemoteHandle;
 use crate::golix::{Ghid, Gobd, Object, Policy};
 use crate::persist::PersistError;
@@ -163,8 +163,7 @@ async fn pull_one(
     };
     let dynamic = frame.dynamic;
     if let Some(actor) = core.objects.get(&dynamic) {
-        let msg = ObjectMsg::Pulled(Box::new((frame.clone(), container)));
-        if actor.send(msg).await {
+        if actor.tell(Pulled(Box::new((frame.clone(), container)))) {
             return Ok(Pull::Done);
         }
     }
@@ -176,7 +175,7 @@ async fn pull_one(
 /// with the counter of our own current frame is a fork: another machine of ours made a frame
 /// on the same predecessor, and the remote took theirs, so ours can never reach it (the
 /// remote refuses it as stale). The live actor then takes the remote's frame in memory
-/// (`ObjectMsg::Pulled` at an equal counter), so both machines show the same state and our
+/// (`object::Pulled` at an equal counter), so both machines show the same state and our
 /// next frame follows the remote's chain, which the other machine can open. The local
 /// archive keeps our frame until the next one replaces it, so the frame and its container
 /// (unbound here) are verified before they are used.
@@ -219,9 +218,7 @@ async fn lost_race(
         .map_err(PersistError::VerificationFailed)?;
     slog::info!(core.log, "a frame of ours lost a race upstream; taking the remote's";
         "ghid" => %frame.dynamic, "counter" => frame.counter);
-    actor
-        .send(ObjectMsg::Pulled(Box::new((frame.clone(), container))))
-        .await;
+    actor.tell(Pulled(Box::new((frame.clone(), container))));
     Ok(())
 }
 
@@ -263,7 +260,7 @@ async fn removal(
     core.archive.sync().await?;
     match core.objects.get(&subscription) {
         Some(actor) => {
-            actor.send(ObjectMsg::Removed).await;
+            actor.tell(Removed);
         }
         None => core.gc.deleted(subscription),
     }

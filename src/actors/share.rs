@@ -42,7 +42,7 @@ use super::content;
 use super::daemon_core::{DaemonCore, SecretRecord};
 use super::dispatch;
 use super::error::DaemonError;
-use super::object::ObjectMsg;
+use super::object;
 use crate::golix::{
     cipher, Error as GolixError, Garq, Geoc, Ghid, Gobd, Object, Policy, Request, RequestBody,
     SecondParty, Secret,
@@ -543,7 +543,7 @@ async fn recipient_identity(
 /// The object's ghid (a binding's: its target's) and the secret of its current container.
 async fn current(core: &DaemonCore, ghid: Ghid) -> Result<(Ghid, Secret), DaemonError> {
     if let Some(h) = core.objects.get(&ghid) {
-        if let Some(c) = h.ask(|reply| ObjectMsg::Current { reply }).await {
+        if let Ok(Some(c)) = h.ask(object::Current).await {
             return Ok(c);
         }
     }

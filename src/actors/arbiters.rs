@@ -1,0 +1,81 @@
+//! The daemon's actor threads: one actix `System` on its own thread ("hgx-actors") and
+//! arbiters beside it, one per core in all, on which the daemon's actix actors run.
+//!
+//! Owns: those threads, from [`ActorThreads::start`] (at boot) to [`ActorThreads::stop`] (at
+//! shutdown; every actor on them is dropped by the time it returns). The daemon may run under
+//! a plain tokio runtime (tests, embedders) that has no actix system, so it brings its own.
+//! Actors only decide here: their Golix work, sled I/O and commits run on the daemon's tokio
+//! runtime ([`super::daemon_core::DaemonCore::runtime`]), off these threads.
+//!
+//! Calls: `actix_rt`. Used by `DaemonCore` (whose actors start here) and `DaemonHandle`.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use actix_rt::{Arbiter, ArbiterHandle, System};
+
+/// The actix system of one daemon and its arbiters.
+pub struct ActorThreads {
+    system: System,
+    arbiters: Vec<ArbiterHandle>,
+    next: AtomicUsize,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl ActorThreads {
+    /// Starts the system thread and `count - 1` more arbiters (at least one thread in all).
+    pub fn start(count: usize) -> std::io::Result<Self> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("hgx-actors".into())
+            .spawn(move || {
+                let system = System::new();
+                let extra: Vec<Arbiter> = (1..count.max(1)).map(|_| Arbiter::new()).collect();
+                let mut handles = vec![Arbiter::current()];
+                handles.extend(extra.iter().map(|a| a.handle()));
+                let _ = tx.send((System::current(), handles));
+                // Returns once `System::stop`, which stops every arbiter of the system too.
+                let _ = system.run();
+                for a in extra {
+                    let _ = a.join();
+                }
+            })?;
+        let (system, arbiters) = rx
+            .recv()
+            .map_err(|_| std::io::Error::other("the actor thread did not start"))?;
+        Ok(ActorThreads {
+            system,
+            arbiters,
+            next: AtomicUsize::new(0),
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// The arbiter the next actor starts on (round robin).
+    pub fn next(&self) -> ArbiterHandle {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.arbiters.len();
+        self.arbiters[i].clone()
+    }
+
+    /// Stops every arbiter and waits until their threads, and the actors on them, are gone.
+    pub async fn stop(&self) {
+        self.system.stop();
+        let thread = self
+            .thread
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(t) = thread {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+    }
+}
+
+/// One thread per core (at least two: one actor blocked on a slow handler then does not
+/// stall the others).
+pub fn default_count() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .max(2)
+}
