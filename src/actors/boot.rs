@@ -27,7 +27,7 @@ use super::arbiters::{self, ActorThreads};
 use super::daemon::{DaemonOptions, Login};
 use super::daemon_core::{DaemonCore, Gate};
 use super::error::DaemonError;
-use super::gc::{self, GcHandle};
+use super::gc::GcHandle;
 use super::ledger::{self, LedgerHandle};
 use super::limits;
 use super::object::ObjectRegistry;
@@ -112,7 +112,6 @@ pub async fn boot(
     let outbox = Outbox::open(vault.clone(), &urls)?;
 
     let (ledger, ledger_inbox) = LedgerHandle::channel();
-    let (gc, gc_inbox) = GcHandle::channel();
     let (share, share_inbox) = ShareHandle::channel();
     let mut remotes = Vec::with_capacity(opts.remotes.len());
     let mut inboxes = Vec::with_capacity(opts.remotes.len());
@@ -124,8 +123,9 @@ pub async fn boot(
     }
     let threads = ActorThreads::start(arbiters::default_count())
         .map_err(|e| DaemonError::Storage(format!("cannot start the actor threads: {e}")))?;
-    let core = Arc::new(DaemonCore {
+    let core = Arc::new_cyclic(|weak| DaemonCore {
         runtime: tokio::runtime::Handle::current(),
+        gc: GcHandle::start(&threads, weak.clone()),
         threads,
         identity: account.identity().clone(),
         user_id: account.user_id(),
@@ -136,7 +136,6 @@ pub async fn boot(
         remotes: remotes.clone(),
         apps: AppRegistry::default(),
         objects: ObjectRegistry::default(),
-        gc,
         share,
         gate: Gate::default(),
         log: log.clone(),
@@ -148,10 +147,9 @@ pub async fn boot(
             account,
             root_secret,
             ledger_inbox,
-            cell.clone(),
+            cell,
             log.clone(),
         ),
-        gc::spawn(gc_inbox, cell),
         share::spawn(core.clone(), share_inbox),
     ];
     for (handle, inbox) in remotes.into_iter().zip(inboxes) {

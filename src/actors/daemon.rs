@@ -428,11 +428,8 @@ impl DaemonHandle {
         for (_, h) in core.objects.all() {
             let _ = h.ask(object::Stop).await;
         }
-        // Every actor is dropped with its arbiter (their `Arc<DaemonCore>`s with them).
-        core.threads.stop().await;
         core.share.stop().await;
         let flushed = core.ledger.stop().await;
-        core.gc.stop();
         let deadline = tokio::time::Instant::now() + SHUTDOWN_DRAIN;
         while tokio::time::Instant::now() < deadline
             && core
@@ -450,6 +447,8 @@ impl DaemonHandle {
         for t in tasks {
             let _ = t.await;
         }
+        // Every actor is dropped with its arbiter (their `Arc<DaemonCore>`s with them).
+        core.threads.stop().await;
         core.vault.flush().await?;
         core.archive.sync().await?;
         flushed

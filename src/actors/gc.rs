@@ -7,14 +7,17 @@
 //! recorded object that the archive reports debound and absent — never on mere absence (a
 //! second machine of the user legitimately holds secrets for objects it never fetched).
 //!
-//! Owns: nothing but its schedule. Calls: `DaemonCore` (archive queries, vault, ledger).
-//! Messages: `Deleted(ghid)` (from objects and remotes), `Sweep` (periodic, and on demand).
+//! Owns: nothing but its schedule (`run_interval`, every [`SWEEP_INTERVAL`]); an actix actor
+//! on one of the daemon's arbiters, holding the core weakly. Messages: [`Deleted`] (from
+//! objects and pulls), [`Sweep`] (from `DaemonHandle`, on demand). Its archive and vault work
+//! runs on the daemon's blocking pool. Calls: `DaemonCore` (archive queries, vault, ledger).
 
-use std::sync::{Arc, Weak};
+use std::sync::Weak;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, OnceCell};
+use actix::prelude::*;
 
+use super::arbiters::ActorThreads;
 use super::daemon_core::DaemonCore;
 use super::error::DaemonError;
 use crate::golix::Ghid;
@@ -23,79 +26,92 @@ use crate::persist::Status;
 /// Time between periodic sweeps.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(600);
 
-enum GcMsg {
-    Deleted(Ghid),
-    Sweep {
-        reply: oneshot::Sender<Result<usize, DaemonError>>,
-    },
-    Stop,
+/// `ghid` was deleted upstream or locally: forget its secrets if it is gone here.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Deleted(pub Ghid);
+
+/// Sweep now; answers how many objects were forgotten.
+#[derive(Message)]
+#[rtype(result = "Result<usize, DaemonError>")]
+pub struct Sweep;
+
+/// The sweeper. It holds the core weakly: the core holds its address.
+pub struct GcActor {
+    core: Weak<DaemonCore>,
+}
+
+impl Actor for GcActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(SWEEP_INTERVAL, |act, _| {
+            let Some(core) = act.core.upgrade() else {
+                return;
+            };
+            let rt = core.runtime.clone();
+            rt.spawn_blocking(move || {
+                if let Err(e) = sweep(&core) {
+                    slog::warn!(core.log, "gc: sweep failed"; "error" => %e);
+                }
+            });
+        });
+    }
+}
+
+impl Handler<Deleted> for GcActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Deleted, _: &mut Context<Self>) {
+        let Some(core) = self.core.upgrade() else {
+            return;
+        };
+        // Archive and vault I/O: on the daemon's blocking pool, not the actor's thread.
+        let rt = core.runtime.clone();
+        rt.spawn_blocking(move || {
+            if let Err(e) = forget_if_gone(&core, &msg.0, false) {
+                slog::warn!(core.log, "gc: cannot forget a deleted object"; "ghid" => %msg.0, "error" => %e);
+            }
+        });
+    }
+}
+
+impl Handler<Sweep> for GcActor {
+    type Result = ResponseFuture<Result<usize, DaemonError>>;
+
+    fn handle(&mut self, _: Sweep, _: &mut Context<Self>) -> Self::Result {
+        let core = self.core.upgrade();
+        Box::pin(async move {
+            let core = core.ok_or(DaemonError::ShuttingDown)?;
+            let rt = core.runtime.clone();
+            rt.spawn_blocking(move || sweep(&core))
+                .await
+                .map_err(|e| DaemonError::Storage(format!("gc task failed: {e}")))?
+        })
+    }
 }
 
 /// Talks to the `GcActor`. Cheap to clone.
 #[derive(Clone)]
 pub struct GcHandle {
-    tx: mpsc::UnboundedSender<GcMsg>,
+    addr: Addr<GcActor>,
 }
 
-/// The receiving end, consumed by [`spawn`].
-pub struct GcInbox(mpsc::UnboundedReceiver<GcMsg>);
-
 impl GcHandle {
-    pub fn channel() -> (GcHandle, GcInbox) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        (GcHandle { tx }, GcInbox(rx))
+    /// Starts the `GcActor` on one of `threads`; `core` is the core being built.
+    pub fn start(threads: &ActorThreads, core: Weak<DaemonCore>) -> GcHandle {
+        let addr = GcActor::start_in_arbiter(&threads.next(), move |_| GcActor { core });
+        GcHandle { addr }
     }
 
     /// `ghid` was deleted upstream or locally: forget its secrets if it is gone here.
     pub fn deleted(&self, ghid: Ghid) {
-        let _ = self.tx.send(GcMsg::Deleted(ghid));
+        self.addr.do_send(Deleted(ghid));
     }
 
     /// Sweeps now; returns how many objects were forgotten.
     pub async fn sweep(&self) -> Result<usize, DaemonError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(GcMsg::Sweep { reply })
-            .map_err(|_| DaemonError::ShuttingDown)?;
-        rx.await.map_err(|_| DaemonError::ShuttingDown)?
-    }
-
-    pub fn stop(&self) {
-        let _ = self.tx.send(GcMsg::Stop);
-    }
-}
-
-/// Starts the `GcActor`; `core` is filled in once the core exists.
-pub fn spawn(inbox: GcInbox, core: Arc<OnceCell<Weak<DaemonCore>>>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(run(inbox.0, core))
-}
-
-async fn run(mut rx: mpsc::UnboundedReceiver<GcMsg>, core: Arc<OnceCell<Weak<DaemonCore>>>) {
-    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
-    tick.tick().await;
-    loop {
-        let msg = tokio::select! {
-            m = rx.recv() => m,
-            _ = tick.tick() => Some(GcMsg::Sweep { reply: oneshot::channel().0 }),
-        };
-        let Some(msg) = msg else { return };
-        let Some(core) = core.get().and_then(Weak::upgrade) else {
-            if matches!(msg, GcMsg::Stop) {
-                return;
-            }
-            continue;
-        };
-        match msg {
-            GcMsg::Deleted(ghid) => {
-                if let Err(e) = forget_if_gone(&core, &ghid, false) {
-                    slog::warn!(core.log, "gc: cannot forget a deleted object"; "ghid" => %ghid, "error" => %e);
-                }
-            }
-            GcMsg::Sweep { reply } => {
-                let _ = reply.send(sweep(&core));
-            }
-            GcMsg::Stop => return,
-        }
+        self.addr.send(Sweep).await.map_err(|_| DaemonError::ShuttingDown)?
     }
 }
 
