@@ -10,25 +10,24 @@
 //! login open a remote's root and continue after the local frame (see `find_root`).
 //!
 //! Owns: nothing after start. Calls: `Archive`, `Account`, `Vault`, `Outbox`, the persist
-//! client (through the remote `Connector`), and spawns the ledger, GC, share and remote
+//! client (through the remote `Connector`), and starts the account, GC, share and remote
 //! actors.
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::OnceCell;
 use tokio::task::JoinHandle;
 
 use super::account::{vault_key, Account};
+use super::account_actor::AccountHandle;
 use super::apps::AppRegistry;
 use super::arbiters::{self, ActorThreads};
 use super::daemon::{DaemonOptions, Login};
 use super::daemon_core::{DaemonCore, Gate};
 use super::error::DaemonError;
 use super::gc::GcHandle;
-use super::ledger::{self, LedgerHandle};
 use super::limits;
 use super::object::ObjectRegistry;
 use super::outbox::{self, Outbox};
@@ -111,7 +110,6 @@ pub async fn boot(
     let vault = Vault::open_with_spill(&db, VAULT_TREE, &account.vault_key(), &large(&state))?;
     let outbox = Outbox::open(vault.clone(), &urls)?;
 
-    let (ledger, ledger_inbox) = LedgerHandle::channel();
     let (share, share_inbox) = ShareHandle::channel();
     let mut remotes = Vec::with_capacity(opts.remotes.len());
     let mut inboxes = Vec::with_capacity(opts.remotes.len());
@@ -123,16 +121,17 @@ pub async fn boot(
     }
     let threads = ActorThreads::start(arbiters::default_count())
         .map_err(|e| DaemonError::Storage(format!("cannot start the actor threads: {e}")))?;
+    // The actors that answer to the core hold it weakly (it holds their addresses).
     let core = Arc::new_cyclic(|weak| DaemonCore {
         runtime: tokio::runtime::Handle::current(),
         gc: GcHandle::start(&threads, weak.clone()),
-        threads,
         identity: account.identity().clone(),
         user_id: account.user_id(),
+        account: AccountHandle::start(&threads, account, root_secret, weak.clone(), log.clone()),
+        threads,
         archive,
         vault,
         outbox,
-        ledger,
         remotes: remotes.clone(),
         apps: AppRegistry::default(),
         objects: ObjectRegistry::default(),
@@ -140,18 +139,7 @@ pub async fn boot(
         gate: Gate::default(),
         log: log.clone(),
     });
-    let cell: Arc<OnceCell<Weak<DaemonCore>>> = Arc::new(OnceCell::new());
-    let _ = cell.set(Arc::downgrade(&core));
-    let mut tasks = vec![
-        ledger::spawn(
-            account,
-            root_secret,
-            ledger_inbox,
-            cell,
-            log.clone(),
-        ),
-        share::spawn(core.clone(), share_inbox),
-    ];
+    let mut tasks = vec![share::spawn(core.clone(), share_inbox)];
     for (handle, inbox) in remotes.into_iter().zip(inboxes) {
         tasks.push(remote::spawn(
             core.clone(),

@@ -9,7 +9,7 @@
 //! restart and reaches the remotes. An object larger than a remote takes is refused first
 //! (`too_large`, see [`super::limits`]).
 //!
-//! Calls: `golix` (FirstParty), `DaemonCore` (archive, vault, outbox, ledger), [`content`].
+//! Calls: `golix` (FirstParty), `DaemonCore` (archive, vault, outbox, account), [`content`].
 //! Used by `ObjectActor` and `DaemonHandle`.
 
 use super::account::StoredSecret;
@@ -226,7 +226,7 @@ pub async fn create(
         counter: 0,
     };
     commit(core, vec![binding, geoc.encode()], Some((ghid, record))).await?;
-    core.ledger.record_secret(ghid, stored, 0, api_id);
+    core.account.record_secret(ghid, stored, 0, api_id);
     Ok(Loaded {
         ghid,
         author: core.fingerprint(),
@@ -270,12 +270,12 @@ pub async fn find_secret(core: &DaemonCore, ghid: &Ghid, frame: &Gobd) -> Option
         all.iter()
             .find_map(|s| content::ratchet_to_current(frame, &s.secret, &s.container))
     };
-    if let Some(s) = from_account(core.ledger.lookup(*ghid).await) {
+    if let Some(s) = from_account(core.account.lookup(*ghid).await) {
         return Some(s);
     }
     // Another machine of ours may have flushed a newer account state.
-    core.ledger.refresh().await;
-    from_account(core.ledger.lookup(*ghid).await)
+    core.account.refresh().await;
+    from_account(core.account.lookup(*ghid).await)
 }
 
 /// Decrypts and unframes a container.
@@ -316,10 +316,10 @@ pub async fn load(core: &DaemonCore, ghid: Ghid) -> Result<Loaded, DaemonError> 
         Object::Geoc(geoc) => {
             let mut candidates: Vec<StoredSecret> =
                 core.secret(&ghid)?.map(|r| r.stored).into_iter().collect();
-            candidates.extend(core.ledger.lookup(ghid).await);
+            candidates.extend(core.account.lookup(ghid).await);
             if !candidates.iter().any(|s| s.container == ghid) {
-                core.ledger.refresh().await;
-                candidates.extend(core.ledger.lookup(ghid).await);
+                core.account.refresh().await;
+                candidates.extend(core.account.lookup(ghid).await);
             }
             let stored = candidates
                 .into_iter()
@@ -443,15 +443,13 @@ pub async fn freeze(core: &DaemonCore, obj: &Loaded) -> Result<Ghid, DaemonError
             },
         )?;
         // The snapshot belongs to the same app token as the object.
-        let ghid = obj.ghid;
-        core.ledger.edit(move |a| {
-            if let Some(t) = a.state().private.get(&ghid).copied() {
-                a.state_mut().private.insert(container, t);
-            }
+        core.account.tell(super::account_actor::CopyPrivate {
+            from: obj.ghid,
+            to: container,
         });
     }
     commit(core, vec![gobs.encode()], Some((container, record))).await?;
-    core.ledger.record_secret(container, stored, 0, obj.api_id);
+    core.account.record_secret(container, stored, 0, obj.api_id);
     Ok(container)
 }
 
@@ -487,7 +485,7 @@ pub async fn hold(core: &DaemonCore, ghid: &Ghid) -> Result<(), DaemonError> {
     let target = *ghid;
     let gobs = sign(core, move |id| id.make_bind_static(target)).await?;
     commit(core, vec![gobs.encode()], None).await?;
-    core.ledger.record_hold(target);
+    core.account.record_hold(target);
     Ok(())
 }
 

@@ -5,7 +5,7 @@
 //! loads the object's `ObjectActor` (one load per ghid at a time) and talks to it by message.
 //!
 //! Calls: [`super::boot`] (storage and login), `ObjectActor`s, `RemoteActor`s (fetch for
-//! `sync`), the ledger, GC and share actors (at shutdown), `commit` (new objects),
+//! `sync`), the account, GC and share actors (at shutdown), `commit` (new objects),
 //! [`super::dispatch`] (tokens, startup and private objects, share handlers) and
 //! [`super::share`] (sharing with other users).
 
@@ -429,7 +429,7 @@ impl DaemonHandle {
             let _ = h.ask(object::Stop).await;
         }
         core.share.stop().await;
-        let flushed = core.ledger.stop().await;
+        let flushed = core.account.stop().await;
         let deadline = tokio::time::Instant::now() + SHUTDOWN_DRAIN;
         while tokio::time::Instant::now() < deadline
             && core

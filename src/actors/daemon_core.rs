@@ -2,7 +2,7 @@
 //! all use.
 //!
 //! Owns: handles only — the daemon's runtime and actor threads, the identity, the local [`Archive`], the [`Vault`] and [`Outbox`], the
-//! ledger (account), remote, GC and share actors, the app registry, the live-object registry, and the gate
+//! account, remote, GC and share actors, the app registry, the live-object registry, and the gate
 //! that refuses new work at shutdown and counts work in flight. No actor's state lives here;
 //! the registries are read-mostly maps behind std mutexes held only for a map operation.
 //!
@@ -20,7 +20,7 @@ use super::arbiters::ActorThreads;
 use super::apps::AppRegistry;
 use super::error::DaemonError;
 use super::gc::GcHandle;
-use super::ledger::LedgerHandle;
+use super::account_actor::AccountHandle;
 use super::object::ObjectRegistry;
 use super::outbox::Outbox;
 use super::remote::RemoteHandle;
@@ -116,7 +116,7 @@ pub struct DaemonCore {
     pub archive: Archive,
     pub vault: Vault,
     pub outbox: Outbox,
-    pub ledger: LedgerHandle,
+    pub account: AccountHandle,
     pub remotes: Vec<RemoteHandle>,
     pub apps: AppRegistry,
     pub objects: ObjectRegistry,

@@ -16,17 +16,17 @@
 //!   in the account (`AccountState::orphan_shares`) and offered when a handler registers.
 //!
 //! Owns: nothing; the state is in the [`AppRegistry`](super::apps::AppRegistry) (sessions)
-//! and the account (through the ledger). Calls: the ledger, the app registry. Used by
+//! and the account (through the `AccountActor`). Calls: the `AccountActor`, the app registry. Used by
 //! `DaemonHandle` and the share actor.
 
 use super::account::{AppTokenBytes, OrphanShare};
-use super::api::{AppEvent, AppId, AppToken};
+use super::account_actor as account;
+use super::api::{AppEvent, AppId, AppToken, NO_TOKEN};
 use super::daemon_core::DaemonCore;
 use super::error::DaemonError;
 use crate::golix::Ghid;
 
 /// All zeros: "no token" on the wire (docs/architecture.md), like an absent one.
-const NO_TOKEN: AppToken = [0; 16];
 
 /// Binds a token to `app`: a new one when `token` is `None` (or all zeros), else a known
 /// one. Returns the token and its startup object.
@@ -43,31 +43,20 @@ pub async fn register_token(
     match token.filter(|t| *t != NO_TOKEN) {
         None => {
             let token = core
-                .ledger
-                .with_account(|a| loop {
-                    let t: AppToken = rand::random();
-                    let t = AppTokenBytes(t);
-                    if t.0 != NO_TOKEN && !a.state().tokens.contains(&t) {
-                        a.state_mut().tokens.insert(t);
-                        return t.0;
-                    }
-                })
-                .await?;
+                .account
+                .ask(account::NewToken)
+                .await?
+                .ok_or(DaemonError::ShuttingDown)?;
             core.apps.set_token(app, token)?;
             // The app keeps this token across restarts: make it durable before handing it out.
-            core.ledger.flush().await?;
+            core.account.flush().await?;
             Ok((token, None))
         }
         Some(token) => {
             let key = AppTokenBytes(token);
             let startup = core
-                .ledger
-                .with_account(move |a| {
-                    let st = a.state();
-                    st.tokens
-                        .contains(&key)
-                        .then(|| st.startup.get(&key).copied())
-                })
+                .account
+                .ask(account::TokenStartup(key))
                 .await?
                 .ok_or(DaemonError::UnknownToken)?;
             core.apps.set_token(app, token)?;
@@ -97,33 +86,15 @@ pub async fn register_startup(
     if super::commit::owner(core, ghid).await?.is_none() {
         return Err(DaemonError::NotFound(format!("object {ghid}")));
     }
-    core.ledger
-        .with_account(move |a| match a.state().startup.get(&token) {
-            Some(old) => Err(DaemonError::AlreadySet(format!(
-                "this token's startup object is {old}; deregister it first"
-            ))),
-            None => {
-                a.state_mut().startup.insert(token, ghid);
-                Ok(())
-            }
-        })
+    core.account
+        .ask(account::SetStartup { token, ghid })
         .await?
 }
 
 /// Clears the startup object of `app`'s token (refused if none is set).
 pub async fn deregister_startup(core: &DaemonCore, app: AppId) -> Result<(), DaemonError> {
     let token = token_of(core, app)?;
-    core.ledger
-        .with_account(move |a| {
-            if !a.state().startup.contains_key(&token) {
-                return Err(DaemonError::NotFound(
-                    "a startup object for this token".into(),
-                ));
-            }
-            a.state_mut().startup.remove(&token);
-            Ok(())
-        })
-        .await?
+    core.account.ask(account::ClearStartup(token)).await?
 }
 
 /// The token that may create a private object for `app` (`unknown_token` without one).
@@ -133,16 +104,15 @@ pub fn private_owner(core: &DaemonCore, app: AppId) -> Result<AppToken, DaemonEr
 
 /// Records that `ghid` is private to `token`.
 pub fn record_private(core: &DaemonCore, ghid: Ghid, token: AppToken) {
-    core.ledger.edit(move |a| {
-        a.state_mut().private.insert(ghid, AppTokenBytes(token));
+    core.account.tell(account::SetPrivate {
+        ghid,
+        token: AppTokenBytes(token),
     });
 }
 
 /// The token `ghid` is private to, if it is private.
 pub async fn private_to(core: &DaemonCore, ghid: Ghid) -> Result<Option<AppToken>, DaemonError> {
-    core.ledger
-        .with_account(move |a| a.state().private.get(&ghid).map(|t| t.0))
-        .await
+    core.account.ask(account::PrivateTo(ghid)).await
 }
 
 /// Whether `ghid` is private (to a token, or marked so on this machine).
@@ -170,19 +140,7 @@ pub async fn register_share_handler(
     if !core.apps.add_handler(app, api_id) {
         return Err(DaemonError::BadArgs(format!("app {app} is not connected")));
     }
-    let orphans = core
-        .ledger
-        .with_account(move |a| {
-            let mine = |o: &OrphanShare| o.api_id == Some(api_id);
-            if !a.state().orphan_shares.iter().any(mine) {
-                return Vec::new();
-            }
-            let all = std::mem::take(&mut a.state_mut().orphan_shares);
-            let (mine, rest): (Vec<_>, Vec<_>) = all.into_iter().partition(mine);
-            a.state_mut().orphan_shares = rest;
-            mine
-        })
-        .await?;
+    let orphans = core.account.ask(account::TakeOrphans(api_id)).await?;
     for o in orphans {
         core.apps.send(
             app,
@@ -248,9 +206,5 @@ pub fn offer_or_keep(core: &DaemonCore, ghid: Ghid, origin: Ghid, api_id: Option
         origin,
         api_id,
     };
-    core.ledger.edit(move |a| {
-        if !a.state().orphan_shares.contains(&orphan) {
-            a.state_mut().orphan_shares.push(orphan);
-        }
-    });
+    core.account.tell(account::KeepOrphan(orphan));
 }

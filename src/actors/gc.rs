@@ -10,7 +10,7 @@
 //! Owns: nothing but its schedule (`run_interval`, every [`SWEEP_INTERVAL`]); an actix actor
 //! on one of the daemon's arbiters, holding the core weakly. Messages: [`Deleted`] (from
 //! objects and pulls), [`Sweep`] (from `DaemonHandle`, on demand). Its archive and vault work
-//! runs on the daemon's blocking pool. Calls: `DaemonCore` (archive queries, vault, ledger).
+//! runs on the daemon's blocking pool. Calls: `DaemonCore` (archive queries, vault, account).
 
 use std::sync::Weak;
 use std::time::Duration;
@@ -130,7 +130,7 @@ fn forget_if_gone(
         return Ok(false);
     }
     core.forget_secret(ghid)?;
-    core.ledger.forget(*ghid);
+    core.account.forget(*ghid);
     // A followed object is not followed any more.
     core.unsubscribe(*ghid);
     slog::debug!(core.log, "gc: forgot a removed object"; "ghid" => %ghid);

@@ -21,7 +21,7 @@
 //!   failure is worth a warning; [`pull`]: applying what remotes push; [`outbox`]: the durable
 //!   per-remote publish queue; [`drain`]: sending it to one remote (publish order, refusals);
 //!   [`limits`]: each remote's size limit and the check every commit runs.
-//! - [`ledger`]: `AccountActor`, the owner of the account and its flush schedule;
+//! - [`account_actor`]: `AccountActor`, the owner of the account and its flush schedule;
 //!   [`gc`]: `GcActor`, forgetting secrets of removed objects; [`apps`]: app sessions, their
 //!   trackers, tokens, share handlers and coalescing event mailboxes; [`dispatch`]: app
 //!   tokens, startup and private objects, offering shares to apps; [`share`]: `ShareActor`,
@@ -34,6 +34,7 @@
 //! Calls: `persist` and `golix`. Used by `ipc` and the binaries.
 
 pub mod account;
+pub mod account_actor;
 pub mod api;
 pub mod apps;
 pub mod arbiters;
@@ -46,7 +47,6 @@ pub mod dispatch;
 pub mod drain;
 pub mod error;
 pub mod gc;
-pub mod ledger;
 pub mod limits;
 pub mod link_state;
 pub mod object;

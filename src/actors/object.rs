@@ -26,7 +26,7 @@
 //! while frames are in flight, it is queued (with its reply) until the pipeline is empty.
 //!
 //! Calls: [`super::push`] (building, signing and committing frames), [`super::commit`]
-//! (loading, freeze, hold, delete), `DaemonCore` (archive, vault, outbox, ledger, apps, GC).
+//! (loading, freeze, hold, delete), `DaemonCore` (archive, vault, outbox, account, apps, GC).
 //! The registry is a read-mostly map behind a std mutex.
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -37,6 +37,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
+use super::account_actor;
 use super::api::{AppEvent, AppId, ObjectView};
 use super::commit::{self, Loaded};
 use super::content;
@@ -712,14 +713,10 @@ impl ObjectActor {
                     if !self.obj.private {
                         // Public now: no app token owns it any more.
                         let ghid = self.obj.ghid;
-                        self.core.ledger.edit(move |a| {
-                            if a.state().private.contains_key(&ghid) {
-                                a.state_mut().private.remove(&ghid);
-                            }
-                        });
+                        self.core.account.tell(account_actor::MakePublic(ghid));
                     }
                 }
-                self.core.ledger.record_secret(
+                self.core.account.record_secret(
                     self.obj.ghid,
                     self.obj.stored_secret(),
                     self.obj.counter(),

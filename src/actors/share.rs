@@ -26,7 +26,7 @@
 //!
 //! Owns: the in-memory route from each pending request to the session that asked. Calls:
 //! `golix` (requests, off the event loop), `DaemonCore` (archive, fetches, commits), the
-//! ledger (pending and orphan shares), [`dispatch`]. Messages: unbounded mpsc; stop replies on
+//! account (pending and orphan shares), [`dispatch`]. Messages: unbounded mpsc; stop replies on
 //! a oneshot.
 
 use std::collections::HashMap;
@@ -35,7 +35,8 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::account::{Account, AppTokenBytes, PendingShare, StoredSecret};
+use super::account::{AppTokenBytes, PendingShare, StoredSecret};
+use super::account_actor;
 use super::api::{AppEvent, AppId};
 use super::commit;
 use super::content;
@@ -212,19 +213,19 @@ impl ShareActor {
     ) -> Result<(), DaemonError> {
         let core = self.core.clone();
         let from = author.ghid();
-        let take = move |a: &mut Account| {
-            let i = a
-                .state()
-                .pending_shares
-                .iter()
-                .position(|p| p.request == request && p.recipient == from)?;
-            Some(a.state_mut().pending_shares.remove(i))
+        let take = account_actor::TakePending {
+            request,
+            recipient: from,
         };
-        let mut pending = core.ledger.with_account(take).await?;
+        let mut pending = core.account.ask(take).await?;
         if pending.is_none() {
             // Another machine of ours may have made the share: its account state first.
-            core.ledger.refresh().await;
-            pending = core.ledger.with_account(take).await?;
+            core.account.refresh().await;
+            let take = account_actor::TakePending {
+                request,
+                recipient: from,
+            };
+            pending = core.account.ask(take).await?;
         }
         answer_and_debind(&core, garq, None).await?;
         let Some(p) = pending else {
@@ -326,7 +327,7 @@ async fn accept(
                 };
                 core.put_secret(&target, &record)?;
                 core.vault.flush().await?;
-                core.ledger.record_secret(target, stored, 0, api_id);
+                core.account.record_secret(target, stored, 0, api_id);
             }
             Ok(api_id)
         }
@@ -366,7 +367,7 @@ async fn record(
     };
     core.put_secret(&ghid, &record)?;
     core.vault.flush().await?;
-    core.ledger
+    core.account
         .record_secret(ghid, stored, frame.counter, api_id);
     Ok(())
 }
@@ -505,17 +506,11 @@ pub async fn share(
         recipient,
         token: core.apps.token(app).map(AppTokenBytes),
     };
-    core.ledger
-        .with_account(move |a| a.state_mut().pending_shares.push(pending))
-        .await?;
+    core.account.ask(account_actor::AddPending(pending)).await?;
     core.share.requested(garq.ghid, app);
     if let Err(e) = core.commit_local(vec![garq.encode()]).await {
         let request = garq.ghid;
-        core.ledger.edit(move |a| {
-            a.state_mut()
-                .pending_shares
-                .retain(|p| p.request != request)
-        });
+        core.account.tell(account_actor::DropPending(request));
         return Err(e);
     }
     slog::info!(core.log, "share sent"; "ghid" => %target, "recipient" => %recipient, "request" => %garq.ghid);
