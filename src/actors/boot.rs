@@ -32,7 +32,7 @@ use super::limits;
 use super::object::ObjectRegistry;
 use super::outbox::{self, Outbox};
 use super::remote::{self, Connector, RemoteHandle, RemoteTarget};
-use super::share::{self, ShareHandle};
+use super::share::ShareHandle;
 use super::vault::Vault;
 use crate::golix::{Geoc, Ghid, Gobd, Object, Policy, SecondParty};
 use crate::persist::store::sled_gate;
@@ -110,7 +110,6 @@ pub async fn boot(
     let vault = Vault::open_with_spill(&db, VAULT_TREE, &account.vault_key(), &large(&state))?;
     let outbox = Outbox::open(vault.clone(), &urls)?;
 
-    let (share, share_inbox) = ShareHandle::channel();
     let mut remotes = Vec::with_capacity(opts.remotes.len());
     let mut inboxes = Vec::with_capacity(opts.remotes.len());
     for (i, target) in opts.remotes.into_iter().enumerate() {
@@ -128,18 +127,18 @@ pub async fn boot(
         identity: account.identity().clone(),
         user_id: account.user_id(),
         account: AccountHandle::start(&threads, account, root_secret, weak.clone(), log.clone()),
-        threads,
         archive,
         vault,
         outbox,
         remotes: remotes.clone(),
         apps: AppRegistry::default(),
         objects: ObjectRegistry::default(),
-        share,
+        share: ShareHandle::start(&threads, weak.clone()),
+        threads,
         gate: Gate::default(),
         log: log.clone(),
     });
-    let mut tasks = vec![share::spawn(core.clone(), share_inbox)];
+    let mut tasks = Vec::with_capacity(remotes.len());
     for (handle, inbox) in remotes.into_iter().zip(inboxes) {
         tasks.push(remote::spawn(
             core.clone(),

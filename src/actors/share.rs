@@ -1,5 +1,5 @@
 //! `ShareActor`: sharing objects between users with GARQ requests (docs/architecture.md,
-//! docs/golix.md), one tokio task per daemon.
+//! docs/golix.md), one actix actor per daemon.
 //!
 //! **Outgoing** ([`share`], run by the asking app's request): the recipient's identity comes
 //! from the local archive or any remote (`unknown_recipient` if neither has it); a handshake
@@ -30,14 +30,14 @@
 //! a oneshot.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use actix::prelude::*;
 
 use super::account::{AppTokenBytes, PendingShare, StoredSecret};
 use super::account_actor;
 use super::api::{AppEvent, AppId};
+use super::arbiters::ActorThreads;
 use super::commit;
 use super::content;
 use super::daemon_core::{DaemonCore, SecretRecord};
@@ -61,65 +61,118 @@ pub const STATUS_BAD_MAC: u32 = 3;
 /// Nak: anything else went wrong.
 pub const STATUS_FAILED: u32 = 4;
 
-enum ShareMsg {
-    /// A GARQ pushed on our fingerprint subscription.
-    Incoming(Vec<u8>),
-    /// `app` asked for the share whose handshake is `request`.
-    Requested {
-        request: Ghid,
-        app: AppId,
-    },
-    Stop {
-        reply: oneshot::Sender<()>,
-    },
+/// A GARQ pushed on our fingerprint subscription (raw bytes, from a remote).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Incoming(pub Vec<u8>);
+
+/// `app` asked for the share whose handshake is `request`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Requested {
+    pub request: Ghid,
+    pub app: AppId,
 }
+
+/// Finish the request in hand and stop (requests not handled yet stay on the remotes and come
+/// back at the next subscribe).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Stop;
 
 /// Talks to the `ShareActor`. Cheap to clone.
 #[derive(Clone)]
 pub struct ShareHandle {
-    tx: mpsc::UnboundedSender<ShareMsg>,
+    addr: Addr<ShareActor>,
 }
 
-/// The receiving end, consumed by [`spawn`].
-pub struct ShareInbox(mpsc::UnboundedReceiver<ShareMsg>);
-
 impl ShareHandle {
-    pub fn channel() -> (ShareHandle, ShareInbox) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        (ShareHandle { tx }, ShareInbox(rx))
+    /// Starts the `ShareActor` on one of `threads`; `core` is the core being built.
+    pub fn start(threads: &ActorThreads, core: Weak<DaemonCore>) -> ShareHandle {
+        let addr = ShareActor::start_in_arbiter(&threads.next(), move |_| ShareActor {
+            core,
+            requested: Some(HashMap::new()),
+        });
+        ShareHandle { addr }
     }
 
     /// A GARQ addressed to us arrived (raw bytes, from a remote).
     pub fn incoming(&self, garq: Vec<u8>) {
-        let _ = self.tx.send(ShareMsg::Incoming(garq));
+        self.addr.do_send(Incoming(garq));
     }
 
     fn requested(&self, request: Ghid, app: AppId) {
-        let _ = self.tx.send(ShareMsg::Requested { request, app });
+        self.addr.do_send(Requested { request, app });
     }
 
-    /// Finishes the request in hand and stops (requests not handled yet stay on the remotes
-    /// and come back at the next subscribe).
+    /// Finishes the request in hand and stops.
     pub async fn stop(&self) {
-        let (reply, rx) = oneshot::channel();
-        if self.tx.send(ShareMsg::Stop { reply }).is_ok() {
-            let _ = rx.await;
+        let _ = self.addr.send(Stop).await;
+    }
+}
+
+/// The actor: requests are handled one at a time, in arrival order (`ctx.wait` holds the
+/// mailbox while one runs on the daemon's runtime). It holds the core weakly (the core holds
+/// its address).
+pub struct ShareActor {
+    core: Weak<DaemonCore>,
+    /// Handshake ghid -> the session that asked, for its `share_result`. `None` only while a
+    /// request is being handled (it has the map).
+    requested: Option<HashMap<Ghid, AppId>>,
+}
+
+impl Actor for ShareActor {
+    type Context = Context<Self>;
+}
+
+impl Handler<Incoming> for ShareActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Incoming, ctx: &mut Context<Self>) {
+        let (Some(core), Some(requested)) = (self.core.upgrade(), self.requested.take()) else {
+            return;
+        };
+        let rt = core.runtime.clone();
+        let mut handling = Handling { core, requested };
+        let task = rt.spawn(async move {
+            let core = handling.core.clone();
+            // Shutting down: the request stays on the remotes for the next start.
+            if let Ok(_pass) = core.gate.enter() {
+                if let Err(e) = handling.incoming(msg.0).await {
+                    slog::info!(core.log, "request not handled"; "error" => %e);
+                }
+            }
+            handling.requested
+        });
+        ctx.wait(async move { task.await }.into_actor(self).map(|res, act, _| {
+            // A request that panicked loses the routes of pending shares: their results then
+            // go to the live sessions of the asking token.
+            act.requested = Some(res.unwrap_or_default());
+        }));
+    }
+}
+
+impl Handler<Requested> for ShareActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Requested, _: &mut Context<Self>) {
+        if let Some(r) = self.requested.as_mut() {
+            r.insert(msg.request, msg.app);
         }
     }
 }
 
-/// Starts the `ShareActor`.
-pub fn spawn(core: Arc<DaemonCore>, inbox: ShareInbox) -> JoinHandle<()> {
-    let actor = ShareActor {
-        core,
-        requested: HashMap::new(),
-    };
-    tokio::spawn(actor.run(inbox.0))
+impl Handler<Stop> for ShareActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
 }
 
-struct ShareActor {
+/// One incoming request being handled, with the routes of pending shares.
+struct Handling {
     core: Arc<DaemonCore>,
-    /// Handshake ghid -> the session that asked, for its `share_result`.
     requested: HashMap<Ghid, AppId>,
 }
 
@@ -141,31 +194,7 @@ enum Opened {
     Unreadable(String),
 }
 
-impl ShareActor {
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<ShareMsg>) {
-        while let Some(msg) = rx.recv().await {
-            match msg {
-                ShareMsg::Incoming(bytes) => {
-                    let core = self.core.clone();
-                    // Shutting down: the request stays on the remotes for the next start.
-                    let Ok(_pass) = core.gate.enter() else {
-                        continue;
-                    };
-                    if let Err(e) = self.incoming(bytes).await {
-                        slog::info!(core.log, "request not handled"; "error" => %e);
-                    }
-                }
-                ShareMsg::Requested { request, app } => {
-                    self.requested.insert(request, app);
-                }
-                ShareMsg::Stop { reply } => {
-                    let _ = reply.send(());
-                    return;
-                }
-            }
-        }
-    }
-
+impl Handling {
     async fn incoming(&mut self, bytes: Vec<u8>) -> Result<(), DaemonError> {
         let core = self.core.clone();
         let garq = match Object::decode(&bytes, Policy::STRICT) {
