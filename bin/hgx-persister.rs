@@ -34,6 +34,11 @@ struct Cli {
     /// The sled object store directory.
     #[arg(long)]
     ghidcache: Option<PathBuf>,
+    /// Where objects live: `sled` (the ghidcache directory) or `nats://HOST:PORT[,HOST:PORT…]`
+    /// (a NATS JetStream cluster shared by any number of front-ends; `server.nats.*` in the
+    /// config for credentials and TLS).
+    #[arg(long)]
+    store: Option<String>,
     /// Log directory.
     #[arg(long)]
     logdir: Option<PathBuf>,
@@ -77,6 +82,7 @@ fn load(cli: &Cli) -> Result<Config, String> {
         pid_file: cli.pid_file.clone(),
         verbosity: cli.verbosity,
         debug: None,
+        store: cli.store.clone(),
     });
     Ok(cfg)
 }
@@ -93,7 +99,7 @@ fn serve(cfg: &Config) -> Result<(), String> {
     let (log, _log_guard) = logging::init("hgx-persister", verbosity, Some(&s.logdir), s.keep_logs)
         .map_err(|e| format!("logging to {}: {e}", s.logdir.display()))?;
     slog::info!(log, "starting"; "config" => ?cfg.source, "ghidcache" => %s.ghidcache.display(),
-        "pid_file" => %s.pid_file.display());
+        "store" => &s.store, "pid_file" => %s.pid_file.display());
     // One file descriptor per websocket: a soft limit of 1024 would cap the server.
     match process::raise_nofile_limit() {
         Ok((before, after)) => {

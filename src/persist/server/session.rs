@@ -414,6 +414,10 @@ impl Conn {
                 .reply_err(id, codes::LIMIT, format!("at most {n} subscriptions"))
                 .await;
         }
+        if let Some(c) = &self.shared.cluster {
+            // Other front-ends' notifications for `g` reach us from the moment we answer.
+            c.ready().await;
+        }
         self.reply_ok(id, true).await;
         match self.shared.archive.requests_for(&g) {
             Ok(mail) => {
@@ -474,6 +478,9 @@ impl Conn {
             match synced {
                 Ok(()) => {
                     shared.hub.fanout(&published.notifications, Some(me));
+                    if let Some(c) = &shared.cluster {
+                        c.announce(&published.notifications);
+                    }
                     let ack = PublishAck {
                         ghid: published.ghid,
                         kind: published.kind.as_str().to_owned(),

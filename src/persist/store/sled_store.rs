@@ -76,14 +76,14 @@ fn ghid_at(b: &[u8], at: usize, what: &str) -> Result<Ghid, PersistError> {
         .ok_or_else(|| corrupt(what))
 }
 
-fn pair_key(a: &Ghid, b: &Ghid) -> [u8; 2 * GHID_LEN] {
+pub(super) fn pair_key(a: &Ghid, b: &Ghid) -> [u8; 2 * GHID_LEN] {
     let mut k = [0u8; 2 * GHID_LEN];
     k[..GHID_LEN].copy_from_slice(a.as_bytes());
     k[GHID_LEN..].copy_from_slice(b.as_bytes());
     k
 }
 
-fn encode_record(r: &Record) -> Vec<u8> {
+pub(super) fn encode_record(r: &Record) -> Vec<u8> {
     let mut v = Vec::with_capacity(1 + 3 * GHID_LEN + 8);
     match r {
         Record::Identity => v.push(TAG_IDENTITY),
@@ -125,7 +125,7 @@ fn encode_record(r: &Record) -> Vec<u8> {
     v
 }
 
-fn decode_record(b: &[u8]) -> Result<Record, PersistError> {
+pub(super) fn decode_record(b: &[u8]) -> Result<Record, PersistError> {
     const W: &str = "record";
     let g = |i: usize| ghid_at(b, 1 + i * GHID_LEN, W);
     let (record, len) = match b.first() {
@@ -172,7 +172,7 @@ fn decode_record(b: &[u8]) -> Result<Record, PersistError> {
     Ok(record)
 }
 
-fn encode_binding(b: &Binding) -> Vec<u8> {
+pub(super) fn encode_binding(b: &Binding) -> Vec<u8> {
     let mut v = Vec::with_capacity(1 + GHID_LEN);
     v.push(if b.kind == Kind::Gobd {
         BIND_DYNAMIC
@@ -183,7 +183,7 @@ fn encode_binding(b: &Binding) -> Vec<u8> {
     v
 }
 
-fn decode_binding(key: &[u8], val: &[u8]) -> Result<Binding, PersistError> {
+pub(super) fn decode_binding(key: &[u8], val: &[u8]) -> Result<Binding, PersistError> {
     const W: &str = "binding";
     let kind = match val.first() {
         Some(&BIND_STATIC) => Kind::Gobs,
@@ -200,7 +200,7 @@ fn decode_binding(key: &[u8], val: &[u8]) -> Result<Binding, PersistError> {
     })
 }
 
-fn decode_debinding(key: &[u8], val: &[u8]) -> Result<Debinding, PersistError> {
+pub(super) fn decode_debinding(key: &[u8], val: &[u8]) -> Result<Debinding, PersistError> {
     const W: &str = "debinding";
     if val.len() != GHID_LEN || key.len() != 2 * GHID_LEN {
         return Err(corrupt(W));

@@ -1,0 +1,408 @@
+//! The persister as a cluster: front-ends over a real 3-node NATS JetStream cluster
+//! (`nats_support`, nats-server processes on 127.0.0.1). Front-ends run in-process (real
+//! actix servers on 127.0.0.1:0) or as the real `hgx-persister` binary with `--store`.
+//! Clients are the real Rust persister client. Every wait is bounded.
+//!
+//! Skipped, with a message, only when `nats-server` is not installed.
+
+// Only the fixtures of `common` are used here.
+#[allow(unused_imports)]
+mod common;
+mod nats_support;
+mod proc_support;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hypergolix::golix::{Algo, FirstParty, Geoc, Ghid, Gobd, Object, Policy, Secret, DEFAULT_LEGROOM};
+use hypergolix::persist::client::{ClientError, Notification, Notifications, PersisterClient};
+use hypergolix::persist::server::{self, Running, Settings, StoreChoice};
+use hypergolix::persist::store::{NatsOptions, NatsStore};
+use nats_support::NatsCluster;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Cluster store options for `cluster` in namespace `ns`.
+fn options(cluster: &NatsCluster, ns: &str) -> NatsOptions {
+    let mut o = NatsOptions::from_url(&cluster.url()).unwrap();
+    o.namespace = ns.into();
+    o.partitions = 3;
+    // Small, so that ordinary test containers exercise the object store too.
+    o.inline_max = 4096;
+    o
+}
+
+async fn front_end(cluster: &NatsCluster, ns: &str) -> Running {
+    let mut s = Settings::local(None);
+    s.workers = 1;
+    s.verify_threads = 4;
+    s.store = StoreChoice::Nats(options(cluster, ns));
+    server::start(s).await.expect("front-end starts")
+}
+
+async fn connect(r: &Running) -> (PersisterClient, Notifications) {
+    PersisterClient::connect(&r.ws_url())
+        .await
+        .expect("client connects")
+}
+
+async fn next(rx: &mut Notifications) -> Notification {
+    tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .expect("a notification in time")
+        .expect("connection open")
+}
+
+async fn nothing(rx: &mut Notifications) {
+    if let Ok(Some(n)) = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
+        panic!("unexpected notification {n:?}");
+    }
+}
+
+fn code<T: std::fmt::Debug>(r: Result<T, ClientError>) -> String {
+    match r {
+        Err(e) => e.code().unwrap_or("<not a server error>").to_owned(),
+        Ok(v) => panic!("expected an error, got {v:?}"),
+    }
+}
+
+fn gidc(a: &FirstParty) -> Vec<u8> {
+    a.gidc().encode()
+}
+
+/// A dynamic object of `n` frames by `a`: (frames, containers).
+fn dynamic(a: &FirstParty, n: usize) -> (Vec<Gobd>, Vec<Geoc>) {
+    let secret = Secret::random();
+    let c0 = a.make_container(b"state 0", &secret).unwrap();
+    let mut frames = vec![a.make_bind_dynamic(c0.ghid).unwrap()];
+    let mut containers = vec![c0];
+    for i in 1..n {
+        let c = a
+            .make_container(format!("state {i}").as_bytes(), &secret)
+            .unwrap();
+        let f = a
+            .make_next_frame(&frames[i - 1], c.ghid, DEFAULT_LEGROOM)
+            .unwrap();
+        frames.push(f);
+        containers.push(c);
+    }
+    (frames, containers)
+}
+
+/// Publishes, retrying `unavailable` (a cluster electing a new leader) for a bounded time.
+async fn publish_retrying(c: &PersisterClient, obj: &[u8]) -> Result<(), ClientError> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match c.publish(obj).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.code() == Some("unavailable") && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn front_ends_of_one_cluster_are_one_persister() {
+    let Some(cluster) = NatsCluster::start(3).await else {
+        return;
+    };
+    let (fa, fb) = (front_end(&cluster, "one").await, front_end(&cluster, "one").await);
+    let (ca, mut rxa) = connect(&fa).await;
+    let (cb, mut rxb) = connect(&fb).await;
+    let (a, b) = (common::fixture(1), common::fixture(2));
+
+    // Publish through A, read through B.
+    assert!(ca.publish(&gidc(&a)).await.unwrap().new);
+    assert!(!cb.publish(&gidc(&a)).await.unwrap().new, "idempotent across front-ends");
+    cb.publish(&gidc(&b)).await.unwrap();
+    let secret = Secret::random();
+    let geoc = a.make_container(b"hello", &secret).unwrap();
+    let gobs = a.make_bind_static(geoc.ghid).unwrap();
+    assert_eq!(code(ca.publish(&geoc.encode()).await), "unbound_container");
+    ca.publish(&gobs.encode()).await.unwrap();
+    ca.publish(&geoc.encode()).await.unwrap();
+    assert_eq!(cb.get(&geoc.ghid).await.unwrap(), Bytes::from(geoc.encode()));
+    assert!(cb.exists(&gobs.ghid).await.unwrap());
+    assert_eq!(cb.list_bindings(&geoc.ghid).await.unwrap(), vec![gobs.ghid]);
+    assert_eq!(cb.query_debinding(&gobs.ghid).await.unwrap(), None);
+    let unknown = Ghid::pseudorandom(Algo::SHA512);
+    assert!(!cb.exists(&unknown).await.unwrap());
+    assert_eq!(code(cb.get(&unknown).await), "not_found");
+
+    // A container larger than inline_max lives in the object store.
+    let big = a.make_container(&vec![9u8; 100 * 1024], &secret).unwrap();
+    let big_bind = a.make_bind_static(big.ghid).unwrap();
+    ca.publish(&big_bind.encode()).await.unwrap();
+    ca.publish(&big.encode()).await.unwrap();
+    assert_eq!(cb.get(&big.ghid).await.unwrap(), Bytes::from(big.encode()));
+
+    // A dynamic object: frames through A reach subscribers on both front-ends, never the
+    // uploader; the HTTP read path of B follows.
+    let (frames, containers) = dynamic(&a, 3);
+    let d = frames[0].dynamic;
+    let (ca2, mut rxa2) = connect(&fa).await;
+    ca2.subscribe(&d).await.unwrap();
+    cb.subscribe(&d).await.unwrap();
+    ca.subscribe(&d).await.unwrap();
+    for (i, (f, c)) in frames.iter().zip(&containers).enumerate() {
+        ca.publish(&f.encode()).await.unwrap();
+        ca.publish(&c.encode()).await.unwrap();
+        for rx in [&mut rxb, &mut rxa2] {
+            let n = next(rx).await;
+            assert_eq!(n.subscription, d);
+            match Object::decode(&n.object, Policy::STRICT).unwrap() {
+                Object::Gobd(g) => assert_eq!((g.counter, g.frame), (i as u64, f.frame)),
+                other => panic!("expected a frame, got {other:?}"),
+            }
+        }
+        assert_eq!(cb.get(&d).await.unwrap(), Bytes::from(f.encode()));
+    }
+    nothing(&mut rxa).await;
+    let http = awc::Client::builder().disable_redirects().finish();
+    let resp = http
+        .get(format!("{}/o/{}", fb.http_url(), d.as_str()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 307);
+    let resp = http
+        .get(format!("{}/o/{}", fb.http_url(), frames[0].frame.as_str()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 410, "a replaced frame is gone");
+
+    // Rules hold as on one persister.
+    assert_eq!(code(cb.publish(&frames[1].encode()).await), "illegal_frame");
+    let by_b = b.make_debind(d).unwrap();
+    assert_eq!(code(cb.publish(&by_b.encode()).await), "inconsistent_author");
+
+    // Debinding through B: subscribers on A get the GDXX; everything it kept alive is gone.
+    let gdxx = a.make_debind(d).unwrap();
+    cb.publish(&gdxx.encode()).await.unwrap();
+    let n = next(&mut rxa2).await;
+    assert_eq!((n.subscription, n.object), (d, Bytes::from(gdxx.encode())));
+    assert_eq!(code(ca.get(&d).await), "not_found");
+    assert_eq!(code(ca.get(&containers[2].ghid).await), "not_found");
+    assert_eq!(ca.query_debinding(&d).await.unwrap(), Some(gdxx.ghid));
+    let resp = http
+        .get(format!("{}/o/{}", fa.http_url(), d.as_str()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 410);
+
+    // Collected large objects are gone from the object store too.
+    cb.publish(&a.make_debind(big_bind.ghid).unwrap().encode())
+        .await
+        .unwrap();
+    assert_eq!(code(ca.get(&big.ghid).await), "not_found");
+
+    // Mail: stored in the cluster, delivered at subscribe on any front-end, live across.
+    let garq = a
+        .make_handshake(b.second_party(), Ghid::pseudorandom(Algo::SHA512), &Secret::random())
+        .unwrap();
+    ca.publish(&garq.encode()).await.unwrap();
+    let (bb, mut bbrx) = connect(&fb).await;
+    bb.subscribe(&b.ghid()).await.unwrap();
+    assert_eq!(next(&mut bbrx).await.object, Bytes::from(garq.encode()));
+    let garq2 = a
+        .make_handshake(b.second_party(), Ghid::pseudorandom(Algo::SHA512), &Secret::random())
+        .unwrap();
+    ca.publish(&garq2.encode()).await.unwrap();
+    assert_eq!(next(&mut bbrx).await.object, Bytes::from(garq2.encode()));
+    ca.publish(&b.make_debind(garq.ghid).unwrap().encode())
+        .await
+        .unwrap();
+    next(&mut bbrx).await;
+    let (bb2, mut bbrx2) = connect(&fa).await;
+    bb2.subscribe(&b.ghid()).await.unwrap();
+    assert_eq!(next(&mut bbrx2).await.object, Bytes::from(garq2.encode()));
+    nothing(&mut bbrx2).await;
+
+    // A front-end no longer watching a ghid drops its NATS subscription; others still hear.
+    cb.unsubscribe(&d).await.unwrap();
+    fa.stop().await.unwrap();
+    fb.stop().await.unwrap();
+}
+
+#[actix_rt::test]
+async fn racing_front_ends_keep_every_rule() {
+    let Some(cluster) = NatsCluster::start(3).await else {
+        return;
+    };
+    let (fa, fb) = (front_end(&cluster, "race").await, front_end(&cluster, "race").await);
+    let (ca, _rxa) = connect(&fa).await;
+    let (cb, _rxb) = connect(&fb).await;
+    let a = common::fixture(1);
+    ca.publish(&gidc(&a)).await.unwrap();
+    let secret = Secret::random();
+    for round in 0..6 {
+        // Two frames with one counter for one dynamic ghid, one through each front-end.
+        let c0 = a.make_container(format!("r{round}").as_bytes(), &secret).unwrap();
+        let f0 = a.make_bind_dynamic(c0.ghid).unwrap();
+        ca.publish(&f0.encode()).await.unwrap();
+        ca.publish(&c0.encode()).await.unwrap();
+        let (x, y) = (
+            a.make_container(format!("x{round}").as_bytes(), &secret).unwrap(),
+            a.make_container(format!("y{round}").as_bytes(), &secret).unwrap(),
+        );
+        let fx = a.make_next_frame(&f0, x.ghid, DEFAULT_LEGROOM).unwrap();
+        let fy = a.make_next_frame(&f0, y.ghid, DEFAULT_LEGROOM).unwrap();
+        assert_eq!(fx.counter, fy.counter);
+        let (bx, by) = (fx.encode(), fy.encode());
+        let (rx, ry) = tokio::join!(ca.publish(&bx), cb.publish(&by));
+        let winner = match (&rx, &ry) {
+            (Ok(_), Err(e)) if e.code() == Some("illegal_frame") => &fx,
+            (Err(e), Ok(_)) if e.code() == Some("illegal_frame") => &fy,
+            other => panic!("round {round}: exactly one frame must win: {other:?}"),
+        };
+        for c in [&ca, &cb] {
+            assert_eq!(c.get(&f0.dynamic).await.unwrap(), Bytes::from(winner.encode()));
+        }
+        assert_eq!(
+            ca.list_bindings(&winner.target()).await.unwrap(),
+            vec![f0.dynamic],
+            "round {round}: the winner's target is bound by the dynamic object"
+        );
+        assert!(
+            ca.list_bindings(&c0.ghid).await.is_err() || !cb.exists(&c0.ghid).await.unwrap(),
+            "round {round}: the replaced target was collected"
+        );
+
+        // A debinding of the only binding of a container racing a new binding of it: the
+        // outcome is one of the two serial orders, and the index never loses the new binding
+        // (re-publishing the container succeeds because the new binding holds it).
+        let geoc = a.make_container(format!("c{round}").as_bytes(), &secret).unwrap();
+        let s1 = a.make_bind_static(geoc.ghid).unwrap();
+        ca.publish(&s1.encode()).await.unwrap();
+        ca.publish(&geoc.encode()).await.unwrap();
+        let gdxx = a.make_debind(s1.ghid).unwrap();
+        let s2 = a.make_bind_static(geoc.ghid).unwrap();
+        let s2 = if s2.ghid == s1.ghid {
+            panic!("bindings are salted; two must differ")
+        } else {
+            s2
+        };
+        let (b1, b2) = (gdxx.encode(), s2.encode());
+        let (r1, r2) = tokio::join!(ca.publish(&b1), cb.publish(&b2));
+        r1.unwrap();
+        r2.unwrap();
+        cb.publish(&geoc.encode()).await.unwrap();
+        for c in [&ca, &cb] {
+            assert_eq!(c.list_bindings(&geoc.ghid).await.unwrap(), vec![s2.ghid]);
+            assert_eq!(c.get(&geoc.ghid).await.unwrap(), Bytes::from(geoc.encode()));
+            assert!(!c.exists(&s1.ghid).await.unwrap());
+        }
+    }
+
+    // Collection is idempotent: the same debinding again through the other front-end changes
+    // nothing, and a sweep finds no transaction left behind.
+    let geoc = a.make_container(b"last", &secret).unwrap();
+    let s = a.make_bind_static(geoc.ghid).unwrap();
+    ca.publish(&s.encode()).await.unwrap();
+    ca.publish(&geoc.encode()).await.unwrap();
+    let gdxx = a.make_debind(s.ghid).unwrap();
+    let b1 = gdxx.encode();
+    let (r1, r2) = tokio::join!(ca.publish(&b1), cb.publish(&b1));
+    assert!(r1.unwrap().new ^ r2.unwrap().new, "stored exactly once");
+    assert_eq!(code(cb.get(&geoc.ghid).await), "not_found");
+    let store = NatsStore::connect(&options(&cluster, "race"), hypergolix::logging::discard()).unwrap();
+    store.sweep_now().unwrap();
+    fa.stop().await.unwrap();
+    fb.stop().await.unwrap();
+}
+
+#[actix_rt::test]
+async fn a_killed_nats_node_loses_no_acknowledged_publish() {
+    let Some(mut cluster) = NatsCluster::start(3).await else {
+        return;
+    };
+    let fa = front_end(&cluster, "kill").await;
+    let (ca, _rx) = connect(&fa).await;
+    let a = common::fixture(1);
+    ca.publish(&gidc(&a)).await.unwrap();
+    let secret = Secret::random();
+    let (frames, containers) = dynamic(&a, 24);
+    let mut acked: Vec<(Ghid, Vec<u8>)> = Vec::new();
+    for (i, (f, c)) in frames.iter().zip(&containers).enumerate() {
+        if i == 8 {
+            // Node 0 is the first the front-end connected to: it also has to reconnect.
+            cluster.kill9(0).await;
+        }
+        let s = a.make_container(format!("static {i}").as_bytes(), &secret).unwrap();
+        let b = a.make_bind_static(s.ghid).unwrap();
+        for obj in [f.encode(), c.encode(), b.encode(), s.encode()] {
+            publish_retrying(&ca, &obj)
+                .await
+                .unwrap_or_else(|e| panic!("publish {i}: {e}\n{}", cluster.logs()));
+            acked.push((Object::decode(&obj, Policy::STRICT).unwrap().ghid(), obj));
+        }
+    }
+    // Read back through a new front-end on the surviving nodes.
+    let fb = front_end(&cluster, "kill").await;
+    let (cb, _rxb) = connect(&fb).await;
+    let last = frames.len() - 1;
+    for (g, bytes) in &acked {
+        let replaced_frame = frames[..last].iter().any(|f| f.frame == *g);
+        let replaced_target = containers[..last].iter().any(|c| c.ghid == *g);
+        if replaced_frame || replaced_target {
+            continue;
+        }
+        assert_eq!(&cb.get(g).await.unwrap()[..], &bytes[..], "{g:?}");
+    }
+    assert_eq!(
+        cb.get(&frames[0].dynamic).await.unwrap(),
+        Bytes::from(frames[last].encode())
+    );
+    // The killed node comes back and catches up; service goes on.
+    cluster.restart(0).await;
+    let next = a
+        .make_next_frame(&frames[last], containers[0].ghid, DEFAULT_LEGROOM)
+        .unwrap();
+    publish_retrying(&cb, &next.encode()).await.unwrap();
+    fa.stop().await.unwrap();
+    fb.stop().await.unwrap();
+}
+
+#[actix_rt::test]
+async fn a_full_cluster_restart_keeps_the_data() {
+    let Some(mut cluster) = NatsCluster::start(3).await else {
+        return;
+    };
+    let a = common::fixture(1);
+    let (frames, containers) = dynamic(&a, 3);
+    {
+        let fa = front_end(&cluster, "restart").await;
+        let (ca, _rx) = connect(&fa).await;
+        ca.publish(&gidc(&a)).await.unwrap();
+        for (f, c) in frames.iter().zip(&containers) {
+            ca.publish(&f.encode()).await.unwrap();
+            ca.publish(&c.encode()).await.unwrap();
+        }
+        fa.stop().await.unwrap();
+    }
+    for i in 0..3 {
+        cluster.stop(i).await;
+    }
+    for i in 0..3 {
+        cluster.restart(i).await;
+    }
+    cluster.wait_jetstream().await;
+    let fb = front_end(&cluster, "restart").await;
+    let (cb, _rx) = connect(&fb).await;
+    assert_eq!(cb.get(&a.ghid()).await.unwrap(), Bytes::from(gidc(&a)));
+    assert_eq!(
+        cb.get(&frames[0].dynamic).await.unwrap(),
+        Bytes::from(frames[2].encode())
+    );
+    assert_eq!(cb.get(&containers[2].ghid).await.unwrap(), Bytes::from(containers[2].encode()));
+    assert_eq!(code(cb.publish(&frames[1].encode()).await), "illegal_frame");
+    let more = a
+        .make_next_frame(&frames[2], containers[2].ghid, DEFAULT_LEGROOM)
+        .unwrap();
+    cb.publish(&more.encode()).await.unwrap();
+    fb.stop().await.unwrap();
+}
