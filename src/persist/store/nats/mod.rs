@@ -155,7 +155,10 @@ fn unavailable(what: &str, e: impl std::fmt::Display) -> PersistError {
 
 /// What the async side shares.
 pub(crate) struct Core {
+    js: jetstream::Context,
     parts: Vec<kv::Store>,
+    /// The last sequence known of each partition's stream (see `txn`'s compare-and-set).
+    last_seq: Vec<std::sync::atomic::AtomicU64>,
     blobs: object_store::ObjectStore,
     inline_max: usize,
     /// Largest row we write (the server's max_payload, less headroom for headers).
@@ -452,12 +455,17 @@ async fn open(
             .map_err(|e| unavailable("object store", e))?,
     };
     let core = Core {
+        last_seq: parts.iter().map(|_| Default::default()).collect(),
+        js,
         parts,
         blobs,
         inline_max: opts.inline_max.min(max_row / 2),
         max_row,
         log,
     };
+    for i in 0..core.parts.len() {
+        core.refresh_last_seq(i).await?;
+    }
     core.check_layout(opts.partitions.max(1)).await?;
     Ok((core, client, notify, replicas))
 }

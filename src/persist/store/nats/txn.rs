@@ -19,8 +19,10 @@
 //! or aborts records whose owner died. Every step is idempotent and may be repeated by anyone.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::kv;
 use bytes::Bytes;
 use futures_util::future::join_all;
@@ -117,6 +119,10 @@ impl Core {
         Ok(&self.parts[tx_partition(txid, self.parts.len())?])
     }
 
+    fn tx_part(&self, txid: &str) -> Result<usize, PersistError> {
+        tx_partition(txid, self.parts.len())
+    }
+
     /// The last message of `key` in `kv`: (revision, value), revision 0 when there is none.
     async fn raw_entry(kv: &kv::Store, key: &str) -> Result<(u64, Option<Bytes>), PersistError> {
         match kv.entry(key).await.map_err(|e| nats_err("read", e))? {
@@ -140,17 +146,24 @@ impl Core {
         })
     }
 
-    /// Writes `value` under `key` of `kv` if its last revision is `rev`; an empty value
-    /// deletes the message instead (no tombstone is left).
-    async fn cas(kv: &kv::Store, key: &str, rev: u64, value: Option<Bytes>) -> Result<Cas, PersistError> {
-        match value {
-            Some(v) => match kv.update(key, v, rev).await {
-                Ok(r) => Ok(Cas::Done(r)),
-                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(Cas::Stale),
-                Err(e) => Err(nats_err("write", e)),
-            },
-            None if rev == 0 => Ok(Cas::Done(0)),
-            None => match kv.stream.delete_message(rev).await {
+    /// Writes `value` under `key` of partition `part` if the key's last revision is `rev`;
+    /// an empty value deletes that message instead (no tombstone is left).
+    ///
+    /// Not with the per-key `Nats-Expected-Last-Subject-Sequence` alone: a clustered stream of
+    /// nats-server before 2.9.21 checks it outside Raft, so two concurrent writers expecting
+    /// the same revision may both succeed (nats-server issue 4320; `persister_cluster.rs`
+    /// reproduced it on 2.9.10 at once). The stream-wide `Nats-Expected-Last-Sequence` is
+    /// checked in order with the proposals, so: learn the stream's last sequence `s`, check
+    /// the key is at `rev`, then append expecting the stream still at `s`. Success means no
+    /// append happened since the check. (Deletes are not appends, but only ever remove a
+    /// locked row's message, which no other writer expects.)
+    async fn cas(&self, part: usize, key: &str, rev: u64, value: Option<Bytes>) -> Result<Cas, PersistError> {
+        let kv = &self.parts[part];
+        let Some(value) = value else {
+            if rev == 0 {
+                return Ok(Cas::Done(0));
+            }
+            return match kv.stream.delete_message(rev).await {
                 Ok(true) => Ok(Cas::Done(0)),
                 Ok(false) => Ok(Cas::Stale),
                 Err(e) => match e.kind() {
@@ -159,8 +172,56 @@ impl Core {
                     }
                     _ => Err(nats_err("delete", e)),
                 },
-            },
+            };
+        };
+        let subject = format!("{}{key}", kv.prefix);
+        let deadline = Instant::now() + SETTLE_DEADLINE;
+        loop {
+            let last = self.last_seq[part].load(Ordering::SeqCst);
+            if Self::raw_entry(kv, key).await?.0 != rev {
+                return Ok(Cas::Stale);
+            }
+            let mut h = async_nats::HeaderMap::new();
+            h.insert("Nats-Expected-Last-Sequence", last.to_string().as_str());
+            let ack = self
+                .js
+                .publish_with_headers(subject.clone(), h, value.clone())
+                .await
+                .map_err(|e| nats_err("write", e))?
+                .await;
+            match ack {
+                Ok(a) => {
+                    self.last_seq[part].fetch_max(a.sequence, Ordering::SeqCst);
+                    return Ok(Cas::Done(a.sequence));
+                }
+                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                    // "wrong last sequence: N": N is the stream's last sequence now.
+                    let actual = e
+                        .to_string()
+                        .rsplit(':')
+                        .next()
+                        .and_then(|n| n.trim().trim_end_matches(|c: char| !c.is_ascii_digit()).parse::<u64>().ok());
+                    match actual {
+                        Some(n) => self.last_seq[part].store(n, Ordering::SeqCst),
+                        None => self.refresh_last_seq(part).await?,
+                    }
+                }
+                Err(e) => return Err(nats_err("write", e)),
+            }
+            if Instant::now() > deadline {
+                return Err(PersistError::Unavailable(format!(
+                    "partition {part} too busy to write {key}"
+                )));
+            }
         }
+    }
+
+    /// Reads a partition stream's last sequence from the server.
+    pub async fn refresh_last_seq(&self, part: usize) -> Result<(), PersistError> {
+        let mut stream = self.parts[part].stream.clone();
+        let info = stream.info().await.map_err(|e| nats_err("stream info", e))?;
+        self.last_seq[part].store(info.state.last_sequence, Ordering::SeqCst);
+        Ok(())
     }
 
     async fn write_row(&self, key: &RowKey, rev: u64, row: &Row) -> Result<Cas, PersistError> {
@@ -175,7 +236,7 @@ impl Core {
                 )));
             }
         }
-        Self::cas(self.bucket(key), &key.key(), rev, value).await
+        self.cas(key.partition(self.parts.len()), &key.key(), rev, value).await
     }
 
     /// The committed content of a row, for plain reads: a row locked by a committed
@@ -351,7 +412,7 @@ impl Core {
             state: TxState::Pending,
             rows: deltas.iter().map(|(k, d)| (k.key(), d.clone())).collect(),
         };
-        let tkv = self.tx_bucket(&txid)?;
+        let tpart = self.tx_part(&txid)?;
         let tkey = format!("t.{txid}");
         let encoded = rec.encode();
         if encoded.len() > self.max_row {
@@ -362,7 +423,7 @@ impl Core {
                 self.max_row
             ))));
         }
-        let trev = match Self::cas(tkv, &tkey, 0, Some(encoded)).await {
+        let trev = match self.cas(tpart, &tkey, 0, Some(encoded)).await {
             Ok(Cas::Done(r)) => r,
             Ok(Cas::Stale) => {
                 self.delete_blobs(&blobs).await;
@@ -416,7 +477,7 @@ impl Core {
         let mut committed = false;
         if trouble.is_none() {
             rec.state = TxState::Committed;
-            match Self::cas(tkv, &tkey, trev, Some(rec.encode())).await {
+            match self.cas(tpart, &tkey, trev, Some(rec.encode())).await {
                 Ok(Cas::Done(_)) => committed = true,
                 Ok(Cas::Stale) => trouble = Some(TxError::Conflict),
                 // Unknown outcome: the record says.
@@ -471,12 +532,12 @@ impl Core {
 
     /// Deletes a finished transaction's record.
     async fn forget(&self, txid: &str) {
-        let Ok(kv) = self.tx_bucket(txid) else {
+        let (Ok(kv), Ok(part)) = (self.tx_bucket(txid), self.tx_part(txid)) else {
             return;
         };
         let key = format!("t.{txid}");
         if let Ok((rev, Some(_))) = Self::raw_entry(kv, &key).await {
-            if let Err(e) = Self::cas(kv, &key, rev, None).await {
+            if let Err(e) = self.cas(part, &key, rev, None).await {
                 warn!(self.log, "cannot delete a transaction record"; "tx" => txid, "error" => %e);
             }
         }
@@ -485,7 +546,7 @@ impl Core {
     /// Aborts a pending transaction (record at `trev`): returns `true` if it turned out to be
     /// committed (and was then finished) instead.
     async fn abort(&self, txid: &str, trev: u64, rec: &TxRecord) -> Result<bool, PersistError> {
-        let kv = self.tx_bucket(txid)?;
+        let part = self.tx_part(txid)?;
         let key = format!("t.{txid}");
         let mut state = rec.state;
         if state == TxState::Pending {
@@ -493,7 +554,7 @@ impl Core {
                 state: TxState::Aborted,
                 rows: rec.rows.clone(),
             };
-            match Self::cas(kv, &key, trev, Some(aborted.encode())).await? {
+            match self.cas(part, &key, trev, Some(aborted.encode())).await? {
                 Cas::Done(_) => state = TxState::Aborted,
                 Cas::Stale => match self.tx(txid).await? {
                     Some((_, now)) => state = now.state,
@@ -598,7 +659,7 @@ impl Core {
         let (rev, value) = Self::raw_entry(kv, LAYOUT_KEY).await?;
         let found = match value {
             Some(v) => v,
-            None => match Self::cas(kv, LAYOUT_KEY, rev, Some(Bytes::from(want.clone()))).await? {
+            None => match self.cas(0, LAYOUT_KEY, rev, Some(Bytes::from(want.clone()))).await? {
                 Cas::Done(_) => return Ok(()),
                 Cas::Stale => Self::raw_entry(kv, LAYOUT_KEY).await?.1.unwrap_or_default(),
             },
