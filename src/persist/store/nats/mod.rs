@@ -43,6 +43,8 @@ use crate::persist::PersistError;
 pub use rows::RowKey;
 use rows::{pair, Row};
 
+/// How long [`NatsStore::connect`] keeps retrying a cluster that is not ready.
+const OPEN_DEADLINE: Duration = Duration::from_secs(60);
 /// How often each front-end sweeps abandoned transactions.
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
 /// Attempts of one transaction before giving up with `unavailable` (each retry follows a
@@ -340,8 +342,27 @@ impl NatsStore {
         let handle = runtime.handle().clone();
         let o = opts.clone();
         let l = log.clone();
-        let (core, client, notify, replicas) =
-            block_on(&handle, async move { open(&o, l).await })?;
+        let opened = block_on(&handle, async move {
+            // A cluster that is starting (or electing stream leaders) answers "unavailable"
+            // for a while: retry for a bounded time.
+            let deadline = std::time::Instant::now() + OPEN_DEADLINE;
+            loop {
+                match open(&o, l.clone()).await {
+                    Err(PersistError::Unavailable(e)) if std::time::Instant::now() < deadline => {
+                        warn!(l, "cluster store not ready, retrying"; "error" => &e);
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    other => return other,
+                }
+            }
+        });
+        let (core, client, notify, replicas) = match opened {
+            Ok(v) => v,
+            Err(e) => {
+                runtime.shutdown_background();
+                return Err(e);
+            }
+        };
         let store = NatsStore {
             core: Arc::new(core),
             client,
