@@ -409,3 +409,96 @@ async fn a_full_cluster_restart_keeps_the_data() {
     cb.publish(&more.encode()).await.unwrap();
     fb.stop().await.unwrap();
 }
+
+#[actix_rt::test]
+async fn the_binary_serves_from_the_cluster_and_a_killed_front_end_blocks_nothing() {
+    let Some(cluster) = NatsCluster::start(3).await else {
+        return;
+    };
+    let lines = format!(
+        "  store: {}\n  nats:\n    namespace: bin\n    partitions: 3\n",
+        cluster.url()
+    );
+    let mut p1 = proc_support::Persister::with_server_lines(&lines).await;
+    let (c1, _rx1) = PersisterClient::connect(&p1.ws_url()).await.unwrap();
+    let (a, b) = (common::fixture(1), common::fixture(2));
+    c1.publish(&gidc(&a)).await.unwrap();
+    c1.publish(&gidc(&b)).await.unwrap();
+
+    // Many requests for one mailbox at once (they all write its row), and the front-end is
+    // SIGKILLed while they are in flight.
+    let garqs: Vec<Vec<u8>> = (0..40)
+        .map(|_| {
+            a.make_handshake(b.second_party(), Ghid::pseudorandom(Algo::SHA512), &Secret::random())
+                .unwrap()
+                .encode()
+        })
+        .collect();
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sends = futures_util::future::join_all(garqs.iter().map(|g| {
+        let (c1, acked) = (&c1, acked.clone());
+        async move {
+            if c1.publish(g).await.is_ok() {
+                acked.lock().unwrap().push(g.clone());
+            }
+        }
+    }));
+    let kill = async {
+        while acked.lock().unwrap().len() < 5 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        p1.proc.kill9().await;
+    };
+    tokio::time::timeout(Duration::from_secs(120), async { tokio::join!(sends, kill) })
+        .await
+        .expect("publishes end (acked or failed) once the front-end is gone");
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() >= 5 && acked.len() < garqs.len(), "killed mid-way: {}", acked.len());
+
+    // Another front-end (the binary again): every acknowledged request is in the mailbox, and
+    // the mailbox row is not stuck behind the dead front-end's transactions.
+    let p2 = proc_support::Persister::with_server_lines(&lines).await;
+    let (c2, mut rx2) = PersisterClient::connect(&p2.ws_url()).await.unwrap();
+    let late = a
+        .make_handshake(b.second_party(), Ghid::pseudorandom(Algo::SHA512), &Secret::random())
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(60), c2.publish(&late.encode()))
+        .await
+        .expect("a new request is stored within the lease")
+        .unwrap();
+    c2.subscribe(&b.ghid()).await.unwrap();
+    let mut mail = std::collections::HashSet::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(2), rx2.recv()).await {
+            Ok(Some(n)) => {
+                mail.insert(n.object.to_vec());
+            }
+            _ => break,
+        }
+    }
+    for g in &acked {
+        assert!(mail.contains(g), "an acknowledged request was lost");
+    }
+    assert!(mail.contains(&late.encode()));
+    assert!(mail.len() <= garqs.len() + 1);
+
+    // A bad store value is refused with a clear message.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("hypergolix.yml"),
+        "server:\n  port: 0\n  logdir: ./logs\n  pid_file: ./p.pid\n",
+    )
+    .unwrap();
+    let bad = proc_support::persister_command(dir.path());
+    let out = std::process::Command::from(bad)
+        .arg("--store")
+        .arg("postgres://x")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("server.store"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
