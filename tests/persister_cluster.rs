@@ -14,7 +14,9 @@ mod proc_support;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hypergolix::golix::{Algo, FirstParty, Geoc, Ghid, Gobd, Object, Policy, Secret, DEFAULT_LEGROOM};
+use hypergolix::golix::{
+    Algo, FirstParty, Geoc, Ghid, Gobd, Object, Policy, Secret, DEFAULT_LEGROOM,
+};
 use hypergolix::persist::client::{ClientError, Notification, Notifications, PersisterClient};
 use hypergolix::persist::server::{self, Running, Settings, StoreChoice};
 use hypergolix::persist::store::{NatsOptions, NatsStore};
@@ -108,14 +110,20 @@ async fn front_ends_of_one_cluster_are_one_persister() {
     let Some(cluster) = NatsCluster::start(3).await else {
         return;
     };
-    let (fa, fb) = (front_end(&cluster, "one").await, front_end(&cluster, "one").await);
+    let (fa, fb) = (
+        front_end(&cluster, "one").await,
+        front_end(&cluster, "one").await,
+    );
     let (ca, mut rxa) = connect(&fa).await;
     let (cb, mut rxb) = connect(&fb).await;
     let (a, b) = (common::fixture(1), common::fixture(2));
 
     // Publish through A, read through B.
     assert!(ca.publish(&gidc(&a)).await.unwrap().new);
-    assert!(!cb.publish(&gidc(&a)).await.unwrap().new, "idempotent across front-ends");
+    assert!(
+        !cb.publish(&gidc(&a)).await.unwrap().new,
+        "idempotent across front-ends"
+    );
     cb.publish(&gidc(&b)).await.unwrap();
     let secret = Secret::random();
     let geoc = a.make_container(b"hello", &secret).unwrap();
@@ -123,7 +131,10 @@ async fn front_ends_of_one_cluster_are_one_persister() {
     assert_eq!(code(ca.publish(&geoc.encode()).await), "unbound_container");
     ca.publish(&gobs.encode()).await.unwrap();
     ca.publish(&geoc.encode()).await.unwrap();
-    assert_eq!(cb.get(&geoc.ghid).await.unwrap(), Bytes::from(geoc.encode()));
+    assert_eq!(
+        cb.get(&geoc.ghid).await.unwrap(),
+        Bytes::from(geoc.encode())
+    );
     assert!(cb.exists(&gobs.ghid).await.unwrap());
     assert_eq!(cb.list_bindings(&geoc.ghid).await.unwrap(), vec![gobs.ghid]);
     assert_eq!(cb.query_debinding(&gobs.ghid).await.unwrap(), None);
@@ -177,7 +188,10 @@ async fn front_ends_of_one_cluster_are_one_persister() {
     // Rules hold as on one persister.
     assert_eq!(code(cb.publish(&frames[1].encode()).await), "illegal_frame");
     let by_b = b.make_debind(d).unwrap();
-    assert_eq!(code(cb.publish(&by_b.encode()).await), "inconsistent_author");
+    assert_eq!(
+        code(cb.publish(&by_b.encode()).await),
+        "inconsistent_author"
+    );
 
     // Debinding through B: subscribers on A get the GDXX; everything it kept alive is gone.
     let gdxx = a.make_debind(d).unwrap();
@@ -202,14 +216,22 @@ async fn front_ends_of_one_cluster_are_one_persister() {
 
     // Mail: stored in the cluster, delivered at subscribe on any front-end, live across.
     let garq = a
-        .make_handshake(b.second_party(), Ghid::pseudorandom(Algo::SHA512), &Secret::random())
+        .make_handshake(
+            b.second_party(),
+            Ghid::pseudorandom(Algo::SHA512),
+            &Secret::random(),
+        )
         .unwrap();
     ca.publish(&garq.encode()).await.unwrap();
     let (bb, mut bbrx) = connect(&fb).await;
     bb.subscribe(&b.ghid()).await.unwrap();
     assert_eq!(next(&mut bbrx).await.object, Bytes::from(garq.encode()));
     let garq2 = a
-        .make_handshake(b.second_party(), Ghid::pseudorandom(Algo::SHA512), &Secret::random())
+        .make_handshake(
+            b.second_party(),
+            Ghid::pseudorandom(Algo::SHA512),
+            &Secret::random(),
+        )
         .unwrap();
     ca.publish(&garq2.encode()).await.unwrap();
     assert_eq!(next(&mut bbrx).await.object, Bytes::from(garq2.encode()));
@@ -233,7 +255,10 @@ async fn racing_front_ends_keep_every_rule() {
     let Some(cluster) = NatsCluster::start(3).await else {
         return;
     };
-    let (fa, fb) = (front_end(&cluster, "race").await, front_end(&cluster, "race").await);
+    let (fa, fb) = (
+        front_end(&cluster, "race").await,
+        front_end(&cluster, "race").await,
+    );
     let (ca, _rxa) = connect(&fa).await;
     let (cb, _rxb) = connect(&fb).await;
     let (a, b) = (common::fixture(1), common::fixture(2));
@@ -242,13 +267,17 @@ async fn racing_front_ends_keep_every_rule() {
     let secret = Secret::random();
     for round in 0..6 {
         // Two frames with one counter for one dynamic ghid, one through each front-end.
-        let c0 = a.make_container(format!("r{round}").as_bytes(), &secret).unwrap();
+        let c0 = a
+            .make_container(format!("r{round}").as_bytes(), &secret)
+            .unwrap();
         let f0 = a.make_bind_dynamic(c0.ghid).unwrap();
         ca.publish(&f0.encode()).await.unwrap();
         ca.publish(&c0.encode()).await.unwrap();
         let (x, y) = (
-            a.make_container(format!("x{round}").as_bytes(), &secret).unwrap(),
-            a.make_container(format!("y{round}").as_bytes(), &secret).unwrap(),
+            a.make_container(format!("x{round}").as_bytes(), &secret)
+                .unwrap(),
+            a.make_container(format!("y{round}").as_bytes(), &secret)
+                .unwrap(),
         );
         let fx = a.make_next_frame(&f0, x.ghid, DEFAULT_LEGROOM).unwrap();
         let fy = a.make_next_frame(&f0, y.ghid, DEFAULT_LEGROOM).unwrap();
@@ -267,7 +296,10 @@ async fn racing_front_ends_keep_every_rule() {
             "round {round}: nothing binds the losing frame's target"
         );
         for c in [&ca, &cb] {
-            assert_eq!(c.get(&f0.dynamic).await.unwrap(), Bytes::from(winner.encode()));
+            assert_eq!(
+                c.get(&f0.dynamic).await.unwrap(),
+                Bytes::from(winner.encode())
+            );
         }
         assert_eq!(
             ca.list_bindings(&winner.target()).await.unwrap(),
@@ -282,7 +314,9 @@ async fn racing_front_ends_keep_every_rule() {
         // A debinding of the only binding of a container racing a new binding of it: the
         // outcome is one of the two serial orders, and the index never loses the new binding
         // (re-publishing the container succeeds because the new binding holds it).
-        let geoc = a.make_container(format!("c{round}").as_bytes(), &secret).unwrap();
+        let geoc = a
+            .make_container(format!("c{round}").as_bytes(), &secret)
+            .unwrap();
         let s1 = a.make_bind_static(geoc.ghid).unwrap();
         ca.publish(&s1.encode()).await.unwrap();
         ca.publish(&geoc.encode()).await.unwrap();
@@ -312,7 +346,8 @@ async fn racing_front_ends_keep_every_rule() {
     let (r1, r2) = tokio::join!(ca.publish(&b1), cb.publish(&b1));
     assert!(r1.unwrap().new ^ r2.unwrap().new, "stored exactly once");
     assert_eq!(code(cb.get(&geoc.ghid).await), "not_found");
-    let store = NatsStore::connect(&options(&cluster, "race"), hypergolix::logging::discard()).unwrap();
+    let store =
+        NatsStore::connect(&options(&cluster, "race"), hypergolix::logging::discard()).unwrap();
     store.sweep_now().unwrap();
     fa.stop().await.unwrap();
     fb.stop().await.unwrap();
@@ -335,7 +370,9 @@ async fn a_killed_nats_node_loses_no_acknowledged_publish() {
             // Node 0 is the first the front-end connected to: it also has to reconnect.
             cluster.kill9(0).await;
         }
-        let s = a.make_container(format!("static {i}").as_bytes(), &secret).unwrap();
+        let s = a
+            .make_container(format!("static {i}").as_bytes(), &secret)
+            .unwrap();
         let b = a.make_bind_static(s.ghid).unwrap();
         for obj in [f.encode(), c.encode(), b.encode(), s.encode()] {
             publish_retrying(&ca, &obj)
@@ -401,7 +438,10 @@ async fn a_full_cluster_restart_keeps_the_data() {
         cb.get(&frames[0].dynamic).await.unwrap(),
         Bytes::from(frames[2].encode())
     );
-    assert_eq!(cb.get(&containers[2].ghid).await.unwrap(), Bytes::from(containers[2].encode()));
+    assert_eq!(
+        cb.get(&containers[2].ghid).await.unwrap(),
+        Bytes::from(containers[2].encode())
+    );
     assert_eq!(code(cb.publish(&frames[1].encode()).await), "illegal_frame");
     let more = a
         .make_next_frame(&frames[2], containers[2].ghid, DEFAULT_LEGROOM)
@@ -429,9 +469,13 @@ async fn the_binary_serves_from_the_cluster_and_a_killed_front_end_blocks_nothin
     // SIGKILLed while they are in flight.
     let garqs: Vec<Vec<u8>> = (0..40)
         .map(|_| {
-            a.make_handshake(b.second_party(), Ghid::pseudorandom(Algo::SHA512), &Secret::random())
-                .unwrap()
-                .encode()
+            a.make_handshake(
+                b.second_party(),
+                Ghid::pseudorandom(Algo::SHA512),
+                &Secret::random(),
+            )
+            .unwrap()
+            .encode()
         })
         .collect();
     let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -449,18 +493,28 @@ async fn the_binary_serves_from_the_cluster_and_a_killed_front_end_blocks_nothin
         }
         p1.proc.kill9().await;
     };
-    tokio::time::timeout(Duration::from_secs(120), async { tokio::join!(sends, kill) })
-        .await
-        .expect("publishes end (acked or failed) once the front-end is gone");
+    tokio::time::timeout(Duration::from_secs(120), async {
+        tokio::join!(sends, kill)
+    })
+    .await
+    .expect("publishes end (acked or failed) once the front-end is gone");
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() >= 5 && acked.len() < garqs.len(), "killed mid-way: {}", acked.len());
+    assert!(
+        acked.len() >= 5 && acked.len() < garqs.len(),
+        "killed mid-way: {}",
+        acked.len()
+    );
 
     // Another front-end (the binary again): every acknowledged request is in the mailbox, and
     // the mailbox row is not stuck behind the dead front-end's transactions.
     let p2 = proc_support::Persister::with_server_lines(&lines).await;
     let (c2, mut rx2) = PersisterClient::connect(&p2.ws_url()).await.unwrap();
     let late = a
-        .make_handshake(b.second_party(), Ghid::pseudorandom(Algo::SHA512), &Secret::random())
+        .make_handshake(
+            b.second_party(),
+            Ghid::pseudorandom(Algo::SHA512),
+            &Secret::random(),
+        )
         .unwrap();
     tokio::time::timeout(Duration::from_secs(60), c2.publish(&late.encode()))
         .await

@@ -90,11 +90,7 @@ impl NatsCluster {
                 proc: None,
             });
         }
-        let mut c = NatsCluster {
-            dir,
-            nodes,
-            binary,
-        };
+        let mut c = NatsCluster { dir, nodes, binary };
         for i in 0..n {
             c.spawn(i);
         }

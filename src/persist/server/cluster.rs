@@ -70,7 +70,14 @@ impl Cluster {
                 Control::Unwatch(g)
             });
         }));
-        rt.spawn(run(client, namespace, hub, control_rx, announce_rx, log.clone()));
+        rt.spawn(run(
+            client,
+            namespace,
+            hub,
+            control_rx,
+            announce_rx,
+            log.clone(),
+        ));
         Arc::new(Cluster {
             control,
             announce,

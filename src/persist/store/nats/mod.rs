@@ -132,7 +132,9 @@ pub fn parse_servers(spec: &str) -> Result<Vec<String>, PersistError> {
     }
     if rest.contains('@') {
         // Keeps the store value free of secrets: it is logged.
-        return Err(bad("put credentials in server.nats (creds_file, user/password, token)"));
+        return Err(bad(
+            "put credentials in server.nats (creds_file, user/password, token)",
+        ));
     }
     let mut out = Vec::new();
     for part in rest.split(',').map(str::trim) {
@@ -213,7 +215,8 @@ where
     handle.spawn(async move {
         let _ = tx.send(fut.await);
     });
-    rx.recv().expect("the nats runtime runs until the store is dropped")
+    rx.recv()
+        .expect("the nats runtime runs until the store is dropped")
 }
 
 async fn connect_one(
@@ -460,7 +463,15 @@ async fn open(
     js.set_timeout(opts.timeout);
     let mut parts = Vec::with_capacity(opts.partitions);
     for i in 0..opts.partitions.max(1) {
-        parts.push(row_bucket(&js, &format!("{}_rows_{i}", opts.namespace), replicas, max_row).await?);
+        parts.push(
+            row_bucket(
+                &js,
+                &format!("{}_rows_{i}", opts.namespace),
+                replicas,
+                max_row,
+            )
+            .await?,
+        );
     }
     let blobs_name = format!("{}_blobs", opts.namespace);
     let blobs = match js.get_object_store(&blobs_name).await {
@@ -572,7 +583,8 @@ impl Store for NatsStore {
                 Err(txn::TxError::Failed(e)) => return Err(e),
                 Err(txn::TxError::Conflict) => {
                     // Randomised backoff so that two racing front-ends do not collide again.
-                    let ms = rand::Rng::gen_range(&mut rand::thread_rng(), 0..(1u64 << attempt.min(6)));
+                    let ms =
+                        rand::Rng::gen_range(&mut rand::thread_rng(), 0..(1u64 << attempt.min(6)));
                     std::thread::sleep(Duration::from_millis(ms));
                 }
             }
@@ -600,7 +612,9 @@ impl Pass<'_> {
         {
             return Ok(row.clone());
         }
-        let (rev, row) = self.store.run(|core| async move { core.settle(&key).await })?;
+        let (rev, row) = self
+            .store
+            .run(|core| async move { core.settle(&key).await })?;
         self.reads
             .lock()
             .unwrap_or_else(|e| e.into_inner())

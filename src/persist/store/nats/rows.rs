@@ -36,9 +36,10 @@ pub enum RowKey {
 impl RowKey {
     pub fn ghid(&self) -> &Ghid {
         match self {
-            RowKey::Object(g) | RowKey::Bindings(g) | RowKey::Debindings(g) | RowKey::Requests(g) => {
-                g
-            }
+            RowKey::Object(g)
+            | RowKey::Bindings(g)
+            | RowKey::Debindings(g)
+            | RowKey::Requests(g) => g,
         }
     }
 

@@ -135,7 +135,13 @@ impl Core {
     /// A row as stored (possibly locked), with its revision.
     async fn raw(&self, key: &RowKey) -> Result<(u64, Row), PersistError> {
         let (rev, value) = Self::raw_entry(self.bucket(key), &key.key()).await?;
-        Ok((rev, value.map(|v| Row::decode(&v)).transpose()?.unwrap_or_default()))
+        Ok((
+            rev,
+            value
+                .map(|v| Row::decode(&v))
+                .transpose()?
+                .unwrap_or_default(),
+        ))
     }
 
     async fn tx(&self, txid: &str) -> Result<Option<(u64, TxRecord)>, PersistError> {
@@ -157,7 +163,13 @@ impl Core {
     /// the key is at `rev`, then append expecting the stream still at `s`. Success means no
     /// append happened since the check. (Deletes are not appends, but only ever remove a
     /// locked row's message, which no other writer expects.)
-    async fn cas(&self, part: usize, key: &str, rev: u64, value: Option<Bytes>) -> Result<Cas, PersistError> {
+    async fn cas(
+        &self,
+        part: usize,
+        key: &str,
+        rev: u64,
+        value: Option<Bytes>,
+    ) -> Result<Cas, PersistError> {
         let kv = &self.parts[part];
         let Some(value) = value else {
             if rev == 0 {
@@ -196,11 +208,12 @@ impl Core {
                 }
                 Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
                     // "wrong last sequence: N": N is the stream's last sequence now.
-                    let actual = e
-                        .to_string()
-                        .rsplit(':')
-                        .next()
-                        .and_then(|n| n.trim().trim_end_matches(|c: char| !c.is_ascii_digit()).parse::<u64>().ok());
+                    let actual = e.to_string().rsplit(':').next().and_then(|n| {
+                        n.trim()
+                            .trim_end_matches(|c: char| !c.is_ascii_digit())
+                            .parse::<u64>()
+                            .ok()
+                    });
                     match actual {
                         Some(n) => self.last_seq[part].store(n, Ordering::SeqCst),
                         None => self.refresh_last_seq(part).await?,
@@ -219,7 +232,10 @@ impl Core {
     /// Reads a partition stream's last sequence from the server.
     pub async fn refresh_last_seq(&self, part: usize) -> Result<(), PersistError> {
         let mut stream = self.parts[part].stream.clone();
-        let info = stream.info().await.map_err(|e| nats_err("stream info", e))?;
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| nats_err("stream info", e))?;
         self.last_seq[part].store(info.state.last_sequence, Ordering::SeqCst);
         Ok(())
     }
@@ -236,7 +252,8 @@ impl Core {
                 )));
             }
         }
-        self.cas(key.partition(self.parts.len()), &key.key(), rev, value).await
+        self.cas(key.partition(self.parts.len()), &key.key(), rev, value)
+            .await
     }
 
     /// The committed content of a row, for plain reads: a row locked by a committed
@@ -600,7 +617,10 @@ impl Core {
 
     /// Finishes committed and aborted records whose owner is gone, and aborts pending ones
     /// seen unchanged for [`LEASE`] across sweeps (`seen`: id -> (revision, first seen)).
-    pub async fn sweep(&self, seen: &mut HashMap<String, (u64, Instant)>) -> Result<(), PersistError> {
+    pub async fn sweep(
+        &self,
+        seen: &mut HashMap<String, (u64, Instant)>,
+    ) -> Result<(), PersistError> {
         let mut present = Vec::new();
         for kv in &self.parts {
             let filter = format!("$KV.{}.t.>", kv.name);
@@ -659,7 +679,10 @@ impl Core {
         let (rev, value) = Self::raw_entry(kv, LAYOUT_KEY).await?;
         let found = match value {
             Some(v) => v,
-            None => match self.cas(0, LAYOUT_KEY, rev, Some(Bytes::from(want.clone()))).await? {
+            None => match self
+                .cas(0, LAYOUT_KEY, rev, Some(Bytes::from(want.clone())))
+                .await?
+            {
                 Cas::Done(_) => return Ok(()),
                 Cas::Stale => Self::raw_entry(kv, LAYOUT_KEY).await?.1.unwrap_or_default(),
             },
