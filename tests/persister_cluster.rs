@@ -38,7 +38,7 @@ async fn front_end(cluster: &NatsCluster, ns: &str) -> Running {
     let mut s = Settings::local(None);
     s.workers = 1;
     s.verify_threads = 4;
-    s.store = StoreChoice::Nats(options(cluster, ns));
+    s.store = StoreChoice::Nats(Box::new(options(cluster, ns)));
     server::start(s).await.expect("front-end starts")
 }
 
@@ -555,4 +555,186 @@ async fn the_binary_serves_from_the_cluster_and_a_killed_front_end_blocks_nothin
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// CPU ticks (user + system) of a process so far.
+fn cpu_ticks(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let Some(close) = s.rfind(')') else { return 0 };
+    let rest: Vec<&str> = s[close + 2..].split_whitespace().collect();
+    let f = |i: usize| rest.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    f(11) + f(12)
+}
+
+fn ticks_ms(t: u64) -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    t as f64 * 1000.0 / hz
+}
+
+fn pct(v: &mut [Duration], p: f64) -> f64 {
+    v.sort();
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i].as_secs_f64() * 1000.0
+}
+
+/// The measurement behind BENCHMARKS.md's cluster section: the sled persister and a
+/// cluster-backed pair of front-ends (publisher on one, subscribers on the other), as real
+/// processes, with the same pre-signed frames. Run with
+/// `cargo test --features test-suite0 --test persister_cluster -- --ignored --nocapture measure`
+/// (dependencies build optimised in every profile; `--release` optimises ours too).
+#[actix_rt::test]
+#[ignore]
+async fn measure_cluster_against_sled() {
+    let Some(cluster) = NatsCluster::start(3).await else {
+        return;
+    };
+    const OBJECTS: usize = 8;
+    const FRAMES: usize = 40;
+    const SEQ: usize = 150;
+    const FANOUT_SUBS: usize = 200;
+    const FANOUT_FRAMES: usize = 30;
+    let a = common::fixture(1);
+    let secret = Secret::random();
+    let c0 = a.make_container(b"bench", &secret).unwrap();
+    // Object k: first frame, then frames all targeting c0 (present: every one is notified).
+    let chains: Vec<Vec<Gobd>> = (0..OBJECTS + 1)
+        .map(|k| {
+            // A first frame is addressed by its content: one first target per object.
+            let ck = a.make_container(format!("first {k}").as_bytes(), &secret).unwrap();
+            let first = a.make_bind_dynamic(ck.ghid).unwrap();
+            let n = if k == 0 { SEQ + FANOUT_FRAMES } else { FRAMES };
+            let mut v = vec![first];
+            for _ in 0..n {
+                let f = a.make_next_frame(v.last().unwrap(), c0.ghid, DEFAULT_LEGROOM).unwrap();
+                v.push(f);
+            }
+            v
+        })
+        .collect();
+    let nats_pids: Vec<u32> = cluster
+        .nodes
+        .iter()
+        .filter_map(|n| n.proc.as_ref().map(|p| p.pid()))
+        .collect();
+    let lines = format!(
+        "  store: {}\n  nats:\n    namespace: bench\n    partitions: 3\n",
+        cluster.url()
+    );
+    for mode in ["sled", "cluster"] {
+        let extra = if mode == "sled" { String::new() } else { lines.clone() };
+        let pa = proc_support::Persister::with_server_lines(&extra).await;
+        let pb = if mode == "sled" {
+            None
+        } else {
+            Some(proc_support::Persister::with_server_lines(&extra).await)
+        };
+        let sub_url = pb.as_ref().map_or_else(|| pa.ws_url(), |p| p.ws_url());
+        let (up, _uprx) = PersisterClient::connect(&pa.ws_url()).await.unwrap();
+        let (sub, mut subrx) = PersisterClient::connect(&sub_url).await.unwrap();
+        up.publish(&gidc(&a)).await.unwrap();
+        for chain in &chains {
+            up.publish(&chain[0].encode()).await.unwrap();
+        }
+        up.publish(&a.make_bind_static(c0.ghid).unwrap().encode())
+            .await
+            .unwrap();
+        up.publish(&c0.encode()).await.unwrap();
+        for chain in &chains {
+            sub.subscribe(&chain[0].dynamic).await.unwrap();
+        }
+        while tokio::time::timeout(Duration::from_millis(300), subrx.recv()).await.is_ok() {}
+
+        // Latency: one publish at a time, publish sent -> notification received elsewhere.
+        let mut lat = Vec::new();
+        for f in &chains[0][1..=SEQ] {
+            let bytes = f.encode();
+            let t = Instant::now();
+            let (ack, note) = tokio::join!(up.publish(&bytes), next(&mut subrx));
+            ack.unwrap();
+            assert_eq!(note.subscription, f.dynamic);
+            lat.push(t.elapsed());
+        }
+        let mean_ms = lat.iter().map(Duration::as_secs_f64).sum::<f64>() * 1000.0 / lat.len() as f64;
+
+        // Throughput: OBJECTS publishers at once, each on its own object.
+        let fe_pids: Vec<u32> = std::iter::once(pa.proc.pid())
+            .chain(pb.as_ref().map(|p| p.proc.pid()))
+            .collect();
+        let cpu0: Vec<u64> = fe_pids.iter().map(|p| cpu_ticks(*p)).collect();
+        let n0: u64 = nats_pids.iter().map(|p| cpu_ticks(*p)).sum();
+        let t = Instant::now();
+        let drain = async {
+            let mut got = 0;
+            while got < OBJECTS * FRAMES {
+                if tokio::time::timeout(WAIT, subrx.recv()).await.ok().flatten().is_none() {
+                    break;
+                }
+                got += 1;
+            }
+        };
+        let pubs = futures_util::future::join_all(chains[1..].iter().map(|chain| {
+            let up = &up;
+            async move {
+                for f in &chain[1..] {
+                    up.publish(&f.encode()).await.unwrap();
+                }
+            }
+        }));
+        tokio::join!(pubs, async {
+            let _ = tokio::time::timeout(Duration::from_secs(120), drain).await;
+        });
+        let secs = t.elapsed().as_secs_f64();
+        let total = (OBJECTS * FRAMES) as f64;
+        let fe_ms: Vec<f64> = fe_pids
+            .iter()
+            .zip(&cpu0)
+            .map(|(p, c)| ticks_ms(cpu_ticks(*p) - c) / total)
+            .collect();
+        let nats_ms = if mode == "sled" {
+            0.0
+        } else {
+            ticks_ms(nats_pids.iter().map(|p| cpu_ticks(*p)).sum::<u64>() - n0) / total
+        };
+
+        // Fanout: FANOUT_SUBS subscribers of object 0 on the subscriber-side front-end.
+        let mut subs = Vec::new();
+        for _ in 0..FANOUT_SUBS {
+            let (c, rx) = PersisterClient::connect(&sub_url).await.unwrap();
+            c.subscribe(&chains[0][0].dynamic).await.unwrap();
+            subs.push((c, rx));
+        }
+        let side = *fe_pids.last().unwrap();
+        let s0 = cpu_ticks(side);
+        let t = Instant::now();
+        for f in &chains[0][SEQ + 1..] {
+            up.publish(&f.encode()).await.unwrap();
+        }
+        let last = chains[0].last().unwrap().frame;
+        for (_, rx) in subs.iter_mut() {
+            loop {
+                let n = next(rx).await;
+                let Object::Gobd(g) = Object::decode(&n.object, Policy::STRICT).unwrap() else {
+                    panic!("a frame")
+                };
+                if g.frame == last {
+                    break;
+                }
+            }
+        }
+        let fan_secs = t.elapsed().as_secs_f64();
+        let per_delivery_us =
+            ticks_ms(cpu_ticks(side) - s0) * 1000.0 / (FANOUT_SUBS * FANOUT_FRAMES) as f64;
+        println!(
+            "BENCH {mode}: latency p50 {:.2} ms p99 {:.2} ms mean {mean_ms:.2} ms ({SEQ} sequential); \
+             {:.0} publishes/s ({OBJECTS} concurrent publishers, {} publishes); front-end CPU/publish {:?} ms; \
+             nats CPU/publish (3 nodes) {nats_ms:.2} ms; fanout {FANOUT_SUBS} subs x {FANOUT_FRAMES} frames in {fan_secs:.2} s, \
+             subscriber-side front-end CPU/delivery {per_delivery_us:.1} us (coalescing may merge some)",
+            pct(&mut lat, 0.5),
+            pct(&mut lat, 0.99),
+            total / secs,
+            total as usize,
+            fe_ms.iter().map(|v| (v * 100.0).round() / 100.0).collect::<Vec<_>>(),
+        );
+    }
 }

@@ -117,7 +117,7 @@ pub enum StoreChoice {
     /// The sled ghidcache ([`Settings::ghidcache`]); this process is the only writer.
     Sled,
     /// A NATS JetStream cluster, shared with any number of other front-ends.
-    Nats(NatsOptions),
+    Nats(Box<NatsOptions>),
 }
 
 impl StoreChoice {
@@ -147,7 +147,7 @@ impl StoreChoice {
         o.tls_key = nats.tls_key.clone();
         o.tls_required = nats.tls_required || spec.starts_with("tls://");
         o.timeout = Duration::from_secs(nats.timeout_s.max(1));
-        Ok(StoreChoice::Nats(o))
+        Ok(StoreChoice::Nats(Box::new(o)))
     }
 }
 
