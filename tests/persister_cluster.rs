@@ -522,13 +522,8 @@ async fn the_binary_serves_from_the_cluster_and_a_killed_front_end_blocks_nothin
         .unwrap();
     c2.subscribe(&b.ghid()).await.unwrap();
     let mut mail = std::collections::HashSet::new();
-    loop {
-        match tokio::time::timeout(Duration::from_secs(2), rx2.recv()).await {
-            Ok(Some(n)) => {
-                mail.insert(n.object.to_vec());
-            }
-            _ => break,
-        }
+    while let Ok(Some(n)) = tokio::time::timeout(Duration::from_secs(2), rx2.recv()).await {
+        mail.insert(n.object.to_vec());
     }
     for g in &acked {
         assert!(mail.contains(g), "an acknowledged request was lost");
@@ -543,12 +538,8 @@ async fn the_binary_serves_from_the_cluster_and_a_killed_front_end_blocks_nothin
         "server:\n  port: 0\n  logdir: ./logs\n  pid_file: ./p.pid\n",
     )
     .unwrap();
-    let bad = proc_support::persister_command(dir.path());
-    let out = std::process::Command::from(bad)
-        .arg("--store")
-        .arg("postgres://x")
-        .output()
-        .unwrap();
+    let mut bad = proc_support::persister_command(dir.path());
+    let out = bad.arg("--store").arg("postgres://x").output().unwrap();
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("server.store"),
@@ -601,12 +592,16 @@ async fn measure_cluster_against_sled() {
     let chains: Vec<Vec<Gobd>> = (0..OBJECTS + 1)
         .map(|k| {
             // A first frame is addressed by its content: one first target per object.
-            let ck = a.make_container(format!("first {k}").as_bytes(), &secret).unwrap();
+            let ck = a
+                .make_container(format!("first {k}").as_bytes(), &secret)
+                .unwrap();
             let first = a.make_bind_dynamic(ck.ghid).unwrap();
             let n = if k == 0 { SEQ + FANOUT_FRAMES } else { FRAMES };
             let mut v = vec![first];
             for _ in 0..n {
-                let f = a.make_next_frame(v.last().unwrap(), c0.ghid, DEFAULT_LEGROOM).unwrap();
+                let f = a
+                    .make_next_frame(v.last().unwrap(), c0.ghid, DEFAULT_LEGROOM)
+                    .unwrap();
                 v.push(f);
             }
             v
@@ -622,7 +617,11 @@ async fn measure_cluster_against_sled() {
         cluster.url()
     );
     for mode in ["sled", "cluster"] {
-        let extra = if mode == "sled" { String::new() } else { lines.clone() };
+        let extra = if mode == "sled" {
+            String::new()
+        } else {
+            lines.clone()
+        };
         let pa = proc_support::Persister::with_server_lines(&extra).await;
         let pb = if mode == "sled" {
             None
@@ -643,7 +642,10 @@ async fn measure_cluster_against_sled() {
         for chain in &chains {
             sub.subscribe(&chain[0].dynamic).await.unwrap();
         }
-        while tokio::time::timeout(Duration::from_millis(300), subrx.recv()).await.is_ok() {}
+        while tokio::time::timeout(Duration::from_millis(300), subrx.recv())
+            .await
+            .is_ok()
+        {}
 
         // Latency: one publish at a time, publish sent -> notification received elsewhere.
         let mut lat = Vec::new();
@@ -655,7 +657,8 @@ async fn measure_cluster_against_sled() {
             assert_eq!(note.subscription, f.dynamic);
             lat.push(t.elapsed());
         }
-        let mean_ms = lat.iter().map(Duration::as_secs_f64).sum::<f64>() * 1000.0 / lat.len() as f64;
+        let mean_ms =
+            lat.iter().map(Duration::as_secs_f64).sum::<f64>() * 1000.0 / lat.len() as f64;
 
         // Throughput: OBJECTS publishers at once, each on its own object.
         let fe_pids: Vec<u32> = std::iter::once(pa.proc.pid())
@@ -667,7 +670,12 @@ async fn measure_cluster_against_sled() {
         let drain = async {
             let mut got = 0;
             while got < OBJECTS * FRAMES {
-                if tokio::time::timeout(WAIT, subrx.recv()).await.ok().flatten().is_none() {
+                if tokio::time::timeout(WAIT, subrx.recv())
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_none()
+                {
                     break;
                 }
                 got += 1;

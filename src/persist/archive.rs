@@ -6,10 +6,10 @@
 //!
 //! Owns: the store handle, the write lock that serialises rule evaluation + apply (so one
 //! publish never decides on state another is about to change; a store that isolates
-//! transactions itself, [`Store::isolates`], gets [`Store::transact`] instead), a cache of parsed identities
-//! (GIDCs are permanent, so a cached key never goes stale), and the flusher thread. Calls:
-//! [`super::rules`] (every decision) and [`super::store`] (reads, apply, flush). Used by the
-//! persister server and client, and by the daemon.
+//! transactions itself, [`Store::isolates`], gets [`Store::transact`] instead), a cache of
+//! parsed identities (GIDCs are permanent, so a cached key never goes stale), and the flusher
+//! thread. Calls: [`super::rules`] (every decision) and [`super::store`] (reads, apply or
+//! transact, flush). Used by the persister server and client, and by the daemon.
 //!
 //! Durability: [`Archive::publish`] applies its writes atomically but does not flush;
 //! [`Archive::sync`] resolves once everything applied before it is on disk. One flusher thread

@@ -3,16 +3,16 @@
 //! Any number of persister front-ends share one JetStream cluster and behave as one persister:
 //! every row of the store is a KV entry ([`rows`]), partitioned over `partitions` buckets by
 //! ghid (so the buckets' Raft leaders spread over the nodes), replicated `replicas` times;
-//! large objects live in an object store. Front-ends keep nothing but caches of immutable
-//! things (none here: every read goes to the stream leader).
+//! large objects live in an object store. A front-end keeps no data of its own: every read goes
+//! to the stream leader.
 //!
-//! Isolation: [`Store::transact`] runs the rule pass against a snapshot of the rows it reads
-//! and commits its writes with the protocol in [`txn`] (optimistic, per-row compare-and-set on
-//! the KV revision, a transaction record as the single commit point, roll-forward by anyone).
-//! A pass whose reads changed before its commit is re-run, so two front-ends racing two frames
-//! with one counter for one dynamic ghid end with exactly one stored and the other refused
-//! by the rules (`illegal_frame`), as in one process. `docs/persister-cluster.md` has the
-//! argument.
+//! Isolation: [`Store::transact`] runs the rule pass against the rows it reads and commits its
+//! writes with the protocol in [`txn`] (optimistic, compare-and-set per row on the KV revision,
+//! guarded by the partition stream's last sequence; a transaction record as the single commit
+//! point; roll-forward by anyone). A pass whose reads changed before its commit is re-run, so
+//! two front-ends racing two frames with one counter for one dynamic ghid end with exactly one
+//! stored and the other refused by the rules (`illegal_frame`), as in one process.
+//! `docs/persister-cluster.md` has the argument.
 //!
 //! Durability: an operation returns only after JetStream acknowledged every write it needs
 //! (an acknowledgement means the write is in the stream leader's log and a quorum of its
