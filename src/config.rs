@@ -141,6 +141,10 @@ pub struct Remote {
     pub port: u16,
     #[serde(default)]
     pub tls: bool,
+    /// Other front-ends of the same persister cluster (`HOST:PORT`, same `tls`): the daemon
+    /// uses one at a time and fails over to the next when it loses its connection.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failover: Vec<String>,
 }
 
 fn default_server_port() -> u16 {
@@ -555,7 +559,8 @@ mod tests {
             vec![Remote {
                 host: "example.org".into(),
                 port: 7770,
-                tls: true
+                tls: true,
+                failover: vec![],
             }]
         );
         assert!(

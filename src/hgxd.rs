@@ -217,12 +217,18 @@ fn scrypt_params(cfg: &Config) -> ScryptParams {
         })
 }
 
+/// One entry per remote; a remote with `failover` front-ends is their URLs joined by `,`
+/// (the first is the primary; see `actors::remote`).
 fn remote_urls(cfg: &Config) -> Vec<String> {
     cfg.remotes
         .iter()
         .map(|r| {
             let scheme = if r.tls { "wss" } else { "ws" };
-            format!("{scheme}://{}:{}/ws", r.host, r.port)
+            std::iter::once(format!("{}:{}", r.host, r.port))
+                .chain(r.failover.iter().cloned())
+                .map(|hp| format!("{scheme}://{hp}/ws"))
+                .collect::<Vec<_>>()
+                .join(",")
         })
         .collect()
 }

@@ -76,7 +76,8 @@ impl Outbox {
         let mut next = 0u64;
         for url in urls {
             let mut prefix = PREFIX.to_vec();
-            prefix.extend_from_slice(&tag(url));
+            // Keyed by the primary front-end: adding failover front-ends keeps the queue.
+            prefix.extend_from_slice(&tag(url.split(',').next().unwrap_or(url)));
             let seqs: BTreeSet<u64> = vault
                 .scan_prefix::<Stored>(&prefix)?
                 .iter()

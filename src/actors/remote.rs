@@ -10,6 +10,12 @@
 //! subscribed ghid and pulls it, so updates made while we were offline arrive unasked.
 //! Notifications are pulled in arrival order by a per-connection worker.
 //!
+//! A remote may be several front-ends of one persister cluster: the actor uses one at a time
+//! and, when it loses it (or cannot reach it), moves to the next and runs the same reconnect
+//! sequence there: resubscribe, replay the outbox (publishing is idempotent by ghid, so an
+//! entry the lost front-end already stored is "already present", not a second object), catch
+//! up.
+//!
 //! Calls: the persist client, `pull`, the outbox, `DaemonCore`. Messages: subscribe,
 //! unsubscribe, stop (unbounded mpsc); the connected client is published through a `watch`
 //! so fetches (`get`) go straight to it without queueing behind the actor.
@@ -51,7 +57,10 @@ pub struct RemoteHandle {
 }
 
 struct Shared {
-    url: String,
+    /// The front-ends of this remote (one persister, or several front-ends of one cluster).
+    urls: Vec<String>,
+    /// The one in use (index into `urls`).
+    current: std::sync::atomic::AtomicUsize,
     /// This remote's queue in the outbox.
     queue: usize,
     tx: mpsc::UnboundedSender<RemoteMsg>,
@@ -75,12 +84,14 @@ enum Link {
 }
 
 impl RemoteHandle {
-    /// The handle of the remote at `url` (outbox queue `queue`) and its inbox.
+    /// The handle of the remote at `url` (outbox queue `queue`) and its inbox. `url` may name
+    /// several front-ends of one persister cluster, joined by `,`: one is used at a time.
     pub fn channel(url: &str, queue: usize) -> (RemoteHandle, RemoteInbox) {
         let (tx, rx) = mpsc::unbounded_channel();
         let (ctx, crx) = watch::channel(Link::Starting);
         let shared = Arc::new(Shared {
-            url: url.to_owned(),
+            urls: url.split(',').map(str::to_owned).collect(),
+            current: Default::default(),
             queue,
             tx,
             client: crx,
@@ -88,8 +99,24 @@ impl RemoteHandle {
         (RemoteHandle { shared }, RemoteInbox { rx, client: ctx })
     }
 
+    /// The front-end in use.
     pub fn url(&self) -> &str {
-        &self.shared.url
+        let i = self
+            .shared
+            .current
+            .load(std::sync::atomic::Ordering::Relaxed);
+        &self.shared.urls[i % self.shared.urls.len()]
+    }
+
+    /// Moves to the next front-end of this remote; returns whether there is another.
+    fn fail_over(&self) -> bool {
+        let n = self.shared.urls.len();
+        if n > 1 {
+            self.shared
+                .current
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        n > 1
     }
 
     pub fn is_connected(&self) -> bool {
@@ -215,15 +242,20 @@ impl RemoteActor {
                         }
                         Ended::Lost => {
                             slog::info!(self.log(), "remote connection lost"; "remote" => self.handle.url());
+                            if self.handle.fail_over() {
+                                slog::warn!(self.log(), "failing over"; "to" => self.handle.url());
+                            }
                         }
                     }
                 }
                 Err(e) => {
                     let _ = self.client_tx.send(Link::Down);
-                    slog::debug!(self.log(), "remote unreachable"; "remote" => self.handle.url(), "error" => %e);
+                    slog::warn!(self.log(), "remote unreachable"; "remote" => self.handle.url(), "error" => %e);
+                    self.handle.fail_over();
                 }
             }
-            let delay = backoff(attempt);
+            // Back off once every front-end of the remote has been tried.
+            let delay = backoff(attempt / self.handle.shared.urls.len().max(1) as u32);
             attempt = attempt.saturating_add(1);
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
