@@ -605,7 +605,7 @@ async fn hypergolix_home_isolates_from_the_user_home() {
 
     let mut cmd = in_homes(env!("CARGO_BIN_EXE_hgx-persister"), &["--port", "0"]);
     cmd.arg("--ghidcache").arg(home.path().join("pcache"));
-    let mut p = Proc::spawn("hgx-persister", cmd);
+    let p = Proc::spawn("hgx-persister", cmd);
     let deadline = Instant::now() + WAIT;
     while !p.output().contains("listening on") {
         assert!(Instant::now() < deadline, "persister: {}", p.output());

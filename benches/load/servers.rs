@@ -3,7 +3,6 @@
 //! that creates its account from a fixture identity (`--identity-file`, fast scrypt
 //! parameters: no RSA keygen, no slow password stretching) and syncs through it.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use hypergolix::ipc::CapabilityToken;

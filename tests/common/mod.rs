@@ -2,8 +2,6 @@
 //! Tests never generate RSA-4096 keys (too slow in debug builds); they load these.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
-
 use hypergolix::golix::FirstParty;
 
 pub use hypergolix::testdata::vectors_dir;
@@ -42,6 +40,7 @@ pub fn ghid_files(rel: &str) -> Vec<(String, Vec<u8>)> {
 }
 
 /// A JSON file under `vectors_dir()`.
+#[allow(unused_imports)]
 pub use hypergolix::testdata::vector_json as vectors_json;
 
 /// Hex of a JSON string field (panics with the field name if absent).
