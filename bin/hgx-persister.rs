@@ -98,8 +98,14 @@ fn serve(cfg: &Config) -> Result<(), String> {
     };
     let (log, _log_guard) = logging::init("hgx-persister", verbosity, Some(&s.logdir), s.keep_logs)
         .map_err(|e| format!("logging to {}: {e}", s.logdir.display()))?;
+    // A store URL with credentials in it is refused below; never log it.
+    let store = if s.store.contains('@') {
+        "<refused: credentials in the URL>"
+    } else {
+        s.store.as_str()
+    };
     slog::info!(log, "starting"; "config" => ?cfg.source, "ghidcache" => %s.ghidcache.display(),
-        "store" => &s.store, "pid_file" => %s.pid_file.display());
+        "store" => store, "pid_file" => %s.pid_file.display());
     // One file descriptor per websocket: a soft limit of 1024 would cap the server.
     match process::raise_nofile_limit() {
         Ok((before, after)) => {

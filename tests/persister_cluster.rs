@@ -349,6 +349,7 @@ async fn racing_front_ends_keep_every_rule() {
     let store =
         NatsStore::connect(&options(&cluster, "race"), hypergolix::logging::discard()).unwrap();
     store.sweep_now().unwrap();
+    assert_eq!(store.replicas(), 3, "R3 by default on a 3-node cluster");
     fa.stop().await.unwrap();
     fb.stop().await.unwrap();
 }

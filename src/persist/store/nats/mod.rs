@@ -131,9 +131,11 @@ pub fn parse_servers(spec: &str) -> Result<Vec<String>, PersistError> {
         return Err(bad("the scheme must be nats:// or tls://"));
     }
     if rest.contains('@') {
-        // Keeps the store value free of secrets: it is logged.
-        return Err(bad(
-            "put credentials in server.nats (creds_file, user/password, token)",
+        // Keeps the store value free of secrets (it is logged), and this message too.
+        return Err(PersistError::BadArgs(
+            "store URL: put credentials in server.nats (creds_file, user/password, token), \
+             not in the URL"
+                .into(),
         ));
     }
     let mut out = Vec::new();
@@ -657,5 +659,48 @@ impl Store for Pass<'_> {
 
     fn flush(&self) -> Result<(), PersistError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_lists_parse_and_refuse_secrets_and_junk() {
+        assert_eq!(
+            parse_servers("nats://a:1,b:2").unwrap(),
+            vec!["nats://a:1".to_owned(), "nats://b:2".to_owned()]
+        );
+        assert_eq!(
+            parse_servers("tls://a:1,tls://b:2").unwrap(),
+            vec!["tls://a:1".to_owned(), "tls://b:2".to_owned()]
+        );
+        for bad in [
+            "a:1",
+            "http://a:1",
+            "nats://a",
+            "nats://:1",
+            "nats://a:x",
+            "nats://user:secret@a:1",
+        ] {
+            let e = parse_servers(bad).unwrap_err().to_string();
+            assert!(
+                !e.contains("secret"),
+                "the message repeats no credential: {e}"
+            );
+        }
+        assert!(check_namespace("hgx_1-b").is_ok());
+        assert!(check_namespace("a.b").is_err());
+        assert!(check_namespace("").is_err());
+    }
+
+    #[test]
+    fn debug_output_redacts_credentials() {
+        let mut o = NatsOptions::from_url("nats://a:1").unwrap();
+        o.password = Some("hunter2".into());
+        o.token = Some("tok-123".into());
+        let d = format!("{o:?}");
+        assert!(!d.contains("hunter2") && !d.contains("tok-123"), "{d}");
     }
 }
