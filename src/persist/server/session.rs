@@ -12,6 +12,8 @@
 //!   [`Archive::sync`] resolves; its fanout happens then too, never to the uploader, and
 //!   fanouts and acks of one connection leave in publish order. Up to
 //!   `max_in_flight` publishes per connection wait for durability at once.
+//! - Reads run inline with sled, on the [`VerifyPool`] with the cluster store (network round
+//!   trips must not stall the event loop's other sessions).
 //! - Unknown ops, bad args and malformed envelopes get an error reply; the session goes on.
 //! - An oversize message (caught at its header by [`super::guard`]) gets `too_large` and a
 //!   clean close; nothing of it is stored.
@@ -311,6 +313,23 @@ impl Conn {
         self.reply_err(id, e.code(), e.to_string()).await;
     }
 
+    /// Runs a read of the archive: inline with sled (microseconds), on the pool with the
+    /// cluster store (network round trips must not stall this event loop's other sessions).
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&crate::persist::Archive) -> Result<T, PersistError> + Send + 'static,
+    ) -> Result<T, PersistError> {
+        if self.shared.cluster.is_none() {
+            return f(&self.shared.archive);
+        }
+        let archive = self.shared.archive.clone();
+        self.shared
+            .pool
+            .run(move || f(&archive))
+            .await
+            .unwrap_or_else(|_| Err(PersistError::Unavailable("shutting down".into())))
+    }
+
     /// Typed args of a one-ghid op, or a `bad_args` reply.
     async fn ghid_arg(&self, raw: &wire::RawRequest) -> Option<Ghid> {
         match raw.args::<args::ByGhid>() {
@@ -332,7 +351,6 @@ impl Conn {
             }
         };
         trace!(self.log, "request"; "op" => &raw.op, "id" => %raw.id);
-        let archive = &self.shared.archive;
         match raw.op.as_str() {
             "hello" => self.reply_ok(&raw.id, &self.shared.hello).await,
             "ping" => self.reply_ok(&raw.id, true).await,
@@ -341,7 +359,7 @@ impl Conn {
                 let Some(g) = self.ghid_arg(&raw).await else {
                     return;
                 };
-                match archive.get(&g) {
+                match self.read(move |a| a.get(&g)).await {
                     Ok(Some(b)) => self.reply_ok(&raw.id, serde_bytes::Bytes::new(&b)).await,
                     Ok(None) => {
                         self.reply_err(
@@ -371,7 +389,7 @@ impl Conn {
                 let Some(g) = self.ghid_arg(&raw).await else {
                     return;
                 };
-                match archive.list_bindings(&g) {
+                match self.read(move |a| a.list_bindings(&g)).await {
                     Ok(v) => self.reply_ok(&raw.id, v).await,
                     Err(e) => self.reply_persist_err(&raw.id, &e).await,
                 }
@@ -380,7 +398,7 @@ impl Conn {
                 let Some(g) = self.ghid_arg(&raw).await else {
                     return;
                 };
-                match archive.query_debinding(&g) {
+                match self.read(move |a| a.query_debinding(&g)).await {
                     Ok(v) => self.reply_ok(&raw.id, v).await,
                     Err(e) => self.reply_persist_err(&raw.id, &e).await,
                 }
@@ -389,7 +407,7 @@ impl Conn {
                 let Some(g) = self.ghid_arg(&raw).await else {
                     return;
                 };
-                match archive.exists(&g) {
+                match self.read(move |a| a.exists(&g)).await {
                     Ok(v) => self.reply_ok(&raw.id, v).await,
                     Err(e) => self.reply_persist_err(&raw.id, &e).await,
                 }
@@ -419,7 +437,7 @@ impl Conn {
             c.ready().await;
         }
         self.reply_ok(id, true).await;
-        match self.shared.archive.requests_for(&g) {
+        match self.read(move |a| a.requests_for(&g)).await {
             Ok(mail) => {
                 let headroom = self.outbox.capacity() / 2;
                 for garq in mail {
