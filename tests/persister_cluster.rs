@@ -250,6 +250,61 @@ async fn front_ends_of_one_cluster_are_one_persister() {
     fb.stop().await.unwrap();
 }
 
+/// Waits (bounded) until the cluster reports exactly `want` notification subscriptions.
+async fn wait_subs(cluster: &NatsCluster, ns: &str, want: &[String]) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let got = cluster.subscriptions("hgx-persister notify", &format!("{ns}.n."));
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "subscriptions {got:?}, wanted {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[actix_rt::test]
+async fn a_front_end_subscribes_only_to_what_its_clients_watch() {
+    let Some(cluster) = NatsCluster::start(3).await else {
+        return;
+    };
+    let (fa, fb) = (
+        front_end(&cluster, "watch").await,
+        front_end(&cluster, "watch").await,
+    );
+    let (ca, _rxa) = connect(&fa).await;
+    let (cb, _rxb) = connect(&fb).await;
+    let (cb2, _rxb2) = connect(&fb).await;
+    let (x, y) = (
+        Ghid::pseudorandom(Algo::SHA512),
+        Ghid::pseudorandom(Algo::SHA512),
+    );
+    let subject = |g: &Ghid| format!("watch.n.{}", g.as_str());
+    wait_subs(&cluster, "watch", &[]).await;
+    // Two clients of B watch x: B subscribes once; A, whose clients watch nothing, not at all.
+    cb.subscribe(&x).await.unwrap();
+    cb2.subscribe(&x).await.unwrap();
+    wait_subs(&cluster, "watch", &[subject(&x)]).await;
+    // A's client watches x and y: A subscribes to both.
+    ca.subscribe(&x).await.unwrap();
+    ca.subscribe(&y).await.unwrap();
+    let mut both = vec![subject(&x), subject(&x), subject(&y)];
+    both.sort();
+    wait_subs(&cluster, "watch", &both).await;
+    // B's subscription lasts while any of its clients watches x.
+    cb.unsubscribe(&x).await.unwrap();
+    wait_subs(&cluster, "watch", &both).await;
+    drop(cb2);
+    let mut left = vec![subject(&x), subject(&y)];
+    left.sort();
+    wait_subs(&cluster, "watch", &left).await;
+    fa.stop().await.unwrap();
+    fb.stop().await.unwrap();
+}
+
 #[actix_rt::test]
 async fn racing_front_ends_keep_every_rule() {
     let Some(cluster) = NatsCluster::start(3).await else {

@@ -31,6 +31,8 @@ pub fn server_binary() -> Option<PathBuf> {
 pub struct Node {
     pub name: String,
     pub client_port: u16,
+    /// The HTTP monitoring port (`/connz`).
+    pub monitor_port: u16,
     pub route_port: u16,
     pub config: PathBuf,
     pub proc: Option<Proc>,
@@ -55,6 +57,7 @@ impl NatsCluster {
         };
         let dir = tempfile::tempdir().unwrap();
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let monitors: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let mut nodes = Vec::new();
         for (i, (client, route)) in ports.iter().enumerate() {
             let name = format!("n{i}");
@@ -76,8 +79,9 @@ impl NatsCluster {
             std::fs::write(
                 &config,
                 format!(
-                    "server_name: {name}\nlisten: 127.0.0.1:{client}\n\
+                    "server_name: {name}\nlisten: 127.0.0.1:{client}\nhttp: 127.0.0.1:{}\n\
                      jetstream {{\n  store_dir: \"{}\"\n  max_memory_store: 64MB\n  max_file_store: 2GB\n}}\n{cluster}",
+                    monitors[i],
                     dir.path().join(&name).display()
                 ),
             )
@@ -85,6 +89,7 @@ impl NatsCluster {
             nodes.push(Node {
                 name,
                 client_port: *client,
+                monitor_port: monitors[i],
                 route_port: *route,
                 config,
                 proc: None,
@@ -182,6 +187,35 @@ impl NatsCluster {
         assert!(self.nodes[i].proc.is_none(), "node {i} is running");
         self.spawn(i);
         self.wait_node(i).await;
+    }
+
+    /// Subjects starting with `prefix` that connections named `conn_name` are subscribed to,
+    /// over every running node (the servers' `/connz?subs=1` monitoring page).
+    pub fn subscriptions(&self, conn_name: &str, prefix: &str) -> Vec<String> {
+        use std::io::{Read, Write};
+        let mut out = Vec::new();
+        for n in self.nodes.iter().filter(|n| n.proc.is_some()) {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", n.monitor_port)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.write_all(b"GET /connz?subs=1&limit=4096 HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+                .unwrap();
+            let mut text = String::new();
+            s.read_to_string(&mut text).unwrap();
+            let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+            let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+            for c in v["connections"].as_array().into_iter().flatten() {
+                if c["name"] != conn_name {
+                    continue;
+                }
+                for sub in c["subscriptions_list"].as_array().into_iter().flatten() {
+                    if let Some(sub) = sub.as_str().filter(|x| x.starts_with(prefix)) {
+                        out.push(sub.to_owned());
+                    }
+                }
+            }
+        }
+        out.sort();
+        out
     }
 
     pub fn store_dir(&self, i: usize) -> PathBuf {
