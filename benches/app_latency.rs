@@ -184,13 +184,9 @@ async fn start_hgxd(home: &Path, persister_port: u16, user: Option<(&str, &str)>
 }
 
 fn account(home: &Path) -> (String, String) {
-    let doc: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(home.join("hypergolix.yml")).unwrap())
-            .unwrap();
-    (
-        doc["user"]["fingerprint"].as_str().unwrap().to_owned(),
-        doc["user"]["user_id"].as_str().unwrap().to_owned(),
-    )
+    let cfg =
+        hypergolix::config::Config::load_from(Some(&home.join("hypergolix.yml")), false).unwrap();
+    (cfg.user.fingerprint.unwrap(), cfg.user.user_id.unwrap())
 }
 
 // ---- measurement -------------------------------------------------------------------------

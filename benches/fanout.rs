@@ -1,15 +1,22 @@
 //! # Object fanout benchmark harness
 //!
 //! One publisher, N subscribers of one dynamic object, at two levels, each side by side with
-//! the identical workload on Redis pub/sub (BENCHMARKS.md, "Object fanout"):
+//! the identical workload on Redis pub/sub, core NATS and NATS JetStream (`--baseline
+//! redis,nats,jetstream`; BENCHMARKS.md, "Object fanout"):
 //!
 //! - `persister`: pre-signed GOBD frames (+ their GEOC containers) published to a real
 //!   persister; N websocket subscribers ([`PersisterClient`]) decode and verify each
-//!   notification against the binder's public key like a daemon would. The Redis baseline
-//!   PUBLISHes the same signed frame bytes to N TCP subscribers that check them the same way.
+//!   notification against the binder's public key like a daemon would. The baselines carry
+//!   the same signed frame bytes to N TCP subscribers that check them the same way.
 //! - `daemon`: the full path. One app pushes through `hgxd` (which signs a container and a
 //!   frame per commit and publishes them to the persister); N apps, on further daemons of the
-//!   same account, receive `update` events. The Redis baseline PUBLISHes the plain payload.
+//!   same account, receive `update` events. The baselines carry the plain payload.
+//!
+//! Baselines ([`baseline`]): each server is started by the harness on a free 127.0.0.1 port
+//! and stopped at the end. Redis: PUBLISH, acknowledged by its reply. Core NATS: PUB,
+//! acknowledged by the PONG of a PING sent after it. JetStream: publish to a file-backed
+//! stream, acknowledged by its PubAck (stored), subscribers on ordered push consumers. Each
+//! publisher keeps the same `--window` of updates in flight as the persister's.
 //!
 //! Figures: deliveries/s (saturated: as fast as acknowledged), publish-to-receive latency
 //! p50/p99/max (paced: `--rate` for `--seconds`), skipped (superseded under latest-wins,
@@ -18,7 +25,7 @@
 //!
 //! ```text
 //! cargo bench --bench fanout -- --subscribers 1,1000 --payload 1024 --updates 200 \
-//!     --rate 20 --seconds 10 --level persister,daemon --baseline redis \
+//!     --rate 20 --seconds 10 --level persister,daemon --baseline redis,nats,jetstream \
 //!     --json fanout.json --plot fanout.svg
 //! ```
 //!
@@ -29,6 +36,8 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+#[path = "fanout/baseline.rs"]
+mod baseline;
 #[path = "common/mod.rs"]
 mod bench_common;
 #[path = "fanout/cpu.rs"]
@@ -37,10 +46,18 @@ mod cpu;
 mod daemon;
 #[path = "fanout/drive.rs"]
 mod drive;
+#[path = "fanout/nats.rs"]
+mod nats;
+#[path = "fanout/nats_server.rs"]
+mod nats_server;
 #[path = "fanout/persister.rs"]
 mod persister;
 #[path = "fanout/plot.rs"]
 mod plot;
+// The load harness's child-process handling (a persister outside this process's fd limit).
+#[allow(dead_code)]
+#[path = "load/procs.rs"]
+mod procs;
 #[path = "fanout/redis.rs"]
 mod redis;
 #[path = "fanout/stats.rs"]
@@ -56,11 +73,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
+use baseline::{Baseline, JetstreamDelivery};
 use drive::{Mode, PubReport};
 use stats::{RunResult, Shared};
 use subs::{Target, VerifyMode};
@@ -78,11 +95,6 @@ impl Level {
             Level::Daemon => "daemon",
         }
     }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum Baseline {
-    Redis,
 }
 
 /// Daemon level: how the receiving apps get the object.
@@ -104,7 +116,7 @@ enum Ghidcache {
 }
 
 /// Object fanout: one publisher, N subscribers, persister or daemon level, optionally side
-/// by side with Redis pub/sub.
+/// by side with Redis pub/sub, core NATS and NATS JetStream.
 #[derive(Parser, Debug)]
 #[command(name = "fanout", about)]
 struct Args {
@@ -130,9 +142,14 @@ struct Args {
     /// Levels, comma-separated.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "persister")]
     level: Vec<Level>,
-    /// Run the identical workload against a local redis-server too.
-    #[arg(long, value_enum)]
-    baseline: Option<Baseline>,
+    /// Run the identical workload on these too, comma-separated: redis (redis-server),
+    /// nats (core nats-server), jetstream (nats-server with a file-backed stream).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    baseline: Vec<Baseline>,
+    /// JetStream subscribers: an ordered push consumer each (delivered from the stream,
+    /// after the store) or core subscriptions on the stream's subject (before the store).
+    #[arg(long, value_enum, default_value = "consumer")]
+    jetstream_delivery: JetstreamDelivery,
     /// Write the results as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -149,6 +166,11 @@ struct Args {
     /// Threads holding the subscribers.
     #[arg(long, default_value_t = 2)]
     client_threads: usize,
+    /// Persister level: the persister in this process (thread), as this build's
+    /// `hgx-persister` binary (child), or in process unless N connections' two ends would
+    /// exceed RLIMIT_NOFILE (auto). The daemon level always runs it in process.
+    #[arg(long, value_enum, default_value = "auto")]
+    persister_process: persister::Placement,
     /// Persister HTTP workers (0 = one per core).
     #[arg(long, default_value_t = 0)]
     workers: usize,
@@ -243,7 +265,9 @@ struct Ctx {
     args: Args,
     identity: hypergolix::golix::FirstParty,
     presigned: Option<Arc<persister::Presigned>>,
-    redis: Option<redis::RedisServer>,
+    servers: baseline::Servers,
+    /// The persister level runs `hgx-persister` as a child process.
+    persister_child: bool,
     runs: usize,
     notes: Vec<String>,
 }
@@ -266,21 +290,18 @@ fn progress(ctx: &Ctx, label: &str, total: u64) -> ProgressBar {
 
 /// Releases the publisher, follows the deliveries on a progress bar, and returns once the
 /// publisher has finished and every subscriber has the final update (or the drain timeout
-/// has passed).
+/// has passed). The CPU time of the `others` processes (a baseline's server) is accounted
+/// with this process's threads.
 fn follow(
     ctx: &Ctx,
     label: &str,
     n: usize,
     shared: &Shared,
     publisher: persister::Publisher,
+    others: &[(u32, &str)],
 ) -> Followed {
     let total = n as u64 * shared.final_seq;
     let pb = progress(ctx, label, total);
-    let others: Vec<(u32, &str)> = ctx
-        .redis
-        .iter()
-        .map(|r| (r.pid(), "redis-server"))
-        .collect();
     let pids: Vec<u32> = others.iter().map(|o| o.0).collect();
     let load0 = cpu::load1();
     let cpu0 = cpu::snapshot(&pids);
@@ -307,7 +328,7 @@ fn follow(
         first_error: Some("publisher panicked".into()),
         ..PubReport::default()
     });
-    let mut cpu_s = cpu::diff(&cpu0, &cpu1, &others);
+    let mut cpu_s = cpu::diff(&cpu0, &cpu1, others);
     cpu_s.retain(|_, v| *v >= 0.01);
     Followed {
         report,
@@ -402,8 +423,12 @@ fn channel(ctx: &mut Ctx) -> Vec<u8> {
 fn run_persister(ctx: &mut Ctx, n: usize, mode: Mode) -> Result<RunResult, String> {
     let pre = ctx.presigned.clone().expect("presigned");
     let shared = Arc::new(Shared::new(mode.updates()));
-    let p =
-        persister::PersisterProc::start(ctx.args.workers, ctx.args.ghidcache == Ghidcache::Disk)?;
+    let on_disk = ctx.args.ghidcache == Ghidcache::Disk;
+    let p = if ctx.persister_child {
+        persister::PersisterProc::spawn(ctx.args.workers, on_disk)?
+    } else {
+        persister::PersisterProc::start(ctx.args.workers, on_disk)?
+    };
     let publisher = persister::publisher(
         p.url.clone(),
         pre.clone(),
@@ -420,7 +445,12 @@ fn run_persister(ctx: &mut Ctx, n: usize, mode: Mode) -> Result<RunResult, Strin
     });
     let pool = subs::start(target, n, ctx.args.client_threads, shared.clone())?;
     let label = format!("persister N={n} {}", mode.name());
-    let followed = follow(ctx, &label, n, &shared, publisher);
+    let child: Vec<(u32, &str)> = p
+        .pid()
+        .map(|pid| (pid, "hgx-persister"))
+        .into_iter()
+        .collect();
+    let followed = follow(ctx, &label, n, &shared, publisher, &child);
     let logs = pool.stop();
     let frames = p.frame_counter(&pre.dynamic);
     let hub = p.stop();
@@ -434,6 +464,10 @@ fn run_persister(ctx: &mut Ctx, n: usize, mode: Mode) -> Result<RunResult, Strin
         logs,
     );
     r.frames = frames;
+    if ctx.persister_child {
+        r.notes
+            .push("persister: hgx-persister child process (no hub counters)".into());
+    }
     if let Some(h) = hub {
         r.notes.push(format!(
             "hub: encoded {} delivered {} coalesced {} slow_drops {}",
@@ -441,50 +475,6 @@ fn run_persister(ctx: &mut Ctx, n: usize, mode: Mode) -> Result<RunResult, Strin
         ));
     }
     Ok(r)
-}
-
-fn run_redis(ctx: &mut Ctx, level: Level, n: usize, mode: Mode) -> Result<RunResult, String> {
-    let addr = ctx.redis.as_ref().expect("redis").addr;
-    let channel = channel(ctx);
-    let shared = Arc::new(Shared::new(mode.updates()));
-    let (target, messages): (Target, Arc<dyn Fn(u64) -> Bytes + Send + Sync>) = match level {
-        Level::Persister => {
-            let pre = ctx.presigned.clone().expect("presigned");
-            (
-                Target::RedisFrames {
-                    addr,
-                    channel: channel.clone(),
-                    binder_gidc: pre.gidc.to_vec(),
-                    verify: ctx.args.verify,
-                },
-                Arc::new(move |seq| pre.frames[seq as usize].clone()),
-            )
-        }
-        Level::Daemon => {
-            let size = ctx.args.payload;
-            (
-                Target::RedisPayload {
-                    addr,
-                    channel: channel.clone(),
-                },
-                Arc::new(move |seq| Bytes::from(subs::payload(seq, size))),
-            )
-        }
-    };
-    let publisher = persister::redis_publisher(
-        addr,
-        channel,
-        messages,
-        mode,
-        ctx.args.window,
-        shared.clone(),
-        n as i64,
-    )?;
-    let pool = subs::start(Arc::new(target), n, ctx.args.client_threads, shared.clone())?;
-    let label = format!("redis({}) N={n} {}", level.name(), mode.name());
-    let followed = follow(ctx, &label, n, &shared, publisher);
-    let logs = pool.stop();
-    Ok(result(level, "redis", n, mode, &shared, followed, logs))
 }
 
 fn run_daemon(ctx: &mut Ctx, n: usize, mode: Mode) -> Result<RunResult, String> {
@@ -566,7 +556,7 @@ fn run_daemon(ctx: &mut Ctx, n: usize, mode: Mode) -> Result<RunResult, String> 
         }
     };
     let label = format!("daemon N={n} {}", mode.name());
-    let followed = follow(ctx, &label, n, &shared, publisher);
+    let followed = follow(ctx, &label, n, &shared, publisher, &[]);
     let upstream = followed
         .report
         .extra
@@ -688,6 +678,32 @@ fn print_table(results: &[RunResult]) {
     }
 }
 
+/// A row of the side-by-side table: the level's own figures (`ratios` None) or a
+/// baseline's with the level's ratios to it.
+fn side_by_side_row(
+    level: &str,
+    n: usize,
+    s: &serde_json::Value,
+    ratios: Option<(Option<f64>, Option<f64>)>,
+) {
+    let f = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
+    let x = |r: Option<f64>| r.map_or("-".into(), |r| format!("{r:.2}×"));
+    let (d, p) = match ratios {
+        Some((d, p)) => (x(d), x(p)),
+        None => ("".into(), "".into()),
+    };
+    println!(
+        "| {level} | {n} | {} | {:.0} | {} | {} | {} | {} | {} | {d} | {p} |",
+        s["system"].as_str().unwrap_or("?"),
+        f(&s["deliveries_per_s"]),
+        fmt_ms(f(&s["latency_ms"]["p50"])),
+        fmt_ms(f(&s["latency_ms"]["p99"])),
+        fmt_ms(f(&s["latency_ms"]["max"])),
+        s["skipped"].as_u64().unwrap_or(0),
+        s["lost"].as_u64().unwrap_or(0),
+    );
+}
+
 /// One entry per (level, N): deliveries/s from the saturated run (else the paced one),
 /// latency from the paced run (else the saturated one), lost summed; the baseline's the same
 /// way, and the ratios.
@@ -724,7 +740,7 @@ fn summarize(
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    redis::self_check();
+    baseline::self_check();
     let mut modes = Vec::new();
     if args.updates.is_some() || args.rate.is_none() {
         modes.push(Mode::Saturated {
@@ -741,20 +757,40 @@ fn main() -> ExitCode {
             updates: ((rate * args.seconds).round() as u64).max(1),
         });
     }
-    let redis_version = match args.baseline {
-        Some(Baseline::Redis) => match redis::version() {
-            Ok(v) => Some(v),
-            Err(e) => {
-                eprintln!("fanout: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        None => None,
-    };
+    let mut baselines: Vec<Baseline> = Vec::new();
+    for b in &args.baseline {
+        if !baselines.contains(b) {
+            baselines.push(*b);
+        }
+    }
+    // Both ends of a connection count against this process's limit when the server is in
+    // it (an in-process persister, the daemons), only the client end otherwise.
     let nofile = common::raise_nofile();
-    let need = 2 * args.subscribers.iter().copied().max().unwrap_or(1) as u64 + 256;
+    let max_n = args.subscribers.iter().copied().max().unwrap_or(1) as u64;
+    let both_ends = 2 * max_n + 256;
+    let persister_child = match args.persister_process {
+        persister::Placement::Thread => false,
+        persister::Placement::Child => true,
+        persister::Placement::Auto => args.level.contains(&Level::Persister) && nofile < both_ends,
+    };
+    if persister_child && args.persister_process == persister::Placement::Auto {
+        eprintln!(
+            "fanout: RLIMIT_NOFILE is {nofile}, an in-process persister at N = {max_n} needs about \
+             {both_ends}: the persister level runs hgx-persister as a child process"
+        );
+    }
+    let in_process = args.level.contains(&Level::Daemon)
+        || (args.level.contains(&Level::Persister) && !persister_child);
+    let need = if in_process { both_ends } else { max_n + 256 };
     if nofile < need {
-        eprintln!("fanout: RLIMIT_NOFILE is {nofile}, need about {need}; raise it (ulimit -n)");
+        eprintln!(
+            "fanout: RLIMIT_NOFILE is {nofile}, need about {need}; raise it (ulimit -n{})",
+            if in_process {
+                ", or run the persister level alone: it then uses a child process"
+            } else {
+                ""
+            }
+        );
         return ExitCode::from(2);
     }
 
@@ -769,11 +805,24 @@ fn main() -> ExitCode {
          verify {verify1:.0}/s (1 thread), {verify_all:.0}/s ({nproc} threads)"
     );
 
+    // Started before anything is measured, so that a missing server fails fast.
+    let store_parent = match args.ghidcache {
+        Ghidcache::Disk => std::env::temp_dir(),
+        Ghidcache::Tmpfs => PathBuf::from("/dev/shm"),
+    };
+    let servers = match baseline::start(&baselines, &store_parent) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("fanout: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let mut ctx = Ctx {
         presigned: None,
-        redis: None,
+        notes: servers.notes.clone(),
+        servers,
+        persister_child,
         runs: 0,
-        notes: Vec::new(),
         identity,
         args,
     };
@@ -792,19 +841,6 @@ fn main() -> ExitCode {
             ctx.presigned.as_ref().unwrap().frames[1].len()
         );
     }
-    if redis_version.is_some() {
-        match redis::RedisServer::start() {
-            Ok(r) => {
-                eprintln!("redis-server pid {} on {}", r.pid(), r.addr);
-                ctx.redis = Some(r);
-            }
-            Err(e) => {
-                eprintln!("fanout: {e}");
-                return ExitCode::from(2);
-            }
-        }
-    }
-
     let started = bench_common::utc_now();
     let mut results: Vec<RunResult> = Vec::new();
     let mut failures = Vec::new();
@@ -830,12 +866,16 @@ fn main() -> ExitCode {
                         failures.push(format!("{} N={n} {}: {e}", level.name(), mode.name()));
                     }
                 }
-                if ctx.redis.is_some() {
-                    match run_redis(&mut ctx, level, n, mode) {
+                for &b in &baselines {
+                    // Let the previous run's sockets and files settle.
+                    std::thread::sleep(Duration::from_millis(300));
+                    match baseline::run(&mut ctx, b, level, n, mode) {
                         Ok(r) => results.push(r),
                         Err(e) => {
-                            eprintln!("fanout: redis {} N={n} {}: {e}", level.name(), mode.name());
-                            failures.push(format!("redis {} N={n}: {e}", level.name()));
+                            let what =
+                                format!("{} {} N={n} {}", b.name(), level.name(), mode.name());
+                            eprintln!("fanout: {what}: {e}");
+                            failures.push(format!("{what}: {e}"));
                         }
                     }
                 }
@@ -844,7 +884,10 @@ fn main() -> ExitCode {
             }
         }
     }
-    drop(ctx.redis.take());
+    let servers = std::mem::take(&mut ctx.servers);
+    let (redis_version, nats_version) =
+        (servers.redis_version.clone(), servers.nats_version.clone());
+    drop(servers);
 
     println!(
         "\nfanout — {nproc} cores ({model}), payload {} B, verify {:?}, ghidcache {:?}, {} client thread(s); \
@@ -860,12 +903,28 @@ fn main() -> ExitCode {
     }
 
     let mut summary = Vec::new();
+    let names: Vec<&str> = baselines.iter().map(|b| b.name()).collect();
+    if !names.is_empty() {
+        println!(
+            "\nside by side (deliveries/s: saturated run, else paced; latency: paced run, else \
+             saturated; ratio = level ÷ baseline):\n"
+        );
+        println!("| level | N | system | deliveries/s | p50 ms | p99 ms | max ms | skipped | lost | deliveries/s ratio | p99 ratio |");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    }
     for &level in &levels {
         for &n in &ns {
             let Some(mut main) = summarize(&results, level.name(), n, level.name()) else {
                 continue;
             };
-            if let Some(base) = summarize(&results, level.name(), n, "redis") {
+            if !names.is_empty() {
+                side_by_side_row(level.name(), n, &main, None);
+            }
+            let mut against = serde_json::Map::new();
+            for name in &names {
+                let Some(mut base) = summarize(&results, level.name(), n, name) else {
+                    continue;
+                };
                 let ratio = |a: f64, b: f64| if b > 0.0 { Some(a / b) } else { None };
                 let d = ratio(
                     main["deliveries_per_s"].as_f64().unwrap_or(0.0),
@@ -875,17 +934,12 @@ fn main() -> ExitCode {
                     main["latency_ms"]["p99"].as_f64().unwrap_or(0.0),
                     base["latency_ms"]["p99"].as_f64().unwrap_or(0.0),
                 );
-                main["ratio_deliveries_vs_baseline"] = json!(d);
-                main["ratio_p99_vs_baseline"] = json!(p);
-                main["baseline"] = base;
-                println!(
-                    "{:<9} N={:<5} deliveries/s vs redis: {}   p99 vs redis: {}",
-                    level.name(),
-                    n,
-                    d.map_or("-".into(), |x| format!("{x:.2}x")),
-                    p.map_or("-".into(), |x| format!("{x:.2}x"))
-                );
+                side_by_side_row(level.name(), n, &base, Some((d, p)));
+                base["ratio_deliveries"] = json!(d);
+                base["ratio_p99"] = json!(p);
+                against.insert((*name).to_owned(), base);
             }
+            main["baselines"] = serde_json::Value::Object(against);
             if let Some(f) = main["frames_per_s"].as_f64() {
                 // Every frame costs two RSA signatures (its container and itself).
                 main["frames_per_s_vs_raw_sign"] = json!({
@@ -917,13 +971,15 @@ fn main() -> ExitCode {
             "updates": ctx.args.updates, "daemon_updates": ctx.args.daemon_updates,
             "rate": ctx.args.rate, "seconds": ctx.args.seconds,
             "levels": levels.iter().map(|l| l.name()).collect::<Vec<_>>(),
-            "baseline": redis_version.as_ref().map(|_| "redis"),
+            "baselines": names, "jetstream_delivery": format!("{:?}", ctx.args.jetstream_delivery).to_lowercase(),
             "verify": ctx.args.verify, "client_threads": ctx.args.client_threads,
             "workers": ctx.args.workers, "window": ctx.args.window, "daemons": ctx.args.daemons,
+            "persister_process": if ctx.persister_child { "child" } else { "thread" },
             "ghidcache": format!("{:?}", ctx.args.ghidcache).to_lowercase(),
             "share": format!("{:?}", ctx.args.share).to_lowercase(),
         },
         "redis_version": redis_version,
+        "nats_version": nats_version,
         "raw_rsa4096_pss_sha512": {
             "sign_per_s_1_thread": sign1, "sign_per_s_all_cores": sign_all,
             "verify_per_s_1_thread": verify1, "verify_per_s_all_cores": verify_all,

@@ -15,24 +15,44 @@ use hypergolix::process::{self, PidFile, Stopped};
 /// How long `stop` waits for the server to exit.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Exit status of a runtime failure (as `hgxd`).
+const EXIT_FAILURE: u8 = 1;
+/// Exit status of a usage or configuration error (as `hgxd`, and clap).
+const EXIT_USAGE: u8 = 2;
+
+/// The environment and exit statuses, at the end of `--help`.
+const ENVIRONMENT: &str = "\
+Environment:
+  HYPERGOLIX_HOME    the only directory searched for hypergolix.yml (and where a first run
+                     creates it); unset: ., ~/.hypergolix, /etc/hypergolix
+  HGX_CONFIG         the config file, as --config
+  HGX_<SECTION>__<KEY>
+                     overrides one key of the config file, e.g. HGX_SERVER__PORT=7771,
+                     HGX_SERVER__VERBOSITY=debug (flags override both)
+
+Exit status: 0 success, 1 runtime failure, 2 usage or configuration error.";
+
+// Every option is global: it may come before or after the subcommand
+// (`hgx-persister stop --pid-file X`).
 #[derive(Parser)]
 #[command(
     name = "hgx-persister",
     version,
-    about = "Hypergolix persistence server"
+    about = "Hypergolix persistence server",
+    after_help = ENVIRONMENT
 )]
 struct Cli {
     /// Config file (default: hypergolix.yml in $HYPERGOLIX_HOME if set, else ., ~/.hypergolix, /etc/hypergolix).
-    #[arg(long, env = "HGX_CONFIG")]
+    #[arg(long, env = "HGX_CONFIG", global = true)]
     config: Option<PathBuf>,
     /// Listen address: an IP or host name, AUTO (this machine's address) or ANY (all).
-    #[arg(long)]
+    #[arg(long, global = true)]
     host: Option<String>,
     /// Listen port (0 = any free port; the chosen one is printed).
-    #[arg(long)]
+    #[arg(long, global = true)]
     port: Option<u16>,
     /// The sled object store directory.
-    #[arg(long)]
+    #[arg(long, global = true)]
     ghidcache: Option<PathBuf>,
     /// Where objects live: `sled` (the ghidcache directory) or `nats://HOST:PORT[,HOST:PORT…]`
     /// (a NATS JetStream cluster shared by any number of front-ends; `server.nats.*` in the
@@ -40,13 +60,13 @@ struct Cli {
     #[arg(long)]
     store: Option<String>,
     /// Log directory.
-    #[arg(long)]
+    #[arg(long, global = true)]
     logdir: Option<PathBuf>,
     /// Pid file.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pid_file: Option<PathBuf>,
     /// error | warning | info | debug | shouty | extreme
-    #[arg(long)]
+    #[arg(long, global = true)]
     verbosity: Option<Verbosity>,
     #[command(subcommand)]
     command: Option<Command>,
@@ -54,7 +74,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Stop the running server (SIGTERM to the pid in the pid file) and wait for it to exit.
+    /// Stop the running server (SIGTERM to the process holding the pid file's lock) and wait
+    /// for it to exit.
     Stop,
 }
 
@@ -87,17 +108,28 @@ fn load(cli: &Cli) -> Result<Config, String> {
     Ok(cfg)
 }
 
-fn serve(cfg: &Config) -> Result<(), String> {
+/// Why the server did not run: the message and the exit status.
+type Failure = (String, u8);
+
+fn runtime(e: impl std::fmt::Display) -> Failure {
+    (e.to_string(), EXIT_FAILURE)
+}
+
+fn serve(cfg: &Config) -> Result<(), Failure> {
     let s = &cfg.server;
     // The pid file first: a refused second start leaves no trace (no log file, no lock).
-    let _pid = PidFile::acquire(&s.pid_file).map_err(|e| e.to_string())?;
+    let _pid = PidFile::acquire(&s.pid_file).map_err(runtime)?;
     let verbosity = if s.debug {
         s.verbosity.max(Verbosity::Debug)
     } else {
         s.verbosity
     };
-    let (log, _log_guard) = logging::init("hgx-persister", verbosity, Some(&s.logdir), s.keep_logs)
-        .map_err(|e| format!("logging to {}: {e}", s.logdir.display()))?;
+    let limits = logging::FileLimits {
+        keep: s.keep_logs,
+        max_bytes: s.log_max_bytes,
+    };
+    let (log, _log_guard) = logging::init("hgx-persister", verbosity, Some(&s.logdir), limits)
+        .map_err(|e| runtime(format!("logging to {}: {e}", s.logdir.display())))?;
     // A store URL with credentials in it is refused below; never log it.
     let store = if s.store.contains('@') {
         "<refused: credentials in the URL>"
@@ -106,6 +138,12 @@ fn serve(cfg: &Config) -> Result<(), String> {
     };
     slog::info!(log, "starting"; "config" => ?cfg.source, "ghidcache" => %s.ghidcache.display(),
         "store" => store, "pid_file" => %s.pid_file.display());
+    if let Some(file) = &cfg.source {
+        for key in &cfg.unknown_keys {
+            slog::warn!(log, "unknown configuration key ignored (a typo?)"; "key" => key,
+                "file" => %file.display());
+        }
+    }
     // One file descriptor per websocket: a soft limit of 1024 would cap the server.
     match process::raise_nofile_limit() {
         Ok((before, after)) => {
@@ -113,7 +151,9 @@ fn serve(cfg: &Config) -> Result<(), String> {
         }
         Err(e) => slog::warn!(log, "cannot raise the open-files limit"; "error" => %e),
     }
-    let settings = Settings::from_config(cfg, log.clone()).map_err(|e| e.to_string())?;
+    // What the config says cannot be served (addresses, TLS files): a configuration error.
+    let settings =
+        Settings::from_config(cfg, log.clone()).map_err(|e| (e.to_string(), EXIT_USAGE))?;
     let system = actix_rt::System::new();
     let result = system.block_on(server::run(settings, async {
         let sig = process::shutdown_signal().await;
@@ -122,7 +162,13 @@ fn serve(cfg: &Config) -> Result<(), String> {
     if let Err(e) = &result {
         slog::error!(log, "server failed"; "error" => %e);
     }
-    result.map_err(|e| e.to_string())
+    result.map_err(|e| match e {
+        // Unreadable or unusable TLS files, an unknown host: the configuration's fault.
+        server::ServerError::Tls(_) | server::ServerError::Host { .. } => {
+            (e.to_string(), EXIT_USAGE)
+        }
+        e => runtime(e),
+    })
 }
 
 fn main() -> ExitCode {
@@ -131,7 +177,7 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprintln!("hgx-persister: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(EXIT_USAGE);
         }
     };
     let result = match cli.command {
@@ -140,19 +186,22 @@ fn main() -> ExitCode {
                 println!("stopped pid {pid}");
                 Ok(())
             }
-            Ok(Stopped::WasNotRunning(pid)) => {
-                println!("pid {pid} was not running; removed the stale pid file");
+            Ok(Stopped::WasNotRunning(_)) => {
+                println!(
+                    "was not running; removed the stale pid file {}",
+                    cfg.server.pid_file.display()
+                );
                 Ok(())
             }
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(runtime(e)),
         },
         None => serve(&cfg),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err((e, code)) => {
             eprintln!("hgx-persister: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(code)
         }
     }
 }

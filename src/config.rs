@@ -1,16 +1,26 @@
 //! # Configuration
 //!
-//! `hypergolix.yml`, read with the `config` crate. With `$HYPERGOLIX_HOME` set the file is
-//! looked for there only; otherwise in the current directory, `~/.hypergolix`, then
-//! `/etc/hypergolix`, and the first one found wins. `HGX_*` environment variables override it (`HGX_SERVER__PORT=7771`:
-//! sections are separated by a double underscore), and command-line flags
-//! ([`ServerOverrides`]) override both.
+//! `hypergolix.yml`, read with the `config` crate. With `$HYPERGOLIX_HOME` set the file is looked
+//! for there only; otherwise in the current directory, `~/.hypergolix`, then `/etc/hypergolix`, and
+//! the first one found wins. `HGX_*` environment variables override it (`HGX_SERVER__PORT=7771`:
+//! sections are separated by a double underscore), and command-line flags ([`ServerOverrides`])
+//! override both.
 //!
 //! Relative paths in the file are resolved against the directory of the file in use (or, with
 //! no file, against [`home_dir`]); relative paths given as flags against the current directory.
 //!
-//! Owns: the serde structs of every section with their defaults, the search order, path
-//! resolution and overrides. Calls: nothing of ours but [`crate::logging::Verbosity`].
+//! The file is written only through [`write_private`] (mode 0600, temporary file, fsync,
+//! rename, fsync of the directory: it can hold `user.root_secret`), and changed only through
+//! [`edit::ConfigText`], which keeps the rest of the text as it is.
+//!
+//! Owns: the serde structs of every section with their defaults, the default file's text,
+//! the search order, path resolution, overrides, and writing and editing the file. Calls:
+//! nothing of ours but [`crate::logging::Verbosity`].
+
+pub mod edit;
+mod file;
+
+pub use file::write_private;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -30,6 +40,20 @@ pub const DEFAULT_IPC_PORT: u16 = 7772;
 
 /// Default largest websocket message the persister accepts (16 MiB).
 pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
+
+/// Default sled page cache of each of the daemon's two databases (16 MiB; sled's own default
+/// is 1 GiB each). sled evicts lazily (only once a shard has seen 64 accesses), so a small
+/// workload never reaches either cap; `scripts/measure_rss.py` measures the difference.
+pub const DEFAULT_DAEMON_CACHE: u64 = 16 * 1024 * 1024;
+
+/// Default sled page cache of the persister's database (sled's own default, 1 GiB).
+pub const DEFAULT_SERVER_CACHE: u64 = 1024 * 1024 * 1024;
+
+/// Default size at which a log file is closed and the next one begun (10 MiB).
+pub const DEFAULT_LOG_MAX_BYTES: u64 = 10 * 1024 * 1024;
+
+/// Default number of log files kept per program.
+pub const DEFAULT_KEEP_LOGS: usize = 5;
 
 /// Errors while finding, reading or writing the configuration.
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +75,8 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-/// The whole file. Unknown keys are ignored, missing ones take their defaults.
+/// The whole file. Unknown keys are ignored (and listed in [`Config::unknown_keys`], for
+/// the binaries to warn about), missing ones take their defaults.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct Config {
@@ -67,6 +92,10 @@ pub struct Config {
     /// The directory relative paths were resolved against.
     #[serde(skip)]
     pub base_dir: PathBuf,
+    /// Keys of the file that no setting reads (typos such as `cafile`), as dotted paths
+    /// (`remotes.0.cafile`).
+    #[serde(skip)]
+    pub unknown_keys: Vec<String>,
 }
 
 /// `process`: the daemon (`hgxd`).
@@ -77,6 +106,13 @@ pub struct ProcessSection {
     pub logdir: PathBuf,
     pub pid_file: PathBuf,
     pub ipc_port: u16,
+    /// Bytes of sled page cache for each of the two databases under `ghidcache`.
+    pub cache_capacity: u64,
+    /// Seconds an app connection has to authenticate (`hello` with the token). Default 10.
+    pub ipc_hello_timeout_s: u64,
+    /// App connections waiting for their `hello` at once; one more closes the oldest of
+    /// them, so idle sockets of any local process cannot lock out an app. Default 64.
+    pub ipc_max_unauthenticated: usize,
 }
 
 impl Default for ProcessSection {
@@ -86,16 +122,34 @@ impl Default for ProcessSection {
             logdir: "./logs".into(),
             pid_file: "./hypergolix.pid".into(),
             ipc_port: DEFAULT_IPC_PORT,
+            cache_capacity: DEFAULT_DAEMON_CACHE,
+            ipc_hello_timeout_s: 10,
+            ipc_max_unauthenticated: 64,
         }
     }
 }
 
 /// `instrumentation`: the daemon's logging.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct Instrumentation {
     pub verbosity: Verbosity,
     pub debug: bool,
+    /// Log files kept in `process.logdir` (a new one per start and per `log_max_bytes`).
+    pub keep_logs: usize,
+    /// Size at which a log file is closed and the next one begun.
+    pub log_max_bytes: u64,
+}
+
+impl Default for Instrumentation {
+    fn default() -> Self {
+        Instrumentation {
+            verbosity: Verbosity::default(),
+            debug: false,
+            keep_logs: DEFAULT_KEEP_LOGS,
+            log_max_bytes: DEFAULT_LOG_MAX_BYTES,
+        }
+    }
 }
 
 /// `user`: the account (base64 strings, as the reference wrote them).
@@ -141,10 +195,26 @@ pub struct Remote {
     pub port: u16,
     #[serde(default)]
     pub tls: bool,
-    /// Other front-ends of the same persister cluster (`HOST:PORT`, same `tls`): the daemon
-    /// uses one at a time and fails over to the next when it loses its connection.
+    /// PEM certificates trusted for this remote besides the public roots (a private CA);
+    /// needs `tls: true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Other front-ends of the same persister cluster (`HOST:PORT`, same `tls` and
+    /// `ca_file`): the daemon uses one at a time and fails over to the next when it loses its
+    /// connection.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failover: Vec<String>,
+}
+
+impl Remote {
+    /// The `ws://` or `wss://` URL of its websocket (an IPv6 literal in brackets).
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "wss" } else { "ws" };
+        match self.host.parse::<std::net::Ipv6Addr>() {
+            Ok(v6) => format!("{scheme}://[{v6}]:{}/ws", self.port),
+            Err(_) => format!("{scheme}://{}:{}/ws", self.host, self.port),
+        }
+    }
 }
 
 fn default_server_port() -> u16 {
@@ -198,21 +268,43 @@ pub struct ServerSection {
     pub max_subscriptions: usize,
     /// Outbound messages queued per connection before it is dropped as too slow.
     pub outbound_queue: usize,
+    /// Outbound bytes queued per connection (replies to `get` included). Requests are not
+    /// read while half of it is used; a notification that does not fit, or a queue that
+    /// stays over half for `send_timeout_s`, drops the connection. Default 64 MiB (at least
+    /// 1 MiB).
+    pub outbound_bytes: usize,
+    /// Outbound bytes queued to all connections together; past it the connection that has
+    /// been over half its `outbound_bytes` the longest is dropped. 0 = no such bound.
+    /// Default 1 GiB.
+    pub outbound_bytes_total: usize,
+    /// Seconds a connection may keep over half of `outbound_bytes` queued, and (as the
+    /// socket's `TCP_USER_TIMEOUT`) seconds sent data may stay unread by the peer, before
+    /// the connection is dropped. Default 30.
+    pub send_timeout_s: u64,
     /// Publishes per connection awaiting durability at once.
     pub max_in_flight: usize,
-    /// Stored requests (GARQs) kept per recipient; a further GARQ to that recipient is
-    /// refused with `mailbox_full` until the recipient debinds some. GARQs are anonymous, so
-    /// without this bound one peer could store unbounded mail for anyone, all of it
-    /// re-delivered at every subscribe. Keep it well below `outbound_queue`. Default 1024.
+    /// Stored requests (GARQs) kept per recipient. When full, a sender holding fewer than
+    /// the recipient's heaviest sender still gets in (one of the heaviest sender's requests
+    /// is dropped); otherwise `mailbox_full` until the recipient debinds some. Keep it well
+    /// below `outbound_queue`: all of it is delivered at a new subscription. Default 1024.
     pub max_requests_per_recipient: usize,
+    /// Stored requests kept per (sender, recipient); further ones from that sender are
+    /// refused with `mailbox_full`. A sender is the identity a connection authenticated as
+    /// (`auth`), counted by its signing key; every unauthenticated connection together is
+    /// one sender. Default 64.
+    pub max_requests_per_sender: usize,
     /// Seconds a websocket peer may stay silent (no message, no pong) before it is closed.
     pub idle_timeout_s: u64,
     /// Seconds a new connection has to send its whole HTTP request head (slow-loris guard).
     pub request_head_timeout_s: u64,
     /// HTTP worker threads; `null` = one per core.
     pub workers: Option<usize>,
-    /// Log files kept in `logdir` (one per start).
+    /// Log files kept in `logdir` (a new one per start and per `log_max_bytes`).
     pub keep_logs: usize,
+    /// Size at which a log file is closed and the next one begun.
+    pub log_max_bytes: u64,
+    /// Bytes of sled page cache for the object store.
+    pub cache_capacity: u64,
     /// Where objects live: `sled` (the `ghidcache` directory, one process) or
     /// `nats://HOST:PORT[,HOST:PORT…]` (a NATS JetStream cluster shared by any number of
     /// persister front-ends; `tls://` requires TLS). See `nats` for the rest.
@@ -306,13 +398,19 @@ impl Default for ServerSection {
             max_frame: DEFAULT_MAX_FRAME,
             max_subscriptions: 4096,
             outbound_queue: 4096,
+            outbound_bytes: 64 * 1024 * 1024,
+            outbound_bytes_total: 1024 * 1024 * 1024,
+            send_timeout_s: 30,
             max_in_flight: 256,
             // = persist::rules::DEFAULT_MAX_REQUESTS_PER_RECIPIENT (config calls nothing of ours).
             max_requests_per_recipient: 1024,
+            max_requests_per_sender: 64,
             idle_timeout_s: 60,
             request_head_timeout_s: 5,
             workers: None,
-            keep_logs: 10,
+            keep_logs: DEFAULT_KEEP_LOGS,
+            log_max_bytes: DEFAULT_LOG_MAX_BYTES,
+            cache_capacity: DEFAULT_SERVER_CACHE,
             store: "sled".into(),
             nats: NatsSection::default(),
         }
@@ -375,6 +473,20 @@ pub fn find() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// The keys of one source (the file alone, without `HGX_*` variables) that deserializing a
+/// [`Config`] ignores. A source that does not parse has none here: loading it reports that.
+fn unknown_keys(
+    source: config::builder::ConfigBuilder<config::builder::DefaultState>,
+) -> Vec<String> {
+    let mut unknown = Vec::new();
+    if let Ok(built) = source.build() {
+        let _: Result<Config, _> =
+            serde_ignored::deserialize(built, |path| unknown.push(path.to_string()));
+    }
+    unknown.sort();
+    unknown
+}
+
 fn resolve(base: &Path, p: &mut PathBuf) {
     if p.is_relative() {
         *p = base.join(&*p);
@@ -413,6 +525,12 @@ impl Config {
             source,
         };
         let mut cfg: Config = b.build().map_err(parse)?.try_deserialize().map_err(parse)?;
+        if let Some(p) = path {
+            cfg.unknown_keys = unknown_keys(
+                config::Config::builder()
+                    .add_source(config::File::from(p).format(config::FileFormat::Yaml)),
+            );
+        }
         let base = match path {
             Some(p) => {
                 let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
@@ -434,7 +552,13 @@ impl Config {
             path: "<yaml>".into(),
             source,
         };
-        let mut cfg: Config = b.build().map_err(parse)?.try_deserialize().map_err(parse)?;
+        let mut cfg: Config = b
+            .clone()
+            .build()
+            .map_err(parse)?
+            .try_deserialize()
+            .map_err(parse)?;
+        cfg.unknown_keys = unknown_keys(b);
         cfg.base_dir = base.to_path_buf();
         cfg.resolve_paths(base);
         Ok(cfg)
@@ -452,6 +576,7 @@ impl Config {
             resolve(base, p);
         }
         let n = &mut self.server.nats;
+        let ca_files = self.remotes.iter_mut().filter_map(|r| r.ca_file.as_mut());
         for p in [
             &mut self.server.tls_cert,
             &mut self.server.tls_key,
@@ -462,6 +587,7 @@ impl Config {
         ]
         .into_iter()
         .flatten()
+        .chain(ca_files)
         {
             resolve(base, p);
         }
@@ -499,7 +625,8 @@ impl Config {
         }
     }
 
-    /// Writes the defaults to `path` if no file is there (first run). Returns whether it wrote.
+    /// Writes the default file ([`DEFAULT_FILE`]) to `path` if no file is there (first run).
+    /// Returns whether it wrote.
     pub fn write_default(path: &Path) -> Result<bool, ConfigError> {
         if path.exists() {
             return Ok(false);
@@ -508,18 +635,92 @@ impl Config {
             path: path.to_path_buf(),
             source,
         };
-        if let Some(dir) = path.parent() {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             // The home holds the account's files: the user's alone (0700) when we create it.
             crate::logging::create_private_dir(dir).map_err(err)?;
         }
-        let text = serde_yaml::to_string(&Config::default())
-            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
-        let header = "# Hypergolix configuration (DESIGN.md §5). Relative paths are relative to \
-                      this file.\n";
-        std::fs::write(path, format!("{header}{text}")).map_err(err)?;
+        write_private(path, DEFAULT_FILE.as_bytes()).map_err(err)?;
         Ok(true)
     }
+
+    /// Applies `edit` to the text of the file at `path` and writes the result (see
+    /// [`edit`]): `expected` is what the file must read as afterwards, or the edit is refused
+    /// and nothing is written.
+    pub fn edit_file(
+        path: &Path,
+        expected: &Config,
+        edit: impl FnOnce(&mut edit::ConfigText) -> Result<(), ConfigError>,
+    ) -> Result<(), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Write {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut doc = edit::ConfigText::new(&text);
+        edit(&mut doc)?;
+        let base = Config::load_from(Some(path), false)?.base_dir;
+        let out = doc
+            .verified(expected, &base)
+            .map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?;
+        write_private(path, out.as_bytes()).map_err(|source| ConfigError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
 }
+
+/// What a first run writes: every key with its default, commented. Parses to
+/// [`Config::default`] (checked by a test).
+pub const DEFAULT_FILE: &str = "\
+# Hypergolix configuration. Relative paths are relative to this file's directory.
+# hgxd reads process, instrumentation, user and remotes; hgx-persister reads server.
+# `hgxd config` changes it from the command line; a running hgxd must be restarted to see
+# a change. HGX_SECTION__KEY environment variables override it (HGX_PROCESS__IPC_PORT=7773).
+
+process:
+  ghidcache: ./ghidcache          # the daemon's encrypted object cache
+  logdir: ./logs
+  pid_file: ./hypergolix.pid
+  ipc_port: 7772                  # apps connect to ws://127.0.0.1:<ipc_port>/
+  cache_capacity: 16777216        # bytes of page cache for each of its two databases
+
+instrumentation:
+  verbosity: info                 # error | warning | info | debug | shouty | extreme
+  debug: false
+  keep_logs: 5                    # log files kept (a new one per start and per log_max_bytes)
+  log_max_bytes: 10485760
+
+# Persisters to sync through; [] = this machine only. `hgxd config --add-remote HOST:PORT`
+# adds one, for example:
+#   - host: hgx.example.org
+#     port: 443
+#     tls: true
+#     ca_file: ./private-ca.pem   # only for a persister whose certificate a private CA signed
+remotes: []
+
+# hgxd writes user.fingerprint, user.user_id and user.scrypt here when it creates the account.
+
+server:
+  host: null                      # null = 127.0.0.1, AUTO = this machine's address, ANY = all
+  port: 7770
+  ghidcache: ./ghidcache-server
+  logdir: ./logs
+  pid_file: ./hgx-server.pid
+  verbosity: info
+  debug: false
+  tls_cert: null                  # PEM certificate chain; TLS is on when tls_key is set too
+  tls_key: null
+  max_frame: 16777216
+  max_subscriptions: 4096
+  outbound_queue: 4096
+  max_in_flight: 256
+  max_requests_per_recipient: 1024
+  idle_timeout_s: 60
+  request_head_timeout_s: 5
+  workers: null                   # null = one per core
+  keep_logs: 5
+  log_max_bytes: 10485760
+  cache_capacity: 1073741824      # bytes of page cache for the object store
+";
 
 #[cfg(test)]
 mod tests {
@@ -561,8 +762,10 @@ mod tests {
                 port: 7770,
                 tls: true,
                 failover: vec![],
+                ca_file: None,
             }]
         );
+        assert_eq!(cfg.unknown_keys, ["server.unknown_key"]);
         assert!(
             !format!("{:?}", cfg.user).contains("abc"),
             "secrets are not logged"
@@ -582,6 +785,27 @@ mod tests {
     }
 
     #[test]
+    fn remotes_ca_file_url_and_unknown_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        std::fs::write(
+            &path,
+            "remotes:\n  - host: hgx.example.org\n    port: 443\n    tls: true\n    \
+             ca_file: ca.pem\n  - host: \"::1\"\n    cafile: /x.pem\nremote: []\n\
+             server:\n  port: 1\n",
+        )
+        .unwrap();
+        let cfg = Config::load_from(Some(&path), false).unwrap();
+        assert_eq!(cfg.remotes[0].ca_file, Some(dir.path().join("ca.pem")));
+        assert_eq!(cfg.remotes[0].url(), "wss://hgx.example.org:443/ws");
+        assert_eq!(cfg.remotes[1].ca_file, None);
+        assert_eq!(cfg.remotes[1].url(), "ws://[::1]:7770/ws");
+        assert_eq!(cfg.unknown_keys, ["remote", "remotes.1.cafile"]);
+        let clean = Config::from_yaml("server:\n  port: 2\n", dir.path()).unwrap();
+        assert!(clean.unknown_keys.is_empty());
+    }
+
+    #[test]
     fn host_spec_forms() {
         assert_eq!(HostSpec::parse(None), HostSpec::Loopback);
         assert_eq!(HostSpec::parse(Some("auto")), HostSpec::Auto);
@@ -598,8 +822,18 @@ mod tests {
         assert!(Config::write_default(&path).unwrap());
         assert!(!Config::write_default(&path).unwrap());
         let cfg = Config::load_from(Some(&path), false).unwrap();
-        assert_eq!(cfg.server.port, 7770);
+        let mut want = Config::default();
+        want.resolve_paths(dir.path());
+        want.source = Some(path.clone());
+        want.base_dir = dir.path().to_path_buf();
+        assert_eq!(
+            cfg, want,
+            "the default file says what Config::default() says"
+        );
         assert_eq!(cfg.server.ghidcache, dir.path().join("ghidcache-server"));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "it can hold user.root_secret");
         assert!(matches!(
             Config::load(Some(&dir.path().join("nope.yml"))),
             Err(ConfigError::Missing(_))

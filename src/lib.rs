@@ -10,10 +10,12 @@
 //!   collection rules, the persister protocol, server and client. Calls `golix`.
 //! - `actors`: the daemon runtime (objects, remotes, sharing, account). Calls `persist`, `golix`.
 //! - `ipc`: the app <-> daemon websocket protocol and the Rust client. Calls `actors`,
-//!   `persist`, `golix`.
+//!   `persist`, `golix`, `config` (where apps look for the daemon's token).
 //!
-//! - `config`, `logging`, `process`: `hypergolix.yml` (search order, defaults, overrides),
-//!   slog setup, pid files and signals. Shared by both binaries; call nothing above `golix`.
+//! - `config`, `logging`, `process`, `net`: `hypergolix.yml` (search order, defaults,
+//!   overrides, in-place edits), slog setup and log rotation, pid-file locks and signals,
+//!   listening sockets. Shared by both
+//!   binaries; call nothing above `golix`.
 //! - `testdata`: where the test vectors live (`tests/vectors/golix/`), for tests and benches.
 //! - `inspect`: `hgxd inspect`, decode-and-verify of `.ghid` files. Calls `golix`.
 //! - `hgxd`: the daemon process (config, password, account, daemon + app endpoint, signals).
@@ -28,6 +30,7 @@ pub mod hgxd;
 pub mod inspect;
 pub mod ipc;
 pub mod logging;
+pub mod net;
 pub mod persist;
 pub mod process;
 #[doc(hidden)]

@@ -1,18 +1,20 @@
 //! # Logging
 //!
-//! slog set-up shared by both binaries (DESIGN.md §5): the verbosity levels of the reference
+//! slog set-up shared by both binaries: the verbosity levels of the reference
 //! (`error`, `warning`, `info`, `debug`, `shouty`, `extreme`), a terminal drain on stderr, and
-//! a new log file per start in `logdir` (`<program>-<unix seconds>-<pid>.log`), keeping only
-//! the newest few. Both drains are asynchronous; keep the returned [`LogGuard`] alive until
-//! exit so the last lines are flushed.
+//! log files in `logdir`: a new one per start (`<program>-<unix seconds>-<pid>-0000.log`)
+//! and a new one whenever the current one has reached [`FileLimits::max_bytes`]
+//! (`…-0001.log`, …, between two records, never inside one), keeping only the newest
+//! [`FileLimits::keep`] files of the program. Both drains are asynchronous; keep the
+//! returned [`LogGuard`] alive until exit so the last lines are flushed.
 //!
 //! Log directories it creates are 0700 and log files 0600 (they name the user's objects).
 //!
 //! Owns: level mapping, drains, file naming and pruning. Calls: nothing of ours.
 
 use std::fmt;
-use std::fs::{self, OpenOptions};
-use std::io;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -119,13 +121,22 @@ pub fn discard() -> Logger {
     Logger::root(slog::Discard, o!())
 }
 
-/// Terminal (stderr) plus, with `logdir`, a new file per start; files of earlier starts
-/// beyond the newest `keep` are deleted.
+/// How many log files a program keeps, and how large each may grow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileLimits {
+    /// Files kept in `logdir` (at least 1).
+    pub keep: usize,
+    /// Size at which the current file is closed and the next one begun (at least 1).
+    pub max_bytes: u64,
+}
+
+/// Terminal (stderr) plus, with `logdir`, log files rotated per start and by size; files
+/// beyond the newest `limits.keep` are deleted.
 pub fn init(
     program: &str,
     verbosity: Verbosity,
     logdir: Option<&Path>,
-    keep: usize,
+    limits: FileLimits,
 ) -> io::Result<(Logger, LogGuard)> {
     let level = verbosity.level();
     let term = slog_term::TermDecorator::new().stderr().build();
@@ -137,24 +148,16 @@ pub fn init(
     let mut guards = vec![g1];
     let (logger, file) = match logdir {
         Some(dir) => {
-            create_private_dir(dir)?;
-            let path = dir.join(log_file_name(program));
-            // Logs name the user's objects and peers: readable by the user only.
-            let mut opts = OpenOptions::new();
-            opts.create(true).append(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                opts.mode(0o600);
-            }
-            let f = opts.open(&path)?;
-            let dec = slog_term::PlainSyncDecorator::new(f);
+            let files = RotatingFile::open(dir, program, limits)?;
+            let path = files.current_path();
+            // PlainSyncDecorator writes each record whole, then flushes: the rotation
+            // (in `flush`) falls between records.
+            let dec = slog_term::PlainSyncDecorator::new(files);
             let drain = slog_term::FullFormat::new(dec).build().fuse();
             let (drain, g2) = slog_async::Async::new(drain.filter_level(level).fuse())
                 .chan_size(4096)
                 .build_with_guard();
             guards.push(g2);
-            prune(dir, program, keep.max(1))?;
             let both = slog::Duplicate::new(term, drain).fuse();
             (
                 Logger::root(both, o!("program" => program.to_owned())),
@@ -175,12 +178,84 @@ pub fn init(
     ))
 }
 
-fn log_file_name(program: &str) -> String {
+/// The log files of one run: `<program>-<start secs>-<pid>-<n>.log`, the next `n` begun at
+/// the first flush after the current file reached `max_bytes`.
+struct RotatingFile {
+    dir: PathBuf,
+    program: String,
+    /// `<program>-<start secs>-<pid>`.
+    stem: String,
+    limits: FileLimits,
+    seq: u32,
+    file: File,
+    written: u64,
+}
+
+impl RotatingFile {
+    fn open(dir: &Path, program: &str, limits: FileLimits) -> io::Result<RotatingFile> {
+        create_private_dir(dir)?;
+        let stem = log_file_stem(program);
+        let path = dir.join(format!("{stem}-0000.log"));
+        let file = open_log(&path)?;
+        prune(dir, program, limits.keep.max(1))?;
+        Ok(RotatingFile {
+            dir: dir.to_path_buf(),
+            program: program.to_owned(),
+            stem,
+            limits,
+            seq: 0,
+            file,
+            written: 0,
+        })
+    }
+
+    fn current_path(&self) -> PathBuf {
+        self.dir.join(format!("{}-{:04}.log", self.stem, self.seq))
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        self.file.flush()?;
+        self.seq += 1;
+        self.file = open_log(&self.current_path())?;
+        self.written = 0;
+        prune(&self.dir, &self.program, self.limits.keep.max(1))
+    }
+}
+
+impl Write for RotatingFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()?;
+        if self.written >= self.limits.max_bytes.max(1) {
+            self.rotate()?;
+        }
+        Ok(())
+    }
+}
+
+/// Opens a log file for appending; mode 0600 (logs name the user's objects and peers).
+fn open_log(path: &Path) -> io::Result<File> {
+    let mut opts = OpenOptions::new();
+    opts.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path)
+}
+
+fn log_file_stem(program: &str) -> String {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    // Zero-padded so that names sort by start time.
-    format!("{program}-{secs:012}-{:07}.log", std::process::id())
+    // Zero-padded so that names sort by start time, then by sequence number.
+    format!("{program}-{secs:012}-{:07}", std::process::id())
 }
 
 /// Deletes all but the newest `keep` log files of `program` in `dir`.
@@ -216,7 +291,7 @@ mod tests {
         assert_eq!("WARN".parse::<Verbosity>(), Ok(Verbosity::Warning));
         assert!("loud".parse::<Verbosity>().is_err());
         assert_eq!(
-            serde_yaml::from_str::<Verbosity>("extreme").unwrap(),
+            serde_json::from_str::<Verbosity>("\"extreme\"").unwrap(),
             Verbosity::Extreme
         );
     }
@@ -229,7 +304,11 @@ mod tests {
         }
         fs::write(dir.path().join("prog-notes.txt"), b"x").unwrap();
         fs::write(dir.path().join("other-000000000001-0000001.log"), b"x").unwrap();
-        let (log, guard) = init("prog", Verbosity::Debug, Some(dir.path()), 3).unwrap();
+        let limits = FileLimits {
+            keep: 3,
+            max_bytes: 1 << 20,
+        };
+        let (log, guard) = init("prog", Verbosity::Debug, Some(dir.path()), limits).unwrap();
         slog::info!(log, "hello"; "k" => 1);
         let file = guard.file.clone().unwrap();
         drop(log);
@@ -245,5 +324,58 @@ mod tests {
         assert_eq!(ours.len(), 3, "{names:?}");
         assert!(names.contains(&"prog-notes.txt".to_owned()));
         assert!(names.contains(&"other-000000000001-0000001.log".to_owned()));
+    }
+
+    #[test]
+    fn files_rotate_by_size_between_records_and_are_capped() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = FileLimits {
+            keep: 3,
+            max_bytes: 2000,
+        };
+        let (log, guard) = init("big", Verbosity::Info, Some(dir.path()), limits).unwrap();
+        let first = guard.file.clone().unwrap();
+        let line = "x".repeat(300);
+        for i in 0..200 {
+            slog::info!(log, "record {i:04} {line} end");
+        }
+        drop(log);
+        drop(guard);
+        let mut files: Vec<PathBuf> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        assert_eq!(files.len(), 3, "capped at keep: {files:?}");
+        assert!(!files.contains(&first), "the first file was rotated away");
+        let mut last_record = None;
+        for f in &files {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(fs::metadata(f).unwrap().permissions().mode() & 0o777, 0o600);
+            let text = fs::read_to_string(f).unwrap();
+            // Each file stops shortly after max_bytes (the record that crossed it).
+            assert!(
+                text.len() < 2000 + 600,
+                "{} is {} bytes",
+                f.display(),
+                text.len()
+            );
+            for l in text.lines() {
+                assert!(
+                    l.ends_with(" end, program: big"),
+                    "a record split across files: {l:?}"
+                );
+                let n: u32 = l.split("record ").nth(1).unwrap()[..4].parse().unwrap();
+                if let Some(prev) = last_record {
+                    assert_eq!(n, prev + 1, "records in order across files");
+                }
+                last_record = Some(n);
+            }
+        }
+        assert_eq!(
+            last_record,
+            Some(199),
+            "the newest file holds the last record"
+        );
     }
 }

@@ -1,17 +1,22 @@
 //! # Processes
 //!
-//! What both binaries need to behave as foreground, systemd-friendly services
-//! (DESIGN.md §5): a pid file that refuses a second instance while the first is alive
-//! ([`PidFile`], removed again on drop), a future that resolves on SIGINT or SIGTERM
-//! ([`shutdown_signal`]), and the `stop` subcommand ([`stop`]): SIGTERM to the pid in the pid
-//! file, then wait for it to exit; and [`raise_nofile_limit`], so a server can hold more
-//! than a thousand connections.
+//! What both binaries need to behave as foreground, systemd-friendly services: a pid file that is a lock ([`PidFile`]), a future that resolves on SIGINT
+//! or SIGTERM ([`shutdown_signal`]), the `stop` subcommand ([`stop`]), and
+//! [`raise_nofile_limit`], so a server can hold more than a thousand connections.
 //!
-//! Owns: pid-file format (the decimal pid and a newline), liveness checks, signals.
+//! The pid file is locked with `flock(2)` on a descriptor held open for the life of the
+//! process: the kernel drops the lock when the process ends, however it ends. So two
+//! simultaneous starts cannot both run (one gets the lock, the other is refused), a pid file
+//! left by a crash is recognised as stale by its free lock, and `stop` signals only a process
+//! that holds the lock, never one that happens to have reused a stale pid.
+//!
+//! Owns: pid-file format (the decimal pid and a newline) and locking, signals.
 //! Calls: libc, tokio signals. Unix only.
 
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -19,11 +24,11 @@ use std::time::{Duration, Instant};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProcessError {
-    #[error("already running as pid {pid} (pid file {path}); stop it first, or remove the pid file if that process is not ours")]
+    #[error("already running as pid {pid} (pid file {path} is locked); stop it first")]
     AlreadyRunning { pid: i32, path: PathBuf },
     #[error("no pid file at {0}: is it running?")]
     NoPidFile(PathBuf),
-    #[error("pid file {path} does not hold a pid: {content:?}")]
+    #[error("pid file {path} is locked but does not hold a pid: {content:?}")]
     BadPidFile { path: PathBuf, content: String },
     #[error("pid {pid} did not exit within {secs} s")]
     StopTimeout { pid: i32, secs: u64 },
@@ -54,38 +59,79 @@ pub fn is_alive(pid: i32) -> bool {
     }
 }
 
-fn read_pid(path: &Path) -> Result<Option<i32>, ProcessError> {
-    match fs::read_to_string(path) {
-        Ok(s) => match s.trim().parse::<i32>() {
-            Ok(pid) if pid > 0 => Ok(Some(pid)),
-            _ => Err(ProcessError::BadPidFile {
-                path: path.to_path_buf(),
-                content: s,
-            }),
-        },
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(ProcessError::Io {
-            path: path.to_path_buf(),
-            source,
-        }),
+/// `flock(fd, op | LOCK_NB)`: Ok(true) when taken, Ok(false) when someone else holds it.
+fn try_flock(file: &File, op: libc::c_int) -> io::Result<bool> {
+    loop {
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), op | libc::LOCK_NB) } == 0 {
+            return Ok(true);
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EWOULDBLOCK) => return Ok(false),
+            Some(libc::EINTR) => continue,
+            _ => return Err(e),
+        }
     }
 }
 
-/// The pid written in a pid file, if the file exists.
-pub fn pid_in(path: &Path) -> Result<Option<i32>, ProcessError> {
-    read_pid(path)
+fn read_pid_from(file: &mut File) -> io::Result<String> {
+    let mut s = String::new();
+    file.rewind()?;
+    file.read_to_string(&mut s)?;
+    Ok(s)
 }
 
-/// An acquired pid file: holds this process's pid; removed on drop if it still does.
+fn parse_pid(s: &str) -> Option<i32> {
+    s.trim().parse::<i32>().ok().filter(|p| *p > 0)
+}
+
+/// Whether `file` (opened from `path`) is still the file at `path`: a holder that exits
+/// removes the path, and a lock on a removed file guards nothing.
+fn still_at(file: &File, path: &Path) -> io::Result<bool> {
+    let open = file.metadata()?;
+    match fs::metadata(path) {
+        Ok(now) => Ok(now.dev() == open.dev() && now.ino() == open.ino()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The pid of the process holding the lock of `path`, if one does.
+pub fn running_pid(path: &Path) -> Result<Option<i32>, ProcessError> {
+    let io_err = |source| ProcessError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(e)),
+    };
+    if try_flock(&file, libc::LOCK_SH).map_err(io_err)? {
+        return Ok(None);
+    }
+    let text = read_pid_from(&mut file).map_err(io_err)?;
+    parse_pid(&text)
+        .map(Some)
+        .ok_or_else(|| ProcessError::BadPidFile {
+            path: path.to_path_buf(),
+            content: text,
+        })
+}
+
+/// A locked pid file holding this process's pid; removed on drop, and unlocked when the
+/// process ends in any way.
 #[derive(Debug)]
 pub struct PidFile {
     path: PathBuf,
-    pid: i32,
+    /// Holds the lock: kept open for the life of the process.
+    file: File,
 }
 
 impl PidFile {
-    /// Writes our pid to `path`. Refuses if the file names a live process; a stale or
-    /// garbled file is replaced.
+    /// Locks `path` (creating it and its directory) and writes our pid into it. Refuses if
+    /// another process holds the lock; a file nobody holds is stale and taken over.
     pub fn acquire(path: &Path) -> Result<PidFile, ProcessError> {
         let io_err = |source| ProcessError::Io {
             path: path.to_path_buf(),
@@ -94,35 +140,46 @@ impl PidFile {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             fs::create_dir_all(dir).map_err(io_err)?;
         }
-        let me = std::process::id() as i32;
-        for _ in 0..2 {
-            match OpenOptions::new().write(true).create_new(true).open(path) {
-                Ok(mut f) => {
-                    f.write_all(format!("{me}\n").as_bytes()).map_err(io_err)?;
-                    f.sync_all().map_err(io_err)?;
-                    return Ok(PidFile {
+        // A holder exiting between our open and our lock removes the path: try again, a
+        // few times (each round needs another process to exit in that window).
+        for _ in 0..8 {
+            let mut file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o644)
+                .open(path)
+                .map_err(io_err)?;
+            if !try_flock(&file, libc::LOCK_EX).map_err(io_err)? {
+                let text = read_pid_from(&mut file).map_err(io_err)?;
+                return match parse_pid(&text) {
+                    Some(pid) => Err(ProcessError::AlreadyRunning {
+                        pid,
                         path: path.to_path_buf(),
-                        pid: me,
-                    });
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    match read_pid(path) {
-                        Ok(Some(pid)) if pid != me && is_alive(pid) => {
-                            return Err(ProcessError::AlreadyRunning {
-                                pid,
-                                path: path.to_path_buf(),
-                            })
-                        }
-                        // Stale (dead pid, our own pid, or garbage): replace it.
-                        _ => {
-                            let _ = fs::remove_file(path);
-                        }
-                    }
-                }
-                Err(e) => return Err(io_err(e)),
+                    }),
+                    // Locked, pid not written yet: a start racing ours, which it won.
+                    None => Err(ProcessError::AlreadyRunning {
+                        pid: 0,
+                        path: path.to_path_buf(),
+                    }),
+                };
             }
+            if !still_at(&file, path).map_err(io_err)? {
+                continue;
+            }
+            let me = std::process::id();
+            file.set_len(0).map_err(io_err)?;
+            file.rewind().map_err(io_err)?;
+            file.write_all(format!("{me}\n").as_bytes())
+                .map_err(io_err)?;
+            file.sync_all().map_err(io_err)?;
+            return Ok(PidFile {
+                path: path.to_path_buf(),
+                file,
+            });
         }
-        Err(io_err(io::Error::other("pid file keeps reappearing")))
+        Err(io_err(io::Error::other("pid file keeps being replaced")))
     }
 
     pub fn path(&self) -> &Path {
@@ -132,7 +189,8 @@ impl PidFile {
 
 impl Drop for PidFile {
     fn drop(&mut self) {
-        if matches!(read_pid(&self.path), Ok(Some(p)) if p == self.pid) {
+        // Still locked here: nobody else can have taken the path over.
+        if matches!(still_at(&self.file, &self.path), Ok(true)) {
             let _ = fs::remove_file(&self.path);
         }
     }
@@ -143,28 +201,49 @@ impl Drop for PidFile {
 pub enum Stopped {
     /// The process was signalled and has exited.
     Exited(i32),
-    /// The pid file named a process that was already gone; the stale file was removed.
-    WasNotRunning(i32),
+    /// Nobody held the pid file's lock: the stale file (naming this pid, if it held one)
+    /// was removed and nothing was signalled.
+    WasNotRunning(Option<i32>),
 }
 
-/// Sends SIGTERM to the pid in `pid_file` and waits up to `timeout` for it to exit.
+/// Sends SIGTERM to the process holding the lock of `pid_file` and waits up to `timeout`
+/// for it to exit (to release the lock). A stale pid file is removed, its pid not signalled.
 pub fn stop(pid_file: &Path, timeout: Duration) -> Result<Stopped, ProcessError> {
-    let pid = read_pid(pid_file)?.ok_or_else(|| ProcessError::NoPidFile(pid_file.to_path_buf()))?;
-    if !is_alive(pid) {
-        let _ = fs::remove_file(pid_file);
-        return Ok(Stopped::WasNotRunning(pid));
-    }
-    // SAFETY: plain kill(2) on a pid read from the pid file.
-    if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
-        let source = io::Error::last_os_error();
-        if source.raw_os_error() == Some(libc::ESRCH) {
-            return Ok(Stopped::WasNotRunning(pid));
+    let io_err = |source| ProcessError::Io {
+        path: pid_file.to_path_buf(),
+        source,
+    };
+    let mut file = match File::open(pid_file) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(ProcessError::NoPidFile(pid_file.to_path_buf()))
         }
-        return Err(ProcessError::Signal { pid, source });
+        Err(e) => return Err(io_err(e)),
+    };
+    let text = read_pid_from(&mut file).map_err(io_err)?;
+    if try_flock(&file, libc::LOCK_EX).map_err(io_err)? {
+        // Nobody holds it. Remove it while we hold the lock (so no new holder loses it).
+        if still_at(&file, pid_file).map_err(io_err)? {
+            let _ = fs::remove_file(pid_file);
+        }
+        return Ok(Stopped::WasNotRunning(parse_pid(&text)));
+    }
+    let text = read_pid_from(&mut file).map_err(io_err)?;
+    let pid = parse_pid(&text).ok_or_else(|| ProcessError::BadPidFile {
+        path: pid_file.to_path_buf(),
+        content: text,
+    })?;
+    // SAFETY: kill(2) on the pid written by the process that holds the lock.
+    if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+        return Err(ProcessError::Signal {
+            pid,
+            source: io::Error::last_os_error(),
+        });
     }
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
-        if !is_alive(pid) {
+        // The lock is free once the process has exited (its descriptors closed).
+        if try_flock(&file, libc::LOCK_SH).map_err(io_err)? {
             return Ok(Stopped::Exited(pid));
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -243,41 +322,84 @@ mod tests {
     }
 
     #[test]
-    fn pid_file_refuses_a_live_owner_and_replaces_a_stale_one() {
+    fn the_pid_file_is_a_lock() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/x.pid");
-        // A live process that is not us: our parent (the test harness or shell).
-        let parent = unsafe { libc::getppid() };
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(&path, format!("{parent}\n")).unwrap();
+        let me = std::process::id() as i32;
+        let first = PidFile::acquire(&path).unwrap();
+        assert_eq!(running_pid(&path).unwrap(), Some(me));
+        // A second acquire (another open file description: as another process would) is
+        // refused while the first holds the lock, and changes nothing.
         match PidFile::acquire(&path) {
-            Err(ProcessError::AlreadyRunning { pid, .. }) => assert_eq!(pid, parent),
+            Err(ProcessError::AlreadyRunning { pid, .. }) => assert_eq!(pid, me),
             other => panic!("{other:?}"),
         }
-        // Stale: a pid that cannot exist.
-        fs::write(&path, "2147483646\n").unwrap();
-        let pf = PidFile::acquire(&path).unwrap();
-        assert_eq!(pid_in(&path).unwrap(), Some(std::process::id() as i32));
-        drop(pf);
+        assert_eq!(fs::read_to_string(&path).unwrap(), format!("{me}\n"));
+        drop(first);
         assert!(!path.exists(), "removed on drop");
-        // Garbage is replaced too.
+        assert_eq!(running_pid(&path).unwrap(), None);
+
+        // A file nobody holds is stale, whatever it says: a live pid (our parent's) or
+        // garbage is taken over.
+        let parent = unsafe { libc::getppid() };
+        fs::write(&path, format!("{parent}\n")).unwrap();
+        assert_eq!(running_pid(&path).unwrap(), None);
+        let pf = PidFile::acquire(&path).unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), format!("{me}\n"));
+        drop(pf);
         fs::write(&path, "not a pid").unwrap();
         drop(PidFile::acquire(&path).unwrap());
     }
 
     #[test]
-    fn stop_without_a_pid_file_or_process() {
+    fn simultaneous_acquires_let_exactly_one_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("race.pid");
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let (path, barrier) = (path.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    PidFile::acquire(&path)
+                })
+            })
+            .collect();
+        let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let won = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(won, 1, "{results:?}");
+        assert!(results
+            .iter()
+            .all(|r| matches!(r, Ok(_) | Err(ProcessError::AlreadyRunning { .. }))));
+    }
+
+    #[test]
+    fn stop_never_signals_a_process_that_does_not_hold_the_lock() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.pid");
         assert!(matches!(
             stop(&path, Duration::from_secs(1)),
             Err(ProcessError::NoPidFile(_))
         ));
-        fs::write(&path, "2147483646\n").unwrap();
+        // A stale pid file naming a live, unrelated process (as after a crash and pid
+        // reuse): not signalled; the stale file is removed.
+        let mut bystander = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        fs::write(&path, format!("{}\n", bystander.id())).unwrap();
         assert_eq!(
             stop(&path, Duration::from_secs(1)).unwrap(),
-            Stopped::WasNotRunning(2147483646)
+            Stopped::WasNotRunning(Some(bystander.id() as i32))
         );
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            bystander.try_wait().unwrap().is_none(),
+            "the bystander was signalled"
+        );
+        assert!(!path.exists());
+        bystander.kill().unwrap();
+        bystander.wait().unwrap();
         assert!(!is_alive(0));
         assert!(is_alive(std::process::id() as i32));
     }

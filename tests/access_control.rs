@@ -7,7 +7,8 @@
 //!   `Origin` (even the daemon's own address) is refused with HTTP 403 before any op.
 //!   (The comparison itself is `CapabilityToken::verify`, `subtle::ConstantTimeEq`.)
 //! - Apps of one user: one app cannot undo another's share handler, startup object or
-//!   token, nor read, change, freeze, hold, share or delete another token's private object.
+//!   token, nor read, change, freeze, hold, share or delete another token's private object,
+//!   nor make it (or a ghid that does not exist) its startup object.
 //! - Users: a recipient cannot push to or delete an object it was shared.
 //! - Files: a first run of the real `hgxd` leaves `ipc.token` 0600 and the home, ghidcache
 //!   and log directories 0700, log files 0600; the persister's logs likewise.
@@ -22,6 +23,7 @@ mod share_support;
 
 use hostile_support::{bin, err_code, get, map, request, RawWs};
 use hypergolix::actors::api::AppEvent;
+use hypergolix::golix::{Algo, Ghid};
 use hypergolix::ipc::{CapabilityToken, ClientError, ErrorKind};
 use proc_support::{mode, Home, Persister};
 use rmpv::Value;
@@ -179,6 +181,20 @@ async fn apps_cannot_undo_or_read_each_others_things() {
         // `discard` is local to the caller: allowed, and changes nothing for the owner.
         other.link.discard(g).await.unwrap();
     }
+    // A startup object must exist, and must not be another token's private object.
+    let e = with_token
+        .link
+        .register_startup(private.ghid)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        kind(e),
+        ErrorKind::AccessDenied,
+        "another app's private ghid"
+    );
+    let nowhere = Ghid::new(Algo::SHA512, [9; 64]);
+    let e = with_token.link.register_startup(nowhere).await.unwrap_err();
+    assert_eq!(kind(e), ErrorKind::NotFound, "a ghid that does not exist");
 
     // The owner's things are intact: its share handler still receives (a public object of
     // that api id made by another app of the user is offered to it) ...
@@ -213,6 +229,7 @@ async fn apps_cannot_undo_or_read_each_others_things() {
                 AppEvent::Delete(g) => *g == private.ghid,
                 AppEvent::Share { ghid, .. } => *ghid == private.ghid,
                 AppEvent::ShareResult { ghid, .. } => *ghid == private.ghid,
+                AppEvent::RemoteRefused { ghid, .. } => *ghid == private.ghid,
             };
             assert!(!leaked, "another app heard of the private object: {ev:?}");
         }

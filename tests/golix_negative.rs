@@ -319,6 +319,34 @@ fn malformed_headers_and_vectors_get_distinct_errors() {
             len: 64
         }
     );
+    // A length field that claims fewer bytes than the object has misplaces every field after
+    // it: the length is named, not the misread byte (a GEOC was "unsupported address
+    // algorithm 120").
+    let n = u64::from_be_bytes(geoc[74..82].try_into().unwrap());
+    for short in [n - 1, n / 2, 0] {
+        let e = dec(&edit(&geoc, |b| {
+            b[74..82].copy_from_slice(&short.to_be_bytes())
+        }));
+        assert_eq!(
+            e,
+            DecodeError::LengthMismatch {
+                field: "payload",
+                declared: short,
+                available: n
+            }
+        );
+        assert!(e.to_string().contains("declared payload length"), "{e}");
+    }
+    let e = dec(&edit(&gobd, |b| {
+        b[82..84].copy_from_slice(&0u16.to_be_bytes())
+    }));
+    assert!(
+        matches!(
+            e,
+            DecodeError::BadLength { len: 0, .. } | DecodeError::LengthMismatch { .. }
+        ),
+        "{e:?}"
+    );
     let v17 = edit(&gobd, |b| b[4..8].copy_from_slice(&17u32.to_be_bytes()));
     assert_eq!(
         dec(&v17),

@@ -148,7 +148,7 @@ fn request() -> impl Strategy<Value = Request> {
     (ghid(), body).prop_map(|(author, body)| Request { author, body })
 }
 
-/// The fixed size of each kind, from GOLIX.md §2.
+/// The fixed size of each kind, from docs/golix.md.
 fn spec_len(o: &Object) -> usize {
     match o {
         Object::Gidc(_) => 1130,
@@ -265,7 +265,7 @@ proptest! {
         decode_is_canonical(&b)?;
     }
 
-    /// The ratchet against REFERENCE.md §5, written out independently: HKDF-SHA512 with
+    /// The ratchet of docs/golix.md, written out independently: HKDF-SHA512 with
     /// IKM = seed‖key, salt = previous container ghid, info = dynamic ghid, 48 bytes.
     #[test]
     fn ratchet_is_the_documented_hkdf(s in secret(), prev in ghid(), dynamic in ghid()) {

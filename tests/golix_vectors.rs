@@ -1,6 +1,6 @@
 //! The Golix layer against real bytes: the shared vectors (Python reference, 2016 cache and
 //! generated v16 objects) decode, re-encode, address, verify and decrypt byte for byte; objects
-//! this code makes sit at the offsets of GOLIX.md §2. (Request round trips and refusals:
+//! this code makes sit at the offsets of docs/golix.md. (Request round trips and refusals:
 //! golix_negative.rs; the ratchet across frames: golix_props.rs.)
 
 mod common;
@@ -506,7 +506,7 @@ fn cs0_objects_need_testing_policy_and_reencode() {
     );
 }
 
-// ---- Objects this code makes, at the offsets of GOLIX.md §2 ----
+// ---- Objects this code makes, at the offsets of docs/golix.md ----
 
 fn u64_at(b: &[u8], off: usize) -> u64 {
     u64::from_be_bytes(b[off..off + 8].try_into().unwrap())

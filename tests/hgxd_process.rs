@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use hypergolix::actors::api::{AppEvent, ObjectView};
+use hypergolix::config::Config;
 use hypergolix::golix::Ghid;
 use hypergolix::ipc::{CapabilityToken, ClientError, ErrorKind, HgxLink};
 use proc_support::{free_port, identity_json, mode, ready_port, Persister, Proc, WAIT};
@@ -64,14 +65,14 @@ impl Home {
 
     /// `user.fingerprint` and `user.user_id` from the config file.
     fn account(&self) -> (String, String) {
-        let doc: serde_yaml::Value = serde_yaml::from_str(&self.config_text()).unwrap();
-        let field = |k: &str| {
-            doc["user"][k]
-                .as_str()
-                .unwrap_or_else(|| panic!("user.{k} in\n{}", self.config_text()))
-                .to_owned()
+        let cfg = Config::load_from(Some(&self.file("hypergolix.yml")), false).unwrap();
+        let field = |v: Option<String>, k: &str| {
+            v.unwrap_or_else(|| panic!("user.{k} in\n{}", self.config_text()))
         };
-        (field("fingerprint"), field("user_id"))
+        (
+            field(cfg.user.fingerprint, "fingerprint"),
+            field(cfg.user.user_id, "user_id"),
+        )
     }
 
     /// `hgxd <args>` in this home; `HGX_PASSWORD` set when `password` is.
@@ -254,10 +255,12 @@ async fn first_run_whoami_second_instance_stop_and_wrong_password() {
     assert_ne!(uid, fp);
     let text = home.config_text();
     assert!(!text.contains(PASSWORD), "{text}");
-    let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
-    assert!(
-        doc["user"].get("root_secret").map_or(true, |v| v.is_null()),
-        "{text}"
+    let cfg = Config::load_from(Some(&home.file("hypergolix.yml")), false).unwrap();
+    assert!(cfg.user.root_secret.is_none(), "{text}");
+    assert_eq!(
+        mode(&home.file("hypergolix.yml")),
+        0o600,
+        "it can hold secrets"
     );
     for line in d.output().lines() {
         assert!(!line.contains(PASSWORD), "password in the output: {line}");

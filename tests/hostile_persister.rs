@@ -19,8 +19,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hypergolix::golix::{Ghid, Gidc, Object, Policy, DEFAULT_LEGROOM};
+use hypergolix::persist::client::PersisterClient;
 use hypergolix::persist::wire::{self, args, Incoming};
 use persister_attack_support::*;
+use tokio::io::AsyncWriteExt;
 
 /// Repetition multiplier (`HGX_HOSTILE_SCALE`, default 1).
 fn scale() -> usize {
@@ -406,58 +408,102 @@ async fn collect_mail(url: &str, b: Ghid, want: usize, honest: &Bytes) -> usize 
     got.len()
 }
 
-/// Thousands of GARQs to one recipient: the mailbox is capped (`mailbox_full`); the
-/// recipient still subscribes and gets all of its stored mail, also while the spam goes on;
-/// another recipient is unaffected; debinding frees room.
+/// A connection authenticated as `who` (its GIDC published first).
+async fn authenticated(url: &str, who: &hypergolix::golix::FirstParty) -> PersisterClient {
+    let (c, _rx) = connect(url).await;
+    c.publish(&who.gidc().encode()).await.unwrap();
+    c.authenticate(who).await.expect("auth");
+    c
+}
+
+/// Thousands of junk GARQs to one recipient from anonymous connections: they take only the
+/// anonymous sender's share (`max_requests_per_sender`), so a genuine request from an
+/// authenticated sender still gets in at once; an authenticated flooder is capped at its own
+/// share; the recipient gets all of its stored mail at a new subscription (also while the
+/// spam goes on) and nothing more when it repeats `subscribe`; debinding frees room.
+/// Before the fix the anonymous spam filled the whole mailbox (1,024) and the genuine request
+/// was refused with `mailbox_full`.
 #[actix_rt::test]
-async fn request_spam_to_one_recipient_is_capped() {
+async fn request_spam_takes_only_the_spammers_share() {
     let mut p = Persister::spawn("");
     let (a, b, base, rss) = prepared(&p).await;
     let honest_mail = base.items[6].2.clone();
-    let cap = hypergolix::persist::rules::DEFAULT_MAX_REQUESTS_PER_RECIPIENT;
-    let total = ((cap + 500) * scale()) as u64;
+    let share = hypergolix::persist::rules::DEFAULT_MAX_REQUESTS_PER_SENDER;
+    let total =
+        ((hypergolix::persist::rules::DEFAULT_MAX_REQUESTS_PER_RECIPIENT + 500) * scale()) as u64;
     let (spammer, _srx) = connect(&p.ws_url()).await;
-    // Half the mailbox at once (pipelined), then the rest one by one while the recipient
-    // subscribes three times: re-delivery and live pushes interleave.
     let t = Instant::now();
-    let half = (cap / 2) as u64;
-    let burst = futures_util::future::join_all((0..half).map(|i| {
+    // A pipelined burst, then one by one while the recipient subscribes three times.
+    let burst = futures_util::future::join_all((0..32u64).map(|i| {
         let g = junk_garq(b.ghid(), i).encode();
         let s = spammer.clone();
         async move { s.publish(&g).await }
     }))
     .await;
     assert!(burst.iter().all(|r| matches!(r, Ok(a) if a.new)));
-    let live = actix_rt::spawn(spam(spammer.clone(), b.ghid(), half, total));
+    let live = actix_rt::spawn(spam(spammer.clone(), b.ghid(), 32, total));
     for _ in 0..3 {
-        collect_mail(&p.ws_url(), b.ghid(), half as usize + 1, &honest_mail).await;
+        collect_mail(&p.ws_url(), b.ghid(), 33, &honest_mail).await;
     }
     let (stored, full) = live.await.unwrap();
     eprintln!(
-        "[spam] {total} GARQs in {:?}: {} stored, {full} mailbox_full",
+        "[spam] {total} anonymous GARQs in {:?}: {} stored, {full} mailbox_full",
         t.elapsed(),
-        half as usize + stored
+        32 + stored
     );
-    // One slot was taken by the baseline's honest handshake.
-    assert_eq!(half as usize + stored, cap - 1);
-    assert_eq!(full as u64, total - half - stored as u64);
-    assert_eq!(
-        collect_mail(&p.ws_url(), b.ghid(), cap, &honest_mail).await,
-        cap,
-        "the whole mailbox is re-delivered"
-    );
+    // The baseline's honest handshake was uploaded anonymously too: one of the share.
+    assert_eq!(32 + stored, share - 1);
+    assert_eq!(full as u64, total - 32 - stored as u64);
 
-    // Another recipient is unaffected.
+    // A genuine request from an authenticated sender is stored, and so is one to another
+    // recipient.
+    let alice = authenticated(&p.ws_url(), &a).await;
+    let secret = hypergolix::golix::Secret::random();
+    let genuine = a
+        .make_handshake(b.second_party(), base.items[5].1, &secret)
+        .unwrap();
+    assert!(alice.publish(&genuine.encode()).await.unwrap().new);
     let c3 = common::fixture(3);
     spammer.publish(&c3.gidc().encode()).await.unwrap();
-    let secret = hypergolix::golix::Secret::random();
     let to_c3 = a
         .make_handshake(c3.second_party(), base.items[5].1, &secret)
         .unwrap();
     assert!(spammer.publish(&to_c3.encode()).await.unwrap().new);
 
-    // The recipient frees room by debinding spam; then mail is accepted again, up to the cap.
-    let (bc, _b_rx) = connect(&p.ws_url()).await;
+    // An authenticated flooder gets its own share and no more.
+    let mallory = authenticated(&p.ws_url(), &c3).await;
+    let (stored, full) = spam(
+        mallory.clone(),
+        b.ghid(),
+        100_000,
+        100_000 + 2 * share as u64,
+    )
+    .await;
+    assert_eq!((stored, full), (share, share));
+
+    // All of it at a new subscription; nothing more at a repeated one.
+    let want = 2 * share + 1;
+    let genuine_bytes = Bytes::from(genuine.encode());
+    assert_eq!(
+        collect_mail(&p.ws_url(), b.ghid(), want, &genuine_bytes).await,
+        want
+    );
+    let (bc, mut b_rx) = connect(&p.ws_url()).await;
+    bc.subscribe(&b.ghid()).await.unwrap();
+    for _ in 0..want {
+        next(&mut b_rx).await;
+    }
+    for _ in 0..3 {
+        bc.subscribe(&b.ghid()).await.unwrap();
+    }
+    bc.ping().await.unwrap();
+    let again = tokio::time::timeout(Duration::from_millis(500), b_rx.recv()).await;
+    assert!(
+        again.is_err(),
+        "a repeated subscribe re-sent mail: {again:?}"
+    );
+
+    // The recipient frees room in the anonymous share by debinding spam.
     bc.publish(&b.make_debind(junk_garq(b.ghid(), 0).ghid).unwrap().encode())
         .await
         .unwrap();
@@ -472,6 +518,139 @@ async fn request_spam_to_one_recipient_is_capped() {
     survived(&mut p, "GARQ spam", &a, &base, rss, 128).await;
 }
 
+/// A full mailbox still takes a request from a sender holding fewer than the heaviest one:
+/// one request of the heaviest sender makes room. Small bounds (10 per recipient, 4 per
+/// sender) and three senders: anonymous, fixture 3, fixture 2.
+#[actix_rt::test]
+async fn a_full_mailbox_makes_room_for_a_lighter_sender() {
+    let mut p =
+        Persister::spawn("  max_requests_per_recipient: 10\n  max_requests_per_sender: 4\n");
+    let (a, b, base, rss) = prepared(&p).await;
+    let url = p.ws_url();
+    let (anon, _rx) = connect(&url).await;
+    // The baseline's handshake is anonymous: 3 more fill the anonymous share.
+    assert_eq!(spam(anon.clone(), b.ghid(), 0, 10).await, (3, 7));
+    let c3 = authenticated(&url, &common::fixture(3)).await;
+    assert_eq!(spam(c3.clone(), b.ghid(), 100, 110).await, (4, 6));
+    let self_sent = authenticated(&url, &b).await;
+    assert_eq!(spam(self_sent.clone(), b.ghid(), 200, 202).await, (2, 0));
+    let stored = |p: &str| {
+        let url = p.to_owned();
+        async move {
+            let (c, mut rx) = connect(&url).await;
+            c.subscribe(&common::fixture(2).ghid()).await.unwrap();
+            let mut n = 0;
+            while tokio::time::timeout(Duration::from_millis(400), rx.recv())
+                .await
+                .is_ok_and(|m| m.is_some())
+            {
+                n += 1;
+            }
+            n
+        }
+    };
+    assert_eq!(stored(&url).await, 10, "the mailbox is full");
+    // A newcomer (0 held) gets in: the heaviest (anonymous and fixture 3 hold 4 each; the
+    // anonymous one goes first) gives up its lowest-ghid request.
+    let anonymous_lowest = [base.items[6].1]
+        .into_iter()
+        .chain((0..3).map(|i| junk_garq(b.ghid(), i).ghid))
+        .min()
+        .unwrap();
+    let alice = authenticated(&url, &a).await;
+    let secret = hypergolix::golix::Secret::random();
+    let handshake = || {
+        a.make_handshake(b.second_party(), base.items[5].1, &secret)
+            .unwrap()
+    };
+    let genuine = handshake();
+    assert!(alice.publish(&genuine.encode()).await.unwrap().new);
+    assert!(alice.exists(&genuine.ghid).await.unwrap());
+    assert!(!alice.exists(&anonymous_lowest).await.unwrap(), "evicted");
+    assert_eq!(stored(&url).await, 10, "still at the bound");
+    // A second one: now fixture 3 (4) is the heaviest and gives one up.
+    assert!(alice.publish(&handshake().encode()).await.unwrap().new);
+    assert_eq!(stored(&url).await, 10);
+    // Now nobody holds two more than alice (3, 3, 2, 2): full for her.
+    refused(&alice, &handshake().encode(), "mailbox_full").await;
+    assert!(alice.exists(&genuine.ghid).await.unwrap());
+    // Everything else of the baseline is still there (its request may have been the one
+    // evicted).
+    let kept = Baseline {
+        items: base
+            .items
+            .iter()
+            .filter(|(_, g, _)| *g != anonymous_lowest)
+            .cloned()
+            .collect(),
+    };
+    survived(&mut p, "mailbox fairness", &a, &kept, rss, 64).await;
+}
+
+/// `auth` checks its answer: without a challenge, with a used one, a wrong signature or an
+/// unknown identity it is refused with a stable code and the connection stays anonymous.
+#[actix_rt::test]
+async fn auth_is_refused_unless_it_answers_this_connections_challenge() {
+    let mut p = Persister::spawn("");
+    let (a, b, base, rss) = prepared(&p).await;
+    let (c, _rx) = connect(&p.ws_url()).await;
+    let ask = |c: PersisterClient| async move {
+        match c.request_raw("auth_challenge", ()).await.unwrap() {
+            rmpv::Value::Binary(v) => v,
+            other => panic!("{other:?}"),
+        }
+    };
+    let answer = |c: PersisterClient, identity: Ghid, sig: Vec<u8>| async move {
+        c.request_raw(
+            "auth",
+            args::Auth {
+                identity,
+                signature: sig,
+            },
+        )
+        .await
+    };
+    let sign = |who: &hypergolix::golix::FirstParty, ch: &[u8]| {
+        hypergolix::golix::auth::sign(who, ch).unwrap().to_vec()
+    };
+    // No challenge yet.
+    let r = answer(c.clone(), a.ghid(), sign(&a, b"made up")).await;
+    assert_eq!(code_of(r), "bad_args");
+    // Signed by someone else.
+    let ch = ask(c.clone()).await;
+    assert_eq!(
+        code_of(answer(c.clone(), a.ghid(), sign(&b, &ch)).await),
+        "verification_failed"
+    );
+    // The challenge answers once.
+    assert_eq!(
+        code_of(answer(c.clone(), a.ghid(), sign(&a, &ch)).await),
+        "bad_args"
+    );
+    // An identity this server does not hold.
+    let c3 = common::fixture(3);
+    let ch = ask(c.clone()).await;
+    assert_eq!(
+        code_of(answer(c.clone(), c3.ghid(), sign(&c3, &ch)).await),
+        "unknown_author"
+    );
+    // Another connection's challenge does not work here.
+    let (other, _orx) = connect(&p.ws_url()).await;
+    let theirs = ask(other.clone()).await;
+    let _mine = ask(c.clone()).await;
+    assert_eq!(
+        code_of(answer(c.clone(), a.ghid(), sign(&a, &theirs)).await),
+        "verification_failed"
+    );
+    // The right answer.
+    let ch = ask(c.clone()).await;
+    assert_eq!(
+        answer(c.clone(), a.ghid(), sign(&a, &ch)).await.unwrap(),
+        rmpv::Value::Boolean(true)
+    );
+    survived(&mut p, "auth", &a, &base, rss, 64).await;
+}
+
 /// Mail re-delivered at subscribe must not get its recipient dropped as slow when live
 /// requests arrive meanwhile. Shown with a small outbound queue (16) and 200 stored
 /// requests: re-delivery fills the queue (it waits for room), so one live request overflows
@@ -479,10 +658,8 @@ async fn request_spam_to_one_recipient_is_capped() {
 /// at most 1024 stored requests per recipient) re-delivery alone cannot fill the queue.
 #[actix_rt::test]
 async fn redelivered_mail_does_not_get_the_recipient_dropped() {
-    let mut p = Persister::spawn(
-        "  outbound_queue: 16
-",
-    );
+    // One anonymous sender may fill the mailbox here: this is about the queue.
+    let mut p = Persister::spawn("  outbound_queue: 16\n  max_requests_per_sender: 1024\n");
     let (a, b, base, rss) = prepared(&p).await;
     let honest_mail = base.items[6].2.clone();
     let (spammer, _srx) = connect(&p.ws_url()).await;
@@ -712,7 +889,6 @@ async fn slow_loris_request_head_is_cut_off() {
     let mut cut = None;
     let mut honest_done = false;
     for &byte in head.iter() {
-        use tokio::io::AsyncWriteExt;
         if s.write_all(&[byte]).await.is_err() {
             cut = Some(t.elapsed());
             break;
@@ -778,7 +954,7 @@ async fn silent_websocket_is_closed_after_the_idle_timeout() {
 /// other subscribers of the same ghid get everything.
 #[actix_rt::test]
 async fn never_reading_subscriber_is_dropped_as_slow() {
-    let mut p = Persister::spawn("  outbound_queue: 16\n");
+    let mut p = Persister::spawn("  outbound_queue: 16\n  max_requests_per_sender: 4096\n");
     let (a, b, base, rss) = prepared(&p).await;
     let (c, _rx) = connect(&p.ws_url()).await;
     // A 1 MiB object for the stalled peer to ask for, so that its socket backs up.
@@ -820,4 +996,207 @@ async fn never_reading_subscriber_is_dropped_as_slow() {
         t.elapsed()
     );
     survived(&mut p, "never-reading subscriber", &a, &base, rss, 128).await;
+}
+
+/// A client that never reads and pipelines `get`s of a 15 MiB object (issue 15: ~150 of them
+/// pinned 1.4 GiB): the server stops reading its requests once half the byte budget
+/// (`outbound_bytes`, 64 MiB) is queued, drops it after `send_timeout_s`, and its peak RSS
+/// stays within the budget plus the largest messages in flight; others are served meanwhile.
+#[actix_rt::test]
+async fn never_reading_getter_is_bounded_in_bytes_and_dropped() {
+    let mut p = Persister::spawn("  send_timeout_s: 3\n");
+    let (a, _b, base, _) = prepared(&p).await;
+    let (c, _rx) = connect(&p.ws_url()).await;
+    let big = a
+        .make_container(&vec![7u8; 15 << 20], &hypergolix::golix::Secret::random())
+        .unwrap();
+    c.publish(&a.make_bind_static(big.ghid).unwrap().encode())
+        .await
+        .unwrap();
+    c.publish(&big.encode()).await.unwrap();
+    c.disconnect().await.unwrap();
+    let peak_before = p.peak_rss_kib();
+    let rss_before = p.rss_kib();
+    let gets = 40 * scale();
+    let mut stalled = RawWs::connect_with(p.addr, Some(4096)).await;
+    let t = Instant::now();
+    for id in 0..gets as u64 {
+        // The server stops reading: the later requests stay in our send buffer.
+        let req = wire::encode_request(id, "get", args::ByGhid { ghid: big.ghid });
+        let frame = ws_frame(2, true, &req);
+        if tokio::time::timeout(Duration::from_millis(500), stalled.s.write_all(&frame))
+            .await
+            .is_err()
+        {
+            eprintln!("[getter] the server stopped reading after {id} requests");
+            break;
+        }
+    }
+    // Others are served while the getter stalls.
+    honest_round_trip(&p.ws_url(), &a).await;
+    // Still not reading, past the send timeout (3 s): then it must have been dropped; what
+    // the kernel still holds for it is read, then the connection ends.
+    tokio::time::sleep(Duration::from_secs(5).saturating_sub(t.elapsed())).await;
+    let peak = p.peak_rss_kib();
+    let end = loop {
+        match stalled.recv(WAIT).await {
+            WsIn::Eof => break t.elapsed(),
+            WsIn::Silent => panic!("the non-reading getter was not dropped"),
+            _ => {}
+        }
+    };
+    eprintln!(
+        "[getter] {gets} gets of 15 MiB, not read for 5 s: connection ended (read out) after \
+         {end:?}; RSS {rss_before} KiB -> peak {peak} KiB (peak before {peak_before} KiB)"
+    );
+    // 64 MiB budget, a 15 MiB reply or two being encoded or written, and the rest.
+    assert_rss_bounded("never-reading getter (peak)", rss_before, peak, 160);
+    // (Counted from after the 15 MiB publish: the allocator keeps what that took.)
+    survived(&mut p, "never-reading getter", &a, &base, rss_before, 96).await;
+}
+
+/// A connection that pipelines `gets` requests for `ghid` and never reads (4 KiB window).
+async fn stalled_getter(addr: std::net::SocketAddr, ghid: Ghid, gets: u64) -> RawWs {
+    let mut ws = RawWs::connect_with(addr, Some(4096)).await;
+    for id in 0..gets {
+        let req = wire::encode_request(id, "get", args::ByGhid { ghid });
+        let frame = ws_frame(2, true, &req);
+        let sent = tokio::time::timeout(Duration::from_millis(500), ws.s.write_all(&frame)).await;
+        if !matches!(sent, Ok(Ok(()))) {
+            break;
+        }
+    }
+    ws
+}
+
+/// Many never-reading getters together, each within its own budget: past
+/// `outbound_bytes_total` the longest-stalled ones are dropped at once (not after the send
+/// timeout), so the server's memory stays bounded whatever the number of connections.
+#[actix_rt::test]
+async fn many_never_reading_getters_are_bounded_together() {
+    let mut p = Persister::spawn(
+        "  outbound_bytes: 8388608\n  outbound_bytes_total: 25165824\n  send_timeout_s: 60\n",
+    );
+    let (a, _b, base, _) = prepared(&p).await;
+    let (c, _rx) = connect(&p.ws_url()).await;
+    let big = a
+        .make_container(&vec![5u8; 3 << 20], &hypergolix::golix::Secret::random())
+        .unwrap();
+    c.publish(&a.make_bind_static(big.ghid).unwrap().encode())
+        .await
+        .unwrap();
+    c.publish(&big.encode()).await.unwrap();
+    c.disconnect().await.unwrap();
+    let rss_before = p.rss_kib();
+    let t = Instant::now();
+    let mut getters = Vec::new();
+    for _ in 0..8 * scale() {
+        getters.push(stalled_getter(p.addr, big.ghid, 10).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    honest_round_trip(&p.ws_url(), &a).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let peak = p.peak_rss_kib();
+    // Each holds up to ~7 MiB (its 4 MiB reply share plus one 3 MiB reply): 8 of them would
+    // be ~56 MiB, over the 24 MiB total, so the oldest ones were dropped long before the
+    // 60 s send timeout. A dropped one's connection ends once the kernel's buffers are read.
+    let mut dropped = 0;
+    for g in &mut getters {
+        let end = tokio::time::timeout(Duration::from_secs(3), async {
+            loop {
+                match g.recv(Duration::from_secs(3)).await {
+                    WsIn::Eof => return true,
+                    WsIn::Silent => return false,
+                    _ => {}
+                }
+            }
+        })
+        .await;
+        dropped += usize::from(matches!(end, Ok(true)));
+    }
+    eprintln!(
+        "[getters] {} never-reading getters of a 3 MiB object: {dropped} dropped within {:?}; \
+         RSS {rss_before} KiB -> peak {peak} KiB",
+        getters.len(),
+        t.elapsed()
+    );
+    assert!(dropped >= getters.len() / 2, "only {dropped} dropped");
+    assert!(t.elapsed() < Duration::from_secs(30));
+    assert_rss_bounded("many never-reading getters (peak)", rss_before, peak, 96);
+    drop(getters);
+    survived(
+        &mut p,
+        "many never-reading getters",
+        &a,
+        &base,
+        rss_before,
+        96,
+    )
+    .await;
+}
+
+/// HTTP readers that pipeline `GET /o/{ghid}` of a 5 MiB object and never read: the bodies
+/// of all responses in flight hold at most `outbound_bytes_total` (24 MiB here), further
+/// `GET`s answer `503 unavailable` meanwhile, and everything is served again once they go.
+#[actix_rt::test]
+async fn never_reading_http_readers_are_bounded_together() {
+    let mut p = Persister::spawn("  outbound_bytes_total: 25165824\n");
+    let (a, _b, base, _) = prepared(&p).await;
+    let (c, _rx) = connect(&p.ws_url()).await;
+    let big = a
+        .make_container(&vec![3u8; 5 << 20], &hypergolix::golix::Secret::random())
+        .unwrap();
+    c.publish(&a.make_bind_static(big.ghid).unwrap().encode())
+        .await
+        .unwrap();
+    c.publish(&big.encode()).await.unwrap();
+    c.disconnect().await.unwrap();
+    let url = format!("http://{}/o/{}", p.addr, big.ghid.as_str());
+    let http = awc::Client::default();
+    let mut resp = http.get(url.as_str()).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.body().limit(8 << 20).await.unwrap(), big.encode());
+    let rss_before = p.rss_kib();
+    let mut readers = Vec::new();
+    for _ in 0..12 * scale() {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        let mut s = sock.connect(p.addr).await.unwrap();
+        let get = format!("GET /o/{} HTTP/1.1\r\nHost: x\r\n\r\n", big.ghid.as_str());
+        s.write_all(get.repeat(4).as_bytes()).await.unwrap();
+        readers.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let busy = http.get(url.as_str()).send().await.unwrap();
+    let peak = p.peak_rss_kib();
+    eprintln!(
+        "[http] {} never-reading readers of a 5 MiB object: a further GET got {}; RSS \
+         {rss_before} KiB -> peak {peak} KiB",
+        readers.len(),
+        busy.status()
+    );
+    assert_eq!(busy.status(), 503);
+    assert!(busy.headers().contains_key("retry-after"));
+    // 24 MiB of bodies, their chunks in the HTTP layer, and the rest.
+    assert_rss_bounded("never-reading HTTP readers (peak)", rss_before, peak, 48);
+    drop(readers);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut resp = http.get(url.as_str()).send().await.unwrap();
+        if resp.status() == 200 {
+            assert_eq!(resp.body().limit(8 << 20).await.unwrap(), big.encode());
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {}", resp.status());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    survived(
+        &mut p,
+        "never-reading HTTP readers",
+        &a,
+        &base,
+        rss_before,
+        64,
+    )
+    .await;
 }

@@ -57,7 +57,7 @@ async fn hello_is_required_first() {
         ])
     );
     assert_eq!(get(get(new, "defaults"), "dynamic"), &Value::Boolean(true));
-    assert_eq!(get(ok, "events").as_array().unwrap().len(), 4);
+    assert_eq!(get(ok, "events").as_array().unwrap().len(), 5);
     assert_eq!(daemon.connected().len(), 1);
 
     c.send(request(4, "whoami", Value::Nil)).await;

@@ -92,14 +92,13 @@ impl Secrets {
 }
 
 fn config_scrypt(home: &Home) -> ScryptParams {
-    let text = std::fs::read_to_string(home.file("hypergolix.yml")).unwrap();
-    let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
-    let s = &doc["user"]["scrypt"];
-    let field = |k: &str| s[k].as_u64().unwrap_or_else(|| panic!("user.scrypt.{k}"));
+    let cfg =
+        hypergolix::config::Config::load_from(Some(&home.file("hypergolix.yml")), false).unwrap();
+    let s = cfg.user.scrypt.expect("user.scrypt");
     ScryptParams {
-        log_n: field("log_n") as u8,
-        r: field("r") as u32,
-        p: field("p") as u32,
+        log_n: s.log_n,
+        r: s.r,
+        p: s.p,
     }
 }
 

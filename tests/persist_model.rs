@@ -1,9 +1,9 @@
-//! Model test of the Store + rules (DESIGN.md §7): seeded random sequences of publishes and
-//! restarts against a small in-memory model of GOLIX.md §5 that keeps no indexes (bindings and
-//! debindings are derived by scanning the live set) and collects by a global sweep to a fixed
-//! point rather than the archive's queued cascade. After every step the two must agree on
-//! every publish result and on exists / status / current frame / bindings of every ghid used.
-//! Also here: group commit (concurrent syncs share flushes) and durability across reopen.
+//! Model test of the Store + rules (docs/architecture.md, "Testing"): seeded random sequences of
+//! publishes and restarts against a small in-memory model of docs/golix.md that keeps no indexes
+//! (bindings and debindings are derived by scanning the live set) and collects by a global sweep to
+//! a fixed point rather than the archive's queued cascade. After every step the two must agree on
+//! every publish result and on exists / status / current frame / bindings of every ghid used. Also
+//! here: group commit (concurrent syncs share flushes) and durability across reopen.
 
 mod common;
 
@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use bytes::Bytes;
 use hypergolix::golix::*;
 use hypergolix::persist::rules::checks::MAX_CHAIN_DEPTH;
-use hypergolix::persist::store::{Binding, Debinding, Record, SledStore, Store, WriteSet};
+use hypergolix::persist::store::{Binding, Debinding, Record, Sender, SledStore, Store, WriteSet};
 use hypergolix::persist::{Archive, PersistError, Status};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -591,7 +591,7 @@ impl Store for GatedStore {
     fn debindings(&self, t: &Ghid) -> Result<Vec<Debinding>, PersistError> {
         self.inner.debindings(t)
     }
-    fn requests(&self, r: &Ghid) -> Result<Vec<Ghid>, PersistError> {
+    fn requests(&self, r: &Ghid) -> Result<Vec<(Ghid, Sender)>, PersistError> {
         self.inner.requests(r)
     }
     fn is_collected(&self, g: &Ghid) -> Result<bool, PersistError> {

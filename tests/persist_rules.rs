@@ -1,4 +1,4 @@
-//! Every numbered rule of GOLIX.md §5, one test each (or a few), with real objects signed by
+//! Every numbered rule of docs/golix.md, one test each (or a few), with real objects signed by
 //! the fixture identities, against `persist::Archive` on a temporary sled store.
 
 mod common;

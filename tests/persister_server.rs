@@ -3,16 +3,19 @@
 //! wait has a timeout.
 
 mod common;
+mod tls_support;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hypergolix::golix::{
     FirstParty, Gdxx, Geoc, Ghid, Gobd, Object, Policy, Secret, DEFAULT_LEGROOM,
 };
-use hypergolix::persist::client::{ClientError, Notification, Notifications, PersisterClient};
+use hypergolix::persist::client::{
+    ClientError, ConnectFailure, Notification, Notifications, PersisterClient,
+};
 use hypergolix::persist::server::{self, Running, Settings};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -558,60 +561,33 @@ async fn http_read_path() {
     r.stop().await.unwrap();
 }
 
-/// TLS with a throwaway self-signed certificate (needs the `openssl` tool; skipped without).
+/// TLS with a certificate from a private CA: `wss://` and `https://` work for a client
+/// that trusts the CA, and a client that trusts only the public roots is refused with a
+/// certificate error.
 #[actix_rt::test]
 async fn tls_serves_wss_and_https() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let made = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "1",
-        ])
-        .args([
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    if !matches!(made, Ok(s) if s.success()) {
-        eprintln!("skipping: no openssl tool to make a test certificate");
-        return;
-    }
+    let pki = tls_support::TestPki::new(dir.path());
     let files = server::TlsFiles {
-        cert: cert.clone(),
-        key,
+        cert: pki.cert.clone(),
+        key: pki.key.clone(),
     };
     let r = start_with(|s| s.tls = Some(files)).await;
     assert!(r.ws_url().starts_with("wss://"));
 
-    let mut roots = rustls::RootCertStore::empty();
-    let pem = std::fs::read(&cert).unwrap();
-    for c in rustls_pemfile::certs(&mut &pem[..]) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let tls = std::sync::Arc::new(tls);
+    // The public roots alone do not trust a private CA.
+    let refused = PersisterClient::connect(&r.ws_url()).await.unwrap_err();
+    assert!(
+        matches!(
+            &refused,
+            ClientError::Connect {
+                kind: ConnectFailure::Certificate,
+                ..
+            }
+        ),
+        "{refused}"
+    );
+    let tls = pki.client_config();
     let opts = hypergolix::persist::client::ClientOptions {
         tls: Some(tls.clone()),
         ..Default::default()

@@ -1,6 +1,7 @@
 //! Where the CPU went during a run, without perf: per-thread utime+stime from
 //! `/proc/self/task/*/stat`, grouped by thread name (digits stripped), plus any other
-//! process by pid (redis-server), plus the load average (this machine may be shared).
+//! process by pid (a baseline's server, a child persister), plus the load average (this
+//! machine may be shared).
 
 use std::collections::{BTreeMap, HashMap};
 

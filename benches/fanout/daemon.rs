@@ -60,7 +60,8 @@ impl DaemonProc {
                 system.block_on(async move {
                     let opts = DaemonOptions {
                         ghidcache: dir,
-                        remotes: vec![remote],
+                        remotes: vec![remote.into()],
+                        cache_capacity: hypergolix::config::DEFAULT_DAEMON_CACHE,
                         login,
                     };
                     let d = match daemon::start_with_log(opts, hypergolix::logging::discard()).await

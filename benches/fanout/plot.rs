@@ -10,13 +10,16 @@ use super::stats::RunResult;
 /// One latency line of the plot: its label, how to read it from a result, its style.
 type LatencySeries = (&'static str, fn(&RunResult) -> f64, ShapeStyle);
 
-const COLORS: [RGBColor; 6] = [
+/// Enough for both levels against three baselines.
+const COLORS: [RGBColor; 8] = [
     RGBColor(31, 119, 180),
     RGBColor(214, 39, 40),
     RGBColor(44, 160, 44),
     RGBColor(255, 127, 14),
     RGBColor(148, 103, 189),
     RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(23, 190, 207),
 ];
 
 /// (level, system) pairs in first-seen order.

@@ -155,7 +155,7 @@ impl Latency {
 #[derive(Clone, Debug, Serialize)]
 pub struct RunResult {
     pub level: String,
-    /// `persister`, `daemon` or `redis`.
+    /// `persister`, `daemon`, or a baseline: `redis`, `nats`, `jetstream`.
     pub system: String,
     pub subscribers: usize,
     /// `saturated` or `paced`.
@@ -188,7 +188,8 @@ pub struct RunResult {
     pub publish_errors: u64,
     /// Publisher's send-to-acknowledgement time per update.
     pub ack_latency_ms: Latency,
-    /// CPU seconds by thread group (this process) and by helper process (redis-server)
+    /// CPU seconds by thread group (this process) and by helper process (a baseline's server,
+    /// a child persister)
     /// from the publisher's start to the last delivery.
     pub cpu_s: std::collections::BTreeMap<String, f64>,
     /// 1-minute load average before and after the run (the machine may be shared).

@@ -1,5 +1,5 @@
 //! Subscriber threads: `threads` OS threads, each an actix system holding its share of the N
-//! subscribers (persister websockets, Redis connections, or hgxd apps), each subscriber a
+//! subscribers (persister websockets, Redis or NATS connections, or hgxd apps), each subscriber a
 //! task that checks what it receives like a daemon would and records it in the thread's
 //! [`ThreadLog`].
 
@@ -20,7 +20,7 @@ use hypergolix::persist::client::PersisterClient;
 use tokio::sync::oneshot;
 
 use super::stats::{Shared, ThreadLog};
-use super::{redis, wsraw};
+use super::{nats, redis, wsraw};
 
 /// How subscribers check a signed frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -90,7 +90,7 @@ impl Checker {
     }
 }
 
-/// Update payload layout (daemon level and its Redis baseline): seq as 8 big-endian bytes,
+/// Update payload layout (daemon level and its baselines): seq as 8 big-endian bytes,
 /// then filler up to the payload size.
 pub use crate::bench_common::{payload, seq_of};
 
@@ -103,20 +103,67 @@ pub enum Target {
         verify: VerifyMode,
         client: ClientKind,
     },
-    /// Redis carrying the same signed frames (persister level).
-    RedisFrames {
-        addr: SocketAddr,
-        channel: Vec<u8>,
-        binder_gidc: Vec<u8>,
-        verify: VerifyMode,
-    },
-    /// Redis carrying the raw payload with its seq header (daemon level).
-    RedisPayload { addr: SocketAddr, channel: Vec<u8> },
+    /// A baseline's broker carrying the level's messages.
+    Broker { broker: Broker, content: Content },
     /// hgxd apps: subscriber `i` uses `daemons[i % daemons.len()]`.
     Daemon {
         daemons: Vec<(String, CapabilityToken)>,
         ghid: Ghid,
     },
+}
+
+/// A baseline's server and where on it the messages go.
+pub enum Broker {
+    Redis {
+        addr: SocketAddr,
+        channel: Vec<u8>,
+    },
+    Nats {
+        addr: SocketAddr,
+        subject: String,
+        delivery: nats::Delivery,
+    },
+}
+
+/// What a baseline carries.
+pub enum Content {
+    /// The same signed frames as the persister level, checked the same way.
+    Frames {
+        binder_gidc: Vec<u8>,
+        verify: VerifyMode,
+    },
+    /// The raw payload with its seq header (daemon level).
+    Payload,
+}
+
+/// One subscribed baseline connection.
+enum BrokerSub {
+    Redis(redis::Subscription),
+    Nats(nats::Subscription),
+}
+
+impl Broker {
+    async fn open(&self) -> Result<BrokerSub, String> {
+        Ok(match self {
+            Broker::Redis { addr, channel } => {
+                BrokerSub::Redis(redis::Subscription::open(*addr, channel).await?)
+            }
+            Broker::Nats {
+                addr,
+                subject,
+                delivery,
+            } => BrokerSub::Nats(nats::Subscription::open(*addr, subject, delivery).await?),
+        })
+    }
+}
+
+impl BrokerSub {
+    async fn run(self, on_message: Box<dyn FnMut(Bytes)>) {
+        match self {
+            BrokerSub::Redis(s) => s.run(on_message).await,
+            BrokerSub::Nats(s) => s.run(on_message).await,
+        }
+    }
 }
 
 /// The running subscriber threads of one run.
@@ -154,8 +201,11 @@ pub fn start(
         pool.threads.push(h);
     }
     drop(ready_tx);
+    // Ten thousand JetStream consumers take a while to create on two busy cores.
+    let within = Duration::from_secs(120.max(n as u64 / 50));
+    let deadline = Instant::now() + within;
     for _ in 0..threads {
-        match ready_rx.recv_timeout(Duration::from_secs(120)) {
+        match ready_rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 pool.stop();
@@ -163,7 +213,10 @@ pub fn start(
             }
             Err(_) => {
                 pool.stop();
-                return Err("subscribers did not all connect within 120 s".into());
+                return Err(format!(
+                    "subscribers did not all connect within {} s",
+                    within.as_secs()
+                ));
             }
         }
     }
@@ -226,6 +279,18 @@ fn checked(
         match r {
             Ok(seq) => log.borrow_mut().record(&shared, li, seq, now),
             Err(e) => ThreadLog::bad(&shared, || e),
+        }
+    }
+}
+
+/// What a subscriber does with each plain payload: read its seq, record it.
+fn payload_seq(shared: &Arc<Shared>, log: &Rc<RefCell<ThreadLog>>, li: usize) -> impl FnMut(Bytes) {
+    let (shared, log) = (shared.clone(), log.clone());
+    move |msg| {
+        let now = shared.now_ns();
+        match seq_of(&msg) {
+            Some(seq) => log.borrow_mut().record(&shared, li, seq, now),
+            None => ThreadLog::bad(&shared, || "short payload".into()),
         }
     }
 }
@@ -297,46 +362,25 @@ async fn connect_all(
                 }
             }
         }
-        Target::RedisFrames {
-            addr,
-            channel,
-            binder_gidc,
-            verify,
-        } => {
-            let checker = Rc::new(RefCell::new(Checker::new(*verify, binder_gidc)?));
+        Target::Broker { broker, content } => {
+            let checker = match content {
+                Content::Frames {
+                    binder_gidc,
+                    verify,
+                } => Some(Rc::new(RefCell::new(Checker::new(*verify, binder_gidc)?))),
+                Content::Payload => None,
+            };
             for (b, chunk) in indices.chunks(CONNECT_BATCH).enumerate() {
-                let conns = futures_util::future::join_all(
-                    chunk
-                        .iter()
-                        .map(|_| redis::Subscription::open(*addr, channel)),
-                )
-                .await;
+                let conns =
+                    futures_util::future::join_all(chunk.iter().map(|_| broker.open())).await;
                 for (k, conn) in conns.into_iter().enumerate() {
                     let sub = conn?;
                     let li = b * CONNECT_BATCH + k;
-                    actix_rt::spawn(sub.run(checked(shared, log, &checker, li)));
-                }
-            }
-        }
-        Target::RedisPayload { addr, channel } => {
-            for (b, chunk) in indices.chunks(CONNECT_BATCH).enumerate() {
-                let conns = futures_util::future::join_all(
-                    chunk
-                        .iter()
-                        .map(|_| redis::Subscription::open(*addr, channel)),
-                )
-                .await;
-                for (k, conn) in conns.into_iter().enumerate() {
-                    let sub = conn?;
-                    let li = b * CONNECT_BATCH + k;
-                    let (shared, log) = (shared.clone(), log.clone());
-                    actix_rt::spawn(sub.run(move |msg| {
-                        let now = shared.now_ns();
-                        match seq_of(&msg) {
-                            Some(seq) => log.borrow_mut().record(&shared, li, seq, now),
-                            None => ThreadLog::bad(&shared, || "short payload".into()),
-                        }
-                    }));
+                    let on_message: Box<dyn FnMut(Bytes)> = match &checker {
+                        Some(checker) => Box::new(checked(shared, log, checker, li)),
+                        None => Box::new(payload_seq(shared, log, li)),
+                    };
+                    actix_rt::spawn(sub.run(on_message));
                 }
             }
         }

@@ -4,7 +4,7 @@
 //! secret, the **root dynamic object** (its dynamic ghid is the `user_id`) and everything the
 //! account keeps in it ([`AccountState`]: the secret store, app tokens, startup and private
 //! objects, api ids, pending and orphan shares, holds). The state is synced to every machine of
-//! the user through the root object itself (DESIGN.md §4, REFERENCE.md §5); nothing else
+//! the user through the root object itself (docs/architecture.md); nothing else
 //! persists it.
 //!
 //! Calls: `golix` only (containers, frames, the secret ratchet), plus scrypt and HKDF. No I/O,
@@ -81,7 +81,7 @@ pub struct ScryptParams {
 }
 
 impl ScryptParams {
-    /// N = 2^15, r = 8, p = 1: what the reference used (REFERENCE.md §5).
+    /// N = 2^15, r = 8, p = 1: what the Python reference used.
     pub const DEFAULT: ScryptParams = ScryptParams {
         log_n: 15,
         r: 8,

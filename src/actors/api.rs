@@ -7,7 +7,7 @@ use crate::golix::Ghid;
 /// One IPC connection (app session), unique for the daemon's lifetime.
 pub type AppId = u64;
 
-/// A 16-byte app token: identifies an app across restarts (REFERENCE.md §2).
+/// A 16-byte app token: identifies an app across restarts (docs/architecture.md).
 pub type AppToken = [u8; 16];
 
 /// An object as an app sees it.
@@ -45,5 +45,13 @@ pub enum AppEvent {
         recipient: Ghid,
         ok: bool,
         status: u32,
+    },
+    /// A remote refused an object of ours for good (`code`: its wire code, e.g. `too_large`):
+    /// that remote keeps the tracked object's previous state until a later push fits.
+    RemoteRefused {
+        ghid: Ghid,
+        remote: String,
+        code: String,
+        message: String,
     },
 }

@@ -1,7 +1,7 @@
 //! The app registry: which app sessions are connected, which objects each one tracks, the
 //! app token each one registered, the api ids it handles shares for, and one event mailbox
-//! per app. Tokens and share handlers live as long as the session (REFERENCE.md §2,
-//! "Disconnect"); what persists (known tokens, startup and private objects) is in the account.
+//! per app. Tokens and share handlers live as long as the session (as in the Python
+//! reference); what persists (known tokens, startup and private objects) is in the account.
 //!
 //! Owns: the `AppId` counter, per-app tracked-object sets, tokens and share handlers, and a
 //! forwarder task per app that
@@ -82,6 +82,15 @@ impl AppRegistry {
         self.lock()
             .get(&app)
             .is_some_and(|e| e.tracked.contains(ghid))
+    }
+
+    /// Every app tracking `ghid`.
+    pub fn trackers(&self, ghid: &Ghid) -> Vec<AppId> {
+        self.lock()
+            .iter()
+            .filter(|(_, e)| e.tracked.contains(ghid))
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// Records that `app` no longer tracks `ghid`.

@@ -28,9 +28,10 @@ use super::daemon_core::{DaemonCore, Gate};
 use super::error::DaemonError;
 use super::gc::{self, GcHandle};
 use super::ledger::{self, LedgerHandle};
+use super::limits;
 use super::object::ObjectRegistry;
 use super::outbox::{self, Outbox};
-use super::remote::{self, Connector, RemoteHandle};
+use super::remote::{self, Connector, RemoteEntry, RemoteHandle, RemoteTarget};
 use super::share::{self, ShareHandle};
 use super::vault::Vault;
 use crate::golix::{Geoc, Ghid, Gobd, Object, Policy, SecondParty};
@@ -50,12 +51,17 @@ pub async fn boot(
     log: slog::Logger,
 ) -> Result<(Arc<DaemonCore>, Vec<JoinHandle<()>>), DaemonError> {
     make_private_dir(&opts.ghidcache)?;
+    let urls: Vec<String> = opts.remotes.iter().map(|r| r.url().to_owned()).collect();
     let objects = opts.ghidcache.join("objects");
-    let archive = retry_locked(|| Archive::open(&objects).map_err(DaemonError::from)).await?;
+    let cache = opts.cache_capacity;
+    let archive =
+        retry_locked(|| Archive::open_with_cache(&objects, cache).map_err(DaemonError::from))
+            .await?;
     let connector = Connector::start()
         .map_err(|e| DaemonError::Storage(format!("cannot start the remote thread: {e}")))?;
     let state = opts.ghidcache.join("state");
-    let db = retry_locked(|| sled_gate::open(&state).map_err(DaemonError::from)).await?;
+    let db = retry_locked(|| sled_gate::open_with_cache(&state, cache).map_err(DaemonError::from))
+        .await?;
     let (account, created, root_secret) = match opts.login {
         Login::Create {
             identity,
@@ -77,7 +83,7 @@ pub async fn boot(
             fingerprint,
             root_secret,
         } => {
-            finish_interrupted_commits(&archive, &db, &root_secret, &opts.remotes, &log).await;
+            finish_interrupted_commits(&archive, &db, &state, &root_secret, &urls, &log).await;
             let root =
                 find_root(&archive, &connector, &opts.remotes, &user_id, &fingerprint).await?;
             let mut account = Account::open(root_secret.clone(), &root.frame, &root.container)?;
@@ -101,18 +107,20 @@ pub async fn boot(
             (account, Vec::new(), root_secret)
         }
     };
-    let vault = Vault::open(&db, VAULT_TREE, &account.vault_key())?;
-    let outbox = Outbox::open(vault.clone(), &opts.remotes)?;
+    let vault = Vault::open_with_spill(&db, VAULT_TREE, &account.vault_key(), &large(&state))?;
+    let outbox = Outbox::open(vault.clone(), &urls)?;
 
     let (ledger, ledger_inbox) = LedgerHandle::channel();
     let (gc, gc_inbox) = GcHandle::channel();
     let (share, share_inbox) = ShareHandle::channel();
-    let (remotes, inboxes): (Vec<_>, Vec<_>) = opts
-        .remotes
-        .iter()
-        .enumerate()
-        .map(|(i, url)| RemoteHandle::channel(url, i))
-        .unzip();
+    let mut remotes = Vec::with_capacity(opts.remotes.len());
+    let mut inboxes = Vec::with_capacity(opts.remotes.len());
+    for (i, entry) in opts.remotes.into_iter().enumerate() {
+        let max_object = limits::known(&vault, entry.url())?;
+        let (handle, inbox) = RemoteHandle::channel(entry, i, max_object);
+        remotes.push(handle);
+        inboxes.push(inbox);
+    }
     let core = Arc::new(DaemonCore {
         identity: account.identity().clone(),
         user_id: account.user_id(),
@@ -172,11 +180,13 @@ pub async fn boot(
 async fn finish_interrupted_commits(
     archive: &Archive,
     db: &sled::Db,
+    state: &Path,
     root_secret: &crate::golix::Secret,
     remotes: &[String],
     log: &slog::Logger,
 ) {
-    let Ok(vault) = Vault::open(db, VAULT_TREE, &vault_key(root_secret)) else {
+    let key = vault_key(root_secret);
+    let Ok(vault) = Vault::open_with_spill(db, VAULT_TREE, &key, &large(state)) else {
         return;
     };
     let Ok(entries) = outbox::pending_objects(&vault, remotes) else {
@@ -221,6 +231,11 @@ async fn finish_interrupted_commits(
             slog::warn!(log, "cannot drop torn outbox entries"; "error" => %e);
         }
     }
+}
+
+/// Where the vault keeps its large records: beside sled's files in the state directory.
+fn large(state: &Path) -> std::path::PathBuf {
+    state.join("large")
 }
 
 /// Creates `dir` (and parents) and restricts it to its owner.
@@ -300,7 +315,7 @@ fn as_root(frame: &[u8], container: &[u8], user_id: &Ghid) -> Result<(Gobd, Geoc
 async fn find_root(
     archive: &Archive,
     connector: &Connector,
-    remotes: &[String],
+    remotes: &[RemoteEntry],
     user_id: &Ghid,
     fingerprint: &Ghid,
 ) -> Result<Root, DaemonError> {
@@ -331,18 +346,19 @@ async fn find_root(
     Ok(root)
 }
 
-/// The verified root of the first remote that has it.
+/// The verified root of the first remote (any of its front-ends) that has it.
 async fn fetch_any_root(
     connector: &Connector,
-    remotes: &[String],
+    remotes: &[RemoteEntry],
     user_id: &Ghid,
     fingerprint: &Ghid,
 ) -> Result<Root, DaemonError> {
     let mut last = DaemonError::NotFound(format!("account {user_id} (no remote has it)"));
-    for url in remotes {
+    for target in remotes.iter().flat_map(|r| &r.targets) {
+        let url = &target.url;
         match tokio::time::timeout(
             LOGIN_FETCH_TIMEOUT,
-            fetch_root(connector, url, user_id, fingerprint),
+            fetch_root(connector, target, user_id, fingerprint),
         )
         .await
         {
@@ -361,14 +377,15 @@ async fn fetch_any_root(
 /// Fetches and verifies the identity, root frame and container from one remote.
 async fn fetch_root(
     connector: &Connector,
-    url: &str,
+    target: &RemoteTarget,
     user_id: &Ghid,
     fingerprint: &Ghid,
 ) -> Result<Root, DaemonError> {
+    let url = &target.url;
     let unavailable = |e: crate::persist::client::ClientError| {
         DaemonError::UnavailableUpstream(format!("{url}: {e}"))
     };
-    let (client, _notes) = connector.connect(url).await.map_err(unavailable)?;
+    let (client, _notes) = connector.connect(target).await.map_err(unavailable)?;
     let result = async {
         let gidc = client.get(fingerprint).await.map_err(unavailable)?;
         let frame = client.get(user_id).await.map_err(unavailable)?;

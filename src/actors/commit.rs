@@ -6,7 +6,8 @@
 //! and its binding's signatures at once; a commit ingests in order (a binding before its
 //! container), syncs the archive, queues the objects for every remote and records the new
 //! secret in the vault, all before returning, so whatever an app is told succeeded survives a
-//! restart and reaches the remotes.
+//! restart and reaches the remotes. An object larger than a remote takes is refused first
+//! (`too_large`, see [`super::limits`]).
 //!
 //! Calls: `golix` (FirstParty), `DaemonCore` (archive, vault, outbox, ledger), [`content`].
 //! Used by `ObjectActor` and `DaemonHandle`.
@@ -128,6 +129,12 @@ pub async fn commit(
     // (and the new secret) are made durable in the vault first, replayed into the archive at
     // the next start if a crash cuts the commit short, and shown to the remotes only once the
     // archive has them.
+    // Nothing is committed that a remote could not store (it would be acknowledged, then
+    // refused upstream): see `limits`.
+    for o in &objects {
+        let kind = String::from_utf8_lossy(o.get(..4).unwrap_or_default()).to_lowercase();
+        core.check_fits(o.len(), &format!("this {kind}"))?;
+    }
     let restore = match &secret {
         Some((ghid, _)) => Some((*ghid, core.secret(ghid)?)),
         None => None,
@@ -165,6 +172,7 @@ pub async fn create(
     dynamic: bool,
     private: bool,
 ) -> Result<Loaded, DaemonError> {
+    core.check_fits(content::container_len(state.len()), "the state's container")?;
     let secret = Secret::random();
     let plain = content::pack(api_id.as_ref(), &state);
     // The binding only needs the container's address, which its signature does not cover.

@@ -1,14 +1,19 @@
 //! What is inside an app object's container and how to reach it: the app plaintext framing
-//! (`b"hgxd" | 0x00 | api_id(65) | state`, REFERENCE.md §0) and the walk of the secret
+//! (`b"hgxd" | 0x00 | api_id(65) | state`, docs/architecture.md) and the walk of the secret
 //! ratchet along a frame's target vector.
 //!
 //! Owns: pure functions only. Calls: `golix`. Used by the object and pull paths.
 
-use crate::golix::{Ghid, Gobd, Secret, GHID_LEN};
+use crate::golix::{Ghid, Gobd, Secret, GEOC_OVERHEAD, GHID_LEN};
 
 const MAGIC: &[u8; 4] = b"hgxd";
 /// Magic, version byte, api id.
 pub const HEADER_LEN: usize = 4 + 1 + GHID_LEN;
+
+/// The size of the container (GEOC) that carries a state of `state_len` bytes.
+pub fn container_len(state_len: usize) -> usize {
+    GEOC_OVERHEAD + HEADER_LEN + state_len
+}
 
 /// Frames app state with its api id.
 pub fn pack(api_id: Option<&Ghid>, state: &[u8]) -> Vec<u8> {
@@ -70,6 +75,20 @@ mod tests {
         let mut bad = pack(None, b"x");
         bad[4] = 1;
         assert_eq!(unpack(&bad), None);
+    }
+
+    #[test]
+    fn container_len_is_exact() {
+        for n in [0, 1, 1000] {
+            let geoc = crate::golix::Geoc {
+                suite: Suite::ONE,
+                author: Ghid::new(Algo::SHA512, [1; 64]),
+                payload: pack(None, &vec![7; n]),
+                ghid: Ghid::new(Algo::SHA512, [2; 64]),
+                signature: [0; SIG_LEN],
+            };
+            assert_eq!(geoc.encode().len(), container_len(n));
+        }
     }
 
     #[test]

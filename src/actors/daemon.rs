@@ -21,8 +21,10 @@ use super::commit;
 use super::daemon_core::DaemonCore;
 use super::dispatch;
 use super::error::DaemonError;
+use super::link_state::RemoteStatus;
 use super::object::{self, ObjectHandle, ObjectMsg};
 use super::pull;
+use super::remote::RemoteEntry;
 use super::share;
 use crate::golix::{FirstParty, Ghid, Secret};
 
@@ -36,8 +38,12 @@ const SHUTDOWN_DRAIN: Duration = Duration::from_secs(2);
 pub struct DaemonOptions {
     /// The daemon's directory: `objects` (the local archive) and `state` (the vault).
     pub ghidcache: PathBuf,
-    /// `ws://` or `wss://` URLs of persisters' `/ws`.
-    pub remotes: Vec<String>,
+    /// The persisters (`ws://` or `wss://` URLs of their `/ws`, with TLS trust; a persister
+    /// cluster as several front-ends).
+    pub remotes: Vec<RemoteEntry>,
+    /// Bytes of sled page cache for each of the two databases (`config::DEFAULT_DAEMON_CACHE`
+    /// for the daemon; sled's own default is 1 GiB each).
+    pub cache_capacity: u64,
     pub login: Login,
 }
 
@@ -89,6 +95,15 @@ impl DaemonHandle {
 
     pub fn user_id(&self) -> Ghid {
         self.core.user_id
+    }
+
+    /// Each remote's connection state and outbox depth, in configuration order.
+    pub fn remotes(&self) -> Vec<RemoteStatus> {
+        self.core
+            .remotes
+            .iter()
+            .map(|r| r.status(self.core.outbox.pending(r.queue())))
+            .collect()
     }
 
     /// A new app session whose events go to `events`.

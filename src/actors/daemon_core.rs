@@ -126,6 +126,16 @@ impl DaemonCore {
         self.identity.ghid()
     }
 
+    /// The largest object every configured remote takes (`None` without remotes).
+    pub fn max_object(&self) -> Option<u64> {
+        self.remotes.iter().map(|r| r.max_object()).min()
+    }
+
+    /// `too_large` unless an object of `len` bytes fits every remote ([`super::limits`]).
+    pub fn check_fits(&self, len: usize, what: &str) -> Result<(), DaemonError> {
+        super::limits::check(len, self.max_object(), what)
+    }
+
     /// Publishes `bytes` into the local archive (decode, verify, rules) off the event loop.
     /// Not durable until [`Archive::sync`].
     pub async fn ingest(&self, bytes: Vec<u8>) -> Result<Published, PersistError> {

@@ -2,11 +2,12 @@
 //! startup objects, private objects, share handlers, and offering objects to the apps that
 //! handle their api id.
 //!
-//! - **Tokens** identify an app across restarts (REFERENCE.md §2). `register_token` with no
+//! - **Tokens** identify an app across restarts (docs/architecture.md). `register_token` with no
 //!   token issues a new random 16-byte one; with a token, re-binds it to this session and
 //!   returns its startup object. Known tokens live in the account (`AccountState::tokens`); a
 //!   token is bound to at most one live session, and a session binds at most one token.
-//! - **Startup objects**: one ghid per token (`AccountState::startup`).
+//! - **Startup objects**: one ghid per token (`AccountState::startup`): an object that
+//!   exists and that the token may load.
 //! - **Private objects** belong to the token that created them (`AccountState::private`):
 //!   creating one needs a token, only that token's sessions may load it (`access_denied`
 //!   otherwise, which the reference forgot), and it is never shared.
@@ -24,7 +25,7 @@ use super::daemon_core::DaemonCore;
 use super::error::DaemonError;
 use crate::golix::Ghid;
 
-/// All zeros: "no token" on the wire (REFERENCE.md §0), like an absent one.
+/// All zeros: "no token" on the wire (docs/architecture.md), like an absent one.
 const NO_TOKEN: AppToken = [0; 16];
 
 /// Binds a token to `app`: a new one when `token` is `None` (or all zeros), else a known
@@ -83,13 +84,19 @@ fn token_of(core: &DaemonCore, app: AppId) -> Result<AppTokenBytes, DaemonError>
         .ok_or(DaemonError::UnknownToken)
 }
 
-/// Sets the startup object of `app`'s token (refused if one is set).
+/// Sets the startup object of `app`'s token (refused if one is set). The object must exist
+/// (here or on a remote: `not_found`) and must not be private to another token
+/// (`access_denied`).
 pub async fn register_startup(
     core: &DaemonCore,
     app: AppId,
     ghid: Ghid,
 ) -> Result<(), DaemonError> {
     let token = token_of(core, app)?;
+    check_access(core, app, ghid).await?;
+    if super::commit::owner(core, ghid).await?.is_none() {
+        return Err(DaemonError::NotFound(format!("object {ghid}")));
+    }
     core.ledger
         .with_account(move |a| match a.state().startup.get(&token) {
             Some(old) => Err(DaemonError::AlreadySet(format!(

@@ -5,7 +5,8 @@ use thiserror::Error;
 
 use crate::persist::PersistError;
 
-#[derive(Debug, Error)]
+/// `Clone` so that every push coalesced into one frame gets the frame's error, code intact.
+#[derive(Debug, Clone, Error)]
 #[non_exhaustive]
 pub enum DaemonError {
     /// A persistence rule refused the object (carries the persist code, e.g. `illegal_frame`).
@@ -43,6 +44,10 @@ pub enum DaemonError {
     UnavailableUpstream(String),
     #[error("bad arguments: {0}")]
     BadArgs(String),
+    /// An object of ours would exceed what a remote can store (its `max_frame`, learned from
+    /// its `hello`): refused before anything is committed.
+    #[error("too large: {0}")]
+    TooLarge(String),
     #[error("account: {0}")]
     Account(String),
     #[error("storage: {0}")]
@@ -71,6 +76,7 @@ impl DaemonError {
             DaemonError::UnknownSecret(_) => "unknown_secret",
             DaemonError::UnavailableUpstream(_) => "unavailable_upstream",
             DaemonError::BadArgs(_) => "bad_args",
+            DaemonError::TooLarge(_) => "too_large",
             DaemonError::Account(_) => "account",
             DaemonError::Storage(_) => "storage",
             DaemonError::ShuttingDown => "shutting_down",

@@ -1,8 +1,8 @@
 //! # Actors
 //!
-//! The daemon runtime (DESIGN.md §4): one actix actor per live object, per remote connection,
-//! for share handling and for the GC sweeper, plus the account and the encrypted local state
-//! they share.
+//! The daemon runtime (docs/architecture.md): one actor (a tokio task with a typed mailbox)
+//! per live object and per remote connection, one each for the account, share handling and
+//! the GC sweeper, plus the encrypted local state they share.
 //!
 //! - [`api`]: the types the daemon core and the IPC layer share (app ids, tokens, object
 //!   views, app events). No behaviour.
@@ -17,8 +17,10 @@
 //!   once, commit in order); [`commit`]: making, loading, opening and committing objects;
 //!   [`content`]: the app plaintext framing and the ratchet walk.
 //! - [`remote`]: `RemoteActor`, one per persister (reconnect, subscriptions, outbox replay,
-//!   catch-up); [`pull`]: applying what remotes push; [`outbox`]: the durable per-remote
-//!   publish queue.
+//!   catch-up); [`link_state`]: each remote's connection state for `hgxd status` and when a
+//!   failure is worth a warning; [`pull`]: applying what remotes push; [`outbox`]: the durable
+//!   per-remote publish queue; [`drain`]: sending it to one remote (publish order, refusals);
+//!   [`limits`]: each remote's size limit and the check every commit runs.
 //! - [`ledger`]: `AccountActor`, the owner of the account and its flush schedule;
 //!   [`gc`]: `GcActor`, forgetting secrets of removed objects; [`apps`]: app sessions, their
 //!   trackers, tokens, share handlers and coalescing event mailboxes; [`dispatch`]: app
@@ -40,9 +42,12 @@ pub mod content;
 pub mod daemon;
 pub mod daemon_core;
 pub mod dispatch;
+pub mod drain;
 pub mod error;
 pub mod gc;
 pub mod ledger;
+pub mod limits;
+pub mod link_state;
 pub mod object;
 pub mod outbox;
 pub mod pull;

@@ -29,6 +29,7 @@ use tokio::task::JoinHandle;
 
 use super::api::{AppEvent, AppId, ObjectView};
 use super::commit::{self, Loaded};
+use super::content;
 use super::daemon_core::DaemonCore;
 use super::error::DaemonError;
 use super::push::{After, PushJob, Pushed, Tip};
@@ -266,20 +267,6 @@ fn as_frame(bytes: Vec<u8>) -> Option<Gobd> {
     }
 }
 
-/// One error for each of several waiters (`DaemonError` is not `Clone`).
-fn replicate(e: &DaemonError) -> DaemonError {
-    match e {
-        DaemonError::Persist(PersistError::IllegalFrame(m)) => {
-            DaemonError::Persist(PersistError::IllegalFrame(m.clone()))
-        }
-        DaemonError::LocallyImmutable(m) => DaemonError::LocallyImmutable(m.clone()),
-        DaemonError::DeadObject(m) => DaemonError::DeadObject(m.clone()),
-        DaemonError::CatOuttaBag => DaemonError::CatOuttaBag,
-        DaemonError::ShuttingDown => DaemonError::ShuttingDown,
-        other => DaemonError::Storage(other.to_string()),
-    }
-}
-
 impl ObjectActor {
     fn view(&self) -> ObjectView {
         self.obj.view()
@@ -404,6 +391,12 @@ impl ObjectActor {
             let _ = reply.send(Err(DaemonError::CatOuttaBag));
             return;
         }
+        // Refused before it can coalesce with other pushes: see `limits`.
+        let len = content::container_len(state.len());
+        if let Err(e) = self.core.check_fits(len, "the new state's container") {
+            let _ = reply.send(Err(e));
+            return;
+        }
         self.pushes += 1;
         self.latest = Some(Latest {
             state,
@@ -507,7 +500,7 @@ impl ObjectActor {
                 self.retries = 0;
                 slog::warn!(self.core.log, "push failed"; "ghid" => %self.obj.ghid, "error" => %e);
                 for w in waiters {
-                    let _ = w.reply.send(Err(replicate(&e)));
+                    let _ = w.reply.send(Err(e.clone()));
                 }
             }
         }

@@ -4,7 +4,8 @@
 //! `b"outbox\0" | 8-byte tag of the remote URL | u64 big-endian sequence number`, so a prefix
 //! scan returns a remote's entries in publish order and the queues survive restarts. Values
 //! are the raw object bytes (sealed by the vault like everything else). An entry is removed
-//! only when its remote acknowledged it (or refused it by rule: see `RemoteActor`).
+//! only when its remote acknowledged it, or refused it for good (a rule, or too large for
+//! it): `RemoteActor` logs that as a warning and tells the apps tracking the object.
 //!
 //! Calls: the vault. Enqueued by whoever publishes locally (objects, account, holds);
 //! drained by each `RemoteActor`. Durability: `enqueue` writes to sled; callers that
@@ -62,7 +63,8 @@ pub struct Entry {
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Stored(#[serde(with = "serde_bytes")] Vec<u8>);
 
-fn tag(url: &str) -> [u8; TAG_LEN] {
+/// A short stable name of a remote URL, for vault keys.
+pub(super) fn tag(url: &str) -> [u8; TAG_LEN] {
     let d = Sha512::digest(url.as_bytes());
     let mut t = [0u8; TAG_LEN];
     t.copy_from_slice(&d[..TAG_LEN]);
@@ -76,8 +78,7 @@ impl Outbox {
         let mut next = 0u64;
         for url in urls {
             let mut prefix = PREFIX.to_vec();
-            // Keyed by the primary front-end: adding failover front-ends keeps the queue.
-            prefix.extend_from_slice(&tag(url.split(',').next().unwrap_or(url)));
+            prefix.extend_from_slice(&tag(url));
             let seqs: BTreeSet<u64> = vault
                 .scan_prefix::<Stored>(&prefix)?
                 .iter()
@@ -190,6 +191,31 @@ impl Outbox {
         }
     }
 
+    /// An upper bound of the size of the entry after `seq` in queue `q` (cheap: nothing is
+    /// read or decrypted), if there is one.
+    pub fn size_after(&self, q: usize, seq: u64) -> Result<Option<u64>, DaemonError> {
+        let queue = &self.queues[q];
+        let next = queue.seqs().range(seq + 1..).next().copied();
+        match next {
+            Some(next) => self.vault.size_bound(&key(&queue.prefix, next)),
+            None => Ok(None),
+        }
+    }
+
+    /// The entry after `seq` in queue `q`, if any (a binding's container: a commit stages a
+    /// binding and its container one after the other).
+    pub fn next_after(&self, q: usize, seq: u64) -> Result<Option<Entry>, DaemonError> {
+        let queue = &self.queues[q];
+        let next = queue.seqs().range(seq + 1..).next().copied();
+        let Some(next) = next else {
+            return Ok(None);
+        };
+        Ok(self
+            .vault
+            .get::<Stored>(&key(&queue.prefix, next))?
+            .map(|Stored(object)| Entry { seq: next, object }))
+    }
+
     /// Removes entry `seq` of queue `q` (acknowledged or refused by the remote).
     pub fn remove(&self, q: usize, seq: u64) -> Result<(), DaemonError> {
         let queue = &self.queues[q];
@@ -278,6 +304,10 @@ mod tests {
         assert_eq!((o.pending(0), o.pending(1)), (3, 3));
         let first = o.first(0).unwrap().unwrap();
         assert_eq!(first.object, b"one");
+        let next = o.next_after(0, first.seq).unwrap().unwrap();
+        assert_eq!(next.object, b"two");
+        let bound = o.size_after(0, first.seq).unwrap().unwrap();
+        assert!((3..40).contains(&bound), "{bound}");
         o.remove(0, first.seq).unwrap();
         assert_eq!(o.first(0).unwrap().unwrap().object, b"two");
         assert_eq!(o.first(1).unwrap().unwrap().object, b"one");

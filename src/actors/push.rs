@@ -3,7 +3,7 @@
 //! signatures on two blocking threads), and commits them.
 //!
 //! Owns: [`PushJob`], [`Tip`] and the links between successive jobs ([`After`]). Neither a
-//! container's address nor a frame's covers its signature (GOLIX.md §1), so a frame can point
+//! container's address nor a frame's covers its signature (docs/golix.md), so a frame can point
 //! at a container that is still being signed, and frame k+1 can be built on frame k while
 //! frame k is still being signed or committed: `ObjectActor` starts the next job without
 //! waiting for the one before. Commits stay in frame order: a job commits only once its

@@ -1,5 +1,5 @@
-//! `ShareActor`: sharing objects between users with GARQ requests (REFERENCE.md §6,
-//! GOLIX.md §4), one tokio task per daemon.
+//! `ShareActor`: sharing objects between users with GARQ requests (docs/architecture.md,
+//! docs/golix.md), one tokio task per daemon.
 //!
 //! **Outgoing** ([`share`], run by the asking app's request): the recipient's identity comes
 //! from the local archive or any remote (`unknown_recipient` if neither has it); a handshake

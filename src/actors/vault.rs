@@ -2,7 +2,7 @@
 //!
 //! Owns: the daemon's private local state at rest (secrets, tokens, app registrations, outbox
 //! metadata: everything that is not already a Golix object), encrypted before it touches sled
-//! (DESIGN.md §4, "Local cache at rest").
+//! (docs/architecture.md, "Storage").
 //!
 //! A [`Vault`] is one sled `Tree`. Every value is msgpack (named fields), sealed with
 //! AES-256-GCM under the vault key ([`crate::actors::account::Account::vault_key`]) with a
@@ -11,12 +11,16 @@
 //! Record keys are stored in clear (they are addresses and ids, used for prefix scans): never
 //! put secret material in a key.
 //!
-//! Record layout: `version (1) | nonce (12) | ciphertext | tag (16)`.
+//! Record layout: `version (1) | nonce (12) | ciphertext | tag (16)`. A vault opened with
+//! [`Vault::open_with_spill`] keeps records of 16 KiB or more (outbox entries of large
+//! objects) sealed in files of their own, with a pointer in sled (see
+//! [`crate::persist::store::spill`]: sled reclaims large values late).
 //!
 //! Calls: sled and aes-gcm only. Used by the daemon actors (object, remote, share, dispatch
 //! state).
 
 use std::fmt;
+use std::path::Path;
 use std::sync::Arc;
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
@@ -27,6 +31,16 @@ use zeroize::Zeroizing;
 use super::account::msgpack_exact;
 use super::error::DaemonError;
 use crate::persist::store::sled_gate;
+use crate::persist::store::spill::{self, Spill};
+
+/// Whether `tree` holds a spill pointer under the key whose hex is `name`.
+fn points_at(tree: &sled::Tree, name: &str) -> std::io::Result<bool> {
+    let Ok(key) = hex::decode(name) else {
+        return Ok(false);
+    };
+    let value = tree.get(key).map_err(std::io::Error::other)?;
+    Ok(value.is_some_and(|v| spill::is_pointer(&v)))
+}
 
 /// Version byte of a sealed record.
 const RECORD_VERSION: u8 = 1;
@@ -39,6 +53,9 @@ const AAD_DOMAIN: &[u8] = b"hgx vault record";
 #[derive(Clone)]
 pub struct Vault {
     tree: sled::Tree,
+    /// Sealed records of [`spill::THRESHOLD`] bytes or more (outbox entries of large
+    /// objects), as files named by the hex of their key; `None`: all in sled.
+    spill: Option<Arc<Spill>>,
     /// The tree name, bound into every record's associated data.
     name: Arc<str>,
     cipher: Arc<Aes256Gcm>,
@@ -61,9 +78,60 @@ impl Vault {
         let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key));
         Ok(Vault {
             tree,
+            spill: None,
             name: Arc::from(name),
             cipher: Arc::new(cipher),
         })
+    }
+
+    /// [`Vault::open`], with large records as files in `dir` (see [`spill`]); files a crash
+    /// left there without a record are deleted.
+    pub fn open_with_spill(
+        db: &sled::Db,
+        name: &str,
+        key: &[u8; 32],
+        dir: &Path,
+    ) -> Result<Vault, DaemonError> {
+        let mut vault = Vault::open(db, name, key)?;
+        let io = |e: std::io::Error| DaemonError::Storage(format!("vault large records: {e}"));
+        let spill = Spill::open(dir).map_err(io)?;
+        spill.sweep(|n| points_at(&vault.tree, n)).map_err(io)?;
+        vault.spill = Some(Arc::new(spill));
+        Ok(vault)
+    }
+
+    /// The sealed bytes to store under `key` for `sealed`: a pointer when it is spilled.
+    /// Call under the spill's `writing` guard.
+    fn stored(&self, key: &[u8], sealed: Vec<u8>) -> Result<Vec<u8>, DaemonError> {
+        let Some(spill) = &self.spill else {
+            return Ok(sealed);
+        };
+        let name = hex::encode(key);
+        if sealed.len() >= spill::THRESHOLD {
+            return spill
+                .write(&name, &sealed)
+                .map_err(|e| self.error(key, &format!("cannot write its file: {e}")));
+        }
+        if spill.exists(&name) {
+            // A small record replaces a spilled one.
+            spill.remove_later(&name);
+        }
+        Ok(sealed)
+    }
+
+    /// The sealed bytes of a stored value (read from its file if it is a pointer).
+    fn sealed<'a>(
+        &self,
+        key: &[u8],
+        raw: &'a [u8],
+    ) -> Result<std::borrow::Cow<'a, [u8]>, DaemonError> {
+        match &self.spill {
+            Some(spill) if spill::is_pointer(raw) => spill
+                .read(&hex::encode(key), raw)
+                .map(std::borrow::Cow::Owned)
+                .map_err(|e| self.error(key, &format!("cannot read its file: {e}"))),
+            _ => Ok(std::borrow::Cow::Borrowed(raw)),
+        }
     }
 
     /// The tree name.
@@ -76,7 +144,9 @@ impl Vault {
         let (plain, _) = msgpack_exact(value, 0, 0)
             .map_err(|e| self.error(key, &format!("cannot encode the value: {e}")))?;
         let sealed = self.seal(key, &plain)?;
-        self.tree.insert(key, sealed)?;
+        let _writing = self.spill.as_ref().map(|s| s.writing());
+        let stored = self.stored(key, sealed)?;
+        self.tree.insert(key, stored)?;
         Ok(())
     }
 
@@ -88,11 +158,13 @@ impl Vault {
         records: impl IntoIterator<Item = (Vec<u8>, T)>,
     ) -> Result<(), DaemonError> {
         let mut batch = sled::Batch::default();
+        let _writing = self.spill.as_ref().map(|s| s.writing());
         for (key, value) in records {
             let (plain, _) = msgpack_exact(&value, 0, 0)
                 .map_err(|e| self.error(&key, &format!("cannot encode the value: {e}")))?;
             let sealed = self.seal(&key, &plain)?;
-            batch.insert(key, sealed);
+            let stored = self.stored(&key, sealed)?;
+            batch.insert(key, stored);
         }
         let _gate = sled_gate::exclusive();
         self.tree.apply_batch(batch)?;
@@ -112,13 +184,30 @@ impl Vault {
         }
     }
 
+    /// An upper bound of the plaintext size of the record under `key`, without reading a
+    /// spilled file or decrypting anything; `None` if there is none.
+    pub fn size_bound(&self, key: &[u8]) -> Result<Option<u64>, DaemonError> {
+        let overhead = (1 + NONCE_LEN + TAG_LEN) as u64;
+        Ok(self
+            .tree
+            .get(key)?
+            .map(|raw| spill::value_len(&raw).saturating_sub(overhead)))
+    }
+
     /// Whether a record exists under `key` (without opening it).
     pub fn contains_key(&self, key: &[u8]) -> Result<bool, DaemonError> {
         Ok(self.tree.contains_key(key)?)
     }
 
-    /// Removes the record under `key`, if any.
+    /// Removes the record under `key`, if any (a spilled record's file goes once the removal
+    /// is durable, at a [`Vault::flush`]).
     pub fn remove(&self, key: &[u8]) -> Result<(), DaemonError> {
+        if let Some(spill) = &self.spill {
+            let name = hex::encode(key);
+            if spill.exists(&name) {
+                spill.remove_later(&name);
+            }
+        }
         self.tree.remove(key)?;
         Ok(())
     }
@@ -139,12 +228,21 @@ impl Vault {
             .collect()
     }
 
-    /// Makes every write so far durable.
+    /// Makes every write so far durable (then deletes the files of removed records).
     pub async fn flush(&self) -> Result<(), DaemonError> {
         let tree = self.tree.clone();
-        tokio::task::spawn_blocking(move || sled_gate::flush(&tree))
-            .await
-            .map_err(|e| DaemonError::Storage(format!("flush task failed: {e}")))??;
+        let spill = self.spill.clone();
+        tokio::task::spawn_blocking(move || {
+            sled_gate::flush(&tree)?;
+            if let Some(spill) = spill {
+                spill
+                    .collect(|n| points_at(&tree, n))
+                    .map_err(|e| DaemonError::Storage(format!("vault large records: {e}")))?;
+            }
+            Ok::<(), DaemonError>(())
+        })
+        .await
+        .map_err(|e| DaemonError::Storage(format!("flush task failed: {e}")))??;
         Ok(())
     }
 
@@ -206,7 +304,8 @@ impl Vault {
         key: &[u8],
         raw: &[u8],
     ) -> Result<T, DaemonError> {
-        let plain = self.open_record(key, raw)?;
+        let sealed = self.sealed(key, raw)?;
+        let plain = self.open_record(key, &sealed)?;
         // No serde detail in the message: it could quote decrypted bytes.
         rmp_serde::from_slice(&plain)
             .map_err(|_| self.error(key, "record does not decode as the expected type"))
@@ -216,5 +315,43 @@ impl Vault {
     fn error(&self, key: &[u8], what: &str) -> DaemonError {
         let tag = hex::encode(&Sha512::digest(key)[..4]);
         DaemonError::Storage(format!("vault {:?}, record #{tag}: {what}", self.name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_bytes::ByteBuf;
+
+    #[tokio::test]
+    async fn large_records_are_sealed_files_removed_after_a_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled_gate::open(&dir.path().join("db")).unwrap();
+        let large = dir.path().join("large");
+        let files = || std::fs::read_dir(&large).unwrap().count();
+        let v = Vault::open_with_spill(&db, "t", &[1; 32], &large).unwrap();
+        let big = ByteBuf::from(vec![3u8; 40_000]);
+        v.put(b"k", &big).unwrap();
+        v.put_all(vec![(b"m".to_vec(), big.clone())]).unwrap();
+        assert_eq!(files(), 2);
+        assert_eq!(v.get::<ByteBuf>(b"k").unwrap(), Some(big.clone()));
+        assert_eq!(v.scan_prefix::<ByteBuf>(b"m").unwrap().len(), 1);
+        // Files are bound to their key like records: swapped, they do not open.
+        let (fk, fm) = (large.join(hex::encode(b"k")), large.join(hex::encode(b"m")));
+        let (bk, bm) = (std::fs::read(&fk).unwrap(), std::fs::read(&fm).unwrap());
+        std::fs::write(&fk, &bm).unwrap();
+        assert!(v.get::<ByteBuf>(b"k").is_err());
+        std::fs::write(&fk, &bk).unwrap();
+        // A small record over a large one, and a removal: both files go at the next flush.
+        v.put(b"k", &ByteBuf::from(vec![1])).unwrap();
+        v.remove(b"m").unwrap();
+        assert_eq!(files(), 2);
+        v.flush().await.unwrap();
+        assert_eq!(files(), 0);
+        assert_eq!(
+            v.get::<ByteBuf>(b"k").unwrap(),
+            Some(ByteBuf::from(vec![1]))
+        );
+        assert_eq!(v.get::<ByteBuf>(b"m").unwrap(), None);
     }
 }

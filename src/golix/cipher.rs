@@ -1,4 +1,4 @@
-//! Cipher suite 1 primitives, exactly as GOLIX.md §3: RSA-4096 PSS-SHA512 (salt 64) over the
+//! Cipher suite 1 primitives, exactly as docs/golix.md: RSA-4096 PSS-SHA512 (salt 64) over the
 //! 64-byte digest, OAEP-SHA512 with an empty label, AES-256-CTR with a 128-bit big-endian
 //! counter starting at the seed, X25519 + HKDF-SHA512 (XOR salt) for the request MAC key,
 //! HMAC-SHA512 over the request digest. Plus the suite-0 dummy constants.
@@ -20,7 +20,7 @@ pub const RSA_E: [u8; 3] = [0x01, 0x00, 0x01];
 /// Largest OAEP-SHA512 plaintext for a 4096-bit key: 512 - 2·64 - 2.
 pub const OAEP_MAX: usize = ASYM_LEN - 2 * 64 - 2;
 
-/// Suite-0 placeholders (GOLIX.md §3, "Suite 0").
+/// Suite-0 placeholders (docs/golix.md, "Suite 0").
 pub const DUMMY_PUBKEY: &[u8; PUBKEY_LEN] = b"[ ----------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------- MOCK PUBLIC KEY ------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------ ]";
 pub const DUMMY_EXCHANGE: &[u8; 32] = b"[ ------ MOCK PUBLIC KEY ----- ]";
 pub const DUMMY_SIGNATURE: &[u8; SIG_LEN] = b"[[ Start signature -------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------------- End signature ]]";

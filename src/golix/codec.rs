@@ -22,6 +22,27 @@ impl Policy {
     }
 }
 
+/// The error of the fixed fields after a length-prefixed one: when the length field claimed
+/// fewer bytes (`declared`) than the object has for that field (`available`: what is left
+/// less the fixed fields), those fields were read from the wrong place and their error would
+/// blame them; the length field is named instead.
+pub fn after_length(
+    e: DecodeError,
+    field: &'static str,
+    declared: u64,
+    available: usize,
+) -> DecodeError {
+    if declared < available as u64 {
+        DecodeError::LengthMismatch {
+            field,
+            declared,
+            available: available as u64,
+        }
+    } else {
+        e
+    }
+}
+
 /// Parses a ghid, refusing algo 0 unless the policy allows dummies.
 pub fn checked_ghid(b: &[u8], policy: Policy) -> Result<Ghid, DecodeError> {
     let g = Ghid::from_bytes(b)?;
@@ -69,6 +90,11 @@ impl<'a> Reader<'a> {
 
     pub fn pos(&self) -> usize {
         self.pos
+    }
+
+    /// Bytes not read yet.
+    pub fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
     }
 
     pub fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], DecodeError> {

@@ -24,6 +24,14 @@ pub enum DecodeError {
     DummyRefused,
     #[error("bad length for {field}: {len}")]
     BadLength { field: &'static str, len: usize },
+    /// A length field claims fewer bytes than the object holds for that field, so the fields
+    /// after it were read from the wrong place (and failed).
+    #[error("declared {field} length {declared} does not match the object ({available} bytes are there for it)")]
+    LengthMismatch {
+        field: &'static str,
+        declared: u64,
+        available: u64,
+    },
     #[error("bad ghid string: {0}")]
     BadGhidString(&'static str),
     #[error("unknown request kind {0:02x?}")]
@@ -31,7 +39,7 @@ pub enum DecodeError {
 }
 
 /// Errors of Golix operations beyond decoding.
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 #[non_exhaustive]
 pub enum Error {
     #[error("malformed object: {0}")]
@@ -50,6 +58,9 @@ pub enum Error {
     NonContributory,
     #[error("RSA modulus is not exactly 4096 bits")]
     BadModulus,
+    /// An identity's public key is broken or trivially weak (see `keycheck`).
+    #[error("identity key refused: {0}")]
+    WeakKey(String),
     #[error("key rejected: {0}")]
     KeyRejected(String),
     #[error("decryption failed")]

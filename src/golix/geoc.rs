@@ -1,7 +1,7 @@
 //! GEOC v14: an encrypted container (author, AES-CTR ciphertext, signature).
 
-use super::codec::{address_of, put_header, Sink};
-use super::{DecodeError, Ghid, Policy, Reader, Suite, SIG_LEN};
+use super::codec::{address_of, after_length, put_header, Sink};
+use super::{DecodeError, Ghid, Policy, Reader, Suite, GHID_LEN, SIG_LEN};
 
 pub const GEOC_MAGIC: &str = "GEOC";
 pub const GEOC_VERSION: u32 = 14;
@@ -22,17 +22,24 @@ impl Geoc {
     pub fn read(r: &mut Reader<'_>, policy: Policy) -> Result<Geoc, DecodeError> {
         let suite = r.header(GEOC_MAGIC, GEOC_VERSION, policy)?;
         let author = r.ghid("author", policy)?;
-        let n = r.u64("payload length")?;
-        let n = usize::try_from(n).map_err(|_| DecodeError::BadLength {
+        let declared = r.u64("payload length")?;
+        let n = usize::try_from(declared).map_err(|_| DecodeError::BadLength {
             field: "payload",
             len: usize::MAX,
         })?;
+        let available = r.remaining().saturating_sub(GHID_LEN + SIG_LEN);
+        let payload = r.take(n, "payload")?.to_vec();
+        let tail = |r: &mut Reader<'_>| -> Result<(Ghid, [u8; SIG_LEN]), DecodeError> {
+            Ok((r.address(policy)?, r.array("signature")?))
+        };
+        let (ghid, signature) =
+            tail(r).map_err(|e| after_length(e, "payload", declared, available))?;
         Ok(Geoc {
             suite,
             author,
-            payload: r.take(n, "payload")?.to_vec(),
-            ghid: r.address(policy)?,
-            signature: r.array("signature")?,
+            payload,
+            ghid,
+            signature,
         })
     }
 

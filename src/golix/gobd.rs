@@ -1,7 +1,7 @@
 //! GOBD v16 (dynamic binding frame; read and write) and GOBD v15 (legacy; read and verify
 //! only, for old caches and the Hypergolix vectors).
 
-use super::codec::{address_of, checked_ghid, put_header, Sink};
+use super::codec::{address_of, after_length, checked_ghid, put_header, Sink};
 use super::{Algo, DecodeError, Ghid, Policy, Reader, Suite, GHID_LEN, SIG_LEN};
 
 pub const GOBD_MAGIC: &str = "GOBD";
@@ -29,12 +29,13 @@ pub struct Gobd {
     pub signature: [u8; SIG_LEN],
 }
 
+/// A target vector (or v15 history) whose byte length, already read, is `len`.
 fn read_targets(
     r: &mut Reader<'_>,
     field: &'static str,
+    len: usize,
     policy: Policy,
 ) -> Result<Vec<Ghid>, DecodeError> {
-    let len = usize::from(r.u16(field)?);
     if len % GHID_LEN != 0 {
         return Err(DecodeError::BadLength { field, len });
     }
@@ -61,21 +62,32 @@ impl Gobd {
         let suite = r.header(GOBD_MAGIC, GOBD_VERSION, policy)?;
         let binder = r.ghid("binder", policy)?;
         let counter = r.u64("counter")?;
-        let targets = read_targets(r, "target vector", policy)?;
+        let len = usize::from(r.u16("target vector")?);
+        let available = r.remaining().saturating_sub(2 * GHID_LEN + SIG_LEN);
+        let targets = read_targets(r, "target vector", len, policy)?;
         if targets.is_empty() {
             return Err(DecodeError::BadLength {
                 field: "target vector",
                 len: 0,
             });
         }
+        let tail = |r: &mut Reader<'_>| -> Result<(Ghid, Ghid, [u8; SIG_LEN]), DecodeError> {
+            Ok((
+                r.address(policy)?,
+                r.address(policy)?,
+                r.array("signature")?,
+            ))
+        };
+        let (dynamic, frame, signature) =
+            tail(r).map_err(|e| after_length(e, "target vector", len as u64, available))?;
         Ok(Gobd {
             suite,
             binder,
             counter,
             targets,
-            dynamic: r.address(policy)?,
-            frame: r.address(policy)?,
-            signature: r.array("signature")?,
+            dynamic,
+            frame,
+            signature,
         })
     }
 
@@ -133,14 +145,29 @@ pub struct GobdV15 {
 impl GobdV15 {
     pub fn read(r: &mut Reader<'_>, policy: Policy) -> Result<GobdV15, DecodeError> {
         let suite = r.header(GOBD_MAGIC, GOBD_V15_VERSION, policy)?;
+        let binder = r.ghid("binder", policy)?;
+        let len = usize::from(r.u16("history")?);
+        let available = r.remaining().saturating_sub(3 * GHID_LEN + SIG_LEN);
+        let history = read_targets(r, "history", len, policy)?;
+        type Tail = (Ghid, Ghid, Ghid, [u8; SIG_LEN]);
+        let tail = |r: &mut Reader<'_>| -> Result<Tail, DecodeError> {
+            Ok((
+                r.ghid("target", policy)?,
+                r.address(policy)?,
+                r.address(policy)?,
+                r.array("signature")?,
+            ))
+        };
+        let (target, dynamic, frame, signature) =
+            tail(r).map_err(|e| after_length(e, "history", len as u64, available))?;
         Ok(GobdV15 {
             suite,
-            binder: r.ghid("binder", policy)?,
-            history: read_targets(r, "history", policy)?,
-            target: r.ghid("target", policy)?,
-            dynamic: r.address(policy)?,
-            frame: r.address(policy)?,
-            signature: r.array("signature")?,
+            binder,
+            history,
+            target,
+            dynamic,
+            frame,
+            signature,
         })
     }
 

@@ -11,6 +11,7 @@ use zeroize::Zeroizing;
 
 use super::cipher;
 use super::gobd::unsigned_frame;
+use super::keycheck;
 use super::{
     Algo, Error, Garq, Gdxx, Geoc, Ghid, Gidc, Gobd, Gobs, Policy, Request, RequestBody, Secret,
     Suite, ASYM_LEN, PUBKEY_LEN, SIG_LEN,
@@ -40,8 +41,9 @@ impl std::fmt::Debug for SecondParty {
 }
 
 impl SecondParty {
-    /// Parses the keys of a GIDC. Its address must verify; suite-1 moduli must be exactly
-    /// 4096 bits.
+    /// Parses the keys of a GIDC. Its address must verify; suite-1 keys must pass the
+    /// checks of [`super::keycheck`] (4096-bit moduli that are not trivially weak, an X25519
+    /// key not of small order).
     pub fn from_gidc(gidc: Gidc) -> Result<SecondParty, Error> {
         if gidc.computed_address() != gidc.ghid {
             return Err(Error::BadAddress);
@@ -49,6 +51,9 @@ impl SecondParty {
         let (verify_key, encrypt_key) = if gidc.suite == Suite::DUMMY {
             (None, None)
         } else {
+            keycheck::check_rsa_modulus(&gidc.signature_key)?;
+            keycheck::check_rsa_modulus(&gidc.encryption_key)?;
+            keycheck::check_exchange_key(&gidc.exchange_key)?;
             (
                 Some(cipher::rsa_verify_key(&gidc.signature_key)?),
                 Some(cipher::rsa_encrypt_key(&gidc.encryption_key)?),
@@ -194,7 +199,7 @@ impl FirstParty {
         &self.public
     }
 
-    fn sign(&self, digest: &[u8; 64]) -> Result<[u8; SIG_LEN], Error> {
+    pub(super) fn sign(&self, digest: &[u8; 64]) -> Result<[u8; SIG_LEN], Error> {
         cipher::sign_digest(&self.sign_key, digest)
     }
 
@@ -402,7 +407,7 @@ impl FirstParty {
         )
     }
 
-    /// Opens a request addressed to us, in the receiving order of GOLIX.md §4: address,
+    /// Opens a request addressed to us, in the receiving order of docs/golix.md: address,
     /// OAEP decrypt, find the author's identity with `lookup`, derive the MAC key, check the
     /// MAC. Nothing is returned unless every step passes.
     pub fn open_request(

@@ -2,13 +2,15 @@
 //!
 //! The Golix protocol, pure and sans-IO: addresses ([`Ghid`]), symmetric [`Secret`]s and their
 //! ratchet, cipher suite 1, the six containers (GIDC v2, GEOC v14, GOBS v6, GOBD v16, GDXX v9,
-//! GARQ v12) plus read-only GOBD v15, and identities ([`FirstParty`], [`SecondParty`]).
+//! GARQ v12) plus read-only GOBD v15, identities ([`FirstParty`], [`SecondParty`]), and the
+//! connection-authentication signature a persister asks for ([`auth`]).
 //!
 //! Owns: byte-exact encoding and decoding (hand-written, no serde on signed bytes), and every
 //! cryptographic operation on objects. Calls: nothing of ours. No I/O, no clocks, no actors;
 //! everything above (`persist`, `actors`, `ipc`) uses it. Decoders take a [`Policy`]; cipher
 //! suite 0 and address algo 0 are refused unless a test asks for [`Policy::TESTING`].
 
+pub mod auth;
 mod binding;
 pub mod cipher;
 mod codec;
@@ -19,6 +21,7 @@ mod ghid;
 mod gidc;
 mod gobd;
 mod identity;
+mod keycheck;
 mod object;
 mod secret;
 

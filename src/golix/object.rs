@@ -181,7 +181,7 @@ impl Object {
         }
     }
 
-    /// Full verification in the order of GOLIX.md §5: address (and first-frame dynamic
+    /// Full verification in the order of docs/golix.md: address (and first-frame dynamic
     /// address), then the signature against `signer`, which must be the object's signer.
     /// Unsigned kinds (GIDC, GARQ) need no signer.
     pub fn verify(&self, signer: Option<&SecondParty>) -> Result<(), Error> {

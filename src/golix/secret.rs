@@ -1,6 +1,6 @@
 //! `Secret`: the symmetric key + seed that encrypts one GEOC, its 53-byte serialization, and
 //! the HKDF ratchet that lets every holder of one secret follow later frames of a dynamic
-//! object (REFERENCE.md §5).
+//! object (docs/golix.md).
 
 use std::fmt;
 

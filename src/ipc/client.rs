@@ -10,7 +10,8 @@
 //! and cheap to clone. The connection closes when the last clone (and [`Obj`]) is dropped
 //! or on [`HgxLink::close`].
 //!
-//! Calls: `wire`/`ops` for encoding, `token` for `connect_home`; never the daemon directly.
+//! Calls: `wire`/`ops` for encoding, `token` for `connect_home` / `connect_default`; never
+//! the daemon directly.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -28,11 +29,11 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use super::obj::Obj;
 use super::obj::ObjShared;
-pub use super::ops::Whoami;
 use super::ops::{
     ApiArgs, GhidArgs, HelloArgs, HelloInfo, NewArgs, NoArgs, PushArgs, ShareArgs, TokenArgs,
     TokenReply,
 };
+pub use super::ops::{StatusReply, Whoami};
 use super::token::CapabilityToken;
 use super::wire::{self, codes, ServerFrame, WireError};
 use crate::actors::api::{AppEvent, AppToken, ObjectView};
@@ -349,6 +350,24 @@ impl HgxLink {
 
     /// Connects to the daemon on `127.0.0.1:<port>` with the token in `home/ipc.token`
     /// (`home` is the directory of the daemon's config file, e.g. `$HYPERGOLIX_HOME`).
+    /// Connects to `ws://127.0.0.1:<port>/` with the token file found as the daemon finds
+    /// its config ([`super::token::search_paths`]: `$HGX_IPC_TOKEN_FILE`, else `ipc.token` in
+    /// `$HYPERGOLIX_HOME` alone, else in `.`, `~/.hypergolix`, `/etc/hypergolix`). No token
+    /// file is a [`ClientError::Token`] naming every path tried.
+    pub async fn connect_default(port: u16) -> Result<HgxLink, ClientError> {
+        let path = super::token::find_file().map_err(|tried| {
+            let tried: Vec<String> = tried.iter().map(|p| p.display().to_string()).collect();
+            ClientError::Token(format!(
+                "no ipc.token found (is hgxd running?); tried {}",
+                tried.join(", ")
+            ))
+        })?;
+        let token = CapabilityToken::read_path(&path)
+            .map_err(|e| ClientError::Token(format!("{}: {e}", path.display())))?;
+        HgxLink::connect(&format!("ws://127.0.0.1:{port}/"), &token).await
+    }
+
+    /// Connects with the token file `ipc.token` in the directory `home`.
     pub async fn connect_home(home: impl AsRef<Path>, port: u16) -> Result<HgxLink, ClientError> {
         let token = CapabilityToken::read_file(home.as_ref())
             .map_err(|e| ClientError::Token(format!("{}: {e}", home.as_ref().display())))?;
@@ -377,6 +396,11 @@ impl HgxLink {
 
     pub async fn whoami(&self) -> Result<Whoami, ClientError> {
         typed(self.core.call("whoami", &NoArgs {}).await?)
+    }
+
+    /// Each remote's connection state and outbox depth.
+    pub async fn status(&self) -> Result<StatusReply, ClientError> {
+        typed(self.core.call("status", &NoArgs {}).await?)
     }
 
     /// Creates an object (the daemon's defaults: `api_id` none, dynamic, public).

@@ -11,6 +11,7 @@ use super::DaemonApi;
 use crate::actors::api::{AppEvent, AppId, AppToken, ObjectView};
 use crate::actors::daemon::DaemonHandle;
 use crate::actors::error::DaemonError;
+use crate::actors::link_state::RemoteStatus;
 use crate::golix::Ghid;
 
 impl DaemonApi for DaemonHandle {
@@ -20,6 +21,10 @@ impl DaemonApi for DaemonHandle {
 
     fn user_id(&self) -> Ghid {
         DaemonHandle::user_id(self)
+    }
+
+    fn remotes(&self) -> Vec<RemoteStatus> {
+        DaemonHandle::remotes(self)
     }
 
     fn connect_app(&self, events: mpsc::Sender<AppEvent>) -> AppId {

@@ -1,8 +1,8 @@
 //! # IPC: the app <-> daemon protocol
 //!
-//! Apps talk to `hgxd` over a websocket on `127.0.0.1:<ipc_port>` (DESIGN.md §4). Every
+//! Apps talk to `hgxd` over a websocket on `127.0.0.1:<ipc_port>` (docs/architecture.md). Every
 //! frame is one binary websocket message holding one msgpack map with named fields
-//! (HYPERGLYPH.md §B8). This module owns that protocol end to end:
+//! (src/ipc/PROTOCOL.md). This module owns that protocol end to end:
 //!
 //! - [`wire`]: the envelope (`{id, op, args}` / `{id, ok}` / `{id, err}` / `{event, data}`),
 //!   the tolerant two-step decoder and the encoders. Pure, no I/O.
@@ -11,15 +11,15 @@
 //! - [`token`]: the capability token an app must present in `hello`, and the `ipc.token`
 //!   file (mode 0600) through which local apps learn it.
 //! - [`server`]: the actix-web endpoint (`/` and `/ws`), origin check, [`serve`].
-//! - `session`: one task per connection (actorless, STYLE.md principle 9) that translates
+//! - `session`: one task per connection (actorless) that translates
 //!   frames into [`DaemonApi`] calls and forwards the daemon's [`AppEvent`]s.
 //! - [`client`]: the async Rust client, [`HgxLink`]; `obj`: its [`Obj`] handle.
 //!
 //! The protocol for client authors (any language) is `src/ipc/PROTOCOL.md`.
 //!
 //! Calls: the daemon core only through the [`DaemonApi`] trait (implemented by the actors'
-//! `DaemonHandle`), plus the shared types of `actors::api` / `actors::error` and `golix::Ghid`.
-//! Nothing below `ipc` calls into it.
+//! `DaemonHandle`), plus the shared types of `actors::api` / `actors::error` and `golix::Ghid`;
+//! `token` asks `config` for its search order. Nothing below `ipc` calls into it.
 
 pub mod client;
 mod daemon;
@@ -37,6 +37,7 @@ use tokio::sync::mpsc;
 
 use crate::actors::api::{AppEvent, AppId, AppToken, ObjectView};
 use crate::actors::error::DaemonError;
+use crate::actors::link_state::RemoteStatus;
 use crate::golix::Ghid;
 
 pub use client::{ClientError, ErrorKind, HgxLink, Obj, RemoteError, Whoami};
@@ -60,6 +61,8 @@ pub trait DaemonApi: Clone + Send + Sync + 'static {
     fn fingerprint(&self) -> Ghid;
     /// The account's root object Ghid.
     fn user_id(&self) -> Ghid;
+    /// Each remote's connection state and outbox depth (`status`).
+    fn remotes(&self) -> Vec<RemoteStatus>;
     /// Registers an app session; the daemon sends that session's events into `events`.
     fn connect_app(&self, events: mpsc::Sender<AppEvent>) -> AppId;
     /// Ends an app session and releases its trackers. Called once per connected session,

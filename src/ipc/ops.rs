@@ -2,7 +2,7 @@
 //! its result, and every event. `hello` sends it ([`hello_reply`]), dispatch fills missing
 //! arguments from it ([`Request::decode`]), and `src/ipc/PROTOCOL.md` carries it as
 //! [`markdown_table`] renders it (a test keeps the file in step). Adding an op or an
-//! argument with a default is additive within protocol 1 (HYPERGLYPH.md §B8).
+//! argument with a default is additive within protocol 1 (src/ipc/PROTOCOL.md).
 //!
 //! Calls nothing; used by `session` (dispatch) and `client` (typed args and results).
 
@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
 use crate::actors::api::AppToken;
+use crate::actors::link_state::RemoteStatus;
 use crate::golix::Ghid;
 
 /// The protocol version `hello` announces. Within one version, changes are additive only.
@@ -103,6 +104,12 @@ pub const OPS: &[OpSpec] = &[
         doc: "The user's identity and account root.",
     },
     OpSpec {
+        name: "status",
+        args: &[],
+        result: "{remotes: [{url, state, since, last_error, failures, outbox}]}",
+        doc: "Each remote in configuration order: `state` `connecting`, `connected` or `retrying` since `since` (unix seconds), `last_error` `{kind, reason}` or nil, failed attempts since the last connection, and objects still queued for it (what `hgxd status` prints).",
+    },
+    OpSpec {
         name: "new",
         args: &[
             req("state", "bin"),
@@ -169,7 +176,7 @@ pub const OPS: &[OpSpec] = &[
         name: "register_startup",
         args: GHID_ONLY,
         result: "nil",
-        doc: "Sets the startup object of this session's token (`unknown_token` without one; `already_set` if one is set).",
+        doc: "Sets the startup object of this session's token (`unknown_token` without one; `already_set` if one is set; `not_found` for an object that does not exist; `access_denied` for another app's private object).",
     },
     OpSpec {
         name: "deregister_startup",
@@ -218,6 +225,11 @@ pub const EVENTS: &[EventSpec] = &[
         name: "share_result",
         data: "{ghid, recipient, ok, status}",
         doc: "The outcome of a share this app (or its token) asked for; `status` 0 = accepted.",
+    },
+    EventSpec {
+        name: "remote_refused",
+        data: "{ghid, remote, code, message}",
+        doc: "A remote refused an object of the user's for good (`code`, e.g. `too_large`): it keeps the tracked object's previous state until a later push fits. Also in the daemon's log as a warning.",
     },
 ];
 
@@ -308,11 +320,18 @@ pub struct Whoami {
     pub user_id: Ghid,
 }
 
+/// Result of `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReply {
+    pub remotes: Vec<RemoteStatus>,
+}
+
 /// A request with typed arguments, after the second decoding step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     Hello(HelloArgs),
     Whoami,
+    Status,
     New(NewArgs),
     Get(GhidArgs),
     Push(PushArgs),
@@ -350,6 +369,7 @@ impl Request {
         Ok(match spec.name {
             "hello" => Request::Hello(typed(op, args)?),
             "whoami" => Request::Whoami,
+            "status" => Request::Status,
             "new" => Request::New(typed(op, args)?),
             "get" => Request::Get(typed(op, args)?),
             "push" => Request::Push(typed(op, args)?),
@@ -374,6 +394,7 @@ impl Request {
         match self {
             Request::Hello(_) => "hello",
             Request::Whoami => "whoami",
+            Request::Status => "status",
             Request::New(_) => "new",
             Request::Get(_) => "get",
             Request::Push(_) => "push",
@@ -400,8 +421,9 @@ fn with_defaults(spec: &OpSpec, args: Value) -> Result<Value, ArgsError> {
         Value::Map(m) => m,
         _ => {
             return Err(ArgsError::BadArgs(format!(
-                "{}: `args` must be a map",
-                spec.name
+                "{}: {}",
+                spec.name,
+                crate::persist::wire::ARGS_NOT_A_MAP
             )))
         }
     };
@@ -563,7 +585,7 @@ mod tests {
             }
             let encoded = match &req {
                 Request::Hello(a) => named(a),
-                Request::Whoami | Request::DeregisterStartup => named(&NoArgs {}),
+                Request::Whoami | Request::Status | Request::DeregisterStartup => named(&NoArgs {}),
                 Request::New(a) => named(a),
                 Request::Push(a) => named(a),
                 Request::Get(a)
@@ -688,7 +710,16 @@ mod tests {
             info.ops["new"].args,
             ["state", "api_id", "dynamic", "private"]
         );
-        assert_eq!(info.events, ["update", "delete", "share", "share_result"]);
+        assert_eq!(
+            info.events,
+            [
+                "update",
+                "delete",
+                "share",
+                "share_result",
+                "remote_refused"
+            ]
+        );
     }
 
     /// `PROTOCOL.md` shows the table exactly as [`markdown_table`] renders it.

@@ -3,11 +3,24 @@
 //! handshakes from browsers (an `Origin` header) unless the origin is allowed, so a web page
 //! cannot drive the daemon even before the token check.
 //!
+//! Strangers are bounded: a connection has `hello_timeout` to authenticate, and at most
+//! `max_unauthenticated` sessions wait for their `hello` at once — a new one makes the oldest
+//! waiting one close ([`Waiting`]), so idle sockets opened by any local process cannot lock
+//! out an app that has the token. The listener is ours ([`crate::net`]): a connection whose
+//! peer does not read what it was sent for `send_timeout` is dropped by the kernel.
+//!
 //! Calls: `session` (one task per connection), which calls the [`DaemonApi`].
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use actix_web::body::{BodySize, MessageBody};
+use bytes::Bytes;
+use tokio::sync::Notify;
 
 use actix_web::dev::ServerHandle;
 use actix_web::http::header;
@@ -19,12 +32,19 @@ use super::session;
 use super::token::CapabilityToken;
 use super::{DaemonApi, IpcError};
 
-/// The default IPC port (DESIGN.md §5, `process.ipc_port`).
+/// The default IPC port (`process.ipc_port`).
 pub const DEFAULT_IPC_PORT: u16 = 7772;
 /// The default largest message, in either direction's request (16 MiB).
 pub const DEFAULT_MAX_MESSAGE: usize = 16 * 1024 * 1024;
 /// How long a connection may stay without a successful `hello` by default.
-pub const DEFAULT_HELLO_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Sessions waiting for their `hello` at once, by default.
+pub const DEFAULT_MAX_UNAUTHENTICATED: usize = 64;
+/// How long data sent to an app may stay unread before the connection is dropped, by
+/// default.
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pending TCP connections the kernel queues.
+const BACKLOG: i32 = 1024;
 /// How long a graceful stop waits for sessions to finish their in-flight requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How long a graceful stop then waits for apps to close their connections.
@@ -46,14 +66,18 @@ pub struct IpcConfig {
     pub max_message: usize,
     /// A connection without a successful `hello` after this long is closed.
     pub hello_timeout: Duration,
+    /// Most sessions waiting for their `hello` at once; one more closes the oldest.
+    pub max_unauthenticated: usize,
+    /// Sent data unread by the app for this long drops the connection (`TCP_USER_TIMEOUT`).
+    pub send_timeout: Duration,
     /// actix worker threads; each connection lives on one.
     pub workers: usize,
     pub log: Logger,
 }
 
 impl IpcConfig {
-    /// Defaults: `127.0.0.1:7772`, no browser origins, 16 MiB, 30 s hello timeout,
-    /// 2 workers, logs discarded.
+    /// Defaults: `127.0.0.1:7772`, no browser origins, 16 MiB, 10 s hello timeout, 64
+    /// sessions waiting for `hello`, 30 s send timeout, 2 workers, logs discarded.
     pub fn new(token: CapabilityToken) -> IpcConfig {
         IpcConfig {
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_IPC_PORT)),
@@ -61,6 +85,8 @@ impl IpcConfig {
             allowed_origins: Vec::new(),
             max_message: DEFAULT_MAX_MESSAGE,
             hello_timeout: DEFAULT_HELLO_TIMEOUT,
+            max_unauthenticated: DEFAULT_MAX_UNAUTHENTICATED,
+            send_timeout: DEFAULT_SEND_TIMEOUT,
             workers: 2,
             log: Logger::root(slog::Discard, o!()),
         }
@@ -75,6 +101,8 @@ pub(super) struct Shared<A> {
     pub allowed_origins: Vec<String>,
     pub max_message: usize,
     pub hello_timeout: Duration,
+    /// Sessions that have not said `hello` yet.
+    pub waiting: Waiting,
     pub log: Logger,
     /// Becomes `true` when the server stops: every session closes.
     pub shutdown: watch::Receiver<bool>,
@@ -109,6 +137,153 @@ impl Counter {
     }
 }
 
+/// The sessions waiting for their `hello`, oldest first, at most `max`: admitting one more
+/// tells the oldest to close. Each waiting session holds a [`WaitingGuard`] until it
+/// authenticates or ends.
+pub(super) struct Waiting {
+    max: usize,
+    inner: Arc<std::sync::Mutex<WaitingSet>>,
+}
+
+#[derive(Default)]
+struct WaitingSet {
+    next: u64,
+    /// Admission number -> the session's eviction signal.
+    sessions: std::collections::BTreeMap<u64, Arc<tokio::sync::Notify>>,
+}
+
+impl Waiting {
+    fn new(max: usize) -> Waiting {
+        Waiting {
+            max: max.max(1),
+            inner: Arc::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, WaitingSet> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Admits a new session; if that makes one too many, the oldest waiting one is told to
+    /// close (its signal fires) and leaves the set.
+    pub(super) fn admit(&self) -> WaitingGuard {
+        let evict = Arc::new(tokio::sync::Notify::new());
+        let mut set = self.lock();
+        let id = set.next;
+        set.next += 1;
+        set.sessions.insert(id, evict.clone());
+        while set.sessions.len() > self.max {
+            if let Some((_, oldest)) = set.sessions.pop_first() {
+                oldest.notify_one();
+            }
+        }
+        WaitingGuard {
+            id,
+            evict,
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+/// One waiting session's place; dropped when it authenticates or ends.
+pub(super) struct WaitingGuard {
+    id: u64,
+    evict: Arc<tokio::sync::Notify>,
+    inner: Arc<std::sync::Mutex<WaitingSet>>,
+}
+
+impl WaitingGuard {
+    /// Resolves once a newer session pushed this one out.
+    pub(super) async fn evicted(&self) {
+        self.evict.notified().await;
+    }
+}
+
+impl Drop for WaitingGuard {
+    fn drop(&mut self) {
+        let mut set = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        set.sessions.remove(&self.id);
+    }
+}
+
+/// Bytes a session handed to its websocket writer that the HTTP layer has not taken yet
+/// (counted in by the session, out by [`CountingBody`]). Above a bound the session stops
+/// reading requests and taking replies or events, so an app that does not read cannot make
+/// the daemon queue more.
+pub(super) struct Unwritten {
+    bytes: AtomicUsize,
+    /// The connection is gone: nothing will be taken any more, stop waiting.
+    gone: AtomicBool,
+    /// Signalled whenever bytes are taken (single waiter: the session).
+    drained: Notify,
+}
+
+impl Unwritten {
+    fn new() -> Arc<Unwritten> {
+        Arc::new(Unwritten {
+            bytes: AtomicUsize::new(0),
+            gone: AtomicBool::new(false),
+            drained: Notify::new(),
+        })
+    }
+
+    pub(super) fn add(&self, n: usize) {
+        self.bytes.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn take(&self, n: usize) {
+        let _ = self
+            .bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                Some(b.saturating_sub(n))
+            });
+        self.drained.notify_one();
+    }
+
+    /// At or above `limit` bytes, and the connection still there.
+    pub(super) fn over(&self, limit: usize) -> bool {
+        !self.gone.load(Ordering::Relaxed) && self.bytes.load(Ordering::Relaxed) >= limit
+    }
+
+    /// Resolves after the next take (or at once if one happened since the last wait).
+    pub(super) async fn drained(&self) {
+        self.drained.notified().await;
+    }
+}
+
+/// The websocket response body, counting what the HTTP layer takes out of [`Unwritten`].
+struct CountingBody<B> {
+    inner: B,
+    unwritten: Arc<Unwritten>,
+}
+
+impl<B: MessageBody + Unpin> MessageBody for CountingBody<B> {
+    type Error = B::Error;
+
+    fn size(&self) -> BodySize {
+        self.inner.size()
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        let this = self.get_mut();
+        let next = Pin::new(&mut this.inner).poll_next(cx);
+        if let Poll::Ready(Some(Ok(chunk))) = &next {
+            this.unwritten.take(chunk.len());
+        }
+        next
+    }
+}
+
+impl<B> Drop for CountingBody<B> {
+    fn drop(&mut self) {
+        self.unwritten.gone.store(true, Ordering::Relaxed);
+        self.unwritten.drained.notify_one();
+    }
+}
+
 /// One counted thing; see [`Counter::enter`].
 pub(super) struct CountGuard(Counter);
 
@@ -134,7 +309,7 @@ pub struct IpcServer {
     local_addr: SocketAddr,
     handle: ServerHandle,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
-    /// Tells every session to close (broadcast signal, STYLE.md principle 15).
+    /// Tells every session to close (broadcast signal).
     shutdown: watch::Sender<bool>,
     /// Live sessions and TCP connections; a stop waits for both to reach zero (completion
     /// wait) before it stops the HTTP server, which would otherwise poll its connections
@@ -187,8 +362,12 @@ pub async fn serve<A: DaemonApi>(api: A, cfg: IpcConfig) -> Result<IpcServer, Ip
     let connections = Counter::new();
     let on_connect = {
         let connections = connections.clone();
-        move |_: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions| {
+        move |io: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions| {
             ext.insert(connections.enter());
+            // So that a finished session can end its connection (`crate::net`).
+            if let Some(socket) = crate::net::ConnSocket::of(io) {
+                ext.insert(socket);
+            }
         }
     };
     let shared = web::Data::from(Arc::new(Shared {
@@ -201,6 +380,7 @@ pub async fn serve<A: DaemonApi>(api: A, cfg: IpcConfig) -> Result<IpcServer, Ip
             .collect(),
         max_message: cfg.max_message,
         hello_timeout: cfg.hello_timeout,
+        waiting: Waiting::new(cfg.max_unauthenticated),
         log: log.clone(),
         shutdown: shutdown_rx,
         sessions: sessions.clone(),
@@ -221,12 +401,14 @@ pub async fn serve<A: DaemonApi>(api: A, cfg: IpcConfig) -> Result<IpcServer, Ip
     .keep_alive(actix_web::http::KeepAlive::Disabled)
     .client_disconnect_timeout(Duration::from_millis(100))
     .disable_signals()
-    .shutdown_timeout(5)
-    .bind(cfg.addr)
-    .map_err(|source| IpcError::Bind {
+    .shutdown_timeout(5);
+    let bind_err = |source| IpcError::Bind {
         addr: cfg.addr,
         source,
-    })?;
+    };
+    // Our own listener: its connections inherit the send timeout (see `crate::net`).
+    let listener = crate::net::listener(cfg.addr, BACKLOG, cfg.send_timeout).map_err(bind_err)?;
+    let server = server.listen(listener).map_err(bind_err)?;
     let local_addr = server.addrs().first().copied().unwrap_or(cfg.addr);
     let server = server.run();
     let handle = server.handle();
@@ -258,6 +440,26 @@ async fn endpoint<A: DaemonApi>(
     }
     let (response, ws, stream) = actix_ws::handle(&req, body)?;
     let guard = shared.sessions.enter();
-    actix_web::rt::spawn(session::run(shared.into_inner(), ws, stream, guard));
-    Ok(response)
+    let waiting = shared.waiting.admit();
+    let unwritten = Unwritten::new();
+    let counted = unwritten.clone();
+    actix_web::rt::spawn(session::run(
+        shared.into_inner(),
+        ws,
+        stream,
+        guard,
+        waiting,
+        unwritten,
+    ));
+    // Once the session's close frame is out, the connection closes at once (`crate::net`).
+    let socket = req.conn_data::<crate::net::ConnSocket>().cloned();
+    Ok(response
+        .map_body(|_, body| {
+            let counted = CountingBody {
+                inner: body,
+                unwritten: counted,
+            };
+            crate::net::EndingBody::new(counted, socket)
+        })
+        .map_into_boxed_body())
 }

@@ -1,8 +1,12 @@
-//! One app session: the task that owns one IPC websocket (actorless, STYLE.md principle 9).
+//! One app session: the task that owns one IPC websocket (actorless).
 //! It owns the connection's [`AppId`] (after `hello`), the receiver of the daemon's
 //! [`AppEvent`]s for that app (forwarded as event frames), and the connection's in-flight
 //! requests: each request runs as its own local task, so a slow `push` does not hold up a
 //! `get`; replies carry the request's `id` and go out in completion order.
+//!
+//! Bounded in bytes: at most [`HEAVY_IN_FLIGHT`] object-carrying requests run (or wait to be
+//! sent) at once, and while [`OUTBOUND_BYTES`] handed to the writer are not yet taken by the
+//! HTTP layer (the app does not read), nothing more is read, sent or forwarded.
 //!
 //! Nothing an app sends ends the session except a wrong or missing token in `hello`, a
 //! message over the size limit, a violation of the websocket protocol itself (closed with
@@ -23,11 +27,11 @@ use actix_ws::{CloseCode, CloseReason, Item, Message, MessageStream, ProtocolErr
 use bytes::{Bytes, BytesMut};
 use rmpv::Value;
 use slog::{debug, info, warn, Logger};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use super::ops::{self, ArgsError, Request, Whoami};
-use super::server::{CountGuard, Shared};
+use super::server::{CountGuard, Shared, Unwritten, WaitingGuard};
 use super::wire::{self, codes, WireError};
 use super::DaemonApi;
 use crate::actors::api::{AppEvent, AppId};
@@ -37,6 +41,13 @@ use crate::actors::error::DaemonError;
 const EVENT_QUEUE: usize = 256;
 /// Requests one connection may have in flight; past this it is not read until one ends.
 const MAX_IN_FLIGHT: usize = 64;
+/// Of those, requests whose replies carry an object's state (`new`, `get`, `sync`) running
+/// at once, each holding its place until its reply is handed to the writer: a connection
+/// can make the daemon hold a few objects' replies, not `MAX_IN_FLIGHT` of them.
+const HEAVY_IN_FLIGHT: usize = 4;
+/// Bytes handed to the writer and not yet taken by the HTTP layer (the app is not reading)
+/// at or above which the session stops reading requests and taking replies and events.
+const OUTBOUND_BYTES: usize = 32 * 1024 * 1024;
 /// Largest message before a successful `hello` (a `hello` is ~100 bytes): strangers cannot
 /// make the daemon buffer `max_message` per connection.
 const PRE_HELLO_MAX_MESSAGE: usize = 64 * 1024;
@@ -70,6 +81,22 @@ enum Step {
     Nothing,
 }
 
+/// An in-flight request's encoded reply, with its heavy-request place if it holds one (given
+/// back once the reply is handed to the writer).
+struct Reply {
+    bytes: Vec<u8>,
+    place: Option<OwnedSemaphorePermit>,
+}
+
+/// The length of a server websocket frame carrying `n` bytes (unmasked header + payload).
+fn frame_len(n: usize) -> usize {
+    n + match n {
+        0..=125 => 2,
+        126..=0xffff => 4,
+        _ => 10,
+    }
+}
+
 /// Per-connection state, owned by the session task alone.
 struct Conn<A: DaemonApi> {
     shared: Arc<Shared<A>>,
@@ -78,7 +105,9 @@ struct Conn<A: DaemonApi> {
     /// The daemon's events for `app`; `None` before `hello` or once the daemon dropped it.
     events: Option<mpsc::Receiver<AppEvent>>,
     /// In-flight requests; each yields its encoded reply.
-    in_flight: JoinSet<Vec<u8>>,
+    in_flight: JoinSet<Reply>,
+    /// Places for heavy requests ([`HEAVY_IN_FLIGHT`]).
+    heavy: Arc<Semaphore>,
     /// Request id and op of each in-flight task, to answer even if a task panics.
     in_flight_ids: HashMap<tokio::task::Id, (Value, &'static str)>,
     /// A fragmented message being reassembled.
@@ -149,9 +178,18 @@ impl<A: DaemonApi> Conn<A> {
         let shared = self.shared.clone();
         let id = raw.id.clone();
         let rt = shared.rt.clone();
+        let heavy = matches!(req, Request::New(_) | Request::Get(_) | Request::Sync(_))
+            .then(|| self.heavy.clone());
         let task = self.in_flight.spawn_local(InRuntime {
             rt,
-            fut: Box::pin(execute(shared, app, req, id)),
+            fut: Box::pin(async move {
+                let place = match heavy {
+                    Some(places) => places.acquire_owned().await.ok(),
+                    None => None,
+                };
+                let bytes = execute(shared, app, req, id).await;
+                Reply { bytes, place }
+            }),
         });
         self.in_flight_ids.insert(task.id(), (raw.id, op));
         Step::Nothing
@@ -186,8 +224,8 @@ impl<A: DaemonApi> Conn<A> {
     /// A finished in-flight task: its reply, or an `internal` error if it panicked.
     fn finished(
         &mut self,
-        joined: Result<(tokio::task::Id, Vec<u8>), tokio::task::JoinError>,
-    ) -> Vec<u8> {
+        joined: Result<(tokio::task::Id, Reply), tokio::task::JoinError>,
+    ) -> Reply {
         match joined {
             Ok((task, reply)) => {
                 self.in_flight_ids.remove(&task);
@@ -199,12 +237,13 @@ impl<A: DaemonApi> Conn<A> {
                     .remove(&e.id())
                     .unwrap_or((Value::Nil, "?"));
                 warn!(self.log, "ipc request task failed"; "op" => op, "error" => %e);
-                self.err(
+                let bytes = self.err(
                     &id,
                     codes::INTERNAL,
                     "the daemon failed this request".into(),
                     op,
-                )
+                );
+                Reply { bytes, place: None }
             }
         }
     }
@@ -271,7 +310,10 @@ impl<A: DaemonApi> Conn<A> {
                 let msg = "text frames are not part of the protocol; send binary msgpack".into();
                 Step::Reply(self.err(&Value::Nil, codes::MALFORMED, msg, "?"))
             }
-            Message::Close(_) => return None,
+            // Echo the app's close (RFC 6455 §5.5.1); the connection then ends at once.
+            Message::Close(reason) => {
+                Step::Close(reason.unwrap_or_else(|| CloseCode::Normal.into()))
+            }
             // Pings are answered in `run`; pongs and nops need nothing.
             Message::Ping(_) | Message::Pong(_) | Message::Nop => Step::Nothing,
         })
@@ -310,6 +352,12 @@ async fn execute<A: DaemonApi>(
             &Whoami {
                 fingerprint: api.fingerprint(),
                 user_id: api.user_id(),
+            },
+        )),
+        Request::Status => Ok(wire::encode_ok(
+            &id,
+            &ops::StatusReply {
+                remotes: api.remotes(),
             },
         )),
         Request::New(a) => api
@@ -404,6 +452,15 @@ async fn next_event(events: &mut Option<mpsc::Receiver<AppEvent>>) -> Option<App
     }
 }
 
+/// Resolves once a newer stranger pushed this session out of the waiting set (never once it
+/// has authenticated).
+async fn evicted(waiting: &Option<WaitingGuard>) {
+    match waiting {
+        Some(w) => w.evicted().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Resolves once the server stops (never, if the server was dropped without stopping).
 async fn shutdown_signal(rx: &mut watch::Receiver<bool>) {
     if rx.wait_for(|stop| *stop).await.is_err() {
@@ -413,12 +470,16 @@ async fn shutdown_signal(rx: &mut watch::Receiver<bool>) {
 
 /// The session task. Returns when the connection is gone and every in-flight request has
 /// finished; then the app is disconnected from the daemon, and `_guard` uncounts it.
+/// `waiting` holds its place among the sessions waiting for `hello` until it authenticates.
 pub(super) async fn run<A: DaemonApi>(
     shared: Arc<Shared<A>>,
     mut ws: actix_ws::Session,
     stream: MessageStream,
     _guard: CountGuard,
+    waiting: WaitingGuard,
+    unwritten: Arc<Unwritten>,
 ) {
+    let mut waiting = Some(waiting);
     let log = shared.log.clone();
     let mut shutdown = shared.shutdown.clone();
     let shared_max = shared.max_message;
@@ -429,6 +490,7 @@ pub(super) async fn run<A: DaemonApi>(
         app: None,
         events: None,
         in_flight: JoinSet::new(),
+        heavy: Arc::new(Semaphore::new(HEAVY_IN_FLIGHT)),
         in_flight_ids: HashMap::new(),
         partial: None,
         limit: PRE_HELLO_MAX_MESSAGE.min(shared_max),
@@ -437,6 +499,11 @@ pub(super) async fn run<A: DaemonApi>(
     let mut stream = stream.max_frame_size(conn.limit);
     let mut close: Option<CloseReason> = None;
     loop {
+        // The app reads too slowly: take nothing more (requests, replies, events) until the
+        // HTTP layer has taken some of what is queued.
+        let over = unwritten.over(OUTBOUND_BYTES);
+        // A finished heavy request's place, given back once its reply is handed over.
+        let mut _place = None;
         let step = tokio::select! {
             biased;
             // Shutdown and the hello deadline first: a busy app must not starve them.
@@ -455,10 +522,23 @@ pub(super) async fn run<A: DaemonApi>(
                 });
                 break;
             }
-            Some(joined) = conn.in_flight.join_next_with_id(), if !conn.in_flight.is_empty() => {
-                Step::Reply(conn.finished(joined))
+            () = evicted(&waiting), if conn.app.is_none() => {
+                info!(conn.log, "too many connections waiting for hello; closing the oldest");
+                close = Some(CloseReason {
+                    code: CloseCode::Policy,
+                    description: Some("too many connections waiting for hello".into()),
+                });
+                break;
             }
-            ev = next_event(&mut conn.events) => match ev {
+            () = unwritten.drained(), if over => continue,
+            Some(joined) = conn.in_flight.join_next_with_id(),
+                if !over && !conn.in_flight.is_empty() =>
+            {
+                let reply = conn.finished(joined);
+                _place = reply.place;
+                Step::Reply(reply.bytes)
+            }
+            ev = next_event(&mut conn.events), if !over => match ev {
                 Some(ev) => match wire::encode_event(&ev) {
                     Ok(b) => Step::Reply(b),
                     Err(e) => {
@@ -471,7 +551,7 @@ pub(super) async fn run<A: DaemonApi>(
                     continue;
                 }
             },
-            msg = stream.recv(), if conn.in_flight.len() < MAX_IN_FLIGHT => {
+            msg = stream.recv(), if !over && conn.in_flight.len() < MAX_IN_FLIGHT => {
                 if let Some(Ok(Message::Ping(p))) = &msg {
                     if ws.pong(p).await.is_err() {
                         break;
@@ -485,18 +565,21 @@ pub(super) async fn run<A: DaemonApi>(
             }
         };
         if conn.app.is_some() && conn.limit != shared_max {
-            // `hello` succeeded: the full limit from now on.
+            // `hello` succeeded: the full limit from now on, and no longer a stranger.
             conn.limit = shared_max;
             stream = stream.max_frame_size(shared_max);
+            waiting = None;
         }
         match step {
             Step::Nothing => {}
             Step::Reply(bytes) => {
+                unwritten.add(frame_len(bytes.len()));
                 if ws.binary(bytes).await.is_err() {
                     break;
                 }
             }
             Step::ReplyAndClose(bytes, reason) => {
+                unwritten.add(frame_len(bytes.len()));
                 let _ = ws.binary(bytes).await;
                 close = Some(reason);
                 break;

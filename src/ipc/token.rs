@@ -3,8 +3,13 @@
 //! briefly), and requires in every connection's `hello`. Any local process that can read
 //! the user's files may talk to the daemon; nothing else (other users, web pages) can.
 //!
-//! Calls nothing of ours. The daemon calls [`CapabilityToken::create_file`]; the server
-//! [`CapabilityToken::verify`]; clients [`CapabilityToken::read_file`].
+//! Apps find the file the way the daemon found its config ([`search_paths`]): the file named
+//! by `$HGX_IPC_TOKEN_FILE` if set; else `ipc.token` in `$HYPERGOLIX_HOME` alone if set;
+//! else in the current directory, `~/.hypergolix`, `/etc/hypergolix`; the first that exists.
+//!
+//! Calls `config` (its search order) only. The daemon calls [`CapabilityToken::create_file`];
+//! the server [`CapabilityToken::verify`]; clients [`find_file`] and
+//! [`CapabilityToken::read_path`].
 
 use std::fmt;
 use std::fs::{self, OpenOptions};
@@ -19,6 +24,38 @@ use zeroize::Zeroize;
 pub const TOKEN_FILE_NAME: &str = "ipc.token";
 /// Raw token length.
 pub const TOKEN_LEN: usize = 32;
+/// The environment variable that names the token file itself (apps only).
+pub const TOKEN_FILE_ENV: &str = "HGX_IPC_TOKEN_FILE";
+
+/// The token files an app tries, in order (see the module documentation).
+pub fn search_paths() -> Vec<PathBuf> {
+    paths_from(
+        std::env::var_os(TOKEN_FILE_ENV),
+        crate::config::search_dirs(),
+    )
+}
+
+fn paths_from(explicit: Option<std::ffi::OsString>, config_dirs: Vec<PathBuf>) -> Vec<PathBuf> {
+    match explicit.filter(|v| !v.is_empty()) {
+        Some(file) => vec![PathBuf::from(file)],
+        None => config_dirs
+            .into_iter()
+            .map(|d| d.join(TOKEN_FILE_NAME))
+            .collect(),
+    }
+}
+
+/// The first existing file of [`search_paths`]; `Err` lists every path tried.
+pub fn find_file() -> Result<PathBuf, Vec<PathBuf>> {
+    first_existing(search_paths())
+}
+
+fn first_existing(tried: Vec<PathBuf>) -> Result<PathBuf, Vec<PathBuf>> {
+    match tried.iter().find(|p| p.is_file()) {
+        Some(p) => Ok(p.clone()),
+        None => Err(tried),
+    }
+}
 
 /// A capability token. `Debug` never prints it; it is wiped on drop.
 #[derive(Clone, PartialEq, Eq)]
@@ -123,8 +160,12 @@ impl CapabilityToken {
 
     /// Reads `dir/ipc.token`.
     pub fn read_file(dir: &Path) -> io::Result<CapabilityToken> {
-        let path = Self::file_path(dir);
-        let mut text = fs::read_to_string(&path)?;
+        Self::read_path(&Self::file_path(dir))
+    }
+
+    /// Reads the token file at `path`.
+    pub fn read_path(path: &Path) -> io::Result<CapabilityToken> {
+        let mut text = fs::read_to_string(path)?;
         let token = CapabilityToken::from_hex(&text);
         text.zeroize();
         token.ok_or_else(|| {
@@ -187,5 +228,47 @@ mod tests {
             CapabilityToken::read_file(dir.path()).unwrap_err().kind(),
             io::ErrorKind::InvalidData
         );
+    }
+
+    #[test]
+    fn search_paths_follow_the_config_search_and_the_env_override() {
+        let dirs = vec![PathBuf::from("/w"), PathBuf::from("/h/.hypergolix")];
+        assert_eq!(
+            paths_from(None, dirs.clone()),
+            vec![
+                PathBuf::from("/w/ipc.token"),
+                PathBuf::from("/h/.hypergolix/ipc.token")
+            ]
+        );
+        assert_eq!(
+            paths_from(Some("".into()), dirs.clone()),
+            paths_from(None, dirs.clone()),
+            "an empty variable is unset"
+        );
+        assert_eq!(
+            paths_from(Some("/t/tok".into()), dirs),
+            vec![PathBuf::from("/t/tok")]
+        );
+        // The directories are the config's, in its order.
+        let cfg: Vec<PathBuf> = crate::config::search_dirs()
+            .into_iter()
+            .map(|d| d.join(TOKEN_FILE_NAME))
+            .collect();
+        if std::env::var_os(TOKEN_FILE_ENV).is_none() {
+            assert_eq!(search_paths(), cfg);
+        }
+
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let tried = vec![
+            a.path().join(TOKEN_FILE_NAME),
+            b.path().join(TOKEN_FILE_NAME),
+        ];
+        assert_eq!(first_existing(tried.clone()), Err(tried.clone()));
+        let (t, path) = CapabilityToken::create_file(b.path()).unwrap();
+        assert_eq!(first_existing(tried.clone()), Ok(path.clone()));
+        CapabilityToken::create_file(a.path()).unwrap();
+        assert_eq!(first_existing(tried.clone()), Ok(tried[0].clone()));
+        assert_eq!(CapabilityToken::read_path(&path).unwrap(), t);
     }
 }

@@ -12,7 +12,7 @@
 //! | error reply | `{id, err: {code, message, logref}}` |
 //! | event (daemon -> app) | `{event, data}` |
 //!
-//! Decoding is tolerant and two-step (HYPERGLYPH.md §B8): first only the envelope
+//! Decoding is tolerant and two-step (src/ipc/PROTOCOL.md): first only the envelope
 //! ([`RawRequest`]: `id` echoed back verbatim, `op` a string, `args` any value), then the
 //! typed arguments per op ([`super::ops::Request::decode`]). Unknown fields are ignored
 //! everywhere. Before anything is decoded, [`decode_value`] checks the message's shape
@@ -167,6 +167,17 @@ pub struct ShareResultData {
     pub status: u32,
 }
 
+/// Data of the `remote_refused` event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteRefusedData {
+    pub ghid: Ghid,
+    #[serde(default)]
+    pub remote: String,
+    pub code: String,
+    #[serde(default)]
+    pub message: String,
+}
+
 #[derive(Serialize)]
 struct RequestFrame<'a, T> {
     id: u64,
@@ -257,6 +268,20 @@ pub fn encode_event(ev: &AppEvent) -> Result<Vec<u8>, String> {
                 status: *status,
             },
         }),
+        AppEvent::RemoteRefused {
+            ghid,
+            remote,
+            code,
+            message,
+        } => rmp_serde::to_vec_named(&EventFrame {
+            event: "remote_refused",
+            data: RemoteRefusedData {
+                ghid: *ghid,
+                remote: remote.clone(),
+                code: code.clone(),
+                message: message.clone(),
+            },
+        }),
     };
     r.map_err(|e| e.to_string())
 }
@@ -280,6 +305,12 @@ pub fn decode_event(name: &str, data: Value) -> Option<Result<AppEvent, String>>
             recipient: d.recipient,
             ok: d.ok,
             status: d.status,
+        }),
+        "remote_refused" => typed::<RemoteRefusedData>(data).map(|d| AppEvent::RemoteRefused {
+            ghid: d.ghid,
+            remote: d.remote,
+            code: d.code,
+            message: d.message,
         }),
         _ => return None,
     })

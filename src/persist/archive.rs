@@ -28,7 +28,7 @@ use tokio::sync::oneshot;
 use crate::golix::{Ghid, Kind, Object, Policy, SecondParty};
 
 use super::rules::{self, checks, View};
-use super::store::{Record, SledStore, Store};
+use super::store::{Record, Sender, SledStore, Store};
 use super::PersistError;
 
 /// Parsed identities kept at most (then the cache starts over).
@@ -87,6 +87,8 @@ struct Inner {
     /// [`rules::Limits::max_requests_per_recipient`] (atomic: set after opening, shared by
     /// every clone).
     max_requests_per_recipient: AtomicUsize,
+    /// [`rules::Limits::max_requests_per_sender`]; 0 = the recipient's bound.
+    max_requests_per_sender: AtomicUsize,
     flush: Arc<FlushShared>,
     /// The flusher thread; joined on drop.
     flusher: Option<JoinHandle<()>>,
@@ -157,6 +159,11 @@ impl Archive {
         Archive::with_store(Arc::new(SledStore::open(path)?))
     }
 
+    /// [`Archive::open`] with a sled page cache of `cache_capacity` bytes.
+    pub fn open_with_cache(path: &Path, cache_capacity: u64) -> Result<Archive, PersistError> {
+        Archive::with_store(Arc::new(SledStore::open_with_cache(path, cache_capacity)?))
+    }
+
     /// An archive on a temporary sled database, deleted when the last clone drops (tests).
     pub fn temporary() -> Result<Archive, PersistError> {
         Archive::with_store(Arc::new(SledStore::temporary()?))
@@ -184,6 +191,7 @@ impl Archive {
                 max_requests_per_recipient: AtomicUsize::new(
                     rules::DEFAULT_MAX_REQUESTS_PER_RECIPIENT,
                 ),
+                max_requests_per_sender: AtomicUsize::new(0),
                 flush,
                 flusher: Some(flusher),
             }),
@@ -198,13 +206,27 @@ impl Archive {
             .store(max.max(1), Ordering::Relaxed);
     }
 
+    /// Bounds the GARQs stored per (sender, recipient) (`server.max_requests_per_sender`);
+    /// see [`rules::checks::mailbox_room`]. At least 1. Unset, it is the recipient's bound.
+    pub fn set_max_requests_per_sender(&self, max: usize) {
+        self.inner
+            .max_requests_per_sender
+            .store(max.max(1), Ordering::Relaxed);
+    }
+
     /// The limits [`Archive::publish`] applies.
     pub fn limits(&self) -> rules::Limits {
+        let per_recipient = self
+            .inner
+            .max_requests_per_recipient
+            .load(Ordering::Relaxed);
+        let per_sender = match self.inner.max_requests_per_sender.load(Ordering::Relaxed) {
+            0 => per_recipient,
+            n => n,
+        };
         rules::Limits {
-            max_requests_per_recipient: self
-                .inner
-                .max_requests_per_recipient
-                .load(Ordering::Relaxed),
+            max_requests_per_recipient: per_recipient,
+            max_requests_per_sender: per_sender,
         }
     }
 
@@ -244,8 +266,14 @@ impl Archive {
 
     /// Decode (Policy::STRICT), verify, apply every rule, store, run the collection cascade.
     /// CPU-heavy (RSA verify); callers run it off the event loop. NOT yet durable on return:
-    /// call [`Archive::sync`] before acknowledging.
+    /// call [`Archive::sync`] before acknowledging. The uploader is anonymous.
     pub fn publish(&self, bytes: &[u8]) -> Result<Published, PersistError> {
+        self.publish_from(bytes, Sender::Anonymous)
+    }
+
+    /// [`Archive::publish`] of an object uploaded by `sender` (what a stored GARQ is counted
+    /// against).
+    pub fn publish_from(&self, bytes: &[u8], sender: Sender) -> Result<Published, PersistError> {
         let obj = Object::decode(bytes, Policy::STRICT)?;
         rules::precheck(&obj)?;
         let (ghid, kind) = (obj.ghid(), obj.kind());
@@ -269,7 +297,7 @@ impl Archive {
             // rule pass until its commit is conditional on exactly what the pass read.
             let mut last = None;
             store.transact(&mut |view| {
-                let mut o = rules::ingest_with(view, &obj, bytes.clone(), &limits)?;
+                let mut o = rules::ingest_with(view, &obj, bytes.clone(), &limits, sender)?;
                 let writes = std::mem::take(&mut o.writes);
                 last = Some(o);
                 Ok(writes)
@@ -277,7 +305,7 @@ impl Archive {
             last.ok_or_else(|| PersistError::Storage("transaction ran no rule pass".into()))?
         } else {
             let _guard = lock(&self.inner.write_lock);
-            let outcome = rules::ingest_with(store, &obj, bytes, &limits)?;
+            let outcome = rules::ingest_with(store, &obj, bytes, &limits, sender)?;
             store.apply(&outcome.writes)?;
             outcome
         };
@@ -343,7 +371,7 @@ impl Archive {
         Ok(self.inner.store.record(ghid)?.is_some())
     }
 
-    /// GOLIX.md rule 12 order: GOBS ghids, then dynamic ghids of GOBDs, the target author's
+    /// docs/golix.md rule 12 order: GOBS ghids, then dynamic ghids of GOBDs, the target author's
     /// own first in each group. An existing ghid gets a possibly empty list; an unknown one
     /// `NotFound`.
     pub fn list_bindings(&self, ghid: &Ghid) -> Result<Vec<Ghid>, PersistError> {
@@ -358,7 +386,7 @@ impl Archive {
     /// Stored GARQs addressed to `recipient` (offline mail), in ghid order.
     pub fn requests_for(&self, recipient: &Ghid) -> Result<Vec<Bytes>, PersistError> {
         let mut out = Vec::new();
-        for g in self.inner.store.requests(recipient)? {
+        for (g, _) in self.inner.store.requests(recipient)? {
             if let Some(b) = self.inner.store.object(&g)? {
                 out.push(b);
             }

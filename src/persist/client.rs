@@ -29,15 +29,19 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 use super::wire::{self, args, ErrBody, Hello, Incoming, PublishAck};
-use crate::golix::Ghid;
+use crate::golix::{FirstParty, Ghid};
 
 /// Errors of client calls.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    /// The websocket could not be opened.
+    /// The websocket could not be opened; `kind` says at which step.
     #[error("cannot connect to {url}: {reason}")]
-    Connect { url: String, reason: String },
+    Connect {
+        url: String,
+        kind: ConnectFailure,
+        reason: String,
+    },
     /// The server answered with an error; `code` is the stable wire code (`not_found`,
     /// `unbound_container`, `too_large`, ...).
     #[error("{code}: {message}")]
@@ -60,6 +64,137 @@ impl ClientError {
             ClientError::Server { code, .. } => Some(code),
             _ => None,
         }
+    }
+}
+
+/// Where opening a connection failed, for logs and `hgxd status` (each has a stable name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ConnectFailure {
+    /// Nothing listens at the address (TCP connection refused).
+    Refused,
+    /// The host name does not resolve.
+    Resolve,
+    /// The TCP connect, the TLS handshake or the websocket upgrade took too long.
+    Timeout,
+    /// The TLS handshake failed (not a TLS server, no common version or cipher, an alert).
+    Tls,
+    /// The server's certificate is not trusted, expired, or does not name the host.
+    Certificate,
+    /// The server did not accept the websocket upgrade at `/ws` (not HTTP, wrong status).
+    Handshake,
+    /// Any other network error (unreachable, reset).
+    Network,
+}
+
+impl ConnectFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectFailure::Refused => "refused",
+            ConnectFailure::Resolve => "resolve",
+            ConnectFailure::Timeout => "timeout",
+            ConnectFailure::Tls => "tls",
+            ConnectFailure::Certificate => "certificate",
+            ConnectFailure::Handshake => "handshake",
+            ConnectFailure::Network => "network",
+        }
+    }
+}
+
+impl std::fmt::Display for ConnectFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why awc could not open the websocket, in words an operator can act on.
+fn describe_ws_error(e: &awc::error::WsClientError) -> (ConnectFailure, String) {
+    use awc::error::{ConnectError, SendRequestError, WsClientError};
+    let not_http = |detail: &dyn std::fmt::Display| {
+        (
+            ConnectFailure::Handshake,
+            format!(
+                "the server did not answer the websocket upgrade ({detail}); if it serves TLS, \
+                 set `tls: true`"
+            ),
+        )
+    };
+    match e {
+        WsClientError::SendRequest(SendRequestError::Connect(c)) => match c {
+            ConnectError::Io(io) => describe_io_error(io),
+            ConnectError::Timeout => (
+                ConnectFailure::Timeout,
+                "timed out opening the connection".into(),
+            ),
+            ConnectError::Resolver(_) | ConnectError::NoRecords | ConnectError::Unresolved => (
+                ConnectFailure::Resolve,
+                format!("cannot resolve the host: {c}"),
+            ),
+            ConnectError::SslIsNotSupported => (
+                ConnectFailure::Tls,
+                "no TLS configuration for wss://".into(),
+            ),
+            other => (ConnectFailure::Network, other.to_string()),
+        },
+        WsClientError::SendRequest(SendRequestError::Timeout) => (
+            ConnectFailure::Timeout,
+            "no answer to the websocket upgrade".into(),
+        ),
+        WsClientError::SendRequest(SendRequestError::Url(u)) => {
+            (ConnectFailure::Handshake, format!("bad URL: {u}"))
+        }
+        WsClientError::SendRequest(other) => not_http(other),
+        WsClientError::InvalidResponseStatus(status) => (
+            ConnectFailure::Handshake,
+            format!("HTTP {status} to the websocket upgrade at this URL: not a persister"),
+        ),
+        WsClientError::Protocol(p) => (ConnectFailure::Handshake, format!("websocket: {p}")),
+        other => not_http(other),
+    }
+}
+
+/// Classifies a socket-level error: TLS failures arrive as an `io::Error` wrapping rustls's.
+fn describe_io_error(io: &std::io::Error) -> (ConnectFailure, String) {
+    use std::io::ErrorKind;
+    if let Some(tls) = io.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+        return match tls {
+            rustls::Error::InvalidCertificate(c) => (
+                ConnectFailure::Certificate,
+                format!(
+                    "the server's certificate is not accepted: {c} (trusted: the public roots and \
+                     the remote's ca_file)"
+                ),
+            ),
+            // What a plain HTTP server answers a TLS hello with.
+            rustls::Error::InvalidMessage(_) => (
+                ConnectFailure::Tls,
+                format!(
+                    "TLS handshake failed: {tls}; if the server does not serve TLS, set \
+                     `tls: false`"
+                ),
+            ),
+            other => (
+                ConnectFailure::Tls,
+                format!("TLS handshake failed: {other}"),
+            ),
+        };
+    }
+    match io.kind() {
+        ErrorKind::ConnectionRefused => (
+            ConnectFailure::Refused,
+            "connection refused (nothing listens there)".into(),
+        ),
+        ErrorKind::TimedOut => (ConnectFailure::Timeout, io.to_string()),
+        // tokio-rustls: the peer closed the socket mid-handshake (e.g. a server without TLS).
+        ErrorKind::UnexpectedEof => (
+            ConnectFailure::Tls,
+            format!(
+                "TLS handshake failed: the server closed the connection ({io}); does it serve TLS?"
+            ),
+        ),
+        // actix-tls: the host is not a valid TLS server name.
+        ErrorKind::InvalidInput => (ConnectFailure::Tls, format!("TLS: {io}")),
+        _ => (ConnectFailure::Network, io.to_string()),
     }
 }
 
@@ -93,7 +228,8 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     /// Notifications buffered before the socket stops being read (default 1024).
     pub notify_buffer: usize,
-    /// TLS configuration for `wss://` (leave `alpn_protocols` empty or `http/1.1`).
+    /// TLS configuration for `wss://` (leave `alpn_protocols` empty or `http/1.1`); `None`
+    /// trusts the public roots ([`super::tls::default_client_config`]).
     pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
@@ -165,14 +301,21 @@ impl PersisterClient {
         url: &str,
         opts: ClientOptions,
     ) -> Result<(PersisterClient, Notifications), ClientError> {
-        let err = |reason: String| ClientError::Connect {
-            url: url.to_owned(),
-            reason,
-        };
         let builder = awc::Client::builder().timeout(opts.connect_timeout);
-        let client = match &opts.tls {
+        // awc has no roots of its own: a `wss://` URL without a configuration gets the
+        // default trust (see `persist::tls`).
+        let tls = match &opts.tls {
+            Some(tls) => Some(tls.clone()),
+            None if url.starts_with("wss://") => Some(super::tls::default_client_config()),
+            None => None,
+        };
+        let client = match tls {
             Some(tls) => builder
-                .connector(awc::Connector::new().rustls_0_23(tls.clone()))
+                .connector(
+                    awc::Connector::new()
+                        .rustls_0_23(tls)
+                        .handshake_timeout(opts.connect_timeout),
+                )
                 .finish(),
             None => builder.finish(),
         };
@@ -181,7 +324,14 @@ impl PersisterClient {
             .max_frame_size(opts.max_frame)
             .connect()
             .await
-            .map_err(|e| err(e.to_string()))?;
+            .map_err(|e| {
+                let (kind, reason) = describe_ws_error(&e);
+                ClientError::Connect {
+                    url: url.to_owned(),
+                    kind,
+                    reason,
+                }
+            })?;
         let (tx, rx) = mpsc::channel(1024);
         let (ntx, nrx) = mpsc::channel(opts.notify_buffer.max(1));
         let pending = Arc::new(Mutex::new(Pending::default()));
@@ -272,6 +422,21 @@ impl PersisterClient {
     /// Protocol version, limits, op table and events.
     pub async fn hello(&self) -> Result<Hello, ClientError> {
         self.call("hello", Empty {}).await
+    }
+
+    /// Authenticates this connection as `who` (`auth_challenge`, then `auth` with the signed
+    /// challenge): the server must hold `who`'s GIDC. Requests (GARQs) published on this
+    /// connection then count against `who` rather than the anonymous sender.
+    pub async fn authenticate(&self, who: &FirstParty) -> Result<(), ClientError> {
+        let challenge: serde_bytes::ByteBuf = self.call("auth_challenge", Empty {}).await?;
+        let signature = crate::golix::auth::sign(who, &challenge)
+            .map_err(|e| ClientError::Protocol(format!("cannot sign the challenge: {e}")))?;
+        let auth = args::Auth {
+            identity: who.ghid(),
+            signature: signature.to_vec(),
+        };
+        let _: bool = self.call("auth", auth).await?;
+        Ok(())
     }
 
     pub async fn ping(&self) -> Result<(), ClientError> {

@@ -6,7 +6,7 @@ use crate::golix;
 
 /// Errors of the persistence layer. `code()` is the stable string sent on the wire; never
 /// rename a code, only add new ones.
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 #[non_exhaustive]
 pub enum PersistError {
     #[error("malformed object: {0}")]

@@ -1,18 +1,26 @@
 //! # Fanout hub
 //!
-//! The subscription hub of the persister (DESIGN.md §3): a map Ghid -> subscribers, and one
-//! bounded [`Outbox`] per connection. A notification is encoded **once**, as a complete
-//! websocket frame ([`wsframe`]: server frames are unmasked, so the same bytes are valid on
-//! every connection), into a shared [`Bytes`]; every subscriber's outbox gets a clone of the
-//! same reference-counted buffer, and the session writes it to the socket as it is.
+//! The subscription hub of the persister (docs/persister-protocol.md): a map Ghid -> subscribers,
+//! and one bounded [`Outbox`] per connection. A notification is encoded **once**, as a complete
+//! websocket frame ([`wsframe`]: server frames are unmasked, so the same bytes are valid on every
+//! connection), into a shared [`Bytes`]; every subscriber's outbox gets a clone of the same
+//! reference-counted buffer, and the session writes it to the socket as it is.
 //!
-//! Slow readers: an outbox holds at most `capacity` messages. Notifications about the state
-//! of a dynamic object (its frames, and the GDXX that removes it) are *latest-wins*: while one
-//! for the same (subscription, object) is still queued, a newer one replaces it in place, so a
-//! stalled reader holds at most one pending notification per dynamic object and never delays
-//! anyone else. Notifications that must not be merged (GARQs: mail) take a queue slot each;
-//! when a connection's queue is full it is dropped as too slow ([`Push::Overflow`]) — its
-//! client reconnects and re-subscribes, which redelivers stored mail.
+//! Slow readers: an outbox is bounded by a [`Budget`]: at most `messages` messages and
+//! `bytes` bytes. Replies (a `get` of a 16 MiB object included) wait in [`Outbox::reserve`]
+//! until less than half the byte budget is queued, so a client that sends requests without
+//! reading the replies stops being read (TCP backpressure) instead of growing the queue.
+//! Notifications about the state of a dynamic object (its frames, and the GDXX that removes
+//! it) are *latest-wins*: while one for the same (subscription, object) is still queued, a
+//! newer one replaces it in place, so a stalled reader holds at most one pending notification
+//! per dynamic object and never delays anyone else. Notifications that must not be merged
+//! (GARQs: mail) take a queue slot each; one that does not fit the budget drops the
+//! connection as too slow ([`Push::Overflow`]) — its client reconnects and re-subscribes,
+//! which redelivers stored mail. A queue that stays over half its byte budget for
+//! `Budget::stall` is dropped too ([`Outbox::stalled`]). Across connections, the bytes queued
+//! in all outboxes are bounded by `Budget::total`: past it, the connection that has been
+//! over half its own budget the longest (else the one holding the most) is dropped, until
+//! the total fits again — many stalled connections cannot add up to more than that.
 //!
 //! Owns: the subscription map, outboxes, fanout counters. Calls: [`super::wire`] (notify
 //! encoding), [`super::wsframe`], and `golix` (to key GDXX notifications by their target).
@@ -26,6 +34,7 @@ use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
@@ -87,6 +96,61 @@ impl Hasher for PrehashedHasher {
 }
 
 type SlotMap = HashMap<SlotKey, Bytes, BuildHasherDefault<PrehashedHasher>>;
+
+/// The bounds of one connection's outbound queue (`server.outbound_queue`,
+/// `server.outbound_bytes`, `server.send_timeout_s`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget {
+    /// Most messages queued.
+    pub messages: usize,
+    /// Most bytes queued. Replies wait while half of it is used; a notification that does
+    /// not fit drops the connection.
+    pub bytes: usize,
+    /// A queue holding half of `bytes` or more for this long is dropped as too slow.
+    pub stall: Duration,
+    /// Bytes queued in all outboxes of a hub together (`server.outbound_bytes_total`); 0 =
+    /// no bound beyond each connection's.
+    pub total: usize,
+}
+
+impl Budget {
+    /// Queued bytes at or above which replies wait and the stall clock runs.
+    fn reply_share(&self) -> usize {
+        (self.bytes / 2).max(1)
+    }
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget {
+            messages: 4096,
+            bytes: DEFAULT_OUTBOUND_BYTES,
+            stall: DEFAULT_SEND_TIMEOUT,
+            total: DEFAULT_OUTBOUND_BYTES_TOTAL,
+        }
+    }
+}
+
+/// Default [`Budget::bytes`]: 64 MiB, four of the largest messages (16 MiB `max_frame`).
+pub const DEFAULT_OUTBOUND_BYTES: usize = 64 * 1024 * 1024;
+/// Default [`Budget::total`]: 1 GiB, about twenty connections stalled at their reply share
+/// (32 MiB of replies plus one 16 MiB message each).
+pub const DEFAULT_OUTBOUND_BYTES_TOTAL: usize = 1 << 30;
+/// Default [`Budget::stall`].
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most bytes the writer takes from an outbox at once (at least one message): what sits
+/// between the outbox and the socket stays small and is not counted twice.
+pub const WRITE_BATCH_BYTES: usize = 64 * 1024;
+
+/// Why [`Outbox::reserve`] gave up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoRoom {
+    /// The outbox is closing or aborted: nothing more will be sent.
+    Closed,
+    /// The queue stayed over its reply share for [`Budget::stall`]: the outbox is now
+    /// aborted as too slow.
+    Stalled,
+}
 
 /// How an outbox was asked to end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -155,10 +219,12 @@ pub struct HubStats {
     pub delivered: u64,
     /// Pending notifications replaced by a newer one (latest-wins).
     pub coalesced: u64,
-    /// Connections dropped because their queue overflowed.
+    /// Connections dropped as too slow (queue overflowed or stalled over its budget).
     pub slow_drops: u64,
     /// Messages waiting in outboxes right now (all connections).
     pub queued: u64,
+    /// Bytes waiting in outboxes right now (all connections).
+    pub queued_bytes: u64,
 }
 
 #[derive(Default)]
@@ -170,6 +236,50 @@ struct Counters {
     coalesced: AtomicU64,
     slow_drops: AtomicU64,
     queued: AtomicU64,
+    queued_bytes: AtomicU64,
+    /// [`Budget::total`] (0 = none), and every live outbox, for shedding past it.
+    total: usize,
+    outboxes: Mutex<HashMap<ConnId, std::sync::Weak<Outbox>>>,
+}
+
+impl Counters {
+    fn new(total: usize) -> Counters {
+        Counters {
+            total,
+            ..Counters::default()
+        }
+    }
+
+    /// While the bytes queued in all outboxes exceed the total, drops the connection that
+    /// has been over its reply share the longest (else the one holding the most bytes).
+    fn shed(&self) {
+        if self.total == 0 {
+            return;
+        }
+        while self.queued_bytes.load(Ordering::Relaxed) > self.total as u64 {
+            let victim = {
+                let all = self.outboxes.lock().unwrap_or_else(|e| e.into_inner());
+                all.values()
+                    .filter_map(std::sync::Weak::upgrade)
+                    .filter_map(|o| {
+                        let (bytes, since) = o.weight();
+                        (bytes > 0).then_some((since, bytes, o))
+                    })
+                    // Oldest `heavy_since` first (`Some` before `None`), then most bytes.
+                    .min_by(|a, b| match (a.0, b.0) {
+                        (Some(x), Some(y)) => x.cmp(&y),
+                        (Some(_), None) => std::cmp::Ordering::Less,
+                        (None, Some(_)) => std::cmp::Ordering::Greater,
+                        (None, None) => b.1.cmp(&a.1),
+                    })
+                    .map(|(_, _, o)| o)
+            };
+            match victim {
+                Some(o) => o.drop_slow(),
+                None => return,
+            }
+        }
+    }
 }
 
 enum Entry {
@@ -183,12 +293,18 @@ struct OutboxState {
     queue: VecDeque<Entry>,
     /// The newest pending bytes of each latest-wins key present in `queue`.
     latest: SlotMap,
+    /// Bytes of every message in `queue` (latest-wins ones at their newest size).
+    bytes: usize,
+    /// Since when `bytes` has been at or above the budget's reply share.
+    heavy_since: Option<Instant>,
     /// Set by `close`: accept nothing more, drain, then tell the writer to close.
     closing: Option<CloseKind>,
     /// Set by `release`: the session is done reading; the writer may end the response.
     released: bool,
     /// Set by `abort` or on overflow: the writer stops at once.
     aborted: bool,
+    /// Set by `writer_gone`: aborted because the connection itself ended.
+    writer_gone: bool,
 }
 
 /// One connection's bounded outbound queue of ready-to-write websocket frames. Shared (`Arc`)
@@ -205,25 +321,51 @@ pub struct Outbox {
     room: Notify,
     /// Wakes everyone waiting in `aborted()` (`notify_waiters`).
     abort_signal: Notify,
-    capacity: usize,
+    budget: Budget,
     counters: Arc<Counters>,
 }
 
+impl OutboxState {
+    /// Adds `n` queued bytes (and starts the stall clock when the reply share is reached).
+    fn grow(&mut self, n: usize, budget: &Budget) {
+        self.bytes += n;
+        if self.bytes >= budget.reply_share() && self.heavy_since.is_none() {
+            self.heavy_since = Some(Instant::now());
+        }
+    }
+
+    /// Removes `n` queued bytes (and stops the stall clock below the reply share).
+    fn shrink(&mut self, n: usize, budget: &Budget) {
+        self.bytes = self.bytes.saturating_sub(n);
+        if self.bytes < budget.reply_share() {
+            self.heavy_since = None;
+        }
+    }
+
+    fn has_room(&self, messages: usize, budget: &Budget) -> bool {
+        self.queue.len() < messages && self.bytes < budget.reply_share()
+    }
+}
+
 impl Outbox {
-    fn new(capacity: usize, counters: Arc<Counters>) -> Outbox {
+    fn new(budget: Budget, counters: Arc<Counters>) -> Outbox {
         Outbox {
             state: Mutex::new(OutboxState::default()),
             readable: AtomicWaker::new(),
             room: Notify::new(),
             abort_signal: Notify::new(),
-            capacity: capacity.max(1),
+            budget: Budget {
+                messages: budget.messages.max(1),
+                bytes: budget.bytes.max(1),
+                ..budget
+            },
             counters,
         }
     }
 
     /// A standalone outbox (tests, tools).
-    pub fn standalone(capacity: usize) -> Arc<Outbox> {
-        Arc::new(Outbox::new(capacity, Arc::default()))
+    pub fn standalone(budget: Budget) -> Arc<Outbox> {
+        Arc::new(Outbox::new(budget, Arc::default()))
     }
 
     fn lock(&self) -> MutexGuard<'_, OutboxState> {
@@ -241,52 +383,107 @@ impl Outbox {
         self.len() == 0
     }
 
-    /// Waits until there is room for one more message (or the outbox is closing). Replies go
-    /// through here first, so a client that sends requests without reading replies is slowed
-    /// down by TCP backpressure instead of growing the queue.
-    pub async fn reserve(&self) {
-        self.reserve_below(self.capacity).await;
+    /// Bytes queued and not yet handed to the writer.
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
     }
 
-    /// Waits until fewer than `limit` messages are queued (or the outbox is closing). Bulk
-    /// senders (stored mail re-delivered at subscribe) use half the capacity, so the other
-    /// half stays free for live notifications and the connection is not dropped as too slow
-    /// for reading its own mailbox.
-    pub async fn reserve_below(&self, limit: usize) {
-        let limit = limit.clamp(1, self.capacity);
+    pub fn budget(&self) -> Budget {
+        self.budget
+    }
+
+    /// Waits until there is room for one more reply: fewer than the budget's messages and
+    /// less than half its bytes queued. The session calls it before it executes a request,
+    /// so a client that sends requests without reading the replies is not read any further
+    /// (TCP backpressure) instead of growing the queue. Gives up when the outbox closes, or
+    /// aborts it when the queue stays over its reply share for [`Budget::stall`].
+    pub async fn reserve(&self) -> Result<(), NoRoom> {
+        self.reserve_below(self.budget.messages).await
+    }
+
+    /// [`Outbox::reserve`] with room meaning fewer than `limit` messages. Bulk senders
+    /// (stored mail re-delivered at subscribe) use half the message budget, so the other half
+    /// stays free for live notifications and the connection is not dropped as too slow for
+    /// reading its own mailbox.
+    pub async fn reserve_below(&self, limit: usize) -> Result<(), NoRoom> {
+        let limit = limit.clamp(1, self.budget.messages);
         loop {
             let wait = self.room.notified();
-            {
+            let heavy_since = {
                 let st = self.lock();
-                if st.queue.len() < limit || st.closing.is_some() || st.aborted {
-                    return;
+                if st.closing.is_some() || st.aborted {
+                    return Err(NoRoom::Closed);
                 }
+                if st.has_room(limit, &self.budget) {
+                    return Ok(());
+                }
+                st.heavy_since
+            };
+            match heavy_since {
+                // Over the byte share: wait for room, at most until the stall deadline.
+                Some(since) => {
+                    let deadline = tokio::time::Instant::from_std(since + self.budget.stall);
+                    if tokio::time::timeout_at(deadline, wait).await.is_err() && self.stalled() {
+                        self.drop_slow();
+                        return Err(NoRoom::Stalled);
+                    }
+                }
+                // Only the message count is full: the writer frees it as it goes.
+                None => wait.await,
             }
-            wait.await;
         }
     }
 
-    /// Most messages this outbox holds.
-    pub fn capacity(&self) -> usize {
-        self.capacity
+    /// Bytes queued, and since when they have been over the reply share.
+    fn weight(&self) -> (usize, Option<Instant>) {
+        let st = self.lock();
+        (st.bytes, st.heavy_since)
+    }
+
+    /// Whether [`Outbox::reserve`] would return at once with room (false once closing).
+    pub fn has_room(&self) -> bool {
+        let st = self.lock();
+        st.closing.is_none() && !st.aborted && st.has_room(self.budget.messages, &self.budget)
+    }
+
+    /// Whether the queue has held its reply share of bytes or more for [`Budget::stall`].
+    pub fn stalled(&self) -> bool {
+        self.lock()
+            .heavy_since
+            .is_some_and(|t| t.elapsed() >= self.budget.stall)
+    }
+
+    /// Aborts the outbox as too slow (counted in [`HubStats::slow_drops`]).
+    pub fn drop_slow(&self) {
+        if !self.is_aborted() {
+            self.counters.slow_drops.fetch_add(1, Ordering::Relaxed);
+        }
+        self.abort();
     }
 
     /// Queues a reply (or any frame that must not be merged nor dropped, such as a pong).
     /// Call [`Outbox::reserve`] first to respect the bound. Returns false if closing.
     pub fn push_reply(&self, msg: Bytes) -> bool {
+        let n = msg.len();
         let mut st = self.lock();
         if st.closing.is_some() || st.aborted {
             return false;
         }
         st.queue.push_back(Entry::Msg(msg));
+        st.grow(n, &self.budget);
         drop(st);
         self.counters.queued.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .queued_bytes
+            .fetch_add(n as u64, Ordering::Relaxed);
         self.readable.wake();
+        self.counters.shed();
         true
     }
 
     /// Queues a notification. With a key, a pending notification for the same key is
-    /// replaced (latest-wins) and takes no new slot. A full queue aborts the connection.
+    /// replaced (latest-wins) and takes no new slot. One that does not fit the budget aborts
+    /// the connection.
     pub fn push_notify(&self, key: Option<SlotKey>, msg: Bytes) -> Push {
         let push = self.offer(key, msg);
         let c = &self.counters;
@@ -306,20 +503,31 @@ impl Outbox {
         push
     }
 
-    /// [`Outbox::push_notify`] without touching the shared counters (the hub's fanout adds
-    /// them up once per notification instead of once per subscriber).
+    /// [`Outbox::push_notify`] without touching the shared message counters (the hub's
+    /// fanout adds them up once per notification instead of once per subscriber); the byte
+    /// gauge is kept here.
     fn offer(&self, key: Option<SlotKey>, msg: Bytes) -> Push {
+        let n = msg.len();
         let mut st = self.lock();
         if st.closing.is_some() || st.aborted {
             return Push::Closed;
         }
         if let Some(k) = key {
             if let Some(slot) = st.latest.get_mut(&k) {
-                *slot = msg;
+                let old = std::mem::replace(slot, msg).len();
+                st.shrink(old, &self.budget);
+                st.grow(n, &self.budget);
+                drop(st);
+                let c = &self.counters.queued_bytes;
+                c.fetch_add(n as u64, Ordering::Relaxed);
+                c.fetch_sub(old as u64, Ordering::Relaxed);
+                if n > old {
+                    self.counters.shed();
+                }
                 return Push::Coalesced;
             }
         }
-        if st.queue.len() >= self.capacity {
+        if st.queue.len() >= self.budget.messages || st.bytes + n > self.budget.bytes {
             drop(st);
             self.abort();
             return Push::Overflow;
@@ -331,8 +539,13 @@ impl Outbox {
             }
             None => st.queue.push_back(Entry::Msg(msg)),
         }
+        st.grow(n, &self.budget);
         drop(st);
+        self.counters
+            .queued_bytes
+            .fetch_add(n as u64, Ordering::Relaxed);
         self.readable.wake();
+        self.counters.shed();
         Push::Queued
     }
 
@@ -359,10 +572,16 @@ impl Outbox {
         let mut st = self.lock();
         st.aborted = true;
         let dropped = st.queue.len() as u64;
+        let bytes = st.bytes as u64;
         st.queue.clear();
         st.latest.clear();
+        st.bytes = 0;
+        st.heavy_since = None;
         drop(st);
         self.counters.queued.fetch_sub(dropped, Ordering::Relaxed);
+        self.counters
+            .queued_bytes
+            .fetch_sub(bytes, Ordering::Relaxed);
         self.readable.wake();
         self.room.notify_one();
         self.abort_signal.notify_waiters();
@@ -370,6 +589,18 @@ impl Outbox {
 
     pub fn is_aborted(&self) -> bool {
         self.lock().aborted
+    }
+
+    /// The writer is gone (the connection closed or was reset): abort, remembering that the
+    /// peer left rather than fell behind.
+    pub fn writer_gone(&self) {
+        self.lock().writer_gone = true;
+        self.abort();
+    }
+
+    /// Whether the outbox was aborted by [`Outbox::writer_gone`].
+    pub fn is_writer_gone(&self) -> bool {
+        self.lock().writer_gone
     }
 
     /// Resolves once the outbox is aborted.
@@ -385,8 +616,9 @@ impl Outbox {
         }
     }
 
-    /// The writer's side: takes up to `max` messages at once (one lock per batch), or says
-    /// that the outbox is closed or aborted; `Pending` registers the consumer's waker.
+    /// The writer's side: takes up to `max` messages but about [`WRITE_BATCH_BYTES`] at most
+    /// (always at least one), one lock per batch, or says that the outbox is closed or
+    /// aborted; `Pending` registers the consumer's waker.
     pub fn poll_next(&self, cx: &mut Context<'_>, max: usize) -> Poll<Next> {
         self.readable.register(cx.waker());
         let mut st = self.lock();
@@ -394,21 +626,28 @@ impl Outbox {
             return Poll::Ready(Next::Abort);
         }
         if !st.queue.is_empty() {
-            let n = st.queue.len().min(max.max(1));
-            let mut batch = Vec::with_capacity(n);
-            for _ in 0..n {
-                match st.queue.pop_front() {
-                    Some(Entry::Msg(b)) => batch.push(b),
-                    Some(Entry::Latest(k)) => {
-                        if let Some(b) = st.latest.remove(&k) {
-                            batch.push(b);
-                        }
-                    }
+            let mut batch = Vec::new();
+            let mut taken = 0;
+            while batch.len() < max.max(1) && taken < WRITE_BATCH_BYTES {
+                let msg = match st.queue.pop_front() {
+                    Some(Entry::Msg(b)) => b,
+                    Some(Entry::Latest(k)) => match st.latest.remove(&k) {
+                        Some(b) => b,
+                        None => continue,
+                    },
                     None => break,
-                }
+                };
+                taken += msg.len();
+                batch.push(msg);
             }
+            st.shrink(taken, &self.budget);
             drop(st);
-            self.counters.queued.fetch_sub(n as u64, Ordering::Relaxed);
+            self.counters
+                .queued
+                .fetch_sub(batch.len() as u64, Ordering::Relaxed);
+            self.counters
+                .queued_bytes
+                .fetch_sub(taken as u64, Ordering::Relaxed);
             self.room.notify_one();
             return Poll::Ready(Next::Batch(batch));
         }
@@ -461,7 +700,7 @@ pub struct Hub {
     subs: RwLock<HashMap<Ghid, HashMap<ConnId, Arc<Outbox>>>>,
     next_id: AtomicU64,
     counters: Arc<Counters>,
-    outbound_queue: usize,
+    budget: Budget,
     max_subscriptions: usize,
     /// Told (under the map's write lock, so in order) when a ghid gains its first subscriber
     /// here (`true`) or loses its last (`false`): the cluster link subscribes to other
@@ -477,12 +716,12 @@ pub type InterestHook = Box<dyn Fn(Ghid, bool) + Send + Sync>;
 pub struct LimitReached(pub usize);
 
 impl Hub {
-    pub fn new(outbound_queue: usize, max_subscriptions: usize) -> Arc<Hub> {
+    pub fn new(budget: Budget, max_subscriptions: usize) -> Arc<Hub> {
         Arc::new(Hub {
             subs: RwLock::new(HashMap::new()),
             next_id: AtomicU64::new(1),
-            counters: Arc::default(),
-            outbound_queue,
+            counters: Arc::new(Counters::new(budget.total)),
+            budget,
             max_subscriptions,
             interest: std::sync::OnceLock::new(),
         })
@@ -504,9 +743,15 @@ impl Hub {
     pub fn connect(self: &Arc<Hub>) -> Subscriber {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.counters.connections.fetch_add(1, Ordering::Relaxed);
+        let outbox = Arc::new(Outbox::new(self.budget, self.counters.clone()));
+        self.counters
+            .outboxes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, Arc::downgrade(&outbox));
         Subscriber {
             id,
-            outbox: Arc::new(Outbox::new(self.outbound_queue, self.counters.clone())),
+            outbox,
             subscriptions: Mutex::new(HashSet::new()),
             hub: self.clone(),
         }
@@ -582,6 +827,7 @@ impl Hub {
             coalesced: c.coalesced.load(Ordering::Relaxed),
             slow_drops: c.slow_drops.load(Ordering::Relaxed),
             queued: c.queued.load(Ordering::Relaxed),
+            queued_bytes: c.queued_bytes.load(Ordering::Relaxed),
         }
     }
 }
@@ -679,6 +925,12 @@ impl Drop for Subscriber {
         self.unsubscribe_all();
         self.hub
             .counters
+            .outboxes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+        self.hub
+            .counters
             .connections
             .fetch_sub(1, Ordering::Relaxed);
     }
@@ -688,6 +940,14 @@ impl Drop for Subscriber {
 mod tests {
     use super::*;
     use crate::golix::Algo;
+
+    /// A budget of `n` messages (bytes and stall at their defaults).
+    fn msgs(n: usize) -> Budget {
+        Budget {
+            messages: n,
+            ..Budget::default()
+        }
+    }
 
     fn g() -> Ghid {
         Ghid::pseudorandom(Algo::SHA512)
@@ -715,7 +975,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_encoding_shared_by_all_subscribers_and_uploader_skipped() {
-        let hub = Hub::new(16, 8);
+        let hub = Hub::new(msgs(16), 8);
         let dynamic = g();
         let subs: Vec<Subscriber> = (0..3).map(|_| hub.connect()).collect();
         for s in &subs {
@@ -734,7 +994,7 @@ mod tests {
 
     #[tokio::test]
     async fn stalled_reader_keeps_only_the_newest_frame() {
-        let hub = Hub::new(4, 8);
+        let hub = Hub::new(msgs(4), 8);
         let (d1, d2) = (g(), g());
         let s = hub.connect();
         s.subscribe(d1).unwrap();
@@ -756,7 +1016,7 @@ mod tests {
 
     #[tokio::test]
     async fn mail_overflow_drops_the_slow_connection() {
-        let hub = Hub::new(3, 8);
+        let hub = Hub::new(msgs(3), 8);
         let me = g();
         let s = hub.connect();
         let other = hub.connect();
@@ -780,7 +1040,7 @@ mod tests {
 
     #[tokio::test]
     async fn limits_listing_and_cleanup() {
-        let hub = Hub::new(4, 2);
+        let hub = Hub::new(msgs(4), 2);
         let s = hub.connect();
         let (a, b, c) = (g(), g(), g());
         s.subscribe(a).unwrap();
@@ -806,15 +1066,16 @@ mod tests {
 
     #[tokio::test]
     async fn close_drains_then_closes_and_reserve_waits_for_room() {
-        let o = Outbox::standalone(2);
+        let o = Outbox::standalone(msgs(2));
         assert!(o.push_reply(Bytes::from_static(b"a")));
         assert!(o.push_reply(Bytes::from_static(b"b")));
         let reserve = o.reserve();
         let mut reserve = pin!(reserve);
         assert!(futures_util::FutureExt::now_or_never(reserve.as_mut()).is_none());
         assert_eq!(drain(&o).await.len(), 2);
-        reserve.await;
+        reserve.await.unwrap();
         o.close(CloseKind::Normal);
+        assert_eq!(o.reserve().await, Err(NoRoom::Closed));
         assert!(!o.push_reply(Bytes::from_static(b"c")));
         assert!(matches!(o.next(8).await, Next::Close(CloseKind::Normal)));
     }
@@ -830,5 +1091,137 @@ mod tests {
             "undecodable GDXX is not merged"
         );
         assert_eq!(slot_key(&sub, b""), None);
+    }
+
+    #[tokio::test]
+    async fn replies_wait_below_half_the_bytes_and_the_writer_takes_small_batches() {
+        let budget = Budget {
+            messages: 1000,
+            bytes: 1000,
+            stall: Duration::from_secs(60),
+            total: 0,
+        };
+        let o = Outbox::standalone(budget);
+        // One reply of any size is admitted while under half the budget...
+        o.reserve().await.unwrap();
+        assert!(o.push_reply(Bytes::from(vec![1; 400])));
+        o.reserve().await.unwrap();
+        assert!(o.push_reply(Bytes::from(vec![2; 300])));
+        assert_eq!(o.bytes(), 700);
+        // ... then replies wait.
+        let mut reserve = pin!(o.reserve());
+        assert!(futures_util::FutureExt::now_or_never(reserve.as_mut()).is_none());
+        // Notifications fit up to the whole budget; past it the connection is dropped.
+        assert_eq!(o.push_notify(None, Bytes::from(vec![3; 300])), Push::Queued);
+        assert_eq!(o.bytes(), 1000);
+        let batch = drain(&o).await;
+        assert_eq!(batch.len(), 3, "small messages come in one batch");
+        assert_eq!(o.bytes(), 0);
+        reserve.await.unwrap();
+        assert_eq!(
+            o.push_notify(None, Bytes::from(vec![4; 1001])),
+            Push::Overflow
+        );
+        assert!(o.is_aborted());
+
+        let big = Outbox::standalone(Budget {
+            bytes: 1 << 30,
+            ..budget
+        });
+        for _ in 0..4 {
+            big.push_reply(Bytes::from(vec![0; WRITE_BATCH_BYTES / 2 + 1]));
+        }
+        assert_eq!(
+            drain(&big).await.len(),
+            2,
+            "a batch stops at WRITE_BATCH_BYTES"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_queue_over_its_reply_share_for_the_stall_time_is_dropped() {
+        let o = Outbox::standalone(Budget {
+            messages: 1000,
+            bytes: 100,
+            stall: Duration::from_millis(200),
+            total: 0,
+        });
+        o.push_reply(Bytes::from(vec![0; 60]));
+        assert!(!o.stalled());
+        let t = Instant::now();
+        assert_eq!(o.reserve().await, Err(NoRoom::Stalled));
+        assert!(
+            t.elapsed() >= Duration::from_millis(190),
+            "{:?}",
+            t.elapsed()
+        );
+        assert!(o.is_aborted());
+        assert_eq!(o.bytes(), 0, "the queue is freed");
+
+        // Draining in time stops the clock.
+        let o = Outbox::standalone(Budget {
+            messages: 1000,
+            bytes: 100,
+            stall: Duration::from_millis(200),
+            total: 0,
+        });
+        o.push_reply(Bytes::from(vec![0; 60]));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        drain(&o).await;
+        o.push_reply(Bytes::from(vec![0; 60]));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            !o.stalled(),
+            "the clock restarted when the queue went below its share"
+        );
+    }
+
+    #[tokio::test]
+    async fn coalescing_keeps_the_byte_count_true() {
+        let hub = Hub::new(msgs(8), 8);
+        let d = g();
+        let s = hub.connect();
+        s.subscribe(d).unwrap();
+        hub.fanout(&[note(d, frame_bytes(1))], None);
+        let one = s.outbox().bytes();
+        assert_eq!(one, notify_frame(&d, &frame_bytes(1)).len());
+        let mut bigger = b"GOBD".to_vec();
+        bigger.extend_from_slice(&[7; 100]);
+        let want = notify_frame(&d, &bigger).len();
+        hub.fanout(&[note(d, Bytes::from(bigger))], None);
+        assert_eq!(
+            s.outbox().bytes(),
+            want,
+            "the replaced frame no longer counts"
+        );
+        assert_eq!(hub.stats().queued_bytes, want as u64);
+        drain(s.outbox()).await;
+        assert_eq!(hub.stats().queued_bytes, 0);
+    }
+
+    #[tokio::test]
+    async fn past_the_total_the_longest_stalled_connection_is_dropped() {
+        let hub = Hub::new(
+            Budget {
+                messages: 1000,
+                bytes: 100,
+                stall: Duration::from_secs(60),
+                total: 250,
+            },
+            8,
+        );
+        let (old, light, new) = (hub.connect(), hub.connect(), hub.connect());
+        old.outbox().push_reply(Bytes::from(vec![0; 90])); // over its share first
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        light.outbox().push_reply(Bytes::from(vec![0; 20]));
+        new.outbox().push_reply(Bytes::from(vec![0; 90]));
+        assert_eq!(hub.stats().queued_bytes, 200);
+        assert!(!old.outbox().is_aborted());
+        // 60 more bytes take the total to 260: the oldest heavy one goes.
+        new.outbox().push_reply(Bytes::from(vec![0; 60]));
+        assert!(old.outbox().is_aborted());
+        assert!(!new.outbox().is_aborted() && !light.outbox().is_aborted());
+        assert_eq!(hub.stats().queued_bytes, 170);
+        assert_eq!(hub.stats().slow_drops, 1);
     }
 }

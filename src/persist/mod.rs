@@ -4,8 +4,8 @@
 //! NATS JetStream implementations, the ingest rules and collection cascade over it ([`rules`]), the
 //! [`archive::Archive`] facade (publish / get / queries, durable group commit), the persister
 //! wire protocol ([`wire`]), the fanout hub ([`hub`]), the actix-web server ([`server`]) and
-//! the client side of the protocol ([`client`]) that `hgxd` uses, and server websocket
-//! framing ([`wsframe`]).
+//! the client side of the protocol ([`client`]) that `hgxd` uses, the rustls set-up of both
+//! ends ([`tls`]), and server websocket framing ([`wsframe`]).
 //!
 //! Calls: `golix` only (plus sled, async-nats, actix). Used by `actors`, `ipc` and the
 //! binaries.
@@ -17,6 +17,7 @@ pub mod hub;
 pub mod rules;
 pub mod server;
 pub mod store;
+pub mod tls;
 pub mod wire;
 pub mod wsframe;
 

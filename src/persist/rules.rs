@@ -1,6 +1,6 @@
 //! # Rules
 //!
-//! Ingest validation and the collection cascade of GOLIX.md §5, as pure functions over a
+//! Ingest validation and the collection cascade of docs/golix.md, as pure functions over a
 //! [`Store`]: they read through a [`View`] (committed state plus this publish's pending writes)
 //! and return a [`WriteSet`] and the notifications it causes; they never apply anything. One
 //! function per decision lives in [`checks`]; per-kind admission in `admit`; rule 11 in
@@ -11,7 +11,7 @@
 //! [`super::archive::Archive`], which runs [`precheck`] and [`verify`] off-lock, then
 //! [`ingest`] and [`Store::apply`] under its write lock.
 //!
-//! Rule-by-rule map (GOLIX.md §5): 1 [`checks::check_idempotent`]; 2
+//! Rule-by-rule map (docs/golix.md): 1 [`checks::check_idempotent`]; 2
 //! [`checks::check_address`], [`checks::check_signer_known`], [`checks::check_signature`],
 //! [`checks::check_writable_version`]; 3 [`checks::check_identity`]; 4
 //! [`checks::check_container_bound`]; 5 [`checks::check_static_target`],
@@ -20,7 +20,7 @@
 //! [`checks::check_dynamic_target`], [`checks::check_not_circular`] and frame replacement in
 //! `admit::frame`; 8 [`checks::check_debinding_target`], [`checks::prune_debindings`]; 9
 //! `admit::debinding` + [`collect()`]; 10 [`checks::check_recipient_known`] and
-//! [`checks::check_mailbox_room`] (a bound of ours, [`Limits`]); 11 [`collect()`];
+//! [`checks::mailbox_room`] (a bound of ours, [`Limits`]); 11 [`collect()`];
 //! 12 [`list_bindings`]; 13 [`checks::MAX_CHAIN_DEPTH`].
 
 mod admit;
@@ -33,7 +33,7 @@ use bytes::Bytes;
 use crate::golix::{Ghid, Object, SecondParty};
 
 use super::archive::Notification;
-use super::store::{Record, Store, WriteSet};
+use super::store::{Record, Sender, Store, WriteSet};
 use super::PersistError;
 
 pub use collect::collect;
@@ -75,36 +75,45 @@ pub fn verify(
 /// connection's queue.
 pub const DEFAULT_MAX_REQUESTS_PER_RECIPIENT: usize = 1024;
 
-/// Bounds a holder puts on what peers may store (beyond GOLIX.md §5).
+/// The persister's default of [`Limits::max_requests_per_sender`].
+pub const DEFAULT_MAX_REQUESTS_PER_SENDER: usize = 64;
+
+/// Bounds a holder puts on what peers may store (beyond docs/golix.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// Stored GARQs per recipient; further ones are refused with `mailbox_full` until the
-    /// recipient debinds some.
+    /// Stored GARQs per recipient (see [`checks::mailbox_room`] for who gets the last slots).
     pub max_requests_per_recipient: usize,
+    /// Stored GARQs per (sender, recipient); further ones from that sender are refused with
+    /// `mailbox_full` until the recipient debinds some. By default equal to the recipient's
+    /// bound (no per-sender bound: a daemon's own archive, where every request is
+    /// anonymous); the persister sets its own.
+    pub max_requests_per_sender: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_requests_per_recipient: DEFAULT_MAX_REQUESTS_PER_RECIPIENT,
+            max_requests_per_sender: DEFAULT_MAX_REQUESTS_PER_RECIPIENT,
         }
     }
 }
 
-/// [`ingest_with`] under the default [`Limits`].
+/// [`ingest_with`] under the default [`Limits`], by an anonymous uploader.
 pub fn ingest(store: &dyn Store, obj: &Object, bytes: Bytes) -> Result<Outcome, PersistError> {
-    ingest_with(store, obj, bytes, &Limits::default())
+    ingest_with(store, obj, bytes, &Limits::default(), Sender::Anonymous)
 }
 
-/// Decides everything about publishing `obj` (whose raw bytes are `bytes`) against `store`.
-/// Precondition: [`precheck`] and [`verify`] passed for `obj`. The caller applies
-/// [`Outcome::writes`] with [`Store::apply`], and must not let another ingest read the store
-/// in between.
+/// Decides everything about publishing `obj` (whose raw bytes are `bytes`), uploaded by
+/// `sender`, against `store`. Precondition: [`precheck`] and [`verify`] passed for `obj`. The
+/// caller applies [`Outcome::writes`] with [`Store::apply`], and must not let another ingest
+/// read the store in between.
 pub fn ingest_with(
     store: &dyn Store,
     obj: &Object,
     bytes: Bytes,
     limits: &Limits,
+    sender: Sender,
 ) -> Result<Outcome, PersistError> {
     let mut view = View::new(store);
     if checks::check_idempotent(&view, obj)? {
@@ -118,13 +127,7 @@ pub fn ingest_with(
         Object::Gobs(b) => admit::static_binding(&mut view, b, bytes)?,
         Object::Gobd(f) => admit::frame(&mut view, f, bytes, &mut fx)?,
         Object::Gdxx(d) => admit::debinding(&mut view, d, bytes, &mut fx)?,
-        Object::Garq(r) => admit::request(
-            &mut view,
-            r,
-            bytes,
-            limits.max_requests_per_recipient,
-            &mut fx,
-        )?,
+        Object::Garq(r) => admit::request(&mut view, r, bytes, sender, limits, &mut fx)?,
         Object::GobdV15(_) => checks::check_writable_version(obj)?,
     }
     collect(&mut view, fx.queue, &mut fx.notifications)?;

@@ -13,14 +13,16 @@
 //!
 //! The trait is a plain key-value contract: reads are point lookups or "every member of the set
 //! keyed by this ghid", and every write goes through [`Store::apply`], one [`WriteSet`] per
-//! publish, applied atomically. Nothing here assumes one process owns the data (DESIGN.md §6);
-//! what serialises rule evaluation is [`Store::transact`]'s business: the sled store relies on
-//! the [`super::archive::Archive`]'s lock around read-decide-apply, the cluster store makes its
-//! commit conditional on every row the rule pass read and re-runs the pass on a conflict.
+//! publish, applied atomically. Nothing here assumes one process owns the data
+//! (docs/architecture.md); what serialises rule evaluation is [`Store::transact`]'s business:
+//! the sled store relies on the [`super::archive::Archive`]'s lock around read-decide-apply, the
+//! cluster store makes its commit conditional on every row the rule pass read and re-runs the
+//! pass on a conflict.
 
 pub mod nats;
 pub mod sled_gate;
 mod sled_store;
+pub mod spill;
 
 use std::collections::BTreeMap;
 
@@ -75,7 +77,7 @@ impl Record {
         }
     }
 
-    /// Who may debind this ghid (GOLIX.md rule 8), or `None` if it cannot be debound at all
+    /// Who may debind this ghid (docs/golix.md rule 8), or `None` if it cannot be debound at all
     /// (GIDC, GEOC, a frame ghid).
     pub fn debinder(&self) -> Option<Ghid> {
         match *self {
@@ -106,6 +108,17 @@ pub struct Debinding {
     pub debinder: Ghid,
 }
 
+/// Who stored a GARQ, as far as the holder can tell (GARQs hide their author): the signing
+/// key that authenticated the uploading connection, or nobody.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub enum Sender {
+    /// Uploaded by a connection that did not authenticate (and mail stored before senders
+    /// were recorded).
+    Anonymous,
+    /// SHA-512 of the RSA signature modulus that authenticated the uploading connection.
+    Key([u8; 64]),
+}
+
 /// Every change one publish makes, applied atomically by [`Store::apply`]. `Some`/`true`
 /// inserts, `None`/`false` removes. Later writes to the same key replace earlier ones, so a
 /// `WriteSet` doubles as the rules' read-your-writes overlay.
@@ -118,8 +131,8 @@ pub struct WriteSet {
     pub bindings: BTreeMap<(Ghid, Ghid), Option<Binding>>,
     /// `(target, GDXX ghid)`.
     pub debindings: BTreeMap<(Ghid, Ghid), Option<Debinding>>,
-    /// `(recipient, GARQ ghid)`.
-    pub requests: BTreeMap<(Ghid, Ghid), bool>,
+    /// `(recipient, GARQ ghid)` -> who stored it (`None` removes).
+    pub requests: BTreeMap<(Ghid, Ghid), Option<Sender>>,
     /// Ghids that were stored and then removed.
     pub collected: BTreeMap<Ghid, bool>,
 }
@@ -146,8 +159,8 @@ pub trait Store: Send + Sync {
     fn bindings(&self, target: &Ghid) -> Result<Vec<Binding>, PersistError>;
     /// Stored debindings whose target is `target`, in ghid order.
     fn debindings(&self, target: &Ghid) -> Result<Vec<Debinding>, PersistError>;
-    /// Stored GARQ ghids addressed to `recipient`, in ghid order.
-    fn requests(&self, recipient: &Ghid) -> Result<Vec<Ghid>, PersistError>;
+    /// Stored GARQ ghids addressed to `recipient` and who stored each, in ghid order.
+    fn requests(&self, recipient: &Ghid) -> Result<Vec<(Ghid, Sender)>, PersistError>;
     /// Whether `ghid` was stored and then removed (and not stored again since).
     fn is_collected(&self, ghid: &Ghid) -> Result<bool, PersistError>;
     /// Applies every change in `writes` atomically.

@@ -9,11 +9,23 @@
 //! - reply `{id, ok}` or `{id, err: {code, message}}`;
 //! - server push `{event: "notify", subscription, object}`.
 //!
-//! Decoding is tolerant and two-step (HYPERGLYPH.md §B8): first [`RawRequest`] (`id` kept as
-//! an opaque value and echoed back, `op` a string, `args` any value), then the typed args of
-//! the op ([`args`]). Unknown fields are ignored; an unknown op or a malformed envelope is an
-//! error *reply*, never the end of a session. The op table ([`OPS`]) is what `hello` returns so
-//! that clients bind arguments by name.
+//! Decoding is tolerant and two-step (docs/persister-protocol.md): first [`RawRequest`] (`id` kept as an opaque value and
+//! echoed back, `op` a string, `args` any value), then the typed args of the op ([`args`]).
+//! `args` must be a map of named arguments, or absent / `nil` for none: an array (positional
+//! arguments) is `bad_args`, as in the app protocol; a client that offers positional calls
+//! binds them by the names of the op table ([`OPS`], what `hello` returns) before sending.
+//! Unknown fields are ignored; an unknown op or a malformed envelope is an error *reply*,
+//! never the end of a session.
+//!
+//! Limits of an envelope: [`MAX_DEPTH`] levels of nesting and [`MAX_VALUES`] values, checked
+//! by [`check_shape`] (one limit, one message: "msgpack nested deeper than 16"). Ghid
+//! arguments with address algo 0 (test-only) are `bad_args`: nothing stored can have one.
+//!
+//! A connection may authenticate as an identity whose GIDC the server holds:
+//! `auth_challenge` returns fresh random bytes, `auth {identity, signature}` answers them
+//! ([`crate::golix::auth`]). Nothing requires it; the server counts the GARQs an
+//! authenticated connection stores against that identity's signing key instead of against
+//! the one shared anonymous sender (see `rules::checks::mailbox_room`).
 //!
 //! Owns: envelope types, encoders, the op table and protocol constants. Calls: `golix::Ghid`
 //! (serde as bin), rmp-serde, rmpv. Sans-IO.
@@ -35,6 +47,13 @@ pub const PROTOCOL_NAME: &str = "hgx-persist/1";
 /// Nesting limit when decoding a request envelope: requests are shallow maps.
 pub const MAX_DEPTH: usize = 16;
 
+/// rmpv's own depth budget after [`check_shape`] passed: rmpv spends about two units per
+/// level (and one on leaves), so it gets room for anything the shape check accepts and is
+/// never the limit that trips (one limit, one message).
+const fn rmpv_depth(max_depth: usize) -> usize {
+    2 * max_depth + 2
+}
+
 /// Most msgpack values (of any kind, nested ones included) one request envelope may hold.
 /// Requests are a handful of fields; the bound exists because a decoded value is ~30 times
 /// the size of its one-byte encoding (a 16 MiB frame of `nil`s decoded into 1.2 GiB before
@@ -44,6 +63,18 @@ pub const MAX_VALUES: usize = 65_536;
 /// Most values one server message may hold, for the client side ([`Incoming::decode`]):
 /// replies such as `list_bindings` can be long lists, but not unboundedly so.
 pub const MAX_INCOMING_VALUES: usize = 1 << 20;
+
+/// Most bytes a `publish` request adds around its object (`{id, op: "publish", args:
+/// {object}}` with the largest id and a 32-bit bin header; 42 in fact, rounded up). A
+/// client that knows a server's `max_frame` ([`Limits::max_frame`]) knows the largest object
+/// it can publish there: [`max_publish_object`].
+pub const PUBLISH_OVERHEAD: u64 = 64;
+
+/// The largest Golix object a `publish` can carry to a server whose `max_frame` is
+/// `max_frame`.
+pub fn max_publish_object(max_frame: u64) -> u64 {
+    max_frame.saturating_sub(PUBLISH_OVERHEAD)
+}
 
 /// The only server push event.
 pub const EVENT_NOTIFY: &str = "notify";
@@ -133,7 +164,22 @@ pub const OPS: &[OpSpec] = &[
         args: &[],
         result: "bool",
     },
+    OpSpec {
+        name: "auth_challenge",
+        args: &[],
+        result: "bin",
+    },
+    OpSpec {
+        name: "auth",
+        args: &["identity", "signature"],
+        result: "bool",
+    },
 ];
+
+/// Why a request's `args` that are not a map are refused (`bad_args`), here and in the app
+/// protocol: arguments are named; a client that offers positional calls binds them to the
+/// names in the op table before sending.
+pub const ARGS_NOT_A_MAP: &str = "`args` must be a map of named arguments";
 
 /// Step one of decoding: the envelope, with the args left untyped.
 #[derive(Clone, Debug, PartialEq)]
@@ -236,7 +282,7 @@ impl RawRequest {
         check_shape(frame, MAX_DEPTH, MAX_VALUES)
             .map_err(|e| malformed(Value::Nil, format!("not msgpack: {e}")))?;
         let mut rd = frame;
-        let value = rmpv::decode::read_value_with_max_depth(&mut rd, MAX_DEPTH)
+        let value = rmpv::decode::read_value_with_max_depth(&mut rd, rmpv_depth(MAX_DEPTH))
             .map_err(|e| malformed(Value::Nil, format!("not msgpack: {e}")))?;
         let Value::Map(entries) = value else {
             return Err(malformed(Value::Nil, "the envelope is not a map".into()));
@@ -257,12 +303,23 @@ impl RawRequest {
         Ok(RawRequest { id, op, args })
     }
 
-    /// Step two: the typed args of the op. `nil` args read as an empty map; unknown fields
-    /// are ignored.
+    /// `bad_args` unless `args` is a map or absent (the one rule of both protocols, checked
+    /// for every op, also those that take no arguments).
+    pub fn check_args(&self) -> Result<(), &'static str> {
+        match self.args {
+            Value::Nil | Value::Map(_) => Ok(()),
+            _ => Err(ARGS_NOT_A_MAP),
+        }
+    }
+
+    /// Step two: the typed args of the op. `args` must be a map (named arguments, the
+    /// same rule as the app protocol's); `nil` reads as an empty map; unknown fields are
+    /// ignored.
     pub fn args<T: serde::de::DeserializeOwned>(&self) -> Result<T, String> {
         let v = match &self.args {
             Value::Nil => Value::Map(Vec::new()),
-            v => v.clone(),
+            v @ Value::Map(_) => v.clone(),
+            _ => return Err(ARGS_NOT_A_MAP.into()),
         };
         rmpv::ext::from_value(v).map_err(|e| e.to_string())
     }
@@ -287,11 +344,33 @@ pub mod args {
         pub object: Vec<u8>,
     }
 
+    /// `auth {identity, signature}`: the answer to this connection's last `auth_challenge`.
+    #[derive(Debug, Deserialize, Serialize)]
+    pub struct Auth {
+        pub identity: Ghid,
+        #[serde(with = "serde_bytes")]
+        pub signature: Vec<u8>,
+    }
+
     /// Every op that takes one Ghid: get, subscribe, unsubscribe, list_bindings,
     /// query_debinding, exists.
     #[derive(Debug, Deserialize, Serialize)]
     pub struct ByGhid {
         pub ghid: Ghid,
+    }
+
+    impl ByGhid {
+        /// The ghid, if it can name a stored object: the server decodes objects under
+        /// `Policy::STRICT`, so an address algo 0 (test-only dummy) ghid is refused here too.
+        pub fn stored(self) -> Result<Ghid, String> {
+            if self.ghid.algo() == crate::golix::Algo::DUMMY {
+                return Err(format!(
+                    "{} has address algo 0 (test-only), which this server never stores",
+                    self.ghid
+                ));
+            }
+            Ok(self.ghid)
+        }
     }
 }
 
@@ -354,6 +433,10 @@ pub struct Limits {
     /// Messages one connection may have queued outbound before it is dropped as too slow
     /// (dynamic-object notifications coalesce and do not grow the queue).
     pub outbound_queue: u64,
+    /// Bytes one connection may have queued outbound: requests are not read while half of it
+    /// is used; a connection that stays there too long is dropped. 0 from older servers.
+    #[serde(default)]
+    pub outbound_bytes: u64,
     /// Publishes one connection may have in flight (awaiting durability).
     pub max_in_flight: u64,
     /// Seconds of silence (no message, no pong) after which a connection is closed.
@@ -423,6 +506,15 @@ pub fn encode_ok<T: Serialize>(id: &Value, ok: T) -> Bytes {
     to_bytes(&OkReply { id, ok })
 }
 
+/// Appends `{id, ok}` to `out` (see [`super::wsframe::binary_with`]).
+pub fn write_ok<T: Serialize>(out: &mut Vec<u8>, id: &Value, ok: T) {
+    let start = out.len();
+    if rmp_serde::encode::write_named(out, &OkReply { id, ok }).is_err() {
+        // As in `to_bytes`: cannot happen for our own structs; never leave half a message.
+        out.truncate(start);
+    }
+}
+
 /// Encodes `{id, err: {code, message}}`.
 pub fn encode_err(id: &Value, code: &str, message: impl Into<String>) -> Bytes {
     to_bytes(&ErrReply {
@@ -467,7 +559,7 @@ impl Incoming {
     pub fn decode(frame: &[u8]) -> Result<Incoming, String> {
         check_shape(frame, 64, MAX_INCOMING_VALUES).map_err(|e| format!("not msgpack: {e}"))?;
         let mut rd = frame;
-        let value = rmpv::decode::read_value_with_max_depth(&mut rd, 64)
+        let value = rmpv::decode::read_value_with_max_depth(&mut rd, rmpv_depth(64))
             .map_err(|e| format!("not msgpack: {e}"))?;
         let Value::Map(entries) = value else {
             return Err("server message is not a map".into());
@@ -605,6 +697,83 @@ mod tests {
         assert!(RawRequest::decode(&wide).is_err());
     }
 
+    /// `{id, op: "ping", args: {x: [[...[nil]...]]}}` with the whole envelope nested `n` deep.
+    fn nested_ping(n: usize) -> Vec<u8> {
+        let mut v = Value::Nil;
+        for _ in 0..n.saturating_sub(2) {
+            v = Value::Array(vec![v]);
+        }
+        let env = Value::Map(vec![
+            (Value::from("id"), Value::from(1)),
+            (Value::from("op"), Value::from("ping")),
+            (Value::from("args"), Value::Map(vec![(Value::from("x"), v)])),
+        ]);
+        let mut b = Vec::new();
+        rmpv::encode::write_value(&mut b, &env).unwrap();
+        b
+    }
+
+    #[test]
+    fn one_nesting_limit_with_one_message() {
+        for n in 2..=MAX_DEPTH {
+            let r = RawRequest::decode(&nested_ping(n));
+            assert!(r.is_ok(), "nesting {n}: {r:?}");
+        }
+        for n in MAX_DEPTH + 1..MAX_DEPTH + 4 {
+            let e = RawRequest::decode(&nested_ping(n)).unwrap_err();
+            assert!(
+                e.reason.contains("nested deeper than 16"),
+                "nesting {n}: {}",
+                e.reason
+            );
+        }
+    }
+
+    #[test]
+    fn args_must_be_a_map_and_ghids_storable() {
+        let mut raw = RawRequest::decode(&encode_request(1, "ping", ())).unwrap();
+        let g = Ghid::pseudorandom(Algo::SHA512);
+        raw.args = Value::Array(vec![Value::Binary(g.as_bytes().to_vec())]);
+        assert_eq!(
+            raw.args::<args::ByGhid>().unwrap_err(),
+            ARGS_NOT_A_MAP,
+            "positional args are refused"
+        );
+        raw.args = Value::Map(vec![(
+            Value::from("ghid"),
+            Value::Binary(g.as_bytes().to_vec()),
+        )]);
+        assert_eq!(raw.args::<args::ByGhid>().unwrap().stored(), Ok(g));
+        let dummy = Ghid::new(Algo::DUMMY, [0; 64]);
+        raw.args = Value::Map(vec![(
+            Value::from("ghid"),
+            Value::Binary(dummy.as_bytes().to_vec()),
+        )]);
+        let e = raw.args::<args::ByGhid>().unwrap().stored().unwrap_err();
+        assert!(e.contains("algo 0"), "{e}");
+    }
+
+    #[test]
+    fn the_publish_overhead_bounds_the_envelope() {
+        for n in [0usize, 1, 255, 256, 65_535, 65_536, 1 << 20] {
+            let object = vec![7u8; n];
+            let b = encode_request(
+                u64::MAX,
+                "publish",
+                args::Publish {
+                    object: object.clone(),
+                },
+            );
+            assert!(
+                b.len() as u64 <= n as u64 + PUBLISH_OVERHEAD,
+                "{n}: {}",
+                b.len()
+            );
+        }
+        assert_eq!(max_publish_object(1000), 1000 - PUBLISH_OVERHEAD);
+        assert_eq!(max_publish_object(10), 0);
+    }
+
     #[test]
     fn bad_args_are_reported() {
         let b = encode_request(
@@ -654,6 +823,7 @@ mod tests {
                 max_frame: 1,
                 max_subscriptions: 2,
                 outbound_queue: 3,
+                outbound_bytes: 6,
                 max_in_flight: 4,
                 idle_timeout_s: 5,
             }),

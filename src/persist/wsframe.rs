@@ -40,9 +40,24 @@ pub fn close(code: u16, reason: &str) -> Bytes {
     frame(CLOSE, &body)
 }
 
-fn frame(opcode: u8, payload: &[u8]) -> Bytes {
-    let len = payload.len();
-    let mut out = BytesMut::with_capacity(len + 10);
+/// Header bytes kept free in front of a message built by [`binary_with`] (the longest header).
+const MAX_HEADER: usize = 10;
+
+/// A complete binary message whose payload `write` appends to the buffer it is given: the
+/// payload is written once, in place, instead of being built and then copied behind a header
+/// (a `get` reply can be 16 MiB).
+pub fn binary_with(write: impl FnOnce(&mut Vec<u8>)) -> Bytes {
+    let mut buf = vec![0u8; MAX_HEADER];
+    write(&mut buf);
+    let len = buf.len() - MAX_HEADER;
+    let mut head = Vec::with_capacity(MAX_HEADER);
+    put_header(&mut head, BINARY, len);
+    let start = MAX_HEADER - head.len();
+    buf[start..MAX_HEADER].copy_from_slice(&head);
+    Bytes::from(buf).slice(start..)
+}
+
+fn put_header(out: &mut impl BufMut, opcode: u8, len: usize) {
     out.put_u8(FIN | opcode);
     if len < 126 {
         out.put_u8(len as u8);
@@ -53,6 +68,12 @@ fn frame(opcode: u8, payload: &[u8]) -> Bytes {
         out.put_u8(127);
         out.put_u64(len as u64);
     }
+}
+
+fn frame(opcode: u8, payload: &[u8]) -> Bytes {
+    let len = payload.len();
+    let mut out = BytesMut::with_capacity(len + MAX_HEADER);
+    put_header(&mut out, opcode, len);
     out.extend_from_slice(payload);
     out.freeze()
 }
@@ -70,6 +91,15 @@ mod tests {
         let big = binary(&vec![1; 70_000]);
         assert_eq!(&big[..10], &[0x82, 127, 0, 0, 0, 0, 0, 0x01, 0x11, 0x70]);
         assert_eq!(big.len(), 70_010);
+    }
+
+    #[test]
+    fn built_in_place_equals_copied() {
+        for n in [0usize, 5, 125, 126, 300, 65_535, 65_536, 70_000] {
+            let payload: Vec<u8> = (0..n).map(|i| i as u8).collect();
+            let built = binary_with(|b| b.extend_from_slice(&payload));
+            assert_eq!(built, binary(&payload), "{n} bytes");
+        }
     }
 
     #[test]

@@ -2,9 +2,14 @@
 //! Tests never generate RSA-4096 keys (too slow in debug builds); they load these.
 #![allow(dead_code)]
 
+use std::path::PathBuf;
+
 use hypergolix::golix::FirstParty;
 
-pub use hypergolix::testdata::vectors_dir;
+/// `tests/vectors/golix` of this checkout.
+pub fn vectors_dir() -> PathBuf {
+    hypergolix::testdata::vectors_dir()
+}
 
 /// Fixture identity `n` (1, 2 or 3) from `fixture_identities.json`.
 pub fn fixture(n: usize) -> FirstParty {
@@ -39,9 +44,10 @@ pub fn ghid_files(rel: &str) -> Vec<(String, Vec<u8>)> {
     out
 }
 
-/// A JSON file under `vectors_dir()`.
-#[allow(unused_imports)]
-pub use hypergolix::testdata::vector_json as vectors_json;
+/// A JSON file under `vectors_dir()` (panics with its full path if unreadable).
+pub fn vectors_json(rel: &str) -> serde_json::Value {
+    hypergolix::testdata::vector_json(rel)
+}
 
 /// Hex of a JSON string field (panics with the field name if absent).
 pub fn hex_of(v: &serde_json::Value, key: &str) -> Vec<u8> {

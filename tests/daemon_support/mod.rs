@@ -111,7 +111,8 @@ pub fn log() -> slog::Logger {
 pub async fn create(dir: &std::path::Path, remotes: &[&str], n: usize) -> DaemonHandle {
     let opts = DaemonOptions {
         ghidcache: dir.to_path_buf(),
-        remotes: remotes.iter().map(|s| s.to_string()).collect(),
+        remotes: remotes.iter().map(|s| (*s).into()).collect(),
+        cache_capacity: hypergolix::config::DEFAULT_DAEMON_CACHE,
         login: Login::Create {
             identity: common::fixture(n),
             root_secret: secret(n, "correct horse"),
@@ -136,7 +137,8 @@ pub async fn open(
 ) -> Result<DaemonHandle, DaemonError> {
     let opts = DaemonOptions {
         ghidcache: dir.to_path_buf(),
-        remotes: remotes.iter().map(|s| s.to_string()).collect(),
+        remotes: remotes.iter().map(|s| (*s).into()).collect(),
+        cache_capacity: hypergolix::config::DEFAULT_DAEMON_CACHE,
         login: Login::Open {
             user_id: ids.0,
             fingerprint: ids.1,

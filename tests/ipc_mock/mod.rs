@@ -174,6 +174,11 @@ impl DaemonApi for MemDaemon {
         self.user_id
     }
 
+    /// The double syncs through no persister.
+    fn remotes(&self) -> Vec<hypergolix::actors::link_state::RemoteStatus> {
+        Vec::new()
+    }
+
     fn connect_app(&self, events: mpsc::Sender<AppEvent>) -> AppId {
         let mut st = self.st();
         st.next_app += 1;

@@ -18,8 +18,8 @@ pub const START: Duration = Duration::from_secs(90);
 /// Any other wait.
 pub const WAIT: Duration = Duration::from_secs(30);
 pub const READY: &str = "hgxd: ready on ws://127.0.0.1:";
-/// What `hgx-persister` prints before its address.
-pub const LISTENING: &str = "listening on http://";
+/// What `hgx-persister` prints before its address (`http://` or, with TLS, `https://`).
+pub const LISTENING: &str = "listening on ";
 
 /// A child process, killed (SIGKILL) and reaped when dropped. Its stdout and stderr are
 /// collected line by line by two threads.
@@ -231,18 +231,24 @@ impl Persister {
     /// Starts one with `extra` appended to its `server:` section (YAML lines indented by two
     /// spaces; `""` for the defaults).
     pub async fn with_server_lines(extra: &str) -> Persister {
+        Persister::on_port(0, extra).await
+    }
+
+    /// Starts one on `port` (0 = any free one) with `extra` in its `server:` section.
+    pub async fn on_port(port: u16, extra: &str) -> Persister {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("hypergolix.yml");
         std::fs::write(
             &config,
             format!(
-                "server:\n  host: 127.0.0.1\n  port: 0\n  ghidcache: ./cache\n  logdir: ./logs\n  \
-                 pid_file: ./persister.pid\n  workers: 1\n{extra}"
+                "server:\n  host: 127.0.0.1\n  port: {port}\n  ghidcache: ./cache\n  \
+                 logdir: ./logs\n  pid_file: ./persister.pid\n  workers: 1\n{extra}"
             ),
         )
         .unwrap();
         let mut proc = Proc::spawn("hgx-persister", persister_command(dir.path()));
-        let addr = proc.wait_line(LISTENING, START).await;
+        let url = proc.wait_line(LISTENING, START).await;
+        let addr = url.split_once("://").map_or(url.as_str(), |(_, a)| a);
         let addr: std::net::SocketAddr = addr.trim().parse().unwrap();
         assert!(addr.ip().is_loopback(), "{addr}");
         Persister {
@@ -254,6 +260,32 @@ impl Persister {
 
     pub fn ws_url(&self) -> String {
         format!("ws://127.0.0.1:{}/ws", self.port)
+    }
+
+    /// Text of every file under its `logs/`.
+    pub fn log_files(&self) -> String {
+        files_text(&self.dir.path().join("logs"))
+    }
+
+    /// Stops this persister (SIGKILL, unless it is gone already) and starts it again on the
+    /// same port, over the same ghidcache, with `extra` as its `server:` lines (as for
+    /// [`Persister::with_server_lines`]).
+    pub async fn restart_with(&mut self, extra: &str) {
+        if self.proc.child.try_wait().unwrap().is_none() {
+            self.proc.kill9().await;
+        }
+        std::fs::write(
+            self.dir.path().join("hypergolix.yml"),
+            format!(
+                "server:\n  host: 127.0.0.1\n  port: {}\n  ghidcache: ./cache\n  \
+                 logdir: ./logs\n  pid_file: ./persister.pid\n  workers: 1\n{extra}",
+                self.port
+            ),
+        )
+        .unwrap();
+        let _ = std::fs::remove_file(self.dir.path().join("persister.pid"));
+        self.proc = Proc::spawn("hgx-persister", persister_command(self.dir.path()));
+        self.proc.wait_line(LISTENING, START).await;
     }
 }
 
@@ -284,19 +316,53 @@ impl Home {
     /// Writes a config: the process section (`ipc_port` 0 = any), `verbosity`, and a remote
     /// on `persister_port` if given.
     pub fn new(path: PathBuf, verbosity: &str, persister_port: Option<u16>) -> Home {
+        let remotes = match persister_port {
+            Some(p) => format!("remotes:\n  - host: 127.0.0.1\n    port: {p}\n    tls: false\n"),
+            None => "remotes: []\n".to_owned(),
+        };
+        Home::with_lines(path, verbosity, &remotes)
+    }
+
+    /// Like [`Home::new`], with `lines` (top-level YAML: `remotes:` with its entries, `user:`,
+    /// ...) after the process and instrumentation sections.
+    pub fn with_lines(path: PathBuf, verbosity: &str, lines: &str) -> Home {
+        Home::with_process_lines(path, verbosity, lines, "")
+    }
+
+    /// [`Home::with_lines`] with `extra` appended to the `process:` section (YAML lines
+    /// indented by two spaces, e.g. `"  ipc_hello_timeout_s: 1\n"`).
+    pub fn with_process_lines(path: PathBuf, verbosity: &str, lines: &str, extra: &str) -> Home {
         std::fs::create_dir_all(&path).unwrap();
-        let mut yml = format!(
+        let yml = format!(
             "process:\n  ghidcache: ./ghidcache\n  logdir: ./logs\n  pid_file: ./hgxd.pid\n  \
-             ipc_port: 0\ninstrumentation:\n  verbosity: {verbosity}\n"
+             ipc_port: 0\n{extra}instrumentation:\n  verbosity: {verbosity}\n{lines}"
         );
-        match persister_port {
-            Some(p) => yml.push_str(&format!(
-                "remotes:\n  - host: 127.0.0.1\n    port: {p}\n    tls: false\n"
-            )),
-            None => yml.push_str("remotes: []\n"),
-        }
         std::fs::write(path.join("hypergolix.yml"), yml).unwrap();
         Home { path }
+    }
+
+    /// Another machine of `first`'s account (its `user.fingerprint` and `user.user_id`,
+    /// nothing else), with a remote on `persister_port`.
+    pub fn second_machine(
+        path: PathBuf,
+        verbosity: &str,
+        persister_port: u16,
+        first: &Home,
+    ) -> Home {
+        let home = Home::new(path, verbosity, Some(persister_port));
+        let config = std::fs::read_to_string(first.file("hypergolix.yml")).unwrap();
+        let cfg = hypergolix::config::Config::load_from(Some(&first.file("hypergolix.yml")), false)
+            .unwrap();
+        let field =
+            |v: Option<String>, k: &str| v.unwrap_or_else(|| panic!("user.{k} in\n{config}"));
+        let mut yml = std::fs::read_to_string(home.file("hypergolix.yml")).unwrap();
+        yml.push_str(&format!(
+            "user:\n  fingerprint: \"{}\"\n  user_id: \"{}\"\n",
+            field(cfg.user.fingerprint, "fingerprint"),
+            field(cfg.user.user_id, "user_id")
+        ));
+        std::fs::write(home.file("hypergolix.yml"), yml).unwrap();
+        home
     }
 
     /// A home `hgxd` creates itself on first run (no config written).

@@ -138,7 +138,8 @@ impl Node {
     async fn start(dir: &Path, remotes: &[&str], login: Login, n: usize) -> Node {
         let opts = DaemonOptions {
             ghidcache: dir.to_path_buf(),
-            remotes: remotes.iter().map(|s| s.to_string()).collect(),
+            remotes: remotes.iter().map(|s| (*s).into()).collect(),
+            cache_capacity: hypergolix::config::DEFAULT_DAEMON_CACHE,
             login,
         };
         let daemon = daemon::start_with_log(opts, log(&format!("fixture{n}")))

@@ -4,7 +4,7 @@ Apps talk to the local ``hgxd`` daemon through an :class:`HGXLink`, and hold
 Hypergolix objects as :class:`Obj` / :class:`Proxy` (or their JSON / pickle variants)::
 
     import hgx
-    link = hgx.HGXLink()                      # reads ~/.hypergolix/ipc.token
+    link = hgx.HGXLink()                      # finds ipc.token as hgxd finds its config
     obj = link.new_threadsafe(hgx.JsonObj, {"hello": "world"})
     obj.state["hello"] = "Hypergolix"
     obj.push_threadsafe()
@@ -18,8 +18,7 @@ from .ghid import Ghid
 from .link import HGXLink
 from .objproxy import JsonObj, JsonProxy, Obj, PickleObj, PickleProxy, Proxy
 from .utils import ApiID, AppToken
-
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "HGXLink",
@@ -36,4 +35,5 @@ __all__ = [
     "HGXLinkError",
     "exceptions",
     "utils",
+    "__version__",
 ]

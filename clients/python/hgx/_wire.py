@@ -5,7 +5,7 @@ request ``{id, op, args}``; reply ``{id, ok}`` or ``{id, err: {code, message, lo
 event ``{event, data}``. Pure functions, no I/O.
 
 :class:`OpTable` binds call arguments by name against the op table that ``hello``
-returns (HYPERGLYPH.md §B8): positional arguments in table order, keyword arguments by
+returns (src/ipc/PROTOCOL.md): positional arguments in table order, keyword arguments by
 name, defaults filled in, ``TypeError`` locally for unknown or missing arguments.
 """
 

@@ -6,9 +6,12 @@ push to a static or foreign object, ``DeadObject`` for a discarded or deleted on
 ``Unsharable`` for sharing a private one).
 """
 
+from typing import Dict, List, Optional, Type
+
 __all__ = [
     "HGXError",
     "HGXLinkError",
+    "IPCTokenNotFound",
     "ConnectionLost",
     "IPCError",
     "error_for",
@@ -25,6 +28,21 @@ class HGXLinkError(HGXError, RuntimeError):
     """The link itself is unusable: not started, stopped, cannot reach the daemon, ..."""
 
 
+class IPCTokenNotFound(HGXLinkError, FileNotFoundError):
+    """No ``ipc.token`` in any of the places searched (``tried``, in order): the daemon is not
+    running, or runs with another home (set ``HYPERGOLIX_HOME``, ``HGX_IPC_TOKEN_FILE``, or
+    pass ``home=`` / ``ipc_token=``)."""
+
+    def __init__(self, tried: List[str]) -> None:
+        self.tried = list(tried)
+        HGXLinkError.__init__(
+            self,
+            "no hgxd capability token (ipc.token) found; tried: %s. Is hgxd running? Set "
+            "HYPERGOLIX_HOME or HGX_IPC_TOKEN_FILE, or pass home= or ipc_token=."
+            % ", ".join(self.tried),
+        )
+
+
 class IPCError(HGXError):
     """The daemon (or the client on its behalf) refused an operation.
 
@@ -33,9 +51,16 @@ class IPCError(HGXError):
     operation that failed.
     """
 
-    code = None
+    code: Optional[str] = None
 
-    def __init__(self, message="", *, code=None, logref="", op=None):
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        code: Optional[str] = None,
+        logref: str = "",
+        op: Optional[str] = None,
+    ) -> None:
         if code is not None:
             self.code = code
         self.message = message
@@ -57,7 +82,7 @@ class ConnectionLost(HGXLinkError, IPCError):
 
 
 # code -> class. Filled by _code() below; the names follow the codes.
-CODES = {}
+CODES: Dict[str, Type[IPCError]] = {}
 
 
 def _code(code, name, base=IPCError, doc=""):
@@ -109,12 +134,12 @@ DoesNotExist = CODES["not_found"]  # noqa: F821 (defined by _code)
 __all__.append("DoesNotExist")
 
 
-def exception_class(code):
+def exception_class(code: str) -> Type[IPCError]:
     """The exception class for a wire code (the base :class:`IPCError` if unknown)."""
     return CODES.get(code, IPCError)
 
 
-def error_for(err, op=None):
+def error_for(err: object, op: Optional[str] = None) -> IPCError:
     """An exception instance from a wire ``err`` map ``{code, message, logref}``."""
     if not isinstance(err, dict):
         return IPCError("undecodable error reply: %r" % (err,), code="malformed", op=op)

@@ -4,7 +4,7 @@ The link runs its own asyncio event loop in a daemon thread (``threaded=True``, 
 default), connects to ``ws://127.0.0.1:<ipc_port>/``, presents the capability token
 from ``ipc.token`` in ``hello`` and builds every call from the op table that ``hello``
 returns: arguments are bound by name, defaults filled in, and ``TypeError`` raised
-locally for unknown or missing ones (HYPERGLYPH.md §B8).
+locally for unknown or missing ones (src/ipc/PROTOCOL.md).
 
 Every operation exists in three forms: a coroutine for the link's own loop (``new``), a
 blocking call for other threads (``new_threadsafe``) and a coroutine for other event
@@ -15,7 +15,13 @@ file, which the daemon rewrites at each start) and then re-registers its app tok
 share handlers and every live object it tracks; updates missed meanwhile are applied and
 their callbacks run. Requests made while disconnected wait for the reconnection (up to
 ``timeout``); requests in flight when the connection dropped raise ``ConnectionLost``.
+
+The token file is found the way the daemon finds its config (see
+:func:`ipc_token_search_paths`); a missing one raises :class:`IPCTokenNotFound` at once,
+naming every path tried.
 """
+
+from __future__ import annotations
 
 import asyncio
 import atexit
@@ -27,34 +33,75 @@ import logging
 import os
 import threading
 import weakref
+from typing import Any, Awaitable, Callable, List, Optional, Type, TypeVar, Union
 
 import websockets
+from websockets.asyncio.client import connect as _ws_connect
 
 from . import exceptions as exc
 from ._sync import forms, maybe_await, run_loopsafe, run_threadsafe
 from ._wire import Event, OpTable, decode_server_message, encode_request
 from .ghid import Ghid
+from ._version import __version__
 from .utils import ApiID, AppToken
 
-__all__ = ["HGXLink", "find_ipc_token_file", "read_ipc_token", "DEFAULT_IPC_PORT"]
+__all__ = [
+    "HGXLink",
+    "find_ipc_token_file",
+    "ipc_token_search_paths",
+    "read_ipc_token",
+    "DEFAULT_IPC_PORT",
+    "DEFAULT_CONNECT_TIMEOUT",
+    "IPC_TOKEN_FILE_ENV",
+]
 
 logger = logging.getLogger("hgx")
 
 DEFAULT_IPC_PORT = 7772
+#: How long :meth:`HGXLink.start` tries to reach the daemon, in seconds.
+DEFAULT_CONNECT_TIMEOUT = 3.0
 IPC_TOKEN_FILE = "ipc.token"
+#: The environment variable naming the token file itself (overrides the search).
+IPC_TOKEN_FILE_ENV = "HGX_IPC_TOKEN_FILE"
 # Reconnect backoff: first retry, cap.
 _BACKOFF_START = 0.05
 _BACKOFF_MAX = 2.0
 
+PathLike = Union[str, "os.PathLike[str]"]
+ObjT = TypeVar("ObjT")
 
-def find_ipc_token_file(home=None):
-    """Where the daemon's ``ipc.token`` is: ``home`` if given, else ``$HYPERGOLIX_HOME``,
-    else ``~/.hypergolix``."""
-    if home is None:
-        home = os.environ.get("HYPERGOLIX_HOME") or os.path.join(
-            os.path.expanduser("~"), ".hypergolix"
-        )
-    return os.path.join(os.fspath(home), IPC_TOKEN_FILE)
+
+def ipc_token_search_paths(home: Optional[PathLike] = None) -> List[str]:
+    """The token files tried, in order: ``home/ipc.token`` when ``home`` is given; else the
+    file named by ``$HGX_IPC_TOKEN_FILE`` when set; else ``ipc.token`` in the directories the
+    daemon searches for ``hypergolix.yml`` (its token is written beside its config):
+    ``$HYPERGOLIX_HOME`` alone when set, else the current directory, ``~/.hypergolix`` and
+    ``/etc/hypergolix``."""
+    if home is not None:
+        return [os.path.join(os.fspath(home), IPC_TOKEN_FILE)]
+    explicit = os.environ.get(IPC_TOKEN_FILE_ENV)
+    if explicit:
+        return [explicit]
+    env_home = os.environ.get("HYPERGOLIX_HOME")
+    if env_home:
+        dirs = [env_home]
+    else:
+        dirs = [os.getcwd()]
+        user_home = os.environ.get("HOME")
+        if user_home:
+            dirs.append(os.path.join(user_home, ".hypergolix"))
+        dirs.append("/etc/hypergolix")
+    return [os.path.join(d, IPC_TOKEN_FILE) for d in dirs]
+
+
+def find_ipc_token_file(home: Optional[PathLike] = None) -> str:
+    """The first existing file of :func:`ipc_token_search_paths`; raises
+    :class:`hgx.exceptions.IPCTokenNotFound` (with ``.tried``) if there is none."""
+    tried = ipc_token_search_paths(home)
+    for path in tried:
+        if os.path.isfile(path):
+            return path
+    raise exc.IPCTokenNotFound(tried)
 
 
 def _parse_ipc_token(value):
@@ -76,10 +123,13 @@ def _parse_ipc_token(value):
     return raw
 
 
-def read_ipc_token(path):
+def read_ipc_token(path: PathLike) -> bytes:
     """The 32-byte capability token from a token file (64 hex characters)."""
     with open(path, "r", encoding="ascii") as f:
-        return _parse_ipc_token(f.read())
+        try:
+            return _parse_ipc_token(f.read())
+        except ValueError as e:
+            raise ValueError("%s: %s" % (os.fspath(path), e)) from None
 
 
 def _triplicated(fn):
@@ -105,12 +155,14 @@ class HGXLink:
         ``threaded=False`` the link lives in the caller's loop: ``await link.connect()``
         from inside it (or ``start()`` when that loop is not running yet).
     :param ipc_token: the capability token (32 bytes or 64 hex characters); by default it
-        is read from ``ipc.token`` in ``home``, ``$HYPERGOLIX_HOME`` or ``~/.hypergolix``
-        (re-read at every reconnection).
+        is read from the first ``ipc.token`` of :func:`ipc_token_search_paths` (re-read at
+        every reconnection). No token file at all raises :class:`IPCTokenNotFound` at once.
     :param home: the daemon's home directory (where ``ipc.token`` is).
     :param timeout: how long one request (or a wait for a reconnection) may take, in
         seconds; ``None`` for no limit.
-    :param connect_timeout: how long :meth:`start` tries to reach the daemon.
+    :param connect_timeout: how long :meth:`start` tries to reach the daemon (default
+        3 s); then it raises :class:`HGXLinkError` with the last error (for a daemon that is
+        not running: connection refused).
     :param reconnect: reconnect after the daemon restarts (default).
     :param aengel: accepted for compatibility with the original client; unused (the link's
         thread is a daemon thread, and links still running at exit are stopped).
@@ -118,21 +170,21 @@ class HGXLink:
 
     def __init__(
         self,
-        ipc_port=DEFAULT_IPC_PORT,
-        autostart=True,
-        debug=False,
+        ipc_port: int = DEFAULT_IPC_PORT,
+        autostart: bool = True,
+        debug: bool = False,
         *,
-        threaded=True,
-        ipc_token=None,
-        home=None,
-        host="127.0.0.1",
-        timeout=60.0,
-        connect_timeout=15.0,
-        reconnect=True,
-        client_name="hgx-python",
-        loop=None,
-        aengel=None,
-    ):
+        threaded: bool = True,
+        ipc_token: Union[bytes, str, None] = None,
+        home: Optional[PathLike] = None,
+        host: str = "127.0.0.1",
+        timeout: Optional[float] = 60.0,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        reconnect: bool = True,
+        client_name: str = "hgx-python/" + __version__,
+        loop: Optional[asyncio.AbstractEventLoop] = None,
+        aengel: Any = None,
+    ) -> None:
         self._ipc_port = int(ipc_port)
         self._host = host
         self._url = "ws://%s:%d/" % (host, self._ipc_port)
@@ -181,9 +233,10 @@ class HGXLink:
 
     # -- lifecycle --------------------------------------------------------------------
 
-    def start(self):
+    def start(self) -> None:
         """Starts the link and waits until it is connected (at most ``connect_timeout``);
-        raises :class:`HGXLinkError` if the daemon cannot be reached."""
+        raises :class:`HGXLinkError` if the daemon cannot be reached, and
+        :class:`IPCTokenNotFound` at once if there is no token file."""
         if self._started:
             return
         self._executor = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="hgxlink-worker")
@@ -217,7 +270,7 @@ class HGXLink:
             self._loop = loop
             loop.run_until_complete(self._start())
 
-    async def connect(self):
+    async def connect(self) -> None:
         """Starts an unthreaded link in the running loop (the coroutine form of start)."""
         if self._started:
             return
@@ -256,6 +309,8 @@ class HGXLink:
         _live_links.discard(self)
 
     async def _start(self):
+        # Fail now, naming the paths tried, rather than after connect_timeout of retries.
+        self._ipc_token()
         self._stopping = False
         self._ready = asyncio.Event()
         self._events = asyncio.Queue()
@@ -266,9 +321,12 @@ class HGXLink:
             await asyncio.wait_for(asyncio.shield(self._first_connect), self._connect_timeout)
         except asyncio.TimeoutError:
             await self._stop()
+            hint = ""
+            if isinstance(self._last_error, ConnectionRefusedError):
+                hint = ": nothing listens there; is hgxd running, with this ipc_port?"
             raise exc.HGXLinkError(
-                "could not reach hgxd at %s within %.0f s (last error: %r)"
-                % (self._url, self._connect_timeout, self._last_error)
+                "could not reach hgxd at %s within %g s (last error: %r)%s"
+                % (self._url, self._connect_timeout, self._last_error, hint)
             ) from None
         except BaseException:
             await self._stop()
@@ -299,7 +357,7 @@ class HGXLink:
             task.cancel()
         self._started = False
 
-    async def stop(self):
+    async def stop(self) -> None:
         """Disconnects and stops the link (coroutine, for the link's own loop)."""
         await self._stop()
         if self._executor is not None:
@@ -308,7 +366,7 @@ class HGXLink:
             self._loop.call_soon(self._loop.stop)
             _live_links.discard(self)
 
-    def stop_threadsafe(self, timeout=10):
+    def stop_threadsafe(self, timeout: Optional[float] = 10) -> None:
         """Stops the link from another thread and waits for its thread to end."""
         loop = self._loop
         if loop is None or loop.is_closed():
@@ -322,7 +380,7 @@ class HGXLink:
         else:
             run_threadsafe(self._stop(), loop, timeout)
 
-    async def stop_loopsafe(self):
+    async def stop_loopsafe(self) -> None:
         """Stops the link from another event loop."""
         loop = self._loop
         if loop is None or loop.is_closed():
@@ -334,40 +392,40 @@ class HGXLink:
     # -- properties -------------------------------------------------------------------
 
     @property
-    def whoami(self):
+    def whoami(self) -> Ghid:
         """The fingerprint (``Ghid``) of the logged-in user; share with this."""
         if self._whoami is None:
             raise exc.HGXLinkError("whoami is unknown: the link has not connected yet")
         return self._whoami
 
     @property
-    def user_id(self):
+    def user_id(self) -> Ghid:
         """The user's account root ghid."""
         if self._user_id is None:
             raise exc.HGXLinkError("user_id is unknown: the link has not connected yet")
         return self._user_id
 
     @property
-    def token(self):
+    def token(self) -> AppToken:
         """This app's :class:`AppToken` (after :meth:`register_token`)."""
         if self._token is None:
             raise exc.HGXLinkError("no app token: call register_token() first")
         return self._token
 
     @property
-    def ops(self):
+    def ops(self) -> OpTable:
         """The daemon's op table from ``hello`` (an :class:`hgx._wire.OpTable`)."""
         return self._optable
 
     @property
-    def connected(self):
+    def connected(self) -> bool:
         return self._ready is not None and self._ready.is_set()
 
     @property
-    def ipc_port(self):
+    def ipc_port(self) -> int:
         return self._ipc_port
 
-    def has_op(self, name):
+    def has_op(self, name: str) -> bool:
         """Whether the running daemon offers the op ``name``."""
         return name in self._optable
 
@@ -385,7 +443,7 @@ class HGXLink:
             if not fut.done():
                 fut.set_exception(error)
 
-    def _ipc_token(self):
+    def _ipc_token(self) -> bytes:
         if self._explicit_ipc_token is not None:
             return self._explicit_ipc_token
         return read_ipc_token(find_ipc_token_file(self._home))
@@ -394,7 +452,7 @@ class HGXLink:
         delay = _BACKOFF_START
         while not self._stopping:
             try:
-                ws = await websockets.connect(
+                ws = await _ws_connect(
                     self._url,
                     max_size=None,
                     compression=None,
@@ -574,7 +632,7 @@ class HGXLink:
         return await self._send(op, bound, handshake=handshake)
 
     @_triplicated
-    async def call(self, op, *args, **kwargs):
+    async def call(self, op: str, *args: Any, **kwargs: Any) -> Any:
         """Calls any op of the daemon's table by name, binding arguments against the table
         (``TypeError`` for unknown or missing arguments, ``UnknownOp`` if the daemon does
         not offer ``op``). Returns the raw result."""
@@ -594,6 +652,14 @@ class HGXLink:
                     self._on_share(ev.data)
                 elif ev.name == "share_result":
                     logger.info("share result: %r", ev.data)
+                elif ev.name == "remote_refused":
+                    logger.warning(
+                        "remote %s refused %s for good (%s): %s",
+                        ev.data.get("remote"),
+                        Ghid.from_bytes(ev.data["ghid"]),
+                        ev.data.get("code"),
+                        ev.data.get("message"),
+                    )
                 else:
                     logger.debug("ignoring unknown event %r", ev.name)
             except asyncio.CancelledError:
@@ -666,7 +732,14 @@ class HGXLink:
         self._objs_by_ghid[obj._hgx_ghid_] = obj
 
     @_triplicated
-    async def new(self, cls, state, api_id=None, dynamic=True, private=False):
+    async def new(
+        self,
+        cls: Type[ObjT],
+        state: Any,
+        api_id: Union[ApiID, bytes, None] = None,
+        dynamic: bool = True,
+        private: bool = False,
+    ) -> ObjT:
         """Creates an object of class ``cls`` (``Obj``, ``Proxy``, ``JsonObj``, ... or a
         subclass) with ``state``, pushes it to the daemon and returns it. ``api_id``
         defaults to ``cls._hgx_DEFAULT_API``."""
@@ -688,7 +761,7 @@ class HGXLink:
         return obj
 
     @_triplicated
-    async def get(self, cls, ghid):
+    async def get(self, cls: Type[ObjT], ghid: Union[Ghid, bytes, str]) -> ObjT:
         """Loads the object ``ghid`` as class ``cls`` and tracks it (its updates arrive and
         run its callback). A ghid already loaded here returns the same live object; asking
         for it as another class raises ``HGXLinkError`` (use ``recast``)."""
@@ -719,7 +792,7 @@ class HGXLink:
     # -- app token and startup object -------------------------------------------------
 
     @_triplicated
-    async def register_token(self, token=None):
+    async def register_token(self, token: Union[AppToken, bytes, None] = None) -> Optional[Ghid]:
         """Registers this app: ``token=None`` asks the daemon for a new token, an existing
         token re-registers the app. The token is then in :attr:`token`. Returns the ghid of
         the app's startup object when re-registering (``None`` if it has none)."""
@@ -741,7 +814,7 @@ class HGXLink:
         return self._startup
 
     @_triplicated
-    async def register_startup(self, obj):
+    async def register_startup(self, obj: Any) -> None:
         """Declares ``obj`` (or a ghid) as this app's startup object, returned by
         :meth:`register_token` on the app's next start. Needs an app token."""
         ghid = obj if isinstance(obj, Ghid) else obj._hgx_ghid_
@@ -749,7 +822,7 @@ class HGXLink:
         self._startup = ghid
 
     @_triplicated
-    async def deregister_startup(self):
+    async def deregister_startup(self) -> None:
         """Removes this app's startup object."""
         await self._call_op("deregister_startup")
         self._startup = None
@@ -757,7 +830,11 @@ class HGXLink:
     # -- sharing ----------------------------------------------------------------------
 
     @_triplicated
-    async def register_share_handler(self, api_id, handler):
+    async def register_share_handler(
+        self,
+        api_id: Union[ApiID, bytes],
+        handler: Callable[[Ghid, Optional[Ghid], Optional[ApiID]], Awaitable[Any]],
+    ) -> None:
         """Receives objects of ``api_id`` shared with this user: ``await handler(ghid,
         origin, api_id)`` runs in the link's loop for each (wrap blocking functions with
         :meth:`wrap_threadsafe`, other loops' coroutines with :meth:`wrap_loopsafe`). One
@@ -782,7 +859,7 @@ class HGXLink:
             raise
 
     @_triplicated
-    async def deregister_share_handler(self, api_id):
+    async def deregister_share_handler(self, api_id: Union[ApiID, bytes]) -> None:
         """Stops receiving shares of ``api_id``."""
         api_id = ApiID.coerce(api_id)
         await self._call_op("deregister_share_handler", api_id=api_id)
@@ -790,7 +867,7 @@ class HGXLink:
 
     # -- callbacks across threads and loops -------------------------------------------
 
-    def wrap_threadsafe(self, fn):
+    def wrap_threadsafe(self, fn: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
         """A coroutine function that runs the blocking ``fn`` in a worker thread; usable as
         a decorator. For share handlers and object callbacks."""
         if _is_async_callable(fn):
@@ -803,7 +880,12 @@ class HGXLink:
 
         return wrapped
 
-    def wrap_loopsafe(self, coro_fn=None, *, target_loop=None):
+    def wrap_loopsafe(
+        self,
+        coro_fn: Optional[Callable[..., Awaitable[Any]]] = None,
+        *,
+        target_loop: Optional[asyncio.AbstractEventLoop] = None,
+    ) -> Any:
         """A coroutine function that runs the coroutine function ``coro_fn`` in
         ``target_loop`` (another thread's loop) and waits for it. As a decorator:
         ``@link.wrap_loopsafe(target_loop=loop)``."""

@@ -123,11 +123,14 @@ class _ObjCore:
     def _hgx_loop(self):
         return self._hgx_link_._loop
 
-    def _hgx_check_alive(self, what):
+    def _hgx_check_dead(self, what):
         if not self._hgx_alive_:
             raise exc.CODES["dead_object"](
                 "%s: the object was discarded or deleted" % what, code="dead_object", op=what
             )
+
+    def _hgx_check_alive(self, what):
+        self._hgx_check_dead(what)
         if self._hgx_ghid_ is None:
             raise exc.HGXLinkError("%s: the object was not created through an HGXLink" % what)
 
@@ -282,16 +285,19 @@ def _expose(cls, prefix):
         setattr(cls, prefix + attr, property(operator.attrgetter(key), doc="Read-only."))
 
     def get_state(self):
+        self._hgx_check_dead(prefix + "state")
         return self._hgx_state_
 
     def set_state(self, value):
+        self._hgx_check_dead(prefix + "state")
         if isinstance(value, _ObjCore):
             value = value._hgx_state_
         object.__setattr__(self, "_hgx_state_", value)
 
     setattr(cls, prefix + "state", property(
         get_state, set_state,
-        doc="The object's value (read-write). Changes go upstream only on push."))
+        doc="The object's value (read-write). Changes go upstream only on push. "
+            "``DeadObject`` once the object was discarded, deleted or recast."))
     setattr(cls, prefix + "callback", property(
         operator.attrgetter("_hgx_callback_"), _ObjCore._hgx_set_callback,
         doc="``async def callback(obj)``, awaited in the link's loop after an upstream "
@@ -361,6 +367,8 @@ class Proxy(_ObjCore):
         # Only called when normal lookup fails: Proxy's own members never get here.
         if name.startswith("_hgx_"):
             raise AttributeError(name)
+        if not object.__getattribute__(self, "_hgx_alive_"):
+            self._hgx_check_dead(name)
         return getattr(object.__getattribute__(self, "_hgx_state_"), name)
 
     def __setattr__(self, name, value):

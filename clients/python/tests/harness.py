@@ -159,7 +159,7 @@ class Daemon:
     @property
     def fingerprint(self):
         text = (self.home / "hypergolix.yml").read_text()
-        m = re.search(r"fingerprint:\s*'?([A-Za-z0-9_=-]+)", text)
+        m = re.search(r"fingerprint:\s*['\"]?([A-Za-z0-9_=-]+)", text)
         return m.group(1) if m else None
 
     def start(self, timeout=60):

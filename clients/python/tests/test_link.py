@@ -2,6 +2,7 @@
 
 import asyncio
 import threading
+import time
 
 import pytest
 
@@ -137,6 +138,21 @@ def test_start_later_and_stop_forms(alice):
     asyncio.run_coroutine_threadsafe(link.stop(), link._loop).result(10)
     link._thread.join(10)
     assert not link._thread.is_alive()
+
+
+def test_stop_takes_a_round_trip_not_the_close_timeout(alice):
+    """Stopping a link completes the websocket close handshake and hgxd then ends the TCP
+    connection at once, so the client does not wait out its close timeout (0.25 s before
+    hgxd closed promptly)."""
+    times = []
+    for _ in range(5):
+        link = make_link(alice)
+        assert link.whoami.as_str() == alice.fingerprint
+        t = time.monotonic()
+        link.stop_threadsafe()
+        times.append(time.monotonic() - t)
+    times.sort()
+    assert times[len(times) // 2] < 0.2, times
 
 
 def test_threadsafe_call_inside_the_link_loop_is_refused(alink):

@@ -114,14 +114,18 @@ def test_delete_runs_the_other_apps_callback(form, alink, alink2):
     rec = Recorder()
 
     async def cb(o):
-        rec.record(o.isalive, o.state)
+        try:
+            state = o.state
+        except exceptions.DeadObject:
+            state = "DeadObject"
+        rec.record(o.isalive, state)
 
     mirror.callback = cb
     call(form, obj, "delete")
     assert not obj.isalive
     with pytest.raises(exceptions.DeadObject):
         obj.push_threadsafe()
-    assert rec.wait(1)[0] == (False, b"to delete")
+    assert rec.wait(1)[0] == (False, "DeadObject")
     assert not mirror.isalive
     with pytest.raises(exceptions.DeadObject):
         mirror.sync_threadsafe()

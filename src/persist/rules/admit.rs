@@ -1,4 +1,4 @@
-//! Admission: for each container kind, run its checks (in the order GOLIX.md §5 gives them)
+//! Admission: for each container kind, run its checks (in the order docs/golix.md gives them)
 //! and record the writes and notifications of storing it. Anything the new object makes
 //! collectable is pushed on the collection queue for [`super::collect`].
 
@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 use crate::golix::{Garq, Gdxx, Geoc, Ghid, Gidc, Gobd, Gobs, Kind};
 use crate::persist::archive::Notification;
-use crate::persist::store::{Binding, Debinding, Record};
+use crate::persist::store::{Binding, Debinding, Record, Sender};
 use crate::persist::PersistError;
 
 use super::checks::*;
@@ -168,19 +168,31 @@ pub fn debinding(
     Ok(())
 }
 
-/// Rule 10: a request is kept (and pushed to its recipient) until the recipient debinds it;
-/// at most `max_requests` per recipient.
+/// Rule 10: a request is kept (and pushed to its recipient) until the recipient debinds it,
+/// within the mailbox bounds of [`mailbox_room`] (which may drop one request of the
+/// recipient's heaviest sender to make room).
 pub fn request(
     view: &mut View<'_>,
     r: &Garq,
     bytes: Bytes,
-    max_requests: usize,
+    sender: Sender,
+    limits: &super::Limits,
     fx: &mut Effects,
 ) -> Result<(), PersistError> {
     check_recipient_known(view, &r.recipient)?;
     let valid = prune_debindings(view, &r.ghid, Some(r.recipient))?;
     check_not_debound(&r.ghid, &valid)?;
-    check_mailbox_room(view, &r.recipient, max_requests)?;
+    let evict = mailbox_room(
+        view,
+        &r.recipient,
+        sender,
+        limits.max_requests_per_recipient,
+        limits.max_requests_per_sender,
+    )?;
+    if let Some(g) = evict {
+        view.set_request(r.recipient, g, None);
+        view.remove(g);
+    }
     view.put(
         r.ghid,
         Some(bytes.clone()),
@@ -188,7 +200,7 @@ pub fn request(
             recipient: r.recipient,
         },
     );
-    view.set_request(r.recipient, r.ghid, true);
+    view.set_request(r.recipient, r.ghid, Some(sender));
     fx.notifications.push(Notification {
         subscription: r.recipient,
         object: bytes,

@@ -1,9 +1,9 @@
-//! One function per decision of GOLIX.md §5: each reads the [`View`] and either passes or
+//! One function per decision of docs/golix.md: each reads the [`View`] and either passes or
 //! returns the [`PersistError`] whose `code()` the rule names. Only
 //! [`prune_debindings`] writes (it deletes debindings that turned out illegal, rule 8).
 
 use crate::golix::{Ghid, Gidc, Object, Policy, SecondParty};
-use crate::persist::store::{Debinding, Record};
+use crate::persist::store::{Debinding, Record, Sender};
 use crate::persist::PersistError;
 
 use super::View;
@@ -234,7 +234,7 @@ pub fn check_static_target(view: &View<'_>, target: &Ghid) -> Result<(), Persist
 }
 
 /// Rule 7: a frame's current target is a GEOC or another dynamic ghid (or unknown) — never a
-/// GIDC (GOLIX.md keeps the reference's refusal), GOBS, GDXX, GARQ or frame ghid.
+/// GIDC (docs/golix.md keeps the reference's refusal), GOBS, GDXX, GARQ or frame ghid.
 pub fn check_dynamic_target(view: &View<'_>, target: &Ghid) -> Result<(), PersistError> {
     check_static_target(view, target)
 }
@@ -293,22 +293,55 @@ pub fn check_debinding_target(
     }
 }
 
-/// Rule 10, bounded: a recipient holds at most `max` stored requests. GARQs are anonymous and
-/// cannot be verified here, so without a bound one peer could store unlimited mail for anyone
-/// (and every subscribe re-delivers all of it). The recipient frees room by debinding.
-pub fn check_mailbox_room(
+/// Rule 10, bounded and fair (a bound of ours, [`super::Limits`]). GARQs hide their author and
+/// cannot be verified here, so they are counted by who uploaded them ([`Sender`]: the key
+/// that authenticated the connection, or one shared anonymous sender):
+/// - one sender holds at most `per_sender` requests for one recipient; beyond that its new
+///   ones are refused (`mailbox_full`), nothing of it is dropped;
+/// - a recipient holds at most `per_recipient` in all; when full, a sender holding fewer
+///   than the heaviest sender (by two or more) still gets in: one request of the heaviest
+///   sender — its lowest ghid — is dropped to make room (`Ok(Some(evicted))`). Otherwise
+///   `mailbox_full`.
+///
+/// So a flood from one sender (or from every anonymous uploader together) takes at most
+/// `per_sender` slots, and filling a mailbox against a newcomer takes as many authenticated
+/// signing keys as it has slots. The recipient frees room by debinding.
+pub fn mailbox_room(
     view: &View<'_>,
     recipient: &Ghid,
-    max: usize,
-) -> Result<(), PersistError> {
-    let held = view.requests(recipient)?.len();
-    if held >= max {
+    sender: Sender,
+    per_recipient: usize,
+    per_sender: usize,
+) -> Result<Option<Ghid>, PersistError> {
+    let mail = view.requests(recipient)?;
+    let mut counts: std::collections::BTreeMap<Sender, usize> = Default::default();
+    for (_, from) in &mail {
+        *counts.entry(*from).or_default() += 1;
+    }
+    let mine = counts.get(&sender).copied().unwrap_or(0);
+    if mine >= per_sender {
         return Err(PersistError::MailboxFull(format!(
-            "{} already has {held} stored requests (the limit is {max})",
+            "{} already holds {mine} stored requests from this sender (the limit per sender \
+             is {per_sender})",
             s(recipient)
         )));
     }
-    Ok(())
+    if mail.len() < per_recipient {
+        return Ok(None);
+    }
+    // The heaviest sender (the first of them in `Sender` order on a tie).
+    let heaviest = counts
+        .iter()
+        .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+        .map(|(from, n)| (*from, *n));
+    match heaviest {
+        Some((from, n)) if n > mine + 1 => Ok(mail.iter().find(|m| m.1 == from).map(|m| m.0)),
+        _ => Err(PersistError::MailboxFull(format!(
+            "{} already has {} stored requests (the limit is {per_recipient})",
+            s(recipient),
+            mail.len()
+        ))),
+    }
 }
 
 /// Rule 10: a GARQ needs its recipient's GIDC.

@@ -108,7 +108,7 @@ pub fn collect(
             }
             Record::Request { recipient } => {
                 if let Some(by) = debound_by(view, &g, recipient)? {
-                    view.set_request(recipient, g, false);
+                    view.set_request(recipient, g, None);
                     view.remove(g);
                     notice(view, recipient, &by, notifications)?;
                 }

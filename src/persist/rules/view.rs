@@ -4,7 +4,7 @@
 use bytes::Bytes;
 
 use crate::golix::Ghid;
-use crate::persist::store::{Binding, Debinding, Record, Store, WriteSet};
+use crate::persist::store::{Binding, Debinding, Record, Sender, Store, WriteSet};
 use crate::persist::PersistError;
 
 /// The store overlaid with pending writes. Nothing reaches the store until the caller applies
@@ -102,16 +102,16 @@ impl<'s> View<'s> {
         Ok(all.into_values().collect())
     }
 
-    pub fn requests(&self, recipient: &Ghid) -> Result<Vec<Ghid>, PersistError> {
-        let mut all: std::collections::BTreeSet<Ghid> =
+    /// Stored requests to `recipient` and who stored each, in ghid order.
+    pub fn requests(&self, recipient: &Ghid) -> Result<Vec<(Ghid, Sender)>, PersistError> {
+        let mut all: std::collections::BTreeMap<Ghid, Sender> =
             self.store.requests(recipient)?.into_iter().collect();
-        for ((r, g), add) in &self.writes.requests {
+        for ((r, g), sender) in &self.writes.requests {
             if r == recipient {
-                if *add {
-                    all.insert(*g);
-                } else {
-                    all.remove(g);
-                }
+                match sender {
+                    Some(s) => all.insert(*g, *s),
+                    None => all.remove(g),
+                };
             }
         }
         Ok(all.into_iter().collect())
@@ -147,7 +147,8 @@ impl<'s> View<'s> {
             .insert((target, debinding.ghid), present.then_some(debinding));
     }
 
-    pub fn set_request(&mut self, recipient: Ghid, garq: Ghid, present: bool) {
-        self.writes.requests.insert((recipient, garq), present);
+    /// Records `garq` as stored for `recipient` by `sender`, or (`None`) as gone.
+    pub fn set_request(&mut self, recipient: Ghid, garq: Ghid, sender: Option<Sender>) {
+        self.writes.requests.insert((recipient, garq), sender);
     }
 }

@@ -5,7 +5,9 @@
 //! declared size exceeds the limit is caught at its *header*, before a byte of it is buffered:
 //! the guard forwards the complete frames before it, then yields one error, and from then on
 //! reads and discards everything (so that the connection can be closed cleanly, with the
-//! error reply and close frame delivered rather than lost to a TCP reset).
+//! error reply and close frame delivered rather than lost to a TCP reset) — still following
+//! the frame headers, so that the peer's answering close frame ends the stream (and the
+//! session closes at once instead of waiting out its grace period).
 //!
 //! Owns: a minimal RFC 6455 header tracker. Calls: nothing of ours. Used by the session,
 //! which reads [`Oversize::tripped`] when the message stream reports an error.
@@ -38,8 +40,10 @@ enum Mode {
     Yield,
     /// Return the error on the next poll.
     Fail,
-    /// Read and drop everything.
+    /// Read and drop everything until the peer's close frame.
     Discard,
+    /// The peer's close frame came: the stream has ended.
+    Ended,
 }
 
 /// The payload wrapper.
@@ -54,6 +58,8 @@ pub struct FrameGuard<S> {
     remaining: u64,
     /// Running size of the current (possibly fragmented) data message.
     message: u64,
+    /// Tripped, and the peer's close frame was already in the tripping chunk.
+    close_seen: bool,
     flag: Oversize,
 }
 
@@ -68,6 +74,7 @@ impl<S> FrameGuard<S> {
             have: 0,
             remaining: 0,
             message: 0,
+            close_seen: false,
             flag: flag.clone(),
         };
         (g, flag)
@@ -84,8 +91,9 @@ impl<S> FrameGuard<S> {
         2 + ext + mask
     }
 
-    /// Scans `chunk`; returns the offset where an oversize frame's header starts, if any.
-    fn scan(&mut self, chunk: &[u8]) -> Option<usize> {
+    /// Scans `chunk`; returns the offsets where an oversize frame's header starts and ends,
+    /// if any.
+    fn scan(&mut self, chunk: &[u8]) -> Option<(usize, usize)> {
         let mut i = 0;
         while i < chunk.len() {
             if self.remaining > 0 {
@@ -123,7 +131,10 @@ impl<S> FrameGuard<S> {
             };
             if size > self.max {
                 self.flag.0.set(Some(size));
-                return Some(start);
+                // From here on only frame boundaries matter (see `skip_to_close`).
+                self.have = 0;
+                self.remaining = len;
+                return Some((start, i));
             }
             if opcode < 8 {
                 self.message = if fin { 0 } else { size };
@@ -132,6 +143,44 @@ impl<S> FrameGuard<S> {
             self.remaining = len;
         }
         None
+    }
+}
+
+impl<S> FrameGuard<S> {
+    /// Discard mode: skips frames (by their headers) and says whether `chunk` holds the start
+    /// of a close frame.
+    fn skip_to_close(&mut self, chunk: &[u8]) -> bool {
+        let mut i = 0;
+        while i < chunk.len() {
+            if self.remaining > 0 {
+                let skip = self.remaining.min((chunk.len() - i) as u64);
+                self.remaining -= skip;
+                i += skip as usize;
+                continue;
+            }
+            while i < chunk.len() && (self.have < 2 || self.have < self.header_len()) {
+                self.header[self.have] = chunk[i];
+                self.have += 1;
+                i += 1;
+            }
+            if self.have < 2 || self.have < self.header_len() {
+                return false;
+            }
+            if self.header[0] & 0x0f == 8 {
+                return true;
+            }
+            self.remaining = match self.header[1] & 0x7f {
+                126 => u64::from(u16::from_be_bytes([self.header[2], self.header[3]])),
+                127 => {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(&self.header[2..10]);
+                    u64::from_be_bytes(b)
+                }
+                n => u64::from(n),
+            };
+            self.have = 0;
+        }
+        false
     }
 }
 
@@ -149,8 +198,9 @@ where
                     return match Pin::new(&mut this.inner).poll_next(cx) {
                         Poll::Ready(Some(Ok(chunk))) => match this.scan(&chunk) {
                             None => Poll::Ready(Some(Ok(chunk))),
-                            Some(at) => {
+                            Some((at, rest)) => {
                                 this.mode = Mode::Yield;
+                                this.close_seen = this.skip_to_close(&chunk[rest..]);
                                 if at > 0 {
                                     Poll::Ready(Some(Ok(chunk.slice(..at))))
                                 } else {
@@ -167,16 +217,27 @@ where
                     return Poll::Pending;
                 }
                 Mode::Fail => {
-                    this.mode = Mode::Discard;
+                    this.mode = if this.close_seen {
+                        Mode::Ended
+                    } else {
+                        Mode::Discard
+                    };
                     return Poll::Ready(Some(Err(PayloadError::Overflow)));
                 }
                 Mode::Discard => loop {
                     match Pin::new(&mut this.inner).poll_next(cx) {
-                        Poll::Ready(Some(_)) => continue,
+                        Poll::Ready(Some(Ok(chunk))) => {
+                            if this.skip_to_close(&chunk) {
+                                this.mode = Mode::Ended;
+                                return Poll::Ready(None);
+                            }
+                        }
+                        Poll::Ready(Some(Err(_))) => continue,
                         Poll::Ready(None) => return Poll::Ready(None),
                         Poll::Pending => return Poll::Pending,
                     }
                 },
+                Mode::Ended => return Poll::Ready(None),
             }
         }
     }
@@ -248,6 +309,31 @@ mod tests {
         assert!(failed);
         assert_eq!(flag.tripped(), Some(1 << 40));
         assert_eq!(out.concat(), small, "only the complete frames before it");
+    }
+
+    #[tokio::test]
+    async fn after_tripping_the_peers_close_frame_ends_the_stream() {
+        let mut all = header(2, true, 5000); // over the limit: its 5000 bytes are skipped
+        all.extend(vec![0x88; 5000]); // payload bytes that look like close headers
+        all.extend(frame(9, true, 3)); // a ping: skipped too
+        all.extend(frame(8, true, 2)); // the close
+        all.extend(vec![0; 100]);
+        for split in [1usize, 7, 4096] {
+            let chunks: Vec<Vec<u8>> = all.chunks(split).map(<[u8]>::to_vec).collect();
+            let s = futures_util::stream::iter(chunks.into_iter().map(|c| Ok(Bytes::from(c))))
+                .chain(futures_util::stream::pending());
+            let (mut g, flag) = FrameGuard::new(Box::pin(s), 1000);
+            // Bytes of the oversize header split over chunks may pass before the error.
+            loop {
+                match g.next().await {
+                    Some(Ok(_)) => continue,
+                    Some(Err(_)) => break,
+                    None => panic!("no error"),
+                }
+            }
+            assert_eq!(flag.tripped(), Some(5000));
+            assert!(g.next().await.is_none(), "the close frame ends the stream");
+        }
     }
 
     #[tokio::test]

@@ -1,20 +1,32 @@
 //! # HTTP read path
 //!
-//! HYPERGLYPH.md §B9: `GET /` is a small root document naming the websocket endpoint and the
-//! URL templates (msgpack by default, JSON for `Accept: application/json`, `Vary: Accept`).
-//! `GET`/`HEAD /o/{ghid}` returns raw Golix bytes. The ghid is the hash of the content, so
-//! each object is immutable: `ETag: "<ghid>"`,
-//! `Cache-Control: public, max-age=31536000, immutable`, and `If-None-Match` answers 304. A
-//! dynamic ghid answers `307` to its current frame, with `Cache-Control: no-cache`. Unknown:
-//! 404; removed: 410; not a ghid: 400. Error bodies are `{code, message}`.
+//! docs/persister-protocol.md: `GET /` is a small root document naming the websocket endpoint and
+//! the URL templates (msgpack by default, JSON for `Accept: application/json`, `Vary: Accept`).
+//! `GET`/`HEAD /o/{ghid}` returns raw Golix bytes. The ghid is the hash of the content, so each
+//! object is immutable: `ETag: "<ghid>"`, `Cache-Control: public, max-age=31536000, immutable`, and
+//! `If-None-Match` answers 304. A dynamic ghid answers `307` to its current frame, with
+//! `Cache-Control: no-cache`. Unknown: 404; removed: 410; not a ghid: 400. Error bodies are `{code,
+//! message}`.
+//!
+//! Memory: an object body is streamed in 64 KiB chunks (the HTTP layer copies one chunk at a
+//! time, not the object), and the bodies of all responses in flight together hold at most
+//! `outbound_bytes_total`: past it a `GET` answers `503` (`unavailable`, `Retry-After: 1`)
+//! rather than queue another copy for a peer that may never read it. A body stays in flight
+//! until written, or until the socket's send timeout drops a peer that does not read.
 //!
 //! Owns: the HTTP handlers. Calls: [`crate::persist::Archive`] (reads only; on the verify pool
 //! with the cluster store, whose reads are network round trips), [`wire`] names.
 
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use actix_web::body::SizedStream;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::Bytes;
 use serde::Serialize;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::Shared;
 use crate::golix::Ghid;
@@ -22,6 +34,42 @@ use crate::persist::wire::{self, codes};
 use crate::persist::{Archive, Status};
 
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+/// Bytes handed to the HTTP layer at a time.
+const CHUNK: usize = 64 * 1024;
+
+/// Permits (KiB) of the body budget for `total` bytes (0 = unbounded).
+pub(super) fn body_permits(total: usize) -> usize {
+    match total {
+        0 => Semaphore::MAX_PERMITS,
+        n => (n / 1024).clamp(1, Semaphore::MAX_PERMITS),
+    }
+}
+
+/// An object body as a stream of chunks, holding its share of the body budget until it is
+/// written (or the connection is dropped).
+fn chunked(
+    bytes: Bytes,
+    permit: OwnedSemaphorePermit,
+) -> SizedStream<impl futures_util::Stream<Item = Result<Bytes, Infallible>>> {
+    use futures_util::StreamExt;
+    let size = bytes.len() as u64;
+    let chunks: Vec<Result<Bytes, Infallible>> = (0..bytes.len())
+        .step_by(CHUNK)
+        .map(|at| Ok(bytes.slice(at..(at + CHUNK).min(bytes.len()))))
+        .collect();
+    // The permit lives as long as the stream: until the last chunk is taken (or dropped).
+    let stream = futures_util::stream::iter(chunks).map(move |c| {
+        let _held = &permit;
+        c
+    });
+    SizedStream::new(size, stream)
+}
+
+/// Takes `len` bytes of the body budget, or `None` when it is spent.
+fn body_budget(budget: &Arc<Semaphore>, len: usize) -> Option<OwnedSemaphorePermit> {
+    let kib = u32::try_from(len.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+    budget.clone().try_acquire_many_owned(kib).ok()
+}
 const MSGPACK: &str = "application/msgpack";
 
 #[derive(Serialize)]
@@ -194,6 +242,22 @@ pub(super) async fn object(
     resp.insert_header((header::ETAG, etag))
         .insert_header((header::CACHE_CONTROL, IMMUTABLE))
         .content_type("application/octet-stream");
-    // For HEAD, actix-http sends the headers (with this body's Content-Length) and no body.
-    resp.body(bytes)
+    if req.method() == actix_web::http::Method::HEAD {
+        // actix-http sends the headers (with this body's Content-Length) and no body.
+        return resp.body(bytes);
+    }
+    match body_budget(&state.http_bodies, bytes.len()) {
+        Some(permit) => resp.body(chunked(bytes, permit)),
+        None => {
+            let mut busy = error(
+                &req,
+                StatusCode::SERVICE_UNAVAILABLE,
+                codes::UNAVAILABLE,
+                "too many large responses in flight; retry shortly".into(),
+            );
+            busy.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            busy
+        }
+    }
 }

@@ -14,9 +14,13 @@
 //! With `server.store: nats://…` the archive is a [`NatsStore`] shared with other front-ends,
 //! and notifications travel between front-ends through `cluster`.
 //!
+//! The listeners are bound by [`crate::net`] (every connection gets the send timeout as its
+//! `TCP_USER_TIMEOUT`), and each connection's socket is kept in its connection data so that a
+//! finished websocket session closes it at once.
+//!
 //! Owns: settings resolution (host forms, TLS files, store choice), the app wiring, the
 //! lifecycle. Calls: [`super::Archive`], [`super::hub`], [`super::wire`], [`super::store`],
-//! [`crate::config`].
+//! [`crate::config`], [`crate::net`].
 
 mod cluster;
 pub mod guard;
@@ -27,7 +31,7 @@ mod session;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,13 +39,19 @@ use actix_web::{web, App, HttpServer};
 use slog::{info, warn, Logger};
 use tokio::sync::watch;
 
-use super::hub::{Hub, HubStats};
+use super::hub::{self, Hub, HubStats};
 use super::store::{NatsOptions, NatsStore};
 use super::wire;
 use super::{Archive, PersistError};
 use crate::config::{Config, HostSpec, NatsSection, DEFAULT_MAX_FRAME};
 
 pub use session::{CLIENT_TIMEOUT, PING_INTERVAL};
+
+/// How long a finished connection waits for the peer's own FIN before closing.
+const CLOSE_LINGER: Duration = Duration::from_millis(100);
+
+/// Pending connections the kernel queues for each listener.
+const BACKLOG: i32 = 4096;
 
 /// Seconds a graceful stop waits for open connections before closing them.
 const SHUTDOWN_TIMEOUT_SECS: u64 = 5;
@@ -68,14 +78,24 @@ pub struct Limits {
     pub max_frame: usize,
     pub max_subscriptions: usize,
     pub outbound_queue: usize,
+    /// Bytes queued to one connection (see [`hub::Budget`]).
+    pub outbound_bytes: usize,
+    /// Bytes queued to all connections together, and held by HTTP response bodies in
+    /// flight together (0 = no such bound).
+    pub outbound_bytes_total: usize,
+    /// A connection whose queue stays over half of `outbound_bytes` this long is dropped;
+    /// also the kernel's limit (`TCP_USER_TIMEOUT`) on data a peer does not read.
+    pub send_timeout: Duration,
     pub max_in_flight: usize,
     /// A websocket peer that sends nothing (not even a pong to our pings) for this long is
     /// closed.
     pub idle_timeout: Duration,
     /// Time a new connection has to send its complete HTTP request head (slow-loris).
     pub request_head_timeout: Duration,
-    /// GARQs stored per recipient before further ones are refused (`mailbox_full`).
+    /// GARQs stored per recipient (see `rules::checks::mailbox_room`).
     pub max_requests_per_recipient: usize,
+    /// GARQs stored per (sender, recipient); further ones from that sender: `mailbox_full`.
+    pub max_requests_per_sender: usize,
 }
 
 impl Default for Limits {
@@ -84,10 +104,14 @@ impl Default for Limits {
             max_frame: DEFAULT_MAX_FRAME,
             max_subscriptions: 4096,
             outbound_queue: 4096,
+            outbound_bytes: hub::DEFAULT_OUTBOUND_BYTES,
+            outbound_bytes_total: hub::DEFAULT_OUTBOUND_BYTES_TOTAL,
+            send_timeout: hub::DEFAULT_SEND_TIMEOUT,
             max_in_flight: 256,
             idle_timeout: Duration::from_secs(60),
             request_head_timeout: Duration::from_secs(5),
             max_requests_per_recipient: super::rules::DEFAULT_MAX_REQUESTS_PER_RECIPIENT,
+            max_requests_per_sender: super::rules::DEFAULT_MAX_REQUESTS_PER_SENDER,
         }
     }
 }
@@ -98,6 +122,7 @@ impl Limits {
             max_frame: self.max_frame as u64,
             max_subscriptions: self.max_subscriptions as u64,
             outbound_queue: self.outbound_queue as u64,
+            outbound_bytes: self.outbound_bytes as u64,
             max_in_flight: self.max_in_flight as u64,
             idle_timeout_s: self.idle_timeout.as_secs(),
         }
@@ -166,6 +191,8 @@ pub struct Settings {
     pub workers: usize,
     /// Signature-verification threads; 0 = one per core.
     pub verify_threads: usize,
+    /// Bytes of sled page cache for the ghidcache.
+    pub cache_capacity: u64,
     pub log: Logger,
 }
 
@@ -180,6 +207,7 @@ impl Settings {
             limits: Limits::default(),
             workers: 0,
             verify_threads: 0,
+            cache_capacity: crate::config::DEFAULT_SERVER_CACHE,
             log: crate::logging::discard(),
         }
     }
@@ -208,13 +236,20 @@ impl Settings {
                 max_frame: s.max_frame.max(1024),
                 max_subscriptions: s.max_subscriptions.max(1),
                 outbound_queue: s.outbound_queue.max(16),
+                // At least 1 MiB: a notification (a frame with a long target vector is
+                // ~66 KB) must always fit an empty queue.
+                outbound_bytes: s.outbound_bytes.max(1 << 20),
+                outbound_bytes_total: s.outbound_bytes_total,
+                send_timeout: Duration::from_secs(s.send_timeout_s.max(1)),
                 max_in_flight: s.max_in_flight.max(1),
                 idle_timeout: Duration::from_secs(s.idle_timeout_s.max(1)),
                 request_head_timeout: Duration::from_secs(s.request_head_timeout_s.max(1)),
                 max_requests_per_recipient: s.max_requests_per_recipient.max(1),
+                max_requests_per_sender: s.max_requests_per_sender.max(1),
             },
             workers: s.workers.unwrap_or(0),
             verify_threads: 0,
+            cache_capacity: s.cache_capacity,
             log,
         })
     }
@@ -280,30 +315,7 @@ fn local_ipv4() -> Option<Ipv4Addr> {
 }
 
 fn tls_config(files: &TlsFiles) -> Result<rustls::ServerConfig, ServerError> {
-    let open = |p: &Path| {
-        std::fs::File::open(p)
-            .map(io::BufReader::new)
-            .map_err(|e| ServerError::Tls(format!("{}: {e}", p.display())))
-    };
-    let certs = rustls_pemfile::certs(&mut open(&files.cert)?)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ServerError::Tls(format!("{}: {e}", files.cert.display())))?;
-    if certs.is_empty() {
-        return Err(ServerError::Tls(format!(
-            "no certificate in {}",
-            files.cert.display()
-        )));
-    }
-    let key = rustls_pemfile::private_key(&mut open(&files.key)?)
-        .map_err(|e| ServerError::Tls(format!("{}: {e}", files.key.display())))?
-        .ok_or_else(|| ServerError::Tls(format!("no private key in {}", files.key.display())))?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ServerError::Tls(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| ServerError::Tls(e.to_string()))
+    super::tls::server_config(&files.cert, &files.key).map_err(|e| ServerError::Tls(e.to_string()))
 }
 
 /// State shared by every worker and session (behind `web::Data`, an `Arc`).
@@ -314,6 +326,8 @@ pub(crate) struct Shared {
     limits: Limits,
     /// The `hello` answer (fixed for the server's life).
     hello: wire::Hello,
+    /// Bytes of HTTP response bodies in flight, in KiB (`outbound_bytes_total`).
+    http_bodies: Arc<tokio::sync::Semaphore>,
     log: Logger,
     /// Flips to `true` when the server stops; sessions then close with "going away".
     shutdown: watch::Receiver<bool>,
@@ -337,10 +351,18 @@ pub struct Running {
 /// (`#[actix_web::main]`, `#[actix_rt::test]`, `actix_rt::System::new().block_on`).
 pub async fn start(settings: Settings) -> Result<Running, ServerError> {
     let limits = settings.limits;
-    let hub = Hub::new(limits.outbound_queue, limits.max_subscriptions);
+    let budget = hub::Budget {
+        messages: limits.outbound_queue,
+        bytes: limits.outbound_bytes,
+        stall: limits.send_timeout,
+        total: limits.outbound_bytes_total,
+    };
+    let hub = Hub::new(budget, limits.max_subscriptions);
     let mut verify_threads = settings.verify_threads;
     let (archive, cluster) = match (&settings.store, &settings.ghidcache) {
-        (StoreChoice::Sled, Some(p)) => (Archive::open(p)?, None),
+        (StoreChoice::Sled, Some(p)) => {
+            (Archive::open_with_cache(p, settings.cache_capacity)?, None)
+        }
         (StoreChoice::Sled, None) => (Archive::temporary()?, None),
         (StoreChoice::Nats(o), _) => {
             let store = Arc::new(NatsStore::connect(o, settings.log.clone())?);
@@ -360,6 +382,7 @@ pub async fn start(settings: Settings) -> Result<Running, ServerError> {
         }
     };
     archive.set_max_requests_per_recipient(limits.max_requests_per_recipient);
+    archive.set_max_requests_per_sender(limits.max_requests_per_sender);
     let pool = pool::VerifyPool::new(verify_threads)?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shared = web::Data::new(Shared {
@@ -368,6 +391,9 @@ pub async fn start(settings: Settings) -> Result<Running, ServerError> {
         pool,
         limits,
         hello: wire::Hello::new(limits.to_wire()),
+        http_bodies: Arc::new(tokio::sync::Semaphore::new(http::body_permits(
+            limits.outbound_bytes_total,
+        ))),
         log: settings.log.clone(),
         shutdown: shutdown_rx,
         cluster,
@@ -388,11 +414,20 @@ pub async fn start(settings: Settings) -> Result<Running, ServerError> {
                     .route(web::head().to(http::object)),
             )
     })
+    // Each connection's socket, so that a finished websocket session can end it (`net`).
+    .on_connect(|io, ext| {
+        if let Some(socket) = crate::net::ConnSocket::of(io) {
+            ext.insert(socket);
+        }
+    })
     // Notifications are small and latency-bound: no Nagle delay behind delayed ACKs.
     .tcp_nodelay(true)
     .client_request_timeout(limits.request_head_timeout)
+    // After a response ends (a websocket's close handshake included), read what the peer
+    // still sends for at most this long, then close (FIN): a closed session does not keep
+    // its socket for the default second.
+    .client_disconnect_timeout(CLOSE_LINGER)
     .workers(workers)
-    .backlog(4096)
     .disable_signals()
     .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS);
     let addrs = settings.addrs.clone();
@@ -404,12 +439,18 @@ pub async fn start(settings: Settings) -> Result<Running, ServerError> {
             .join(", "),
         source,
     };
-    let server = match &settings.tls {
-        Some(files) => server
-            .bind_rustls_0_23(&addrs[..], tls_config(files)?)
-            .map_err(bind_err)?,
-        None => server.bind(&addrs[..]).map_err(bind_err)?,
-    };
+    let tls = settings.tls.as_ref().map(tls_config).transpose()?;
+    let mut server = server;
+    for addr in &addrs {
+        // Our own listener: its connections inherit the send timeout (see `crate::net`).
+        let listener =
+            crate::net::listener(*addr, BACKLOG, limits.send_timeout).map_err(bind_err)?;
+        server = match &tls {
+            Some(cfg) => server.listen_rustls_0_23(listener, cfg.clone()),
+            None => server.listen(listener),
+        }
+        .map_err(bind_err)?;
+    }
     let bound = server.addrs();
     if bound.is_empty() {
         return Err(ServerError::Bind {

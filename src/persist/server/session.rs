@@ -7,6 +7,11 @@
 //! frames (shared with every other subscriber of a notification) straight from the queue, in
 //! batches, without a channel or a task hop per message.
 //!
+//! - Backpressure: a request is read only when the outbox has room for its reply
+//!   ([`Outbox::reserve`]: under half its byte budget and under its message budget), so a
+//!   client that does not read its replies is not read either; a queue that stays over that
+//!   share for the send timeout gets the connection dropped. The pieces outside the outbox
+//!   stay small: the writer takes at most one [`hub::WRITE_BATCH_BYTES`] batch at a time.
 //! - Requests run in arrival order. `publish` verifies on the [`VerifyPool`] (in order, so a
 //!   binding published before its container is applied first) and is acknowledged only after
 //!   [`Archive::sync`] resolves; its fanout happens then too, never to the uploader, and
@@ -26,7 +31,6 @@
 //! decoder, for the read side only).
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -43,8 +47,9 @@ use tokio::sync::{oneshot, Semaphore};
 
 use super::guard::{FrameGuard, Oversize};
 use super::Shared;
-use crate::golix::Ghid;
+use crate::golix::{auth, Ghid, Object, Policy, SecondParty};
 use crate::persist::hub::{self, CloseKind, Next, Outbox};
+use crate::persist::store::Sender;
 use crate::persist::wire::{self, args, codes, PublishAck};
 use crate::persist::{wsframe, PersistError};
 
@@ -89,7 +94,10 @@ pub(super) async fn route(
     let sub = shared.hub.connect();
     let body = OutboxBody::new(sub.outbox().clone());
     actix_web::rt::spawn(run(shared, sub, stream, oversize, peer));
-    Ok(response.message_body(BodyStream::new(body).boxed())?.into())
+    // Once the session's last frame is out, the connection closes at once (`net`).
+    let socket = req.conn_data::<crate::net::ConnSocket>().cloned();
+    let body = crate::net::EndingBody::new(BodyStream::new(body), socket);
+    Ok(response.message_body(body.boxed())?.into())
 }
 
 /// The upgrade response's body: the outbox's frames, then (after a close) the end of the
@@ -117,8 +125,22 @@ impl OutboxBody {
     }
 }
 
+/// The connection was dropped as too slow: the HTTP dispatcher ends it at once, without
+/// flushing what it still holds for a peer that does not read.
+#[derive(Debug, thiserror::Error)]
+#[error("connection dropped: its peer does not read")]
+struct DroppedSlow;
+
+impl Drop for OutboxBody {
+    fn drop(&mut self) {
+        // The dispatcher is gone (connection closed or reset): nothing will be written any
+        // more, so the session must not wait for room.
+        self.outbox.writer_gone();
+    }
+}
+
 impl Stream for OutboxBody {
-    type Item = Result<Bytes, Infallible>;
+    type Item = Result<Bytes, DroppedSlow>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
@@ -138,7 +160,11 @@ impl Stream for OutboxBody {
                         this.pending.push_back(kind.frame());
                         this.state = BodyState::Closing;
                     }
-                    Next::Abort => this.state = BodyState::Done,
+                    Next::Abort => {
+                        this.state = BodyState::Done;
+                        this.pending.clear();
+                        return Poll::Ready(Some(Err(DroppedSlow)));
+                    }
                 },
             }
         }
@@ -164,6 +190,10 @@ struct Conn {
     log: slog::Logger,
     /// Set once the session is closing (disconnect, too_large, shutdown).
     closing: bool,
+    /// The challenge of the last `auth_challenge`, until an `auth` uses it.
+    challenge: Option<[u8; 32]>,
+    /// Who this connection's GARQs are counted against (set by a successful `auth`).
+    sender: Sender,
     /// Completes when the previous publish's fanout and ack are done: each post-publish task
     /// waits for it, so fanouts (and acks) leave in publish order even when the tasks are
     /// polled out of order.
@@ -187,6 +217,8 @@ async fn run(
         outbox,
         log,
         closing: false,
+        challenge: None,
+        sender: Sender::Anonymous,
         last_publish: None,
     };
     let end = conn.read_loop(&mut stream, &oversize).await;
@@ -226,10 +258,20 @@ impl Conn {
                 self.outbox.close(CloseKind::Away);
                 return End::WeClose;
             }
+            // Read the next request only when its reply has room (backpressure).
+            let room = outbox.has_room();
+            if !room {
+                // Not reading is our choice, not the peer's silence.
+                last_seen = Instant::now();
+            }
             tokio::select! {
                 biased;
                 _ = outbox.aborted() => {
-                    warn!(self.log, "dropping a connection that does not keep up");
+                    if outbox.is_writer_gone() {
+                        debug!(self.log, "connection gone");
+                    } else {
+                        warn!(self.log, "dropping a connection that does not keep up");
+                    }
                     return End::PeerGone;
                 }
                 _ = shutdown.changed() => {
@@ -237,6 +279,12 @@ impl Conn {
                     return End::WeClose;
                 }
                 _ = tick.tick() => {
+                    if outbox.stalled() {
+                        warn!(self.log, "dropping a connection that does not read its replies";
+                            "queued_bytes" => outbox.bytes());
+                        outbox.drop_slow();
+                        return End::PeerGone;
+                    }
                     if last_seen.elapsed() > idle {
                         info!(self.log, "peer silent too long, closing");
                         self.outbox.close(CloseKind::Protocol);
@@ -244,7 +292,16 @@ impl Conn {
                     }
                     self.outbox.push_reply(wsframe::ping(b""));
                 }
-                msg = stream.recv() => {
+                r = outbox.reserve(), if !room => {
+                    if r.is_err() {
+                        // Closed: the next turn ends the session; stalled: aborted above.
+                        if outbox.is_aborted() {
+                            continue;
+                        }
+                        return End::WeClose;
+                    }
+                }
+                msg = stream.recv(), if room => {
                     last_seen = Instant::now();
                     match msg {
                         None => return End::PeerGone,
@@ -256,10 +313,10 @@ impl Conn {
                         }
                         Some(Ok(AggregatedMessage::Text(_))) => {
                             self.reply_err(&Value::Nil, codes::MALFORMED,
-                                "text frames are not used: send binary msgpack").await;
+                                "text frames are not used: send binary msgpack");
                         }
                         Some(Ok(AggregatedMessage::Ping(p))) => {
-                            self.reply_frame(wsframe::pong(&p)).await;
+                            self.outbox.push_reply(wsframe::pong(&p));
                         }
                         Some(Ok(AggregatedMessage::Pong(_))) => {}
                         Some(Ok(AggregatedMessage::Close(_))) => return End::PeerGone,
@@ -290,27 +347,21 @@ impl Conn {
         }
     }
 
-    /// Queues one websocket frame, waiting for room first (TCP backpressure on a peer that
-    /// sends without reading).
-    async fn reply_frame(&self, frame: Bytes) {
-        self.outbox.reserve().await;
+    /// Queues a reply. The read loop reserved room before it read the request, so the
+    /// queue's bound holds (one request's replies may go past it by their own size).
+    fn reply_ok<T: serde::Serialize>(&self, id: &Value, ok: T) {
+        // Encoded in place behind its frame header: a `get` reply is not copied again.
+        let frame = wsframe::binary_with(|buf| wire::write_ok(buf, id, ok));
         self.outbox.push_reply(frame);
     }
 
-    async fn reply(&self, msg: Bytes) {
-        self.reply_frame(wsframe::binary(&msg)).await;
+    fn reply_err(&self, id: &Value, code: &str, message: impl Into<String>) {
+        let msg = wire::encode_err(id, code, message);
+        self.outbox.push_reply(wsframe::binary(&msg));
     }
 
-    async fn reply_ok<T: serde::Serialize>(&self, id: &Value, ok: T) {
-        self.reply(wire::encode_ok(id, ok)).await;
-    }
-
-    async fn reply_err(&self, id: &Value, code: &str, message: impl Into<String>) {
-        self.reply(wire::encode_err(id, code, message)).await;
-    }
-
-    async fn reply_persist_err(&self, id: &Value, e: &PersistError) {
-        self.reply_err(id, e.code(), e.to_string()).await;
+    fn reply_persist_err(&self, id: &Value, e: &PersistError) {
+        self.reply_err(id, e.code(), e.to_string());
     }
 
     /// Runs a read of the archive: inline with sled (microseconds), on the pool with the
@@ -331,12 +382,11 @@ impl Conn {
     }
 
     /// Typed args of a one-ghid op, or a `bad_args` reply.
-    async fn ghid_arg(&self, raw: &wire::RawRequest) -> Option<Ghid> {
-        match raw.args::<args::ByGhid>() {
-            Ok(a) => Some(a.ghid),
+    fn ghid_arg(&self, raw: &wire::RawRequest) -> Option<Ghid> {
+        match raw.args::<args::ByGhid>().and_then(args::ByGhid::stored) {
+            Ok(a) => Some(a),
             Err(e) => {
-                self.reply_err(&raw.id, codes::BAD_ARGS, format!("{}: {e}", raw.op))
-                    .await;
+                self.reply_err(&raw.id, codes::BAD_ARGS, format!("{}: {e}", raw.op));
                 None
             }
         }
@@ -347,101 +397,118 @@ impl Conn {
             Ok(r) => r,
             Err(m) => {
                 debug!(self.log, "malformed envelope"; "reason" => &m.reason);
-                return self.reply_err(&m.id, codes::MALFORMED, m.reason).await;
+                return self.reply_err(&m.id, codes::MALFORMED, m.reason);
             }
         };
         trace!(self.log, "request"; "op" => &raw.op, "id" => %raw.id);
+        if let Err(e) = raw.check_args() {
+            let msg = format!("{}: {e}", raw.op);
+            return self.reply_err(&raw.id, codes::BAD_ARGS, msg);
+        }
         match raw.op.as_str() {
-            "hello" => self.reply_ok(&raw.id, &self.shared.hello).await,
-            "ping" => self.reply_ok(&raw.id, true).await,
+            "hello" => self.reply_ok(&raw.id, &self.shared.hello),
+            "ping" => self.reply_ok(&raw.id, true),
             "publish" => self.publish(raw).await,
             "get" => {
-                let Some(g) = self.ghid_arg(&raw).await else {
+                let Some(g) = self.ghid_arg(&raw) else {
                     return;
                 };
                 match self.read(move |a| a.get(&g)).await {
-                    Ok(Some(b)) => self.reply_ok(&raw.id, serde_bytes::Bytes::new(&b)).await,
-                    Ok(None) => {
-                        self.reply_err(
-                            &raw.id,
-                            codes::NOT_FOUND,
-                            format!("{} not found", g.as_str()),
-                        )
-                        .await
-                    }
-                    Err(e) => self.reply_persist_err(&raw.id, &e).await,
+                    Ok(Some(b)) => self.reply_ok(&raw.id, serde_bytes::Bytes::new(&b)),
+                    Ok(None) => self.reply_err(
+                        &raw.id,
+                        codes::NOT_FOUND,
+                        format!("{} not found", g.as_str()),
+                    ),
+                    Err(e) => self.reply_persist_err(&raw.id, &e),
                 }
             }
             "subscribe" => {
-                let Some(g) = self.ghid_arg(&raw).await else {
+                let Some(g) = self.ghid_arg(&raw) else {
                     return;
                 };
                 self.subscribe(&raw.id, g).await;
             }
             "unsubscribe" => {
-                let Some(g) = self.ghid_arg(&raw).await else {
+                let Some(g) = self.ghid_arg(&raw) else {
                     return;
                 };
-                self.reply_ok(&raw.id, self.sub.unsubscribe(&g)).await;
+                self.reply_ok(&raw.id, self.sub.unsubscribe(&g));
             }
-            "list_subscriptions" => self.reply_ok(&raw.id, self.sub.subscriptions()).await,
+            "list_subscriptions" => self.reply_ok(&raw.id, self.sub.subscriptions()),
             "list_bindings" => {
-                let Some(g) = self.ghid_arg(&raw).await else {
+                let Some(g) = self.ghid_arg(&raw) else {
                     return;
                 };
                 match self.read(move |a| a.list_bindings(&g)).await {
-                    Ok(v) => self.reply_ok(&raw.id, v).await,
-                    Err(e) => self.reply_persist_err(&raw.id, &e).await,
+                    Ok(v) => self.reply_ok(&raw.id, v),
+                    Err(e) => self.reply_persist_err(&raw.id, &e),
                 }
             }
             "query_debinding" => {
-                let Some(g) = self.ghid_arg(&raw).await else {
+                let Some(g) = self.ghid_arg(&raw) else {
                     return;
                 };
                 match self.read(move |a| a.query_debinding(&g)).await {
-                    Ok(v) => self.reply_ok(&raw.id, v).await,
-                    Err(e) => self.reply_persist_err(&raw.id, &e).await,
+                    Ok(v) => self.reply_ok(&raw.id, v),
+                    Err(e) => self.reply_persist_err(&raw.id, &e),
                 }
             }
             "exists" => {
-                let Some(g) = self.ghid_arg(&raw).await else {
+                let Some(g) = self.ghid_arg(&raw) else {
                     return;
                 };
                 match self.read(move |a| a.exists(&g)).await {
-                    Ok(v) => self.reply_ok(&raw.id, v).await,
-                    Err(e) => self.reply_persist_err(&raw.id, &e).await,
+                    Ok(v) => self.reply_ok(&raw.id, v),
+                    Err(e) => self.reply_persist_err(&raw.id, &e),
                 }
             }
+            "auth_challenge" => {
+                let challenge: [u8; 32] = rand::random();
+                self.challenge = Some(challenge);
+                self.reply_ok(&raw.id, serde_bytes::Bytes::new(&challenge));
+            }
+            "auth" => self.auth(raw).await,
             "disconnect" => {
                 self.sub.unsubscribe_all();
-                self.reply_ok(&raw.id, true).await;
+                self.reply_ok(&raw.id, true);
                 self.outbox.close(CloseKind::Normal);
                 self.closing = true;
             }
             other => {
                 let msg = format!("unknown op {other:?}");
-                self.reply_err(&raw.id, codes::UNKNOWN_OP, msg).await;
+                self.reply_err(&raw.id, codes::UNKNOWN_OP, msg);
             }
         }
     }
 
-    /// Subscribes, answers, then delivers every stored GARQ for the ghid (offline mail).
+    /// Subscribes, answers, then — for a new subscription only — delivers every stored GARQ
+    /// for the ghid (offline mail). Repeating `subscribe` for a ghid already subscribed is
+    /// answered `ok` and sends nothing more: while subscribed, new mail arrives live.
     async fn subscribe(&mut self, id: &Value, g: Ghid) {
-        if let Err(hub::LimitReached(n)) = self.sub.subscribe(g) {
-            return self
-                .reply_err(id, codes::LIMIT, format!("at most {n} subscriptions"))
-                .await;
+        let new = match self.sub.subscribe(g) {
+            Ok(new) => new,
+            Err(hub::LimitReached(n)) => {
+                return self.reply_err(id, codes::LIMIT, format!("at most {n} subscriptions"));
+            }
+        };
+        if new {
+            if let Some(c) = &self.shared.cluster {
+                // Other front-ends' notifications for `g` reach us from the moment we answer.
+                c.ready().await;
+            }
         }
-        if let Some(c) = &self.shared.cluster {
-            // Other front-ends' notifications for `g` reach us from the moment we answer.
-            c.ready().await;
+        self.reply_ok(id, true);
+        if !new {
+            return;
         }
-        self.reply_ok(id, true).await;
         match self.read(move |a| a.requests_for(&g)).await {
             Ok(mail) => {
-                let headroom = self.outbox.capacity() / 2;
+                let headroom = self.outbox.budget().messages / 2;
                 for garq in mail {
-                    self.outbox.reserve_below(headroom).await;
+                    if self.outbox.reserve_below(headroom).await.is_err() {
+                        return;
+                    }
                     self.outbox.push_notify(None, hub::notify_frame(&g, &garq));
                 }
             }
@@ -449,29 +516,65 @@ impl Conn {
         }
     }
 
+    /// `auth`: checks the answer to this connection's challenge (used once) against the
+    /// identity's stored GIDC; from then on the connection's GARQs count against that
+    /// identity's signing key.
+    async fn auth(&mut self, raw: wire::RawRequest) {
+        let a = match raw.args::<args::Auth>() {
+            Ok(a) => a,
+            Err(e) => return self.reply_err(&raw.id, codes::BAD_ARGS, format!("auth: {e}")),
+        };
+        let Some(challenge) = self.challenge.take() else {
+            let msg = "auth: ask for an auth_challenge first (each one answers once)";
+            return self.reply_err(&raw.id, codes::BAD_ARGS, msg);
+        };
+        let archive = self.shared.archive.clone();
+        let identity = a.identity;
+        let check = move || -> Result<Sender, PersistError> {
+            let who = match archive.get(&a.identity)? {
+                Some(b) => match Object::decode(&b, Policy::STRICT)? {
+                    Object::Gidc(g) => {
+                        SecondParty::from_gidc(g).map_err(PersistError::VerificationFailed)?
+                    }
+                    _ => return Err(PersistError::UnknownAuthor(a.identity.as_str())),
+                },
+                None => return Err(PersistError::UnknownAuthor(a.identity.as_str())),
+            };
+            auth::verify(&who, &challenge, &a.signature)
+                .map_err(PersistError::VerificationFailed)?;
+            Ok(Sender::Key(auth::sender_key(who.gidc())))
+        };
+        match self.shared.pool.run(check).await {
+            Ok(Ok(sender)) => {
+                self.sender = sender;
+                debug!(self.log, "authenticated"; "identity" => %identity);
+                self.reply_ok(&raw.id, true);
+            }
+            Ok(Err(e)) => self.reply_persist_err(&raw.id, &e),
+            Err(_) => self.reply_err(&raw.id, codes::UNAVAILABLE, "shutting down"),
+        }
+    }
+
     async fn publish(&mut self, raw: wire::RawRequest) {
         let object = match raw.args::<args::Publish>() {
             Ok(a) => a.object,
-            Err(e) => {
-                return self
-                    .reply_err(&raw.id, codes::BAD_ARGS, format!("publish: {e}"))
-                    .await
-            }
+            Err(e) => return self.reply_err(&raw.id, codes::BAD_ARGS, format!("publish: {e}")),
         };
         let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
             return;
         };
         let archive = self.shared.archive.clone();
-        let result = self.shared.pool.run(move || archive.publish(&object)).await;
+        let sender = self.sender;
+        let result = self
+            .shared
+            .pool
+            .run(move || archive.publish_from(&object, sender))
+            .await;
         let published = match result {
-            Err(_) => {
-                return self
-                    .reply_err(&raw.id, codes::UNAVAILABLE, "shutting down")
-                    .await;
-            }
+            Err(_) => return self.reply_err(&raw.id, codes::UNAVAILABLE, "shutting down"),
             Ok(Err(e)) => {
                 debug!(self.log, "publish refused"; "code" => e.code(), "error" => %e);
-                return self.reply_persist_err(&raw.id, &e).await;
+                return self.reply_persist_err(&raw.id, &e);
             }
             Ok(Ok(p)) => p,
         };

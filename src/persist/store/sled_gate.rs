@@ -22,9 +22,22 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 static GATE: RwLock<()> = RwLock::new(());
 
-/// Opens (or creates) a sled database at `path` without sled's background flusher.
+/// Opens (or creates) a sled database at `path` without sled's background flusher, with
+/// sled's default page cache (1 GiB).
 pub fn open(path: &Path) -> sled::Result<sled::Db> {
     sled::Config::new().path(path).flush_every_ms(None).open()
+}
+
+/// The smallest page cache [`open_with_cache`] gives a database (sled refuses tiny ones).
+pub const MIN_CACHE_CAPACITY: u64 = 1024 * 1024;
+
+/// [`open`] with a page cache of `cache_capacity` bytes (at least [`MIN_CACHE_CAPACITY`]).
+pub fn open_with_cache(path: &Path, cache_capacity: u64) -> sled::Result<sled::Db> {
+    sled::Config::new()
+        .path(path)
+        .cache_capacity(cache_capacity.max(MIN_CACHE_CAPACITY))
+        .flush_every_ms(None)
+        .open()
 }
 
 /// A temporary database (tests), likewise without the background flusher.

@@ -6,8 +6,12 @@
 //! | `records` | ghid (65) | tag byte + fields of the [`Record`] |
 //! | `bindings` | target (65) ‖ binding ghid (65) | kind byte (`S`/`D`) ‖ binder (65) |
 //! | `debindings` | target (65) ‖ GDXX ghid (65) | debinder (65) |
-//! | `requests` | recipient (65) ‖ GARQ ghid (65) | empty |
+//! | `requests` | recipient (65) ‖ GARQ ghid (65) | empty (anonymous) or sender key (64) |
 //! | `collected` | ghid (65) | empty |
+//!
+//! Object bytes of [`spill::THRESHOLD`] bytes or more are files in `<db>/large/` named by the
+//! hex of their ghid, with a pointer in `objects` (see [`spill`]): sled keeps large values
+//! in blobs it reclaims late, so a store overwritten with large states grew without bound.
 //!
 //! Sets are read with `scan_prefix(target)`. A [`WriteSet`] becomes one `Batch` per tree,
 //! applied inside one multi-tree sled transaction: sled seals the transaction's log entries as
@@ -18,12 +22,14 @@
 //! [`PersistError::Storage`], never a panic.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{Batch, Transactional, Tree};
 
-use super::{sled_gate, Binding, Debinding, Record, Store, WriteSet};
+use super::spill::{self, Spill};
+use super::{sled_gate, Binding, Debinding, Record, Sender, Store, WriteSet};
 use crate::golix::{Ghid, Kind, GHID_LEN};
 use crate::persist::PersistError;
 
@@ -52,6 +58,9 @@ const BIND_DYNAMIC: u8 = b'D';
 #[derive(Clone)]
 pub struct SledStore {
     db: sled::Db,
+    /// Object bytes of [`spill::THRESHOLD`] or more, as files (`<db>/large/<hex ghid>`);
+    /// `None` for a temporary store, which keeps everything in sled.
+    spill: Option<Arc<Spill>>,
     objects: Tree,
     records: Tree,
     bindings: Tree,
@@ -64,6 +73,10 @@ impl std::fmt::Debug for SledStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SledStore").finish_non_exhaustive()
     }
+}
+
+fn io_error(e: std::io::Error) -> PersistError {
+    PersistError::Storage(format!("large object file: {e}"))
 }
 
 fn corrupt(what: &str) -> PersistError {
@@ -200,6 +213,22 @@ pub(super) fn decode_binding(key: &[u8], val: &[u8]) -> Result<Binding, PersistE
     })
 }
 
+/// A GARQ's sender as stored: nothing for anonymous, else the 64-byte key.
+pub(super) fn encode_sender(s: &Sender) -> Vec<u8> {
+    match s {
+        Sender::Anonymous => Vec::new(),
+        Sender::Key(key) => key.to_vec(),
+    }
+}
+
+pub(super) fn decode_sender(v: &[u8]) -> Result<Sender, PersistError> {
+    match <[u8; 64]>::try_from(v) {
+        Ok(key) => Ok(Sender::Key(key)),
+        Err(_) if v.is_empty() => Ok(Sender::Anonymous),
+        Err(_) => Err(corrupt("request sender")),
+    }
+}
+
 pub(super) fn decode_debinding(key: &[u8], val: &[u8]) -> Result<Debinding, PersistError> {
     const W: &str = "debinding";
     if val.len() != GHID_LEN || key.len() != 2 * GHID_LEN {
@@ -212,9 +241,30 @@ pub(super) fn decode_debinding(key: &[u8], val: &[u8]) -> Result<Debinding, Pers
 }
 
 impl SledStore {
-    /// Opens (or creates) the ghidcache at `path`.
+    /// Opens (or creates) the ghidcache at `path`, with large objects in `path/large`
+    /// (files a crash left there without a pointer are deleted).
     pub fn open(path: &Path) -> Result<SledStore, PersistError> {
-        SledStore::from_db(sled_gate::open(path)?)
+        let mut store = SledStore::from_db(sled_gate::open(path)?)?;
+        let spill = Spill::open(&path.join("large")).map_err(io_error)?;
+        spill
+            .sweep(|name| store.points_at(name))
+            .map_err(io_error)?;
+        store.spill = Some(Arc::new(spill));
+        Ok(store)
+    }
+
+    /// Whether `objects` holds a spill pointer under the ghid whose hex is `name`.
+    fn points_at(&self, name: &str) -> std::io::Result<bool> {
+        let Ok(key) = hex::decode(name) else {
+            return Ok(false);
+        };
+        let value = self.objects.get(key).map_err(std::io::Error::other)?;
+        Ok(value.is_some_and(|v| spill::is_pointer(&v)))
+    }
+
+    /// [`SledStore::open`] with a page cache of `cache_capacity` bytes.
+    pub fn open_with_cache(path: &Path, cache_capacity: u64) -> Result<SledStore, PersistError> {
+        SledStore::from_db(sled_gate::open_with_cache(path, cache_capacity)?)
     }
 
     /// A store in a temporary directory, deleted when dropped (tests).
@@ -227,6 +277,7 @@ impl SledStore {
         let [objects, records, bindings, debindings, requests, collected] =
             TREES.map(|name| db.open_tree(name));
         Ok(SledStore {
+            spill: None,
             objects: objects?,
             records: records?,
             bindings: bindings?,
@@ -245,10 +296,16 @@ impl SledStore {
 
 impl Store for SledStore {
     fn object(&self, ghid: &Ghid) -> Result<Option<Bytes>, PersistError> {
-        Ok(self
-            .objects
-            .get(ghid.as_bytes())?
-            .map(|v| Bytes::copy_from_slice(&v)))
+        let Some(v) = self.objects.get(ghid.as_bytes())? else {
+            return Ok(None);
+        };
+        match &self.spill {
+            Some(spill) if spill::is_pointer(&v) => spill
+                .read(&hex::encode(ghid.as_bytes()), &v)
+                .map(|b| Some(Bytes::from(b)))
+                .map_err(io_error),
+            _ => Ok(Some(Bytes::copy_from_slice(&v))),
+        }
     }
 
     fn record(&self, ghid: &Ghid) -> Result<Option<Record>, PersistError> {
@@ -278,15 +335,15 @@ impl Store for SledStore {
             .collect()
     }
 
-    fn requests(&self, recipient: &Ghid) -> Result<Vec<Ghid>, PersistError> {
+    fn requests(&self, recipient: &Ghid) -> Result<Vec<(Ghid, Sender)>, PersistError> {
         self.requests
             .scan_prefix(recipient.as_bytes())
             .map(|kv| {
-                let (k, _) = kv?;
+                let (k, v) = kv?;
                 if k.len() != 2 * GHID_LEN {
                     return Err(corrupt("request index"));
                 }
-                ghid_at(&k, GHID_LEN, "request index")
+                Ok((ghid_at(&k, GHID_LEN, "request index")?, decode_sender(&v)?))
             })
             .collect()
     }
@@ -301,10 +358,21 @@ impl Store for SledStore {
         }
         let mut batches: [Batch; 6] = Default::default();
         let [objects, records, bindings, debindings, requests, collected] = &mut batches;
+        let _writing = self.spill.as_ref().map(|s| s.writing());
         for (g, v) in &w.objects {
-            match v {
-                Some(b) => objects.insert(&g.as_bytes()[..], &b[..]),
-                None => objects.remove(&g.as_bytes()[..]),
+            let name = || hex::encode(g.as_bytes());
+            match (v, &self.spill) {
+                (Some(b), Some(spill)) if b.len() >= spill::THRESHOLD => {
+                    let pointer = spill.write(&name(), b).map_err(io_error)?;
+                    objects.insert(&g.as_bytes()[..], pointer)
+                }
+                (Some(b), _) => objects.insert(&g.as_bytes()[..], &b[..]),
+                (None, spill) => {
+                    if let Some(spill) = spill {
+                        spill.remove_later(&name());
+                    }
+                    objects.remove(&g.as_bytes()[..])
+                }
             }
         }
         for (g, r) in &w.records {
@@ -327,12 +395,11 @@ impl Store for SledStore {
                 None => debindings.remove(&k[..]),
             }
         }
-        for ((r, g), add) in &w.requests {
+        for ((r, g), sender) in &w.requests {
             let k = pair_key(r, g);
-            if *add {
-                requests.insert(&k[..], &[][..]);
-            } else {
-                requests.remove(&k[..]);
+            match sender {
+                Some(sender) => requests.insert(&k[..], encode_sender(sender)),
+                None => requests.remove(&k[..]),
             }
         }
         for (g, mark) in &w.collected {
@@ -369,6 +436,12 @@ impl Store for SledStore {
 
     fn flush(&self) -> Result<(), PersistError> {
         sled_gate::flush(&self.db)?;
+        // Removals are durable now: their files can go.
+        if let Some(spill) = &self.spill {
+            spill
+                .collect(|name| self.points_at(name))
+                .map_err(io_error)?;
+        }
         Ok(())
     }
 }
@@ -414,6 +487,37 @@ mod tests {
     }
 
     #[test]
+    fn large_objects_are_files_that_go_once_their_removal_is_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let g = Ghid::pseudorandom(Algo::SHA512);
+        let big = Bytes::from(vec![5u8; spill::THRESHOLD]);
+        let small = Ghid::pseudorandom(Algo::SHA512);
+        let file = path.join("large").join(hex::encode(g.as_bytes()));
+        {
+            let s = SledStore::open(&path).unwrap();
+            s.put_object(&g, big.clone()).unwrap();
+            s.put_object(&small, Bytes::from_static(b"GEOC small"))
+                .unwrap();
+            assert!(file.exists());
+            assert_eq!(std::fs::read_dir(path.join("large")).unwrap().count(), 1);
+            assert_eq!(s.object(&g).unwrap(), Some(big.clone()));
+            s.flush().unwrap();
+        }
+        // Reopened: the pointed file is kept, a stray one swept.
+        std::fs::write(path.join("large").join("ab"), b"stray").unwrap();
+        let s = SledStore::open(&path).unwrap();
+        assert_eq!(s.object(&g).unwrap(), Some(big));
+        assert!(!path.join("large/ab").exists());
+        s.delete_object(&g).unwrap();
+        assert!(file.exists(), "kept until the removal is durable");
+        s.flush().unwrap();
+        assert!(!file.exists());
+        assert_eq!(s.object(&g).unwrap(), None);
+        assert!(s.object(&small).unwrap().is_some());
+    }
+
+    #[test]
     fn sets_are_prefix_scoped_and_apply_is_whole() {
         let s = SledStore::temporary().unwrap();
         let (t1, t2, m1, m2, who) = (
@@ -432,12 +536,14 @@ mod tests {
             };
             w.bindings.insert((t, m), Some(b));
         }
-        w.requests.insert((t1, m1), true);
+        w.requests.insert((t1, m1), Some(Sender::Anonymous));
+        w.requests.insert((t2, m2), Some(Sender::Key([7; 64])));
         w.collected.insert(m2, true);
         s.apply(&w).unwrap();
         assert_eq!(s.bindings(&t1).unwrap().len(), 2);
         assert_eq!(s.bindings(&t2).unwrap().len(), 1);
-        assert_eq!(s.requests(&t1).unwrap(), vec![m1]);
+        assert_eq!(s.requests(&t1).unwrap(), vec![(m1, Sender::Anonymous)]);
+        assert_eq!(s.requests(&t2).unwrap(), vec![(m2, Sender::Key([7; 64]))]);
         assert!(s.is_collected(&m2).unwrap());
         let mut w = WriteSet::default();
         w.bindings.insert((t1, m1), None);

@@ -35,8 +35,8 @@ use async_nats::jetstream::{self, kv, object_store, stream};
 use bytes::Bytes;
 use slog::{info, warn, Logger};
 
-use super::sled_store::{decode_binding, decode_debinding, decode_record};
-use super::{Binding, Debinding, Record, Store, WriteSet};
+use super::sled_store::{decode_binding, decode_debinding, decode_record, decode_sender};
+use super::{Binding, Debinding, Record, Sender, Store, WriteSet};
 use crate::golix::Ghid;
 use crate::persist::PersistError;
 
@@ -523,8 +523,11 @@ fn debindings_of(target: &Ghid, row: &Row) -> Result<Vec<Debinding>, PersistErro
         .collect()
 }
 
-fn requests_of(row: &Row) -> Result<Vec<Ghid>, PersistError> {
-    Ok(row.members()?.into_iter().map(|(g, _)| g).collect())
+fn requests_of(row: &Row) -> Result<Vec<(Ghid, Sender)>, PersistError> {
+    row.members()?
+        .into_iter()
+        .map(|(g, v)| Ok((g, decode_sender(v)?)))
+        .collect()
 }
 
 impl Store for NatsStore {
@@ -545,7 +548,7 @@ impl Store for NatsStore {
         debindings_of(target, &self.row(RowKey::Debindings(*target))?)
     }
 
-    fn requests(&self, recipient: &Ghid) -> Result<Vec<Ghid>, PersistError> {
+    fn requests(&self, recipient: &Ghid) -> Result<Vec<(Ghid, Sender)>, PersistError> {
         requests_of(&self.row(RowKey::Requests(*recipient))?)
     }
 
@@ -643,7 +646,7 @@ impl Store for Pass<'_> {
         debindings_of(target, &self.row(RowKey::Debindings(*target))?)
     }
 
-    fn requests(&self, recipient: &Ghid) -> Result<Vec<Ghid>, PersistError> {
+    fn requests(&self, recipient: &Ghid) -> Result<Vec<(Ghid, Sender)>, PersistError> {
         requests_of(&self.row(RowKey::Requests(*recipient))?)
     }
 

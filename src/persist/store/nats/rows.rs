@@ -6,7 +6,7 @@
 //! | `o.<ghid>` | the [`Record`] (sled encoding), the object's bytes (inline, or the name of a blob in the object store) and the "collected" mark |
 //! | `b.<target>` | the bindings of `target`: member ghid -> kind byte ‖ binder |
 //! | `d.<target>` | the debindings of `target`: GDXX ghid -> debinder |
-//! | `q.<recipient>` | the GARQs addressed to `recipient`: GARQ ghid -> nothing |
+//! | `q.<recipient>` | the GARQs addressed to `recipient`: GARQ ghid -> sender (empty: anonymous, else its 64-byte key) |
 //!
 //! `<ghid>` is the 88-character base64url text form (valid in KV keys). Each row is one
 //! compare-and-set unit. A row also carries the id of the transaction that has locked it
@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
 use crate::golix::{Ghid, GHID_LEN};
-use crate::persist::store::sled_store::{encode_binding, encode_record};
+use crate::persist::store::sled_store::{encode_binding, encode_record, encode_sender};
 use crate::persist::store::WriteSet;
 use crate::persist::PersistError;
 
@@ -242,9 +242,9 @@ pub fn deltas(w: &WriteSet) -> BTreeMap<RowKey, Delta> {
         let d = out.entry(RowKey::Debindings(*t)).or_default();
         set_member(d, m, x.as_ref().map(|x| x.debinder.as_bytes().to_vec()));
     }
-    for ((r, g), add) in &w.requests {
+    for ((r, g), sender) in &w.requests {
         let d = out.entry(RowKey::Requests(*r)).or_default();
-        set_member(d, g, add.then(Vec::new));
+        set_member(d, g, sender.as_ref().map(encode_sender));
     }
     out
 }

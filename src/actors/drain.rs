@@ -1,0 +1,207 @@
+//! Draining one remote's outbox queue: publishing our objects in order, and what happens when
+//! the remote refuses one for good.
+//!
+//! **Publish order.** A persister only stores a container something binds, so a commit
+//! stages a binding (a frame, or a GOBS) *before* its container, and the queue sends them in
+//! that order. Once the remote has taken a new frame it drops the previous container; if it
+//! then refused the new container, its current frame would point at nothing and every other
+//! reader would lose the object. So a binding and the container right after it in the queue
+//! are one unit: before the binding is sent, both are checked against the remote's limit
+//! (the `max_frame` of this connection's `hello`, see [`super::limits`]), and a unit that
+//! does not fit is refused whole — nothing of it reaches the remote, which keeps its previous
+//! frame and container; the object's next frame (which ratchets over the missing one by
+//! address only) replaces it there as usual. A binding the remote refuses for any other
+//! reason (a lost frame race: `illegal_frame`) takes its container with it. One case is left:
+//! a connection lost between a frame and its container, and the remote's limit lowered
+//! before the next one — the container is then refused alone, and that remote's frame has
+//! no container until the object's next push that fits (logged and reported like any
+//! refusal).
+//!
+//! **Permanent refusals** (every code but `storage`, `unavailable` and `limit`, which are
+//! retried) never drop an entry silently: each is a `warning` log and a `remote_refused`
+//! event to the apps tracking the object. The local archive keeps what the app was told is
+//! committed; only that remote lacks it. (The daemon refuses oversize pushes before
+//! committing them, against the last known limits, so this path is for limits that changed
+//! while we were away.)
+//!
+//! Owns: nothing (the queue is the outbox's). Calls: the outbox, the persist client, the app
+//! registry (events). Started by `RemoteActor` for each connection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use super::api::AppEvent;
+use super::daemon_core::DaemonCore;
+use super::outbox::Entry;
+use super::remote::{timed, RemoteHandle};
+use crate::golix::{Ghid, Object, Policy};
+use crate::persist::client::{ClientError, PersisterClient as Client};
+use crate::persist::wire::codes;
+
+/// Wait before retrying an outbox entry the remote could not take right now.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+
+/// Whether a remote's refusal (its wire code) is final for this object (drop it) rather
+/// than transient (retry).
+fn is_rule_rejection(code: &str) -> bool {
+    !matches!(code, "storage" | "unavailable" | "limit")
+}
+
+/// The target of a binding's bytes (GOBD: its current target; GOBS: its target).
+fn binding_target(bytes: &[u8]) -> Option<Ghid> {
+    if !(bytes.starts_with(b"GOBD") || bytes.starts_with(b"GOBS")) {
+        return None;
+    }
+    match Object::decode(bytes, Policy::STRICT).ok()? {
+        Object::Gobd(f) => Some(f.target()),
+        Object::Gobs(b) => Some(b.target),
+        _ => None,
+    }
+}
+
+/// Whether `container` is the GEOC `binding` binds.
+fn completes(binding: &[u8], container: &[u8]) -> bool {
+    if !container.starts_with(b"GEOC") {
+        return false;
+    }
+    let Some(target) = binding_target(binding) else {
+        return false;
+    };
+    matches!(Object::decode(container, Policy::STRICT), Ok(Object::Geoc(c)) if c.ghid == target)
+}
+
+/// The object an app knows `bytes` as: a frame's dynamic ghid, a binding's or debinding's
+/// target, a request's recipient, else the object's own address.
+fn subject(bytes: &[u8]) -> Option<Ghid> {
+    Some(match Object::decode(bytes, Policy::STRICT).ok()? {
+        Object::Gobd(f) => f.dynamic,
+        Object::Gobs(b) => b.target,
+        Object::Gdxx(d) => d.target,
+        Object::Garq(r) => r.recipient,
+        other => other.ghid(),
+    })
+}
+
+/// Replays this remote's outbox queue in order, forever (the session aborts it); objects of
+/// more than `max_object` bytes are refused whole (see the module doc). Signals `caught_up`
+/// the first time the queue is empty.
+pub(super) async fn drain(
+    core: Arc<DaemonCore>,
+    remote: RemoteHandle,
+    client: Client,
+    max_object: u64,
+    caught_up: oneshot::Sender<()>,
+) {
+    let q = remote.shared.queue;
+    let mut caught_up = Some(caught_up);
+    loop {
+        let entry = match core.outbox.first(q) {
+            Ok(Some(e)) => e,
+            Ok(None) => {
+                if let Some(c) = caught_up.take() {
+                    let _ = c.send(());
+                }
+                core.outbox.wait(q).await;
+                continue;
+            }
+            Err(e) => {
+                slog::warn!(core.log, "outbox entry unreadable; dropped"; "remote" => remote.url(), "error" => %e);
+                continue;
+            }
+        };
+        // The container this entry binds, when it comes next and would not fit (read only
+        // when the next entry may be too large).
+        let next_may_not_fit = || {
+            core.outbox
+                .size_after(q, entry.seq)
+                .ok()
+                .flatten()
+                .is_some_and(|n| n > max_object)
+        };
+        let oversize_container = match binding_target(&entry.object) {
+            Some(_) if next_may_not_fit() => core
+                .outbox
+                .next_after(q, entry.seq)
+                .ok()
+                .flatten()
+                .filter(|n| n.object.len() as u64 > max_object)
+                .filter(|n| completes(&entry.object, &n.object)),
+            _ => None,
+        };
+        let too_large = entry.object.len() as u64 > max_object;
+        if too_large || oversize_container.is_some() {
+            let size = oversize_container
+                .as_ref()
+                .map_or(entry.object.len(), |c| c.object.len());
+            let message = format!(
+                "an object of {size} bytes; this remote takes at most {max_object} (its \
+                 max_frame less the request envelope)"
+            );
+            let unit: Vec<&Entry> = std::iter::once(&entry)
+                .chain(oversize_container.as_ref())
+                .collect();
+            refuse(&core, &remote, &unit, codes::TOO_LARGE, &message);
+            continue;
+        }
+        match timed(client.publish(&entry.object)).await {
+            Ok(_) => {}
+            Err(ClientError::Server { code, message }) if is_rule_rejection(&code) => {
+                // A refused binding takes its container along: it would be refused unbound.
+                let container = match binding_target(&entry.object) {
+                    Some(_) => core
+                        .outbox
+                        .next_after(q, entry.seq)
+                        .ok()
+                        .flatten()
+                        .filter(|n| completes(&entry.object, &n.object)),
+                    None => None,
+                };
+                let unit: Vec<&Entry> = std::iter::once(&entry).chain(container.as_ref()).collect();
+                refuse(&core, &remote, &unit, &code, &message);
+                continue;
+            }
+            Err(e @ ClientError::Server { .. }) => {
+                slog::debug!(core.log, "remote busy; will retry"; "remote" => remote.url(), "error" => %e);
+                tokio::time::sleep(RETRY_PAUSE).await;
+                continue;
+            }
+            Err(e) => {
+                slog::info!(core.log, "publish failed; connection presumed lost"; "remote" => remote.url(), "error" => %e);
+                client.close();
+                return;
+            }
+        }
+        if let Err(e) = core.outbox.remove(q, entry.seq) {
+            slog::warn!(core.log, "cannot remove an acknowledged outbox entry"; "error" => %e);
+        }
+    }
+}
+
+/// `unit` (a binding and its container, or one object) leaves this remote's queue for good:
+/// a warning, and a `remote_refused` event to every app tracking the object.
+fn refuse(core: &DaemonCore, remote: &RemoteHandle, unit: &[&Entry], code: &str, message: &str) {
+    let q = remote.shared.queue;
+    for e in unit {
+        if let Err(err) = core.outbox.remove(q, e.seq) {
+            slog::warn!(core.log, "cannot remove a refused outbox entry"; "error" => %err);
+        }
+    }
+    let ghid = unit.first().and_then(|e| subject(&e.object));
+    slog::warn!(core.log, "remote refused an object for good; not sent to it";
+        "remote" => remote.url(), "code" => code, "error" => message,
+        "objects" => unit.len(), "ghid" => ghid.map(|g| g.to_string()));
+    let Some(ghid) = ghid else { return };
+    for app in core.apps.trackers(&ghid) {
+        core.apps.send(
+            app,
+            AppEvent::RemoteRefused {
+                ghid,
+                remote: remote.url().to_owned(),
+                code: code.to_owned(),
+                message: message.to_owned(),
+            },
+        );
+    }
+}

@@ -1,0 +1,147 @@
+//! # Listening sockets
+//!
+//! Both servers (the persister and the daemon's IPC endpoint) listen on sockets bound here
+//! rather than by actix, so that every accepted connection inherits one option from its
+//! listener: `TCP_USER_TIMEOUT`, the kernel's limit on how long data we sent may stay
+//! unacknowledged — including a peer that keeps its receive window shut, i.e. never reads.
+//! The kernel then drops such a connection by itself (its buffers freed, the server's write
+//! woken with an error), whatever the server was doing with it: no connection can pin what
+//! it was sent for longer than that, even one the server already gave up on and that only
+//! waits for its last bytes to drain.
+//!
+//!
+//! Ending a connection: once a websocket session is over (close handshake done, last frame
+//! handed to the HTTP layer), actix keeps the TCP connection until the peer closes its side —
+//! and a well-behaved websocket client waits for the server to close first (RFC 6455 §7.1.1),
+//! so both wait (seen: never, or until the client's own timeout). [`EndingBody`] wraps such a
+//! response body: when it ends, it shuts the *reading* side of the socket ([`ConnSocket`],
+//! a duplicate of the accepted socket taken in `on_connect`), which the HTTP layer sees as
+//! the peer's end of input: it then writes what it still holds and closes (FIN) at once.
+//!
+//! Owns: socket creation and options, the per-connection socket handle. Calls: nothing of
+//! ours (socket2, libc).
+
+use std::any::Any;
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use actix_web::body::{BodySize, MessageBody};
+use bytes::Bytes;
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// A listening TCP socket on `addr` (`SO_REUSEADDR`, `backlog`) whose accepted connections
+/// time out when sent data stays unacknowledged for `send_timeout`.
+pub fn listener(addr: SocketAddr, backlog: i32, send_timeout: Duration) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    set_send_timeout(&socket, send_timeout)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    Ok(socket.into())
+}
+
+fn set_send_timeout(socket: &Socket, timeout: Duration) -> io::Result<()> {
+    // Zero would mean "the system default" (about 15 minutes of retransmissions, and no limit
+    // at all on a shut window): keep at least a millisecond.
+    socket.set_tcp_user_timeout(Some(timeout.max(Duration::from_millis(1))))
+}
+
+/// The `TCP_USER_TIMEOUT` of a connected or listening socket (tests; `None` = the system's).
+pub fn send_timeout_of(stream: &impl std::os::fd::AsFd) -> io::Result<Option<Duration>> {
+    let socket = socket2::SockRef::from(stream);
+    socket.tcp_user_timeout()
+}
+
+/// A duplicate of one accepted connection's socket (kept in the connection's data by
+/// `on_connect`). Held only by things that live inside the connection (its response body), so
+/// it never keeps a socket open after the HTTP layer has dropped it.
+#[derive(Clone)]
+pub struct ConnSocket(Arc<OwnedFd>);
+
+impl ConnSocket {
+    /// The socket of an accepted connection as actix's `on_connect` hands it over (plain TCP
+    /// or rustls); `None` for anything else.
+    pub fn of(io: &dyn Any) -> Option<ConnSocket> {
+        use actix_tls::accept::rustls_0_23::TlsStream;
+        use actix_web::rt::net::TcpStream;
+        let tcp: &TcpStream = match io.downcast_ref::<TcpStream>() {
+            Some(t) => t,
+            None => io.downcast_ref::<TlsStream<TcpStream>>()?.get_ref().0,
+        };
+        tcp.as_fd()
+            .try_clone_to_owned()
+            .ok()
+            .map(|fd| ConnSocket(Arc::new(fd)))
+    }
+
+    /// Ends reading: the HTTP layer sees the end of the peer's input, writes what it still
+    /// holds, and closes the connection.
+    pub fn end_reading(&self) {
+        // SAFETY: the fd is owned by `self` and open; shutdown does not close it.
+        unsafe {
+            libc::shutdown(self.0.as_raw_fd(), libc::SHUT_RD);
+        }
+    }
+}
+
+/// A response body that ends its connection's reading side once it is over (see the module
+/// docs). Without a socket it is the body alone.
+pub struct EndingBody<B> {
+    inner: B,
+    socket: Option<ConnSocket>,
+}
+
+impl<B> EndingBody<B> {
+    pub fn new(inner: B, socket: Option<ConnSocket>) -> EndingBody<B> {
+        EndingBody { inner, socket }
+    }
+}
+
+impl<B: MessageBody + Unpin> MessageBody for EndingBody<B> {
+    type Error = B::Error;
+
+    fn size(&self) -> BodySize {
+        self.inner.size()
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        let this = self.get_mut();
+        let next = Pin::new(&mut this.inner).poll_next(cx);
+        if let Poll::Ready(None) = next {
+            if let Some(s) = this.socket.take() {
+                s.end_reading();
+            }
+        }
+        next
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepted_connections_inherit_the_send_timeout() {
+        let l = listener(
+            "127.0.0.1:0".parse().unwrap(),
+            16,
+            Duration::from_millis(2500),
+        )
+        .unwrap();
+        let addr = l.local_addr().unwrap();
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+        let (accepted, _) = l.accept().unwrap();
+        assert_eq!(
+            send_timeout_of(&accepted).unwrap(),
+            Some(Duration::from_millis(2500))
+        );
+    }
+}
