@@ -84,5 +84,11 @@ async fn a_daemon_fails_over_to_another_front_end() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // `hgxd status` shows the front-end in use, the others, and the failover.
+    let status = link.status().await.unwrap();
+    let r = &status.remotes[0];
+    assert_eq!(r.url, p2.ws_url(), "the front-end in use");
+    assert_eq!(r.front_ends, [p1.ws_url(), p2.ws_url()]);
+    assert!(r.failovers >= 1, "{r:?}");
     daemon.stop_clean().await;
 }

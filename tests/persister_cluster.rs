@@ -35,10 +35,20 @@ fn options(cluster: &NatsCluster, ns: &str) -> NatsOptions {
 }
 
 async fn front_end(cluster: &NatsCluster, ns: &str) -> Running {
+    front_end_with(cluster, ns, |_| {}).await
+}
+
+/// [`front_end`] with `edit` applied to its settings.
+async fn front_end_with(
+    cluster: &NatsCluster,
+    ns: &str,
+    edit: impl FnOnce(&mut Settings),
+) -> Running {
     let mut s = Settings::local(None);
     s.workers = 1;
     s.verify_threads = 4;
     s.store = StoreChoice::Nats(Box::new(options(cluster, ns)));
+    edit(&mut s);
     server::start(s).await.expect("front-end starts")
 }
 
@@ -405,6 +415,102 @@ async fn racing_front_ends_keep_every_rule() {
         NatsStore::connect(&options(&cluster, "race"), hypergolix::logging::discard()).unwrap();
     store.sweep_now().unwrap();
     assert_eq!(store.replicas(), 3, "R3 by default on a 3-node cluster");
+    fa.stop().await.unwrap();
+    fb.stop().await.unwrap();
+}
+
+/// The mailbox bounds hold across front-ends: one authenticated sender's requests to one
+/// recipient, raced through two front-ends, stop at the per-sender cap; another sender still
+/// gets in until the mailbox is full; then only a sender well below the heaviest one does,
+/// and the heaviest sender's lowest request makes room.
+#[actix_rt::test]
+async fn mailbox_bounds_hold_across_front_ends() {
+    let Some(cluster) = NatsCluster::start(3).await else {
+        return;
+    };
+    let limit = |s: &mut Settings| {
+        s.limits.max_requests_per_sender = 3;
+        s.limits.max_requests_per_recipient = 5;
+    };
+    let (fa, fb) = (
+        front_end_with(&cluster, "mail", limit).await,
+        front_end_with(&cluster, "mail", limit).await,
+    );
+    let (ca, _rxa) = connect(&fa).await;
+    let (cb, _rxb) = connect(&fb).await;
+    let (cc, _rxc) = connect(&fb).await;
+    let (anon, _rxn) = connect(&fa).await;
+    let (a, b, c) = (common::fixture(1), common::fixture(2), common::fixture(3));
+    for id in [&a, &b, &c] {
+        ca.publish(&gidc(id)).await.unwrap();
+    }
+    ca.authenticate(&a).await.unwrap();
+    cb.authenticate(&a).await.unwrap();
+    cc.authenticate(&c).await.unwrap();
+    let garq = |from: &FirstParty| {
+        from.make_handshake(
+            b.second_party(),
+            Ghid::pseudorandom(Algo::SHA512),
+            &Secret::random(),
+        )
+        .unwrap()
+    };
+    let mine: Vec<_> = (0..8).map(|_| garq(&a)).collect();
+    let encoded: Vec<Vec<u8>> = mine.iter().map(|g| g.encode()).collect();
+    let results = futures_util::future::join_all(
+        encoded
+            .iter()
+            .enumerate()
+            .map(|(i, g)| publish_retrying(if i % 2 == 0 { &ca } else { &cb }, g)),
+    )
+    .await;
+    let mut stored = Vec::new();
+    for (g, r) in mine.iter().zip(results) {
+        match r {
+            Ok(()) => stored.push(g.ghid),
+            Err(e) => assert_eq!(e.code(), Some("mailbox_full"), "{e}"),
+        }
+    }
+    assert_eq!(
+        stored.len(),
+        3,
+        "exactly the per-sender cap, across front-ends"
+    );
+
+    let theirs: Vec<_> = (0..3).map(|_| garq(&c)).collect();
+    cc.publish(&theirs[0].encode()).await.unwrap();
+    cc.publish(&theirs[1].encode()).await.unwrap();
+    assert_eq!(
+        code(cc.publish(&theirs[2].encode()).await),
+        "mailbox_full",
+        "full, and this sender holds only one fewer than the heaviest"
+    );
+    let anonymous = garq(&b);
+    anon.publish(&anonymous.encode()).await.unwrap();
+    stored.sort();
+    let evicted = stored.remove(0);
+    assert_eq!(
+        code(cb.get(&evicted).await),
+        "not_found",
+        "the heaviest sender's lowest"
+    );
+
+    let (bb, mut rx) = connect(&fb).await;
+    bb.subscribe(&b.ghid()).await.unwrap();
+    let mut got = Vec::new();
+    for _ in 0..5 {
+        got.push(next(&mut rx).await.object);
+    }
+    nothing(&mut rx).await;
+    let mut want: Vec<Bytes> = stored
+        .iter()
+        .map(|g| Bytes::from(mine.iter().find(|m| m.ghid == *g).unwrap().encode()))
+        .chain(theirs[..2].iter().map(|g| Bytes::from(g.encode())))
+        .chain([Bytes::from(anonymous.encode())])
+        .collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
     fa.stop().await.unwrap();
     fb.stop().await.unwrap();
 }
