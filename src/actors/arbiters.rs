@@ -71,6 +71,14 @@ impl ActorThreads {
     }
 }
 
+/// A daemon that fails to start (or is dropped without a shutdown) does not leave its
+/// threads behind.
+impl Drop for ActorThreads {
+    fn drop(&mut self) {
+        self.system.stop();
+    }
+}
+
 /// One thread per core (at least two: one actor blocked on a slow handler then does not
 /// stall the others).
 pub fn default_count() -> usize {

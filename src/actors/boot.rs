@@ -57,8 +57,9 @@ pub async fn boot(
     let archive =
         retry_locked(|| Archive::open_with_cache(&objects, cache).map_err(DaemonError::from))
             .await?;
-    let connector = Connector::start()
-        .map_err(|e| DaemonError::Storage(format!("cannot start the remote thread: {e}")))?;
+    let threads = ActorThreads::start(arbiters::default_count())
+        .map_err(|e| DaemonError::Storage(format!("cannot start the actor threads: {e}")))?;
+    let connector = Connector::new(threads.next());
     let state = opts.ghidcache.join("state");
     let db = retry_locked(|| sled_gate::open_with_cache(&state, cache).map_err(DaemonError::from))
         .await?;
@@ -118,8 +119,6 @@ pub async fn boot(
         remotes.push(handle);
         inboxes.push(inbox);
     }
-    let threads = ActorThreads::start(arbiters::default_count())
-        .map_err(|e| DaemonError::Storage(format!("cannot start the actor threads: {e}")))?;
     // The actors that answer to the core hold it weakly (it holds their addresses).
     let core = Arc::new_cyclic(|weak| DaemonCore {
         runtime: tokio::runtime::Handle::current(),

@@ -1,8 +1,9 @@
 //! # Actors
 //!
-//! The daemon runtime (docs/architecture.md): one actor (a tokio task with a typed mailbox)
-//! per live object and per remote connection, one each for the account, share handling and
-//! the GC sweeper, plus the encrypted local state they share.
+//! The daemon runtime (docs/architecture.md, with the actor diagram): one actix actor per
+//! live object, one each for the account, share handling and the GC sweeper (on the daemon's
+//! own arbiters, [`arbiters`]), one task per remote connection, plus the encrypted local state
+//! they share.
 //!
 //! - [`api`]: the types the daemon core and the IPC layer share (app ids, tokens, object
 //!   views, app events). No behaviour.
@@ -12,11 +13,12 @@
 //! - [`vault`]: the daemon's private local state, AES-256-GCM-sealed in sled.
 //! - [`daemon`]: [`daemon::DaemonHandle`] (the API the IPC layer calls) and
 //!   [`daemon::start`]; [`boot`]: storage, login and actor start-up.
-//! - [`object`]: `ObjectActor`, one tokio task per live object (push coalescing, pull,
+//! - [`arbiters`]: the actix system thread and arbiters the actors run on.
+//! - [`object`]: `ObjectActor`, one actix actor per live object (push coalescing, pull,
 //!   freeze, hold, delete); [`push`]: its frame pipeline (build, sign both signatures at
 //!   once, commit in order); [`commit`]: making, loading, opening and committing objects;
 //!   [`content`]: the app plaintext framing and the ratchet walk.
-//! - [`remote`]: `RemoteActor`, one per persister (reconnect, subscriptions, outbox replay,
+//! - [`remote`]: `RemoteActor`, one tokio task per persister (reconnect, subscriptions, outbox replay,
 //!   catch-up); [`link_state`]: each remote's connection state for `hgxd status` and when a
 //!   failure is worth a warning; [`pull`]: applying what remotes push; [`outbox`]: the durable
 //!   per-remote publish queue; [`drain`]: sending it to one remote (publish order, refusals);
@@ -28,8 +30,10 @@
 //!   sharing with other users through GARQ handshakes; [`daemon_core`]: what the actors
 //!   share.
 //!
-//! The daemon's actors are tokio tasks that own their state and take typed messages over
-//! mpsc with oneshot replies (the actix "chat-actorless" style).
+//! The object, account, share and GC actors are `actix::Actor`s: every message is a type with
+//! one `Handler` and a typed reply; their work runs on the daemon's tokio runtime, off the
+//! actor threads. The remote actors are still tokio tasks with mpsc mailboxes, and every actor
+//! still reaches its peers through `DaemonCore`.
 //!
 //! Calls: `persist` and `golix`. Used by `ipc` and the binaries.
 

@@ -659,51 +659,44 @@ async fn pull_worker(
 }
 
 type Connected = Result<(Client, Notifications), ClientError>;
-type ConnectRequest = (RemoteTarget, oneshot::Sender<Connected>);
 
-/// Opens persister connections on a dedicated thread running an actix system: the awc
-/// websocket is `!Send`, so its I/O task must live on one; the returned client handle and
-/// notification channel are `Send` and are used from any task. The thread ends when the
-/// last `Connector` clone is dropped, closing every connection it opened.
+/// Opens persister connections on one of the daemon's actix arbiters
+/// ([`super::arbiters`]): the awc websocket is `!Send`, so its I/O task must live on one;
+/// the returned client handle and notification channel are `Send` and are used from any
+/// task. The connections end when they are closed, or with the arbiter at shutdown.
 #[derive(Clone)]
 pub struct Connector {
-    tx: mpsc::UnboundedSender<ConnectRequest>,
+    arbiter: actix_rt::ArbiterHandle,
 }
 
 impl Connector {
-    pub fn start() -> Result<Connector, std::io::Error> {
-        let (tx, mut rx) = mpsc::unbounded_channel::<ConnectRequest>();
-        std::thread::Builder::new()
-            .name("hgx-remotes".into())
-            .spawn(move || {
-                actix_rt::System::new().block_on(async move {
-                    while let Some((target, reply)) = rx.recv().await {
-                        actix_rt::spawn(async move {
-                            let opts = ClientOptions {
-                                request_timeout: REQUEST_TIMEOUT,
-                                connect_timeout: REQUEST_TIMEOUT,
-                                tls: target.tls,
-                                ..ClientOptions::default()
-                            };
-                            let _ = reply.send(Client::connect_with(&target.url, opts).await);
-                        });
-                    }
-                })
-            })?;
-        Ok(Connector { tx })
+    pub fn new(arbiter: actix_rt::ArbiterHandle) -> Connector {
+        Connector { arbiter }
     }
 
     /// Connects to `target`.
     pub async fn connect(&self, target: &RemoteTarget) -> Connected {
-        let (reply, rx) = oneshot::channel();
+        let (reply, rx) = oneshot::channel::<Connected>();
         let closed = || ClientError::Connect {
             url: target.url.clone(),
             kind: ConnectFailure::Network,
-            reason: "the connector thread stopped".into(),
+            reason: "the actor threads stopped".into(),
         };
-        self.tx
-            .send((target.clone(), reply))
-            .map_err(|_| closed())?;
+        let target_ = target.clone();
+        let spawned = self.arbiter.spawn_fn(move || {
+            actix_rt::spawn(async move {
+                let opts = ClientOptions {
+                    request_timeout: REQUEST_TIMEOUT,
+                    connect_timeout: REQUEST_TIMEOUT,
+                    tls: target_.tls,
+                    ..ClientOptions::default()
+                };
+                let _ = reply.send(Client::connect_with(&target_.url, opts).await);
+            });
+        });
+        if !spawned {
+            return Err(closed());
+        }
         rx.await.map_err(|_| closed())?
     }
 }

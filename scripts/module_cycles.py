@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""Import cycles between the files of src/actors and src/ipc.
+
+Reads every `use super::x`, `use crate::actors::x` / `crate::ipc::x` (also inside braces) and
+`super::x::` / `crate::actors::x::` path in the code (comments and string-free doc lines
+skipped), builds the file graph of each directory, and prints its strongly connected
+components. Exits 1 if one has more than `--max` files (default 2: a pair that names each
+other is allowed, a longer cycle is not).
+
+    python3 scripts/module_cycles.py [--max N]
+"""
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DIRS = {"actors": ROOT / "src" / "actors", "ipc": ROOT / "src" / "ipc"}
+
+
+def code_lines(text):
+    for line in text.splitlines():
+        s = line.strip()
+        if s.startswith("//"):
+            continue
+        yield line.split("//")[0]
+
+
+def references(path, here, modules):
+    """Modules of the same directory that `path` names."""
+    text = "\n".join(code_lines(path.read_text()))
+    found = set()
+    prefixes = [r"super::", rf"crate::{here}::"]
+    for p in prefixes:
+        # super::x  /  crate::actors::x
+        for m in re.finditer(p + r"(\w+)", text):
+            found.add(m.group(1))
+        # super::{x, y::z, self}
+        for m in re.finditer(p + r"\{([^}]*)\}", text, re.S):
+            for part in m.group(1).split(","):
+                name = part.strip().split("::")[0].strip()
+                if name:
+                    found.add(name)
+    return {f for f in found if f in modules and f != path.stem}
+
+
+def sccs(graph):
+    """Tarjan's strongly connected components."""
+    index, low, on, stack, out = {}, {}, set(), [], []
+    counter = [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            out.append(sorted(comp))
+
+    sys.setrecursionlimit(10000)
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--max", type=int, default=2)
+    args = ap.parse_args()
+    worst = 0
+    for here, d in DIRS.items():
+        files = sorted(p for p in d.glob("*.rs") if p.stem != "mod")
+        modules = {p.stem for p in files}
+        graph = {p.stem: references(p, here, modules) for p in files}
+        for comp in sccs(graph):
+            if len(comp) > 1:
+                worst = max(worst, len(comp))
+                print(f"src/{here}: cycle of {len(comp)}: {', '.join(comp)}")
+    if worst > args.max:
+        print(f"FAIL: a cycle of {worst} files (at most {args.max} allowed)")
+        return 1
+    print(f"ok: no cycle of more than {args.max} files")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
