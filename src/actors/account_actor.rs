@@ -40,7 +40,9 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::time::Instant;
 
-use super::account::{Account, AccountState, AppTokenBytes, OrphanShare, PendingShare, StoredSecret};
+use super::account::{
+    Account, AccountState, AppTokenBytes, OrphanShare, PendingShare, StoredSecret,
+};
 use super::api::{AppToken, NO_TOKEN};
 use super::arbiters::ActorThreads;
 use super::daemon_core::DaemonCore;
@@ -479,7 +481,9 @@ impl Handler<RecordSecret> for AccountActor {
     type Result = ();
 
     fn handle(&mut self, m: RecordSecret, ctx: &mut Context<Self>) {
-        self.with(ctx, |l| l.record_secret(m.ghid, m.stored, m.counter, m.api_id));
+        self.with(ctx, |l| {
+            l.record_secret(m.ghid, m.stored, m.counter, m.api_id)
+        });
     }
 }
 
@@ -539,7 +543,9 @@ impl Handler<TokenStartup> for AccountActor {
     fn handle(&mut self, m: TokenStartup, _: &mut Context<Self>) -> Self::Result {
         MessageResult(self.ledger.as_ref().and_then(|l| {
             let st = l.account.as_ref()?.state();
-            st.tokens.contains(&m.0).then(|| st.startup.get(&m.0).copied())
+            st.tokens
+                .contains(&m.0)
+                .then(|| st.startup.get(&m.0).copied())
         }))
     }
 }
@@ -630,7 +636,10 @@ impl Handler<TakeOrphans> for AccountActor {
         let api_id = m.0;
         let mine = move |o: &OrphanShare| o.api_id == Some(api_id);
         let taken = self.with(ctx, |l| {
-            if !l.state().is_some_and(|st| st.orphan_shares.iter().any(mine)) {
+            if !l
+                .state()
+                .is_some_and(|st| st.orphan_shares.iter().any(mine))
+            {
                 return Vec::new();
             }
             l.edit(|st| {
@@ -670,9 +679,11 @@ impl Handler<TakePending> for AccountActor {
 
     fn handle(&mut self, m: TakePending, ctx: &mut Context<Self>) -> Self::Result {
         let taken = self.with(ctx, |l| {
-            let i = l.state()?.pending_shares.iter().position(|p| {
-                p.request == m.request && p.recipient == m.recipient
-            })?;
+            let i = l
+                .state()?
+                .pending_shares
+                .iter()
+                .position(|p| p.request == m.request && p.recipient == m.recipient)?;
             l.edit(|st| st.pending_shares.remove(i))
         });
         MessageResult(taken.flatten())
@@ -888,4 +899,3 @@ fn merge_app_state(from: &AccountState, to: &mut AccountState) {
         }
     }
 }
-

@@ -60,11 +60,7 @@ impl ActorThreads {
     /// Stops every arbiter and waits until their threads, and the actors on them, are gone.
     pub async fn stop(&self) {
         self.system.stop();
-        let thread = self
-            .thread
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(t) = thread {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }

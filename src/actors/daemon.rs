@@ -249,9 +249,7 @@ impl DaemonHandle {
             Some(h) => h,
             None => self.track(app, ghid).await?.0,
         };
-        h.ask(msg)
-            .await
-            .map_err(|e| self.mailbox_error(e, ghid))
+        h.ask(msg).await.map_err(|e| self.mailbox_error(e, ghid))
     }
 
     /// Refuses changes to an object that is not loaded and is not ours (or, with

@@ -16,11 +16,11 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use super::account::StoredSecret;
-use super::arbiters::ActorThreads;
+use super::account_actor::AccountHandle;
 use super::apps::AppRegistry;
+use super::arbiters::ActorThreads;
 use super::error::DaemonError;
 use super::gc::GcHandle;
-use super::account_actor::AccountHandle;
 use super::object::ObjectRegistry;
 use super::outbox::Outbox;
 use super::remote::RemoteHandle;

@@ -111,7 +111,10 @@ impl GcHandle {
 
     /// Sweeps now; returns how many objects were forgotten.
     pub async fn sweep(&self) -> Result<usize, DaemonError> {
-        self.addr.send(Sweep).await.map_err(|_| DaemonError::ShuttingDown)?
+        self.addr
+            .send(Sweep)
+            .await
+            .map_err(|_| DaemonError::ShuttingDown)?
     }
 }
 

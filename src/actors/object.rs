@@ -481,18 +481,20 @@ impl ObjectActor {
     ) {
         self.exclusive = true;
         let task = self.core.runtime.spawn(work);
-        ctx.wait(async move { task.await }.into_actor(self).map(
-            move |res, act, ctx| {
-                act.exclusive = false;
-                match res {
-                    Ok(v) => then(v, act, ctx),
-                    // Its reply is dropped: the asker gets `dead_object`.
-                    Err(e) => slog::warn!(act.core.log, "an object operation failed";
+        ctx.wait(
+            async move { task.await }
+                .into_actor(self)
+                .map(move |res, act, ctx| {
+                    act.exclusive = false;
+                    match res {
+                        Ok(v) => then(v, act, ctx),
+                        // Its reply is dropped: the asker gets `dead_object`.
+                        Err(e) => slog::warn!(act.core.log, "an object operation failed";
                         "ghid" => %act.obj.ghid, "error" => %e),
-                }
-                act.pump(ctx);
-            },
-        ));
+                    }
+                    act.pump(ctx);
+                }),
+        );
     }
 
     /// Starts one operation on the current container (no frame is in flight).
@@ -660,10 +662,7 @@ impl ObjectActor {
         self.frames += 1;
         let no = self.frames;
         let core = self.core.clone();
-        let task = self
-            .core
-            .runtime
-            .spawn(async move { job.run(&core).await });
+        let task = self.core.runtime.spawn(async move { job.run(&core).await });
         ctx.spawn(
             async move {
                 task.await.unwrap_or_else(|e| {
@@ -911,7 +910,8 @@ async fn catch_up_local(core: Arc<DaemonCore>, ghid: Ghid, counter: u64) -> Opti
 /// The remotes' current frame of `ghid`, if newer than `than` (ingested), and its container.
 async fn newer_upstream(core: &DaemonCore, ghid: Ghid, than: Gobd) -> Option<(Gobd, Vec<u8>)> {
     let bytes = core.fetch(&ghid).await?;
-    let frame = as_frame(bytes.clone()).filter(|f| f.dynamic == ghid && f.counter > than.counter)?;
+    let frame =
+        as_frame(bytes.clone()).filter(|f| f.dynamic == ghid && f.counter > than.counter)?;
     match core.ingest_fetched(bytes).await {
         Ok(_) | Err(DaemonError::Persist(PersistError::IllegalFrame(_))) => {}
         Err(_) => return None,
