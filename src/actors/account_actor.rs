@@ -341,22 +341,24 @@ impl AccountActor {
         };
         let rt = core.runtime.clone();
         let task = rt.spawn(work(ledger, core));
-        ctx.wait(async move { task.await }.into_actor(self).map(
-            move |res, act, ctx| match res {
-                Ok((ledger, v)) => {
-                    act.ledger = Some(ledger);
-                    then(Ok(v), act, ctx);
-                    act.arm(ctx);
+        ctx.wait(task.into_actor(self).map(move |res, act, ctx| match res {
+            Ok((ledger, v)) => {
+                act.ledger = Some(ledger);
+                then(Ok(v), act, ctx);
+                act.arm(ctx);
+            }
+            Err(e) => {
+                let log = act.core.upgrade().map(|c| c.log.clone());
+                if let Some(log) = log {
+                    slog::error!(log, "account task failed: the account is gone"; "error" => %e);
                 }
-                Err(e) => {
-                    let log = act.core.upgrade().map(|c| c.log.clone());
-                    if let Some(log) = log {
-                        slog::error!(log, "account task failed: the account is gone"; "error" => %e);
-                    }
-                    then(Err(DaemonError::Account(format!("account task failed: {e}"))), act, ctx);
-                }
-            },
-        ));
+                then(
+                    Err(DaemonError::Account(format!("account task failed: {e}"))),
+                    act,
+                    ctx,
+                );
+            }
+        }));
     }
 
     /// Flushes (if dirty) under `ctx.wait`, then `then`.

@@ -10,7 +10,7 @@ pub type AppId = u64;
 /// A 16-byte app token: identifies an app across restarts (docs/architecture.md).
 pub type AppToken = [u8; 16];
 
-/// The all-zero token: "give me a new one" when registering.
+/// All zeros: "no token" on the wire (docs/architecture.md), like an absent one.
 pub const NO_TOKEN: AppToken = [0; 16];
 
 /// An object as an app sees it.

@@ -37,6 +37,9 @@ pub struct Loaded {
     pub frame: Option<Gobd>,
 }
 
+/// What opening a frame's container gave: its secret, api id and state.
+pub type Opened = (Secret, Option<Ghid>, Vec<u8>);
+
 /// A frame of ours that is durable locally and queued upstream.
 pub struct Committed {
     pub frame: Gobd,
@@ -393,7 +396,7 @@ pub async fn open_pulled(
     known: &[(Ghid, Secret)],
     frame: &Gobd,
     container: &Geoc,
-) -> Result<Option<(Secret, Option<Ghid>, Vec<u8>)>, DaemonError> {
+) -> Result<Option<Opened>, DaemonError> {
     if frame.target() != container.ghid {
         return Err(DaemonError::BadArgs(
             "container is not the frame's target".into(),

@@ -26,8 +26,6 @@ use super::daemon_core::DaemonCore;
 use super::error::DaemonError;
 use crate::golix::Ghid;
 
-/// All zeros: "no token" on the wire (docs/architecture.md), like an absent one.
-
 /// Binds a token to `app`: a new one when `token` is `None` (or all zeros), else a known
 /// one. Returns the token and its startup object.
 pub async fn register_token(

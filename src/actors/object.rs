@@ -481,20 +481,16 @@ impl ObjectActor {
     ) {
         self.exclusive = true;
         let task = self.core.runtime.spawn(work);
-        ctx.wait(
-            async move { task.await }
-                .into_actor(self)
-                .map(move |res, act, ctx| {
-                    act.exclusive = false;
-                    match res {
-                        Ok(v) => then(v, act, ctx),
-                        // Its reply is dropped: the asker gets `dead_object`.
-                        Err(e) => slog::warn!(act.core.log, "an object operation failed";
+        ctx.wait(task.into_actor(self).map(move |res, act, ctx| {
+            act.exclusive = false;
+            match res {
+                Ok(v) => then(v, act, ctx),
+                // Its reply is dropped: the asker gets `dead_object`.
+                Err(e) => slog::warn!(act.core.log, "an object operation failed";
                         "ghid" => %act.obj.ghid, "error" => %e),
-                    }
-                    act.pump(ctx);
-                }),
-        );
+            }
+            act.pump(ctx);
+        }));
     }
 
     /// Starts one operation on the current container (no frame is in flight).
@@ -818,7 +814,7 @@ impl ObjectActor {
 
     fn apply_pulled(
         &mut self,
-        opened: Result<Option<(Secret, Option<Ghid>, Vec<u8>)>, DaemonError>,
+        opened: Result<Option<commit::Opened>, DaemonError>,
         frame: Gobd,
         container: Ghid,
         newer: bool,

@@ -144,15 +144,11 @@ impl Handler<Incoming> for ShareActor {
             }
             handling.requested
         });
-        ctx.wait(
-            async move { task.await }
-                .into_actor(self)
-                .map(|res, act, _| {
-                    // A request that panicked loses the routes of pending shares: their results then
-                    // go to the live sessions of the asking token.
-                    act.requested = Some(res.unwrap_or_default());
-                }),
-        );
+        ctx.wait(task.into_actor(self).map(|res, act, _| {
+            // A request that panicked loses the routes of pending shares: their results then
+            // go to the live sessions of the asking token.
+            act.requested = Some(res.unwrap_or_default());
+        }));
     }
 }
 
