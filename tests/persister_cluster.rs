@@ -595,7 +595,17 @@ async fn a_full_cluster_restart_keeps_the_data() {
     cluster.wait_jetstream().await;
     let fb = front_end(&cluster, "restart").await;
     let (cb, _rx) = connect(&fb).await;
-    assert_eq!(cb.get(&a.ghid()).await.unwrap(), Bytes::from(gidc(&a)));
+    // Streams elect their leaders again after a full restart: `unavailable` until then.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let identity = loop {
+        match cb.get(&a.ghid()).await {
+            Err(e) if e.code() == Some("unavailable") && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => break other.unwrap(),
+        }
+    };
+    assert_eq!(identity, Bytes::from(gidc(&a)));
     assert_eq!(
         cb.get(&frames[0].dynamic).await.unwrap(),
         Bytes::from(frames[2].encode())
@@ -758,7 +768,11 @@ async fn measure_cluster_against_sled() {
                 .make_container(format!("first {k}").as_bytes(), &secret)
                 .unwrap();
             let first = a.make_bind_dynamic(ck.ghid).unwrap();
-            let n = if k == 0 { SEQ + FANOUT_FRAMES } else { FRAMES };
+            let n = if k == 0 {
+                SEQ + 2 * FANOUT_FRAMES
+            } else {
+                FRAMES
+            };
             let mut v = vec![first];
             for _ in 0..n {
                 let f = a
@@ -828,6 +842,7 @@ async fn measure_cluster_against_sled() {
             .collect();
         let cpu0: Vec<u64> = fe_pids.iter().map(|p| cpu_ticks(*p)).collect();
         let n0: u64 = nats_pids.iter().map(|p| cpu_ticks(*p)).sum();
+        let traffic0 = cluster.traffic("hgx-persister store");
         let t = Instant::now();
         let drain = async {
             let mut got = 0;
@@ -861,50 +876,94 @@ async fn measure_cluster_against_sled() {
             .zip(&cpu0)
             .map(|(p, c)| ticks_ms(cpu_ticks(*p) - c) / total)
             .collect();
+        let traffic1 = cluster.traffic("hgx-persister store");
+        let (sent, api) = (
+            (traffic1.0 - traffic0.0) as f64 / total,
+            (traffic1.1 - traffic0.1) as f64 / total,
+        );
         let nats_ms = if mode == "sled" {
             0.0
         } else {
             ticks_ms(nats_pids.iter().map(|p| cpu_ticks(*p)).sum::<u64>() - n0) / total
         };
 
-        // Fanout: FANOUT_SUBS subscribers of object 0 on the subscriber-side front-end.
-        let mut subs = Vec::new();
-        for _ in 0..FANOUT_SUBS {
-            let (c, rx) = PersisterClient::connect(&sub_url).await.unwrap();
-            c.subscribe(&chains[0][0].dynamic).await.unwrap();
-            subs.push((c, rx));
-        }
-        let side = *fe_pids.last().unwrap();
-        let s0 = cpu_ticks(side);
-        let t = Instant::now();
-        for f in &chains[0][SEQ + 1..] {
-            up.publish(&f.encode()).await.unwrap();
-        }
-        let last = chains[0].last().unwrap().frame;
-        for (_, rx) in subs.iter_mut() {
-            loop {
-                let n = next(rx).await;
-                let Object::Gobd(g) = Object::decode(&n.object, Policy::STRICT).unwrap() else {
-                    panic!("a frame")
-                };
-                if g.frame == last {
-                    break;
+        // Fanout: FANOUT_SUBS subscribers of object 0, first all on the subscriber-side
+        // front-end, then spread half and half over both front-ends (with sled: one
+        // persister, so both rounds are the same set-up).
+        let urls = [pa.ws_url(), sub_url.clone()];
+        let mut fanout = Vec::new();
+        for (round, spread) in [false, true].into_iter().enumerate() {
+            let mut subs = Vec::new();
+            for i in 0..FANOUT_SUBS {
+                let url = if spread { &urls[i % 2] } else { &sub_url };
+                let (c, rx) = PersisterClient::connect(url).await.unwrap();
+                c.subscribe(&chains[0][0].dynamic).await.unwrap();
+                subs.push((c, rx));
+            }
+            let s0: Vec<u64> = fe_pids.iter().map(|p| cpu_ticks(*p)).collect();
+            let t = Instant::now();
+            let frames = &chains[0][SEQ + 1 + round * FANOUT_FRAMES..][..FANOUT_FRAMES];
+            for f in frames {
+                up.publish(&f.encode()).await.unwrap();
+            }
+            let last = frames.last().unwrap().frame;
+            for (_, rx) in subs.iter_mut() {
+                loop {
+                    let n = next(rx).await;
+                    let Object::Gobd(g) = Object::decode(&n.object, Policy::STRICT).unwrap() else {
+                        panic!("a frame")
+                    };
+                    if g.frame == last {
+                        break;
+                    }
                 }
             }
+            let secs = t.elapsed().as_secs_f64();
+            // Each front-end's CPU over the round, with the deliveries to its own subscribers
+            // (A also ran the publishes).
+            let per_front_end: Vec<String> = fe_pids
+                .iter()
+                .zip(&s0)
+                .enumerate()
+                .map(|(i, (p, c))| {
+                    let mine = match (spread, fe_pids.len()) {
+                        (_, 1) => FANOUT_SUBS,
+                        (true, _) => FANOUT_SUBS / 2,
+                        (false, _) if i == 1 => FANOUT_SUBS,
+                        (false, _) => 0,
+                    };
+                    format!(
+                        "{:.1} ms CPU for {} deliveries",
+                        ticks_ms(cpu_ticks(*p) - c),
+                        mine * FANOUT_FRAMES
+                    )
+                })
+                .collect();
+            fanout.push(format!(
+                "{}: {secs:.2} s, {}",
+                if spread {
+                    "spread over both"
+                } else {
+                    "all on B"
+                },
+                per_front_end.join(" / ")
+            ));
+            for (c, _) in &subs {
+                c.close();
+            }
         }
-        let fan_secs = t.elapsed().as_secs_f64();
-        let per_delivery_us =
-            ticks_ms(cpu_ticks(side) - s0) * 1000.0 / (FANOUT_SUBS * FANOUT_FRAMES) as f64;
         println!(
             "BENCH {mode}: latency p50 {:.2} ms p99 {:.2} ms mean {mean_ms:.2} ms ({SEQ} sequential); \
              {:.0} publishes/s ({OBJECTS} concurrent publishers, {} publishes); front-end CPU/publish {:?} ms; \
-             nats CPU/publish (3 nodes) {nats_ms:.2} ms; fanout {FANOUT_SUBS} subs x {FANOUT_FRAMES} frames in {fan_secs:.2} s, \
-             subscriber-side front-end CPU/delivery {per_delivery_us:.1} us (coalescing may merge some)",
+             nats CPU/publish (3 nodes) {nats_ms:.2} ms; per publish: {sent:.1} messages from the \
+             front-ends' store connections, {api:.1} of them JetStream API requests (reads), \
+             the rest writes; fanout {FANOUT_SUBS} subs x {FANOUT_FRAMES} frames: {} (A publishes; coalescing may merge some)",
             pct(&mut lat, 0.5),
             pct(&mut lat, 0.99),
             total / secs,
             total as usize,
             fe_ms.iter().map(|v| (v * 100.0).round() / 100.0).collect::<Vec<_>>(),
+            fanout.join("; "),
         );
     }
 }

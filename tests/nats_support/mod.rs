@@ -189,20 +189,28 @@ impl NatsCluster {
         self.wait_node(i).await;
     }
 
-    /// Subjects starting with `prefix` that connections named `conn_name` are subscribed to,
-    /// over every running node (the servers' `/connz?subs=1` monitoring page).
-    pub fn subscriptions(&self, conn_name: &str, prefix: &str) -> Vec<String> {
+    /// A monitoring page (`/connz?…`, `/jsz`) of every running node, as JSON.
+    fn monitor(&self, path: &str) -> Vec<serde_json::Value> {
         use std::io::{Read, Write};
         let mut out = Vec::new();
         for n in self.nodes.iter().filter(|n| n.proc.is_some()) {
             let mut s = std::net::TcpStream::connect(("127.0.0.1", n.monitor_port)).unwrap();
             s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            s.write_all(b"GET /connz?subs=1&limit=4096 HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
                 .unwrap();
             let mut text = String::new();
             s.read_to_string(&mut text).unwrap();
             let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-            let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+            out.push(serde_json::from_str(body).unwrap_or_default());
+        }
+        out
+    }
+
+    /// Subjects starting with `prefix` that connections named `conn_name` are subscribed to,
+    /// over every running node (the servers' `/connz?subs=1` monitoring page).
+    pub fn subscriptions(&self, conn_name: &str, prefix: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for v in self.monitor("/connz?subs=1&limit=4096") {
             for c in v["connections"].as_array().into_iter().flatten() {
                 if c["name"] != conn_name {
                     continue;
@@ -216,6 +224,25 @@ impl NatsCluster {
         }
         out.sort();
         out
+    }
+
+    /// Traffic so far, over every running node: messages sent by connections named
+    /// `conn_name` (JetStream writes and API requests), and JetStream API requests served
+    /// (reads, stream info, deletes; from every client).
+    pub fn traffic(&self, conn_name: &str) -> (u64, u64) {
+        let sent = self
+            .monitor("/connz?limit=4096")
+            .iter()
+            .flat_map(|v| v["connections"].as_array().cloned().unwrap_or_default())
+            .filter(|c| c["name"] == conn_name)
+            .map(|c| c["in_msgs"].as_u64().unwrap_or(0))
+            .sum();
+        let api = self
+            .monitor("/jsz")
+            .iter()
+            .map(|v| v["api"]["total"].as_u64().unwrap_or(0))
+            .sum();
+        (sent, api)
     }
 
     pub fn store_dir(&self, i: usize) -> PathBuf {

@@ -23,6 +23,7 @@
 //! periodic sweep of abandoned transactions. Calls: async-nats, [`rows`], [`txn`], the sled
 //! store's record encodings. Used by the persister server (`server.store: nats://…`).
 
+mod partition;
 mod rows;
 mod txn;
 
@@ -163,8 +164,9 @@ fn unavailable(what: &str, e: impl std::fmt::Display) -> PersistError {
 pub(crate) struct Core {
     js: jetstream::Context,
     parts: Vec<kv::Store>,
-    /// The last sequence known of each partition's stream (see `txn`'s compare-and-set).
-    last_seq: Vec<std::sync::atomic::AtomicU64>,
+    /// What this process knows of each partition's stream, and its writer lock (see
+    /// [`partition`]).
+    state: Vec<partition::Partition>,
     blobs: object_store::ObjectStore,
     inline_max: usize,
     /// Largest row we write (the server's max_payload, less headroom for headers).
@@ -489,7 +491,7 @@ async fn open(
             .map_err(|e| unavailable("object store", e))?,
     };
     let core = Core {
-        last_seq: parts.iter().map(|_| Default::default()).collect(),
+        state: parts.iter().map(|_| Default::default()).collect(),
         js,
         parts,
         blobs,

@@ -19,7 +19,6 @@
 //! or aborts records whose owner died. Every step is idempotent and may be repeated by anyone.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::context::PublishErrorKind;
@@ -111,10 +110,6 @@ fn tx_partition(txid: &str, partitions: usize) -> Result<usize, PersistError> {
 }
 
 impl Core {
-    fn bucket(&self, key: &RowKey) -> &kv::Store {
-        &self.parts[key.partition(self.parts.len())]
-    }
-
     fn tx_bucket(&self, txid: &str) -> Result<&kv::Store, PersistError> {
         Ok(&self.parts[tx_partition(txid, self.parts.len())?])
     }
@@ -134,7 +129,10 @@ impl Core {
 
     /// A row as stored (possibly locked), with its revision.
     async fn raw(&self, key: &RowKey) -> Result<(u64, Row), PersistError> {
-        let (rev, value) = Self::raw_entry(self.bucket(key), &key.key()).await?;
+        let (part, text) = (key.partition(self.parts.len()), key.key());
+        let before = self.state[part].seq();
+        let (rev, value) = Self::raw_entry(&self.parts[part], &text).await?;
+        self.state[part].read(before, &text, rev);
         Ok((
             rev,
             value
@@ -162,7 +160,10 @@ impl Core {
     /// checked in order with the proposals, so: learn the stream's last sequence `s`, check
     /// the key is at `rev`, then append expecting the stream still at `s`. Success means no
     /// append happened since the check. (Deletes are not appends, but only ever remove a
-    /// locked row's message, which no other writer expects.)
+    /// locked row's message or a finished transaction's record, whose writers all agree on
+    /// the outcome.) This process's writes of one partition queue behind one lock, and the
+    /// check is skipped when `partition::Partition` already knows the key's revision as of the
+    /// expected sequence.
     async fn cas(
         &self,
         part: usize,
@@ -170,12 +171,12 @@ impl Core {
         rev: u64,
         value: Option<Bytes>,
     ) -> Result<Cas, PersistError> {
-        let kv = &self.parts[part];
+        let (kv, state) = (&self.parts[part], &self.state[part]);
         let Some(value) = value else {
             if rev == 0 {
                 return Ok(Cas::Done(0));
             }
-            return match kv.stream.delete_message(rev).await {
+            let done = match kv.stream.delete_message(rev).await {
                 Ok(true) => Ok(Cas::Done(0)),
                 Ok(false) => Ok(Cas::Stale),
                 Err(e) => match e.kind() {
@@ -185,13 +186,20 @@ impl Core {
                     _ => Err(nats_err("delete", e)),
                 },
             };
+            state.deleted(key);
+            return done;
         };
         let subject = format!("{}{key}", kv.prefix);
         let deadline = Instant::now() + SETTLE_DEADLINE;
+        let _writer = state.writer.lock().await;
         loop {
-            let last = self.last_seq[part].load(Ordering::SeqCst);
-            if Self::raw_entry(kv, key).await?.0 != rev {
-                return Ok(Cas::Stale);
+            let (last, known) = state.get(key);
+            if known != Some(rev) {
+                let now = Self::raw_entry(kv, key).await?.0;
+                state.read(last, key, now);
+                if now != rev {
+                    return Ok(Cas::Stale);
+                }
             }
             let mut h = async_nats::HeaderMap::new();
             h.insert("Nats-Expected-Last-Sequence", last.to_string().as_str());
@@ -203,7 +211,7 @@ impl Core {
                 .await;
             match ack {
                 Ok(a) => {
-                    self.last_seq[part].fetch_max(a.sequence, Ordering::SeqCst);
+                    state.appended(last, key, a.sequence);
                     return Ok(Cas::Done(a.sequence));
                 }
                 Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
@@ -215,7 +223,7 @@ impl Core {
                             .ok()
                     });
                     match actual {
-                        Some(n) => self.last_seq[part].store(n, Ordering::SeqCst),
+                        Some(n) => state.moved(n),
                         None => self.refresh_last_seq(part).await?,
                     }
                 }
@@ -236,7 +244,7 @@ impl Core {
             .info()
             .await
             .map_err(|e| nats_err("stream info", e))?;
-        self.last_seq[part].store(info.state.last_sequence, Ordering::SeqCst);
+        self.state[part].moved(info.state.last_sequence);
         Ok(())
     }
 
@@ -431,6 +439,7 @@ impl Core {
         };
         let tpart = self.tx_part(&txid)?;
         let tkey = format!("t.{txid}");
+        self.state[tpart].fresh(&tkey);
         let encoded = rec.encode();
         if encoded.len() > self.max_row {
             self.delete_blobs(&blobs).await;
@@ -492,10 +501,14 @@ impl Core {
 
         // Commit point.
         let mut committed = false;
+        let mut crev = None;
         if trouble.is_none() {
             rec.state = TxState::Committed;
             match self.cas(tpart, &tkey, trev, Some(rec.encode())).await {
-                Ok(Cas::Done(_)) => committed = true,
+                Ok(Cas::Done(r)) => {
+                    committed = true;
+                    crev = Some(r);
+                }
                 Ok(Cas::Stale) => trouble = Some(TxError::Conflict),
                 // Unknown outcome: the record says.
                 Err(e) => match self.tx(&txid).await {
@@ -532,7 +545,7 @@ impl Core {
             }
         }
         if clean {
-            self.forget(&txid).await;
+            self.forget(&txid, crev).await;
         }
         // Blobs the committed rows no longer name.
         let replaced: Vec<String> = deltas
@@ -547,13 +560,21 @@ impl Core {
         Ok(())
     }
 
-    /// Deletes a finished transaction's record.
-    async fn forget(&self, txid: &str) {
+    /// Deletes a finished transaction's record (at revision `rev` when known: nobody writes
+    /// a finished record, so it is still there or already deleted).
+    async fn forget(&self, txid: &str, rev: Option<u64>) {
         let (Ok(kv), Ok(part)) = (self.tx_bucket(txid), self.tx_part(txid)) else {
             return;
         };
         let key = format!("t.{txid}");
-        if let Ok((rev, Some(_))) = Self::raw_entry(kv, &key).await {
+        let rev = match rev {
+            Some(r) => Some(r),
+            None => match Self::raw_entry(kv, &key).await {
+                Ok((r, Some(_))) => Some(r),
+                _ => None,
+            },
+        };
+        if let Some(rev) = rev {
             if let Err(e) = self.cas(part, &key, rev, None).await {
                 warn!(self.log, "cannot delete a transaction record"; "tx" => txid, "error" => %e);
             }
@@ -611,7 +632,7 @@ impl Core {
                 .collect();
             self.delete_blobs(&names).await;
         }
-        self.forget(txid).await;
+        self.forget(txid, None).await;
         Ok(())
     }
 
