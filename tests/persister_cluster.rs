@@ -515,6 +515,63 @@ async fn mailbox_bounds_hold_across_front_ends() {
     fb.stop().await.unwrap();
 }
 
+/// Transactions of two front-ends are serializable even when they write disjoint rows: each
+/// writes its own ghid only if it read both absent (write skew), so at most one may win a
+/// round. Only the validation of rows read and not written (by a read after the locks, or by
+/// the commit's own append in the record's partition) stops both from committing.
+#[test]
+fn write_skew_is_refused_across_front_ends() {
+    use hypergolix::persist::store::{Record, Store, WriteSet};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(cluster) = rt.block_on(NatsCluster::start(3)) else {
+        return;
+    };
+    let open = || {
+        std::sync::Arc::new(
+            NatsStore::connect(&options(&cluster, "skew"), hypergolix::logging::discard()).unwrap(),
+        )
+    };
+    let (s1, s2) = (open(), open());
+    let mut both = 0;
+    let mut none = 0;
+    for _ in 0..40 {
+        let (x, y) = (
+            Ghid::pseudorandom(Algo::SHA512),
+            Ghid::pseudorandom(Algo::SHA512),
+        );
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let racers: Vec<_> = [(s1.clone(), x), (s2.clone(), y)]
+            .into_iter()
+            .map(|(store, mine)| {
+                let barrier = barrier.clone();
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    store.transact(&mut |view: &dyn Store| {
+                        let mut w = WriteSet::default();
+                        if view.record(&x)?.is_none() && view.record(&y)?.is_none() {
+                            w.records.insert(mine, Some(Record::Identity));
+                        }
+                        Ok(w)
+                    })
+                })
+            })
+            .collect();
+        for r in racers {
+            r.join().unwrap().unwrap();
+        }
+        match (s1.record(&x).unwrap(), s2.record(&y).unwrap()) {
+            (Some(_), Some(_)) => both += 1,
+            (None, None) => none += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(both, 0, "both transactions of a round committed");
+    assert_eq!(
+        none, 0,
+        "a round where neither committed: one must always win"
+    );
+}
+
 #[actix_rt::test]
 async fn a_killed_nats_node_loses_no_acknowledged_publish() {
     let Some(mut cluster) = NatsCluster::start(3).await else {
@@ -741,6 +798,100 @@ fn pct(v: &mut [Duration], p: f64) -> f64 {
     v[i].as_secs_f64() * 1000.0
 }
 
+/// Where a cluster publish's JetStream operations go: frames published straight into an
+/// archive over the cluster store (no websocket), one at a time and then from 8 threads at
+/// once, with the store's operation counts per publish. Part of BENCHMARKS.md's cluster
+/// section: `cargo test --features test-suite0 --test persister_cluster -- --ignored
+/// --nocapture profile`.
+#[actix_rt::test]
+#[ignore]
+async fn profile_cluster_publish() {
+    let Some(cluster) = NatsCluster::start(3).await else {
+        return;
+    };
+    let store = std::sync::Arc::new(
+        NatsStore::connect(
+            &options(&cluster, "profile"),
+            hypergolix::logging::discard(),
+        )
+        .unwrap(),
+    );
+    let archive = hypergolix::persist::Archive::with_store(store.clone()).unwrap();
+    let a = common::fixture(1);
+    let secret = Secret::random();
+    let c0 = a.make_container(b"profile", &secret).unwrap();
+    archive.publish(&gidc(&a)).unwrap();
+    archive
+        .publish(&a.make_bind_static(c0.ghid).unwrap().encode())
+        .unwrap();
+    archive.publish(&c0.encode()).unwrap();
+    const FRAMES: usize = 30;
+    let chains: Vec<Vec<Vec<u8>>> = (0..9)
+        .map(|k| {
+            let ck = a
+                .make_container(format!("p{k}").as_bytes(), &secret)
+                .unwrap();
+            let mut v = vec![a.make_bind_dynamic(ck.ghid).unwrap()];
+            for _ in 0..FRAMES {
+                let f = a
+                    .make_next_frame(v.last().unwrap(), c0.ghid, DEFAULT_LEGROOM)
+                    .unwrap();
+                v.push(f);
+            }
+            v.iter().map(|f| f.encode()).collect()
+        })
+        .collect();
+    for chain in &chains {
+        archive.publish(&chain[0]).unwrap();
+    }
+    let per = |before: hypergolix::persist::store::OpCounts, n: usize| {
+        let after = store.ops();
+        let f = |a: u64, b: u64| (a - b) as f64 / n as f64;
+        format!(
+            "row reads {:.1}, record reads {:.1}, check reads {:.1}, appends {:.1}, \
+             refused appends {:.1}, deletes {:.1}",
+            f(after.row_reads, before.row_reads),
+            f(after.record_reads, before.record_reads),
+            f(after.check_reads, before.check_reads),
+            f(after.appends, before.appends),
+            f(after.retries, before.retries),
+            f(after.deletes, before.deletes),
+        )
+    };
+    let (archive, chains) = (std::sync::Arc::new(archive), std::sync::Arc::new(chains));
+    let before = store.ops();
+    let t = Instant::now();
+    for f in &chains[0][1..] {
+        archive.publish(f).unwrap();
+    }
+    println!(
+        "PROFILE sequential: {:.1} ms per publish; per publish: {}",
+        t.elapsed().as_secs_f64() * 1000.0 / FRAMES as f64,
+        per(before, FRAMES)
+    );
+    let before = store.ops();
+    let t = Instant::now();
+    let threads: Vec<_> = (1..9)
+        .map(|k| {
+            let (archive, chains) = (archive.clone(), chains.clone());
+            std::thread::spawn(move || {
+                for f in &chains[k][1..] {
+                    archive.publish(f).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let n = 8 * FRAMES;
+    println!(
+        "PROFILE 8 threads: {:.0} publishes/s; per publish: {}",
+        n as f64 / t.elapsed().as_secs_f64(),
+        per(before, n)
+    );
+}
+
 /// The measurement behind BENCHMARKS.md's cluster section: the sled persister and a
 /// cluster-backed pair of front-ends (publisher on one, subscribers on the other), as real
 /// processes, with the same pre-signed frames. Run with
@@ -788,15 +939,15 @@ async fn measure_cluster_against_sled() {
         .iter()
         .filter_map(|n| n.proc.as_ref().map(|p| p.pid()))
         .collect();
-    let lines = format!(
-        "  store: {}\n  nats:\n    namespace: bench\n    partitions: 3\n",
-        cluster.url()
-    );
-    for mode in ["sled", "cluster"] {
+    // The cluster twice: with few partitions, and with more (more write chains at once).
+    for (mode, partitions) in [("sled", 0), ("cluster", 3), ("cluster", 12)] {
         let extra = if mode == "sled" {
             String::new()
         } else {
-            lines.clone()
+            format!(
+                "  store: {}\n  nats:\n    namespace: bench{partitions}\n    partitions: {partitions}\n",
+                cluster.url()
+            )
         };
         let pa = proc_support::Persister::with_server_lines(&extra).await;
         let pb = if mode == "sled" {
@@ -953,7 +1104,7 @@ async fn measure_cluster_against_sled() {
             }
         }
         println!(
-            "BENCH {mode}: latency p50 {:.2} ms p99 {:.2} ms mean {mean_ms:.2} ms ({SEQ} sequential); \
+            "BENCH {mode} ({partitions} partitions): latency p50 {:.2} ms p99 {:.2} ms mean {mean_ms:.2} ms ({SEQ} sequential); \
              {:.0} publishes/s ({OBJECTS} concurrent publishers, {} publishes); front-end CPU/publish {:?} ms; \
              nats CPU/publish (3 nodes) {nats_ms:.2} ms; per publish: {sent:.1} messages from the \
              front-ends' store connections, {api:.1} of them JetStream API requests (reads), \

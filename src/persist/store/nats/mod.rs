@@ -29,6 +29,7 @@ mod txn;
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -160,6 +161,51 @@ fn unavailable(what: &str, e: impl std::fmt::Display) -> PersistError {
     PersistError::Unavailable(format!("nats {what}: {e}"))
 }
 
+/// JetStream operations since start, by kind: where a publish's round trips go.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct OpCounts {
+    /// Row reads: rule passes, plain reads, validation, roll-forward checks.
+    pub row_reads: u64,
+    /// Transaction record reads (resolving another transaction's lock, clean-up).
+    pub record_reads: u64,
+    /// Reads checking a key's revision just before a conditional write.
+    pub check_reads: u64,
+    /// Acknowledged appends (conditional writes).
+    pub appends: u64,
+    /// Appends refused because another writer had appended to the partition since.
+    pub retries: u64,
+    /// Message deletes (emptied rows, finished records).
+    pub deletes: u64,
+}
+
+#[derive(Default)]
+struct Ops {
+    row_reads: AtomicU64,
+    record_reads: AtomicU64,
+    check_reads: AtomicU64,
+    appends: AtomicU64,
+    retries: AtomicU64,
+    deletes: AtomicU64,
+}
+
+impl Ops {
+    fn count(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> OpCounts {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        OpCounts {
+            row_reads: get(&self.row_reads),
+            record_reads: get(&self.record_reads),
+            check_reads: get(&self.check_reads),
+            appends: get(&self.appends),
+            retries: get(&self.retries),
+            deletes: get(&self.deletes),
+        }
+    }
+}
+
 /// What the async side shares.
 pub(crate) struct Core {
     js: jetstream::Context,
@@ -171,6 +217,7 @@ pub(crate) struct Core {
     inline_max: usize,
     /// Largest row we write (the server's max_payload, less headroom for headers).
     max_row: usize,
+    ops: Ops,
     log: Logger,
 }
 
@@ -420,6 +467,11 @@ impl NatsStore {
         self.client.clone()
     }
 
+    /// JetStream operations since start, by kind.
+    pub fn ops(&self) -> OpCounts {
+        self.core.ops.snapshot()
+    }
+
     /// Finishes or aborts abandoned transactions now (the sweeper does this periodically).
     pub fn sweep_now(&self) -> Result<(), PersistError> {
         let core = self.core.clone();
@@ -497,6 +549,7 @@ async fn open(
         blobs,
         inline_max: opts.inline_max.min(max_row / 2),
         max_row,
+        ops: Ops::default(),
         log,
     };
     for i in 0..core.parts.len() {

@@ -29,8 +29,8 @@ use serde::{Deserialize, Serialize};
 use slog::warn;
 use tokio::io::AsyncReadExt;
 
-use super::rows::{partition_of, Body, Change, Delta, Row, RowKey};
-use super::Core;
+use super::rows::{Body, Change, Delta, Row, RowKey};
+use super::{Core, Ops};
 use crate::persist::PersistError;
 
 /// A pending transaction record seen unchanged this long is presumed abandoned and aborted.
@@ -96,10 +96,10 @@ fn nats_err(what: &str, e: impl std::fmt::Display) -> PersistError {
 }
 
 /// A fresh transaction id: `<partition>-<32 hex>`; the record lives in that partition.
-fn new_txid(partitions: usize) -> String {
+fn new_txid(partition: usize) -> String {
     let mut b = [0u8; 16];
     rand::Rng::fill(&mut rand::thread_rng(), &mut b[..]);
-    format!("{}-{}", partition_of(&b, partitions), hex::encode(b))
+    format!("{partition}-{}", hex::encode(b))
 }
 
 fn tx_partition(txid: &str, partitions: usize) -> Result<usize, PersistError> {
@@ -131,6 +131,7 @@ impl Core {
     async fn raw(&self, key: &RowKey) -> Result<(u64, Row), PersistError> {
         let (part, text) = (key.partition(self.parts.len()), key.key());
         let before = self.state[part].seq();
+        Ops::count(&self.ops.row_reads);
         let (rev, value) = Self::raw_entry(&self.parts[part], &text).await?;
         self.state[part].read(before, &text, rev);
         Ok((
@@ -143,6 +144,7 @@ impl Core {
     }
 
     async fn tx(&self, txid: &str) -> Result<Option<(u64, TxRecord)>, PersistError> {
+        Ops::count(&self.ops.record_reads);
         let (rev, value) = Self::raw_entry(self.tx_bucket(txid)?, &format!("t.{txid}")).await?;
         Ok(match value {
             Some(v) => Some((rev, TxRecord::decode(&v)?)),
@@ -171,11 +173,25 @@ impl Core {
         rev: u64,
         value: Option<Bytes>,
     ) -> Result<Cas, PersistError> {
+        self.cas_also(part, key, rev, value, &[]).await
+    }
+
+    /// [`Core::cas`] that also requires the keys of `also` (same partition) to be at their
+    /// revisions: the append's success proves none of them changed up to that moment.
+    async fn cas_also(
+        &self,
+        part: usize,
+        key: &str,
+        rev: u64,
+        value: Option<Bytes>,
+        also: &[(String, u64)],
+    ) -> Result<Cas, PersistError> {
         let (kv, state) = (&self.parts[part], &self.state[part]);
         let Some(value) = value else {
             if rev == 0 {
                 return Ok(Cas::Done(0));
             }
+            Ops::count(&self.ops.deletes);
             let done = match kv.stream.delete_message(rev).await {
                 Ok(true) => Ok(Cas::Done(0)),
                 Ok(false) => Ok(Cas::Stale),
@@ -193,12 +209,16 @@ impl Core {
         let deadline = Instant::now() + SETTLE_DEADLINE;
         let _writer = state.writer.lock().await;
         loop {
-            let (last, known) = state.get(key);
-            if known != Some(rev) {
-                let now = Self::raw_entry(kv, key).await?.0;
-                state.read(last, key, now);
-                if now != rev {
-                    return Ok(Cas::Stale);
+            let (last, _) = state.get(key);
+            for (k, r) in std::iter::once((key, rev)).chain(also.iter().map(|(k, r)| (&k[..], *r)))
+            {
+                if state.get(k).1 != Some(r) {
+                    Ops::count(&self.ops.check_reads);
+                    let now = Self::raw_entry(kv, k).await?.0;
+                    state.read(last, k, now);
+                    if now != r {
+                        return Ok(Cas::Stale);
+                    }
                 }
             }
             let mut h = async_nats::HeaderMap::new();
@@ -211,10 +231,12 @@ impl Core {
                 .await;
             match ack {
                 Ok(a) => {
+                    Ops::count(&self.ops.appends);
                     state.appended(last, key, a.sequence);
                     return Ok(Cas::Done(a.sequence));
                 }
                 Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                    Ops::count(&self.ops.retries);
                     // "wrong last sequence: N": N is the stream's last sequence now.
                     let actual = e.to_string().rsplit(':').next().and_then(|n| {
                         n.trim()
@@ -431,7 +453,23 @@ impl Core {
                 reads.insert(*key, self.settle(key).await?);
             }
         }
-        let txid = new_txid(self.parts.len());
+        // A delta that leaves its row as read (a binding set again, say) is no write: the row
+        // stays in the read set and is validated instead. Two transactions that only re-state
+        // a shared row (every frame re-targeting one container) then do not conflict on it.
+        deltas.retain(|key, d| d.apply(&reads[key].1) != reads[key].1);
+        if deltas.is_empty() {
+            return Ok(());
+        }
+        // The record goes to the partition holding most of the rows only read: the commit's
+        // append there validates them (see below), sparing a read each.
+        let n = self.parts.len();
+        let mut only_read = vec![0usize; n];
+        for k in reads.keys().filter(|k| !deltas.contains_key(k)) {
+            only_read[k.partition(n)] += 1;
+        }
+        let fallback = rand::Rng::gen_range(&mut rand::thread_rng(), 0..n);
+        let busiest = (0..n).max_by_key(|p| (only_read[*p], *p == fallback));
+        let txid = new_txid(busiest.unwrap_or(fallback));
         let blobs = self.spill(&txid, &mut deltas).await?;
         let mut rec = TxRecord {
             state: TxState::Pending,
@@ -482,11 +520,18 @@ impl Core {
             }
         }
 
-        // Validate what was read and not written.
+        // Validate what was read and not written: in the record's partition by the commit's
+        // own append (its expected sequence proves them unchanged up to the commit point),
+        // elsewhere by reading them again now that every written row is locked.
+        let in_commit: Vec<(String, u64)> = reads
+            .iter()
+            .filter(|(k, _)| !deltas.contains_key(k) && k.partition(n) == tpart)
+            .map(|(k, (rev, _))| (k.key(), *rev))
+            .collect();
         if trouble.is_none() {
             let checks = reads
                 .iter()
-                .filter(|(k, _)| !deltas.contains_key(k))
+                .filter(|(k, _)| !deltas.contains_key(k) && k.partition(n) != tpart)
                 .map(|(k, (rev, _))| async move { self.raw(k).await.map(|(now, _)| now == *rev) });
             for r in join_all(checks).await {
                 match r {
@@ -504,7 +549,10 @@ impl Core {
         let mut crev = None;
         if trouble.is_none() {
             rec.state = TxState::Committed;
-            match self.cas(tpart, &tkey, trev, Some(rec.encode())).await {
+            match self
+                .cas_also(tpart, &tkey, trev, Some(rec.encode()), &in_commit)
+                .await
+            {
                 Ok(Cas::Done(r)) => {
                     committed = true;
                     crev = Some(r);
@@ -569,7 +617,9 @@ impl Core {
         let key = format!("t.{txid}");
         let rev = match rev {
             Some(r) => Some(r),
-            None => match Self::raw_entry(kv, &key).await {
+            None => match Self::raw_entry(kv, &key).await.inspect(|_| {
+                Ops::count(&self.ops.record_reads);
+            }) {
                 Ok((r, Some(_))) => Some(r),
                 _ => None,
             },
