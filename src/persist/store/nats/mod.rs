@@ -20,7 +20,8 @@
 //!
 //! Owns: the connections (one for the store, one without echo for notifications, see
 //! [`NatsStore::notify_client`]), a private tokio runtime that drives them, the buckets, the
-//! periodic sweep of abandoned transactions. Calls: async-nats, [`rows`], [`txn`], the sled
+//! periodic sweep of abandoned transactions, the count of JetStream operations by kind
+//! ([`NatsStore::ops`]). Calls: async-nats, [`rows`], [`txn`], [`partition`], the sled
 //! store's record encodings. Used by the persister server (`server.store: nats://…`).
 
 mod partition;

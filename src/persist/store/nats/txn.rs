@@ -4,12 +4,17 @@
 //!
 //! 1. The pass read every row it decided on at some revision (waiting out, finishing or
 //!    aborting other transactions' locks first: [`Core::settle`]).
-//! 2. A transaction record `t.<id>` is created, *pending*, holding every row's [`Delta`].
+//! 2. Deltas that leave their row as read are dropped (the row is then only read). A
+//!    transaction record `t.<id>` is created, *pending*, holding every row's [`Delta`], in the
+//!    partition holding most of the rows only read.
 //! 3. Prewrite: each written row is rewritten, unchanged but for `lock = id`, at exactly the
 //!    revision the pass read. Any mismatch = someone wrote it since: abort, re-run the pass.
-//! 4. Validate: every row read but not written is still at the revision read.
-//! 5. Commit point: the record goes pending -> *committed* (compare-and-set). From here the
-//!    transaction has happened: readers apply its delta to a row it still locks.
+//! 4. Validate: every row read but not written, in another partition than the record's, is
+//!    read again and must still be at the revision read.
+//! 5. Commit point: the record goes pending -> *committed* (compare-and-set, also requiring
+//!    the rows only read in its partition at their revisions: the append validates them).
+//!    From here the transaction has happened: readers apply its delta to a row it still
+//!    locks.
 //! 6. Apply: each row becomes its post-image, unlocked (or is deleted when empty); then the
 //!    record is deleted. Anyone may do this (roll forward) for a committed record.
 //!
