@@ -515,6 +515,56 @@ async fn mailbox_bounds_hold_across_front_ends() {
     fb.stop().await.unwrap();
 }
 
+/// A front-end's rule passes may start from rows it saw earlier; when another front-end has
+/// changed them since, the outcome is still the one fresh rows give: a frame built on a
+/// replaced state is refused, the next one is stored, and a container the other front-end
+/// bound meanwhile is accepted.
+#[actix_rt::test]
+async fn outdated_rows_seen_earlier_decide_nothing() {
+    let Some(cluster) = NatsCluster::start(3).await else {
+        return;
+    };
+    let (fa, fb) = (
+        front_end(&cluster, "stale").await,
+        front_end(&cluster, "stale").await,
+    );
+    let (ca, _rxa) = connect(&fa).await;
+    let (cb, _rxb) = connect(&fb).await;
+    let a = common::fixture(1);
+    ca.publish(&gidc(&a)).await.unwrap();
+    let secret = Secret::random();
+    let (frames, containers) = dynamic(&a, 2);
+    ca.publish(&frames[0].encode()).await.unwrap();
+    ca.publish(&containers[0].encode()).await.unwrap();
+    // Nothing binds containers[1] yet: A sees it refused (and its rows empty).
+    assert_eq!(
+        code(ca.publish(&containers[1].encode()).await),
+        "unbound_container"
+    );
+    // B moves the object on; A last saw it at counter 0.
+    cb.publish(&frames[1].encode()).await.unwrap();
+    let other = a.make_container(b"other", &secret).unwrap();
+    let rival = a
+        .make_next_frame(&frames[0], other.ghid, DEFAULT_LEGROOM)
+        .unwrap();
+    assert_eq!(rival.counter, frames[1].counter);
+    assert_eq!(code(ca.publish(&rival.encode()).await), "illegal_frame");
+    // A had seen containers[1] as unbound-and-absent; B's frame binds it now.
+    ca.publish(&containers[1].encode()).await.unwrap();
+    let next = a
+        .make_next_frame(&frames[1], containers[0].ghid, DEFAULT_LEGROOM)
+        .unwrap();
+    ca.publish(&next.encode()).await.unwrap();
+    for c in [&ca, &cb] {
+        assert_eq!(
+            c.get(&frames[0].dynamic).await.unwrap(),
+            Bytes::from(next.encode())
+        );
+    }
+    fa.stop().await.unwrap();
+    fb.stop().await.unwrap();
+}
+
 /// Transactions of two front-ends are serializable even when they write disjoint rows: each
 /// writes its own ghid only if it read both absent (write skew), so at most one may win a
 /// round. Only the validation of rows read and not written (by a read after the locks, or by

@@ -627,22 +627,45 @@ impl Store for NatsStore {
         true
     }
 
+    /// The first pass may read rows from this front-end's cache (see `partition`); a pass
+    /// that used it and ends in a refusal or in nothing to write is run again without it
+    /// (those outcomes are not validated by a commit), and so is every pass after a conflict.
     fn transact(&self, decide: &mut super::Decide<'_>) -> Result<(), PersistError> {
+        let mut use_cache = true;
         for attempt in 0..MAX_ATTEMPTS {
             let pass = Pass {
                 store: self,
                 reads: Mutex::new(Default::default()),
+                use_cache,
+                from_cache: Mutex::new(Vec::new()),
             };
-            let writes = decide(&pass)?;
-            if writes.is_empty() {
-                return Ok(());
+            let decided = decide(&pass);
+            let from_cache = pass
+                .from_cache
+                .into_inner()
+                .unwrap_or_else(|e| e.into_inner());
+            let unconfirmed =
+                !from_cache.is_empty() && decided.as_ref().map_or(true, WriteSet::is_empty);
+            if unconfirmed {
+                use_cache = false;
+                continue;
             }
+            let writes = match decided {
+                Err(e) => return Err(e),
+                Ok(w) if w.is_empty() => return Ok(()),
+                Ok(w) => w,
+            };
             let reads = pass.reads.into_inner().unwrap_or_else(|e| e.into_inner());
             let deltas = rows::deltas(&writes);
             match self.run(|core| async move { core.commit(reads, deltas).await }) {
                 Ok(()) => return Ok(()),
                 Err(txn::TxError::Failed(e)) => return Err(e),
                 Err(txn::TxError::Conflict) => {
+                    // Outdated cached rows are likely why: read them fresh from now on.
+                    for key in &from_cache {
+                        self.core.forget_cached(key);
+                    }
+                    use_cache = false;
                     // Randomised backoff so that two racing front-ends do not collide again.
                     let ms =
                         rand::Rng::gen_range(&mut rand::thread_rng(), 0..(1u64 << attempt.min(6)));
@@ -661,6 +684,10 @@ impl Store for NatsStore {
 struct Pass<'s> {
     store: &'s NatsStore,
     reads: Mutex<std::collections::HashMap<RowKey, (u64, Row)>>,
+    /// Whether rows may come from the cache.
+    use_cache: bool,
+    /// Rows that did.
+    from_cache: Mutex<Vec<RowKey>>,
 }
 
 impl Pass<'_> {
@@ -673,9 +700,22 @@ impl Pass<'_> {
         {
             return Ok(row.clone());
         }
-        let (rev, row) = self
-            .store
-            .run(|core| async move { core.settle(&key).await })?;
+        let cached = self
+            .use_cache
+            .then(|| self.store.core.cached(&key))
+            .flatten();
+        let (rev, row) = match cached {
+            Some(hit) => {
+                self.from_cache
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(key);
+                hit
+            }
+            None => self
+                .store
+                .run(|core| async move { core.settle(&key).await })?,
+        };
         self.reads
             .lock()
             .unwrap_or_else(|e| e.into_inner())

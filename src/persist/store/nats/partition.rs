@@ -20,13 +20,25 @@
 //! of another writer (a wrong last sequence) empties the map; a known revision that differs
 //! from the expected one is checked by a read, never taken as a conflict.
 //!
-//! Owns: the per-partition writer lock and [`Known`]. Calls nothing. Used by `txn`.
+//! [`Partition::cached`] keeps the last unlocked content seen of rows, with its revision (a
+//! fact about that message, never wrong, only possibly outdated). A rule pass may start from
+//! it: every row a pass reads is validated at commit (written rows by their prewrite at the
+//! revision read, the others by the commit's append or a read), so an outdated row can only
+//! make the transaction conflict and re-run without the cache, and a pass that ends in a
+//! refusal or in nothing to write is re-run without it before it is believed.
+//!
+//! Owns: the per-partition writer lock, [`Known`] and the row cache. Calls `rows` (types).
+//! Used by `txn` and the store's rule passes.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
+use super::rows::{Body, Row};
+
 /// Keys remembered per partition; past it the map starts again (it is only a cache).
 const MAX_KNOWN: usize = 65_536;
+/// Bytes of row content cached per partition; past it the cache starts again.
+pub const MAX_CACHED_BYTES: usize = 8 << 20;
 
 /// One partition's stream, as far as this process knows it.
 #[derive(Default)]
@@ -34,6 +46,25 @@ pub struct Partition {
     /// Held across a conditional write (check, append, acknowledgement).
     pub writer: tokio::sync::Mutex<()>,
     known: Mutex<Known>,
+    rows: Mutex<RowCache>,
+}
+
+/// Unlocked row contents by key, with their revision, bounded in bytes.
+#[derive(Default)]
+struct RowCache {
+    rows: HashMap<String, (u64, Row)>,
+    bytes: usize,
+}
+
+/// About what a row takes in memory.
+fn size_of(key: &str, row: &Row) -> usize {
+    let body = match &row.body {
+        Some(Body::Inline(b)) => b.len(),
+        Some(Body::Blob(n)) => n.len(),
+        None => 0,
+    };
+    let members: usize = row.members.iter().map(|(k, v)| k.len() + v.len()).sum();
+    key.len() + body + members + row.record.as_ref().map_or(0, |r| r.len()) + 64
 }
 
 /// Revisions of keys as of stream sequence `seq`.
@@ -98,6 +129,46 @@ impl Partition {
     /// We deleted `key`'s last message (or found it gone).
     pub fn deleted(&self, key: &str) {
         self.known().revs.remove(key);
+        self.forget_row(key);
+    }
+
+    fn cache(&self) -> MutexGuard<'_, RowCache> {
+        self.rows.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The last unlocked content seen of `key`, with its revision.
+    pub fn cached(&self, key: &str) -> Option<(u64, Row)> {
+        self.cache().rows.get(key).cloned()
+    }
+
+    /// `key`'s message `rev` holds `row` (unlocked); kept unless a newer one is cached.
+    pub fn saw_row(&self, key: &str, rev: u64, row: &Row) {
+        if row.lock.is_some() {
+            return self.forget_row(key);
+        }
+        let size = size_of(key, row);
+        let mut c = self.cache();
+        if let Some((old, prev)) = c.rows.get(key) {
+            if *old > rev && rev != 0 {
+                return;
+            }
+            let freed = size_of(key, prev);
+            c.bytes -= freed;
+        }
+        if c.bytes + size > MAX_CACHED_BYTES {
+            c.rows.clear();
+            c.bytes = 0;
+        }
+        c.bytes += size;
+        c.rows.insert(key.to_owned(), (rev, row.clone()));
+    }
+
+    /// Drops `key` from the row cache.
+    pub fn forget_row(&self, key: &str) {
+        let mut c = self.cache();
+        if let Some((_, prev)) = c.rows.remove(key) {
+            c.bytes -= size_of(key, &prev);
+        }
     }
 }
 
@@ -141,5 +212,53 @@ mod tests {
         p.moved(20);
         assert_eq!(p.get("o.e"), (20, None));
         assert_eq!(p.seq(), 20);
+    }
+
+    #[test]
+    fn the_row_cache_keeps_the_newest_unlocked_content_within_its_bytes() {
+        let p = Partition::default();
+        let row = |n: u8| Row {
+            record: Some(serde_bytes::ByteBuf::from(vec![n; 10])),
+            ..Row::default()
+        };
+        p.saw_row("o.a", 5, &row(1));
+        p.saw_row("o.a", 3, &row(2));
+        assert_eq!(
+            p.cached("o.a"),
+            Some((5, row(1))),
+            "an older message does not win"
+        );
+        p.saw_row("o.a", 8, &row(3));
+        assert_eq!(p.cached("o.a"), Some((8, row(3))));
+        let locked = Row {
+            lock: Some("tx".into()),
+            ..row(4)
+        };
+        p.saw_row("o.a", 9, &locked);
+        assert_eq!(
+            p.cached("o.a"),
+            None,
+            "a locked row is not cached, and evicts"
+        );
+        p.saw_row("o.b", 2, &row(5));
+        p.deleted("o.b");
+        assert_eq!(p.cached("o.b"), None);
+        let big = Row {
+            body: Some(Body::Inline(serde_bytes::ByteBuf::from(vec![
+                0;
+                MAX_CACHED_BYTES
+                    / 2
+            ]))),
+            ..Row::default()
+        };
+        p.saw_row("o.c", 1, &big);
+        p.saw_row("o.d", 1, &big);
+        assert!(p.cache().bytes <= MAX_CACHED_BYTES);
+        assert_eq!(
+            p.cached("o.c"),
+            None,
+            "past the bound the cache starts again"
+        );
+        assert!(p.cached("o.d").is_some());
     }
 }

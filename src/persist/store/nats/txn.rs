@@ -139,13 +139,12 @@ impl Core {
         Ops::count(&self.ops.row_reads);
         let (rev, value) = Self::raw_entry(&self.parts[part], &text).await?;
         self.state[part].read(before, &text, rev);
-        Ok((
-            rev,
-            value
-                .map(|v| Row::decode(&v))
-                .transpose()?
-                .unwrap_or_default(),
-        ))
+        let row = value
+            .map(|v| Row::decode(&v))
+            .transpose()?
+            .unwrap_or_default();
+        self.state[part].saw_row(&text, rev, &row);
+        Ok((rev, row))
     }
 
     async fn tx(&self, txid: &str) -> Result<Option<(u64, TxRecord)>, PersistError> {
@@ -287,8 +286,23 @@ impl Core {
                 )));
             }
         }
-        self.cas(key.partition(self.parts.len()), &key.key(), rev, value)
-            .await
+        let (part, text) = (key.partition(self.parts.len()), key.key());
+        let done = self.cas(part, &text, rev, value).await?;
+        match done {
+            Cas::Done(new) => self.state[part].saw_row(&text, new, row),
+            Cas::Stale => self.state[part].forget_row(&text),
+        }
+        Ok(done)
+    }
+
+    /// The last unlocked content this front-end saw of a row (see `partition`).
+    pub fn cached(&self, key: &RowKey) -> Option<(u64, Row)> {
+        self.state[key.partition(self.parts.len())].cached(&key.key())
+    }
+
+    /// Drops a row from the cache (it turned out outdated).
+    pub fn forget_cached(&self, key: &RowKey) {
+        self.state[key.partition(self.parts.len())].forget_row(&key.key());
     }
 
     /// The committed content of a row, for plain reads: a row locked by a committed
