@@ -3,8 +3,9 @@
 //! Any number of persister front-ends share one JetStream cluster and behave as one persister:
 //! every row of the store is a KV entry ([`rows`]), partitioned over `partitions` buckets by
 //! ghid (so the buckets' Raft leaders spread over the nodes), replicated `replicas` times;
-//! large objects live in an object store. A front-end keeps no data of its own: every read goes
-//! to the stream leader.
+//! large objects live in an object store. A front-end keeps no data of its own: every plain
+//! read goes to the stream leader; a rule pass may start from rows the front-end saw last (a
+//! cache, see [`partition`]), which its commit validates like any read.
 //!
 //! Isolation: [`Store::transact`] runs the rule pass against the rows it reads and commits its
 //! writes with the protocol in [`txn`] (optimistic, compare-and-set per row on the KV revision,
