@@ -1,7 +1,8 @@
 //! A real NATS JetStream cluster for tests: `nats-server` processes (Debian's package, which
 //! `.ci/run` installs) on 127.0.0.1 with free ports, each with its own store directory in one
 //! temporary directory, routed to each other. Nodes can be SIGKILLed, stopped cleanly and
-//! restarted on their own data. Every wait is bounded. Used by `persister_cluster.rs`.
+//! restarted on their own data. Every wait is bounded. Used by `persister_cluster.rs`,
+//! `cluster_failover.rs` and `cluster_measure.rs`.
 //!
 //! [`NatsCluster::start`] returns `None` (and says why) only when `nats-server` is not
 //! installed, so that a machine without it skips these tests visibly instead of failing.
@@ -10,6 +11,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
+
+use hypergolix::persist::store::NatsOptions;
 
 use crate::proc_support::{free_port, Proc, START};
 
@@ -187,6 +190,16 @@ impl NatsCluster {
         assert!(self.nodes[i].proc.is_none(), "node {i} is running");
         self.spawn(i);
         self.wait_node(i).await;
+    }
+
+    /// Cluster store options for this cluster in namespace `ns` (3 partitions; a small
+    /// `inline_max`, so that ordinary test containers exercise the object store too).
+    pub fn store_options(&self, ns: &str) -> NatsOptions {
+        let mut o = NatsOptions::from_url(&self.url()).unwrap();
+        o.namespace = ns.into();
+        o.partitions = 3;
+        o.inline_max = 4096;
+        o
     }
 
     /// A monitoring page (`/connz?…`, `/jsz`) of every running node, as JSON.
