@@ -29,17 +29,43 @@ async fn front_end(cluster: &NatsCluster, ns: &str) -> Running {
 }
 
 /// [`front_end`] with `edit` applied to its settings.
-async fn front_end_with(
-    cluster: &NatsCluster,
-    ns: &str,
-    edit: impl FnOnce(&mut Settings),
-) -> Running {
+async fn front_end_with(cluster: &NatsCluster, ns: &str, edit: impl Fn(&mut Settings)) -> Running {
     let mut s = Settings::local(None);
     s.workers = 1;
     s.verify_threads = 4;
     s.store = StoreChoice::Nats(Box::new(cluster.store_options(ns)));
     edit(&mut s);
     server::start(s).await.expect("front-end starts")
+}
+
+/// Two front-ends of one namespace with a client on each.
+struct Pair {
+    fa: Running,
+    fb: Running,
+    ca: PersisterClient,
+    rxa: Notifications,
+    cb: PersisterClient,
+    rxb: Notifications,
+}
+
+async fn pair(cluster: &NatsCluster, ns: &str) -> Pair {
+    pair_with(cluster, ns, |_| {}).await
+}
+
+/// [`pair`] with `edit` applied to both front-ends' settings.
+async fn pair_with(cluster: &NatsCluster, ns: &str, edit: impl Fn(&mut Settings)) -> Pair {
+    let fa = front_end_with(cluster, ns, &edit).await;
+    let fb = front_end_with(cluster, ns, &edit).await;
+    let (ca, rxa) = connect(&fa).await;
+    let (cb, rxb) = connect(&fb).await;
+    Pair {
+        fa,
+        fb,
+        ca,
+        rxa,
+        cb,
+        rxb,
+    }
 }
 
 async fn connect(r: &Running) -> (PersisterClient, Notifications) {
@@ -110,12 +136,14 @@ async fn front_ends_of_one_cluster_are_one_persister() {
     let Some(cluster) = NatsCluster::start(3).await else {
         return;
     };
-    let (fa, fb) = (
-        front_end(&cluster, "one").await,
-        front_end(&cluster, "one").await,
-    );
-    let (ca, mut rxa) = connect(&fa).await;
-    let (cb, mut rxb) = connect(&fb).await;
+    let Pair {
+        fa,
+        fb,
+        ca,
+        mut rxa,
+        cb,
+        mut rxb,
+    } = pair(&cluster, "one").await;
     let (a, b) = (common::fixture(1), common::fixture(2));
 
     // Publish through A, read through B.
@@ -271,12 +299,14 @@ async fn a_front_end_subscribes_only_to_what_its_clients_watch() {
     let Some(cluster) = NatsCluster::start(3).await else {
         return;
     };
-    let (fa, fb) = (
-        front_end(&cluster, "watch").await,
-        front_end(&cluster, "watch").await,
-    );
-    let (ca, _rxa) = connect(&fa).await;
-    let (cb, _rxb) = connect(&fb).await;
+    let Pair {
+        fa,
+        fb,
+        ca,
+        rxa: _rxa,
+        cb,
+        rxb: _rxb,
+    } = pair(&cluster, "watch").await;
     let (cb2, _rxb2) = connect(&fb).await;
     let (x, y) = (
         Ghid::pseudorandom(Algo::SHA512),
@@ -310,12 +340,14 @@ async fn racing_front_ends_keep_every_rule() {
     let Some(cluster) = NatsCluster::start(3).await else {
         return;
     };
-    let (fa, fb) = (
-        front_end(&cluster, "race").await,
-        front_end(&cluster, "race").await,
-    );
-    let (ca, _rxa) = connect(&fa).await;
-    let (cb, _rxb) = connect(&fb).await;
+    let Pair {
+        fa,
+        fb,
+        ca,
+        rxa: _rxa,
+        cb,
+        rxb: _rxb,
+    } = pair(&cluster, "race").await;
     let (a, b) = (common::fixture(1), common::fixture(2));
     ca.publish(&gidc(&a)).await.unwrap();
     ca.publish(&gidc(&b)).await.unwrap();
@@ -425,12 +457,14 @@ async fn mailbox_bounds_hold_across_front_ends() {
         s.limits.max_requests_per_sender = 3;
         s.limits.max_requests_per_recipient = 5;
     };
-    let (fa, fb) = (
-        front_end_with(&cluster, "mail", limit).await,
-        front_end_with(&cluster, "mail", limit).await,
-    );
-    let (ca, _rxa) = connect(&fa).await;
-    let (cb, _rxb) = connect(&fb).await;
+    let Pair {
+        fa,
+        fb,
+        ca,
+        rxa: _rxa,
+        cb,
+        rxb: _rxb,
+    } = pair_with(&cluster, "mail", limit).await;
     let (cc, _rxc) = connect(&fb).await;
     let (anon, _rxn) = connect(&fa).await;
     let (a, b, c) = (common::fixture(1), common::fixture(2), common::fixture(3));
@@ -517,12 +551,14 @@ async fn outdated_rows_seen_earlier_decide_nothing() {
     let Some(cluster) = NatsCluster::start(3).await else {
         return;
     };
-    let (fa, fb) = (
-        front_end(&cluster, "stale").await,
-        front_end(&cluster, "stale").await,
-    );
-    let (ca, _rxa) = connect(&fa).await;
-    let (cb, _rxb) = connect(&fb).await;
+    let Pair {
+        fa,
+        fb,
+        ca,
+        rxa: _rxa,
+        cb,
+        rxb: _rxb,
+    } = pair(&cluster, "stale").await;
     let a = common::fixture(1);
     ca.publish(&gidc(&a)).await.unwrap();
     let secret = Secret::random();

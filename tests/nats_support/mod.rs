@@ -133,9 +133,10 @@ impl NatsCluster {
     }
 
     /// Waits until a JetStream request succeeds through every running node (meta leader
-    /// elected, peers known).
+    /// elected, peers known). Bounded generously: the suite starts several clusters at once
+    /// on two cores, and a meta leader election once took longer than 60 s there.
     pub async fn wait_jetstream(&self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(120);
         for n in self.nodes.iter().filter(|n| n.proc.is_some()) {
             let url = format!("nats://127.0.0.1:{}", n.client_port);
             loop {
