@@ -19,6 +19,7 @@
 //! Calls: [`super::Archive`], [`super::hub`], [`super::wire`], [`crate::config`],
 //! [`crate::net`].
 
+mod direct;
 pub mod guard;
 mod http;
 pub mod pool;
