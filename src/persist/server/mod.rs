@@ -283,6 +283,8 @@ pub(crate) struct Shared {
     log: Logger,
     /// Flips to `true` when the server stops; sessions then close with "going away".
     shutdown: watch::Receiver<bool>,
+    /// The fanout thread, where each connection's announcer runs (`session::announce`).
+    fanout: actix_rt::ArbiterHandle,
 }
 
 /// A started server.
@@ -294,6 +296,7 @@ pub struct Running {
     archive: Archive,
     hub: Arc<Hub>,
     shutdown: watch::Sender<bool>,
+    fanout: actix_rt::Arbiter,
     log: Logger,
 }
 
@@ -316,6 +319,10 @@ pub async fn start(settings: Settings) -> Result<Running, ServerError> {
     let hub = Hub::new(budget, limits.max_subscriptions);
     let pool = pool::VerifyPool::new(settings.verify_threads)?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    // Announcements (fanout, then acks) run on their own thread, off the HTTP workers: a
+    // publisher's session goes on verifying and storing while the last group commit is sent
+    // out, and the next announcement carries everything that became durable meanwhile.
+    let fanout = actix_rt::Arbiter::try_new()?;
     let shared = web::Data::new(Shared {
         archive: archive.clone(),
         hub: hub.clone(),
@@ -327,6 +334,7 @@ pub async fn start(settings: Settings) -> Result<Running, ServerError> {
         ))),
         log: settings.log.clone(),
         shutdown: shutdown_rx,
+        fanout: fanout.handle(),
     });
     let workers = if settings.workers == 0 {
         std::thread::available_parallelism().map_or(2, |n| n.get())
@@ -400,8 +408,15 @@ pub async fn start(settings: Settings) -> Result<Running, ServerError> {
         archive,
         hub,
         shutdown: shutdown_tx,
+        fanout,
         log: settings.log,
     })
+}
+
+/// Stops the fanout thread (after the server: its last announcements are done).
+async fn end_fanout(fanout: actix_rt::Arbiter) {
+    fanout.stop();
+    let _ = tokio::task::spawn_blocking(move || fanout.join()).await;
 }
 
 impl Running {
@@ -446,6 +461,7 @@ impl Running {
             Ok(Err(e)) => warn!(self.log, "server ended with an error"; "error" => %e),
             Err(e) => warn!(self.log, "server task failed"; "error" => %e),
         }
+        end_fanout(self.fanout).await;
         self.archive.sync().await?;
         info!(self.log, "stopped; ghidcache flushed");
         Ok(())
@@ -459,6 +475,7 @@ impl Running {
         tokio::select! {
             _ = shutdown => self.stop().await,
             r = &mut self.join => {
+                end_fanout(self.fanout).await;
                 let _ = self.archive.sync().await;
                 match r {
                     Ok(Ok(())) => Ok(()),

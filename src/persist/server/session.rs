@@ -593,17 +593,20 @@ impl Conn {
         }
     }
 
-    /// The connection's announcer (started at its first publish).
+    /// The connection's announcer (started at its first publish, on the fanout thread).
     fn announcer(&mut self) -> &mpsc::UnboundedSender<Durable> {
         self.announcer.get_or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            actix_web::rt::spawn(announce(
+            let task = announce(
                 self.shared.clone(),
                 self.outbox.clone(),
                 self.sub.id(),
                 self.log.clone(),
                 rx,
-            ));
+            );
+            // On the fanout thread; if it is gone (stopping), the sender fails and the
+            // publish is answered `unavailable`.
+            self.shared.fanout.spawn(task);
             tx
         })
     }
