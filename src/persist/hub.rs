@@ -1401,4 +1401,134 @@ mod tests {
         assert_eq!(hub.stats().queued_bytes, 170);
         assert_eq!(hub.stats().slow_drops, 1);
     }
+
+    /// A real 127.0.0.1 TCP connection as a write-through sink (server end non-blocking,
+    /// both buffers small so that it fills quickly), and its client end.
+    struct Tcp(std::net::TcpStream);
+
+    impl DirectSink for Tcp {
+        fn send(&self, frames: &[IoSlice<'_>]) -> io::Result<usize> {
+            use std::io::Write;
+            (&self.0).write_vectored(frames)
+        }
+    }
+
+    fn tcp_pair() -> (std::net::TcpStream, std::net::TcpStream) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (server, _) = l.accept().unwrap();
+        socket2::SockRef::from(&server)
+            .set_send_buffer_size(64 * 1024)
+            .unwrap();
+        socket2::SockRef::from(&client)
+            .set_recv_buffer_size(64 * 1024)
+            .unwrap();
+        server.set_nonblocking(true).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        (server, client)
+    }
+
+    /// Bytes in the socket's send queue (not yet acknowledged by the peer).
+    fn unsent(s: &std::net::TcpStream) -> i32 {
+        use std::os::fd::AsRawFd;
+        let mut n: libc::c_int = 0;
+        // SAFETY: TIOCOUTQ (SIOCOUTQ) writes one int; the fd is open.
+        unsafe { libc::ioctl(s.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+        n
+    }
+
+    /// Reads `n` bytes on another thread.
+    fn read_n(mut client: std::net::TcpStream, n: usize) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut got = vec![0; n];
+            client.read_exact(&mut got).unwrap();
+            got
+        })
+    }
+
+    #[tokio::test]
+    async fn write_through_sends_a_whole_batch_at_once_and_merges_nothing() {
+        let (server, client) = tcp_pair();
+        let hub = Hub::new(msgs(16), 8);
+        let d = g();
+        let s = hub.connect();
+        s.outbox().write_through(Arc::new(Tcp(server)));
+        s.subscribe(d).unwrap();
+        let batch = [note(d, frame_bytes(1)), note(d, frame_bytes(2))];
+        assert_eq!(hub.fanout(&batch, None), 2);
+        let stats = hub.stats();
+        assert_eq!((stats.delivered, stats.coalesced), (2, 0), "both frames go out");
+        assert_eq!((stats.queued, stats.queued_bytes), (0, 0), "nothing left queued");
+        assert!(s.outbox().is_empty());
+        let want = [
+            notify_frame(&d, &frame_bytes(1)),
+            notify_frame(&d, &frame_bytes(2)),
+        ]
+        .concat();
+        assert_eq!(read_n(client, want.len()).join().unwrap(), want);
+    }
+
+    #[tokio::test]
+    async fn a_full_socket_hands_over_to_the_writer_and_back() {
+        let (server, client) = tcp_pair();
+        let writer_end = server.try_clone().unwrap();
+        let hub = Hub::new(msgs(64), 8);
+        let d = g();
+        let s = hub.connect();
+        let o = s.outbox();
+        o.write_through(Arc::new(Tcp(server)));
+        s.subscribe(d).unwrap();
+
+        // A reply larger than the socket's buffers: it takes part, the rest is queued.
+        let big = Bytes::from(vec![0xab; 4 << 20]);
+        assert!(o.push_reply(big.clone()));
+        assert!(o.bytes() > 0 && o.bytes() < big.len(), "{}", o.bytes());
+        // Behind it, notifications queue and merge (latest-wins) while the socket is full.
+        for i in 0..10 {
+            hub.fanout(&[note(d, frame_bytes(i))], None);
+        }
+        assert_eq!(o.len(), 2, "the rest of the reply and one pending frame");
+        assert_eq!(hub.stats().coalesced, 9);
+
+        // The writer's side: what the outbox hands out, written as the peer reads.
+        let last = notify_frame(&d, &frame_bytes(9));
+        let after = notify_frame(&d, &frame_bytes(42));
+        let reader = read_n(client, big.len() + last.len() + after.len());
+        while !o.is_empty() {
+            let Next::Batch(batch) = o.next(64).await else {
+                panic!("expected a batch");
+            };
+            for b in batch {
+                let mut at = 0;
+                while at < b.len() {
+                    use std::io::Write;
+                    match (&writer_end).write(&b[at..]) {
+                        Ok(n) => at += n,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            tokio::time::sleep(Duration::from_millis(1)).await
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }
+        }
+        // Emptied: the writer waits, and the outbox writes through again (once the peer has
+        // read what the kernel still holds, so that the socket takes the next one whole).
+        assert!(futures_util::FutureExt::now_or_never(o.next(64)).is_none());
+        let t = Instant::now();
+        while unsent(&writer_end) > 0 {
+            assert!(t.elapsed() < Duration::from_secs(10), "the peer reads");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        hub.fanout(&[note(d, frame_bytes(42))], None);
+        assert!(o.is_empty(), "sent at once");
+        let got = reader.join().unwrap();
+        assert_eq!(&got[..big.len()], &big[..], "the reply, whole and first");
+        assert_eq!(&got[big.len()..big.len() + last.len()], &last[..]);
+        assert_eq!(&got[big.len() + last.len()..], &after[..]);
+        assert_eq!(hub.stats().queued, 0);
+    }
 }

@@ -4,7 +4,9 @@
 //! (`session`, envelope in [`super::wire`], fanout through [`super::hub`]) and the
 //! cache-friendly HTTP read path (`GET /`, `GET`/`HEAD /o/{ghid}`, in `http`), optionally
 //! over TLS (rustls). Signature verification runs on a [`pool::VerifyPool`] sized to the
-//! cores, never on the event loops.
+//! cores, never on the event loops; announcements (fanout and acks of durable publishes) run
+//! on one fanout thread (an actix arbiter), and plain-TCP websockets are written by us, not
+//! by actix's dispatcher (`direct`, the one place actix is bypassed).
 //!
 //! [`start`] binds and returns a [`Running`] server (tests start it on `127.0.0.1:0` and read
 //! the port from [`Running::local_addr`]); [`run`] is what the binary calls: start, announce,
