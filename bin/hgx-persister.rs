@@ -54,6 +54,11 @@ struct Cli {
     /// The sled object store directory.
     #[arg(long, global = true)]
     ghidcache: Option<PathBuf>,
+    /// Where objects live: `sled` (the ghidcache directory) or `nats://HOST:PORT[,HOST:PORT…]`
+    /// (a NATS JetStream cluster shared by any number of front-ends; `server.nats.*` in the
+    /// config for credentials and TLS).
+    #[arg(long)]
+    store: Option<String>,
     /// Log directory.
     #[arg(long, global = true)]
     logdir: Option<PathBuf>,
@@ -98,6 +103,7 @@ fn load(cli: &Cli) -> Result<Config, String> {
         pid_file: cli.pid_file.clone(),
         verbosity: cli.verbosity,
         debug: None,
+        store: cli.store.clone(),
     });
     Ok(cfg)
 }
@@ -124,8 +130,14 @@ fn serve(cfg: &Config) -> Result<(), Failure> {
     };
     let (log, _log_guard) = logging::init("hgx-persister", verbosity, Some(&s.logdir), limits)
         .map_err(|e| runtime(format!("logging to {}: {e}", s.logdir.display())))?;
+    // A store URL with credentials in it is refused below; never log it.
+    let store = if s.store.contains('@') {
+        "<refused: credentials in the URL>"
+    } else {
+        s.store.as_str()
+    };
     slog::info!(log, "starting"; "config" => ?cfg.source, "ghidcache" => %s.ghidcache.display(),
-        "pid_file" => %s.pid_file.display());
+        "store" => store, "pid_file" => %s.pid_file.display());
     if let Some(file) = &cfg.source {
         for key in &cfg.unknown_keys {
             slog::warn!(log, "unknown configuration key ignored (a typo?)"; "key" => key,

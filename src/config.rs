@@ -199,6 +199,11 @@ pub struct Remote {
     /// needs `tls: true`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
+    /// Other front-ends of the same persister cluster (`HOST:PORT`, same `tls` and
+    /// `ca_file`): the daemon uses one at a time and fails over to the next when it loses its
+    /// connection.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failover: Vec<String>,
 }
 
 impl Remote {
@@ -300,6 +305,82 @@ pub struct ServerSection {
     pub log_max_bytes: u64,
     /// Bytes of sled page cache for the object store.
     pub cache_capacity: u64,
+    /// Where objects live: `sled` (the `ghidcache` directory, one process) or
+    /// `nats://HOST:PORT[,HOST:PORT…]` (a NATS JetStream cluster shared by any number of
+    /// persister front-ends; `tls://` requires TLS). See `nats` for the rest.
+    pub store: String,
+    /// The cluster store's connection and layout (used when `store` is `nats://…`).
+    pub nats: NatsSection,
+}
+
+/// `server.nats`: how a cluster-backed persister reaches and lays out JetStream.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct NatsSection {
+    /// Prefix of every bucket and subject; persisters with the same namespace on one cluster
+    /// are one persister.
+    pub namespace: String,
+    /// KV buckets the rows are spread over (fixed at first use of the namespace).
+    pub partitions: usize,
+    /// Replicas per bucket; `null` = 3 when the cluster has 3 or more nodes, else 1.
+    pub replicas: Option<usize>,
+    /// Objects larger than this (bytes) are kept in the object store instead of a KV row.
+    pub inline_max: usize,
+    /// NATS credentials file (JWT and nkey seed), for operator/JWT deployments.
+    pub creds_file: Option<PathBuf>,
+    pub user: Option<String>,
+    /// Prefer `HGX_SERVER__NATS__PASSWORD` in the environment to writing it here.
+    pub password: Option<String>,
+    pub token: Option<String>,
+    /// PEM CA bundle the NATS servers' certificates are verified with.
+    pub tls_ca: Option<PathBuf>,
+    /// PEM client certificate and key, for servers that verify clients (mutual TLS).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Refuse servers that do not offer TLS.
+    pub tls_required: bool,
+    /// Seconds for connecting and for each JetStream request.
+    pub timeout_s: u64,
+}
+
+impl Default for NatsSection {
+    fn default() -> Self {
+        NatsSection {
+            namespace: "hgx".into(),
+            partitions: 4,
+            replicas: None,
+            inline_max: 128 * 1024,
+            creds_file: None,
+            user: None,
+            password: None,
+            token: None,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_required: false,
+            timeout_s: 5,
+        }
+    }
+}
+
+impl fmt::Debug for NatsSection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsSection")
+            .field("namespace", &self.namespace)
+            .field("partitions", &self.partitions)
+            .field("replicas", &self.replicas)
+            .field("inline_max", &self.inline_max)
+            .field("creds_file", &self.creds_file)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("tls_ca", &self.tls_ca)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("tls_required", &self.tls_required)
+            .field("timeout_s", &self.timeout_s)
+            .finish()
+    }
 }
 
 impl Default for ServerSection {
@@ -330,6 +411,8 @@ impl Default for ServerSection {
             keep_logs: DEFAULT_KEEP_LOGS,
             log_max_bytes: DEFAULT_LOG_MAX_BYTES,
             cache_capacity: DEFAULT_SERVER_CACHE,
+            store: "sled".into(),
+            nats: NatsSection::default(),
         }
     }
 }
@@ -350,6 +433,8 @@ pub struct ServerOverrides {
     pub pid_file: Option<PathBuf>,
     pub verbosity: Option<Verbosity>,
     pub debug: Option<bool>,
+    /// `sled` or `nats://…` (`--store`).
+    pub store: Option<String>,
 }
 
 /// `$HYPERGOLIX_HOME`, else `~/.hypergolix`: where a first run writes its file.
@@ -490,11 +575,19 @@ impl Config {
         ] {
             resolve(base, p);
         }
+        let n = &mut self.server.nats;
         let ca_files = self.remotes.iter_mut().filter_map(|r| r.ca_file.as_mut());
-        for p in [&mut self.server.tls_cert, &mut self.server.tls_key]
-            .into_iter()
-            .flatten()
-            .chain(ca_files)
+        for p in [
+            &mut self.server.tls_cert,
+            &mut self.server.tls_key,
+            &mut n.creds_file,
+            &mut n.tls_ca,
+            &mut n.tls_cert,
+            &mut n.tls_key,
+        ]
+        .into_iter()
+        .flatten()
+        .chain(ca_files)
         {
             resolve(base, p);
         }
@@ -526,6 +619,9 @@ impl Config {
         }
         if let Some(d) = o.debug {
             s.debug = d;
+        }
+        if let Some(st) = &o.store {
+            s.store = st.clone();
         }
     }
 
@@ -665,6 +761,7 @@ mod tests {
                 host: "example.org".into(),
                 port: 7770,
                 tls: true,
+                failover: vec![],
                 ca_file: None,
             }]
         );

@@ -31,7 +31,7 @@ use zeroize::Zeroizing;
 use crate::actors::account::{derive_root_secret, ScryptParams};
 use crate::actors::daemon::{self, DaemonOptions, Login};
 use crate::actors::link_state::LinkState;
-use crate::actors::remote::RemoteTarget;
+use crate::actors::remote::{RemoteEntry, RemoteTarget};
 use crate::config::{self, Config, FILE_NAME};
 use crate::golix::{FirstParty, Ghid, Secret};
 use crate::ipc::ops::StatusReply;
@@ -257,10 +257,12 @@ fn scrypt_params(cfg: &Config) -> ScryptParams {
         })
 }
 
-/// The configured remotes with their TLS trust; a `ca_file` that cannot be used, or a TLS
-/// remote whose `host` can be no certificate name, stops the start with a clear error.
-fn remote_targets(cfg: &Config) -> Result<Vec<RemoteTarget>, RunError> {
-    let mut targets = Vec::with_capacity(cfg.remotes.len());
+/// The configured remotes with their TLS trust, each with its front-ends (`host`/`port`, then
+/// `failover`, sharing `tls` and `ca_file`); a `ca_file` that cannot be used, a failover entry
+/// that is no `HOST:PORT`, or a TLS front-end whose host can be no certificate name, stops the
+/// start with a clear error.
+fn remote_targets(cfg: &Config) -> Result<Vec<RemoteEntry>, RunError> {
+    let mut entries = Vec::with_capacity(cfg.remotes.len());
     for (i, r) in cfg.remotes.iter().enumerate() {
         let tls = match (r.tls, &r.ca_file) {
             (false, Some(_)) => {
@@ -270,21 +272,40 @@ fn remote_targets(cfg: &Config) -> Result<Vec<RemoteTarget>, RunError> {
             }
             (false, None) => None,
             (true, ca_file) => {
-                if rustls_pki_types::ServerName::try_from(r.host.as_str()).is_err() {
-                    return Err(invalid_config(format!(
-                        "remotes.{i}.host {:?} is neither a DNS name nor an IP address, so \
-                         no certificate can name it",
-                        r.host
-                    )));
-                }
                 let tls = crate::persist::tls::client_config(ca_file.as_deref())
                     .map_err(|e| invalid_config(format!("remotes.{i}.ca_file: {e}")))?;
                 Some(tls)
             }
         };
-        targets.push(RemoteTarget { url: r.url(), tls });
+        let mut front_ends = vec![(format!("remotes.{i}.host"), r.clone())];
+        for (j, hp) in r.failover.iter().enumerate() {
+            let (host, port) = config_cmd::parse_host_port(hp)
+                .map_err(|e| invalid_config(format!("remotes.{i}.failover.{j}: {e}")))?;
+            let front_end = config::Remote {
+                host,
+                port,
+                failover: Vec::new(),
+                ..r.clone()
+            };
+            front_ends.push((format!("remotes.{i}.failover.{j}"), front_end));
+        }
+        let mut targets = Vec::with_capacity(front_ends.len());
+        for (key, f) in front_ends {
+            if r.tls && rustls_pki_types::ServerName::try_from(f.host.as_str()).is_err() {
+                return Err(invalid_config(format!(
+                    "{key} {:?} is neither a DNS name nor an IP address, so no certificate \
+                     can name it",
+                    f.host
+                )));
+            }
+            targets.push(RemoteTarget {
+                url: f.url(),
+                tls: tls.clone(),
+            });
+        }
+        entries.push(RemoteEntry { targets });
     }
-    Ok(targets)
+    Ok(entries)
 }
 
 /// Decides how to log in: create (first run) or open, deriving the root secret.
@@ -521,6 +542,24 @@ pub fn format_status(reply: &StatusReply, now: u64) -> String {
             out.push_str(&format!("  last error: {}: {}", e.kind, e.reason));
         }
         out.push('\n');
+        if r.front_ends.len() > 1 {
+            let others: Vec<&str> = r
+                .front_ends
+                .iter()
+                .filter(|u| **u != r.url)
+                .map(String::as_str)
+                .collect();
+            out.push_str(&format!(
+                "  front-end {} of {}, failovers {}, others: {}\n",
+                r.front_ends
+                    .iter()
+                    .position(|u| *u == r.url)
+                    .map_or(0, |i| i + 1),
+                r.front_ends.len(),
+                r.failovers,
+                others.join(" ")
+            ));
+        }
     }
     out
 }
@@ -554,6 +593,8 @@ mod tests {
             last_error,
             failures: 4,
             outbox: 2,
+            front_ends: Vec::new(),
+            failovers: 0,
         };
         let reply = StatusReply {
             remotes: vec![
@@ -571,6 +612,18 @@ mod tests {
              wss://hgx.example.org:443/ws  retrying for 3m05s  outbox 2  failed attempts 4  \
              last error: certificate: not trusted\n"
         );
+        let mut cluster = remote(LinkState::Connected, 990, None);
+        cluster.url = "ws://b:1/ws".into();
+        cluster.front_ends = vec!["ws://a:1/ws".into(), "ws://b:1/ws".into()];
+        cluster.failovers = 1;
+        let one = StatusReply {
+            remotes: vec![cluster],
+        };
+        assert_eq!(
+            format_status(&one, 1000),
+            "ws://b:1/ws  connected for 10s  outbox 2\n  \
+             front-end 2 of 2, failovers 1, others: ws://a:1/ws\n"
+        );
         let none = StatusReply { remotes: vec![] };
         assert!(format_status(&none, 0).starts_with("no remotes configured"));
         assert_eq!(human_duration(7_620), "2h07m");
@@ -583,8 +636,30 @@ mod tests {
         let load = |yml: &str| Config::from_yaml(yml, dir.path()).unwrap();
         let err = |yml: &str| remote_targets(&load(yml)).err().unwrap().to_string();
         let plain = remote_targets(&load("remotes:\n  - host: 127.0.0.1\n    port: 1\n")).unwrap();
-        assert_eq!(plain[0].url, "ws://127.0.0.1:1/ws");
-        assert!(plain[0].tls.is_none());
+        assert_eq!(plain[0].targets[0].url, "ws://127.0.0.1:1/ws");
+        assert!(plain[0].targets[0].tls.is_none());
+        let cluster = remote_targets(&load(
+            "remotes:\n  - host: a.example\n    port: 1\n    tls: true\n    \
+             failover: [\"b.example:2\", \"[::1]:3\"]\n",
+        ))
+        .unwrap();
+        let urls: Vec<&str> = cluster[0].targets.iter().map(|t| t.url.as_str()).collect();
+        assert_eq!(
+            urls,
+            [
+                "wss://a.example:1/ws",
+                "wss://b.example:2/ws",
+                "wss://[::1]:3/ws"
+            ]
+        );
+        assert!(cluster[0].targets.iter().all(|t| t.tls.is_some()));
+        let e = err("remotes:\n  - host: a.example\n    failover: [\"b:x\"]\n");
+        assert!(e.contains("remotes.0.failover.0"), "{e}");
+        let e = err("remotes:\n  - host: a.example\n    tls: true\n    failover: [\"b_!:1\"]\n");
+        assert!(
+            e.contains("remotes.0.failover.0") && e.contains("neither a DNS name"),
+            "{e}"
+        );
         let e = err("remotes:\n  - host: a.example\n    ca_file: ca.pem\n");
         assert!(
             e.contains("remotes.0.ca_file is set but tls is false"),
@@ -601,7 +676,7 @@ mod tests {
             "remotes:\n  - host: 10.1.2.3\n    port: 443\n    tls: true\n",
         ))
         .unwrap();
-        assert_eq!(tls[0].url, "wss://10.1.2.3:443/ws");
-        assert!(tls[0].tls.is_some());
+        assert_eq!(tls[0].targets[0].url, "wss://10.1.2.3:443/ws");
+        assert!(tls[0].targets[0].tls.is_some());
     }
 }

@@ -31,7 +31,7 @@ use super::ledger::{self, LedgerHandle};
 use super::limits;
 use super::object::ObjectRegistry;
 use super::outbox::{self, Outbox};
-use super::remote::{self, Connector, RemoteHandle, RemoteTarget};
+use super::remote::{self, Connector, RemoteEntry, RemoteHandle, RemoteTarget};
 use super::share::{self, ShareHandle};
 use super::vault::Vault;
 use crate::golix::{Geoc, Ghid, Gobd, Object, Policy, SecondParty};
@@ -51,7 +51,7 @@ pub async fn boot(
     log: slog::Logger,
 ) -> Result<(Arc<DaemonCore>, Vec<JoinHandle<()>>), DaemonError> {
     make_private_dir(&opts.ghidcache)?;
-    let urls: Vec<String> = opts.remotes.iter().map(|r| r.url.clone()).collect();
+    let urls: Vec<String> = opts.remotes.iter().map(|r| r.url().to_owned()).collect();
     let objects = opts.ghidcache.join("objects");
     let cache = opts.cache_capacity;
     let archive =
@@ -115,9 +115,9 @@ pub async fn boot(
     let (share, share_inbox) = ShareHandle::channel();
     let mut remotes = Vec::with_capacity(opts.remotes.len());
     let mut inboxes = Vec::with_capacity(opts.remotes.len());
-    for (i, target) in opts.remotes.into_iter().enumerate() {
-        let max_object = limits::known(&vault, &target.url)?;
-        let (handle, inbox) = RemoteHandle::channel(target, i, max_object);
+    for (i, entry) in opts.remotes.into_iter().enumerate() {
+        let max_object = limits::known(&vault, entry.url())?;
+        let (handle, inbox) = RemoteHandle::channel(entry, i, max_object);
         remotes.push(handle);
         inboxes.push(inbox);
     }
@@ -315,7 +315,7 @@ fn as_root(frame: &[u8], container: &[u8], user_id: &Ghid) -> Result<(Gobd, Geoc
 async fn find_root(
     archive: &Archive,
     connector: &Connector,
-    remotes: &[RemoteTarget],
+    remotes: &[RemoteEntry],
     user_id: &Ghid,
     fingerprint: &Ghid,
 ) -> Result<Root, DaemonError> {
@@ -346,15 +346,15 @@ async fn find_root(
     Ok(root)
 }
 
-/// The verified root of the first remote that has it.
+/// The verified root of the first remote (any of its front-ends) that has it.
 async fn fetch_any_root(
     connector: &Connector,
-    remotes: &[RemoteTarget],
+    remotes: &[RemoteEntry],
     user_id: &Ghid,
     fingerprint: &Ghid,
 ) -> Result<Root, DaemonError> {
     let mut last = DaemonError::NotFound(format!("account {user_id} (no remote has it)"));
-    for target in remotes {
+    for target in remotes.iter().flat_map(|r| &r.targets) {
         let url = &target.url;
         match tokio::time::timeout(
             LOGIN_FETCH_TIMEOUT,

@@ -24,7 +24,7 @@ use super::error::DaemonError;
 use super::link_state::RemoteStatus;
 use super::object::{self, ObjectHandle, ObjectMsg};
 use super::pull;
-use super::remote::RemoteTarget;
+use super::remote::RemoteEntry;
 use super::share;
 use crate::golix::{FirstParty, Ghid, Secret};
 
@@ -38,8 +38,9 @@ const SHUTDOWN_DRAIN: Duration = Duration::from_secs(2);
 pub struct DaemonOptions {
     /// The daemon's directory: `objects` (the local archive) and `state` (the vault).
     pub ghidcache: PathBuf,
-    /// The persisters (`ws://` or `wss://` URLs of their `/ws`, with TLS trust).
-    pub remotes: Vec<RemoteTarget>,
+    /// The persisters (`ws://` or `wss://` URLs of their `/ws`, with TLS trust; a persister
+    /// cluster as several front-ends).
+    pub remotes: Vec<RemoteEntry>,
     /// Bytes of sled page cache for each of the two databases (`config::DEFAULT_DAEMON_CACHE`
     /// for the daemon; sled's own default is 1 GiB each).
     pub cache_capacity: u64,

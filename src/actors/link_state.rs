@@ -183,6 +183,13 @@ pub struct RemoteStatus {
     pub failures: u32,
     /// Objects queued for this remote and not yet acknowledged by it.
     pub outbox: u64,
+    /// Every front-end of the remote, the primary first, when it names more than one (a
+    /// persister cluster); `url` is the one in use.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub front_ends: Vec<String>,
+    /// Moves from one front-end to the next since the daemon started.
+    #[serde(default)]
+    pub failovers: u32,
 }
 
 impl RemoteStatus {
@@ -199,7 +206,19 @@ impl RemoteStatus {
             last_error: t.last_error.clone(),
             failures: t.failures,
             outbox: outbox as u64,
+            front_ends: Vec::new(),
+            failovers: 0,
         }
+    }
+
+    /// With the remote's front-ends (listed only when there is more than one) and how often
+    /// it moved between them.
+    pub fn with_front_ends(mut self, front_ends: Vec<String>, failovers: u32) -> RemoteStatus {
+        if front_ends.len() > 1 {
+            self.front_ends = front_ends;
+        }
+        self.failovers = failovers;
+        self
     }
 }
 
@@ -261,7 +280,8 @@ mod tests {
     fn status_reads_back_from_msgpack() {
         let mut t = LinkTracker::new(at(5));
         t.failed(Failure::new("refused", "nobody"), at(6));
-        let s = RemoteStatus::new("ws://h:1/ws", &t, 0);
+        let s = RemoteStatus::new("ws://h:1/ws", &t, 0)
+            .with_front_ends(vec!["ws://g:1/ws".into(), "ws://h:1/ws".into()], 1);
         let bytes = rmp_serde::to_vec_named(&s).unwrap();
         let v = rmpv::decode::read_value(&mut &bytes[..]).unwrap();
         assert_eq!(rmpv::ext::from_value::<RemoteStatus>(v).unwrap(), s);

@@ -11,6 +11,13 @@
 //! ghid and pulls it, so updates made while we were offline arrive unasked.
 //! Notifications are pulled in arrival order by a per-connection worker.
 //!
+//! A remote may be several front-ends of one persister cluster ([`RemoteEntry`]): the actor
+//! uses one at a time and, when it loses it (or cannot reach it), moves to the next and runs
+//! the same reconnect sequence there: resubscribe, replay the outbox (publishing is idempotent
+//! by ghid, so an entry the lost front-end already stored is "already present", not a second
+//! object), catch up. The outbox queue and the remembered limit belong to the remote (keyed by
+//! its first front-end), not to the front-end in use.
+//!
 //! A connection counts as up once the persister's `hello` names our protocol version and the
 //! greeting (GIDC, subscriptions) went through. Each failure (refused, TLS, untrusted
 //! certificate, handshake, version, lost) updates the remote's [`LinkTracker`], which decides
@@ -23,7 +30,7 @@
 //! so fetches (`get`) go straight to it without queueing behind the actor.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -63,6 +70,41 @@ impl From<String> for RemoteTarget {
     }
 }
 
+/// One configured remote: the front-ends of one persister (one, or several of a persister
+/// cluster), each with its own TLS configuration, used one at a time; the first is the
+/// primary and names the remote (outbox queue, remembered limit).
+#[derive(Clone)]
+pub struct RemoteEntry {
+    pub targets: Vec<RemoteTarget>,
+}
+
+impl RemoteEntry {
+    /// The primary front-end's URL: what the remote is known by.
+    pub fn url(&self) -> &str {
+        self.targets.first().map_or("", |t| t.url.as_str())
+    }
+}
+
+impl From<RemoteTarget> for RemoteEntry {
+    fn from(target: RemoteTarget) -> RemoteEntry {
+        RemoteEntry {
+            targets: vec![target],
+        }
+    }
+}
+
+impl From<&str> for RemoteEntry {
+    fn from(url: &str) -> RemoteEntry {
+        RemoteTarget::from(url).into()
+    }
+}
+
+impl From<String> for RemoteEntry {
+    fn from(url: String) -> RemoteEntry {
+        RemoteTarget::from(url).into()
+    }
+}
+
 /// First reconnect delay; doubles per failed attempt.
 pub const BACKOFF_START: Duration = Duration::from_millis(100);
 /// Longest reconnect delay.
@@ -83,7 +125,12 @@ pub struct RemoteHandle {
 }
 
 pub(super) struct Shared {
-    target: RemoteTarget,
+    /// Never empty (see [`RemoteHandle::channel`]).
+    entry: RemoteEntry,
+    /// The front-end in use: an index into `entry.targets`.
+    current: AtomicUsize,
+    /// Moves to another front-end since start.
+    failovers: AtomicU32,
     /// This remote's queue in the outbox.
     pub(super) queue: usize,
     /// The connection's state for `hgxd status`; written by the actor only.
@@ -111,17 +158,24 @@ enum Link {
 }
 
 impl RemoteHandle {
-    /// The handle of the remote `target` (outbox queue `queue`, last known to take objects
-    /// of up to `max_object` bytes) and its inbox.
+    /// The handle of the remote `entry` (outbox queue `queue`, last known to take objects
+    /// of up to `max_object` bytes) and its inbox. An entry without front-ends gets one that
+    /// cannot connect (it shows as failing in `hgxd status`).
     pub fn channel(
-        target: RemoteTarget,
+        entry: impl Into<RemoteEntry>,
         queue: usize,
         max_object: u64,
     ) -> (RemoteHandle, RemoteInbox) {
+        let mut entry = entry.into();
+        if entry.targets.is_empty() {
+            entry.targets.push(RemoteTarget::from(""));
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         let (ctx, crx) = watch::channel(Link::Starting);
         let shared = Arc::new(Shared {
-            target,
+            entry,
+            current: AtomicUsize::new(0),
+            failovers: AtomicU32::new(0),
             queue,
             tracker: Mutex::new(LinkTracker::new(SystemTime::now())),
             tx,
@@ -131,8 +185,30 @@ impl RemoteHandle {
         (RemoteHandle { shared }, RemoteInbox { rx, client: ctx })
     }
 
+    /// The front-end in use.
     pub fn url(&self) -> &str {
-        &self.shared.target.url
+        &self.target().url
+    }
+
+    /// The remote's name: its primary front-end's URL (outbox queue, remembered limit).
+    pub fn primary_url(&self) -> &str {
+        self.shared.entry.url()
+    }
+
+    fn target(&self) -> &RemoteTarget {
+        let targets = &self.shared.entry.targets;
+        &targets[self.shared.current.load(Ordering::Relaxed) % targets.len()]
+    }
+
+    /// Moves to the next front-end of this remote; whether there is another.
+    fn fail_over(&self) -> bool {
+        let n = self.shared.entry.targets.len();
+        if n > 1 {
+            let next = (self.shared.current.load(Ordering::Relaxed) + 1) % n;
+            self.shared.current.store(next, Ordering::Relaxed);
+            self.shared.failovers.fetch_add(1, Ordering::Relaxed);
+        }
+        n > 1
     }
 
     /// This remote's queue in the outbox.
@@ -149,7 +225,11 @@ impl RemoteHandle {
 
     /// Its state for `hgxd status`, with `outbox` objects still queued for it.
     pub fn status(&self, outbox: usize) -> RemoteStatus {
-        RemoteStatus::new(self.url(), &self.tracker(), outbox)
+        let front_ends = self.shared.entry.targets.iter().map(|t| t.url.clone());
+        RemoteStatus::new(self.url(), &self.tracker(), outbox).with_front_ends(
+            front_ends.collect(),
+            self.shared.failovers.load(Ordering::Relaxed),
+        )
     }
 
     pub fn is_connected(&self) -> bool {
@@ -276,6 +356,15 @@ impl RemoteActor {
         }
     }
 
+    /// Moves to the remote's next front-end, if it has another; says so at warning.
+    fn fail_over(&self) {
+        let from = self.handle.url().to_owned();
+        if self.handle.fail_over() {
+            slog::warn!(self.log(), "failing over to another front-end of the remote";
+                "from" => from, "to" => self.handle.url());
+        }
+    }
+
     /// Records a connection; says so at info.
     fn connected(&self) {
         let report = self.handle.tracker().connected(SystemTime::now());
@@ -290,7 +379,7 @@ impl RemoteActor {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<RemoteMsg>) {
         let mut attempt = 0u32;
         loop {
-            let (connector, target) = (self.connector.clone(), self.handle.shared.target.clone());
+            let (connector, target) = (self.connector.clone(), self.handle.target().clone());
             let connected = tokio::select! {
                 c = connector.connect(&target) => c,
                 stop = self.idle(&mut rx) => {
@@ -309,14 +398,18 @@ impl RemoteActor {
                             attempt = 0;
                         }
                         self.failed(failure);
+                        self.fail_over();
                     }
                 },
                 Err(e) => {
                     let _ = self.client_tx.send(Link::Down);
                     self.failed(Failure::from_client(&e));
+                    self.fail_over();
                 }
             }
-            let delay = backoff(attempt);
+            // Back off once every front-end of the remote has been tried.
+            let front_ends = self.handle.shared.entry.targets.len().max(1) as u32;
+            let delay = backoff(attempt / front_ends);
             attempt = attempt.saturating_add(1);
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
@@ -448,7 +541,8 @@ impl RemoteActor {
             .max_object
             .swap(max_object, Ordering::Relaxed);
         if previous != max_object {
-            let remembered = limits::remember(&self.core.vault, self.handle.url(), max_object);
+            let remembered =
+                limits::remember(&self.core.vault, self.handle.primary_url(), max_object);
             if let Err(e) = async {
                 remembered?;
                 self.core.vault.flush().await

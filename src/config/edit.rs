@@ -431,6 +431,10 @@ fn render_remote(dash: usize, r: &Remote) -> Vec<String> {
     if let Some(ca) = &r.ca_file {
         out.push(format!("{pad}ca_file: {}", quoted(&ca.to_string_lossy())));
     }
+    if !r.failover.is_empty() {
+        let list: Vec<String> = r.failover.iter().map(|f| quoted(f)).collect();
+        out.push(format!("{pad}failover: [{}]", list.join(", ")));
+    }
     out
 }
 
@@ -442,6 +446,10 @@ fn remote_yaml(r: &Remote) -> Yaml {
     h.insert(s("tls"), Yaml::Boolean(r.tls));
     if let Some(ca) = &r.ca_file {
         h.insert(s("ca_file"), s(&ca.to_string_lossy()));
+    }
+    if !r.failover.is_empty() {
+        let list = r.failover.iter().map(|f| s(f)).collect();
+        h.insert(s("failover"), Yaml::Array(list));
     }
     Yaml::Hash(h)
 }
@@ -477,6 +485,7 @@ mod tests {
             port,
             tls,
             ca_file: None,
+            failover: Vec::new(),
         }
     }
 
@@ -517,6 +526,25 @@ mod tests {
                 "port: 2}\n",
                 "port: 2}\n  - host: 'c.example'\n    port: 3\n    tls: true\n"
             )
+        );
+
+        // A cluster remote keeps its failover front-ends, in block and inline lists.
+        let mut cluster = remote("a.example", 1, false);
+        cluster.failover = vec!["b.example:2".into(), "[::1]:3".into()];
+        let mut t = ConfigText::new(COMMENTED);
+        t.put_remote(&cluster, Some(0)).unwrap();
+        let mut want = before.clone();
+        want.remotes[0] = cluster.clone();
+        assert!(check(&t, &want).contains("    failover: ['b.example:2', '[::1]:3']\n"));
+        let inline = "remotes: [{host: x.example, port: 1}]\n";
+        let mut t = ConfigText::new(inline);
+        t.put_remote(&cluster, Some(0)).unwrap();
+        check(
+            &t,
+            &parse(&format!(
+                "remotes:\n{}\n",
+                render_remote(2, &cluster).join("\n")
+            )),
         );
 
         let mut t = ConfigText::new(COMMENTED);

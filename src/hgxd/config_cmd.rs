@@ -166,18 +166,23 @@ fn apply(path: &Path, args: &ConfigArgs) -> Result<Vec<String>, RunError> {
             Some(ca) => Some(readable_file(ca)?),
             None => None,
         };
-        let remote = Remote {
+        let mut remote = Remote {
             host,
             port,
             // A private CA is only of use over TLS.
             tls: args.tls || ca_file.is_some(),
             ca_file,
+            failover: Vec::new(),
         };
         let mut want = current()?;
         let existing = want
             .remotes
             .iter()
             .position(|r| r.host.eq_ignore_ascii_case(&remote.host) && r.port == remote.port);
+        if let Some(i) = existing {
+            // Its other front-ends (a persister cluster) stay.
+            remote.failover = want.remotes[i].failover.clone();
+        }
         match existing {
             Some(i) if want.remotes[i] == remote => {
                 said.push(format!("remote {} is already there", describe(&remote)));

@@ -5,10 +5,11 @@
 //! with group commit.
 //!
 //! Owns: the store handle, the write lock that serialises rule evaluation + apply (so one
-//! publish never decides on state another is about to change), a cache of parsed identities
-//! (GIDCs are permanent, so a cached key never goes stale), and the flusher thread. Calls:
-//! [`super::rules`] (every decision) and [`super::store`] (reads, apply, flush). Used by the
-//! persister server and client, and by the daemon.
+//! publish never decides on state another is about to change; a store that isolates
+//! transactions itself, [`Store::isolates`], gets [`Store::transact`] instead), a cache of
+//! parsed identities (GIDCs are permanent, so a cached key never goes stale), and the flusher
+//! thread. Calls: [`super::rules`] (every decision) and [`super::store`] (reads, apply or
+//! transact, flush). Used by the persister server and client, and by the daemon.
 //!
 //! Durability: [`Archive::publish`] applies its writes atomically but does not flush;
 //! [`Archive::sync`] resolves once everything applied before it is on disk. One flusher thread
@@ -288,16 +289,24 @@ impl Archive {
         }
         let signer = self.signer(&obj)?;
         let identity = rules::verify(&obj, signer.as_ref())?;
-        let outcome = {
+        let bytes = Bytes::copy_from_slice(bytes);
+        let limits = self.limits();
+        let store = &*self.inner.store;
+        let outcome = if store.isolates() {
+            // A cluster store: no lock here (other processes write too); the store re-runs the
+            // rule pass until its commit is conditional on exactly what the pass read.
+            let mut last = None;
+            store.transact(&mut |view| {
+                let mut o = rules::ingest_with(view, &obj, bytes.clone(), &limits, sender)?;
+                let writes = std::mem::take(&mut o.writes);
+                last = Some(o);
+                Ok(writes)
+            })?;
+            last.ok_or_else(|| PersistError::Storage("transaction ran no rule pass".into()))?
+        } else {
             let _guard = lock(&self.inner.write_lock);
-            let outcome = rules::ingest_with(
-                &*self.inner.store,
-                &obj,
-                Bytes::copy_from_slice(bytes),
-                &self.limits(),
-                sender,
-            )?;
-            self.inner.store.apply(&outcome.writes)?;
+            let outcome = rules::ingest_with(store, &obj, bytes, &limits, sender)?;
+            store.apply(&outcome.writes)?;
             outcome
         };
         if let Some(party) = identity {

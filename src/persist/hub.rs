@@ -340,7 +340,8 @@ struct OutboxState {
     /// Write-through target (see [`DirectSink`]); `None`: the writer takes everything.
     direct: Option<Arc<dyn DirectSink>>,
     /// Write-through mode: the socket did not take everything, so the writer task owns it
-    /// until the queue is empty again. Invariant: a non-empty queue implies `blocked`.
+    /// until the queue is empty again. While unset, the queue holds at most a fanout's
+    /// staged batch, which that fanout flushes before it returns.
     blocked: bool,
 }
 
@@ -892,7 +893,14 @@ pub struct Hub {
     counters: Arc<Counters>,
     budget: Budget,
     max_subscriptions: usize,
+    /// Told (under the map's write lock, so in order) when a ghid gains its first subscriber
+    /// here (`true`) or loses its last (`false`): the cluster link subscribes to other
+    /// front-ends' notifications for exactly those ghids.
+    interest: std::sync::OnceLock<InterestHook>,
 }
+
+/// See [`Hub::on_interest`].
+pub type InterestHook = Box<dyn Fn(Ghid, bool) + Send + Sync>;
 
 /// Error of [`Subscriber::subscribe`]: the connection holds `max_subscriptions` already.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -906,7 +914,19 @@ impl Hub {
             counters: Arc::new(Counters::new(budget.total)),
             budget,
             max_subscriptions,
+            interest: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Installs the interest hook (once; later calls are ignored). It must not block.
+    pub fn on_interest(&self, hook: InterestHook) {
+        let _ = self.interest.set(hook);
+    }
+
+    fn interest_changed(&self, ghid: Ghid, watched: bool) {
+        if let Some(hook) = self.interest.get() {
+            hook(ghid, watched);
+        }
     }
 
     /// Registers a connection: its id, its outbox, its subscription set. Dropping the
@@ -1045,11 +1065,13 @@ impl Subscriber {
             return Err(LimitReached(self.hub.max_subscriptions));
         }
         set.insert(ghid);
-        self.hub
-            .write()
-            .entry(ghid)
-            .or_default()
-            .insert(self.id, self.outbox.clone());
+        let mut map = self.hub.write();
+        let subs = map.entry(ghid).or_default();
+        if subs.is_empty() {
+            self.hub.interest_changed(ghid, true);
+        }
+        subs.insert(self.id, self.outbox.clone());
+        drop(map);
         self.hub
             .counters
             .subscriptions
@@ -1084,6 +1106,7 @@ impl Subscriber {
                 }
                 if m.is_empty() {
                     map.remove(&g);
+                    self.hub.interest_changed(g, false);
                 }
             }
         }

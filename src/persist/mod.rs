@@ -1,13 +1,14 @@
 //! # Persistence
 //!
-//! What every holder of Golix objects shares: the [`store::Store`] trait and its sled
-//! implementation, the ingest rules and collection cascade over it ([`rules`]), the
+//! What every holder of Golix objects shares: the [`store::Store`] trait and its sled and
+//! NATS JetStream implementations, the ingest rules and collection cascade over it ([`rules`]), the
 //! [`archive::Archive`] facade (publish / get / queries, durable group commit), the persister
 //! wire protocol ([`wire`]), the fanout hub ([`hub`]), the actix-web server ([`server`]) and
 //! the client side of the protocol ([`client`]) that `hgxd` uses, the rustls set-up of both
 //! ends ([`tls`]), and server websocket framing ([`wsframe`]).
 //!
-//! Calls: `golix` only (plus sled, actix). Used by `actors`, `ipc` and the binaries.
+//! Calls: `golix` only (plus sled, async-nats, actix). Used by `actors`, `ipc` and the
+//! binaries.
 
 pub mod archive;
 pub mod client;

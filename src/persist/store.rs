@@ -6,18 +6,20 @@
 //! the "collected" marker set. The dynamic-object index (current frame, binder, counter and
 //! current target by dynamic ghid) is the [`Record::Dynamic`] record of the dynamic ghid.
 //!
-//! Owns: the key-value contract ([`Store`]), the unit of atomic change ([`WriteSet`]) and the
-//! sled implementation ([`SledStore`]). Calls: `golix` (types only) and sled. Used by
-//! [`super::rules`] (reads) and [`super::archive`] (apply, flush).
+//! Owns: the key-value contract ([`Store`]), the unit of atomic change ([`WriteSet`]), the
+//! sled implementation ([`SledStore`]) and the cluster one over NATS JetStream
+//! ([`NatsStore`]). Calls: `golix` (types only), sled, async-nats. Used by [`super::rules`]
+//! (reads) and [`super::archive`] (transact, flush).
 //!
 //! The trait is a plain key-value contract: reads are point lookups or "every member of the set
 //! keyed by this ghid", and every write goes through [`Store::apply`], one [`WriteSet`] per
 //! publish, applied atomically. Nothing here assumes one process owns the data
-//! (docs/architecture.md); what serialises rule evaluation is the caller's business (the
-//! [`super::archive::Archive`] holds a lock around read-decide-apply; a multi-node store must make
-//! `apply` conditional on what the rules read, e.g. by running the rule pass inside the backing
-//! store's transaction).
+//! (docs/architecture.md); what serialises rule evaluation is [`Store::transact`]'s business:
+//! the sled store relies on the [`super::archive::Archive`]'s lock around read-decide-apply, the
+//! cluster store makes its commit conditional on every row the rule pass read and re-runs the
+//! pass on a conflict.
 
+pub mod nats;
 pub mod sled_gate;
 mod sled_store;
 pub mod spill;
@@ -30,7 +32,12 @@ use crate::golix::{Ghid, Kind};
 
 use super::PersistError;
 
+pub use nats::{NatsOptions, NatsStore};
 pub use sled_store::SledStore;
+
+/// One rule pass for [`Store::transact`]: reads through the store it is given and returns
+/// the writes to apply.
+pub type Decide<'a> = dyn FnMut(&dyn Store) -> Result<WriteSet, PersistError> + 'a;
 
 /// What a stored ghid is, with the fields the rules decide on. Every present ghid has exactly
 /// one record; a ghid without a record is unknown (or collected, see [`Store::is_collected`]).
@@ -160,6 +167,23 @@ pub trait Store: Send + Sync {
     fn apply(&self, writes: &WriteSet) -> Result<(), PersistError>;
     /// Returns once everything applied before the call is durable.
     fn flush(&self) -> Result<(), PersistError>;
+
+    /// Whether [`Store::transact`] isolates concurrent callers by itself, across processes
+    /// (a cluster store). When it does not, the caller must serialise read-decide-apply.
+    fn isolates(&self) -> bool {
+        false
+    }
+
+    /// Runs `decide` (a rule pass) and applies the writes it returns, such that nothing
+    /// another transaction wrote lands between what `decide` read and that apply; it may run
+    /// `decide` more than once. Only for stores that [`Store::isolates`]; the others are
+    /// driven by the caller (lock, rule pass, [`Store::apply`]).
+    fn transact(&self, decide: &mut Decide<'_>) -> Result<(), PersistError> {
+        let _ = decide;
+        Err(PersistError::Storage(
+            "this store does not isolate transactions; serialise and apply".into(),
+        ))
+    }
 
     /// Stores raw bytes under `ghid` (no record, no index: the rules decide those).
     fn put_object(&self, ghid: &Ghid, bytes: Bytes) -> Result<(), PersistError> {

@@ -14,7 +14,8 @@
 //! rather than queue another copy for a peer that may never read it. A body stays in flight
 //! until written, or until the socket's send timeout drops a peer that does not read.
 //!
-//! Owns: the HTTP handlers. Calls: [`crate::persist::Archive`] (reads only), [`wire`] names.
+//! Owns: the HTTP handlers. Calls: [`crate::persist::Archive`] (reads only; on the verify pool
+//! with the cluster store, whose reads are network round trips), [`wire`] names.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -30,7 +31,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::Shared;
 use crate::golix::Ghid;
 use crate::persist::wire::{self, codes};
-use crate::persist::Status;
+use crate::persist::{Archive, Status};
 
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// Bytes handed to the HTTP layer at a time.
@@ -141,6 +142,28 @@ fn not_modified(req: &HttpRequest, etag: &str) -> bool {
     })
 }
 
+/// What `/o/{ghid}` resolves to.
+enum Found {
+    /// A dynamic ghid: its current frame.
+    Frame(Ghid),
+    Bytes(bytes::Bytes),
+    Gone,
+    Unknown,
+}
+
+fn lookup(archive: &Archive, ghid: &Ghid) -> Result<Found, crate::persist::PersistError> {
+    if let Some(frame) = archive.current_frame(ghid)? {
+        return Ok(Found::Frame(frame));
+    }
+    if let Some(b) = archive.get(ghid)? {
+        return Ok(Found::Bytes(b));
+    }
+    Ok(match archive.status(ghid)? {
+        Status::Collected => Found::Gone,
+        _ => Found::Unknown,
+    })
+}
+
 /// `GET`/`HEAD /o/{ghid}`.
 pub(super) async fn object(
     req: HttpRequest,
@@ -159,7 +182,6 @@ pub(super) async fn object(
             )
         }
     };
-    let archive = &state.archive;
     let storage = |e: crate::persist::PersistError| {
         error(
             &req,
@@ -168,34 +190,44 @@ pub(super) async fn object(
             e.to_string(),
         )
     };
-    match archive.current_frame(&ghid) {
-        Ok(Some(frame)) => {
+    let found = if state.cluster.is_none() {
+        lookup(&state.archive, &ghid)
+    } else {
+        // Cluster store: network round trips, off the event loop.
+        let archive = state.archive.clone();
+        state
+            .pool
+            .run(move || lookup(&archive, &ghid))
+            .await
+            .unwrap_or_else(|_| {
+                Err(crate::persist::PersistError::Unavailable(
+                    "shutting down".into(),
+                ))
+            })
+    };
+    let bytes = match found {
+        Ok(Found::Frame(frame)) => {
             return HttpResponse::TemporaryRedirect()
                 .insert_header((header::LOCATION, format!("/o/{}", frame.as_str())))
                 .insert_header((header::CACHE_CONTROL, "no-cache"))
                 .finish();
         }
-        Ok(None) => {}
-        Err(e) => return storage(e),
-    }
-    let bytes = match archive.get(&ghid) {
-        Ok(Some(b)) => b,
-        Ok(None) => {
-            return match archive.status(&ghid) {
-                Ok(Status::Collected) => error(
-                    &req,
-                    StatusCode::GONE,
-                    codes::NOT_FOUND,
-                    format!("{text} was removed"),
-                ),
-                Ok(_) => error(
-                    &req,
-                    StatusCode::NOT_FOUND,
-                    codes::NOT_FOUND,
-                    format!("{text} not found"),
-                ),
-                Err(e) => storage(e),
-            }
+        Ok(Found::Bytes(b)) => b,
+        Ok(Found::Gone) => {
+            return error(
+                &req,
+                StatusCode::GONE,
+                codes::NOT_FOUND,
+                format!("{text} was removed"),
+            )
+        }
+        Ok(Found::Unknown) => {
+            return error(
+                &req,
+                StatusCode::NOT_FOUND,
+                codes::NOT_FOUND,
+                format!("{text} not found"),
+            )
         }
         Err(e) => return storage(e),
     };

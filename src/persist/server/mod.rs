@@ -13,14 +13,18 @@
 //! wait for the shutdown future, stop gracefully (sessions get a close frame) and flush the
 //! ghidcache.
 //!
+//! With `server.store: nats://…` the archive is a [`NatsStore`] shared with other front-ends,
+//! and notifications travel between front-ends through `cluster`.
+//!
 //! The listeners are bound by [`crate::net`] (every connection gets the send timeout as its
 //! `TCP_USER_TIMEOUT`), and each connection's socket is kept in its connection data so that a
 //! finished websocket session closes it at once.
 //!
-//! Owns: settings resolution (host forms, TLS files), the app wiring, the lifecycle.
-//! Calls: [`super::Archive`], [`super::hub`], [`super::wire`], [`crate::config`],
-//! [`crate::net`].
+//! Owns: settings resolution (host forms, TLS files, store choice), the app wiring, the
+//! lifecycle. Calls: [`super::Archive`], [`super::hub`], [`super::wire`], [`super::store`],
+//! [`crate::config`], [`crate::net`].
 
+mod cluster;
 mod direct;
 pub mod guard;
 mod http;
@@ -39,9 +43,10 @@ use slog::{info, warn, Logger};
 use tokio::sync::watch;
 
 use super::hub::{self, Hub, HubStats};
+use super::store::{NatsOptions, NatsStore};
 use super::wire;
 use super::{Archive, PersistError};
-use crate::config::{Config, HostSpec, DEFAULT_MAX_FRAME};
+use crate::config::{Config, HostSpec, NatsSection, DEFAULT_MAX_FRAME};
 
 pub use session::{CLIENT_TIMEOUT, PING_INTERVAL};
 
@@ -134,11 +139,53 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
+/// Where the server keeps objects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreChoice {
+    /// The sled ghidcache ([`Settings::ghidcache`]); this process is the only writer.
+    Sled,
+    /// A NATS JetStream cluster, shared with any number of other front-ends.
+    Nats(Box<NatsOptions>),
+}
+
+impl StoreChoice {
+    /// `server.store` (`sled`, or `nats://…`/`tls://…` with `server.nats`).
+    pub fn parse(spec: &str, nats: &NatsSection) -> Result<StoreChoice, ServerError> {
+        let spec = spec.trim();
+        if spec.is_empty() || spec == "sled" {
+            return Ok(StoreChoice::Sled);
+        }
+        if !(spec.starts_with("nats://") || spec.starts_with("tls://")) {
+            return Err(PersistError::BadArgs(format!(
+                "server.store {spec:?}: expected sled or nats://HOST:PORT[,HOST:PORT…]"
+            ))
+            .into());
+        }
+        let mut o = NatsOptions::from_url(spec)?;
+        o.namespace = nats.namespace.clone();
+        o.partitions = nats.partitions.max(1);
+        o.replicas = nats.replicas;
+        o.inline_max = nats.inline_max.max(1024);
+        o.creds_file = nats.creds_file.clone();
+        o.user = nats.user.clone();
+        o.password = nats.password.clone();
+        o.token = nats.token.clone();
+        o.tls_ca = nats.tls_ca.clone();
+        o.tls_cert = nats.tls_cert.clone();
+        o.tls_key = nats.tls_key.clone();
+        o.tls_required = nats.tls_required || spec.starts_with("tls://");
+        o.timeout = Duration::from_secs(nats.timeout_s.max(1));
+        Ok(StoreChoice::Nats(Box::new(o)))
+    }
+}
+
 /// Everything [`start`] needs, resolved.
 #[derive(Clone, Debug)]
 pub struct Settings {
     /// The sled ghidcache; `None` = a temporary one, deleted at exit (tests).
     pub ghidcache: Option<PathBuf>,
+    /// Sled (default) or a NATS cluster.
+    pub store: StoreChoice,
     /// Addresses to listen on (port 0 = any free port).
     pub addrs: Vec<SocketAddr>,
     pub tls: Option<TlsFiles>,
@@ -157,6 +204,7 @@ impl Settings {
     pub fn local(ghidcache: Option<PathBuf>) -> Settings {
         Settings {
             ghidcache,
+            store: StoreChoice::Sled,
             addrs: vec![SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 0)],
             tls: None,
             limits: Limits::default(),
@@ -184,6 +232,7 @@ impl Settings {
         };
         Ok(Settings {
             ghidcache: Some(s.ghidcache.clone()),
+            store: StoreChoice::parse(&s.store, &s.nats)?,
             addrs: resolve_host(&s.host_spec(), s.port)?,
             tls,
             limits: Limits {
@@ -287,6 +336,8 @@ pub(crate) struct Shared {
     shutdown: watch::Receiver<bool>,
     /// The fanout thread, where each connection's announcer runs (`session::announce`).
     fanout: actix_rt::ArbiterHandle,
+    /// The link to the other front-ends (cluster store only).
+    cluster: Option<Arc<cluster::Cluster>>,
 }
 
 /// A started server.
@@ -305,13 +356,7 @@ pub struct Running {
 /// Opens the ghidcache, binds, and starts serving. Must run inside an actix system
 /// (`#[actix_web::main]`, `#[actix_rt::test]`, `actix_rt::System::new().block_on`).
 pub async fn start(settings: Settings) -> Result<Running, ServerError> {
-    let archive = match &settings.ghidcache {
-        Some(p) => Archive::open_with_cache(p, settings.cache_capacity)?,
-        None => Archive::temporary()?,
-    };
     let limits = settings.limits;
-    archive.set_max_requests_per_recipient(limits.max_requests_per_recipient);
-    archive.set_max_requests_per_sender(limits.max_requests_per_sender);
     let budget = hub::Budget {
         messages: limits.outbound_queue,
         bytes: limits.outbound_bytes,
@@ -319,7 +364,32 @@ pub async fn start(settings: Settings) -> Result<Running, ServerError> {
         total: limits.outbound_bytes_total,
     };
     let hub = Hub::new(budget, limits.max_subscriptions);
-    let pool = pool::VerifyPool::new(settings.verify_threads)?;
+    let mut verify_threads = settings.verify_threads;
+    let (archive, cluster) = match (&settings.store, &settings.ghidcache) {
+        (StoreChoice::Sled, Some(p)) => {
+            (Archive::open_with_cache(p, settings.cache_capacity)?, None)
+        }
+        (StoreChoice::Sled, None) => (Archive::temporary()?, None),
+        (StoreChoice::Nats(o), _) => {
+            let store = Arc::new(NatsStore::connect(o, settings.log.clone())?);
+            let link = cluster::Cluster::start(
+                store.notify_client(),
+                store.namespace().to_owned(),
+                hub.clone(),
+                store.handle(),
+                settings.log.clone(),
+            );
+            // A cluster publish mostly waits on JetStream round trips: more threads than
+            // cores keep the cores busy.
+            if verify_threads == 0 {
+                verify_threads = 8 * std::thread::available_parallelism().map_or(2, |n| n.get());
+            }
+            (Archive::with_store(store)?, Some(link))
+        }
+    };
+    archive.set_max_requests_per_recipient(limits.max_requests_per_recipient);
+    archive.set_max_requests_per_sender(limits.max_requests_per_sender);
+    let pool = pool::VerifyPool::new(verify_threads)?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     // Announcements (fanout, then acks) run on their own thread, off the HTTP workers: a
     // publisher's session goes on verifying and storing while the last group commit is sent
@@ -337,6 +407,7 @@ pub async fn start(settings: Settings) -> Result<Running, ServerError> {
         log: settings.log.clone(),
         shutdown: shutdown_rx,
         fanout: fanout.handle(),
+        cluster,
     });
     let workers = if settings.workers == 0 {
         std::thread::available_parallelism().map_or(2, |n| n.get())

@@ -20,6 +20,8 @@
 //!   fanouts and acks of one connection leave in publish order (the publishes one group
 //!   commit made durable are announced together: their fanouts in one hub call, then their
 //!   acks). Up to `max_in_flight` publishes per connection wait for durability at once.
+//! - Reads run inline with sled, on the [`VerifyPool`] with the cluster store (network round
+//!   trips must not stall the event loop's other sessions).
 //! - Unknown ops, bad args and malformed envelopes get an error reply; the session goes on.
 //! - An oversize message (caught at its header by [`super::guard`]) gets `too_large` and a
 //!   clean close; nothing of it is stored.
@@ -380,6 +382,23 @@ impl Conn {
         self.reply_err(id, e.code(), e.to_string());
     }
 
+    /// Runs a read of the archive: inline with sled (microseconds), on the pool with the
+    /// cluster store (network round trips must not stall this event loop's other sessions).
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&crate::persist::Archive) -> Result<T, PersistError> + Send + 'static,
+    ) -> Result<T, PersistError> {
+        if self.shared.cluster.is_none() {
+            return f(&self.shared.archive);
+        }
+        let archive = self.shared.archive.clone();
+        self.shared
+            .pool
+            .run(move || f(&archive))
+            .await
+            .unwrap_or_else(|_| Err(PersistError::Unavailable("shutting down".into())))
+    }
+
     /// Typed args of a one-ghid op, or a `bad_args` reply.
     fn ghid_arg(&self, raw: &wire::RawRequest) -> Option<Ghid> {
         match raw.args::<args::ByGhid>().and_then(args::ByGhid::stored) {
@@ -404,7 +423,6 @@ impl Conn {
             let msg = format!("{}: {e}", raw.op);
             return self.reply_err(&raw.id, codes::BAD_ARGS, msg);
         }
-        let archive = &self.shared.archive;
         match raw.op.as_str() {
             "hello" => self.reply_ok(&raw.id, &self.shared.hello),
             "ping" => self.reply_ok(&raw.id, true),
@@ -413,7 +431,7 @@ impl Conn {
                 let Some(g) = self.ghid_arg(&raw) else {
                     return;
                 };
-                match archive.get(&g) {
+                match self.read(move |a| a.get(&g)).await {
                     Ok(Some(b)) => self.reply_ok(&raw.id, serde_bytes::Bytes::new(&b)),
                     Ok(None) => self.reply_err(
                         &raw.id,
@@ -440,7 +458,7 @@ impl Conn {
                 let Some(g) = self.ghid_arg(&raw) else {
                     return;
                 };
-                match archive.list_bindings(&g) {
+                match self.read(move |a| a.list_bindings(&g)).await {
                     Ok(v) => self.reply_ok(&raw.id, v),
                     Err(e) => self.reply_persist_err(&raw.id, &e),
                 }
@@ -449,7 +467,7 @@ impl Conn {
                 let Some(g) = self.ghid_arg(&raw) else {
                     return;
                 };
-                match archive.query_debinding(&g) {
+                match self.read(move |a| a.query_debinding(&g)).await {
                     Ok(v) => self.reply_ok(&raw.id, v),
                     Err(e) => self.reply_persist_err(&raw.id, &e),
                 }
@@ -458,7 +476,7 @@ impl Conn {
                 let Some(g) = self.ghid_arg(&raw) else {
                     return;
                 };
-                match archive.exists(&g) {
+                match self.read(move |a| a.exists(&g)).await {
                     Ok(v) => self.reply_ok(&raw.id, v),
                     Err(e) => self.reply_persist_err(&raw.id, &e),
                 }
@@ -492,11 +510,17 @@ impl Conn {
                 return self.reply_err(id, codes::LIMIT, format!("at most {n} subscriptions"));
             }
         };
+        if new {
+            if let Some(c) = &self.shared.cluster {
+                // Other front-ends' notifications for `g` reach us from the moment we answer.
+                c.ready().await;
+            }
+        }
         self.reply_ok(id, true);
         if !new {
             return;
         }
-        match self.shared.archive.requests_for(&g) {
+        match self.read(move |a| a.requests_for(&g)).await {
             Ok(mail) => {
                 let headroom = self.outbox.budget().messages / 2;
                 for garq in mail {
@@ -665,6 +689,9 @@ async fn announce(
         }
         if !notes.is_empty() {
             shared.hub.fanout(&notes, Some(me));
+            if let Some(c) = &shared.cluster {
+                c.announce(&notes);
+            }
         }
         for (d, r) in batch {
             match r {

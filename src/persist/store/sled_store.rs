@@ -89,14 +89,14 @@ fn ghid_at(b: &[u8], at: usize, what: &str) -> Result<Ghid, PersistError> {
         .ok_or_else(|| corrupt(what))
 }
 
-fn pair_key(a: &Ghid, b: &Ghid) -> [u8; 2 * GHID_LEN] {
+pub(super) fn pair_key(a: &Ghid, b: &Ghid) -> [u8; 2 * GHID_LEN] {
     let mut k = [0u8; 2 * GHID_LEN];
     k[..GHID_LEN].copy_from_slice(a.as_bytes());
     k[GHID_LEN..].copy_from_slice(b.as_bytes());
     k
 }
 
-fn encode_record(r: &Record) -> Vec<u8> {
+pub(super) fn encode_record(r: &Record) -> Vec<u8> {
     let mut v = Vec::with_capacity(1 + 3 * GHID_LEN + 8);
     match r {
         Record::Identity => v.push(TAG_IDENTITY),
@@ -138,7 +138,7 @@ fn encode_record(r: &Record) -> Vec<u8> {
     v
 }
 
-fn decode_record(b: &[u8]) -> Result<Record, PersistError> {
+pub(super) fn decode_record(b: &[u8]) -> Result<Record, PersistError> {
     const W: &str = "record";
     let g = |i: usize| ghid_at(b, 1 + i * GHID_LEN, W);
     let (record, len) = match b.first() {
@@ -185,7 +185,7 @@ fn decode_record(b: &[u8]) -> Result<Record, PersistError> {
     Ok(record)
 }
 
-fn encode_binding(b: &Binding) -> Vec<u8> {
+pub(super) fn encode_binding(b: &Binding) -> Vec<u8> {
     let mut v = Vec::with_capacity(1 + GHID_LEN);
     v.push(if b.kind == Kind::Gobd {
         BIND_DYNAMIC
@@ -196,7 +196,7 @@ fn encode_binding(b: &Binding) -> Vec<u8> {
     v
 }
 
-fn decode_binding(key: &[u8], val: &[u8]) -> Result<Binding, PersistError> {
+pub(super) fn decode_binding(key: &[u8], val: &[u8]) -> Result<Binding, PersistError> {
     const W: &str = "binding";
     let kind = match val.first() {
         Some(&BIND_STATIC) => Kind::Gobs,
@@ -213,7 +213,23 @@ fn decode_binding(key: &[u8], val: &[u8]) -> Result<Binding, PersistError> {
     })
 }
 
-fn decode_debinding(key: &[u8], val: &[u8]) -> Result<Debinding, PersistError> {
+/// A GARQ's sender as stored: nothing for anonymous, else the 64-byte key.
+pub(super) fn encode_sender(s: &Sender) -> Vec<u8> {
+    match s {
+        Sender::Anonymous => Vec::new(),
+        Sender::Key(key) => key.to_vec(),
+    }
+}
+
+pub(super) fn decode_sender(v: &[u8]) -> Result<Sender, PersistError> {
+    match <[u8; 64]>::try_from(v) {
+        Ok(key) => Ok(Sender::Key(key)),
+        Err(_) if v.is_empty() => Ok(Sender::Anonymous),
+        Err(_) => Err(corrupt("request sender")),
+    }
+}
+
+pub(super) fn decode_debinding(key: &[u8], val: &[u8]) -> Result<Debinding, PersistError> {
     const W: &str = "debinding";
     if val.len() != GHID_LEN || key.len() != 2 * GHID_LEN {
         return Err(corrupt(W));
@@ -327,12 +343,7 @@ impl Store for SledStore {
                 if k.len() != 2 * GHID_LEN {
                     return Err(corrupt("request index"));
                 }
-                let sender = match <[u8; 64]>::try_from(&v[..]) {
-                    Ok(key) => Sender::Key(key),
-                    Err(_) if v.is_empty() => Sender::Anonymous,
-                    Err(_) => return Err(corrupt("request sender")),
-                };
-                Ok((ghid_at(&k, GHID_LEN, "request index")?, sender))
+                Ok((ghid_at(&k, GHID_LEN, "request index")?, decode_sender(&v)?))
             })
             .collect()
     }
@@ -387,8 +398,7 @@ impl Store for SledStore {
         for ((r, g), sender) in &w.requests {
             let k = pair_key(r, g);
             match sender {
-                Some(Sender::Anonymous) => requests.insert(&k[..], &[][..]),
-                Some(Sender::Key(key)) => requests.insert(&k[..], &key[..]),
+                Some(sender) => requests.insert(&k[..], encode_sender(sender)),
                 None => requests.remove(&k[..]),
             }
         }
