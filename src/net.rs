@@ -75,7 +75,10 @@ impl ConnSocket {
         use actix_web::rt::net::TcpStream;
         let (tcp, plain): (&TcpStream, bool) = match io.downcast_ref::<TcpStream>() {
             Some(t) => (t, true),
-            None => (io.downcast_ref::<TlsStream<TcpStream>>()?.get_ref().0, false),
+            None => (
+                io.downcast_ref::<TlsStream<TcpStream>>()?.get_ref().0,
+                false,
+            ),
         };
         tcp.as_fd().try_clone_to_owned().ok().map(|fd| ConnSocket {
             fd: Arc::new(fd),

@@ -351,8 +351,7 @@ async fn a_full_socket_falls_back_to_the_queue_and_catches_up_in_order() {
                     }
                     next_reply += 1;
                 } else if let wire::Incoming::Notify { object, .. } = m {
-                    let Object::Gobd(f) = Object::decode(&object, Policy::STRICT).unwrap()
-                    else {
+                    let Object::Gobd(f) = Object::decode(&object, Policy::STRICT).unwrap() else {
                         panic!("not a frame");
                     };
                     assert!(last_counter < Some(f.counter), "frames in order");
@@ -364,7 +363,10 @@ async fn a_full_socket_falls_back_to_the_queue_and_catches_up_in_order() {
             other => panic!("unexpected {other:?}"),
         }
     }
-    println!("slow reader: {} replies, {notes} of {FRAMES_NOW} frames (latest-wins)", GETS + 1);
+    println!(
+        "slow reader: {} replies, {notes} of {FRAMES_NOW} frames (latest-wins)",
+        GETS + 1
+    );
     assert!(notes < FRAMES_NOW, "a stalled reader's frames were merged");
 
     // Caught up: the next notification and reply come at once.
@@ -375,10 +377,8 @@ async fn a_full_socket_falls_back_to_the_queue_and_catches_up_in_order() {
     loop {
         match slow.recv(WAIT).await {
             WsIn::Binary(b) => {
-                if let wire::Incoming::Notify { object, .. } = wire::Incoming::decode(&b).unwrap()
-                {
-                    let Object::Gobd(g) = Object::decode(&object, Policy::STRICT).unwrap()
-                    else {
+                if let wire::Incoming::Notify { object, .. } = wire::Incoming::decode(&b).unwrap() {
+                    let Object::Gobd(g) = Object::decode(&object, Policy::STRICT).unwrap() else {
                         panic!("not a frame");
                     };
                     assert_eq!(g.counter, FRAMES_NOW as u64);
@@ -390,7 +390,10 @@ async fn a_full_socket_falls_back_to_the_queue_and_catches_up_in_order() {
         }
     }
     slow.assert_alive(1000).await;
-    println!("after catching up: notification and ping reply in {:?}", t.elapsed());
+    println!(
+        "after catching up: notification and ping reply in {:?}",
+        t.elapsed()
+    );
     assert!(t.elapsed() < Duration::from_secs(5));
     fast.close();
     publisher.close();

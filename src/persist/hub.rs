@@ -1483,8 +1483,16 @@ mod tests {
         let batch = [note(d, frame_bytes(1)), note(d, frame_bytes(2))];
         assert_eq!(hub.fanout(&batch, None), 2);
         let stats = hub.stats();
-        assert_eq!((stats.delivered, stats.coalesced), (2, 0), "both frames go out");
-        assert_eq!((stats.queued, stats.queued_bytes), (0, 0), "nothing left queued");
+        assert_eq!(
+            (stats.delivered, stats.coalesced),
+            (2, 0),
+            "both frames go out"
+        );
+        assert_eq!(
+            (stats.queued, stats.queued_bytes),
+            (0, 0),
+            "nothing left queued"
+        );
         assert!(s.outbox().is_empty());
         let want = [
             notify_frame(&d, &frame_bytes(1)),
