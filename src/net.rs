@@ -61,7 +61,11 @@ pub fn send_timeout_of(stream: &impl std::os::fd::AsFd) -> io::Result<Option<Dur
 /// `on_connect`). Held only by things that live inside the connection (its response body), so
 /// it never keeps a socket open after the HTTP layer has dropped it.
 #[derive(Clone)]
-pub struct ConnSocket(Arc<OwnedFd>);
+pub struct ConnSocket {
+    fd: Arc<OwnedFd>,
+    /// Plain TCP (no TLS layer between the HTTP layer and the socket).
+    plain: bool,
+}
 
 impl ConnSocket {
     /// The socket of an accepted connection as actix's `on_connect` hands it over (plain TCP
@@ -69,14 +73,23 @@ impl ConnSocket {
     pub fn of(io: &dyn Any) -> Option<ConnSocket> {
         use actix_tls::accept::rustls_0_23::TlsStream;
         use actix_web::rt::net::TcpStream;
-        let tcp: &TcpStream = match io.downcast_ref::<TcpStream>() {
-            Some(t) => t,
-            None => io.downcast_ref::<TlsStream<TcpStream>>()?.get_ref().0,
+        let (tcp, plain): (&TcpStream, bool) = match io.downcast_ref::<TcpStream>() {
+            Some(t) => (t, true),
+            None => (
+                io.downcast_ref::<TlsStream<TcpStream>>()?.get_ref().0,
+                false,
+            ),
         };
-        tcp.as_fd()
-            .try_clone_to_owned()
-            .ok()
-            .map(|fd| ConnSocket(Arc::new(fd)))
+        tcp.as_fd().try_clone_to_owned().ok().map(|fd| ConnSocket {
+            fd: Arc::new(fd),
+            plain,
+        })
+    }
+
+    /// The socket itself when bytes written to it reach the peer as they are (plain TCP,
+    /// not TLS): what the persister's direct writer needs.
+    pub fn plain_fd(&self) -> Option<Arc<OwnedFd>> {
+        self.plain.then(|| self.fd.clone())
     }
 
     /// Ends reading: the HTTP layer sees the end of the peer's input, writes what it still
@@ -84,7 +97,7 @@ impl ConnSocket {
     pub fn end_reading(&self) {
         // SAFETY: the fd is owned by `self` and open; shutdown does not close it.
         unsafe {
-            libc::shutdown(self.0.as_raw_fd(), libc::SHUT_RD);
+            libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_RD);
         }
     }
 }

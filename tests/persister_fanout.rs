@@ -2,9 +2,11 @@
 //! while one deliberately stalled subscriber never reads. Every reader must end on the final
 //! frame, each notification must be encoded once, and the server's memory must stay bounded.
 //! (A benchmark it is not: timings are printed, never asserted, apart from the overall
-//! deadline.)
+//! deadline.) Then the direct writer's fallback on a real `hgx-persister` process: a socket
+//! that stops taking data gets the rest queued, in order, and written once it reads again.
 
 mod common;
+mod persister_attack_support;
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -264,4 +266,135 @@ async fn a_thousand_subscribers_and_one_stalled_reader() {
     r.stop().await.unwrap();
     println!("total {:?}", started.elapsed());
     assert!(started.elapsed() < Duration::from_secs(60));
+}
+
+/// The message id of a reply (`None` for a notification).
+fn reply_id(m: &wire::Incoming) -> Option<u64> {
+    match m {
+        wire::Incoming::Ok { id, .. } => id.as_u64(),
+        wire::Incoming::Err { id, err } => panic!("error reply {id}: {err:?}"),
+        _ => None,
+    }
+}
+
+/// Issue 17's write-through, on plain TCP to a real `hgx-persister`: while a subscriber reads
+/// nothing, what its socket does not take waits in its outbox (replies in order, one pending
+/// notification per object); once it reads, everything arrives in order — every reply, then
+/// frames with increasing counters up to the last — the queue empties and the connection is
+/// written straight through again: a later notification arrives at once, with no restart.
+#[actix_rt::test]
+async fn a_full_socket_falls_back_to_the_queue_and_catches_up_in_order() {
+    use persister_attack_support::{Persister, RawWs, WsIn, WAIT};
+    const GETS: u64 = 48;
+    const FRAMES_NOW: usize = 40;
+
+    let p = Persister::spawn("  workers: 2\n");
+    let (a, frames, containers) = presign(FRAMES_NOW + 1);
+    let dynamic = frames[0].dynamic;
+    let (publisher, _prx) = PersisterClient::connect(&p.ws_url()).await.unwrap();
+    publisher.publish(&a.gidc().encode()).await.unwrap();
+    let big = a
+        .make_container(&vec![7u8; 128 * 1024], &Secret::random())
+        .unwrap();
+    publisher
+        .publish(&a.make_bind_static(big.ghid).unwrap().encode())
+        .await
+        .unwrap();
+    publisher.publish(&big.encode()).await.unwrap();
+
+    // A reader with a tiny receive buffer that asks for 48 x 128 KiB and reads nothing yet.
+    let mut slow = RawWs::connect_with(p.addr, Some(4096)).await;
+    let by = |g: &hypergolix::golix::Ghid| wire::args::ByGhid { ghid: *g };
+    assert!(slow.request(1, "subscribe", by(&dynamic)).await);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for id in 2..2 + GETS {
+        assert!(slow.request(id, "get", by(&big.ghid)).await);
+    }
+    // A fast subscriber alongside: it is served at once while the slow one backs up.
+    let (fast, mut fast_rx) = PersisterClient::connect(&p.ws_url()).await.unwrap();
+    fast.subscribe(&dynamic).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (f, c) in frames.iter().zip(&containers).take(FRAMES_NOW) {
+        publisher.publish(&f.encode()).await.unwrap();
+        publisher.publish(&c.encode()).await.unwrap();
+    }
+    let mut fast_last = None;
+    while fast_last != Some(FRAMES_NOW as u64 - 1) {
+        let n = tokio::time::timeout(WAIT, fast_rx.recv())
+            .await
+            .expect("the fast subscriber is not held up by the slow one")
+            .expect("a notification");
+        let Object::Gobd(f) = Object::decode(&n.object, Policy::STRICT).unwrap() else {
+            panic!("not a frame");
+        };
+        assert!(fast_last < Some(f.counter), "fast: in order");
+        fast_last = Some(f.counter);
+    }
+
+    // Now read everything: replies 1..=GETS+1 in order, frames in increasing order.
+    let mut next_reply = 1;
+    let mut last_counter = None;
+    let mut notes = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while next_reply < 2 + GETS || last_counter != Some(FRAMES_NOW as u64 - 1) {
+        assert!(Instant::now() < deadline, "caught up in time");
+        match slow.recv(WAIT).await {
+            WsIn::Binary(b) => {
+                let m = wire::Incoming::decode(&b).unwrap();
+                if let Some(id) = reply_id(&m) {
+                    assert_eq!(id, next_reply, "replies in order");
+                    if id >= 2 {
+                        let wire::Incoming::Ok { ok, .. } = &m else {
+                            unreachable!()
+                        };
+                        assert_eq!(ok.as_slice(), Some(&big.encode()[..]), "reply {id} intact");
+                    }
+                    next_reply += 1;
+                } else if let wire::Incoming::Notify { object, .. } = m {
+                    let Object::Gobd(f) = Object::decode(&object, Policy::STRICT).unwrap() else {
+                        panic!("not a frame");
+                    };
+                    assert!(last_counter < Some(f.counter), "frames in order");
+                    last_counter = Some(f.counter);
+                    notes += 1;
+                }
+            }
+            WsIn::Ping => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    println!(
+        "slow reader: {} replies, {notes} of {FRAMES_NOW} frames (latest-wins)",
+        GETS + 1
+    );
+    assert!(notes < FRAMES_NOW, "a stalled reader's frames were merged");
+
+    // Caught up: the next notification and reply come at once.
+    let t = Instant::now();
+    let (f, c) = (&frames[FRAMES_NOW], &containers[FRAMES_NOW]);
+    publisher.publish(&f.encode()).await.unwrap();
+    publisher.publish(&c.encode()).await.unwrap();
+    loop {
+        match slow.recv(WAIT).await {
+            WsIn::Binary(b) => {
+                if let wire::Incoming::Notify { object, .. } = wire::Incoming::decode(&b).unwrap() {
+                    let Object::Gobd(g) = Object::decode(&object, Policy::STRICT).unwrap() else {
+                        panic!("not a frame");
+                    };
+                    assert_eq!(g.counter, FRAMES_NOW as u64);
+                    break;
+                }
+            }
+            WsIn::Ping => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    slow.assert_alive(1000).await;
+    println!(
+        "after catching up: notification and ping reply in {:?}",
+        t.elapsed()
+    );
+    assert!(t.elapsed() < Duration::from_secs(5));
+    fast.close();
+    publisher.close();
 }

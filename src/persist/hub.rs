@@ -22,14 +22,26 @@
 //! over half its own budget the longest (else the one holding the most) is dropped, until
 //! the total fits again — many stalled connections cannot add up to more than that.
 //!
+//! Write-through: an outbox may be given a [`DirectSink`] (the connection's socket, see
+//! `server::direct`). Then frames are not handed to a writer task while the socket takes
+//! them: [`Hub::fanout`] appends a call's notifications to each subscriber's queue and, at
+//! the end of the call, writes each queue out itself with one vectored `send` (several
+//! frames when a group commit made several updates durable at once); a reply is written at
+//! once the same way. No task wakeup, no lock held across an await. Only when the socket
+//! does not take everything does the connection's writer task take over (it alone writes
+//! while `blocked`, waiting for writability, and hands the socket back once the queue is
+//! empty); from then on notifications queue and coalesce as above, so every bound holds.
+//!
 //! Owns: the subscription map, outboxes, fanout counters. Calls: [`super::wire`] (notify
 //! encoding), [`super::wsframe`], and `golix` (to key GDXX notifications by their target).
-//! Sans-IO apart from task wakeups; the websocket session in [`super::server`] drives it.
+//! Sans-IO apart from task wakeups and the [`DirectSink`] it is handed; the websocket
+//! session in [`super::server`] drives it.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::poll_fn;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::io::{self, IoSlice};
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -181,9 +193,20 @@ impl CloseKind {
     }
 }
 
+/// A connection's socket, written to directly by whoever queues a frame (write-through; see
+/// the module docs). Implemented by `server::direct`.
+pub trait DirectSink: Send + Sync {
+    /// Sends what the socket takes of `frames` now, in order, without blocking: the bytes
+    /// taken (`WouldBlock` when none).
+    fn send(&self, frames: &[IoSlice<'_>]) -> io::Result<usize>;
+}
+
 /// Outcome of queueing a notification.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Push {
+    /// Write-through: queued for the caller to [`Outbox::flush`] once its batch is queued
+    /// (returned for the first message of a batch only; the others are `Queued`).
+    Staged,
     /// Took a new slot in the queue.
     Queued,
     /// Replaced a still-pending notification for the same key.
@@ -282,6 +305,15 @@ impl Counters {
     }
 }
 
+/// Adds a signed difference to a gauge.
+fn add(gauge: &AtomicU64, delta: i64) {
+    if delta > 0 {
+        gauge.fetch_add(delta as u64, Ordering::Relaxed);
+    } else if delta < 0 {
+        gauge.fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
+    }
+}
+
 enum Entry {
     Msg(Bytes),
     Latest(SlotKey),
@@ -305,13 +337,29 @@ struct OutboxState {
     aborted: bool,
     /// Set by `writer_gone`: aborted because the connection itself ended.
     writer_gone: bool,
+    /// Write-through target (see [`DirectSink`]); `None`: the writer takes everything.
+    direct: Option<Arc<dyn DirectSink>>,
+    /// Write-through mode: the socket did not take everything, so the writer task owns it
+    /// until the queue is empty again. While unset, the queue holds at most a fanout's
+    /// staged batch, which that fanout flushes before it returns.
+    blocked: bool,
+}
+
+/// What [`OutboxState::flush`] wrote.
+#[derive(Default)]
+struct Flushed {
+    messages: usize,
+    bytes: usize,
+    /// The socket is dead.
+    gone: bool,
 }
 
 /// One connection's bounded outbound queue of ready-to-write websocket frames. Shared (`Arc`)
 /// between the hub (producers on any thread), the session's reader (replies) and the
-/// connection's response body (the single consumer, polled by the HTTP dispatcher that owns
-/// the socket). A std `Mutex` guards the state: it is held only for queue operations, never
-/// across an await.
+/// connection's single consumer: its writer task (write-through, `server::direct`) or its
+/// response body (polled by the HTTP dispatcher that owns the socket, over TLS). A std
+/// `Mutex` guards the state: it is held only for queue operations and non-blocking sends,
+/// never across an await.
 pub struct Outbox {
     state: Mutex<OutboxState>,
     /// Wakes the consumer (single waiter; registering before checking the state means no
@@ -344,6 +392,79 @@ impl OutboxState {
 
     fn has_room(&self, messages: usize, budget: &Budget) -> bool {
         self.queue.len() < messages && self.bytes < budget.reply_share()
+    }
+
+    /// Write-through: whether frames go to the socket by [`OutboxState::flush`] now.
+    fn through(&self) -> bool {
+        self.direct.is_some() && !self.blocked
+    }
+
+    /// Write-through: sends the queue to the socket, as much as it takes, a vectored `send`
+    /// at a time. What it does not take stays queued and the writer task takes over
+    /// (`blocked`). Counters are the caller's.
+    fn flush(&mut self, budget: &Budget) -> Flushed {
+        const IOV: usize = 64;
+        let mut done = Flushed::default();
+        let OutboxState {
+            queue,
+            latest,
+            direct,
+            blocked,
+            ..
+        } = self;
+        let Some(sink) = direct.as_ref() else {
+            return done;
+        };
+        while !*blocked && !queue.is_empty() {
+            let mut iov = [IoSlice::new(&[]); IOV];
+            let mut n = 0;
+            let mut offered = 0;
+            for e in queue.iter().take(IOV) {
+                let b: &[u8] = match e {
+                    Entry::Msg(b) => b,
+                    Entry::Latest(k) => latest.get(k).map_or(&[], |b| &b[..]),
+                };
+                iov[n] = IoSlice::new(b);
+                n += 1;
+                offered += b.len();
+            }
+            let mut sent = match sink.send(&iov[..n]) {
+                Ok(sent) => sent,
+                Err(e)
+                    if e.kind() == io::ErrorKind::WouldBlock
+                        || e.kind() == io::ErrorKind::Interrupted =>
+                {
+                    0
+                }
+                Err(_) => {
+                    done.gone = true;
+                    break;
+                }
+            };
+            if sent < offered {
+                *blocked = true;
+            }
+            done.bytes += sent;
+            // Drop what went out whole; keep the rest of a message cut short.
+            while sent > 0 {
+                let Some(front) = queue.pop_front() else {
+                    break;
+                };
+                let b = match front {
+                    Entry::Msg(b) => b,
+                    Entry::Latest(k) => latest.remove(&k).unwrap_or_default(),
+                };
+                if sent >= b.len() {
+                    sent -= b.len();
+                    done.messages += 1;
+                } else {
+                    queue.push_front(Entry::Msg(b.slice(sent..)));
+                    sent = 0;
+                }
+            }
+        }
+        self.shrink(done.bytes, budget);
+        done
     }
 }
 
@@ -463,6 +584,7 @@ impl Outbox {
 
     /// Queues a reply (or any frame that must not be merged nor dropped, such as a pong).
     /// Call [`Outbox::reserve`] first to respect the bound. Returns false if closing.
+    /// Write-through: sent at once, behind whatever a fanout has staged.
     pub fn push_reply(&self, msg: Bytes) -> bool {
         let n = msg.len();
         let mut st = self.lock();
@@ -471,24 +593,37 @@ impl Outbox {
         }
         st.queue.push_back(Entry::Msg(msg));
         st.grow(n, &self.budget);
+        let through = st.through();
+        let flushed = if through {
+            st.flush(&self.budget)
+        } else {
+            Flushed::default()
+        };
+        let blocked = st.blocked;
         drop(st);
-        self.counters.queued.fetch_add(1, Ordering::Relaxed);
-        self.counters
-            .queued_bytes
-            .fetch_add(n as u64, Ordering::Relaxed);
-        self.readable.wake();
-        self.counters.shed();
+        let c = &self.counters;
+        let (queued, bytes) = (1 - flushed.messages as i64, n as i64 - flushed.bytes as i64);
+        add(&c.queued, queued);
+        add(&c.queued_bytes, bytes);
+        if flushed.gone {
+            self.writer_gone();
+            return false;
+        }
+        if !through || blocked {
+            self.readable.wake();
+            self.counters.shed();
+        }
         true
     }
 
     /// Queues a notification. With a key, a pending notification for the same key is
     /// replaced (latest-wins) and takes no new slot. One that does not fit the budget aborts
-    /// the connection.
+    /// the connection. Write-through: sent at once.
     pub fn push_notify(&self, key: Option<SlotKey>, msg: Bytes) -> Push {
-        let push = self.offer(key, msg);
+        let push = self.offer(key, &msg);
         let c = &self.counters;
         match push {
-            Push::Queued => {
+            Push::Staged | Push::Queued => {
                 c.delivered.fetch_add(1, Ordering::Relaxed);
                 c.queued.fetch_add(1, Ordering::Relaxed);
             }
@@ -500,21 +635,26 @@ impl Outbox {
             }
             Push::Closed => {}
         }
+        if push == Push::Staged {
+            self.flush();
+        }
         push
     }
 
     /// [`Outbox::push_notify`] without touching the shared message counters (the hub's
     /// fanout adds them up once per notification instead of once per subscriber); the byte
-    /// gauge is kept here.
-    fn offer(&self, key: Option<SlotKey>, msg: Bytes) -> Push {
+    /// gauge is kept here. Write-through, nothing is merged: the batch is flushed by the
+    /// caller right after (`Push::Staged`).
+    fn offer(&self, key: Option<SlotKey>, msg: &Bytes) -> Push {
         let n = msg.len();
         let mut st = self.lock();
         if st.closing.is_some() || st.aborted {
             return Push::Closed;
         }
-        if let Some(k) = key {
+        let through = st.through();
+        if let Some(k) = key.filter(|_| !through) {
             if let Some(slot) = st.latest.get_mut(&k) {
-                let old = std::mem::replace(slot, msg).len();
+                let old = std::mem::replace(slot, msg.clone()).len();
                 st.shrink(old, &self.budget);
                 st.grow(n, &self.budget);
                 drop(st);
@@ -532,21 +672,48 @@ impl Outbox {
             self.abort();
             return Push::Overflow;
         }
-        match key {
+        let first = st.queue.is_empty();
+        match key.filter(|_| !through) {
             Some(k) => {
-                st.latest.insert(k, msg);
+                st.latest.insert(k, msg.clone());
                 st.queue.push_back(Entry::Latest(k));
             }
-            None => st.queue.push_back(Entry::Msg(msg)),
+            None => st.queue.push_back(Entry::Msg(msg.clone())),
         }
         st.grow(n, &self.budget);
         drop(st);
         self.counters
             .queued_bytes
             .fetch_add(n as u64, Ordering::Relaxed);
+        if through {
+            return if first { Push::Staged } else { Push::Queued };
+        }
         self.readable.wake();
         self.counters.shed();
         Push::Queued
+    }
+
+    /// Write-through: sends what is queued, as far as the socket takes it (see
+    /// [`Push::Staged`]); the writer task takes over the rest.
+    pub fn flush(&self) {
+        let mut st = self.lock();
+        if !st.through() {
+            return;
+        }
+        let flushed = st.flush(&self.budget);
+        let blocked = st.blocked;
+        drop(st);
+        let c = &self.counters;
+        c.queued
+            .fetch_sub(flushed.messages as u64, Ordering::Relaxed);
+        c.queued_bytes
+            .fetch_sub(flushed.bytes as u64, Ordering::Relaxed);
+        if flushed.gone {
+            self.writer_gone();
+        } else if blocked {
+            self.readable.wake();
+            self.counters.shed();
+        }
     }
 
     /// Accept nothing more; the writer sends what is queued, then a close frame.
@@ -625,6 +792,14 @@ impl Outbox {
         if st.aborted {
             return Poll::Ready(Next::Abort);
         }
+        if st.through() && !st.queue.is_empty() {
+            if st.closing.is_none() {
+                // A fanout's batch, about to be flushed by the fanout itself.
+                return Poll::Pending;
+            }
+            // Closing: the writer takes the socket for the rest and the close frame.
+            st.blocked = true;
+        }
         if !st.queue.is_empty() {
             let mut batch = Vec::new();
             let mut taken = 0;
@@ -653,8 +828,24 @@ impl Outbox {
         }
         match st.closing {
             Some(kind) => Poll::Ready(Next::Close(kind)),
-            None => Poll::Pending,
+            None => {
+                // The writer asks for more only once it has written what it took: with the
+                // queue empty, senders may write through again.
+                st.blocked = false;
+                Poll::Pending
+            }
         }
+    }
+
+    /// Write-through mode: from now on, frames go to `sink` at once while nothing is
+    /// queued (see [`DirectSink`]). Set before the connection's first frame.
+    pub fn write_through(&self, sink: Arc<dyn DirectSink>) {
+        self.lock().direct = Some(sink);
+    }
+
+    /// Ends write-through (the writer is done with the socket): drops the sink.
+    pub fn detach(&self) {
+        self.lock().direct = None;
     }
 
     /// [`Outbox::poll_next`] as a future.
@@ -769,11 +960,14 @@ impl Hub {
 
     /// Delivers each notification to every subscriber of its subscription except `exclude`
     /// (the uploader). Each notification is encoded once. Returns how many messages were
-    /// queued or coalesced.
+    /// sent, queued or coalesced.
     pub fn fanout(&self, notifications: &[Notification], exclude: Option<ConnId>) -> usize {
         let mut sent = 0;
+        let subs = self.read();
+        // Write-through outboxes that got the first message of this call: each is flushed
+        // once, after the whole call is queued (several frames in one `send`).
+        let mut staged: Vec<&Arc<Outbox>> = Vec::new();
         for n in notifications {
-            let subs = self.read();
             let Some(targets) = subs.get(&n.subscription) else {
                 continue;
             };
@@ -782,8 +976,8 @@ impl Hub {
             }
             let bytes = notify_frame(&n.subscription, &n.object);
             let key = slot_key(&n.subscription, &n.object);
-            // Straight into each outbox under the read lock: no per-subscriber allocation
-            // or reference-count traffic; the counters are added up once below.
+            // Straight into each outbox under the read lock: no per-subscriber allocation;
+            // the counters are added up once below.
             let c = &self.counters;
             // Counted as queued up front so that a writer popping meanwhile never takes the
             // gauge below zero; the difference is returned below.
@@ -794,20 +988,26 @@ impl Hub {
                 if Some(*id) == exclude {
                     continue;
                 }
-                match o.offer(key, bytes.clone()) {
+                match o.offer(key, &bytes) {
+                    Push::Staged => {
+                        queued += 1;
+                        staged.push(o);
+                    }
                     Push::Queued => queued += 1,
                     Push::Coalesced => coalesced += 1,
                     Push::Overflow => dropped += 1,
                     Push::Closed => {}
                 }
             }
-            drop(subs);
             c.queued.fetch_sub(upper - queued, Ordering::Relaxed);
             c.encoded.fetch_add(1, Ordering::Relaxed);
             c.delivered.fetch_add(queued, Ordering::Relaxed);
             c.coalesced.fetch_add(coalesced, Ordering::Relaxed);
             c.slow_drops.fetch_add(dropped, Ordering::Relaxed);
             sent += (queued + coalesced) as usize;
+        }
+        for o in staged {
+            o.flush();
         }
         sent
     }
@@ -1223,5 +1423,143 @@ mod tests {
         assert!(!new.outbox().is_aborted() && !light.outbox().is_aborted());
         assert_eq!(hub.stats().queued_bytes, 170);
         assert_eq!(hub.stats().slow_drops, 1);
+    }
+
+    /// A real 127.0.0.1 TCP connection as a write-through sink (server end non-blocking,
+    /// both buffers small so that it fills quickly), and its client end.
+    struct Tcp(std::net::TcpStream);
+
+    impl DirectSink for Tcp {
+        fn send(&self, frames: &[IoSlice<'_>]) -> io::Result<usize> {
+            use std::io::Write;
+            (&self.0).write_vectored(frames)
+        }
+    }
+
+    fn tcp_pair() -> (std::net::TcpStream, std::net::TcpStream) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (server, _) = l.accept().unwrap();
+        socket2::SockRef::from(&server)
+            .set_send_buffer_size(64 * 1024)
+            .unwrap();
+        socket2::SockRef::from(&client)
+            .set_recv_buffer_size(64 * 1024)
+            .unwrap();
+        server.set_nonblocking(true).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        (server, client)
+    }
+
+    /// Bytes in the socket's send queue (not yet acknowledged by the peer).
+    fn unsent(s: &std::net::TcpStream) -> i32 {
+        use std::os::fd::AsRawFd;
+        let mut n: libc::c_int = 0;
+        // SAFETY: TIOCOUTQ (SIOCOUTQ) writes one int; the fd is open.
+        unsafe { libc::ioctl(s.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+        n
+    }
+
+    /// Reads `n` bytes on another thread.
+    fn read_n(mut client: std::net::TcpStream, n: usize) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut got = vec![0; n];
+            client.read_exact(&mut got).unwrap();
+            got
+        })
+    }
+
+    #[tokio::test]
+    async fn write_through_sends_a_whole_batch_at_once_and_merges_nothing() {
+        let (server, client) = tcp_pair();
+        let hub = Hub::new(msgs(16), 8);
+        let d = g();
+        let s = hub.connect();
+        s.outbox().write_through(Arc::new(Tcp(server)));
+        s.subscribe(d).unwrap();
+        let batch = [note(d, frame_bytes(1)), note(d, frame_bytes(2))];
+        assert_eq!(hub.fanout(&batch, None), 2);
+        let stats = hub.stats();
+        assert_eq!(
+            (stats.delivered, stats.coalesced),
+            (2, 0),
+            "both frames go out"
+        );
+        assert_eq!(
+            (stats.queued, stats.queued_bytes),
+            (0, 0),
+            "nothing left queued"
+        );
+        assert!(s.outbox().is_empty());
+        let want = [
+            notify_frame(&d, &frame_bytes(1)),
+            notify_frame(&d, &frame_bytes(2)),
+        ]
+        .concat();
+        assert_eq!(read_n(client, want.len()).join().unwrap(), want);
+    }
+
+    #[tokio::test]
+    async fn a_full_socket_hands_over_to_the_writer_and_back() {
+        let (server, client) = tcp_pair();
+        let writer_end = server.try_clone().unwrap();
+        let hub = Hub::new(msgs(64), 8);
+        let d = g();
+        let s = hub.connect();
+        let o = s.outbox();
+        o.write_through(Arc::new(Tcp(server)));
+        s.subscribe(d).unwrap();
+
+        // A reply larger than the socket's buffers: it takes part, the rest is queued.
+        let big = Bytes::from(vec![0xab; 4 << 20]);
+        assert!(o.push_reply(big.clone()));
+        assert!(o.bytes() > 0 && o.bytes() < big.len(), "{}", o.bytes());
+        // Behind it, notifications queue and merge (latest-wins) while the socket is full.
+        for i in 0..10 {
+            hub.fanout(&[note(d, frame_bytes(i))], None);
+        }
+        assert_eq!(o.len(), 2, "the rest of the reply and one pending frame");
+        assert_eq!(hub.stats().coalesced, 9);
+
+        // The writer's side: what the outbox hands out, written as the peer reads.
+        let last = notify_frame(&d, &frame_bytes(9));
+        let after = notify_frame(&d, &frame_bytes(42));
+        let reader = read_n(client, big.len() + last.len() + after.len());
+        while !o.is_empty() {
+            let Next::Batch(batch) = o.next(64).await else {
+                panic!("expected a batch");
+            };
+            for b in batch {
+                let mut at = 0;
+                while at < b.len() {
+                    use std::io::Write;
+                    match (&writer_end).write(&b[at..]) {
+                        Ok(n) => at += n,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            tokio::time::sleep(Duration::from_millis(1)).await
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }
+        }
+        // Emptied: the writer waits, and the outbox writes through again (once the peer has
+        // read what the kernel still holds, so that the socket takes the next one whole).
+        assert!(futures_util::FutureExt::now_or_never(o.next(64)).is_none());
+        let t = Instant::now();
+        while unsent(&writer_end) > 0 {
+            assert!(t.elapsed() < Duration::from_secs(10), "the peer reads");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        hub.fanout(&[note(d, frame_bytes(42))], None);
+        assert!(o.is_empty(), "sent at once");
+        let got = reader.join().unwrap();
+        assert_eq!(&got[..big.len()], &big[..], "the reply, whole and first");
+        assert_eq!(&got[big.len()..big.len() + last.len()], &last[..]);
+        assert_eq!(&got[big.len() + last.len()..], &after[..]);
+        assert_eq!(hub.stats().queued, 0);
     }
 }

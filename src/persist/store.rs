@@ -32,7 +32,7 @@ use crate::golix::{Ghid, Kind};
 
 use super::PersistError;
 
-pub use nats::{NatsOptions, NatsStore};
+pub use nats::{NatsOptions, NatsStore, OpCounts};
 pub use sled_store::SledStore;
 
 /// One rule pass for [`Store::transact`]: reads through the store it is given and returns

@@ -1,7 +1,8 @@
 //! A real NATS JetStream cluster for tests: `nats-server` processes (Debian's package, which
 //! `.ci/run` installs) on 127.0.0.1 with free ports, each with its own store directory in one
 //! temporary directory, routed to each other. Nodes can be SIGKILLed, stopped cleanly and
-//! restarted on their own data. Every wait is bounded. Used by `persister_cluster.rs`.
+//! restarted on their own data. Every wait is bounded. Used by `persister_cluster.rs`,
+//! `cluster_failover.rs` and `cluster_measure.rs`.
 //!
 //! [`NatsCluster::start`] returns `None` (and says why) only when `nats-server` is not
 //! installed, so that a machine without it skips these tests visibly instead of failing.
@@ -10,6 +11,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
+
+use hypergolix::persist::store::NatsOptions;
 
 use crate::proc_support::{free_port, Proc, START};
 
@@ -130,9 +133,10 @@ impl NatsCluster {
     }
 
     /// Waits until a JetStream request succeeds through every running node (meta leader
-    /// elected, peers known).
+    /// elected, peers known). Bounded generously: the suite starts several clusters at once
+    /// on two cores, and a meta leader election once took longer than 60 s there.
     pub async fn wait_jetstream(&self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(120);
         for n in self.nodes.iter().filter(|n| n.proc.is_some()) {
             let url = format!("nats://127.0.0.1:{}", n.client_port);
             loop {
@@ -189,20 +193,38 @@ impl NatsCluster {
         self.wait_node(i).await;
     }
 
-    /// Subjects starting with `prefix` that connections named `conn_name` are subscribed to,
-    /// over every running node (the servers' `/connz?subs=1` monitoring page).
-    pub fn subscriptions(&self, conn_name: &str, prefix: &str) -> Vec<String> {
+    /// Cluster store options for this cluster in namespace `ns` (3 partitions; a small
+    /// `inline_max`, so that ordinary test containers exercise the object store too).
+    pub fn store_options(&self, ns: &str) -> NatsOptions {
+        let mut o = NatsOptions::from_url(&self.url()).unwrap();
+        o.namespace = ns.into();
+        o.partitions = 3;
+        o.inline_max = 4096;
+        o
+    }
+
+    /// A monitoring page (`/connz?…`, `/jsz`) of every running node, as JSON.
+    fn monitor(&self, path: &str) -> Vec<serde_json::Value> {
         use std::io::{Read, Write};
         let mut out = Vec::new();
         for n in self.nodes.iter().filter(|n| n.proc.is_some()) {
             let mut s = std::net::TcpStream::connect(("127.0.0.1", n.monitor_port)).unwrap();
             s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            s.write_all(b"GET /connz?subs=1&limit=4096 HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
                 .unwrap();
             let mut text = String::new();
             s.read_to_string(&mut text).unwrap();
             let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-            let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+            out.push(serde_json::from_str(body).unwrap_or_default());
+        }
+        out
+    }
+
+    /// Subjects starting with `prefix` that connections named `conn_name` are subscribed to,
+    /// over every running node (the servers' `/connz?subs=1` monitoring page).
+    pub fn subscriptions(&self, conn_name: &str, prefix: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for v in self.monitor("/connz?subs=1&limit=4096") {
             for c in v["connections"].as_array().into_iter().flatten() {
                 if c["name"] != conn_name {
                     continue;
@@ -216,6 +238,25 @@ impl NatsCluster {
         }
         out.sort();
         out
+    }
+
+    /// Traffic so far, over every running node: messages sent by connections named
+    /// `conn_name` (JetStream writes and API requests), and JetStream API requests served
+    /// (reads, stream info, deletes; from every client).
+    pub fn traffic(&self, conn_name: &str) -> (u64, u64) {
+        let sent = self
+            .monitor("/connz?limit=4096")
+            .iter()
+            .flat_map(|v| v["connections"].as_array().cloned().unwrap_or_default())
+            .filter(|c| c["name"] == conn_name)
+            .map(|c| c["in_msgs"].as_u64().unwrap_or(0))
+            .sum();
+        let api = self
+            .monitor("/jsz")
+            .iter()
+            .map(|v| v["api"]["total"].as_u64().unwrap_or(0))
+            .sum();
+        (sent, api)
     }
 
     pub fn store_dir(&self, i: usize) -> PathBuf {

@@ -4,7 +4,9 @@
 //! (`session`, envelope in [`super::wire`], fanout through [`super::hub`]) and the
 //! cache-friendly HTTP read path (`GET /`, `GET`/`HEAD /o/{ghid}`, in `http`), optionally
 //! over TLS (rustls). Signature verification runs on a [`pool::VerifyPool`] sized to the
-//! cores, never on the event loops.
+//! cores, never on the event loops; announcements (fanout and acks of durable publishes) run
+//! on one fanout thread (an actix arbiter), and plain-TCP websockets are written by us, not
+//! by actix's dispatcher (`direct`, the one place actix is bypassed).
 //!
 //! [`start`] binds and returns a [`Running`] server (tests start it on `127.0.0.1:0` and read
 //! the port from [`Running::local_addr`]); [`run`] is what the binary calls: start, announce,
@@ -23,6 +25,7 @@
 //! [`crate::config`], [`crate::net`].
 
 mod cluster;
+mod direct;
 pub mod guard;
 mod http;
 pub mod pool;
@@ -331,6 +334,8 @@ pub(crate) struct Shared {
     log: Logger,
     /// Flips to `true` when the server stops; sessions then close with "going away".
     shutdown: watch::Receiver<bool>,
+    /// The fanout thread, where each connection's announcer runs (`session::announce`).
+    fanout: actix_rt::ArbiterHandle,
     /// The link to the other front-ends (cluster store only).
     cluster: Option<Arc<cluster::Cluster>>,
 }
@@ -344,6 +349,7 @@ pub struct Running {
     archive: Archive,
     hub: Arc<Hub>,
     shutdown: watch::Sender<bool>,
+    fanout: actix_rt::Arbiter,
     log: Logger,
 }
 
@@ -385,6 +391,10 @@ pub async fn start(settings: Settings) -> Result<Running, ServerError> {
     archive.set_max_requests_per_sender(limits.max_requests_per_sender);
     let pool = pool::VerifyPool::new(verify_threads)?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    // Announcements (fanout, then acks) run on their own thread, off the HTTP workers: a
+    // publisher's session goes on verifying and storing while the last group commit is sent
+    // out, and the next announcement carries everything that became durable meanwhile.
+    let fanout = actix_rt::Arbiter::try_new()?;
     let shared = web::Data::new(Shared {
         archive: archive.clone(),
         hub: hub.clone(),
@@ -396,6 +406,7 @@ pub async fn start(settings: Settings) -> Result<Running, ServerError> {
         ))),
         log: settings.log.clone(),
         shutdown: shutdown_rx,
+        fanout: fanout.handle(),
         cluster,
     });
     let workers = if settings.workers == 0 {
@@ -470,8 +481,15 @@ pub async fn start(settings: Settings) -> Result<Running, ServerError> {
         archive,
         hub,
         shutdown: shutdown_tx,
+        fanout,
         log: settings.log,
     })
+}
+
+/// Stops the fanout thread (after the server: its last announcements are done).
+async fn end_fanout(fanout: actix_rt::Arbiter) {
+    fanout.stop();
+    let _ = tokio::task::spawn_blocking(move || fanout.join()).await;
 }
 
 impl Running {
@@ -516,6 +534,7 @@ impl Running {
             Ok(Err(e)) => warn!(self.log, "server ended with an error"; "error" => %e),
             Err(e) => warn!(self.log, "server task failed"; "error" => %e),
         }
+        end_fanout(self.fanout).await;
         self.archive.sync().await?;
         info!(self.log, "stopped; ghidcache flushed");
         Ok(())
@@ -529,6 +548,7 @@ impl Running {
         tokio::select! {
             _ = shutdown => self.stop().await,
             r = &mut self.join => {
+                end_fanout(self.fanout).await;
                 let _ = self.archive.sync().await;
                 match r {
                     Ok(Ok(())) => Ok(()),

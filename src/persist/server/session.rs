@@ -1,10 +1,12 @@
 //! # Websocket session
 //!
 //! One persister connection on `/ws`: a reader task that decodes envelopes
-//! ([`wire::RawRequest`]) and executes ops against the [`Archive`] and the [`Hub`]. There is
-//! no writer task: the upgrade response's body is the connection's [`Outbox`] itself
-//! ([`OutboxBody`]), so the HTTP dispatcher that owns the socket takes ready-made websocket
-//! frames (shared with every other subscriber of a notification) straight from the queue, in
+//! ([`wire::RawRequest`]) and executes ops against the [`Archive`] and the [`Hub`]. Frames
+//! (shared with every other subscriber of a notification) leave through the connection's
+//! [`Outbox`]: on plain TCP, written straight to the socket by whoever queues them, and by
+//! the connection's writer task only while the socket is full ([`super::direct`]); over TLS,
+//! the upgrade response's body is the outbox itself ([`OutboxBody`]), so the HTTP
+//! dispatcher that owns the socket takes ready-made frames straight from the queue, in
 //! batches, without a channel or a task hop per message.
 //!
 //! - Backpressure: a request is read only when the outbox has room for its reply
@@ -15,8 +17,9 @@
 //! - Requests run in arrival order. `publish` verifies on the [`VerifyPool`] (in order, so a
 //!   binding published before its container is applied first) and is acknowledged only after
 //!   [`Archive::sync`] resolves; its fanout happens then too, never to the uploader, and
-//!   fanouts and acks of one connection leave in publish order. Up to
-//!   `max_in_flight` publishes per connection wait for durability at once.
+//!   fanouts and acks of one connection leave in publish order (the publishes one group
+//!   commit made durable are announced together: their fanouts in one hub call, then their
+//!   acks). Up to `max_in_flight` publishes per connection wait for durability at once.
 //! - Reads run inline with sled, on the [`VerifyPool`] with the cluster store (network round
 //!   trips must not stall the event loop's other sessions).
 //! - Unknown ops, bad args and malformed envelopes get an error reply; the session goes on.
@@ -27,8 +30,8 @@
 //!   is closed.
 //!
 //! Owns: per-connection state (subscriptions via [`hub::Subscriber`], in-flight bound).
-//! Calls: [`Archive`], [`Hub`], [`wire`], [`wsframe`], [`VerifyPool`], actix-ws (its frame
-//! decoder, for the read side only).
+//! Calls: [`Archive`], [`Hub`], [`wire`], [`wsframe`], [`VerifyPool`], [`super::direct`]
+//! (the socket's writer on plain TCP), actix-ws (its frame decoder, for the read side only).
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -43,15 +46,15 @@ use bytes::Bytes;
 use futures_util::Stream;
 use rmpv::Value;
 use slog::{debug, info, trace, warn};
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::guard::{FrameGuard, Oversize};
-use super::Shared;
+use super::{direct, Shared};
 use crate::golix::{auth, Ghid, Object, Policy, SecondParty};
 use crate::persist::hub::{self, CloseKind, Next, Outbox};
 use crate::persist::store::Sender;
 use crate::persist::wire::{self, args, codes, PublishAck};
-use crate::persist::{wsframe, PersistError};
+use crate::persist::{wsframe, PersistError, Published};
 
 /// How often the session pings the peer (at most).
 pub const PING_INTERVAL: Duration = Duration::from_secs(20);
@@ -92,10 +95,27 @@ pub(super) async fn route(
         .map_or_else(|| "?".to_owned(), |a| a.to_string());
     let shared = state.into_inner();
     let sub = shared.hub.connect();
+    let socket = req.conn_data::<crate::net::ConnSocket>().cloned();
+    // Plain TCP: we write the socket ourselves (`direct`); `Expect` could make actix write.
+    let direct_fd = socket
+        .as_ref()
+        .and_then(crate::net::ConnSocket::plain_fd)
+        .filter(|_| !req.head().expect());
+    if let Some(fd) = direct_fd {
+        let outbox = sub.outbox().clone();
+        let handshake = response.finish();
+        outbox.write_through(Arc::new(direct::Socket(fd.clone())));
+        outbox.push_reply(direct::head(&handshake));
+        actix_web::rt::spawn(run(shared, sub, stream, oversize, peer));
+        // Answering only once the session is over keeps the dispatcher from writing.
+        let _ = actix_web::rt::spawn(direct::writer(outbox, fd)).await;
+        // The socket is shut down both ways by now: this response reaches no one, and
+        // failing to write it ends the connection on actix's side.
+        return Ok(handshake.map_into_boxed_body().into());
+    }
     let body = OutboxBody::new(sub.outbox().clone());
     actix_web::rt::spawn(run(shared, sub, stream, oversize, peer));
     // Once the session's last frame is out, the connection closes at once (`net`).
-    let socket = req.conn_data::<crate::net::ConnSocket>().cloned();
     let body = crate::net::EndingBody::new(BodyStream::new(body), socket);
     Ok(response.message_body(body.boxed())?.into())
 }
@@ -194,10 +214,8 @@ struct Conn {
     challenge: Option<[u8; 32]>,
     /// Who this connection's GARQs are counted against (set by a successful `auth`).
     sender: Sender,
-    /// Completes when the previous publish's fanout and ack are done: each post-publish task
-    /// waits for it, so fanouts (and acks) leave in publish order even when the tasks are
-    /// polled out of order.
-    last_publish: Option<oneshot::Receiver<()>>,
+    /// Announces durable publishes (fanout, then ack) in publish order; see [`announce`].
+    announcer: Option<mpsc::UnboundedSender<Durable>>,
 }
 
 async fn run(
@@ -219,7 +237,7 @@ async fn run(
         closing: false,
         challenge: None,
         sender: Sender::Anonymous,
-        last_publish: None,
+        announcer: None,
     };
     let end = conn.read_loop(&mut stream, &oversize).await;
     conn.sub.unsubscribe_all();
@@ -580,44 +598,120 @@ impl Conn {
         };
         trace!(self.log, "published"; "ghid" => %published.ghid, "kind" => published.kind.as_str(),
             "new" => published.new);
-        // Durability, then fanout, then the ack, off the reader so publishes pipeline.
-        let shared = self.shared.clone();
-        let outbox = self.outbox.clone();
-        let me = self.sub.id();
-        let id = raw.id;
-        let log = self.log.clone();
-        let previous = self.last_publish.take();
-        let (done, next) = oneshot::channel();
-        self.last_publish = Some(next);
+        // Durability, then fanout, then the ack, off the reader so publishes pipeline: the
+        // group commit is waited for here, the announcement is the announcer's (in order).
+        let (done, synced) = oneshot::channel();
+        let archive = self.shared.archive.clone();
         actix_web::rt::spawn(async move {
-            let _permit = permit;
-            let synced = shared.archive.sync().await;
-            if let Some(previous) = previous {
-                let _ = previous.await;
+            let _ = done.send(archive.sync().await);
+        });
+        let durable = Durable {
+            synced,
+            published,
+            id: raw.id,
+            _permit: permit,
+        };
+        if let Err(mpsc::error::SendError(d)) = self.announcer().send(durable) {
+            // The announcer only ends with the connection; answer anyway.
+            self.reply_err(&d.id, codes::UNAVAILABLE, "shutting down");
+        }
+    }
+
+    /// The connection's announcer (started at its first publish, on the fanout thread).
+    fn announcer(&mut self) -> &mpsc::UnboundedSender<Durable> {
+        self.announcer.get_or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let task = announce(
+                self.shared.clone(),
+                self.outbox.clone(),
+                self.sub.id(),
+                self.log.clone(),
+                rx,
+            );
+            // On the fanout thread; if it is gone (stopping), the sender fails and the
+            // publish is answered `unavailable`.
+            self.shared.fanout.spawn(task);
+            tx
+        })
+    }
+}
+
+/// A verified publish waiting for its group commit, in its connection's publish order.
+struct Durable {
+    synced: oneshot::Receiver<Result<(), PersistError>>,
+    published: Published,
+    id: Value,
+    /// Holds one of the connection's `max_in_flight` slots until acknowledged (which also
+    /// bounds the announcer's channel).
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Announces one connection's publishes once durable, in publish order: every publish that
+/// the same group commit made durable goes to the hub in one [`hub::Hub::fanout`] call (so a
+/// write-through subscriber gets them in one `send`), then their acks follow, in order.
+async fn announce(
+    shared: Arc<Shared>,
+    outbox: Arc<Outbox>,
+    me: hub::ConnId,
+    log: slog::Logger,
+    mut rx: mpsc::UnboundedReceiver<Durable>,
+) {
+    let gone = || Err(PersistError::Unavailable("the flusher stopped".into()));
+    let mut carried: Option<Durable> = None;
+    let mut notes = Vec::new();
+    loop {
+        let mut first = match carried.take() {
+            Some(d) => d,
+            None => match rx.recv().await {
+                Some(d) => d,
+                None => return,
+            },
+        };
+        let synced = (&mut first.synced).await.unwrap_or_else(|_| gone());
+        let mut batch = vec![(first, synced)];
+        // Whatever is durable already joins this announcement; the first that is not waits
+        // for the next one.
+        while let Ok(mut d) = rx.try_recv() {
+            match d.synced.try_recv() {
+                Ok(r) => batch.push((d, r)),
+                Err(oneshot::error::TryRecvError::Empty) => {
+                    carried = Some(d);
+                    break;
+                }
+                Err(oneshot::error::TryRecvError::Closed) => batch.push((d, gone())),
             }
-            let _done = done;
-            match synced {
+        }
+        notes.clear();
+        for (d, r) in &batch {
+            if r.is_ok() {
+                notes.extend(d.published.notifications.iter().cloned());
+            }
+        }
+        if !notes.is_empty() {
+            shared.hub.fanout(&notes, Some(me));
+            if let Some(c) = &shared.cluster {
+                c.announce(&notes);
+            }
+        }
+        for (d, r) in batch {
+            match r {
                 Ok(()) => {
-                    shared.hub.fanout(&published.notifications, Some(me));
-                    if let Some(c) = &shared.cluster {
-                        c.announce(&published.notifications);
-                    }
                     let ack = PublishAck {
-                        ghid: published.ghid,
-                        kind: published.kind.as_str().to_owned(),
-                        new: published.new,
+                        ghid: d.published.ghid,
+                        kind: d.published.kind.as_str().to_owned(),
+                        new: d.published.new,
                     };
-                    outbox.push_reply(wsframe::binary(&wire::encode_ok(&id, ack)));
+                    outbox.push_reply(wsframe::binary(&wire::encode_ok(&d.id, ack)));
                 }
                 Err(e) => {
                     warn!(log, "flush failed"; "error" => %e);
                     outbox.push_reply(wsframe::binary(&wire::encode_err(
-                        &id,
+                        &d.id,
                         e.code(),
                         e.to_string(),
                     )));
                 }
             }
-        });
+        }
     }
 }

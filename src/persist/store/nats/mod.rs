@@ -3,8 +3,9 @@
 //! Any number of persister front-ends share one JetStream cluster and behave as one persister:
 //! every row of the store is a KV entry ([`rows`]), partitioned over `partitions` buckets by
 //! ghid (so the buckets' Raft leaders spread over the nodes), replicated `replicas` times;
-//! large objects live in an object store. A front-end keeps no data of its own: every read goes
-//! to the stream leader.
+//! large objects live in an object store. A front-end keeps no data of its own: every plain
+//! read goes to the stream leader; a rule pass may start from rows the front-end saw last (a
+//! cache, see [`partition`]), which its commit validates like any read.
 //!
 //! Isolation: [`Store::transact`] runs the rule pass against the rows it reads and commits its
 //! writes with the protocol in [`txn`] (optimistic, compare-and-set per row on the KV revision,
@@ -20,14 +21,17 @@
 //!
 //! Owns: the connections (one for the store, one without echo for notifications, see
 //! [`NatsStore::notify_client`]), a private tokio runtime that drives them, the buckets, the
-//! periodic sweep of abandoned transactions. Calls: async-nats, [`rows`], [`txn`], the sled
+//! periodic sweep of abandoned transactions, the count of JetStream operations by kind
+//! ([`NatsStore::ops`]). Calls: async-nats, [`rows`], [`txn`], [`partition`], the sled
 //! store's record encodings. Used by the persister server (`server.store: nats://…`).
 
+mod partition;
 mod rows;
 mod txn;
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -159,16 +163,63 @@ fn unavailable(what: &str, e: impl std::fmt::Display) -> PersistError {
     PersistError::Unavailable(format!("nats {what}: {e}"))
 }
 
+/// JetStream operations since start, by kind: where a publish's round trips go.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct OpCounts {
+    /// Row reads: rule passes, plain reads, validation, roll-forward checks.
+    pub row_reads: u64,
+    /// Transaction record reads (resolving another transaction's lock, clean-up).
+    pub record_reads: u64,
+    /// Reads checking a key's revision just before a conditional write.
+    pub check_reads: u64,
+    /// Acknowledged appends (conditional writes).
+    pub appends: u64,
+    /// Appends refused because another writer had appended to the partition since.
+    pub retries: u64,
+    /// Message deletes (emptied rows, finished records).
+    pub deletes: u64,
+}
+
+#[derive(Default)]
+struct Ops {
+    row_reads: AtomicU64,
+    record_reads: AtomicU64,
+    check_reads: AtomicU64,
+    appends: AtomicU64,
+    retries: AtomicU64,
+    deletes: AtomicU64,
+}
+
+impl Ops {
+    fn count(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> OpCounts {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        OpCounts {
+            row_reads: get(&self.row_reads),
+            record_reads: get(&self.record_reads),
+            check_reads: get(&self.check_reads),
+            appends: get(&self.appends),
+            retries: get(&self.retries),
+            deletes: get(&self.deletes),
+        }
+    }
+}
+
 /// What the async side shares.
 pub(crate) struct Core {
     js: jetstream::Context,
     parts: Vec<kv::Store>,
-    /// The last sequence known of each partition's stream (see `txn`'s compare-and-set).
-    last_seq: Vec<std::sync::atomic::AtomicU64>,
+    /// What this process knows of each partition's stream, and its writer lock (see
+    /// [`partition`]).
+    state: Vec<partition::Partition>,
     blobs: object_store::ObjectStore,
     inline_max: usize,
     /// Largest row we write (the server's max_payload, less headroom for headers).
     max_row: usize,
+    ops: Ops,
     log: Logger,
 }
 
@@ -418,6 +469,11 @@ impl NatsStore {
         self.client.clone()
     }
 
+    /// JetStream operations since start, by kind.
+    pub fn ops(&self) -> OpCounts {
+        self.core.ops.snapshot()
+    }
+
     /// Finishes or aborts abandoned transactions now (the sweeper does this periodically).
     pub fn sweep_now(&self) -> Result<(), PersistError> {
         let core = self.core.clone();
@@ -489,12 +545,13 @@ async fn open(
             .map_err(|e| unavailable("object store", e))?,
     };
     let core = Core {
-        last_seq: parts.iter().map(|_| Default::default()).collect(),
+        state: parts.iter().map(|_| Default::default()).collect(),
         js,
         parts,
         blobs,
         inline_max: opts.inline_max.min(max_row / 2),
         max_row,
+        ops: Ops::default(),
         log,
     };
     for i in 0..core.parts.len() {
@@ -571,22 +628,45 @@ impl Store for NatsStore {
         true
     }
 
+    /// The first pass may read rows from this front-end's cache (see `partition`); a pass
+    /// that used it and ends in a refusal or in nothing to write is run again without it
+    /// (those outcomes are not validated by a commit), and so is every pass after a conflict.
     fn transact(&self, decide: &mut super::Decide<'_>) -> Result<(), PersistError> {
+        let mut use_cache = true;
         for attempt in 0..MAX_ATTEMPTS {
             let pass = Pass {
                 store: self,
                 reads: Mutex::new(Default::default()),
+                use_cache,
+                from_cache: Mutex::new(Vec::new()),
             };
-            let writes = decide(&pass)?;
-            if writes.is_empty() {
-                return Ok(());
+            let decided = decide(&pass);
+            let from_cache = pass
+                .from_cache
+                .into_inner()
+                .unwrap_or_else(|e| e.into_inner());
+            let unconfirmed =
+                !from_cache.is_empty() && decided.as_ref().map_or(true, WriteSet::is_empty);
+            if unconfirmed {
+                use_cache = false;
+                continue;
             }
+            let writes = match decided {
+                Err(e) => return Err(e),
+                Ok(w) if w.is_empty() => return Ok(()),
+                Ok(w) => w,
+            };
             let reads = pass.reads.into_inner().unwrap_or_else(|e| e.into_inner());
             let deltas = rows::deltas(&writes);
             match self.run(|core| async move { core.commit(reads, deltas).await }) {
                 Ok(()) => return Ok(()),
                 Err(txn::TxError::Failed(e)) => return Err(e),
                 Err(txn::TxError::Conflict) => {
+                    // Outdated cached rows are likely why: read them fresh from now on.
+                    for key in &from_cache {
+                        self.core.forget_cached(key);
+                    }
+                    use_cache = false;
                     // Randomised backoff so that two racing front-ends do not collide again.
                     let ms =
                         rand::Rng::gen_range(&mut rand::thread_rng(), 0..(1u64 << attempt.min(6)));
@@ -605,6 +685,10 @@ impl Store for NatsStore {
 struct Pass<'s> {
     store: &'s NatsStore,
     reads: Mutex<std::collections::HashMap<RowKey, (u64, Row)>>,
+    /// Whether rows may come from the cache.
+    use_cache: bool,
+    /// Rows that did.
+    from_cache: Mutex<Vec<RowKey>>,
 }
 
 impl Pass<'_> {
@@ -617,9 +701,22 @@ impl Pass<'_> {
         {
             return Ok(row.clone());
         }
-        let (rev, row) = self
-            .store
-            .run(|core| async move { core.settle(&key).await })?;
+        let cached = self
+            .use_cache
+            .then(|| self.store.core.cached(&key))
+            .flatten();
+        let (rev, row) = match cached {
+            Some(hit) => {
+                self.from_cache
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(key);
+                hit
+            }
+            None => self
+                .store
+                .run(|core| async move { core.settle(&key).await })?,
+        };
         self.reads
             .lock()
             .unwrap_or_else(|e| e.into_inner())

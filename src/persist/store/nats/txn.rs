@@ -4,12 +4,17 @@
 //!
 //! 1. The pass read every row it decided on at some revision (waiting out, finishing or
 //!    aborting other transactions' locks first: [`Core::settle`]).
-//! 2. A transaction record `t.<id>` is created, *pending*, holding every row's [`Delta`].
+//! 2. Deltas that leave their row as read are dropped (the row is then only read). A
+//!    transaction record `t.<id>` is created, *pending*, holding every row's [`Delta`], in the
+//!    partition holding most of the rows only read.
 //! 3. Prewrite: each written row is rewritten, unchanged but for `lock = id`, at exactly the
 //!    revision the pass read. Any mismatch = someone wrote it since: abort, re-run the pass.
-//! 4. Validate: every row read but not written is still at the revision read.
-//! 5. Commit point: the record goes pending -> *committed* (compare-and-set). From here the
-//!    transaction has happened: readers apply its delta to a row it still locks.
+//! 4. Validate: every row read but not written, in another partition than the record's, is
+//!    read again and must still be at the revision read.
+//! 5. Commit point: the record goes pending -> *committed* (compare-and-set, also requiring
+//!    the rows only read in its partition at their revisions: the append validates them).
+//!    From here the transaction has happened: readers apply its delta to a row it still
+//!    locks.
 //! 6. Apply: each row becomes its post-image, unlocked (or is deleted when empty); then the
 //!    record is deleted. Anyone may do this (roll forward) for a committed record.
 //!
@@ -19,7 +24,6 @@
 //! or aborts records whose owner died. Every step is idempotent and may be repeated by anyone.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::context::PublishErrorKind;
@@ -30,8 +34,8 @@ use serde::{Deserialize, Serialize};
 use slog::warn;
 use tokio::io::AsyncReadExt;
 
-use super::rows::{partition_of, Body, Change, Delta, Row, RowKey};
-use super::Core;
+use super::rows::{Body, Change, Delta, Row, RowKey};
+use super::{Core, Ops};
 use crate::persist::PersistError;
 
 /// A pending transaction record seen unchanged this long is presumed abandoned and aborted.
@@ -97,10 +101,10 @@ fn nats_err(what: &str, e: impl std::fmt::Display) -> PersistError {
 }
 
 /// A fresh transaction id: `<partition>-<32 hex>`; the record lives in that partition.
-fn new_txid(partitions: usize) -> String {
+fn new_txid(partition: usize) -> String {
     let mut b = [0u8; 16];
     rand::Rng::fill(&mut rand::thread_rng(), &mut b[..]);
-    format!("{}-{}", partition_of(&b, partitions), hex::encode(b))
+    format!("{partition}-{}", hex::encode(b))
 }
 
 fn tx_partition(txid: &str, partitions: usize) -> Result<usize, PersistError> {
@@ -111,10 +115,6 @@ fn tx_partition(txid: &str, partitions: usize) -> Result<usize, PersistError> {
 }
 
 impl Core {
-    fn bucket(&self, key: &RowKey) -> &kv::Store {
-        &self.parts[key.partition(self.parts.len())]
-    }
-
     fn tx_bucket(&self, txid: &str) -> Result<&kv::Store, PersistError> {
         Ok(&self.parts[tx_partition(txid, self.parts.len())?])
     }
@@ -134,17 +134,21 @@ impl Core {
 
     /// A row as stored (possibly locked), with its revision.
     async fn raw(&self, key: &RowKey) -> Result<(u64, Row), PersistError> {
-        let (rev, value) = Self::raw_entry(self.bucket(key), &key.key()).await?;
-        Ok((
-            rev,
-            value
-                .map(|v| Row::decode(&v))
-                .transpose()?
-                .unwrap_or_default(),
-        ))
+        let (part, text) = (key.partition(self.parts.len()), key.key());
+        let before = self.state[part].seq();
+        Ops::count(&self.ops.row_reads);
+        let (rev, value) = Self::raw_entry(&self.parts[part], &text).await?;
+        self.state[part].read(before, &text, rev);
+        let row = value
+            .map(|v| Row::decode(&v))
+            .transpose()?
+            .unwrap_or_default();
+        self.state[part].saw_row(&text, rev, &row);
+        Ok((rev, row))
     }
 
     async fn tx(&self, txid: &str) -> Result<Option<(u64, TxRecord)>, PersistError> {
+        Ops::count(&self.ops.record_reads);
         let (rev, value) = Self::raw_entry(self.tx_bucket(txid)?, &format!("t.{txid}")).await?;
         Ok(match value {
             Some(v) => Some((rev, TxRecord::decode(&v)?)),
@@ -162,7 +166,10 @@ impl Core {
     /// checked in order with the proposals, so: learn the stream's last sequence `s`, check
     /// the key is at `rev`, then append expecting the stream still at `s`. Success means no
     /// append happened since the check. (Deletes are not appends, but only ever remove a
-    /// locked row's message, which no other writer expects.)
+    /// locked row's message or a finished transaction's record, whose writers all agree on
+    /// the outcome.) This process's writes of one partition queue behind one lock, and the
+    /// check is skipped when `partition::Partition` already knows the key's revision as of the
+    /// expected sequence.
     async fn cas(
         &self,
         part: usize,
@@ -170,12 +177,26 @@ impl Core {
         rev: u64,
         value: Option<Bytes>,
     ) -> Result<Cas, PersistError> {
-        let kv = &self.parts[part];
+        self.cas_also(part, key, rev, value, &[]).await
+    }
+
+    /// [`Core::cas`] that also requires the keys of `also` (same partition) to be at their
+    /// revisions: the append's success proves none of them changed up to that moment.
+    async fn cas_also(
+        &self,
+        part: usize,
+        key: &str,
+        rev: u64,
+        value: Option<Bytes>,
+        also: &[(String, u64)],
+    ) -> Result<Cas, PersistError> {
+        let (kv, state) = (&self.parts[part], &self.state[part]);
         let Some(value) = value else {
             if rev == 0 {
                 return Ok(Cas::Done(0));
             }
-            return match kv.stream.delete_message(rev).await {
+            Ops::count(&self.ops.deletes);
+            let done = match kv.stream.delete_message(rev).await {
                 Ok(true) => Ok(Cas::Done(0)),
                 Ok(false) => Ok(Cas::Stale),
                 Err(e) => match e.kind() {
@@ -185,13 +206,24 @@ impl Core {
                     _ => Err(nats_err("delete", e)),
                 },
             };
+            state.deleted(key);
+            return done;
         };
         let subject = format!("{}{key}", kv.prefix);
         let deadline = Instant::now() + SETTLE_DEADLINE;
+        let _writer = state.writer.lock().await;
         loop {
-            let last = self.last_seq[part].load(Ordering::SeqCst);
-            if Self::raw_entry(kv, key).await?.0 != rev {
-                return Ok(Cas::Stale);
+            let (last, _) = state.get(key);
+            for (k, r) in std::iter::once((key, rev)).chain(also.iter().map(|(k, r)| (&k[..], *r)))
+            {
+                if state.get(k).1 != Some(r) {
+                    Ops::count(&self.ops.check_reads);
+                    let now = Self::raw_entry(kv, k).await?.0;
+                    state.read(last, k, now);
+                    if now != r {
+                        return Ok(Cas::Stale);
+                    }
+                }
             }
             let mut h = async_nats::HeaderMap::new();
             h.insert("Nats-Expected-Last-Sequence", last.to_string().as_str());
@@ -203,10 +235,12 @@ impl Core {
                 .await;
             match ack {
                 Ok(a) => {
-                    self.last_seq[part].fetch_max(a.sequence, Ordering::SeqCst);
+                    Ops::count(&self.ops.appends);
+                    state.appended(last, key, a.sequence);
                     return Ok(Cas::Done(a.sequence));
                 }
                 Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                    Ops::count(&self.ops.retries);
                     // "wrong last sequence: N": N is the stream's last sequence now.
                     let actual = e.to_string().rsplit(':').next().and_then(|n| {
                         n.trim()
@@ -215,7 +249,7 @@ impl Core {
                             .ok()
                     });
                     match actual {
-                        Some(n) => self.last_seq[part].store(n, Ordering::SeqCst),
+                        Some(n) => state.moved(n),
                         None => self.refresh_last_seq(part).await?,
                     }
                 }
@@ -236,7 +270,7 @@ impl Core {
             .info()
             .await
             .map_err(|e| nats_err("stream info", e))?;
-        self.last_seq[part].store(info.state.last_sequence, Ordering::SeqCst);
+        self.state[part].moved(info.state.last_sequence);
         Ok(())
     }
 
@@ -252,8 +286,23 @@ impl Core {
                 )));
             }
         }
-        self.cas(key.partition(self.parts.len()), &key.key(), rev, value)
-            .await
+        let (part, text) = (key.partition(self.parts.len()), key.key());
+        let done = self.cas(part, &text, rev, value).await?;
+        match done {
+            Cas::Done(new) => self.state[part].saw_row(&text, new, row),
+            Cas::Stale => self.state[part].forget_row(&text),
+        }
+        Ok(done)
+    }
+
+    /// The last unlocked content this front-end saw of a row (see `partition`).
+    pub fn cached(&self, key: &RowKey) -> Option<(u64, Row)> {
+        self.state[key.partition(self.parts.len())].cached(&key.key())
+    }
+
+    /// Drops a row from the cache (it turned out outdated).
+    pub fn forget_cached(&self, key: &RowKey) {
+        self.state[key.partition(self.parts.len())].forget_row(&key.key());
     }
 
     /// The committed content of a row, for plain reads: a row locked by a committed
@@ -423,7 +472,23 @@ impl Core {
                 reads.insert(*key, self.settle(key).await?);
             }
         }
-        let txid = new_txid(self.parts.len());
+        // A delta that leaves its row as read (a binding set again, say) is no write: the row
+        // stays in the read set and is validated instead. Two transactions that only re-state
+        // a shared row (every frame re-targeting one container) then do not conflict on it.
+        deltas.retain(|key, d| d.apply(&reads[key].1) != reads[key].1);
+        if deltas.is_empty() {
+            return Ok(());
+        }
+        // The record goes to the partition holding most of the rows only read: the commit's
+        // append there validates them (see below), sparing a read each.
+        let n = self.parts.len();
+        let mut only_read = vec![0usize; n];
+        for k in reads.keys().filter(|k| !deltas.contains_key(k)) {
+            only_read[k.partition(n)] += 1;
+        }
+        let fallback = rand::Rng::gen_range(&mut rand::thread_rng(), 0..n);
+        let busiest = (0..n).max_by_key(|p| (only_read[*p], *p == fallback));
+        let txid = new_txid(busiest.unwrap_or(fallback));
         let blobs = self.spill(&txid, &mut deltas).await?;
         let mut rec = TxRecord {
             state: TxState::Pending,
@@ -431,6 +496,7 @@ impl Core {
         };
         let tpart = self.tx_part(&txid)?;
         let tkey = format!("t.{txid}");
+        self.state[tpart].fresh(&tkey);
         let encoded = rec.encode();
         if encoded.len() > self.max_row {
             self.delete_blobs(&blobs).await;
@@ -473,11 +539,18 @@ impl Core {
             }
         }
 
-        // Validate what was read and not written.
+        // Validate what was read and not written: in the record's partition by the commit's
+        // own append (its expected sequence proves them unchanged up to the commit point),
+        // elsewhere by reading them again now that every written row is locked.
+        let in_commit: Vec<(String, u64)> = reads
+            .iter()
+            .filter(|(k, _)| !deltas.contains_key(k) && k.partition(n) == tpart)
+            .map(|(k, (rev, _))| (k.key(), *rev))
+            .collect();
         if trouble.is_none() {
             let checks = reads
                 .iter()
-                .filter(|(k, _)| !deltas.contains_key(k))
+                .filter(|(k, _)| !deltas.contains_key(k) && k.partition(n) != tpart)
                 .map(|(k, (rev, _))| async move { self.raw(k).await.map(|(now, _)| now == *rev) });
             for r in join_all(checks).await {
                 match r {
@@ -492,10 +565,17 @@ impl Core {
 
         // Commit point.
         let mut committed = false;
+        let mut crev = None;
         if trouble.is_none() {
             rec.state = TxState::Committed;
-            match self.cas(tpart, &tkey, trev, Some(rec.encode())).await {
-                Ok(Cas::Done(_)) => committed = true,
+            match self
+                .cas_also(tpart, &tkey, trev, Some(rec.encode()), &in_commit)
+                .await
+            {
+                Ok(Cas::Done(r)) => {
+                    committed = true;
+                    crev = Some(r);
+                }
                 Ok(Cas::Stale) => trouble = Some(TxError::Conflict),
                 // Unknown outcome: the record says.
                 Err(e) => match self.tx(&txid).await {
@@ -532,7 +612,7 @@ impl Core {
             }
         }
         if clean {
-            self.forget(&txid).await;
+            self.forget(&txid, crev).await;
         }
         // Blobs the committed rows no longer name.
         let replaced: Vec<String> = deltas
@@ -547,13 +627,23 @@ impl Core {
         Ok(())
     }
 
-    /// Deletes a finished transaction's record.
-    async fn forget(&self, txid: &str) {
+    /// Deletes a finished transaction's record (at revision `rev` when known: nobody writes
+    /// a finished record, so it is still there or already deleted).
+    async fn forget(&self, txid: &str, rev: Option<u64>) {
         let (Ok(kv), Ok(part)) = (self.tx_bucket(txid), self.tx_part(txid)) else {
             return;
         };
         let key = format!("t.{txid}");
-        if let Ok((rev, Some(_))) = Self::raw_entry(kv, &key).await {
+        let rev = match rev {
+            Some(r) => Some(r),
+            None => match Self::raw_entry(kv, &key).await.inspect(|_| {
+                Ops::count(&self.ops.record_reads);
+            }) {
+                Ok((r, Some(_))) => Some(r),
+                _ => None,
+            },
+        };
+        if let Some(rev) = rev {
             if let Err(e) = self.cas(part, &key, rev, None).await {
                 warn!(self.log, "cannot delete a transaction record"; "tx" => txid, "error" => %e);
             }
@@ -611,7 +701,7 @@ impl Core {
                 .collect();
             self.delete_blobs(&names).await;
         }
-        self.forget(txid).await;
+        self.forget(txid, None).await;
         Ok(())
     }
 

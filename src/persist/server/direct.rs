@@ -1,0 +1,184 @@
+//! # Direct socket writes: the one place the persister bypasses actix
+//!
+//! A plain-TCP websocket connection (no TLS, no `Expect` header) is written to by us, not by
+//! actix's HTTP/1 dispatcher. Why: measured for issue 17 (BENCHMARKS.md, "Object fanout"),
+//! most of the server's CPU per delivery went into the dispatcher's turn for each
+//! notification on each connection (a cross-thread task wakeup, a poll of the whole
+//! dispatcher state machine, a copy into its write buffer) around one `send` per frame.
+//! Written through, the fanout itself sends each subscriber the frames of one call (all the
+//! updates a group commit made durable) in one vectored `send`, under the outbox's lock.
+//!
+//! How, with actix-web still accepting, parsing the upgrade request and reading the socket:
+//! - The `/ws` handler does not return its response while the session lives. While a handler
+//!   runs, the dispatcher only reads (it feeds the request's payload, which is the websocket
+//!   input, with its usual backpressure) and writes nothing, so the socket's output is ours.
+//!   The handler writes the `101 Switching Protocols` head itself, as the outbox's first
+//!   frame, then waits for the writer below to end. (A request with `Expect` could have
+//!   actix write `100 Continue`, so it takes the dispatcher path.)
+//! - Frames are sent by whoever queues them ([`crate::persist::hub`]'s write-through)
+//!   while the socket takes them; once it does not, the rest is queued and the writer task
+//!   ([`writer`]) takes batches from the outbox and writes each with one vectored `sendmsg`,
+//!   waiting for writability on the socket's duplicate (from `on_connect`, see
+//!   [`crate::net::ConnSocket`]) registered with the worker's reactor (tokio `AsyncFd`).
+//! - End: after the close frame (once the session has released the outbox) or at once when
+//!   aborted, the writer shuts the socket down both ways: the peer gets FIN, the dispatcher
+//!   reads the end of input. The handler then returns a response that can no longer be
+//!   written, and actix drops the connection.
+//!
+//! TLS connections keep the dispatcher path (the outbox as the response body, in `session`):
+//! rustls owns the bytes on their socket.
+//!
+//! Owns: the handshake head, the per-connection writer task. Calls: [`Outbox`], socket2,
+//! tokio's `AsyncFd`.
+
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+
+use actix_http::Response;
+use bytes::Bytes;
+use socket2::SockRef;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+use crate::persist::hub::{DirectSink, Next, Outbox};
+
+/// Most messages the writer takes from the outbox at once (and writes in one `sendmsg`).
+const WRITE_BATCH: usize = 64;
+
+/// A connection's socket as the outbox's write-through target.
+pub(super) struct Socket(pub Arc<OwnedFd>);
+
+impl DirectSink for Socket {
+    fn send(&self, frames: &[IoSlice<'_>]) -> io::Result<usize> {
+        // MSG_NOSIGNAL: a peer that is gone is an error here, not a SIGPIPE.
+        SockRef::from(&*self.0).send_vectored_with_flags(frames, libc::MSG_NOSIGNAL)
+    }
+}
+
+/// The head of actix's websocket handshake `response`, as it goes on the wire.
+pub(super) fn head<B>(response: &Response<B>) -> Bytes {
+    let mut out = Vec::with_capacity(192);
+    out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\n");
+    for (name, value) in response.headers() {
+        if name == actix_http::header::CONNECTION {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    Bytes::from(out)
+}
+
+/// The writer of one connection: writes what the outbox hands out (only while the socket is
+/// full, or to close), then ends the connection. Runs on the connection's worker thread.
+pub(super) async fn writer(outbox: Arc<Outbox>, fd: Arc<OwnedFd>) {
+    // SAFETY: the AsyncFd owns a clone of the `Arc<OwnedFd>`: the descriptor stays open and
+    // the same for as long as the registration lives.
+    match unsafe { AsyncFd::register_with_interest(fd.clone(), Interest::WRITABLE) } {
+        Ok(socket) => drive(&outbox, &socket).await,
+        Err(_) => outbox.writer_gone(),
+    }
+    // Whatever ended it, nothing more is written: the session must not wait for room.
+    outbox.writer_gone();
+    outbox.detach();
+    // FIN to the peer (after what the kernel still holds), end of input to the dispatcher.
+    let _ = SockRef::from(&*fd).shutdown(std::net::Shutdown::Both);
+}
+
+async fn drive(outbox: &Outbox, socket: &AsyncFd<Arc<OwnedFd>>) {
+    loop {
+        match outbox.next(WRITE_BATCH).await {
+            Next::Batch(batch) => {
+                if send_all(outbox, socket, &batch).await.is_err() {
+                    return;
+                }
+            }
+            Next::Close(kind) => {
+                if send_all(outbox, socket, &[kind.frame()]).await.is_ok() {
+                    // The session reads until the peer's close (bounded by its grace time).
+                    poll_fn(|cx| outbox.poll_released(cx)).await;
+                }
+                return;
+            }
+            Next::Abort => return,
+        }
+    }
+}
+
+/// Writes `batch` whole, a vectored `sendmsg` at a time, waiting for writability (or until
+/// the outbox is aborted: a connection dropped as too slow is not waited for).
+async fn send_all(
+    outbox: &Outbox,
+    socket: &AsyncFd<Arc<OwnedFd>>,
+    batch: &[Bytes],
+) -> io::Result<()> {
+    // (message index, bytes of it already written)
+    let (mut i, mut off) = (0, 0);
+    while i < batch.len() {
+        if batch[i].len() == off {
+            i += 1;
+            off = 0;
+            continue;
+        }
+        let mut ready = tokio::select! {
+            r = socket.writable() => r?,
+            _ = outbox.aborted() => return Err(io::ErrorKind::ConnectionAborted.into()),
+        };
+        let slices: Vec<IoSlice<'_>> = std::iter::once(&batch[i][off..])
+            .chain(batch[i + 1..].iter().map(|b| &b[..]))
+            .map(IoSlice::new)
+            .collect();
+        let sent = ready.try_io(|fd| {
+            SockRef::from(fd.get_ref()).send_vectored_with_flags(&slices, libc::MSG_NOSIGNAL)
+        });
+        let mut n = match sent {
+            Ok(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => 0,
+            Ok(Err(e)) => return Err(e),
+            // Not writable after all: readiness cleared, wait again.
+            Err(_) => 0,
+        };
+        while n > 0 {
+            let left = batch[i].len() - off;
+            if n >= left {
+                n -= left;
+                i += 1;
+                off = 0;
+            } else {
+                off += n;
+                n = 0;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_is_a_complete_101() {
+        let req = actix_web::test::TestRequest::default()
+            .insert_header(("upgrade", "websocket"))
+            .insert_header(("connection", "Upgrade"))
+            .insert_header(("sec-websocket-version", "13"))
+            .insert_header(("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="))
+            .to_http_request();
+        let res = actix_http::ws::handshake(req.head()).unwrap().finish();
+        let h = head(&res);
+        let text = std::str::from_utf8(&h).unwrap();
+        assert!(text.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
+        assert!(text.contains("connection: upgrade\r\n"));
+        assert!(text.contains("upgrade: websocket\r\n"));
+        // RFC 6455 §1.3's example key and answer.
+        assert!(text.contains("sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+        assert!(text.ends_with("\r\n\r\n") && !text.ends_with("\r\n\r\n\r\n"));
+    }
+}
