@@ -111,7 +111,8 @@ pub struct ProcessSection {
     /// Seconds an app connection has to authenticate (`hello` with the token). Default 10.
     pub ipc_hello_timeout_s: u64,
     /// App connections waiting for their `hello` at once; one more closes the oldest of
-    /// them, so idle sockets of any local process cannot lock out an app. Default 64.
+    /// them, so idle sockets of any local process cannot lock out an app. Default 1024
+    /// (at most a quarter of the open-file limit).
     pub ipc_max_unauthenticated: usize,
 }
 
@@ -124,7 +125,7 @@ impl Default for ProcessSection {
             ipc_port: DEFAULT_IPC_PORT,
             cache_capacity: DEFAULT_DAEMON_CACHE,
             ipc_hello_timeout_s: 10,
-            ipc_max_unauthenticated: 64,
+            ipc_max_unauthenticated: crate::ipc::server::DEFAULT_MAX_UNAUTHENTICATED,
         }
     }
 }

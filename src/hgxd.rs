@@ -39,7 +39,7 @@ use crate::ipc::server::{serve, IpcConfig};
 use crate::ipc::token::CapabilityToken;
 use crate::ipc::HgxLink;
 use crate::logging::Verbosity;
-use crate::process::{shutdown_signal, PidFile};
+use crate::process::{nofile_soft_limit, shutdown_signal, PidFile};
 
 /// What can stop `hgxd` from starting; each has a clear message for the terminal.
 #[derive(Debug, thiserror::Error)]
@@ -247,6 +247,14 @@ fn record_account(
     Ok(())
 }
 
+/// The cap on app connections waiting for `hello`: as configured, but at most a quarter of
+/// the open-file limit, so that strangers are pushed out before they can use up the
+/// descriptors an app's connection needs.
+fn waiting_cap(configured: usize, nofile: Option<u64>) -> usize {
+    let quarter = nofile.map_or(usize::MAX, |n| usize::try_from(n / 4).unwrap_or(usize::MAX));
+    configured.min(quarter).max(1)
+}
+
 fn scrypt_params(cfg: &Config) -> ScryptParams {
     cfg.user
         .scrypt
@@ -429,7 +437,12 @@ pub async fn run(mut args: RunArgs) -> Result<(), RunError> {
     let mut ipc_cfg = IpcConfig::new(token);
     ipc_cfg.addr = SocketAddr::from((Ipv4Addr::LOCALHOST, cfg.process.ipc_port));
     ipc_cfg.hello_timeout = std::time::Duration::from_secs(cfg.process.ipc_hello_timeout_s.max(1));
-    ipc_cfg.max_unauthenticated = cfg.process.ipc_max_unauthenticated.max(1);
+    ipc_cfg.max_unauthenticated =
+        waiting_cap(cfg.process.ipc_max_unauthenticated, nofile_soft_limit());
+    if ipc_cfg.max_unauthenticated < cfg.process.ipc_max_unauthenticated {
+        slog::warn!(log, "ipc_max_unauthenticated lowered to a quarter of the open-file limit";
+            "configured" => cfg.process.ipc_max_unauthenticated, "used" => ipc_cfg.max_unauthenticated);
+    }
     ipc_cfg.log = log.new(o!("part" => "ipc"));
     let server = serve(daemon.clone(), ipc_cfg)
         .await
@@ -583,6 +596,14 @@ pub fn pid_file(config: Option<&Path>) -> Result<PathBuf, RunError> {
 mod tests {
     use super::*;
     use crate::actors::link_state::{Failure, RemoteStatus};
+
+    #[test]
+    fn waiting_cap_keeps_descriptors_for_apps() {
+        assert_eq!(waiting_cap(1024, Some(1 << 20)), 1024);
+        assert_eq!(waiting_cap(1024, Some(1024)), 256);
+        assert_eq!(waiting_cap(1024, None), 1024);
+        assert_eq!(waiting_cap(0, Some(2)), 1);
+    }
 
     #[test]
     fn status_lines() {

@@ -242,6 +242,40 @@ async fn hgxd_ends_the_connection_promptly_after_a_close() {
 /// Idle strangers (upgraded, never say `hello`) far over the cap, and plain TCP sockets that
 /// never even upgrade: an app with the token still connects and is served at once, the
 /// strangers are closed, and the daemon's descriptors come back down.
+/// Apps that connect at the same moment (a benchmark's subscribers, a desktop session
+/// starting its apps) are all served with the default settings: the cap on connections
+/// waiting for `hello` is for strangers, not for a burst of apps that each send `hello` a
+/// moment after their upgrade.
+#[actix_rt::test]
+async fn a_burst_of_apps_connecting_at_once_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_d, _home, addr, token) = hgxd(dir.path(), "").await;
+    let apps = 300;
+    // Every app upgrades before any says hello: the widest such a burst can be.
+    let mut sessions = Vec::new();
+    for _ in 0..apps {
+        sessions.push(
+            hostile_support::RawWs::open(addr, None, None)
+                .await
+                .expect("upgrade"),
+        );
+    }
+    for ws in sessions.iter_mut() {
+        ws.send(&request(
+            0,
+            "hello",
+            map(vec![("token", bin(token.as_bytes()))]),
+        ))
+        .await;
+    }
+    for (i, ws) in sessions.iter_mut().enumerate() {
+        let reply = ws.msg().await;
+        assert!(get(&reply, "ok").is_map(), "app {i}: hello failed: {reply}");
+        ws.send(&request(1, "whoami", Value::Nil)).await;
+        assert!(get(&ws.msg().await, "ok").is_map(), "app {i}: whoami");
+    }
+}
+
 #[actix_rt::test]
 async fn idle_strangers_do_not_lock_out_an_app() {
     let dir = tempfile::tempdir().unwrap();

@@ -38,8 +38,11 @@ pub const DEFAULT_IPC_PORT: u16 = 7772;
 pub const DEFAULT_MAX_MESSAGE: usize = 16 * 1024 * 1024;
 /// How long a connection may stay without a successful `hello` by default.
 pub const DEFAULT_HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-/// Sessions waiting for their `hello` at once, by default.
-pub const DEFAULT_MAX_UNAUTHENTICATED: usize = 64;
+/// Sessions waiting for their `hello` at once, by default: far more than the apps of one
+/// machine start at once (a burst of them must not push each other out), few enough that
+/// the daemon keeps file descriptors for apps (it is also capped at a quarter of the open-file
+/// limit, see `hgxd`).
+pub const DEFAULT_MAX_UNAUTHENTICATED: usize = 1024;
 /// How long data sent to an app may stay unread before the connection is dropped, by
 /// default.
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
