@@ -18,8 +18,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::task::JoinHandle;
-
 use super::account::{vault_key, Account};
 use super::account_actor::AccountHandle;
 use super::apps::AppRegistry;
@@ -31,7 +29,8 @@ use super::gc::GcHandle;
 use super::limits;
 use super::object::ObjectRegistry;
 use super::outbox::{self, Outbox};
-use super::remote::{self, Connector, RemoteEntry, RemoteHandle, RemoteTarget};
+use super::remote::{Connector, RemoteEntry, RemoteHandle, RemoteTarget};
+use super::remote_actor;
 use super::share::ShareHandle;
 use super::vault::Vault;
 use crate::golix::{Geoc, Ghid, Gobd, Object, Policy, SecondParty};
@@ -46,10 +45,7 @@ const LOCK_WAIT: Duration = Duration::from_secs(5);
 const LOGIN_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Opens the storage, logs in, starts the actors.
-pub async fn boot(
-    opts: DaemonOptions,
-    log: slog::Logger,
-) -> Result<(Arc<DaemonCore>, Vec<JoinHandle<()>>), DaemonError> {
+pub async fn boot(opts: DaemonOptions, log: slog::Logger) -> Result<Arc<DaemonCore>, DaemonError> {
     make_private_dir(&opts.ghidcache)?;
     let urls: Vec<String> = opts.remotes.iter().map(|r| r.url().to_owned()).collect();
     let objects = opts.ghidcache.join("objects");
@@ -112,12 +108,9 @@ pub async fn boot(
     let outbox = Outbox::open(vault.clone(), &urls)?;
 
     let mut remotes = Vec::with_capacity(opts.remotes.len());
-    let mut inboxes = Vec::with_capacity(opts.remotes.len());
     for (i, entry) in opts.remotes.into_iter().enumerate() {
         let max_object = limits::known(&vault, entry.url())?;
-        let (handle, inbox) = RemoteHandle::channel(entry, i, max_object);
-        remotes.push(handle);
-        inboxes.push(inbox);
+        remotes.push(RemoteHandle::new(entry, i, max_object));
     }
     // The actors that answer to the core hold it weakly (it holds their addresses).
     let core = Arc::new_cyclic(|weak| DaemonCore {
@@ -137,14 +130,8 @@ pub async fn boot(
         gate: Gate::default(),
         log: log.clone(),
     });
-    let mut tasks = Vec::with_capacity(remotes.len());
-    for (handle, inbox) in remotes.into_iter().zip(inboxes) {
-        tasks.push(remote::spawn(
-            core.clone(),
-            connector.clone(),
-            handle,
-            inbox,
-        ));
+    for handle in remotes {
+        remote_actor::start(core.clone(), connector.clone(), handle);
     }
     for ghid in core.followed()? {
         core.subscribe(ghid);
@@ -155,7 +142,7 @@ pub async fn boot(
     }
     slog::info!(log, "daemon started"; "fingerprint" => %core.fingerprint(), "user_id" => %core.user_id,
         "remotes" => core.remotes.len());
-    Ok((core, tasks))
+    Ok(core)
 }
 
 /// Ingests, in order, what the outbox holds (see [`commit::commit`](super::commit::commit)):

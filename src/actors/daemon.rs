@@ -10,11 +10,10 @@
 //! [`super::share`] (sharing with other users).
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use super::api::{AppEvent, AppId, AppToken, ObjectView};
 use super::commit;
@@ -67,8 +66,6 @@ pub enum Login {
 #[derive(Clone)]
 pub struct DaemonHandle {
     core: Arc<DaemonCore>,
-    /// Ledger, GC and remote actor tasks, awaited at shutdown.
-    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
 /// Starts a daemon with logging discarded.
@@ -81,11 +78,8 @@ pub async fn start_with_log(
     opts: DaemonOptions,
     log: slog::Logger,
 ) -> Result<DaemonHandle, DaemonError> {
-    let (core, tasks) = super::boot::boot(opts, log).await?;
-    Ok(DaemonHandle {
-        core,
-        tasks: Arc::new(Mutex::new(tasks)),
-    })
+    let core = super::boot::boot(opts, log).await?;
+    Ok(DaemonHandle { core })
 }
 
 impl DaemonHandle {
@@ -441,10 +435,6 @@ impl DaemonHandle {
         }
         for r in &core.remotes {
             r.stop().await;
-        }
-        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
-        for t in tasks {
-            let _ = t.await;
         }
         // Every actor is dropped with its arbiter (their `Arc<DaemonCore>`s with them).
         core.threads.stop().await;

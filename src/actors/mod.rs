@@ -58,5 +58,6 @@ pub mod outbox;
 pub mod pull;
 pub mod push;
 pub mod remote;
+pub mod remote_actor;
 pub mod share;
 pub mod vault;

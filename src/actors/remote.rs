@@ -29,23 +29,21 @@
 //! unsubscribe, stop (unbounded mpsc); the connected client is published through a `watch`
 //! so fetches (`get`) go straight to it without queueing behind the actor.
 
-use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime};
 
+use actix::Addr;
 use rand::Rng;
-use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::{oneshot, watch};
 
-use super::daemon_core::DaemonCore;
-use super::link_state::{Failure, LinkTracker, RemoteStatus, Report};
-use super::{drain, limits, pull};
+use super::link_state::{Failure, LinkTracker, RemoteStatus};
+use super::remote_actor::{RemoteActor, Stop, Subscribe, Unsubscribe};
 use crate::golix::Ghid;
 use crate::persist::client::{
     ClientError, ClientOptions, ConnectFailure, Notifications, PersisterClient as Client,
 };
-use crate::persist::wire::{self, PROTOCOL_VERSION};
+use crate::persist::wire::PROTOCOL_VERSION;
 
 /// A persister to sync through: its websocket URL (`ws://` or `wss://`) and, for `wss://`,
 /// the TLS configuration to trust it with (`None`: the public roots, see `persist::tls`).
@@ -112,12 +110,6 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Longest wait for one request's reply before the connection is considered broken.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-enum RemoteMsg {
-    Subscribe(Ghid),
-    Unsubscribe(Ghid),
-    Stop { reply: oneshot::Sender<()> },
-}
-
 /// Talks to one `RemoteActor`. Cheap to clone.
 #[derive(Clone)]
 pub struct RemoteHandle {
@@ -135,22 +127,19 @@ pub(super) struct Shared {
     pub(super) queue: usize,
     /// The connection's state for `hgxd status`; written by the actor only.
     tracker: Mutex<LinkTracker>,
-    tx: mpsc::UnboundedSender<RemoteMsg>,
+    /// The actor, once started ([`super::remote_actor::start`]).
+    addr: OnceLock<Addr<RemoteActor>>,
+    /// The sending end of `client`, until the actor takes it.
+    link_tx: Mutex<Option<watch::Sender<Link>>>,
     /// The connection state (with the client while connected).
     client: watch::Receiver<Link>,
     /// The largest object this remote takes: from its last `hello` (see [`super::limits`]).
-    max_object: AtomicU64,
-}
-
-/// The receiving ends, consumed by [`spawn`].
-pub struct RemoteInbox {
-    rx: mpsc::UnboundedReceiver<RemoteMsg>,
-    client: watch::Sender<Link>,
+    pub(super) max_object: AtomicU64,
 }
 
 /// Where a remote's connection stands.
 #[derive(Clone)]
-enum Link {
+pub(super) enum Link {
     /// The first connection attempt has not finished.
     Starting,
     Up(Client),
@@ -159,18 +148,13 @@ enum Link {
 
 impl RemoteHandle {
     /// The handle of the remote `entry` (outbox queue `queue`, last known to take objects
-    /// of up to `max_object` bytes) and its inbox. An entry without front-ends gets one that
-    /// cannot connect (it shows as failing in `hgxd status`).
-    pub fn channel(
-        entry: impl Into<RemoteEntry>,
-        queue: usize,
-        max_object: u64,
-    ) -> (RemoteHandle, RemoteInbox) {
+    /// of up to `max_object` bytes), before its actor starts. An entry without front-ends
+    /// gets one that cannot connect (it shows as failing in `hgxd status`).
+    pub fn new(entry: impl Into<RemoteEntry>, queue: usize, max_object: u64) -> RemoteHandle {
         let mut entry = entry.into();
         if entry.targets.is_empty() {
             entry.targets.push(RemoteTarget::from(""));
         }
-        let (tx, rx) = mpsc::unbounded_channel();
         let (ctx, crx) = watch::channel(Link::Starting);
         let shared = Arc::new(Shared {
             entry,
@@ -178,11 +162,27 @@ impl RemoteHandle {
             failovers: AtomicU32::new(0),
             queue,
             tracker: Mutex::new(LinkTracker::new(SystemTime::now())),
-            tx,
+            addr: OnceLock::new(),
+            link_tx: Mutex::new(Some(ctx)),
             client: crx,
             max_object: AtomicU64::new(max_object),
         });
-        (RemoteHandle { shared }, RemoteInbox { rx, client: ctx })
+        RemoteHandle { shared }
+    }
+
+    /// The connection state's sending end, for the actor (a second call gets a closed one).
+    pub(super) fn take_link_sender(&self) -> watch::Sender<Link> {
+        let taken = lock(&self.shared.link_tx).take();
+        taken.unwrap_or_else(|| watch::channel(Link::Down).0)
+    }
+
+    pub(super) fn set_addr(&self, addr: Addr<RemoteActor>) {
+        let _ = self.shared.addr.set(addr);
+    }
+
+    /// How many front-ends the remote has.
+    pub(super) fn front_ends(&self) -> usize {
+        self.shared.entry.targets.len()
     }
 
     /// The front-end in use.
@@ -195,13 +195,13 @@ impl RemoteHandle {
         self.shared.entry.url()
     }
 
-    fn target(&self) -> &RemoteTarget {
+    pub(super) fn target(&self) -> &RemoteTarget {
         let targets = &self.shared.entry.targets;
         &targets[self.shared.current.load(Ordering::Relaxed) % targets.len()]
     }
 
     /// Moves to the next front-end of this remote; whether there is another.
-    fn fail_over(&self) -> bool {
+    pub(super) fn fail_over(&self) -> bool {
         let n = self.shared.entry.targets.len();
         if n > 1 {
             let next = (self.shared.current.load(Ordering::Relaxed) + 1) % n;
@@ -216,11 +216,8 @@ impl RemoteHandle {
         self.shared.queue
     }
 
-    fn tracker(&self) -> MutexGuard<'_, LinkTracker> {
-        self.shared
-            .tracker
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+    pub(super) fn tracker(&self) -> MutexGuard<'_, LinkTracker> {
+        lock(&self.shared.tracker)
     }
 
     /// Its state for `hgxd status`, with `outbox` objects still queued for it.
@@ -276,56 +273,27 @@ impl RemoteHandle {
 
     /// Keeps `ghid` subscribed (across reconnects) and catches up on it.
     pub fn subscribe(&self, ghid: Ghid) {
-        let _ = self.shared.tx.send(RemoteMsg::Subscribe(ghid));
+        if let Some(a) = self.shared.addr.get() {
+            a.do_send(Subscribe(ghid));
+        }
     }
 
     pub fn unsubscribe(&self, ghid: Ghid) {
-        let _ = self.shared.tx.send(RemoteMsg::Unsubscribe(ghid));
+        if let Some(a) = self.shared.addr.get() {
+            a.do_send(Unsubscribe(ghid));
+        }
     }
 
-    /// Disconnects and stops the actor.
+    /// Disconnects and stops the actor's connection attempts.
     pub async fn stop(&self) {
-        let (reply, rx) = oneshot::channel();
-        if self.shared.tx.send(RemoteMsg::Stop { reply }).is_ok() {
-            let _ = rx.await;
+        if let Some(a) = self.shared.addr.get() {
+            let _ = a.send(Stop).await;
         }
     }
 }
 
-/// Starts the `RemoteActor` of `handle`.
-pub fn spawn(
-    core: Arc<DaemonCore>,
-    connector: Connector,
-    handle: RemoteHandle,
-    inbox: RemoteInbox,
-) -> JoinHandle<()> {
-    let actor = RemoteActor {
-        core,
-        connector,
-        handle,
-        subs: BTreeSet::new(),
-        client_tx: inbox.client,
-    };
-    tokio::spawn(actor.run(inbox.rx))
-}
-
-struct RemoteActor {
-    core: Arc<DaemonCore>,
-    connector: Connector,
-    handle: RemoteHandle,
-    /// Dynamic ghids to keep subscribed.
-    subs: BTreeSet<Ghid>,
-    client_tx: watch::Sender<Link>,
-}
-
-/// Why a session ended.
-enum Ended {
-    Stop(oneshot::Sender<()>),
-    /// The connection failed, during the greeting (`was_up` false) or later.
-    Lost {
-        was_up: bool,
-        failure: Failure,
-    },
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Delay before reconnect attempt `attempt` (0-based): 100 ms doubling, capped at 5 s, with
@@ -338,251 +306,8 @@ pub fn backoff(attempt: u32) -> Duration {
     base.mul_f64(1.0 - jitter)
 }
 
-impl RemoteActor {
-    fn log(&self) -> &slog::Logger {
-        &self.core.log
-    }
-
-    /// Records a failure; warns when it is news (see [`LinkTracker::failed`]).
-    fn failed(&self, failure: Failure) {
-        let report = self.handle.tracker().failed(failure, SystemTime::now());
-        let url = self.handle.url();
-        match report {
-            Report::Failing(f) => slog::warn!(self.log(), "remote unreachable; retrying";
-                "remote" => url, "kind" => &f.kind, "error" => &f.reason),
-            Report::StillFailing(f) => slog::debug!(self.log(), "remote still unreachable";
-                "remote" => url, "kind" => &f.kind, "error" => &f.reason),
-            Report::Connected | Report::Recovered { .. } => {}
-        }
-    }
-
-    /// Moves to the remote's next front-end, if it has another; says so at warning.
-    fn fail_over(&self) {
-        let from = self.handle.url().to_owned();
-        if self.handle.fail_over() {
-            slog::warn!(self.log(), "failing over to another front-end of the remote";
-                "from" => from, "to" => self.handle.url());
-        }
-    }
-
-    /// Records a connection; says so at info.
-    fn connected(&self) {
-        let report = self.handle.tracker().connected(SystemTime::now());
-        let url = self.handle.url();
-        match report {
-            Report::Recovered { down_for, last } => slog::info!(self.log(), "remote reconnected";
-                "remote" => url, "down_s" => down_for.as_secs(), "last_error" => &last.reason),
-            _ => slog::info!(self.log(), "remote connected"; "remote" => url),
-        }
-    }
-
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<RemoteMsg>) {
-        let mut attempt = 0u32;
-        loop {
-            let (connector, target) = (self.connector.clone(), self.handle.target().clone());
-            let connected = tokio::select! {
-                c = connector.connect(&target) => c,
-                stop = self.idle(&mut rx) => {
-                    let _ = stop.send(());
-                    return;
-                }
-            };
-            match connected {
-                Ok((client, notes)) => match self.session(&mut rx, client, notes).await {
-                    Ended::Stop(reply) => {
-                        let _ = reply.send(());
-                        return;
-                    }
-                    Ended::Lost { was_up, failure } => {
-                        if was_up {
-                            attempt = 0;
-                        }
-                        self.failed(failure);
-                        self.fail_over();
-                    }
-                },
-                Err(e) => {
-                    let _ = self.client_tx.send(Link::Down);
-                    self.failed(Failure::from_client(&e));
-                    self.fail_over();
-                }
-            }
-            // Back off once every front-end of the remote has been tried.
-            let front_ends = self.handle.shared.entry.targets.len().max(1) as u32;
-            let delay = backoff(attempt / front_ends);
-            attempt = attempt.saturating_add(1);
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                stop = self.idle(&mut rx) => {
-                    let _ = stop.send(());
-                    return;
-                }
-            }
-        }
-    }
-
-    /// While disconnected: keeps the subscription set current until `Stop`.
-    async fn idle(&mut self, rx: &mut mpsc::UnboundedReceiver<RemoteMsg>) -> oneshot::Sender<()> {
-        loop {
-            match rx.recv().await {
-                Some(RemoteMsg::Subscribe(g)) => {
-                    self.subs.insert(g);
-                }
-                Some(RemoteMsg::Unsubscribe(g)) => {
-                    self.subs.remove(&g);
-                }
-                Some(RemoteMsg::Stop { reply }) => return reply,
-                None => return oneshot::channel().0,
-            }
-        }
-    }
-
-    async fn session(
-        &mut self,
-        rx: &mut mpsc::UnboundedReceiver<RemoteMsg>,
-        client: Client,
-        mut notes: Notifications,
-    ) -> Ended {
-        let max_object = match self.greet(&client).await {
-            Ok(max) => max,
-            Err(failure) => {
-                let _ = self.client_tx.send(Link::Down);
-                client.close();
-                return Ended::Lost {
-                    was_up: false,
-                    failure,
-                };
-            }
-        };
-        self.connected();
-        let _ = self.client_tx.send(Link::Up(client.clone()));
-        let (work_tx, work_rx) = mpsc::unbounded_channel();
-        let worker = tokio::spawn(pull_worker(self.core.clone(), self.handle.clone(), work_rx));
-        let (caught_up_tx, caught_up_rx) = oneshot::channel();
-        let drainer = tokio::spawn(drain::drain(
-            self.core.clone(),
-            self.handle.clone(),
-            client.clone(),
-            max_object,
-            caught_up_tx,
-        ));
-        let subs: Vec<Ghid> = self.subs.iter().copied().collect();
-        let catch_up = {
-            let work = work_tx.clone();
-            let client = client.clone();
-            tokio::spawn(async move {
-                // Replay our own outbox first, so the remote's frames are not older than ours.
-                let _ = caught_up_rx.await;
-                for g in subs {
-                    if let Ok(b) = timed(client.get(&g)).await {
-                        let _ = work.send(Work::Frame(b.to_vec()));
-                    }
-                }
-            })
-        };
-        let (sub_tx, sub_rx) = mpsc::unbounded_channel();
-        let subscriber = tokio::spawn(subscriber(
-            self.core.log.clone(),
-            client.clone(),
-            sub_rx,
-            work_tx.clone(),
-        ));
-        let ended = loop {
-            tokio::select! {
-                msg = rx.recv() => match msg {
-                    Some(RemoteMsg::Subscribe(g)) => {
-                        if self.subs.insert(g) {
-                            let _ = sub_tx.send(SubOp::Subscribe(g));
-                        }
-                    }
-                    Some(RemoteMsg::Unsubscribe(g)) => {
-                        if self.subs.remove(&g) {
-                            let _ = sub_tx.send(SubOp::Unsubscribe(g));
-                        }
-                    }
-                    Some(RemoteMsg::Stop { reply }) => break Ended::Stop(reply),
-                    None => break Ended::Stop(oneshot::channel().0),
-                },
-                note = notes.recv() => match note {
-                    Some(n) => {
-                        let _ = work_tx.send(Work::Note(n.subscription, n.object.to_vec()));
-                    }
-                    None => break Ended::Lost {
-                        was_up: true,
-                        failure: Failure::new("lost", "the connection closed"),
-                    },
-                },
-            }
-        };
-        let _ = self.client_tx.send(Link::Down);
-        drainer.abort();
-        catch_up.abort();
-        subscriber.abort();
-        drop(work_tx);
-        if matches!(ended, Ended::Stop(_)) {
-            let _ = timed(client.disconnect()).await;
-            client.close();
-            worker.abort();
-        }
-        ended
-    }
-
-    /// Checks the protocol version, learns the remote's limits (remembered, see
-    /// [`super::limits`]), then sends our GIDC, authenticates, and sends the subscriptions. Returns the largest
-    /// object the remote takes.
-    async fn greet(&self, client: &Client) -> Result<u64, Failure> {
-        let failure = |e: ClientError| Failure::from_client(&e);
-        let hello = timed(client.hello()).await.map_err(failure)?;
-        check_version(hello.protocol)?;
-        let max_object = wire::max_publish_object(hello.limits.max_frame);
-        let previous = self
-            .handle
-            .shared
-            .max_object
-            .swap(max_object, Ordering::Relaxed);
-        if previous != max_object {
-            let remembered =
-                limits::remember(&self.core.vault, self.handle.primary_url(), max_object);
-            if let Err(e) = async {
-                remembered?;
-                self.core.vault.flush().await
-            }
-            .await
-            {
-                slog::warn!(self.log(), "cannot remember a remote's limit"; "error" => %e);
-            }
-            slog::info!(self.log(), "remote size limit"; "remote" => self.handle.url(),
-                "max_object" => max_object, "was" => previous);
-        }
-        let gidc = self.core.identity.gidc().encode();
-        timed(client.publish(&gidc)).await.map_err(failure)?;
-        // Our share requests then count against our own key, not against the anonymous
-        // sender that anyone can fill (an older persister does not know the op).
-        match timed(client.authenticate(&self.core.identity)).await {
-            Ok(()) => {}
-            Err(e) if e.code() == Some("unknown_op") => {
-                slog::info!(self.log(), "remote does not authenticate connections";
-                    "remote" => self.handle.url());
-            }
-            // Refused: carry on anonymously (our requests then share the anonymous quota).
-            Err(e @ ClientError::Server { .. }) => {
-                slog::warn!(self.log(), "remote refused our authentication";
-                    "remote" => self.handle.url(), "error" => %e);
-            }
-            Err(e) => return Err(failure(e)),
-        }
-        timed(client.subscribe(&self.core.fingerprint()))
-            .await
-            .map_err(failure)?;
-        for g in &self.subs {
-            timed(client.subscribe(g)).await.map_err(failure)?;
-        }
-        Ok(max_object)
-    }
-}
-
 /// Refuses a persister that speaks another protocol version than ours.
-fn check_version(theirs: u32) -> Result<(), Failure> {
+pub(super) fn check_version(theirs: u32) -> Result<(), Failure> {
     if theirs == PROTOCOL_VERSION {
         return Ok(());
     }
@@ -601,61 +326,6 @@ pub(super) async fn timed<T>(
     tokio::time::timeout(REQUEST_TIMEOUT, f)
         .await
         .unwrap_or(Err(ClientError::Timeout))
-}
-
-/// A subscription change, applied in order on one connection.
-enum SubOp {
-    Subscribe(Ghid),
-    Unsubscribe(Ghid),
-}
-
-/// Applies subscription changes in order; after each subscribe, catches up on that ghid.
-async fn subscriber(
-    log: slog::Logger,
-    client: Client,
-    mut ops: mpsc::UnboundedReceiver<SubOp>,
-    work: mpsc::UnboundedSender<Work>,
-) {
-    while let Some(op) = ops.recv().await {
-        match op {
-            SubOp::Subscribe(g) => match timed(client.subscribe(&g)).await {
-                Ok(()) => {
-                    if let Ok(b) = timed(client.get(&g)).await {
-                        let _ = work.send(Work::Frame(b.to_vec()));
-                    }
-                }
-                Err(e) => slog::info!(log, "subscribe failed"; "ghid" => %g, "error" => %e),
-            },
-            SubOp::Unsubscribe(g) => {
-                let _ = timed(client.unsubscribe(&g)).await;
-            }
-        }
-    }
-}
-
-enum Work {
-    Note(Ghid, Vec<u8>),
-    Frame(Vec<u8>),
-}
-
-/// Pulls notifications and catch-up frames in arrival order.
-async fn pull_worker(
-    core: Arc<DaemonCore>,
-    remote: RemoteHandle,
-    mut rx: mpsc::UnboundedReceiver<Work>,
-) {
-    while let Some(w) = rx.recv().await {
-        match w {
-            Work::Note(subscription, object) => {
-                pull::notification(&core, &remote, subscription, object).await
-            }
-            Work::Frame(bytes) => {
-                if let Err(e) = pull::frame(&core, &remote, bytes).await {
-                    slog::info!(core.log, "catch-up frame not applied"; "remote" => remote.url(), "error" => %e);
-                }
-            }
-        }
-    }
 }
 
 type Connected = Result<(Client, Notifications), ClientError>;
