@@ -7,7 +7,7 @@
 //! the registries are read-mostly maps behind std mutexes held only for a map operation.
 //!
 //! Calls: `persist` (archive publish/sync, off the event loop), the vault, the outbox, and the
-//! `RemoteActor` handles (fetches). Used by every actor and by `DaemonHandle`.
+//! remotes' `RemoteHandle`s (fetches; `Subscribe`/`Unsubscribe` to each `RemoteActor`). Used by every actor and by `DaemonHandle`.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;

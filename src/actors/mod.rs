@@ -2,8 +2,8 @@
 //!
 //! The daemon runtime (docs/architecture.md, with the actor diagram): one actix actor per
 //! live object, one each for the account, share handling and the GC sweeper (on the daemon's
-//! own arbiters, [`arbiters`]), one task per remote connection, plus the encrypted local state
-//! they share.
+//! own arbiters, [`arbiters`]), one supervised actix actor per remote, plus the encrypted
+//! local state they share.
 //!
 //! - [`api`]: the types the daemon core and the IPC layer share (app ids, tokens, object
 //!   views, app events). No behaviour.
@@ -18,8 +18,10 @@
 //!   freeze, hold, delete); [`push`]: its frame pipeline (build, sign both signatures at
 //!   once, commit in order); [`commit`]: making, loading, opening and committing objects;
 //!   [`content`]: the app plaintext framing and the ratchet walk.
-//! - [`remote`]: `RemoteActor`, one tokio task per persister (reconnect, subscriptions, outbox replay,
-//!   catch-up); [`link_state`]: each remote's connection state for `hgxd status` and when a
+//! - [`remote_actor`]: `RemoteActor`, one supervised actix actor per remote (connection,
+//!   restart with backoff and failover, subscriptions, outbox replay, catch-up); [`remote`]:
+//!   the remotes' configuration, the `RemoteHandle` callers hold, the `Connector`;
+//!   [`link_state`]: each remote's connection state for `hgxd status` and when a
 //!   failure is worth a warning; [`pull`]: applying what remotes push; [`outbox`]: the durable
 //!   per-remote publish queue; [`drain`]: sending it to one remote (publish order, refusals);
 //!   [`limits`]: each remote's size limit and the check every commit runs.
@@ -30,10 +32,9 @@
 //!   sharing with other users through GARQ handshakes; [`daemon_core`]: what the actors
 //!   share.
 //!
-//! The object, account, share and GC actors are `actix::Actor`s: every message is a type with
-//! one `Handler` and a typed reply; their work runs on the daemon's tokio runtime, off the
-//! actor threads. The remote actors are still tokio tasks with mpsc mailboxes, and every actor
-//! still reaches its peers through `DaemonCore`.
+//! The object, account, share, GC and remote actors are `actix::Actor`s: every message is a
+//! type with one `Handler` and a typed reply; their work runs on the daemon's tokio runtime,
+//! off the actor threads. Every actor still reaches its peers through `DaemonCore`.
 //!
 //! Calls: `persist` and `golix`. Used by `ipc` and the binaries.
 

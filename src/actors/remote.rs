@@ -1,15 +1,13 @@
-//! `RemoteActor`: one tokio task per configured persister (a `ws://` or `wss://` URL of its
-//! `/ws`).
+//! What a remote is and how the daemon reaches its `RemoteActor` ([`super::remote_actor`]):
+//! the configured front-ends ([`RemoteEntry`], [`RemoteTarget`]: a `ws://` or `wss://` URL of
+//! a persister's `/ws`), the [`RemoteHandle`] every caller holds, the reconnect [`backoff`],
+//! and the [`Connector`] that opens persister connections on an arbiter.
 //!
-//! Owns: the connection (the persist client), reconnection with capped exponential backoff
-//! and jitter, the set of subscribed dynamic ghids, the remote's size limit, and catch-up. On
-//! every (re)connect it asks the remote's `hello` for its `max_frame` (remembered through
-//! [`super::limits`]), publishes our GIDC, authenticates the connection as us (so the share
-//! requests we send count against our own key in the persister's mailboxes; skipped for a
-//! persister without `auth`), subscribes our fingerprint and every subscribed ghid, replays
-//! the outbox in order ([`super::drain`]), then fetches the current frame of every subscribed
-//! ghid and pulls it, so updates made while we were offline arrive unasked.
-//! Notifications are pulled in arrival order by a per-connection worker.
+//! Owns, per remote (shared between the handle and the actor): the front-end in use and the
+//! failovers so far, the link state ([`LinkTracker`], what `hgxd status` shows), the
+//! connection state with the connected client (a `watch`, so fetches (`get`, `bindings`) go
+//! straight to the client without queueing behind the actor), the remote's size limit (from
+//! its last `hello`, see [`super::limits`]) and its outbox queue number.
 //!
 //! A remote may be several front-ends of one persister cluster ([`RemoteEntry`]): the actor
 //! uses one at a time and, when it loses it (or cannot reach it), moves to the next and runs
@@ -18,16 +16,9 @@
 //! object), catch up. The outbox queue and the remembered limit belong to the remote (keyed by
 //! its first front-end), not to the front-end in use.
 //!
-//! A connection counts as up once the persister's `hello` names our protocol version and the
-//! greeting (GIDC, subscriptions) went through. Each failure (refused, TLS, untrusted
-//! certificate, handshake, version, lost) updates the remote's [`LinkTracker`], which decides
-//! whether it is worth a warning (a change of state or of kind, never each retry); the
-//! tracker is what `hgxd status` shows.
-//!
-//! Calls: the persist client, `pull`, `drain`, `limits`, `DaemonCore`, `link_state`. Messages:
-//! subscribe,
-//! unsubscribe, stop (unbounded mpsc); the connected client is published through a `watch`
-//! so fetches (`get`) go straight to it without queueing behind the actor.
+//! [`RemoteHandle`] turns its callers' calls into the actor's typed messages
+//! (`Subscribe`, `Unsubscribe`, `Stop` to `Addr<RemoteActor>`). Calls: the persist client,
+//! `link_state`. Used by `DaemonCore`, `DaemonHandle`, `boot`, `drain`, `pull`.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};

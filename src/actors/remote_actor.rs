@@ -15,8 +15,9 @@
 //!   whose guards the actor holds, so they end with it.
 //! - on loss (the connection closes, the greeting or the connection attempt fails) the actor
 //!   stops itself; the supervisor restarts it, and `restarting` records the failure in the
-//!   remote's [`LinkTracker`] (a warning only when it is news), moves to the next front-end
-//!   of the remote's failover list and sets the backoff. The subscription set survives.
+//!   remote's [`LinkTracker`](super::link_state::LinkTracker) (a warning only when it is
+//!   news), moves to the next front-end of the remote's failover list and sets the backoff.
+//!   The subscription set survives.
 //!
 //! Messages: [`Subscribe`], [`Unsubscribe`] (from `DaemonCore`: objects, follows) and
 //! [`Stop`] (from `DaemonHandle::shutdown`; afterwards the actor stays idle until its arbiter
