@@ -29,7 +29,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
 use actix::prelude::*;
@@ -59,7 +59,10 @@ pub struct Unsubscribe(pub Ghid);
 pub struct Stop;
 
 pub struct RemoteActor {
-    core: Arc<DaemonCore>,
+    /// Held weakly: the core holds this actor's address (through its `RemoteHandle`).
+    core: Weak<DaemonCore>,
+    runtime: tokio::runtime::Handle,
+    log: slog::Logger,
     connector: Connector,
     handle: RemoteHandle,
     /// Dynamic ghids to keep subscribed.
@@ -111,7 +114,9 @@ pub fn start(core: Arc<DaemonCore>, connector: Connector, handle: RemoteHandle) 
     let client_tx = handle.take_link_sender();
     let arbiter = core.threads.next();
     let actor = RemoteActor {
-        core,
+        core: Arc::downgrade(&core),
+        runtime: core.runtime.clone(),
+        log: core.log.clone(),
         connector,
         handle: handle.clone(),
         subs: BTreeSet::new(),
@@ -170,7 +175,7 @@ impl actix::Supervised for RemoteActor {
 
 impl RemoteActor {
     fn log(&self) -> &slog::Logger {
-        &self.core.log
+        &self.log
     }
 
     /// Records a failure; warns when it is news (see [`super::link_state::LinkTracker::failed`]).
@@ -209,10 +214,13 @@ impl RemoteActor {
     /// Connects and greets on the daemon's runtime; the task ends with this actor's life.
     fn connect(&mut self, ctx: &mut Context<Self>) {
         let (connector, target) = (self.connector.clone(), self.handle.target().clone());
-        let (core, handle) = (self.core.clone(), self.handle.clone());
+        let Some(core) = self.core.upgrade() else {
+            return self.gone(ctx);
+        };
+        let handle = self.handle.clone();
         let subs: Vec<Ghid> = self.subs.iter().copied().collect();
         let (tx, rx) = oneshot::channel();
-        let task = self.core.runtime.spawn(async move {
+        let task = self.runtime.spawn(async move {
             let result = match connector.connect(&target).await {
                 Err(e) => Err(Failure::from_client(&e)),
                 Ok((client, notes)) => match greet(&core, &handle, &client, &subs).await {
@@ -242,6 +250,13 @@ impl RemoteActor {
         );
     }
 
+    /// The daemon is gone (dropped without a shutdown): no more attempts.
+    fn gone(&mut self, ctx: &mut Context<Self>) {
+        self.stopped = true;
+        let _ = self.client_tx.send(Link::Down);
+        ctx.stop();
+    }
+
     /// Ends this life for `failure`; the supervisor restarts the actor.
     fn lose(&mut self, ctx: &mut Context<Self>, failure: Failure) {
         let _ = self.client_tx.send(Link::Down);
@@ -259,15 +274,19 @@ impl RemoteActor {
         max_object: u64,
         greeted: Vec<Ghid>,
     ) {
+        let Some(core) = self.core.upgrade() else {
+            client.close();
+            return self.gone(ctx);
+        };
         self.attempt = 0;
         self.connected();
         let _ = self.client_tx.send(Link::Up(client.clone()));
-        let rt = self.core.runtime.clone();
+        let rt = self.runtime.clone();
         let (work_tx, work_rx) = mpsc::unbounded_channel();
-        let worker = rt.spawn(pull_worker(self.core.clone(), self.handle.clone(), work_rx));
+        let worker = rt.spawn(pull_worker(core.clone(), self.handle.clone(), work_rx));
         let (caught_up_tx, caught_up_rx) = oneshot::channel();
         let drainer = rt.spawn(drain::drain(
-            self.core.clone(),
+            core,
             self.handle.clone(),
             client.clone(),
             max_object,
@@ -289,7 +308,7 @@ impl RemoteActor {
         };
         let (sub_tx, sub_rx) = mpsc::unbounded_channel();
         let subscriber = rt.spawn(subscriber(
-            self.core.log.clone(),
+            self.log.clone(),
             client.clone(),
             sub_rx,
             work_tx.clone(),
@@ -362,7 +381,7 @@ impl Handler<Stop> for RemoteActor {
             s.tasks.clear();
             s.client.clone()
         });
-        let rt = self.core.runtime.clone();
+        let rt = self.runtime.clone();
         Box::pin(
             async move {
                 if let Some(c) = client {
