@@ -10,7 +10,8 @@
 //!   `max_frame` remembered through [`super::limits`], our GIDC, authentication, our
 //!   fingerprint and every subscribed ghid), off the actor's thread.
 //! - once up: notifications arrive through `ctx.add_stream` and go, in arrival order, to a
-//!   pull worker ([`super::pull`]); the outbox drain ([`super::drain`]), the catch-up after it
+//!   pull worker ([`super::pull`]) through a queue of [`PULL_QUEUE`] (while it is full the
+//!   actor waits, so the connection's socket stops being read); the outbox drain ([`super::drain`]), the catch-up after it
 //!   (the current frame of every subscribed ghid) and the subscription changes run as tasks
 //!   whose guards the actor holds, so they end with it.
 //! - on loss (the connection closes, the greeting or the connection attempt fails) the actor
@@ -83,7 +84,7 @@ pub struct RemoteActor {
 struct Session {
     client: Client,
     sub_tx: mpsc::UnboundedSender<SubOp>,
-    work_tx: mpsc::UnboundedSender<Work>,
+    work_tx: mpsc::Sender<Work>,
     tasks: Vec<Guard>,
     /// The pull worker: on loss it finishes what was queued; on `Stop` it is aborted.
     worker: Option<JoinHandle<()>>,
@@ -103,6 +104,11 @@ enum SubOp {
     Subscribe(Ghid),
     Unsubscribe(Ghid),
 }
+
+/// Notifications and catch-up frames waiting for the pull worker, per connection. While it
+/// is full the actor stops reading notifications, so the client's buffer fills and its
+/// socket is not read (README, daemon-side limits).
+pub const PULL_QUEUE: usize = 1024;
 
 enum Work {
     Note(Ghid, Vec<u8>),
@@ -282,7 +288,7 @@ impl RemoteActor {
         self.connected();
         let _ = self.client_tx.send(Link::Up(client.clone()));
         let rt = self.runtime.clone();
-        let (work_tx, work_rx) = mpsc::unbounded_channel();
+        let (work_tx, work_rx) = mpsc::channel(PULL_QUEUE);
         let worker = rt.spawn(pull_worker(core.clone(), self.handle.clone(), work_rx));
         let (caught_up_tx, caught_up_rx) = oneshot::channel();
         let drainer = rt.spawn(drain::drain(
@@ -301,7 +307,7 @@ impl RemoteActor {
                 let _ = caught_up_rx.await;
                 for g in subs {
                     if let Ok(b) = timed(client.get(&g)).await {
-                        let _ = work.send(Work::Frame(b.to_vec()));
+                        let _ = work.send(Work::Frame(b.to_vec())).await;
                     }
                 }
             })
@@ -334,11 +340,18 @@ impl RemoteActor {
 }
 
 impl StreamHandler<Notification> for RemoteActor {
-    fn handle(&mut self, n: Notification, _: &mut Context<Self>) {
-        if let Some(s) = &self.session {
-            let _ = s
-                .work_tx
-                .send(Work::Note(n.subscription, n.object.to_vec()));
+    fn handle(&mut self, n: Notification, ctx: &mut Context<Self>) {
+        let Some(s) = &self.session else { return };
+        let work = Work::Note(n.subscription, n.object.to_vec());
+        if let Err(mpsc::error::TrySendError::Full(work)) = s.work_tx.try_send(work) {
+            // Backpressure: nothing else (the stream included) runs until the worker takes it.
+            let tx = s.work_tx.clone();
+            ctx.wait(
+                async move {
+                    let _ = tx.send(work).await;
+                }
+                .into_actor(self),
+            );
         }
     }
 
@@ -458,14 +471,14 @@ async fn subscriber(
     log: slog::Logger,
     client: Client,
     mut ops: mpsc::UnboundedReceiver<SubOp>,
-    work: mpsc::UnboundedSender<Work>,
+    work: mpsc::Sender<Work>,
 ) {
     while let Some(op) = ops.recv().await {
         match op {
             SubOp::Subscribe(g) => match timed(client.subscribe(&g)).await {
                 Ok(()) => {
                     if let Ok(b) = timed(client.get(&g)).await {
-                        let _ = work.send(Work::Frame(b.to_vec()));
+                        let _ = work.send(Work::Frame(b.to_vec())).await;
                     }
                 }
                 Err(e) => slog::info!(log, "subscribe failed"; "ghid" => %g, "error" => %e),
@@ -478,11 +491,7 @@ async fn subscriber(
 }
 
 /// Pulls notifications and catch-up frames in arrival order.
-async fn pull_worker(
-    core: Arc<DaemonCore>,
-    remote: RemoteHandle,
-    mut rx: mpsc::UnboundedReceiver<Work>,
-) {
+async fn pull_worker(core: Arc<DaemonCore>, remote: RemoteHandle, mut rx: mpsc::Receiver<Work>) {
     while let Some(w) = rx.recv().await {
         match w {
             Work::Note(subscription, object) => {
