@@ -305,15 +305,6 @@ impl Counters {
     }
 }
 
-/// Adds a signed difference to a gauge.
-fn add(gauge: &AtomicU64, delta: i64) {
-    if delta > 0 {
-        gauge.fetch_add(delta as u64, Ordering::Relaxed);
-    } else if delta < 0 {
-        gauge.fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
-    }
-}
-
 enum Entry {
     Msg(Bytes),
     Latest(SlotKey),
@@ -593,6 +584,11 @@ impl Outbox {
         }
         st.queue.push_back(Entry::Msg(msg));
         st.grow(n, &self.budget);
+        // Counted while the lock is held, before a flush or the writer can take it off the
+        // queue and subtract it: the gauges never dip below zero.
+        let c = &self.counters;
+        c.queued.fetch_add(1, Ordering::Relaxed);
+        c.queued_bytes.fetch_add(n as u64, Ordering::Relaxed);
         let through = st.through();
         let flushed = if through {
             st.flush(&self.budget)
@@ -601,10 +597,10 @@ impl Outbox {
         };
         let blocked = st.blocked;
         drop(st);
-        let c = &self.counters;
-        let (queued, bytes) = (1 - flushed.messages as i64, n as i64 - flushed.bytes as i64);
-        add(&c.queued, queued);
-        add(&c.queued_bytes, bytes);
+        c.queued
+            .fetch_sub(flushed.messages as u64, Ordering::Relaxed);
+        c.queued_bytes
+            .fetch_sub(flushed.bytes as u64, Ordering::Relaxed);
         if flushed.gone {
             self.writer_gone();
             return false;
@@ -657,21 +653,41 @@ impl Outbox {
                 let old = std::mem::replace(slot, msg.clone()).len();
                 st.shrink(old, &self.budget);
                 st.grow(n, &self.budget);
-                drop(st);
+                // Under the lock, like every add (see `push_reply`).
                 let c = &self.counters.queued_bytes;
                 c.fetch_add(n as u64, Ordering::Relaxed);
                 c.fetch_sub(old as u64, Ordering::Relaxed);
+                drop(st);
                 if n > old {
                     self.counters.shed();
                 }
                 return Push::Coalesced;
             }
         }
-        if st.queue.len() >= self.budget.messages || st.bytes + n > self.budget.bytes {
+        let full = |st: &OutboxState| {
+            st.queue.len() >= self.budget.messages || st.bytes + n > self.budget.bytes
+        };
+        if through && full(&st) {
+            // Write-through stages a whole fanout call before sending it: send the staged
+            // frames now rather than count a reader that keeps up as a slow one.
+            let flushed = st.flush(&self.budget);
+            let c = &self.counters;
+            c.queued
+                .fetch_sub(flushed.messages as u64, Ordering::Relaxed);
+            c.queued_bytes
+                .fetch_sub(flushed.bytes as u64, Ordering::Relaxed);
+            if flushed.gone {
+                drop(st);
+                self.writer_gone();
+                return Push::Closed;
+            }
+        }
+        if full(&st) {
             drop(st);
             self.abort();
             return Push::Overflow;
         }
+        let through = st.through();
         let first = st.queue.is_empty();
         match key.filter(|_| !through) {
             Some(k) => {
@@ -681,10 +697,10 @@ impl Outbox {
             None => st.queue.push_back(Entry::Msg(msg.clone())),
         }
         st.grow(n, &self.budget);
-        drop(st);
         self.counters
             .queued_bytes
             .fetch_add(n as u64, Ordering::Relaxed);
+        drop(st);
         if through {
             return if first { Push::Staged } else { Push::Queued };
         }
@@ -966,7 +982,7 @@ impl Hub {
         let subs = self.read();
         // Write-through outboxes that got the first message of this call: each is flushed
         // once, after the whole call is queued (several frames in one `send`).
-        let mut staged: Vec<&Arc<Outbox>> = Vec::new();
+        let mut staged: Vec<Arc<Outbox>> = Vec::new();
         for n in notifications {
             let Some(targets) = subs.get(&n.subscription) else {
                 continue;
@@ -991,7 +1007,7 @@ impl Hub {
                 match o.offer(key, &bytes) {
                     Push::Staged => {
                         queued += 1;
-                        staged.push(o);
+                        staged.push(o.clone());
                     }
                     Push::Queued => queued += 1,
                     Push::Coalesced => coalesced += 1,
@@ -1006,6 +1022,9 @@ impl Hub {
             c.slow_drops.fetch_add(dropped, Ordering::Relaxed);
             sent += (queued + coalesced) as usize;
         }
+        // Sockets are written without the subscription lock: (un)subscribing never waits
+        // for a fanout's sends.
+        drop(subs);
         for o in staged {
             o.flush();
         }
@@ -1470,6 +1489,28 @@ mod tests {
             client.read_exact(&mut got).unwrap();
             got
         })
+    }
+
+    /// A fanout call larger than the message budget, to a reader that keeps up: sent in
+    /// parts as the budget fills, never counted as a slow reader's backlog.
+    #[tokio::test]
+    async fn write_through_batch_larger_than_the_budget_is_sent_not_dropped() {
+        let (server, client) = tcp_pair();
+        let hub = Hub::new(msgs(4), 8);
+        let d = g();
+        let s = hub.connect();
+        s.outbox().write_through(Arc::new(Tcp(server)));
+        s.subscribe(d).unwrap();
+        let batch: Vec<_> = (1..=10).map(|i| note(d, frame_bytes(i))).collect();
+        assert_eq!(hub.fanout(&batch, None), 10);
+        let stats = hub.stats();
+        assert_eq!((stats.delivered, stats.slow_drops), (10, 0));
+        assert_eq!((stats.queued, stats.queued_bytes), (0, 0));
+        assert!(!s.outbox().is_aborted());
+        let want: Vec<u8> = (1..=10)
+            .flat_map(|i| notify_frame(&d, &frame_bytes(i)).to_vec())
+            .collect();
+        assert_eq!(read_n(client, want.len()).join().unwrap(), want);
     }
 
     #[tokio::test]
