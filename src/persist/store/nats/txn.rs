@@ -96,6 +96,9 @@ enum Cas {
     Stale,
 }
 
+/// How long a read waits for a stream to have a leader again.
+const READ_RETRY: Duration = Duration::from_secs(10);
+
 fn nats_err(what: &str, e: impl std::fmt::Display) -> PersistError {
     PersistError::Unavailable(format!("nats {what}: {e}"))
 }
@@ -124,8 +127,24 @@ impl Core {
     }
 
     /// The last message of `key` in `kv`: (revision, value), revision 0 when there is none.
+    /// A read is idempotent, so one that meets a stream without a leader (JetStream answers
+    /// 503 while it elects one, e.g. after a node restarts) is retried for up to
+    /// [`READ_RETRY`] before the client gets `unavailable`.
     async fn raw_entry(kv: &kv::Store, key: &str) -> Result<(u64, Option<Bytes>), PersistError> {
-        match kv.entry(key).await.map_err(|e| nats_err("read", e))? {
+        let deadline = tokio::time::Instant::now() + READ_RETRY;
+        let entry = loop {
+            match kv.entry(key).await {
+                Ok(entry) => break entry,
+                Err(e)
+                    if e.to_string().contains("temporarily unavailable")
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(nats_err("read", e)),
+            }
+        };
+        match entry {
             Some(e) if e.operation == kv::Operation::Put => Ok((e.revision, Some(e.value))),
             Some(e) => Ok((e.revision, None)),
             None => Ok((0, None)),
