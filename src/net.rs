@@ -13,7 +13,7 @@
 //! Ending a connection: once a websocket session is over (close handshake done, last frame
 //! handed to the HTTP layer), actix keeps the TCP connection until the peer closes its side —
 //! and a well-behaved websocket client waits for the server to close first (RFC 6455 §7.1.1),
-//! so both wait (seen: never, or until the client's own timeout). [`EndingBody`] wraps such a
+//! so both wait (seen: never, or until the client's own timeout). A [`TappedBody`] with [`EndReading`] wraps such a
 //! response body: when it ends, it shuts the *reading* side of the socket ([`ConnSocket`],
 //! a duplicate of the accepted socket taken in `on_connect`), which the HTTP layer sees as
 //! the peer's end of input: it then writes what it still holds and closes (FIN) at once.
@@ -102,20 +102,25 @@ impl ConnSocket {
     }
 }
 
-/// A response body that ends its connection's reading side once it is over (see the module
-/// docs). Without a socket it is the body alone.
-pub struct EndingBody<B> {
-    inner: B,
-    socket: Option<ConnSocket>,
+/// What a [`TappedBody`] is told: each chunk the HTTP layer takes from it, and its end.
+pub trait BodyTap: Unpin {
+    fn taken(&mut self, _bytes: usize) {}
+    fn ended(&mut self) {}
 }
 
-impl<B> EndingBody<B> {
-    pub fn new(inner: B, socket: Option<ConnSocket>) -> EndingBody<B> {
-        EndingBody { inner, socket }
+/// A response body that tells its [`BodyTap`] what the HTTP layer takes and when it ends.
+pub struct TappedBody<B, T> {
+    inner: B,
+    tap: T,
+}
+
+impl<B, T> TappedBody<B, T> {
+    pub fn new(inner: B, tap: T) -> TappedBody<B, T> {
+        TappedBody { inner, tap }
     }
 }
 
-impl<B: MessageBody + Unpin> MessageBody for EndingBody<B> {
+impl<B: MessageBody + Unpin, T: BodyTap> MessageBody for TappedBody<B, T> {
     type Error = B::Error;
 
     fn size(&self) -> BodySize {
@@ -128,12 +133,24 @@ impl<B: MessageBody + Unpin> MessageBody for EndingBody<B> {
     ) -> Poll<Option<Result<Bytes, Self::Error>>> {
         let this = self.get_mut();
         let next = Pin::new(&mut this.inner).poll_next(cx);
-        if let Poll::Ready(None) = next {
-            if let Some(s) = this.socket.take() {
-                s.end_reading();
-            }
+        match &next {
+            Poll::Ready(Some(Ok(chunk))) => this.tap.taken(chunk.len()),
+            Poll::Ready(None) => this.tap.ended(),
+            _ => {}
         }
         next
+    }
+}
+
+/// The tap that ends its connection's reading side once the body is over (see the module
+/// docs). Without a socket it does nothing.
+pub struct EndReading(pub Option<ConnSocket>);
+
+impl BodyTap for EndReading {
+    fn ended(&mut self) {
+        if let Some(s) = self.0.take() {
+            s.end_reading();
+        }
     }
 }
 

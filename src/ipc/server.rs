@@ -12,14 +12,10 @@
 //! Calls: `session` (one task per connection), which calls the [`DaemonApi`].
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use actix_web::body::{BodySize, MessageBody};
-use bytes::Bytes;
 use tokio::sync::Notify;
 
 use actix_web::dev::ServerHandle;
@@ -210,9 +206,9 @@ impl Drop for WaitingGuard {
 }
 
 /// Bytes a session handed to its websocket writer that the HTTP layer has not taken yet
-/// (counted in by the session, out by [`CountingBody`]). Above a bound the session stops
-/// reading requests and taking replies or events, so an app that does not read cannot make
-/// the daemon queue more.
+/// (counted in by the session, out by the response body's tap, [`Written`]). Above a bound
+/// the session stops reading requests and taking replies or events, so an app that does not
+/// read cannot make the daemon queue more.
 pub(super) struct Unwritten {
     bytes: AtomicUsize,
     /// The connection is gone: nothing will be taken any more, stop waiting.
@@ -254,33 +250,24 @@ impl Unwritten {
     }
 }
 
-/// The websocket response body, counting what the HTTP layer takes out of [`Unwritten`].
-struct CountingBody<B> {
-    inner: B,
+/// What the websocket response body reports: bytes the HTTP layer takes come out of
+/// [`Unwritten`]; at its end the connection's reading side ends (`crate::net`).
+struct Written {
     unwritten: Arc<Unwritten>,
+    end: crate::net::EndReading,
 }
 
-impl<B: MessageBody + Unpin> MessageBody for CountingBody<B> {
-    type Error = B::Error;
-
-    fn size(&self) -> BodySize {
-        self.inner.size()
+impl crate::net::BodyTap for Written {
+    fn taken(&mut self, bytes: usize) {
+        self.unwritten.take(bytes);
     }
 
-    fn poll_next(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
-        let this = self.get_mut();
-        let next = Pin::new(&mut this.inner).poll_next(cx);
-        if let Poll::Ready(Some(Ok(chunk))) = &next {
-            this.unwritten.take(chunk.len());
-        }
-        next
+    fn ended(&mut self) {
+        self.end.ended();
     }
 }
 
-impl<B> Drop for CountingBody<B> {
+impl Drop for Written {
     fn drop(&mut self) {
         self.unwritten.gone.store(true, Ordering::Relaxed);
         self.unwritten.drained.notify_one();
@@ -458,11 +445,11 @@ async fn endpoint<A: DaemonApi>(
     let socket = req.conn_data::<crate::net::ConnSocket>().cloned();
     Ok(response
         .map_body(|_, body| {
-            let counted = CountingBody {
-                inner: body,
+            let tap = Written {
                 unwritten: counted,
+                end: crate::net::EndReading(socket),
             };
-            crate::net::EndingBody::new(counted, socket)
+            crate::net::TappedBody::new(body, tap)
         })
         .map_into_boxed_body())
 }

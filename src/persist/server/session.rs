@@ -116,7 +116,7 @@ pub(super) async fn route(
     let body = OutboxBody::new(sub.outbox().clone());
     actix_web::rt::spawn(run(shared, sub, stream, oversize, peer));
     // Once the session's last frame is out, the connection closes at once (`net`).
-    let body = crate::net::EndingBody::new(BodyStream::new(body), socket);
+    let body = crate::net::TappedBody::new(BodyStream::new(body), crate::net::EndReading(socket));
     Ok(response.message_body(body.boxed())?.into())
 }
 
