@@ -5,7 +5,9 @@ Reads every `use super::x`, `use crate::actors::x` / `crate::ipc::x` (also insid
 `super::x::` / `crate::actors::x::` path in the code (comments and string-free doc lines
 skipped), builds the file graph of each directory, and prints its strongly connected
 components. Exits 1 if one has more than `--max` files (default 2: a pair that names each
-other is allowed, a longer cycle is not).
+other is allowed, a longer cycle is not), or if `actors/pull.rs` imports `actors/remote.rs`
+(pull reaches remotes only through `upstream`). `tests/module_cycles.rs` runs the same check
+under `cargo test`.
 
     python3 scripts/module_cycles.py [--max N]
 """
@@ -83,16 +85,22 @@ def main():
     ap.add_argument("--max", type=int, default=2)
     args = ap.parse_args()
     worst = 0
+    failed = False
     for here, d in DIRS.items():
         files = sorted(p for p in d.glob("*.rs") if p.stem != "mod")
         modules = {p.stem for p in files}
         graph = {p.stem: references(p, here, modules) for p in files}
+        if here == "actors" and "remote" in graph.get("pull", set()):
+            print("FAIL: src/actors/pull.rs imports remote")
+            failed = True
         for comp in sccs(graph):
             if len(comp) > 1:
                 worst = max(worst, len(comp))
                 print(f"src/{here}: cycle of {len(comp)}: {', '.join(comp)}")
     if worst > args.max:
         print(f"FAIL: a cycle of {worst} files (at most {args.max} allowed)")
+        return 1
+    if failed:
         return 1
     print(f"ok: no cycle of more than {args.max} files")
     return 0

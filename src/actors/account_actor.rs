@@ -27,14 +27,18 @@
 //! the daemon's runtime (signing on the blocking pool, the commit) while `ctx.wait` holds the
 //! mailbox, and back. An urgent flush is queued with `ctx.notify`, so the messages already in
 //! the mailbox are folded in first and a burst costs one flush; an ordinary one with
-//! `run_later`. The actor holds the core weakly (the core holds its address).
+//! `run_later`.
 //!
-//! Calls: `Account::flush`/`open`, `DaemonCore::commit_local` and its fetches.
+//! Peers: none. It holds the [`Local`] state and the [`Upstream`] remotes, and answers
+//! whoever holds an [`AccountHandle`] (objects, `commit`, `dispatch`, the share and GC actors,
+//! `DaemonHandle`).
+//!
+//! Calls: `Account::flush`/`open`, [`durable::commit`], [`Upstream`] fetches.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -44,9 +48,11 @@ use super::account::{
     Account, AccountState, AppTokenBytes, OrphanShare, PendingShare, StoredSecret,
 };
 use super::api::{AppToken, NO_TOKEN};
-use super::arbiters::ActorThreads;
-use super::daemon_core::DaemonCore;
+use super::arbiters::Arbiters;
+use super::durable;
 use super::error::DaemonError;
+use super::local::Local;
+use super::upstream::Upstream;
 use crate::golix::{Ghid, Object, Policy, Secret};
 
 /// Shortest time between two ordinary flushes.
@@ -185,14 +191,15 @@ pub struct AccountHandle {
 }
 
 impl AccountHandle {
-    /// Starts the `AccountActor` on one of `threads`; `core` is the core being built.
+    /// Starts the `AccountActor` on one of `arbiters`.
     pub fn start(
-        threads: &ActorThreads,
+        arbiters: &Arbiters,
         account: Account,
         root_secret: Secret,
-        core: Weak<DaemonCore>,
-        log: slog::Logger,
+        local: Arc<Local>,
+        upstream: Upstream,
     ) -> AccountHandle {
+        let log = local.log.clone();
         // An account opened dirty (it continues after a root frame whose container a crash
         // lost) flushes at once, so the stores get a whole root above that frame.
         let due = account.is_dirty().then(Instant::now);
@@ -207,9 +214,9 @@ impl AccountHandle {
             due,
             log,
         };
-        let addr = AccountActor::start_in_arbiter(&threads.next(), move |_| AccountActor {
+        let addr = AccountActor::start_in_arbiter(&arbiters.next(), move |_| AccountActor {
             ledger: Some(ledger),
-            core,
+            base: Base { local, upstream },
             flush_queued: false,
             timer: false,
         });
@@ -304,6 +311,14 @@ struct Ledger {
     log: slog::Logger,
 }
 
+/// What the account's flushes and refreshes reach: the local state (commits) and the
+/// remotes (newer root frames). No other actor.
+#[derive(Clone)]
+struct Base {
+    local: Arc<Local>,
+    upstream: Upstream,
+}
+
 /// Work on the ledger off the actor's thread; it comes back with the ledger.
 type LedgerWork<T> = Pin<Box<dyn Future<Output = (Ledger, T)> + Send>>;
 
@@ -311,7 +326,7 @@ pub struct AccountActor {
     /// `None` only while a flush or refresh has it (the mailbox waits meanwhile), or after
     /// such work failed outright (then every request is answered `shutting_down`).
     ledger: Option<Ledger>,
-    core: Weak<DaemonCore>,
+    base: Base,
     /// A `FlushDue` is queued.
     flush_queued: bool,
     /// A `run_later` flush is armed.
@@ -332,15 +347,15 @@ impl AccountActor {
     fn run_alone<T: Send + 'static>(
         &mut self,
         ctx: &mut Context<Self>,
-        work: impl FnOnce(Ledger, Arc<DaemonCore>) -> LedgerWork<T>,
+        work: impl FnOnce(Ledger, Base) -> LedgerWork<T>,
         then: impl FnOnce(Result<T, DaemonError>, &mut Self, &mut Context<Self>) + 'static,
     ) {
-        let (Some(ledger), Some(core)) = (self.ledger.take(), self.core.upgrade()) else {
+        let Some(ledger) = self.ledger.take() else {
             then(Err(DaemonError::ShuttingDown), self, ctx);
             return;
         };
-        let rt = core.runtime.clone();
-        let task = rt.spawn(work(ledger, core));
+        let rt = self.base.local.runtime.clone();
+        let task = rt.spawn(work(ledger, self.base.clone()));
         ctx.wait(task.into_actor(self).map(move |res, act, ctx| match res {
             Ok((ledger, v)) => {
                 act.ledger = Some(ledger);
@@ -348,10 +363,8 @@ impl AccountActor {
                 act.arm(ctx);
             }
             Err(e) => {
-                let log = act.core.upgrade().map(|c| c.log.clone());
-                if let Some(log) = log {
-                    slog::error!(log, "account task failed: the account is gone"; "error" => %e);
-                }
+                slog::error!(act.base.local.log, "account task failed: the account is gone";
+                    "error" => %e);
                 then(
                     Err(DaemonError::Account(format!("account task failed: {e}"))),
                     act,
@@ -369,9 +382,9 @@ impl AccountActor {
     ) {
         self.run_alone(
             ctx,
-            |mut ledger, core| {
+            |mut ledger, base| {
                 Box::pin(async move {
-                    let r = ledger.flush(&core).await;
+                    let r = ledger.flush(&base).await;
                     (ledger, r)
                 })
             },
@@ -461,9 +474,9 @@ impl Handler<Refresh> for AccountActor {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.run_alone(
             ctx,
-            |mut ledger, core| {
+            |mut ledger, base| {
                 Box::pin(async move {
-                    if let Err(e) = ledger.refresh(&core, true).await {
+                    if let Err(e) = ledger.refresh(&base, true).await {
                         slog::info!(ledger.log, "account refresh failed"; "error" => %e);
                     }
                     (ledger, ())
@@ -775,7 +788,7 @@ impl Ledger {
     }
 
     /// Writes a new root frame if the state changed, and commits it locally and upstream.
-    async fn flush(&mut self, core: &DaemonCore) -> Result<(), DaemonError> {
+    async fn flush(&mut self, base: &Base) -> Result<(), DaemonError> {
         self.due = None;
         self.urgent = false;
         let dirty = self.account.as_ref().is_some_and(|a| a.is_dirty());
@@ -783,8 +796,8 @@ impl Ledger {
             return Ok(());
         }
         // Build on another machine's newer root, if any, rather than losing a frame race.
-        if !core.remotes.is_empty() {
-            if let Err(e) = self.refresh(core, false).await {
+        if !base.upstream.is_empty() {
+            if let Err(e) = self.refresh(base, false).await {
                 slog::info!(self.log, "account refresh before flush failed"; "error" => %e);
             }
         }
@@ -799,7 +812,7 @@ impl Ledger {
         .map_err(|e| DaemonError::Account(format!("account flush task failed: {e}")))?;
         self.account = Some(account);
         self.last_flush = Some(Instant::now());
-        core.commit_local(objects?).await?;
+        durable::commit(&base.local, &base.upstream, objects?, None).await?;
         self.flushed
             .extend(self.latest.iter().map(|(g, c)| (*g, *c)));
         Ok(())
@@ -809,7 +822,8 @@ impl Ledger {
     /// ingested (which verifies it) and opened with the root secret.
     /// `limited`: on behalf of an unopenable object (at most every [`REFRESH_INTERVAL`]);
     /// otherwise before a flush (flushes are rate-limited already).
-    async fn refresh(&mut self, core: &DaemonCore, limited: bool) -> Result<(), DaemonError> {
+    async fn refresh(&mut self, base: &Base, limited: bool) -> Result<(), DaemonError> {
+        let (local, upstream) = (&*base.local, &base.upstream);
         if limited {
             if self
                 .last_refresh
@@ -820,7 +834,7 @@ impl Ledger {
             self.last_refresh = Some(Instant::now());
         }
         let ours = self.account.as_ref().map_or(0, |a| a.frame().counter);
-        let Some(frame_bytes) = core.fetch(&core.user_id).await else {
+        let Some(frame_bytes) = upstream.fetch(&local.user_id).await else {
             return Ok(());
         };
         let decode = |b: &[u8]| {
@@ -831,10 +845,10 @@ impl Ledger {
                 "the user id does not name a dynamic object".into(),
             ));
         };
-        if frame.counter <= ours || frame.dynamic != core.user_id {
+        if frame.counter <= ours || frame.dynamic != local.user_id {
             return Ok(());
         }
-        let container_bytes = core.fetch(&frame.target()).await.ok_or_else(|| {
+        let container_bytes = upstream.fetch(&frame.target()).await.ok_or_else(|| {
             DaemonError::NotFound(format!("account container {}", frame.target()))
         })?;
         let Object::Geoc(container) = decode(&container_bytes)? else {
@@ -846,8 +860,8 @@ impl Ledger {
         // Two ingests (a container is only accepted bound), and a crash between them may
         // leave the frame without its container here. That is safe: the remote has both, and
         // the next login stores the container again (or continues after the frame).
-        core.ingest_fetched(frame_bytes).await?;
-        core.ingest_fetched(container_bytes).await?;
+        upstream.ingest_fetched(local, frame_bytes).await?;
+        upstream.ingest_fetched(local, container_bytes).await?;
         let merged = match self.account.take() {
             Some(old) if old.is_dirty() => {
                 // Carry our unflushed changes over onto the newer state.

@@ -10,8 +10,10 @@
 //! login open a remote's root and continue after the local frame (see `find_root`).
 //!
 //! Owns: nothing after start. Calls: `Archive`, `Account`, `Vault`, `Outbox`, the persist
-//! client (through the remote `Connector`), and starts the account, GC, share and remote
-//! actors.
+//! client (through the remote `Connector`). Builds the [`Local`] state and the [`Upstream`],
+//! starts the account, GC, share and remote actors, and wires them: each gets exactly the
+//! peers it talks to (addresses, `Recipient`s, weak links back to the object registry), and
+//! the [`Daemon`] that `DaemonHandle` holds gets the rest.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -22,16 +24,19 @@ use super::account::{vault_key, Account};
 use super::account_actor::AccountHandle;
 use super::apps::AppRegistry;
 use super::arbiters::{self, ActorThreads};
-use super::daemon::{DaemonOptions, Login};
-use super::daemon_core::{DaemonCore, Gate};
+use super::commit::Store;
+use super::daemon::{Daemon, DaemonOptions, Login};
 use super::error::DaemonError;
-use super::gc::GcHandle;
+use super::gc::{GcHandle, GcPeers};
 use super::limits;
-use super::object::ObjectRegistry;
+use super::local::{Gate, Local};
+use super::object::{ObjectPeers, ObjectRegistry};
 use super::outbox::{self, Outbox};
+use super::pull::Puller;
 use super::remote::{Connector, RemoteEntry, RemoteHandle, RemoteTarget};
-use super::remote_actor;
-use super::share::ShareHandle;
+use super::remote_actor::{self, RemotePeers};
+use super::share::{ShareHandle, SharePeers};
+use super::upstream::Upstream;
 use super::vault::Vault;
 use crate::golix::{Geoc, Ghid, Gobd, Object, Policy, SecondParty};
 use crate::persist::store::sled_gate;
@@ -45,7 +50,7 @@ const LOCK_WAIT: Duration = Duration::from_secs(5);
 const LOGIN_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Opens the storage, logs in, starts the actors.
-pub async fn boot(opts: DaemonOptions, log: slog::Logger) -> Result<Arc<DaemonCore>, DaemonError> {
+pub(super) async fn boot(opts: DaemonOptions, log: slog::Logger) -> Result<Daemon, DaemonError> {
     make_private_dir(&opts.ghidcache)?;
     let urls: Vec<String> = opts.remotes.iter().map(|r| r.url().to_owned()).collect();
     let objects = opts.ghidcache.join("objects");
@@ -112,37 +117,88 @@ pub async fn boot(opts: DaemonOptions, log: slog::Logger) -> Result<Arc<DaemonCo
         let max_object = limits::known(&vault, entry.url())?;
         remotes.push(RemoteHandle::new(entry, i, max_object));
     }
-    // The actors that answer to the core hold it weakly (it holds their addresses).
-    let core = Arc::new_cyclic(|weak| DaemonCore {
+    let upstream = Upstream::new(remotes);
+    let arbiters = threads.arbiters();
+    let local = Arc::new(Local {
         runtime: tokio::runtime::Handle::current(),
-        gc: GcHandle::start(&threads, weak.clone()),
+        arbiters: arbiters.clone(),
         identity: account.identity().clone(),
         user_id: account.user_id(),
-        account: AccountHandle::start(&threads, account, root_secret, weak.clone(), log.clone()),
         archive,
         vault,
         outbox,
-        remotes: remotes.clone(),
-        apps: AppRegistry::default(),
-        objects: ObjectRegistry::default(),
-        share: ShareHandle::start(&threads, weak.clone()),
-        threads,
         gate: Gate::default(),
         log: log.clone(),
     });
-    for handle in remotes {
-        remote_actor::start(core.clone(), connector.clone(), handle);
+    let store = Store {
+        local: local.clone(),
+        account: AccountHandle::start(
+            &arbiters,
+            account,
+            root_secret,
+            local.clone(),
+            upstream.clone(),
+        ),
+        upstream: upstream.clone(),
+    };
+    let apps = Arc::new(AppRegistry::default());
+    // Every link back to the registry is weak: it holds the object actors.
+    let objects = Arc::new(ObjectRegistry::default());
+    let gc = GcHandle::start(
+        &arbiters,
+        GcPeers {
+            local: local.clone(),
+            upstream: upstream.clone(),
+            account: store.account.clone(),
+            objects: Arc::downgrade(&objects),
+        },
+    );
+    let share_peers = SharePeers {
+        store: store.clone(),
+        apps: apps.clone(),
+        objects: Arc::downgrade(&objects),
+    };
+    let share = ShareHandle::start(&arbiters, share_peers.clone());
+    let puller = Puller {
+        store: store.clone(),
+        objects: Arc::downgrade(&objects),
+        gc: gc.deleted(),
+        share: share.incoming(),
+    };
+    let object_peers = ObjectPeers {
+        store: store.clone(),
+        apps: apps.clone(),
+        gc: gc.deleted(),
+    };
+    for handle in upstream.remotes() {
+        let peers = RemotePeers {
+            local: local.clone(),
+            apps: apps.clone(),
+            puller: puller.clone(),
+        };
+        remote_actor::start(&arbiters, peers, connector.clone(), handle.clone());
     }
-    for ghid in core.followed()? {
-        core.subscribe(ghid);
+    for ghid in local.followed()? {
+        upstream.subscribe(ghid);
     }
     if !created.is_empty() {
-        core.outbox.enqueue(&created)?;
-        core.vault.flush().await?;
+        local.outbox.enqueue(&created)?;
+        local.vault.flush().await?;
     }
-    slog::info!(log, "daemon started"; "fingerprint" => %core.fingerprint(), "user_id" => %core.user_id,
-        "remotes" => core.remotes.len());
-    Ok(core)
+    slog::info!(log, "daemon started"; "fingerprint" => %local.fingerprint(),
+        "user_id" => %local.user_id, "remotes" => upstream.remotes().len());
+    Ok(Daemon {
+        local,
+        store,
+        apps,
+        objects,
+        object_peers,
+        puller,
+        share_peers,
+        share,
+        gc,
+        threads,
+    })
 }
 
 /// Ingests, in order, what the outbox holds (see [`commit::commit`](super::commit::commit)):

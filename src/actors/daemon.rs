@@ -1,11 +1,14 @@
-//! `DaemonHandle`: the daemon core as the IPC layer (and tests) see it, and [`start`].
+//! `DaemonHandle`: the running daemon as the IPC layer (and tests) see it, and [`start`].
 //!
 //! Owns: the public API of the running daemon — app connections and every object operation
-//! — and its lifecycle (start, shutdown). Each operation passes the shutdown gate, finds or
-//! loads the object's `ObjectActor` (one load per ghid at a time) and talks to it by message.
+//! — and its lifecycle (start, shutdown), through the [`Daemon`] that [`super::boot`] wires:
+//! the only holder of every actor's address (no actor holds it). Each operation passes the
+//! shutdown gate, finds or loads the object's `ObjectActor` (one load per ghid at a time) and
+//! talks to it by message.
 //!
-//! Calls: [`super::boot`] (storage and login), `ObjectActor`s, `RemoteActor`s (fetch for
-//! `sync`), the account, GC and share actors (at shutdown), `commit` (new objects),
+//! Calls: [`super::boot`] (storage and login), `ObjectActor`s, the remotes (fetch and
+//! [`super::pull`] for `sync`; `Stop`), the account, GC and share actors (`Sweep`, `Stop`),
+//! `commit` (new objects),
 //! [`super::dispatch`] (tokens, startup and private objects, share handlers) and
 //! [`super::share`] (sharing with other users).
 
@@ -16,15 +19,18 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::api::{AppEvent, AppId, AppToken, ObjectView};
-use super::commit;
-use super::daemon_core::DaemonCore;
+use super::apps::AppRegistry;
+use super::arbiters::ActorThreads;
+use super::commit::{self, Store};
 use super::dispatch;
 use super::error::DaemonError;
+use super::gc::GcHandle;
 use super::link_state::RemoteStatus;
-use super::object::{self, ObjectActor, ObjectHandle};
-use super::pull;
+use super::local::Local;
+use super::object::{self, ObjectActor, ObjectHandle, ObjectPeers, ObjectRegistry};
+use super::pull::{self, Puller};
 use super::remote::RemoteEntry;
-use super::share;
+use super::share::{self, ShareHandle, SharePeers};
 use crate::golix::{FirstParty, Ghid, Secret};
 
 /// How often an operation retries finding a live actor that is retiring under it.
@@ -61,11 +67,28 @@ pub enum Login {
     },
 }
 
+/// What `DaemonHandle` talks to, built by [`super::boot`]: the shared local state, every
+/// actor's address and the peer sets new object actors and pulls get. Only `DaemonHandle`
+/// holds it; no actor reaches another through it. Dropping it stops the actor threads.
+pub(super) struct Daemon {
+    pub local: Arc<Local>,
+    /// The local state, the remotes and the `AccountActor`.
+    pub store: Store,
+    pub apps: Arc<AppRegistry>,
+    pub objects: Arc<ObjectRegistry>,
+    pub object_peers: ObjectPeers,
+    pub puller: Puller,
+    pub share_peers: SharePeers,
+    pub share: ShareHandle,
+    pub gc: GcHandle,
+    pub threads: ActorThreads,
+}
+
 /// The running daemon. Cheap to clone. After [`DaemonHandle::shutdown`], drop every clone to
 /// release the ghidcache (its databases are locked while open).
 #[derive(Clone)]
 pub struct DaemonHandle {
-    core: Arc<DaemonCore>,
+    core: Arc<Daemon>,
 }
 
 /// Starts a daemon with logging discarded.
@@ -78,25 +101,27 @@ pub async fn start_with_log(
     opts: DaemonOptions,
     log: slog::Logger,
 ) -> Result<DaemonHandle, DaemonError> {
-    let core = super::boot::boot(opts, log).await?;
+    let core = Arc::new(super::boot::boot(opts, log).await?);
     Ok(DaemonHandle { core })
 }
 
 impl DaemonHandle {
     pub fn fingerprint(&self) -> Ghid {
-        self.core.fingerprint()
+        self.core.local.fingerprint()
     }
 
     pub fn user_id(&self) -> Ghid {
-        self.core.user_id
+        self.core.local.user_id
     }
 
     /// Each remote's connection state and outbox depth, in configuration order.
     pub fn remotes(&self) -> Vec<RemoteStatus> {
         self.core
-            .remotes
+            .store
+            .upstream
+            .remotes()
             .iter()
-            .map(|r| r.status(self.core.outbox.pending(r.queue())))
+            .map(|r| r.status(self.core.local.outbox.pending(r.queue())))
             .collect()
     }
 
@@ -117,7 +142,7 @@ impl DaemonHandle {
     /// An object's actor that is gone: the object retired (`dead_object`), or the daemon is
     /// shutting down (`shutting_down`).
     fn mailbox_error(&self, e: actix::MailboxError, ghid: Ghid) -> DaemonError {
-        if self.core.gate.is_closed() {
+        if self.core.local.gate.is_closed() {
             return DaemonError::ShuttingDown;
         }
         match e {
@@ -142,31 +167,34 @@ impl DaemonHandle {
         dynamic: bool,
         private: bool,
     ) -> Result<ObjectView, DaemonError> {
-        let _pass = self.core.gate.enter()?;
+        let _pass = self.core.local.gate.enter()?;
         self.check_app(app)?;
         let owner = if private {
-            Some(dispatch::private_owner(&self.core, app)?)
+            Some(dispatch::private_owner(&self.core.apps, app)?)
         } else {
             None
         };
-        let loaded = commit::create(&self.core, state, api_id, dynamic, private).await?;
+        let loaded = commit::create(&self.core.store, state, api_id, dynamic, private).await?;
         let ghid = loaded.ghid;
         match owner {
-            Some(token) => dispatch::record_private(&self.core, ghid, token),
+            Some(token) => dispatch::record_private(&self.core.store, ghid, token),
             // The user's other apps handling this api id are offered it (no request needed).
             None => {
-                dispatch::offer(&self.core, ghid, self.fingerprint(), api_id, Some(app));
+                dispatch::offer(&self.core.apps, ghid, self.fingerprint(), api_id, Some(app));
             }
         }
-        let view = object::spawn(&self.core, loaded, app);
+        let view = self
+            .core
+            .objects
+            .spawn(&self.core.object_peers, loaded, app);
         if dynamic {
-            self.core.subscribe(ghid);
+            self.core.store.upstream.subscribe(ghid);
         }
         Ok(view)
     }
 
     pub async fn get_object(&self, app: AppId, ghid: Ghid) -> Result<ObjectView, DaemonError> {
-        let _pass = self.core.gate.enter()?;
+        let _pass = self.core.local.gate.enter()?;
         self.check_app(app)?;
         Ok(self.track(app, ghid).await?.1)
     }
@@ -178,7 +206,7 @@ impl DaemonHandle {
         ghid: Ghid,
     ) -> Result<(ObjectHandle, ObjectView), DaemonError> {
         let core = &self.core;
-        dispatch::check_access(core, app, ghid).await?;
+        dispatch::check_access(&core.store, &core.apps, app, ghid).await?;
         for _ in 0..TRACK_ATTEMPTS {
             if let Some(h) = core.objects.get(&ghid) {
                 if let Ok(Some(view)) = h.ask(object::Track { app }).await {
@@ -192,13 +220,13 @@ impl DaemonHandle {
             if core.objects.get(&ghid).is_some() {
                 continue;
             }
-            let loaded = commit::load(core, ghid).await?;
+            let loaded = commit::load(&core.store, ghid).await?;
             if loaded.ghid != ghid {
                 // A binding's ghid: track its target instead.
                 return Box::pin(self.track(app, loaded.ghid)).await;
             }
             let dynamic = loaded.frame.is_some();
-            let view = object::spawn(core, loaded, app);
+            let view = core.objects.spawn(&core.object_peers, loaded, app);
             // Gone already only if the app disconnected meanwhile.
             let h = core
                 .objects
@@ -207,15 +235,15 @@ impl DaemonHandle {
             if !dynamic {
                 return Ok((h, view));
             }
-            core.subscribe(ghid);
+            core.store.upstream.subscribe(ghid);
             // The local cache may be stale (nothing was subscribed): a quiet pull from a
             // connected remote first, so the app starts from the current state.
-            let Some(r) = core.remotes.iter().find(|r| r.is_connected()) else {
+            let Some(r) = core.store.upstream.first_connected() else {
                 return Ok((h, view));
             };
-            if let Some(bytes) = r.get(&ghid).await {
-                if let Err(e) = pull::frame(core, r, bytes).await {
-                    slog::debug!(core.log, "quiet pull failed"; "ghid" => %ghid, "error" => %e);
+            if let Some(bytes) = r.fetch(&ghid).await {
+                if let Err(e) = pull::frame(&core.puller, &r, bytes).await {
+                    slog::debug!(core.local.log, "quiet pull failed"; "ghid" => %ghid, "error" => %e);
                 }
             }
             let view = h.ask(object::View).await.unwrap_or(view);
@@ -252,8 +280,8 @@ impl DaemonHandle {
         if self.core.objects.get(&ghid).is_some() {
             return Ok(());
         }
-        if let Some((author, dynamic)) = commit::owner(&self.core, ghid).await? {
-            if author != self.core.fingerprint() {
+        if let Some((author, dynamic)) = commit::owner(&self.core.store, ghid).await? {
+            if author != self.fingerprint() {
                 return Err(DaemonError::LocallyImmutable(format!(
                     "{ghid} belongs to {author}"
                 )));
@@ -274,7 +302,7 @@ impl DaemonHandle {
         state: Vec<u8>,
         private: Option<bool>,
     ) -> Result<(), DaemonError> {
-        let _pass = self.core.gate.enter()?;
+        let _pass = self.core.local.gate.enter()?;
         self.check_mutable(ghid, true).await?;
         self.ask(
             app,
@@ -291,18 +319,20 @@ impl DaemonHandle {
     /// Fetches the current frame from the remotes and pulls it. With no remotes configured,
     /// the local state; with remotes but none reachable, `UnavailableUpstream`.
     pub async fn sync(&self, app: AppId, ghid: Ghid) -> Result<ObjectView, DaemonError> {
-        let _pass = self.core.gate.enter()?;
+        let _pass = self.core.local.gate.enter()?;
         self.check_app(app)?;
         let (h, view) = self.track(app, ghid).await?;
-        if !view.dynamic || self.core.remotes.is_empty() {
+        let upstream = &self.core.store.upstream;
+        if !view.dynamic || upstream.is_empty() {
             return Ok(view);
         }
         let mut reached = false;
-        for r in &self.core.remotes {
-            if let Some(bytes) = r.get(&ghid).await {
+        for i in 0..upstream.remotes().len() {
+            let r = upstream.one(i);
+            if let Some(bytes) = r.fetch(&ghid).await {
                 reached = true;
-                if let Err(e) = pull::frame(&self.core, r, bytes).await {
-                    slog::info!(self.core.log, "sync: frame not applied"; "ghid" => %ghid, "error" => %e);
+                if let Err(e) = pull::frame(&self.core.puller, &r, bytes).await {
+                    slog::info!(self.core.local.log, "sync: frame not applied"; "ghid" => %ghid, "error" => %e);
                 }
             }
         }
@@ -316,18 +346,18 @@ impl DaemonHandle {
 
     /// Binds the current container statically; returns its ghid (a static object).
     pub async fn freeze(&self, app: AppId, ghid: Ghid) -> Result<Ghid, DaemonError> {
-        let _pass = self.core.gate.enter()?;
+        let _pass = self.core.local.gate.enter()?;
         self.ask(app, ghid, object::Freeze).await?
     }
 
     /// Our own binding on the object: it survives its owner's delete. Holding needs no
     /// secret: an object we cannot read (not shared with us) is held without being tracked.
     pub async fn hold(&self, app: AppId, ghid: Ghid) -> Result<(), DaemonError> {
-        let _pass = self.core.gate.enter()?;
+        let _pass = self.core.local.gate.enter()?;
         match self.ask(app, ghid, object::Hold).await {
             Err(DaemonError::UnknownSecret(_)) => {
-                if !commit::holds(&self.core, &ghid)? {
-                    commit::hold(&self.core, &ghid).await?;
+                if !commit::holds(&self.core.store, &ghid)? {
+                    commit::hold(&self.core.store, &ghid).await?;
                 }
                 Ok(())
             }
@@ -337,7 +367,7 @@ impl DaemonHandle {
 
     /// Stops tracking for this app only (nothing changes anywhere else).
     pub async fn discard(&self, app: AppId, ghid: Ghid) -> Result<(), DaemonError> {
-        let _pass = self.core.gate.enter()?;
+        let _pass = self.core.local.gate.enter()?;
         self.core.apps.untrack(app, &ghid);
         if let Some(h) = self.core.objects.get(&ghid) {
             h.tell(object::Untrack { app });
@@ -347,7 +377,7 @@ impl DaemonHandle {
 
     /// Deletes an object of ours everywhere; every other tracker gets `Delete`.
     pub async fn delete(&self, app: AppId, ghid: Ghid) -> Result<(), DaemonError> {
-        let _pass = self.core.gate.enter()?;
+        let _pass = self.core.local.gate.enter()?;
         self.check_mutable(ghid, false).await?;
         self.ask(app, ghid, object::Delete { app }).await?
     }
@@ -359,23 +389,23 @@ impl DaemonHandle {
         app: AppId,
         token: Option<AppToken>,
     ) -> Result<(AppToken, Option<Ghid>), DaemonError> {
-        let _pass = self.core.gate.enter()?;
+        let _pass = self.core.local.gate.enter()?;
         self.check_app(app)?;
-        dispatch::register_token(&self.core, app, token).await
+        dispatch::register_token(&self.core.store, &self.core.apps, app, token).await
     }
 
     /// Sets the startup object of the session's token.
     pub async fn register_startup(&self, app: AppId, ghid: Ghid) -> Result<(), DaemonError> {
-        let _pass = self.core.gate.enter()?;
+        let _pass = self.core.local.gate.enter()?;
         self.check_app(app)?;
-        dispatch::register_startup(&self.core, app, ghid).await
+        dispatch::register_startup(&self.core.store, &self.core.apps, app, ghid).await
     }
 
     /// Clears the startup object of the session's token.
     pub async fn deregister_startup(&self, app: AppId) -> Result<(), DaemonError> {
-        let _pass = self.core.gate.enter()?;
+        let _pass = self.core.local.gate.enter()?;
         self.check_app(app)?;
-        dispatch::deregister_startup(&self.core, app).await
+        dispatch::deregister_startup(&self.core.store, &self.core.apps, app).await
     }
 
     /// This session handles incoming shares of `api_id` (kept ones are offered at once).
@@ -384,9 +414,9 @@ impl DaemonHandle {
         app: AppId,
         api_id: Ghid,
     ) -> Result<(), DaemonError> {
-        let _pass = self.core.gate.enter()?;
+        let _pass = self.core.local.gate.enter()?;
         self.check_app(app)?;
-        dispatch::register_share_handler(&self.core, app, api_id).await
+        dispatch::register_share_handler(&self.core.store, &self.core.apps, app, api_id).await
     }
 
     /// This session no longer handles shares of `api_id`.
@@ -395,51 +425,52 @@ impl DaemonHandle {
         app: AppId,
         api_id: Ghid,
     ) -> Result<(), DaemonError> {
-        let _pass = self.core.gate.enter()?;
+        let _pass = self.core.local.gate.enter()?;
         self.check_app(app)?;
-        dispatch::deregister_share_handler(&self.core, app, api_id)
+        dispatch::deregister_share_handler(&self.core.apps, app, api_id)
     }
 
     /// Shares an object with another user (their fingerprint). Resolves once the request is
     /// durable locally and queued for every remote; the outcome arrives later as a
     /// `ShareResult` event.
     pub async fn share(&self, app: AppId, ghid: Ghid, recipient: Ghid) -> Result<(), DaemonError> {
-        let _pass = self.core.gate.enter()?;
+        let _pass = self.core.local.gate.enter()?;
         self.check_app(app)?;
-        dispatch::check_access(&self.core, app, ghid).await?;
-        share::share(&self.core, app, ghid, recipient).await
+        dispatch::check_access(&self.core.store, &self.core.apps, app, ghid).await?;
+        let core = &self.core;
+        share::share(&core.share_peers, &core.share, app, ghid, recipient).await
     }
 
     /// Stops accepting work, waits for operations in flight, stops every actor, flushes the
     /// account, the vault and the archive, and disconnects the remotes.
     pub async fn shutdown(&self) -> Result<(), DaemonError> {
         let core = &self.core;
-        if core.gate.is_closed() {
+        if core.local.gate.is_closed() {
             return Ok(());
         }
-        core.gate.close().await;
+        core.local.gate.close().await;
         for (_, h) in core.objects.all() {
             let _ = h.ask(object::Stop).await;
         }
         core.share.stop().await;
-        let flushed = core.account.stop().await;
+        let flushed = core.store.account.stop().await;
+        let (local, remotes) = (&core.local, core.store.upstream.remotes());
         let deadline = tokio::time::Instant::now() + SHUTDOWN_DRAIN;
         while tokio::time::Instant::now() < deadline
-            && core
-                .remotes
+            && remotes
                 .iter()
                 .enumerate()
-                .any(|(q, r)| r.is_connected() && core.outbox.pending(q) > 0)
+                .any(|(q, r)| r.is_connected() && local.outbox.pending(q) > 0)
         {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        for r in &core.remotes {
+        for r in remotes {
             r.stop().await;
         }
-        // Every actor is dropped with its arbiter (their `Arc<DaemonCore>`s with them).
+        // Every actor is dropped with its arbiter.
         core.threads.stop().await;
-        core.vault.flush().await?;
-        core.archive.sync().await?;
+        local.vault.flush().await?;
+        local.archive.sync().await?;
         flushed
     }
 
@@ -450,7 +481,7 @@ impl DaemonHandle {
 
     /// Outbox entries not yet acknowledged, per remote URL (for status displays and tests).
     pub fn outbox_pending(&self) -> Vec<(String, usize)> {
-        let o = &self.core.outbox;
+        let o = &self.core.local.outbox;
         (0..o.len())
             .map(|q| (o.url(q).to_owned(), o.pending(q)))
             .collect()

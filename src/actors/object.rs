@@ -25,24 +25,28 @@
 //! the current container runs alone: `ctx.wait` holds the mailbox until it is done; asked
 //! while frames are in flight, it is queued (with its reply) until the pipeline is empty.
 //!
+//! Peers ([`ObjectPeers`], set when the registry starts the actor): the [`Store`] (local
+//! state, remotes, the `AccountActor`: `RecordSecret`, `MakePublic`), the app registry
+//! (trackers, `Update`/`Delete` events), the `GcActor` as a `Recipient<Deleted>`, and the
+//! registry itself, held weakly (it holds the actor's address) to leave it on retiring.
 //! Calls: [`super::push`] (building, signing and committing frames), [`super::commit`]
-//! (loading, freeze, hold, delete), `DaemonCore` (archive, vault, outbox, account, apps, GC).
-//! The registry is a read-mostly map behind a std mutex.
+//! (loading, freeze, hold, delete). The registry is a read-mostly map behind a std mutex.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use super::account_actor;
 use super::api::{AppEvent, AppId, ObjectView};
-use super::commit::{self, Loaded};
+use super::apps::AppRegistry;
+use super::commit::{self, Loaded, Store};
 use super::content;
-use super::daemon_core::DaemonCore;
 use super::error::DaemonError;
+use super::gc::Deleted;
 use super::push::{After, PushJob, Pushed, Tip};
 use crate::golix::{Geoc, Ghid, Gobd, Object, Policy, Secret};
 use crate::persist::PersistError;
@@ -203,42 +207,69 @@ impl ObjectRegistry {
     }
 }
 
-/// Starts the actor of a loaded object, tracked by `app`, on the next arbiter and registers
-/// it. Returns the app's view. An app that disconnected meanwhile does not track it, and no
-/// actor starts.
-pub fn spawn(core: &Arc<DaemonCore>, loaded: Loaded, app: AppId) -> ObjectView {
-    let ghid = loaded.ghid;
-    let view = loaded.view();
-    if !core.apps.track(app, ghid) {
-        return view;
+/// What every `ObjectActor` reaches besides its registry: the [`Store`] (local state,
+/// remotes, the `AccountActor`), the app registry (trackers, events) and the `GcActor`
+/// (`Deleted`). Built once at start-up. Cheap to clone.
+#[derive(Clone)]
+pub struct ObjectPeers {
+    pub store: Store,
+    pub apps: Arc<AppRegistry>,
+    pub gc: Recipient<Deleted>,
+}
+
+impl ObjectRegistry {
+    /// Starts the actor of a loaded object, tracked by `app`, on the next arbiter and
+    /// registers it. Returns the app's view. An app that disconnected meanwhile does not track
+    /// it, and no actor starts. The actor holds the registry weakly (to leave it).
+    pub fn spawn(self: &Arc<Self>, peers: &ObjectPeers, loaded: Loaded, app: AppId) -> ObjectView {
+        let ghid = loaded.ghid;
+        let view = loaded.view();
+        if !peers.apps.track(app, ghid) {
+            return view;
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let actor = ObjectActor::new(peers.clone(), Arc::downgrade(self), loaded, id, app);
+        let arbiter = peers.store.local.arbiters.next();
+        let addr = ObjectActor::start_in_arbiter(&arbiter, move |ctx| {
+            ctx.set_mailbox_capacity(MAILBOX);
+            actor
+        });
+        lock(&self.live).insert(ghid, ObjectHandle { addr, id });
+        view
     }
-    let id = core.objects.next_id.fetch_add(1, Ordering::Relaxed);
-    let mut actor = ObjectActor {
-        core: core.clone(),
-        obj: loaded,
-        id,
-        trackers: HashSet::from([app]),
-        held: None,
-        deferred: VecDeque::new(),
-        exclusive: false,
-        waiting: Vec::new(),
-        latest: None,
-        pushes: 0,
-        frames: 0,
-        in_flight: VecDeque::with_capacity(PIPELINE),
-        newest_private: None,
-        draining: false,
-        retries: 0,
-        resync: false,
-        known: Vec::new(),
-    };
-    actor.remember_known();
-    let addr = ObjectActor::start_in_arbiter(&core.threads.next(), move |ctx| {
-        ctx.set_mailbox_capacity(MAILBOX);
+}
+
+impl ObjectActor {
+    fn new(
+        peers: ObjectPeers,
+        registry: Weak<ObjectRegistry>,
+        loaded: Loaded,
+        id: u64,
+        app: AppId,
+    ) -> ObjectActor {
+        let mut actor = ObjectActor {
+            peers,
+            registry,
+            obj: loaded,
+            id,
+            trackers: HashSet::from([app]),
+            held: None,
+            deferred: VecDeque::new(),
+            exclusive: false,
+            waiting: Vec::new(),
+            latest: None,
+            pushes: 0,
+            frames: 0,
+            in_flight: VecDeque::with_capacity(PIPELINE),
+            newest_private: None,
+            draining: false,
+            retries: 0,
+            resync: false,
+            known: Vec::new(),
+        };
+        actor.remember_known();
         actor
-    });
-    lock(&core.objects.live).insert(ghid, ObjectHandle { addr, id });
-    view
+    }
 }
 
 /// A push waiting for a durable frame.
@@ -279,7 +310,9 @@ enum Exclusive {
 }
 
 pub struct ObjectActor {
-    core: Arc<DaemonCore>,
+    peers: ObjectPeers,
+    /// Held weakly: the registry holds this actor's address.
+    registry: Weak<ObjectRegistry>,
     obj: Loaded,
     id: u64,
     trackers: HashSet<AppId>,
@@ -330,7 +363,7 @@ impl Handler<Track> for ObjectActor {
     type Result = MessageResult<Track>;
 
     fn handle(&mut self, msg: Track, ctx: &mut Context<Self>) -> Self::Result {
-        if self.core.apps.track(msg.app, self.obj.ghid) {
+        if self.peers.apps.track(msg.app, self.obj.ghid) {
             self.trackers.insert(msg.app);
         }
         let view = self.view();
@@ -344,7 +377,7 @@ impl Handler<Untrack> for ObjectActor {
 
     fn handle(&mut self, msg: Untrack, ctx: &mut Context<Self>) {
         self.trackers.remove(&msg.app);
-        self.core.apps.untrack(msg.app, &self.obj.ghid);
+        self.peers.apps.untrack(msg.app, &self.obj.ghid);
         self.pump(ctx);
     }
 }
@@ -480,13 +513,13 @@ impl ObjectActor {
         then: impl FnOnce(T, &mut Self, &mut Context<Self>) + 'static,
     ) {
         self.exclusive = true;
-        let task = self.core.runtime.spawn(work);
+        let task = self.peers.store.local.runtime.spawn(work);
         ctx.wait(task.into_actor(self).map(move |res, act, ctx| {
             act.exclusive = false;
             match res {
                 Ok(v) => then(v, act, ctx),
                 // Its reply is dropped: the asker gets `dead_object`.
-                Err(e) => slog::warn!(act.core.log, "an object operation failed";
+                Err(e) => slog::warn!(act.peers.store.local.log, "an object operation failed";
                         "ghid" => %act.obj.ghid, "error" => %e),
             }
             act.pump(ctx);
@@ -495,7 +528,7 @@ impl ObjectActor {
 
     /// Starts one operation on the current container (no frame is in flight).
     fn exclusive(&mut self, op: Exclusive, ctx: &mut Context<Self>) {
-        let core = self.core.clone();
+        let store = self.peers.store.clone();
         match op {
             Exclusive::Current(reply) => {
                 let _ = reply.send(Some((self.obj.ghid, self.obj.secret.clone())));
@@ -513,7 +546,7 @@ impl ObjectActor {
                 let obj = self.obj.without_state();
                 self.run_alone(
                     ctx,
-                    async move { commit::freeze(&core, &obj).await },
+                    async move { commit::freeze(&store, &obj).await },
                     move |res, _, _| {
                         let _ = reply.send(res);
                     },
@@ -528,10 +561,10 @@ impl ObjectActor {
                 let work = async move {
                     let held = match held {
                         Some(h) => h,
-                        None => commit::holds(&core, &ghid)?,
+                        None => commit::holds(&store, &ghid)?,
                     };
                     if !held {
-                        commit::hold(&core, &ghid).await?;
+                        commit::hold(&store, &ghid).await?;
                     }
                     Ok(())
                 };
@@ -543,7 +576,7 @@ impl ObjectActor {
                 });
             }
             Exclusive::Delete(app, reply) => {
-                if self.obj.author != self.core.fingerprint() {
+                if self.obj.author != self.peers.store.fingerprint() {
                     let _ = reply.send(Err(DaemonError::LocallyImmutable(format!(
                         "{} belongs to {}",
                         self.obj.ghid, self.obj.author
@@ -553,7 +586,7 @@ impl ObjectActor {
                 let obj = self.obj.without_state();
                 self.run_alone(
                     ctx,
-                    async move { commit::delete(&core, &obj).await },
+                    async move { commit::delete(&store, &obj).await },
                     move |res, act, _| {
                         if res.is_ok() {
                             act.removed(Some(app));
@@ -566,7 +599,7 @@ impl ObjectActor {
                 let (ghid, counter) = (self.obj.ghid, self.obj.counter());
                 self.run_alone(
                     ctx,
-                    catch_up_local(core, ghid, counter),
+                    catch_up_local(store, ghid, counter),
                     |found, act, ctx| {
                         if let Some((frame, container)) = found {
                             act.pulled(frame, container, ctx);
@@ -590,7 +623,7 @@ impl ObjectActor {
             ))));
             return;
         }
-        if self.obj.author != self.core.fingerprint() {
+        if self.obj.author != self.peers.store.fingerprint() {
             let _ = reply.send(Err(DaemonError::LocallyImmutable(format!(
                 "{} belongs to {}",
                 self.obj.ghid, self.obj.author
@@ -610,7 +643,11 @@ impl ObjectActor {
         }
         // Refused before it can coalesce with other pushes: see `limits`.
         let len = content::container_len(state.len());
-        if let Err(e) = self.core.check_fits(len, "the new state's container") {
+        if let Err(e) = self
+            .peers
+            .store
+            .check_fits(len, "the new state's container")
+        {
             let _ = reply.send(Err(e));
             return;
         }
@@ -657,8 +694,9 @@ impl ObjectActor {
         self.newest_private = Some(latest.private);
         self.frames += 1;
         let no = self.frames;
-        let core = self.core.clone();
-        let task = self.core.runtime.spawn(async move { job.run(&core).await });
+        let store = self.peers.store.clone();
+        let rt = store.local.runtime.clone();
+        let task = rt.spawn(async move { job.run(&store).await });
         ctx.spawn(
             async move {
                 task.await.unwrap_or_else(|e| {
@@ -708,10 +746,13 @@ impl ObjectActor {
                     if !self.obj.private {
                         // Public now: no app token owns it any more.
                         let ghid = self.obj.ghid;
-                        self.core.account.tell(account_actor::MakePublic(ghid));
+                        self.peers
+                            .store
+                            .account
+                            .tell(account_actor::MakePublic(ghid));
                     }
                 }
-                self.core.account.record_secret(
+                self.peers.store.account.record_secret(
                     self.obj.ghid,
                     self.obj.stored_secret(),
                     self.obj.counter(),
@@ -733,7 +774,7 @@ impl ObjectActor {
                 // Another machine of ours published a newer frame and the local archive took
                 // it: rebuild on top of it once the pipeline is empty (its pull is among the
                 // deferred operations; else the frame is read back from the local archive).
-                slog::info!(self.core.log, "push lost a frame race; retrying";
+                slog::info!(self.peers.store.local.log, "push lost a frame race; retrying";
                     "ghid" => %self.obj.ghid, "why" => m);
                 self.draining = true;
                 self.resync = true;
@@ -743,7 +784,7 @@ impl ObjectActor {
             Pushed::Failed(e) => {
                 self.draining = true;
                 self.retries = 0;
-                slog::warn!(self.core.log, "push failed"; "ghid" => %self.obj.ghid, "error" => %e);
+                slog::warn!(self.peers.store.local.log, "push failed"; "ghid" => %self.obj.ghid, "error" => %e);
                 for w in waiters {
                     let _ = w.send(Err(e.clone()));
                 }
@@ -752,12 +793,17 @@ impl ObjectActor {
     }
 
     fn save_meta(&self) {
-        let saved = self.core.meta(&self.obj.ghid).and_then(|mut meta| {
-            meta.private = self.obj.private;
-            self.core.put_meta(&self.obj.ghid, &meta)
-        });
+        let saved = self
+            .peers
+            .store
+            .local
+            .meta(&self.obj.ghid)
+            .and_then(|mut meta| {
+                meta.private = self.obj.private;
+                self.peers.store.local.put_meta(&self.obj.ghid, &meta)
+            });
         if let Err(e) = saved {
-            slog::warn!(self.core.log, "cannot record object metadata"; "error" => %e);
+            slog::warn!(self.peers.store.local.log, "cannot record object metadata"; "error" => %e);
         }
     }
 
@@ -766,7 +812,7 @@ impl ObjectActor {
         let view = self.view();
         for app in &self.trackers {
             if Some(*app) != skip {
-                self.core.apps.send(*app, AppEvent::Update(view.clone()));
+                self.peers.apps.send(*app, AppEvent::Update(view.clone()));
             }
         }
     }
@@ -801,10 +847,10 @@ impl ObjectActor {
             // even when ours is all we know (after a restart). Tried last.
             known.insert(0, (frame.target(), self.obj.secret.clone()));
         }
-        let core = self.core.clone();
+        let store = self.peers.store.clone();
         let obj = self.obj.without_state();
         let work = async move {
-            let opened = commit::open_pulled(&core, &obj, &known, &frame, &container).await;
+            let opened = commit::open_pulled(&store, &obj, &known, &frame, &container).await;
             (opened, frame, container)
         };
         self.run_alone(ctx, work, move |(opened, frame, container), act, _| {
@@ -826,16 +872,16 @@ impl ObjectActor {
                 if newer {
                     // At an equal counter the local archive keeps our frame (and the recorded
                     // secret opens it) until the next frame replaces it.
-                    commit::remember_secret(&self.core, &self.obj);
+                    commit::remember_secret(&self.peers.store, &self.obj);
                 }
                 self.broadcast(None);
             }
             Ok(None) => {
-                slog::warn!(self.core.log, "cannot decrypt an update: no secret ratchets to it";
+                slog::warn!(self.peers.store.local.log, "cannot decrypt an update: no secret ratchets to it";
                 "ghid" => %self.obj.ghid, "counter" => frame.counter,
                 "error" => DaemonError::UnknownSecret(self.obj.ghid.to_string()).code())
             }
-            Err(e) => slog::warn!(self.core.log, "cannot open an update";
+            Err(e) => slog::warn!(self.peers.store.local.log, "cannot open an update";
                 "ghid" => %self.obj.ghid, "error" => %e),
         }
     }
@@ -843,36 +889,43 @@ impl ObjectActor {
     /// The object may be gone: if it no longer exists locally (nobody of ours holds it),
     /// every tracker but `skip` gets `Delete` and the actor retires.
     fn removed(&mut self, skip: Option<AppId>) {
-        match self.core.archive.exists(&self.obj.ghid) {
+        match self.peers.store.local.archive.exists(&self.obj.ghid) {
             Ok(true) => {
                 if let Some(app) = skip {
                     self.trackers.remove(&app);
-                    self.core.apps.untrack(app, &self.obj.ghid);
+                    self.peers.apps.untrack(app, &self.obj.ghid);
                 }
                 return;
             }
             Ok(false) => {}
             Err(e) => {
-                slog::warn!(self.core.log, "cannot check a removal"; "error" => %e);
+                slog::warn!(self.peers.store.local.log, "cannot check a removal"; "error" => %e);
                 return;
             }
         }
         for app in self.trackers.drain() {
-            self.core.apps.untrack(app, &self.obj.ghid);
+            self.peers.apps.untrack(app, &self.obj.ghid);
             if Some(app) != skip {
-                self.core.apps.send(app, AppEvent::Delete(self.obj.ghid));
+                self.peers.apps.send(app, AppEvent::Delete(self.obj.ghid));
             }
         }
-        self.core.gc.deleted(self.obj.ghid);
+        self.peers.gc.do_send(Deleted(self.obj.ghid));
     }
 
     /// Leaves the registry and stops; what is still queued is answered `dead_object` (its
     /// reply dropped) or, for `Track`, retried on a new actor.
     fn retire(&mut self, ctx: &mut Context<Self>) {
-        self.core.objects.remove_if(&self.obj.ghid, self.id);
-        let followed = self.core.meta(&self.obj.ghid).is_ok_and(|m| m.followed);
+        if let Some(registry) = self.registry.upgrade() {
+            registry.remove_if(&self.obj.ghid, self.id);
+        }
+        let followed = self
+            .peers
+            .store
+            .local
+            .meta(&self.obj.ghid)
+            .is_ok_and(|m| m.followed);
         if self.obj.frame.is_some() && !followed {
-            self.core.unsubscribe(self.obj.ghid);
+            self.peers.store.upstream.unsubscribe(self.obj.ghid);
         }
         ctx.stop();
     }
@@ -881,37 +934,37 @@ impl ObjectActor {
 /// The local archive's current frame of `ghid` if it is newer than `counter` (a frame of ours
 /// was refused locally because of it), and its container: from the local archive, else the
 /// remotes; if it is gone upstream already, the remotes' current frame instead.
-async fn catch_up_local(core: Arc<DaemonCore>, ghid: Ghid, counter: u64) -> Option<(Gobd, Geoc)> {
-    let frame = core.local(&ghid).ok().flatten().and_then(as_frame)?;
+async fn catch_up_local(store: Store, ghid: Ghid, counter: u64) -> Option<(Gobd, Geoc)> {
+    let frame = store.local.local(&ghid).ok().flatten().and_then(as_frame)?;
     if frame.counter <= counter {
         return None;
     }
-    let container = match core.local_or_fetch(&frame.target()).await {
+    let container = match store.local_or_fetch(&frame.target()).await {
         Ok(Some(b)) => Some((frame, b)),
-        _ => newer_upstream(&core, ghid, frame).await,
+        _ => newer_upstream(&store, ghid, frame).await,
     };
     let Some((frame, container)) = container else {
-        slog::info!(core.log, "cannot catch up with the local archive"; "ghid" => %ghid);
+        slog::info!(store.local.log, "cannot catch up with the local archive"; "ghid" => %ghid);
         return None;
     };
     match Object::decode(&container, Policy::STRICT) {
         Ok(Object::Geoc(c)) => Some((frame, c)),
         _ => {
-            slog::warn!(core.log, "a frame's target is not a container"; "ghid" => %ghid);
+            slog::warn!(store.local.log, "a frame's target is not a container"; "ghid" => %ghid);
             None
         }
     }
 }
 
 /// The remotes' current frame of `ghid`, if newer than `than` (ingested), and its container.
-async fn newer_upstream(core: &DaemonCore, ghid: Ghid, than: Gobd) -> Option<(Gobd, Vec<u8>)> {
-    let bytes = core.fetch(&ghid).await?;
+async fn newer_upstream(store: &Store, ghid: Ghid, than: Gobd) -> Option<(Gobd, Vec<u8>)> {
+    let bytes = store.fetch(&ghid).await?;
     let frame =
         as_frame(bytes.clone()).filter(|f| f.dynamic == ghid && f.counter > than.counter)?;
-    match core.ingest_fetched(bytes).await {
+    match store.ingest_fetched(bytes).await {
         Ok(_) | Err(DaemonError::Persist(PersistError::IllegalFrame(_))) => {}
         Err(_) => return None,
     }
-    let container = core.local_or_fetch(&frame.target()).await.ok()??;
+    let container = store.local_or_fetch(&frame.target()).await.ok()??;
     Some((frame, container))
 }

@@ -16,20 +16,21 @@
 //! object), catch up. The outbox queue and the remembered limit belong to the remote (keyed by
 //! its first front-end), not to the front-end in use.
 //!
-//! [`RemoteHandle`] turns its callers' calls into the actor's typed messages
-//! (`Subscribe`, `Unsubscribe`, `Stop` to `Addr<RemoteActor>`). Calls: the persist client,
-//! `link_state`. Used by `DaemonCore`, `DaemonHandle`, `boot`, `drain`, `pull`.
+//! [`RemoteHandle`] turns its callers' calls into the actor's typed messages, defined here
+//! ([`Subscribe`], [`Unsubscribe`], [`Stop`]) and sent through `Recipient`s the actor hands
+//! it when it starts, so this module does not name the actor. Calls: the persist client,
+//! `link_state`. Used by [`super::upstream`] (all remotes as one), `DaemonHandle`, `boot`,
+//! `drain` and `RemoteActor`.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use actix::Addr;
+use actix::{Message, Recipient};
 use rand::Rng;
 use tokio::sync::{oneshot, watch};
 
 use super::link_state::{Failure, LinkTracker, RemoteStatus};
-use super::remote_actor::{RemoteActor, Stop, Subscribe, Unsubscribe};
 use crate::golix::Ghid;
 use crate::persist::client::{
     ClientError, ClientOptions, ConnectFailure, Notifications, PersisterClient as Client,
@@ -94,6 +95,27 @@ impl From<String> for RemoteEntry {
     }
 }
 
+/// Keeps `ghid` subscribed on this remote (across reconnects) and catches up on it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Subscribe(pub Ghid);
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Unsubscribe(pub Ghid);
+
+/// Disconnects; the actor stays idle afterwards.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Stop;
+
+/// Where a remote's actor takes its messages (set once it starts).
+pub struct ActorInbox {
+    pub subscribe: Recipient<Subscribe>,
+    pub unsubscribe: Recipient<Unsubscribe>,
+    pub stop: Recipient<Stop>,
+}
+
 /// First reconnect delay; doubles per failed attempt.
 pub const BACKOFF_START: Duration = Duration::from_millis(100);
 /// Longest reconnect delay.
@@ -118,8 +140,8 @@ pub(super) struct Shared {
     pub(super) queue: usize,
     /// The connection's state for `hgxd status`; written by the actor only.
     tracker: Mutex<LinkTracker>,
-    /// The actor, once started ([`super::remote_actor::start`]).
-    addr: OnceLock<Addr<RemoteActor>>,
+    /// The actor's inbox, once it started ([`super::remote_actor::start`]).
+    actor: OnceLock<ActorInbox>,
     /// The sending end of `client`, until the actor takes it.
     link_tx: Mutex<Option<watch::Sender<Link>>>,
     /// The connection state (with the client while connected).
@@ -153,7 +175,7 @@ impl RemoteHandle {
             failovers: AtomicU32::new(0),
             queue,
             tracker: Mutex::new(LinkTracker::new(SystemTime::now())),
-            addr: OnceLock::new(),
+            actor: OnceLock::new(),
             link_tx: Mutex::new(Some(ctx)),
             client: crx,
             max_object: AtomicU64::new(max_object),
@@ -167,8 +189,8 @@ impl RemoteHandle {
         taken.unwrap_or_else(|| watch::channel(Link::Down).0)
     }
 
-    pub(super) fn set_addr(&self, addr: Addr<RemoteActor>) {
-        let _ = self.shared.addr.set(addr);
+    pub(super) fn set_actor(&self, inbox: ActorInbox) {
+        let _ = self.shared.actor.set(inbox);
     }
 
     /// How many front-ends the remote has.
@@ -264,21 +286,21 @@ impl RemoteHandle {
 
     /// Keeps `ghid` subscribed (across reconnects) and catches up on it.
     pub fn subscribe(&self, ghid: Ghid) {
-        if let Some(a) = self.shared.addr.get() {
-            a.do_send(Subscribe(ghid));
+        if let Some(a) = self.shared.actor.get() {
+            a.subscribe.do_send(Subscribe(ghid));
         }
     }
 
     pub fn unsubscribe(&self, ghid: Ghid) {
-        if let Some(a) = self.shared.addr.get() {
-            a.do_send(Unsubscribe(ghid));
+        if let Some(a) = self.shared.actor.get() {
+            a.unsubscribe.do_send(Unsubscribe(ghid));
         }
     }
 
     /// Disconnects and stops the actor's connection attempts.
     pub async fn stop(&self) {
-        if let Some(a) = self.shared.addr.get() {
-            let _ = a.send(Stop).await;
+        if let Some(a) = self.shared.actor.get() {
+            let _ = a.stop.send(Stop).await;
         }
     }
 }
