@@ -9,7 +9,7 @@
 //! A crash never locks the account out: a local root frame whose container is lost makes the
 //! login open a remote's root and continue after the local frame (see `find_root`).
 //!
-//! Owns: nothing after start. Calls: `Archive`, `Account`, `Vault`, `Outbox`, the persist
+//! Owns: nothing after start. Calls: `Archive`, `Account`, `Vault`, `PublishQueue`, the persist
 //! client (through the remote `Connector`). Builds the [`Local`] state and the [`Upstream`],
 //! starts the account, GC, share and remote actors, and wires them: each gets exactly the
 //! peers it talks to (addresses, `Recipient`s, weak links back to the object registry), and
@@ -31,7 +31,7 @@ use super::gc::{GcHandle, GcPeers};
 use super::limits;
 use super::local::{Gate, Local};
 use super::object::{ObjectPeers, ObjectRegistry};
-use super::outbox::{self, Outbox};
+use super::publish_queue::{self, PublishQueue};
 use super::pull::Puller;
 use super::remote::{Connector, RemoteEntry, RemoteHandle, RemoteTarget};
 use super::remote_actor::{self, RemotePeers};
@@ -110,7 +110,7 @@ pub(super) async fn boot(opts: DaemonOptions, log: slog::Logger) -> Result<Daemo
         }
     };
     let vault = Vault::open_with_spill(&db, VAULT_TREE, &account.vault_key(), &large(&state))?;
-    let outbox = Outbox::open(vault.clone(), &urls)?;
+    let publish_queue = PublishQueue::open(vault.clone(), &urls)?;
 
     let mut remotes = Vec::with_capacity(opts.remotes.len());
     for (i, entry) in opts.remotes.into_iter().enumerate() {
@@ -126,7 +126,7 @@ pub(super) async fn boot(opts: DaemonOptions, log: slog::Logger) -> Result<Daemo
         user_id: account.user_id(),
         archive,
         vault,
-        outbox,
+        publish_queue,
         gate: Gate::default(),
         log: log.clone(),
     });
@@ -182,7 +182,7 @@ pub(super) async fn boot(opts: DaemonOptions, log: slog::Logger) -> Result<Daemo
         upstream.subscribe(ghid);
     }
     if !created.is_empty() {
-        local.outbox.enqueue(&created)?;
+        local.publish_queue.enqueue(&created)?;
         local.vault.flush().await?;
     }
     slog::info!(log, "daemon started"; "fingerprint" => %local.fingerprint(),
@@ -221,7 +221,7 @@ async fn finish_interrupted_commits(
     let Ok(vault) = Vault::open_with_spill(db, VAULT_TREE, &key, &large(state)) else {
         return;
     };
-    let Ok(entries) = outbox::pending_objects(&vault, remotes) else {
+    let Ok(entries) = publish_queue::pending_objects(&vault, remotes) else {
         return;
     };
     let queued: HashSet<Ghid> = entries
@@ -253,7 +253,7 @@ async fn finish_interrupted_commits(
     }
     if !torn.is_empty() {
         slog::warn!(log, "outbox frames without their container dropped"; "frames" => torn.len());
-        let dropped = outbox::discard(&vault, remotes, &torn);
+        let dropped = publish_queue::discard(&vault, remotes, &torn);
         if let Err(e) = async {
             dropped?;
             vault.flush().await

@@ -490,7 +490,7 @@ fn our_bindings(store: &Store, target: &Ghid) -> Result<Vec<Ghid>, DaemonError> 
     let me = store.fingerprint();
     let mut ours = Vec::new();
     for b in bindings {
-        let Some(bytes) = store.local.local(&b)? else {
+        let Some(bytes) = store.local.get(&b)? else {
             continue;
         };
         if let Ok(Object::Gobs(gobs)) = Object::decode(&bytes, Policy::STRICT) {

@@ -88,7 +88,7 @@ pub(super) struct Daemon {
 /// release the ghidcache (its databases are locked while open).
 #[derive(Clone)]
 pub struct DaemonHandle {
-    core: Arc<Daemon>,
+    daemon: Arc<Daemon>,
 }
 
 /// Starts a daemon with logging discarded.
@@ -101,39 +101,39 @@ pub async fn start_with_log(
     opts: DaemonOptions,
     log: slog::Logger,
 ) -> Result<DaemonHandle, DaemonError> {
-    let core = Arc::new(super::boot::boot(opts, log).await?);
-    Ok(DaemonHandle { core })
+    let daemon = Arc::new(super::boot::boot(opts, log).await?);
+    Ok(DaemonHandle { daemon })
 }
 
 impl DaemonHandle {
     pub fn fingerprint(&self) -> Ghid {
-        self.core.local.fingerprint()
+        self.daemon.local.fingerprint()
     }
 
     pub fn user_id(&self) -> Ghid {
-        self.core.local.user_id
+        self.daemon.local.user_id
     }
 
     /// Each remote's connection state and outbox depth, in configuration order.
     pub fn remotes(&self) -> Vec<RemoteStatus> {
-        self.core
+        self.daemon
             .store
             .upstream
             .remotes()
             .iter()
-            .map(|r| r.status(self.core.local.outbox.pending(r.queue())))
+            .map(|r| r.status(self.daemon.local.publish_queue.pending(r.queue())))
             .collect()
     }
 
     /// A new app session whose events go to `events`.
     pub fn connect_app(&self, events: mpsc::Sender<AppEvent>) -> AppId {
-        self.core.apps.connect(events)
+        self.daemon.apps.connect(events)
     }
 
     /// Ends an app session: its trackers are released; other apps are unaffected.
     pub fn disconnect_app(&self, app: AppId) {
-        for ghid in self.core.apps.disconnect(app) {
-            if let Some(h) = self.core.objects.get(&ghid) {
+        for ghid in self.daemon.apps.disconnect(app) {
+            if let Some(h) = self.daemon.objects.get(&ghid) {
                 h.tell(object::Untrack { app });
             }
         }
@@ -142,7 +142,7 @@ impl DaemonHandle {
     /// An object's actor that is gone: the object retired (`dead_object`), or the daemon is
     /// shutting down (`shutting_down`).
     fn mailbox_error(&self, e: actix::MailboxError, ghid: Ghid) -> DaemonError {
-        if self.core.local.gate.is_closed() {
+        if self.daemon.local.gate.is_closed() {
             return DaemonError::ShuttingDown;
         }
         match e {
@@ -152,7 +152,7 @@ impl DaemonHandle {
     }
 
     fn check_app(&self, app: AppId) -> Result<(), DaemonError> {
-        if self.core.apps.is_connected(app) {
+        if self.daemon.apps.is_connected(app) {
             Ok(())
         } else {
             Err(DaemonError::BadArgs(format!("app {app} is not connected")))
@@ -167,34 +167,40 @@ impl DaemonHandle {
         dynamic: bool,
         private: bool,
     ) -> Result<ObjectView, DaemonError> {
-        let _pass = self.core.local.gate.enter()?;
+        let _pass = self.daemon.local.gate.enter()?;
         self.check_app(app)?;
         let owner = if private {
-            Some(dispatch::private_owner(&self.core.apps, app)?)
+            Some(dispatch::private_owner(&self.daemon.apps, app)?)
         } else {
             None
         };
-        let loaded = commit::create(&self.core.store, state, api_id, dynamic, private).await?;
+        let loaded = commit::create(&self.daemon.store, state, api_id, dynamic, private).await?;
         let ghid = loaded.ghid;
         match owner {
-            Some(token) => dispatch::record_private(&self.core.store, ghid, token),
+            Some(token) => dispatch::record_private(&self.daemon.store, ghid, token),
             // The user's other apps handling this api id are offered it (no request needed).
             None => {
-                dispatch::offer(&self.core.apps, ghid, self.fingerprint(), api_id, Some(app));
+                dispatch::offer(
+                    &self.daemon.apps,
+                    ghid,
+                    self.fingerprint(),
+                    api_id,
+                    Some(app),
+                );
             }
         }
         let view = self
-            .core
+            .daemon
             .objects
-            .spawn(&self.core.object_peers, loaded, app);
+            .spawn(&self.daemon.object_peers, loaded, app);
         if dynamic {
-            self.core.store.upstream.subscribe(ghid);
+            self.daemon.store.upstream.subscribe(ghid);
         }
         Ok(view)
     }
 
     pub async fn get_object(&self, app: AppId, ghid: Ghid) -> Result<ObjectView, DaemonError> {
-        let _pass = self.core.local.gate.enter()?;
+        let _pass = self.daemon.local.gate.enter()?;
         self.check_app(app)?;
         Ok(self.track(app, ghid).await?.1)
     }
@@ -205,45 +211,45 @@ impl DaemonHandle {
         app: AppId,
         ghid: Ghid,
     ) -> Result<(ObjectHandle, ObjectView), DaemonError> {
-        let core = &self.core;
-        dispatch::check_access(&core.store, &core.apps, app, ghid).await?;
+        let daemon = &self.daemon;
+        dispatch::check_access(&daemon.store, &daemon.apps, app, ghid).await?;
         for _ in 0..TRACK_ATTEMPTS {
-            if let Some(h) = core.objects.get(&ghid) {
+            if let Some(h) = daemon.objects.get(&ghid) {
                 if let Ok(Some(view)) = h.ask(object::Track { app }).await {
                     return Ok((h, view));
                 }
                 tokio::task::yield_now().await;
                 continue;
             }
-            let lock = core.objects.load_lock(&ghid);
+            let lock = daemon.objects.load_lock(&ghid);
             let _loading = lock.lock().await;
-            if core.objects.get(&ghid).is_some() {
+            if daemon.objects.get(&ghid).is_some() {
                 continue;
             }
-            let loaded = commit::load(&core.store, ghid).await?;
+            let loaded = commit::load(&daemon.store, ghid).await?;
             if loaded.ghid != ghid {
                 // A binding's ghid: track its target instead.
                 return Box::pin(self.track(app, loaded.ghid)).await;
             }
             let dynamic = loaded.frame.is_some();
-            let view = core.objects.spawn(&core.object_peers, loaded, app);
+            let view = daemon.objects.spawn(&daemon.object_peers, loaded, app);
             // Gone already only if the app disconnected meanwhile.
-            let h = core
+            let h = daemon
                 .objects
                 .get(&ghid)
                 .ok_or_else(|| DaemonError::DeadObject(ghid.to_string()))?;
             if !dynamic {
                 return Ok((h, view));
             }
-            core.store.upstream.subscribe(ghid);
+            daemon.store.upstream.subscribe(ghid);
             // The local cache may be stale (nothing was subscribed): a quiet pull from a
             // connected remote first, so the app starts from the current state.
-            let Some(r) = core.store.upstream.first_connected() else {
+            let Some(r) = daemon.store.upstream.first_connected() else {
                 return Ok((h, view));
             };
             if let Some(bytes) = r.fetch(&ghid).await {
-                if let Err(e) = pull::frame(&core.puller, &r, bytes).await {
-                    slog::debug!(core.local.log, "quiet pull failed"; "ghid" => %ghid, "error" => %e);
+                if let Err(e) = pull::frame(&daemon.puller, &r, bytes).await {
+                    slog::debug!(daemon.local.log, "quiet pull failed"; "ghid" => %ghid, "error" => %e);
                 }
             }
             let view = h.ask(object::View).await.unwrap_or(view);
@@ -263,10 +269,10 @@ impl DaemonHandle {
     {
         self.check_app(app)?;
         let live = self
-            .core
+            .daemon
             .objects
             .get(&ghid)
-            .filter(|_| self.core.apps.tracks(app, &ghid));
+            .filter(|_| self.daemon.apps.tracks(app, &ghid));
         let h = match live {
             Some(h) => h,
             None => self.track(app, ghid).await?.0,
@@ -277,10 +283,10 @@ impl DaemonHandle {
     /// Refuses changes to an object that is not loaded and is not ours (or, with
     /// `need_dynamic`, is static) before trying to load it: we may not even be able to read it.
     async fn check_mutable(&self, ghid: Ghid, need_dynamic: bool) -> Result<(), DaemonError> {
-        if self.core.objects.get(&ghid).is_some() {
+        if self.daemon.objects.get(&ghid).is_some() {
             return Ok(());
         }
-        if let Some((author, dynamic)) = commit::owner(&self.core.store, ghid).await? {
+        if let Some((author, dynamic)) = commit::owner(&self.daemon.store, ghid).await? {
             if author != self.fingerprint() {
                 return Err(DaemonError::LocallyImmutable(format!(
                     "{ghid} belongs to {author}"
@@ -302,7 +308,7 @@ impl DaemonHandle {
         state: Vec<u8>,
         private: Option<bool>,
     ) -> Result<(), DaemonError> {
-        let _pass = self.core.local.gate.enter()?;
+        let _pass = self.daemon.local.gate.enter()?;
         self.check_mutable(ghid, true).await?;
         self.ask(
             app,
@@ -319,10 +325,10 @@ impl DaemonHandle {
     /// Fetches the current frame from the remotes and pulls it. With no remotes configured,
     /// the local state; with remotes but none reachable, `UnavailableUpstream`.
     pub async fn sync(&self, app: AppId, ghid: Ghid) -> Result<ObjectView, DaemonError> {
-        let _pass = self.core.local.gate.enter()?;
+        let _pass = self.daemon.local.gate.enter()?;
         self.check_app(app)?;
         let (h, view) = self.track(app, ghid).await?;
-        let upstream = &self.core.store.upstream;
+        let upstream = &self.daemon.store.upstream;
         if !view.dynamic || upstream.is_empty() {
             return Ok(view);
         }
@@ -331,8 +337,8 @@ impl DaemonHandle {
             let r = upstream.one(i);
             if let Some(bytes) = r.fetch(&ghid).await {
                 reached = true;
-                if let Err(e) = pull::frame(&self.core.puller, &r, bytes).await {
-                    slog::info!(self.core.local.log, "sync: frame not applied"; "ghid" => %ghid, "error" => %e);
+                if let Err(e) = pull::frame(&self.daemon.puller, &r, bytes).await {
+                    slog::info!(self.daemon.local.log, "sync: frame not applied"; "ghid" => %ghid, "error" => %e);
                 }
             }
         }
@@ -346,18 +352,18 @@ impl DaemonHandle {
 
     /// Binds the current container statically; returns its ghid (a static object).
     pub async fn freeze(&self, app: AppId, ghid: Ghid) -> Result<Ghid, DaemonError> {
-        let _pass = self.core.local.gate.enter()?;
+        let _pass = self.daemon.local.gate.enter()?;
         self.ask(app, ghid, object::Freeze).await?
     }
 
     /// Our own binding on the object: it survives its owner's delete. Holding needs no
     /// secret: an object we cannot read (not shared with us) is held without being tracked.
     pub async fn hold(&self, app: AppId, ghid: Ghid) -> Result<(), DaemonError> {
-        let _pass = self.core.local.gate.enter()?;
+        let _pass = self.daemon.local.gate.enter()?;
         match self.ask(app, ghid, object::Hold).await {
             Err(DaemonError::UnknownSecret(_)) => {
-                if !commit::holds(&self.core.store, &ghid)? {
-                    commit::hold(&self.core.store, &ghid).await?;
+                if !commit::holds(&self.daemon.store, &ghid)? {
+                    commit::hold(&self.daemon.store, &ghid).await?;
                 }
                 Ok(())
             }
@@ -367,9 +373,9 @@ impl DaemonHandle {
 
     /// Stops tracking for this app only (nothing changes anywhere else).
     pub async fn discard(&self, app: AppId, ghid: Ghid) -> Result<(), DaemonError> {
-        let _pass = self.core.local.gate.enter()?;
-        self.core.apps.untrack(app, &ghid);
-        if let Some(h) = self.core.objects.get(&ghid) {
+        let _pass = self.daemon.local.gate.enter()?;
+        self.daemon.apps.untrack(app, &ghid);
+        if let Some(h) = self.daemon.objects.get(&ghid) {
             h.tell(object::Untrack { app });
         }
         Ok(())
@@ -377,7 +383,7 @@ impl DaemonHandle {
 
     /// Deletes an object of ours everywhere; every other tracker gets `Delete`.
     pub async fn delete(&self, app: AppId, ghid: Ghid) -> Result<(), DaemonError> {
-        let _pass = self.core.local.gate.enter()?;
+        let _pass = self.daemon.local.gate.enter()?;
         self.check_mutable(ghid, false).await?;
         self.ask(app, ghid, object::Delete { app }).await?
     }
@@ -389,23 +395,23 @@ impl DaemonHandle {
         app: AppId,
         token: Option<AppToken>,
     ) -> Result<(AppToken, Option<Ghid>), DaemonError> {
-        let _pass = self.core.local.gate.enter()?;
+        let _pass = self.daemon.local.gate.enter()?;
         self.check_app(app)?;
-        dispatch::register_token(&self.core.store, &self.core.apps, app, token).await
+        dispatch::register_token(&self.daemon.store, &self.daemon.apps, app, token).await
     }
 
     /// Sets the startup object of the session's token.
     pub async fn register_startup(&self, app: AppId, ghid: Ghid) -> Result<(), DaemonError> {
-        let _pass = self.core.local.gate.enter()?;
+        let _pass = self.daemon.local.gate.enter()?;
         self.check_app(app)?;
-        dispatch::register_startup(&self.core.store, &self.core.apps, app, ghid).await
+        dispatch::register_startup(&self.daemon.store, &self.daemon.apps, app, ghid).await
     }
 
     /// Clears the startup object of the session's token.
     pub async fn deregister_startup(&self, app: AppId) -> Result<(), DaemonError> {
-        let _pass = self.core.local.gate.enter()?;
+        let _pass = self.daemon.local.gate.enter()?;
         self.check_app(app)?;
-        dispatch::deregister_startup(&self.core.store, &self.core.apps, app).await
+        dispatch::deregister_startup(&self.daemon.store, &self.daemon.apps, app).await
     }
 
     /// This session handles incoming shares of `api_id` (kept ones are offered at once).
@@ -414,9 +420,9 @@ impl DaemonHandle {
         app: AppId,
         api_id: Ghid,
     ) -> Result<(), DaemonError> {
-        let _pass = self.core.local.gate.enter()?;
+        let _pass = self.daemon.local.gate.enter()?;
         self.check_app(app)?;
-        dispatch::register_share_handler(&self.core.store, &self.core.apps, app, api_id).await
+        dispatch::register_share_handler(&self.daemon.store, &self.daemon.apps, app, api_id).await
     }
 
     /// This session no longer handles shares of `api_id`.
@@ -425,42 +431,42 @@ impl DaemonHandle {
         app: AppId,
         api_id: Ghid,
     ) -> Result<(), DaemonError> {
-        let _pass = self.core.local.gate.enter()?;
+        let _pass = self.daemon.local.gate.enter()?;
         self.check_app(app)?;
-        dispatch::deregister_share_handler(&self.core.apps, app, api_id)
+        dispatch::deregister_share_handler(&self.daemon.apps, app, api_id)
     }
 
     /// Shares an object with another user (their fingerprint). Resolves once the request is
     /// durable locally and queued for every remote; the outcome arrives later as a
     /// `ShareResult` event.
     pub async fn share(&self, app: AppId, ghid: Ghid, recipient: Ghid) -> Result<(), DaemonError> {
-        let _pass = self.core.local.gate.enter()?;
+        let _pass = self.daemon.local.gate.enter()?;
         self.check_app(app)?;
-        dispatch::check_access(&self.core.store, &self.core.apps, app, ghid).await?;
-        let core = &self.core;
-        share::share(&core.share_peers, &core.share, app, ghid, recipient).await
+        dispatch::check_access(&self.daemon.store, &self.daemon.apps, app, ghid).await?;
+        let daemon = &self.daemon;
+        share::share(&daemon.share_peers, &daemon.share, app, ghid, recipient).await
     }
 
     /// Stops accepting work, waits for operations in flight, stops every actor, flushes the
     /// account, the vault and the archive, and disconnects the remotes.
     pub async fn shutdown(&self) -> Result<(), DaemonError> {
-        let core = &self.core;
-        if core.local.gate.is_closed() {
+        let daemon = &self.daemon;
+        if daemon.local.gate.is_closed() {
             return Ok(());
         }
-        core.local.gate.close().await;
-        for (_, h) in core.objects.all() {
+        daemon.local.gate.close().await;
+        for (_, h) in daemon.objects.all() {
             let _ = h.ask(object::Stop).await;
         }
-        core.share.stop().await;
-        let flushed = core.store.account.stop().await;
-        let (local, remotes) = (&core.local, core.store.upstream.remotes());
+        daemon.share.stop().await;
+        let flushed = daemon.store.account.stop().await;
+        let (local, remotes) = (&daemon.local, daemon.store.upstream.remotes());
         let deadline = tokio::time::Instant::now() + SHUTDOWN_DRAIN;
         while tokio::time::Instant::now() < deadline
             && remotes
                 .iter()
                 .enumerate()
-                .any(|(q, r)| r.is_connected() && local.outbox.pending(q) > 0)
+                .any(|(q, r)| r.is_connected() && local.publish_queue.pending(q) > 0)
         {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -468,7 +474,7 @@ impl DaemonHandle {
             r.stop().await;
         }
         // Every actor is dropped with its arbiter.
-        core.threads.stop().await;
+        daemon.threads.stop().await;
         local.vault.flush().await?;
         local.archive.sync().await?;
         flushed
@@ -476,12 +482,12 @@ impl DaemonHandle {
 
     /// Sweeps secrets of removed objects now (normally periodic). Returns how many.
     pub async fn collect_garbage(&self) -> Result<usize, DaemonError> {
-        self.core.gc.sweep().await
+        self.daemon.gc.sweep().await
     }
 
-    /// Outbox entries not yet acknowledged, per remote URL (for status displays and tests).
+    /// Publish-queue ("outbox") entries not yet acknowledged, per remote URL (for status displays and tests).
     pub fn outbox_pending(&self) -> Vec<(String, usize)> {
-        let o = &self.core.local.outbox;
+        let o = &self.daemon.local.publish_queue;
         (0..o.len())
             .map(|q| (o.url(q).to_owned(), o.pending(q)))
             .collect()

@@ -36,7 +36,7 @@ use tokio::sync::oneshot;
 use super::api::AppEvent;
 use super::apps::AppRegistry;
 use super::local::Local;
-use super::outbox::Entry;
+use super::publish_queue::Entry;
 use super::remote::{timed, RemoteHandle};
 use crate::golix::{Ghid, Object, Policy};
 use crate::persist::client::{ClientError, PersisterClient as Client};
@@ -100,13 +100,13 @@ pub(super) async fn drain(
     let q = remote.shared.queue;
     let mut caught_up = Some(caught_up);
     loop {
-        let entry = match local.outbox.first(q) {
+        let entry = match local.publish_queue.first(q) {
             Ok(Some(e)) => e,
             Ok(None) => {
                 if let Some(c) = caught_up.take() {
                     let _ = c.send(());
                 }
-                local.outbox.wait(q).await;
+                local.publish_queue.wait(q).await;
                 continue;
             }
             Err(e) => {
@@ -118,7 +118,7 @@ pub(super) async fn drain(
         // when the next entry may be too large).
         let next_may_not_fit = || {
             local
-                .outbox
+                .publish_queue
                 .size_after(q, entry.seq)
                 .ok()
                 .flatten()
@@ -126,7 +126,7 @@ pub(super) async fn drain(
         };
         let oversize_container = match binding_target(&entry.object) {
             Some(_) if next_may_not_fit() => local
-                .outbox
+                .publish_queue
                 .next_after(q, entry.seq)
                 .ok()
                 .flatten()
@@ -155,7 +155,7 @@ pub(super) async fn drain(
                 // A refused binding takes its container along: it would be refused unbound.
                 let container = match binding_target(&entry.object) {
                     Some(_) => local
-                        .outbox
+                        .publish_queue
                         .next_after(q, entry.seq)
                         .ok()
                         .flatten()
@@ -177,7 +177,7 @@ pub(super) async fn drain(
                 return;
             }
         }
-        if let Err(e) = local.outbox.remove(q, entry.seq) {
+        if let Err(e) = local.publish_queue.remove(q, entry.seq) {
             slog::warn!(local.log, "cannot remove an acknowledged outbox entry"; "error" => %e);
         }
     }
@@ -195,7 +195,7 @@ fn refuse(
 ) {
     let q = remote.shared.queue;
     for e in unit {
-        if let Err(err) = local.outbox.remove(q, e.seq) {
+        if let Err(err) = local.publish_queue.remove(q, e.seq) {
             slog::warn!(local.log, "cannot remove a refused outbox entry"; "error" => %err);
         }
     }

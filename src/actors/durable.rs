@@ -1,7 +1,7 @@
 //! The durable local commit every change of ours goes through: new objects, push frames,
 //! freeze, hold, delete, share requests and answers, the account's root frames.
 //!
-//! Owns: nothing; the write-ahead log is the [`Outbox`](super::outbox::Outbox)'s staging.
+//! Owns: nothing; the write-ahead log is the [`PublishQueue`](super::publish_queue::PublishQueue)'s staging.
 //! Calls: [`Local`] (vault, outbox, archive), [`Upstream::check_fits`] (the remotes' size
 //! limit, [`super::limits`]). Used by `commit`, `push`, the account and share actors.
 
@@ -34,7 +34,7 @@ pub async fn commit(
         Some((ghid, _)) => Some((*ghid, local.secret(ghid)?)),
         None => None,
     };
-    let staged = local.outbox.stage(&objects)?;
+    let staged = local.publish_queue.stage(&objects)?;
     if let Some((ghid, record)) = &secret {
         local.put_secret(ghid, record)?;
     }
@@ -47,13 +47,13 @@ pub async fn commit(
         Ok::<(), DaemonError>(())
     };
     if let Err(e) = ingested.await {
-        local.outbox.unstage(&staged)?;
+        local.publish_queue.unstage(&staged)?;
         if let Some((ghid, Some(old))) = restore {
             local.put_secret(&ghid, &old)?;
         }
         local.vault.flush().await?;
         return Err(e);
     }
-    local.outbox.release(&staged);
+    local.publish_queue.release(&staged);
     Ok(())
 }

@@ -20,7 +20,7 @@
 //! `RemoteActor` (learning) and `Upstream` (checking).
 
 use super::error::DaemonError;
-use super::outbox;
+use super::publish_queue;
 use super::vault::Vault;
 use crate::config::DEFAULT_MAX_FRAME;
 use crate::persist::wire;
@@ -34,7 +34,7 @@ pub fn default_max_object() -> u64 {
 
 fn key(url: &str) -> Vec<u8> {
     let mut k = PREFIX.to_vec();
-    k.extend_from_slice(&outbox::tag(url));
+    k.extend_from_slice(&publish_queue::tag(url));
     k
 }
 

@@ -4,7 +4,7 @@
 //! Owns: handles to the daemon's tokio runtime (where actors run their work, off the actor
 //! threads) and its [`Arbiters`] (where actors start), the identity and user id, the local
 //! [`Archive`], the [`Vault`] (with the per-object secret and metadata records below), the
-//! [`Outbox`], the shutdown [`Gate`] and the log. One `Arc<Local>` is built at start-up
+//! [`PublishQueue`], the shutdown [`Gate`] and the log. One `Arc<Local>` is built at start-up
 //! ([`super::boot`]) and handed to every actor that needs it.
 //!
 //! Calls: `persist` (archive publish, off the event loop), the vault. Used by every actor,
@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 use super::account::StoredSecret;
 use super::arbiters::Arbiters;
 use super::error::DaemonError;
-use super::outbox::Outbox;
+use super::publish_queue::PublishQueue;
 use super::vault::Vault;
 use crate::golix::{FirstParty, Ghid};
 use crate::persist::{Archive, PersistError, Published};
@@ -111,7 +111,7 @@ pub struct Local {
     pub user_id: Ghid,
     pub archive: Archive,
     pub vault: Vault,
-    pub outbox: Outbox,
+    pub publish_queue: PublishQueue,
     pub gate: Gate,
     pub log: slog::Logger,
 }
@@ -131,7 +131,7 @@ impl Local {
     }
 
     /// Raw bytes of `ghid` from the local archive.
-    pub fn local(&self, ghid: &Ghid) -> Result<Option<Vec<u8>>, DaemonError> {
+    pub fn get(&self, ghid: &Ghid) -> Result<Option<Vec<u8>>, DaemonError> {
         Ok(self.archive.get(ghid)?.map(|b| b.to_vec()))
     }
 

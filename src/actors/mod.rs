@@ -29,8 +29,9 @@
 //!   restart with backoff and failover, subscriptions, outbox replay, catch-up); [`remote`]:
 //!   the remotes' configuration, the `RemoteHandle` callers hold and the messages it sends,
 //!   the `Connector`; [`link_state`]: each remote's connection state for `hgxd status` and
-//!   when a failure is worth a warning; [`pull`]: applying what remotes push; [`outbox`]: the
-//!   durable per-remote publish queue; [`drain`]: sending it to one remote (publish order,
+//!   when a failure is worth a warning; [`pull`]: applying what remotes push;
+//!   [`publish_queue`]: the durable per-remote publish queue (the "outbox"), also every
+//!   commit's write-ahead log; [`drain`]: sending it to one remote (publish order,
 //!   refusals); [`limits`]: each remote's size limit and the check every commit runs.
 //! - [`account_actor`]: `AccountActor`, the owner of the account and its flush schedule;
 //!   [`gc`]: `GcActor`, forgetting secrets of removed objects; [`apps`]: app sessions, their
@@ -65,7 +66,7 @@ pub mod limits;
 pub mod link_state;
 pub mod local;
 pub mod object;
-pub mod outbox;
+pub mod publish_queue;
 pub mod pull;
 pub mod push;
 pub mod remote;

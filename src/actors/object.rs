@@ -935,7 +935,7 @@ impl ObjectActor {
 /// was refused locally because of it), and its container: from the local archive, else the
 /// remotes; if it is gone upstream already, the remotes' current frame instead.
 async fn catch_up_local(store: Store, ghid: Ghid, counter: u64) -> Option<(Gobd, Geoc)> {
-    let frame = store.local.local(&ghid).ok().flatten().and_then(as_frame)?;
+    let frame = store.local.get(&ghid).ok().flatten().and_then(as_frame)?;
     if frame.counter <= counter {
         return None;
     }

@@ -161,7 +161,7 @@ async fn pull_one(
         Err(e) => return Err(e),
     }
     let target = frame.target();
-    let container = match puller.store.local.local(&target)? {
+    let container = match puller.store.local.get(&target)? {
         Some(b) => b,
         None => {
             let Some(b) = fetch_container(from, frame).await else {
@@ -198,7 +198,7 @@ async fn lost_race(puller: &Puller, from: &Upstream, frame: &Gobd) -> Result<(),
     let Some(actor) = puller.live(&frame.dynamic) else {
         return Ok(());
     };
-    let ours = match puller.store.local.local(&frame.dynamic)? {
+    let ours = match puller.store.local.get(&frame.dynamic)? {
         Some(b) => match Object::decode(&b, Policy::STRICT) {
             Ok(Object::Gobd(f)) => f,
             _ => return Ok(()),

@@ -422,12 +422,12 @@ async fn record(
 /// `ghid` from a remote first (a stale local frame must not decide), else locally.
 async fn fresh(peers: &SharePeers, ghid: &Ghid) -> Result<Option<Vec<u8>>, DaemonError> {
     let Some(bytes) = peers.store.fetch(ghid).await else {
-        return peers.store.local.local(ghid);
+        return peers.store.local.get(ghid);
     };
     match peers.store.ingest_fetched(bytes.clone()).await {
         Ok(_) => Ok(Some(bytes)),
         // Ours is newer than the remote's.
-        Err(DaemonError::Persist(PersistError::IllegalFrame(_))) => peers.store.local.local(ghid),
+        Err(DaemonError::Persist(PersistError::IllegalFrame(_))) => peers.store.local.get(ghid),
         Err(DaemonError::Persist(PersistError::AlreadyDebound(_))) => Ok(None),
         // A static object: its container comes with its bindings.
         Err(DaemonError::Persist(PersistError::UnboundContainer(_))) => {

@@ -61,7 +61,8 @@ impl Upstream {
     /// its outbox queue (see `commit::legroom`).
     pub fn lagging(&self, local: &Local) -> bool {
         self.remotes.iter().any(|r| !r.is_connected())
-            || (0..local.outbox.len()).any(|q| local.outbox.pending(q) > DEFAULT_LEGROOM)
+            || (0..local.publish_queue.len())
+                .any(|q| local.publish_queue.pending(q) > DEFAULT_LEGROOM)
     }
 
     /// The largest object every configured remote takes (`None` without remotes).
@@ -117,7 +118,7 @@ impl Upstream {
         local: &Local,
         ghid: &Ghid,
     ) -> Result<Option<Vec<u8>>, DaemonError> {
-        if let Some(b) = local.local(ghid)? {
+        if let Some(b) = local.get(ghid)? {
             return Ok(Some(b));
         }
         match self.fetch(ghid).await {
