@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use actix::Recipient;
 
 use super::api::{AppEvent, AppId, AppToken, ObjectView};
 use super::apps::AppRegistry;
@@ -125,8 +125,8 @@ impl DaemonHandle {
             .collect()
     }
 
-    /// A new app session whose events go to `events`.
-    pub fn connect_app(&self, events: mpsc::Sender<AppEvent>) -> AppId {
+    /// A new app session whose events go to `events` (its [`AppInbox`](super::inbox::AppInbox)).
+    pub fn connect_app(&self, events: Recipient<AppEvent>) -> AppId {
         self.daemon.apps.connect(events)
     }
 

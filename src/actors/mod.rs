@@ -35,7 +35,8 @@
 //!   refusals); [`limits`]: each remote's size limit and the check every commit runs.
 //! - [`account_actor`]: `AccountActor`, the owner of the account and its flush schedule;
 //!   [`gc`]: `GcActor`, forgetting secrets of removed objects; [`apps`]: app sessions, their
-//!   trackers, tokens, share handlers and coalescing event mailboxes; [`dispatch`]: app
+//!   trackers, tokens, share handlers and event `Recipient`s; [`inbox`]: `AppInbox`, an app
+//!   session's bounded, coalescing event mailbox (an actor the session starts); [`dispatch`]: app
 //!   tokens, startup and private objects, offering shares to apps; [`share`]: `ShareActor`,
 //!   sharing with other users through GARQ handshakes.
 //!
@@ -62,6 +63,7 @@ pub mod drain;
 pub mod durable;
 pub mod error;
 pub mod gc;
+pub mod inbox;
 pub mod limits;
 pub mod link_state;
 pub mod local;
