@@ -485,6 +485,19 @@ impl DaemonHandle {
         self.daemon.gc.sweep().await
     }
 
+    /// Per remote URL: notifications and catch-up frames waiting to be pulled, as last seen,
+    /// and the most that ever waited (at most `remote_actor::PULL_QUEUE`; for tests).
+    pub fn pull_backlog(&self) -> Vec<(String, usize, usize)> {
+        let remotes = self.daemon.store.upstream.remotes();
+        remotes
+            .iter()
+            .map(|r| {
+                let (now, peak) = r.pull_backlog();
+                (r.primary_url().to_owned(), now, peak)
+            })
+            .collect()
+    }
+
     /// Publish-queue ("outbox") entries not yet acknowledged, per remote URL (for status displays and tests).
     pub fn outbox_pending(&self) -> Vec<(String, usize)> {
         let o = &self.daemon.local.publish_queue;

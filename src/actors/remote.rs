@@ -148,6 +148,10 @@ pub(super) struct Shared {
     client: watch::Receiver<Link>,
     /// The largest object this remote takes: from its last `hello` (see [`super::limits`]).
     pub(super) max_object: AtomicU64,
+    /// Notifications and catch-up frames waiting to be pulled, as the pull worker last saw
+    /// them, and the most it ever saw (bounded by `remote_actor::PULL_QUEUE`).
+    pull_backlog: AtomicUsize,
+    pull_peak: AtomicUsize,
 }
 
 /// Where a remote's connection stands.
@@ -179,6 +183,8 @@ impl RemoteHandle {
             link_tx: Mutex::new(Some(ctx)),
             client: crx,
             max_object: AtomicU64::new(max_object),
+            pull_backlog: AtomicUsize::new(0),
+            pull_peak: AtomicUsize::new(0),
         });
         RemoteHandle { shared }
     }
@@ -239,6 +245,20 @@ impl RemoteHandle {
         RemoteStatus::new(self.url(), &self.tracker(), outbox).with_front_ends(
             front_ends.collect(),
             self.shared.failovers.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Records how many items the pull worker found waiting before taking the next.
+    pub(super) fn record_pull_backlog(&self, waiting: usize) {
+        self.shared.pull_backlog.store(waiting, Ordering::Relaxed);
+        self.shared.pull_peak.fetch_max(waiting, Ordering::Relaxed);
+    }
+
+    /// (waiting to be pulled now, the most that ever waited) for this remote.
+    pub fn pull_backlog(&self) -> (usize, usize) {
+        (
+            self.shared.pull_backlog.load(Ordering::Relaxed),
+            self.shared.pull_peak.load(Ordering::Relaxed),
         )
     }
 

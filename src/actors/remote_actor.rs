@@ -110,7 +110,8 @@ enum SubOp {
 
 /// Notifications and catch-up frames waiting for the pull worker, per connection. While it
 /// is full the actor stops reading notifications, so the client's buffer fills and its
-/// socket is not read (README, daemon-side limits).
+/// socket is not read (README, daemon-side limits). The worker records what it finds waiting
+/// ([`RemoteHandle::pull_backlog`]); `tests/pull_backlog.rs` holds the bound.
 pub const PULL_QUEUE: usize = 1024;
 
 enum Work {
@@ -284,8 +285,11 @@ impl RemoteActor {
         let _ = self.client_tx.send(Link::Up(client.clone()));
         let rt = self.runtime.clone();
         let (work_tx, work_rx) = mpsc::channel(PULL_QUEUE);
-        let from = Upstream::new(vec![self.handle.clone()]);
-        let worker = rt.spawn(pull_worker(self.peers.puller.clone(), from, work_rx));
+        let worker = rt.spawn(pull_worker(
+            self.peers.puller.clone(),
+            self.handle.clone(),
+            work_rx,
+        ));
         let (caught_up_tx, caught_up_rx) = oneshot::channel();
         let drainer = rt.spawn(drain::drain(
             self.peers.local.clone(),
@@ -488,8 +492,11 @@ async fn subscriber(
 }
 
 /// Pulls notifications and catch-up frames in arrival order.
-async fn pull_worker(puller: Puller, remote: Upstream, mut rx: mpsc::Receiver<Work>) {
-    while let Some(w) = rx.recv().await {
+async fn pull_worker(puller: Puller, handle: RemoteHandle, mut rx: mpsc::Receiver<Work>) {
+    let remote = Upstream::new(vec![handle.clone()]);
+    loop {
+        handle.record_pull_backlog(rx.len());
+        let Some(w) = rx.recv().await else { break };
         match w {
             Work::Note(subscription, object) => {
                 pull::notification(&puller, &remote, subscription, object).await
