@@ -29,11 +29,12 @@ def code_lines(text):
         yield line.split("//")[0]
 
 
-def references(path, here, modules):
+def references(path, here, modules, prefixes=None):
     """Modules of the same directory that `path` names."""
     text = "\n".join(code_lines(path.read_text()))
     found = set()
-    prefixes = [r"super::", rf"crate::{here}::"]
+    if prefixes is None:
+        prefixes = [r"super::", rf"crate::{here}::"]
     for p in prefixes:
         # super::x  /  crate::actors::x
         for m in re.finditer(p + r"(\w+)", text):
@@ -45,6 +46,21 @@ def references(path, here, modules):
                 if name:
                     found.add(name)
     return {f for f in found if f in modules and f != path.stem}
+
+
+def module_references(node, here, modules):
+    """What module `node` (a file `x.rs`, or a directory `x/` with `mod.rs`) names. Inside a
+    directory module, `mod.rs` names siblings as `super::y`; its submodules name them as
+    `super::super::y` or `crate::<dir>::y` (their `super::` is the module itself)."""
+    if node.is_file():
+        return references(node, here, modules)
+    name = node.name
+    found = references(node / "mod.rs", here, modules) - {name}
+    for sub in node.rglob("*.rs"):
+        if sub.name != "mod.rs" or sub.parent != node:
+            deep = [r"super::super::", rf"crate::{here}::"]
+            found |= references(sub, here, modules, deep) - {name}
+    return found
 
 
 def sccs(graph):
@@ -88,8 +104,11 @@ def main():
     failed = False
     for here, d in DIRS.items():
         files = sorted(p for p in d.glob("*.rs") if p.stem != "mod")
-        modules = {p.stem for p in files}
-        graph = {p.stem: references(p, here, modules) for p in files}
+        dirs = sorted(p for p in d.iterdir() if (p / "mod.rs").is_file())
+        nodes = {p.stem: p for p in files}
+        nodes.update({p.name: p for p in dirs})
+        modules = set(nodes)
+        graph = {m: module_references(p, here, modules) for m, p in nodes.items()}
         if here == "actors" and "remote" in graph.get("pull", set()):
             print("FAIL: src/actors/pull.rs imports remote")
             failed = True

@@ -4,10 +4,11 @@
 //! `scripts/module_cycles.py`, here so CI needs nothing beyond cargo.
 //!
 //! A file names a sibling module with `super::x` or `crate::<dir>::x`, also inside braces
-//! (`super::{x, y::Z}`); comment lines are skipped.
+//! (`super::{x, y::Z}`); comment lines are skipped. A directory module (`x/mod.rs` and its
+//! submodules) is one node.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Files in one cycle at most (a pair that names each other is allowed).
 const MAX_CYCLE: usize = 2;
@@ -57,8 +58,14 @@ fn tree_heads_item(item: &str, out: &mut BTreeSet<String>) {
     }
 }
 
-/// The sibling modules `text` names (comment lines and trailing comments skipped).
+/// The sibling modules `text` names as `super::x` or `crate::<dir>::x` (comment lines and
+/// trailing comments skipped).
 fn references(text: &str, dir: &str) -> BTreeSet<String> {
+    references_with(text, &["super::".to_owned(), format!("crate::{dir}::")])
+}
+
+/// The modules `text` names after any of `prefixes`.
+fn references_with(text: &str, prefixes: &[String]) -> BTreeSet<String> {
     let code: Vec<&str> = text
         .lines()
         .filter(|l| !l.trim_start().starts_with("//"))
@@ -66,9 +73,9 @@ fn references(text: &str, dir: &str) -> BTreeSet<String> {
         .collect();
     let code = code.join("\n");
     let mut found = BTreeSet::new();
-    for prefix in ["super::".to_owned(), format!("crate::{dir}::")] {
+    for prefix in prefixes {
         let mut rest = code.as_str();
-        while let Some(at) = rest.find(&prefix) {
+        while let Some(at) = rest.find(prefix.as_str()) {
             let after = &rest[at + prefix.len()..];
             // `super::` must start a path, not end one (`a_super::x` is another name).
             let starts_path = !rest[..at].ends_with(is_ident);
@@ -103,30 +110,52 @@ fn references(text: &str, dir: &str) -> BTreeSet<String> {
     found
 }
 
-/// The import graph between the files of `src/<dir>` (`mod.rs` left out).
+/// Every `.rs` file under `dir`.
+fn sub_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_dir() {
+            sub_files(&p, out);
+        } else if p.extension().is_some_and(|e| e == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+/// The import graph between the modules of `src/<dir>`: each file `x.rs`, and each directory
+/// `x/` with a `mod.rs` as one node (its `mod.rs` names siblings as `super::y`; its
+/// submodules as `super::super::y` or `crate::<dir>::y`). `mod.rs` of `src/<dir>` is left out.
 fn graph(dir: &str) -> Graph {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("src")
         .join(dir);
-    let mut texts = BTreeMap::new();
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+    let mut named: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for entry in std::fs::read_dir(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())) {
         let p = entry.unwrap().path();
-        if p.extension().is_some_and(|e| e == "rs") {
-            let stem = p.file_stem().unwrap().to_string_lossy().into_owned();
-            if stem != "mod" {
-                texts.insert(stem, std::fs::read_to_string(&p).unwrap());
+        let stem = p.file_stem().unwrap().to_string_lossy().into_owned();
+        if p.extension().is_some_and(|e| e == "rs") && stem != "mod" {
+            named.insert(stem, references(&read(&p), dir));
+        } else if p.join("mod.rs").is_file() {
+            let mut refs = references(&read(&p.join("mod.rs")), dir);
+            let deep = ["super::super::".to_owned(), format!("crate::{dir}::")];
+            let mut subs = Vec::new();
+            sub_files(&p, &mut subs);
+            for sub in subs.iter().filter(|s| **s != p.join("mod.rs")) {
+                refs.extend(references_with(&read(sub), &deep));
             }
+            named.insert(stem, refs);
         }
     }
-    let modules: BTreeSet<String> = texts.keys().cloned().collect();
-    texts
-        .iter()
-        .map(|(stem, text)| {
-            let refs = references(text, dir)
+    let modules: BTreeSet<String> = named.keys().cloned().collect();
+    named
+        .into_iter()
+        .map(|(node, refs)| {
+            let refs = refs
                 .into_iter()
-                .filter(|m| modules.contains(m) && m != stem)
+                .filter(|m| modules.contains(m) && *m != node)
                 .collect();
-            (stem.clone(), refs)
+            (node, refs)
         })
         .collect()
 }
@@ -208,6 +237,17 @@ fn no_import_cycle_of_more_than_two_files_in_actors() {
 fn no_import_cycle_of_more_than_two_files_in_ipc() {
     let cycles = too_large("ipc");
     assert!(cycles.is_empty(), "src/ipc import cycles: {cycles:?}");
+}
+
+#[test]
+fn a_directory_module_is_one_node_with_its_submodules_imports() {
+    let g = graph("actors");
+    let object = g.get("object").expect("src/actors/object/");
+    // Only `object/pushes.rs` names `crate::actors::{content, account_actor}`.
+    assert!(
+        object.contains("content") && object.contains("account_actor"),
+        "{object:?}"
+    );
 }
 
 #[test]

@@ -17,7 +17,7 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::account::{vault_key, Account};
@@ -27,7 +27,7 @@ use super::arbiters::{self, ActorThreads};
 use super::commit::Store;
 use super::daemon::{Daemon, DaemonOptions, Login};
 use super::error::DaemonError;
-use super::gc::{GcHandle, GcPeers};
+use super::gc::{GcHandle, GcPeers, Liveness};
 use super::limits;
 use super::local::{Gate, Local};
 use super::object::{ObjectPeers, ObjectRegistry};
@@ -150,7 +150,7 @@ pub(super) async fn boot(opts: DaemonOptions, log: slog::Logger) -> Result<Daemo
             local: local.clone(),
             upstream: upstream.clone(),
             account: store.account.clone(),
-            objects: Arc::downgrade(&objects),
+            objects: Arc::downgrade(&objects) as Weak<dyn Liveness>,
         },
     );
     let share_peers = SharePeers {

@@ -13,8 +13,8 @@
 //! and vault work runs on the daemon's blocking pool.
 //!
 //! Peers: the `AccountActor` (`Forget`), the remotes ([`Upstream::unsubscribe`]) and the
-//! object registry, held weakly (it holds the actors that send us `Deleted`), to skip live
-//! objects. Calls: [`Local`] (archive queries, vault).
+//! object registry as a [`Liveness`], held weakly (it holds the actors that send us
+//! `Deleted`), to skip live objects. Calls: [`Local`] (archive queries, vault).
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -25,7 +25,6 @@ use super::account_actor::AccountHandle;
 use super::arbiters::Arbiters;
 use super::error::DaemonError;
 use super::local::Local;
-use super::object::ObjectRegistry;
 use super::upstream::Upstream;
 use crate::golix::Ghid;
 use crate::persist::Status;
@@ -43,12 +42,19 @@ pub struct Deleted(pub Ghid);
 #[rtype(result = "Result<usize, DaemonError>")]
 pub struct Sweep;
 
+/// Whether an object has a live actor (the object registry answers; the GC does not name
+/// it, so it does not depend on the object actors that send it `Deleted`).
+pub trait Liveness: Send + Sync {
+    fn is_live(&self, ghid: &Ghid) -> bool;
+}
+
 /// What the sweeper reaches.
 pub struct GcPeers {
     pub local: Arc<Local>,
     pub upstream: Upstream,
     pub account: AccountHandle,
-    pub objects: Weak<ObjectRegistry>,
+    /// The object registry, held weakly (it holds the actors that send us `Deleted`).
+    pub objects: Weak<dyn Liveness>,
 }
 
 /// The sweeper.
@@ -136,12 +142,7 @@ fn forget_if_gone(peers: &GcPeers, ghid: &Ghid, need_debinding: bool) -> Result<
     if local.archive.status(ghid)? == Status::Present {
         return Ok(false);
     }
-    let live = || {
-        peers
-            .objects
-            .upgrade()
-            .is_some_and(|o| o.get(ghid).is_some())
-    };
+    let live = || peers.objects.upgrade().is_some_and(|o| o.is_live(ghid));
     if need_debinding && (live() || local.archive.query_debinding(ghid)?.is_none()) {
         return Ok(false);
     }

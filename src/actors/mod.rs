@@ -20,7 +20,8 @@
 //!   [`daemon::start`]; [`boot`]: storage, login, actor start-up and wiring (each actor gets
 //!   exactly its peers).
 //! - [`arbiters`]: the actix system thread and arbiters the actors run on.
-//! - [`object`]: `ObjectActor`, one actix actor per live object (push coalescing, pull,
+//! - [`object`] (a directory: the actor, its pushes, its sync with changes from elsewhere,
+//!   its registry): `ObjectActor`, one actix actor per live object (push coalescing, pull,
 //!   freeze, hold, delete), and the registry that finds it; [`push`]: its frame pipeline
 //!   (build, sign both signatures at once, commit in order); [`commit`]: the `Store` (local
 //!   state, remotes, account) and making, loading, opening and committing objects with it;

@@ -1,5 +1,8 @@
 //! `ObjectActor`: one actix actor per live object (alive while any app tracks it), its
-//! messages, and the registry that finds it by ghid.
+//! messages, and the registry that finds it by ghid. Here: the actor, its messages and
+//! handlers and the operations on the current container; [`pushes`]: running its pushes;
+//! [`sync`]: changes from elsewhere (pulled frames, removals, catch-up); [`registry`]: the
+//! registry, the handle callers hold and the actor's peers.
 //!
 //! Owns: the decrypted state, the current frame, the current secret and the container it
 //! opens, and the set of tracking apps. Handles push (pipelined and coalescing: up to
@@ -20,36 +23,37 @@
 //! [`Removed`] from [`super::pull`]; [`Current`] from [`super::share`].
 //!
 //! How it runs: the actor lives on one of the daemon's arbiters ([`super::arbiters`]) and only
-//! decides; the work runs on the daemon's tokio runtime. Each frame is a [`PushJob`] spawned
-//! there and awaited as an actor future (`ctx.spawn`); frames end in order. An operation on
+//! decides; the work runs on the daemon's tokio runtime. Each frame is a
+//! [`PushJob`](super::push::PushJob) spawned there and awaited as an actor future
+//! (`ctx.spawn`); frames end in order. An operation on
 //! the current container runs alone: `ctx.wait` holds the mailbox until it is done; asked
 //! while frames are in flight, it is queued (with its reply) until the pipeline is empty.
 //!
-//! Peers ([`ObjectPeers`], set when the registry starts the actor): the [`Store`] (local
+//! Peers ([`ObjectPeers`], set when the registry starts the actor): the `Store` (local
 //! state, remotes, the `AccountActor`: `RecordSecret`, `MakePublic`), the app registry
 //! (trackers, `Update`/`Delete` events), the `GcActor` as a `Recipient<Deleted>`, and the
 //! registry itself, held weakly (it holds the actor's address) to leave it on retiring.
 //! Calls: [`super::push`] (building, signing and committing frames), [`super::commit`]
-//! (loading, freeze, hold, delete). The registry is a read-mostly map behind a std mutex.
+//! (loading, freeze, hold, delete).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::Weak;
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use super::account_actor;
 use super::api::{AppEvent, AppId, ObjectView};
-use super::apps::AppRegistry;
-use super::commit::{self, Loaded, Store};
-use super::content;
+use super::commit::{self, Loaded};
 use super::error::DaemonError;
-use super::gc::Deleted;
-use super::push::{After, PushJob, Pushed, Tip};
-use crate::golix::{Geoc, Ghid, Gobd, Object, Policy, Secret};
-use crate::persist::PersistError;
+use super::push::{After, Pushed};
+use crate::golix::{Geoc, Ghid, Gobd, Secret};
+
+mod pushes;
+mod registry;
+mod sync;
+
+pub use registry::{ObjectHandle, ObjectPeers, ObjectRegistry};
 
 /// Queue length of one object's mailbox.
 const MAILBOX: usize = 256;
@@ -128,116 +132,6 @@ pub struct Current;
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Stop;
-
-/// Sends to one `ObjectActor`. Cheap to clone.
-#[derive(Clone)]
-pub struct ObjectHandle {
-    addr: Addr<ObjectActor>,
-    /// Distinguishes successive actors of the same ghid in the registry.
-    id: u64,
-}
-
-impl ObjectHandle {
-    /// Asks and awaits the reply; `Err` if the actor is gone.
-    pub async fn ask<M>(&self, msg: M) -> Result<M::Result, MailboxError>
-    where
-        M: Message + Send + 'static,
-        M::Result: Send,
-        ObjectActor: Handler<M>,
-    {
-        self.addr.send(msg).await
-    }
-
-    /// Queues a message without waiting; `false` if the actor is gone.
-    pub fn tell<M>(&self, msg: M) -> bool
-    where
-        M: Message + Send + 'static,
-        M::Result: Send,
-        ObjectActor: Handler<M>,
-    {
-        if !self.addr.connected() {
-            return false;
-        }
-        self.addr.do_send(msg);
-        true
-    }
-}
-
-/// Live objects by ghid, plus per-ghid load locks so one ghid is loaded once.
-#[derive(Default)]
-pub struct ObjectRegistry {
-    live: Mutex<HashMap<Ghid, ObjectHandle>>,
-    loading: Mutex<HashMap<Ghid, Arc<tokio::sync::Mutex<()>>>>,
-    next_id: AtomicU64,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl ObjectRegistry {
-    pub fn get(&self, ghid: &Ghid) -> Option<ObjectHandle> {
-        lock(&self.live).get(ghid).cloned()
-    }
-
-    pub fn all(&self) -> Vec<(Ghid, ObjectHandle)> {
-        lock(&self.live)
-            .iter()
-            .map(|(g, h)| (*g, h.clone()))
-            .collect()
-    }
-
-    /// Dynamic ghids of live objects (what remotes subscribe to).
-    pub fn ghids(&self) -> Vec<Ghid> {
-        lock(&self.live).keys().copied().collect()
-    }
-
-    /// The load lock of `ghid`.
-    pub fn load_lock(&self, ghid: &Ghid) -> Arc<tokio::sync::Mutex<()>> {
-        let mut l = lock(&self.loading);
-        l.retain(|_, m| Arc::strong_count(m) > 1);
-        l.entry(*ghid).or_default().clone()
-    }
-
-    fn remove_if(&self, ghid: &Ghid, id: u64) {
-        let mut live = lock(&self.live);
-        if live.get(ghid).is_some_and(|h| h.id == id) {
-            live.remove(ghid);
-        }
-    }
-}
-
-/// What every `ObjectActor` reaches besides its registry: the [`Store`] (local state,
-/// remotes, the `AccountActor`), the app registry (trackers, events) and the `GcActor`
-/// (`Deleted`). Built once at start-up. Cheap to clone.
-#[derive(Clone)]
-pub struct ObjectPeers {
-    pub store: Store,
-    pub apps: Arc<AppRegistry>,
-    pub gc: Recipient<Deleted>,
-}
-
-impl ObjectRegistry {
-    /// Starts the actor of a loaded object, tracked by `app`, on the next arbiter and
-    /// registers it. Returns the app's view. An app that disconnected meanwhile does not track
-    /// it, and no actor starts. The actor holds the registry weakly (to leave it).
-    pub fn spawn(self: &Arc<Self>, peers: &ObjectPeers, loaded: Loaded, app: AppId) -> ObjectView {
-        let ghid = loaded.ghid;
-        let view = loaded.view();
-        if !peers.apps.track(app, ghid) {
-            return view;
-        }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let actor = ObjectActor::new(peers.clone(), Arc::downgrade(self), loaded, id, app);
-        let arbiter = peers.store.local.arbiters.next();
-        let addr = ObjectActor::start_in_arbiter(&arbiter, move |ctx| {
-            ctx.set_mailbox_capacity(MAILBOX);
-            actor
-        });
-        lock(&self.live).insert(ghid, ObjectHandle { addr, id });
-        view
-    }
-}
 
 impl ObjectActor {
     fn new(
@@ -340,14 +234,6 @@ pub struct ObjectActor {
     resync: bool,
     /// Secrets of recent frames, oldest first (see [`KNOWN_SECRETS`]).
     known: Vec<(Ghid, Secret)>,
-}
-
-/// `bytes` as a frame.
-fn as_frame(bytes: Vec<u8>) -> Option<Gobd> {
-    match Object::decode(&bytes, Policy::STRICT) {
-        Ok(Object::Gobd(f)) => Some(f),
-        _ => None,
-    }
 }
 
 /// What a reply channel dropped unanswered (the actor stopped) means to the asker.
@@ -599,7 +485,7 @@ impl ObjectActor {
                 let (ghid, counter) = (self.obj.ghid, self.obj.counter());
                 self.run_alone(
                     ctx,
-                    catch_up_local(store, ghid, counter),
+                    sync::catch_up_local(store, ghid, counter),
                     |found, act, ctx| {
                         if let Some((frame, container)) = found {
                             act.pulled(frame, container, ctx);
@@ -607,203 +493,6 @@ impl ObjectActor {
                     },
                 );
             }
-        }
-    }
-
-    fn queue_push(&mut self, msg: Push, reply: Waiter) {
-        let Push {
-            app,
-            state,
-            private,
-        } = msg;
-        if self.obj.frame.is_none() {
-            let _ = reply.send(Err(DaemonError::LocallyImmutable(format!(
-                "{} is static",
-                self.obj.ghid
-            ))));
-            return;
-        }
-        if self.obj.author != self.peers.store.fingerprint() {
-            let _ = reply.send(Err(DaemonError::LocallyImmutable(format!(
-                "{} belongs to {}",
-                self.obj.ghid, self.obj.author
-            ))));
-            return;
-        }
-        let current = self
-            .latest
-            .as_ref()
-            .map(|l| l.private)
-            .or(self.newest_private)
-            .unwrap_or(self.obj.private);
-        let private = private.unwrap_or(current);
-        if private && !current {
-            let _ = reply.send(Err(DaemonError::CatOuttaBag));
-            return;
-        }
-        // Refused before it can coalesce with other pushes: see `limits`.
-        let len = content::container_len(state.len());
-        if let Err(e) = self
-            .peers
-            .store
-            .check_fits(len, "the new state's container")
-        {
-            let _ = reply.send(Err(e));
-            return;
-        }
-        self.pushes += 1;
-        self.latest = Some(Latest {
-            state,
-            private,
-            app,
-            seq: self.pushes,
-        });
-        self.waiting.push(reply);
-    }
-
-    /// Puts the pushes of a frame that did not commit back in the queue.
-    fn requeue(&mut self, waiters: Vec<Waiter>, latest: Latest) {
-        self.waiting.extend(waiters);
-        if self.latest.as_ref().map_or(true, |l| l.seq < latest.seq) {
-            self.latest = Some(latest);
-        }
-    }
-
-    /// Starts a frame with the latest waiting state, if there is one and the pipeline has
-    /// room: after the durable frame when nothing is in flight, else after the newest frame
-    /// in flight unless an operation waits for the pipeline to empty. The job runs on the
-    /// daemon's runtime; its end comes back as an actor future. Returns whether it started.
-    fn start_push(&mut self, ctx: &mut Context<Self>) -> bool {
-        let busy = !self.in_flight.is_empty();
-        if self.latest.is_none()
-            || self.exclusive
-            || self.in_flight.len() >= PIPELINE
-            || (busy && (self.draining || !self.deferred.is_empty()))
-        {
-            return false;
-        }
-        let after = match self.in_flight.back_mut() {
-            Some(newest) => newest.next.take(),
-            None => Tip::current(&self.obj).map(|t| After::Durable(Box::new(t))),
-        };
-        let Some(after) = after else {
-            return false;
-        };
-        let latest = self.latest.take().expect("checked above");
-        let (job, next) = PushJob::new(self.obj.ghid, self.obj.api_id, latest.state.clone(), after);
-        self.newest_private = Some(latest.private);
-        self.frames += 1;
-        let no = self.frames;
-        let store = self.peers.store.clone();
-        let rt = store.local.runtime.clone();
-        let task = rt.spawn(async move { job.run(&store).await });
-        ctx.spawn(
-            async move {
-                task.await.unwrap_or_else(|e| {
-                    Pushed::Failed(DaemonError::Storage(format!("push task failed: {e}")))
-                })
-            }
-            .into_actor(self)
-            .map(move |pushed, act, ctx| act.frame_ended(no, pushed, ctx)),
-        );
-        self.in_flight.push_back(InFlight {
-            no,
-            done: None,
-            waiters: std::mem::take(&mut self.waiting),
-            latest,
-            next: Some(next),
-        });
-        true
-    }
-
-    /// Records how frame `no` ended and finishes the frames that have ended, in order.
-    fn frame_ended(&mut self, no: u64, pushed: Pushed, ctx: &mut Context<Self>) {
-        if let Some(f) = self.in_flight.iter_mut().find(|f| f.no == no) {
-            f.done = Some(pushed);
-        }
-        while self.in_flight.front().is_some_and(|f| f.done.is_some()) {
-            let f = self.in_flight.pop_front().expect("checked above");
-            let done = f.done.expect("checked above");
-            self.finish_push(done, f.waiters, f.latest);
-            if self.in_flight.is_empty() {
-                self.draining = false;
-                self.newest_private = None;
-            }
-        }
-        self.pump(ctx);
-    }
-
-    fn finish_push(&mut self, done: Pushed, waiters: Vec<Waiter>, latest: Latest) {
-        match done {
-            Pushed::Committed(c) => {
-                self.retries = 0;
-                let private_changed = self.obj.private != latest.private;
-                self.obj.apply(*c, latest.state);
-                self.remember_known();
-                self.obj.private = latest.private;
-                if private_changed {
-                    self.save_meta();
-                    if !self.obj.private {
-                        // Public now: no app token owns it any more.
-                        let ghid = self.obj.ghid;
-                        self.peers
-                            .store
-                            .account
-                            .tell(account_actor::MakePublic(ghid));
-                    }
-                }
-                self.peers.store.account.record_secret(
-                    self.obj.ghid,
-                    self.obj.stored_secret(),
-                    self.obj.counter(),
-                    None,
-                );
-                self.broadcast(Some(latest.app));
-                for w in waiters {
-                    let _ = w.send(Ok(()));
-                }
-            }
-            Pushed::Dropped => {
-                // The frame before failed; this one was built on it.
-                self.draining = true;
-                self.requeue(waiters, latest);
-            }
-            Pushed::Failed(DaemonError::Persist(PersistError::IllegalFrame(m)))
-                if self.retries < PUSH_RETRIES =>
-            {
-                // Another machine of ours published a newer frame and the local archive took
-                // it: rebuild on top of it once the pipeline is empty (its pull is among the
-                // deferred operations; else the frame is read back from the local archive).
-                slog::info!(self.peers.store.local.log, "push lost a frame race; retrying";
-                    "ghid" => %self.obj.ghid, "why" => m);
-                self.draining = true;
-                self.resync = true;
-                self.retries += 1;
-                self.requeue(waiters, latest);
-            }
-            Pushed::Failed(e) => {
-                self.draining = true;
-                self.retries = 0;
-                slog::warn!(self.peers.store.local.log, "push failed"; "ghid" => %self.obj.ghid, "error" => %e);
-                for w in waiters {
-                    let _ = w.send(Err(e.clone()));
-                }
-            }
-        }
-    }
-
-    fn save_meta(&self) {
-        let saved = self
-            .peers
-            .store
-            .local
-            .meta(&self.obj.ghid)
-            .and_then(|mut meta| {
-                meta.private = self.obj.private;
-                self.peers.store.local.put_meta(&self.obj.ghid, &meta)
-            });
-        if let Err(e) = saved {
-            slog::warn!(self.peers.store.local.log, "cannot record object metadata"; "error" => %e);
         }
     }
 
@@ -829,89 +518,6 @@ impl ObjectActor {
             .push((self.obj.container, self.obj.secret.clone()));
     }
 
-    /// Applies another machine's frame: a newer one, or one with our counter that won the
-    /// race upstream against ours (pull only sends those; ours can never reach the remote, so
-    /// both machines show the remote's and our next frame follows it).
-    fn pulled(&mut self, frame: Gobd, container: Geoc, ctx: &mut Context<Self>) {
-        let Some(current) = &self.obj.frame else {
-            return;
-        };
-        let newer = frame.counter > current.counter;
-        let won_race = frame.counter == current.counter && frame.frame != current.frame;
-        if frame.dynamic != self.obj.ghid || !(newer || won_race) {
-            return;
-        }
-        let mut known = self.known.clone();
-        if won_race && frame.targets.get(1) == current.targets.get(1) {
-            // Two frames on the same predecessor share its ratcheted secret: this one opens
-            // even when ours is all we know (after a restart). Tried last.
-            known.insert(0, (frame.target(), self.obj.secret.clone()));
-        }
-        let store = self.peers.store.clone();
-        let obj = self.obj.without_state();
-        let work = async move {
-            let opened = commit::open_pulled(&store, &obj, &known, &frame, &container).await;
-            (opened, frame, container)
-        };
-        self.run_alone(ctx, work, move |(opened, frame, container), act, _| {
-            act.apply_pulled(opened, frame, container.ghid, newer)
-        });
-    }
-
-    fn apply_pulled(
-        &mut self,
-        opened: Result<Option<commit::Opened>, DaemonError>,
-        frame: Gobd,
-        container: Ghid,
-        newer: bool,
-    ) {
-        match opened {
-            Ok(Some((secret, api_id, state))) => {
-                self.obj.pulled(frame, container, secret, api_id, state);
-                self.remember_known();
-                if newer {
-                    // At an equal counter the local archive keeps our frame (and the recorded
-                    // secret opens it) until the next frame replaces it.
-                    commit::remember_secret(&self.peers.store, &self.obj);
-                }
-                self.broadcast(None);
-            }
-            Ok(None) => {
-                slog::warn!(self.peers.store.local.log, "cannot decrypt an update: no secret ratchets to it";
-                "ghid" => %self.obj.ghid, "counter" => frame.counter,
-                "error" => DaemonError::UnknownSecret(self.obj.ghid.to_string()).code())
-            }
-            Err(e) => slog::warn!(self.peers.store.local.log, "cannot open an update";
-                "ghid" => %self.obj.ghid, "error" => %e),
-        }
-    }
-
-    /// The object may be gone: if it no longer exists locally (nobody of ours holds it),
-    /// every tracker but `skip` gets `Delete` and the actor retires.
-    fn removed(&mut self, skip: Option<AppId>) {
-        match self.peers.store.local.archive.exists(&self.obj.ghid) {
-            Ok(true) => {
-                if let Some(app) = skip {
-                    self.trackers.remove(&app);
-                    self.peers.apps.untrack(app, &self.obj.ghid);
-                }
-                return;
-            }
-            Ok(false) => {}
-            Err(e) => {
-                slog::warn!(self.peers.store.local.log, "cannot check a removal"; "error" => %e);
-                return;
-            }
-        }
-        for app in self.trackers.drain() {
-            self.peers.apps.untrack(app, &self.obj.ghid);
-            if Some(app) != skip {
-                self.peers.apps.send(app, AppEvent::Delete(self.obj.ghid));
-            }
-        }
-        self.peers.gc.do_send(Deleted(self.obj.ghid));
-    }
-
     /// Leaves the registry and stops; what is still queued is answered `dead_object` (its
     /// reply dropped) or, for `Track`, retried on a new actor.
     fn retire(&mut self, ctx: &mut Context<Self>) {
@@ -929,42 +535,4 @@ impl ObjectActor {
         }
         ctx.stop();
     }
-}
-
-/// The local archive's current frame of `ghid` if it is newer than `counter` (a frame of ours
-/// was refused locally because of it), and its container: from the local archive, else the
-/// remotes; if it is gone upstream already, the remotes' current frame instead.
-async fn catch_up_local(store: Store, ghid: Ghid, counter: u64) -> Option<(Gobd, Geoc)> {
-    let frame = store.local.get(&ghid).ok().flatten().and_then(as_frame)?;
-    if frame.counter <= counter {
-        return None;
-    }
-    let container = match store.local_or_fetch(&frame.target()).await {
-        Ok(Some(b)) => Some((frame, b)),
-        _ => newer_upstream(&store, ghid, frame).await,
-    };
-    let Some((frame, container)) = container else {
-        slog::info!(store.local.log, "cannot catch up with the local archive"; "ghid" => %ghid);
-        return None;
-    };
-    match Object::decode(&container, Policy::STRICT) {
-        Ok(Object::Geoc(c)) => Some((frame, c)),
-        _ => {
-            slog::warn!(store.local.log, "a frame's target is not a container"; "ghid" => %ghid);
-            None
-        }
-    }
-}
-
-/// The remotes' current frame of `ghid`, if newer than `than` (ingested), and its container.
-async fn newer_upstream(store: &Store, ghid: Ghid, than: Gobd) -> Option<(Gobd, Vec<u8>)> {
-    let bytes = store.fetch(&ghid).await?;
-    let frame =
-        as_frame(bytes.clone()).filter(|f| f.dynamic == ghid && f.counter > than.counter)?;
-    match store.ingest_fetched(bytes).await {
-        Ok(_) | Err(DaemonError::Persist(PersistError::IllegalFrame(_))) => {}
-        Err(_) => return None,
-    }
-    let container = store.local_or_fetch(&frame.target()).await.ok()??;
-    Some((frame, container))
 }
