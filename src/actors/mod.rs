@@ -34,7 +34,8 @@
 //!   [`publish_queue`]: the durable per-remote publish queue (the "outbox"), also every
 //!   commit's write-ahead log; [`drain`]: sending it to one remote (publish order,
 //!   refusals); [`limits`]: each remote's size limit and the check every commit runs.
-//! - [`account_actor`]: `AccountActor`, the owner of the account and its flush schedule;
+//! - [`account_actor`] (a directory: the actor, its handle, the app-state handlers, the
+//!   ledger): `AccountActor`, the owner of the account and its flush schedule;
 //!   [`gc`]: `GcActor`, forgetting secrets of removed objects; [`apps`]: app sessions, their
 //!   trackers, tokens, share handlers and event `Recipient`s; [`inbox`]: `AppInbox`, an app
 //!   session's bounded, coalescing event mailbox (an actor the session starts); [`dispatch`]: app
