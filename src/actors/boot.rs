@@ -12,8 +12,8 @@
 //! Owns: nothing after start. Calls: `Archive`, `Account`, `Vault`, `PublishQueue`, the persist
 //! client (through the remote `Connector`). Builds the [`Local`] state and the [`Upstream`],
 //! starts the account, GC, share and remote actors, and wires them: each gets exactly the
-//! peers it talks to (addresses, `Recipient`s, weak links back to the object registry), and
-//! the [`Daemon`] that `DaemonHandle` holds gets the rest.
+//! peers it talks to, as weak addresses or `Recipient`s, and the [`Daemon`] that
+//! `DaemonHandle` holds gets the owning addresses and the rest.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -130,15 +130,16 @@ pub(super) async fn boot(opts: DaemonOptions, log: slog::Logger) -> Result<Daemo
         gate: Gate::default(),
         log: log.clone(),
     });
+    let (account_actor, account) = AccountHandle::start(
+        &arbiters,
+        account,
+        root_secret,
+        local.clone(),
+        upstream.clone(),
+    );
     let store = Store {
         local: local.clone(),
-        account: AccountHandle::start(
-            &arbiters,
-            account,
-            root_secret,
-            local.clone(),
-            upstream.clone(),
-        ),
+        account,
         upstream: upstream.clone(),
     };
     let apps = Arc::new(AppRegistry::default());
@@ -170,13 +171,15 @@ pub(super) async fn boot(opts: DaemonOptions, log: slog::Logger) -> Result<Daemo
         apps: apps.clone(),
         gc: gc.deleted(),
     };
+    let mut remote_actors = Vec::new();
     for handle in upstream.remotes() {
         let peers = RemotePeers {
             local: local.clone(),
             apps: apps.clone(),
             puller: puller.clone(),
         };
-        remote_actor::start(&arbiters, peers, connector.clone(), handle.clone());
+        let addr = remote_actor::start(&arbiters, peers, connector.clone(), handle.clone());
+        remote_actors.push(addr);
     }
     for ghid in local.followed()? {
         upstream.subscribe(ghid);
@@ -197,6 +200,8 @@ pub(super) async fn boot(opts: DaemonOptions, log: slog::Logger) -> Result<Daemo
         share_peers,
         share,
         gc,
+        _account_actor: account_actor,
+        remote_actors,
         threads,
     })
 }

@@ -16,8 +16,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::Recipient;
+use actix::{Addr, Recipient};
 
+use super::account_actor::AccountActor;
 use super::api::{AppEvent, AppId, AppToken, ObjectView};
 use super::apps::AppRegistry;
 use super::arbiters::ActorThreads;
@@ -29,7 +30,8 @@ use super::link_state::RemoteStatus;
 use super::local::Local;
 use super::object::{self, ObjectActor, ObjectHandle, ObjectPeers, ObjectRegistry};
 use super::pull::{self, Puller};
-use super::remote::RemoteEntry;
+use super::remote::{RemoteEntry, Stop as RemoteStop};
+use super::remote_actor::RemoteActor;
 use super::share::{self, ShareHandle, SharePeers};
 use crate::golix::{FirstParty, Ghid, Secret};
 
@@ -81,6 +83,11 @@ pub(super) struct Daemon {
     pub share_peers: SharePeers,
     pub share: ShareHandle,
     pub gc: GcHandle,
+    /// The owning addresses of the account and remote actors (held, never used: every other
+    /// holder has a weak one, as of the GC and share actors, whose handles above own them), so
+    /// no cycle of strong addresses keeps an actor alive.
+    pub _account_actor: Addr<AccountActor>,
+    pub remote_actors: Vec<Addr<RemoteActor>>,
     pub threads: ActorThreads,
 }
 
@@ -470,8 +477,8 @@ impl DaemonHandle {
         {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        for r in remotes {
-            r.stop().await;
+        for a in &daemon.remote_actors {
+            let _ = a.send(RemoteStop).await;
         }
         // Every actor is dropped with its arbiter.
         daemon.threads.stop().await;

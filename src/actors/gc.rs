@@ -20,6 +20,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use actix::prelude::*;
+use actix::WeakRecipient;
 
 use super::account_actor::AccountHandle;
 use super::arbiters::Arbiters;
@@ -121,9 +122,9 @@ impl GcHandle {
         GcHandle { addr }
     }
 
-    /// Where objects and pulls report deletions.
-    pub fn deleted(&self) -> Recipient<Deleted> {
-        self.addr.clone().recipient()
+    /// Where objects and pulls report deletions (weakly: the GC's owner is `DaemonHandle`).
+    pub fn deleted(&self) -> WeakRecipient<Deleted> {
+        self.addr.clone().recipient().downgrade()
     }
 
     /// Sweeps now; returns how many objects were forgotten.

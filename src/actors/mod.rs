@@ -45,9 +45,9 @@
 //! The object, account, share, GC and remote actors are `actix::Actor`s: every message is a
 //! type with one `Handler` and a typed reply; their work runs on the daemon's tokio runtime,
 //! off the actor threads. No actor reaches another through a shared context: each is given
-//! its peers at start-up (addresses, `Recipient`s, weak links back to the object registry;
-//! docs/architecture.md, "Who talks to whom"), and `tests/module_cycles.rs` keeps the import
-//! graph free of cycles of more than two files.
+//! its peers at start-up as weak addresses or `Recipient`s (`DaemonHandle` and the object
+//! registry own the actors; docs/architecture.md, "Who talks to whom"), and
+//! `tests/module_cycles.rs` keeps the import graph free of cycles of more than two files.
 //!
 //! Calls: `persist` and `golix`. Used by `ipc` and the binaries.
 

@@ -20,7 +20,7 @@
 
 use std::sync::Weak;
 
-use actix::Recipient;
+use actix::WeakRecipient;
 
 use super::commit::{find_secret, Store};
 use super::error::DaemonError;
@@ -37,8 +37,9 @@ use crate::persist::PersistError;
 pub struct Puller {
     pub store: Store,
     pub objects: Weak<ObjectRegistry>,
-    pub gc: Recipient<Deleted>,
-    pub share: Recipient<Incoming>,
+    /// Weak, like every link to an actor `DaemonHandle` owns.
+    pub gc: WeakRecipient<Deleted>,
+    pub share: WeakRecipient<Incoming>,
 }
 
 impl Puller {
@@ -68,7 +69,9 @@ pub async fn notification(puller: &Puller, from: &Upstream, subscription: Ghid, 
         }
         Object::Gdxx(_) => removal(puller, subscription, object).await,
         Object::Garq(_) => {
-            puller.share.do_send(Incoming(object));
+            if let Some(share) = puller.share.upgrade() {
+                share.do_send(Incoming(object));
+            }
             Ok(())
         }
         other => {
@@ -265,7 +268,11 @@ async fn removal(puller: &Puller, subscription: Ghid, object: Vec<u8>) -> Result
         Some(actor) => {
             actor.tell(Removed);
         }
-        None => puller.gc.do_send(Deleted(subscription)),
+        None => {
+            if let Some(gc) = puller.gc.upgrade() {
+                gc.do_send(Deleted(subscription));
+            }
+        }
     }
     Ok(())
 }

@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use actix::{Message, Recipient};
+use actix::{Message, WeakRecipient};
 use rand::Rng;
 use tokio::sync::{oneshot, watch};
 
@@ -109,11 +109,11 @@ pub struct Unsubscribe(pub Ghid);
 #[rtype(result = "()")]
 pub struct Stop;
 
-/// Where a remote's actor takes its messages (set once it starts).
+/// Where a remote's actor takes its subscription changes (set once it starts). Weak: the
+/// actor's owner is `DaemonHandle` (which alone sends it [`Stop`]).
 pub struct ActorInbox {
-    pub subscribe: Recipient<Subscribe>,
-    pub unsubscribe: Recipient<Unsubscribe>,
-    pub stop: Recipient<Stop>,
+    pub subscribe: WeakRecipient<Subscribe>,
+    pub unsubscribe: WeakRecipient<Unsubscribe>,
 }
 
 /// First reconnect delay; doubles per failed attempt.
@@ -306,21 +306,19 @@ impl RemoteHandle {
 
     /// Keeps `ghid` subscribed (across reconnects) and catches up on it.
     pub fn subscribe(&self, ghid: Ghid) {
-        if let Some(a) = self.shared.actor.get() {
-            a.subscribe.do_send(Subscribe(ghid));
+        if let Some(a) = self.shared.actor.get().and_then(|a| a.subscribe.upgrade()) {
+            a.do_send(Subscribe(ghid));
         }
     }
 
     pub fn unsubscribe(&self, ghid: Ghid) {
-        if let Some(a) = self.shared.actor.get() {
-            a.unsubscribe.do_send(Unsubscribe(ghid));
-        }
-    }
-
-    /// Disconnects and stops the actor's connection attempts.
-    pub async fn stop(&self) {
-        if let Some(a) = self.shared.actor.get() {
-            let _ = a.stop.send(Stop).await;
+        if let Some(a) = self
+            .shared
+            .actor
+            .get()
+            .and_then(|a| a.unsubscribe.upgrade())
+        {
+            a.do_send(Unsubscribe(ghid));
         }
     }
 }

@@ -23,8 +23,9 @@
 //! Messages (defined in [`super::remote`]): `Subscribe`, `Unsubscribe` (from whoever holds
 //! the [`Upstream`]: objects, the GC, follows, `DaemonHandle`) and `Stop` (from
 //! `DaemonHandle::shutdown`; afterwards the actor stays idle until its arbiter stops).
-//! Callers hold it through its [`RemoteHandle`] (`Recipient`s set at start), which also
-//! serves fetches straight from the connected client without queueing behind the actor.
+//! `DaemonHandle` owns its address; everyone else holds its [`RemoteHandle`] (weak
+//! `Recipient`s set at start), which also serves fetches straight from the connected client
+//! without queueing behind the actor.
 //!
 //! Peers ([`RemotePeers`]): the [`Local`] state (outbox, vault, identity), the app registry
 //! (refusal events) and the [`Puller`] (objects, GC and share actors, reached by `pull`).
@@ -119,9 +120,14 @@ enum Work {
     Frame(Vec<u8>),
 }
 
-/// Starts the supervised `RemoteActor` of `handle` on one of `arbiters`, and hands the
-/// handle its inbox.
-pub fn start(arbiters: &Arbiters, peers: RemotePeers, connector: Connector, handle: RemoteHandle) {
+/// Starts the supervised `RemoteActor` of `handle` on one of `arbiters`, hands the handle
+/// its (weak) inbox, and returns the owning address.
+pub fn start(
+    arbiters: &Arbiters,
+    peers: RemotePeers,
+    connector: Connector,
+    handle: RemoteHandle,
+) -> Addr<RemoteActor> {
     let client_tx = handle.take_link_sender();
     let arbiter = arbiters.next();
     let actor = RemoteActor {
@@ -140,10 +146,10 @@ pub fn start(arbiters: &Arbiters, peers: RemotePeers, connector: Connector, hand
     };
     let addr = actix::Supervisor::start_in_arbiter(&arbiter, move |_| actor);
     handle.set_actor(ActorInbox {
-        subscribe: addr.clone().recipient(),
-        unsubscribe: addr.clone().recipient(),
-        stop: addr.recipient(),
+        subscribe: addr.clone().recipient().downgrade(),
+        unsubscribe: addr.clone().recipient().downgrade(),
     });
+    addr
 }
 
 impl Actor for RemoteActor {

@@ -39,6 +39,7 @@ use std::sync::{Arc, Weak};
 use super::apps::AppRegistry;
 
 use actix::prelude::*;
+use actix::WeakRecipient;
 
 use super::account::{AppTokenBytes, PendingShare, StoredSecret};
 use super::account_actor;
@@ -102,9 +103,10 @@ impl ShareHandle {
         ShareHandle { addr }
     }
 
-    /// Where GARQs addressed to us go (raw bytes, from a remote).
-    pub fn incoming(&self) -> Recipient<Incoming> {
-        self.addr.clone().recipient()
+    /// Where GARQs addressed to us go (raw bytes, from a remote; weakly: the share actor's
+    /// owner is `DaemonHandle`).
+    pub fn incoming(&self) -> WeakRecipient<Incoming> {
+        self.addr.clone().recipient().downgrade()
     }
 
     fn requested(&self, request: Ghid, app: AppId) {

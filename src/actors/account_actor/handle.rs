@@ -1,10 +1,13 @@
 //! [`AccountHandle`]: how everyone else reaches the `AccountActor` (typed asks and tells),
-//! and where it starts.
+//! and where it starts. The handle holds the actor weakly: only its owner (`DaemonHandle`,
+//! through the address [`AccountHandle::start`] returns) keeps it alive, so no cycle of
+//! strong addresses keeps it running.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix::prelude::*;
+use actix::WeakAddr;
 use tokio::time::Instant;
 
 use super::{
@@ -20,18 +23,18 @@ use crate::golix::{Ghid, Secret};
 /// Talks to the `AccountActor`. Cheap to clone.
 #[derive(Clone)]
 pub struct AccountHandle {
-    addr: Addr<AccountActor>,
+    addr: WeakAddr<AccountActor>,
 }
 
 impl AccountHandle {
-    /// Starts the `AccountActor` on one of `arbiters`.
+    /// Starts the `AccountActor` on one of `arbiters`: its owning address and a handle.
     pub fn start(
         arbiters: &Arbiters,
         account: Account,
         root_secret: Secret,
         local: Arc<Local>,
         upstream: Upstream,
-    ) -> AccountHandle {
+    ) -> (Addr<AccountActor>, AccountHandle) {
         let log = local.log.clone();
         // An account opened dirty (it continues after a root frame whose container a crash
         // lost) flushes at once, so the stores get a whole root above that frame.
@@ -53,7 +56,10 @@ impl AccountHandle {
             flush_queued: false,
             timer: false,
         });
-        AccountHandle { addr }
+        let handle = AccountHandle {
+            addr: addr.downgrade(),
+        };
+        (addr, handle)
     }
 
     /// Asks and awaits the reply; `shutting_down` once the actor is gone.
@@ -63,20 +69,21 @@ impl AccountHandle {
         M::Result: Send,
         AccountActor: Handler<M>,
     {
-        self.addr
-            .send(msg)
-            .await
-            .map_err(|_| DaemonError::ShuttingDown)
+        let addr = self.addr.upgrade().ok_or(DaemonError::ShuttingDown)?;
+        addr.send(msg).await.map_err(|_| DaemonError::ShuttingDown)
     }
 
-    /// Queues a message without waiting: handled after every message sent before it.
+    /// Queues a message without waiting: handled after every message sent before it
+    /// (dropped once the actor is gone: the daemon is shutting down).
     pub fn tell<M>(&self, msg: M)
     where
         M: Message + Send + 'static,
         M::Result: Send,
         AccountActor: Handler<M>,
     {
-        self.addr.do_send(msg);
+        if let Some(addr) = self.addr.upgrade() {
+            addr.do_send(msg);
+        }
     }
 
     /// Records the newest secret of an object (a new object too, with its api id).

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use actix::prelude::*;
+use actix::WeakRecipient;
 
 use super::{ObjectActor, MAILBOX};
 use crate::actors::api::{AppId, ObjectView};
@@ -101,7 +102,8 @@ impl ObjectRegistry {
 pub struct ObjectPeers {
     pub store: Store,
     pub apps: Arc<AppRegistry>,
-    pub gc: Recipient<Deleted>,
+    /// Weak, like every link to an actor `DaemonHandle` owns.
+    pub gc: WeakRecipient<Deleted>,
 }
 
 impl ObjectRegistry {

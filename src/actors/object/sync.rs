@@ -101,7 +101,9 @@ impl ObjectActor {
                 self.peers.apps.send(app, AppEvent::Delete(self.obj.ghid));
             }
         }
-        self.peers.gc.do_send(Deleted(self.obj.ghid));
+        if let Some(gc) = self.peers.gc.upgrade() {
+            gc.do_send(Deleted(self.obj.ghid));
+        }
     }
 }
 
