@@ -394,13 +394,29 @@ impl Archive {
     /// awaited later, on any thread: the flusher starts at once and wakes whoever awaits it,
     /// without a hop through the caller's thread.
     pub fn sync_wait(&self) -> SyncWait {
-        let (tx, rx) = oneshot::channel();
+        let mut waits = self.sync_waits(1);
+        match waits.pop() {
+            Some(w) => w,
+            None => unreachable!("sync_waits(1) registers one"),
+        }
+    }
+
+    /// `count` [`Archive::sync_wait`]s registered at once (so one flush covers them all).
+    pub fn sync_waits(&self, count: usize) -> Vec<SyncWait> {
+        if count == 0 {
+            return Vec::new();
+        }
+        let mut waits = Vec::with_capacity(count);
         {
             let mut st = lock(&self.inner.flush.state);
-            st.waiters.push(tx);
+            for _ in 0..count {
+                let (tx, rx) = oneshot::channel();
+                st.waiters.push(tx);
+                waits.push(SyncWait(rx));
+            }
         }
         self.inner.flush.wake.notify_one();
-        SyncWait(rx)
+        waits
     }
 
     /// Flushes completed so far by the group-commit thread.

@@ -40,7 +40,7 @@
 //! (the socket's writer on plain TCP), actix-ws (its frame decoder, for the read side only).
 
 use std::collections::VecDeque;
-use std::future::{poll_fn, Future};
+use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -53,15 +53,16 @@ use bytes::Bytes;
 use futures_util::Stream;
 use rmpv::Value;
 use slog::{debug, info, trace, warn};
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, Semaphore};
 
 use super::guard::{FrameGuard, Oversize};
+use super::pipeline::{self, Pending};
 use super::{direct, Shared};
 use crate::golix::{auth, Ghid, Object, Policy, SecondParty};
 use crate::persist::hub::{self, CloseKind, Next, Outbox};
 use crate::persist::store::Sender;
 use crate::persist::wire::{self, args, codes, PublishAck};
-use crate::persist::{wsframe, PersistError, Published, SyncWait};
+use crate::persist::{wsframe, PersistError};
 
 /// How often the session pings the peer (at most).
 pub const PING_INTERVAL: Duration = Duration::from_secs(20);
@@ -223,8 +224,8 @@ struct Conn {
     sender: Sender,
     /// Announces durable publishes (fanout, then ack) in publish order; see [`announce`].
     announcer: Option<mpsc::UnboundedSender<Pending>>,
-    /// Resolves once the last publish read is applied (or refused).
-    applied: Option<oneshot::Receiver<()>>,
+    /// The connection's publish pipeline (every other request waits until it is applied).
+    tail: pipeline::Tail,
 }
 
 async fn run(
@@ -247,7 +248,7 @@ async fn run(
         challenge: None,
         sender: Sender::Anonymous,
         announcer: None,
-        applied: None,
+        tail: pipeline::Tail::default(),
     };
     let end = conn.read_loop(&mut stream, &oversize).await;
     conn.sub.unsubscribe_all();
@@ -430,7 +431,7 @@ impl Conn {
         };
         trace!(self.log, "request"; "op" => &raw.op, "id" => %raw.id);
         if raw.op != "publish" {
-            self.applied().await;
+            self.tail.applied().await;
         }
         if let Err(e) = raw.check_args() {
             let msg = format!("{}: {e}", raw.op);
@@ -594,54 +595,20 @@ impl Conn {
         let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
             return;
         };
-        // Pipelined: this publish is verified while the ones ahead of it still are, and
-        // applied after them (`ahead`), so the next request is read at once. Then its sync is
-        // registered on the pool thread: the flusher starts without a hop through this one.
-        let ahead = self.applied.take().and_then(|mut a| match a.try_recv() {
-            Err(oneshot::error::TryRecvError::Empty) => Some(a),
-            _ => None,
-        });
-        let (applied, applied_rx) = oneshot::channel::<()>();
-        self.applied = Some(applied_rx);
-        let archive = self.shared.archive.clone();
-        let sender = self.sender;
-        let job = move || {
-            let early = ahead.as_ref().map(|_| archive.check(&object));
-            if let Some(ahead) = ahead {
-                let _ = ahead.blocking_recv();
-            }
-            let result = match early {
-                Some(Ok(checked)) => archive.commit(checked, sender),
-                // Its signer's GIDC may be one of the publishes ahead: decide now.
-                Some(Err(PersistError::UnknownAuthor(_))) | None => {
-                    archive.publish_from(&object, sender)
-                }
-                // Nothing the publishes ahead could change (`Archive::check`).
-                Some(Err(e)) => Err(e),
-            };
-            drop(applied);
-            result.map(|p| (p, archive.sync_wait()))
-        };
-        let stage = match self.shared.pool.submit(job).await {
-            Ok(rx) => Stage::Applying(rx),
+        // Pipelined (`pipeline`): the next request is read at once.
+        let job = pipeline::job(
+            &mut self.tail,
+            self.shared.archive.clone(),
+            object,
+            self.sender,
+        );
+        let pending = match self.shared.pool.submit(job).await {
+            Ok(rx) => Pending::new(rx, raw.id, permit),
             Err(_) => return self.reply_err(&raw.id, codes::UNAVAILABLE, "shutting down"),
-        };
-        let pending = Pending {
-            stage,
-            id: raw.id,
-            _permit: permit,
         };
         if let Err(mpsc::error::SendError(d)) = self.announcer().send(pending) {
             // The announcer only ends with the connection; answer anyway.
             self.reply_err(&d.id, codes::UNAVAILABLE, "shutting down");
-        }
-    }
-
-    /// Waits until every publish read so far is applied (before any other request, so that
-    /// it sees them).
-    async fn applied(&mut self) {
-        if let Some(rx) = self.applied.take() {
-            let _ = rx.await;
         }
     }
 
@@ -661,59 +628,6 @@ impl Conn {
             self.shared.fanout.spawn(task);
             tx
         })
-    }
-}
-
-/// A publish on its way to being announced, in its connection's publish order.
-struct Pending {
-    stage: Stage,
-    id: Value,
-    /// Holds one of the connection's `max_in_flight` slots until acknowledged (which also
-    /// bounds the announcer's channel).
-    _permit: OwnedSemaphorePermit,
-}
-
-type Applied = Result<(Published, SyncWait), PersistError>;
-
-enum Stage {
-    /// Verified and applied on the pool (then its sync is registered).
-    Applying(oneshot::Receiver<Applied>),
-    /// Applied; waits for the group commit that covers it.
-    Syncing(Option<Published>, SyncWait),
-}
-
-impl Pending {
-    /// The publish's outcome once it is durable (or refused).
-    fn poll_outcome(&mut self, cx: &mut Context<'_>) -> Poll<Result<Published, PersistError>> {
-        loop {
-            match &mut self.stage {
-                Stage::Applying(rx) => match ready!(Pin::new(rx).poll(cx)) {
-                    Ok(Ok((published, wait))) => self.stage = Stage::Syncing(Some(published), wait),
-                    Ok(Err(e)) => return Poll::Ready(Err(e)),
-                    Err(_) => {
-                        let e = PersistError::Unavailable("shutting down".into());
-                        return Poll::Ready(Err(e));
-                    }
-                },
-                Stage::Syncing(published, wait) => {
-                    ready!(Pin::new(wait).poll(cx))?;
-                    let p = published
-                        .take()
-                        .ok_or_else(|| PersistError::Storage("publish announced twice".into()))?;
-                    return Poll::Ready(Ok(p));
-                }
-            }
-        }
-    }
-
-    /// The outcome if it is known already.
-    fn try_outcome(&mut self) -> Option<Result<Published, PersistError>> {
-        match self.poll_outcome(&mut Context::from_waker(
-            futures_util::task::noop_waker_ref(),
-        )) {
-            Poll::Ready(r) => Some(r),
-            Poll::Pending => None,
-        }
     }
 }
 
