@@ -31,8 +31,8 @@
 //! TLS connections keep the dispatcher path (the outbox as the response body, in `session`):
 //! rustls owns the bytes on their socket.
 //!
-//! Owns: the handshake head, the per-connection writer task. Calls: [`Outbox`], socket2,
-//! tokio's `AsyncFd`.
+//! Owns: the handshake head, the per-connection writer task. Calls: [`Outbox`],
+//! [`ConnSocket`] (the borrowed socket), tokio's `AsyncFd`.
 
 use std::future::poll_fn;
 use std::io::{self, IoSlice};

@@ -1,11 +1,11 @@
 //! # The publish pipeline of one connection
 //!
-//! A connection's publishes run on the [`VerifyPool`] in order, overlapped: each one's
-//! signature is checked while the ones before it still are ([`Archive::check`]); it is
-//! applied only once the one before it is ([`Archive::commit`]; one whose signer may be among
-//! them is decided then, whole, [`Archive::publish_from`]). Its durability comes from the
-//! group commit, registered on the pool thread right after the apply, so that the flusher
-//! starts without a hop through the connection's thread.
+//! A connection's publishes run on the [`VerifyPool`](super::pool::VerifyPool) in order,
+//! overlapped: each one's signature is checked while the ones before it still are
+//! ([`Archive::check`]); it is applied only once the one before it is ([`Archive::commit`];
+//! one whose signer may be among them is decided then, whole, [`Archive::publish_from`]).
+//! Its durability comes from the group commit, registered on the pool thread right after
+//! the apply, so that the flusher starts without a hop through the connection's thread.
 //!
 //! Group commit in pairs: when the next publish of the connection is already in the pipeline
 //! as one is applied, that one registers no flush of its own: it hands its durability to the

@@ -36,8 +36,9 @@
 //!   is closed.
 //!
 //! Owns: per-connection state (subscriptions via [`hub::Subscriber`], in-flight bound).
-//! Calls: [`Archive`], [`Hub`], [`wire`], [`wsframe`], [`VerifyPool`], [`super::direct`]
-//! (the socket's writer on plain TCP), actix-ws (its frame decoder, for the read side only).
+//! Calls: [`Archive`], [`Hub`], [`wire`], [`wsframe`], [`VerifyPool`], [`super::pipeline`]
+//! (the publish pipeline), [`super::direct`] (the socket's writer on plain TCP), actix-ws
+//! (its frame decoder, for the read side only).
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
