@@ -6,32 +6,32 @@
 //! notification on each connection (a cross-thread task wakeup, a poll of the whole
 //! dispatcher state machine, a copy into its write buffer) around one `send` per frame.
 //! Written through, the fanout itself sends each subscriber the frames of one call (all the
-//! updates a group commit made durable) in one vectored `send`, under the outbox's lock.
+//! updates a group commit made durable) in one vectored `send`, under the send queue's lock.
 //!
 //! How, with actix-web still accepting, parsing the upgrade request and reading the socket:
 //! - The `/ws` handler does not return its response while the session lives. While a handler
 //!   runs, the dispatcher only reads (it feeds the request's payload, which is the websocket
 //!   input, with its usual backpressure) and writes nothing, so the socket's output is ours.
-//!   The handler writes the `101 Switching Protocols` head itself, as the outbox's first
+//!   The handler writes the `101 Switching Protocols` head itself, as the send queue's first
 //!   frame, then waits for the writer below to end. (A request with `Expect` could have
 //!   actix write `100 Continue`, so it takes the dispatcher path.)
 //! - Frames are sent by whoever queues them ([`crate::persist::hub`]'s write-through)
 //!   while the socket takes them; once it does not, the rest is queued and the writer task
-//!   ([`writer`]) takes batches from the outbox and writes each with one vectored `sendmsg`.
+//!   ([`writer`]) takes batches from the send queue and writes each with one vectored `sendmsg`.
 //!   The socket is actix's, borrowed ([`crate::net::ConnSocket`]: one descriptor per
 //!   connection). Its registration with the worker's reactor is actix's too, so to wait for
 //!   writability the writer registers a duplicate of it (tokio `AsyncFd`), only while the
 //!   socket is full, and closes it once the batch is out; if no descriptor is left for one,
-//!   it retries every [`RETRY`] (the outbox's stall timeout still bounds the wait).
-//! - End: after the close frame (once the session has released the outbox) or at once when
+//!   it retries every [`RETRY`] (the send queue's stall timeout still bounds the wait).
+//! - End: after the close frame (once the session has released the send queue) or at once when
 //!   aborted, the writer shuts the socket down both ways: the peer gets FIN, the dispatcher
 //!   reads the end of input. The handler then returns a response that can no longer be
 //!   written, and actix drops the connection.
 //!
-//! TLS connections keep the dispatcher path (the outbox as the response body, in `session`):
+//! TLS connections keep the dispatcher path (the send queue as the response body, in `session`):
 //! rustls owns the bytes on their socket.
 //!
-//! Owns: the handshake head, the per-connection writer task. Calls: [`Outbox`],
+//! Owns: the handshake head, the per-connection writer task. Calls: [`SendQueue`],
 //! [`ConnSocket`] (the borrowed socket), tokio's `AsyncFd`.
 
 use std::future::poll_fn;
@@ -46,14 +46,14 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
 use crate::net::ConnSocket;
-use crate::persist::hub::{DirectSink, Next, Outbox};
+use crate::persist::hub::{DirectSink, Next, SendQueue};
 
-/// Most messages the writer takes from the outbox at once (and writes in one `sendmsg`).
+/// Most messages the writer takes from the send queue at once (and writes in one `sendmsg`).
 const WRITE_BATCH: usize = 64;
 /// How often a full socket is retried when no descriptor is left to wait on it with.
 const RETRY: Duration = Duration::from_millis(5);
 
-/// A connection's socket as the outbox's write-through target.
+/// A connection's socket as the send queue's write-through target.
 pub(super) struct Socket(pub ConnSocket);
 
 impl DirectSink for Socket {
@@ -79,9 +79,9 @@ pub(super) fn head<B>(response: &Response<B>) -> Bytes {
     Bytes::from(out)
 }
 
-/// The writer of one connection: writes what the outbox hands out (only while the socket is
+/// The writer of one connection: writes what the send queue hands out (only while the socket is
 /// full, or to close), then ends the connection. Runs on the connection's worker thread.
-pub(super) async fn writer(outbox: Arc<Outbox>, socket: ConnSocket) {
+pub(super) async fn writer(outbox: Arc<SendQueue>, socket: ConnSocket) {
     drive(&outbox, &socket).await;
     // Whatever ended it, nothing more is written: the session must not wait for room.
     outbox.writer_gone();
@@ -90,7 +90,7 @@ pub(super) async fn writer(outbox: Arc<Outbox>, socket: ConnSocket) {
     socket.shutdown();
 }
 
-async fn drive(outbox: &Outbox, socket: &ConnSocket) {
+async fn drive(outbox: &SendQueue, socket: &ConnSocket) {
     loop {
         match outbox.next(WRITE_BATCH).await {
             Next::Batch(batch) => {
@@ -111,9 +111,9 @@ async fn drive(outbox: &Outbox, socket: &ConnSocket) {
 }
 
 /// Writes `batch` whole, a vectored `sendmsg` at a time; while the socket is full, waits for
-/// writability (or until the outbox is aborted: a connection dropped as too slow is not
+/// writability (or until the send queue is aborted: a connection dropped as too slow is not
 /// waited for) on a duplicate descriptor held for this batch only.
-async fn send_all(outbox: &Outbox, socket: &ConnSocket, batch: &[Bytes]) -> io::Result<()> {
+async fn send_all(outbox: &SendQueue, socket: &ConnSocket, batch: &[Bytes]) -> io::Result<()> {
     let mut waiter: Option<AsyncFd<OwnedFd>> = None;
     // (message index, bytes of it already written)
     let (mut i, mut off) = (0, 0);

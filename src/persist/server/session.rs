@@ -3,14 +3,14 @@
 //! One persister connection on `/ws`: a reader task that decodes envelopes
 //! ([`wire::RawRequest`]) and executes ops against the [`Archive`] and the [`Hub`]. Frames
 //! (shared with every other subscriber of a notification) leave through the connection's
-//! [`Outbox`]: on plain TCP, written straight to the socket by whoever queues them, and by
+//! [`SendQueue`]: on plain TCP, written straight to the socket by whoever queues them, and by
 //! the connection's writer task only while the socket is full ([`super::direct`]); over TLS,
-//! the upgrade response's body is the outbox itself ([`OutboxBody`]), so the HTTP
+//! the upgrade response's body is the outbox itself ([`SendQueueBody`]), so the HTTP
 //! dispatcher that owns the socket takes ready-made frames straight from the queue, in
 //! batches, without a channel or a task hop per message.
 //!
 //! - Backpressure: a request is read only when the outbox has room for its reply
-//!   ([`Outbox::reserve`]: under half its byte budget and under its message budget), so a
+//!   ([`SendQueue::reserve`]: under half its byte budget and under its message budget), so a
 //!   client that does not read its replies is not read either; a queue that stays over that
 //!   share for the send timeout gets the connection dropped. The pieces outside the outbox
 //!   stay small: the writer takes at most one [`hub::WRITE_BATCH_BYTES`] batch at a time.
@@ -60,7 +60,7 @@ use super::guard::{FrameGuard, Oversize};
 use super::pipeline::{self, Pending};
 use super::{direct, Shared};
 use crate::golix::{auth, Ghid, Object, Policy, SecondParty};
-use crate::persist::hub::{self, CloseKind, Next, Outbox};
+use crate::persist::hub::{self, CloseKind, Next, SendQueue};
 use crate::persist::store::Sender;
 use crate::persist::wire::{self, args, codes, PublishAck};
 use crate::persist::{wsframe, PersistError};
@@ -122,7 +122,7 @@ pub(super) async fn route(
         // failing to write it ends the connection on actix's side.
         return Ok(handshake.map_into_boxed_body().into());
     }
-    let body = OutboxBody::new(sub.outbox().clone());
+    let body = SendQueueBody::new(sub.outbox().clone());
     actix_web::rt::spawn(run(shared, sub, stream, oversize, peer));
     // Once the session's last frame is out, the connection closes at once (`net`).
     let body = crate::net::TappedBody::new(BodyStream::new(body), crate::net::EndReading(socket));
@@ -131,8 +131,8 @@ pub(super) async fn route(
 
 /// The upgrade response's body: the outbox's frames, then (after a close) the end of the
 /// connection once the session has released it.
-struct OutboxBody {
-    outbox: Arc<Outbox>,
+struct SendQueueBody {
+    outbox: Arc<SendQueue>,
     pending: VecDeque<Bytes>,
     state: BodyState,
 }
@@ -144,9 +144,9 @@ enum BodyState {
     Done,
 }
 
-impl OutboxBody {
-    fn new(outbox: Arc<Outbox>) -> OutboxBody {
-        OutboxBody {
+impl SendQueueBody {
+    fn new(outbox: Arc<SendQueue>) -> SendQueueBody {
+        SendQueueBody {
             outbox,
             pending: VecDeque::new(),
             state: BodyState::Open,
@@ -160,7 +160,7 @@ impl OutboxBody {
 #[error("connection dropped: its peer does not read")]
 struct DroppedSlow;
 
-impl Drop for OutboxBody {
+impl Drop for SendQueueBody {
     fn drop(&mut self) {
         // The dispatcher is gone (connection closed or reset): nothing will be written any
         // more, so the session must not wait for room.
@@ -168,7 +168,7 @@ impl Drop for OutboxBody {
     }
 }
 
-impl Stream for OutboxBody {
+impl Stream for SendQueueBody {
     type Item = Result<Bytes, DroppedSlow>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
@@ -213,7 +213,7 @@ enum End {
 struct Conn {
     shared: Arc<Shared>,
     sub: hub::Subscriber,
-    outbox: Arc<Outbox>,
+    outbox: Arc<SendQueue>,
     /// Publishes awaiting durability on this connection.
     in_flight: Arc<Semaphore>,
     log: slog::Logger,
@@ -638,7 +638,7 @@ impl Conn {
 /// order.
 async fn announce(
     shared: Arc<Shared>,
-    outbox: Arc<Outbox>,
+    outbox: Arc<SendQueue>,
     me: hub::ConnId,
     log: slog::Logger,
     mut rx: mpsc::UnboundedReceiver<Pending>,
