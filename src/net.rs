@@ -15,9 +15,10 @@
 //! use it only while the connection's data lives. actix-http's HTTP/1 dispatcher drops the
 //! connection's data (its own reference, and the request's with the service's state) before
 //! it drops — closes — the socket, and the value `on_connect` stored revokes every clone's
-//! use when dropped (checked in debug builds: the descriptor must still be the same socket
-//! then). Every use holds a shared lock that the revocation takes exclusively, so none
-//! overlaps the close, and none can reach a descriptor number reused by another connection.
+//! use when dropped. Every use holds a shared lock that the revocation takes exclusively, so
+//! none overlaps the close, and none can reach a descriptor number reused by another
+//! connection. (The HTTP/2 dispatcher drops the socket first; nothing uses the handle on
+//! HTTP/2 — websockets and their end of reading are HTTP/1 only.)
 //!
 //! Ending a connection: once a websocket session is over (close handshake done, last frame
 //! handed to the HTTP layer), actix keeps the TCP connection until the peer closes its side —
@@ -81,8 +82,6 @@ pub struct ConnSocket {
 struct Borrowed {
     /// The descriptor, until the connection's data is dropped.
     fd: RwLock<Option<RawFd>>,
-    /// The socket's inode when borrowed (to check, at the end, that it is still the same).
-    inode: u64,
 }
 
 impl Clone for ConnSocket {
@@ -98,28 +97,10 @@ impl Clone for ConnSocket {
 
 impl Drop for ConnSocket {
     fn drop(&mut self) {
-        if !self.lender {
-            return;
-        }
-        let mut fd = self.shared.fd.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(raw) = fd.take() {
-            // The HTTP layer must still hold the socket now (module docs).
-            debug_assert_eq!(
-                inode_of(raw).ok(),
-                Some(self.shared.inode),
-                "the connection's socket was closed before its data was dropped"
-            );
+        if self.lender {
+            *self.shared.fd.write().unwrap_or_else(|e| e.into_inner()) = None;
         }
     }
-}
-
-fn inode_of(fd: RawFd) -> io::Result<u64> {
-    // SAFETY: fstat writes only into `st`; an invalid fd is an error, not UB.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    if unsafe { libc::fstat(fd, &mut st) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(st.st_ino)
 }
 
 impl ConnSocket {
@@ -135,12 +116,9 @@ impl ConnSocket {
                 false,
             ),
         };
-        let raw = tcp.as_raw_fd();
-        let inode = inode_of(raw).ok()?;
         Some(ConnSocket {
             shared: Arc::new(Borrowed {
-                fd: RwLock::new(Some(raw)),
-                inode,
+                fd: RwLock::new(Some(tcp.as_raw_fd())),
             }),
             plain,
             lender: true,
