@@ -4,9 +4,9 @@
 //! reference); what persists (known tokens, startup and private objects) is in the account.
 //!
 //! Owns: the `AppId` counter, per-app tracked-object sets, tokens and share handlers, and
-//! each app's `Recipient<AppEvent>`: its session's [`AppInbox`](super::inbox::AppInbox),
-//! which coalesces an object's updates while the app is slow and is bounded. Sending never
-//! waits (`do_send`). Calls: each app's inbox. Used by `ObjectActor`s, the share actor,
+//! each app's [`InboxSender`]: its session's [`AppInbox`](super::inbox::AppInbox), which
+//! coalesces an object's updates while the app is slow and is bounded. Sending never waits;
+//! an inbox that closed (its app stopped reading) refuses events and handles no shares. Calls: each app's inbox. Used by `ObjectActor`s, the share actor,
 //! `dispatch`, the remote drains and `DaemonHandle`. A read-mostly registry behind a std
 //! `Mutex` (held only for map operations, never across an await).
 
@@ -14,10 +14,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use actix::Recipient;
-
 use super::api::{AppEvent, AppId, AppToken};
 use super::error::DaemonError;
+use super::inbox::InboxSender;
 use crate::golix::Ghid;
 
 /// Connected apps and what they track.
@@ -28,7 +27,7 @@ pub struct AppRegistry {
 }
 
 struct AppEntry {
-    inbox: Recipient<AppEvent>,
+    inbox: InboxSender,
     tracked: HashSet<Ghid>,
     /// Set once per session by `register_token`.
     token: Option<AppToken>,
@@ -38,7 +37,7 @@ struct AppEntry {
 
 impl AppRegistry {
     /// Registers an app whose events go to `inbox`.
-    pub fn connect(&self, inbox: Recipient<AppEvent>) -> AppId {
+    pub fn connect(&self, inbox: InboxSender) -> AppId {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let entry = AppEntry {
             inbox,
@@ -97,11 +96,14 @@ impl AppRegistry {
         }
     }
 
-    /// Queues `event` for `app` without waiting (dropped if the app is gone).
-    pub fn send(&self, app: AppId, event: AppEvent) {
-        if let Some(e) = self.lock().get(&app) {
-            e.inbox.do_send(event);
-        }
+    /// Queues `event` for `app` without waiting; gives it back if the app is gone or its
+    /// inbox closed (a caller sending a share keeps it elsewhere).
+    pub fn send(&self, app: AppId, event: AppEvent) -> Result<(), AppEvent> {
+        let inbox = match self.lock().get(&app) {
+            Some(e) => e.inbox.clone(),
+            None => return Err(event),
+        };
+        inbox.send(event)
     }
 
     /// Every connected app id.
@@ -145,14 +147,15 @@ impl AppRegistry {
             .collect()
     }
 
-    /// `app` handles shares of `api_id` from now on. False if the app is not connected.
+    /// `app` handles shares of `api_id` from now on. False if the app is not connected or
+    /// its inbox closed.
     pub fn add_handler(&self, app: AppId, api_id: Ghid) -> bool {
         match self.lock().get_mut(&app) {
-            Some(e) => {
+            Some(e) if !e.inbox.is_closed() => {
                 e.handlers.insert(api_id);
                 true
             }
-            None => false,
+            _ => false,
         }
     }
 
@@ -163,12 +166,13 @@ impl AppRegistry {
             .is_some_and(|e| e.handlers.remove(api_id))
     }
 
-    /// The sessions that handle shares of `api_id`, in id order.
+    /// The sessions that handle shares of `api_id`, in id order (not those whose inbox
+    /// closed).
     pub fn handlers(&self, api_id: &Ghid) -> Vec<AppId> {
         let mut ids: Vec<AppId> = self
             .lock()
             .iter()
-            .filter(|(_, e)| e.handlers.contains(api_id))
+            .filter(|(_, e)| e.handlers.contains(api_id) && !e.inbox.is_closed())
             .map(|(id, _)| *id)
             .collect();
         ids.sort_unstable();
@@ -188,8 +192,8 @@ mod tests {
     use crate::actors::inbox::Inbox;
     use crate::golix::Algo;
 
-    fn inbox() -> Recipient<AppEvent> {
-        Inbox::start(crate::logging::discard()).recipient()
+    fn inbox() -> InboxSender {
+        Inbox::start(crate::logging::discard()).sender()
     }
 
     #[actix_rt::test]

@@ -16,9 +16,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Addr, Recipient};
+use actix::Addr;
 
-use super::account_actor::AccountActor;
+use super::account::OrphanShare;
+use super::account_actor::{self, AccountActor};
 use super::api::{AppEvent, AppId, AppToken, ObjectView};
 use super::apps::AppRegistry;
 use super::arbiters::ActorThreads;
@@ -26,6 +27,7 @@ use super::commit::{self, Store};
 use super::dispatch;
 use super::error::DaemonError;
 use super::gc::GcHandle;
+use super::inbox::InboxSender;
 use super::link_state::RemoteStatus;
 use super::local::Local;
 use super::object::{self, ObjectActor, ObjectHandle, ObjectPeers, ObjectRegistry};
@@ -133,7 +135,24 @@ impl DaemonHandle {
     }
 
     /// A new app session whose events go to `events` (its [`AppInbox`](super::inbox::AppInbox)).
-    pub fn connect_app(&self, events: Recipient<AppEvent>) -> AppId {
+    /// The shares its inbox gives up when it closes are kept in the account as orphans, for
+    /// the app's next session.
+    pub fn connect_app(&self, events: InboxSender) -> AppId {
+        let account = self.daemon.store.account.clone();
+        events.on_lost_share(move |e| {
+            if let AppEvent::Share {
+                ghid,
+                origin,
+                api_id,
+            } = e
+            {
+                account.tell(account_actor::KeepOrphan(OrphanShare {
+                    ghid,
+                    origin,
+                    api_id,
+                }));
+            }
+        });
         self.daemon.apps.connect(events)
     }
 

@@ -141,7 +141,8 @@ pub async fn check_access(
 }
 
 /// `app` handles shares of `api_id` from now on; shares kept for that api id while nobody
-/// handled it are offered to it now (and forgotten).
+/// handled it are offered to it now (and forgotten; kept again if its inbox closed
+/// meanwhile).
 pub async fn register_share_handler(
     store: &Store,
     apps: &AppRegistry,
@@ -153,14 +154,14 @@ pub async fn register_share_handler(
     }
     let orphans = store.account.ask(account::TakeOrphans(api_id)).await?;
     for o in orphans {
-        apps.send(
-            app,
-            AppEvent::Share {
-                ghid: o.ghid,
-                origin: o.origin,
-                api_id: o.api_id,
-            },
-        );
+        let event = AppEvent::Share {
+            ghid: o.ghid,
+            origin: o.origin,
+            api_id: o.api_id,
+        };
+        if apps.send(app, event).is_err() {
+            store.account.tell(account::KeepOrphan(o));
+        }
     }
     Ok(())
 }
@@ -180,7 +181,8 @@ pub fn deregister_share_handler(
     }
 }
 
-/// Sends a `share` event to every session handling `api_id` except `skip`; returns how many.
+/// Sends a `share` event to every session handling `api_id` except `skip`; returns how many
+/// took it (an inbox that closed does not).
 pub fn offer(
     apps: &AppRegistry,
     ghid: Ghid,
@@ -191,15 +193,12 @@ pub fn offer(
     let Some(api) = api_id else { return 0 };
     let mut n = 0;
     for app in apps.handlers(&api) {
-        if Some(app) != skip {
-            apps.send(
-                app,
-                AppEvent::Share {
-                    ghid,
-                    origin,
-                    api_id,
-                },
-            );
+        let event = AppEvent::Share {
+            ghid,
+            origin,
+            api_id,
+        };
+        if Some(app) != skip && apps.send(app, event).is_ok() {
             n += 1;
         }
     }

@@ -205,7 +205,8 @@ fn refuse(
         "objects" => unit.len(), "ghid" => ghid.map(|g| g.to_string()));
     let Some(ghid) = ghid else { return };
     for app in apps.trackers(&ghid) {
-        apps.send(
+        // An app whose inbox closed reloads on reconnect; the refusal is logged above.
+        let _ = apps.send(
             app,
             AppEvent::RemoteRefused {
                 ghid,

@@ -294,8 +294,9 @@ impl Handling {
             ok,
             status,
         };
+        // The outcome is logged above: a session whose inbox closed does not get it.
         for app in apps {
-            peers.apps.send(app, event.clone());
+            let _ = peers.apps.send(app, event.clone());
         }
         Ok(())
     }

@@ -5,11 +5,10 @@
 
 use std::future::Future;
 
-use actix::Recipient;
-
 use super::DaemonApi;
-use crate::actors::api::{AppEvent, AppId, AppToken, ObjectView};
+use crate::actors::api::{AppId, AppToken, ObjectView};
 use crate::actors::daemon::DaemonHandle;
+use crate::actors::inbox::InboxSender;
 use crate::actors::error::DaemonError;
 use crate::actors::link_state::RemoteStatus;
 use crate::golix::Ghid;
@@ -27,7 +26,7 @@ impl DaemonApi for DaemonHandle {
         DaemonHandle::remotes(self)
     }
 
-    fn connect_app(&self, events: Recipient<AppEvent>) -> AppId {
+    fn connect_app(&self, events: InboxSender) -> AppId {
         DaemonHandle::connect_app(self, events)
     }
 

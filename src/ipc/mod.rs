@@ -12,7 +12,7 @@
 //!   file (mode 0600) through which local apps learn it.
 //! - [`server`]: the actix-web endpoint (`/` and `/ws`), origin check, [`serve`].
 //! - `session`: one task per connection (actorless) that translates
-//!   frames into [`DaemonApi`] calls and forwards the daemon's [`AppEvent`]s.
+//!   frames into [`DaemonApi`] calls and forwards the daemon's [`AppEvent`](crate::actors::api::AppEvent)s.
 //! - [`client`]: the async Rust client, [`HgxLink`]; `obj`: its [`Obj`] handle.
 //!
 //! The protocol for client authors (any language) is `src/ipc/PROTOCOL.md`.
@@ -32,11 +32,11 @@ pub mod wire;
 
 use std::future::Future;
 
-use actix::Recipient;
 use thiserror::Error;
 
-use crate::actors::api::{AppEvent, AppId, AppToken, ObjectView};
+use crate::actors::api::{AppId, AppToken, ObjectView};
 use crate::actors::error::DaemonError;
+use crate::actors::inbox::InboxSender;
 use crate::actors::link_state::RemoteStatus;
 use crate::golix::Ghid;
 
@@ -65,7 +65,7 @@ pub trait DaemonApi: Clone + Send + Sync + 'static {
     fn remotes(&self) -> Vec<RemoteStatus>;
     /// Registers an app session; the daemon sends that session's events to `events` (its
     /// [`AppInbox`](crate::actors::inbox::AppInbox)), never waiting.
-    fn connect_app(&self, events: Recipient<AppEvent>) -> AppId;
+    fn connect_app(&self, events: InboxSender) -> AppId;
     /// Ends an app session and releases its trackers. Called once per connected session,
     /// after its last in-flight request finished.
     fn disconnect_app(&self, app: AppId);

@@ -1,6 +1,6 @@
 //! One app session: the task that owns one IPC websocket (not an actor itself).
 //! It owns the connection's [`AppId`] (after `hello`), the app's [`Inbox`]: an actix actor it
-//! starts on its own worker at `hello`, whose `Recipient<AppEvent>` the daemon sends the
+//! starts on its own worker at `hello`, whose [`InboxSender`](crate::actors::inbox::InboxSender) the daemon sends the
 //! app's events to (the session forwards them as event frames; an inbox the app overran
 //! closes the connection), and the connection's in-flight
 //! requests: each request runs as its own local task, so a slow `push` does not hold up a
@@ -38,7 +38,7 @@ use super::wire::{self, codes, WireError};
 use super::DaemonApi;
 use crate::actors::api::{AppEvent, AppId};
 use crate::actors::error::DaemonError;
-use crate::actors::inbox::Inbox;
+use crate::actors::inbox::{Inbox, InboxClosed};
 /// Requests one connection may have in flight; past this it is not read until one ends.
 const MAX_IN_FLIGHT: usize = 64;
 /// Of those, requests whose replies carry an object's state (`new`, `get`, `sync`) running
@@ -203,7 +203,7 @@ impl<A: DaemonApi> Conn<A> {
             let inbox = Inbox::start(self.log.clone());
             let app = {
                 let _rt = self.shared.rt.enter();
-                self.shared.api.connect_app(inbox.recipient())
+                self.shared.api.connect_app(inbox.sender())
             };
             self.app = Some(app);
             self.events = Some(inbox);
@@ -444,8 +444,8 @@ async fn execute<A: DaemonApi>(
     )
 }
 
-/// Receives the next event (`None`: the inbox closed), or never before `hello`.
-async fn next_event(events: &mut Option<Inbox>) -> Option<AppEvent> {
+/// Receives the next event (or why the inbox closed), or never before `hello`.
+async fn next_event(events: &mut Option<Inbox>) -> Result<AppEvent, InboxClosed> {
     match events {
         Some(inbox) => inbox.recv().await,
         None => std::future::pending().await,
@@ -539,18 +539,25 @@ pub(super) async fn run<A: DaemonApi>(
                 Step::Reply(reply.bytes)
             }
             ev = next_event(&mut conn.events), if !over => match ev {
-                Some(ev) => match wire::encode_event(&ev) {
+                Ok(ev) => match wire::encode_event(&ev) {
                     Ok(b) => Step::Reply(b),
                     Err(e) => {
                         warn!(conn.log, "cannot encode event"; "error" => e);
                         continue;
                     }
                 },
-                None => {
+                Err(InboxClosed::Overrun) => {
                     info!(conn.log, "app did not read its events; closing");
                     Step::Close(CloseReason {
                         code: CloseCode::Policy,
                         description: Some("events not read".into()),
+                    })
+                }
+                Err(InboxClosed::Stopped) => {
+                    warn!(conn.log, "the app's event inbox stopped; closing");
+                    Step::Close(CloseReason {
+                        code: CloseCode::Error,
+                        description: Some("internal error".into()),
                     })
                 }
             },

@@ -162,7 +162,7 @@ fn inbox_threads() -> &'static ActorThreads {
 /// A new app session of `d` and its inbox.
 pub fn app(d: &DaemonHandle) -> (AppId, Inbox) {
     let inbox = Inbox::start_in(&inbox_threads().next(), log());
-    (d.connect_app(inbox.recipient()), inbox)
+    (d.connect_app(inbox.sender()), inbox)
 }
 
 /// Waits until every outbox queue of `d` is empty.
@@ -178,7 +178,7 @@ pub async fn drained(d: &DaemonHandle) {
 
 /// The next event, if one comes within `t`.
 pub async fn next_event(rx: &mut Inbox, t: Duration) -> Option<AppEvent> {
-    tokio::time::timeout(t, rx.recv()).await.ok().flatten()
+    tokio::time::timeout(t, rx.recv()).await.ok().and_then(|r| r.ok())
 }
 
 /// Waits for an update of `ghid` carrying `state`; returns the states seen on the way.

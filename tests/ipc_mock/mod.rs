@@ -11,7 +11,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actix::Recipient;
+use hypergolix::actors::inbox::InboxSender;
 use futures_util::{SinkExt, StreamExt};
 use hypergolix::actors::api::{AppEvent, AppId, AppToken, ObjectView};
 use hypergolix::actors::error::DaemonError;
@@ -42,7 +42,7 @@ struct MemObj {
 #[derive(Default)]
 struct State {
     next_app: AppId,
-    apps: HashMap<AppId, Recipient<AppEvent>>,
+    apps: HashMap<AppId, InboxSender>,
     objects: HashMap<Ghid, MemObj>,
     trackers: HashMap<Ghid, BTreeSet<AppId>>,
     held: BTreeSet<Ghid>,
@@ -88,9 +88,7 @@ impl MemDaemon {
     /// Sends `ev` to `app` as the daemon would.
     pub fn inject(&self, app: AppId, ev: AppEvent) -> bool {
         let tx = self.st().apps.get(&app).cloned();
-        tx.filter(|tx| tx.connected())
-            .map(|tx| tx.do_send(ev))
-            .is_some()
+        tx.is_some_and(|tx| tx.send(ev).is_ok())
     }
 
     pub fn connected(&self) -> Vec<AppId> {
@@ -145,7 +143,7 @@ impl MemDaemon {
         for app in st.trackers.get(&ghid).into_iter().flatten() {
             if *app != except {
                 if let Some(tx) = st.apps.get(app) {
-                    tx.do_send(ev.clone());
+                    let _ = tx.send(ev.clone());
                 }
             }
         }
@@ -181,7 +179,7 @@ impl DaemonApi for MemDaemon {
         Vec::new()
     }
 
-    fn connect_app(&self, events: Recipient<AppEvent>) -> AppId {
+    fn connect_app(&self, events: InboxSender) -> AppId {
         let mut st = self.st();
         st.next_app += 1;
         let app = st.next_app;
@@ -235,7 +233,7 @@ impl DaemonApi for MemDaemon {
             for (other, apis) in &st.handlers {
                 if *other != app && apis.contains(&api) {
                     if let Some(tx) = st.apps.get(other) {
-                        let _ = tx.try_send(offer.clone());
+                        let _ = tx.send(offer.clone());
                     }
                 }
             }
@@ -414,7 +412,7 @@ impl DaemonApi for MemDaemon {
             return Err(DaemonError::UnknownRecipient(recipient.to_string()));
         }
         if let Some(tx) = st.apps.get(&app) {
-            tx.do_send(AppEvent::ShareResult {
+            let _ = tx.send(AppEvent::ShareResult {
                 ghid,
                 recipient,
                 ok: true,

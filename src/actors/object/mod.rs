@@ -501,7 +501,7 @@ impl ObjectActor {
         let view = self.view();
         for app in &self.trackers {
             if Some(*app) != skip {
-                self.peers.apps.send(*app, AppEvent::Update(view.clone()));
+                let _ = self.peers.apps.send(*app, AppEvent::Update(view.clone()));
             }
         }
     }

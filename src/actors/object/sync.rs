@@ -98,7 +98,7 @@ impl ObjectActor {
         for app in self.trackers.drain() {
             self.peers.apps.untrack(app, &self.obj.ghid);
             if Some(app) != skip {
-                self.peers.apps.send(app, AppEvent::Delete(self.obj.ghid));
+                let _ = self.peers.apps.send(app, AppEvent::Delete(self.obj.ghid));
             }
         }
         if let Some(gc) = self.peers.gc.upgrade() {
