@@ -5,6 +5,7 @@
 mod share_support;
 
 use hypergolix::actors::api::AppEvent;
+use hypergolix::actors::inbox::{Inbox, MAX_BYTES};
 use hypergolix::golix::{Algo, Ghid};
 use hypergolix::ipc::ErrorKind;
 use share_support::*;
@@ -224,6 +225,80 @@ async fn a_share_nobody_handles_is_kept_until_a_handler_registers() {
     late.link.deregister_share_handler(api).await.unwrap();
     b.link.register_share_handler(api).await.unwrap();
     b.quiet().await;
+
+    alice.stop().await;
+    bob.stop().await;
+    p.stop().await;
+}
+
+/// Alice shares an object with `api` to Bob and waits for Bob's daemon to accept it.
+async fn share_to_bob(a: &mut App, bob: &Node, api: Ghid, state: &[u8]) -> Ghid {
+    let obj = a
+        .link
+        .new_object(state.to_vec(), Some(api), false, false)
+        .await
+        .unwrap();
+    a.link.share(obj.ghid, bob.fingerprint()).await.unwrap();
+    assert_eq!(
+        share_result(a).await,
+        (obj.ghid, bob.fingerprint(), true, 0)
+    );
+    obj.ghid
+}
+
+#[actix_rt::test]
+async fn shares_for_an_app_that_stopped_reading_are_kept_for_its_next_session() {
+    let (ad, bd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (p, alice, bob) = two_users(ad.path(), bd.path()).await;
+    let api = api_id(12);
+    let mut a = alice.app().await;
+    // Bob's app that stops reading: a session on his daemon whose inbox nobody reads.
+    let stalled = Inbox::start(log("stalled"));
+    let x = bob.daemon.connect_app(stalled.sender());
+    bob.daemon.register_share_handler(x, api).await.unwrap();
+    // This share is offered to x and waits in its inbox, unread.
+    let waiting = share_to_bob(&mut a, &bob, api, b"waiting").await;
+    tokio::time::sleep(QUIET).await;
+
+    // Bob's other app pushes to objects x tracks until x's inbox is over its byte bound.
+    let b2 = bob.app().await;
+    let size = 4 * 1024 * 1024;
+    for i in 0..=(MAX_BYTES / size) {
+        let obj = b2
+            .link
+            .new_object(vec![i as u8; 16], None, true, false)
+            .await
+            .unwrap();
+        bob.daemon.get_object(x, obj.ghid).await.unwrap();
+        b2.link
+            .push(obj.ghid, vec![i as u8; size], None)
+            .await
+            .unwrap();
+    }
+    tokio::time::timeout(WAIT, async {
+        while !stalled.sender().is_closed() {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the stalled app's inbox closes");
+    // A share arriving now is not offered to the closed inbox.
+    let late = share_to_bob(&mut a, &bob, api, b"late").await;
+    bob.daemon.disconnect_app(x);
+    drop(stalled);
+
+    // The app's next session gets both shares, kept for it as orphans.
+    let mut next = bob.app().await;
+    next.link.register_share_handler(api).await.unwrap();
+    let mut got = vec![share_event(&mut next).await, share_event(&mut next).await];
+    got.sort_by_key(|(g, _, _)| g.to_string());
+    let mut want = vec![
+        (waiting, alice.fingerprint(), Some(api)),
+        (late, alice.fingerprint(), Some(api)),
+    ];
+    want.sort_by_key(|(g, _, _)| g.to_string());
+    assert_eq!(got, want);
+    next.quiet().await;
 
     alice.stop().await;
     bob.stop().await;
