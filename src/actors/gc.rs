@@ -9,7 +9,7 @@
 //!
 //! Owns: nothing but its schedule (`run_interval`, every [`SWEEP_INTERVAL`]); an actix actor
 //! on one of the daemon's arbiters. Messages: [`Deleted`] (from `ObjectActor`s and `pull`,
-//! through a `Recipient<Deleted>`), [`Sweep`] (from `DaemonHandle`, on demand). Its archive
+//! through a `WeakRecipient<Deleted>`), [`Sweep`] (from `DaemonHandle`, on demand). Its archive
 //! and vault work runs on the daemon's blocking pool.
 //!
 //! Peers: the `AccountActor` (`Forget`), the remotes ([`Upstream::unsubscribe`]) and the
@@ -143,7 +143,8 @@ fn forget_if_gone(peers: &GcPeers, ghid: &Ghid, need_debinding: bool) -> Result<
     if local.archive.status(ghid)? == Status::Present {
         return Ok(false);
     }
-    let live = || peers.objects.upgrade().is_some_and(|o| o.is_live(ghid));
+    // The registry gone (shutting down) proves nothing: count the object as live, keep it.
+    let live = || peers.objects.upgrade().is_none_or(|o| o.is_live(ghid));
     if need_debinding && (live() || local.archive.query_debinding(ghid)?.is_none()) {
         return Ok(false);
     }
