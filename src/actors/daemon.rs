@@ -85,9 +85,10 @@ pub(super) struct Daemon {
     pub share_peers: SharePeers,
     pub share: ShareHandle,
     pub gc: GcHandle,
-    /// The owning addresses of the account and remote actors (held, never used: every other
-    /// holder has a weak one, as of the GC and share actors, whose handles above own them), so
-    /// no cycle of strong addresses keeps an actor alive.
+    /// The owning addresses of the account and remote actors (every other holder has a weak
+    /// one, as of the GC and share actors, whose handles above own them), so no cycle of
+    /// strong addresses keeps an actor alive. The account's is only held; the remotes' also
+    /// carry their [`RemoteStop`] at shutdown.
     pub _account_actor: Addr<AccountActor>,
     pub remote_actors: Vec<Addr<RemoteActor>>,
     pub threads: ActorThreads,

@@ -12,8 +12,8 @@
 //!   that carries the account state. Pure; calls `golix`.
 //! - [`vault`]: the daemon's private local state, AES-256-GCM-sealed in sled.
 //! - [`local`]: `Local`, the shared local state every actor stands on (runtime, arbiters,
-//!   identity, archive, vault records, outbox, shutdown gate, log). Data only: the leaf no
-//!   actor module is imported by.
+//!   identity, archive, vault records, outbox, shutdown gate, log). Data only: a leaf that
+//!   imports no actor module (the actors import it).
 //! - [`upstream`]: `Upstream`, the configured remotes as one (fetch, ingest what is fetched,
 //!   size limit, subscriptions); [`durable`]: the write-ahead-logged local commit.
 //! - [`daemon`]: [`daemon::DaemonHandle`] (the API the IPC layer calls) and

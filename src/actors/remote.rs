@@ -16,9 +16,10 @@
 //! object), catch up. The outbox queue and the remembered limit belong to the remote (keyed by
 //! its first front-end), not to the front-end in use.
 //!
-//! [`RemoteHandle`] turns its callers' calls into the actor's typed messages, defined here
-//! ([`Subscribe`], [`Unsubscribe`], [`Stop`]) and sent through `Recipient`s the actor hands
-//! it when it starts, so this module does not name the actor. Calls: the persist client,
+//! [`RemoteHandle`] turns its callers' calls into the actor's typed messages, defined here:
+//! [`Subscribe`] and [`Unsubscribe`], sent through the `WeakRecipient`s the actor hands it
+//! when it starts, so this module does not name the actor; [`Stop`] is sent by
+//! `DaemonHandle` through the actor's owning address. Calls: the persist client,
 //! `link_state`. Used by [`super::upstream`] (all remotes as one), `DaemonHandle`, `boot`,
 //! `drain` and `RemoteActor`.
 

@@ -25,7 +25,7 @@
 //!    the live session of its token) gets `share_result`, and the answer is debound.
 //!
 //! Owns: the in-memory route from each pending request to the session that asked.
-//! Messages: [`Incoming`] (from `pull`, through a `Recipient<Incoming>`), [`Requested`] (from
+//! Messages: [`Incoming`] (from `pull`, through a `WeakRecipient<Incoming>`), [`Requested`] (from
 //! [`share`]) and [`Stop`] (from `DaemonHandle::shutdown`).
 //!
 //! Peers ([`SharePeers`]): the [`Store`] (local state, remotes, the `AccountActor`: pending

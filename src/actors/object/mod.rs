@@ -31,7 +31,7 @@
 //!
 //! Peers ([`ObjectPeers`], set when the registry starts the actor): the `Store` (local
 //! state, remotes, the `AccountActor`: `RecordSecret`, `MakePublic`), the app registry
-//! (trackers, `Update`/`Delete` events), the `GcActor` as a `Recipient<Deleted>`, and the
+//! (trackers, `Update`/`Delete` events), the `GcActor` as a `WeakRecipient<Deleted>`, and the
 //! registry itself, held weakly (it holds the actor's address) to leave it on retiring.
 //! Calls: [`super::push`] (building, signing and committing frames), [`super::commit`]
 //! (loading, freeze, hold, delete).
