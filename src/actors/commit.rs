@@ -511,7 +511,7 @@ pub fn holds(store: &Store, ghid: &Ghid) -> Result<bool, DaemonError> {
 pub async fn hold(store: &Store, ghid: &Ghid) -> Result<(), DaemonError> {
     let target = *ghid;
     let gobs = sign(store, move |id| id.make_bind_static(target)).await?;
-    durable::commit(&store.local, &store.upstream, vec![gobs.encode()], None).await?;
+    store.commit_local(vec![gobs.encode()]).await?;
     store.account.record_hold(target);
     Ok(())
 }
@@ -531,5 +531,5 @@ pub async fn delete(store: &Store, obj: &Loaded) -> Result<(), DaemonError> {
             .collect::<Result<Vec<_>, _>>()
     })
     .await?;
-    durable::commit(&store.local, &store.upstream, debinds, None).await
+    store.commit_local(debinds).await
 }
