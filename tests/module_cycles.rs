@@ -228,7 +228,11 @@ fn too_large(dir: &str) -> Vec<Vec<String>> {
         .filter(|c| c.len() > 1)
         .collect();
     for c in &cycles {
-        println!("src/{dir}: import cycle of {} files: {}", c.len(), c.join(" "));
+        println!(
+            "src/{dir}: import cycle of {} files: {}",
+            c.len(),
+            c.join(" ")
+        );
     }
     cycles.into_iter().filter(|c| c.len() > MAX_CYCLE).collect()
 }

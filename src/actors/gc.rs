@@ -144,7 +144,7 @@ fn forget_if_gone(peers: &GcPeers, ghid: &Ghid, need_debinding: bool) -> Result<
         return Ok(false);
     }
     // The registry gone (shutting down) proves nothing: count the object as live, keep it.
-    let live = || peers.objects.upgrade().is_none_or(|o| o.is_live(ghid));
+    let live = || peers.objects.upgrade().map_or(true, |o| o.is_live(ghid));
     if need_debinding && (live() || local.archive.query_debinding(ghid)?.is_none()) {
         return Ok(false);
     }

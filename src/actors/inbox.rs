@@ -93,6 +93,8 @@ pub struct InboxSender {
 impl InboxSender {
     /// Queues `event`; gives it back if the inbox is closed, or closes it (a warning) when
     /// its mailbox is over a bound (the app stopped reading).
+    // The event is handed back as it came (by value, like every `AppEvent`).
+    #[allow(clippy::result_large_err)]
     pub fn send(&self, event: AppEvent) -> Result<(), AppEvent> {
         let s = &self.shared;
         if s.closed.load(Ordering::Acquire) {
@@ -411,8 +413,7 @@ mod tests {
 
     async fn drain(inbox: &mut Inbox) -> Vec<AppEvent> {
         let mut got = Vec::new();
-        while let Ok(Ok(e)) = tokio::time::timeout(Duration::from_millis(100), inbox.recv()).await
-        {
+        while let Ok(Ok(e)) = tokio::time::timeout(Duration::from_millis(100), inbox.recv()).await {
             got.push(e);
         }
         got

@@ -8,8 +8,8 @@ use std::future::Future;
 use super::DaemonApi;
 use crate::actors::api::{AppId, AppToken, ObjectView};
 use crate::actors::daemon::DaemonHandle;
-use crate::actors::inbox::InboxSender;
 use crate::actors::error::DaemonError;
+use crate::actors::inbox::InboxSender;
 use crate::actors::link_state::RemoteStatus;
 use crate::golix::Ghid;
 

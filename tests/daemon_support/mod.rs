@@ -178,7 +178,10 @@ pub async fn drained(d: &DaemonHandle) {
 
 /// The next event, if one comes within `t`.
 pub async fn next_event(rx: &mut Inbox, t: Duration) -> Option<AppEvent> {
-    tokio::time::timeout(t, rx.recv()).await.ok().and_then(|r| r.ok())
+    tokio::time::timeout(t, rx.recv())
+        .await
+        .ok()
+        .and_then(|r| r.ok())
 }
 
 /// Waits for an update of `ghid` carrying `state`; returns the states seen on the way.

@@ -11,10 +11,10 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hypergolix::actors::inbox::InboxSender;
 use futures_util::{SinkExt, StreamExt};
 use hypergolix::actors::api::{AppEvent, AppId, AppToken, ObjectView};
 use hypergolix::actors::error::DaemonError;
+use hypergolix::actors::inbox::InboxSender;
 use hypergolix::golix::{Algo, Ghid};
 use hypergolix::ipc::{serve, CapabilityToken, DaemonApi, IpcConfig, IpcServer};
 use rmpv::Value;
