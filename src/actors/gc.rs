@@ -136,6 +136,12 @@ impl GcHandle {
     }
 }
 
+/// Whether `ghid` may have a live actor. A registry that is gone (shutting down) proves
+/// nothing, so the object counts as live and is kept.
+fn counts_as_live(objects: &Weak<dyn Liveness>, ghid: &Ghid) -> bool {
+    objects.upgrade().map_or(true, |o| o.is_live(ghid))
+}
+
 /// Forgets `ghid`'s secret and metadata (locally and in the account) if the archive no longer
 /// has it and, when `need_debinding`, it was debound.
 fn forget_if_gone(peers: &GcPeers, ghid: &Ghid, need_debinding: bool) -> Result<bool, DaemonError> {
@@ -143,8 +149,7 @@ fn forget_if_gone(peers: &GcPeers, ghid: &Ghid, need_debinding: bool) -> Result<
     if local.archive.status(ghid)? == Status::Present {
         return Ok(false);
     }
-    // The registry gone (shutting down) proves nothing: count the object as live, keep it.
-    let live = || peers.objects.upgrade().map_or(true, |o| o.is_live(ghid));
+    let live = || counts_as_live(&peers.objects, ghid);
     if need_debinding && (live() || local.archive.query_debinding(ghid)?.is_none()) {
         return Ok(false);
     }
@@ -165,4 +170,32 @@ fn sweep(peers: &GcPeers) -> Result<usize, DaemonError> {
         }
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::golix::Algo;
+
+    struct Live(Ghid);
+
+    impl Liveness for Live {
+        fn is_live(&self, ghid: &Ghid) -> bool {
+            *ghid == self.0
+        }
+    }
+
+    #[test]
+    fn an_unreachable_registry_keeps_every_object() {
+        let (live, dead) = (
+            Ghid::pseudorandom(Algo::SHA512),
+            Ghid::pseudorandom(Algo::SHA512),
+        );
+        let registry: Arc<dyn Liveness> = Arc::new(Live(live));
+        let weak = Arc::downgrade(&registry);
+        assert!(counts_as_live(&weak, &live));
+        assert!(!counts_as_live(&weak, &dead));
+        drop(registry);
+        assert!(counts_as_live(&weak, &dead));
+    }
 }
