@@ -91,13 +91,14 @@ pub struct InboxSender {
 }
 
 impl InboxSender {
-    /// Queues `event`; gives it back if the inbox is closed, or closes it (a warning) when
-    /// its mailbox is over a bound (the app stopped reading).
+    /// Queues `event`; gives it back if the inbox is closed or gone, or closes it (a warning)
+    /// when its mailbox is over a bound (the app stopped reading).
     // The event is handed back as it came (by value, like every `AppEvent`).
     #[allow(clippy::result_large_err)]
     pub fn send(&self, event: AppEvent) -> Result<(), AppEvent> {
         let s = &self.shared;
-        if s.closed.load(Ordering::Acquire) {
+        // Closed, or its actor is gone (the session ended): the caller keeps the event.
+        if s.closed.load(Ordering::Acquire) || !self.to.connected() {
             return Err(event);
         }
         let len = event_len(&event);
@@ -527,6 +528,21 @@ mod tests {
         }
         assert!(to.is_closed());
         assert_eq!(inbox.recv().await, Err(InboxClosed::Overrun));
+    }
+
+    #[actix_rt::test]
+    async fn an_inbox_whose_actor_is_gone_says_so_not_overrun() {
+        let arbiter = actix_rt::Arbiter::new();
+        let mut inbox = Inbox::start_in(&arbiter.handle(), crate::logging::discard());
+        assert!(arbiter.stop());
+        tokio::task::spawn_blocking(move || arbiter.join())
+            .await
+            .unwrap()
+            .unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), inbox.recv()).await;
+        assert_eq!(got, Ok(Err(InboxClosed::Stopped)));
+        // The daemon's side sees it too: a share sent now comes back to its caller.
+        assert!(inbox.sender().send(share(any())).is_err());
     }
 
     #[actix_rt::test]
