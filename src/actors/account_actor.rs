@@ -6,8 +6,11 @@
 //! into the state and flushes the root object (new frame + container: ingested locally,
 //! durably, and queued for every remote) **at most every [`FLUSH_INTERVAL`]**, but **at once**
 //! when an object is new to the account or its account-recorded secret would fall
-//! [`MAX_LAG`] or more frames behind (so another machine of the user, which only sees the
-//! flushed state, can always ratchet forward within a frame's 7-entry target vector).
+//! [`MAX_LAG`] or more frames behind. Another machine of the user, which only sees the
+//! flushed state, ratchets forward along a frame's target vector: our frames reach back to
+//! the flushed secret's container ([`FlushedCounters`], read by `commit::legroom`), so a
+//! stream of pushes costs an account flush (two signatures) per [`FLUSH_INTERVAL`], not one
+//! every few frames.
 //!
 //! Another machine of the user flushes the same root object. Before a flush, and when no
 //! known secret opens an object (then at most every [`REFRESH_INTERVAL`]), the actor
@@ -43,6 +46,7 @@ use tokio::time::Instant;
 use super::account::{
     Account, AccountState, AppTokenBytes, OrphanShare, PendingShare, StoredSecret,
 };
+use super::account_lag::FlushedCounters;
 use super::api::{AppToken, NO_TOKEN};
 use super::arbiters::ActorThreads;
 use super::daemon_core::DaemonCore;
@@ -51,8 +55,9 @@ use crate::golix::{Ghid, Object, Policy, Secret};
 
 /// Shortest time between two ordinary flushes.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
-/// Flush at once when an object's flushed secret would be this many frames behind.
-pub const MAX_LAG: u64 = 5;
+/// Flush at once when an object's flushed secret would be this many frames behind (its
+/// frames' target vectors then reach this far back, ~65 bytes an entry).
+pub const MAX_LAG: u64 = 64;
 /// Shortest time between two refreshes from the remotes.
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -182,6 +187,7 @@ struct FlushDue;
 #[derive(Clone)]
 pub struct AccountHandle {
     addr: Addr<AccountActor>,
+    flushed: FlushedCounters,
 }
 
 impl AccountHandle {
@@ -196,7 +202,9 @@ impl AccountHandle {
         // An account opened dirty (it continues after a root frame whose container a crash
         // lost) flushes at once, so the stores get a whole root above that frame.
         let due = account.is_dirty().then(Instant::now);
+        let shared = FlushedCounters::default();
         let ledger = Ledger {
+            shared: shared.clone(),
             flushed: account.state().secrets.keys().map(|g| (*g, 0)).collect(),
             latest: HashMap::new(),
             account: Some(account),
@@ -213,7 +221,15 @@ impl AccountHandle {
             flush_queued: false,
             timer: false,
         });
-        AccountHandle { addr }
+        AccountHandle {
+            addr,
+            flushed: shared,
+        }
+    }
+
+    /// The frame counter of `ghid`'s secret in the last flushed account state, if known.
+    pub fn flushed_counter(&self, ghid: &Ghid) -> Option<u64> {
+        self.flushed.get(ghid)
     }
 
     /// Asks and awaits the reply; `shutting_down` once the actor is gone.
@@ -293,6 +309,8 @@ struct Ledger {
     root_secret: Secret,
     /// Frame counter of each object's secret in the last flushed state (0 when unknown).
     flushed: HashMap<Ghid, u64>,
+    /// The same, for the push pipeline, only where known for certain.
+    shared: FlushedCounters,
     /// Frame counter of each object's newest secret.
     latest: HashMap<Ghid, u64>,
     last_flush: Option<Instant>,
@@ -761,6 +779,7 @@ impl Ledger {
         }
         self.latest.remove(&ghid);
         self.flushed.remove(&ghid);
+        self.shared.forget(&ghid);
     }
 
     /// Arranges an ordinary flush no sooner than [`FLUSH_INTERVAL`] after the last one.
@@ -802,6 +821,8 @@ impl Ledger {
         core.commit_local(objects?).await?;
         self.flushed
             .extend(self.latest.iter().map(|(g, c)| (*g, *c)));
+        self.shared
+            .flushed(self.latest.iter().map(|(g, c)| (*g, *c)));
         Ok(())
     }
 
@@ -875,6 +896,7 @@ impl Ledger {
         slog::info!(self.log, "account refreshed from another machine";
             "counter" => frame.counter, "merged" => merged);
         self.flushed = newer.state().secrets.keys().map(|g| (*g, 0)).collect();
+        self.shared.clear();
         self.account = Some(newer);
         Ok(())
     }

@@ -26,6 +26,8 @@
 //!   per-remote publish queue; [`drain`]: sending it to one remote (publish order, refusals);
 //!   [`limits`]: each remote's size limit and the check every commit runs.
 //! - [`account_actor`]: `AccountActor`, the owner of the account and its flush schedule;
+//!   [`account_lag`]: the account's flushed frame counters, which size our frames' target
+//!   vectors;
 //!   [`gc`]: `GcActor`, forgetting secrets of removed objects; [`apps`]: app sessions, their
 //!   trackers, tokens, share handlers and coalescing event mailboxes; [`dispatch`]: app
 //!   tokens, startup and private objects, offering shares to apps; [`share`]: `ShareActor`,
@@ -40,6 +42,7 @@
 
 pub mod account;
 pub mod account_actor;
+pub mod account_lag;
 pub mod api;
 pub mod apps;
 pub mod arbiters;
