@@ -163,9 +163,17 @@ pub async fn commit(
     }
     core.vault.flush().await?;
     let local = async {
-        for o in &objects {
-            core.ingest(o.clone()).await?;
-        }
+        // One trip to the blocking pool for all of them, and no second RSA verify of the
+        // signatures we just made (`Archive::publish_own`).
+        let archive = core.archive.clone();
+        let own = core.fingerprint();
+        tokio::task::spawn_blocking(move || {
+            objects
+                .iter()
+                .try_for_each(|o| archive.publish_own(o, &own).map(drop))
+        })
+        .await
+        .map_err(|e| PersistError::Storage(format!("ingest task failed: {e}")))??;
         core.archive.sync().await?;
         Ok::<(), DaemonError>(())
     };
