@@ -16,7 +16,7 @@
 //! - [`arbiters`]: the actix system thread and arbiters the actors run on.
 //! - [`object`]: `ObjectActor`, one actix actor per live object (push coalescing, pull,
 //!   freeze, hold, delete); [`push`]: its frame pipeline (build, sign both signatures at
-//!   once, commit in order); [`commit`]: making, loading, opening and committing objects;
+//!   once on [`golix_worker`]'s `SyncArbiter`, commit in order); [`commit`]: making, loading, opening and committing objects;
 //!   [`content`]: the app plaintext framing and the ratchet walk.
 //! - [`remote_actor`]: `RemoteActor`, one supervised actix actor per remote (connection,
 //!   restart with backoff and failover, subscriptions, outbox replay, catch-up); [`remote`]:
@@ -55,6 +55,7 @@ pub mod dispatch;
 pub mod drain;
 pub mod error;
 pub mod gc;
+pub mod golix_worker;
 pub mod limits;
 pub mod link_state;
 pub mod object;

@@ -1,6 +1,6 @@
 //! The push pipeline of one object: each push becomes a [`PushJob`] that builds the next
 //! secret, container and frame, signs the container and the frame at once (two RSA
-//! signatures on two blocking threads), and commits them.
+//! signatures on two threads of the signing pool, [`super::golix_worker`]), and commits them.
 //!
 //! Owns: [`PushJob`], [`Tip`] and the links between successive jobs ([`After`]). Neither a
 //! container's address nor a frame's covers its signature (docs/golix.md), so a frame can point
@@ -10,8 +10,8 @@
 //! predecessor is durable; when the predecessor fails, the job is [`Pushed::Dropped`] before
 //! it writes anything, and the actor queues its pushes again.
 //!
-//! Calls: [`super::commit`] (signing helpers, the local commit, the target vector length),
-//! `golix`, [`super::content`]. Used by `ObjectActor`.
+//! Calls: [`super::commit`] (the local commit, the target vector length),
+//! [`super::golix_worker`] (signatures), `golix`, [`super::content`]. Used by `ObjectActor`.
 
 use tokio::sync::oneshot;
 
@@ -20,6 +20,7 @@ use super::commit::{self, Committed, Loaded};
 use super::content;
 use super::daemon_core::{DaemonCore, SecretRecord};
 use super::error::DaemonError;
+use super::golix_worker;
 use crate::golix::{FirstParty, Geoc, Ghid, Gobd, Secret};
 use crate::persist::PersistError;
 
@@ -173,19 +174,17 @@ async fn build(
     commit::sign(core, make).await
 }
 
-/// Signs the container and the frame at once.
+/// Signs the container and the frame at once, on the signing pool.
 async fn sign(core: &DaemonCore, built: Built) -> Result<Built, DaemonError> {
     let Built {
-        mut geoc,
-        mut frame,
+        geoc,
+        frame,
         secret,
     } = built;
-    let (geoc, frame) = commit::sign_both(
-        core,
-        move |id| id.sign_container(&mut geoc).map(|()| geoc),
-        move |id| id.sign_frame(&mut frame).map(|()| frame),
-    )
-    .await?;
+    let (geoc, frame) = tokio::try_join!(
+        golix_worker::sign_container(core.identity.clone(), geoc),
+        golix_worker::sign_frame(core.identity.clone(), frame),
+    )?;
     Ok(Built {
         geoc,
         frame,
