@@ -584,7 +584,8 @@ fn run_daemon(ctx: &mut Ctx, n: usize, mode: Mode) -> Result<RunResult, String> 
     let label = format!("daemon N={n} {}", mode.name());
     let followed = follow(ctx, &label, n, &shared, publisher, &[]);
     let (w0, w1) = &followed.window;
-    let publisher_cpu_s = daemons[0].threads.cpu_s(w0, w1);
+    // The signing pool (`actors::golix_worker`) is the process's; only daemon 0 pushes.
+    let publisher_cpu_s = daemons[0].threads.and_named("hgx-golix-sign").cpu_s(w0, w1);
     let receiver_cpu_s = daemons.get(1).map(|d| d.threads.cpu_s(w0, w1));
     let upstream = followed
         .report

@@ -95,6 +95,8 @@ pub fn threads() -> HashMap<u64, String> {
 pub struct ThreadSet {
     pub name: String,
     pub tids: HashSet<u64>,
+    /// Further thread names counted as this daemon's.
+    pub also: Vec<String>,
 }
 
 impl ThreadSet {
@@ -113,7 +115,15 @@ impl ThreadSet {
         ThreadSet {
             name: name.to_owned(),
             tids,
+            also: Vec::new(),
         }
+    }
+
+    /// These threads and every thread named `name`.
+    pub fn and_named(&self, name: &str) -> ThreadSet {
+        let mut s = self.clone();
+        s.also.push(name.to_owned());
+        s
     }
 
     /// CPU seconds of these threads between two snapshots (threads that ended meanwhile are
@@ -122,7 +132,9 @@ impl ThreadSet {
         let ticks: u64 = b
             .threads
             .iter()
-            .filter(|(tid, (n, _))| self.tids.contains(tid) || *n == self.name)
+            .filter(|(tid, (n, _))| {
+                self.tids.contains(tid) || *n == self.name || self.also.contains(n)
+            })
             .map(|(tid, (_, t1))| t1.saturating_sub(a.threads.get(tid).map_or(0, |x| x.1)))
             .sum();
         ticks as f64 / hz()
