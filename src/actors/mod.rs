@@ -16,7 +16,8 @@
 //! - [`arbiters`]: the actix system thread and arbiters the actors run on.
 //! - [`object`]: `ObjectActor`, one actix actor per live object (push coalescing, pull,
 //!   freeze, hold, delete); [`push`]: its frame pipeline (build, sign both signatures at
-//!   once on [`golix_worker`]'s `SyncArbiter`, commit in order); [`commit`]: making, loading, opening and committing objects;
+//!   once on [`golix_worker`]'s `SyncArbiter`, commit in order); [`commit`]: making,
+//!   loading, opening and committing objects;
 //!   [`content`]: the app plaintext framing and the ratchet walk.
 //! - [`remote_actor`]: `RemoteActor`, one supervised actix actor per remote (connection,
 //!   restart with backoff and failover, subscriptions, outbox replay, catch-up); [`remote`]:
