@@ -9,30 +9,40 @@
 //! it was sent for longer than that, even one the server already gave up on and that only
 //! waits for its last bytes to drain.
 //!
+//! The connection's socket, borrowed ([`ConnSocket`]): what `on_connect` sees of an accepted
+//! connection is kept in the connection's data, **without a second file descriptor** (a
+//! persister at 10,000 connections must not need 20,000). The descriptor stays actix's; we
+//! use it only while the connection's data lives. actix-http's HTTP/1 dispatcher drops the
+//! connection's data (its own reference, and the request's with the service's state) before
+//! it drops — closes — the socket, and the value `on_connect` stored revokes every clone's
+//! use when dropped. Every use holds a shared lock that the revocation takes exclusively, so
+//! none overlaps the close, and none can reach a descriptor number reused by another
+//! connection. (The HTTP/2 dispatcher drops the socket first; nothing uses the handle on
+//! HTTP/2 — websockets and their end of reading are HTTP/1 only.)
 //!
 //! Ending a connection: once a websocket session is over (close handshake done, last frame
 //! handed to the HTTP layer), actix keeps the TCP connection until the peer closes its side —
 //! and a well-behaved websocket client waits for the server to close first (RFC 6455 §7.1.1),
-//! so both wait (seen: never, or until the client's own timeout). A [`TappedBody`] with [`EndReading`] wraps such a
-//! response body: when it ends, it shuts the *reading* side of the socket ([`ConnSocket`],
-//! a duplicate of the accepted socket taken in `on_connect`), which the HTTP layer sees as
-//! the peer's end of input: it then writes what it still holds and closes (FIN) at once.
+//! so both wait (seen: never, or until the client's own timeout). A [`TappedBody`] with
+//! [`EndReading`] wraps such a response body: when it ends, it shuts the *reading* side of
+//! the socket ([`ConnSocket::end_reading`]), which the HTTP layer sees as the peer's end of
+//! input: it then writes what it still holds and closes (FIN) at once.
 //!
 //! Owns: socket creation and options, the per-connection socket handle. Calls: nothing of
 //! ours (socket2, libc).
 
 use std::any::Any;
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use actix_web::body::{BodySize, MessageBody};
 use bytes::Bytes;
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 /// A listening TCP socket on `addr` (`SO_REUSEADDR`, `backlog`) whose accepted connections
 /// time out when sent data stays unacknowledged for `send_timeout`.
@@ -57,19 +67,45 @@ pub fn send_timeout_of(stream: &impl std::os::fd::AsFd) -> io::Result<Option<Dur
     socket.tcp_user_timeout()
 }
 
-/// A duplicate of one accepted connection's socket (kept in the connection's data by
-/// `on_connect`). Held only by things that live inside the connection (its response body), so
-/// it never keeps a socket open after the HTTP layer has dropped it.
-#[derive(Clone)]
+/// One accepted connection's socket, borrowed from the HTTP layer that owns it (see the
+/// module docs). The value [`ConnSocket::of`] returns belongs in the connection's data
+/// (`on_connect`); clones of it (what handlers take from `conn_data`) may outlive the
+/// connection, but once that value is dropped every use fails with `NotConnected`.
 pub struct ConnSocket {
-    fd: Arc<OwnedFd>,
+    shared: Arc<Borrowed>,
     /// Plain TCP (no TLS layer between the HTTP layer and the socket).
     plain: bool,
+    /// The value in the connection's data: dropping it ends the borrow.
+    lender: bool,
+}
+
+struct Borrowed {
+    /// The descriptor, until the connection's data is dropped.
+    fd: RwLock<Option<RawFd>>,
+}
+
+impl Clone for ConnSocket {
+    /// Another user of the same borrow (not a lender: dropping it ends nothing).
+    fn clone(&self) -> ConnSocket {
+        ConnSocket {
+            shared: self.shared.clone(),
+            plain: self.plain,
+            lender: false,
+        }
+    }
+}
+
+impl Drop for ConnSocket {
+    fn drop(&mut self) {
+        if self.lender {
+            *self.shared.fd.write().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+    }
 }
 
 impl ConnSocket {
     /// The socket of an accepted connection as actix's `on_connect` hands it over (plain TCP
-    /// or rustls); `None` for anything else.
+    /// or rustls); `None` for anything else. Store it in the connection's data.
     pub fn of(io: &dyn Any) -> Option<ConnSocket> {
         use actix_tls::accept::rustls_0_23::TlsStream;
         use actix_web::rt::net::TcpStream;
@@ -80,25 +116,52 @@ impl ConnSocket {
                 false,
             ),
         };
-        tcp.as_fd().try_clone_to_owned().ok().map(|fd| ConnSocket {
-            fd: Arc::new(fd),
+        Some(ConnSocket {
+            shared: Arc::new(Borrowed {
+                fd: RwLock::new(Some(tcp.as_raw_fd())),
+            }),
             plain,
+            lender: true,
         })
     }
 
-    /// The socket itself when bytes written to it reach the peer as they are (plain TCP,
-    /// not TLS): what the persister's direct writer needs.
-    pub fn plain_fd(&self) -> Option<Arc<OwnedFd>> {
-        self.plain.then(|| self.fd.clone())
+    /// A handle on the socket when bytes written to it reach the peer as they are (plain
+    /// TCP, not TLS): what the persister's direct writer needs.
+    pub fn plain(&self) -> Option<ConnSocket> {
+        self.plain.then(|| self.clone())
+    }
+
+    /// Runs `f` on the descriptor while the connection holds it; `NotConnected` after.
+    fn with_fd<R>(&self, f: impl FnOnce(BorrowedFd<'_>) -> io::Result<R>) -> io::Result<R> {
+        let fd = self.shared.fd.read().unwrap_or_else(|e| e.into_inner());
+        match *fd {
+            // SAFETY: the descriptor is open while the lock is held (module docs).
+            Some(raw) => f(unsafe { BorrowedFd::borrow_raw(raw) }),
+            None => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    /// One vectored `sendmsg` (never blocks: the socket is non-blocking; a peer that is gone
+    /// is an error, not a SIGPIPE).
+    pub fn send_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.with_fd(|fd| SockRef::from(&fd).send_vectored_with_flags(bufs, libc::MSG_NOSIGNAL))
+    }
+
+    /// A second descriptor for the socket, for as long as the caller needs one (to wait for
+    /// writability in a reactor that already has the first).
+    pub fn duplicate(&self) -> io::Result<OwnedFd> {
+        self.with_fd(|fd| fd.try_clone_to_owned())
+    }
+
+    /// Shuts the socket down both ways (FIN to the peer, end of input to the HTTP layer).
+    pub fn shutdown(&self) {
+        let _ = self.with_fd(|fd| SockRef::from(&fd).shutdown(std::net::Shutdown::Both));
     }
 
     /// Ends reading: the HTTP layer sees the end of the peer's input, writes what it still
     /// holds, and closes the connection.
     pub fn end_reading(&self) {
-        // SAFETY: the fd is owned by `self` and open; shutdown does not close it.
-        unsafe {
-            libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_RD);
-        }
+        let _ = self.with_fd(|fd| SockRef::from(&fd).shutdown(std::net::Shutdown::Read));
     }
 }
 

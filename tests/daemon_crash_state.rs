@@ -13,7 +13,7 @@ mod daemon_support;
 
 use daemon_support::*;
 use hypergolix::actors::account::{vault_key, Account};
-use hypergolix::actors::outbox::Outbox;
+use hypergolix::actors::publish_queue::PublishQueue;
 use hypergolix::actors::vault::Vault;
 use hypergolix::golix::{Geoc, Gobd};
 
@@ -172,7 +172,7 @@ async fn a_root_frame_queued_without_its_container_is_never_stored() {
         let (_, frame, _container) = next_root(&archive, &account.0);
         let db = retry_open(|| sled::open(dir.path().join("state"))).await;
         let vault = Vault::open(&db, "daemon", &vault_key(&secret(1, PASSWORD))).unwrap();
-        let outbox = Outbox::open(vault.clone(), std::slice::from_ref(&url)).unwrap();
+        let outbox = PublishQueue::open(vault.clone(), std::slice::from_ref(&url)).unwrap();
         outbox.enqueue(&[frame]).unwrap();
         vault.flush().await.unwrap();
     }

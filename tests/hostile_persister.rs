@@ -652,42 +652,101 @@ async fn auth_is_refused_unless_it_answers_this_connections_challenge() {
 }
 
 /// Mail re-delivered at subscribe must not get its recipient dropped as slow when live
-/// requests arrive meanwhile. Shown with a small outbound queue (16) and 200 stored
-/// requests: re-delivery fills the queue (it waits for room), so one live request overflows
-/// it and the recipient is dropped, at every reconnection. With the defaults (queue 4096,
-/// at most 1024 stored requests per recipient) re-delivery alone cannot fill the queue.
+/// requests arrive meanwhile. The recipient's socket is full (a 4 KiB receive buffer, not
+/// read while 5,000 stored requests, ~3.7 MiB, are re-delivered; the socket buffers took
+/// ~3,400 of them in our runs), so the server's send queue (16 here) takes the rest:
+/// re-delivery may fill only half of it and waits for room, so the live requests that arrive
+/// meanwhile fit the other half. (With a recipient that reads, write-through never queues
+/// anything and the limit is not exercised.) Before that limit re-delivery
+/// filled the whole queue and the first live request overflowed it: the recipient was
+/// dropped at every reconnection. With the defaults (queue 4096, at most 1024 stored requests
+/// per recipient) re-delivery alone cannot fill the queue.
 #[actix_rt::test]
 async fn redelivered_mail_does_not_get_the_recipient_dropped() {
-    // One anonymous sender may fill the mailbox here: this is about the queue.
-    let mut p = Persister::spawn("  outbound_queue: 16\n  max_requests_per_sender: 1024\n");
+    const STORED: u64 = 5000;
+    const LIVE: u64 = 4;
+    let mut p = Persister::spawn(
+        "  outbound_queue: 16\n  max_requests_per_sender: 6000\n  max_requests_per_recipient: 6000\n",
+    );
     let (a, b, base, rss) = prepared(&p).await;
-    let honest_mail = base.items[6].2.clone();
     let (spammer, _srx) = connect(&p.ws_url()).await;
-    spam(spammer.clone(), b.ghid(), 0, 600).await;
-    // Live spam in pipelined bursts of 32 from 4 connections.
-    let mut live = Vec::new();
-    for k in 0..4u64 {
-        let (s, _) = connect(&p.ws_url()).await;
-        let bg = b.ghid();
-        live.push(actix_rt::spawn(async move {
-            for burst in 0..3u64 {
-                let from = 1000 + k * 1000 + burst * 32;
-                futures_util::future::join_all((from..from + 32).map(|i| {
-                    let (s, g) = (s.clone(), junk_garq(bg, i).encode());
-                    async move { s.publish(&g).await }
-                }))
-                .await;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }));
+    let chunks = (0..8).map(|k| {
+        spam(
+            spammer.clone(),
+            b.ghid(),
+            k * STORED / 8,
+            (k + 1) * STORED / 8,
+        )
+    });
+    let stored: usize = futures_util::future::join_all(chunks)
+        .await
+        .iter()
+        .map(|(s, full)| {
+            assert_eq!(*full, 0);
+            s
+        })
+        .sum();
+    assert_eq!(stored, STORED as usize);
+
+    let mut recipient = RawWs::connect_with(p.addr, Some(4096)).await;
+    assert!(
+        recipient
+            .request(1, "subscribe", args::ByGhid { ghid: b.ghid() })
+            .await
+    );
+    // Not read: re-delivery fills the socket, then its half of the send queue.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        spam(spammer.clone(), b.ghid(), STORED, STORED + LIVE).await,
+        (LIVE as usize, 0)
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let mut got = std::collections::HashSet::new();
+    let mut subscribed = false;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // The stored junk, the live junk and the baseline's honest request.
+    while !subscribed || got.len() < (STORED + LIVE + 1) as usize {
+        assert!(
+            Instant::now() < deadline,
+            "all mail within 60 s: {}",
+            got.len()
+        );
+        match recipient.recv(WAIT).await {
+            WsIn::Binary(bytes) => match Incoming::decode(&bytes).expect("a server message") {
+                Incoming::Notify { object, .. } => {
+                    got.insert(object);
+                }
+                Incoming::Ok { id, .. } if id == rmpv::Value::from(1) => subscribed = true,
+                other => panic!("unexpected {other:?}"),
+            },
+            WsIn::Ping | WsIn::Pong => {}
+            other => panic!(
+                "the recipient was dropped after {} requests: {other:?}",
+                got.len()
+            ),
+        }
     }
-    for _ in 0..3 {
-        collect_mail(&p.ws_url(), b.ghid(), 601, &honest_mail).await;
+    assert!(got.contains(&base.items[6].2), "the honest request");
+    // Still connected: the ping's answer comes (after any duplicate a live request that was
+    // also re-delivered may still have queued).
+    assert!(recipient.request(2, "ping", ()).await);
+    loop {
+        match recipient.reply().await {
+            Incoming::Notify { object, .. } => assert!(got.contains(&object), "known mail"),
+            Incoming::Ok { id, .. } if id == rmpv::Value::from(2) => break,
+            other => panic!("expected the ping reply, got {other:?}"),
+        }
     }
-    for l in live {
-        l.await.unwrap();
-    }
-    survived(&mut p, "re-delivery under live spam", &a, &base, rss, 128).await;
+    survived(
+        &mut p,
+        "re-delivery into a full socket",
+        &a,
+        &base,
+        rss,
+        128,
+    )
+    .await;
 }
 
 // ---- transport-level abuse -----------------------------------------------------------------

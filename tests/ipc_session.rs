@@ -6,7 +6,7 @@ mod ipc_mock;
 
 use std::time::{Duration, Instant};
 
-use hypergolix::actors::api::AppEvent;
+use hypergolix::actors::api::{AppEvent, ObjectView};
 use hypergolix::golix::{Algo, Ghid};
 use hypergolix::ipc::CapabilityToken;
 use ipc_mock::*;
@@ -492,5 +492,57 @@ async fn strangers_cannot_send_big_messages_before_hello() {
             .map(<[u8]>::len),
         Some(1 << 20)
     );
+    server.stop(true).await;
+}
+
+#[actix_rt::test]
+async fn an_app_that_leaves_its_events_unread_is_closed_at_its_inbox_bound() {
+    let logs = LogCapture::default();
+    let log = slog::Logger::root(slog::Fuse(logs.clone()), slog::o!());
+    let daemon = MemDaemon::default();
+    let (server, token) = start_with(daemon.clone(), |c| c.log = log).await;
+    let (mut c, _) = RawConn::hello(&server.url(), &token).await;
+    let app = daemon.connected()[0];
+    // 1 MiB states of distinct objects (nothing coalesces), and the app reads nothing: the
+    // session hands 32 MiB to the writer, then the inbox keeps up to 64 MiB, then closes.
+    const SENT: u8 = 200;
+    let state = vec![7u8; 1 << 20];
+    for n in 0..SENT {
+        let ghid = Ghid::new(Algo::SHA512, [n; 64]);
+        let view = ObjectView {
+            ghid,
+            author: ghid,
+            api_id: None,
+            dynamic: true,
+            private: false,
+            state: state.clone(),
+        };
+        assert!(daemon.inject(app, AppEvent::Update(view)));
+    }
+    let closed_inbox = |lines: &[String]| {
+        lines
+            .iter()
+            .any(|l| l.contains("app does not read its events; closing its inbox"))
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !closed_inbox(&logs.lines()) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(closed_inbox(&logs.lines()), "{:#?}", logs.lines());
+    // The app reads again: what the session had handed over, then the close.
+    let seen = c.expect_closed().await;
+    assert!(
+        !seen.is_empty() && seen.len() < SENT as usize,
+        "{} events before the close",
+        seen.len()
+    );
+    assert!(seen
+        .iter()
+        .all(|e| get(e, "event").as_str() == Some("update")));
+    daemon.wait_disconnected(app).await;
+    assert!(logs
+        .lines()
+        .iter()
+        .any(|l| l.contains("app did not read its events; closing")));
     server.stop(true).await;
 }

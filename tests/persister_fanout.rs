@@ -398,3 +398,56 @@ async fn a_full_socket_falls_back_to_the_queue_and_catches_up_in_order() {
     fast.close();
     publisher.close();
 }
+
+/// One file descriptor per connection (issue 17: at N = 10,000 a child persister held two per
+/// connection — the socket and a duplicate for the direct writer — and ran out at the
+/// 20,000 fd limit). K subscribers connected, subscribed and served a notification each on a
+/// real `hgx-persister`: its fds grow by K (plus a few for its own use), not 2 K, and go
+/// back down once they are gone.
+#[actix_rt::test]
+async fn each_connection_holds_one_file_descriptor() {
+    use persister_attack_support::Persister;
+    const K: usize = 60;
+
+    let p = Persister::spawn("  workers: 1\n");
+    let (a, frames, containers) = presign(1);
+    let dynamic = frames[0].dynamic;
+    let (publisher, _prx) = PersisterClient::connect(&p.ws_url()).await.unwrap();
+    publisher.publish(&a.gidc().encode()).await.unwrap();
+    let before = p.open_fds();
+
+    let mut subs = Vec::with_capacity(K);
+    for _ in 0..K {
+        let (c, rx) = PersisterClient::connect(&p.ws_url()).await.unwrap();
+        c.subscribe(&dynamic).await.unwrap();
+        subs.push((c, rx));
+    }
+    publisher.publish(&frames[0].encode()).await.unwrap();
+    publisher.publish(&containers[0].encode()).await.unwrap();
+    for (_, rx) in &mut subs {
+        let n = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("every subscriber is served")
+            .expect("a notification");
+        assert_eq!(n.subscription, dynamic);
+    }
+    let with = p.open_fds();
+    let per_connection = (with - before) as f64 / K as f64;
+    println!("{K} connections: {before} -> {with} fds ({per_connection:.2} per connection)");
+    assert!(
+        with - before < K + K / 2,
+        "{K} connections took {} fds ({per_connection:.2} each): the socket is duplicated",
+        with - before
+    );
+
+    for (c, _) in &subs {
+        c.close();
+    }
+    drop(subs);
+    let after = p.wait_fds_at_most(before, Duration::from_secs(10)).await;
+    assert!(
+        after <= before,
+        "fds after the subscribers left: {after} (before: {before})"
+    );
+    publisher.close();
+}

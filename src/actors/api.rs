@@ -1,5 +1,5 @@
-//! The types the daemon core and the IPC layer share: how an app is named, what an object
-//! looks like to an app, and the events pushed to apps. The IPC layer turns these into wire
+//! The types the daemon and the IPC layer share: how an app is named, what an object looks
+//! like to an app, and the events pushed to apps. The IPC layer turns these into wire
 //! messages; the actors produce and consume them. No behaviour lives here.
 
 use crate::golix::Ghid;
@@ -28,8 +28,11 @@ pub struct ObjectView {
     pub state: Vec<u8>,
 }
 
-/// Pushed from the daemon to one app session.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Pushed from the daemon to one app session (a message to its [`AppInbox`]).
+///
+/// [`AppInbox`]: super::inbox::AppInbox
+#[derive(Debug, Clone, PartialEq, Eq, actix::Message)]
+#[rtype(result = "()")]
 pub enum AppEvent {
     /// A tracked object has new state from upstream (never sent to the app that pushed it).
     Update(ObjectView),

@@ -3,19 +3,18 @@
 //! per app. Tokens and share handlers live as long as the session (as in the Python
 //! reference); what persists (known tokens, startup and private objects) is in the account.
 //!
-//! Owns: the `AppId` counter, per-app tracked-object sets, tokens and share handlers, and a
-//! forwarder task per app that
-//! moves events into the app's bounded `mpsc::Sender<AppEvent>`. When that channel is full the
-//! forwarder keeps at most one pending `Update` per ghid (latest wins, in first-arrival order),
-//! so a slow app never grows memory without bound and never loses an object's final state.
-//! Calls: nothing of ours; `ObjectActor`s and the daemon handle call it. A read-mostly
-//! registry behind a std `Mutex` (held only for map operations, never across an await).
+//! Owns: the `AppId` counter, per-app tracked-object sets, tokens and share handlers, and
+//! each app's `Recipient<AppEvent>`: its session's [`AppInbox`](super::inbox::AppInbox),
+//! which coalesces an object's updates while the app is slow and is bounded. Sending never
+//! waits (`do_send`). Calls: each app's inbox. Used by `ObjectActor`s, the share actor,
+//! `dispatch`, the remote drains and `DaemonHandle`. A read-mostly registry behind a std
+//! `Mutex` (held only for map operations, never across an await).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use tokio::sync::mpsc;
+use actix::Recipient;
 
 use super::api::{AppEvent, AppId, AppToken};
 use super::error::DaemonError;
@@ -29,7 +28,7 @@ pub struct AppRegistry {
 }
 
 struct AppEntry {
-    mailbox: mpsc::UnboundedSender<AppEvent>,
+    inbox: Recipient<AppEvent>,
     tracked: HashSet<Ghid>,
     /// Set once per session by `register_token`.
     token: Option<AppToken>,
@@ -38,13 +37,11 @@ struct AppEntry {
 }
 
 impl AppRegistry {
-    /// Registers an app whose events go to `events`; starts its forwarder task.
-    pub fn connect(&self, events: mpsc::Sender<AppEvent>) -> AppId {
+    /// Registers an app whose events go to `inbox`.
+    pub fn connect(&self, inbox: Recipient<AppEvent>) -> AppId {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(forward(rx, events));
         let entry = AppEntry {
-            mailbox: tx,
+            inbox,
             tracked: HashSet::new(),
             token: None,
             handlers: HashSet::new(),
@@ -100,10 +97,10 @@ impl AppRegistry {
         }
     }
 
-    /// Queues `event` for `app` (dropped if the app is gone).
+    /// Queues `event` for `app` without waiting (dropped if the app is gone).
     pub fn send(&self, app: AppId, event: AppEvent) {
         if let Some(e) = self.lock().get(&app) {
-            let _ = e.mailbox.send(event);
+            e.inbox.do_send(event);
         }
     }
 
@@ -185,103 +182,20 @@ impl AppRegistry {
     }
 }
 
-/// Events waiting for room in the app's channel. Updates coalesce per ghid.
-#[derive(Default)]
-struct Pending {
-    order: VecDeque<Slot>,
-    updates: HashMap<Ghid, AppEvent>,
-}
-
-enum Slot {
-    /// The latest update of this ghid lives in `updates`.
-    Update(Ghid),
-    Other(AppEvent),
-}
-
-impl Pending {
-    fn push(&mut self, event: AppEvent) {
-        match event {
-            AppEvent::Update(view) => {
-                let ghid = view.ghid;
-                if self.updates.insert(ghid, AppEvent::Update(view)).is_none() {
-                    self.order.push_back(Slot::Update(ghid));
-                }
-            }
-            other => self.order.push_back(Slot::Other(other)),
-        }
-    }
-
-    fn pop(&mut self) -> Option<AppEvent> {
-        loop {
-            match self.order.pop_front()? {
-                Slot::Other(e) => return Some(e),
-                Slot::Update(g) => {
-                    if let Some(e) = self.updates.remove(&g) {
-                        return Some(e);
-                    }
-                }
-            }
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.order.is_empty()
-    }
-}
-
-/// Moves events from `rx` to `out`, coalescing while `out` is full. Ends when either side
-/// closes (after delivering what it can).
-async fn forward(mut rx: mpsc::UnboundedReceiver<AppEvent>, out: mpsc::Sender<AppEvent>) {
-    let mut pending = Pending::default();
-    let mut input_open = true;
-    loop {
-        if pending.is_empty() {
-            if !input_open {
-                return;
-            }
-            match rx.recv().await {
-                Some(e) => pending.push(e),
-                None => return,
-            }
-            continue;
-        }
-        tokio::select! {
-            permit = out.reserve() => {
-                let Ok(permit) = permit else { return };
-                if let Some(e) = pending.pop() {
-                    permit.send(e);
-                }
-            }
-            got = rx.recv(), if input_open => match got {
-                Some(e) => pending.push(e),
-                None => input_open = false,
-            },
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::actors::api::ObjectView;
+    use crate::actors::inbox::Inbox;
     use crate::golix::Algo;
 
-    fn view(ghid: Ghid, state: u8) -> AppEvent {
-        AppEvent::Update(ObjectView {
-            ghid,
-            author: ghid,
-            api_id: None,
-            dynamic: true,
-            private: false,
-            state: vec![state],
-        })
+    fn inbox() -> Recipient<AppEvent> {
+        Inbox::start(crate::logging::discard()).recipient()
     }
 
-    #[tokio::test]
+    #[actix_rt::test]
     async fn tokens_bind_once_per_session_and_per_live_session() {
         let reg = AppRegistry::default();
-        let (tx, _rx) = mpsc::channel(1);
-        let (a, b) = (reg.connect(tx.clone()), reg.connect(tx));
+        let (a, b) = (reg.connect(inbox()), reg.connect(inbox()));
         reg.set_token(a, [1; 16]).unwrap();
         assert!(matches!(
             reg.set_token(a, [2; 16]),
@@ -297,11 +211,10 @@ mod tests {
         assert_eq!(reg.token(b), Some([1; 16]));
     }
 
-    #[tokio::test]
+    #[actix_rt::test]
     async fn share_handlers_are_per_session() {
         let reg = AppRegistry::default();
-        let (tx, _rx) = mpsc::channel(1);
-        let (a, b) = (reg.connect(tx.clone()), reg.connect(tx));
+        let (a, b) = (reg.connect(inbox()), reg.connect(inbox()));
         let api = Ghid::new(Algo::DUMMY, [3; 64]);
         assert!(reg.add_handler(b, api) && reg.add_handler(a, api));
         assert_eq!(reg.handlers(&api), vec![a, b]);
@@ -310,36 +223,5 @@ mod tests {
         reg.disconnect(b);
         assert!(reg.handlers(&api).is_empty());
         assert!(!reg.add_handler(b, api));
-    }
-
-    #[tokio::test]
-    async fn full_channel_coalesces_updates_and_keeps_the_latest() {
-        let reg = AppRegistry::default();
-        let (tx, mut rx) = mpsc::channel(1);
-        let app = reg.connect(tx);
-        let (a, b) = (
-            Ghid::pseudorandom(Algo::SHA512),
-            Ghid::pseudorandom(Algo::SHA512),
-        );
-        for i in 0..100u8 {
-            reg.send(app, view(a, i));
-            reg.send(app, view(b, i));
-        }
-        reg.send(app, AppEvent::Delete(b));
-        // Give the forwarder time to drain the unbounded side while the channel is full.
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        let mut got = Vec::new();
-        while let Ok(Some(e)) =
-            tokio::time::timeout(std::time::Duration::from_millis(100), rx.recv()).await
-        {
-            got.push(e);
-        }
-        assert!(got.len() <= 6, "coalesced: {}", got.len());
-        let last_a = got.iter().rev().find_map(|e| match e {
-            AppEvent::Update(v) if v.ghid == a => Some(v.state[0]),
-            _ => None,
-        });
-        assert_eq!(last_a, Some(99));
-        assert_eq!(got.last(), Some(&AppEvent::Delete(b)));
     }
 }

@@ -5,21 +5,39 @@
 //! shutdown; every actor on them is dropped by the time it returns). The daemon may run under
 //! a plain tokio runtime (tests, embedders) that has no actix system, so it brings its own.
 //! Actors only decide here: their Golix work, sled I/O and commits run on the daemon's tokio
-//! runtime ([`super::daemon_core::DaemonCore::runtime`]), off these threads.
+//! runtime ([`super::local::Local::runtime`]), off these threads. [`Arbiters`] is the
+//! non-owning round-robin view of those threads that start-up code and the object registry
+//! use to place new actors; only `DaemonHandle` holds the [`ActorThreads`] themselves.
 //!
-//! Calls: `actix_rt`. Used by `DaemonCore` (whose actors start here) and `DaemonHandle`.
+//! Calls: `actix_rt`. Used by `boot` (every actor starts here), the object registry and
+//! `DaemonHandle` (stop).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use actix_rt::{Arbiter, ArbiterHandle, System};
 
 /// The actix system of one daemon and its arbiters.
 pub struct ActorThreads {
     system: System,
-    arbiters: Vec<ArbiterHandle>,
-    next: AtomicUsize,
+    arbiters: Arbiters,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// Where new actors start: the daemon's arbiters, round robin. Cheap to clone; holding it
+/// does not keep the threads running.
+#[derive(Clone)]
+pub struct Arbiters {
+    handles: Arc<[ArbiterHandle]>,
+    next: Arc<AtomicUsize>,
+}
+
+impl Arbiters {
+    /// The arbiter the next actor starts on.
+    pub fn next(&self) -> ArbiterHandle {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
+        self.handles[i].clone()
+    }
 }
 
 impl ActorThreads {
@@ -45,16 +63,22 @@ impl ActorThreads {
             .map_err(|_| std::io::Error::other("the actor thread did not start"))?;
         Ok(ActorThreads {
             system,
-            arbiters,
-            next: AtomicUsize::new(0),
+            arbiters: Arbiters {
+                handles: arbiters.into(),
+                next: Arc::new(AtomicUsize::new(0)),
+            },
             thread: Mutex::new(Some(thread)),
         })
     }
 
     /// The arbiter the next actor starts on (round robin).
     pub fn next(&self) -> ArbiterHandle {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.arbiters.len();
-        self.arbiters[i].clone()
+        self.arbiters.next()
+    }
+
+    /// The arbiters, for code that starts actors later.
+    pub fn arbiters(&self) -> Arbiters {
+        self.arbiters.clone()
     }
 
     /// Stops every arbiter and waits until their threads, and the actors on them, are gone.

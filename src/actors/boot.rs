@@ -9,29 +9,34 @@
 //! A crash never locks the account out: a local root frame whose container is lost makes the
 //! login open a remote's root and continue after the local frame (see `find_root`).
 //!
-//! Owns: nothing after start. Calls: `Archive`, `Account`, `Vault`, `Outbox`, the persist
-//! client (through the remote `Connector`), and starts the account, GC, share and remote
-//! actors.
+//! Owns: nothing after start. Calls: `Archive`, `Account`, `Vault`, `PublishQueue`, the persist
+//! client (through the remote `Connector`). Builds the [`Local`] state and the [`Upstream`],
+//! starts the account, GC, share and remote actors, and wires them: each gets exactly the
+//! peers it talks to, as weak addresses or `Recipient`s, and the [`Daemon`] that
+//! `DaemonHandle` holds gets the owning addresses and the rest.
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::account::{vault_key, Account};
 use super::account_actor::AccountHandle;
 use super::apps::AppRegistry;
 use super::arbiters::{self, ActorThreads};
-use super::daemon::{DaemonOptions, Login};
-use super::daemon_core::{DaemonCore, Gate};
+use super::commit::Store;
+use super::daemon::{Daemon, DaemonOptions, Login};
 use super::error::DaemonError;
-use super::gc::GcHandle;
+use super::gc::{GcHandle, GcPeers, Liveness};
 use super::limits;
-use super::object::ObjectRegistry;
-use super::outbox::{self, Outbox};
+use super::local::{Gate, Local};
+use super::object::{ObjectPeers, ObjectRegistry};
+use super::publish_queue::{self, PublishQueue};
+use super::pull::Puller;
 use super::remote::{Connector, RemoteEntry, RemoteHandle, RemoteTarget};
-use super::remote_actor;
-use super::share::ShareHandle;
+use super::remote_actor::{self, RemotePeers};
+use super::share::{ShareHandle, SharePeers};
+use super::upstream::Upstream;
 use super::vault::Vault;
 use crate::golix::{Geoc, Ghid, Gobd, Object, Policy, SecondParty};
 use crate::persist::store::sled_gate;
@@ -45,7 +50,7 @@ const LOCK_WAIT: Duration = Duration::from_secs(5);
 const LOGIN_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Opens the storage, logs in, starts the actors.
-pub async fn boot(opts: DaemonOptions, log: slog::Logger) -> Result<Arc<DaemonCore>, DaemonError> {
+pub(super) async fn boot(opts: DaemonOptions, log: slog::Logger) -> Result<Daemon, DaemonError> {
     make_private_dir(&opts.ghidcache)?;
     let urls: Vec<String> = opts.remotes.iter().map(|r| r.url().to_owned()).collect();
     let objects = opts.ghidcache.join("objects");
@@ -105,44 +110,100 @@ pub async fn boot(opts: DaemonOptions, log: slog::Logger) -> Result<Arc<DaemonCo
         }
     };
     let vault = Vault::open_with_spill(&db, VAULT_TREE, &account.vault_key(), &large(&state))?;
-    let outbox = Outbox::open(vault.clone(), &urls)?;
+    let publish_queue = PublishQueue::open(vault.clone(), &urls)?;
 
     let mut remotes = Vec::with_capacity(opts.remotes.len());
     for (i, entry) in opts.remotes.into_iter().enumerate() {
         let max_object = limits::known(&vault, entry.url())?;
         remotes.push(RemoteHandle::new(entry, i, max_object));
     }
-    // The actors that answer to the core hold it weakly (it holds their addresses).
-    let core = Arc::new_cyclic(|weak| DaemonCore {
+    let upstream = Upstream::new(remotes);
+    let arbiters = threads.arbiters();
+    let local = Arc::new(Local {
         runtime: tokio::runtime::Handle::current(),
-        gc: GcHandle::start(&threads, weak.clone()),
+        arbiters: arbiters.clone(),
         identity: account.identity().clone(),
         user_id: account.user_id(),
-        account: AccountHandle::start(&threads, account, root_secret, weak.clone(), log.clone()),
         archive,
         vault,
-        outbox,
-        remotes: remotes.clone(),
-        apps: AppRegistry::default(),
-        objects: ObjectRegistry::default(),
-        share: ShareHandle::start(&threads, weak.clone()),
-        threads,
+        publish_queue,
         gate: Gate::default(),
         log: log.clone(),
     });
-    for handle in remotes {
-        remote_actor::start(core.clone(), connector.clone(), handle);
+    let (account_actor, account) = AccountHandle::start(
+        &arbiters,
+        account,
+        root_secret,
+        local.clone(),
+        upstream.clone(),
+    );
+    let store = Store {
+        local: local.clone(),
+        account,
+        upstream: upstream.clone(),
+    };
+    let apps = Arc::new(AppRegistry::default());
+    // Every link back to the registry is weak: it holds the object actors.
+    let objects = Arc::new(ObjectRegistry::default());
+    let gc = GcHandle::start(
+        &arbiters,
+        GcPeers {
+            local: local.clone(),
+            upstream: upstream.clone(),
+            account: store.account.clone(),
+            objects: Arc::downgrade(&objects) as Weak<dyn Liveness>,
+        },
+    );
+    let share_peers = SharePeers {
+        store: store.clone(),
+        apps: apps.clone(),
+        objects: Arc::downgrade(&objects),
+    };
+    let share = ShareHandle::start(&arbiters, share_peers.clone());
+    let puller = Puller {
+        store: store.clone(),
+        objects: Arc::downgrade(&objects),
+        gc: gc.deleted(),
+        share: share.incoming(),
+    };
+    let object_peers = ObjectPeers {
+        store: store.clone(),
+        apps: apps.clone(),
+        gc: gc.deleted(),
+    };
+    let mut remote_actors = Vec::new();
+    for handle in upstream.remotes() {
+        let peers = RemotePeers {
+            local: local.clone(),
+            apps: apps.clone(),
+            puller: puller.clone(),
+        };
+        let addr = remote_actor::start(&arbiters, peers, connector.clone(), handle.clone());
+        remote_actors.push(addr);
     }
-    for ghid in core.followed()? {
-        core.subscribe(ghid);
+    for ghid in local.followed()? {
+        upstream.subscribe(ghid);
     }
     if !created.is_empty() {
-        core.outbox.enqueue(&created)?;
-        core.vault.flush().await?;
+        local.publish_queue.enqueue(&created)?;
+        local.vault.flush().await?;
     }
-    slog::info!(log, "daemon started"; "fingerprint" => %core.fingerprint(), "user_id" => %core.user_id,
-        "remotes" => core.remotes.len());
-    Ok(core)
+    slog::info!(log, "daemon started"; "fingerprint" => %local.fingerprint(),
+        "user_id" => %local.user_id, "remotes" => upstream.remotes().len());
+    Ok(Daemon {
+        local,
+        store,
+        apps,
+        objects,
+        object_peers,
+        puller,
+        share_peers,
+        share,
+        gc,
+        _account_actor: account_actor,
+        remote_actors,
+        threads,
+    })
 }
 
 /// Ingests, in order, what the outbox holds (see [`commit::commit`](super::commit::commit)):
@@ -165,7 +226,7 @@ async fn finish_interrupted_commits(
     let Ok(vault) = Vault::open_with_spill(db, VAULT_TREE, &key, &large(state)) else {
         return;
     };
-    let Ok(entries) = outbox::pending_objects(&vault, remotes) else {
+    let Ok(entries) = publish_queue::pending_objects(&vault, remotes) else {
         return;
     };
     let queued: HashSet<Ghid> = entries
@@ -197,7 +258,7 @@ async fn finish_interrupted_commits(
     }
     if !torn.is_empty() {
         slog::warn!(log, "outbox frames without their container dropped"; "frames" => torn.len());
-        let dropped = outbox::discard(&vault, remotes, &torn);
+        let dropped = publish_queue::discard(&vault, remotes, &torn);
         if let Err(e) = async {
             dropped?;
             vault.flush().await

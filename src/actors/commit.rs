@@ -9,16 +9,70 @@
 //! restart and reaches the remotes. An object larger than a remote takes is refused first
 //! (`too_large`, see [`super::limits`]).
 //!
-//! Calls: `golix` (FirstParty), `DaemonCore` (archive, vault, outbox, account), [`content`].
-//! Used by `ObjectActor` and `DaemonHandle`.
+//! Every function takes the [`Store`] (local state, remotes, account) and nothing else.
+//!
+//! Calls: `golix` (FirstParty), [`Local`] (archive, vault), [`Upstream`] (fetches),
+//! [`durable::commit`], the `AccountActor` (records, lookups), [`content`]. Used by
+//! `ObjectActor`, `push`, `pull`, `dispatch`, `ShareActor` and `DaemonHandle`.
+
+use std::sync::Arc;
 
 use super::account::StoredSecret;
+use super::account_actor::{AccountHandle, CopyPrivate};
 use super::api::ObjectView;
 use super::content;
-use super::daemon_core::{DaemonCore, ObjectMeta, SecretRecord};
+use super::durable;
 use super::error::DaemonError;
+use super::local::{Local, ObjectMeta, SecretRecord};
+use super::upstream::Upstream;
 use crate::golix::{FirstParty, Geoc, Ghid, Gobd, Object, Policy, Secret, DEFAULT_LEGROOM};
-use crate::persist::PersistError;
+use crate::persist::{PersistError, Published};
+
+/// What loading, opening and committing objects needs: the local state, the remotes and
+/// the account (secrets it records, and looks up when this machine has none). Cheap to
+/// clone; no other actor is reachable through it.
+#[derive(Clone)]
+pub struct Store {
+    pub local: Arc<Local>,
+    pub upstream: Upstream,
+    pub account: AccountHandle,
+}
+
+impl Store {
+    pub fn fingerprint(&self) -> Ghid {
+        self.local.fingerprint()
+    }
+
+    /// `too_large` unless an object of `len` bytes fits every remote ([`super::limits`]).
+    pub fn check_fits(&self, len: usize, what: &str) -> Result<(), DaemonError> {
+        self.upstream.check_fits(len, what)
+    }
+
+    /// See [`Upstream::fetch`].
+    pub async fn fetch(&self, ghid: &Ghid) -> Option<Vec<u8>> {
+        self.upstream.fetch(ghid).await
+    }
+
+    /// See [`Upstream::ingest_fetched`].
+    pub async fn ingest_fetched(&self, bytes: Vec<u8>) -> Result<Published, DaemonError> {
+        self.upstream.ingest_fetched(&self.local, bytes).await
+    }
+
+    /// See [`Upstream::local_or_fetch`].
+    pub async fn local_or_fetch(&self, ghid: &Ghid) -> Result<Option<Vec<u8>>, DaemonError> {
+        self.upstream.local_or_fetch(&self.local, ghid).await
+    }
+
+    /// Our own new objects, committed durably ([`durable::commit`]).
+    pub async fn commit_local(&self, objects: Vec<Vec<u8>>) -> Result<(), DaemonError> {
+        durable::commit(&self.local, &self.upstream, objects, None).await
+    }
+
+    /// See [`Upstream::follow`].
+    pub fn follow(&self, ghid: Ghid) -> Result<(), DaemonError> {
+        self.upstream.follow(&self.local, ghid)
+    }
+}
 
 /// An object as its actor keeps it.
 #[derive(Clone)]
@@ -113,10 +167,10 @@ fn decode(bytes: &[u8]) -> Result<Object, DaemonError> {
 
 /// Runs `f` with our identity on the blocking pool (RSA signing, encrypting large states).
 pub(super) async fn sign<T: Send + 'static>(
-    core: &DaemonCore,
+    store: &Store,
     f: impl FnOnce(&FirstParty) -> Result<T, crate::golix::Error> + Send + 'static,
 ) -> Result<T, DaemonError> {
-    let identity = core.identity.clone();
+    let identity = store.local.identity.clone();
     tokio::task::spawn_blocking(move || f(&identity))
         .await
         .map_err(|e| DaemonError::Storage(format!("signing task failed: {e}")))?
@@ -126,87 +180,32 @@ pub(super) async fn sign<T: Send + 'static>(
 /// Runs `a` and `b` with our identity on two blocking threads at once: two RSA-4096
 /// signatures (about 2 ms each) in the time of one when both cores are free.
 pub(super) async fn sign_both<A: Send + 'static, B: Send + 'static>(
-    core: &DaemonCore,
+    store: &Store,
     a: impl FnOnce(&FirstParty) -> Result<A, crate::golix::Error> + Send + 'static,
     b: impl FnOnce(&FirstParty) -> Result<B, crate::golix::Error> + Send + 'static,
 ) -> Result<(A, B), DaemonError> {
-    let (a, b) = tokio::join!(sign(core, a), sign(core, b));
+    let (a, b) = tokio::join!(sign(store, a), sign(store, b));
     Ok((a?, b?))
-}
-
-/// Makes `objects` (queued for every remote, not yet shown to them) and `secret` durable in
-/// the vault, ingests the objects in order and syncs the archive, then releases them upstream.
-/// On a local refusal the queue entries and the secret are rolled back.
-pub async fn commit(
-    core: &DaemonCore,
-    objects: Vec<Vec<u8>>,
-    secret: Option<(Ghid, SecretRecord)>,
-) -> Result<(), DaemonError> {
-    // The outbox is the commit's write-ahead log. The local archive takes one object at a
-    // time and any concurrent sync may flush a binding without its container; so the objects
-    // (and the new secret) are made durable in the vault first, replayed into the archive at
-    // the next start if a crash cuts the commit short, and shown to the remotes only once the
-    // archive has them.
-    // Nothing is committed that a remote could not store (it would be acknowledged, then
-    // refused upstream): see `limits`.
-    for o in &objects {
-        let kind = String::from_utf8_lossy(o.get(..4).unwrap_or_default()).to_lowercase();
-        core.check_fits(o.len(), &format!("this {kind}"))?;
-    }
-    let restore = match &secret {
-        Some((ghid, _)) => Some((*ghid, core.secret(ghid)?)),
-        None => None,
-    };
-    let staged = core.outbox.stage(&objects)?;
-    if let Some((ghid, record)) = &secret {
-        core.put_secret(ghid, record)?;
-    }
-    core.vault.flush().await?;
-    let local = async {
-        // One trip to the blocking pool for all of them, and no second RSA verify of the
-        // signatures we just made (`Archive::publish_own`).
-        let archive = core.archive.clone();
-        let own = core.fingerprint();
-        tokio::task::spawn_blocking(move || {
-            objects
-                .iter()
-                .try_for_each(|o| archive.publish_own(o, &own).map(drop))
-        })
-        .await
-        .map_err(|e| PersistError::Storage(format!("ingest task failed: {e}")))??;
-        core.archive.sync().await?;
-        Ok::<(), DaemonError>(())
-    };
-    if let Err(e) = local.await {
-        core.outbox.unstage(&staged)?;
-        if let Some((ghid, Some(old))) = restore {
-            core.put_secret(&ghid, &old)?;
-        }
-        core.vault.flush().await?;
-        return Err(e);
-    }
-    core.outbox.release(&staged);
-    Ok(())
 }
 
 /// A new object of ours: a container under a fresh secret and its binding (frame 0 for a
 /// dynamic object, a GOBS for a static one), committed.
 pub async fn create(
-    core: &DaemonCore,
+    store: &Store,
     state: Vec<u8>,
     api_id: Option<Ghid>,
     dynamic: bool,
     private: bool,
 ) -> Result<Loaded, DaemonError> {
-    core.check_fits(content::container_len(state.len()), "the state's container")?;
+    store.check_fits(content::container_len(state.len()), "the state's container")?;
     let secret = Secret::random();
     let plain = content::pack(api_id.as_ref(), &state);
     // The binding only needs the container's address, which its signature does not cover.
     let s = secret.clone();
-    let mut geoc = sign(core, move |id| Ok(id.unsigned_container(&plain, &s))).await?;
+    let mut geoc = sign(store, move |id| Ok(id.unsigned_container(&plain, &s))).await?;
     let target = geoc.ghid;
     let (geoc, (binding, frame)) = sign_both(
-        core,
+        store,
         move |id| id.sign_container(&mut geoc).map(|()| geoc),
         move |id| {
             if dynamic {
@@ -224,7 +223,7 @@ pub async fn create(
         container: geoc.ghid,
     };
     if private {
-        core.put_meta(
+        store.local.put_meta(
             &ghid,
             &ObjectMeta {
                 private,
@@ -236,11 +235,17 @@ pub async fn create(
         stored: stored.clone(),
         counter: 0,
     };
-    commit(core, vec![binding, geoc.encode()], Some((ghid, record))).await?;
-    core.account.record_secret(ghid, stored, 0, api_id);
+    durable::commit(
+        &store.local,
+        &store.upstream,
+        vec![binding, geoc.encode()],
+        Some((ghid, record)),
+    )
+    .await?;
+    store.account.record_secret(ghid, stored, 0, api_id);
     Ok(Loaded {
         ghid,
-        author: core.fingerprint(),
+        author: store.fingerprint(),
         api_id,
         private,
         state,
@@ -261,9 +266,8 @@ pub async fn create(
 /// the account last flushed (another machine of ours opens the object with that secret), at
 /// most [`MAX_LAG`](super::account_actor::MAX_LAG) frames plus a margin: the account flushes
 /// at once before that.
-pub(super) fn legroom(core: &DaemonCore, previous: &Gobd) -> usize {
-    let lagging = core.remotes.iter().any(|r| !r.is_connected())
-        || (0..core.outbox.len()).any(|q| core.outbox.pending(q) > DEFAULT_LEGROOM);
+pub(super) fn legroom(store: &Store, previous: &Gobd) -> usize {
+    let lagging = store.upstream.lagging(&store.local);
     let kept = previous.targets.len();
     let own = if lagging {
         kept + 1
@@ -271,7 +275,7 @@ pub(super) fn legroom(core: &DaemonCore, previous: &Gobd) -> usize {
         kept.saturating_sub(1).max(DEFAULT_LEGROOM)
     };
     // Frame `previous.counter + 1` keeps the containers of frames down to `flushed`.
-    let to_account = core
+    let to_account = store
         .account
         .flushed_counter(&previous.dynamic)
         .map_or(0, |f| (previous.counter + 2).saturating_sub(f))
@@ -281,8 +285,8 @@ pub(super) fn legroom(core: &DaemonCore, previous: &Gobd) -> usize {
 
 /// A secret that opens `frame`'s current target, from this machine's records or the
 /// account's, ratcheted forward along the target vector.
-pub async fn find_secret(core: &DaemonCore, ghid: &Ghid, frame: &Gobd) -> Option<Secret> {
-    if let Ok(Some(r)) = core.secret(ghid) {
+pub async fn find_secret(store: &Store, ghid: &Ghid, frame: &Gobd) -> Option<Secret> {
+    if let Ok(Some(r)) = store.local.secret(ghid) {
         if let Some(s) = content::ratchet_to_current(frame, &r.stored.secret, &r.stored.container) {
             return Some(s);
         }
@@ -291,12 +295,12 @@ pub async fn find_secret(core: &DaemonCore, ghid: &Ghid, frame: &Gobd) -> Option
         all.iter()
             .find_map(|s| content::ratchet_to_current(frame, &s.secret, &s.container))
     };
-    if let Some(s) = from_account(core.account.lookup(*ghid).await) {
+    if let Some(s) = from_account(store.account.lookup(*ghid).await) {
         return Some(s);
     }
     // Another machine of ours may have flushed a newer account state.
-    core.account.refresh().await;
-    from_account(core.account.lookup(*ghid).await)
+    store.account.refresh().await;
+    from_account(store.account.lookup(*ghid).await)
 }
 
 /// Decrypts and unframes a container.
@@ -308,16 +312,16 @@ fn open(container: &Geoc, secret: &Secret) -> Result<(Option<Ghid>, Vec<u8>), Da
 
 /// Loads an object from the local archive, else from the remotes (ingesting what is
 /// fetched), and opens it with a known secret. A GOBS ghid loads its target.
-pub async fn load(core: &DaemonCore, ghid: Ghid) -> Result<Loaded, DaemonError> {
+pub async fn load(store: &Store, ghid: Ghid) -> Result<Loaded, DaemonError> {
     let not_found = || DaemonError::NotFound(ghid.to_string());
-    let bytes = core.local_or_fetch(&ghid).await?.ok_or_else(not_found)?;
+    let bytes = store.local_or_fetch(&ghid).await?.ok_or_else(not_found)?;
     match decode(&bytes)? {
         Object::Gobd(frame) => {
             if frame.dynamic != ghid {
                 return Err(not_found());
             }
-            let (frame, geoc) = with_container(core, frame).await?;
-            let secret = find_secret(core, &ghid, &frame)
+            let (frame, geoc) = with_container(store, frame).await?;
+            let secret = find_secret(store, &ghid, &frame)
                 .await
                 .ok_or_else(|| DaemonError::UnknownSecret(ghid.to_string()))?;
             let (api_id, state) = open(&geoc, &secret)?;
@@ -325,22 +329,26 @@ pub async fn load(core: &DaemonCore, ghid: Ghid) -> Result<Loaded, DaemonError> 
                 ghid,
                 author: frame.binder,
                 api_id,
-                private: core.meta(&ghid)?.private,
+                private: store.local.meta(&ghid)?.private,
                 state,
                 secret,
                 container: geoc.ghid,
                 frame: Some(frame),
             };
-            remember_secret(core, &loaded);
+            remember_secret(store, &loaded);
             Ok(loaded)
         }
         Object::Geoc(geoc) => {
-            let mut candidates: Vec<StoredSecret> =
-                core.secret(&ghid)?.map(|r| r.stored).into_iter().collect();
-            candidates.extend(core.account.lookup(ghid).await);
+            let mut candidates: Vec<StoredSecret> = store
+                .local
+                .secret(&ghid)?
+                .map(|r| r.stored)
+                .into_iter()
+                .collect();
+            candidates.extend(store.account.lookup(ghid).await);
             if !candidates.iter().any(|s| s.container == ghid) {
-                core.account.refresh().await;
-                candidates.extend(core.account.lookup(ghid).await);
+                store.account.refresh().await;
+                candidates.extend(store.account.lookup(ghid).await);
             }
             let stored = candidates
                 .into_iter()
@@ -351,32 +359,32 @@ pub async fn load(core: &DaemonCore, ghid: Ghid) -> Result<Loaded, DaemonError> 
                 ghid,
                 author: geoc.author,
                 api_id,
-                private: core.meta(&ghid)?.private,
+                private: store.local.meta(&ghid)?.private,
                 state,
                 secret: stored.secret,
                 container: ghid,
                 frame: None,
             })
         }
-        Object::Gobs(b) if b.target != ghid => Box::pin(load(core, b.target)).await,
+        Object::Gobs(b) if b.target != ghid => Box::pin(load(store, b.target)).await,
         _ => Err(not_found()),
     }
 }
 
 /// `frame` and its container; when that container is gone (a stale local frame, replaced
 /// upstream), the current frame from the remotes and its container.
-async fn with_container(core: &DaemonCore, frame: Gobd) -> Result<(Gobd, Geoc), DaemonError> {
+async fn with_container(store: &Store, frame: Gobd) -> Result<(Gobd, Geoc), DaemonError> {
     let ghid = frame.dynamic;
     let not_found = || DaemonError::NotFound(format!("the current container of {ghid}"));
     let as_geoc = |bytes: Vec<u8>| match decode(&bytes)? {
         Object::Geoc(c) => Ok(c),
         _ => Err(not_found()),
     };
-    if let Some(c) = core.local_or_fetch(&frame.target()).await? {
+    if let Some(c) = store.local_or_fetch(&frame.target()).await? {
         return Ok((frame, as_geoc(c)?));
     }
-    let bytes = core.fetch(&ghid).await.ok_or_else(not_found)?;
-    match core.ingest_fetched(bytes.clone()).await {
+    let bytes = store.fetch(&ghid).await.ok_or_else(not_found)?;
+    match store.ingest_fetched(bytes.clone()).await {
         Ok(_) | Err(DaemonError::Persist(PersistError::IllegalFrame(_))) => {}
         Err(e) => return Err(e),
     }
@@ -384,7 +392,7 @@ async fn with_container(core: &DaemonCore, frame: Gobd) -> Result<(Gobd, Geoc), 
         Object::Gobd(f) if f.dynamic == ghid && f.counter > frame.counter => f,
         _ => return Err(not_found()),
     };
-    let c = core
+    let c = store
         .local_or_fetch(&newer.target())
         .await?
         .ok_or_else(not_found)?;
@@ -393,8 +401,8 @@ async fn with_container(core: &DaemonCore, frame: Gobd) -> Result<(Gobd, Geoc), 
 
 /// Who binds `ghid` and whether it is dynamic, without opening it (local, else remotes).
 /// `None` if it is not found or is not an object.
-pub async fn owner(core: &DaemonCore, ghid: Ghid) -> Result<Option<(Ghid, bool)>, DaemonError> {
-    let Some(bytes) = core.local_or_fetch(&ghid).await? else {
+pub async fn owner(store: &Store, ghid: Ghid) -> Result<Option<(Ghid, bool)>, DaemonError> {
+    let Some(bytes) = store.local_or_fetch(&ghid).await? else {
         return Ok(None);
     };
     Ok(match decode(&bytes)? {
@@ -409,7 +417,7 @@ pub async fn owner(core: &DaemonCore, ghid: Ghid) -> Result<Option<(Ghid, bool)>
 /// the `known` (container, secret) pairs of recent frames (another machine's frame may
 /// follow a frame older than ours), else from a record. `None` if no known secret reaches it.
 pub async fn open_pulled(
-    core: &DaemonCore,
+    store: &Store,
     obj: &Loaded,
     known: &[(Ghid, Secret)],
     frame: &Gobd,
@@ -425,7 +433,7 @@ pub async fn open_pulled(
         .find_map(|(c, s)| content::ratchet_to_current(frame, s, c));
     let secret = match ratcheted {
         Some(s) => Some(s),
-        None => find_secret(core, &obj.ghid, frame).await,
+        None => find_secret(store, &obj.ghid, frame).await,
     };
     let Some(secret) = secret else {
         return Ok(None);
@@ -435,28 +443,28 @@ pub async fn open_pulled(
 }
 
 /// Records the object's current secret in the vault (durable with the next vault flush).
-pub fn remember_secret(core: &DaemonCore, obj: &Loaded) {
+pub fn remember_secret(store: &Store, obj: &Loaded) {
     let record = SecretRecord {
         stored: obj.stored_secret(),
         counter: obj.counter(),
     };
-    if let Err(e) = core.put_secret(&obj.ghid, &record) {
-        slog::warn!(core.log, "cannot record a secret"; "ghid" => %obj.ghid, "error" => %e);
+    if let Err(e) = store.local.put_secret(&obj.ghid, &record) {
+        slog::warn!(store.local.log, "cannot record a secret"; "ghid" => %obj.ghid, "error" => %e);
     }
 }
 
 /// Freezes a dynamic object: our GOBS on its current container, whose secret is recorded
 /// under the container ghid. Returns the container ghid (a static object).
-pub async fn freeze(core: &DaemonCore, obj: &Loaded) -> Result<Ghid, DaemonError> {
+pub async fn freeze(store: &Store, obj: &Loaded) -> Result<Ghid, DaemonError> {
     let container = obj.container;
-    let gobs = sign(core, move |id| id.make_bind_static(container)).await?;
+    let gobs = sign(store, move |id| id.make_bind_static(container)).await?;
     let stored = obj.stored_secret();
     let record = SecretRecord {
         stored: stored.clone(),
         counter: 0,
     };
     if obj.private {
-        core.put_meta(
+        store.local.put_meta(
             &container,
             &ObjectMeta {
                 private: true,
@@ -464,27 +472,35 @@ pub async fn freeze(core: &DaemonCore, obj: &Loaded) -> Result<Ghid, DaemonError
             },
         )?;
         // The snapshot belongs to the same app token as the object.
-        core.account.tell(super::account_actor::CopyPrivate {
+        store.account.tell(CopyPrivate {
             from: obj.ghid,
             to: container,
         });
     }
-    commit(core, vec![gobs.encode()], Some((container, record))).await?;
-    core.account.record_secret(container, stored, 0, obj.api_id);
+    durable::commit(
+        &store.local,
+        &store.upstream,
+        vec![gobs.encode()],
+        Some((container, record)),
+    )
+    .await?;
+    store
+        .account
+        .record_secret(container, stored, 0, obj.api_id);
     Ok(container)
 }
 
 /// Our GOBS ghids binding `target`.
-fn our_bindings(core: &DaemonCore, target: &Ghid) -> Result<Vec<Ghid>, DaemonError> {
-    let bindings = match core.archive.list_bindings(target) {
+fn our_bindings(store: &Store, target: &Ghid) -> Result<Vec<Ghid>, DaemonError> {
+    let bindings = match store.local.archive.list_bindings(target) {
         Ok(b) => b,
         Err(PersistError::NotFound(_)) => return Ok(Vec::new()),
         Err(e) => return Err(e.into()),
     };
-    let me = core.fingerprint();
+    let me = store.fingerprint();
     let mut ours = Vec::new();
     for b in bindings {
-        let Some(bytes) = core.local(&b)? else {
+        let Some(bytes) = store.local.get(&b)? else {
             continue;
         };
         if let Ok(Object::Gobs(gobs)) = Object::decode(&bytes, Policy::STRICT) {
@@ -497,33 +513,33 @@ fn our_bindings(core: &DaemonCore, target: &Ghid) -> Result<Vec<Ghid>, DaemonErr
 }
 
 /// Whether we hold `ghid` (our own GOBS binds it).
-pub fn holds(core: &DaemonCore, ghid: &Ghid) -> Result<bool, DaemonError> {
-    Ok(!our_bindings(core, ghid)?.is_empty())
+pub fn holds(store: &Store, ghid: &Ghid) -> Result<bool, DaemonError> {
+    Ok(!our_bindings(store, ghid)?.is_empty())
 }
 
 /// Holds `ghid`: our own GOBS on it keeps it alive whatever its owner does.
-pub async fn hold(core: &DaemonCore, ghid: &Ghid) -> Result<(), DaemonError> {
+pub async fn hold(store: &Store, ghid: &Ghid) -> Result<(), DaemonError> {
     let target = *ghid;
-    let gobs = sign(core, move |id| id.make_bind_static(target)).await?;
-    commit(core, vec![gobs.encode()], None).await?;
-    core.account.record_hold(target);
+    let gobs = sign(store, move |id| id.make_bind_static(target)).await?;
+    durable::commit(&store.local, &store.upstream, vec![gobs.encode()], None).await?;
+    store.account.record_hold(target);
     Ok(())
 }
 
 /// Deletes an object of ours: a GDXX on the dynamic ghid, or on each of our GOBS of a
 /// static container.
-pub async fn delete(core: &DaemonCore, obj: &Loaded) -> Result<(), DaemonError> {
+pub async fn delete(store: &Store, obj: &Loaded) -> Result<(), DaemonError> {
     let targets = if obj.frame.is_some() {
         vec![obj.ghid]
     } else {
-        our_bindings(core, &obj.ghid)?
+        our_bindings(store, &obj.ghid)?
     };
-    let debinds = sign(core, move |id| {
+    let debinds = sign(store, move |id| {
         targets
             .iter()
             .map(|t| id.make_debind(*t).map(|d| d.encode()))
             .collect::<Result<Vec<_>, _>>()
     })
     .await?;
-    commit(core, debinds, None).await
+    durable::commit(&store.local, &store.upstream, debinds, None).await
 }

@@ -1,11 +1,14 @@
-//! `DaemonHandle`: the daemon core as the IPC layer (and tests) see it, and [`start`].
+//! `DaemonHandle`: the running daemon as the IPC layer (and tests) see it, and [`start`].
 //!
 //! Owns: the public API of the running daemon — app connections and every object operation
-//! — and its lifecycle (start, shutdown). Each operation passes the shutdown gate, finds or
-//! loads the object's `ObjectActor` (one load per ghid at a time) and talks to it by message.
+//! — and its lifecycle (start, shutdown), through the [`Daemon`] that [`super::boot`] wires:
+//! the only holder of every actor's address (no actor holds it). Each operation passes the
+//! shutdown gate, finds or loads the object's `ObjectActor` (one load per ghid at a time) and
+//! talks to it by message.
 //!
-//! Calls: [`super::boot`] (storage and login), `ObjectActor`s, `RemoteActor`s (fetch for
-//! `sync`), the account, GC and share actors (at shutdown), `commit` (new objects),
+//! Calls: [`super::boot`] (storage and login), `ObjectActor`s, the remotes (fetch and
+//! [`super::pull`] for `sync`; `Stop`), the account, GC and share actors (`Sweep`, `Stop`),
+//! `commit` (new objects),
 //! [`super::dispatch`] (tokens, startup and private objects, share handlers) and
 //! [`super::share`] (sharing with other users).
 
@@ -13,18 +16,23 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use actix::{Addr, Recipient};
 
+use super::account_actor::AccountActor;
 use super::api::{AppEvent, AppId, AppToken, ObjectView};
-use super::commit;
-use super::daemon_core::DaemonCore;
+use super::apps::AppRegistry;
+use super::arbiters::ActorThreads;
+use super::commit::{self, Store};
 use super::dispatch;
 use super::error::DaemonError;
+use super::gc::GcHandle;
 use super::link_state::RemoteStatus;
-use super::object::{self, ObjectActor, ObjectHandle};
-use super::pull;
-use super::remote::RemoteEntry;
-use super::share;
+use super::local::Local;
+use super::object::{self, ObjectActor, ObjectHandle, ObjectPeers, ObjectRegistry};
+use super::pull::{self, Puller};
+use super::remote::{RemoteEntry, Stop as RemoteStop};
+use super::remote_actor::RemoteActor;
+use super::share::{self, ShareHandle, SharePeers};
 use crate::golix::{FirstParty, Ghid, Secret};
 
 /// How often an operation retries finding a live actor that is retiring under it.
@@ -61,11 +69,33 @@ pub enum Login {
     },
 }
 
+/// What `DaemonHandle` talks to, built by [`super::boot`]: the shared local state, every
+/// actor's address and the peer sets new object actors and pulls get. Only `DaemonHandle`
+/// holds it; no actor reaches another through it. Dropping it stops the actor threads.
+pub(super) struct Daemon {
+    pub local: Arc<Local>,
+    /// The local state, the remotes and the `AccountActor`.
+    pub store: Store,
+    pub apps: Arc<AppRegistry>,
+    pub objects: Arc<ObjectRegistry>,
+    pub object_peers: ObjectPeers,
+    pub puller: Puller,
+    pub share_peers: SharePeers,
+    pub share: ShareHandle,
+    pub gc: GcHandle,
+    /// The owning addresses of the account and remote actors (held, never used: every other
+    /// holder has a weak one, as of the GC and share actors, whose handles above own them), so
+    /// no cycle of strong addresses keeps an actor alive.
+    pub _account_actor: Addr<AccountActor>,
+    pub remote_actors: Vec<Addr<RemoteActor>>,
+    pub threads: ActorThreads,
+}
+
 /// The running daemon. Cheap to clone. After [`DaemonHandle::shutdown`], drop every clone to
 /// release the ghidcache (its databases are locked while open).
 #[derive(Clone)]
 pub struct DaemonHandle {
-    core: Arc<DaemonCore>,
+    daemon: Arc<Daemon>,
 }
 
 /// Starts a daemon with logging discarded.
@@ -78,37 +108,39 @@ pub async fn start_with_log(
     opts: DaemonOptions,
     log: slog::Logger,
 ) -> Result<DaemonHandle, DaemonError> {
-    let core = super::boot::boot(opts, log).await?;
-    Ok(DaemonHandle { core })
+    let daemon = Arc::new(super::boot::boot(opts, log).await?);
+    Ok(DaemonHandle { daemon })
 }
 
 impl DaemonHandle {
     pub fn fingerprint(&self) -> Ghid {
-        self.core.fingerprint()
+        self.daemon.local.fingerprint()
     }
 
     pub fn user_id(&self) -> Ghid {
-        self.core.user_id
+        self.daemon.local.user_id
     }
 
     /// Each remote's connection state and outbox depth, in configuration order.
     pub fn remotes(&self) -> Vec<RemoteStatus> {
-        self.core
-            .remotes
+        self.daemon
+            .store
+            .upstream
+            .remotes()
             .iter()
-            .map(|r| r.status(self.core.outbox.pending(r.queue())))
+            .map(|r| r.status(self.daemon.local.publish_queue.pending(r.queue())))
             .collect()
     }
 
-    /// A new app session whose events go to `events`.
-    pub fn connect_app(&self, events: mpsc::Sender<AppEvent>) -> AppId {
-        self.core.apps.connect(events)
+    /// A new app session whose events go to `events` (its [`AppInbox`](super::inbox::AppInbox)).
+    pub fn connect_app(&self, events: Recipient<AppEvent>) -> AppId {
+        self.daemon.apps.connect(events)
     }
 
     /// Ends an app session: its trackers are released; other apps are unaffected.
     pub fn disconnect_app(&self, app: AppId) {
-        for ghid in self.core.apps.disconnect(app) {
-            if let Some(h) = self.core.objects.get(&ghid) {
+        for ghid in self.daemon.apps.disconnect(app) {
+            if let Some(h) = self.daemon.objects.get(&ghid) {
                 h.tell(object::Untrack { app });
             }
         }
@@ -117,7 +149,7 @@ impl DaemonHandle {
     /// An object's actor that is gone: the object retired (`dead_object`), or the daemon is
     /// shutting down (`shutting_down`).
     fn mailbox_error(&self, e: actix::MailboxError, ghid: Ghid) -> DaemonError {
-        if self.core.gate.is_closed() {
+        if self.daemon.local.gate.is_closed() {
             return DaemonError::ShuttingDown;
         }
         match e {
@@ -127,7 +159,7 @@ impl DaemonHandle {
     }
 
     fn check_app(&self, app: AppId) -> Result<(), DaemonError> {
-        if self.core.apps.is_connected(app) {
+        if self.daemon.apps.is_connected(app) {
             Ok(())
         } else {
             Err(DaemonError::BadArgs(format!("app {app} is not connected")))
@@ -142,31 +174,40 @@ impl DaemonHandle {
         dynamic: bool,
         private: bool,
     ) -> Result<ObjectView, DaemonError> {
-        let _pass = self.core.gate.enter()?;
+        let _pass = self.daemon.local.gate.enter()?;
         self.check_app(app)?;
         let owner = if private {
-            Some(dispatch::private_owner(&self.core, app)?)
+            Some(dispatch::private_owner(&self.daemon.apps, app)?)
         } else {
             None
         };
-        let loaded = commit::create(&self.core, state, api_id, dynamic, private).await?;
+        let loaded = commit::create(&self.daemon.store, state, api_id, dynamic, private).await?;
         let ghid = loaded.ghid;
         match owner {
-            Some(token) => dispatch::record_private(&self.core, ghid, token),
+            Some(token) => dispatch::record_private(&self.daemon.store, ghid, token),
             // The user's other apps handling this api id are offered it (no request needed).
             None => {
-                dispatch::offer(&self.core, ghid, self.fingerprint(), api_id, Some(app));
+                dispatch::offer(
+                    &self.daemon.apps,
+                    ghid,
+                    self.fingerprint(),
+                    api_id,
+                    Some(app),
+                );
             }
         }
-        let view = object::spawn(&self.core, loaded, app);
+        let view = self
+            .daemon
+            .objects
+            .spawn(&self.daemon.object_peers, loaded, app);
         if dynamic {
-            self.core.subscribe(ghid);
+            self.daemon.store.upstream.subscribe(ghid);
         }
         Ok(view)
     }
 
     pub async fn get_object(&self, app: AppId, ghid: Ghid) -> Result<ObjectView, DaemonError> {
-        let _pass = self.core.gate.enter()?;
+        let _pass = self.daemon.local.gate.enter()?;
         self.check_app(app)?;
         Ok(self.track(app, ghid).await?.1)
     }
@@ -177,45 +218,45 @@ impl DaemonHandle {
         app: AppId,
         ghid: Ghid,
     ) -> Result<(ObjectHandle, ObjectView), DaemonError> {
-        let core = &self.core;
-        dispatch::check_access(core, app, ghid).await?;
+        let daemon = &self.daemon;
+        dispatch::check_access(&daemon.store, &daemon.apps, app, ghid).await?;
         for _ in 0..TRACK_ATTEMPTS {
-            if let Some(h) = core.objects.get(&ghid) {
+            if let Some(h) = daemon.objects.get(&ghid) {
                 if let Ok(Some(view)) = h.ask(object::Track { app }).await {
                     return Ok((h, view));
                 }
                 tokio::task::yield_now().await;
                 continue;
             }
-            let lock = core.objects.load_lock(&ghid);
+            let lock = daemon.objects.load_lock(&ghid);
             let _loading = lock.lock().await;
-            if core.objects.get(&ghid).is_some() {
+            if daemon.objects.get(&ghid).is_some() {
                 continue;
             }
-            let loaded = commit::load(core, ghid).await?;
+            let loaded = commit::load(&daemon.store, ghid).await?;
             if loaded.ghid != ghid {
                 // A binding's ghid: track its target instead.
                 return Box::pin(self.track(app, loaded.ghid)).await;
             }
             let dynamic = loaded.frame.is_some();
-            let view = object::spawn(core, loaded, app);
+            let view = daemon.objects.spawn(&daemon.object_peers, loaded, app);
             // Gone already only if the app disconnected meanwhile.
-            let h = core
+            let h = daemon
                 .objects
                 .get(&ghid)
                 .ok_or_else(|| DaemonError::DeadObject(ghid.to_string()))?;
             if !dynamic {
                 return Ok((h, view));
             }
-            core.subscribe(ghid);
+            daemon.store.upstream.subscribe(ghid);
             // The local cache may be stale (nothing was subscribed): a quiet pull from a
             // connected remote first, so the app starts from the current state.
-            let Some(r) = core.remotes.iter().find(|r| r.is_connected()) else {
+            let Some(r) = daemon.store.upstream.first_connected() else {
                 return Ok((h, view));
             };
-            if let Some(bytes) = r.get(&ghid).await {
-                if let Err(e) = pull::frame(core, r, bytes).await {
-                    slog::debug!(core.log, "quiet pull failed"; "ghid" => %ghid, "error" => %e);
+            if let Some(bytes) = r.fetch(&ghid).await {
+                if let Err(e) = pull::frame(&daemon.puller, &r, bytes).await {
+                    slog::debug!(daemon.local.log, "quiet pull failed"; "ghid" => %ghid, "error" => %e);
                 }
             }
             let view = h.ask(object::View).await.unwrap_or(view);
@@ -235,10 +276,10 @@ impl DaemonHandle {
     {
         self.check_app(app)?;
         let live = self
-            .core
+            .daemon
             .objects
             .get(&ghid)
-            .filter(|_| self.core.apps.tracks(app, &ghid));
+            .filter(|_| self.daemon.apps.tracks(app, &ghid));
         let h = match live {
             Some(h) => h,
             None => self.track(app, ghid).await?.0,
@@ -249,11 +290,11 @@ impl DaemonHandle {
     /// Refuses changes to an object that is not loaded and is not ours (or, with
     /// `need_dynamic`, is static) before trying to load it: we may not even be able to read it.
     async fn check_mutable(&self, ghid: Ghid, need_dynamic: bool) -> Result<(), DaemonError> {
-        if self.core.objects.get(&ghid).is_some() {
+        if self.daemon.objects.get(&ghid).is_some() {
             return Ok(());
         }
-        if let Some((author, dynamic)) = commit::owner(&self.core, ghid).await? {
-            if author != self.core.fingerprint() {
+        if let Some((author, dynamic)) = commit::owner(&self.daemon.store, ghid).await? {
+            if author != self.fingerprint() {
                 return Err(DaemonError::LocallyImmutable(format!(
                     "{ghid} belongs to {author}"
                 )));
@@ -274,7 +315,7 @@ impl DaemonHandle {
         state: Vec<u8>,
         private: Option<bool>,
     ) -> Result<(), DaemonError> {
-        let _pass = self.core.gate.enter()?;
+        let _pass = self.daemon.local.gate.enter()?;
         self.check_mutable(ghid, true).await?;
         self.ask(
             app,
@@ -291,18 +332,20 @@ impl DaemonHandle {
     /// Fetches the current frame from the remotes and pulls it. With no remotes configured,
     /// the local state; with remotes but none reachable, `UnavailableUpstream`.
     pub async fn sync(&self, app: AppId, ghid: Ghid) -> Result<ObjectView, DaemonError> {
-        let _pass = self.core.gate.enter()?;
+        let _pass = self.daemon.local.gate.enter()?;
         self.check_app(app)?;
         let (h, view) = self.track(app, ghid).await?;
-        if !view.dynamic || self.core.remotes.is_empty() {
+        let upstream = &self.daemon.store.upstream;
+        if !view.dynamic || upstream.is_empty() {
             return Ok(view);
         }
         let mut reached = false;
-        for r in &self.core.remotes {
-            if let Some(bytes) = r.get(&ghid).await {
+        for i in 0..upstream.remotes().len() {
+            let r = upstream.one(i);
+            if let Some(bytes) = r.fetch(&ghid).await {
                 reached = true;
-                if let Err(e) = pull::frame(&self.core, r, bytes).await {
-                    slog::info!(self.core.log, "sync: frame not applied"; "ghid" => %ghid, "error" => %e);
+                if let Err(e) = pull::frame(&self.daemon.puller, &r, bytes).await {
+                    slog::info!(self.daemon.local.log, "sync: frame not applied"; "ghid" => %ghid, "error" => %e);
                 }
             }
         }
@@ -316,18 +359,18 @@ impl DaemonHandle {
 
     /// Binds the current container statically; returns its ghid (a static object).
     pub async fn freeze(&self, app: AppId, ghid: Ghid) -> Result<Ghid, DaemonError> {
-        let _pass = self.core.gate.enter()?;
+        let _pass = self.daemon.local.gate.enter()?;
         self.ask(app, ghid, object::Freeze).await?
     }
 
     /// Our own binding on the object: it survives its owner's delete. Holding needs no
     /// secret: an object we cannot read (not shared with us) is held without being tracked.
     pub async fn hold(&self, app: AppId, ghid: Ghid) -> Result<(), DaemonError> {
-        let _pass = self.core.gate.enter()?;
+        let _pass = self.daemon.local.gate.enter()?;
         match self.ask(app, ghid, object::Hold).await {
             Err(DaemonError::UnknownSecret(_)) => {
-                if !commit::holds(&self.core, &ghid)? {
-                    commit::hold(&self.core, &ghid).await?;
+                if !commit::holds(&self.daemon.store, &ghid)? {
+                    commit::hold(&self.daemon.store, &ghid).await?;
                 }
                 Ok(())
             }
@@ -337,9 +380,9 @@ impl DaemonHandle {
 
     /// Stops tracking for this app only (nothing changes anywhere else).
     pub async fn discard(&self, app: AppId, ghid: Ghid) -> Result<(), DaemonError> {
-        let _pass = self.core.gate.enter()?;
-        self.core.apps.untrack(app, &ghid);
-        if let Some(h) = self.core.objects.get(&ghid) {
+        let _pass = self.daemon.local.gate.enter()?;
+        self.daemon.apps.untrack(app, &ghid);
+        if let Some(h) = self.daemon.objects.get(&ghid) {
             h.tell(object::Untrack { app });
         }
         Ok(())
@@ -347,7 +390,7 @@ impl DaemonHandle {
 
     /// Deletes an object of ours everywhere; every other tracker gets `Delete`.
     pub async fn delete(&self, app: AppId, ghid: Ghid) -> Result<(), DaemonError> {
-        let _pass = self.core.gate.enter()?;
+        let _pass = self.daemon.local.gate.enter()?;
         self.check_mutable(ghid, false).await?;
         self.ask(app, ghid, object::Delete { app }).await?
     }
@@ -359,23 +402,23 @@ impl DaemonHandle {
         app: AppId,
         token: Option<AppToken>,
     ) -> Result<(AppToken, Option<Ghid>), DaemonError> {
-        let _pass = self.core.gate.enter()?;
+        let _pass = self.daemon.local.gate.enter()?;
         self.check_app(app)?;
-        dispatch::register_token(&self.core, app, token).await
+        dispatch::register_token(&self.daemon.store, &self.daemon.apps, app, token).await
     }
 
     /// Sets the startup object of the session's token.
     pub async fn register_startup(&self, app: AppId, ghid: Ghid) -> Result<(), DaemonError> {
-        let _pass = self.core.gate.enter()?;
+        let _pass = self.daemon.local.gate.enter()?;
         self.check_app(app)?;
-        dispatch::register_startup(&self.core, app, ghid).await
+        dispatch::register_startup(&self.daemon.store, &self.daemon.apps, app, ghid).await
     }
 
     /// Clears the startup object of the session's token.
     pub async fn deregister_startup(&self, app: AppId) -> Result<(), DaemonError> {
-        let _pass = self.core.gate.enter()?;
+        let _pass = self.daemon.local.gate.enter()?;
         self.check_app(app)?;
-        dispatch::deregister_startup(&self.core, app).await
+        dispatch::deregister_startup(&self.daemon.store, &self.daemon.apps, app).await
     }
 
     /// This session handles incoming shares of `api_id` (kept ones are offered at once).
@@ -384,9 +427,9 @@ impl DaemonHandle {
         app: AppId,
         api_id: Ghid,
     ) -> Result<(), DaemonError> {
-        let _pass = self.core.gate.enter()?;
+        let _pass = self.daemon.local.gate.enter()?;
         self.check_app(app)?;
-        dispatch::register_share_handler(&self.core, app, api_id).await
+        dispatch::register_share_handler(&self.daemon.store, &self.daemon.apps, app, api_id).await
     }
 
     /// This session no longer handles shares of `api_id`.
@@ -395,62 +438,76 @@ impl DaemonHandle {
         app: AppId,
         api_id: Ghid,
     ) -> Result<(), DaemonError> {
-        let _pass = self.core.gate.enter()?;
+        let _pass = self.daemon.local.gate.enter()?;
         self.check_app(app)?;
-        dispatch::deregister_share_handler(&self.core, app, api_id)
+        dispatch::deregister_share_handler(&self.daemon.apps, app, api_id)
     }
 
     /// Shares an object with another user (their fingerprint). Resolves once the request is
     /// durable locally and queued for every remote; the outcome arrives later as a
     /// `ShareResult` event.
     pub async fn share(&self, app: AppId, ghid: Ghid, recipient: Ghid) -> Result<(), DaemonError> {
-        let _pass = self.core.gate.enter()?;
+        let _pass = self.daemon.local.gate.enter()?;
         self.check_app(app)?;
-        dispatch::check_access(&self.core, app, ghid).await?;
-        share::share(&self.core, app, ghid, recipient).await
+        dispatch::check_access(&self.daemon.store, &self.daemon.apps, app, ghid).await?;
+        let daemon = &self.daemon;
+        share::share(&daemon.share_peers, &daemon.share, app, ghid, recipient).await
     }
 
     /// Stops accepting work, waits for operations in flight, stops every actor, flushes the
     /// account, the vault and the archive, and disconnects the remotes.
     pub async fn shutdown(&self) -> Result<(), DaemonError> {
-        let core = &self.core;
-        if core.gate.is_closed() {
+        let daemon = &self.daemon;
+        if daemon.local.gate.is_closed() {
             return Ok(());
         }
-        core.gate.close().await;
-        for (_, h) in core.objects.all() {
+        daemon.local.gate.close().await;
+        for (_, h) in daemon.objects.all() {
             let _ = h.ask(object::Stop).await;
         }
-        core.share.stop().await;
-        let flushed = core.account.stop().await;
+        daemon.share.stop().await;
+        let flushed = daemon.store.account.stop().await;
+        let (local, remotes) = (&daemon.local, daemon.store.upstream.remotes());
         let deadline = tokio::time::Instant::now() + SHUTDOWN_DRAIN;
         while tokio::time::Instant::now() < deadline
-            && core
-                .remotes
+            && remotes
                 .iter()
                 .enumerate()
-                .any(|(q, r)| r.is_connected() && core.outbox.pending(q) > 0)
+                .any(|(q, r)| r.is_connected() && local.publish_queue.pending(q) > 0)
         {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        for r in &core.remotes {
-            r.stop().await;
+        for a in &daemon.remote_actors {
+            let _ = a.send(RemoteStop).await;
         }
-        // Every actor is dropped with its arbiter (their `Arc<DaemonCore>`s with them).
-        core.threads.stop().await;
-        core.vault.flush().await?;
-        core.archive.sync().await?;
+        // Every actor is dropped with its arbiter.
+        daemon.threads.stop().await;
+        local.vault.flush().await?;
+        local.archive.sync().await?;
         flushed
     }
 
     /// Sweeps secrets of removed objects now (normally periodic). Returns how many.
     pub async fn collect_garbage(&self) -> Result<usize, DaemonError> {
-        self.core.gc.sweep().await
+        self.daemon.gc.sweep().await
     }
 
-    /// Outbox entries not yet acknowledged, per remote URL (for status displays and tests).
+    /// Per remote URL: notifications and catch-up frames waiting to be pulled, as last seen,
+    /// and the most that ever waited (at most `remote_actor::PULL_QUEUE`; for tests).
+    pub fn pull_backlog(&self) -> Vec<(String, usize, usize)> {
+        let remotes = self.daemon.store.upstream.remotes();
+        remotes
+            .iter()
+            .map(|r| {
+                let (now, peak) = r.pull_backlog();
+                (r.primary_url().to_owned(), now, peak)
+            })
+            .collect()
+    }
+
+    /// Publish-queue ("outbox") entries not yet acknowledged, per remote URL (for status displays and tests).
     pub fn outbox_pending(&self) -> Vec<(String, usize)> {
-        let o = &self.core.outbox;
+        let o = &self.daemon.local.publish_queue;
         (0..o.len())
             .map(|q| (o.url(q).to_owned(), o.pending(q)))
             .collect()

@@ -15,58 +15,59 @@
 //!   the api ids it registered. Shares that arrive while nobody handles their api id are kept
 //!   in the account (`AccountState::orphan_shares`) and offered when a handler registers.
 //!
-//! Owns: nothing; the state is in the [`AppRegistry`](super::apps::AppRegistry) (sessions)
-//! and the account (through the `AccountActor`). Calls: the `AccountActor`, the app registry. Used by
-//! `DaemonHandle` and the share actor.
+//! Owns: nothing; the state is in the [`AppRegistry`] (sessions) and the account (through
+//! the `AccountActor`). Every function takes what it reaches: the app registry and/or the
+//! [`Store`] (the account, `commit::owner`). Used by `DaemonHandle` and the share actor.
 
 use super::account::{AppTokenBytes, OrphanShare};
 use super::account_actor as account;
 use super::api::{AppEvent, AppId, AppToken, NO_TOKEN};
-use super::daemon_core::DaemonCore;
+use super::apps::AppRegistry;
+use super::commit::{self, Store};
 use super::error::DaemonError;
 use crate::golix::Ghid;
 
 /// Binds a token to `app`: a new one when `token` is `None` (or all zeros), else a known
 /// one. Returns the token and its startup object.
 pub async fn register_token(
-    core: &DaemonCore,
+    store: &Store,
+    apps: &AppRegistry,
     app: AppId,
     token: Option<AppToken>,
 ) -> Result<(AppToken, Option<Ghid>), DaemonError> {
-    if core.apps.token(app).is_some() {
+    if apps.token(app).is_some() {
         return Err(DaemonError::AlreadySet(
             "this session has registered a token already".into(),
         ));
     }
     match token.filter(|t| *t != NO_TOKEN) {
         None => {
-            let token = core
+            let token = store
                 .account
                 .ask(account::NewToken)
                 .await?
                 .ok_or(DaemonError::ShuttingDown)?;
-            core.apps.set_token(app, token)?;
+            apps.set_token(app, token)?;
             // The app keeps this token across restarts: make it durable before handing it out.
-            core.account.flush().await?;
+            store.account.flush().await?;
             Ok((token, None))
         }
         Some(token) => {
             let key = AppTokenBytes(token);
-            let startup = core
+            let startup = store
                 .account
                 .ask(account::TokenStartup(key))
                 .await?
                 .ok_or(DaemonError::UnknownToken)?;
-            core.apps.set_token(app, token)?;
+            apps.set_token(app, token)?;
             Ok((token, startup))
         }
     }
 }
 
 /// The token of `app`, or `unknown_token` if it registered none.
-fn token_of(core: &DaemonCore, app: AppId) -> Result<AppTokenBytes, DaemonError> {
-    core.apps
-        .token(app)
+fn token_of(apps: &AppRegistry, app: AppId) -> Result<AppTokenBytes, DaemonError> {
+    apps.token(app)
         .map(AppTokenBytes)
         .ok_or(DaemonError::UnknownToken)
 }
@@ -75,55 +76,66 @@ fn token_of(core: &DaemonCore, app: AppId) -> Result<AppTokenBytes, DaemonError>
 /// (here or on a remote: `not_found`) and must not be private to another token
 /// (`access_denied`).
 pub async fn register_startup(
-    core: &DaemonCore,
+    store: &Store,
+    apps: &AppRegistry,
     app: AppId,
     ghid: Ghid,
 ) -> Result<(), DaemonError> {
-    let token = token_of(core, app)?;
-    check_access(core, app, ghid).await?;
-    if super::commit::owner(core, ghid).await?.is_none() {
+    let token = token_of(apps, app)?;
+    check_access(store, apps, app, ghid).await?;
+    if commit::owner(store, ghid).await?.is_none() {
         return Err(DaemonError::NotFound(format!("object {ghid}")));
     }
-    core.account
+    store
+        .account
         .ask(account::SetStartup { token, ghid })
         .await?
 }
 
 /// Clears the startup object of `app`'s token (refused if none is set).
-pub async fn deregister_startup(core: &DaemonCore, app: AppId) -> Result<(), DaemonError> {
-    let token = token_of(core, app)?;
-    core.account.ask(account::ClearStartup(token)).await?
+pub async fn deregister_startup(
+    store: &Store,
+    apps: &AppRegistry,
+    app: AppId,
+) -> Result<(), DaemonError> {
+    let token = token_of(apps, app)?;
+    store.account.ask(account::ClearStartup(token)).await?
 }
 
 /// The token that may create a private object for `app` (`unknown_token` without one).
-pub fn private_owner(core: &DaemonCore, app: AppId) -> Result<AppToken, DaemonError> {
-    token_of(core, app).map(|t| t.0)
+pub fn private_owner(apps: &AppRegistry, app: AppId) -> Result<AppToken, DaemonError> {
+    token_of(apps, app).map(|t| t.0)
 }
 
 /// Records that `ghid` is private to `token`.
-pub fn record_private(core: &DaemonCore, ghid: Ghid, token: AppToken) {
-    core.account.tell(account::SetPrivate {
+pub fn record_private(store: &Store, ghid: Ghid, token: AppToken) {
+    store.account.tell(account::SetPrivate {
         ghid,
         token: AppTokenBytes(token),
     });
 }
 
 /// The token `ghid` is private to, if it is private.
-pub async fn private_to(core: &DaemonCore, ghid: Ghid) -> Result<Option<AppToken>, DaemonError> {
-    core.account.ask(account::PrivateTo(ghid)).await
+pub async fn private_to(store: &Store, ghid: Ghid) -> Result<Option<AppToken>, DaemonError> {
+    store.account.ask(account::PrivateTo(ghid)).await
 }
 
 /// Whether `ghid` is private (to a token, or marked so on this machine).
-pub async fn is_private(core: &DaemonCore, ghid: Ghid) -> Result<bool, DaemonError> {
-    Ok(private_to(core, ghid).await?.is_some() || core.meta(&ghid)?.private)
+pub async fn is_private(store: &Store, ghid: Ghid) -> Result<bool, DaemonError> {
+    Ok(private_to(store, ghid).await?.is_some() || store.local.meta(&ghid)?.private)
 }
 
 /// Refuses `app` access to an object private to another token.
-pub async fn check_access(core: &DaemonCore, app: AppId, ghid: Ghid) -> Result<(), DaemonError> {
-    match private_to(core, ghid).await? {
-        Some(owner) if core.apps.token(app) != Some(owner) => Err(DaemonError::AccessDenied(
-            format!("{ghid} is private to another app"),
-        )),
+pub async fn check_access(
+    store: &Store,
+    apps: &AppRegistry,
+    app: AppId,
+    ghid: Ghid,
+) -> Result<(), DaemonError> {
+    match private_to(store, ghid).await? {
+        Some(owner) if apps.token(app) != Some(owner) => Err(DaemonError::AccessDenied(format!(
+            "{ghid} is private to another app"
+        ))),
         _ => Ok(()),
     }
 }
@@ -131,16 +143,17 @@ pub async fn check_access(core: &DaemonCore, app: AppId, ghid: Ghid) -> Result<(
 /// `app` handles shares of `api_id` from now on; shares kept for that api id while nobody
 /// handled it are offered to it now (and forgotten).
 pub async fn register_share_handler(
-    core: &DaemonCore,
+    store: &Store,
+    apps: &AppRegistry,
     app: AppId,
     api_id: Ghid,
 ) -> Result<(), DaemonError> {
-    if !core.apps.add_handler(app, api_id) {
+    if !apps.add_handler(app, api_id) {
         return Err(DaemonError::BadArgs(format!("app {app} is not connected")));
     }
-    let orphans = core.account.ask(account::TakeOrphans(api_id)).await?;
+    let orphans = store.account.ask(account::TakeOrphans(api_id)).await?;
     for o in orphans {
-        core.apps.send(
+        apps.send(
             app,
             AppEvent::Share {
                 ghid: o.ghid,
@@ -154,11 +167,11 @@ pub async fn register_share_handler(
 
 /// `app` stops handling shares of `api_id` (`not_found` if it did not handle them).
 pub fn deregister_share_handler(
-    core: &DaemonCore,
+    apps: &AppRegistry,
     app: AppId,
     api_id: Ghid,
 ) -> Result<(), DaemonError> {
-    if core.apps.remove_handler(app, &api_id) {
+    if apps.remove_handler(app, &api_id) {
         Ok(())
     } else {
         Err(DaemonError::NotFound(format!(
@@ -169,7 +182,7 @@ pub fn deregister_share_handler(
 
 /// Sends a `share` event to every session handling `api_id` except `skip`; returns how many.
 pub fn offer(
-    core: &DaemonCore,
+    apps: &AppRegistry,
     ghid: Ghid,
     origin: Ghid,
     api_id: Option<Ghid>,
@@ -177,9 +190,9 @@ pub fn offer(
 ) -> usize {
     let Some(api) = api_id else { return 0 };
     let mut n = 0;
-    for app in core.apps.handlers(&api) {
+    for app in apps.handlers(&api) {
         if Some(app) != skip {
-            core.apps.send(
+            apps.send(
                 app,
                 AppEvent::Share {
                     ghid,
@@ -195,8 +208,14 @@ pub fn offer(
 
 /// An incoming share: offered to the sessions handling its api id, else kept in the account
 /// until one registers.
-pub fn offer_or_keep(core: &DaemonCore, ghid: Ghid, origin: Ghid, api_id: Option<Ghid>) {
-    if offer(core, ghid, origin, api_id, None) > 0 {
+pub fn offer_or_keep(
+    store: &Store,
+    apps: &AppRegistry,
+    ghid: Ghid,
+    origin: Ghid,
+    api_id: Option<Ghid>,
+) {
+    if offer(apps, ghid, origin, api_id, None) > 0 {
         return;
     }
     let orphan = OrphanShare {
@@ -204,5 +223,5 @@ pub fn offer_or_keep(core: &DaemonCore, ghid: Ghid, origin: Ghid, api_id: Option
         origin,
         api_id,
     };
-    core.account.tell(account::KeepOrphan(orphan));
+    store.account.tell(account::KeepOrphan(orphan));
 }

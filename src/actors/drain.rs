@@ -24,8 +24,9 @@
 //! committing them, against the last known limits, so this path is for limits that changed
 //! while we were away.)
 //!
-//! Owns: nothing (the queue is the outbox's). Calls: the outbox, the persist client, the app
-//! registry (events). Started by `RemoteActor` for each connection.
+//! Owns: nothing (the queue is the outbox's). Calls: the outbox ([`Local`]), the persist
+//! client, the app registry (events). Started by `RemoteActor` for each connection, as a
+//! task the actor's session holds.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,8 +34,9 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use super::api::AppEvent;
-use super::daemon_core::DaemonCore;
-use super::outbox::Entry;
+use super::apps::AppRegistry;
+use super::local::Local;
+use super::publish_queue::Entry;
 use super::remote::{timed, RemoteHandle};
 use crate::golix::{Ghid, Object, Policy};
 use crate::persist::client::{ClientError, PersisterClient as Client};
@@ -88,7 +90,8 @@ fn subject(bytes: &[u8]) -> Option<Ghid> {
 /// more than `max_object` bytes are refused whole (see the module doc). Signals `caught_up`
 /// the first time the queue is empty.
 pub(super) async fn drain(
-    core: Arc<DaemonCore>,
+    local: Arc<Local>,
+    apps: Arc<AppRegistry>,
     remote: RemoteHandle,
     client: Client,
     max_object: u64,
@@ -97,32 +100,33 @@ pub(super) async fn drain(
     let q = remote.shared.queue;
     let mut caught_up = Some(caught_up);
     loop {
-        let entry = match core.outbox.first(q) {
+        let entry = match local.publish_queue.first(q) {
             Ok(Some(e)) => e,
             Ok(None) => {
                 if let Some(c) = caught_up.take() {
                     let _ = c.send(());
                 }
-                core.outbox.wait(q).await;
+                local.publish_queue.wait(q).await;
                 continue;
             }
             Err(e) => {
-                slog::warn!(core.log, "outbox entry unreadable; dropped"; "remote" => remote.url(), "error" => %e);
+                slog::warn!(local.log, "outbox entry unreadable; dropped"; "remote" => remote.url(), "error" => %e);
                 continue;
             }
         };
         // The container this entry binds, when it comes next and would not fit (read only
         // when the next entry may be too large).
         let next_may_not_fit = || {
-            core.outbox
+            local
+                .publish_queue
                 .size_after(q, entry.seq)
                 .ok()
                 .flatten()
                 .is_some_and(|n| n > max_object)
         };
         let oversize_container = match binding_target(&entry.object) {
-            Some(_) if next_may_not_fit() => core
-                .outbox
+            Some(_) if next_may_not_fit() => local
+                .publish_queue
                 .next_after(q, entry.seq)
                 .ok()
                 .flatten()
@@ -142,7 +146,7 @@ pub(super) async fn drain(
             let unit: Vec<&Entry> = std::iter::once(&entry)
                 .chain(oversize_container.as_ref())
                 .collect();
-            refuse(&core, &remote, &unit, codes::TOO_LARGE, &message);
+            refuse(&local, &apps, &remote, &unit, codes::TOO_LARGE, &message);
             continue;
         }
         match timed(client.publish(&entry.object)).await {
@@ -150,8 +154,8 @@ pub(super) async fn drain(
             Err(ClientError::Server { code, message }) if is_rule_rejection(&code) => {
                 // A refused binding takes its container along: it would be refused unbound.
                 let container = match binding_target(&entry.object) {
-                    Some(_) => core
-                        .outbox
+                    Some(_) => local
+                        .publish_queue
                         .next_after(q, entry.seq)
                         .ok()
                         .flatten()
@@ -159,42 +163,49 @@ pub(super) async fn drain(
                     None => None,
                 };
                 let unit: Vec<&Entry> = std::iter::once(&entry).chain(container.as_ref()).collect();
-                refuse(&core, &remote, &unit, &code, &message);
+                refuse(&local, &apps, &remote, &unit, &code, &message);
                 continue;
             }
             Err(e @ ClientError::Server { .. }) => {
-                slog::debug!(core.log, "remote busy; will retry"; "remote" => remote.url(), "error" => %e);
+                slog::debug!(local.log, "remote busy; will retry"; "remote" => remote.url(), "error" => %e);
                 tokio::time::sleep(RETRY_PAUSE).await;
                 continue;
             }
             Err(e) => {
-                slog::info!(core.log, "publish failed; connection presumed lost"; "remote" => remote.url(), "error" => %e);
+                slog::info!(local.log, "publish failed; connection presumed lost"; "remote" => remote.url(), "error" => %e);
                 client.close();
                 return;
             }
         }
-        if let Err(e) = core.outbox.remove(q, entry.seq) {
-            slog::warn!(core.log, "cannot remove an acknowledged outbox entry"; "error" => %e);
+        if let Err(e) = local.publish_queue.remove(q, entry.seq) {
+            slog::warn!(local.log, "cannot remove an acknowledged outbox entry"; "error" => %e);
         }
     }
 }
 
 /// `unit` (a binding and its container, or one object) leaves this remote's queue for good:
 /// a warning, and a `remote_refused` event to every app tracking the object.
-fn refuse(core: &DaemonCore, remote: &RemoteHandle, unit: &[&Entry], code: &str, message: &str) {
+fn refuse(
+    local: &Local,
+    apps: &AppRegistry,
+    remote: &RemoteHandle,
+    unit: &[&Entry],
+    code: &str,
+    message: &str,
+) {
     let q = remote.shared.queue;
     for e in unit {
-        if let Err(err) = core.outbox.remove(q, e.seq) {
-            slog::warn!(core.log, "cannot remove a refused outbox entry"; "error" => %err);
+        if let Err(err) = local.publish_queue.remove(q, e.seq) {
+            slog::warn!(local.log, "cannot remove a refused outbox entry"; "error" => %err);
         }
     }
     let ghid = unit.first().and_then(|e| subject(&e.object));
-    slog::warn!(core.log, "remote refused an object for good; not sent to it";
+    slog::warn!(local.log, "remote refused an object for good; not sent to it";
         "remote" => remote.url(), "code" => code, "error" => message,
         "objects" => unit.len(), "ghid" => ghid.map(|g| g.to_string()));
     let Some(ghid) = ghid else { return };
-    for app in core.apps.trackers(&ghid) {
-        core.apps.send(
+    for app in apps.trackers(&ghid) {
+        apps.send(
             app,
             AppEvent::RemoteRefused {
                 ghid,

@@ -8,18 +8,25 @@
 //! second machine of the user legitimately holds secrets for objects it never fetched).
 //!
 //! Owns: nothing but its schedule (`run_interval`, every [`SWEEP_INTERVAL`]); an actix actor
-//! on one of the daemon's arbiters, holding the core weakly. Messages: [`Deleted`] (from
-//! objects and pulls), [`Sweep`] (from `DaemonHandle`, on demand). Its archive and vault work
-//! runs on the daemon's blocking pool. Calls: `DaemonCore` (archive queries, vault, account).
+//! on one of the daemon's arbiters. Messages: [`Deleted`] (from `ObjectActor`s and `pull`,
+//! through a `Recipient<Deleted>`), [`Sweep`] (from `DaemonHandle`, on demand). Its archive
+//! and vault work runs on the daemon's blocking pool.
+//!
+//! Peers: the `AccountActor` (`Forget`), the remotes ([`Upstream::unsubscribe`]) and the
+//! object registry as a [`Liveness`], held weakly (it holds the actors that send us
+//! `Deleted`), to skip live objects. Calls: [`Local`] (archive queries, vault).
 
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use actix::prelude::*;
+use actix::WeakRecipient;
 
-use super::arbiters::ActorThreads;
-use super::daemon_core::DaemonCore;
+use super::account_actor::AccountHandle;
+use super::arbiters::Arbiters;
 use super::error::DaemonError;
+use super::local::Local;
+use super::upstream::Upstream;
 use crate::golix::Ghid;
 use crate::persist::Status;
 
@@ -36,9 +43,24 @@ pub struct Deleted(pub Ghid);
 #[rtype(result = "Result<usize, DaemonError>")]
 pub struct Sweep;
 
-/// The sweeper. It holds the core weakly: the core holds its address.
+/// Whether an object has a live actor (the object registry answers; the GC does not name
+/// it, so it does not depend on the object actors that send it `Deleted`).
+pub trait Liveness: Send + Sync {
+    fn is_live(&self, ghid: &Ghid) -> bool;
+}
+
+/// What the sweeper reaches.
+pub struct GcPeers {
+    pub local: Arc<Local>,
+    pub upstream: Upstream,
+    pub account: AccountHandle,
+    /// The object registry, held weakly (it holds the actors that send us `Deleted`).
+    pub objects: Weak<dyn Liveness>,
+}
+
+/// The sweeper.
 pub struct GcActor {
-    core: Weak<DaemonCore>,
+    peers: Arc<GcPeers>,
 }
 
 impl Actor for GcActor {
@@ -46,13 +68,11 @@ impl Actor for GcActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(SWEEP_INTERVAL, |act, _| {
-            let Some(core) = act.core.upgrade() else {
-                return;
-            };
-            let rt = core.runtime.clone();
+            let peers = act.peers.clone();
+            let rt = peers.local.runtime.clone();
             rt.spawn_blocking(move || {
-                if let Err(e) = sweep(&core) {
-                    slog::warn!(core.log, "gc: sweep failed"; "error" => %e);
+                if let Err(e) = sweep(&peers) {
+                    slog::warn!(peers.local.log, "gc: sweep failed"; "error" => %e);
                 }
             });
         });
@@ -63,14 +83,12 @@ impl Handler<Deleted> for GcActor {
     type Result = ();
 
     fn handle(&mut self, msg: Deleted, _: &mut Context<Self>) {
-        let Some(core) = self.core.upgrade() else {
-            return;
-        };
+        let peers = self.peers.clone();
         // Archive and vault I/O: on the daemon's blocking pool, not the actor's thread.
-        let rt = core.runtime.clone();
+        let rt = peers.local.runtime.clone();
         rt.spawn_blocking(move || {
-            if let Err(e) = forget_if_gone(&core, &msg.0, false) {
-                slog::warn!(core.log, "gc: cannot forget a deleted object"; "ghid" => %msg.0, "error" => %e);
+            if let Err(e) = forget_if_gone(&peers, &msg.0, false) {
+                slog::warn!(peers.local.log, "gc: cannot forget a deleted object"; "ghid" => %msg.0, "error" => %e);
             }
         });
     }
@@ -80,11 +98,10 @@ impl Handler<Sweep> for GcActor {
     type Result = ResponseFuture<Result<usize, DaemonError>>;
 
     fn handle(&mut self, _: Sweep, _: &mut Context<Self>) -> Self::Result {
-        let core = self.core.upgrade();
+        let peers = self.peers.clone();
         Box::pin(async move {
-            let core = core.ok_or(DaemonError::ShuttingDown)?;
-            let rt = core.runtime.clone();
-            rt.spawn_blocking(move || sweep(&core))
+            let rt = peers.local.runtime.clone();
+            rt.spawn_blocking(move || sweep(&peers))
                 .await
                 .map_err(|e| DaemonError::Storage(format!("gc task failed: {e}")))?
         })
@@ -98,15 +115,16 @@ pub struct GcHandle {
 }
 
 impl GcHandle {
-    /// Starts the `GcActor` on one of `threads`; `core` is the core being built.
-    pub fn start(threads: &ActorThreads, core: Weak<DaemonCore>) -> GcHandle {
-        let addr = GcActor::start_in_arbiter(&threads.next(), move |_| GcActor { core });
+    /// Starts the `GcActor` on one of `arbiters`.
+    pub fn start(arbiters: &Arbiters, peers: GcPeers) -> GcHandle {
+        let peers = Arc::new(peers);
+        let addr = GcActor::start_in_arbiter(&arbiters.next(), move |_| GcActor { peers });
         GcHandle { addr }
     }
 
-    /// `ghid` was deleted upstream or locally: forget its secrets if it is gone here.
-    pub fn deleted(&self, ghid: Ghid) {
-        self.addr.do_send(Deleted(ghid));
+    /// Where objects and pulls report deletions (weakly: the GC's owner is `DaemonHandle`).
+    pub fn deleted(&self) -> WeakRecipient<Deleted> {
+        self.addr.clone().recipient().downgrade()
     }
 
     /// Sweeps now; returns how many objects were forgotten.
@@ -120,31 +138,28 @@ impl GcHandle {
 
 /// Forgets `ghid`'s secret and metadata (locally and in the account) if the archive no longer
 /// has it and, when `need_debinding`, it was debound.
-fn forget_if_gone(
-    core: &DaemonCore,
-    ghid: &Ghid,
-    need_debinding: bool,
-) -> Result<bool, DaemonError> {
-    if core.archive.status(ghid)? == Status::Present {
+fn forget_if_gone(peers: &GcPeers, ghid: &Ghid, need_debinding: bool) -> Result<bool, DaemonError> {
+    let local = &peers.local;
+    if local.archive.status(ghid)? == Status::Present {
         return Ok(false);
     }
-    let live = || core.objects.get(ghid).is_some();
-    if need_debinding && (live() || core.archive.query_debinding(ghid)?.is_none()) {
+    let live = || peers.objects.upgrade().is_some_and(|o| o.is_live(ghid));
+    if need_debinding && (live() || local.archive.query_debinding(ghid)?.is_none()) {
         return Ok(false);
     }
-    core.forget_secret(ghid)?;
-    core.account.forget(*ghid);
+    local.forget_secret(ghid)?;
+    peers.account.forget(*ghid);
     // A followed object is not followed any more.
-    core.unsubscribe(*ghid);
-    slog::debug!(core.log, "gc: forgot a removed object"; "ghid" => %ghid);
+    peers.upstream.unsubscribe(*ghid);
+    slog::debug!(local.log, "gc: forgot a removed object"; "ghid" => %ghid);
     Ok(true)
 }
 
 /// Every recorded object that the archive reports debound and absent is forgotten.
-fn sweep(core: &DaemonCore) -> Result<usize, DaemonError> {
+fn sweep(peers: &GcPeers) -> Result<usize, DaemonError> {
     let mut n = 0;
-    for ghid in core.secret_ghids()? {
-        if forget_if_gone(core, &ghid, true)? {
+    for ghid in peers.local.secret_ghids()? {
+        if forget_if_gone(peers, &ghid, true)? {
             n += 1;
         }
     }

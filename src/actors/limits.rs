@@ -11,16 +11,16 @@
 //! committed before then that does not fit is refused whole by that remote's outbox drainer
 //! (see `remote`), never half-published.
 //!
-//! [`DaemonCore::check_fits`](super::daemon_core::DaemonCore::check_fits) compares a new
+//! [`Upstream::check_fits`](super::upstream::Upstream::check_fits) compares a new
 //! object with the smallest limit of all configured remotes: a push, a new object, every
 //! commit's objects (frames with long target vectors, the account root) are refused with
 //! `too_large` before anything is written locally.
 //!
 //! Owns: the vault records above. Calls: the vault, `persist::wire`. Used by boot (loading),
-//! `RemoteActor` (learning) and `DaemonCore` (checking).
+//! `RemoteActor` (learning) and `Upstream` (checking).
 
 use super::error::DaemonError;
-use super::outbox;
+use super::publish_queue;
 use super::vault::Vault;
 use crate::config::DEFAULT_MAX_FRAME;
 use crate::persist::wire;
@@ -34,7 +34,7 @@ pub fn default_max_object() -> u64 {
 
 fn key(url: &str) -> Vec<u8> {
     let mut k = PREFIX.to_vec();
-    k.extend_from_slice(&outbox::tag(url));
+    k.extend_from_slice(&publish_queue::tag(url));
     k
 }
 

@@ -12,64 +12,82 @@
 //! fingerprint subscription go to the share actor; debindings there (of requests to us, by
 //! another machine of ours) are only ingested.
 //!
-//! Owns: nothing. Calls: `DaemonCore`, the remote's fetch, the object registry.
+//! Owns: nothing. Runs in the caller's task: each `RemoteActor`'s pull worker, and
+//! `DaemonHandle` (`sync`, the quiet pull when an object loads). Reaches ([`Puller`]): the
+//! [`Store`] (ingest, fetch, secrets), the live objects through the object registry, held
+//! weakly ([`Pulled`], [`Removed`]), the `GcActor` ([`Deleted`]) and the `ShareActor`
+//! ([`Incoming`]); the remote a frame came from is an [`Upstream`] of one.
 
-use std::sync::Arc;
+use std::sync::Weak;
 
-use super::commit::find_secret;
-use super::daemon_core::{DaemonCore, SecretRecord};
+use actix::WeakRecipient;
+
+use super::commit::{find_secret, Store};
 use super::error::DaemonError;
-use super::object::{Pulled, Removed};
-use super::remote::RemoteHandle;
+use super::gc::Deleted;
+use super::local::SecretRecord;
+use super::object::{ObjectHandle, ObjectRegistry, Pulled, Removed};
+use super::share::Incoming;
+use super::upstream::Upstream;
 use crate::golix::{Ghid, Gobd, Object, Policy};
 use crate::persist::PersistError;
 
+/// What pulling reaches. Cheap to clone.
+#[derive(Clone)]
+pub struct Puller {
+    pub store: Store,
+    pub objects: Weak<ObjectRegistry>,
+    /// Weak, like every link to an actor `DaemonHandle` owns.
+    pub gc: WeakRecipient<Deleted>,
+    pub share: WeakRecipient<Incoming>,
+}
+
+impl Puller {
+    /// The live actor of `ghid`, if any.
+    fn live(&self, ghid: &Ghid) -> Option<ObjectHandle> {
+        self.objects.upgrade().and_then(|o| o.get(ghid))
+    }
+}
+
 /// Handles one `notify {subscription, object}` from `from`.
-pub async fn notification(
-    core: &Arc<DaemonCore>,
-    from: &RemoteHandle,
-    subscription: Ghid,
-    object: Vec<u8>,
-) {
+pub async fn notification(puller: &Puller, from: &Upstream, subscription: Ghid, object: Vec<u8>) {
     let kind = match Object::decode(&object, Policy::STRICT) {
         Ok(o) => o,
         Err(e) => {
-            slog::warn!(core.log, "malformed notification"; "remote" => from.url(), "error" => %e);
+            slog::warn!(puller.store.local.log, "malformed notification"; "remote" => from.name(), "error" => %e);
             return;
         }
     };
     let result = match kind {
         Object::Gobd(frame) if frame.dynamic == subscription => {
-            frame_bytes(core, from, frame, object).await
+            frame_bytes(puller, from, frame, object).await
         }
-        Object::Gdxx(_) if subscription == core.fingerprint() => {
+        Object::Gdxx(_) if subscription == puller.store.fingerprint() => {
             // One of our requests was debound (by another machine of ours): nothing to apply.
-            let _ = core.ingest(object).await;
+            let _ = puller.store.local.ingest(object).await;
             Ok(())
         }
-        Object::Gdxx(_) => removal(core, subscription, object).await,
+        Object::Gdxx(_) => removal(puller, subscription, object).await,
         Object::Garq(_) => {
-            core.share.incoming(object);
+            if let Some(share) = puller.share.upgrade() {
+                share.do_send(Incoming(object));
+            }
             Ok(())
         }
         other => {
-            slog::debug!(core.log, "unexpected notification"; "kind" => other.kind().as_str());
+            slog::debug!(puller.store.local.log, "unexpected notification"; "kind" => other.kind().as_str());
             Ok(())
         }
     };
     if let Err(e) = result {
-        slog::info!(core.log, "notification not applied"; "subscription" => %subscription, "error" => %e);
+        slog::info!(puller.store.local.log, "notification not applied"; "subscription" => %subscription, "error" => %e);
     }
 }
 
 /// Pulls raw frame bytes (from a catch-up `get` or `sync`).
-pub async fn frame(
-    core: &Arc<DaemonCore>,
-    from: &RemoteHandle,
-    bytes: Vec<u8>,
-) -> Result<(), DaemonError> {
+pub async fn frame(puller: &Puller, from: &Upstream, bytes: Vec<u8>) -> Result<(), DaemonError> {
     match Object::decode(&bytes, Policy::STRICT).map_err(PersistError::from)? {
-        Object::Gobd(frame) => frame_bytes(core, from, frame, bytes).await,
+        Object::Gobd(frame) => frame_bytes(puller, from, frame, bytes).await,
         other => Err(DaemonError::BadArgs(format!(
             "expected a frame, got a {}",
             other.kind().as_str()
@@ -88,13 +106,13 @@ const CONTAINER_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_mil
 /// reader can see a frame a moment before its container is there: while the remote's current
 /// frame is still `frame`, ask again (bounded: about 2 s). `None` once it was replaced
 /// upstream (or never arrives), so the caller only ratchets past it.
-async fn fetch_container(from: &RemoteHandle, frame: &Gobd) -> Option<Vec<u8>> {
+async fn fetch_container(from: &Upstream, frame: &Gobd) -> Option<Vec<u8>> {
     let mut pause = CONTAINER_RETRY_FIRST;
     for _ in 0..CONTAINER_RETRIES {
-        if let Some(b) = from.get(&frame.target()).await {
+        if let Some(b) = from.fetch(&frame.target()).await {
             return Some(b);
         }
-        let current = from.get(&frame.dynamic).await?;
+        let current = from.fetch(&frame.dynamic).await?;
         let still_current = Object::decode(&current, Policy::STRICT)
             .ok()
             .is_some_and(|o| o.ghid() == frame.frame);
@@ -121,42 +139,42 @@ enum Pull {
 /// the chain. (Jumping to the remote's current frame instead can put it more than a target
 /// vector (7) ahead of the secret a recipient holds: `tests/crash_kill.rs` caught that.)
 async fn frame_bytes(
-    core: &Arc<DaemonCore>,
-    from: &RemoteHandle,
+    puller: &Puller,
+    from: &Upstream,
     frame: Gobd,
     bytes: Vec<u8>,
 ) -> Result<(), DaemonError> {
-    match pull_one(core, from, &frame, bytes).await? {
+    match pull_one(puller, from, &frame, bytes).await? {
         Pull::Done => Ok(()),
         Pull::ContainerGone => {
-            slog::debug!(core.log, "container of a pulled frame is gone";
+            slog::debug!(puller.store.local.log, "container of a pulled frame is gone";
                 "ghid" => %frame.dynamic, "counter" => frame.counter);
-            advance_secret(core, &frame.dynamic, &frame).await
+            advance_secret(&puller.store, &frame.dynamic, &frame).await
         }
     }
 }
 
 async fn pull_one(
-    core: &Arc<DaemonCore>,
-    from: &RemoteHandle,
+    puller: &Puller,
+    from: &Upstream,
     frame: &Gobd,
     bytes: Vec<u8>,
 ) -> Result<Pull, DaemonError> {
-    match core.ingest_fetched(bytes).await {
+    match puller.store.ingest_fetched(bytes).await {
         Ok(_) => {}
         Err(DaemonError::Persist(PersistError::IllegalFrame(_))) => {
-            return lost_race(core, from, frame).await.map(|()| Pull::Done)
+            return lost_race(puller, from, frame).await.map(|()| Pull::Done)
         }
         Err(e) => return Err(e),
     }
     let target = frame.target();
-    let container = match core.local(&target)? {
+    let container = match puller.store.local.get(&target)? {
         Some(b) => b,
         None => {
             let Some(b) = fetch_container(from, frame).await else {
                 return Ok(Pull::ContainerGone);
             };
-            core.ingest_fetched(b.clone()).await?;
+            puller.store.ingest_fetched(b.clone()).await?;
             b
         }
     };
@@ -166,12 +184,12 @@ async fn pull_one(
         return Err(DaemonError::BadArgs(format!("{target} is not a container")));
     };
     let dynamic = frame.dynamic;
-    if let Some(actor) = core.objects.get(&dynamic) {
+    if let Some(actor) = puller.live(&dynamic) {
         if actor.tell(Pulled(Box::new((frame.clone(), container)))) {
             return Ok(Pull::Done);
         }
     }
-    advance_secret(core, &dynamic, frame).await?;
+    advance_secret(&puller.store, &dynamic, frame).await?;
     Ok(Pull::Done)
 }
 
@@ -183,15 +201,11 @@ async fn pull_one(
 /// next frame follows the remote's chain, which the other machine can open. The local
 /// archive keeps our frame until the next one replaces it, so the frame and its container
 /// (unbound here) are verified before they are used.
-async fn lost_race(
-    core: &Arc<DaemonCore>,
-    from: &RemoteHandle,
-    frame: &Gobd,
-) -> Result<(), DaemonError> {
-    let Some(actor) = core.objects.get(&frame.dynamic) else {
+async fn lost_race(puller: &Puller, from: &Upstream, frame: &Gobd) -> Result<(), DaemonError> {
+    let Some(actor) = puller.live(&frame.dynamic) else {
         return Ok(());
     };
-    let ours = match core.local(&frame.dynamic)? {
+    let ours = match puller.store.local.get(&frame.dynamic)? {
         Some(b) => match Object::decode(&b, Policy::STRICT) {
             Ok(Object::Gobd(f)) => f,
             _ => return Ok(()),
@@ -201,7 +215,7 @@ async fn lost_race(
     if ours.counter != frame.counter || ours.frame == frame.frame {
         return Ok(());
     }
-    let signer = core.identity.second_party();
+    let signer = puller.store.local.identity.second_party();
     Object::Gobd(frame.clone())
         .verify(Some(signer))
         .map_err(PersistError::VerificationFailed)?;
@@ -220,7 +234,7 @@ async fn lost_race(
     Object::Geoc(container.clone())
         .verify(Some(signer))
         .map_err(PersistError::VerificationFailed)?;
-    slog::info!(core.log, "a frame of ours lost a race upstream; taking the remote's";
+    slog::info!(puller.store.local.log, "a frame of ours lost a race upstream; taking the remote's";
         "ghid" => %frame.dynamic, "counter" => frame.counter);
     actor.tell(Pulled(Box::new((frame.clone(), container))));
     Ok(())
@@ -228,18 +242,14 @@ async fn lost_race(
 
 /// Ratchets the recorded secret forward to `frame`'s target, so it keeps up with frames
 /// whose state is not applied (no live actor, or the container is gone already).
-async fn advance_secret(
-    core: &DaemonCore,
-    dynamic: &Ghid,
-    frame: &Gobd,
-) -> Result<(), DaemonError> {
-    let Some(old) = core.secret(dynamic)? else {
+async fn advance_secret(store: &Store, dynamic: &Ghid, frame: &Gobd) -> Result<(), DaemonError> {
+    let Some(old) = store.local.secret(dynamic)? else {
         return Ok(());
     };
     if old.counter >= frame.counter {
         return Ok(());
     }
-    if let Some(secret) = find_secret(core, dynamic, frame).await {
+    if let Some(secret) = find_secret(store, dynamic, frame).await {
         let record = SecretRecord {
             stored: super::account::StoredSecret {
                 secret,
@@ -247,26 +257,26 @@ async fn advance_secret(
             },
             counter: frame.counter,
         };
-        core.put_secret(dynamic, &record)?;
+        store.local.put_secret(dynamic, &record)?;
     }
     Ok(())
 }
 
-async fn removal(
-    core: &Arc<DaemonCore>,
-    subscription: Ghid,
-    object: Vec<u8>,
-) -> Result<(), DaemonError> {
-    match core.ingest_fetched(object).await {
+async fn removal(puller: &Puller, subscription: Ghid, object: Vec<u8>) -> Result<(), DaemonError> {
+    match puller.store.ingest_fetched(object).await {
         Ok(_) | Err(DaemonError::Persist(PersistError::AlreadyDebound(_))) => {}
         Err(e) => return Err(e),
     }
-    core.archive.sync().await?;
-    match core.objects.get(&subscription) {
+    puller.store.local.archive.sync().await?;
+    match puller.live(&subscription) {
         Some(actor) => {
             actor.tell(Removed);
         }
-        None => core.gc.deleted(subscription),
+        None => {
+            if let Some(gc) = puller.gc.upgrade() {
+                gc.do_send(Deleted(subscription));
+            }
+        }
     }
     Ok(())
 }

@@ -10,17 +10,19 @@
 //! predecessor is durable; when the predecessor fails, the job is [`Pushed::Dropped`] before
 //! it writes anything, and the actor queues its pushes again.
 //!
-//! Calls: [`super::commit`] (the local commit, the target vector length),
-//! [`super::golix_worker`] (signatures), `golix`, [`super::content`]. Used by `ObjectActor`.
+//! Calls: [`super::commit`] (the [`Store`], signing helpers, the target vector length),
+//! [`super::durable`] (the local commit), [`super::golix_worker`] (the two signatures),
+//! `golix`, [`super::content`]. Used by `ObjectActor`.
 
 use tokio::sync::oneshot;
 
 use super::account::StoredSecret;
-use super::commit::{self, Committed, Loaded};
+use super::commit::{self, Committed, Loaded, Store};
 use super::content;
-use super::daemon_core::{DaemonCore, SecretRecord};
+use super::durable;
 use super::error::DaemonError;
 use super::golix_worker;
+use super::local::SecretRecord;
 use crate::golix::{FirstParty, Geoc, Ghid, Gobd, Secret};
 use crate::persist::PersistError;
 
@@ -109,7 +111,7 @@ impl PushJob {
 
     /// Builds, signs and commits the frame. Returning early drops the links to the next
     /// job, which then ends [`Pushed::Dropped`].
-    pub async fn run(self, core: &DaemonCore) -> Pushed {
+    pub async fn run(self, store: &Store) -> Pushed {
         let (tip, predecessor) = match self.after {
             After::Durable(tip) => (*tip, None),
             After::Job { tip, durable } => match tip.await {
@@ -117,7 +119,7 @@ impl PushJob {
                 Err(_) => return Pushed::Dropped,
             },
         };
-        let built = match build(core, self.ghid, self.api_id, self.state, tip).await {
+        let built = match build(store, self.ghid, self.api_id, self.state, tip).await {
             Ok(b) => b,
             Err(e) => return Pushed::Failed(e),
         };
@@ -126,14 +128,14 @@ impl PushJob {
             container: built.geoc.ghid,
             secret: built.secret.clone(),
         });
-        let signed = sign(core, built).await;
+        let signed = sign(store, built).await;
         if let Some(durable) = predecessor {
             if durable.await.is_err() {
                 return Pushed::Dropped;
             }
         }
         let result = match signed {
-            Ok(b) => commit_built(core, self.ghid, b).await,
+            Ok(b) => commit_built(store, self.ghid, b).await,
             Err(e) => Err(e),
         };
         match result {
@@ -149,13 +151,13 @@ impl PushJob {
 /// The next secret, a container with `state` under it, and the frame after `tip` pointing
 /// at that container; nothing signed yet.
 async fn build(
-    core: &DaemonCore,
+    store: &Store,
     ghid: Ghid,
     api_id: Option<Ghid>,
     state: Vec<u8>,
     tip: Tip,
 ) -> Result<Built, DaemonError> {
-    let legroom = commit::legroom(core, &tip.frame);
+    let legroom = commit::legroom(store, &tip.frame);
     let inline = state.len() <= BUILD_INLINE_MAX;
     let make = move |id: &FirstParty| {
         let secret = tip.secret.ratchet(&tip.container, &ghid);
@@ -169,21 +171,22 @@ async fn build(
         })
     };
     if inline {
-        return make(core.identity.as_ref()).map_err(DaemonError::from);
+        return make(store.local.identity.as_ref()).map_err(DaemonError::from);
     }
-    commit::sign(core, make).await
+    commit::sign(store, make).await
 }
 
 /// Signs the container and the frame at once, on the signing pool.
-async fn sign(core: &DaemonCore, built: Built) -> Result<Built, DaemonError> {
+async fn sign(store: &Store, built: Built) -> Result<Built, DaemonError> {
     let Built {
         geoc,
         frame,
         secret,
     } = built;
+    let identity = &store.local.identity;
     let (geoc, frame) = tokio::try_join!(
-        golix_worker::sign_container(core.identity.clone(), geoc),
-        golix_worker::sign_frame(core.identity.clone(), frame),
+        golix_worker::sign_container(identity.clone(), geoc),
+        golix_worker::sign_frame(identity.clone(), frame),
     )?;
     Ok(Built {
         geoc,
@@ -193,7 +196,7 @@ async fn sign(core: &DaemonCore, built: Built) -> Result<Built, DaemonError> {
 }
 
 /// Commits a signed frame and its container, and records the new secret.
-async fn commit_built(core: &DaemonCore, ghid: Ghid, b: Built) -> Result<Committed, DaemonError> {
+async fn commit_built(store: &Store, ghid: Ghid, b: Built) -> Result<Committed, DaemonError> {
     let record = SecretRecord {
         stored: StoredSecret {
             secret: b.secret.clone(),
@@ -201,8 +204,9 @@ async fn commit_built(core: &DaemonCore, ghid: Ghid, b: Built) -> Result<Committ
         },
         counter: b.frame.counter,
     };
-    let committed = commit::commit(
-        core,
+    let committed = durable::commit(
+        &store.local,
+        &store.upstream,
         vec![b.frame.encode(), b.geoc.encode()],
         Some((ghid, record)),
     )

@@ -16,20 +16,21 @@
 //! object), catch up. The outbox queue and the remembered limit belong to the remote (keyed by
 //! its first front-end), not to the front-end in use.
 //!
-//! [`RemoteHandle`] turns its callers' calls into the actor's typed messages
-//! (`Subscribe`, `Unsubscribe`, `Stop` to `Addr<RemoteActor>`). Calls: the persist client,
-//! `link_state`. Used by `DaemonCore`, `DaemonHandle`, `boot`, `drain`, `pull`.
+//! [`RemoteHandle`] turns its callers' calls into the actor's typed messages, defined here
+//! ([`Subscribe`], [`Unsubscribe`], [`Stop`]) and sent through `Recipient`s the actor hands
+//! it when it starts, so this module does not name the actor. Calls: the persist client,
+//! `link_state`. Used by [`super::upstream`] (all remotes as one), `DaemonHandle`, `boot`,
+//! `drain` and `RemoteActor`.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use actix::Addr;
+use actix::{Message, WeakRecipient};
 use rand::Rng;
 use tokio::sync::{oneshot, watch};
 
 use super::link_state::{Failure, LinkTracker, RemoteStatus};
-use super::remote_actor::{RemoteActor, Stop, Subscribe, Unsubscribe};
 use crate::golix::Ghid;
 use crate::persist::client::{
     ClientError, ClientOptions, ConnectFailure, Notifications, PersisterClient as Client,
@@ -94,6 +95,27 @@ impl From<String> for RemoteEntry {
     }
 }
 
+/// Keeps `ghid` subscribed on this remote (across reconnects) and catches up on it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Subscribe(pub Ghid);
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Unsubscribe(pub Ghid);
+
+/// Disconnects; the actor stays idle afterwards.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Stop;
+
+/// Where a remote's actor takes its subscription changes (set once it starts). Weak: the
+/// actor's owner is `DaemonHandle` (which alone sends it [`Stop`]).
+pub struct ActorInbox {
+    pub subscribe: WeakRecipient<Subscribe>,
+    pub unsubscribe: WeakRecipient<Unsubscribe>,
+}
+
 /// First reconnect delay; doubles per failed attempt.
 pub const BACKOFF_START: Duration = Duration::from_millis(100);
 /// Longest reconnect delay.
@@ -118,14 +140,18 @@ pub(super) struct Shared {
     pub(super) queue: usize,
     /// The connection's state for `hgxd status`; written by the actor only.
     tracker: Mutex<LinkTracker>,
-    /// The actor, once started ([`super::remote_actor::start`]).
-    addr: OnceLock<Addr<RemoteActor>>,
+    /// The actor's inbox, once it started ([`super::remote_actor::start`]).
+    actor: OnceLock<ActorInbox>,
     /// The sending end of `client`, until the actor takes it.
     link_tx: Mutex<Option<watch::Sender<Link>>>,
     /// The connection state (with the client while connected).
     client: watch::Receiver<Link>,
     /// The largest object this remote takes: from its last `hello` (see [`super::limits`]).
     pub(super) max_object: AtomicU64,
+    /// Notifications and catch-up frames waiting to be pulled, as the pull worker last saw
+    /// them, and the most it ever saw (bounded by `remote_actor::PULL_QUEUE`).
+    pull_backlog: AtomicUsize,
+    pull_peak: AtomicUsize,
 }
 
 /// Where a remote's connection stands.
@@ -153,10 +179,12 @@ impl RemoteHandle {
             failovers: AtomicU32::new(0),
             queue,
             tracker: Mutex::new(LinkTracker::new(SystemTime::now())),
-            addr: OnceLock::new(),
+            actor: OnceLock::new(),
             link_tx: Mutex::new(Some(ctx)),
             client: crx,
             max_object: AtomicU64::new(max_object),
+            pull_backlog: AtomicUsize::new(0),
+            pull_peak: AtomicUsize::new(0),
         });
         RemoteHandle { shared }
     }
@@ -167,8 +195,8 @@ impl RemoteHandle {
         taken.unwrap_or_else(|| watch::channel(Link::Down).0)
     }
 
-    pub(super) fn set_addr(&self, addr: Addr<RemoteActor>) {
-        let _ = self.shared.addr.set(addr);
+    pub(super) fn set_actor(&self, inbox: ActorInbox) {
+        let _ = self.shared.actor.set(inbox);
     }
 
     /// How many front-ends the remote has.
@@ -220,6 +248,20 @@ impl RemoteHandle {
         )
     }
 
+    /// Records how many items the pull worker found waiting before taking the next.
+    pub(super) fn record_pull_backlog(&self, waiting: usize) {
+        self.shared.pull_backlog.store(waiting, Ordering::Relaxed);
+        self.shared.pull_peak.fetch_max(waiting, Ordering::Relaxed);
+    }
+
+    /// (waiting to be pulled now, the most that ever waited) for this remote.
+    pub fn pull_backlog(&self) -> (usize, usize) {
+        (
+            self.shared.pull_backlog.load(Ordering::Relaxed),
+            self.shared.pull_peak.load(Ordering::Relaxed),
+        )
+    }
+
     pub fn is_connected(&self) -> bool {
         matches!(*self.shared.client.borrow(), Link::Up(_))
     }
@@ -264,21 +306,19 @@ impl RemoteHandle {
 
     /// Keeps `ghid` subscribed (across reconnects) and catches up on it.
     pub fn subscribe(&self, ghid: Ghid) {
-        if let Some(a) = self.shared.addr.get() {
+        if let Some(a) = self.shared.actor.get().and_then(|a| a.subscribe.upgrade()) {
             a.do_send(Subscribe(ghid));
         }
     }
 
     pub fn unsubscribe(&self, ghid: Ghid) {
-        if let Some(a) = self.shared.addr.get() {
+        if let Some(a) = self
+            .shared
+            .actor
+            .get()
+            .and_then(|a| a.unsubscribe.upgrade())
+        {
             a.do_send(Unsubscribe(ghid));
-        }
-    }
-
-    /// Disconnects and stops the actor's connection attempts.
-    pub async fn stop(&self) {
-        if let Some(a) = self.shared.addr.get() {
-            let _ = a.send(Stop).await;
         }
     }
 }

@@ -20,48 +20,52 @@
 //!   news), moves to the next front-end of the remote's failover list and sets the backoff.
 //!   The subscription set survives.
 //!
-//! Messages: [`Subscribe`], [`Unsubscribe`] (from `DaemonCore`: objects, follows) and
-//! [`Stop`] (from `DaemonHandle::shutdown`; afterwards the actor stays idle until its arbiter
-//! stops). Callers hold it through [`RemoteHandle`], which also serves fetches straight from
-//! the connected client without queueing behind the actor.
+//! Messages (defined in [`super::remote`]): `Subscribe`, `Unsubscribe` (from whoever holds
+//! the [`Upstream`]: objects, the GC, follows, `DaemonHandle`) and `Stop` (from
+//! `DaemonHandle::shutdown`; afterwards the actor stays idle until its arbiter stops).
+//! `DaemonHandle` owns its address; everyone else holds its [`RemoteHandle`] (weak
+//! `Recipient`s set at start), which also serves fetches straight from the connected client
+//! without queueing behind the actor.
 //!
+//! Peers ([`RemotePeers`]): the [`Local`] state (outbox, vault, identity), the app registry
+//! (refusal events) and the [`Puller`] (objects, GC and share actors, reached by `pull`).
 //! Calls: the persist client (through [`Connector`]), `pull`, `drain`, `limits`,
-//! `link_state`, `DaemonCore`.
+//! `link_state`.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use actix::prelude::*;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use super::daemon_core::DaemonCore;
+use super::apps::AppRegistry;
+use super::arbiters::Arbiters;
 use super::link_state::{Failure, Report};
-use super::remote::{backoff, check_version, timed, Connector, Link, RemoteHandle};
-use super::{drain, limits, pull};
+use super::local::Local;
+use super::pull::{self, Puller};
+use super::remote::{
+    backoff, check_version, timed, ActorInbox, Connector, Link, RemoteHandle, Stop, Subscribe,
+    Unsubscribe,
+};
+use super::upstream::Upstream;
+use super::{drain, limits};
 use crate::golix::Ghid;
 use crate::persist::client::{ClientError, Notification, PersisterClient as Client};
 use crate::persist::wire;
 
-/// Keeps `ghid` subscribed on this remote (across reconnects) and catches up on it.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Subscribe(pub Ghid);
-
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Unsubscribe(pub Ghid);
-
-/// Disconnects; the actor stays idle afterwards.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Stop;
+/// What a remote's actor reaches (see the module doc). Cheap to clone.
+#[derive(Clone)]
+pub struct RemotePeers {
+    pub local: Arc<Local>,
+    pub apps: Arc<AppRegistry>,
+    pub puller: Puller,
+}
 
 pub struct RemoteActor {
-    /// Held weakly: the core holds this actor's address (through its `RemoteHandle`).
-    core: Weak<DaemonCore>,
+    peers: RemotePeers,
     runtime: tokio::runtime::Handle,
     log: slog::Logger,
     connector: Connector,
@@ -107,7 +111,8 @@ enum SubOp {
 
 /// Notifications and catch-up frames waiting for the pull worker, per connection. While it
 /// is full the actor stops reading notifications, so the client's buffer fills and its
-/// socket is not read (README, daemon-side limits).
+/// socket is not read (README, daemon-side limits). The worker records what it finds waiting
+/// ([`RemoteHandle::pull_backlog`]); `tests/pull_backlog.rs` holds the bound.
 pub const PULL_QUEUE: usize = 1024;
 
 enum Work {
@@ -115,14 +120,20 @@ enum Work {
     Frame(Vec<u8>),
 }
 
-/// Starts the supervised `RemoteActor` of `handle` on one of the daemon's arbiters.
-pub fn start(core: Arc<DaemonCore>, connector: Connector, handle: RemoteHandle) {
+/// Starts the supervised `RemoteActor` of `handle` on one of `arbiters`, hands the handle
+/// its (weak) inbox, and returns the owning address.
+pub fn start(
+    arbiters: &Arbiters,
+    peers: RemotePeers,
+    connector: Connector,
+    handle: RemoteHandle,
+) -> Addr<RemoteActor> {
     let client_tx = handle.take_link_sender();
-    let arbiter = core.threads.next();
+    let arbiter = arbiters.next();
     let actor = RemoteActor {
-        core: Arc::downgrade(&core),
-        runtime: core.runtime.clone(),
-        log: core.log.clone(),
+        runtime: peers.local.runtime.clone(),
+        log: peers.local.log.clone(),
+        peers,
         connector,
         handle: handle.clone(),
         subs: BTreeSet::new(),
@@ -134,7 +145,11 @@ pub fn start(core: Arc<DaemonCore>, connector: Connector, handle: RemoteHandle) 
         stopped: false,
     };
     let addr = actix::Supervisor::start_in_arbiter(&arbiter, move |_| actor);
-    handle.set_addr(addr);
+    handle.set_actor(ActorInbox {
+        subscribe: addr.clone().recipient().downgrade(),
+        unsubscribe: addr.clone().recipient().downgrade(),
+    });
+    addr
 }
 
 impl Actor for RemoteActor {
@@ -220,16 +235,14 @@ impl RemoteActor {
     /// Connects and greets on the daemon's runtime; the task ends with this actor's life.
     fn connect(&mut self, ctx: &mut Context<Self>) {
         let (connector, target) = (self.connector.clone(), self.handle.target().clone());
-        let Some(core) = self.core.upgrade() else {
-            return self.gone(ctx);
-        };
+        let local = self.peers.local.clone();
         let handle = self.handle.clone();
         let subs: Vec<Ghid> = self.subs.iter().copied().collect();
         let (tx, rx) = oneshot::channel();
         let task = self.runtime.spawn(async move {
             let result = match connector.connect(&target).await {
                 Err(e) => Err(Failure::from_client(&e)),
-                Ok((client, notes)) => match greet(&core, &handle, &client, &subs).await {
+                Ok((client, notes)) => match greet(&local, &handle, &client, &subs).await {
                     Ok(max_object) => Ok((client, notes, max_object, subs)),
                     Err(f) => {
                         client.close();
@@ -256,13 +269,6 @@ impl RemoteActor {
         );
     }
 
-    /// The daemon is gone (dropped without a shutdown): no more attempts.
-    fn gone(&mut self, ctx: &mut Context<Self>) {
-        self.stopped = true;
-        let _ = self.client_tx.send(Link::Down);
-        ctx.stop();
-    }
-
     /// Ends this life for `failure`; the supervisor restarts the actor.
     fn lose(&mut self, ctx: &mut Context<Self>, failure: Failure) {
         let _ = self.client_tx.send(Link::Down);
@@ -280,19 +286,20 @@ impl RemoteActor {
         max_object: u64,
         greeted: Vec<Ghid>,
     ) {
-        let Some(core) = self.core.upgrade() else {
-            client.close();
-            return self.gone(ctx);
-        };
         self.attempt = 0;
         self.connected();
         let _ = self.client_tx.send(Link::Up(client.clone()));
         let rt = self.runtime.clone();
         let (work_tx, work_rx) = mpsc::channel(PULL_QUEUE);
-        let worker = rt.spawn(pull_worker(core.clone(), self.handle.clone(), work_rx));
+        let worker = rt.spawn(pull_worker(
+            self.peers.puller.clone(),
+            self.handle.clone(),
+            work_rx,
+        ));
         let (caught_up_tx, caught_up_rx) = oneshot::channel();
         let drainer = rt.spawn(drain::drain(
-            core,
+            self.peers.local.clone(),
+            self.peers.apps.clone(),
             self.handle.clone(),
             client.clone(),
             max_object,
@@ -416,22 +423,22 @@ impl Handler<Stop> for RemoteActor {
 /// [`super::limits`]), then sends our GIDC, authenticates, and subscribes our fingerprint and
 /// `subs`. Returns the largest object the remote takes.
 async fn greet(
-    core: &DaemonCore,
+    local: &Local,
     handle: &RemoteHandle,
     client: &Client,
     subs: &[Ghid],
 ) -> Result<u64, Failure> {
-    let log = &core.log;
+    let log = &local.log;
     let failure = |e: ClientError| Failure::from_client(&e);
     let hello = timed(client.hello()).await.map_err(failure)?;
     check_version(hello.protocol)?;
     let max_object = wire::max_publish_object(hello.limits.max_frame);
     let previous = handle.shared.max_object.swap(max_object, Ordering::Relaxed);
     if previous != max_object {
-        let remembered = limits::remember(&core.vault, handle.primary_url(), max_object);
+        let remembered = limits::remember(&local.vault, handle.primary_url(), max_object);
         if let Err(e) = async {
             remembered?;
-            core.vault.flush().await
+            local.vault.flush().await
         }
         .await
         {
@@ -440,11 +447,11 @@ async fn greet(
         slog::info!(log, "remote size limit"; "remote" => handle.url(),
             "max_object" => max_object, "was" => previous);
     }
-    let gidc = core.identity.gidc().encode();
+    let gidc = local.identity.gidc().encode();
     timed(client.publish(&gidc)).await.map_err(failure)?;
     // Our share requests then count against our own key, not against the anonymous
     // sender that anyone can fill (an older persister does not know the op).
-    match timed(client.authenticate(&core.identity)).await {
+    match timed(client.authenticate(&local.identity)).await {
         Ok(()) => {}
         Err(e) if e.code() == Some("unknown_op") => {
             slog::info!(log, "remote does not authenticate connections";
@@ -457,7 +464,7 @@ async fn greet(
         }
         Err(e) => return Err(failure(e)),
     }
-    timed(client.subscribe(&core.fingerprint()))
+    timed(client.subscribe(&local.fingerprint()))
         .await
         .map_err(failure)?;
     for g in subs {
@@ -491,15 +498,19 @@ async fn subscriber(
 }
 
 /// Pulls notifications and catch-up frames in arrival order.
-async fn pull_worker(core: Arc<DaemonCore>, remote: RemoteHandle, mut rx: mpsc::Receiver<Work>) {
-    while let Some(w) = rx.recv().await {
+async fn pull_worker(puller: Puller, handle: RemoteHandle, mut rx: mpsc::Receiver<Work>) {
+    let remote = Upstream::new(vec![handle.clone()]);
+    loop {
+        handle.record_pull_backlog(rx.len());
+        let Some(w) = rx.recv().await else { break };
         match w {
             Work::Note(subscription, object) => {
-                pull::notification(&core, &remote, subscription, object).await
+                pull::notification(&puller, &remote, subscription, object).await
             }
             Work::Frame(bytes) => {
-                if let Err(e) = pull::frame(&core, &remote, bytes).await {
-                    slog::info!(core.log, "catch-up frame not applied"; "remote" => remote.url(), "error" => %e);
+                if let Err(e) = pull::frame(&puller, &remote, bytes).await {
+                    slog::info!(puller.store.local.log, "catch-up frame not applied";
+                        "remote" => remote.name(), "error" => %e);
                 }
             }
         }

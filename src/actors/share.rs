@@ -24,26 +24,33 @@
 //!    answer's author is the recipient we shared with) is removed, the asking session (or
 //!    the live session of its token) gets `share_result`, and the answer is debound.
 //!
-//! Owns: the in-memory route from each pending request to the session that asked. Calls:
-//! `golix` (requests, off the event loop), `DaemonCore` (archive, fetches, commits), the
-//! account (pending and orphan shares), [`dispatch`]. Messages: unbounded mpsc; stop replies on
-//! a oneshot.
+//! Owns: the in-memory route from each pending request to the session that asked.
+//! Messages: [`Incoming`] (from `pull`, through a `Recipient<Incoming>`), [`Requested`] (from
+//! [`share`]) and [`Stop`] (from `DaemonHandle::shutdown`).
+//!
+//! Peers ([`SharePeers`]): the [`Store`] (local state, remotes, the `AccountActor`: pending
+//! and orphan shares), the app registry (events) and the object registry, held weakly (a
+//! live object's current secret, asked with `object::Current`). Calls: `golix` (requests,
+//! off the event loop), [`dispatch`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
+use super::apps::AppRegistry;
+
 use actix::prelude::*;
+use actix::WeakRecipient;
 
 use super::account::{AppTokenBytes, PendingShare, StoredSecret};
 use super::account_actor;
 use super::api::{AppEvent, AppId};
-use super::arbiters::ActorThreads;
-use super::commit;
+use super::arbiters::Arbiters;
+use super::commit::{self, Store};
 use super::content;
-use super::daemon_core::{DaemonCore, SecretRecord};
 use super::dispatch;
 use super::error::DaemonError;
-use super::object;
+use super::local::SecretRecord;
+use super::object::{self, ObjectRegistry};
 use crate::golix::{
     cipher, Error as GolixError, Garq, Geoc, Ghid, Gobd, Object, Policy, Request, RequestBody,
     SecondParty, Secret,
@@ -87,18 +94,19 @@ pub struct ShareHandle {
 }
 
 impl ShareHandle {
-    /// Starts the `ShareActor` on one of `threads`; `core` is the core being built.
-    pub fn start(threads: &ActorThreads, core: Weak<DaemonCore>) -> ShareHandle {
-        let addr = ShareActor::start_in_arbiter(&threads.next(), move |_| ShareActor {
-            core,
+    /// Starts the `ShareActor` on one of `arbiters`.
+    pub fn start(arbiters: &Arbiters, peers: SharePeers) -> ShareHandle {
+        let addr = ShareActor::start_in_arbiter(&arbiters.next(), move |_| ShareActor {
+            peers,
             requested: Some(HashMap::new()),
         });
         ShareHandle { addr }
     }
 
-    /// A GARQ addressed to us arrived (raw bytes, from a remote).
-    pub fn incoming(&self, garq: Vec<u8>) {
-        self.addr.do_send(Incoming(garq));
+    /// Where GARQs addressed to us go (raw bytes, from a remote; weakly: the share actor's
+    /// owner is `DaemonHandle`).
+    pub fn incoming(&self) -> WeakRecipient<Incoming> {
+        self.addr.clone().recipient().downgrade()
     }
 
     fn requested(&self, request: Ghid, app: AppId) {
@@ -111,11 +119,18 @@ impl ShareHandle {
     }
 }
 
+/// What sharing reaches (see the module doc). Cheap to clone.
+#[derive(Clone)]
+pub struct SharePeers {
+    pub store: Store,
+    pub apps: Arc<AppRegistry>,
+    pub objects: Weak<ObjectRegistry>,
+}
+
 /// The actor: requests are handled one at a time, in arrival order (`ctx.wait` holds the
-/// mailbox while one runs on the daemon's runtime). It holds the core weakly (the core holds
-/// its address).
+/// mailbox while one runs on the daemon's runtime).
 pub struct ShareActor {
-    core: Weak<DaemonCore>,
+    peers: SharePeers,
     /// Handshake ghid -> the session that asked, for its `share_result`. `None` only while a
     /// request is being handled (it has the map).
     requested: Option<HashMap<Ghid, AppId>>,
@@ -129,17 +144,18 @@ impl Handler<Incoming> for ShareActor {
     type Result = ();
 
     fn handle(&mut self, msg: Incoming, ctx: &mut Context<Self>) {
-        let (Some(core), Some(requested)) = (self.core.upgrade(), self.requested.take()) else {
+        let Some(requested) = self.requested.take() else {
             return;
         };
-        let rt = core.runtime.clone();
-        let mut handling = Handling { core, requested };
+        let peers = self.peers.clone();
+        let rt = peers.store.local.runtime.clone();
+        let mut handling = Handling { peers, requested };
         let task = rt.spawn(async move {
-            let core = handling.core.clone();
+            let peers = handling.peers.clone();
             // Shutting down: the request stays on the remotes for the next start.
-            if let Ok(_pass) = core.gate.enter() {
+            if let Ok(_pass) = peers.store.local.gate.enter() {
                 if let Err(e) = handling.incoming(msg.0).await {
-                    slog::info!(core.log, "request not handled"; "error" => %e);
+                    slog::info!(peers.store.local.log, "request not handled"; "error" => %e);
                 }
             }
             handling.requested
@@ -172,7 +188,7 @@ impl Handler<Stop> for ShareActor {
 
 /// One incoming request being handled, with the routes of pending shares.
 struct Handling {
-    core: Arc<DaemonCore>,
+    peers: SharePeers,
     requested: HashMap<Ghid, AppId>,
 }
 
@@ -196,20 +212,20 @@ enum Opened {
 
 impl Handling {
     async fn incoming(&mut self, bytes: Vec<u8>) -> Result<(), DaemonError> {
-        let core = self.core.clone();
+        let peers = self.peers.clone();
         let garq = match Object::decode(&bytes, Policy::STRICT) {
-            Ok(Object::Garq(g)) if g.recipient == core.fingerprint() => g,
+            Ok(Object::Garq(g)) if g.recipient == peers.store.fingerprint() => g,
             _ => return Ok(()),
         };
-        match core.ingest(bytes).await {
+        match peers.store.local.ingest(bytes).await {
             Ok(_) => {}
             Err(PersistError::AlreadyDebound(_)) => return Ok(()), // handled before
             Err(e) => return Err(e.into()),
         }
-        match open(&core, &garq).await {
+        match open(&peers, &garq).await {
             Opened::Request { author, request } => match request.body {
                 RequestBody::Handshake { target, secret } => {
-                    handshake(&core, &garq, author, target, secret).await
+                    handshake(&peers, &garq, author, target, secret).await
                 }
                 RequestBody::Ack { target, status } => {
                     self.answered(&garq, author, target, true, status).await
@@ -219,14 +235,14 @@ impl Handling {
                 }
             },
             Opened::BadMac(author) => {
-                slog::warn!(core.log, "request with a bad MAC; naked and debound";
+                slog::warn!(peers.store.local.log, "request with a bad MAC; naked and debound";
                     "request" => %garq.ghid, "claimed_author" => %author.ghid());
-                answer_and_debind(&core, &garq, Some((author, Answer::Nak(STATUS_BAD_MAC)))).await
+                answer_and_debind(&peers, &garq, Some((author, Answer::Nak(STATUS_BAD_MAC)))).await
             }
             Opened::Unreadable(why) => {
-                slog::info!(core.log, "unreadable request; debound";
+                slog::info!(peers.store.local.log, "unreadable request; debound";
                     "request" => %garq.ghid, "why" => why);
-                answer_and_debind(&core, &garq, None).await
+                answer_and_debind(&peers, &garq, None).await
             }
         }
     }
@@ -240,37 +256,37 @@ impl Handling {
         ok: bool,
         status: u32,
     ) -> Result<(), DaemonError> {
-        let core = self.core.clone();
+        let peers = self.peers.clone();
         let from = author.ghid();
         let take = account_actor::TakePending {
             request,
             recipient: from,
         };
-        let mut pending = core.account.ask(take).await?;
+        let mut pending = peers.store.account.ask(take).await?;
         if pending.is_none() {
             // Another machine of ours may have made the share: its account state first.
-            core.account.refresh().await;
+            peers.store.account.refresh().await;
             let take = account_actor::TakePending {
                 request,
                 recipient: from,
             };
-            pending = core.account.ask(take).await?;
+            pending = peers.store.account.ask(take).await?;
         }
-        answer_and_debind(&core, garq, None).await?;
+        answer_and_debind(&peers, garq, None).await?;
         let Some(p) = pending else {
-            slog::debug!(core.log, "answer to no pending share"; "request" => %request, "from" => %from);
+            slog::debug!(peers.store.local.log, "answer to no pending share"; "request" => %request, "from" => %from);
             return Ok(());
         };
         let asked = self
             .requested
             .remove(&request)
-            .filter(|app| core.apps.is_connected(*app));
+            .filter(|app| peers.apps.is_connected(*app));
         let apps = match (asked, p.token) {
             (Some(app), _) => vec![app],
-            (None, Some(t)) => core.apps.with_token(&t.0),
+            (None, Some(t)) => peers.apps.with_token(&t.0),
             (None, None) => Vec::new(),
         };
-        slog::info!(core.log, "share answered"; "ghid" => %p.target, "recipient" => %from,
+        slog::info!(peers.store.local.log, "share answered"; "ghid" => %p.target, "recipient" => %from,
             "ok" => ok, "status" => status, "apps" => apps.len());
         let event = AppEvent::ShareResult {
             ghid: p.target,
@@ -279,7 +295,7 @@ impl Handling {
             status,
         };
         for app in apps {
-            core.apps.send(app, event.clone());
+            peers.apps.send(app, event.clone());
         }
         Ok(())
     }
@@ -287,18 +303,18 @@ impl Handling {
 
 /// A handshake from `author`: accept the object (ack, share event) or refuse it (nak).
 async fn handshake(
-    core: &Arc<DaemonCore>,
+    peers: &SharePeers,
     garq: &Garq,
     author: SecondParty,
     target: Ghid,
     secret: Secret,
 ) -> Result<(), DaemonError> {
     let origin = author.ghid();
-    let (answer, api_id) = match accept(core, target, secret).await {
+    let (answer, api_id) = match accept(peers, target, secret).await {
         Ok(api_id) => (Answer::Ack(STATUS_OK), Some(api_id)),
         Err(DaemonError::ShuttingDown) => return Err(DaemonError::ShuttingDown),
         Err(e) => {
-            slog::info!(core.log, "share refused"; "ghid" => %target, "from" => %origin, "error" => %e);
+            slog::info!(peers.store.local.log, "share refused"; "ghid" => %target, "from" => %origin, "error" => %e);
             let status = match e {
                 DaemonError::NotFound(_) => STATUS_NOT_FOUND,
                 DaemonError::UnknownSecret(_) => STATUS_UNKNOWN_SECRET,
@@ -307,10 +323,10 @@ async fn handshake(
             (Answer::Nak(status), None)
         }
     };
-    answer_and_debind(core, garq, Some((author, answer))).await?;
+    answer_and_debind(peers, garq, Some((author, answer))).await?;
     if let Some(api_id) = api_id {
-        slog::info!(core.log, "share received"; "ghid" => %target, "from" => %origin);
-        dispatch::offer_or_keep(core, target, origin, api_id);
+        slog::info!(peers.store.local.log, "share received"; "ghid" => %target, "from" => %origin);
+        dispatch::offer_or_keep(&peers.store, &peers.apps, target, origin, api_id);
     }
     Ok(())
 }
@@ -318,16 +334,16 @@ async fn handshake(
 /// Fetches the shared object, finds which secret of it the handshake carries, and records
 /// that secret. Returns the object's api id.
 async fn accept(
-    core: &Arc<DaemonCore>,
+    peers: &SharePeers,
     target: Ghid,
     secret: Secret,
 ) -> Result<Option<Ghid>, DaemonError> {
     let not_found = || DaemonError::NotFound(target.to_string());
     let unknown_secret = || DaemonError::UnknownSecret(target.to_string());
-    let bytes = fresh(core, &target).await?.ok_or_else(not_found)?;
+    let bytes = fresh(peers, &target).await?.ok_or_else(not_found)?;
     match Object::decode(&bytes, Policy::STRICT).map_err(PersistError::from)? {
         Object::Gobd(frame) if frame.dynamic == target => {
-            let container = container(core, &frame.target()).await?;
+            let container = container(peers, &frame.target()).await?;
             let (current, api_id) = frame
                 .targets
                 .iter()
@@ -336,10 +352,10 @@ async fn accept(
                     Some((s.clone(), opens(&container, &s)?))
                 })
                 .ok_or_else(unknown_secret)?;
-            record(core, target, current, &frame, api_id).await?;
+            record(peers, target, current, &frame, api_id).await?;
             // Follow it from now on, tracked or not: the recorded secret only keeps up by
             // ratcheting along every frame.
-            core.follow(target)?;
+            peers.store.follow(target)?;
             Ok(api_id)
         }
         Object::Geoc(c) if c.ghid == target => {
@@ -348,15 +364,15 @@ async fn accept(
                 secret,
                 container: target,
             };
-            let keep = core.secret(&target)?.is_none();
+            let keep = peers.store.local.secret(&target)?.is_none();
             if keep {
                 let record = SecretRecord {
                     stored: stored.clone(),
                     counter: 0,
                 };
-                core.put_secret(&target, &record)?;
-                core.vault.flush().await?;
-                core.account.record_secret(target, stored, 0, api_id);
+                peers.store.local.put_secret(&target, &record)?;
+                peers.store.local.vault.flush().await?;
+                peers.store.account.record_secret(target, stored, 0, api_id);
             }
             Ok(api_id)
         }
@@ -374,13 +390,15 @@ fn opens(container: &Geoc, secret: &Secret) -> Option<Option<Ghid>> {
 
 /// The newest secret of a dynamic object, unless this machine knows a newer frame already.
 async fn record(
-    core: &DaemonCore,
+    peers: &SharePeers,
     ghid: Ghid,
     secret: Secret,
     frame: &Gobd,
     api_id: Option<Ghid>,
 ) -> Result<(), DaemonError> {
-    if core
+    if peers
+        .store
+        .local
         .secret(&ghid)?
         .is_some_and(|old| old.counter > frame.counter)
     {
@@ -394,33 +412,36 @@ async fn record(
         stored: stored.clone(),
         counter: frame.counter,
     };
-    core.put_secret(&ghid, &record)?;
-    core.vault.flush().await?;
-    core.account
+    peers.store.local.put_secret(&ghid, &record)?;
+    peers.store.local.vault.flush().await?;
+    peers
+        .store
+        .account
         .record_secret(ghid, stored, frame.counter, api_id);
     Ok(())
 }
 
 /// `ghid` from a remote first (a stale local frame must not decide), else locally.
-async fn fresh(core: &DaemonCore, ghid: &Ghid) -> Result<Option<Vec<u8>>, DaemonError> {
-    let Some(bytes) = core.fetch(ghid).await else {
-        return core.local(ghid);
+async fn fresh(peers: &SharePeers, ghid: &Ghid) -> Result<Option<Vec<u8>>, DaemonError> {
+    let Some(bytes) = peers.store.fetch(ghid).await else {
+        return peers.store.local.get(ghid);
     };
-    match core.ingest_fetched(bytes.clone()).await {
+    match peers.store.ingest_fetched(bytes.clone()).await {
         Ok(_) => Ok(Some(bytes)),
         // Ours is newer than the remote's.
-        Err(DaemonError::Persist(PersistError::IllegalFrame(_))) => core.local(ghid),
+        Err(DaemonError::Persist(PersistError::IllegalFrame(_))) => peers.store.local.get(ghid),
         Err(DaemonError::Persist(PersistError::AlreadyDebound(_))) => Ok(None),
         // A static object: its container comes with its bindings.
         Err(DaemonError::Persist(PersistError::UnboundContainer(_))) => {
-            core.local_or_fetch(ghid).await
+            peers.store.local_or_fetch(ghid).await
         }
         Err(e) => Err(e),
     }
 }
 
-async fn container(core: &DaemonCore, ghid: &Ghid) -> Result<Geoc, DaemonError> {
-    let bytes = core
+async fn container(peers: &SharePeers, ghid: &Ghid) -> Result<Geoc, DaemonError> {
+    let bytes = peers
+        .store
         .local_or_fetch(ghid)
         .await?
         .ok_or_else(|| DaemonError::NotFound(format!("container {ghid}")))?;
@@ -432,11 +453,11 @@ async fn container(core: &DaemonCore, ghid: &Ghid) -> Result<Geoc, DaemonError> 
 
 /// Commits the answer to `garq` (if any) and our debinding of it.
 async fn answer_and_debind(
-    core: &DaemonCore,
+    peers: &SharePeers,
     garq: &Garq,
     answer: Option<(SecondParty, Answer)>,
 ) -> Result<(), DaemonError> {
-    let identity = core.identity.clone();
+    let identity = peers.store.local.identity.clone();
     let request = garq.ghid;
     let objects = tokio::task::spawn_blocking(move || -> Result<Vec<Vec<u8>>, GolixError> {
         let mut out = Vec::with_capacity(2);
@@ -452,7 +473,7 @@ async fn answer_and_debind(
     })
     .await
     .map_err(|e| DaemonError::Storage(format!("signing task failed: {e}")))??;
-    core.commit_local(objects).await
+    peers.store.commit_local(objects).await
 }
 
 /// An identity from the local archive.
@@ -465,22 +486,26 @@ fn local_identity(archive: &Archive, ghid: &Ghid) -> Option<SecondParty> {
 }
 
 /// Fetches an identity from the remotes into the local archive; false if none has it.
-async fn fetch_identity(core: &DaemonCore, ghid: &Ghid) -> bool {
-    let Some(bytes) = core.fetch(ghid).await else {
+async fn fetch_identity(peers: &SharePeers, ghid: &Ghid) -> bool {
+    let Some(bytes) = peers.store.fetch(ghid).await else {
         return false;
     };
     let is_gidc = matches!(
         Object::decode(&bytes, Policy::STRICT),
         Ok(Object::Gidc(ref g)) if g.ghid == *ghid
     );
-    is_gidc && core.ingest(bytes).await.is_ok()
+    is_gidc && peers.store.local.ingest(bytes).await.is_ok()
 }
 
 /// Opens a request to us (off the event loop), fetching its author's identity if needed.
-async fn open(core: &DaemonCore, garq: &Garq) -> Opened {
+async fn open(peers: &SharePeers, garq: &Garq) -> Opened {
     let mut fetched = false;
     loop {
-        let (identity, archive, g) = (core.identity.clone(), core.archive.clone(), garq.clone());
+        let (identity, archive, g) = (
+            peers.store.local.identity.clone(),
+            peers.store.local.archive.clone(),
+            garq.clone(),
+        );
         let opened = tokio::task::spawn_blocking(move || {
             let (mut claimed, mut party) = (None, None);
             let result = identity.open_request(&g, |author| {
@@ -498,7 +523,7 @@ async fn open(core: &DaemonCore, garq: &Garq) -> Opened {
             (Ok(request), Some(author), _) => return Opened::Request { author, request },
             (Err(GolixError::BadMac), Some(author), _) => return Opened::BadMac(author),
             (Err(_), None, Some(claimed)) if !fetched => {
-                if !fetch_identity(core, &claimed).await {
+                if !fetch_identity(peers, &claimed).await {
                     return Opened::Unreadable(format!("unknown author {claimed}"));
                 }
                 fetched = true;
@@ -511,20 +536,21 @@ async fn open(core: &DaemonCore, garq: &Garq) -> Opened {
 
 /// Shares `ghid` with the identity `recipient` on behalf of `app` (see the module doc).
 pub async fn share(
-    core: &Arc<DaemonCore>,
+    peers: &SharePeers,
+    share: &ShareHandle,
     app: AppId,
     ghid: Ghid,
     recipient: Ghid,
 ) -> Result<(), DaemonError> {
-    if dispatch::is_private(core, ghid).await? {
+    if dispatch::is_private(&peers.store, ghid).await? {
         return Err(DaemonError::Unsharable(ghid.to_string()));
     }
-    let party = recipient_identity(core, &recipient).await?;
-    let (target, secret) = current(core, ghid).await?;
-    if target != ghid && dispatch::is_private(core, target).await? {
+    let party = recipient_identity(peers, &recipient).await?;
+    let (target, secret) = current(peers, ghid).await?;
+    if target != ghid && dispatch::is_private(&peers.store, target).await? {
         return Err(DaemonError::Unsharable(target.to_string()));
     }
-    let identity = core.identity.clone();
+    let identity = peers.store.local.identity.clone();
     let garq =
         tokio::task::spawn_blocking(move || identity.make_handshake(&party, target, &secret))
             .await
@@ -533,31 +559,38 @@ pub async fn share(
         request: garq.ghid,
         target,
         recipient,
-        token: core.apps.token(app).map(AppTokenBytes),
+        token: peers.apps.token(app).map(AppTokenBytes),
     };
-    core.account.ask(account_actor::AddPending(pending)).await?;
-    core.share.requested(garq.ghid, app);
-    if let Err(e) = core.commit_local(vec![garq.encode()]).await {
+    peers
+        .store
+        .account
+        .ask(account_actor::AddPending(pending))
+        .await?;
+    share.requested(garq.ghid, app);
+    if let Err(e) = peers.store.commit_local(vec![garq.encode()]).await {
         let request = garq.ghid;
-        core.account.tell(account_actor::DropPending(request));
+        peers
+            .store
+            .account
+            .tell(account_actor::DropPending(request));
         return Err(e);
     }
-    slog::info!(core.log, "share sent"; "ghid" => %target, "recipient" => %recipient, "request" => %garq.ghid);
+    slog::info!(peers.store.local.log, "share sent"; "ghid" => %target, "recipient" => %recipient, "request" => %garq.ghid);
     Ok(())
 }
 
 /// The recipient's identity, from the local archive or a remote (then kept locally: a request
 /// is only accepted for a known recipient).
 async fn recipient_identity(
-    core: &DaemonCore,
+    peers: &SharePeers,
     recipient: &Ghid,
 ) -> Result<SecondParty, DaemonError> {
     let unknown = || DaemonError::UnknownRecipient(recipient.to_string());
-    if let Some(party) = local_identity(&core.archive, recipient) {
+    if let Some(party) = local_identity(&peers.store.local.archive, recipient) {
         return Ok(party);
     }
-    if fetch_identity(core, recipient).await {
-        if let Some(party) = local_identity(&core.archive, recipient) {
+    if fetch_identity(peers, recipient).await {
+        if let Some(party) = local_identity(&peers.store.local.archive, recipient) {
             return Ok(party);
         }
     }
@@ -565,12 +598,12 @@ async fn recipient_identity(
 }
 
 /// The object's ghid (a binding's: its target's) and the secret of its current container.
-async fn current(core: &DaemonCore, ghid: Ghid) -> Result<(Ghid, Secret), DaemonError> {
-    if let Some(h) = core.objects.get(&ghid) {
+async fn current(peers: &SharePeers, ghid: Ghid) -> Result<(Ghid, Secret), DaemonError> {
+    if let Some(h) = peers.objects.upgrade().and_then(|o| o.get(&ghid)) {
         if let Ok(Some(c)) = h.ask(object::Current).await {
             return Ok(c);
         }
     }
-    let loaded = commit::load(core, ghid).await?;
+    let loaded = commit::load(&peers.store, ghid).await?;
     Ok((loaded.ghid, loaded.secret))
 }

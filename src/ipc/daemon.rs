@@ -5,7 +5,7 @@
 
 use std::future::Future;
 
-use tokio::sync::mpsc;
+use actix::Recipient;
 
 use super::DaemonApi;
 use crate::actors::api::{AppEvent, AppId, AppToken, ObjectView};
@@ -27,7 +27,7 @@ impl DaemonApi for DaemonHandle {
         DaemonHandle::remotes(self)
     }
 
-    fn connect_app(&self, events: mpsc::Sender<AppEvent>) -> AppId {
+    fn connect_app(&self, events: Recipient<AppEvent>) -> AppId {
         DaemonHandle::connect_app(self, events)
     }
 

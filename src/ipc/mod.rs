@@ -32,8 +32,8 @@ pub mod wire;
 
 use std::future::Future;
 
+use actix::Recipient;
 use thiserror::Error;
-use tokio::sync::mpsc;
 
 use crate::actors::api::{AppEvent, AppId, AppToken, ObjectView};
 use crate::actors::error::DaemonError;
@@ -63,8 +63,9 @@ pub trait DaemonApi: Clone + Send + Sync + 'static {
     fn user_id(&self) -> Ghid;
     /// Each remote's connection state and outbox depth (`status`).
     fn remotes(&self) -> Vec<RemoteStatus>;
-    /// Registers an app session; the daemon sends that session's events into `events`.
-    fn connect_app(&self, events: mpsc::Sender<AppEvent>) -> AppId;
+    /// Registers an app session; the daemon sends that session's events to `events` (its
+    /// [`AppInbox`](crate::actors::inbox::AppInbox)), never waiting.
+    fn connect_app(&self, events: Recipient<AppEvent>) -> AppId;
     /// Ends an app session and releases its trackers. Called once per connected session,
     /// after its last in-flight request finished.
     fn disconnect_app(&self, app: AppId);

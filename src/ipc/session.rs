@@ -1,6 +1,8 @@
-//! One app session: the task that owns one IPC websocket (actorless).
-//! It owns the connection's [`AppId`] (after `hello`), the receiver of the daemon's
-//! [`AppEvent`]s for that app (forwarded as event frames), and the connection's in-flight
+//! One app session: the task that owns one IPC websocket (not an actor itself).
+//! It owns the connection's [`AppId`] (after `hello`), the app's [`Inbox`]: an actix actor it
+//! starts on its own worker at `hello`, whose `Recipient<AppEvent>` the daemon sends the
+//! app's events to (the session forwards them as event frames; an inbox the app overran
+//! closes the connection), and the connection's in-flight
 //! requests: each request runs as its own local task, so a slow `push` does not hold up a
 //! `get`; replies carry the request's `id` and go out in completion order.
 //!
@@ -27,7 +29,7 @@ use actix_ws::{CloseCode, CloseReason, Item, Message, MessageStream, ProtocolErr
 use bytes::{Bytes, BytesMut};
 use rmpv::Value;
 use slog::{debug, info, warn, Logger};
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use super::ops::{self, ArgsError, Request, Whoami};
@@ -36,9 +38,7 @@ use super::wire::{self, codes, WireError};
 use super::DaemonApi;
 use crate::actors::api::{AppEvent, AppId};
 use crate::actors::error::DaemonError;
-
-/// Events queued for one app before the daemon's sender waits (or drops, its choice).
-const EVENT_QUEUE: usize = 256;
+use crate::actors::inbox::Inbox;
 /// Requests one connection may have in flight; past this it is not read until one ends.
 const MAX_IN_FLIGHT: usize = 64;
 /// Of those, requests whose replies carry an object's state (`new`, `get`, `sync`) running
@@ -102,8 +102,8 @@ struct Conn<A: DaemonApi> {
     shared: Arc<Shared<A>>,
     /// Set by a successful `hello`.
     app: Option<AppId>,
-    /// The daemon's events for `app`; `None` before `hello` or once the daemon dropped it.
-    events: Option<mpsc::Receiver<AppEvent>>,
+    /// The daemon's events for `app`; `None` before `hello`.
+    events: Option<Inbox>,
     /// In-flight requests; each yields its encoded reply.
     in_flight: JoinSet<Reply>,
     /// Places for heavy requests ([`HEAVY_IN_FLIGHT`]).
@@ -200,13 +200,13 @@ impl<A: DaemonApi> Conn<A> {
             return self.denied(id, "wrong capability token", "hello");
         }
         if self.app.is_none() {
-            let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+            let inbox = Inbox::start(self.log.clone());
             let app = {
                 let _rt = self.shared.rt.enter();
-                self.shared.api.connect_app(tx)
+                self.shared.api.connect_app(inbox.recipient())
             };
             self.app = Some(app);
-            self.events = Some(rx);
+            self.events = Some(inbox);
             self.log = self.log.new(slog::o!("app" => app));
             info!(self.log, "app connected"; "client" => cut(&args.client, CLIENT_NAME_MAX));
         }
@@ -444,10 +444,10 @@ async fn execute<A: DaemonApi>(
     )
 }
 
-/// Receives the next event, or never when there is no (longer a) receiver.
-async fn next_event(events: &mut Option<mpsc::Receiver<AppEvent>>) -> Option<AppEvent> {
+/// Receives the next event (`None`: the inbox closed), or never before `hello`.
+async fn next_event(events: &mut Option<Inbox>) -> Option<AppEvent> {
     match events {
-        Some(rx) => rx.recv().await,
+        Some(inbox) => inbox.recv().await,
         None => std::future::pending().await,
     }
 }
@@ -547,8 +547,11 @@ pub(super) async fn run<A: DaemonApi>(
                     }
                 },
                 None => {
-                    conn.events = None;
-                    continue;
+                    info!(conn.log, "app did not read its events; closing");
+                    Step::Close(CloseReason {
+                        code: CloseCode::Policy,
+                        description: Some("events not read".into()),
+                    })
                 }
             },
             msg = stream.recv(), if !over && conn.in_flight.len() < MAX_IN_FLIGHT => {

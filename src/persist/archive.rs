@@ -66,6 +66,43 @@ pub struct Published {
     pub notifications: Vec<Notification>,
 }
 
+/// An object that passed [`Archive::check`]: decoded, addressed, signature verified.
+pub struct Checked {
+    obj: Object,
+    bytes: Bytes,
+    /// The parsed identity of a GIDC.
+    identity: Option<SecondParty>,
+}
+
+/// What a publish of an object already stored returns (rule 1).
+fn unchanged(obj: &Object) -> Published {
+    Published {
+        ghid: obj.ghid(),
+        kind: obj.kind(),
+        new: false,
+        notifications: Vec::new(),
+    }
+}
+
+/// A registered [`Archive::sync`]: resolves once the flush that covers it is done.
+pub struct SyncWait(oneshot::Receiver<Result<(), String>>);
+
+impl std::future::Future for SyncWait {
+    type Output = Result<(), PersistError>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.get_mut().0)
+            .poll(cx)
+            .map(|r| match r {
+                Ok(result) => result.map_err(PersistError::Storage),
+                Err(_) => Err(PersistError::Unavailable("the flusher stopped".into())),
+            })
+    }
+}
+
 /// The Golix object archive. Cheap to clone; all clones share one store.
 #[derive(Clone)]
 pub struct Archive {
@@ -297,17 +334,34 @@ impl Archive {
     ) -> Result<Published, PersistError> {
         let obj = Object::decode(bytes, Policy::STRICT)?;
         rules::precheck(&obj)?;
-        let (ghid, kind) = (obj.ghid(), obj.kind());
-        let unchanged = Published {
-            ghid,
-            kind,
-            new: false,
-            notifications: Vec::new(),
-        };
         // Rule 1 before the expensive part; re-checked under the lock.
         if checks::check_idempotent(&self.view(), &obj)? {
-            return Ok(unchanged);
+            return Ok(unchanged(&obj));
         }
+        let checked = self.verified(obj, bytes, own)?;
+        self.commit(checked, sender)
+    }
+
+    /// The stateless part of a publish (decode, address, signature): what may run before the
+    /// publishes ahead of it are applied. Its success does not depend on anything they could
+    /// change — a verified signature stays verified, GIDCs are never collected — so
+    /// [`Archive::commit`] of it later gives what [`Archive::publish_from`] would then. It
+    /// fails if the signer's GIDC is not stored yet (maybe one of those publishes): the
+    /// caller then runs [`Archive::publish_from`] once they are applied.
+    pub fn check(&self, bytes: &[u8]) -> Result<Checked, PersistError> {
+        let obj = Object::decode(bytes, Policy::STRICT)?;
+        rules::precheck(&obj)?;
+        self.verified(obj, bytes, None)
+    }
+
+    /// Decoded and address-checked `obj`, its signature verified unless `own` signed it
+    /// ([`Archive::publish_own`]).
+    fn verified(
+        &self,
+        obj: Object,
+        bytes: &[u8],
+        own: Option<&Ghid>,
+    ) -> Result<Checked, PersistError> {
         let signer = self.signer(&obj)?;
         let signed_by_caller = own.is_some() && obj.signer().as_ref() == own;
         let identity = if signed_by_caller {
@@ -315,7 +369,21 @@ impl Archive {
         } else {
             rules::verify(&obj, signer.as_ref())?
         };
-        let bytes = Bytes::copy_from_slice(bytes);
+        Ok(Checked {
+            obj,
+            bytes: Bytes::copy_from_slice(bytes),
+            identity,
+        })
+    }
+
+    /// The stateful part of a publish: every rule (rule 1 included), the writes, the
+    /// collection cascade. NOT yet durable on return (see [`Archive::publish`]).
+    pub fn commit(&self, checked: Checked, sender: Sender) -> Result<Published, PersistError> {
+        let Checked {
+            obj,
+            bytes,
+            identity,
+        } = checked;
         let limits = self.limits();
         let store = &*self.inner.store;
         let outcome = if store.isolates() {
@@ -339,11 +407,11 @@ impl Archive {
             self.remember(party);
         }
         if !outcome.new {
-            return Ok(unchanged);
+            return Ok(unchanged(&obj));
         }
         Ok(Published {
-            ghid,
-            kind,
+            ghid: obj.ghid(),
+            kind: obj.kind(),
             new: true,
             notifications: outcome.notifications,
         })
@@ -352,16 +420,36 @@ impl Archive {
     /// Resolves once everything written before the call is flushed to disk. Concurrent callers
     /// share one flush (group commit).
     pub async fn sync(&self) -> Result<(), PersistError> {
-        let (tx, rx) = oneshot::channel();
+        self.sync_wait().await
+    }
+
+    /// [`Archive::sync`] registered now (everything written before this call is covered),
+    /// awaited later, on any thread: the flusher starts at once and wakes whoever awaits it,
+    /// without a hop through the caller's thread.
+    pub fn sync_wait(&self) -> SyncWait {
+        let mut waits = self.sync_waits(1);
+        match waits.pop() {
+            Some(w) => w,
+            None => unreachable!("sync_waits(1) registers one"),
+        }
+    }
+
+    /// `count` [`Archive::sync_wait`]s registered at once (so one flush covers them all).
+    pub fn sync_waits(&self, count: usize) -> Vec<SyncWait> {
+        if count == 0 {
+            return Vec::new();
+        }
+        let mut waits = Vec::with_capacity(count);
         {
             let mut st = lock(&self.inner.flush.state);
-            st.waiters.push(tx);
+            for _ in 0..count {
+                let (tx, rx) = oneshot::channel();
+                st.waiters.push(tx);
+                waits.push(SyncWait(rx));
+            }
         }
         self.inner.flush.wake.notify_one();
-        match rx.await {
-            Ok(result) => result.map_err(PersistError::Storage),
-            Err(_) => Err(PersistError::Unavailable("the flusher stopped".into())),
-        }
+        waits
     }
 
     /// Flushes completed so far by the group-commit thread.

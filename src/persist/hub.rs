@@ -1,13 +1,13 @@
 //! # Fanout hub
 //!
 //! The subscription hub of the persister (docs/persister-protocol.md): a map Ghid -> subscribers,
-//! and one bounded [`Outbox`] per connection. A notification is encoded **once**, as a complete
+//! and one bounded [`SendQueue`] per connection. A notification is encoded **once**, as a complete
 //! websocket frame ([`wsframe`]: server frames are unmasked, so the same bytes are valid on every
-//! connection), into a shared [`Bytes`]; every subscriber's outbox gets a clone of the same
+//! connection), into a shared [`Bytes`]; every subscriber's send queue gets a clone of the same
 //! reference-counted buffer, and the session writes it to the socket as it is.
 //!
-//! Slow readers: an outbox is bounded by a [`Budget`]: at most `messages` messages and
-//! `bytes` bytes. Replies (a `get` of a 16 MiB object included) wait in [`Outbox::reserve`]
+//! Slow readers: a send queue is bounded by a [`Budget`]: at most `messages` messages and
+//! `bytes` bytes. Replies (a `get` of a 16 MiB object included) wait in [`SendQueue::reserve`]
 //! until less than half the byte budget is queued, so a client that sends requests without
 //! reading the replies stops being read (TCP backpressure) instead of growing the queue.
 //! Notifications about the state of a dynamic object (its frames, and the GDXX that removes
@@ -17,12 +17,12 @@
 //! (GARQs: mail) take a queue slot each; one that does not fit the budget drops the
 //! connection as too slow ([`Push::Overflow`]) — its client reconnects and re-subscribes,
 //! which redelivers stored mail. A queue that stays over half its byte budget for
-//! `Budget::stall` is dropped too ([`Outbox::stalled`]). Across connections, the bytes queued
-//! in all outboxes are bounded by `Budget::total`: past it, the connection that has been
+//! `Budget::stall` is dropped too ([`SendQueue::stalled`]). Across connections, the bytes queued
+//! in all send queues are bounded by `Budget::total`: past it, the connection that has been
 //! over half its own budget the longest (else the one holding the most) is dropped, until
 //! the total fits again — many stalled connections cannot add up to more than that.
 //!
-//! Write-through: an outbox may be given a [`DirectSink`] (the connection's socket, see
+//! Write-through: a send queue may be given a [`DirectSink`] (the connection's socket, see
 //! `server::direct`). Then frames are not handed to a writer task while the socket takes
 //! them: [`Hub::fanout`] appends a call's notifications to each subscriber's queue and, at
 //! the end of the call, writes each queue out itself with one vectored `send` (several
@@ -32,7 +32,7 @@
 //! while `blocked`, waiting for writability, and hands the socket back once the queue is
 //! empty); from then on notifications queue and coalesce as above, so every bound holds.
 //!
-//! Owns: the subscription map, outboxes, fanout counters. Calls: [`super::wire`] (notify
+//! Owns: the subscription map, the connections' send queues, fanout counters. Calls: [`super::wire`] (notify
 //! encoding), [`super::wsframe`], and `golix` (to key GDXX notifications by their target).
 //! Sans-IO apart from task wakeups and the [`DirectSink`] it is handed; the websocket
 //! session in [`super::server`] drives it.
@@ -120,7 +120,7 @@ pub struct Budget {
     pub bytes: usize,
     /// A queue holding half of `bytes` or more for this long is dropped as too slow.
     pub stall: Duration,
-    /// Bytes queued in all outboxes of a hub together (`server.outbound_bytes_total`); 0 =
+    /// Bytes queued in all send queues of a hub together (`server.outbound_bytes_total`); 0 =
     /// no bound beyond each connection's.
     pub total: usize,
 }
@@ -150,21 +150,21 @@ pub const DEFAULT_OUTBOUND_BYTES: usize = 64 * 1024 * 1024;
 pub const DEFAULT_OUTBOUND_BYTES_TOTAL: usize = 1 << 30;
 /// Default [`Budget::stall`].
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
-/// Most bytes the writer takes from an outbox at once (at least one message): what sits
-/// between the outbox and the socket stays small and is not counted twice.
+/// Most bytes the writer takes from a send queue at once (at least one message): what sits
+/// between the send queue and the socket stays small and is not counted twice.
 pub const WRITE_BATCH_BYTES: usize = 64 * 1024;
 
-/// Why [`Outbox::reserve`] gave up.
+/// Why [`SendQueue::reserve`] gave up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NoRoom {
     /// The outbox is closing or aborted: nothing more will be sent.
     Closed,
-    /// The queue stayed over its reply share for [`Budget::stall`]: the outbox is now
+    /// The queue stayed over its reply share for [`Budget::stall`]: the send queue is now
     /// aborted as too slow.
     Stalled,
 }
 
-/// How an outbox was asked to end.
+/// How a send queue was asked to end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CloseKind {
     /// `disconnect` or the peer's own close: normal closure.
@@ -204,7 +204,7 @@ pub trait DirectSink: Send + Sync {
 /// Outcome of queueing a notification.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Push {
-    /// Write-through: queued for the caller to [`Outbox::flush`] once its batch is queued
+    /// Write-through: queued for the caller to [`SendQueue::flush`] once its batch is queued
     /// (returned for the first message of a batch only; the others are `Queued`).
     Staged,
     /// Took a new slot in the queue.
@@ -244,9 +244,9 @@ pub struct HubStats {
     pub coalesced: u64,
     /// Connections dropped as too slow (queue overflowed or stalled over its budget).
     pub slow_drops: u64,
-    /// Messages waiting in outboxes right now (all connections).
+    /// Messages waiting in send queues right now (all connections).
     pub queued: u64,
-    /// Bytes waiting in outboxes right now (all connections).
+    /// Bytes waiting in send queues right now (all connections).
     pub queued_bytes: u64,
 }
 
@@ -262,7 +262,7 @@ struct Counters {
     queued_bytes: AtomicU64,
     /// [`Budget::total`] (0 = none), and every live outbox, for shedding past it.
     total: usize,
-    outboxes: Mutex<HashMap<ConnId, std::sync::Weak<Outbox>>>,
+    outboxes: Mutex<HashMap<ConnId, std::sync::Weak<SendQueue>>>,
 }
 
 impl Counters {
@@ -273,7 +273,7 @@ impl Counters {
         }
     }
 
-    /// While the bytes queued in all outboxes exceed the total, drops the connection that
+    /// While the bytes queued in all send queues exceed the total, drops the connection that
     /// has been over its reply share the longest (else the one holding the most bytes).
     fn shed(&self) {
         if self.total == 0 {
@@ -311,7 +311,7 @@ enum Entry {
 }
 
 #[derive(Default)]
-struct OutboxState {
+struct SendQueueState {
     /// Messages in send order. `Latest` entries point into `latest`.
     queue: VecDeque<Entry>,
     /// The newest pending bytes of each latest-wins key present in `queue`.
@@ -336,7 +336,7 @@ struct OutboxState {
     blocked: bool,
 }
 
-/// What [`OutboxState::flush`] wrote.
+/// What [`SendQueueState::flush`] wrote.
 #[derive(Default)]
 struct Flushed {
     messages: usize,
@@ -351,8 +351,8 @@ struct Flushed {
 /// response body (polled by the HTTP dispatcher that owns the socket, over TLS). A std
 /// `Mutex` guards the state: it is held only for queue operations and non-blocking sends,
 /// never across an await.
-pub struct Outbox {
-    state: Mutex<OutboxState>,
+pub struct SendQueue {
+    state: Mutex<SendQueueState>,
     /// Wakes the consumer (single waiter; registering before checking the state means no
     /// wakeup is lost).
     readable: AtomicWaker,
@@ -364,7 +364,7 @@ pub struct Outbox {
     counters: Arc<Counters>,
 }
 
-impl OutboxState {
+impl SendQueueState {
     /// Adds `n` queued bytes (and starts the stall clock when the reply share is reached).
     fn grow(&mut self, n: usize, budget: &Budget) {
         self.bytes += n;
@@ -385,7 +385,7 @@ impl OutboxState {
         self.queue.len() < messages && self.bytes < budget.reply_share()
     }
 
-    /// Write-through: whether frames go to the socket by [`OutboxState::flush`] now.
+    /// Write-through: whether frames go to the socket by [`SendQueueState::flush`] now.
     fn through(&self) -> bool {
         self.direct.is_some() && !self.blocked
     }
@@ -396,7 +396,7 @@ impl OutboxState {
     fn flush(&mut self, budget: &Budget) -> Flushed {
         const IOV: usize = 64;
         let mut done = Flushed::default();
-        let OutboxState {
+        let SendQueueState {
             queue,
             latest,
             direct,
@@ -459,10 +459,10 @@ impl OutboxState {
     }
 }
 
-impl Outbox {
-    fn new(budget: Budget, counters: Arc<Counters>) -> Outbox {
-        Outbox {
-            state: Mutex::new(OutboxState::default()),
+impl SendQueue {
+    fn new(budget: Budget, counters: Arc<Counters>) -> SendQueue {
+        SendQueue {
+            state: Mutex::new(SendQueueState::default()),
             readable: AtomicWaker::new(),
             room: Notify::new(),
             abort_signal: Notify::new(),
@@ -476,11 +476,11 @@ impl Outbox {
     }
 
     /// A standalone outbox (tests, tools).
-    pub fn standalone(budget: Budget) -> Arc<Outbox> {
-        Arc::new(Outbox::new(budget, Arc::default()))
+    pub fn standalone(budget: Budget) -> Arc<SendQueue> {
+        Arc::new(SendQueue::new(budget, Arc::default()))
     }
 
-    fn lock(&self) -> MutexGuard<'_, OutboxState> {
+    fn lock(&self) -> MutexGuard<'_, SendQueueState> {
         // A poisoned lock only means another thread panicked mid-push; the queue itself is
         // always structurally valid, so keep going.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -507,13 +507,13 @@ impl Outbox {
     /// Waits until there is room for one more reply: fewer than the budget's messages and
     /// less than half its bytes queued. The session calls it before it executes a request,
     /// so a client that sends requests without reading the replies is not read any further
-    /// (TCP backpressure) instead of growing the queue. Gives up when the outbox closes, or
+    /// (TCP backpressure) instead of growing the queue. Gives up when the send queue closes, or
     /// aborts it when the queue stays over its reply share for [`Budget::stall`].
     pub async fn reserve(&self) -> Result<(), NoRoom> {
         self.reserve_below(self.budget.messages).await
     }
 
-    /// [`Outbox::reserve`] with room meaning fewer than `limit` messages. Bulk senders
+    /// [`SendQueue::reserve`] with room meaning fewer than `limit` messages. Bulk senders
     /// (stored mail re-delivered at subscribe) use half the message budget, so the other half
     /// stays free for live notifications and the connection is not dropped as too slow for
     /// reading its own mailbox.
@@ -552,7 +552,7 @@ impl Outbox {
         (st.bytes, st.heavy_since)
     }
 
-    /// Whether [`Outbox::reserve`] would return at once with room (false once closing).
+    /// Whether [`SendQueue::reserve`] would return at once with room (false once closing).
     pub fn has_room(&self) -> bool {
         let st = self.lock();
         st.closing.is_none() && !st.aborted && st.has_room(self.budget.messages, &self.budget)
@@ -565,7 +565,7 @@ impl Outbox {
             .is_some_and(|t| t.elapsed() >= self.budget.stall)
     }
 
-    /// Aborts the outbox as too slow (counted in [`HubStats::slow_drops`]).
+    /// Aborts the send queue as too slow (counted in [`HubStats::slow_drops`]).
     pub fn drop_slow(&self) {
         if !self.is_aborted() {
             self.counters.slow_drops.fetch_add(1, Ordering::Relaxed);
@@ -574,7 +574,7 @@ impl Outbox {
     }
 
     /// Queues a reply (or any frame that must not be merged nor dropped, such as a pong).
-    /// Call [`Outbox::reserve`] first to respect the bound. Returns false if closing.
+    /// Call [`SendQueue::reserve`] first to respect the bound. Returns false if closing.
     /// Write-through: sent at once, behind whatever a fanout has staged.
     pub fn push_reply(&self, msg: Bytes) -> bool {
         let n = msg.len();
@@ -637,7 +637,7 @@ impl Outbox {
         push
     }
 
-    /// [`Outbox::push_notify`] without touching the shared message counters (the hub's
+    /// [`SendQueue::push_notify`] without touching the shared message counters (the hub's
     /// fanout adds them up once per notification instead of once per subscriber); the byte
     /// gauge is kept here. Write-through, nothing is merged: the batch is flushed by the
     /// caller right after (`Push::Staged`).
@@ -664,7 +664,7 @@ impl Outbox {
                 return Push::Coalesced;
             }
         }
-        let full = |st: &OutboxState| {
+        let full = |st: &SendQueueState| {
             st.queue.len() >= self.budget.messages || st.bytes + n > self.budget.bytes
         };
         if through && full(&st) {
@@ -781,12 +781,12 @@ impl Outbox {
         self.abort();
     }
 
-    /// Whether the outbox was aborted by [`Outbox::writer_gone`].
+    /// Whether the send queue was aborted by [`SendQueue::writer_gone`].
     pub fn is_writer_gone(&self) -> bool {
         self.lock().writer_gone
     }
 
-    /// Resolves once the outbox is aborted.
+    /// Resolves once the send queue is aborted.
     pub async fn aborted(&self) {
         let mut wait = pin!(self.abort_signal.notified());
         loop {
@@ -800,7 +800,7 @@ impl Outbox {
     }
 
     /// The writer's side: takes up to `max` messages but about [`WRITE_BATCH_BYTES`] at most
-    /// (always at least one), one lock per batch, or says that the outbox is closed or
+    /// (always at least one), one lock per batch, or says that the send queue is closed or
     /// aborted; `Pending` registers the consumer's waker.
     pub fn poll_next(&self, cx: &mut Context<'_>, max: usize) -> Poll<Next> {
         self.readable.register(cx.waker());
@@ -864,12 +864,12 @@ impl Outbox {
         self.lock().direct = None;
     }
 
-    /// [`Outbox::poll_next`] as a future.
+    /// [`SendQueue::poll_next`] as a future.
     pub async fn next(&self, max: usize) -> Next {
         poll_fn(|cx| self.poll_next(cx, max)).await
     }
 
-    /// Ready once the session has released the outbox (or it was aborted).
+    /// Ready once the session has released the send queue (or it was aborted).
     pub fn poll_released(&self, cx: &mut Context<'_>) -> Poll<()> {
         self.readable.register(cx.waker());
         let st = self.lock();
@@ -904,7 +904,7 @@ pub fn notify_frame(subscription: &Ghid, object: &[u8]) -> Bytes {
 pub struct Hub {
     /// Ghid -> (connection -> its outbox). A std `RwLock`: fanout takes the read lock just
     /// long enough to clone the subscribers' `Arc`s; (un)subscribe takes the write lock.
-    subs: RwLock<HashMap<Ghid, HashMap<ConnId, Arc<Outbox>>>>,
+    subs: RwLock<HashMap<Ghid, HashMap<ConnId, Arc<SendQueue>>>>,
     next_id: AtomicU64,
     counters: Arc<Counters>,
     budget: Budget,
@@ -950,7 +950,7 @@ impl Hub {
     pub fn connect(self: &Arc<Hub>) -> Subscriber {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.counters.connections.fetch_add(1, Ordering::Relaxed);
-        let outbox = Arc::new(Outbox::new(self.budget, self.counters.clone()));
+        let outbox = Arc::new(SendQueue::new(self.budget, self.counters.clone()));
         self.counters
             .outboxes
             .lock()
@@ -964,13 +964,15 @@ impl Hub {
         }
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Ghid, HashMap<ConnId, Arc<Outbox>>>> {
+    fn read(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, HashMap<Ghid, HashMap<ConnId, Arc<SendQueue>>>> {
         self.subs.read().unwrap_or_else(|e| e.into_inner())
     }
 
     fn write(
         &self,
-    ) -> std::sync::RwLockWriteGuard<'_, HashMap<Ghid, HashMap<ConnId, Arc<Outbox>>>> {
+    ) -> std::sync::RwLockWriteGuard<'_, HashMap<Ghid, HashMap<ConnId, Arc<SendQueue>>>> {
         self.subs.write().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -980,9 +982,9 @@ impl Hub {
     pub fn fanout(&self, notifications: &[Notification], exclude: Option<ConnId>) -> usize {
         let mut sent = 0;
         let subs = self.read();
-        // Write-through outboxes that got the first message of this call: each is flushed
+        // Write-through send queues that got the first message of this call: each is flushed
         // once, after the whole call is queued (several frames in one `send`).
-        let mut staged: Vec<Arc<Outbox>> = Vec::new();
+        let mut staged: Vec<Arc<SendQueue>> = Vec::new();
         for n in notifications {
             let Some(targets) = subs.get(&n.subscription) else {
                 continue;
@@ -1055,7 +1057,7 @@ impl Hub {
 /// everything). Owned by the connection's session.
 pub struct Subscriber {
     id: ConnId,
-    outbox: Arc<Outbox>,
+    outbox: Arc<SendQueue>,
     /// This connection's subscriptions, for `list_subscriptions`, the limit, and cleanup.
     subscriptions: Mutex<HashSet<Ghid>>,
     hub: Arc<Hub>,
@@ -1066,7 +1068,7 @@ impl Subscriber {
         self.id
     }
 
-    pub fn outbox(&self) -> &Arc<Outbox> {
+    pub fn outbox(&self) -> &Arc<SendQueue> {
         &self.outbox
     }
 
@@ -1185,7 +1187,7 @@ mod tests {
         }
     }
 
-    async fn drain(o: &Outbox) -> Vec<Bytes> {
+    async fn drain(o: &SendQueue) -> Vec<Bytes> {
         match o.next(usize::MAX).await {
             Next::Batch(b) => b,
             other => panic!("{other:?}"),
@@ -1285,7 +1287,7 @@ mod tests {
 
     #[tokio::test]
     async fn close_drains_then_closes_and_reserve_waits_for_room() {
-        let o = Outbox::standalone(msgs(2));
+        let o = SendQueue::standalone(msgs(2));
         assert!(o.push_reply(Bytes::from_static(b"a")));
         assert!(o.push_reply(Bytes::from_static(b"b")));
         let reserve = o.reserve();
@@ -1320,7 +1322,7 @@ mod tests {
             stall: Duration::from_secs(60),
             total: 0,
         };
-        let o = Outbox::standalone(budget);
+        let o = SendQueue::standalone(budget);
         // One reply of any size is admitted while under half the budget...
         o.reserve().await.unwrap();
         assert!(o.push_reply(Bytes::from(vec![1; 400])));
@@ -1343,7 +1345,7 @@ mod tests {
         );
         assert!(o.is_aborted());
 
-        let big = Outbox::standalone(Budget {
+        let big = SendQueue::standalone(Budget {
             bytes: 1 << 30,
             ..budget
         });
@@ -1359,7 +1361,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_queue_over_its_reply_share_for_the_stall_time_is_dropped() {
-        let o = Outbox::standalone(Budget {
+        let o = SendQueue::standalone(Budget {
             messages: 1000,
             bytes: 100,
             stall: Duration::from_millis(200),
@@ -1378,7 +1380,7 @@ mod tests {
         assert_eq!(o.bytes(), 0, "the queue is freed");
 
         // Draining in time stops the clock.
-        let o = Outbox::standalone(Budget {
+        let o = SendQueue::standalone(Budget {
             messages: 1000,
             bytes: 100,
             stall: Duration::from_millis(200),
@@ -1565,7 +1567,7 @@ mod tests {
         assert_eq!(o.len(), 2, "the rest of the reply and one pending frame");
         assert_eq!(hub.stats().coalesced, 9);
 
-        // The writer's side: what the outbox hands out, written as the peer reads.
+        // The writer's side: what the send queue hands out, written as the peer reads.
         let last = notify_frame(&d, &frame_bytes(9));
         let after = notify_frame(&d, &frame_bytes(42));
         let reader = read_n(client, big.len() + last.len() + after.len());
@@ -1587,7 +1589,7 @@ mod tests {
                 }
             }
         }
-        // Emptied: the writer waits, and the outbox writes through again (once the peer has
+        // Emptied: the writer waits, and the send queue writes through again (once the peer has
         // read what the kernel still holds, so that the socket takes the next one whole).
         assert!(futures_util::FutureExt::now_or_never(o.next(64)).is_none());
         let t = Instant::now();

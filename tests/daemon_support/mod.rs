@@ -10,14 +10,18 @@ pub use std::net::SocketAddr;
 pub use std::path::PathBuf;
 pub use std::time::Duration;
 
+use std::sync::OnceLock;
+
+use hypergolix::actors::arbiters::ActorThreads;
+
 pub use hypergolix::actors::account::{derive_root_secret, ScryptParams};
 pub use hypergolix::actors::api::{AppEvent, AppId, ObjectView};
 pub use hypergolix::actors::daemon::{self, DaemonHandle, DaemonOptions, Login};
 pub use hypergolix::actors::error::DaemonError;
+pub use hypergolix::actors::inbox::Inbox;
 pub use hypergolix::golix::{Ghid, Object, Policy, Secret};
 pub use hypergolix::persist::server::{self, Settings};
 pub use hypergolix::persist::Archive;
-pub use tokio::sync::mpsc;
 
 pub const WAIT: Duration = Duration::from_secs(20);
 
@@ -148,9 +152,17 @@ pub async fn open(
     daemon::start_with_log(opts, log()).await
 }
 
-pub fn app(d: &DaemonHandle) -> (AppId, mpsc::Receiver<AppEvent>) {
-    let (tx, rx) = mpsc::channel(256);
-    (d.connect_app(tx), rx)
+/// Where the tests' app inboxes run: these tests drive the daemon from plain tokio, with no
+/// actix arbiter of their own.
+fn inbox_threads() -> &'static ActorThreads {
+    static THREADS: OnceLock<ActorThreads> = OnceLock::new();
+    THREADS.get_or_init(|| ActorThreads::start(1).expect("inbox thread"))
+}
+
+/// A new app session of `d` and its inbox.
+pub fn app(d: &DaemonHandle) -> (AppId, Inbox) {
+    let inbox = Inbox::start_in(&inbox_threads().next(), log());
+    (d.connect_app(inbox.recipient()), inbox)
 }
 
 /// Waits until every outbox queue of `d` is empty.
@@ -165,16 +177,12 @@ pub async fn drained(d: &DaemonHandle) {
 }
 
 /// The next event, if one comes within `t`.
-pub async fn next_event(rx: &mut mpsc::Receiver<AppEvent>, t: Duration) -> Option<AppEvent> {
+pub async fn next_event(rx: &mut Inbox, t: Duration) -> Option<AppEvent> {
     tokio::time::timeout(t, rx.recv()).await.ok().flatten()
 }
 
 /// Waits for an update of `ghid` carrying `state`; returns the states seen on the way.
-pub async fn until_state(
-    rx: &mut mpsc::Receiver<AppEvent>,
-    ghid: Ghid,
-    state: &[u8],
-) -> Vec<Vec<u8>> {
+pub async fn until_state(rx: &mut Inbox, ghid: Ghid, state: &[u8]) -> Vec<Vec<u8>> {
     let mut seen = Vec::new();
     tokio::time::timeout(WAIT, async {
         loop {

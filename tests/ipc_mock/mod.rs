@@ -11,13 +11,13 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use actix::Recipient;
 use futures_util::{SinkExt, StreamExt};
 use hypergolix::actors::api::{AppEvent, AppId, AppToken, ObjectView};
 use hypergolix::actors::error::DaemonError;
 use hypergolix::golix::{Algo, Ghid};
 use hypergolix::ipc::{serve, CapabilityToken, DaemonApi, IpcConfig, IpcServer};
 use rmpv::Value;
-use tokio::sync::mpsc;
 
 /// A `get` of this ghid panics inside the daemon (to test the session's recovery).
 pub fn panic_ghid() -> Ghid {
@@ -42,7 +42,7 @@ struct MemObj {
 #[derive(Default)]
 struct State {
     next_app: AppId,
-    apps: HashMap<AppId, mpsc::Sender<AppEvent>>,
+    apps: HashMap<AppId, Recipient<AppEvent>>,
     objects: HashMap<Ghid, MemObj>,
     trackers: HashMap<Ghid, BTreeSet<AppId>>,
     held: BTreeSet<Ghid>,
@@ -88,7 +88,9 @@ impl MemDaemon {
     /// Sends `ev` to `app` as the daemon would.
     pub fn inject(&self, app: AppId, ev: AppEvent) -> bool {
         let tx = self.st().apps.get(&app).cloned();
-        tx.is_some_and(|tx| tx.try_send(ev).is_ok())
+        tx.filter(|tx| tx.connected())
+            .map(|tx| tx.do_send(ev))
+            .is_some()
     }
 
     pub fn connected(&self) -> Vec<AppId> {
@@ -143,7 +145,7 @@ impl MemDaemon {
         for app in st.trackers.get(&ghid).into_iter().flatten() {
             if *app != except {
                 if let Some(tx) = st.apps.get(app) {
-                    let _ = tx.try_send(ev.clone());
+                    tx.do_send(ev.clone());
                 }
             }
         }
@@ -179,7 +181,7 @@ impl DaemonApi for MemDaemon {
         Vec::new()
     }
 
-    fn connect_app(&self, events: mpsc::Sender<AppEvent>) -> AppId {
+    fn connect_app(&self, events: Recipient<AppEvent>) -> AppId {
         let mut st = self.st();
         st.next_app += 1;
         let app = st.next_app;
@@ -412,7 +414,7 @@ impl DaemonApi for MemDaemon {
             return Err(DaemonError::UnknownRecipient(recipient.to_string()));
         }
         if let Some(tx) = st.apps.get(&app) {
-            let _ = tx.try_send(AppEvent::ShareResult {
+            tx.do_send(AppEvent::ShareResult {
                 ghid,
                 recipient,
                 ok: true,

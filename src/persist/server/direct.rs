@@ -6,54 +6,59 @@
 //! notification on each connection (a cross-thread task wakeup, a poll of the whole
 //! dispatcher state machine, a copy into its write buffer) around one `send` per frame.
 //! Written through, the fanout itself sends each subscriber the frames of one call (all the
-//! updates a group commit made durable) in one vectored `send`, under the outbox's lock.
+//! updates a group commit made durable) in one vectored `send`, under the send queue's lock.
 //!
 //! How, with actix-web still accepting, parsing the upgrade request and reading the socket:
 //! - The `/ws` handler does not return its response while the session lives. While a handler
 //!   runs, the dispatcher only reads (it feeds the request's payload, which is the websocket
 //!   input, with its usual backpressure) and writes nothing, so the socket's output is ours.
-//!   The handler writes the `101 Switching Protocols` head itself, as the outbox's first
+//!   The handler writes the `101 Switching Protocols` head itself, as the send queue's first
 //!   frame, then waits for the writer below to end. (A request with `Expect` could have
 //!   actix write `100 Continue`, so it takes the dispatcher path.)
 //! - Frames are sent by whoever queues them ([`crate::persist::hub`]'s write-through)
 //!   while the socket takes them; once it does not, the rest is queued and the writer task
-//!   ([`writer`]) takes batches from the outbox and writes each with one vectored `sendmsg`,
-//!   waiting for writability on the socket's duplicate (from `on_connect`, see
-//!   [`crate::net::ConnSocket`]) registered with the worker's reactor (tokio `AsyncFd`).
-//! - End: after the close frame (once the session has released the outbox) or at once when
+//!   ([`writer`]) takes batches from the send queue and writes each with one vectored `sendmsg`.
+//!   The socket is actix's, borrowed ([`crate::net::ConnSocket`]: one descriptor per
+//!   connection). Its registration with the worker's reactor is actix's too, so to wait for
+//!   writability the writer registers a duplicate of it (tokio `AsyncFd`), only while the
+//!   socket is full, and closes it once the batch is out; if no descriptor is left for one,
+//!   it retries every [`RETRY`] (the send queue's stall timeout still bounds the wait).
+//! - End: after the close frame (once the session has released the send queue) or at once when
 //!   aborted, the writer shuts the socket down both ways: the peer gets FIN, the dispatcher
 //!   reads the end of input. The handler then returns a response that can no longer be
 //!   written, and actix drops the connection.
 //!
-//! TLS connections keep the dispatcher path (the outbox as the response body, in `session`):
+//! TLS connections keep the dispatcher path (the send queue as the response body, in `session`):
 //! rustls owns the bytes on their socket.
 //!
-//! Owns: the handshake head, the per-connection writer task. Calls: [`Outbox`], socket2,
-//! tokio's `AsyncFd`.
+//! Owns: the handshake head, the per-connection writer task. Calls: [`SendQueue`],
+//! [`ConnSocket`] (the borrowed socket), tokio's `AsyncFd`.
 
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_http::Response;
 use bytes::Bytes;
-use socket2::SockRef;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
-use crate::persist::hub::{DirectSink, Next, Outbox};
+use crate::net::ConnSocket;
+use crate::persist::hub::{DirectSink, Next, SendQueue};
 
-/// Most messages the writer takes from the outbox at once (and writes in one `sendmsg`).
+/// Most messages the writer takes from the send queue at once (and writes in one `sendmsg`).
 const WRITE_BATCH: usize = 64;
+/// How often a full socket is retried when no descriptor is left to wait on it with.
+const RETRY: Duration = Duration::from_millis(5);
 
-/// A connection's socket as the outbox's write-through target.
-pub(super) struct Socket(pub Arc<OwnedFd>);
+/// A connection's socket as the send queue's write-through target.
+pub(super) struct Socket(pub ConnSocket);
 
 impl DirectSink for Socket {
     fn send(&self, frames: &[IoSlice<'_>]) -> io::Result<usize> {
-        // MSG_NOSIGNAL: a peer that is gone is an error here, not a SIGPIPE.
-        SockRef::from(&*self.0).send_vectored_with_flags(frames, libc::MSG_NOSIGNAL)
+        self.0.send_vectored(frames)
     }
 }
 
@@ -74,23 +79,18 @@ pub(super) fn head<B>(response: &Response<B>) -> Bytes {
     Bytes::from(out)
 }
 
-/// The writer of one connection: writes what the outbox hands out (only while the socket is
+/// The writer of one connection: writes what the send queue hands out (only while the socket is
 /// full, or to close), then ends the connection. Runs on the connection's worker thread.
-pub(super) async fn writer(outbox: Arc<Outbox>, fd: Arc<OwnedFd>) {
-    // SAFETY: the AsyncFd owns a clone of the `Arc<OwnedFd>`: the descriptor stays open and
-    // the same for as long as the registration lives.
-    match unsafe { AsyncFd::register_with_interest(fd.clone(), Interest::WRITABLE) } {
-        Ok(socket) => drive(&outbox, &socket).await,
-        Err(_) => outbox.writer_gone(),
-    }
+pub(super) async fn writer(outbox: Arc<SendQueue>, socket: ConnSocket) {
+    drive(&outbox, &socket).await;
     // Whatever ended it, nothing more is written: the session must not wait for room.
     outbox.writer_gone();
     outbox.detach();
     // FIN to the peer (after what the kernel still holds), end of input to the dispatcher.
-    let _ = SockRef::from(&*fd).shutdown(std::net::Shutdown::Both);
+    socket.shutdown();
 }
 
-async fn drive(outbox: &Outbox, socket: &AsyncFd<Arc<OwnedFd>>) {
+async fn drive(outbox: &SendQueue, socket: &ConnSocket) {
     loop {
         match outbox.next(WRITE_BATCH).await {
             Next::Batch(batch) => {
@@ -110,13 +110,11 @@ async fn drive(outbox: &Outbox, socket: &AsyncFd<Arc<OwnedFd>>) {
     }
 }
 
-/// Writes `batch` whole, a vectored `sendmsg` at a time, waiting for writability (or until
-/// the outbox is aborted: a connection dropped as too slow is not waited for).
-async fn send_all(
-    outbox: &Outbox,
-    socket: &AsyncFd<Arc<OwnedFd>>,
-    batch: &[Bytes],
-) -> io::Result<()> {
+/// Writes `batch` whole, a vectored `sendmsg` at a time; while the socket is full, waits for
+/// writability (or until the send queue is aborted: a connection dropped as too slow is not
+/// waited for) on a duplicate descriptor held for this batch only.
+async fn send_all(outbox: &SendQueue, socket: &ConnSocket, batch: &[Bytes]) -> io::Result<()> {
+    let mut waiter: Option<AsyncFd<OwnedFd>> = None;
     // (message index, bytes of it already written)
     let (mut i, mut off) = (0, 0);
     while i < batch.len() {
@@ -125,24 +123,46 @@ async fn send_all(
             off = 0;
             continue;
         }
-        let mut ready = tokio::select! {
-            r = socket.writable() => r?,
-            _ = outbox.aborted() => return Err(io::ErrorKind::ConnectionAborted.into()),
-        };
         let slices: Vec<IoSlice<'_>> = std::iter::once(&batch[i][off..])
             .chain(batch[i + 1..].iter().map(|b| &b[..]))
             .map(IoSlice::new)
             .collect();
-        let sent = ready.try_io(|fd| {
-            SockRef::from(fd.get_ref()).send_vectored_with_flags(&slices, libc::MSG_NOSIGNAL)
-        });
+        let sent = match &waiter {
+            None => socket.send_vectored(&slices),
+            Some(w) => {
+                let mut ready = tokio::select! {
+                    r = w.writable() => r?,
+                    _ = outbox.aborted() => return Err(io::ErrorKind::ConnectionAborted.into()),
+                };
+                match ready.try_io(|_| socket.send_vectored(&slices)) {
+                    Ok(r) => r,
+                    // Not writable after all: readiness cleared, wait again.
+                    Err(_) => continue,
+                }
+            }
+        };
         let mut n = match sent {
-            Ok(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(Ok(n)) => n,
-            Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => 0,
-            Ok(Err(e)) => return Err(e),
-            // Not writable after all: readiness cleared, wait again.
-            Err(_) => 0,
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                waiter = match socket.duplicate().and_then(register) {
+                    Ok(w) => Some(w),
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected => return Err(e),
+                    // Out of descriptors: try again shortly.
+                    Err(_) => {
+                        tokio::select! {
+                            _ = tokio::time::sleep(RETRY) => {}
+                            _ = outbox.aborted() => {
+                                return Err(io::ErrorKind::ConnectionAborted.into());
+                            }
+                        }
+                        None
+                    }
+                };
+                0
+            }
+            Err(e) => return Err(e),
         };
         while n > 0 {
             let left = batch[i].len() - off;
@@ -157,6 +177,12 @@ async fn send_all(
         }
     }
     Ok(())
+}
+
+fn register(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: the AsyncFd owns the descriptor: it stays open, and the same, for as long as
+    // the registration lives.
+    unsafe { AsyncFd::register_with_interest(fd, Interest::WRITABLE) }.map_err(|e| e.into())
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@ mod cluster;
 mod direct;
 pub mod guard;
 mod http;
+mod pipeline;
 pub mod pool;
 mod session;
 

@@ -71,12 +71,23 @@ impl VerifyPool {
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,
     {
+        self.submit(f).await?.await.map_err(|_| PoolClosed)
+    }
+
+    /// Queues `f` (waiting for room in the queue) and returns at once: its result arrives on
+    /// the receiver. Jobs start in the order they were queued, so a job may wait for one
+    /// queued before it (that one is running or done by then) without deadlock.
+    pub async fn submit<F, R>(&self, f: F) -> Result<oneshot::Receiver<R>, PoolClosed>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move || {
             let _ = tx.send(f());
         });
         self.tx.send(job).await.map_err(|_| PoolClosed)?;
-        rx.await.map_err(|_| PoolClosed)
+        Ok(rx)
     }
 }
 

@@ -3,23 +3,29 @@
 //! One persister connection on `/ws`: a reader task that decodes envelopes
 //! ([`wire::RawRequest`]) and executes ops against the [`Archive`] and the [`Hub`]. Frames
 //! (shared with every other subscriber of a notification) leave through the connection's
-//! [`Outbox`]: on plain TCP, written straight to the socket by whoever queues them, and by
+//! [`SendQueue`]: on plain TCP, written straight to the socket by whoever queues them, and by
 //! the connection's writer task only while the socket is full ([`super::direct`]); over TLS,
-//! the upgrade response's body is the outbox itself ([`OutboxBody`]), so the HTTP
+//! the upgrade response's body is the outbox itself ([`SendQueueBody`]), so the HTTP
 //! dispatcher that owns the socket takes ready-made frames straight from the queue, in
 //! batches, without a channel or a task hop per message.
 //!
 //! - Backpressure: a request is read only when the outbox has room for its reply
-//!   ([`Outbox::reserve`]: under half its byte budget and under its message budget), so a
+//!   ([`SendQueue::reserve`]: under half its byte budget and under its message budget), so a
 //!   client that does not read its replies is not read either; a queue that stays over that
 //!   share for the send timeout gets the connection dropped. The pieces outside the outbox
 //!   stay small: the writer takes at most one [`hub::WRITE_BATCH_BYTES`] batch at a time.
-//! - Requests run in arrival order. `publish` verifies on the [`VerifyPool`] (in order, so a
-//!   binding published before its container is applied first) and is acknowledged only after
-//!   [`Archive::sync`] resolves; its fanout happens then too, never to the uploader, and
-//!   fanouts and acks of one connection leave in publish order (the publishes one group
-//!   commit made durable are announced together: their fanouts in one hub call, then their
-//!   acks). Up to `max_in_flight` publishes per connection wait for durability at once.
+//! - Requests run in arrival order. Publishes are pipelined on the [`VerifyPool`]: the
+//!   signature of each is checked while the ones before it still are ([`Archive::check`]),
+//!   and each is applied only after them ([`Archive::commit`]; one whose signer is not stored
+//!   yet is decided then, whole), so a binding published before its container is applied
+//!   first. Any other request waits until every publish before it is applied. A publish is
+//!   acknowledged (or refused) only after [`Archive::sync`] resolves — its sync is registered
+//!   on the pool thread right after the apply ([`Archive::sync_wait`]), so the flusher starts
+//!   without a hop back to this one; its fanout happens then too, never to the uploader, and
+//!   fanouts and replies of one connection's publishes leave in publish order (the publishes
+//!   one group commit made durable are announced together: their fanouts in one hub call,
+//!   then their replies). Up to `max_in_flight` publishes per connection are in the pipeline
+//!   at once.
 //! - Reads run inline with sled, on the [`VerifyPool`] with the cluster store (network round
 //!   trips must not stall the event loop's other sessions).
 //! - Unknown ops, bad args and malformed envelopes get an error reply; the session goes on.
@@ -30,10 +36,12 @@
 //!   is closed.
 //!
 //! Owns: per-connection state (subscriptions via [`hub::Subscriber`], in-flight bound).
-//! Calls: [`Archive`], [`Hub`], [`wire`], [`wsframe`], [`VerifyPool`], [`super::direct`]
-//! (the socket's writer on plain TCP), actix-ws (its frame decoder, for the read side only).
+//! Calls: [`Archive`], [`Hub`], [`wire`], [`wsframe`], [`VerifyPool`], [`super::pipeline`]
+//! (the publish pipeline), [`super::direct`] (the socket's writer on plain TCP), actix-ws
+//! (its frame decoder, for the read side only).
 
 use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -46,15 +54,16 @@ use bytes::Bytes;
 use futures_util::Stream;
 use rmpv::Value;
 use slog::{debug, info, trace, warn};
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, Semaphore};
 
 use super::guard::{FrameGuard, Oversize};
+use super::pipeline::{self, Pending};
 use super::{direct, Shared};
 use crate::golix::{auth, Ghid, Object, Policy, SecondParty};
-use crate::persist::hub::{self, CloseKind, Next, Outbox};
+use crate::persist::hub::{self, CloseKind, Next, SendQueue};
 use crate::persist::store::Sender;
 use crate::persist::wire::{self, args, codes, PublishAck};
-use crate::persist::{wsframe, PersistError, Published};
+use crate::persist::{wsframe, PersistError};
 
 /// How often the session pings the peer (at most).
 pub const PING_INTERVAL: Duration = Duration::from_secs(20);
@@ -97,23 +106,23 @@ pub(super) async fn route(
     let sub = shared.hub.connect();
     let socket = req.conn_data::<crate::net::ConnSocket>().cloned();
     // Plain TCP: we write the socket ourselves (`direct`); `Expect` could make actix write.
-    let direct_fd = socket
+    let direct = socket
         .as_ref()
-        .and_then(crate::net::ConnSocket::plain_fd)
+        .and_then(crate::net::ConnSocket::plain)
         .filter(|_| !req.head().expect());
-    if let Some(fd) = direct_fd {
+    if let Some(direct) = direct {
         let outbox = sub.outbox().clone();
         let handshake = response.finish();
-        outbox.write_through(Arc::new(direct::Socket(fd.clone())));
+        outbox.write_through(Arc::new(direct::Socket(direct.clone())));
         outbox.push_reply(direct::head(&handshake));
         actix_web::rt::spawn(run(shared, sub, stream, oversize, peer));
         // Answering only once the session is over keeps the dispatcher from writing.
-        let _ = actix_web::rt::spawn(direct::writer(outbox, fd)).await;
+        let _ = actix_web::rt::spawn(direct::writer(outbox, direct)).await;
         // The socket is shut down both ways by now: this response reaches no one, and
         // failing to write it ends the connection on actix's side.
         return Ok(handshake.map_into_boxed_body().into());
     }
-    let body = OutboxBody::new(sub.outbox().clone());
+    let body = SendQueueBody::new(sub.outbox().clone());
     actix_web::rt::spawn(run(shared, sub, stream, oversize, peer));
     // Once the session's last frame is out, the connection closes at once (`net`).
     let body = crate::net::TappedBody::new(BodyStream::new(body), crate::net::EndReading(socket));
@@ -122,8 +131,8 @@ pub(super) async fn route(
 
 /// The upgrade response's body: the outbox's frames, then (after a close) the end of the
 /// connection once the session has released it.
-struct OutboxBody {
-    outbox: Arc<Outbox>,
+struct SendQueueBody {
+    outbox: Arc<SendQueue>,
     pending: VecDeque<Bytes>,
     state: BodyState,
 }
@@ -135,9 +144,9 @@ enum BodyState {
     Done,
 }
 
-impl OutboxBody {
-    fn new(outbox: Arc<Outbox>) -> OutboxBody {
-        OutboxBody {
+impl SendQueueBody {
+    fn new(outbox: Arc<SendQueue>) -> SendQueueBody {
+        SendQueueBody {
             outbox,
             pending: VecDeque::new(),
             state: BodyState::Open,
@@ -151,7 +160,7 @@ impl OutboxBody {
 #[error("connection dropped: its peer does not read")]
 struct DroppedSlow;
 
-impl Drop for OutboxBody {
+impl Drop for SendQueueBody {
     fn drop(&mut self) {
         // The dispatcher is gone (connection closed or reset): nothing will be written any
         // more, so the session must not wait for room.
@@ -159,7 +168,7 @@ impl Drop for OutboxBody {
     }
 }
 
-impl Stream for OutboxBody {
+impl Stream for SendQueueBody {
     type Item = Result<Bytes, DroppedSlow>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
@@ -204,7 +213,7 @@ enum End {
 struct Conn {
     shared: Arc<Shared>,
     sub: hub::Subscriber,
-    outbox: Arc<Outbox>,
+    outbox: Arc<SendQueue>,
     /// Publishes awaiting durability on this connection.
     in_flight: Arc<Semaphore>,
     log: slog::Logger,
@@ -215,7 +224,9 @@ struct Conn {
     /// Who this connection's GARQs are counted against (set by a successful `auth`).
     sender: Sender,
     /// Announces durable publishes (fanout, then ack) in publish order; see [`announce`].
-    announcer: Option<mpsc::UnboundedSender<Durable>>,
+    announcer: Option<mpsc::UnboundedSender<Pending>>,
+    /// The connection's publish pipeline (every other request waits until it is applied).
+    tail: pipeline::Tail,
 }
 
 async fn run(
@@ -238,6 +249,7 @@ async fn run(
         challenge: None,
         sender: Sender::Anonymous,
         announcer: None,
+        tail: pipeline::Tail::default(),
     };
     let end = conn.read_loop(&mut stream, &oversize).await;
     conn.sub.unsubscribe_all();
@@ -419,6 +431,9 @@ impl Conn {
             }
         };
         trace!(self.log, "request"; "op" => &raw.op, "id" => %raw.id);
+        if raw.op != "publish" {
+            self.tail.applied().await;
+        }
         if let Err(e) = raw.check_args() {
             let msg = format!("{}: {e}", raw.op);
             return self.reply_err(&raw.id, codes::BAD_ARGS, msg);
@@ -581,44 +596,25 @@ impl Conn {
         let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
             return;
         };
-        let archive = self.shared.archive.clone();
-        let sender = self.sender;
-        let result = self
-            .shared
-            .pool
-            .run(move || archive.publish_from(&object, sender))
-            .await;
-        let published = match result {
+        // Pipelined (`pipeline`): the next request is read at once.
+        let job = pipeline::job(
+            &mut self.tail,
+            self.shared.archive.clone(),
+            object,
+            self.sender,
+        );
+        let pending = match self.shared.pool.submit(job).await {
+            Ok(rx) => Pending::new(rx, raw.id, permit),
             Err(_) => return self.reply_err(&raw.id, codes::UNAVAILABLE, "shutting down"),
-            Ok(Err(e)) => {
-                debug!(self.log, "publish refused"; "code" => e.code(), "error" => %e);
-                return self.reply_persist_err(&raw.id, &e);
-            }
-            Ok(Ok(p)) => p,
         };
-        trace!(self.log, "published"; "ghid" => %published.ghid, "kind" => published.kind.as_str(),
-            "new" => published.new);
-        // Durability, then fanout, then the ack, off the reader so publishes pipeline: the
-        // group commit is waited for here, the announcement is the announcer's (in order).
-        let (done, synced) = oneshot::channel();
-        let archive = self.shared.archive.clone();
-        actix_web::rt::spawn(async move {
-            let _ = done.send(archive.sync().await);
-        });
-        let durable = Durable {
-            synced,
-            published,
-            id: raw.id,
-            _permit: permit,
-        };
-        if let Err(mpsc::error::SendError(d)) = self.announcer().send(durable) {
+        if let Err(mpsc::error::SendError(d)) = self.announcer().send(pending) {
             // The announcer only ends with the connection; answer anyway.
             self.reply_err(&d.id, codes::UNAVAILABLE, "shutting down");
         }
     }
 
     /// The connection's announcer (started at its first publish, on the fanout thread).
-    fn announcer(&mut self) -> &mpsc::UnboundedSender<Durable> {
+    fn announcer(&mut self) -> &mpsc::UnboundedSender<Pending> {
         self.announcer.get_or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();
             let task = announce(
@@ -636,28 +632,18 @@ impl Conn {
     }
 }
 
-/// A verified publish waiting for its group commit, in its connection's publish order.
-struct Durable {
-    synced: oneshot::Receiver<Result<(), PersistError>>,
-    published: Published,
-    id: Value,
-    /// Holds one of the connection's `max_in_flight` slots until acknowledged (which also
-    /// bounds the announcer's channel).
-    _permit: OwnedSemaphorePermit,
-}
-
 /// Announces one connection's publishes once durable, in publish order: every publish that
 /// the same group commit made durable goes to the hub in one [`hub::Hub::fanout`] call (so a
-/// write-through subscriber gets them in one `send`), then their acks follow, in order.
+/// write-through subscriber gets them in one `send`), then their acks (or errors) follow, in
+/// order.
 async fn announce(
     shared: Arc<Shared>,
-    outbox: Arc<Outbox>,
+    outbox: Arc<SendQueue>,
     me: hub::ConnId,
     log: slog::Logger,
-    mut rx: mpsc::UnboundedReceiver<Durable>,
+    mut rx: mpsc::UnboundedReceiver<Pending>,
 ) {
-    let gone = || Err(PersistError::Unavailable("the flusher stopped".into()));
-    let mut carried: Option<Durable> = None;
+    let mut carried: Option<Pending> = None;
     let mut notes = Vec::new();
     loop {
         let mut first = match carried.take() {
@@ -667,24 +653,23 @@ async fn announce(
                 None => return,
             },
         };
-        let synced = (&mut first.synced).await.unwrap_or_else(|_| gone());
-        let mut batch = vec![(first, synced)];
+        let outcome = poll_fn(|cx| first.poll_outcome(cx)).await;
+        let mut batch = vec![(first, outcome)];
         // Whatever is durable already joins this announcement; the first that is not waits
         // for the next one.
         while let Ok(mut d) = rx.try_recv() {
-            match d.synced.try_recv() {
-                Ok(r) => batch.push((d, r)),
-                Err(oneshot::error::TryRecvError::Empty) => {
+            match d.try_outcome() {
+                Some(r) => batch.push((d, r)),
+                None => {
                     carried = Some(d);
                     break;
                 }
-                Err(oneshot::error::TryRecvError::Closed) => batch.push((d, gone())),
             }
         }
         notes.clear();
-        for (d, r) in &batch {
-            if r.is_ok() {
-                notes.extend(d.published.notifications.iter().cloned());
+        for (_, r) in &batch {
+            if let Ok(p) = r {
+                notes.extend(p.notifications.iter().cloned());
             }
         }
         if !notes.is_empty() {
@@ -695,16 +680,20 @@ async fn announce(
         }
         for (d, r) in batch {
             match r {
-                Ok(()) => {
+                Ok(p) => {
                     let ack = PublishAck {
-                        ghid: d.published.ghid,
-                        kind: d.published.kind.as_str().to_owned(),
-                        new: d.published.new,
+                        ghid: p.ghid,
+                        kind: p.kind.as_str().to_owned(),
+                        new: p.new,
                     };
                     outbox.push_reply(wsframe::binary(&wire::encode_ok(&d.id, ack)));
                 }
                 Err(e) => {
-                    warn!(log, "flush failed"; "error" => %e);
+                    if matches!(e, PersistError::Storage(_) | PersistError::Unavailable(_)) {
+                        warn!(log, "publish not stored"; "error" => %e);
+                    } else {
+                        debug!(log, "publish refused"; "code" => e.code(), "error" => %e);
+                    }
                     outbox.push_reply(wsframe::binary(&wire::encode_err(
                         &d.id,
                         e.code(),

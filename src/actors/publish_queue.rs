@@ -1,4 +1,8 @@
-//! The durable outbox: Golix objects published locally but not yet acknowledged by a remote.
+//! [`PublishQueue`], the daemon's durable per-remote publish queue (the "outbox" of `hgxd
+//! status`): Golix objects committed locally but not yet acknowledged by a remote. It is also
+//! every commit's write-ahead log: [`PublishQueue::stage`] writes a commit's objects before
+//! the local archive takes them, and only [`PublishQueue::release`] shows them to the
+//! remotes' drains (see [`super::durable`]).
 //!
 //! Owns: one queue per remote in the [`Vault`], keyed
 //! `b"outbox\0" | 8-byte tag of the remote URL | u64 big-endian sequence number`, so a prefix
@@ -7,8 +11,8 @@
 //! only when its remote acknowledged it, or refused it for good (a rule, or too large for
 //! it): `RemoteActor` logs that as a warning and tells the apps tracking the object.
 //!
-//! Calls: the vault. Enqueued by whoever publishes locally (objects, account, holds);
-//! drained by each `RemoteActor`. Durability: `enqueue` writes to sled; callers that
+//! Calls: the vault. Staged and released by [`super::durable::commit`] (objects, account,
+//! shares, holds); drained by each `RemoteActor` ([`super::drain`]). Durability: `enqueue` writes to sled; callers that
 //! acknowledge something to an app flush the vault first.
 
 use std::collections::BTreeSet;
@@ -44,7 +48,7 @@ impl Queue {
 
 /// Every remote's queue over one vault. Cheap to clone.
 #[derive(Clone)]
-pub struct Outbox {
+pub struct PublishQueue {
     vault: Vault,
     queues: Arc<Vec<Queue>>,
     /// Next sequence number (shared by all queues: numbers only need to grow).
@@ -71,9 +75,9 @@ pub(super) fn tag(url: &str) -> [u8; TAG_LEN] {
     t
 }
 
-impl Outbox {
+impl PublishQueue {
     /// Opens the queues of `urls` (in that order: a queue is named by its index).
-    pub fn open(vault: Vault, urls: &[String]) -> Result<Outbox, DaemonError> {
+    pub fn open(vault: Vault, urls: &[String]) -> Result<PublishQueue, DaemonError> {
         let mut queues = Vec::with_capacity(urls.len());
         let mut next = 0u64;
         for url in urls {
@@ -94,7 +98,7 @@ impl Outbox {
                 kick: Notify::new(),
             });
         }
-        Ok(Outbox {
+        Ok(PublishQueue {
             vault,
             queues: Arc::new(queues),
             next: Arc::new(AtomicU64::new(next)),
@@ -127,7 +131,7 @@ impl Outbox {
     /// Writes `objects`, in order, to every remote's queue without showing them to the
     /// drainers yet: a commit makes them durable first (its write-ahead log, replayed into the
     /// local archive at the next start, see [`pending_objects`]), then ingests them locally,
-    /// then [`Outbox::release`]s them, so a remote never has what the local archive lacks.
+    /// then [`PublishQueue::release`]s them, so a remote never has what the local archive lacks.
     /// All the entries are written in one atomic batch: a concurrent flush (another commit's,
     /// or sled's own) must never make a frame's entry durable without its container's, or the
     /// replay would store a frame whose container is lost. Returns their sequence numbers.
@@ -298,7 +302,7 @@ mod tests {
     fn entries_keep_order_per_remote_and_survive_a_reopen() {
         let db = crate::persist::store::sled_gate::temporary().unwrap();
         let urls = vec!["ws://a/ws".to_owned(), "ws://b/ws".to_owned()];
-        let o = Outbox::open(vault(&db), &urls).unwrap();
+        let o = PublishQueue::open(vault(&db), &urls).unwrap();
         o.enqueue(&[b"one".to_vec(), b"two".to_vec()]).unwrap();
         o.enqueue(&[b"three".to_vec()]).unwrap();
         assert_eq!((o.pending(0), o.pending(1)), (3, 3));
@@ -312,7 +316,7 @@ mod tests {
         assert_eq!(o.first(0).unwrap().unwrap().object, b"two");
         assert_eq!(o.first(1).unwrap().unwrap().object, b"one");
         // Reopened (a restart): the same queues, and new entries go after the old ones.
-        let o = Outbox::open(vault(&db), &urls).unwrap();
+        let o = PublishQueue::open(vault(&db), &urls).unwrap();
         assert_eq!((o.pending(0), o.pending(1)), (2, 3));
         o.enqueue(&[b"four".to_vec()]).unwrap();
         let mut drained = Vec::new();
@@ -325,7 +329,7 @@ mod tests {
             vec![b"two".to_vec(), b"three".to_vec(), b"four".to_vec()]
         );
         // A queue per URL: another remote list sees only its own queues.
-        let other = Outbox::open(vault(&db), &["ws://c/ws".to_owned()]).unwrap();
+        let other = PublishQueue::open(vault(&db), &["ws://c/ws".to_owned()]).unwrap();
         assert_eq!(other.pending(0), 0);
     }
 
@@ -333,7 +337,7 @@ mod tests {
     fn a_record_that_does_not_open_is_dropped_not_wedged() {
         let db = crate::persist::store::sled_gate::temporary().unwrap();
         let urls = vec!["ws://a/ws".to_owned()];
-        let o = Outbox::open(vault(&db), &urls).unwrap();
+        let o = PublishQueue::open(vault(&db), &urls).unwrap();
         o.enqueue(&[b"bad".to_vec(), b"good".to_vec()]).unwrap();
         let tree = db.open_tree("outbox-test").unwrap();
         let (k, _) = tree.iter().next().unwrap().unwrap();

@@ -1,0 +1,192 @@
+//! The `AccountActor`'s handlers for what apps keep in the account (sent by `dispatch` and
+//! the share actor): app tokens, startup and private objects, orphan and pending shares.
+
+use actix::prelude::*;
+
+use super::{
+    AccountActor, AddPending, ClearStartup, CopyPrivate, DropPending, KeepOrphan, MakePublic,
+    NewToken, PrivateTo, SetPrivate, SetStartup, TakeOrphans, TakePending, TokenStartup,
+};
+use crate::actors::account::{AppTokenBytes, OrphanShare};
+use crate::actors::api::NO_TOKEN;
+use crate::actors::error::DaemonError;
+
+impl Handler<NewToken> for AccountActor {
+    type Result = MessageResult<NewToken>;
+
+    fn handle(&mut self, _: NewToken, ctx: &mut Context<Self>) -> Self::Result {
+        let token = self.with(ctx, |l| {
+            l.edit(|st| loop {
+                let t = AppTokenBytes(rand::random());
+                if t.0 != NO_TOKEN && !st.tokens.contains(&t) {
+                    st.tokens.insert(t);
+                    return t.0;
+                }
+            })
+        });
+        MessageResult(token.flatten())
+    }
+}
+
+impl Handler<TokenStartup> for AccountActor {
+    type Result = MessageResult<TokenStartup>;
+
+    fn handle(&mut self, m: TokenStartup, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.ledger.as_ref().and_then(|l| {
+            let st = l.account.as_ref()?.state();
+            st.tokens
+                .contains(&m.0)
+                .then(|| st.startup.get(&m.0).copied())
+        }))
+    }
+}
+
+impl Handler<SetStartup> for AccountActor {
+    type Result = Result<(), DaemonError>;
+
+    fn handle(&mut self, m: SetStartup, ctx: &mut Context<Self>) -> Self::Result {
+        let r = self.with(ctx, |l| {
+            if let Some(old) = l.state().and_then(|st| st.startup.get(&m.token)) {
+                return Err(DaemonError::AlreadySet(format!(
+                    "this token's startup object is {old}; deregister it first"
+                )));
+            }
+            l.edit(|st| st.startup.insert(m.token, m.ghid));
+            Ok(())
+        });
+        r.unwrap_or(Err(DaemonError::ShuttingDown))
+    }
+}
+
+impl Handler<ClearStartup> for AccountActor {
+    type Result = Result<(), DaemonError>;
+
+    fn handle(&mut self, m: ClearStartup, ctx: &mut Context<Self>) -> Self::Result {
+        let r = self.with(ctx, |l| {
+            if !l.state().is_some_and(|st| st.startup.contains_key(&m.0)) {
+                return Err(DaemonError::NotFound(
+                    "a startup object for this token".into(),
+                ));
+            }
+            l.edit(|st| st.startup.remove(&m.0));
+            Ok(())
+        });
+        r.unwrap_or(Err(DaemonError::ShuttingDown))
+    }
+}
+
+impl Handler<SetPrivate> for AccountActor {
+    type Result = ();
+
+    fn handle(&mut self, m: SetPrivate, ctx: &mut Context<Self>) {
+        self.with(ctx, |l| l.edit(|st| st.private.insert(m.ghid, m.token)));
+    }
+}
+
+impl Handler<PrivateTo> for AccountActor {
+    type Result = MessageResult<PrivateTo>;
+
+    fn handle(&mut self, m: PrivateTo, _: &mut Context<Self>) -> Self::Result {
+        let owner = self
+            .ledger
+            .as_ref()
+            .and_then(|l| l.state())
+            .and_then(|st| st.private.get(&m.0).map(|t| t.0));
+        MessageResult(owner)
+    }
+}
+
+impl Handler<MakePublic> for AccountActor {
+    type Result = ();
+
+    fn handle(&mut self, m: MakePublic, ctx: &mut Context<Self>) {
+        self.with(ctx, |l| {
+            if l.state().is_some_and(|st| st.private.contains_key(&m.0)) {
+                l.edit(|st| st.private.remove(&m.0));
+            }
+        });
+    }
+}
+
+impl Handler<CopyPrivate> for AccountActor {
+    type Result = ();
+
+    fn handle(&mut self, m: CopyPrivate, ctx: &mut Context<Self>) {
+        self.with(ctx, |l| {
+            if let Some(t) = l.state().and_then(|st| st.private.get(&m.from).copied()) {
+                l.edit(|st| st.private.insert(m.to, t));
+            }
+        });
+    }
+}
+
+impl Handler<TakeOrphans> for AccountActor {
+    type Result = MessageResult<TakeOrphans>;
+
+    fn handle(&mut self, m: TakeOrphans, ctx: &mut Context<Self>) -> Self::Result {
+        let api_id = m.0;
+        let mine = move |o: &OrphanShare| o.api_id == Some(api_id);
+        let taken = self.with(ctx, |l| {
+            if !l
+                .state()
+                .is_some_and(|st| st.orphan_shares.iter().any(mine))
+            {
+                return Vec::new();
+            }
+            l.edit(|st| {
+                let all = std::mem::take(&mut st.orphan_shares);
+                let (mine, rest): (Vec<_>, Vec<_>) = all.into_iter().partition(mine);
+                st.orphan_shares = rest;
+                mine
+            })
+            .unwrap_or_default()
+        });
+        MessageResult(taken.unwrap_or_default())
+    }
+}
+
+impl Handler<KeepOrphan> for AccountActor {
+    type Result = ();
+
+    fn handle(&mut self, m: KeepOrphan, ctx: &mut Context<Self>) {
+        self.with(ctx, |l| {
+            if !l.state().is_some_and(|st| st.orphan_shares.contains(&m.0)) {
+                l.edit(|st| st.orphan_shares.push(m.0));
+            }
+        });
+    }
+}
+
+impl Handler<AddPending> for AccountActor {
+    type Result = ();
+
+    fn handle(&mut self, m: AddPending, ctx: &mut Context<Self>) {
+        self.with(ctx, |l| l.edit(|st| st.pending_shares.push(m.0)));
+    }
+}
+
+impl Handler<TakePending> for AccountActor {
+    type Result = MessageResult<TakePending>;
+
+    fn handle(&mut self, m: TakePending, ctx: &mut Context<Self>) -> Self::Result {
+        let taken = self.with(ctx, |l| {
+            let i = l
+                .state()?
+                .pending_shares
+                .iter()
+                .position(|p| p.request == m.request && p.recipient == m.recipient)?;
+            l.edit(|st| st.pending_shares.remove(i))
+        });
+        MessageResult(taken.flatten())
+    }
+}
+
+impl Handler<DropPending> for AccountActor {
+    type Result = ();
+
+    fn handle(&mut self, m: DropPending, ctx: &mut Context<Self>) {
+        self.with(ctx, |l| {
+            l.edit(|st| st.pending_shares.retain(|p| p.request != m.0))
+        });
+    }
+}

@@ -1,0 +1,217 @@
+//! The [`Ledger`](super::Ledger): the account's bookkeeping between flushes (which object's
+//! secret moved how far since the last flush, when the next flush is due) and the flush and
+//! refresh themselves (a new root frame committed locally and upstream; another machine's
+//! newer root adopted, with this machine's unflushed changes carried over).
+
+use tokio::time::Instant;
+
+use super::{Base, Ledger, FLUSH_INTERVAL, MAX_LAG, REFRESH_INTERVAL};
+use crate::actors::account::{Account, AccountState, StoredSecret};
+use crate::actors::durable;
+use crate::actors::error::DaemonError;
+use crate::golix::{Ghid, Object, Policy};
+
+impl Ledger {
+    pub(super) fn state(&self) -> Option<&AccountState> {
+        self.account.as_ref().map(|a| a.state())
+    }
+
+    /// Changes the account state (marking it dirty) and schedules an ordinary flush.
+    pub(super) fn edit<R>(&mut self, f: impl FnOnce(&mut AccountState) -> R) -> Option<R> {
+        let a = self.account.as_mut()?;
+        let r = f(a.state_mut());
+        self.schedule();
+        Some(r)
+    }
+
+    pub(super) fn record_secret(
+        &mut self,
+        ghid: Ghid,
+        stored: StoredSecret,
+        counter: u64,
+        api_id: Option<Ghid>,
+    ) {
+        let Some(a) = self.account.as_mut() else {
+            return;
+        };
+        let st = a.state_mut();
+        st.secrets.insert(ghid, stored);
+        if let Some(api) = api_id {
+            st.api_ids.insert(ghid, api);
+        }
+        self.latest.insert(ghid, counter);
+        let urgent = match self.flushed.get(&ghid) {
+            None => true,
+            Some(f) => counter.saturating_sub(*f) >= MAX_LAG,
+        };
+        if urgent {
+            self.urgent = true;
+        } else {
+            self.schedule();
+        }
+    }
+
+    pub(super) fn forget(&mut self, ghid: Ghid) {
+        let Some(a) = self.account.as_mut() else {
+            return;
+        };
+        let st = a.state();
+        let known = st.secrets.contains_key(&ghid)
+            || st.api_ids.contains_key(&ghid)
+            || st.private.contains_key(&ghid)
+            || st.holds.contains(&ghid);
+        if known {
+            let st = a.state_mut();
+            st.secrets.remove(&ghid);
+            st.api_ids.remove(&ghid);
+            st.private.remove(&ghid);
+            st.holds.remove(&ghid);
+            self.schedule();
+        }
+        self.latest.remove(&ghid);
+        self.flushed.remove(&ghid);
+        self.shared.forget(&ghid);
+    }
+
+    /// Arranges an ordinary flush no sooner than [`FLUSH_INTERVAL`] after the last one.
+    pub(super) fn schedule(&mut self) {
+        if self.due.is_none() {
+            let now = Instant::now();
+            self.due = Some(match self.last_flush {
+                Some(t) if t + FLUSH_INTERVAL > now => t + FLUSH_INTERVAL,
+                _ => now,
+            });
+        }
+    }
+
+    /// Writes a new root frame if the state changed, and commits it locally and upstream.
+    pub(super) async fn flush(&mut self, base: &Base) -> Result<(), DaemonError> {
+        self.due = None;
+        self.urgent = false;
+        let dirty = self.account.as_ref().is_some_and(|a| a.is_dirty());
+        if !dirty {
+            return Ok(());
+        }
+        // Build on another machine's newer root, if any, rather than losing a frame race.
+        if !base.upstream.is_empty() {
+            if let Err(e) = self.refresh(base, false).await {
+                slog::info!(self.log, "account refresh before flush failed"; "error" => %e);
+            }
+        }
+        let Some(mut account) = self.account.take() else {
+            return Ok(());
+        };
+        let (account, objects) = tokio::task::spawn_blocking(move || {
+            let objects = account.flush();
+            (account, objects)
+        })
+        .await
+        .map_err(|e| DaemonError::Account(format!("account flush task failed: {e}")))?;
+        self.account = Some(account);
+        self.last_flush = Some(Instant::now());
+        durable::commit(&base.local, &base.upstream, objects?, None).await?;
+        self.flushed
+            .extend(self.latest.iter().map(|(g, c)| (*g, *c)));
+        self.shared
+            .flushed(self.latest.iter().map(|(g, c)| (*g, *c)));
+        Ok(())
+    }
+
+    /// Fetches the newest root frame and container from the remotes; a newer one than ours is
+    /// ingested (which verifies it) and opened with the root secret.
+    /// `limited`: on behalf of an unopenable object (at most every [`REFRESH_INTERVAL`]);
+    /// otherwise before a flush (flushes are rate-limited already).
+    pub(super) async fn refresh(&mut self, base: &Base, limited: bool) -> Result<(), DaemonError> {
+        let (local, upstream) = (&*base.local, &base.upstream);
+        if limited {
+            if self
+                .last_refresh
+                .is_some_and(|t| t.elapsed() < REFRESH_INTERVAL)
+            {
+                return Ok(());
+            }
+            self.last_refresh = Some(Instant::now());
+        }
+        let ours = self.account.as_ref().map_or(0, |a| a.frame().counter);
+        let Some(frame_bytes) = upstream.fetch(&local.user_id).await else {
+            return Ok(());
+        };
+        let decode = |b: &[u8]| {
+            Object::decode(b, Policy::STRICT).map_err(crate::persist::PersistError::from)
+        };
+        let Object::Gobd(frame) = decode(&frame_bytes)? else {
+            return Err(DaemonError::Account(
+                "the user id does not name a dynamic object".into(),
+            ));
+        };
+        if frame.counter <= ours || frame.dynamic != local.user_id {
+            return Ok(());
+        }
+        let container_bytes = upstream.fetch(&frame.target()).await.ok_or_else(|| {
+            DaemonError::NotFound(format!("account container {}", frame.target()))
+        })?;
+        let Object::Geoc(container) = decode(&container_bytes)? else {
+            return Err(DaemonError::Account(
+                "the root frame's target is not a container".into(),
+            ));
+        };
+        let mut newer = Account::open(self.root_secret.clone(), &frame, &container)?;
+        // Two ingests (a container is only accepted bound), and a crash between them may
+        // leave the frame without its container here. That is safe: the remote has both, and
+        // the next login stores the container again (or continues after the frame).
+        upstream.ingest_fetched(local, frame_bytes).await?;
+        upstream.ingest_fetched(local, container_bytes).await?;
+        let merged = match self.account.take() {
+            Some(old) if old.is_dirty() => {
+                // Carry our unflushed changes over onto the newer state.
+                let changed = self
+                    .latest
+                    .iter()
+                    .filter(|(g, c)| self.flushed.get(*g) != Some(*c))
+                    .map(|(g, _)| *g);
+                let (from, to) = (old.state(), newer.state_mut());
+                for g in changed {
+                    if let Some(s) = from.secrets.get(&g) {
+                        to.secrets.insert(g, s.clone());
+                    }
+                    if let Some(a) = from.api_ids.get(&g) {
+                        to.api_ids.insert(g, *a);
+                    }
+                }
+                to.holds.extend(from.holds.iter().copied());
+                merge_app_state(from, to);
+                self.urgent = true;
+                true
+            }
+            _ => false,
+        };
+        slog::info!(self.log, "account refreshed from another machine";
+            "counter" => frame.counter, "merged" => merged);
+        self.flushed = newer.state().secrets.keys().map(|g| (*g, 0)).collect();
+        self.shared.clear();
+        self.account = Some(newer);
+        Ok(())
+    }
+}
+
+/// Carries this machine's app registrations and shares over onto a newer account state:
+/// tokens, startup and private entries (ours win), pending and orphan shares (union). What this
+/// machine removed since its last flush may come back from the newer state: at worst a
+/// startup object or an orphan share is offered again.
+fn merge_app_state(from: &AccountState, to: &mut AccountState) {
+    to.tokens.extend(from.tokens.iter().copied());
+    to.startup
+        .extend(from.startup.iter().map(|(t, g)| (*t, *g)));
+    to.private
+        .extend(from.private.iter().map(|(g, t)| (*g, *t)));
+    for p in &from.pending_shares {
+        if !to.pending_shares.iter().any(|q| q.request == p.request) {
+            to.pending_shares.push(p.clone());
+        }
+    }
+    for o in &from.orphan_shares {
+        if !to.orphan_shares.contains(o) {
+            to.orphan_shares.push(o.clone());
+        }
+    }
+}

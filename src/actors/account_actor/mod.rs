@@ -1,0 +1,438 @@
+//! `AccountActor`: the one owner of the [`Account`] while the daemon runs (an actix actor on
+//! one of the daemon's arbiters). Here: its messages, its flush schedule and the handlers of
+//! the object bookkeeping; [`AccountHandle`] (`handle.rs`): how the others reach it;
+//! `app_state.rs`: the handlers of what apps keep in the account; `ledger.rs`: the
+//! bookkeeping between flushes, the flush and the refresh.
+//!
+//! Owns: the account (identity, root frame, [`super::account::AccountState`]) and its flush
+//! schedule. Objects report new secrets, holds and forgotten objects; the actor folds them
+//! into the state and flushes the root object (new frame + container: ingested locally,
+//! durably, and queued for every remote) **at most every [`FLUSH_INTERVAL`]**, but **at once**
+//! when an object is new to the account or its account-recorded secret would fall
+//! [`MAX_LAG`] or more frames behind. Another machine of the user, which only sees the
+//! flushed state, ratchets forward along a frame's target vector: our frames reach back to
+//! the flushed secret's container (`FlushedCounters`, `account_lag.rs`, read by
+//! `commit::legroom`), so a stream of pushes costs an account flush (two signatures) per
+//! [`FLUSH_INTERVAL`], not one every few frames.
+//!
+//! Another machine of the user flushes the same root object. Before a flush, and when no
+//! known secret opens an object (then at most every [`REFRESH_INTERVAL`]), the actor
+//! **refreshes**: it fetches the newest root frame from the remotes and, if
+//! it is newer than ours, adopts it as the base of our next flush, carrying over our
+//! unflushed secret, api-id and hold changes, and its app registrations and shares (tokens,
+//! startup and private objects, pending and orphan shares: see `merge_app_state`).
+//!
+//! Messages (typed, one `Handler` each): from objects and commits [`RecordSecret`],
+//! [`RecordHold`], [`MakePublic`], [`CopyPrivate`], [`Lookup`], [`Refresh`]; from the GC
+//! [`Forget`]; from `dispatch` (app tokens, startup and private objects, orphan shares)
+//! [`NewToken`], [`TokenStartup`], [`SetStartup`], [`ClearStartup`], [`SetPrivate`],
+//! [`PrivateTo`], [`TakeOrphans`], [`KeepOrphan`], [`Flush`]; from sharing [`AddPending`],
+//! [`TakePending`], [`DropPending`]; from `DaemonHandle` [`Stop`] (final flush).
+//!
+//! How it runs: the bookkeeping is a `Ledger`; a flush or refresh moves it into a future on
+//! the daemon's runtime (signing on the blocking pool, the commit) while `ctx.wait` holds the
+//! mailbox, and back. An urgent flush is queued with `ctx.notify`, so the messages already in
+//! the mailbox are folded in first and a burst costs one flush; an ordinary one with
+//! `run_later`.
+//!
+//! Peers: none. It holds the [`Local`] state and the [`Upstream`] remotes, and answers
+//! whoever holds an [`AccountHandle`] (objects, `commit`, `dispatch`, the share and GC actors,
+//! `DaemonHandle`).
+//!
+//! Calls: `Account::flush`/`open`, [`durable::commit`], [`Upstream`] fetches.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::time::Instant;
+
+use super::account::{Account, AppTokenBytes, OrphanShare, PendingShare, StoredSecret};
+use super::api::AppToken;
+use super::error::DaemonError;
+use super::local::Local;
+use super::upstream::Upstream;
+use crate::golix::{Ghid, Secret};
+
+mod app_state;
+mod handle;
+mod ledger;
+
+pub use handle::AccountHandle;
+
+/// Shortest time between two ordinary flushes.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
+/// Flush at once when an object's flushed secret would be this many frames behind (its
+/// frames' target vectors then reach this far back, ~65 bytes an entry).
+pub const MAX_LAG: u64 = 64;
+/// Shortest time between two refreshes from the remotes.
+pub const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The newest secret of `ghid` (frame `counter`); `api_id` for objects new to us.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RecordSecret {
+    pub ghid: Ghid,
+    pub stored: StoredSecret,
+    pub counter: u64,
+    pub api_id: Option<Ghid>,
+}
+
+/// The user holds `ghid`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RecordHold(pub Ghid);
+
+/// Drops an object (deleted) from the account.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Forget(pub Ghid);
+
+/// The secrets the account records for a ghid (none or one).
+#[derive(Message)]
+#[rtype(result = "Vec<StoredSecret>")]
+pub struct Lookup(pub Ghid);
+
+/// A new app token, registered in the account.
+#[derive(Message)]
+#[rtype(result = "Option<AppToken>")]
+pub struct NewToken;
+
+/// `None` for an unknown token, else its startup object.
+#[derive(Message)]
+#[rtype(result = "Option<Option<Ghid>>")]
+pub struct TokenStartup(pub AppTokenBytes);
+
+/// Sets a token's startup object (`already_set` if it has one).
+#[derive(Message)]
+#[rtype(result = "Result<(), DaemonError>")]
+pub struct SetStartup {
+    pub token: AppTokenBytes,
+    pub ghid: Ghid,
+}
+
+/// Clears a token's startup object (`not_found` if it has none).
+#[derive(Message)]
+#[rtype(result = "Result<(), DaemonError>")]
+pub struct ClearStartup(pub AppTokenBytes);
+
+/// `ghid` is private to `token`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetPrivate {
+    pub ghid: Ghid,
+    pub token: AppTokenBytes,
+}
+
+/// The token `ghid` is private to, if any.
+#[derive(Message)]
+#[rtype(result = "Option<AppToken>")]
+pub struct PrivateTo(pub Ghid);
+
+/// `ghid` is public now: no token owns it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct MakePublic(pub Ghid);
+
+/// `to` (a snapshot of `from`) is private to the same token as `from`, if `from` is private.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CopyPrivate {
+    pub from: Ghid,
+    pub to: Ghid,
+}
+
+/// Takes the kept shares of an api id out of the account.
+#[derive(Message)]
+#[rtype(result = "Vec<OrphanShare>")]
+pub struct TakeOrphans(pub Ghid);
+
+/// Keeps a share no session handles (once).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct KeepOrphan(pub OrphanShare);
+
+/// An outgoing share awaiting its answer.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AddPending(pub PendingShare);
+
+/// Takes the pending share of `request` sent to `recipient` out of the account.
+#[derive(Message)]
+#[rtype(result = "Option<PendingShare>")]
+pub struct TakePending {
+    pub request: Ghid,
+    pub recipient: Ghid,
+}
+
+/// Drops the pending share of a request (it was not sent).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DropPending(pub Ghid);
+
+/// Fetch the newest root object from the remotes (rate-limited).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Refresh;
+
+/// Flush now if anything changed.
+#[derive(Message)]
+#[rtype(result = "Result<(), DaemonError>")]
+pub struct Flush;
+
+/// Final flush, then stop.
+#[derive(Message)]
+#[rtype(result = "Result<(), DaemonError>")]
+pub struct Stop;
+
+/// An urgent or due flush (sent to itself).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct FlushDue;
+
+/// The account and what its flush schedule needs.
+struct Ledger {
+    account: Option<Account>,
+    /// Opens newer root frames written by another machine.
+    root_secret: Secret,
+    /// Frame counter of each object's secret in the last flushed state (0 when unknown).
+    flushed: HashMap<Ghid, u64>,
+    /// The same, for the push pipeline, only where known for certain.
+    shared: crate::actors::account_lag::FlushedCounters,
+    /// Frame counter of each object's newest secret.
+    latest: HashMap<Ghid, u64>,
+    last_flush: Option<Instant>,
+    last_refresh: Option<Instant>,
+    /// A flush is needed before anything else waits.
+    urgent: bool,
+    /// An ordinary flush is due at this time.
+    due: Option<Instant>,
+    log: slog::Logger,
+}
+
+/// What the account's flushes and refreshes reach: the local state (commits) and the
+/// remotes (newer root frames). No other actor.
+#[derive(Clone)]
+struct Base {
+    local: Arc<Local>,
+    upstream: Upstream,
+}
+
+/// Work on the ledger off the actor's thread; it comes back with the ledger.
+type LedgerWork<T> = Pin<Box<dyn Future<Output = (Ledger, T)> + Send>>;
+
+pub struct AccountActor {
+    /// `None` only while a flush or refresh has it (the mailbox waits meanwhile), or after
+    /// such work failed outright (then every request is answered `shutting_down`).
+    ledger: Option<Ledger>,
+    base: Base,
+    /// A `FlushDue` is queued.
+    flush_queued: bool,
+    /// A `run_later` flush is armed.
+    timer: bool,
+}
+
+impl Actor for AccountActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.arm(ctx);
+    }
+}
+
+impl AccountActor {
+    /// Runs `work` with the ledger on the daemon's runtime, the mailbox held until it ends,
+    /// then `then` with its result.
+    fn run_alone<T: Send + 'static>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        work: impl FnOnce(Ledger, Base) -> LedgerWork<T>,
+        then: impl FnOnce(Result<T, DaemonError>, &mut Self, &mut Context<Self>) + 'static,
+    ) {
+        let Some(ledger) = self.ledger.take() else {
+            then(Err(DaemonError::ShuttingDown), self, ctx);
+            return;
+        };
+        let rt = self.base.local.runtime.clone();
+        let task = rt.spawn(work(ledger, self.base.clone()));
+        ctx.wait(task.into_actor(self).map(move |res, act, ctx| match res {
+            Ok((ledger, v)) => {
+                act.ledger = Some(ledger);
+                then(Ok(v), act, ctx);
+                act.arm(ctx);
+            }
+            Err(e) => {
+                slog::error!(act.base.local.log, "account task failed: the account is gone";
+                    "error" => %e);
+                then(
+                    Err(DaemonError::Account(format!("account task failed: {e}"))),
+                    act,
+                    ctx,
+                );
+            }
+        }));
+    }
+
+    /// Flushes (if dirty) under `ctx.wait`, then `then`.
+    fn flush(
+        &mut self,
+        ctx: &mut Context<Self>,
+        then: impl FnOnce(Result<(), DaemonError>, &mut Self, &mut Context<Self>) + 'static,
+    ) {
+        self.run_alone(
+            ctx,
+            |mut ledger, base| {
+                Box::pin(async move {
+                    let r = ledger.flush(&base).await;
+                    (ledger, r)
+                })
+            },
+            move |r, act, ctx| then(r.and_then(|r| r), act, ctx),
+        );
+    }
+
+    /// Queues the flush the ledger asks for: an urgent one behind what is already in the
+    /// mailbox, an ordinary one when it is due.
+    fn arm(&mut self, ctx: &mut Context<Self>) {
+        let Some(ledger) = &self.ledger else {
+            return;
+        };
+        if ledger.urgent {
+            if !self.flush_queued {
+                self.flush_queued = true;
+                ctx.notify(FlushDue);
+            }
+            return;
+        }
+        if let (Some(due), false) = (ledger.due, self.timer) {
+            self.timer = true;
+            let wait = due.saturating_duration_since(Instant::now());
+            ctx.run_later(wait, |act, ctx| {
+                act.timer = false;
+                if act.ledger.as_ref().is_some_and(|l| l.due.is_some()) {
+                    act.flush(ctx, log_failure);
+                } else {
+                    act.arm(ctx);
+                }
+            });
+        }
+    }
+
+    /// Runs `f` on the ledger and arms what flush it needs.
+    fn with<R>(&mut self, ctx: &mut Context<Self>, f: impl FnOnce(&mut Ledger) -> R) -> Option<R> {
+        let r = self.ledger.as_mut().map(f);
+        self.arm(ctx);
+        r
+    }
+}
+
+fn log_failure(r: Result<(), DaemonError>, act: &mut AccountActor, _: &mut Context<AccountActor>) {
+    if let (Err(e), Some(l)) = (r, &act.ledger) {
+        slog::error!(l.log, "account flush failed"; "error" => %e);
+    }
+}
+
+impl Handler<FlushDue> for AccountActor {
+    type Result = ();
+
+    fn handle(&mut self, _: FlushDue, ctx: &mut Context<Self>) {
+        self.flush_queued = false;
+        self.flush(ctx, log_failure);
+    }
+}
+
+impl Handler<Flush> for AccountActor {
+    type Result = ResponseFuture<Result<(), DaemonError>>;
+
+    fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.flush(ctx, move |r, _, _| {
+            let _ = tx.send(r);
+        });
+        Box::pin(async move { rx.await.unwrap_or(Err(DaemonError::ShuttingDown)) })
+    }
+}
+
+impl Handler<Stop> for AccountActor {
+    type Result = ResponseFuture<Result<(), DaemonError>>;
+
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.flush(ctx, move |r, _, ctx| {
+            let _ = tx.send(r);
+            ctx.stop();
+        });
+        Box::pin(async move { rx.await.unwrap_or(Err(DaemonError::ShuttingDown)) })
+    }
+}
+
+impl Handler<Refresh> for AccountActor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Refresh, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.run_alone(
+            ctx,
+            |mut ledger, base| {
+                Box::pin(async move {
+                    if let Err(e) = ledger.refresh(&base, true).await {
+                        slog::info!(ledger.log, "account refresh failed"; "error" => %e);
+                    }
+                    (ledger, ())
+                })
+            },
+            move |_, _, _| {
+                let _ = tx.send(());
+            },
+        );
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
+}
+
+impl Handler<RecordSecret> for AccountActor {
+    type Result = ();
+
+    fn handle(&mut self, m: RecordSecret, ctx: &mut Context<Self>) {
+        self.with(ctx, |l| {
+            l.record_secret(m.ghid, m.stored, m.counter, m.api_id)
+        });
+    }
+}
+
+impl Handler<RecordHold> for AccountActor {
+    type Result = ();
+
+    fn handle(&mut self, m: RecordHold, ctx: &mut Context<Self>) {
+        self.with(ctx, |l| {
+            if !l.state().is_some_and(|st| st.holds.contains(&m.0)) {
+                l.edit(|st| st.holds.insert(m.0));
+            }
+        });
+    }
+}
+
+impl Handler<Forget> for AccountActor {
+    type Result = ();
+
+    fn handle(&mut self, m: Forget, ctx: &mut Context<Self>) {
+        self.with(ctx, |l| l.forget(m.0));
+    }
+}
+
+impl Handler<Lookup> for AccountActor {
+    type Result = MessageResult<Lookup>;
+
+    fn handle(&mut self, m: Lookup, _: &mut Context<Self>) -> Self::Result {
+        let found = self
+            .ledger
+            .as_ref()
+            .and_then(|l| l.account.as_ref())
+            .and_then(|a| a.state().secrets.get(&m.0).cloned());
+        MessageResult(found.into_iter().collect())
+    }
+}

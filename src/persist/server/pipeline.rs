@@ -1,0 +1,204 @@
+//! # The publish pipeline of one connection
+//!
+//! A connection's publishes run on the [`VerifyPool`](super::pool::VerifyPool) in order,
+//! overlapped: each one's signature is checked while the ones before it still are
+//! ([`Archive::check`]); it is applied only once the one before it is ([`Archive::commit`];
+//! one whose signer may be among them is decided then, whole, [`Archive::publish_from`]).
+//! Its durability comes from the group commit, registered on the pool thread right after
+//! the apply, so that the flusher starts without a hop through the connection's thread.
+//!
+//! Group commit in pairs: when the next publish of the connection is already in the pipeline
+//! as one is applied, that one registers no flush of its own: it hands its durability to the
+//! next, which registers one flush for both once it is applied (or refused). A publisher's
+//! binding and container (which arrive together) then cost one flush, not two back to back.
+//! A publish that was handed one never hands its own on, so no publish waits for more than
+//! the one after it.
+//!
+//! Owns: [`Ahead`] (what links one publish to the next), the job ([`job`]), and
+//! [`Pending`] (a publish's outcome as the announcer waits for it). Calls: [`Archive`].
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
+
+use rmpv::Value;
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
+
+use crate::persist::store::Sender;
+use crate::persist::{Archive, PersistError, Published, SyncWait};
+
+/// Between one publish and the next: whether the next is in the pipeline yet, and the
+/// durability the first handed to it.
+#[derive(Default)]
+struct Link {
+    next_queued: bool,
+    handed: Option<oneshot::Sender<SyncWait>>,
+}
+
+fn lock(l: &Mutex<Link>) -> std::sync::MutexGuard<'_, Link> {
+    l.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A connection's end of the pipeline: the last publish that entered it.
+#[derive(Default)]
+pub(super) struct Tail {
+    /// Resolves once the last publish is applied (or refused).
+    applied: Option<oneshot::Receiver<()>>,
+    link: Option<Arc<Mutex<Link>>>,
+}
+
+impl Tail {
+    /// Waits until every publish that entered the pipeline is applied.
+    pub(super) async fn applied(&mut self) {
+        if let Some(rx) = self.applied.take() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// How a publish becomes durable.
+pub(super) enum Durable {
+    /// A flush registered for it.
+    Own(SyncWait),
+    /// The next publish registers it (see the module docs).
+    Handed(oneshot::Receiver<SyncWait>),
+}
+
+pub(super) type Applied = Result<(Published, Durable), PersistError>;
+
+/// The pool job of the next publish of `object` (from `sender`) behind `tail`; `tail` then
+/// ends with it.
+pub(super) fn job(
+    tail: &mut Tail,
+    archive: Archive,
+    object: Vec<u8>,
+    sender: Sender,
+) -> impl FnOnce() -> Applied + Send + 'static {
+    // Still being checked or applied: wait for it (and maybe cover it).
+    let ahead = tail.applied.take().and_then(|mut a| match a.try_recv() {
+        Err(oneshot::error::TryRecvError::Empty) => Some(a),
+        _ => None,
+    });
+    let before = tail.link.take().filter(|_| ahead.is_some());
+    if let Some(l) = &before {
+        lock(l).next_queued = true;
+    }
+    let (applied, applied_rx) = oneshot::channel::<()>();
+    let mine = Arc::new(Mutex::new(Link::default()));
+    tail.applied = Some(applied_rx);
+    tail.link = Some(mine.clone());
+    move || {
+        let early = ahead.as_ref().map(|_| archive.check(&object));
+        if let Some(ahead) = ahead {
+            let _ = ahead.blocking_recv();
+        }
+        let result = match early {
+            Some(Ok(checked)) => archive.commit(checked, sender),
+            // Its signer's GIDC may be one of the publishes ahead: decide now.
+            Some(Err(PersistError::UnknownAuthor(_))) | None => {
+                archive.publish_from(&object, sender)
+            }
+            // Nothing the publishes ahead could change (`Archive::check`).
+            Some(Err(e)) => Err(e),
+        };
+        // Decided before `applied` fires: the next one looks for it only after that.
+        let covering = before.as_ref().and_then(|l| lock(l).handed.take());
+        let handed = match (&result, &covering) {
+            (Ok(_), None) => {
+                let mut l = lock(&mine);
+                l.next_queued.then(|| {
+                    let (tx, rx) = oneshot::channel();
+                    l.handed = Some(tx);
+                    rx
+                })
+            }
+            _ => None,
+        };
+        let own = result.is_ok() && handed.is_none();
+        let mut waits = archive.sync_waits(usize::from(covering.is_some()) + usize::from(own));
+        let own_wait = if own { waits.pop() } else { None };
+        if let (Some(tx), Some(w)) = (covering, waits.pop()) {
+            let _ = tx.send(w);
+        }
+        drop(applied);
+        let published = result?;
+        let durable = match (handed, own_wait) {
+            (Some(rx), _) => Durable::Handed(rx),
+            (None, Some(w)) => Durable::Own(w),
+            (None, None) => return Err(PersistError::Storage("no flush registered".into())),
+        };
+        Ok((published, durable))
+    }
+}
+
+/// A publish on its way to being announced, in its connection's publish order.
+pub(super) struct Pending {
+    stage: Stage,
+    pub(super) id: Value,
+    /// Holds one of the connection's `max_in_flight` slots until answered (which also
+    /// bounds the announcer's channel).
+    _permit: OwnedSemaphorePermit,
+}
+
+enum Stage {
+    /// Checked and applied on the pool.
+    Applying(oneshot::Receiver<Applied>),
+    /// Applied; waits for the group commit that covers it.
+    Syncing(Option<Published>, Durable),
+}
+
+impl Pending {
+    pub(super) fn new(
+        applying: oneshot::Receiver<Applied>,
+        id: Value,
+        permit: OwnedSemaphorePermit,
+    ) -> Pending {
+        Pending {
+            stage: Stage::Applying(applying),
+            id,
+            _permit: permit,
+        }
+    }
+
+    /// The publish's outcome once it is durable (or refused).
+    pub(super) fn poll_outcome(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Published, PersistError>> {
+        let gone = || PersistError::Unavailable("shutting down".into());
+        loop {
+            match &mut self.stage {
+                Stage::Applying(rx) => match ready!(Pin::new(rx).poll(cx)) {
+                    Ok(Ok((p, durable))) => self.stage = Stage::Syncing(Some(p), durable),
+                    Ok(Err(e)) => return Poll::Ready(Err(e)),
+                    Err(_) => return Poll::Ready(Err(gone())),
+                },
+                Stage::Syncing(_, Durable::Handed(rx)) => match ready!(Pin::new(rx).poll(cx)) {
+                    Ok(w) => {
+                        if let Stage::Syncing(p, _) = &mut self.stage {
+                            self.stage = Stage::Syncing(p.take(), Durable::Own(w));
+                        }
+                    }
+                    Err(_) => return Poll::Ready(Err(gone())),
+                },
+                Stage::Syncing(published, Durable::Own(wait)) => {
+                    ready!(Pin::new(wait).poll(cx))?;
+                    let p = published
+                        .take()
+                        .ok_or_else(|| PersistError::Storage("publish announced twice".into()))?;
+                    return Poll::Ready(Ok(p));
+                }
+            }
+        }
+    }
+
+    /// The outcome if it is known already.
+    pub(super) fn try_outcome(&mut self) -> Option<Result<Published, PersistError>> {
+        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+        match self.poll_outcome(&mut cx) {
+            Poll::Ready(r) => Some(r),
+            Poll::Pending => None,
+        }
+    }
+}
