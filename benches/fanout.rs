@@ -260,11 +260,33 @@ fn raw_rsa(a: &hypergolix::golix::FirstParty, threads: usize, secs: f64) -> (f64
     (run(false), run(true))
 }
 
+/// CPU seconds (this thread's utime + stime) of one RSA-4096 PSS-SHA512 signature with the
+/// golix identity's key, over `secs` of signing: the daemon level's unit of account.
+fn sign_cpu(a: &hypergolix::golix::FirstParty, secs: f64) -> f64 {
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::rsa::KeyPair;
+    use aws_lc_rs::signature::RSA_PSS_SHA512;
+    let key = KeyPair::from_pkcs8(&a.export().signature_pkcs8).unwrap();
+    let rng = SystemRandom::new();
+    let msg = [0x42_u8; 64];
+    let mut sig = vec![0u8; key.public_modulus_len()];
+    key.sign(&RSA_PSS_SHA512, &rng, &msg, &mut sig).unwrap();
+    let (t0, c0) = (Instant::now(), cpu::thread_cpu_s());
+    let mut n = 0u64;
+    while t0.elapsed().as_secs_f64() < secs {
+        key.sign(&RSA_PSS_SHA512, &rng, &msg, &mut sig).unwrap();
+        n += 1;
+    }
+    (cpu::thread_cpu_s() - c0) / n as f64
+}
+
 /// Everything a run needs besides its level, N and mode.
 struct Ctx {
     args: Args,
     identity: hypergolix::golix::FirstParty,
     presigned: Option<Arc<persister::Presigned>>,
+    /// CPU seconds of one RSA-4096 PSS-SHA512 signature on one thread.
+    sign_cpu_s: f64,
     servers: baseline::Servers,
     /// The persister level runs `hgx-persister` as a child process.
     persister_child: bool,
@@ -334,6 +356,7 @@ fn follow(
         report,
         cpu_s,
         load1: (load0, cpu::load1()),
+        window: (cpu0, cpu1),
     }
 }
 
@@ -341,6 +364,8 @@ struct Followed {
     report: PubReport,
     cpu_s: std::collections::BTreeMap<String, f64>,
     load1: (f64, f64),
+    /// This process's threads at the start and at the end of the measured window.
+    window: (cpu::Snapshot, cpu::Snapshot),
 }
 
 fn result(
@@ -411,6 +436,7 @@ fn result(
         ack_latency_ms: stats::Latency::of(report.ack_ns.clone()),
         cpu_s: followed.cpu_s,
         load1: followed.load1,
+        daemon_cpu: None,
         notes,
     }
 }
@@ -557,6 +583,10 @@ fn run_daemon(ctx: &mut Ctx, n: usize, mode: Mode) -> Result<RunResult, String> 
     };
     let label = format!("daemon N={n} {}", mode.name());
     let followed = follow(ctx, &label, n, &shared, publisher, &[]);
+    let (w0, w1) = &followed.window;
+    // The signing pool (`actors::golix_worker`) is the process's; only daemon 0 pushes.
+    let publisher_cpu_s = daemons[0].threads.and_named("hgx-golix-sign").cpu_s(w0, w1);
+    let receiver_cpu_s = daemons.get(1).map(|d| d.threads.cpu_s(w0, w1));
     let upstream = followed
         .report
         .extra
@@ -575,6 +605,19 @@ fn run_daemon(ctx: &mut Ctx, n: usize, mode: Mode) -> Result<RunResult, String> 
     }
     let frames = frames1.saturating_sub(frames0);
     r.frames = Some(frames);
+    if frames > 0 {
+        let per_frame = |s: f64| s * 1e3 / frames as f64;
+        let two_signatures_ms = 2.0 * ctx.sign_cpu_s * 1e3;
+        r.daemon_cpu = Some(stats::DaemonCpu {
+            frames,
+            publisher_cpu_s,
+            publisher_ms_per_frame: per_frame(publisher_cpu_s),
+            two_signatures_ms,
+            publisher_ratio: per_frame(publisher_cpu_s) / two_signatures_ms,
+            receiver_cpu_s,
+            receiver_ms_per_frame: receiver_cpu_s.map(per_frame),
+        });
+    }
     if let Some(up) = upstream.filter(|up| *up > 0.0) {
         r.frames_per_s = Some(frames as f64 / up);
     }
@@ -672,6 +715,20 @@ fn print_table(results: &[RunResult]) {
             r.load1.1,
             cpu.join(", ")
         );
+        if let Some(c) = &r.daemon_cpu {
+            println!(
+                "{:>16}publishing hgxd: {:.2} ms CPU per frame ({:.2} s / {} frames) = {:.2}x its 2 signatures ({:.2} ms CPU){}",
+                "",
+                c.publisher_ms_per_frame,
+                c.publisher_cpu_s,
+                c.frames,
+                c.publisher_ratio,
+                c.two_signatures_ms,
+                c.receiver_ms_per_frame.map_or(String::new(), |m| format!(
+                    "; receiving hgxd: {m:.2} ms CPU per frame"
+                ))
+            );
+        }
         for note in &r.notes {
             println!("{:>16}{note}", "");
         }
@@ -800,9 +857,11 @@ fn main() -> ExitCode {
     let identity = common::fixture(1);
     let (sign1, verify1) = raw_rsa(&identity, 1, 1.5);
     let (sign_all, verify_all) = raw_rsa(&identity, nproc, 1.5);
+    let sign_cpu_s = sign_cpu(&identity, 1.5);
     eprintln!(
         "raw aws-lc-rs RSA-4096 PSS-SHA512: sign {sign1:.0}/s (1 thread), {sign_all:.0}/s ({nproc} threads); \
-         verify {verify1:.0}/s (1 thread), {verify_all:.0}/s ({nproc} threads)"
+         verify {verify1:.0}/s (1 thread), {verify_all:.0}/s ({nproc} threads); one signature: {:.2} ms CPU",
+        sign_cpu_s * 1e3
     );
 
     // Started before anything is measured, so that a missing server fails fast.
@@ -819,6 +878,7 @@ fn main() -> ExitCode {
     };
     let mut ctx = Ctx {
         presigned: None,
+        sign_cpu_s,
         notes: servers.notes.clone(),
         servers,
         persister_child,
@@ -981,6 +1041,7 @@ fn main() -> ExitCode {
         "redis_version": redis_version,
         "nats_version": nats_version,
         "raw_rsa4096_pss_sha512": {
+            "sign_cpu_ms": ctx.sign_cpu_s * 1e3,
             "sign_per_s_1_thread": sign1, "sign_per_s_all_cores": sign_all,
             "verify_per_s_1_thread": verify1, "verify_per_s_all_cores": verify_all,
         },

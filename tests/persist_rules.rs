@@ -175,6 +175,50 @@ fn rule02_signer_must_be_stored_and_verify() {
     new(&ar, &s.bytes());
 }
 
+/// `publish_own` (a daemon committing what it just signed) skips only the RSA verify of
+/// objects the caller signed: another signer's objects are verified in full, and the
+/// address, the stored identity and the rules are checked for every object.
+#[test]
+fn rule02_publish_own_checks_everything_but_the_callers_own_signature() {
+    let ids = ids();
+    let own = ids.a.ghid();
+    let ar = Archive::temporary().unwrap();
+    let s = ids.a.make_bind_static(unknown()).unwrap();
+    let code = |r: Result<Published, PersistError>| r.err().map(|e| e.code());
+    assert_eq!(
+        code(ar.publish_own(&s.bytes(), &own)),
+        Some("unknown_author"),
+        "the signer's identity must be stored"
+    );
+    new(&ar, &ids.a.gidc().bytes());
+    new(&ar, &ids.b.gidc().bytes());
+    let mut bad_addr = s.bytes();
+    bad_addr[80] ^= 1;
+    assert_eq!(
+        code(ar.publish_own(&bad_addr, &own)),
+        Some("verification_failed"),
+        "the address is checked"
+    );
+    let theirs = ids.b.make_bind_static(unknown()).unwrap();
+    let mut bad_sig = theirs.bytes();
+    let n = bad_sig.len();
+    bad_sig[n - 1] ^= 1;
+    assert_eq!(
+        code(ar.publish_own(&bad_sig, &own)),
+        Some("verification_failed"),
+        "another signer's signature is verified"
+    );
+    assert!(ar.publish_own(&s.bytes(), &own).unwrap().new);
+    assert!(ar.publish_own(&theirs.bytes(), &own).unwrap().new);
+    // The rules still apply: a debound binding cannot come back.
+    let d = ids.a.make_debind(s.ghid).unwrap();
+    assert!(ar.publish_own(&d.bytes(), &own).unwrap().new);
+    assert_eq!(
+        code(ar.publish_own(&s.bytes(), &own)),
+        Some(refused(&ar, &s.bytes()))
+    );
+}
+
 #[test]
 fn rule03_identities_are_permanent_and_never_targets() {
     let ids = ids();

@@ -3,7 +3,7 @@
 //! process by pid (a baseline's server, a child persister), plus the load average (this
 //! machine may be shared).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::bench_common::{clk_tck as hz, parse_stat};
 
@@ -77,4 +77,77 @@ pub fn load1() -> f64 {
         .ok()
         .and_then(|s| s.split_whitespace().next().and_then(|x| x.parse().ok()))
         .unwrap_or(0.0)
+}
+
+/// The threads of this process now: tid -> name.
+pub fn threads() -> HashMap<u64, String> {
+    snapshot(&[])
+        .threads
+        .into_iter()
+        .map(|(tid, (name, _))| (tid, name))
+        .collect()
+}
+
+/// One in-process daemon's threads: those its start created (`tids`: its actor threads,
+/// app endpoint, sled flusher) and every thread named `name` (its tokio runtime's workers
+/// and blocking pool, which may start later).
+#[derive(Clone, Debug, Default)]
+pub struct ThreadSet {
+    pub name: String,
+    pub tids: HashSet<u64>,
+    /// Further thread names counted as this daemon's.
+    pub also: Vec<String>,
+}
+
+impl ThreadSet {
+    /// The threads that appeared between `before` and now, except those whose names other
+    /// parts of the process share (tokio's default name, sled's global I/O pool).
+    pub fn born_since(name: &str, before: &HashMap<u64, String>) -> ThreadSet {
+        let tids = threads()
+            .into_iter()
+            .filter(|(tid, n)| {
+                !before.contains_key(tid)
+                    && !n.starts_with("tokio-runtime")
+                    && !n.starts_with("sled")
+            })
+            .map(|(tid, _)| tid)
+            .collect();
+        ThreadSet {
+            name: name.to_owned(),
+            tids,
+            also: Vec::new(),
+        }
+    }
+
+    /// These threads and every thread named `name`.
+    pub fn and_named(&self, name: &str) -> ThreadSet {
+        let mut s = self.clone();
+        s.also.push(name.to_owned());
+        s
+    }
+
+    /// CPU seconds of these threads between two snapshots (threads that ended meanwhile are
+    /// missed, as in [`diff`]).
+    pub fn cpu_s(&self, a: &Snapshot, b: &Snapshot) -> f64 {
+        let ticks: u64 = b
+            .threads
+            .iter()
+            .filter(|(tid, (n, _))| {
+                self.tids.contains(tid) || *n == self.name || self.also.contains(n)
+            })
+            .map(|(tid, (_, t1))| t1.saturating_sub(a.threads.get(tid).map_or(0, |x| x.1)))
+            .sum();
+        ticks as f64 / hz()
+    }
+}
+
+/// CPU time of the calling thread, in seconds.
+pub fn thread_cpu_s() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for the call to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
 }

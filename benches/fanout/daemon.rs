@@ -22,6 +22,7 @@ use hypergolix::golix::{FirstParty, Ghid, Secret};
 use hypergolix::ipc::{serve, CapabilityToken, HgxLink, IpcConfig};
 use tokio::sync::oneshot;
 
+use super::cpu;
 use super::drive::{self, Mode};
 use super::persister::Publisher;
 use super::stats::Shared;
@@ -39,12 +40,23 @@ pub struct DaemonProc {
     pub url: String,
     pub token: CapabilityToken,
     pub handle: DaemonHandle,
+    /// Its threads, for its CPU time.
+    pub threads: cpu::ThreadSet,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl DaemonProc {
-    pub fn start(dir: PathBuf, remote: String, login: Login) -> Result<DaemonProc, String> {
+    /// Starts a daemon whose runtime threads are named `name` (at most 15 bytes: the kernel
+    /// keeps no more of a thread's name).
+    pub fn start(
+        name: &str,
+        dir: PathBuf,
+        remote: String,
+        login: Login,
+    ) -> Result<DaemonProc, String> {
+        let before = cpu::threads();
+        let rt_name = name.to_owned();
         let (tx, rx) = std_mpsc::channel();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
@@ -53,6 +65,7 @@ impl DaemonProc {
                 let system = actix_rt::System::with_tokio_rt(|| {
                     tokio::runtime::Builder::new_multi_thread()
                         .worker_threads(2)
+                        .thread_name(rt_name)
                         .enable_all()
                         .build()
                         .expect("tokio runtime")
@@ -97,6 +110,7 @@ impl DaemonProc {
             url,
             token,
             handle,
+            threads: cpu::ThreadSet::born_since(name, &before),
             stop: Some(stop_tx),
             thread: Some(thread),
         })
@@ -137,6 +151,7 @@ pub fn start_account(
     let fingerprint = identity.ghid();
     let root_secret = root_secret(&fingerprint);
     let first = DaemonProc::start(
+        &format!("hgxd-{tag}0"),
         dirs.join(format!("{tag}0")),
         remote.to_owned(),
         Login::Create {
@@ -151,6 +166,7 @@ pub fn start_account(
     let mut all = vec![first];
     for i in 1..k {
         all.push(DaemonProc::start(
+            &format!("hgxd-{tag}{i}"),
             dirs.join(format!("{tag}{i}")),
             remote.to_owned(),
             Login::Open {
@@ -175,6 +191,7 @@ pub fn start_account_devices(
     (1..=k)
         .map(|i| {
             DaemonProc::start(
+                &format!("hgxd-a{i}"),
                 dirs.join(format!("a{i}")),
                 remote.to_owned(),
                 Login::Open {

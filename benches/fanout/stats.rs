@@ -194,7 +194,27 @@ pub struct RunResult {
     pub cpu_s: std::collections::BTreeMap<String, f64>,
     /// 1-minute load average before and after the run (the machine may be shared).
     pub load1: (f64, f64),
+    /// Daemon level: the daemons' CPU per frame against their signatures'.
+    pub daemon_cpu: Option<DaemonCpu>,
     pub notes: Vec<String>,
+}
+
+/// Daemon level: CPU time (utime + stime of a daemon's threads, over the measured window)
+/// per frame that reached the persister, against the CPU time of the two RSA-4096 PSS
+/// signatures each frame carries (its container's and its own), measured on one thread
+/// of this process in the same run.
+#[derive(Clone, Debug, Serialize)]
+pub struct DaemonCpu {
+    pub frames: u64,
+    pub publisher_cpu_s: f64,
+    pub publisher_ms_per_frame: f64,
+    /// 2 × the CPU time of one signature.
+    pub two_signatures_ms: f64,
+    /// `publisher_ms_per_frame / two_signatures_ms` (goal: ≤ 1.25).
+    pub publisher_ratio: f64,
+    /// The first receiving daemon (daemon 1), when there is one.
+    pub receiver_cpu_s: Option<f64>,
+    pub receiver_ms_per_frame: Option<f64>,
 }
 
 /// Aggregates the subscriber threads' logs into the delivery half of a [`RunResult`].

@@ -262,15 +262,25 @@ pub async fn create(
 /// per frame (up to `MAX_TARGETS`): a reader that saw the remote's last frame can open the
 /// frame the remote gets next, however many we made meanwhile. Once the remote keeps up, the
 /// vector shrinks by one per frame back to `DEFAULT_LEGROOM`, so a reader that resubscribes a
-/// little after us still catches up.
+/// little after us still catches up. Either way it reaches back to the container whose secret
+/// the account last flushed (another machine of ours opens the object with that secret), at
+/// most [`MAX_LAG`](super::account_actor::MAX_LAG) frames plus a margin: the account flushes
+/// at once before that.
 pub(super) fn legroom(store: &Store, previous: &Gobd) -> usize {
     let lagging = store.upstream.lagging(&store.local);
     let kept = previous.targets.len();
-    if lagging {
+    let own = if lagging {
         kept + 1
     } else {
         kept.saturating_sub(1).max(DEFAULT_LEGROOM)
-    }
+    };
+    // Frame `previous.counter + 1` keeps the containers of frames down to `flushed`.
+    let to_account = store
+        .account
+        .flushed_counter(&previous.dynamic)
+        .map_or(0, |f| (previous.counter + 2).saturating_sub(f))
+        .min(2 * super::account_actor::MAX_LAG) as usize;
+    own.max(to_account)
 }
 
 /// A secret that opens `frame`'s current target, from this machine's records or the

@@ -9,6 +9,7 @@ use super::error::DaemonError;
 use super::local::{Local, SecretRecord};
 use super::upstream::Upstream;
 use crate::golix::Ghid;
+use crate::persist::PersistError;
 
 /// Makes `objects` (queued for every remote, not yet shown to them) and `secret` durable in
 /// the vault, ingests the objects in order and syncs the archive, then releases them upstream.
@@ -40,9 +41,17 @@ pub async fn commit(
     }
     local.vault.flush().await?;
     let ingested = async {
-        for o in &objects {
-            local.ingest(o.clone()).await?;
-        }
+        // One trip to the blocking pool for all of them, and no second RSA verify of the
+        // signatures we just made (`Archive::publish_own`).
+        let archive = local.archive.clone();
+        let own = local.fingerprint();
+        tokio::task::spawn_blocking(move || {
+            objects
+                .iter()
+                .try_for_each(|o| archive.publish_own(o, &own).map(drop))
+        })
+        .await
+        .map_err(|e| PersistError::Storage(format!("ingest task failed: {e}")))??;
         local.archive.sync().await?;
         Ok::<(), DaemonError>(())
     };

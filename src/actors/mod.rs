@@ -23,7 +23,8 @@
 //! - [`object`] (a directory: the actor, its pushes, its sync with changes from elsewhere,
 //!   its registry): `ObjectActor`, one actix actor per live object (push coalescing, pull,
 //!   freeze, hold, delete), and the registry that finds it; [`push`]: its frame pipeline
-//!   (build, sign both signatures at once, commit in order); [`commit`]: the `Store` (local
+//!   (build, sign both signatures at once on [`golix_worker`]'s `SyncArbiter`, commit in
+//!   order); [`commit`]: the `Store` (local
 //!   state, remotes, account) and making, loading, opening and committing objects with it;
 //!   [`content`]: the app plaintext framing and the ratchet walk.
 //! - [`remote_actor`]: `RemoteActor`, one supervised actix actor per remote (connection,
@@ -36,6 +37,8 @@
 //!   refusals); [`limits`]: each remote's size limit and the check every commit runs.
 //! - [`account_actor`] (a directory: the actor, its handle, the app-state handlers, the
 //!   ledger): `AccountActor`, the owner of the account and its flush schedule;
+//!   [`account_lag`]: the account's flushed frame counters, which size our frames' target
+//!   vectors;
 //!   [`gc`]: `GcActor`, forgetting secrets of removed objects; [`apps`]: app sessions, their
 //!   trackers, tokens, share handlers and event `Recipient`s; [`inbox`]: `AppInbox`, an app
 //!   session's bounded, coalescing event mailbox (an actor the session starts); [`dispatch`]: app
@@ -53,6 +56,7 @@
 
 pub mod account;
 pub mod account_actor;
+pub mod account_lag;
 pub mod api;
 pub mod apps;
 pub mod arbiters;
@@ -65,6 +69,7 @@ pub mod drain;
 pub mod durable;
 pub mod error;
 pub mod gc;
+pub mod golix_worker;
 pub mod inbox;
 pub mod limits;
 pub mod link_state;

@@ -96,8 +96,10 @@ pub async fn frame(puller: &Puller, from: &Upstream, bytes: Vec<u8>) -> Result<(
 }
 
 /// How often, and how far apart, a pulled frame's container is asked for again while that
-/// frame is still the remote's current one.
+/// frame is still the remote's current one: 1 ms doubling to 50 ms (the container is usually
+/// a publish behind its frame, a millisecond or two), about 1.8 s in all.
 const CONTAINER_RETRIES: usize = 40;
+const CONTAINER_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(1);
 const CONTAINER_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// The container of `frame` from `from`. The binding travels before its container, so a
@@ -105,6 +107,7 @@ const CONTAINER_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_mil
 /// frame is still `frame`, ask again (bounded: about 2 s). `None` once it was replaced
 /// upstream (or never arrives), so the caller only ratchets past it.
 async fn fetch_container(from: &Upstream, frame: &Gobd) -> Option<Vec<u8>> {
+    let mut pause = CONTAINER_RETRY_FIRST;
     for _ in 0..CONTAINER_RETRIES {
         if let Some(b) = from.fetch(&frame.target()).await {
             return Some(b);
@@ -116,7 +119,8 @@ async fn fetch_container(from: &Upstream, frame: &Gobd) -> Option<Vec<u8>> {
         if !still_current {
             return None;
         }
-        tokio::time::sleep(CONTAINER_RETRY_PAUSE).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(CONTAINER_RETRY_PAUSE);
     }
     None
 }

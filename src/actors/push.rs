@@ -1,6 +1,6 @@
 //! The push pipeline of one object: each push becomes a [`PushJob`] that builds the next
 //! secret, container and frame, signs the container and the frame at once (two RSA
-//! signatures on two blocking threads), and commits them.
+//! signatures on two threads of the signing pool, [`super::golix_worker`]), and commits them.
 //!
 //! Owns: [`PushJob`], [`Tip`] and the links between successive jobs ([`After`]). Neither a
 //! container's address nor a frame's covers its signature (docs/golix.md), so a frame can point
@@ -11,7 +11,7 @@
 //! it writes anything, and the actor queues its pushes again.
 //!
 //! Calls: [`super::commit`] (the [`Store`], signing helpers, the target vector length),
-//! [`super::durable`] (the local commit),
+//! [`super::durable`] (the local commit), [`super::golix_worker`] (the two signatures),
 //! `golix`, [`super::content`]. Used by `ObjectActor`.
 
 use tokio::sync::oneshot;
@@ -21,6 +21,7 @@ use super::commit::{self, Committed, Loaded, Store};
 use super::content;
 use super::durable;
 use super::error::DaemonError;
+use super::golix_worker;
 use super::local::SecretRecord;
 use crate::golix::{FirstParty, Geoc, Ghid, Gobd, Secret};
 use crate::persist::PersistError;
@@ -175,19 +176,18 @@ async fn build(
     commit::sign(store, make).await
 }
 
-/// Signs the container and the frame at once.
+/// Signs the container and the frame at once, on the signing pool.
 async fn sign(store: &Store, built: Built) -> Result<Built, DaemonError> {
     let Built {
-        mut geoc,
-        mut frame,
+        geoc,
+        frame,
         secret,
     } = built;
-    let (geoc, frame) = commit::sign_both(
-        store,
-        move |id| id.sign_container(&mut geoc).map(|()| geoc),
-        move |id| id.sign_frame(&mut frame).map(|()| frame),
-    )
-    .await?;
+    let identity = &store.local.identity;
+    let (geoc, frame) = tokio::try_join!(
+        golix_worker::sign_container(identity.clone(), geoc),
+        golix_worker::sign_frame(identity.clone(), frame),
+    )?;
     Ok(Built {
         geoc,
         frame,

@@ -112,8 +112,13 @@ impl Vault {
                 .write(&name, &sealed)
                 .map_err(|e| self.error(key, &format!("cannot write its file: {e}")));
         }
-        if spill.exists(&name) {
-            // A small record replaces a spilled one.
+        // A small record replaces a spilled one. (The record says so: no file-system lookup
+        // per write.)
+        if self
+            .tree
+            .get(key)?
+            .is_some_and(|old| spill::is_pointer(&old))
+        {
             spill.remove_later(&name);
         }
         Ok(sealed)
@@ -202,13 +207,12 @@ impl Vault {
     /// Removes the record under `key`, if any (a spilled record's file goes once the removal
     /// is durable, at a [`Vault::flush`]).
     pub fn remove(&self, key: &[u8]) -> Result<(), DaemonError> {
-        if let Some(spill) = &self.spill {
-            let name = hex::encode(key);
-            if spill.exists(&name) {
-                spill.remove_later(&name);
+        let old = self.tree.remove(key)?;
+        if let (Some(spill), Some(old)) = (&self.spill, old) {
+            if spill::is_pointer(&old) {
+                spill.remove_later(&hex::encode(key));
             }
         }
-        self.tree.remove(key)?;
         Ok(())
     }
 

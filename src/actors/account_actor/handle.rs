@@ -14,6 +14,7 @@ use super::{
     AccountActor, Base, Flush, Forget, Ledger, Lookup, RecordHold, RecordSecret, Refresh, Stop,
 };
 use crate::actors::account::{Account, StoredSecret};
+use crate::actors::account_lag::FlushedCounters;
 use crate::actors::arbiters::Arbiters;
 use crate::actors::error::DaemonError;
 use crate::actors::local::Local;
@@ -24,6 +25,7 @@ use crate::golix::{Ghid, Secret};
 #[derive(Clone)]
 pub struct AccountHandle {
     addr: WeakAddr<AccountActor>,
+    flushed: FlushedCounters,
 }
 
 impl AccountHandle {
@@ -39,7 +41,9 @@ impl AccountHandle {
         // An account opened dirty (it continues after a root frame whose container a crash
         // lost) flushes at once, so the stores get a whole root above that frame.
         let due = account.is_dirty().then(Instant::now);
+        let shared = FlushedCounters::default();
         let ledger = Ledger {
+            shared: shared.clone(),
             flushed: account.state().secrets.keys().map(|g| (*g, 0)).collect(),
             latest: HashMap::new(),
             account: Some(account),
@@ -58,8 +62,14 @@ impl AccountHandle {
         });
         let handle = AccountHandle {
             addr: addr.downgrade(),
+            flushed: shared,
         };
         (addr, handle)
+    }
+
+    /// The frame counter of `ghid`'s secret in the last flushed account state, if known.
+    pub fn flushed_counter(&self, ghid: &Ghid) -> Option<u64> {
+        self.flushed.get(ghid)
     }
 
     /// Asks and awaits the reply; `shutting_down` once the actor is gone.

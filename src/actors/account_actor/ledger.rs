@@ -70,6 +70,7 @@ impl Ledger {
         }
         self.latest.remove(&ghid);
         self.flushed.remove(&ghid);
+        self.shared.forget(&ghid);
     }
 
     /// Arranges an ordinary flush no sooner than [`FLUSH_INTERVAL`] after the last one.
@@ -111,6 +112,8 @@ impl Ledger {
         durable::commit(&base.local, &base.upstream, objects?, None).await?;
         self.flushed
             .extend(self.latest.iter().map(|(g, c)| (*g, *c)));
+        self.shared
+            .flushed(self.latest.iter().map(|(g, c)| (*g, *c)));
         Ok(())
     }
 
@@ -185,6 +188,7 @@ impl Ledger {
         slog::info!(self.log, "account refreshed from another machine";
             "counter" => frame.counter, "merged" => merged);
         self.flushed = newer.state().secrets.keys().map(|g| (*g, 0)).collect();
+        self.shared.clear();
         self.account = Some(newer);
         Ok(())
     }

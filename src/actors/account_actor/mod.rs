@@ -9,8 +9,11 @@
 //! into the state and flushes the root object (new frame + container: ingested locally,
 //! durably, and queued for every remote) **at most every [`FLUSH_INTERVAL`]**, but **at once**
 //! when an object is new to the account or its account-recorded secret would fall
-//! [`MAX_LAG`] or more frames behind (so another machine of the user, which only sees the
-//! flushed state, can always ratchet forward within a frame's 7-entry target vector).
+//! [`MAX_LAG`] or more frames behind. Another machine of the user, which only sees the
+//! flushed state, ratchets forward along a frame's target vector: our frames reach back to
+//! the flushed secret's container (`FlushedCounters`, `account_lag.rs`, read by
+//! `commit::legroom`), so a stream of pushes costs an account flush (two signatures) per
+//! [`FLUSH_INTERVAL`], not one every few frames.
 //!
 //! Another machine of the user flushes the same root object. Before a flush, and when no
 //! known secret opens an object (then at most every [`REFRESH_INTERVAL`]), the actor
@@ -62,8 +65,9 @@ pub use handle::AccountHandle;
 
 /// Shortest time between two ordinary flushes.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
-/// Flush at once when an object's flushed secret would be this many frames behind.
-pub const MAX_LAG: u64 = 5;
+/// Flush at once when an object's flushed secret would be this many frames behind (its
+/// frames' target vectors then reach this far back, ~65 bytes an entry).
+pub const MAX_LAG: u64 = 64;
 /// Shortest time between two refreshes from the remotes.
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -196,6 +200,8 @@ struct Ledger {
     root_secret: Secret,
     /// Frame counter of each object's secret in the last flushed state (0 when unknown).
     flushed: HashMap<Ghid, u64>,
+    /// The same, for the push pipeline, only where known for certain.
+    shared: crate::actors::account_lag::FlushedCounters,
     /// Frame counter of each object's newest secret.
     latest: HashMap<Ghid, u64>,
     last_flush: Option<Instant>,
