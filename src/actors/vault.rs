@@ -237,10 +237,16 @@ impl Vault {
         let tree = self.tree.clone();
         let spill = self.spill.clone();
         tokio::task::spawn_blocking(move || {
-            sled_gate::flush(&tree)?;
+            let doomed = spill.as_ref().map(|s| s.doomed()).unwrap_or_default();
+            if let Err(e) = sled_gate::flush(&tree) {
+                if let Some(spill) = &spill {
+                    spill.keep_doomed(doomed);
+                }
+                return Err(e.into());
+            }
             if let Some(spill) = spill {
                 spill
-                    .collect(|n| points_at(&tree, n))
+                    .collect(doomed, |n| points_at(&tree, n))
                     .map_err(|e| DaemonError::Storage(format!("vault large records: {e}")))?;
             }
             Ok::<(), DaemonError>(())

@@ -435,11 +435,17 @@ impl Store for SledStore {
     }
 
     fn flush(&self) -> Result<(), PersistError> {
-        sled_gate::flush(&self.db)?;
-        // Removals are durable now: their files can go.
+        let doomed = self.spill.as_ref().map(|s| s.doomed()).unwrap_or_default();
+        if let Err(e) = sled_gate::flush(&self.db) {
+            if let Some(spill) = &self.spill {
+                spill.keep_doomed(doomed);
+            }
+            return Err(e.into());
+        }
+        // The removals scheduled before the flush are durable now: their files can go.
         if let Some(spill) = &self.spill {
             spill
-                .collect(|name| self.points_at(name))
+                .collect(doomed, |name| self.points_at(name))
                 .map_err(io_error)?;
         }
         Ok(())

@@ -127,11 +127,27 @@ impl Spill {
         self.lock().insert(name.to_owned());
     }
 
-    /// After a flush: deletes the files of [`Spill::remove_later`] for which `pointed`
-    /// (whether sled holds a pointer for the name now) is false.
-    pub fn collect(&self, pointed: impl Fn(&str) -> io::Result<bool>) -> io::Result<()> {
+    /// Before a flush: takes the names [`Spill::remove_later`] scheduled so far. Only these
+    /// may go once that flush is done ([`Spill::collect`]): the removal of a pointer scheduled
+    /// during the flush may not be durable yet, so its name waits for the next flush.
+    pub fn doomed(&self) -> BTreeSet<String> {
+        std::mem::take(&mut *self.lock())
+    }
+
+    /// The flush failed: `doomed` waits for the next one.
+    pub fn keep_doomed(&self, doomed: BTreeSet<String>) {
+        self.lock().extend(doomed);
+    }
+
+    /// After a flush that began after [`Spill::doomed`] returned `doomed`: deletes the files
+    /// of those names for which `pointed` (whether sled holds a pointer for the name now) is
+    /// false.
+    pub fn collect(
+        &self,
+        doomed: BTreeSet<String>,
+        pointed: impl Fn(&str) -> io::Result<bool>,
+    ) -> io::Result<()> {
         let _io = self.writing();
-        let doomed = std::mem::take(&mut *self.lock());
         for name in doomed {
             if !pointed(&name)? {
                 match fs::remove_file(self.path(&name)) {
@@ -180,13 +196,21 @@ mod tests {
         // Still pointed at after the removal was scheduled (re-added): kept.
         s.remove_later("aa");
         s.remove_later("bb");
-        s.collect(|n| Ok(n == "aa")).unwrap();
+        s.collect(s.doomed(), |n| Ok(n == "aa")).unwrap();
         assert!(s.read("aa", &p).is_ok());
         assert!(!dir.path().join("large/bb").exists());
         // Writing again cancels a scheduled removal.
         s.remove_later("aa");
         s.write("aa", &[7; 100]).unwrap();
-        s.collect(|_| Ok(false)).unwrap();
+        s.collect(s.doomed(), |_| Ok(false)).unwrap();
+        // Scheduled after the snapshot a flush began with: waits for the next flush.
+        let snapshot = s.doomed();
+        s.remove_later("aa");
+        s.collect(snapshot, |_| Ok(false)).unwrap();
+        assert!(dir.path().join("large/aa").exists());
+        let p = s.write("aa", &[7; 100]).unwrap();
+        drop(s.writing());
+        assert_eq!(s.read("aa", &p).unwrap(), vec![7; 100]);
         assert!(dir.path().join("large/aa").exists());
         // The sweep at open removes strays and temporaries.
         std::fs::write(dir.path().join("large/cc.tmp"), b"t").unwrap();
