@@ -274,12 +274,14 @@ pub(super) fn legroom(store: &Store, previous: &Gobd) -> usize {
     } else {
         kept.saturating_sub(1).max(DEFAULT_LEGROOM)
     };
-    // Frame `previous.counter + 1` keeps the containers of frames down to `flushed`.
-    let to_account = store
-        .account
-        .flushed_counter(&previous.dynamic)
-        .map_or(0, |f| (previous.counter + 2).saturating_sub(f))
-        .min(2 * super::account_actor::MAX_LAG) as usize;
+    // Frame `previous.counter + 1` keeps the containers of frames down to `flushed`. Not
+    // known (after a restart or an account refresh, until the account's next flush): it keeps
+    // reaching as far back as `previous` did, which reached the last flushed secret.
+    let to_account = match store.account.flushed_counter(&previous.dynamic) {
+        Some(f) => (previous.counter + 2).saturating_sub(f) as usize,
+        None => kept + 1,
+    }
+    .min(2 * super::account_actor::MAX_LAG as usize);
     own.max(to_account)
 }
 
