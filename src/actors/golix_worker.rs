@@ -9,13 +9,14 @@
 //! at a time, whatever else the blocking pool is doing (sled flushes, ingests).
 //!
 //! Owns: the pool, started on first use on its own actix system thread ("hgx-golix") and kept
-//! for the life of the process, like tokio's blocking pool. Messages (typed replies):
+//! for the life of the process, like tokio's blocking pool (started again if every one of its
+//! threads is gone). Messages (typed replies):
 //! [`SignContainer`], [`SignFrame`]. The identity travels with each message, so the daemons
 //! of one process share the pool.
 //!
 //! Calls: `golix`. Used by `push`.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use actix::prelude::*;
 
@@ -65,13 +66,18 @@ impl Handler<SignFrame> for GolixWorker {
     }
 }
 
-static POOL: OnceLock<Result<Addr<GolixWorker>, String>> = OnceLock::new();
+static POOL: Mutex<Option<Addr<GolixWorker>>> = Mutex::new(None);
 
-/// The pool's address (started on the first call).
+/// The pool's address (started on the first call; a start that failed is tried again at the
+/// next call rather than remembered).
 fn pool() -> Result<Addr<GolixWorker>, DaemonError> {
-    POOL.get_or_init(start)
-        .clone()
-        .map_err(|e| DaemonError::Storage(format!("signing pool: {e}")))
+    let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(addr) = pool.as_ref().filter(|a| a.connected()) {
+        return Ok(addr.clone());
+    }
+    let addr = start().map_err(|e| DaemonError::Storage(format!("signing pool: {e}")))?;
+    *pool = Some(addr.clone());
+    Ok(addr)
 }
 
 fn start() -> Result<Addr<GolixWorker>, String> {
