@@ -98,7 +98,7 @@ enum Command {
 
 #[derive(clap::Args)]
 struct ConfigFlags {
-    /// Add a persister to sync through (port default 7770; [v6]:PORT for IPv6 addresses).
+    /// Add a persister to sync through (port default 7770; an IPv6 address in brackets before :PORT).
     #[arg(long, value_name = "HOST[:PORT]")]
     add_remote: Option<String>,
     /// The added remote speaks TLS (wss://).

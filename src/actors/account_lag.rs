@@ -3,7 +3,7 @@
 //! Owns: [`FlushedCounters`], the frame counter of each object's secret in the account state
 //! this machine last flushed, shared between the `AccountActor` (which writes it after each
 //! flush) and the push pipeline (which reads it when it sizes a frame's target vector, see
-//! [`super::commit::legroom`]). Another machine of the user opens our objects with the
+//! `commit::legroom`). Another machine of the user opens our objects with the
 //! flushed secret, ratcheting forward along a frame's target vector, so a frame reaches back
 //! to the flushed secret's container and the account need not flush every few frames.
 //!

@@ -12,7 +12,7 @@
 //! Owns: nothing after start. Calls: `Archive`, `Account`, `Vault`, `PublishQueue`, the persist
 //! client (through the remote `Connector`). Builds the [`Local`] state and the [`Upstream`],
 //! starts the account, GC, share and remote actors, and wires them: each gets exactly the
-//! peers it talks to, as weak addresses or `Recipient`s, and the [`Daemon`] that
+//! peers it talks to, as weak addresses or `Recipient`s, and the `Daemon` that
 //! `DaemonHandle` holds gets the owning addresses and the rest.
 
 use std::collections::HashSet;

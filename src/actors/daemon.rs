@@ -1,7 +1,7 @@
 //! `DaemonHandle`: the running daemon as the IPC layer (and tests) see it, and [`start`].
 //!
 //! Owns: the public API of the running daemon — app connections and every object operation
-//! — and its lifecycle (start, shutdown), through the [`Daemon`] that [`super::boot`] wires:
+//! — and its lifecycle (start, shutdown), through the `Daemon` that [`super::boot`] wires:
 //! the only holder of every actor's address (no actor holds it). Each operation passes the
 //! shutdown gate, finds or loads the object's `ObjectActor` (one load per ghid at a time) and
 //! talks to it by message.

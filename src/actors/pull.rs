@@ -8,7 +8,7 @@
 //! container is gone upstream already (a newer frame replaced it and is on its way). A stale
 //! frame the rules refuse is dropped, unless it has the counter of our own current frame:
 //! then ours lost a race upstream with another machine of ours, and the live actor takes the
-//! remote's frame (see [`lost_race`]). A debinding is ingested, then the live actor checks whether the object is gone (it is not if we hold it). GARQs on our
+//! remote's frame (see `lost_race`). A debinding is ingested, then the live actor checks whether the object is gone (it is not if we hold it). GARQs on our
 //! fingerprint subscription go to the share actor; debindings there (of requests to us, by
 //! another machine of ours) are only ingested.
 //!

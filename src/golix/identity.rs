@@ -42,7 +42,7 @@ impl std::fmt::Debug for SecondParty {
 
 impl SecondParty {
     /// Parses the keys of a GIDC. Its address must verify; suite-1 keys must pass the
-    /// checks of [`super::keycheck`] (4096-bit moduli that are not trivially weak, an X25519
+    /// checks of `golix::keycheck` (4096-bit moduli that are not trivially weak, an X25519
     /// key not of small order).
     pub fn from_gidc(gidc: Gidc) -> Result<SecondParty, Error> {
         if gidc.computed_address() != gidc.ghid {

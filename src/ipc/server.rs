@@ -5,7 +5,7 @@
 //!
 //! Strangers are bounded: a connection has `hello_timeout` to authenticate, and at most
 //! `max_unauthenticated` sessions wait for their `hello` at once — a new one makes the oldest
-//! waiting one close ([`Waiting`]), so idle sockets opened by any local process cannot lock
+//! waiting one close (`Waiting`), so idle sockets opened by any local process cannot lock
 //! out an app that has the token. The listener is ours ([`crate::net`]): a connection whose
 //! peer does not read what it was sent for `send_timeout` is dropped by the kernel.
 //!

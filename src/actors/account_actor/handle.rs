@@ -127,7 +127,7 @@ impl AccountHandle {
     }
 
     /// Picks up what another machine of the user flushed (at most every
-    /// [`REFRESH_INTERVAL`]).
+    /// [`super::REFRESH_INTERVAL`]).
     pub async fn refresh(&self) {
         let _ = self.ask(Refresh).await;
     }

@@ -39,7 +39,7 @@
 //! whoever holds an [`AccountHandle`] (objects, `commit`, `dispatch`, the share and GC actors,
 //! `DaemonHandle`).
 //!
-//! Calls: `Account::flush`/`open`, [`durable::commit`], [`Upstream`] fetches.
+//! Calls: `Account::flush`/`open`, [`super::durable::commit`], [`Upstream`] fetches.
 
 use std::collections::HashMap;
 use std::future::Future;

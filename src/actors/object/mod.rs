@@ -1,7 +1,7 @@
 //! `ObjectActor`: one actix actor per live object (alive while any app tracks it), its
 //! messages, and the registry that finds it by ghid. Here: the actor, its messages and
-//! handlers and the operations on the current container; [`pushes`]: running its pushes;
-//! [`sync`]: changes from elsewhere (pulled frames, removals, catch-up); [`registry`]: the
+//! handlers and the operations on the current container; `pushes`: running its pushes;
+//! `sync`: changes from elsewhere (pulled frames, removals, catch-up); `registry`: the
 //! registry, the handle callers hold and the actor's peers.
 //!
 //! Owns: the decrypted state, the current frame, the current secret and the container it

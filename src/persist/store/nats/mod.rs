@@ -1,14 +1,14 @@
 //! # The cluster store: [`Store`] over NATS JetStream
 //!
 //! Any number of persister front-ends share one JetStream cluster and behave as one persister:
-//! every row of the store is a KV entry ([`rows`]), partitioned over `partitions` buckets by
+//! every row of the store is a KV entry (`rows`), partitioned over `partitions` buckets by
 //! ghid (so the buckets' Raft leaders spread over the nodes), replicated `replicas` times;
 //! large objects live in an object store. A front-end keeps no data of its own: every plain
 //! read goes to the stream leader; a rule pass may start from rows the front-end saw last (a
-//! cache, see [`partition`]), which its commit validates like any read.
+//! cache, see `partition`), which its commit validates like any read.
 //!
 //! Isolation: [`Store::transact`] runs the rule pass against the rows it reads and commits its
-//! writes with the protocol in [`txn`] (optimistic, compare-and-set per row on the KV revision,
+//! writes with the protocol in `txn` (optimistic, compare-and-set per row on the KV revision,
 //! guarded by the partition stream's last sequence; a transaction record as the single commit
 //! point; roll-forward by anyone). A pass whose reads changed before its commit is re-run, so
 //! two front-ends racing two frames with one counter for one dynamic ghid end with exactly one
@@ -22,7 +22,7 @@
 //! Owns: the connections (one for the store, one without echo for notifications, see
 //! [`NatsStore::notify_client`]), a private tokio runtime that drives them, the buckets, the
 //! periodic sweep of abandoned transactions, the count of JetStream operations by kind
-//! ([`NatsStore::ops`]). Calls: async-nats, [`rows`], [`txn`], [`partition`], the sled
+//! ([`NatsStore::ops`]). Calls: async-nats, `rows`, `txn`, `partition`, the sled
 //! store's record encodings. Used by the persister server (`server.store: nats://…`).
 
 mod partition;
@@ -213,7 +213,7 @@ pub(crate) struct Core {
     js: jetstream::Context,
     parts: Vec<kv::Store>,
     /// What this process knows of each partition's stream, and its writer lock (see
-    /// [`partition`]).
+    /// `partition`).
     state: Vec<partition::Partition>,
     blobs: object_store::ObjectStore,
     inline_max: usize,
