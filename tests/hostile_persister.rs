@@ -1017,13 +1017,7 @@ async fn never_reading_subscriber_is_dropped_as_slow() {
     let (a, b, base, rss) = prepared(&p).await;
     let (c, _rx) = connect(&p.ws_url()).await;
     // A 1 MiB object for the stalled peer to ask for, so that its socket backs up.
-    let big = a
-        .make_container(&vec![9u8; 1 << 20], &hypergolix::golix::Secret::random())
-        .unwrap();
-    c.publish(&a.make_bind_static(big.ghid).unwrap().encode())
-        .await
-        .unwrap();
-    c.publish(&big.encode()).await.unwrap();
+    let big = publish_large(&c, &a, 1 << 20, 9u8).await;
     let mut stalled = RawWs::connect_with(p.addr, Some(4096)).await;
     stalled
         .request(1, "subscribe", args::ByGhid { ghid: b.ghid() })
@@ -1066,13 +1060,7 @@ async fn never_reading_getter_is_bounded_in_bytes_and_dropped() {
     let mut p = Persister::spawn("  send_timeout_s: 3\n");
     let (a, _b, base, _) = prepared(&p).await;
     let (c, _rx) = connect(&p.ws_url()).await;
-    let big = a
-        .make_container(&vec![7u8; 15 << 20], &hypergolix::golix::Secret::random())
-        .unwrap();
-    c.publish(&a.make_bind_static(big.ghid).unwrap().encode())
-        .await
-        .unwrap();
-    c.publish(&big.encode()).await.unwrap();
+    let big = publish_large(&c, &a, 15 << 20, 7u8).await;
     c.disconnect().await.unwrap();
     let peak_before = p.peak_rss_kib();
     let rss_before = p.rss_kib();
@@ -1138,13 +1126,7 @@ async fn many_never_reading_getters_are_bounded_together() {
     );
     let (a, _b, base, _) = prepared(&p).await;
     let (c, _rx) = connect(&p.ws_url()).await;
-    let big = a
-        .make_container(&vec![5u8; 3 << 20], &hypergolix::golix::Secret::random())
-        .unwrap();
-    c.publish(&a.make_bind_static(big.ghid).unwrap().encode())
-        .await
-        .unwrap();
-    c.publish(&big.encode()).await.unwrap();
+    let big = publish_large(&c, &a, 3 << 20, 5u8).await;
     c.disconnect().await.unwrap();
     let rss_before = p.rss_kib();
     let t = Instant::now();
@@ -1202,13 +1184,7 @@ async fn never_reading_http_readers_are_bounded_together() {
     let mut p = Persister::spawn("  outbound_bytes_total: 25165824\n");
     let (a, _b, base, _) = prepared(&p).await;
     let (c, _rx) = connect(&p.ws_url()).await;
-    let big = a
-        .make_container(&vec![3u8; 5 << 20], &hypergolix::golix::Secret::random())
-        .unwrap();
-    c.publish(&a.make_bind_static(big.ghid).unwrap().encode())
-        .await
-        .unwrap();
-    c.publish(&big.encode()).await.unwrap();
+    let big = publish_large(&c, &a, 5 << 20, 3u8).await;
     c.disconnect().await.unwrap();
     let url = format!("http://{}/o/{}", p.addr, big.ghid.as_str());
     let http = awc::Client::default();

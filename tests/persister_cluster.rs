@@ -48,6 +48,22 @@ struct Pair {
     rxb: Notifications,
 }
 
+impl Pair {
+    /// Front-end A, front-end B, A's client and its notifications, B's client and its.
+    fn parts(
+        self,
+    ) -> (
+        Running,
+        Running,
+        PersisterClient,
+        Notifications,
+        PersisterClient,
+        Notifications,
+    ) {
+        (self.fa, self.fb, self.ca, self.rxa, self.cb, self.rxb)
+    }
+}
+
 async fn pair(cluster: &NatsCluster, ns: &str) -> Pair {
     pair_with(cluster, ns, |_| {}).await
 }
@@ -136,14 +152,7 @@ async fn front_ends_of_one_cluster_are_one_persister() {
     let Some(cluster) = NatsCluster::start(3).await else {
         return;
     };
-    let Pair {
-        fa,
-        fb,
-        ca,
-        mut rxa,
-        cb,
-        mut rxb,
-    } = pair(&cluster, "one").await;
+    let (fa, fb, ca, mut rxa, cb, mut rxb) = pair(&cluster, "one").await.parts();
     let (a, b) = (common::fixture(1), common::fixture(2));
 
     // Publish through A, read through B.
@@ -299,14 +308,7 @@ async fn a_front_end_subscribes_only_to_what_its_clients_watch() {
     let Some(cluster) = NatsCluster::start(3).await else {
         return;
     };
-    let Pair {
-        fa,
-        fb,
-        ca,
-        rxa: _rxa,
-        cb,
-        rxb: _rxb,
-    } = pair(&cluster, "watch").await;
+    let (fa, fb, ca, _rxa, cb, _rxb) = pair(&cluster, "watch").await.parts();
     let (cb2, _rxb2) = connect(&fb).await;
     let (x, y) = (
         Ghid::pseudorandom(Algo::SHA512),
@@ -340,14 +342,7 @@ async fn racing_front_ends_keep_every_rule() {
     let Some(cluster) = NatsCluster::start(3).await else {
         return;
     };
-    let Pair {
-        fa,
-        fb,
-        ca,
-        rxa: _rxa,
-        cb,
-        rxb: _rxb,
-    } = pair(&cluster, "race").await;
+    let (fa, fb, ca, _rxa, cb, _rxb) = pair(&cluster, "race").await.parts();
     let (a, b) = (common::fixture(1), common::fixture(2));
     ca.publish(&gidc(&a)).await.unwrap();
     ca.publish(&gidc(&b)).await.unwrap();
@@ -457,14 +452,7 @@ async fn mailbox_bounds_hold_across_front_ends() {
         s.limits.max_requests_per_sender = 3;
         s.limits.max_requests_per_recipient = 5;
     };
-    let Pair {
-        fa,
-        fb,
-        ca,
-        rxa: _rxa,
-        cb,
-        rxb: _rxb,
-    } = pair_with(&cluster, "mail", limit).await;
+    let (fa, fb, ca, _rxa, cb, _rxb) = pair_with(&cluster, "mail", limit).await.parts();
     let (cc, _rxc) = connect(&fb).await;
     let (anon, _rxn) = connect(&fa).await;
     let (a, b, c) = (common::fixture(1), common::fixture(2), common::fixture(3));
@@ -551,14 +539,7 @@ async fn outdated_rows_seen_earlier_decide_nothing() {
     let Some(cluster) = NatsCluster::start(3).await else {
         return;
     };
-    let Pair {
-        fa,
-        fb,
-        ca,
-        rxa: _rxa,
-        cb,
-        rxb: _rxb,
-    } = pair(&cluster, "stale").await;
+    let (fa, fb, ca, _rxa, cb, _rxb) = pair(&cluster, "stale").await.parts();
     let a = common::fixture(1);
     ca.publish(&gidc(&a)).await.unwrap();
     let secret = Secret::random();

@@ -166,14 +166,7 @@ async fn a_thousand_subscribers_and_one_stalled_reader() {
     );
 
     // The stalled reader: 128 replies of 128 KiB back up behind its socket first.
-    let big = a
-        .make_container(&vec![0u8; 128 * 1024], &Secret::random())
-        .unwrap();
-    publisher
-        .publish(&a.make_bind_static(big.ghid).unwrap().encode())
-        .await
-        .unwrap();
-    publisher.publish(&big.encode()).await.unwrap();
+    let big = persister_attack_support::publish_large(&publisher, &a, 128 * 1024, 0u8).await;
     let stalled = stalled_subscriber(r.local_addr(), &dynamic, &big.ghid, 128).await;
     let t0 = Instant::now();
     while r.stats().subscriptions < SUBSCRIBERS as u64 + 1 || r.stats().queued < 16 {
@@ -293,14 +286,7 @@ async fn a_full_socket_falls_back_to_the_queue_and_catches_up_in_order() {
     let dynamic = frames[0].dynamic;
     let (publisher, _prx) = PersisterClient::connect(&p.ws_url()).await.unwrap();
     publisher.publish(&a.gidc().encode()).await.unwrap();
-    let big = a
-        .make_container(&vec![7u8; 128 * 1024], &Secret::random())
-        .unwrap();
-    publisher
-        .publish(&a.make_bind_static(big.ghid).unwrap().encode())
-        .await
-        .unwrap();
-    publisher.publish(&big.encode()).await.unwrap();
+    let big = persister_attack_support::publish_large(&publisher, &a, 128 * 1024, 7u8).await;
 
     // A reader with a tiny receive buffer that asks for 48 x 128 KiB and reads nothing yet.
     let mut slow = RawWs::connect_with(p.addr, Some(4096)).await;

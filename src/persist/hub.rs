@@ -1474,6 +1474,28 @@ mod tests {
         (server, client)
     }
 
+    /// A hub with a `messages` budget and one write-through subscriber to a fresh ghid on a
+    /// real socket: the hub, the subscriber, the ghid, the subscriber's socket (server end,
+    /// for the writer's use) and the reading end.
+    fn through_subscriber(
+        messages: usize,
+    ) -> (
+        Arc<Hub>,
+        Subscriber,
+        Ghid,
+        std::net::TcpStream,
+        std::net::TcpStream,
+    ) {
+        let (server, client) = tcp_pair();
+        let hub = Hub::new(msgs(messages), 8);
+        let d = g();
+        let s = hub.connect();
+        s.outbox()
+            .write_through(Arc::new(Tcp(server.try_clone().unwrap())));
+        s.subscribe(d).unwrap();
+        (hub, s, d, server, client)
+    }
+
     /// Bytes in the socket's send queue (not yet acknowledged by the peer).
     fn unsent(s: &std::net::TcpStream) -> i32 {
         use std::os::fd::AsRawFd;
@@ -1497,12 +1519,7 @@ mod tests {
     /// parts as the budget fills, never counted as a slow reader's backlog.
     #[tokio::test]
     async fn write_through_batch_larger_than_the_budget_is_sent_not_dropped() {
-        let (server, client) = tcp_pair();
-        let hub = Hub::new(msgs(4), 8);
-        let d = g();
-        let s = hub.connect();
-        s.outbox().write_through(Arc::new(Tcp(server)));
-        s.subscribe(d).unwrap();
+        let (hub, s, d, _server, client) = through_subscriber(4);
         let batch: Vec<_> = (1..=10).map(|i| note(d, frame_bytes(i))).collect();
         assert_eq!(hub.fanout(&batch, None), 10);
         let stats = hub.stats();
@@ -1517,12 +1534,7 @@ mod tests {
 
     #[tokio::test]
     async fn write_through_sends_a_whole_batch_at_once_and_merges_nothing() {
-        let (server, client) = tcp_pair();
-        let hub = Hub::new(msgs(16), 8);
-        let d = g();
-        let s = hub.connect();
-        s.outbox().write_through(Arc::new(Tcp(server)));
-        s.subscribe(d).unwrap();
+        let (hub, s, d, _server, client) = through_subscriber(16);
         let batch = [note(d, frame_bytes(1)), note(d, frame_bytes(2))];
         assert_eq!(hub.fanout(&batch, None), 2);
         let stats = hub.stats();
@@ -1547,14 +1559,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_socket_hands_over_to_the_writer_and_back() {
-        let (server, client) = tcp_pair();
-        let writer_end = server.try_clone().unwrap();
-        let hub = Hub::new(msgs(64), 8);
-        let d = g();
-        let s = hub.connect();
+        let (hub, s, d, writer_end, client) = through_subscriber(64);
         let o = s.outbox();
-        o.write_through(Arc::new(Tcp(server)));
-        s.subscribe(d).unwrap();
 
         // A reply larger than the socket's buffers: it takes part, the rest is queued.
         let big = Bytes::from(vec![0xab; 4 << 20]);

@@ -290,6 +290,21 @@ pub fn container(who: &FirstParty, text: &str) -> Geoc {
         .unwrap()
 }
 
+/// Publishes a static object of `len` bytes of `fill` from `who` (binding first, then the
+/// container) and returns the container: something large for a reader to ask for.
+pub async fn publish_large(c: &PersisterClient, who: &FirstParty, len: usize, fill: u8) -> Geoc {
+    let big = who
+        .make_container(&vec![fill; len], &Secret::random())
+        .unwrap();
+    c.publish(&who.make_bind_static(big.ghid).unwrap().encode())
+        .await
+        .unwrap();
+    c.publish(&Object::Geoc(big.clone()).encode())
+        .await
+        .unwrap();
+    big
+}
+
 /// `bytes` with the low bit of byte `at` flipped (negative: counted from the end).
 pub fn flipped(bytes: &[u8], at: isize) -> Vec<u8> {
     let mut v = bytes.to_vec();
