@@ -207,13 +207,45 @@ impl Drop for Proc {
     }
 }
 
-/// A port that was free a moment ago, on 127.0.0.1.
+/// Ports for processes that must be told their port before they start (a NATS cluster's
+/// routes, an `hgxd` restarted on the same address). The kernel's "port 0" pick comes from the
+/// ephemeral range, which every outgoing connection on the machine draws from too, and other
+/// test binaries running at the same time pick the same way: a port free a moment ago was
+/// then sometimes taken before the child bound it (CI: nats-server "address already in use").
+/// So these ports come from below the ephemeral range, and each is reserved across processes
+/// by an advisory lock on a file named after it, held until this test process exits.
+const RESERVED: std::ops::Range<u16> = 20_000..32_000;
+
+/// A port on 127.0.0.1 that nothing listens on, that no outgoing connection will be given,
+/// and that no other test process using this function holds.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use rand::Rng;
+    use std::os::fd::AsRawFd;
+    static HELD: Mutex<Vec<std::fs::File>> = Mutex::new(Vec::new());
+    let dir = std::env::temp_dir().join("hgx-test-ports");
+    std::fs::create_dir_all(&dir).expect("port reservation directory");
+    let mut rng = rand::thread_rng();
+    for _ in 0..1000 {
+        let port = rng.gen_range(RESERVED);
+        let Ok(file) = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(port.to_string()))
+        else {
+            continue;
+        };
+        // SAFETY: flock on a descriptor we own; released when the process exits.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            continue;
+        }
+        HELD.lock().unwrap().push(file);
+        return port;
+    }
+    panic!("no free port in {RESERVED:?} after 1000 tries");
 }
 
 /// A real persister in a temporary directory, at `verbosity`.
