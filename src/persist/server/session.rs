@@ -24,8 +24,9 @@
 //!   without a hop back to this one; its fanout happens then too, never to the uploader, and
 //!   fanouts and replies of one connection's publishes leave in publish order (the publishes
 //!   one group commit made durable are announced together: their fanouts in one hub call,
-//!   then their replies). Up to `max_in_flight` publishes per connection are in the pipeline
-//!   at once.
+//!   then their replies; under load an announcement also waits, at most [`MAX_HOLD`], for the
+//!   publishes right behind it, see `announce`). Up to `max_in_flight` publishes per
+//!   connection are in the pipeline at once.
 //! - Reads run inline with sled, on the [`VerifyPool`] with the cluster store (network round
 //!   trips must not stall the event loop's other sessions).
 //! - Unknown ops, bad args and malformed envelopes get an error reply; the session goes on.
