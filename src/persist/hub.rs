@@ -1202,7 +1202,7 @@ impl Hub {
     ///
     /// A round is a run of consecutive notifications of the same subscription (a group
     /// commit's updates of one object): each of its subscribers gets them in one
-    /// [`SendQueue::deliver`] (one lock, one vectored `send` when written through).
+    /// `SendQueue::deliver` (one lock, one vectored `send` when written through).
     /// Rounds go out in order, so every connection sees the notifications in the order
     /// given. Sockets are written without the subscription lock: (un)subscribing never
     /// waits for a fanout's sends.
