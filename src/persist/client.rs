@@ -258,6 +258,12 @@ struct Pending {
     closed: bool,
 }
 
+/// A request on the wire, its reply still to come.
+struct Sent {
+    id: u64,
+    rx: oneshot::Receiver<Reply>,
+}
+
 fn lock(p: &Mutex<Pending>) -> MutexGuard<'_, Pending> {
     p.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -373,6 +379,13 @@ impl PersisterClient {
     /// Sends a request with any op and args and returns the raw `ok` value (ops this client
     /// does not know yet, and tests).
     pub async fn request_raw<A: Serialize>(&self, op: &str, args: A) -> Result<Value, ClientError> {
+        let sent = self.send_request(op, args).await?;
+        self.reply(sent).await
+    }
+
+    /// Sends a request and returns at once, without its reply: requests sent one after the
+    /// other leave in that order, whatever order their replies are awaited in.
+    async fn send_request<A: Serialize>(&self, op: &str, args: A) -> Result<Sent, ClientError> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         {
@@ -387,6 +400,11 @@ impl PersisterClient {
             lock(&self.inner.pending).waiting.remove(&id);
             return Err(ClientError::Closed);
         }
+        Ok(Sent { id, rx })
+    }
+
+    /// The reply to a sent request (within the request timeout, counted from now).
+    async fn reply(&self, Sent { id, rx }: Sent) -> Result<Value, ClientError> {
         match tokio::time::timeout(self.inner.timeout, rx).await {
             Ok(Ok(reply)) => reply,
             Ok(Err(_)) => Err(ClientError::Closed),
@@ -446,6 +464,36 @@ impl PersisterClient {
     /// Publishes raw Golix bytes; resolves once the server has made them durable.
     pub async fn publish(&self, object: &[u8]) -> Result<PublishAck, ClientError> {
         self.call("publish", PublishRef { object }).await
+    }
+
+    /// Publishes `objects` pipelined: every one is sent, in order, before any reply is
+    /// awaited (the server applies a connection's publishes in arrival order, so a binding
+    /// followed by its container is taken in one round trip). One result per object, in
+    /// order; an object that could not be sent (the connection closed) and every one after
+    /// it get [`ClientError::Closed`].
+    pub async fn publish_all(&self, objects: &[&[u8]]) -> Vec<Result<PublishAck, ClientError>> {
+        let mut sent = Vec::with_capacity(objects.len());
+        for object in objects {
+            match self.send_request("publish", PublishRef { object }).await {
+                Ok(s) => sent.push(Ok(s)),
+                Err(e) => {
+                    sent.push(Err(e));
+                    break;
+                }
+            }
+        }
+        let mut results = Vec::with_capacity(objects.len());
+        for s in sent {
+            results.push(match s {
+                Ok(s) => self.reply(s).await.and_then(|v| {
+                    rmpv::ext::from_value(v)
+                        .map_err(|e| ClientError::Protocol(format!("publish reply: {e}")))
+                }),
+                Err(e) => Err(e),
+            });
+        }
+        results.resize_with(objects.len(), || Err(ClientError::Closed));
+        results
     }
 
     /// The object's bytes (a dynamic ghid gives its current frame); `not_found` if absent.
