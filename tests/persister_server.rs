@@ -328,7 +328,10 @@ async fn publish_all_sends_in_order_and_answers_each() {
     };
     ok(frames[0].frame);
     ok(containers[0].ghid);
-    assert_code(acks.next().expect("one answer per object"), "unbound_container");
+    assert_code(
+        acks.next().expect("one answer per object"),
+        "unbound_container",
+    );
     assert!(acks.next().expect("one answer per object").is_ok());
     assert!(acks.next().is_none());
     // The frame with its container was announced; the last one's container never came.

@@ -9,9 +9,9 @@
 //! costs one round trip, and readers, whom the remote tells of a frame once its container is
 //! stored, hear of it one round trip sooner. The binding's answer decides for the pair: when
 //! it is refused or must be retried, the container's answer (an unbound refusal) is
-//! ignored and the pair is handled as one. Once the remote has taken a new frame it drops the previous container; if it
-//! then refused the new container, its current frame would point at nothing and every other
-//! reader would lose the object. So a binding and the container right after it in the queue
+//! ignored and the pair is handled as one. Once the remote has taken a new frame it drops
+//! the previous container; if it then refused the new container, its current frame would
+//! point at nothing and every other reader would lose the object. So a binding and the container right after it in the queue
 //! are one unit: before the binding is sent, both are checked against the remote's limit
 //! (the `max_frame` of this connection's `hello`, see [`super::limits`]), and a unit that
 //! does not fit is refused whole — nothing of it reaches the remote, which keeps its previous
@@ -167,12 +167,11 @@ pub(super) async fn drain(
         };
         let unit: Vec<&Entry> = std::iter::once(&entry).chain(container.as_ref()).collect();
         let objects: Vec<&[u8]> = unit.iter().map(|e| e.object.as_slice()).collect();
-        let results = match tokio::time::timeout(REQUEST_TIMEOUT, client.publish_all(&objects))
-            .await
-        {
-            Ok(r) => r,
-            Err(_) => vec![Err(ClientError::Timeout)],
-        };
+        let results =
+            match tokio::time::timeout(REQUEST_TIMEOUT, client.publish_all(&objects)).await {
+                Ok(r) => r,
+                Err(_) => vec![Err(ClientError::Timeout)],
+            };
         // The binding decides for the unit; the container's own answer counts only once its
         // binding is taken (when the binding is not, the container was refused unbound).
         for (i, (e, result)) in unit.iter().zip(results).enumerate() {
