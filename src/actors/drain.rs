@@ -11,8 +11,8 @@
 //! it is refused or must be retried, the container's answer (an unbound refusal) is
 //! ignored and the pair is handled as one. Once the remote has taken a new frame it drops
 //! the previous container; if it then refused the new container, its current frame would
-//! point at nothing and every other reader would lose the object. So a binding and the container right after it in the queue
-//! are one unit: before the binding is sent, both are checked against the remote's limit
+//! point at nothing and every other reader would lose the object. So a binding and the
+//! container right after it in the queue are one unit: before the binding is sent, both are checked against the remote's limit
 //! (the `max_frame` of this connection's `hello`, see [`super::limits`]), and a unit that
 //! does not fit is refused whole — nothing of it reaches the remote, which keeps its previous
 //! frame and container; the object's next frame (which ratchets over the missing one by

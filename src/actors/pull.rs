@@ -3,8 +3,8 @@
 //!
 //! A frame is ingested locally first (already present is fine), its container is fetched
 //! from the same remote when missing (while the frame is being ingested: a remote announces
-//! a frame only once its container is stored), and then the object's live `ObjectActor` decrypts and
-//! delivers it. With no live actor, the frame still lands in the local cache and the recorded
+//! a frame only once its container is stored), and then the object's live `ObjectActor`
+//! decrypts and delivers it. With no live actor, the frame still lands in the local cache and the recorded
 //! secret is ratcheted forward, so a later `get` opens it; the same happens when the
 //! container is gone upstream already (a newer frame replaced it and is on its way). A stale
 //! frame the rules refuse is dropped, unless it has the counter of our own current frame:
