@@ -12,9 +12,9 @@
 //! ignored and the pair is handled as one. Once the remote has taken a new frame it drops
 //! the previous container; if it then refused the new container, its current frame would
 //! point at nothing and every other reader would lose the object. So a binding and the
-//! container right after it in the queue are one unit: before the binding is sent, both are checked against the remote's limit
-//! (the `max_frame` of this connection's `hello`, see [`super::limits`]), and a unit that
-//! does not fit is refused whole — nothing of it reaches the remote, which keeps its previous
+//! container right after it in the queue are one unit: before the binding is sent, both
+//! are checked against the remote's limit (the `max_frame` of this connection's `hello`,
+//! see [`super::limits`]), and a unit that does not fit is refused whole — nothing of it reaches the remote, which keeps its previous
 //! frame and container; the object's next frame (which ratchets over the missing one by
 //! address only) replaces it there as usual. A binding the remote refuses for any other
 //! reason (a lost frame race: `illegal_frame`) takes its container with it. One case is left:
