@@ -1,27 +1,26 @@
 //! Draining one remote's outbox queue: publishing our objects in order, and what happens when
 //! the remote refuses one for good.
 //!
-//! **Publish order.** A persister only stores a container something binds, so a commit
-//! stages a binding (a frame, or a GOBS) *before* its container, and the queue sends them in
-//! that order. The two travel pipelined ([`Client::publish_all`]): the container's request
-//! leaves right behind its binding's, without waiting for its answer (the remote applies a
-//! connection's publishes in order and makes the pair durable in one flush), so the pair
-//! costs one round trip, and readers, whom the remote tells of a frame once its container is
-//! stored, hear of it one round trip sooner. The binding's answer decides for the pair: when
-//! it is refused or must be retried, the container's answer (an unbound refusal) is
-//! ignored and the pair is handled as one. Once the remote has taken a new frame it drops
-//! the previous container; if it then refused the new container, its current frame would
-//! point at nothing and every other reader would lose the object. So a binding and the
-//! container right after it in the queue are one unit: before the binding is sent, both
-//! are checked against the remote's limit (the `max_frame` of this connection's `hello`,
-//! see [`super::limits`]), and a unit that does not fit is refused whole — nothing of it reaches the remote, which keeps its previous
-//! frame and container; the object's next frame (which ratchets over the missing one by
-//! address only) replaces it there as usual. A binding the remote refuses for any other
-//! reason (a lost frame race: `illegal_frame`) takes its container with it. One case is left:
-//! a connection lost between a frame and its container, and the remote's limit lowered
-//! before the next one — the container is then refused alone, and that remote's frame has
-//! no container until the object's next push that fits (logged and reported like any
-//! refusal).
+//! **Publish order.** A persister only stores a container something binds, so a commit stages a
+//! binding (a frame, or a GOBS) *before* its container, and the queue sends them in that order.
+//! The two travel pipelined ([`Client::publish_all`]): the container's request leaves right
+//! behind its binding's, without waiting for its answer (the remote applies a connection's
+//! publishes in order and makes the pair durable in one flush), so the pair costs one round
+//! trip, and readers, whom the remote tells of a frame once its container is stored, hear of it
+//! one round trip sooner. The binding's answer decides for the pair: when it is refused or must
+//! be retried, the container's answer (an unbound refusal) is ignored and the pair is handled
+//! as one. Once the remote has taken a new frame it drops the previous container; if it then
+//! refused the new container, its current frame would point at nothing and every other reader
+//! would lose the object. So a binding and the container right after it in the queue are one
+//! unit: before the binding is sent, both are checked against the remote's limit (the
+//! `max_frame` of this connection's `hello`, see [`super::limits`]), and a unit that does not
+//! fit is refused whole — nothing of it reaches the remote, which keeps its previous frame and
+//! container; the object's next frame (which ratchets over the missing one by address only)
+//! replaces it there as usual. A binding the remote refuses for any other reason (a lost frame
+//! race: `illegal_frame`) takes its container with it. One case is left: a connection lost
+//! between a frame and its container, and the remote's limit lowered before the next one — the
+//! container is then refused alone, and that remote's frame has no container until the object's
+//! next push that fits (logged and reported like any refusal).
 //!
 //! **Permanent refusals** (every code but `storage`, `unavailable` and `limit`, which are
 //! retried) never drop an entry silently: each is a `warning` log and a `remote_refused`
