@@ -551,6 +551,58 @@ async fn the_last_of_a_series_of_pushes_reaches_the_other_machine() {
 
 const SERIES: usize = 60;
 
+/// A burst of pushes to several objects at once, then kill -9 right after the last
+/// acknowledgement, before the account's next flush of the objects' secrets (at most every
+/// `LAG_FLUSH_INTERVAL`, 1 s): the restarted machine reads every object's last state, and so
+/// does a second machine that logs in afterwards, which knows only the secrets the account
+/// flushed (frames reach back to them).
+#[actix_rt::test]
+async fn a_kill_right_after_a_burst_loses_no_latest_state_on_either_machine() {
+    const OBJECTS: usize = 3;
+    const BURST: usize = 25;
+    let persister = Persister::with_server_lines("").await;
+    let home1 = Home::new(0, persister.port, None);
+    let (mut d1, port1) = home1.start(PASSWORD, Some(1)).await;
+    let (fp, uid) = home1.account();
+    let a = home1.link(port1).await;
+    let mut objects = Vec::new();
+    for k in 0..OBJECTS {
+        let o = a.new_object(format!("o{k}-0").into_bytes(), None, true, false);
+        objects.push(o.await.unwrap().ghid);
+    }
+    let started = Instant::now();
+    let bursts = objects.iter().enumerate().map(|(k, &ghid)| {
+        let a = &a;
+        async move {
+            for i in 1..=BURST {
+                let state = format!("o{k}-{i}").into_bytes();
+                a.push(ghid, state, None).await.unwrap();
+            }
+        }
+    });
+    futures_util::future::join_all(bursts).await;
+    d1.kill9().await;
+    println!(
+        "{} pushes acknowledged in {:?}, then kill -9",
+        OBJECTS * BURST,
+        started.elapsed()
+    );
+    let last = |k: usize| format!("o{k}-{BURST}").into_bytes();
+
+    let (_d1, port1) = home1.start(PASSWORD, None).await;
+    let a = home1.link(port1).await;
+    for (k, &ghid) in objects.iter().enumerate() {
+        let now = a.get(ghid).await.expect("the object opens after the crash");
+        assert_eq!(now.state, last(k), "object {k} after the restart");
+    }
+    let home2 = Home::new(0, persister.port, Some((&fp, &uid)));
+    let (_d2, port2) = home2.start(PASSWORD, None).await;
+    let b = home2.link(port2).await;
+    for (k, &ghid) in objects.iter().enumerate() {
+        get_until(&b, ghid, &last(k)).await;
+    }
+}
+
 /// With `$HYPERGOLIX_HOME` set, neither binary reads or writes `~/.hypergolix`, even when a
 /// config file sits there (and in the working directory).
 #[tokio::test]

@@ -302,6 +302,46 @@ async fn pipelined_publishes_are_applied_and_answered_in_order() {
     r.stop().await.unwrap();
 }
 
+/// `publish_all` (what a daemon's drain sends a frame and its container with) puts every
+/// request on the wire in order before awaiting a reply, and answers each one: a container
+/// is only taken after its binding, so the order shows in the answers.
+#[actix_rt::test]
+async fn publish_all_sends_in_order_and_answers_each() {
+    let r = start().await;
+    let a = common::fixture(1);
+    let (up, _up_rx) = connect(&r).await;
+    let (sub, mut sub_rx) = connect(&r).await;
+    up.publish(&gidc(&a)).await.unwrap();
+    let (frames, containers) = dynamic(&a, 2);
+    sub.subscribe(&frames[0].dynamic).await.unwrap();
+    let objects = [
+        frames[0].encode(),
+        containers[0].encode(),
+        containers[1].encode(), // before its frame: nothing binds it yet
+        frames[1].encode(),
+    ];
+    let refs: Vec<&[u8]> = objects.iter().map(|o| o.as_slice()).collect();
+    let mut acks = up.publish_all(&refs).await.into_iter();
+    let mut ok = |want: Ghid| {
+        let ack = acks.next().expect("one answer per object").unwrap();
+        assert_eq!((ack.ghid, ack.new), (want, true));
+    };
+    ok(frames[0].frame);
+    ok(containers[0].ghid);
+    assert_code(
+        acks.next().expect("one answer per object"),
+        "unbound_container",
+    );
+    assert!(acks.next().expect("one answer per object").is_ok());
+    assert!(acks.next().is_none());
+    // The frame with its container was announced; the last one's container never came.
+    let Object::Gobd(f) = decode(&next(&mut sub_rx).await.object) else {
+        panic!("not a frame");
+    };
+    assert_eq!(f.frame, frames[0].frame);
+    r.stop().await.unwrap();
+}
+
 #[actix_rt::test]
 async fn offline_mail_is_delivered_at_each_subscribe() {
     let r = start().await;

@@ -1,21 +1,26 @@
 //! Draining one remote's outbox queue: publishing our objects in order, and what happens when
 //! the remote refuses one for good.
 //!
-//! **Publish order.** A persister only stores a container something binds, so a commit
-//! stages a binding (a frame, or a GOBS) *before* its container, and the queue sends them in
-//! that order. Once the remote has taken a new frame it drops the previous container; if it
-//! then refused the new container, its current frame would point at nothing and every other
-//! reader would lose the object. So a binding and the container right after it in the queue
-//! are one unit: before the binding is sent, both are checked against the remote's limit
-//! (the `max_frame` of this connection's `hello`, see [`super::limits`]), and a unit that
-//! does not fit is refused whole — nothing of it reaches the remote, which keeps its previous
-//! frame and container; the object's next frame (which ratchets over the missing one by
-//! address only) replaces it there as usual. A binding the remote refuses for any other
-//! reason (a lost frame race: `illegal_frame`) takes its container with it. One case is left:
-//! a connection lost between a frame and its container, and the remote's limit lowered
-//! before the next one — the container is then refused alone, and that remote's frame has
-//! no container until the object's next push that fits (logged and reported like any
-//! refusal).
+//! **Publish order.** A persister only stores a container something binds, so a commit stages a
+//! binding (a frame, or a GOBS) *before* its container, and the queue sends them in that order.
+//! The two travel pipelined ([`Client::publish_all`]): the container's request leaves right
+//! behind its binding's, without waiting for its answer (the remote applies a connection's
+//! publishes in order and makes the pair durable in one flush), so the pair costs one round
+//! trip, and readers, whom the remote tells of a frame once its container is stored, hear of it
+//! one round trip sooner. The binding's answer decides for the pair: when it is refused or must
+//! be retried, the container's answer (an unbound refusal) is ignored and the pair is handled
+//! as one. Once the remote has taken a new frame it drops the previous container; if it then
+//! refused the new container, its current frame would point at nothing and every other reader
+//! would lose the object. So a binding and the container right after it in the queue are one
+//! unit: before the binding is sent, both are checked against the remote's limit (the
+//! `max_frame` of this connection's `hello`, see [`super::limits`]), and a unit that does not
+//! fit is refused whole — nothing of it reaches the remote, which keeps its previous frame and
+//! container; the object's next frame (which ratchets over the missing one by address only)
+//! replaces it there as usual. A binding the remote refuses for any other reason (a lost frame
+//! race: `illegal_frame`) takes its container with it. One case is left: a connection lost
+//! between a frame and its container, and the remote's limit lowered before the next one — the
+//! container is then refused alone, and that remote's frame has no container until the object's
+//! next push that fits (logged and reported like any refusal).
 //!
 //! **Permanent refusals** (every code but `storage`, `unavailable` and `limit`, which are
 //! retried) never drop an entry silently: each is a `warning` log and a `remote_refused`
@@ -37,7 +42,7 @@ use super::api::AppEvent;
 use super::apps::AppRegistry;
 use super::local::Local;
 use super::publish_queue::Entry;
-use super::remote::{timed, RemoteHandle};
+use super::remote::{RemoteHandle, REQUEST_TIMEOUT};
 use crate::golix::{Ghid, Object, Policy};
 use crate::persist::client::{ClientError, PersisterClient as Client};
 use crate::persist::wire::codes;
@@ -149,36 +154,48 @@ pub(super) async fn drain(
             refuse(&local, &apps, &remote, &unit, codes::TOO_LARGE, &message);
             continue;
         }
-        match timed(client.publish(&entry.object)).await {
-            Ok(_) => {}
-            Err(ClientError::Server { code, message }) if is_rule_rejection(&code) => {
-                // A refused binding takes its container along: it would be refused unbound.
-                let container = match binding_target(&entry.object) {
-                    Some(_) => local
-                        .publish_queue
-                        .next_after(q, entry.seq)
-                        .ok()
-                        .flatten()
-                        .filter(|n| completes(&entry.object, &n.object)),
-                    None => None,
-                };
-                let unit: Vec<&Entry> = std::iter::once(&entry).chain(container.as_ref()).collect();
-                refuse(&local, &apps, &remote, &unit, &code, &message);
-                continue;
+        // A binding and the container it binds go out pipelined (see the module doc).
+        let container = match binding_target(&entry.object) {
+            Some(_) => local
+                .publish_queue
+                .next_after(q, entry.seq)
+                .ok()
+                .flatten()
+                .filter(|n| completes(&entry.object, &n.object)),
+            None => None,
+        };
+        let unit: Vec<&Entry> = std::iter::once(&entry).chain(container.as_ref()).collect();
+        let objects: Vec<&[u8]> = unit.iter().map(|e| e.object.as_slice()).collect();
+        let results =
+            match tokio::time::timeout(REQUEST_TIMEOUT, client.publish_all(&objects)).await {
+                Ok(r) => r,
+                Err(_) => vec![Err(ClientError::Timeout)],
+            };
+        // The binding decides for the unit; the container's own answer counts only once its
+        // binding is taken (when the binding is not, the container was refused unbound).
+        for (i, (e, result)) in unit.iter().zip(results).enumerate() {
+            match result {
+                Ok(_) => {
+                    if let Err(err) = local.publish_queue.remove(q, e.seq) {
+                        slog::warn!(local.log, "cannot remove an acknowledged outbox entry"; "error" => %err);
+                    }
+                }
+                Err(ClientError::Server { code, message }) if is_rule_rejection(&code) => {
+                    // A refused binding takes its container along: it would be refused unbound.
+                    refuse(&local, &apps, &remote, &unit[i..], &code, &message);
+                    break;
+                }
+                Err(err @ ClientError::Server { .. }) => {
+                    slog::debug!(local.log, "remote busy; will retry"; "remote" => remote.url(), "error" => %err);
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                    break;
+                }
+                Err(err) => {
+                    slog::info!(local.log, "publish failed; connection presumed lost"; "remote" => remote.url(), "error" => %err);
+                    client.close();
+                    return;
+                }
             }
-            Err(e @ ClientError::Server { .. }) => {
-                slog::debug!(local.log, "remote busy; will retry"; "remote" => remote.url(), "error" => %e);
-                tokio::time::sleep(RETRY_PAUSE).await;
-                continue;
-            }
-            Err(e) => {
-                slog::info!(local.log, "publish failed; connection presumed lost"; "remote" => remote.url(), "error" => %e);
-                client.close();
-                return;
-            }
-        }
-        if let Err(e) = local.publish_queue.remove(q, entry.seq) {
-            slog::warn!(local.log, "cannot remove an acknowledged outbox entry"; "error" => %e);
         }
     }
 }

@@ -2,8 +2,9 @@
 //! (`notify`), returned by catch-up, or fetched by `sync`.
 //!
 //! A frame is ingested locally first (already present is fine), its container is fetched
-//! from the same remote when missing, and then the object's live `ObjectActor` decrypts and
-//! delivers it. With no live actor, the frame still lands in the local cache and the recorded
+//! from the same remote when missing (while the frame is being ingested: a remote announces
+//! a frame only once its container is stored), and then the object's live `ObjectActor`
+//! decrypts and delivers it. With no live actor, the frame still lands in the local cache and the recorded
 //! secret is ratcheted forward, so a later `get` opens it; the same happens when the
 //! container is gone upstream already (a newer frame replaced it and is on its way). A stale
 //! frame the rules refuse is dropped, unless it has the counter of our own current frame:
@@ -160,18 +161,32 @@ async fn pull_one(
     frame: &Gobd,
     bytes: Vec<u8>,
 ) -> Result<Pull, DaemonError> {
-    match puller.store.ingest_fetched(bytes).await {
+    let target = frame.target();
+    let local = puller.store.local.get(&target)?;
+    // A remote announces a frame once its container is stored: a container we lack is asked
+    // for while the frame is being verified and ingested, not after.
+    let (ingested, prefetched) = match local {
+        Some(_) => (puller.store.ingest_fetched(bytes).await, None),
+        None => {
+            let (i, p) = tokio::join!(puller.store.ingest_fetched(bytes), from.fetch(&target));
+            (i, p)
+        }
+    };
+    match ingested {
         Ok(_) => {}
         Err(DaemonError::Persist(PersistError::IllegalFrame(_))) => {
             return lost_race(puller, from, frame).await.map(|()| Pull::Done)
         }
         Err(e) => return Err(e),
     }
-    let target = frame.target();
-    let container = match puller.store.local.get(&target)? {
-        Some(b) => b,
-        None => {
-            let Some(b) = fetch_container(from, frame).await else {
+    let container = match (local, prefetched) {
+        (Some(b), _) => b,
+        (None, fetched) => {
+            let fetched = match fetched {
+                Some(b) => Some(b),
+                None => fetch_container(from, frame).await,
+            };
+            let Some(b) = fetched else {
                 return Ok(Pull::ContainerGone);
             };
             puller.store.ingest_fetched(b.clone()).await?;

@@ -258,12 +258,19 @@ struct Pending {
     closed: bool,
 }
 
+/// A request on the wire, its reply still to come.
+struct Sent {
+    id: u64,
+    rx: oneshot::Receiver<Reply>,
+}
+
 fn lock(p: &Mutex<Pending>) -> MutexGuard<'_, Pending> {
     p.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 enum Cmd {
-    Send(Bytes),
+    /// Binary messages to write together.
+    Send(Vec<Bytes>),
     Close,
 }
 
@@ -373,6 +380,13 @@ impl PersisterClient {
     /// Sends a request with any op and args and returns the raw `ok` value (ops this client
     /// does not know yet, and tests).
     pub async fn request_raw<A: Serialize>(&self, op: &str, args: A) -> Result<Value, ClientError> {
+        let (sent, frame) = self.register(op, args)?;
+        self.send_frames(vec![frame], &[sent.id]).await?;
+        self.reply(sent).await
+    }
+
+    /// A new request awaiting its reply, and its encoded frame (not sent yet).
+    fn register<A: Serialize>(&self, op: &str, args: A) -> Result<(Sent, Bytes), ClientError> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         {
@@ -382,11 +396,24 @@ impl PersisterClient {
             }
             p.waiting.insert(id, tx);
         }
-        let frame = wire::encode_request(id, op, args);
-        if self.inner.tx.send(Cmd::Send(frame)).await.is_err() {
-            lock(&self.inner.pending).waiting.remove(&id);
+        Ok((Sent { id, rx }, wire::encode_request(id, op, args)))
+    }
+
+    /// Hands `frames` (the requests `ids`) to the I/O task as one write; on failure none of
+    /// them awaits a reply any more.
+    async fn send_frames(&self, frames: Vec<Bytes>, ids: &[u64]) -> Result<(), ClientError> {
+        if self.inner.tx.send(Cmd::Send(frames)).await.is_err() {
+            let mut p = lock(&self.inner.pending);
+            for id in ids {
+                p.waiting.remove(id);
+            }
             return Err(ClientError::Closed);
         }
+        Ok(())
+    }
+
+    /// The reply to a sent request (within the request timeout, counted from now).
+    async fn reply(&self, Sent { id, rx }: Sent) -> Result<Value, ClientError> {
         match tokio::time::timeout(self.inner.timeout, rx).await {
             Ok(Ok(reply)) => reply,
             Ok(Err(_)) => Err(ClientError::Closed),
@@ -401,7 +428,7 @@ impl PersisterClient {
     pub async fn send_raw(&self, frame: Bytes) -> Result<(), ClientError> {
         self.inner
             .tx
-            .send(Cmd::Send(frame))
+            .send(Cmd::Send(vec![frame]))
             .await
             .map_err(|_| ClientError::Closed)
     }
@@ -446,6 +473,43 @@ impl PersisterClient {
     /// Publishes raw Golix bytes; resolves once the server has made them durable.
     pub async fn publish(&self, object: &[u8]) -> Result<PublishAck, ClientError> {
         self.call("publish", PublishRef { object }).await
+    }
+
+    /// Publishes `objects` pipelined: all of them go out, in order, in one write, before any
+    /// reply is awaited (the server applies a connection's publishes in arrival order, so a
+    /// binding followed by its container is taken in one round trip). One result per
+    /// object, in order; all fail with [`ClientError::Closed`] if the connection is closed.
+    pub async fn publish_all(&self, objects: &[&[u8]]) -> Vec<Result<PublishAck, ClientError>> {
+        let mut sent = Vec::with_capacity(objects.len());
+        let mut frames = Vec::with_capacity(objects.len());
+        for object in objects {
+            match self.register("publish", PublishRef { object }) {
+                Ok((s, frame)) => {
+                    sent.push(s);
+                    frames.push(frame);
+                }
+                Err(e) => {
+                    let ids: Vec<u64> = sent.iter().map(|s| s.id).collect();
+                    let mut p = lock(&self.inner.pending);
+                    for id in ids {
+                        p.waiting.remove(&id);
+                    }
+                    return objects.iter().map(|_| Err(e.clone())).collect();
+                }
+            }
+        }
+        let ids: Vec<u64> = sent.iter().map(|s| s.id).collect();
+        if let Err(e) = self.send_frames(frames, &ids).await {
+            return objects.iter().map(|_| Err(e.clone())).collect();
+        }
+        let mut results = Vec::with_capacity(objects.len());
+        for s in sent {
+            results.push(self.reply(s).await.and_then(|v| {
+                rmpv::ext::from_value(v)
+                    .map_err(|e| ClientError::Protocol(format!("publish reply: {e}")))
+            }));
+        }
+        results
     }
 
     /// The object's bytes (a dynamic ghid gives its current frame); `not_found` if absent.
@@ -548,6 +612,16 @@ async fn dispatch(frame: &[u8], pending: &Mutex<Pending>, notify: &mpsc::Sender<
 /// How long to wait for the server's close frame after sending ours.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
+/// Queues `frames` on `sink` (no flush); `false` once the socket failed.
+async fn feed<S: Sink<Message> + Unpin>(sink: &mut S, frames: Vec<Bytes>) -> bool {
+    for b in frames {
+        if sink.feed(Message::Binary(b)).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
 /// Owns the socket: writes queued commands (batched into one flush), reads and routes
 /// server messages, answers pings, and fails every pending request when the socket closes.
 async fn io_task<F, E1, E2>(
@@ -573,11 +647,11 @@ async fn io_task<F, E1, E2>(
             cmd = cmds.recv(), if closing.is_none() => {
                 let mut close = false;
                 match cmd {
-                    Some(Cmd::Send(b)) => {
-                        let mut ok = sink.feed(Message::Binary(b)).await.is_ok();
+                    Some(Cmd::Send(frames)) => {
+                        let mut ok = feed(&mut sink, frames).await;
                         while ok {
                             match cmds.try_recv() {
-                                Ok(Cmd::Send(b)) => ok = sink.feed(Message::Binary(b)).await.is_ok(),
+                                Ok(Cmd::Send(frames)) => ok = feed(&mut sink, frames).await,
                                 Ok(Cmd::Close) => {
                                     close = true;
                                     break;

@@ -58,7 +58,7 @@ impl AccountHandle {
             ledger: Some(ledger),
             base: Base { local, upstream },
             flush_queued: false,
-            timer: false,
+            timer: None,
         });
         let handle = AccountHandle {
             addr: addr.downgrade(),

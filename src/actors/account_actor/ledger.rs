@@ -3,9 +3,11 @@
 //! refresh themselves (a new root frame committed locally and upstream; another machine's
 //! newer root adopted, with this machine's unflushed changes carried over).
 
+use std::time::Duration;
+
 use tokio::time::Instant;
 
-use super::{Base, Ledger, FLUSH_INTERVAL, MAX_LAG, REFRESH_INTERVAL};
+use super::{Base, Ledger, FLUSH_INTERVAL, LAG_FLUSH_INTERVAL, MAX_LAG, REFRESH_INTERVAL};
 use crate::actors::account::{Account, AccountState, StoredSecret};
 use crate::actors::durable;
 use crate::actors::error::DaemonError;
@@ -47,7 +49,7 @@ impl Ledger {
         if urgent {
             self.urgent = true;
         } else {
-            self.schedule();
+            self.schedule_within(LAG_FLUSH_INTERVAL);
         }
     }
 
@@ -75,13 +77,18 @@ impl Ledger {
 
     /// Arranges an ordinary flush no sooner than [`FLUSH_INTERVAL`] after the last one.
     pub(super) fn schedule(&mut self) {
-        if self.due.is_none() {
-            let now = Instant::now();
-            self.due = Some(match self.last_flush {
-                Some(t) if t + FLUSH_INTERVAL > now => t + FLUSH_INTERVAL,
-                _ => now,
-            });
-        }
+        self.schedule_within(FLUSH_INTERVAL);
+    }
+
+    /// Arranges a flush no sooner than `interval` after the last one (or keeps an earlier
+    /// one already arranged).
+    fn schedule_within(&mut self, interval: Duration) {
+        let now = Instant::now();
+        let at = match self.last_flush {
+            Some(t) if t + interval > now => t + interval,
+            _ => now,
+        };
+        self.due = Some(self.due.map_or(at, |due| due.min(at)));
     }
 
     /// Writes a new root frame if the state changed, and commits it locally and upstream.

@@ -7,13 +7,14 @@
 //! Owns: the account (identity, root frame, [`super::account::AccountState`]) and its flush
 //! schedule. Objects report new secrets, holds and forgotten objects; the actor folds them
 //! into the state and flushes the root object (new frame + container: ingested locally,
-//! durably, and queued for every remote) **at most every [`FLUSH_INTERVAL`]**, but **at once**
+//! durably, and queued for every remote) **at most every [`FLUSH_INTERVAL`]** (every
+//! [`LAG_FLUSH_INTERVAL`] when only known objects' secrets moved on), but **at once**
 //! when an object is new to the account or its account-recorded secret would fall
 //! [`MAX_LAG`] or more frames behind. Another machine of the user, which only sees the
 //! flushed state, ratchets forward along a frame's target vector: our frames reach back to
 //! the flushed secret's container (`FlushedCounters`, `account_lag.rs`, read by
 //! `commit::legroom`), so a stream of pushes costs an account flush (two signatures) per
-//! [`FLUSH_INTERVAL`], not one every few frames.
+//! [`LAG_FLUSH_INTERVAL`] (or per [`MAX_LAG`] frames), not one every few frames.
 //!
 //! Another machine of the user flushes the same root object. Before a flush, and when no
 //! known secret opens an object (then at most every [`REFRESH_INTERVAL`]), the actor
@@ -65,6 +66,10 @@ pub use handle::AccountHandle;
 
 /// Shortest time between two ordinary flushes.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
+/// Shortest time between two flushes when all that changed is how far objects the account
+/// knows have moved on (their frames reach back to the flushed secret, so nothing waits for
+/// it; paced pushes then cost an account flush per second, not one every few frames).
+pub const LAG_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// Flush at once when an object's flushed secret would be this many frames behind (its
 /// frames' target vectors then reach this far back, ~65 bytes an entry).
 pub const MAX_LAG: u64 = 64;
@@ -231,8 +236,8 @@ pub struct AccountActor {
     base: Base,
     /// A `FlushDue` is queued.
     flush_queued: bool,
-    /// A `run_later` flush is armed.
-    timer: bool,
+    /// A `run_later` flush is armed, for this time.
+    timer: Option<(SpawnHandle, Instant)>,
 }
 
 impl Actor for AccountActor {
@@ -307,18 +312,23 @@ impl AccountActor {
             }
             return;
         }
-        if let (Some(due), false) = (ledger.due, self.timer) {
-            self.timer = true;
-            let wait = due.saturating_duration_since(Instant::now());
-            ctx.run_later(wait, |act, ctx| {
-                act.timer = false;
-                if act.ledger.as_ref().is_some_and(|l| l.due.is_some()) {
-                    act.flush(ctx, log_failure);
-                } else {
-                    act.arm(ctx);
-                }
-            });
+        let Some(due) = ledger.due else { return };
+        if let Some((handle, at)) = self.timer {
+            if at <= due {
+                return;
+            }
+            // Something more pressing moved the flush forward.
+            ctx.cancel_future(handle);
         }
+        let wait = due.saturating_duration_since(Instant::now());
+        let handle = ctx.run_later(wait, |act, ctx| {
+            act.timer = None;
+            match act.ledger.as_ref().and_then(|l| l.due) {
+                Some(due) if due <= Instant::now() => act.flush(ctx, log_failure),
+                _ => act.arm(ctx),
+            }
+        });
+        self.timer = Some((handle, due));
     }
 
     /// Runs `f` on the ledger and arms what flush it needs.
