@@ -201,6 +201,13 @@ impl Archive {
         Archive::with_store(Arc::new(SledStore::open_with_cache(path, cache_capacity)?))
     }
 
+    /// [`Archive::open_with_cache`] with the write-ahead log in front of sled (the
+    /// persister's store: a group commit is one `fdatasync` of the log, sled is written in
+    /// the background; see `SledStore::open_logged`).
+    pub fn open_logged(path: &Path, cache_capacity: u64) -> Result<Archive, PersistError> {
+        Archive::with_store(Arc::new(SledStore::open_logged(path, cache_capacity)?))
+    }
+
     /// An archive on a temporary sled database, deleted when the last clone drops (tests).
     pub fn temporary() -> Result<Archive, PersistError> {
         Archive::with_store(Arc::new(SledStore::temporary()?))

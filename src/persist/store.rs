@@ -19,10 +19,12 @@
 //! cluster store makes its commit conditional on every row the rule pass read and re-runs the
 //! pass on a conflict.
 
+mod logged;
 pub mod nats;
 pub mod sled_gate;
 mod sled_store;
 pub mod spill;
+mod wal;
 
 use std::collections::BTreeMap;
 
