@@ -18,6 +18,10 @@
 //! one batch, so recovery after a crash sees all of a publish or none of it. Nothing is
 //! durable until [`Store::flush`] (`Db::flush`, an fsync of the log).
 //!
+//! [`SledStore::open_logged`] (the persister's store) puts a write-ahead log in front of
+//! sled instead ([`super::logged`]): `apply` logs and overlays, `flush` syncs the log, and
+//! sled gets the writes in the background.
+//!
 //! Bytes read back are never trusted blindly: a malformed key or value is
 //! [`PersistError::Storage`], never a panic.
 
