@@ -290,7 +290,7 @@ async fn acknowledged_bindings_and_debindings_survive_two_sigkills() {
     );
 
     // Round 2: replayed; everything acknowledged is there; the rest is published, then the
-    // process is killed before the log is moved into sled (moves happen once a second).
+    // process is killed before the log is moved into sled (a move waits 5 s after the first write).
     let (mut child, url) = spawn_persister(&config);
     let (client, _rx) = PersisterClient::connect(&url).await.unwrap();
     check_rule_states(&client, &items, &first).await;

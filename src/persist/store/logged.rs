@@ -38,8 +38,9 @@ use crate::persist::PersistError;
 
 /// The overlay is moved to sled once it holds this many bytes …
 pub const MOVE_AT: usize = 4 << 20;
-/// … or this long after its first write.
-pub const MOVE_EVERY: Duration = Duration::from_secs(1);
+/// … or this long after its first write (each move costs sled's thread-pool wakeups, a
+/// sled flush and a directory sync, competing with the log's own syncs for the disk).
+pub const MOVE_EVERY: Duration = Duration::from_secs(5);
 /// An apply waits while the overlay being filled holds this many bytes.
 pub const OVERLAY_MAX: usize = 64 << 20;
 /// How long an apply waits for room before it fails.
@@ -182,6 +183,7 @@ impl Logged {
             signal: Arc::new((Mutex::new(Signal::default()), Condvar::new())),
             room: (Mutex::new(()), Condvar::new()),
         });
+        logged.wal.prepare_next().map_err(storage)?;
         let weak = Arc::downgrade(&logged);
         let signal = logged.signal.clone();
         std::thread::Builder::new()
@@ -303,10 +305,12 @@ impl Logged {
         moved?;
         sled_gate::flush(&self.db)?;
         self.wal.remove_through(retired).map_err(storage)?;
-        let mut ov = self.write();
-        ov.moving = empty_layer(self.trees.len());
-        ov.moving_through = None;
-        Ok(())
+        {
+            let mut ov = self.write();
+            ov.moving = empty_layer(self.trees.len());
+            ov.moving_through = None;
+        }
+        self.wal.prepare_next().map_err(storage)
     }
 
     /// Whether the overlay being filled is due to move.
@@ -341,7 +345,7 @@ fn run_mover(logged: Weak<Logged>, signal: Arc<(Mutex<Signal>, Condvar)>) {
             if !s.stop && !s.kick {
                 s = signal
                     .1
-                    .wait_timeout(s, MOVE_EVERY / 4)
+                    .wait_timeout(s, MOVE_EVERY / 8)
                     .unwrap_or_else(|e| e.into_inner())
                     .0;
             }

@@ -127,6 +127,9 @@ struct Files {
     retired: Option<Arc<File>>,
     /// A file was created since the directory was last synced.
     dir_dirty: bool,
+    /// The next generation's file, created (and the directory synced) ahead of the
+    /// rotation that starts it ([`Wal::prepare_next`]).
+    next: Option<(u64, Arc<File>)>,
     poisoned: bool,
 }
 
@@ -205,6 +208,7 @@ impl Wal {
                 pending: Vec::new(),
                 retired: None,
                 dir_dirty: false,
+                next: None,
                 poisoned: false,
             }),
         };
@@ -271,22 +275,48 @@ impl Wal {
         let mut f = self.lock();
         Wal::write_pending(&mut f)?;
         let next = f.generation + 1;
-        let file = match create(&self.dir, next) {
-            Ok(file) => file,
-            Err(e) => {
-                f.poisoned = true;
-                return Err(e);
-            }
+        let file = match f.next.take() {
+            Some((g, file)) if g == next => file,
+            _ => match create(&self.dir, next) {
+                Ok(file) => {
+                    // Its directory entry is synced by the next `sync`, before anything in
+                    // it is acknowledged.
+                    f.dir_dirty = true;
+                    Arc::new(file)
+                }
+                Err(e) => {
+                    f.poisoned = true;
+                    return Err(e);
+                }
+            },
         };
-        let old = std::mem::replace(&mut f.current, Arc::new(file));
+        let old = std::mem::replace(&mut f.current, file);
         if let Some(r) = f.retired.replace(old) {
             // Two rotations without a sync between them: sync the older one now.
             r.sync_data()?;
         }
-        f.dir_dirty = true;
         let retired = f.generation;
         f.generation = next;
         Ok(retired)
+    }
+
+    /// Creates the next generation's file and syncs the directory, off the acknowledgement
+    /// path: the rotation then needs no directory sync before the next acknowledgement.
+    pub(super) fn prepare_next(&self) -> io::Result<()> {
+        let next = {
+            let f = self.lock();
+            if f.next.is_some() {
+                return Ok(());
+            }
+            f.generation + 1
+        };
+        let file = create(&self.dir, next)?;
+        sync_dir(&self.dir)?;
+        let mut f = self.lock();
+        if f.generation + 1 == next && f.next.is_none() {
+            f.next = Some((next, Arc::new(file)));
+        }
+        Ok(())
     }
 
     /// Deletes the files of generation `generation` and before (their entries are durable
