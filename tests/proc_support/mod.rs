@@ -261,9 +261,11 @@ impl Persister {
     }
 
     /// Starts one with `extra` appended to its `server:` section (YAML lines indented by two
-    /// spaces; `""` for the defaults).
+    /// spaces; `""` for the defaults). Its port is a reserved one ([`free_port`]), not the
+    /// kernel's pick: a test may restart it on the same port, and daemons dialling a dead
+    /// ephemeral port could be handed it as their own source port meanwhile.
     pub async fn with_server_lines(extra: &str) -> Persister {
-        Persister::on_port(0, extra).await
+        Persister::on_port(free_port(), extra).await
     }
 
     /// Starts one on `port` (0 = any free one) with `extra` in its `server:` section.
