@@ -172,7 +172,9 @@ fn run_flusher(shared: Arc<FlushShared>, store: Arc<dyn Store>) {
             .unwrap_or_else(|_| Err(PersistError::Storage("flush panicked".into())))
             .map_err(|e| e.to_string());
         shared.count.fetch_add(1, Ordering::SeqCst);
-        for waiter in batch {
+        // Newest first: whoever waits for an older one then finds the newer ones done too
+        // (a connection announces what one flush covered together).
+        for waiter in batch.into_iter().rev() {
             let _ = waiter.send(result.clone());
         }
     }
