@@ -24,10 +24,11 @@
 //!
 //! Write-through: a send queue may be given a [`DirectSink`] (the connection's socket, see
 //! `server::direct`). Then frames are not handed to a writer task while the socket takes
-//! them: [`Hub::fanout`] appends a call's notifications to each subscriber's queue and, at
-//! the end of the call, writes each queue out itself with one vectored `send` (several
-//! frames when a group commit made several updates durable at once); a reply is written at
-//! once the same way. No task wakeup, no lock held across an await. Only when the socket
+//! them: [`Hub::fanout`] writes each subscriber the frames of a round (the call's
+//! consecutive notifications of one subscription: several when a group commit made several
+//! updates durable at once) itself, straight from the shared buffers, with one lock and one
+//! vectored `send` per subscriber, and queues nothing; a reply is written at once the same
+//! way. No task wakeup, no lock held across an await, no per-subscriber allocation. Only when the socket
 //! does not take everything does the connection's writer task take over (it alone writes
 //! while `blocked`, waiting for writability, and hands the socket back once the queue is
 //! empty); from then on notifications queue and coalesce as above, so every bound holds.
@@ -390,6 +391,32 @@ impl SendQueueState {
         self.direct.is_some() && !self.blocked
     }
 
+    /// Queues one notification behind what is queued (latest-wins with a key: a pending one
+    /// for the same key is replaced in place). Counters are the caller's.
+    fn enqueue(&mut self, key: Option<SlotKey>, msg: &Bytes, budget: &Budget) -> Enqueued {
+        let n = msg.len();
+        if let Some(k) = key {
+            if let Some(slot) = self.latest.get_mut(&k) {
+                let old = std::mem::replace(slot, msg.clone()).len();
+                self.shrink(old, budget);
+                self.grow(n, budget);
+                return Enqueued::Replaced(old);
+            }
+        }
+        if self.queue.len() >= budget.messages || self.bytes + n > budget.bytes {
+            return Enqueued::Full;
+        }
+        match key {
+            Some(k) => {
+                self.latest.insert(k, msg.clone());
+                self.queue.push_back(Entry::Latest(k));
+            }
+            None => self.queue.push_back(Entry::Msg(msg.clone())),
+        }
+        self.grow(n, budget);
+        Enqueued::New
+    }
+
     /// Write-through: sends the queue to the socket, as much as it takes, a vectored `send`
     /// at a time. What it does not take stays queued and the writer task takes over
     /// (`blocked`). Counters are the caller's.
@@ -457,6 +484,82 @@ impl SendQueueState {
         self.shrink(done.bytes, budget);
         done
     }
+}
+
+/// One notification of a fanout round, as it goes to each subscriber: its frame (shared by
+/// all) and its latest-wins key.
+struct Frame {
+    key: Option<SlotKey>,
+    bytes: Bytes,
+}
+
+/// What [`SendQueue::deliver`] did with a round's frames.
+#[derive(Default)]
+struct Delivered {
+    /// Sent or queued.
+    delivered: usize,
+    /// Replaced a pending one (latest-wins).
+    coalesced: usize,
+    /// Did not fit the budget: the connection is aborted as too slow.
+    overflow: bool,
+}
+
+/// What [`SendQueueState::enqueue`] did.
+enum Enqueued {
+    New,
+    /// Replaced a pending notification of this many bytes.
+    Replaced(usize),
+    Full,
+}
+
+/// How far the socket took a round's frames: `whole` frames, then `partial` bytes of the
+/// next.
+#[derive(Default)]
+struct Taken {
+    whole: usize,
+    partial: usize,
+}
+
+/// Sends `frames` in order, a vectored `send` of up to 64 at a time, until the socket takes
+/// less than offered. Returns how far it got, and whether the socket is dead.
+fn send_frames(sink: &dyn DirectSink, frames: &[Frame]) -> (Taken, bool) {
+    const IOV: usize = 64;
+    let mut taken = Taken::default();
+    while taken.whole < frames.len() {
+        let mut iov = [IoSlice::new(&[]); IOV];
+        let mut n = 0;
+        let mut offered = 0;
+        for f in frames[taken.whole..].iter().take(IOV) {
+            iov[n] = IoSlice::new(&f.bytes);
+            n += 1;
+            offered += f.bytes.len();
+        }
+        let mut sent = match sink.send(&iov[..n]) {
+            Ok(sent) => sent,
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    || e.kind() == io::ErrorKind::Interrupted =>
+            {
+                0
+            }
+            Err(_) => return (taken, true),
+        };
+        let short = sent < offered;
+        while sent > 0 {
+            let len = frames[taken.whole].bytes.len();
+            if sent >= len {
+                sent -= len;
+                taken.whole += 1;
+            } else {
+                taken.partial = sent;
+                sent = 0;
+            }
+        }
+        if short {
+            break;
+        }
+    }
+    (taken, false)
 }
 
 impl SendQueue {
@@ -707,6 +810,123 @@ impl SendQueue {
         self.readable.wake();
         self.counters.shed();
         Push::Queued
+    }
+
+    /// Queues (or, write-through, sends) one fanout round's frames for this connection, in
+    /// order, under one lock: while the socket takes them and nothing is queued, straight
+    /// from the shared buffers in one vectored `send` (no queue entry, no buffer clone);
+    /// what it does not take is queued (latest-wins from then on) for the writer task.
+    /// Otherwise each frame is queued as by [`SendQueue::push_notify`]. The hub's fanout
+    /// adds up the shared message counters once per round; the gauges are kept here.
+    fn deliver(&self, frames: &[Frame]) -> Delivered {
+        let mut st = self.lock();
+        if st.closing.is_some() || st.aborted {
+            return Delivered::default();
+        }
+        if !(st.through() && st.queue.is_empty()) {
+            drop(st);
+            return self.offer_each(frames);
+        }
+        let (taken, gone) = match st.direct.as_ref() {
+            Some(sink) => send_frames(sink.as_ref(), frames),
+            None => (Taken::default(), false),
+        };
+        if gone {
+            drop(st);
+            self.writer_gone();
+            return Delivered::default();
+        }
+        let mut out = Delivered {
+            delivered: taken.whole,
+            ..Delivered::default()
+        };
+        if taken.whole == frames.len() {
+            return out;
+        }
+        // The socket is full: the rest waits for the writer task, which owns the socket until
+        // the queue is empty again.
+        st.blocked = true;
+        let (mut added, mut added_bytes, mut overflow) = (0u64, 0i64, false);
+        let mut rest = &frames[taken.whole..];
+        if taken.partial > 0 {
+            // The frame cut short must go on whole and first: never merged with a newer one.
+            let tail = rest[0].bytes.slice(taken.partial..);
+            added += 1;
+            added_bytes += tail.len() as i64;
+            st.grow(tail.len(), &self.budget);
+            st.queue.push_back(Entry::Msg(tail));
+            out.delivered += 1;
+            rest = &rest[1..];
+        }
+        for f in rest {
+            match st.enqueue(f.key, &f.bytes, &self.budget) {
+                Enqueued::New => {
+                    added += 1;
+                    added_bytes += f.bytes.len() as i64;
+                    out.delivered += 1;
+                }
+                Enqueued::Replaced(old) => {
+                    added_bytes += f.bytes.len() as i64 - old as i64;
+                    out.coalesced += 1;
+                }
+                Enqueued::Full => {
+                    overflow = true;
+                    break;
+                }
+            }
+        }
+        // Counted under the lock, before the writer can take them off (see `push_reply`).
+        let c = &self.counters;
+        c.queued.fetch_add(added, Ordering::Relaxed);
+        if added_bytes >= 0 {
+            c.queued_bytes
+                .fetch_add(added_bytes as u64, Ordering::Relaxed);
+        } else {
+            c.queued_bytes
+                .fetch_sub(added_bytes.unsigned_abs(), Ordering::Relaxed);
+        }
+        drop(st);
+        if overflow {
+            out.overflow = true;
+            self.abort();
+            return out;
+        }
+        self.readable.wake();
+        self.counters.shed();
+        out
+    }
+
+    /// [`SendQueue::deliver`] when the frames cannot go straight to the socket: each queued
+    /// on its own (and flushed, if write-through).
+    fn offer_each(&self, frames: &[Frame]) -> Delivered {
+        let mut out = Delivered::default();
+        let mut staged = false;
+        // Counted as queued up front, so that a writer taking them meanwhile never takes the
+        // gauge below zero; what was not queued is given back below.
+        let upper = frames.len() as u64;
+        self.counters.queued.fetch_add(upper, Ordering::Relaxed);
+        for f in frames {
+            match self.offer(f.key, &f.bytes) {
+                Push::Staged => {
+                    staged = true;
+                    out.delivered += 1;
+                }
+                Push::Queued => out.delivered += 1,
+                Push::Coalesced => out.coalesced += 1,
+                Push::Overflow => {
+                    out.overflow = true;
+                    break;
+                }
+                Push::Closed => break,
+            }
+        }
+        self.counters
+            .queued
+            .fetch_sub(upper - out.delivered as u64, Ordering::Relaxed);
+        if staged {
+            self.flush();
+        }
+        out
     }
 
     /// Write-through: sends what is queued, as far as the socket takes it (see
@@ -979,58 +1199,57 @@ impl Hub {
     /// Delivers each notification to every subscriber of its subscription except `exclude`
     /// (the uploader). Each notification is encoded once. Returns how many messages were
     /// sent, queued or coalesced.
+    ///
+    /// A round is a run of consecutive notifications of the same subscription (a group
+    /// commit's updates of one object): each of its subscribers gets them in one
+    /// `SendQueue::deliver` (one lock, one vectored `send` when written through).
+    /// Rounds go out in order, so every connection sees the notifications in the order
+    /// given. Sockets are written without the subscription lock: (un)subscribing never
+    /// waits for a fanout's sends.
     pub fn fanout(&self, notifications: &[Notification], exclude: Option<ConnId>) -> usize {
-        let mut sent = 0;
-        let subs = self.read();
-        // Write-through send queues that got the first message of this call: each is flushed
-        // once, after the whole call is queued (several frames in one `send`).
-        let mut staged: Vec<Arc<SendQueue>> = Vec::new();
-        for n in notifications {
-            let Some(targets) = subs.get(&n.subscription) else {
-                continue;
-            };
-            if targets.len() <= usize::from(exclude.is_some_and(|e| targets.contains_key(&e))) {
-                continue;
-            }
-            let bytes = notify_frame(&n.subscription, &n.object);
-            let key = slot_key(&n.subscription, &n.object);
-            // Straight into each outbox under the read lock: no per-subscriber allocation;
-            // the counters are added up once below.
-            let c = &self.counters;
-            // Counted as queued up front so that a writer popping meanwhile never takes the
-            // gauge below zero; the difference is returned below.
-            let upper = targets.len() as u64;
-            c.queued.fetch_add(upper, Ordering::Relaxed);
-            let (mut queued, mut coalesced, mut dropped) = (0, 0, 0);
-            for (id, o) in targets {
-                if Some(*id) == exclude {
+        let mut rounds: Vec<(Ghid, Vec<Arc<SendQueue>>, Vec<Frame>)> = Vec::new();
+        {
+            let subs = self.read();
+            for n in notifications {
+                let Some(targets) = subs.get(&n.subscription) else {
+                    continue;
+                };
+                if targets.len() <= usize::from(exclude.is_some_and(|e| targets.contains_key(&e))) {
                     continue;
                 }
-                match o.offer(key, &bytes) {
-                    Push::Staged => {
-                        queued += 1;
-                        staged.push(o.clone());
+                let frame = Frame {
+                    key: slot_key(&n.subscription, &n.object),
+                    bytes: notify_frame(&n.subscription, &n.object),
+                };
+                match rounds.last_mut() {
+                    Some((g, _, frames)) if *g == n.subscription => frames.push(frame),
+                    _ => {
+                        let to = targets
+                            .iter()
+                            .filter(|(id, _)| Some(**id) != exclude)
+                            .map(|(_, o)| o.clone())
+                            .collect();
+                        rounds.push((n.subscription, to, vec![frame]));
                     }
-                    Push::Queued => queued += 1,
-                    Push::Coalesced => coalesced += 1,
-                    Push::Overflow => dropped += 1,
-                    Push::Closed => {}
                 }
             }
-            c.queued.fetch_sub(upper - queued, Ordering::Relaxed);
-            c.encoded.fetch_add(1, Ordering::Relaxed);
-            c.delivered.fetch_add(queued, Ordering::Relaxed);
-            c.coalesced.fetch_add(coalesced, Ordering::Relaxed);
-            c.slow_drops.fetch_add(dropped, Ordering::Relaxed);
-            sent += (queued + coalesced) as usize;
         }
-        // Sockets are written without the subscription lock: (un)subscribing never waits
-        // for a fanout's sends.
-        drop(subs);
-        for o in staged {
-            o.flush();
+        let (mut delivered, mut coalesced, mut dropped, mut encoded) = (0, 0, 0, 0);
+        for (_, targets, frames) in &rounds {
+            encoded += frames.len() as u64;
+            for o in targets {
+                let d = o.deliver(frames);
+                delivered += d.delivered as u64;
+                coalesced += d.coalesced as u64;
+                dropped += u64::from(d.overflow);
+            }
         }
-        sent
+        let c = &self.counters;
+        c.encoded.fetch_add(encoded, Ordering::Relaxed);
+        c.delivered.fetch_add(delivered, Ordering::Relaxed);
+        c.coalesced.fetch_add(coalesced, Ordering::Relaxed);
+        c.slow_drops.fetch_add(dropped, Ordering::Relaxed);
+        (delivered + coalesced) as usize
     }
 
     /// Number of connections subscribed to `ghid`.
@@ -1555,6 +1774,55 @@ mod tests {
         ]
         .concat();
         assert_eq!(read_n(client, want.len()).join().unwrap(), want);
+    }
+
+    /// A round the socket takes only part of: the frame cut short goes on first and whole,
+    /// the rest of the round queues behind it, and the peer reads every byte in order,
+    /// nothing interleaved (mail, so nothing may be merged either).
+    #[tokio::test]
+    async fn a_round_cut_short_queues_its_rest_in_order() {
+        let (hub, s, d, writer_end, client) = through_subscriber(64);
+        let o = s.outbox();
+        // Frames of about 200 KiB: the socket's buffers fill part way through the round.
+        let big = |tag: u8| {
+            let mut v = b"GARQ".to_vec();
+            v.resize(200 * 1024, tag);
+            Bytes::from(v)
+        };
+        let batch: Vec<_> = (1..=3).map(|i| note(d, big(i))).collect();
+        assert_eq!(hub.fanout(&batch, None), 3);
+        assert!(o.bytes() > 0, "the socket did not take the whole round");
+        assert_eq!(hub.stats().slow_drops, 0);
+        let frames: Vec<Bytes> = (1..=3).map(|i| notify_frame(&d, &big(i))).collect();
+        let queued_frames = o.len();
+        // The writer's side, as `direct::writer` does it.
+        let total: usize = frames.iter().map(|f| f.len()).sum();
+        let reader = read_n(client, total);
+        while !o.is_empty() {
+            let Next::Batch(batch) = o.next(64).await else {
+                panic!("expected a batch");
+            };
+            for b in batch {
+                let mut at = 0;
+                while at < b.len() {
+                    use std::io::Write;
+                    match (&writer_end).write(&b[at..]) {
+                        Ok(n) => at += n,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            tokio::time::sleep(Duration::from_millis(1)).await
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }
+        }
+        assert_eq!(reader.join().unwrap(), frames.concat());
+        assert!(queued_frames >= 1);
+        let stats = hub.stats();
+        assert_eq!(
+            (stats.delivered, stats.queued, stats.queued_bytes),
+            (3, 0, 0)
+        );
     }
 
     #[tokio::test]

@@ -5,8 +5,9 @@
 //! most of the server's CPU per delivery went into the dispatcher's turn for each
 //! notification on each connection (a cross-thread task wakeup, a poll of the whole
 //! dispatcher state machine, a copy into its write buffer) around one `send` per frame.
-//! Written through, the fanout itself sends each subscriber the frames of one call (all the
-//! updates a group commit made durable) in one vectored `send`, under the send queue's lock.
+//! Written through, the fanout itself sends each subscriber the frames of one round (the
+//! updates of one object announced together) in one vectored `send`, under the send
+//! queue's lock, straight from the frames' shared buffers.
 //!
 //! How, with actix-web still accepting, parsing the upgrade request and reading the socket:
 //! - The `/ws` handler does not return its response while the session lives. While a handler

@@ -24,8 +24,9 @@
 //!   without a hop back to this one; its fanout happens then too, never to the uploader, and
 //!   fanouts and replies of one connection's publishes leave in publish order (the publishes
 //!   one group commit made durable are announced together: their fanouts in one hub call,
-//!   then their replies). Up to `max_in_flight` publishes per connection are in the pipeline
-//!   at once.
+//!   then their replies; under load an announcement also waits, at most [`MAX_HOLD`], for the
+//!   publishes right behind it, see `announce`). Up to `max_in_flight` publishes per
+//!   connection are in the pipeline at once.
 //! - Reads run inline with sled, on the [`VerifyPool`] with the cluster store (network round
 //!   trips must not stall the event loop's other sessions).
 //! - Unknown ops, bad args and malformed envelopes get an error reply; the session goes on.
@@ -75,6 +76,9 @@ pub const CLOSE_GRACE: Duration = Duration::from_secs(3);
 const WRITE_BATCH: usize = 64;
 /// The shortest heartbeat period, whatever the idle timeout.
 const MIN_TICK: Duration = Duration::from_millis(100);
+/// Longest an announcement waits for the publishes behind it to become durable too (see
+/// `announce`): bounds what the batching adds to a publish's latency under load.
+pub const MAX_HOLD: Duration = Duration::from_millis(2);
 
 /// `GET /ws`: upgrade and spawn the session.
 pub(super) async fn route(
@@ -636,6 +640,13 @@ impl Conn {
 /// the same group commit made durable goes to the hub in one [`hub::Hub::fanout`] call (so a
 /// write-through subscriber gets them in one `send`), then their acks (or errors) follow, in
 /// order.
+///
+/// Under load the announcer also holds a round for the publishes right behind it: when the
+/// next one is already in the pipeline but not yet durable, the round waits for it, at most
+/// [`MAX_HOLD`] and at most as long as the last round took, then takes whatever became
+/// durable meanwhile. A subscriber's `send` costs several times more than the frame it
+/// carries (measured for issue 17, BENCHMARKS.md), so k updates in one round cost each
+/// subscriber about one send instead of k; a lone publish (nothing behind it) is never held.
 async fn announce(
     shared: Arc<Shared>,
     outbox: Arc<SendQueue>,
@@ -645,6 +656,7 @@ async fn announce(
 ) {
     let mut carried: Option<Pending> = None;
     let mut notes = Vec::new();
+    let mut last_round = Duration::ZERO;
     loop {
         let mut first = match carried.take() {
             Some(d) => d,
@@ -655,13 +667,28 @@ async fn announce(
         };
         let outcome = poll_fn(|cx| first.poll_outcome(cx)).await;
         let mut batch = vec![(first, outcome)];
-        // Whatever is durable already joins this announcement; the first that is not waits
-        // for the next one.
-        while let Ok(mut d) = rx.try_recv() {
-            match d.try_outcome() {
-                Some(r) => batch.push((d, r)),
-                None => {
-                    carried = Some(d);
+        let hold_until = tokio::time::Instant::now() + last_round.min(MAX_HOLD);
+        loop {
+            // Whatever is durable already joins this announcement.
+            while carried.is_none() {
+                let Ok(mut d) = rx.try_recv() else {
+                    break;
+                };
+                match d.try_outcome() {
+                    Some(r) => batch.push((d, r)),
+                    None => carried = Some(d),
+                }
+            }
+            // The first that is not: wait for it while the hold lasts, else it starts the
+            // next announcement.
+            let Some(mut next) = carried.take() else {
+                break;
+            };
+            let waited = poll_fn(|cx| next.poll_outcome(cx));
+            match tokio::time::timeout_at(hold_until, waited).await {
+                Ok(r) => batch.push((next, r)),
+                Err(_) => {
+                    carried = Some(next);
                     break;
                 }
             }
@@ -673,7 +700,9 @@ async fn announce(
             }
         }
         if !notes.is_empty() {
+            let started = Instant::now();
             shared.hub.fanout(&notes, Some(me));
+            last_round = started.elapsed();
             if let Some(c) = &shared.cluster {
                 c.announce(&notes);
             }
