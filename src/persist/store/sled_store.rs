@@ -286,7 +286,7 @@ impl SledStore {
     }
 
     /// [`SledStore::open_with_cache`] behind a write-ahead log in `path/wal` (the persister's
-    /// store, [`super::logged`]): what the log holds from before is applied to sled first.
+    /// store, `store::logged`): what the log holds from before is applied to sled first.
     pub fn open_logged(path: &Path, cache_capacity: u64) -> Result<SledStore, PersistError> {
         let mut store = SledStore::open_with_cache(path, cache_capacity)?;
         let trees = store.trees().iter().map(|t| (*t).clone()).collect();
