@@ -1779,25 +1779,28 @@ mod tests {
     /// A round the socket takes only part of: the frame cut short goes on first and whole,
     /// the rest of the round queues behind it, and the peer reads every byte in order,
     /// nothing interleaved (mail, so nothing may be merged either).
-    #[tokio::test]
-    async fn a_round_cut_short_queues_its_rest_in_order() {
-        let (hub, s, d, writer_end, client) = through_subscriber(64);
+    /// Fans out `n` frames of about 200 KiB starting with `kind` (so the socket's buffers
+    /// fill part way through the round), drains the queue into the socket as `direct::writer`
+    /// does, then ends the stream. Returns the frames, everything the peer read, and the stats.
+    async fn cut_round(kind: &[u8; 4], n: u8) -> (Vec<Bytes>, Vec<u8>, HubStats) {
+        let (hub, s, d, writer_end, mut client) = through_subscriber(64);
         let o = s.outbox();
-        // Frames of about 200 KiB: the socket's buffers fill part way through the round.
         let big = |tag: u8| {
-            let mut v = b"GARQ".to_vec();
+            let mut v = kind.to_vec();
             v.resize(200 * 1024, tag);
             Bytes::from(v)
         };
-        let batch: Vec<_> = (1..=3).map(|i| note(d, big(i))).collect();
-        assert_eq!(hub.fanout(&batch, None), 3);
-        assert!(o.bytes() > 0, "the socket did not take the whole round");
-        assert_eq!(hub.stats().slow_drops, 0);
-        let frames: Vec<Bytes> = (1..=3).map(|i| notify_frame(&d, &big(i))).collect();
-        let queued_frames = o.len();
-        // The writer's side, as `direct::writer` does it.
-        let total: usize = frames.iter().map(|f| f.len()).sum();
-        let reader = read_n(client, total);
+        let batch: Vec<_> = (1..=n).map(|i| note(d, big(i))).collect();
+        hub.fanout(&batch, None);
+        assert!(o.bytes() > 0, "the socket took the whole round");
+        let frames: Vec<Bytes> = (1..=n).map(|i| notify_frame(&d, &big(i))).collect();
+        let reader = std::thread::spawn(move || {
+            use std::io::Read;
+            let mut got = Vec::new();
+            client.read_to_end(&mut got).unwrap();
+            got
+        });
+        use std::io::Write;
         while !o.is_empty() {
             let Next::Batch(batch) = o.next(64).await else {
                 panic!("expected a batch");
@@ -1805,9 +1808,8 @@ mod tests {
             for b in batch {
                 let mut at = 0;
                 while at < b.len() {
-                    use std::io::Write;
                     match (&writer_end).write(&b[at..]) {
-                        Ok(n) => at += n,
+                        Ok(k) => at += k,
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                             tokio::time::sleep(Duration::from_millis(1)).await
                         }
@@ -1816,13 +1818,46 @@ mod tests {
                 }
             }
         }
-        assert_eq!(reader.join().unwrap(), frames.concat());
-        assert!(queued_frames >= 1);
-        let stats = hub.stats();
+        writer_end.shutdown(std::net::Shutdown::Write).unwrap();
+        (frames, reader.join().unwrap(), hub.stats())
+    }
+
+    /// Frames that never merge (share requests): all arrive, whole and in order.
+    #[tokio::test]
+    async fn a_round_cut_short_queues_its_rest_in_order() {
+        let (frames, got, stats) = cut_round(b"GARQ", 3).await;
+        assert!(
+            got == frames.concat(),
+            "not the three frames whole, in order"
+        );
         assert_eq!(
             (stats.delivered, stats.queued, stats.queued_bytes),
             (3, 0, 0)
         );
+    }
+
+    /// Frames of one dynamic object: the frame the socket took part of is finished whole,
+    /// however many newer frames of the same object follow (never replaced by one: that would
+    /// tear the websocket stream), and of those only the newest is sent (latest-wins).
+    #[tokio::test]
+    async fn a_cut_frame_is_finished_whole_and_the_newer_ones_merge() {
+        let (frames, got, stats) = cut_round(b"GOBD", 5).await;
+        // `cut`: the last frame the socket took (part or all) of during the round.
+        let cut = (0..4)
+            .find(|&c| {
+                let mut want = frames[..=c].concat();
+                want.extend_from_slice(&frames[4]);
+                got == want
+            })
+            .unwrap_or_else(|| {
+                panic!("{} bytes read: not whole frames then the newest", got.len())
+            });
+        assert!(
+            cut < 3,
+            "the socket took frames 0..={cut}: none left to merge"
+        );
+        assert_eq!(stats.coalesced, 3 - cut as u64);
+        assert_eq!((stats.queued, stats.queued_bytes), (0, 0));
     }
 
     #[tokio::test]

@@ -79,6 +79,8 @@ const MIN_TICK: Duration = Duration::from_millis(100);
 /// Longest an announcement waits for the publishes behind it to become durable too (see
 /// `announce`): bounds what the batching adds to a publish's latency under load.
 pub const MAX_HOLD: Duration = Duration::from_millis(2);
+/// The resolution of tokio's timer: a shorter hold is none.
+const TIMER_TICK: Duration = Duration::from_millis(1);
 
 /// `GET /ws`: upgrade and spawn the session.
 pub(super) async fn route(
@@ -643,8 +645,9 @@ impl Conn {
 ///
 /// Under load the announcer also holds a round for the publishes right behind it: when the
 /// next one is already in the pipeline but not yet durable, the round waits for it, at most
-/// [`MAX_HOLD`] and at most as long as the last round took, then takes whatever became
-/// durable meanwhile. A subscriber's `send` costs several times more than the frame it
+/// [`MAX_HOLD`] and at most as long as the last round took (a round that reached no
+/// subscriber, or took under a millisecond, the timer's resolution, holds nothing), then
+/// takes whatever became durable meanwhile. A subscriber's `send` costs several times more than the frame it
 /// carries (measured for issue 17, BENCHMARKS.md), so k updates in one round cost each
 /// subscriber about one send instead of k; a lone publish (nothing behind it) is never held.
 async fn announce(
@@ -667,7 +670,10 @@ async fn announce(
         };
         let outcome = poll_fn(|cx| first.poll_outcome(cx)).await;
         let mut batch = vec![(first, outcome)];
-        let hold_until = tokio::time::Instant::now() + last_round.min(MAX_HOLD);
+        // tokio's timer rounds a deadline up to its next millisecond: a hold shorter than
+        // that would wait about a millisecond anyway, so it is no hold at all.
+        let hold = Some(last_round.min(MAX_HOLD)).filter(|h| *h >= TIMER_TICK);
+        let hold_until = hold.map(|h| tokio::time::Instant::now() + h);
         loop {
             // Whatever is durable already joins this announcement.
             while carried.is_none() {
@@ -681,11 +687,14 @@ async fn announce(
             }
             // The first that is not: wait for it while the hold lasts, else it starts the
             // next announcement.
+            let Some(until) = hold_until else {
+                break;
+            };
             let Some(mut next) = carried.take() else {
                 break;
             };
             let waited = poll_fn(|cx| next.poll_outcome(cx));
-            match tokio::time::timeout_at(hold_until, waited).await {
+            match tokio::time::timeout_at(until, waited).await {
                 Ok(r) => batch.push((next, r)),
                 Err(_) => {
                     carried = Some(next);
@@ -699,10 +708,13 @@ async fn announce(
                 notes.extend(p.notifications.iter().cloned());
             }
         }
+        // Only a round that reached subscribers is worth holding the next one for.
+        last_round = Duration::ZERO;
         if !notes.is_empty() {
             let started = Instant::now();
-            shared.hub.fanout(&notes, Some(me));
-            last_round = started.elapsed();
+            if shared.hub.fanout(&notes, Some(me)) > 0 {
+                last_round = started.elapsed();
+            }
             if let Some(c) = &shared.cluster {
                 c.announce(&notes);
             }
