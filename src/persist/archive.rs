@@ -172,7 +172,9 @@ fn run_flusher(shared: Arc<FlushShared>, store: Arc<dyn Store>) {
             .unwrap_or_else(|_| Err(PersistError::Storage("flush panicked".into())))
             .map_err(|e| e.to_string());
         shared.count.fetch_add(1, Ordering::SeqCst);
-        for waiter in batch {
+        // Newest first: whoever waits for an older one then finds the newer ones done too
+        // (a connection announces what one flush covered together).
+        for waiter in batch.into_iter().rev() {
             let _ = waiter.send(result.clone());
         }
     }
@@ -199,6 +201,13 @@ impl Archive {
     /// [`Archive::open`] with a sled page cache of `cache_capacity` bytes.
     pub fn open_with_cache(path: &Path, cache_capacity: u64) -> Result<Archive, PersistError> {
         Archive::with_store(Arc::new(SledStore::open_with_cache(path, cache_capacity)?))
+    }
+
+    /// [`Archive::open_with_cache`] with the write-ahead log in front of sled (the
+    /// persister's store: a group commit is one `fdatasync` of the log, sled is written in
+    /// the background; see `SledStore::open_logged`).
+    pub fn open_logged(path: &Path, cache_capacity: u64) -> Result<Archive, PersistError> {
+        Archive::with_store(Arc::new(SledStore::open_logged(path, cache_capacity)?))
     }
 
     /// An archive on a temporary sled database, deleted when the last clone drops (tests).

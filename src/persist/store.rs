@@ -7,7 +7,8 @@
 //! current target by dynamic ghid) is the [`Record::Dynamic`] record of the dynamic ghid.
 //!
 //! Owns: the key-value contract ([`Store`]), the unit of atomic change ([`WriteSet`]), the
-//! sled implementation ([`SledStore`]) and the cluster one over NATS JetStream
+//! sled implementation ([`SledStore`], optionally behind a write-ahead log: `logged`, `wal`)
+//! and the cluster one over NATS JetStream
 //! ([`NatsStore`]). Calls: `golix` (types only), sled, async-nats. Used by [`super::rules`]
 //! (reads) and [`super::archive`] (transact, flush).
 //!
@@ -19,10 +20,12 @@
 //! cluster store makes its commit conditional on every row the rule pass read and re-runs the
 //! pass on a conflict.
 
+mod logged;
 pub mod nats;
 pub mod sled_gate;
 mod sled_store;
 pub mod spill;
+mod wal;
 
 use std::collections::BTreeMap;
 

@@ -367,9 +367,7 @@ pub async fn start(settings: Settings) -> Result<Running, ServerError> {
     let hub = Hub::new(budget, limits.max_subscriptions);
     let mut verify_threads = settings.verify_threads;
     let (archive, cluster) = match (&settings.store, &settings.ghidcache) {
-        (StoreChoice::Sled, Some(p)) => {
-            (Archive::open_with_cache(p, settings.cache_capacity)?, None)
-        }
+        (StoreChoice::Sled, Some(p)) => (Archive::open_logged(p, settings.cache_capacity)?, None),
         (StoreChoice::Sled, None) => (Archive::temporary()?, None),
         (StoreChoice::Nats(o), _) => {
             let store = Arc::new(NatsStore::connect(o, settings.log.clone())?);

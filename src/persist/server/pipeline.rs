@@ -67,14 +67,40 @@ pub(super) enum Durable {
 
 pub(super) type Applied = Result<(Published, Durable), PersistError>;
 
-/// The pool job of the next publish of `object` (from `sender`) behind `tail`; `tail` then
-/// ends with it.
+/// The pool job of the next publish of `object` (from `sender`) behind `tail`, and where
+/// its outcome arrives; `tail` then ends with it.
+///
+/// The job sends its own outcome before it hands the publish ahead of it its durability:
+/// once that one is announced, this one's outcome is there already, so both go out in one
+/// announcement (the subscribers' notifications, then both acks) rather than the first
+/// one's ack alone, ahead of the notification its successor causes.
 pub(super) fn job(
     tail: &mut Tail,
     archive: Archive,
     object: Vec<u8>,
     sender: Sender,
-) -> impl FnOnce() -> Applied + Send + 'static {
+) -> (impl FnOnce() + Send + 'static, oneshot::Receiver<Applied>) {
+    let (outcome_tx, outcome_rx) = oneshot::channel();
+    let apply = apply_job(tail, archive, object, sender);
+    let job = move || {
+        let (outcome, hand) = apply();
+        let _ = outcome_tx.send(outcome);
+        if let Some((tx, w)) = hand {
+            let _ = tx.send(w);
+        }
+    };
+    (job, outcome_rx)
+}
+
+/// The durability a job hands to the publish ahead of it, once its own outcome is sent.
+type Hand = Option<(oneshot::Sender<SyncWait>, SyncWait)>;
+
+fn apply_job(
+    tail: &mut Tail,
+    archive: Archive,
+    object: Vec<u8>,
+    sender: Sender,
+) -> impl FnOnce() -> (Applied, Hand) + Send + 'static {
     // Still being checked or applied: wait for it (and maybe cover it).
     let ahead = tail.applied.take().and_then(|mut a| match a.try_recv() {
         Err(oneshot::error::TryRecvError::Empty) => Some(a),
@@ -118,17 +144,17 @@ pub(super) fn job(
         let own = result.is_ok() && handed.is_none();
         let mut waits = archive.sync_waits(usize::from(covering.is_some()) + usize::from(own));
         let own_wait = if own { waits.pop() } else { None };
-        if let (Some(tx), Some(w)) = (covering, waits.pop()) {
-            let _ = tx.send(w);
-        }
-        drop(applied);
-        let published = result?;
-        let durable = match (handed, own_wait) {
-            (Some(rx), _) => Durable::Handed(rx),
-            (None, Some(w)) => Durable::Own(w),
-            (None, None) => return Err(PersistError::Storage("no flush registered".into())),
+        let hand = match (covering, waits.pop()) {
+            (Some(tx), Some(w)) => Some((tx, w)),
+            _ => None,
         };
-        Ok((published, durable))
+        drop(applied);
+        let outcome = result.and_then(|published| match (handed, own_wait) {
+            (Some(rx), _) => Ok((published, Durable::Handed(rx))),
+            (None, Some(w)) => Ok((published, Durable::Own(w))),
+            (None, None) => Err(PersistError::Storage("no flush registered".into())),
+        });
+        (outcome, hand)
     }
 }
 

@@ -603,14 +603,14 @@ impl Conn {
             return;
         };
         // Pipelined (`pipeline`): the next request is read at once.
-        let job = pipeline::job(
+        let (job, applying) = pipeline::job(
             &mut self.tail,
             self.shared.archive.clone(),
             object,
             self.sender,
         );
         let pending = match self.shared.pool.submit(job).await {
-            Ok(rx) => Pending::new(rx, raw.id, permit),
+            Ok(_ran) => Pending::new(applying, raw.id, permit),
             Err(_) => return self.reply_err(&raw.id, codes::UNAVAILABLE, "shutting down"),
         };
         if let Err(mpsc::error::SendError(d)) = self.announcer().send(pending) {

@@ -1,0 +1,367 @@
+//! # The persister's sled store behind a write-ahead log
+//!
+//! Why: sled 0.34 writes each IO buffer on its own thread pool, whose every job wakes all
+//! seven idle pool threads one after the other, and a transaction writes two buffers, a
+//! flush one more, each followed by a `sync_file_range`. A publish (two transactions and a
+//! flush) cost 25 thread switches and four syncs before it could be acknowledged.
+//!
+//! So a [`WriteSet`](super::WriteSet) of the persister's store becomes durable in the
+//! store's own [`Wal`] (one write and one `fdatasync` per group commit, on the flusher
+//! thread) and visible at once in an in-memory overlay that every read consults before sled.
+//! A background thread ("hgx-sled-log") moves the overlay into sled: it retires the current
+//! log file, applies everything the overlay held in one sled transaction, flushes sled, and
+//! only then deletes the retired log files. At start, whatever the log still holds is applied
+//! to sled again (idempotent, [`super::wal`]) and flushed before anything is served.
+//!
+//! Atomicity: a publish's operations are one log entry (replayed whole or, torn, not at all)
+//! and enter the overlay under one lock; sled only ever receives them inside a transaction.
+//!
+//! Bounds: the overlay being filled is moved to sled once it holds [`MOVE_AT`] bytes or
+//! [`MOVE_EVERY`] after its first write; an apply waits (at most [`ROOM_WAIT`]) while it
+//! holds [`OVERLAY_MAX`] bytes, so the overlay holds at most about twice that.
+//!
+//! Owns: the overlay and the mover thread. Calls: [`super::wal`], sled, the sled gate.
+//! Used by the sled store ([`super::SledStore::open_logged`]).
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::{Batch, Transactional, Tree};
+
+use super::sled_gate;
+use super::wal::{Op, Wal};
+use crate::persist::PersistError;
+
+/// The overlay is moved to sled once it holds this many bytes …
+pub const MOVE_AT: usize = 4 << 20;
+/// … or this long after its first write (each move costs sled's thread-pool wakeups, a
+/// sled flush and a directory sync, competing with the log's own syncs for the disk).
+pub const MOVE_EVERY: Duration = Duration::from_secs(5);
+/// An apply waits while the overlay being filled holds this many bytes.
+pub const OVERLAY_MAX: usize = 64 << 20;
+/// How long an apply waits for room before it fails.
+pub const ROOM_WAIT: Duration = Duration::from_secs(30);
+
+type Layer = Vec<BTreeMap<Vec<u8>, Option<Vec<u8>>>>;
+
+fn empty_layer(trees: usize) -> Layer {
+    vec![BTreeMap::new(); trees]
+}
+
+struct Overlay {
+    /// Written since the last move began.
+    active: Layer,
+    active_bytes: usize,
+    /// When `active` got its first write.
+    active_since: Option<Instant>,
+    /// Being moved into sled.
+    moving: Layer,
+    /// The last log generation `moving` came from, while a move is under way (or failed).
+    moving_through: Option<u64>,
+}
+
+impl Overlay {
+    fn lookup(&self, tree: usize, key: &[u8]) -> Option<Option<Vec<u8>>> {
+        self.active[tree]
+            .get(key)
+            .or_else(|| self.moving[tree].get(key))
+            .cloned()
+    }
+
+    /// The overlay's entries under `prefix`, newest layer winning.
+    fn prefixed(&self, tree: usize, prefix: &[u8]) -> BTreeMap<Vec<u8>, Option<Vec<u8>>> {
+        let mut out = BTreeMap::new();
+        for layer in [&self.moving, &self.active] {
+            let range = layer[tree].range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded));
+            for (k, v) in range.take_while(|(k, _)| k.starts_with(prefix)) {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+        out
+    }
+}
+
+#[derive(Default)]
+struct Signal {
+    stop: bool,
+    kick: bool,
+}
+
+/// The store's log, overlay and mover (see the module docs).
+pub(super) struct Logged {
+    wal: Wal,
+    db: sled::Db,
+    trees: Vec<Tree>,
+    overlay: RwLock<Overlay>,
+    /// Wakes the mover; applies waiting for room wait on `room`.
+    signal: Arc<(Mutex<Signal>, Condvar)>,
+    room: (Mutex<()>, Condvar),
+}
+
+fn storage(e: std::io::Error) -> PersistError {
+    PersistError::Storage(format!("write-ahead log: {e}"))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Applies `layer` to `trees` in one sled transaction (under the sled gate).
+fn apply_layer(trees: &[Tree], layer: &Layer) -> Result<(), PersistError> {
+    let mut batches: Vec<Batch> = layer.iter().map(|_| Batch::default()).collect();
+    for (batch, entries) in batches.iter_mut().zip(layer) {
+        for (k, v) in entries {
+            match v {
+                Some(v) => batch.insert(&k[..], &v[..]),
+                None => batch.remove(&k[..]),
+            }
+        }
+    }
+    let _gate = sled_gate::exclusive();
+    trees
+        .transaction(|t| {
+            for (tree, batch) in t.iter().zip(&batches) {
+                tree.apply_batch(batch)?;
+            }
+            Ok::<(), ConflictableTransactionError<()>>(())
+        })
+        .map_err(|e: TransactionError<()>| match e {
+            TransactionError::Storage(e) => PersistError::from(e),
+            TransactionError::Abort(()) => PersistError::Storage("transaction aborted".into()),
+        })
+}
+
+fn merge(layer: &mut Layer, ops: Vec<Op>) -> usize {
+    let mut bytes = 0;
+    for op in ops {
+        bytes += op.key.len() + op.value.as_ref().map_or(0, Vec::len) + 16;
+        layer[usize::from(op.tree)].insert(op.key, op.value);
+    }
+    bytes
+}
+
+impl Logged {
+    /// Opens the log at `dir` for `trees` of `db`, replays it into sled (one transaction,
+    /// then a flush) and starts the mover.
+    pub(super) fn open(
+        dir: &Path,
+        db: sled::Db,
+        trees: Vec<Tree>,
+    ) -> Result<Arc<Logged>, PersistError> {
+        let (wal, entries, last) = Wal::open(dir).map_err(storage)?;
+        if !entries.is_empty() {
+            let mut layer = empty_layer(trees.len());
+            for ops in entries {
+                if ops.iter().any(|o| usize::from(o.tree) >= trees.len()) {
+                    return Err(PersistError::Storage(
+                        "write-ahead log names an unknown tree".into(),
+                    ));
+                }
+                merge(&mut layer, ops);
+            }
+            apply_layer(&trees, &layer)?;
+        }
+        if let Some(last) = last {
+            sled_gate::flush(&db)?;
+            wal.remove_through(last).map_err(storage)?;
+        }
+        let logged = Arc::new(Logged {
+            wal,
+            db,
+            overlay: RwLock::new(Overlay {
+                active: empty_layer(trees.len()),
+                active_bytes: 0,
+                active_since: None,
+                moving: empty_layer(trees.len()),
+                moving_through: None,
+            }),
+            trees,
+            signal: Arc::new((Mutex::new(Signal::default()), Condvar::new())),
+            room: (Mutex::new(()), Condvar::new()),
+        });
+        logged.wal.prepare_next().map_err(storage)?;
+        let weak = Arc::downgrade(&logged);
+        let signal = logged.signal.clone();
+        std::thread::Builder::new()
+            .name("hgx-sled-log".into())
+            .spawn(move || run_mover(weak, signal))
+            .map_err(|e| PersistError::Storage(format!("cannot start the log mover: {e}")))?;
+        Ok(logged)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Overlay> {
+        self.overlay.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Overlay> {
+        self.overlay.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `key` of tree `tree`: the overlay's if it has one, else sled's.
+    pub(super) fn get(&self, tree: usize, key: &[u8]) -> Result<Option<sled::IVec>, PersistError> {
+        if let Some(v) = self.read().lookup(tree, key) {
+            return Ok(v.map(sled::IVec::from));
+        }
+        // Not in the overlay when looked: sled has it (a move clears the overlay only
+        // after its transaction).
+        Ok(self.trees[tree].get(key)?)
+    }
+
+    /// The entries of tree `tree` under `prefix`, in key order, the overlay's winning.
+    pub(super) fn scan(
+        &self,
+        tree: usize,
+        prefix: &[u8],
+    ) -> Result<Vec<(sled::IVec, sled::IVec)>, PersistError> {
+        let over = self.read().prefixed(tree, prefix);
+        let mut all: BTreeMap<Vec<u8>, sled::IVec> = BTreeMap::new();
+        for kv in self.trees[tree].scan_prefix(prefix) {
+            let (k, v) = kv?;
+            all.insert(k.to_vec(), v);
+        }
+        for (k, v) in over {
+            match v {
+                Some(v) => all.insert(k, sled::IVec::from(v)),
+                None => all.remove(&k),
+            };
+        }
+        Ok(all
+            .into_iter()
+            .map(|(k, v)| (sled::IVec::from(k), v))
+            .collect())
+    }
+
+    /// Logs `ops` (durable at the next [`Logged::sync`]) and makes them visible, atomically.
+    pub(super) fn apply(&self, ops: Vec<Op>) -> Result<(), PersistError> {
+        let deadline = Instant::now() + ROOM_WAIT;
+        loop {
+            let mut ov = self.write();
+            if ov.active_bytes < OVERLAY_MAX {
+                self.wal.append(&ops).map_err(storage)?;
+                ov.active_bytes += merge(&mut ov.active, ops);
+                ov.active_since.get_or_insert_with(Instant::now);
+                if ov.active_bytes >= MOVE_AT {
+                    self.kick();
+                }
+                return Ok(());
+            }
+            drop(ov);
+            self.kick();
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(PersistError::Storage(
+                    "the write-ahead log's overlay stayed full (sled is not keeping up)".into(),
+                ));
+            }
+            let g = lock(&self.room.0);
+            let _ = self
+                .room
+                .1
+                .wait_timeout(g, (deadline - now).min(Duration::from_millis(50)));
+        }
+    }
+
+    /// Returns once everything applied before the call is durable.
+    pub(super) fn sync(&self) -> Result<(), PersistError> {
+        self.wal.sync().map_err(storage)
+    }
+
+    fn kick(&self) {
+        lock(&self.signal.0).kick = true;
+        self.signal.1.notify_one();
+    }
+
+    /// Moves the overlay being filled into sled (see the module docs). A move that failed
+    /// is retried first, whole.
+    pub(super) fn move_to_sled(&self) -> Result<(), PersistError> {
+        let retired = {
+            let mut ov = self.write();
+            match ov.moving_through {
+                Some(retired) => retired,
+                None if ov.active_since.is_none() => return Ok(()),
+                None => {
+                    // Under the overlay's lock: the retired files hold exactly `moving` and
+                    // what sled already has.
+                    let retired = self.wal.rotate().map_err(storage)?;
+                    let active = std::mem::replace(&mut ov.active, empty_layer(self.trees.len()));
+                    ov.moving = active;
+                    ov.moving_through = Some(retired);
+                    ov.active_bytes = 0;
+                    ov.active_since = None;
+                    retired
+                }
+            }
+        };
+        drop(lock(&self.room.0));
+        self.room.1.notify_all();
+        let moved = {
+            let ov = self.read();
+            apply_layer(&self.trees, &ov.moving)
+        };
+        moved?;
+        sled_gate::flush(&self.db)?;
+        self.wal.remove_through(retired).map_err(storage)?;
+        {
+            let mut ov = self.write();
+            ov.moving = empty_layer(self.trees.len());
+            ov.moving_through = None;
+        }
+        self.wal.prepare_next().map_err(storage)
+    }
+
+    /// Whether the overlay being filled is due to move.
+    fn due(&self) -> bool {
+        let ov = self.read();
+        ov.moving_through.is_some()
+            || ov.active_bytes >= MOVE_AT
+            || ov.active_since.is_some_and(|t| t.elapsed() >= MOVE_EVERY)
+    }
+
+    /// Bytes in the log's files (tests).
+    pub(super) fn log_bytes(&self) -> u64 {
+        self.wal.disk_bytes().unwrap_or(0)
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        lock(&self.signal.0).stop = true;
+        self.signal.1.notify_one();
+        // A clean shutdown leaves the log empty; a failure here is repaired by the replay.
+        let _ = self.sync();
+        let _ = self.move_to_sled();
+    }
+}
+
+/// The mover: every [`MOVE_EVERY`] / when kicked, moves a due overlay into sled.
+fn run_mover(logged: Weak<Logged>, signal: Arc<(Mutex<Signal>, Condvar)>) {
+    loop {
+        {
+            let mut s = lock(&signal.0);
+            if !s.stop && !s.kick {
+                s = signal
+                    .1
+                    .wait_timeout(s, MOVE_EVERY / 8)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            if s.stop {
+                return;
+            }
+            s.kick = false;
+        }
+        let Some(l) = logged.upgrade() else {
+            return;
+        };
+        if l.due() {
+            if let Err(e) = l.move_to_sled() {
+                // The overlay keeps everything and the log stays: the next round retries.
+                eprintln!("hgx-sled-log: moving the overlay into sled failed: {e}");
+            }
+        }
+    }
+}

@@ -1,0 +1,402 @@
+//! # The write-ahead log of the persister's sled store
+//!
+//! An append-only log of sled operations in files `<dir>/<generation>.log` (16 hex digits,
+//! replayed in generation order). [`Wal::append`] only buffers; [`Wal::sync`] writes the
+//! buffer and `fdatasync`s it: one write and one `fdatasync` per group commit. Entries are
+//! absolute (put this value, remove this key), so replaying a log onto a database that holds
+//! some or all of it already gives the same state: replay is idempotent.
+//!
+//! Entry: payload length (u32 LE), the first 8 bytes of the payload's SHA-256, the payload
+//! (ops: tree index u8, key length u32 LE, key, value length u32 LE or `u32::MAX` for a
+//! removal, value). Replay of a file stops at its first short or mismatching entry: a torn
+//! tail was never acknowledged (an acknowledgement follows the `fdatasync` of everything
+//! appended before it).
+//!
+//! A write error poisons the log for good: a later entry behind a half-written one would not
+//! be replayed, so nothing may be acknowledged after it.
+//!
+//! Owns: the log directory. Calls: the file system. Used by [`super::logged`].
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use sha2::{Digest, Sha256};
+
+/// One sled operation: `value` `None` removes `key` from tree `tree`.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub(super) struct Op {
+    pub tree: u8,
+    pub key: Vec<u8>,
+    pub value: Option<Vec<u8>>,
+}
+
+const REMOVED: u32 = u32::MAX;
+const HEADER: usize = 4 + 8;
+
+fn check(payload: &[u8]) -> [u8; 8] {
+    let d = Sha256::digest(payload);
+    let mut c = [0u8; 8];
+    c.copy_from_slice(&d[..8]);
+    c
+}
+
+fn len32(n: usize) -> io::Result<u32> {
+    u32::try_from(n)
+        .ok()
+        .filter(|&n| n != REMOVED)
+        .ok_or_else(|| io::Error::other("write-ahead log entry too large"))
+}
+
+/// Appends the entry for `ops` to `out`.
+pub(super) fn encode(ops: &[Op], out: &mut Vec<u8>) -> io::Result<()> {
+    let mut p = Vec::with_capacity(ops.iter().map(|o| 9 + o.key.len()).sum());
+    for op in ops {
+        p.push(op.tree);
+        p.extend_from_slice(&len32(op.key.len())?.to_le_bytes());
+        p.extend_from_slice(&op.key);
+        match &op.value {
+            Some(v) => {
+                p.extend_from_slice(&len32(v.len())?.to_le_bytes());
+                p.extend_from_slice(v);
+            }
+            None => p.extend_from_slice(&REMOVED.to_le_bytes()),
+        }
+    }
+    out.extend_from_slice(&len32(p.len())?.to_le_bytes());
+    out.extend_from_slice(&check(&p));
+    out.extend_from_slice(&p);
+    Ok(())
+}
+
+fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    if b.len() < n {
+        return None;
+    }
+    let (head, rest) = b.split_at(n);
+    *b = rest;
+    Some(head)
+}
+
+fn take_u32(b: &mut &[u8]) -> Option<u32> {
+    take(b, 4).map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+fn decode_ops(mut p: &[u8]) -> Option<Vec<Op>> {
+    let mut ops = Vec::new();
+    while !p.is_empty() {
+        let tree = take(&mut p, 1)?[0];
+        let klen = take_u32(&mut p)? as usize;
+        let key = take(&mut p, klen)?.to_vec();
+        let value = match take_u32(&mut p)? {
+            REMOVED => None,
+            n => Some(take(&mut p, n as usize)?.to_vec()),
+        };
+        ops.push(Op { tree, key, value });
+    }
+    Some(ops)
+}
+
+/// Every whole, intact entry at the start of `bytes`, in order.
+pub(super) fn decode(mut bytes: &[u8]) -> Vec<Vec<Op>> {
+    let mut entries = Vec::new();
+    while bytes.len() >= HEADER {
+        let len = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
+        let Some(payload) = bytes.get(HEADER..HEADER + len) else {
+            break;
+        };
+        if check(payload)[..] != bytes[4..HEADER] {
+            break;
+        }
+        let Some(ops) = decode_ops(payload) else {
+            break;
+        };
+        entries.push(ops);
+        bytes = &bytes[HEADER + len..];
+    }
+    entries
+}
+
+struct Files {
+    current: Arc<File>,
+    generation: u64,
+    /// Appended, not yet written.
+    pending: Vec<u8>,
+    /// The previous file, written but not yet synced (see [`Wal::rotate`]).
+    retired: Option<Arc<File>>,
+    /// A file was created since the directory was last synced.
+    dir_dirty: bool,
+    /// The next generation's file, created (and the directory synced) ahead of the
+    /// rotation that starts it ([`Wal::prepare_next`]).
+    next: Option<(u64, Arc<File>)>,
+    poisoned: bool,
+}
+
+/// The log (see the module docs).
+pub(super) struct Wal {
+    dir: PathBuf,
+    files: Mutex<Files>,
+}
+
+fn name(generation: u64) -> String {
+    format!("{generation:016x}.log")
+}
+
+fn generations(dir: &Path) -> io::Result<Vec<u64>> {
+    let mut gens = Vec::new();
+    for e in fs::read_dir(dir)? {
+        let name = e?.file_name();
+        let name = name.to_string_lossy();
+        if let Some(g) = name
+            .strip_suffix(".log")
+            .and_then(|h| u64::from_str_radix(h, 16).ok())
+        {
+            gens.push(g);
+        }
+    }
+    gens.sort_unstable();
+    Ok(gens)
+}
+
+fn create(dir: &Path, generation: u64) -> io::Result<File> {
+    let mut o = OpenOptions::new();
+    o.create_new(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    o.open(dir.join(name(generation)))
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn poisoned() -> io::Error {
+    io::Error::other("the write-ahead log failed earlier; restart the persister")
+}
+
+impl Wal {
+    /// Opens the log in `dir` (created, mode 0700): the entries of its files in order, and
+    /// the log, appending to a new file. The old files stay until [`Wal::remove_through`]
+    /// the generation returned (once what they hold is durable elsewhere).
+    pub(super) fn open(dir: &Path) -> io::Result<(Wal, Vec<Vec<Op>>, Option<u64>)> {
+        fs::create_dir_all(dir)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+        }
+        let gens = generations(dir)?;
+        let mut entries = Vec::new();
+        for g in &gens {
+            let mut bytes = Vec::new();
+            File::open(dir.join(name(*g)))?.read_to_end(&mut bytes)?;
+            entries.extend(decode(&bytes));
+        }
+        let last = gens.last().copied();
+        let generation = last.map_or(0, |g| g + 1);
+        let current = create(dir, generation)?;
+        sync_dir(dir)?;
+        let wal = Wal {
+            dir: dir.to_owned(),
+            files: Mutex::new(Files {
+                current: Arc::new(current),
+                generation,
+                pending: Vec::new(),
+                retired: None,
+                dir_dirty: false,
+                next: None,
+                poisoned: false,
+            }),
+        };
+        Ok((wal, entries, last))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Files> {
+        self.files.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Buffers the entry for `ops` (durable at the next [`Wal::sync`]).
+    pub(super) fn append(&self, ops: &[Op]) -> io::Result<()> {
+        let mut f = self.lock();
+        if f.poisoned {
+            return Err(poisoned());
+        }
+        encode(ops, &mut f.pending)
+    }
+
+    fn write_pending(f: &mut Files) -> io::Result<()> {
+        if f.poisoned {
+            return Err(poisoned());
+        }
+        if f.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut f.pending);
+        let written = (&*f.current).write_all(&pending);
+        if written.is_err() {
+            f.poisoned = true;
+        }
+        written
+    }
+
+    /// Returns once every entry appended before the call is on disk. The `fdatasync`s run
+    /// outside the lock, so appends go on meanwhile.
+    pub(super) fn sync(&self) -> io::Result<()> {
+        let (current, retired, dir_dirty) = {
+            let mut f = self.lock();
+            Wal::write_pending(&mut f)?;
+            let dirty = std::mem::take(&mut f.dir_dirty);
+            (f.current.clone(), f.retired.take(), dirty)
+        };
+        let synced = (|| {
+            if let Some(r) = retired {
+                r.sync_data()?;
+            }
+            if dir_dirty {
+                sync_dir(&self.dir)?;
+            }
+            current.sync_data()
+        })();
+        if synced.is_err() {
+            // What failed to sync may be lost: nothing after it may be acknowledged.
+            self.lock().poisoned = true;
+        }
+        synced
+    }
+
+    /// Writes what is buffered to the current file and starts the next one; returns the
+    /// generation of the file retired (its entries are those appended before the call). The
+    /// next [`Wal::sync`] syncs the retired file too.
+    pub(super) fn rotate(&self) -> io::Result<u64> {
+        let mut f = self.lock();
+        Wal::write_pending(&mut f)?;
+        let next = f.generation + 1;
+        let file = match f.next.take() {
+            Some((g, file)) if g == next => file,
+            _ => match create(&self.dir, next) {
+                Ok(file) => {
+                    // Its directory entry is synced by the next `sync`, before anything in
+                    // it is acknowledged.
+                    f.dir_dirty = true;
+                    Arc::new(file)
+                }
+                Err(e) => {
+                    f.poisoned = true;
+                    return Err(e);
+                }
+            },
+        };
+        let old = std::mem::replace(&mut f.current, file);
+        if let Some(r) = f.retired.replace(old) {
+            // Two rotations without a sync between them: sync the older one now.
+            r.sync_data()?;
+        }
+        let retired = f.generation;
+        f.generation = next;
+        Ok(retired)
+    }
+
+    /// Creates the next generation's file and syncs the directory, off the acknowledgement
+    /// path: the rotation then needs no directory sync before the next acknowledgement.
+    pub(super) fn prepare_next(&self) -> io::Result<()> {
+        let next = {
+            let f = self.lock();
+            if f.next.is_some() {
+                return Ok(());
+            }
+            f.generation + 1
+        };
+        let file = create(&self.dir, next)?;
+        sync_dir(&self.dir)?;
+        let mut f = self.lock();
+        if f.generation + 1 == next && f.next.is_none() {
+            f.next = Some((next, Arc::new(file)));
+        }
+        Ok(())
+    }
+
+    /// Deletes the files of generation `generation` and before (their entries are durable
+    /// in the database), then syncs the directory: a deletion undone by a power loss could
+    /// otherwise bring back an old file behind newer ones that are gone.
+    pub(super) fn remove_through(&self, generation: u64) -> io::Result<()> {
+        let mut removed = false;
+        for g in generations(&self.dir)? {
+            if g <= generation {
+                fs::remove_file(self.dir.join(name(g)))?;
+                removed = true;
+            }
+        }
+        if removed {
+            sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+
+    /// Bytes in the log's files (metrics and tests).
+    pub(super) fn disk_bytes(&self) -> io::Result<u64> {
+        let mut total = 0;
+        for g in generations(&self.dir)? {
+            total += fs::metadata(self.dir.join(name(g)))?.len();
+        }
+        Ok(total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(tree: u8, key: &[u8], value: Option<&[u8]>) -> Op {
+        Op {
+            tree,
+            key: key.to_vec(),
+            value: value.map(<[u8]>::to_vec),
+        }
+    }
+
+    #[test]
+    fn entries_round_trip_and_a_torn_or_corrupt_tail_ends_replay() {
+        let a = vec![op(0, b"k1", Some(b"v1")), op(3, b"k2", None)];
+        let b = vec![op(5, b"", Some(b""))];
+        let mut bytes = Vec::new();
+        encode(&a, &mut bytes).unwrap();
+        encode(&b, &mut bytes).unwrap();
+        assert_eq!(decode(&bytes), vec![a.clone(), b.clone()]);
+        for cut in 0..bytes.len() {
+            let got = decode(&bytes[..cut]);
+            assert!(
+                got.len() <= 1 && got.iter().all(|e| *e == a),
+                "cut at {cut}"
+            );
+        }
+        let mut flipped = bytes.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        assert_eq!(decode(&flipped), vec![a]);
+    }
+
+    #[test]
+    fn synced_entries_are_replayed_in_generation_order_until_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, old, last) = Wal::open(dir.path()).unwrap();
+        assert!(old.is_empty() && last.is_none());
+        let first = vec![op(1, b"a", Some(b"1"))];
+        let second = vec![op(1, b"a", None)];
+        wal.append(&first).unwrap();
+        let retired = wal.rotate().unwrap();
+        wal.append(&second).unwrap();
+        wal.sync().unwrap();
+        drop(wal);
+        let (wal, entries, last) = Wal::open(dir.path()).unwrap();
+        assert_eq!(entries, vec![first, second]);
+        assert!(last.unwrap() > retired);
+        wal.remove_through(last.unwrap()).unwrap();
+        drop(wal);
+        let (_wal, entries, _) = Wal::open(dir.path()).unwrap();
+        assert!(entries.is_empty());
+    }
+}
