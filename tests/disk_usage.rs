@@ -1,6 +1,8 @@
 //! Disk use for live data, on the real binaries: one object overwritten many times with large
 //! states through `hgxd` and a persister. Afterwards both stores hold one live state (plus the
-//! account and a few frames), and the disk they take must stay within a small multiple of it.
+//! account and a few frames), and the disk they take must stay within a small multiple of it;
+//! in both, the live state's container is a file of its own (large objects are kept out of
+//! sled) and the superseded ones' files are gone.
 //!
 //! Default size: 12 pushes of 1 MiB (a few seconds). The recorded run (RELIABILITY.md):
 //! `HGX_DISK_PUSHES=120 HGX_DISK_STATE_MIB=8 cargo test --release --features test-suite0
@@ -36,6 +38,22 @@ fn disk_bytes(dir: &Path) -> u64 {
         .map(|e| match e.metadata() {
             Ok(m) if m.is_dir() => disk_bytes(&e.path()),
             Ok(m) => m.blocks() * 512,
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// Files under `dir` (at any depth) in a directory named `large` (the stores' large
+/// objects) of more than `min` bytes.
+fn large_files(dir: &Path, min: u64) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => large_files(&e.path(), min),
+            Ok(m) => usize::from(dir.ends_with("large") && m.len() > min),
             Err(_) => 0,
         })
         .sum()
@@ -94,6 +112,19 @@ async fn overwriting_one_object_keeps_disk_use_near_the_live_data() {
     persister.proc.stop_clean().await;
 
     let live = state_len as u64;
+    // Large objects are files of their own in both stores, and only the live state's
+    // container is left of them.
+    for (name, store) in [
+        ("hgxd", home.path.join("ghidcache")),
+        ("persister", persister.dir.path().join("cache")),
+    ] {
+        assert_eq!(
+            large_files(&store, live),
+            1,
+            "{name}: large files of more than the state under {}",
+            store.display()
+        );
+    }
     let daemon_disk = disk_bytes(&home.path.join("ghidcache"));
     let persister_disk = disk_bytes(&persister.dir.path().join("cache"));
     let (dr, pr) = (

@@ -260,13 +260,31 @@ impl SledStore {
     /// Opens (or creates) the ghidcache at `path`, with large objects in `path/large`
     /// (files a crash left there without a pointer are deleted).
     pub fn open(path: &Path) -> Result<SledStore, PersistError> {
-        let mut store = SledStore::from_db(sled_gate::open(path)?)?;
+        SledStore::from_db(sled_gate::open(path)?)?.with_spill(path)
+    }
+
+    /// [`SledStore::open`] with a page cache of `cache_capacity` bytes.
+    pub fn open_with_cache(path: &Path, cache_capacity: u64) -> Result<SledStore, PersistError> {
+        SledStore::from_db(sled_gate::open_with_cache(path, cache_capacity)?)?.with_spill(path)
+    }
+
+    /// [`SledStore::open_with_cache`] behind a write-ahead log in `path/wal` (the persister's
+    /// store, `store::logged`): what the log holds from before is applied to sled first.
+    pub fn open_logged(path: &Path, cache_capacity: u64) -> Result<SledStore, PersistError> {
+        let mut store = SledStore::from_db(sled_gate::open_with_cache(path, cache_capacity)?)?;
+        let trees = store.trees().iter().map(|t| (*t).clone()).collect();
+        store.log = Some(Logged::open(&path.join("wal"), store.db.clone(), trees)?);
+        // After the replay: a large object's pointer may be only in the log.
+        store.with_spill(path)
+    }
+
+    /// Large objects in `path/large`; files without a pointer (a crash between the file and
+    /// its pointer) are deleted.
+    fn with_spill(mut self, path: &Path) -> Result<SledStore, PersistError> {
         let spill = Spill::open(&path.join("large")).map_err(io_error)?;
-        spill
-            .sweep(|name| store.points_at(name))
-            .map_err(io_error)?;
-        store.spill = Some(Arc::new(spill));
-        Ok(store)
+        spill.sweep(|name| self.points_at(name)).map_err(io_error)?;
+        self.spill = Some(Arc::new(spill));
+        Ok(self)
     }
 
     /// Whether `objects` holds a spill pointer under the ghid whose hex is `name`.
@@ -278,20 +296,6 @@ impl SledStore {
             .get(OBJECTS, &key)
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         Ok(value.is_some_and(|v| spill::is_pointer(&v)))
-    }
-
-    /// [`SledStore::open`] with a page cache of `cache_capacity` bytes.
-    pub fn open_with_cache(path: &Path, cache_capacity: u64) -> Result<SledStore, PersistError> {
-        SledStore::from_db(sled_gate::open_with_cache(path, cache_capacity)?)
-    }
-
-    /// [`SledStore::open_with_cache`] behind a write-ahead log in `path/wal` (the persister's
-    /// store, `store::logged`): what the log holds from before is applied to sled first.
-    pub fn open_logged(path: &Path, cache_capacity: u64) -> Result<SledStore, PersistError> {
-        let mut store = SledStore::open_with_cache(path, cache_capacity)?;
-        let trees = store.trees().iter().map(|t| (*t).clone()).collect();
-        store.log = Some(Logged::open(&path.join("wal"), store.db.clone(), trees)?);
-        Ok(store)
     }
 
     /// Bytes in the write-ahead log's files (0 without one; tests).
@@ -495,18 +499,18 @@ impl Store for SledStore {
     }
 
     fn flush(&self) -> Result<(), PersistError> {
-        if let Some(log) = &self.log {
-            // Spilling is off for a logged store (`open_logged` opens none).
-            return log.sync();
-        }
         let doomed = self.spill.as_ref().map(|s| s.doomed()).unwrap_or_default();
-        if let Err(e) = sled_gate::flush(&self.db) {
+        let synced = match &self.log {
+            Some(log) => log.sync(),
+            None => sled_gate::flush(&self.db).map(drop).map_err(Into::into),
+        };
+        if let Err(e) = synced {
             if let Some(spill) = &self.spill {
                 spill.keep_doomed(doomed);
             }
-            return Err(e.into());
+            return Err(e);
         }
-        // The removals scheduled before the flush are durable now: their files can go.
+        // The removals scheduled before the sync are durable now: their files can go.
         if let Some(spill) = &self.spill {
             spill
                 .collect(doomed, |name| self.points_at(name))
