@@ -42,7 +42,7 @@ use super::api::AppEvent;
 use super::apps::AppRegistry;
 use super::local::Local;
 use super::publish_queue::Entry;
-use super::remote::{RemoteHandle, REQUEST_TIMEOUT};
+use super::remote::RemoteHandle;
 use crate::golix::{Ghid, Object, Policy};
 use crate::persist::client::{ClientError, PersisterClient as Client};
 use crate::persist::wire::codes;
@@ -166,11 +166,9 @@ pub(super) async fn drain(
         };
         let unit: Vec<&Entry> = std::iter::once(&entry).chain(container.as_ref()).collect();
         let objects: Vec<&[u8]> = unit.iter().map(|e| e.object.as_slice()).collect();
-        let results =
-            match tokio::time::timeout(REQUEST_TIMEOUT, client.publish_all(&objects)).await {
-                Ok(r) => r,
-                Err(_) => vec![Err(ClientError::Timeout)],
-            };
+        // Each answer within the client's request timeout, so that a binding acknowledged
+        // before its container's answer is late is removed, not sent again.
+        let results = client.publish_all(&objects).await;
         // The binding decides for the unit; the container's own answer counts only once its
         // binding is taken (when the binding is not, the container was refused unbound).
         for (i, (e, result)) in unit.iter().zip(results).enumerate() {

@@ -401,15 +401,20 @@ impl PersisterClient {
 
     /// Hands `frames` (the requests `ids`) to the I/O task as one write; on failure none of
     /// them awaits a reply any more.
+    /// Hands `frames` to the I/O task, within the request timeout (its queue is bounded: a
+    /// connection whose socket does not drain must not hold the caller for ever).
     async fn send_frames(&self, frames: Vec<Bytes>, ids: &[u64]) -> Result<(), ClientError> {
-        if self.inner.tx.send(Cmd::Send(frames)).await.is_err() {
-            let mut p = lock(&self.inner.pending);
-            for id in ids {
-                p.waiting.remove(id);
-            }
-            return Err(ClientError::Closed);
+        let sent = tokio::time::timeout(self.inner.timeout, self.inner.tx.send(Cmd::Send(frames)));
+        let err = match sent.await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(_)) => ClientError::Closed,
+            Err(_) => ClientError::Timeout,
+        };
+        let mut p = lock(&self.inner.pending);
+        for id in ids {
+            p.waiting.remove(id);
         }
-        Ok(())
+        Err(err)
     }
 
     /// The reply to a sent request (within the request timeout, counted from now).
