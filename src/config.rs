@@ -306,6 +306,9 @@ pub struct ServerSection {
     pub log_max_bytes: u64,
     /// Bytes of sled page cache for the object store.
     pub cache_capacity: u64,
+    /// Milliseconds the sled store's write-ahead log collects writes (unless 4 MiB come
+    /// first) before they move into sled in one transaction; at least 10.
+    pub wal_move_ms: u64,
     /// Where objects live: `sled` (the `ghidcache` directory, one process) or
     /// `nats://HOST:PORT[,HOST:PORT…]` (a NATS JetStream cluster shared by any number of
     /// persister front-ends; `tls://` requires TLS). See `nats` for the rest.
@@ -412,6 +415,8 @@ impl Default for ServerSection {
             keep_logs: DEFAULT_KEEP_LOGS,
             log_max_bytes: DEFAULT_LOG_MAX_BYTES,
             cache_capacity: DEFAULT_SERVER_CACHE,
+            // = persist::store::WAL_MOVE_EVERY (config calls nothing of ours).
+            wal_move_ms: 5000,
             store: "sled".into(),
             nats: NatsSection::default(),
         }
@@ -721,6 +726,7 @@ server:
   keep_logs: 5
   log_max_bytes: 10485760
   cache_capacity: 1073741824      # bytes of page cache for the object store
+  wal_move_ms: 5000               # how long the write-ahead log collects writes for sled
 ";
 
 #[cfg(test)]

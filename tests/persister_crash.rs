@@ -1,6 +1,7 @@
 //! Durability under a crash: the real binary is SIGKILLed while a client streams publishes;
 //! after a restart on the same ghidcache, every publish acknowledged before the kill is there
-//! and verifies.
+//! and verifies. The store's write-ahead log moves into sled every [`MOVE_MS`], so the kills
+//! land during moves too.
 
 mod common;
 
@@ -24,11 +25,17 @@ const STREAMS: usize = 8;
 /// Publishes acknowledged so far: (ghid, bytes), shared by the streams on this thread.
 type Acked = Rc<RefCell<Vec<(Ghid, Vec<u8>)>>>;
 
+/// The write-ahead log's move period: short, so that the kills land in every step of a move
+/// (rotate, sled transaction, sled flush, removing the moved log files), not only between.
+const MOVE_MS: u64 = 20;
+
 fn write_config(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("hypergolix.yml");
     std::fs::write(
         &path,
-        "server:\n  port: 0\n  ghidcache: ./cache\n  logdir: ./logs\n  pid_file: ./persister.pid\n",
+        format!(
+            "server:\n  port: 0\n  ghidcache: ./cache\n  logdir: ./logs\n  pid_file: ./persister.pid\n  wal_move_ms: {MOVE_MS}\n"
+        ),
     )
     .unwrap();
     path

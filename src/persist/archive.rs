@@ -205,9 +205,16 @@ impl Archive {
 
     /// [`Archive::open_with_cache`] with the write-ahead log in front of sled (the
     /// persister's store: a group commit is one `fdatasync` of the log, sled is written in
-    /// the background; see `SledStore::open_logged`).
-    pub fn open_logged(path: &Path, cache_capacity: u64) -> Result<Archive, PersistError> {
-        Archive::with_store(Arc::new(SledStore::open_logged(path, cache_capacity)?))
+    /// the background, at least every `move_every`; see `SledStore::open_logged`). The
+    /// log's failures go to `log`.
+    pub fn open_logged(
+        path: &Path,
+        cache_capacity: u64,
+        move_every: std::time::Duration,
+        log: slog::Logger,
+    ) -> Result<Archive, PersistError> {
+        let store = SledStore::open_logged(path, cache_capacity, move_every, log)?;
+        Archive::with_store(Arc::new(store))
     }
 
     /// An archive on a temporary sled database, deleted when the last clone drops (tests).

@@ -35,6 +35,7 @@ use crate::golix::{Ghid, Kind};
 
 use super::PersistError;
 
+pub use logged::{MOVE_EVERY as WAL_MOVE_EVERY, MOVE_EVERY_MIN as WAL_MOVE_EVERY_MIN};
 pub use nats::{NatsOptions, NatsStore, OpCounts};
 pub use sled_store::SledStore;
 

@@ -197,6 +197,8 @@ pub struct Settings {
     pub verify_threads: usize,
     /// Bytes of sled page cache for the ghidcache.
     pub cache_capacity: u64,
+    /// How long the sled store's write-ahead log collects writes before they move into sled.
+    pub wal_move_every: Duration,
     pub log: Logger,
 }
 
@@ -212,6 +214,7 @@ impl Settings {
             workers: 0,
             verify_threads: 0,
             cache_capacity: crate::config::DEFAULT_SERVER_CACHE,
+            wal_move_every: crate::persist::store::WAL_MOVE_EVERY,
             log: crate::logging::discard(),
         }
     }
@@ -254,6 +257,8 @@ impl Settings {
             workers: s.workers.unwrap_or(0),
             verify_threads: 0,
             cache_capacity: s.cache_capacity,
+            wal_move_every: Duration::from_millis(s.wal_move_ms)
+                .max(crate::persist::store::WAL_MOVE_EVERY_MIN),
             log,
         })
     }
@@ -367,7 +372,12 @@ pub async fn start(settings: Settings) -> Result<Running, ServerError> {
     let hub = Hub::new(budget, limits.max_subscriptions);
     let mut verify_threads = settings.verify_threads;
     let (archive, cluster) = match (&settings.store, &settings.ghidcache) {
-        (StoreChoice::Sled, Some(p)) => (Archive::open_logged(p, settings.cache_capacity)?, None),
+        (StoreChoice::Sled, Some(p)) => {
+            let log = settings.log.clone();
+            let archive =
+                Archive::open_logged(p, settings.cache_capacity, settings.wal_move_every, log)?;
+            (archive, None)
+        }
         (StoreChoice::Sled, None) => (Archive::temporary()?, None),
         (StoreChoice::Nats(o), _) => {
             let store = Arc::new(NatsStore::connect(o, settings.log.clone())?);

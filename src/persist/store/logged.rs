@@ -17,8 +17,15 @@
 //! and enter the overlay under one lock; sled only ever receives them inside a transaction.
 //!
 //! Bounds: the overlay being filled is moved to sled once it holds [`MOVE_AT`] bytes or
-//! [`MOVE_EVERY`] after its first write; an apply waits (at most [`ROOM_WAIT`]) while it
-//! holds [`OVERLAY_MAX`] bytes, so the overlay holds at most about twice that.
+//! `move_every` ([`MOVE_EVERY`] unless configured, `server.wal_move_ms`) after its first
+//! write; an apply waits (at most [`ROOM_WAIT`]) while it holds [`OVERLAY_MAX`] bytes, so the
+//! overlay holds at most about twice that (bytes counted with [`ENTRY_OVERHEAD`] per entry).
+//! The layer being moved is applied to sled outside the overlay's lock: reads and applies go
+//! on meanwhile, reads still finding it in the overlay until sled has it.
+//!
+//! Failures are logged to the persister's log: a failed move as a warning (once per streak of
+//! failures, then once a minute; the next round retries it whole), a poisoned log as an error
+//! (once; every later publish fails with `storage`).
 //!
 //! Owns: the overlay and the mover thread. Calls: [`super::wal`], sled, the sled gate.
 //! Used by the sled store ([`super::SledStore::open_logged`]).
@@ -28,6 +35,8 @@ use std::ops::Bound;
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
+
+use slog::{error, warn, Logger};
 
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{Batch, Transactional, Tree};
@@ -39,8 +48,16 @@ use crate::persist::PersistError;
 /// The overlay is moved to sled once it holds this many bytes …
 pub const MOVE_AT: usize = 4 << 20;
 /// … or this long after its first write (each move costs sled's thread-pool wakeups, a
-/// sled flush and a directory sync, competing with the log's own syncs for the disk).
+/// sled flush and a directory sync, competing with the log's own syncs for the disk). The
+/// default of `server.wal_move_ms`.
 pub const MOVE_EVERY: Duration = Duration::from_secs(5);
+/// The shortest move period accepted (`server.wal_move_ms`; tests use it to move often).
+pub const MOVE_EVERY_MIN: Duration = Duration::from_millis(10);
+/// Bytes counted per overlay entry besides its key and value: the B-tree node's share and
+/// the two `Vec` headers.
+pub const ENTRY_OVERHEAD: usize = 64;
+/// A failed move is logged again after this long while the failures go on.
+const WARN_EVERY: Duration = Duration::from_secs(60);
 /// An apply waits while the overlay being filled holds this many bytes.
 pub const OVERLAY_MAX: usize = 64 << 20;
 /// How long an apply waits for room before it fails.
@@ -58,8 +75,8 @@ struct Overlay {
     active_bytes: usize,
     /// When `active` got its first write.
     active_since: Option<Instant>,
-    /// Being moved into sled.
-    moving: Layer,
+    /// Being moved into sled (shared with the mover, which applies it outside the lock).
+    moving: Arc<Layer>,
     /// The last log generation `moving` came from, while a move is under way (or failed).
     moving_through: Option<u64>,
 }
@@ -97,6 +114,10 @@ pub(super) struct Logged {
     db: sled::Db,
     trees: Vec<Tree>,
     overlay: RwLock<Overlay>,
+    /// Held across a move: one move at a time (the mover's, a test's, or the last at drop).
+    moving: Mutex<()>,
+    move_every: Duration,
+    log: Logger,
     /// Wakes the mover; applies waiting for room wait on `room`.
     signal: Arc<(Mutex<Signal>, Condvar)>,
     room: (Mutex<()>, Condvar),
@@ -138,7 +159,7 @@ fn apply_layer(trees: &[Tree], layer: &Layer) -> Result<(), PersistError> {
 fn merge(layer: &mut Layer, ops: Vec<Op>) -> usize {
     let mut bytes = 0;
     for op in ops {
-        bytes += op.key.len() + op.value.as_ref().map_or(0, Vec::len) + 16;
+        bytes += op.key.len() + op.value.as_ref().map_or(0, Vec::len) + ENTRY_OVERHEAD;
         layer[usize::from(op.tree)].insert(op.key, op.value);
     }
     bytes
@@ -146,16 +167,24 @@ fn merge(layer: &mut Layer, ops: Vec<Op>) -> usize {
 
 impl Logged {
     /// Opens the log at `dir` for `trees` of `db`, replays it into sled (one transaction,
-    /// then a flush) and starts the mover.
+    /// then a flush) and starts the mover, which moves the overlay at least every
+    /// `move_every` (at least [`MOVE_EVERY_MIN`]). Failures go to `log`.
     pub(super) fn open(
         dir: &Path,
         db: sled::Db,
         trees: Vec<Tree>,
+        move_every: Duration,
+        log: Logger,
     ) -> Result<Arc<Logged>, PersistError> {
-        let (wal, entries, last) = Wal::open(dir).map_err(storage)?;
-        if !entries.is_empty() {
+        let (wal, found) = Wal::open(dir).map_err(storage)?;
+        if let Some(t) = &found.torn {
+            warn!(log, "write-ahead log: replay stopped at a short or corrupt entry (never acknowledged); the rest is ignored";
+                "file" => %t.file.display(), "offset" => t.offset, "bytes_discarded" => t.discarded);
+        }
+        let last = found.last;
+        if !found.entries.is_empty() {
             let mut layer = empty_layer(trees.len());
-            for ops in entries {
+            for ops in found.entries {
                 if ops.iter().any(|o| usize::from(o.tree) >= trees.len()) {
                     return Err(PersistError::Storage(
                         "write-ahead log names an unknown tree".into(),
@@ -176,19 +205,23 @@ impl Logged {
                 active: empty_layer(trees.len()),
                 active_bytes: 0,
                 active_since: None,
-                moving: empty_layer(trees.len()),
+                moving: Arc::new(empty_layer(trees.len())),
                 moving_through: None,
             }),
             trees,
+            moving: Mutex::new(()),
+            move_every: move_every.max(MOVE_EVERY_MIN),
+            log,
             signal: Arc::new((Mutex::new(Signal::default()), Condvar::new())),
             room: (Mutex::new(()), Condvar::new()),
         });
         logged.wal.prepare_next().map_err(storage)?;
         let weak = Arc::downgrade(&logged);
         let signal = logged.signal.clone();
+        let period = logged.move_every;
         std::thread::Builder::new()
             .name("hgx-sled-log".into())
-            .spawn(move || run_mover(weak, signal))
+            .spawn(move || run_mover(weak, signal, period))
             .map_err(|e| PersistError::Storage(format!("cannot start the log mover: {e}")))?;
         Ok(logged)
     }
@@ -278,36 +311,36 @@ impl Logged {
     /// Moves the overlay being filled into sled (see the module docs). A move that failed
     /// is retried first, whole.
     pub(super) fn move_to_sled(&self) -> Result<(), PersistError> {
-        let retired = {
+        let _one = lock(&self.moving);
+        let (retired, layer) = {
             let mut ov = self.write();
             match ov.moving_through {
-                Some(retired) => retired,
+                Some(retired) => (retired, ov.moving.clone()),
                 None if ov.active_since.is_none() => return Ok(()),
                 None => {
                     // Under the overlay's lock: the retired files hold exactly `moving` and
                     // what sled already has.
                     let retired = self.wal.rotate().map_err(storage)?;
                     let active = std::mem::replace(&mut ov.active, empty_layer(self.trees.len()));
-                    ov.moving = active;
+                    ov.moving = Arc::new(active);
                     ov.moving_through = Some(retired);
                     ov.active_bytes = 0;
                     ov.active_since = None;
-                    retired
+                    (retired, ov.moving.clone())
                 }
             }
         };
         drop(lock(&self.room.0));
         self.room.1.notify_all();
-        let moved = {
-            let ov = self.read();
-            apply_layer(&self.trees, &ov.moving)
-        };
-        moved?;
+        // Outside the overlay's lock (a large layer takes a while): reads keep finding the
+        // layer in `moving` until it is cleared below, after sled has it durably.
+        apply_layer(&self.trees, &layer)?;
+        drop(layer);
         sled_gate::flush(&self.db)?;
         self.wal.remove_through(retired).map_err(storage)?;
         {
             let mut ov = self.write();
-            ov.moving = empty_layer(self.trees.len());
+            ov.moving = Arc::new(empty_layer(self.trees.len()));
             ov.moving_through = None;
         }
         self.wal.prepare_next().map_err(storage)
@@ -318,7 +351,9 @@ impl Logged {
         let ov = self.read();
         ov.moving_through.is_some()
             || ov.active_bytes >= MOVE_AT
-            || ov.active_since.is_some_and(|t| t.elapsed() >= MOVE_EVERY)
+            || ov
+                .active_since
+                .is_some_and(|t| t.elapsed() >= self.move_every)
     }
 
     /// Bytes in the log's files (tests).
@@ -331,21 +366,62 @@ impl Drop for Logged {
     fn drop(&mut self) {
         lock(&self.signal.0).stop = true;
         self.signal.1.notify_one();
-        // A clean shutdown leaves the log empty; a failure here is repaired by the replay.
-        let _ = self.sync();
-        let _ = self.move_to_sled();
+        // A clean shutdown leaves the log empty; what fails here stays in the log and is
+        // applied by the next start's replay.
+        if let Err(e) = self.sync() {
+            error!(self.log, "write-ahead log: the last sync at shutdown failed"; "error" => %e);
+        }
+        if let Err(e) = self.move_to_sled() {
+            warn!(self.log, "write-ahead log: the last move into sled at shutdown failed; the next start replays the log"; "error" => %e);
+        }
     }
 }
 
-/// The mover: every [`MOVE_EVERY`] / when kicked, moves a due overlay into sled.
-fn run_mover(logged: Weak<Logged>, signal: Arc<(Mutex<Signal>, Condvar)>) {
+/// How the mover reports failures: a streak of failed moves once, then once a
+/// [`WARN_EVERY`]; a poisoned log once.
+#[derive(Default)]
+struct Reporter {
+    /// When the current streak of failures was last reported.
+    warned: Option<Instant>,
+    poisoned: bool,
+}
+
+impl Reporter {
+    fn moved(&mut self, l: &Logged, moved: Result<(), PersistError>) {
+        match moved {
+            Ok(()) => self.warned = None,
+            Err(e) => {
+                let due = match self.warned {
+                    None => true,
+                    Some(t) => t.elapsed() >= WARN_EVERY,
+                };
+                if due {
+                    warn!(l.log, "write-ahead log: moving the overlay into sled failed; retrying (it stays in memory and in the log)"; "error" => %e);
+                    self.warned = Some(Instant::now());
+                }
+            }
+        }
+    }
+
+    /// The log is poisoned by a failed write or sync, the flusher's as well as the mover's.
+    fn check_poisoned(&mut self, l: &Logged) {
+        if !self.poisoned && l.wal.is_poisoned() {
+            error!(l.log, "write-ahead log: a write or sync failed; every publish now fails with `storage` until the persister is restarted");
+            self.poisoned = true;
+        }
+    }
+}
+
+/// The mover: every `period` / 8 and when kicked, moves a due overlay into sled.
+fn run_mover(logged: Weak<Logged>, signal: Arc<(Mutex<Signal>, Condvar)>, period: Duration) {
+    let mut report = Reporter::default();
     loop {
         {
             let mut s = lock(&signal.0);
             if !s.stop && !s.kick {
                 s = signal
                     .1
-                    .wait_timeout(s, MOVE_EVERY / 8)
+                    .wait_timeout(s, period / 8)
                     .unwrap_or_else(|e| e.into_inner())
                     .0;
             }
@@ -358,10 +434,10 @@ fn run_mover(logged: Weak<Logged>, signal: Arc<(Mutex<Signal>, Condvar)>) {
             return;
         };
         if l.due() {
-            if let Err(e) = l.move_to_sled() {
-                // The overlay keeps everything and the log stays: the next round retries.
-                eprintln!("hgx-sled-log: moving the overlay into sled failed: {e}");
-            }
+            // On failure the overlay keeps everything and the log stays: the next round
+            // retries.
+            report.moved(&l, l.move_to_sled());
         }
+        report.check_poisoned(&l);
     }
 }

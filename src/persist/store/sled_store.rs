@@ -27,10 +27,12 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{Batch, Transactional, Tree};
+use slog::Logger;
 
 use super::logged::Logged;
 use super::spill::{self, Spill};
@@ -269,11 +271,24 @@ impl SledStore {
     }
 
     /// [`SledStore::open_with_cache`] behind a write-ahead log in `path/wal` (the persister's
-    /// store, `store::logged`): what the log holds from before is applied to sled first.
-    pub fn open_logged(path: &Path, cache_capacity: u64) -> Result<SledStore, PersistError> {
+    /// store, `store::logged`): what the log holds from before is applied to sled first. The
+    /// log is moved into sled at least every `move_every`; its failures go to `log`.
+    pub fn open_logged(
+        path: &Path,
+        cache_capacity: u64,
+        move_every: Duration,
+        log: Logger,
+    ) -> Result<SledStore, PersistError> {
         let mut store = SledStore::from_db(sled_gate::open_with_cache(path, cache_capacity)?)?;
         let trees = store.trees().iter().map(|t| (*t).clone()).collect();
-        store.log = Some(Logged::open(&path.join("wal"), store.db.clone(), trees)?);
+        let wal = path.join("wal");
+        store.log = Some(Logged::open(
+            &wal,
+            store.db.clone(),
+            trees,
+            move_every,
+            log,
+        )?);
         // After the replay: a large object's pointer may be only in the log.
         store.with_spill(path)
     }
@@ -522,8 +537,10 @@ impl Store for SledStore {
 
 #[cfg(test)]
 mod tests {
+    use super::super::logged::MOVE_EVERY;
     use super::*;
     use crate::golix::Algo;
+    use crate::logging::discard;
 
     #[test]
     fn records_round_trip_and_reject_garbage() {
@@ -655,7 +672,8 @@ mod tests {
             kind: Kind::Gobs,
             binder: who,
         };
-        let s = SledStore::open_logged(&path, sled_gate::MIN_CACHE_CAPACITY).unwrap();
+        let s = SledStore::open_logged(&path, sled_gate::MIN_CACHE_CAPACITY, MOVE_EVERY, discard())
+            .unwrap();
         let mut w = WriteSet::default();
         w.bindings.insert((t, m1), Some(binding(m1)));
         w.bindings.insert((t, m2), Some(binding(m2)));
@@ -696,7 +714,12 @@ mod tests {
             // (The last open's mover may hold the database a moment longer.)
             let r = (0..100)
                 .find_map(|_| {
-                    let r = SledStore::open_logged(&crashed, sled_gate::MIN_CACHE_CAPACITY);
+                    let r = SledStore::open_logged(
+                        &crashed,
+                        sled_gate::MIN_CACHE_CAPACITY,
+                        MOVE_EVERY,
+                        discard(),
+                    );
                     if r.is_err() {
                         std::thread::sleep(std::time::Duration::from_millis(20));
                     }

@@ -8,9 +8,11 @@
 //!
 //! Entry: payload length (u32 LE), the first 8 bytes of the payload's SHA-256, the payload
 //! (ops: tree index u8, key length u32 LE, key, value length u32 LE or `u32::MAX` for a
-//! removal, value). Replay of a file stops at its first short or mismatching entry: a torn
-//! tail was never acknowledged (an acknowledgement follows the `fdatasync` of everything
-//! appended before it).
+//! removal, value). Replay stops at the first short or mismatching entry of any file and
+//! ignores everything after it, later files included: a torn tail was never acknowledged (an
+//! acknowledgement follows the `fdatasync` of everything appended before it, and
+//! [`Wal::sync`] syncs a retired file before the current one), so neither was anything
+//! behind it, and replaying it would skip a gap into a state that never existed.
 //!
 //! A write error poisons the log for good: a later entry behind a half-written one would not
 //! be replayed, so nothing may be acknowledged after it.
@@ -98,8 +100,10 @@ fn decode_ops(mut p: &[u8]) -> Option<Vec<Op>> {
     Some(ops)
 }
 
-/// Every whole, intact entry at the start of `bytes`, in order.
-pub(super) fn decode(mut bytes: &[u8]) -> Vec<Vec<Op>> {
+/// Every whole, intact entry at the start of `bytes`, in order, and the bytes they take.
+pub(super) fn decode(bytes: &[u8]) -> (Vec<Vec<Op>>, usize) {
+    let total = bytes.len();
+    let mut bytes = bytes;
     let mut entries = Vec::new();
     while bytes.len() >= HEADER {
         let len = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
@@ -115,7 +119,7 @@ pub(super) fn decode(mut bytes: &[u8]) -> Vec<Vec<Op>> {
         entries.push(ops);
         bytes = &bytes[HEADER + len..];
     }
-    entries
+    (entries, total - bytes.len())
 }
 
 struct Files {
@@ -137,6 +141,28 @@ struct Files {
 pub(super) struct Wal {
     dir: PathBuf,
     files: Mutex<Files>,
+    /// Held across [`Wal::sync`]: a second caller could otherwise return (and acknowledge)
+    /// once the current file is synced while the first still syncs the retired one.
+    syncing: Mutex<()>,
+}
+
+/// What [`Wal::open`] found in the log's files.
+pub(super) struct Replay {
+    /// The intact entries, in order, up to the first short or corrupt one.
+    pub entries: Vec<Vec<Op>>,
+    /// The newest generation found (remove through it once the entries are durable).
+    pub last: Option<u64>,
+    /// Where replay stopped early, if it did.
+    pub torn: Option<Torn>,
+}
+
+/// A short or corrupt entry: it and everything after it were never acknowledged.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Torn {
+    pub file: PathBuf,
+    pub offset: usize,
+    /// Bytes ignored: the rest of that file and every later file.
+    pub discarded: u64,
 }
 
 fn name(generation: u64) -> String {
@@ -179,22 +205,43 @@ fn poisoned() -> io::Error {
 }
 
 impl Wal {
-    /// Opens the log in `dir` (created, mode 0700): the entries of its files in order, and
-    /// the log, appending to a new file. The old files stay until [`Wal::remove_through`]
-    /// the generation returned (once what they hold is durable elsewhere).
-    pub(super) fn open(dir: &Path) -> io::Result<(Wal, Vec<Vec<Op>>, Option<u64>)> {
+    /// Opens the log in `dir` (created, mode 0700): what its files hold, and the log,
+    /// appending to a new file. The old files stay until [`Wal::remove_through`] the
+    /// generation returned (once what they hold is durable elsewhere).
+    pub(super) fn open(dir: &Path) -> io::Result<(Wal, Replay)> {
+        let created = !dir.exists();
         fs::create_dir_all(dir)?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
             fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
         }
+        if created {
+            // The new directory's own entry, or a power loss could lose the log with it.
+            if let Some(parent) = dir.parent() {
+                sync_dir(parent)?;
+            }
+        }
         let gens = generations(dir)?;
         let mut entries = Vec::new();
+        let mut torn: Option<Torn> = None;
         for g in &gens {
+            let path = dir.join(name(*g));
+            if let Some(t) = &mut torn {
+                t.discarded += fs::metadata(&path)?.len();
+                continue;
+            }
             let mut bytes = Vec::new();
-            File::open(dir.join(name(*g)))?.read_to_end(&mut bytes)?;
-            entries.extend(decode(&bytes));
+            File::open(&path)?.read_to_end(&mut bytes)?;
+            let (found, used) = decode(&bytes);
+            entries.extend(found);
+            if used < bytes.len() {
+                torn = Some(Torn {
+                    file: path,
+                    offset: used,
+                    discarded: (bytes.len() - used) as u64,
+                });
+            }
         }
         let last = gens.last().copied();
         let generation = last.map_or(0, |g| g + 1);
@@ -211,12 +258,25 @@ impl Wal {
                 next: None,
                 poisoned: false,
             }),
+            syncing: Mutex::new(()),
         };
-        Ok((wal, entries, last))
+        Ok((
+            wal,
+            Replay {
+                entries,
+                last,
+                torn,
+            },
+        ))
     }
 
     fn lock(&self) -> MutexGuard<'_, Files> {
         self.files.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a write or sync failed (nothing more will be accepted).
+    pub(super) fn is_poisoned(&self) -> bool {
+        self.lock().poisoned
     }
 
     /// Buffers the entry for `ops` (durable at the next [`Wal::sync`]).
@@ -244,8 +304,9 @@ impl Wal {
     }
 
     /// Returns once every entry appended before the call is on disk. The `fdatasync`s run
-    /// outside the lock, so appends go on meanwhile.
+    /// outside the lock, so appends go on meanwhile; concurrent calls take turns.
     pub(super) fn sync(&self) -> io::Result<()> {
+        let _turn = self.syncing.lock().unwrap_or_else(|e| e.into_inner());
         let (current, retired, dir_dirty) = {
             let mut f = self.lock();
             Wal::write_pending(&mut f)?;
@@ -291,12 +352,17 @@ impl Wal {
             },
         };
         let old = std::mem::replace(&mut f.current, file);
-        if let Some(r) = f.retired.replace(old) {
-            // Two rotations without a sync between them: sync the older one now.
-            r.sync_data()?;
-        }
+        let older = f.retired.replace(old);
         let retired = f.generation;
         f.generation = next;
+        if let Some(r) = older {
+            // Two rotations without a sync between them: there is one slot for a retired
+            // file, so sync the older one now (a later sync must not leave it behind).
+            if let Err(e) = r.sync_data() {
+                f.poisoned = true;
+                return Err(e);
+            }
+        }
         Ok(retired)
     }
 
@@ -365,9 +431,9 @@ mod tests {
         let mut bytes = Vec::new();
         encode(&a, &mut bytes).unwrap();
         encode(&b, &mut bytes).unwrap();
-        assert_eq!(decode(&bytes), vec![a.clone(), b.clone()]);
+        assert_eq!(decode(&bytes), (vec![a.clone(), b.clone()], bytes.len()));
         for cut in 0..bytes.len() {
-            let got = decode(&bytes[..cut]);
+            let (got, _) = decode(&bytes[..cut]);
             assert!(
                 got.len() <= 1 && got.iter().all(|e| *e == a),
                 "cut at {cut}"
@@ -376,14 +442,16 @@ mod tests {
         let mut flipped = bytes.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 1;
-        assert_eq!(decode(&flipped), vec![a]);
+        let (got, used) = decode(&flipped);
+        assert_eq!(got, vec![a]);
+        assert!(used < flipped.len());
     }
 
     #[test]
     fn synced_entries_are_replayed_in_generation_order_until_removed() {
         let dir = tempfile::tempdir().unwrap();
-        let (wal, old, last) = Wal::open(dir.path()).unwrap();
-        assert!(old.is_empty() && last.is_none());
+        let (wal, old) = Wal::open(dir.path()).unwrap();
+        assert!(old.entries.is_empty() && old.last.is_none());
         let first = vec![op(1, b"a", Some(b"1"))];
         let second = vec![op(1, b"a", None)];
         wal.append(&first).unwrap();
@@ -391,12 +459,60 @@ mod tests {
         wal.append(&second).unwrap();
         wal.sync().unwrap();
         drop(wal);
-        let (wal, entries, last) = Wal::open(dir.path()).unwrap();
-        assert_eq!(entries, vec![first, second]);
-        assert!(last.unwrap() > retired);
-        wal.remove_through(last.unwrap()).unwrap();
+        let (wal, found) = Wal::open(dir.path()).unwrap();
+        assert_eq!(found.entries, vec![first, second]);
+        assert!(found.torn.is_none());
+        let last = found.last.unwrap();
+        assert!(last > retired);
+        wal.remove_through(last).unwrap();
         drop(wal);
-        let (_wal, entries, _) = Wal::open(dir.path()).unwrap();
-        assert!(entries.is_empty());
+        let (_wal, found) = Wal::open(dir.path()).unwrap();
+        assert!(found.entries.is_empty());
+    }
+
+    #[test]
+    fn replay_stops_for_good_at_a_torn_tail_later_files_included() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, lost, later) = (
+            vec![op(1, b"a", Some(b"1"))],
+            vec![op(1, b"a", Some(b"2"))],
+            vec![op(1, b"b", Some(b"3"))],
+        );
+        let mut one = Vec::new();
+        encode(&first, &mut one).unwrap();
+        let whole = one.len();
+        encode(&lost, &mut one).unwrap();
+        one.truncate(one.len() - 1);
+        let mut two = Vec::new();
+        encode(&later, &mut two).unwrap();
+        std::fs::write(dir.path().join(name(1)), &one).unwrap();
+        std::fs::write(dir.path().join(name(2)), &two).unwrap();
+        let (_wal, found) = Wal::open(dir.path()).unwrap();
+        assert_eq!(found.entries, vec![first], "nothing after the torn entry");
+        assert_eq!(found.last, Some(2));
+        assert_eq!(
+            found.torn,
+            Some(Torn {
+                file: dir.path().join(name(1)),
+                offset: whole,
+                discarded: (one.len() - whole + two.len()) as u64,
+            })
+        );
+    }
+
+    #[test]
+    fn a_double_rotation_moves_on_to_the_next_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = Wal::open(dir.path()).unwrap();
+        wal.append(&[op(1, b"a", Some(b"1"))]).unwrap();
+        let r1 = wal.rotate().unwrap();
+        wal.append(&[op(1, b"a", Some(b"2"))]).unwrap();
+        let r2 = wal.rotate().unwrap();
+        assert_eq!(r2, r1 + 1);
+        wal.append(&[op(1, b"a", Some(b"3"))]).unwrap();
+        wal.sync().unwrap();
+        drop(wal);
+        let (_wal, found) = Wal::open(dir.path()).unwrap();
+        assert_eq!(found.entries.len(), 3);
     }
 }
