@@ -559,7 +559,8 @@ const SERIES: usize = 60;
 #[actix_rt::test]
 async fn a_kill_right_after_a_burst_loses_no_latest_state_on_either_machine() {
     const OBJECTS: usize = 3;
-    const BURST: usize = 25;
+    // More than the 64 frames behind at which the account flushes at once.
+    const BURST: usize = 80;
     let persister = Persister::with_server_lines("").await;
     let home1 = Home::new(0, persister.port, None);
     let (mut d1, port1) = home1.start(PASSWORD, Some(1)).await;

@@ -151,7 +151,15 @@ pub(super) async fn drain(
             let unit: Vec<&Entry> = std::iter::once(&entry)
                 .chain(oversize_container.as_ref())
                 .collect();
-            refuse(&local, &apps, &remote, &unit, codes::TOO_LARGE, &message);
+            refuse(
+                &local,
+                &apps,
+                &remote,
+                &entry,
+                &unit,
+                codes::TOO_LARGE,
+                &message,
+            );
             continue;
         }
         // A binding and the container it binds go out pipelined (see the module doc).
@@ -180,7 +188,7 @@ pub(super) async fn drain(
                 }
                 Err(ClientError::Server { code, message }) if is_rule_rejection(&code) => {
                     // A refused binding takes its container along: it would be refused unbound.
-                    refuse(&local, &apps, &remote, &unit[i..], &code, &message);
+                    refuse(&local, &apps, &remote, unit[0], &unit[i..], &code, &message);
                     break;
                 }
                 Err(err @ ClientError::Server { .. }) => {
@@ -198,12 +206,14 @@ pub(super) async fn drain(
     }
 }
 
-/// `unit` (a binding and its container, or one object) leaves this remote's queue for good:
-/// a warning, and a `remote_refused` event to every app tracking the object.
+/// `unit` (a binding and its container, its container alone, or one object) leaves this
+/// remote's queue for good: a warning, and a `remote_refused` event to every app tracking the
+/// object `about` (the unit's first entry: the binding) stands for.
 fn refuse(
     local: &Local,
     apps: &AppRegistry,
     remote: &RemoteHandle,
+    about: &Entry,
     unit: &[&Entry],
     code: &str,
     message: &str,
@@ -214,7 +224,8 @@ fn refuse(
             slog::warn!(local.log, "cannot remove a refused outbox entry"; "error" => %err);
         }
     }
-    let ghid = unit.first().and_then(|e| subject(&e.object));
+    // Apps know the object by its binding, also when only its container was refused.
+    let ghid = subject(&about.object);
     slog::warn!(local.log, "remote refused an object for good; not sent to it";
         "remote" => remote.url(), "code" => code, "error" => message,
         "objects" => unit.len(), "ghid" => ghid.map(|g| g.to_string()));

@@ -1779,6 +1779,29 @@ mod tests {
     /// A round the socket takes only part of: the frame cut short goes on first and whole,
     /// the rest of the round queues behind it, and the peer reads every byte in order,
     /// nothing interleaved (mail, so nothing may be merged either).
+    /// The writer's side, as `direct::writer` does it: what the send queue hands out,
+    /// written to the socket until the queue is empty.
+    async fn write_out(o: &SendQueue, socket: &std::net::TcpStream) {
+        use std::io::Write;
+        while !o.is_empty() {
+            let Next::Batch(batch) = o.next(64).await else {
+                panic!("expected a batch");
+            };
+            for b in batch {
+                let mut at = 0;
+                while at < b.len() {
+                    match (&*socket).write(&b[at..]) {
+                        Ok(n) => at += n,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            tokio::time::sleep(Duration::from_millis(1)).await
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }
+        }
+    }
+
     /// Fans out `n` frames of about 200 KiB starting with `kind` (so the socket's buffers
     /// fill part way through the round), drains the queue into the socket as `direct::writer`
     /// does, then ends the stream. Returns the frames, everything the peer read, and the stats.
@@ -1800,24 +1823,7 @@ mod tests {
             client.read_to_end(&mut got).unwrap();
             got
         });
-        use std::io::Write;
-        while !o.is_empty() {
-            let Next::Batch(batch) = o.next(64).await else {
-                panic!("expected a batch");
-            };
-            for b in batch {
-                let mut at = 0;
-                while at < b.len() {
-                    match (&writer_end).write(&b[at..]) {
-                        Ok(k) => at += k,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            tokio::time::sleep(Duration::from_millis(1)).await
-                        }
-                        Err(e) => panic!("{e}"),
-                    }
-                }
-            }
-        }
+        write_out(o, &writer_end).await;
         writer_end.shutdown(std::net::Shutdown::Write).unwrap();
         (frames, reader.join().unwrap(), hub.stats())
     }
@@ -1880,24 +1886,7 @@ mod tests {
         let last = notify_frame(&d, &frame_bytes(9));
         let after = notify_frame(&d, &frame_bytes(42));
         let reader = read_n(client, big.len() + last.len() + after.len());
-        while !o.is_empty() {
-            let Next::Batch(batch) = o.next(64).await else {
-                panic!("expected a batch");
-            };
-            for b in batch {
-                let mut at = 0;
-                while at < b.len() {
-                    use std::io::Write;
-                    match (&writer_end).write(&b[at..]) {
-                        Ok(n) => at += n,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            tokio::time::sleep(Duration::from_millis(1)).await
-                        }
-                        Err(e) => panic!("{e}"),
-                    }
-                }
-            }
-        }
+        write_out(o, &writer_end).await;
         // Emptied: the writer waits, and the send queue writes through again (once the peer has
         // read what the kernel still holds, so that the socket takes the next one whole).
         assert!(futures_util::FutureExt::now_or_never(o.next(64)).is_none());
