@@ -175,7 +175,9 @@ async fn pull_one(
     match ingested {
         Ok(_) => {}
         Err(DaemonError::Persist(PersistError::IllegalFrame(_))) => {
-            return lost_race(puller, from, frame).await.map(|()| Pull::Done)
+            return lost_race(puller, from, frame, prefetched)
+                .await
+                .map(|()| Pull::Done)
         }
         Err(e) => return Err(e),
     }
@@ -215,8 +217,14 @@ async fn pull_one(
 /// (`object::Pulled` at an equal counter), so both machines show the same state and our
 /// next frame follows the remote's chain, which the other machine can open. The local
 /// archive keeps our frame until the next one replaces it, so the frame and its container
-/// (unbound here) are verified before they are used.
-async fn lost_race(puller: &Puller, from: &Upstream, frame: &Gobd) -> Result<(), DaemonError> {
+/// (unbound here) are verified before they are used; the container is the one fetched with
+/// the frame when there is one.
+async fn lost_race(
+    puller: &Puller,
+    from: &Upstream,
+    frame: &Gobd,
+    prefetched: Option<Vec<u8>>,
+) -> Result<(), DaemonError> {
     let Some(actor) = puller.live(&frame.dynamic) else {
         return Ok(());
     };
@@ -234,7 +242,11 @@ async fn lost_race(puller: &Puller, from: &Upstream, frame: &Gobd) -> Result<(),
     Object::Gobd(frame.clone())
         .verify(Some(signer))
         .map_err(PersistError::VerificationFailed)?;
-    let Some(bytes) = fetch_container(from, frame).await else {
+    let fetched = match prefetched {
+        Some(b) => Some(b),
+        None => fetch_container(from, frame).await,
+    };
+    let Some(bytes) = fetched else {
         return Ok(()); // replaced upstream already: the newer frame is on its way
     };
     let container = match Object::decode(&bytes, Policy::STRICT).map_err(PersistError::from)? {
