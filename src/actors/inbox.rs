@@ -23,6 +23,7 @@
 //! [`Next`] (from its session). It runs on the arbiter it is started on: the IPC session's own
 //! worker, or any arbiter ([`Inbox::start_in`]). Calls: the lost-share hook.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -187,8 +188,9 @@ impl Waiting {
             let (seq, slot) = self.order.pop_front()?;
             let event = match slot {
                 Slot::Other(e) => e,
-                Slot::Update(g) => match self.updates.get(&g) {
-                    Some((s, _)) if *s == seq => self.updates.remove(&g).expect("just seen").1,
+                // A slot whose update was coalesced into a later one is stale: skip it.
+                Slot::Update(g) => match self.updates.entry(g) {
+                    Entry::Occupied(o) if o.get().0 == seq => o.remove().1,
                     _ => continue,
                 },
             };

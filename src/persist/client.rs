@@ -399,10 +399,9 @@ impl PersisterClient {
         Ok((Sent { id, rx }, wire::encode_request(id, op, args)))
     }
 
-    /// Hands `frames` (the requests `ids`) to the I/O task as one write; on failure none of
-    /// them awaits a reply any more.
-    /// Hands `frames` to the I/O task, within the request timeout (its queue is bounded: a
-    /// connection whose socket does not drain must not hold the caller for ever).
+    /// Hands `frames` (the requests `ids`) to the I/O task as one write, within the request
+    /// timeout (its queue is bounded: a connection whose socket does not drain must not hold
+    /// the caller for ever); on failure none of them awaits a reply any more.
     async fn send_frames(&self, frames: Vec<Bytes>, ids: &[u64]) -> Result<(), ClientError> {
         let sent = tokio::time::timeout(self.inner.timeout, self.inner.tx.send(Cmd::Send(frames)));
         let err = match sent.await {
