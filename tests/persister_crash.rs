@@ -79,17 +79,9 @@ async fn every_acknowledged_publish_survives_sigkill() {
             .step_by(STREAMS)
             .flat_map(|p| p.iter().cloned())
             .collect();
-        async move {
-            for (ghid, bytes) in mine {
-                match client.publish(&bytes).await {
-                    Ok(ack) => {
-                        assert_eq!(ack.ghid, ghid);
-                        acked.borrow_mut().push((ghid, bytes));
-                    }
-                    Err(_) => return, // the server is gone
-                }
-            }
-        }
+        publish_in_order(client, mine, move |ghid, bytes| {
+            acked.borrow_mut().push((ghid, bytes))
+        })
     });
     let pid = child.id() as i32;
     let killer = {
@@ -212,19 +204,27 @@ async fn stream_items(
             .flatten()
             .filter(|(g, _)| !skip.contains(g))
             .collect();
-        async move {
-            for (ghid, bytes) in mine {
-                match client.publish(&bytes).await {
-                    Ok(ack) => {
-                        assert_eq!(ack.ghid, ghid);
-                        acked.borrow_mut().push(ghid);
-                    }
-                    Err(_) => return,
-                }
-            }
-        }
+        publish_in_order(client, mine, move |ghid, _| acked.borrow_mut().push(ghid))
     });
     futures_util::future::join_all(streams).await;
+}
+
+/// One stream: publishes `mine` in order, telling `acked` of each acknowledgement, until
+/// done or the server is gone.
+async fn publish_in_order(
+    client: PersisterClient,
+    mine: Vec<(Ghid, Vec<u8>)>,
+    mut acked: impl FnMut(Ghid, Vec<u8>),
+) {
+    for (ghid, bytes) in mine {
+        match client.publish(&bytes).await {
+            Ok(ack) => {
+                assert_eq!(ack.ghid, ghid);
+                acked(ghid, bytes);
+            }
+            Err(_) => return, // the server is gone
+        }
+    }
 }
 
 fn kill9(child: &mut Child) {
