@@ -68,15 +68,10 @@ fn binding_target(bytes: &[u8]) -> Option<Ghid> {
     }
 }
 
-/// Whether `container` is the GEOC `binding` binds.
-fn completes(binding: &[u8], container: &[u8]) -> bool {
-    if !container.starts_with(b"GEOC") {
-        return false;
-    }
-    let Some(target) = binding_target(binding) else {
-        return false;
-    };
-    matches!(Object::decode(container, Policy::STRICT), Ok(Object::Geoc(c)) if c.ghid == target)
+/// Whether `container` is the GEOC at `target`.
+fn is_container(container: &[u8], target: Ghid) -> bool {
+    container.starts_with(b"GEOC")
+        && matches!(Object::decode(container, Policy::STRICT), Ok(Object::Geoc(c)) if c.ghid == target)
 }
 
 /// The object an app knows `bytes` as: a frame's dynamic ghid, a binding's or debinding's
@@ -119,26 +114,19 @@ pub(super) async fn drain(
                 continue;
             }
         };
-        // The container this entry binds, when it comes next and would not fit (read only
-        // when the next entry may be too large).
-        let next_may_not_fit = || {
+        // The container this entry binds, when it is the next entry: the two go out together
+        // (see the module doc) or are refused together.
+        let container = binding_target(&entry.object).and_then(|target| {
             local
-                .publish_queue
-                .size_after(q, entry.seq)
-                .ok()
-                .flatten()
-                .is_some_and(|n| n > max_object)
-        };
-        let oversize_container = match binding_target(&entry.object) {
-            Some(_) if next_may_not_fit() => local
                 .publish_queue
                 .next_after(q, entry.seq)
                 .ok()
                 .flatten()
-                .filter(|n| n.object.len() as u64 > max_object)
-                .filter(|n| completes(&entry.object, &n.object)),
-            _ => None,
-        };
+                .filter(|n| is_container(&n.object, target))
+        });
+        let oversize_container = container
+            .as_ref()
+            .filter(|n| n.object.len() as u64 > max_object);
         let too_large = entry.object.len() as u64 > max_object;
         if too_large || oversize_container.is_some() {
             let size = oversize_container
@@ -148,9 +136,7 @@ pub(super) async fn drain(
                 "an object of {size} bytes; this remote takes at most {max_object} (its \
                  max_frame less the request envelope)"
             );
-            let unit: Vec<&Entry> = std::iter::once(&entry)
-                .chain(oversize_container.as_ref())
-                .collect();
+            let unit: Vec<&Entry> = std::iter::once(&entry).chain(oversize_container).collect();
             refuse(
                 &local,
                 &apps,
@@ -162,16 +148,6 @@ pub(super) async fn drain(
             );
             continue;
         }
-        // A binding and the container it binds go out pipelined (see the module doc).
-        let container = match binding_target(&entry.object) {
-            Some(_) => local
-                .publish_queue
-                .next_after(q, entry.seq)
-                .ok()
-                .flatten()
-                .filter(|n| completes(&entry.object, &n.object)),
-            None => None,
-        };
         let unit: Vec<&Entry> = std::iter::once(&entry).chain(container.as_ref()).collect();
         let objects: Vec<&[u8]> = unit.iter().map(|e| e.object.as_slice()).collect();
         // Each answer within the client's request timeout, so that a binding acknowledged

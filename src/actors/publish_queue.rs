@@ -195,17 +195,6 @@ impl PublishQueue {
         }
     }
 
-    /// An upper bound of the size of the entry after `seq` in queue `q` (cheap: nothing is
-    /// read or decrypted), if there is one.
-    pub fn size_after(&self, q: usize, seq: u64) -> Result<Option<u64>, DaemonError> {
-        let queue = &self.queues[q];
-        let next = queue.seqs().range(seq + 1..).next().copied();
-        match next {
-            Some(next) => self.vault.size_bound(&key(&queue.prefix, next)),
-            None => Ok(None),
-        }
-    }
-
     /// The entry after `seq` in queue `q`, if any (a binding's container: a commit stages a
     /// binding and its container one after the other).
     pub fn next_after(&self, q: usize, seq: u64) -> Result<Option<Entry>, DaemonError> {
@@ -310,8 +299,6 @@ mod tests {
         assert_eq!(first.object, b"one");
         let next = o.next_after(0, first.seq).unwrap().unwrap();
         assert_eq!(next.object, b"two");
-        let bound = o.size_after(0, first.seq).unwrap().unwrap();
-        assert!((3..40).contains(&bound), "{bound}");
         o.remove(0, first.seq).unwrap();
         assert_eq!(o.first(0).unwrap().unwrap().object, b"two");
         assert_eq!(o.first(1).unwrap().unwrap().object, b"one");

@@ -189,16 +189,6 @@ impl Vault {
         }
     }
 
-    /// An upper bound of the plaintext size of the record under `key`, without reading a
-    /// spilled file or decrypting anything; `None` if there is none.
-    pub fn size_bound(&self, key: &[u8]) -> Result<Option<u64>, DaemonError> {
-        let overhead = (1 + NONCE_LEN + TAG_LEN) as u64;
-        Ok(self
-            .tree
-            .get(key)?
-            .map(|raw| spill::value_len(&raw).saturating_sub(overhead)))
-    }
-
     /// Whether a record exists under `key` (without opening it).
     pub fn contains_key(&self, key: &[u8]) -> Result<bool, DaemonError> {
         Ok(self.tree.contains_key(key)?)

@@ -36,15 +36,6 @@ pub fn is_pointer(value: &[u8]) -> bool {
     value.len() == POINTER_LEN && value.starts_with(MARKER)
 }
 
-/// The length of the value a stored value stands for: its own, or the one its pointer gives.
-pub fn value_len(stored: &[u8]) -> u64 {
-    if is_pointer(stored) {
-        u64::from_be_bytes(stored[MARKER.len()..].try_into().unwrap_or_default())
-    } else {
-        stored.len() as u64
-    }
-}
-
 /// A directory of spilled values and the files waiting for their removal to be durable.
 #[derive(Debug)]
 pub struct Spill {
