@@ -531,6 +531,7 @@ async fn the_last_of_a_series_of_pushes_reaches_the_other_machine() {
     let home1 = Home::new(0, persister.port, None);
     let (_d1, port1) = home1.start(PASSWORD, Some(1)).await;
     let (fp, uid) = home1.account();
+    persister.wait_for_account(&uid).await;
     let home2 = Home::new(0, persister.port, Some((&fp, &uid)));
     let (_d2, port2) = home2.start(PASSWORD, None).await;
     let a = home1.link(port1).await;
