@@ -152,6 +152,18 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// The flusher: wait for callers, take every one registered so far, flush once, answer them.
+/// Wakes the flusher when dropped (see [`Archive::sync_waits_deferred`]).
+#[must_use = "the flush starts when this drops"]
+pub struct FlushStart(Option<Arc<FlushShared>>);
+
+impl Drop for FlushStart {
+    fn drop(&mut self) {
+        if let Some(f) = &self.0 {
+            f.wake.notify_one();
+        }
+    }
+}
+
 fn run_flusher(shared: Arc<FlushShared>, store: Arc<dyn Store>) {
     loop {
         let batch = {
@@ -452,11 +464,17 @@ impl Archive {
 
     /// `count` [`Archive::sync_wait`]s registered at once (so one flush covers them all).
     pub fn sync_waits(&self, count: usize) -> Vec<SyncWait> {
-        if count == 0 {
-            return Vec::new();
-        }
+        let (waits, start) = self.sync_waits_deferred(count);
+        drop(start);
+        waits
+    }
+
+    /// [`Archive::sync_waits`] whose flush starts when the returned [`FlushStart`] drops:
+    /// the caller first finishes what must be ready when the flush completes (the flusher,
+    /// woken earlier, would take the caller's core and complete before it).
+    pub fn sync_waits_deferred(&self, count: usize) -> (Vec<SyncWait>, FlushStart) {
         let mut waits = Vec::with_capacity(count);
-        {
+        if count > 0 {
             let mut st = lock(&self.inner.flush.state);
             for _ in 0..count {
                 let (tx, rx) = oneshot::channel();
@@ -464,8 +482,8 @@ impl Archive {
                 waits.push(SyncWait(rx));
             }
         }
-        self.inner.flush.wake.notify_one();
-        waits
+        let start = FlushStart((count > 0).then(|| self.inner.flush.clone()));
+        (waits, start)
     }
 
     /// Flushes completed so far by the group-commit thread.

@@ -21,5 +21,5 @@ pub mod tls;
 pub mod wire;
 pub mod wsframe;
 
-pub use archive::{Archive, Checked, Notification, Published, Status, SyncWait};
+pub use archive::{Archive, Checked, FlushStart, Notification, Published, Status, SyncWait};
 pub use error::PersistError;

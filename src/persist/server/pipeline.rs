@@ -26,7 +26,7 @@ use rmpv::Value;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use crate::persist::store::Sender;
-use crate::persist::{Archive, PersistError, Published, SyncWait};
+use crate::persist::{Archive, FlushStart, PersistError, Published, SyncWait};
 
 /// Between one publish and the next: whether the next is in the pipeline yet, and the
 /// durability the first handed to it.
@@ -73,7 +73,8 @@ pub(super) type Applied = Result<(Published, Durable), PersistError>;
 /// The job sends its own outcome before it hands the publish ahead of it its durability:
 /// once that one is announced, this one's outcome is there already, so both go out in one
 /// announcement (the subscribers' notifications, then both acks) rather than the first
-/// one's ack alone, ahead of the notification its successor causes.
+/// one's ack alone, ahead of the notification its successor causes. It wakes the flusher
+/// last, so the flush never completes before the outcome it covers is there.
 pub(super) fn job(
     tail: &mut Tail,
     archive: Archive,
@@ -83,11 +84,14 @@ pub(super) fn job(
     let (outcome_tx, outcome_rx) = oneshot::channel();
     let apply = apply_job(tail, archive, object, sender);
     let job = move || {
-        let (outcome, hand) = apply();
+        let (outcome, hand, start) = apply();
         let _ = outcome_tx.send(outcome);
         if let Some((tx, w)) = hand {
             let _ = tx.send(w);
         }
+        // Only now: a flusher woken earlier takes this core and finishes first, and the
+        // announcer, woken by it, would find no outcome yet and sleep again.
+        drop(start);
     };
     (job, outcome_rx)
 }
@@ -100,7 +104,7 @@ fn apply_job(
     archive: Archive,
     object: Vec<u8>,
     sender: Sender,
-) -> impl FnOnce() -> (Applied, Hand) + Send + 'static {
+) -> impl FnOnce() -> (Applied, Hand, FlushStart) + Send + 'static {
     // Still being checked or applied: wait for it (and maybe cover it).
     let ahead = tail.applied.take().and_then(|mut a| match a.try_recv() {
         Err(oneshot::error::TryRecvError::Empty) => Some(a),
@@ -142,7 +146,8 @@ fn apply_job(
             _ => None,
         };
         let own = result.is_ok() && handed.is_none();
-        let mut waits = archive.sync_waits(usize::from(covering.is_some()) + usize::from(own));
+        let (mut waits, start) =
+            archive.sync_waits_deferred(usize::from(covering.is_some()) + usize::from(own));
         let own_wait = if own { waits.pop() } else { None };
         let hand = match (covering, waits.pop()) {
             (Some(tx), Some(w)) => Some((tx, w)),
@@ -154,7 +159,7 @@ fn apply_job(
             (None, Some(w)) => Ok((published, Durable::Own(w))),
             (None, None) => Err(PersistError::Storage("no flush registered".into())),
         });
-        (outcome, hand)
+        (outcome, hand, start)
     }
 }
 
