@@ -430,6 +430,7 @@ pub async fn run(mut args: RunArgs) -> Result<(), RunError> {
             "hgxd: account created; fingerprint and user_id written to {}",
             cfg_path.display()
         );
+        await_account_upload(&daemon, &log).await;
     }
 
     let token_dir = cfg_path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -479,6 +480,49 @@ pub fn whoami(config: Option<&Path>) -> Result<(String, String), RunError> {
 }
 
 /// How long `hgxd status` waits for the daemon's answer.
+/// Longest a first run waits, before it reports ready, for its new account to reach the
+/// remotes (another machine of the user logs in from there).
+pub const ACCOUNT_UPLOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits until every remote has acknowledged everything queued for it (the new account's
+/// objects), at most [`ACCOUNT_UPLOAD_WAIT`]; says so either way. Past it the daemon goes on
+/// (it keeps sending), but the user learns that another machine cannot log in yet, and why.
+async fn await_account_upload(daemon: &daemon::DaemonHandle, log: &Logger) {
+    let deadline = tokio::time::Instant::now() + ACCOUNT_UPLOAD_WAIT;
+    loop {
+        let behind: Vec<_> = daemon
+            .remotes()
+            .into_iter()
+            .filter(|r| r.outbox > 0)
+            .collect();
+        if behind.is_empty() {
+            if !daemon.remotes().is_empty() {
+                info!(log, "new account on every remote");
+                eprintln!("hgxd: account uploaded to every remote");
+            }
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            for r in &behind {
+                let error = r
+                    .last_error
+                    .as_ref()
+                    .map(|f| format!("{}: {}", f.kind, f.reason))
+                    .unwrap_or_else(|| "no answer yet".into());
+                slog::warn!(log, "new account not yet on a remote: other machines cannot log in through it until it is; still sending";
+                    "remote" => &r.url, "queued" => r.outbox, "last_error" => &error);
+                eprintln!(
+                    "hgxd: warning: the new account is not yet on {} ({error}); other machines \
+                     cannot log in through it until it is (hgxd keeps sending; see `hgxd status`)",
+                    r.url
+                );
+            }
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 const STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// `hgxd status`: each remote's state as the running daemon reports it, as text. The daemon

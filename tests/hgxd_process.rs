@@ -522,6 +522,70 @@ async fn sigterm_restart_keeps_objects_and_a_second_machine_logs_in() {
     update(&mut b_events, obj.ghid, b"r3").await;
 }
 
+/// A first run reports ready only once its new account is on the remote, where another
+/// machine of the user logs in from: here the remote comes up a second after `hgxd` starts.
+#[actix_rt::test]
+async fn a_first_run_is_ready_once_its_account_is_on_the_remote() {
+    let mut persister = Persister::with_server_lines("").await;
+    persister.proc.kill9().await;
+    let home = Home::new(0, persister.port, None);
+    let started = async {
+        let (d, _port) = home.start(PASSWORD, Some(3)).await;
+        (d, Instant::now())
+    };
+    let remote_up = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        persister.restart_with("").await;
+        Instant::now()
+    };
+    let ((d, ready_at), up_at) = tokio::join!(started, remote_up);
+    assert!(
+        ready_at > up_at,
+        "ready before its remote was up:\n{}",
+        d.stderr()
+    );
+    let (_, uid) = home.account();
+    assert!(
+        persister.serves_account(&uid).await,
+        "ready, but the account is not at the persister"
+    );
+    assert!(
+        d.stderr()
+            .contains("hgxd: account uploaded to every remote"),
+        "{}",
+        d.stderr()
+    );
+}
+
+/// A first run whose remote stays down still comes up (after a bounded wait), and says that
+/// the new account is not there yet, and why, on stderr and in its log.
+#[actix_rt::test]
+async fn a_first_run_without_its_remote_says_its_account_is_not_there_yet() {
+    let mut persister = Persister::with_server_lines("").await;
+    persister.proc.kill9().await;
+    let home = Home::new(0, persister.port, None);
+    let (d, port) = home.start(PASSWORD, Some(3)).await;
+    let err = d.stderr();
+    let remote = format!("ws://127.0.0.1:{}", persister.port);
+    assert!(
+        err.contains(&format!(
+            "hgxd: warning: the new account is not yet on {remote}"
+        )) && err.contains("other machines cannot log in through it"),
+        "{err}"
+    );
+    assert!(!err.contains("account uploaded"), "{err}");
+    let log = proc_support::files_text(&home.file("logs"));
+    assert!(
+        log.contains("new account not yet on a remote") && log.contains(&remote),
+        "{log}"
+    );
+    // It serves apps all the same.
+    let link = home.link(port).await;
+    link.new_object(b"offline".to_vec(), None, true, false)
+        .await
+        .unwrap();
+}
+
 /// A series of pushes on one machine: a tracking app on another machine ends up with the
 /// final state as an update event, without calling `sync` (intermediate states may be
 /// coalesced away).
@@ -531,7 +595,6 @@ async fn the_last_of_a_series_of_pushes_reaches_the_other_machine() {
     let home1 = Home::new(0, persister.port, None);
     let (_d1, port1) = home1.start(PASSWORD, Some(1)).await;
     let (fp, uid) = home1.account();
-    persister.wait_for_account(&uid).await;
     let home2 = Home::new(0, persister.port, Some((&fp, &uid)));
     let (_d2, port2) = home2.start(PASSWORD, None).await;
     let a = home1.link(port1).await;
