@@ -430,7 +430,13 @@ pub async fn run(mut args: RunArgs) -> Result<(), RunError> {
             "hgxd: account created; fingerprint and user_id written to {}",
             cfg_path.display()
         );
-        await_account_upload(&daemon, &log).await;
+        // SIGINT/SIGTERM while it waits: the normal stop, nothing served yet.
+        if let Some(signal) = await_account_upload(&daemon, &log).await {
+            info!(log, "stopping"; "signal" => signal);
+            daemon.shutdown().await?;
+            info!(log, "stopped");
+            return Ok(());
+        }
     }
 
     let token_dir = cfg_path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -479,34 +485,36 @@ pub fn whoami(config: Option<&Path>) -> Result<(String, String), RunError> {
     }
 }
 
-/// How long `hgxd status` waits for the daemon's answer.
 /// Longest a first run waits, before it reports ready, for its new account to reach the
 /// remotes (another machine of the user logs in from there).
 pub const ACCOUNT_UPLOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Waits until every remote has acknowledged everything queued for it (the new account's
-/// objects), at most [`ACCOUNT_UPLOAD_WAIT`]; says so either way. Past it the daemon goes on
-/// (it keeps sending), but the user learns that another machine cannot log in yet, and why.
-async fn await_account_upload(daemon: &daemon::DaemonHandle, log: &Logger) {
+/// objects) and refused nothing, at most [`ACCOUNT_UPLOAD_WAIT`]; says so either way. Past it
+/// the daemon goes on (it keeps sending), but the user learns that another machine cannot log
+/// in yet, and why. Returns the stop signal if one came meanwhile.
+async fn await_account_upload(daemon: &daemon::DaemonHandle, log: &Logger) -> Option<&'static str> {
     let deadline = tokio::time::Instant::now() + ACCOUNT_UPLOAD_WAIT;
+    let mut signal = std::pin::pin!(shutdown_signal());
     loop {
         let behind: Vec<_> = daemon
             .remotes()
             .into_iter()
-            .filter(|r| r.outbox > 0)
+            .filter(|r| r.outbox > 0 || r.last_refusal.is_some())
             .collect();
         if behind.is_empty() {
             if !daemon.remotes().is_empty() {
                 info!(log, "new account on every remote");
                 eprintln!("hgxd: account uploaded to every remote");
             }
-            return;
+            return None;
         }
         if tokio::time::Instant::now() >= deadline {
             for r in &behind {
                 let error = r
-                    .last_error
+                    .last_refusal
                     .as_ref()
+                    .or(r.last_error.as_ref())
                     .map(|f| format!("{}: {}", f.kind, f.reason))
                     .unwrap_or_else(|| "no answer yet".into());
                 slog::warn!(log, "new account not yet on a remote: other machines cannot log in through it until it is; still sending";
@@ -517,12 +525,16 @@ async fn await_account_upload(daemon: &daemon::DaemonHandle, log: &Logger) {
                     r.url
                 );
             }
-            return;
+            return None;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        tokio::select! {
+            s = &mut signal => return Some(s),
+            _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
+        }
     }
 }
 
+/// How long `hgxd status` waits for the daemon's answer.
 const STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// `hgxd status`: each remote's state as the running daemon reports it, as text. The daemon
@@ -598,6 +610,9 @@ pub fn format_status(reply: &StatusReply, now: u64) -> String {
         if let Some(e) = &r.last_error {
             out.push_str(&format!("  last error: {}: {}", e.kind, e.reason));
         }
+        if let Some(e) = &r.last_refusal {
+            out.push_str(&format!("  last refused: {}", e.reason));
+        }
         out.push('\n');
         if r.front_ends.len() > 1 {
             let others: Vec<&str> = r
@@ -660,6 +675,7 @@ mod tests {
             outbox: 2,
             front_ends: Vec::new(),
             failovers: 0,
+            last_refusal: None,
         };
         let reply = StatusReply {
             remotes: vec![

@@ -586,6 +586,27 @@ async fn a_first_run_without_its_remote_says_its_account_is_not_there_yet() {
         .unwrap();
 }
 
+/// A first run whose remote refuses the new account (its messages are too large for it) says
+/// so rather than "uploaded": the refused objects leave the outbox, but the account is not there.
+#[actix_rt::test]
+async fn a_first_run_whose_remote_refuses_its_account_says_so() {
+    let persister = Persister::with_server_lines("  max_frame: 2048\n").await;
+    let home = Home::new(0, persister.port, None);
+    let (d, port) = home.start(PASSWORD, Some(3)).await;
+    let err = d.stderr();
+    assert!(
+        err.contains("hgxd: warning: the new account is not yet on") && err.contains("too_large"),
+        "{err}"
+    );
+    assert!(!err.contains("account uploaded"), "{err}");
+    let port = port.to_string();
+    let (st, out, err) = home.run(None, &["status", "--ipc-port", &port]).await;
+    assert!(
+        st.success() && out.contains("last refused: too_large"),
+        "{st}\n{out}\n{err}"
+    );
+}
+
 /// A series of pushes on one machine: a tracking app on another machine ends up with the
 /// final state as an update event, without calling `sync` (intermediate states may be
 /// coalesced away).

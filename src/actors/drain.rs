@@ -200,6 +200,7 @@ fn refuse(
             slog::warn!(local.log, "cannot remove a refused outbox entry"; "error" => %err);
         }
     }
+    remote.note_refusal(code, message);
     // Apps know the object by its binding, also when only its container was refused.
     let ghid = subject(&about.object);
     slog::warn!(local.log, "remote refused an object for good; not sent to it";

@@ -190,6 +190,10 @@ pub struct RemoteStatus {
     /// Moves from one front-end to the next since the daemon started.
     #[serde(default)]
     pub failovers: u32,
+    /// The last object this remote refused for good since the daemon started (kind
+    /// `refused`, the remote's code and message): it left this remote's outbox unsent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_refusal: Option<Failure>,
 }
 
 impl RemoteStatus {
@@ -208,6 +212,7 @@ impl RemoteStatus {
             outbox: outbox as u64,
             front_ends: Vec::new(),
             failovers: 0,
+            last_refusal: None,
         }
     }
 

@@ -153,6 +153,8 @@ pub(super) struct Shared {
     /// them, and the most it ever saw (bounded by `remote_actor::PULL_QUEUE`).
     pull_backlog: AtomicUsize,
     pull_peak: AtomicUsize,
+    /// The last object it refused for good ([`RemoteHandle::note_refusal`]).
+    last_refusal: Mutex<Option<Failure>>,
 }
 
 /// Where a remote's connection stands.
@@ -186,6 +188,7 @@ impl RemoteHandle {
             max_object: AtomicU64::new(max_object),
             pull_backlog: AtomicUsize::new(0),
             pull_peak: AtomicUsize::new(0),
+            last_refusal: Mutex::new(None),
         });
         RemoteHandle { shared }
     }
@@ -243,10 +246,18 @@ impl RemoteHandle {
     /// Its state for `hgxd status`, with `outbox` objects still queued for it.
     pub fn status(&self, outbox: usize) -> RemoteStatus {
         let front_ends = self.shared.entry.targets.iter().map(|t| t.url.clone());
-        RemoteStatus::new(self.url(), &self.tracker(), outbox).with_front_ends(
+        let mut status = RemoteStatus::new(self.url(), &self.tracker(), outbox).with_front_ends(
             front_ends.collect(),
             self.shared.failovers.load(Ordering::Relaxed),
-        )
+        );
+        status.last_refusal = lock(&self.shared.last_refusal).clone();
+        status
+    }
+
+    /// Records that this remote refused an object for good (`code`, `message`), for status.
+    pub(super) fn note_refusal(&self, code: &str, message: &str) {
+        *lock(&self.shared.last_refusal) =
+            Some(Failure::new("refused", format!("{code}: {message}")));
     }
 
     /// Records how many items the pull worker found waiting before taking the next.

@@ -151,7 +151,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The flusher: wait for callers, take every one registered so far, flush once, answer them.
 /// Wakes the flusher when dropped (see [`Archive::sync_waits_deferred`]).
 #[must_use = "the flush starts when this drops"]
 pub struct FlushStart(Option<Arc<FlushShared>>);
@@ -164,6 +163,7 @@ impl Drop for FlushStart {
     }
 }
 
+/// The flusher: wait for callers, take every one registered so far, flush once, answer them.
 fn run_flusher(shared: Arc<FlushShared>, store: Arc<dyn Store>) {
     loop {
         let batch = {

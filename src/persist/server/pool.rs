@@ -94,6 +94,8 @@ impl VerifyPool {
             ready: Condvar::new(),
             room: Semaphore::new(QUEUE),
         });
+        // First: should a thread fail to start, the ones started already are told to exit.
+        let closer = Arc::new(Closer(shared.clone()));
         for i in 0..n {
             let shared = shared.clone();
             // Joined by nobody: a thread exits on its own once the queue is closed and empty.
@@ -101,12 +103,14 @@ impl VerifyPool {
                 .name(format!("hgx-verify-{i}"))
                 .spawn(move || {
                     while let Some(job) = shared.next() {
-                        job();
+                        // A panicking job (reported by the panic hook) drops its result
+                        // channel, so its caller gets an error; the thread goes on.
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
                     }
                 })?;
         }
         Ok(VerifyPool {
-            _closer: Arc::new(Closer(shared.clone())),
+            _closer: closer,
             shared,
         })
     }
@@ -167,6 +171,15 @@ mod tests {
             results.iter().map(|r| r.unwrap()).sum::<i32>(),
             (0..50).map(|i| i * 2).sum::<i32>()
         );
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_fails_alone() {
+        let pool = VerifyPool::new(1).unwrap();
+        let failed = pool.run(|| -> u8 { panic!("a job that panics") }).await;
+        assert_eq!(failed, Err(PoolClosed));
+        let next = tokio::time::timeout(std::time::Duration::from_secs(10), pool.run(|| 7)).await;
+        assert_eq!(next, Ok(Ok(7)), "the only thread is still there");
     }
 
     #[tokio::test]
