@@ -82,7 +82,7 @@ impl Subscription {
             };
             match op {
                 OP_BINARY => {
-                    if let Ok(Incoming::Notify { object, .. }) = Incoming::decode(&payload) {
+                    if let Ok(Incoming::Notify { object, .. }) = Incoming::decode_shared(&payload) {
                         on_object(object);
                     }
                 }

@@ -580,8 +580,8 @@ struct PublishRef<'a> {
 }
 
 /// Routes one server message.
-async fn dispatch(frame: &[u8], pending: &Mutex<Pending>, notify: &mpsc::Sender<Notification>) {
-    let Ok(msg) = Incoming::decode(frame) else {
+async fn dispatch(frame: &Bytes, pending: &Mutex<Pending>, notify: &mpsc::Sender<Notification>) {
+    let Ok(msg) = Incoming::decode_shared(frame) else {
         return; // unreadable: ignored (forward compatibility)
     };
     let (id, reply) = match msg {

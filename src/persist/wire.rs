@@ -555,6 +555,19 @@ pub enum Incoming {
 }
 
 impl Incoming {
+    /// [`Incoming::decode`] of a message held in `frame`. A notification (the message a
+    /// subscribed connection mostly gets) is read in place: no value tree, and its object is
+    /// a slice of `frame`, not a copy. Anything else goes to [`Incoming::decode`].
+    pub fn decode_shared(frame: &Bytes) -> Result<Incoming, String> {
+        match notify_in_place(frame) {
+            Some((subscription, object)) => Ok(Incoming::Notify {
+                subscription,
+                object: frame.slice(object),
+            }),
+            None => Incoming::decode(frame),
+        }
+    }
+
     /// Decodes one server message, tolerantly (unknown fields ignored).
     pub fn decode(frame: &[u8]) -> Result<Incoming, String> {
         check_shape(frame, 64, MAX_INCOMING_VALUES).map_err(|e| format!("not msgpack: {e}"))?;
@@ -592,6 +605,49 @@ impl Incoming {
             None => Err("message with neither ok, err nor event".into()),
         }
     }
+}
+
+/// A notification exactly as servers send it, `{event: "notify", subscription: bin, object:
+/// bin}` (keys in any order, nothing else, nothing after): its subscription and where its
+/// object lies in `frame`. `None` for anything else, which [`Incoming::decode`] then reads
+/// (or refuses) in full, so both give the same result for every input.
+fn notify_in_place(frame: &[u8]) -> Option<(Ghid, std::ops::Range<usize>)> {
+    use rmp::decode::{read_bin_len, read_map_len, read_str_len};
+    fn take<'a>(rd: &mut &'a [u8], len: u32) -> Option<&'a [u8]> {
+        let len = usize::try_from(len).ok()?;
+        let (head, rest) = (rd.get(..len)?, rd.get(len..)?);
+        *rd = rest;
+        Some(head)
+    }
+    let mut rd = frame;
+    if read_map_len(&mut rd).ok()? != 3 {
+        return None;
+    }
+    let (mut notify, mut subscription, mut object) = (false, None, None);
+    for _ in 0..3 {
+        let key_len = read_str_len(&mut rd).ok()?;
+        match take(&mut rd, key_len)? {
+            b"event" => {
+                let len = read_str_len(&mut rd).ok()?;
+                notify = take(&mut rd, len)? == EVENT_NOTIFY.as_bytes();
+            }
+            b"subscription" => {
+                let len = read_bin_len(&mut rd).ok()?;
+                subscription = Some(take(&mut rd, len)?);
+            }
+            b"object" => {
+                let len = read_bin_len(&mut rd).ok()?;
+                let start = frame.len() - rd.len();
+                take(&mut rd, len)?;
+                object = Some(start..frame.len() - rd.len());
+            }
+            _ => return None,
+        }
+    }
+    if !notify || !rd.is_empty() {
+        return None;
+    }
+    Some((Ghid::from_bytes(subscription?).ok()?, object?))
 }
 
 #[cfg(test)]
@@ -835,5 +891,77 @@ mod tests {
         assert_eq!(h.protocol, 1);
         assert_eq!(h.ops["get"].args, vec!["ghid".to_owned()]);
         assert_eq!(h.events, vec!["notify".to_owned()]);
+    }
+
+    /// `decode_shared` reads notifications in place and agrees with `decode` on every input:
+    /// the server's encoding, other key orders, other messages, every truncation, trailing
+    /// bytes, an extra key, a bad subscription.
+    #[test]
+    fn decode_shared_agrees_with_decode() {
+        let g = Ghid::pseudorandom(Algo::SHA512);
+        let object = vec![7u8; 900];
+        let sent = encode_notify(&g, &object);
+        let got = Incoming::decode_shared(&sent).unwrap();
+        assert_eq!(got, Incoming::decode(&sent).unwrap());
+        let Incoming::Notify { object: o, .. } = &got else {
+            panic!("{got:?}")
+        };
+        let inside = sent.as_ptr() as usize..sent.as_ptr() as usize + sent.len();
+        assert!(
+            inside.contains(&(o.as_ptr() as usize)),
+            "a slice, not a copy"
+        );
+
+        let map = |entries: Vec<(&str, Value)>| {
+            let v = Value::Map(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (Value::from(k), v))
+                    .collect(),
+            );
+            let mut b = Vec::new();
+            rmpv::encode::write_value(&mut b, &v).unwrap();
+            b
+        };
+        let bin = |b: &[u8]| Value::Binary(b.to_vec());
+        let mut cases = vec![
+            sent.to_vec(),
+            map(vec![
+                ("object", bin(&object)),
+                ("subscription", bin(g.as_bytes())),
+                ("event", Value::from("notify")),
+            ]),
+            map(vec![
+                ("event", Value::from("notify")),
+                ("subscription", bin(g.as_bytes())),
+                ("object", bin(&object)),
+                ("extra", Value::from(1)),
+            ]),
+            map(vec![
+                ("event", Value::from("other")),
+                ("subscription", bin(g.as_bytes())),
+                ("object", bin(&object)),
+            ]),
+            map(vec![
+                ("event", Value::from("notify")),
+                ("subscription", bin(b"not a ghid")),
+                ("object", bin(&object)),
+            ]),
+            map(vec![
+                ("event", Value::from("notify")),
+                ("subscription", bin(g.as_bytes())),
+                ("object", Value::from("a string")),
+            ]),
+            encode_ok(&Value::from(3), true).to_vec(),
+            encode_err(&Value::Nil, "too_large", "big").to_vec(),
+        ];
+        let mut trailing = sent.to_vec();
+        trailing.push(0xc0);
+        cases.push(trailing);
+        cases.extend((0..sent.len()).map(|n| sent[..n].to_vec()));
+        for case in cases {
+            let shared = Incoming::decode_shared(&Bytes::from(case.clone()));
+            assert_eq!(shared, Incoming::decode(&case), "{case:?}");
+        }
     }
 }
