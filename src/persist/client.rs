@@ -597,10 +597,12 @@ async fn dispatch(frame: &Bytes, pending: &Mutex<Pending>, notify: &mpsc::Sender
             subscription,
             object,
         } => {
+            // Copied out of the frame: a slice would keep the connection's whole read buffer
+            // (a large reply read with it, say) alive while the notification waits.
             let _ = notify
                 .send(Notification {
                     subscription,
-                    object,
+                    object: Bytes::copy_from_slice(&object),
                 })
                 .await;
             return;

@@ -28,7 +28,7 @@
 //! the one shared anonymous sender (see `rules::checks::mailbox_room`).
 //!
 //! Owns: envelope types, encoders, the op table and protocol constants. Calls: `golix::Ghid`
-//! (serde as bin), rmp-serde, rmpv. Sans-IO.
+//! (serde as bin), rmp, rmp-serde, rmpv. Sans-IO.
 
 use std::collections::BTreeMap;
 
@@ -557,7 +557,8 @@ pub enum Incoming {
 impl Incoming {
     /// [`Incoming::decode`] of a message held in `frame`. A notification (the message a
     /// subscribed connection mostly gets) is read in place: no value tree, and its object is
-    /// a slice of `frame`, not a copy. Anything else goes to [`Incoming::decode`].
+    /// a slice of `frame`, not a copy (so it keeps `frame`'s buffer alive: a caller that keeps
+    /// it long copies it). Anything else goes to [`Incoming::decode`].
     pub fn decode_shared(frame: &Bytes) -> Result<Incoming, String> {
         match notify_in_place(frame) {
             Some((subscription, object)) => Ok(Incoming::Notify {
