@@ -586,6 +586,29 @@ async fn a_first_run_without_its_remote_says_its_account_is_not_there_yet() {
         .unwrap();
 }
 
+/// SIGTERM while a first run waits for its remote: the normal clean stop (no ready, the pid
+/// file removed, "stopped" logged), not death by the signal.
+#[actix_rt::test]
+async fn a_first_run_stops_cleanly_while_it_waits_for_its_remote() {
+    let mut persister = Persister::with_server_lines("").await;
+    persister.proc.kill9().await;
+    let home = Home::new(0, persister.port, None);
+    let mut cmd = home.hgxd(Some(PASSWORD), &[]);
+    let id = home.file("id.json");
+    std::fs::write(&id, identity_json(3).to_string()).unwrap();
+    cmd.arg("--identity-file").arg(&id);
+    let mut d = Proc::spawn("hgxd", cmd);
+    d.wait_line("hgxd: account created", proc_support::START)
+        .await;
+    d.signal(libc::SIGTERM);
+    let st = d.wait_exit(WAIT).await;
+    assert!(st.success(), "clean exit on SIGTERM: {st}\n{}", d.stderr());
+    assert!(!d.stderr().contains("ready"), "{}", d.stderr());
+    assert!(!home.file("hgxd.pid").exists());
+    let log = proc_support::files_text(&home.file("logs"));
+    assert!(log.contains("stopped"), "{log}");
+}
+
 /// A first run whose remote refuses the new account (its messages are too large for it) says
 /// so rather than "uploaded": the refused objects leave the outbox, but the account is not there.
 #[actix_rt::test]
