@@ -497,20 +497,20 @@ async fn await_account_upload(daemon: &daemon::DaemonHandle, log: &Logger) -> Op
     let deadline = tokio::time::Instant::now() + ACCOUNT_UPLOAD_WAIT;
     let mut signal = std::pin::pin!(shutdown_signal());
     loop {
-        let behind: Vec<_> = daemon
-            .remotes()
-            .into_iter()
+        let remotes = daemon.remotes();
+        let behind: Vec<_> = remotes
+            .iter()
             .filter(|r| r.outbox > 0 || r.last_refusal.is_some())
             .collect();
         if behind.is_empty() {
-            if !daemon.remotes().is_empty() {
+            if !remotes.is_empty() {
                 info!(log, "new account on every remote");
                 eprintln!("hgxd: account uploaded to every remote");
             }
             return None;
         }
         if tokio::time::Instant::now() >= deadline {
-            for r in &behind {
+            for r in behind {
                 let error = r
                     .last_refusal
                     .as_ref()

@@ -93,15 +93,20 @@ impl Home {
     /// Starts `hgxd` (importing fixture identity `identity` on first run) and waits for its
     /// ready line; returns the process and the IPC port it announced.
     async fn start(&self, password: &str, identity: Option<usize>) -> (Proc, u16) {
+        let mut proc = self.spawn(password, identity);
+        let port = ready_port(&mut proc).await;
+        (proc, port)
+    }
+
+    /// Spawns `hgxd` (importing fixture `identity` on first run) without waiting for it.
+    fn spawn(&self, password: &str, identity: Option<usize>) -> Proc {
         let mut cmd = self.hgxd(Some(password), &[]);
         if let Some(n) = identity {
             let path = self.file("id.json");
             std::fs::write(&path, identity_json(n).to_string()).unwrap();
             cmd.arg("--identity-file").arg(path);
         }
-        let mut proc = Proc::spawn("hgxd", cmd);
-        let port = ready_port(&mut proc).await;
-        (proc, port)
+        Proc::spawn("hgxd", cmd)
     }
 
     /// Runs `hgxd <args>` to completion.
@@ -593,11 +598,7 @@ async fn a_first_run_stops_cleanly_while_it_waits_for_its_remote() {
     let mut persister = Persister::with_server_lines("").await;
     persister.proc.kill9().await;
     let home = Home::new(0, persister.port, None);
-    let mut cmd = home.hgxd(Some(PASSWORD), &[]);
-    let id = home.file("id.json");
-    std::fs::write(&id, identity_json(3).to_string()).unwrap();
-    cmd.arg("--identity-file").arg(&id);
-    let mut d = Proc::spawn("hgxd", cmd);
+    let mut d = home.spawn(PASSWORD, Some(3));
     d.wait_line("hgxd: account created", proc_support::START)
         .await;
     d.signal(libc::SIGTERM);

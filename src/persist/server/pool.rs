@@ -143,13 +143,8 @@ impl VerifyPool {
             .await
             .map_err(|_| PoolClosed)?
             .forget();
-        {
-            let mut q = self.shared.lock();
-            if q.closed {
-                return Err(PoolClosed);
-            }
-            q.jobs.push_back(job);
-        }
+        // Not closed: `self` keeps the `Closer` alive.
+        self.shared.lock().jobs.push_back(job);
         self.shared.ready.notify_one();
         Ok(rx)
     }
