@@ -71,3 +71,25 @@ async fn pushes_made_offline_survive_a_restart_and_reach_the_other_machine() {
     d2.shutdown().await.unwrap();
     p.stop();
 }
+
+/// An object that no reachable remote has is `not_found` only when every remote answered:
+/// while the remote is down, the app is told `unavailable_upstream` (it must not take "could
+/// not ask" for "does not exist").
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn get_of_an_unknown_object_while_the_remote_is_down_is_unavailable_not_not_found() {
+    let p = Persister::start(None, None);
+    let dir = tempfile::tempdir().unwrap();
+    let d = create(dir.path(), &[&p.url], 1).await;
+    let (a, _) = app(&d);
+    drained(&d).await;
+    let elsewhere = fixture(2)
+        .make_container(b"never published", &Secret::random())
+        .unwrap()
+        .ghid;
+    let e = d.get_object(a, elsewhere).await.unwrap_err();
+    assert_eq!(e.code(), "not_found", "{e}");
+    p.stop();
+    let e = d.get_object(a, elsewhere).await.unwrap_err();
+    assert_eq!(e.code(), "unavailable_upstream", "{e}");
+    d.shutdown().await.unwrap();
+}

@@ -53,6 +53,11 @@ impl Store {
         self.upstream.fetch(ghid).await
     }
 
+    /// See [`Upstream::fetch_checked`].
+    pub async fn fetch_checked(&self, ghid: &Ghid) -> Result<Option<Vec<u8>>, DaemonError> {
+        self.upstream.fetch_checked(ghid).await
+    }
+
     /// See [`Upstream::ingest_fetched`].
     pub async fn ingest_fetched(&self, bytes: Vec<u8>) -> Result<Published, DaemonError> {
         self.upstream.ingest_fetched(&self.local, bytes).await
@@ -61,6 +66,16 @@ impl Store {
     /// See [`Upstream::local_or_fetch`].
     pub async fn local_or_fetch(&self, ghid: &Ghid) -> Result<Option<Vec<u8>>, DaemonError> {
         self.upstream.local_or_fetch(&self.local, ghid).await
+    }
+
+    /// See [`Upstream::local_or_fetch_checked`].
+    pub async fn local_or_fetch_checked(
+        &self,
+        ghid: &Ghid,
+    ) -> Result<Option<Vec<u8>>, DaemonError> {
+        self.upstream
+            .local_or_fetch_checked(&self.local, ghid)
+            .await
     }
 
     /// Our own new objects, committed durably ([`durable::commit`]).
@@ -316,7 +331,10 @@ fn open(container: &Geoc, secret: &Secret) -> Result<(Option<Ghid>, Vec<u8>), Da
 /// fetched), and opens it with a known secret. A GOBS ghid loads its target.
 pub async fn load(store: &Store, ghid: Ghid) -> Result<Loaded, DaemonError> {
     let not_found = || DaemonError::NotFound(ghid.to_string());
-    let bytes = store.local_or_fetch(&ghid).await?.ok_or_else(not_found)?;
+    let bytes = store
+        .local_or_fetch_checked(&ghid)
+        .await?
+        .ok_or_else(not_found)?;
     match decode(&bytes)? {
         Object::Gobd(frame) => {
             if frame.dynamic != ghid {

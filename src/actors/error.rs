@@ -61,6 +61,19 @@ pub enum DaemonError {
 }
 
 impl DaemonError {
+    /// Whether the same request may succeed later as it is: a remote or the local storage
+    /// could not serve it now (as opposed to an answer about the request itself).
+    pub fn is_temporary(&self) -> bool {
+        matches!(
+            self,
+            DaemonError::UnavailableUpstream(_)
+                | DaemonError::Unavailable(_)
+                | DaemonError::Storage(_)
+                | DaemonError::ShuttingDown
+                | DaemonError::Persist(PersistError::Storage(_) | PersistError::Unavailable(_))
+        )
+    }
+
     /// The stable wire code.
     pub fn code(&self) -> &'static str {
         match self {

@@ -36,7 +36,7 @@ use crate::golix::Ghid;
 use crate::persist::client::{
     ClientError, ClientOptions, ConnectFailure, Notifications, PersisterClient as Client,
 };
-use crate::persist::wire::PROTOCOL_VERSION;
+use crate::persist::wire::{codes, PROTOCOL_VERSION};
 
 /// A persister to sync through: its websocket URL (`ws://` or `wss://`) and, for `wss://`,
 /// the TLS configuration to trust it with (`None`: the public roots, see `persist::tls`).
@@ -305,8 +305,19 @@ impl RemoteHandle {
     /// Raw bytes of `ghid` (a dynamic ghid: its current frame) from this remote, if it is
     /// connected and has it.
     pub async fn get(&self, ghid: &Ghid) -> Option<Vec<u8>> {
-        let client = self.client().await?;
-        timed(client.get(ghid)).await.ok().map(|b| b.to_vec())
+        self.get_checked(ghid).await.ok().flatten()
+    }
+
+    /// [`RemoteHandle::get`] that tells "this remote answered that it does not have it"
+    /// (`Ok(None)`) from "this remote could not answer" (`Err`, with the reason: not
+    /// connected, timed out, the connection failed, or the persister could not serve it).
+    pub async fn get_checked(&self, ghid: &Ghid) -> Result<Option<Vec<u8>>, String> {
+        let client = self.client().await.ok_or("not connected")?;
+        match timed(client.get(ghid)).await {
+            Ok(b) => Ok(Some(b.to_vec())),
+            Err(e) if e.code() == Some(codes::NOT_FOUND) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     /// The bindings this remote lists for `ghid` (GOBS ghids, or dynamic ghids), if it is

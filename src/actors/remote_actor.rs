@@ -488,7 +488,8 @@ async fn subscriber(
                         let _ = work.send(Work::Frame(b.to_vec())).await;
                     }
                 }
-                Err(e) => slog::info!(log, "subscribe failed"; "ghid" => %g, "error" => %e),
+                // Updates of that object stop coming from this remote: the user must know.
+                Err(e) => slog::warn!(log, "subscribe failed"; "ghid" => %g, "error" => %e),
             },
             SubOp::Unsubscribe(g) => {
                 let _ = timed(client.unsubscribe(&g)).await;

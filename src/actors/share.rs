@@ -19,7 +19,10 @@
 //!    opens the object (it may belong to an older target of the frame's vector: a push raced
 //!    the share), then recorded like our own; the author gets an ack (or a nak with a
 //!    `STATUS_*` code), the request is debound, and a `share` event goes to the sessions
-//!    handling the object's api id (kept as an orphan share if none does);
+//!    handling the object's api id (kept as an orphan share if none does). A request that
+//!    cannot be decided now (a remote that might hold the object or the author's identity
+//!    could not be asked, a storage error) is neither answered nor debound: it is handled
+//!    again after 2, 4, … 64 s ([`MAX_RETRYING`] at once), then at the next subscribe;
 //! 4. an ack / nak of one of our shares: the matching `PendingShare` (same request, and the
 //!    answer's author is the recipient we shared with) is removed, the asking session (or
 //!    the live session of its token) gets `share_result`, and the answer is debound.
@@ -35,6 +38,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use super::apps::AppRegistry;
 
@@ -81,6 +85,24 @@ pub struct Requested {
     pub app: AppId,
 }
 
+/// A request whose handling failed for a temporary reason, handled again (`attempt` ≥ 1).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Retry {
+    bytes: Vec<u8>,
+    attempt: u32,
+}
+
+/// The first wait before a request that failed for a temporary reason (a remote that could
+/// not be asked, a storage error) is handled again; it doubles at each attempt.
+const RETRY_FIRST: Duration = Duration::from_secs(2);
+/// Attempts after the first (2 + 4 + … + 64 s: about two minutes); after them the request
+/// waits on the remotes for the next subscribe (a reconnect or a restart).
+const MAX_RETRIES: u32 = 6;
+/// Requests waiting for a retry at once (each holds its bytes); one more waits on the
+/// remotes for the next subscribe instead.
+pub const MAX_RETRYING: usize = 64;
+
 /// Finish the request in hand and stop (requests not handled yet stay on the remotes and come
 /// back at the next subscribe).
 #[derive(Message)]
@@ -99,6 +121,7 @@ impl ShareHandle {
         let addr = ShareActor::start_in_arbiter(&arbiters.next(), move |_| ShareActor {
             peers,
             requested: Some(HashMap::new()),
+            retrying: 0,
         });
         ShareHandle { addr }
     }
@@ -134,16 +157,18 @@ pub struct ShareActor {
     /// Handshake ghid -> the session that asked, for its `share_result`. `None` only while a
     /// request is being handled (it has the map).
     requested: Option<HashMap<Ghid, AppId>>,
+    /// Requests waiting for a [`Retry`] (at most [`MAX_RETRYING`]).
+    retrying: usize,
 }
 
 impl Actor for ShareActor {
     type Context = Context<Self>;
 }
 
-impl Handler<Incoming> for ShareActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: Incoming, ctx: &mut Context<Self>) {
+impl ShareActor {
+    /// Handles one request (`attempt` 0: as it arrived); one that failed for a temporary
+    /// reason was neither answered nor debound, and is retried later.
+    fn request(&mut self, bytes: Vec<u8>, attempt: u32, ctx: &mut Context<Self>) {
         let Some(requested) = self.requested.take() else {
             return;
         };
@@ -152,19 +177,65 @@ impl Handler<Incoming> for ShareActor {
         let mut handling = Handling { peers, requested };
         let task = rt.spawn(async move {
             let peers = handling.peers.clone();
+            let mut again = None;
             // Shutting down: the request stays on the remotes for the next start.
             if let Ok(_pass) = peers.store.local.gate.enter() {
-                if let Err(e) = handling.incoming(msg.0).await {
-                    slog::info!(peers.store.local.log, "request not handled"; "error" => %e);
+                match handling.incoming(bytes.clone()).await {
+                    Ok(()) | Err(DaemonError::ShuttingDown) => {}
+                    Err(e) if e.is_temporary() => again = Some((bytes, e)),
+                    Err(e) => {
+                        slog::info!(peers.store.local.log, "request not handled"; "error" => %e)
+                    }
                 }
             }
-            handling.requested
+            (handling.requested, again)
         });
-        ctx.wait(task.into_actor(self).map(|res, act, _| {
+        ctx.wait(task.into_actor(self).map(move |res, act, ctx| {
             // A request that panicked loses the routes of pending shares: their results then
             // go to the live sessions of the asking token.
-            act.requested = Some(res.unwrap_or_default());
+            let (requested, again) = res.unwrap_or_default();
+            act.requested = Some(requested);
+            if let Some((bytes, e)) = again {
+                act.retry_later(bytes, attempt + 1, &e, ctx);
+            }
         }));
+    }
+
+    fn retry_later(
+        &mut self,
+        bytes: Vec<u8>,
+        attempt: u32,
+        e: &DaemonError,
+        ctx: &mut Context<Self>,
+    ) {
+        let log = &self.peers.store.local.log;
+        if attempt > MAX_RETRIES || self.retrying >= MAX_RETRYING {
+            slog::warn!(log, "share request not handled; it waits on the remotes for the next subscribe";
+                "error" => %e, "attempts" => attempt);
+            return;
+        }
+        let wait = RETRY_FIRST * 2u32.pow(attempt - 1);
+        slog::warn!(log, "share request not handled yet; will retry";
+            "error" => %e, "in_secs" => wait.as_secs(), "attempt" => attempt);
+        self.retrying += 1;
+        ctx.notify_later(Retry { bytes, attempt }, wait);
+    }
+}
+
+impl Handler<Incoming> for ShareActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Incoming, ctx: &mut Context<Self>) {
+        self.request(msg.0, 0, ctx);
+    }
+}
+
+impl Handler<Retry> for ShareActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Retry, ctx: &mut Context<Self>) {
+        self.retrying -= 1;
+        self.request(msg.bytes, msg.attempt, ctx);
     }
 }
 
@@ -222,7 +293,7 @@ impl Handling {
             Err(PersistError::AlreadyDebound(_)) => return Ok(()), // handled before
             Err(e) => return Err(e.into()),
         }
-        match open(&peers, &garq).await {
+        match open(&peers, &garq).await? {
             Opened::Request { author, request } => match request.body {
                 RequestBody::Handshake { target, secret } => {
                     handshake(&peers, &garq, author, target, secret).await
@@ -313,7 +384,8 @@ async fn handshake(
     let origin = author.ghid();
     let (answer, api_id) = match accept(peers, target, secret).await {
         Ok(api_id) => (Answer::Ack(STATUS_OK), Some(api_id)),
-        Err(DaemonError::ShuttingDown) => return Err(DaemonError::ShuttingDown),
+        // Nothing is answered yet: the request stays, to be handled again (see `Retry`).
+        Err(e) if e.is_temporary() => return Err(e),
         Err(e) => {
             slog::info!(peers.store.local.log, "share refused"; "ghid" => %target, "from" => %origin, "error" => %e);
             let status = match e {
@@ -424,7 +496,7 @@ async fn record(
 
 /// `ghid` from a remote first (a stale local frame must not decide), else locally.
 async fn fresh(peers: &SharePeers, ghid: &Ghid) -> Result<Option<Vec<u8>>, DaemonError> {
-    let Some(bytes) = peers.store.fetch(ghid).await else {
+    let Some(bytes) = peers.store.fetch_checked(ghid).await? else {
         return peers.store.local.get(ghid);
     };
     match peers.store.ingest_fetched(bytes.clone()).await {
@@ -434,7 +506,7 @@ async fn fresh(peers: &SharePeers, ghid: &Ghid) -> Result<Option<Vec<u8>>, Daemo
         Err(DaemonError::Persist(PersistError::AlreadyDebound(_))) => Ok(None),
         // A static object: its container comes with its bindings.
         Err(DaemonError::Persist(PersistError::UnboundContainer(_))) => {
-            peers.store.local_or_fetch(ghid).await
+            peers.store.local_or_fetch_checked(ghid).await
         }
         Err(e) => Err(e),
     }
@@ -443,7 +515,7 @@ async fn fresh(peers: &SharePeers, ghid: &Ghid) -> Result<Option<Vec<u8>>, Daemo
 async fn container(peers: &SharePeers, ghid: &Ghid) -> Result<Geoc, DaemonError> {
     let bytes = peers
         .store
-        .local_or_fetch(ghid)
+        .local_or_fetch_checked(ghid)
         .await?
         .ok_or_else(|| DaemonError::NotFound(format!("container {ghid}")))?;
     match Object::decode(&bytes, Policy::STRICT).map_err(PersistError::from)? {
@@ -486,20 +558,29 @@ fn local_identity(archive: &Archive, ghid: &Ghid) -> Option<SecondParty> {
     }
 }
 
-/// Fetches an identity from the remotes into the local archive; false if none has it.
-async fn fetch_identity(peers: &SharePeers, ghid: &Ghid) -> bool {
-    let Some(bytes) = peers.store.fetch(ghid).await else {
-        return false;
+/// Fetches an identity from the remotes into the local archive; false if every remote
+/// answered and none has it (or what it has is not that identity).
+async fn fetch_identity(peers: &SharePeers, ghid: &Ghid) -> Result<bool, DaemonError> {
+    let Some(bytes) = peers.store.fetch_checked(ghid).await? else {
+        return Ok(false);
     };
     let is_gidc = matches!(
         Object::decode(&bytes, Policy::STRICT),
         Ok(Object::Gidc(ref g)) if g.ghid == *ghid
     );
-    is_gidc && peers.store.local.ingest(bytes).await.is_ok()
+    if !is_gidc {
+        return Ok(false);
+    }
+    match peers.store.local.ingest(bytes).await {
+        Ok(_) => Ok(true),
+        Err(e @ (PersistError::Storage(_) | PersistError::Unavailable(_))) => Err(e.into()),
+        Err(_) => Ok(false),
+    }
 }
 
-/// Opens a request to us (off the event loop), fetching its author's identity if needed.
-async fn open(peers: &SharePeers, garq: &Garq) -> Opened {
+/// Opens a request to us (off the event loop), fetching its author's identity if needed;
+/// an error only if that fetch could not be done now (temporary).
+async fn open(peers: &SharePeers, garq: &Garq) -> Result<Opened, DaemonError> {
     let mut fetched = false;
     loop {
         let (identity, archive, g) = (
@@ -518,19 +599,19 @@ async fn open(peers: &SharePeers, garq: &Garq) -> Opened {
         })
         .await;
         let Ok((result, claimed, party)) = opened else {
-            return Opened::Unreadable("the opening task failed".into());
+            return Ok(Opened::Unreadable("the opening task failed".into()));
         };
         match (result, party, claimed) {
-            (Ok(request), Some(author), _) => return Opened::Request { author, request },
-            (Err(GolixError::BadMac), Some(author), _) => return Opened::BadMac(author),
+            (Ok(request), Some(author), _) => return Ok(Opened::Request { author, request }),
+            (Err(GolixError::BadMac), Some(author), _) => return Ok(Opened::BadMac(author)),
             (Err(_), None, Some(claimed)) if !fetched => {
-                if !fetch_identity(peers, &claimed).await {
-                    return Opened::Unreadable(format!("unknown author {claimed}"));
+                if !fetch_identity(peers, &claimed).await? {
+                    return Ok(Opened::Unreadable(format!("unknown author {claimed}")));
                 }
                 fetched = true;
             }
-            (Err(e), _, _) => return Opened::Unreadable(e.to_string()),
-            (Ok(_), None, _) => return Opened::Unreadable("no author identity".into()),
+            (Err(e), _, _) => return Ok(Opened::Unreadable(e.to_string())),
+            (Ok(_), None, _) => return Ok(Opened::Unreadable("no author identity".into())),
         }
     }
 }
@@ -590,7 +671,7 @@ async fn recipient_identity(
     if let Some(party) = local_identity(&peers.store.local.archive, recipient) {
         return Ok(party);
     }
-    if fetch_identity(peers, recipient).await {
+    if fetch_identity(peers, recipient).await? {
         if let Some(party) = local_identity(&peers.store.local.archive, recipient) {
             return Ok(party);
         }

@@ -78,12 +78,28 @@ impl Upstream {
     /// Raw bytes of `ghid` (a dynamic ghid: its current frame) from the first connected
     /// remote that has it.
     pub async fn fetch(&self, ghid: &Ghid) -> Option<Vec<u8>> {
+        self.fetch_checked(ghid).await.ok().flatten()
+    }
+
+    /// [`Upstream::fetch`] for callers that must not take "could not ask" for "not there":
+    /// `Ok(None)` only if every remote answered that it does not have `ghid` (or there are
+    /// none); `unavailable_upstream` naming the remotes that could not answer otherwise.
+    pub async fn fetch_checked(&self, ghid: &Ghid) -> Result<Option<Vec<u8>>, DaemonError> {
+        let mut failed = Vec::new();
         for r in self.remotes.iter() {
-            if let Some(b) = r.get(ghid).await {
-                return Some(b);
+            match r.get_checked(ghid).await {
+                Ok(Some(b)) => return Ok(Some(b)),
+                Ok(None) => {}
+                Err(why) => failed.push(format!("{}: {why}", r.url())),
             }
         }
-        None
+        if failed.is_empty() {
+            return Ok(None);
+        }
+        Err(DaemonError::UnavailableUpstream(format!(
+            "{ghid}: no remote that answered has it; {}",
+            failed.join("; ")
+        )))
     }
 
     /// Like [`Local::ingest`] for bytes from a remote: an unknown signer's GIDC is fetched
@@ -118,10 +134,23 @@ impl Upstream {
         local: &Local,
         ghid: &Ghid,
     ) -> Result<Option<Vec<u8>>, DaemonError> {
+        match self.local_or_fetch_checked(local, ghid).await {
+            Err(DaemonError::UnavailableUpstream(_)) => Ok(None),
+            other => other,
+        }
+    }
+
+    /// [`Upstream::local_or_fetch`] that answers `unavailable_upstream` rather than "not
+    /// there" while a remote that might have it cannot be asked ([`Upstream::fetch_checked`]).
+    pub async fn local_or_fetch_checked(
+        &self,
+        local: &Local,
+        ghid: &Ghid,
+    ) -> Result<Option<Vec<u8>>, DaemonError> {
         if let Some(b) = local.get(ghid)? {
             return Ok(Some(b));
         }
-        match self.fetch(ghid).await {
+        match self.fetch_checked(ghid).await? {
             Some(b) => match self.ingest_fetched(local, b.clone()).await {
                 Ok(_) => Ok(Some(b)),
                 // Deleted here already; the remote has not heard yet.

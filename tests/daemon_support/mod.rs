@@ -128,6 +128,11 @@ pub async fn create(dir: &std::path::Path, remotes: &[&str], n: usize) -> Daemon
 }
 
 /// (user id, fingerprint) of a daemon's account.
+/// Fixture identity `n` (its private keys).
+pub fn fixture(n: usize) -> hypergolix::golix::FirstParty {
+    common::fixture(n)
+}
+
 pub fn ids(d: &DaemonHandle) -> (Ghid, Ghid) {
     (d.user_id(), d.fingerprint())
 }

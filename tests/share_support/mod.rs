@@ -28,6 +28,7 @@ pub const QUIET: Duration = Duration::from_millis(700);
 /// A persister on its own thread and actix system.
 pub struct Persister {
     pub url: String,
+    pub addr: std::net::SocketAddr,
     pub archive: Option<Archive>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -35,23 +36,34 @@ pub struct Persister {
 
 impl Persister {
     pub fn start() -> Persister {
+        Persister::start_on("127.0.0.1:0".parse().unwrap())
+    }
+
+    /// A persister (with an empty store) listening on `addr` (e.g. where a stopped one was).
+    pub fn start_on(addr: std::net::SocketAddr) -> Persister {
         let (tx, rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             actix_rt::System::new().block_on(async move {
                 let mut settings = Settings::local(None);
+                settings.addrs = vec![addr];
                 settings.workers = 1;
                 settings.verify_threads = 1;
                 let running = server::start(settings).await.expect("persister starts");
-                tx.send((running.ws_url(), running.archive().clone()))
-                    .unwrap();
+                tx.send((
+                    running.ws_url(),
+                    running.local_addr(),
+                    running.archive().clone(),
+                ))
+                .unwrap();
                 let _ = stop_rx.await;
                 running.stop().await.expect("persister stops");
             })
         });
-        let (url, archive) = rx.recv_timeout(WAIT).expect("persister listening");
+        let (url, addr, archive) = rx.recv_timeout(WAIT).expect("persister listening");
         Persister {
             url,
+            addr,
             archive: Some(archive),
             stop: Some(stop_tx),
             thread: Some(thread),
