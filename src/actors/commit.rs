@@ -491,11 +491,16 @@ pub async fn freeze(store: &Store, obj: &Loaded) -> Result<Ghid, DaemonError> {
                 ..ObjectMeta::default()
             },
         )?;
-        // The snapshot belongs to the same app token as the object.
-        store.account.tell(CopyPrivate {
-            from: obj.ghid,
-            to: container,
-        });
+        // The snapshot belongs to the same app token as the object, durably before the app
+        // hears of it (see `dispatch::record_private`).
+        store
+            .account
+            .ask(CopyPrivate {
+                from: obj.ghid,
+                to: container,
+            })
+            .await?;
+        store.account.flush().await?;
     }
     durable::commit(
         &store.local,

@@ -204,7 +204,7 @@ impl DaemonHandle {
         let loaded = commit::create(&self.daemon.store, state, api_id, dynamic, private).await?;
         let ghid = loaded.ghid;
         match owner {
-            Some(token) => dispatch::record_private(&self.daemon.store, ghid, token),
+            Some(token) => dispatch::record_private(&self.daemon.store, ghid, token).await?,
             // The user's other apps handling this api id are offered it (no request needed).
             None => {
                 dispatch::offer(

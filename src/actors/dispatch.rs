@@ -89,7 +89,9 @@ pub async fn register_startup(
     store
         .account
         .ask(account::SetStartup { token, ghid })
-        .await?
+        .await??;
+    // The app is told only once it lasts (a crash before the timed flush would lose it).
+    store.account.flush().await
 }
 
 /// Clears the startup object of `app`'s token (refused if none is set).
@@ -99,7 +101,8 @@ pub async fn deregister_startup(
     app: AppId,
 ) -> Result<(), DaemonError> {
     let token = token_of(apps, app)?;
-    store.account.ask(account::ClearStartup(token)).await?
+    store.account.ask(account::ClearStartup(token)).await??;
+    store.account.flush().await
 }
 
 /// The token that may create a private object for `app` (`unknown_token` without one).
@@ -107,12 +110,17 @@ pub fn private_owner(apps: &AppRegistry, app: AppId) -> Result<AppToken, DaemonE
     token_of(apps, app).map(|t| t.0)
 }
 
-/// Records that `ghid` is private to `token`.
-pub fn record_private(store: &Store, ghid: Ghid, token: AppToken) {
-    store.account.tell(account::SetPrivate {
-        ghid,
-        token: AppTokenBytes(token),
-    });
+/// Records that `ghid` is private to `token`, durably: a crash must not leave the object
+/// without its owner (any app of the user could then read it).
+pub async fn record_private(store: &Store, ghid: Ghid, token: AppToken) -> Result<(), DaemonError> {
+    store
+        .account
+        .ask(account::SetPrivate {
+            ghid,
+            token: AppTokenBytes(token),
+        })
+        .await?;
+    store.account.flush().await
 }
 
 /// The token `ghid` is private to, if it is private.

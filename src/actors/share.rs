@@ -5,8 +5,8 @@
 //! from the local archive or any remote (`unknown_recipient` if neither has it); a handshake
 //! GARQ carries the object's ghid (the dynamic ghid for a dynamic object) and the secret of
 //! its *current* container, so the recipient can ratchet forward to every later frame. The
-//! share is recorded in the account (`PendingShare`) before the GARQ is committed locally and
-//! queued for every remote. Private objects are `unsharable`.
+//! share is recorded in the account (`PendingShare`) and flushed before the GARQ is committed
+//! locally and queued for every remote. Private objects are `unsharable`.
 //!
 //! **Incoming** (GARQs pushed on our fingerprint subscription, including the offline mail a
 //! persister re-delivers at each subscribe), handled one at a time in arrival order:
@@ -649,7 +649,12 @@ pub async fn share(
         .ask(account_actor::AddPending(pending))
         .await?;
     share.requested(garq.ghid, app);
-    if let Err(e) = peers.store.commit_local(vec![garq.encode()]).await {
+    // Durable before the request can leave: its answer must find it after a crash.
+    let sent = match peers.store.account.flush().await {
+        Ok(()) => peers.store.commit_local(vec![garq.encode()]).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = sent {
         let request = garq.ghid;
         peers
             .store

@@ -1,0 +1,108 @@
+//! What the account records for an app is durable once the app has the answer: `hgxd`
+//! SIGKILLed right after a private `new`, or right after a `register_startup`, was
+//! acknowledged comes back with the object still private to that app's token, and with the
+//! token's startup object still set (the account's timed flush must not be what makes them
+//! last).
+//!
+//! The real binaries (`crash_support`): a persister process and an `hgxd` process on
+//! 127.0.0.1, fixture identity 1.
+
+mod common;
+mod crash_support;
+mod proc_support;
+
+use crash_support::*;
+use hypergolix::actors::api::{AppEvent, AppToken};
+use hypergolix::ipc::HgxLink;
+
+/// A running daemon with an app that registered a new token, and that token.
+async fn daemon_with_an_app(p: &PersisterProc) -> (Daemon, HgxLink, AppToken) {
+    let d = Daemon::start(1, p.port).await;
+    let app = d.link().await;
+    let (token, _) = app.register_token(None).await.unwrap();
+    (d, app, token)
+}
+
+#[actix_rt::test]
+async fn a_private_object_stays_private_after_a_kill_right_after_new() {
+    let p = PersisterProc::start().await;
+    let (mut d, owner, token) = daemon_with_an_app(&p).await;
+    let ghid = owner
+        .new_object(b"mine alone".to_vec(), None, true, true)
+        .await
+        .unwrap()
+        .ghid;
+    d.kill9().await;
+
+    d.restart().await;
+    let other = d.link().await;
+    other.register_token(None).await.unwrap();
+    let e = other
+        .get(ghid)
+        .await
+        .expect_err("another app read a private object");
+    assert_eq!(e.code(), Some("access_denied"), "{e}");
+    let owner = d.link().await;
+    owner.register_token(Some(token)).await.unwrap();
+    assert_eq!(owner.get(ghid).await.unwrap().state, b"mine alone");
+    d.terminate().await;
+}
+
+#[actix_rt::test]
+async fn a_startup_object_survives_a_kill_right_after_register_startup() {
+    let p = PersisterProc::start().await;
+    let (mut d, app, token) = daemon_with_an_app(&p).await;
+    let ghid = app
+        .new_object(b"start here".to_vec(), None, true, false)
+        .await
+        .unwrap()
+        .ghid;
+    app.register_startup(ghid).await.unwrap();
+    d.kill9().await;
+
+    d.restart().await;
+    let app = d.link().await;
+    let (_, startup) = app.register_token(Some(token)).await.unwrap();
+    assert_eq!(startup, Some(ghid), "the startup object was lost");
+    d.terminate().await;
+}
+
+#[actix_rt::test]
+async fn a_share_made_right_before_a_kill_is_still_pending_when_its_answer_arrives() {
+    let p = PersisterProc::start().await;
+    let (mut alice, app, _) = daemon_with_an_app(&p).await;
+    let bob = Daemon::start(2, p.port).await;
+    let bob_app = bob.link().await;
+    let mut bob_events = bob_app.events();
+    let api = api_id(0x5d);
+    bob_app.register_share_handler(api).await.unwrap();
+    let ghid = app
+        .new_object(b"for Bob".to_vec(), Some(api), true, false)
+        .await
+        .unwrap()
+        .ghid;
+    app.share(ghid, bob_app.fingerprint()).await.unwrap();
+    alice.kill9().await;
+    alice.restart().await;
+
+    // The request leaves Alice's durable outbox (before or after the kill); Bob accepts.
+    let accepted = tokio::time::timeout(WAIT, async {
+        while let Some(e) = bob_events.recv().await {
+            if matches!(e, AppEvent::Share { ghid: g, .. } if g == ghid) {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(accepted.is_ok(), "Bob never got the share");
+    let deadline = std::time::Instant::now() + WAIT;
+    while !alice.output().contains("share answered") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the answer found no pending share:\n{}",
+            alice.output()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    alice.terminate().await;
+}
