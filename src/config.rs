@@ -40,6 +40,9 @@ pub const DEFAULT_IPC_PORT: u16 = 7772;
 
 /// Default largest websocket message the persister accepts (16 MiB).
 pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
+/// Default of `server.inbound_bytes_total`: the publishes all connections together may
+/// have in their pipelines, in bytes.
+pub const DEFAULT_INBOUND_BYTES_TOTAL: usize = 256 * 1024 * 1024;
 
 /// Default sled page cache of each of the daemon's two databases (16 MiB; sled's own default
 /// is 1 GiB each). sled evicts lazily (only once a shard has seen 64 accesses), so a small
@@ -278,6 +281,10 @@ pub struct ServerSection {
     /// been over half its `outbound_bytes` the longest is dropped. 0 = no such bound.
     /// Default 1 GiB.
     pub outbound_bytes_total: usize,
+    /// Bytes of the publishes in all connections' pipelines together (read, not yet
+    /// answered); past it no connection's next message is read until some are answered.
+    /// 0 = no such bound. Default 256 MiB.
+    pub inbound_bytes_total: usize,
     /// Seconds a connection may keep over half of `outbound_bytes` queued, and (as the
     /// socket's `TCP_USER_TIMEOUT`) seconds sent data may stay unread by the peer, before
     /// the connection is dropped. Default 30.
@@ -404,6 +411,7 @@ impl Default for ServerSection {
             outbound_queue: 4096,
             outbound_bytes: 64 * 1024 * 1024,
             outbound_bytes_total: 1024 * 1024 * 1024,
+            inbound_bytes_total: DEFAULT_INBOUND_BYTES_TOTAL,
             send_timeout_s: 30,
             max_in_flight: 256,
             // = persist::rules::DEFAULT_MAX_REQUESTS_PER_RECIPIENT (config calls nothing of ours).

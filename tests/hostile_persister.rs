@@ -1235,3 +1235,48 @@ async fn never_reading_http_readers_are_bounded_together() {
     )
     .await;
 }
+
+/// Publishes that arrive faster than they are verified, on several connections at once: each
+/// connection may keep `max_in_flight` (256) in its pipeline, so without a bound across
+/// connections four of them pipelining 1 MiB objects make the server hold what they send.
+/// With `inbound_bytes_total` at 8 MiB the server stops reading once that much is in the
+/// pipelines: its peak RSS stays within the budget plus the messages being read, and every
+/// publish is still answered (these are refused: their signature does not verify).
+#[actix_rt::test]
+async fn pipelined_large_publishes_are_bounded_in_bytes_across_connections() {
+    let mut p = Persister::spawn("  inbound_bytes_total: 8388608\n  max_frame: 2097152\n");
+    let (a, _b, base, _) = prepared(&p).await;
+    let big = a
+        .make_container(&vec![0x5a; 1 << 20], &hypergolix::golix::Secret::random())
+        .unwrap();
+    let forged = flipped(&Object::Geoc(big).encode(), -1);
+    let (conns, each) = (4, 48 * scale());
+    let mut clients = Vec::new();
+    for _ in 0..conns {
+        clients.push(connect(&p.ws_url()).await);
+    }
+    let (peak_before, rss_before) = (p.peak_rss_kib(), p.rss_kib());
+    let objects: Vec<&[u8]> = vec![&forged[..]; each];
+    let replies =
+        futures_util::future::join_all(clients.iter().map(|(c, _)| c.publish_all(&objects))).await;
+    let peak = p.peak_rss_kib();
+    eprintln!(
+        "[inbound] {conns} connections x {each} pipelined publishes of 1 MiB: RSS {rss_before} \
+         KiB -> peak {peak} KiB (peak before {peak_before} KiB)"
+    );
+    for r in replies.into_iter().flatten() {
+        assert_eq!(code_of(r), "verification_failed");
+    }
+    // 8 MiB of pipelines, messages being read and decoded (a few copies each), the rest;
+    // without the bound the peak grows by ~125 MiB.
+    assert_rss_bounded("pipelined large publishes (peak)", rss_before, peak, 64);
+    survived(
+        &mut p,
+        "pipelined large publishes",
+        &a,
+        &base,
+        rss_before,
+        64,
+    )
+    .await;
+}

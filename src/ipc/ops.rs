@@ -124,7 +124,7 @@ pub const OPS: &[OpSpec] = &[
         name: "get",
         args: GHID_ONLY,
         result: "object",
-        doc: "Loads an object and tracks it for this session (its updates arrive as events).",
+        doc: "Loads an object and tracks it for this session (its updates arrive as events). An object not cached here is fetched from the remotes: `not_found` only if every remote answered that it does not have it; `unavailable_upstream` (naming the remotes and why) while one could not be asked.",
     },
     OpSpec {
         name: "push",
@@ -200,7 +200,7 @@ pub const OPS: &[OpSpec] = &[
         name: "share",
         args: &[req("ghid", "ghid"), req("recipient", "ghid")],
         result: "nil",
-        doc: "Shares an object with another user's fingerprint (`unknown_recipient`, `unsharable` for private objects); the outcome arrives as `share_result`.",
+        doc: "Shares an object with another user's fingerprint (`unknown_recipient`, `unsharable` for private objects; `unavailable_upstream` when the recipient's identity is not known here and a remote could not be asked); the outcome arrives as `share_result`.",
     },
 ];
 

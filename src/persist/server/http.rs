@@ -18,7 +18,6 @@
 //! with the cluster store, whose reads are network round trips), [`wire`] names.
 
 use std::convert::Infallible;
-use std::sync::Arc;
 
 use actix_web::body::SizedStream;
 use actix_web::http::header::{self, HeaderValue};
@@ -26,7 +25,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use serde::Serialize;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::Shared;
 use crate::golix::Ghid;
@@ -36,14 +35,6 @@ use crate::persist::{Archive, Status};
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// Bytes handed to the HTTP layer at a time.
 const CHUNK: usize = 64 * 1024;
-
-/// Permits (KiB) of the body budget for `total` bytes (0 = unbounded).
-pub(super) fn body_permits(total: usize) -> usize {
-    match total {
-        0 => Semaphore::MAX_PERMITS,
-        n => (n / 1024).clamp(1, Semaphore::MAX_PERMITS),
-    }
-}
 
 /// An object body as a stream of chunks, holding its share of the body budget until it is
 /// written (or the connection is dropped).
@@ -65,11 +56,6 @@ fn chunked(
     SizedStream::new(size, stream)
 }
 
-/// Takes `len` bytes of the body budget, or `None` when it is spent.
-fn body_budget(budget: &Arc<Semaphore>, len: usize) -> Option<OwnedSemaphorePermit> {
-    let kib = u32::try_from(len.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
-    budget.clone().try_acquire_many_owned(kib).ok()
-}
 const MSGPACK: &str = "application/msgpack";
 
 #[derive(Serialize)]
@@ -246,7 +232,7 @@ pub(super) async fn object(
         // actix-http sends the headers (with this body's Content-Length) and no body.
         return resp.body(bytes);
     }
-    match body_budget(&state.http_bodies, bytes.len()) {
+    match state.http_bodies.try_take(bytes.len()) {
         Some(permit) => resp.body(chunked(bytes, permit)),
         None => {
             let mut busy = error(

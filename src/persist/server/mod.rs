@@ -24,6 +24,7 @@
 //! lifecycle. Calls: [`super::Archive`], [`super::hub`], [`super::wire`], [`super::store`],
 //! [`crate::config`], [`crate::net`].
 
+mod budget;
 mod cluster;
 mod direct;
 pub mod guard;
@@ -47,7 +48,9 @@ use super::hub::{self, Hub, HubStats};
 use super::store::{NatsOptions, NatsStore};
 use super::wire;
 use super::{Archive, PersistError};
-use crate::config::{Config, HostSpec, NatsSection, DEFAULT_MAX_FRAME};
+use crate::config::{
+    Config, HostSpec, NatsSection, DEFAULT_INBOUND_BYTES_TOTAL, DEFAULT_MAX_FRAME,
+};
 
 pub use session::{CLIENT_TIMEOUT, PING_INTERVAL};
 
@@ -87,6 +90,9 @@ pub struct Limits {
     /// Bytes queued to all connections together, and held by HTTP response bodies in
     /// flight together (0 = no such bound).
     pub outbound_bytes_total: usize,
+    /// Bytes of the publishes in all connections' pipelines together, from the read of
+    /// their message until they are answered (0 = no such bound; see `budget`).
+    pub inbound_bytes_total: usize,
     /// A connection whose queue stays over half of `outbound_bytes` this long is dropped;
     /// also the kernel's limit (`TCP_USER_TIMEOUT`) on data a peer does not read.
     pub send_timeout: Duration,
@@ -110,6 +116,7 @@ impl Default for Limits {
             outbound_queue: 4096,
             outbound_bytes: hub::DEFAULT_OUTBOUND_BYTES,
             outbound_bytes_total: hub::DEFAULT_OUTBOUND_BYTES_TOTAL,
+            inbound_bytes_total: DEFAULT_INBOUND_BYTES_TOTAL,
             send_timeout: hub::DEFAULT_SEND_TIMEOUT,
             max_in_flight: 256,
             idle_timeout: Duration::from_secs(60),
@@ -247,6 +254,7 @@ impl Settings {
                 // ~66 KB) must always fit an empty queue.
                 outbound_bytes: s.outbound_bytes.max(1 << 20),
                 outbound_bytes_total: s.outbound_bytes_total,
+                inbound_bytes_total: s.inbound_bytes_total,
                 send_timeout: Duration::from_secs(s.send_timeout_s.max(1)),
                 max_in_flight: s.max_in_flight.max(1),
                 idle_timeout: Duration::from_secs(s.idle_timeout_s.max(1)),
@@ -335,8 +343,10 @@ pub(crate) struct Shared {
     limits: Limits,
     /// The `hello` answer (fixed for the server's life).
     hello: wire::Hello,
-    /// Bytes of HTTP response bodies in flight, in KiB (`outbound_bytes_total`).
-    http_bodies: Arc<tokio::sync::Semaphore>,
+    /// Bytes of HTTP response bodies in flight (`outbound_bytes_total`).
+    http_bodies: budget::ByteBudget,
+    /// Bytes of the publishes in every pipeline (`inbound_bytes_total`).
+    inbound: budget::ByteBudget,
     log: Logger,
     /// Flips to `true` when the server stops; sessions then close with "going away".
     shutdown: watch::Receiver<bool>,
@@ -410,9 +420,8 @@ pub async fn start(settings: Settings) -> Result<Running, ServerError> {
         pool,
         limits,
         hello: wire::Hello::new(limits.to_wire()),
-        http_bodies: Arc::new(tokio::sync::Semaphore::new(http::body_permits(
-            limits.outbound_bytes_total,
-        ))),
+        http_bodies: budget::ByteBudget::new(limits.outbound_bytes_total),
+        inbound: budget::ByteBudget::new(limits.inbound_bytes_total),
         log: settings.log.clone(),
         shutdown: shutdown_rx,
         fanout: fanout.handle(),

@@ -170,6 +170,8 @@ pub(super) struct Pending {
     /// Holds one of the connection's `max_in_flight` slots until answered (which also
     /// bounds the announcer's channel).
     _permit: OwnedSemaphorePermit,
+    /// Holds the publish's share of the server's `inbound_bytes_total` until answered.
+    _bytes: OwnedSemaphorePermit,
 }
 
 enum Stage {
@@ -184,11 +186,13 @@ impl Pending {
         applying: oneshot::Receiver<Applied>,
         id: Value,
         permit: OwnedSemaphorePermit,
+        bytes: OwnedSemaphorePermit,
     ) -> Pending {
         Pending {
             stage: Stage::Applying(applying),
             id,
             _permit: permit,
+            _bytes: bytes,
         }
     }
 

@@ -26,7 +26,9 @@
 //!   one group commit made durable are announced together: their fanouts in one hub call,
 //!   then their replies; under load an announcement also waits, at most [`MAX_HOLD`], for the
 //!   publishes right behind it, see `announce`). Up to `max_in_flight` publishes per
-//!   connection are in the pipeline at once.
+//!   connection are in the pipeline at once, and at most `inbound_bytes_total` bytes of
+//!   publishes across connections (`super::budget`): a publish that does not fit waits, and
+//!   its connection is not read meanwhile.
 //! - Reads run inline with sled, on the [`VerifyPool`] with the cluster store (network round
 //!   trips must not stall the event loop's other sessions).
 //! - Unknown ops, bad args and malformed envelopes get an error reply; the session goes on.
@@ -602,6 +604,10 @@ impl Conn {
         let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
             return;
         };
+        // Past the server's inbound budget, nothing more is read here until it has room.
+        let Some(bytes) = self.shared.inbound.take(object.len()).await else {
+            return self.reply_err(&raw.id, codes::UNAVAILABLE, "shutting down");
+        };
         // Pipelined (`pipeline`): the next request is read at once.
         let (job, applying) = pipeline::job(
             &mut self.tail,
@@ -610,7 +616,7 @@ impl Conn {
             self.sender,
         );
         let pending = match self.shared.pool.submit(job).await {
-            Ok(_ran) => Pending::new(applying, raw.id, permit),
+            Ok(_ran) => Pending::new(applying, raw.id, permit, bytes),
             Err(_) => return self.reply_err(&raw.id, codes::UNAVAILABLE, "shutting down"),
         };
         if let Err(mpsc::error::SendError(d)) = self.announcer().send(pending) {
