@@ -6,6 +6,7 @@ use actix::prelude::*;
 use super::{
     AccountActor, AddPending, ClearStartup, CopyPrivate, DropPending, KeepOrphan, MakePublic,
     NewToken, PrivateTo, SetPrivate, SetStartup, TakeOrphans, TakePending, TokenStartup,
+    MAX_ORPHAN_SHARES,
 };
 use crate::actors::account::{AppTokenBytes, OrphanShare};
 use crate::actors::api::NO_TOKEN;
@@ -150,8 +151,19 @@ impl Handler<KeepOrphan> for AccountActor {
 
     fn handle(&mut self, m: KeepOrphan, ctx: &mut Context<Self>) {
         self.with(ctx, |l| {
-            if !l.state().is_some_and(|st| st.orphan_shares.contains(&m.0)) {
-                l.edit(|st| st.orphan_shares.push(m.0));
+            if l.state().is_some_and(|st| st.orphan_shares.contains(&m.0)) {
+                return;
+            }
+            let dropped = l
+                .edit(|st| {
+                    st.orphan_shares.push(m.0);
+                    let over = st.orphan_shares.len().saturating_sub(MAX_ORPHAN_SHARES);
+                    st.orphan_shares.drain(..over).collect::<Vec<_>>()
+                })
+                .unwrap_or_default();
+            for o in dropped {
+                slog::warn!(l.log, "too many shares no app handles: the oldest is no longer offered";
+                    "ghid" => %o.ghid, "from" => %o.origin, "kept" => MAX_ORPHAN_SHARES);
             }
         });
     }

@@ -155,7 +155,12 @@ pub struct CopyPrivate {
 #[rtype(result = "Vec<OrphanShare>")]
 pub struct TakeOrphans(pub Ghid);
 
-/// Keeps a share no session handles (once).
+/// Orphan shares the account keeps at once. Anyone who knows the user's fingerprint can
+/// share objects with them, and the account root (which every remote must take whole)
+/// carries the list: past it the oldest is no longer offered (a warning names it).
+pub const MAX_ORPHAN_SHARES: usize = 256;
+
+/// Keeps a share no session handles (once; at most [`MAX_ORPHAN_SHARES`]).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct KeepOrphan(pub OrphanShare);
