@@ -75,8 +75,9 @@ pub struct IpcConfig {
 }
 
 impl IpcConfig {
-    /// Defaults: `127.0.0.1:7772`, no browser origins, 16 MiB, 10 s hello timeout, 64
-    /// sessions waiting for `hello`, 30 s send timeout, 2 workers, logs discarded.
+    /// Defaults: `127.0.0.1:7772`, no browser origins, 16 MiB, 10 s hello timeout,
+    /// [`DEFAULT_MAX_UNAUTHENTICATED`] sessions waiting for `hello`, 30 s send timeout,
+    /// 2 workers, logs discarded.
     pub fn new(token: CapabilityToken) -> IpcConfig {
         IpcConfig {
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_IPC_PORT)),
