@@ -1,8 +1,8 @@
 //! What the account records for an app is durable once the app has the answer: `hgxd`
-//! SIGKILLed right after a private `new`, or right after a `register_startup`, was
-//! acknowledged comes back with the object still private to that app's token, and with the
-//! token's startup object still set (the account's timed flush must not be what makes them
-//! last).
+//! SIGKILLed right after the ack of a private `new` or `freeze`, a `register_startup` or a
+//! `deregister_startup`, or a `share`, comes back with the object (or snapshot) still private
+//! to that app's token, the token's startup object as set, and the share still pending (the
+//! account's timed flush must not be what makes them last).
 //!
 //! The real binaries (`crash_support`): a persister process and an `hgxd` process on
 //! 127.0.0.1, fixture identity 1.
@@ -64,6 +64,37 @@ async fn a_startup_object_survives_a_kill_right_after_register_startup() {
     let app = d.link().await;
     let (_, startup) = app.register_token(Some(token)).await.unwrap();
     assert_eq!(startup, Some(ghid), "the startup object was lost");
+
+    // And cleared, it stays cleared.
+    app.deregister_startup().await.unwrap();
+    d.kill9().await;
+    d.restart().await;
+    let app = d.link().await;
+    let (_, startup) = app.register_token(Some(token)).await.unwrap();
+    assert_eq!(startup, None, "the cleared startup object came back");
+    d.terminate().await;
+}
+
+#[actix_rt::test]
+async fn a_frozen_private_object_stays_private_after_a_kill_right_after_freeze() {
+    let p = PersisterProc::start().await;
+    let (mut d, owner, _) = daemon_with_an_app(&p).await;
+    let ghid = owner
+        .new_object(b"mine alone".to_vec(), None, true, true)
+        .await
+        .unwrap()
+        .ghid;
+    let frozen = owner.freeze(ghid).await.unwrap();
+    d.kill9().await;
+
+    d.restart().await;
+    let other = d.link().await;
+    other.register_token(None).await.unwrap();
+    let e = other
+        .get(frozen)
+        .await
+        .expect_err("another app read a private snapshot");
+    assert_eq!(e.code(), Some("access_denied"), "{e}");
     d.terminate().await;
 }
 

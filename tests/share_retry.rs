@@ -4,6 +4,7 @@
 //! back. Alice is played by the test with the fixture keys and the persist client, so her
 //! inbox and Bob's can be read on the persister.
 
+mod proc_support;
 mod share_support;
 
 use std::time::Duration;
@@ -67,7 +68,8 @@ fn answers(inbox: &[Vec<u8>], alice: &FirstParty, bob: &SecondParty) -> Vec<(boo
 async fn a_share_whose_remote_is_down_waits_and_is_accepted_once_it_is_back() {
     let dir = tempfile::tempdir().unwrap();
     let p1 = Persister::start();
-    let p2 = Persister::start();
+    // A port no other test takes while P2 is down (reserved for this process).
+    let p2 = Persister::start_on((std::net::Ipv4Addr::LOCALHOST, proc_support::free_port()).into());
     let bob = Node::create(dir.path(), &[&p1.url, &p2.url], 2).await;
     bob.drained().await;
     let api = api_id(31);

@@ -400,10 +400,10 @@ async fn with_container(store: &Store, frame: Gobd) -> Result<(Gobd, Geoc), Daem
         Object::Geoc(c) => Ok(c),
         _ => Err(not_found()),
     };
-    if let Some(c) = store.local_or_fetch(&frame.target()).await? {
+    if let Some(c) = store.local_or_fetch_checked(&frame.target()).await? {
         return Ok((frame, as_geoc(c)?));
     }
-    let bytes = store.fetch(&ghid).await.ok_or_else(not_found)?;
+    let bytes = store.fetch_checked(&ghid).await?.ok_or_else(not_found)?;
     match store.ingest_fetched(bytes.clone()).await {
         Ok(_) | Err(DaemonError::Persist(PersistError::IllegalFrame(_))) => {}
         Err(e) => return Err(e),
@@ -413,7 +413,7 @@ async fn with_container(store: &Store, frame: Gobd) -> Result<(Gobd, Geoc), Daem
         _ => return Err(not_found()),
     };
     let c = store
-        .local_or_fetch(&newer.target())
+        .local_or_fetch_checked(&newer.target())
         .await?
         .ok_or_else(not_found)?;
     Ok((newer, as_geoc(c)?))
@@ -422,7 +422,7 @@ async fn with_container(store: &Store, frame: Gobd) -> Result<(Gobd, Geoc), Daem
 /// Who binds `ghid` and whether it is dynamic, without opening it (local, else remotes).
 /// `None` if it is not found or is not an object.
 pub async fn owner(store: &Store, ghid: Ghid) -> Result<Option<(Ghid, bool)>, DaemonError> {
-    let Some(bytes) = store.local_or_fetch(&ghid).await? else {
+    let Some(bytes) = store.local_or_fetch_checked(&ghid).await? else {
         return Ok(None);
     };
     Ok(match decode(&bytes)? {

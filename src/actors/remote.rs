@@ -31,6 +31,7 @@ use actix::{Message, WeakRecipient};
 use rand::Rng;
 use tokio::sync::{oneshot, watch};
 
+use super::error::DaemonError;
 use super::link_state::{Failure, LinkTracker, RemoteStatus};
 use crate::golix::Ghid;
 use crate::persist::client::{
@@ -309,22 +310,41 @@ impl RemoteHandle {
     }
 
     /// [`RemoteHandle::get`] that tells "this remote answered that it does not have it"
-    /// (`Ok(None)`) from "this remote could not answer" (`Err`, with the reason: not
-    /// connected, timed out, the connection failed, or the persister could not serve it).
-    pub async fn get_checked(&self, ghid: &Ghid) -> Result<Option<Vec<u8>>, String> {
-        let client = self.client().await.ok_or("not connected")?;
+    /// (`Ok(None)`) from "this remote could not answer" (`unavailable_upstream` naming it and
+    /// why: not connected, timed out, the connection failed, the persister could not serve it).
+    pub async fn get_checked(&self, ghid: &Ghid) -> Result<Option<Vec<u8>>, DaemonError> {
+        let unavailable =
+            |why: &str| DaemonError::UnavailableUpstream(format!("{}: {why}", self.url()));
+        let client = self
+            .client()
+            .await
+            .ok_or_else(|| unavailable("not connected"))?;
         match timed(client.get(ghid)).await {
             Ok(b) => Ok(Some(b.to_vec())),
             Err(e) if e.code() == Some(codes::NOT_FOUND) => Ok(None),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(unavailable(&e.to_string())),
+        }
+    }
+
+    /// [`RemoteHandle::bindings`] with the same distinction as [`RemoteHandle::get_checked`].
+    pub async fn bindings_checked(&self, ghid: &Ghid) -> Result<Option<Vec<Ghid>>, DaemonError> {
+        let unavailable =
+            |why: &str| DaemonError::UnavailableUpstream(format!("{}: {why}", self.url()));
+        let client = self
+            .client()
+            .await
+            .ok_or_else(|| unavailable("not connected"))?;
+        match timed(client.list_bindings(ghid)).await {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.code() == Some(codes::NOT_FOUND) => Ok(None),
+            Err(e) => Err(unavailable(&e.to_string())),
         }
     }
 
     /// The bindings this remote lists for `ghid` (GOBS ghids, or dynamic ghids), if it is
     /// connected and answers.
     pub async fn bindings(&self, ghid: &Ghid) -> Option<Vec<Ghid>> {
-        let client = self.client().await?;
-        timed(client.list_bindings(ghid)).await.ok()
+        self.bindings_checked(ghid).await.ok().flatten()
     }
 
     /// Keeps `ghid` subscribed (across reconnects) and catches up on it.

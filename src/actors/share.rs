@@ -14,7 +14,8 @@
 //!    request delivered twice (two remotes, a reconnect) is handled once;
 //! 2. opened (OAEP, the author's identity — fetched from a remote if missing —, the MAC);
 //!    a request that does not open is debound, and naked if its claimed author is known
-//!    (a bad MAC): nothing reaches an app;
+//!    (a bad MAC): nothing reaches an app (one whose author's identity could not be asked
+//!    for is retried, as in 3);
 //! 3. a handshake: the object is fetched fresh, the secret is held in quarantine until it
 //!    opens the object (it may belong to an older target of the frame's vector: a push raced
 //!    the share), then recorded like our own; the author gets an ack (or a nak with a
@@ -29,14 +30,14 @@
 //!
 //! Owns: the in-memory route from each pending request to the session that asked.
 //! Messages: [`Incoming`] (from `pull`, through a `WeakRecipient<Incoming>`), [`Requested`] (from
-//! [`share`]) and [`Stop`] (from `DaemonHandle::shutdown`).
+//! [`share`]), `Retry` (its own, later) and [`Stop`] (from `DaemonHandle::shutdown`).
 //!
 //! Peers ([`SharePeers`]): the [`Store`] (local state, remotes, the `AccountActor`: pending
 //! and orphan shares), the app registry (events) and the object registry, held weakly (a
 //! live object's current secret, asked with `object::Current`). Calls: `golix` (requests,
 //! off the event loop), [`dispatch`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -89,6 +90,7 @@ pub struct Requested {
 #[derive(Message)]
 #[rtype(result = "()")]
 struct Retry {
+    request: Ghid,
     bytes: Vec<u8>,
     attempt: u32,
 }
@@ -121,7 +123,7 @@ impl ShareHandle {
         let addr = ShareActor::start_in_arbiter(&arbiters.next(), move |_| ShareActor {
             peers,
             requested: Some(HashMap::new()),
-            retrying: 0,
+            waiting: HashSet::new(),
         });
         ShareHandle { addr }
     }
@@ -157,8 +159,9 @@ pub struct ShareActor {
     /// Handshake ghid -> the session that asked, for its `share_result`. `None` only while a
     /// request is being handled (it has the map).
     requested: Option<HashMap<Ghid, AppId>>,
-    /// Requests waiting for a [`Retry`] (at most [`MAX_RETRYING`]).
-    retrying: usize,
+    /// Requests waiting for a [`Retry`], by ghid (at most [`MAX_RETRYING`]): a request
+    /// delivered again meanwhile (a reconnect, a second remote) does not start another.
+    waiting: HashSet<Ghid>,
 }
 
 impl Actor for ShareActor {
@@ -209,7 +212,13 @@ impl ShareActor {
         ctx: &mut Context<Self>,
     ) {
         let log = &self.peers.store.local.log;
-        if attempt > MAX_RETRIES || self.retrying >= MAX_RETRYING {
+        let Ok(request) = Object::decode(&bytes, Policy::STRICT).map(|o| o.ghid()) else {
+            return;
+        };
+        if self.waiting.contains(&request) {
+            return;
+        }
+        if attempt > MAX_RETRIES || self.waiting.len() >= MAX_RETRYING {
             slog::warn!(log, "share request not handled; it waits on the remotes for the next subscribe";
                 "error" => %e, "attempts" => attempt);
             return;
@@ -217,8 +226,15 @@ impl ShareActor {
         let wait = RETRY_FIRST * 2u32.pow(attempt - 1);
         slog::warn!(log, "share request not handled yet; will retry";
             "error" => %e, "in_secs" => wait.as_secs(), "attempt" => attempt);
-        self.retrying += 1;
-        ctx.notify_later(Retry { bytes, attempt }, wait);
+        self.waiting.insert(request);
+        ctx.notify_later(
+            Retry {
+                request,
+                bytes,
+                attempt,
+            },
+            wait,
+        );
     }
 }
 
@@ -234,7 +250,7 @@ impl Handler<Retry> for ShareActor {
     type Result = ();
 
     fn handle(&mut self, msg: Retry, ctx: &mut Context<Self>) {
-        self.retrying -= 1;
+        self.waiting.remove(&msg.request);
         self.request(msg.bytes, msg.attempt, ctx);
     }
 }
@@ -343,7 +359,13 @@ impl Handling {
             };
             pending = peers.store.account.ask(take).await?;
         }
-        answer_and_debind(&peers, garq, None).await?;
+        if let Err(e) = answer_and_debind(&peers, garq, None).await {
+            // Handled again later (`Retry`): the answer must find its pending share then.
+            if let Some(p) = pending {
+                peers.store.account.tell(account_actor::AddPending(p));
+            }
+            return Err(e);
+        }
         let Some(p) = pending else {
             slog::debug!(peers.store.local.log, "answer to no pending share"; "request" => %request, "from" => %from);
             return Ok(());
@@ -571,9 +593,15 @@ async fn fetch_identity(peers: &SharePeers, ghid: &Ghid) -> Result<bool, DaemonE
     if !is_gidc {
         return Ok(false);
     }
-    match peers.store.local.ingest(bytes).await {
+    match peers
+        .store
+        .local
+        .ingest(bytes)
+        .await
+        .map_err(DaemonError::from)
+    {
         Ok(_) => Ok(true),
-        Err(e @ (PersistError::Storage(_) | PersistError::Unavailable(_))) => Err(e.into()),
+        Err(e) if e.is_temporary() => Err(e),
         Err(_) => Ok(false),
     }
 }

@@ -90,16 +90,13 @@ impl Upstream {
             match r.get_checked(ghid).await {
                 Ok(Some(b)) => return Ok(Some(b)),
                 Ok(None) => {}
-                Err(why) => failed.push(format!("{}: {why}", r.url())),
+                Err(e) => failed.push(e.to_string()),
             }
         }
-        if failed.is_empty() {
-            return Ok(None);
+        match failed.is_empty() {
+            true => Ok(None),
+            false => Err(unavailable(ghid, &failed)),
         }
-        Err(DaemonError::UnavailableUpstream(format!(
-            "{ghid}: no remote that answered has it; {}",
-            failed.join("; ")
-        )))
     }
 
     /// Like [`Local::ingest`] for bytes from a remote: an unknown signer's GIDC is fetched
@@ -116,8 +113,8 @@ impl Upstream {
                     DaemonError::NotFound("the identity of an unsigned object".into())
                 })?;
                 let gidc = self
-                    .fetch(&signer)
-                    .await
+                    .fetch_checked(&signer)
+                    .await?
                     .ok_or_else(|| DaemonError::NotFound(format!("identity {signer}")))?;
                 local.ingest(gidc).await?;
                 Ok(local.ingest(bytes).await?)
@@ -156,9 +153,15 @@ impl Upstream {
                 // Deleted here already; the remote has not heard yet.
                 Err(DaemonError::Persist(PersistError::AlreadyDebound(_))) => Ok(None),
                 Err(DaemonError::Persist(PersistError::UnboundContainer(_))) => {
-                    self.fetch_bindings(local, ghid).await;
+                    let failed = self.fetch_bindings(local, ghid).await;
                     match self.ingest_fetched(local, b.clone()).await {
                         Ok(_) => Ok(Some(b)),
+                        // Its binding may be on a remote that could not be asked.
+                        Err(DaemonError::Persist(PersistError::UnboundContainer(_)))
+                            if !failed.is_empty() =>
+                        {
+                            Err(unavailable(ghid, &failed))
+                        }
                         Err(e) => Err(e),
                     }
                 }
@@ -168,11 +171,18 @@ impl Upstream {
         }
     }
 
-    /// Fetches and ingests the static bindings (GOBS) the remotes list for `target`.
-    async fn fetch_bindings(&self, local: &Local, target: &Ghid) {
+    /// Fetches and ingests the static bindings (GOBS) the remotes list for `target`; the
+    /// remotes that could not be asked (why), if none gave one.
+    async fn fetch_bindings(&self, local: &Local, target: &Ghid) -> Vec<String> {
+        let mut failed = Vec::new();
         for r in self.remotes.iter() {
-            let Some(bindings) = r.bindings(target).await else {
-                continue;
+            let bindings = match r.bindings_checked(target).await {
+                Ok(Some(b)) => b,
+                Ok(None) => continue,
+                Err(e) => {
+                    failed.push(e.to_string());
+                    continue;
+                }
             };
             let mut any = false;
             for b in bindings {
@@ -188,9 +198,10 @@ impl Upstream {
                 }
             }
             if any {
-                return;
+                return Vec::new();
             }
         }
+        failed
     }
 
     /// Subscribes `dynamic` upstream on every remote (and catches up on it).
@@ -213,4 +224,13 @@ impl Upstream {
         self.subscribe(ghid);
         Ok(())
     }
+}
+
+/// `unavailable_upstream` for `ghid`: no remote that answered has it, and these could not be
+/// asked.
+fn unavailable(ghid: &Ghid, failed: &[String]) -> DaemonError {
+    DaemonError::UnavailableUpstream(format!(
+        "{ghid}: no remote that answered has it; {}",
+        failed.join("; ")
+    ))
 }

@@ -200,7 +200,7 @@ pub const OPS: &[OpSpec] = &[
         name: "share",
         args: &[req("ghid", "ghid"), req("recipient", "ghid")],
         result: "nil",
-        doc: "Shares an object with another user's fingerprint (`unknown_recipient`, `unsharable` for private objects; `unavailable_upstream` when the recipient's identity is not known here and a remote could not be asked); the outcome arrives as `share_result`.",
+        doc: "Shares an object with another user's fingerprint (`unknown_recipient`, `unsharable` for private objects; `unavailable_upstream` when the object or the recipient's identity is not known here and a remote could not be asked); the outcome arrives as `share_result`.",
     },
 ];
 

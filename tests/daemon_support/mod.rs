@@ -127,12 +127,12 @@ pub async fn create(dir: &std::path::Path, remotes: &[&str], n: usize) -> Daemon
         .expect("daemon starts")
 }
 
-/// (user id, fingerprint) of a daemon's account.
 /// Fixture identity `n` (its private keys).
 pub fn fixture(n: usize) -> hypergolix::golix::FirstParty {
     common::fixture(n)
 }
 
+/// (user id, fingerprint) of a daemon's account.
 pub fn ids(d: &DaemonHandle) -> (Ghid, Ghid) {
     (d.user_id(), d.fingerprint())
 }

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Base, Ledger, FLUSH_INTERVAL, LAG_FLUSH_INTERVAL, MAX_LAG, REFRESH_INTERVAL};
+use super::{
+    Base, Ledger, FLUSH_INTERVAL, LAG_FLUSH_INTERVAL, MAX_LAG, MAX_ORPHAN_SHARES, REFRESH_INTERVAL,
+};
 use crate::actors::account::{Account, AccountState, StoredSecret};
 use crate::actors::durable;
 use crate::actors::error::DaemonError;
@@ -221,4 +223,7 @@ fn merge_app_state(from: &AccountState, to: &mut AccountState) {
             to.orphan_shares.push(o.clone());
         }
     }
+    // The union of two machines' lists keeps the bound too (the newest).
+    let over = to.orphan_shares.len().saturating_sub(MAX_ORPHAN_SHARES);
+    to.orphan_shares.drain(..over);
 }
