@@ -12,7 +12,7 @@ use std::time::Duration;
 use hypergolix::actors::api::AppEvent;
 use hypergolix::actors::content;
 use hypergolix::actors::share::STATUS_OK;
-use hypergolix::golix::{FirstParty, Ghid, Object, Policy, RequestBody, SecondParty, Secret};
+use hypergolix::golix::{FirstParty, Ghid, SecondParty, Secret};
 use hypergolix::persist::client::PersisterClient;
 use share_support::*;
 
@@ -42,26 +42,6 @@ async fn publish_all(url: &str, objects: &[Vec<u8>]) {
         client.publish(o).await.unwrap();
     }
     client.close();
-}
-
-/// The answers in `inbox` (requests to Alice), opened: (ack?, request, status).
-fn answers(inbox: &[Vec<u8>], alice: &FirstParty, bob: &SecondParty) -> Vec<(bool, Ghid, u32)> {
-    inbox
-        .iter()
-        .map(|bytes| {
-            let Ok(Object::Garq(g)) = Object::decode(bytes, Policy::STRICT) else {
-                panic!("not a request")
-            };
-            let req = alice
-                .open_request(&g, |a| (*a == bob.ghid()).then(|| bob.clone()))
-                .expect("Bob's answer opens");
-            match req.body {
-                RequestBody::Ack { target, status } => (true, target, status),
-                RequestBody::Nak { target, status } => (false, target, status),
-                other => panic!("unexpected {other:?}"),
-            }
-        })
-        .collect()
 }
 
 #[actix_rt::test]

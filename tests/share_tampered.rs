@@ -10,7 +10,7 @@ use std::time::Duration;
 use hypergolix::actors::api::AppEvent;
 use hypergolix::actors::content;
 use hypergolix::actors::share::{STATUS_BAD_MAC, STATUS_OK};
-use hypergolix::golix::{Ghid, Object, Policy, RequestBody, SecondParty, Secret};
+use hypergolix::golix::{Ghid, SecondParty, Secret};
 use hypergolix::persist::client::PersisterClient;
 use share_support::*;
 
@@ -77,24 +77,7 @@ async fn a_tampered_handshake_is_naked_and_never_dispatched() {
         p.requests_for(&alice.ghid()).len() == 2
     })
     .await;
-    let mut answers: Vec<(bool, Ghid, u32)> = p
-        .requests_for(&alice.ghid())
-        .iter()
-        .map(|bytes| {
-            let Ok(Object::Garq(g)) = Object::decode(bytes, Policy::STRICT) else {
-                panic!("not a request")
-            };
-            let req = alice
-                .open_request(&g, |a| (*a == to_bob.ghid()).then(|| to_bob.clone()))
-                .expect("Bob's answer opens");
-            assert_eq!(req.author, to_bob.ghid());
-            match req.body {
-                RequestBody::Ack { target, status } => (true, target, status),
-                RequestBody::Nak { target, status } => (false, target, status),
-                other => panic!("unexpected {other:?}"),
-            }
-        })
-        .collect();
+    let mut answers = answers(&p.requests_for(&alice.ghid()), &alice, &to_bob);
     answers.sort_by_key(|a| a.0);
     assert_eq!(
         answers,

@@ -313,38 +313,36 @@ impl RemoteHandle {
     /// (`Ok(None)`) from "this remote could not answer" (`unavailable_upstream` naming it and
     /// why: not connected, timed out, the connection failed, the persister could not serve it).
     pub async fn get_checked(&self, ghid: &Ghid) -> Result<Option<Vec<u8>>, DaemonError> {
-        let unavailable =
-            |why: &str| DaemonError::UnavailableUpstream(format!("{}: {why}", self.url()));
-        let client = self
-            .client()
-            .await
-            .ok_or_else(|| unavailable("not connected"))?;
-        match timed(client.get(ghid)).await {
-            Ok(b) => Ok(Some(b.to_vec())),
-            Err(e) if e.code() == Some(codes::NOT_FOUND) => Ok(None),
-            Err(e) => Err(unavailable(&e.to_string())),
-        }
+        let ghid = *ghid;
+        let got = self.checked(|c| async move { c.get(&ghid).await }).await?;
+        Ok(got.map(|b| b.to_vec()))
     }
 
-    /// [`RemoteHandle::bindings`] with the same distinction as [`RemoteHandle::get_checked`].
+    /// The bindings this remote lists for `ghid` (GOBS ghids, or dynamic ghids), with the
+    /// same distinction as [`RemoteHandle::get_checked`].
     pub async fn bindings_checked(&self, ghid: &Ghid) -> Result<Option<Vec<Ghid>>, DaemonError> {
+        let ghid = *ghid;
+        self.checked(|c| async move { c.list_bindings(&ghid).await })
+            .await
+    }
+
+    /// `op` on the connected client: `not_found` is `Ok(None)`, anything that kept this remote
+    /// from answering is `unavailable_upstream` naming it and why.
+    async fn checked<T, F>(&self, op: impl FnOnce(Client) -> F) -> Result<Option<T>, DaemonError>
+    where
+        F: std::future::Future<Output = Result<T, ClientError>>,
+    {
         let unavailable =
             |why: &str| DaemonError::UnavailableUpstream(format!("{}: {why}", self.url()));
         let client = self
             .client()
             .await
             .ok_or_else(|| unavailable("not connected"))?;
-        match timed(client.list_bindings(ghid)).await {
-            Ok(b) => Ok(Some(b)),
+        match timed(op(client)).await {
+            Ok(v) => Ok(Some(v)),
             Err(e) if e.code() == Some(codes::NOT_FOUND) => Ok(None),
             Err(e) => Err(unavailable(&e.to_string())),
         }
-    }
-
-    /// The bindings this remote lists for `ghid` (GOBS ghids, or dynamic ghids), if it is
-    /// connected and answers.
-    pub async fn bindings(&self, ghid: &Ghid) -> Option<Vec<Ghid>> {
-        self.bindings_checked(ghid).await.ok().flatten()
     }
 
     /// Keeps `ghid` subscribed (across reconnects) and catches up on it.

@@ -267,3 +267,30 @@ pub async fn two_users(alice_dir: &Path, bob_dir: &Path) -> (Persister, Node, No
     bob.drained().await;
     (p, alice, bob)
 }
+
+/// The answers in `inbox` (requests to `sharer`, all from `recipient`), opened: (ack?, the
+/// request answered, status).
+pub fn answers(
+    inbox: &[Vec<u8>],
+    sharer: &hypergolix::golix::FirstParty,
+    recipient: &hypergolix::golix::SecondParty,
+) -> Vec<(bool, Ghid, u32)> {
+    use hypergolix::golix::{Object, Policy, RequestBody};
+    inbox
+        .iter()
+        .map(|bytes| {
+            let Ok(Object::Garq(g)) = Object::decode(bytes, Policy::STRICT) else {
+                panic!("not a request")
+            };
+            let req = sharer
+                .open_request(&g, |a| (*a == recipient.ghid()).then(|| recipient.clone()))
+                .expect("the answer opens");
+            assert_eq!(req.author, recipient.ghid());
+            match req.body {
+                RequestBody::Ack { target, status } => (true, target, status),
+                RequestBody::Nak { target, status } => (false, target, status),
+                other => panic!("unexpected {other:?}"),
+            }
+        })
+        .collect()
+}
