@@ -21,10 +21,11 @@ pub(super) struct ByteBudget {
 
 impl ByteBudget {
     pub(super) fn new(total_bytes: usize) -> ByteBudget {
-        let cap = u32::MAX as usize;
+        // Taken a u32 at a time: more permits than that could never be taken at once.
+        let most = Semaphore::MAX_PERMITS.min(u32::MAX as usize);
         let total = match total_bytes {
-            0 => Semaphore::MAX_PERMITS.min(cap),
-            n => (n / 1024).clamp(1, Semaphore::MAX_PERMITS.min(cap)),
+            0 => most,
+            n => (n / 1024).clamp(1, most),
         };
         ByteBudget {
             permits: Arc::new(Semaphore::new(total)),
