@@ -340,17 +340,17 @@ fn vault_round_trips_values() {
     assert_eq!(v.get::<Record>(b"a").unwrap(), Some(record("alpha2")));
     v.remove(b"a").unwrap();
     assert_eq!(v.get::<Record>(b"a").unwrap(), None);
-    // Same key reopens; the wrong type or the wrong key is a storage error.
+    // Same key reopens; the wrong type or the wrong key is a corrupt record (code `storage`).
     let again = Vault::open(&db, "secrets", &vault_key(1)).unwrap();
     assert_eq!(again.get::<Record>(b"b/1").unwrap(), Some(record("beta1")));
     assert!(matches!(
         again.get::<u64>(b"b/1"),
-        Err(DaemonError::Storage(_))
+        Err(DaemonError::Corrupt(_))
     ));
     let other_key = Vault::open(&db, "secrets", &vault_key(2)).unwrap();
     assert!(matches!(
         other_key.get::<Record>(b"b/1"),
-        Err(DaemonError::Storage(_))
+        Err(DaemonError::Corrupt(_))
     ));
 }
 
@@ -377,14 +377,14 @@ fn vault_refuses_tampered_and_moved_records() {
     raw_tree.insert(b"k3", &sealed[..20]).unwrap();
     assert!(matches!(
         v.get::<Record>(b"k3"),
-        Err(DaemonError::Storage(_))
+        Err(DaemonError::Corrupt(_))
     ));
 
     // Copied to another key of the same tree, or to the same key of another tree.
     raw_tree.insert(b"k2", sealed.clone()).unwrap();
     assert!(matches!(
         v.get::<Record>(b"k2"),
-        Err(DaemonError::Storage(_))
+        Err(DaemonError::Corrupt(_))
     ));
     let other = Vault::open(&db, "tokens2", &vault_key(3)).unwrap();
     db.open_tree("tokens2")
@@ -393,7 +393,7 @@ fn vault_refuses_tampered_and_moved_records() {
         .unwrap();
     assert!(matches!(
         other.get::<Record>(b"k1"),
-        Err(DaemonError::Storage(_))
+        Err(DaemonError::Corrupt(_))
     ));
 }
 

@@ -22,8 +22,12 @@
 //! container is then refused alone, and that remote's frame has no container until the object's
 //! next push that fits (logged and reported like any refusal).
 //!
-//! **Permanent refusals** (every code but `storage`, `unavailable` and `limit`, which are
-//! retried) never drop an entry silently: each is a `warning` log and a `remote_refused`
+//! **Retries.** A remote answering `storage`, `unavailable` or `limit`, and an entry that
+//! cannot be read from the local vault right now, are retried after 0.2 s, doubling up to
+//! 10 s, with a `warning` at the first failure and every 30th after it. Only an entry
+//! that will never open (corrupt) is dropped, with a warning.
+//!
+//! **Permanent refusals** (every other code) never drop an entry silently: each is a `warning` log and a `remote_refused`
 //! event to the apps tracking the object. The local archive keeps what the app was told is
 //! committed; only that remote lacks it. (The daemon refuses oversize pushes before
 //! committing them, against the last known limits, so this path is for limits that changed
@@ -40,6 +44,7 @@ use tokio::sync::oneshot;
 
 use super::api::AppEvent;
 use super::apps::AppRegistry;
+use super::error::DaemonError;
 use super::local::Local;
 use super::publish_queue::Entry;
 use super::remote::RemoteHandle;
@@ -47,8 +52,50 @@ use crate::golix::{Ghid, Object, Policy};
 use crate::persist::client::{ClientError, PersisterClient as Client};
 use crate::persist::wire::codes;
 
-/// Wait before retrying an outbox entry the remote could not take right now.
+/// First wait before retrying an outbox entry that could not be read, or that the remote
+/// could not take, right now; it doubles while that lasts, up to [`RETRY_PAUSE_MAX`].
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
+const RETRY_PAUSE_MAX: Duration = Duration::from_secs(10);
+/// While a failure lasts, it is logged as a warning once every this many retries (the
+/// first included), so a remote that stays full is visible but does not flood the log.
+const WARN_EVERY: u32 = 30;
+
+/// The pause before the drain's next attempt while the same entry keeps failing.
+struct Backoff {
+    pause: Duration,
+    failures: u32,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            pause: RETRY_PAUSE,
+            failures: 0,
+        }
+    }
+}
+
+impl Backoff {
+    /// One more failure; whether this one is to be logged as a warning.
+    fn failed(&mut self) -> bool {
+        self.failures += 1;
+        (self.failures - 1) % WARN_EVERY == 0
+    }
+
+    async fn wait(&mut self) {
+        tokio::time::sleep(self.next_pause()).await;
+    }
+
+    fn next_pause(&mut self) -> Duration {
+        let pause = self.pause;
+        self.pause = (pause * 2).min(RETRY_PAUSE_MAX);
+        pause
+    }
+
+    fn succeeded(&mut self) {
+        *self = Backoff::default();
+    }
+}
 
 /// Whether a remote's refusal (its wire code) is final for this object (drop it) rather
 /// than transient (retry).
@@ -99,6 +146,7 @@ pub(super) async fn drain(
 ) {
     let q = remote.shared.queue;
     let mut caught_up = Some(caught_up);
+    let mut retry = Backoff::default();
     loop {
         let entry = match local.publish_queue.first(q) {
             Ok(Some(e)) => e,
@@ -109,8 +157,15 @@ pub(super) async fn drain(
                 local.publish_queue.wait(q).await;
                 continue;
             }
+            Err(e @ DaemonError::Corrupt(_)) => {
+                slog::warn!(local.log, "outbox entry will never open; dropped"; "remote" => remote.url(), "error" => %e);
+                continue;
+            }
             Err(e) => {
-                slog::warn!(local.log, "outbox entry unreadable; dropped"; "remote" => remote.url(), "error" => %e);
+                if retry.failed() {
+                    slog::warn!(local.log, "outbox entry cannot be read now; will retry"; "remote" => remote.url(), "error" => %e, "retry_in_ms" => retry.pause.as_millis());
+                }
+                retry.wait().await;
                 continue;
             }
         };
@@ -158,18 +213,22 @@ pub(super) async fn drain(
         for (i, (e, result)) in unit.iter().zip(results).enumerate() {
             match result {
                 Ok(_) => {
+                    retry.succeeded();
                     if let Err(err) = local.publish_queue.remove(q, e.seq) {
                         slog::warn!(local.log, "cannot remove an acknowledged outbox entry"; "error" => %err);
                     }
                 }
                 Err(ClientError::Server { code, message }) if is_rule_rejection(&code) => {
                     // A refused binding takes its container along: it would be refused unbound.
+                    retry.succeeded();
                     refuse(&local, &apps, &remote, unit[0], &unit[i..], &code, &message);
                     break;
                 }
                 Err(err @ ClientError::Server { .. }) => {
-                    slog::debug!(local.log, "remote busy; will retry"; "remote" => remote.url(), "error" => %err);
-                    tokio::time::sleep(RETRY_PAUSE).await;
+                    if retry.failed() {
+                        slog::warn!(local.log, "remote cannot take an object now; will retry"; "remote" => remote.url(), "error" => %err, "retry_in_ms" => retry.pause.as_millis());
+                    }
+                    retry.wait().await;
                     break;
                 }
                 Err(err) => {
@@ -218,5 +277,29 @@ fn refuse(
                 message: message.to_owned(),
             },
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_and_warn_once_in_a_while() {
+        let mut b = Backoff::default();
+        let mut warned = Vec::new();
+        let mut pauses = Vec::new();
+        for i in 1..=70 {
+            if b.failed() {
+                warned.push(i);
+            }
+            pauses.push(b.next_pause().as_millis());
+        }
+        assert_eq!(warned, vec![1, 31, 61]);
+        assert_eq!(&pauses[..7], &[200, 400, 800, 1600, 3200, 6400, 10_000]);
+        assert!(pauses[7..].iter().all(|&p| p == 10_000));
+        b.succeeded();
+        assert!(b.failed());
+        assert_eq!(b.next_pause(), RETRY_PAUSE);
     }
 }

@@ -52,6 +52,11 @@ pub enum DaemonError {
     Account(String),
     #[error("storage: {0}")]
     Storage(String),
+    /// A stored record that will never open as it is (fails authentication, does not decode,
+    /// its file is gone or has the wrong length): unlike [`DaemonError::Storage`], retrying
+    /// cannot help. The same wire code as `Storage`.
+    #[error("storage: corrupt record: {0}")]
+    Corrupt(String),
     #[error("daemon is shutting down")]
     ShuttingDown,
     /// The actor that does this stopped, or did not answer in time (the same code as the
@@ -95,7 +100,7 @@ impl DaemonError {
             DaemonError::BadArgs(_) => "bad_args",
             DaemonError::TooLarge(_) => "too_large",
             DaemonError::Account(_) => "account",
-            DaemonError::Storage(_) => "storage",
+            DaemonError::Storage(_) | DaemonError::Corrupt(_) => "storage",
             DaemonError::ShuttingDown => "shutting_down",
             DaemonError::Unavailable(_) => "unavailable",
         }

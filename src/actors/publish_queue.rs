@@ -174,8 +174,10 @@ impl PublishQueue {
         Ok(())
     }
 
-    /// The oldest entry of queue `q`. A record that no longer opens is dropped (logged by
-    /// the caller through the error) so the queue never wedges.
+    /// The oldest entry of queue `q`. A record that will never open
+    /// ([`DaemonError::Corrupt`]) is dropped, so the queue never wedges (logged by the caller
+    /// through the error); one that cannot be read now (any other error) stays, for the
+    /// caller to retry.
     pub fn first(&self, q: usize) -> Result<Option<Entry>, DaemonError> {
         let queue = &self.queues[q];
         loop {
@@ -187,10 +189,11 @@ impl PublishQueue {
                 Ok(None) => {
                     queue.seqs().remove(&seq);
                 }
-                Err(e) => {
+                Err(e @ DaemonError::Corrupt(_)) => {
                     self.remove(q, seq)?;
                     return Err(e);
                 }
+                Err(e) => return Err(e),
             }
         }
     }
@@ -329,7 +332,39 @@ mod tests {
         let tree = db.open_tree("outbox-test").unwrap();
         let (k, _) = tree.iter().next().unwrap().unwrap();
         tree.insert(k, b"garbage".to_vec()).unwrap();
-        assert!(o.first(0).is_err());
+        assert!(matches!(o.first(0), Err(DaemonError::Corrupt(_))));
         assert_eq!(o.first(0).unwrap().unwrap().object, b"good");
+    }
+
+    #[test]
+    fn a_record_that_cannot_be_read_now_stays_and_is_read_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::persist::store::sled_gate::open(&dir.path().join("db")).unwrap();
+        let large = dir.path().join("large");
+        let v = Vault::open_with_spill(&db, "outbox-test", &[7; 32], &large).unwrap();
+        let o = PublishQueue::open(v, &["ws://a/ws".to_owned()]).unwrap();
+        let big = vec![5u8; 40_000];
+        o.enqueue(&[big.clone(), b"after".to_vec()]).unwrap();
+        let file = std::fs::read_dir(&large)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let bytes = std::fs::read(&file).unwrap();
+        // Its file unreadable for now (a directory in its place: EISDIR, not "gone").
+        std::fs::remove_file(&file).unwrap();
+        std::fs::create_dir(&file).unwrap();
+        for _ in 0..3 {
+            assert!(matches!(o.first(0), Err(DaemonError::Storage(_))));
+            assert_eq!(o.pending(0), 2);
+        }
+        std::fs::remove_dir(&file).unwrap();
+        std::fs::write(&file, &bytes).unwrap();
+        assert_eq!(o.first(0).unwrap().unwrap().object, big);
+        // Truncated, it will never open: dropped, and the queue goes on.
+        std::fs::write(&file, &bytes[..100]).unwrap();
+        assert!(matches!(o.first(0), Err(DaemonError::Corrupt(_))));
+        assert_eq!(o.first(0).unwrap().unwrap().object, b"after");
     }
 }

@@ -134,7 +134,19 @@ impl Vault {
             Some(spill) if spill::is_pointer(raw) => spill
                 .read(&hex::encode(key), raw)
                 .map(std::borrow::Cow::Owned)
-                .map_err(|e| self.error(key, &format!("cannot read its file: {e}"))),
+                .map_err(|e| {
+                    let what = format!("cannot read its file: {e}");
+                    // Gone or of the wrong length: it will not come back. Anything else (no
+                    // descriptors, EIO, ...) may pass.
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::InvalidData
+                    ) {
+                        self.corrupt(key, &what)
+                    } else {
+                        self.error(key, &what)
+                    }
+                }),
             _ => Ok(std::borrow::Cow::Borrowed(raw)),
         }
     }
@@ -177,8 +189,8 @@ impl Vault {
     }
 
     /// The value under `key`, if any. A record that fails authentication (tampered, moved from
-    /// another key or tree, wrong vault key) or does not decode as `T` is
-    /// [`DaemonError::Storage`].
+    /// another key or tree, wrong vault key), does not decode as `T` or whose file is gone is
+    /// [`DaemonError::Corrupt`]; a read that failed otherwise is [`DaemonError::Storage`].
     pub fn get<T: serde::de::DeserializeOwned>(
         &self,
         key: &[u8],
@@ -281,10 +293,10 @@ impl Vault {
 
     fn open_record(&self, key: &[u8], raw: &[u8]) -> Result<Zeroizing<Vec<u8>>, DaemonError> {
         if raw.len() < 1 + NONCE_LEN + TAG_LEN {
-            return Err(self.error(key, "record too short"));
+            return Err(self.corrupt(key, "record too short"));
         }
         if raw[0] != RECORD_VERSION {
-            return Err(self.error(key, &format!("unknown record version {}", raw[0])));
+            return Err(self.corrupt(key, &format!("unknown record version {}", raw[0])));
         }
         let (nonce, ct) = raw[1..].split_at(NONCE_LEN);
         let aad = self.aad(key);
@@ -292,7 +304,7 @@ impl Vault {
             .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: &aad })
             .map(Zeroizing::new)
             .map_err(|_| {
-                self.error(
+                self.corrupt(
                     key,
                     "record fails authentication (tampered, moved or wrong key)",
                 )
@@ -308,13 +320,22 @@ impl Vault {
         let plain = self.open_record(key, &sealed)?;
         // No serde detail in the message: it could quote decrypted bytes.
         rmp_serde::from_slice(&plain)
-            .map_err(|_| self.error(key, "record does not decode as the expected type"))
+            .map_err(|_| self.corrupt(key, "record does not decode as the expected type"))
     }
 
     /// A storage error naming the tree and a short digest of the key (keys may be tokens).
     fn error(&self, key: &[u8], what: &str) -> DaemonError {
+        DaemonError::Storage(self.describe(key, what))
+    }
+
+    /// A record that will never open as stored ([`DaemonError::Corrupt`]).
+    fn corrupt(&self, key: &[u8], what: &str) -> DaemonError {
+        DaemonError::Corrupt(self.describe(key, what))
+    }
+
+    fn describe(&self, key: &[u8], what: &str) -> String {
         let tag = hex::encode(&Sha512::digest(key)[..4]);
-        DaemonError::Storage(format!("vault {:?}, record #{tag}: {what}", self.name))
+        format!("vault {:?}, record #{tag}: {what}", self.name)
     }
 }
 
