@@ -164,7 +164,7 @@ pub(super) async fn boot(opts: DaemonOptions, log: slog::Logger) -> Result<Daemo
         store: store.clone(),
         objects: Arc::downgrade(&objects),
         gc: gc.deleted(),
-        share: share.incoming(),
+        share: share.inbox(),
     };
     let object_peers = ObjectPeers {
         store: store.clone(),

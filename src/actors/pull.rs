@@ -17,7 +17,7 @@
 //! `DaemonHandle` (`sync`, the quiet pull when an object loads). Reaches ([`Puller`]): the
 //! [`Store`] (ingest, fetch, secrets), the live objects through the object registry, held
 //! weakly ([`Pulled`], [`Removed`]), the `GcActor` ([`Deleted`]) and the `ShareActor`
-//! ([`Incoming`]); the remote a frame came from is an [`Upstream`] of one.
+//! ([`ShareInbox`]); the remote a frame came from is an [`Upstream`] of one.
 
 use std::sync::Weak;
 
@@ -28,7 +28,7 @@ use super::error::DaemonError;
 use super::gc::Deleted;
 use super::local::SecretRecord;
 use super::object::{ObjectHandle, ObjectRegistry, Pulled, Removed};
-use super::share::Incoming;
+use super::share::{Offered, ShareInbox};
 use super::upstream::Upstream;
 use crate::golix::{Ghid, Gobd, Object, Policy};
 use crate::persist::PersistError;
@@ -40,7 +40,7 @@ pub struct Puller {
     pub objects: Weak<ObjectRegistry>,
     /// Weak, like every link to an actor `DaemonHandle` owns.
     pub gc: WeakRecipient<Deleted>,
-    pub share: WeakRecipient<Incoming>,
+    pub share: ShareInbox,
 }
 
 impl Puller {
@@ -70,8 +70,9 @@ pub async fn notification(puller: &Puller, from: &Upstream, subscription: Ghid, 
         }
         Object::Gdxx(_) => removal(puller, subscription, object).await,
         Object::Garq(_) => {
-            if let Some(share) = puller.share.upgrade() {
-                share.do_send(Incoming(object));
+            if puller.share.offer(object) == (Offered::Refused { first: true }) {
+                slog::warn!(puller.store.local.log, "share requests arrive faster than they are handled; those not taken wait on the remote for the next subscribe";
+                    "remote" => from.name(), "waiting" => super::share::MAX_QUEUED);
             }
             Ok(())
         }

@@ -29,7 +29,8 @@
 //!    the live session of its token) gets `share_result`, and the answer is debound.
 //!
 //! Owns: the in-memory route from each pending request to the session that asked.
-//! Messages: [`Incoming`] (from `pull`, through a `WeakRecipient<Incoming>`), [`Requested`] (from
+//! Messages: [`Incoming`] (from `pull`, through a [`ShareInbox`]: at most [`MAX_QUEUED`]
+//! waiting), [`Requested`] (from
 //! [`share`]), `Retry` (its own, later) and [`Stop`] (from `DaemonHandle::shutdown`).
 //!
 //! Peers ([`SharePeers`]): the [`Store`] (local state, remotes, the `AccountActor`: pending
@@ -38,6 +39,7 @@
 //! off the event loop), [`dispatch`].
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -73,10 +75,75 @@ pub const STATUS_BAD_MAC: u32 = 3;
 /// Nak: anything else went wrong.
 pub const STATUS_FAILED: u32 = 4;
 
-/// A GARQ pushed on our fingerprint subscription (raw bytes, from a remote).
+/// A GARQ pushed on our fingerprint subscription (raw bytes, from a remote), counted in
+/// [`ShareInbox`] until handled.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Incoming(pub Vec<u8>);
+pub struct Incoming(Vec<u8>, Queued);
+
+/// Requests pushed to us and not handled yet, at most; further ones are not taken (they
+/// stay on the remotes, see [`ShareInbox::offer`]). Anyone who knows our fingerprint can
+/// send them as fast as a remote takes them, and each costs an RSA decryption here.
+pub const MAX_QUEUED: usize = 256;
+
+/// Where GARQs addressed to us go: the share actor, held weakly (its owner is
+/// `DaemonHandle`), with a count of those not handled yet. Cheap to clone.
+#[derive(Clone)]
+pub struct ShareInbox {
+    to: WeakRecipient<Incoming>,
+    queued: Arc<AtomicUsize>,
+    /// Whether a request was refused since the last one was taken (one warning per run of
+    /// refusals, not one per request).
+    refusing: Arc<AtomicBool>,
+}
+
+/// What [`ShareInbox::offer`] did with a request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Offered {
+    Taken,
+    /// Not taken: [`MAX_QUEUED`] wait, or the actor is gone. `first` for the first refusal
+    /// since a request was last taken.
+    Refused {
+        first: bool,
+    },
+}
+
+/// One request counted in [`ShareInbox`]; dropping it (once handled, or with its message)
+/// uncounts it.
+struct Queued(Arc<AtomicUsize>);
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl ShareInbox {
+    /// Queues `garq` for the share actor, unless [`MAX_QUEUED`] wait already (or the actor
+    /// is gone). A request not taken stays on the remote that sent it, undebound, and
+    /// comes back at the next subscribe (a reconnect or a restart).
+    pub fn offer(&self, garq: Vec<u8>) -> Offered {
+        match (self.enter(), self.to.upgrade()) {
+            (Some(queued), Some(to)) => {
+                to.do_send(Incoming(garq, queued));
+                self.refusing.store(false, Ordering::Release);
+                Offered::Taken
+            }
+            _ => Offered::Refused {
+                first: !self.refusing.swap(true, Ordering::AcqRel),
+            },
+        }
+    }
+
+    fn enter(&self) -> Option<Queued> {
+        self.queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_QUEUED).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Queued(self.queued.clone()))
+    }
+}
 
 /// `app` asked for the share whose handshake is `request`.
 #[derive(Message)]
@@ -128,10 +195,13 @@ impl ShareHandle {
         ShareHandle { addr }
     }
 
-    /// Where GARQs addressed to us go (raw bytes, from a remote; weakly: the share actor's
-    /// owner is `DaemonHandle`).
-    pub fn incoming(&self) -> WeakRecipient<Incoming> {
-        self.addr.clone().recipient().downgrade()
+    /// Where GARQs addressed to us go (raw bytes, from a remote).
+    pub fn inbox(&self) -> ShareInbox {
+        ShareInbox {
+            to: self.addr.clone().recipient().downgrade(),
+            queued: Arc::new(AtomicUsize::new(0)),
+            refusing: Arc::new(AtomicBool::new(false)),
+        }
     }
 
     fn requested(&self, request: Ghid, app: AppId) {
@@ -169,9 +239,16 @@ impl Actor for ShareActor {
 }
 
 impl ShareActor {
-    /// Handles one request (`attempt` 0: as it arrived); one that failed for a temporary
-    /// reason was neither answered nor debound, and is retried later.
-    fn request(&mut self, bytes: Vec<u8>, attempt: u32, ctx: &mut Context<Self>) {
+    /// Handles one request (`attempt` 0: as it arrived, `queued` its place in the inbox,
+    /// freed once it is handled); one that failed for a temporary reason was neither answered
+    /// nor debound, and is retried later.
+    fn request(
+        &mut self,
+        bytes: Vec<u8>,
+        attempt: u32,
+        queued: Option<Queued>,
+        ctx: &mut Context<Self>,
+    ) {
         let Some(requested) = self.requested.take() else {
             return;
         };
@@ -191,6 +268,7 @@ impl ShareActor {
                     }
                 }
             }
+            drop(queued);
             (handling.requested, again)
         });
         ctx.wait(task.into_actor(self).map(move |res, act, ctx| {
@@ -241,8 +319,8 @@ impl ShareActor {
 impl Handler<Incoming> for ShareActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Incoming, ctx: &mut Context<Self>) {
-        self.request(msg.0, 0, ctx);
+    fn handle(&mut self, Incoming(bytes, queued): Incoming, ctx: &mut Context<Self>) {
+        self.request(bytes, 0, Some(queued), ctx);
     }
 }
 
@@ -251,7 +329,7 @@ impl Handler<Retry> for ShareActor {
 
     fn handle(&mut self, msg: Retry, ctx: &mut Context<Self>) {
         self.waiting.remove(&msg.request);
-        self.request(msg.bytes, msg.attempt, ctx);
+        self.request(msg.bytes, msg.attempt, None, ctx);
     }
 }
 
@@ -721,4 +799,71 @@ async fn current(peers: &SharePeers, ghid: Ghid) -> Result<(Ghid, Secret), Daemo
     }
     let loaded = commit::load(&peers.store, ghid).await?;
     Ok((loaded.ghid, loaded.secret))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Holds what it gets (each request keeps its place in the inbox) until `Release`.
+    #[derive(Default)]
+    struct Holder(Vec<Incoming>);
+
+    impl Actor for Holder {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<Incoming> for Holder {
+        type Result = ();
+        fn handle(&mut self, msg: Incoming, _: &mut Context<Self>) {
+            self.0.push(msg);
+        }
+    }
+
+    #[derive(Message)]
+    #[rtype(result = "()")]
+    struct Release;
+
+    impl Handler<Release> for Holder {
+        type Result = ();
+        fn handle(&mut self, _: Release, _: &mut Context<Self>) {
+            self.0.pop();
+        }
+    }
+
+    #[actix_rt::test]
+    async fn the_inbox_takes_a_bounded_number_and_warns_once_per_run() {
+        let holder = Holder::default().start();
+        let inbox = ShareInbox {
+            to: holder.clone().recipient().downgrade(),
+            queued: Arc::new(AtomicUsize::new(0)),
+            refusing: Arc::new(AtomicBool::new(false)),
+        };
+        for _ in 0..MAX_QUEUED {
+            assert_eq!(inbox.offer(b"GARQ".to_vec()), Offered::Taken);
+        }
+        assert_eq!(
+            inbox.offer(b"GARQ".to_vec()),
+            Offered::Refused { first: true }
+        );
+        assert_eq!(
+            inbox.offer(b"GARQ".to_vec()),
+            Offered::Refused { first: false }
+        );
+        // One handled: room for one more, and the next refusal warns again.
+        holder.send(Release).await.unwrap();
+        assert_eq!(inbox.offer(b"GARQ".to_vec()), Offered::Taken);
+        assert_eq!(
+            inbox.offer(b"GARQ".to_vec()),
+            Offered::Refused { first: true }
+        );
+        // The actor gone: refused, nothing counted.
+        drop(holder);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(matches!(
+            inbox.offer(b"GARQ".to_vec()),
+            Offered::Refused { .. }
+        ));
+        assert_eq!(inbox.queued.load(Ordering::Acquire), 0);
+    }
 }
