@@ -230,6 +230,57 @@ async fn dynamic_object_life_reaches_subscribers_but_not_the_uploader() {
     r.stop().await.unwrap();
 }
 
+/// The client holds at most `notify_bytes` of notifications it was sent and the application
+/// has not dropped: past it, it stops reading the socket (the server then keeps, and
+/// coalesces, what it cannot send). Nothing is lost: the latest frame arrives once the
+/// application takes what waits.
+#[actix_rt::test]
+async fn notifications_waiting_in_the_client_are_bounded_in_bytes() {
+    let r = start().await;
+    let a = common::fixture(1);
+    let (frames, containers) = dynamic(&a, 30);
+    let dynamic = frames[0].dynamic;
+    let (up, _up_rx) = connect(&r).await;
+    let opts = hypergolix::persist::client::ClientOptions {
+        notify_bytes: 8 * 1024,
+        ..Default::default()
+    };
+    let (sub, mut sub_rx) = PersisterClient::connect_with(&r.ws_url(), opts)
+        .await
+        .unwrap();
+    up.publish(&gidc(&a)).await.unwrap();
+    sub.subscribe(&dynamic).await.unwrap();
+    for (f, c) in frames.iter().zip(&containers) {
+        up.publish(&f.encode()).await.unwrap();
+        up.publish(&c.encode()).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Each frame is under 1 KiB and takes one KiB of the budget: eight wait, no more.
+    let waiting = sub_rx.len();
+    assert!((1..=8).contains(&waiting), "{waiting} notifications wait");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), sub.hold(1))
+            .await
+            .is_err(),
+        "the budget is all taken"
+    );
+    let mut last = None;
+    while last != Some(29) {
+        let n = next(&mut sub_rx).await;
+        let Object::Gobd(g) = decode(&n.object) else {
+            panic!("expected a frame")
+        };
+        assert!(last.is_none_or(|l| g.counter > l), "in order");
+        last = Some(g.counter);
+    }
+    drop(
+        tokio::time::timeout(WAIT, sub.hold(1))
+            .await
+            .expect("room again"),
+    );
+    r.stop().await.unwrap();
+}
+
 /// Publishes pipelined on one connection (all sent before any answer): checked in parallel,
 /// applied in order, answered in order. An object signed by an identity published just
 /// before it in the same pipeline is stored; a refused one in the middle (its durability

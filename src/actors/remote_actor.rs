@@ -53,7 +53,9 @@ use super::remote::{
 use super::upstream::Upstream;
 use super::{drain, limits};
 use crate::golix::Ghid;
-use crate::persist::client::{ClientError, Notification, PersisterClient as Client};
+use bytes::Bytes;
+
+use crate::persist::client::{ClientError, Held, Notification, PersisterClient as Client};
 use crate::persist::wire;
 
 /// What a remote's actor reaches (see the module doc). Cheap to clone.
@@ -115,9 +117,11 @@ enum SubOp {
 /// ([`RemoteHandle::pull_backlog`]); `tests/pull_backlog.rs` holds the bound.
 pub const PULL_QUEUE: usize = 1024;
 
+/// Each holds its bytes' place in the connection's notification budget (README,
+/// daemon-side limits) until it is pulled.
 enum Work {
-    Note(Ghid, Vec<u8>),
-    Frame(Vec<u8>),
+    Note(Notification),
+    Frame(Bytes, Held),
 }
 
 /// Starts the supervised `RemoteActor` of `handle` on one of `arbiters`, hands the handle
@@ -313,9 +317,7 @@ impl RemoteActor {
                 // Replay our own outbox first, so the remote's frames are not older than ours.
                 let _ = caught_up_rx.await;
                 for g in subs {
-                    if let Ok(b) = timed(client.get(&g)).await {
-                        let _ = work.send(Work::Frame(b.to_vec())).await;
-                    }
+                    catch_up(&client, &g, &work).await;
                 }
             })
         };
@@ -349,7 +351,7 @@ impl RemoteActor {
 impl StreamHandler<Notification> for RemoteActor {
     fn handle(&mut self, n: Notification, ctx: &mut Context<Self>) {
         let Some(s) = &self.session else { return };
-        let work = Work::Note(n.subscription, n.object.to_vec());
+        let work = Work::Note(n);
         if let Err(mpsc::error::TrySendError::Full(work)) = s.work_tx.try_send(work) {
             // Backpressure: nothing else (the stream included) runs until the worker takes it.
             let tx = s.work_tx.clone();
@@ -473,6 +475,15 @@ async fn greet(
     Ok(max_object)
 }
 
+/// Queues the remote's current frame of `g` for the pull worker (nothing if it has none or
+/// cannot be asked: its notifications still come).
+async fn catch_up(client: &Client, g: &Ghid, work: &mpsc::Sender<Work>) {
+    if let Ok(b) = timed(client.get(g)).await {
+        let held = client.hold(b.len()).await;
+        let _ = work.send(Work::Frame(b, held)).await;
+    }
+}
+
 /// Applies subscription changes in order; after each subscribe, catches up on that ghid.
 async fn subscriber(
     log: slog::Logger,
@@ -483,11 +494,7 @@ async fn subscriber(
     while let Some(op) = ops.recv().await {
         match op {
             SubOp::Subscribe(g) => match timed(client.subscribe(&g)).await {
-                Ok(()) => {
-                    if let Ok(b) = timed(client.get(&g)).await {
-                        let _ = work.send(Work::Frame(b.to_vec())).await;
-                    }
-                }
+                Ok(()) => catch_up(&client, &g, &work).await,
                 // Updates of that object stop coming from this remote: the user must know.
                 Err(e) => slog::warn!(log, "subscribe failed"; "ghid" => %g, "error" => %e),
             },
@@ -505,11 +512,12 @@ async fn pull_worker(puller: Puller, handle: RemoteHandle, mut rx: mpsc::Receive
         handle.record_pull_backlog(rx.len());
         let Some(w) = rx.recv().await else { break };
         match w {
-            Work::Note(subscription, object) => {
-                pull::notification(&puller, &remote, subscription, object).await
+            Work::Note(n) => {
+                let (subscription, object, _held) = n.into_parts();
+                pull::notification(&puller, &remote, subscription, object.to_vec()).await
             }
-            Work::Frame(bytes) => {
-                if let Err(e) = pull::frame(&puller, &remote, bytes).await {
+            Work::Frame(bytes, _held) => {
+                if let Err(e) = pull::frame(&puller, &remote, bytes.to_vec()).await {
                     slog::info!(puller.store.local.log, "catch-up frame not applied";
                         "remote" => remote.name(), "error" => %e);
                 }

@@ -26,8 +26,9 @@ use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use rmpv::Value;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 
+use super::budget::ByteBudget;
 use super::wire::{self, args, ErrBody, Hello, Incoming, PublishAck};
 use crate::golix::{FirstParty, Ghid};
 
@@ -207,15 +208,32 @@ impl From<ErrBody> for ClientError {
     }
 }
 
-/// A pushed notification: `object` (raw Golix bytes) concerns `subscription`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A pushed notification: `object` (raw Golix bytes) concerns `subscription`. Its bytes count
+/// against the connection's [`ClientOptions::notify_bytes`] until it is dropped (keep its
+/// [`Held`] with the object, [`Notification::into_parts`], until it is handled).
+#[derive(Debug)]
 pub struct Notification {
     pub subscription: Ghid,
     pub object: Bytes,
+    held: Held,
 }
+
+impl Notification {
+    /// The subscription, the object, and its place in the budget.
+    pub fn into_parts(self) -> (Ghid, Bytes, Held) {
+        (self.subscription, self.object, self.held)
+    }
+}
+
+/// Bytes counted against a connection's [`ClientOptions::notify_bytes`], freed on drop.
+#[derive(Debug)]
+pub struct Held(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
 
 /// The receiving end of a connection's notifications; ends when the connection closes.
 pub type Notifications = mpsc::Receiver<Notification>;
+
+/// The default [`ClientOptions::notify_bytes`].
+pub const DEFAULT_NOTIFY_BYTES: usize = 16 << 20;
 
 /// Connection options.
 #[derive(Clone)]
@@ -228,6 +246,11 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     /// Notifications buffered before the socket stops being read (default 1024).
     pub notify_buffer: usize,
+    /// Bytes of notifications received and not yet dropped by the application (the
+    /// buffered ones and those it still holds), and of whatever it counts with
+    /// [`PersisterClient::hold`]; past it the socket stops being read (default 16 MiB; a
+    /// notification larger than that waits for all of it).
+    pub notify_bytes: usize,
     /// TLS configuration for `wss://` (leave `alpn_protocols` empty or `http/1.1`); `None`
     /// trusts the public roots ([`super::tls::default_client_config`]).
     pub tls: Option<Arc<rustls::ClientConfig>>,
@@ -240,6 +263,7 @@ impl Default for ClientOptions {
             request_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             notify_buffer: 1024,
+            notify_bytes: DEFAULT_NOTIFY_BYTES,
             tls: None,
         }
     }
@@ -284,6 +308,8 @@ pub struct PersisterClient {
 struct Inner {
     url: String,
     tx: mpsc::Sender<Cmd>,
+    /// [`ClientOptions::notify_bytes`].
+    notified: Arc<ByteBudget>,
     pending: Arc<Mutex<Pending>>,
     next_id: AtomicU64,
     timeout: Duration,
@@ -342,10 +368,16 @@ impl PersisterClient {
         let (tx, rx) = mpsc::channel(1024);
         let (ntx, nrx) = mpsc::channel(opts.notify_buffer.max(1));
         let pending = Arc::new(Mutex::new(Pending::default()));
-        actix_rt::spawn(io_task(framed, rx, pending.clone(), ntx));
+        let notified = Arc::new(ByteBudget::new(opts.notify_bytes.max(1)));
+        let notify = Notify {
+            tx: ntx,
+            budget: notified.clone(),
+        };
+        actix_rt::spawn(io_task(framed, rx, pending.clone(), notify));
         let inner = Inner {
             url: url.to_owned(),
             tx,
+            notified,
             pending,
             next_id: AtomicU64::new(1),
             timeout: opts.request_timeout,
@@ -516,6 +548,13 @@ impl PersisterClient {
         results
     }
 
+    /// Counts `len` bytes the application got from this connection and keeps until it has
+    /// handled them (a `get` reply queued beside the notifications, say) against
+    /// [`ClientOptions::notify_bytes`], once they fit; freed when the [`Held`] drops.
+    pub async fn hold(&self, len: usize) -> Held {
+        Held(self.inner.notified.take(len).await)
+    }
+
     /// The object's bytes (a dynamic ghid gives its current frame); `not_found` if absent.
     pub async fn get(&self, ghid: &Ghid) -> Result<Bytes, ClientError> {
         match self
@@ -579,8 +618,14 @@ struct PublishRef<'a> {
     object: &'a [u8],
 }
 
+/// Where notifications go, and the bytes they may hold.
+struct Notify {
+    tx: mpsc::Sender<Notification>,
+    budget: Arc<ByteBudget>,
+}
+
 /// Routes one server message.
-async fn dispatch(frame: &Bytes, pending: &Mutex<Pending>, notify: &mpsc::Sender<Notification>) {
+async fn dispatch(frame: &Bytes, pending: &Mutex<Pending>, notify: &Notify) {
     let Ok(msg) = Incoming::decode_shared(frame) else {
         return; // unreadable: ignored (forward compatibility)
     };
@@ -598,11 +643,15 @@ async fn dispatch(frame: &Bytes, pending: &Mutex<Pending>, notify: &mpsc::Sender
             object,
         } => {
             // Copied out of the frame: a slice would keep the connection's whole read buffer
-            // (a large reply read with it, say) alive while the notification waits.
+            // (a large reply read with it, say) alive while the notification waits. Room in
+            // the byte budget first: until there is, the socket is not read.
+            let held = Held(notify.budget.take(object.len()).await);
             let _ = notify
+                .tx
                 .send(Notification {
                     subscription,
                     object: Bytes::copy_from_slice(&object),
+                    held,
                 })
                 .await;
             return;
@@ -634,7 +683,7 @@ async fn io_task<F, E1, E2>(
     framed: F,
     mut cmds: mpsc::Receiver<Cmd>,
     pending: Arc<Mutex<Pending>>,
-    notify: mpsc::Sender<Notification>,
+    notify: Notify,
 ) where
     F: Stream<Item = Result<Frame, E1>> + Sink<Message, Error = E2> + Unpin,
 {

@@ -11,6 +11,7 @@
 //! binaries.
 
 pub mod archive;
+mod budget;
 pub mod client;
 pub mod error;
 pub mod hub;

@@ -24,7 +24,6 @@
 //! lifecycle. Calls: [`super::Archive`], [`super::hub`], [`super::wire`], [`super::store`],
 //! [`crate::config`], [`crate::net`].
 
-mod budget;
 mod cluster;
 mod direct;
 pub mod guard;
@@ -44,6 +43,7 @@ use actix_web::{web, App, HttpServer};
 use slog::{info, warn, Logger};
 use tokio::sync::watch;
 
+use super::budget::ByteBudget;
 use super::hub::{self, Hub, HubStats};
 use super::store::{NatsOptions, NatsStore};
 use super::wire;
@@ -344,9 +344,9 @@ pub(crate) struct Shared {
     /// The `hello` answer (fixed for the server's life).
     hello: wire::Hello,
     /// Bytes of HTTP response bodies in flight (`outbound_bytes_total`).
-    http_bodies: budget::ByteBudget,
+    http_bodies: ByteBudget,
     /// Bytes of the publishes in every pipeline (`inbound_bytes_total`).
-    inbound: budget::ByteBudget,
+    inbound: ByteBudget,
     log: Logger,
     /// Flips to `true` when the server stops; sessions then close with "going away".
     shutdown: watch::Receiver<bool>,
@@ -420,8 +420,8 @@ pub async fn start(settings: Settings) -> Result<Running, ServerError> {
         pool,
         limits,
         hello: wire::Hello::new(limits.to_wire()),
-        http_bodies: budget::ByteBudget::new(limits.outbound_bytes_total),
-        inbound: budget::ByteBudget::new(limits.inbound_bytes_total),
+        http_bodies: ByteBudget::new(limits.outbound_bytes_total),
+        inbound: ByteBudget::new(limits.inbound_bytes_total),
         log: settings.log.clone(),
         shutdown: shutdown_rx,
         fanout: fanout.handle(),

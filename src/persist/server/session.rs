@@ -27,7 +27,7 @@
 //!   then their replies; under load an announcement also waits, at most [`MAX_HOLD`], for the
 //!   publishes right behind it, see `announce`). Up to `max_in_flight` publishes per
 //!   connection are in the pipeline at once, and at most `inbound_bytes_total` bytes of
-//!   publishes across connections (`super::budget`): a publish that does not fit waits, and
+//!   publishes across connections (`crate::persist::budget`): a publish that does not fit waits, and
 //!   its connection is not read meanwhile.
 //! - Reads run inline with sled, on the [`VerifyPool`] with the cluster store (network round
 //!   trips must not stall the event loop's other sessions).

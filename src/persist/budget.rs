@@ -1,26 +1,29 @@
-//! # Byte budgets shared by every connection
+//! # Byte budgets
 //!
-//! A bound on the bytes that all connections together can make the server hold at once, as
-//! KiB permits of one semaphore: the publishes in the connections' pipelines (from the read of
-//! their message until they are answered: `inbound_bytes_total`) and the bodies of HTTP
-//! responses in flight (`outbound_bytes_total`). A single object larger than the whole budget
-//! takes all of it (so it waits for the others rather than forever).
+//! A bound on the bytes a peer can make us hold at once, as KiB permits of one semaphore.
+//! The server has two shared by every connection: the publishes in the connections'
+//! pipelines (from the read of their message until they are answered: `inbound_bytes_total`)
+//! and the bodies of HTTP responses in flight (`outbound_bytes_total`). The client has one
+//! per connection: notifications received and not yet handled by the application
+//! ([`super::client::ClientOptions::notify_bytes`]). A single object larger than the whole
+//! budget takes all of it (so it waits for the others rather than forever).
 //!
-//! Owns: [`ByteBudget`]. Calls: tokio's semaphore. Used by `session` and `http`.
+//! Owns: [`ByteBudget`]. Calls: tokio's semaphore. Used by the server's `session` and
+//! `http`, and by the client.
 
 use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Bytes held at once, in KiB permits; `0` bytes = no bound.
-pub(super) struct ByteBudget {
+pub(crate) struct ByteBudget {
     permits: Arc<Semaphore>,
     /// Permits in all (what one object can take at most).
     total: u32,
 }
 
 impl ByteBudget {
-    pub(super) fn new(total_bytes: usize) -> ByteBudget {
+    pub(crate) fn new(total_bytes: usize) -> ByteBudget {
         // Taken a u32 at a time: more permits than that could never be taken at once.
         let most = Semaphore::MAX_PERMITS.min(u32::MAX as usize);
         let total = match total_bytes {
@@ -41,7 +44,7 @@ impl ByteBudget {
     }
 
     /// `len` bytes of the budget now, if they are free.
-    pub(super) fn try_take(&self, len: usize) -> Option<OwnedSemaphorePermit> {
+    pub(crate) fn try_take(&self, len: usize) -> Option<OwnedSemaphorePermit> {
         self.permits
             .clone()
             .try_acquire_many_owned(self.kib(len))
@@ -50,7 +53,7 @@ impl ByteBudget {
 
     /// `len` bytes of the budget, once they are free (the caller waits: backpressure);
     /// `None` only if the budget was closed.
-    pub(super) async fn take(&self, len: usize) -> Option<OwnedSemaphorePermit> {
+    pub(crate) async fn take(&self, len: usize) -> Option<OwnedSemaphorePermit> {
         self.permits
             .clone()
             .acquire_many_owned(self.kib(len))
