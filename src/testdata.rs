@@ -1,6 +1,7 @@
 //! Where the repository keeps its Golix test vectors (`tests/vectors/golix/`), for unit tests,
 //! integration tests and benches alike. Reading a missing file panics with its full path, so a
-//! broken checkout says what it lacks. Calls nothing of ours; not used by the binaries.
+//! broken checkout says what it lacks. Calls `golix` (to import a fixture identity); not used
+//! by the binaries.
 
 use std::path::{Path, PathBuf};
 
@@ -32,4 +33,19 @@ pub fn fixture_identity_json(n: usize) -> serde_json::Value {
         vectors_dir().join("fixture_identities.json").display()
     );
     id
+}
+
+/// Fixture identity `n` (1, 2 or 3), imported.
+pub fn fixture_first_party(n: usize) -> crate::golix::FirstParty {
+    let v = fixture_identity_json(n);
+    let hex = |k: &str| hex::decode(v[k].as_str().unwrap_or_default()).unwrap_or_default();
+    let x: [u8; 32] = hex("exchange_private_hex")
+        .try_into()
+        .unwrap_or_else(|_| panic!("fixture identity {n}: exchange key"));
+    crate::golix::FirstParty::import(
+        &hex("signature_private_der_hex"),
+        &hex("encryption_private_der_hex"),
+        &x,
+    )
+    .unwrap_or_else(|e| panic!("fixture identity {n}: {e}"))
 }

@@ -595,15 +595,7 @@ mod tests {
     use crate::golix::Algo;
 
     fn fixture1() -> FirstParty {
-        let id = &crate::testdata::fixture_identity_json(1);
-        let field = |k: &str| hex::decode(id[k].as_str().unwrap()).unwrap();
-        let x: [u8; 32] = field("exchange_private_hex").try_into().unwrap();
-        FirstParty::import(
-            &field("signature_private_der_hex"),
-            &field("encryption_private_der_hex"),
-            &x,
-        )
-        .unwrap()
+        crate::testdata::fixture_first_party(1)
     }
 
     /// Every way the bytes of `secret` could be spelled in a Debug string.

@@ -46,15 +46,7 @@ mod tests {
     use crate::testdata;
 
     fn fixture(n: usize) -> FirstParty {
-        let v = testdata::fixture_identity_json(n);
-        let hex = |k: &str| hex::decode(v[k].as_str().unwrap()).unwrap();
-        let x: [u8; 32] = hex("exchange_private_hex").try_into().unwrap();
-        FirstParty::import(
-            &hex("signature_private_der_hex"),
-            &hex("encryption_private_der_hex"),
-            &x,
-        )
-        .unwrap()
+        testdata::fixture_first_party(n)
     }
 
     #[test]

@@ -203,6 +203,25 @@ enum Exclusive {
     CatchUp,
 }
 
+/// `op` at the end of `deferred`, or coalesced (see [`ObjectActor::defer`]).
+fn enqueue(deferred: &mut VecDeque<Exclusive>, op: Exclusive) {
+    let waiting = deferred.iter_mut().find(|o| {
+        matches!(
+            (&**o, &op),
+            (Exclusive::Pulled(_), Exclusive::Pulled(_)) | (Exclusive::Removed, Exclusive::Removed)
+        )
+    });
+    match (waiting, op) {
+        (Some(Exclusive::Pulled(old)), Exclusive::Pulled(new)) => {
+            if new.0.counter >= old.0.counter {
+                *old = new;
+            }
+        }
+        (Some(_), _) => {}
+        (None, op) => deferred.push_back(op),
+    }
+}
+
 pub struct ObjectActor {
     peers: ObjectPeers,
     /// Held weakly: the registry holds this actor's address.
@@ -360,9 +379,13 @@ impl ObjectActor {
         self.obj.view()
     }
 
-    /// Queues an operation on the current container and runs what can run.
+    /// Queues an operation on the current container and runs what can run. Remote changes
+    /// coalesce while they wait (a remote can send them faster than they are applied): a
+    /// pulled frame takes the place of one waiting already unless that one is newer (the
+    /// newest ratchets over the skipped ones, as when a persister coalesces them), and a
+    /// removal waits once. Everything else queued has a caller waiting for its answer.
     fn defer(&mut self, op: Exclusive, ctx: &mut Context<Self>) {
-        self.deferred.push_back(op);
+        enqueue(&mut self.deferred, op);
         self.pump(ctx);
     }
 
@@ -534,5 +557,48 @@ impl ObjectActor {
             self.peers.store.upstream.unsubscribe(self.obj.ghid);
         }
         ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::golix::DEFAULT_LEGROOM;
+
+    fn counters(deferred: &VecDeque<Exclusive>) -> Vec<String> {
+        deferred
+            .iter()
+            .map(|o| match o {
+                Exclusive::Pulled(p) => format!("pulled {}", p.0.counter),
+                Exclusive::Removed => "removed".into(),
+                Exclusive::Current(_) => "current".into(),
+                _ => "other".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn remote_changes_coalesce_while_they_wait_and_requests_keep_their_place() {
+        let a = crate::testdata::fixture_first_party(1);
+        let secret = Secret::random();
+        let c = a.make_container(b"state", &secret).unwrap();
+        let mut frames = vec![a.make_bind_dynamic(c.ghid).unwrap()];
+        for i in 1..5 {
+            let next = a
+                .make_next_frame(&frames[i - 1], c.ghid, DEFAULT_LEGROOM)
+                .unwrap();
+            frames.push(next);
+        }
+        let pulled = |i: usize| Exclusive::Pulled(Box::new((frames[i].clone(), c.clone())));
+        let mut q = VecDeque::new();
+        enqueue(&mut q, pulled(1));
+        let (tx, _rx) = oneshot::channel();
+        enqueue(&mut q, Exclusive::Current(tx));
+        for i in [3, 2, 4, 4] {
+            enqueue(&mut q, pulled(i));
+        }
+        enqueue(&mut q, Exclusive::Removed);
+        enqueue(&mut q, Exclusive::Removed);
+        assert_eq!(counters(&q), ["pulled 4", "current", "removed"]);
     }
 }
