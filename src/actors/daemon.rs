@@ -359,22 +359,41 @@ impl DaemonHandle {
         if !view.dynamic || upstream.is_empty() {
             return Ok(view);
         }
+        // Every remote that answers is pulled from; one that cannot be asked is skipped
+        // while another answers. A frame a remote has and that could not be applied fails
+        // the sync (a temporary failure first: the app may retry it), never an `ok` with
+        // the state from before.
         let mut reached = false;
+        let mut failed: Option<DaemonError> = None;
         for i in 0..upstream.remotes().len() {
             let r = upstream.one(i);
-            if let Some(bytes) = r.fetch(&ghid).await {
-                reached = true;
-                if let Err(e) = pull::frame(&self.daemon.puller, &r, bytes).await {
-                    slog::info!(self.daemon.local.log, "sync: frame not applied"; "ghid" => %ghid, "error" => %e);
+            let bytes = match r.fetch_checked(&ghid).await {
+                Ok(Some(bytes)) => bytes,
+                Ok(None) => {
+                    reached = true;
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            reached = true;
+            if let Err(e) = pull::frame(&self.daemon.puller, &r, bytes).await {
+                slog::warn!(self.daemon.local.log, "sync: a remote's frame not applied";
+                    "ghid" => %ghid, "remote" => r.name(), "error" => %e);
+                if failed.as_ref().is_none_or(|f| !f.is_temporary()) {
+                    failed = Some(e);
                 }
             }
         }
         if !reached {
             return Err(DaemonError::UnavailableUpstream(ghid.to_string()));
         }
-        h.ask(object::View)
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        // Once what was pulled is applied (it waits for the object's frames in flight).
+        h.ask(object::Settled)
             .await
-            .map_err(|e| self.mailbox_error(e, ghid))
+            .map_err(|e| self.mailbox_error(e, ghid))?
     }
 
     /// Binds the current container statically; returns its ghid (a static object).

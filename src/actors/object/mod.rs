@@ -122,6 +122,11 @@ pub struct Delete {
     pub app: AppId,
 }
 
+/// The view once the operations queued before this one (pulled frames included) are done.
+#[derive(Message)]
+#[rtype(result = "Result<ObjectView, DaemonError>")]
+pub struct Settled;
+
 /// The object's ghid and the secret of its current container (what a share hands over).
 /// Answered once no push is in flight; `None` if the actor stopped first.
 #[derive(Message)]
@@ -196,6 +201,7 @@ enum Exclusive {
     Pulled(Box<(Gobd, Geoc)>),
     Removed,
     Current(oneshot::Sender<Option<(Ghid, Secret)>>),
+    Settled(oneshot::Sender<ObjectView>),
     Freeze(oneshot::Sender<Result<Ghid, DaemonError>>),
     Hold(oneshot::Sender<Result<(), DaemonError>>),
     Delete(AppId, oneshot::Sender<Result<(), DaemonError>>),
@@ -333,6 +339,17 @@ impl Handler<Current> for ObjectActor {
     }
 }
 
+impl Handler<Settled> for ObjectActor {
+    type Result = ResponseFuture<Result<ObjectView, DaemonError>>;
+
+    fn handle(&mut self, _: Settled, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.defer(Exclusive::Settled(tx), ctx);
+        let ghid = self.obj.ghid;
+        Box::pin(async move { rx.await.map_err(|_| dead(ghid)) })
+    }
+}
+
 impl Handler<Freeze> for ObjectActor {
     type Result = ResponseFuture<Result<Ghid, DaemonError>>;
 
@@ -441,6 +458,9 @@ impl ObjectActor {
         match op {
             Exclusive::Current(reply) => {
                 let _ = reply.send(Some((self.obj.ghid, self.obj.secret.clone())));
+            }
+            Exclusive::Settled(reply) => {
+                let _ = reply.send(self.view());
             }
             Exclusive::Removed => self.removed(None),
             Exclusive::Pulled(pulled) => {
