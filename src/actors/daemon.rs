@@ -379,7 +379,7 @@ impl DaemonHandle {
             if let Err(e) = pull::frame(&self.daemon.puller, &r, bytes).await {
                 slog::warn!(self.daemon.local.log, "sync: a remote's frame not applied";
                     "ghid" => %ghid, "remote" => r.name(), "error" => %e);
-                if failed.as_ref().is_none_or(|f| !f.is_temporary()) {
+                if !failed.as_ref().is_some_and(|f| f.is_temporary()) {
                     failed = Some(e);
                 }
             }
