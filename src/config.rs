@@ -117,6 +117,8 @@ pub struct ProcessSection {
     /// them, so idle sockets of any local process cannot lock out an app. Default 1024
     /// (at most a quarter of the open-file limit).
     pub ipc_max_unauthenticated: usize,
+    /// App connections authenticated at once; a `hello` past it gets `limit`. Default 256.
+    pub ipc_max_apps: usize,
 }
 
 impl Default for ProcessSection {
@@ -129,6 +131,7 @@ impl Default for ProcessSection {
             cache_capacity: DEFAULT_DAEMON_CACHE,
             ipc_hello_timeout_s: 10,
             ipc_max_unauthenticated: crate::ipc::server::DEFAULT_MAX_UNAUTHENTICATED,
+            ipc_max_apps: crate::ipc::server::DEFAULT_MAX_APPS,
         }
     }
 }

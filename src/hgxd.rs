@@ -450,6 +450,7 @@ pub async fn run(mut args: RunArgs) -> Result<(), RunError> {
         slog::warn!(log, "ipc_max_unauthenticated lowered to a quarter of the open-file limit";
             "configured" => cfg.process.ipc_max_unauthenticated, "used" => ipc_cfg.max_unauthenticated);
     }
+    ipc_cfg.max_apps = cfg.process.ipc_max_apps.max(1);
     ipc_cfg.log = log.new(o!("part" => "ipc"));
     let server = serve(daemon.clone(), ipc_cfg)
         .await

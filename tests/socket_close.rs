@@ -340,3 +340,43 @@ async fn idle_strangers_do_not_lock_out_an_app() {
         fds()
     );
 }
+
+/// At most `ipc_max_apps` sessions past `hello`: one more `hello` is answered `limit` and may
+/// be tried again on the same connection once an app has left.
+#[actix_rt::test]
+async fn apps_past_hello_are_bounded_and_a_place_frees_when_one_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_d, _home, addr, token) = hgxd(dir.path(), "  ipc_max_apps: 3\n").await;
+    let mut apps = Vec::new();
+    for _ in 0..3 {
+        apps.push(app(addr, &token).await);
+    }
+    let hello = || request(7, "hello", map(vec![("token", bin(token.as_bytes()))]));
+    let mut late = hostile_support::RawWs::open(addr, None, None)
+        .await
+        .expect("upgrade");
+    late.send(&hello()).await;
+    let reply = late.msg().await;
+    assert_eq!(
+        get(&get(&reply, "err"), "code").as_str(),
+        Some("limit"),
+        "{reply}"
+    );
+    // One app leaves: its place frees once its session has ended.
+    let mut gone = apps.pop().unwrap();
+    gone.frame(true, hostile_support::OP_CLOSE, &1000u16.to_be_bytes())
+        .await;
+    assert_eq!(daemon_close(&mut gone).await, Some(1000));
+    let deadline = Instant::now() + WAIT;
+    loop {
+        late.send(&hello()).await;
+        let reply = late.msg().await;
+        if get(&reply, "ok").is_map() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no place freed: {reply}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    late.send(&request(8, "whoami", Value::Nil)).await;
+    assert!(get(&late.msg().await, "ok").is_map());
+}

@@ -39,6 +39,9 @@ pub const DEFAULT_HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// the daemon keeps file descriptors for apps (it is also capped at a quarter of the open-file
 /// limit, see `hgxd`).
 pub const DEFAULT_MAX_UNAUTHENTICATED: usize = 1024;
+/// Authenticated app connections at once, by default: each may hold up to its inbox's and
+/// writer's bounds (README), so their number is bounded too.
+pub const DEFAULT_MAX_APPS: usize = 256;
 /// How long data sent to an app may stay unread before the connection is dropped, by
 /// default.
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -67,6 +70,8 @@ pub struct IpcConfig {
     pub hello_timeout: Duration,
     /// Most sessions waiting for their `hello` at once; one more closes the oldest.
     pub max_unauthenticated: usize,
+    /// Most authenticated sessions at once; a `hello` past it gets `limit`.
+    pub max_apps: usize,
     /// Sent data unread by the app for this long drops the connection (`TCP_USER_TIMEOUT`).
     pub send_timeout: Duration,
     /// actix worker threads; each connection lives on one.
@@ -86,6 +91,7 @@ impl IpcConfig {
             max_message: DEFAULT_MAX_MESSAGE,
             hello_timeout: DEFAULT_HELLO_TIMEOUT,
             max_unauthenticated: DEFAULT_MAX_UNAUTHENTICATED,
+            max_apps: DEFAULT_MAX_APPS,
             send_timeout: DEFAULT_SEND_TIMEOUT,
             workers: 2,
             log: Logger::root(slog::Discard, o!()),
@@ -103,6 +109,8 @@ pub(super) struct Shared<A> {
     pub hello_timeout: Duration,
     /// Sessions that have not said `hello` yet.
     pub waiting: Waiting,
+    /// Sessions that have (a count, bounded by [`IpcConfig::max_apps`]).
+    pub apps: AppSlots,
     pub log: Logger,
     /// Becomes `true` when the server stops: every session closes.
     pub shutdown: watch::Receiver<bool>,
@@ -182,6 +190,44 @@ impl Waiting {
             evict,
             inner: self.inner.clone(),
         }
+    }
+}
+
+/// The authenticated sessions, at most `max`.
+pub(super) struct AppSlots {
+    max: usize,
+    taken: Arc<AtomicUsize>,
+}
+
+impl AppSlots {
+    fn new(max: usize) -> AppSlots {
+        AppSlots {
+            max: max.max(1),
+            taken: Arc::default(),
+        }
+    }
+
+    /// A place for one more authenticated session, unless `max` are taken.
+    pub(super) fn take(&self) -> Option<AppSlot> {
+        self.taken
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| AppSlot(self.taken.clone()))
+    }
+
+    pub(super) fn max(&self) -> usize {
+        self.max
+    }
+}
+
+/// One authenticated session's place; freed when the session ends.
+pub(super) struct AppSlot(Arc<AtomicUsize>);
+
+impl Drop for AppSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -372,6 +418,7 @@ pub async fn serve<A: DaemonApi>(api: A, cfg: IpcConfig) -> Result<IpcServer, Ip
         max_message: cfg.max_message,
         hello_timeout: cfg.hello_timeout,
         waiting: Waiting::new(cfg.max_unauthenticated),
+        apps: AppSlots::new(cfg.max_apps),
         log: log.clone(),
         shutdown: shutdown_rx,
         sessions: sessions.clone(),

@@ -13,8 +13,8 @@
 //! Nothing an app sends ends the session except a wrong or missing token in `hello`, a
 //! message over the size limit, a violation of the websocket protocol itself (closed with
 //! 1002), or closing. Every other fault gets an error reply:
-//! `malformed`, `unknown_op`, `bad_args`, `access_denied` (any op before `hello`), or the
-//! daemon's own code. Each error carries a `logref` also written to the log line.
+//! `malformed`, `unknown_op`, `bad_args`, `access_denied` (any op before `hello`), `limit`
+//! (a `hello` while `ipc_max_apps` apps are connected), or the daemon's own code. Each error carries a `logref` also written to the log line.
 //!
 //! Calls: the [`DaemonApi`] (`connect_app` at `hello`, the ops, `disconnect_app` once the
 //! connection is gone and its last in-flight request has finished).
@@ -33,7 +33,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use super::ops::{self, ArgsError, Request, Whoami};
-use super::server::{CountGuard, Shared, Unwritten, WaitingGuard};
+use super::server::{AppSlot, CountGuard, Shared, Unwritten, WaitingGuard};
 use super::wire::{self, codes, WireError};
 use super::DaemonApi;
 use crate::actors::api::{AppEvent, AppId};
@@ -102,6 +102,8 @@ struct Conn<A: DaemonApi> {
     shared: Arc<Shared<A>>,
     /// Set by a successful `hello`.
     app: Option<AppId>,
+    /// Its place among the authenticated sessions (`ipc_max_apps`), from `hello` on.
+    slot: Option<AppSlot>,
     /// The daemon's events for `app`; `None` before `hello`.
     events: Option<Inbox>,
     /// In-flight requests; each yields its encoded reply.
@@ -200,6 +202,12 @@ impl<A: DaemonApi> Conn<A> {
             return self.denied(id, "wrong capability token", "hello");
         }
         if self.app.is_none() {
+            let Some(slot) = self.shared.apps.take() else {
+                let max = self.shared.apps.max();
+                let msg = format!("{max} apps are connected already (ipc_max_apps)");
+                return Step::Reply(self.err(id, codes::LIMIT, msg, "hello"));
+            };
+            self.slot = Some(slot);
             let inbox = Inbox::start(self.log.clone());
             let app = {
                 let _rt = self.shared.rt.enter();
@@ -488,6 +496,7 @@ pub(super) async fn run<A: DaemonApi>(
     let mut conn = Conn {
         shared,
         app: None,
+        slot: None,
         events: None,
         in_flight: JoinSet::new(),
         heavy: Arc::new(Semaphore::new(HEAVY_IN_FLIGHT)),

@@ -46,6 +46,8 @@ pub mod codes {
     pub const TOO_LARGE: &str = "too_large";
     /// The daemon failed in a way it did not classify.
     pub const INTERNAL: &str = "internal";
+    /// A bound of the daemon is reached (a `hello` while `ipc_max_apps` apps are connected).
+    pub const LIMIT: &str = "limit";
 }
 
 /// A request with only its envelope decoded.
