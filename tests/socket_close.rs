@@ -358,7 +358,7 @@ async fn apps_past_hello_are_bounded_and_a_place_frees_when_one_leaves() {
     late.send(&hello()).await;
     let reply = late.msg().await;
     assert_eq!(
-        get(&get(&reply, "err"), "code").as_str(),
+        get(get(&reply, "err"), "code").as_str(),
         Some("limit"),
         "{reply}"
     );
