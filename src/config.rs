@@ -43,6 +43,9 @@ pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
 /// Default of `server.inbound_bytes_total`: the publishes all connections together may
 /// have in their pipelines, in bytes.
 pub const DEFAULT_INBOUND_BYTES_TOTAL: usize = 256 * 1024 * 1024;
+/// Default of `server.min_free_bytes`: the free space the persister's disk keeps (as much
+/// as the publishes in flight may hold, `DEFAULT_INBOUND_BYTES_TOTAL`).
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 256 << 20;
 
 /// Default sled page cache of each of the daemon's two databases (16 MiB; sled's own default
 /// is 1 GiB each). sled evicts lazily (only once a shard has seen 64 accesses), so a small
@@ -288,6 +291,10 @@ pub struct ServerSection {
     /// answered); past it no connection's next message is read until some are answered.
     /// 0 = no such bound. Default 256 MiB.
     pub inbound_bytes_total: usize,
+    /// Free bytes the ghidcache's filesystem keeps: below it a publish that adds data is
+    /// refused with `storage` (debindings are always taken). 0 = no reserve. Sled store
+    /// only. Default 256 MiB.
+    pub min_free_bytes: u64,
     /// Seconds a connection may keep over half of `outbound_bytes` queued, and (as the
     /// socket's `TCP_USER_TIMEOUT`) seconds sent data may stay unread by the peer, before
     /// the connection is dropped. Default 30.
@@ -415,6 +422,7 @@ impl Default for ServerSection {
             outbound_bytes: 64 * 1024 * 1024,
             outbound_bytes_total: 1024 * 1024 * 1024,
             inbound_bytes_total: DEFAULT_INBOUND_BYTES_TOTAL,
+            min_free_bytes: DEFAULT_MIN_FREE_BYTES,
             send_timeout_s: 30,
             max_in_flight: 256,
             // = persist::rules::DEFAULT_MAX_REQUESTS_PER_RECIPIENT (config calls nothing of ours).

@@ -26,6 +26,7 @@
 
 mod cluster;
 mod direct;
+mod disk;
 pub mod guard;
 mod http;
 mod pipeline;
@@ -50,6 +51,7 @@ use super::wire;
 use super::{Archive, PersistError};
 use crate::config::{
     Config, HostSpec, NatsSection, DEFAULT_INBOUND_BYTES_TOTAL, DEFAULT_MAX_FRAME,
+    DEFAULT_MIN_FREE_BYTES,
 };
 
 pub use session::{CLIENT_TIMEOUT, PING_INTERVAL};
@@ -93,6 +95,9 @@ pub struct Limits {
     /// Bytes of the publishes in all connections' pipelines together, from the read of
     /// their message until they are answered (0 = no such bound; see `budget`).
     pub inbound_bytes_total: usize,
+    /// Free bytes the ghidcache's filesystem keeps; below it publishes that add data get
+    /// `storage` (0 = none; sled store only; see `disk`).
+    pub min_free_bytes: u64,
     /// A connection whose queue stays over half of `outbound_bytes` this long is dropped;
     /// also the kernel's limit (`TCP_USER_TIMEOUT`) on data a peer does not read.
     pub send_timeout: Duration,
@@ -117,6 +122,7 @@ impl Default for Limits {
             outbound_bytes: hub::DEFAULT_OUTBOUND_BYTES,
             outbound_bytes_total: hub::DEFAULT_OUTBOUND_BYTES_TOTAL,
             inbound_bytes_total: DEFAULT_INBOUND_BYTES_TOTAL,
+            min_free_bytes: DEFAULT_MIN_FREE_BYTES,
             send_timeout: hub::DEFAULT_SEND_TIMEOUT,
             max_in_flight: 256,
             idle_timeout: Duration::from_secs(60),
@@ -255,6 +261,7 @@ impl Settings {
                 outbound_bytes: s.outbound_bytes.max(1 << 20),
                 outbound_bytes_total: s.outbound_bytes_total,
                 inbound_bytes_total: s.inbound_bytes_total,
+                min_free_bytes: s.min_free_bytes,
                 send_timeout: Duration::from_secs(s.send_timeout_s.max(1)),
                 max_in_flight: s.max_in_flight.max(1),
                 idle_timeout: Duration::from_secs(s.idle_timeout_s.max(1)),
@@ -347,6 +354,8 @@ pub(crate) struct Shared {
     http_bodies: ByteBudget,
     /// Bytes of the publishes in every pipeline (`inbound_bytes_total`).
     inbound: ByteBudget,
+    /// `min_free_bytes` of the ghidcache's disk.
+    disk: disk::DiskReserve,
     log: Logger,
     /// Flips to `true` when the server stops; sessions then close with "going away".
     shutdown: watch::Receiver<bool>,
@@ -406,6 +415,11 @@ pub async fn start(settings: Settings) -> Result<Running, ServerError> {
             (Archive::with_store(store)?, Some(link))
         }
     };
+    // Only a local sled store has a disk of ours to keep from filling.
+    let guarded_disk = match &settings.store {
+        StoreChoice::Sled => settings.ghidcache.as_deref(),
+        StoreChoice::Nats(_) => None,
+    };
     archive.set_max_requests_per_recipient(limits.max_requests_per_recipient);
     archive.set_max_requests_per_sender(limits.max_requests_per_sender);
     let pool = pool::VerifyPool::new(verify_threads)?;
@@ -422,6 +436,7 @@ pub async fn start(settings: Settings) -> Result<Running, ServerError> {
         hello: wire::Hello::new(limits.to_wire()),
         http_bodies: ByteBudget::new(limits.outbound_bytes_total),
         inbound: ByteBudget::new(limits.inbound_bytes_total),
+        disk: disk::DiskReserve::new(guarded_disk, limits.min_free_bytes),
         log: settings.log.clone(),
         shutdown: shutdown_rx,
         fanout: fanout.handle(),

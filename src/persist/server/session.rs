@@ -601,6 +601,19 @@ impl Conn {
             Ok(a) => a.object,
             Err(e) => return self.reply_err(&raw.id, codes::BAD_ARGS, format!("publish: {e}")),
         };
+        if !object.starts_with(b"GDXX") {
+            if let Some((free, first)) = self.shared.disk.check() {
+                let min = self.shared.disk.min_free();
+                if first {
+                    warn!(self.log, "the disk is nearly full: publishes are refused until space is freed";
+                        "free" => free, "min_free_bytes" => min);
+                }
+                let message = format!(
+                    "the server's disk is nearly full ({free} bytes free, keeps {min}); nothing stored"
+                );
+                return self.reply_err(&raw.id, codes::STORAGE, message);
+            }
+        }
         let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
             return;
         };
