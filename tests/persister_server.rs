@@ -85,6 +85,22 @@ fn dynamic(a: &FirstParty, n: usize) -> (Vec<Gobd>, Vec<Geoc>) {
     (frames, containers)
 }
 
+/// `n` more frames of the object whose last frame is `last` (fresh containers).
+fn dynamic_after(a: &FirstParty, last: &Gobd, n: usize) -> (Vec<Gobd>, Vec<Geoc>) {
+    let secret = Secret::random();
+    let (mut frames, mut containers) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let c = a
+            .make_container(format!("more {i}").as_bytes(), &secret)
+            .unwrap();
+        let prev = frames.last().unwrap_or(last);
+        let next = a.make_next_frame(prev, c.ghid, DEFAULT_LEGROOM).unwrap();
+        frames.push(next);
+        containers.push(c);
+    }
+    (frames, containers)
+}
+
 fn gidc(a: &FirstParty) -> Vec<u8> {
     a.gidc().encode()
 }
@@ -278,6 +294,28 @@ async fn notifications_waiting_in_the_client_are_bounded_in_bytes() {
             .await
             .expect("room again"),
     );
+
+    // A consumer that asks for `close_when_full` is disconnected instead (and told why).
+    let opts = hypergolix::persist::client::ClientOptions {
+        notify_bytes: 8 * 1024,
+        close_when_full: true,
+        ..Default::default()
+    };
+    let (sub, _held) = PersisterClient::connect_with(&r.ws_url(), opts)
+        .await
+        .unwrap();
+    sub.subscribe(&dynamic).await.unwrap();
+    let (more, more_containers) = dynamic_after(&a, &frames[29], 12);
+    for (f, c) in more.iter().zip(&more_containers) {
+        up.publish(&f.encode()).await.unwrap();
+        up.publish(&c.encode()).await.unwrap();
+    }
+    let deadline = Instant::now() + WAIT;
+    while !sub.is_closed() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let why = sub.closed_because().expect("closed by the client");
+    assert!(why.contains("notify_bytes"), "{why}");
     r.stop().await.unwrap();
 }
 

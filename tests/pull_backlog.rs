@@ -1,9 +1,9 @@
 //! A remote that pushes faster than the daemon applies (`RemoteActor`'s pull queue,
 //! `src/actors/remote_actor.rs`, README "notifications buffered per connection"): at most
 //! `PULL_QUEUE` (1024) notifications wait to be pulled, the rest stay in the persister
-//! client's buffer and then in the socket (the persister coalesces an object's frames for a
-//! connection it cannot write to), and once the daemon applies again it ends on every
-//! object's last state.
+//! client's buffer (beyond that too, the client closes the connection and the daemon
+//! reconnects and catches up), and once the daemon applies again it ends on every object's
+//! last state.
 //!
 //! Real persister on 127.0.0.1, two real daemons of one account (fixture 1), real crypto. The
 //! daemon under test runs its work on this test's single-thread runtime, so blocking that
@@ -11,9 +11,7 @@
 //! keeps reading notifications: exactly a daemon that applies slower than its remote pushes.
 //! The other machine pushes from its own runtime meanwhile. `HGX_PULL_BACKLOG_FRAMES`
 //! (default 1,200: the queue fills, the client's buffer takes the rest) sets how many frames
-//! it pushes; with 3,000 (the socket is not read for a while, the persister coalesces) the
-//! recorded run also peaked at 1,024 and ended on every last state (135 s). With the queue
-//! unbounded the default run peaks at 1,199 and fails.
+//! it pushes. With the queue unbounded the default run peaks at 1,199 and fails.
 
 mod daemon_support;
 

@@ -431,6 +431,10 @@ impl Connector {
                     request_timeout: REQUEST_TIMEOUT,
                     connect_timeout: REQUEST_TIMEOUT,
                     tls: target_.tls,
+                    // The pull worker asks this connection for containers while it holds
+                    // notifications: a consumer that falls behind is reconnected (and
+                    // catches up), never waited for.
+                    close_when_full: true,
                     ..ClientOptions::default()
                 };
                 let _ = reply.send(Client::connect_with(&target_.url, opts).await);

@@ -365,7 +365,12 @@ impl StreamHandler<Notification> for RemoteActor {
     }
 
     fn finished(&mut self, ctx: &mut Context<Self>) {
-        self.lose(ctx, Failure::new("lost", "the connection closed"));
+        let why = self
+            .session
+            .as_ref()
+            .and_then(|s| s.client.closed_because());
+        let why = why.as_deref().unwrap_or("the connection closed");
+        self.lose(ctx, Failure::new("lost", why));
     }
 }
 

@@ -251,6 +251,12 @@ pub struct ClientOptions {
     /// [`PersisterClient::hold`]; past it the socket stops being read (default 16 MiB; a
     /// notification larger than that waits for all of it).
     pub notify_bytes: usize,
+    /// When a notification finds `notify_buffer` or `notify_bytes` full: close the
+    /// connection ([`PersisterClient::closed_because`] says why) instead of waiting with the
+    /// socket unread. A consumer that makes requests on this connection while it handles
+    /// notifications needs this: waiting, the I/O task would not read the replies that
+    /// consumer waits for. Default `false` (wait: backpressure).
+    pub close_when_full: bool,
     /// TLS configuration for `wss://` (leave `alpn_protocols` empty or `http/1.1`); `None`
     /// trusts the public roots ([`super::tls::default_client_config`]).
     pub tls: Option<Arc<rustls::ClientConfig>>,
@@ -264,6 +270,7 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(10),
             notify_buffer: 1024,
             notify_bytes: DEFAULT_NOTIFY_BYTES,
+            close_when_full: false,
             tls: None,
         }
     }
@@ -280,6 +287,9 @@ struct Pending {
     /// `too_large`); pending requests fail with it if the connection then closes.
     orphan: Option<ErrBody>,
     closed: bool,
+    /// Why this end closed the connection, when it did so on its own (see
+    /// [`ClientOptions::close_when_full`]).
+    closed_because: Option<String>,
 }
 
 /// A request on the wire, its reply still to come.
@@ -372,6 +382,7 @@ impl PersisterClient {
         let notify = Notify {
             tx: ntx,
             budget: notified.clone(),
+            close_when_full: opts.close_when_full,
         };
         actix_rt::spawn(io_task(framed, rx, pending.clone(), notify));
         let inner = Inner {
@@ -398,6 +409,12 @@ impl PersisterClient {
     /// Whether the connection has closed.
     pub fn is_closed(&self) -> bool {
         lock(&self.inner.pending).closed
+    }
+
+    /// Why this end closed the connection on its own, if it did (see
+    /// [`ClientOptions::close_when_full`]).
+    pub fn closed_because(&self) -> Option<String> {
+        lock(&self.inner.pending).closed_because.clone()
     }
 
     /// The last error reply that carried no request id (e.g. `malformed` for undecodable
@@ -622,46 +639,75 @@ struct PublishRef<'a> {
 struct Notify {
     tx: mpsc::Sender<Notification>,
     budget: Arc<ByteBudget>,
+    /// [`ClientOptions::close_when_full`].
+    close_when_full: bool,
 }
 
-/// Routes one server message.
-async fn dispatch(frame: &Bytes, pending: &Mutex<Pending>, notify: &Notify) {
+impl Notify {
+    /// Hands `n` (`len` bytes) to the consumer: once there is room, or at once (`Err`: the
+    /// consumer is behind, the connection is to close) with `close_when_full`.
+    async fn deliver(&self, subscription: Ghid, object: &[u8]) -> Result<(), &'static str> {
+        let held = if self.close_when_full {
+            self.budget
+                .try_take(object.len())
+                .ok_or("notifications not handled in time (notify_bytes full)")?
+        } else {
+            match self.budget.take(object.len()).await {
+                Some(p) => p,
+                None => return Ok(()),
+            }
+        };
+        // Copied out of the frame: a slice would keep the connection's whole read buffer
+        // (a large reply read with it, say) alive while the notification waits.
+        let n = Notification {
+            subscription,
+            object: Bytes::copy_from_slice(object),
+            held: Held(Some(held)),
+        };
+        if self.close_when_full {
+            match self.tx.try_send(n) {
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    Err("notifications not handled in time (notify_buffer full)")
+                }
+                _ => Ok(()),
+            }
+        } else {
+            let _ = self.tx.send(n).await;
+            Ok(())
+        }
+    }
+}
+
+/// Routes one server message; `Err` when the connection is to close (see
+/// [`Notify::deliver`]).
+async fn dispatch(
+    frame: &Bytes,
+    pending: &Mutex<Pending>,
+    notify: &Notify,
+) -> Result<(), &'static str> {
     let Ok(msg) = Incoming::decode_shared(frame) else {
-        return; // unreadable: ignored (forward compatibility)
+        return Ok(()); // unreadable: ignored (forward compatibility)
     };
     let (id, reply) = match msg {
         Incoming::Ok { id, ok } => (id, Ok(ok)),
         Incoming::Err { id, err } => {
             if id.as_u64().is_none() {
                 lock(pending).orphan = Some(err);
-                return;
+                return Ok(());
             }
             (id, Err(ClientError::from(err)))
         }
         Incoming::Notify {
             subscription,
             object,
-        } => {
-            // Copied out of the frame: a slice would keep the connection's whole read buffer
-            // (a large reply read with it, say) alive while the notification waits. Room in
-            // the byte budget first: until there is, the socket is not read.
-            let held = Held(notify.budget.take(object.len()).await);
-            let _ = notify
-                .tx
-                .send(Notification {
-                    subscription,
-                    object: Bytes::copy_from_slice(&object),
-                    held,
-                })
-                .await;
-            return;
-        }
-        Incoming::OtherEvent(_) => return,
+        } => return notify.deliver(subscription, &object).await,
+        Incoming::OtherEvent(_) => return Ok(()),
     };
     let waiter = id.as_u64().and_then(|id| lock(pending).waiting.remove(&id));
     if let Some(w) = waiter {
         let _ = w.send(reply);
     }
+    Ok(())
 }
 
 /// How long to wait for the server's close frame after sending ours.
@@ -729,7 +775,13 @@ async fn io_task<F, E1, E2>(
             }
             _ = tokio::time::sleep_until(deadline), if closing.is_some() => break,
             frame = stream.next() => match frame {
-                Some(Ok(Frame::Binary(b))) => dispatch(&b, &pending, &notify).await,
+                Some(Ok(Frame::Binary(b))) => {
+                    if let Err(why) = dispatch(&b, &pending, &notify).await {
+                        lock(&pending).closed_because = Some(why.to_owned());
+                        let _ = sink.send(close_msg()).await;
+                        break;
+                    }
+                }
                 Some(Ok(Frame::Ping(p))) => {
                     if sink.send(Message::Pong(p)).await.is_err() {
                         break;
