@@ -203,7 +203,13 @@ async fn pull_one(
     };
     let dynamic = frame.dynamic;
     if let Some(actor) = puller.live(&dynamic) {
-        if actor.tell(Pulled(Box::new((frame.clone(), container)))) {
+        // Awaited (not told): while the actor is busy with an exclusive operation the puller
+        // waits here, so a fast remote cannot fill its mailbox (README, daemon-side limits).
+        if actor
+            .ask(Pulled(Box::new((frame.clone(), container))))
+            .await
+            .is_ok()
+        {
             return Ok(Pull::Done);
         }
     }
@@ -264,7 +270,9 @@ async fn lost_race(
         .map_err(PersistError::VerificationFailed)?;
     slog::info!(puller.store.local.log, "a frame of ours lost a race upstream; taking the remote's";
         "ghid" => %frame.dynamic, "counter" => frame.counter);
-    actor.tell(Pulled(Box::new((frame.clone(), container))));
+    let _ = actor
+        .ask(Pulled(Box::new((frame.clone(), container))))
+        .await;
     Ok(())
 }
 

@@ -140,7 +140,7 @@ pub const OPS: &[OpSpec] = &[
         name: "sync",
         args: GHID_ONLY,
         result: "object",
-        doc: "Pulls the newest frame from every remote that answers; returns the state once it is applied. `unavailable_upstream` if no remote can be asked; a remote's frame that cannot be applied is an error (a temporary one first), never `ok` with the older state.",
+        doc: "Pulls the newest frame from every remote that answers; returns the state once it is applied. `unavailable_upstream` if no remote can be asked; a remote's frame that cannot be fetched, verified, stored or opened is an error (a temporary one first), not `ok` with the older state.",
     },
     OpSpec {
         name: "freeze",

@@ -122,7 +122,8 @@ pub struct Delete {
     pub app: AppId,
 }
 
-/// The view once the operations queued before this one (pulled frames included) are done.
+/// The view once the operations queued before this one (pulled frames included) are done;
+/// an error if the last pulled frame could not be applied.
 #[derive(Message)]
 #[rtype(result = "Result<ObjectView, DaemonError>")]
 pub struct Settled;
@@ -165,6 +166,7 @@ impl ObjectActor {
             retries: 0,
             resync: false,
             known: Vec::new(),
+            pull_failure: None,
         };
         actor.remember_known();
         actor
@@ -201,7 +203,7 @@ enum Exclusive {
     Pulled(Box<(Gobd, Geoc)>),
     Removed,
     Current(oneshot::Sender<Option<(Ghid, Secret)>>),
-    Settled(oneshot::Sender<ObjectView>),
+    Settled(oneshot::Sender<Result<ObjectView, DaemonError>>),
     Freeze(oneshot::Sender<Result<Ghid, DaemonError>>),
     Hold(oneshot::Sender<Result<(), DaemonError>>),
     Delete(AppId, oneshot::Sender<Result<(), DaemonError>>),
@@ -209,23 +211,45 @@ enum Exclusive {
     CatchUp,
 }
 
-/// `op` at the end of `deferred`, or coalesced (see [`ObjectActor::defer`]).
+/// Pulled frames waiting at once before a newer one replaces the last of them even when
+/// its target vector does not reach back over it (see [`enqueue`]).
+const MAX_WAITING_PULLS: usize = 16;
+
+/// `op` at the end of `deferred`, or coalesced (see [`ObjectActor::defer`]). A pulled frame
+/// takes the place of the last one waiting if it is not older and its target vector holds
+/// that one's oldest target: the vectors are windows of one chain, so whatever secret would
+/// have opened the skipped frame opens it too. Otherwise it waits behind it, up to
+/// [`MAX_WAITING_PULLS`], then replaces it anyway (the object may then need its secret from
+/// the account, as when a persister coalesces frames).
 fn enqueue(deferred: &mut VecDeque<Exclusive>, op: Exclusive) {
-    let waiting = deferred.iter_mut().find(|o| {
-        matches!(
-            (&**o, &op),
-            (Exclusive::Pulled(_), Exclusive::Pulled(_)) | (Exclusive::Removed, Exclusive::Removed)
-        )
-    });
-    match (waiting, op) {
-        (Some(Exclusive::Pulled(old)), Exclusive::Pulled(new)) => {
-            if new.0.counter >= old.0.counter {
-                *old = new;
+    match op {
+        Exclusive::Removed => {
+            if !deferred.iter().any(|o| matches!(o, Exclusive::Removed)) {
+                deferred.push_back(op);
             }
         }
-        (Some(_), _) => {}
-        (None, op) => deferred.push_back(op),
+        Exclusive::Pulled(new) => {
+            let waiting = deferred
+                .iter()
+                .filter(|o| matches!(o, Exclusive::Pulled(_)))
+                .count();
+            let last = deferred.iter_mut().rev().find_map(|o| match o {
+                Exclusive::Pulled(p) => Some(p),
+                _ => None,
+            });
+            match last {
+                Some(old) if new.0.counter < old.0.counter => {}
+                Some(old) if covers(&new.0, &old.0) || waiting >= MAX_WAITING_PULLS => *old = new,
+                _ => deferred.push_back(Exclusive::Pulled(new)),
+            }
+        }
+        op => deferred.push_back(op),
     }
+}
+
+/// Whether `new`'s target vector reaches back over `old`'s (holds its oldest target).
+fn covers(new: &Gobd, old: &Gobd) -> bool {
+    old.targets.last().is_some_and(|t| new.targets.contains(t))
 }
 
 pub struct ObjectActor {
@@ -259,6 +283,8 @@ pub struct ObjectActor {
     resync: bool,
     /// Secrets of recent frames, oldest first (see [`KNOWN_SECRETS`]).
     known: Vec<(Ghid, Secret)>,
+    /// Why the last pulled frame was not applied, if it was not (what [`Settled`] reports).
+    pull_failure: Option<DaemonError>,
 }
 
 /// What a reply channel dropped unanswered (the actor stopped) means to the asker.
@@ -346,7 +372,7 @@ impl Handler<Settled> for ObjectActor {
         let (tx, rx) = oneshot::channel();
         self.defer(Exclusive::Settled(tx), ctx);
         let ghid = self.obj.ghid;
-        Box::pin(async move { rx.await.map_err(|_| dead(ghid)) })
+        Box::pin(async move { rx.await.unwrap_or_else(|_| Err(dead(ghid))) })
     }
 }
 
@@ -397,10 +423,9 @@ impl ObjectActor {
     }
 
     /// Queues an operation on the current container and runs what can run. Remote changes
-    /// coalesce while they wait (a remote can send them faster than they are applied): a
-    /// pulled frame takes the place of one waiting already unless that one is newer (the
-    /// newest ratchets over the skipped ones, as when a persister coalesces them), and a
-    /// removal waits once. Everything else queued has a caller waiting for its answer.
+    /// coalesce while they wait (a remote can send them faster than they are applied; see
+    /// [`enqueue`]), and a removal waits once. Everything else queued has a caller waiting
+    /// for its answer.
     fn defer(&mut self, op: Exclusive, ctx: &mut Context<Self>) {
         enqueue(&mut self.deferred, op);
         self.pump(ctx);
@@ -460,7 +485,10 @@ impl ObjectActor {
                 let _ = reply.send(Some((self.obj.ghid, self.obj.secret.clone())));
             }
             Exclusive::Settled(reply) => {
-                let _ = reply.send(self.view());
+                let _ = reply.send(match self.pull_failure.take() {
+                    Some(e) => Err(e),
+                    None => Ok(self.view()),
+                });
             }
             Exclusive::Removed => self.removed(None),
             Exclusive::Pulled(pulled) => {
@@ -597,18 +625,27 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn remote_changes_coalesce_while_they_wait_and_requests_keep_their_place() {
+    /// Frames 0..n of one object, each on a container of its own, `legroom` targets each.
+    fn chain(n: usize, legroom: usize) -> (Vec<Gobd>, Geoc) {
         let a = crate::testdata::fixture_first_party(1);
         let secret = Secret::random();
-        let c = a.make_container(b"state", &secret).unwrap();
-        let mut frames = vec![a.make_bind_dynamic(c.ghid).unwrap()];
-        for i in 1..5 {
+        let c0 = a.make_container(b"state 0", &secret).unwrap();
+        let mut frames = vec![a.make_bind_dynamic(c0.ghid).unwrap()];
+        for i in 1..n {
+            let c = a
+                .make_container(format!("{i}").as_bytes(), &secret)
+                .unwrap();
             let next = a
-                .make_next_frame(&frames[i - 1], c.ghid, DEFAULT_LEGROOM)
+                .unsigned_next_frame(&frames[i - 1], c.ghid, legroom)
                 .unwrap();
             frames.push(next);
         }
+        (frames, c0)
+    }
+
+    #[test]
+    fn remote_changes_coalesce_while_they_wait_and_requests_keep_their_place() {
+        let (frames, c) = chain(5, DEFAULT_LEGROOM);
         let pulled = |i: usize| Exclusive::Pulled(Box::new((frames[i].clone(), c.clone())));
         let mut q = VecDeque::new();
         enqueue(&mut q, pulled(1));
@@ -620,5 +657,25 @@ mod tests {
         enqueue(&mut q, Exclusive::Removed);
         enqueue(&mut q, Exclusive::Removed);
         assert_eq!(counters(&q), ["pulled 4", "current", "removed"]);
+    }
+
+    #[test]
+    fn a_frame_that_does_not_reach_back_over_the_waiting_one_waits_behind_it_up_to_a_bound() {
+        // Two targets each: a frame's vector never holds the oldest target of the one before.
+        let (frames, c) = chain(21, 2);
+        let pulled = |i: usize| Exclusive::Pulled(Box::new((frames[i].clone(), c.clone())));
+        let mut q = VecDeque::new();
+        for i in 1..=3 {
+            enqueue(&mut q, pulled(i));
+        }
+        assert_eq!(counters(&q), ["pulled 1", "pulled 2", "pulled 3"]);
+        for i in 4..=20 {
+            enqueue(&mut q, pulled(i));
+        }
+        let mut want: Vec<String> = (1..MAX_WAITING_PULLS)
+            .map(|i| format!("pulled {i}"))
+            .collect();
+        want.push("pulled 20".into());
+        assert_eq!(counters(&q), want);
     }
 }

@@ -25,6 +25,7 @@ impl ObjectActor {
     /// race upstream against ours (pull only sends those; ours can never reach the remote, so
     /// both machines show the remote's and our next frame follows it).
     pub(super) fn pulled(&mut self, frame: Gobd, container: Geoc, ctx: &mut Context<Self>) {
+        self.pull_failure = None;
         let Some(current) = &self.obj.frame else {
             return;
         };
@@ -69,12 +70,18 @@ impl ObjectActor {
                 self.broadcast(None);
             }
             Ok(None) => {
-                slog::warn!(self.peers.store.local.log, "cannot decrypt an update: no secret ratchets to it";
-                "ghid" => %self.obj.ghid, "counter" => frame.counter,
-                "error" => DaemonError::UnknownSecret(self.obj.ghid.to_string()).code())
+                let e = DaemonError::UnknownSecret(format!(
+                    "{}: no secret ratchets to frame {}",
+                    self.obj.ghid, frame.counter
+                ));
+                slog::warn!(self.peers.store.local.log, "cannot decrypt an update"; "error" => %e);
+                self.pull_failure = Some(e);
             }
-            Err(e) => slog::warn!(self.peers.store.local.log, "cannot open an update";
-                "ghid" => %self.obj.ghid, "error" => %e),
+            Err(e) => {
+                slog::warn!(self.peers.store.local.log, "cannot open an update";
+                    "ghid" => %self.obj.ghid, "error" => %e);
+                self.pull_failure = Some(e);
+            }
         }
     }
 
