@@ -226,8 +226,12 @@ async fn finish_interrupted_commits(
     let Ok(vault) = Vault::open_with_spill(db, VAULT_TREE, &key, &large(state)) else {
         return;
     };
-    let Ok(entries) = publish_queue::pending_objects(&vault, remotes) else {
-        return;
+    let entries = match publish_queue::pending_objects(&vault, remotes) {
+        Ok(entries) => entries,
+        Err(e) => {
+            slog::warn!(log, "cannot read the outbox to finish interrupted commits"; "error" => %e);
+            return;
+        }
     };
     let queued: HashSet<Ghid> = entries
         .iter()

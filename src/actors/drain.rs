@@ -24,7 +24,7 @@
 //!
 //! **Retries.** A remote answering `storage`, `unavailable` or `limit`, and an entry that
 //! cannot be read from the local vault right now, are retried after 0.2 s, doubling up to
-//! 10 s, with a `warning` at the first failure and every 30th after it. Only an entry
+//! 10 s, with a `warning` at the first failure and at most one a minute after it. Only an entry
 //! that will never open (corrupt) is dropped, with a warning.
 //!
 //! **Permanent refusals** (every other code) never drop an entry silently: each is a `warning` log and a `remote_refused`
@@ -38,7 +38,7 @@
 //! task the actor's session holds.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -56,30 +56,41 @@ use crate::persist::wire::codes;
 /// could not take, right now; it doubles while that lasts, up to [`RETRY_PAUSE_MAX`].
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 const RETRY_PAUSE_MAX: Duration = Duration::from_secs(10);
-/// While a failure lasts, it is logged as a warning once every this many retries (the
-/// first included), so a remote that stays full is visible but does not flood the log.
-const WARN_EVERY: u32 = 30;
+/// Failures are logged as a warning at most once in this long (the first at once), so a
+/// remote that stays full, or keeps failing between successes, is visible but does not
+/// flood the log.
+const WARN_EVERY: Duration = Duration::from_secs(60);
 
-/// The pause before the drain's next attempt while the same entry keeps failing.
+/// The pause before the drain's next attempt while the same entry keeps failing, and when
+/// the last warning was.
 struct Backoff {
     pause: Duration,
-    failures: u32,
+    warned: Option<Instant>,
 }
 
 impl Default for Backoff {
     fn default() -> Self {
         Backoff {
             pause: RETRY_PAUSE,
-            failures: 0,
+            warned: None,
         }
     }
 }
 
 impl Backoff {
-    /// One more failure; whether this one is to be logged as a warning.
+    /// One more failure; whether it is to be logged as a warning.
     fn failed(&mut self) -> bool {
-        self.failures += 1;
-        (self.failures - 1) % WARN_EVERY == 0
+        self.failed_at(Instant::now())
+    }
+
+    fn failed_at(&mut self, now: Instant) -> bool {
+        let warn = self
+            .warned
+            .map_or(true, |at| now.duration_since(at) >= WARN_EVERY);
+        if warn {
+            self.warned = Some(now);
+        }
+        warn
     }
 
     async fn wait(&mut self) {
@@ -92,8 +103,9 @@ impl Backoff {
         pause
     }
 
+    /// Progress: the next failure waits the first pause again (warnings stay spaced).
     fn succeeded(&mut self) {
-        *self = Backoff::default();
+        self.pause = RETRY_PAUSE;
     }
 }
 
@@ -162,23 +174,24 @@ pub(super) async fn drain(
                 continue;
             }
             Err(e) => {
-                if retry.failed() {
-                    slog::warn!(local.log, "outbox entry cannot be read now; will retry"; "remote" => remote.url(), "error" => %e, "retry_in_ms" => retry.pause.as_millis());
-                }
-                retry.wait().await;
+                unreadable(&local, &remote, &e, &mut retry).await;
                 continue;
             }
         };
         // The container this entry binds, when it is the next entry: the two go out together
-        // (see the module doc) or are refused together.
-        let container = binding_target(&entry.object).and_then(|target| {
-            local
-                .publish_queue
-                .next_after(q, entry.seq)
-                .ok()
-                .flatten()
-                .filter(|n| is_container(&n.object, target))
-        });
+        // (see the module doc) or are refused together. One that will never open goes when
+        // it comes first; one that cannot be read now holds the binding back.
+        let container = match binding_target(&entry.object) {
+            None => None,
+            Some(target) => match local.publish_queue.next_after(q, entry.seq) {
+                Ok(next) => next.filter(|n| is_container(&n.object, target)),
+                Err(DaemonError::Corrupt(_)) => None,
+                Err(e) => {
+                    unreadable(&local, &remote, &e, &mut retry).await;
+                    continue;
+                }
+            },
+        };
         let oversize_container = container
             .as_ref()
             .filter(|n| n.object.len() as u64 > max_object);
@@ -241,6 +254,15 @@ pub(super) async fn drain(
     }
 }
 
+/// An outbox entry that cannot be read now: a warning (see [`Backoff`]), then the pause.
+async fn unreadable(local: &Local, remote: &RemoteHandle, e: &DaemonError, retry: &mut Backoff) {
+    if retry.failed() {
+        slog::warn!(local.log, "outbox entry cannot be read now; will retry";
+            "remote" => remote.url(), "error" => %e, "retry_in_ms" => retry.pause.as_millis());
+    }
+    retry.wait().await;
+}
+
 /// `unit` (a binding and its container, its container alone, or one object) leaves this
 /// remote's queue for good: a warning, and a `remote_refused` event to every app tracking the
 /// object `about` (the unit's first entry: the binding) stands for.
@@ -287,19 +309,20 @@ mod tests {
     #[test]
     fn retries_back_off_and_warn_once_in_a_while() {
         let mut b = Backoff::default();
-        let mut warned = Vec::new();
-        let mut pauses = Vec::new();
-        for i in 1..=70 {
-            if b.failed() {
-                warned.push(i);
-            }
-            pauses.push(b.next_pause().as_millis());
-        }
-        assert_eq!(warned, vec![1, 31, 61]);
-        assert_eq!(&pauses[..7], &[200, 400, 800, 1600, 3200, 6400, 10_000]);
-        assert!(pauses[7..].iter().all(|&p| p == 10_000));
+        let t0 = Instant::now();
+        let pauses: Vec<u128> = (0..9).map(|_| b.next_pause().as_millis()).collect();
+        assert_eq!(
+            pauses,
+            [200, 400, 800, 1600, 3200, 6400, 10_000, 10_000, 10_000]
+        );
+        let secs = |s| t0 + Duration::from_secs(s);
+        assert!(b.failed_at(secs(0)));
+        assert!(!b.failed_at(secs(59)));
+        // Successes in between neither warn again early nor keep the long pause.
         b.succeeded();
-        assert!(b.failed());
         assert_eq!(b.next_pause(), RETRY_PAUSE);
+        assert!(!b.failed_at(secs(30)));
+        assert!(b.failed_at(secs(61)));
+        assert!(!b.failed_at(secs(62)));
     }
 }

@@ -537,7 +537,7 @@ async fn accept(
                 secret,
                 container: target,
             };
-            let keep = peers.store.local.secret(&target)?.is_none();
+            let keep = readable_secret(peers, &target)?.is_none();
             if keep {
                 let record = SecretRecord {
                     stored: stored.clone(),
@@ -561,6 +561,20 @@ fn opens(container: &Geoc, secret: &Secret) -> Option<Option<Ghid>> {
     content::unpack(&head).map(|(api_id, _)| api_id)
 }
 
+/// The secret recorded here for `ghid`; one whose record will never open counts as none
+/// (with a warning), so the secret a share brings replaces it rather than the share being
+/// refused for it.
+fn readable_secret(peers: &SharePeers, ghid: &Ghid) -> Result<Option<SecretRecord>, DaemonError> {
+    match peers.store.local.secret(ghid) {
+        Err(e @ DaemonError::Corrupt(_)) => {
+            slog::warn!(peers.store.local.log, "a recorded secret does not open; a share replaces it";
+                "ghid" => %ghid, "error" => %e);
+            Ok(None)
+        }
+        other => other,
+    }
+}
+
 /// The newest secret of a dynamic object, unless this machine knows a newer frame already.
 async fn record(
     peers: &SharePeers,
@@ -569,12 +583,7 @@ async fn record(
     frame: &Gobd,
     api_id: Option<Ghid>,
 ) -> Result<(), DaemonError> {
-    if peers
-        .store
-        .local
-        .secret(&ghid)?
-        .is_some_and(|old| old.counter > frame.counter)
-    {
+    if readable_secret(peers, &ghid)?.is_some_and(|old| old.counter > frame.counter) {
         return Ok(());
     }
     let stored = StoredSecret {

@@ -234,6 +234,16 @@ impl Vault {
             .collect()
     }
 
+    /// The keys of every record whose key starts with `prefix`, in key order (no record is
+    /// opened).
+    pub fn keys_with_prefix(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, DaemonError> {
+        self.tree
+            .scan_prefix(prefix)
+            .keys()
+            .map(|k| Ok(k?.to_vec()))
+            .collect()
+    }
+
     /// Makes every write so far durable (then deletes the files of removed records).
     pub async fn flush(&self) -> Result<(), DaemonError> {
         let tree = self.tree.clone();
