@@ -71,8 +71,9 @@ pub async fn notification(puller: &Puller, from: &Upstream, subscription: Ghid, 
         Object::Gdxx(_) => removal(puller, subscription, object).await,
         Object::Garq(_) => {
             if puller.share.offer(object) == (Offered::Refused { first: true }) {
-                slog::warn!(puller.store.local.log, "share requests arrive faster than they are handled; those not taken wait on the remote for the next subscribe";
+                slog::warn!(puller.store.local.log, "share requests arrive faster than they are handled; those not taken wait on the remotes";
                     "remote" => from.name(), "waiting" => super::share::MAX_QUEUED);
+                redeliver_requests(puller);
             }
             Ok(())
         }
@@ -84,6 +85,29 @@ pub async fn notification(puller: &Puller, from: &Upstream, subscription: Ghid, 
     if let Err(e) = result {
         slog::info!(puller.store.local.log, "notification not applied"; "subscription" => %subscription, "error" => %e);
     }
+}
+
+/// How long after a run of refused share requests the inbox may take to empty before they
+/// are asked for again anyway.
+const REDELIVER_AFTER_AT_MOST: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Once the share inbox has emptied after refusing requests, every remote is asked to
+/// deliver our stored mail again (a new subscription of our fingerprint), so the refused
+/// ones are handled without waiting for a reconnect. Those handled meanwhile were debound,
+/// so they do not come back. One task per run of refusals.
+fn redeliver_requests(puller: &Puller) {
+    let (share, store) = (puller.share.clone(), puller.store.clone());
+    store.local.runtime.clone().spawn(async move {
+        share.emptied(REDELIVER_AFTER_AT_MOST).await;
+        let fingerprint = store.fingerprint();
+        for r in store.upstream.remotes() {
+            match r.resubscribe(&fingerprint).await {
+                Ok(()) => slog::info!(store.local.log, "share requests asked for again"; "remote" => r.url()),
+                Err(e) => slog::warn!(store.local.log, "cannot ask for share requests again; they come at the next connect";
+                    "remote" => r.url(), "error" => %e),
+            }
+        }
+    });
 }
 
 /// Pulls raw frame bytes (from a catch-up `get` or `sync`).

@@ -326,6 +326,19 @@ impl RemoteHandle {
             .await
     }
 
+    /// Subscribes to `ghid` anew on the current connection (unsubscribe, subscribe), so
+    /// the remote delivers its stored mail for it again (it does so only for a new
+    /// subscription).
+    pub async fn resubscribe(&self, ghid: &Ghid) -> Result<(), DaemonError> {
+        let ghid = *ghid;
+        self.checked(|c| async move {
+            c.unsubscribe(&ghid).await?;
+            c.subscribe(&ghid).await
+        })
+        .await
+        .map(|_| ())
+    }
+
     /// `op` on the connected client: `not_found` is `Ok(None)`, anything that kept this remote
     /// from answering is `unavailable_upstream` naming it and why.
     async fn checked<T, F>(&self, op: impl FnOnce(Client) -> F) -> Result<Option<T>, DaemonError>

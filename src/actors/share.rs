@@ -120,8 +120,8 @@ impl Drop for Queued {
 
 impl ShareInbox {
     /// Queues `garq` for the share actor, unless [`MAX_QUEUED`] wait already (or the actor
-    /// is gone). A request not taken stays on the remote that sent it, undebound, and
-    /// comes back at the next subscribe (a reconnect or a restart).
+    /// is gone). A request not taken stays on the remote that sent it, undebound; the caller
+    /// has it delivered again once the inbox has emptied (see `pull`).
     pub fn offer(&self, garq: Vec<u8>) -> Offered {
         match (self.enter(), self.to.upgrade()) {
             (Some(queued), Some(to)) => {
@@ -132,6 +132,14 @@ impl ShareInbox {
             _ => Offered::Refused {
                 first: !self.refusing.swap(true, Ordering::AcqRel),
             },
+        }
+    }
+
+    /// Resolves once no request waits (checked every 100 ms), or after `at_most`.
+    pub async fn emptied(&self, at_most: Duration) {
+        let deadline = tokio::time::Instant::now() + at_most;
+        while self.queued.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 

@@ -41,6 +41,14 @@ impl Persister {
 
     /// A persister (with an empty store) listening on `addr` (e.g. where a stopped one was).
     pub fn start_on(addr: std::net::SocketAddr) -> Persister {
+        Persister::start_with(addr, |_| {})
+    }
+
+    /// [`Persister::start_on`] with `tweak` applied to its settings.
+    pub fn start_with(
+        addr: std::net::SocketAddr,
+        tweak: impl FnOnce(&mut Settings) + Send + 'static,
+    ) -> Persister {
         let (tx, rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
@@ -49,6 +57,7 @@ impl Persister {
                 settings.addrs = vec![addr];
                 settings.workers = 1;
                 settings.verify_threads = 1;
+                tweak(&mut settings);
                 let running = server::start(settings).await.expect("persister starts");
                 tx.send((
                     running.ws_url(),
