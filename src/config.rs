@@ -120,7 +120,7 @@ pub struct ProcessSection {
     /// them, so idle sockets of any local process cannot lock out an app. Default 1024
     /// (at most a quarter of the open-file limit).
     pub ipc_max_unauthenticated: usize,
-    /// App connections authenticated at once; a `hello` past it gets `limit`. Default 256.
+    /// App connections authenticated at once; a `hello` past it gets `limit`. Default 1024.
     pub ipc_max_apps: usize,
 }
 

@@ -89,6 +89,8 @@ impl DaemonProc {
                     let mut cfg = IpcConfig::new(token.clone());
                     cfg.addr = "127.0.0.1:0".parse().unwrap();
                     cfg.workers = 1;
+                    // All N receiving apps may sit on one daemon.
+                    cfg.max_apps = usize::MAX;
                     let server = match serve(d.clone(), cfg).await {
                         Ok(s) => s,
                         Err(e) => {

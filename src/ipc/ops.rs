@@ -95,7 +95,7 @@ pub const OPS: &[OpSpec] = &[
         name: "hello",
         args: &[req("token", "bin"), opt("client", "str", ArgDefault::Str(""))],
         result: "{protocol, ops, events, fingerprint, user_id, max_message}",
-        doc: "Must be the first request: presents the capability token from `ipc.token`. A wrong token answers `access_denied` and closes the connection; `limit` while `process.ipc_max_apps` (256) apps are connected (the connection stays open until its hello timeout).",
+        doc: "Must be the first request: presents the capability token from `ipc.token`. A wrong token answers `access_denied` and closes the connection; `limit` while `process.ipc_max_apps` (1024) apps are connected (the connection stays open until its hello timeout).",
     },
     OpSpec {
         name: "whoami",

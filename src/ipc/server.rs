@@ -40,8 +40,9 @@ pub const DEFAULT_HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// limit, see `hgxd`).
 pub const DEFAULT_MAX_UNAUTHENTICATED: usize = 1024;
 /// Authenticated app connections at once, by default: each may hold up to its inbox's and
-/// writer's bounds (README), so their number is bounded too.
-pub const DEFAULT_MAX_APPS: usize = 256;
+/// writer's bounds (README), so their number is bounded too; a burst of apps (a desktop
+/// session, a benchmark's subscribers) fits.
+pub const DEFAULT_MAX_APPS: usize = 1024;
 /// How long data sent to an app may stay unread before the connection is dropped, by
 /// default.
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(30);

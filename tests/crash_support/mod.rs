@@ -147,6 +147,13 @@ impl PersisterProc {
         p.kill9().await;
     }
 
+    /// Sends `signal` (SIGSTOP: connected but answering nothing; SIGCONT: back).
+    pub fn signal(&self, signal: i32) {
+        let pid = self.proc.as_ref().expect("the persister is running").pid();
+        // SAFETY: kill(2) on a child we spawned and have not reaped.
+        assert_eq!(unsafe { libc::kill(pid as i32, signal) }, 0);
+    }
+
     pub async fn terminate(&mut self) {
         let mut p = self.proc.take().expect("the persister is running");
         p.stop_clean().await;

@@ -15,6 +15,9 @@ use crate::actors::durable;
 use crate::actors::error::DaemonError;
 use crate::golix::{Ghid, Object, Policy};
 
+/// How long a flush waits for its refresh from the remotes (see [`Ledger::flush`]).
+const REFRESH_BEFORE_FLUSH: Duration = Duration::from_secs(3);
+
 impl Ledger {
     pub(super) fn state(&self) -> Option<&AccountState> {
         self.account.as_ref().map(|a| a.state())
@@ -102,9 +105,17 @@ impl Ledger {
             return Ok(());
         }
         // Build on another machine's newer root, if any, rather than losing a frame race.
+        // Bounded: a remote that is connected but does not answer must not hold up the
+        // flush (and the apps waiting for it) for its request timeouts; the flush then goes
+        // on as it does with the remote down.
         if !base.upstream.is_empty() {
-            if let Err(e) = self.refresh(base, false).await {
-                slog::info!(self.log, "account refresh before flush failed"; "error" => %e);
+            match tokio::time::timeout(REFRESH_BEFORE_FLUSH, self.refresh(base, false)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    slog::info!(self.log, "account refresh before flush failed"; "error" => %e)
+                }
+                Err(_) => slog::warn!(self.log, "account refresh before flush timed out; flushing on our own root";
+                    "after_ms" => REFRESH_BEFORE_FLUSH.as_millis()),
             }
         }
         let Some(mut account) = self.account.take() else {

@@ -2,18 +2,24 @@
 //!
 //! Anyone who can reach the persister can publish (an identity costs nothing), and what is
 //! stored stays until it is debound. So that a full disk cannot corrupt the store (or starve
-//! the rest of the machine), a publish that adds data is refused with `storage` while the
-//! filesystem of the ghidcache has less than `min_free_bytes` free; debindings (`GDXX`),
-//! which let space be reclaimed, are always taken. The free space is read (`statvfs`) at
-//! most once a second, so the reserve should exceed what can be written in a second (the
-//! default, 256 MiB, is what the publishes in flight may hold, `inbound_bytes_total`).
+//! the rest of the machine), a publish that would add data ([`adds_data`]: an object not
+//! stored yet, or a debinding of something not stored) is refused with `storage` while the
+//! filesystem of the ghidcache has less than `min_free_bytes` free. What is stored already
+//! (the identity every client publishes as it connects) and debindings of stored objects,
+//! which let space be reclaimed, are taken. The free space is read (`statvfs`) at most once
+//! a second, so the reserve should exceed what can be written in a second (the default,
+//! 256 MiB, is what the publishes in flight may hold, `inbound_bytes_total`).
 //!
-//! Owns: [`DiskReserve`]. Calls: `libc::statvfs`. Used by `session` (publish).
+//! Owns: [`DiskReserve`]. Calls: `libc::statvfs`, [`Archive::exists`]. Used by `session`
+//! (publish).
 
 use std::ffi::CString;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use crate::golix::{Object, Policy};
+use crate::persist::Archive;
 
 /// How long a reading of the free space is trusted.
 const RECHECK: Duration = Duration::from_secs(1);
@@ -65,6 +71,18 @@ impl DiskReserve {
     }
 }
 
+/// Whether publishing `bytes` would store something new: an object the archive does not
+/// hold, or a debinding of one it does not hold (it would stay). Bytes that do not decode
+/// add nothing (the rules refuse them); a store that cannot be asked counts as new.
+pub(crate) fn adds_data(archive: &Archive, bytes: &[u8]) -> bool {
+    let held = |g| archive.exists(g).unwrap_or(false);
+    match Object::decode(bytes, Policy::STRICT) {
+        Ok(Object::Gdxx(d)) => !held(&d.target),
+        Ok(o) => !held(&o.ghid()),
+        Err(_) => false,
+    }
+}
+
 /// Bytes available to an unprivileged writer on the filesystem holding `path`.
 fn free_bytes(path: &CString) -> Option<u64> {
     // SAFETY: `path` is a valid NUL-terminated string and `st` a properly sized, writable
@@ -90,5 +108,28 @@ mod tests {
         assert_eq!(DiskReserve::new(Some(dir.path()), 1).check(), None);
         assert_eq!(DiskReserve::new(Some(dir.path()), 0).check(), None);
         assert_eq!(DiskReserve::new(None, u64::MAX).check(), None);
+    }
+
+    #[test]
+    fn only_what_is_not_stored_yet_adds_data() {
+        let archive = Archive::temporary().unwrap();
+        let a = crate::testdata::fixture_first_party(1);
+        let secret = crate::golix::Secret::random();
+        let gidc = Object::Gidc(a.gidc().clone()).encode();
+        let c = a.make_container(b"kept", &secret).unwrap();
+        let frame = a.make_bind_dynamic(c.ghid).unwrap();
+        assert!(adds_data(&archive, &gidc));
+        archive.publish(&gidc).unwrap();
+        archive.publish(&Object::Gobd(frame.clone()).encode()).unwrap();
+        archive.publish(&Object::Geoc(c.clone()).encode()).unwrap();
+        assert!(!adds_data(&archive, &gidc), "an identity stored already");
+        assert!(!adds_data(&archive, &Object::Geoc(c).encode()));
+        let other = a.make_container(b"new", &secret).unwrap();
+        assert!(adds_data(&archive, &Object::Geoc(other.clone()).encode()));
+        let stored = a.make_debind(frame.dynamic).unwrap();
+        assert!(!adds_data(&archive, &Object::Gdxx(stored).encode()));
+        let dangling = a.make_debind(other.ghid).unwrap();
+        assert!(adds_data(&archive, &Object::Gdxx(dangling).encode()));
+        assert!(!adds_data(&archive, b"not golix"));
     }
 }

@@ -61,7 +61,7 @@ use tokio::sync::{mpsc, Semaphore};
 
 use super::guard::{FrameGuard, Oversize};
 use super::pipeline::{self, Pending};
-use super::{direct, Shared};
+use super::{direct, disk, Shared};
 use crate::golix::{auth, Ghid, Object, Policy, SecondParty};
 use crate::persist::hub::{self, CloseKind, Next, SendQueue};
 use crate::persist::store::Sender;
@@ -601,11 +601,11 @@ impl Conn {
             Ok(a) => a.object,
             Err(e) => return self.reply_err(&raw.id, codes::BAD_ARGS, format!("publish: {e}")),
         };
-        if !object.starts_with(b"GDXX") {
-            if let Some((free, first)) = self.shared.disk.check() {
+        if let Some((free, first)) = self.shared.disk.check() {
+            if disk::adds_data(&self.shared.archive, &object) {
                 let min = self.shared.disk.min_free();
                 if first {
-                    warn!(self.log, "the disk is nearly full: publishes are refused until space is freed";
+                    warn!(self.log, "the disk is nearly full: new objects are refused until space is freed";
                         "free" => free, "min_free_bytes" => min);
                 }
                 let message = format!(

@@ -1,0 +1,40 @@
+//! A remote that is connected but answers nothing (its process stopped with SIGSTOP: the
+//! kernel keeps the connection) must not hold up what the daemon acknowledges: the account's
+//! look at the remotes before a flush is bounded (README, daemon-side limits), so an ack that
+//! waits for that flush comes within a few seconds, not after the requests' timeouts.
+//!
+//! The real binaries (`crash_support`): a persister process and an `hgxd` process on
+//! 127.0.0.1, fixture identity 1.
+
+mod common;
+mod crash_support;
+mod proc_support;
+
+use std::time::{Duration, Instant};
+
+use crash_support::*;
+
+#[actix_rt::test]
+async fn a_hung_remote_does_not_hold_up_an_ack_that_waits_for_the_account() {
+    let mut p = PersisterProc::start().await;
+    let mut d = Daemon::start(1, p.port).await;
+    let app = d.link().await;
+    app.register_token(None).await.unwrap();
+    let ghid = app
+        .new_object(b"start here".to_vec(), None, true, false)
+        .await
+        .unwrap()
+        .ghid;
+
+    p.signal(libc::SIGSTOP);
+    let t = Instant::now();
+    let done = tokio::time::timeout(Duration::from_secs(60), app.register_startup(ghid)).await;
+    let took = t.elapsed();
+    p.signal(libc::SIGCONT);
+    done.expect("no answer within 60 s").unwrap();
+    eprintln!("[hung remote] register_startup answered in {took:?}");
+    // The refresh gives up after 3 s; without the bound, two requests of 10 s each.
+    assert!(took < Duration::from_secs(9), "{took:?}");
+    d.terminate().await;
+    p.terminate().await;
+}
