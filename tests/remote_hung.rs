@@ -33,8 +33,10 @@ async fn a_hung_remote_does_not_hold_up_an_ack_that_waits_for_the_account() {
     p.signal(libc::SIGCONT);
     done.expect("no answer within 60 s").unwrap();
     eprintln!("[hung remote] register_startup answered in {took:?}");
-    // The refresh gives up after 3 s; without the bound, two requests of 10 s each.
-    assert!(took < Duration::from_secs(9), "{took:?}");
+    // A refresh gives up after 3 s, and the ack may wait for two flushes (the timed one
+    // of the object's records may be running): 6 s measured. Without the bound a single
+    // refresh takes two requests of 10 s each.
+    assert!(took < Duration::from_secs(15), "{took:?}");
     d.terminate().await;
     p.terminate().await;
 }

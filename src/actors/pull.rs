@@ -13,7 +13,8 @@
 //! fingerprint subscription go to the share actor; debindings there (of requests to us, by
 //! another machine of ours) are only ingested.
 //!
-//! Owns: nothing. Runs in the caller's task: each `RemoteActor`'s pull worker, and
+//! Owns: nothing. Runs in the caller's task (it spawns one task of its own: the redelivery
+//! of share requests a full inbox refused): each `RemoteActor`'s pull worker, and
 //! `DaemonHandle` (`sync`, the quiet pull when an object loads). Reaches ([`Puller`]): the
 //! [`Store`] (ingest, fetch, secrets), the live objects through the object registry, held
 //! weakly ([`Pulled`], [`Removed`]), the `GcActor` ([`Deleted`]) and the `ShareActor`
@@ -88,22 +89,32 @@ pub async fn notification(puller: &Puller, from: &Upstream, subscription: Ghid, 
 }
 
 /// How long after a run of refused share requests the inbox may take to empty before they
-/// are asked for again anyway.
+/// are asked for again anyway, and the least time before they are (so that a flood that goes
+/// on costs a redelivery every so often, not one per request handled).
 const REDELIVER_AFTER_AT_MOST: std::time::Duration = std::time::Duration::from_secs(600);
+const REDELIVER_AFTER_AT_LEAST: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Once the share inbox has emptied after refusing requests, every remote is asked to
 /// deliver our stored mail again (a new subscription of our fingerprint), so the refused
 /// ones are handled without waiting for a reconnect. Those handled meanwhile were debound,
-/// so they do not come back. One task per run of refusals.
+/// so they do not come back. One such task at a time; it ends early at shutdown.
 fn redeliver_requests(puller: &Puller) {
+    if !puller.share.claim_redelivery() {
+        return;
+    }
     let (share, store) = (puller.share.clone(), puller.store.clone());
     store.local.runtime.clone().spawn(async move {
+        tokio::time::sleep(REDELIVER_AFTER_AT_LEAST).await;
         share.emptied(REDELIVER_AFTER_AT_MOST).await;
+        share.redelivered();
+        let Ok(_pass) = store.local.gate.enter() else {
+            return;
+        };
         let fingerprint = store.fingerprint();
         for r in store.upstream.remotes() {
             match r.resubscribe(&fingerprint).await {
                 Ok(()) => slog::info!(store.local.log, "share requests asked for again"; "remote" => r.url()),
-                Err(e) => slog::warn!(store.local.log, "cannot ask for share requests again; they come at the next connect";
+                Err(e) => slog::warn!(store.local.log, "cannot ask for share requests again; the connection is renewed";
                     "remote" => r.url(), "error" => %e),
             }
         }

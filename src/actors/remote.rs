@@ -328,12 +328,17 @@ impl RemoteHandle {
 
     /// Subscribes to `ghid` anew on the current connection (unsubscribe, subscribe), so
     /// the remote delivers its stored mail for it again (it does so only for a new
-    /// subscription).
+    /// subscription). If the subscribe fails after the unsubscribe, the connection is closed:
+    /// the next one subscribes again as it greets.
     pub async fn resubscribe(&self, ghid: &Ghid) -> Result<(), DaemonError> {
         let ghid = *ghid;
         self.checked(|c| async move {
             c.unsubscribe(&ghid).await?;
-            c.subscribe(&ghid).await
+            let subscribed = c.subscribe(&ghid).await;
+            if subscribed.is_err() {
+                c.close();
+            }
+            subscribed
         })
         .await
         .map(|_| ())

@@ -95,6 +95,8 @@ pub struct ShareInbox {
     /// Whether a request was refused since the last one was taken (one warning per run of
     /// refusals, not one per request).
     refusing: Arc<AtomicBool>,
+    /// Whether a redelivery of refused requests is scheduled (one at a time).
+    redelivering: Arc<AtomicBool>,
 }
 
 /// What [`ShareInbox::offer`] did with a request.
@@ -133,6 +135,16 @@ impl ShareInbox {
                 first: !self.refusing.swap(true, Ordering::AcqRel),
             },
         }
+    }
+
+    /// Claims the one redelivery of refused requests: `false` if one is scheduled already.
+    /// [`ShareInbox::redelivered`] releases it.
+    pub fn claim_redelivery(&self) -> bool {
+        !self.redelivering.swap(true, Ordering::AcqRel)
+    }
+
+    pub fn redelivered(&self) {
+        self.redelivering.store(false, Ordering::Release);
     }
 
     /// Resolves once no request waits (checked every 100 ms), or after `at_most`.
@@ -209,6 +221,7 @@ impl ShareHandle {
             to: self.addr.clone().recipient().downgrade(),
             queued: Arc::new(AtomicUsize::new(0)),
             refusing: Arc::new(AtomicBool::new(false)),
+            redelivering: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -855,6 +868,7 @@ mod tests {
             to: holder.clone().recipient().downgrade(),
             queued: Arc::new(AtomicUsize::new(0)),
             refusing: Arc::new(AtomicBool::new(false)),
+            redelivering: Arc::new(AtomicBool::new(false)),
         };
         for _ in 0..MAX_QUEUED {
             assert_eq!(inbox.offer(b"GARQ".to_vec()), Offered::Taken);

@@ -114,8 +114,10 @@ impl Ledger {
                 Ok(Err(e)) => {
                     slog::info!(self.log, "account refresh before flush failed"; "error" => %e)
                 }
-                Err(_) => slog::warn!(self.log, "account refresh before flush timed out; flushing on our own root";
-                    "after_ms" => REFRESH_BEFORE_FLUSH.as_millis()),
+                Err(_) => {
+                    slog::warn!(self.log, "account refresh before flush timed out; flushing on our own root";
+                    "after_ms" => REFRESH_BEFORE_FLUSH.as_millis())
+                }
             }
         }
         let Some(mut account) = self.account.take() else {

@@ -120,7 +120,9 @@ mod tests {
         let frame = a.make_bind_dynamic(c.ghid).unwrap();
         assert!(adds_data(&archive, &gidc));
         archive.publish(&gidc).unwrap();
-        archive.publish(&Object::Gobd(frame.clone()).encode()).unwrap();
+        archive
+            .publish(&Object::Gobd(frame.clone()).encode())
+            .unwrap();
         archive.publish(&Object::Geoc(c.clone()).encode()).unwrap();
         assert!(!adds_data(&archive, &gidc), "an identity stored already");
         assert!(!adds_data(&archive, &Object::Geoc(c).encode()));
