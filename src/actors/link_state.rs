@@ -60,7 +60,7 @@ impl TryFrom<String> for LinkState {
 
 /// Why a connection attempt (or a connection) failed: a stable `kind` (`refused`,
 /// `resolve`, `timeout`, `tls`, `certificate`, `handshake`, `network`, `version`,
-/// `protocol`, `setup`, `lost`) and a reason for people.
+/// `protocol`, `setup`, `lost`, `overloaded`) and a reason for people.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {
     pub kind: String,

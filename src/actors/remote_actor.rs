@@ -11,13 +11,15 @@
 //!   fingerprint and every subscribed ghid), off the actor's thread.
 //! - once up: notifications arrive through `ctx.add_stream` and go, in arrival order, to a
 //!   pull worker ([`super::pull`]) through a queue of [`PULL_QUEUE`] (while it is full the
-//!   actor waits, so the connection's socket stops being read); the outbox drain ([`super::drain`]), the catch-up after it
+//!   actor waits; once the client's own buffer is full too, the client closes the
+//!   connection, an `overloaded` loss); the outbox drain ([`super::drain`]), the catch-up after it
 //!   (the current frame of every subscribed ghid) and the subscription changes run as tasks
 //!   whose guards the actor holds, so they end with it.
 //! - on loss (the connection closes, the greeting or the connection attempt fails) the actor
 //!   stops itself; the supervisor restarts it, and `restarting` records the failure in the
 //!   remote's [`LinkTracker`](super::link_state::LinkTracker) (a warning only when it is
-//!   news), moves to the next front-end of the remote's failover list and sets the backoff.
+//!   news), moves to the next front-end of the remote's failover list and sets the backoff
+//!   (after an `overloaded` loss: the same front-end, after 1 s doubling to 30 s).
 //!   The subscription set survives.
 //!
 //! Messages (defined in [`super::remote`]): `Subscribe`, `Unsubscribe` (from whoever holds
@@ -57,6 +59,7 @@ use bytes::Bytes;
 
 use crate::persist::client::{ClientError, Held, Notification, PersisterClient as Client};
 use crate::persist::wire;
+use crate::persist::wire::codes;
 
 /// What a remote's actor reaches (see the module doc). Cheap to clone.
 #[derive(Clone)]
@@ -81,6 +84,11 @@ pub struct RemoteActor {
     delay: Duration,
     /// Why this life ended (reported by `restarting`).
     lost: Option<Failure>,
+    /// Connections in a row closed because we did not keep up with their notifications
+    /// (`overloaded`; drives a longer pause, see [`overload_pause`]), and when the last
+    /// connection came up.
+    overloads: u32,
+    up_at: Option<std::time::Instant>,
     session: Option<Session>,
     /// After `Stop`: no more connection attempts.
     stopped: bool,
@@ -112,16 +120,32 @@ enum SubOp {
 }
 
 /// Notifications and catch-up frames waiting for the pull worker, per connection. While it
-/// is full the actor stops reading notifications, so the client's buffer fills and its
-/// socket is not read (README, daemon-side limits). The worker records what it finds waiting
+/// is full the actor stops reading notifications, so the client's buffer fills, and then
+/// the client closes the connection (README, daemon-side limits). The worker records what it finds waiting
 /// ([`RemoteHandle::pull_backlog`]); `tests/pull_backlog.rs` holds the bound.
 pub const PULL_QUEUE: usize = 1024;
+
+/// The failure kind of a connection we closed because we did not handle its notifications
+/// in time (the client's `close_when_full`).
+const OVERLOADED: &str = "overloaded";
+/// After an `overloaded` loss the next connection waits 1 s, doubling while they follow each
+/// other, up to 30 s; a connection that lasted this long starts the count over.
+const OVERLOAD_FORGOTTEN: Duration = Duration::from_secs(60);
+
+fn overload_pause(overloads: u32) -> Duration {
+    Duration::from_secs(1)
+        .saturating_mul(1u32 << overloads.min(5))
+        .min(Duration::from_secs(30))
+}
 
 /// Each holds its bytes' place in the connection's notification budget (README,
 /// daemon-side limits) until it is pulled.
 enum Work {
     Note(Notification),
     Frame(Bytes, Held),
+    /// The debinding of a subscribed ghid the remote no longer has (found at a catch-up:
+    /// its notification may have been lost with a connection).
+    Debound(Ghid, Bytes, Held),
 }
 
 /// Starts the supervised `RemoteActor` of `handle` on one of `arbiters`, hands the handle
@@ -143,6 +167,8 @@ pub fn start(
         subs: BTreeSet::new(),
         client_tx,
         attempt: 0,
+        overloads: 0,
+        up_at: None,
         delay: Duration::ZERO,
         lost: None,
         session: None,
@@ -189,7 +215,18 @@ impl actix::Supervised for RemoteActor {
             .lost
             .take()
             .unwrap_or_else(|| Failure::new("lost", "the connection ended"));
+        let overloaded = failure.kind == OVERLOADED;
         self.failed(failure);
+        if overloaded {
+            // The remote is fine; we were behind. Same front-end, after a pause that grows
+            // while it keeps happening (a connection that lasted a while starts it over).
+            if self.up_at.is_some_and(|t| t.elapsed() > OVERLOAD_FORGOTTEN) {
+                self.overloads = 0;
+            }
+            self.delay = overload_pause(self.overloads);
+            self.overloads = self.overloads.saturating_add(1);
+            return;
+        }
         self.fail_over();
         // Back off once every front-end of the remote has been tried.
         let front_ends = self.handle.front_ends().max(1) as u32;
@@ -291,6 +328,7 @@ impl RemoteActor {
         greeted: Vec<Ghid>,
     ) {
         self.attempt = 0;
+        self.up_at = Some(std::time::Instant::now());
         self.connected();
         let _ = self.client_tx.send(Link::Up(client.clone()));
         let rt = self.runtime.clone();
@@ -365,12 +403,15 @@ impl StreamHandler<Notification> for RemoteActor {
     }
 
     fn finished(&mut self, ctx: &mut Context<Self>) {
-        let why = self
+        let failure = match self
             .session
             .as_ref()
-            .and_then(|s| s.client.closed_because());
-        let why = why.as_deref().unwrap_or("the connection closed");
-        self.lose(ctx, Failure::new("lost", why));
+            .and_then(|s| s.client.closed_because())
+        {
+            Some(why) => Failure::new(OVERLOADED, why),
+            None => Failure::new("lost", "the connection closed"),
+        };
+        self.lose(ctx, failure);
     }
 }
 
@@ -480,12 +521,25 @@ async fn greet(
     Ok(max_object)
 }
 
-/// Queues the remote's current frame of `g` for the pull worker (nothing if it has none or
-/// cannot be asked: its notifications still come).
+/// Queues the remote's current frame of `g` for the pull worker, or its debinding if the
+/// remote has that instead (nothing if it has neither or cannot be asked: its notifications
+/// still come).
 async fn catch_up(client: &Client, g: &Ghid, work: &mpsc::Sender<Work>) {
-    if let Ok(b) = timed(client.get(g)).await {
-        let held = client.hold(b.len()).await;
-        let _ = work.send(Work::Frame(b, held)).await;
+    match timed(client.get(g)).await {
+        Ok(b) => {
+            let held = client.hold(b.len()).await;
+            let _ = work.send(Work::Frame(b, held)).await;
+        }
+        Err(e) if e.code() == Some(codes::NOT_FOUND) => {
+            let Ok(Some(gdxx)) = timed(client.query_debinding(g)).await else {
+                return;
+            };
+            if let Ok(b) = timed(client.get(&gdxx)).await {
+                let held = client.hold(b.len()).await;
+                let _ = work.send(Work::Debound(*g, b, held)).await;
+            }
+        }
+        Err(_) => {}
     }
 }
 
@@ -521,6 +575,9 @@ async fn pull_worker(puller: Puller, handle: RemoteHandle, mut rx: mpsc::Receive
                 let (subscription, object, _held) = n.into_parts();
                 pull::notification(&puller, &remote, subscription, object.to_vec()).await
             }
+            Work::Debound(subscription, gdxx, _held) => {
+                pull::notification(&puller, &remote, subscription, gdxx.to_vec()).await
+            }
             Work::Frame(bytes, _held) => {
                 if let Err(e) = pull::frame(&puller, &remote, bytes.to_vec()).await {
                     slog::info!(puller.store.local.log, "catch-up frame not applied";
@@ -528,5 +585,16 @@ async fn pull_worker(puller: Puller, handle: RemoteHandle, mut rx: mpsc::Receive
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overload_pauses_double_from_one_second_to_thirty() {
+        let secs: Vec<u64> = (0..8).map(|n| overload_pause(n).as_secs()).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 30, 30, 30]);
     }
 }

@@ -3,15 +3,16 @@
 //! The client side of the persister protocol ([`super::wire`]) over an awc websocket: one
 //! method per op, request ids, any number of requests in flight on one connection (replies
 //! are matched by id), typed errors carrying the server's wire code, and pushed
-//! notifications on a bounded channel. Used by the integration tests now and by `hgxd`'s
-//! remote actor later.
+//! notifications on a bounded channel. Used by `hgxd`'s remote actor and the tests.
 //!
 //! [`PersisterClient`] is a cheap `Clone + Send + Sync` handle; the socket itself lives in an
 //! I/O task spawned on the current actix system (awc is `!Send`), so
 //! [`PersisterClient::connect`] must be called inside one (`#[actix_rt::test]`,
-//! `actix_rt::System`, an actix-web worker). The notification channel is bounded: a consumer
-//! that stops reading it stops the I/O task reading the socket (and the server then merges
-//! or drops what it cannot send), so keep draining it.
+//! `actix_rt::System`, an actix-web worker). The notification channel is bounded in count
+//! and bytes: a consumer that stops reading it stops the I/O task reading the socket (and
+//! the server then merges or drops what it cannot send), or, with
+//! [`ClientOptions::close_when_full`], makes the client close the connection; so keep
+//! draining it.
 //!
 //! Owns: the connection, pending-request table, reply matching. Calls: [`super::wire`], awc.
 
@@ -710,6 +711,9 @@ async fn dispatch(
     Ok(())
 }
 
+/// How long closing on our own may wait to hand the server our close frame.
+const CLOSE_SEND: Duration = Duration::from_secs(1);
+
 /// How long to wait for the server's close frame after sending ours.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
@@ -778,7 +782,8 @@ async fn io_task<F, E1, E2>(
                 Some(Ok(Frame::Binary(b))) => {
                     if let Err(why) = dispatch(&b, &pending, &notify).await {
                         lock(&pending).closed_because = Some(why.to_owned());
-                        let _ = sink.send(close_msg()).await;
+                        // Briefly: a server we are behind may not be reading us either.
+                        let _ = tokio::time::timeout(CLOSE_SEND, sink.send(close_msg())).await;
                         break;
                     }
                 }
