@@ -7,26 +7,64 @@ mod daemon_support;
 
 use daemon_support::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn pushes_made_offline_survive_a_restart_and_reach_the_other_machine() {
-    let pdir = tempfile::tempdir().unwrap();
-    let p = Persister::start(Some(pdir.path().join("ghidcache")), None);
+/// A persister (its ghidcache in `pdir`), machine 1 of fixture 1's account with app `a` and a
+/// new public object `x` of `state` on the persister, and machine 2 with app `b` tracking it.
+struct TwoMachines {
+    p: Persister,
+    url: String,
+    addr: SocketAddr,
+    d1: DaemonHandle,
+    account: (Ghid, Ghid),
+    a: AppId,
+    x: Ghid,
+    d2: DaemonHandle,
+    b: AppId,
+    b_rx: Inbox,
+}
+
+async fn two_machines(
+    pdir: &std::path::Path,
+    d1_dir: &std::path::Path,
+    d2_dir: &std::path::Path,
+    state: &[u8],
+) -> TwoMachines {
+    let p = Persister::start(Some(pdir.join("ghidcache")), None);
     let (url, addr) = (p.url.clone(), p.addr);
-    let (d1_dir, d2_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let d1 = create(d1_dir.path(), &[&url], 1).await;
+    let d1 = create(d1_dir, &[&url], 1).await;
     let account = ids(&d1);
     let (a, _) = app(&d1);
     let x = d1
-        .new_object(a, b"v0".to_vec(), None, true, false)
+        .new_object(a, state.to_vec(), None, true, false)
         .await
         .unwrap()
         .ghid;
     drained(&d1).await;
-    let d2 = open(d2_dir.path(), &[&url], account, 1, "correct horse")
+    let d2 = open(d2_dir, &[&url], account, 1, "correct horse")
         .await
         .unwrap();
-    let (b, mut b_rx) = app(&d2);
-    get_until(&d2, b, x, b"v0").await;
+    let (b, b_rx) = app(&d2);
+    get_until(&d2, b, x, state).await;
+    TwoMachines {
+        p,
+        url,
+        addr,
+        d1,
+        account,
+        a,
+        x,
+        d2,
+        b,
+        b_rx,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pushes_made_offline_survive_a_restart_and_reach_the_other_machine() {
+    let pdir = tempfile::tempdir().unwrap();
+    let (d1_dir, d2_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let m = two_machines(pdir.path(), d1_dir.path(), d2_dir.path(), b"v0").await;
+    let (p, url, addr, d1, account, a, x) = (m.p, m.url, m.addr, m.d1, m.account, m.a, m.x);
+    let (d2, b, mut b_rx) = (m.d2, m.b, m.b_rx);
 
     // The persister goes away: pushes still succeed, locally.
     p.stop();
@@ -92,4 +130,44 @@ async fn get_of_an_unknown_object_while_the_remote_is_down_is_unavailable_not_no
     let e = d.get_object(a, elsewhere).await.unwrap_err();
     assert_eq!(e.code(), "unavailable_upstream", "{e}");
     d.shutdown().await.unwrap();
+}
+
+/// A delete whose notification never reached a tracker reaches it when it reconnects: its
+/// catch-up finds the object gone on the remote and applies the debinding there instead.
+/// The test stores the owner's debinding straight into the persister's archive (fixture 1
+/// is the account's identity), so no subscriber hears of it, then restarts the persister.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_delete_a_tracker_did_not_hear_of_reaches_it_at_its_catch_up() {
+    let pdir = tempfile::tempdir().unwrap();
+    let (d1_dir, d2_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let m = two_machines(pdir.path(), d1_dir.path(), d2_dir.path(), b"doomed").await;
+    let (p, addr, x, mut b_rx) = (m.p, m.addr, m.x, m.b_rx);
+    m.d1.shutdown().await.unwrap();
+    let d2 = m.d2;
+
+    let archive = p.archive.clone().unwrap();
+    let gdxx = fixture(1).make_debind(x).unwrap();
+    archive.publish(&Object::Gdxx(gdxx).encode()).unwrap();
+    archive.sync().await.unwrap();
+    assert!(
+        next_event(&mut b_rx, Duration::from_millis(500))
+            .await
+            .is_none(),
+        "the tracker heard of it"
+    );
+    drop(archive);
+    p.stop();
+    let p = Persister::start(Some(pdir.path().join("ghidcache")), Some(addr));
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match next_event(&mut b_rx, left).await {
+            Some(AppEvent::Delete(g)) if g == x => break,
+            Some(_) => {}
+            None => panic!("no delete reached the tracker"),
+        }
+    }
+    d2.shutdown().await.unwrap();
+    p.stop();
 }
