@@ -291,8 +291,9 @@ pub struct ServerSection {
     /// answered); past it no connection's next message is read until some are answered.
     /// 0 = no such bound. Default 256 MiB.
     pub inbound_bytes_total: usize,
-    /// Free bytes the ghidcache's filesystem keeps: below it a publish that adds data is
-    /// refused with `storage` (debindings are always taken). 0 = no reserve. Sled store
+    /// Free bytes the ghidcache's filesystem keeps: below it a publish that would store
+    /// something new is refused with `storage` (what is stored already, and debindings of
+    /// stored objects, are taken). 0 = no reserve. Sled store
     /// only. Default 256 MiB.
     pub min_free_bytes: u64,
     /// Seconds a connection may keep over half of `outbound_bytes` queued, and (as the

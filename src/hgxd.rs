@@ -247,12 +247,15 @@ fn record_account(
     Ok(())
 }
 
-/// The cap on app connections waiting for `hello`: as configured, but at most a quarter of
-/// the open-file limit, so that strangers are pushed out before they can use up the
-/// descriptors an app's connection needs.
-fn waiting_cap(configured: usize, nofile: Option<u64>) -> usize {
-    let quarter = nofile.map_or(usize::MAX, |n| usize::try_from(n / 4).unwrap_or(usize::MAX));
-    configured.min(quarter).max(1)
+/// A cap on connections as configured, but at most `1 / share` of the open-file limit: a
+/// quarter for connections waiting for `hello` (strangers are pushed out before they can use
+/// up the descriptors an app's connection needs), half for apps past it (the rest stays for
+/// the databases, logs and remotes).
+fn files_cap(configured: usize, nofile: Option<u64>, share: u64) -> usize {
+    let part = nofile.map_or(usize::MAX, |n| {
+        usize::try_from(n / share).unwrap_or(usize::MAX)
+    });
+    configured.min(part).max(1)
 }
 
 fn scrypt_params(cfg: &Config) -> ScryptParams {
@@ -445,12 +448,16 @@ pub async fn run(mut args: RunArgs) -> Result<(), RunError> {
     ipc_cfg.addr = SocketAddr::from((Ipv4Addr::LOCALHOST, cfg.process.ipc_port));
     ipc_cfg.hello_timeout = std::time::Duration::from_secs(cfg.process.ipc_hello_timeout_s.max(1));
     ipc_cfg.max_unauthenticated =
-        waiting_cap(cfg.process.ipc_max_unauthenticated, nofile_soft_limit());
+        files_cap(cfg.process.ipc_max_unauthenticated, nofile_soft_limit(), 4);
     if ipc_cfg.max_unauthenticated < cfg.process.ipc_max_unauthenticated {
         slog::warn!(log, "ipc_max_unauthenticated lowered to a quarter of the open-file limit";
             "configured" => cfg.process.ipc_max_unauthenticated, "used" => ipc_cfg.max_unauthenticated);
     }
-    ipc_cfg.max_apps = cfg.process.ipc_max_apps.max(1);
+    ipc_cfg.max_apps = files_cap(cfg.process.ipc_max_apps, nofile_soft_limit(), 2);
+    if ipc_cfg.max_apps < cfg.process.ipc_max_apps {
+        slog::warn!(log, "ipc_max_apps lowered to half the open-file limit";
+            "configured" => cfg.process.ipc_max_apps, "used" => ipc_cfg.max_apps);
+    }
     ipc_cfg.log = log.new(o!("part" => "ipc"));
     let server = serve(daemon.clone(), ipc_cfg)
         .await
@@ -658,11 +665,12 @@ mod tests {
     use crate::actors::link_state::{Failure, RemoteStatus};
 
     #[test]
-    fn waiting_cap_keeps_descriptors_for_apps() {
-        assert_eq!(waiting_cap(1024, Some(1 << 20)), 1024);
-        assert_eq!(waiting_cap(1024, Some(1024)), 256);
-        assert_eq!(waiting_cap(1024, None), 1024);
-        assert_eq!(waiting_cap(0, Some(2)), 1);
+    fn connection_caps_keep_descriptors_for_the_rest() {
+        assert_eq!(files_cap(1024, Some(1 << 20), 4), 1024);
+        assert_eq!(files_cap(1024, Some(1024), 4), 256);
+        assert_eq!(files_cap(1024, Some(1024), 2), 512);
+        assert_eq!(files_cap(1024, None, 4), 1024);
+        assert_eq!(files_cap(0, Some(2), 4), 1);
     }
 
     #[test]

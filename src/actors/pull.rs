@@ -97,7 +97,8 @@ const REDELIVER_AFTER_AT_LEAST: std::time::Duration = std::time::Duration::from_
 /// Once the share inbox has emptied after refusing requests, every remote is asked to
 /// deliver our stored mail again (a new subscription of our fingerprint), so the refused
 /// ones are handled without waiting for a reconnect. Those handled meanwhile were debound,
-/// so they do not come back. One such task at a time; it ends early at shutdown.
+/// so they do not come back. One such task at a time; after shutdown has begun it asks
+/// nothing (it holds no gate pass: shutdown does not wait for it).
 fn redeliver_requests(puller: &Puller) {
     if !puller.share.claim_redelivery() {
         return;
@@ -107,17 +108,18 @@ fn redeliver_requests(puller: &Puller) {
         tokio::time::sleep(REDELIVER_AFTER_AT_LEAST).await;
         share.emptied(REDELIVER_AFTER_AT_MOST).await;
         share.redelivered();
-        let Ok(_pass) = store.local.gate.enter() else {
+        if store.local.gate.is_closed() {
             return;
-        };
+        }
         let fingerprint = store.fingerprint();
-        for r in store.upstream.remotes() {
+        let asked = store.upstream.remotes().iter().map(|r| async {
             match r.resubscribe(&fingerprint).await {
                 Ok(()) => slog::info!(store.local.log, "share requests asked for again"; "remote" => r.url()),
-                Err(e) => slog::warn!(store.local.log, "cannot ask for share requests again; the connection is renewed";
+                Err(e) => slog::warn!(store.local.log, "cannot ask for share requests again; they come with the next connection";
                     "remote" => r.url(), "error" => %e),
             }
-        }
+        });
+        futures_util::future::join_all(asked).await;
     });
 }
 

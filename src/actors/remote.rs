@@ -10,7 +10,8 @@
 //! its last `hello`, see [`super::limits`]) and its outbox queue number.
 //!
 //! A remote may be several front-ends of one persister cluster ([`RemoteEntry`]): the actor
-//! uses one at a time and, when it loses it (or cannot reach it), moves to the next and runs
+//! uses one at a time and, when it loses it (or cannot reach it; not when we closed it for
+//! being behind on its notifications, an `overloaded` loss), moves to the next and runs
 //! the same reconnect sequence there: resubscribe, replay the outbox (publishing is idempotent
 //! by ghid, so an entry the lost front-end already stored is "already present", not a second
 //! object), catch up. The outbox queue and the remembered limit belong to the remote (keyed by
@@ -328,20 +329,24 @@ impl RemoteHandle {
 
     /// Subscribes to `ghid` anew on the current connection (unsubscribe, subscribe), so
     /// the remote delivers its stored mail for it again (it does so only for a new
-    /// subscription). If the subscribe fails after the unsubscribe, the connection is closed:
-    /// the next one subscribes again as it greets.
+    /// subscription). If either fails (or times out), the connection is closed: the next one
+    /// subscribes again as it greets.
     pub async fn resubscribe(&self, ghid: &Ghid) -> Result<(), DaemonError> {
-        let ghid = *ghid;
-        self.checked(|c| async move {
-            c.unsubscribe(&ghid).await?;
-            let subscribed = c.subscribe(&ghid).await;
-            if subscribed.is_err() {
-                c.close();
-            }
-            subscribed
+        let unavailable =
+            |why: &str| DaemonError::UnavailableUpstream(format!("{}: {why}", self.url()));
+        let client = self
+            .client()
+            .await
+            .ok_or_else(|| unavailable("not connected"))?;
+        let done = match timed(client.unsubscribe(ghid)).await {
+            Ok(_) => timed(client.subscribe(ghid)).await,
+            Err(e) => Err(e),
+        };
+        done.map_err(|e| {
+            // The unsubscribe may have been applied: a new connection subscribes again.
+            client.close();
+            unavailable(&e.to_string())
         })
-        .await
-        .map(|_| ())
     }
 
     /// `op` on the connected client: `not_found` is `Ok(None)`, anything that kept this remote

@@ -13,7 +13,7 @@
 //!   pull worker ([`super::pull`]) through a queue of [`PULL_QUEUE`] (while it is full the
 //!   actor waits; once the client's own buffer is full too, the client closes the
 //!   connection, an `overloaded` loss); the outbox drain ([`super::drain`]), the catch-up after it
-//!   (the current frame of every subscribed ghid) and the subscription changes run as tasks
+//!   (the current frame of every subscribed ghid, or its debinding if the remote has that) and the subscription changes run as tasks
 //!   whose guards the actor holds, so they end with it.
 //! - on loss (the connection closes, the greeting or the connection attempt fails) the actor
 //!   stops itself; the supervisor restarts it, and `restarting` records the failure in the

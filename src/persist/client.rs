@@ -803,7 +803,8 @@ async fn io_task<F, E1, E2>(
             },
         }
     }
-    let _ = sink.close().await;
+    // Bounded: a server that stopped reading us must not keep the connection "up".
+    let _ = tokio::time::timeout(CLOSE_WAIT, sink.close()).await;
     let mut p = lock(&pending);
     p.closed = true;
     let failure = p

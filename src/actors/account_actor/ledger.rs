@@ -13,10 +13,38 @@ use super::{
 use crate::actors::account::{Account, AccountState, StoredSecret};
 use crate::actors::durable;
 use crate::actors::error::DaemonError;
+use crate::actors::upstream::Upstream;
 use crate::golix::{Ghid, Object, Policy};
 
-/// How long a flush waits for its refresh from the remotes (see [`Ledger::flush`]).
+/// How long a flush waits for its refresh from the remotes (see [`Ledger::refresh`]).
 const REFRESH_BEFORE_FLUSH: Duration = Duration::from_secs(3);
+
+/// `ghid` from whichever remote answers first with it (all asked at once), `None` if none
+/// has it; `unavailable` if `deadline` passes first.
+async fn fetch_first(
+    upstream: &Upstream,
+    ghid: &Ghid,
+    deadline: Option<Instant>,
+) -> Result<Option<Vec<u8>>, DaemonError> {
+    if upstream.is_empty() {
+        return Ok(None);
+    }
+    let asks = upstream
+        .remotes()
+        .iter()
+        .map(|r| Box::pin(async move { r.get(ghid).await.ok_or(()) }));
+    let first = futures_util::future::select_ok(asks);
+    let answer = match deadline {
+        Some(d) => tokio::time::timeout_at(d, first).await.map_err(|_| {
+            DaemonError::Unavailable(format!(
+                "no remote answered for {ghid} within {} s",
+                REFRESH_BEFORE_FLUSH.as_secs()
+            ))
+        })?,
+        None => first.await,
+    };
+    Ok(answer.ok().map(|(bytes, _)| bytes))
+}
 
 impl Ledger {
     pub(super) fn state(&self) -> Option<&AccountState> {
@@ -109,14 +137,13 @@ impl Ledger {
         // flush (and the apps waiting for it) for its request timeouts; the flush then goes
         // on as it does with the remote down.
         if !base.upstream.is_empty() {
-            match tokio::time::timeout(REFRESH_BEFORE_FLUSH, self.refresh(base, false)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    slog::info!(self.log, "account refresh before flush failed"; "error" => %e)
+            match self.refresh(base, false).await {
+                Ok(()) => {}
+                Err(e @ DaemonError::Unavailable(_)) => {
+                    slog::warn!(self.log, "account refresh before flush gave up; flushing on our own root"; "error" => %e)
                 }
-                Err(_) => {
-                    slog::warn!(self.log, "account refresh before flush timed out; flushing on our own root";
-                    "after_ms" => REFRESH_BEFORE_FLUSH.as_millis())
+                Err(e) => {
+                    slog::info!(self.log, "account refresh before flush failed"; "error" => %e)
                 }
             }
         }
@@ -142,7 +169,9 @@ impl Ledger {
     /// Fetches the newest root frame and container from the remotes; a newer one than ours is
     /// ingested (which verifies it) and opened with the root secret.
     /// `limited`: on behalf of an unopenable object (at most every [`REFRESH_INTERVAL`]);
-    /// otherwise before a flush (flushes are rate-limited already).
+    /// otherwise before a flush (flushes are rate-limited already), when the remotes have
+    /// [`REFRESH_BEFORE_FLUSH`] to answer (all asked at once; `unavailable` past it). Only
+    /// the fetches are bounded: what was fetched is ingested and adopted whole.
     pub(super) async fn refresh(&mut self, base: &Base, limited: bool) -> Result<(), DaemonError> {
         let (local, upstream) = (&*base.local, &base.upstream);
         if limited {
@@ -154,8 +183,9 @@ impl Ledger {
             }
             self.last_refresh = Some(Instant::now());
         }
+        let deadline = (!limited).then(|| Instant::now() + REFRESH_BEFORE_FLUSH);
         let ours = self.account.as_ref().map_or(0, |a| a.frame().counter);
-        let Some(frame_bytes) = upstream.fetch(&local.user_id).await else {
+        let Some(frame_bytes) = fetch_first(upstream, &local.user_id, deadline).await? else {
             return Ok(());
         };
         let decode = |b: &[u8]| {
@@ -169,9 +199,11 @@ impl Ledger {
         if frame.counter <= ours || frame.dynamic != local.user_id {
             return Ok(());
         }
-        let container_bytes = upstream.fetch(&frame.target()).await.ok_or_else(|| {
-            DaemonError::NotFound(format!("account container {}", frame.target()))
-        })?;
+        let container_bytes = fetch_first(upstream, &frame.target(), deadline)
+            .await?
+            .ok_or_else(|| {
+                DaemonError::NotFound(format!("account container {}", frame.target()))
+            })?;
         let Object::Geoc(container) = decode(&container_bytes)? else {
             return Err(DaemonError::Account(
                 "the root frame's target is not a container".into(),

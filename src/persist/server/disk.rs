@@ -5,8 +5,8 @@
 //! the rest of the machine), a publish that would add data ([`adds_data`]: an object not
 //! stored yet, or a debinding of something not stored) is refused with `storage` while the
 //! filesystem of the ghidcache has less than `min_free_bytes` free. What is stored already
-//! (the identity every client publishes as it connects) and debindings of stored objects,
-//! which let space be reclaimed, are taken. The free space is read (`statvfs`) at most once
+//! (the identity every client publishes as it connects, a debinding sent again) and
+//! debindings of stored objects, which let space be reclaimed, are taken. The free space is read (`statvfs`) at most once
 //! a second, so the reserve should exceed what can be written in a second (the default,
 //! 256 MiB, is what the publishes in flight may hold, `inbound_bytes_total`).
 //!
@@ -72,12 +72,12 @@ impl DiskReserve {
 }
 
 /// Whether publishing `bytes` would store something new: an object the archive does not
-/// hold, or a debinding of one it does not hold (it would stay). Bytes that do not decode
+/// hold, or a debinding it does not hold of an object it does not hold (it would stay). Bytes that do not decode
 /// add nothing (the rules refuse them); a store that cannot be asked counts as new.
 pub(crate) fn adds_data(archive: &Archive, bytes: &[u8]) -> bool {
     let held = |g| archive.exists(g).unwrap_or(false);
     match Object::decode(bytes, Policy::STRICT) {
-        Ok(Object::Gdxx(d)) => !held(&d.target),
+        Ok(Object::Gdxx(d)) => !held(&d.ghid) && !held(&d.target),
         Ok(o) => !held(&o.ghid()),
         Err(_) => false,
     }
@@ -128,8 +128,11 @@ mod tests {
         assert!(!adds_data(&archive, &Object::Geoc(c).encode()));
         let other = a.make_container(b"new", &secret).unwrap();
         assert!(adds_data(&archive, &Object::Geoc(other.clone()).encode()));
-        let stored = a.make_debind(frame.dynamic).unwrap();
-        assert!(!adds_data(&archive, &Object::Gdxx(stored).encode()));
+        let stored = Object::Gdxx(a.make_debind(frame.dynamic).unwrap()).encode();
+        assert!(!adds_data(&archive, &stored));
+        // Once applied, its target is gone; sent again (an ack lost), it is still taken.
+        archive.publish(&stored).unwrap();
+        assert!(!adds_data(&archive, &stored));
         let dangling = a.make_debind(other.ghid).unwrap();
         assert!(adds_data(&archive, &Object::Gdxx(dangling).encode()));
         assert!(!adds_data(&archive, b"not golix"));
