@@ -332,12 +332,7 @@ impl RemoteHandle {
     /// subscription). If either fails (or times out), the connection is closed: the next one
     /// subscribes again as it greets.
     pub async fn resubscribe(&self, ghid: &Ghid) -> Result<(), DaemonError> {
-        let unavailable =
-            |why: &str| DaemonError::UnavailableUpstream(format!("{}: {why}", self.url()));
-        let client = self
-            .client()
-            .await
-            .ok_or_else(|| unavailable("not connected"))?;
+        let client = self.connected().await?;
         let done = match timed(client.unsubscribe(ghid)).await {
             Ok(_) => timed(client.subscribe(ghid)).await,
             Err(e) => Err(e),
@@ -345,8 +340,19 @@ impl RemoteHandle {
         done.map_err(|e| {
             // The unsubscribe may have been applied: a new connection subscribes again.
             client.close();
-            unavailable(&e.to_string())
+            self.unavailable(&e.to_string())
         })
+    }
+
+    /// The connected client, or `unavailable_upstream` naming this remote.
+    async fn connected(&self) -> Result<Client, DaemonError> {
+        self.client()
+            .await
+            .ok_or_else(|| self.unavailable("not connected"))
+    }
+
+    fn unavailable(&self, why: &str) -> DaemonError {
+        DaemonError::UnavailableUpstream(format!("{}: {why}", self.url()))
     }
 
     /// `op` on the connected client: `not_found` is `Ok(None)`, anything that kept this remote
@@ -355,16 +361,11 @@ impl RemoteHandle {
     where
         F: std::future::Future<Output = Result<T, ClientError>>,
     {
-        let unavailable =
-            |why: &str| DaemonError::UnavailableUpstream(format!("{}: {why}", self.url()));
-        let client = self
-            .client()
-            .await
-            .ok_or_else(|| unavailable("not connected"))?;
+        let client = self.connected().await?;
         match timed(op(client)).await {
             Ok(v) => Ok(Some(v)),
             Err(e) if e.code() == Some(codes::NOT_FOUND) => Ok(None),
-            Err(e) => Err(unavailable(&e.to_string())),
+            Err(e) => Err(self.unavailable(&e.to_string())),
         }
     }
 
