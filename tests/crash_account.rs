@@ -12,37 +12,16 @@ mod crash_support;
 mod proc_support;
 
 use crash_support::*;
-use hypergolix::actors::api::{AppEvent, AppToken};
-use hypergolix::ipc::HgxLink;
-
-/// A running daemon with an app that registered a new token, and that token.
-async fn daemon_with_an_app(p: &PersisterProc) -> (Daemon, HgxLink, AppToken) {
-    let d = Daemon::start(1, p.port).await;
-    let app = d.link().await;
-    let (token, _) = app.register_token(None).await.unwrap();
-    (d, app, token)
-}
+use hypergolix::actors::api::AppEvent;
 
 #[actix_rt::test]
 async fn a_private_object_stays_private_after_a_kill_right_after_new() {
     let p = PersisterProc::start().await;
     let (mut d, owner, token) = daemon_with_an_app(&p).await;
-    let ghid = owner
-        .new_object(b"mine alone".to_vec(), None, true, true)
-        .await
-        .unwrap()
-        .ghid;
-    d.kill9().await;
+    let ghid = new_object(&owner, b"mine alone", None, true).await;
 
-    d.restart().await;
-    let other = d.link().await;
-    other.register_token(None).await.unwrap();
-    let e = other
-        .get(ghid)
-        .await
-        .expect_err("another app read a private object");
-    assert_eq!(e.code(), Some("access_denied"), "{e}");
-    let owner = d.link().await;
+    let owner = d.kill9_and_relink().await;
+    denied_to_another_app(&d, ghid, "a private object").await;
     owner.register_token(Some(token)).await.unwrap();
     assert_eq!(owner.get(ghid).await.unwrap().state, b"mine alone");
     d.terminate().await;
@@ -52,24 +31,16 @@ async fn a_private_object_stays_private_after_a_kill_right_after_new() {
 async fn a_startup_object_survives_a_kill_right_after_register_startup() {
     let p = PersisterProc::start().await;
     let (mut d, app, token) = daemon_with_an_app(&p).await;
-    let ghid = app
-        .new_object(b"start here".to_vec(), None, true, false)
-        .await
-        .unwrap()
-        .ghid;
+    let ghid = new_object(&app, b"start here", None, false).await;
     app.register_startup(ghid).await.unwrap();
-    d.kill9().await;
 
-    d.restart().await;
-    let app = d.link().await;
+    let app = d.kill9_and_relink().await;
     let (_, startup) = app.register_token(Some(token)).await.unwrap();
     assert_eq!(startup, Some(ghid), "the startup object was lost");
 
     // And cleared, it stays cleared.
     app.deregister_startup().await.unwrap();
-    d.kill9().await;
-    d.restart().await;
-    let app = d.link().await;
+    let app = d.kill9_and_relink().await;
     let (_, startup) = app.register_token(Some(token)).await.unwrap();
     assert_eq!(startup, None, "the cleared startup object came back");
     d.terminate().await;
@@ -79,22 +50,11 @@ async fn a_startup_object_survives_a_kill_right_after_register_startup() {
 async fn a_frozen_private_object_stays_private_after_a_kill_right_after_freeze() {
     let p = PersisterProc::start().await;
     let (mut d, owner, _) = daemon_with_an_app(&p).await;
-    let ghid = owner
-        .new_object(b"mine alone".to_vec(), None, true, true)
-        .await
-        .unwrap()
-        .ghid;
+    let ghid = new_object(&owner, b"mine alone", None, true).await;
     let frozen = owner.freeze(ghid).await.unwrap();
-    d.kill9().await;
 
-    d.restart().await;
-    let other = d.link().await;
-    other.register_token(None).await.unwrap();
-    let e = other
-        .get(frozen)
-        .await
-        .expect_err("another app read a private snapshot");
-    assert_eq!(e.code(), Some("access_denied"), "{e}");
+    d.kill9_and_relink().await;
+    denied_to_another_app(&d, frozen, "a private snapshot").await;
     d.terminate().await;
 }
 
@@ -107,11 +67,7 @@ async fn a_share_made_right_before_a_kill_is_still_pending_when_its_answer_arriv
     let mut bob_events = bob_app.events();
     let api = api_id(0x5d);
     bob_app.register_share_handler(api).await.unwrap();
-    let ghid = app
-        .new_object(b"for Bob".to_vec(), Some(api), true, false)
-        .await
-        .unwrap()
-        .ghid;
+    let ghid = new_object(&app, b"for Bob", Some(api), false).await;
     app.share(ghid, bob_app.fingerprint()).await.unwrap();
     alice.kill9().await;
     alice.restart().await;

@@ -17,14 +17,8 @@ use crash_support::*;
 #[actix_rt::test]
 async fn a_hung_remote_does_not_hold_up_an_ack_that_waits_for_the_account() {
     let mut p = PersisterProc::start().await;
-    let mut d = Daemon::start(1, p.port).await;
-    let app = d.link().await;
-    app.register_token(None).await.unwrap();
-    let ghid = app
-        .new_object(b"start here".to_vec(), None, true, false)
-        .await
-        .unwrap()
-        .ghid;
+    let (mut d, app, _) = daemon_with_an_app(&p).await;
+    let ghid = new_object(&app, b"start here", None, false).await;
 
     p.signal(libc::SIGSTOP);
     let t = Instant::now();

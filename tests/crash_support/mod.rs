@@ -1,4 +1,4 @@
-//! Support for `tests/crash_kill.rs`: the real `hgx-persister` and `hgxd` as child processes
+//! Support for `tests/crash_kill.rs`, `crash_account.rs` and `remote_hung.rs`: the real `hgx-persister` and `hgxd` as child processes
 //! that can be SIGKILLed and restarted on the same directories (and, for the persister, the
 //! same port, so daemons find it again), homes with test-cost scrypt and fixture identities,
 //! and the seeded randomness that picks the kill points.
@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use hypergolix::actors::api::{AppEvent, ObjectView};
+use hypergolix::actors::api::{AppEvent, AppToken, ObjectView};
 use hypergolix::golix::Ghid;
 use hypergolix::ipc::HgxLink;
 use rand::rngs::StdRng;
@@ -263,6 +263,41 @@ impl Daemon {
     pub fn output(&self) -> String {
         self.proc.as_ref().map(Proc::output).unwrap_or_default()
     }
+
+    /// SIGKILL, start again on the same home, and a new app connection.
+    pub async fn kill9_and_relink(&mut self) -> HgxLink {
+        self.kill9().await;
+        self.restart().await;
+        self.link().await
+    }
+}
+
+/// A running daemon of fixture 1 on `p` with an app that registered a new token, and that
+/// token.
+pub async fn daemon_with_an_app(p: &PersisterProc) -> (Daemon, HgxLink, AppToken) {
+    let d = Daemon::start(1, p.port).await;
+    let app = d.link().await;
+    let (token, _) = app.register_token(None).await.unwrap();
+    (d, app, token)
+}
+
+/// A new object of `app`'s (public or private), its ghid.
+pub async fn new_object(app: &HgxLink, state: &[u8], api: Option<Ghid>, private: bool) -> Ghid {
+    app.new_object(state.to_vec(), api, true, private)
+        .await
+        .unwrap()
+        .ghid
+}
+
+/// Asserts that an app with a token of its own cannot read `ghid` (`access_denied`).
+pub async fn denied_to_another_app(d: &Daemon, ghid: Ghid, what: &str) {
+    let other = d.link().await;
+    other.register_token(None).await.unwrap();
+    let e = other
+        .get(ghid)
+        .await
+        .expect_err(&format!("another app read {what}"));
+    assert_eq!(e.code(), Some("access_denied"), "{e}");
 }
 
 // ---- app helpers -----------------------------------------------------------------------------
