@@ -81,6 +81,31 @@ impl Upstream {
         self.fetch_checked(ghid).await.ok().flatten()
     }
 
+    /// `ghid` from whichever remote answers first with it (all asked at once, where
+    /// [`Upstream::fetch`] asks one after another), `None` if none has it; `unavailable` if
+    /// `deadline` passes first.
+    pub async fn fetch_first(
+        &self,
+        ghid: &Ghid,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Option<Vec<u8>>, DaemonError> {
+        if self.remotes.is_empty() {
+            return Ok(None);
+        }
+        let asks = self
+            .remotes
+            .iter()
+            .map(|r| Box::pin(async move { r.get(ghid).await.ok_or(()) }));
+        let first = futures_util::future::select_ok(asks);
+        let answer = match deadline {
+            Some(d) => tokio::time::timeout_at(d, first).await.map_err(|_| {
+                DaemonError::Unavailable(format!("no remote answered for {ghid} in time"))
+            })?,
+            None => first.await,
+        };
+        Ok(answer.ok().map(|(bytes, _)| bytes))
+    }
+
     /// [`Upstream::fetch`] for callers that must not take "could not ask" for "not there":
     /// `Ok(None)` only if every remote answered that it does not have `ghid` (or there are
     /// none); `unavailable_upstream` naming the remotes that could not answer otherwise.

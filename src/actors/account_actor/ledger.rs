@@ -13,38 +13,10 @@ use super::{
 use crate::actors::account::{Account, AccountState, StoredSecret};
 use crate::actors::durable;
 use crate::actors::error::DaemonError;
-use crate::actors::upstream::Upstream;
 use crate::golix::{Ghid, Object, Policy};
 
 /// How long a flush waits for its refresh from the remotes (see [`Ledger::refresh`]).
 const REFRESH_BEFORE_FLUSH: Duration = Duration::from_secs(3);
-
-/// `ghid` from whichever remote answers first with it (all asked at once), `None` if none
-/// has it; `unavailable` if `deadline` passes first.
-async fn fetch_first(
-    upstream: &Upstream,
-    ghid: &Ghid,
-    deadline: Option<Instant>,
-) -> Result<Option<Vec<u8>>, DaemonError> {
-    if upstream.is_empty() {
-        return Ok(None);
-    }
-    let asks = upstream
-        .remotes()
-        .iter()
-        .map(|r| Box::pin(async move { r.get(ghid).await.ok_or(()) }));
-    let first = futures_util::future::select_ok(asks);
-    let answer = match deadline {
-        Some(d) => tokio::time::timeout_at(d, first).await.map_err(|_| {
-            DaemonError::Unavailable(format!(
-                "no remote answered for {ghid} within {} s",
-                REFRESH_BEFORE_FLUSH.as_secs()
-            ))
-        })?,
-        None => first.await,
-    };
-    Ok(answer.ok().map(|(bytes, _)| bytes))
-}
 
 impl Ledger {
     pub(super) fn state(&self) -> Option<&AccountState> {
@@ -185,7 +157,7 @@ impl Ledger {
         }
         let deadline = (!limited).then(|| Instant::now() + REFRESH_BEFORE_FLUSH);
         let ours = self.account.as_ref().map_or(0, |a| a.frame().counter);
-        let Some(frame_bytes) = fetch_first(upstream, &local.user_id, deadline).await? else {
+        let Some(frame_bytes) = upstream.fetch_first(&local.user_id, deadline).await? else {
             return Ok(());
         };
         let decode = |b: &[u8]| {
@@ -199,7 +171,8 @@ impl Ledger {
         if frame.counter <= ours || frame.dynamic != local.user_id {
             return Ok(());
         }
-        let container_bytes = fetch_first(upstream, &frame.target(), deadline)
+        let container_bytes = upstream
+            .fetch_first(&frame.target(), deadline)
             .await?
             .ok_or_else(|| {
                 DaemonError::NotFound(format!("account container {}", frame.target()))
