@@ -140,7 +140,7 @@ pub const OPS: &[OpSpec] = &[
         name: "sync",
         args: GHID_ONLY,
         result: "object",
-        doc: "Pulls the newest frame from every remote that answers; returns the state once it is applied. `unavailable_upstream` if no remote can be asked; a remote's frame that cannot be fetched, verified, stored or opened is an error (a temporary one first), not `ok` with the older state.",
+        doc: "Pulls the newest frame from every remote that answers; returns the state once it is applied. `unavailable_upstream` if no remote can be asked; a remote's frame that cannot be fetched, verified, stored or opened is an error (a temporary one first), not `ok` with the older state. Only what this sync pulled counts: an earlier update that could not be opened is not its failure. `unavailable` if the object is not done with what was queued before the sync within 10 s (the pulled frame is still applied).",
     },
     OpSpec {
         name: "freeze",
