@@ -206,14 +206,15 @@ impl Ledger {
     }
 
     /// After a flush's root was committed, or not. Not: the state is still to be written
-    /// (the account is dirty again, and a flush is scheduled), so what an app was told failed
+    /// (the account is dirty again, and a flush is scheduled, at most one a second while
+    /// the storage keeps failing: each costs two signatures), so what an app was told failed
     /// is flushed by its retry or later, never taken as written.
     fn committed(&mut self, r: Result<(), DaemonError>) -> Result<(), DaemonError> {
         if let Err(e) = r {
             if let Some(a) = self.account.as_mut() {
                 a.unflushed();
             }
-            self.schedule();
+            self.schedule_within(LAG_FLUSH_INTERVAL);
             return Err(e);
         }
         self.flushed
