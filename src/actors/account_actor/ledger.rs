@@ -1,8 +1,9 @@
 //! The [`Ledger`](super::Ledger): the account's bookkeeping between flushes (which object's
-//! secret moved how far since the last flush, when the next flush is due) and the flush and
-//! refresh themselves (a new root frame committed locally and upstream; another machine's
+//! secret moved how far since the last flush, which startup objects were cleared since, when
+//! the next flush is due), the startup-object edits, and the flush and refresh themselves (a new root frame committed locally and upstream; another machine's
 //! newer root adopted, with this machine's unflushed changes carried over).
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -10,8 +11,6 @@ use tokio::time::Instant;
 use super::{
     Base, Ledger, FLUSH_INTERVAL, LAG_FLUSH_INTERVAL, MAX_LAG, MAX_ORPHAN_SHARES, REFRESH_INTERVAL,
 };
-use std::collections::{HashMap, HashSet};
-
 use crate::actors::account::{Account, AccountState, AppTokenBytes, StoredSecret};
 use crate::actors::account_lag::FlushedCounters;
 use crate::actors::durable;

@@ -685,6 +685,28 @@ mod tests {
     }
 
     #[test]
+    fn the_syncs_of_a_dropped_or_replaced_frame_go_with_the_one_in_its_place() {
+        let (frames, c) = chain(4, DEFAULT_LEGROOM);
+        let pulled = |i: usize, s: Option<SyncId>| {
+            Exclusive::Pulled(
+                Box::new((frames[i].clone(), c.clone())),
+                s.into_iter().collect(),
+            )
+        };
+        let mut q = VecDeque::new();
+        enqueue(&mut q, pulled(2, Some(7)));
+        enqueue(&mut q, pulled(1, Some(8))); // older: dropped
+        enqueue(&mut q, pulled(3, None)); // newer: takes its place
+        let (tx, _rx) = oneshot::channel();
+        enqueue(&mut q, Exclusive::Settled(7, tx));
+        assert_eq!(counters(&q), ["pulled 3", "other"]);
+        let Some(Exclusive::Pulled(p, syncs)) = q.front() else {
+            panic!("a pulled frame first")
+        };
+        assert_eq!((p.0.counter, syncs.as_slice()), (3, &[7, 8][..]));
+    }
+
+    #[test]
     fn a_frame_that_does_not_reach_back_over_the_waiting_one_waits_behind_it_up_to_a_bound() {
         // Two targets each: a frame's vector never holds the oldest target of the one before.
         let (frames, c) = chain(21, 2);
