@@ -42,7 +42,7 @@
 //!
 //! Calls: `Account::flush`/`open`, [`super::durable::commit`], [`Upstream`] fetches.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -111,7 +111,8 @@ pub struct NewToken;
 #[rtype(result = "Option<Option<Ghid>>")]
 pub struct TokenStartup(pub AppTokenBytes);
 
-/// Sets a token's startup object (`already_set` if it has one).
+/// Sets a token's startup object (`already_set` if it has another one; the same one again is
+/// ok: the retry of a set whose flush failed).
 #[derive(Message)]
 #[rtype(result = "Result<(), DaemonError>")]
 pub struct SetStartup {
@@ -119,7 +120,8 @@ pub struct SetStartup {
     pub ghid: Ghid,
 }
 
-/// Clears a token's startup object (`not_found` if it has none).
+/// Clears a token's startup object (`not_found` if it has none, unless it was cleared since
+/// the last successful flush: the retry of a clear whose flush failed).
 #[derive(Message)]
 #[rtype(result = "Result<(), DaemonError>")]
 pub struct ClearStartup(pub AppTokenBytes);
@@ -220,6 +222,9 @@ struct Ledger {
     urgent: bool,
     /// An ordinary flush is due at this time.
     due: Option<Instant>,
+    /// Tokens whose startup object was cleared since the last successful flush: clearing one
+    /// again is the retry of an edit the app was told failed (see `Ledger::clear_startup`).
+    cleared_startup: HashSet<AppTokenBytes>,
     log: slog::Logger,
 }
 
