@@ -16,6 +16,7 @@ use hypergolix::actors::account::{vault_key, Account};
 use hypergolix::actors::publish_queue::PublishQueue;
 use hypergolix::actors::vault::Vault;
 use hypergolix::golix::{Geoc, Gobd};
+use hypergolix::persist::store::{LoggedTree, WAL_MOVE_EVERY};
 
 const PASSWORD: &str = "correct horse";
 
@@ -92,7 +93,7 @@ async fn open_archive(dir: &std::path::Path) -> Archive {
         Archive::open_logged(
             &dir.join("objects"),
             64 << 20,
-            hypergolix::persist::store::WAL_MOVE_EVERY,
+            WAL_MOVE_EVERY,
             slog::Logger::root(slog::Discard, slog::o!()),
         )
     })
@@ -178,8 +179,11 @@ async fn a_root_frame_queued_without_its_container_is_never_stored() {
     {
         let archive = open_archive(dir.path()).await;
         let (_, frame, _container) = next_root(&archive, &account.0);
-        let db = retry_open(|| sled::open(dir.path().join("state"))).await;
-        let vault = Vault::open(&db, "daemon", &vault_key(&secret(1, PASSWORD))).unwrap();
+        let state = dir.path().join("state");
+        let db = retry_open(|| sled::open(&state)).await;
+        let log = slog::Logger::root(slog::Discard, slog::o!());
+        let tree = LoggedTree::open(&db, "daemon", &state.join("wal"), WAL_MOVE_EVERY, log);
+        let vault = Vault::open(&tree.unwrap(), &vault_key(&secret(1, PASSWORD))).unwrap();
         let outbox = PublishQueue::open(vault.clone(), std::slice::from_ref(&url)).unwrap();
         outbox.enqueue(&[frame]).unwrap();
         vault.flush().await.unwrap();

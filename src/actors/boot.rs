@@ -39,7 +39,7 @@ use super::share::{ShareHandle, SharePeers};
 use super::upstream::Upstream;
 use super::vault::Vault;
 use crate::golix::{Geoc, Ghid, Gobd, Object, Policy, SecondParty};
-use crate::persist::store::{sled_gate, WAL_MOVE_EVERY};
+use crate::persist::store::{sled_gate, LoggedTree, WAL_MOVE_EVERY};
 use crate::persist::{Archive, PersistError, Status};
 
 /// The vault's tree name.
@@ -69,6 +69,13 @@ pub(super) async fn boot(opts: DaemonOptions, log: slog::Logger) -> Result<Daemo
     let state = opts.ghidcache.join("state");
     let db = retry_locked(|| sled_gate::open_with_cache(&state, cache).map_err(DaemonError::from))
         .await?;
+    let vault_tree = LoggedTree::open(
+        &db,
+        VAULT_TREE,
+        &state.join("wal"),
+        WAL_MOVE_EVERY,
+        log.clone(),
+    )?;
     let (account, created, root_secret) = match opts.login {
         Login::Create {
             identity,
@@ -90,7 +97,8 @@ pub(super) async fn boot(opts: DaemonOptions, log: slog::Logger) -> Result<Daemo
             fingerprint,
             root_secret,
         } => {
-            finish_interrupted_commits(&archive, &db, &state, &root_secret, &urls, &log).await;
+            finish_interrupted_commits(&archive, &vault_tree, &state, &root_secret, &urls, &log)
+                .await;
             let root =
                 find_root(&archive, &connector, &opts.remotes, &user_id, &fingerprint).await?;
             let mut account = Account::open(root_secret.clone(), &root.frame, &root.container)?;
@@ -114,7 +122,7 @@ pub(super) async fn boot(opts: DaemonOptions, log: slog::Logger) -> Result<Daemo
             (account, Vec::new(), root_secret)
         }
     };
-    let vault = Vault::open_with_spill(&db, VAULT_TREE, &account.vault_key(), &large(&state))?;
+    let vault = Vault::open_with_spill(&vault_tree, &account.vault_key(), &large(&state))?;
     let publish_queue = PublishQueue::open(vault.clone(), &urls)?;
 
     let mut remotes = Vec::with_capacity(opts.remotes.len());
@@ -221,14 +229,14 @@ pub(super) async fn boot(opts: DaemonOptions, log: slog::Logger) -> Result<Daemo
 /// says why.
 async fn finish_interrupted_commits(
     archive: &Archive,
-    db: &sled::Db,
+    vault_tree: &LoggedTree,
     state: &Path,
     root_secret: &crate::golix::Secret,
     remotes: &[String],
     log: &slog::Logger,
 ) {
     let key = vault_key(root_secret);
-    let Ok(vault) = Vault::open_with_spill(db, VAULT_TREE, &key, &large(state)) else {
+    let Ok(vault) = Vault::open_with_spill(vault_tree, &key, &large(state)) else {
         return;
     };
     let entries = match publish_queue::pending_objects(&vault, remotes) {

@@ -67,8 +67,9 @@ mod tests {
 
     #[test]
     fn limits_are_remembered_per_url_and_default_to_the_persister_default() {
-        let db = crate::persist::store::sled_gate::temporary().unwrap();
-        let vault = Vault::open(&db, "limits-test", &[3; 32]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let tree = crate::actors::vault::test_tree(dir.path(), "limits-test");
+        let vault = Vault::open(&tree, &[3; 32]).unwrap();
         let a = "ws://a/ws";
         assert_eq!(known(&vault, a).unwrap(), default_max_object());
         remember(&vault, a, 70_000).unwrap();

@@ -297,13 +297,16 @@ fn seq_of(key: &[u8]) -> Option<u64> {
 mod tests {
     use super::*;
 
-    fn vault(db: &sled::Db) -> Vault {
-        Vault::open(db, "outbox-test", &[7; 32]).unwrap()
+    use crate::actors::vault::test_tree;
+
+    fn vault(tree: &crate::persist::store::LoggedTree) -> Vault {
+        Vault::open(tree, &[7; 32]).unwrap()
     }
 
     #[test]
     fn entries_keep_order_per_remote_and_survive_a_reopen() {
-        let db = crate::persist::store::sled_gate::temporary().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let db = test_tree(dir.path(), "outbox-test");
         let urls = vec!["ws://a/ws".to_owned(), "ws://b/ws".to_owned()];
         let o = PublishQueue::open(vault(&db), &urls).unwrap();
         o.enqueue(&[b"one".to_vec(), b"two".to_vec()]).unwrap();
@@ -336,13 +339,13 @@ mod tests {
 
     #[test]
     fn a_record_that_does_not_open_is_dropped_not_wedged() {
-        let db = crate::persist::store::sled_gate::temporary().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let db = test_tree(dir.path(), "outbox-test");
         let urls = vec!["ws://a/ws".to_owned()];
         let o = PublishQueue::open(vault(&db), &urls).unwrap();
         o.enqueue(&[b"bad".to_vec(), b"good".to_vec()]).unwrap();
-        let tree = db.open_tree("outbox-test").unwrap();
-        let (k, _) = tree.iter().next().unwrap().unwrap();
-        tree.insert(k, b"garbage".to_vec()).unwrap();
+        let (k, _) = db.scan_prefix(b"").unwrap().remove(0);
+        db.apply([(k.to_vec(), Some(b"garbage".to_vec()))]).unwrap();
         // It does not keep the outbox from opening (a restart), nor the replay of
         // interrupted commits from reading the rest.
         let o = PublishQueue::open(vault(&db), &urls).unwrap();
@@ -357,9 +360,9 @@ mod tests {
     #[test]
     fn a_record_that_cannot_be_read_now_stays_and_is_read_later() {
         let dir = tempfile::tempdir().unwrap();
-        let db = crate::persist::store::sled_gate::open(&dir.path().join("db")).unwrap();
+        let db = test_tree(dir.path(), "outbox-test");
         let large = dir.path().join("large");
-        let v = Vault::open_with_spill(&db, "outbox-test", &[7; 32], &large).unwrap();
+        let v = Vault::open_with_spill(&db, &[7; 32], &large).unwrap();
         let o = PublishQueue::open(v, &["ws://a/ws".to_owned()]).unwrap();
         let big = vec![5u8; 40_000];
         o.enqueue(&[big.clone(), b"after".to_vec()]).unwrap();
@@ -389,9 +392,9 @@ mod tests {
     #[test]
     fn a_missing_spill_directory_keeps_every_entry_for_a_retry() {
         let dir = tempfile::tempdir().unwrap();
-        let db = crate::persist::store::sled_gate::open(&dir.path().join("db")).unwrap();
+        let db = test_tree(dir.path(), "outbox-test");
         let large = dir.path().join("large");
-        let v = Vault::open_with_spill(&db, "outbox-test", &[7; 32], &large).unwrap();
+        let v = Vault::open_with_spill(&db, &[7; 32], &large).unwrap();
         let o = PublishQueue::open(v, &["ws://a/ws".to_owned()]).unwrap();
         let (one, two) = (vec![5u8; 40_000], vec![6u8; 40_000]);
         o.enqueue(&[one.clone(), two.clone()]).unwrap();

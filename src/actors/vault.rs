@@ -4,7 +4,8 @@
 //! metadata: everything that is not already a Golix object), encrypted before it touches sled
 //! (docs/architecture.md, "Storage").
 //!
-//! A [`Vault`] is one sled `Tree`. Every value is msgpack (named fields), sealed with
+//! A [`Vault`] is one sled tree behind a write-ahead log ([`LoggedTree`]: a flush is one
+//! `fdatasync` of the log, not a sled flush). Every value is msgpack (named fields), sealed with
 //! AES-256-GCM under the vault key ([`crate::actors::account::Account::vault_key`]) with a
 //! fresh random 96-bit nonce. The associated data binds the tree name and the record key, so
 //! a record copied or moved to another key or tree fails to open, as does any flipped byte.
@@ -16,7 +17,7 @@
 //! objects) sealed in files of their own, with a pointer in sled (see
 //! [`crate::persist::store::spill`]: sled reclaims large values late).
 //!
-//! Calls: sled and aes-gcm only. Used by the daemon actors (object, remote, share, dispatch
+//! Calls: [`LoggedTree`] and aes-gcm only. Used by the daemon actors (object, remote, share, dispatch
 //! state).
 
 use std::fmt;
@@ -30,15 +31,15 @@ use zeroize::Zeroizing;
 
 use super::account::msgpack_exact;
 use super::error::DaemonError;
-use crate::persist::store::sled_gate;
 use crate::persist::store::spill::{self, Spill};
+use crate::persist::store::LoggedTree;
 
 /// Whether `tree` holds a spill pointer under the key whose hex is `name`.
-fn points_at(tree: &sled::Tree, name: &str) -> std::io::Result<bool> {
+fn points_at(tree: &LoggedTree, name: &str) -> std::io::Result<bool> {
     let Ok(key) = hex::decode(name) else {
         return Ok(false);
     };
-    let value = tree.get(key).map_err(std::io::Error::other)?;
+    let value = tree.get(&key).map_err(std::io::Error::other)?;
     Ok(value.is_some_and(|v| spill::is_pointer(&v)))
 }
 
@@ -52,7 +53,7 @@ const AAD_DOMAIN: &[u8] = b"hgx vault record";
 /// An encrypted sled tree. Cheap to clone; clones share the tree and the cipher.
 #[derive(Clone)]
 pub struct Vault {
-    tree: sled::Tree,
+    tree: LoggedTree,
     /// Sealed records of [`spill::THRESHOLD`] bytes or more (outbox entries of large
     /// objects), as files named by the hex of their key; `None`: all in sled.
     spill: Option<Arc<Spill>>,
@@ -69,17 +70,17 @@ impl fmt::Debug for Vault {
 }
 
 impl Vault {
-    /// The sled tree `name` in `db`; every value sealed with AES-256-GCM under `key`.
-    pub fn open(db: &sled::Db, name: &str, key: &[u8; 32]) -> Result<Vault, DaemonError> {
-        if name.is_empty() {
+    /// The vault in `tree` (its name is bound into every record); every value sealed with
+    /// AES-256-GCM under `key`.
+    pub fn open(tree: &LoggedTree, key: &[u8; 32]) -> Result<Vault, DaemonError> {
+        if tree.name().is_empty() {
             return Err(DaemonError::Storage("vault tree name is empty".into()));
         }
-        let tree = db.open_tree(name)?;
         let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key));
         Ok(Vault {
-            tree,
+            tree: tree.clone(),
             spill: None,
-            name: Arc::from(name),
+            name: Arc::from(tree.name()),
             cipher: Arc::new(cipher),
         })
     }
@@ -87,12 +88,11 @@ impl Vault {
     /// [`Vault::open`], with large records as files in `dir` (see [`spill`]); files a crash
     /// left there without a record are deleted.
     pub fn open_with_spill(
-        db: &sled::Db,
-        name: &str,
+        tree: &LoggedTree,
         key: &[u8; 32],
         dir: &Path,
     ) -> Result<Vault, DaemonError> {
-        let mut vault = Vault::open(db, name, key)?;
+        let mut vault = Vault::open(tree, key)?;
         let io = |e: std::io::Error| DaemonError::Storage(format!("vault large records: {e}"));
         let spill = Spill::open(dir).map_err(io)?;
         spill.sweep(|n| points_at(&vault.tree, n)).map_err(io)?;
@@ -167,28 +167,27 @@ impl Vault {
         let sealed = self.seal(key, &plain)?;
         let _writing = self.spill.as_ref().map(|s| s.writing());
         let stored = self.stored(key, sealed)?;
-        self.tree.insert(key, stored)?;
+        self.tree.apply([(key.to_vec(), Some(stored))])?;
         Ok(())
     }
 
-    /// Seals and stores every `(key, value)` of `records` in one sled batch: after a crash
-    /// either all of them are there or none is, whatever a concurrent flush wrote meanwhile
-    /// (the outbox stages a commit's entries this way: its write-ahead log must not be torn).
+    /// Seals and stores every `(key, value)` of `records` at once: after a crash either all
+    /// of them are there or none is, whatever a concurrent flush wrote meanwhile (the outbox
+    /// stages a commit's entries this way: its write-ahead log must not be torn).
     pub fn put_all<T: serde::Serialize>(
         &self,
         records: impl IntoIterator<Item = (Vec<u8>, T)>,
     ) -> Result<(), DaemonError> {
-        let mut batch = sled::Batch::default();
+        let mut changes = Vec::new();
         let _writing = self.spill.as_ref().map(|s| s.writing());
         for (key, value) in records {
             let (plain, _) = msgpack_exact(&value, 0, 0)
                 .map_err(|e| self.error(&key, &format!("cannot encode the value: {e}")))?;
             let sealed = self.seal(&key, &plain)?;
             let stored = self.stored(&key, sealed)?;
-            batch.insert(key, stored);
+            changes.push((key, Some(stored)));
         }
-        let _gate = sled_gate::exclusive();
-        self.tree.apply_batch(batch)?;
+        self.tree.apply(changes)?;
         Ok(())
     }
 
@@ -208,13 +207,17 @@ impl Vault {
 
     /// Whether a record exists under `key` (without opening it).
     pub fn contains_key(&self, key: &[u8]) -> Result<bool, DaemonError> {
-        Ok(self.tree.contains_key(key)?)
+        Ok(self.tree.get(key)?.is_some())
     }
 
     /// Removes the record under `key`, if any (a spilled record's file goes once the removal
     /// is durable, at a [`Vault::flush`]).
     pub fn remove(&self, key: &[u8]) -> Result<(), DaemonError> {
-        let old = self.tree.remove(key)?;
+        let old = self.tree.get(key)?;
+        if old.is_none() {
+            return Ok(());
+        }
+        self.tree.apply([(key.to_vec(), None)])?;
         if let (Some(spill), Some(old)) = (&self.spill, old) {
             if spill::is_pointer(&old) {
                 spill.remove_later(&hex::encode(key));
@@ -230,9 +233,9 @@ impl Vault {
         prefix: &[u8],
     ) -> Result<Vec<(Vec<u8>, T)>, DaemonError> {
         self.tree
-            .scan_prefix(prefix)
-            .map(|item| {
-                let (k, v) = item?;
+            .scan_prefix(prefix)?
+            .into_iter()
+            .map(|(k, v)| {
                 let value = self.decode(&k, &v)?;
                 Ok((k.to_vec(), value))
             })
@@ -242,11 +245,12 @@ impl Vault {
     /// The keys of every record whose key starts with `prefix`, in key order (no record is
     /// opened).
     pub fn keys_with_prefix(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, DaemonError> {
-        self.tree
-            .scan_prefix(prefix)
-            .keys()
-            .map(|k| Ok(k?.to_vec()))
-            .collect()
+        Ok(self
+            .tree
+            .scan_prefix(prefix)?
+            .into_iter()
+            .map(|(k, _)| k.to_vec())
+            .collect())
     }
 
     /// Makes every write so far durable (then deletes the files of removed records).
@@ -255,7 +259,7 @@ impl Vault {
         let spill = self.spill.clone();
         tokio::task::spawn_blocking(move || {
             let doomed = spill.as_ref().map(|s| s.doomed()).unwrap_or_default();
-            if let Err(e) = sled_gate::flush(&tree) {
+            if let Err(e) = tree.sync() {
                 if let Some(spill) = &spill {
                     spill.keep_doomed(doomed);
                 }
@@ -354,6 +358,21 @@ impl Vault {
     }
 }
 
+/// Tree `name` of a new sled database in `dir`, behind its log (tests).
+#[cfg(test)]
+pub(crate) fn test_tree(dir: &Path, name: &str) -> LoggedTree {
+    let db = crate::persist::store::sled_gate::open(&dir.join("db")).unwrap();
+    let log = slog::Logger::root(slog::Discard, slog::o!());
+    LoggedTree::open(
+        &db,
+        name,
+        &dir.join("wal"),
+        crate::persist::store::WAL_MOVE_EVERY,
+        log,
+    )
+    .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -362,10 +381,10 @@ mod tests {
     #[tokio::test]
     async fn large_records_are_sealed_files_removed_after_a_flush() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled_gate::open(&dir.path().join("db")).unwrap();
+        let tree = test_tree(dir.path(), "t");
         let large = dir.path().join("large");
         let files = || std::fs::read_dir(&large).unwrap().count();
-        let v = Vault::open_with_spill(&db, "t", &[1; 32], &large).unwrap();
+        let v = Vault::open_with_spill(&tree, &[1; 32], &large).unwrap();
         let big = ByteBuf::from(vec![3u8; 40_000]);
         v.put(b"k", &big).unwrap();
         v.put_all(vec![(b"m".to_vec(), big.clone())]).unwrap();

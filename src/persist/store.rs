@@ -21,6 +21,7 @@
 //! pass on a conflict.
 
 mod logged;
+mod logged_tree;
 pub mod nats;
 pub mod sled_gate;
 mod sled_store;
@@ -36,6 +37,7 @@ use crate::golix::{Ghid, Kind};
 use super::PersistError;
 
 pub use logged::{MOVE_EVERY as WAL_MOVE_EVERY, MOVE_EVERY_MIN as WAL_MOVE_EVERY_MIN};
+pub use logged_tree::LoggedTree;
 pub use nats::{NatsOptions, NatsStore, OpCounts};
 pub use sled_store::SledStore;
 

@@ -406,7 +406,7 @@ impl Reporter {
     /// The log is poisoned by a failed write or sync, the flusher's as well as the mover's.
     fn check_poisoned(&mut self, l: &Logged) {
         if !self.poisoned && l.wal.is_poisoned() {
-            error!(l.log, "write-ahead log: a write or sync failed; every publish now fails with `storage` until the persister is restarted");
+            error!(l.log, "write-ahead log: a write or sync failed; every write through it now fails with `storage` until the process is restarted");
             self.poisoned = true;
         }
     }

@@ -201,7 +201,7 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 fn poisoned() -> io::Error {
-    io::Error::other("the write-ahead log failed earlier; restart the persister")
+    io::Error::other("the write-ahead log failed earlier; restart the process")
 }
 
 impl Wal {
