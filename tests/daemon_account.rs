@@ -12,6 +12,7 @@ use hypergolix::actors::account::{
 use hypergolix::actors::error::DaemonError;
 use hypergolix::actors::vault::Vault;
 use hypergolix::golix::{Algo, Geoc, Ghid, Gobd, Object, Policy, Secret};
+use hypergolix::persist::store::{LoggedTree, WAL_MOVE_EVERY};
 
 /// Fixture 1's fingerprint (`fixture_identities.json`), without loading its keys.
 const FP1: &str =
@@ -297,8 +298,19 @@ fn vault_key(b: u8) -> [u8; 32] {
     [b; 32]
 }
 
-fn temp_db() -> sled::Db {
-    sled::Config::new().temporary(true).open().unwrap()
+/// Tree `name` of a new sled database in `dir`, behind its write-ahead log (as the daemon's
+/// vault is).
+fn logged_tree(dir: &Path, name: &str) -> LoggedTree {
+    let db = sled::open(dir.join("db")).unwrap();
+    let log = slog::Logger::root(slog::Discard, slog::o!());
+    LoggedTree::open(
+        &db,
+        name,
+        &dir.join(format!("wal-{name}")),
+        WAL_MOVE_EVERY,
+        log,
+    )
+    .unwrap()
 }
 
 #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -319,8 +331,9 @@ fn record(name: &str) -> Record {
 
 #[test]
 fn vault_round_trips_values() {
-    let db = temp_db();
-    let v = Vault::open(&db, "secrets", &vault_key(1)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let tree = logged_tree(dir.path(), "secrets");
+    let v = Vault::open(&tree, &vault_key(1)).unwrap();
     assert_eq!(v.get::<Record>(b"a").unwrap(), None);
     v.put(b"a", &record("alpha")).unwrap();
     v.put(b"b/1", &record("beta1")).unwrap();
@@ -341,13 +354,13 @@ fn vault_round_trips_values() {
     v.remove(b"a").unwrap();
     assert_eq!(v.get::<Record>(b"a").unwrap(), None);
     // Same key reopens; the wrong type or the wrong key is a corrupt record (code `storage`).
-    let again = Vault::open(&db, "secrets", &vault_key(1)).unwrap();
+    let again = Vault::open(&tree, &vault_key(1)).unwrap();
     assert_eq!(again.get::<Record>(b"b/1").unwrap(), Some(record("beta1")));
     assert!(matches!(
         again.get::<u64>(b"b/1"),
         Err(DaemonError::Corrupt(_))
     ));
-    let other_key = Vault::open(&db, "secrets", &vault_key(2)).unwrap();
+    let other_key = Vault::open(&tree, &vault_key(2)).unwrap();
     assert!(matches!(
         other_key.get::<Record>(b"b/1"),
         Err(DaemonError::Corrupt(_))
@@ -356,41 +369,42 @@ fn vault_round_trips_values() {
 
 #[test]
 fn vault_refuses_tampered_and_moved_records() {
-    let db = temp_db();
-    let v = Vault::open(&db, "tokens", &vault_key(3)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let raw_tree = logged_tree(dir.path(), "tokens");
+    let v = Vault::open(&raw_tree, &vault_key(3)).unwrap();
     v.put(b"k1", &record("one")).unwrap();
-    let raw_tree = db.open_tree("tokens").unwrap();
     let sealed = raw_tree.get(b"k1").unwrap().unwrap().to_vec();
+    let insert =
+        |t: &LoggedTree, k: &[u8], v: &[u8]| t.apply([(k.to_vec(), Some(v.to_vec()))]).unwrap();
 
     // Every single flipped byte is caught.
     for i in 0..sealed.len() {
         let mut bad = sealed.clone();
         bad[i] ^= 0x01;
-        raw_tree.insert(b"k1", bad).unwrap();
+        insert(&raw_tree, b"k1", &bad);
         let err = v.get::<Record>(b"k1").unwrap_err();
         assert_eq!(err.code(), "storage", "byte {i}");
         assert!(v.scan_prefix::<Record>(b"k").is_err());
     }
-    raw_tree.insert(b"k1", sealed.clone()).unwrap();
+    insert(&raw_tree, b"k1", &sealed);
     assert_eq!(v.get::<Record>(b"k1").unwrap(), Some(record("one")));
     // Truncated.
-    raw_tree.insert(b"k3", &sealed[..20]).unwrap();
+    insert(&raw_tree, b"k3", &sealed[..20]);
     assert!(matches!(
         v.get::<Record>(b"k3"),
         Err(DaemonError::Corrupt(_))
     ));
 
     // Copied to another key of the same tree, or to the same key of another tree.
-    raw_tree.insert(b"k2", sealed.clone()).unwrap();
+    insert(&raw_tree, b"k2", &sealed);
     assert!(matches!(
         v.get::<Record>(b"k2"),
         Err(DaemonError::Corrupt(_))
     ));
-    let other = Vault::open(&db, "tokens2", &vault_key(3)).unwrap();
-    db.open_tree("tokens2")
-        .unwrap()
-        .insert(b"k1", sealed)
-        .unwrap();
+    let other_dir = tempfile::tempdir().unwrap();
+    let other_tree = logged_tree(other_dir.path(), "tokens2");
+    let other = Vault::open(&other_tree, &vault_key(3)).unwrap();
+    insert(&other_tree, b"k1", &sealed);
     assert!(matches!(
         other.get::<Record>(b"k1"),
         Err(DaemonError::Corrupt(_))
@@ -412,10 +426,14 @@ fn files_contain(dir: &Path, needle: &[u8]) -> bool {
 #[tokio::test]
 async fn vault_bytes_at_rest_never_contain_the_plaintext() {
     let dir = tempfile::tempdir().unwrap();
-    let db = sled::open(dir.path()).unwrap();
+    let db = sled::open(dir.path().join("db")).unwrap();
+    let log = slog::Logger::root(slog::Discard, slog::o!());
+    // The log's files are under `dir` too: the scan below covers them.
+    let tree = LoggedTree::open(&db, "private", &dir.path().join("wal"), WAL_MOVE_EVERY, log);
+    let tree = tree.unwrap();
     let secret_marker = b"PLAINTEXT-MARKER-4f1c9a7e".to_vec();
     let control_marker = b"CONTROL-MARKER-b83e20d6".to_vec();
-    let v = Vault::open(&db, "private", &vault_key(4)).unwrap();
+    let v = Vault::open(&tree, &vault_key(4)).unwrap();
     for i in 0..20u8 {
         v.put(
             &[b'r', i],
