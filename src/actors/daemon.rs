@@ -19,7 +19,7 @@ use std::time::Duration;
 use actix::Addr;
 
 use super::account::OrphanShare;
-use super::account_actor::{self, AccountActor};
+use super::account_actor::{self, AccountActor, ShareLimits};
 use super::api::{AppEvent, AppId, AppToken, ObjectView};
 use super::apps::AppRegistry;
 use super::arbiters::ActorThreads;
@@ -53,6 +53,9 @@ pub struct DaemonOptions {
     /// Bytes of sled page cache for each of the two databases (`config::DEFAULT_DAEMON_CACHE`
     /// for the daemon; sled's own default is 1 GiB each).
     pub cache_capacity: u64,
+    /// Bounds on the shares received from other users that no app adopted yet (the
+    /// `process.max_unadopted_shares*` config keys).
+    pub share_limits: ShareLimits,
     pub login: Login,
 }
 
@@ -253,6 +256,9 @@ impl DaemonHandle {
             if daemon.objects.get(&ghid).is_some() {
                 continue;
             }
+            // An app loads it: a share received from another user is ours from now on
+            // (before the load, so that a share being forgotten is gone, not live).
+            daemon.store.account.ask(account_actor::Adopt(ghid)).await?;
             let loaded = commit::load(&daemon.store, ghid).await?;
             if loaded.ghid != ghid {
                 // A binding's ghid: track its target instead.

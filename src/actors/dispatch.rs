@@ -86,6 +86,8 @@ pub async fn register_startup(
     if commit::owner(store, ghid).await?.is_none() {
         return Err(DaemonError::NotFound(format!("object {ghid}")));
     }
+    // A startup object is the app's: a received share is ours from now on.
+    store.account.tell(account::Adopt(ghid));
     store
         .account
         .ask(account::SetStartup { token, ghid })

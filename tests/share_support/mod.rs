@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hypergolix::actors::account::{derive_root_secret, ScryptParams};
+pub use hypergolix::actors::account_actor::ShareLimits;
 use hypergolix::actors::api::AppEvent;
 use hypergolix::actors::daemon::{self, DaemonHandle, DaemonOptions, Login};
 use hypergolix::golix::{Algo, Ghid, Secret};
@@ -139,11 +140,16 @@ pub struct Node {
 impl Node {
     /// A new account for fixture `n` in `dir`, against `remotes`.
     pub async fn create(dir: &Path, remotes: &[&str], n: usize) -> Node {
+        Node::create_with(dir, remotes, n, ShareLimits::default()).await
+    }
+
+    /// [`Node::create`] with other bounds on the shares no app adopted yet.
+    pub async fn create_with(dir: &Path, remotes: &[&str], n: usize, limits: ShareLimits) -> Node {
         let login = Login::Create {
             identity: fixture(n),
             root_secret: secret(n),
         };
-        Node::start(dir, remotes, login, n).await
+        Node::start(dir, remotes, login, n, limits).await
     }
 
     /// The account of fixture `n` again, from `dir`.
@@ -153,14 +159,21 @@ impl Node {
             fingerprint: fixture(n).ghid(),
             root_secret: secret(n),
         };
-        Node::start(dir, remotes, login, n).await
+        Node::start(dir, remotes, login, n, ShareLimits::default()).await
     }
 
-    async fn start(dir: &Path, remotes: &[&str], login: Login, n: usize) -> Node {
+    async fn start(
+        dir: &Path,
+        remotes: &[&str],
+        login: Login,
+        n: usize,
+        share_limits: ShareLimits,
+    ) -> Node {
         let opts = DaemonOptions {
             ghidcache: dir.to_path_buf(),
             remotes: remotes.iter().map(|s| (*s).into()).collect(),
             cache_capacity: hypergolix::config::DEFAULT_DAEMON_CACHE,
+            share_limits,
             login,
         };
         let daemon = daemon::start_with_log(opts, log(&format!("fixture{n}")))

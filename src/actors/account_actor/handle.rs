@@ -11,7 +11,8 @@ use actix::WeakAddr;
 use tokio::time::Instant;
 
 use super::{
-    AccountActor, Base, Flush, Forget, Ledger, Lookup, RecordHold, RecordSecret, Refresh, Stop,
+    AccountActor, Base, Flush, Forget, Ledger, Lookup, RecordHold, RecordSecret, Refresh,
+    ShareLimits, Stop,
 };
 use crate::actors::account::{Account, StoredSecret};
 use crate::actors::account_lag::FlushedCounters;
@@ -36,6 +37,7 @@ impl AccountHandle {
         root_secret: Secret,
         local: Arc<Local>,
         upstream: Upstream,
+        limits: ShareLimits,
     ) -> (Addr<AccountActor>, AccountHandle) {
         let log = local.log.clone();
         // An account opened dirty (it continues after a root frame whose container a crash
@@ -51,6 +53,7 @@ impl AccountHandle {
             last_flush: None,
             last_refresh: None,
             urgent: false,
+            limits,
             due,
             log,
         };
@@ -109,6 +112,26 @@ impl AccountHandle {
             stored,
             counter,
             api_id,
+            received_from: None,
+        });
+    }
+
+    /// Records the secret of an object `sharer` shared with us (admitted with
+    /// [`super::AdmitShare`]): received and not adopted yet, unless it is ours already.
+    pub fn record_received_secret(
+        &self,
+        ghid: Ghid,
+        stored: StoredSecret,
+        counter: u64,
+        api_id: Option<Ghid>,
+        sharer: Ghid,
+    ) {
+        self.tell(RecordSecret {
+            ghid,
+            stored,
+            counter,
+            api_id,
+            received_from: Some(sharer),
         });
     }
 
