@@ -316,3 +316,90 @@ pub fn answers(
         })
         .collect()
 }
+
+/// Another user played by the test: a fixture identity publishing through the persist
+/// client (unauthenticated).
+pub struct Sharer {
+    pub id: hypergolix::golix::FirstParty,
+    pub client: hypergolix::persist::client::PersisterClient,
+    _notes: hypergolix::persist::client::Notifications,
+}
+
+impl Sharer {
+    /// Fixture `n`, connected to `p`, its identity published.
+    pub async fn connect(p: &Persister, n: usize) -> Sharer {
+        let id = fixture(n);
+        let (client, notes) = hypergolix::persist::client::PersisterClient::connect(&p.url)
+            .await
+            .unwrap();
+        client.publish(&id.gidc().encode()).await.unwrap();
+        Sharer {
+            id,
+            client,
+            _notes: notes,
+        }
+    }
+
+    /// A new dynamic object of `api` (state `tag`), published, and a handshake sharing it
+    /// with `to`, published once the recipient's mailbox takes it. Returns (the object, the
+    /// request).
+    pub async fn share_new(
+        &self,
+        to: &hypergolix::golix::SecondParty,
+        api: Ghid,
+        tag: &str,
+    ) -> (Ghid, Ghid) {
+        let secret = Secret::random();
+        let plain = hypergolix::actors::content::pack(Some(&api), tag.as_bytes());
+        let geoc = self.id.make_container(&plain, &secret).unwrap();
+        let frame = self.id.make_bind_dynamic(geoc.ghid).unwrap();
+        self.client.publish(&frame.encode()).await.unwrap();
+        self.client.publish(&geoc.encode()).await.unwrap();
+        let garq = self.id.make_handshake(to, frame.dynamic, &secret).unwrap();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while let Err(e) = self.client.publish(&garq.encode()).await {
+            assert_eq!(e.code(), Some("mailbox_full"), "{e}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the recipient handles no shares"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        (frame.dynamic, garq.ghid)
+    }
+
+    /// Waits until `n` answers from `recipient` wait for us; returns them opened (see
+    /// [`answers`]).
+    pub async fn answers(
+        &self,
+        p: &Persister,
+        recipient: &hypergolix::golix::SecondParty,
+        n: usize,
+    ) -> Vec<(bool, Ghid, u32)> {
+        let deadline = tokio::time::Instant::now() + WAIT * 3;
+        loop {
+            let inbox = p.requests_for(&self.id.ghid());
+            if inbox.len() >= n {
+                return answers(&inbox, &self.id, recipient);
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} of {n} answers",
+                inbox.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Waits until every request stored for `recipient` is handled (debound).
+pub async fn handled(p: &Persister, recipient: &Ghid) {
+    let deadline = tokio::time::Instant::now() + WAIT * 3;
+    while !p.requests_for(recipient).is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "requests left unhandled"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
