@@ -53,7 +53,9 @@ async fn past_the_bound_per_sharer_a_share_is_naked_until_one_is_adopted() {
         sent.insert(request, object);
     }
     handled(&p, &to_bob.ghid()).await;
-    let answers = alice.answers(&p, &to_bob, MAX_UNADOPTED_PER_SHARER + 1).await;
+    let answers = alice
+        .answers(&p, &to_bob, MAX_UNADOPTED_PER_SHARER + 1)
+        .await;
     let (naked, acked) = refused(&answers, &sent);
     assert_eq!(acked, MAX_UNADOPTED_PER_SHARER);
     assert_eq!(naked.len(), 1, "exactly one past the bound");

@@ -3,7 +3,8 @@
 //! Owns: the public API of the running daemon — app connections and every object operation
 //! — and its lifecycle (start, shutdown), through the `Daemon` that [`super::boot`] wires:
 //! the only holder of every actor's address (no actor holds it). Each operation passes the
-//! shutdown gate, finds or loads the object's `ObjectActor` (one load per ghid at a time) and
+//! shutdown gate, finds or loads the object's `ObjectActor` (one load per ghid at a time;
+//! loading adopts a share received from another user, see `account_actor::Adopt`) and
 //! talks to it by message.
 //!
 //! Calls: [`super::boot`] (storage and login), `ObjectActor`s, the remotes (fetch and

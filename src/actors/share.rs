@@ -16,9 +16,14 @@
 //!    a request that does not open is debound, and naked if its claimed author is known
 //!    (a bad MAC): nothing reaches an app (one whose author's identity could not be asked
 //!    for is retried, as in 3);
-//! 3. a handshake: the object is fetched fresh, the secret is held in quarantine until it
+//! 3. a handshake: unless the object is ours already, the account is asked first whether
+//!    one more share no app adopted yet fits the bounds (`account_actor::ShareLimits`: per
+//!    sharer and in all); one that does not is naked with [`STATUS_LIMIT`] and debound,
+//!    nothing of it kept (a rate-limited warning). Then the object is fetched fresh, the
+//!    secret is held in quarantine until it
 //!    opens the object (it may belong to an older target of the frame's vector: a push raced
-//!    the share), then recorded like our own; the author gets an ack (or a nak with a
+//!    the share), then recorded like our own, as received from its author until an app
+//!    adopts the object; the author gets an ack (or a nak with a
 //!    `STATUS_*` code), the request is debound, and a `share` event goes to the sessions
 //!    handling the object's api id (kept as an orphan share if none does). A request that
 //!    cannot be decided now (a remote that might hold the object or the author's identity
@@ -33,8 +38,10 @@
 //! waiting), [`Requested`] (from
 //! [`share`]), `Retry` (its own, later) and [`Stop`] (from `DaemonHandle::shutdown`).
 //!
-//! Peers ([`SharePeers`]): the [`Store`] (local state, remotes, the `AccountActor`: pending
-//! and orphan shares), the app registry (events) and the object registry, held weakly (a
+//! Sharing an object on (outgoing) adopts it, if it was a received share.
+//!
+//! Peers ([`SharePeers`]): the [`Store`] (local state, remotes, the `AccountActor`: pending,
+//! orphan and received shares), the app registry (events) and the object registry, held weakly (a
 //! live object's current secret, asked with `object::Current`). Calls: `golix` (requests,
 //! off the event loop), [`dispatch`].
 
@@ -666,9 +673,8 @@ fn record_in_account(
     }
 }
 
-/// Warnings about shares refused at the bounds: at most one per
-/// [`LIMIT_WARNING_INTERVAL`], counting the refusals in between. Names the sharer and which
-/// bound, never the share's contents.
+/// Warnings about shares refused at the bounds: at most one a minute, counting the refusals
+/// in between. Names the sharer and which bound, never the share's contents.
 #[derive(Default)]
 pub struct Refusals(std::sync::Mutex<(Option<std::time::Instant>, u64)>);
 

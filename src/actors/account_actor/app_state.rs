@@ -3,12 +3,12 @@
 
 use actix::prelude::*;
 
+use super::received;
 use super::{
     AccountActor, AddPending, ClearStartup, CopyPrivate, DropPending, KeepOrphan, MakePublic,
     NewToken, PrivateTo, SetPrivate, SetStartup, TakeOrphans, TakePending, TokenStartup,
     MAX_ORPHAN_SHARES,
 };
-use super::received;
 use crate::actors::account::{AppTokenBytes, OrphanShare};
 use crate::actors::api::NO_TOKEN;
 use crate::actors::error::DaemonError;

@@ -21,14 +21,21 @@
 //! **refreshes**: it fetches the newest root frame from the remotes and, if
 //! it is newer than ours, adopts it as the base of our next flush, carrying over our
 //! unflushed secret, api-id and hold changes, and its app registrations and shares (tokens,
-//! startup and private objects, pending and orphan shares: see `merge_app_state`).
+//! startup and private objects, pending and orphan shares: see `merge_app_state`; received
+//! shares not adopted yet: see `received.rs`, whose bounds hold after the merge).
+//!
+//! What other users can make the account keep is bounded: a share accepted from another
+//! user is recorded as received from its sharer until one of our apps adopts the object
+//! ([`Adopt`]); at most [`ShareLimits`] of them (per sharer, in all) are kept, and one whose
+//! orphan entry is dropped is forgotten whole (secret, api id, subscriptions).
 //!
 //! Messages (typed, one `Handler` each): from objects and commits [`RecordSecret`],
 //! [`RecordHold`], [`MakePublic`], [`CopyPrivate`], [`Lookup`], [`Refresh`]; from the GC
 //! [`Forget`]; from `dispatch` (app tokens, startup and private objects, orphan shares)
 //! [`NewToken`], [`TokenStartup`], [`SetStartup`], [`ClearStartup`], [`SetPrivate`],
 //! [`PrivateTo`], [`TakeOrphans`], [`KeepOrphan`], [`Flush`]; from sharing [`AddPending`],
-//! [`TakePending`], [`DropPending`]; from `DaemonHandle` [`Stop`] (final flush).
+//! [`TakePending`], [`DropPending`], [`AdmitShare`]; from `DaemonHandle`, `dispatch` and
+//! sharing [`Adopt`]; from `DaemonHandle` [`Stop`] (final flush).
 //!
 //! How it runs: the bookkeeping is a `Ledger`; a flush or refresh moves it into a future on
 //! the daemon's runtime (signing on the blocking pool, the commit) while `ctx.wait` holds the
@@ -36,7 +43,8 @@
 //! the mailbox are folded in first and a burst costs one flush; an ordinary one with
 //! `run_later`.
 //!
-//! Peers: none. It holds the [`Local`] state and the [`Upstream`] remotes, and answers
+//! Peers: none. It holds the [`Local`] state (the vault: a forgotten share's secret) and the
+//! [`Upstream`] remotes (its unsubscription), and answers
 //! whoever holds an [`AccountHandle`] (objects, `commit`, `dispatch`, the share and GC actors,
 //! `DaemonHandle`).
 //!

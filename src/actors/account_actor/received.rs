@@ -143,8 +143,7 @@ impl Handler<Adopt> for AccountActor {
 
     fn handle(&mut self, m: Adopt, ctx: &mut Context<Self>) {
         self.with(ctx, |l| {
-            if l
-                .state()
+            if l.state()
                 .is_some_and(|st| st.received_shares.contains_key(&m.0))
             {
                 l.edit(|st| st.received_shares.remove(&m.0));
@@ -192,7 +191,10 @@ mod tests {
         let (a, b, c) = (ghid(), ghid(), ghid());
         let mut st = AccountState::default();
         let from_a = receive(&mut st, a, 3);
-        assert_eq!(admission(&st, &ghid(), &a, LIMITS), Admission::PastPerSharer);
+        assert_eq!(
+            admission(&st, &ghid(), &a, LIMITS),
+            Admission::PastPerSharer
+        );
         assert_eq!(admission(&st, &from_a[0], &a, LIMITS), Admission::Again);
         assert_eq!(admission(&st, &ghid(), &b, LIMITS), Admission::Allowed);
         receive(&mut st, b, 2);
