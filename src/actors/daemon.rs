@@ -257,9 +257,10 @@ impl DaemonHandle {
             if daemon.objects.get(&ghid).is_some() {
                 continue;
             }
-            // An app loads it: a share received from another user is ours from now on
-            // (before the load, so that a share being forgotten is gone, not live).
-            daemon.store.account.ask(account_actor::Adopt(ghid)).await?;
+            // An app loads it: a share received from another user is ours from now on.
+            // Told, not asked: a load must not wait behind an account flush. (A share the
+            // account forgets just before may still load here: it is then this app's.)
+            daemon.store.account.tell(account_actor::Adopt(ghid));
             let loaded = commit::load(&daemon.store, ghid).await?;
             if loaded.ghid != ghid {
                 // A binding's ghid: track its target instead.

@@ -106,8 +106,9 @@ pub(super) fn over_limits(st: &AccountState, limits: ShareLimits) -> Vec<Ghid> {
 impl Ledger {
     /// Forgets received shares no app adopted (see the module doc): out of the account now,
     /// unsubscribed on every remote, and their secrets and metadata out of the vault (on the
-    /// blocking pool). None of them has a live object actor: an app loads an object only
-    /// after adopting it.
+    /// blocking pool). None of them has a live object actor: loading an object for an app
+    /// adopts it (the `Adopt` is told just before the load; only a load racing this forget
+    /// gets the object live, and then it is that app's).
     pub(super) fn forget_unadopted(&mut self, base: &Base, ghids: Vec<Ghid>, why: &'static str) {
         if ghids.is_empty() {
             return;
