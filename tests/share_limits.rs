@@ -130,3 +130,56 @@ async fn the_bound_in_all_counts_every_sharer() {
     bob.stop().await;
     p.stop().await;
 }
+
+#[actix_rt::test]
+async fn the_received_shares_travel_in_the_account_to_the_users_other_machine() {
+    let (dir1, dir2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let p = persister();
+    let limits = ShareLimits {
+        per_sharer: 2,
+        total: 8,
+    };
+    let bob1 = Node::create_with(dir1.path(), &[&p.url], 2, limits).await;
+    bob1.drained().await;
+    let user_id = bob1.daemon.user_id();
+    let to_bob = SecondParty::from_gidc(fixture(2).gidc().clone()).unwrap();
+    let alice = Sharer::connect(&p, 1).await;
+    let api = api_id(53);
+
+    let mut sent = HashMap::new();
+    for i in 0..2 {
+        let (object, request) = alice.share_new(&to_bob, api, &format!("share {i}")).await;
+        sent.insert(request, object);
+        handled(&p, &to_bob.ghid()).await;
+    }
+    let (naked, acked) = refused(&alice.answers(&p, &to_bob, 2).await, &sent);
+    assert_eq!((naked.len(), acked), (0, 2));
+    // The account root with both received shares is on the remote before Bob's first
+    // machine stops.
+    bob1.drained().await;
+    bob1.stop().await;
+
+    let bob2 = Node::open_with(dir2.path(), &[&p.url], 2, user_id, limits).await;
+    let (object, request) = alice.share_new(&to_bob, api, "third").await;
+    sent.insert(request, object);
+    handled(&p, &to_bob.ghid()).await;
+    let (naked, _) = refused(&alice.answers(&p, &to_bob, 3).await, &sent);
+    assert_eq!(
+        naked,
+        vec![object],
+        "the second machine counts the first's shares"
+    );
+
+    // An app there adopts one of the first two: Alice's next share fits.
+    let b = bob2.app().await;
+    let first = sent.values().copied().find(|g| *g != object).unwrap();
+    b.link.get(first).await.unwrap();
+    let (object, request) = alice.share_new(&to_bob, api, "fourth").await;
+    sent.insert(request, object);
+    handled(&p, &to_bob.ghid()).await;
+    let answers = alice.answers(&p, &to_bob, 4).await;
+    assert!(answers.contains(&(true, request, STATUS_OK)), "{answers:?}");
+    alice.client.close();
+    bob2.stop().await;
+    p.stop().await;
+}

@@ -718,6 +718,25 @@ mod tests {
     }
 
     #[test]
+    fn a_state_written_before_received_shares_loads() {
+        /// What a root of an older version held (a subset of today's fields).
+        #[derive(Serialize)]
+        struct Older {
+            holds: BTreeSet<Ghid>,
+            orphan_shares: Vec<OrphanShare>,
+        }
+        let held = Ghid::pseudorandom(Algo::SHA512);
+        let older = Older {
+            holds: [held].into(),
+            orphan_shares: Vec::new(),
+        };
+        let bytes = rmp_serde::to_vec_named(&older).unwrap();
+        let state: AccountState = rmp_serde::from_slice(&bytes).unwrap();
+        assert!(state.holds.contains(&held));
+        assert!(state.received_shares.is_empty());
+    }
+
+    #[test]
     fn root_plaintext_round_trips_and_trailer_guards_it() {
         let id = fixture1();
         let mut state = AccountState::default();

@@ -154,12 +154,23 @@ impl Node {
 
     /// The account of fixture `n` again, from `dir`.
     pub async fn open(dir: &Path, remotes: &[&str], n: usize, user_id: Ghid) -> Node {
+        Node::open_with(dir, remotes, n, user_id, ShareLimits::default()).await
+    }
+
+    /// [`Node::open`] with other bounds on the shares no app adopted yet.
+    pub async fn open_with(
+        dir: &Path,
+        remotes: &[&str],
+        n: usize,
+        user_id: Ghid,
+        limits: ShareLimits,
+    ) -> Node {
         let login = Login::Open {
             user_id,
             fingerprint: fixture(n).ghid(),
             root_secret: secret(n),
         };
-        Node::start(dir, remotes, login, n, ShareLimits::default()).await
+        Node::start(dir, remotes, login, n, limits).await
     }
 
     async fn start(
