@@ -212,7 +212,7 @@ async fn apps_cannot_undo_or_read_each_others_things() {
         owner.link.get(private.ghid).await.unwrap().state,
         b"owner's eyes only"
     );
-    let e = owner.link.register_startup(start.ghid).await.unwrap_err();
+    let e = owner.link.register_startup(private.ghid).await.unwrap_err();
     assert_eq!(kind(e), ErrorKind::AlreadySet);
     owner.link.deregister_share_handler(api).await.unwrap();
     // Nothing about the private object reached the others as an event.

@@ -88,7 +88,15 @@ async fn retry_open<T, E: std::fmt::Display>(open: impl Fn() -> Result<T, E>) ->
 }
 
 async fn open_archive(dir: &std::path::Path) -> Archive {
-    retry_open(|| Archive::open(&dir.join("objects"))).await
+    retry_open(|| {
+        Archive::open_logged(
+            &dir.join("objects"),
+            64 << 20,
+            hypergolix::persist::store::WAL_MOVE_EVERY,
+            slog::Logger::root(slog::Discard, slog::o!()),
+        )
+    })
+    .await
 }
 
 /// Polls `f` until it is true (bounded by `WAIT`).

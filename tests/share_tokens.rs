@@ -41,7 +41,7 @@ async fn tokens_and_startup_objects_survive_reconnects_and_restarts() {
         .await
         .unwrap_err();
     assert_eq!(kind(e), ErrorKind::BadArgs);
-    // Startup objects need a token, and are set once.
+    // Startup objects need a token, and are set once (the same one again is a retry: ok).
     let e = other.link.deregister_startup().await.unwrap_err();
     assert_eq!(kind(e), ErrorKind::UnknownToken);
     let obj = first
@@ -50,7 +50,13 @@ async fn tokens_and_startup_objects_survive_reconnects_and_restarts() {
         .await
         .unwrap();
     first.link.register_startup(obj.ghid).await.unwrap();
-    let e = first.link.register_startup(obj.ghid).await.unwrap_err();
+    first.link.register_startup(obj.ghid).await.unwrap();
+    let another = first
+        .link
+        .new_object(b"or here".to_vec(), None, true, false)
+        .await
+        .unwrap();
+    let e = first.link.register_startup(another.ghid).await.unwrap_err();
     assert_eq!(kind(e), ErrorKind::AlreadySet);
 
     // The app reconnects: its token brings its startup object back.

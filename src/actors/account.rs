@@ -574,6 +574,13 @@ impl Account {
         Ok(out)
     }
 
+    /// The objects of the last [`Account::flush`] were not committed: the state is to be
+    /// written again (the next frame follows the uncommitted one; its secret derives from the
+    /// root secret and that frame's target address alone, as after [`Account::continue_after`]).
+    pub fn unflushed(&mut self) {
+        self.dirty = true;
+    }
+
     /// The 32-byte key of the local vault: HKDF-SHA512(IKM = root key ‖ root seed, no salt,
     /// info = `"hgx local vault v1"`).
     pub fn vault_key(&self) -> Zeroizing<[u8; 32]> {

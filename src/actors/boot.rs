@@ -39,7 +39,7 @@ use super::share::{ShareHandle, SharePeers};
 use super::upstream::Upstream;
 use super::vault::Vault;
 use crate::golix::{Geoc, Ghid, Gobd, Object, Policy, SecondParty};
-use crate::persist::store::sled_gate;
+use crate::persist::store::{sled_gate, WAL_MOVE_EVERY};
 use crate::persist::{Archive, PersistError, Status};
 
 /// The vault's tree name.
@@ -55,9 +55,14 @@ pub(super) async fn boot(opts: DaemonOptions, log: slog::Logger) -> Result<Daemo
     let urls: Vec<String> = opts.remotes.iter().map(|r| r.url().to_owned()).collect();
     let objects = opts.ghidcache.join("objects");
     let cache = opts.cache_capacity;
-    let archive =
-        retry_locked(|| Archive::open_with_cache(&objects, cache).map_err(DaemonError::from))
-            .await?;
+    // Behind the write-ahead log, as the persister's: a sync is one `fdatasync` of the log
+    // instead of a sled flush (sled writes each flush's buffer on its I/O pool, and every
+    // job there wakes all of its idle threads).
+    let archive = retry_locked(|| {
+        Archive::open_logged(&objects, cache, WAL_MOVE_EVERY, log.clone())
+            .map_err(DaemonError::from)
+    })
+    .await?;
     let threads = ActorThreads::start(arbiters::default_count())
         .map_err(|e| DaemonError::Storage(format!("cannot start the actor threads: {e}")))?;
     let connector = Connector::new(threads.next());

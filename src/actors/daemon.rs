@@ -38,6 +38,9 @@ use super::remote_actor::RemoteActor;
 use super::share::{self, ShareHandle, SharePeers};
 use crate::golix::{FirstParty, Ghid, Secret};
 
+/// How long `sync` waits for the object to be done with what was queued before it (its
+/// frames in flight, pulled frames): as long as one request to a remote may take.
+const SETTLE_WAIT: Duration = super::remote::REQUEST_TIMEOUT;
 /// How often an operation retries finding a live actor that is retiring under it.
 const TRACK_ATTEMPTS: usize = 8;
 /// At shutdown, how long connected remotes get to take what is still in their outbox (the
@@ -283,7 +286,7 @@ impl DaemonHandle {
                 return Ok((h, view));
             };
             if let Some(bytes) = r.fetch(&ghid).await {
-                if let Err(e) = pull::frame(&daemon.puller, &r, bytes).await {
+                if let Err(e) = pull::frame(&daemon.puller, &r, bytes, None).await {
                     slog::debug!(daemon.local.log, "quiet pull failed"; "ghid" => %ghid, "error" => %e);
                 }
             }
@@ -358,7 +361,9 @@ impl DaemonHandle {
     }
 
     /// Fetches the current frame from the remotes and pulls it. With no remotes configured,
-    /// the local state; with remotes but none reachable, `UnavailableUpstream`.
+    /// the local state; with remotes but none reachable, `UnavailableUpstream`. The answer is
+    /// about what this sync pulled (never an earlier pull's failure); `unavailable` if the
+    /// object is not done with what was queued before it within [`SETTLE_WAIT`].
     pub async fn sync(&self, app: AppId, ghid: Ghid) -> Result<ObjectView, DaemonError> {
         let _pass = self.daemon.local.gate.enter()?;
         self.check_app(app)?;
@@ -371,6 +376,7 @@ impl DaemonHandle {
         // while another answers. A frame a remote has and that could not be applied fails
         // the sync (a temporary failure first: the app may retry it), never an `ok` with
         // the state from before.
+        let sync = object::new_sync();
         let mut reached = false;
         let mut failed: Option<DaemonError> = None;
         for i in 0..upstream.remotes().len() {
@@ -384,7 +390,7 @@ impl DaemonHandle {
                 Err(_) => continue,
             };
             reached = true;
-            if let Err(e) = pull::frame(&self.daemon.puller, &r, bytes).await {
+            if let Err(e) = pull::frame(&self.daemon.puller, &r, bytes, Some(sync)).await {
                 slog::warn!(self.daemon.local.log, "sync: a remote's frame not applied";
                     "ghid" => %ghid, "remote" => r.name(), "error" => %e);
                 if !failed.as_ref().is_some_and(|f| f.is_temporary()) {
@@ -398,10 +404,15 @@ impl DaemonHandle {
         if let Some(e) = failed {
             return Err(e);
         }
-        // Once what was pulled is applied (it waits for the object's frames in flight).
-        h.ask(object::Settled)
-            .await
-            .map_err(|e| self.mailbox_error(e, ghid))?
+        // Once what was pulled is applied (it waits for the object's frames in flight),
+        // bounded so that the app always gets an answer.
+        match tokio::time::timeout(SETTLE_WAIT, h.ask(object::Settled(sync))).await {
+            Ok(settled) => settled.map_err(|e| self.mailbox_error(e, ghid))?,
+            Err(_) => Err(DaemonError::Unavailable(format!(
+                "{ghid}: not settled within {} s",
+                SETTLE_WAIT.as_secs()
+            ))),
+        }
     }
 
     /// Binds the current container statically; returns its ghid (a static object).

@@ -49,9 +49,11 @@ pub async fn register_token(
                 .ask(account::NewToken)
                 .await?
                 .ok_or(DaemonError::ShuttingDown)?;
-            apps.set_token(app, token)?;
             // The app keeps this token across restarts: make it durable before handing it out.
+            // Bound to the session only then: after a failed flush the app's retry gets a new
+            // token (the unused one stays in the account, known to nobody).
             store.account.flush().await?;
+            apps.set_token(app, token)?;
             Ok((token, None))
         }
         Some(token) => {
@@ -74,7 +76,8 @@ fn token_of(apps: &AppRegistry, app: AppId) -> Result<AppTokenBytes, DaemonError
         .ok_or(DaemonError::UnknownToken)
 }
 
-/// Sets the startup object of `app`'s token (refused if one is set). The object must exist
+/// Sets the startup object of `app`'s token (refused if another one is set; the same one
+/// again is ok once it is flushed: the retry of a set whose flush failed). The object must exist
 /// (here or on a remote: `not_found`) and must not be private to another token
 /// (`access_denied`).
 pub async fn register_startup(
@@ -98,7 +101,8 @@ pub async fn register_startup(
     store.account.flush().await
 }
 
-/// Clears the startup object of `app`'s token (refused if none is set).
+/// Clears the startup object of `app`'s token (refused if none is set, unless the clear is
+/// the retry of one whose flush failed).
 pub async fn deregister_startup(
     store: &Store,
     apps: &AppRegistry,

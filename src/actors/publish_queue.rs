@@ -385,4 +385,28 @@ mod tests {
         assert!(matches!(o.first(0), Err(DaemonError::Corrupt(_))));
         assert_eq!(o.first(0).unwrap().unwrap().object, b"after");
     }
+
+    #[test]
+    fn a_missing_spill_directory_keeps_every_entry_for_a_retry() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::persist::store::sled_gate::open(&dir.path().join("db")).unwrap();
+        let large = dir.path().join("large");
+        let v = Vault::open_with_spill(&db, "outbox-test", &[7; 32], &large).unwrap();
+        let o = PublishQueue::open(v, &["ws://a/ws".to_owned()]).unwrap();
+        let (one, two) = (vec![5u8; 40_000], vec![6u8; 40_000]);
+        o.enqueue(&[one.clone(), two.clone()]).unwrap();
+        // The whole directory gone (unmounted, moved by an admin): every file is NotFound,
+        // yet nothing is lost.
+        let moved = dir.path().join("large.moved");
+        std::fs::rename(&large, &moved).unwrap();
+        for _ in 0..3 {
+            assert!(matches!(o.first(0), Err(DaemonError::Storage(_))));
+            assert_eq!(o.pending(0), 2);
+        }
+        std::fs::rename(&moved, &large).unwrap();
+        let first = o.first(0).unwrap().unwrap();
+        assert_eq!(first.object, one);
+        o.remove(0, first.seq).unwrap();
+        assert_eq!(o.first(0).unwrap().unwrap().object, two);
+    }
 }

@@ -28,7 +28,7 @@ use super::commit::{find_secret, Store};
 use super::error::DaemonError;
 use super::gc::Deleted;
 use super::local::SecretRecord;
-use super::object::{ObjectHandle, ObjectRegistry, Pulled, Removed};
+use super::object::{ObjectHandle, ObjectRegistry, Pulled, Removed, SyncId};
 use super::share::{Offered, ShareInbox};
 use super::upstream::Upstream;
 use crate::golix::{Ghid, Gobd, Object, Policy};
@@ -62,7 +62,7 @@ pub async fn notification(puller: &Puller, from: &Upstream, subscription: Ghid, 
     };
     let result = match kind {
         Object::Gobd(frame) if frame.dynamic == subscription => {
-            frame_bytes(puller, from, frame, object).await
+            frame_bytes(puller, from, frame, object, None).await
         }
         Object::Gdxx(_) if subscription == puller.store.fingerprint() => {
             // One of our requests was debound (by another machine of ours): nothing to apply.
@@ -123,10 +123,16 @@ fn redeliver_requests(puller: &Puller) {
     });
 }
 
-/// Pulls raw frame bytes (from a catch-up `get` or `sync`).
-pub async fn frame(puller: &Puller, from: &Upstream, bytes: Vec<u8>) -> Result<(), DaemonError> {
+/// Pulls raw frame bytes (from a catch-up `get` or `sync`); `sync` names the sync that pulls
+/// them (the live actor keeps how applying them went for it).
+pub async fn frame(
+    puller: &Puller,
+    from: &Upstream,
+    bytes: Vec<u8>,
+    sync: Option<SyncId>,
+) -> Result<(), DaemonError> {
     match Object::decode(&bytes, Policy::STRICT).map_err(PersistError::from)? {
-        Object::Gobd(frame) => frame_bytes(puller, from, frame, bytes).await,
+        Object::Gobd(frame) => frame_bytes(puller, from, frame, bytes, sync).await,
         other => Err(DaemonError::BadArgs(format!(
             "expected a frame, got a {}",
             other.kind().as_str()
@@ -182,8 +188,9 @@ async fn frame_bytes(
     from: &Upstream,
     frame: Gobd,
     bytes: Vec<u8>,
+    sync: Option<SyncId>,
 ) -> Result<(), DaemonError> {
-    match pull_one(puller, from, &frame, bytes).await? {
+    match pull_one(puller, from, &frame, bytes, sync).await? {
         Pull::Done => Ok(()),
         Pull::ContainerGone => {
             slog::debug!(puller.store.local.log, "container of a pulled frame is gone";
@@ -198,6 +205,7 @@ async fn pull_one(
     from: &Upstream,
     frame: &Gobd,
     bytes: Vec<u8>,
+    sync: Option<SyncId>,
 ) -> Result<Pull, DaemonError> {
     let target = frame.target();
     let local = puller.store.local.get(&target)?;
@@ -213,7 +221,7 @@ async fn pull_one(
     match ingested {
         Ok(_) => {}
         Err(DaemonError::Persist(PersistError::IllegalFrame(_))) => {
-            return lost_race(puller, from, frame, prefetched)
+            return lost_race(puller, from, frame, prefetched, sync)
                 .await
                 .map(|()| Pull::Done)
         }
@@ -243,7 +251,7 @@ async fn pull_one(
         // Awaited (not told): while the actor is busy with an exclusive operation the puller
         // waits here, so a fast remote cannot fill its mailbox (README, daemon-side limits).
         if actor
-            .ask(Pulled(Box::new((frame.clone(), container))))
+            .ask(Pulled(Box::new((frame.clone(), container)), sync))
             .await
             .is_ok()
         {
@@ -268,6 +276,7 @@ async fn lost_race(
     from: &Upstream,
     frame: &Gobd,
     prefetched: Option<Vec<u8>>,
+    sync: Option<SyncId>,
 ) -> Result<(), DaemonError> {
     let Some(actor) = puller.live(&frame.dynamic) else {
         return Ok(());
@@ -308,7 +317,7 @@ async fn lost_race(
     slog::info!(puller.store.local.log, "a frame of ours lost a race upstream; taking the remote's";
         "ghid" => %frame.dynamic, "counter" => frame.counter);
     let _ = actor
-        .ask(Pulled(Box::new((frame.clone(), container))))
+        .ask(Pulled(Box::new((frame.clone(), container)), sync))
         .await;
     Ok(())
 }

@@ -579,7 +579,7 @@ async fn pull_worker(puller: Puller, handle: RemoteHandle, mut rx: mpsc::Receive
                 pull::notification(&puller, &remote, subscription, gdxx.to_vec()).await
             }
             Work::Frame(bytes, _held) => {
-                if let Err(e) = pull::frame(&puller, &remote, bytes.to_vec()).await {
+                if let Err(e) = pull::frame(&puller, &remote, bytes.to_vec(), None).await {
                     slog::info!(puller.store.local.log, "catch-up frame not applied";
                         "remote" => remote.name(), "error" => %e);
                 }

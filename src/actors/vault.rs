@@ -135,16 +135,20 @@ impl Vault {
                 .read(&hex::encode(key), raw)
                 .map(std::borrow::Cow::Owned)
                 .map_err(|e| {
-                    let what = format!("cannot read its file: {e}");
-                    // Gone or of the wrong length: it will not come back. Anything else (no
-                    // descriptors, EIO, ...) may pass.
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::NotFound | std::io::ErrorKind::InvalidData
-                    ) {
-                        self.corrupt(key, &what)
+                    // Gone from its directory or of the wrong length: it will not come
+                    // back. Anything else (its whole directory missing: unmounted or moved;
+                    // no descriptors, EIO, ...) may pass.
+                    let permanent = match e.kind() {
+                        std::io::ErrorKind::NotFound => spill.dir_present(),
+                        std::io::ErrorKind::InvalidData => true,
+                        _ => false,
+                    };
+                    if permanent {
+                        self.corrupt(key, &format!("cannot read its file: {e}"))
+                    } else if e.kind() == std::io::ErrorKind::NotFound {
+                        self.error(key, "cannot read its file: the spill directory is missing")
                     } else {
-                        self.error(key, &what)
+                        self.error(key, &format!("cannot read its file: {e}"))
                     }
                 }),
             _ => Ok(std::borrow::Cow::Borrowed(raw)),
@@ -189,8 +193,9 @@ impl Vault {
     }
 
     /// The value under `key`, if any. A record that fails authentication (tampered, moved from
-    /// another key or tree, wrong vault key), does not decode as `T` or whose file is gone is
-    /// [`DaemonError::Corrupt`]; a read that failed otherwise is [`DaemonError::Storage`].
+    /// another key or tree, wrong vault key), does not decode as `T` or whose file is gone
+    /// from its (present) directory is [`DaemonError::Corrupt`]; a read that failed otherwise
+    /// (the spill directory itself missing included) is [`DaemonError::Storage`].
     pub fn get<T: serde::de::DeserializeOwned>(
         &self,
         key: &[u8],

@@ -140,7 +140,7 @@ pub const OPS: &[OpSpec] = &[
         name: "sync",
         args: GHID_ONLY,
         result: "object",
-        doc: "Pulls the newest frame from every remote that answers; returns the state once it is applied. `unavailable_upstream` if no remote can be asked; a remote's frame that cannot be fetched, verified, stored or opened is an error (a temporary one first), not `ok` with the older state.",
+        doc: "Pulls the newest frame from every remote that answers; returns the state once it is applied. `unavailable_upstream` if no remote can be asked; a remote's frame that cannot be fetched, verified, stored or opened is an error (a temporary one first), not `ok` with the older state. Only what this sync pulled counts: an earlier update that could not be opened is not its failure. `unavailable` if the object is not done with what was queued before the sync within 10 s (the pulled frame is still applied).",
     },
     OpSpec {
         name: "freeze",
@@ -170,19 +170,19 @@ pub const OPS: &[OpSpec] = &[
         name: "register_token",
         args: &[opt("token", "bin or nil", ArgDefault::Nil)],
         result: "{token, startup}",
-        doc: "Binds an app token (16 bytes) to this session: nil (or all zeros) issues a new one, else a known one (`unknown_token`; `token_in_use` while another session holds it; `already_set` if this session has one). `startup`: the token's startup ghid or nil.",
+        doc: "Binds an app token (16 bytes) to this session: nil (or all zeros) issues a new one, else a known one (`unknown_token`; `token_in_use` while another session holds it; `already_set` if this session has one; a new token that could not be stored is not bound, so a retry issues another). `startup`: the token's startup ghid or nil.",
     },
     OpSpec {
         name: "register_startup",
         args: GHID_ONLY,
         result: "nil",
-        doc: "Sets the startup object of this session's token (`unknown_token` without one; `already_set` if one is set; `not_found` for an object that does not exist; `access_denied` for another app's private object).",
+        doc: "Sets the startup object of this session's token (`unknown_token` without one; `already_set` if another one is set, while the same one again is ok: a retry after a failure; `not_found` for an object that does not exist; `access_denied` for another app's private object).",
     },
     OpSpec {
         name: "deregister_startup",
         args: &[],
         result: "nil",
-        doc: "Clears the startup object of this session's token (`not_found` if none is set).",
+        doc: "Clears the startup object of this session's token (`not_found` if none is set, unless a clear of it failed and this is its retry).",
     },
     OpSpec {
         name: "register_share_handler",

@@ -364,8 +364,10 @@ impl DaemonApi for MemDaemon {
         self.record(app, "register_startup");
         let mut st = self.st();
         let token = *st.app_tokens.get(&app).ok_or(DaemonError::UnknownToken)?;
-        if st.startup.contains_key(&token) {
-            return Err(DaemonError::AlreadySet("startup".into()));
+        match st.startup.get(&token) {
+            Some(old) if *old == ghid => return Ok(()),
+            Some(_) => return Err(DaemonError::AlreadySet("startup".into())),
+            None => {}
         }
         st.startup.insert(token, ghid);
         Ok(())

@@ -78,8 +78,10 @@ def test_token_errors(alink, alice):
     with pytest.raises(exceptions.NotFound):
         alink.deregister_startup_threadsafe()
     alink.register_startup_threadsafe(obj)
+    # The same one again is a retry (ok); another one is refused.
+    alink.register_startup_threadsafe(obj)
     with pytest.raises(exceptions.AlreadySet):
-        alink.register_startup_threadsafe(obj)
+        alink.register_startup_threadsafe(alink.new_threadsafe(hgx.Obj, b"or here"))
     # Private objects, visible to this token only, then are possible.
     private = alink.new_threadsafe(hgx.Obj, b"only for this app", private=True)
     assert private.private is True

@@ -47,15 +47,7 @@ impl Handler<SetStartup> for AccountActor {
     type Result = Result<(), DaemonError>;
 
     fn handle(&mut self, m: SetStartup, ctx: &mut Context<Self>) -> Self::Result {
-        let r = self.with(ctx, |l| {
-            if let Some(old) = l.state().and_then(|st| st.startup.get(&m.token)) {
-                return Err(DaemonError::AlreadySet(format!(
-                    "this token's startup object is {old}; deregister it first"
-                )));
-            }
-            l.edit(|st| st.startup.insert(m.token, m.ghid));
-            Ok(())
-        });
+        let r = self.with(ctx, |l| l.set_startup(m.token, m.ghid));
         r.unwrap_or(Err(DaemonError::ShuttingDown))
     }
 }
@@ -64,15 +56,7 @@ impl Handler<ClearStartup> for AccountActor {
     type Result = Result<(), DaemonError>;
 
     fn handle(&mut self, m: ClearStartup, ctx: &mut Context<Self>) -> Self::Result {
-        let r = self.with(ctx, |l| {
-            if !l.state().is_some_and(|st| st.startup.contains_key(&m.0)) {
-                return Err(DaemonError::NotFound(
-                    "a startup object for this token".into(),
-                ));
-            }
-            l.edit(|st| st.startup.remove(&m.0));
-            Ok(())
-        });
+        let r = self.with(ctx, |l| l.clear_startup(m.0));
         r.unwrap_or(Err(DaemonError::ShuttingDown))
     }
 }

@@ -3,12 +3,10 @@
 //! through the address [`AccountHandle::start`] returns) keeps it alive, so no cycle of
 //! strong addresses keeps it running.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix::prelude::*;
 use actix::WeakAddr;
-use tokio::time::Instant;
 
 use super::{
     AccountActor, Base, Flush, Forget, Ledger, Lookup, RecordHold, RecordSecret, Refresh,
@@ -42,21 +40,8 @@ impl AccountHandle {
         let log = local.log.clone();
         // An account opened dirty (it continues after a root frame whose container a crash
         // lost) flushes at once, so the stores get a whole root above that frame.
-        let due = account.is_dirty().then(Instant::now);
         let shared = FlushedCounters::default();
-        let ledger = Ledger {
-            shared: shared.clone(),
-            flushed: account.state().secrets.keys().map(|g| (*g, 0)).collect(),
-            latest: HashMap::new(),
-            account: Some(account),
-            root_secret,
-            last_flush: None,
-            last_refresh: None,
-            urgent: false,
-            limits,
-            due,
-            log,
-        };
+        let ledger = Ledger::new(account, root_secret, shared.clone(), limits, log);
         let addr = AccountActor::start_in_arbiter(&arbiters.next(), move |_| AccountActor {
             ledger: Some(ledger),
             base: Base { local, upstream },

@@ -1,26 +1,56 @@
 //! The [`Ledger`](super::Ledger): the account's bookkeeping between flushes (which object's
-//! secret moved how far since the last flush, when the next flush is due) and the flush and
-//! refresh themselves (a new root frame committed locally and upstream; another machine's
-//! newer root adopted, with this machine's unflushed changes carried over, and the bounds on
-//! received shares kept: see `received.rs`).
+//! secret moved how far since the last flush, which startup objects were cleared since, when
+//! the next flush is due), the startup-object edits, and the flush and refresh themselves (a
+//! new root frame committed locally and upstream; another machine's newer root adopted, with
+//! this machine's unflushed changes carried over, and the bounds on received shares kept:
+//! see `received.rs`).
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::{
-    received, Base, Ledger, FLUSH_INTERVAL, LAG_FLUSH_INTERVAL, MAX_LAG, MAX_ORPHAN_SHARES,
-    REFRESH_INTERVAL,
+    received, Base, Ledger, ShareLimits, FLUSH_INTERVAL, LAG_FLUSH_INTERVAL, MAX_LAG,
+    MAX_ORPHAN_SHARES, REFRESH_INTERVAL,
 };
-use crate::actors::account::{Account, AccountState, OrphanShare, StoredSecret};
+use crate::actors::account::{Account, AccountState, AppTokenBytes, OrphanShare, StoredSecret};
+use crate::actors::account_lag::FlushedCounters;
 use crate::actors::durable;
 use crate::actors::error::DaemonError;
-use crate::golix::{Ghid, Object, Policy};
+use crate::golix::{Ghid, Object, Policy, Secret};
 
 /// How long a flush waits for its refresh from the remotes (see [`Ledger::refresh`]).
 const REFRESH_BEFORE_FLUSH: Duration = Duration::from_secs(3);
 
 impl Ledger {
+    /// The bookkeeping of `account` as opened (or created).
+    pub(super) fn new(
+        account: Account,
+        root_secret: Secret,
+        shared: FlushedCounters,
+        limits: ShareLimits,
+        log: slog::Logger,
+    ) -> Ledger {
+        // An account opened dirty (it continues after a root frame whose container a crash
+        // lost) flushes at once, so the stores get a whole root above that frame.
+        let due = account.is_dirty().then(Instant::now);
+        Ledger {
+            shared,
+            flushed: account.state().secrets.keys().map(|g| (*g, 0)).collect(),
+            latest: HashMap::new(),
+            account: Some(account),
+            root_secret,
+            last_flush: None,
+            last_refresh: None,
+            urgent: false,
+            limits,
+            due,
+            cleared_startup: HashSet::new(),
+            log,
+        }
+    }
+
     pub(super) fn state(&self) -> Option<&AccountState> {
         self.account.as_ref().map(|a| a.state())
     }
@@ -31,6 +61,46 @@ impl Ledger {
         let r = f(a.state_mut());
         self.schedule();
         Some(r)
+    }
+
+    /// Sets `token`'s startup object. The one it has already is ok (the caller flushes: an
+    /// app retrying a set whose flush failed gets its answer from that flush); another one
+    /// is `already_set`.
+    pub(super) fn set_startup(
+        &mut self,
+        token: AppTokenBytes,
+        ghid: Ghid,
+    ) -> Result<(), DaemonError> {
+        let st = self.state().ok_or(DaemonError::ShuttingDown)?;
+        match st.startup.get(&token) {
+            Some(old) if *old == ghid => Ok(()),
+            Some(old) => Err(DaemonError::AlreadySet(format!(
+                "this token's startup object is {old}; deregister it first"
+            ))),
+            None => {
+                self.cleared_startup.remove(&token);
+                self.edit(|st| st.startup.insert(token, ghid));
+                Ok(())
+            }
+        }
+    }
+
+    /// Clears `token`'s startup object: `not_found` if it has none, unless this machine
+    /// cleared it since the last successful flush (the retry of a clear whose flush failed;
+    /// the caller flushes).
+    pub(super) fn clear_startup(&mut self, token: AppTokenBytes) -> Result<(), DaemonError> {
+        let st = self.state().ok_or(DaemonError::ShuttingDown)?;
+        if !st.startup.contains_key(&token) {
+            if self.cleared_startup.contains(&token) {
+                return Ok(());
+            }
+            return Err(DaemonError::NotFound(
+                "a startup object for this token".into(),
+            ));
+        }
+        self.cleared_startup.insert(token);
+        self.edit(|st| st.startup.remove(&token));
+        Ok(())
     }
 
     pub(super) fn record_secret(
@@ -143,11 +213,30 @@ impl Ledger {
         .map_err(|e| DaemonError::Account(format!("account flush task failed: {e}")))?;
         self.account = Some(account);
         self.last_flush = Some(Instant::now());
-        durable::commit(&base.local, &base.upstream, objects?, None).await?;
+        let committed = match objects {
+            Ok(objects) => durable::commit(&base.local, &base.upstream, objects, None).await,
+            Err(e) => Err(e),
+        };
+        self.committed(committed)
+    }
+
+    /// After a flush's root was committed, or not. Not: the state is still to be written
+    /// (the account is dirty again, and a flush is scheduled, at most one a second while
+    /// the storage keeps failing: each costs two signatures), so what an app was told failed
+    /// is flushed by its retry or later, never taken as written.
+    fn committed(&mut self, r: Result<(), DaemonError>) -> Result<(), DaemonError> {
+        if let Err(e) = r {
+            if let Some(a) = self.account.as_mut() {
+                a.unflushed();
+            }
+            self.schedule_within(LAG_FLUSH_INTERVAL);
+            return Err(e);
+        }
         self.flushed
             .extend(self.latest.iter().map(|(g, c)| (*g, *c)));
         self.shared
             .flushed(self.latest.iter().map(|(g, c)| (*g, *c)));
+        self.cleared_startup.clear();
         Ok(())
     }
 
@@ -265,4 +354,88 @@ fn merge_app_state(from: &AccountState, to: &mut AccountState) -> Vec<OrphanShar
     // The union of two machines' lists keeps the bound too (the newest).
     let over = to.orphan_shares.len().saturating_sub(MAX_ORPHAN_SHARES);
     to.orphan_shares.drain(..over).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A ledger over a new account of fixture 1, flushed (clean).
+    fn ledger() -> Ledger {
+        let root = Secret::random();
+        let identity = crate::testdata::fixture_first_party(1);
+        let (mut account, _) = Account::create(identity, root.clone()).unwrap();
+        assert!(!account.is_dirty());
+        account.state_mut().tokens.insert(AppTokenBytes([1; 16]));
+        let mut l = Ledger::new(
+            account,
+            root,
+            FlushedCounters::default(),
+            ShareLimits::default(),
+            crate::logging::discard(),
+        );
+        flushed(&mut l);
+        l
+    }
+
+    /// A flush whose root was built and committed.
+    fn flushed(l: &mut Ledger) {
+        l.account.as_mut().unwrap().flush().unwrap();
+        l.committed(Ok(())).unwrap();
+        assert!(!l.account.as_ref().unwrap().is_dirty());
+    }
+
+    /// A flush whose root was built but not committed (what a storage failure leaves).
+    fn failed_flush(l: &mut Ledger) {
+        l.account.as_mut().unwrap().flush().unwrap();
+        let e = l.committed(Err(DaemonError::Storage("disk full".into())));
+        assert!(matches!(e, Err(DaemonError::Storage(_))));
+    }
+
+    fn ghid(tag: u8) -> Ghid {
+        Ghid::new(crate::golix::Algo::DUMMY, [tag; 64])
+    }
+
+    #[test]
+    fn a_set_startup_whose_flush_failed_is_still_to_be_written_and_its_retry_is_ok() {
+        let mut l = ledger();
+        let token = AppTokenBytes([1; 16]);
+        l.set_startup(token, ghid(1)).unwrap();
+        failed_flush(&mut l);
+        let a = l.account.as_ref().unwrap();
+        assert!(a.is_dirty(), "the edit is still to be written");
+        assert!(l.due.is_some(), "and a flush is scheduled");
+        // The app's retry of the same edit: ok (its flush answers); another value is not.
+        l.set_startup(token, ghid(1)).unwrap();
+        let e = l.set_startup(token, ghid(2)).unwrap_err();
+        assert!(matches!(e, DaemonError::AlreadySet(_)), "{e}");
+        flushed(&mut l);
+        // Flushed, the same value again is still ok, another still refused.
+        l.set_startup(token, ghid(1)).unwrap();
+        assert!(matches!(
+            l.set_startup(token, ghid(2)),
+            Err(DaemonError::AlreadySet(_))
+        ));
+    }
+
+    #[test]
+    fn a_clear_startup_whose_flush_failed_can_be_retried_then_not_found_once_flushed() {
+        let mut l = ledger();
+        let token = AppTokenBytes([1; 16]);
+        assert!(matches!(
+            l.clear_startup(token),
+            Err(DaemonError::NotFound(_))
+        ));
+        l.set_startup(token, ghid(1)).unwrap();
+        flushed(&mut l);
+        l.clear_startup(token).unwrap();
+        failed_flush(&mut l);
+        assert!(l.account.as_ref().unwrap().is_dirty());
+        l.clear_startup(token).unwrap();
+        flushed(&mut l);
+        assert!(matches!(
+            l.clear_startup(token),
+            Err(DaemonError::NotFound(_))
+        ));
+    }
 }

@@ -50,7 +50,7 @@
 //!
 //! Calls: `Account::flush`/`open`, [`super::durable::commit`], [`Upstream`] fetches.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -123,7 +123,8 @@ pub struct NewToken;
 #[rtype(result = "Option<Option<Ghid>>")]
 pub struct TokenStartup(pub AppTokenBytes);
 
-/// Sets a token's startup object (`already_set` if it has one).
+/// Sets a token's startup object (`already_set` if it has another one; the same one again is
+/// ok: the retry of a set whose flush failed).
 #[derive(Message)]
 #[rtype(result = "Result<(), DaemonError>")]
 pub struct SetStartup {
@@ -131,7 +132,8 @@ pub struct SetStartup {
     pub ghid: Ghid,
 }
 
-/// Clears a token's startup object (`not_found` if it has none).
+/// Clears a token's startup object (`not_found` if it has none, unless it was cleared since
+/// the last successful flush: the retry of a clear whose flush failed).
 #[derive(Message)]
 #[rtype(result = "Result<(), DaemonError>")]
 pub struct ClearStartup(pub AppTokenBytes);
@@ -291,6 +293,9 @@ struct Ledger {
     limits: ShareLimits,
     /// An ordinary flush is due at this time.
     due: Option<Instant>,
+    /// Tokens whose startup object was cleared since the last successful flush: clearing one
+    /// again is the retry of an edit the app was told failed (see `Ledger::clear_startup`).
+    cleared_startup: HashSet<AppTokenBytes>,
     log: slog::Logger,
 }
 

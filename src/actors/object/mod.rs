@@ -19,8 +19,10 @@
 //! that follows an older one than ours still opens. Latest frame upstream wins.
 //!
 //! Messages (each a type with one `Handler`): [`Track`], [`Untrack`], [`View`], [`Push`],
-//! [`Freeze`], [`Hold`], [`Delete`] and [`Stop`] from `DaemonHandle`; [`Pulled`] and
-//! [`Removed`] from [`super::pull`]; [`Current`] from [`super::share`].
+//! [`Settled`], [`Freeze`], [`Hold`], [`Delete`] and [`Stop`] from `DaemonHandle`; [`Pulled`]
+//! and [`Removed`] from [`super::pull`]; [`Current`] from [`super::share`]. A `sync` names
+//! itself ([`SyncId`]) in the frames it pulls and in its [`Settled`], which answers how
+//! applying those frames went (and nothing else).
 //!
 //! How it runs: the actor lives on one of the daemon's arbiters ([`super::arbiters`]) and only
 //! decides; the work runs on the daemon's tokio runtime. Each frame is a
@@ -38,6 +40,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Weak;
 
 use actix::prelude::*;
@@ -62,6 +65,9 @@ const PUSH_RETRIES: u32 = 3;
 /// (container, secret) pairs of the object's recent frames kept to open another machine's
 /// frame that follows an older frame than ours (its target vector holds the common one).
 const KNOWN_SECRETS: usize = 32;
+/// Outcomes of failed pulls kept for the `sync`s that pulled them, until their [`Settled`]
+/// asks (one per sync; past it the oldest is forgotten, and its sync answers the view).
+const SYNC_FAILURES: usize = 64;
 /// Frames of one object in flight at once: one committing while the next is signed (each
 /// frame's two signatures already run on two threads; more would only queue for the cores).
 pub const PIPELINE: usize = 2;
@@ -94,11 +100,20 @@ pub struct Push {
     pub private: Option<bool>,
 }
 
+/// Names one `sync` call in the frames it pulls and in its [`Settled`].
+pub type SyncId = u64;
+
+/// A new [`SyncId`], unique in the process.
+pub fn new_sync() -> SyncId {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 /// A newer frame and its container, already ingested locally (boxed: signatures make them
-/// large).
+/// large), and the `sync` that pulled it, if one did.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Pulled(pub Box<(Gobd, Geoc)>);
+pub struct Pulled(pub Box<(Gobd, Geoc)>, pub Option<SyncId>);
 
 /// A debinding of this object was ingested locally.
 #[derive(Message)]
@@ -123,10 +138,12 @@ pub struct Delete {
 }
 
 /// The view once the operations queued before this one (pulled frames included) are done;
-/// an error if the last pulled frame could not be applied.
+/// an error if the last frame this `sync` pulled (or a newer one that took its place while
+/// they waited) could not be applied. A frame with nothing new, or that never reached the
+/// object, is no failure; nor is another pull's.
 #[derive(Message)]
 #[rtype(result = "Result<ObjectView, DaemonError>")]
-pub struct Settled;
+pub struct Settled(pub SyncId);
 
 /// The object's ghid and the secret of its current container (what a share hands over).
 /// Answered once no push is in flight; `None` if the actor stopped first.
@@ -166,7 +183,7 @@ impl ObjectActor {
             retries: 0,
             resync: false,
             known: Vec::new(),
-            pull_failure: None,
+            sync_failures: VecDeque::new(),
         };
         actor.remember_known();
         actor
@@ -200,10 +217,11 @@ struct InFlight {
 /// An operation on the current container: it runs alone (`ctx.wait`), once no frame is in
 /// flight. Queued with its reply while frames are.
 enum Exclusive {
-    Pulled(Box<(Gobd, Geoc)>),
+    /// A pulled frame and the syncs that pulled it (or a frame it took the place of).
+    Pulled(Box<(Gobd, Geoc)>, Vec<SyncId>),
     Removed,
     Current(oneshot::Sender<Option<(Ghid, Secret)>>),
-    Settled(oneshot::Sender<Result<ObjectView, DaemonError>>),
+    Settled(SyncId, oneshot::Sender<Result<ObjectView, DaemonError>>),
     Freeze(oneshot::Sender<Result<Ghid, DaemonError>>),
     Hold(oneshot::Sender<Result<(), DaemonError>>),
     Delete(AppId, oneshot::Sender<Result<(), DaemonError>>),
@@ -220,7 +238,8 @@ const MAX_WAITING_PULLS: usize = 16;
 /// that one's oldest target: the vectors are windows of one chain, so whatever secret would
 /// have opened the skipped frame opens it too. Otherwise it waits behind it, up to
 /// [`MAX_WAITING_PULLS`], then replaces it anyway (the object may then need its secret from
-/// the account, as when a persister coalesces frames).
+/// the account, as when a persister coalesces frames). The syncs of a frame that is dropped
+/// or replaced go with the one waiting in its place: its outcome is theirs.
 fn enqueue(deferred: &mut VecDeque<Exclusive>, op: Exclusive) {
     match op {
         Exclusive::Removed => {
@@ -228,19 +247,24 @@ fn enqueue(deferred: &mut VecDeque<Exclusive>, op: Exclusive) {
                 deferred.push_back(op);
             }
         }
-        Exclusive::Pulled(new) => {
+        Exclusive::Pulled(new, syncs) => {
             let waiting = deferred
                 .iter()
-                .filter(|o| matches!(o, Exclusive::Pulled(_)))
+                .filter(|o| matches!(o, Exclusive::Pulled(..)))
                 .count();
             let last = deferred.iter_mut().rev().find_map(|o| match o {
-                Exclusive::Pulled(p) => Some(p),
+                Exclusive::Pulled(p, s) => Some((p, s)),
                 _ => None,
             });
             match last {
-                Some(old) if new.0.counter < old.0.counter => {}
-                Some(old) if covers(&new.0, &old.0) || waiting >= MAX_WAITING_PULLS => *old = new,
-                _ => deferred.push_back(Exclusive::Pulled(new)),
+                Some((old, old_syncs)) if new.0.counter < old.0.counter => old_syncs.extend(syncs),
+                Some((old, old_syncs))
+                    if covers(&new.0, &old.0) || waiting >= MAX_WAITING_PULLS =>
+                {
+                    *old = new;
+                    old_syncs.extend(syncs);
+                }
+                _ => deferred.push_back(Exclusive::Pulled(new, syncs)),
             }
         }
         op => deferred.push_back(op),
@@ -283,8 +307,9 @@ pub struct ObjectActor {
     resync: bool,
     /// Secrets of recent frames, oldest first (see [`KNOWN_SECRETS`]).
     known: Vec<(Ghid, Secret)>,
-    /// Why the last pulled frame was not applied, if it was not (what [`Settled`] reports).
-    pull_failure: Option<DaemonError>,
+    /// Why a frame a `sync` pulled was not applied, for that sync's [`Settled`] (oldest
+    /// first, at most [`SYNC_FAILURES`]).
+    sync_failures: VecDeque<(SyncId, DaemonError)>,
 }
 
 /// What a reply channel dropped unanswered (the actor stopped) means to the asker.
@@ -343,7 +368,7 @@ impl Handler<Pulled> for ObjectActor {
     type Result = ();
 
     fn handle(&mut self, msg: Pulled, ctx: &mut Context<Self>) {
-        self.defer(Exclusive::Pulled(msg.0), ctx);
+        self.defer(Exclusive::Pulled(msg.0, msg.1.into_iter().collect()), ctx);
     }
 }
 
@@ -368,9 +393,9 @@ impl Handler<Current> for ObjectActor {
 impl Handler<Settled> for ObjectActor {
     type Result = ResponseFuture<Result<ObjectView, DaemonError>>;
 
-    fn handle(&mut self, _: Settled, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Settled, ctx: &mut Context<Self>) -> Self::Result {
         let (tx, rx) = oneshot::channel();
-        self.defer(Exclusive::Settled(tx), ctx);
+        self.defer(Exclusive::Settled(msg.0, tx), ctx);
         let ghid = self.obj.ghid;
         Box::pin(async move { rx.await.unwrap_or_else(|_| Err(dead(ghid))) })
     }
@@ -484,16 +509,16 @@ impl ObjectActor {
             Exclusive::Current(reply) => {
                 let _ = reply.send(Some((self.obj.ghid, self.obj.secret.clone())));
             }
-            Exclusive::Settled(reply) => {
-                let _ = reply.send(match self.pull_failure.take() {
+            Exclusive::Settled(sync, reply) => {
+                let _ = reply.send(match self.sync_failure(sync) {
                     Some(e) => Err(e),
                     None => Ok(self.view()),
                 });
             }
             Exclusive::Removed => self.removed(None),
-            Exclusive::Pulled(pulled) => {
+            Exclusive::Pulled(pulled, syncs) => {
                 let (frame, container) = *pulled;
-                self.pulled(frame, container, ctx);
+                self.pulled(frame, container, syncs, ctx);
             }
             Exclusive::Freeze(reply) => {
                 if self.obj.frame.is_none() {
@@ -559,7 +584,7 @@ impl ObjectActor {
                     sync::catch_up_local(store, ghid, counter),
                     |found, act, ctx| {
                         if let Some((frame, container)) = found {
-                            act.pulled(frame, container, ctx);
+                            act.pulled(frame, container, Vec::new(), ctx);
                         }
                     },
                 );
@@ -617,7 +642,7 @@ mod tests {
         deferred
             .iter()
             .map(|o| match o {
-                Exclusive::Pulled(p) => format!("pulled {}", p.0.counter),
+                Exclusive::Pulled(p, _) => format!("pulled {}", p.0.counter),
                 Exclusive::Removed => "removed".into(),
                 Exclusive::Current(_) => "current".into(),
                 _ => "other".into(),
@@ -646,7 +671,7 @@ mod tests {
     #[test]
     fn remote_changes_coalesce_while_they_wait_and_requests_keep_their_place() {
         let (frames, c) = chain(5, DEFAULT_LEGROOM);
-        let pulled = |i: usize| Exclusive::Pulled(Box::new((frames[i].clone(), c.clone())));
+        let pulled = |i: usize| Exclusive::Pulled(Box::new((frames[i].clone(), c.clone())), vec![]);
         let mut q = VecDeque::new();
         enqueue(&mut q, pulled(1));
         let (tx, _rx) = oneshot::channel();
@@ -660,10 +685,32 @@ mod tests {
     }
 
     #[test]
+    fn the_syncs_of_a_dropped_or_replaced_frame_go_with_the_one_in_its_place() {
+        let (frames, c) = chain(4, DEFAULT_LEGROOM);
+        let pulled = |i: usize, s: Option<SyncId>| {
+            Exclusive::Pulled(
+                Box::new((frames[i].clone(), c.clone())),
+                s.into_iter().collect(),
+            )
+        };
+        let mut q = VecDeque::new();
+        enqueue(&mut q, pulled(2, Some(7)));
+        enqueue(&mut q, pulled(1, Some(8))); // older: dropped
+        enqueue(&mut q, pulled(3, None)); // newer: takes its place
+        let (tx, _rx) = oneshot::channel();
+        enqueue(&mut q, Exclusive::Settled(7, tx));
+        assert_eq!(counters(&q), ["pulled 3", "other"]);
+        let Some(Exclusive::Pulled(p, syncs)) = q.front() else {
+            panic!("a pulled frame first")
+        };
+        assert_eq!((p.0.counter, syncs.as_slice()), (3, &[7, 8][..]));
+    }
+
+    #[test]
     fn a_frame_that_does_not_reach_back_over_the_waiting_one_waits_behind_it_up_to_a_bound() {
         // Two targets each: a frame's vector never holds the oldest target of the one before.
         let (frames, c) = chain(21, 2);
-        let pulled = |i: usize| Exclusive::Pulled(Box::new((frames[i].clone(), c.clone())));
+        let pulled = |i: usize| Exclusive::Pulled(Box::new((frames[i].clone(), c.clone())), vec![]);
         let mut q = VecDeque::new();
         for i in 1..=3 {
             enqueue(&mut q, pulled(i));

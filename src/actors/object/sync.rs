@@ -4,7 +4,7 @@
 
 use actix::prelude::*;
 
-use super::ObjectActor;
+use super::{ObjectActor, SyncId, SYNC_FAILURES};
 use crate::actors::api::{AppEvent, AppId};
 use crate::actors::commit::{self, Store};
 use crate::actors::error::DaemonError;
@@ -23,9 +23,16 @@ fn as_frame(bytes: Vec<u8>) -> Option<Gobd> {
 impl ObjectActor {
     /// Applies another machine's frame: a newer one, or one with our counter that won the
     /// race upstream against ours (pull only sends those; ours can never reach the remote, so
-    /// both machines show the remote's and our next frame follows it).
-    pub(super) fn pulled(&mut self, frame: Gobd, container: Geoc, ctx: &mut Context<Self>) {
-        self.pull_failure = None;
+    /// both machines show the remote's and our next frame follows it). How it went is kept
+    /// for the `syncs` that pulled it (see [`super::Settled`]); a frame with nothing new
+    /// leaves them as they were.
+    pub(super) fn pulled(
+        &mut self,
+        frame: Gobd,
+        container: Geoc,
+        syncs: Vec<SyncId>,
+        ctx: &mut Context<Self>,
+    ) {
         let Some(current) = &self.obj.frame else {
             return;
         };
@@ -46,18 +53,45 @@ impl ObjectActor {
             let opened = commit::open_pulled(&store, &obj, &known, &frame, &container).await;
             (opened, frame, container)
         };
+        // Until it is applied, a failure for its syncs: if the work dies, they are told.
+        let unfinished =
+            DaemonError::Unavailable(format!("{}: a pulled frame was not applied", self.obj.ghid));
+        self.sync_outcome(&syncs, Some(unfinished));
         self.run_alone(ctx, work, move |(opened, frame, container), act, _| {
-            act.apply_pulled(opened, frame, container.ghid, newer)
+            let failure = act.apply_pulled(opened, frame, container.ghid, newer);
+            act.sync_outcome(&syncs, failure);
         });
     }
 
+    /// Records how applying a frame went for the `syncs` that pulled it.
+    fn sync_outcome(&mut self, syncs: &[SyncId], failure: Option<DaemonError>) {
+        if syncs.is_empty() {
+            return;
+        }
+        self.sync_failures.retain(|(s, _)| !syncs.contains(s));
+        let Some(e) = failure else { return };
+        for s in syncs {
+            if self.sync_failures.len() >= SYNC_FAILURES {
+                self.sync_failures.pop_front();
+            }
+            self.sync_failures.push_back((*s, e.clone()));
+        }
+    }
+
+    /// Takes the failure kept for `sync`, if any.
+    pub(super) fn sync_failure(&mut self, sync: SyncId) -> Option<DaemonError> {
+        let i = self.sync_failures.iter().position(|(s, _)| *s == sync)?;
+        self.sync_failures.remove(i).map(|(_, e)| e)
+    }
+
+    /// Applies an opened frame; why it was not, if it was not.
     pub(super) fn apply_pulled(
         &mut self,
         opened: Result<Option<commit::Opened>, DaemonError>,
         frame: Gobd,
         container: Ghid,
         newer: bool,
-    ) {
+    ) -> Option<DaemonError> {
         match opened {
             Ok(Some((secret, api_id, state))) => {
                 self.obj.pulled(frame, container, secret, api_id, state);
@@ -68,6 +102,7 @@ impl ObjectActor {
                     commit::remember_secret(&self.peers.store, &self.obj);
                 }
                 self.broadcast(None);
+                None
             }
             Ok(None) => {
                 let e = DaemonError::UnknownSecret(format!(
@@ -75,12 +110,12 @@ impl ObjectActor {
                     self.obj.ghid, frame.counter
                 ));
                 slog::warn!(self.peers.store.local.log, "cannot decrypt an update"; "error" => %e);
-                self.pull_failure = Some(e);
+                Some(e)
             }
             Err(e) => {
                 slog::warn!(self.peers.store.local.log, "cannot open an update";
                     "ghid" => %self.obj.ghid, "error" => %e);
-                self.pull_failure = Some(e);
+                Some(e)
             }
         }
     }

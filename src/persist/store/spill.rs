@@ -94,6 +94,12 @@ impl Spill {
         Ok(pointer)
     }
 
+    /// Whether the directory itself is there (a file missing from a missing directory may
+    /// come back: the directory was unmounted or moved, not the file deleted).
+    pub fn dir_present(&self) -> bool {
+        self.dir.is_dir()
+    }
+
     /// Whether a file `name` exists.
     pub fn exists(&self, name: &str) -> bool {
         self.path(name).exists()
