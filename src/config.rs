@@ -122,6 +122,11 @@ pub struct ProcessSection {
     pub ipc_max_unauthenticated: usize,
     /// App connections authenticated at once; a `hello` past it gets `limit`. Default 1024.
     pub ipc_max_apps: usize,
+    /// Shares from one other user that the account keeps while no app has adopted them;
+    /// one more is naked (`STATUS_LIMIT`). Default 64.
+    pub max_unadopted_shares_per_sharer: usize,
+    /// The same from all other users together. Default 1024.
+    pub max_unadopted_shares: usize,
 }
 
 impl Default for ProcessSection {
@@ -135,6 +140,8 @@ impl Default for ProcessSection {
             ipc_hello_timeout_s: 10,
             ipc_max_unauthenticated: crate::ipc::server::DEFAULT_MAX_UNAUTHENTICATED,
             ipc_max_apps: crate::ipc::server::DEFAULT_MAX_APPS,
+            max_unadopted_shares_per_sharer: crate::actors::account_actor::MAX_UNADOPTED_PER_SHARER,
+            max_unadopted_shares: crate::actors::account_actor::MAX_UNADOPTED_SHARES,
         }
     }
 }

@@ -29,6 +29,7 @@ use slog::{info, o, Logger};
 use zeroize::Zeroizing;
 
 use crate::actors::account::{derive_root_secret, ScryptParams};
+use crate::actors::account_actor::ShareLimits;
 use crate::actors::daemon::{self, DaemonOptions, Login};
 use crate::actors::link_state::LinkState;
 use crate::actors::remote::{RemoteEntry, RemoteTarget};
@@ -424,6 +425,10 @@ pub async fn run(mut args: RunArgs) -> Result<(), RunError> {
         ghidcache: cfg.process.ghidcache.clone(),
         remotes,
         cache_capacity: cfg.process.cache_capacity,
+        share_limits: ShareLimits {
+            per_sharer: cfg.process.max_unadopted_shares_per_sharer,
+            total: cfg.process.max_unadopted_shares,
+        },
         login,
     };
     let daemon = daemon::start_with_log(opts, log.new(o!("part" => "daemon"))).await?;

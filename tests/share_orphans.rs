@@ -1,7 +1,8 @@
 //! Shares that no app handles are kept as orphans in the account, but not without end: the
 //! account root carries them and every remote must take it whole, and anyone who knows the
 //! user's fingerprint can share with them. Past `MAX_ORPHAN_SHARES` the oldest is no longer
-//! offered; the app that registers a handler later gets exactly the newest ones.
+//! offered, and unless an app adopted its object, its secret is forgotten; the app that
+//! registers a handler later gets exactly the newest ones.
 //! Alice is played by the test with the fixture keys and the persist client.
 
 mod share_support;
@@ -9,7 +10,7 @@ mod share_support;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use hypergolix::actors::account_actor::MAX_ORPHAN_SHARES;
+use hypergolix::actors::account_actor::{MAX_ORPHAN_SHARES, MAX_UNADOPTED_SHARES};
 use hypergolix::actors::api::AppEvent;
 use hypergolix::actors::content;
 use hypergolix::golix::{Ghid, SecondParty, Secret};
@@ -20,7 +21,12 @@ use share_support::*;
 async fn past_the_orphan_bound_the_oldest_share_is_no_longer_offered() {
     let dir = tempfile::tempdir().unwrap();
     let p = Persister::start();
-    let bob = Node::create(dir.path(), &[&p.url], 2).await;
+    // One sharer: past the orphan bound within the bound per sharer.
+    let limits = ShareLimits {
+        per_sharer: MAX_UNADOPTED_SHARES,
+        total: MAX_UNADOPTED_SHARES,
+    };
+    let bob = Node::create_with(dir.path(), &[&p.url], 2, limits).await;
     bob.drained().await;
     let api = api_id(41);
 
@@ -81,6 +87,15 @@ async fn past_the_orphan_bound_the_oldest_share_is_no_longer_offered() {
         offered.contains(&shared[MAX_ORPHAN_SHARES]),
         "the newest was dropped"
     );
+    // The one no longer offered was adopted by no app: its secret is forgotten (here and in
+    // the account), so Bob can no longer read it; an offered one he can.
+    let dropped = *shared
+        .iter()
+        .find(|g| !offered.contains(g))
+        .expect("one dropped");
+    let e = b.link.get(dropped).await.unwrap_err();
+    assert_eq!(e.code(), Some("unknown_secret"), "{e}");
+    b.link.get(shared[MAX_ORPHAN_SHARES]).await.unwrap();
     client.close();
     bob.stop().await;
     p.stop().await;

@@ -75,6 +75,7 @@ impl DaemonProc {
                         ghidcache: dir,
                         remotes: vec![remote.into()],
                         cache_capacity: hypergolix::config::DEFAULT_DAEMON_CACHE,
+                        share_limits: Default::default(),
                         login,
                     };
                     let d = match daemon::start_with_log(opts, hypergolix::logging::discard()).await

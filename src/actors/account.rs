@@ -3,7 +3,7 @@
 //! Owns: the user's account. That is the identity ([`FirstParty`]), the password-derived root
 //! secret, the **root dynamic object** (its dynamic ghid is the `user_id`) and everything the
 //! account keeps in it ([`AccountState`]: the secret store, app tokens, startup and private
-//! objects, api ids, pending and orphan shares, holds). The state is synced to every machine of
+//! objects, api ids, pending and orphan shares, shares received and not adopted yet, holds). The state is synced to every machine of
 //! the user through the root object itself (docs/architecture.md); nothing else
 //! persists it.
 //!
@@ -244,6 +244,11 @@ pub struct AccountState {
     pub pending_shares: Vec<PendingShare>,
     /// Received shares no app handled yet.
     pub orphan_shares: Vec<OrphanShare>,
+    /// Objects other users shared with us that no app of ours has acted on yet (loaded,
+    /// held, shared on, made a startup object) -> the sharer's fingerprint. Their secrets are
+    /// in `secrets` like any other; these entries are what the bounds on what other users
+    /// can make us keep count (`account_actor::ShareLimits`). Absent in older roots.
+    pub received_shares: BTreeMap<Ghid, Ghid>,
     /// Objects held (kept alive) by the user.
     pub holds: BTreeSet<Ghid>,
 }
@@ -717,6 +722,25 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_state_written_before_received_shares_loads() {
+        /// What a root of an older version held (a subset of today's fields).
+        #[derive(Serialize)]
+        struct Older {
+            holds: BTreeSet<Ghid>,
+            orphan_shares: Vec<OrphanShare>,
+        }
+        let held = Ghid::pseudorandom(Algo::SHA512);
+        let older = Older {
+            holds: [held].into(),
+            orphan_shares: Vec::new(),
+        };
+        let bytes = rmp_serde::to_vec_named(&older).unwrap();
+        let state: AccountState = rmp_serde::from_slice(&bytes).unwrap();
+        assert!(state.holds.contains(&held));
+        assert!(state.received_shares.is_empty());
     }
 
     #[test]

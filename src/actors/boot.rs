@@ -149,6 +149,7 @@ pub(super) async fn boot(opts: DaemonOptions, log: slog::Logger) -> Result<Daemo
         root_secret,
         local.clone(),
         upstream.clone(),
+        opts.share_limits,
     );
     let store = Store {
         local: local.clone(),
@@ -171,6 +172,7 @@ pub(super) async fn boot(opts: DaemonOptions, log: slog::Logger) -> Result<Daemo
         store: store.clone(),
         apps: apps.clone(),
         objects: Arc::downgrade(&objects),
+        refusals: Arc::default(),
     };
     let share = ShareHandle::start(&arbiters, share_peers.clone());
     let puller = Puller {

@@ -3,7 +3,8 @@
 //! Owns: the public API of the running daemon — app connections and every object operation
 //! — and its lifecycle (start, shutdown), through the `Daemon` that [`super::boot`] wires:
 //! the only holder of every actor's address (no actor holds it). Each operation passes the
-//! shutdown gate, finds or loads the object's `ObjectActor` (one load per ghid at a time) and
+//! shutdown gate, finds or loads the object's `ObjectActor` (one load per ghid at a time;
+//! loading adopts a share received from another user, see `account_actor::Adopt`) and
 //! talks to it by message.
 //!
 //! Calls: [`super::boot`] (storage and login), `ObjectActor`s, the remotes (fetch and
@@ -19,7 +20,7 @@ use std::time::Duration;
 use actix::Addr;
 
 use super::account::OrphanShare;
-use super::account_actor::{self, AccountActor};
+use super::account_actor::{self, AccountActor, ShareLimits};
 use super::api::{AppEvent, AppId, AppToken, ObjectView};
 use super::apps::AppRegistry;
 use super::arbiters::ActorThreads;
@@ -56,6 +57,9 @@ pub struct DaemonOptions {
     /// Bytes of sled page cache for each of the two databases (`config::DEFAULT_DAEMON_CACHE`
     /// for the daemon; sled's own default is 1 GiB each).
     pub cache_capacity: u64,
+    /// Bounds on the shares received from other users that no app adopted yet (the
+    /// `process.max_unadopted_shares*` config keys).
+    pub share_limits: ShareLimits,
     pub login: Login,
 }
 
@@ -256,6 +260,10 @@ impl DaemonHandle {
             if daemon.objects.get(&ghid).is_some() {
                 continue;
             }
+            // An app loads it: a share received from another user is ours from now on.
+            // Told, not asked: a load must not wait behind an account flush. (A share the
+            // account forgets just before may still load here: it is then this app's.)
+            daemon.store.account.tell(account_actor::Adopt(ghid));
             let loaded = commit::load(&daemon.store, ghid).await?;
             if loaded.ghid != ghid {
                 // A binding's ghid: track its target instead.

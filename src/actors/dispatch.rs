@@ -7,13 +7,15 @@
 //!   returns its startup object. Known tokens live in the account (`AccountState::tokens`); a
 //!   token is bound to at most one live session, and a session binds at most one token.
 //! - **Startup objects**: one ghid per token (`AccountState::startup`): an object that
-//!   exists and that the token may load.
+//!   exists and that the token may load (a received share made one is adopted).
 //! - **Private objects** belong to the token that created them (`AccountState::private`):
 //!   creating one needs a token, only that token's sessions may load it (`access_denied`
 //!   otherwise, which the reference forgot), and it is never shared.
 //! - **Share handlers** are per session (memory only): a session handles incoming shares of
 //!   the api ids it registered. Shares that arrive while nobody handles their api id are kept
-//!   in the account (`AccountState::orphan_shares`) and offered when a handler registers.
+//!   in the account (`AccountState::orphan_shares`) and offered when a handler registers
+//!   (at most `MAX_ORPHAN_SHARES`; one dropped past it whose object no app adopted is
+//!   forgotten whole, see `account_actor::KeepOrphan`).
 //!
 //! Owns: nothing; the state is in the [`AppRegistry`] (sessions) and the account (through
 //! the `AccountActor`). Every function takes what it reaches: the app registry and/or the
@@ -89,6 +91,8 @@ pub async fn register_startup(
     if commit::owner(store, ghid).await?.is_none() {
         return Err(DaemonError::NotFound(format!("object {ghid}")));
     }
+    // A startup object is the app's: a received share is ours from now on.
+    store.account.tell(account::Adopt(ghid));
     store
         .account
         .ask(account::SetStartup { token, ghid })

@@ -16,9 +16,14 @@
 //!    a request that does not open is debound, and naked if its claimed author is known
 //!    (a bad MAC): nothing reaches an app (one whose author's identity could not be asked
 //!    for is retried, as in 3);
-//! 3. a handshake: the object is fetched fresh, the secret is held in quarantine until it
+//! 3. a handshake: unless the object is ours already, the account is asked first whether
+//!    one more share no app adopted yet fits the bounds (`account_actor::ShareLimits`: per
+//!    sharer and in all); one that does not is naked with [`STATUS_LIMIT`] and debound,
+//!    nothing of it kept (a rate-limited warning). Then the object is fetched fresh, the
+//!    secret is held in quarantine until it
 //!    opens the object (it may belong to an older target of the frame's vector: a push raced
-//!    the share), then recorded like our own; the author gets an ack (or a nak with a
+//!    the share), then recorded like our own, as received from its author until an app
+//!    adopts the object; the author gets an ack (or a nak with a
 //!    `STATUS_*` code), the request is debound, and a `share` event goes to the sessions
 //!    handling the object's api id (kept as an orphan share if none does). A request that
 //!    cannot be decided now (a remote that might hold the object or the author's identity
@@ -33,8 +38,10 @@
 //! waiting), [`Requested`] (from
 //! [`share`]), `Retry` (its own, later) and [`Stop`] (from `DaemonHandle::shutdown`).
 //!
-//! Peers ([`SharePeers`]): the [`Store`] (local state, remotes, the `AccountActor`: pending
-//! and orphan shares), the app registry (events) and the object registry, held weakly (a
+//! Sharing an object on (outgoing) adopts it, if it was a received share.
+//!
+//! Peers ([`SharePeers`]): the [`Store`] (local state, remotes, the `AccountActor`: pending,
+//! orphan and received shares), the app registry (events) and the object registry, held weakly (a
 //! live object's current secret, asked with `object::Current`). Calls: `golix` (requests,
 //! off the event loop), [`dispatch`].
 
@@ -49,7 +56,7 @@ use actix::prelude::*;
 use actix::WeakRecipient;
 
 use super::account::{AppTokenBytes, PendingShare, StoredSecret};
-use super::account_actor;
+use super::account_actor::{self, Admission};
 use super::api::{AppEvent, AppId};
 use super::arbiters::Arbiters;
 use super::commit::{self, Store};
@@ -74,6 +81,13 @@ pub const STATUS_UNKNOWN_SECRET: u32 = 2;
 pub const STATUS_BAD_MAC: u32 = 3;
 /// Nak: anything else went wrong.
 pub const STATUS_FAILED: u32 = 4;
+/// Nak: we keep as many shares from this sharer (or from everyone) that no app of ours has
+/// adopted yet as we take (`account_actor::ShareLimits`); nothing of the share was kept.
+pub const STATUS_LIMIT: u32 = 5;
+
+/// Shortest time between two warnings about shares refused at the bounds (the refusals in
+/// between are counted in the next one).
+const LIMIT_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 
 /// A GARQ pushed on our fingerprint subscription (raw bytes, from a remote), counted in
 /// [`ShareInbox`] until handled.
@@ -241,6 +255,8 @@ pub struct SharePeers {
     pub store: Store,
     pub apps: Arc<AppRegistry>,
     pub objects: Weak<ObjectRegistry>,
+    /// Warnings about shares refused at the bounds, rate-limited.
+    pub refusals: Arc<Refusals>,
 }
 
 /// The actor: requests are handled one at a time, in arrival order (`ctx.wait` holds the
@@ -494,7 +510,9 @@ impl Handling {
     }
 }
 
-/// A handshake from `author`: accept the object (ack, share event) or refuse it (nak).
+/// A handshake from `author`: accept the object (ack, share event) or refuse it (nak). A
+/// new share past the bounds on shares no app adopted yet is refused before anything of it
+/// is kept (`STATUS_LIMIT`).
 async fn handshake(
     peers: &SharePeers,
     garq: &Garq,
@@ -503,7 +521,22 @@ async fn handshake(
     secret: Secret,
 ) -> Result<(), DaemonError> {
     let origin = author.ghid();
-    let (answer, api_id) = match accept(peers, target, secret).await {
+    let admit = account_actor::AdmitShare {
+        ghid: target,
+        sharer: origin,
+    };
+    let received_from = match peers.store.account.ask(admit).await?? {
+        Admission::Ours => None,
+        Admission::Again | Admission::Allowed => Some(origin),
+        refused @ (Admission::PastPerSharer | Admission::PastTotal) => {
+            peers
+                .refusals
+                .refused(&peers.store.local.log, origin, refused);
+            let answer = Some((author, Answer::Nak(STATUS_LIMIT)));
+            return answer_and_debind(peers, garq, answer).await;
+        }
+    };
+    let (answer, api_id) = match accept(peers, target, secret, received_from).await {
         Ok(api_id) => (Answer::Ack(STATUS_OK), Some(api_id)),
         // Nothing is answered yet: the request stays, to be handled again (see `Retry`).
         Err(e) if e.is_temporary() => return Err(e),
@@ -531,6 +564,7 @@ async fn accept(
     peers: &SharePeers,
     target: Ghid,
     secret: Secret,
+    received_from: Option<Ghid>,
 ) -> Result<Option<Ghid>, DaemonError> {
     let not_found = || DaemonError::NotFound(target.to_string());
     let unknown_secret = || DaemonError::UnknownSecret(target.to_string());
@@ -546,7 +580,7 @@ async fn accept(
                     Some((s.clone(), opens(&container, &s)?))
                 })
                 .ok_or_else(unknown_secret)?;
-            record(peers, target, current, &frame, api_id).await?;
+            record(peers, target, current, &frame, api_id, received_from).await?;
             // Follow it from now on, tracked or not: the recorded secret only keeps up by
             // ratcheting along every frame.
             peers.store.follow(target)?;
@@ -566,7 +600,7 @@ async fn accept(
                 };
                 peers.store.local.put_secret(&target, &record)?;
                 peers.store.local.vault.flush().await?;
-                peers.store.account.record_secret(target, stored, 0, api_id);
+                record_in_account(peers, target, stored, 0, api_id, received_from);
             }
             Ok(api_id)
         }
@@ -603,6 +637,7 @@ async fn record(
     secret: Secret,
     frame: &Gobd,
     api_id: Option<Ghid>,
+    received_from: Option<Ghid>,
 ) -> Result<(), DaemonError> {
     if readable_secret(peers, &ghid)?.is_some_and(|old| old.counter > frame.counter) {
         return Ok(());
@@ -617,11 +652,51 @@ async fn record(
     };
     peers.store.local.put_secret(&ghid, &record)?;
     peers.store.local.vault.flush().await?;
-    peers
-        .store
-        .account
-        .record_secret(ghid, stored, frame.counter, api_id);
+    record_in_account(peers, ghid, stored, frame.counter, api_id, received_from);
     Ok(())
+}
+
+/// Records a share's secret in the account: as received from its sharer (not adopted yet)
+/// unless the object is ours already.
+fn record_in_account(
+    peers: &SharePeers,
+    ghid: Ghid,
+    stored: StoredSecret,
+    counter: u64,
+    api_id: Option<Ghid>,
+    received_from: Option<Ghid>,
+) {
+    let account = &peers.store.account;
+    match received_from {
+        Some(sharer) => account.record_received_secret(ghid, stored, counter, api_id, sharer),
+        None => account.record_secret(ghid, stored, counter, api_id),
+    }
+}
+
+/// Warnings about shares refused at the bounds: at most one a minute, counting the refusals
+/// in between. Names the sharer and which bound, never the share's contents.
+#[derive(Default)]
+pub struct Refusals(std::sync::Mutex<(Option<std::time::Instant>, u64)>);
+
+impl Refusals {
+    fn refused(&self, log: &slog::Logger, sharer: Ghid, why: Admission) {
+        let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        last.1 += 1;
+        let due = last
+            .0
+            .map_or(true, |t| t.elapsed() >= LIMIT_WARNING_INTERVAL);
+        if !due {
+            slog::debug!(log, "share refused at a bound"; "from" => %sharer, "bound" => ?why);
+            return;
+        }
+        let bound = match why {
+            Admission::PastPerSharer => "shares from one sharer that no app adopted",
+            _ => "shares that no app adopted",
+        };
+        slog::warn!(log, "share refused: too many shares no app adopted yet (naked)";
+            "from" => %sharer, "bound" => bound, "refused_since_last_warning" => last.1);
+        *last = (Some(std::time::Instant::now()), 0);
+    }
 }
 
 /// `ghid` from a remote first (a stale local frame must not decide), else locally.
@@ -768,6 +843,8 @@ pub async fn share(
     if target != ghid && dispatch::is_private(&peers.store, target).await? {
         return Err(DaemonError::Unsharable(target.to_string()));
     }
+    // Sharing it on makes a received share ours.
+    peers.store.account.tell(account_actor::Adopt(target));
     let identity = peers.store.local.identity.clone();
     let garq =
         tokio::task::spawn_blocking(move || identity.make_handshake(&party, target, &secret))

@@ -117,6 +117,7 @@ pub async fn create(dir: &std::path::Path, remotes: &[&str], n: usize) -> Daemon
         ghidcache: dir.to_path_buf(),
         remotes: remotes.iter().map(|s| (*s).into()).collect(),
         cache_capacity: hypergolix::config::DEFAULT_DAEMON_CACHE,
+        share_limits: Default::default(),
         login: Login::Create {
             identity: common::fixture(n),
             root_secret: secret(n, "correct horse"),
@@ -148,6 +149,7 @@ pub async fn open(
         ghidcache: dir.to_path_buf(),
         remotes: remotes.iter().map(|s| (*s).into()).collect(),
         cache_capacity: hypergolix::config::DEFAULT_DAEMON_CACHE,
+        share_limits: Default::default(),
         login: Login::Open {
             user_id: ids.0,
             fingerprint: ids.1,

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hypergolix::actors::account::{derive_root_secret, ScryptParams};
+pub use hypergolix::actors::account_actor::ShareLimits;
 use hypergolix::actors::api::AppEvent;
 use hypergolix::actors::daemon::{self, DaemonHandle, DaemonOptions, Login};
 use hypergolix::golix::{Algo, Ghid, Secret};
@@ -139,28 +140,51 @@ pub struct Node {
 impl Node {
     /// A new account for fixture `n` in `dir`, against `remotes`.
     pub async fn create(dir: &Path, remotes: &[&str], n: usize) -> Node {
+        Node::create_with(dir, remotes, n, ShareLimits::default()).await
+    }
+
+    /// [`Node::create`] with other bounds on the shares no app adopted yet.
+    pub async fn create_with(dir: &Path, remotes: &[&str], n: usize, limits: ShareLimits) -> Node {
         let login = Login::Create {
             identity: fixture(n),
             root_secret: secret(n),
         };
-        Node::start(dir, remotes, login, n).await
+        Node::start(dir, remotes, login, n, limits).await
     }
 
     /// The account of fixture `n` again, from `dir`.
     pub async fn open(dir: &Path, remotes: &[&str], n: usize, user_id: Ghid) -> Node {
+        Node::open_with(dir, remotes, n, user_id, ShareLimits::default()).await
+    }
+
+    /// [`Node::open`] with other bounds on the shares no app adopted yet.
+    pub async fn open_with(
+        dir: &Path,
+        remotes: &[&str],
+        n: usize,
+        user_id: Ghid,
+        limits: ShareLimits,
+    ) -> Node {
         let login = Login::Open {
             user_id,
             fingerprint: fixture(n).ghid(),
             root_secret: secret(n),
         };
-        Node::start(dir, remotes, login, n).await
+        Node::start(dir, remotes, login, n, limits).await
     }
 
-    async fn start(dir: &Path, remotes: &[&str], login: Login, n: usize) -> Node {
+    async fn start(
+        dir: &Path,
+        remotes: &[&str],
+        login: Login,
+        n: usize,
+        share_limits: ShareLimits,
+    ) -> Node {
         let opts = DaemonOptions {
             ghidcache: dir.to_path_buf(),
             remotes: remotes.iter().map(|s| (*s).into()).collect(),
             cache_capacity: hypergolix::config::DEFAULT_DAEMON_CACHE,
+            share_limits,
             login,
         };
         let daemon = daemon::start_with_log(opts, log(&format!("fixture{n}")))
@@ -302,4 +326,91 @@ pub fn answers(
             }
         })
         .collect()
+}
+
+/// Another user played by the test: a fixture identity publishing through the persist
+/// client (unauthenticated).
+pub struct Sharer {
+    pub id: hypergolix::golix::FirstParty,
+    pub client: hypergolix::persist::client::PersisterClient,
+    _notes: hypergolix::persist::client::Notifications,
+}
+
+impl Sharer {
+    /// Fixture `n`, connected to `p`, its identity published.
+    pub async fn connect(p: &Persister, n: usize) -> Sharer {
+        let id = fixture(n);
+        let (client, notes) = hypergolix::persist::client::PersisterClient::connect(&p.url)
+            .await
+            .unwrap();
+        client.publish(&id.gidc().encode()).await.unwrap();
+        Sharer {
+            id,
+            client,
+            _notes: notes,
+        }
+    }
+
+    /// A new dynamic object of `api` (state `tag`), published, and a handshake sharing it
+    /// with `to`, published once the recipient's mailbox takes it. Returns (the object, the
+    /// request).
+    pub async fn share_new(
+        &self,
+        to: &hypergolix::golix::SecondParty,
+        api: Ghid,
+        tag: &str,
+    ) -> (Ghid, Ghid) {
+        let secret = Secret::random();
+        let plain = hypergolix::actors::content::pack(Some(&api), tag.as_bytes());
+        let geoc = self.id.make_container(&plain, &secret).unwrap();
+        let frame = self.id.make_bind_dynamic(geoc.ghid).unwrap();
+        self.client.publish(&frame.encode()).await.unwrap();
+        self.client.publish(&geoc.encode()).await.unwrap();
+        let garq = self.id.make_handshake(to, frame.dynamic, &secret).unwrap();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while let Err(e) = self.client.publish(&garq.encode()).await {
+            assert_eq!(e.code(), Some("mailbox_full"), "{e}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the recipient handles no shares"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        (frame.dynamic, garq.ghid)
+    }
+
+    /// Waits until `n` answers from `recipient` wait for us; returns them opened (see
+    /// [`answers`]).
+    pub async fn answers(
+        &self,
+        p: &Persister,
+        recipient: &hypergolix::golix::SecondParty,
+        n: usize,
+    ) -> Vec<(bool, Ghid, u32)> {
+        let deadline = tokio::time::Instant::now() + WAIT * 3;
+        loop {
+            let inbox = p.requests_for(&self.id.ghid());
+            if inbox.len() >= n {
+                return answers(&inbox, &self.id, recipient);
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} of {n} answers",
+                inbox.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Waits until every request stored for `recipient` is handled (debound).
+pub async fn handled(p: &Persister, recipient: &Ghid) {
+    let deadline = tokio::time::Instant::now() + WAIT * 3;
+    while !p.requests_for(recipient).is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "requests left unhandled"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

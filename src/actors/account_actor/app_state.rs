@@ -3,6 +3,7 @@
 
 use actix::prelude::*;
 
+use super::received;
 use super::{
     AccountActor, AddPending, ClearStartup, CopyPrivate, DropPending, KeepOrphan, MakePublic,
     NewToken, PrivateTo, SetPrivate, SetStartup, TakeOrphans, TakePending, TokenStartup,
@@ -134,6 +135,7 @@ impl Handler<KeepOrphan> for AccountActor {
     type Result = ();
 
     fn handle(&mut self, m: KeepOrphan, ctx: &mut Context<Self>) {
+        let base = self.base.clone();
         self.with(ctx, |l| {
             if l.state().is_some_and(|st| st.orphan_shares.contains(&m.0)) {
                 return;
@@ -145,10 +147,15 @@ impl Handler<KeepOrphan> for AccountActor {
                     st.orphan_shares.drain(..over).collect::<Vec<_>>()
                 })
                 .unwrap_or_default();
-            for o in dropped {
+            for o in &dropped {
                 slog::warn!(l.log, "too many shares no app handles: the oldest is no longer offered";
                     "ghid" => %o.ghid, "from" => %o.origin, "kept" => MAX_ORPHAN_SHARES);
             }
+            let forget = l
+                .state()
+                .map(|st| received::unadopted_of(st, &dropped))
+                .unwrap_or_default();
+            l.forget_unadopted(&base, forget, "orphan dropped");
         });
     }
 }

@@ -9,7 +9,8 @@ use actix::prelude::*;
 use actix::WeakAddr;
 
 use super::{
-    AccountActor, Base, Flush, Forget, Ledger, Lookup, RecordHold, RecordSecret, Refresh, Stop,
+    AccountActor, Base, Flush, Forget, Ledger, Lookup, RecordHold, RecordSecret, Refresh,
+    ShareLimits, Stop,
 };
 use crate::actors::account::{Account, StoredSecret};
 use crate::actors::account_lag::FlushedCounters;
@@ -34,12 +35,13 @@ impl AccountHandle {
         root_secret: Secret,
         local: Arc<Local>,
         upstream: Upstream,
+        limits: ShareLimits,
     ) -> (Addr<AccountActor>, AccountHandle) {
         let log = local.log.clone();
         // An account opened dirty (it continues after a root frame whose container a crash
         // lost) flushes at once, so the stores get a whole root above that frame.
         let shared = FlushedCounters::default();
-        let ledger = Ledger::new(account, root_secret, shared.clone(), log);
+        let ledger = Ledger::new(account, root_secret, shared.clone(), limits, log);
         let addr = AccountActor::start_in_arbiter(&arbiters.next(), move |_| AccountActor {
             ledger: Some(ledger),
             base: Base { local, upstream },
@@ -95,6 +97,26 @@ impl AccountHandle {
             stored,
             counter,
             api_id,
+            received_from: None,
+        });
+    }
+
+    /// Records the secret of an object `sharer` shared with us (admitted with
+    /// [`super::AdmitShare`]): received and not adopted yet, unless it is ours already.
+    pub fn record_received_secret(
+        &self,
+        ghid: Ghid,
+        stored: StoredSecret,
+        counter: u64,
+        api_id: Option<Ghid>,
+        sharer: Ghid,
+    ) {
+        self.tell(RecordSecret {
+            ghid,
+            stored,
+            counter,
+            api_id,
+            received_from: Some(sharer),
         });
     }
 

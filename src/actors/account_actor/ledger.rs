@@ -1,7 +1,9 @@
 //! The [`Ledger`](super::Ledger): the account's bookkeeping between flushes (which object's
 //! secret moved how far since the last flush, which startup objects were cleared since, when
-//! the next flush is due), the startup-object edits, and the flush and refresh themselves (a new root frame committed locally and upstream; another machine's
-//! newer root adopted, with this machine's unflushed changes carried over).
+//! the next flush is due), the startup-object edits, and the flush and refresh themselves (a
+//! new root frame committed locally and upstream; another machine's newer root adopted, with
+//! this machine's unflushed changes carried over, and the bounds on received shares kept:
+//! see `received.rs`).
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -9,9 +11,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{
-    Base, Ledger, FLUSH_INTERVAL, LAG_FLUSH_INTERVAL, MAX_LAG, MAX_ORPHAN_SHARES, REFRESH_INTERVAL,
+    received, Base, Ledger, ShareLimits, FLUSH_INTERVAL, LAG_FLUSH_INTERVAL, MAX_LAG,
+    MAX_ORPHAN_SHARES, REFRESH_INTERVAL,
 };
-use crate::actors::account::{Account, AccountState, AppTokenBytes, StoredSecret};
+use crate::actors::account::{Account, AccountState, AppTokenBytes, OrphanShare, StoredSecret};
 use crate::actors::account_lag::FlushedCounters;
 use crate::actors::durable;
 use crate::actors::error::DaemonError;
@@ -26,6 +29,7 @@ impl Ledger {
         account: Account,
         root_secret: Secret,
         shared: FlushedCounters,
+        limits: ShareLimits,
         log: slog::Logger,
     ) -> Ledger {
         // An account opened dirty (it continues after a root frame whose container a crash
@@ -40,6 +44,7 @@ impl Ledger {
             last_flush: None,
             last_refresh: None,
             urgent: false,
+            limits,
             due,
             cleared_startup: HashSet::new(),
             log,
@@ -104,11 +109,18 @@ impl Ledger {
         stored: StoredSecret,
         counter: u64,
         api_id: Option<Ghid>,
+        received_from: Option<Ghid>,
     ) {
         let Some(a) = self.account.as_mut() else {
             return;
         };
         let st = a.state_mut();
+        if let Some(sharer) = received_from {
+            // An object we know already and that is not a received share is ours.
+            if !st.secrets.contains_key(&ghid) || st.received_shares.contains_key(&ghid) {
+                st.received_shares.entry(ghid).or_insert(sharer);
+            }
+        }
         st.secrets.insert(ghid, stored);
         if let Some(api) = api_id {
             st.api_ids.insert(ghid, api);
@@ -133,13 +145,17 @@ impl Ledger {
         let known = st.secrets.contains_key(&ghid)
             || st.api_ids.contains_key(&ghid)
             || st.private.contains_key(&ghid)
-            || st.holds.contains(&ghid);
+            || st.holds.contains(&ghid)
+            || st.received_shares.contains_key(&ghid)
+            || st.orphan_shares.iter().any(|o| o.ghid == ghid);
         if known {
             let st = a.state_mut();
             st.secrets.remove(&ghid);
             st.api_ids.remove(&ghid);
             st.private.remove(&ghid);
             st.holds.remove(&ghid);
+            st.received_shares.remove(&ghid);
+            st.orphan_shares.retain(|o| o.ghid != ghid);
             self.schedule();
         }
         self.latest.remove(&ghid);
@@ -274,6 +290,7 @@ impl Ledger {
         // the next login stores the container again (or continues after the frame).
         upstream.ingest_fetched(local, frame_bytes).await?;
         upstream.ingest_fetched(local, container_bytes).await?;
+        let mut forget = Vec::new();
         let merged = match self.account.take() {
             Some(old) if old.is_dirty() => {
                 // Carry our unflushed changes over onto the newer state.
@@ -283,6 +300,7 @@ impl Ledger {
                     .filter(|(g, c)| self.flushed.get(*g) != Some(*c))
                     .map(|(g, _)| *g);
                 let (from, to) = (old.state(), newer.state_mut());
+                let adopted = received::adopted_elsewhere(from, to);
                 for g in changed {
                     if let Some(s) = from.secrets.get(&g) {
                         to.secrets.insert(g, s.clone());
@@ -292,7 +310,9 @@ impl Ledger {
                     }
                 }
                 to.holds.extend(from.holds.iter().copied());
-                merge_app_state(from, to);
+                received::merge_received(from, to, &adopted);
+                let dropped = merge_app_state(from, to);
+                forget.extend(received::unadopted_of(to, &dropped));
                 self.urgent = true;
                 true
             }
@@ -302,7 +322,10 @@ impl Ledger {
             "counter" => frame.counter, "merged" => merged);
         self.flushed = newer.state().secrets.keys().map(|g| (*g, 0)).collect();
         self.shared.clear();
+        // The bounds hold after a merge too (and on a root another machine wrote alone).
+        forget.extend(received::over_limits(newer.state(), self.limits));
         self.account = Some(newer);
+        self.forget_unadopted(base, forget, "merged out");
         Ok(())
     }
 }
@@ -310,8 +333,9 @@ impl Ledger {
 /// Carries this machine's app registrations and shares over onto a newer account state:
 /// tokens, startup and private entries (ours win), pending and orphan shares (union). What this
 /// machine removed since its last flush may come back from the newer state: at worst a
-/// startup object or an orphan share is offered again.
-fn merge_app_state(from: &AccountState, to: &mut AccountState) {
+/// startup object or an orphan share is offered again. Returns the orphan shares dropped
+/// past [`MAX_ORPHAN_SHARES`].
+fn merge_app_state(from: &AccountState, to: &mut AccountState) -> Vec<OrphanShare> {
     to.tokens.extend(from.tokens.iter().copied());
     to.startup
         .extend(from.startup.iter().map(|(t, g)| (*t, *g)));
@@ -329,7 +353,7 @@ fn merge_app_state(from: &AccountState, to: &mut AccountState) {
     }
     // The union of two machines' lists keeps the bound too (the newest).
     let over = to.orphan_shares.len().saturating_sub(MAX_ORPHAN_SHARES);
-    to.orphan_shares.drain(..over);
+    to.orphan_shares.drain(..over).collect()
 }
 
 #[cfg(test)]
@@ -347,6 +371,7 @@ mod tests {
             account,
             root,
             FlushedCounters::default(),
+            ShareLimits::default(),
             crate::logging::discard(),
         );
         flushed(&mut l);

@@ -21,14 +21,21 @@
 //! **refreshes**: it fetches the newest root frame from the remotes and, if
 //! it is newer than ours, adopts it as the base of our next flush, carrying over our
 //! unflushed secret, api-id and hold changes, and its app registrations and shares (tokens,
-//! startup and private objects, pending and orphan shares: see `merge_app_state`).
+//! startup and private objects, pending and orphan shares: see `merge_app_state`; received
+//! shares not adopted yet: see `received.rs`, whose bounds hold after the merge).
+//!
+//! What other users can make the account keep is bounded: a share accepted from another
+//! user is recorded as received from its sharer until one of our apps adopts the object
+//! ([`Adopt`]); at most [`ShareLimits`] of them (per sharer, in all) are kept, and one whose
+//! orphan entry is dropped is forgotten whole (secret, api id, subscriptions).
 //!
 //! Messages (typed, one `Handler` each): from objects and commits [`RecordSecret`],
 //! [`RecordHold`], [`MakePublic`], [`CopyPrivate`], [`Lookup`], [`Refresh`]; from the GC
 //! [`Forget`]; from `dispatch` (app tokens, startup and private objects, orphan shares)
 //! [`NewToken`], [`TokenStartup`], [`SetStartup`], [`ClearStartup`], [`SetPrivate`],
 //! [`PrivateTo`], [`TakeOrphans`], [`KeepOrphan`], [`Flush`]; from sharing [`AddPending`],
-//! [`TakePending`], [`DropPending`]; from `DaemonHandle` [`Stop`] (final flush).
+//! [`TakePending`], [`DropPending`], [`AdmitShare`]; from `DaemonHandle`, `dispatch` and
+//! sharing [`Adopt`]; from `DaemonHandle` [`Stop`] (final flush).
 //!
 //! How it runs: the bookkeeping is a `Ledger`; a flush or refresh moves it into a future on
 //! the daemon's runtime (signing on the blocking pool, the commit) while `ctx.wait` holds the
@@ -36,7 +43,8 @@
 //! the mailbox are folded in first and a burst costs one flush; an ordinary one with
 //! `run_later`.
 //!
-//! Peers: none. It holds the [`Local`] state and the [`Upstream`] remotes, and answers
+//! Peers: none. It holds the [`Local`] state (the vault: a forgotten share's secret) and the
+//! [`Upstream`] remotes (its unsubscription), and answers
 //! whoever holds an [`AccountHandle`] (objects, `commit`, `dispatch`, the share and GC actors,
 //! `DaemonHandle`).
 //!
@@ -61,6 +69,7 @@ use crate::golix::{Ghid, Secret};
 mod app_state;
 mod handle;
 mod ledger;
+mod received;
 
 pub use handle::AccountHandle;
 
@@ -84,6 +93,9 @@ pub struct RecordSecret {
     pub stored: StoredSecret,
     pub counter: u64,
     pub api_id: Option<Ghid>,
+    /// The sharer, for a share accepted from another user ([`AdmitShare`] first): the object
+    /// is recorded as received and not adopted yet, unless it is ours already.
+    pub received_from: Option<Ghid>,
 }
 
 /// The user holds `ghid`.
@@ -162,10 +174,67 @@ pub struct TakeOrphans(pub Ghid);
 /// carries the list: past it the oldest is no longer offered (a warning names it).
 pub const MAX_ORPHAN_SHARES: usize = 256;
 
-/// Keeps a share no session handles (once; at most [`MAX_ORPHAN_SHARES`]).
+/// Keeps a share no session handles (once; at most [`MAX_ORPHAN_SHARES`]). A share
+/// dropped past the bound whose object no app adopted is forgotten whole: its secret, its
+/// api id, and the daemon stops following the object.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct KeepOrphan(pub OrphanShare);
+
+/// Shares received from one sharer and not adopted yet (see
+/// `AccountState::received_shares`) that the account keeps at once. Anyone who knows the
+/// user's fingerprint can share with them under throw-away identities, and each accepted
+/// share keeps a secret in the account root and a subscription on every remote.
+pub const MAX_UNADOPTED_PER_SHARER: usize = 64;
+/// The same, from all sharers together.
+pub const MAX_UNADOPTED_SHARES: usize = 1024;
+
+/// Bounds on the shares received and not adopted yet; a share past either is refused
+/// (naked with `share::STATUS_LIMIT`) before its secret is recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShareLimits {
+    pub per_sharer: usize,
+    pub total: usize,
+}
+
+impl Default for ShareLimits {
+    fn default() -> Self {
+        ShareLimits {
+            per_sharer: MAX_UNADOPTED_PER_SHARER,
+            total: MAX_UNADOPTED_SHARES,
+        }
+    }
+}
+
+/// May `sharer`'s share of `ghid` be accepted? Changes nothing: the share is recorded with
+/// its secret ([`RecordSecret::received_from`]).
+#[derive(Message)]
+#[rtype(result = "Result<Admission, DaemonError>")]
+pub struct AdmitShare {
+    pub ghid: Ghid,
+    pub sharer: Ghid,
+}
+
+/// The answer to [`AdmitShare`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// The object is ours already (adopted, or our own): no bound applies.
+    Ours,
+    /// Received already and not adopted yet: counted once.
+    Again,
+    /// New, and within the bounds.
+    Allowed,
+    /// New, past the bound on one sharer's shares.
+    PastPerSharer,
+    /// New, past the bound on all shares.
+    PastTotal,
+}
+
+/// An app of ours acts on `ghid` (loads it, holds it, shares it on, makes it a startup
+/// object): if it was a received share, it is ours now and no longer counted.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Adopt(pub Ghid);
 
 /// An outgoing share awaiting its answer.
 #[derive(Message)]
@@ -220,6 +289,8 @@ struct Ledger {
     last_refresh: Option<Instant>,
     /// A flush is needed before anything else waits.
     urgent: bool,
+    /// Bounds on the shares received and not adopted yet.
+    limits: ShareLimits,
     /// An ordinary flush is due at this time.
     due: Option<Instant>,
     /// Tokens whose startup object was cleared since the last successful flush: clearing one
@@ -419,7 +490,7 @@ impl Handler<RecordSecret> for AccountActor {
 
     fn handle(&mut self, m: RecordSecret, ctx: &mut Context<Self>) {
         self.with(ctx, |l| {
-            l.record_secret(m.ghid, m.stored, m.counter, m.api_id)
+            l.record_secret(m.ghid, m.stored, m.counter, m.api_id, m.received_from)
         });
     }
 }
