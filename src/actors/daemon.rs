@@ -363,7 +363,7 @@ impl DaemonHandle {
     /// Fetches the current frame from the remotes and pulls it. With no remotes configured,
     /// the local state; with remotes but none reachable, `UnavailableUpstream`. The answer is
     /// about what this sync pulled (never an earlier pull's failure); `unavailable` if the
-    /// object is not done with what was queued before it within [`SETTLE_WAIT`].
+    /// object is not done with what was queued before it within `SETTLE_WAIT` (10 s).
     pub async fn sync(&self, app: AppId, ghid: Ghid) -> Result<ObjectView, DaemonError> {
         let _pass = self.daemon.local.gate.enter()?;
         self.check_app(app)?;
