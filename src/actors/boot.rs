@@ -123,6 +123,9 @@ pub(super) async fn boot(opts: DaemonOptions, log: slog::Logger) -> Result<Daemo
         }
     };
     let vault = Vault::open_with_spill(&vault_tree, &account.vault_key(), &large(&state))?;
+    if let Some(missing) = vault.spill_missing() {
+        slog::warn!(log, "large outbox entries cannot be read or written until it is back: they are kept, and retried"; "missing" => missing);
+    }
     let publish_queue = PublishQueue::open(vault.clone(), &urls)?;
 
     let mut remotes = Vec::with_capacity(opts.remotes.len());

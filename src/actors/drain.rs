@@ -23,9 +23,9 @@
 //! next push that fits (logged and reported like any refusal).
 //!
 //! **Retries.** A remote answering `storage`, `unavailable` or `limit`, and an entry that
-//! cannot be read from the local vault right now (its spill directory missing included), are
-//! retried after 0.2 s, doubling up to 10 s, with a `warning` at the first failure and at most
-//! one a minute after it. Only an entry that will never open (corrupt) is dropped, with a
+//! cannot be read from the local vault right now (its spill directory or that directory's
+//! marker missing included), are retried after 0.2 s, doubling up to 10 s, with a `warning`
+//! at the first failure and at most one a minute after it. Only an entry that will never open (corrupt) is dropped, with a
 //! warning.
 //!
 //! **Permanent refusals** (every other code) never drop an entry silently: each is a `warning` log and a `remote_refused`

@@ -298,6 +298,7 @@ mod tests {
     use super::*;
 
     use crate::actors::vault::test_tree;
+    use crate::persist::store::spill;
 
     fn vault(tree: &crate::persist::store::LoggedTree) -> Vault {
         Vault::open(tree, &[7; 32]).unwrap()
@@ -366,12 +367,7 @@ mod tests {
         let o = PublishQueue::open(v, &["ws://a/ws".to_owned()]).unwrap();
         let big = vec![5u8; 40_000];
         o.enqueue(&[big.clone(), b"after".to_vec()]).unwrap();
-        let file = std::fs::read_dir(&large)
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap()
-            .path();
+        let file = large.join(hex::encode(key(&o.queues[0].prefix, 0)));
         let bytes = std::fs::read(&file).unwrap();
         // Its file unreadable for now (a directory in its place: EISDIR, not "gone").
         std::fs::remove_file(&file).unwrap();
@@ -407,6 +403,49 @@ mod tests {
             assert_eq!(o.pending(0), 2);
         }
         std::fs::rename(&moved, &large).unwrap();
+        let first = o.first(0).unwrap().unwrap();
+        assert_eq!(first.object, one);
+        o.remove(0, first.seq).unwrap();
+        assert_eq!(o.first(0).unwrap().unwrap().object, two);
+    }
+
+    #[test]
+    fn an_empty_directory_in_place_of_the_spill_directory_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = test_tree(dir.path(), "outbox-test");
+        let (large, real) = (dir.path().join("large"), dir.path().join("real"));
+        let urls = ["ws://a/ws".to_owned()];
+        let v = Vault::open_with_spill(&db, &[7; 32], &large).unwrap();
+        let o = PublishQueue::open(v, &urls).unwrap();
+        let (one, two) = (vec![5u8; 40_000], vec![6u8; 40_000]);
+        o.enqueue(&[one.clone(), two.clone()]).unwrap();
+        // Unmounted: the mount point, an empty directory, in its place.
+        std::fs::rename(&large, &real).unwrap();
+        std::fs::create_dir(&large).unwrap();
+        for _ in 0..3 {
+            assert!(matches!(o.first(0), Err(DaemonError::Storage(_))));
+            assert_eq!(o.pending(0), 2);
+        }
+        // Nor is anything written there: it would be hidden once the real one is back.
+        assert!(matches!(
+            o.enqueue(&[vec![7u8; 40_000]]),
+            Err(DaemonError::Storage(_))
+        ));
+        // A restart meanwhile: it starts, says what is missing, and keeps every entry.
+        let v = Vault::open_with_spill(&db, &[7; 32], &large).unwrap();
+        assert!(v.spill_missing().unwrap().contains(spill::MARKER_FILE));
+        assert!(matches!(
+            pending_objects(&v, &urls),
+            Err(DaemonError::Storage(_))
+        ));
+        let o = PublishQueue::open(v, &urls).unwrap();
+        assert!(matches!(o.first(0), Err(DaemonError::Storage(_))));
+        assert_eq!(o.pending(0), 2);
+        assert_eq!(std::fs::read_dir(&large).unwrap().count(), 0);
+        // Mounted again: everything is there.
+        std::fs::remove_dir(&large).unwrap();
+        std::fs::rename(&real, &large).unwrap();
+        assert_eq!(pending_objects(&o.vault, &urls).unwrap().len(), 2);
         let first = o.first(0).unwrap().unwrap();
         assert_eq!(first.object, one);
         o.remove(0, first.seq).unwrap();

@@ -17,7 +17,7 @@
 //! objects) sealed in files of their own, with a pointer in sled (see
 //! [`crate::persist::store::spill`]: sled reclaims large values late).
 //!
-//! Calls: [`LoggedTree`] and aes-gcm only. Used by the daemon actors (object, remote, share, dispatch
+//! Calls: [`LoggedTree`], [`Spill`] and aes-gcm only. Used by the daemon actors (object, remote, share, dispatch
 //! state).
 
 use std::fmt;
@@ -41,6 +41,13 @@ fn points_at(tree: &LoggedTree, name: &str) -> std::io::Result<bool> {
     };
     let value = tree.get(&key).map_err(std::io::Error::other)?;
     Ok(value.is_some_and(|v| spill::is_pointer(&v)))
+}
+
+/// Whether `tree` holds any spill pointer (asked only when the spill directory has no
+/// marker: a new vault, or one from before markers).
+fn any_pointer(tree: &LoggedTree) -> std::io::Result<bool> {
+    let all = tree.scan_prefix(b"").map_err(std::io::Error::other)?;
+    Ok(all.iter().any(|(_, v)| spill::is_pointer(v)))
 }
 
 /// Version byte of a sealed record.
@@ -86,7 +93,10 @@ impl Vault {
     }
 
     /// [`Vault::open`], with large records as files in `dir` (see [`spill`]); files a crash
-    /// left there without a record are deleted.
+    /// left there without a record are deleted. A `dir` (or its marker) missing while
+    /// records point into it is not recreated: the vault opens, its spilled records read as
+    /// [`DaemonError::Storage`] until it is back, and [`Vault::spill_missing`] says what is
+    /// missing (for the caller's warning).
     pub fn open_with_spill(
         tree: &LoggedTree,
         key: &[u8; 32],
@@ -94,10 +104,15 @@ impl Vault {
     ) -> Result<Vault, DaemonError> {
         let mut vault = Vault::open(tree, key)?;
         let io = |e: std::io::Error| DaemonError::Storage(format!("vault large records: {e}"));
-        let spill = Spill::open(dir).map_err(io)?;
+        let spill = Spill::open(dir, || any_pointer(&vault.tree)).map_err(io)?;
         spill.sweep(|n| points_at(&vault.tree, n)).map_err(io)?;
         vault.spill = Some(Arc::new(spill));
         Ok(vault)
+    }
+
+    /// What is missing of the spill directory (the directory, or its marker), if anything.
+    pub fn spill_missing(&self) -> Option<String> {
+        self.spill.as_ref().and_then(|s| s.missing())
     }
 
     /// The sealed bytes to store under `key` for `sealed`: a pointer when it is spilled.
@@ -135,18 +150,13 @@ impl Vault {
                 .read(&hex::encode(key), raw)
                 .map(std::borrow::Cow::Owned)
                 .map_err(|e| {
-                    // Gone from its directory or of the wrong length: it will not come
-                    // back. Anything else (its whole directory missing: unmounted or moved;
-                    // no descriptors, EIO, ...) may pass.
-                    let permanent = match e.kind() {
-                        std::io::ErrorKind::NotFound => spill.dir_present(),
-                        std::io::ErrorKind::InvalidData => true,
-                        _ => false,
-                    };
-                    if permanent {
+                    // Gone from its marked directory, or of the wrong length: it will not
+                    // come back. Anything else (the directory or its marker missing:
+                    // unmounted or moved; no descriptors, EIO, ...) may pass.
+                    if spill.lost(&e) {
                         self.corrupt(key, &format!("cannot read its file: {e}"))
-                    } else if e.kind() == std::io::ErrorKind::NotFound {
-                        self.error(key, "cannot read its file: the spill directory is missing")
+                    } else if let Some(missing) = spill.missing() {
+                        self.error(key, &format!("cannot read its file: {missing}"))
                     } else {
                         self.error(key, &format!("cannot read its file: {e}"))
                     }
@@ -193,8 +203,9 @@ impl Vault {
 
     /// The value under `key`, if any. A record that fails authentication (tampered, moved from
     /// another key or tree, wrong vault key), does not decode as `T` or whose file is gone
-    /// from its (present) directory is [`DaemonError::Corrupt`]; a read that failed otherwise
-    /// (the spill directory itself missing included) is [`DaemonError::Storage`].
+    /// from its (present, marked) directory is [`DaemonError::Corrupt`]; a read that failed
+    /// otherwise (the spill directory or its marker missing included) is
+    /// [`DaemonError::Storage`].
     pub fn get<T: serde::de::DeserializeOwned>(
         &self,
         key: &[u8],
@@ -383,7 +394,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let tree = test_tree(dir.path(), "t");
         let large = dir.path().join("large");
-        let files = || std::fs::read_dir(&large).unwrap().count();
+        let files = || {
+            let names = std::fs::read_dir(&large)
+                .unwrap()
+                .map(|e| e.unwrap().file_name());
+            names.filter(|n| n != spill::MARKER_FILE).count()
+        };
         let v = Vault::open_with_spill(&tree, &[1; 32], &large).unwrap();
         let big = ByteBuf::from(vec![3u8; 40_000]);
         v.put(b"k", &big).unwrap();

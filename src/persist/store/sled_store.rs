@@ -287,19 +287,42 @@ impl SledStore {
             store.db.clone(),
             trees,
             move_every,
-            log,
+            log.clone(),
         )?);
         // After the replay: a large object's pointer may be only in the log.
-        store.with_spill(path)
+        let store = store.with_spill(path)?;
+        if let Some(missing) = store.large_missing() {
+            slog::warn!(log, "large objects cannot be read or stored until it is back"; "missing" => missing);
+        }
+        Ok(store)
     }
 
     /// Large objects in `path/large`; files without a pointer (a crash between the file and
-    /// its pointer) are deleted.
+    /// its pointer) are deleted. A directory (or its marker) missing while `objects` points
+    /// into it is not recreated (see [`spill`]): large objects then fail to read or store, as
+    /// storage errors, until it is back.
     fn with_spill(mut self, path: &Path) -> Result<SledStore, PersistError> {
-        let spill = Spill::open(&path.join("large")).map_err(io_error)?;
+        let spill = Spill::open(&path.join("large"), || self.any_pointer()).map_err(io_error)?;
         spill.sweep(|name| self.points_at(name)).map_err(io_error)?;
         self.spill = Some(Arc::new(spill));
         Ok(self)
+    }
+
+    /// What is missing of the large objects' directory (it, or its marker), if anything.
+    pub fn large_missing(&self) -> Option<String> {
+        self.spill.as_ref().and_then(|s| s.missing())
+    }
+
+    /// Whether `objects` holds any spill pointer (asked only when the large objects'
+    /// directory has no marker: a new store, or one from before markers).
+    fn any_pointer(&self) -> std::io::Result<bool> {
+        for value in self.objects.iter().values() {
+            let value = value.map_err(|e| std::io::Error::other(e.to_string()))?;
+            if spill::is_pointer(&value) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Whether `objects` holds a spill pointer under the ghid whose hex is `name`.
@@ -591,7 +614,11 @@ mod tests {
             s.put_object(&small, Bytes::from_static(b"GEOC small"))
                 .unwrap();
             assert!(file.exists());
-            assert_eq!(std::fs::read_dir(path.join("large")).unwrap().count(), 1);
+            assert_eq!(
+                std::fs::read_dir(path.join("large")).unwrap().count(),
+                2,
+                "and the marker"
+            );
             assert_eq!(s.object(&g).unwrap(), Some(big.clone()));
             s.flush().unwrap();
         }
@@ -606,6 +633,35 @@ mod tests {
         assert!(!file.exists());
         assert_eq!(s.object(&g).unwrap(), None);
         assert!(s.object(&small).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_store_whose_large_objects_are_elsewhere_opens_and_waits_for_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let (large, real) = (path.join("large"), dir.path().join("real"));
+        let g = Ghid::pseudorandom(Algo::SHA512);
+        let big = Bytes::from(vec![5u8; spill::THRESHOLD]);
+        {
+            let s = SledStore::open(&path).unwrap();
+            s.put_object(&g, big.clone()).unwrap();
+            s.flush().unwrap();
+        }
+        // Unmounted: an empty directory in its place.
+        std::fs::rename(&large, &real).unwrap();
+        std::fs::create_dir(&large).unwrap();
+        let s = SledStore::open(&path).unwrap();
+        assert!(s.large_missing().is_some());
+        assert!(matches!(s.object(&g), Err(PersistError::Storage(_))));
+        let other = Ghid::pseudorandom(Algo::SHA512);
+        assert!(s.put_object(&other, big.clone()).is_err());
+        assert_eq!(std::fs::read_dir(&large).unwrap().count(), 0);
+        drop(s);
+        std::fs::remove_dir(&large).unwrap();
+        std::fs::rename(&real, &large).unwrap();
+        let s = SledStore::open(&path).unwrap();
+        assert!(s.large_missing().is_none());
+        assert_eq!(s.object(&g).unwrap(), Some(big));
     }
 
     #[test]
