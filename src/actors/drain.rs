@@ -39,12 +39,13 @@
 //! task the actor's session holds.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 
 use super::api::AppEvent;
 use super::apps::AppRegistry;
+use super::backoff::Backoff;
 use super::error::DaemonError;
 use super::local::Local;
 use super::publish_queue::Entry;
@@ -57,59 +58,6 @@ use crate::persist::wire::codes;
 /// could not take, right now; it doubles while that lasts, up to [`RETRY_PAUSE_MAX`].
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 const RETRY_PAUSE_MAX: Duration = Duration::from_secs(10);
-/// Failures are logged as a warning at most once in this long (the first at once), so a
-/// remote that stays full, or keeps failing between successes, is visible but does not
-/// flood the log.
-const WARN_EVERY: Duration = Duration::from_secs(60);
-
-/// The pause before the drain's next attempt while the same entry keeps failing, and when
-/// the last warning was.
-struct Backoff {
-    pause: Duration,
-    warned: Option<Instant>,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff {
-            pause: RETRY_PAUSE,
-            warned: None,
-        }
-    }
-}
-
-impl Backoff {
-    /// One more failure; whether it is to be logged as a warning.
-    fn failed(&mut self) -> bool {
-        self.failed_at(Instant::now())
-    }
-
-    fn failed_at(&mut self, now: Instant) -> bool {
-        let warn = self
-            .warned
-            .map_or(true, |at| now.duration_since(at) >= WARN_EVERY);
-        if warn {
-            self.warned = Some(now);
-        }
-        warn
-    }
-
-    async fn wait(&mut self) {
-        tokio::time::sleep(self.next_pause()).await;
-    }
-
-    fn next_pause(&mut self) -> Duration {
-        let pause = self.pause;
-        self.pause = (pause * 2).min(RETRY_PAUSE_MAX);
-        pause
-    }
-
-    /// Progress: the next failure waits the first pause again (warnings stay spaced).
-    fn succeeded(&mut self) {
-        self.pause = RETRY_PAUSE;
-    }
-}
-
 /// Whether a remote's refusal (its wire code) is final for this object (drop it) rather
 /// than transient (retry).
 fn is_rule_rejection(code: &str) -> bool {
@@ -159,7 +107,7 @@ pub(super) async fn drain(
 ) {
     let q = remote.shared.queue;
     let mut caught_up = Some(caught_up);
-    let mut retry = Backoff::default();
+    let mut retry = Backoff::new(RETRY_PAUSE, RETRY_PAUSE_MAX);
     loop {
         let entry = match local.publish_queue.first(q) {
             Ok(Some(e)) => e,
@@ -240,7 +188,7 @@ pub(super) async fn drain(
                 }
                 Err(err @ ClientError::Server { .. }) => {
                     if retry.failed() {
-                        slog::warn!(local.log, "remote cannot take an object now; will retry"; "remote" => remote.url(), "error" => %err, "retry_in_ms" => retry.pause.as_millis());
+                        slog::warn!(local.log, "remote cannot take an object now; will retry"; "remote" => remote.url(), "error" => %err, "retry_in_ms" => retry.pause().as_millis());
                     }
                     retry.wait().await;
                     break;
@@ -259,7 +207,7 @@ pub(super) async fn drain(
 async fn unreadable(local: &Local, remote: &RemoteHandle, e: &DaemonError, retry: &mut Backoff) {
     if retry.failed() {
         slog::warn!(local.log, "outbox entry cannot be read now; will retry";
-            "remote" => remote.url(), "error" => %e, "retry_in_ms" => retry.pause.as_millis());
+            "remote" => remote.url(), "error" => %e, "retry_in_ms" => retry.pause().as_millis());
     }
     retry.wait().await;
 }
@@ -300,30 +248,5 @@ fn refuse(
                 message: message.to_owned(),
             },
         );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retries_back_off_and_warn_once_in_a_while() {
-        let mut b = Backoff::default();
-        let t0 = Instant::now();
-        let pauses: Vec<u128> = (0..9).map(|_| b.next_pause().as_millis()).collect();
-        assert_eq!(
-            pauses,
-            [200, 400, 800, 1600, 3200, 6400, 10_000, 10_000, 10_000]
-        );
-        let secs = |s| t0 + Duration::from_secs(s);
-        assert!(b.failed_at(secs(0)));
-        assert!(!b.failed_at(secs(59)));
-        // Successes in between neither warn again early nor keep the long pause.
-        b.succeeded();
-        assert_eq!(b.next_pause(), RETRY_PAUSE);
-        assert!(!b.failed_at(secs(30)));
-        assert!(b.failed_at(secs(61)));
-        assert!(!b.failed_at(secs(62)));
     }
 }

@@ -19,7 +19,9 @@
 //! - [`daemon`]: [`daemon::DaemonHandle`] (the API the IPC layer calls) and
 //!   [`daemon::start`]; [`boot`]: storage, login, actor start-up and wiring (each actor gets
 //!   exactly its peers).
-//! - [`arbiters`]: the actix system thread and arbiters the actors run on.
+//! - [`arbiters`]: the actix system thread and arbiters the actors run on; [`backoff`]: the
+//!   retry pause and warning spacing of what keeps failing (the outbox drain, the account's
+//!   flushes).
 //! - [`object`] (a directory: the actor, its pushes, its sync with changes from elsewhere,
 //!   its registry): `ObjectActor`, one actix actor per live object (push coalescing, pull,
 //!   freeze, hold, delete), and the registry that finds it; [`push`]: its frame pipeline
@@ -60,6 +62,7 @@ pub mod account_lag;
 pub mod api;
 pub mod apps;
 pub mod arbiters;
+pub mod backoff;
 pub mod boot;
 pub mod commit;
 pub mod content;

@@ -11,11 +11,12 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{
-    received, Base, Ledger, ShareLimits, FLUSH_INTERVAL, LAG_FLUSH_INTERVAL, MAX_LAG,
-    MAX_ORPHAN_SHARES, REFRESH_INTERVAL,
+    received, Base, Ledger, ShareLimits, FLUSH_INTERVAL, FLUSH_RETRY_MAX, LAG_FLUSH_INTERVAL,
+    MAX_LAG, MAX_ORPHAN_SHARES, REFRESH_INTERVAL,
 };
 use crate::actors::account::{Account, AccountState, AppTokenBytes, OrphanShare, StoredSecret};
 use crate::actors::account_lag::FlushedCounters;
+use crate::actors::backoff::Backoff;
 use crate::actors::durable;
 use crate::actors::error::DaemonError;
 use crate::golix::{Ghid, Object, Policy, Secret};
@@ -46,6 +47,8 @@ impl Ledger {
             urgent: false,
             limits,
             due,
+            retry: Backoff::new(LAG_FLUSH_INTERVAL, FLUSH_RETRY_MAX),
+            retry_at: None,
             cleared_startup: HashSet::new(),
             log,
         }
@@ -168,15 +171,22 @@ impl Ledger {
         self.schedule_within(FLUSH_INTERVAL);
     }
 
-    /// Arranges a flush no sooner than `interval` after the last one (or keeps an earlier
-    /// one already arranged).
+    /// Arranges a flush no sooner than `interval` after the last one, nor before the retry
+    /// after a failure (or keeps an earlier one already arranged).
     fn schedule_within(&mut self, interval: Duration) {
         let now = Instant::now();
         let at = match self.last_flush {
             Some(t) if t + interval > now => t + interval,
             _ => now,
         };
+        let at = self.retry_at.map_or(at, |r| at.max(r));
         self.due = Some(self.due.map_or(at, |due| due.min(at)));
+    }
+
+    /// Whether an urgent flush is to run now: one is asked for, and no failed flush's retry
+    /// pause is running (then it waits for [`Ledger::due`], set to that retry).
+    pub(super) fn urgent_now(&self) -> bool {
+        self.urgent && self.retry_at.map_or(true, |r| r <= Instant::now())
     }
 
     /// Writes a new root frame if the state changed, and commits it locally and upstream.
@@ -210,7 +220,10 @@ impl Ledger {
             (account, objects)
         })
         .await
-        .map_err(|e| DaemonError::Account(format!("account flush task failed: {e}")))?;
+        .map_err(|e| {
+            slog::error!(self.log, "account flush task failed: the account is gone"; "error" => %e);
+            DaemonError::Account(format!("account flush task failed: {e}"))
+        })?;
         self.account = Some(account);
         self.last_flush = Some(Instant::now());
         let committed = match objects {
@@ -221,17 +234,30 @@ impl Ledger {
     }
 
     /// After a flush's root was committed, or not. Not: the state is still to be written
-    /// (the account is dirty again, and a flush is scheduled, at most one a second while
-    /// the storage keeps failing: each costs two signatures), so what an app was told failed
-    /// is flushed by its retry or later, never taken as written.
+    /// (the account is dirty again), so what an app was told failed is flushed by its retry
+    /// or later, never taken as written. The next flush of our own waits 1 s, doubling while
+    /// flushes keep failing up to [`FLUSH_RETRY_MAX`] (each costs two signatures, and some
+    /// causes last: a root grown past a remote's limit); a warning at the first failure,
+    /// then at most one a minute.
     fn committed(&mut self, r: Result<(), DaemonError>) -> Result<(), DaemonError> {
         if let Err(e) = r {
             if let Some(a) = self.account.as_mut() {
                 a.unflushed();
             }
-            self.schedule_within(LAG_FLUSH_INTERVAL);
+            let pause = self.retry.next_pause();
+            let retry_at = Instant::now() + pause;
+            self.retry_at = Some(retry_at);
+            self.due = Some(retry_at);
+            if self.retry.failed() {
+                slog::warn!(self.log, "account flush failed; will retry"; "error" => %e,
+                    "retry_in_s" => pause.as_secs());
+            }
             return Err(e);
         }
+        if self.retry_at.take().is_some() {
+            slog::info!(self.log, "account flush succeeded again");
+        }
+        self.retry.succeeded();
         self.flushed
             .extend(self.latest.iter().map(|(g, c)| (*g, *c)));
         self.shared
@@ -396,6 +422,13 @@ mod tests {
         Ghid::new(crate::golix::Algo::DUMMY, [tag; 64])
     }
 
+    fn stored() -> StoredSecret {
+        StoredSecret {
+            secret: Secret::random(),
+            container: ghid(8),
+        }
+    }
+
     #[test]
     fn a_set_startup_whose_flush_failed_is_still_to_be_written_and_its_retry_is_ok() {
         let mut l = ledger();
@@ -437,5 +470,35 @@ mod tests {
             l.clear_startup(token),
             Err(DaemonError::NotFound(_))
         ));
+    }
+
+    #[test]
+    fn failed_flushes_back_off_to_a_minute_and_start_over_after_a_success() {
+        let mut l = ledger();
+        let pause_after_failure = |l: &mut Ledger| {
+            let before = Instant::now();
+            failed_flush(l);
+            let pause = l.due.unwrap() - before;
+            assert!(!l.urgent_now(), "nor does an urgent flush run meanwhile");
+            pause
+        };
+        l.set_startup(AppTokenBytes([1; 16]), ghid(1)).unwrap();
+        let mut pauses = Vec::new();
+        for _ in 0..9 {
+            // Urgent (an object new to the account): it still waits for the retry.
+            l.record_secret(ghid(9), stored(), 1, None, None);
+            assert!(l.urgent);
+            pauses.push(pause_after_failure(&mut l).as_secs_f64().round() as u64);
+            // Edits meanwhile do not bring the retry forward.
+            let due = l.due;
+            l.schedule();
+            assert_eq!(l.due, due);
+        }
+        assert_eq!(pauses, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        flushed(&mut l);
+        assert!(l.retry_at.is_none());
+        l.set_startup(AppTokenBytes([1; 16]), ghid(1)).unwrap();
+        l.clear_startup(AppTokenBytes([1; 16])).unwrap();
+        assert_eq!(pause_after_failure(&mut l).as_secs_f64().round() as u64, 1);
     }
 }

@@ -14,7 +14,11 @@
 //! flushed state, ratchets forward along a frame's target vector: our frames reach back to
 //! the flushed secret's container (`FlushedCounters`, `account_lag.rs`, read by
 //! `commit::legroom`), so a stream of pushes costs an account flush (two signatures) per
-//! [`LAG_FLUSH_INTERVAL`] (or per [`MAX_LAG`] frames), not one every few frames.
+//! [`LAG_FLUSH_INTERVAL`] (or per [`MAX_LAG`] frames), not one every few frames. While
+//! flushes fail, the actor's own next one (urgent or not) waits 1 s, doubling up to
+//! [`FLUSH_RETRY_MAX`], back to 1 s after a success; the failure is a `warning` at once and
+//! then at most once a minute ([`super::backoff`]). A flush an app asks for still runs at
+//! once (its caller gets the error).
 //!
 //! Another machine of the user flushes the same root object. Before a flush, and when no
 //! known secret opens an object (then at most every [`REFRESH_INTERVAL`]), the actor
@@ -61,6 +65,7 @@ use tokio::time::Instant;
 
 use super::account::{Account, AppTokenBytes, OrphanShare, PendingShare, StoredSecret};
 use super::api::AppToken;
+use super::backoff::Backoff;
 use super::error::DaemonError;
 use super::local::Local;
 use super::upstream::Upstream;
@@ -84,6 +89,10 @@ pub const LAG_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 pub const MAX_LAG: u64 = 64;
 /// Shortest time between two refreshes from the remotes.
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
+/// After a failed flush the next one waits [`LAG_FLUSH_INTERVAL`], doubling while they keep
+/// failing up to this (each costs two signatures, and some causes last: a root grown past a
+/// remote's limit).
+pub const FLUSH_RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// The newest secret of `ghid` (frame `counter`); `api_id` for objects new to us.
 #[derive(Message)]
@@ -293,6 +302,11 @@ struct Ledger {
     limits: ShareLimits,
     /// An ordinary flush is due at this time.
     due: Option<Instant>,
+    /// While flushes fail: the pause before the next one (1 s doubling up to
+    /// [`FLUSH_RETRY_MAX`]) and the warnings' spacing.
+    retry: Backoff,
+    /// While flushes fail: no flush of our own (urgent or not) before this time.
+    retry_at: Option<Instant>,
     /// Tokens whose startup object was cleared since the last successful flush: clearing one
     /// again is the retry of an edit the app was told failed (see `Ledger::clear_startup`).
     cleared_startup: HashSet<AppTokenBytes>,
@@ -386,7 +400,7 @@ impl AccountActor {
         let Some(ledger) = &self.ledger else {
             return;
         };
-        if ledger.urgent {
+        if ledger.urgent_now() {
             if !self.flush_queued {
                 self.flush_queued = true;
                 ctx.notify(FlushDue);
@@ -405,7 +419,7 @@ impl AccountActor {
         let handle = ctx.run_later(wait, |act, ctx| {
             act.timer = None;
             match act.ledger.as_ref().and_then(|l| l.due) {
-                Some(due) if due <= Instant::now() => act.flush(ctx, log_failure),
+                Some(due) if due <= Instant::now() => act.flush(ctx, |_, _, _| {}),
                 _ => act.arm(ctx),
             }
         });
@@ -420,18 +434,13 @@ impl AccountActor {
     }
 }
 
-fn log_failure(r: Result<(), DaemonError>, act: &mut AccountActor, _: &mut Context<AccountActor>) {
-    if let (Err(e), Some(l)) = (r, &act.ledger) {
-        slog::error!(l.log, "account flush failed"; "error" => %e);
-    }
-}
-
 impl Handler<FlushDue> for AccountActor {
     type Result = ();
 
     fn handle(&mut self, _: FlushDue, ctx: &mut Context<Self>) {
         self.flush_queued = false;
-        self.flush(ctx, log_failure);
+        // A failure is logged by the ledger (spaced: see `Ledger::committed`).
+        self.flush(ctx, |_, _, _| {});
     }
 }
 
