@@ -89,6 +89,15 @@ async fn tokens_and_startup_objects_survive_reconnects_and_restarts() {
         (token, Some(obj.ghid))
     );
     app.link.deregister_startup().await.unwrap();
+    // A retry is ok; after another restart none is set: not_found.
+    app.link.deregister_startup().await.unwrap();
+    node.stop().await;
+    let node = Node::open(dir.path(), &[], 1, user_id).await;
+    let app = node.app().await;
+    assert_eq!(
+        app.link.register_token(Some(token)).await.unwrap(),
+        (token, None)
+    );
     let e = app.link.deregister_startup().await.unwrap_err();
     assert_eq!(kind(e), ErrorKind::NotFound);
     node.stop().await;

@@ -101,8 +101,8 @@ pub async fn register_startup(
     store.account.flush().await
 }
 
-/// Clears the startup object of `app`'s token (refused if none is set, unless the clear is
-/// the retry of one whose flush failed).
+/// Clears the startup object of `app`'s token (refused if none is set, unless this daemon
+/// cleared it and it was not set since: a retry).
 pub async fn deregister_startup(
     store: &Store,
     apps: &AppRegistry,

@@ -182,7 +182,7 @@ pub const OPS: &[OpSpec] = &[
         name: "deregister_startup",
         args: &[],
         result: "nil",
-        doc: "Clears the startup object of this session's token (`not_found` if none is set, unless a clear of it failed and this is its retry).",
+        doc: "Clears the startup object of this session's token (`not_found` if none is set, unless this daemon cleared it and it was not set since: a retry is ok, until the daemon restarts).",
     },
     OpSpec {
         name: "register_share_handler",

@@ -5,7 +5,7 @@
 //! this machine's unflushed changes carried over, and the bounds on received shares kept:
 //! see `received.rs`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -49,7 +49,7 @@ impl Ledger {
             due,
             retry: Backoff::new(LAG_FLUSH_INTERVAL, FLUSH_RETRY_MAX),
             retry_at: None,
-            cleared_startup: HashSet::new(),
+            cleared_startup: HashMap::new(),
             log,
         }
     }
@@ -81,6 +81,7 @@ impl Ledger {
                 "this token's startup object is {old}; deregister it first"
             ))),
             None => {
+                // Set again: a clear from now on is a new one.
                 self.cleared_startup.remove(&token);
                 self.edit(|st| st.startup.insert(token, ghid));
                 Ok(())
@@ -88,20 +89,20 @@ impl Ledger {
         }
     }
 
-    /// Clears `token`'s startup object: `not_found` if it has none, unless this machine
-    /// cleared it since the last successful flush (the retry of a clear whose flush failed;
-    /// the caller flushes).
+    /// Clears `token`'s startup object: `not_found` if it has none, unless this daemon
+    /// cleared it and it was not set since (a retry: of a clear whose flush failed, or whose
+    /// answer the app missed; the caller flushes). Not across a restart.
     pub(super) fn clear_startup(&mut self, token: AppTokenBytes) -> Result<(), DaemonError> {
         let st = self.state().ok_or(DaemonError::ShuttingDown)?;
-        if !st.startup.contains_key(&token) {
-            if self.cleared_startup.contains(&token) {
+        let Some(old) = st.startup.get(&token).copied() else {
+            if self.cleared_startup.contains_key(&token) {
                 return Ok(());
             }
             return Err(DaemonError::NotFound(
                 "a startup object for this token".into(),
             ));
-        }
-        self.cleared_startup.insert(token);
+        };
+        self.cleared_startup.insert(token, old);
         self.edit(|st| st.startup.remove(&token));
         Ok(())
     }
@@ -262,7 +263,6 @@ impl Ledger {
             .extend(self.latest.iter().map(|(g, c)| (*g, *c)));
         self.shared
             .flushed(self.latest.iter().map(|(g, c)| (*g, *c)));
-        self.cleared_startup.clear();
         Ok(())
     }
 
@@ -337,7 +337,7 @@ impl Ledger {
                 }
                 to.holds.extend(from.holds.iter().copied());
                 received::merge_received(from, to, &adopted);
-                let dropped = merge_app_state(from, to);
+                let dropped = merge_app_state(from, to, &self.cleared_startup);
                 forget.extend(received::unadopted_of(to, &dropped));
                 self.urgent = true;
                 true
@@ -357,14 +357,25 @@ impl Ledger {
 }
 
 /// Carries this machine's app registrations and shares over onto a newer account state:
-/// tokens, startup and private entries (ours win), pending and orphan shares (union). What this
-/// machine removed since its last flush may come back from the newer state: at worst a
-/// startup object or an orphan share is offered again. Returns the orphan shares dropped
-/// past [`MAX_ORPHAN_SHARES`].
-fn merge_app_state(from: &AccountState, to: &mut AccountState) -> Vec<OrphanShare> {
+/// tokens, startup and private entries (ours win), pending and orphan shares (union). A
+/// startup object this machine cleared (`cleared`: token and the object it cleared) stays
+/// cleared when the newer state still has that object (another one there was set since, on
+/// the other machine: it is kept). Other removals since our last flush may come back from
+/// the newer state: at worst an orphan share is offered again. Returns the orphan shares
+/// dropped past [`MAX_ORPHAN_SHARES`].
+fn merge_app_state(
+    from: &AccountState,
+    to: &mut AccountState,
+    cleared: &HashMap<AppTokenBytes, Ghid>,
+) -> Vec<OrphanShare> {
     to.tokens.extend(from.tokens.iter().copied());
     to.startup
         .extend(from.startup.iter().map(|(t, g)| (*t, *g)));
+    for (token, old) in cleared {
+        if !from.startup.contains_key(token) && to.startup.get(token) == Some(old) {
+            to.startup.remove(token);
+        }
+    }
     to.private
         .extend(from.private.iter().map(|(g, t)| (*g, *t)));
     for p in &from.pending_shares {
@@ -452,7 +463,7 @@ mod tests {
     }
 
     #[test]
-    fn a_clear_startup_whose_flush_failed_can_be_retried_then_not_found_once_flushed() {
+    fn a_clear_startup_can_be_retried_until_the_token_is_set_again() {
         let mut l = ledger();
         let token = AppTokenBytes([1; 16]);
         assert!(matches!(
@@ -465,11 +476,44 @@ mod tests {
         failed_flush(&mut l);
         assert!(l.account.as_ref().unwrap().is_dirty());
         l.clear_startup(token).unwrap();
+        // The background retry flushes before the app's retry comes: still ok.
         flushed(&mut l);
+        l.clear_startup(token).unwrap();
+        assert!(!l.account.as_ref().unwrap().is_dirty(), "nothing to write");
+        // Set again, then cleared and flushed: a second clear is again a retry; only a
+        // token that had none is not_found.
+        l.set_startup(token, ghid(2)).unwrap();
+        flushed(&mut l);
+        l.clear_startup(token).unwrap();
+        flushed(&mut l);
+        l.clear_startup(token).unwrap();
         assert!(matches!(
-            l.clear_startup(token),
+            l.clear_startup(AppTokenBytes([2; 16])),
             Err(DaemonError::NotFound(_))
         ));
+        assert_eq!(l.cleared_startup.len(), 1, "one entry per token");
+    }
+
+    #[test]
+    fn a_merge_does_not_bring_back_a_cleared_startup_object() {
+        let mut l = ledger();
+        let (t1, t2) = (AppTokenBytes([1; 16]), AppTokenBytes([2; 16]));
+        l.set_startup(t1, ghid(1)).unwrap();
+        l.set_startup(t2, ghid(2)).unwrap();
+        flushed(&mut l);
+        // The other machine's newer root: written before it saw our clears, except that it
+        // set t2's startup object anew.
+        let mut newer = l.state().unwrap().clone();
+        newer.startup.insert(t2, ghid(3));
+        l.clear_startup(t1).unwrap();
+        l.clear_startup(t2).unwrap();
+        merge_app_state(l.state().unwrap(), &mut newer, &l.cleared_startup);
+        assert_eq!(newer.startup.get(&t1), None, "our clear stands");
+        assert_eq!(
+            newer.startup.get(&t2),
+            Some(&ghid(3)),
+            "their later set too"
+        );
     }
 
     #[test]

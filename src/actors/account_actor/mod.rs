@@ -54,7 +54,7 @@
 //!
 //! Calls: `Account::flush`/`open`, [`super::durable::commit`], [`Upstream`] fetches.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -141,8 +141,8 @@ pub struct SetStartup {
     pub ghid: Ghid,
 }
 
-/// Clears a token's startup object (`not_found` if it has none, unless it was cleared since
-/// the last successful flush: the retry of a clear whose flush failed).
+/// Clears a token's startup object (`not_found` if it has none, unless this daemon cleared it
+/// and it was not set since: a retry).
 #[derive(Message)]
 #[rtype(result = "Result<(), DaemonError>")]
 pub struct ClearStartup(pub AppTokenBytes);
@@ -307,9 +307,11 @@ struct Ledger {
     retry: Backoff,
     /// While flushes fail: no flush of our own (urgent or not) before this time.
     retry_at: Option<Instant>,
-    /// Tokens whose startup object was cleared since the last successful flush: clearing one
-    /// again is the retry of an edit the app was told failed (see `Ledger::clear_startup`).
-    cleared_startup: HashSet<AppTokenBytes>,
+    /// Tokens whose startup object this daemon cleared (and what it was), until the token's
+    /// next `set_startup`: clearing one again is a retry, ok (see `Ledger::clear_startup`),
+    /// and another machine's root still carrying that object does not bring it back (see
+    /// `merge_app_state`). At most one entry per token.
+    cleared_startup: HashMap<AppTokenBytes, Ghid>,
     log: slog::Logger,
 }
 
