@@ -44,15 +44,14 @@ pub async fn register_token(
     }
     match token.filter(|t| *t != NO_TOKEN) {
         None => {
-            let token = store
-                .account
-                .ask(account::NewToken)
-                .await?
-                .ok_or(DaemonError::ShuttingDown)?;
+            let token = store.account.ask(account::NewToken).await??;
             // The app keeps this token across restarts: make it durable before handing it out.
             // Bound to the session only then: after a failed flush the app's retry gets a new
-            // token (the unused one stays in the account, known to nobody).
-            store.account.flush().await?;
+            // token, and this one, known to nobody, leaves the account.
+            if let Err(e) = store.account.flush().await {
+                store.account.tell(account::DropToken(AppTokenBytes(token)));
+                return Err(e);
+            }
             apps.set_token(app, token)?;
             Ok((token, None))
         }

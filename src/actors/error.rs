@@ -48,6 +48,10 @@ pub enum DaemonError {
     /// its `hello`): refused before anything is committed.
     #[error("too large: {0}")]
     TooLarge(String),
+    /// A bound of ours is reached (a count the daemon keeps at most, see the README's limits
+    /// table): the same request may succeed once something is freed.
+    #[error("limit: {0}")]
+    Limit(String),
     #[error("account: {0}")]
     Account(String),
     #[error("storage: {0}")]
@@ -99,6 +103,7 @@ impl DaemonError {
             DaemonError::UnavailableUpstream(_) => "unavailable_upstream",
             DaemonError::BadArgs(_) => "bad_args",
             DaemonError::TooLarge(_) => "too_large",
+            DaemonError::Limit(_) => "limit",
             DaemonError::Account(_) => "account",
             DaemonError::Storage(_) | DaemonError::Corrupt(_) => "storage",
             DaemonError::ShuttingDown => "shutting_down",

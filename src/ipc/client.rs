@@ -66,6 +66,7 @@ pub enum ErrorKind {
     UnknownSecret,
     UnavailableUpstream,
     ShuttingDown,
+    Limit,
     Other,
 }
 
@@ -90,6 +91,7 @@ impl ErrorKind {
             "unknown_secret" => ErrorKind::UnknownSecret,
             "unavailable_upstream" => ErrorKind::UnavailableUpstream,
             "shutting_down" => ErrorKind::ShuttingDown,
+            codes::LIMIT => ErrorKind::Limit,
             _ => ErrorKind::Other,
         }
     }

@@ -170,7 +170,7 @@ pub const OPS: &[OpSpec] = &[
         name: "register_token",
         args: &[opt("token", "bin or nil", ArgDefault::Nil)],
         result: "{token, startup}",
-        doc: "Binds an app token (16 bytes) to this session: nil (or all zeros) issues a new one, else a known one (`unknown_token`; `token_in_use` while another session holds it; `already_set` if this session has one; a new token that could not be stored is not bound, so a retry issues another). `startup`: the token's startup ghid or nil.",
+        doc: "Binds an app token (16 bytes) to this session: nil (or all zeros) issues a new one, else a known one (`unknown_token`; `token_in_use` while another session holds it; `already_set` if this session has one; a new token that could not be stored is not bound nor kept, so a retry issues another; `limit` when the account has 4096 tokens). `startup`: the token's startup ghid or nil.",
     },
     OpSpec {
         name: "register_startup",

@@ -5,28 +5,28 @@ use actix::prelude::*;
 
 use super::received;
 use super::{
-    AccountActor, AddPending, ClearStartup, CopyPrivate, DropPending, KeepOrphan, MakePublic,
-    NewToken, PrivateTo, SetPrivate, SetStartup, TakeOrphans, TakePending, TokenStartup,
-    MAX_ORPHAN_SHARES,
+    AccountActor, AddPending, ClearStartup, CopyPrivate, DropPending, DropToken, KeepOrphan,
+    MakePublic, NewToken, PrivateTo, SetPrivate, SetStartup, TakeOrphans, TakePending,
+    TokenStartup, MAX_ORPHAN_SHARES,
 };
-use crate::actors::account::{AppTokenBytes, OrphanShare};
-use crate::actors::api::NO_TOKEN;
+use crate::actors::account::OrphanShare;
+use crate::actors::api::AppToken;
 use crate::actors::error::DaemonError;
 
 impl Handler<NewToken> for AccountActor {
-    type Result = MessageResult<NewToken>;
+    type Result = Result<AppToken, DaemonError>;
 
     fn handle(&mut self, _: NewToken, ctx: &mut Context<Self>) -> Self::Result {
-        let token = self.with(ctx, |l| {
-            l.edit(|st| loop {
-                let t = AppTokenBytes(rand::random());
-                if t.0 != NO_TOKEN && !st.tokens.contains(&t) {
-                    st.tokens.insert(t);
-                    return t.0;
-                }
-            })
-        });
-        MessageResult(token.flatten())
+        let token = self.with(ctx, |l| l.new_token());
+        token.unwrap_or(Err(DaemonError::ShuttingDown))
+    }
+}
+
+impl Handler<DropToken> for AccountActor {
+    type Result = ();
+
+    fn handle(&mut self, m: DropToken, ctx: &mut Context<Self>) {
+        self.with(ctx, |l| l.drop_token(m.0));
     }
 }
 

@@ -12,10 +12,11 @@ use tokio::time::Instant;
 
 use super::{
     received, Base, Ledger, ShareLimits, FLUSH_INTERVAL, FLUSH_RETRY_MAX, LAG_FLUSH_INTERVAL,
-    MAX_LAG, MAX_ORPHAN_SHARES, REFRESH_INTERVAL,
+    MAX_LAG, MAX_ORPHAN_SHARES, MAX_TOKENS, REFRESH_INTERVAL,
 };
 use crate::actors::account::{Account, AccountState, AppTokenBytes, OrphanShare, StoredSecret};
 use crate::actors::account_lag::FlushedCounters;
+use crate::actors::api::{AppToken, NO_TOKEN};
 use crate::actors::backoff::Backoff;
 use crate::actors::durable;
 use crate::actors::error::DaemonError;
@@ -64,6 +65,32 @@ impl Ledger {
         let r = f(a.state_mut());
         self.schedule();
         Some(r)
+    }
+
+    /// Mints a new app token into the account (`limit` when it has [`MAX_TOKENS`]).
+    pub(super) fn new_token(&mut self) -> Result<AppToken, DaemonError> {
+        let st = self.state().ok_or(DaemonError::ShuttingDown)?;
+        if st.tokens.len() >= MAX_TOKENS {
+            return Err(DaemonError::Limit(format!(
+                "the account has {MAX_TOKENS} app tokens, the most it keeps"
+            )));
+        }
+        self.edit(|st| loop {
+            let t = AppTokenBytes(rand::random());
+            if t.0 != NO_TOKEN && !st.tokens.contains(&t) {
+                st.tokens.insert(t);
+                return t.0;
+            }
+        })
+        .ok_or(DaemonError::ShuttingDown)
+    }
+
+    /// Removes `token`, minted by [`Ledger::new_token`], whose flush failed: nobody was
+    /// given it, so it has no startup or private object.
+    pub(super) fn drop_token(&mut self, token: AppTokenBytes) {
+        if self.state().is_some_and(|st| st.tokens.contains(&token)) {
+            self.edit(|st| st.tokens.remove(&token));
+        }
     }
 
     /// Sets `token`'s startup object. The one it has already is ok (the caller flushes: an
@@ -544,5 +571,27 @@ mod tests {
         l.set_startup(AppTokenBytes([1; 16]), ghid(1)).unwrap();
         l.clear_startup(AppTokenBytes([1; 16])).unwrap();
         assert_eq!(pause_after_failure(&mut l).as_secs_f64().round() as u64, 1);
+    }
+
+    #[test]
+    fn tokens_are_bounded_and_a_dropped_one_leaves_the_account() {
+        let mut l = ledger();
+        let t = l.new_token().unwrap();
+        assert!(l.state().unwrap().tokens.contains(&AppTokenBytes(t)));
+        // Its flush failed: dropped, the account holds what it held before.
+        l.drop_token(AppTokenBytes(t));
+        assert_eq!(l.state().unwrap().tokens.len(), 1);
+        let st = l.account.as_mut().unwrap().state_mut();
+        st.tokens.extend((0..MAX_TOKENS as u32 - 1).map(|i| {
+            let mut b = [9; 16];
+            b[..4].copy_from_slice(&i.to_be_bytes());
+            AppTokenBytes(b)
+        }));
+        assert_eq!(l.state().unwrap().tokens.len(), MAX_TOKENS);
+        let e = l.new_token().unwrap_err();
+        assert_eq!(e.code(), "limit", "{e}");
+        assert_eq!(l.state().unwrap().tokens.len(), MAX_TOKENS);
+        l.drop_token(AppTokenBytes([1; 16]));
+        l.new_token().unwrap();
     }
 }

@@ -36,7 +36,7 @@
 //! Messages (typed, one `Handler` each): from objects and commits [`RecordSecret`],
 //! [`RecordHold`], [`MakePublic`], [`CopyPrivate`], [`Lookup`], [`Refresh`]; from the GC
 //! [`Forget`]; from `dispatch` (app tokens, startup and private objects, orphan shares)
-//! [`NewToken`], [`TokenStartup`], [`SetStartup`], [`ClearStartup`], [`SetPrivate`],
+//! [`NewToken`], [`DropToken`], [`TokenStartup`], [`SetStartup`], [`ClearStartup`], [`SetPrivate`],
 //! [`PrivateTo`], [`TakeOrphans`], [`KeepOrphan`], [`Flush`]; from sharing [`AddPending`],
 //! [`TakePending`], [`DropPending`], [`AdmitShare`]; from `DaemonHandle`, `dispatch` and
 //! sharing [`Adopt`]; from `DaemonHandle` [`Stop`] (final flush).
@@ -122,10 +122,20 @@ pub struct Forget(pub Ghid);
 #[rtype(result = "Vec<StoredSecret>")]
 pub struct Lookup(pub Ghid);
 
-/// A new app token, registered in the account.
+/// A new app token, registered in the account (`limit` past [`MAX_TOKENS`]).
 #[derive(Message)]
-#[rtype(result = "Option<AppToken>")]
+#[rtype(result = "Result<AppToken, DaemonError>")]
 pub struct NewToken;
+
+/// Drops a token [`NewToken`] minted whose flush failed (its app never got it: the retry
+/// mints another), so failures do not grow the account.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DropToken(pub AppTokenBytes);
+
+/// Most app tokens the account keeps: each is in the account root, which every flush
+/// signs and every remote stores, and apps can ask for new ones at will.
+pub const MAX_TOKENS: usize = 4096;
 
 /// `None` for an unknown token, else its startup object.
 #[derive(Message)]
