@@ -257,17 +257,28 @@ fn enqueue(deferred: &mut VecDeque<Exclusive>, op: Exclusive) {
                 _ => None,
             });
             match last {
-                Some((old, old_syncs)) if new.0.counter < old.0.counter => old_syncs.extend(syncs),
+                Some((old, old_syncs)) if new.0.counter < old.0.counter => {
+                    add_syncs(old_syncs, syncs)
+                }
                 Some((old, old_syncs))
                     if covers(&new.0, &old.0) || waiting >= MAX_WAITING_PULLS =>
                 {
                     *old = new;
-                    old_syncs.extend(syncs);
+                    add_syncs(old_syncs, syncs);
                 }
                 _ => deferred.push_back(Exclusive::Pulled(new, syncs)),
             }
         }
         op => deferred.push_back(op),
+    }
+}
+
+/// Adds `syncs` to `to`, each once (one sync may pull the same frame from two remotes).
+fn add_syncs(to: &mut Vec<SyncId>, syncs: Vec<SyncId>) {
+    for s in syncs {
+        if !to.contains(&s) {
+            to.push(s);
+        }
     }
 }
 
@@ -696,7 +707,10 @@ mod tests {
         let mut q = VecDeque::new();
         enqueue(&mut q, pulled(2, Some(7)));
         enqueue(&mut q, pulled(1, Some(8))); // older: dropped
+        enqueue(&mut q, pulled(2, Some(7))); // the same sync, from another remote: once
+        enqueue(&mut q, pulled(1, Some(8)));
         enqueue(&mut q, pulled(3, None)); // newer: takes its place
+        enqueue(&mut q, pulled(3, Some(8)));
         let (tx, _rx) = oneshot::channel();
         enqueue(&mut q, Exclusive::Settled(7, tx));
         assert_eq!(counters(&q), ["pulled 3", "other"]);
