@@ -171,3 +171,68 @@ async fn a_delete_a_tracker_did_not_hear_of_reaches_it_at_its_catch_up() {
     d2.shutdown().await.unwrap();
     p.stop();
 }
+
+/// Large outbox entries (spilled to `state/large/`) whose directory is an empty one at the
+/// next start, as when it is a mount point not mounted yet: the daemon starts, keeps every
+/// entry (none is taken for corrupt and dropped), and sends them once the directory is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn large_outbox_entries_survive_a_start_without_their_spill_directory() {
+    let pdir = tempfile::tempdir().unwrap();
+    let (d1_dir, d2_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let p = Persister::start(Some(pdir.path().join("ghidcache")), None);
+    let (url, addr) = (p.url.clone(), p.addr);
+    let d1 = create(d1_dir.path(), &[&url], 1).await;
+    let account = ids(&d1);
+    let (a, _) = app(&d1);
+    let x = d1
+        .new_object(a, b"small".to_vec(), None, true, false)
+        .await
+        .unwrap()
+        .ghid;
+    drained(&d1).await;
+    let first = p.frame_counter(&x).expect("x on the remote");
+
+    // Offline, a push too large for sled: its container's outbox entry is a file.
+    p.stop();
+    let big = vec![7u8; 64 * 1024];
+    d1.push(a, x, big.clone(), None).await.unwrap();
+    d1.shutdown().await.unwrap();
+    drop(d1);
+    let large = d1_dir.path().join("state").join("large");
+    let files = std::fs::read_dir(&large).unwrap().count();
+    assert!(files >= 2, "a spilled entry and the marker: {files}");
+
+    // Started with an empty directory in its place, the remote back: nothing is sent, and
+    // nothing is lost.
+    let real = d1_dir.path().join("large.unmounted");
+    std::fs::rename(&large, &real).unwrap();
+    std::fs::create_dir(&large).unwrap();
+    let p = Persister::start(Some(pdir.path().join("ghidcache")), Some(addr));
+    let d1 = open(d1_dir.path(), &[&url], account, 1, "correct horse")
+        .await
+        .expect("starts without its spill directory");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let pending: usize = d1.outbox_pending().iter().map(|(_, n)| n).sum();
+    assert!(pending >= 2, "the frame and its container wait: {pending}");
+    assert_eq!(p.frame_counter(&x), Some(first));
+    assert_eq!(std::fs::read_dir(&large).unwrap().count(), 0);
+    d1.shutdown().await.unwrap();
+    drop(d1);
+
+    // Mounted again: the outbox drains, and another machine reads the large state.
+    std::fs::remove_dir(&large).unwrap();
+    std::fs::rename(&real, &large).unwrap();
+    let d1 = open(d1_dir.path(), &[&url], account, 1, "correct horse")
+        .await
+        .unwrap();
+    drained(&d1).await;
+    assert_eq!(p.frame_counter(&x), Some(first + 1));
+    let d2 = open(d2_dir.path(), &[&url], account, 1, "correct horse")
+        .await
+        .unwrap();
+    let (b, _) = app(&d2);
+    get_until(&d2, b, x, &big).await;
+    d1.shutdown().await.unwrap();
+    d2.shutdown().await.unwrap();
+    p.stop();
+}
