@@ -1,12 +1,13 @@
-//! # The persister's sled store behind a write-ahead log
+//! # sled trees behind a write-ahead log (the persister's store, the daemon's object cache and
+//! vault)
 //!
 //! Why: sled 0.34 writes each IO buffer on its own thread pool, whose every job wakes all
 //! seven idle pool threads one after the other, and a transaction writes two buffers, a
 //! flush one more, each followed by a `sync_file_range`. A publish (two transactions and a
 //! flush) cost 25 thread switches and four syncs before it could be acknowledged.
 //!
-//! So a [`WriteSet`](super::WriteSet) of the persister's store becomes durable in the
-//! store's own [`Wal`] (one write and one `fdatasync` per group commit, on the flusher
+//! So a [`WriteSet`](super::WriteSet) of a logged sled store (or a change of a
+//! [`LoggedTree`](super::LoggedTree)) becomes durable in its own [`Wal`] (one write and one `fdatasync` per group commit, on the flusher
 //! thread) and visible at once in an in-memory overlay that every read consults before sled.
 //! A background thread ("hgx-sled-log") moves the overlay into sled: it retires the current
 //! log file, applies everything the overlay held in one sled transaction, flushes sled, and
@@ -17,18 +18,18 @@
 //! and enter the overlay under one lock; sled only ever receives them inside a transaction.
 //!
 //! Bounds: the overlay being filled is moved to sled once it holds [`MOVE_AT`] bytes or
-//! `move_every` ([`MOVE_EVERY`] unless configured, `server.wal_move_ms`) after its first
+//! `move_every` ([`MOVE_EVERY`] unless configured: the persister's `server.wal_move_ms`) after its first
 //! write; an apply waits (at most [`ROOM_WAIT`]) while it holds [`OVERLAY_MAX`] bytes, so the
 //! overlay holds at most about twice that (bytes counted with [`ENTRY_OVERHEAD`] per entry).
 //! The layer being moved is applied to sled outside the overlay's lock: reads and applies go
 //! on meanwhile, reads still finding it in the overlay until sled has it.
 //!
-//! Failures are logged to the persister's log: a failed move as a warning (once per streak of
+//! Failures are logged to the owner's log: a failed move as a warning (once per streak of
 //! failures, then once a minute; the next round retries it whole), a poisoned log as an error
-//! (once; every later publish fails with `storage`).
+//! (once; every later write through it fails with `storage` until the process restarts).
 //!
 //! Owns: the overlay and the mover thread. Calls: [`super::wal`], sled, the sled gate.
-//! Used by the sled store ([`super::SledStore::open_logged`]).
+//! Used by the sled store ([`super::SledStore::open_logged`]) and [`super::LoggedTree`].
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -49,7 +50,7 @@ use crate::persist::PersistError;
 pub const MOVE_AT: usize = 4 << 20;
 /// … or this long after its first write (each move costs sled's thread-pool wakeups, a
 /// sled flush and a directory sync, competing with the log's own syncs for the disk). The
-/// default of `server.wal_move_ms`.
+/// default of `server.wal_move_ms`, and the daemon's period.
 pub const MOVE_EVERY: Duration = Duration::from_secs(5);
 /// The shortest move period accepted (`server.wal_move_ms`; tests use it to move often).
 pub const MOVE_EVERY_MIN: Duration = Duration::from_millis(10);
