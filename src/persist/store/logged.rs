@@ -57,6 +57,9 @@ pub const MOVE_EVERY_MIN: Duration = Duration::from_millis(10);
 /// Bytes counted per overlay entry besides its key and value: the B-tree node's share and
 /// the two `Vec` headers.
 pub const ENTRY_OVERHEAD: usize = 64;
+/// How long the mover sleeps while nothing waits to move (it also checks for a poisoned log
+/// then).
+const IDLE_WAIT: Duration = Duration::from_secs(60);
 /// A failed move is logged again after this long while the failures go on.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 /// An apply waits while the overlay being filled holds this many bytes.
@@ -277,8 +280,10 @@ impl Logged {
             if ov.active_bytes < OVERLAY_MAX {
                 self.wal.append(&ops).map_err(storage)?;
                 ov.active_bytes += merge(&mut ov.active, ops);
+                let first = ov.active_since.is_none();
                 ov.active_since.get_or_insert_with(Instant::now);
-                if ov.active_bytes >= MOVE_AT {
+                if first || ov.active_bytes >= MOVE_AT {
+                    // The first write sets the mover's deadline.
                     self.kick();
                 }
                 return Ok(());
@@ -347,6 +352,20 @@ impl Logged {
         self.wal.prepare_next().map_err(storage)
     }
 
+    /// How long the mover may sleep: until the overlay being filled is due, a retry of a
+    /// failed move, or (nothing waiting) [`IDLE_WAIT`]: an idle daemon's mover does not wake
+    /// several times a second for nothing. The first write into an empty overlay kicks it.
+    fn next_wait(&self, period: Duration) -> Duration {
+        let ov = self.read();
+        if ov.moving_through.is_some() {
+            return period / 8;
+        }
+        match ov.active_since {
+            Some(t) => period.saturating_sub(t.elapsed()).max(MOVE_EVERY_MIN),
+            None => IDLE_WAIT,
+        }
+    }
+
     /// Whether the overlay being filled is due to move.
     fn due(&self) -> bool {
         let ov = self.read();
@@ -413,16 +432,21 @@ impl Reporter {
     }
 }
 
-/// The mover: every `period` / 8 and when kicked, moves a due overlay into sled.
+/// The mover: when kicked and when the overlay being filled is due (see
+/// [`Logged::next_wait`]), moves a due overlay into sled.
 fn run_mover(logged: Weak<Logged>, signal: Arc<(Mutex<Signal>, Condvar)>, period: Duration) {
     let mut report = Reporter::default();
     loop {
+        // Not holding the log while waiting: its drop stops this thread.
+        let Some(wait) = logged.upgrade().map(|l| l.next_wait(period)) else {
+            return;
+        };
         {
             let mut s = lock(&signal.0);
             if !s.stop && !s.kick {
                 s = signal
                     .1
-                    .wait_timeout(s, period / 8)
+                    .wait_timeout(s, wait)
                     .unwrap_or_else(|e| e.into_inner())
                     .0;
             }
