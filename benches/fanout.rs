@@ -166,9 +166,9 @@ struct Args {
     /// Threads holding the subscribers.
     #[arg(long, default_value_t = 2)]
     client_threads: usize,
-    /// Persister level: the persister in this process (thread), as this build's
-    /// `hgx-persister` binary (child), or in process unless N connections' two ends would
-    /// exceed RLIMIT_NOFILE (auto). The daemon level always runs it in process.
+    /// The persister in this process (thread) or as this build's `hgx-persister` binary
+    /// (child); auto: at the persister level in process unless N connections' two ends
+    /// would exceed RLIMIT_NOFILE, at the daemon level in process.
     #[arg(long, value_enum, default_value = "auto")]
     persister_process: persister::Placement,
     /// Persister HTTP workers (0 = one per core).
@@ -505,8 +505,14 @@ fn run_persister(ctx: &mut Ctx, n: usize, mode: Mode) -> Result<RunResult, Strin
 
 fn run_daemon(ctx: &mut Ctx, n: usize, mode: Mode) -> Result<RunResult, String> {
     let shared = Arc::new(Shared::new(mode.updates()));
-    let p =
-        persister::PersisterProc::start(ctx.args.workers, ctx.args.ghidcache == Ghidcache::Disk)?;
+    let on_disk = ctx.args.ghidcache == Ghidcache::Disk;
+    // As a child, the persister's own work (and sled's I/O pool, global to a process) is
+    // not in the daemons' process.
+    let p = if ctx.persister_child {
+        persister::PersisterProc::spawn(ctx.args.workers, on_disk)?
+    } else {
+        persister::PersisterProc::start(ctx.args.workers, on_disk)?
+    };
     let dirs = match ctx.args.ghidcache {
         Ghidcache::Disk => tempfile::tempdir(),
         Ghidcache::Tmpfs => tempfile::tempdir_in("/dev/shm"),

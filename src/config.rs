@@ -127,6 +127,9 @@ pub struct ProcessSection {
     pub max_unadopted_shares_per_sharer: usize,
     /// The same from all other users together. Default 1024.
     pub max_unadopted_shares: usize,
+    /// Milliseconds the write-ahead logs of the object cache and the state collect writes
+    /// (unless 4 MiB come first) before they move into sled in one transaction; at least 10.
+    pub wal_move_ms: u64,
 }
 
 impl Default for ProcessSection {
@@ -142,6 +145,8 @@ impl Default for ProcessSection {
             ipc_max_apps: crate::ipc::server::DEFAULT_MAX_APPS,
             max_unadopted_shares_per_sharer: crate::actors::account_actor::MAX_UNADOPTED_PER_SHARER,
             max_unadopted_shares: crate::actors::account_actor::MAX_UNADOPTED_SHARES,
+            // = persist::store::WAL_MOVE_EVERY.
+            wal_move_ms: 5000,
         }
     }
 }

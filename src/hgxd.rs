@@ -429,6 +429,7 @@ pub async fn run(mut args: RunArgs) -> Result<(), RunError> {
             per_sharer: cfg.process.max_unadopted_shares_per_sharer,
             total: cfg.process.max_unadopted_shares,
         },
+        wal_move_every: std::time::Duration::from_millis(cfg.process.wal_move_ms),
         login,
     };
     let daemon = daemon::start_with_log(opts, log.new(o!("part" => "daemon"))).await?;

@@ -76,6 +76,7 @@ impl DaemonProc {
                         remotes: vec![remote.into()],
                         cache_capacity: hypergolix::config::DEFAULT_DAEMON_CACHE,
                         share_limits: Default::default(),
+                        wal_move_every: hypergolix::persist::store::WAL_MOVE_EVERY,
                         login,
                     };
                     let d = match daemon::start_with_log(opts, hypergolix::logging::discard()).await

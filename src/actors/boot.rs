@@ -39,7 +39,7 @@ use super::share::{ShareHandle, SharePeers};
 use super::upstream::Upstream;
 use super::vault::Vault;
 use crate::golix::{Geoc, Ghid, Gobd, Object, Policy, SecondParty};
-use crate::persist::store::{sled_gate, LoggedTree, WAL_MOVE_EVERY};
+use crate::persist::store::{sled_gate, LoggedTree};
 use crate::persist::{Archive, PersistError, Status};
 
 /// The vault's tree name.
@@ -59,7 +59,7 @@ pub(super) async fn boot(opts: DaemonOptions, log: slog::Logger) -> Result<Daemo
     // instead of a sled flush (sled writes each flush's buffer on its I/O pool, and every
     // job there wakes all of its idle threads).
     let archive = retry_locked(|| {
-        Archive::open_logged(&objects, cache, WAL_MOVE_EVERY, log.clone())
+        Archive::open_logged(&objects, cache, opts.wal_move_every, log.clone())
             .map_err(DaemonError::from)
     })
     .await?;
@@ -73,7 +73,7 @@ pub(super) async fn boot(opts: DaemonOptions, log: slog::Logger) -> Result<Daemo
         &db,
         VAULT_TREE,
         &state.join("wal"),
-        WAL_MOVE_EVERY,
+        opts.wal_move_every,
         log.clone(),
     )?;
     let (account, created, root_secret) = match opts.login {

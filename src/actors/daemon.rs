@@ -60,6 +60,9 @@ pub struct DaemonOptions {
     /// Bounds on the shares received from other users that no app adopted yet (the
     /// `process.max_unadopted_shares*` config keys).
     pub share_limits: ShareLimits,
+    /// How long the write-ahead logs of `objects` and `state` collect writes before they
+    /// move into sled (`process.wal_move_ms`; `persist::store::WAL_MOVE_EVERY` by default).
+    pub wal_move_every: Duration,
     pub login: Login,
 }
 

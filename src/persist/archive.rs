@@ -210,15 +210,10 @@ impl Archive {
         Archive::with_store(Arc::new(SledStore::open(path)?))
     }
 
-    /// [`Archive::open`] with a sled page cache of `cache_capacity` bytes.
-    pub fn open_with_cache(path: &Path, cache_capacity: u64) -> Result<Archive, PersistError> {
-        Archive::with_store(Arc::new(SledStore::open_with_cache(path, cache_capacity)?))
-    }
-
-    /// [`Archive::open_with_cache`] with the write-ahead log in front of sled (the
-    /// persister's store: a group commit is one `fdatasync` of the log, sled is written in
-    /// the background, at least every `move_every`; see `SledStore::open_logged`). The
-    /// log's failures go to `log`.
+    /// The sled ghidcache at `path` (a page cache of `cache_capacity` bytes) behind its
+    /// write-ahead log (the persister's store and the daemon's object cache: a group commit
+    /// is one `fdatasync` of the log, sled is written in the background, at least every
+    /// `move_every`; see `SledStore::open_logged`). The log's failures go to `log`.
     pub fn open_logged(
         path: &Path,
         cache_capacity: u64,

@@ -179,14 +179,15 @@ pub struct Daemon {
 const KILLED_TAIL: usize = 60;
 
 impl Daemon {
-    /// Creates the home and starts `hgxd` (which creates the account).
+    /// Creates the home and starts `hgxd` (which creates the account). Its write-ahead logs
+    /// move into sled every 20 ms (`wal_move_ms`), so that kills land mid-move too.
     pub async fn start(identity: usize, persister_port: u16) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("hypergolix.yml"),
             format!(
                 "process:\n  ghidcache: ./ghidcache\n  logdir: ./logs\n  pid_file: ./hgxd.pid\n  \
-                 ipc_port: 0\ninstrumentation:\n  verbosity: info\n\
+                 ipc_port: 0\n  wal_move_ms: 20\ninstrumentation:\n  verbosity: info\n\
                  remotes:\n  - host: 127.0.0.1\n    port: {persister_port}\n    tls: false\n\
                  user:\n  scrypt:\n    log_n: 10\n    r: 8\n    p: 1\n"
             ),

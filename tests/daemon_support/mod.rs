@@ -118,6 +118,7 @@ pub async fn create(dir: &std::path::Path, remotes: &[&str], n: usize) -> Daemon
         remotes: remotes.iter().map(|s| (*s).into()).collect(),
         cache_capacity: hypergolix::config::DEFAULT_DAEMON_CACHE,
         share_limits: Default::default(),
+        wal_move_every: hypergolix::persist::store::WAL_MOVE_EVERY,
         login: Login::Create {
             identity: common::fixture(n),
             root_secret: secret(n, "correct horse"),
@@ -150,6 +151,7 @@ pub async fn open(
         remotes: remotes.iter().map(|s| (*s).into()).collect(),
         cache_capacity: hypergolix::config::DEFAULT_DAEMON_CACHE,
         share_limits: Default::default(),
+        wal_move_every: hypergolix::persist::store::WAL_MOVE_EVERY,
         login: Login::Open {
             user_id: ids.0,
             fingerprint: ids.1,

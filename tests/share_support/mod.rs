@@ -185,6 +185,7 @@ impl Node {
             remotes: remotes.iter().map(|s| (*s).into()).collect(),
             cache_capacity: hypergolix::config::DEFAULT_DAEMON_CACHE,
             share_limits,
+            wal_move_every: hypergolix::persist::store::WAL_MOVE_EVERY,
             login,
         };
         let daemon = daemon::start_with_log(opts, log(&format!("fixture{n}")))

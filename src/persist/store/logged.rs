@@ -1,12 +1,13 @@
-//! # The persister's sled store behind a write-ahead log
+//! # sled trees behind a write-ahead log (the persister's store, the daemon's object cache and
+//! vault)
 //!
 //! Why: sled 0.34 writes each IO buffer on its own thread pool, whose every job wakes all
 //! seven idle pool threads one after the other, and a transaction writes two buffers, a
 //! flush one more, each followed by a `sync_file_range`. A publish (two transactions and a
 //! flush) cost 25 thread switches and four syncs before it could be acknowledged.
 //!
-//! So a [`WriteSet`](super::WriteSet) of the persister's store becomes durable in the
-//! store's own [`Wal`] (one write and one `fdatasync` per group commit, on the flusher
+//! So a [`WriteSet`](super::WriteSet) of a logged sled store (or a change of a
+//! [`LoggedTree`](super::LoggedTree)) becomes durable in its own [`Wal`] (one write and one `fdatasync` per group commit, on the flusher
 //! thread) and visible at once in an in-memory overlay that every read consults before sled.
 //! A background thread ("hgx-sled-log") moves the overlay into sled: it retires the current
 //! log file, applies everything the overlay held in one sled transaction, flushes sled, and
@@ -17,18 +18,18 @@
 //! and enter the overlay under one lock; sled only ever receives them inside a transaction.
 //!
 //! Bounds: the overlay being filled is moved to sled once it holds [`MOVE_AT`] bytes or
-//! `move_every` ([`MOVE_EVERY`] unless configured, `server.wal_move_ms`) after its first
+//! `move_every` ([`MOVE_EVERY`] unless configured: the persister's `server.wal_move_ms`) after its first
 //! write; an apply waits (at most [`ROOM_WAIT`]) while it holds [`OVERLAY_MAX`] bytes, so the
 //! overlay holds at most about twice that (bytes counted with [`ENTRY_OVERHEAD`] per entry).
 //! The layer being moved is applied to sled outside the overlay's lock: reads and applies go
 //! on meanwhile, reads still finding it in the overlay until sled has it.
 //!
-//! Failures are logged to the persister's log: a failed move as a warning (once per streak of
+//! Failures are logged to the owner's log: a failed move as a warning (once per streak of
 //! failures, then once a minute; the next round retries it whole), a poisoned log as an error
-//! (once; every later publish fails with `storage`).
+//! (once; every later write through it fails with `storage` until the process restarts).
 //!
 //! Owns: the overlay and the mover thread. Calls: [`super::wal`], sled, the sled gate.
-//! Used by the sled store ([`super::SledStore::open_logged`]).
+//! Used by the sled store ([`super::SledStore::open_logged`]) and [`super::LoggedTree`].
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -49,13 +50,16 @@ use crate::persist::PersistError;
 pub const MOVE_AT: usize = 4 << 20;
 /// … or this long after its first write (each move costs sled's thread-pool wakeups, a
 /// sled flush and a directory sync, competing with the log's own syncs for the disk). The
-/// default of `server.wal_move_ms`.
+/// default of `server.wal_move_ms`, and the daemon's period.
 pub const MOVE_EVERY: Duration = Duration::from_secs(5);
 /// The shortest move period accepted (`server.wal_move_ms`; tests use it to move often).
 pub const MOVE_EVERY_MIN: Duration = Duration::from_millis(10);
 /// Bytes counted per overlay entry besides its key and value: the B-tree node's share and
 /// the two `Vec` headers.
 pub const ENTRY_OVERHEAD: usize = 64;
+/// How long the mover sleeps while nothing waits to move (it also checks for a poisoned log
+/// then).
+const IDLE_WAIT: Duration = Duration::from_secs(60);
 /// A failed move is logged again after this long while the failures go on.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 /// An apply waits while the overlay being filled holds this many bytes.
@@ -276,8 +280,10 @@ impl Logged {
             if ov.active_bytes < OVERLAY_MAX {
                 self.wal.append(&ops).map_err(storage)?;
                 ov.active_bytes += merge(&mut ov.active, ops);
+                let first = ov.active_since.is_none();
                 ov.active_since.get_or_insert_with(Instant::now);
-                if ov.active_bytes >= MOVE_AT {
+                if first || ov.active_bytes >= MOVE_AT {
+                    // The first write sets the mover's deadline.
                     self.kick();
                 }
                 return Ok(());
@@ -346,6 +352,20 @@ impl Logged {
         self.wal.prepare_next().map_err(storage)
     }
 
+    /// How long the mover may sleep: until the overlay being filled is due, a retry of a
+    /// failed move, or (nothing waiting) [`IDLE_WAIT`]: an idle daemon's mover does not wake
+    /// several times a second for nothing. The first write into an empty overlay kicks it.
+    fn next_wait(&self, period: Duration) -> Duration {
+        let ov = self.read();
+        if ov.moving_through.is_some() {
+            return period / 8;
+        }
+        match ov.active_since {
+            Some(t) => period.saturating_sub(t.elapsed()).max(MOVE_EVERY_MIN),
+            None => IDLE_WAIT,
+        }
+    }
+
     /// Whether the overlay being filled is due to move.
     fn due(&self) -> bool {
         let ov = self.read();
@@ -412,16 +432,21 @@ impl Reporter {
     }
 }
 
-/// The mover: every `period` / 8 and when kicked, moves a due overlay into sled.
+/// The mover: when kicked and when the overlay being filled is due (see
+/// [`Logged::next_wait`]), moves a due overlay into sled.
 fn run_mover(logged: Weak<Logged>, signal: Arc<(Mutex<Signal>, Condvar)>, period: Duration) {
     let mut report = Reporter::default();
     loop {
+        // Not holding the log while waiting: its drop stops this thread.
+        let Some(wait) = logged.upgrade().map(|l| l.next_wait(period)) else {
+            return;
+        };
         {
             let mut s = lock(&signal.0);
             if !s.stop && !s.kick {
                 s = signal
                     .1
-                    .wait_timeout(s, period / 8)
+                    .wait_timeout(s, wait)
                     .unwrap_or_else(|e| e.into_inner())
                     .0;
             }

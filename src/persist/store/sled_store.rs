@@ -18,7 +18,7 @@
 //! one batch, so recovery after a crash sees all of a publish or none of it. Nothing is
 //! durable until [`Store::flush`] (`Db::flush`, an fsync of the log).
 //!
-//! [`SledStore::open_logged`] (the persister's store) puts a write-ahead log in front of
+//! [`SledStore::open_logged`] (the persister's store and the daemon's object cache) puts a write-ahead log in front of
 //! sled instead ([`super::logged`]): `apply` logs and overlays, `flush` syncs the log, and
 //! sled gets the writes in the background.
 //!
@@ -260,19 +260,26 @@ pub(super) fn decode_debinding(key: &[u8], val: &[u8]) -> Result<Debinding, Pers
 
 impl SledStore {
     /// Opens (or creates) the ghidcache at `path`, with large objects in `path/large`
-    /// (files a crash left there without a pointer are deleted).
+    /// (files a crash left there without a pointer are deleted). Refused for a ghidcache
+    /// whose write-ahead log (`path/wal`, see [`SledStore::open_logged`]) holds entries:
+    /// without them sled lacks acknowledged writes, and writing to it would let the log's
+    /// older entries overwrite newer ones at the next logged open.
     pub fn open(path: &Path) -> Result<SledStore, PersistError> {
+        let wal = path.join("wal");
+        if super::wal::holds_entries(&wal).map_err(io_error)? {
+            return Err(PersistError::Storage(format!(
+                "{} has a write-ahead log ({}): open it with its log",
+                path.display(),
+                wal.display()
+            )));
+        }
         SledStore::from_db(sled_gate::open(path)?)?.with_spill(path)
     }
 
-    /// [`SledStore::open`] with a page cache of `cache_capacity` bytes.
-    pub fn open_with_cache(path: &Path, cache_capacity: u64) -> Result<SledStore, PersistError> {
-        SledStore::from_db(sled_gate::open_with_cache(path, cache_capacity)?)?.with_spill(path)
-    }
-
-    /// [`SledStore::open_with_cache`] behind a write-ahead log in `path/wal` (the persister's
-    /// store, `store::logged`): what the log holds from before is applied to sled first. The
-    /// log is moved into sled at least every `move_every`; its failures go to `log`.
+    /// The ghidcache at `path` (a page cache of `cache_capacity` bytes) behind a write-ahead
+    /// log in `path/wal` (`store::logged`; the persister's store and the daemon's object
+    /// cache): what the log holds from before is applied to sled first. The log is moved
+    /// into sled at least every `move_every`; its failures go to `log`.
     pub fn open_logged(
         path: &Path,
         cache_capacity: u64,
@@ -765,6 +772,9 @@ mod tests {
         s.flush().unwrap();
         assert!(s.log_bytes() > 0);
         copy_dir(&path, &crashed);
+        // Not without its log: sled alone lacks what the log holds.
+        let plain = SledStore::open(&crashed).err().map(|e| e.to_string());
+        assert!(plain.is_some_and(|e| e.contains("write-ahead log")));
         for _ in 0..2 {
             // Replayed at open (twice: replay is idempotent), straight into sled.
             // (The last open's mover may hold the database a moment longer.)

@@ -1,4 +1,5 @@
-//! # The write-ahead log of the persister's sled store
+//! # The write-ahead log in front of sled (the persister's store, the daemon's object cache
+//! and vault)
 //!
 //! An append-only log of sled operations in files `<dir>/<generation>.log` (16 hex digits,
 //! replayed in generation order). [`Wal::append`] only buffers; [`Wal::sync`] writes the
@@ -167,6 +168,23 @@ pub(super) struct Torn {
 
 fn name(generation: u64) -> String {
     format!("{generation:016x}.log")
+}
+
+/// Whether the log in `dir` holds anything (a store that must then be opened behind its
+/// log: without it, sled would miss what the log holds). A clean shutdown leaves only empty
+/// files.
+pub(super) fn holds_entries(dir: &Path) -> io::Result<bool> {
+    let gens = match generations(dir) {
+        Ok(gens) => gens,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    for g in gens {
+        if fs::metadata(dir.join(name(g)))?.len() > 0 {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 fn generations(dir: &Path) -> io::Result<Vec<u64>> {
