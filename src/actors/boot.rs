@@ -146,6 +146,8 @@ pub(super) async fn boot(opts: DaemonOptions, log: slog::Logger) -> Result<Daemo
         gate: Gate::default(),
         log: log.clone(),
     });
+    // Every link back to the registry is weak: it holds the object actors.
+    let objects = Arc::new(ObjectRegistry::default());
     let (account_actor, account) = AccountHandle::start(
         &arbiters,
         account,
@@ -153,6 +155,7 @@ pub(super) async fn boot(opts: DaemonOptions, log: slog::Logger) -> Result<Daemo
         local.clone(),
         upstream.clone(),
         opts.share_limits,
+        Arc::downgrade(&objects) as Weak<dyn Liveness>,
     );
     let store = Store {
         local: local.clone(),
@@ -160,8 +163,6 @@ pub(super) async fn boot(opts: DaemonOptions, log: slog::Logger) -> Result<Daemo
         upstream: upstream.clone(),
     };
     let apps = Arc::new(AppRegistry::default());
-    // Every link back to the registry is weak: it holds the object actors.
-    let objects = Arc::new(ObjectRegistry::default());
     let gc = GcHandle::start(
         &arbiters,
         GcPeers {

@@ -4,8 +4,8 @@
 //! — and its lifecycle (start, shutdown), through the `Daemon` that [`super::boot`] wires:
 //! the only holder of every actor's address (no actor holds it). Each operation passes the
 //! shutdown gate, finds or loads the object's `ObjectActor` (one load per ghid at a time;
-//! loading adopts a share received from another user, see `account_actor::Adopt`) and
-//! talks to it by message.
+//! loading adopts a share received from another user, see `account_actor::Adopt` and
+//! `AdoptLoaded`) and talks to it by message.
 //!
 //! Calls: [`super::boot`] (storage and login), `ObjectActor`s, the remotes (fetch and
 //! [`super::pull`] for `sync`; `Stop`), the account, GC and share actors (`Sweep`, `Stop`),
@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use actix::Addr;
 
-use super::account::OrphanShare;
+use super::account::{OrphanShare, StoredSecret};
 use super::account_actor::{self, AccountActor, ShareLimits};
 use super::api::{AppEvent, AppId, AppToken, ObjectView};
 use super::apps::AppRegistry;
@@ -264,8 +264,9 @@ impl DaemonHandle {
                 continue;
             }
             // An app loads it: a share received from another user is ours from now on.
-            // Told, not asked: a load must not wait behind an account flush. (A share the
-            // account forgets just before may still load here: it is then this app's.)
+            // Told, not asked: a load must not wait behind an account flush. Told again
+            // once the object is live (below): a share recorded while it loaded, or
+            // forgotten while the load read its secret, is this app's too.
             daemon.store.account.tell(account_actor::Adopt(ghid));
             let loaded = commit::load(&daemon.store, ghid).await?;
             if loaded.ghid != ghid {
@@ -273,7 +274,17 @@ impl DaemonHandle {
                 return Box::pin(self.track(app, loaded.ghid)).await;
             }
             let dynamic = loaded.frame.is_some();
+            let adopted = account_actor::AdoptLoaded {
+                ghid,
+                stored: StoredSecret {
+                    secret: loaded.secret.clone(),
+                    container: loaded.container,
+                },
+                counter: loaded.frame.as_ref().map_or(0, |f| f.counter),
+                api_id: loaded.api_id,
+            };
             let view = daemon.objects.spawn(&daemon.object_peers, loaded, app);
+            daemon.store.account.tell(adopted);
             // Gone already only if the app disconnected meanwhile.
             let h = daemon
                 .objects

@@ -135,10 +135,9 @@ impl Handler<KeepOrphan> for AccountActor {
     type Result = ();
 
     fn handle(&mut self, m: KeepOrphan, ctx: &mut Context<Self>) {
-        let base = self.base.clone();
-        self.with(ctx, |l| {
+        let forget = self.with(ctx, |l| {
             if l.state().is_some_and(|st| st.orphan_shares.contains(&m.0)) {
-                return;
+                return Vec::new();
             }
             let dropped = l
                 .edit(|st| {
@@ -151,12 +150,13 @@ impl Handler<KeepOrphan> for AccountActor {
                 slog::warn!(l.log, "too many shares no app handles: the oldest is no longer offered";
                     "ghid" => %o.ghid, "from" => %o.origin, "kept" => MAX_ORPHAN_SHARES);
             }
-            let forget = l
-                .state()
+            l.state()
                 .map(|st| received::unadopted_of(st, &dropped))
-                .unwrap_or_default();
-            l.forget_unadopted(&base, forget, "orphan dropped");
+                .unwrap_or_default()
         });
+        // Its vault records go before the next message (a re-share of it must not lose
+        // its fresh secret to this).
+        self.forget_unadopted(ctx, forget.unwrap_or_default(), "orphan dropped", |_, _| {});
     }
 }
 

@@ -3,7 +3,7 @@
 //! through the address [`AccountHandle::start`] returns) keeps it alive, so no cycle of
 //! strong addresses keeps it running.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use actix::prelude::*;
 use actix::WeakAddr;
@@ -16,6 +16,7 @@ use crate::actors::account::{Account, StoredSecret};
 use crate::actors::account_lag::FlushedCounters;
 use crate::actors::arbiters::Arbiters;
 use crate::actors::error::DaemonError;
+use crate::actors::gc::Liveness;
 use crate::actors::local::Local;
 use crate::actors::upstream::Upstream;
 use crate::golix::{Ghid, Secret};
@@ -36,6 +37,7 @@ impl AccountHandle {
         local: Arc<Local>,
         upstream: Upstream,
         limits: ShareLimits,
+        objects: Weak<dyn Liveness>,
     ) -> (Addr<AccountActor>, AccountHandle) {
         let log = local.log.clone();
         // An account opened dirty (it continues after a root frame whose container a crash
@@ -44,7 +46,11 @@ impl AccountHandle {
         let ledger = Ledger::new(account, root_secret, shared.clone(), limits, log);
         let addr = AccountActor::start_in_arbiter(&arbiters.next(), move |_| AccountActor {
             ledger: Some(ledger),
-            base: Base { local, upstream },
+            base: Base {
+                local,
+                upstream,
+                objects,
+            },
             flush_queued: false,
             timer: None,
         });

@@ -377,8 +377,12 @@ impl Ledger {
         self.shared.clear();
         // The bounds hold after a merge too (and on a root another machine wrote alone).
         forget.extend(received::over_limits(newer.state(), self.limits));
+        forget.sort();
+        forget.dedup();
         self.account = Some(newer);
-        self.forget_unadopted(base, forget, "merged out");
+        let gone = self.forget_unadopted(base, forget, "merged out");
+        // Before the mailbox opens again (this runs while it waits).
+        received::forget_in_vault(base.local.clone(), gone).await;
         Ok(())
     }
 }

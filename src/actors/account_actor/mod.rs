@@ -30,8 +30,9 @@
 //!
 //! What other users can make the account keep is bounded: a share accepted from another
 //! user is recorded as received from its sharer until one of our apps adopts the object
-//! ([`Adopt`]); at most [`ShareLimits`] of them (per sharer, in all) are kept, and one whose
-//! orphan entry is dropped is forgotten whole (secret, api id, subscriptions).
+//! ([`Adopt`], [`AdoptLoaded`]); at most [`ShareLimits`] of them (per sharer, in all) are
+//! kept, and one whose orphan entry is dropped is forgotten whole (secret, api id,
+//! subscriptions).
 //!
 //! Messages (typed, one `Handler` each): from objects and commits [`RecordSecret`],
 //! [`RecordHold`], [`MakePublic`], [`CopyPrivate`], [`Lookup`], [`Refresh`]; from the GC
@@ -39,7 +40,7 @@
 //! [`NewToken`], [`DropToken`], [`TokenStartup`], [`SetStartup`], [`ClearStartup`], [`SetPrivate`],
 //! [`PrivateTo`], [`TakeOrphans`], [`KeepOrphan`], [`Flush`]; from sharing [`AddPending`],
 //! [`TakePending`], [`DropPending`], [`AdmitShare`]; from `DaemonHandle`, `dispatch` and
-//! sharing [`Adopt`]; from `DaemonHandle` [`Stop`] (final flush).
+//! sharing [`Adopt`]; from `DaemonHandle` [`AdoptLoaded`] and [`Stop`] (final flush).
 //!
 //! How it runs: the bookkeeping is a `Ledger`; a flush or refresh moves it into a future on
 //! the daemon's runtime (signing on the blocking pool, the commit) while `ctx.wait` holds the
@@ -47,8 +48,10 @@
 //! the mailbox are folded in first and a burst costs one flush; an ordinary one with
 //! `run_later`.
 //!
-//! Peers: none. It holds the [`Local`] state (the vault: a forgotten share's secret) and the
-//! [`Upstream`] remotes (its unsubscription), and answers
+//! Peers: none. It holds the [`Local`] state (the vault: a forgotten share's secret, removed
+//! while the mailbox waits, so what comes after sees it gone), the [`Upstream`] remotes (its
+//! unsubscription) and the object registry weakly, as a [`Liveness`] (a live object is
+//! never forgotten as unadopted), and answers
 //! whoever holds an [`AccountHandle`] (objects, `commit`, `dispatch`, the share and GC actors,
 //! `DaemonHandle`).
 //!
@@ -57,7 +60,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -67,11 +70,14 @@ use super::account::{Account, AppTokenBytes, OrphanShare, PendingShare, StoredSe
 use super::api::AppToken;
 use super::backoff::Backoff;
 use super::error::DaemonError;
+use super::gc::Liveness;
 use super::local::Local;
 use super::upstream::Upstream;
 use crate::golix::{Ghid, Secret};
 
 mod app_state;
+#[cfg(test)]
+mod forget_tests;
 mod handle;
 mod ledger;
 mod received;
@@ -255,6 +261,18 @@ pub enum Admission {
 #[rtype(result = "()")]
 pub struct Adopt(pub Ghid);
 
+/// An app of ours loaded `ghid` with this secret: adopted (as [`Adopt`], told again after
+/// the load, which closes the race with a share recorded meanwhile), and if the account
+/// forgot it while the load ran, recorded again as ours.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AdoptLoaded {
+    pub ghid: Ghid,
+    pub stored: StoredSecret,
+    pub counter: u64,
+    pub api_id: Option<Ghid>,
+}
+
 /// An outgoing share awaiting its answer.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -326,11 +344,21 @@ struct Ledger {
 }
 
 /// What the account's flushes and refreshes reach: the local state (commits) and the
-/// remotes (newer root frames). No other actor.
+/// remotes (newer root frames), and the object registry, held weakly and only asked
+/// whether an object is live (a live object is never forgotten as unadopted). No other
+/// actor.
 #[derive(Clone)]
 struct Base {
     local: Arc<Local>,
     upstream: Upstream,
+    objects: Weak<dyn Liveness>,
+}
+
+impl Base {
+    /// Whether `ghid` may have a live object actor (a registry gone proves nothing: live).
+    fn is_live(&self, ghid: &Ghid) -> bool {
+        self.objects.upgrade().map_or(true, |o| o.is_live(ghid))
+    }
 }
 
 /// Work on the ledger off the actor's thread; it comes back with the ledger.
@@ -510,8 +538,10 @@ impl Handler<RecordSecret> for AccountActor {
     type Result = ();
 
     fn handle(&mut self, m: RecordSecret, ctx: &mut Context<Self>) {
+        // A share an app loaded while its secret was being recorded is that app's.
+        let received_from = m.received_from.filter(|_| !self.base.is_live(&m.ghid));
         self.with(ctx, |l| {
-            l.record_secret(m.ghid, m.stored, m.counter, m.api_id, m.received_from)
+            l.record_secret(m.ghid, m.stored, m.counter, m.api_id, received_from)
         });
     }
 }

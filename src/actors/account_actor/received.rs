@@ -1,17 +1,25 @@
 //! The account's shares received from other users and not adopted yet
 //! (`AccountState::received_shares`, object -> sharer): whether one more may be accepted
 //! under the [`ShareLimits`] ([`AdmitShare`], from the share actor), adoption ([`Adopt`],
-//! from `DaemonHandle` and `share`: an app of ours acted on the object), how two machines'
-//! entries merge, and forgetting what a share no app adopted brought once it is dropped (its
-//! secret here and in the account, its api id, its subscription on every remote).
+//! from `DaemonHandle`, `dispatch` and `share`: an app of ours acted on the object;
+//! [`AdoptLoaded`], from `DaemonHandle` after a load), how two machines' entries merge, and
+//! forgetting what a share no app adopted brought once it is dropped (its secret here and in
+//! the account, its api id, its subscription on every remote).
 //!
-//! Pure functions over the state, the `Ledger`'s forgetting, and the two handlers.
+//! Forgetting never touches an object with a live object actor (it is an app's: the entry
+//! is dropped as adopted), and removes the vault records while the mailbox waits, so an
+//! `AdmitShare` or `RecordSecret` handled after it cannot be undone by it.
+//!
+//! Pure functions over the state, the `Ledger`'s forgetting, and the handlers.
+
+use std::sync::Arc;
 
 use actix::prelude::*;
 
-use super::{AccountActor, Admission, AdmitShare, Adopt, Base, Ledger, ShareLimits};
+use super::{AccountActor, Admission, AdmitShare, Adopt, AdoptLoaded, Base, Ledger, ShareLimits};
 use crate::actors::account::{AccountState, OrphanShare};
 use crate::actors::error::DaemonError;
+use crate::actors::local::Local;
 use crate::golix::Ghid;
 
 /// Whether `sharer`'s share of `ghid` may be accepted (see [`Admission`]).
@@ -103,29 +111,86 @@ pub(super) fn over_limits(st: &AccountState, limits: ShareLimits) -> Vec<Ghid> {
     over
 }
 
-impl Ledger {
-    /// Forgets received shares no app adopted (see the module doc): out of the account now,
-    /// unsubscribed on every remote, and their secrets and metadata out of the vault (on the
-    /// blocking pool). None of them has a live object actor: loading an object for an app
-    /// adopts it (the `Adopt` is told just before the load; only a load racing this forget
-    /// gets the object live, and then it is that app's).
-    pub(super) fn forget_unadopted(&mut self, base: &Base, ghids: Vec<Ghid>, why: &'static str) {
-        if ghids.is_empty() {
-            return;
-        }
-        for g in &ghids {
-            self.forget(*g);
-            base.upstream.unsubscribe(*g);
-        }
-        slog::info!(self.log, "forgot shares no app adopted"; "why" => why, "count" => ghids.len());
-        let local = base.local.clone();
-        base.local.runtime.spawn_blocking(move || {
+/// Removes the vault records (secret, metadata: the "followed" flag) of forgotten shares.
+pub(super) async fn forget_in_vault(local: Arc<Local>, ghids: Vec<Ghid>) {
+    if ghids.is_empty() {
+        return;
+    }
+    let (rt, log) = (local.runtime.clone(), local.log.clone());
+    let removed = rt
+        .spawn_blocking(move || {
             for g in ghids {
                 if let Err(e) = local.forget_secret(&g) {
                     slog::warn!(local.log, "cannot forget a dropped share's secret"; "ghid" => %g, "error" => %e);
                 }
             }
-        });
+        })
+        .await;
+    if let Err(e) = removed {
+        slog::warn!(log, "cannot forget dropped shares' secrets"; "error" => %e);
+    }
+}
+
+impl Ledger {
+    /// `ghid` is an app's now: no longer counted as received.
+    pub(super) fn adopt(&mut self, ghid: Ghid) {
+        if self
+            .state()
+            .is_some_and(|st| st.received_shares.contains_key(&ghid))
+        {
+            self.edit(|st| st.received_shares.remove(&ghid));
+        }
+    }
+
+    /// Forgets received shares no app adopted (see the module doc): out of the account now
+    /// and unsubscribed on every remote; returns those whose vault records are to go
+    /// ([`forget_in_vault`], awaited before the next message). One with a live object actor
+    /// is an app's (a load raced this): adopted, not forgotten.
+    pub(super) fn forget_unadopted(
+        &mut self,
+        base: &Base,
+        ghids: Vec<Ghid>,
+        why: &'static str,
+    ) -> Vec<Ghid> {
+        let mut gone = Vec::with_capacity(ghids.len());
+        for g in ghids {
+            if base.is_live(&g) {
+                self.adopt(g);
+                continue;
+            }
+            self.forget(g);
+            base.upstream.unsubscribe(g);
+            gone.push(g);
+        }
+        if !gone.is_empty() {
+            slog::info!(self.log, "forgot shares no app adopted"; "why" => why, "count" => gone.len());
+        }
+        gone
+    }
+}
+
+impl AccountActor {
+    /// Forgets `ghids` (see [`Ledger::forget_unadopted`]) and removes their vault records
+    /// while the mailbox waits; then `then`.
+    pub(super) fn forget_unadopted(
+        &mut self,
+        ctx: &mut Context<Self>,
+        ghids: Vec<Ghid>,
+        why: &'static str,
+        then: impl FnOnce(&mut Self, &mut Context<Self>) + 'static,
+    ) {
+        let gone = match self.ledger.as_mut() {
+            Some(l) if !ghids.is_empty() => l.forget_unadopted(&self.base, ghids, why),
+            _ => Vec::new(),
+        };
+        self.arm(ctx);
+        if gone.is_empty() {
+            then(self, ctx);
+            return;
+        }
+        let local = self.base.local.clone();
+        let task = local.runtime.spawn(forget_in_vault(local.clone(), gone));
+        ctx.wait(task.into_actor(self).map(move |_, act, ctx| then(act, ctx)));
     }
 }
 
@@ -143,11 +208,21 @@ impl Handler<Adopt> for AccountActor {
     type Result = ();
 
     fn handle(&mut self, m: Adopt, ctx: &mut Context<Self>) {
+        self.with(ctx, |l| l.adopt(m.0));
+    }
+}
+
+impl Handler<AdoptLoaded> for AccountActor {
+    type Result = ();
+
+    fn handle(&mut self, m: AdoptLoaded, ctx: &mut Context<Self>) {
         self.with(ctx, |l| {
-            if l.state()
-                .is_some_and(|st| st.received_shares.contains_key(&m.0))
-            {
-                l.edit(|st| st.received_shares.remove(&m.0));
+            l.adopt(m.ghid);
+            // A forget ran while the load read the secret: the object is live, the app's.
+            if l.state().is_some_and(|st| !st.secrets.contains_key(&m.ghid)) {
+                slog::info!(l.log, "a share forgotten while an app loaded it is that app's: recorded again";
+                    "ghid" => %m.ghid);
+                l.record_secret(m.ghid, m.stored, m.counter, m.api_id, None);
             }
         });
     }

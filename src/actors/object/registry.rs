@@ -128,7 +128,8 @@ impl ObjectRegistry {
     }
 }
 
-/// What the GC asks before it forgets an object's secrets.
+/// What the GC asks before it forgets an object's secrets, and the account before it forgets
+/// a received share no app adopted.
 impl Liveness for ObjectRegistry {
     fn is_live(&self, ghid: &Ghid) -> bool {
         self.get(ghid).is_some()

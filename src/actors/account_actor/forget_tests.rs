@@ -1,0 +1,185 @@
+//! The account actor's forgetting of received shares, run whole (real vault and archive on
+//! disk, the actor on its own arbiter): the vault records go before the next message is
+//! handled, an object with a live actor is never forgotten, a share recorded while it loads
+//! is not counted, and a load racing a forget keeps the secret in the account.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use super::{
+    AccountHandle, Admission, AdmitShare, AdoptLoaded, KeepOrphan, RecordSecret, ShareLimits,
+    MAX_ORPHAN_SHARES,
+};
+use crate::actors::account::{Account, OrphanShare, StoredSecret};
+use crate::actors::arbiters::ActorThreads;
+use crate::actors::gc::Liveness;
+use crate::actors::local::{Gate, Local, SecretRecord};
+use crate::actors::publish_queue::PublishQueue;
+use crate::actors::upstream::Upstream;
+use crate::actors::vault::{test_tree, Vault};
+use crate::golix::{Algo, Ghid, Secret};
+use crate::persist::Archive;
+
+/// The object registry's answer, as the test sets it.
+#[derive(Default)]
+struct Live(Mutex<HashSet<Ghid>>);
+
+impl Liveness for Live {
+    fn is_live(&self, ghid: &Ghid) -> bool {
+        self.0.lock().unwrap().contains(ghid)
+    }
+}
+
+fn stored() -> StoredSecret {
+    StoredSecret {
+        secret: Secret::random(),
+        container: Ghid::pseudorandom(Algo::SHA512),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forgetting_is_ordered_before_later_messages_and_spares_live_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = crate::logging::discard();
+    let archive = Archive::open(&dir.path().join("objects")).unwrap();
+    let vault = Vault::open(&test_tree(dir.path(), "daemon"), &[7; 32]).unwrap();
+    let threads = ActorThreads::start(1).unwrap();
+    let root = Secret::random();
+    let (mut account, objects) =
+        Account::create(crate::testdata::fixture_first_party(2), root.clone()).unwrap();
+    for o in objects {
+        archive.publish(&o).unwrap();
+    }
+    let local = Arc::new(Local {
+        runtime: tokio::runtime::Handle::current(),
+        arbiters: threads.arbiters(),
+        identity: account.identity().clone(),
+        user_id: account.user_id(),
+        archive,
+        publish_queue: PublishQueue::open(vault.clone(), &[]).unwrap(),
+        vault,
+        gate: Gate::default(),
+        log,
+    });
+
+    // Two shares received, no longer offered once two more orphans come: one no app has,
+    // one live.
+    let sharer = Ghid::pseudorandom(Algo::SHA512);
+    let orphan = |ghid| OrphanShare {
+        ghid,
+        origin: sharer,
+        api_id: None,
+    };
+    let (old, live_old) = (
+        Ghid::pseudorandom(Algo::SHA512),
+        Ghid::pseudorandom(Algo::SHA512),
+    );
+    for g in [old, live_old] {
+        let s = stored();
+        let record = SecretRecord {
+            stored: s.clone(),
+            counter: 0,
+        };
+        local.put_secret(&g, &record).unwrap();
+        let st = account.state_mut();
+        st.secrets.insert(g, s);
+        st.received_shares.insert(g, sharer);
+        st.orphan_shares.push(orphan(g));
+    }
+    let st = account.state_mut();
+    while st.orphan_shares.len() < MAX_ORPHAN_SHARES {
+        st.orphan_shares
+            .push(orphan(Ghid::pseudorandom(Algo::SHA512)));
+    }
+    let live = Arc::new(Live::default());
+    live.0.lock().unwrap().insert(live_old);
+    let (addr, handle) = AccountHandle::start(
+        &threads.arbiters(),
+        account,
+        root,
+        local.clone(),
+        Upstream::new(Vec::new()),
+        ShareLimits::default(),
+        Arc::downgrade(&live) as Weak<dyn Liveness>,
+    );
+    let admit = |ghid| AdmitShare { ghid, sharer };
+
+    // Their orphan entries dropped: `old` is forgotten whole, and its vault records are
+    // gone before anything after it is handled.
+    for _ in 0..2 {
+        handle.tell(KeepOrphan(orphan(Ghid::pseudorandom(Algo::SHA512))));
+    }
+    let fresh = Ghid::pseudorandom(Algo::SHA512);
+    assert_eq!(
+        handle.ask(admit(fresh)).await.unwrap().unwrap(),
+        Admission::Allowed
+    );
+    assert!(local.secret(&old).unwrap().is_none(), "vault record left");
+    assert!(handle.lookup(old).await.is_empty(), "account secret left");
+    // The live one is an app's: adopted, its secret kept here and in the account.
+    assert!(local.secret(&live_old).unwrap().is_some());
+    assert_eq!(handle.lookup(live_old).await.len(), 1);
+    assert_eq!(
+        handle.ask(admit(live_old)).await.unwrap().unwrap(),
+        Admission::Ours
+    );
+
+    // Shared again after the forget: accepted, and what it records stays.
+    assert_eq!(
+        handle.ask(admit(old)).await.unwrap().unwrap(),
+        Admission::Allowed
+    );
+    let again = stored();
+    let record = SecretRecord {
+        stored: again.clone(),
+        counter: 0,
+    };
+    local.put_secret(&old, &record).unwrap();
+    handle.tell(RecordSecret {
+        ghid: old,
+        stored: again.clone(),
+        counter: 0,
+        api_id: None,
+        received_from: Some(sharer),
+    });
+    assert_eq!(
+        handle.ask(admit(old)).await.unwrap().unwrap(),
+        Admission::Again
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(local.secret(&old).unwrap().map(|r| r.stored), Some(again));
+
+    // A share recorded while an app loads it (the object live already) is not counted.
+    let loading = Ghid::pseudorandom(Algo::SHA512);
+    live.0.lock().unwrap().insert(loading);
+    handle.tell(RecordSecret {
+        ghid: loading,
+        stored: stored(),
+        counter: 0,
+        api_id: None,
+        received_from: Some(sharer),
+    });
+    assert_eq!(
+        handle.ask(admit(loading)).await.unwrap().unwrap(),
+        Admission::Ours
+    );
+
+    // A load that read a secret the account then forgot: recorded again, as the app's.
+    let raced = Ghid::pseudorandom(Algo::SHA512);
+    let s = stored();
+    handle.tell(AdoptLoaded {
+        ghid: raced,
+        stored: s.clone(),
+        counter: 3,
+        api_id: None,
+    });
+    assert_eq!(handle.lookup(raced).await, vec![s]);
+    assert_eq!(
+        handle.ask(admit(raced)).await.unwrap().unwrap(),
+        Admission::Ours
+    );
+
+    drop(addr);
+    threads.stop().await;
+}
