@@ -2,7 +2,9 @@
 //! from another user keeps a secret in the account root and a subscription on every remote
 //! until one of our apps adopts the object (loads it, holds it, shares it on). Past
 //! `MAX_UNADOPTED_PER_SHARER` from one sharer, or `MAX_UNADOPTED_SHARES` in all, a new share
-//! is naked with `STATUS_LIMIT` and nothing of it is kept; an adopted share no longer counts.
+//! is naked with `STATUS_LIMIT` and nothing of it is kept, except that at the bound in all a
+//! sharer holding fewer than the heaviest sharer evicts that one's newest; an adopted share
+//! no longer counts.
 //! The sharers are played by the test with the fixture keys and the persist client.
 
 mod share_support;
@@ -95,36 +97,51 @@ async fn past_the_bound_per_sharer_a_share_is_naked_until_one_is_adopted() {
 }
 
 #[actix_rt::test]
-async fn the_bound_in_all_counts_every_sharer() {
+async fn at_the_bound_in_all_a_lighter_sharer_evicts_the_heaviest_ones_newest() {
     let dir = tempfile::tempdir().unwrap();
     let p = persister();
     let limits = ShareLimits {
-        per_sharer: 2,
-        total: 3,
+        per_sharer: 3,
+        total: 4,
     };
     let bob = Node::create_with(dir.path(), &[&p.url], 2, limits).await;
     bob.drained().await;
     let to_bob = SecondParty::from_gidc(fixture(2).gidc().clone()).unwrap();
+    // Alice fills the bound in all (as many throw-away identities would); Carol has one.
     let alice = Sharer::connect(&p, 1).await;
     let carol = Sharer::connect(&p, 3).await;
     let api = api_id(52);
 
     let mut sent = HashMap::new();
-    for (who, n) in [(&alice, 2), (&carol, 2)] {
+    let mut from_alice = Vec::new();
+    for (who, n) in [(&alice, 3), (&carol, 2)] {
         for i in 0..n {
             let (object, request) = who.share_new(&to_bob, api, &format!("share {i}")).await;
             sent.insert(request, object);
+            if std::ptr::eq(who, &alice) {
+                from_alice.push(object);
+            }
             handled(&p, &to_bob.ghid()).await;
         }
     }
-    let (naked, acked) = refused(&alice.answers(&p, &to_bob, 2).await, &sent);
-    assert_eq!((naked.len(), acked), (0, 2));
-    // Carol's second is the fourth share: past the bound in all.
+    // Carol's second is the fifth share: past the bound in all, and she holds fewer than
+    // Alice, so it is accepted and Alice's newest is forgotten.
     let (naked, acked) = refused(&carol.answers(&p, &to_bob, 2).await, &sent);
-    assert_eq!((naked.len(), acked), (1, 1));
+    assert_eq!((naked.len(), acked), (0, 2));
     let b = bob.app().await;
-    let e = b.link.get(naked[0]).await.unwrap_err();
+    let e = b.link.get(from_alice[2]).await.unwrap_err();
     assert_eq!(e.code(), Some("unknown_secret"), "{e}");
+
+    // Alice now holds as many as Carol, the most: hers is refused.
+    let (object, request) = alice.share_new(&to_bob, api, "one more").await;
+    sent.insert(request, object);
+    handled(&p, &to_bob.ghid()).await;
+    let (naked, acked) = refused(&alice.answers(&p, &to_bob, 4).await, &sent);
+    assert_eq!((naked, acked), (vec![object], 3));
+    let e = b.link.get(object).await.unwrap_err();
+    assert_eq!(e.code(), Some("unknown_secret"), "{e}");
+    // What was kept reads.
+    b.link.get(from_alice[0]).await.unwrap();
     alice.client.close();
     carol.client.close();
     bob.stop().await;

@@ -249,6 +249,11 @@ pub struct AccountState {
     /// in `secrets` like any other; these entries are what the bounds on what other users
     /// can make us keep count (`account_actor::ShareLimits`). Absent in older roots.
     pub received_shares: BTreeMap<Ghid, Ghid>,
+    /// When each entry of `received_shares` was received (unix milliseconds): unadopted entries
+    /// older than `account_actor::MAX_UNADOPTED_AGE` are forgotten, and past the bound in
+    /// all the newest go first. Absent in older roots: an entry without one is dated when
+    /// this daemon first sees it.
+    pub received_at: BTreeMap<Ghid, u64>,
     /// Objects held (kept alive) by the user.
     pub holds: BTreeSet<Ghid>,
 }

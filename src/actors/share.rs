@@ -18,8 +18,10 @@
 //!    for is retried, as in 3);
 //! 3. a handshake: unless the object is ours already, the account is asked first whether
 //!    one more share no app adopted yet fits the bounds (`account_actor::ShareLimits`: per
-//!    sharer and in all); one that does not is naked with [`STATUS_LIMIT`] and debound,
-//!    nothing of it kept (a rate-limited warning). Then the object is fetched fresh, the
+//!    sharer and in all; at the bound in all, the account may evict the newest share of the
+//!    sharer holding the most for it, see `account_actor::AdmitShare`); one that does not
+//!    fit is naked with [`STATUS_LIMIT`] and debound, nothing of it kept (a rate-limited
+//!    warning). Then the object is fetched fresh, the
 //!    secret is held in quarantine until it
 //!    opens the object (it may belong to an older target of the frame's vector: a push raced
 //!    the share), then recorded like our own, as received from its author until an app

@@ -87,7 +87,19 @@ async fn forgetting_is_ordered_before_later_messages_and_spares_live_objects() {
         st.received_shares.insert(g, sharer);
         st.orphan_shares.push(orphan(g));
     }
+    // And one received long ago (past the age bound), delivered to an app that did not
+    // adopt it.
+    let ancient = Ghid::pseudorandom(Algo::SHA512);
+    let s = stored();
+    let record = SecretRecord {
+        stored: s.clone(),
+        counter: 0,
+    };
+    local.put_secret(&ancient, &record).unwrap();
     let st = account.state_mut();
+    st.secrets.insert(ancient, s);
+    st.received_shares.insert(ancient, sharer);
+    st.received_at.insert(ancient, 1);
     while st.orphan_shares.len() < MAX_ORPHAN_SHARES {
         st.orphan_shares
             .push(orphan(Ghid::pseudorandom(Algo::SHA512)));
@@ -117,6 +129,15 @@ async fn forgetting_is_ordered_before_later_messages_and_spares_live_objects() {
     );
     assert!(local.secret(&old).unwrap().is_none(), "vault record left");
     assert!(handle.lookup(old).await.is_empty(), "account secret left");
+    // The expiry (at start and at each admission) forgot the ancient one the same way.
+    assert!(
+        local.secret(&ancient).unwrap().is_none(),
+        "vault record left"
+    );
+    assert!(
+        handle.lookup(ancient).await.is_empty(),
+        "account secret left"
+    );
     // The live one is an app's: adopted, its secret kept here and in the account.
     assert!(local.secret(&live_old).unwrap().is_some());
     assert_eq!(handle.lookup(live_old).await.len(), 1);

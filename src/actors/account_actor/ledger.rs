@@ -150,6 +150,9 @@ impl Ledger {
             // An object we know already and that is not a received share is ours.
             if !st.secrets.contains_key(&ghid) || st.received_shares.contains_key(&ghid) {
                 st.received_shares.entry(ghid).or_insert(sharer);
+                st.received_at
+                    .entry(ghid)
+                    .or_insert_with(received::now_millis);
             }
         }
         st.secrets.insert(ghid, stored);
@@ -186,6 +189,7 @@ impl Ledger {
             st.private.remove(&ghid);
             st.holds.remove(&ghid);
             st.received_shares.remove(&ghid);
+            st.received_at.remove(&ghid);
             st.orphan_shares.retain(|o| o.ghid != ghid);
             self.schedule();
         }

@@ -31,8 +31,8 @@
 //! What other users can make the account keep is bounded: a share accepted from another
 //! user is recorded as received from its sharer until one of our apps adopts the object
 //! ([`Adopt`], [`AdoptLoaded`]); at most [`ShareLimits`] of them (per sharer, in all) are
-//! kept, and one whose orphan entry is dropped is forgotten whole (secret, api id,
-//! subscriptions).
+//! kept, for at most [`MAX_UNADOPTED_AGE`]; one past that age, evicted at the bound in all,
+//! or whose orphan entry is dropped is forgotten whole (secret, api id, subscriptions).
 //!
 //! Messages (typed, one `Handler` each): from objects and commits [`RecordSecret`],
 //! [`RecordHold`], [`MakePublic`], [`CopyPrivate`], [`Lookup`], [`Refresh`]; from the GC
@@ -211,11 +211,19 @@ pub struct KeepOrphan(pub OrphanShare);
 /// user's fingerprint can share with them under throw-away identities, and each accepted
 /// share keeps a secret in the account root and a subscription on every remote.
 pub const MAX_UNADOPTED_PER_SHARER: usize = 64;
-/// The same, from all sharers together.
+/// The same, from all sharers together. Reached, a share from a sharer holding fewer than
+/// the heaviest sharer evicts that sharer's newest entry (see `received::admission`).
 pub const MAX_UNADOPTED_SHARES: usize = 1024;
+/// How long a share received and not adopted is kept: past it, it is forgotten whole (as a
+/// dropped orphan), so shares no app ever adopts do not hold the bounds forever.
+pub const MAX_UNADOPTED_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
+/// How often the account looks for received shares past [`MAX_UNADOPTED_AGE`] (also at
+/// each [`AdmitShare`]).
+const EXPIRY_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// Bounds on the shares received and not adopted yet; a share past either is refused
-/// (naked with `share::STATUS_LIMIT`) before its secret is recorded.
+/// (naked with `share::STATUS_LIMIT`) before its secret is recorded, except that a sharer
+/// holding fewer than the heaviest sharer evicts one of that sharer's at the bound in all.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ShareLimits {
     pub per_sharer: usize,
@@ -231,8 +239,10 @@ impl Default for ShareLimits {
     }
 }
 
-/// May `sharer`'s share of `ghid` be accepted? Changes nothing: the share is recorded with
-/// its secret ([`RecordSecret::received_from`]).
+/// May `sharer`'s share of `ghid` be accepted? First forgets the received shares past
+/// [`MAX_UNADOPTED_AGE`], and, past the bound in all, the entry a lighter sharer's share
+/// evicts (see `received::admission`); answered once their vault records are gone. The
+/// share itself is recorded with its secret ([`RecordSecret::received_from`]).
 #[derive(Message)]
 #[rtype(result = "Result<Admission, DaemonError>")]
 pub struct AdmitShare {
@@ -247,7 +257,8 @@ pub enum Admission {
     Ours,
     /// Received already and not adopted yet: counted once.
     Again,
-    /// New, and within the bounds.
+    /// New, and within the bounds (or past the one in all, and another sharer's entry was
+    /// evicted for it).
     Allowed,
     /// New, past the bound on one sharer's shares.
     PastPerSharer,
@@ -380,6 +391,8 @@ impl Actor for AccountActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.arm(ctx);
+        self.expire(ctx);
+        ctx.run_interval(EXPIRY_INTERVAL, |act, ctx| act.expire(ctx));
     }
 }
 

@@ -1,10 +1,16 @@
 //! The account's shares received from other users and not adopted yet
-//! (`AccountState::received_shares`, object -> sharer): whether one more may be accepted
-//! under the [`ShareLimits`] ([`AdmitShare`], from the share actor), adoption ([`Adopt`],
-//! from `DaemonHandle`, `dispatch` and `share`: an app of ours acted on the object;
-//! [`AdoptLoaded`], from `DaemonHandle` after a load), how two machines' entries merge, and
-//! forgetting what a share no app adopted brought once it is dropped (its secret here and in
-//! the account, its api id, its subscription on every remote).
+//! (`AccountState::received_shares`, object -> sharer, and `received_at`, when): whether
+//! one more may be accepted under the [`ShareLimits`] ([`AdmitShare`], from the share actor),
+//! adoption ([`Adopt`], from `DaemonHandle`, `dispatch` and `share`: an app of ours acted on
+//! the object; [`AdoptLoaded`], from `DaemonHandle` after a load), how two machines' entries
+//! merge, and forgetting what a share no app adopted brought (its secret here and in the
+//! account, its api id, its subscription on every remote) once its orphan entry is dropped,
+//! it is older than [`MAX_UNADOPTED_AGE`], it is evicted for a lighter sharer's share, or a
+//! merge goes past the bounds.
+//!
+//! The policy at the bound in all: the sharer holding the most entries loses its newest
+//! first. So many throw-away identities cannot lock out a sharer with few, and what a
+//! sharer sent first stays (the oldest were offered to apps longest).
 //!
 //! Forgetting never touches an object with a live object actor (it is an app's: the entry
 //! is dropped as adopted), and removes the vault records while the mailbox waits, so an
@@ -12,37 +18,90 @@
 //!
 //! Pure functions over the state, the `Ledger`'s forgetting, and the handlers.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 
-use super::{AccountActor, Admission, AdmitShare, Adopt, AdoptLoaded, Base, Ledger, ShareLimits};
+use super::{
+    AccountActor, Admission, AdmitShare, Adopt, AdoptLoaded, Base, Ledger, ShareLimits,
+    MAX_UNADOPTED_AGE,
+};
 use crate::actors::account::{AccountState, OrphanShare};
 use crate::actors::error::DaemonError;
 use crate::actors::local::Local;
 use crate::golix::Ghid;
 
-/// Whether `sharer`'s share of `ghid` may be accepted (see [`Admission`]).
+/// Now, in unix milliseconds (what `received_at` holds).
+pub(super) fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Each sharer's entries, oldest first (by `received_at`, then ghid).
+fn by_sharer(st: &AccountState) -> BTreeMap<Ghid, Vec<(u64, Ghid)>> {
+    let mut out = BTreeMap::<Ghid, Vec<(u64, Ghid)>>::new();
+    for (g, sharer) in &st.received_shares {
+        let at = st.received_at.get(g).copied().unwrap_or(0);
+        out.entry(*sharer).or_default().push((at, *g));
+    }
+    for v in out.values_mut() {
+        v.sort();
+    }
+    out
+}
+
+/// The sharer holding the most entries (of those, the one with the newest entry).
+fn heaviest(by: &BTreeMap<Ghid, Vec<(u64, Ghid)>>) -> Option<Ghid> {
+    by.iter()
+        .filter(|(_, v)| !v.is_empty())
+        .max_by_key(|(_, v)| (v.len(), v.last().copied()))
+        .map(|(s, _)| *s)
+}
+
+/// Whether `sharer`'s share of `ghid` may be accepted (see [`Admission`]), and past the
+/// bound in all, the entry it evicts: the newest of the heaviest sharer, when `sharer` holds
+/// fewer than that one. The heaviest sharer itself is refused.
 pub(super) fn admission(
     st: &AccountState,
     ghid: &Ghid,
     sharer: &Ghid,
     limits: ShareLimits,
-) -> Admission {
+) -> (Admission, Option<Ghid>) {
     if st.received_shares.contains_key(ghid) {
-        return Admission::Again;
+        return (Admission::Again, None);
     }
     if st.secrets.contains_key(ghid) {
-        return Admission::Ours;
+        return (Admission::Ours, None);
     }
     let from_sharer = st.received_shares.values().filter(|s| *s == sharer).count();
     if from_sharer >= limits.per_sharer {
-        return Admission::PastPerSharer;
+        return (Admission::PastPerSharer, None);
     }
-    if st.received_shares.len() >= limits.total {
-        return Admission::PastTotal;
+    if st.received_shares.len() < limits.total {
+        return (Admission::Allowed, None);
     }
-    Admission::Allowed
+    let by = by_sharer(st);
+    match heaviest(&by).and_then(|h| by.get(&h)) {
+        Some(v) if from_sharer < v.len() => (Admission::Allowed, v.last().map(|(_, g)| *g)),
+        _ => (Admission::PastTotal, None),
+    }
+}
+
+/// The entries received at least [`MAX_UNADOPTED_AGE`] before `now` (unix milliseconds).
+pub(super) fn expired(st: &AccountState, now: u64) -> Vec<Ghid> {
+    let age = MAX_UNADOPTED_AGE.as_millis() as u64;
+    st.received_shares
+        .keys()
+        .filter(|g| {
+            st.received_at
+                .get(g)
+                .is_some_and(|at| now.saturating_sub(*at) >= age)
+        })
+        .copied()
+        .collect()
 }
 
 /// The objects of `dropped` orphan shares to forget: received and not adopted, and not
@@ -72,9 +131,9 @@ pub(super) fn adopted_elsewhere(from: &AccountState, to: &AccountState) -> Vec<G
 /// Carries this machine's received shares (`from`) over onto a newer state (`to`): the
 /// union, except that an entry only one side has goes when the other side knows its object
 /// without one (an app adopted it there; `adopted`: those of the other machine). An entry
-/// carried over brings its secret and api id if `to` lacks them (the other machine forgot
-/// it, or wrote its root without ours), so every entry keeps its secret; the bounds are
-/// applied to the result ([`over_limits`]).
+/// carried over brings its date, secret and api id if `to` lacks them (the other machine
+/// forgot it, or wrote its root without ours), so every entry keeps its secret; the bounds
+/// are applied to the result ([`over_limits`]).
 pub(super) fn merge_received(from: &AccountState, to: &mut AccountState, adopted: &[Ghid]) {
     to.received_shares
         .retain(|g, _| !from.secrets.contains_key(g) || from.received_shares.contains_key(g));
@@ -86,11 +145,16 @@ pub(super) fn merge_received(from: &AccountState, to: &mut AccountState, adopted
             continue;
         };
         to.received_shares.entry(*g).or_insert(*sharer);
+        if let Some(at) = from.received_at.get(g) {
+            to.received_at.entry(*g).or_insert(*at);
+        }
         to.secrets.entry(*g).or_insert_with(|| secret.clone());
         if let Some(api_id) = from.api_ids.get(g) {
             to.api_ids.entry(*g).or_insert(*api_id);
         }
     }
+    let kept = &to.received_shares;
+    to.received_at.retain(|g, _| kept.contains_key(g));
 }
 
 /// The received shares past `limits` (per sharer, then in all), to forget: after a merge the
@@ -138,8 +202,31 @@ impl Ledger {
             .state()
             .is_some_and(|st| st.received_shares.contains_key(&ghid))
         {
-            self.edit(|st| st.received_shares.remove(&ghid));
+            self.edit(|st| {
+                st.received_shares.remove(&ghid);
+                st.received_at.remove(&ghid);
+            });
         }
+    }
+
+    /// Dates the entries without a date (an older root's) `now`, and returns those past
+    /// [`MAX_UNADOPTED_AGE`].
+    pub(super) fn date_and_expire(&mut self, now: u64) -> Vec<Ghid> {
+        let Some(st) = self.state() else {
+            return Vec::new();
+        };
+        if st
+            .received_shares
+            .keys()
+            .any(|g| !st.received_at.contains_key(g))
+        {
+            self.edit(|st| {
+                for g in st.received_shares.keys() {
+                    st.received_at.entry(*g).or_insert(now);
+                }
+            });
+        }
+        self.state().map(|st| expired(st, now)).unwrap_or_default()
     }
 
     /// Forgets received shares no app adopted (see the module doc): out of the account now
@@ -192,15 +279,46 @@ impl AccountActor {
         let task = local.runtime.spawn(forget_in_vault(local.clone(), gone));
         ctx.wait(task.into_actor(self).map(move |_, act, ctx| then(act, ctx)));
     }
+
+    /// Forgets the received shares past [`MAX_UNADOPTED_AGE`].
+    pub(super) fn expire(&mut self, ctx: &mut Context<Self>) {
+        let old = self
+            .ledger
+            .as_mut()
+            .map(|l| l.date_and_expire(now_millis()))
+            .unwrap_or_default();
+        self.forget_unadopted(ctx, old, "older than the age bound", |_, _| {});
+    }
 }
 
 impl Handler<AdmitShare> for AccountActor {
-    type Result = Result<Admission, DaemonError>;
+    type Result = ResponseFuture<Result<Admission, DaemonError>>;
 
-    fn handle(&mut self, m: AdmitShare, _: &mut Context<Self>) -> Self::Result {
-        let l = self.ledger.as_ref().ok_or(DaemonError::ShuttingDown)?;
-        let st = l.state().ok_or(DaemonError::ShuttingDown)?;
-        Ok(admission(st, &m.ghid, &m.sharer, l.limits))
+    fn handle(&mut self, m: AdmitShare, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let old = self
+            .ledger
+            .as_mut()
+            .map(|l| l.date_and_expire(now_millis()))
+            .unwrap_or_default();
+        self.forget_unadopted(ctx, old, "older than the age bound", move |act, ctx| {
+            let Some((l, st)) = act.ledger.as_ref().and_then(|l| Some((l, l.state()?))) else {
+                let _ = tx.send(Err(DaemonError::ShuttingDown));
+                return;
+            };
+            let (admission, evict) = admission(st, &m.ghid, &m.sharer, l.limits);
+            let Some(evicted) = evict else {
+                let _ = tx.send(Ok(admission));
+                return;
+            };
+            let from = st.received_shares.get(&evicted).copied();
+            slog::info!(l.log, "unadopted shares at the bound in all: the heaviest sharer's newest is evicted";
+                "evicted" => %evicted, "its_sharer" => ?from, "for" => %m.sharer);
+            act.forget_unadopted(ctx, vec![evicted], "evicted by a lighter sharer", move |_, _| {
+                let _ = tx.send(Ok(admission));
+            });
+        });
+        Box::pin(async move { rx.await.unwrap_or(Err(DaemonError::ShuttingDown)) })
     }
 }
 
@@ -245,16 +363,22 @@ mod tests {
         }
     }
 
-    /// `n` received shares of `sharer`, with their secrets.
-    fn receive(st: &mut AccountState, sharer: Ghid, n: usize) -> Vec<Ghid> {
+    /// `n` received shares of `sharer`, with their secrets, received one a millisecond apart from
+    /// `at` on.
+    fn receive_at(st: &mut AccountState, sharer: Ghid, n: usize, at: u64) -> Vec<Ghid> {
         (0..n)
-            .map(|_| {
+            .map(|i| {
                 let g = ghid();
                 st.secrets.insert(g, stored());
                 st.received_shares.insert(g, sharer);
+                st.received_at.insert(g, at + i as u64);
                 g
             })
             .collect()
+    }
+
+    fn receive(st: &mut AccountState, sharer: Ghid, n: usize) -> Vec<Ghid> {
+        receive_at(st, sharer, n, 1000)
     }
 
     const LIMITS: ShareLimits = ShareLimits {
@@ -269,16 +393,84 @@ mod tests {
         let from_a = receive(&mut st, a, 3);
         assert_eq!(
             admission(&st, &ghid(), &a, LIMITS),
-            Admission::PastPerSharer
+            (Admission::PastPerSharer, None)
         );
-        assert_eq!(admission(&st, &from_a[0], &a, LIMITS), Admission::Again);
-        assert_eq!(admission(&st, &ghid(), &b, LIMITS), Admission::Allowed);
+        assert_eq!(
+            admission(&st, &from_a[0], &a, LIMITS),
+            (Admission::Again, None)
+        );
+        assert_eq!(
+            admission(&st, &ghid(), &b, LIMITS),
+            (Admission::Allowed, None)
+        );
         receive(&mut st, b, 2);
-        assert_eq!(admission(&st, &ghid(), &c, LIMITS), Admission::PastTotal);
+        // Full: c (none yet) evicts the newest of a (the heaviest); b (2 < 3) too.
+        assert_eq!(
+            admission(&st, &ghid(), &c, LIMITS),
+            (Admission::Allowed, Some(from_a[2]))
+        );
         // Known without an entry: ours (adopted, or our own object).
         let ours = ghid();
         st.secrets.insert(ours, stored());
-        assert_eq!(admission(&st, &ours, &c, LIMITS), Admission::Ours);
+        assert_eq!(admission(&st, &ours, &c, LIMITS), (Admission::Ours, None));
+    }
+
+    #[test]
+    fn at_the_bound_in_all_a_lighter_sharer_evicts_the_heaviest_ones_newest() {
+        // Many throw-away identities fill the bound; a sharer with few still gets in.
+        let limits = ShareLimits {
+            per_sharer: 5,
+            total: 8,
+        };
+        let (x, y, honest) = (ghid(), ghid(), ghid());
+        let mut st = AccountState::default();
+        let from_x = receive_at(&mut st, x, 4, 100);
+        let from_y = receive_at(&mut st, y, 4, 200);
+        // Tied heaviest: the one with the newest entry (y) loses its newest.
+        let (adm, evicted) = admission(&st, &ghid(), &honest, limits);
+        assert_eq!((adm, evicted), (Admission::Allowed, Some(from_y[3])));
+        st.received_shares.remove(&from_y[3]);
+        receive_at(&mut st, honest, 1, 300);
+        // Now x holds the most: the heaviest itself is refused ...
+        assert_eq!(
+            admission(&st, &ghid(), &x, limits),
+            (Admission::PastTotal, None)
+        );
+        // ... and y (3 < 4) evicts x's newest, as does the honest sharer (1 < 4).
+        assert_eq!(
+            admission(&st, &ghid(), &y, limits),
+            (Admission::Allowed, Some(from_x[3]))
+        );
+        assert_eq!(
+            admission(&st, &ghid(), &honest, limits),
+            (Admission::Allowed, Some(from_x[3]))
+        );
+        // One holding as many as the heaviest is refused: no churn between equals.
+        st.received_shares.remove(&from_x[3]);
+        receive_at(&mut st, honest, 1, 400);
+        assert_eq!(
+            admission(&st, &ghid(), &y, limits),
+            (Admission::PastTotal, None)
+        );
+    }
+
+    #[test]
+    fn unadopted_entries_past_the_age_bound_expire() {
+        let a = ghid();
+        let age = MAX_UNADOPTED_AGE.as_millis() as u64;
+        let mut st = AccountState::default();
+        let old = receive_at(&mut st, a, 1, 10)[0];
+        let young = receive_at(&mut st, a, 1, 20)[0];
+        assert!(expired(&st, 10 + age - 1).is_empty());
+        assert_eq!(expired(&st, 10 + age), vec![old]);
+        let mut both = vec![old, young];
+        both.sort();
+        let mut got = expired(&st, 20 + age);
+        got.sort();
+        assert_eq!(got, both);
+        // Undated (an older root's): not expired until dated.
+        st.received_at.clear();
+        assert!(expired(&st, u64::MAX).is_empty());
     }
 
     #[test]
@@ -294,6 +486,7 @@ mod tests {
         let mut there = AccountState::default();
         there.secrets.insert(y, stored());
         there.received_shares.insert(y, a);
+        there.received_at.insert(y, 5);
         there.secrets.insert(z, stored());
         let w = receive(&mut there, b, 1)[0];
         let adopted = adopted_elsewhere(&here, &there);
@@ -303,8 +496,10 @@ mod tests {
         let mut expected = vec![x, w];
         expected.sort();
         assert_eq!(keys, expected);
-        // Every entry keeps its secret (x's came with it).
+        // Every entry keeps its secret and its date (x's came with it); y's date went.
         assert!(keys.iter().all(|g| there.secrets.contains_key(g)));
+        let dated: Vec<Ghid> = there.received_at.keys().copied().collect();
+        assert_eq!(dated, expected);
 
         // Over the bounds after a union: the excess is named.
         let mut st = AccountState::default();
