@@ -348,6 +348,8 @@ impl Ledger {
         upstream.ingest_fetched(local, frame_bytes).await?;
         upstream.ingest_fetched(local, container_bytes).await?;
         let mut forget = Vec::new();
+        // The entries as the other machine wrote them: a merge trims only past these.
+        let theirs = newer.state().received_shares.clone();
         let merged = match self.account.take() {
             Some(old) if old.is_dirty() => {
                 // Carry our unflushed changes over onto the newer state.
@@ -379,8 +381,8 @@ impl Ledger {
             "counter" => frame.counter, "merged" => merged);
         self.flushed = newer.state().secrets.keys().map(|g| (*g, 0)).collect();
         self.shared.clear();
-        // The bounds hold after a merge too (and on a root another machine wrote alone).
-        forget.extend(received::over_limits(newer.state(), self.limits));
+        // The bounds hold after a merge too, raised to what the other machine kept alone.
+        forget.extend(received::over_limits(newer.state(), self.limits, &theirs));
         forget.sort();
         forget.dedup();
         self.account = Some(newer);

@@ -6,11 +6,11 @@
 //! merge, and forgetting what a share no app adopted brought (its secret here and in the
 //! account, its api id, its subscription on every remote) once its orphan entry is dropped,
 //! it is older than [`MAX_UNADOPTED_AGE`], it is evicted for a lighter sharer's share, or a
-//! merge goes past the bounds.
+//! merge trims it.
 //!
-//! The policy at the bound in all: the sharer holding the most entries loses its newest
-//! first. So many throw-away identities cannot lock out a sharer with few, and what a
-//! sharer sent first stays (the oldest were offered to apps longest).
+//! The policy at the bound in all, and when a merge trims: the sharer holding the most
+//! entries loses its newest first. So many throw-away identities cannot lock out a sharer
+//! with few, and what a sharer sent first stays (the oldest were offered to apps longest).
 //!
 //! Forgetting never touches an object with a live object actor (it is an app's: the entry
 //! is dropped as adopted), and removes the vault records while the mailbox waits, so an
@@ -18,7 +18,7 @@
 //!
 //! Pure functions over the state, the `Ledger`'s forgetting, and the handlers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -157,20 +157,39 @@ pub(super) fn merge_received(from: &AccountState, to: &mut AccountState, adopted
     to.received_at.retain(|g, _| kept.contains_key(g));
 }
 
-/// The received shares past `limits` (per sharer, then in all), to forget: after a merge the
-/// union of two machines' entries may exceed them. The first in ghid order stay.
-pub(super) fn over_limits(st: &AccountState, limits: ShareLimits) -> Vec<Ghid> {
-    let mut per_sharer = std::collections::HashMap::<Ghid, usize>::new();
-    let mut kept = 0;
+/// What a merge added past the bounds, to forget: the union of two machines' entries may
+/// exceed them. The bounds are this machine's `limits`, raised to what the newer root
+/// (`before`: its entries as the other machine wrote them) held by itself, per sharer and in all: a
+/// machine never trims what another accepted under its own (higher) limits, only the
+/// excess the union brings. Trimmed per sharer first, then in all, the heaviest sharer's
+/// newest first (as at [`admission`]).
+pub(super) fn over_limits(
+    st: &AccountState,
+    limits: ShareLimits,
+    before: &BTreeMap<Ghid, Ghid>,
+) -> Vec<Ghid> {
+    let mut held_before = HashMap::<Ghid, usize>::new();
+    for sharer in before.values() {
+        *held_before.entry(*sharer).or_default() += 1;
+    }
+    let mut by = by_sharer(st);
     let mut over = Vec::new();
-    for (g, sharer) in &st.received_shares {
-        let n = per_sharer.entry(*sharer).or_default();
-        if *n >= limits.per_sharer || kept >= limits.total {
-            over.push(*g);
-        } else {
-            *n += 1;
-            kept += 1;
+    for (sharer, v) in by.iter_mut() {
+        let bound = limits
+            .per_sharer
+            .max(held_before.get(sharer).copied().unwrap_or(0));
+        while v.len() > bound {
+            over.extend(v.pop().map(|(_, g)| g));
         }
+    }
+    let bound = limits.total.max(before.len());
+    let mut total: usize = by.values().map(Vec::len).sum();
+    while total > bound {
+        let Some(v) = heaviest(&by).and_then(|h| by.get_mut(&h)) else {
+            break;
+        };
+        over.extend(v.pop().map(|(_, g)| g));
+        total -= 1;
     }
     over
 }
@@ -500,18 +519,36 @@ mod tests {
         assert!(keys.iter().all(|g| there.secrets.contains_key(g)));
         let dated: Vec<Ghid> = there.received_at.keys().copied().collect();
         assert_eq!(dated, expected);
+    }
 
-        // Over the bounds after a union: the excess is named.
-        let mut st = AccountState::default();
-        receive(&mut st, a, 4);
-        receive(&mut st, b, 3);
-        let over = over_limits(&st, LIMITS);
-        assert_eq!(over.len(), 2, "one of a's and one more past the total");
-        for g in &over {
-            st.received_shares.remove(g);
-        }
-        assert!(over_limits(&st, LIMITS).is_empty());
-        assert_eq!(st.received_shares.len(), LIMITS.total);
+    #[test]
+    fn a_merge_trims_the_heaviest_sharers_newest_and_only_past_what_each_side_kept() {
+        let (attacker, honest) = (ghid(), ghid());
+        // The newer root (the other machine's) holds 2 of the attacker's; ours brings 3
+        // more of its and 3 honest ones: 8, past the bounds of 3 per sharer and 5 in all.
+        let mut there = AccountState::default();
+        let early = receive_at(&mut there, attacker, 2, 100);
+        let theirs = there.received_shares.clone();
+        let mut st = there.clone();
+        let late = receive_at(&mut st, attacker, 3, 200);
+        let good = receive_at(&mut st, honest, 3, 150);
+        let mut over = over_limits(&st, LIMITS, &theirs);
+        over.sort();
+        // Per sharer: the attacker's 2 newest; in all (6 > 5): of the tied heaviest, the
+        // one with the newest entry (the attacker's again), whatever the ghids.
+        let mut expected = late.clone();
+        expected.sort();
+        assert_eq!(over, expected, "early {early:?} good {good:?}");
+
+        // A root another machine kept past our (lower) bounds alone is not trimmed, and a
+        // merge trims only what it adds past it.
+        let mut big = AccountState::default();
+        receive_at(&mut big, attacker, 4, 100);
+        receive_at(&mut big, honest, 3, 100);
+        let theirs = big.received_shares.clone();
+        assert!(over_limits(&big, LIMITS, &theirs).is_empty());
+        let extra = receive_at(&mut big, attacker, 1, 500);
+        assert_eq!(over_limits(&big, LIMITS, &theirs), extra);
     }
 
     #[test]
