@@ -167,8 +167,8 @@ struct Args {
     #[arg(long, default_value_t = 2)]
     client_threads: usize,
     /// The persister in this process (thread) or as this build's `hgx-persister` binary
-    /// (child); auto: at the persister level in process unless N connections' two ends
-    /// would exceed RLIMIT_NOFILE, at the daemon level in process.
+    /// (child), at both levels; auto: in process unless the persister level runs and N
+    /// connections' two ends would exceed RLIMIT_NOFILE.
     #[arg(long, value_enum, default_value = "auto")]
     persister_process: persister::Placement,
     /// Persister HTTP workers (0 = one per core).

@@ -60,7 +60,7 @@ pub fn is_alive(pid: i32) -> bool {
 }
 
 /// `flock(fd, op | LOCK_NB)`: Ok(true) when taken, Ok(false) when someone else holds it.
-fn try_flock(file: &File, op: libc::c_int) -> io::Result<bool> {
+pub(crate) fn try_flock(file: &File, op: libc::c_int) -> io::Result<bool> {
     loop {
         // SAFETY: flock on a descriptor we own.
         if unsafe { libc::flock(file.as_raw_fd(), op | libc::LOCK_NB) } == 0 {

@@ -224,6 +224,9 @@ impl Vault {
     /// Removes the record under `key`, if any (a spilled record's file goes once the removal
     /// is durable, at a [`Vault::flush`]).
     pub fn remove(&self, key: &[u8]) -> Result<(), DaemonError> {
+        // A large value written to the key between the look and the removal would leave its
+        // file behind: puts wait.
+        let _writing = self.spill.as_ref().map(|s| s.writing());
         let old = self.tree.get(key)?;
         if old.is_none() {
             return Ok(());

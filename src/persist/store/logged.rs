@@ -306,7 +306,12 @@ impl Logged {
 
     /// Returns once everything applied before the call is durable.
     pub(super) fn sync(&self) -> Result<(), PersistError> {
-        self.wal.sync().map_err(storage)
+        let synced = self.wal.sync().map_err(storage);
+        if synced.is_err() {
+            // The log is poisoned now: the mover reports it at once.
+            self.kick();
+        }
+        synced
     }
 
     fn kick(&self) {
@@ -407,6 +412,11 @@ struct Reporter {
 }
 
 impl Reporter {
+    /// Whether the last move failed.
+    fn failing(&self) -> bool {
+        self.warned.is_some() || self.poisoned
+    }
+
     fn moved(&mut self, l: &Logged, moved: Result<(), PersistError>) {
         match moved {
             Ok(()) => self.warned = None,
@@ -438,9 +448,13 @@ fn run_mover(logged: Weak<Logged>, signal: Arc<(Mutex<Signal>, Condvar)>, period
     let mut report = Reporter::default();
     loop {
         // Not holding the log while waiting: its drop stops this thread.
-        let Some(wait) = logged.upgrade().map(|l| l.next_wait(period)) else {
+        let Some(mut wait) = logged.upgrade().map(|l| l.next_wait(period)) else {
             return;
         };
+        if report.failing() {
+            // The overlay stays due while moves fail (a poisoned log fails every one).
+            wait = wait.max(period / 8);
+        }
         {
             let mut s = lock(&signal.0);
             if !s.stop && !s.kick {

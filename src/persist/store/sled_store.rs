@@ -725,6 +725,49 @@ mod tests {
     }
 
     #[test]
+    fn the_first_write_into_an_idle_log_moves_within_its_period() {
+        let dir = tempfile::tempdir().unwrap();
+        let every = std::time::Duration::from_millis(20);
+        let s = SledStore::open_logged(
+            &dir.path().join("db"),
+            sled_gate::MIN_CACHE_CAPACITY,
+            every,
+            discard(),
+        )
+        .unwrap();
+        // The mover has slept idle since the open; the write must wake it.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let mut w = WriteSet::default();
+        w.objects.insert(
+            Ghid::pseudorandom(Algo::SHA512),
+            Some(Bytes::from_static(b"GEOC x")),
+        );
+        s.apply(&w).unwrap();
+        s.flush().unwrap();
+        assert!(s.log_bytes() > 0);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while s.log_bytes() > 0 {
+            assert!(std::time::Instant::now() < deadline, "not moved into sled");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn one_log_per_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled_gate::open(&dir.path().join("db")).unwrap();
+        let wal = dir.path().join("wal");
+        let open = |name: &str| {
+            crate::persist::store::LoggedTree::open(&db, name, &wal, MOVE_EVERY, discard())
+        };
+        let first = open("a").unwrap();
+        let second = open("b").err().map(|e| e.to_string());
+        assert!(second.is_some_and(|e| e.contains("in use")));
+        drop(first);
+        assert!(open("b").is_ok(), "free once the first is gone");
+    }
+
+    #[test]
     fn a_logged_store_reads_through_its_overlay_moves_it_to_sled_and_replays_its_log() {
         let dir = tempfile::tempdir().unwrap();
         let (path, crashed) = (dir.path().join("db"), dir.path().join("crashed"));

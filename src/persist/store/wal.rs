@@ -141,6 +141,8 @@ struct Files {
 /// The log (see the module docs).
 pub(super) struct Wal {
     dir: PathBuf,
+    /// `<dir>/LOCK`, `flock`ed for the log's life: one log per directory, in any process.
+    _lock: File,
     files: Mutex<Files>,
     /// Held across [`Wal::sync`]: a second caller could otherwise return (and acknowledge)
     /// once the current file is synced while the first still syncs the retired one.
@@ -214,6 +216,26 @@ fn create(dir: &Path, generation: u64) -> io::Result<File> {
     o.open(dir.join(name(generation)))
 }
 
+/// Takes `<dir>/LOCK`: a second log on the same directory (another store, another process)
+/// would replay and then delete this one's files.
+fn lock_dir(dir: &Path) -> io::Result<File> {
+    let mut o = OpenOptions::new();
+    o.create(true).write(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    let file = o.open(dir.join("LOCK"))?;
+    if !crate::process::try_flock(&file, libc::LOCK_EX)? {
+        return Err(io::Error::new(
+            io::ErrorKind::WouldBlock,
+            format!("the write-ahead log in {} is in use", dir.display()),
+        ));
+    }
+    Ok(file)
+}
+
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
@@ -240,6 +262,7 @@ impl Wal {
                 sync_dir(parent)?;
             }
         }
+        let lock = lock_dir(dir)?;
         let gens = generations(dir)?;
         let mut entries = Vec::new();
         let mut torn: Option<Torn> = None;
@@ -267,6 +290,7 @@ impl Wal {
         sync_dir(dir)?;
         let wal = Wal {
             dir: dir.to_owned(),
+            _lock: lock,
             files: Mutex::new(Files {
                 current: Arc::new(current),
                 generation,
