@@ -746,6 +746,7 @@ mod tests {
         let state: AccountState = rmp_serde::from_slice(&bytes).unwrap();
         assert!(state.holds.contains(&held));
         assert!(state.received_shares.is_empty());
+        assert!(state.received_at.is_empty());
     }
 
     #[test]
