@@ -9,8 +9,14 @@
 //! merge trims it.
 //!
 //! The policy at the bound in all, and when a merge trims: the sharer holding the most
-//! entries loses its newest first. So many throw-away identities cannot lock out a sharer
-//! with few, and what a sharer sent first stays (the oldest were offered to apps longest).
+//! entries loses its newest first; of sharers tied for the most, the one whose newest entry
+//! is the oldest. What this guarantees: a sharer holding `h` entries loses none while
+//! another holds more, which is certain when the others are fewer than `total / h - 1`
+//! identities (1023 for one entry under the default 1024). Tied for the most, an entry just
+//! admitted goes last of the tied: only after every other tied sharer got a newer one. So
+//! more identities than that can still evict it, one eviction per other tied sharer later.
+//! What a sharer sent first stays (the oldest were offered to apps longest). A share shown
+//! to an app as an event that the app did not adopt is unadopted and evicted like any other.
 //!
 //! Forgetting never touches an object with a live object actor (it is an app's: the entry
 //! is dropped as adopted), and removes the vault records while the mailbox waits, so an
@@ -53,17 +59,19 @@ fn by_sharer(st: &AccountState) -> BTreeMap<Ghid, Vec<(u64, Ghid)>> {
     out
 }
 
-/// The sharer holding the most entries (of those, the one with the newest entry).
+/// The sharer holding the most entries; of those tied, the one whose newest entry is the
+/// oldest, so an entry just admitted is not the next victim (throw-away identities evicted
+/// back under the others cannot take turns evicting the sharer that just got in).
 fn heaviest(by: &BTreeMap<Ghid, Vec<(u64, Ghid)>>) -> Option<Ghid> {
     by.iter()
         .filter(|(_, v)| !v.is_empty())
-        .max_by_key(|(_, v)| (v.len(), v.last().copied()))
+        .max_by_key(|(_, v)| (v.len(), std::cmp::Reverse(v.last().copied())))
         .map(|(s, _)| *s)
 }
 
 /// Whether `sharer`'s share of `ghid` may be accepted (see [`Admission`]), and past the
-/// bound in all, the entry it evicts: the newest of the heaviest sharer, when `sharer` holds
-/// fewer than that one. The heaviest sharer itself is refused.
+/// bound in all, the entry it evicts: the newest of the heaviest sharer ([`heaviest`]), when
+/// `sharer` holds fewer than that one. The heaviest sharer itself is refused.
 pub(super) fn admission(
     st: &AccountState,
     ghid: &Ghid,
@@ -445,32 +453,66 @@ mod tests {
         let mut st = AccountState::default();
         let from_x = receive_at(&mut st, x, 4, 100);
         let from_y = receive_at(&mut st, y, 4, 200);
-        // Tied heaviest: the one with the newest entry (y) loses its newest.
+        // Tied heaviest: the one whose newest entry is the oldest (x) loses its newest.
         let (adm, evicted) = admission(&st, &ghid(), &honest, limits);
-        assert_eq!((adm, evicted), (Admission::Allowed, Some(from_y[3])));
-        st.received_shares.remove(&from_y[3]);
+        assert_eq!((adm, evicted), (Admission::Allowed, Some(from_x[3])));
+        st.received_shares.remove(&from_x[3]);
         receive_at(&mut st, honest, 1, 300);
-        // Now x holds the most: the heaviest itself is refused ...
+        // Now y holds the most: the heaviest itself is refused ...
+        assert_eq!(
+            admission(&st, &ghid(), &y, limits),
+            (Admission::PastTotal, None)
+        );
+        // ... and x (3 < 4) evicts y's newest, as does the honest sharer (1 < 4).
+        assert_eq!(
+            admission(&st, &ghid(), &x, limits),
+            (Admission::Allowed, Some(from_y[3]))
+        );
+        assert_eq!(
+            admission(&st, &ghid(), &honest, limits),
+            (Admission::Allowed, Some(from_y[3]))
+        );
+        // One holding as many as the heaviest is refused: no churn between equals.
+        st.received_shares.remove(&from_y[3]);
+        receive_at(&mut st, honest, 1, 400);
         assert_eq!(
             admission(&st, &ghid(), &x, limits),
             (Admission::PastTotal, None)
         );
-        // ... and y (3 < 4) evicts x's newest, as does the honest sharer (1 < 4).
-        assert_eq!(
-            admission(&st, &ghid(), &y, limits),
-            (Admission::Allowed, Some(from_x[3]))
-        );
-        assert_eq!(
-            admission(&st, &ghid(), &honest, limits),
-            (Admission::Allowed, Some(from_x[3]))
-        );
-        // One holding as many as the heaviest is refused: no churn between equals.
-        st.received_shares.remove(&from_x[3]);
-        receive_at(&mut st, honest, 1, 400);
-        assert_eq!(
-            admission(&st, &ghid(), &y, limits),
-            (Admission::PastTotal, None)
-        );
+    }
+
+    #[test]
+    fn throw_away_identities_cannot_take_turns_evicting_a_share_just_admitted() {
+        // The bound in all is full of one share each from throw-away identities.
+        let limits = ShareLimits {
+            per_sharer: 4,
+            total: 16,
+        };
+        let mut st = AccountState::default();
+        let ids: Vec<Ghid> = (0..16).map(|_| ghid()).collect();
+        for (i, id) in ids.iter().enumerate() {
+            receive_at(&mut st, *id, 1, 100 + i as u64);
+        }
+        // An honest sharer (0 < 1) gets in; each identity evicted (back to 0) shares again.
+        let honest = ghid();
+        let evict = |st: &mut AccountState, sharer: Ghid| -> (Ghid, Ghid) {
+            let (adm, evicted) = admission(st, &ghid(), &sharer, limits);
+            assert_eq!(adm, Admission::Allowed);
+            let evicted = evicted.expect("an eviction at the bound");
+            let its_sharer = st.received_shares.remove(&evicted).expect("an entry");
+            st.received_at.remove(&evicted);
+            (evicted, its_sharer)
+        };
+        let (_, mut again) = evict(&mut st, honest);
+        let kept = receive_at(&mut st, honest, 1, 1000)[0];
+        // The honest share, the newest of the tied heaviest, outlives every other one.
+        for round in 1..16u64 {
+            let (evicted, its_sharer) = evict(&mut st, again);
+            assert_ne!(evicted, kept, "round {round}: the honest share evicted");
+            receive_at(&mut st, again, 1, 1000 + round);
+            again = its_sharer;
+        }
+        assert!(st.received_shares.contains_key(&kept));
     }
 
     #[test]
@@ -535,10 +577,10 @@ mod tests {
         let mut over = over_limits(&st, LIMITS, &theirs);
         over.sort();
         // Per sharer: the attacker's 2 newest; in all (6 > 5): of the tied heaviest, the
-        // one with the newest entry (the attacker's again), whatever the ghids.
-        let mut expected = late.clone();
+        // one whose newest entry is the oldest (the honest one's), whatever the ghids.
+        let mut expected = vec![late[1], late[2], good[2]];
         expected.sort();
-        assert_eq!(over, expected, "early {early:?} good {good:?}");
+        assert_eq!(over, expected, "early {early:?}");
 
         // A root another machine kept past our (lower) bounds alone is not trimmed, and a
         // merge trims only what it adds past it.
