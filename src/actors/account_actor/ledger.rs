@@ -369,7 +369,7 @@ impl Ledger {
                     }
                 }
                 to.holds.extend(from.holds.iter().copied());
-                received::merge_received(from, to, &adopted);
+                received::merge_received(from, to, &adopted, received::now_millis());
                 let dropped = merge_app_state(from, to, &self.cleared_startup);
                 forget.extend(received::unadopted_of(to, &dropped));
                 self.urgent = true;
@@ -581,6 +581,26 @@ mod tests {
         l.set_startup(AppTokenBytes([1; 16]), ghid(1)).unwrap();
         l.clear_startup(AppTokenBytes([1; 16])).unwrap();
         assert_eq!(pause_after_failure(&mut l).as_secs_f64().round() as u64, 1);
+    }
+
+    #[test]
+    fn a_share_dated_in_the_future_still_expires() {
+        let mut l = ledger();
+        let (now, age) = (
+            1_000_000,
+            super::super::MAX_UNADOPTED_AGE.as_millis() as u64,
+        );
+        // Dated by a clock a year ahead (another machine's, or ours before it was set back).
+        let ahead = ghid(3);
+        l.edit(|st| {
+            st.secrets.insert(ahead, stored());
+            st.received_shares.insert(ahead, ghid(4));
+            st.received_at.insert(ahead, now + 365 * 24 * 3600 * 1000);
+        });
+        assert!(l.date_and_expire(now).is_empty());
+        assert_eq!(l.state().unwrap().received_at.get(&ahead), Some(&now));
+        assert!(l.date_and_expire(now + age - 1).is_empty());
+        assert_eq!(l.date_and_expire(now + age), vec![ahead]);
     }
 
     #[test]

@@ -99,6 +99,7 @@ pub(super) fn admission(
 }
 
 /// The entries received at least [`MAX_UNADOPTED_AGE`] before `now` (unix milliseconds).
+/// A date past `now` (another machine's clock ahead, or ours set back) counts as `now`.
 pub(super) fn expired(st: &AccountState, now: u64) -> Vec<Ghid> {
     let age = MAX_UNADOPTED_AGE.as_millis() as u64;
     st.received_shares
@@ -106,7 +107,7 @@ pub(super) fn expired(st: &AccountState, now: u64) -> Vec<Ghid> {
         .filter(|g| {
             st.received_at
                 .get(g)
-                .is_some_and(|at| now.saturating_sub(*at) >= age)
+                .is_some_and(|at| now.saturating_sub((*at).min(now)) >= age)
         })
         .copied()
         .collect()
@@ -141,8 +142,14 @@ pub(super) fn adopted_elsewhere(from: &AccountState, to: &AccountState) -> Vec<G
 /// without one (an app adopted it there; `adopted`: those of the other machine). An entry
 /// carried over brings its date, secret and api id if `to` lacks them (the other machine
 /// forgot it, or wrote its root without ours), so every entry keeps its secret; the bounds
-/// are applied to the result ([`over_limits`]).
-pub(super) fn merge_received(from: &AccountState, to: &mut AccountState, adopted: &[Ghid]) {
+/// are applied to the result ([`over_limits`]). A date past `now` becomes `now`: a clock
+/// ahead must not keep an entry from ever expiring.
+pub(super) fn merge_received(
+    from: &AccountState,
+    to: &mut AccountState,
+    adopted: &[Ghid],
+    now: u64,
+) {
     to.received_shares
         .retain(|g, _| !from.secrets.contains_key(g) || from.received_shares.contains_key(g));
     for (g, sharer) in &from.received_shares {
@@ -163,6 +170,9 @@ pub(super) fn merge_received(from: &AccountState, to: &mut AccountState, adopted
     }
     let kept = &to.received_shares;
     to.received_at.retain(|g, _| kept.contains_key(g));
+    for at in to.received_at.values_mut() {
+        *at = (*at).min(now);
+    }
 }
 
 /// What a merge added past the bounds, to forget: the union of two machines' entries may
@@ -236,20 +246,20 @@ impl Ledger {
         }
     }
 
-    /// Dates the entries without a date (an older root's) `now`, and returns those past
+    /// Dates `now` the entries without a date (an older root's) or dated after `now` (a
+    /// clock was ahead: such a date would never expire), and returns those past
     /// [`MAX_UNADOPTED_AGE`].
     pub(super) fn date_and_expire(&mut self, now: u64) -> Vec<Ghid> {
         let Some(st) = self.state() else {
             return Vec::new();
         };
-        if st
-            .received_shares
-            .keys()
-            .any(|g| !st.received_at.contains_key(g))
-        {
+        let undated =
+            |st: &AccountState, g: &Ghid| st.received_at.get(g).map_or(true, |at| *at > now);
+        if st.received_shares.keys().any(|g| undated(st, g)) {
             self.edit(|st| {
                 for g in st.received_shares.keys() {
-                    st.received_at.entry(*g).or_insert(now);
+                    let at = st.received_at.entry(*g).or_insert(now);
+                    *at = (*at).min(now);
                 }
             });
         }
@@ -552,7 +562,7 @@ mod tests {
         let w = receive(&mut there, b, 1)[0];
         let adopted = adopted_elsewhere(&here, &there);
         assert_eq!(adopted, vec![z]);
-        merge_received(&here, &mut there, &adopted);
+        merge_received(&here, &mut there, &adopted, u64::MAX);
         let keys: Vec<Ghid> = there.received_shares.keys().copied().collect();
         let mut expected = vec![x, w];
         expected.sort();
@@ -561,6 +571,19 @@ mod tests {
         assert!(keys.iter().all(|g| there.secrets.contains_key(g)));
         let dated: Vec<Ghid> = there.received_at.keys().copied().collect();
         assert_eq!(dated, expected);
+    }
+
+    #[test]
+    fn a_merge_dates_an_entry_from_a_clock_ahead_now() {
+        let a = ghid();
+        let (mut here, mut there) = (AccountState::default(), AccountState::default());
+        let ours = receive_at(&mut here, a, 1, 5_000)[0];
+        let theirs = receive_at(&mut there, a, 1, 9_000)[0];
+        let early = receive_at(&mut there, a, 1, 10)[0];
+        merge_received(&here, &mut there, &[], 1_000);
+        assert_eq!(there.received_at.get(&ours), Some(&1_000));
+        assert_eq!(there.received_at.get(&theirs), Some(&1_000));
+        assert_eq!(there.received_at.get(&early), Some(&10));
     }
 
     #[test]
