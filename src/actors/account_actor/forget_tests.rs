@@ -1,7 +1,8 @@
 //! The account actor's forgetting of received shares, run whole (real vault and archive on
 //! disk, the actor on its own arbiter): the vault records go before the next message is
 //! handled, an object with a live actor is never forgotten, a share recorded while it loads
-//! is not counted, and a load racing a forget keeps the secret in the account.
+//! is not counted, a load racing a forget keeps the secret in the account, and an eviction
+//! whose victim is live (adopted instead) keeps the count within the bound.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, Weak};
@@ -38,15 +39,16 @@ fn stored() -> StoredSecret {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forgetting_is_ordered_before_later_messages_and_spares_live_objects() {
+/// A new account of fixture 2 over a real vault and archive in a temporary directory, and
+/// the actor threads to run it on.
+fn setup() -> (tempfile::TempDir, ActorThreads, Arc<Local>, Account, Secret) {
     let dir = tempfile::tempdir().unwrap();
     let log = crate::logging::discard();
     let archive = Archive::open(&dir.path().join("objects")).unwrap();
     let vault = Vault::open(&test_tree(dir.path(), "daemon"), &[7; 32]).unwrap();
     let threads = ActorThreads::start(1).unwrap();
     let root = Secret::random();
-    let (mut account, objects) =
+    let (account, objects) =
         Account::create(crate::testdata::fixture_first_party(2), root.clone()).unwrap();
     for o in objects {
         archive.publish(&o).unwrap();
@@ -62,6 +64,12 @@ async fn forgetting_is_ordered_before_later_messages_and_spares_live_objects() {
         gate: Gate::default(),
         log,
     });
+    (dir, threads, local, account, root)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forgetting_is_ordered_before_later_messages_and_spares_live_objects() {
+    let (_dir, threads, local, mut account, root) = setup();
 
     // Two shares received, no longer offered once two more orphans come: one no app has,
     // one live.
@@ -199,6 +207,83 @@ async fn forgetting_is_ordered_before_later_messages_and_spares_live_objects() {
     assert_eq!(
         handle.ask(admit(raced)).await.unwrap().unwrap(),
         Admission::Ours
+    );
+
+    drop(addr);
+    threads.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_eviction_whose_victim_is_live_stays_within_the_bound() {
+    let (_dir, threads, local, mut account, root) = setup();
+    // Full at 3 in all: x's two (its newest live: an app loaded it meanwhile) and y's one.
+    let (x, y, z) = (
+        Ghid::pseudorandom(Algo::SHA512),
+        Ghid::pseudorandom(Algo::SHA512),
+        Ghid::pseudorandom(Algo::SHA512),
+    );
+    let entries: Vec<(Ghid, Ghid)> = [x, x, y]
+        .iter()
+        .map(|s| (Ghid::pseudorandom(Algo::SHA512), *s))
+        .collect();
+    let st = account.state_mut();
+    for (i, (g, sharer)) in entries.iter().enumerate() {
+        st.secrets.insert(*g, stored());
+        st.received_shares.insert(*g, *sharer);
+        // Dated in the past: a date past now would count as now.
+        st.received_at
+            .insert(*g, super::received::now_millis() - 10 + i as u64);
+    }
+    let live_newest = entries[1].0;
+    let live = Arc::new(Live::default());
+    live.0.lock().unwrap().insert(live_newest);
+    let limits = ShareLimits {
+        per_sharer: 4,
+        total: 3,
+    };
+    let (addr, handle) = AccountHandle::start(
+        &threads.arbiters(),
+        account,
+        root,
+        local.clone(),
+        Upstream::new(Vec::new()),
+        limits,
+        Arc::downgrade(&live) as Weak<dyn Liveness>,
+    );
+
+    // z (none yet) gets in: x's newest, the victim, is an app's, adopted rather than
+    // forgotten, and out of the count all the same.
+    let fresh = Ghid::pseudorandom(Algo::SHA512);
+    let admit = |ghid, sharer| AdmitShare { ghid, sharer };
+    assert_eq!(
+        handle.ask(admit(fresh, z)).await.unwrap().unwrap(),
+        Admission::Allowed
+    );
+    handle.tell(RecordSecret {
+        ghid: fresh,
+        stored: stored(),
+        counter: 0,
+        api_id: None,
+        received_from: Some(z),
+    });
+    assert_eq!(
+        handle.lookup(live_newest).await.len(),
+        1,
+        "the app's secret kept"
+    );
+    assert_eq!(
+        handle.ask(admit(live_newest, y)).await.unwrap().unwrap(),
+        Admission::Ours
+    );
+    // Three entries, one each: full, and no sharer holds fewer than the heaviest. Had the
+    // adopted one still counted, y (1 < x's 2) would evict it and get in.
+    assert_eq!(
+        handle
+            .ask(admit(Ghid::pseudorandom(Algo::SHA512), y))
+            .await
+            .unwrap()
+            .unwrap(),
+        Admission::PastTotal
     );
 
     drop(addr);

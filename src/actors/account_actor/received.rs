@@ -328,6 +328,48 @@ impl AccountActor {
     }
 }
 
+/// How many entries one admission may evict: one frees a place, since a victim an app has
+/// live is adopted (out of the count) rather than forgotten; the answer is taken again after
+/// each eviction all the same, so it always reflects the state the share will join.
+const MAX_EVICTIONS_PER_SHARE: usize = 2;
+
+impl AccountActor {
+    /// Answers `m` on `tx` ([`admission`]), after evicting for it, then answering from the
+    /// state after the eviction (at most `evictions` more; past them, refused).
+    fn admit(
+        &mut self,
+        ctx: &mut Context<Self>,
+        m: AdmitShare,
+        tx: tokio::sync::oneshot::Sender<Result<Admission, DaemonError>>,
+        evictions: usize,
+    ) {
+        let Some((l, st)) = self.ledger.as_ref().and_then(|l| Some((l, l.state()?))) else {
+            let _ = tx.send(Err(DaemonError::ShuttingDown));
+            return;
+        };
+        let (admission, evict) = admission(st, &m.ghid, &m.sharer, l.limits);
+        let Some(evicted) = evict else {
+            let _ = tx.send(Ok(admission));
+            return;
+        };
+        if evictions == 0 {
+            let _ = tx.send(Ok(Admission::PastTotal));
+            return;
+        }
+        let from = st.received_shares.get(&evicted).copied();
+        slog::info!(l.log, "unadopted shares at the bound in all: the heaviest sharer's newest is evicted";
+            "evicted" => %evicted, "its_sharer" => ?from, "for" => %m.sharer);
+        self.forget_unadopted(
+            ctx,
+            vec![evicted],
+            "evicted by a lighter sharer",
+            move |act, ctx| {
+                act.admit(ctx, m, tx, evictions - 1);
+            },
+        );
+    }
+}
+
 impl Handler<AdmitShare> for AccountActor {
     type Result = ResponseFuture<Result<Admission, DaemonError>>;
 
@@ -339,21 +381,7 @@ impl Handler<AdmitShare> for AccountActor {
             .map(|l| l.date_and_expire(now_millis()))
             .unwrap_or_default();
         self.forget_unadopted(ctx, old, "older than the age bound", move |act, ctx| {
-            let Some((l, st)) = act.ledger.as_ref().and_then(|l| Some((l, l.state()?))) else {
-                let _ = tx.send(Err(DaemonError::ShuttingDown));
-                return;
-            };
-            let (admission, evict) = admission(st, &m.ghid, &m.sharer, l.limits);
-            let Some(evicted) = evict else {
-                let _ = tx.send(Ok(admission));
-                return;
-            };
-            let from = st.received_shares.get(&evicted).copied();
-            slog::info!(l.log, "unadopted shares at the bound in all: the heaviest sharer's newest is evicted";
-                "evicted" => %evicted, "its_sharer" => ?from, "for" => %m.sharer);
-            act.forget_unadopted(ctx, vec![evicted], "evicted by a lighter sharer", move |_, _| {
-                let _ = tx.send(Ok(admission));
-            });
+            act.admit(ctx, m, tx, MAX_EVICTIONS_PER_SHARE);
         });
         Box::pin(async move { rx.await.unwrap_or(Err(DaemonError::ShuttingDown)) })
     }
