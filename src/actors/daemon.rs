@@ -266,7 +266,8 @@ impl DaemonHandle {
             // An app loads it: a share received from another user is ours from now on.
             // Told, not asked: a load must not wait behind an account flush. Told again
             // once the object is live (below): a share recorded while it loaded, or
-            // forgotten while the load read its secret, is this app's too.
+            // forgotten while the load read its secret (recorded and followed again), is
+            // this app's too.
             daemon.store.account.tell(account_actor::Adopt(ghid));
             let loaded = commit::load(&daemon.store, ghid).await?;
             if loaded.ghid != ghid {

@@ -194,7 +194,8 @@ async fn forgetting_is_ordered_before_later_messages_and_spares_live_objects() {
         Admission::Ours
     );
 
-    // A load that read a secret the account then forgot: recorded again, as the app's.
+    // A load that read a secret the account then forgot: recorded again, as the app's,
+    // in the account and here (the forget removed the vault record and the following).
     let raced = Ghid::pseudorandom(Algo::SHA512);
     let s = stored();
     handle.tell(AdoptLoaded {
@@ -203,7 +204,13 @@ async fn forgetting_is_ordered_before_later_messages_and_spares_live_objects() {
         counter: 3,
         api_id: None,
     });
-    assert_eq!(handle.lookup(raced).await, vec![s]);
+    assert_eq!(handle.lookup(raced).await, vec![s.clone()]);
+    let here = local
+        .secret(&raced)
+        .unwrap()
+        .expect("the vault record again");
+    assert_eq!((here.stored, here.counter), (s, 3));
+    assert!(local.followed().unwrap().contains(&raced), "followed again");
     assert_eq!(
         handle.ask(admit(raced)).await.unwrap().unwrap(),
         Admission::Ours

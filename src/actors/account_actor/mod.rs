@@ -274,7 +274,8 @@ pub struct Adopt(pub Ghid);
 
 /// An app of ours loaded `ghid` with this secret: adopted (as [`Adopt`], told again after
 /// the load, which closes the race with a share recorded meanwhile), and if the account
-/// forgot it while the load ran, recorded again as ours.
+/// forgot it while the load ran, recorded again as ours: in the account, and here its
+/// secret and its following (the forget removed them from the vault).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct AdoptLoaded {

@@ -20,7 +20,8 @@
 //!
 //! Forgetting never touches an object with a live object actor (it is an app's: the entry
 //! is dropped as adopted), and removes the vault records while the mailbox waits, so an
-//! `AdmitShare` or `RecordSecret` handled after it cannot be undone by it.
+//! `AdmitShare` or `RecordSecret` handled after it cannot be undone by it. A load that
+//! raced a forget puts them back the same way ([`AdoptLoaded`]).
 //!
 //! Pure functions over the state, the `Ledger`'s forgetting, and the handlers.
 
@@ -36,7 +37,8 @@ use super::{
 };
 use crate::actors::account::{AccountState, OrphanShare};
 use crate::actors::error::DaemonError;
-use crate::actors::local::Local;
+use crate::actors::local::{Local, SecretRecord};
+use crate::actors::upstream::Upstream;
 use crate::golix::Ghid;
 
 /// Now, in unix milliseconds (what `received_at` holds).
@@ -399,15 +401,60 @@ impl Handler<AdoptLoaded> for AccountActor {
     type Result = ();
 
     fn handle(&mut self, m: AdoptLoaded, ctx: &mut Context<Self>) {
-        self.with(ctx, |l| {
+        let record = SecretRecord {
+            stored: m.stored.clone(),
+            counter: m.counter,
+        };
+        let forgotten = self.with(ctx, |l| {
             l.adopt(m.ghid);
             // A forget ran while the load read the secret: the object is live, the app's.
-            if l.state().is_some_and(|st| !st.secrets.contains_key(&m.ghid)) {
+            let forgotten = l.state().is_some_and(|st| !st.secrets.contains_key(&m.ghid));
+            if forgotten {
                 slog::info!(l.log, "a share forgotten while an app loaded it is that app's: recorded again";
                     "ghid" => %m.ghid);
                 l.record_secret(m.ghid, m.stored, m.counter, m.api_id, None);
             }
+            forgotten
         });
+        if forgotten != Some(true) {
+            return;
+        }
+        // The forget removed the vault records too (secret, "followed"): put them back
+        // while the mailbox waits, so a later forget's removal comes after.
+        let (local, upstream) = (self.base.local.clone(), self.base.upstream.clone());
+        let task = local
+            .runtime
+            .clone()
+            .spawn(restore_in_vault(local, upstream, m.ghid, record));
+        ctx.wait(task.into_actor(self).map(|_, _, _| {}));
+    }
+}
+
+/// Records again here a forgotten share an app loaded meanwhile: its secret (unless the
+/// vault holds a newer one: the live object may have moved on) and its following, as
+/// accepting a share does ([`Upstream::follow`]: the "followed" flag, and subscribed).
+async fn restore_in_vault(local: Arc<Local>, upstream: Upstream, ghid: Ghid, record: SecretRecord) {
+    let log = local.log.clone();
+    let restored = local
+        .runtime
+        .clone()
+        .spawn_blocking(move || {
+            let newer =
+                matches!(local.secret(&ghid), Ok(Some(old)) if old.counter >= record.counter);
+            if !newer {
+                local.put_secret(&ghid, &record)?;
+            }
+            upstream.follow(&local, ghid)
+        })
+        .await;
+    match restored {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            slog::warn!(log, "cannot record again a forgotten share an app loaded"; "ghid" => %ghid, "error" => %e)
+        }
+        Err(e) => {
+            slog::warn!(log, "cannot record again a forgotten share an app loaded"; "ghid" => %ghid, "error" => %e)
+        }
     }
 }
 
