@@ -5,7 +5,7 @@
 //! this machine's unflushed changes carried over, and the bounds on received shares kept:
 //! see `received.rs`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -51,6 +51,7 @@ impl Ledger {
             retry: Backoff::new(LAG_FLUSH_INTERVAL, FLUSH_RETRY_MAX),
             retry_at: None,
             cleared_startup: HashMap::new(),
+            adopted_unflushed: HashSet::new(),
             log,
         }
     }
@@ -195,6 +196,7 @@ impl Ledger {
         }
         self.latest.remove(&ghid);
         self.flushed.remove(&ghid);
+        self.adopted_unflushed.remove(&ghid);
         self.shared.forget(&ghid);
     }
 
@@ -290,6 +292,7 @@ impl Ledger {
             slog::info!(self.log, "account flush succeeded again");
         }
         self.retry.succeeded();
+        self.adopted_unflushed.clear();
         self.flushed
             .extend(self.latest.iter().map(|(g, c)| (*g, *c)));
         self.shared
@@ -352,26 +355,7 @@ impl Ledger {
         let theirs = newer.state().received_shares.clone();
         let merged = match self.account.take() {
             Some(old) if old.is_dirty() => {
-                // Carry our unflushed changes over onto the newer state.
-                let changed = self
-                    .latest
-                    .iter()
-                    .filter(|(g, c)| self.flushed.get(*g) != Some(*c))
-                    .map(|(g, _)| *g);
-                let (from, to) = (old.state(), newer.state_mut());
-                let adopted = received::adopted_elsewhere(from, to);
-                for g in changed {
-                    if let Some(s) = from.secrets.get(&g) {
-                        to.secrets.insert(g, s.clone());
-                    }
-                    if let Some(a) = from.api_ids.get(&g) {
-                        to.api_ids.insert(g, *a);
-                    }
-                }
-                to.holds.extend(from.holds.iter().copied());
-                received::merge_received(from, to, &adopted, received::now_millis());
-                let dropped = merge_app_state(from, to, &self.cleared_startup);
-                forget.extend(received::unadopted_of(to, &dropped));
+                forget.extend(self.carry_over(old.state(), newer.state_mut()));
                 self.urgent = true;
                 true
             }
@@ -390,6 +374,40 @@ impl Ledger {
         // Before the mailbox opens again (this runs while it waits).
         received::forget_in_vault(base.local.clone(), gone).await;
         Ok(())
+    }
+
+    /// Carries our unflushed changes (`from`) over onto a newer state (`to`): secrets that
+    /// moved on, and those of shares adopted since the last flush (the other machine may
+    /// have forgotten one as unadopted meanwhile: an app of ours has it now), holds,
+    /// received shares and app registrations. Returns the objects to forget: those of the
+    /// orphan shares the merge dropped.
+    fn carry_over(&self, from: &AccountState, to: &mut AccountState) -> Vec<Ghid> {
+        let adopted = received::adopted_elsewhere(from, to);
+        let changed = self
+            .latest
+            .iter()
+            .filter(|(g, c)| self.flushed.get(*g) != Some(*c))
+            .map(|(g, _)| *g);
+        for g in changed {
+            if let Some(s) = from.secrets.get(&g) {
+                to.secrets.insert(g, s.clone());
+            }
+            if let Some(a) = from.api_ids.get(&g) {
+                to.api_ids.insert(g, *a);
+            }
+        }
+        for g in &self.adopted_unflushed {
+            if let Some(s) = from.secrets.get(g) {
+                to.secrets.entry(*g).or_insert_with(|| s.clone());
+            }
+            if let Some(a) = from.api_ids.get(g) {
+                to.api_ids.entry(*g).or_insert(*a);
+            }
+        }
+        to.holds.extend(from.holds.iter().copied());
+        received::merge_received(from, to, &adopted, received::now_millis());
+        let dropped = merge_app_state(from, to, &self.cleared_startup);
+        received::unadopted_of(to, &dropped)
     }
 }
 
@@ -581,6 +599,43 @@ mod tests {
         l.set_startup(AppTokenBytes([1; 16]), ghid(1)).unwrap();
         l.clear_startup(AppTokenBytes([1; 16])).unwrap();
         assert_eq!(pause_after_failure(&mut l).as_secs_f64().round() as u64, 1);
+    }
+
+    #[test]
+    fn a_merge_keeps_the_secret_of_a_share_adopted_here_that_the_other_machine_forgot() {
+        let mut l = ledger();
+        let (g, api) = (ghid(5), ghid(6));
+        l.edit(|st| {
+            st.secrets.insert(g, stored());
+            st.api_ids.insert(g, api);
+            st.received_shares.insert(g, ghid(4));
+            st.received_at.insert(g, 1);
+        });
+        flushed(&mut l);
+        // The other machine forgot it as unadopted and wrote a newer root; meanwhile an
+        // app here adopted it.
+        let mut there = l.state().unwrap().clone();
+        there.secrets.remove(&g);
+        there.api_ids.remove(&g);
+        there.received_shares.remove(&g);
+        there.received_at.remove(&g);
+        l.adopt(g);
+        let here = l.state().unwrap().clone();
+        assert!(l.carry_over(&here, &mut there).is_empty());
+        assert_eq!(
+            there.secrets.get(&g),
+            here.secrets.get(&g),
+            "the app's secret"
+        );
+        assert_eq!(there.api_ids.get(&g), Some(&api));
+        assert!(!there.received_shares.contains_key(&g), "adopted");
+        // Flushed, the adoption is in our root: a later merge no longer brings it back.
+        flushed(&mut l);
+        let mut later = there.clone();
+        later.secrets.remove(&g);
+        let here = l.state().unwrap().clone();
+        l.carry_over(&here, &mut later);
+        assert!(!later.secrets.contains_key(&g));
     }
 
     #[test]

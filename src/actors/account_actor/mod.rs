@@ -57,7 +57,7 @@
 //!
 //! Calls: `Account::flush`/`open`, [`super::durable::commit`], [`Upstream`] fetches.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
@@ -352,6 +352,10 @@ struct Ledger {
     /// and another machine's root still carrying that object does not bring it back (see
     /// `merge_app_state`). At most one entry per token.
     cleared_startup: HashMap<AppTokenBytes, Ghid>,
+    /// Received shares adopted since the last flush: a merge keeps their secrets and api
+    /// ids though the other machine forgot them meanwhile (see `Ledger::carry_over`). At
+    /// most the received shares of one flush interval.
+    adopted_unflushed: HashSet<Ghid>,
     log: slog::Logger,
 }
 

@@ -235,12 +235,14 @@ pub(super) async fn forget_in_vault(local: Arc<Local>, ghids: Vec<Ghid>) {
 }
 
 impl Ledger {
-    /// `ghid` is an app's now: no longer counted as received.
+    /// `ghid` is an app's now: no longer counted as received (and kept by a merge until
+    /// flushed).
     pub(super) fn adopt(&mut self, ghid: Ghid) {
         if self
             .state()
             .is_some_and(|st| st.received_shares.contains_key(&ghid))
         {
+            self.adopted_unflushed.insert(ghid);
             self.edit(|st| {
                 st.received_shares.remove(&ghid);
                 st.received_at.remove(&ghid);
