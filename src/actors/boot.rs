@@ -242,8 +242,12 @@ async fn finish_interrupted_commits(
     log: &slog::Logger,
 ) {
     let key = vault_key(root_secret);
-    let Ok(vault) = Vault::open_with_spill(vault_tree, &key, &large(state)) else {
-        return;
+    let vault = match Vault::open_with_spill(vault_tree, &key, &large(state)) {
+        Ok(vault) => vault,
+        Err(e) => {
+            slog::warn!(log, "cannot open the outbox to finish interrupted commits"; "error" => %e);
+            return;
+        }
     };
     let entries = match publish_queue::pending_objects(&vault, remotes) {
         Ok(entries) => entries,

@@ -82,13 +82,15 @@ fn write_durably(dir: &Path, name: &str, value: &[u8]) -> io::Result<()> {
     fs::File::open(dir)?.sync_all()
 }
 
-/// Whether `dir` holds a spilled value's file (a regular file other than the marker and
-/// the temporaries).
+/// Whether `dir` holds a spilled value's file (a regular file named in hex, as every spilled
+/// file is: not the marker, a temporary or what a file manager leaves in an empty mount
+/// point).
 fn holds_spilled_file(dir: &Path) -> io::Result<bool> {
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if entry.file_type()?.is_file() && name != MARKER_FILE && !name.ends_with(".tmp") {
+        let hex = !name.is_empty() && name.bytes().all(|b| b.is_ascii_hexdigit());
+        if entry.file_type()?.is_file() && hex {
             return Ok(true);
         }
     }
@@ -320,14 +322,16 @@ mod tests {
             !s.lost(&gone),
             "a file of a missing directory may come back"
         );
-        // An empty directory in its place (an unmounted mount point): the same.
+        // An empty directory in its place (an unmounted mount point, perhaps with what a file
+        // manager leaves there): the same.
         std::fs::create_dir(&large).unwrap();
+        std::fs::write(large.join(".DS_Store"), b"x").unwrap();
         let s = Spill::open(&large, pointers).unwrap();
         assert!(s.missing().unwrap().contains(MARKER_FILE));
         assert!(!marker.exists() && s.write("aa", b"x").is_err() && !s.lost(&gone));
         assert_eq!(s.sweep(|_| Ok(false)).unwrap(), 0);
         // No pointer yet: a new directory, marked.
-        std::fs::remove_dir(&large).unwrap();
+        std::fs::remove_dir_all(&large).unwrap();
         let s = Spill::open(&large, || Ok(false)).unwrap();
         assert!(marker.is_file() && s.missing().is_none() && s.lost(&gone));
         s.write("aa", b"x").unwrap();
