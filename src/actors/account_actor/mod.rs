@@ -49,8 +49,9 @@
 //! `run_later`.
 //!
 //! Peers: none. It holds the [`Local`] state (the vault: a forgotten share's secret, removed
-//! while the mailbox waits, so what comes after sees it gone), the [`Upstream`] remotes (its
-//! unsubscription) and the object registry weakly, as a [`Liveness`] (a live object is
+//! while the mailbox waits, so what comes after sees it gone, and put back with its
+//! "followed" flag if an app loaded it meanwhile), the [`Upstream`] remotes (its
+//! unsubscription, or following again) and the object registry weakly, as a [`Liveness`] (a live object is
 //! never forgotten as unadopted), and answers
 //! whoever holds an [`AccountHandle`] (objects, `commit`, `dispatch`, the share and GC actors,
 //! `DaemonHandle`).
