@@ -83,7 +83,8 @@ async fn forgetting_is_ordered_before_later_messages_and_spares_live_objects() {
         Ghid::pseudorandom(Algo::SHA512),
         Ghid::pseudorandom(Algo::SHA512),
     );
-    for g in [old, live_old] {
+    // A share received from `sharer`: its secret in the vault and in the account.
+    let mut receive = |g: Ghid| {
         let s = stored();
         let record = SecretRecord {
             stored: s.clone(),
@@ -93,20 +94,16 @@ async fn forgetting_is_ordered_before_later_messages_and_spares_live_objects() {
         let st = account.state_mut();
         st.secrets.insert(g, s);
         st.received_shares.insert(g, sharer);
-        st.orphan_shares.push(orphan(g));
-    }
+    };
+    receive(old);
+    receive(live_old);
     // And one received long ago (past the age bound), delivered to an app that did not
     // adopt it.
     let ancient = Ghid::pseudorandom(Algo::SHA512);
-    let s = stored();
-    let record = SecretRecord {
-        stored: s.clone(),
-        counter: 0,
-    };
-    local.put_secret(&ancient, &record).unwrap();
+    receive(ancient);
     let st = account.state_mut();
-    st.secrets.insert(ancient, s);
-    st.received_shares.insert(ancient, sharer);
+    st.orphan_shares.push(orphan(old));
+    st.orphan_shares.push(orphan(live_old));
     st.received_at.insert(ancient, 1);
     while st.orphan_shares.len() < MAX_ORPHAN_SHARES {
         st.orphan_shares
