@@ -448,15 +448,11 @@ async fn restore_in_vault(local: Arc<Local>, upstream: Upstream, ghid: Ghid, rec
             }
             upstream.follow(&local, ghid)
         })
-        .await;
-    match restored {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            slog::warn!(log, "cannot record again a forgotten share an app loaded"; "ghid" => %ghid, "error" => %e)
-        }
-        Err(e) => {
-            slog::warn!(log, "cannot record again a forgotten share an app loaded"; "ghid" => %ghid, "error" => %e)
-        }
+        .await
+        .map_err(|e| DaemonError::Storage(format!("task failed: {e}")))
+        .and_then(|r| r);
+    if let Err(e) = restored {
+        slog::warn!(log, "cannot record again a forgotten share an app loaded"; "ghid" => %ghid, "error" => %e);
     }
 }
 
