@@ -1,6 +1,7 @@
 //! How the daemon should run its CPU-bound Golix work (RSA sign, OAEP open, verify) off its
-//! event loop: tokio's `spawn_blocking` (what `src/actors` does) or an actix `SyncArbiter`
-//! actor with one thread per core (issue 13's alternative). The same job, signing a 1 KiB
+//! event loop: tokio's `spawn_blocking`, an actix `SyncArbiter` actor with one thread per
+//! core (issue 13's alternative, the daemon's signing pool until session 11) or a
+//! [`WorkPool`] (one queue, one condition variable: what `src/actors/golix_worker.rs` uses now). The same job, signing a 1 KiB
 //! container with a fixture identity (`FirstParty::sign_container`, one RSA-4096 PSS
 //! signature), dispatched from a 2-worker tokio runtime (the daemon's shape):
 //!
@@ -23,6 +24,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use hypergolix::golix::{Error, FirstParty, Geoc, Secret};
+use hypergolix::work_pool::WorkPool;
 
 /// The `SyncArbiter` side: one actor per thread, each signing with the shared identity.
 struct GolixWorker {
@@ -68,9 +70,16 @@ fn start_arbiter(identity: Arc<FirstParty>) -> (Addr<GolixWorker>, actix_rt::Sys
 enum Via {
     SpawnBlocking,
     SyncArbiter,
+    WorkPool,
 }
 
-async fn sign(via: Via, id: &Arc<FirstParty>, addr: &Addr<GolixWorker>, g: Geoc) -> Geoc {
+/// Where a job can go.
+struct Dispatchers {
+    arbiter: Addr<GolixWorker>,
+    pool: WorkPool,
+}
+
+async fn sign(via: Via, id: &Arc<FirstParty>, to: &Dispatchers, g: Geoc) -> Geoc {
     match via {
         Via::SpawnBlocking => {
             let id = id.clone();
@@ -82,7 +91,18 @@ async fn sign(via: Via, id: &Arc<FirstParty>, addr: &Addr<GolixWorker>, g: Geoc)
             .unwrap()
             .unwrap()
         }
-        Via::SyncArbiter => addr.send(SignContainer(g)).await.unwrap().unwrap(),
+        Via::SyncArbiter => to.arbiter.send(SignContainer(g)).await.unwrap().unwrap(),
+        Via::WorkPool => {
+            let id = id.clone();
+            to.pool
+                .run(move || {
+                    let mut g = g;
+                    id.sign_container(&mut g).map(|()| g)
+                })
+                .await
+                .unwrap()
+                .unwrap()
+        }
     }
 }
 
@@ -94,7 +114,11 @@ fn dispatch(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let (addr, system) = start_arbiter(identity.clone());
+    let (arbiter, system) = start_arbiter(identity.clone());
+    let to = Arc::new(Dispatchers {
+        arbiter,
+        pool: WorkPool::new(2, "bench-sign").unwrap(),
+    });
 
     let mut g = c.benchmark_group("dispatch");
     g.sample_size(30)
@@ -103,6 +127,7 @@ fn dispatch(c: &mut Criterion) {
     let vias = [
         ("spawn_blocking", Via::SpawnBlocking),
         ("sync_arbiter", Via::SyncArbiter),
+        ("work_pool", Via::WorkPool),
     ];
     g.throughput(Throughput::Elements(1));
     g.bench_function("one/inline", |b| {
@@ -115,7 +140,7 @@ fn dispatch(c: &mut Criterion) {
     for (name, via) in vias {
         g.throughput(Throughput::Elements(1));
         g.bench_function(format!("one/{name}"), |b| {
-            b.iter(|| rt.block_on(sign(via, &identity, &addr, unsigned.clone())))
+            b.iter(|| rt.block_on(sign(via, &identity, &to, unsigned.clone())))
         });
     }
     for (name, via) in vias {
@@ -124,8 +149,8 @@ fn dispatch(c: &mut Criterion) {
             b.iter(|| {
                 rt.block_on(async {
                     tokio::join!(
-                        sign(via, &identity, &addr, unsigned.clone()),
-                        sign(via, &identity, &addr, unsigned.clone())
+                        sign(via, &identity, &to, unsigned.clone()),
+                        sign(via, &identity, &to, unsigned.clone())
                     )
                 })
             })
@@ -138,8 +163,8 @@ fn dispatch(c: &mut Criterion) {
                 rt.block_on(async {
                     let jobs: Vec<_> = (0..32)
                         .map(|_| {
-                            let (id, addr, u) = (identity.clone(), addr.clone(), unsigned.clone());
-                            tokio::spawn(async move { sign(via, &id, &addr, u).await })
+                            let (id, to, u) = (identity.clone(), to.clone(), unsigned.clone());
+                            tokio::spawn(async move { sign(via, &id, &to, u).await })
                         })
                         .collect();
                     for j in jobs {

@@ -16,6 +16,8 @@
 //!   overrides, in-place edits), slog setup and log rotation, pid-file locks and signals,
 //!   listening sockets. Shared by both
 //!   binaries; call nothing above `golix`.
+//! - `work_pool`: a fixed pool of named threads for CPU-bound jobs (the persister's verify
+//!   pool, the daemon's signing pool). Calls nothing of ours.
 //! - `testdata`: where the test vectors live (`tests/vectors/golix/`), for tests and benches.
 //! - `inspect`: `hgxd inspect`, decode-and-verify of `.ghid` files. Calls `golix`.
 //! - `hgxd`: the daemon process (config, password, account, daemon + app endpoint, signals).
@@ -35,3 +37,4 @@ pub mod persist;
 pub mod process;
 #[doc(hidden)]
 pub mod testdata;
+pub mod work_pool;

@@ -2,7 +2,8 @@
 //!
 //! What both binaries need to behave as foreground, systemd-friendly services: a pid file that is a lock ([`PidFile`]), a future that resolves on SIGINT
 //! or SIGTERM ([`shutdown_signal`]), the `stop` subcommand ([`stop`]), and
-//! [`raise_nofile_limit`], so a server can hold more than a thousand connections.
+//! [`raise_nofile_limit`], so a server can hold more than a thousand connections; and
+//! [`thread_cpu_time`], for the work whose CPU the daemon accounts for itself.
 //!
 //! The pid file is locked with `flock(2)` on a descriptor held open for the life of the
 //! process: the kernel drops the lock when the process ends, however it ends. So two
@@ -316,6 +317,23 @@ pub fn nofile_soft_limit() -> Option<u64> {
         return None;
     }
     Some(lim.rlim_cur)
+}
+
+/// CPU time the calling thread has used so far (`CLOCK_THREAD_CPUTIME_ID`); zero if the
+/// clock cannot be read.
+pub fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime fills a local timespec.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(
+        ts.tv_sec.max(0) as u64,
+        ts.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
 }
 
 #[cfg(test)]

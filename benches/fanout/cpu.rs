@@ -13,10 +13,14 @@ use crate::bench_common::{clk_tck as hz, parse_stat};
 pub struct Snapshot {
     threads: HashMap<u64, (String, u64)>,
     others: HashMap<u32, u64>,
+    /// The daemons' signing pool: signatures so far and their CPU seconds.
+    signing: (u64, f64),
 }
 
 pub fn snapshot(others: &[u32]) -> Snapshot {
     let mut snap = Snapshot::default();
+    let (n, spent) = hypergolix::actors::golix_worker::signing_cpu();
+    snap.signing = (n, spent.as_secs_f64());
     if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
         for e in dir.flatten() {
             let Ok(tid) = e.file_name().to_string_lossy().parse::<u64>() else {
@@ -99,6 +103,15 @@ pub struct ThreadSet {
     pub also: Vec<String>,
 }
 
+/// Signatures made on the daemons' signing pool between two snapshots, and the CPU seconds
+/// spent inside them (measured around each signature on its thread).
+pub fn signing(a: &Snapshot, b: &Snapshot) -> (u64, f64) {
+    (
+        b.signing.0.saturating_sub(a.signing.0),
+        (b.signing.1 - a.signing.1).max(0.0),
+    )
+}
+
 impl ThreadSet {
     /// The threads that appeared between `before` and now, except those whose names other
     /// parts of the process share (tokio's default name, sled's global I/O pool).
@@ -119,7 +132,7 @@ impl ThreadSet {
         }
     }
 
-    /// These threads and every thread named `name`.
+    /// These threads and every thread named `name` (or `name` and a number: `name-0`, …).
     pub fn and_named(&self, name: &str) -> ThreadSet {
         let mut s = self.clone();
         s.also.push(name.to_owned());
@@ -133,7 +146,7 @@ impl ThreadSet {
             .threads
             .iter()
             .filter(|(tid, (n, _))| {
-                self.tids.contains(tid) || *n == self.name || self.also.contains(n)
+                self.tids.contains(tid) || *n == self.name || self.also.contains(&group(n))
             })
             .map(|(tid, (_, t1))| t1.saturating_sub(a.threads.get(tid).map_or(0, |x| x.1)))
             .sum();

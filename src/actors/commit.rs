@@ -186,7 +186,11 @@ pub(super) async fn sign<T: Send + 'static>(
     f: impl FnOnce(&FirstParty) -> Result<T, crate::golix::Error> + Send + 'static,
 ) -> Result<T, DaemonError> {
     let identity = store.local.identity.clone();
-    tokio::task::spawn_blocking(move || f(&identity))
+    // The daemon's runtime, whichever thread asks (an object actor's arbiter too).
+    store
+        .local
+        .runtime
+        .spawn_blocking(move || f(&identity))
         .await
         .map_err(|e| DaemonError::Storage(format!("signing task failed: {e}")))?
         .map_err(DaemonError::from)

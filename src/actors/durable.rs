@@ -5,16 +5,33 @@
 //! Calls: [`Local`] (vault, outbox, archive), [`Upstream::check_fits`] (the remotes' size
 //! limit, [`super::limits`]). Used by `commit`, `push`, the account and share actors.
 
+use std::sync::Arc;
+
 use super::error::DaemonError;
 use super::local::{Local, SecretRecord};
 use super::upstream::Upstream;
 use crate::golix::Ghid;
-use crate::persist::PersistError;
+
+/// [`commit_now`] off the event loop: one trip to the blocking pool for the whole commit
+/// (its two log syncs and the ingest), not one per step, since every hand-off to another
+/// thread and back costs two wake-ups (BENCHMARKS.md, "Session 11").
+pub async fn commit(
+    local: &Arc<Local>,
+    upstream: &Upstream,
+    objects: Vec<Vec<u8>>,
+    secret: Option<(Ghid, SecretRecord)>,
+) -> Result<(), DaemonError> {
+    let (local, upstream) = (local.clone(), upstream.clone());
+    tokio::task::spawn_blocking(move || commit_now(&local, &upstream, objects, secret))
+        .await
+        .map_err(|e| DaemonError::Storage(format!("commit task failed: {e}")))?
+}
 
 /// Makes `objects` (queued for every remote, not yet shown to them) and `secret` durable in
 /// the vault, ingests the objects in order and syncs the archive, then releases them upstream.
-/// On a local refusal the queue entries and the secret are rolled back.
-pub async fn commit(
+/// On a local refusal the queue entries and the secret are rolled back. Blocks on two
+/// `fdatasync`s: call it off the event loop.
+pub fn commit_now(
     local: &Local,
     upstream: &Upstream,
     objects: Vec<Vec<u8>>,
@@ -39,29 +56,20 @@ pub async fn commit(
     if let Some((ghid, record)) = &secret {
         local.put_secret(ghid, record)?;
     }
-    local.vault.flush().await?;
-    let ingested = async {
-        // One trip to the blocking pool for all of them, and no second RSA verify of the
-        // signatures we just made (`Archive::publish_own`).
-        let archive = local.archive.clone();
-        let own = local.fingerprint();
-        tokio::task::spawn_blocking(move || {
-            objects
-                .iter()
-                .try_for_each(|o| archive.publish_own(o, &own).map(drop))
-        })
-        .await
-        .map_err(|e| PersistError::Storage(format!("ingest task failed: {e}")))??;
-        local.archive.sync().await?;
-        Ok::<(), DaemonError>(())
-    };
-    if let Err(e) = ingested.await {
+    local.vault.flush_now()?;
+    // No second RSA verify of the signatures we just made (`Archive::publish_own`).
+    let own = local.fingerprint();
+    let ingested = objects
+        .iter()
+        .try_for_each(|o| local.archive.publish_own(o, &own).map(drop))
+        .and_then(|()| local.archive.sync_now());
+    if let Err(e) = ingested {
         local.publish_queue.unstage(&staged)?;
         if let Some((ghid, Some(old))) = restore {
             local.put_secret(&ghid, &old)?;
         }
-        local.vault.flush().await?;
-        return Err(e);
+        local.vault.flush_now()?;
+        return Err(e.into());
     }
     local.publish_queue.release(&staged);
     Ok(())

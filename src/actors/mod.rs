@@ -25,8 +25,8 @@
 //! - [`object`] (a directory: the actor, its pushes, its sync with changes from elsewhere,
 //!   its registry): `ObjectActor`, one actix actor per live object (push coalescing, pull,
 //!   freeze, hold, delete), and the registry that finds it; [`push`]: its frame pipeline
-//!   (build, sign both signatures at once on [`golix_worker`]'s `SyncArbiter`, commit in
-//!   order); [`commit`]: the `Store` (local
+//!   (build, sign both signatures at once on [`golix_worker`]'s pool, which also commits,
+//!   in order); [`commit`]: the `Store` (local
 //!   state, remotes, account) and making, loading, opening and committing objects with it;
 //!   [`content`]: the app plaintext framing and the ratchet walk.
 //! - [`remote_actor`]: `RemoteActor`, one supervised actix actor per remote (connection,

@@ -1,13 +1,14 @@
 //! The push pipeline of one object: each push becomes a [`PushJob`] that builds the next
 //! secret, container and frame, signs the container and the frame at once (two RSA
-//! signatures on two threads of the signing pool, [`super::golix_worker`]), and commits them.
+//! signatures on two threads of the signing pool, [`super::golix_worker`]), and commits them
+//! on the signing thread that finishes second (one blocking commit, [`durable::commit_now`]).
 //!
 //! Owns: [`PushJob`], [`Tip`] and the links between successive jobs ([`After`]). Neither a
 //! container's address nor a frame's covers its signature (docs/golix.md), so a frame can point
 //! at a container that is still being signed, and frame k+1 can be built on frame k while
 //! frame k is still being signed or committed: `ObjectActor` starts the next job without
-//! waiting for the one before. Commits stay in frame order: a job commits only once its
-//! predecessor is durable; when the predecessor fails, the job is [`Pushed::Dropped`] before
+//! waiting for the one before (once the one before has queued its signatures). Commits stay
+//! in frame order: a job commits only once its predecessor is durable; when the predecessor fails, the job is [`Pushed::Dropped`] before
 //! it writes anything, and the actor queues its pushes again.
 //!
 //! Calls: [`super::commit`] (the [`Store`], signing helpers, the target vector length),
@@ -22,7 +23,8 @@ use super::content;
 use super::durable;
 use super::error::DaemonError;
 use super::golix_worker;
-use super::local::SecretRecord;
+use super::local::{Local, SecretRecord};
+use super::upstream::Upstream;
 use crate::golix::{FirstParty, Geoc, Ghid, Gobd, Secret};
 use crate::persist::PersistError;
 
@@ -123,28 +125,54 @@ impl PushJob {
             Ok(b) => b,
             Err(e) => return Pushed::Failed(e),
         };
-        let _ = self.tip.send(Tip {
+        let next_tip = Tip {
             frame: built.frame.clone(),
             container: built.geoc.ghid,
             secret: built.secret.clone(),
-        });
-        let signed = sign(store, built).await;
-        if let Some(durable) = predecessor {
-            if durable.await.is_err() {
-                return Pushed::Dropped;
-            }
-        }
-        let result = match signed {
-            Ok(b) => commit_built(store, self.ghid, b).await,
-            Err(e) => Err(e),
         };
-        match result {
-            Ok(c) => {
-                let _ = self.durable.send(());
-                Pushed::Committed(Box::new(c))
+        let Built {
+            geoc,
+            frame,
+            secret,
+        } = built;
+        let (local, upstream, ghid, durable) = (
+            store.local.clone(),
+            store.upstream.clone(),
+            self.ghid,
+            self.durable,
+        );
+        // Runs on the signing thread that finishes second: no hop back to this task between
+        // the signatures and the commit.
+        let commit = move |geoc: Geoc, frame: Gobd| {
+            if let Some(predecessor) = predecessor {
+                // Its signatures were queued before ours and its commit runs on the thread
+                // that signed its second half, so this wait cannot hold up that commit.
+                if predecessor.blocking_recv().is_err() {
+                    return Pushed::Dropped;
+                }
             }
-            Err(e) => Pushed::Failed(e),
-        }
+            let b = Built {
+                geoc,
+                frame,
+                secret,
+            };
+            match commit_signed(&local, &upstream, ghid, b) {
+                Ok(c) => {
+                    let _ = durable.send(());
+                    Pushed::Committed(Box::new(c))
+                }
+                Err(e) => Pushed::Failed(e),
+            }
+        };
+        let identity = store.local.identity.clone();
+        let done = match golix_worker::submit_pair(identity, geoc, frame, commit).await {
+            Ok(done) => done,
+            Err(e) => return Pushed::Failed(e),
+        };
+        // Only now may the next job build on this one: its signatures queue behind ours
+        // (see the wait above).
+        let _ = self.tip.send(next_tip);
+        done.await.unwrap_or_else(Pushed::Failed)
     }
 }
 
@@ -176,27 +204,14 @@ async fn build(
     commit::sign(store, make).await
 }
 
-/// Signs the container and the frame at once, on the signing pool.
-async fn sign(store: &Store, built: Built) -> Result<Built, DaemonError> {
-    let Built {
-        geoc,
-        frame,
-        secret,
-    } = built;
-    let identity = &store.local.identity;
-    let (geoc, frame) = tokio::try_join!(
-        golix_worker::sign_container(identity.clone(), geoc),
-        golix_worker::sign_frame(identity.clone(), frame),
-    )?;
-    Ok(Built {
-        geoc,
-        frame,
-        secret,
-    })
-}
-
-/// Commits a signed frame and its container, and records the new secret.
-async fn commit_built(store: &Store, ghid: Ghid, b: Built) -> Result<Committed, DaemonError> {
+/// Commits a signed frame and its container, and records the new secret (on this thread:
+/// [`durable::commit_now`]).
+fn commit_signed(
+    local: &Local,
+    upstream: &Upstream,
+    ghid: Ghid,
+    b: Built,
+) -> Result<Committed, DaemonError> {
     let record = SecretRecord {
         stored: StoredSecret {
             secret: b.secret.clone(),
@@ -204,13 +219,12 @@ async fn commit_built(store: &Store, ghid: Ghid, b: Built) -> Result<Committed, 
         },
         counter: b.frame.counter,
     };
-    let committed = durable::commit(
-        &store.local,
-        &store.upstream,
+    let committed = durable::commit_now(
+        local,
+        upstream,
         vec![b.frame.encode(), b.geoc.encode()],
         Some((ghid, record)),
-    )
-    .await;
+    );
     match committed {
         Ok(()) => {}
         // Our frame was stored, then a newer frame of another machine of ours (pulled

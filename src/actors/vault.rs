@@ -267,27 +267,30 @@ impl Vault {
             .collect())
     }
 
-    /// Makes every write so far durable (then deletes the files of removed records).
+    /// Makes every write so far durable (then deletes the files of removed records), off the
+    /// event loop.
     pub async fn flush(&self) -> Result<(), DaemonError> {
-        let tree = self.tree.clone();
-        let spill = self.spill.clone();
-        tokio::task::spawn_blocking(move || {
-            let doomed = spill.as_ref().map(|s| s.doomed()).unwrap_or_default();
-            if let Err(e) = tree.sync() {
-                if let Some(spill) = &spill {
-                    spill.keep_doomed(doomed);
-                }
-                return Err(e.into());
-            }
+        let vault = self.clone();
+        tokio::task::spawn_blocking(move || vault.flush_now())
+            .await
+            .map_err(|e| DaemonError::Storage(format!("flush task failed: {e}")))?
+    }
+
+    /// [`Vault::flush`] on this thread (blocks on the log's `fdatasync`).
+    pub fn flush_now(&self) -> Result<(), DaemonError> {
+        let spill = self.spill.as_ref();
+        let doomed = spill.map(|s| s.doomed()).unwrap_or_default();
+        if let Err(e) = self.tree.sync() {
             if let Some(spill) = spill {
-                spill
-                    .collect(doomed, |n| points_at(&tree, n))
-                    .map_err(|e| DaemonError::Storage(format!("vault large records: {e}")))?;
+                spill.keep_doomed(doomed);
             }
-            Ok::<(), DaemonError>(())
-        })
-        .await
-        .map_err(|e| DaemonError::Storage(format!("flush task failed: {e}")))??;
+            return Err(e.into());
+        }
+        if let Some(spill) = spill {
+            spill
+                .collect(doomed, |n| points_at(&self.tree, n))
+                .map_err(|e| DaemonError::Storage(format!("vault large records: {e}")))?;
+        }
         Ok(())
     }
 

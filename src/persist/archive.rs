@@ -446,6 +446,13 @@ impl Archive {
         self.sync_wait().await
     }
 
+    /// [`Archive::sync`] on this thread, without the flusher thread: for a caller already off
+    /// the event loop that would otherwise hand the flush over and wait (two thread wake-ups:
+    /// the daemon's commit). Concurrent callers are not grouped into one flush.
+    pub fn sync_now(&self) -> Result<(), PersistError> {
+        self.inner.store.flush()
+    }
+
     /// [`Archive::sync`] registered now (everything written before this call is covered),
     /// awaited later, on any thread: the flusher starts at once and wakes whoever awaits it,
     /// without a hop through the caller's thread.

@@ -26,8 +26,9 @@
 //!
 //! How it runs: the actor lives on one of the daemon's arbiters ([`super::arbiters`]) and only
 //! decides; the work runs on the daemon's tokio runtime. Each frame is a
-//! [`PushJob`](super::push::PushJob) spawned there and awaited as an actor future
-//! (`ctx.spawn`); frames end in order. An operation on
+//! [`PushJob`](super::push::PushJob) run as an actor future (`ctx.spawn`): it builds the frame
+//! here and hands its signatures and commit to the signing pool, which answers this thread;
+//! frames end in order. An operation on
 //! the current container runs alone: `ctx.wait` holds the mailbox until it is done; asked
 //! while frames are in flight, it is queued (with its reply) until the pipeline is empty.
 //!

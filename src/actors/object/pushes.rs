@@ -1,5 +1,6 @@
 //! How an `ObjectActor` runs its pushes: queueing and coalescing them, starting frames
-//! ([`PushJob`]s on the daemon's runtime, up to [`PIPELINE`](super::PIPELINE) at once),
+//! ([`PushJob`]s awaited on the actor's thread, their signatures and commits on the signing
+//! pool, up to [`PIPELINE`](super::PIPELINE) at once),
 //! finishing them in frame order, and requeueing the pushes of a frame that did not commit
 //! (see the module doc of [`super`]).
 
@@ -98,16 +99,13 @@ impl ObjectActor {
         self.frames += 1;
         let no = self.frames;
         let store = self.peers.store.clone();
-        let rt = store.local.runtime.clone();
-        let task = rt.spawn(async move { job.run(&store).await });
+        // Awaited right here, not on the runtime: the job's own work on this thread is a
+        // small state's encryption; its signatures and commit run on the signing pool, which
+        // answers this thread directly (one wake-up fewer each way).
         ctx.spawn(
-            async move {
-                task.await.unwrap_or_else(|e| {
-                    Pushed::Failed(DaemonError::Storage(format!("push task failed: {e}")))
-                })
-            }
-            .into_actor(self)
-            .map(move |pushed, act, ctx| act.frame_ended(no, pushed, ctx)),
+            async move { job.run(&store).await }
+                .into_actor(self)
+                .map(move |pushed, act, ctx| act.frame_ended(no, pushed, ctx)),
         );
         self.in_flight.push_back(InFlight {
             no,

@@ -3,7 +3,7 @@
 //! `hgx-persister` as a library: an actix-web server with the websocket protocol on `/ws`
 //! (`session`, envelope in [`super::wire`], fanout through [`super::hub`]) and the
 //! cache-friendly HTTP read path (`GET /`, `GET`/`HEAD /o/{ghid}`, in `http`), optionally
-//! over TLS (rustls). Signature verification runs on a [`pool::VerifyPool`] sized to the
+//! over TLS (rustls). Signature verification runs on a verify pool ([`WorkPool`]) sized to the
 //! cores, never on the event loops; announcements (fanout and acks of durable publishes) run
 //! on one fanout thread (an actix arbiter), and plain-TCP websockets are written by us, not
 //! by actix's dispatcher (`direct`, the one place actix is bypassed).
@@ -30,7 +30,6 @@ mod disk;
 pub mod guard;
 mod http;
 mod pipeline;
-pub mod pool;
 mod session;
 
 use std::future::Future;
@@ -53,6 +52,7 @@ use crate::config::{
     Config, HostSpec, NatsSection, DEFAULT_INBOUND_BYTES_TOTAL, DEFAULT_MAX_FRAME,
     DEFAULT_MIN_FREE_BYTES,
 };
+use crate::work_pool::WorkPool;
 
 pub use session::{CLIENT_TIMEOUT, PING_INTERVAL};
 
@@ -346,7 +346,7 @@ fn tls_config(files: &TlsFiles) -> Result<rustls::ServerConfig, ServerError> {
 pub(crate) struct Shared {
     archive: Archive,
     hub: Arc<Hub>,
-    pool: pool::VerifyPool,
+    pool: WorkPool,
     limits: Limits,
     /// The `hello` answer (fixed for the server's life).
     hello: wire::Hello,
@@ -422,7 +422,7 @@ pub async fn start(settings: Settings) -> Result<Running, ServerError> {
     };
     archive.set_max_requests_per_recipient(limits.max_requests_per_recipient);
     archive.set_max_requests_per_sender(limits.max_requests_per_sender);
-    let pool = pool::VerifyPool::new(verify_threads)?;
+    let pool = WorkPool::new(verify_threads, "hgx-verify")?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     // Announcements (fanout, then acks) run on their own thread, off the HTTP workers: a
     // publisher's session goes on verifying and storing while the last group commit is sent

@@ -1,6 +1,6 @@
 //! # The publish pipeline of one connection
 //!
-//! A connection's publishes run on the [`VerifyPool`](super::pool::VerifyPool) in order,
+//! A connection's publishes run on the verify pool ([`WorkPool`](crate::work_pool::WorkPool)) in order,
 //! overlapped: each one's signature is checked while the ones before it still are
 //! ([`Archive::check`]); it is applied only once the one before it is ([`Archive::commit`];
 //! one whose signer may be among them is decided then, whole, [`Archive::publish_from`]).

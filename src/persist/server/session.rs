@@ -14,7 +14,7 @@
 //!   client that does not read its replies is not read either; a queue that stays over that
 //!   share for the send timeout gets the connection dropped. The pieces outside the outbox
 //!   stay small: the writer takes at most one [`hub::WRITE_BATCH_BYTES`] batch at a time.
-//! - Requests run in arrival order. Publishes are pipelined on the [`VerifyPool`]: the
+//! - Requests run in arrival order. Publishes are pipelined on the verify pool ([`WorkPool`]): the
 //!   signature of each is checked while the ones before it still are ([`Archive::check`]),
 //!   and each is applied only after them ([`Archive::commit`]; one whose signer is not stored
 //!   yet is decided then, whole), so a binding published before its container is applied
@@ -29,7 +29,7 @@
 //!   connection are in the pipeline at once, and at most `inbound_bytes_total` bytes of
 //!   publishes across connections (`crate::persist::budget`): a publish that does not fit waits, and
 //!   its connection is not read meanwhile.
-//! - Reads run inline with sled, on the [`VerifyPool`] with the cluster store (network round
+//! - Reads run inline with sled, on the verify pool with the cluster store (network round
 //!   trips must not stall the event loop's other sessions).
 //! - Unknown ops, bad args and malformed envelopes get an error reply; the session goes on.
 //! - An oversize message (caught at its header by [`super::guard`]) gets `too_large` and a
@@ -39,9 +39,11 @@
 //!   is closed.
 //!
 //! Owns: per-connection state (subscriptions via [`hub::Subscriber`], in-flight bound).
-//! Calls: [`Archive`], [`Hub`], [`wire`], [`wsframe`], [`VerifyPool`], [`super::pipeline`]
+//! Calls: [`Archive`], [`Hub`], [`wire`], [`wsframe`], the verify pool ([`WorkPool`]), [`super::pipeline`]
 //! (the publish pipeline), [`super::direct`] (the socket's writer on plain TCP), actix-ws
 //! (its frame decoder, for the read side only).
+//!
+//! [`WorkPool`]: crate::work_pool::WorkPool
 
 use std::collections::VecDeque;
 use std::future::poll_fn;

@@ -1,15 +1,16 @@
-//! # Verify pool
+//! # Work pool
 //!
-//! A fixed pool of OS threads (one per core by default) that runs [`Archive::publish`]
-//! (decode, RSA verify, rules, apply) off the actix event loops. Jobs queue in a bounded
-//! queue, so a burst of publishes waits instead of spawning threads without limit.
+//! A fixed pool of named OS threads (one per core by default) for CPU-bound work kept off the
+//! event loops: the persister's publishes ([`Archive::publish`]: decode, RSA verify, rules,
+//! apply) and the daemon's push signatures (`actors::golix_worker`). Jobs queue in a bounded
+//! queue, so a burst waits instead of spawning threads without limit.
 //!
 //! One queue under one lock, one condition variable: a job wakes exactly one idle thread
 //! (a thread switch costs tens of microseconds in the VMs we measure on, and a job is a
 //! few hundred; the previous design, idle threads queued on a lock in front of a channel,
 //! woke a second thread per job only to put it back to sleep).
 //!
-//! Owns: the threads and the job queue. Calls: nothing of ours; the session hands it closures.
+//! Owns: the threads and the job queue. Calls: nothing of ours; its users hand it closures.
 //!
 //! [`Archive::publish`]: crate::persist::Archive::publish
 
@@ -62,7 +63,7 @@ impl Shared {
     }
 }
 
-/// Closes the queue when the last [`VerifyPool`] clone drops: the threads finish what is
+/// Closes the queue when the last [`WorkPool`] clone drops: the threads finish what is
 /// queued, then exit.
 struct Closer(Arc<Shared>);
 
@@ -76,14 +77,14 @@ impl Drop for Closer {
 
 /// Cheap to clone; the threads stop once every clone is dropped and the queue is empty.
 #[derive(Clone)]
-pub struct VerifyPool {
+pub struct WorkPool {
     shared: Arc<Shared>,
     _closer: Arc<Closer>,
 }
 
-impl VerifyPool {
-    /// `threads` = 0 means one per core.
-    pub fn new(threads: usize) -> std::io::Result<VerifyPool> {
+impl WorkPool {
+    /// `threads` = 0 means one per core; they are named `{name}-0`, `{name}-1`, ….
+    pub fn new(threads: usize, name: &str) -> std::io::Result<WorkPool> {
         let n = if threads == 0 {
             std::thread::available_parallelism().map_or(2, |n| n.get())
         } else {
@@ -100,7 +101,7 @@ impl VerifyPool {
             let shared = shared.clone();
             // Joined by nobody: a thread exits on its own once the queue is closed and empty.
             std::thread::Builder::new()
-                .name(format!("hgx-verify-{i}"))
+                .name(format!("{name}-{i}"))
                 .spawn(move || {
                     while let Some(job) = shared.next() {
                         // A panicking job (reported by the panic hook) drops its result
@@ -109,7 +110,7 @@ impl VerifyPool {
                     }
                 })?;
         }
-        Ok(VerifyPool {
+        Ok(WorkPool {
             _closer: closer,
             shared,
         })
@@ -156,7 +157,7 @@ mod tests {
 
     #[tokio::test]
     async fn runs_jobs_off_thread() {
-        let pool = VerifyPool::new(2).unwrap();
+        let pool = WorkPool::new(2, "test-pool").unwrap();
         let here = std::thread::current().id();
         let there = pool.run(|| std::thread::current().id()).await.unwrap();
         assert_ne!(here, there);
@@ -170,7 +171,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_job_fails_alone() {
-        let pool = VerifyPool::new(1).unwrap();
+        let pool = WorkPool::new(1, "test-pool").unwrap();
         let failed = pool.run(|| -> u8 { panic!("a job that panics") }).await;
         assert_eq!(failed, Err(PoolClosed));
         let next = tokio::time::timeout(std::time::Duration::from_secs(10), pool.run(|| 7)).await;
@@ -179,7 +180,7 @@ mod tests {
 
     #[tokio::test]
     async fn jobs_queued_before_the_last_handle_drops_still_run() {
-        let pool = VerifyPool::new(1).unwrap();
+        let pool = WorkPool::new(1, "test-pool").unwrap();
         let gate = Arc::new(std::sync::Barrier::new(2));
         let g = gate.clone();
         // Holds the only thread until the pool handle is gone.
