@@ -624,7 +624,8 @@ fn run_daemon(ctx: &mut Ctx, n: usize, mode: Mode) -> Result<RunResult, String> 
             two_signatures_ms,
             publisher_ratio: per_frame(publisher_cpu_s) / two_signatures_ms,
             in_run_signatures_ms,
-            in_run_ratio: per_frame(publisher_cpu_s) / in_run_signatures_ms,
+            in_run_ratio: (in_run_signatures_ms > 0.0)
+                .then(|| per_frame(publisher_cpu_s) / in_run_signatures_ms),
             receiver_cpu_s,
             receiver_ms_per_frame: receiver_cpu_s.map(per_frame),
         });
@@ -728,14 +729,14 @@ fn print_table(results: &[RunResult]) {
         );
         if let Some(c) = &r.daemon_cpu {
             println!(
-                "{:>16}publishing hgxd: {:.2} ms CPU per frame ({:.2} s / {} frames) = {:.2}x its 2 signatures ({:.2} ms CPU back to back), {:.2}x as they ran ({:.2} ms CPU per frame){}",
+                "{:>16}publishing hgxd: {:.2} ms CPU per frame ({:.2} s / {} frames) = {:.2}x its 2 signatures ({:.2} ms CPU back to back), {}x as they ran ({:.2} ms CPU per frame){}",
                 "",
                 c.publisher_ms_per_frame,
                 c.publisher_cpu_s,
                 c.frames,
                 c.publisher_ratio,
                 c.two_signatures_ms,
-                c.in_run_ratio,
+                c.in_run_ratio.map_or("-".to_owned(), |r| format!("{r:.2}")),
                 c.in_run_signatures_ms,
                 c.receiver_ms_per_frame.map_or(String::new(), |m| format!(
                     "; receiving hgxd: {m:.2} ms CPU per frame"

@@ -9,7 +9,7 @@
 //! - `pair`: two jobs at once, both awaited (a push: its container and its frame);
 //! - `burst32`: 32 jobs at once (throughput; criterion reports elements/s).
 //!
-//! Each is measured for both dispatchers, interleaved in one run; the medians (p50) are in
+//! Each is measured for every dispatcher, interleaved in one run; the medians (p50) are in
 //! `target/criterion/dispatch/*/*/estimates.json` and in BENCHMARKS.md. Fixture identities
 //! only: never generate RSA-4096 keys here.
 //!

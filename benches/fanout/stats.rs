@@ -213,9 +213,10 @@ pub struct DaemonCpu {
     /// `publisher_ms_per_frame / two_signatures_ms` (goal: ≤ 1.25).
     pub publisher_ratio: f64,
     /// The CPU of the signatures the pool made in the window, per frame (the frames' own
-    /// two signatures, timed where they ran), and `publisher_ms_per_frame` over it.
+    /// two signatures, timed where they ran), and `publisher_ms_per_frame` over it (`None`
+    /// when no signature was timed: a build without the pool's counters).
     pub in_run_signatures_ms: f64,
-    pub in_run_ratio: f64,
+    pub in_run_ratio: Option<f64>,
     /// The first receiving daemon (daemon 1), when there is one.
     pub receiver_cpu_s: Option<f64>,
     pub receiver_ms_per_frame: Option<f64>,

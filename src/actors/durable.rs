@@ -11,6 +11,7 @@ use super::error::DaemonError;
 use super::local::{Local, SecretRecord};
 use super::upstream::Upstream;
 use crate::golix::Ghid;
+use crate::persist::PersistError;
 
 /// [`commit_now`] off the event loop: one trip to the blocking pool for the whole commit
 /// (its two log syncs and the ingest), not one per step, since every hand-off to another
@@ -57,12 +58,17 @@ pub fn commit_now(
         local.put_secret(ghid, record)?;
     }
     local.vault.flush_now()?;
-    // No second RSA verify of the signatures we just made (`Archive::publish_own`).
+    // No second RSA verify of the signatures we just made (`Archive::publish_own`). A panic
+    // in the store is a failed ingest like any other: what was staged is rolled back.
     let own = local.fingerprint();
-    let ingested = objects
-        .iter()
-        .try_for_each(|o| local.archive.publish_own(o, &own).map(drop))
-        .and_then(|()| local.archive.sync_now());
+    let ingest = || {
+        objects
+            .iter()
+            .try_for_each(|o| local.archive.publish_own(o, &own).map(drop))
+            .and_then(|()| local.archive.sync_now())
+    };
+    let ingested = std::panic::catch_unwind(std::panic::AssertUnwindSafe(ingest))
+        .unwrap_or_else(|_| Err(PersistError::Storage("the local ingest panicked".into())));
     if let Err(e) = ingested {
         local.publish_queue.unstage(&staged)?;
         if let Some((ghid, Some(old))) = restore {

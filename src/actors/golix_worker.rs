@@ -97,9 +97,15 @@ impl<R> Pair<R> {
     /// continuation here, on its thread, outside the lock.
     fn finish(pair: &Mutex<Pair<R>>, half: Result<Half, Error>) {
         let mut p = lock(pair);
-        match half {
-            Ok(Half::Container(c)) => p.container = Some(c),
-            Ok(Half::Frame(f)) => p.frame = Some(f),
+        let (c, f) = match half {
+            Ok(Half::Container(c)) => match p.frame.take() {
+                Some(f) => (c, f),
+                None => return p.container = Some(c),
+            },
+            Ok(Half::Frame(f)) => match p.container.take() {
+                Some(c) => (c, f),
+                None => return p.frame = Some(f),
+            },
             Err(e) => {
                 // The continuation is dropped unrun (and with it whatever it holds).
                 if let Some((_, reply)) = p.rest.take() {
@@ -108,17 +114,10 @@ impl<R> Pair<R> {
                 }
                 return;
             }
-        }
-        let ready = match (p.container.take(), p.frame.take()) {
-            (Some(c), Some(f)) => p.rest.take().map(|rest| (c, f, rest)),
-            (c, f) => {
-                p.container = c;
-                p.frame = f;
-                None
-            }
         };
+        let rest = p.rest.take();
         drop(p);
-        if let Some((c, f, (then, reply))) = ready {
+        if let Some((then, reply)) = rest {
             let _ = reply.send(Ok(then(c, f)));
         }
     }

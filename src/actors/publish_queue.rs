@@ -11,7 +11,7 @@
 //! only when its remote acknowledged it, or refused it for good (a rule, or too large for
 //! it): `RemoteActor` logs that as a warning and tells the apps tracking the object.
 //!
-//! Calls: the vault. Staged and released by [`super::durable::commit`] (objects, account,
+//! Calls: the vault. Staged and released by [`super::durable::commit_now`] (objects, account,
 //! shares, holds); drained by each `RemoteActor` ([`super::drain`]). Durability: `enqueue` writes to sled; callers that
 //! acknowledge something to an app flush the vault first.
 

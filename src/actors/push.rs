@@ -151,12 +151,7 @@ impl PushJob {
                     return Pushed::Dropped;
                 }
             }
-            let b = Built {
-                geoc,
-                frame,
-                secret,
-            };
-            match commit_signed(&local, &upstream, ghid, b) {
+            match commit_signed(&local, &upstream, ghid, geoc, frame, secret) {
                 Ok(c) => {
                     let _ = durable.send(());
                     Pushed::Committed(Box::new(c))
@@ -210,19 +205,21 @@ fn commit_signed(
     local: &Local,
     upstream: &Upstream,
     ghid: Ghid,
-    b: Built,
+    geoc: Geoc,
+    frame: Gobd,
+    secret: Secret,
 ) -> Result<Committed, DaemonError> {
     let record = SecretRecord {
         stored: StoredSecret {
-            secret: b.secret.clone(),
-            container: b.geoc.ghid,
+            secret: secret.clone(),
+            container: geoc.ghid,
         },
-        counter: b.frame.counter,
+        counter: frame.counter,
     };
     let committed = durable::commit_now(
         local,
         upstream,
-        vec![b.frame.encode(), b.geoc.encode()],
+        vec![frame.encode(), geoc.encode()],
         Some((ghid, record)),
     );
     match committed {
@@ -233,14 +230,14 @@ fn commit_signed(
         Err(DaemonError::Persist(PersistError::UnboundContainer(_))) => {
             return Err(DaemonError::Persist(PersistError::IllegalFrame(format!(
                 "frame {} replaced by a newer frame before its container was stored",
-                b.frame.counter
+                frame.counter
             ))));
         }
         Err(e) => return Err(e),
     }
     Ok(Committed {
-        container: b.geoc.ghid,
-        frame: b.frame,
-        secret: b.secret,
+        container: geoc.ghid,
+        frame,
+        secret,
     })
 }

@@ -14,7 +14,9 @@
 //! Durability: [`Archive::publish`] applies its writes atomically but does not flush;
 //! [`Archive::sync`] resolves once everything applied before it is on disk. One flusher thread
 //! serves all callers: each flush covers every `sync` registered before it started, so N
-//! concurrent callers cost one or two fsyncs, not N.
+//! concurrent callers cost one or two fsyncs, not N. [`Archive::sync_now`] flushes on the
+//! caller's thread instead (the daemon's commits, already off the event loop, one at a time
+//! per object: a hand-off to the flusher would cost two thread wake-ups).
 
 use std::collections::HashMap;
 use std::path::Path;

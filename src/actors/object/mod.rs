@@ -25,7 +25,7 @@
 //! applying those frames went (and nothing else).
 //!
 //! How it runs: the actor lives on one of the daemon's arbiters ([`super::arbiters`]) and only
-//! decides; the work runs on the daemon's tokio runtime. Each frame is a
+//! decides; the work runs elsewhere (the signing pool, the daemon's tokio runtime). Each frame is a
 //! [`PushJob`](super::push::PushJob) run as an actor future (`ctx.spawn`): it builds the frame
 //! here and hands its signatures and commit to the signing pool, which answers this thread;
 //! frames end in order. An operation on

@@ -75,8 +75,9 @@ impl ObjectActor {
 
     /// Starts a frame with the latest waiting state, if there is one and the pipeline has
     /// room: after the durable frame when nothing is in flight, else after the newest frame
-    /// in flight unless an operation waits for the pipeline to empty. The job runs on the
-    /// daemon's runtime; its end comes back as an actor future. Returns whether it started.
+    /// in flight unless an operation waits for the pipeline to empty. The job runs as an
+    /// actor future (its signatures and commit on the signing pool). Returns whether it
+    /// started.
     pub(super) fn start_push(&mut self, ctx: &mut Context<Self>) -> bool {
         let busy = !self.in_flight.is_empty();
         if self.latest.is_none()
