@@ -8,9 +8,11 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use actix::Addr;
+
 use super::{
-    AccountHandle, Admission, AdmitShare, AdoptLoaded, KeepOrphan, RecordSecret, ShareLimits,
-    MAX_ORPHAN_SHARES,
+    AccountActor, AccountHandle, Admission, AdmitShare, AdoptLoaded, KeepOrphan, RecordSecret,
+    ShareLimits, MAX_ORPHAN_SHARES,
 };
 use crate::actors::account::{Account, OrphanShare, StoredSecret};
 use crate::actors::arbiters::ActorThreads;
@@ -67,6 +69,27 @@ fn setup() -> (tempfile::TempDir, ActorThreads, Arc<Local>, Account, Secret) {
     (dir, threads, local, account, root)
 }
 
+/// The account actor on `threads`, with no remotes, `live` answering for the object
+/// registry.
+fn start_actor(
+    threads: &ActorThreads,
+    account: Account,
+    root: Secret,
+    local: &Arc<Local>,
+    limits: ShareLimits,
+    live: &Arc<Live>,
+) -> (Addr<AccountActor>, AccountHandle) {
+    AccountHandle::start(
+        &threads.arbiters(),
+        account,
+        root,
+        local.clone(),
+        Upstream::new(Vec::new()),
+        limits,
+        Arc::downgrade(live) as Weak<dyn Liveness>,
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forgetting_is_ordered_before_later_messages_and_spares_live_objects() {
     let (_dir, threads, local, mut account, root) = setup();
@@ -111,14 +134,13 @@ async fn forgetting_is_ordered_before_later_messages_and_spares_live_objects() {
     }
     let live = Arc::new(Live::default());
     live.0.lock().unwrap().insert(live_old);
-    let (addr, handle) = AccountHandle::start(
-        &threads.arbiters(),
+    let (addr, handle) = start_actor(
+        &threads,
         account,
         root,
-        local.clone(),
-        Upstream::new(Vec::new()),
+        &local,
         ShareLimits::default(),
-        Arc::downgrade(&live) as Weak<dyn Liveness>,
+        &live,
     );
     let admit = |ghid| AdmitShare { ghid, sharer };
 
@@ -245,15 +267,7 @@ async fn an_eviction_whose_victim_is_live_stays_within_the_bound() {
         per_sharer: 4,
         total: 3,
     };
-    let (addr, handle) = AccountHandle::start(
-        &threads.arbiters(),
-        account,
-        root,
-        local.clone(),
-        Upstream::new(Vec::new()),
-        limits,
-        Arc::downgrade(&live) as Weak<dyn Liveness>,
-    );
+    let (addr, handle) = start_actor(&threads, account, root, &local, limits, &live);
 
     // z (none yet) gets in: x's newest, the victim, is an app's, adopted rather than
     // forgotten, and out of the count all the same.
