@@ -391,6 +391,50 @@ async fn pipelined_publishes_are_applied_and_answered_in_order() {
     r.stop().await.unwrap();
 }
 
+/// A pipeline longer than the pool has threads, every publish's check racing the commits
+/// ahead of it (a commit left behind runs on the thread of the one before it): every
+/// publish is applied, answered in order, and the subscriber sees the frames in order.
+#[actix_rt::test]
+async fn a_long_pipeline_is_applied_and_answered_in_order() {
+    let r = start().await;
+    let a = common::fixture(1);
+    let (up, _up_rx) = connect(&r).await;
+    let (sub, mut sub_rx) = connect(&r).await;
+    up.publish(&gidc(&a)).await.unwrap();
+    let (frames, containers) = dynamic(&a, 40);
+    sub.subscribe(&frames[0].dynamic).await.unwrap();
+    let objects: Vec<Vec<u8>> = frames
+        .iter()
+        .zip(&containers)
+        .flat_map(|(f, c)| [f.encode(), c.encode()])
+        .collect();
+    let publishes = futures_util::future::join_all(objects.iter().map(|o| up.publish(o)));
+    let acks = tokio::time::timeout(Duration::from_secs(60), publishes)
+        .await
+        .expect("every publish answered");
+    let want = frames
+        .iter()
+        .zip(&containers)
+        .flat_map(|(f, c)| [f.frame, c.ghid]);
+    for (i, (ack, want)) in acks.into_iter().zip(want).enumerate() {
+        let ack = ack.unwrap_or_else(|e| panic!("publish {i}: {e}"));
+        assert_eq!((ack.ghid, ack.new), (want, true), "publish {i}");
+    }
+    let (mut last, final_counter) = (None, frames[39].counter);
+    while last != Some(final_counter) {
+        let Object::Gobd(f) = decode(&next(&mut sub_rx).await.object) else {
+            panic!("not a frame");
+        };
+        assert!(last < Some(f.counter), "frames in order");
+        last = Some(f.counter);
+    }
+    assert_eq!(
+        sub.get(&frames[0].dynamic).await.unwrap(),
+        Bytes::from(frames[39].encode())
+    );
+    r.stop().await.unwrap();
+}
+
 /// `publish_all` (what a daemon's drain sends a frame and its container with) puts every
 /// request on the wire in order before awaiting a reply, and answers each one: a container
 /// is only taken after its binding, so the order shows in the answers.

@@ -4,6 +4,8 @@
 //! overlapped: each one's signature is checked while the ones before it still are
 //! ([`Archive::check`]); it is applied only once the one before it is ([`Archive::commit`];
 //! one whose signer may be among them is decided then, whole, [`Archive::publish_from`]).
+//! One checked before the one ahead is applied leaves its commit to the thread that applies
+//! that one, which runs it next: no pool thread waits for another.
 //! Its durability comes from the group commit, registered on the pool thread right after
 //! the apply, so that the flusher starts without a hop through the connection's thread.
 //!
@@ -14,7 +16,7 @@
 //! A publish that was handed one never hands its own on, so no publish waits for more than
 //! the one after it.
 //!
-//! Owns: [`Ahead`] (what links one publish to the next), the job ([`job`]), and
+//! Owns: `Link` (what links one publish to the next), the job ([`job`]), and
 //! [`Pending`] (a publish's outcome as the announcer waits for it). Calls: [`Archive`].
 
 use std::future::Future;
@@ -26,19 +28,31 @@ use rmpv::Value;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use crate::persist::store::Sender;
-use crate::persist::{Archive, FlushStart, PersistError, Published, SyncWait};
+use crate::persist::{Archive, Checked, FlushStart, PersistError, Published, SyncWait};
 
-/// Between one publish and the next: whether the next is in the pipeline yet, and the
-/// durability the first handed to it.
+/// Between one publish and the next: whether the next is in the pipeline yet, the
+/// durability the first handed to it, and the next one's commit while it waits for the first.
 #[derive(Default)]
 struct Link {
     next_queued: bool,
     handed: Option<oneshot::Sender<SyncWait>>,
+    /// Set once this publish is applied (or refused).
+    applied: bool,
+    /// The next publish's commit, checked and waiting for this one to be applied: whoever
+    /// applies this one runs it next, on the same thread.
+    then: Option<Commit>,
 }
 
 fn lock(l: &Mutex<Link>) -> std::sync::MutexGuard<'_, Link> {
     l.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// A publish's commit, given the durability the one before it handed on (if any); returns
+/// the commit of the publish after it if that one was waiting, with what this one handed.
+struct Commit(Box<dyn FnOnce(Covering) -> Option<(Commit, Covering)> + Send>);
+
+/// The durability the publish ahead handed to the next one (see the module docs).
+type Covering = Option<oneshot::Sender<SyncWait>>;
 
 /// A connection's end of the pipeline: the last publish that entered it.
 #[derive(Default)]
@@ -70,7 +84,13 @@ pub(super) type Applied = Result<(Published, Durable), PersistError>;
 /// The pool job of the next publish of `object` (from `sender`) behind `tail`, and where
 /// its outcome arrives; `tail` then ends with it.
 ///
-/// The job sends its own outcome before it hands the publish ahead of it its durability:
+/// The job checks the publish. It commits it at once if the one ahead of it is applied;
+/// otherwise it leaves its commit to the job that applies that one, and the pool thread is
+/// free. That job runs it right after its own commit, on the same thread and caches: a
+/// binding's container is committed without a thread wake-up and the records the binding
+/// just changed are still in this core's caches.
+///
+/// A commit sends its own outcome before it hands the publish ahead of it its durability:
 /// once that one is announced, this one's outcome is there already, so both go out in one
 /// announcement (the subscribers' notifications, then both acks) rather than the first
 /// one's ack alone, ahead of the notification its successor causes. It wakes the flusher
@@ -82,35 +102,12 @@ pub(super) fn job(
     sender: Sender,
 ) -> (impl FnOnce() + Send + 'static, oneshot::Receiver<Applied>) {
     let (outcome_tx, outcome_rx) = oneshot::channel();
-    let apply = apply_job(tail, archive, object, sender);
-    let job = move || {
-        let (outcome, hand, start) = apply();
-        let _ = outcome_tx.send(outcome);
-        if let Some((tx, w)) = hand {
-            let _ = tx.send(w);
-        }
-        // Only now: a flusher woken earlier takes this core and finishes first, and the
-        // announcer, woken by it, would find no outcome yet and sleep again.
-        drop(start);
-    };
-    (job, outcome_rx)
-}
-
-/// The durability a job hands to the publish ahead of it, once its own outcome is sent.
-type Hand = Option<(oneshot::Sender<SyncWait>, SyncWait)>;
-
-fn apply_job(
-    tail: &mut Tail,
-    archive: Archive,
-    object: Vec<u8>,
-    sender: Sender,
-) -> impl FnOnce() -> (Applied, Hand, FlushStart) + Send + 'static {
-    // Still being checked or applied: wait for it (and maybe cover it).
-    let ahead = tail.applied.take().and_then(|mut a| match a.try_recv() {
-        Err(oneshot::error::TryRecvError::Empty) => Some(a),
-        _ => None,
-    });
-    let before = tail.link.take().filter(|_| ahead.is_some());
+    // Still being checked or applied: its successor is checked meanwhile, committed after.
+    let ahead = tail
+        .applied
+        .take()
+        .is_some_and(|mut a| matches!(a.try_recv(), Err(oneshot::error::TryRecvError::Empty)));
+    let before = tail.link.take().filter(|_| ahead);
     if let Some(l) = &before {
         lock(l).next_queued = true;
     }
@@ -118,49 +115,92 @@ fn apply_job(
     let mine = Arc::new(Mutex::new(Link::default()));
     tail.applied = Some(applied_rx);
     tail.link = Some(mine.clone());
-    move || {
-        let early = ahead.as_ref().map(|_| archive.check(&object));
-        if let Some(ahead) = ahead {
-            let _ = ahead.blocking_recv();
+    let job = move || {
+        let early = before.as_ref().map(|_| archive.check(&object));
+        let commit = Commit(Box::new(move |covering| {
+            let (outcome, hand, start) = apply(&archive, &object, sender, early, covering, &mine);
+            drop(applied);
+            let _ = outcome_tx.send(outcome);
+            if let Some((tx, w)) = hand {
+                let _ = tx.send(w);
+            }
+            // Only now: a flusher woken earlier takes this core and finishes first, and the
+            // announcer, woken by it, would find no outcome yet and sleep again.
+            drop(start);
+            let mut l = lock(&mine);
+            l.applied = true;
+            let then = l.then.take()?;
+            Some((then, l.handed.take()))
+        }));
+        let mut next = match &before {
+            None => Some((commit, None)),
+            Some(l) => {
+                let mut l = lock(l);
+                if l.applied {
+                    let covering = l.handed.take();
+                    Some((commit, covering))
+                } else {
+                    l.then = Some(commit);
+                    None
+                }
+            }
+        };
+        // Each commit returns the next one's if it was waiting (a loop, not recursion:
+        // a connection may have `max_in_flight` publishes in the pipeline).
+        while let Some((Commit(f), covering)) = next {
+            next = f(covering);
         }
-        let result = match early {
-            Some(Ok(checked)) => archive.commit(checked, sender),
-            // Its signer's GIDC may be one of the publishes ahead: decide now.
-            Some(Err(PersistError::UnknownAuthor(_))) | None => {
-                archive.publish_from(&object, sender)
-            }
-            // Nothing the publishes ahead could change (`Archive::check`).
-            Some(Err(e)) => Err(e),
-        };
-        // Decided before `applied` fires: the next one looks for it only after that.
-        let covering = before.as_ref().and_then(|l| lock(l).handed.take());
-        let handed = match (&result, &covering) {
-            (Ok(_), None) => {
-                let mut l = lock(&mine);
-                l.next_queued.then(|| {
-                    let (tx, rx) = oneshot::channel();
-                    l.handed = Some(tx);
-                    rx
-                })
-            }
-            _ => None,
-        };
-        let own = result.is_ok() && handed.is_none();
-        let (mut waits, start) =
-            archive.sync_waits_deferred(usize::from(covering.is_some()) + usize::from(own));
-        let own_wait = if own { waits.pop() } else { None };
-        let hand = match (covering, waits.pop()) {
-            (Some(tx), Some(w)) => Some((tx, w)),
-            _ => None,
-        };
-        drop(applied);
-        let outcome = result.and_then(|published| match (handed, own_wait) {
-            (Some(rx), _) => Ok((published, Durable::Handed(rx))),
-            (None, Some(w)) => Ok((published, Durable::Own(w))),
-            (None, None) => Err(PersistError::Storage("no flush registered".into())),
-        });
-        (outcome, hand, start)
-    }
+    };
+    (job, outcome_rx)
+}
+
+/// The durability a commit hands to the publish ahead of it, once its own outcome is sent.
+type Hand = Option<(oneshot::Sender<SyncWait>, SyncWait)>;
+
+/// Commits one publish (`early`: its check, made while the ones ahead were in the
+/// pipeline) and registers its durability: its own flush, or handed to the next publish
+/// when that one is in the pipeline already, plus the flush of the one ahead if that one
+/// handed it here (`covering`).
+fn apply(
+    archive: &Archive,
+    object: &[u8],
+    sender: Sender,
+    early: Option<Result<Checked, PersistError>>,
+    covering: Covering,
+    mine: &Mutex<Link>,
+) -> (Applied, Hand, FlushStart) {
+    let result = match early {
+        Some(Ok(checked)) => archive.commit(checked, sender),
+        // Its signer's GIDC may be one of the publishes ahead: decide now.
+        Some(Err(PersistError::UnknownAuthor(_))) | None => archive.publish_from(object, sender),
+        // Nothing the publishes ahead could change (`Archive::check`).
+        Some(Err(e)) => Err(e),
+    };
+    let handed = match (&result, &covering) {
+        (Ok(_), None) => {
+            let mut l = lock(mine);
+            l.next_queued.then(|| {
+                let (tx, rx) = oneshot::channel();
+                l.handed = Some(tx);
+                rx
+            })
+        }
+        _ => None,
+    };
+    let own = result.is_ok() && handed.is_none();
+    let (mut waits, start) =
+        archive.sync_waits_deferred(usize::from(covering.is_some()) + usize::from(own));
+    let own_wait = if own { waits.pop() } else { None };
+    let hand = match (covering, waits.pop()) {
+        (Some(tx), Some(w)) => Some((tx, w)),
+        _ => None,
+    };
+    let outcome = result.and_then(|published| match (handed, own_wait) {
+        (Some(rx), _) => Ok((published, Durable::Handed(rx))),
+        (None, Some(w)) => Ok((published, Durable::Own(w))),
+        (None, None) => Err(PersistError::Storage("no flush registered".into())),
+    });
+    (outcome, hand, start)
 }
 
 /// A publish on its way to being announced, in its connection's publish order.

@@ -25,7 +25,8 @@
 //!   fanouts and replies of one connection's publishes leave in publish order (the publishes
 //!   one group commit made durable are announced together: their fanouts in one hub call,
 //!   then their replies; under load an announcement also waits, at most [`MAX_HOLD`], for the
-//!   publishes right behind it, see `announce`). Up to `max_in_flight` publishes per
+//!   publishes right behind it, see `announce`). The announcer hears of a publish once the
+//!   requests read with it have been taken in (`Conn::unsent`). Up to `max_in_flight` publishes per
 //!   connection are in the pipeline at once, and at most `inbound_bytes_total` bytes of
 //!   publishes across connections (`crate::persist::budget`): a publish that does not fit waits, and
 //!   its connection is not read meanwhile.
@@ -56,7 +57,7 @@ use actix_web::body::{BodyStream, MessageBody};
 use actix_web::{dev, web, FromRequest, HttpRequest, HttpResponse};
 use actix_ws::{AggregatedMessage, AggregatedMessageStream};
 use bytes::Bytes;
-use futures_util::Stream;
+use futures_util::{FutureExt, Stream};
 use rmpv::Value;
 use slog::{debug, info, trace, warn};
 use tokio::sync::{mpsc, Semaphore};
@@ -85,6 +86,9 @@ const MIN_TICK: Duration = Duration::from_millis(100);
 pub const MAX_HOLD: Duration = Duration::from_millis(2);
 /// The resolution of tokio's timer: a shorter hold is none.
 const TIMER_TICK: Duration = Duration::from_millis(1);
+/// Publishes read back to back that the announcer hears of together at most (`Conn::unsent`):
+/// under a flood of requests it still hears of them every few.
+const HAND_OVER_AT: usize = 8;
 
 /// `GET /ws`: upgrade and spawn the session.
 pub(super) async fn route(
@@ -235,6 +239,11 @@ struct Conn {
     sender: Sender,
     /// Announces durable publishes (fanout, then ack) in publish order; see [`announce`].
     announcer: Option<mpsc::UnboundedSender<Pending>>,
+    /// Publishes on the pool that the announcer has not been told of yet. They are handed
+    /// over once no further request has been read already ([`Conn::hand_over`]): telling it
+    /// wakes the fanout thread, which would take this thread's core before the publish
+    /// behind (a binding's container) reaches the pool. At most [`HAND_OVER_AT`].
+    unsent: Vec<Pending>,
     /// The connection's publish pipeline (every other request waits until it is applied).
     tail: pipeline::Tail,
 }
@@ -259,9 +268,11 @@ async fn run(
         challenge: None,
         sender: Sender::Anonymous,
         announcer: None,
+        unsent: Vec::new(),
         tail: pipeline::Tail::default(),
     };
     let end = conn.read_loop(&mut stream, &oversize).await;
+    conn.hand_over();
     conn.sub.unsubscribe_all();
     conn.outbox.close(CloseKind::Normal);
     if end == End::WeClose && !conn.outbox.is_aborted() {
@@ -304,6 +315,18 @@ impl Conn {
                 // Not reading is our choice, not the peer's silence.
                 last_seen = Instant::now();
             }
+            // A request read already goes before the announcer hears of the publishes
+            // ahead of it (`Conn::unsent`); once there is none, the announcer hears of them.
+            if room && !self.unsent.is_empty() && self.unsent.len() < HAND_OVER_AT {
+                if let Some(msg) = stream.recv().now_or_never() {
+                    last_seen = Instant::now();
+                    match self.on_message(msg, oversize).await {
+                        Some(end) => return end,
+                        None => continue,
+                    }
+                }
+            }
+            self.hand_over();
             tokio::select! {
                 biased;
                 _ = outbox.aborted() => {
@@ -343,48 +366,60 @@ impl Conn {
                 }
                 msg = stream.recv(), if room => {
                     last_seen = Instant::now();
-                    match msg {
-                        None => return End::PeerGone,
-                        Some(Ok(AggregatedMessage::Binary(b))) => {
-                            self.handle(b).await;
-                            if self.closing {
-                                return End::WeClose;
-                            }
-                        }
-                        Some(Ok(AggregatedMessage::Text(_))) => {
-                            self.reply_err(&Value::Nil, codes::MALFORMED,
-                                "text frames are not used: send binary msgpack");
-                        }
-                        Some(Ok(AggregatedMessage::Ping(p))) => {
-                            self.outbox.push_reply(wsframe::pong(&p));
-                        }
-                        Some(Ok(AggregatedMessage::Pong(_))) => {}
-                        Some(Ok(AggregatedMessage::Close(_))) => return End::PeerGone,
-                        Some(Err(e)) => {
-                            match oversize.tripped() {
-                                Some(size) => {
-                                    info!(self.log, "message too large, closing";
-                                        "size" => size, "max" => self.shared.limits.max_frame);
-                                    self.outbox.push_reply(wsframe::binary(&wire::encode_err(
-                                        &Value::Nil,
-                                        codes::TOO_LARGE,
-                                        format!("message of {size} bytes; the limit is {}",
-                                            self.shared.limits.max_frame),
-                                    )));
-                                    self.outbox.close(CloseKind::TooLarge);
-                                    return End::WeClose;
-                                }
-                                None => {
-                                    debug!(self.log, "websocket protocol error"; "error" => %e);
-                                    self.outbox.close(CloseKind::Protocol);
-                                    return End::PeerGone;
-                                }
-                            }
-                        }
+                    if let Some(end) = self.on_message(msg, oversize).await {
+                        return end;
                     }
                 }
             }
         }
+    }
+
+    /// Handles one read message; `Some` ends the session.
+    async fn on_message(
+        &mut self,
+        msg: Option<Result<AggregatedMessage, actix_ws::ProtocolError>>,
+        oversize: &Oversize,
+    ) -> Option<End> {
+        match msg {
+            None => return Some(End::PeerGone),
+            Some(Ok(AggregatedMessage::Binary(b))) => {
+                self.handle(b).await;
+                if self.closing {
+                    return Some(End::WeClose);
+                }
+            }
+            Some(Ok(AggregatedMessage::Text(_))) => {
+                let msg = "text frames are not used: send binary msgpack";
+                self.reply_err(&Value::Nil, codes::MALFORMED, msg);
+            }
+            Some(Ok(AggregatedMessage::Ping(p))) => {
+                self.outbox.push_reply(wsframe::pong(&p));
+            }
+            Some(Ok(AggregatedMessage::Pong(_))) => {}
+            Some(Ok(AggregatedMessage::Close(_))) => return Some(End::PeerGone),
+            Some(Err(e)) => match oversize.tripped() {
+                Some(size) => {
+                    info!(self.log, "message too large, closing";
+                        "size" => size, "max" => self.shared.limits.max_frame);
+                    self.outbox.push_reply(wsframe::binary(&wire::encode_err(
+                        &Value::Nil,
+                        codes::TOO_LARGE,
+                        format!(
+                            "message of {size} bytes; the limit is {}",
+                            self.shared.limits.max_frame
+                        ),
+                    )));
+                    self.outbox.close(CloseKind::TooLarge);
+                    return Some(End::WeClose);
+                }
+                None => {
+                    debug!(self.log, "websocket protocol error"; "error" => %e);
+                    self.outbox.close(CloseKind::Protocol);
+                    return Some(End::PeerGone);
+                }
+            },
+        }
+        None
     }
 
     /// Queues a reply. The read loop reserved room before it read the request, so the
@@ -442,6 +477,8 @@ impl Conn {
         };
         trace!(self.log, "request"; "op" => &raw.op, "id" => %raw.id);
         if raw.op != "publish" {
+            // The publishes ahead are announced meanwhile, not after this request.
+            self.hand_over();
             self.tail.applied().await;
         }
         if let Err(e) = raw.check_args() {
@@ -616,12 +653,28 @@ impl Conn {
                 return self.reply_err(&raw.id, codes::STORAGE, message);
             }
         }
-        let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
-            return;
+        // Before waiting for room, the publishes not yet handed over go to the announcer:
+        // only once they are answered do they release theirs.
+        let permit = match self.in_flight.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                self.hand_over();
+                let Ok(p) = self.in_flight.clone().acquire_owned().await else {
+                    return;
+                };
+                p
+            }
         };
         // Past the server's inbound budget, nothing more is read here until it has room.
-        let Some(bytes) = self.shared.inbound.take(object.len()).await else {
-            return self.reply_err(&raw.id, codes::UNAVAILABLE, "shutting down");
+        let bytes = match self.shared.inbound.try_take(object.len()) {
+            Some(b) => b,
+            None => {
+                self.hand_over();
+                let Some(b) = self.shared.inbound.take(object.len()).await else {
+                    return self.reply_err(&raw.id, codes::UNAVAILABLE, "shutting down");
+                };
+                b
+            }
         };
         // Pipelined (`pipeline`): the next request is read at once.
         let (job, applying) = pipeline::job(
@@ -630,13 +683,21 @@ impl Conn {
             object,
             self.sender,
         );
-        let pending = match self.shared.pool.submit(job).await {
-            Ok(_ran) => Pending::new(applying, raw.id, permit, bytes),
-            Err(_) => return self.reply_err(&raw.id, codes::UNAVAILABLE, "shutting down"),
-        };
-        if let Err(mpsc::error::SendError(d)) = self.announcer().send(pending) {
-            // The announcer only ends with the connection; answer anyway.
-            self.reply_err(&d.id, codes::UNAVAILABLE, "shutting down");
+        match self.shared.pool.submit(job).await {
+            Ok(_ran) => self
+                .unsent
+                .push(Pending::new(applying, raw.id, permit, bytes)),
+            Err(_) => self.reply_err(&raw.id, codes::UNAVAILABLE, "shutting down"),
+        }
+    }
+
+    /// Tells the announcer of the publishes in [`Conn::unsent`], in order.
+    fn hand_over(&mut self) {
+        for pending in std::mem::take(&mut self.unsent) {
+            if let Err(mpsc::error::SendError(d)) = self.announcer().send(pending) {
+                // The announcer only ends with the connection; answer anyway.
+                self.reply_err(&d.id, codes::UNAVAILABLE, "shutting down");
+            }
         }
     }
 

@@ -480,8 +480,16 @@ impl Store for SledStore {
                 }
                 (Some(b), _) => op(OBJECTS, g.as_bytes(), Some(b.to_vec())),
                 (None, spill) => {
+                    // Only a spilled value has a file. (The stored value says so: an unlink
+                    // of a name that has none costs a path lookup per removal, on the flush
+                    // that every publish waits for, and leaves a negative dentry behind.)
                     if let Some(spill) = spill {
-                        spill.remove_later(&name());
+                        if self
+                            .get(OBJECTS, g.as_bytes())?
+                            .is_some_and(|v| spill::is_pointer(&v))
+                        {
+                            spill.remove_later(&name());
+                        }
                     }
                     op(OBJECTS, g.as_bytes(), None)
                 }
@@ -640,6 +648,10 @@ mod tests {
         assert!(!file.exists());
         assert_eq!(s.object(&g).unwrap(), None);
         assert!(s.object(&small).unwrap().is_some());
+        // A small object has no file: its removal schedules no unlink.
+        s.delete_object(&small).unwrap();
+        let spill = s.spill.as_ref().unwrap();
+        assert!(spill.doomed().is_empty());
     }
 
     #[test]
