@@ -391,11 +391,11 @@ async fn pipelined_publishes_are_applied_and_answered_in_order() {
     r.stop().await.unwrap();
 }
 
-/// A pipeline longer than the pool has threads, every publish's check racing the commits
-/// ahead of it (a commit left behind runs on the thread of the one before it): every
-/// publish is applied, answered in order, and the subscriber sees the frames in order.
+/// 80 publishes in one connection's pipeline, each one's check racing the commits ahead of
+/// it (a commit checked early runs when the one ahead is applied): every publish is applied
+/// and answered, and the subscriber sees the frames in order.
 #[actix_rt::test]
-async fn a_long_pipeline_is_applied_and_answered_in_order() {
+async fn a_long_pipeline_applies_and_answers_every_publish() {
     let r = start().await;
     let a = common::fixture(1);
     let (up, _up_rx) = connect(&r).await;

@@ -87,8 +87,8 @@ pub(super) type Applied = Result<(Published, Durable), PersistError>;
 /// The job checks the publish. It commits it at once if the one ahead of it is applied;
 /// otherwise it leaves its commit to the job that applies that one, and the pool thread is
 /// free. That job runs it right after its own commit, on the same thread and caches: a
-/// binding's container is committed without a thread wake-up and the records the binding
-/// just changed are still in this core's caches.
+/// binding's container checked by then is committed without a thread wake-up, while the
+/// records the binding just changed are still in this core's caches.
 ///
 /// A commit sends its own outcome before it hands the publish ahead of it its durability:
 /// once that one is announced, this one's outcome is there already, so both go out in one
@@ -116,7 +116,7 @@ pub(super) fn job(
     tail.applied = Some(applied_rx);
     tail.link = Some(mine.clone());
     let job = move || {
-        let early = before.as_ref().map(|_| archive.check(&object));
+        let early = before.as_ref().map(|_| caught(|| archive.check(&object)));
         let commit = Commit(Box::new(move |covering| {
             let (outcome, hand, start) = apply(&archive, &object, sender, early, covering, &mine);
             drop(applied);
@@ -154,6 +154,13 @@ pub(super) fn job(
     (job, outcome_rx)
 }
 
+/// `f`, a panic in it refused like an error: the publishes behind still get committed (or
+/// answered), since this one's commit is what runs theirs.
+fn caught<T>(f: impl FnOnce() -> Result<T, PersistError>) -> Result<T, PersistError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .unwrap_or_else(|_| Err(PersistError::Storage("the publish failed (a panic)".into())))
+}
+
 /// The durability a commit hands to the publish ahead of it, once its own outcome is sent.
 type Hand = Option<(oneshot::Sender<SyncWait>, SyncWait)>;
 
@@ -169,13 +176,13 @@ fn apply(
     covering: Covering,
     mine: &Mutex<Link>,
 ) -> (Applied, Hand, FlushStart) {
-    let result = match early {
+    let result = caught(|| match early {
         Some(Ok(checked)) => archive.commit(checked, sender),
         // Its signer's GIDC may be one of the publishes ahead: decide now.
         Some(Err(PersistError::UnknownAuthor(_))) | None => archive.publish_from(object, sender),
         // Nothing the publishes ahead could change (`Archive::check`).
         Some(Err(e)) => Err(e),
-    };
+    });
     let handed = match (&result, &covering) {
         (Ok(_), None) => {
             let mut l = lock(mine);
@@ -275,5 +282,58 @@ impl Pending {
             Poll::Ready(r) => Some(r),
             Poll::Pending => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::golix::Secret;
+    use crate::testdata::fixture_first_party;
+
+    /// The container's job runs first: checked, it leaves its commit behind, since the
+    /// binding ahead is not applied yet. The binding's job then applies both, in order, and
+    /// one flush covers both.
+    #[test]
+    fn a_commit_left_behind_runs_when_the_one_ahead_is_applied() {
+        let archive = Archive::temporary().unwrap();
+        let a = fixture_first_party(1);
+        archive.publish(&a.gidc().encode()).unwrap();
+        let c = a.make_container(b"state", &Secret::random()).unwrap();
+        let f = a.make_bind_dynamic(c.ghid).unwrap();
+        let mut tail = Tail::default();
+        let anyone = Sender::Anonymous;
+        let (binding, binding_rx) = job(&mut tail, archive.clone(), f.encode(), anyone);
+        let (container, container_rx) = job(&mut tail, archive.clone(), c.encode(), anyone);
+
+        container();
+        assert!(
+            !archive.exists(&c.ghid).unwrap(),
+            "left for the binding's job"
+        );
+        let flushes = archive.flush_count();
+        binding();
+
+        let (p1, d1) = binding_rx.blocking_recv().unwrap().unwrap();
+        let (p2, d2) = container_rx.blocking_recv().unwrap().unwrap();
+        assert_eq!((p1.ghid, p2.ghid), (f.frame, c.ghid));
+        assert!(archive.exists(&c.ghid).unwrap());
+        assert_eq!(
+            p2.notifications.len(),
+            1,
+            "the frame, once its container is there"
+        );
+        // The binding handed its durability to the container, which flushes for both.
+        let (Durable::Handed(handed), Durable::Own(own)) = (d1, d2) else {
+            panic!("the binding hands its durability on");
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            own.await.unwrap();
+            handed.await.unwrap().await.unwrap();
+        });
+        assert_eq!(archive.flush_count(), flushes + 1);
     }
 }
