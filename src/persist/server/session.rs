@@ -693,12 +693,18 @@ impl Conn {
 
     /// Tells the announcer of the publishes in [`Conn::unsent`], in order.
     fn hand_over(&mut self) {
-        for pending in std::mem::take(&mut self.unsent) {
+        if self.unsent.is_empty() {
+            return;
+        }
+        // Taken out and put back: the buffer is reused, not allocated per batch.
+        let mut unsent = std::mem::take(&mut self.unsent);
+        for pending in unsent.drain(..) {
             if let Err(mpsc::error::SendError(d)) = self.announcer().send(pending) {
                 // The announcer only ends with the connection; answer anyway.
                 self.reply_err(&d.id, codes::UNAVAILABLE, "shutting down");
             }
         }
+        self.unsent = unsent;
     }
 
     /// The connection's announcer (started at its first publish, on the fanout thread).

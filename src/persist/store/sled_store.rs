@@ -337,10 +337,15 @@ impl SledStore {
         let Ok(key) = hex::decode(name) else {
             return Ok(false);
         };
-        let value = self
-            .get(OBJECTS, &key)
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
-        Ok(value.is_some_and(|v| spill::is_pointer(&v)))
+        self.is_spilled(&key)
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    }
+
+    /// Whether the object stored under `key` is a pointer to a spilled file.
+    fn is_spilled(&self, key: &[u8]) -> Result<bool, PersistError> {
+        Ok(self
+            .get(OBJECTS, key)?
+            .is_some_and(|v| spill::is_pointer(&v)))
     }
 
     /// Bytes in the write-ahead log's files (0 without one; tests).
@@ -484,10 +489,7 @@ impl Store for SledStore {
                     // of a name that has none costs a path lookup per removal, on the flush
                     // that every publish waits for, and leaves a negative dentry behind.)
                     if let Some(spill) = spill {
-                        if self
-                            .get(OBJECTS, g.as_bytes())?
-                            .is_some_and(|v| spill::is_pointer(&v))
-                        {
+                        if self.is_spilled(g.as_bytes())? {
                             spill.remove_later(&name());
                         }
                     }
