@@ -427,7 +427,8 @@ impl FirstParty {
             .decrypt(&OAEP_SHA512_MGF1SHA512, &garq.payload, &mut buf[..], None)
             .map_err(|_| Error::DecryptFailed)?;
         let request = Request::decode(plain, Policy::STRICT)?;
-        let author = lookup(&request.author).ok_or(Error::WrongSigner(request.author.as_str()))?;
+        let author =
+            lookup(&request.author).ok_or_else(|| Error::WrongSigner(request.author.as_str()))?;
         if author.ghid() != request.author {
             return Err(Error::WrongSigner(author.ghid().as_str()));
         }

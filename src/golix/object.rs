@@ -194,7 +194,8 @@ impl Object {
         let (Some(expected), Some(sig)) = (self.signer(), self.signature()) else {
             return Ok(());
         };
-        let party = signer.ok_or(Error::WrongSigner(expected.as_str()))?;
+        // `ok_or_else`: the ghid's text form is built only for the error.
+        let party = signer.ok_or_else(|| Error::WrongSigner(expected.as_str()))?;
         if party.ghid() != expected {
             return Err(Error::WrongSigner(party.ghid().as_str()));
         }

@@ -330,12 +330,12 @@ impl Archive {
     /// CPU-heavy (RSA verify); callers run it off the event loop. NOT yet durable on return:
     /// call [`Archive::sync`] before acknowledging. The uploader is anonymous.
     pub fn publish(&self, bytes: &[u8]) -> Result<Published, PersistError> {
-        self.publish_from(bytes, Sender::Anonymous)
+        self.publish_from(Bytes::copy_from_slice(bytes), Sender::Anonymous)
     }
 
     /// [`Archive::publish`] of an object uploaded by `sender` (what a stored GARQ is counted
-    /// against).
-    pub fn publish_from(&self, bytes: &[u8], sender: Sender) -> Result<Published, PersistError> {
+    /// against). `bytes` is kept as it is (what is stored is a copy).
+    pub fn publish_from(&self, bytes: Bytes, sender: Sender) -> Result<Published, PersistError> {
         self.publish_checked(bytes, sender, None)
     }
 
@@ -348,16 +348,16 @@ impl Archive {
     /// an object signed by anyone else is verified in full. Never use it for bytes that came
     /// from elsewhere.
     pub fn publish_own(&self, bytes: &[u8], own: &Ghid) -> Result<Published, PersistError> {
-        self.publish_checked(bytes, Sender::Anonymous, Some(own))
+        self.publish_checked(Bytes::copy_from_slice(bytes), Sender::Anonymous, Some(own))
     }
 
     fn publish_checked(
         &self,
-        bytes: &[u8],
+        bytes: Bytes,
         sender: Sender,
         own: Option<&Ghid>,
     ) -> Result<Published, PersistError> {
-        let obj = Object::decode(bytes, Policy::STRICT)?;
+        let obj = Object::decode(&bytes, Policy::STRICT)?;
         rules::precheck(&obj)?;
         // Rule 1 before the expensive part; re-checked under the lock.
         if checks::check_idempotent(&self.view(), &obj)? {
@@ -373,8 +373,8 @@ impl Archive {
     /// [`Archive::commit`] of it later gives what [`Archive::publish_from`] would then. It
     /// fails if the signer's GIDC is not stored yet (maybe one of those publishes): the
     /// caller then runs [`Archive::publish_from`] once they are applied.
-    pub fn check(&self, bytes: &[u8]) -> Result<Checked, PersistError> {
-        let obj = Object::decode(bytes, Policy::STRICT)?;
+    pub fn check(&self, bytes: Bytes) -> Result<Checked, PersistError> {
+        let obj = Object::decode(&bytes, Policy::STRICT)?;
         rules::precheck(&obj)?;
         self.verified(obj, bytes, None)
     }
@@ -384,7 +384,7 @@ impl Archive {
     fn verified(
         &self,
         obj: Object,
-        bytes: &[u8],
+        bytes: Bytes,
         own: Option<&Ghid>,
     ) -> Result<Checked, PersistError> {
         let signer = self.signer(&obj)?;
@@ -396,7 +396,7 @@ impl Archive {
         };
         Ok(Checked {
             obj,
-            bytes: Bytes::copy_from_slice(bytes),
+            bytes,
             identity,
         })
     }

@@ -12,7 +12,7 @@
 //! [`ingest`] and [`Store::apply`] under its write lock.
 //!
 //! Rule-by-rule map (docs/golix.md): 1 [`checks::check_idempotent`]; 2
-//! [`checks::check_address`], [`checks::check_signer_known`], [`checks::check_signature`],
+//! [`checks::check_address`], [`checks::check_signer_stored`], [`checks::check_signature`],
 //! [`checks::check_writable_version`]; 3 [`checks::check_identity`]; 4
 //! [`checks::check_container_bound`]; 5 [`checks::check_static_target`],
 //! [`checks::check_not_debound`]; 6 [`checks::check_dynamic_slot`],
@@ -119,7 +119,7 @@ pub fn ingest_with(
     if checks::check_idempotent(&view, obj)? {
         return Ok(Outcome::default());
     }
-    checks::check_signer_known(&view, obj)?;
+    checks::check_signer_stored(&view, obj)?;
     let mut fx = admit::Effects::default();
     match obj {
         Object::Gidc(g) => admit::identity(&mut view, g, bytes)?,

@@ -325,6 +325,64 @@ impl RawRequest {
     }
 }
 
+/// A `publish` request read in place: its id and where its object lies in `frame`. What
+/// nearly every request of a publishing connection is, so it skips the value tree (and the
+/// copies of the object that [`RawRequest::decode`] and [`RawRequest::args`] make).
+///
+/// Only the plain form: a map of exactly `id` (nil, a bool, a number, a string or bin),
+/// `op` = `"publish"` and `args` = a map of exactly `object` (bin), in any order, nothing
+/// after it. `None` for anything else, which the general path then reads (or refuses) in
+/// full: for every input both give the same request.
+pub fn publish_in_place(frame: &[u8]) -> Option<(Value, std::ops::Range<usize>)> {
+    use rmp::decode::{read_bin_len, read_map_len, read_str_len};
+    let mut rd = frame;
+    if read_map_len(&mut rd).ok()? != 3 {
+        return None;
+    }
+    let (mut id, mut publish, mut object) = (None, false, None);
+    for _ in 0..3 {
+        let key_len = read_str_len(&mut rd).ok()?;
+        match take(&mut rd, key_len)? {
+            b"id" if id.is_none() => {
+                // A scalar only (no nesting, nothing to bound): rmpv reads it as the
+                // general path would.
+                let marker = *rd.first()?;
+                let nested =
+                    matches!(marker, 0x80..=0x9f | 0xdc..=0xdf | 0xc7..=0xc9 | 0xd4..=0xd8);
+                if nested || marker == 0xc1 {
+                    return None;
+                }
+                id = Some(rmpv::decode::read_value(&mut rd).ok()?);
+            }
+            b"op" if !publish => {
+                let len = read_str_len(&mut rd).ok()?;
+                if take(&mut rd, len)? != b"publish" {
+                    return None;
+                }
+                publish = true;
+            }
+            b"args" if object.is_none() => {
+                if read_map_len(&mut rd).ok()? != 1 {
+                    return None;
+                }
+                let key_len = read_str_len(&mut rd).ok()?;
+                if take(&mut rd, key_len)? != b"object" {
+                    return None;
+                }
+                let len = read_bin_len(&mut rd).ok()?;
+                let start = frame.len() - rd.len();
+                take(&mut rd, len)?;
+                object = Some(start..frame.len() - rd.len());
+            }
+            _ => return None,
+        }
+    }
+    if !publish || !rd.is_empty() {
+        return None;
+    }
+    Some((id?, object?))
+}
+
 /// The value of a string-keyed field in a msgpack map.
 pub fn field<'a>(entries: &'a [(Value, Value)], name: &str) -> Option<&'a Value> {
     entries
@@ -612,14 +670,16 @@ impl Incoming {
 /// bin}` (keys in any order, nothing else, nothing after): its subscription and where its
 /// object lies in `frame`. `None` for anything else, which [`Incoming::decode`] then reads
 /// (or refuses) in full, so both give the same result for every input.
+/// The next `len` bytes of `rd` (an in-place reader's step).
+fn take<'a>(rd: &mut &'a [u8], len: u32) -> Option<&'a [u8]> {
+    let len = usize::try_from(len).ok()?;
+    let (head, rest) = (rd.get(..len)?, rd.get(len..)?);
+    *rd = rest;
+    Some(head)
+}
+
 fn notify_in_place(frame: &[u8]) -> Option<(Ghid, std::ops::Range<usize>)> {
     use rmp::decode::{read_bin_len, read_map_len, read_str_len};
-    fn take<'a>(rd: &mut &'a [u8], len: u32) -> Option<&'a [u8]> {
-        let len = usize::try_from(len).ok()?;
-        let (head, rest) = (rd.get(..len)?, rd.get(len..)?);
-        *rd = rest;
-        Some(head)
-    }
     let mut rd = frame;
     if read_map_len(&mut rd).ok()? != 3 {
         return None;
@@ -894,6 +954,140 @@ mod tests {
         assert_eq!(h.events, vec!["notify".to_owned()]);
     }
 
+    /// A msgpack map of string keys, in the order given.
+    fn map(entries: Vec<(&str, Value)>) -> Vec<u8> {
+        let v = Value::Map(
+            entries
+                .into_iter()
+                .map(|(k, v)| (Value::from(k), v))
+                .collect(),
+        );
+        let mut b = Vec::new();
+        rmpv::encode::write_value(&mut b, &v).unwrap();
+        b
+    }
+
+    fn bin(b: &[u8]) -> Value {
+        Value::Binary(b.to_vec())
+    }
+
+    /// What the general path makes of a request, if it is a publish it accepts.
+    fn general_publish(frame: &[u8]) -> Option<(Value, Vec<u8>)> {
+        let raw = RawRequest::decode(frame).ok()?;
+        raw.check_args().ok()?;
+        let a: args::Publish = raw.args().ok().filter(|_| raw.op == "publish")?;
+        Some((raw.id, a.object))
+    }
+
+    /// `publish_in_place` reads the plain publish of every client, in any key order and with
+    /// any scalar id, and agrees with the general path on every input it reads: never a
+    /// different id or object, whatever the frame (other forms, truncations, trailing bytes).
+    #[test]
+    fn publish_in_place_agrees_with_the_general_path() {
+        let object = vec![9u8; 700];
+        let sent = encode_request(
+            7,
+            "publish",
+            args::Publish {
+                object: object.clone(),
+            },
+        );
+        let args_of = |o: &[u8]| Value::Map(vec![(Value::from("object"), bin(o))]);
+        let plain = vec![
+            sent.to_vec(),
+            map(vec![
+                ("args", args_of(&object)),
+                ("op", Value::from("publish")),
+                ("id", Value::from("req-1")),
+            ]),
+            map(vec![
+                ("op", Value::from("publish")),
+                ("id", Value::from(-3)),
+                ("args", args_of(b"")),
+            ]),
+            map(vec![
+                ("id", Value::Nil),
+                ("args", args_of(&object)),
+                ("op", Value::from("publish")),
+            ]),
+        ];
+        for case in &plain {
+            let (id, range) = publish_in_place(case).expect("the plain form is read in place");
+            assert_eq!(
+                general_publish(case),
+                Some((id, case[range].to_vec())),
+                "{case:?}"
+            );
+        }
+        let mut others = vec![
+            // Read by the general path instead (same result, since the rest is the same).
+            map(vec![
+                ("id", Value::from(1)),
+                ("op", Value::from("publish")),
+                ("args", args_of(&object)),
+                ("extra", Value::from(1)),
+            ]),
+            map(vec![
+                ("id", Value::Array(vec![Value::from(1)])),
+                ("op", Value::from("publish")),
+                ("args", args_of(&object)),
+            ]),
+            map(vec![
+                ("id", Value::from(1)),
+                ("op", Value::from("publish")),
+                (
+                    "args",
+                    Value::Map(vec![
+                        (Value::from("object"), bin(&object)),
+                        (Value::from("more"), Value::Nil),
+                    ]),
+                ),
+            ]),
+            map(vec![
+                ("op", Value::from("publish")),
+                ("args", args_of(&object)),
+            ]),
+            // Refused or not a publish.
+            map(vec![
+                ("id", Value::from(1)),
+                ("id", Value::from(2)),
+                ("op", Value::from("publish")),
+            ]),
+            map(vec![
+                ("id", Value::from(1)),
+                ("op", Value::from("get")),
+                ("args", args_of(&object)),
+            ]),
+            map(vec![
+                ("id", Value::from(1)),
+                ("op", Value::from("publish")),
+                (
+                    "args",
+                    Value::Map(vec![(Value::from("object"), Value::from("str"))]),
+                ),
+            ]),
+            map(vec![
+                ("id", Value::from(1)),
+                ("op", Value::from("publish")),
+                ("args", Value::from(5)),
+            ]),
+        ];
+        let mut trailing = sent.to_vec();
+        trailing.push(0xc0);
+        others.push(trailing);
+        others.extend((0..sent.len()).map(|n| sent[..n].to_vec()));
+        for case in plain.iter().chain(&others) {
+            if let Some((id, range)) = publish_in_place(case) {
+                assert_eq!(
+                    general_publish(case),
+                    Some((id, case[range].to_vec())),
+                    "{case:?}"
+                );
+            }
+        }
+        assert!(others.iter().all(|c| publish_in_place(c).is_none()));
+    }
+
     /// `decode_shared` reads notifications in place and agrees with `decode` on every input:
     /// the server's encoding, other key orders, other messages, every truncation, trailing
     /// bytes, an extra key, a bad subscription.
@@ -913,18 +1107,6 @@ mod tests {
             "a slice, not a copy"
         );
 
-        let map = |entries: Vec<(&str, Value)>| {
-            let v = Value::Map(
-                entries
-                    .into_iter()
-                    .map(|(k, v)| (Value::from(k), v))
-                    .collect(),
-            );
-            let mut b = Vec::new();
-            rmpv::encode::write_value(&mut b, &v).unwrap();
-            b
-        };
-        let bin = |b: &[u8]| Value::Binary(b.to_vec());
         let mut cases = vec![
             sent.to_vec(),
             map(vec![

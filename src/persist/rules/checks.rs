@@ -77,8 +77,21 @@ pub fn identity(view: &View<'_>, ghid: &Ghid) -> Result<Option<Gidc>, PersistErr
     }
 }
 
-/// Rule 2 (author): the signer's GIDC must already be stored. Returns it, or `None` for
-/// unsigned kinds (GIDC; GARQ, whose recipient rule 10 checks).
+/// Rule 2 (author), as [`super::ingest_with`] checks it: the signer's GIDC must already be
+/// stored. Only its record is read: the signature was verified before (with the keys rule 3
+/// parsed when the GIDC was stored), and GIDCs are never collected.
+pub fn check_signer_stored(view: &View<'_>, obj: &Object) -> Result<(), PersistError> {
+    let Some(signer) = obj.signer() else {
+        return Ok(());
+    };
+    match view.record(&signer)? {
+        Some(Record::Identity) => Ok(()),
+        _ => Err(PersistError::UnknownAuthor(s(&signer))),
+    }
+}
+
+/// Rule 2 (author), with the GIDC itself: the signer's GIDC must already be stored. Returns
+/// it, or `None` for unsigned kinds (GIDC; GARQ, whose recipient rule 10 checks).
 pub fn check_signer_known(view: &View<'_>, obj: &Object) -> Result<Option<Gidc>, PersistError> {
     let Some(signer) = obj.signer() else {
         return Ok(None);

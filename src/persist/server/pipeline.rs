@@ -24,6 +24,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 
+use bytes::Bytes;
 use rmpv::Value;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
@@ -98,7 +99,7 @@ pub(super) type Applied = Result<(Published, Durable), PersistError>;
 pub(super) fn job(
     tail: &mut Tail,
     archive: Archive,
-    object: Vec<u8>,
+    object: Bytes,
     sender: Sender,
 ) -> (impl FnOnce() + Send + 'static, oneshot::Receiver<Applied>) {
     let (outcome_tx, outcome_rx) = oneshot::channel();
@@ -116,9 +117,11 @@ pub(super) fn job(
     tail.applied = Some(applied_rx);
     tail.link = Some(mine.clone());
     let job = move || {
-        let early = before.as_ref().map(|_| caught(|| archive.check(&object)));
+        let early = before
+            .as_ref()
+            .map(|_| caught(|| archive.check(object.clone())));
         let commit = Commit(Box::new(move |covering| {
-            let (outcome, hand, start) = apply(&archive, &object, sender, early, covering, &mine);
+            let (outcome, hand, start) = apply(&archive, object, sender, early, covering, &mine);
             drop(applied);
             let _ = outcome_tx.send(outcome);
             if let Some((tx, w)) = hand {
@@ -170,7 +173,7 @@ type Hand = Option<(oneshot::Sender<SyncWait>, SyncWait)>;
 /// handed it here (`covering`).
 fn apply(
     archive: &Archive,
-    object: &[u8],
+    object: Bytes,
     sender: Sender,
     early: Option<Result<Checked, PersistError>>,
     covering: Covering,
@@ -303,8 +306,8 @@ mod tests {
         let f = a.make_bind_dynamic(c.ghid).unwrap();
         let mut tail = Tail::default();
         let anyone = Sender::Anonymous;
-        let (binding, binding_rx) = job(&mut tail, archive.clone(), f.encode(), anyone);
-        let (container, container_rx) = job(&mut tail, archive.clone(), c.encode(), anyone);
+        let (binding, binding_rx) = job(&mut tail, archive.clone(), f.encode().into(), anyone);
+        let (container, container_rx) = job(&mut tail, archive.clone(), c.encode().into(), anyone);
 
         container();
         assert!(

@@ -468,6 +468,14 @@ impl Conn {
     }
 
     async fn handle(&mut self, frame: Bytes) {
+        if let Some((id, object)) = wire::publish_in_place(&frame) {
+            trace!(self.log, "request"; "op" => "publish", "id" => %id);
+            // A copy: the budget then counts exactly what the publish holds (a slice would
+            // keep the whole read buffer behind `frame` alive).
+            return self
+                .publish(id, Bytes::copy_from_slice(&frame[object]))
+                .await;
+        }
         let raw = match wire::RawRequest::decode(&frame) {
             Ok(r) => r,
             Err(m) => {
@@ -488,7 +496,10 @@ impl Conn {
         match raw.op.as_str() {
             "hello" => self.reply_ok(&raw.id, &self.shared.hello),
             "ping" => self.reply_ok(&raw.id, true),
-            "publish" => self.publish(raw).await,
+            "publish" => match raw.args::<args::Publish>() {
+                Ok(a) => self.publish(raw.id, a.object.into()).await,
+                Err(e) => self.reply_err(&raw.id, codes::BAD_ARGS, format!("publish: {e}")),
+            },
             "get" => {
                 let Some(g) = self.ghid_arg(&raw) else {
                     return;
@@ -635,11 +646,7 @@ impl Conn {
         }
     }
 
-    async fn publish(&mut self, raw: wire::RawRequest) {
-        let object = match raw.args::<args::Publish>() {
-            Ok(a) => a.object,
-            Err(e) => return self.reply_err(&raw.id, codes::BAD_ARGS, format!("publish: {e}")),
-        };
+    async fn publish(&mut self, id: Value, object: Bytes) {
         if let Some((free, first)) = self.shared.disk.check() {
             if disk::adds_data(&self.shared.archive, &object) {
                 let min = self.shared.disk.min_free();
@@ -650,7 +657,7 @@ impl Conn {
                 let message = format!(
                     "the server's disk is nearly full ({free} bytes free, keeps {min}); nothing stored"
                 );
-                return self.reply_err(&raw.id, codes::STORAGE, message);
+                return self.reply_err(&id, codes::STORAGE, message);
             }
         }
         // Before waiting for room, the publishes not yet handed over go to the announcer:
@@ -671,7 +678,7 @@ impl Conn {
             None => {
                 self.hand_over();
                 let Some(b) = self.shared.inbound.take(object.len()).await else {
-                    return self.reply_err(&raw.id, codes::UNAVAILABLE, "shutting down");
+                    return self.reply_err(&id, codes::UNAVAILABLE, "shutting down");
                 };
                 b
             }
@@ -684,10 +691,8 @@ impl Conn {
             self.sender,
         );
         match self.shared.pool.submit(job).await {
-            Ok(_ran) => self
-                .unsent
-                .push(Pending::new(applying, raw.id, permit, bytes)),
-            Err(_) => self.reply_err(&raw.id, codes::UNAVAILABLE, "shutting down"),
+            Ok(_ran) => self.unsent.push(Pending::new(applying, id, permit, bytes)),
+            Err(_) => self.reply_err(&id, codes::UNAVAILABLE, "shutting down"),
         }
     }
 

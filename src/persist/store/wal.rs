@@ -37,6 +37,8 @@ pub(super) struct Op {
 
 const REMOVED: u32 = u32::MAX;
 const HEADER: usize = 4 + 8;
+/// The pending buffer keeps its allocation after a write up to this size.
+const KEEP_PENDING: usize = 256 << 10;
 
 fn check(payload: &[u8]) -> [u8; 8] {
     let d = Sha256::digest(payload);
@@ -52,24 +54,39 @@ fn len32(n: usize) -> io::Result<u32> {
         .ok_or_else(|| io::Error::other("write-ahead log entry too large"))
 }
 
-/// Appends the entry for `ops` to `out`.
+/// Appends the entry for `ops` to `out`, in place (no second buffer: the log's pending
+/// buffer keeps its allocation from one group commit to the next). On error `out` is
+/// unchanged.
 pub(super) fn encode(ops: &[Op], out: &mut Vec<u8>) -> io::Result<()> {
-    let mut p = Vec::with_capacity(ops.iter().map(|o| 9 + o.key.len()).sum());
+    let mut payload = 0usize;
     for op in ops {
-        p.push(op.tree);
-        p.extend_from_slice(&len32(op.key.len())?.to_le_bytes());
-        p.extend_from_slice(&op.key);
-        match &op.value {
-            Some(v) => {
-                p.extend_from_slice(&len32(v.len())?.to_le_bytes());
-                p.extend_from_slice(v);
-            }
-            None => p.extend_from_slice(&REMOVED.to_le_bytes()),
+        len32(op.key.len())?;
+        payload += 9 + op.key.len();
+        if let Some(v) = &op.value {
+            len32(v.len())?;
+            payload += v.len();
         }
     }
-    out.extend_from_slice(&len32(p.len())?.to_le_bytes());
-    out.extend_from_slice(&check(&p));
-    out.extend_from_slice(&p);
+    let payload_len = len32(payload)?;
+    let start = out.len();
+    out.reserve(HEADER + payload);
+    out.extend_from_slice(&payload_len.to_le_bytes());
+    out.extend_from_slice(&[0; 8]);
+    // Every length fits a u32 (checked above), so nothing fails past this point.
+    for op in ops {
+        out.push(op.tree);
+        out.extend_from_slice(&(op.key.len() as u32).to_le_bytes());
+        out.extend_from_slice(&op.key);
+        match &op.value {
+            Some(v) => {
+                out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+                out.extend_from_slice(v);
+            }
+            None => out.extend_from_slice(&REMOVED.to_le_bytes()),
+        }
+    }
+    let sum = check(&out[start + HEADER..]);
+    out[start + 4..start + HEADER].copy_from_slice(&sum);
     Ok(())
 }
 
@@ -337,10 +354,15 @@ impl Wal {
         if f.pending.is_empty() {
             return Ok(());
         }
-        let pending = std::mem::take(&mut f.pending);
-        let written = (&*f.current).write_all(&pending);
+        let written = (&*f.current).write_all(&f.pending);
         if written.is_err() {
             f.poisoned = true;
+        }
+        // The allocation is kept for the next group commit, unless a burst made it large.
+        if f.pending.capacity() > KEEP_PENDING {
+            f.pending = Vec::new();
+        } else {
+            f.pending.clear();
         }
         written
     }
@@ -487,6 +509,33 @@ mod tests {
         let (got, used) = decode(&flipped);
         assert_eq!(got, vec![a]);
         assert!(used < flipped.len());
+    }
+
+    #[test]
+    fn an_entry_is_laid_out_as_documented() {
+        let mut bytes = vec![0xee]; // whatever the buffer held before stays
+        encode(&[op(2, b"k", Some(b"vv")), op(1, b"x", None)], &mut bytes).unwrap();
+        let payload = [
+            &[2][..],
+            &1u32.to_le_bytes(),
+            b"k",
+            &2u32.to_le_bytes(),
+            b"vv",
+            &[1],
+            &1u32.to_le_bytes(),
+            b"x",
+            &u32::MAX.to_le_bytes(),
+        ]
+        .concat();
+        let sum = Sha256::digest(&payload);
+        let want = [
+            &[0xee][..],
+            &(payload.len() as u32).to_le_bytes(),
+            &sum[..8],
+            &payload,
+        ]
+        .concat();
+        assert_eq!(bytes, want);
     }
 
     #[test]
