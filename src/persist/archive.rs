@@ -17,12 +17,16 @@
 //! concurrent callers cost one or two fsyncs, not N. [`Archive::sync_now`] flushes on the
 //! caller's thread instead (the daemon's commits, already off the event loop, one at a time
 //! per object: a hand-off to the flusher would cost two thread wake-ups).
+//! [`FlushStart::lead`] runs the flush on the caller's thread too, when no flush is under way
+//! and the last one was fast (less than [`LEAD_UNDER`]: a log on tmpfs or a disk that does
+//! not wait for its platters), so that a fast flush does not wait for the flusher to wake.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
@@ -133,19 +137,60 @@ struct Inner {
     flusher: Option<JoinHandle<()>>,
 }
 
+/// A flush that took less than this last time is run by the thread that starts it
+/// ([`FlushStart::lead`]): waking the flusher would cost about as much (10–30 µs on an idle
+/// core), and the caller is off the event loop already. A slower one (a disk's `fdatasync`)
+/// goes to the flusher, so that it never holds up the caller's other work.
+pub const LEAD_UNDER: Duration = Duration::from_micros(200);
+
 /// State shared with the flusher thread.
 struct FlushShared {
     state: Mutex<FlushState>,
     wake: Condvar,
+    store: Arc<dyn Store>,
     /// Flushes completed, for metrics and tests.
     count: AtomicU64,
+    /// How long the last flush took, in µs (`u64::MAX` before the first: the flusher runs
+    /// that one, so that a slow disk never blocks a leader).
+    last_us: AtomicU64,
 }
 
 #[derive(Default)]
 struct FlushState {
     /// Callers registered since the running flush (if any) started.
     waiters: Vec<oneshot::Sender<Result<(), String>>>,
+    /// A flush is under way (the flusher's or a leader's): one at a time.
+    running: bool,
     shutdown: bool,
+}
+
+impl FlushShared {
+    /// Flushes once for `batch` and answers it; `running` was set by the caller.
+    fn flush(&self, batch: Vec<oneshot::Sender<Result<(), String>>>) {
+        let started = Instant::now();
+        // A panicking store must not kill the flusher: later callers would wait forever.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.store.flush()))
+            .unwrap_or_else(|_| Err(PersistError::Storage("flush panicked".into())))
+            .map_err(|e| e.to_string());
+        let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.last_us.store(took, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::SeqCst);
+        let more = {
+            let mut st = lock(&self.state);
+            st.running = false;
+            !st.waiters.is_empty()
+        };
+        // Those who registered meanwhile are the flusher's (they may have woken it while
+        // this flush ran, and it waited for it).
+        if more {
+            self.wake.notify_one();
+        }
+        // Newest first: whoever waits for an older one then finds the newer ones done too
+        // (a connection announces what one flush covered together).
+        for waiter in batch.into_iter().rev() {
+            let _ = waiter.send(result.clone());
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -157,6 +202,30 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[must_use = "the flush starts when this drops"]
 pub struct FlushStart(Option<Arc<FlushShared>>);
 
+impl FlushStart {
+    /// Starts the flush: on this thread if no flush is under way and the last one took less
+    /// than [`LEAD_UNDER`] (returning once it is done and answered), else on the flusher's.
+    /// Returns whether it ran here. Blocks: only for a caller off the event loop.
+    pub fn lead(mut self) -> bool {
+        let Some(f) = self.0.take() else {
+            return false;
+        };
+        let batch = {
+            let mut st = lock(&f.state);
+            let fast = f.last_us.load(Ordering::Relaxed) < LEAD_UNDER.as_micros() as u64;
+            if !fast || st.running || st.waiters.is_empty() {
+                drop(st);
+                f.wake.notify_one();
+                return false;
+            }
+            st.running = true;
+            std::mem::take(&mut st.waiters)
+        };
+        f.flush(batch);
+        true
+    }
+}
+
 impl Drop for FlushStart {
     fn drop(&mut self) {
         if let Some(f) = &self.0 {
@@ -165,12 +234,13 @@ impl Drop for FlushStart {
     }
 }
 
-/// The flusher: wait for callers, take every one registered so far, flush once, answer them.
-fn run_flusher(shared: Arc<FlushShared>, store: Arc<dyn Store>) {
+/// The flusher: wait for callers (and for a leader's flush to end), take every one
+/// registered so far, flush once, answer them.
+fn run_flusher(shared: Arc<FlushShared>) {
     loop {
         let batch = {
             let mut st = lock(&shared.state);
-            while st.waiters.is_empty() && !st.shutdown {
+            while (st.waiters.is_empty() || st.running) && !st.shutdown {
                 st = shared
                     .wake
                     .wait(st)
@@ -179,18 +249,10 @@ fn run_flusher(shared: Arc<FlushShared>, store: Arc<dyn Store>) {
             if st.waiters.is_empty() {
                 return;
             }
+            st.running = true;
             std::mem::take(&mut st.waiters)
         };
-        // A panicking store must not kill the flusher: later callers would wait forever.
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.flush()))
-            .unwrap_or_else(|_| Err(PersistError::Storage("flush panicked".into())))
-            .map_err(|e| e.to_string());
-        shared.count.fetch_add(1, Ordering::SeqCst);
-        // Newest first: whoever waits for an older one then finds the newer ones done too
-        // (a connection announces what one flush covered together).
-        for waiter in batch.into_iter().rev() {
-            let _ = waiter.send(result.clone());
-        }
+        shared.flush(batch);
     }
 }
 
@@ -236,13 +298,15 @@ impl Archive {
         let flush = Arc::new(FlushShared {
             state: Mutex::new(FlushState::default()),
             wake: Condvar::new(),
+            store: store.clone(),
             count: AtomicU64::new(0),
+            last_us: AtomicU64::new(u64::MAX),
         });
         let flusher = {
-            let (flush, store) = (flush.clone(), store.clone());
+            let flush = flush.clone();
             std::thread::Builder::new()
                 .name("hgx-flush".into())
-                .spawn(move || run_flusher(flush, store))
+                .spawn(move || run_flusher(flush))
                 .map_err(|e| PersistError::Storage(format!("cannot start the flusher: {e}")))?
         };
         Ok(Archive {
@@ -490,7 +554,7 @@ impl Archive {
         (waits, start)
     }
 
-    /// Flushes completed so far by the group-commit thread.
+    /// Flushes completed so far (the flusher's and those led by a caller).
     pub fn flush_count(&self) -> u64 {
         self.inner.flush.count.load(Ordering::SeqCst)
     }
@@ -544,5 +608,53 @@ impl Archive {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::FutureExt;
+
+    /// The first flush, and one after a slow flush or while another runs, is the flusher's;
+    /// after a fast one the caller runs it, and its waits are answered when `lead` returns.
+    #[test]
+    fn a_fast_flush_is_led_by_its_caller() {
+        let archive = Archive::temporary().unwrap();
+        let flush = &archive.inner.flush;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let sync = |lead: bool| {
+            let (waits, start) = archive.sync_waits_deferred(2);
+            assert_eq!(start.lead(), lead);
+            waits
+        };
+
+        for w in sync(false) {
+            rt.block_on(w).unwrap();
+        }
+        flush.last_us.store(0, Ordering::Relaxed);
+        let before = archive.flush_count();
+        for w in sync(true) {
+            assert!(matches!(w.now_or_never(), Some(Ok(()))));
+        }
+        assert_eq!(archive.flush_count(), before + 1);
+
+        lock(&flush.state).running = true;
+        let waits = sync(false);
+        // The flusher waits for the running flush to end, then takes these.
+        lock(&flush.state).running = false;
+        flush.wake.notify_one();
+        for w in waits {
+            rt.block_on(w).unwrap();
+        }
+
+        flush
+            .last_us
+            .store(LEAD_UNDER.as_micros() as u64, Ordering::Relaxed);
+        for w in sync(false) {
+            rt.block_on(w).unwrap();
+        }
     }
 }

@@ -7,7 +7,8 @@
 //! One checked before the one ahead is applied leaves its commit to the thread that applies
 //! that one, which runs it next: no pool thread waits for another.
 //! Its durability comes from the group commit, registered on the pool thread right after
-//! the apply, so that the flusher starts without a hop through the connection's thread.
+//! the apply, so that the flush starts without a hop through the connection's thread: on
+//! the pool thread itself when it is fast ([`FlushStart::lead`](crate::persist::FlushStart::lead)), else on the flusher's.
 //!
 //! Group commit in pairs: when the next publish of the connection is already in the pipeline
 //! as one is applied, that one registers no flush of its own: it hands its durability to the
@@ -127,13 +128,22 @@ pub(super) fn job(
             if let Some((tx, w)) = hand {
                 let _ = tx.send(w);
             }
+            let next = {
+                let mut l = lock(&mine);
+                l.applied = true;
+                l.then.take().map(|then| (then, l.handed.take()))
+            };
             // Only now: a flusher woken earlier takes this core and finishes first, and the
-            // announcer, woken by it, would find no outcome yet and sleep again.
-            drop(start);
-            let mut l = lock(&mine);
-            l.applied = true;
-            let then = l.then.take()?;
-            Some((then, l.handed.take()))
+            // announcer, woken by it, would find no outcome yet and sleep again. The flush
+            // runs here (if fast) unless the next publish's commit is waiting: that one
+            // goes first, and the flusher takes this flush meanwhile.
+            match next {
+                None => {
+                    start.lead();
+                }
+                Some(_) => drop(start),
+            }
+            next
         }));
         let mut next = match &before {
             None => Some((commit, None)),
