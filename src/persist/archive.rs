@@ -203,26 +203,26 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct FlushStart(Option<Arc<FlushShared>>);
 
 impl FlushStart {
-    /// Starts the flush: on this thread if no flush is under way and the last one took less
-    /// than [`LEAD_UNDER`] (returning once it is done and answered), else on the flusher's.
-    /// Returns whether it ran here. Blocks: only for a caller off the event loop.
-    pub fn lead(mut self) -> bool {
+    /// Runs the flush on this thread if no flush is under way and the last one took less
+    /// than [`LEAD_UNDER`], returning once it is done and its waits answered; otherwise gives
+    /// `self` back (dropping it wakes the flusher). Blocks: only for a caller off the event
+    /// loop.
+    pub fn lead(mut self) -> Result<(), FlushStart> {
         let Some(f) = self.0.take() else {
-            return false;
+            return Ok(());
         };
         let batch = {
             let mut st = lock(&f.state);
             let fast = f.last_us.load(Ordering::Relaxed) < LEAD_UNDER.as_micros() as u64;
             if !fast || st.running || st.waiters.is_empty() {
                 drop(st);
-                f.wake.notify_one();
-                return false;
+                return Err(FlushStart(Some(f)));
             }
             st.running = true;
             std::mem::take(&mut st.waiters)
         };
         f.flush(batch);
-        true
+        Ok(())
     }
 }
 
@@ -627,7 +627,7 @@ mod tests {
             .unwrap();
         let sync = |lead: bool| {
             let (waits, start) = archive.sync_waits_deferred(2);
-            assert_eq!(start.lead(), lead);
+            assert_eq!(start.lead().is_ok(), lead);
             waits
         };
 

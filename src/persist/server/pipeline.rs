@@ -95,8 +95,10 @@ pub(super) type Applied = Result<(Published, Durable), PersistError>;
 /// A commit sends its own outcome before it hands the publish ahead of it its durability:
 /// once that one is announced, this one's outcome is there already, so both go out in one
 /// announcement (the subscribers' notifications, then both acks) rather than the first
-/// one's ack alone, ahead of the notification its successor causes. It wakes the flusher
-/// last, so the flush never completes before the outcome it covers is there.
+/// one's ack alone, ahead of the notification its successor causes. A fast flush
+/// ([`FlushStart::lead`](crate::persist::FlushStart::lead)) it runs before it sends
+/// anything, unless the next commit waits for it; a slow one it leaves to the flusher, woken
+/// last, so that the flush never completes before the outcome it covers is there.
 pub(super) fn job(
     tail: &mut Tail,
     archive: Archive,
@@ -124,25 +126,25 @@ pub(super) fn job(
         let commit = Commit(Box::new(move |covering| {
             let (outcome, hand, start) = apply(&archive, object, sender, early, covering, &mine);
             drop(applied);
-            let _ = outcome_tx.send(outcome);
-            if let Some((tx, w)) = hand {
-                let _ = tx.send(w);
-            }
             let next = {
                 let mut l = lock(&mine);
                 l.applied = true;
                 l.then.take().map(|then| (then, l.handed.take()))
             };
-            // Only now: a flusher woken earlier takes this core and finishes first, and the
-            // announcer, woken by it, would find no outcome yet and sleep again. The flush
-            // runs here (if fast) unless the next publish's commit is waiting: that one
-            // goes first, and the flusher takes this flush meanwhile.
-            match next {
-                None => {
-                    start.lead();
-                }
-                Some(_) => drop(start),
+            // Unless the next publish's commit waits here (it goes first; the flusher takes
+            // this flush meanwhile), a fast flush runs on this thread before the announcer
+            // hears of anything: woken once, it finds the outcomes and their durability there.
+            let start = match next {
+                None => start.lead().err(),
+                Some(_) => Some(start),
+            };
+            let _ = outcome_tx.send(outcome);
+            if let Some((tx, w)) = hand {
+                let _ = tx.send(w);
             }
+            // Only now: a flusher woken earlier takes this core and finishes first, and the
+            // announcer, woken by it, would find no outcome yet and sleep again.
+            drop(start);
             next
         }));
         let mut next = match &before {
