@@ -8,7 +8,7 @@
 //! that one, which runs it next: no pool thread waits for another.
 //! Its durability comes from the group commit, registered on the pool thread right after
 //! the apply, so that the flush starts without a hop through the connection's thread: on
-//! the pool thread itself when it is fast ([`FlushStart::lead`](crate::persist::FlushStart::lead)), else on the flusher's.
+//! the pool thread itself when it is fast ([`FlushStart::lead`]), else on the flusher's.
 //!
 //! Group commit in pairs: when the next publish of the connection is already in the pipeline
 //! as one is applied, that one registers no flush of its own: it hands its durability to the
@@ -96,7 +96,7 @@ pub(super) type Applied = Result<(Published, Durable), PersistError>;
 /// once that one is announced, this one's outcome is there already, so both go out in one
 /// announcement (the subscribers' notifications, then both acks) rather than the first
 /// one's ack alone, ahead of the notification its successor causes. A fast flush
-/// ([`FlushStart::lead`](crate::persist::FlushStart::lead)) it runs before it sends
+/// ([`FlushStart::lead`]) it runs before it sends
 /// anything, unless the next commit waits for it; a slow one it leaves to the flusher, woken
 /// last, so that the flush never completes before the outcome it covers is there.
 pub(super) fn job(
