@@ -330,6 +330,9 @@ pub struct ServerSection {
     pub request_head_timeout_s: u64,
     /// HTTP worker threads; `null` = one per core.
     pub workers: Option<usize>,
+    /// Bind the signature-verification threads (one per core) one to each core, so that a
+    /// publisher's binding and container are verified side by side.
+    pub pin_verify_threads: bool,
     /// Log files kept in `logdir` (a new one per start and per `log_max_bytes`).
     pub keep_logs: usize,
     /// Size at which a log file is closed and the next one begun.
@@ -444,6 +447,7 @@ impl Default for ServerSection {
             idle_timeout_s: 60,
             request_head_timeout_s: 5,
             workers: None,
+            pin_verify_threads: true,
             keep_logs: DEFAULT_KEEP_LOGS,
             log_max_bytes: DEFAULT_LOG_MAX_BYTES,
             cache_capacity: DEFAULT_SERVER_CACHE,
@@ -755,6 +759,7 @@ server:
   idle_timeout_s: 60
   request_head_timeout_s: 5
   workers: null                   # null = one per core
+  pin_verify_threads: true        # one verify thread bound to each core
   keep_logs: 5
   log_max_bytes: 10485760
   cache_capacity: 1073741824      # bytes of page cache for the object store

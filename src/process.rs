@@ -2,8 +2,9 @@
 //!
 //! What both binaries need to behave as foreground, systemd-friendly services: a pid file that is a lock ([`PidFile`]), a future that resolves on SIGINT
 //! or SIGTERM ([`shutdown_signal`]), the `stop` subcommand ([`stop`]), and
-//! [`raise_nofile_limit`], so a server can hold more than a thousand connections; and
-//! [`thread_cpu_time`], for the work whose CPU the daemon accounts for itself.
+//! [`raise_nofile_limit`], so a server can hold more than a thousand connections;
+//! [`thread_cpu_time`], for the work whose CPU the daemon accounts for itself; and
+//! [`allowed_cpus`] and [`pin_current_thread`], for a pool of one thread per core.
 //!
 //! The pid file is locked with `flock(2)` on a descriptor held open for the life of the
 //! process: the kernel drops the lock when the process ends, however it ends. So two
@@ -334,6 +335,33 @@ pub fn thread_cpu_time() -> Duration {
         ts.tv_sec.max(0) as u64,
         ts.tv_nsec.clamp(0, 999_999_999) as u32,
     )
+}
+
+/// The CPUs the calling thread may run on (`sched_getaffinity`), in increasing order;
+/// empty if they cannot be read.
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_getaffinity fills it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    if unsafe { libc::sched_getaffinity(0, size, &mut set) } != 0 {
+        return Vec::new();
+    }
+    (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `cpu` is below CPU_SETSIZE, the set's size.
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect()
+}
+
+/// Binds the calling thread to `cpu` (`sched_setaffinity`); whether it worked.
+pub fn pin_current_thread(cpu: usize) -> bool {
+    if cpu >= libc::CPU_SETSIZE as usize {
+        return false;
+    }
+    // SAFETY: as in `allowed_cpus`; `cpu` is below CPU_SETSIZE.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    unsafe { libc::sched_setaffinity(0, size, &set) == 0 }
 }
 
 #[cfg(test)]

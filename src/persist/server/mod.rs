@@ -208,6 +208,8 @@ pub struct Settings {
     pub workers: usize,
     /// Signature-verification threads; 0 = one per core.
     pub verify_threads: usize,
+    /// One per core only: each bound to its core ([`WorkPool::per_core`]).
+    pub pin_verify_threads: bool,
     /// Bytes of sled page cache for the ghidcache.
     pub cache_capacity: u64,
     /// How long the sled store's write-ahead log collects writes before they move into sled.
@@ -226,6 +228,7 @@ impl Settings {
             limits: Limits::default(),
             workers: 0,
             verify_threads: 0,
+            pin_verify_threads: true,
             cache_capacity: crate::config::DEFAULT_SERVER_CACHE,
             wal_move_every: crate::persist::store::WAL_MOVE_EVERY,
             log: crate::logging::discard(),
@@ -271,6 +274,7 @@ impl Settings {
             },
             workers: s.workers.unwrap_or(0),
             verify_threads: 0,
+            pin_verify_threads: s.pin_verify_threads,
             cache_capacity: s.cache_capacity,
             wal_move_every: Duration::from_millis(s.wal_move_ms)
                 .max(crate::persist::store::WAL_MOVE_EVERY_MIN),
@@ -422,7 +426,11 @@ pub async fn start(settings: Settings) -> Result<Running, ServerError> {
     };
     archive.set_max_requests_per_recipient(limits.max_requests_per_recipient);
     archive.set_max_requests_per_sender(limits.max_requests_per_sender);
-    let pool = WorkPool::new(verify_threads, "hgx-verify")?;
+    let pool = if verify_threads == 0 && settings.pin_verify_threads {
+        WorkPool::per_core("hgx-verify")?
+    } else {
+        WorkPool::new(verify_threads, "hgx-verify")?
+    };
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     // Announcements (fanout, then acks) run on their own thread, off the HTTP workers: a
     // publisher's session goes on verifying and storing while the last group commit is sent
