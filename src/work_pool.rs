@@ -8,7 +8,7 @@
 //! [`WorkPool::per_core`] binds its threads one to each core: left to the scheduler, two
 //! jobs submitted together (a publisher's binding and container) were often both woken on
 //! the core they last ran on and ran one after the other while the other core stayed idle
-//! (10 to 23 of 40 updates in the fanout harness's traces, each ~110 µs slower).
+//! (a quarter to half of the updates in the fanout harness's traces; BENCHMARKS.md).
 //!
 //! One queue under one lock, one condition variable: a job wakes exactly one idle thread
 //! (a thread switch costs tens of microseconds in the VMs we measure on, and a job is a
@@ -98,14 +98,15 @@ impl WorkPool {
         WorkPool::start(n, name, &[])
     }
 
-    /// One thread per core this process may run on, thread `i` bound to the `i`-th of
-    /// them (unbound if the kernel refuses). Jobs submitted together then run side by side.
+    /// One thread per core (as [`WorkPool::new`] with 0), thread `i` bound to the `i`-th
+    /// core this process may run on: jobs submitted together then run side by side. Unbound
+    /// where the kernel refuses, or where the cores usable are fewer than those allowed (a
+    /// CPU quota): binding would then crowd the threads onto some cores.
     pub fn per_core(name: &str) -> std::io::Result<WorkPool> {
+        let n = std::thread::available_parallelism().map_or(2, |n| n.get());
         let cpus = crate::process::allowed_cpus();
-        if cpus.is_empty() {
-            return WorkPool::new(0, name);
-        }
-        WorkPool::start(cpus.len(), name, &cpus)
+        let bind = if cpus.len() == n { &cpus[..] } else { &[] };
+        WorkPool::start(n, name, bind)
     }
 
     /// `n` threads; thread `i` is bound to `cpus[i]` if there is one.
@@ -193,15 +194,16 @@ mod tests {
         );
     }
 
+    /// Each thread bound to its own core, or (under a CPU quota) none bound.
     #[tokio::test]
     async fn a_per_core_pool_has_a_thread_bound_to_each_core() {
         let cpus = crate::process::allowed_cpus();
         assert!(!cpus.is_empty(), "the allowed cpus can be read");
+        let cores = std::thread::available_parallelism().unwrap().get();
         let pool = WorkPool::per_core("test-pool").unwrap();
-        let mut seen: Vec<Vec<usize>> = Vec::new();
-        // Every thread, each held in its job until all have reported their affinity.
-        let gate = Arc::new(std::sync::Barrier::new(cpus.len()));
-        let runs = (0..cpus.len()).map(|_| {
+        // One job per thread, each held until every thread has reported its affinity.
+        let gate = Arc::new(std::sync::Barrier::new(cores));
+        let runs = (0..cores).map(|_| {
             let gate = gate.clone();
             pool.run(move || {
                 let mine = crate::process::allowed_cpus();
@@ -209,11 +211,17 @@ mod tests {
                 mine
             })
         });
-        for r in futures_util::future::join_all(runs).await {
-            seen.push(r.unwrap());
-        }
+        let mut seen: Vec<Vec<usize>> = futures_util::future::join_all(runs)
+            .await
+            .into_iter()
+            .map(|r| r.unwrap())
+            .collect();
         seen.sort();
-        let want: Vec<Vec<usize>> = cpus.iter().map(|&c| vec![c]).collect();
+        let want: Vec<Vec<usize>> = if cpus.len() == cores {
+            cpus.iter().map(|&c| vec![c]).collect()
+        } else {
+            vec![cpus.clone(); cores]
+        };
         assert_eq!(seen, want);
     }
 
