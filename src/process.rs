@@ -338,7 +338,8 @@ pub fn thread_cpu_time() -> Duration {
 }
 
 /// The CPUs the calling thread may run on (`sched_getaffinity`), in increasing order;
-/// empty if they cannot be read.
+/// empty if they cannot be read (or off Linux).
+#[cfg(target_os = "linux")]
 pub fn allowed_cpus() -> Vec<usize> {
     // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_getaffinity fills it.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
@@ -353,6 +354,7 @@ pub fn allowed_cpus() -> Vec<usize> {
 }
 
 /// Binds the calling thread to `cpu` (`sched_setaffinity`); whether it worked.
+#[cfg(target_os = "linux")]
 pub fn pin_current_thread(cpu: usize) -> bool {
     if cpu >= libc::CPU_SETSIZE as usize {
         return false;
@@ -362,6 +364,18 @@ pub fn pin_current_thread(cpu: usize) -> bool {
     unsafe { libc::CPU_SET(cpu, &mut set) };
     let size = std::mem::size_of::<libc::cpu_set_t>();
     unsafe { libc::sched_setaffinity(0, size, &set) == 0 }
+}
+
+/// Off Linux: not known (nothing is bound).
+#[cfg(not(target_os = "linux"))]
+pub fn allowed_cpus() -> Vec<usize> {
+    Vec::new()
+}
+
+/// Off Linux: threads are not bound.
+#[cfg(not(target_os = "linux"))]
+pub fn pin_current_thread(_cpu: usize) -> bool {
+    false
 }
 
 #[cfg(test)]

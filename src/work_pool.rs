@@ -68,6 +68,11 @@ impl Shared {
     }
 }
 
+/// The cores this process can use (its CPU quota and affinity), 2 if unknown.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
 /// Closes the queue when the last [`WorkPool`] clone drops: the threads finish what is
 /// queued, then exit.
 struct Closer(Arc<Shared>);
@@ -90,11 +95,7 @@ pub struct WorkPool {
 impl WorkPool {
     /// `threads` = 0 means one per core; they are named `{name}-0`, `{name}-1`, ….
     pub fn new(threads: usize, name: &str) -> std::io::Result<WorkPool> {
-        let n = if threads == 0 {
-            std::thread::available_parallelism().map_or(2, |n| n.get())
-        } else {
-            threads
-        };
+        let n = if threads == 0 { cores() } else { threads };
         WorkPool::start(n, name, &[])
     }
 
@@ -103,7 +104,7 @@ impl WorkPool {
     /// where the kernel refuses, or where the cores usable are fewer than those allowed (a
     /// CPU quota): binding would then crowd the threads onto some cores.
     pub fn per_core(name: &str) -> std::io::Result<WorkPool> {
-        let n = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let n = cores();
         let cpus = crate::process::allowed_cpus();
         let bind = if cpus.len() == n { &cpus[..] } else { &[] };
         WorkPool::start(n, name, bind)

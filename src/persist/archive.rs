@@ -18,7 +18,7 @@
 //! caller's thread instead (the daemon's commits, already off the event loop, one at a time
 //! per object: a hand-off to the flusher would cost two thread wake-ups).
 //! [`FlushStart::lead`] runs the flush on the caller's thread too, when no flush is under way
-//! and the last one was fast (less than [`LEAD_UNDER`]: a log on tmpfs or a disk that does
+//! and recent ones were fast (less than [`LEAD_UNDER`]: a log on tmpfs or a disk that does
 //! not wait for its platters), so that a fast flush does not wait for the flusher to wake.
 
 use std::collections::HashMap;
@@ -137,10 +137,10 @@ struct Inner {
     flusher: Option<JoinHandle<()>>,
 }
 
-/// A flush that took less than this last time is run by the thread that starts it
-/// ([`FlushStart::lead`]): waking the flusher would cost about as much (10–30 µs on an idle
-/// core), and the caller is off the event loop already. A slower one (a disk's `fdatasync`)
-/// goes to the flusher, so that it never holds up the caller's other work.
+/// A flush is run by the thread that starts it ([`FlushStart::lead`]) while recent flushes
+/// took less than this: waking the flusher would cost about as much (10–30 µs on an idle
+/// core), and the caller is off the event loop already. Slower ones (a disk's `fdatasync`)
+/// go to the flusher, so that they do not hold up the caller's other work.
 pub const LEAD_UNDER: Duration = Duration::from_micros(200);
 
 /// State shared with the flusher thread.
@@ -150,9 +150,10 @@ struct FlushShared {
     store: Arc<dyn Store>,
     /// Flushes completed, for metrics and tests.
     count: AtomicU64,
-    /// How long the last flush took, in µs (`u64::MAX` before the first: the flusher runs
-    /// that one, so that a slow disk never blocks a leader).
-    last_us: AtomicU64,
+    /// How long recent flushes took, in µs: the last one's time, or more while an earlier,
+    /// slower one decays (by 1/8 a flush), so that an empty flush on a slow disk does not
+    /// pass for a fast device. `u64::MAX` before the first (the flusher runs that one).
+    recent_us: AtomicU64,
 }
 
 #[derive(Default)]
@@ -173,7 +174,13 @@ impl FlushShared {
             .unwrap_or_else(|_| Err(PersistError::Storage("flush panicked".into())))
             .map_err(|e| e.to_string());
         let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        self.last_us.store(took, Ordering::Relaxed);
+        let before = self.recent_us.load(Ordering::Relaxed);
+        let decayed = if before == u64::MAX {
+            0
+        } else {
+            before - before / 8
+        };
+        self.recent_us.store(took.max(decayed), Ordering::Relaxed);
         self.count.fetch_add(1, Ordering::SeqCst);
         let more = {
             let mut st = lock(&self.state);
@@ -203,7 +210,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct FlushStart(Option<Arc<FlushShared>>);
 
 impl FlushStart {
-    /// Runs the flush on this thread if no flush is under way and the last one took less
+    /// Runs the flush on this thread if no flush is under way and recent ones took less
     /// than [`LEAD_UNDER`], returning once it is done and its waits answered; otherwise gives
     /// `self` back (dropping it wakes the flusher). Blocks: only for a caller off the event
     /// loop.
@@ -213,7 +220,7 @@ impl FlushStart {
         };
         let batch = {
             let mut st = lock(&f.state);
-            let fast = f.last_us.load(Ordering::Relaxed) < LEAD_UNDER.as_micros() as u64;
+            let fast = f.recent_us.load(Ordering::Relaxed) < LEAD_UNDER.as_micros() as u64;
             if !fast || st.running || st.waiters.is_empty() {
                 drop(st);
                 return Err(FlushStart(Some(f)));
@@ -300,7 +307,7 @@ impl Archive {
             wake: Condvar::new(),
             store: store.clone(),
             count: AtomicU64::new(0),
-            last_us: AtomicU64::new(u64::MAX),
+            recent_us: AtomicU64::new(u64::MAX),
         });
         let flusher = {
             let flush = flush.clone();
@@ -394,13 +401,13 @@ impl Archive {
     /// CPU-heavy (RSA verify); callers run it off the event loop. NOT yet durable on return:
     /// call [`Archive::sync`] before acknowledging. The uploader is anonymous.
     pub fn publish(&self, bytes: &[u8]) -> Result<Published, PersistError> {
-        self.publish_from(Bytes::copy_from_slice(bytes), Sender::Anonymous)
+        self.publish_checked(bytes, None, Sender::Anonymous, None)
     }
 
     /// [`Archive::publish`] of an object uploaded by `sender` (what a stored GARQ is counted
     /// against). `bytes` is kept as it is (what is stored is a copy).
     pub fn publish_from(&self, bytes: Bytes, sender: Sender) -> Result<Published, PersistError> {
-        self.publish_checked(bytes, sender, None)
+        self.publish_checked(&bytes, Some(bytes.clone()), sender, None)
     }
 
     /// [`Archive::publish`] of an object the caller has just signed as `own` (a daemon's
@@ -412,21 +419,24 @@ impl Archive {
     /// an object signed by anyone else is verified in full. Never use it for bytes that came
     /// from elsewhere.
     pub fn publish_own(&self, bytes: &[u8], own: &Ghid) -> Result<Published, PersistError> {
-        self.publish_checked(Bytes::copy_from_slice(bytes), Sender::Anonymous, Some(own))
+        self.publish_checked(bytes, None, Sender::Anonymous, Some(own))
     }
 
+    /// `shared`: `bytes` as [`Bytes`] already, else they are copied once they are to be stored.
     fn publish_checked(
         &self,
-        bytes: Bytes,
+        bytes: &[u8],
+        shared: Option<Bytes>,
         sender: Sender,
         own: Option<&Ghid>,
     ) -> Result<Published, PersistError> {
-        let obj = Object::decode(&bytes, Policy::STRICT)?;
+        let obj = Object::decode(bytes, Policy::STRICT)?;
         rules::precheck(&obj)?;
         // Rule 1 before the expensive part; re-checked under the lock.
         if checks::check_idempotent(&self.view(), &obj)? {
             return Ok(unchanged(&obj));
         }
+        let bytes = shared.unwrap_or_else(|| Bytes::copy_from_slice(bytes));
         let checked = self.verified(obj, bytes, own)?;
         self.commit(checked, sender)
     }
@@ -616,8 +626,8 @@ mod tests {
     use super::*;
     use futures_util::FutureExt;
 
-    /// The first flush, and one after a slow flush or while another runs, is the flusher's;
-    /// after a fast one the caller runs it, and its waits are answered when `lead` returns.
+    /// The first flush, and one after slow flushes or while another runs, is the flusher's;
+    /// after fast ones the caller runs it, and its waits are answered when `lead` returns.
     #[test]
     fn a_fast_flush_is_led_by_its_caller() {
         let archive = Archive::temporary().unwrap();
@@ -634,7 +644,7 @@ mod tests {
         for w in sync(false) {
             rt.block_on(w).unwrap();
         }
-        flush.last_us.store(0, Ordering::Relaxed);
+        flush.recent_us.store(0, Ordering::Relaxed);
         let before = archive.flush_count();
         for w in sync(true) {
             assert!(matches!(w.now_or_never(), Some(Ok(()))));
@@ -650,11 +660,16 @@ mod tests {
             rt.block_on(w).unwrap();
         }
 
-        flush
-            .last_us
-            .store(LEAD_UNDER.as_micros() as u64, Ordering::Relaxed);
-        for w in sync(false) {
-            rt.block_on(w).unwrap();
+        // A slow flush keeps the next ones on the flusher while it decays, however fast
+        // they are themselves.
+        let slow = 8 * LEAD_UNDER.as_micros() as u64;
+        flush.recent_us.store(slow, Ordering::Relaxed);
+        for _ in 0..2 {
+            for w in sync(false) {
+                rt.block_on(w).unwrap();
+            }
         }
+        let recent = flush.recent_us.load(Ordering::Relaxed);
+        assert!((LEAD_UNDER.as_micros() as u64..slow).contains(&recent));
     }
 }

@@ -12,7 +12,8 @@
 //! [`ingest`] and [`Store::apply`] under its write lock.
 //!
 //! Rule-by-rule map (docs/golix.md): 1 [`checks::check_idempotent`]; 2
-//! [`checks::check_address`], [`checks::check_signer_stored`], [`checks::check_signature`],
+//! [`checks::check_address`], [`checks::check_signer_known`] (off the lock) and
+//! [`checks::check_signer_stored`] (under it), [`checks::check_signature`],
 //! [`checks::check_writable_version`]; 3 [`checks::check_identity`]; 4
 //! [`checks::check_container_bound`]; 5 [`checks::check_static_target`],
 //! [`checks::check_not_debound`]; 6 [`checks::check_dynamic_slot`],

@@ -666,10 +666,6 @@ impl Incoming {
     }
 }
 
-/// A notification exactly as servers send it, `{event: "notify", subscription: bin, object:
-/// bin}` (keys in any order, nothing else, nothing after): its subscription and where its
-/// object lies in `frame`. `None` for anything else, which [`Incoming::decode`] then reads
-/// (or refuses) in full, so both give the same result for every input.
 /// The next `len` bytes of `rd` (an in-place reader's step).
 fn take<'a>(rd: &mut &'a [u8], len: u32) -> Option<&'a [u8]> {
     let len = usize::try_from(len).ok()?;
@@ -678,6 +674,10 @@ fn take<'a>(rd: &mut &'a [u8], len: u32) -> Option<&'a [u8]> {
     Some(head)
 }
 
+/// A notification exactly as servers send it, `{event: "notify", subscription: bin, object:
+/// bin}` (keys in any order, nothing else, nothing after): its subscription and where its
+/// object lies in `frame`. `None` for anything else, which [`Incoming::decode`] then reads
+/// (or refuses) in full, so both give the same result for every input.
 fn notify_in_place(frame: &[u8]) -> Option<(Ghid, std::ops::Range<usize>)> {
     use rmp::decode::{read_bin_len, read_map_len, read_str_len};
     let mut rd = frame;

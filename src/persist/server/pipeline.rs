@@ -96,9 +96,9 @@ pub(super) type Applied = Result<(Published, Durable), PersistError>;
 /// once that one is announced, this one's outcome is there already, so both go out in one
 /// announcement (the subscribers' notifications, then both acks) rather than the first
 /// one's ack alone, ahead of the notification its successor causes. A fast flush
-/// ([`FlushStart::lead`]) it runs before it sends
-/// anything, unless the next commit waits for it; a slow one it leaves to the flusher, woken
-/// last, so that the flush never completes before the outcome it covers is there.
+/// ([`FlushStart::lead`]) it runs itself before it sends anything, unless the next commit
+/// waits for it; a slow one it leaves to the flusher, woken last, so that the flush never
+/// completes before the outcome it covers is there.
 pub(super) fn job(
     tail: &mut Tail,
     archive: Archive,
