@@ -174,6 +174,10 @@ struct Args {
     /// Persister HTTP workers (0 = one per core).
     #[arg(long, default_value_t = 0)]
     workers: usize,
+    /// The persister's verify threads bound one to each core (`server.pin_verify_threads`;
+    /// off by default, as in the persister).
+    #[arg(long)]
+    pin_verify: bool,
     /// Updates in flight in a saturated run.
     #[arg(long, default_value_t = 32)]
     window: usize,
@@ -451,9 +455,9 @@ fn run_persister(ctx: &mut Ctx, n: usize, mode: Mode) -> Result<RunResult, Strin
     let shared = Arc::new(Shared::new(mode.updates()));
     let on_disk = ctx.args.ghidcache == Ghidcache::Disk;
     let p = if ctx.persister_child {
-        persister::PersisterProc::spawn(ctx.args.workers, on_disk)?
+        persister::PersisterProc::spawn(ctx.args.workers, on_disk, ctx.args.pin_verify)?
     } else {
-        persister::PersisterProc::start(ctx.args.workers, on_disk)?
+        persister::PersisterProc::start(ctx.args.workers, on_disk, ctx.args.pin_verify)?
     };
     let publisher = persister::publisher(
         p.url.clone(),
@@ -509,9 +513,9 @@ fn run_daemon(ctx: &mut Ctx, n: usize, mode: Mode) -> Result<RunResult, String> 
     // As a child, the persister's own work (and sled's I/O pool, global to a process) is
     // not in the daemons' process.
     let p = if ctx.persister_child {
-        persister::PersisterProc::spawn(ctx.args.workers, on_disk)?
+        persister::PersisterProc::spawn(ctx.args.workers, on_disk, ctx.args.pin_verify)?
     } else {
-        persister::PersisterProc::start(ctx.args.workers, on_disk)?
+        persister::PersisterProc::start(ctx.args.workers, on_disk, ctx.args.pin_verify)?
     };
     let dirs = match ctx.args.ghidcache {
         Ghidcache::Disk => tempfile::tempdir(),
@@ -1049,6 +1053,7 @@ fn main() -> ExitCode {
             "verify": ctx.args.verify, "client_threads": ctx.args.client_threads,
             "workers": ctx.args.workers, "window": ctx.args.window, "daemons": ctx.args.daemons,
             "persister_process": if ctx.persister_child { "child" } else { "thread" },
+            "pin_verify": ctx.args.pin_verify,
             "ghidcache": format!("{:?}", ctx.args.ghidcache).to_lowercase(),
             "share": format!("{:?}", ctx.args.share).to_lowercase(),
         },

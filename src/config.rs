@@ -331,7 +331,9 @@ pub struct ServerSection {
     /// HTTP worker threads; `null` = one per core.
     pub workers: Option<usize>,
     /// Bind the signature-verification threads (one per core) one to each core, so that a
-    /// publisher's binding and container are verified side by side.
+    /// publisher's binding and container are verified side by side: for a host that runs
+    /// the persister alone (a bound thread waits for its core when something else is busy
+    /// on it, so off by default).
     pub pin_verify_threads: bool,
     /// Log files kept in `logdir` (a new one per start and per `log_max_bytes`).
     pub keep_logs: usize,
@@ -447,7 +449,7 @@ impl Default for ServerSection {
             idle_timeout_s: 60,
             request_head_timeout_s: 5,
             workers: None,
-            pin_verify_threads: true,
+            pin_verify_threads: false,
             keep_logs: DEFAULT_KEEP_LOGS,
             log_max_bytes: DEFAULT_LOG_MAX_BYTES,
             cache_capacity: DEFAULT_SERVER_CACHE,
@@ -759,7 +761,7 @@ server:
   idle_timeout_s: 60
   request_head_timeout_s: 5
   workers: null                   # null = one per core
-  pin_verify_threads: true        # one verify thread bound to each core
+  pin_verify_threads: false       # true: one verify thread bound to each core (a host of its own)
   keep_logs: 5
   log_max_bytes: 10485760
   cache_capacity: 1073741824      # bytes of page cache for the object store

@@ -5,10 +5,12 @@
 //! apply) and the daemon's push signatures (`actors::golix_worker`). Jobs queue in a bounded
 //! queue, so a burst waits instead of spawning threads without limit.
 //!
-//! [`WorkPool::per_core`] binds its threads one to each core: left to the scheduler, two
-//! jobs submitted together (a publisher's binding and container) were often both woken on
-//! the core they last ran on and ran one after the other while the other core stayed idle
-//! (a quarter to half of the updates in the fanout harness's traces; BENCHMARKS.md).
+//! [`WorkPool::per_core`] binds its threads one to each core (the persister's
+//! `server.pin_verify_threads`, for a host of its own): left to the scheduler, two jobs
+//! submitted together (a publisher's binding and container) were often both woken on the
+//! core they last ran on and ran one after the other while the other core stayed idle (a
+//! quarter to half of the updates in the fanout harness's traces; BENCHMARKS.md). Bound,
+//! a thread waits for its core while another process runs there.
 //!
 //! One queue under one lock, one condition variable: a job wakes exactly one idle thread
 //! (a thread switch costs tens of microseconds in the VMs we measure on, and a job is a

@@ -61,10 +61,10 @@ enum Inner {
 }
 
 impl PersisterProc {
-    /// `workers` HTTP workers (0 = one per core); the ghidcache in a new temporary
-    /// directory on disk (`on_disk`: every acknowledged publish costs a real fsync) or in
-    /// sled's temporary store (/dev/shm, RAM).
-    pub fn start(workers: usize, on_disk: bool) -> Result<PersisterProc, String> {
+    /// `workers` HTTP workers (0 = one per core), the verify threads bound to cores if
+    /// `pin`; the ghidcache in a new temporary directory on disk (`on_disk`: every
+    /// acknowledged publish costs a real fsync) or in sled's temporary store (/dev/shm, RAM).
+    pub fn start(workers: usize, on_disk: bool, pin: bool) -> Result<PersisterProc, String> {
         let dir = if on_disk {
             Some(tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?)
         } else {
@@ -80,6 +80,7 @@ impl PersisterProc {
                 actix_rt::System::new().block_on(async move {
                     let mut settings = Settings::local(ghidcache);
                     settings.workers = workers;
+                    settings.pin_verify_threads = pin;
                     let running = match server::start(settings).await {
                         Ok(r) => r,
                         Err(e) => {
@@ -109,9 +110,10 @@ impl PersisterProc {
         })
     }
 
-    /// Starts this build's `hgx-persister` as a child process with `workers` HTTP workers,
-    /// its ghidcache on disk (its temporary home) or on /dev/shm.
-    pub fn spawn(workers: usize, on_disk: bool) -> Result<PersisterProc, String> {
+    /// Starts this build's `hgx-persister` as a child process with `workers` HTTP workers
+    /// (and `pin` as [`PersisterProc::start`]), its ghidcache on disk (its temporary home)
+    /// or on /dev/shm.
+    pub fn spawn(workers: usize, on_disk: bool, pin: bool) -> Result<PersisterProc, String> {
         let bin = binary("hgx-persister", env!("CARGO_BIN_EXE_hgx-persister"))?;
         let shm = if on_disk {
             None
@@ -124,7 +126,8 @@ impl PersisterProc {
         );
         let config = format!(
             "server:\n  host: 127.0.0.1\n  port: 0\n  ghidcache: {cache}\n  logdir: ./logs\n  \
-             pid_file: ./persister.pid\n  workers: {workers}\n  verbosity: warning\n"
+             pid_file: ./persister.pid\n  workers: {workers}\n  pin_verify_threads: {pin}\n  \
+             verbosity: warning\n"
         );
         let mut proc = ServerProc::spawn("hgx-persister", &bin, &[], &config, &[], None)?;
         let rest = proc.wait_line("listening on http://", Duration::from_secs(60))?;

@@ -228,7 +228,7 @@ impl Settings {
             limits: Limits::default(),
             workers: 0,
             verify_threads: 0,
-            pin_verify_threads: true,
+            pin_verify_threads: false,
             cache_capacity: crate::config::DEFAULT_SERVER_CACHE,
             wal_move_every: crate::persist::store::WAL_MOVE_EVERY,
             log: crate::logging::discard(),
