@@ -334,7 +334,7 @@ impl RawRequest {
 /// after it. `None` for anything else, which the general path then reads (or refuses) in
 /// full: for every input both give the same request.
 pub fn publish_in_place(frame: &[u8]) -> Option<(Value, std::ops::Range<usize>)> {
-    use rmp::decode::{read_bin_len, read_map_len, read_str_len};
+    use rmp::decode::{read_map_len, read_str_len};
     let mut rd = frame;
     if read_map_len(&mut rd).ok()? != 3 {
         return None;
@@ -369,10 +369,7 @@ pub fn publish_in_place(frame: &[u8]) -> Option<(Value, std::ops::Range<usize>)>
                 if take(&mut rd, key_len)? != b"object" {
                     return None;
                 }
-                let len = read_bin_len(&mut rd).ok()?;
-                let start = frame.len() - rd.len();
-                take(&mut rd, len)?;
-                object = Some(start..frame.len() - rd.len());
+                object = Some(bin_in_place(frame, &mut rd)?);
             }
             _ => return None,
         }
@@ -674,6 +671,14 @@ fn take<'a>(rd: &mut &'a [u8], len: u32) -> Option<&'a [u8]> {
     Some(head)
 }
 
+/// Where the bin that `rd` (a tail of `frame`) starts with lies in `frame`; `rd` moves past it.
+fn bin_in_place(frame: &[u8], rd: &mut &[u8]) -> Option<std::ops::Range<usize>> {
+    let len = rmp::decode::read_bin_len(rd).ok()?;
+    let start = frame.len() - rd.len();
+    take(rd, len)?;
+    Some(start..frame.len() - rd.len())
+}
+
 /// A notification exactly as servers send it, `{event: "notify", subscription: bin, object:
 /// bin}` (keys in any order, nothing else, nothing after): its subscription and where its
 /// object lies in `frame`. `None` for anything else, which [`Incoming::decode`] then reads
@@ -697,10 +702,7 @@ fn notify_in_place(frame: &[u8]) -> Option<(Ghid, std::ops::Range<usize>)> {
                 subscription = Some(take(&mut rd, len)?);
             }
             b"object" => {
-                let len = read_bin_len(&mut rd).ok()?;
-                let start = frame.len() - rd.len();
-                take(&mut rd, len)?;
-                object = Some(start..frame.len() - rd.len());
+                object = Some(bin_in_place(frame, &mut rd)?);
             }
             _ => return None,
         }
