@@ -85,6 +85,48 @@ fn dynamic(a: &FirstParty, n: usize) -> (Vec<Gobd>, Vec<Geoc>) {
     (frames, containers)
 }
 
+/// A server; a publisher that has stored `a`'s identity; a subscriber to `a`'s dynamic
+/// object of `n` frames and containers (made, not published yet).
+struct Subscribed {
+    r: Running,
+    up: PersisterClient,
+    _up_rx: Notifications,
+    sub: PersisterClient,
+    sub_rx: Notifications,
+    frames: Vec<Gobd>,
+    containers: Vec<Geoc>,
+}
+
+async fn subscribed(a: &FirstParty, n: usize) -> Subscribed {
+    let r = start().await;
+    let (up, _up_rx) = connect(&r).await;
+    let (sub, sub_rx) = connect(&r).await;
+    up.publish(&gidc(a)).await.unwrap();
+    let (frames, containers) = dynamic(a, n);
+    sub.subscribe(&frames[0].dynamic).await.unwrap();
+    Subscribed {
+        r,
+        up,
+        _up_rx,
+        sub,
+        sub_rx,
+        frames,
+        containers,
+    }
+}
+
+/// Reads notified frames until the one of `counter`, each newer than the one before.
+async fn frames_in_order_until(rx: &mut Notifications, counter: u64) {
+    let mut last = None;
+    while last != Some(counter) {
+        let Object::Gobd(f) = decode(&next(rx).await.object) else {
+            panic!("not a frame");
+        };
+        assert!(last < Some(f.counter), "frames in order");
+        last = Some(f.counter);
+    }
+}
+
 /// `n` more frames of the object whose last frame is `last` (fresh containers).
 fn dynamic_after(a: &FirstParty, last: &Gobd, n: usize) -> (Vec<Gobd>, Vec<Geoc>) {
     let secret = Secret::random();
@@ -326,14 +368,16 @@ async fn notifications_waiting_in_the_client_are_bounded_in_bytes() {
 /// sent behind them sees what they stored; a subscriber gets the frames in order.
 #[actix_rt::test]
 async fn pipelined_publishes_are_applied_and_answered_in_order() {
-    let r = start().await;
     let (a, b) = (common::fixture(1), common::fixture(2));
-    let (up, _up_rx) = connect(&r).await;
-    let (sub, mut sub_rx) = connect(&r).await;
-    up.publish(&gidc(&a)).await.unwrap();
-    let (frames, containers) = dynamic(&a, 3);
-    let dynamic = frames[0].dynamic;
-    sub.subscribe(&dynamic).await.unwrap();
+    let Subscribed {
+        r,
+        up,
+        sub,
+        mut sub_rx,
+        frames,
+        containers,
+        _up_rx,
+    } = subscribed(&a, 3).await;
     let by_b = b.make_container(b"by b", &Secret::random()).unwrap();
     let bind_b = b.make_bind_static(by_b.ghid).unwrap();
     let mut tampered = a.make_bind_static(containers[2].ghid).unwrap().encode();
@@ -376,16 +420,9 @@ async fn pipelined_publishes_are_applied_and_answered_in_order() {
             None => assert_code(ack, "verification_failed"),
         }
     }
-    let mut last = None;
-    while last != Some(1) {
-        let Object::Gobd(f) = decode(&next(&mut sub_rx).await.object) else {
-            panic!("not a frame");
-        };
-        assert!(last < Some(f.counter), "frames in order");
-        last = Some(f.counter);
-    }
+    frames_in_order_until(&mut sub_rx, 1).await;
     assert_eq!(
-        sub.get(&dynamic).await.unwrap(),
+        sub.get(&frames[0].dynamic).await.unwrap(),
         Bytes::from(frames[1].encode())
     );
     r.stop().await.unwrap();
@@ -396,13 +433,15 @@ async fn pipelined_publishes_are_applied_and_answered_in_order() {
 /// and answered, and the subscriber sees the frames in order.
 #[actix_rt::test]
 async fn a_long_pipeline_applies_and_answers_every_publish() {
-    let r = start().await;
-    let a = common::fixture(1);
-    let (up, _up_rx) = connect(&r).await;
-    let (sub, mut sub_rx) = connect(&r).await;
-    up.publish(&gidc(&a)).await.unwrap();
-    let (frames, containers) = dynamic(&a, 40);
-    sub.subscribe(&frames[0].dynamic).await.unwrap();
+    let Subscribed {
+        r,
+        up,
+        sub,
+        mut sub_rx,
+        frames,
+        containers,
+        _up_rx,
+    } = subscribed(&common::fixture(1), 40).await;
     let objects: Vec<Vec<u8>> = frames
         .iter()
         .zip(&containers)
@@ -420,14 +459,7 @@ async fn a_long_pipeline_applies_and_answers_every_publish() {
         let ack = ack.unwrap_or_else(|e| panic!("publish {i}: {e}"));
         assert_eq!((ack.ghid, ack.new), (want, true), "publish {i}");
     }
-    let (mut last, final_counter) = (None, frames[39].counter);
-    while last != Some(final_counter) {
-        let Object::Gobd(f) = decode(&next(&mut sub_rx).await.object) else {
-            panic!("not a frame");
-        };
-        assert!(last < Some(f.counter), "frames in order");
-        last = Some(f.counter);
-    }
+    frames_in_order_until(&mut sub_rx, frames[39].counter).await;
     assert_eq!(
         sub.get(&frames[0].dynamic).await.unwrap(),
         Bytes::from(frames[39].encode())
@@ -440,13 +472,15 @@ async fn a_long_pipeline_applies_and_answers_every_publish() {
 /// is only taken after its binding, so the order shows in the answers.
 #[actix_rt::test]
 async fn publish_all_sends_in_order_and_answers_each() {
-    let r = start().await;
-    let a = common::fixture(1);
-    let (up, _up_rx) = connect(&r).await;
-    let (sub, mut sub_rx) = connect(&r).await;
-    up.publish(&gidc(&a)).await.unwrap();
-    let (frames, containers) = dynamic(&a, 2);
-    sub.subscribe(&frames[0].dynamic).await.unwrap();
+    let Subscribed {
+        r,
+        up,
+        sub: _sub,
+        mut sub_rx,
+        frames,
+        containers,
+        _up_rx,
+    } = subscribed(&common::fixture(1), 2).await;
     let objects = [
         frames[0].encode(),
         containers[0].encode(),
