@@ -210,11 +210,14 @@ async fn pull_one(
     let target = frame.target();
     let local = puller.store.local.get(&target)?;
     // A remote announces a frame once its container is stored: a container we lack is asked
-    // for while the frame is being verified and ingested, not after.
+    // for while the frame is being verified and ingested, not after. The request goes first:
+    // polled second, it woke the remote's actor after the verify thread, often onto the
+    // core that thread had taken, and the request left only once the verify was done
+    // (~230 µs later in the daemon-level trace, BENCHMARKS.md "Session 14").
     let (ingested, prefetched) = match local {
         Some(_) => (puller.store.ingest_fetched(bytes).await, None),
         None => {
-            let (i, p) = tokio::join!(puller.store.ingest_fetched(bytes), from.fetch(&target));
+            let (p, i) = tokio::join!(from.fetch(&target), puller.store.ingest_fetched(bytes));
             (i, p)
         }
     };
