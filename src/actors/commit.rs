@@ -447,23 +447,33 @@ pub async fn open_pulled(
     frame: &Gobd,
     container: &Geoc,
 ) -> Result<Option<Opened>, DaemonError> {
-    if frame.target() != container.ghid {
-        return Err(DaemonError::BadArgs(
-            "container is not the frame's target".into(),
-        ));
+    if let Some(opened) = open_ratcheted(obj, known, frame, container) {
+        return opened.map(Some);
     }
-    let ratcheted = std::iter::once((&obj.container, &obj.secret))
-        .chain(known.iter().rev().map(|(c, s)| (c, s)))
-        .find_map(|(c, s)| content::ratchet_to_current(frame, s, c));
-    let secret = match ratcheted {
-        Some(s) => Some(s),
-        None => find_secret(store, &obj.ghid, frame).await,
-    };
-    let Some(secret) = secret else {
+    let Some(secret) = find_secret(store, &obj.ghid, frame).await else {
         return Ok(None);
     };
     let (api_id, state) = open(container, &secret)?;
     Ok(Some((secret, api_id, state)))
+}
+
+/// The part of [`open_pulled`] that needs no I/O: `None` when no secret we know (the
+/// object's own, then `known` from the newest) ratchets forward to the frame's.
+pub fn open_ratcheted(
+    obj: &Loaded,
+    known: &[(Ghid, Secret)],
+    frame: &Gobd,
+    container: &Geoc,
+) -> Option<Result<Opened, DaemonError>> {
+    if frame.target() != container.ghid {
+        return Some(Err(DaemonError::BadArgs(
+            "container is not the frame's target".into(),
+        )));
+    }
+    let secret = std::iter::once((&obj.container, &obj.secret))
+        .chain(known.iter().rev().map(|(c, s)| (c, s)))
+        .find_map(|(c, s)| content::ratchet_to_current(frame, s, c))?;
+    Some(open(container, &secret).map(|(api_id, state)| (secret, api_id, state)))
 }
 
 /// Records the object's current secret in the vault (durable with the next vault flush).

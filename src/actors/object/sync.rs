@@ -12,6 +12,10 @@ use crate::actors::gc::Deleted;
 use crate::golix::{Geoc, Ghid, Gobd, Object, Policy};
 use crate::persist::PersistError;
 
+/// The largest container a pulled frame is opened with on the actor's own thread; a larger
+/// one is decrypted on the runtime, so that other actors of the arbiter are not held up.
+const OPEN_HERE_MAX: usize = 64 << 10;
+
 /// `bytes` as a frame.
 fn as_frame(bytes: Vec<u8>) -> Option<Gobd> {
     match Object::decode(&bytes, Policy::STRICT) {
@@ -46,6 +50,16 @@ impl ObjectActor {
             // Two frames on the same predecessor share its ratcheted secret: this one opens
             // even when ours is all we know (after a restart). Tried last.
             known.insert(0, (frame.target(), self.obj.secret.clone()));
+        }
+        // A secret we know ratchets to it (the usual case): a small container opens here, in
+        // microseconds, with no round trip through the daemon's runtime and back (two thread
+        // wake-ups on the way to the apps, BENCHMARKS.md "Session 14").
+        if container.payload.len() <= OPEN_HERE_MAX {
+            if let Some(opened) = commit::open_ratcheted(&self.obj, &known, &frame, &container) {
+                let failure = self.apply_pulled(opened.map(Some), frame, container.ghid, newer);
+                self.sync_outcome(&syncs, failure);
+                return;
+            }
         }
         let store = self.peers.store.clone();
         let obj = self.obj.without_state();
