@@ -24,13 +24,15 @@
 //! itself ([`SyncId`]) in the frames it pulls and in its [`Settled`], which answers how
 //! applying those frames went (and nothing else).
 //!
-//! How it runs: the actor lives on one of the daemon's arbiters ([`super::arbiters`]) and only
-//! decides; the work runs elsewhere (the signing pool, the daemon's tokio runtime). Each frame is a
-//! [`PushJob`](super::push::PushJob) run as an actor future (`ctx.spawn`): it builds the frame
-//! here and hands its signatures and commit to the signing pool, which answers this thread;
-//! frames end in order. An operation on
-//! the current container runs alone: `ctx.wait` holds the mailbox until it is done; asked
-//! while frames are in flight, it is queued (with its reply) until the pipeline is empty.
+//! How it runs: the actor lives on one of the daemon's arbiters ([`super::arbiters`]) and
+//! decides; the slow work runs elsewhere (the signing pool, the daemon's tokio runtime). Each
+//! frame is a [`PushJob`](super::push::PushJob) run as an actor future (`ctx.spawn`): it
+//! builds and encrypts the frame here and hands its signatures and commit to the signing
+//! pool, which answers this thread; frames end in order. An operation on the current
+//! container runs alone: `ctx.wait` holds the mailbox until it is done; asked while frames
+//! are in flight, it is queued (with its reply) until the pipeline is empty. A pulled frame
+//! that a known secret ratchets to, with a small container, is opened here at once (no I/O,
+//! microseconds of AES; `sync.rs`); otherwise its opening is such an operation.
 //!
 //! Peers ([`ObjectPeers`], set when the registry starts the actor): the `Store` (local
 //! state, remotes, the `AccountActor`: `RecordSecret`, `MakePublic`), the app registry

@@ -12,7 +12,9 @@
 //! the payload's CRC-32 (IEEE, u32 LE) followed by the tag `crc1`; replay also accepts the
 //! first 8 bytes of the payload's SHA-256, the check of logs written before the CRC (a
 //! SHA-256 of every entry cost more than its encoding, on the path every publish waits
-//! for). The tag keeps a zero-filled tail from passing: the CRC of an empty payload is 0.
+//! for), whatever its last four bytes are. The tag keeps a zero-filled tail from passing:
+//! the CRC of an empty payload is 0. (A log in this format is not readable by a version
+//! from before it: one left by a crash must be replayed by this version or a later one.)
 //! Replay stops at the first short or mismatching entry of any file and
 //! ignores everything after it, later files included: a torn tail was never acknowledged (an
 //! acknowledgement follows the `fdatasync` of everything appended before it, and
@@ -54,12 +56,11 @@ fn check(payload: &[u8]) -> [u8; 8] {
     c
 }
 
-/// Whether `found` is the check of `payload`: this version's, or a log's from before it.
+/// Whether `found` is the check of `payload`: this version's, or a log's from before it
+/// (whose SHA-256 may end in the tag by chance: tried too when the CRC does not match).
 fn checks_out(payload: &[u8], found: &[u8]) -> bool {
-    if found[4..] == CRC_TAG[..] {
-        return found == &check(payload)[..];
-    }
-    Sha256::digest(payload)[..8] == *found
+    (found[4..] == CRC_TAG[..] && found == &check(payload)[..])
+        || Sha256::digest(payload)[..8] == *found
 }
 
 fn len32(n: usize) -> io::Result<u32> {
