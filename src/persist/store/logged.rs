@@ -179,7 +179,7 @@ impl Logged {
         trees: Vec<Tree>,
         move_every: Duration,
         log: Logger,
-    ) -> Result<Arc<Logged>, PersistError> {
+    ) -> Result<Arc<LoggedHandle>, PersistError> {
         let (wal, found) = Wal::open(dir).map_err(storage)?;
         if let Some(t) = &found.torn {
             warn!(log, "write-ahead log: replay stopped at a short or corrupt entry (never acknowledged); the rest is ignored";
@@ -223,11 +223,14 @@ impl Logged {
         let weak = Arc::downgrade(&logged);
         let signal = logged.signal.clone();
         let period = logged.move_every;
-        std::thread::Builder::new()
+        let mover = std::thread::Builder::new()
             .name("hgx-sled-log".into())
             .spawn(move || run_mover(weak, signal, period))
             .map_err(|e| PersistError::Storage(format!("cannot start the log mover: {e}")))?;
-        Ok(logged)
+        Ok(Arc::new(LoggedHandle {
+            logged,
+            mover: Some(mover),
+        }))
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Overlay> {
@@ -387,10 +390,37 @@ impl Logged {
     }
 }
 
+/// What the log's owners hold. The mover upgrades its weak reference while it works, so
+/// without a join the last owner's drop could leave the log (its directory lock, its last
+/// move) to the mover's thread, to close whenever it lets go; dropping this instead stops
+/// the mover and waits for it, and the log is closed when the drop returns.
+pub(super) struct LoggedHandle {
+    logged: Arc<Logged>,
+    mover: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::ops::Deref for LoggedHandle {
+    type Target = Logged;
+
+    fn deref(&self) -> &Logged {
+        &self.logged
+    }
+}
+
+impl Drop for LoggedHandle {
+    fn drop(&mut self) {
+        lock(&self.logged.signal.0).stop = true;
+        self.logged.signal.1.notify_one();
+        if let Some(mover) = self.mover.take() {
+            // A panicked mover has let go too.
+            let _ = mover.join();
+        }
+        // `logged` is now the last reference: it closes when this returns.
+    }
+}
+
 impl Drop for Logged {
     fn drop(&mut self) {
-        lock(&self.signal.0).stop = true;
-        self.signal.1.notify_one();
         // A clean shutdown leaves the log empty; what fails here stays in the log and is
         // applied by the next start's replay.
         if let Err(e) = self.sync() {

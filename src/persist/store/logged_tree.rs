@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use slog::Logger;
 
-use super::logged::Logged;
+use super::logged::{Logged, LoggedHandle};
 use super::wal::Op;
 use crate::persist::PersistError;
 
@@ -24,7 +24,7 @@ use crate::persist::PersistError;
 /// directory. Cheap to clone; clones share the log. Open one per tree and directory.
 #[derive(Clone)]
 pub struct LoggedTree {
-    logged: Arc<Logged>,
+    logged: Arc<LoggedHandle>,
     name: Arc<str>,
 }
 

@@ -15,17 +15,22 @@
 //! acknowledge is flushed explicitly (group commit) before its acknowledgement, and a clean
 //! shutdown flushes.
 //!
+//! Opening goes through here too: sled's IO threads hold the database's file lock for a
+//! moment after the last handle is dropped, so an open that finds it locked is retried for
+//! [`LOCK_RELEASE_WAIT`] before the error is returned.
+//!
 //! Owns: the process-wide gate. Calls: sled. Used by the sled store and the daemon's vault.
 
 use std::path::Path;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
 
 static GATE: RwLock<()> = RwLock::new(());
 
 /// Opens (or creates) a sled database at `path` without sled's background flusher, with
 /// sled's default page cache (1 GiB).
 pub fn open(path: &Path) -> sled::Result<sled::Db> {
-    sled::Config::new().path(path).flush_every_ms(None).open()
+    open_config(sled::Config::new().path(path).flush_every_ms(None))
 }
 
 /// The smallest page cache [`open_with_cache`] gives a database (sled refuses tiny ones).
@@ -33,11 +38,35 @@ pub const MIN_CACHE_CAPACITY: u64 = 1024 * 1024;
 
 /// [`open`] with a page cache of `cache_capacity` bytes (at least [`MIN_CACHE_CAPACITY`]).
 pub fn open_with_cache(path: &Path, cache_capacity: u64) -> sled::Result<sled::Db> {
-    sled::Config::new()
-        .path(path)
-        .cache_capacity(cache_capacity.max(MIN_CACHE_CAPACITY))
-        .flush_every_ms(None)
-        .open()
+    open_config(
+        sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_capacity.max(MIN_CACHE_CAPACITY))
+            .flush_every_ms(None),
+    )
+}
+
+/// How long an open retries a database whose file lock is held. sled's IO threads drop
+/// their handle (and with it the lock) just after the flush they serve completes, so a
+/// database closed by this process a moment ago may still be locked; a lock held by another
+/// process is still reported, after this wait.
+pub const LOCK_RELEASE_WAIT: Duration = Duration::from_secs(2);
+
+fn open_config(config: sled::Config) -> sled::Result<sled::Db> {
+    let deadline = Instant::now() + LOCK_RELEASE_WAIT;
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e)) if is_lock_held(&e) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// sled reports a held lock as an `Other` I/O error whose message carries the lock's.
+fn is_lock_held(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("could not acquire lock")
 }
 
 /// A temporary database (tests), likewise without the background flusher.
@@ -63,4 +92,28 @@ pub fn shared() -> RwLockReadGuard<'static, ()> {
 pub fn flush(db: &sled::Tree) -> sled::Result<usize> {
     let _gate = shared();
     db.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_open_waits_for_a_lock_released_in_time_and_reports_one_that_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let held = open(&path).unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            drop(held);
+        });
+        let db = open(&path).expect("the lock was released within the wait");
+        release.join().unwrap();
+
+        let started = Instant::now();
+        let err = open(&path).expect_err("still held by `db`");
+        assert!(started.elapsed() >= LOCK_RELEASE_WAIT);
+        assert!(err.to_string().contains("could not acquire lock"), "{err}");
+        drop(db);
+    }
 }
