@@ -17,6 +17,14 @@
 //! few hundred; the previous design, idle threads queued on a lock in front of a channel,
 //! woke a second thread per job only to put it back to sleep).
 //!
+//! The wake-ups are chained: a submitter wakes an idle thread only if none is waking
+//! already, and the thread that takes a job wakes the next one if jobs are left. Why: two
+//! idle threads woken back to back by a submitter were both placed on the core the first
+//! one last ran on, the second queued behind the first's job while the other core stayed
+//! idle (the daemon's two signatures of a push, ~3 ms each on this machine, ran one after
+//! the other in about half of the paced updates traced; BENCHMARKS.md, "Session 15"). Woken
+//! by a thread that is running, the next one is placed on an idle core.
+//!
 //! Owns: the threads and the job queue. Calls: nothing of ours; its users hand it closures.
 //!
 //! [`Archive::publish`]: crate::persist::Archive::publish
@@ -39,6 +47,19 @@ pub struct PoolClosed;
 struct Queue {
     jobs: VecDeque<Job>,
     closed: bool,
+    /// Threads waiting for a job.
+    idle: usize,
+    /// A thread has been woken and has not taken the lock since: the next wake-up is its.
+    waking: bool,
+}
+
+impl Queue {
+    /// Whether a thread should be woken now (it is then counted as waking).
+    fn wake_one(&mut self) -> bool {
+        let wake = !self.jobs.is_empty() && self.idle > 0 && !self.waking;
+        self.waking |= wake;
+        wake
+    }
 }
 
 struct Shared {
@@ -58,14 +79,24 @@ impl Shared {
         let mut q = self.lock();
         loop {
             if let Some(job) = q.jobs.pop_front() {
+                // The chain (module docs): this thread runs, so the next one lands elsewhere.
+                let wake = q.wake_one();
                 drop(q);
+                if wake {
+                    self.ready.notify_one();
+                }
                 self.room.add_permits(1);
                 return Some(job);
             }
             if q.closed {
                 return None;
             }
+            q.idle += 1;
             q = self.ready.wait(q).unwrap_or_else(|e| e.into_inner());
+            q.idle -= 1;
+            // Woken (or spuriously awake): either way the wake-up in flight has landed, and
+            // whoever takes a job next passes the chain on.
+            q.waking = false;
         }
     }
 }
@@ -173,8 +204,13 @@ impl WorkPool {
             .map_err(|_| PoolClosed)?
             .forget();
         // Not closed: `self` keeps the `Closer` alive.
-        self.shared.lock().jobs.push_back(job);
-        self.shared.ready.notify_one();
+        let mut q = self.shared.lock();
+        q.jobs.push_back(job);
+        let wake = q.wake_one();
+        drop(q);
+        if wake {
+            self.shared.ready.notify_one();
+        }
         Ok(rx)
     }
 }
@@ -226,6 +262,36 @@ mod tests {
             vec![cpus.clone(); cores]
         };
         assert_eq!(seen, want);
+    }
+
+    /// Jobs submitted together all start, each on its own thread, though the submitter
+    /// wakes one thread and each thread the next (the chain must not stall): every round's
+    /// jobs wait for each other at a barrier.
+    #[tokio::test]
+    async fn jobs_submitted_together_all_run_at_once() {
+        let threads = 4;
+        let pool = WorkPool::new(threads, "test-pool").unwrap();
+        for round in 0..200 {
+            let gate = Arc::new(std::sync::Barrier::new(threads));
+            let queued = futures_util::future::join_all((0..threads).map(|_| {
+                let gate = gate.clone();
+                pool.submit(move || {
+                    gate.wait();
+                    std::thread::current().id()
+                })
+            }))
+            .await;
+            let ran = futures_util::future::join_all(queued.into_iter().map(Result::unwrap));
+            let ran = tokio::time::timeout(std::time::Duration::from_secs(10), ran)
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: a job never started"));
+            let ids: std::collections::HashSet<_> = ran.into_iter().map(Result::unwrap).collect();
+            assert_eq!(ids.len(), threads);
+            if round % 2 == 0 {
+                // Sometimes the threads have gone idle again before the next round.
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
     }
 
     #[tokio::test]
