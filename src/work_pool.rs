@@ -17,13 +17,16 @@
 //! few hundred; the previous design, idle threads queued on a lock in front of a channel,
 //! woke a second thread per job only to put it back to sleep).
 //!
-//! The wake-ups are chained: a submitter wakes an idle thread only if none is waking
+//! A pool of long jobs ([`WorkPool::chained`]: the daemon's signatures, milliseconds each)
+//! chains its wake-ups instead: a submitter wakes an idle thread only if none is waking
 //! already, and the thread that takes a job wakes the next one if jobs are left. Why: two
 //! idle threads woken back to back by a submitter were both placed on the core the first
 //! one last ran on, the second queued behind the first's job while the other core stayed
-//! idle (the daemon's two signatures of a push, ~3 ms each on this machine, ran one after
-//! the other in about half of the paced updates traced; BENCHMARKS.md, "Session 15"). Woken
-//! by a thread that is running, the next one is placed on an idle core.
+//! idle (a push's two signatures, ~3 ms each on this machine, ran one after the other in
+//! about half of the paced updates traced; BENCHMARKS.md, "Session 15"). Woken by a thread
+//! that is running, the next one is placed on an idle core, a wake-up (tens of
+//! microseconds) later. For the persister's checks (a tenth of a millisecond) that delay
+//! cost as much as it saved, so its pool wakes directly, or is bound to the cores.
 //!
 //! Owns: the threads and the job queue. Calls: nothing of ours; its users hand it closures.
 //!
@@ -63,6 +66,8 @@ impl Queue {
 }
 
 struct Shared {
+    /// Whether wake-ups are chained (module docs).
+    chained: bool,
     queue: Mutex<Queue>,
     ready: Condvar,
     /// Free places in the queue: a submitter waits here (asynchronously) when it is full.
@@ -80,7 +85,7 @@ impl Shared {
         loop {
             if let Some(job) = q.jobs.pop_front() {
                 // The chain (module docs): this thread runs, so the next one lands elsewhere.
-                let wake = q.wake_one();
+                let wake = self.chained && q.wake_one();
                 drop(q);
                 if wake {
                     self.ready.notify_one();
@@ -129,7 +134,14 @@ impl WorkPool {
     /// `threads` = 0 means one per core; they are named `{name}-0`, `{name}-1`, ….
     pub fn new(threads: usize, name: &str) -> std::io::Result<WorkPool> {
         let n = if threads == 0 { cores() } else { threads };
-        WorkPool::start(n, name, &[])
+        WorkPool::start(n, name, &[], false)
+    }
+
+    /// As [`WorkPool::new`], with chained wake-ups (module docs): for jobs of milliseconds
+    /// that should run side by side when submitted together.
+    pub fn chained(threads: usize, name: &str) -> std::io::Result<WorkPool> {
+        let n = if threads == 0 { cores() } else { threads };
+        WorkPool::start(n, name, &[], true)
     }
 
     /// One thread per core (as [`WorkPool::new`] with 0), thread `i` bound to the `i`-th
@@ -140,12 +152,13 @@ impl WorkPool {
         let n = cores();
         let cpus = crate::process::allowed_cpus();
         let bind = if cpus.len() == n { &cpus[..] } else { &[] };
-        WorkPool::start(n, name, bind)
+        WorkPool::start(n, name, bind, false)
     }
 
     /// `n` threads; thread `i` is bound to `cpus[i]` if there is one.
-    fn start(n: usize, name: &str, cpus: &[usize]) -> std::io::Result<WorkPool> {
+    fn start(n: usize, name: &str, cpus: &[usize], chained: bool) -> std::io::Result<WorkPool> {
         let shared = Arc::new(Shared {
+            chained,
             queue: Mutex::new(Queue::default()),
             ready: Condvar::new(),
             room: Semaphore::new(QUEUE),
@@ -206,7 +219,7 @@ impl WorkPool {
         // Not closed: `self` keeps the `Closer` alive.
         let mut q = self.shared.lock();
         q.jobs.push_back(job);
-        let wake = q.wake_one();
+        let wake = !self.shared.chained || q.wake_one();
         drop(q);
         if wake {
             self.shared.ready.notify_one();
@@ -264,13 +277,13 @@ mod tests {
         assert_eq!(seen, want);
     }
 
-    /// Jobs submitted together all start, each on its own thread, though the submitter
-    /// wakes one thread and each thread the next (the chain must not stall): every round's
-    /// jobs wait for each other at a barrier.
+    /// Jobs submitted together to a chained pool all start, each on its own thread, though
+    /// the submitter wakes one thread and each thread the next (the chain must not stall):
+    /// every round's jobs wait for each other at a barrier.
     #[tokio::test]
     async fn jobs_submitted_together_all_run_at_once() {
         let threads = 4;
-        let pool = WorkPool::new(threads, "test-pool").unwrap();
+        let pool = WorkPool::chained(threads, "test-pool").unwrap();
         for round in 0..200 {
             let gate = Arc::new(std::sync::Barrier::new(threads));
             let queued = futures_util::future::join_all((0..threads).map(|_| {

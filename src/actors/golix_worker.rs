@@ -2,7 +2,8 @@
 //! frame itself) on a [`WorkPool`] of one thread per core for the whole process
 //! (`hgx-golix-sign-N`).
 //!
-//! [`submit_pair`] signs a container and a frame at once, on two threads; whichever finishes
+//! [`submit_pair`] signs a container and a frame at once, on two threads (the pool chains its
+//! wake-ups so that they land on two cores, see [`WorkPool`]); whichever finishes
 //! second runs the caller's continuation (the push's commit) on its own thread, so a frame
 //! costs one hand-off into the pool and one back out. Jobs start in the order they were
 //! queued: a continuation may wait for the commit of a frame queued before it.
@@ -67,7 +68,7 @@ fn pool() -> Result<WorkPool, DaemonError> {
     if let Some(p) = pool.as_ref() {
         return Ok(p.clone());
     }
-    let p = WorkPool::new(super::arbiters::default_count(), "hgx-golix-sign")
+    let p = WorkPool::chained(super::arbiters::default_count(), "hgx-golix-sign")
         .map_err(|e| DaemonError::Storage(format!("signing pool: {e}")))?;
     *pool = Some(p.clone());
     Ok(p)
@@ -202,7 +203,7 @@ mod tests {
     /// queued before it does not deadlock, even on a single thread.
     #[tokio::test]
     async fn a_continuation_may_wait_for_an_earlier_pair_on_one_thread() {
-        let pool = WorkPool::new(1, "test-sign").expect("pool");
+        let pool = WorkPool::chained(1, "test-sign").expect("pool");
         let id = Arc::new(fixture_first_party(1));
         let pair = || {
             let geoc = id.unsigned_container(b"state", &Secret::random());
