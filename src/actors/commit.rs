@@ -196,17 +196,6 @@ pub(super) async fn sign<T: Send + 'static>(
         .map_err(DaemonError::from)
 }
 
-/// Runs `a` and `b` with our identity on two blocking threads at once: two RSA-4096
-/// signatures (about 2 ms each) in the time of one when both cores are free.
-pub(super) async fn sign_both<A: Send + 'static, B: Send + 'static>(
-    store: &Store,
-    a: impl FnOnce(&FirstParty) -> Result<A, crate::golix::Error> + Send + 'static,
-    b: impl FnOnce(&FirstParty) -> Result<B, crate::golix::Error> + Send + 'static,
-) -> Result<(A, B), DaemonError> {
-    let (a, b) = tokio::join!(sign(store, a), sign(store, b));
-    Ok((a?, b?))
-}
-
 /// A new object of ours: a container under a fresh secret and its binding (frame 0 for a
 /// dynamic object, a GOBS for a static one), committed.
 pub async fn create(
@@ -223,8 +212,8 @@ pub async fn create(
     let s = secret.clone();
     let mut geoc = sign(store, move |id| Ok(id.unsigned_container(&plain, &s))).await?;
     let target = geoc.ghid;
-    let (geoc, (binding, frame)) = sign_both(
-        store,
+    let (geoc, (binding, frame)) = super::golix_worker::run_both(
+        store.local.identity.clone(),
         move |id| id.sign_container(&mut geoc).map(|()| geoc),
         move |id| {
             if dynamic {

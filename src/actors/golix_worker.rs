@@ -8,8 +8,11 @@
 //! costs one hand-off into the pool and one back out. Jobs start in the order they were
 //! queued: a continuation may wait for the commit of a frame queued before it.
 //!
-//! Why not tokio's `spawn_blocking` (which the rarer operations still use: new objects,
-//! freeze, hold, delete, handshakes): these threads do nothing but sign (and commit what they
+//! [`run_both`] runs two jobs of a new object (its container's signature and its binding's)
+//! side by side the same way.
+//!
+//! Why not tokio's `spawn_blocking` (which the rarer single signatures still use: freeze,
+//! hold, delete, handshakes): these threads do nothing but sign (and commit what they
 //! signed), so at most one signature per core runs at a time, whatever else the blocking pool
 //! is doing. Why not an actix `SyncArbiter` (the pool until session 11): it hands every
 //! message through its own system thread to a worker, a third thread woken per signature,
@@ -22,7 +25,8 @@
 //! time its threads spent inside signatures, so the CPU a frame costs besides its signatures
 //! can be measured where they run (`benches/fanout.rs`).
 //!
-//! Calls: `golix`, [`WorkPool`], the thread CPU clock (`process`). Used by `push`.
+//! Calls: `golix`, [`WorkPool`], the thread CPU clock (`process`). Used by `push` and
+//! `commit` (new objects).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -168,11 +172,57 @@ async fn submit_pair_on<R: Send + 'static>(
     Ok(async move { rx.await.map_err(|_| closed())? })
 }
 
+/// Runs `a` and `b` with `identity` on the pool at once: two signatures in the time of one
+/// when both cores are free. Not counted in [`signing_cpu`], which is the push path's.
+pub async fn run_both<A, B>(
+    identity: Arc<FirstParty>,
+    a: impl FnOnce(&FirstParty) -> Result<A, Error> + Send + 'static,
+    b: impl FnOnce(&FirstParty) -> Result<B, Error> + Send + 'static,
+) -> Result<(A, B), DaemonError>
+where
+    A: Send + 'static,
+    B: Send + 'static,
+{
+    let pool = pool()?;
+    let id = identity.clone();
+    let a = pool.submit(move || a(&id)).await.map_err(|_| closed())?;
+    let b = pool
+        .submit(move || b(&identity))
+        .await
+        .map_err(|_| closed())?;
+    let (a, b) = tokio::join!(a, b);
+    Ok((a.map_err(|_| closed())??, b.map_err(|_| closed())??))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::golix::{Object, Secret};
     use crate::testdata::fixture_first_party;
+
+    /// A new object's two jobs run on two of the pool's threads at once (each waits for
+    /// the other at a barrier).
+    #[tokio::test]
+    async fn run_both_runs_the_two_jobs_side_by_side() {
+        let id = Arc::new(fixture_first_party(1));
+        let gate = Arc::new(std::sync::Barrier::new(2));
+        let (g1, g2) = (gate.clone(), gate);
+        let on_pool = |g: Arc<std::sync::Barrier>| {
+            move |_: &FirstParty| {
+                g.wait();
+                Ok(std::thread::current().name().map(str::to_owned))
+            }
+        };
+        let both = run_both(id, on_pool(g1), on_pool(g2));
+        let (a, b) = tokio::time::timeout(Duration::from_secs(30), both)
+            .await
+            .expect("both jobs ran at once")
+            .expect("ran");
+        assert_ne!(a, b);
+        for name in [a, b] {
+            assert!(name.is_some_and(|t| t.starts_with("hgx-golix-sign-")));
+        }
+    }
 
     #[tokio::test]
     async fn the_second_half_runs_the_continuation_with_both_halves_signed() {
