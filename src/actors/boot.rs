@@ -315,7 +315,9 @@ fn make_private_dir(dir: &Path) -> Result<(), DaemonError> {
 }
 
 /// Runs `open` until it succeeds, retrying for a while when the database is locked by a
-/// daemon of this process still shutting down.
+/// daemon of this process still shutting down. (The brief hold of sled's own IO threads is
+/// already waited out inside every open, blocking, by `sled_gate`; this wait is longer and
+/// leaves the runtime free for the other daemon's shutdown.)
 async fn retry_locked<T>(open: impl Fn() -> Result<T, DaemonError>) -> Result<T, DaemonError> {
     let deadline = tokio::time::Instant::now() + LOCK_WAIT;
     loop {

@@ -56,17 +56,16 @@ fn open_config(config: sled::Config) -> sled::Result<sled::Db> {
     let deadline = Instant::now() + LOCK_RELEASE_WAIT;
     loop {
         match config.open() {
-            Err(sled::Error::Io(e)) if is_lock_held(&e) && Instant::now() < deadline => {
+            // sled reports a held lock as an `Other` I/O error naming it.
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && Instant::now() < deadline =>
+            {
                 std::thread::sleep(Duration::from_millis(10));
             }
             other => return other,
         }
     }
-}
-
-/// sled reports a held lock as an `Other` I/O error whose message carries the lock's.
-fn is_lock_held(e: &std::io::Error) -> bool {
-    e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("could not acquire lock")
 }
 
 /// A temporary database (tests), likewise without the background flusher.
