@@ -133,15 +133,13 @@ pub struct WorkPool {
 impl WorkPool {
     /// `threads` = 0 means one per core; they are named `{name}-0`, `{name}-1`, ….
     pub fn new(threads: usize, name: &str) -> std::io::Result<WorkPool> {
-        let n = if threads == 0 { cores() } else { threads };
-        WorkPool::start(n, name, &[], false)
+        WorkPool::start(threads, name, &[], false)
     }
 
     /// As [`WorkPool::new`], with chained wake-ups (module docs): for jobs of milliseconds
     /// that should run side by side when submitted together.
     pub fn chained(threads: usize, name: &str) -> std::io::Result<WorkPool> {
-        let n = if threads == 0 { cores() } else { threads };
-        WorkPool::start(n, name, &[], true)
+        WorkPool::start(threads, name, &[], true)
     }
 
     /// One thread per core (as [`WorkPool::new`] with 0), thread `i` bound to the `i`-th
@@ -149,14 +147,23 @@ impl WorkPool {
     /// where the kernel refuses, or where the cores usable are fewer than those allowed (a
     /// CPU quota): binding would then crowd the threads onto some cores.
     pub fn per_core(name: &str) -> std::io::Result<WorkPool> {
-        let n = cores();
         let cpus = crate::process::allowed_cpus();
-        let bind = if cpus.len() == n { &cpus[..] } else { &[] };
-        WorkPool::start(n, name, bind, false)
+        let bind = if cpus.len() == cores() {
+            &cpus[..]
+        } else {
+            &[]
+        };
+        WorkPool::start(0, name, bind, false)
     }
 
-    /// `n` threads; thread `i` is bound to `cpus[i]` if there is one.
-    fn start(n: usize, name: &str, cpus: &[usize], chained: bool) -> std::io::Result<WorkPool> {
+    /// `threads` threads (0 = one per core); thread `i` is bound to `cpus[i]` if there is one.
+    fn start(
+        threads: usize,
+        name: &str,
+        cpus: &[usize],
+        chained: bool,
+    ) -> std::io::Result<WorkPool> {
+        let n = if threads == 0 { cores() } else { threads };
         let shared = Arc::new(Shared {
             chained,
             queue: Mutex::new(Queue::default()),
