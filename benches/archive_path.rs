@@ -9,7 +9,9 @@
 //! what an idle gap adds to the same work on this machine (caches and predictors gone cold).
 //!
 //! Run: `cargo bench --bench archive_path` (env `UPDATES`, `GAP_MS`; `DISK=1` puts the
-//! archive in $TMPDIR instead of /dev/shm). Medians per step, in µs.
+//! archive in $TMPDIR instead of /dev/shm; `PAUSE=spin` spins through the gap instead of
+//! sleeping, to tell what the thread's sleep costs from what the time passing does).
+//! Medians per step, in µs.
 
 #[path = "common/mod.rs"]
 mod bench_common;
@@ -53,9 +55,7 @@ fn run(p: &bench_common::Presigned, gidc: &[u8], gap: Duration, disk: bool) -> V
     archive.publish(gidc).expect("identity");
     let mut steps = Vec::with_capacity(p.frames.len());
     for (frame, container) in p.frames.iter().zip(&p.containers) {
-        if !gap.is_zero() {
-            std::thread::sleep(gap);
-        }
+        pause(gap);
         let mut s = [Duration::ZERO; 4];
         for (i, bytes) in [frame, container].into_iter().enumerate() {
             let t = Instant::now();
@@ -70,6 +70,23 @@ fn run(p: &bench_common::Presigned, gidc: &[u8], gap: Duration, disk: bool) -> V
         steps.push(s);
     }
     steps.split_off(SKIP.min(steps.len()))
+}
+
+fn spins() -> bool {
+    std::env::var("PAUSE").as_deref() == Ok("spin")
+}
+
+/// The pause before a paced update: slept (`PAUSE=sleep`, the default: what a server does
+/// between requests) or spun on this thread (`PAUSE=spin`: the thread never gives up its core).
+fn pause(gap: Duration) {
+    if spins() {
+        let t = Instant::now();
+        while t.elapsed() < gap {
+            std::hint::spin_loop();
+        }
+    } else if !gap.is_zero() {
+        std::thread::sleep(gap);
+    }
 }
 
 fn median_us(steps: &[Steps], i: usize) -> f64 {
@@ -104,7 +121,11 @@ fn main() {
         "{:<18} {:>12} {:>14} {:>7}",
         "step",
         "back to back",
-        format!("{} ms gap", gap.as_millis()),
+        format!(
+            "{} ms {}",
+            gap.as_millis(),
+            if spins() { "spun" } else { "gap" }
+        ),
         "ratio"
     );
     let (mut tb, mut tp) = (0.0, 0.0);
