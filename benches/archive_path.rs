@@ -3,8 +3,9 @@
 //! An update is what the fanout harness's publisher sends: the next frame (GOBD) of one
 //! dynamic object, then its 1 KiB container (GEOC). Each goes through [`Archive::check`]
 //! (decode, address, RSA-PSS verify) and [`Archive::commit`] (the rules, the write-ahead
-//! log's append and the overlay) on one thread, with no network, no pool and no flush, so
-//! the figures are the archive's own work. Run twice over fresh archives: back to back, and
+//! log's append and the overlay), then the update is flushed ([`Archive::sync_now`]: the
+//! log's write and `fdatasync`, what a publish waits for before it is announced), on one
+//! thread, with no network and no pool, so the figures are the archive's own work. Run twice over fresh archives: back to back, and
 //! with a pause before each update (the paced case: 50 ms is 20 updates/s), which shows
 //! what an idle gap adds to the same work on this machine (caches and predictors gone cold).
 //!
@@ -34,8 +35,8 @@ fn env(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// Per update: binding check, binding commit, container check, container commit.
-type Steps = [Duration; 4];
+/// Per update: binding check, binding commit, container check, container commit, flush.
+type Steps = [Duration; 5];
 
 fn run(p: &bench_common::Presigned, gidc: &[u8], gap: Duration, disk: bool) -> Vec<Steps> {
     let dir = if disk {
@@ -56,7 +57,7 @@ fn run(p: &bench_common::Presigned, gidc: &[u8], gap: Duration, disk: bool) -> V
     let mut steps = Vec::with_capacity(p.frames.len());
     for (frame, container) in p.frames.iter().zip(&p.containers) {
         pause(gap);
-        let mut s = [Duration::ZERO; 4];
+        let mut s = [Duration::ZERO; 5];
         for (i, bytes) in [frame, container].into_iter().enumerate() {
             let t = Instant::now();
             let checked = archive
@@ -67,6 +68,9 @@ fn run(p: &bench_common::Presigned, gidc: &[u8], gap: Duration, disk: bool) -> V
             s[2 * i] = checked_at - t;
             s[2 * i + 1] = checked_at.elapsed();
         }
+        let t = Instant::now();
+        archive.sync_now().expect("flush");
+        s[4] = t.elapsed();
         steps.push(s);
     }
     steps.split_off(SKIP.min(steps.len()))
@@ -109,6 +113,7 @@ fn main() {
         "binding commit",
         "container check",
         "container commit",
+        "flush",
     ];
     let back = run(&p, &gidc, Duration::ZERO, disk);
     let paced = run(&p, &gidc, gap, disk);

@@ -326,6 +326,15 @@ impl Logged {
     /// is retried first, whole.
     pub(super) fn move_to_sled(&self) -> Result<(), PersistError> {
         let _one = lock(&self.moving);
+        self.move_layer()?;
+        // The next file's zeros are written here, off every caller's path (and under
+        // `moving`: no rotation meanwhile).
+        self.wal.prepare_next().map_err(storage)
+    }
+
+    /// [`Logged::move_to_sled`] without preparing the log's next file (the last move, at
+    /// shutdown); the caller holds `moving`.
+    fn move_layer(&self) -> Result<(), PersistError> {
         let (retired, layer) = {
             let mut ov = self.write();
             match ov.moving_through {
@@ -357,7 +366,7 @@ impl Logged {
             ov.moving = Arc::new(empty_layer(self.trees.len()));
             ov.moving_through = None;
         }
-        self.wal.prepare_next().map_err(storage)
+        Ok(())
     }
 
     /// How long the mover may sleep: until the overlay being filled is due, a retry of a
@@ -384,9 +393,9 @@ impl Logged {
                 .is_some_and(|t| t.elapsed() >= self.move_every)
     }
 
-    /// Bytes in the log's files (tests).
+    /// Bytes of entries in the log (tests).
     pub(super) fn log_bytes(&self) -> u64 {
-        self.wal.disk_bytes().unwrap_or(0)
+        self.wal.entry_bytes().unwrap_or(0)
     }
 }
 
@@ -426,7 +435,11 @@ impl Drop for Logged {
         if let Err(e) = self.sync() {
             error!(self.log, "write-ahead log: the last sync at shutdown failed"; "error" => %e);
         }
-        if let Err(e) = self.move_to_sled() {
+        let moved = {
+            let _one = lock(&self.moving);
+            self.move_layer()
+        };
+        if let Err(e) = moved {
             warn!(self.log, "write-ahead log: the last move into sled at shutdown failed; the next start replays the log"; "error" => %e);
         }
     }

@@ -7,6 +7,16 @@
 //! absolute (put this value, remove this key), so replaying a log onto a database that holds
 //! some or all of it already gives the same state: replay is idempotent.
 //!
+//! A file is written with zeros ahead of use ([`PREALLOC_MIN`]..[`PREALLOC_MAX`] bytes, half as
+//! much again as the file before it took, off the acknowledgement path) and entries overwrite
+//! the zeros in place. An append past the end of a file would make every group commit
+//! allocate the file's new pages and, on a disk, journal its new size with the data: measured
+//! on this project's machine, a 3.3 KB append plus `fdatasync` every 50 ms took 27 µs on
+//! tmpfs and ~430 µs on ext4, against 15 µs and ~330 µs into zeros written beforehand. A
+//! file the log moves on from ([`Wal::rotate`]) is closed with an end marker (payload length
+//! 0, check `[0; 4]` then `end1`), so that its zero tail is told apart from writes a crash
+//! lost.
+//!
 //! Entry: payload length (u32 LE), an 8-byte check, the payload (ops: tree index u8, key
 //! length u32 LE, key, value length u32 LE or `u32::MAX` for a removal, value). The check is
 //! the payload's CRC-32 (IEEE, u32 LE) followed by the tag `crc1`; replay also accepts the
@@ -15,11 +25,14 @@
 //! for), whatever its last four bytes are. The tag keeps a zero-filled tail from passing:
 //! the CRC of an empty payload is 0. (A log in this format is not readable by a version
 //! from before it: one left by a crash must be replayed by this version or a later one.)
-//! Replay stops at the first short or mismatching entry of any file and
-//! ignores everything after it, later files included: a torn tail was never acknowledged (an
-//! acknowledgement follows the `fdatasync` of everything appended before it, and
-//! [`Wal::sync`] syncs a retired file before the current one), so neither was anything
-//! behind it, and replaying it would skip a gap into a state that never existed.
+//! Replay reads each file up to its end marker, its end, or the first short or mismatching
+//! entry. Zeros from there to the end are the file's unused part; anything else is a torn
+//! entry. Replay stops at a torn entry, and at zeros in a file without its end marker when a
+//! later file holds entries, and ignores everything after it, later files included: a torn
+//! tail was never acknowledged (an acknowledgement follows the `fdatasync` of everything
+//! appended before it, and [`Wal::sync`] syncs a retired file, its end marker included,
+//! before the current one), so neither was anything behind it, and replaying it would skip a
+//! gap into a state that never existed.
 //!
 //! A write error poisons the log for good: a later entry behind a half-written one would not
 //! be replayed, so nothing may be acknowledged after it.
@@ -27,7 +40,8 @@
 //! Owns: the log directory. Calls: the file system. Used by [`super::logged`].
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -48,6 +62,15 @@ const KEEP_PENDING: usize = 256 << 10;
 
 /// The second half of an entry's check (see the module docs).
 const CRC_TAG: &[u8; 4] = b"crc1";
+
+/// The header that closes a file (see the module docs): no entry has it, since an entry's
+/// check ends in [`CRC_TAG`] (or is a SHA-256's).
+const END: [u8; HEADER] = [0, 0, 0, 0, 0, 0, 0, 0, b'e', b'n', b'd', b'1'];
+
+/// Zeros written into a new file ahead of its entries, at least and at most (the log moves
+/// into sled at 4 MiB, so a file rarely outgrows the most; one that does grows by appends).
+pub(super) const PREALLOC_MIN: u64 = 64 << 10;
+pub(super) const PREALLOC_MAX: u64 = 8 << 20;
 
 fn check(payload: &[u8]) -> [u8; 8] {
     let mut c = [0u8; 8];
@@ -134,12 +157,29 @@ fn decode_ops(mut p: &[u8]) -> Option<Vec<Op>> {
     Some(ops)
 }
 
-/// Every whole, intact entry at the start of `bytes`, in order, and the bytes they take.
-pub(super) fn decode(bytes: &[u8]) -> (Vec<Vec<Op>>, usize) {
+/// What [`decode`] found at the start of a file's bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Decoded {
+    /// Every whole, intact entry, in order.
+    pub entries: Vec<Vec<Op>>,
+    /// The bytes they take (and the end marker's, if found).
+    pub used: usize,
+    /// The entries end with the end marker.
+    pub closed: bool,
+}
+
+/// Every whole, intact entry at the start of `bytes`, up to the end marker if there is one.
+pub(super) fn decode(bytes: &[u8]) -> Decoded {
     let total = bytes.len();
     let mut bytes = bytes;
     let mut entries = Vec::new();
+    let mut closed = false;
     while bytes.len() >= HEADER {
+        if bytes[..HEADER] == END {
+            closed = true;
+            bytes = &bytes[HEADER..];
+            break;
+        }
         let len = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
         let Some(payload) = bytes.get(HEADER..HEADER + len) else {
             break;
@@ -153,12 +193,20 @@ pub(super) fn decode(bytes: &[u8]) -> (Vec<Vec<Op>>, usize) {
         entries.push(ops);
         bytes = &bytes[HEADER + len..];
     }
-    (entries, total - bytes.len())
+    Decoded {
+        entries,
+        used: total - bytes.len(),
+        closed,
+    }
 }
 
 struct Files {
     current: Arc<File>,
     generation: u64,
+    /// Where the next write goes in `current`: the bytes of entries written to it.
+    offset: u64,
+    /// What the last file retired took, end marker included (sizes the next one).
+    last_used: u64,
     /// Appended, not yet written.
     pending: Vec<u8>,
     /// The previous file, written but not yet synced (see [`Wal::rotate`]).
@@ -205,9 +253,9 @@ fn name(generation: u64) -> String {
     format!("{generation:016x}.log")
 }
 
-/// Whether the log in `dir` holds anything (a store that must then be opened behind its
-/// log: without it, sled would miss what the log holds). A clean shutdown leaves only empty
-/// files.
+/// Whether the log in `dir` holds any entry (a store that must then be opened behind its
+/// log: without it, sled would miss what the log holds). A clean shutdown leaves files
+/// without entries.
 pub(super) fn holds_entries(dir: &Path) -> io::Result<bool> {
     let gens = match generations(dir) {
         Ok(gens) => gens,
@@ -215,7 +263,7 @@ pub(super) fn holds_entries(dir: &Path) -> io::Result<bool> {
         Err(e) => return Err(e),
     };
     for g in gens {
-        if fs::metadata(dir.join(name(g)))?.len() > 0 {
+        if !decode(&fs::read(dir.join(name(g)))?).entries.is_empty() {
             return Ok(true);
         }
     }
@@ -238,15 +286,35 @@ fn generations(dir: &Path) -> io::Result<Vec<u64>> {
     Ok(gens)
 }
 
-fn create(dir: &Path, generation: u64) -> io::Result<File> {
+/// Creates the file of `generation` with `zeros` zero bytes written into it and synced (the
+/// caller syncs the directory).
+fn create(dir: &Path, generation: u64, zeros: u64) -> io::Result<File> {
     let mut o = OpenOptions::new();
-    o.create_new(true).append(true);
+    o.create_new(true).write(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
         o.mode(0o600);
     }
-    o.open(dir.join(name(generation)))
+    let file = o.open(dir.join(name(generation)))?;
+    if zeros > 0 {
+        // Written, not `fallocate`d: a disk file system would record allocated but unwritten
+        // blocks as such and convert them at each sync, in its journal.
+        let chunk = vec![0u8; 64 << 10];
+        let mut at = 0;
+        while at < zeros {
+            let n = (zeros - at).min(chunk.len() as u64) as usize;
+            file.write_all_at(&chunk[..n], at)?;
+            at += n as u64;
+        }
+        file.sync_data()?;
+    }
+    Ok(file)
+}
+
+/// Zeros for the file after one whose entries took `used` bytes.
+fn prealloc_after(used: u64) -> u64 {
+    (used + used / 2).clamp(PREALLOC_MIN, PREALLOC_MAX)
 }
 
 /// Takes `<dir>/LOCK`: a second log on the same directory (another store, another process)
@@ -299,6 +367,11 @@ impl Wal {
         let gens = generations(dir)?;
         let mut entries = Vec::new();
         let mut torn: Option<Torn> = None;
+        // Zeros where a file without its end marker stopped: torn if a later file holds an
+        // entry, the log's unused end if none does.
+        let mut open_end: Option<Torn> = None;
+        // The most a file held, to size the next file's zeros as if this run had retired it.
+        let mut most_used = 0;
         for g in &gens {
             let path = dir.join(name(*g));
             if let Some(t) = &mut torn {
@@ -307,19 +380,36 @@ impl Wal {
             }
             let mut bytes = Vec::new();
             File::open(&path)?.read_to_end(&mut bytes)?;
-            let (found, used) = decode(&bytes);
-            entries.extend(found);
-            if used < bytes.len() {
-                torn = Some(Torn {
-                    file: path,
-                    offset: used,
-                    discarded: (bytes.len() - used) as u64,
-                });
+            let found = decode(&bytes);
+            most_used = most_used.max(found.used as u64);
+            let rest = &bytes[found.used..];
+            let zeros = rest.iter().all(|&b| b == 0);
+            if let Some(mut end) = open_end.take() {
+                end.discarded += bytes.len() as u64;
+                if found.entries.is_empty() && !found.closed && zeros {
+                    open_end = Some(end);
+                } else {
+                    torn = Some(end);
+                }
+                continue;
+            }
+            entries.extend(found.entries);
+            let stopped = Torn {
+                file: path,
+                offset: found.used,
+                discarded: rest.len() as u64,
+            };
+            if found.closed || rest.is_empty() {
+                continue;
+            } else if zeros {
+                open_end = Some(stopped);
+            } else {
+                torn = Some(stopped);
             }
         }
         let last = gens.last().copied();
         let generation = last.map_or(0, |g| g + 1);
-        let current = create(dir, generation)?;
+        let current = create(dir, generation, prealloc_after(most_used))?;
         sync_dir(dir)?;
         let wal = Wal {
             dir: dir.to_owned(),
@@ -327,6 +417,8 @@ impl Wal {
             files: Mutex::new(Files {
                 current: Arc::new(current),
                 generation,
+                offset: 0,
+                last_used: most_used,
                 pending: Vec::new(),
                 retired: None,
                 dir_dirty: false,
@@ -354,11 +446,14 @@ impl Wal {
         self.lock().poisoned
     }
 
-    /// Buffers the entry for `ops` (durable at the next [`Wal::sync`]).
+    /// Buffers the entry for `ops` (durable at the next [`Wal::sync`]). No ops, no entry.
     pub(super) fn append(&self, ops: &[Op]) -> io::Result<()> {
         let mut f = self.lock();
         if f.poisoned {
             return Err(poisoned());
+        }
+        if ops.is_empty() {
+            return Ok(());
         }
         encode(ops, &mut f.pending)
     }
@@ -370,9 +465,10 @@ impl Wal {
         if f.pending.is_empty() {
             return Ok(());
         }
-        let written = (&*f.current).write_all(&f.pending);
-        if written.is_err() {
-            f.poisoned = true;
+        let written = f.current.write_all_at(&f.pending, f.offset);
+        match written {
+            Ok(()) => f.offset += f.pending.len() as u64,
+            Err(_) => f.poisoned = true,
         }
         // The allocation is kept for the next group commit, unless a burst made it large.
         if f.pending.capacity() > KEEP_PENDING {
@@ -414,11 +510,17 @@ impl Wal {
     /// next [`Wal::sync`] syncs the retired file too.
     pub(super) fn rotate(&self) -> io::Result<u64> {
         let mut f = self.lock();
+        if f.poisoned {
+            return Err(poisoned());
+        }
+        f.pending.extend_from_slice(&END);
         Wal::write_pending(&mut f)?;
+        f.last_used = std::mem::take(&mut f.offset);
         let next = f.generation + 1;
         let file = match f.next.take() {
             Some((g, file)) if g == next => file,
-            _ => match create(&self.dir, next) {
+            // On the caller's path: no zeros ahead (the file grows by appends).
+            _ => match create(&self.dir, next, 0) {
                 Ok(file) => {
                     // Its directory entry is synced by the next `sync`, before anything in
                     // it is acknowledged.
@@ -446,17 +548,19 @@ impl Wal {
         Ok(retired)
     }
 
-    /// Creates the next generation's file and syncs the directory, off the acknowledgement
-    /// path: the rotation then needs no directory sync before the next acknowledgement.
+    /// Creates the next generation's file (its zeros written and synced) and syncs the
+    /// directory, off the acknowledgement path: the rotation then needs no directory sync
+    /// before the next acknowledgement. Not concurrently with itself or [`Wal::rotate`]
+    /// (both would create the same file): the caller serialises them.
     pub(super) fn prepare_next(&self) -> io::Result<()> {
-        let next = {
+        let (next, zeros) = {
             let f = self.lock();
             if f.next.is_some() {
                 return Ok(());
             }
-            f.generation + 1
+            (f.generation + 1, prealloc_after(f.last_used))
         };
-        let file = create(&self.dir, next)?;
+        let file = create(&self.dir, next, zeros)?;
         sync_dir(&self.dir)?;
         let mut f = self.lock();
         if f.generation + 1 == next && f.next.is_none() {
@@ -482,11 +586,12 @@ impl Wal {
         Ok(())
     }
 
-    /// Bytes in the log's files (metrics and tests).
-    pub(super) fn disk_bytes(&self) -> io::Result<u64> {
-        let mut total = 0;
+    /// Bytes of entries in the log's files, written or buffered (tests).
+    pub(super) fn entry_bytes(&self) -> io::Result<u64> {
+        let mut total = self.lock().pending.len() as u64;
         for g in generations(&self.dir)? {
-            total += fs::metadata(self.dir.join(name(g)))?.len();
+            let found = decode(&fs::read(self.dir.join(name(g)))?);
+            total += (found.used - if found.closed { HEADER } else { 0 }) as u64;
         }
         Ok(total)
     }
@@ -504,6 +609,17 @@ mod tests {
         }
     }
 
+    /// The entries and bytes used of a file without an end marker.
+    fn decoded(bytes: &[u8]) -> (Vec<Vec<Op>>, usize) {
+        let d = decode(bytes);
+        assert!(!d.closed);
+        (d.entries, d.used)
+    }
+
+    fn file_bytes(wal: &Wal, generation: u64) -> Vec<u8> {
+        fs::read(wal.dir.join(name(generation))).unwrap()
+    }
+
     #[test]
     fn entries_round_trip_and_a_torn_or_corrupt_tail_ends_replay() {
         let a = vec![op(0, b"k1", Some(b"v1")), op(3, b"k2", None)];
@@ -511,9 +627,9 @@ mod tests {
         let mut bytes = Vec::new();
         encode(&a, &mut bytes).unwrap();
         encode(&b, &mut bytes).unwrap();
-        assert_eq!(decode(&bytes), (vec![a.clone(), b.clone()], bytes.len()));
+        assert_eq!(decoded(&bytes), (vec![a.clone(), b.clone()], bytes.len()));
         for cut in 0..bytes.len() {
-            let (got, _) = decode(&bytes[..cut]);
+            let (got, _) = decoded(&bytes[..cut]);
             assert!(
                 got.len() <= 1 && got.iter().all(|e| *e == a),
                 "cut at {cut}"
@@ -522,7 +638,7 @@ mod tests {
         let mut flipped = bytes.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 1;
-        let (got, used) = decode(&flipped);
+        let (got, used) = decoded(&flipped);
         assert_eq!(got, vec![a]);
         assert!(used < flipped.len());
     }
@@ -564,7 +680,7 @@ mod tests {
         let sum = Sha256::digest(&sha[HEADER..]);
         sha[4..HEADER].copy_from_slice(&sum[..8]);
         let both = [&sha[..], &crc[..]].concat();
-        assert_eq!(decode(&both), (vec![ops.clone(), ops], both.len()));
+        assert_eq!(decoded(&both), (vec![ops.clone(), ops], both.len()));
     }
 
     #[test]
@@ -574,7 +690,7 @@ mod tests {
         encode(&[op(1, b"a", Some(b"1"))], &mut bytes).unwrap();
         let whole = bytes.len();
         bytes.extend_from_slice(&[0; 64]);
-        let (got, used) = decode(&bytes);
+        let (got, used) = decoded(&bytes);
         assert_eq!(got.len(), 1);
         assert_eq!(used, whole);
     }
@@ -646,5 +762,106 @@ mod tests {
         drop(wal);
         let (_wal, found) = Wal::open(dir.path()).unwrap();
         assert_eq!(found.entries.len(), 3);
+    }
+
+    #[test]
+    fn entries_overwrite_zeros_written_ahead_and_a_retired_file_is_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = Wal::open(dir.path()).unwrap();
+        let first = wal.lock().generation;
+        let zeros = file_bytes(&wal, first);
+        assert_eq!(zeros.len() as u64, PREALLOC_MIN);
+        assert!(zeros.iter().all(|&b| b == 0));
+        let a = vec![op(1, b"a", Some(&[7; 3000]))];
+        wal.append(&a).unwrap();
+        wal.append(&[]).unwrap();
+        wal.sync().unwrap();
+        let bytes = file_bytes(&wal, first);
+        assert_eq!(
+            bytes.len() as u64,
+            PREALLOC_MIN,
+            "written in place, not appended"
+        );
+        let (got, used) = decoded(&bytes);
+        assert_eq!(got, vec![a.clone()], "no entry for no ops");
+        assert!(bytes[used..].iter().all(|&b| b == 0));
+
+        // The next file is sized from this one's use; the retired one gets its end marker.
+        wal.rotate().unwrap();
+        wal.prepare_next().unwrap();
+        let used_first = decode(&file_bytes(&wal, first)).used as u64;
+        let next = file_bytes(&wal, first + 2);
+        assert_eq!(next.len() as u64, prealloc_after(used_first));
+        assert_eq!(prealloc_after(10 << 20), PREALLOC_MAX);
+        let closed = decode(&file_bytes(&wal, first));
+        assert!(closed.closed);
+        assert_eq!(closed.entries, vec![a.clone()]);
+        assert_eq!(wal.entry_bytes().unwrap(), used as u64);
+
+        // (Into a file made on the rotation's path, without zeros: it grows by appends.)
+        let b = vec![op(1, b"b", Some(&[9; 100_000]))];
+        wal.append(&b).unwrap();
+        wal.sync().unwrap();
+        let used_second = file_bytes(&wal, first + 1).len() as u64;
+        assert!(prealloc_after(used_second) > PREALLOC_MIN);
+        drop(wal);
+        let (wal, found) = Wal::open(dir.path()).unwrap();
+        assert_eq!(found.entries, vec![a, b]);
+        assert!(found.torn.is_none(), "zeros after the end are no tear");
+        // Sized from what the files found held, as if this run had retired them.
+        let current = file_bytes(&wal, wal.lock().generation);
+        assert_eq!(current.len() as u64, prealloc_after(used_second));
+    }
+
+    /// Files as a crash may leave them: `files` in generation order.
+    fn replay(files: &[Vec<u8>]) -> Replay {
+        let dir = tempfile::tempdir().unwrap();
+        for (g, bytes) in files.iter().enumerate() {
+            std::fs::write(dir.path().join(name(g as u64 + 1)), bytes).unwrap();
+        }
+        let (_wal, found) = Wal::open(dir.path()).unwrap();
+        assert_eq!(
+            holds_entries(dir.path()).unwrap(),
+            !found.entries.is_empty()
+        );
+        found
+    }
+
+    #[test]
+    fn zeros_without_an_end_marker_end_the_log_unless_an_entry_follows() {
+        let (a, b) = (vec![op(1, b"a", Some(b"1"))], vec![op(1, b"b", Some(b"2"))]);
+        let entry = |ops: &[Op]| {
+            let mut v = Vec::new();
+            encode(ops, &mut v).unwrap();
+            v
+        };
+        let open = [entry(&a), vec![0; 100]].concat();
+        let closed = [entry(&a), END.to_vec(), vec![0; 100]].concat();
+
+        // The newest file's unused part, even with a prepared file of zeros behind it.
+        for files in [vec![open.clone()], vec![open.clone(), vec![0; 64], vec![]]] {
+            let found = replay(&files);
+            assert_eq!(found.entries, vec![a.clone()]);
+            assert!(found.torn.is_none());
+        }
+        // Closed: replay goes on into the next file.
+        let found = replay(&[closed, entry(&b)]);
+        assert_eq!(found.entries, vec![a.clone(), b.clone()]);
+        assert!(found.torn.is_none());
+        // Not closed, and a later file holds an entry: what the zeros stand for was lost, so
+        // nothing after them is replayed.
+        let later = [entry(&b), vec![0; 10]].concat();
+        let found = replay(&[open.clone(), vec![0; 64], later.clone()]);
+        assert_eq!(found.entries, vec![a.clone()]);
+        let torn = found.torn.unwrap();
+        assert_eq!(torn.offset, entry(&a).len());
+        assert_eq!(torn.discarded, (100 + 64 + later.len()) as u64);
+        // Anything but zeros after the last entry is a torn one.
+        let mut garbage = open;
+        *garbage.last_mut().unwrap() = 1;
+        let found = replay(&[garbage, entry(&b)]);
+        assert_eq!(found.entries, vec![a]);
+        assert!(found.torn.is_some());
+        assert!(replay(&[vec![0; 64]]).torn.is_none());
     }
 }
