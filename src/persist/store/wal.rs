@@ -7,12 +7,13 @@
 //! absolute (put this value, remove this key), so replaying a log onto a database that holds
 //! some or all of it already gives the same state: replay is idempotent.
 //!
-//! A file is written with zeros ahead of use ([`PREALLOC_MIN`]..[`PREALLOC_MAX`] bytes, half as
-//! much again as the file before it took, off the acknowledgement path) and entries overwrite
-//! the zeros in place. An append past the end of a file would make every group commit
-//! allocate the file's new pages and, on a disk, journal its new size with the data: measured
-//! on this project's machine, a 3.3 KB append plus `fdatasync` every 50 ms took 27 µs on
-//! tmpfs and ~430 µs on ext4, against 15 µs and ~330 µs into zeros written beforehand. A
+//! A file is written with zeros ahead of use, off the acknowledgement path, and entries
+//! overwrite the zeros in place: half as much again as the file before it took
+//! ([`PREALLOC_MIN`]..[`PREALLOC_MAX`] bytes), or [`PREALLOC_FIRST`] with no file before it.
+//! An append past the end of a file would make every group commit allocate the file's new
+//! pages and, on a disk, journal its new size with the data: the flush of
+//! `UPDATES=600 cargo bench --bench archive_path`, 50 ms apart, took 33 µs on tmpfs and
+//! 470 µs on ext4 appending, 21 µs and 331 µs into zeros (BENCHMARKS.md, session 18). A
 //! file the log moves on from ([`Wal::rotate`]) is closed with an end marker (payload length
 //! 0, check `[0; 4]` then `end1`), so that its zero tail is told apart from writes a crash
 //! lost.
@@ -71,6 +72,9 @@ const END: [u8; HEADER] = [0, 0, 0, 0, 0, 0, 0, 0, b'e', b'n', b'd', b'1'];
 /// into sled at 4 MiB, so a file rarely outgrows the most; one that does grows by appends).
 pub(super) const PREALLOC_MIN: u64 = 64 << 10;
 pub(super) const PREALLOC_MAX: u64 = 8 << 20;
+/// Zeros for a file with no file before it to size it by (a new log's first two): 5 s of
+/// 20 updates a second of 1 KiB objects, with room to spare.
+pub(super) const PREALLOC_FIRST: u64 = 512 << 10;
 
 fn check(payload: &[u8]) -> [u8; 8] {
     let mut c = [0u8; 8];
@@ -312,8 +316,11 @@ fn create(dir: &Path, generation: u64, zeros: u64) -> io::Result<File> {
     Ok(file)
 }
 
-/// Zeros for the file after one whose entries took `used` bytes.
+/// Zeros for the file after one whose entries took `used` bytes (0: none before it).
 fn prealloc_after(used: u64) -> u64 {
+    if used == 0 {
+        return PREALLOC_FIRST;
+    }
     (used + used / 2).clamp(PREALLOC_MIN, PREALLOC_MAX)
 }
 
@@ -770,7 +777,7 @@ mod tests {
         let (wal, _) = Wal::open(dir.path()).unwrap();
         let first = wal.lock().generation;
         let zeros = file_bytes(&wal, first);
-        assert_eq!(zeros.len() as u64, PREALLOC_MIN);
+        assert_eq!(zeros.len() as u64, PREALLOC_FIRST);
         assert!(zeros.iter().all(|&b| b == 0));
         let a = vec![op(1, b"a", Some(&[7; 3000]))];
         wal.append(&a).unwrap();
@@ -779,7 +786,7 @@ mod tests {
         let bytes = file_bytes(&wal, first);
         assert_eq!(
             bytes.len() as u64,
-            PREALLOC_MIN,
+            PREALLOC_FIRST,
             "written in place, not appended"
         );
         let (got, used) = decoded(&bytes);
@@ -793,17 +800,18 @@ mod tests {
         let next = file_bytes(&wal, first + 2);
         assert_eq!(next.len() as u64, prealloc_after(used_first));
         assert_eq!(prealloc_after(10 << 20), PREALLOC_MAX);
+        assert_eq!(prealloc_after(100), PREALLOC_MIN);
         let closed = decode(&file_bytes(&wal, first));
         assert!(closed.closed);
         assert_eq!(closed.entries, vec![a.clone()]);
         assert_eq!(wal.entry_bytes().unwrap(), used as u64);
 
         // (Into a file made on the rotation's path, without zeros: it grows by appends.)
-        let b = vec![op(1, b"b", Some(&[9; 100_000]))];
+        let b = vec![op(1, b"b", Some(&[9; 600_000]))];
         wal.append(&b).unwrap();
         wal.sync().unwrap();
         let used_second = file_bytes(&wal, first + 1).len() as u64;
-        assert!(prealloc_after(used_second) > PREALLOC_MIN);
+        assert!(prealloc_after(used_second) > PREALLOC_FIRST);
         drop(wal);
         let (wal, found) = Wal::open(dir.path()).unwrap();
         assert_eq!(found.entries, vec![a, b]);
