@@ -852,10 +852,13 @@ mod tests {
             assert_eq!(found.entries, vec![a.clone()]);
             assert!(found.torn.is_none());
         }
-        // Closed: replay goes on into the next file.
-        let found = replay(&[closed, entry(&b)]);
-        assert_eq!(found.entries, vec![a.clone(), b.clone()]);
-        assert!(found.torn.is_none());
+        // Closed, or ending at its last entry (a log from before the zeros): replay goes on
+        // into the next file.
+        for first in [closed, entry(&a)] {
+            let found = replay(&[first, entry(&b)]);
+            assert_eq!(found.entries, vec![a.clone(), b.clone()]);
+            assert!(found.torn.is_none());
+        }
         // Not closed, and a later file holds an entry: what the zeros stand for was lost, so
         // nothing after them is replayed.
         let later = [entry(&b), vec![0; 10]].concat();
