@@ -5,9 +5,10 @@
 //! (decode, address, RSA-PSS verify) and [`Archive::commit`] (the rules, the write-ahead
 //! log's append and the overlay), then the update is flushed ([`Archive::sync_now`]: the
 //! log's write and `fdatasync`, what a publish waits for before it is announced), on one
-//! thread, with no network and no pool, so the figures are the archive's own work. Run twice over fresh archives: back to back, and
-//! with a pause before each update (the paced case: 50 ms is 20 updates/s), which shows
-//! what an idle gap adds to the same work on this machine (caches and predictors gone cold).
+//! thread, with no network and no pool, so the figures are the archive's own work. Run
+//! twice over fresh archives: back to back, and with a pause before each update (the paced
+//! case: 50 ms is 20 updates/s), which shows what an idle gap adds to the same work on this
+//! machine (caches and predictors gone cold).
 //!
 //! Run: `cargo bench --bench archive_path` (env `UPDATES`, `GAP_MS`; `DISK=1` puts the
 //! archive in $TMPDIR instead of /dev/shm; `PAUSE=spin` spins through the gap instead of

@@ -325,16 +325,16 @@ impl Logged {
     /// Moves the overlay being filled into sled (see the module docs). A move that failed
     /// is retried first, whole.
     pub(super) fn move_to_sled(&self) -> Result<(), PersistError> {
-        let _one = lock(&self.moving);
-        self.move_layer()?;
+        let one = lock(&self.moving);
+        self.move_layer(&one)?;
         // The next file's zeros are written here, off every caller's path (and under
         // `moving`: no rotation meanwhile).
         self.wal.prepare_next().map_err(storage)
     }
 
     /// [`Logged::move_to_sled`] without preparing the log's next file (the last move, at
-    /// shutdown); the caller holds `moving`.
-    fn move_layer(&self) -> Result<(), PersistError> {
+    /// shutdown), under `moving`.
+    fn move_layer(&self, _moving: &std::sync::MutexGuard<'_, ()>) -> Result<(), PersistError> {
         let (retired, layer) = {
             let mut ov = self.write();
             match ov.moving_through {
@@ -436,8 +436,8 @@ impl Drop for Logged {
             error!(self.log, "write-ahead log: the last sync at shutdown failed"; "error" => %e);
         }
         let moved = {
-            let _one = lock(&self.moving);
-            self.move_layer()
+            let one = lock(&self.moving);
+            self.move_layer(&one)
         };
         if let Err(e) = moved {
             warn!(self.log, "write-ahead log: the last move into sled at shutdown failed; the next start replays the log"; "error" => %e);
