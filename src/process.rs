@@ -12,6 +12,10 @@
 //! left by a crash is recognised as stale by its free lock, and `stop` signals only a process
 //! that holds the lock, never one that happens to have reused a stale pid.
 //!
+//! Every `flock` here is a [`Flocked`], which unlocks on drop instead of leaving that to
+//! the close: a child forked by another thread meanwhile would keep a closed lock held. The
+//! write-ahead log's directory lock is one too.
+//!
 //! Owns: pid-file format (the decimal pid and a newline) and locking, signals.
 //! Calls: libc, tokio signals. Unix only.
 
@@ -61,19 +65,42 @@ pub fn is_alive(pid: i32) -> bool {
     }
 }
 
-/// `flock(fd, op | LOCK_NB)`: Ok(true) when taken, Ok(false) when someone else holds it.
-pub(crate) fn try_flock(file: &File, op: libc::c_int) -> io::Result<bool> {
-    loop {
-        // SAFETY: flock on a descriptor we own.
-        if unsafe { libc::flock(file.as_raw_fd(), op | libc::LOCK_NB) } == 0 {
-            return Ok(true);
+/// A file locked with `flock(2)`, unlocked by `LOCK_UN` when dropped.
+///
+/// Closing the descriptor is not enough: a child that any thread forks shares the
+/// descriptor's lock until it execs or exits, so a lock left to the close can outlive its
+/// holder's drop (a reopen in that window is refused as "in use"). `LOCK_UN` on any copy
+/// releases it at once.
+#[derive(Debug)]
+pub(crate) struct Flocked(File);
+
+impl Flocked {
+    /// Takes the lock (`op`: `LOCK_EX` or `LOCK_SH`) without waiting: `Err(file)` back when
+    /// someone else holds it.
+    pub(crate) fn try_new(file: File, op: libc::c_int) -> io::Result<Result<Flocked, File>> {
+        loop {
+            // SAFETY: flock on a descriptor we own.
+            if unsafe { libc::flock(file.as_raw_fd(), op | libc::LOCK_NB) } == 0 {
+                return Ok(Ok(Flocked(file)));
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EWOULDBLOCK) => return Ok(Err(file)),
+                Some(libc::EINTR) => continue,
+                _ => return Err(e),
+            }
         }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EWOULDBLOCK) => return Ok(false),
-            Some(libc::EINTR) => continue,
-            _ => return Err(e),
-        }
+    }
+
+    pub(crate) fn file(&self) -> &File {
+        &self.0
+    }
+}
+
+impl Drop for Flocked {
+    fn drop(&mut self) {
+        // SAFETY: flock on a descriptor we own. It cannot fail on an open descriptor.
+        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
     }
 }
 
@@ -105,14 +132,16 @@ pub fn running_pid(path: &Path) -> Result<Option<i32>, ProcessError> {
         path: path.to_path_buf(),
         source,
     };
-    let mut file = match File::open(path) {
+    let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_err(e)),
     };
-    if try_flock(&file, libc::LOCK_SH).map_err(io_err)? {
-        return Ok(None);
-    }
+    // A probe: a shared lock taken means nobody holds it (and it is let go at once).
+    let mut file = match Flocked::try_new(file, libc::LOCK_SH).map_err(io_err)? {
+        Ok(_) => return Ok(None),
+        Err(file) => file,
+    };
     let text = read_pid_from(&mut file).map_err(io_err)?;
     parse_pid(&text)
         .map(Some)
@@ -128,7 +157,7 @@ pub fn running_pid(path: &Path) -> Result<Option<i32>, ProcessError> {
 pub struct PidFile {
     path: PathBuf,
     /// Holds the lock: kept open for the life of the process.
-    file: File,
+    lock: Flocked,
 }
 
 impl PidFile {
@@ -145,7 +174,7 @@ impl PidFile {
         // A holder exiting between our open and our lock removes the path: try again, a
         // few times (each round needs another process to exit in that window).
         for _ in 0..8 {
-            let mut file = OpenOptions::new()
+            let file = OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create(true)
@@ -153,21 +182,19 @@ impl PidFile {
                 .mode(0o644)
                 .open(path)
                 .map_err(io_err)?;
-            if !try_flock(&file, libc::LOCK_EX).map_err(io_err)? {
-                let text = read_pid_from(&mut file).map_err(io_err)?;
-                return match parse_pid(&text) {
-                    Some(pid) => Err(ProcessError::AlreadyRunning {
-                        pid,
+            let lock = match Flocked::try_new(file, libc::LOCK_EX).map_err(io_err)? {
+                Ok(lock) => lock,
+                Err(mut file) => {
+                    let text = read_pid_from(&mut file).map_err(io_err)?;
+                    // No pid yet: a start racing ours, which it won.
+                    return Err(ProcessError::AlreadyRunning {
+                        pid: parse_pid(&text).unwrap_or(0),
                         path: path.to_path_buf(),
-                    }),
-                    // Locked, pid not written yet: a start racing ours, which it won.
-                    None => Err(ProcessError::AlreadyRunning {
-                        pid: 0,
-                        path: path.to_path_buf(),
-                    }),
-                };
-            }
-            if !still_at(&file, path).map_err(io_err)? {
+                    });
+                }
+            };
+            let mut file = lock.file();
+            if !still_at(file, path).map_err(io_err)? {
                 continue;
             }
             let me = std::process::id();
@@ -178,7 +205,7 @@ impl PidFile {
             file.sync_all().map_err(io_err)?;
             return Ok(PidFile {
                 path: path.to_path_buf(),
-                file,
+                lock,
             });
         }
         Err(io_err(io::Error::other("pid file keeps being replaced")))
@@ -192,7 +219,7 @@ impl PidFile {
 impl Drop for PidFile {
     fn drop(&mut self) {
         // Still locked here: nobody else can have taken the path over.
-        if matches!(still_at(&self.file, &self.path), Ok(true)) {
+        if matches!(still_at(self.lock.file(), &self.path), Ok(true)) {
             let _ = fs::remove_file(&self.path);
         }
     }
@@ -223,13 +250,16 @@ pub fn stop(pid_file: &Path, timeout: Duration) -> Result<Stopped, ProcessError>
         Err(e) => return Err(io_err(e)),
     };
     let text = read_pid_from(&mut file).map_err(io_err)?;
-    if try_flock(&file, libc::LOCK_EX).map_err(io_err)? {
-        // Nobody holds it. Remove it while we hold the lock (so no new holder loses it).
-        if still_at(&file, pid_file).map_err(io_err)? {
-            let _ = fs::remove_file(pid_file);
+    let mut file = match Flocked::try_new(file, libc::LOCK_EX).map_err(io_err)? {
+        Ok(lock) => {
+            // Nobody holds it. Remove it while we hold the lock (so no new holder loses it).
+            if still_at(lock.file(), pid_file).map_err(io_err)? {
+                let _ = fs::remove_file(pid_file);
+            }
+            return Ok(Stopped::WasNotRunning(parse_pid(&text)));
         }
-        return Ok(Stopped::WasNotRunning(parse_pid(&text)));
-    }
+        Err(file) => file,
+    };
     let text = read_pid_from(&mut file).map_err(io_err)?;
     let pid = parse_pid(&text).ok_or_else(|| ProcessError::BadPidFile {
         path: pid_file.to_path_buf(),
@@ -245,8 +275,9 @@ pub fn stop(pid_file: &Path, timeout: Duration) -> Result<Stopped, ProcessError>
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         // The lock is free once the process has exited (its descriptors closed).
-        if try_flock(&file, libc::LOCK_SH).map_err(io_err)? {
-            return Ok(Stopped::Exited(pid));
+        match Flocked::try_new(file, libc::LOCK_SH).map_err(io_err)? {
+            Ok(_) => return Ok(Stopped::Exited(pid)),
+            Err(f) => file = f,
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -424,6 +455,20 @@ mod tests {
         drop(pf);
         fs::write(&path, "not a pid").unwrap();
         drop(PidFile::acquire(&path).unwrap());
+    }
+
+    #[test]
+    fn a_lock_is_let_go_on_drop_even_while_a_forked_child_shares_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || File::create(dir.path().join("LOCK")).unwrap();
+        let first = Flocked::try_new(open(), libc::LOCK_EX).unwrap().unwrap();
+        // What a child forked meanwhile holds until it execs: a copy of the descriptor.
+        let copy = first.file().try_clone().unwrap();
+        assert!(Flocked::try_new(open(), libc::LOCK_SH).unwrap().is_err());
+        drop(first);
+        let second = Flocked::try_new(open(), libc::LOCK_EX).unwrap();
+        assert!(second.is_ok(), "free once the first is dropped");
+        drop(copy);
     }
 
     #[test]

@@ -581,6 +581,7 @@ mod tests {
     use super::*;
     use crate::golix::Algo;
     use crate::logging::discard;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     #[test]
     fn records_round_trip_and_reject_garbage() {
@@ -778,12 +779,23 @@ mod tests {
         let second = open("b").err().map(|e| e.to_string());
         assert!(second.is_some_and(|e| e.contains("in use")));
         drop(first);
-        // Free as soon as the drop returns, even when its mover was at work (it starts
-        // working as soon as it starts).
-        for _ in 0..300 {
-            if let Err(e) = open("b") {
-                panic!("free once the first is gone: {e}");
-            }
+        // Free as soon as the drop returns: even when its mover was at work (it starts
+        // working as soon as it starts), and even when another thread forks meanwhile (a
+        // child shares the lock's descriptor until it execs).
+        let stop = Arc::new(AtomicBool::new(false));
+        let spawner = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::process::Command::new("true").status().unwrap();
+                }
+            })
+        };
+        let reopened: Vec<_> = (0..200).map(|_| open("b").err()).collect();
+        stop.store(true, Ordering::Relaxed);
+        spawner.join().unwrap();
+        if let Some(e) = reopened.into_iter().flatten().next() {
+            panic!("free once the first is gone: {e}");
         }
     }
 

@@ -48,6 +48,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use sha2::{Digest, Sha256};
 
+use crate::process::Flocked;
+
 /// One sled operation: `value` `None` removes `key` from tree `tree`.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub(super) struct Op {
@@ -227,7 +229,7 @@ struct Files {
 pub(super) struct Wal {
     dir: PathBuf,
     /// `<dir>/LOCK`, `flock`ed for the log's life: one log per directory, in any process.
-    _lock: File,
+    _lock: Flocked,
     files: Mutex<Files>,
     /// Held across [`Wal::sync`]: a second caller could otherwise return (and acknowledge)
     /// once the current file is synced while the first still syncs the retired one.
@@ -326,7 +328,7 @@ fn prealloc_after(used: u64) -> u64 {
 
 /// Takes `<dir>/LOCK`: a second log on the same directory (another store, another process)
 /// would replay and then delete this one's files.
-fn lock_dir(dir: &Path) -> io::Result<File> {
+fn lock_dir(dir: &Path) -> io::Result<Flocked> {
     let mut o = OpenOptions::new();
     o.create(true).write(true);
     #[cfg(unix)]
@@ -335,13 +337,12 @@ fn lock_dir(dir: &Path) -> io::Result<File> {
         o.mode(0o600);
     }
     let file = o.open(dir.join("LOCK"))?;
-    if !crate::process::try_flock(&file, libc::LOCK_EX)? {
-        return Err(io::Error::new(
+    Flocked::try_new(file, libc::LOCK_EX)?.map_err(|_| {
+        io::Error::new(
             io::ErrorKind::WouldBlock,
             format!("the write-ahead log in {} is in use", dir.display()),
-        ));
-    }
-    Ok(file)
+        )
+    })
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
