@@ -12,7 +12,7 @@
 //! left by a crash is recognised as stale by its free lock, and `stop` signals only a process
 //! that holds the lock, never one that happens to have reused a stale pid.
 //!
-//! Every `flock` here is a [`Flocked`], which unlocks on drop instead of leaving that to
+//! Every `flock` here is a `Flocked`, which unlocks on drop instead of leaving that to
 //! the close: a child forked by another thread meanwhile would keep a closed lock held. The
 //! write-ahead log's directory lock is one too.
 //!

@@ -23,6 +23,7 @@
 mod logged;
 mod logged_tree;
 pub mod nats;
+mod presence;
 pub mod sled_gate;
 mod sled_store;
 pub mod spill;

@@ -14,6 +14,10 @@
 //! only then deletes the retired log files. At start, whatever the log still holds is applied
 //! to sled again (idempotent, [`super::wal`]) and flushed before anything is served.
 //!
+//! A store's reads that miss the overlay first ask a [`Presence`] filter whether sled can
+//! hold the key at all: the mover adds each layer's keys to it before its transaction, and
+//! builds it (at start, and again once it is full) under the move lock.
+//!
 //! Atomicity: a publish's operations are one log entry (replayed whole or, torn, not at all)
 //! and enter the overlay under one lock; sled only ever receives them inside a transaction.
 //!
@@ -28,7 +32,8 @@
 //! failures, then once a minute; the next round retries it whole), a poisoned log as an error
 //! (once; every later write through it fails with `storage` until the process restarts).
 //!
-//! Owns: the overlay and the mover thread. Calls: [`super::wal`], sled, the sled gate.
+//! Owns: the overlay, the filter and the mover thread. Calls: [`super::wal`],
+//! [`super::presence`], sled, the sled gate.
 //! Used by the sled store ([`super::SledStore::open_logged`]) and [`super::LoggedTree`].
 
 use std::collections::BTreeMap;
@@ -42,6 +47,7 @@ use slog::{error, warn, Logger};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{Batch, Transactional, Tree};
 
+use super::presence::Presence;
 use super::sled_gate;
 use super::wal::{Op, Wal};
 use crate::persist::PersistError;
@@ -86,11 +92,10 @@ struct Overlay {
 }
 
 impl Overlay {
-    fn lookup(&self, tree: usize, key: &[u8]) -> Option<Option<Vec<u8>>> {
+    fn lookup(&self, tree: usize, key: &[u8]) -> Option<&Option<Vec<u8>>> {
         self.active[tree]
             .get(key)
             .or_else(|| self.moving[tree].get(key))
-            .cloned()
     }
 
     /// The overlay's entries under `prefix`, newest layer winning.
@@ -117,6 +122,8 @@ pub(super) struct Logged {
     wal: Wal,
     db: sled::Db,
     trees: Vec<Tree>,
+    /// Answers "not in sled" without a descent (a store's trees; not the vault's).
+    presence: Option<Presence>,
     overlay: RwLock<Overlay>,
     /// Held across a move: one move at a time (the mover's, a test's, or the last at drop).
     moving: Mutex<()>,
@@ -172,11 +179,14 @@ fn merge(layer: &mut Layer, ops: Vec<Op>) -> usize {
 impl Logged {
     /// Opens the log at `dir` for `trees` of `db`, replays it into sled (one transaction,
     /// then a flush) and starts the mover, which moves the overlay at least every
-    /// `move_every` (at least [`MOVE_EVERY_MIN`]). Failures go to `log`.
+    /// `move_every` (at least [`MOVE_EVERY_MIN`]). With `filtered` (a length), reads that
+    /// miss the overlay first ask a [`Presence`] filter over the keys' first `filtered`
+    /// bytes, which the mover builds. Failures go to `log`.
     pub(super) fn open(
         dir: &Path,
         db: sled::Db,
         trees: Vec<Tree>,
+        filtered: Option<usize>,
         move_every: Duration,
         log: Logger,
     ) -> Result<Arc<LoggedHandle>, PersistError> {
@@ -213,6 +223,7 @@ impl Logged {
                 moving_through: None,
             }),
             trees,
+            presence: filtered.map(Presence::new),
             moving: Mutex::new(()),
             move_every: move_every.max(MOVE_EVERY_MIN),
             log,
@@ -243,12 +254,30 @@ impl Logged {
 
     /// `key` of tree `tree`: the overlay's if it has one, else sled's.
     pub(super) fn get(&self, tree: usize, key: &[u8]) -> Result<Option<sled::IVec>, PersistError> {
+        self.peek(tree, key, |v| v.map(sled::IVec::from))
+    }
+
+    /// `f` of what [`Logged::get`] would return, without copying it out of the overlay
+    /// (`f` runs under the overlay's read lock: keep it short).
+    pub(super) fn peek<R>(
+        &self,
+        tree: usize,
+        key: &[u8],
+        f: impl FnOnce(Option<&[u8]>) -> R,
+    ) -> Result<R, PersistError> {
         if let Some(v) = self.read().lookup(tree, key) {
-            return Ok(v.map(sled::IVec::from));
+            return Ok(f(v.as_deref()));
         }
         // Not in the overlay when looked: sled has it (a move clears the overlay only
-        // after its transaction).
-        Ok(self.trees[tree].get(key)?)
+        // after its transaction, and adds its keys to the filter before).
+        if self
+            .presence
+            .as_ref()
+            .is_some_and(|p| !p.may_hold(tree, key))
+        {
+            return Ok(f(None));
+        }
+        Ok(f(self.trees[tree].get(key)?.as_deref()))
     }
 
     /// The entries of tree `tree` under `prefix`, in key order, the overlay's winning.
@@ -259,9 +288,15 @@ impl Logged {
     ) -> Result<Vec<(sled::IVec, sled::IVec)>, PersistError> {
         let over = self.read().prefixed(tree, prefix);
         let mut all: BTreeMap<Vec<u8>, sled::IVec> = BTreeMap::new();
-        for kv in self.trees[tree].scan_prefix(prefix) {
-            let (k, v) = kv?;
-            all.insert(k.to_vec(), v);
+        let in_sled = self
+            .presence
+            .as_ref()
+            .map_or(true, |p| p.may_hold_prefix(tree, prefix));
+        if in_sled {
+            for kv in self.trees[tree].scan_prefix(prefix) {
+                let (k, v) = kv?;
+                all.insert(k.to_vec(), v);
+            }
         }
         for (k, v) in over {
             match v {
@@ -357,6 +392,9 @@ impl Logged {
         self.room.1.notify_all();
         // Outside the overlay's lock (a large layer takes a while): reads keep finding the
         // layer in `moving` until it is cleared below, after sled has it durably.
+        if let Some(p) = &self.presence {
+            p.add(&layer);
+        }
         apply_layer(&self.trees, &layer)?;
         drop(layer);
         sled_gate::flush(&self.db)?;
@@ -367,6 +405,18 @@ impl Logged {
             ov.moving_through = None;
         }
         Ok(())
+    }
+
+    /// (Re)builds the presence filter when it wants it, under the move lock: sled holds
+    /// still meanwhile. A drop stops it.
+    fn keep_presence(&self) {
+        let Some(p) = self.presence.as_ref().filter(|p| p.wants_build()) else {
+            return;
+        };
+        let _one = lock(&self.moving);
+        if let Err(e) = p.build(&self.trees, || lock(&self.signal.0).stop) {
+            warn!(self.log, "write-ahead log: building the filter of sled's keys failed; reads go to sled until a later round builds it"; "error" => %e);
+        }
     }
 
     /// How long the mover may sleep: until the overlay being filled is due, a retry of a
@@ -391,6 +441,12 @@ impl Logged {
             || ov
                 .active_since
                 .is_some_and(|t| t.elapsed() >= self.move_every)
+    }
+
+    /// Whether the presence filter is built and within its capacity (tests).
+    #[cfg(test)]
+    pub(super) fn filter_built(&self) -> bool {
+        self.presence.as_ref().is_some_and(|p| !p.wants_build())
     }
 
     /// Bytes of entries in the log (tests).
@@ -491,7 +547,10 @@ fn run_mover(logged: Weak<Logged>, signal: Arc<(Mutex<Signal>, Condvar)>, period
     let mut report = Reporter::default();
     loop {
         // Not holding the log while waiting: its drop stops this thread.
-        let Some(mut wait) = logged.upgrade().map(|l| l.next_wait(period)) else {
+        let Some(mut wait) = logged.upgrade().map(|l| {
+            l.keep_presence();
+            l.next_wait(period)
+        }) else {
             return;
         };
         if report.failing() {

@@ -39,7 +39,7 @@ impl LoggedTree {
         log: Logger,
     ) -> Result<LoggedTree, PersistError> {
         let tree = db.open_tree(name)?;
-        let logged = Logged::open(wal, db.clone(), vec![tree], move_every, log)?;
+        let logged = Logged::open(wal, db.clone(), vec![tree], None, move_every, log)?;
         Ok(LoggedTree {
             logged,
             name: Arc::from(name),
