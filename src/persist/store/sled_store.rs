@@ -345,12 +345,8 @@ impl SledStore {
 
     /// Whether the object stored under `key` is a pointer to a spilled file.
     fn is_spilled(&self, key: &[u8]) -> Result<bool, PersistError> {
-        let spilled = |v: Option<&[u8]>| v.is_some_and(spill::is_pointer);
-        match &self.log {
-            // Not copied out of the overlay: a removal asks this of every object it removes.
-            Some(log) => log.peek(OBJECTS, key, spilled),
-            None => Ok(spilled(self.objects.get(key)?.as_deref())),
-        }
+        // Not copied out of the overlay: a removal asks this of every object it removes.
+        self.peek(OBJECTS, key, |v| v.is_some_and(spill::is_pointer))
     }
 
     /// Bytes in the write-ahead log's files (0 without one; tests).
@@ -369,10 +365,17 @@ impl SledStore {
         ]
     }
 
-    fn get(&self, tree: usize, key: &[u8]) -> Result<Option<sled::IVec>, PersistError> {
+    /// `f` of the value of `key` in tree `tree`, read in place (through the log's overlay
+    /// when there is one): nothing is copied that `f` does not copy.
+    fn peek<R>(
+        &self,
+        tree: usize,
+        key: &[u8],
+        f: impl FnOnce(Option<&[u8]>) -> R,
+    ) -> Result<R, PersistError> {
         match &self.log {
-            Some(log) => log.get(tree, key),
-            None => Ok(self.trees()[tree].get(key)?),
+            Some(log) => log.peek(tree, key, f),
+            None => Ok(f(self.trees()[tree].get(key)?.as_deref())),
         }
     }
 
@@ -420,21 +423,25 @@ impl SledStore {
 
 impl Store for SledStore {
     fn object(&self, ghid: &Ghid) -> Result<Option<Bytes>, PersistError> {
-        let Some(v) = self.get(OBJECTS, ghid.as_bytes())? else {
-            return Ok(None);
-        };
-        match &self.spill {
-            Some(spill) if spill::is_pointer(&v) => spill
-                .read(&hex::encode(ghid.as_bytes()), &v)
+        // The bytes, or a spilled object's pointer (its file is read outside the overlay's
+        // lock).
+        let found = self.peek(OBJECTS, ghid.as_bytes(), |v| {
+            v.map(|v| match &self.spill {
+                Some(_) if spill::is_pointer(v) => Err(v.to_vec()),
+                _ => Ok(Bytes::copy_from_slice(v)),
+            })
+        })?;
+        match (found, &self.spill) {
+            (Some(Err(pointer)), Some(spill)) => spill
+                .read(&hex::encode(ghid.as_bytes()), &pointer)
                 .map(|b| Some(Bytes::from(b)))
                 .map_err(io_error),
-            _ => Ok(Some(Bytes::copy_from_slice(&v))),
+            (found, _) => Ok(found.map(|f| f.unwrap_or_else(Bytes::from))),
         }
     }
 
     fn record(&self, ghid: &Ghid) -> Result<Option<Record>, PersistError> {
-        self.get(RECORDS, ghid.as_bytes())?
-            .map(|v| decode_record(&v))
+        self.peek(RECORDS, ghid.as_bytes(), |v| v.map(decode_record))?
             .transpose()
     }
 
@@ -465,7 +472,7 @@ impl Store for SledStore {
     }
 
     fn is_collected(&self, ghid: &Ghid) -> Result<bool, PersistError> {
-        Ok(self.get(COLLECTED, ghid.as_bytes())?.is_some())
+        self.peek(COLLECTED, ghid.as_bytes(), |v| v.is_some())
     }
 
     fn apply(&self, w: &WriteSet) -> Result<(), PersistError> {
