@@ -166,14 +166,15 @@ impl Presence {
 mod tests {
     use super::*;
 
+    fn temporary_db() -> (tempfile::TempDir, sled::Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        (dir, db)
+    }
+
     #[test]
     fn absent_is_exact_and_maybe_is_rare() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new()
-            .temporary(true)
-            .path(dir.path())
-            .open()
-            .unwrap();
+        let (_dir, db) = temporary_db();
         let trees = [db.open_tree("a").unwrap(), db.open_tree("b").unwrap()];
         let p = Presence::new(4);
         assert!(p.may_hold(0, b"anything"), "nothing known before the build");
@@ -203,7 +204,7 @@ mod tests {
             .count();
         assert!(
             absent < 1000,
-            "{absent} of 200,000 absent keys came back as maybe"
+            "{absent} of 100,000 absent keys (asked of both trees) came back as maybe"
         );
 
         // Added before a write: found at once.
@@ -219,12 +220,7 @@ mod tests {
 
     #[test]
     fn a_filter_that_took_more_than_its_capacity_wants_a_build() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new()
-            .temporary(true)
-            .path(dir.path())
-            .open()
-            .unwrap();
+        let (_dir, db) = temporary_db();
         let trees = [db.open_tree("a").unwrap()];
         let p = Presence::new(8);
         p.build(&trees, || false).unwrap();
