@@ -96,21 +96,17 @@ impl Presence {
             .hash_one((tree, &key[..key.len().min(self.prefix)]))
     }
 
-    fn maybe(&self, tree: usize, key: &[u8]) -> bool {
+    /// Whether sled may hold `key` of `tree` (false: it does not).
+    pub(super) fn may_hold(&self, tree: usize, key: &[u8]) -> bool {
         let bloom = self.bloom.read().unwrap_or_else(|e| e.into_inner());
         bloom
             .as_ref()
             .map_or(true, |b| b.contains(self.hash(tree, key)))
     }
 
-    /// Whether sled may hold `key` of `tree` (false: it does not).
-    pub(super) fn may_hold(&self, tree: usize, key: &[u8]) -> bool {
-        self.maybe(tree, key)
-    }
-
     /// Whether sled may hold a key of `tree` under `prefix` (false: it holds none).
     pub(super) fn may_hold_prefix(&self, tree: usize, prefix: &[u8]) -> bool {
-        prefix.len() < self.prefix || self.maybe(tree, prefix)
+        prefix.len() < self.prefix || self.may_hold(tree, prefix)
     }
 
     /// Adds the keys about to be written to sled (`Some` values of each tree's entries).
