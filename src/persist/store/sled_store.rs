@@ -423,20 +423,17 @@ impl SledStore {
 
 impl Store for SledStore {
     fn object(&self, ghid: &Ghid) -> Result<Option<Bytes>, PersistError> {
-        // The bytes, or a spilled object's pointer (its file is read outside the overlay's
+        // The value, and whether it points at a spilled file (read outside the overlay's
         // lock).
         let found = self.peek(OBJECTS, ghid.as_bytes(), |v| {
-            v.map(|v| match &self.spill {
-                Some(_) if spill::is_pointer(v) => Err(v.to_vec()),
-                _ => Ok(Bytes::copy_from_slice(v)),
-            })
+            v.map(|v| (spill::is_pointer(v), Bytes::copy_from_slice(v)))
         })?;
         match (found, &self.spill) {
-            (Some(Err(pointer)), Some(spill)) => spill
+            (Some((true, pointer)), Some(spill)) => spill
                 .read(&hex::encode(ghid.as_bytes()), &pointer)
                 .map(|b| Some(Bytes::from(b)))
                 .map_err(io_error),
-            (found, _) => Ok(found.map(|f| f.unwrap_or_else(Bytes::from))),
+            (found, _) => Ok(found.map(|(_, v)| v)),
         }
     }
 
