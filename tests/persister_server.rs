@@ -467,6 +467,47 @@ async fn a_long_pipeline_applies_and_answers_every_publish() {
     r.stop().await.unwrap();
 }
 
+/// Frames (each with its container) that arrive alone or two together, about a
+/// millisecond apart: each may find the pipeline empty while the announcer still holds the
+/// ones before it (the reader then checks and applies it itself, and announces it itself
+/// only once the announcer has nothing in hand). Every publish is answered and the
+/// subscriber sees the frames in order.
+#[actix_rt::test]
+async fn publishes_alone_and_in_bursts_are_announced_in_order() {
+    let Subscribed {
+        r,
+        up,
+        sub: _sub,
+        mut sub_rx,
+        frames,
+        containers,
+        _up_rx,
+    } = subscribed(&common::fixture(1), 60).await;
+    let objects: Vec<(Vec<u8>, Vec<u8>)> = frames
+        .iter()
+        .zip(&containers)
+        .map(|(f, c)| (f.encode(), c.encode()))
+        .collect();
+    let up = &up;
+    let sends = objects.iter().enumerate().map(|(i, (f, c))| async move {
+        // 0, 0, 1, 2, 2, 3, 4, 4, … ms: polled in order, so sent in order.
+        tokio::time::sleep(Duration::from_millis(i as u64 * 2 / 3)).await;
+        futures_util::future::join(up.publish(f), up.publish(c)).await
+    });
+    let acks = tokio::time::timeout(
+        Duration::from_secs(60),
+        futures_util::future::join_all(sends),
+    )
+    .await
+    .expect("every publish answered");
+    for (i, (f, c)) in acks.into_iter().enumerate() {
+        assert_eq!(f.unwrap().ghid, frames[i].frame, "frame {i}");
+        assert_eq!(c.unwrap().ghid, containers[i].ghid, "container {i}");
+    }
+    frames_in_order_until(&mut sub_rx, frames[59].counter).await;
+    r.stop().await.unwrap();
+}
+
 /// `publish_all` (what a daemon's drain sends a frame and its container with) puts every
 /// request on the wire in order before awaiting a reply, and answers each one: a container
 /// is only taken after its binding, so the order shows in the answers.

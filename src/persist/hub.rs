@@ -493,6 +493,14 @@ struct Frame {
     bytes: Bytes,
 }
 
+/// A run of one subscription's consecutive notifications and the subscribers it goes to
+/// ([`Hub::fanout`]).
+struct Round {
+    subscription: Ghid,
+    targets: Vec<Arc<SendQueue>>,
+    frames: Vec<Frame>,
+}
+
 /// What [`SendQueue::deliver`] did with a round's frames.
 #[derive(Default)]
 struct Delivered {
@@ -1207,38 +1215,76 @@ impl Hub {
     /// given. Sockets are written without the subscription lock: (un)subscribing never
     /// waits for a fanout's sends.
     pub fn fanout(&self, notifications: &[Notification], exclude: Option<ConnId>) -> usize {
-        let mut rounds: Vec<(Ghid, Vec<Arc<SendQueue>>, Vec<Frame>)> = Vec::new();
-        {
-            let subs = self.read();
-            for n in notifications {
-                let Some(targets) = subs.get(&n.subscription) else {
-                    continue;
-                };
-                if targets.len() <= usize::from(exclude.is_some_and(|e| targets.contains_key(&e))) {
-                    continue;
-                }
-                let frame = Frame {
-                    key: slot_key(&n.subscription, &n.object),
-                    bytes: notify_frame(&n.subscription, &n.object),
-                };
-                match rounds.last_mut() {
-                    Some((g, _, frames)) if *g == n.subscription => frames.push(frame),
-                    _ => {
-                        let to = targets
-                            .iter()
-                            .filter(|(id, _)| Some(**id) != exclude)
-                            .map(|(_, o)| o.clone())
-                            .collect();
-                        rounds.push((n.subscription, to, vec![frame]));
+        let rounds = self.rounds(notifications, exclude, usize::MAX);
+        rounds.map_or(0, |r| self.deliver(&r))
+    }
+
+    /// [`Hub::fanout`] if it reaches at most `max_targets` subscribers in all (counted per
+    /// round); else `None`, and nothing is sent.
+    pub fn fanout_within(
+        &self,
+        notifications: &[Notification],
+        exclude: Option<ConnId>,
+        max_targets: usize,
+    ) -> Option<usize> {
+        let rounds = self.rounds(notifications, exclude, max_targets)?;
+        Some(self.deliver(&rounds))
+    }
+
+    /// The rounds of a fanout: each notification encoded once, each run of one
+    /// subscription's notifications with the subscribers it goes to; `None` as soon as
+    /// they would reach more than `max_targets` subscribers in all.
+    fn rounds(
+        &self,
+        notifications: &[Notification],
+        exclude: Option<ConnId>,
+        max_targets: usize,
+    ) -> Option<Vec<Round>> {
+        let mut rounds: Vec<Round> = Vec::new();
+        let mut reached = 0usize;
+        let subs = self.read();
+        for n in notifications {
+            let Some(targets) = subs.get(&n.subscription) else {
+                continue;
+            };
+            let excluded = usize::from(exclude.is_some_and(|e| targets.contains_key(&e)));
+            if targets.len() <= excluded {
+                continue;
+            }
+            let frame = Frame {
+                key: slot_key(&n.subscription, &n.object),
+                bytes: notify_frame(&n.subscription, &n.object),
+            };
+            match rounds.last_mut() {
+                Some(r) if r.subscription == n.subscription => r.frames.push(frame),
+                _ => {
+                    reached += targets.len() - excluded;
+                    if reached > max_targets {
+                        return None;
                     }
+                    let targets = targets
+                        .iter()
+                        .filter(|(id, _)| Some(**id) != exclude)
+                        .map(|(_, o)| o.clone())
+                        .collect();
+                    rounds.push(Round {
+                        subscription: n.subscription,
+                        targets,
+                        frames: vec![frame],
+                    });
                 }
             }
         }
+        Some(rounds)
+    }
+
+    /// Sends the rounds, in order, and counts what happened.
+    fn deliver(&self, rounds: &[Round]) -> usize {
         let (mut delivered, mut coalesced, mut dropped, mut encoded) = (0, 0, 0, 0);
-        for (_, targets, frames) in &rounds {
-            encoded += frames.len() as u64;
-            for o in targets {
-                let d = o.deliver(frames);
+        for r in rounds {
+            encoded += r.frames.len() as u64;
+            for o in &r.targets {
+                let d = o.deliver(&r.frames);
                 delivered += d.delivered as u64;
                 coalesced += d.coalesced as u64;
                 dropped += u64::from(d.overflow);
@@ -1430,6 +1476,28 @@ mod tests {
         let b = drain(subs[2].outbox()).await;
         assert_eq!(a[0].as_ptr(), b[0].as_ptr(), "same buffer, encoded once");
         assert_eq!(hub.stats().encoded, 1);
+    }
+
+    /// A fanout within a bound sends everything or nothing: the uploader is not counted,
+    /// and the subscribers of every round are.
+    #[tokio::test]
+    async fn a_fanout_within_a_bound_sends_all_or_nothing() {
+        let hub = Hub::new(msgs(16), 8);
+        let (one, two) = (g(), g());
+        let subs: Vec<Subscriber> = (0..4).map(|_| hub.connect()).collect();
+        for s in &subs[..3] {
+            s.subscribe(one).unwrap();
+        }
+        subs[3].subscribe(two).unwrap();
+        let notes = [note(one, frame_bytes(1)), note(two, frame_bytes(2))];
+        let me = Some(subs[0].id());
+        assert_eq!(hub.fanout_within(&notes, me, 2), None);
+        assert!(subs.iter().all(|s| s.outbox().is_empty()), "nothing sent");
+        assert_eq!(hub.fanout_within(&notes, me, 3), Some(3));
+        assert!(subs[0].outbox().is_empty(), "the uploader is not notified");
+        for s in &subs[1..] {
+            assert_eq!(drain(s.outbox()).await.len(), 1);
+        }
     }
 
     #[tokio::test]

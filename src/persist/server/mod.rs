@@ -4,9 +4,11 @@
 //! (`session`, envelope in [`super::wire`], fanout through [`super::hub`]) and the
 //! cache-friendly HTTP read path (`GET /`, `GET`/`HEAD /o/{ghid}`, in `http`), optionally
 //! over TLS (rustls). Signature verification runs on a verify pool ([`WorkPool`]) sized to the
-//! cores, never on the event loops; announcements (fanout and acks of durable publishes) run
-//! on one fanout thread (an actix arbiter), and plain-TCP websockets are written by us, not
-//! by actix's dispatcher (`direct`, the one place actix is bypassed).
+//! cores; announcements (fanout and acks of durable publishes) run on one fanout thread (an
+//! actix arbiter, `announce`), and plain-TCP websockets are written by us, not by actix's
+//! dispatcher (`direct`, the one place actix is bypassed). The exception, for latency: a
+//! lone small publish is checked, applied and announced by its connection's reader on the
+//! event loop (`session`), each thread hop costing more than the work it hands on.
 //!
 //! [`start`] binds and returns a [`Running`] server (tests start it on `127.0.0.1:0` and read
 //! the port from [`Running::local_addr`]); [`run`] is what the binary calls: start, announce,
@@ -24,6 +26,7 @@
 //! lifecycle. Calls: [`super::Archive`], [`super::hub`], [`super::wire`], [`super::store`],
 //! [`crate::config`], [`crate::net`].
 
+mod announce;
 mod cluster;
 mod direct;
 mod disk;
@@ -363,7 +366,7 @@ pub(crate) struct Shared {
     log: Logger,
     /// Flips to `true` when the server stops; sessions then close with "going away".
     shutdown: watch::Receiver<bool>,
-    /// The fanout thread, where each connection's announcer runs (`session::announce`).
+    /// The fanout thread, where each connection's announcer runs (`announce`).
     fanout: actix_rt::ArbiterHandle,
     /// The link to the other front-ends (cluster store only).
     cluster: Option<Arc<cluster::Cluster>>,

@@ -30,7 +30,9 @@ use rmpv::Value;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use crate::persist::store::Sender;
-use crate::persist::{Archive, Checked, FlushStart, PersistError, Published, SyncWait};
+use crate::persist::{
+    Archive, Checked, FlushStart, Notification, PersistError, Published, SyncWait,
+};
 
 /// Between one publish and the next: whether the next is in the pipeline yet, the
 /// durability the first handed to it, and the next one's commit while it waits for the first.
@@ -65,6 +67,13 @@ pub(super) struct Tail {
 }
 
 impl Tail {
+    /// Whether no publish is in the pipeline (every one that entered it is applied).
+    pub(super) fn is_empty(&mut self) -> bool {
+        self.applied.as_mut().map_or(true, |a| {
+            !matches!(a.try_recv(), Err(oneshot::error::TryRecvError::Empty))
+        })
+    }
+
     /// Waits until every publish that entered the pipeline is applied.
     pub(super) async fn applied(&mut self) {
         if let Some(rx) = self.applied.take() {
@@ -241,6 +250,8 @@ enum Stage {
     Applying(oneshot::Receiver<Applied>),
     /// Applied; waits for the group commit that covers it.
     Syncing(Option<Published>, Durable),
+    /// Durable (or refused): the outcome, until taken.
+    Done(Option<Result<Published, PersistError>>),
 }
 
 impl Pending {
@@ -280,13 +291,37 @@ impl Pending {
                     Err(_) => return Poll::Ready(Err(gone())),
                 },
                 Stage::Syncing(published, Durable::Own(wait)) => {
-                    ready!(Pin::new(wait).poll(cx))?;
-                    let p = published
-                        .take()
-                        .ok_or_else(|| PersistError::Storage("publish announced twice".into()))?;
-                    return Poll::Ready(Ok(p));
+                    let r = ready!(Pin::new(wait).poll(cx)).and_then(|()| {
+                        published
+                            .take()
+                            .ok_or_else(|| PersistError::Storage("publish announced twice".into()))
+                    });
+                    self.stage = Stage::Done(Some(r));
+                }
+                Stage::Done(r) => {
+                    return Poll::Ready(r.take().unwrap_or_else(|| {
+                        Err(PersistError::Storage("publish announced twice".into()))
+                    }))
                 }
             }
+        }
+    }
+
+    /// Whether the outcome is known, without taking it (see [`Pending::notifications`]).
+    pub(super) fn is_ready(&mut self) -> bool {
+        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+        // Advance as far as possible; a ready outcome is put back for the taker.
+        if let Poll::Ready(r) = self.poll_outcome(&mut cx) {
+            self.stage = Stage::Done(Some(r));
+        }
+        matches!(self.stage, Stage::Done(Some(_)))
+    }
+
+    /// The notifications of a publish that is durable ([`Pending::is_ready`]); none else.
+    pub(super) fn notifications(&self) -> &[Notification] {
+        match &self.stage {
+            Stage::Done(Some(Ok(p))) => &p.notifications,
+            _ => &[],
         }
     }
 

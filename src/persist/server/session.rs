@@ -24,12 +24,17 @@
 //!   without a hop back to this one; its fanout happens then too, never to the uploader, and
 //!   fanouts and replies of one connection's publishes leave in publish order (the publishes
 //!   one group commit made durable are announced together: their fanouts in one hub call,
-//!   then their replies; under load an announcement also waits, at most [`MAX_HOLD`], for the
+//!   then their replies; under load an announcement also waits, at most [`announce::MAX_HOLD`], for the
 //!   publishes right behind it, see `announce`). The announcer hears of a publish once the
 //!   requests read with it have been taken in (`Conn::unsent`). Up to `max_in_flight` publishes per
 //!   connection are in the pipeline at once, and at most `inbound_bytes_total` bytes of
 //!   publishes across connections (`crate::persist::budget`): a publish that does not fit waits, and
 //!   its connection is not read meanwhile.
+//! - A publish of at most [`INLINE_MAX`] that finds the pipeline empty is checked and applied
+//!   on this thread instead ([`Conn::inline`]; sled only), once the requests read with it are
+//!   taken in; those are checked on the pool meanwhile, on a thread kept off this core
+//!   ([`WorkPool::submit_beside`]). Once durable it is announced from here too when the
+//!   announcer has nothing in hand and the round is small ([`announce::announce_ready`]).
 //! - Reads run inline with sled, on the verify pool with the cluster store (network round
 //!   trips must not stall the event loop's other sessions).
 //! - Unknown ops, bad args and malformed envelopes get an error reply; the session goes on.
@@ -41,13 +46,13 @@
 //!
 //! Owns: per-connection state (subscriptions via [`hub::Subscriber`], in-flight bound).
 //! Calls: [`Archive`], [`Hub`], [`wire`], [`wsframe`], the verify pool ([`WorkPool`]), [`super::pipeline`]
-//! (the publish pipeline), [`super::direct`] (the socket's writer on plain TCP), actix-ws
+//! (the publish pipeline), [`super::announce`] (fanout and acks), [`super::direct`] (the socket's writer on plain TCP), actix-ws
 //! (its frame decoder, for the read side only).
 //!
 //! [`WorkPool`]: crate::work_pool::WorkPool
+//! [`WorkPool::submit_beside`]: crate::work_pool::WorkPool::submit_beside
 
 use std::collections::VecDeque;
-use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -60,15 +65,16 @@ use bytes::Bytes;
 use futures_util::{FutureExt, Stream};
 use rmpv::Value;
 use slog::{debug, info, trace, warn};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::Semaphore;
 
+use super::announce::{self, Announcer};
 use super::guard::{FrameGuard, Oversize};
 use super::pipeline::{self, Pending};
 use super::{direct, disk, Shared};
 use crate::golix::{auth, Ghid, Object, Policy, SecondParty};
 use crate::persist::hub::{self, CloseKind, Next, SendQueue};
 use crate::persist::store::Sender;
-use crate::persist::wire::{self, args, codes, PublishAck};
+use crate::persist::wire::{self, args, codes};
 use crate::persist::{wsframe, PersistError};
 
 /// How often the session pings the peer (at most).
@@ -81,14 +87,12 @@ pub const CLOSE_GRACE: Duration = Duration::from_secs(3);
 const WRITE_BATCH: usize = 64;
 /// The shortest heartbeat period, whatever the idle timeout.
 const MIN_TICK: Duration = Duration::from_millis(100);
-/// Longest an announcement waits for the publishes behind it to become durable too (see
-/// `announce`): bounds what the batching adds to a publish's latency under load.
-pub const MAX_HOLD: Duration = Duration::from_millis(2);
-/// The resolution of tokio's timer: a shorter hold is none.
-const TIMER_TICK: Duration = Duration::from_millis(1);
 /// Publishes read back to back that the announcer hears of together at most (`Conn::unsent`):
 /// under a flood of requests it still hears of them every few.
 const HAND_OVER_AT: usize = 8;
+/// Largest publish this thread checks and applies itself when the pipeline is empty
+/// (`Conn::inline`): the check hashes the whole object, so a big one goes to the pool.
+const INLINE_MAX: usize = 64 * 1024;
 
 /// `GET /ws`: upgrade and spawn the session.
 pub(super) async fn route(
@@ -237,13 +241,22 @@ struct Conn {
     challenge: Option<[u8; 32]>,
     /// Who this connection's GARQs are counted against (set by a successful `auth`).
     sender: Sender,
+    /// This connection as its announcements' source.
+    publisher: Arc<announce::Publisher>,
     /// Announces durable publishes (fanout, then ack) in publish order; see [`announce`].
-    announcer: Option<mpsc::UnboundedSender<Pending>>,
+    announcer: Option<Announcer>,
     /// Publishes on the pool that the announcer has not been told of yet. They are handed
     /// over once no further request has been read already ([`Conn::hand_over`]): telling it
     /// wakes the fanout thread, which would take this thread's core before the publish
     /// behind (a binding's container) reaches the pool. At most [`HAND_OVER_AT`].
     unsent: Vec<Pending>,
+    /// The job of a publish that reached an empty pipeline, run on this thread rather than
+    /// on the pool, once the requests read with it are taken in ([`Conn::hand_over`]).
+    /// Why: a pool thread woken for it costs tens of microseconds before it starts, on a
+    /// core where the publish is cold; here it is warm, and the publishes read behind it (a
+    /// binding's container) are checked on the pool meanwhile. With sled only: a cluster
+    /// store's commit waits on the network.
+    inline: Option<Box<dyn FnOnce() + Send>>,
     /// The connection's publish pipeline (every other request waits until it is applied).
     tail: pipeline::Tail,
 }
@@ -258,7 +271,14 @@ async fn run(
     let log = shared.log.new(slog::o!("conn" => sub.id(), "peer" => peer));
     debug!(log, "websocket open");
     let outbox = sub.outbox().clone();
+    let publisher = Arc::new(announce::Publisher {
+        shared: shared.clone(),
+        outbox: outbox.clone(),
+        me: sub.id(),
+        log: log.clone(),
+    });
     let mut conn = Conn {
+        publisher,
         in_flight: Arc::new(Semaphore::new(shared.limits.max_in_flight.max(1))),
         shared,
         sub,
@@ -269,6 +289,7 @@ async fn run(
         sender: Sender::Anonymous,
         announcer: None,
         unsent: Vec::new(),
+        inline: None,
         tail: pipeline::Tail::default(),
     };
     let end = conn.read_loop(&mut stream, &oversize).await;
@@ -683,6 +704,10 @@ impl Conn {
                 b
             }
         };
+        let inline = self.inline.is_none()
+            && self.shared.cluster.is_none()
+            && object.len() <= INLINE_MAX
+            && self.tail.is_empty();
         // Pipelined (`pipeline`): the next request is read at once.
         let (job, applying) = pipeline::job(
             &mut self.tail,
@@ -690,150 +715,49 @@ impl Conn {
             object,
             self.sender,
         );
-        match self.shared.pool.submit(job).await {
+        if inline {
+            self.inline = Some(Box::new(job));
+            return self.unsent.push(Pending::new(applying, id, permit, bytes));
+        }
+        // Behind a publish kept for this thread: checked on another core meanwhile.
+        let pool = &self.shared.pool;
+        let queued = if self.inline.is_some() {
+            pool.submit_beside(job).await
+        } else {
+            pool.submit(job).await
+        };
+        match queued {
             Ok(_ran) => self.unsent.push(Pending::new(applying, id, permit, bytes)),
             Err(_) => self.reply_err(&id, codes::UNAVAILABLE, "shutting down"),
         }
     }
 
-    /// Tells the announcer of the publishes in [`Conn::unsent`], in order.
+    /// Runs the publish kept for this thread ([`Conn::inline`]), announces here what is
+    /// durable already if the announcer has nothing in hand ([`announce::announce_ready`]),
+    /// then hands the rest of [`Conn::unsent`] to the announcer, in order. Called before
+    /// anything that may wait for the pipeline, which includes that publish.
     fn hand_over(&mut self) {
+        if let Some(job) = self.inline.take() {
+            job();
+        }
         if self.unsent.is_empty() {
             return;
         }
-        // Taken out and put back: the buffer is reused, not allocated per batch.
-        let mut unsent = std::mem::take(&mut self.unsent);
-        for pending in unsent.drain(..) {
-            if let Err(mpsc::error::SendError(d)) = self.announcer().send(pending) {
-                // The announcer only ends with the connection; answer anyway.
+        if self.announcer.as_ref().map_or(true, Announcer::is_idle) {
+            announce::announce_ready(&self.publisher, &mut self.unsent);
+        }
+        if self.unsent.is_empty() {
+            return;
+        }
+        let unsent = std::mem::take(&mut self.unsent);
+        let publisher = &self.publisher;
+        let announcer = self
+            .announcer
+            .get_or_insert_with(|| Announcer::start(publisher.clone()));
+        if let Err(unsent) = announcer.hand(unsent) {
+            // The announcer only ends with the connection; answer anyway.
+            for d in unsent {
                 self.reply_err(&d.id, codes::UNAVAILABLE, "shutting down");
-            }
-        }
-        self.unsent = unsent;
-    }
-
-    /// The connection's announcer (started at its first publish, on the fanout thread).
-    fn announcer(&mut self) -> &mpsc::UnboundedSender<Pending> {
-        self.announcer.get_or_insert_with(|| {
-            let (tx, rx) = mpsc::unbounded_channel();
-            let task = announce(
-                self.shared.clone(),
-                self.outbox.clone(),
-                self.sub.id(),
-                self.log.clone(),
-                rx,
-            );
-            // On the fanout thread; if it is gone (stopping), the sender fails and the
-            // publish is answered `unavailable`.
-            self.shared.fanout.spawn(task);
-            tx
-        })
-    }
-}
-
-/// Announces one connection's publishes once durable, in publish order: every publish that
-/// the same group commit made durable goes to the hub in one [`hub::Hub::fanout`] call (so a
-/// write-through subscriber gets them in one `send`), then their acks (or errors) follow, in
-/// order.
-///
-/// Under load the announcer also holds a round for the publishes right behind it: when the
-/// next one is already in the pipeline but not yet durable, the round waits for it, at most
-/// [`MAX_HOLD`] and at most as long as the last round took (a round that reached no
-/// subscriber, or took under a millisecond, the timer's resolution, holds nothing), then
-/// takes whatever became durable meanwhile. A subscriber's `send` costs several times more than the frame it
-/// carries (measured for issue 17, BENCHMARKS.md), so k updates in one round cost each
-/// subscriber about one send instead of k; a lone publish (nothing behind it) is never held.
-async fn announce(
-    shared: Arc<Shared>,
-    outbox: Arc<SendQueue>,
-    me: hub::ConnId,
-    log: slog::Logger,
-    mut rx: mpsc::UnboundedReceiver<Pending>,
-) {
-    let mut carried: Option<Pending> = None;
-    let mut notes = Vec::new();
-    let mut last_round = Duration::ZERO;
-    loop {
-        let mut first = match carried.take() {
-            Some(d) => d,
-            None => match rx.recv().await {
-                Some(d) => d,
-                None => return,
-            },
-        };
-        let outcome = poll_fn(|cx| first.poll_outcome(cx)).await;
-        let mut batch = vec![(first, outcome)];
-        // tokio's timer rounds a deadline up to its next millisecond: a hold shorter than
-        // that would wait about a millisecond anyway, so it is no hold at all.
-        let hold = Some(last_round.min(MAX_HOLD)).filter(|h| *h >= TIMER_TICK);
-        let hold_until = hold.map(|h| tokio::time::Instant::now() + h);
-        loop {
-            // Whatever is durable already joins this announcement.
-            while carried.is_none() {
-                let Ok(mut d) = rx.try_recv() else {
-                    break;
-                };
-                match d.try_outcome() {
-                    Some(r) => batch.push((d, r)),
-                    None => carried = Some(d),
-                }
-            }
-            // The first that is not: wait for it while the hold lasts, else it starts the
-            // next announcement.
-            let Some(until) = hold_until else {
-                break;
-            };
-            let Some(mut next) = carried.take() else {
-                break;
-            };
-            let waited = poll_fn(|cx| next.poll_outcome(cx));
-            match tokio::time::timeout_at(until, waited).await {
-                Ok(r) => batch.push((next, r)),
-                Err(_) => {
-                    carried = Some(next);
-                    break;
-                }
-            }
-        }
-        notes.clear();
-        for (_, r) in &batch {
-            if let Ok(p) = r {
-                notes.extend(p.notifications.iter().cloned());
-            }
-        }
-        // Only a round that reached subscribers is worth holding the next one for.
-        last_round = Duration::ZERO;
-        if !notes.is_empty() {
-            let started = Instant::now();
-            if shared.hub.fanout(&notes, Some(me)) > 0 {
-                last_round = started.elapsed();
-            }
-            if let Some(c) = &shared.cluster {
-                c.announce(&notes);
-            }
-        }
-        for (d, r) in batch {
-            match r {
-                Ok(p) => {
-                    let ack = PublishAck {
-                        ghid: p.ghid,
-                        kind: p.kind.as_str().to_owned(),
-                        new: p.new,
-                    };
-                    outbox.push_reply(wsframe::binary(&wire::encode_ok(&d.id, ack)));
-                }
-                Err(e) => {
-                    if matches!(e, PersistError::Storage(_) | PersistError::Unavailable(_)) {
-                        warn!(log, "publish not stored"; "error" => %e);
-                    } else {
-                        debug!(log, "publish refused"; "code" => e.code(), "error" => %e);
-                    }
-                    outbox.push_reply(wsframe::binary(&wire::encode_err(
-                        &d.id,
-                        e.code(),
-                        e.to_string(),
-                    )));
-                }
             }
         }
     }
