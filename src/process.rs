@@ -385,35 +385,16 @@ pub fn allowed_cpus() -> Vec<usize> {
 }
 
 /// Binds the calling thread to `cpu` (`sched_setaffinity`); whether it worked.
+#[cfg(target_os = "linux")]
 pub fn pin_current_thread(cpu: usize) -> bool {
-    set_thread_cpus(0, &[cpu])
-}
-
-/// Lets thread `tid` (0: the calling one) run on `cpus` only (`sched_setaffinity`);
-/// whether it worked.
-#[cfg(target_os = "linux")]
-pub fn set_thread_cpus(tid: i32, cpus: &[usize]) -> bool {
-    // SAFETY: as in `allowed_cpus`; every cpu set is below CPU_SETSIZE.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    for &cpu in cpus.iter().filter(|&&c| c < libc::CPU_SETSIZE as usize) {
-        unsafe { libc::CPU_SET(cpu, &mut set) };
+    if cpu >= libc::CPU_SETSIZE as usize {
+        return false;
     }
+    // SAFETY: as in `allowed_cpus`; `cpu` is below CPU_SETSIZE.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    unsafe { libc::CPU_SET(cpu, &mut set) };
     let size = std::mem::size_of::<libc::cpu_set_t>();
-    unsafe { libc::sched_setaffinity(tid, size, &set) == 0 }
-}
-
-/// The calling thread's id (`gettid`).
-#[cfg(target_os = "linux")]
-pub fn current_tid() -> i32 {
-    // SAFETY: no arguments, cannot fail.
-    unsafe { libc::gettid() }
-}
-
-/// The core the calling thread runs on now (`sched_getcpu`, from the vDSO), if known.
-#[cfg(target_os = "linux")]
-pub fn current_cpu() -> Option<usize> {
-    // SAFETY: no arguments.
-    usize::try_from(unsafe { libc::sched_getcpu() }).ok()
+    unsafe { libc::sched_setaffinity(0, size, &set) == 0 }
 }
 
 /// Off Linux: not known (nothing is bound).
@@ -424,20 +405,8 @@ pub fn allowed_cpus() -> Vec<usize> {
 
 /// Off Linux: threads are not bound.
 #[cfg(not(target_os = "linux"))]
-pub fn set_thread_cpus(_tid: i32, _cpus: &[usize]) -> bool {
+pub fn pin_current_thread(_cpu: usize) -> bool {
     false
-}
-
-/// Off Linux: no thread ids.
-#[cfg(not(target_os = "linux"))]
-pub fn current_tid() -> i32 {
-    0
-}
-
-/// Off Linux: not known.
-#[cfg(not(target_os = "linux"))]
-pub fn current_cpu() -> Option<usize> {
-    None
 }
 
 #[cfg(test)]

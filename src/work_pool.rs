@@ -12,12 +12,10 @@
 //! quarter to half of the updates in the fanout harness's traces; BENCHMARKS.md). Bound,
 //! a thread waits for its core while another process runs there.
 //!
-//! One queue under one lock; idle threads park, each on its own: a job wakes exactly one
-//! idle thread, chosen by the submitter (a thread switch costs tens of microseconds in the
-//! VMs we measure on, and a job is a few hundred; the previous design, idle threads queued
-//! on a lock in front of a channel, woke a second thread per job only to put it back to
-//! sleep). Knowing which thread it wakes, a submitter that goes on working can keep that
-//! thread off its own core ([`WorkPool::submit_beside`]).
+//! One queue under one lock, one condition variable: a job wakes exactly one idle thread
+//! (a thread switch costs tens of microseconds in the VMs we measure on, and a job is a
+//! few hundred; the previous design, idle threads queued on a lock in front of a channel,
+//! woke a second thread per job only to put it back to sleep).
 //!
 //! A pool of long jobs ([`WorkPool::chained`]: the daemon's signatures, milliseconds each)
 //! chains its wake-ups instead: a submitter wakes an idle thread only if none is waking
@@ -35,13 +33,9 @@
 //! [`Archive::publish`]: crate::persist::Archive::publish
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::Thread;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use tokio::sync::{oneshot, Semaphore};
-
-use crate::process;
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
@@ -52,55 +46,30 @@ const QUEUE: usize = 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolClosed;
 
-/// One of the pool's threads, as those who wake it see it.
-struct Worker {
-    thread: Thread,
-    /// Its kernel thread id (for `sched_setaffinity`).
-    tid: i32,
-    /// Set by whoever took it off the sleepers (then unparks it).
-    woken: AtomicBool,
-    /// Kept off its waker's core ([`WorkPool::submit_beside`]) until its job is done.
-    steered: AtomicBool,
-}
-
-impl Worker {
-    fn wake(&self) {
-        self.woken.store(true, Ordering::Release);
-        self.thread.unpark();
-    }
-}
-
 #[derive(Default)]
 struct Queue {
     jobs: VecDeque<Job>,
     closed: bool,
-    /// Threads waiting for a job, the last to go idle last.
-    sleepers: Vec<Arc<Worker>>,
+    /// Threads waiting for a job.
+    idle: usize,
     /// A thread has been woken and has not taken the lock since: the next wake-up is its.
     waking: bool,
 }
 
 impl Queue {
-    /// The thread to wake now, taken off the sleepers; chained (module docs): only if
-    /// none is waking already.
-    fn wake_one(&mut self, chained: bool) -> Option<Arc<Worker>> {
-        if self.jobs.is_empty() || (chained && self.waking) {
-            return None;
-        }
-        // The last to go idle: its caches are the warmest.
-        let w = self.sleepers.pop()?;
-        self.waking = true;
-        Some(w)
+    /// Whether a thread should be woken now (it is then counted as waking).
+    fn wake_one(&mut self) -> bool {
+        let wake = !self.jobs.is_empty() && self.idle > 0 && !self.waking;
+        self.waking |= wake;
+        wake
     }
 }
 
 struct Shared {
     /// Whether wake-ups are chained (module docs).
     chained: bool,
-    /// The cores [`WorkPool::submit_beside`] may send a thread to: those the process may
-    /// use, none when the threads are bound.
-    steer_to: Vec<usize>,
     queue: Mutex<Queue>,
+    ready: Condvar,
     /// Free places in the queue: a submitter waits here (asynchronously) when it is full.
     room: Semaphore,
 }
@@ -111,15 +80,15 @@ impl Shared {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn next(&self, me: &Arc<Worker>) -> Option<Job> {
+    fn next(&self) -> Option<Job> {
         let mut q = self.lock();
         loop {
             if let Some(job) = q.jobs.pop_front() {
                 // The chain (module docs): this thread runs, so the next one lands elsewhere.
-                let next = if self.chained { q.wake_one(true) } else { None };
+                let wake = self.chained && q.wake_one();
                 drop(q);
-                if let Some(w) = next {
-                    w.wake();
+                if wake {
+                    self.ready.notify_one();
                 }
                 self.room.add_permits(1);
                 return Some(job);
@@ -127,49 +96,12 @@ impl Shared {
             if q.closed {
                 return None;
             }
-            me.woken.store(false, Ordering::Relaxed);
-            q.sleepers.push(me.clone());
-            drop(q);
-            // `park` may return spuriously; only a waker sets `woken`.
-            while !me.woken.load(Ordering::Acquire) {
-                std::thread::park();
-            }
-            q = self.lock();
-            // The wake-up in flight has landed: whoever takes a job next passes the chain on.
+            q.idle += 1;
+            q = self.ready.wait(q).unwrap_or_else(|e| e.into_inner());
+            q.idle -= 1;
+            // Woken (or spuriously awake): either way the wake-up in flight has landed, and
+            // whoever takes a job next passes the chain on.
             q.waking = false;
-        }
-    }
-
-    /// Queues `job` and wakes a thread for it, kept off the caller's core if `beside`.
-    /// Why by affinity: the scheduler of the VMs we measure on placed a woken thread on its
-    /// waker's core even when the thread had gone idle on the other one, idle still.
-    fn push(&self, job: Job, beside: bool) {
-        let mut q = self.lock();
-        q.jobs.push_back(job);
-        let w = q.wake_one(self.chained);
-        drop(q);
-        if let Some(w) = w {
-            if beside {
-                self.steer(&w);
-            }
-            w.wake();
-        }
-    }
-
-    /// Lets `w` run anywhere but on the calling thread's core, until its job is done
-    /// (a system call, ~15 µs in the traces).
-    fn steer(&self, w: &Worker) {
-        let Some(here) = process::current_cpu() else {
-            return;
-        };
-        let elsewhere: Vec<usize> = self
-            .steer_to
-            .iter()
-            .copied()
-            .filter(|&c| c != here)
-            .collect();
-        if !elsewhere.is_empty() && process::set_thread_cpus(w.tid, &elsewhere) {
-            w.steered.store(true, Ordering::Release);
         }
     }
 }
@@ -185,15 +117,9 @@ struct Closer(Arc<Shared>);
 
 impl Drop for Closer {
     fn drop(&mut self) {
-        let sleepers = {
-            let mut q = self.0.lock();
-            q.closed = true;
-            std::mem::take(&mut q.sleepers)
-        };
+        self.0.lock().closed = true;
         self.0.room.close();
-        for w in sleepers {
-            w.wake();
-        }
+        self.0.ready.notify_all();
     }
 }
 
@@ -221,7 +147,7 @@ impl WorkPool {
     /// where the kernel refuses, or where the cores usable are fewer than those allowed (a
     /// CPU quota): binding would then crowd the threads onto some cores.
     pub fn per_core(name: &str) -> std::io::Result<WorkPool> {
-        let cpus = process::allowed_cpus();
+        let cpus = crate::process::allowed_cpus();
         let bind = if cpus.len() == cores() {
             &cpus[..]
         } else {
@@ -240,12 +166,8 @@ impl WorkPool {
         let n = if threads == 0 { cores() } else { threads };
         let shared = Arc::new(Shared {
             chained,
-            steer_to: if cpus.is_empty() {
-                process::allowed_cpus()
-            } else {
-                Vec::new()
-            },
             queue: Mutex::new(Queue::default()),
+            ready: Condvar::new(),
             room: Semaphore::new(QUEUE),
         });
         // First: should a thread fail to start, the ones started already are told to exit.
@@ -258,23 +180,12 @@ impl WorkPool {
                 .name(format!("{name}-{i}"))
                 .spawn(move || {
                     if let Some(cpu) = cpu {
-                        process::pin_current_thread(cpu);
+                        crate::process::pin_current_thread(cpu);
                     }
-                    let home = process::allowed_cpus();
-                    let me = Arc::new(Worker {
-                        thread: std::thread::current(),
-                        tid: process::current_tid(),
-                        woken: AtomicBool::new(false),
-                        steered: AtomicBool::new(false),
-                    });
-                    while let Some(job) = shared.next(&me) {
+                    while let Some(job) = shared.next() {
                         // A panicking job (reported by the panic hook) drops its result
                         // channel, so its caller gets an error; the thread goes on.
                         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
-                        // Off the job's path: every core it may use is its own again.
-                        if me.steered.swap(false, Ordering::AcqRel) {
-                            process::set_thread_cpus(0, &home);
-                        }
                     }
                 })?;
         }
@@ -301,28 +212,6 @@ impl WorkPool {
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,
     {
-        self.queue(f, false).await
-    }
-
-    /// As [`WorkPool::submit`], for a caller that goes on with work of its own on this
-    /// core: the thread woken for `f` is kept off this core until `f` is done, so that the
-    /// two run side by side. Left to itself, the scheduler of the VMs we measure on mostly
-    /// woke it on the caller's core, where it took the core from the caller and the two
-    /// ran one after the other while the other core stayed idle (BENCHMARKS.md, "Session
-    /// 20").
-    pub async fn submit_beside<F, R>(&self, f: F) -> Result<oneshot::Receiver<R>, PoolClosed>
-    where
-        F: FnOnce() -> R + Send + 'static,
-        R: Send + 'static,
-    {
-        self.queue(f, true).await
-    }
-
-    async fn queue<F, R>(&self, f: F, beside: bool) -> Result<oneshot::Receiver<R>, PoolClosed>
-    where
-        F: FnOnce() -> R + Send + 'static,
-        R: Send + 'static,
-    {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move || {
             let _ = tx.send(f());
@@ -335,7 +224,13 @@ impl WorkPool {
             .map_err(|_| PoolClosed)?
             .forget();
         // Not closed: `self` keeps the `Closer` alive.
-        self.shared.push(job, beside);
+        let mut q = self.shared.lock();
+        q.jobs.push_back(job);
+        let wake = !self.shared.chained || q.wake_one();
+        drop(q);
+        if wake {
+            self.shared.ready.notify_one();
+        }
         Ok(rx)
     }
 }
@@ -417,46 +312,6 @@ mod tests {
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
         }
-    }
-
-    /// A job submitted beside its caller, for which a thread is woken, runs off the caller's
-    /// core, and only that job: the thread may use every core again afterwards.
-    #[test]
-    fn a_job_submitted_beside_runs_off_the_callers_core() {
-        let cpus = process::allowed_cpus();
-        if cpus.len() < 2 {
-            eprintln!("one core only: nothing to steer");
-            return;
-        }
-        // Started here, so that its thread may use every core.
-        let pool = WorkPool::new(1, "test-pool").unwrap();
-        // A thread of its own, bound to the first core, so that "the caller's core" is known.
-        std::thread::spawn(move || {
-            assert!(process::pin_current_thread(cpus[0]));
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .build()
-                .unwrap();
-            for _ in 0..20 {
-                // A thread woken for the job is steered; one still running takes it as is.
-                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-                while pool.shared.lock().sleepers.is_empty() {
-                    assert!(
-                        std::time::Instant::now() < deadline,
-                        "the thread never idles"
-                    );
-                    std::thread::sleep(std::time::Duration::from_millis(1));
-                }
-                let job = || (process::current_cpu(), process::allowed_cpus());
-                let done = rt.block_on(pool.submit_beside(job)).unwrap();
-                let (ran_on, allowed) = rt.block_on(done).unwrap();
-                assert_ne!(ran_on, Some(cpus[0]));
-                assert!(!allowed.contains(&cpus[0]), "{allowed:?}");
-                let after = rt.block_on(pool.run(process::allowed_cpus)).unwrap();
-                assert_eq!(after, cpus, "the next job may run anywhere");
-            }
-        })
-        .join()
-        .unwrap();
     }
 
     #[tokio::test]

@@ -9,11 +9,11 @@
 //! Two places announce, never both for the same connection at once:
 //! - the connection's **announcer**, a task on the fanout thread ([`Announcer`]), which
 //!   waits for outcomes and durability, and holds a round under load (see [`MAX_HOLD`]);
-//! - the **reader** itself ([`announce_ready`]), right after it applied a publish on its
+//! - the **reader** itself ([`announce_ready`]), right after it applied publishes on its
 //!   own thread, when the announcer has nothing in hand and the round is small
 //!   ([`DIRECT_TARGETS`]). Why: waking the fanout thread costs more than a small round,
 //!   and on a core the woken thread shares with its waker it takes the core at once: in
-//!   the traces of issue 17 (BENCHMARKS.md, "Session 20") the notification left 100–190 µs
+//!   the traces of issue 17 (BENCHMARKS.md, "Session 20") the notification left 100–230 µs
 //!   after the flush that made it durable, most of it two wake-ups of the fanout thread.
 //!
 //! Owns: the announcer task and its handle. Calls: [`Hub`], the cluster link, the

@@ -30,11 +30,11 @@
 //!   connection are in the pipeline at once, and at most `inbound_bytes_total` bytes of
 //!   publishes across connections (`crate::persist::budget`): a publish that does not fit waits, and
 //!   its connection is not read meanwhile.
-//! - A publish of at most [`INLINE_MAX`] that finds the pipeline empty is checked and applied
-//!   on this thread instead ([`Conn::inline`]; sled only), once the requests read with it are
-//!   taken in; those are checked on the pool meanwhile, on a thread kept off this core
-//!   ([`WorkPool::submit_beside`]). Once durable it is announced from here too when the
-//!   announcer has nothing in hand and the round is small ([`announce::announce_ready`]).
+//! - A publish of at most [`INLINE_MAX`] that finds the pipeline empty, and the one read
+//!   right behind it (a frame's container), are checked and applied on this thread instead
+//!   ([`Conn::inline`]; sled only), once the requests read with them are taken in. Once
+//!   durable they are announced from here too when the announcer has nothing in hand and
+//!   the round is small ([`announce::announce_ready`]).
 //! - Reads run inline with sled, on the verify pool with the cluster store (network round
 //!   trips must not stall the event loop's other sessions).
 //! - Unknown ops, bad args and malformed envelopes get an error reply; the session goes on.
@@ -50,7 +50,6 @@
 //! (its frame decoder, for the read side only).
 //!
 //! [`WorkPool`]: crate::work_pool::WorkPool
-//! [`WorkPool::submit_beside`]: crate::work_pool::WorkPool::submit_beside
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -90,9 +89,12 @@ const MIN_TICK: Duration = Duration::from_millis(100);
 /// Publishes read back to back that the announcer hears of together at most (`Conn::unsent`):
 /// under a flood of requests it still hears of them every few.
 const HAND_OVER_AT: usize = 8;
-/// Largest publish this thread checks and applies itself when the pipeline is empty
-/// (`Conn::inline`): the check hashes the whole object, so a big one goes to the pool.
+/// Largest publish this thread checks and applies itself (`Conn::inline`): the check
+/// hashes the whole object, so a big one goes to the pool.
 const INLINE_MAX: usize = 64 * 1024;
+/// Most publishes this thread checks and applies itself at a time (`Conn::inline`): a
+/// frame and its container.
+const INLINE_AT_ONCE: usize = 2;
 
 /// `GET /ws`: upgrade and spawn the session.
 pub(super) async fn route(
@@ -250,13 +252,15 @@ struct Conn {
     /// wakes the fanout thread, which would take this thread's core before the publish
     /// behind (a binding's container) reaches the pool. At most [`HAND_OVER_AT`].
     unsent: Vec<Pending>,
-    /// The job of a publish that reached an empty pipeline, run on this thread rather than
-    /// on the pool, once the requests read with it are taken in ([`Conn::hand_over`]).
-    /// Why: a pool thread woken for it costs tens of microseconds before it starts, on a
-    /// core where the publish is cold; here it is warm, and the publishes read behind it (a
-    /// binding's container) are checked on the pool meanwhile. With sled only: a cluster
-    /// store's commit waits on the network.
-    inline: Option<Box<dyn FnOnce() + Send>>,
+    /// The jobs of a publish that reached an empty pipeline and of the one read right
+    /// behind it (at most [`INLINE_AT_ONCE`]), run in order on this thread rather than on
+    /// the pool, once the requests read with them are taken in ([`Conn::hand_over`]).
+    /// Why: a pool thread woken for each costs tens of microseconds before it starts, on a
+    /// core where the publish is cold, and the scheduler of the VMs we measure on mostly
+    /// woke it on this core anyway, where it took the core from this thread
+    /// (BENCHMARKS.md, "Session 20"). With sled only: a cluster store's commit waits on
+    /// the network.
+    inline: Vec<Box<dyn FnOnce() + Send>>,
     /// The connection's publish pipeline (every other request waits until it is applied).
     tail: pipeline::Tail,
 }
@@ -289,7 +293,7 @@ async fn run(
         sender: Sender::Anonymous,
         announcer: None,
         unsent: Vec::new(),
-        inline: None,
+        inline: Vec::new(),
         tail: pipeline::Tail::default(),
     };
     let end = conn.read_loop(&mut stream, &oversize).await;
@@ -704,10 +708,12 @@ impl Conn {
                 b
             }
         };
-        let inline = self.inline.is_none()
-            && self.shared.cluster.is_none()
+        let inline = self.shared.cluster.is_none()
             && object.len() <= INLINE_MAX
-            && self.tail.is_empty();
+            && match self.inline.len() {
+                0 => self.tail.is_empty(),
+                n => n < INLINE_AT_ONCE,
+            };
         // Pipelined (`pipeline`): the next request is read at once.
         let (job, applying) = pipeline::job(
             &mut self.tail,
@@ -716,28 +722,21 @@ impl Conn {
             self.sender,
         );
         if inline {
-            self.inline = Some(Box::new(job));
+            self.inline.push(Box::new(job));
             return self.unsent.push(Pending::new(applying, id, permit, bytes));
         }
-        // Behind a publish kept for this thread: checked on another core meanwhile.
-        let pool = &self.shared.pool;
-        let queued = if self.inline.is_some() {
-            pool.submit_beside(job).await
-        } else {
-            pool.submit(job).await
-        };
-        match queued {
+        match self.shared.pool.submit(job).await {
             Ok(_ran) => self.unsent.push(Pending::new(applying, id, permit, bytes)),
             Err(_) => self.reply_err(&id, codes::UNAVAILABLE, "shutting down"),
         }
     }
 
-    /// Runs the publish kept for this thread ([`Conn::inline`]), announces here what is
+    /// Runs the publishes kept for this thread ([`Conn::inline`]), announces here what is
     /// durable already if the announcer has nothing in hand ([`announce::announce_ready`]),
     /// then hands the rest of [`Conn::unsent`] to the announcer, in order. Called before
-    /// anything that may wait for the pipeline, which includes that publish.
+    /// anything that may wait for the pipeline, which includes those publishes.
     fn hand_over(&mut self) {
-        if let Some(job) = self.inline.take() {
+        for job in std::mem::take(&mut self.inline) {
             job();
         }
         if self.unsent.is_empty() {
