@@ -474,21 +474,14 @@ async fn a_long_pipeline_applies_and_answers_every_publish() {
 /// subscriber sees the frames in order.
 #[actix_rt::test]
 async fn publishes_alone_and_in_bursts_are_announced_in_order() {
-    let Subscribed {
-        r,
-        up,
-        sub: _sub,
-        mut sub_rx,
-        frames,
-        containers,
-        _up_rx,
-    } = subscribed(&common::fixture(1), 60).await;
+    let mut s = subscribed(&common::fixture(1), 60).await;
+    let (frames, containers) = (&s.frames, &s.containers);
     let objects: Vec<(Vec<u8>, Vec<u8>)> = frames
         .iter()
-        .zip(&containers)
+        .zip(containers)
         .map(|(f, c)| (f.encode(), c.encode()))
         .collect();
-    let up = &up;
+    let up = &s.up;
     let sends = objects.iter().enumerate().map(|(i, (f, c))| async move {
         // 0, 0, 1, 2, 2, 3, 4, 4, … ms: polled in order, so sent in order.
         tokio::time::sleep(Duration::from_millis(i as u64 * 2 / 3)).await;
@@ -504,8 +497,8 @@ async fn publishes_alone_and_in_bursts_are_announced_in_order() {
         assert_eq!(f.unwrap().ghid, frames[i].frame, "frame {i}");
         assert_eq!(c.unwrap().ghid, containers[i].ghid, "container {i}");
     }
-    frames_in_order_until(&mut sub_rx, frames[59].counter).await;
-    r.stop().await.unwrap();
+    frames_in_order_until(&mut s.sub_rx, frames[59].counter).await;
+    s.r.stop().await.unwrap();
 }
 
 /// `publish_all` (what a daemon's drain sends a frame and its container with) puts every
