@@ -309,9 +309,8 @@ impl Pending {
 
     /// Whether the outcome is known, without taking it (see [`Pending::notifications`]).
     pub(super) fn is_ready(&mut self) -> bool {
-        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
         // Advance as far as possible; a ready outcome is put back for the taker.
-        if let Poll::Ready(r) = self.poll_outcome(&mut cx) {
+        if let Some(r) = self.try_outcome() {
             self.stage = Stage::Done(Some(r));
         }
         matches!(self.stage, Stage::Done(Some(_)))
