@@ -17,7 +17,8 @@
 //!   listening sockets. Shared by both
 //!   binaries; call nothing above `golix`.
 //! - `work_pool`: a fixed pool of named threads for CPU-bound jobs (the persister's verify
-//!   pool, the daemon's signing pool). Calls nothing of ours.
+//!   pool, the daemon's signing pool, the persister's fanout helpers). Calls nothing of ours.
+//! - `hint`: CPU hints (prefetch). Calls nothing of ours.
 //! - `testdata`: where the test vectors live (`tests/vectors/golix/`), for tests and benches.
 //! - `inspect`: `hgxd inspect`, decode-and-verify of `.ghid` files. Calls `golix`.
 //! - `hgxd`: the daemon process (config, password, account, daemon + app endpoint, signals).
@@ -29,6 +30,7 @@ pub mod actors;
 pub mod config;
 pub mod golix;
 pub mod hgxd;
+pub mod hint;
 pub mod inspect;
 pub mod ipc;
 pub mod logging;

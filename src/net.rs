@@ -147,6 +147,12 @@ impl ConnSocket {
         self.with_fd(|fd| SockRef::from(&fd).send_vectored_with_flags(bufs, libc::MSG_NOSIGNAL))
     }
 
+    /// Starts loading what [`ConnSocket::send_vectored`] reads first (the descriptor's lock),
+    /// so that a send a little later does not wait on memory ([`crate::hint`]).
+    pub fn warm(&self) {
+        crate::hint::prefetch(Arc::as_ptr(&self.shared), std::mem::size_of::<Borrowed>());
+    }
+
     /// A second descriptor for the socket, for as long as the caller needs one (to wait for
     /// writability in a reactor that already has the first).
     pub fn duplicate(&self) -> io::Result<OwnedFd> {

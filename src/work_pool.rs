@@ -127,6 +127,7 @@ impl Drop for Closer {
 #[derive(Clone)]
 pub struct WorkPool {
     shared: Arc<Shared>,
+    threads: usize,
     _closer: Arc<Closer>,
 }
 
@@ -192,7 +193,13 @@ impl WorkPool {
         Ok(WorkPool {
             _closer: closer,
             shared,
+            threads: n,
         })
+    }
+
+    /// Number of threads.
+    pub fn threads(&self) -> usize {
+        self.threads
     }
 
     /// Runs `f` on a pool thread and returns its result.
@@ -223,6 +230,27 @@ impl WorkPool {
             .await
             .map_err(|_| PoolClosed)?
             .forget();
+        self.enqueue(job);
+        Ok(rx)
+    }
+
+    /// Queues `f` from synchronous code, if there is room now; else gives it back (for the
+    /// caller to run itself). Nothing reports its end: `f` does that if it needs to.
+    pub fn try_submit<F>(&self, f: F) -> Result<(), F>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        // Given back by the thread that takes the job, as in `submit`.
+        match self.shared.room.try_acquire() {
+            Ok(place) => place.forget(),
+            Err(_) => return Err(f),
+        }
+        self.enqueue(Box::new(f));
+        Ok(())
+    }
+
+    /// Puts a job (its queue place taken) in the queue and wakes a thread for it.
+    fn enqueue(&self, job: Job) {
         // Not closed: `self` keeps the `Closer` alive.
         let mut q = self.shared.lock();
         q.jobs.push_back(job);
@@ -231,7 +259,6 @@ impl WorkPool {
         if wake {
             self.shared.ready.notify_one();
         }
-        Ok(rx)
     }
 }
 
@@ -251,6 +278,29 @@ mod tests {
             results.iter().map(|r| r.unwrap()).sum::<i32>(),
             (0..50).map(|i| i * 2).sum::<i32>()
         );
+    }
+
+    /// `try_submit` runs a job on a pool thread, and gives it back when the queue is full.
+    #[test]
+    fn try_submit_queues_while_there_is_room() {
+        let pool = WorkPool::new(1, "test-pool").unwrap();
+        let (hold, held) = std::sync::mpsc::channel::<()>();
+        let (ran, done) = std::sync::mpsc::channel();
+        let here = std::thread::current().id();
+        // The only thread waits until released; the queue then fills.
+        let job = move || {
+            let _ = held.recv();
+            let _ = ran.send(std::thread::current().id());
+        };
+        assert!(pool.try_submit(job).is_ok());
+        let mut queued = 0;
+        while pool.try_submit(|| ()).is_ok() {
+            queued += 1;
+            assert!(queued <= QUEUE, "the queue is bounded");
+        }
+        assert!(queued >= QUEUE - 1, "room for a whole queue: {queued}");
+        drop(hold);
+        assert_ne!(done.recv().unwrap(), here);
     }
 
     /// Each thread bound to its own core, or (under a CPU quota) none bound.

@@ -33,8 +33,14 @@
 //! while `blocked`, waiting for writability, and hands the socket back once the queue is
 //! empty); from then on notifications queue and coalesce as above, so every bound holds.
 //!
+//! Large rounds: with helper threads ([`Hub::send_with`]), a round reaching hundreds of
+//! subscribers is cut into parts sent side by side, the caller waiting for all of them
+//! before the next round (so the order per connection holds). Every delivery fetches the
+//! next subscribers' memory ahead of its own send ([`crate::hint`]).
+//!
 //! Owns: the subscription map, the connections' send queues, fanout counters. Calls: [`super::wire`] (notify
-//! encoding), [`super::wsframe`], and `golix` (to key GDXX notifications by their target).
+//! encoding), [`super::wsframe`], `golix` (to key GDXX notifications by their target),
+//! [`crate::work_pool`] (the helpers) and [`crate::hint`].
 //! Sans-IO apart from task wakeups and the [`DirectSink`] it is handed; the websocket
 //! session in [`super::server`] drives it.
 
@@ -45,7 +51,7 @@ use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::io::{self, IoSlice};
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -56,6 +62,18 @@ use tokio::sync::Notify;
 use super::Notification;
 use super::{wire, wsframe};
 use crate::golix::{Ghid, Object, Policy};
+use crate::work_pool::WorkPool;
+
+/// How many subscribers ahead [`Hub::fanout`] starts fetching a send queue while it lists a
+/// round's subscribers.
+const WARM_AHEAD: usize = 4;
+
+/// A fanout round reaching at least this many subscribers is sent in parts side by side,
+/// when the hub has helper threads ([`Hub::send_with`]).
+const SPLIT_AT: usize = 256;
+
+/// Subscribers per part of a split round, at least: a part is worth a thread's wake-up.
+const PART_MIN: usize = 128;
 
 /// Identifies one connection inside the hub.
 pub type ConnId = u64;
@@ -200,6 +218,10 @@ pub trait DirectSink: Send + Sync {
     /// Sends what the socket takes of `frames` now, in order, without blocking: the bytes
     /// taken (`WouldBlock` when none).
     fn send(&self, frames: &[IoSlice<'_>]) -> io::Result<usize>;
+
+    /// Starts loading what `send` reads first ([`crate::hint::prefetch`]); a fanout calls
+    /// it one delivery ahead.
+    fn warm(&self) {}
 }
 
 /// Outcome of queueing a notification.
@@ -363,6 +385,21 @@ pub struct SendQueue {
     abort_signal: Notify,
     budget: Budget,
     counters: Arc<Counters>,
+    /// The write-through target as first set, read without the lock only to warm the cache
+    /// ahead of a delivery ([`SendQueue::warm`]); `state.direct` decides where frames go.
+    sink: OnceLock<Arc<dyn DirectSink>>,
+}
+
+/// How far a fanout has warmed a subscriber's memory (see [`Hub::deliver`]): each stage
+/// reads what the stage before it brought into the cache.
+#[derive(Clone, Copy)]
+enum Warm {
+    /// The send queue itself (its lock, state and reference count).
+    Queue,
+    /// The socket object the send queue's sink points to.
+    Sink,
+    /// What the socket reads first when sending.
+    Socket,
 }
 
 impl SendQueueState {
@@ -512,6 +549,78 @@ struct Delivered {
     overflow: bool,
 }
 
+/// What a fanout's deliveries did, added up.
+#[derive(Clone, Copy, Default)]
+struct Tally {
+    delivered: u64,
+    coalesced: u64,
+    /// Connections aborted as too slow.
+    dropped: u64,
+}
+
+impl std::ops::AddAssign for Tally {
+    fn add_assign(&mut self, o: Tally) {
+        self.delivered += o.delivered;
+        self.coalesced += o.coalesced;
+        self.dropped += o.dropped;
+    }
+}
+
+/// Sends `frames` to each of `targets`, in order.
+///
+/// Each send waits for the kernel; meanwhile the CPU fetches the next subscribers' memory,
+/// a chain of three pointers (send queue -> sink -> socket), one link per delivery ahead
+/// (each link is read from the one before, fetched a delivery earlier). Without it each
+/// delivery of a large round waited on three cache misses: a sixth of the fanout thread's
+/// time at N = 1000 (BENCHMARKS.md, "Session 21").
+fn send_part(targets: &[Arc<SendQueue>], frames: &[Frame]) -> Tally {
+    let mut tally = Tally::default();
+    for (i, o) in targets.iter().enumerate() {
+        for (ahead, stage) in [(3, Warm::Queue), (2, Warm::Sink), (1, Warm::Socket)] {
+            if let Some(q) = targets.get(i + ahead) {
+                q.warm(stage);
+            }
+        }
+        let d = o.deliver(frames);
+        tally.delivered += d.delivered as u64;
+        tally.coalesced += d.coalesced as u64;
+        tally.dropped += u64::from(d.overflow);
+    }
+    tally
+}
+
+/// Sends a large round in parts side by side: all but the first on `pool`'s threads (or on
+/// this one, should the pool have no room), the first here. Returns once every part is
+/// sent, so rounds still reach each connection in order, and a fanout still returns with
+/// everything sent or queued.
+fn send_split(pool: &WorkPool, round: Round) -> Tally {
+    let parts = (pool.threads() + 1)
+        .min(round.targets.len() / PART_MIN)
+        .max(1);
+    let targets: Arc<[Arc<SendQueue>]> = round.targets.into();
+    let frames: Arc<[Frame]> = round.frames.into();
+    let size = targets.len().div_ceil(parts);
+    let (tx, rx) = std::sync::mpsc::channel();
+    for k in 1..parts {
+        let (targets, frames, tx) = (targets.clone(), frames.clone(), tx.clone());
+        let part = k * size..((k + 1) * size).min(targets.len());
+        let job = move || {
+            let _ = tx.send(send_part(&targets[part], &frames));
+        };
+        if let Err(job) = pool.try_submit(job) {
+            job();
+        }
+    }
+    drop(tx);
+    let mut tally = send_part(&targets[..size.min(targets.len())], &frames);
+    // Ends once every part's sender is gone: each sends its tally first (a part that
+    // panicked, reported by the panic hook, adds nothing).
+    for part in rx {
+        tally += part;
+    }
+    tally
+}
+
 /// What [`SendQueueState::enqueue`] did.
 enum Enqueued {
     New,
@@ -583,6 +692,30 @@ impl SendQueue {
                 ..budget
             },
             counters,
+            sink: OnceLock::new(),
+        }
+    }
+
+    /// Starts loading one stage of what a delivery to this queue reads ([`Warm`]).
+    fn warm(self: &Arc<SendQueue>, stage: Warm) {
+        match stage {
+            // From the reference count (two words before the value) to the end.
+            Warm::Queue => crate::hint::prefetch(
+                Arc::as_ptr(self)
+                    .cast::<u8>()
+                    .wrapping_sub(2 * std::mem::size_of::<usize>()),
+                std::mem::size_of::<SendQueue>() + 2 * std::mem::size_of::<usize>(),
+            ),
+            Warm::Sink => {
+                if let Some(sink) = self.sink.get() {
+                    crate::hint::prefetch(Arc::as_ptr(sink), 1);
+                }
+            }
+            Warm::Socket => {
+                if let Some(sink) = self.sink.get() {
+                    sink.warm();
+                }
+            }
         }
     }
 
@@ -1084,6 +1217,7 @@ impl SendQueue {
     /// Write-through mode: from now on, frames go to `sink` at once while nothing is
     /// queued (see [`DirectSink`]). Set before the connection's first frame.
     pub fn write_through(&self, sink: Arc<dyn DirectSink>) {
+        let _ = self.sink.set(sink.clone());
         self.lock().direct = Some(sink);
     }
 
@@ -1140,7 +1274,9 @@ pub struct Hub {
     /// Told (under the map's write lock, so in order) when a ghid gains its first subscriber
     /// here (`true`) or loses its last (`false`): the cluster link subscribes to other
     /// front-ends' notifications for exactly those ghids.
-    interest: std::sync::OnceLock<InterestHook>,
+    interest: OnceLock<InterestHook>,
+    /// Threads that send parts of large rounds beside the fanout's caller ([`send_split`]).
+    helpers: OnceLock<WorkPool>,
 }
 
 /// See [`Hub::on_interest`].
@@ -1158,8 +1294,17 @@ impl Hub {
             counters: Arc::new(Counters::new(budget.total)),
             budget,
             max_subscriptions,
-            interest: std::sync::OnceLock::new(),
+            interest: OnceLock::new(),
+            helpers: OnceLock::new(),
         })
+    }
+
+    /// Lets `pool`'s threads send parts of rounds of [`SPLIT_AT`] subscribers or more beside
+    /// the fanout's caller (once; later calls are ignored). On two cores, a round of 1,000
+    /// paced notifications then reached its last subscriber about a tenth sooner
+    /// (BENCHMARKS.md, "Session 21").
+    pub fn send_with(&self, pool: WorkPool) {
+        let _ = self.helpers.set(pool);
     }
 
     /// Installs the interest hook (once; later calls are ignored). It must not block.
@@ -1216,7 +1361,7 @@ impl Hub {
     /// waits for a fanout's sends.
     pub fn fanout(&self, notifications: &[Notification], exclude: Option<ConnId>) -> usize {
         let rounds = self.rounds(notifications, exclude, usize::MAX);
-        rounds.map_or(0, |r| self.deliver(&r))
+        rounds.map_or(0, |r| self.deliver(r))
     }
 
     /// [`Hub::fanout`] if it reaches at most `max_targets` subscribers in all (counted per
@@ -1228,7 +1373,7 @@ impl Hub {
         max_targets: usize,
     ) -> Option<usize> {
         let rounds = self.rounds(notifications, exclude, max_targets)?;
-        Some(self.deliver(&rounds))
+        Some(self.deliver(rounds))
     }
 
     /// The rounds of a fanout: each notification encoded once, each run of one
@@ -1262,10 +1407,17 @@ impl Hub {
                     if reached > max_targets {
                         return None;
                     }
+                    // Fetch a few queues ahead of taking each one's reference.
+                    let mut ahead = targets.values().skip(WARM_AHEAD);
                     let targets = targets
                         .iter()
                         .filter(|(id, _)| Some(**id) != exclude)
-                        .map(|(_, o)| o.clone())
+                        .map(|(_, o)| {
+                            if let Some(a) = ahead.next() {
+                                a.warm(Warm::Queue);
+                            }
+                            o.clone()
+                        })
                         .collect();
                     rounds.push(Round {
                         subscription: n.subscription,
@@ -1278,24 +1430,24 @@ impl Hub {
         Some(rounds)
     }
 
-    /// Sends the rounds, in order, and counts what happened.
-    fn deliver(&self, rounds: &[Round]) -> usize {
-        let (mut delivered, mut coalesced, mut dropped, mut encoded) = (0, 0, 0, 0);
+    /// Sends the rounds, in order, and counts what happened. A round of at least
+    /// [`SPLIT_AT`] subscribers is cut into parts sent side by side ([`send_split`]) when
+    /// the hub has helper threads.
+    fn deliver(&self, rounds: Vec<Round>) -> usize {
+        let (mut tally, mut encoded) = (Tally::default(), 0);
         for r in rounds {
             encoded += r.frames.len() as u64;
-            for o in &r.targets {
-                let d = o.deliver(&r.frames);
-                delivered += d.delivered as u64;
-                coalesced += d.coalesced as u64;
-                dropped += u64::from(d.overflow);
-            }
+            tally += match self.helpers.get() {
+                Some(pool) if r.targets.len() >= SPLIT_AT => send_split(pool, r),
+                _ => send_part(&r.targets, &r.frames),
+            };
         }
         let c = &self.counters;
         c.encoded.fetch_add(encoded, Ordering::Relaxed);
-        c.delivered.fetch_add(delivered, Ordering::Relaxed);
-        c.coalesced.fetch_add(coalesced, Ordering::Relaxed);
-        c.slow_drops.fetch_add(dropped, Ordering::Relaxed);
-        (delivered + coalesced) as usize
+        c.delivered.fetch_add(tally.delivered, Ordering::Relaxed);
+        c.coalesced.fetch_add(tally.coalesced, Ordering::Relaxed);
+        c.slow_drops.fetch_add(tally.dropped, Ordering::Relaxed);
+        (tally.delivered + tally.coalesced) as usize
     }
 
     /// Number of connections subscribed to `ghid`.
@@ -1741,6 +1893,67 @@ mod tests {
         fn send(&self, frames: &[IoSlice<'_>]) -> io::Result<usize> {
             use std::io::Write;
             (&self.0).write_vectored(frames)
+        }
+    }
+
+    /// A write-through sink that keeps what it is sent, and which threads sent it.
+    #[derive(Default)]
+    struct Recorder(Mutex<(Vec<u8>, HashSet<std::thread::ThreadId>)>);
+
+    impl DirectSink for Recorder {
+        fn send(&self, frames: &[IoSlice<'_>]) -> io::Result<usize> {
+            let mut r = self.0.lock().unwrap();
+            r.1.insert(std::thread::current().id());
+            for f in frames {
+                r.0.extend_from_slice(f);
+            }
+            Ok(frames.iter().map(|f| f.len()).sum())
+        }
+    }
+
+    /// A round of 601 subscribers goes out in three parts, the caller's and the helpers',
+    /// side by side; every connection gets every notification, whole and in order. A round
+    /// below [`SPLIT_AT`] stays on the caller.
+    #[test]
+    fn a_large_round_is_sent_in_parts_side_by_side_and_in_order() {
+        let hub = Hub::new(msgs(16), 8);
+        hub.send_with(WorkPool::new(2, "test-fanout").unwrap());
+        let (large, small) = (g(), g());
+        let sinks: Vec<Arc<Recorder>> = (0..601).map(|_| Arc::default()).collect();
+        let subs: Vec<Subscriber> = sinks
+            .iter()
+            .map(|sink| {
+                let s = hub.connect();
+                s.outbox().write_through(sink.clone());
+                s.subscribe(large).unwrap();
+                s
+            })
+            .collect();
+        for i in 1..=5 {
+            assert_eq!(hub.fanout(&[note(large, frame_bytes(i))], None), 601);
+        }
+        let want: Vec<u8> = (1..=5)
+            .flat_map(|i| notify_frame(&large, &frame_bytes(i)).to_vec())
+            .collect();
+        let mut senders = HashSet::new();
+        for sink in &sinks {
+            let mut r = sink.0.lock().unwrap();
+            assert!(r.0 == want, "every frame, whole and in order");
+            senders.extend(r.1.drain());
+        }
+        let me = std::thread::current().id();
+        assert!(senders.contains(&me) && senders.len() >= 2, "{senders:?}");
+        assert_eq!(hub.stats().delivered, 5 * 601);
+
+        for s in &subs[..SPLIT_AT - 1] {
+            s.subscribe(small).unwrap();
+        }
+        assert_eq!(
+            hub.fanout(&[note(small, frame_bytes(6))], None),
+            SPLIT_AT - 1
+        );
+        for sink in &sinks[..SPLIT_AT - 1] {
+            assert_eq!(sink.0.lock().unwrap().1, HashSet::from([me]));
         }
     }
 

@@ -61,6 +61,10 @@ impl DirectSink for Socket {
     fn send(&self, frames: &[IoSlice<'_>]) -> io::Result<usize> {
         self.0.send_vectored(frames)
     }
+
+    fn warm(&self) {
+        self.0.warm();
+    }
 }
 
 /// The head of actix's websocket handshake `response`, as it goes on the wire.

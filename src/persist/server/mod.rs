@@ -5,7 +5,8 @@
 //! cache-friendly HTTP read path (`GET /`, `GET`/`HEAD /o/{ghid}`, in `http`), optionally
 //! over TLS (rustls). Signature verification runs on a verify pool ([`WorkPool`]) sized to the
 //! cores; announcements (fanout and acks of durable publishes) run on one fanout thread (an
-//! actix arbiter, `announce`), and plain-TCP websockets are written by us, not by actix's
+//! actix arbiter, `announce`), helped by one thread per other core (`hgx-fanout-*`) on
+//! rounds of hundreds of subscribers ([`Hub::send_with`]), and plain-TCP websockets are written by us, not by actix's
 //! dispatcher (`direct`, the one place actix is bypassed). The exception, for latency: a
 //! lone small publish is checked, applied and announced by its connection's reader on the
 //! event loop (`session`), each thread hop costing more than the work it hands on.
@@ -396,6 +397,11 @@ pub async fn start(settings: Settings) -> Result<Running, ServerError> {
         total: limits.outbound_bytes_total,
     };
     let hub = Hub::new(budget, limits.max_subscriptions);
+    // The fanout thread and these send a large round's parts side by side, one per core.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    if cores > 1 {
+        hub.send_with(WorkPool::new(cores - 1, "hgx-fanout")?);
+    }
     let mut verify_threads = settings.verify_threads;
     let (archive, cluster) = match (&settings.store, &settings.ghidcache) {
         (StoreChoice::Sled, Some(p)) => {
