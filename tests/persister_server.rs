@@ -501,6 +501,69 @@ async fn publishes_alone_and_in_bursts_are_announced_in_order() {
     s.r.stop().await.unwrap();
 }
 
+/// Two objects updated in turn by one publisher: 16 watchers follow both, a crowd of 200
+/// only the first. The first's rounds (216 subscribers) go to the announcer; the second's
+/// (16) are small enough for the reader to announce itself, which it does only once the
+/// announcer holds nothing. Every watcher sees the updates in publish order, wherever it
+/// stands in the large rounds. (How often the reader finds the announcer still sending is
+/// a matter of timing: rarely, here.)
+#[actix_rt::test]
+async fn a_small_round_never_passes_a_large_one_still_being_sent() {
+    const UPDATES: usize = 8;
+    let r = start().await;
+    let a = common::fixture(1);
+    let (up, _up_rx) = connect(&r).await;
+    up.publish(&gidc(&a)).await.unwrap();
+    let (large, small) = (dynamic(&a, UPDATES), dynamic(&a, UPDATES));
+    let (x, y) = (large.0[0].dynamic, small.0[0].dynamic);
+    let watchers = futures_util::future::join_all((0..16).map(|_| connect(&r))).await;
+    let crowd = futures_util::future::join_all((0..200).map(|_| connect(&r))).await;
+    for (c, _) in &watchers {
+        c.subscribe(&x).await.unwrap();
+        c.subscribe(&y).await.unwrap();
+    }
+    for (c, _) in &crowd {
+        c.subscribe(&x).await.unwrap();
+    }
+    // The order every watcher must see: x's first update, y's, x's second, ...
+    let order: Vec<Ghid> = (0..UPDATES)
+        .flat_map(|i| [large.0[i].frame, small.0[i].frame])
+        .collect();
+    for i in 0..UPDATES {
+        let pair = |(f, c): &(Vec<Gobd>, Vec<Geoc>)| (f[i].encode(), c[i].encode());
+        let ((xf, xc), (yf, yc)) = (pair(&large), pair(&small));
+        let x_then_y = futures_util::future::join(
+            futures_util::future::join(up.publish(&xf), up.publish(&xc)),
+            async {
+                // Sent once x's pair is in: y finds the pipeline empty.
+                tokio::time::sleep(Duration::from_micros(300)).await;
+                futures_util::future::join(up.publish(&yf), up.publish(&yc)).await
+            },
+        );
+        let ((xf, xc), (yf, yc)) = tokio::time::timeout(WAIT, x_then_y)
+            .await
+            .expect("answered");
+        for ack in [xf, xc, yf, yc] {
+            ack.unwrap();
+        }
+    }
+    for (w, (_, rx)) in watchers.into_iter().enumerate() {
+        let mut rx = rx;
+        // Latest-wins may merge a frame into a newer one of its object, never reorder.
+        let mut at = None;
+        while at != Some(order.len() - 1) {
+            let Object::Gobd(f) = decode(&next(&mut rx).await.object) else {
+                panic!("not a frame");
+            };
+            let pos = order.iter().position(|g| *g == f.frame);
+            assert!(pos > at, "watcher {w}: {pos:?} after {at:?}");
+            at = pos;
+        }
+    }
+    drop(crowd);
+    r.stop().await.unwrap();
+}
+
 /// `publish_all` (what a daemon's drain sends a frame and its container with) puts every
 /// request on the wire in order before awaiting a reply, and answers each one: a container
 /// is only taken after its binding, so the order shows in the answers.

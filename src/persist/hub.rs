@@ -41,8 +41,8 @@
 //! Owns: the subscription map, the connections' send queues, fanout counters. Calls: [`super::wire`] (notify
 //! encoding), [`super::wsframe`], `golix` (to key GDXX notifications by their target),
 //! [`crate::work_pool`] (the helpers) and [`crate::hint`].
-//! Sans-IO apart from task wakeups and the [`DirectSink`] it is handed; the websocket
-//! session in [`super::server`] drives it.
+//! Sans-IO apart from task wakeups, the [`DirectSink`] it is handed and the helpers'
+//! threads; the websocket session in [`super::server`] drives it.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -390,7 +390,7 @@ pub struct SendQueue {
     sink: OnceLock<Arc<dyn DirectSink>>,
 }
 
-/// How far a fanout has warmed a subscriber's memory (see [`Hub::deliver`]): each stage
+/// How far a fanout has warmed a subscriber's memory (see [`send_part`]): each stage
 /// reads what the stage before it brought into the cache.
 #[derive(Clone, Copy)]
 enum Warm {
@@ -1299,9 +1299,9 @@ impl Hub {
         })
     }
 
-    /// Lets `pool`'s threads send parts of rounds of [`SPLIT_AT`] subscribers or more beside
-    /// the fanout's caller (once; later calls are ignored). On two cores, a round of 1,000
-    /// paced notifications then reached its last subscriber about a tenth sooner
+    /// Lets `pool`'s threads send parts of rounds of 256 subscribers or more (`SPLIT_AT`)
+    /// beside the fanout's caller (once; later calls are ignored). On two cores, a round of
+    /// 1,000 paced notifications then reached its last subscriber about a seventh sooner
     /// (BENCHMARKS.md, "Session 21").
     pub fn send_with(&self, pool: WorkPool) {
         let _ = self.helpers.set(pool);
