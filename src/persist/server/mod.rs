@@ -6,8 +6,8 @@
 //! over TLS (rustls). Signature verification runs on a verify pool ([`WorkPool`]) sized to the
 //! cores; announcements (fanout and acks of durable publishes) run on one fanout thread (an
 //! actix arbiter, `announce`), helped by one thread per other core (`hgx-fanout-*`) on
-//! rounds of hundreds of subscribers ([`Hub::send_with`]), and plain-TCP websockets are written by us, not by actix's
-//! dispatcher (`direct`, the one place actix is bypassed). The exception, for latency: a
+//! rounds of hundreds of subscribers ([`Hub::send_with`]); plain-TCP websockets are written
+//! by us, not by actix's dispatcher (`direct`, the one place actix is bypassed). The exception, for latency: a
 //! lone small publish is checked, applied and announced by its connection's reader on the
 //! event loop (`session`), each thread hop costing more than the work it hands on.
 //!
