@@ -547,8 +547,7 @@ async fn a_small_round_never_passes_a_large_one_still_being_sent() {
             ack.unwrap();
         }
     }
-    for (w, (_, rx)) in watchers.into_iter().enumerate() {
-        let mut rx = rx;
+    for (w, (_, mut rx)) in watchers.into_iter().enumerate() {
         // Latest-wins may merge a frame into a newer one of its object, never reorder.
         let mut at = None;
         while at != Some(order.len() - 1) {
