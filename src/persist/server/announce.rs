@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use slog::{debug, warn};
 use tokio::sync::mpsc;
 
-use super::pipeline::Pending;
+use super::pipeline::{self, Pending};
 use super::Shared;
 use crate::persist::hub::{self, Hub, SendQueue};
 use crate::persist::wire::{self, PublishAck};
@@ -189,7 +189,7 @@ pub(super) fn announce_ready(conn: &Publisher, unsent: &mut Vec<Pending>) {
         .map(|mut p| {
             let r = p
                 .try_outcome()
-                .unwrap_or_else(|| Err(PersistError::Storage("publish announced twice".into())));
+                .unwrap_or_else(|| Err(pipeline::announced_twice()));
             (p, r)
         })
         .collect();

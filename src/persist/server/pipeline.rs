@@ -254,6 +254,11 @@ enum Stage {
     Done(Option<Result<Published, PersistError>>),
 }
 
+/// A publish's outcome asked for after it was taken: a bug of ours, never a peer's doing.
+pub(super) fn announced_twice() -> PersistError {
+    PersistError::Storage("publish announced twice".into())
+}
+
 impl Pending {
     pub(super) fn new(
         applying: oneshot::Receiver<Applied>,
@@ -291,17 +296,12 @@ impl Pending {
                     Err(_) => return Poll::Ready(Err(gone())),
                 },
                 Stage::Syncing(published, Durable::Own(wait)) => {
-                    let r = ready!(Pin::new(wait).poll(cx)).and_then(|()| {
-                        published
-                            .take()
-                            .ok_or_else(|| PersistError::Storage("publish announced twice".into()))
-                    });
+                    let r = ready!(Pin::new(wait).poll(cx))
+                        .and_then(|()| published.take().ok_or_else(announced_twice));
                     self.stage = Stage::Done(Some(r));
                 }
                 Stage::Done(r) => {
-                    return Poll::Ready(r.take().unwrap_or_else(|| {
-                        Err(PersistError::Storage("publish announced twice".into()))
-                    }))
+                    return Poll::Ready(r.take().unwrap_or_else(|| Err(announced_twice())))
                 }
             }
         }
