@@ -351,8 +351,9 @@ struct SendQueueState {
     aborted: bool,
     /// Set by `writer_gone`: aborted because the connection itself ended.
     writer_gone: bool,
-    /// Write-through target (see [`DirectSink`]); `None`: the writer takes everything.
-    direct: Option<Arc<dyn DirectSink>>,
+    /// Write-through is on: [`SendQueue::sink`] is set and its writer has not detached;
+    /// unset, the writer takes everything.
+    attached: bool,
     /// Write-through mode: the socket did not take everything, so the writer task owns it
     /// until the queue is empty again. While unset, the queue holds at most a fanout's
     /// staged batch, which that fanout flushes before it returns.
@@ -385,8 +386,9 @@ pub struct SendQueue {
     abort_signal: Notify,
     budget: Budget,
     counters: Arc<Counters>,
-    /// The write-through target as first set, read without the lock only to warm the cache
-    /// ahead of a delivery ([`SendQueue::warm`]); `state.direct` decides where frames go.
+    /// The write-through target (see [`DirectSink`]), set once; frames go to it while
+    /// `state.attached`. Read without the lock too, to warm the cache ahead of a delivery
+    /// ([`SendQueue::warm`]).
     sink: OnceLock<Arc<dyn DirectSink>>,
 }
 
@@ -425,7 +427,7 @@ impl SendQueueState {
 
     /// Write-through: whether frames go to the socket by [`SendQueueState::flush`] now.
     fn through(&self) -> bool {
-        self.direct.is_some() && !self.blocked
+        self.attached && !self.blocked
     }
 
     /// Queues one notification behind what is queued (latest-wins with a key: a pending one
@@ -457,17 +459,17 @@ impl SendQueueState {
     /// Write-through: sends the queue to the socket, as much as it takes, a vectored `send`
     /// at a time. What it does not take stays queued and the writer task takes over
     /// (`blocked`). Counters are the caller's.
-    fn flush(&mut self, budget: &Budget) -> Flushed {
+    fn flush(&mut self, sink: Option<&Arc<dyn DirectSink>>, budget: &Budget) -> Flushed {
         const IOV: usize = 64;
         let mut done = Flushed::default();
         let SendQueueState {
             queue,
             latest,
-            direct,
+            attached,
             blocked,
             ..
         } = self;
-        let Some(sink) = direct.as_ref() else {
+        let Some(sink) = sink.filter(|_| *attached) else {
             return done;
         };
         while !*blocked && !queue.is_empty() {
@@ -612,7 +614,7 @@ fn send_split(pool: &WorkPool, round: Round) -> Tally {
         }
     }
     drop(tx);
-    let mut tally = send_part(&targets[..size.min(targets.len())], &frames);
+    let mut tally = send_part(&targets[..size], &frames);
     // Ends once every part's sender is gone: each sends its tally first (a part that
     // panicked, reported by the panic hook, adds nothing).
     for part in rx {
@@ -835,7 +837,7 @@ impl SendQueue {
         c.queued_bytes.fetch_add(n as u64, Ordering::Relaxed);
         let through = st.through();
         let flushed = if through {
-            st.flush(&self.budget)
+            st.flush(self.sink.get(), &self.budget)
         } else {
             Flushed::default()
         };
@@ -914,7 +916,7 @@ impl SendQueue {
         if through && full(&st) {
             // Write-through stages a whole fanout call before sending it: send the staged
             // frames now rather than count a reader that keeps up as a slow one.
-            let flushed = st.flush(&self.budget);
+            let flushed = st.flush(self.sink.get(), &self.budget);
             let c = &self.counters;
             c.queued
                 .fetch_sub(flushed.messages as u64, Ordering::Relaxed);
@@ -968,7 +970,7 @@ impl SendQueue {
             drop(st);
             return self.offer_each(frames);
         }
-        let (taken, gone) = match st.direct.as_ref() {
+        let (taken, gone) = match self.sink.get() {
             Some(sink) => send_frames(sink.as_ref(), frames),
             None => (Taken::default(), false),
         };
@@ -1077,7 +1079,7 @@ impl SendQueue {
         if !st.through() {
             return;
         }
-        let flushed = st.flush(&self.budget);
+        let flushed = st.flush(self.sink.get(), &self.budget);
         let blocked = st.blocked;
         drop(st);
         let c = &self.counters;
@@ -1215,15 +1217,18 @@ impl SendQueue {
     }
 
     /// Write-through mode: from now on, frames go to `sink` at once while nothing is
-    /// queued (see [`DirectSink`]). Set before the connection's first frame.
+    /// queued (see [`DirectSink`]). Set once, before the connection's first frame; a later
+    /// call changes nothing.
     pub fn write_through(&self, sink: Arc<dyn DirectSink>) {
-        let _ = self.sink.set(sink.clone());
-        self.lock().direct = Some(sink);
+        if self.sink.set(sink).is_ok() {
+            self.lock().attached = true;
+        }
     }
 
-    /// Ends write-through (the writer is done with the socket): drops the sink.
+    /// Ends write-through (the writer is done with the socket): nothing is sent to the sink
+    /// from now on.
     pub fn detach(&self) {
-        self.lock().direct = None;
+        self.lock().attached = false;
     }
 
     /// [`SendQueue::poll_next`] as a future.
