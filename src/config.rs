@@ -335,6 +335,9 @@ pub struct ServerSection {
     /// the persister alone (a bound thread waits for its core when something else is busy
     /// on it, so off by default).
     pub pin_verify_threads: bool,
+    /// Check a lone frame's container on another core while the frame is checked (one
+    /// thread bound to each core, [`crate::beside`]; a busy core's thread is passed over).
+    pub check_beside: bool,
     /// Log files kept in `logdir` (a new one per start and per `log_max_bytes`).
     pub keep_logs: usize,
     /// Size at which a log file is closed and the next one begun.
@@ -450,6 +453,7 @@ impl Default for ServerSection {
             request_head_timeout_s: 5,
             workers: None,
             pin_verify_threads: false,
+            check_beside: true,
             keep_logs: DEFAULT_KEEP_LOGS,
             log_max_bytes: DEFAULT_LOG_MAX_BYTES,
             cache_capacity: DEFAULT_SERVER_CACHE,
@@ -762,6 +766,7 @@ server:
   request_head_timeout_s: 5
   workers: null                   # null = one per core
   pin_verify_threads: false       # true: one verify thread bound to each core (a host of its own)
+  check_beside: true              # a lone frame's container is checked on another core meanwhile
   keep_logs: 5
   log_max_bytes: 10485760
   cache_capacity: 1073741824      # bytes of page cache for the object store

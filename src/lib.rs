@@ -18,6 +18,8 @@
 //!   binaries; call nothing above `golix`.
 //! - `work_pool`: a fixed pool of named threads for CPU-bound jobs (the persister's verify
 //!   pool, the daemon's signing pool, the persister's fanout helpers). Calls nothing of ours.
+//! - `beside`: a job run on another core's bound thread while the caller runs its own (the
+//!   persister's container checks). Calls `process`.
 //! - `hint`: CPU hints (prefetch). Calls nothing of ours.
 //! - `testdata`: where the test vectors live (`tests/vectors/golix/`), for tests and benches.
 //! - `inspect`: `hgxd inspect`, decode-and-verify of `.ghid` files. Calls `golix`.
@@ -27,6 +29,7 @@
 //! Dependencies point down only: `golix` <- `persist` <- `actors` <- `ipc` <- `hgxd` <- binaries.
 
 pub mod actors;
+pub mod beside;
 pub mod config;
 pub mod golix;
 pub mod hgxd;

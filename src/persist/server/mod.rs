@@ -214,6 +214,8 @@ pub struct Settings {
     pub verify_threads: usize,
     /// One per core only: each bound to its core ([`WorkPool::per_core`]).
     pub pin_verify_threads: bool,
+    /// A lone frame's container is checked on another core meanwhile ([`crate::beside`]).
+    pub check_beside: bool,
     /// Bytes of sled page cache for the ghidcache.
     pub cache_capacity: u64,
     /// How long the sled store's write-ahead log collects writes before they move into sled.
@@ -233,6 +235,7 @@ impl Settings {
             workers: 0,
             verify_threads: 0,
             pin_verify_threads: false,
+            check_beside: true,
             cache_capacity: crate::config::DEFAULT_SERVER_CACHE,
             wal_move_every: crate::persist::store::WAL_MOVE_EVERY,
             log: crate::logging::discard(),
@@ -279,6 +282,7 @@ impl Settings {
             workers: s.workers.unwrap_or(0),
             verify_threads: 0,
             pin_verify_threads: s.pin_verify_threads,
+            check_beside: s.check_beside,
             cache_capacity: s.cache_capacity,
             wal_move_every: Duration::from_millis(s.wal_move_ms)
                 .max(crate::persist::store::WAL_MOVE_EVERY_MIN),
@@ -355,6 +359,8 @@ pub(crate) struct Shared {
     archive: Archive,
     hub: Arc<Hub>,
     pool: WorkPool,
+    /// Checks a lone frame's container on another core meanwhile (`session`, `hand_over`).
+    beside: Option<crate::beside::Beside>,
     limits: Limits,
     /// The `hello` answer (fixed for the server's life).
     hello: wire::Hello,
@@ -449,6 +455,10 @@ pub async fn start(settings: Settings) -> Result<Running, ServerError> {
         archive: archive.clone(),
         hub: hub.clone(),
         pool,
+        beside: match settings.check_beside && matches!(settings.store, StoreChoice::Sled) {
+            true => crate::beside::Beside::start("hgx-beside")?,
+            false => None,
+        },
         limits,
         hello: wire::Hello::new(limits.to_wire()),
         http_bodies: ByteBudget::new(limits.outbound_bytes_total),

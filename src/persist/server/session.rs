@@ -32,7 +32,9 @@
 //!   its connection is not read meanwhile.
 //! - A publish of at most [`INLINE_MAX`] that finds the pipeline empty, and the one read
 //!   right behind it (a frame's container), are checked and applied on this thread instead
-//!   ([`Conn::inline`]; sled only), once the requests read with them are taken in. Once
+//!   ([`Conn::inline`]; sled only), once the requests read with them are taken in: the
+//!   container on another core meanwhile ([`crate::beside`], `server.check_beside`), or
+//!   here after the frame if that core's thread has not started it. Once
 //!   durable they are announced from here too when the announcer has nothing in hand and
 //!   the round is small ([`announce::announce_ready`]).
 //! - Reads run inline with sled, on the verify pool with the cluster store (network round
@@ -45,9 +47,10 @@
 //!   is closed.
 //!
 //! Owns: per-connection state (subscriptions via [`hub::Subscriber`], in-flight bound).
-//! Calls: [`Archive`], [`Hub`], [`wire`], [`wsframe`], the verify pool ([`WorkPool`]), [`super::pipeline`]
-//! (the publish pipeline), [`super::announce`] (fanout and acks), [`super::direct`] (the socket's writer on plain TCP), actix-ws
-//! (its frame decoder, for the read side only).
+//! Calls: [`Archive`], [`Hub`], [`wire`], [`wsframe`], the verify pool ([`WorkPool`]),
+//! [`crate::beside`], [`super::pipeline`] (the publish pipeline), [`super::announce`] (fanout
+//! and acks), [`super::direct`] (the socket's writer on plain TCP), actix-ws (its frame
+//! decoder, for the read side only).
 //!
 //! [`WorkPool`]: crate::work_pool::WorkPool
 
@@ -736,8 +739,27 @@ impl Conn {
     /// then hands the rest of [`Conn::unsent`] to the announcer, in order. Called before
     /// anything that may wait for the pipeline, which includes those publishes.
     fn hand_over(&mut self) {
-        for job in std::mem::take(&mut self.inline) {
+        let mut jobs = std::mem::take(&mut self.inline);
+        // A frame and its container: the container is checked on another core meanwhile
+        // (its commit waits for the frame's either way, `pipeline`).
+        let beside = match (&self.shared.beside, jobs.len()) {
+            (Some(beside), 2) => {
+                let container = jobs.pop().expect("two jobs");
+                match beside.hand(container) {
+                    Ok(handed) => Some(handed),
+                    Err(container) => {
+                        jobs.push(container);
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        for job in jobs {
             job();
+        }
+        if let Some(container) = beside {
+            container.finish();
         }
         if self.unsent.is_empty() {
             return;
