@@ -9,10 +9,11 @@
 //! on the waker's core and waits for it (BENCHMARKS.md, "Session 20"): the two jobs then
 //! ran one after the other.
 //!
-//! Never slower than running both jobs on the caller, but for a lock and a wake-up: a
-//! thread whose core is busy with something else does not start the job, and the caller
-//! takes it back. Each thread holds one job at a time and refuses the next meanwhile, so
-//! nothing queues here.
+//! A thread whose core is busy with something else does not start the job, and the caller
+//! takes it back once its own work is done: then both jobs run on the caller, as without
+//! this, for the cost of a lock and a wake-up. (A job its thread has started is waited for.)
+//! Each thread holds one job at a time and refuses the next meanwhile, so nothing queues
+//! here.
 //!
 //! Owns: its threads. Calls: [`crate::process`] (to bind them); its users hand it closures.
 

@@ -98,7 +98,15 @@ struct Subscribed {
 }
 
 async fn subscribed(a: &FirstParty, n: usize) -> Subscribed {
-    let r = start().await;
+    subscribed_with(a, n, |_| {}).await
+}
+
+async fn subscribed_with(
+    a: &FirstParty,
+    n: usize,
+    tweak: impl FnOnce(&mut Settings),
+) -> Subscribed {
+    let r = start_with(tweak).await;
     let (up, _up_rx) = connect(&r).await;
     let (sub, sub_rx) = connect(&r).await;
     up.publish(&gidc(a)).await.unwrap();
@@ -469,12 +477,23 @@ async fn a_long_pipeline_applies_and_answers_every_publish() {
 
 /// Frames (each with its container) that arrive alone or two together, about a
 /// millisecond apart: each may find the pipeline empty while the announcer still holds the
-/// ones before it (the reader then checks and applies it itself, and announces it itself
-/// only once the announcer has nothing in hand). Every publish is answered and the
-/// subscriber sees the frames in order.
+/// ones before it (the reader then checks and applies it itself, its container on another
+/// core meanwhile, and announces it itself only once the announcer has nothing in hand).
+/// Every publish is answered and the subscriber sees the frames in order.
 #[actix_rt::test]
 async fn publishes_alone_and_in_bursts_are_announced_in_order() {
-    let mut s = subscribed(&common::fixture(1), 60).await;
+    alone_and_in_bursts(true).await;
+}
+
+/// The same with every lone pair checked on its reader alone (`check_beside: false`).
+#[actix_rt::test]
+async fn publishes_alone_and_in_bursts_are_announced_in_order_on_one_core_each() {
+    alone_and_in_bursts(false).await;
+}
+
+async fn alone_and_in_bursts(check_beside: bool) {
+    let tweak = |s: &mut Settings| s.check_beside = check_beside;
+    let mut s = subscribed_with(&common::fixture(1), 60, tweak).await;
     let (frames, containers) = (&s.frames, &s.containers);
     let objects: Vec<(Vec<u8>, Vec<u8>)> = frames
         .iter()

@@ -455,9 +455,10 @@ pub async fn start(settings: Settings) -> Result<Running, ServerError> {
         archive: archive.clone(),
         hub: hub.clone(),
         pool,
-        beside: match settings.check_beside && matches!(settings.store, StoreChoice::Sled) {
-            true => crate::beside::Beside::start("hgx-beside")?,
-            false => None,
+        beside: if settings.check_beside && matches!(settings.store, StoreChoice::Sled) {
+            crate::beside::Beside::start("hgx-beside")?
+        } else {
+            None
         },
         limits,
         hello: wire::Hello::new(limits.to_wire()),
