@@ -68,11 +68,11 @@ mod round;
 mod tests;
 
 pub use queue::{Next, NoRoom, Push, SendQueue, WRITE_BATCH_BYTES};
-use queue_state::Frame;
 pub use queue_state::{
     Budget, CloseKind, DirectSink, SlotKey, DEFAULT_OUTBOUND_BYTES, DEFAULT_OUTBOUND_BYTES_TOTAL,
     DEFAULT_SEND_TIMEOUT,
 };
+use queue_state::{Flushed, Frame};
 use round::{send_part, send_split, Round, Tally, Warm, SPLIT_AT, WARM_AHEAD};
 
 /// Identifies one connection inside the hub.
@@ -121,6 +121,14 @@ impl Counters {
             total,
             ..Counters::default()
         }
+    }
+
+    /// Takes what a write-through flush sent off the gauges.
+    fn sent(&self, flushed: &Flushed) {
+        self.queued
+            .fetch_sub(flushed.messages as u64, Ordering::Relaxed);
+        self.queued_bytes
+            .fetch_sub(flushed.bytes as u64, Ordering::Relaxed);
     }
 
     /// While the bytes queued in all send queues exceed the total, drops the connection that

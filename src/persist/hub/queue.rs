@@ -226,10 +226,7 @@ impl SendQueue {
         };
         let blocked = st.blocked;
         drop(st);
-        c.queued
-            .fetch_sub(flushed.messages as u64, Ordering::Relaxed);
-        c.queued_bytes
-            .fetch_sub(flushed.bytes as u64, Ordering::Relaxed);
+        c.sent(&flushed);
         if flushed.gone {
             self.writer_gone();
             return false;
@@ -300,11 +297,7 @@ impl SendQueue {
             // Write-through stages a whole fanout call before sending it: send the staged
             // frames now rather than count a reader that keeps up as a slow one.
             let flushed = st.flush(self.sink.get(), &self.budget);
-            let c = &self.counters;
-            c.queued
-                .fetch_sub(flushed.messages as u64, Ordering::Relaxed);
-            c.queued_bytes
-                .fetch_sub(flushed.bytes as u64, Ordering::Relaxed);
+            self.counters.sent(&flushed);
             if flushed.gone {
                 drop(st);
                 self.writer_gone();
@@ -348,11 +341,7 @@ impl SendQueue {
         let flushed = st.flush(self.sink.get(), &self.budget);
         let blocked = st.blocked;
         drop(st);
-        let c = &self.counters;
-        c.queued
-            .fetch_sub(flushed.messages as u64, Ordering::Relaxed);
-        c.queued_bytes
-            .fetch_sub(flushed.bytes as u64, Ordering::Relaxed);
+        self.counters.sent(&flushed);
         if flushed.gone {
             self.writer_gone();
         } else if blocked {
