@@ -21,7 +21,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
-type Job = Box<dyn FnOnce() + Send + 'static>;
+/// A job for another core's thread.
+pub type Job = Box<dyn FnOnce() + Send + 'static>;
 
 /// Threads at most, whatever the number of cores: enough for a few connections' pairs at
 /// once, and the inline path they serve is the lightly loaded one.
@@ -100,29 +101,29 @@ impl Beside {
 
     /// Hands `job` to the thread of another core than this one's, if one is free (else gives
     /// it back). Call [`Handed::finish`] once the caller's own work is done.
-    pub fn hand<F>(&self, job: F) -> Result<Handed, F>
-    where
-        F: FnOnce() + Send + 'static,
-    {
+    pub fn hand(&self, job: Job) -> Result<Handed, Job> {
         let here = current_cpu();
-        let mut job = Some(job);
-        for slot in self.slots.iter().filter(|s| Some(s.cpu) != here) {
-            let mut st = slot.lock();
-            if st.job.is_some() || st.running.is_some() || st.closed {
-                continue;
-            }
-            st.issued += 1;
-            let ticket = st.issued;
-            let job = job.take().expect("handed once");
-            st.job = Some((ticket, Box::new(job)));
-            drop(st);
-            slot.thread.unpark();
-            return Ok(Handed {
-                slot: slot.clone(),
-                ticket,
+        let free = self
+            .slots
+            .iter()
+            .filter(|s| Some(s.cpu) != here)
+            .find_map(|slot| {
+                let st = slot.lock();
+                let idle = st.job.is_none() && st.running.is_none() && !st.closed;
+                idle.then_some((slot, st))
             });
-        }
-        Err(job.take().expect("not handed"))
+        let Some((slot, mut st)) = free else {
+            return Err(job);
+        };
+        st.issued += 1;
+        let ticket = st.issued;
+        st.job = Some((ticket, job));
+        drop(st);
+        slot.thread.unpark();
+        Ok(Handed {
+            slot: slot.clone(),
+            ticket,
+        })
     }
 }
 
@@ -148,8 +149,7 @@ impl Handed {
     /// it); taken back, it panics here.
     pub fn finish(self) {
         let mut st = self.slot.lock();
-        if st.job.as_ref().is_some_and(|(t, _)| *t == self.ticket) {
-            let (_, job) = st.job.take().expect("checked");
+        if let Some((_, job)) = st.job.take_if(|(t, _)| *t == self.ticket) {
             st.finished = st.finished.max(self.ticket);
             drop(st);
             return job();
@@ -224,9 +224,9 @@ mod tests {
         for _ in 0..20 {
             let (tx, rx) = mpsc::channel();
             let handed = b
-                .hand(move || {
+                .hand(Box::new(move || {
                     let _ = tx.send((std::thread::current().id(), current_cpu()));
-                })
+                }))
                 .unwrap_or_else(|_| panic!("a free thread"));
             // Received before `finish`: the job ran without the caller.
             let (thread, cpu) = rx.recv_timeout(Duration::from_secs(10)).expect("ran");
@@ -247,9 +247,9 @@ mod tests {
         let mut held = Vec::new();
         let refused = loop {
             let g = gate.clone();
-            match b.hand(move || {
+            match b.hand(Box::new(move || {
                 let _ = g.lock().unwrap().recv();
-            }) {
+            })) {
                 Ok(h) => held.push(h),
                 Err(job) => break job,
             }
@@ -265,15 +265,15 @@ mod tests {
         // Finished only once it runs there (taken back, it would panic here).
         let (started, on_thread) = mpsc::channel();
         let panics = b
-            .hand(move || {
+            .hand(Box::new(move || {
                 started.send(()).unwrap();
                 panic!("a job that panics");
-            })
+            }))
             .unwrap_or_else(|_| panic!("a free thread"));
         on_thread.recv_timeout(Duration::from_secs(10)).unwrap();
         panics.finish();
         let (tx, rx) = mpsc::channel();
-        b.hand(move || tx.send(()).unwrap())
+        b.hand(Box::new(move || tx.send(()).unwrap()))
             .unwrap_or_else(|_| panic!("a free thread"))
             .finish();
         rx.try_recv().expect("ran");
@@ -293,11 +293,13 @@ mod tests {
         };
         let (tx, rx) = mpsc::channel();
         let handed = b
-            .hand(move || tx.send(std::thread::current().id()).unwrap())
+            .hand(Box::new(move || {
+                tx.send(std::thread::current().id()).unwrap()
+            }))
             .unwrap_or_else(|_| panic!("a free slot"));
-        assert!(b.hand(|| ()).is_err(), "one job per slot");
+        assert!(b.hand(Box::new(|| ())).is_err(), "one job per slot");
         handed.finish();
         assert_eq!(rx.try_recv(), Ok(std::thread::current().id()));
-        assert!(b.hand(|| ()).is_ok(), "free again");
+        assert!(b.hand(Box::new(|| ())).is_ok(), "free again");
     }
 }

@@ -743,16 +743,15 @@ impl Conn {
         // A frame and its container: the container is checked on another core meanwhile
         // (its commit waits for the frame's either way, `pipeline`).
         let beside = match (&self.shared.beside, jobs.len()) {
-            (Some(beside), 2) => {
-                let container = jobs.pop().expect("two jobs");
-                match beside.hand(container) {
+            (Some(beside), 2) => jobs
+                .pop()
+                .and_then(|container| match beside.hand(container) {
                     Ok(handed) => Some(handed),
                     Err(container) => {
                         jobs.push(container);
                         None
                     }
-                }
-            }
+                }),
             _ => None,
         };
         for job in jobs {
