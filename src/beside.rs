@@ -15,6 +15,9 @@
 //! Each thread holds one job at a time and refuses the next meanwhile, so nothing queues
 //! here.
 //!
+//! Users: the persister's sessions (a lone frame's container, checked beside the frame) and
+//! its hub (the parts of a large fanout round, sent beside the caller's part).
+//!
 //! Owns: its threads. Calls: [`crate::process`] (to bind them); its users hand it closures.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -97,6 +100,11 @@ impl Beside {
             slots.push(slot);
         }
         Ok(Some(Beside { slots }))
+    }
+
+    /// Its threads: one per core it serves.
+    pub fn threads(&self) -> usize {
+        self.slots.len()
     }
 
     /// Hands `job` to the thread of another core than this one's, if one is free (else gives

@@ -41,7 +41,8 @@
 //!
 //! Owns: the subscription map, the connections' send queues, fanout counters. Calls:
 //! [`super::wire`] (notify encoding), [`super::wsframe`], `golix` (to key GDXX notifications
-//! by their target), [`crate::work_pool`] (the helpers) and [`crate::hint`].
+//! by their target), [`crate::beside`] and [`crate::work_pool`] (the helpers) and
+//! [`crate::hint`].
 //! Sans-IO apart from task wakeups, the [`DirectSink`] it is handed and the helpers'
 //! threads; the websocket session in [`super::server`] drives it.
 //!
@@ -59,7 +60,6 @@ use bytes::Bytes;
 use super::Notification;
 use super::{wire, wsframe};
 use crate::golix::{Ghid, Object, Policy};
-use crate::work_pool::WorkPool;
 
 mod queue;
 mod queue_state;
@@ -73,6 +73,7 @@ pub use queue_state::{
     DEFAULT_SEND_TIMEOUT,
 };
 use queue_state::{Flushed, Frame};
+pub use round::Helpers;
 use round::{send_part, send_split, Round, Tally, Warm, SPLIT_AT, WARM_AHEAD};
 
 /// Identifies one connection inside the hub.
@@ -196,7 +197,7 @@ pub struct Hub {
     /// front-ends' notifications for exactly those ghids.
     interest: OnceLock<InterestHook>,
     /// Threads that send parts of large rounds beside the fanout's caller ([`send_split`]).
-    helpers: OnceLock<WorkPool>,
+    helpers: OnceLock<Helpers>,
 }
 
 /// See [`Hub::on_interest`].
@@ -219,12 +220,12 @@ impl Hub {
         })
     }
 
-    /// Lets `pool`'s threads send parts of rounds of 256 subscribers or more (`SPLIT_AT`)
-    /// beside the fanout's caller (once; later calls are ignored). On two cores, a round of
-    /// 1,000 paced notifications then reached its last subscriber about a seventh sooner
+    /// Lets `helpers` send parts of rounds of 256 subscribers or more (`SPLIT_AT`) beside
+    /// the fanout's caller (once; later calls are ignored). On two cores, a round of 1,000
+    /// paced notifications then reached its last subscriber about a seventh sooner
     /// (BENCHMARKS.md, "Session 21").
-    pub fn send_with(&self, pool: WorkPool) {
-        let _ = self.helpers.set(pool);
+    pub fn send_with(&self, helpers: Helpers) {
+        let _ = self.helpers.set(helpers);
     }
 
     /// Installs the interest hook (once; later calls are ignored). It must not block.
@@ -358,7 +359,7 @@ impl Hub {
         for r in rounds {
             encoded += r.frames.len() as u64;
             tally += match self.helpers.get() {
-                Some(pool) if r.targets.len() >= SPLIT_AT => send_split(pool, r),
+                Some(helpers) if r.targets.len() >= SPLIT_AT => send_split(helpers, r),
                 _ => send_part(&r.targets, &r.frames),
             };
         }

@@ -4,18 +4,20 @@
 //! its frames in one `SendQueue::deliver` (one lock; write-through, one vectored `send`
 //! straight from the shared buffers). While the kernel takes one send, the next subscribers'
 //! memory is fetched ahead ([`crate::hint`]). A round of hundreds of subscribers is cut into
-//! parts sent side by side by the hub's helper threads and the caller, which waits for
-//! every part, so each connection still gets its rounds in order.
+//! parts sent side by side by the hub's helper threads ([`Helpers`]: bound to the other
+//! cores when they can be) and the caller, which waits for every part, so each connection
+//! still gets its rounds in order.
 //!
 //! Owns: `Round`, `Frame`, the sending of a round (`send_part`, `send_split`) and
 //! `SendQueue`'s fanout-facing side. Calls: `queue_state` (under the queue's lock),
-//! [`crate::work_pool`], [`crate::hint`].
+//! [`crate::beside`], [`crate::work_pool`], [`crate::hint`].
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::queue::{Push, SendQueue};
 use super::queue_state::{send_frames, Enqueued, Entry, Frame, Taken};
+use crate::beside::{Beside, Job};
 use crate::golix::Ghid;
 use crate::work_pool::WorkPool;
 
@@ -101,30 +103,63 @@ pub(super) fn send_part(targets: &[Arc<SendQueue>], frames: &[Frame]) -> Tally {
     tally
 }
 
-/// Sends a large round in parts side by side: all but the first on `pool`'s threads (or on
-/// this one, should the pool have no room), the first here. Returns once every part is
-/// sent, so rounds still reach each connection in order, and a fanout still returns with
-/// everything sent or queued.
-pub(super) fn send_split(pool: &WorkPool, round: Round) -> Tally {
-    let parts = (pool.threads() + 1)
-        .min(round.targets.len() / PART_MIN)
-        .max(1);
+/// Who sends a split round's parts beside the fanout's caller
+/// ([`Hub::send_with`](super::Hub::send_with)).
+pub enum Helpers {
+    /// Threads bound to the other cores, each handed one part ([`crate::beside`]): a part
+    /// runs on another core than the caller's, or on the caller once its own part is sent.
+    Beside(Arc<Beside>),
+    /// A pool whose threads the kernel places (where bound threads would crowd onto some
+    /// cores: a CPU quota).
+    Pool(WorkPool),
+}
+
+impl Helpers {
+    /// Parts a round may be cut into: one per core (bound threads: the caller's core's own
+    /// thread is passed over, the caller sends that part), or the caller's and one per
+    /// pool thread.
+    fn parts(&self) -> usize {
+        match self {
+            Helpers::Beside(b) => b.threads().max(1),
+            Helpers::Pool(p) => p.threads() + 1,
+        }
+    }
+}
+
+/// Sends a large round in parts side by side: the first here, the others on `helpers`'
+/// threads (or here, when none is free). Returns once every part is sent, so rounds still
+/// reach each connection in order, and a fanout still returns with everything sent or
+/// queued.
+///
+/// Why bound threads when there are: a pool thread woken by the fanout's caller was placed
+/// on the caller's core and took it, while the other core idled (BENCHMARKS.md, "Session
+/// 23"), so the caller's own part waited for the helper's.
+pub(super) fn send_split(helpers: &Helpers, round: Round) -> Tally {
+    let parts = helpers.parts().min(round.targets.len() / PART_MIN).max(1);
     let targets: Arc<[Arc<SendQueue>]> = round.targets.into();
     let frames: Arc<[Frame]> = round.frames.into();
     let size = targets.len().div_ceil(parts);
     let (tx, rx) = std::sync::mpsc::channel();
+    let mut handed = Vec::new();
     for k in 1..parts {
         let (targets, frames, tx) = (targets.clone(), frames.clone(), tx.clone());
         let part = k * size..((k + 1) * size).min(targets.len());
         let job = move || {
             let _ = tx.send(send_part(&targets[part], &frames));
         };
-        if let Err(job) = pool.try_submit(job) {
+        let left = match helpers {
+            Helpers::Beside(b) => b.hand(Box::new(job)).map(|h| handed.push(h)).err(),
+            Helpers::Pool(p) => p.try_submit(job).err().map(|j| Box::new(j) as Job),
+        };
+        if let Some(job) = left {
             job();
         }
     }
     drop(tx);
     let mut tally = send_part(&targets[..size], &frames);
+    for h in handed {
+        h.finish();
+    }
     // Ends once every part's sender is gone: each sends its tally first (a part that
     // panicked, reported by the panic hook, adds nothing).
     for part in rx {

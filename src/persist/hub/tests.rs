@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use super::round::SPLIT_AT;
 use super::*;
 use crate::golix::Algo;
+use crate::work_pool::WorkPool;
 
 /// A budget of `n` messages (bytes and stall at their defaults).
 fn msgs(n: usize) -> Budget {
@@ -340,13 +341,12 @@ impl DirectSink for Recorder {
     }
 }
 
-/// A round of 601 subscribers goes out in three parts, the caller's and the helpers',
-/// side by side; every connection gets every notification, whole and in order. A round
-/// below [`SPLIT_AT`] stays on the caller.
-#[test]
-fn a_large_round_is_sent_in_parts_side_by_side_and_in_order() {
+/// A round of 601 subscribers goes out in parts, the caller's and the helpers', side by
+/// side; every connection gets every notification, whole and in order. A round below
+/// [`SPLIT_AT`] stays on the caller. Returns the threads that sent the large rounds.
+fn large_round_in_parts(helpers: Helpers) -> HashSet<std::thread::ThreadId> {
     let hub = Hub::new(msgs(16), 8);
-    hub.send_with(WorkPool::new(2, "test-fanout").unwrap());
+    hub.send_with(helpers);
     let (large, small) = (g(), g());
     let sinks: Vec<Arc<Recorder>> = (0..601).map(|_| Arc::default()).collect();
     let subs: Vec<Subscriber> = sinks
@@ -371,7 +371,7 @@ fn a_large_round_is_sent_in_parts_side_by_side_and_in_order() {
         senders.extend(r.1.drain());
     }
     let me = std::thread::current().id();
-    assert!(senders.contains(&me) && senders.len() >= 2, "{senders:?}");
+    assert!(senders.contains(&me), "the caller sends the first part");
     assert_eq!(hub.stats().delivered, 5 * 601);
 
     for s in &subs[..SPLIT_AT - 1] {
@@ -384,6 +384,26 @@ fn a_large_round_is_sent_in_parts_side_by_side_and_in_order() {
     for sink in &sinks[..SPLIT_AT - 1] {
         assert_eq!(sink.0.lock().unwrap().1, HashSet::from([me]));
     }
+    senders
+}
+
+/// A pool's threads take the parts they have room for: three parts, three threads.
+#[test]
+fn a_large_round_is_sent_in_parts_by_a_pool() {
+    let pool = WorkPool::new(2, "test-fanout").unwrap();
+    let senders = large_round_in_parts(Helpers::Pool(pool));
+    assert!(senders.len() >= 2, "{senders:?}");
+}
+
+/// Threads bound to the other cores get a part each, or give it back to the caller if
+/// their core is busy: either way every connection gets every frame once, in order.
+#[test]
+fn a_large_round_is_sent_in_parts_beside_the_caller() {
+    let Some(beside) = crate::beside::Beside::start("test-beside").unwrap() else {
+        eprintln!("one usable core: nothing to send beside");
+        return;
+    };
+    large_round_in_parts(Helpers::Beside(Arc::new(beside)));
 }
 
 fn tcp_pair() -> (std::net::TcpStream, std::net::TcpStream) {

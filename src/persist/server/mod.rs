@@ -5,8 +5,9 @@
 //! cache-friendly HTTP read path (`GET /`, `GET`/`HEAD /o/{ghid}`, in `http`), optionally
 //! over TLS (rustls). Signature verification runs on a verify pool ([`WorkPool`]) sized to the
 //! cores; announcements (fanout and acks of durable publishes) run on one fanout thread (an
-//! actix arbiter, `announce`), helped by one thread per other core (`hgx-fanout-*`) on
-//! rounds of hundreds of subscribers ([`Hub::send_with`]); plain-TCP websockets are written
+//! actix arbiter, `announce`), helped by a thread bound to each other core
+//! ([`crate::beside`]; a pool under a CPU quota) on rounds of hundreds of subscribers
+//! ([`Hub::send_with`]); plain-TCP websockets are written
 //! by us, not by actix's dispatcher (`direct`, the one place actix is bypassed). The exception, for latency: a
 //! lone small publish is checked, applied and announced by its connection's reader on the
 //! event loop (`session`), each thread hop costing more than the work it hands on.
@@ -360,7 +361,7 @@ pub(crate) struct Shared {
     hub: Arc<Hub>,
     pool: WorkPool,
     /// Checks a lone frame's container on another core meanwhile (`session`, `hand_over`).
-    beside: Option<crate::beside::Beside>,
+    beside: Option<Arc<crate::beside::Beside>>,
     limits: Limits,
     /// The `hello` answer (fixed for the server's life).
     hello: wire::Hello,
@@ -403,10 +404,16 @@ pub async fn start(settings: Settings) -> Result<Running, ServerError> {
         total: limits.outbound_bytes_total,
     };
     let hub = Hub::new(budget, limits.max_subscriptions);
-    // The fanout thread and these send a large round's parts side by side, one per core.
+    // Threads bound to the cores (none on one core or under a CPU quota): a large round's
+    // parts go to them, beside the fanout thread's own, and a lone frame's container.
+    let beside = crate::beside::Beside::start("hgx-beside")?.map(Arc::new);
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    if cores > 1 {
-        hub.send_with(WorkPool::new(cores - 1, "hgx-fanout")?);
+    match &beside {
+        Some(b) => hub.send_with(hub::Helpers::Beside(b.clone())),
+        None if cores > 1 => {
+            hub.send_with(hub::Helpers::Pool(WorkPool::new(cores - 1, "hgx-fanout")?))
+        }
+        None => {}
     }
     let mut verify_threads = settings.verify_threads;
     let (archive, cluster) = match (&settings.store, &settings.ghidcache) {
@@ -455,11 +462,8 @@ pub async fn start(settings: Settings) -> Result<Running, ServerError> {
         archive: archive.clone(),
         hub: hub.clone(),
         pool,
-        beside: if settings.check_beside && matches!(settings.store, StoreChoice::Sled) {
-            crate::beside::Beside::start("hgx-beside")?
-        } else {
-            None
-        },
+        beside: beside
+            .filter(|_| settings.check_beside && matches!(settings.store, StoreChoice::Sled)),
         limits,
         hello: wire::Hello::new(limits.to_wire()),
         http_bodies: ByteBudget::new(limits.outbound_bytes_total),
