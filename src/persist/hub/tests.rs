@@ -387,7 +387,8 @@ fn large_round_in_parts(helpers: Helpers) -> HashSet<std::thread::ThreadId> {
     senders
 }
 
-/// A pool's threads take the parts they have room for: three parts, three threads.
+/// A pool's threads take the parts they have room for: of the three parts, the caller sends
+/// one and the pool's two threads the others.
 #[test]
 fn a_large_round_is_sent_in_parts_by_a_pool() {
     let pool = WorkPool::new(2, "test-fanout").unwrap();
