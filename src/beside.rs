@@ -28,7 +28,8 @@ use std::time::{Duration, Instant};
 pub type Job = Box<dyn FnOnce() + Send + 'static>;
 
 /// Threads at most, whatever the number of cores: enough for a few connections' pairs at
-/// once, and the inline path they serve is the lightly loaded one.
+/// once (the lightly loaded path), and for a fanout round's parts (one per thread, each of
+/// at least `PART_MIN` subscribers, so a round of 1,000 has at most 7 anyway).
 pub const MAX_THREADS: usize = 8;
 
 /// How long [`Handed::finish`] checks for the job's end before it sleeps: about what a

@@ -17,9 +17,11 @@
 //!   listening sockets. Shared by both
 //!   binaries; call nothing above `golix`.
 //! - `work_pool`: a fixed pool of named threads for CPU-bound jobs (the persister's verify
-//!   pool, the daemon's signing pool, the persister's fanout helpers). Calls nothing of ours.
+//!   pool, the daemon's signing pool, the persister's fanout helpers under a CPU quota).
+//!   Calls nothing of ours.
 //! - `beside`: a job run on another core's bound thread while the caller runs its own (the
-//!   persister's container checks). Calls `process`.
+//!   persister's container checks and the parts of its large fanout rounds). Calls
+//!   `process`.
 //! - `hint`: CPU hints (prefetch). Calls nothing of ours.
 //! - `testdata`: where the test vectors live (`tests/vectors/golix/`), for tests and benches.
 //! - `inspect`: `hgxd inspect`, decode-and-verify of `.ghid` files. Calls `golix`.
